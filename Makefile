@@ -1,0 +1,155 @@
+# mmdet-c: one entry point.
+#   make            build libmmdet.so, every plugin, every tool
+#   make test       build and run the whole suite (SANITIZE=1 for ASan+UBSan)
+#   make demo       the main job on the embedded synthetic dataset
+#   make bench      benchmarks against the PyTorch peer
+#   make install    PREFIX=/usr/local
+#
+# Sources are found by convention, so adding a file needs no Makefile edit:
+#   core/*.c core/backends/cpu/*.c     -> lib/libmmdet.so
+#   plugins/<cat>/<name>.c             -> plugins/<cat>/<name>.so
+#   plugins/<cat>/<name>/*.c           -> plugins/<cat>/<name>.so
+#   tests/plugins/<name>.c             -> tests/plugins/<name>.so
+#   tools/<name>.c, tools/<name>/*.c   -> bin/<name>
+#   tests/unit/test_<name>.c           -> build/tests/test_<name> (Criterion)
+#   bench/bench_<name>.c               -> build/bench/bench_<name>
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+OPT     ?= -O2
+SANITIZE ?=
+VERSION := 0.1.0
+ABI_MAJOR := 1
+
+DEPS_OK := build/.deps-ok
+CPPFLAGS := -Icore/include -Icore -DMD_VERSION=\"$(VERSION)\"
+CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fopenmp -Wall -Wextra -Werror -Wno-format-truncation -MMD -MP
+LDFLAGS  := -fopenmp
+ifeq ($(SANITIZE),1)
+  CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+endif
+CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config --libs libxml-2.0 2>/dev/null) -lpthread -lm
+CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
+LINK_MMDET := -Llib -lmmdet -lm
+
+# Objects depend on the flags they were built with: changing SANITIZE or OPT
+# rebuilds everything (plugins live next to their sources, not per-flavour).
+FLAGS_STAMP := build/flags
+$(shell mkdir -p build; echo '$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' > build/flags.new; \
+  cmp -s build/flags.new build/flags || mv build/flags.new build/flags; rm -f build/flags.new)
+
+CORE_SRC  := $(wildcard core/*.c core/backends/cpu/*.c)
+CORE_OBJ  := $(CORE_SRC:%.c=build/%.o)
+LIBMMDET  := lib/libmmdet.so
+
+PLUGIN_SINGLE := $(patsubst %.c,%.so,$(wildcard plugins/*/*.c tests/plugins/*.c))
+PLUGIN_DIRS   := $(patsubst %/,%,$(sort $(dir $(wildcard plugins/*/*/*.c))))
+PLUGIN_MULTI  := $(addsuffix .so,$(PLUGIN_DIRS))
+PLUGINS       := $(PLUGIN_SINGLE) $(PLUGIN_MULTI)
+
+TOOL_SINGLE := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
+TOOL_DIRS   := $(patsubst tools/%/,%,$(sort $(dir $(wildcard tools/*/*.c))))
+TOOL_MULTI  := $(addprefix bin/,$(TOOL_DIRS))
+TOOLS       := $(TOOL_SINGLE) $(TOOL_MULTI)
+
+TEST_SRC  := $(wildcard tests/unit/test_*.c)
+TEST_BIN  := $(TEST_SRC:tests/unit/%.c=build/tests/%)
+TEST_HELPERS := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
+
+# CUDA is optional: built into lib/libmmdet-cuda.so when nvcc is found.
+NVCC      := $(shell command -v nvcc 2>/dev/null)
+CUDA_SRC  := $(wildcard core/backends/cuda/*.cu)
+ifneq ($(NVCC),)
+ifneq ($(CUDA_SRC),)
+CUDA_LIB  := lib/libmmdet-cuda.so
+endif
+endif
+
+.PHONY: all deps test demo bench install clean fuzz
+all: $(LIBMMDET) $(PLUGINS) $(TOOLS) $(CUDA_LIB)
+
+$(DEPS_OK): scripts/deps.sh
+	@mkdir -p build
+	scripts/deps.sh build
+	@touch $@
+deps: $(DEPS_OK)
+
+build/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBMMDET): $(CORE_OBJ)
+	@mkdir -p lib
+	$(CC) -shared -Wl,-soname,libmmdet.so.$(ABI_MAJOR) $(LDFLAGS) -o $@.$(ABI_MAJOR) $^ $(CORE_LIBS)
+	ln -sf libmmdet.so.$(ABI_MAJOR) $@
+
+$(CUDA_LIB): $(CUDA_SRC) $(LIBMMDET)
+	$(NVCC) -O2 -Xcompiler -fPIC -shared -Icore/include -Icore -o $@ $(CUDA_SRC) -lcublas -lcudnn $(LINK_MMDET)
+
+# Single-file plugins.
+%.so: %.c $(LIBMMDET) $(FLAGS_STAMP)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/$(subst /,_,$*).d -shared $(LDFLAGS) -o $@ $< $(LINK_MMDET) $(LIBS_$(subst /,_,$*))
+
+# Multi-file plugins: every .c of the folder.
+define multi_plugin
+$(1).so: $(wildcard $(1)/*.c) $(wildcard $(1)/*.h) $(LIBMMDET) $(FLAGS_STAMP)
+	$(CC) $(CPPFLAGS) -I$(1) $(CFLAGS) -MF build/$(subst /,_,$(1)).d -shared $(LDFLAGS) -o $$@ $(wildcard $(1)/*.c) $(LINK_MMDET) $(LIBS_$(subst /,_,$(1)))
+endef
+$(foreach d,$(PLUGIN_DIRS),$(eval $(call multi_plugin,$(d))))
+
+bin/%: tools/%.c $(LIBMMDET) $(FLAGS_STAMP)
+	@mkdir -p bin
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/tool_$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$*)
+
+define multi_tool
+bin/$(1): $(wildcard tools/$(1)/*.c) $(wildcard tools/$(1)/*.h) $(LIBMMDET) $(FLAGS_STAMP)
+	@mkdir -p bin
+	$(CC) $(CPPFLAGS) -Itools/$(1) $(CFLAGS) -MF build/tool_$(1).d $(LDFLAGS) -o $$@ $(wildcard tools/$(1)/*.c) -Wl,-rpath,'$$$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$(1))
+endef
+$(foreach t,$(TOOL_DIRS),$(eval $(call multi_tool,$(t))))
+
+build/tests/%: tests/unit/%.c $(TEST_HELPERS) $(LIBMMDET) $(FLAGS_STAMP)
+	@mkdir -p build/tests
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -MF build/tests/$*.d $(LDFLAGS) -o $@ $< $(TEST_HELPERS) -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) -lcriterion $(CORE_LIBS)
+
+build/bench/%: bench/%.c $(LIBMMDET) $(FLAGS_STAMP)
+	@mkdir -p build/bench
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/bench/$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) $(CORE_LIBS)
+
+build/.test-deps-ok: scripts/deps.sh
+	@mkdir -p build
+	scripts/deps.sh test
+	@touch $@
+
+test: build/.test-deps-ok
+	$(MAKE) all
+	$(MAKE) $(TEST_BIN)
+	scripts/run-tests.sh $(TEST_BIN)
+
+demo: all
+	scripts/demo.sh
+
+bench: all $(BENCH_BIN)
+	scripts/deps.sh bench || echo "bench: PyTorch peer unavailable; printing ours only"
+	scripts/bench.sh $(BENCH_BIN)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/include/mmdet $(DESTDIR)$(PREFIX)/lib/mmdet/plugins
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 lib/libmmdet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libmmdet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/libmmdet.so
+	$(if $(CUDA_LIB),install -m 755 $(CUDA_LIB) $(DESTDIR)$(PREFIX)/lib/)
+	cp -r core/include/mmdet/. $(DESTDIR)$(PREFIX)/include/mmdet/
+	for p in $(filter plugins/%,$(PLUGINS)); do \
+	  d=$(DESTDIR)$(PREFIX)/lib/mmdet/$$(dirname $$p); install -d $$d; install -m 755 $$p $$d/; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' mmdet.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mmdet.pc
+
+clean:
+	rm -rf build bin lib
+	find plugins tests/plugins -name '*.so' -delete
+
+-include $(shell find build -name '*.d' 2>/dev/null)

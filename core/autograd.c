@@ -1,0 +1,177 @@
+/* Tape autograd: nodes appended in forward order, walked backwards. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+MD_API bool md_grad_enabled(const md_ctx *ctx) { return ctx->grad_enabled; }
+
+MD_API bool md_grad_set_enabled(md_ctx *ctx, bool on) {
+    bool prev = ctx->grad_enabled;
+    ctx->grad_enabled = on;
+    return prev;
+}
+
+MD_API md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const *inputs, int n_inputs,
+                                   md_backward_fn backward, const char *op_name) {
+    if (!out || !ctx->grad_enabled) return NULL;
+    bool any = false;
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i] && inputs[i]->requires_grad) any = true;
+    if (!any) return NULL;
+    md_node *n = md_ctx_alloc(ctx, sizeof *n);
+    md_tensor **ins = md_ctx_alloc(ctx, sizeof *ins * (size_t)(n_inputs ? n_inputs : 1));
+    if (!n || !ins) return NULL;
+    if (ctx->tape_len == ctx->tape_cap) {
+        int cap = ctx->tape_cap ? ctx->tape_cap * 2 : 1024;
+        md_node **t = realloc(ctx->tape, sizeof *t * (size_t)cap);
+        if (!t) {
+            md_op_fail(ctx, op_name, "out of memory growing the autograd tape");
+            return NULL;
+        }
+        ctx->tape = t;
+        ctx->tape_cap = cap;
+    }
+    memcpy(ins, inputs, sizeof *ins * (size_t)n_inputs);
+    *n = (struct md_node){ .op = op_name, .backward = backward, .n_inputs = n_inputs,
+                           .inputs = ins, .output = out, .saved = NULL };
+    out->requires_grad = true;
+    out->grad_fn = n;
+    ctx->tape[ctx->tape_len++] = n;
+    return n;
+}
+
+MD_API void *md_node_save(md_ctx *ctx, md_node *node, size_t bytes) {
+    if (!node) return NULL;
+    node->saved = md_ctx_alloc(ctx, bytes);
+    if (node->saved) memset(node->saved, 0, bytes);
+    return node->saved;
+}
+
+MD_API void *md_node_saved(const md_node *node) { return node->saved; }
+MD_API md_tensor *md_node_input(const md_node *node, int i) { return node->inputs[i]; }
+MD_API md_tensor *md_node_output(const md_node *node) { return node->output; }
+MD_API int md_node_input_count(const md_node *node) { return node->n_inputs; }
+MD_API const char *md_node_op(const md_node *node) { return node->op; }
+
+MD_API bool md_node_needs_grad(const md_node *node, int i) {
+    return i >= 0 && i < node->n_inputs && node->inputs[i] && node->inputs[i]->requires_grad;
+}
+
+/* Sums g over the dimensions that broadcasting added or stretched, giving a
+ * contiguous f32 tensor of `shape`. */
+static md_tensor *reduce_to_shape(md_ctx *ctx, md_tensor *g, const md_tensor *like) {
+    md_tensor *r = md_tensor_zeros(ctx, MD_F32, like->ndim, like->shape);
+    if (!r) return NULL;
+    int off = g->ndim - like->ndim;
+    int64_t n = md_tensor_numel(g);
+    float *dst = md_f32(r);
+    const float *src = md_f32(g);
+    int64_t idx[MD_MAX_DIMS] = { 0 };
+    for (int64_t i = 0; i < n; i++) {
+        int64_t so = 0, dof = 0;
+        for (int d = 0; d < g->ndim; d++) {
+            so += idx[d] * g->stride[d];
+            int ld = d - off;
+            if (ld >= 0 && like->shape[ld] != 1) dof += idx[d] * r->stride[ld];
+        }
+        dst[dof] += src[so];
+        for (int d = g->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < g->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return r;
+}
+
+MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
+    if (!g) return -1;
+    if (!md_node_needs_grad(node, i)) return 0;
+    md_tensor *t = node->inputs[i];
+    if (g->dtype != MD_F32) {
+        md_op_fail(ctx, node->op, "backward produced a %s gradient", md_dtype_name(g->dtype));
+        return -1;
+    }
+    if (!md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g)) {
+        bool broadcastable = g->ndim >= t->ndim;
+        for (int d = 0; broadcastable && d < t->ndim; d++) {
+            int64_t gs = g->shape[g->ndim - t->ndim + d];
+            if (t->shape[d] != gs && t->shape[d] != 1) broadcastable = false;
+        }
+        if (!broadcastable) {
+            char a[96], b[96];
+            md_op_fail(ctx, node->op, "backward gradient %s does not match input %d %s",
+                       md_tensor_describe(g, a, sizeof a), i, md_tensor_describe(t, b, sizeof b));
+            return -1;
+        }
+        g = reduce_to_shape(ctx, g, t);
+        if (!g) return -1;
+    }
+    int64_t n = md_tensor_numel(t);
+    if (!t->grad) {
+        if (t->persistent) {
+            md_error err = { 0 };
+            t->grad = md_tensor_new_persistent(ctx, MD_F32, t->ndim, t->shape, &err);
+            if (!t->grad) {
+                md_op_fail(ctx, node->op, "%s", err.msg);
+                return -1;
+            }
+        } else {
+            t->grad = md_tensor_zeros(ctx, MD_F32, t->ndim, t->shape);
+            if (!t->grad) return -1;
+        }
+    }
+    float *dst = md_f32(t->grad);
+    const float *src = md_f32(g);
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t k = 0; k < n; k++) dst[k] += src[k];
+    return 0;
+}
+
+MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md_error *err) {
+    if (!out) return md_fail(err, "backward: no output tensor (an earlier op failed?)");
+    if (!out->requires_grad || !out->grad_fn)
+        return md_fail(err, "backward: the output does not require grad (no differentiable path "
+                            "to a parameter, or grad mode was off)");
+    md_tensor *seed = grad_out;
+    if (!seed) {
+        seed = md_tensor_full(ctx, MD_F32, out->ndim, out->shape, 1.0);
+        if (!seed) goto fail;
+    }
+    /* Non-leaf gradients of an earlier backward in this step must not leak
+     * into this one. */
+    for (int k = 0; k < ctx->tape_len; k++) ctx->tape[k]->output->grad = NULL;
+    out->grad = md_tensor_zeros(ctx, MD_F32, out->ndim, out->shape);
+    if (!out->grad) goto fail;
+    md_node self = { .op = "backward", .n_inputs = 1, .inputs = &out, .output = NULL };
+    if (md_node_accumulate(ctx, &self, 0, seed) != 0) goto fail;
+
+    bool prev = md_grad_set_enabled(ctx, false);
+    int rc = 0;
+    for (int k = ctx->tape_len - 1; k >= 0 && rc == 0; k--) {
+        md_node *n = ctx->tape[k];
+        md_tensor *g = n->output->grad;
+        if (!g) continue;
+        md_scope_push(ctx, n->op);
+        rc = n->backward(ctx, n, g);
+        md_scope_pop(ctx);
+        if (rc == 0 && md_ctx_failed(ctx)) rc = -1;
+    }
+    md_grad_set_enabled(ctx, prev);
+    if (rc != 0) goto fail;
+    return 0;
+fail:
+    if (err) {
+        *err = ctx->op_error;
+        if (!err->code) md_fail(err, "backward failed");
+        md_error_wrap(err, "backward");
+    }
+    return -1;
+}
+
+MD_API int md_backward(md_ctx *ctx, md_tensor *out, md_error *err) {
+    return md_backward_with(ctx, out, NULL, err);
+}
+
+MD_API void md_tensor_zero_grad(md_tensor *t) {
+    if (t && t->grad) md_tensor_fill_(t->grad, 0.0);
+}

@@ -1,0 +1,110 @@
+/* The context and its logger. */
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+void openblas_set_num_threads(int num_threads);
+
+static int default_threads(void) {
+    const char *env = getenv("MMDET_NUM_THREADS");
+    if (env && atoi(env) > 0) return atoi(env);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+MD_API md_ctx *md_ctx_new(md_error *err) {
+    md_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory creating a context");
+        return NULL;
+    }
+    ctx->log_level = MD_LOG_INFO;
+    ctx->grad_enabled = true;
+    md__arena_init(&ctx->arena);
+    if (md__registry_init(ctx, err) != 0) {
+        md_ctx_free(ctx);
+        return NULL;
+    }
+    md_ctx_set_threads(ctx, default_threads());
+    return ctx;
+}
+
+MD_API void md_ctx_free(md_ctx *ctx) {
+    if (!ctx) return;
+    md__registry_free(ctx);
+    md__arena_free(&ctx->arena);
+    free(ctx->tape);
+    if (ctx->log_file) fclose(ctx->log_file);
+    free(ctx);
+}
+
+MD_API void md_ctx_set_threads(md_ctx *ctx, int n) {
+    if (n < 1) n = 1;
+    ctx->threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+MD_API int md_ctx_threads(const md_ctx *ctx) { return ctx->threads; }
+
+/* ---- logging ---- */
+
+static const char *level_name(int level) {
+    if (level >= MD_LOG_ERROR) return "ERROR";
+    if (level >= MD_LOG_WARNING) return "WARNING";
+    if (level >= MD_LOG_INFO) return "INFO";
+    return "DEBUG";
+}
+
+MD_API int md_log_level_parse(const char *name) {
+    static const struct { const char *n; int v; } levels[] = {
+        { "DEBUG", MD_LOG_DEBUG }, { "INFO", MD_LOG_INFO }, { "WARNING", MD_LOG_WARNING },
+        { "WARN", MD_LOG_WARNING }, { "ERROR", MD_LOG_ERROR }, { "CRITICAL", MD_LOG_ERROR } };
+    for (size_t i = 0; name && i < sizeof levels / sizeof levels[0]; i++)
+        if (!strcasecmp(name, levels[i].n)) return levels[i].v;
+    return -1;
+}
+
+MD_API void md_log_writev(md_ctx *ctx, md_log_level level, const char *fmt, va_list ap) {
+    if (ctx && (int)level < ctx->log_level) return;
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    char line[8192];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (!ctx || !ctx->log_quiet) {
+        FILE *out = level >= MD_LOG_WARNING ? stderr : stdout;
+        fprintf(out, "%s - mmdet - %s - %s\n", stamp, level_name(level), line);
+        fflush(out);
+    }
+    if (ctx && ctx->log_file) {
+        fprintf(ctx->log_file, "%s - mmdet - %s - %s\n", stamp, level_name(level), line);
+        fflush(ctx->log_file);
+    }
+}
+
+MD_API void md_log_write(md_ctx *ctx, md_log_level level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    md_log_writev(ctx, level, fmt, ap);
+    va_end(ap);
+}
+
+MD_API void md_log_set_level(md_ctx *ctx, md_log_level level) { ctx->log_level = level; }
+MD_API void md_log_set_quiet(md_ctx *ctx, bool quiet) { ctx->log_quiet = quiet; }
+
+MD_API int md_log_set_file(md_ctx *ctx, const char *path, md_error *err) {
+    if (ctx->log_file) fclose(ctx->log_file);
+    ctx->log_file = NULL;
+    if (!path) return 0;
+    ctx->log_file = fopen(path, "a");
+    if (!ctx->log_file) return md_failc(err, MD_ERR_IO, "cannot open log file %s: %m", path);
+    return 0;
+}

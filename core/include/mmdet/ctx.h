@@ -1,0 +1,52 @@
+/* The context: everything a run shares, passed explicitly (no globals).
+ *
+ * One md_ctx holds the registries, the plugin search path, the logger, the
+ * thread count, the step arena with the autograd tape, and the sticky error
+ * of tensor ops. It is not thread-safe: one thread drives it; ops use OpenMP
+ * inside. Data-loader workers get their own md_worker handles (loader.h).
+ */
+#ifndef MMDET_CTX_H
+#define MMDET_CTX_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct md_ctx md_ctx;
+
+md_ctx *md_ctx_new(md_error *err);
+void md_ctx_free(md_ctx *ctx);
+
+/* Threads used by ops (OpenMP and BLAS); default: $MMDET_NUM_THREADS, else
+ * the number of cores. Results are reproducible for a fixed count. */
+void md_ctx_set_threads(md_ctx *ctx, int n);
+int md_ctx_threads(const md_ctx *ctx);
+
+/* ---- logging: console plus an optional file; plugins log through this ---- */
+typedef enum md_log_level {
+    MD_LOG_DEBUG = 10, MD_LOG_INFO = 20, MD_LOG_WARNING = 30, MD_LOG_ERROR = 40,
+} md_log_level;
+
+void md_log_write(md_ctx *ctx, md_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void md_log_writev(md_ctx *ctx, md_log_level level, const char *fmt, va_list ap);
+#define md_debug(ctx, ...) md_log_write((ctx), MD_LOG_DEBUG, __VA_ARGS__)
+#define md_info(ctx, ...) md_log_write((ctx), MD_LOG_INFO, __VA_ARGS__)
+#define md_warn(ctx, ...) md_log_write((ctx), MD_LOG_WARNING, __VA_ARGS__)
+#define md_log_error(ctx, ...) md_log_write((ctx), MD_LOG_ERROR, __VA_ARGS__)
+/* Level by mmcv name ("DEBUG", "INFO", "WARNING", "ERROR"); -1 if unknown. */
+int md_log_level_parse(const char *name);
+void md_log_set_level(md_ctx *ctx, md_log_level level);
+/* Also append every line to `path` (NULL closes it). */
+int md_log_set_file(md_ctx *ctx, const char *path, md_error *err);
+/* Silence the console (tests); the file still receives lines. */
+void md_log_set_quiet(md_ctx *ctx, bool quiet);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,10 @@
+/* The plugin API in one include. */
+#ifndef MMDET_H
+#define MMDET_H
+#include "error.h"
+#include "ctx.h"
+#include "config.h"
+#include "registry.h"
+#include "tensor.h"
+#include "ops.h"
+#endif

@@ -1,0 +1,98 @@
+/* Registries and plugins.
+ *
+ * A plugin is a shared object with one descriptor (MD_PLUGIN) and any number
+ * of registrations (MD_REGISTER), each a constructor that runs inside dlopen.
+ * Registrations are queued while the file loads and committed to the
+ * context's registries only after the descriptor's ABI version checks out
+ * (major equal, minor not newer than the core's), so a refused plugin leaves
+ * no trace. A name registered twice in one registry is an error naming both
+ * files.
+ *
+ * Registry names follow mmdet: "backbones", "necks", "heads", "roi_extractors",
+ * "shared_heads", "losses", "detectors", "datasets", "pipelines", "hooks",
+ * "optimizers", "lr_policies", "bbox_assigners", "bbox_samplers",
+ * "bbox_coders", "prior_generators", "iou_calculators", "runners", "models"
+ * (generic small modules, tests). A registry exists once something registers
+ * into it or the core declares it.
+ */
+#ifndef MMDET_REGISTRY_H
+#define MMDET_REGISTRY_H
+
+#include <stdint.h>
+#include "config.h"
+#include "ctx.h"
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MD_ABI_MAJOR 1
+#define MD_ABI_MINOR 0
+
+/* What a registry entry is. `iface` points at the registry's own interface
+ * struct (md_hook_iface, md_dataset_iface, ...); the registry defines what
+ * the object returned by `build` is. */
+typedef struct md_class {
+    const char *name;              /* the config's `type` */
+    const md_key *keys;            /* accepted keys ({0}-terminated); NULL: unchecked */
+    /* Builds the object from `cfg` (schema defaults and default_args already
+     * filled, keys checked). Returns NULL and sets err on failure. */
+    void *(*build)(md_ctx *ctx, const md_cfg *cfg, md_error *err);
+    const void *iface;
+    const char *doc;               /* one line for --list-modules */
+} md_class;
+
+typedef struct md_plugin_desc {
+    uint32_t abi_major, abi_minor;
+    const char *name, *version, *license;
+} md_plugin_desc;
+
+/* Called from constructors (MD_REGISTER). Outside a plugin load (e.g. a test
+ * binary or the core itself) the class is registered as built-in. */
+void md_register_module(const char *registry, const md_class *cls);
+
+/* mmcv's build_from_cfg: `type` from cfg or default_args (required); every
+ * key of default_args the cfg lacks is added; keys are checked against the
+ * class schema and its defaults filled; the class's error is wrapped as
+ * "<config path>: <Type>: <message>". Returns the built object or NULL. */
+void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *cfg,
+                        const md_cfg *default_args, md_error *err);
+
+/* The class registered as `name`; NULL with the unknown-type error (the
+ * registry's entries, a suggestion and the plugin directories searched). */
+const md_class *md_registry_find(md_ctx *ctx, const char *registry, const char *name, md_error *err);
+/* The file a class came from ("<builtin>" for the core and test binaries). */
+const char *md_registry_origin(md_ctx *ctx, const char *registry, const char *name);
+/* Enumeration for --list-modules: registries, then entries of one. */
+int md_registry_count(md_ctx *ctx);
+const char *md_registry_name(md_ctx *ctx, int i);
+int md_registry_entry_count(md_ctx *ctx, const char *registry);
+const md_class *md_registry_entry(md_ctx *ctx, const char *registry, int i);
+
+/* ---- plugin loading (libltdl) ---- */
+/* Adds a directory to search (recursively) and loads every plugin in it.
+ * A file that fails (not a plugin, wrong ABI, unresolved symbol, duplicate
+ * name) stops loading with one message: the file and the reason. */
+int md_plugin_load_dir(md_ctx *ctx, const char *dir, md_error *err);
+int md_plugin_load_file(md_ctx *ctx, const char *path, md_error *err);
+/* The install prefix's plugin directory (next to libmmdet.so), or NULL. */
+const char *md_plugin_default_dir(md_ctx *ctx);
+/* Directories searched so far, for error messages. */
+int md_plugin_dir_count(md_ctx *ctx);
+const char *md_plugin_dir(md_ctx *ctx, int i);
+
+/* ---- the macros a plugin uses ---- */
+#define MD_PLUGIN(name_, version_, license_)                                 \
+    __attribute__((visibility("default"))) const md_plugin_desc md_plugin_descriptor = { \
+        MD_ABI_MAJOR, MD_ABI_MINOR, (name_), (version_), (license_) }
+
+#define MD_REGISTER(registry_, cls_)                                         \
+    static void __attribute__((constructor)) md__register_##cls_(void) {     \
+        md_register_module((registry_), &(cls_));                            \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+#endif

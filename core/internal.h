@@ -1,0 +1,72 @@
+/* Private to libmmdet: the context's layout and helpers shared by core files. */
+#ifndef MMDET_INTERNAL_H
+#define MMDET_INTERNAL_H
+
+#include <stdio.h>
+#include "mmdet/mmdet.h"
+
+#define MD_API __attribute__((visibility("default")))
+
+/* Step arena: a list of chunks with bump allocation. */
+typedef struct md_arena_chunk { char *base; size_t size, used; } md_arena_chunk;
+typedef struct md_arena {
+    md_arena_chunk *chunks;
+    int n_chunks, cap_chunks;
+    size_t used, peak;       /* bytes over all chunks */
+    size_t default_chunk;
+} md_arena;
+
+struct md_node {
+    const char *op;
+    md_backward_fn backward;
+    int n_inputs;
+    md_tensor **inputs;
+    md_tensor *output;
+    void *saved;
+};
+
+struct md_registries;   /* registry.c */
+
+struct md_ctx {
+    int threads;
+    /* logging (log.c) */
+    int log_level;
+    FILE *log_file;
+    bool log_quiet;
+    /* registries and plugin directories (registry.c, plugin.c) */
+    struct md_registries *reg;
+    /* step arena, tape and op errors (tensor.c, autograd.c) */
+    md_arena arena;
+    md_node **tape;
+    int tape_len, tape_cap;
+    bool grad_enabled;
+    md_error op_error;
+    char scope[1024];
+    int scope_marks[64];
+    int scope_depth;
+};
+
+/* Subsystem set-up and tear-down, called by md_ctx_new/md_ctx_free. */
+int md__registry_init(md_ctx *ctx, md_error *err);
+void md__registry_free(md_ctx *ctx);
+void md__arena_init(md_arena *a);
+void md__arena_free(md_arena *a);
+void *md__arena_alloc(md_arena *a, size_t bytes);
+void md__arena_reset(md_arena *a);
+
+/* Logical offset (in elements) of flat row-major index i in a strided tensor. */
+static inline int64_t md__offset_of(const md_tensor *t, int64_t i) {
+    int64_t off = 0;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        int64_t s = t->shape[d];
+        off += (i % s) * t->stride[d];
+        i /= s;
+    }
+    return off;
+}
+
+/* Allocates a step tensor struct with contiguous strides (no data). */
+md_tensor *md__tensor_header(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *shape);
+void md__set_contiguous_strides(md_tensor *t);
+
+#endif

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages the build and tests need, only where missing.
+# Usage: scripts/deps.sh build|test|demo|bench
+set -eu
+pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
+libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
+case "${1:-build}" in
+  test) pkgs="$pkgs libcriterion-dev" ;;
+  bench) pkgs="$pkgs python3-torch python3-torchvision python3-numpy" ;;
+esac
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing packages:$missing; run as root or install them with apt-get" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing
