@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 
 static md_ctx *ctx;
 static void setup(void) { ctx = md_ctx_new(NULL); cr_assert(ctx); }
@@ -127,4 +128,16 @@ Test(tensor_core, rng_is_reproducible) {
     for (int i = 0; i < 20000; i++) { double z = md_rng_normal(&a); s += z; s2 += z * z; }
     cr_assert(fabs(s / 20000) < 0.05);
     cr_assert(fabs(s2 / 20000 - 1) < 0.05);
+}
+
+static md_tensor *gc_square(md_ctx *c, md_tensor **in, void *user) {
+    (void)user;
+    return square_scale(c, square_scale(c, in[0], 0.5f), 2.0f);
+}
+
+Test(tensor_core, gradcheck_agrees_with_custom_backward) {
+    md_tensor *x = randn_param(ctx, MD_DIMS(5), 7);
+    double e = gradcheck(ctx, gc_square, &x, 1, NULL, 1e-2);
+    cr_assert_lt(e, 1e-3, "relative error %g", e);
+    md_tensor_free(x);
 }

@@ -7,4 +7,5 @@
 #include "registry.h"
 #include "tensor.h"
 #include "ops.h"
+#include "safetensors.h"
 #endif

@@ -1,0 +1,111 @@
+/* Helpers shared by the unit tests. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "testlib.h"
+
+md_st *golden_open(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "tests/fixtures/%s.safetensors", name);
+    md_error err = { 0 };
+    md_st *st = md_st_open(path, &err);
+    cr_assert(st, "golden fixture: %s", err.msg);
+    return st;
+}
+
+md_tensor *golden_get(md_ctx *ctx, md_st *st, const char *key) {
+    md_tensor *t = md_st_tensor(ctx, st, key);
+    cr_assert(t, "golden fixture entry %s: %s", key, md_ctx_error(ctx)->msg);
+    return t;
+}
+
+double rel_err(const md_tensor *a, const md_tensor *ref) {
+    if (!a || !ref || md_tensor_numel(a) != md_tensor_numel(ref)) return INFINITY;
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < md_tensor_numel(a); i++) {
+        double x = md_tensor_get(a, i), y = md_tensor_get(ref, i);
+        num += (x - y) * (x - y);
+        den += y * y;
+    }
+    if (isnan(num)) return INFINITY;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+void assert_close(const md_tensor *a, const md_tensor *ref, double tol, const char *what) {
+    char sa[96], sr[96];
+    cr_assert(a, "%s: no output", what);
+    cr_assert(md_tensor_same_shape(a, ref), "%s: shape %s, expected %s", what,
+              md_tensor_describe(a, sa, sizeof sa), md_tensor_describe(ref, sr, sizeof sr));
+    double e = rel_err(a, ref);
+    cr_assert(e <= tol, "%s: relative error %.3g > %.3g", what, e, tol);
+}
+
+void assert_equal(const md_tensor *a, const md_tensor *ref, const char *what) {
+    char sa[96], sr[96];
+    cr_assert(a, "%s: no output", what);
+    cr_assert(md_tensor_same_shape(a, ref), "%s: shape %s, expected %s", what,
+              md_tensor_describe(a, sa, sizeof sa), md_tensor_describe(ref, sr, sizeof sr));
+    for (int64_t i = 0; i < md_tensor_numel(a); i++)
+        cr_assert_eq(md_tensor_get(a, i), md_tensor_get(ref, i), "%s: element %lld is %g, expected %g",
+                     what, (long long)i, md_tensor_get(a, i), md_tensor_get(ref, i));
+}
+
+md_tensor *randn_param(md_ctx *ctx, int ndim, const int64_t *shape, uint64_t seed) {
+    md_tensor *t = md_tensor_new_persistent(ctx, MD_F32, ndim, shape, NULL);
+    cr_assert(t);
+    md_rng r;
+    md_rng_seed(&r, seed);
+    md_tensor_normal_(t, &r, 0.0, 1.0);
+    t->requires_grad = true;
+    return t;
+}
+
+static double weighted_sum(const md_tensor *out, const float *w) {
+    double s = 0;
+    for (int64_t i = 0; i < md_tensor_numel(out); i++) s += (double)w[i] * md_tensor_get(out, i);
+    return s;
+}
+
+double gradcheck(md_ctx *ctx, gradcheck_fn fn, md_tensor **inputs, int n, void *user, double eps) {
+    md_ctx_step_reset(ctx);
+    for (int k = 0; k < n; k++)
+        if (inputs[k]->grad) md_tensor_zero_grad(inputs[k]);
+    md_tensor *out = fn(ctx, inputs, user);
+    cr_assert(out, "gradcheck: forward failed: %s", md_ctx_error(ctx)->msg);
+    int64_t m = md_tensor_numel(out);
+    float *w = malloc(sizeof(float) * (size_t)(m ? m : 1));
+    md_rng r;
+    md_rng_seed(&r, 1234);
+    for (int64_t i = 0; i < m; i++) w[i] = (float)md_rng_normal(&r);
+    md_tensor *g = md_tensor_from(ctx, MD_F32, out->ndim, out->shape, w);
+    md_error err = { 0 };
+    cr_assert_eq(md_backward_with(ctx, out, g, &err), 0, "gradcheck: %s", err.msg);
+    double worst = 0;
+    for (int k = 0; k < n; k++) {
+        md_tensor *x = inputs[k];
+        if (!x->requires_grad) continue;
+        cr_assert(x->grad, "gradcheck: input %d got no gradient", k);
+        double num2 = 0, den2 = 0;
+        bool prev = md_grad_set_enabled(ctx, false);
+        for (int64_t i = 0; i < md_tensor_numel(x); i++) {
+            float *p = &md_f32(x)[i], orig = *p;
+            size_t mark = md_ctx_arena_mark(ctx);
+            *p = orig + (float)eps;
+            double fp = weighted_sum(fn(ctx, inputs, user), w);
+            md_ctx_arena_release(ctx, mark);
+            *p = orig - (float)eps;
+            double fm = weighted_sum(fn(ctx, inputs, user), w);
+            md_ctx_arena_release(ctx, mark);
+            *p = orig;
+            double numeric = (fp - fm) / (2 * eps), analytic = md_f32(x->grad)[i];
+            num2 += (numeric - analytic) * (numeric - analytic);
+            den2 += numeric * numeric;
+        }
+        md_grad_set_enabled(ctx, prev);
+        double e = den2 > 0 ? sqrt(num2 / den2) : sqrt(num2);
+        if (e > worst) worst = e;
+    }
+    free(w);
+    return worst;
+}

@@ -1,0 +1,32 @@
+/* Helpers shared by the unit tests: golden fixtures and gradient checks. */
+#ifndef MMDET_TESTLIB_H
+#define MMDET_TESTLIB_H
+
+#include <mmdet/mmdet.h>
+
+/* Opens tests/fixtures/<name>.safetensors (written by a tests/golden script);
+ * fails the test with the reason when it cannot. */
+md_st *golden_open(const char *name);
+/* A step tensor copy of fixture entry `key` (fails the test if absent). */
+md_tensor *golden_get(md_ctx *ctx, md_st *st, const char *key);
+/* ||a - ref|| / ||ref|| (plain ||a - ref|| when ref is all zeros); both are
+ * read as double whatever their dtype and strides. Shapes must match in
+ * element count; returns INFINITY otherwise. */
+double rel_err(const md_tensor *a, const md_tensor *ref);
+/* Fails the test, naming `what`, when shapes differ or rel_err > tol. */
+void assert_close(const md_tensor *a, const md_tensor *ref, double tol, const char *what);
+/* Element-wise exact equality (indices, masks). */
+void assert_equal(const md_tensor *a, const md_tensor *ref, const char *what);
+
+/* Finite-difference check of d(sum(w * f(inputs)))/d(inputs[k]) for every
+ * input that requires grad, with random weights w; central differences of
+ * step `eps` in f32 arithmetic. fn builds the output from inputs (it is
+ * called with grad on once, then with grad off for the differences).
+ * Returns the worst relative error (over each input's gradient vector). */
+typedef md_tensor *(*gradcheck_fn)(md_ctx *ctx, md_tensor **inputs, void *user);
+double gradcheck(md_ctx *ctx, gradcheck_fn fn, md_tensor **inputs, int n, void *user, double eps);
+/* Persistent f32 tensor with N(0, 1) values (seeded), requires_grad set;
+ * freed by the caller with md_tensor_free. */
+md_tensor *randn_param(md_ctx *ctx, int ndim, const int64_t *shape, uint64_t seed);
+
+#endif
