@@ -8,4 +8,5 @@
 #include "tensor.h"
 #include "ops.h"
 #include "safetensors.h"
+#include "module.h"
 #endif

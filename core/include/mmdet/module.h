@@ -1,0 +1,84 @@
+/* Modules: the common header of every built component (backbone, neck,
+ * head, detector, and the small layers inside them).
+ *
+ * A component embeds md_module as its first member and registers its
+ * parameters, buffers and children by name; from that alone the core derives
+ * state_dict names identical to mmdet 2.x ("backbone.layer1.0.conv1.weight"),
+ * train/eval mode, parameter counts, checkpoint save/load and the optimizer's
+ * parameter list.
+ *
+ *     struct my_head { md_module base; md_module *conv; int num_classes; };
+ *     struct my_head *h = md_module_new(sizeof *h, &my_head_class);
+ *     md_module_add_child(&h->base, "conv", conv, err);
+ *     md_module_free(&h->base);   // frees children, tensors, then the struct
+ */
+#ifndef MMDET_MODULE_H
+#define MMDET_MODULE_H
+
+#include "safetensors.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct md_module md_module;
+
+typedef struct md_module_class {
+    const char *name;                       /* "ResNet", "Conv2d", ... */
+    /* Frees what the component owns beyond tensors and children (may be NULL). */
+    void (*destroy)(md_module *m);
+    /* Called by md_module_train after the mode is set on m and its children;
+     * lets a component override (ResNet's norm_eval keeps BN in eval). */
+    void (*on_train)(md_module *m, bool training);
+} md_module_class;
+
+typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;
+typedef struct md_module_child { char *name; md_module *m; } md_module_link;
+
+struct md_module {
+    const md_module_class *cls;
+    bool training;
+    md_module_entry *params, *buffers;
+    int n_params, n_buffers, cap_params, cap_buffers;
+    md_module_link *children;
+    int n_children, cap_children;
+};
+
+/* calloc's `size` bytes (a struct starting with md_module) and sets the class. */
+void *md_module_new(size_t size, const md_module_class *cls);
+void md_module_free(md_module *m);
+
+/* A persistent f32 parameter (requires_grad) or buffer, zero-filled, owned by m. */
+md_tensor *md_module_add_param(md_ctx *ctx, md_module *m, const char *name, int ndim,
+                               const int64_t *shape, md_error *err);
+md_tensor *md_module_add_buffer(md_ctx *ctx, md_module *m, const char *name, md_dtype dt, int ndim,
+                                const int64_t *shape, md_error *err);
+/* m takes ownership of child (freed with m). */
+int md_module_add_child(md_module *m, const char *name, md_module *child, md_error *err);
+md_module *md_module_child(const md_module *m, const char *name);
+
+/* Recursively sets training mode, then calls each class's on_train. */
+void md_module_train(md_module *m, bool training);
+
+/* Depth-first in registration order (own params, own buffers, children),
+ * full dotted names with `prefix` ("" for none). Stops on a non-zero return. */
+typedef int (*md_module_visit_fn)(const char *name, md_tensor *t, bool is_param, void *user);
+int md_module_visit(md_module *m, const char *prefix, md_module_visit_fn fn, void *user);
+md_tensor *md_module_find(md_module *m, const char *name);
+int64_t md_module_num_params(md_module *m, bool trainable_only);
+
+/* State dict I/O. Saving adds every param and buffer under `prefix`.
+ * Loading: names are matched after stripping `strip_prefix` (e.g. "module.")
+ * from the file's names; shape mismatches are errors explaining both shapes;
+ * missing and unexpected keys are reported in `report` (may be NULL) and are
+ * errors only when strict. Tensors are converted to the module's dtypes. */
+int md_module_save_state(md_module *m, md_st_writer *w, const char *prefix, md_error *err);
+typedef struct md_load_report { int loaded, missing, unexpected; char text[4096]; } md_load_report;
+int md_module_load_state(md_ctx *ctx, md_module *m, const md_st *st, const char *strip_prefix,
+                         bool strict, md_load_report *report, md_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
