@@ -9,4 +9,5 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "module.h"
+#include "optim.h"
 #endif

@@ -36,9 +36,14 @@ typedef struct md_module_class {
 typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;
 typedef struct md_module_child { char *name; md_module *m; } md_module_link;
 
+/* Instance flags read by the optimizer's paramwise_cfg. */
+#define MD_MODULE_NORM 1u      /* a normalisation layer (norm_decay_mult) */
+#define MD_MODULE_DWCONV 2u    /* a depth-wise convolution (dwconv_decay_mult) */
+
 struct md_module {
     const md_module_class *cls;
     bool training;
+    unsigned flags;
     md_module_entry *params, *buffers;
     int n_params, n_buffers, cap_params, cap_buffers;
     md_module_link *children;
