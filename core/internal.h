@@ -40,6 +40,7 @@ struct md_ctx {
     md_node **tape;
     int tape_len, tape_cap;
     bool grad_enabled;
+    md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;
     char scope[1024];
     int scope_marks[64];

@@ -10,4 +10,5 @@
 #include "safetensors.h"
 #include "module.h"
 #include "optim.h"
+#include "nn.h"
 #endif

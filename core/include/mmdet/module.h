@@ -31,6 +31,8 @@ typedef struct md_module_class {
     /* Called by md_module_train after the mode is set on m and its children;
      * lets a component override (ResNet's norm_eval keeps BN in eval). */
     void (*on_train)(md_module *m, bool training);
+    /* One-tensor forward for simple layers (NULL for richer components). */
+    md_tensor *(*forward1)(md_ctx *ctx, md_module *m, md_tensor *x);
 } md_module_class;
 
 typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;

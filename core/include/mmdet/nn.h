@@ -1,0 +1,74 @@
+/* Layers every model is made of (PyTorch names and defaults), mmcv's
+ * ConvModule, and weight initialisers (mmcv.cnn's init functions).
+ *
+ * Layers are md_modules with a one-tensor forward; a component calls a child
+ * by name so errors carry the module path:
+ *     x = md_module_call(ctx, &self->base, "conv1", x);
+ */
+#ifndef MMDET_NN_H
+#define MMDET_NN_H
+
+#include "module.h"
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Runs child `name` of `parent` (its class's forward1) inside the scope
+ * "<name>"; NULL + ctx error when the child is missing or fails. */
+md_tensor *md_module_call(md_ctx *ctx, md_module *parent, const char *name, md_tensor *x);
+/* Runs m's forward1 directly (no scope). */
+md_tensor *md_module_forward(md_ctx *ctx, md_module *m, md_tensor *x);
+
+/* nn.Conv2d(in, out, k, stride, padding, dilation, groups, bias):
+ * params "weight" [out, in/groups, kh, kw] and "bias" [out]; PyTorch's
+ * default init (kaiming_uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))). */
+md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_conv2d_params p, bool bias,
+                        md_error *err);
+/* nn.BatchNorm2d(c, eps, momentum): "weight", "bias", buffers "running_mean",
+ * "running_var", "num_batches_tracked". requires_grad=false freezes the
+ * affine parameters (mmdet norm_cfg requires_grad). In eval mode (training
+ * false, e.g. norm_eval) it uses the running statistics. */
+md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad, md_error *err);
+/* nn.Linear(in, out, bias): "weight" [out, in], "bias" [out]. */
+md_module *md_nn_linear(md_ctx *ctx, int in, int out, bool bias, md_error *err);
+/* nn.ReLU (no parameters), nn.MaxPool2d. */
+md_module *md_nn_relu(md_error *err);
+md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err);
+/* Accessors for a conv layer's weight/bias (NULL if none). */
+md_tensor *md_nn_weight(md_module *layer);
+md_tensor *md_nn_bias(md_module *layer);
+
+/* mmcv ConvModule: children "conv" and, with a norm, "bn"; activation ReLU
+ * when `act` is true. With a norm, the conv has no bias unless bias is
+ * forced (mmcv's bias='auto'). Init as mmcv: kaiming (fan_out, relu,
+ * normal) for the conv, norm weight 1 and bias 0. */
+typedef struct md_conv_module_opts {
+    int in, out, kernel, stride, padding, dilation, groups;
+    bool norm;            /* BN after the conv */
+    bool norm_requires_grad;
+    bool act;             /* ReLU after */
+    int bias;             /* -1 auto (no bias with norm), 0 no, 1 yes */
+} md_conv_module_opts;
+md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err);
+
+/* ---- initialisers (mmcv.cnn.utils.weight_init) ---- */
+/* The context's RNG for weight init; md_ctx_seed sets it (and is what
+ * --seed drives). */
+md_rng *md_ctx_rng(md_ctx *ctx);
+void md_ctx_seed(md_ctx *ctx, uint64_t seed);
+int md_init_constant(md_tensor *t, double v);
+int md_init_normal(md_tensor *t, md_rng *r, double mean, double std);
+int md_init_uniform(md_tensor *t, md_rng *r, double a, double b);
+/* mode_fan_out: fan_out instead of fan_in; nonlinearity "relu" or
+ * "leaky_relu" (with a); distribution normal or uniform. */
+int md_init_kaiming(md_tensor *t, md_rng *r, double a, bool mode_fan_out, const char *nonlinearity, bool uniform);
+int md_init_xavier(md_tensor *t, md_rng *r, double gain, bool uniform);
+/* mmcv bias_init_with_prob: -log((1 - p) / p). */
+double md_bias_init_with_prob(double prior_prob);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,266 @@
+/* Layers (Conv2d, BatchNorm2d, Linear, ReLU, MaxPool2d), mmcv's ConvModule
+ * and weight initialisers. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+MD_API md_rng *md_ctx_rng(md_ctx *ctx) { return &ctx->init_rng; }
+MD_API void md_ctx_seed(md_ctx *ctx, uint64_t seed) { md_rng_seed(&ctx->init_rng, seed); }
+
+MD_API md_tensor *md_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    if (!x) return NULL;
+    if (!m || !m->cls || !m->cls->forward1)
+        return md_op_fail(ctx, "forward", "module %s has no single-tensor forward",
+                          m && m->cls ? m->cls->name : "(null)");
+    return m->cls->forward1(ctx, m, x);
+}
+
+MD_API md_tensor *md_module_call(md_ctx *ctx, md_module *parent, const char *name, md_tensor *x) {
+    if (!x) return NULL;
+    md_module *m = md_module_child(parent, name);
+    if (!m) return md_op_fail(ctx, "forward", "no child module '%s'", name);
+    md_scope_push(ctx, name);
+    md_tensor *y = md_module_forward(ctx, m, x);
+    md_scope_pop(ctx);
+    return y;
+}
+
+/* ---------------------------------------------------------------- init -- */
+
+static void fans(const md_tensor *t, double *fan_in, double *fan_out) {
+    double rf = 1;
+    for (int d = 2; d < t->ndim; d++) rf *= (double)t->shape[d];
+    *fan_in = t->ndim >= 2 ? (double)t->shape[1] * rf : (double)(t->ndim ? t->shape[0] : 1);
+    *fan_out = t->ndim >= 2 ? (double)t->shape[0] * rf : (double)(t->ndim ? t->shape[0] : 1);
+}
+
+MD_API int md_init_constant(md_tensor *t, double v) { return t ? md_tensor_fill_(t, v) : -1; }
+MD_API int md_init_normal(md_tensor *t, md_rng *r, double mean, double std) {
+    return t ? md_tensor_normal_(t, r, mean, std) : -1;
+}
+MD_API int md_init_uniform(md_tensor *t, md_rng *r, double a, double b) {
+    return t ? md_tensor_uniform_(t, r, a, b) : -1;
+}
+
+MD_API int md_init_kaiming(md_tensor *t, md_rng *r, double a, bool mode_fan_out, const char *nonlinearity,
+                           bool uniform) {
+    if (!t) return -1;
+    double fi, fo;
+    fans(t, &fi, &fo);
+    double gain = (nonlinearity && !strcmp(nonlinearity, "leaky_relu")) ? sqrt(2.0 / (1 + a * a)) : sqrt(2.0);
+    double std = gain / sqrt(mode_fan_out ? fo : fi);
+    if (uniform) return md_tensor_uniform_(t, r, -sqrt(3.0) * std, sqrt(3.0) * std);
+    return md_tensor_normal_(t, r, 0, std);
+}
+
+MD_API int md_init_xavier(md_tensor *t, md_rng *r, double gain, bool uniform) {
+    if (!t) return -1;
+    double fi, fo;
+    fans(t, &fi, &fo);
+    double std = gain * sqrt(2.0 / (fi + fo));
+    if (uniform) return md_tensor_uniform_(t, r, -sqrt(3.0) * std, sqrt(3.0) * std);
+    return md_tensor_normal_(t, r, 0, std);
+}
+
+MD_API double md_bias_init_with_prob(double p) { return -log((1 - p) / p); }
+
+/* PyTorch's reset_parameters for Conv2d/Linear. */
+static void torch_default_init(md_ctx *ctx, md_tensor *w, md_tensor *b) {
+    md_init_kaiming(w, &ctx->init_rng, sqrt(5.0), false, "leaky_relu", true);
+    if (b) {
+        double fi, fo;
+        fans(w, &fi, &fo);
+        double bound = fi > 0 ? 1 / sqrt(fi) : 0;
+        md_tensor_uniform_(b, &ctx->init_rng, -bound, bound);
+    }
+}
+
+/* --------------------------------------------------------------- layers -- */
+
+typedef struct conv_layer { md_module base; md_tensor *w, *b; md_conv2d_params p; } conv_layer;
+
+static md_tensor *conv_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    conv_layer *c = (conv_layer *)m;
+    return md_conv2d(ctx, x, c->w, c->b, c->p);
+}
+static const md_module_class conv_class = { .name = "Conv2d", .forward1 = conv_forward };
+
+MD_API md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_conv2d_params p, bool bias,
+                               md_error *err) {
+    if (p.groups < 1) p.groups = 1;
+    if (p.dilation_h < 1) p.dilation_h = 1;
+    if (p.dilation_w < 1) p.dilation_w = 1;
+    if (in <= 0 || out <= 0 || in % p.groups || out % p.groups) {
+        md_failc(err, MD_ERR_CONFIG, "Conv2d(%d, %d, groups=%d): channels must be positive multiples of groups",
+                 in, out, p.groups);
+        return NULL;
+    }
+    conv_layer *c = md_module_new(sizeof *c, &conv_class);
+    if (!c) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    c->p = p;
+    if (p.groups == in && in == out && in > 1) c->base.flags |= MD_MODULE_DWCONV;
+    c->w = md_module_add_param(ctx, &c->base, "weight", MD_DIMS(out, in / p.groups, kh, kw), err);
+    if (c->w && bias) c->b = md_module_add_param(ctx, &c->base, "bias", MD_DIMS(out), err);
+    if (!c->w || (bias && !c->b)) {
+        md_module_free(&c->base);
+        return NULL;
+    }
+    torch_default_init(ctx, c->w, c->b);
+    return &c->base;
+}
+
+typedef struct bn_layer {
+    md_module base;
+    md_tensor *w, *b, *mean, *var, *count;
+    double eps, momentum;
+} bn_layer;
+
+static md_tensor *bn_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    bn_layer *n = (bn_layer *)m;
+    if (m->training && x) md_i64(n->count)[0]++;
+    return md_batch_norm2d(ctx, x, n->w, n->b, n->mean, n->var, m->training, n->momentum, n->eps);
+}
+static const md_module_class bn_class = { .name = "BatchNorm2d", .forward1 = bn_forward };
+
+MD_API md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad,
+                                    md_error *err) {
+    bn_layer *n = md_module_new(sizeof *n, &bn_class);
+    if (!n) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    n->base.flags |= MD_MODULE_NORM;
+    n->eps = eps;
+    n->momentum = momentum;
+    n->w = md_module_add_param(ctx, &n->base, "weight", MD_DIMS(c), err);
+    n->b = n->w ? md_module_add_param(ctx, &n->base, "bias", MD_DIMS(c), err) : NULL;
+    n->mean = n->b ? md_module_add_buffer(ctx, &n->base, "running_mean", MD_F32, MD_DIMS(c), err) : NULL;
+    n->var = n->mean ? md_module_add_buffer(ctx, &n->base, "running_var", MD_F32, MD_DIMS(c), err) : NULL;
+    n->count = n->var ? md_module_add_buffer(ctx, &n->base, "num_batches_tracked", MD_I64, 0, NULL, err) : NULL;
+    if (!n->count) {
+        md_module_free(&n->base);
+        return NULL;
+    }
+    md_tensor_fill_(n->w, 1.0);
+    md_tensor_fill_(n->var, 1.0);
+    n->w->requires_grad = n->b->requires_grad = requires_grad;
+    return &n->base;
+}
+
+typedef struct linear_layer { md_module base; md_tensor *w, *b; } linear_layer;
+
+static md_tensor *linear_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    linear_layer *l = (linear_layer *)m;
+    return md_linear(ctx, x, l->w, l->b);
+}
+static const md_module_class linear_class = { .name = "Linear", .forward1 = linear_forward };
+
+MD_API md_module *md_nn_linear(md_ctx *ctx, int in, int out, bool bias, md_error *err) {
+    linear_layer *l = md_module_new(sizeof *l, &linear_class);
+    if (!l) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    l->w = md_module_add_param(ctx, &l->base, "weight", MD_DIMS(out, in), err);
+    if (l->w && bias) l->b = md_module_add_param(ctx, &l->base, "bias", MD_DIMS(out), err);
+    if (!l->w || (bias && !l->b)) {
+        md_module_free(&l->base);
+        return NULL;
+    }
+    torch_default_init(ctx, l->w, l->b);
+    return &l->base;
+}
+
+static md_tensor *relu_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    (void)m;
+    return md_relu(ctx, x);
+}
+static const md_module_class relu_class = { .name = "ReLU", .forward1 = relu_forward };
+
+MD_API md_module *md_nn_relu(md_error *err) {
+    md_module *m = md_module_new(sizeof *m, &relu_class);
+    if (!m) md_failc(err, MD_ERR_NOMEM, "out of memory");
+    return m;
+}
+
+typedef struct pool_layer { md_module base; int k, s, p; } pool_layer;
+
+static md_tensor *pool_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    pool_layer *p = (pool_layer *)m;
+    return md_max_pool2d(ctx, x, p->k, p->s, p->p, false);
+}
+static const md_module_class pool_class = { .name = "MaxPool2d", .forward1 = pool_forward };
+
+MD_API md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err) {
+    pool_layer *p = md_module_new(sizeof *p, &pool_class);
+    if (!p) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    p->k = kernel;
+    p->s = stride;
+    p->p = pad;
+    return &p->base;
+}
+
+MD_API md_tensor *md_nn_weight(md_module *layer) {
+    if (layer->cls == &conv_class) return ((conv_layer *)layer)->w;
+    if (layer->cls == &linear_class) return ((linear_layer *)layer)->w;
+    if (layer->cls == &bn_class) return ((bn_layer *)layer)->w;
+    return NULL;
+}
+
+MD_API md_tensor *md_nn_bias(md_module *layer) {
+    if (layer->cls == &conv_class) return ((conv_layer *)layer)->b;
+    if (layer->cls == &linear_class) return ((linear_layer *)layer)->b;
+    if (layer->cls == &bn_class) return ((bn_layer *)layer)->b;
+    return NULL;
+}
+
+/* ---------------------------------------------------------- ConvModule -- */
+
+typedef struct conv_module { md_module base; bool norm, act; } conv_module;
+
+static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    conv_module *c = (conv_module *)m;
+    x = md_module_call(ctx, m, "conv", x);
+    if (c->norm) x = md_module_call(ctx, m, "bn", x);
+    if (c->act) x = md_relu(ctx, x);
+    return x;
+}
+static const md_module_class conv_module_class = { .name = "ConvModule", .forward1 = conv_module_forward };
+
+MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err) {
+    conv_module *c = md_module_new(sizeof *c, &conv_module_class);
+    if (!c) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    c->norm = o->norm;
+    c->act = o->act;
+    bool bias = o->bias < 0 ? !o->norm : o->bias > 0;
+    md_conv2d_params p = { o->stride ? o->stride : 1, o->stride ? o->stride : 1, o->padding, o->padding,
+                           o->dilation ? o->dilation : 1, o->dilation ? o->dilation : 1, o->groups ? o->groups : 1 };
+    md_module *conv = md_nn_conv2d(ctx, o->in, o->out, o->kernel, o->kernel, p, bias, err);
+    if (!conv || md_module_add_child(&c->base, "conv", conv, err) != 0) {
+        md_module_free(conv);
+        md_module_free(&c->base);
+        return NULL;
+    }
+    /* mmcv ConvModule.init_weights: kaiming normal, fan_out, relu; bias 0 */
+    md_init_kaiming(md_nn_weight(conv), &ctx->init_rng, 0, true, "relu", false);
+    if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
+    if (o->norm) {
+        md_module *bn = md_nn_batchnorm2d(ctx, o->out, 1e-5, 0.1, o->norm_requires_grad, err);
+        if (!bn || md_module_add_child(&c->base, "bn", bn, err) != 0) {
+            md_module_free(bn);
+            md_module_free(&c->base);
+            return NULL;
+        }
+    }
+    return &c->base;
+}
