@@ -83,7 +83,7 @@ build/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 
 $(LIBMMDET): $(CORE_OBJ)
 	@mkdir -p lib
-	$(CC) -shared -Wl,-soname,libmmdet.so.$(ABI_MAJOR) $(LDFLAGS) -o $@.$(ABI_MAJOR) $^ $(CORE_LIBS)
+	$(CC) -shared -Wl,-soname,libmmdet.so.$(ABI_MAJOR) -Wl,--no-undefined $(LDFLAGS) -o $@.$(ABI_MAJOR) $^ $(CORE_LIBS)
 	ln -sf libmmdet.so.$(ABI_MAJOR) $@
 
 $(CUDA_LIB): $(CUDA_SRC) $(LIBMMDET)

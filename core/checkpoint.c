@@ -1,0 +1,115 @@
+/* Checkpoints: save/load model + optimizer + metadata; latest link. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+#ifndef MD_VERSION
+#define MD_VERSION "0"
+#endif
+
+MD_API int md_checkpoint_save(const char *path, md_module *model, const md_optimizer *opt, const md_ckpt_meta *meta,
+                              md_error *err) {
+    md_st_writer *w = md_st_writer_new();
+    if (!w) return md_failc(err, MD_ERR_NOMEM, "out of memory saving %s", path);
+    char num[32];
+    int rc = 0;
+    snprintf(num, sizeof num, "%lld", (long long)meta->epoch);
+    rc |= md_st_writer_meta(w, "epoch", num, err);
+    snprintf(num, sizeof num, "%lld", (long long)meta->iter);
+    rc |= md_st_writer_meta(w, "iter", num, err);
+    rc |= md_st_writer_meta(w, "mmdet_version", MD_VERSION, err);
+    if (meta->config) rc |= md_st_writer_meta(w, "config", meta->config, err);
+    if (meta->classes) rc |= md_st_writer_meta(w, "CLASSES", meta->classes, err);
+    if (meta->hook_msgs) rc |= md_st_writer_meta(w, "hook_msgs", meta->hook_msgs, err);
+    if (!rc) rc = md_module_save_state(model, w, "", err);
+    if (!rc && opt) rc = md_optimizer_save_state(opt, w, err);
+    if (!rc) rc = md_st_writer_save(w, path, err);
+    md_st_writer_free(w);
+    return rc ? -1 : 0;
+}
+
+MD_API int md_checkpoint_link_latest(const char *dir, const char *filename, md_error *err) {
+    char link[4096], tmp[4096];
+    snprintf(link, sizeof link, "%s/latest" MD_CKPT_EXT, dir);
+    snprintf(tmp, sizeof tmp, "%s/.latest" MD_CKPT_EXT ".tmp", dir);
+    unlink(tmp);
+    if (symlink(filename, tmp) != 0 || rename(tmp, link) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return md_failc(err, MD_ERR_IO, "cannot link %s to %s: %s", link, filename, strerror(e));
+    }
+    return 0;
+}
+
+MD_API char *md_checkpoint_find_latest(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/latest" MD_CKPT_EXT, dir);
+    if (access(path, R_OK) == 0) return strdup(path);
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    long long best = -1;
+    char best_name[1024] = "";
+    struct dirent *e;
+    size_t ext = strlen(MD_CKPT_EXT);
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n <= ext || strcmp(e->d_name + n - ext, MD_CKPT_EXT)) continue;
+        const char *us = NULL;
+        for (const char *p = e->d_name; p < e->d_name + n - ext; p++)
+            if (*p == '_') us = p;
+        if (!us) continue;
+        char *end;
+        long long v = strtoll(us + 1, &end, 10);
+        if (end != e->d_name + n - ext || end == us + 1) continue;
+        if (v > best) {
+            best = v;
+            snprintf(best_name, sizeof best_name, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    if (best < 0) return NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, best_name);
+    return strdup(path);
+}
+
+MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optimizer *opt, md_ckpt_info *info,
+                              md_error *err) {
+    md_ckpt_info local;
+    if (!info) info = &local;
+    memset(info, 0, sizeof *info);
+    md_st *st = md_st_open(path, err);
+    if (!st) return -1;
+    const char *v;
+    if ((v = md_st_metadata(st, "epoch"))) info->epoch = strtoll(v, NULL, 10);
+    if ((v = md_st_metadata(st, "iter"))) info->iter = strtoll(v, NULL, 10);
+    if ((v = md_st_metadata(st, "CLASSES"))) snprintf(info->classes, sizeof info->classes, "%s", v);
+    if ((v = md_st_metadata(st, "hook_msgs"))) snprintf(info->hook_msgs, sizeof info->hook_msgs, "%s", v);
+    int rc = md_module_load_state(ctx, model, st, "module.", false, &info->report, err);
+    if (rc == 0) {
+        /* "optimizer.*" entries are expected extras, not unexpected keys */
+        int extra = 0;
+        for (int i = 0; i < md_st_count(st); i++)
+            if (!strncmp(md_st_name(st, i), "optimizer.", 10)) extra++;
+        info->report.unexpected -= extra;
+        char *src = info->report.text, *dst = src;
+        while (*src) {   /* drop the report lines about optimizer entries */
+            char *nl = strchr(src, '\n');
+            size_t len = nl ? (size_t)(nl - src) + 1 : strlen(src);
+            if (strncmp(src, "unexpected: optimizer.", 22)) {
+                memmove(dst, src, len);
+                dst += len;
+            }
+            src += len;
+        }
+        *dst = 0;
+        if (dst > info->report.text && dst[-1] == '\n') dst[-1] = 0;
+    }
+    if (rc == 0 && opt) rc = md_optimizer_load_state(ctx, opt, st, err);
+    md_st_close(st);
+    if (rc != 0) md_error_wrap(err, "loading %s", path);
+    return rc;
+}

@@ -1,0 +1,48 @@
+/* Checkpoints: model state, optional optimizer state and metadata in one
+ * safetensors file, written atomically, with a `latest.safetensors` link,
+ * as mmcv's save_checkpoint / load_checkpoint / find_latest_checkpoint. */
+#ifndef MMDET_CHECKPOINT_H
+#define MMDET_CHECKPOINT_H
+
+#include "module.h"
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MD_CKPT_EXT ".safetensors"
+
+typedef struct md_ckpt_meta {
+    int64_t epoch, iter;        /* completed epochs and iterations */
+    const char *config;         /* the merged config text (may be NULL) */
+    const char *classes;        /* CLASSES as a JSON list (may be NULL) */
+    const char *hook_msgs;      /* JSON object: best score, best checkpoint (may be NULL) */
+} md_ckpt_meta;
+
+/* Writes path atomically (temporary file, fsync, rename). opt may be NULL
+ * (save_optimizer false). */
+int md_checkpoint_save(const char *path, md_module *model, const md_optimizer *opt, const md_ckpt_meta *meta,
+                       md_error *err);
+/* Points <dir>/latest.safetensors at `filename` (a name inside dir), atomically. */
+int md_checkpoint_link_latest(const char *dir, const char *filename, md_error *err);
+/* mmdet's find_latest_checkpoint: latest.safetensors if present, else the
+ * file with the largest N in *_N.safetensors; NULL if none (malloc'ed). */
+char *md_checkpoint_find_latest(const char *dir);
+
+typedef struct md_ckpt_info {
+    int64_t epoch, iter;
+    char classes[4096];
+    char hook_msgs[4096];
+    md_load_report report;
+} md_ckpt_info;
+/* Loads model weights (strip "module." prefixes; non-strict, the report
+ * lists missing/unexpected keys) and, when opt is not NULL, the optimizer
+ * state (resume). info may be NULL. */
+int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optimizer *opt, md_ckpt_info *info,
+                       md_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
