@@ -282,7 +282,21 @@ MD_API int md_cfg_apply_options(md_cfg *root, const char *const *opts, int n, md
     if (!ov) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) rc = add_to_overlay(ov, opts[i], err);
-    if (rc == 0) rc = merge_overlay(root, ov, err);
+    /* Merge into a copy so that a failing option leaves the config as it was. */
+    md_cfg *work = rc == 0 ? md__cfg_copy(root, root->name, false) : NULL;
+    if (rc == 0 && !work) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+    if (rc == 0) rc = merge_overlay(work, ov, err);
+    if (rc == 0) { /* the root pointer stays valid: swap the children in */
+        for (int i = 0; i < root->n; i++) md__cfg_destroy(root->kids[i]);
+        free(root->kids);
+        root->kids = work->kids;
+        root->n = work->n;
+        root->cap = work->cap;
+        for (int i = 0; i < root->n; i++) root->kids[i]->parent = root;
+        work->kids = NULL;
+        work->n = work->cap = 0;
+    }
+    md__cfg_destroy(work);
     md__cfg_destroy(ov);
     return rc;
 }

@@ -367,7 +367,11 @@ Test(config, option_errors) {
     cr_assert_eq(md_cfg_apply_options(c, two, 2, &err), -1);
     /* nothing of a failed batch is applied */
     cr_assert_not(md_cfg_has(c, "x"));
+    const char *three[] = { "lr=0.5", "model.backbone.depth=101", "steps.7=1" };
+    cr_assert_eq(md_cfg_apply_options(c, three, 3, &err), -1);
+    assert_has(err.msg, "index 7 is out of range");
     cr_assert_float_eq(md_cfg_float(c, "lr", 0), 0.02, 1e-15);
+    cr_assert_eq(md_cfg_int(c, "model.backbone.depth", 0), 50);
     md_cfg_free(c);
 }
 
