@@ -12,4 +12,5 @@
 #include "optim.h"
 #include "nn.h"
 #include "checkpoint.h"
+#include "runner.h"
 #endif

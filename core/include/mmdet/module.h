@@ -33,6 +33,9 @@ typedef struct md_module_class {
     void (*on_train)(md_module *m, bool training);
     /* One-tensor forward for simple layers (NULL for richer components). */
     md_tensor *(*forward1)(md_ctx *ctx, md_module *m, md_tensor *x);
+    /* The component's registry interface: md_model_iface for a model the
+     * runner trains, md_backbone_iface for a backbone, ... (may be NULL). */
+    const void *iface;
 } md_module_class;
 
 typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;

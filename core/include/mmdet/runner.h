@@ -1,0 +1,156 @@
+/* The runner: mmcv's EpochBasedRunner and IterBasedRunner with hooks.
+ *
+ * The runner drives a model (an md_module whose class implements
+ * md_model_iface) over batch sources (md_batch_source: a data loader, or
+ * anything that yields batches), calling hooks at mmcv's points in priority
+ * order. Hooks are plugins in the "hooks" registry: the built object is an
+ * md_hook whose iface says which points it serves.
+ */
+#ifndef MMDET_RUNNER_H
+#define MMDET_RUNNER_H
+
+#include "module.h"
+#include "optim.h"
+#include "registry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- named losses a model returns (mmdet's dict of losses) ---- */
+#define MD_MAX_LOSSES 32
+typedef struct md_losses {
+    int n;
+    char names[MD_MAX_LOSSES][48];
+    md_tensor *values[MD_MAX_LOSSES];   /* scalar f32 step tensors */
+} md_losses;
+/* Adds (or, for a repeated name, replaces) one named value. */
+int md_losses_add(md_losses *l, const char *name, md_tensor *value, md_error *err);
+/* mmdet's _parse_losses: every entry whose name contains "loss" summed into
+ * one differentiable scalar; NULL (ctx error) when there is none. */
+md_tensor *md_losses_total(md_ctx *ctx, const md_losses *l);
+
+/* ---- what the runner trains ---- */
+typedef struct md_model_iface {
+    /* forward_train on one batch: fill `losses` (step tensors). */
+    int (*train_step)(md_ctx *ctx, md_module *model, void *batch, md_losses *losses, md_error *err);
+} md_model_iface;
+
+/* ---- where batches come from ---- */
+typedef struct md_batch_source {
+    void *self;
+    int64_t (*len)(void *self);                                 /* batches per epoch */
+    int (*begin_epoch)(void *self, int64_t epoch, md_error *err);/* reshuffle for that epoch */
+    /* The next batch of the epoch, NULL at its end (err untouched) or on error (err set). */
+    void *(*next)(void *self, md_error *err);
+    void (*release)(void *self, void *batch);                   /* may be NULL */
+    int64_t (*batch_size)(void *self);                          /* images per batch (logging) */
+} md_batch_source;
+
+/* ---- hooks ---- */
+typedef struct md_runner md_runner;
+typedef struct md_hook md_hook;
+typedef int (*md_hook_fn)(md_hook *h, md_runner *r, md_error *err);
+
+/* mmcv's priorities. */
+enum {
+    MD_PRIORITY_HIGHEST = 0, MD_PRIORITY_VERY_HIGH = 10, MD_PRIORITY_HIGH = 30, MD_PRIORITY_ABOVE_NORMAL = 40,
+    MD_PRIORITY_NORMAL = 50, MD_PRIORITY_BELOW_NORMAL = 60, MD_PRIORITY_LOW = 70, MD_PRIORITY_VERY_LOW = 90,
+    MD_PRIORITY_LOWEST = 100,
+};
+/* A priority from a config value: an int, or a name ("VERY_HIGH"); -1 if bad. */
+int md_priority_parse(const char *name);
+
+typedef struct md_hook_iface {
+    md_hook_fn before_run, after_run;
+    md_hook_fn before_train_epoch, after_train_epoch, before_val_epoch, after_val_epoch;
+    md_hook_fn before_train_iter, after_train_iter, before_val_iter, after_val_iter;
+    void (*destroy)(md_hook *h);       /* frees the hook (NULL: free()) */
+    int default_priority;              /* used when the config gives none */
+} md_hook_iface;
+
+struct md_hook {
+    const md_hook_iface *iface;
+    int priority;
+    char type[64];                     /* registered name, for messages */
+};
+
+/* ---- the runner ---- */
+typedef struct md_runner_opts {
+    bool by_epoch;                     /* EpochBasedRunner (true) or IterBasedRunner */
+    int64_t max_epochs, max_iters;     /* the one that applies; the other is derived */
+    const char *work_dir;
+    const char *timestamp;             /* "YYYYmmdd_HHMMSS" for log names */
+    const char *config_text;           /* stored in checkpoints */
+    const char *classes_json;          /* CLASSES, stored in checkpoints */
+    uint64_t seed;
+} md_runner_opts;
+
+md_runner *md_runner_new(md_ctx *ctx, md_module *model, md_optimizer *opt, const md_runner_opts *o, md_error *err);
+void md_runner_free(md_runner *r);     /* frees hooks; not the model or optimizer */
+
+/* Adds a hook (the runner owns it) at its priority; equal priorities keep
+ * registration order. */
+int md_runner_register_hook(md_runner *r, md_hook *h, md_error *err);
+/* Builds a hook from a config dict through the "hooks" registry; the
+ * optional `priority` key (int or name) overrides the default. */
+int md_runner_register_hook_cfg(md_runner *r, const md_cfg *cfg, int default_priority, md_error *err);
+/* mmcv's register_training_hooks: LR updater (lr_config), momentum
+ * (momentum_config), optimizer (optimizer_config), checkpoint
+ * (checkpoint_config), IterTimerHook, loggers (log_config.hooks), then
+ * custom_hooks; any of the configs may be NULL. */
+int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_config, const md_cfg *optimizer_config,
+                                      const md_cfg *checkpoint_config, const md_cfg *log_config,
+                                      const md_cfg *momentum_config, const md_cfg *custom_hooks, md_error *err);
+int md_runner_hook_count(const md_runner *r);
+md_hook *md_runner_hook(const md_runner *r, int i);
+
+/* workflow: modes[i] is "train" or "val", counts[i] epochs (or iterations
+ * for the iteration-based runner); sources[i] feeds phase i. */
+int md_runner_run(md_runner *r, md_batch_source *const *sources, const char *const *modes, const int *counts,
+                  int n_phases, md_error *err);
+
+/* Resume: model, optimizer, epoch, iter and hook messages; load_from: weights only. */
+int md_runner_resume(md_runner *r, const char *path, md_error *err);
+int md_runner_load_checkpoint(md_runner *r, const char *path, md_error *err);
+/* Saves <dir>/<name> (model, optimizer unless NULL-ed by save_optimizer
+ * false, meta), then links latest when `link_latest`. */
+int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *name, bool save_optimizer,
+                              bool link_latest, md_error *err);
+/* Asks the runner to stop after the current iteration (signal handlers). */
+void md_runner_request_stop(md_runner *r);
+
+/* ---- state hooks read ---- */
+md_ctx *md_runner_ctx(md_runner *r);
+md_module *md_runner_model(md_runner *r);
+md_optimizer *md_runner_optimizer(md_runner *r);
+const char *md_runner_work_dir(const md_runner *r);
+const char *md_runner_timestamp(const md_runner *r);
+const char *md_runner_mode(const md_runner *r);       /* "train" or "val" */
+int64_t md_runner_epoch(const md_runner *r);          /* completed epochs */
+int64_t md_runner_iter(const md_runner *r);           /* completed training iterations */
+int64_t md_runner_inner_iter(const md_runner *r);     /* index within the epoch */
+int64_t md_runner_max_epochs(const md_runner *r);
+int64_t md_runner_max_iters(const md_runner *r);
+int64_t md_runner_epoch_len(const md_runner *r);      /* batches in the current phase's epoch */
+bool md_runner_by_epoch(const md_runner *r);
+const md_losses *md_runner_losses(const md_runner *r); /* of the current iteration */
+md_tensor *md_runner_loss(const md_runner *r);         /* their total (NULL if none) */
+const char *md_runner_last_checkpoint(const md_runner *r);
+uint64_t md_runner_seed(const md_runner *r);
+
+/* mmcv's log_buffer: values averaged (count-weighted) until cleared. */
+void md_runner_log_value(md_runner *r, const char *key, double value, double count);
+int md_runner_log_count(const md_runner *r);
+const char *md_runner_log_key(const md_runner *r, int i);
+double md_runner_log_average(const md_runner *r, const char *key);  /* NAN if absent */
+void md_runner_log_clear(md_runner *r);
+
+/* hook_msgs: small named values kept in checkpoints (best score, ...). */
+int md_runner_set_msg(md_runner *r, const char *key, const char *value);
+const char *md_runner_get_msg(const md_runner *r, const char *key);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
