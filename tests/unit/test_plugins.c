@@ -293,6 +293,18 @@ Test(mmdet_run, print_config_and_errors) {
     md_cfg_free(cfg);
     result_free(r);
 
+    /* MMDET_DATASETS replaces data_root and the paths under data. */
+    r = run(d, "MMDET_DATASETS=/datasets/coco bin/mmdet-run tests/configs/plugins/bench/exp.cfg --print-config");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cfg = md_cfg_parse(r.out, "printed.cfg", &err);
+    cr_assert_not_null(cfg, "%s", err.msg);
+    cr_assert_str_eq(md_cfg_str(cfg, "data_root", ""), "/datasets/coco/");
+    cr_assert_str_eq(md_cfg_str(md_cfg_get(cfg, "data.train"), "ann_file", ""),
+                     "/datasets/coco/annotations/instances_train2017.json");
+    cr_assert_str_eq(md_cfg_str(md_cfg_get(cfg, "data.test"), "img_prefix", ""), "/datasets/coco/val2017/");
+    md_cfg_free(cfg);
+    result_free(r);
+
     /* Each failure: non-zero and one line on stderr. */
     const char *cases[][2] = {
         { "bin/mmdet-run", "the CONFIG argument is required" },
