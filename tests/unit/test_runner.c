@@ -1,0 +1,291 @@
+/* The runner with the hook plugins on a small real task: a linear model
+ * learning y = 2 x0 - 3 x1 + 0.5 from seeded batches. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "testlib.h"
+
+static md_ctx *ctx;
+static char dir[64];
+static void setup(void) {
+    ctx = md_ctx_new(NULL);
+    md_log_set_quiet(ctx, true);
+    md_error err = { 0 };
+    cr_assert_eq(md_plugin_load_dir(ctx, "plugins/hooks", &err), 0, "%s", err.msg);
+    snprintf(dir, sizeof dir, "/tmp/mmdet_runner_XXXXXX");
+    cr_assert(mkdtemp(dir));
+}
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    md_ctx_free(ctx);
+}
+TestSuite(runner, .init = setup, .fini = teardown);
+
+/* ---- a batch source: 8 batches of 16 samples per epoch, seeded by epoch ---- */
+typedef struct toy_batch { md_tensor *x, *y; } toy_batch;
+typedef struct toy_src { int64_t epoch, i, nan_at; toy_batch b; float xs[16 * 2], ys[16]; } toy_src;
+
+static int64_t src_len(void *s) { (void)s; return 8; }
+static int64_t src_bs(void *s) { (void)s; return 16; }
+static int src_begin(void *s, int64_t epoch, md_error *err) {
+    (void)err;
+    ((toy_src *)s)->epoch = epoch;
+    ((toy_src *)s)->i = 0;
+    return 0;
+}
+static void *src_next(void *self, md_error *err) {
+    (void)err;
+    toy_src *s = self;
+    if (s->i == 8) return NULL;
+    md_rng r;
+    md_rng_seed(&r, (uint64_t)(s->epoch * 100 + s->i));
+    for (int k = 0; k < 16; k++) {
+        float a = (float)md_rng_normal(&r), b = (float)md_rng_normal(&r);
+        s->xs[2 * k] = a;
+        s->xs[2 * k + 1] = b;
+        s->ys[k] = 2 * a - 3 * b + 0.5f;
+    }
+    int64_t global = s->epoch * 8 + s->i;
+    if (global == s->nan_at) s->ys[0] = NAN;
+    s->i++;
+    s->b.x = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 2), s->xs);
+    s->b.y = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 1), s->ys);
+    return &s->b;
+}
+
+/* ---- the model ---- */
+static int toy_train_step(md_ctx *c, md_module *m, void *batch, md_losses *losses, md_error *err) {
+    toy_batch *b = batch;
+    md_module *fc = md_module_child(m, "fc");
+    md_tensor *pred = md_linear(c, b->x, md_nn_weight(fc), md_nn_bias(fc));
+    md_tensor *d = md_sub(c, pred, b->y);
+    md_tensor *loss = md_mean(c, md_mul(c, d, d), MD_DIM_ALL, false);
+    if (!loss) return md_fail(err, "%s", md_ctx_error(c)->msg);
+    return md_losses_add(losses, "loss_mse", loss, err);
+}
+static const md_model_iface toy_iface = { .train_step = toy_train_step };
+static const md_module_class toy_class = { .name = "ToyRegressor", .iface = &toy_iface };
+
+static md_module *toy_model(void) {
+    md_error err = { 0 };
+    md_module *m = md_module_new(sizeof(md_module), &toy_class);
+    md_ctx_seed(ctx, 5);
+    cr_assert_eq(md_module_add_child(m, "fc", md_nn_linear(ctx, 2, 1, true, &err), &err), 0, "%s", err.msg);
+    return m;
+}
+
+/* ---- a hook recording the loss of every iteration ---- */
+typedef struct rec_hook { md_hook base; double losses[256]; int n; char order[512]; } rec_hook;
+static int rec_after_iter(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    rec_hook *k = (rec_hook *)h;
+    if (k->n < 256) k->losses[k->n++] = md_tensor_item(md_runner_loss(r));
+    return 0;
+}
+static void rec_destroy(md_hook *h) { (void)h; }   /* owned by the test */
+static const md_hook_iface rec_iface = { .after_train_iter = rec_after_iter, .destroy = rec_destroy };
+
+static const char *TRAIN_CFG =
+    "optimizer = { type = \"SGD\"; lr = 0.05; momentum = 0.9; weight_decay = 0.0; };\n"
+    "optimizer_config = { grad_clip = { max_norm = 10.0; norm_type = 2.0; }; };\n"
+    "lr_config = { policy = \"step\"; warmup = \"linear\"; warmup_iters = 4; warmup_ratio = 0.1; step = [3]; };\n"
+    "checkpoint_config = { interval = 1; max_keep_ckpts = 3; };\n"
+    "log_config = { interval = 4; hooks = ( { type = \"TextLoggerHook\"; } ); };\n";
+
+static md_runner *make_runner(md_module *m, md_cfg *cfg, md_optimizer **opt, rec_hook *rec, int64_t epochs) {
+    md_error err = { 0 };
+    *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    cr_assert(*opt, "%s", err.msg);
+    md_runner_opts o = { .by_epoch = true, .max_epochs = epochs, .work_dir = dir, .timestamp = "20260101_000000" };
+    md_runner *r = md_runner_new(ctx, m, *opt, &o, &err);
+    cr_assert(r, "%s", err.msg);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   md_cfg_get(cfg, "checkpoint_config"), md_cfg_get(cfg, "log_config"),
+                                                   NULL, NULL, &err), 0, "%s", err.msg);
+    rec->base.iface = &rec_iface;
+    rec->base.priority = MD_PRIORITY_LOWEST;
+    snprintf(rec->base.type, sizeof rec->base.type, "Recorder");
+    cr_assert_eq(md_runner_register_hook(r, &rec->base, &err), 0);
+    return r;
+}
+
+static int run(md_runner *r, toy_src *s, md_error *err) {
+    md_batch_source src = { .self = s, .len = src_len, .begin_epoch = src_begin, .next = src_next,
+                            .batch_size = src_bs };
+    md_batch_source *srcs[1] = { &src };
+    const char *modes[1] = { "train" };
+    int counts[1] = { 1 };
+    return md_runner_run(r, srcs, modes, counts, 1, err);
+}
+
+Test(runner, trains_logs_and_checkpoints) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse(TRAIN_CFG, "runner_test.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    rec_hook rec = { 0 };
+    md_runner *r = make_runner(m, cfg, &opt, &rec, 4);
+    /* mmcv order: LrUpdater 10, Optimizer 40, Checkpoint 50, IterTimer 70, TextLogger 90, ours 100 */
+    const char *want[] = { "StepLrUpdaterHook", "OptimizerHook", "CheckpointHook", "IterTimerHook", "TextLoggerHook",
+                           "Recorder" };
+    cr_assert_eq(md_runner_hook_count(r), 6);
+    for (int i = 0; i < 6; i++) cr_assert_str_eq(md_runner_hook(r, i)->type, want[i]);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec.n, 32);
+    cr_assert_lt(rec.losses[31], 0.05 * rec.losses[0], "loss %g -> %g", rec.losses[0], rec.losses[31]);
+    cr_assert_float_eq(md_f32(md_nn_weight(md_module_child(m, "fc")))[0], 2.0, 0.1);
+    /* lr after step at epoch 3: 0.005 */
+    cr_assert_float_eq(md_optimizer_group_lr(opt, 0), 0.005, 1e-9);
+    char path[256];
+    for (int e = 1; e <= 4; e++) {
+        snprintf(path, sizeof path, "%s/epoch_%d.safetensors", dir, e);
+        cr_assert_eq(access(path, F_OK), e == 1 ? -1 : 0, "epoch_%d (max_keep_ckpts 3)", e);
+    }
+    char *latest = md_checkpoint_find_latest(dir);
+    char target[256] = "";
+    cr_assert(latest);
+    cr_assert_gt(readlink(latest, target, sizeof target - 1), 0);
+    cr_assert_str_eq(target, "epoch_4.safetensors");
+    free(latest);
+    /* JSON log: a header line, then 2 lines per epoch (interval 4 of 8) */
+    snprintf(path, sizeof path, "%s/20260101_000000.log.json", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    char line[2048];
+    int n = 0, train_lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        if (strstr(line, "\"mode\": \"train\"") && strstr(line, "\"loss_mse\"") && strstr(line, "\"lr\"")) train_lines++;
+    }
+    fclose(f);
+    cr_assert_eq(n, 9);
+    cr_assert_eq(train_lines, 8);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+Test(runner, resume_reproduces_the_same_losses) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse(TRAIN_CFG, "runner_test.cfg", &err);
+    /* one run of 4 epochs */
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    rec_hook full = { 0 };
+    md_runner *r = make_runner(m, cfg, &opt, &full, 4);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -f %s/*.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    /* 2 epochs, then a fresh process state resumes to 4 */
+    m = toy_model();
+    rec_hook first = { 0 }, second = { 0 };
+    r = make_runner(m, cfg, &opt, &first, 2);
+    toy_src s2 = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s2, &err), 0, "%s", err.msg);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    m = toy_model();
+    r = make_runner(m, cfg, &opt, &second, 4);
+    char *latest = md_checkpoint_find_latest(dir);
+    cr_assert_eq(md_runner_resume(r, latest, &err), 0, "%s", err.msg);
+    free(latest);
+    cr_assert_eq(md_runner_epoch(r), 2);
+    cr_assert_eq(md_runner_iter(r), 16);
+    toy_src s3 = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s3, &err), 0, "%s", err.msg);
+    cr_assert_eq(first.n, 16);
+    cr_assert_eq(second.n, 16);
+    for (int i = 0; i < 16; i++) {
+        cr_assert_eq(first.losses[i], full.losses[i], "iteration %d", i + 1);
+        cr_assert_eq(second.losses[i], full.losses[16 + i], "iteration %d", 17 + i);
+    }
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+Test(runner, nan_loss_stops_with_weights_intact) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse(TRAIN_CFG, "runner_test.cfg", &err);
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    rec_hook rec = { 0 };
+    md_runner *r = make_runner(m, cfg, &opt, &rec, 4);
+    toy_src s = { .nan_at = 11 };   /* the 12th iteration, in epoch 2 */
+    cr_assert_eq(run(r, &s, &err), -1);
+    cr_assert_eq(err.code, MD_ERR_NUMERIC, "%s", err.msg);
+    cr_assert(strstr(err.msg, "at iteration 12"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "epoch_1.safetensors"), "%s", err.msg);
+    md_tensor *w = md_nn_weight(md_module_child(m, "fc"));
+    cr_assert(isfinite(md_f32(w)[0]) && isfinite(md_f32(w)[1]));
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+Test(runner, hook_priorities_and_names) {
+    md_error err = { 0 };
+    md_module *m = toy_model();
+    md_runner_opts o = { .by_epoch = false, .max_iters = 5, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, NULL, &o, &err);
+    static const md_hook_iface none = { .destroy = rec_destroy };
+    md_hook hs[4] = { { &none, 50, "a" }, { &none, 10, "b" }, { &none, 50, "c" }, { &none, 90, "d" } };
+    for (int i = 0; i < 4; i++) md_runner_register_hook(r, &hs[i], &err);
+    const char *want = "bacd";
+    for (int i = 0; i < 4; i++) cr_assert_eq(md_runner_hook(r, i)->type[0], want[i]);
+    md_cfg *c = md_cfg_parse("h = { type = \"CheckInvalidLossHook\"; priority = \"HIGHEST\"; };", "t.cfg", &err);
+    cr_assert_eq(md_runner_register_hook_cfg(r, md_cfg_get(c, "h"), MD_PRIORITY_NORMAL, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(md_runner_hook(r, 0)->type, "CheckInvalidLossHook");
+    md_cfg_free(c);
+    c = md_cfg_parse("h = { type = \"CheckInvalidLosHook\"; };", "t.cfg", &err);
+    cr_assert_eq(md_runner_register_hook_cfg(r, md_cfg_get(c, "h"), MD_PRIORITY_NORMAL, &err), -1);
+    cr_assert(strstr(err.msg, "CheckInvalidLossHook"), "%s", err.msg);
+    md_cfg_free(c);
+    cr_assert_eq(md_priority_parse("VERY_LOW"), 90);
+    md_runner_free(r);
+    md_module_free(m);
+}
+
+Test(runner, iteration_based_runner_wraps_epochs) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("optimizer = { type = \"SGD\"; lr = 0.05; };\n"
+                               "optimizer_config = { grad_clip = \"None\"; };\n"
+                               "lr_config = { policy = \"fixed\"; by_epoch = false; };\n"
+                               "checkpoint_config = { interval = 10; by_epoch = false; };\n", "t.cfg", &err);
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    md_runner_opts o = { .by_epoch = false, .max_iters = 20, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   md_cfg_get(cfg, "checkpoint_config"), NULL, NULL, NULL, &err), 0,
+                 "%s", err.msg);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_runner_iter(r), 20);
+    cr_assert_eq(md_runner_epoch(r), 2);   /* 8 batches per epoch: wrapped twice */
+    char path[256];
+    snprintf(path, sizeof path, "%s/iter_20.safetensors", dir);
+    cr_assert_eq(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/iter_10.safetensors", dir);
+    cr_assert_eq(access(path, F_OK), 0);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
