@@ -161,3 +161,56 @@ for tag, (d, s, e, st) in {"basic": (1, 1, 4, 1), "neg": (0, -3, -1, 1), "step":
         a[(slice(None),) * (d % 2) + (slice(s, e, st),)], [randn(4, 7)])
 run(S, "slice_of_slice", lambda a: a[:, 1:6][1:3, ::2], [randn(4, 7)])
 save("ops_basic_shape", S)
+
+# --------------------------------------------------------------- indexing --
+I = {}
+L = lambda *v: torch.tensor(v, dtype=torch.int64)
+run(I, "index_select0", lambda a, i: torch.index_select(a, 0, i), [randn(5, 3), L(4, 0, 0, 2)])
+run(I, "index_select1", lambda a, i: torch.index_select(a, 1, i), [randn(2, 6, 3), L(5, 1, 1, 1, 0)])
+run(I, "index_select_empty", lambda a, i: torch.index_select(a, 0, i), [randn(5, 3), L()])
+run(I, "index_select_i64", lambda a, i: torch.index_select(a, 0, i), [ia, L(2, 2, 0)], grad=False)
+gi = torch.from_numpy(rng.randint(0, 4, size=(3, 5)).astype(np.int64))
+run(I, "gather1", lambda a, i: torch.gather(a, 1, i), [randn(3, 4), gi])
+run(I, "gather0", lambda a, i: torch.gather(a, 0, i), [randn(4, 6), gi])   # index smaller in dim 1
+si = torch.from_numpy(rng.randint(0, 4, size=(2, 5)).astype(np.int64))
+run(I, "scatter_add0", lambda a, i, s: torch.scatter_add(a, 0, i, s), [randn(4, 5), si, randn(2, 5)])
+run(I, "scatter_add1", lambda a, i, s: torch.scatter_add(a, 1, i, s), [randn(2, 4), si, randn(2, 5)])
+run(I, "scatter_add_i64", lambda a, i, s: torch.scatter_add(a, 0, i, s), [torch.arange(20).reshape(4, 5), si, torch.ones(2, 5, dtype=torch.int64)], grad=False)
+mrow = torch.from_numpy(np.array([1, 0, 1, 1, 0], dtype=np.uint8))
+run(I, "masked_rows", lambda a, m: a[m.bool()], [randn(5, 4), mrow])
+run(I, "masked_rows_square", lambda a, m: a[m.bool()], [randn(5, 5), mrow])
+mel = torch.from_numpy((rng.rand(3, 4) < 0.5).astype(np.uint8))
+run(I, "masked_elems", lambda a, m: torch.masked_select(a, m.bool()), [randn(3, 4), mel])
+run(I, "masked_bcast", lambda a, m: torch.masked_select(a, m.bool()), [randn(3, 4), mel[0]])
+run(I, "masked_none", lambda a, m: a[m.bool()], [randn(5, 4), torch.zeros(5, dtype=torch.uint8)])
+run(I, "nonzero", lambda a: torch.nonzero(a).squeeze(1), [torch.tensor([0., 1.5, 0., -2., 3., 0.])],
+    grad=False)
+run(I, "nonzero_u8", lambda a: torch.nonzero(a).squeeze(1), [mrow], grad=False)
+run(I, "nonzero_2d", lambda a: torch.nonzero(a), [mel], grad=False)
+run(I, "nonzero_empty", lambda a: torch.nonzero(a).squeeze(1), [torch.zeros(0)], grad=False)
+save("ops_basic_index", I)
+
+# ---------------------------------------------------------------- sorting --
+# sort: stable=True (ties keep the lower index first) as ours; topk goldens
+# are tie-free because PyTorch does not fix the order of tied top-k values.
+T = {}
+tied = torch.from_numpy(rng.randint(0, 4, size=(3, 9)).astype(np.float32))
+for desc in (False, True):
+    tag = "desc" if desc else "asc"
+    run(T, f"sort_{tag}", lambda a, d=desc: tuple(torch.sort(a, dim=1, descending=d, stable=True)), [distinct(4, 7)])
+    run(T, f"sort_dim0_{tag}", lambda a, d=desc: tuple(torch.sort(a, dim=0, descending=d, stable=True)),
+        [distinct(5, 3, 2)])
+    run(T, f"sort_ties_{tag}", lambda a, d=desc: tuple(torch.sort(a, dim=1, descending=d, stable=True)), [tied])
+    run(T, f"argsort_ties_{tag}", lambda a, d=desc: torch.sort(a, dim=1, descending=d, stable=True)[1], [tied],
+        grad=False)
+    run(T, f"sort_i64_{tag}", lambda a, d=desc: tuple(torch.sort(a, dim=0, descending=d, stable=True)),
+        [L(5, -2, 7, 5, 0, -2)], grad=False)
+for largest in (True, False):
+    tag = "largest" if largest else "smallest"
+    run(T, f"topk_{tag}", lambda a, l=largest: tuple(torch.topk(a, 3, 1, largest=l)), [distinct(4, 11)])
+    run(T, f"topk_dim0_{tag}", lambda a, l=largest: tuple(torch.topk(a, 2, 0, largest=l)), [distinct(6, 3)])
+    run(T, f"topk_big_{tag}", lambda a, l=largest: tuple(torch.topk(a, 50, 0, largest=l)), [distinct(3000)])
+run(T, "topk_all", lambda a: tuple(torch.topk(a, 5, 0)), [distinct(5)])
+run(T, "topk_zero", lambda a: tuple(torch.topk(a, 0, 1)), [distinct(3, 4)])
+run(T, "sort_empty", lambda a: tuple(torch.sort(a, dim=1, stable=True)), [torch.zeros(0, 4)])
+save("ops_basic_sort", T)

@@ -14,15 +14,15 @@
 #define GOLDEN_TOL 1e-4   /* f32 relative error, as for every op of this family */
 #define GC_TOL 1e-2       /* finite differences in f32 with eps 1e-2 */
 
-static bool st_has(md_st *st, const char *key) { return md_st_find(st, key) >= 0; }
+static inline bool st_has(md_st *st, const char *key) { return md_st_find(st, key) >= 0; }
 
-static md_tensor *gkey(md_ctx *ctx, md_st *st, const char *name, const char *suffix) {
+static inline md_tensor *gkey(md_ctx *ctx, md_st *st, const char *name, const char *suffix) {
     char key[160];
     snprintf(key, sizeof key, "%s/%s", name, suffix);
     return golden_get(ctx, st, key);
 }
 
-static int case_inputs(md_ctx *ctx, md_st *st, const char *name, md_tensor **in) {
+static inline int case_inputs(md_ctx *ctx, md_st *st, const char *name, md_tensor **in) {
     int n = 0;
     for (;; n++) {
         char key[160];
@@ -33,7 +33,7 @@ static int case_inputs(md_ctx *ctx, md_st *st, const char *name, md_tensor **in)
     return n;
 }
 
-static void check_out(md_tensor *out, md_tensor *ref, const char *what) {
+static inline void check_out(md_tensor *out, md_tensor *ref, const char *what) {
     if (ref->dtype == MD_F32) {
         cr_assert(out, "%s: no output", what);
         cr_assert_eq(out->dtype, MD_F32, "%s: dtype %s", what, md_dtype_name(out->dtype));
@@ -48,7 +48,7 @@ static void check_out(md_tensor *out, md_tensor *ref, const char *what) {
 
 /* Forward against <name>/out, backward against <name>/grad*, then (when
  * `gc`) a finite-difference check on the same inputs. */
-static void run_case(md_ctx *ctx, md_st *st, const char *name, gradcheck_fn fn, void *user, bool gc) {
+static inline void run_case(md_ctx *ctx, md_st *st, const char *name, gradcheck_fn fn, void *user, bool gc) {
     md_ctx_step_reset(ctx);
     md_tensor *in[8];
     int n = case_inputs(ctx, st, name, in);
