@@ -1,0 +1,376 @@
+/* CPU kernels of the detection ops, mmcv 1.7 semantics (see detection.h). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backends/cpu/detection.h"
+
+/* ---- RoIAlign ----
+ * mmcv's sampling grid is separable: sample rows depend on (ph, iy) only and
+ * columns on (pw, ix) only, so the bilinear taps of one RoI are two short
+ * arrays instead of mmcv's per-sample pre_calc table. */
+typedef struct axis_tap { int32_t lo, hi; float wl, wh; } axis_tap;  /* lo < 0: sample outside */
+
+typedef struct roi_geom {
+    int64_t batch;
+    int gh, gw;           /* samples per bin along y and x */
+    float inv_count;      /* 1 / max(gh * gw, 1) */
+    axis_tap *ys, *xs;    /* [oh * gh], [ow * gw] */
+} roi_geom;
+
+/* mmcv's bilinear_interpolate boundary rules along one axis: a coordinate
+ * below -1 or beyond size contributes 0; otherwise it is clamped to the edge. */
+static axis_tap make_tap(float v, int64_t size) {
+    axis_tap t = { -1, -1, 0.0f, 0.0f };
+    if (v < -1.0f || v > (float)size) return t;
+    if (v <= 0) v = 0;
+    int32_t lo = (int32_t)v, hi;
+    if (lo >= size - 1) {
+        hi = lo = (int32_t)(size - 1);
+        v = (float)lo;
+    } else {
+        hi = lo + 1;
+    }
+    float l = v - (float)lo;
+    t.lo = lo;
+    t.hi = hi;
+    t.wl = 1.0f - l;   /* weight of lo */
+    t.wh = l;          /* weight of hi */
+    return t;
+}
+
+typedef struct tap_buf { axis_tap *p; size_t cap; } tap_buf;
+
+static axis_tap *tap_reserve(tap_buf *b, size_t n) {
+    if (n > b->cap) {
+        axis_tap *p = realloc(b->p, sizeof *p * n);
+        if (!p) return NULL;
+        b->p = p;
+        b->cap = n;
+    }
+    return b->p;
+}
+
+static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int ow, int sr,
+                        int64_t H, int64_t W, tap_buf *ybuf, tap_buf *xbuf, roi_geom *g) {
+    float off = aligned ? 0.5f : 0.0f;
+    float sw = roi[1] * scale - off, sh = roi[2] * scale - off;
+    float ew = roi[3] * scale - off, eh = roi[4] * scale - off;
+    float rw = ew - sw, rh = eh - sh;
+    if (!aligned) {   /* mmcv's legacy mode: RoIs at least 1 px */
+        rw = rw > 1.0f ? rw : 1.0f;
+        rh = rh > 1.0f ? rh : 1.0f;
+    }
+    float bh = rh / (float)oh, bw = rw / (float)ow;
+    int gh = sr > 0 ? sr : (int)ceilf(rh / (float)oh);
+    int gw = sr > 0 ? sr : (int)ceilf(rw / (float)ow);
+    if (gh < 0) gh = 0;
+    if (gw < 0) gw = 0;
+    int cnt = gh * gw;
+    g->batch = (int64_t)roi[0];
+    g->gh = gh;
+    g->gw = gw;
+    g->inv_count = 1.0f / (float)(cnt > 1 ? cnt : 1);
+    g->ys = tap_reserve(ybuf, (size_t)oh * (size_t)(gh ? gh : 1));
+    g->xs = tap_reserve(xbuf, (size_t)ow * (size_t)(gw ? gw : 1));
+    if (!g->ys || !g->xs) return -1;
+    for (int ph = 0; ph < oh; ph++)
+        for (int iy = 0; iy < gh; iy++)
+            g->ys[ph * gh + iy] = make_tap(sh + (float)ph * bh + (float)(iy + .5f) * bh / (float)gh, H);
+    for (int pw = 0; pw < ow; pw++)
+        for (int ix = 0; ix < gw; ix++)
+            g->xs[pw * gw + ix] = make_tap(sw + (float)pw * bw + (float)(ix + .5f) * bw / (float)gw, W);
+    return 0;
+}
+
+int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H, int64_t W,
+                              const float *rois, int64_t K, int oh, int ow, float spatial_scale,
+                              int sampling_ratio, bool aligned, float *out) {
+    (void)N;
+    int failed = 0;
+    int64_t total = K * C;
+    #pragma omp parallel if (total * oh * ow > 8192)
+    {
+        tap_buf yb = { 0 }, xb = { 0 };
+        roi_geom g = { 0 };
+        int64_t cur = -1;
+        #pragma omp for schedule(static)
+        for (int64_t kc = 0; kc < total; kc++) {
+            int64_t k = kc / C, c = kc % C;
+            float *o = out + kc * oh * ow;
+            if (k != cur) {
+                if (roi_geometry(rois + k * 5, spatial_scale, aligned, oh, ow, sampling_ratio, H, W,
+                                 &yb, &xb, &g) != 0) {
+                    failed = 1;
+                    cur = -1;
+                    memset(o, 0, sizeof(float) * (size_t)(oh * ow));
+                    continue;
+                }
+                cur = k;
+            }
+            const float *f = feat + (g.batch * C + c) * H * W;
+            for (int ph = 0; ph < oh; ph++) {
+                const axis_tap *ys = g.ys + ph * g.gh;
+                for (int pw = 0; pw < ow; pw++) {
+                    const axis_tap *xs = g.xs + pw * g.gw;
+                    float sum = 0.0f;
+                    for (int iy = 0; iy < g.gh; iy++) {
+                        axis_tap y = ys[iy];
+                        if (y.lo < 0) continue;
+                        const float *rl = f + (int64_t)y.lo * W, *rh = f + (int64_t)y.hi * W;
+                        for (int ix = 0; ix < g.gw; ix++) {
+                            axis_tap x = xs[ix];
+                            if (x.lo < 0) continue;
+                            sum += y.wl * x.wl * rl[x.lo] + y.wl * x.wh * rl[x.hi] +
+                                   y.wh * x.wl * rh[x.lo] + y.wh * x.wh * rh[x.hi];
+                        }
+                    }
+                    o[ph * ow + pw] = sum * g.inv_count;
+                }
+            }
+        }
+        free(yb.p);
+        free(xb.p);
+    }
+    return failed ? -1 : 0;
+}
+
+int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
+                               const float *rois, int64_t K, int oh, int ow, float spatial_scale,
+                               int sampling_ratio, bool aligned, float *grad_feat) {
+    (void)N;
+    int failed = 0;
+    #pragma omp parallel if (K * C * oh * ow > 8192)
+    {
+        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t c0 = C * tid / nt, c1 = C * (tid + 1) / nt;
+        tap_buf yb = { 0 }, xb = { 0 };
+        roi_geom g = { 0 };
+        for (int64_t k = 0; k < K && c0 < c1; k++) {
+            if (roi_geometry(rois + k * 5, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &yb,
+                             &xb, &g) != 0) {
+                failed = 1;
+                break;
+            }
+            for (int64_t c = c0; c < c1; c++) {
+                float *gf = grad_feat + (g.batch * C + c) * H * W;
+                const float *go = grad_out + (k * C + c) * oh * ow;
+                for (int ph = 0; ph < oh; ph++) {
+                    const axis_tap *ys = g.ys + ph * g.gh;
+                    for (int pw = 0; pw < ow; pw++) {
+                        const axis_tap *xs = g.xs + pw * g.gw;
+                        float gb = go[ph * ow + pw] * g.inv_count;
+                        for (int iy = 0; iy < g.gh; iy++) {
+                            axis_tap y = ys[iy];
+                            if (y.lo < 0) continue;
+                            float *rl = gf + (int64_t)y.lo * W, *rh = gf + (int64_t)y.hi * W;
+                            float gl = gb * y.wl, gh = gb * y.wh;
+                            for (int ix = 0; ix < g.gw; ix++) {
+                                axis_tap x = xs[ix];
+                                if (x.lo < 0) continue;
+                                rl[x.lo] += gl * x.wl;
+                                rl[x.hi] += gl * x.wh;
+                                rh[x.lo] += gh * x.wl;
+                                rh[x.hi] += gh * x.wh;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        free(yb.p);
+        free(xb.p);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---- NMS ---- */
+typedef struct scored { float s; int64_t i; } scored;
+
+/* Descending score, NaN first (as torch's descending sort), ties by index. */
+static int cmp_scored(const void *pa, const void *pb) {
+    const scored *a = pa, *b = pb;
+    bool na = isnan(a->s), nb = isnan(b->s);
+    if (na != nb) return na ? -1 : 1;
+    if (!na && a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+#define NMS_BLOCK 64
+
+int64_t md__cpu_nms(const float *boxes, const float *scores, const int64_t *group, int64_t n_groups,
+                    int64_t n, float thr, int64_t max_num, int64_t *keep) {
+    if (n == 0) return 0;
+    scored *ord = malloc(sizeof *ord * (size_t)n);
+    int64_t *seq = malloc(sizeof *seq * (size_t)n);
+    float *kb = malloc(sizeof *kb * 5 * (size_t)n);   /* kept boxes, SoA x1 y1 x2 y2 area */
+    unsigned char *flag = calloc((size_t)n, 1);
+    int64_t *starts = group ? calloc((size_t)n_groups + 1, sizeof *starts) : NULL;
+    int64_t count = -1;
+    if (!ord || !seq || !kb || !flag || (group && !starts)) goto done;
+    for (int64_t i = 0; i < n; i++) ord[i] = (scored){ scores[i], i };
+    qsort(ord, (size_t)n, sizeof *ord, cmp_scored);
+    int64_t n_seg = 1;
+    if (group) {   /* stable counting sort by group: each group's boxes in score order */
+        for (int64_t i = 0; i < n; i++) starts[group[i] + 1]++;
+        for (int64_t g = 0; g < n_groups; g++) starts[g + 1] += starts[g];
+        int64_t *pos = malloc(sizeof *pos * (size_t)n_groups);
+        if (!pos) goto done;
+        memcpy(pos, starts, sizeof *pos * (size_t)n_groups);
+        for (int64_t r = 0; r < n; r++) seq[pos[group[ord[r].i]]++] = ord[r].i;
+        free(pos);
+        n_seg = n_groups;
+    } else {
+        for (int64_t r = 0; r < n; r++) seq[r] = ord[r].i;
+    }
+    float *kx1 = kb, *ky1 = kb + n, *kx2 = kb + 2 * n, *ky2 = kb + 3 * n, *ka = kb + 4 * n;
+    for (int64_t sgm = 0; sgm < n_seg; sgm++) {
+        int64_t lo = group ? starts[sgm] : 0, hi = group ? starts[sgm + 1] : n;
+        int64_t nk = 0;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *b = boxes + seq[r] * 4;
+            float x1 = b[0], y1 = b[1], x2 = b[2], y2 = b[3];
+            float area = (x2 - x1) * (y2 - y1);
+            int sup = 0;
+            /* mmcv: ovr = inter / (area_kept + area_cand - inter) > thr, in
+             * float; blocks of kept boxes compared without branches. */
+            for (int64_t j0 = 0; j0 < nk && !sup; j0 += NMS_BLOCK) {
+                int64_t j1 = j0 + NMS_BLOCK < nk ? j0 + NMS_BLOCK : nk;
+                #pragma omp simd reduction(| : sup)
+                for (int64_t j = j0; j < j1; j++) {
+                    float xx1 = kx1[j] > x1 ? kx1[j] : x1, yy1 = ky1[j] > y1 ? ky1[j] : y1;
+                    float xx2 = kx2[j] < x2 ? kx2[j] : x2, yy2 = ky2[j] < y2 ? ky2[j] : y2;
+                    float w = xx2 - xx1, h = yy2 - yy1;
+                    w = w > 0.0f ? w : 0.0f;
+                    h = h > 0.0f ? h : 0.0f;
+                    float inter = w * h;
+                    float ovr = inter / (ka[j] + area - inter);
+                    sup |= ovr > thr;
+                }
+            }
+            if (sup) continue;
+            kx1[nk] = x1; ky1[nk] = y1; kx2[nk] = x2; ky2[nk] = y2; ka[nk] = area;
+            nk++;
+            flag[seq[r]] = 1;
+            if (!group && max_num > 0 && nk >= max_num) break;
+        }
+    }
+    count = 0;
+    for (int64_t r = 0; r < n && (max_num <= 0 || count < max_num); r++)
+        if (flag[ord[r].i]) keep[count++] = ord[r].i;
+done:
+    free(ord);
+    free(seq);
+    free(kb);
+    free(flag);
+    free(starts);
+    return count;
+}
+
+/* ---- bbox overlaps ---- */
+static inline void max_grad(float x, float y, float g, float *gx, float *gy) {
+    if (x > y) *gx += g;
+    else if (x < y) *gy += g;
+    else { *gx += 0.5f * g; *gy += 0.5f * g; }
+}
+static inline void min_grad(float x, float y, float g, float *gx, float *gy) { max_grad(y, x, g, gy, gx); }
+
+void md__iou_pair_backward(const float *a, const float *b, int mode, float eps, float g, float *ga, float *gb) {
+    for (int k = 0; k < 4; k++) ga[k] = gb[k] = 0.0f;
+    float area1 = (a[2] - a[0]) * (a[3] - a[1]);
+    float area2 = (b[2] - b[0]) * (b[3] - b[1]);
+    float ltx = a[0] > b[0] ? a[0] : b[0], lty = a[1] > b[1] ? a[1] : b[1];
+    float rbx = a[2] < b[2] ? a[2] : b[2], rby = a[3] < b[3] ? a[3] : b[3];
+    float wr = rbx - ltx, hr = rby - lty;
+    float w = wr < 0 ? 0 : wr, h = hr < 0 ? 0 : hr;
+    float overlap = w * h;
+    float ur = mode == 1 ? area1 : area1 + area2 - overlap;
+    float uni = ur > eps ? ur : eps;
+    float g_uni = 0.0f, g_iou = g;
+    if (mode == 2) {
+        float elx = a[0] < b[0] ? a[0] : b[0], ely = a[1] < b[1] ? a[1] : b[1];
+        float erx = a[2] > b[2] ? a[2] : b[2], ery = a[3] > b[3] ? a[3] : b[3];
+        float ewr = erx - elx, ehr = ery - ely;
+        float ew = ewr < 0 ? 0 : ewr, eh = ehr < 0 ? 0 : ehr;
+        float ear = ew * eh;
+        float ea = ear > eps ? ear : eps;
+        /* giou = iou - (ea - uni) / ea */
+        g_uni += g / ea;
+        float g_ea = -g * uni / (ea * ea), g_ear = 0.0f, g_eps = 0.0f;
+        max_grad(ear, eps, g_ea, &g_ear, &g_eps);
+        float g_ew = ewr >= 0 ? g_ear * eh : 0.0f, g_eh = ehr >= 0 ? g_ear * ew : 0.0f;
+        max_grad(a[2], b[2], g_ew, &ga[2], &gb[2]);
+        min_grad(a[0], b[0], -g_ew, &ga[0], &gb[0]);
+        max_grad(a[3], b[3], g_eh, &ga[3], &gb[3]);
+        min_grad(a[1], b[1], -g_eh, &ga[1], &gb[1]);
+    }
+    float g_ov = g_iou / uni;
+    g_uni -= g_iou * overlap / (uni * uni);
+    float g_ur = 0.0f, g_eps = 0.0f;
+    max_grad(ur, eps, g_uni, &g_ur, &g_eps);
+    float g_a1 = g_ur, g_a2 = 0.0f;
+    if (mode != 1) {
+        g_a2 = g_ur;
+        g_ov -= g_ur;
+    }
+    float g_w = wr >= 0 ? g_ov * h : 0.0f, g_h = hr >= 0 ? g_ov * w : 0.0f;
+    min_grad(a[2], b[2], g_w, &ga[2], &gb[2]);
+    max_grad(a[0], b[0], -g_w, &ga[0], &gb[0]);
+    min_grad(a[3], b[3], g_h, &ga[3], &gb[3]);
+    max_grad(a[1], b[1], -g_h, &ga[1], &gb[1]);
+    float h1 = a[3] - a[1], w1 = a[2] - a[0], h2 = b[3] - b[1], w2 = b[2] - b[0];
+    ga[2] += g_a1 * h1; ga[0] -= g_a1 * h1; ga[3] += g_a1 * w1; ga[1] -= g_a1 * w1;
+    gb[2] += g_a2 * h2; gb[0] -= g_a2 * h2; gb[3] += g_a2 * w2; gb[1] -= g_a2 * w2;
+}
+
+void md__cpu_bbox_overlaps_forward(const float *a, int64_t n, const float *b, int64_t m, int mode,
+                                   bool aligned, float eps, float *out) {
+    if (aligned) {
+        #pragma omp parallel for if (n > 16384) schedule(static)
+        for (int64_t i = 0; i < n; i++) out[i] = md__iou_pair(a + 4 * i, b + 4 * i, mode, eps);
+        return;
+    }
+    #pragma omp parallel for if (n * m > 16384) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) out[i * m + j] = md__iou_pair(a + 4 * i, b + 4 * j, mode, eps);
+}
+
+void md__cpu_bbox_overlaps_backward(const float *a, int64_t n, const float *b, int64_t m, int mode,
+                                    bool aligned, float eps, const float *grad_out, float *grad_a,
+                                    float *grad_b) {
+    if (aligned) {
+        #pragma omp parallel for if (n > 8192) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float ga[4], gb[4];
+            md__iou_pair_backward(a + 4 * i, b + 4 * i, mode, eps, grad_out[i], ga, gb);
+            for (int k = 0; k < 4; k++) {
+                if (grad_a) grad_a[4 * i + k] = ga[k];
+                if (grad_b) grad_b[4 * i + k] = gb[k];
+            }
+        }
+        return;
+    }
+    /* Two passes so that every gradient row has a single writer. */
+    if (grad_a) {
+        #pragma omp parallel for if (n * m > 8192) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float acc[4] = { 0 }, ga[4], gb[4];
+            for (int64_t j = 0; j < m; j++) {
+                md__iou_pair_backward(a + 4 * i, b + 4 * j, mode, eps, grad_out[i * m + j], ga, gb);
+                for (int k = 0; k < 4; k++) acc[k] += ga[k];
+            }
+            for (int k = 0; k < 4; k++) grad_a[4 * i + k] = acc[k];
+        }
+    }
+    if (grad_b) {
+        #pragma omp parallel for if (n * m > 8192) schedule(static)
+        for (int64_t j = 0; j < m; j++) {
+            float acc[4] = { 0 }, ga[4], gb[4];
+            for (int64_t i = 0; i < n; i++) {
+                md__iou_pair_backward(a + 4 * i, b + 4 * j, mode, eps, grad_out[i * m + j], ga, gb);
+                for (int k = 0; k < 4; k++) acc[k] += gb[k];
+            }
+            for (int k = 0; k < 4; k++) grad_b[4 * j + k] = acc[k];
+        }
+    }
+}

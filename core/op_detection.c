@@ -1,0 +1,242 @@
+/* Detection ops with mmcv 1.7 / mmdet 2.28 semantics: RoIAlign, NMS,
+ * batched NMS and bbox overlaps. Argument checks, output allocation and
+ * autograd here; the kernels are in backends/cpu/detection.c. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "backends/cpu/detection.h"
+
+/* A contiguous version of t (t itself when it already is). */
+static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
+    if (md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c) return NULL;
+    size_t es = md_dtype_size(t->dtype);
+    int64_t n = md_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)c->data + i * es, (const char *)t->data + md__offset_of(t, i) * (int64_t)es, es);
+    return c;
+}
+
+static bool on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
+    if (t->device == MD_CPU) return true;
+    md_op_fail(ctx, op, "%s is on CUDA: only the CPU backend implements %s for now", what, op);
+    return false;
+}
+
+static bool is_boxes(const md_tensor *t) {
+    return t->dtype == MD_F32 && t->ndim == 2 && t->shape[1] == 4;
+}
+
+/* ---- roi_align ---- */
+typedef struct roi_align_saved {
+    md_tensor *rois;   /* contiguous */
+    int out_h, out_w, sampling_ratio;
+    float spatial_scale;
+    bool aligned;
+} roi_align_saved;
+
+static int roi_align_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
+    if (!md_node_needs_grad(node, 0)) return 0;
+    const roi_align_saved *s = md_node_saved(node);
+    md_tensor *feat = md_node_input(node, 0);
+    md_tensor *gf = md_tensor_zeros(ctx, MD_F32, feat->ndim, feat->shape);
+    if (!gf) return -1;
+    if (md__cpu_roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2],
+                                   feat->shape[3], md_f32(s->rois), s->rois->shape[0], s->out_h,
+                                   s->out_w, s->spatial_scale, s->sampling_ratio, s->aligned,
+                                   md_f32(gf)) != 0) {
+        md_op_fail(ctx, "roi_align", "out of memory in backward");
+        return -1;
+    }
+    return md_node_accumulate(ctx, node, 0, gf);
+}
+
+MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, int out_h, int out_w,
+                               double spatial_scale, int sampling_ratio, bool aligned) {
+    static const char *op = "roi_align";
+    if (!feat || !rois) return NULL;
+    char sf[96], sr[96];
+    if (!on_cpu(ctx, op, feat, "feat") || !on_cpu(ctx, op, rois, "rois")) return NULL;
+    if (feat->dtype != MD_F32 || feat->ndim != 4)
+        return md_op_fail(ctx, op, "feat must be f32 [N, C, H, W], got %s", md_tensor_describe(feat, sf, sizeof sf));
+    if (rois->dtype != MD_F32 || rois->ndim != 2 || rois->shape[1] != 5)
+        return md_op_fail(ctx, op, "rois must be f32 [K, 5] (batch index, x1, y1, x2, y2), got %s",
+                          md_tensor_describe(rois, sr, sizeof sr));
+    if (out_h <= 0 || out_w <= 0)
+        return md_op_fail(ctx, op, "output size %dx%d must be positive", out_h, out_w);
+    if (!(spatial_scale > 0) || !isfinite(spatial_scale))
+        return md_op_fail(ctx, op, "spatial_scale %g must be positive", spatial_scale);
+    if (sampling_ratio < 0)
+        return md_op_fail(ctx, op, "sampling_ratio %d must be >= 0 (0 = adaptive)", sampling_ratio);
+    md_tensor *f = contig(ctx, feat), *r = contig(ctx, rois);
+    if (!f || !r) return NULL;
+    int64_t K = r->shape[0], N = f->shape[0];
+    const float *rp = md_f32(r);
+    float scale = (float)spatial_scale;
+    for (int64_t k = 0; k < K; k++) {
+        const float *q = rp + 5 * k;
+        if (!(q[0] >= 0 && q[0] < (float)N && q[0] == floorf(q[0])))
+            return md_op_fail(ctx, op, "RoI %lld has batch index %g, not an integer in [0, %lld) for feat %s",
+                              (long long)k, q[0], (long long)N, md_tensor_describe(feat, sf, sizeof sf));
+        if (!isfinite(q[1]) || !isfinite(q[2]) || !isfinite(q[3]) || !isfinite(q[4]))
+            return md_op_fail(ctx, op, "RoI %lld has a non-finite coordinate (%g, %g, %g, %g)",
+                              (long long)k, q[1], q[2], q[3], q[4]);
+        /* mmcv asserts this in aligned mode ("ROIs in ROIAlign cannot have
+         * non-negative size!"); the legacy mode clamps sizes to 1 instead. */
+        if (aligned && (q[3] * scale - q[1] * scale < 0 || q[4] * scale - q[2] * scale < 0))
+            return md_op_fail(ctx, op, "RoI %lld (%g, %g, %g, %g) has negative size (x2 < x1 or y2 < y1)",
+                              (long long)k, q[1], q[2], q[3], q[4]);
+    }
+    md_tensor *out = md_tensor_empty(ctx, MD_F32, MD_DIMS(K, f->shape[1], out_h, out_w));
+    if (!out) return NULL;
+    if (md_tensor_numel(out) > 0 &&
+        md__cpu_roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], rp, K, out_h,
+                                  out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
+        return md_op_fail(ctx, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
+    md_tensor *ins[2] = { feat, rois };
+    md_node *node = md_autograd_record(ctx, out, ins, 2, roi_align_backward, op);
+    if (node) {
+        roi_align_saved *s = md_node_save(ctx, node, sizeof *s);
+        if (!s) return NULL;
+        *s = (roi_align_saved){ r, out_h, out_w, sampling_ratio, scale, aligned };
+    }
+    return out;
+}
+
+/* ---- nms and batched_nms ---- */
+static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_tensor *scores) {
+    char sb[96], ss[96];
+    if (!on_cpu(ctx, op, boxes, "boxes") || !on_cpu(ctx, op, scores, "scores")) return false;
+    if (!is_boxes(boxes)) {
+        md_op_fail(ctx, op, "boxes must be f32 [N, 4] (x1, y1, x2, y2), got %s",
+                   md_tensor_describe(boxes, sb, sizeof sb));
+        return false;
+    }
+    if (scores->dtype != MD_F32 || scores->ndim != 1 || scores->shape[0] != boxes->shape[0]) {
+        md_op_fail(ctx, op, "scores must be f32 [N] matching boxes %s, got %s",
+                   md_tensor_describe(boxes, sb, sizeof sb), md_tensor_describe(scores, ss, sizeof ss));
+        return false;
+    }
+    return true;
+}
+
+static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *s, const int64_t *group,
+                          int64_t n_groups, double iou_thr, int64_t max_num) {
+    int64_t n = b->shape[0];
+    int64_t *keep = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!keep) return NULL;
+    int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, keep);
+    if (cnt < 0) return md_op_fail(ctx, op, "out of memory for %lld boxes", (long long)n);
+    return md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep);
+}
+
+MD_API md_tensor *md_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, double iou_thr, int64_t max_num) {
+    if (!boxes || !scores) return NULL;
+    if (!check_nms_args(ctx, "nms", boxes, scores)) return NULL;
+    md_tensor *b = contig(ctx, boxes), *s = contig(ctx, scores);
+    if (!b || !s) return NULL;
+    return run_nms(ctx, "nms", b, s, NULL, 0, iou_thr, max_num);
+}
+
+MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, md_tensor *idxs,
+                                 double iou_thr, bool class_agnostic, int64_t max_num) {
+    static const char *op = "batched_nms";
+    if (!boxes || !scores || !idxs) return NULL;
+    if (!check_nms_args(ctx, op, boxes, scores)) return NULL;
+    char sb[96], si[96];
+    if (!on_cpu(ctx, op, idxs, "idxs")) return NULL;
+    if (idxs->dtype != MD_I64 || idxs->ndim != 1 || idxs->shape[0] != boxes->shape[0])
+        return md_op_fail(ctx, op, "idxs must be i64 [N] matching boxes %s, got %s",
+                          md_tensor_describe(boxes, sb, sizeof sb), md_tensor_describe(idxs, si, sizeof si));
+    md_tensor *b = contig(ctx, boxes), *s = contig(ctx, scores), *ix = contig(ctx, idxs);
+    if (!b || !s || !ix) return NULL;
+    int64_t n = b->shape[0];
+    if (class_agnostic || n == 0) return run_nms(ctx, op, b, s, NULL, 0, iou_thr, max_num);
+    /* mmcv: boxes + idx * (boxes.max() + 1), in f32, then one NMS. */
+    const float *bp = md_f32(b);
+    const int64_t *ip = md_i64(ix);
+    float mx = -INFINITY, mn = INFINITY;
+    int64_t imin = INT64_MAX, imax = INT64_MIN;
+    for (int64_t i = 0; i < 4 * n; i++) {
+        mx = bp[i] > mx ? bp[i] : mx;
+        mn = bp[i] < mn ? bp[i] : mn;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        imin = ip[i] < imin ? ip[i] : imin;
+        imax = ip[i] > imax ? ip[i] : imax;
+    }
+    md_tensor *ob = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, 4));
+    if (!ob) return NULL;
+    float *op_ = md_f32(ob), step = mx + 1.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float off = (float)ip[i] * step;
+        for (int k = 0; k < 4; k++) op_[4 * i + k] = bp[4 * i + k] + off;
+    }
+    /* With non-negative coordinates the offset copies of different classes
+     * are at least 1 px apart, so they can never overlap: NMS then runs per
+     * class, the same result with less work. Otherwise (negative coordinates,
+     * a negative threshold, offsets beyond f32's exact range) one global NMS
+     * over the offset boxes reproduces mmcv even where classes interact. */
+    double reach = fmax(fabs((double)imin), fabs((double)imax)) * ((double)mx + 1.0) + (double)mx;
+    bool separable = mn >= 0 && iou_thr >= 0 && reach < (double)(1 << 22) && imax - imin < n + 1024;
+    if (!separable) return run_nms(ctx, op, ob, s, NULL, 0, iou_thr, max_num);
+    int64_t *grp = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)n);
+    if (!grp) return NULL;
+    for (int64_t i = 0; i < n; i++) grp[i] = ip[i] - imin;
+    return run_nms(ctx, op, ob, s, grp, imax - imin + 1, iou_thr, max_num);
+}
+
+/* ---- bbox_overlaps ---- */
+typedef struct overlaps_saved {
+    md_tensor *a, *b;   /* contiguous */
+    int mode;
+    bool aligned;
+    float eps;
+} overlaps_saved;
+
+static int bbox_overlaps_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
+    const overlaps_saved *s = md_node_saved(node);
+    bool ga_on = md_node_needs_grad(node, 0), gb_on = md_node_needs_grad(node, 1);
+    md_tensor *ga = ga_on ? md_tensor_empty(ctx, MD_F32, MD_DIMS(s->a->shape[0], 4)) : NULL;
+    md_tensor *gb = gb_on ? md_tensor_empty(ctx, MD_F32, MD_DIMS(s->b->shape[0], 4)) : NULL;
+    if ((ga_on && !ga) || (gb_on && !gb)) return -1;
+    md__cpu_bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
+                                   s->aligned, s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL,
+                                   gb ? md_f32(gb) : NULL);
+    if (ga && md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
+    if (gb && md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
+    return 0;
+}
+
+MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_iou_mode mode, bool aligned,
+                                   double eps) {
+    static const char *op = "bbox_overlaps";
+    if (!a || !b) return NULL;
+    char sa[96], sb[96];
+    if (!on_cpu(ctx, op, a, "bboxes1") || !on_cpu(ctx, op, b, "bboxes2")) return NULL;
+    if (mode != MD_IOU && mode != MD_IOF && mode != MD_GIOU)
+        return md_op_fail(ctx, op, "unsupported mode %d (iou, iof or giou)", (int)mode);
+    if (!is_boxes(a) || !is_boxes(b))
+        return md_op_fail(ctx, op, "boxes must be f32 [N, 4] and [M, 4], got %s and %s",
+                          md_tensor_describe(a, sa, sizeof sa), md_tensor_describe(b, sb, sizeof sb));
+    if (aligned && a->shape[0] != b->shape[0])
+        return md_op_fail(ctx, op, "aligned mode needs as many boxes on both sides, got %s and %s",
+                          md_tensor_describe(a, sa, sizeof sa), md_tensor_describe(b, sb, sizeof sb));
+    md_tensor *ac = contig(ctx, a), *bc = contig(ctx, b);
+    if (!ac || !bc) return NULL;
+    int64_t n = a->shape[0], m = b->shape[0];
+    md_tensor *out = aligned ? md_tensor_empty(ctx, MD_F32, MD_DIMS(n))
+                             : md_tensor_empty(ctx, MD_F32, MD_DIMS(n, m));
+    if (!out) return NULL;
+    md__cpu_bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps, md_f32(out));
+    md_tensor *ins[2] = { a, b };
+    md_node *node = md_autograd_record(ctx, out, ins, 2, bbox_overlaps_backward, op);
+    if (node) {
+        overlaps_saved *s = md_node_save(ctx, node, sizeof *s);
+        if (!s) return NULL;
+        *s = (overlaps_saved){ ac, bc, (int)mode, aligned, (float)eps };
+    }
+    return out;
+}
