@@ -6,30 +6,34 @@
 #include <string.h>
 #include "config_internal.h"
 
-/* Case-insensitive Levenshtein distance (two rows). */
+/* Case-insensitive edit distance counting a swap of two neighbouring
+ * letters as one edit (optimal string alignment): "SDG" is one from "SGD". */
 static int distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
-    int *prev = malloc((lb + 1) * sizeof *prev), *cur = malloc((lb + 1) * sizeof *cur);
-    if (!prev || !cur) {
-        free(prev);
-        free(cur);
-        return 1 << 20;
-    }
+    int *rows = malloc(3 * (lb + 1) * sizeof *rows);
+    if (!rows) return 1 << 20;
+    int *pp = rows, *prev = rows + lb + 1, *cur = rows + 2 * (lb + 1);
     for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = (int)i;
+        int ai = tolower((unsigned char)a[i - 1]);
         for (size_t j = 1; j <= lb; j++) {
-            int sub = prev[j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            int bj = tolower((unsigned char)b[j - 1]);
+            int sub = prev[j - 1] + (ai != bj);
             int del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            int d = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (i > 1 && j > 1 && ai == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == bj && pp[j - 2] + 1 < d)
+                d = pp[j - 2] + 1;
+            cur[j] = d;
         }
-        int *t = prev;
+        int *t = pp;
+        pp = prev;
         prev = cur;
         cur = t;
     }
     int d = prev[lb];
-    free(prev);
-    free(cur);
+    free(rows);
     return d;
 }
 

@@ -30,6 +30,7 @@ struct md_runner {
     msg_entry *msgs;
     int n_msgs, cap_msgs;
     volatile sig_atomic_t stop;
+    bool finishing_iter, finishing_epoch;   /* inside after_train_iter/epoch hooks */
 };
 
 /* ------------------------------------------------------------- losses -- */
@@ -234,7 +235,12 @@ static const char *point_names[] = { "before_run", "after_run", "before_train_ep
                                      "after_train_iter", "before_val_iter", "after_val_iter" };
 
 static int call_hooks(md_runner *r, int point, md_error *err) {
-    for (int i = 0; i < r->n_hooks; i++) {
+    /* A checkpoint saved by an after_train_* hook records the state as of
+     * the end of that iteration or epoch (mmcv's epoch + 1 / iter + 1). */
+    r->finishing_iter = point == P_AFTER_TRAIN_ITER;
+    r->finishing_epoch = point == P_AFTER_TRAIN_EPOCH;
+    int rc = 0;
+    for (int i = 0; i < r->n_hooks && rc == 0; i++) {
         md_hook *h = r->hooks[i];
         md_hook_fn fns[] = { h->iface->before_run, h->iface->after_run, h->iface->before_train_epoch,
                              h->iface->after_train_epoch, h->iface->before_val_epoch, h->iface->after_val_epoch,
@@ -243,10 +249,11 @@ static int call_hooks(md_runner *r, int point, md_error *err) {
         if (!fns[point]) continue;
         if (fns[point](h, r, err) != 0) {
             if (!err || !err->code) md_fail(err, "failed");
-            return md_error_wrap(err, "%s.%s", h->type, point_names[point]);
+            rc = md_error_wrap(err, "%s.%s", h->type, point_names[point]);
         }
     }
-    return 0;
+    r->finishing_iter = r->finishing_epoch = false;
+    return rc;
 }
 
 /* ----------------------------------------------------------------- run -- */
@@ -427,7 +434,8 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
     snprintf(path, sizeof path, "%s/%s", dir, name);
     mkdir(dir, 0755);
     char *msgs = hook_msgs_json(r);
-    md_ckpt_meta meta = { .epoch = r->epoch, .iter = r->iter, .config = r->config_text,
+    md_ckpt_meta meta = { .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
+                          .iter = r->iter + r->finishing_iter, .config = r->config_text,
                           .classes = r->classes_json, .hook_msgs = msgs };
     int rc = md_checkpoint_save(path, r->model, save_optimizer ? r->opt : NULL, &meta, err);
     free(msgs);

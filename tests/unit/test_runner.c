@@ -140,7 +140,9 @@ Test(runner, trains_logs_and_checkpoints) {
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(rec.n, 32);
     cr_assert_lt(rec.losses[31], 0.05 * rec.losses[0], "loss %g -> %g", rec.losses[0], rec.losses[31]);
-    cr_assert_float_eq(md_f32(md_nn_weight(md_module_child(m, "fc")))[0], 2.0, 0.1);
+    float *wt = md_f32(md_nn_weight(md_module_child(m, "fc")));
+    cr_assert_float_eq(wt[1], -3.0, 0.25, "w1 = %g", wt[1]);
+    cr_assert_float_eq(wt[0], 2.0, 0.25, "w = [%g, %g], loss %g -> %g", wt[0], wt[1], rec.losses[0], rec.losses[31]);
     /* lr after step at epoch 3: 0.005 */
     cr_assert_float_eq(md_optimizer_group_lr(opt, 0), 0.005, 1e-9);
     char path[256];
