@@ -1,4 +1,5 @@
 /* Modules: named parameters, buffers and children; state dicts. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -216,7 +217,19 @@ static int load_cb(const char *name, md_tensor *t, bool is_param, void *user) {
                             "size mismatch for %s: the checkpoint has %s, the model expects %s", name,
                             md_tensor_describe(&src, a, sizeof a), md_tensor_describe(t, b, sizeof b));
         }
-    if (md_tensor_copy_(l->ctx, t, &src) != 0) {
+    /* safetensors entries are packed: copy a misaligned one aside before
+     * reading it element by element */
+    void *aligned = NULL;
+    size_t bytes = (size_t)md_tensor_numel(&src) * md_dtype_size(src.dtype);
+    if ((uintptr_t)src.data % md_dtype_size(src.dtype)) {
+        aligned = malloc(bytes ? bytes : 1);
+        if (!aligned) return md_failc(l->err, MD_ERR_NOMEM, "out of memory loading %s", name);
+        memcpy(aligned, src.data, bytes);
+        src.data = aligned;
+    }
+    int rc = md_tensor_copy_(l->ctx, t, &src);
+    free(aligned);
+    if (rc != 0) {
         *l->err = *md_ctx_error(l->ctx);
         return -1;
     }

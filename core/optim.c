@@ -318,7 +318,7 @@ MD_API int md_optimizer_load_state(md_ctx *ctx, md_optimizer *o, const md_st *st
     (void)ctx;
     int k = md_st_find(st, "optimizer.step");
     if (k < 0) return md_failc(err, MD_ERR_CONFIG, "the checkpoint has no optimizer state");
-    o->step = *(const int64_t *)md_st_data(st, k);
+    memcpy(&o->step, md_st_data(st, k), sizeof o->step);   /* entries need not be aligned */
     char name[1200];
     for (int i = 0; i < o->n; i++) {
         group *g = &o->g[i];

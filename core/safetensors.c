@@ -368,6 +368,14 @@ MD_API int md_st_writer_save(md_st_writer *w, const char *path, md_error *err) {
         }
         sb_put(&h, "}", 1);
     }
+    /* Widest dtypes first (stable), as the safetensors package does: with
+     * the header padded to 8 bytes every entry is then aligned. */
+    for (int i = 1; i < w->n; i++) {
+        wr_entry e = w->e[i];
+        int j = i;
+        for (; j > 0 && md_dtype_size(w->e[j - 1].dtype) < md_dtype_size(e.dtype); j--) w->e[j] = w->e[j - 1];
+        w->e[j] = e;
+    }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         if (i || w->n_meta) sb_put(&h, ",", 1);
