@@ -57,7 +57,7 @@ Test(ops_nn, batch_norm_golden_training_eval_running_stats) {
         check(rm, "bn", i, "rm_after", 1e-6);
         check(rv, "bn", i, "rv_after", 1e-6);
         backward_with(y, get("bn", i, "gy"));
-        check(x->grad, "bn", i, "gx", 1e-4);
+        check(x->grad, "bn", i, "gx", 1e-5);
         if (affine) {
             check(w->grad, "bn", i, "gw", 1e-5);
             check(b->grad, "bn", i, "gb", 1e-5);
