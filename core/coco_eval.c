@@ -172,7 +172,7 @@ static int eval_category(const eval_ctx *c, size_t k) {
             size_t p = ng_ok;
             for (size_t g = 0; g < G; g++)
                 if (gig[g]) gorder[p++] = (int)g;
-            memset(gtm, 0, (size_t)T * G);
+            if (G) memset(gtm, 0, (size_t)T * G);
             for (size_t d = 0; d < D; d++) {
                 const md_coco_det *dt = &c->dets[ds[d].idx];
                 double darea = dt->bbox[2] * dt->bbox[3];
