@@ -77,8 +77,8 @@ typedef struct det_rec {
     uint8_t rank;          /* rank within its image (0..99) */
 } det_rec;
 
-static int cmp_det_score(const void *pa, const void *pb) {
-    const det_rec *a = *(det_rec *const *)pa, *b = *(det_rec *const *)pb;
+static int cmp_det_score(const void *pa, const void *pb, void *arg) {
+    const det_rec *r = arg, *a = &r[*(const uint32_t *)pa], *b = &r[*(const uint32_t *)pb];
     if (a->score > b->score) return -1;
     if (a->score < b->score) return 1;
     return (a->pos > b->pos) - (a->pos < b->pos);
@@ -115,12 +115,14 @@ static int eval_category(const eval_ctx *c, size_t k) {
     long npig[A] = {0};
     int rc = -1;
     double *ious = NULL, *tmp = NULL;
+    uint32_t *perm = NULL;
     det_rec **sel = NULL;
     size_t ious_cap = 0;
     for (int a = 0; a < A; a++) recs[a] = malloc(sizeof(det_rec) * (nd_max ? nd_max : 1));
+    perm = malloc(sizeof(uint32_t) * (nd_max ? nd_max : 1));
     sel = malloc(sizeof(det_rec *) * (nd_max ? nd_max : 1));
     tmp = malloc(sizeof(double) * 2 * (nd_max ? nd_max : 1));
-    if (!recs[0] || !recs[1] || !recs[2] || !recs[3] || !sel || !tmp) goto done;
+    if (!recs[0] || !recs[1] || !recs[2] || !recs[3] || !perm || !sel || !tmp) goto done;
 
     size_t pg = g0, pd = d0;
     uint32_t pos = 0;
@@ -212,14 +214,17 @@ static int eval_category(const eval_ctx *c, size_t k) {
     }
     free(gorder); free(gig); free(gtm);
 
-    /* accumulate */
+    /* accumulate. The score order is the same for every area range and,
+     * restricted to the top maxDet of each image, for every maxDets: one
+     * stable sort serves all twelve. */
+    for (size_t i = 0; i < nrec[0]; i++) perm[i] = (uint32_t)i;
+    qsort_r(perm, nrec[0], sizeof *perm, cmp_det_score, recs[0]);
     for (int a = 0; a < A; a++) {
         if (npig[a] == 0) continue;
         for (int mi = 0; mi < M; mi++) {
             size_t ns = 0;
             for (size_t i = 0; i < nrec[a]; i++)
-                if (recs[a][i].rank < MAX_DETS[mi]) sel[ns++] = &recs[a][i];
-            qsort(sel, ns, sizeof *sel, cmp_det_score);
+                if (recs[a][perm[i]].rank < MAX_DETS[mi]) sel[ns++] = &recs[a][perm[i]];
             double *rcv = tmp, *pr = tmp + ns;
             for (int t = 0; t < T; t++) {
                 double tps = 0, fps = 0;
@@ -249,7 +254,7 @@ static int eval_category(const eval_ctx *c, size_t k) {
     rc = 0;
 done:
     for (int a = 0; a < A; a++) free(recs[a]);
-    free(sel); free(tmp); free(ious);
+    free(sel); free(perm); free(tmp); free(ious);
     return rc;
 }
 

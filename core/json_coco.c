@@ -389,10 +389,9 @@ static int run_parser(pstate *ps, FILE *f, const char *buf, size_t len) {
         ps->chunk_base = total;
         st = yajl_parse(h, p, n);
         if (st != yajl_status_ok) break;
-        for (size_t i = 0; i < n; i++) {
-            if (p[i] == '\n') { ps->lines_base++; ps->col_base = 0; }
-            else ps->col_base++;
-        }
+        const unsigned char *q = p, *e = p + n, *last = NULL;
+        while ((q = memchr(q, '\n', (size_t)(e - q)))) { ps->lines_base++; last = q++; }
+        ps->col_base = last ? (size_t)(e - last - 1) : ps->col_base + n;
         total += n;
     }
     if (!ps->failed && st == yajl_status_ok) {
