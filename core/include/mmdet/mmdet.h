@@ -11,4 +11,5 @@
 #include "module.h"
 #include "optim.h"
 #include "nn.h"
+#include "models.h"
 #endif
