@@ -24,7 +24,7 @@ def to_numpy(x):
         x = x.astype(np.float32)
     if x.dtype == np.bool_:
         x = x.astype(np.uint8)
-    return np.ascontiguousarray(x)
+    return np.array(x, order="C", copy=True)   # keeps 0-d arrays 0-d (ascontiguousarray would not)
 
 
 def save(name, tensors, metadata=None):

@@ -1,0 +1,34 @@
+/* CPU 2-D convolution kernels (NCHW, f32): im2col + GEMM, tiled over output
+ * columns so that each OpenMP thread works on a cache-sized column block
+ * with single-threaded OpenBLAS calls (no nested BLAS threading). */
+#ifndef MMDET_CPU_CONV_H
+#define MMDET_CPU_CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct md__conv_shape {
+    int64_t N, C, H, W;      /* input */
+    int64_t O, KH, KW;       /* weight [O, C/G, KH, KW] */
+    int64_t OH, OW;          /* output */
+    int64_t sh, sw, ph, pw, dh, dw, G;
+} md__conv_shape;
+
+enum { MD_CONV_FWD = 0, MD_CONV_BWD_INPUT, MD_CONV_BWD_WEIGHT };
+
+/* Scratch floats the kernel `which` needs with `nthreads` threads. */
+size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads);
+
+/* y[N,O,OH,OW] = conv(x, w) + bias (bias may be NULL). */
+void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
+                        float *y, float *work, int nthreads);
+/* gx[N,C,H,W] = d/dx (overwritten). */
+void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const float *w, float *gx,
+                               float *work, int nthreads);
+/* gw[O,C/G,KH,KW] = d/dw (overwritten). */
+void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const float *gy, float *gw,
+                                float *work, int nthreads);
+/* gb[O] = sum of gy over N, OH, OW (overwritten). */
+void md__conv2d_backward_bias(const md__conv_shape *s, const float *gy, float *gb, int nthreads);
+
+#endif

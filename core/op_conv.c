@@ -1,0 +1,113 @@
+/* conv2d: checks, output allocation, autograd; kernels in backends/cpu/conv.c. */
+#include <string.h>
+#include "internal.h"
+#include "backends/cpu/conv.h"
+
+typedef struct conv_saved {
+    md__conv_shape s;
+    md_tensor *x, *w;   /* contiguous copies used by the forward */
+} conv_saved;
+
+/* A contiguous f32 view of t: t itself, or a step copy. */
+static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
+    if (md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
+    return c;
+}
+
+static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    conv_saved *sv = md_node_saved(node);
+    const md__conv_shape *s = &sv->s;
+    int nt = md_ctx_threads(ctx);
+    const float *g = md_f32(gy);
+    if (md_node_needs_grad(node, 0)) {
+        md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, sv->x->shape);
+        if (!gx) return -1;
+        size_t mark = md_ctx_arena_mark(ctx);
+        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_INPUT, nt);
+        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+        if (wf && !work) return -1;
+        md__conv2d_backward_input(s, g, md_f32(sv->w), md_f32(gx), work, nt);
+        md_ctx_arena_release(ctx, mark);
+        if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+    }
+    if (md_node_needs_grad(node, 1)) {
+        md_tensor *gw = md_tensor_empty(ctx, MD_F32, 4, sv->w->shape);
+        if (!gw) return -1;
+        size_t mark = md_ctx_arena_mark(ctx);
+        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_WEIGHT, nt);
+        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+        if (wf && !work) return -1;
+        md__conv2d_backward_weight(s, md_f32(sv->x), g, md_f32(gw), work, nt);
+        md_ctx_arena_release(ctx, mark);
+        if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+    }
+    if (md_node_needs_grad(node, 2)) {
+        md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(s->O));
+        if (!gb) return -1;
+        md__conv2d_backward_bias(s, g, md_f32(gb), nt);
+        if (md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
+    if (!x || !w) return NULL;
+    char a[96], b[96], c[96];
+    md_tensor *ins[3] = { x, w, bias };
+    for (int i = 0; i < 3; i++) {
+        if (!ins[i]) continue;
+        if (ins[i]->dtype != MD_F32)
+            return md_op_fail(ctx, "conv2d", "%s is %s; only f32 is supported",
+                              i == 0 ? "input" : i == 1 ? "weight" : "bias", md_dtype_name(ins[i]->dtype));
+        if (ins[i]->device != MD_CPU)
+            return md_op_fail(ctx, "conv2d", "%s is not on the CPU (only the CPU backend exists)",
+                              i == 0 ? "input" : i == 1 ? "weight" : "bias");
+    }
+    md_tensor_describe(x, a, sizeof a);
+    md_tensor_describe(w, b, sizeof b);
+    md_tensor_describe(bias, c, sizeof c);
+    if (x->ndim != 4 || w->ndim != 4)
+        return md_op_fail(ctx, "conv2d", "input %s and weight %s must be 4-D (NCHW, OIHW)", a, b);
+    if (p.groups < 1 || p.stride_h < 1 || p.stride_w < 1 || p.dilation_h < 1 || p.dilation_w < 1 ||
+        p.pad_h < 0 || p.pad_w < 0)
+        return md_op_fail(ctx, "conv2d", "bad parameters stride %dx%d pad %dx%d dilation %dx%d groups %d",
+                          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
+    int64_t G = p.groups;
+    if (x->shape[1] % G || w->shape[0] % G || w->shape[1] * G != x->shape[1])
+        return md_op_fail(ctx, "conv2d", "input %s, weight %s and groups %d disagree on channels", a, b, p.groups);
+    if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
+        return md_op_fail(ctx, "conv2d", "bias %s does not match weight %s", c, b);
+    md__conv_shape s = { .N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
+                         .O = w->shape[0], .KH = w->shape[2], .KW = w->shape[3],
+                         .sh = p.stride_h, .sw = p.stride_w, .ph = p.pad_h, .pw = p.pad_w,
+                         .dh = p.dilation_h, .dw = p.dilation_w, .G = G };
+    int64_t eh = s.H + 2 * s.ph - s.dh * (s.KH - 1) - 1, ew = s.W + 2 * s.pw - s.dw * (s.KW - 1) - 1;
+    if (eh < 0 || ew < 0 || s.KH < 1 || s.KW < 1)
+        return md_op_fail(ctx, "conv2d", "kernel %lldx%lld (dilation %dx%d) larger than the padded input %s "
+                          "(pad %dx%d)", (long long)s.KH, (long long)s.KW, p.dilation_h, p.dilation_w, a,
+                          p.pad_h, p.pad_w);
+    s.OH = eh / s.sh + 1;
+    s.OW = ew / s.sw + 1;
+
+    md_tensor *xc = contig(ctx, x), *wc = contig(ctx, w), *bc = bias ? contig(ctx, bias) : NULL;
+    if (!xc || !wc || (bias && !bc)) return NULL;
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
+    if (!y) return NULL;
+    int nt = md_ctx_threads(ctx);
+    size_t mark = md_ctx_arena_mark(ctx);
+    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
+    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+    if (wf && !work) return NULL;
+    md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
+    md_ctx_arena_release(ctx, mark);
+
+    md_node *node = md_autograd_record(ctx, y, ins, 3, conv_backward, "conv2d");
+    if (node) {
+        conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (conv_saved){ .s = s, .x = xc, .w = wc };
+    }
+    return y;
+}

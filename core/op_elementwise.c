@@ -1,0 +1,275 @@
+/* Element-wise ops with NumPy broadcasting: argument checks, output
+ * allocation, autograd; the loops are in backends/cpu/elementwise.c. */
+#include <math.h>
+#include <string.h>
+#include "op_basic.h"
+#include "backends/cpu/elementwise.h"
+
+/* ------------------------------------------------- gradient reduction -- */
+
+int md__accumulate_reduced(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
+    if (!g) return -1;
+    if (!md_node_needs_grad(node, i)) return 0;
+    md_tensor *t = md_node_input(node, i);
+    if (md_tensor_same_shape(g, t)) return md_node_accumulate(ctx, node, i, g);
+    if (g->ndim < t->ndim) return md_node_accumulate(ctx, node, i, g);   /* reports the mismatch */
+    g = md_contiguous(ctx, g);
+    int lead = g->ndim - t->ndim;
+    if (lead > 0) {   /* leading dims broadcasting added: fold them into one and sum it */
+        int64_t shape[MD_MAX_DIMS + 1];
+        shape[0] = md__prod(g->shape, 0, lead);
+        for (int d = 0; d < t->ndim; d++) shape[d + 1] = g->shape[lead + d];
+        g = md_sum(ctx, md_reshape(ctx, g, t->ndim + 1, shape), 0, false);
+    }
+    for (int d = 0; g && d < t->ndim; d++)
+        if (t->shape[d] == 1 && g->shape[d] != 1) g = md_sum(ctx, g, d, true);
+    if (!g) return -1;
+    return md_node_accumulate(ctx, node, i, g);
+}
+
+/* ---------------------------------------------------------------- cast -- */
+
+MD_API md_tensor *md_cast(md_ctx *ctx, md_tensor *a, md_dtype dt) {
+    if (!a) return NULL;
+    if (a->dtype == dt) return a;
+    if (!md__op_cpu(ctx, "cast", a)) return NULL;
+    if (md_dtype_size(dt) == 0 || (unsigned)dt > MD_U8 || (unsigned)a->dtype > MD_U8)
+        return md_op_fail(ctx, "cast", "from %s to %s unsupported", md_dtype_name(a->dtype), md_dtype_name(dt));
+    md_tensor *c = md_contiguous(ctx, a);
+    md_tensor *out = md_tensor_empty(ctx, dt, a->ndim, a->shape);
+    if (!c || !out) return NULL;
+    md__cpu_cast(a->dtype, dt, md_tensor_numel(a), c->data, out->data);
+    return out;
+}
+
+/* Non-zero as u8 (logic ops take any dtype). */
+static md_tensor *to_bool(md_ctx *ctx, md_tensor *a) {
+    if (!a || a->dtype == MD_U8) return a;
+    md_tensor *c = md_contiguous(ctx, a);
+    md_tensor *out = md_tensor_empty(ctx, MD_U8, a->ndim, a->shape);
+    if (!c || !out) return NULL;
+    md__cpu_compare_scalar(MD_BIN_NE, c->dtype, md_tensor_numel(c), c->data, 0.0, md_u8(out));
+    return out;
+}
+
+/* -------------------------------------------------------------- binary -- */
+
+static const char *bin_names[] = {
+    [MD_BIN_ADD] = "add", [MD_BIN_SUB] = "sub", [MD_BIN_MUL] = "mul", [MD_BIN_DIV] = "div",
+    [MD_BIN_GT] = "gt", [MD_BIN_GE] = "ge", [MD_BIN_LT] = "lt", [MD_BIN_LE] = "le",
+    [MD_BIN_EQ] = "eq", [MD_BIN_NE] = "ne", [MD_BIN_AND] = "logical_and", [MD_BIN_OR] = "logical_or",
+};
+
+static int add_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    if (md__accumulate_reduced(ctx, node, 0, g)) return -1;
+    return md__accumulate_reduced(ctx, node, 1, g);
+}
+
+static int sub_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    if (md__accumulate_reduced(ctx, node, 0, g)) return -1;
+    if (!md_node_needs_grad(node, 1)) return 0;
+    return md__accumulate_reduced(ctx, node, 1, md_neg(ctx, g));
+}
+
+static int mul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    md_tensor *a = md_node_input(node, 0), *b = md_node_input(node, 1);
+    if (md_node_needs_grad(node, 0) && md__accumulate_reduced(ctx, node, 0, md_mul(ctx, g, b))) return -1;
+    if (md_node_needs_grad(node, 1) && md__accumulate_reduced(ctx, node, 1, md_mul(ctx, g, a))) return -1;
+    return 0;
+}
+
+/* d(a/b)/da = 1/b; d(a/b)/db = -a/b^2, so gb = -(g/b) * out. */
+static int div_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    md_tensor *b = md_node_input(node, 1);
+    md_tensor *ga = md_div(ctx, g, b);
+    if (md__accumulate_reduced(ctx, node, 0, ga)) return -1;
+    if (!md_node_needs_grad(node, 1)) return 0;
+    return md__accumulate_reduced(ctx, node, 1, md_neg(ctx, md_mul(ctx, ga, md_node_output(node))));
+}
+
+static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) {
+    if (!a || !b) return NULL;
+    const char *name = bin_names[op];
+    if (!md__op_cpu(ctx, name, a) || !md__op_cpu(ctx, name, b)) return NULL;
+    md_dtype dt = md__promote(a->dtype, b->dtype), odt = dt;
+    if (op <= MD_BIN_DIV) {
+        if (op == MD_BIN_DIV) dt = odt = MD_F32;   /* true division, as PyTorch */
+        if (dt == MD_U8) {
+            char x[96], y[96];
+            return md_op_fail(ctx, name, "u8 arithmetic unsupported (%s, %s); cast first",
+                              md_tensor_describe(a, x, sizeof x), md_tensor_describe(b, y, sizeof y));
+        }
+    } else if (op >= MD_BIN_AND) {
+        a = to_bool(ctx, a);
+        b = to_bool(ctx, b);
+        dt = odt = MD_U8;
+    } else {
+        odt = MD_U8;
+    }
+    a = md_cast(ctx, a, dt);
+    b = md_cast(ctx, b, dt);
+    if (!a || !b) return NULL;
+    int ndim;
+    int64_t shape[MD_MAX_DIMS], sa[MD_MAX_DIMS], sb[MD_MAX_DIMS];
+    if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
+    md_tensor *out = md_tensor_empty(ctx, odt, ndim, shape);
+    if (!out) return NULL;
+    md__broadcast_strides(a, ndim, shape, sa);
+    md__broadcast_strides(b, ndim, shape, sb);
+    const int64_t *st[3] = { out->stride, sa, sb };
+    md__loop L;
+    md__loop_init(&L, ndim, shape, 3, st);
+    if (md__cpu_binary(op, dt, &L, a->data, b->data, out->data) != 0)
+        return md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(dt));
+    if (dt == MD_F32 && op <= MD_BIN_DIV) {
+        static const md_backward_fn bw[] = { add_backward, sub_backward, mul_backward, div_backward };
+        md_tensor *ins[2] = { a, b };
+        md_autograd_record(ctx, out, ins, 2, bw[op], name);
+    }
+    return out;
+}
+
+MD_API md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_ADD, a, b); }
+MD_API md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_SUB, a, b); }
+MD_API md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_MUL, a, b); }
+MD_API md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_DIV, a, b); }
+MD_API md_tensor *md_gt(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_GT, a, b); }
+MD_API md_tensor *md_ge(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_GE, a, b); }
+MD_API md_tensor *md_lt(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_LT, a, b); }
+MD_API md_tensor *md_le(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_LE, a, b); }
+MD_API md_tensor *md_eq(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_EQ, a, b); }
+MD_API md_tensor *md_ne(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_NE, a, b); }
+MD_API md_tensor *md_logical_and(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_AND, a, b); }
+MD_API md_tensor *md_logical_or(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_OR, a, b); }
+
+static md_tensor *compare_scalar(md_ctx *ctx, md__binop op, md_tensor *a, double s) {
+    if (!a) return NULL;
+    if (!md__op_cpu(ctx, bin_names[op], a)) return NULL;
+    md_tensor *c = md_contiguous(ctx, a);
+    md_tensor *out = c ? md_tensor_empty(ctx, MD_U8, a->ndim, a->shape) : NULL;
+    if (!out) return NULL;
+    if (md__cpu_compare_scalar(op, c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
+        return md_op_fail(ctx, bin_names[op], "dtype %s unsupported", md_dtype_name(c->dtype));
+    return out;
+}
+
+MD_API md_tensor *md_gt_scalar(md_ctx *ctx, md_tensor *a, double s) { return compare_scalar(ctx, MD_BIN_GT, a, s); }
+MD_API md_tensor *md_ge_scalar(md_ctx *ctx, md_tensor *a, double s) { return compare_scalar(ctx, MD_BIN_GE, a, s); }
+MD_API md_tensor *md_lt_scalar(md_ctx *ctx, md_tensor *a, double s) { return compare_scalar(ctx, MD_BIN_LT, a, s); }
+MD_API md_tensor *md_le_scalar(md_ctx *ctx, md_tensor *a, double s) { return compare_scalar(ctx, MD_BIN_LE, a, s); }
+MD_API md_tensor *md_eq_scalar(md_ctx *ctx, md_tensor *a, double s) { return compare_scalar(ctx, MD_BIN_EQ, a, s); }
+MD_API md_tensor *md_logical_not(md_ctx *ctx, md_tensor *a) { return compare_scalar(ctx, MD_BIN_EQ, a, 0.0); }
+
+/* --------------------------------------------------------------- unary -- */
+
+typedef struct unary_saved { md__unop op; float p0, p1; } unary_saved;
+
+static const char *un_names[] = {
+    [MD_UN_NEG] = "neg", [MD_UN_RELU] = "relu", [MD_UN_SIGMOID] = "sigmoid", [MD_UN_EXP] = "exp",
+    [MD_UN_LOG] = "log", [MD_UN_SQRT] = "sqrt", [MD_UN_ABS] = "abs", [MD_UN_CLAMP] = "clamp",
+    [MD_UN_POW] = "pow", [MD_UN_ADD_SCALAR] = "add_scalar", [MD_UN_MUL_SCALAR] = "mul_scalar",
+    [MD_UN_NOT] = "logical_not",
+};
+
+static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    const unary_saved *s = md_node_saved(node);
+    md_tensor *x = md_node_input(node, 0), *y = md_node_output(node);
+    md_tensor *gx = md_tensor_empty_like(ctx, x);
+    if (!gx) return -1;
+    md__cpu_unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
+                               md_f32(gx));
+    return md_node_accumulate(ctx, node, 0, gx);
+}
+
+static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, double p1) {
+    if (!a) return NULL;
+    const char *name = un_names[op];
+    if (!md__op_cpu(ctx, name, a)) return NULL;
+    if (a->dtype != MD_F32) {
+        bool keeps_int = op == MD_UN_NEG || op == MD_UN_RELU || op == MD_UN_ABS || op == MD_UN_CLAMP ||
+                         op == MD_UN_ADD_SCALAR || op == MD_UN_MUL_SCALAR;
+        if (!keeps_int) return unary(ctx, op, md_cast(ctx, a, MD_F32), p0, p1);
+        md_tensor *c = md_contiguous(ctx, a);
+        md_tensor *out = c ? md_tensor_empty_like(ctx, c) : NULL;
+        if (!out) return NULL;
+        if (md__cpu_unary_int(op, c->dtype, md_tensor_numel(c), c->data, p0, p1, out->data) != 0)
+            return md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(c->dtype));
+        return out;
+    }
+    a = md_contiguous(ctx, a);
+    md_tensor *out = a ? md_tensor_empty_like(ctx, a) : NULL;
+    if (!out) return NULL;
+    md__cpu_unary_f32(op, md_tensor_numel(a), md_f32(a), (float)p0, (float)p1, md_f32(out));
+    md_node *n = md_autograd_record(ctx, out, &a, 1, unary_backward, name);
+    if (n) {
+        unary_saved *s = md_node_save(ctx, n, sizeof *s);
+        if (!s) return NULL;
+        *s = (unary_saved){ op, (float)p0, (float)p1 };
+    }
+    return out;
+}
+
+MD_API md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_ADD_SCALAR, a, s, 0); }
+MD_API md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_MUL_SCALAR, a, s, 0); }
+MD_API md_tensor *md_neg(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_NEG, a, 0, 0); }
+MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_RELU, a, 0, 0); }
+MD_API md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SIGMOID, a, 0, 0); }
+MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_EXP, a, 0, 0); }
+MD_API md_tensor *md_log(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_LOG, a, 0, 0); }
+MD_API md_tensor *md_sqrt(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SQRT, a, 0, 0); }
+MD_API md_tensor *md_abs(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_ABS, a, 0, 0); }
+MD_API md_tensor *md_pow_scalar(md_ctx *ctx, md_tensor *a, double p) { return unary(ctx, MD_UN_POW, a, p, 0); }
+
+MD_API md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi) {
+    if (a && lo > hi)
+        return md_op_fail(ctx, "clamp", "lower bound %g above upper bound %g", lo, hi);
+    return unary(ctx, MD_UN_CLAMP, a, lo, hi);
+}
+
+/* --------------------------------------------------------------- where -- */
+
+static int where_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    md_tensor *cond = *(md_tensor **)md_node_saved(node);
+    md_tensor *zero = md_tensor_scalar(ctx, 0.0f);
+    if (md_node_needs_grad(node, 0) &&
+        md__accumulate_reduced(ctx, node, 0, md_where(ctx, cond, g, zero))) return -1;
+    if (md_node_needs_grad(node, 1) &&
+        md__accumulate_reduced(ctx, node, 1, md_where(ctx, cond, zero, g))) return -1;
+    return 0;
+}
+
+MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor *b) {
+    if (!cond || !a || !b) return NULL;
+    if (!md__op_cpu(ctx, "where", cond) || !md__op_cpu(ctx, "where", a) || !md__op_cpu(ctx, "where", b))
+        return NULL;
+    md_dtype dt = md__promote(a->dtype, b->dtype);
+    cond = to_bool(ctx, cond);
+    a = md_cast(ctx, a, dt);
+    b = md_cast(ctx, b, dt);
+    if (!cond || !a || !b) return NULL;
+    int n1, ndim;
+    int64_t s1[MD_MAX_DIMS], shape[MD_MAX_DIMS], sc[MD_MAX_DIMS], sa[MD_MAX_DIMS], sb[MD_MAX_DIMS];
+    if (!md__broadcast2(ctx, "where", a, b, &n1, s1)) return NULL;
+    md_tensor ab = { .ndim = n1, .dtype = dt };   /* shape holder for the second broadcast */
+    memcpy(ab.shape, s1, sizeof(int64_t) * (size_t)n1);
+    if (!md__broadcast2(ctx, "where", cond, &ab, &ndim, shape)) return NULL;
+    md_tensor *out = md_tensor_empty(ctx, dt, ndim, shape);
+    if (!out) return NULL;
+    md__broadcast_strides(cond, ndim, shape, sc);
+    md__broadcast_strides(a, ndim, shape, sa);
+    md__broadcast_strides(b, ndim, shape, sb);
+    const int64_t *st[4] = { out->stride, sc, sa, sb };
+    md__loop L;
+    md__loop_init(&L, ndim, shape, 4, st);
+    md__cpu_where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data);
+    if (dt == MD_F32) {
+        md_tensor *ins[2] = { a, b };
+        md_node *n = md_autograd_record(ctx, out, ins, 2, where_backward, "where");
+        if (n) {
+            md_tensor **s = md_node_save(ctx, n, sizeof *s);
+            if (!s) return NULL;
+            *s = cond;
+        }
+    }
+    return out;
+}

@@ -1,0 +1,220 @@
+/* matmul and linear through OpenBLAS sgemm. Transposed views go to BLAS as
+ * transposed operands (no copy); other layouts are copied once. */
+#include <omp.h>
+#include <string.h>
+#include "internal.h"
+#include "backends/cpu/gemm.h"
+
+/* A batch of row-major matrices as BLAS sees them: op(M) is rows x cols. */
+typedef struct mat {
+    const float *p;
+    bool trans;
+    int64_t ld, bstride, rows, cols;
+} mat;
+
+static mat mat_flip(mat m) {
+    m.trans = !m.trans;
+    int64_t r = m.rows;
+    m.rows = m.cols;
+    m.cols = r;
+    return m;
+}
+
+/* The last two dims of t as a BLAS operand, or false when they need a copy. */
+static bool mat_of(const md_tensor *t, mat *m) {
+    int d = t->ndim;
+    int64_t r = t->shape[d - 2], c = t->shape[d - 1], sr = t->stride[d - 2], sc = t->stride[d - 1];
+    *m = (mat){ .p = md_f32(t), .rows = r, .cols = c, .bstride = d == 3 ? t->stride[0] : 0 };
+    if (sc == 1 || c == 1) {
+        m->trans = false;
+        m->ld = (r == 1 || sr < c) ? c : sr;
+        return r == 1 || sr >= c;
+    }
+    if (sr == 1 || r == 1) {
+        m->trans = true;
+        m->ld = (c == 1 || sc < r) ? r : sc;
+        return c == 1 || sc >= r;
+    }
+    return false;
+}
+
+/* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N]. */
+static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, float *C) {
+    int64_t M = A.rows, N = B.cols, K = A.cols;
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (batch == 1 || M * N * K >= ((int64_t)1 << 21) || nthreads == 1) {
+        for (int64_t b = 0; b < batch; b++)
+            md__sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld,
+                      beta, C + b * M * N, N);
+        return;
+    }
+    /* many small matrices: one per OpenMP thread, BLAS single-threaded */
+    int prev = md__blas_threads_set(1);
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        md__sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld, beta,
+                  C + b * M * N, N);
+    md__blas_threads_set(prev);
+}
+
+static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
+    if (md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
+    return c;
+}
+
+static int check_f32_cpu(md_ctx *ctx, const char *op, const char *what, const md_tensor *t) {
+    if (t->dtype != MD_F32) {
+        md_op_fail(ctx, op, "%s is %s; only f32 is supported", what, md_dtype_name(t->dtype));
+        return -1;
+    }
+    if (t->device != MD_CPU) {
+        md_op_fail(ctx, op, "%s is not on the CPU (only the CPU backend exists)", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- matmul -- */
+
+typedef struct matmul_saved { md_tensor *a, *b; } matmul_saved;
+
+static int matmul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    matmul_saved *sv = md_node_saved(node);
+    int nt = md_ctx_threads(ctx);
+    mat A, B, Gm;
+    mat_of(sv->a, &A);
+    mat_of(sv->b, &B);
+    mat_of(g, &Gm);
+    int64_t batch = g->ndim == 3 ? g->shape[0] : 1;
+    if (md_node_needs_grad(node, 0)) {   /* gA = g B^T */
+        md_tensor *ga = md_tensor_empty(ctx, MD_F32, sv->a->ndim, sv->a->shape);
+        if (!ga) return -1;
+        batched_gemm(nt, batch, Gm, mat_flip(B), 0.0f, md_f32(ga));
+        if (md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
+    }
+    if (md_node_needs_grad(node, 1)) {   /* gB = A^T g */
+        md_tensor *gb = md_tensor_empty(ctx, MD_F32, sv->b->ndim, sv->b->shape);
+        if (!gb) return -1;
+        batched_gemm(nt, batch, mat_flip(A), Gm, 0.0f, md_f32(gb));
+        if (md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    if (!a || !b) return NULL;
+    if (check_f32_cpu(ctx, "matmul", "a", a) || check_f32_cpu(ctx, "matmul", "b", b)) return NULL;
+    char sa[96], sb[96];
+    md_tensor_describe(a, sa, sizeof sa);
+    md_tensor_describe(b, sb, sizeof sb);
+    if (!((a->ndim == 2 && b->ndim == 2) || (a->ndim == 3 && b->ndim == 3 && a->shape[0] == b->shape[0])))
+        return md_op_fail(ctx, "matmul", "a %s and b %s must be [M,K]x[K,N] or [B,M,K]x[B,K,N]", sa, sb);
+    int d = a->ndim;
+    if (a->shape[d - 1] != b->shape[d - 2])
+        return md_op_fail(ctx, "matmul", "inner dimensions of a %s and b %s differ", sa, sb);
+    md_tensor *a0 = a, *b0 = b;   /* gradients go to the tensors given */
+    mat A, B;
+    if (!mat_of(a, &A) && !(a = contig(ctx, a), a && mat_of(a, &A))) return NULL;
+    if (!mat_of(b, &B) && !(b = contig(ctx, b), b && mat_of(b, &B))) return NULL;
+    int64_t batch = d == 3 ? a->shape[0] : 1;
+    if (d == 3 && batch > 1 && (A.bstride == 0 || B.bstride == 0)) {
+        /* a broadcast batch stride: materialise */
+        if (!(a = contig(ctx, a)) || !(b = contig(ctx, b))) return NULL;
+        mat_of(a, &A);
+        mat_of(b, &B);
+    }
+    int64_t shape[3] = { batch, A.rows, B.cols };
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, d, d == 3 ? shape : shape + 1);
+    if (!y) return NULL;
+    if (A.cols == 0) memset(md_f32(y), 0, sizeof(float) * (size_t)md_tensor_numel(y));
+    else batched_gemm(md_ctx_threads(ctx), batch, A, B, 0.0f, md_f32(y));
+    md_tensor *ins[2] = { a0, b0 };
+    md_node *node = md_autograd_record(ctx, y, ins, 2, matmul_backward, "matmul");
+    if (node) {
+        matmul_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        sv->a = a;
+        sv->b = b;
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------- linear -- */
+
+typedef struct linear_saved { md_tensor *x, *w; int64_t rows; } linear_saved;
+
+static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    linear_saved *sv = md_node_saved(node);
+    int64_t R = sv->rows, in = sv->w->shape[1], out = sv->w->shape[0];
+    const float *gp = md_f32(g);
+    if (md_node_needs_grad(node, 0)) {   /* gx[R,in] = g[R,out] w[out,in] */
+        md_tensor *gx = md_tensor_empty(ctx, MD_F32, md_node_input(node, 0)->ndim, md_node_input(node, 0)->shape);
+        if (!gx) return -1;
+        if (out == 0) memset(md_f32(gx), 0, sizeof(float) * (size_t)(R * in));
+        else md__sgemm(false, false, R, in, out, 1.0f, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in);
+        if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+    }
+    if (md_node_needs_grad(node, 1)) {   /* gw[out,in] = g^T x */
+        md_tensor *gw = md_tensor_empty(ctx, MD_F32, 2, sv->w->shape);
+        if (!gw) return -1;
+        md__sgemm(true, false, out, in, R, 1.0f, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in);
+        if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+    }
+    if (md_node_needs_grad(node, 2)) {
+        md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(out));
+        if (!gb) return -1;
+        float *b = md_f32(gb);
+        #pragma omp parallel for if (R * out > 65536) schedule(static)
+        for (int64_t o = 0; o < out; o++) {
+            double acc = 0;
+            for (int64_t r = 0; r < R; r++) acc += gp[r * out + o];
+            b[o] = (float)acc;
+        }
+        if (md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+    if (!x || !w) return NULL;
+    if (check_f32_cpu(ctx, "linear", "input", x) || check_f32_cpu(ctx, "linear", "weight", w) ||
+        (bias && check_f32_cpu(ctx, "linear", "bias", bias)))
+        return NULL;
+    char sx[96], sw[96], sb[96];
+    md_tensor_describe(x, sx, sizeof sx);
+    md_tensor_describe(w, sw, sizeof sw);
+    md_tensor_describe(bias, sb, sizeof sb);
+    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
+        return md_op_fail(ctx, "linear", "input %s does not match weight %s ([..., in] and [out, in])", sx, sw);
+    if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
+        return md_op_fail(ctx, "linear", "bias %s does not match weight %s", sb, sw);
+    md_tensor *xc = contig(ctx, x), *wc = contig(ctx, w), *bc = bias ? contig(ctx, bias) : NULL;
+    if (!xc || !wc || (bias && !bc)) return NULL;
+    int64_t in = w->shape[1], out = w->shape[0], R = in ? md_tensor_numel(x) / in : 1;
+    if (!in) {
+        R = 1;
+        for (int d = 0; d < x->ndim - 1; d++) R *= x->shape[d];
+    }
+    int64_t shape[MD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    shape[x->ndim - 1] = out;
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, x->ndim, shape);
+    if (!y) return NULL;
+    float *yp = md_f32(y);
+    if (R > 0 && out > 0) {
+        if (bc) {   /* y = bias, then y += x w^T */
+            for (int64_t r = 0; r < R; r++) memcpy(yp + r * out, md_f32(bc), sizeof(float) * (size_t)out);
+        }
+        md__sgemm(false, true, R, out, in, 1.0f, md_f32(xc), in, md_f32(wc), in, bc ? 1.0f : 0.0f, yp, out);
+    }
+    md_tensor *ins[3] = { x, w, bias };
+    md_node *node = md_autograd_record(ctx, y, ins, 3, linear_backward, "linear");
+    if (node) {
+        linear_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (linear_saved){ .x = xc, .w = wc, .rows = R };
+    }
+    return y;
+}

@@ -1,0 +1,113 @@
+/* batch_norm2d: checks, running-stat update, autograd; kernels in
+ * backends/cpu/norm.c. */
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "backends/cpu/norm.h"
+
+typedef struct bn_saved {
+    md_tensor *x;            /* contiguous input */
+    float *mean, *invstd;    /* [C], the statistics the forward normalised with */
+    bool batch_stats;
+} bn_saved;
+
+static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
+    if (md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
+    return c;
+}
+
+static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    bn_saved *sv = md_node_saved(node);
+    md_tensor *x = sv->x, *w = md_node_input(node, 1);
+    int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+    if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty(ctx, MD_F32, 4, x->shape))) return -1;
+    if (md_node_needs_grad(node, 1) && !(gw = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
+    if (md_node_needs_grad(node, 2) && !(gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
+    md_tensor *wc = w ? contig(ctx, w) : NULL;
+    if (w && !wc) return -1;
+    md__bn_backward(md_f32(x), md_f32(gy), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
+                    sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL,
+                    md_ctx_threads(ctx));
+    if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+    if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+    if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+    return 0;
+}
+
+/* A per-channel [C] f32 CPU tensor, or NULL allowed when optional. */
+static int check_vec(md_ctx *ctx, const md_tensor *t, int64_t C, const char *what, bool need_contig) {
+    char a[96];
+    if (t->dtype != MD_F32 || t->device != MD_CPU || t->ndim != 1 || t->shape[0] != C ||
+        (need_contig && !md_tensor_is_contiguous(t))) {
+        md_op_fail(ctx, "batch_norm2d", "%s %s must be a%s f32 CPU vector of %lld channels", what,
+                   md_tensor_describe(t, a, sizeof a), need_contig ? " contiguous" : "", (long long)C);
+        return -1;
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                                  md_tensor *running_mean, md_tensor *running_var, bool training,
+                                  double momentum, double eps) {
+    if (!x) return NULL;
+    char a[96];
+    md_tensor_describe(x, a, sizeof a);
+    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim != 4)
+        return md_op_fail(ctx, "batch_norm2d", "input %s must be a 4-D f32 CPU tensor (NCHW)", a);
+    int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3], count = N * HW;
+    if ((weight && check_vec(ctx, weight, C, "weight", false)) || (bias && check_vec(ctx, bias, C, "bias", false)) ||
+        (running_mean && check_vec(ctx, running_mean, C, "running_mean", true)) ||
+        (running_var && check_vec(ctx, running_var, C, "running_var", true)))
+        return NULL;
+    if (!training && (!running_mean || !running_var))
+        return md_op_fail(ctx, "batch_norm2d", "eval mode needs running_mean and running_var (input %s)", a);
+    if (training && count == 1)   /* as PyTorch: the variance of one value is meaningless */
+        return md_op_fail(ctx, "batch_norm2d", "expected more than 1 value per channel when training, got "
+                          "input %s", a);
+    md_tensor *xc = contig(ctx, x);
+    md_tensor *wc = weight ? contig(ctx, weight) : NULL, *bc = bias ? contig(ctx, bias) : NULL;
+    if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, 4, x->shape);
+    float *mean = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
+    float *invstd = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
+    if (!y || !mean || !invstd) return NULL;
+    int nt = md_ctx_threads(ctx);
+    bool batch_stats = training;
+    if (training) {
+        if (count > 0) {
+            size_t mark = md_ctx_arena_mark(ctx);
+            double *m = md_ctx_alloc(ctx, sizeof(double) * (size_t)C), *v = md_ctx_alloc(ctx, sizeof(double) * (size_t)C);
+            if (!m || !v) return NULL;
+            md__bn_stats(md_f32(xc), N, C, HW, m, v, nt);
+            for (int64_t c = 0; c < C; c++) {
+                mean[c] = (float)m[c];
+                invstd[c] = (float)(1.0 / sqrt(v[c] + eps));
+                if (running_mean)
+                    md_f32(running_mean)[c] = (float)((1 - momentum) * md_f32(running_mean)[c] + momentum * m[c]);
+                if (running_var)
+                    md_f32(running_var)[c] = (float)((1 - momentum) * md_f32(running_var)[c] +
+                                                     momentum * v[c] * (double)count / (double)(count - 1));
+            }
+            md_ctx_arena_release(ctx, mark);
+        } else {   /* empty batch: nothing to normalise, running stats kept */
+            for (int64_t c = 0; c < C; c++) mean[c] = 0, invstd[c] = 1;
+        }
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            mean[c] = md_f32(running_mean)[c];
+            invstd[c] = (float)(1.0 / sqrt((double)md_f32(running_var)[c] + eps));
+        }
+    }
+    md__bn_apply(md_f32(xc), N, C, HW, mean, invstd, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL, md_f32(y), nt);
+    md_tensor *ins[3] = { x, weight, bias };
+    md_node *node = md_autograd_record(ctx, y, ins, 3, bn_backward, "batch_norm2d");
+    if (node) {
+        bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = batch_stats };
+    }
+    return y;
+}

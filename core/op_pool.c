@@ -1,0 +1,153 @@
+/* max_pool2d and nearest resampling: checks, autograd; kernels in
+ * backends/cpu/pool.c. */
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "backends/cpu/pool.h"
+
+static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
+    if (md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
+    return c;
+}
+
+static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x) {
+    char a[96];
+    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim != 4) {
+        md_op_fail(ctx, op, "input %s must be a 4-D f32 CPU tensor (NCHW)", md_tensor_describe(x, a, sizeof a));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- max_pool2d -- */
+
+typedef struct pool_saved { int32_t *idx; } pool_saved;
+
+static int maxpool_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    pool_saved *sv = md_node_saved(node);
+    md_tensor *x = md_node_input(node, 0);
+    md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, x->shape);
+    if (!gx) return -1;
+    md__maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
+                           gy->shape[2], gy->shape[3], md_f32(gx), md_ctx_threads(ctx));
+    return md_node_accumulate(ctx, node, 0, gx);
+}
+
+/* PyTorch's pooling_output_shape (dilation 1). */
+static int64_t pool_out(int64_t in, int k, int s, int pad, bool ceil_mode) {
+    int64_t num = in + 2 * pad - (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+    int64_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+    if (ceil_mode && (o - 1) * s >= in + pad) o--;
+    return o;
+}
+
+MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
+    if (!x) return NULL;
+    if (check_nchw(ctx, "max_pool2d", x)) return NULL;
+    char a[96];
+    md_tensor_describe(x, a, sizeof a);
+    if (stride <= 0) stride = kernel;   /* PyTorch's default stride */
+    if (kernel < 1 || pad < 0 || pad > kernel / 2)
+        return md_op_fail(ctx, "max_pool2d", "kernel %d, pad %d on %s: need kernel >= 1 and 0 <= pad <= kernel/2",
+                          kernel, pad, a);
+    int64_t OH = pool_out(x->shape[2], kernel, stride, pad, ceil_mode);
+    int64_t OW = pool_out(x->shape[3], kernel, stride, pad, ceil_mode);
+    if (OH < 1 || OW < 1)
+        return md_op_fail(ctx, "max_pool2d", "input %s too small for kernel %d stride %d pad %d (output %lldx%lld)",
+                          a, kernel, stride, pad, (long long)OH, (long long)OW);
+    md_tensor *xc = contig(ctx, x);
+    if (!xc) return NULL;
+    int64_t planes = x->shape[0] * x->shape[1];
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
+    if (!y) return NULL;
+    size_t mark = md_ctx_arena_mark(ctx);
+    int32_t *idx = md_ctx_alloc(ctx, sizeof(int32_t) * (size_t)(planes * OH * OW + 1));
+    if (!idx) return NULL;
+    md__maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad,
+                          md_f32(y), idx, md_ctx_threads(ctx));
+    md_node *node = md_autograd_record(ctx, y, &x, 1, maxpool_backward, "max_pool2d");
+    if (node) {
+        pool_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        sv->idx = idx;
+    } else {
+        md_ctx_arena_release(ctx, mark);   /* indices only serve backward */
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------- nearest -- */
+
+typedef struct nearest_saved { int64_t *ih, *iw; } nearest_saved;
+
+static int nearest_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    nearest_saved *sv = md_node_saved(node);
+    md_tensor *x = md_node_input(node, 0);
+    md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, x->shape);
+    if (!gx) return -1;
+    md__nearest_backward(md_f32(gy), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
+                         gy->shape[3], sv->ih, sv->iw, md_f32(gx), md_ctx_threads(ctx));
+    return md_node_accumulate(ctx, node, 0, gx);
+}
+
+/* PyTorch's nearest_idx: exact for equal and doubled sizes, otherwise
+ * floor(dst * scale) in float with scale = in/out (or 1/scale_factor). */
+static void nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
+    for (int64_t o = 0; o < out; o++) {
+        if (out == in) map[o] = o;
+        else if (out == 2 * in) map[o] = o >> 1;
+        else {
+            float f = (float)o * scale;
+            int64_t s = (int64_t)floorf(f);
+            map[o] = s < in - 1 ? s : in - 1;
+        }
+    }
+}
+
+static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
+    md_tensor *xc = contig(ctx, x);
+    if (!xc) return NULL;
+    int64_t H = x->shape[2], W = x->shape[3];
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
+    int64_t *ih = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OH + 1));
+    int64_t *iw = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OW + 1));
+    if (!y || !ih || !iw) return NULL;
+    nearest_map(ih, H, OH, sh);
+    nearest_map(iw, W, OW, sw);
+    md__nearest_forward(md_f32(xc), x->shape[0] * x->shape[1], H, W, OH, OW, ih, iw, md_f32(y), md_ctx_threads(ctx));
+    md_node *node = md_autograd_record(ctx, y, &x, 1, nearest_backward, op);
+    if (node) {
+        nearest_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (nearest_saved){ ih, iw };
+    }
+    return y;
+}
+
+MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {
+    if (!x) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest", x)) return NULL;
+    char a[96];
+    md_tensor_describe(x, a, sizeof a);
+    int64_t H = x->shape[2], W = x->shape[3];
+    bool empty_src = (H == 0 || W == 0) && out_h * out_w > 0 && x->shape[0] * x->shape[1] > 0;
+    if (out_h < 0 || out_w < 0 || empty_src)
+        return md_op_fail(ctx, "interpolate_nearest", "cannot resize %s to %lldx%lld", a, (long long)out_h,
+                          (long long)out_w);
+    float sh = out_h > 0 ? (float)H / (float)out_h : 0.0f, sw = out_w > 0 ? (float)W / (float)out_w : 0.0f;
+    return nearest(ctx, "interpolate_nearest", x, out_h, out_w, sh, sw);
+}
+
+MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
+    if (!x) return NULL;
+    if (check_nchw(ctx, "upsample_nearest", x)) return NULL;
+    if (scale < 1) {
+        char a[96];
+        return md_op_fail(ctx, "upsample_nearest", "scale %d on %s: must be >= 1", scale,
+                          md_tensor_describe(x, a, sizeof a));
+    }
+    float s = (float)(1.0 / scale);   /* PyTorch: 1 / scale_factor, as float */
+    return nearest(ctx, "upsample_nearest", x, x->shape[2] * scale, x->shape[3] * scale, s, s);
+}

@@ -1,0 +1,249 @@
+/* conv2d: PyTorch goldens (tests/golden/ops_nn_golden.py), a direct-loop
+ * reference on shapes that span several GEMM column tiles, finite
+ * differences, views, errors and empty inputs. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/mmdet.h>
+#include "testlib.h"
+
+static md_ctx *ctx;
+static void setup(void) {
+    ctx = md_ctx_new(NULL);
+    cr_assert(ctx);
+}
+static void teardown(void) { md_ctx_free(ctx); }
+TestSuite(ops_conv, .init = setup, .fini = teardown);
+
+static md_tensor *get_opt(md_st *st, const char *key) {
+    return md_st_find(st, key) >= 0 ? golden_get(ctx, st, key) : NULL;
+}
+
+static void golden_conv_all(int threads) {
+    md_ctx_set_threads(ctx, threads);
+    md_st *st = golden_open("ops_nn_conv");
+    int cases = 0;
+    for (int i = 0;; i++, cases++) {
+        char k[64], what[96];
+#define KEY(s) (snprintf(k, sizeof k, "c%d_%s", i, s), k)
+        if (md_st_find(st, KEY("x")) < 0) break;
+        md_ctx_step_reset(ctx);
+        md_tensor *x = golden_get(ctx, st, KEY("x")), *w = golden_get(ctx, st, KEY("w"));
+        md_tensor *b = get_opt(st, KEY("b")), *p = golden_get(ctx, st, KEY("p"));
+        x->requires_grad = w->requires_grad = true;
+        if (b) b->requires_grad = true;
+        const int64_t *pv = md_i64(p);
+        md_conv2d_params cp = { (int)pv[0], (int)pv[1], (int)pv[2], (int)pv[3], (int)pv[4], (int)pv[5], (int)pv[6] };
+        md_tensor *y = md_conv2d(ctx, x, w, b, cp);
+        cr_assert(y, "case %d: %s", i, md_ctx_error(ctx)->msg);
+        snprintf(what, sizeof what, "conv case %d threads %d: y", i, threads);
+        assert_close(y, golden_get(ctx, st, KEY("y")), 1e-5, what);
+        md_error err = { 0 };
+        cr_assert_eq(md_backward_with(ctx, y, golden_get(ctx, st, KEY("gy")), &err), 0, "%s", err.msg);
+        snprintf(what, sizeof what, "conv case %d threads %d: gx", i, threads);
+        assert_close(x->grad, golden_get(ctx, st, KEY("gx")), 1e-5, what);
+        snprintf(what, sizeof what, "conv case %d threads %d: gw", i, threads);
+        assert_close(w->grad, golden_get(ctx, st, KEY("gw")), 1e-5, what);
+        if (b) {
+            snprintf(what, sizeof what, "conv case %d threads %d: gb", i, threads);
+            assert_close(b->grad, golden_get(ctx, st, KEY("gb")), 1e-5, what);
+        }
+#undef KEY
+    }
+    cr_assert_geq(cases, 9, "only %d conv cases in the fixture", cases);
+    md_st_close(st);
+}
+
+Test(ops_conv, golden_two_threads) { golden_conv_all(2); }
+Test(ops_conv, golden_one_thread) { golden_conv_all(1); }
+
+/* ---- direct-loop reference, double accumulation ---- */
+
+typedef struct ref_case { int N, C, H, W, O, K, s, pad, dil, G; } ref_case;
+
+static int64_t out_size(int in, int k, int s, int p, int d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
+
+static void ref_conv(const ref_case *c, const float *x, const float *w, const float *b, const float *gy,
+                     double *y, double *gx, double *gw, double *gb) {
+    int64_t OH = out_size(c->H, c->K, c->s, c->pad, c->dil), OW = out_size(c->W, c->K, c->s, c->pad, c->dil);
+    int Cg = c->C / c->G, Og = c->O / c->G;
+    memset(gx, 0, sizeof(double) * (size_t)(c->N * c->C * c->H * c->W));
+    memset(gw, 0, sizeof(double) * (size_t)(c->O * Cg * c->K * c->K));
+    memset(gb, 0, sizeof(double) * (size_t)c->O);
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->O; o++) {
+            int g = o / Og;
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    int64_t yi = ((n * (int64_t)c->O + o) * OH + oh) * OW + ow;
+                    double acc = b[o], gv = gy[yi];
+                    gb[o] += gv;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int ki = 0; ki < c->K; ki++)
+                            for (int kj = 0; kj < c->K; kj++) {
+                                int64_t ih = oh * c->s - c->pad + ki * c->dil, iw = ow * c->s - c->pad + kj * c->dil;
+                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
+                                int64_t xi = ((n * (int64_t)c->C + g * Cg + ci) * c->H + ih) * c->W + iw;
+                                int64_t wi = ((o * (int64_t)Cg + ci) * c->K + ki) * c->K + kj;
+                                acc += (double)x[xi] * w[wi];
+                                gx[xi] += gv * w[wi];
+                                gw[wi] += gv * x[xi];
+                            }
+                    y[yi] = acc;
+                }
+        }
+}
+
+static double rel_d(const float *a, const double *r, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (a[i] - r[i]) * (a[i] - r[i]);
+        den += r[i] * r[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void check_against_reference(ref_case c) {
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 99);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(c.N, c.C, c.H, c.W));
+    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(c.O, c.C / c.G, c.K, c.K));
+    md_tensor *b = md_tensor_empty(ctx, MD_F32, MD_DIMS(c.O));
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 0.1);
+    md_tensor_normal_(b, &r, 0, 1);
+    x->requires_grad = w->requires_grad = b->requires_grad = true;
+    md_conv2d_params p = { c.s, c.s, c.pad, c.pad, c.dil, c.dil, c.G };
+    md_tensor *y = md_conv2d(ctx, x, w, b, p);
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *gy = md_tensor_empty(ctx, MD_F32, y->ndim, y->shape);
+    md_tensor_normal_(gy, &r, 0, 1);
+    int64_t ny = md_tensor_numel(y), nx = md_tensor_numel(x), nw = md_tensor_numel(w);
+    double *ry = malloc(sizeof(double) * (size_t)ny), *rgx = malloc(sizeof(double) * (size_t)nx);
+    double *rgw = malloc(sizeof(double) * (size_t)nw), *rgb = malloc(sizeof(double) * (size_t)c.O);
+    ref_conv(&c, md_f32(x), md_f32(w), md_f32(b), md_f32(gy), ry, rgx, rgw, rgb);
+    md_error err = { 0 };
+    cr_assert_eq(md_backward_with(ctx, y, gy, &err), 0, "%s", err.msg);
+    double e[4] = { rel_d(md_f32(y), ry, ny), rel_d(md_f32(x->grad), rgx, nx), rel_d(md_f32(w->grad), rgw, nw),
+                    rel_d(md_f32(b->grad), rgb, c.O) };
+    for (int i = 0; i < 4; i++)
+        cr_assert_lt(e[i], 1e-5, "N%d C%d %dx%d O%d k%d s%d p%d d%d g%d: %s rel err %g", c.N, c.C, c.H, c.W, c.O,
+                     c.K, c.s, c.pad, c.dil, c.G, (const char *[]){ "y", "gx", "gw", "gb" }[i], e[i]);
+    free(ry);
+    free(rgx);
+    free(rgw);
+    free(rgb);
+}
+
+/* Column tiles of 448 pixels for Kg = 576: 24x24 outputs end a tile mid-row. */
+Test(ops_conv, matches_direct_loops_across_column_tiles) {
+    check_against_reference((ref_case){ 2, 64, 24, 24, 16, 3, 1, 1, 1, 1 });
+    check_against_reference((ref_case){ 1, 128, 23, 25, 8, 3, 1, 1, 1, 2 });
+    check_against_reference((ref_case){ 1, 256, 13, 12, 6, 3, 1, 1, 1, 1 });
+    check_against_reference((ref_case){ 3, 32, 40, 20, 8, 1, 1, 0, 1, 1 });   /* 1x1, 800 columns */
+    check_against_reference((ref_case){ 1, 16, 33, 35, 5, 3, 2, 2, 2, 1 });
+}
+
+/* ---- finite differences ---- */
+
+typedef struct gc_conf { md_conv2d_params p; } gc_conf;
+
+static md_tensor *gc_conv(md_ctx *c, md_tensor **in, void *user) {
+    gc_conf *g = user;
+    return md_conv2d(c, in[0], in[1], in[2], g->p);
+}
+
+static void gradcheck_conv(int N, int C, int H, int W, int O, int kh, int kw, md_conv2d_params p, bool bias) {
+    md_tensor *in[3] = { randn_param(ctx, MD_DIMS(N, C, H, W), 1), randn_param(ctx, MD_DIMS(O, C / p.groups, kh, kw), 2),
+                         bias ? randn_param(ctx, MD_DIMS(O), 3) : NULL };
+    gc_conf g = { p };
+    double e = gradcheck(ctx, gc_conv, in, bias ? 3 : 2, &g, 1e-2);
+    cr_assert_lt(e, 1e-2, "conv2d gradcheck relative error %g", e);
+    for (int i = 0; i < 3; i++) md_tensor_free(in[i]);
+}
+
+Test(ops_conv, gradcheck_stride_pad_bias) {
+    gradcheck_conv(2, 3, 6, 5, 4, 3, 3, MD_CONV2D(2, 1), true);
+}
+
+Test(ops_conv, gradcheck_groups_dilation) {
+    gradcheck_conv(1, 4, 7, 6, 6, 3, 2, (md_conv2d_params){ 1, 2, 2, 1, 2, 1, 2 }, false);
+}
+
+Test(ops_conv, gradcheck_pointwise) {
+    gradcheck_conv(2, 5, 3, 4, 3, 1, 1, MD_CONV2D(1, 0), true);
+}
+
+/* ---- layouts, errors, empties, determinism ---- */
+
+Test(ops_conv, strided_input_view_matches_contiguous) {
+    md_rng r;
+    md_rng_seed(&r, 5);
+    /* storage [N, C, W, H]; the view swaps the last two dims */
+    md_tensor *s = md_tensor_empty(ctx, MD_F32, MD_DIMS(2, 3, 7, 6));
+    md_tensor_normal_(s, &r, 0, 1);
+    md_tensor *v = md_tensor_detach(ctx, s);
+    v->shape[2] = 6; v->shape[3] = 7;
+    v->stride[2] = 1; v->stride[3] = 6;
+    cr_assert_not(md_tensor_is_contiguous(v));
+    md_tensor *c = md_tensor_empty(ctx, MD_F32, MD_DIMS(2, 3, 6, 7));
+    cr_assert_eq(md_tensor_copy_(ctx, c, v), 0);
+    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(4, 3, 3, 3));
+    md_tensor_normal_(w, &r, 0, 1);
+    md_tensor *y1 = md_conv2d(ctx, v, w, NULL, MD_CONV2D(1, 1)), *y2 = md_conv2d(ctx, c, w, NULL, MD_CONV2D(1, 1));
+    cr_assert(y1 && y2);
+    cr_assert_eq(rel_err(y1, y2), 0.0);
+}
+
+Test(ops_conv, errors_name_the_op_and_shapes) {
+    md_tensor *x = md_tensor_zeros(ctx, MD_F32, MD_DIMS(1, 3, 8, 8));
+    md_tensor *w = md_tensor_zeros(ctx, MD_F32, MD_DIMS(4, 2, 3, 3));
+    md_scope_push(ctx, "backbone");
+    cr_assert_null(md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1)));
+    md_scope_pop(ctx);
+    const char *msg = md_ctx_error(ctx)->msg;
+    cr_assert(strstr(msg, "conv2d at backbone") && strstr(msg, "[1, 3, 8, 8]") && strstr(msg, "[4, 2, 3, 3]"), "%s", msg);
+    md_ctx_clear_error(ctx);
+    md_tensor *w2 = md_tensor_zeros(ctx, MD_F32, MD_DIMS(4, 3, 9, 9));
+    cr_assert_null(md_conv2d(ctx, x, w2, NULL, MD_CONV2D(1, 0)));
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "larger than the padded input"), "%s", md_ctx_error(ctx)->msg);
+    md_ctx_clear_error(ctx);
+    md_tensor *xi = md_tensor_zeros(ctx, MD_I64, MD_DIMS(1, 3, 8, 8));
+    cr_assert_null(md_conv2d(ctx, xi, w2, NULL, MD_CONV2D(1, 0)));
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "i64"), "%s", md_ctx_error(ctx)->msg);
+    md_ctx_clear_error(ctx);
+    cr_assert_null(md_conv2d(ctx, NULL, w, NULL, MD_CONV2D(1, 1)));
+    cr_assert_not(md_ctx_failed(ctx));
+}
+
+Test(ops_conv, empty_batch_gives_empty_output_and_zero_weight_grad) {
+    md_tensor *x = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 3, 8, 8));
+    md_tensor *w = randn_param(ctx, MD_DIMS(4, 3, 3, 3), 1);
+    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(2, 1));
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    cr_assert(y->ndim == 4 && y->shape[0] == 0 && y->shape[1] == 4 && y->shape[2] == 4 && y->shape[3] == 4);
+    cr_assert_eq(md_backward(ctx, y, NULL), 0);
+    for (int i = 0; i < 108; i++) cr_assert_eq(md_f32(w->grad)[i], 0.0f);
+    md_tensor_free(w);
+}
+
+Test(ops_conv, repeated_runs_are_bitwise_identical) {
+    md_tensor *w = randn_param(ctx, MD_DIMS(16, 32, 3, 3), 2);
+    float first[16 * 32 * 9];
+    for (int rep = 0; rep < 2; rep++) {
+        md_rng r;
+        md_rng_seed(&r, 8);
+        md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(2, 32, 20, 20));
+        md_tensor_normal_(x, &r, 0, 1);
+        md_tensor_zero_grad(w);
+        md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1));
+        cr_assert_eq(md_backward(ctx, y, NULL), 0);
+        if (rep == 0) memcpy(first, md_f32(w->grad), sizeof first);
+        else cr_assert_eq(memcmp(first, md_f32(w->grad), sizeof first), 0);
+        md_ctx_step_reset(ctx);
+    }
+    md_tensor_free(w);
+}

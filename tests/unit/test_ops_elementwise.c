@@ -1,0 +1,196 @@
+/* Element-wise ops against PyTorch goldens, finite differences, hand-worked
+ * large cases (parallel paths) and error reporting. */
+#include "ops_basic_case.h"
+
+static md_ctx *ctx;
+static md_st *st;
+static void setup(void) {
+    ctx = md_ctx_new(NULL);
+    cr_assert(ctx);
+    st = golden_open("ops_basic_elementwise");
+}
+static void teardown(void) {
+    md_st_close(st);
+    md_ctx_free(ctx);
+}
+TestSuite(ops_elementwise, .init = setup, .fini = teardown);
+
+typedef md_tensor *(*bin_fn)(md_ctx *, md_tensor *, md_tensor *);
+typedef md_tensor *(*un_fn)(md_ctx *, md_tensor *);
+static md_tensor *call_bin(md_ctx *c, md_tensor **in, void *u) { return ((bin_fn)u)(c, in[0], in[1]); }
+static md_tensor *call_un(md_ctx *c, md_tensor **in, void *u) { return ((un_fn)u)(c, in[0]); }
+
+static const char *bin_tags[] = { "same", "row", "outer", "mid", "scalar", "empty", "odd" };
+
+static void bin_cases(const char *op, bin_fn f) {
+    for (size_t k = 0; k < sizeof bin_tags / sizeof *bin_tags; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s_%s", op, bin_tags[k]);
+        run_case(ctx, st, name, call_bin, (void *)f, true);
+    }
+}
+
+Test(ops_elementwise, add) { bin_cases("add", md_add); }
+Test(ops_elementwise, sub) { bin_cases("sub", md_sub); }
+Test(ops_elementwise, mul) { bin_cases("mul", md_mul); }
+Test(ops_elementwise, div) { bin_cases("div", md_div); }
+
+Test(ops_elementwise, integer_arithmetic) {
+    run_case(ctx, st, "add_i64", call_bin, (void *)md_add, false);
+    run_case(ctx, st, "sub_i64", call_bin, (void *)md_sub, false);
+    run_case(ctx, st, "mul_i64", call_bin, (void *)md_mul, false);
+    run_case(ctx, st, "add_i32", call_bin, (void *)md_add, false);
+    run_case(ctx, st, "sub_i32", call_bin, (void *)md_sub, false);
+    run_case(ctx, st, "mul_i32", call_bin, (void *)md_mul, false);
+    run_case(ctx, st, "add_mixed", call_bin, (void *)md_add, true);
+}
+
+static md_tensor *un_clamp(md_ctx *c, md_tensor *a) { return md_clamp(c, a, -0.5, 0.7); }
+static md_tensor *un_clamp_lo(md_ctx *c, md_tensor *a) { return md_clamp(c, a, 0.1, INFINITY); }
+static md_tensor *un_pow(md_ctx *c, md_tensor *a) { return md_pow_scalar(c, a, 1.7); }
+static md_tensor *un_pow2(md_ctx *c, md_tensor *a) { return md_pow_scalar(c, a, 2.0); }
+static md_tensor *un_add_scalar(md_ctx *c, md_tensor *a) { return md_add_scalar(c, a, 2.5); }
+static md_tensor *un_mul_scalar(md_ctx *c, md_tensor *a) { return md_mul_scalar(c, a, -1.5); }
+
+Test(ops_elementwise, unary) {
+    static const struct { const char *name; un_fn f; } ops[] = {
+        { "neg", md_neg }, { "relu", md_relu }, { "sigmoid", md_sigmoid }, { "exp", md_exp },
+        { "log", md_log }, { "sqrt", md_sqrt }, { "abs", md_abs }, { "clamp", un_clamp },
+        { "clamp_lo", un_clamp_lo }, { "pow", un_pow }, { "pow2", un_pow2 },
+        { "add_scalar", un_add_scalar }, { "mul_scalar", un_mul_scalar },
+    };
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "un_%s", ops[k].name);
+        run_case(ctx, st, name, call_un, (void *)ops[k].f, true);
+        snprintf(name, sizeof name, "un_%s_empty", ops[k].name);
+        run_case(ctx, st, name, call_un, (void *)ops[k].f, false);
+    }
+    run_case(ctx, st, "un_relu_odd", call_un, (void *)md_relu, false);
+}
+
+typedef md_tensor *(*cmps_fn)(md_ctx *, md_tensor *, double);
+static md_tensor *call_cmps(md_ctx *c, md_tensor **in, void *u) { return ((cmps_fn)u)(c, in[0], 1.0); }
+static md_tensor *ne_scalar(md_ctx *c, md_tensor *a, double s) {
+    return md_logical_not(c, md_eq_scalar(c, a, s));
+}
+
+Test(ops_elementwise, comparisons) {
+    static const struct { const char *name; bin_fn f; cmps_fn s; } ops[] = {
+        { "gt", md_gt, md_gt_scalar }, { "ge", md_ge, md_ge_scalar }, { "lt", md_lt, md_lt_scalar },
+        { "le", md_le, md_le_scalar }, { "eq", md_eq, md_eq_scalar }, { "ne", md_ne, ne_scalar },
+    };
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "cmp_%s", ops[k].name);
+        run_case(ctx, st, name, call_bin, (void *)ops[k].f, false);
+        snprintf(name, sizeof name, "cmp_%s_i64", ops[k].name);
+        run_case(ctx, st, name, call_bin, (void *)ops[k].f, false);
+        snprintf(name, sizeof name, "cmps_%s", ops[k].name);
+        run_case(ctx, st, name, call_cmps, (void *)ops[k].s, false);
+    }
+}
+
+Test(ops_elementwise, logic) {
+    run_case(ctx, st, "logical_and", call_bin, (void *)md_logical_and, false);
+    run_case(ctx, st, "logical_or", call_bin, (void *)md_logical_or, false);
+    run_case(ctx, st, "logical_and_f32", call_bin, (void *)md_logical_and, false);
+    run_case(ctx, st, "logical_not", call_un, (void *)md_logical_not, false);
+}
+
+static md_tensor *call_where(md_ctx *c, md_tensor **in, void *u) {
+    (void)u;
+    return md_where(c, in[0], in[1], in[2]);
+}
+
+Test(ops_elementwise, where) {
+    run_case(ctx, st, "where", call_where, NULL, true);
+    run_case(ctx, st, "where_bcast", call_where, NULL, true);
+}
+
+static md_tensor *to_i64(md_ctx *c, md_tensor *a) { return md_cast(c, a, MD_I64); }
+static md_tensor *to_f32(md_ctx *c, md_tensor *a) { return md_cast(c, a, MD_F32); }
+
+Test(ops_elementwise, cast) {
+    run_case(ctx, st, "cast_f32_i64", call_un, (void *)to_i64, false);
+    run_case(ctx, st, "cast_i64_f32", call_un, (void *)to_f32, false);
+    run_case(ctx, st, "cast_u8_f32", call_un, (void *)to_f32, false);
+}
+
+/* Views as inputs: a transposed and a sliced operand give the same result
+ * as their contiguous copies. */
+Test(ops_elementwise, strided_inputs) {
+    md_rng r;
+    md_rng_seed(&r, 3);
+    md_tensor *a = md_tensor_empty(ctx, MD_F32, MD_DIMS(5, 6));
+    md_tensor *b = md_tensor_empty(ctx, MD_F32, MD_DIMS(6, 10));
+    md_tensor_normal_(a, &r, 0, 1);
+    md_tensor_normal_(b, &r, 0, 1);
+    md_tensor *at = md_transpose(ctx, a, 0, 1);                /* [6, 5], strided */
+    md_tensor *bs = md_slice(ctx, b, 1, 1, 10, 2);             /* [6, 5], step 2 */
+    cr_assert_not(md_tensor_is_contiguous(at));
+    cr_assert_not(md_tensor_is_contiguous(bs));
+    md_tensor *y = md_mul(ctx, at, bs);
+    md_tensor *ref = md_mul(ctx, md_contiguous(ctx, at), md_contiguous(ctx, bs));
+    assert_equal(y, ref, "mul of views");
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++)
+            cr_assert_eq(md_f32(ref)[i * 5 + j], md_f32(a)[j * 6 + i] * md_f32(b)[i * 10 + 1 + 2 * j]);
+    assert_equal(md_exp(ctx, at), md_exp(ctx, md_contiguous(ctx, at)), "exp of a view");
+}
+
+/* Sizes above the parallel threshold, against a serial loop. */
+Test(ops_elementwise, large_broadcast_and_unary) {
+    int64_t n = 300, m = 517;
+    md_rng r;
+    md_rng_seed(&r, 9);
+    md_tensor *a = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, m));
+    md_tensor *b = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, 1));
+    md_tensor_normal_(a, &r, 0, 1);
+    md_tensor_normal_(b, &r, 0, 1);
+    md_tensor *y = md_sub(ctx, a, b);
+    md_tensor *s = md_sigmoid(ctx, a);
+    md_tensor *c = md_gt(ctx, a, b);
+    cr_assert(y && s && c);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) {
+            float x = md_f32(a)[i * m + j], z = md_f32(b)[i];
+            cr_assert_eq(md_f32(y)[i * m + j], x - z);
+            cr_assert_float_eq(md_f32(s)[i * m + j], 1.0f / (1.0f + expf(-x)), 1e-6);
+            cr_assert_eq(md_u8(c)[i * m + j], x > z);
+        }
+}
+
+Test(ops_elementwise, broadcast_mismatch_names_op_shapes_and_scope) {
+    md_tensor *a = md_tensor_zeros(ctx, MD_F32, MD_DIMS(2, 3));
+    md_tensor *b = md_tensor_zeros(ctx, MD_F32, MD_DIMS(4));
+    md_scope_push(ctx, "bbox_head");
+    md_scope_push(ctx, "loss_cls");
+    cr_assert_null(md_add(ctx, a, b));
+    md_scope_pop(ctx);
+    md_scope_pop(ctx);
+    const char *msg = md_ctx_error(ctx)->msg;
+    cr_assert(strstr(msg, "add at bbox_head.loss_cls"), "%s", msg);
+    cr_assert(strstr(msg, "[2, 3] f32") && strstr(msg, "[4] f32"), "%s", msg);
+    cr_assert_eq(md_ctx_error(ctx)->code, MD_ERR_SHAPE);
+    /* the failure propagates as NULL through the next ops */
+    cr_assert_null(md_relu(ctx, md_add(ctx, a, b)));
+}
+
+Test(ops_elementwise, null_inputs_propagate_silently) {
+    md_tensor *a = md_tensor_zeros(ctx, MD_F32, MD_DIMS(2));
+    cr_assert_null(md_add(ctx, NULL, a));
+    cr_assert_null(md_mul(ctx, a, NULL));
+    cr_assert_null(md_exp(ctx, NULL));
+    cr_assert_null(md_clamp(ctx, NULL, 0, 1));
+    cr_assert_null(md_where(ctx, NULL, a, a));
+    cr_assert_null(md_gt_scalar(ctx, NULL, 0));
+    cr_assert_null(md_cast(ctx, NULL, MD_I64));
+    cr_assert_not(md_ctx_failed(ctx));
+}
+
+Test(ops_elementwise, u8_arithmetic_is_rejected) {
+    md_tensor *a = md_tensor_zeros(ctx, MD_U8, MD_DIMS(2));
+    cr_assert_null(md_add(ctx, a, a));
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "add"), "%s", md_ctx_error(ctx)->msg);
+}
