@@ -232,6 +232,7 @@ static int read_list(const md_cfg *cfg, const char *key, int64_t *out, int need,
 static int read_norm(const md_cfg *cfg, norm_opts *n, md_error *err) {
     *n = (norm_opts){ 1e-5, 0.1, true };
     const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
+    if (!nc) return 0;   /* mmdet's default: { type = "BN"; requires_grad = true; } */
     if (is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
     static const md_key norm_keys[] = {
         { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true },
