@@ -194,3 +194,31 @@ Test(ops_elementwise, u8_arithmetic_is_rejected) {
     cr_assert_null(md_add(ctx, a, a));
     cr_assert(strstr(md_ctx_error(ctx)->msg, "add"), "%s", md_ctx_error(ctx)->msg);
 }
+
+/* exp (and so sigmoid and softmax) uses a vectorised polynomial: compare it
+ * with libm over the whole float range, including overflow, underflow,
+ * infinities and NaN. */
+Test(ops_elementwise, exp_matches_libm_everywhere) {
+    int64_t n = 200001;
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(n + 5));
+    for (int64_t i = 0; i < n; i++) md_f32(x)[i] = -110.0f + 200.0f * (float)i / (float)(n - 1);
+    const float special[5] = { INFINITY, -INFINITY, NAN, 88.7f, -87.5f };
+    for (int i = 0; i < 5; i++) md_f32(x)[n + i] = special[i];
+    md_tensor *y = md_exp(ctx, x);
+    cr_assert(y);
+    double worst = 0;
+    for (int64_t i = 0; i < n + 5; i++) {
+        float v = md_f32(x)[i], got = md_f32(y)[i], want = expf(v);
+        if (isnan(want)) {
+            cr_assert(isnan(got), "exp(%g) = %g", v, got);
+            continue;
+        }
+        if (isinf(want) || want < 1e-37f) {   /* overflow, or subnormal: absolute */
+            cr_assert(got == want || fabsf(got - want) < 1e-37f, "exp(%g) = %g, libm %g", v, got, want);
+            continue;
+        }
+        double e = fabs((double)got - want) / want;
+        if (e > worst) worst = e;
+    }
+    cr_assert_lt(worst, 1e-6, "relative error %g", worst);
+}

@@ -1,8 +1,12 @@
 /* CPU reduction and softmax kernels. */
+/* FP traps are never enabled here; without this GCC will not if-convert the
+ * clamps and selects of the float loops, and so not vectorise them. */
+#pragma GCC optimize("no-trapping-math")
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "backends/cpu/elementwise.h"
+#include "backends/cpu/elementwise_math.h"
 #include "backends/cpu/reduce.h"
 
 #define CHUNK 16384   /* fixed partial-sum chunk: same result on any thread count */
@@ -129,21 +133,25 @@ int md__cpu_max(md_dtype dt, const void *x, int64_t outer, int64_t n, int64_t in
 
 void md__cpu_softmax_f32(const float *x, int64_t outer, int64_t n, int64_t inner, bool log, float *y) {
     int64_t total = outer * n * inner;
-    if (inner == 1) {
+    if (inner == 1) {   /* the common case: split into vectorisable passes */
         #pragma omp parallel for if (total > MD_CPU_PAR_MIN) schedule(static)
         for (int64_t o = 0; o < outer; o++) {
             const float *p = x + o * n;
             float *q = y + o * n;
             float m = -INFINITY;
+            #pragma omp simd reduction(max : m)
             for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+            #pragma omp simd
+            for (int64_t i = 0; i < n; i++) q[i] = md__expf(p[i] - m);
             double s = 0;
+            for (int64_t i = 0; i < n; i++) s += q[i];
             if (log) {
-                for (int64_t i = 0; i < n; i++) s += expf(p[i] - m);
-                float ls = (float)logf((float)s) + m;
+                float ls = logf((float)s) + m;
+                #pragma omp simd
                 for (int64_t i = 0; i < n; i++) q[i] = p[i] - ls;
             } else {
-                for (int64_t i = 0; i < n; i++) { q[i] = expf(p[i] - m); s += q[i]; }
                 float inv = (float)(1.0 / s);
+                #pragma omp simd
                 for (int64_t i = 0; i < n; i++) q[i] *= inv;
             }
         }
@@ -158,11 +166,11 @@ void md__cpu_softmax_f32(const float *x, int64_t outer, int64_t n, int64_t inner
         for (int64_t i = 0; i < n; i++) m = p[i * inner] > m ? p[i * inner] : m;
         double s = 0;
         if (log) {
-            for (int64_t i = 0; i < n; i++) s += expf(p[i * inner] - m);
+            for (int64_t i = 0; i < n; i++) s += md__expf(p[i * inner] - m);
             float ls = logf((float)s) + m;
             for (int64_t i = 0; i < n; i++) q[i * inner] = p[i * inner] - ls;
         } else {
-            for (int64_t i = 0; i < n; i++) { q[i * inner] = expf(p[i * inner] - m); s += q[i * inner]; }
+            for (int64_t i = 0; i < n; i++) { q[i * inner] = md__expf(p[i * inner] - m); s += q[i * inner]; }
             float inv = (float)(1.0 / s);
             for (int64_t i = 0; i < n; i++) q[i * inner] *= inv;
         }
@@ -180,7 +188,7 @@ void md__cpu_softmax_backward_f32(const float *y, const float *g, int64_t outer,
             for (int64_t i = 0; i < n; i++) s += g[base + i * inner];
             for (int64_t i = 0; i < n; i++) {
                 int64_t k = base + i * inner;
-                gx[k] = g[k] - expf(y[k]) * (float)s;
+                gx[k] = g[k] - md__expf(y[k]) * (float)s;
             }
         } else {
             for (int64_t i = 0; i < n; i++) s += (double)g[base + i * inner] * y[base + i * inner];
