@@ -150,6 +150,57 @@ def linear_cases():
     save("ops_nn_linear", out)
 
 
+# ------------------------------------------------ ResNet bottleneck block --
+class Bottleneck(torch.nn.Module):
+    """torchvision/mmdet (style='pytorch') bottleneck: stride on the 3x3."""
+
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
+                                        nn.BatchNorm2d(planes * 4))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.downsample(x))
+
+
+def resblock_cases():
+    out = {}
+    for mode in ("train", "eval"):
+        blk = Bottleneck(16, 8, 2)
+        with torch.no_grad():   # non-trivial affine and running statistics
+            for m in blk.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.2)
+                    m.running_mean.normal_(0, 0.2)
+                    m.running_var.uniform_(0.5, 1.5)
+        blk.train(mode == "train")
+        for k, v in blk.state_dict().items():
+            if not k.endswith("num_batches_tracked"):
+                out[f"{mode}.init.{k}"] = v.clone()
+        x = torch.randn(2, 16, 9, 11).requires_grad_(True)
+        y = blk(x)
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        out.update({f"{mode}.x": x, f"{mode}.y": y, f"{mode}.gy": gy, f"{mode}.gx": x.grad})
+        for k, v in blk.state_dict().items():
+            if "running" in k:
+                out[f"{mode}.after.{k}"] = v.clone()
+        for k, p in blk.named_parameters():
+            out[f"{mode}.grad.{k}"] = p.grad
+    save("ops_nn_resblock", out)
+
+
 if __name__ == "__main__":
     conv_cases()
     nn = {}
@@ -158,3 +209,4 @@ if __name__ == "__main__":
     interp_cases(nn)
     save("ops_nn_misc", nn)
     linear_cases()
+    resblock_cases()
