@@ -13,4 +13,5 @@
 #include "nn.h"
 #include "checkpoint.h"
 #include "runner.h"
+#include "models.h"
 #endif

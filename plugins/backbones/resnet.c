@@ -1,0 +1,392 @@
+/* mmdet's ResNet backbone (mmdet/models/backbones/resnet.py): BasicBlock and
+ * Bottleneck, styles pytorch/caffe, dilations, frozen_stages, norm_eval,
+ * zero_init_residual, init_cfg Pretrained. State dict names are mmdet's,
+ * which are torchvision's without fc: conv1.weight, bn1.*, layer1.0.conv1.weight,
+ * layer1.0.downsample.0.weight, ...
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/models.h>
+
+#define MAX_STAGES 4
+
+static const md_key keys[] = {
+    { "depth", MD_KEY_INT, NULL, "18, 34, 50, 101 or 152", true },
+    { "in_channels", MD_KEY_INT, "3", "input image channels", false },
+    { "stem_channels", MD_KEY_INT, "None", "stem width (None: base_channels)", false },
+    { "base_channels", MD_KEY_INT, "64", "width of the first stage", false },
+    { "num_stages", MD_KEY_INT, "4", "residual stages, 1 to 4", false },
+    { "strides", MD_KEY_LIST, "[1, 2, 2, 2]", "stride of the first block of each stage", false },
+    { "dilations", MD_KEY_LIST, "[1, 1, 1, 1]", "dilation of each stage", false },
+    { "out_indices", MD_KEY_LIST, "[0, 1, 2, 3]", "stages whose outputs are returned", false },
+    { "style", MD_KEY_STRING, "\"pytorch\"", "pytorch: stride on the 3x3 conv; caffe: on the first 1x1", false },
+    { "deep_stem", MD_KEY_BOOL, "false", "three 3x3 stem convs (only false is supported)", false },
+    { "avg_down", MD_KEY_BOOL, "false", "avg-pool in the shortcut (only false is supported)", false },
+    { "frozen_stages", MD_KEY_INT, "-1", "stages frozen (eval, no grad): -1 none, 0 the stem, k stem and layer1..k", false },
+    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false },
+    { "norm_cfg", MD_KEY_GROUP, NULL, "{ type = \"BN\"; requires_grad = true; } (eps, momentum)", false },
+    { "norm_eval", MD_KEY_BOOL, "true", "keep BN layers in eval mode while training", false },
+    { "dcn", MD_KEY_ANY, "None", "only None is supported", false },
+    { "stage_with_dcn", MD_KEY_LIST, NULL, "ignored without dcn", false },
+    { "plugins", MD_KEY_ANY, "None", "only None is supported", false },
+    { "with_cp", MD_KEY_BOOL, "false", "gradient checkpointing (memory only; accepted, no effect)", false },
+    { "zero_init_residual", MD_KEY_BOOL, "true", "zero the last BN weight of each block", false },
+    { "pretrained", MD_KEY_STRING, "None", "deprecated: same as init_cfg = { type = \"Pretrained\"; checkpoint = ...; }", false },
+    { "init_cfg", MD_KEY_ANY, "None", "init config; Pretrained loads a checkpoint in init_weights", false },
+    { 0 } };
+
+typedef struct resnet {
+    md_module base;
+    int num_stages, frozen_stages;
+    bool out_mask[MAX_STAGES], norm_eval;
+    int n_outs, out_ch[MAX_STAGES], out_stride[MAX_STAGES];
+    md_cfg *init_cfg;          /* owned clone: group/list, or NULL */
+} resnet;
+
+/* ------------------------------------------------------------ containers -- */
+
+/* nn.Sequential: children "0", "1", ... run in order. */
+static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    for (int i = 0; i < m->n_children && x; i++) x = md_module_call(ctx, m, m->children[i].name, x);
+    return x;
+}
+static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq_forward };
+
+typedef struct block { md_module base; bool bottleneck, down; } block;
+
+static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    block *b = (block *)m;
+    md_tensor *id = b->down ? md_module_call(ctx, m, "downsample", x) : x;
+    md_tensor *y = md_relu(ctx, md_module_call(ctx, m, "bn1", md_module_call(ctx, m, "conv1", x)));
+    y = md_module_call(ctx, m, "bn2", md_module_call(ctx, m, "conv2", y));
+    if (b->bottleneck) y = md_module_call(ctx, m, "bn3", md_module_call(ctx, m, "conv3", md_relu(ctx, y)));
+    return md_relu(ctx, md_add(ctx, y, id));
+}
+static const md_module_class basic_class = { .name = "BasicBlock", .forward1 = block_forward };
+static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward1 = block_forward };
+
+/* ------------------------------------------------------------- building -- */
+
+typedef struct norm_opts { double eps, momentum; bool requires_grad; } norm_opts;
+
+static int add(md_module *m, const char *name, md_module *child, md_error *err) {
+    if (!child) return -1;
+    if (md_module_add_child(m, name, child, err) != 0) {
+        md_module_free(child);
+        return -1;
+    }
+    return 0;
+}
+
+/* A bias-free conv with mmdet's default init (kaiming normal, fan_out, relu). */
+static int add_conv(md_ctx *ctx, md_module *m, const char *name, int in, int out, int k, int stride, int dil,
+                    md_error *err) {
+    int pad = k == 1 ? 0 : k == 7 ? 3 : dil;
+    md_conv2d_params p = { stride, stride, pad, pad, dil, dil, 1 };
+    md_module *c = md_nn_conv2d(ctx, in, out, k, k, p, false, err);
+    if (add(m, name, c, err) != 0) return -1;
+    md_init_kaiming(md_nn_weight(c), md_ctx_rng(ctx), 0, true, "relu", false);
+    return 0;
+}
+
+/* BN with weight 1 and bias 0 (mmdet's Constant init), or 0 and 0 (zero_init_residual). */
+static int add_bn(md_ctx *ctx, md_module *m, const char *name, int c, const norm_opts *n, double w, md_error *err) {
+    md_module *bn = md_nn_batchnorm2d(ctx, c, n->eps, n->momentum, n->requires_grad, err);
+    if (add(m, name, bn, err) != 0) return -1;
+    md_init_constant(md_nn_weight(bn), w);
+    md_init_constant(md_nn_bias(bn), 0);
+    return 0;
+}
+
+static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int planes, int stride, int dil,
+                             bool caffe, bool zero_init, const norm_opts *n, md_error *err) {
+    block *b = md_module_new(sizeof *b, bottleneck ? &bottleneck_class : &basic_class);
+    if (!b) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    b->bottleneck = bottleneck;
+    int exp = bottleneck ? 4 : 1, rc;
+    double last_w = zero_init ? 0 : 1;
+    md_module *m = &b->base;
+    if (bottleneck) {
+        int s1 = caffe ? stride : 1, s2 = caffe ? 1 : stride;
+        rc = add_conv(ctx, m, "conv1", inplanes, planes, 1, s1, 1, err) || add_bn(ctx, m, "bn1", planes, n, 1, err) ||
+             add_conv(ctx, m, "conv2", planes, planes, 3, s2, dil, err) || add_bn(ctx, m, "bn2", planes, n, 1, err) ||
+             add_conv(ctx, m, "conv3", planes, planes * 4, 1, 1, 1, err) ||
+             add_bn(ctx, m, "bn3", planes * 4, n, last_w, err);
+    } else {
+        /* mmdet's BasicBlock: dilation on conv1 only; conv2 is a plain 3x3. */
+        rc = add_conv(ctx, m, "conv1", inplanes, planes, 3, stride, dil, err) ||
+             add_bn(ctx, m, "bn1", planes, n, 1, err) || add_conv(ctx, m, "conv2", planes, planes, 3, 1, 1, err) ||
+             add_bn(ctx, m, "bn2", planes, n, last_w, err);
+    }
+    if (!rc && (stride != 1 || inplanes != planes * exp)) {
+        b->down = true;
+        md_module *d = md_module_new(sizeof *d, &seq_class);
+        if (!d) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+        else if (add(m, "downsample", d, err) != 0) rc = -1;
+        else rc = add_conv(ctx, d, "0", inplanes, planes * exp, 1, stride, 1, err) ||
+                  add_bn(ctx, d, "1", planes * exp, n, 1, err);
+    }
+    if (rc) {
+        md_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void set_eval(md_module *m) {
+    m->training = false;
+    for (int i = 0; i < m->n_children; i++) set_eval(m->children[i].m);
+}
+
+static int freeze_cb(const char *name, md_tensor *t, bool is_param, void *user) {
+    (void)name, (void)user;
+    if (is_param) t->requires_grad = false;
+    return 0;
+}
+
+static void freeze(md_module *m) { md_module_visit(m, "", freeze_cb, NULL); }
+
+static void norm_eval_all(md_module *m) {
+    if (m->flags & MD_MODULE_NORM) m->training = false;
+    for (int i = 0; i < m->n_children; i++) norm_eval_all(m->children[i].m);
+}
+
+/* mmdet ResNet.train(): frozen stages stay in eval; with norm_eval every BN. */
+static void resnet_on_train(md_module *m, bool training) {
+    resnet *r = (resnet *)m;
+    if (!training) return;
+    if (r->frozen_stages >= 0) {
+        set_eval(md_module_child(m, "conv1"));
+        set_eval(md_module_child(m, "bn1"));
+    }
+    char name[16];
+    for (int i = 1; i <= r->frozen_stages && i <= r->num_stages; i++) {
+        snprintf(name, sizeof name, "layer%d", i);
+        set_eval(md_module_child(m, name));
+    }
+    if (r->norm_eval) norm_eval_all(m);
+}
+
+static void resnet_destroy(md_module *m) { md_cfg_free(((resnet *)m)->init_cfg); }
+
+static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor **outs, int max_outs) {
+    resnet *r = (resnet *)m;
+    if (max_outs < r->n_outs) {
+        md_op_fail(ctx, "ResNet", "room for %d outputs, %d needed", max_outs, r->n_outs);
+        return -1;
+    }
+    md_tensor *x = md_relu(ctx, md_module_call(ctx, m, "bn1", md_module_call(ctx, m, "conv1", img)));
+    x = md_max_pool2d(ctx, x, 3, 2, 1, false);
+    int n = 0;
+    char name[16];
+    for (int i = 0; i < r->num_stages && x; i++) {
+        snprintf(name, sizeof name, "layer%d", i + 1);
+        x = md_module_call(ctx, m, name, x);
+        if (r->out_mask[i]) outs[n++] = x;
+    }
+    return x && !md_ctx_failed(ctx) ? n : -1;
+}
+
+static int resnet_num_outs(const md_module *m) { return ((const resnet *)m)->n_outs; }
+static int resnet_out_channels(const md_module *m, int i) {
+    const resnet *r = (const resnet *)m;
+    return i >= 0 && i < r->n_outs ? r->out_ch[i] : -1;
+}
+static int resnet_out_stride(const md_module *m, int i) {
+    const resnet *r = (const resnet *)m;
+    return i >= 0 && i < r->n_outs ? r->out_stride[i] : -1;
+}
+
+static int resnet_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    int rc = md_init_cfg_pretrained(ctx, m, ((resnet *)m)->init_cfg, "ResNet", err);
+    if (rc < 0) return -1;
+    /* Loading may have replaced frozen tensors' values, never their flags. */
+    return 0;
+}
+
+static const md_backbone_class resnet_cls = {
+    .model = { .module = { .name = "ResNet", .destroy = resnet_destroy, .on_train = resnet_on_train },
+               .init_weights = resnet_init_weights },
+    .forward = resnet_forward,
+    .num_outs = resnet_num_outs,
+    .out_channels = resnet_out_channels,
+    .out_stride = resnet_out_stride,
+};
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+static int read_list(const md_cfg *cfg, const char *key, int64_t *out, int need, md_error *err) {
+    int n = md_cfg_int_array(cfg, key, out, MAX_STAGES, err);
+    if (n < 0) return -1;
+    if (n < need)
+        return md_failc(err, MD_ERR_CONFIG, "%s has %d entries; num_stages %d needs at least that many", key, n,
+                        need);
+    return 0;
+}
+
+static int read_norm(const md_cfg *cfg, norm_opts *n, md_error *err) {
+    *n = (norm_opts){ 1e-5, 0.1, true };
+    const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
+    if (!nc) return 0;   /* mmdet's default: { type = "BN"; requires_grad = true; } */
+    if (is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
+    static const md_key norm_keys[] = {
+        { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true },
+        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
+        { "eps", MD_KEY_FLOAT, "1e-5", "BatchNorm eps", false },
+        { "momentum", MD_KEY_FLOAT, "0.1", "BatchNorm momentum", false },
+        { 0 } };
+    if (md_cfg_check_keys(nc, norm_keys, "norm_cfg", err) != 0) return -1;
+    const char *type = md_cfg_str(nc, "type", "");
+    /* SyncBN on one process is BN. */
+    if (strcmp(type, "BN") && strcmp(type, "SyncBN") && strcmp(type, "BN2d"))
+        return md_failc(err, MD_ERR_CONFIG, "norm_cfg.type '%s' is not supported (BN, SyncBN)", type);
+    n->requires_grad = md_cfg_bool(nc, "requires_grad", true);
+    n->eps = md_cfg_float(nc, "eps", 1e-5);
+    n->momentum = md_cfg_float(nc, "momentum", 0.1);
+    return 0;
+}
+
+static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    int depth = (int)md_cfg_int(cfg, "depth", 0);
+    int blocks18[] = { 2, 2, 2, 2 }, blocks34[] = { 3, 4, 6, 3 }, blocks101[] = { 3, 4, 23, 3 },
+        blocks152[] = { 3, 8, 36, 3 };
+    const int *blocks = depth == 18 ? blocks18 : depth == 34 || depth == 50 ? blocks34 : depth == 101 ? blocks101
+                        : depth == 152 ? blocks152 : NULL;
+    if (!blocks) {
+        md_failc(err, MD_ERR_CONFIG, "invalid depth %d for resnet (18, 34, 50, 101, 152)", depth);
+        return NULL;
+    }
+    bool bottleneck = depth >= 50;
+    int num_stages = (int)md_cfg_int(cfg, "num_stages", 4);
+    if (num_stages < 1 || num_stages > 4) {
+        md_failc(err, MD_ERR_CONFIG, "num_stages must be 1 to 4, got %d", num_stages);
+        return NULL;
+    }
+    int64_t strides[MAX_STAGES], dils[MAX_STAGES], outi[MAX_STAGES];
+    if (read_list(cfg, "strides", strides, num_stages, err) || read_list(cfg, "dilations", dils, num_stages, err))
+        return NULL;
+    int n_outi = md_cfg_int_array(cfg, "out_indices", outi, MAX_STAGES, err);
+    if (n_outi < 0) return NULL;
+    const char *style = md_cfg_str(cfg, "style", "pytorch");
+    if (strcmp(style, "pytorch") && strcmp(style, "caffe")) {
+        md_failc(err, MD_ERR_CONFIG, "style must be \"pytorch\" or \"caffe\", got \"%s\"", style);
+        return NULL;
+    }
+    if (md_cfg_bool(cfg, "deep_stem", false) || md_cfg_bool(cfg, "avg_down", false)) {
+        md_failc(err, MD_ERR_CONFIG, "deep_stem and avg_down are not supported (ResNetV1d)");
+        return NULL;
+    }
+    if (!is_none(md_cfg_get(cfg, "conv_cfg")) || !is_none(md_cfg_get(cfg, "dcn")) ||
+        !is_none(md_cfg_get(cfg, "plugins"))) {
+        md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
+        return NULL;
+    }
+    norm_opts norm;
+    if (read_norm(cfg, &norm, err) != 0) return NULL;
+    int base = (int)md_cfg_int(cfg, "base_channels", 64), in_ch = (int)md_cfg_int(cfg, "in_channels", 3);
+    const md_cfg *sc = md_cfg_get(cfg, "stem_channels");
+    int stem = is_none(sc) ? base : (int)md_cfg_as_int(sc);
+    if (base <= 0 || in_ch <= 0 || stem <= 0) {
+        md_failc(err, MD_ERR_CONFIG, "in_channels, stem_channels and base_channels must be positive");
+        return NULL;
+    }
+    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
+    const char *pretrained = md_cfg_str(cfg, "pretrained", NULL);
+    if (pretrained && !is_none(init)) {
+        md_failc(err, MD_ERR_CONFIG, "init_cfg and pretrained cannot be set at the same time");
+        return NULL;
+    }
+    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
+
+    resnet *r = md_module_new(sizeof *r, &resnet_cls.model.module);
+    if (!r) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &r->base;
+    r->num_stages = num_stages;
+    r->frozen_stages = (int)md_cfg_int(cfg, "frozen_stages", -1);
+    r->norm_eval = md_cfg_bool(cfg, "norm_eval", true);
+    if (pretrained) {
+        md_warn(ctx, "ResNet: `pretrained` is deprecated, use init_cfg = { type = \"Pretrained\"; ... }");
+        r->init_cfg = md_cfg_new_group();
+        if (r->init_cfg) {
+            md_cfg_set_str(r->init_cfg, "type", "Pretrained");
+            md_cfg_set_str(r->init_cfg, "checkpoint", pretrained);
+        }
+    } else if (!is_none(init)) {
+        r->init_cfg = md_cfg_clone(init);
+    }
+    if ((pretrained || !is_none(init)) && !r->init_cfg) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int k = 0; k < n_outi; k++) {
+        if (outi[k] < 0 || outi[k] >= num_stages) {
+            md_failc(err, MD_ERR_CONFIG, "out_indices entry %lld is outside the %d stages", (long long)outi[k],
+                     num_stages);
+            goto fail;
+        }
+        r->out_mask[outi[k]] = true;
+    }
+    bool zero_init = md_cfg_bool(cfg, "zero_init_residual", true);
+
+    if (add_conv(ctx, m, "conv1", in_ch, stem, 7, 2, 1, err) || add_bn(ctx, m, "bn1", stem, &norm, 1, err))
+        goto fail;
+    int inplanes = stem, stride = 4, exp = bottleneck ? 4 : 1;
+    for (int i = 0; i < num_stages; i++) {
+        int planes = base << i, s = (int)strides[i], d = (int)dils[i];
+        if (s < 1 || d < 1) {
+            md_failc(err, MD_ERR_CONFIG, "stage %d: stride %d and dilation %d must be positive", i, s, d);
+            goto fail;
+        }
+        md_module *layer = md_module_new(sizeof *layer, &seq_class);
+        char name[16];
+        snprintf(name, sizeof name, "layer%d", i + 1);
+        if (!layer) {
+            md_failc(err, MD_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (add(m, name, layer, err) != 0) goto fail;
+        for (int j = 0; j < blocks[i]; j++) {
+            md_module *b = make_block(ctx, bottleneck, inplanes, planes, j ? 1 : s, d, !strcmp(style, "caffe"),
+                                      zero_init, &norm, err);
+            snprintf(name, sizeof name, "%d", j);
+            if (add(layer, name, b, err) != 0) goto fail;
+            inplanes = planes * exp;
+        }
+        stride *= s;
+        if (r->out_mask[i]) {
+            r->out_ch[r->n_outs] = planes * exp;
+            r->out_stride[r->n_outs++] = stride;
+        }
+    }
+    /* mmdet _freeze_stages at construction: frozen parameters get no grad. */
+    if (r->frozen_stages >= 0) {
+        freeze(md_module_child(m, "conv1"));
+        freeze(md_module_child(m, "bn1"));
+    }
+    for (int i = 1; i <= r->frozen_stages && i <= num_stages; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "layer%d", i);
+        freeze(md_module_child(m, name));
+    }
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+static const md_class resnet_class = {
+    .name = "ResNet", .keys = keys, .build = resnet_build, .iface = &resnet_cls,
+    .doc = "ResNet backbone (mmdet 2.x): depth 18/34/50/101/152, BasicBlock/Bottleneck",
+};
+
+MD_PLUGIN("resnet", "1.0", "Apache-2.0");
+MD_REGISTER("backbones", resnet_class)

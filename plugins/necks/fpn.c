@@ -1,0 +1,307 @@
+/* mmdet's FPN neck (mmdet/models/necks/fpn.py): lateral 1x1 ConvModules,
+ * top-down nearest upsampling, 3x3 output ConvModules, extra levels by
+ * max_pool2d(1, stride 2) or by stride-2 convs on the input, the lateral or
+ * the output. State dict names: lateral_convs.N.conv.weight/bias,
+ * fpn_convs.N.conv.weight/bias (and .bn.* with a norm_cfg).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/models.h>
+
+#define MAX_INS MD_MAX_LEVELS
+
+static const md_key keys[] = {
+    { "in_channels", MD_KEY_LIST, NULL, "channels of each input level", true },
+    { "out_channels", MD_KEY_INT, NULL, "channels of every output", true },
+    { "num_outs", MD_KEY_INT, NULL, "number of outputs (extra levels beyond the inputs)", true },
+    { "start_level", MD_KEY_INT, "0", "first input level used", false },
+    { "end_level", MD_KEY_INT, "-1", "last input level used (-1: the last)", false },
+    { "add_extra_convs", MD_KEY_ANY, "false",
+      "false (max pool), true or \"on_input\", \"on_lateral\", \"on_output\"", false },
+    { "relu_before_extra_convs", MD_KEY_BOOL, "false", "ReLU before the 2nd and later extra convs", false },
+    { "no_norm_on_lateral", MD_KEY_BOOL, "false", "no norm in the lateral convs", false },
+    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false },
+    { "norm_cfg", MD_KEY_ANY, "None", "None or { type = \"BN\"; requires_grad = true; }", false },
+    { "act_cfg", MD_KEY_ANY, "None", "None or { type = \"ReLU\"; }", false },
+    { "upsample_cfg", MD_KEY_GROUP, NULL, "{ mode = \"nearest\"; } (scale_factor = 2 to scale instead of resize)", false },
+    { "init_cfg", MD_KEY_ANY, "None", "init config (default: Xavier uniform on the convs); Pretrained loads a checkpoint", false },
+    { 0 } };
+
+enum { EXTRA_NONE = 0, EXTRA_INPUT, EXTRA_LATERAL, EXTRA_OUTPUT };
+
+typedef struct fpn {
+    md_module base;
+    int num_ins, num_outs, start_level, end_level, out_channels, extra, scale_factor;
+    bool relu_before_extra;
+    md_cfg *init_cfg;
+} fpn;
+
+static const md_module_class list_class = { .name = "ModuleList" };
+
+/* Runs <list>.<i> inside the scope "<list>.<i>". */
+static md_tensor *call_item(md_ctx *ctx, md_module *m, const char *list, int i, md_tensor *x) {
+    char name[16];
+    snprintf(name, sizeof name, "%d", i);
+    md_scope_push(ctx, list);
+    x = md_module_call(ctx, md_module_child(m, list), name, x);
+    md_scope_pop(ctx);
+    return x;
+}
+
+static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_in, md_tensor **outs,
+                       int max_outs) {
+    fpn *f = (fpn *)m;
+    if (n_in != f->num_ins) {
+        md_op_fail(ctx, "FPN", "%d inputs given, in_channels has %d", n_in, f->num_ins);
+        return -1;
+    }
+    if (max_outs < f->num_outs) {
+        md_op_fail(ctx, "FPN", "room for %d outputs, %d needed", max_outs, f->num_outs);
+        return -1;
+    }
+    md_tensor *lat[MAX_INS];
+    int used = f->end_level - f->start_level;      /* backbone_end_level - start_level */
+    for (int i = 0; i < used; i++) lat[i] = call_item(ctx, m, "lateral_convs", i, ins[i + f->start_level]);
+    for (int i = used - 1; i > 0; i--) {
+        md_tensor *up = NULL;
+        if (!lat[i] || !lat[i - 1]) return -1;
+        if (f->scale_factor) up = md_upsample_nearest(ctx, lat[i], f->scale_factor);
+        else up = md_interpolate_nearest(ctx, lat[i], lat[i - 1]->shape[2], lat[i - 1]->shape[3]);
+        lat[i - 1] = md_add(ctx, lat[i - 1], up);
+    }
+    md_tensor *res[MAX_INS * 2];
+    for (int i = 0; i < used; i++) res[i] = call_item(ctx, m, "fpn_convs", i, lat[i]);
+    int n = used;
+    if (f->num_outs > n) {
+        if (f->extra == EXTRA_NONE) {
+            for (; n < f->num_outs; n++) res[n] = md_max_pool2d(ctx, res[n - 1], 1, 2, 0, false);
+        } else {
+            md_tensor *src = f->extra == EXTRA_INPUT ? ins[f->end_level - 1]
+                           : f->extra == EXTRA_LATERAL ? lat[used - 1] : res[used - 1];
+            res[n] = call_item(ctx, m, "fpn_convs", n, src);
+            for (n++; n < f->num_outs; n++) {
+                md_tensor *x = f->relu_before_extra ? md_relu(ctx, res[n - 1]) : res[n - 1];
+                res[n] = call_item(ctx, m, "fpn_convs", n, x);
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!res[i]) return -1;
+        outs[i] = res[i];
+    }
+    return md_ctx_failed(ctx) ? -1 : n;
+}
+
+static int fpn_num_outs(const md_module *m) { return ((const fpn *)m)->num_outs; }
+static int fpn_out_channels(const md_module *m, int i) {
+    const fpn *f = (const fpn *)m;
+    return i >= 0 && i < f->num_outs ? f->out_channels : -1;
+}
+static int fpn_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    return md_init_cfg_pretrained(ctx, m, ((fpn *)m)->init_cfg, "FPN", err) < 0 ? -1 : 0;
+}
+static void fpn_destroy(md_module *m) { md_cfg_free(((fpn *)m)->init_cfg); }
+
+static const md_neck_class fpn_cls = {
+    .model = { .module = { .name = "FPN", .destroy = fpn_destroy }, .init_weights = fpn_init_weights },
+    .forward = fpn_forward,
+    .num_outs = fpn_num_outs,
+    .out_channels = fpn_out_channels,
+};
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+/* norm_cfg / act_cfg: None or a group of a supported type. */
+static int read_layer_cfg(const md_cfg *cfg, const char *key, const char *const *types, int n_types,
+                          bool *on, bool *requires_grad, md_error *err) {
+    const md_cfg *c = md_cfg_get(cfg, key);
+    *on = false;
+    if (is_none(c)) return 0;
+    if (md_cfg_kind(c) != MD_CFG_GROUP) return md_failc(err, MD_ERR_CONFIG, "%s must be None or a group", key);
+    const char *type = md_cfg_str(c, "type", "");
+    for (int i = 0; i < n_types; i++)
+        if (!strcmp(type, types[i])) {
+            *on = true;
+            if (requires_grad) *requires_grad = md_cfg_bool(c, "requires_grad", true);
+            return 0;
+        }
+    return md_failc(err, MD_ERR_CONFIG, "%s.type '%s' is not supported (%s%s%s)", key, type, types[0],
+                    n_types > 1 ? ", " : "", n_types > 1 ? types[1] : "");
+}
+
+static int add_conv_module(md_ctx *ctx, md_module *list, int idx, md_conv_module_opts *o, md_error *err) {
+    md_module *cm = md_nn_conv_module(ctx, o, err);
+    if (!cm) return -1;
+    char name[16];
+    snprintf(name, sizeof name, "%d", idx);
+    if (md_module_add_child(list, name, cm, err) != 0) {
+        md_module_free(cm);
+        return -1;
+    }
+    /* FPN's init_cfg: Xavier (uniform, gain 1, bias 0) on every Conv2d. */
+    md_module *conv = md_module_child(cm, "conv");
+    md_init_xavier(md_nn_weight(conv), md_ctx_rng(ctx), 1.0, true);
+    if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
+    return 0;
+}
+
+static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    int64_t in_ch[MAX_INS];
+    int num_ins = md_cfg_int_array(cfg, "in_channels", in_ch, MAX_INS, err);
+    if (num_ins < 0) return NULL;
+    int out_ch = (int)md_cfg_int(cfg, "out_channels", 0), num_outs = (int)md_cfg_int(cfg, "num_outs", 0);
+    int start = (int)md_cfg_int(cfg, "start_level", 0), end_level = (int)md_cfg_int(cfg, "end_level", -1);
+    if (num_ins < 1 || out_ch <= 0 || num_outs < 1 || num_outs > MAX_INS) {
+        md_failc(err, MD_ERR_CONFIG,
+                 "in_channels needs 1 to %d levels (got %d), out_channels must be positive (got %d), num_outs 1 to %d "
+                 "(got %d)", MAX_INS, num_ins, out_ch, MAX_INS, num_outs);
+        return NULL;
+    }
+    for (int i = 0; i < num_ins; i++)
+        if (in_ch[i] <= 0) {
+            md_failc(err, MD_ERR_CONFIG, "in_channels[%d] = %lld must be positive", i, (long long)in_ch[i]);
+            return NULL;
+        }
+    int bel; /* backbone_end_level */
+    if (start < 0 || start >= num_ins) {
+        md_failc(err, MD_ERR_CONFIG, "start_level %d is outside the %d inputs", start, num_ins);
+        return NULL;
+    }
+    if (end_level == -1 || end_level == num_ins - 1) {
+        bel = num_ins;
+        if (num_outs < num_ins - start) {
+            md_failc(err, MD_ERR_CONFIG, "num_outs %d must be at least the %d levels used (in_channels from start_level %d)",
+                     num_outs, num_ins - start, start);
+            return NULL;
+        }
+    } else {
+        bel = end_level + 1;
+        if (end_level < start || end_level >= num_ins) {
+            md_failc(err, MD_ERR_CONFIG, "end_level %d must be in [start_level %d, %d)", end_level, start, num_ins);
+            return NULL;
+        }
+        if (num_outs != end_level - start + 1) {
+            md_failc(err, MD_ERR_CONFIG, "num_outs %d must equal end_level - start_level + 1 = %d (no extra levels "
+                     "when end_level is not the last input)", num_outs, end_level - start + 1);
+            return NULL;
+        }
+    }
+    int extra = EXTRA_NONE;
+    const md_cfg *ae = md_cfg_get(cfg, "add_extra_convs");
+    if (ae && md_cfg_kind(ae) == MD_CFG_STRING) {
+        const char *s = md_cfg_as_str(ae);
+        static const char *const modes[] = { "on_input", "on_lateral", "on_output" };
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(s, modes[i])) extra = i + 1;
+        if (!extra) {
+            const char *sug = md_suggest(s, modes, 3);
+            md_failc(err, MD_ERR_CONFIG, "add_extra_convs \"%s\" must be one of on_input, on_lateral, on_output%s%s%s",
+                     s, sug ? " (did you mean \"" : "", sug ? sug : "", sug ? "\"?)" : "");
+            return NULL;
+        }
+    } else if (ae && md_cfg_kind(ae) == MD_CFG_BOOL) {
+        extra = md_cfg_as_bool(ae) ? EXTRA_INPUT : EXTRA_NONE;  /* True means on_input */
+    } else if (!is_none(ae)) {
+        md_failc(err, MD_ERR_CONFIG, "add_extra_convs must be a bool or a string");
+        return NULL;
+    }
+    if (!is_none(md_cfg_get(cfg, "conv_cfg"))) {
+        md_failc(err, MD_ERR_CONFIG, "conv_cfg must be None (plain Conv2d)");
+        return NULL;
+    }
+    static const char *const norm_types[] = { "BN", "SyncBN" }, *const act_types[] = { "ReLU" };
+    bool norm, norm_rg = true, act;
+    if (read_layer_cfg(cfg, "norm_cfg", norm_types, 2, &norm, &norm_rg, err) ||
+        read_layer_cfg(cfg, "act_cfg", act_types, 1, &act, NULL, err))
+        return NULL;
+    int scale = 0;
+    const md_cfg *up = md_cfg_get(cfg, "upsample_cfg");
+    if (!is_none(up)) {
+        static const md_key up_keys[] = {
+            { "mode", MD_KEY_STRING, "\"nearest\"", "only nearest", false },
+            { "scale_factor", MD_KEY_ANY, NULL, "integer scale instead of the lower level's size", false },
+            { 0 } };
+        if (md_cfg_check_keys(up, up_keys, "upsample_cfg", err) != 0) return NULL;
+        if (strcmp(md_cfg_str(up, "mode", "nearest"), "nearest")) {
+            md_failc(err, MD_ERR_CONFIG, "upsample_cfg.mode \"%s\" is not supported (nearest)",
+                     md_cfg_str(up, "mode", ""));
+            return NULL;
+        }
+        const md_cfg *sf = md_cfg_get(up, "scale_factor");
+        if (!is_none(sf)) {
+            double v = md_cfg_as_float(sf);
+            scale = (int)v;
+            if (scale < 1 || v != scale) {
+                md_failc(err, MD_ERR_CONFIG, "upsample_cfg.scale_factor %g must be a positive integer", v);
+                return NULL;
+            }
+        }
+    }
+    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
+    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
+
+    fpn *f = md_module_new(sizeof *f, &fpn_cls.model.module);
+    md_module *lists[2] = { NULL, NULL };
+    if (!f) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &f->base;
+    f->num_ins = num_ins;
+    f->num_outs = num_outs;
+    f->start_level = start;
+    f->end_level = bel;
+    f->out_channels = out_ch;
+    f->extra = extra;
+    f->scale_factor = scale;
+    f->relu_before_extra = md_cfg_bool(cfg, "relu_before_extra_convs", false);
+    if (!is_none(init) && !(f->init_cfg = md_cfg_clone(init))) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    const char *names[2] = { "lateral_convs", "fpn_convs" };
+    for (int k = 0; k < 2; k++) {
+        lists[k] = md_module_new(sizeof(md_module), &list_class);
+        if (!lists[k]) {
+            md_failc(err, MD_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (md_module_add_child(m, names[k], lists[k], err) != 0) {
+            md_module_free(lists[k]);
+            goto fail;
+        }
+    }
+    bool lat_norm = norm && !md_cfg_bool(cfg, "no_norm_on_lateral", false);
+    for (int i = start; i < bel; i++) {
+        md_conv_module_opts lo = { .in = (int)in_ch[i], .out = out_ch, .kernel = 1, .stride = 1, .norm = lat_norm,
+                                   .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        if (add_conv_module(ctx, lists[0], i - start, &lo, err)) goto fail;
+    }
+    for (int i = start; i < bel; i++) {
+        md_conv_module_opts fo = { .in = out_ch, .out = out_ch, .kernel = 3, .stride = 1, .padding = 1,
+                                   .norm = norm, .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        if (add_conv_module(ctx, lists[1], i - start, &fo, err)) goto fail;
+    }
+    int extra_levels = num_outs - bel + start;
+    for (int i = 0; extra && i < extra_levels; i++) {
+        int cin = i == 0 && extra == EXTRA_INPUT ? (int)in_ch[bel - 1] : out_ch;
+        md_conv_module_opts eo = { .in = cin, .out = out_ch, .kernel = 3, .stride = 2, .padding = 1,
+                                   .norm = norm, .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        if (add_conv_module(ctx, lists[1], bel - start + i, &eo, err)) goto fail;
+    }
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+static const md_class fpn_class = {
+    .name = "FPN", .keys = keys, .build = fpn_build, .iface = &fpn_cls,
+    .doc = "Feature Pyramid Network (mmdet 2.x), extra levels by max pool or convs",
+};
+
+MD_PLUGIN("fpn", "1.0", "Apache-2.0");
+MD_REGISTER("necks", fpn_class)
