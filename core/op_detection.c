@@ -95,8 +95,8 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
         md__cpu_roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], rp, K, out_h,
                                   out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
         return md_op_fail(ctx, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
-    md_tensor *ins[2] = { feat, rois };
-    md_node *node = md_autograd_record(ctx, out, ins, 2, roi_align_backward, op);
+    md_tensor *ins[1] = { feat };   /* rois get no gradient, as in mmcv */
+    md_node *node = md_autograd_record(ctx, out, ins, 1, roi_align_backward, op);
     if (node) {
         roi_align_saved *s = md_node_save(ctx, node, sizeof *s);
         if (!s) return NULL;

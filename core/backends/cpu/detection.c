@@ -273,7 +273,11 @@ static inline void max_grad(float x, float y, float g, float *gx, float *gy) {
     else if (x < y) *gy += g;
     else { *gx += 0.5f * g; *gy += 0.5f * g; }
 }
-static inline void min_grad(float x, float y, float g, float *gx, float *gy) { max_grad(y, x, g, gy, gx); }
+static inline void min_grad(float x, float y, float g, float *gx, float *gy) {
+    if (x < y) *gx += g;
+    else if (x > y) *gy += g;
+    else { *gx += 0.5f * g; *gy += 0.5f * g; }
+}
 
 void md__iou_pair_backward(const float *a, const float *b, int mode, float eps, float g, float *ga, float *gb) {
     for (int k = 0; k < 4; k++) ga[k] = gb[k] = 0.0f;

@@ -153,8 +153,10 @@ typedef enum md_reduction { MD_REDUCE_MEAN = 0, MD_REDUCE_SUM, MD_REDUCE_NONE } 
 md_tensor *md_weight_reduce_loss(md_ctx *ctx, md_tensor *loss, md_tensor *weight,
                                  md_reduction red, double avg_factor);
 /* logits [N,C], labels i64 [N]; class_weight [C] or NULL; labels equal to
- * ignore_index (mmdet: -100) contribute 0 and, in MEAN without avg_factor,
- * are left out of the count. */
+ * ignore_index (mmdet: -100) contribute 0. MEAN without avg_factor divides
+ * by N, ignored rows included (mmdet 2.28's default avg_non_ignore=False);
+ * for avg_non_ignore=True pass avg_factor = the number of valid labels,
+ * which is exactly what mmdet computes. */
 md_tensor *md_loss_cross_entropy(md_ctx *ctx, md_tensor *logits, md_tensor *labels, md_tensor *weight,
                                  md_tensor *class_weight, md_reduction red, double avg_factor,
                                  int64_t ignore_index);
