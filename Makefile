@@ -119,6 +119,11 @@ build/bench/%: bench/%.c $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p build/bench
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/bench/$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) $(CORE_LIBS)
 
+# Deliberately broken plugins for the loader's tests, one folder per case so
+# no normal plugin directory ever holds them.
+BAD_PLUGINS := $(patsubst %.c,%.so,$(wildcard tests/bad_plugins/*/*.c))
+$(TEST_BIN): $(BAD_PLUGINS)
+
 build/.test-deps-ok: scripts/deps.sh
 	@mkdir -p build
 	scripts/deps.sh test
@@ -151,5 +156,6 @@ install: all
 clean:
 	rm -rf build bin lib
 	find plugins tests/plugins -name '*.so' -delete
+	rm -f $(BAD_PLUGINS)
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,5 +1,331 @@
-/* Registries: placeholder until the registry lands (see issue: core). */
-#include "internal.h"
+/* Registries: per-context tables of classes by name, and build_from_cfg. */
+#include <stdlib.h>
+#include <string.h>
+#include "registry_private.h"
 
-int md__registry_init(md_ctx *ctx, md_error *err) { (void)ctx; (void)err; return 0; }
-void md__registry_free(md_ctx *ctx) { (void)ctx; }
+/* Declared up front so an unknown type in an empty registry says "empty"
+ * instead of "no such registry" (mmdet's registries, plus "models"). */
+static const char *const standard_registries[] = {
+    "backbones", "necks", "heads", "roi_extractors", "shared_heads", "losses",
+    "detectors", "datasets", "pipelines", "hooks", "optimizers", "lr_policies",
+    "bbox_assigners", "bbox_samplers", "bbox_coders", "prior_generators",
+    "iou_calculators", "runners", "models",
+};
+#define N_STANDARD ((int)(sizeof standard_registries / sizeof standard_registries[0]))
+
+int md__grow(void **arr, int *cap, int need, size_t size) {
+    if (need <= *cap) return 0;
+    int nc = *cap ? *cap : 8;
+    while (nc < need) nc *= 2;
+    void *p = realloc(*arr, (size_t)nc * size);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+static md__registry *find_reg(struct md_registries *r, const char *name) {
+    for (int i = 0; i < r->n_regs; i++)
+        if (!strcmp(r->regs[i].name, name)) return &r->regs[i];
+    return NULL;
+}
+
+static md__registry *get_reg(struct md_registries *r, const char *name) {
+    md__registry *reg = find_reg(r, name);
+    if (reg) return reg;
+    if (md__grow((void **)&r->regs, &r->cap_regs, r->n_regs + 1, sizeof *r->regs)) return NULL;
+    char *copy = strdup(name);
+    if (!copy) return NULL;
+    reg = &r->regs[r->n_regs++];
+    memset(reg, 0, sizeof *reg);
+    reg->name = copy;
+    return reg;
+}
+
+static const md__entry *find_entry(const md__registry *reg, const char *name) {
+    for (int i = 0; reg && i < reg->n; i++)
+        if (!strcmp(reg->entries[i].cls->name, name)) return &reg->entries[i];
+    return NULL;
+}
+
+int md__registry_init(md_ctx *ctx, md_error *err) {
+    struct md_registries *r = calloc(1, sizeof *r);
+    if (!r) return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
+    ctx->reg = r;
+    for (int i = 0; i < N_STANDARD; i++)
+        if (!get_reg(r, standard_registries[i]))
+            return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
+    return md__plugin_commit_builtins(ctx, err);
+}
+
+void md__registry_free(md_ctx *ctx) {
+    struct md_registries *r = ctx->reg;
+    if (!r) return;
+    for (int i = 0; i < r->n_regs; i++) {
+        free(r->regs[i].name);
+        free(r->regs[i].entries);
+    }
+    free(r->regs);
+    for (int i = 0; i < r->n_dirs; i++) free(r->dirs[i]);
+    free(r->dirs);
+    free(r->files);
+    for (int i = 0; i < r->n_owned; i++) {
+        md_cfg_free(r->owned[i].root);
+        free(r->owned[i].prefix);
+    }
+    free(r->owned);
+    free(r);
+    ctx->reg = NULL;
+}
+
+int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *items, int n, md_error *err) {
+    struct md_registries *r = ctx->reg;
+    /* Check everything first so a refused file leaves no trace. */
+    for (int i = 0; i < n; i++) {
+        const char *rn = items[i].registry;
+        const md_class *cls = items[i].cls;
+        if (!rn || !*rn || !cls || !cls->name || !*cls->name)
+            return md_failc(err, MD_ERR_REGISTRY, "%s: a registration without a registry or class name", origin);
+        if (!cls->build)
+            return md_failc(err, MD_ERR_REGISTRY, "%s: class '%s' in registry '%s' has no build function",
+                            origin, cls->name, rn);
+        const md__entry *e = find_entry(find_reg(r, rn), cls->name);
+        const char *other = e ? e->origin : NULL;
+        for (int j = 0; !other && j < i; j++)
+            if (!strcmp(items[j].registry, rn) && !strcmp(items[j].cls->name, cls->name)) other = origin;
+        if (other)
+            return md_failc(err, MD_ERR_REGISTRY,
+                            "'%s' is already registered in the %s registry: registered by %s and again by %s",
+                            cls->name, rn, other, origin);
+    }
+    for (int i = 0; i < n; i++) {
+        md__registry *reg = get_reg(r, items[i].registry);
+        if (!reg || md__grow((void **)&reg->entries, &reg->cap, reg->n + 1, sizeof *reg->entries))
+            return md_failc(err, MD_ERR_NOMEM, "out of memory registering %s", items[i].cls->name);
+        reg->entries[reg->n++] = (md__entry){ items[i].cls, origin };
+    }
+    return 0;
+}
+
+/* ---- lookup ---- */
+
+/* Appends printf-style text to buf (of size cap) at *len, truncating. */
+static void cat(char *buf, size_t cap, size_t *len, const char *s) {
+    if (*len >= cap) return;
+    int w = snprintf(buf + *len, cap - *len, "%s", s);
+    if (w > 0) *len += (size_t)w;
+    if (*len >= cap) *len = cap - 1;
+}
+
+static int unknown_type(md_ctx *ctx, const char *registry, const char *name, md_error *err) {
+    struct md_registries *r = ctx->reg;
+    const md__registry *reg = find_reg(r, registry);
+    char msg[MD_ERROR_MSG_MAX];
+    size_t len = 0;
+    snprintf(msg, sizeof msg, "'%s' is not in the %s registry", name, registry);
+    len = strlen(msg);
+    if (!reg) {
+        const char **names = malloc(sizeof *names * (size_t)(r->n_regs ? r->n_regs : 1));
+        for (int i = 0; names && i < r->n_regs; i++) names[i] = r->regs[i].name;
+        const char *s = names ? md_suggest(registry, names, r->n_regs) : NULL;
+        cat(msg, sizeof msg, &len, " (no such registry");
+        if (s) {
+            cat(msg, sizeof msg, &len, "; did you mean the '");
+            cat(msg, sizeof msg, &len, s);
+            cat(msg, sizeof msg, &len, "' registry?");
+        }
+        cat(msg, sizeof msg, &len, ")");
+        free(names);
+    } else if (reg->n == 0) {
+        cat(msg, sizeof msg, &len, "; the registry is empty");
+    } else {
+        const char **names = malloc(sizeof *names * (size_t)reg->n);
+        for (int i = 0; names && i < reg->n; i++) names[i] = reg->entries[i].cls->name;
+        const char *s = names ? md_suggest(name, names, reg->n) : NULL;
+        if (s) {
+            cat(msg, sizeof msg, &len, "; did you mean '");
+            cat(msg, sizeof msg, &len, s);
+            cat(msg, sizeof msg, &len, "'?");
+        }
+        cat(msg, sizeof msg, &len, " Registered: ");
+        for (int i = 0; i < reg->n; i++) {
+            if (i) cat(msg, sizeof msg, &len, ", ");
+            cat(msg, sizeof msg, &len, reg->entries[i].cls->name);
+        }
+        cat(msg, sizeof msg, &len, ".");
+        free(names);
+    }
+    if (r->n_dirs == 0) {
+        cat(msg, sizeof msg, &len, " No plugin directories were searched (use --plugin-dir DIR).");
+    } else {
+        cat(msg, sizeof msg, &len, " Plugin directories searched: ");
+        for (int i = 0; i < r->n_dirs; i++) {
+            if (i) cat(msg, sizeof msg, &len, ", ");
+            cat(msg, sizeof msg, &len, r->dirs[i]);
+        }
+        cat(msg, sizeof msg, &len, ".");
+    }
+    return md_failc(err, MD_ERR_REGISTRY, "%s", msg);
+}
+
+MD_API const md_class *md_registry_find(md_ctx *ctx, const char *registry, const char *name, md_error *err) {
+    if (!registry || !name) {
+        md_failc(err, MD_ERR_REGISTRY, "md_registry_find: registry and name are required");
+        return NULL;
+    }
+    const md__entry *e = find_entry(find_reg(ctx->reg, registry), name);
+    if (e) return e->cls;
+    unknown_type(ctx, registry, name, err);
+    return NULL;
+}
+
+MD_API const char *md_registry_origin(md_ctx *ctx, const char *registry, const char *name) {
+    if (!registry || !name) return NULL;
+    const md__entry *e = find_entry(find_reg(ctx->reg, registry), name);
+    return e ? e->origin : NULL;
+}
+
+MD_API int md_registry_count(md_ctx *ctx) { return ctx->reg->n_regs; }
+
+MD_API const char *md_registry_name(md_ctx *ctx, int i) {
+    return i >= 0 && i < ctx->reg->n_regs ? ctx->reg->regs[i].name : NULL;
+}
+
+MD_API int md_registry_entry_count(md_ctx *ctx, const char *registry) {
+    const md__registry *reg = registry ? find_reg(ctx->reg, registry) : NULL;
+    return reg ? reg->n : 0;
+}
+
+MD_API const md_class *md_registry_entry(md_ctx *ctx, const char *registry, int i) {
+    const md__registry *reg = registry ? find_reg(ctx->reg, registry) : NULL;
+    return reg && i >= 0 && i < reg->n ? reg->entries[i].cls : NULL;
+}
+
+/* ---- build_from_cfg ---- */
+
+/* The dotted path of `node` from the user's config root, following clones
+ * made by earlier builds back to where they were cloned from. */
+static const char *full_path(md_ctx *ctx, const md_cfg *node, char *buf, size_t n) {
+    const md_cfg *root = node;
+    while (md_cfg_parent(root)) root = md_cfg_parent(root);
+    char rel[1024];
+    md_cfg_path(node, rel, sizeof rel);
+    const struct md_registries *r = ctx->reg;
+    for (int i = r->n_owned - 1; i >= 0; i--) {
+        if (r->owned[i].root != root) continue;
+        const char *pre = r->owned[i].prefix;
+        if (!*pre) snprintf(buf, n, "%s", rel);
+        else if (!*rel) snprintf(buf, n, "%s", pre);
+        else snprintf(buf, n, "%s.%s", pre, rel);
+        return buf;
+    }
+    snprintf(buf, n, "%s", rel);
+    return buf;
+}
+
+static void where(const md_cfg *node, char *buf, size_t n) {
+    const char *f = node ? md_cfg_file(node) : NULL;
+    int line = node ? md_cfg_line(node) : 0;
+    if (f && *f && line > 0) snprintf(buf, n, " (%s:%d)", f, line);
+    else if (f && *f) snprintf(buf, n, " (%s)", f);
+    else buf[0] = 0;
+}
+
+/* Prefixes "<path>: <type>: " unless a nested build already named a path
+ * at or below ours (its message then starts with "<path>." or "<path>:"). */
+static void wrap_build_error(md_error *err, const char *path, const char *type) {
+    if (!err) return;
+    size_t pl = strlen(path);
+    if (pl && !strncmp(err->msg, path, pl) && (err->msg[pl] == '.' || err->msg[pl] == ':')) return;
+    if (pl) md_error_wrap(err, "%s: %s", path, type);
+    else md_error_wrap(err, "%s", type);
+}
+
+static void drop_owned(struct md_registries *r, md_cfg *root) {
+    for (int i = r->n_owned - 1; i >= 0; i--) {
+        if (r->owned[i].root != root) continue;
+        md_cfg_free(root);
+        free(r->owned[i].prefix);
+        memmove(&r->owned[i], &r->owned[i + 1], (size_t)(r->n_owned - i - 1) * sizeof *r->owned);
+        r->n_owned--;
+        return;
+    }
+}
+
+MD_API void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *cfg,
+                               const md_cfg *default_args, md_error *err) {
+    char path[1024], loc[1100];
+    if (!cfg) {
+        md_failc(err, MD_ERR_CONFIG, "building from the %s registry: no config given", registry);
+        return NULL;
+    }
+    full_path(ctx, cfg, path, sizeof path);
+    const char *shown = *path ? path : "<config>";
+    where(cfg, loc, sizeof loc);
+    if (md_cfg_kind(cfg) != MD_CFG_GROUP) {
+        md_failc(err, MD_ERR_CONFIG, "%s: expected a group with a `type` for the %s registry%s",
+                 shown, registry, loc);
+        return NULL;
+    }
+    if (default_args && md_cfg_kind(default_args) != MD_CFG_GROUP) {
+        md_failc(err, MD_ERR_CONFIG, "%s: default arguments must be a group", shown);
+        return NULL;
+    }
+    const md_cfg *tnode = md_cfg_get(cfg, "type");
+    if (!tnode && default_args) tnode = md_cfg_get(default_args, "type");
+    if (!tnode) {
+        md_failc(err, MD_ERR_CONFIG, "%s: `cfg` or `default_args` must contain the key \"type\"%s", shown, loc);
+        return NULL;
+    }
+    const char *type = md_cfg_as_str(tnode);
+    if (!type) {
+        where(tnode, loc, sizeof loc);
+        md_failc(err, MD_ERR_CONFIG, "%s.type: expected a string%s", *path ? path : "", loc);
+        return NULL;
+    }
+    const md_class *cls = md_registry_find(ctx, registry, type, err);
+    if (!cls) {
+        where(tnode, loc, sizeof loc);
+        md_error_wrap(err, "%s%s", shown, loc);
+        return NULL;
+    }
+
+    struct md_registries *r = ctx->reg;
+    md_cfg *args = md_cfg_clone(cfg);
+    char *prefix = strdup(path);
+    if (!args || !prefix || md__grow((void **)&r->owned, &r->cap_owned, r->n_owned + 1, sizeof *r->owned)) {
+        md_cfg_free(args);
+        free(prefix);
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory cloning the config", shown);
+        return NULL;
+    }
+    r->owned[r->n_owned++] = (md__owned_cfg){ args, prefix };
+    /* mmcv: args.setdefault(name, value) for each default argument. */
+    for (int i = 0; default_args && i < md_cfg_len(default_args); i++) {
+        const md_cfg *d = md_cfg_at(default_args, i);
+        const char *key = md_cfg_name(d);
+        if (key && !md_cfg_get(args, key) && !md_cfg_set_copy(args, key, d)) {
+            md_failc(err, MD_ERR_NOMEM, "%s: out of memory adding default argument %s", shown, key);
+            drop_owned(r, args);
+            return NULL;
+        }
+    }
+    if (cls->keys && (md_cfg_check_keys(args, cls->keys, type, err) != 0 ||
+                      md_cfg_fill_defaults(args, cls->keys, err) != 0)) {
+        wrap_build_error(err, path, type);
+        drop_owned(r, args);
+        return NULL;
+    }
+    md_error local;
+    md_error_clear(&local);
+    md_error *e = err ? err : &local;
+    md_error_clear(e);
+    void *obj = cls->build(ctx, args, e);
+    if (!obj) {
+        if (!md_error_is_set(e)) md_fail(e, "build failed without a message");
+        wrap_build_error(e, path, type);
+        drop_owned(r, args);
+        return NULL;
+    }
+    return obj;
+}

@@ -45,10 +45,18 @@ md_cfg *md_cfg_parse(const char *text, const char *path, md_error *err);
 void md_cfg_free(md_cfg *root);
 md_cfg *md_cfg_clone(const md_cfg *node);        /* a new root, deep copy */
 md_cfg *md_cfg_new_group(void);                  /* an empty root group */
+/* Same type and value; groups compare as dicts (key order free), lists in
+ * order. File and line are not compared. */
+bool md_cfg_equal(const md_cfg *a, const md_cfg *b);
+/* "None", "int", "float", "bool", "string", "group", "list". */
+const char *md_cfg_type_name(md_cfg_type t);
 
 /* Applies mmcv-style overrides "a.b.1.c=value" (see docs/config.md). */
 int md_cfg_apply_option(md_cfg *root, const char *opt, md_error *err);
 int md_cfg_apply_options(md_cfg *root, const char *const *opts, int n, md_error *err);
+/* The value part of an option as mmcv parses it ("[1,(2,3)]", "0.5", "None");
+ * a new root. */
+md_cfg *md_cfg_parse_option_value(const char *text, md_error *err);
 
 /* Writes the tree in libconfig syntax; the output loads back to an equal tree. */
 int md_cfg_dump(const md_cfg *node, FILE *f);

@@ -1,0 +1,279 @@
+/* Plugin loading with libltdl, and the queue constructors register into.
+ *
+ * Constructors run inside lt_dlopen and get no context, so registrations go
+ * to process-wide state: while this thread loads a file they are queued on
+ * that file's record; otherwise they are built-ins. A file's record (its
+ * descriptor and classes) is kept for the life of the process, so a second
+ * context loading the same file commits the same classes without reopening
+ * it (constructors run only once per process).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <ltdl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "registry_private.h"
+
+typedef struct md__plugin_file {
+    char *path;                  /* realpath: the key, and the origin shown */
+    lt_dlhandle handle;          /* NULL when refused */
+    const md_plugin_desc *desc;
+    md__reg_item *items;
+    int n_items, cap_items;
+    char *refused;               /* why the file is not a usable plugin, or NULL */
+} md__plugin_file;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static md__plugin_file **g_files;
+static int g_n_files, g_cap_files;
+static md__reg_item *g_builtins;
+static int g_n_builtins, g_cap_builtins;
+static bool g_ltdl_ready;
+static bool g_builtin_oom;
+/* The file this thread is loading (constructors run on the loading thread). */
+static __thread md__plugin_file *t_loading;
+
+MD_API void md_register_module(const char *registry, const md_class *cls) {
+    md__plugin_file *f = t_loading;
+    if (f) {
+        if (md__grow((void **)&f->items, &f->cap_items, f->n_items + 1, sizeof *f->items) == 0)
+            f->items[f->n_items++] = (md__reg_item){ registry, cls };
+        else if (!f->refused) f->refused = strdup("out of memory queueing its registrations");
+        return;
+    }
+    pthread_mutex_lock(&g_lock);
+    if (md__grow((void **)&g_builtins, &g_cap_builtins, g_n_builtins + 1, sizeof *g_builtins) == 0)
+        g_builtins[g_n_builtins++] = (md__reg_item){ registry, cls };
+    else g_builtin_oom = true;
+    pthread_mutex_unlock(&g_lock);
+}
+
+int md__plugin_commit_builtins(md_ctx *ctx, md_error *err) {
+    pthread_mutex_lock(&g_lock);
+    int rc = g_builtin_oom ? md_failc(err, MD_ERR_NOMEM, "out of memory queueing built-in registrations")
+                           : md__registry_commit(ctx, MD__BUILTIN, g_builtins, g_n_builtins, err);
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+/* ---- the process-wide file table (g_lock held) ---- */
+
+static md__plugin_file *find_file(const char *real) {
+    for (int i = 0; i < g_n_files; i++)
+        if (!strcmp(g_files[i]->path, real)) return g_files[i];
+    return NULL;
+}
+
+static void free_record(md__plugin_file *f) {
+    if (!f) return;
+    free(f->path);
+    free(f->items);
+    free(f->refused);
+    free(f);
+}
+
+/* lt_dlerror's text, copied at once. libltdl reports most failures as "file
+ * not found"; the dynamic linker's own reason is then more useful, and
+ * asking it is safe: a file that failed to load runs no constructors. */
+static void load_failure(const char *path, char *buf, size_t n) {
+    const char *lt = lt_dlerror();
+    snprintf(buf, n, "%s", lt ? lt : "unknown libltdl error");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (h) { dlclose(h); return; }
+    dlerror();
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h) { dlclose(h); return; }
+    const char *dl = dlerror();
+    if (!dl) return;
+    /* dlerror prefixes the path; the caller names the file already. */
+    size_t pl = strlen(path);
+    if (!strncmp(dl, path, pl) && !strncmp(dl + pl, ": ", 2)) dl += pl + 2;
+    snprintf(buf, n, "%s", dl);
+}
+
+/* Opens `real` and fills a new record; the record says why when refused. */
+static md__plugin_file *open_file(const char *real, md_error *err) {
+    md__plugin_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(real))) {
+        free(f);
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
+        return NULL;
+    }
+    if (!g_ltdl_ready) {
+        if (lt_dlinit() != 0) {
+            md_failc(err, MD_ERR_PLUGIN, "cannot initialise libltdl: %s", lt_dlerror());
+            free_record(f);
+            return NULL;
+        }
+        g_ltdl_ready = true;
+    }
+    lt_dladvise advise;
+    if (lt_dladvise_init(&advise) || lt_dladvise_local(&advise)) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: cannot set up libltdl: %s", real, lt_dlerror());
+        lt_dladvise_destroy(&advise);
+        free_record(f);
+        return NULL;
+    }
+    t_loading = f;
+    lt_dlhandle h = lt_dlopenadvise(real, advise);
+    t_loading = NULL;
+    lt_dladvise_destroy(&advise);
+    if (!h) {
+        char why[1024];
+        t_loading = f;   /* a probe that did load must not register built-ins */
+        load_failure(real, why, sizeof why);
+        t_loading = NULL;
+        md_failc(err, MD_ERR_PLUGIN, "%s: cannot load: %s", real, why);
+        free_record(f);
+        return NULL;
+    }
+    char why[512] = "";
+    const md_plugin_desc *d = lt_dlsym(h, "md_plugin_descriptor");
+    if (f->refused) {
+        snprintf(why, sizeof why, "%s", f->refused);
+    } else if (!d) {
+        snprintf(why, sizeof why, "not a plugin (no md_plugin_descriptor symbol; use MD_PLUGIN)");
+    } else if (d->abi_major != MD_ABI_MAJOR || d->abi_minor > MD_ABI_MINOR) {
+        snprintf(why, sizeof why, "plugin ABI %u.%u is incompatible with the core's ABI %d.%d (%s)",
+                 d->abi_major, d->abi_minor, MD_ABI_MAJOR, MD_ABI_MINOR,
+                 d->abi_major != MD_ABI_MAJOR ? "major versions differ" : "minor version is newer; rebuild against this core");
+    }
+    if (why[0]) {
+        /* Nothing was committed; unloading drops the queued classes too. */
+        free(f->items);
+        f->items = NULL;
+        f->n_items = f->cap_items = 0;
+        lt_dlclose(h);
+        free(f->refused);
+        f->refused = strdup(why);
+        return f;
+    }
+    f->handle = h;
+    f->desc = d;
+    return f;
+}
+
+/* ---- loading into a context ---- */
+
+static bool ctx_has_file(const struct md_registries *r, const md__plugin_file *f) {
+    for (int i = 0; i < r->n_files; i++)
+        if (r->files[i] == f) return true;
+    return false;
+}
+
+MD_API int md_plugin_load_file(md_ctx *ctx, const char *path, md_error *err) {
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return md_failc(err, MD_ERR_IO, "%s: cannot load plugin: %s", path, strerror(errno));
+    struct md_registries *r = ctx->reg;
+    pthread_mutex_lock(&g_lock);
+    md__plugin_file *f = find_file(real);
+    int rc = 0;
+    if (!f) {
+        if (md__grow((void **)&g_files, &g_cap_files, g_n_files + 1, sizeof *g_files)) {
+            rc = md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
+            goto out;
+        }
+        f = open_file(real, err);
+        if (!f) { rc = -1; goto out; }
+        g_files[g_n_files++] = f;
+    }
+    if (f->refused) {
+        rc = md_failc(err, MD_ERR_PLUGIN, "%s: %s", real, f->refused);
+        goto out;
+    }
+    if (ctx_has_file(r, f)) goto out;
+    if (md__grow((void **)&r->files, &r->cap_files, r->n_files + 1, sizeof *r->files)) {
+        rc = md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
+        goto out;
+    }
+    rc = md__registry_commit(ctx, f->path, f->items, f->n_items, err);
+    if (rc == 0) r->files[r->n_files++] = f;
+out:
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+static int has_so_suffix(const char *name) {
+    size_t n = strlen(name);
+    return n > 3 && !strcmp(name + n - 3, ".so");
+}
+
+/* Loads every *.so under dir, in name order, depth first. */
+static int load_tree(md_ctx *ctx, const char *dir, int depth, md_error *err) {
+    if (depth > 32) return md_failc(err, MD_ERR_PLUGIN, "%s: plugin directories nested too deep (a link loop?)", dir);
+    struct dirent **list = NULL;
+    int n = scandir(dir, &list, NULL, alphasort);
+    if (n < 0) return md_failc(err, MD_ERR_IO, "plugin directory %s: %s", dir, strerror(errno));
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = list[i]->d_name;
+        if (rc == 0 && name[0] != '.') {
+            char p[PATH_MAX];
+            struct stat st;
+            snprintf(p, sizeof p, "%s/%s", dir, name);
+            if (stat(p, &st) == 0) {
+                if (S_ISDIR(st.st_mode)) rc = load_tree(ctx, p, depth + 1, err);
+                else if (S_ISREG(st.st_mode) && has_so_suffix(name)) rc = md_plugin_load_file(ctx, p, err);
+            }
+        }
+        free(list[i]);
+    }
+    free(list);
+    return rc;
+}
+
+MD_API int md_plugin_load_dir(md_ctx *ctx, const char *dir, md_error *err) {
+    struct md_registries *r = ctx->reg;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return md_failc(err, MD_ERR_IO, "plugin directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return md_failc(err, MD_ERR_IO, "plugin directory %s: not a directory", dir);
+    bool known = false;
+    for (int i = 0; i < r->n_dirs; i++)
+        if (!strcmp(r->dirs[i], dir)) known = true;
+    if (!known) {
+        char *copy = strdup(dir);
+        if (!copy || md__grow((void **)&r->dirs, &r->cap_dirs, r->n_dirs + 1, sizeof *r->dirs)) {
+            free(copy);
+            return md_failc(err, MD_ERR_NOMEM, "out of memory");
+        }
+        r->dirs[r->n_dirs++] = copy;
+    }
+    return load_tree(ctx, dir, 0, err);
+}
+
+MD_API const char *md_plugin_default_dir(md_ctx *ctx) {
+    (void)ctx;
+    static char dir[PATH_MAX];
+    static bool done;
+    pthread_mutex_lock(&g_lock);
+    if (!done) {
+        done = true;
+        Dl_info info;
+        char real[PATH_MAX];
+        if (dladdr((void *)&md_plugin_default_dir, &info) && info.dli_fname && realpath(info.dli_fname, real)) {
+            char *slash = strrchr(real, '/');
+            if (slash) *slash = 0;
+            char cand[PATH_MAX + 32];
+            snprintf(cand, sizeof cand, "%s/mmdet/plugins", real);
+            struct stat st;
+            if (strlen(cand) < sizeof dir && stat(cand, &st) == 0 && S_ISDIR(st.st_mode))
+                snprintf(dir, sizeof dir, "%s", cand);
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    return dir[0] ? dir : NULL;
+}
+
+MD_API int md_plugin_dir_count(md_ctx *ctx) { return ctx->reg->n_dirs; }
+
+MD_API const char *md_plugin_dir(md_ctx *ctx, int i) {
+    return i >= 0 && i < ctx->reg->n_dirs ? ctx->reg->dirs[i] : NULL;
+}

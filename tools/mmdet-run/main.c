@@ -1,0 +1,356 @@
+/* mmdet-run: train a detector from a config, like mmdet's tools/train.py.
+ *
+ * Order as in train.py: load the config, MMDET_DATASETS, --cfg-options,
+ * store the flags in the config, create the work dir, dump the config into
+ * it, log to <work_dir>/<YYYYmmdd_HHMMSS>.log, seed, train.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "mmdet_run.h"
+
+typedef struct args {
+    const char *config;
+    const char **plugin_dirs;
+    int n_plugin_dirs;
+    const char *work_dir, *resume_from, *launcher;
+    const char **cfg_options;
+    int n_cfg_options;
+    bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
+    bool list_modules, print_config, has_seed;
+    long long seed, gpu_id;
+} args;
+
+static void usage(FILE *out) {
+    fputs("usage: mmdet-run [--plugin-dir DIR]... [options] CONFIG\n"
+          "\n"
+          "Train a detector (mmdet's tools/train.py).\n"
+          "\n"
+          "  CONFIG                  the config file (libconfig syntax)\n"
+          "  --plugin-dir DIR        load every plugin (*.so) under DIR, recursively;\n"
+          "                          repeatable. Also loaded: the install prefix's plugin\n"
+          "                          directory and the config's plugin_dirs list\n"
+          "  --work-dir DIR          where logs and checkpoints go (default: the config's\n"
+          "                          work_dir, else ./work_dirs/<config name>)\n"
+          "  --resume-from FILE      the checkpoint to resume from\n"
+          "  --auto-resume           resume from the latest checkpoint in the work dir\n"
+          "  --no-validate           do not evaluate during training (validate = false)\n"
+          "  --gpu-id N              the device to use (default 0)\n"
+          "  --seed N                random seed (default: a random one)\n"
+          "  --diff-seed             different seeds for different ranks\n"
+          "  --deterministic         deterministic kernels where it matters\n"
+          "  --cfg-options K=V ...   override settings: data.samples_per_gpu=4,\n"
+          "                          model.backbone.depth=50, a.b=[1,2] (see docs/config.md)\n"
+          "  --launcher L            none (default), pytorch, slurm or mpi\n"
+          "  --auto-scale-lr         scale the lr by the batch size (auto_scale_lr in the config)\n"
+          "  --list-modules          list every registry, its entries and their files, and exit\n"
+          "  --print-config          print the merged config and exit\n"
+          "  -h, --help              this message\n",
+          out);
+}
+
+static int arg_error(const char *fmt, const char *what) {
+    fprintf(stderr, "mmdet-run: error: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n(run mmdet-run --help for the options)\n");
+    return 2;
+}
+
+/* Accepts "--flag value" and "--flag=value"; returns the value or NULL. */
+static const char *take_value(int argc, char **argv, int *i, const char *flag) {
+    size_t n = strlen(flag);
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (*i + 1 >= argc) return NULL;
+    return argv[++*i];
+}
+
+static bool is_flag(const char *arg, const char *flag) {
+    size_t n = strlen(flag);
+    return !strncmp(arg, flag, n) && (arg[n] == 0 || arg[n] == '=');
+}
+
+static int parse_int(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Returns 0, or the exit code for a bad command line (-1: --help). */
+static int parse_args(int argc, char **argv, args *a) {
+    memset(a, 0, sizeof *a);
+    a->launcher = "none";
+    a->plugin_dirs = calloc((size_t)argc, sizeof *a->plugin_dirs);
+    a->cfg_options = calloc((size_t)argc, sizeof *a->cfg_options);
+    if (!a->plugin_dirs || !a->cfg_options) return arg_error("%s", "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *v;
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) return -1;
+        else if (!strcmp(s, "--auto-resume")) a->auto_resume = true;
+        else if (!strcmp(s, "--no-validate")) a->no_validate = true;
+        else if (!strcmp(s, "--auto-scale-lr")) a->auto_scale_lr = true;
+        else if (!strcmp(s, "--deterministic")) a->deterministic = true;
+        else if (!strcmp(s, "--diff-seed")) a->diff_seed = true;
+        else if (!strcmp(s, "--list-modules")) a->list_modules = true;
+        else if (!strcmp(s, "--print-config")) a->print_config = true;
+        else if (is_flag(s, "--plugin-dir")) {
+            if (!(v = take_value(argc, argv, &i, "--plugin-dir"))) return arg_error("%s needs a directory", s);
+            a->plugin_dirs[a->n_plugin_dirs++] = v;
+        } else if (is_flag(s, "--work-dir")) {
+            if (!(a->work_dir = take_value(argc, argv, &i, "--work-dir"))) return arg_error("%s needs a directory", s);
+        } else if (is_flag(s, "--resume-from")) {
+            if (!(a->resume_from = take_value(argc, argv, &i, "--resume-from"))) return arg_error("%s needs a file", s);
+        } else if (is_flag(s, "--launcher")) {
+            if (!(v = take_value(argc, argv, &i, "--launcher"))) return arg_error("%s needs a value", s);
+            if (strcmp(v, "none") && strcmp(v, "pytorch") && strcmp(v, "slurm") && strcmp(v, "mpi"))
+                return arg_error("--launcher: invalid choice '%s' (choose from none, pytorch, slurm, mpi)", v);
+            a->launcher = v;
+        } else if (is_flag(s, "--seed") || is_flag(s, "--gpu-id")) {
+            bool seed = is_flag(s, "--seed");
+            if (!(v = take_value(argc, argv, &i, seed ? "--seed" : "--gpu-id"))) return arg_error("%s needs an integer", s);
+            if (parse_int(v, seed ? &a->seed : &a->gpu_id) != 0) return arg_error("expected an integer, got '%s'", v);
+            if (seed) a->has_seed = true;
+        } else if (is_flag(s, "--cfg-options")) {
+            /* nargs='+': every following word up to the next option. */
+            if (s[strlen("--cfg-options")] == '=') a->cfg_options[a->n_cfg_options++] = s + strlen("--cfg-options") + 1;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && strchr(argv[i + 1], '='))
+                a->cfg_options[a->n_cfg_options++] = argv[++i];
+            if (!a->n_cfg_options) return arg_error("%s needs at least one KEY=VALUE", s);
+        } else if (s[0] == '-' && s[1]) {
+            return arg_error("unknown option '%s'", s);
+        } else if (!a->config) {
+            a->config = s;
+        } else {
+            return arg_error("unexpected argument '%s' (one config only)", s);
+        }
+    }
+    if (!a->config && !a->list_modules) return arg_error("%s", "the CONFIG argument is required");
+    return 0;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path, md_error *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return md_failc(err, MD_ERR_IO, "cannot create work dir %s: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return md_failc(err, MD_ERR_IO, "work dir %s is not a directory", path);
+    return 0;
+}
+
+static void dir_of(const char *path, char *out, size_t n) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    snprintf(out, n, "%s", dirname(tmp));
+}
+
+/* plugin_dirs = [...]: each relative to the file that set it (a command-line
+ * override: the working directory, like any path typed there). */
+static int load_config_plugin_dirs(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    const md_cfg *dirs = md_cfg_get(cfg, "plugin_dirs");
+    if (!dirs || md_cfg_kind(dirs) == MD_CFG_NONE) return 0;
+    int n = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_len(dirs) : 1;
+    for (int i = 0; i < n; i++) {
+        const md_cfg *d = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_at(dirs, i) : dirs;
+        const char *s = md_cfg_as_str(d);
+        if (!s) {
+            const char *f = md_cfg_file(d);
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: plugin_dirs: expected a list of directory names",
+                            f ? f : "<config>", md_cfg_line(d));
+        }
+        char path[4096];
+        const char *f = md_cfg_file(d);
+        if (s[0] != '/' && f && *f) {
+            char base[4096];
+            dir_of(f, base, sizeof base);
+            snprintf(path, sizeof path, "%s/%s", base, s);
+        } else {
+            snprintf(path, sizeof path, "%s", s);
+        }
+        if (md_plugin_load_dir(ctx, path, err) != 0) return -1;
+    }
+    return 0;
+}
+
+/* mmdet's update_data_root: MMDET_DATASETS replaces the data_root prefix of
+ * every path under `data`. */
+static void replace_root(md_cfg *node, const char *old, const char *new_root) {
+    size_t n = strlen(old);
+    for (int i = 0; i < md_cfg_len(node); i++) {
+        md_cfg *c = (md_cfg *)md_cfg_at(node, i);
+        const char *s = md_cfg_as_str(c);
+        if (md_cfg_kind(c) == MD_CFG_GROUP || md_cfg_kind(c) == MD_CFG_LIST) {
+            replace_root(c, old, new_root);
+        } else if (s && md_cfg_kind(node) == MD_CFG_GROUP && n && !strncmp(s, old, n)) {
+            char buf[4096];
+            snprintf(buf, sizeof buf, "%s%s", new_root, s + n);
+            md_cfg_set_str(node, md_cfg_name(c), buf);
+        }
+    }
+}
+
+static void update_data_root(md_cfg *cfg) {
+    const char *env = getenv("MMDET_DATASETS");
+    if (!env || !*env) return;
+    char dst[4096];
+    snprintf(dst, sizeof dst, "%s%s", env, env[strlen(env) - 1] == '/' ? "" : "/");
+    const char *old = md_cfg_str(cfg, "data_root", NULL);
+    md_cfg *data = md_cfg_get_mut(cfg, "data");
+    if (old && data) {
+        char *copy = strdup(old);
+        if (copy) replace_root(data, copy, dst);
+        free(copy);
+    }
+    md_cfg_set_str(cfg, "data_root", dst);
+}
+
+static long long random_seed(void) {
+    uint32_t v;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) v = (uint32_t)time(NULL) ^ (uint32_t)getpid();
+    return (long long)(v & 0x7fffffffu);   /* np.random.randint(2**31) */
+}
+
+/* Stores the command line into the config as train.py does. */
+static int store_flags(md_ctx *ctx, md_cfg *cfg, const args *a, md_error *err) {
+    if (a->auto_scale_lr) {
+        md_cfg *asl = md_cfg_get_mut(cfg, "auto_scale_lr");
+        if (asl && md_cfg_kind(asl) == MD_CFG_GROUP && md_cfg_has(asl, "enable") && md_cfg_has(asl, "base_batch_size"))
+            md_cfg_set_bool(asl, "enable", true);
+        else
+            md_warn(ctx, "Can not find \"auto_scale_lr\" or \"auto_scale_lr.enable\" or "
+                         "\"auto_scale_lr.base_batch_size\" in your configuration file; "
+                         "please update all the configuration files to mmdet >= 2.24.1.");
+    }
+    if (a->work_dir) {
+        md_cfg_set_str(cfg, "work_dir", a->work_dir);
+    } else {
+        const md_cfg *wd = md_cfg_get(cfg, "work_dir");
+        if (!wd || md_cfg_kind(wd) == MD_CFG_NONE) {
+            char base[4096], path[4200];
+            snprintf(base, sizeof base, "%s", a->config);
+            char *name = basename(base);
+            char *dot = strrchr(name, '.');
+            if (dot && dot != name) *dot = 0;
+            snprintf(path, sizeof path, "./work_dirs/%s", name);
+            md_cfg_set_str(cfg, "work_dir", path);
+        } else if (!md_cfg_as_str(wd)) {
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: work_dir: expected a string",
+                            md_cfg_file(wd) ? md_cfg_file(wd) : "<config>", md_cfg_line(wd));
+        }
+    }
+    if (a->resume_from) md_cfg_set_str(cfg, "resume_from", a->resume_from);
+    md_cfg_set_bool(cfg, "auto_resume", a->auto_resume);
+    md_cfg *gpus = md_cfg_set_list(cfg, "gpu_ids");
+    if (gpus) md_cfg_append_int(gpus, a->gpu_id);
+    /* train.py passes these as arguments; the runner reads them here. */
+    md_cfg_set_bool(cfg, "validate", !a->no_validate);
+    md_cfg_set_bool(cfg, "deterministic", a->deterministic);
+    md_cfg_set_str(cfg, "launcher", a->launcher);
+    return 0;
+}
+
+static int fail(const md_error *err) {
+    fprintf(stderr, "mmdet-run: error: %s\n", err->msg[0] ? err->msg : "unknown error");
+    return 1;
+}
+
+/* Set-up up to training; returns the exit code. */
+static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
+    const char *def = md_plugin_default_dir(ctx);
+    if (def && md_plugin_load_dir(ctx, def, err) != 0) return fail(err);
+    for (int i = 0; i < a->n_plugin_dirs; i++)
+        if (md_plugin_load_dir(ctx, a->plugin_dirs[i], err) != 0) return fail(err);
+    md_cfg *cfg = NULL;
+    if (a->config) {
+        cfg = *cfgp = md_cfg_load(a->config, err);
+        if (!cfg) return fail(err);
+        update_data_root(cfg);
+        if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0) {
+            md_error_wrap(err, "--cfg-options");
+            return fail(err);
+        }
+        if (load_config_plugin_dirs(ctx, cfg, err) != 0) return fail(err);
+    }
+    if (a->list_modules) {
+        list_modules(ctx, stdout);
+        return 0;
+    }
+    if (store_flags(ctx, cfg, a, err) != 0) return fail(err);
+    if (a->print_config) {
+        if (md_cfg_dump(cfg, stdout) != 0) {
+            md_failc(err, MD_ERR_IO, "cannot print the config");
+            return fail(err);
+        }
+        return 0;
+    }
+
+    int level = md_log_level_parse(md_cfg_str(cfg, "log_level", "INFO"));
+    if (level < 0) {
+        const md_cfg *ll = md_cfg_get(cfg, "log_level");
+        md_failc(err, MD_ERR_CONFIG, "%s:%d: log_level: unknown level '%s' (DEBUG, INFO, WARNING, ERROR)",
+                 md_cfg_file(ll) ? md_cfg_file(ll) : "<config>", md_cfg_line(ll),
+                 md_cfg_as_str(ll) ? md_cfg_as_str(ll) : "?");
+        return fail(err);
+    }
+    md_log_set_level(ctx, (md_log_level)level);
+    const char *work_dir = md_cfg_str(cfg, "work_dir", "./work_dirs");
+    char path[8192], stamp[32], cfgname[4096];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%d_%H%M%S", &tm);
+    md_cfg_set_str(cfg, "timestamp", stamp);
+    snprintf(cfgname, sizeof cfgname, "%s", a->config);
+    snprintf(path, sizeof path, "%s/%s", work_dir, basename(cfgname));
+    if (make_dirs(work_dir, err) != 0 || md_cfg_dump_file(cfg, path, err) != 0) return fail(err);
+    snprintf(path, sizeof path, "%s/%s.log", work_dir, stamp);
+    if (md_log_set_file(ctx, path, err) != 0) return fail(err);
+    char *text = md_cfg_dump_string(cfg);
+    md_info(ctx, "Distributed training: %s", strcmp(a->launcher, "none") ? "True" : "False");
+    md_info(ctx, "Config:\n%s", text ? text : "(could not print)");
+    free(text);
+    /* --diff-seed adds the rank; a single process is rank 0. */
+    long long seed = a->has_seed ? a->seed : random_seed();
+    md_info(ctx, "Set random seed to %lld, deterministic: %s", seed, a->deterministic ? "True" : "False");
+    md_cfg_set_int(cfg, "seed", seed);
+    if (run_training(ctx, cfg, err) != 0) return fail(err);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc == 0) {
+        md_error err;
+        md_error_clear(&err);
+        md_cfg *cfg = NULL;
+        md_ctx *ctx = md_ctx_new(&err);
+        rc = ctx ? run(&a, ctx, &cfg, &err) : fail(&err);
+        md_cfg_free(cfg);
+        md_ctx_free(ctx);
+    } else if (rc < 0) {
+        usage(stdout);
+        rc = 0;
+    }
+    free(a.plugin_dirs);
+    free(a.cfg_options);
+    return rc;
+}
