@@ -65,6 +65,7 @@ static void indent(FILE *f, int depth) {
 }
 
 static void put_value(FILE *f, const md_cfg *c, int depth);
+static bool is_scalar(const md_cfg *c) { return c->type != MD_CFG_GROUP && c->type != MD_CFG_LIST; }
 
 static void put_members(FILE *f, const md_cfg *g, int depth) {
     for (int i = 0; i < g->n; i++) {
@@ -75,7 +76,31 @@ static void put_members(FILE *f, const md_cfg *g, int depth) {
     }
 }
 
-static bool is_scalar(const md_cfg *c) { return c->type != MD_CFG_GROUP && c->type != MD_CFG_LIST; }
+/* A group of a few scalars goes on one line, like mmdet's dict(...). */
+static bool put_inline(FILE *f, const md_cfg *g, int depth) {
+    for (int i = 0; i < g->n; i++) {
+        const md_cfg *k = g->kids[i];
+        if (k->type == MD_CFG_GROUP) return false;
+        for (int j = 0; j < k->n; j++)
+            if (!is_scalar(k->kids[j])) return false;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) return false;
+    fputs("{ ", m);
+    for (int i = 0; i < g->n; i++) {
+        fprintf(m, "%s = ", g->kids[i]->name);
+        put_value(m, g->kids[i], depth);
+        fputs("; ", m);
+    }
+    fputc('}', m);
+    fclose(m);
+    bool ok = buf && len + (size_t)depth * 2 <= 100 && !strchr(buf, '\n');
+    if (ok) fputs(buf, f);
+    free(buf);
+    return ok;
+}
 
 static void put_value(FILE *f, const md_cfg *c, int depth) {
     switch (c->type) {
@@ -89,6 +114,7 @@ static void put_value(FILE *f, const md_cfg *c, int depth) {
             fputs("{}", f);
             break;
         }
+        if (put_inline(f, c, depth)) break;
         fputs("{\n", f);
         put_members(f, c, depth + 1);
         indent(f, depth);

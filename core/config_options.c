@@ -80,7 +80,7 @@ static int count(const char *s, size_t n, char ch) {
 }
 
 /* mmcv's _parse_iterable on a mutable copy of the text. */
-static md_cfg *parse_iterable(char *val, const char *opt, md_error *err) {
+static md_cfg *parse_iterable(char *val, md_error *err) {
     /* strip quote characters at both ends, drop every space */
     size_t n = strlen(val);
     size_t a = 0;
@@ -107,7 +107,7 @@ static md_cfg *parse_iterable(char *val, const char *opt, md_error *err) {
         size_t blen = strlen(body);
         if (count(body, blen, '(') != count(body, blen, ')') || count(body, blen, '[') != count(body, blen, ']')) {
             md__cfg_destroy(list);
-            md_failc(err, MD_ERR_CONFIG, "%s: imbalanced brackets in '%s'", opt, body);
+            md_failc(err, MD_ERR_CONFIG, "imbalanced brackets in '%s'", body);
             return NULL;
         }
         /* the first comma with balanced brackets before it */
@@ -122,7 +122,7 @@ static md_cfg *parse_iterable(char *val, const char *opt, md_error *err) {
         body[end] = 0;
         char *part = strdup(body);
         if (!part) goto oom_list;
-        md_cfg *item = parse_iterable(part, opt, err);
+        md_cfg *item = parse_iterable(part, err);
         free(part);
         if (!item) {
             md__cfg_destroy(list);
@@ -150,7 +150,7 @@ MD_API md_cfg *md_cfg_parse_option_value(const char *text, md_error *err) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    md_cfg *c = parse_iterable(copy, text ? text : "", err);
+    md_cfg *c = parse_iterable(copy, err);
     free(copy);
     return c;
 }
@@ -171,11 +171,11 @@ static int add_to_overlay(md_cfg *ov, const char *opt, md_error *err) {
     if (!key) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     int rc = -1;
     md_cfg *d = ov, *val = NULL;
+    bool empty = false;
+    for (const char *p = key; *p; p++)
+        if (*p == '.' && (p == key || p[1] == '.' || p[1] == 0)) empty = true;
     char *save = NULL, *part = strtok_r(key, ".", &save);
-    /* every part must be a setting name or a list index */
-    for (const char *p = key; p < key + (eq - opt); p++)
-        if (*p == '.' && (p == key || p[1] == '.' || p[1] == 0)) part = NULL;
-    if (!part) {
+    if (empty || !part) {
         md_failc(err, MD_ERR_CONFIG, "%s '%s': empty part in the key", ORIGIN, opt);
         goto done;
     }
@@ -240,7 +240,7 @@ static int merge_overlay(md_cfg *b, const md_cfg *a, md_error *err) {
             md_cfg *bk = b->kids[idx];
             if (v->type == MD_CFG_GROUP) {
                 if (bk->type != MD_CFG_GROUP && bk->type != MD_CFG_LIST)
-                    return md_failc(err, MD_ERR_CONFIG, "%s: '%s' is %s (%s), it has no keys to set", ORIGIN,
+                    return md_failc(err, MD_ERR_CONFIG, "%s: '%s' holds a %s (%s), it has no keys to set", ORIGIN,
                                     md_cfg_path(bk, p, sizeof p), md_cfg_type_name(bk->type),
                                     md__cfg_where(bk, w, sizeof w));
                 if (merge_overlay(bk, v, err) < 0) return -1;
@@ -262,7 +262,7 @@ static int merge_overlay(md_cfg *b, const md_cfg *a, md_error *err) {
                 md_cfg *bk = b->kids[j];
                 if (bk->type != MD_CFG_GROUP && bk->type != MD_CFG_LIST)
                     return md_failc(err, MD_ERR_CONFIG,
-                                    "%s: cannot set keys inside '%s': it is %s in the config (%s), not a group; set "
+                                    "%s: cannot set keys inside '%s': it holds a %s (%s), not a group; set "
                                     "'%s.delete_=true' too to replace it with a group",
                                     ORIGIN, md_cfg_path(bk, p, sizeof p), md_cfg_type_name(bk->type),
                                     md__cfg_where(bk, w, sizeof w), p);
@@ -282,7 +282,21 @@ MD_API int md_cfg_apply_options(md_cfg *root, const char *const *opts, int n, md
     if (!ov) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) rc = add_to_overlay(ov, opts[i], err);
-    if (rc == 0) rc = merge_overlay(root, ov, err);
+    /* Merge into a copy so that a failing option leaves the config as it was. */
+    md_cfg *work = rc == 0 ? md__cfg_copy(root, root->name, false) : NULL;
+    if (rc == 0 && !work) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+    if (rc == 0) rc = merge_overlay(work, ov, err);
+    if (rc == 0) { /* the root pointer stays valid: swap the children in */
+        for (int i = 0; i < root->n; i++) md__cfg_destroy(root->kids[i]);
+        free(root->kids);
+        root->kids = work->kids;
+        root->n = work->n;
+        root->cap = work->cap;
+        for (int i = 0; i < root->n; i++) root->kids[i]->parent = root;
+        work->kids = NULL;
+        work->n = work->cap = 0;
+    }
+    md__cfg_destroy(work);
     md__cfg_destroy(ov);
     return rc;
 }

@@ -90,7 +90,8 @@ const char *md_cfg_as_str(const md_cfg *node);   /* NULL unless a string */
 
 /* ---- reading a key of a group, with a default when absent ----
  * Types were checked by md_build_from_cfg against the component's schema;
- * these never fail. */
+ * these never fail. A None value reads as the default for the numeric and
+ * bool reads, and as NULL for md_cfg_str. */
 int64_t md_cfg_int(const md_cfg *group, const char *key, int64_t dflt);
 double md_cfg_float(const md_cfg *group, const char *key, double dflt);
 bool md_cfg_bool(const md_cfg *group, const char *key, bool dflt);
