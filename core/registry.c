@@ -310,9 +310,10 @@ MD_API void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *
             return NULL;
         }
     }
+    /* Schema messages name the type and file:line already: add the path. */
     if (cls->keys && (md_cfg_check_keys(args, cls->keys, type, err) != 0 ||
                       md_cfg_fill_defaults(args, cls->keys, err) != 0)) {
-        wrap_build_error(err, path, type);
+        if (*path) md_error_wrap(err, "%s", path);
         drop_owned(r, args);
         return NULL;
     }

@@ -59,16 +59,17 @@ static const toy_iface container_iface = { container_forward, toy_destroy };
 
 static const md_key container_keys[] = {
     { "child", MD_KEY_GROUP, NULL, "the wrapped module", true },
+    { "out_features", MD_KEY_INT, "7", "passed to the child unless it sets its own", false },
     { 0 } };
 
 static void *container_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    /* The child's defaults come from the parent, like mmdet's train_cfg. */
+    /* The child's defaults come from the parent, like num_classes in mmdet. */
     md_cfg *defaults = md_cfg_new_group();
     if (!defaults) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    md_cfg_set_int(defaults, "out_features", 7);
+    md_cfg_set_int(defaults, "out_features", md_cfg_int(cfg, "out_features", 7));
     toy_model *child = md_build_from_cfg(ctx, "models", md_cfg_get(cfg, "child"), defaults, err);
     md_cfg_free(defaults);
     if (!child) return NULL;
