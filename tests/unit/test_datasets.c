@@ -301,3 +301,42 @@ Test(datasets, unknown_dataset_type_is_reported) {
     cr_assert_null(ds);
     cr_expect(strstr(err.msg, "CocoDataset"), "a suggestion: %s", err.msg);
 }
+
+/* The generated shapes dataset through the default training pipeline and
+ * the loader (skipped when bin/mmdet-shapes is not built). */
+Test(datasets, shapes_dataset_through_the_loader) {
+    if (access("bin/mmdet-shapes", X_OK)) cr_skip_test("bin/mmdet-shapes is not built");
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/shapes --train 6 --val 2 --classes 3 --seed 3 >/dev/null", dir);
+    cr_assert_eq(system(cmd), 0);
+    md_error err = { 0 };
+    md_dataset *ds = build("data = { type = \"CocoDataset\"; data_root = \"{DIR}/shapes\";"
+                           " ann_file = \"annotations/instances_train.json\"; img_prefix = \"train\";"
+                           " classes = [\"rectangle\", \"ellipse\", \"triangle\"]; " TRAIN_PIPELINE " };", NULL, &err);
+    cr_assert(ds, "%s", err.msg);
+    cr_assert_gt(md_dataset_len(ds), 0);
+    md_loader_cfg cfg = MD_LOADER_CFG_DEFAULT;
+    cfg.size_divisor = 32;
+    md_loader *l = md_loader_new(ds, &cfg, &err);
+    cr_assert_eq(md_loader_start_epoch(l, 0, &err), 0, "%s", err.msg);
+    md_batch *b;
+    int64_t images = 0;
+    while ((b = md_loader_next(l, &err))) {
+        cr_expect(b->img->shape[1] == 3 && b->img->shape[2] % 32 == 0 && b->img->shape[3] % 32 == 0);
+        for (int i = 0; i < b->n; i++) {
+            int h = b->metas[i].img_shape[0], w = b->metas[i].img_shape[1];
+            cr_expect((h > w ? h : w) <= 128 && (h > w ? w : h) <= 96, "%dx%d fits (128, 96)", w, h);
+            for (int k = 0; k < b->gt_bboxes[i].n; k++) {
+                const float *x = b->gt_bboxes[i].xyxy + 4 * k;
+                cr_expect(x[0] >= 0 && x[2] <= b->metas[i].img_shape[1] && x[0] < x[2] && x[1] < x[3]);
+                cr_expect(b->gt_bboxes[i].labels[k] >= 0 && b->gt_bboxes[i].labels[k] < 3);
+            }
+        }
+        images += b->n;
+        md_batch_free(b);
+    }
+    cr_assert(!md_error_is_set(&err), "%s", err.msg);
+    cr_expect_eq(images, md_loader_len(l) * 2);
+    md_loader_free(l);
+    md_dataset_free(ds);
+}
