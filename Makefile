@@ -32,6 +32,9 @@ endif
 CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config --libs libxml-2.0 2>/dev/null) -lpthread -lm
 CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
 LINK_MMDET := -Llib -lmmdet -lm
+# Plugins that call a library libmmdet links name it too.
+LIBS_plugins_datasets_coco := -lyajl
+LIBS_plugins_datasets_voc := $(shell pkg-config --libs libxml-2.0 2>/dev/null)
 
 # Objects depend on the flags they were built with: changing SANITIZE or OPT
 # rebuilds everything (plugins live next to their sources, not per-flavour).

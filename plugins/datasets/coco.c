@@ -1,0 +1,457 @@
+/* CocoDataset: COCO-format detection annotations, parsed by a streaming
+ * JSON parser (yajl callbacks) that keeps only the fields detection needs,
+ * so segmentations never reach memory. mmdet 2.x semantics:
+ *  - labels follow the JSON `categories` order, restricted to the names in
+ *    CLASSES (pycocotools' getCatIds(catNms=CLASSES));
+ *  - images keep the JSON order; training drops images without an
+ *    annotation of a selected class (filter_empty_gt) and images whose
+ *    shorter side is under min_size;
+ *  - `ignore` annotations are skipped, boxes without area inside the image,
+ *    with area <= 0 or a side < 1 are dropped (and counted), iscrowd boxes
+ *    become gt_bboxes_ignore, categories not in CLASSES are skipped;
+ *  - a category id the file does not define is an error naming the
+ *    annotation. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+#include "custom_dataset.h"
+
+static const char *const coco_classes[] = {
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+};
+#define N_COCO ((int)(sizeof coco_classes / sizeof coco_classes[0]))
+
+/* ------------------------------------------------------------ raw records */
+
+typedef struct { int64_t id; char *file_name; int width, height; } raw_img;
+typedef struct {
+    int64_t id, image_id, category_id;
+    float bbox[4];
+    float area;
+    int nbbox;
+    bool iscrowd, ignore, has_area;
+} raw_ann;
+typedef struct { int64_t id; char *name; } raw_cat;
+
+enum { SEC_NONE, SEC_IMAGES, SEC_ANNS, SEC_CATS };
+enum { F_NONE, F_ID, F_FILE_NAME, F_WIDTH, F_HEIGHT, F_IMAGE_ID, F_CATEGORY_ID, F_BBOX, F_AREA, F_ISCROWD,
+       F_IGNORE, F_NAME };
+
+typedef struct parse_state {
+    int depth, section, field;
+    raw_img *imgs; int64_t n_imgs, cap_imgs;
+    raw_ann *anns; int64_t n_anns, cap_anns;
+    raw_cat *cats; int64_t n_cats, cap_cats;
+    bool oom;
+} parse_state;
+
+static int grow(void **p, int64_t *cap, int64_t need, size_t sz) {
+    if (need <= *cap) return 0;
+    int64_t nc = *cap ? *cap * 2 : 256;
+    while (nc < need) nc *= 2;
+    void *q = realloc(*p, (size_t)nc * sz);
+    if (!q) return -1;
+    *p = q;
+    *cap = nc;
+    return 0;
+}
+
+static void set_num(parse_state *s, double v, bool is_int, long long iv) {
+    if (s->section == SEC_ANNS && s->depth == 4 && s->field == F_BBOX) {
+        raw_ann *a = &s->anns[s->n_anns - 1];
+        if (a->nbbox < 4) a->bbox[a->nbbox] = (float)v;
+        a->nbbox++;
+        return;
+    }
+    if (s->depth != 3) return;
+    int64_t i = is_int ? iv : (int64_t)v;
+    if (s->section == SEC_IMAGES) {
+        raw_img *r = &s->imgs[s->n_imgs - 1];
+        if (s->field == F_ID) r->id = i;
+        else if (s->field == F_WIDTH) r->width = (int)i;
+        else if (s->field == F_HEIGHT) r->height = (int)i;
+    } else if (s->section == SEC_ANNS) {
+        raw_ann *a = &s->anns[s->n_anns - 1];
+        switch (s->field) {
+        case F_ID: a->id = i; break;
+        case F_IMAGE_ID: a->image_id = i; break;
+        case F_CATEGORY_ID: a->category_id = i; break;
+        case F_AREA: a->area = (float)v; a->has_area = true; break;
+        case F_ISCROWD: a->iscrowd = v != 0; break;
+        case F_IGNORE: a->ignore = v != 0; break;
+        default: break;
+        }
+    } else if (s->section == SEC_CATS && s->field == F_ID) {
+        s->cats[s->n_cats - 1].id = i;
+    }
+}
+
+static int cb_null(void *ctx) { (void)ctx; return 1; }
+static int cb_bool(void *ctx, int b) {
+    set_num(ctx, b, true, b);
+    return 1;
+}
+static int cb_int(void *ctx, long long v) {
+    set_num(ctx, (double)v, true, v);
+    return 1;
+}
+static int cb_double(void *ctx, double v) {
+    set_num(ctx, v, false, 0);
+    return 1;
+}
+
+static int cb_string(void *ctx, const unsigned char *str, size_t len) {
+    parse_state *s = ctx;
+    if (s->depth != 3) return 1;
+    char **dst = NULL;
+    if (s->section == SEC_IMAGES && s->field == F_FILE_NAME) dst = &s->imgs[s->n_imgs - 1].file_name;
+    else if (s->section == SEC_CATS && s->field == F_NAME) dst = &s->cats[s->n_cats - 1].name;
+    if (!dst) return 1;
+    free(*dst);
+    *dst = strndup((const char *)str, len);
+    if (!*dst) s->oom = true;
+    return !s->oom;
+}
+
+static int cb_start_map(void *ctx) {
+    parse_state *s = ctx;
+    s->depth++;
+    if (s->depth == 3) {
+        s->field = F_NONE;
+        if (s->section == SEC_IMAGES) {
+            if (grow((void **)&s->imgs, &s->cap_imgs, s->n_imgs + 1, sizeof *s->imgs)) return s->oom = true, 0;
+            memset(&s->imgs[s->n_imgs++], 0, sizeof *s->imgs);
+        } else if (s->section == SEC_ANNS) {
+            if (grow((void **)&s->anns, &s->cap_anns, s->n_anns + 1, sizeof *s->anns)) return s->oom = true, 0;
+            memset(&s->anns[s->n_anns], 0, sizeof *s->anns);
+            s->anns[s->n_anns++].category_id = INT64_MIN;
+        } else if (s->section == SEC_CATS) {
+            if (grow((void **)&s->cats, &s->cap_cats, s->n_cats + 1, sizeof *s->cats)) return s->oom = true, 0;
+            memset(&s->cats[s->n_cats++], 0, sizeof *s->cats);
+        }
+    }
+    return 1;
+}
+
+static int cb_map_key(void *ctx, const unsigned char *k, size_t len) {
+    parse_state *s = ctx;
+#define IS(lit) (len == sizeof(lit) - 1 && !memcmp(k, lit, len))
+    if (s->depth == 1) {
+        s->section = IS("images") ? SEC_IMAGES : IS("annotations") ? SEC_ANNS : IS("categories") ? SEC_CATS
+                                                                                                  : SEC_NONE;
+    } else if (s->depth == 3) {
+        s->field = IS("id") ? F_ID : IS("file_name") ? F_FILE_NAME : IS("width") ? F_WIDTH
+                 : IS("height") ? F_HEIGHT : IS("image_id") ? F_IMAGE_ID : IS("category_id") ? F_CATEGORY_ID
+                 : IS("bbox") ? F_BBOX : IS("area") ? F_AREA : IS("iscrowd") ? F_ISCROWD
+                 : IS("ignore") ? F_IGNORE : IS("name") ? F_NAME : F_NONE;
+    }
+#undef IS
+    return 1;
+}
+
+static int cb_end(void *ctx) {
+    parse_state *s = ctx;
+    s->depth--;
+    return 1;
+}
+
+static int cb_start_array(void *ctx) {
+    parse_state *s = ctx;
+    s->depth++;
+    /* A record's array of something else than bbox (segmentation) is skipped by depth. */
+    return 1;
+}
+
+static const yajl_callbacks callbacks = {
+    cb_null, cb_bool, cb_int, cb_double, NULL, cb_string, cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
+};
+
+static void free_raw(parse_state *s) {
+    for (int64_t i = 0; i < s->n_imgs; i++) free(s->imgs[i].file_name);
+    for (int64_t i = 0; i < s->n_cats; i++) free(s->cats[i].name);
+    free(s->imgs);
+    free(s->anns);
+    free(s->cats);
+}
+
+/* Line and column of byte `off` given the text seen so far. */
+static int parse_file(const char *path, parse_state *s, md_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return md_failc(err, MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    yajl_handle h = yajl_alloc(&callbacks, NULL, s);
+    if (!h) {
+        fclose(f);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+    }
+    enum { CHUNK = 1 << 16 };
+    unsigned char *buf = malloc(CHUNK);
+    long long line = 1, col = 1, off = 0;
+    int rc = 0;
+    for (;;) {
+        size_t n = buf ? fread(buf, 1, CHUNK, f) : 0;
+        yajl_status st = n ? yajl_parse(h, buf, n) : yajl_complete_parse(h);
+        if (st != yajl_status_ok) {
+            size_t used = n ? yajl_get_bytes_consumed(h) : 0;
+            for (size_t i = 0; i < used && i < n; i++) {
+                if (buf[i] == '\n') line++, col = 1;
+                else col++;
+            }
+            if (s->oom) {
+                rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+            } else {
+                unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
+                char *m = (char *)msg, *e;
+                while ((e = strchr(m, '\n'))) *e = ' ';
+                rc = md_failc(err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): JSON syntax error: %s", path, line,
+                              col, off + (long long)used, m);
+                yajl_free_error(h, msg);
+            }
+            break;
+        }
+        if (!n) break;
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] == '\n') line++, col = 1;
+            else col++;
+        }
+        off += (long long)n;
+    }
+    if (!buf) rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+    if (!rc && ferror(f)) rc = md_failc(err, MD_ERR_IO, "error reading %s", path);
+    free(buf);
+    yajl_free(h);
+    fclose(f);
+    return rc;
+}
+
+/* ------------------------------------------------------------- the dataset */
+
+typedef struct { int64_t id, idx; } id_idx;
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = ((const id_idx *)a)->id, y = ((const id_idx *)b)->id;
+    return x < y ? -1 : x > y;
+}
+static int64_t find_id(const id_idx *t, int64_t n, int64_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (t[mid].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && t[lo].id == id ? t[lo].idx : -1;
+}
+
+typedef struct coco_ds {
+    custom_ds c;
+    int64_t *cat_ids;          /* label -> category id */
+    int n_cat_ids;
+    int64_t *img_ids;          /* per kept image */
+} coco_ds;
+
+static void coco_destroy(md_dataset *ds) {
+    coco_ds *d = (coco_ds *)ds;
+    free(d->cat_ids);
+    free(d->img_ids);
+    custom_free(&d->c);
+}
+
+static const md_dataset_iface coco_iface = {
+    .len = custom_len, .get = custom_get, .ann_info = custom_ann_info, .img_info = custom_img_info,
+    .evaluate = NULL, .destroy = coco_destroy,
+};
+
+static int build_tables(md_ctx *ctx, coco_ds *d, parse_state *s, const md_cfg *cfg, md_error *err) {
+    custom_ds *c = &d->c;
+    const char *path = c->ann_file;
+    /* Categories: ids unique; labels in JSON order among CLASSES. */
+    id_idx *cats = malloc(sizeof *cats * (size_t)(s->n_cats + 1));
+    d->cat_ids = malloc(sizeof *d->cat_ids * (size_t)(s->n_cats + 1));
+    int64_t *cat_label = malloc(sizeof *cat_label * (size_t)(s->n_cats + 1));
+    id_idx *imgs = malloc(sizeof *imgs * (size_t)(s->n_imgs + 1));
+    int64_t *count = calloc((size_t)s->n_imgs + 1, sizeof *count);
+    int64_t *order = malloc(sizeof *order * (size_t)(s->n_anns + 1));
+    int64_t *ann_img = malloc(sizeof *ann_img * (size_t)(s->n_anns + 1));
+    uint8_t *keep = calloc((size_t)s->n_imgs + 1, 1);
+    int rc = -1;
+    if (!cats || !d->cat_ids || !cat_label || !imgs || !count || !order || !ann_img || !keep) {
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (int64_t i = 0; i < s->n_cats; i++) {
+        cats[i] = (id_idx){ s->cats[i].id, i };
+        cat_label[i] = -1;
+        for (int k = 0; k < c->base.n_classes; k++)
+            if (s->cats[i].name && !strcmp(s->cats[i].name, c->base.classes[k])) {
+                cat_label[i] = d->n_cat_ids;
+                d->cat_ids[d->n_cat_ids++] = s->cats[i].id;
+                break;
+            }
+    }
+    qsort(cats, (size_t)s->n_cats, sizeof *cats, cmp_id);
+    for (int64_t i = 1; i < s->n_cats; i++)
+        if (cats[i].id == cats[i - 1].id) {
+            md_failc(err, MD_ERR_PARSE, "%s: category id %lld is defined twice", path, (long long)cats[i].id);
+            goto done;
+        }
+    for (int64_t i = 0; i < s->n_imgs; i++) imgs[i] = (id_idx){ s->imgs[i].id, i };
+    qsort(imgs, (size_t)s->n_imgs, sizeof *imgs, cmp_id);
+    /* Annotations per image, file order kept (pycocotools' imgToAnns). */
+    int64_t orphans = 0;
+    for (int64_t a = 0; a < s->n_anns; a++) {
+        raw_ann *r = &s->anns[a];
+        if (r->category_id == INT64_MIN) {
+            md_failc(err, MD_ERR_PARSE, "%s: annotation %lld (#%lld in the file) has no category_id", path,
+                     (long long)r->id, (long long)a);
+            goto done;
+        }
+        if (find_id(cats, s->n_cats, r->category_id) < 0) {
+            md_failc(err, MD_ERR_PARSE,
+                     "%s: annotation %lld (#%lld in the file, image %lld) has category_id %lld, which `categories` "
+                     "does not define", path, (long long)r->id, (long long)a, (long long)r->image_id,
+                     (long long)r->category_id);
+            goto done;
+        }
+        ann_img[a] = find_id(imgs, s->n_imgs, r->image_id);
+        if (ann_img[a] < 0) orphans++;
+        else count[ann_img[a]]++;
+    }
+    if (orphans) md_warn(ctx, "%s: %lld annotations refer to images the file does not list; ignored", path,
+                         (long long)orphans);
+    int64_t *start = calloc((size_t)s->n_imgs + 1, sizeof *start);
+    if (!start) {
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (int64_t i = 0; i < s->n_imgs; i++) start[i + 1] = start[i] + count[i];
+    memset(count, 0, sizeof *count * (size_t)s->n_imgs);
+    for (int64_t a = 0; a < s->n_anns; a++)
+        if (ann_img[a] >= 0) order[start[ann_img[a]] + count[ann_img[a]]++] = a;
+    /* _filter_imgs: in training, images with an annotation of a selected
+     * class (crowd and ignore included, as catToImgs counts them) whose
+     * shorter side is at least min_size. */
+    bool filter = !c->base.test_mode;
+    bool filter_empty = md_cfg_bool(cfg, "filter_empty_gt", true);
+    int64_t min_size = md_cfg_int(cfg, "min_size", 32);
+    int64_t n_keep = 0;
+    for (int64_t i = 0; i < s->n_imgs; i++) {
+        bool ok = true;
+        if (filter) {
+            if (filter_empty) {
+                bool has = false;
+                for (int64_t k = start[i]; k < start[i + 1] && !has; k++)
+                    has = cat_label[find_id(cats, s->n_cats, s->anns[order[k]].category_id)] >= 0;
+                ok = has;
+            }
+            int mn = s->imgs[i].width < s->imgs[i].height ? s->imgs[i].width : s->imgs[i].height;
+            if (mn < min_size) ok = false;
+        }
+        keep[i] = ok;
+        n_keep += ok;
+    }
+    c->n = n_keep;
+    c->infos = calloc((size_t)(n_keep + 1), sizeof *c->infos);
+    d->img_ids = calloc((size_t)(n_keep + 1), sizeof *d->img_ids);
+    c->off = calloc((size_t)(n_keep + 2), sizeof *c->off);
+    c->ign_off = calloc((size_t)(n_keep + 2), sizeof *c->ign_off);
+    if (!c->infos || !d->img_ids || !c->off || !c->ign_off || md_boxes_reserve(&c->gt, 16, true) ||
+        md_boxes_reserve(&c->ign, 16, false)) {
+        free(start);
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    int64_t j = 0;
+    for (int64_t i = 0; i < s->n_imgs; i++) {
+        if (!keep[i]) continue;
+        raw_img *im = &s->imgs[i];
+        if (!im->file_name) {
+            free(start);
+            md_failc(err, MD_ERR_PARSE, "%s: image %lld has no file_name", path, (long long)im->id);
+            goto done;
+        }
+        c->infos[j] = (md_img_info){ im->file_name, im->width, im->height, im->id };
+        im->file_name = NULL;   /* moved */
+        d->img_ids[j] = im->id;
+        for (int64_t k = start[i]; k < start[i + 1]; k++) {
+            raw_ann *a = &s->anns[order[k]];
+            if (a->ignore) continue;
+            if (a->nbbox != 4) {
+                free(start);
+                md_failc(err, MD_ERR_PARSE, "%s: annotation %lld: bbox has %d numbers, expected 4", path,
+                         (long long)a->id, a->nbbox);
+                goto done;
+            }
+            double area = a->has_area ? a->area : (double)a->bbox[2] * a->bbox[3];
+            if (!custom_box_ok(a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], area, im->width, im->height)) {
+                c->dropped++;
+                continue;
+            }
+            int64_t label = cat_label[find_id(cats, s->n_cats, a->category_id)];
+            if (label < 0) continue;
+            float xyxy[4] = { a->bbox[0], a->bbox[1], a->bbox[0] + a->bbox[2], a->bbox[1] + a->bbox[3] };
+            if (md_boxes_push(a->iscrowd ? &c->ign : &c->gt, xyxy, label)) {
+                free(start);
+                md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+        }
+        c->off[j + 1] = c->gt.n;
+        c->ign_off[j + 1] = c->ign.n;
+        j++;
+    }
+    free(start);
+    if (c->dropped)
+        md_warn(ctx, "%s: %lld boxes with non-positive size (or outside their image) dropped", path,
+                (long long)c->dropped);
+    rc = custom_set_flags(c, err);
+done:
+    free(cats);
+    free(cat_label);
+    free(imgs);
+    free(count);
+    free(order);
+    free(ann_img);
+    free(keep);
+    return rc;
+}
+
+static const md_key coco_keys[] = { CUSTOM_DATASET_KEYS, { 0 } };
+
+static void *coco_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    coco_ds *d = calloc(1, sizeof *d);
+    if (!d) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    d->c.base.iface = &coco_iface;
+    if (custom_init(ctx, &d->c, cfg, "CocoDataset", coco_classes, N_COCO, err)) {
+        coco_destroy(&d->c.base);
+        return NULL;
+    }
+    parse_state s;
+    memset(&s, 0, sizeof s);
+    int rc = parse_file(d->c.ann_file, &s, err);
+    if (!rc) rc = build_tables(ctx, d, &s, cfg, err);
+    free_raw(&s);
+    if (rc) {
+        coco_destroy(&d->c.base);
+        return NULL;
+    }
+    return d;
+}
+
+static const md_class coco_class = {
+    .name = "CocoDataset", .keys = coco_keys, .build = coco_build, .iface = &coco_iface,
+    .doc = "COCO-format detection dataset (mmdet's CocoDataset)",
+};
+
+MD_PLUGIN("coco_dataset", "1.0", "Apache-2.0");
+MD_REGISTER("datasets", coco_class)
