@@ -23,7 +23,7 @@ typedef struct args {
     const char **cfg_options;
     int n_cfg_options;
     bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
-    bool list_modules, print_config, has_seed;
+    bool list_modules, print_config, has_seed, dry_run;
     long long seed, gpu_id;
 } args;
 
@@ -51,6 +51,7 @@ static void usage(FILE *out) {
           "  --auto-scale-lr         scale the lr by the batch size (auto_scale_lr in the config)\n"
           "  --list-modules          list every registry, its entries and their files, and exit\n"
           "  --print-config          print the merged config and exit\n"
+          "  --dry-run               set up the work dir, config dump and log, then stop before training\n"
           "  -h, --help              this message\n",
           out);
 }
@@ -101,6 +102,7 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(s, "--diff-seed")) a->diff_seed = true;
         else if (!strcmp(s, "--list-modules")) a->list_modules = true;
         else if (!strcmp(s, "--print-config")) a->print_config = true;
+        else if (!strcmp(s, "--dry-run")) a->dry_run = true;
         else if (is_flag(s, "--plugin-dir")) {
             if (!(v = take_value(argc, argv, &i, "--plugin-dir"))) return arg_error("%s needs a directory", s);
             a->plugin_dirs[a->n_plugin_dirs++] = v;
@@ -331,6 +333,10 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
     long long seed = a->has_seed ? a->seed : random_seed();
     md_info(ctx, "Set random seed to %lld, deterministic: %s", seed, a->deterministic ? "True" : "False");
     md_cfg_set_int(cfg, "seed", seed);
+    if (a->dry_run) {
+        md_info(ctx, "--dry-run: set-up finished, not training");
+        return 0;
+    }
     if (run_training(ctx, cfg, err) != 0) return fail(err);
     return 0;
 }

@@ -1,37 +1,209 @@
-/* run_training: where the runner plugs in. Until it lands, the command
- * stops after set-up and says what it would train. */
+/* run_training: mmdet's train_detector — build the model, datasets,
+ * loaders and optimizer from the config, register the hooks, resume or
+ * load weights, and run the workflow. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/data.h>
 #include "mmdet_run.h"
 
-static const char *type_of(const md_cfg *cfg, const char *path) {
-    const md_cfg *g = md_cfg_get(cfg, path);
-    const char *t = g ? md_cfg_str(g, "type", NULL) : NULL;
-    return t ? t : "(not set)";
+/* The runner to stop on SIGINT/SIGTERM (the command runs one at a time). */
+static md_runner *volatile running;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (running) md_runner_request_stop(running);
+}
+
+/* ---- the loader as the runner's batch source ---- */
+typedef struct loader_source { md_loader *loader; int samples_per_gpu; } loader_source;
+
+static int64_t src_len(void *s) { return md_loader_len(((loader_source *)s)->loader); }
+static int src_begin(void *s, int64_t epoch, md_error *err) {
+    return md_loader_start_epoch(((loader_source *)s)->loader, (int)epoch, err);
+}
+static void *src_next(void *s, md_error *err) { return md_loader_next(((loader_source *)s)->loader, err); }
+static void src_release(void *s, void *batch) {
+    (void)s;
+    md_batch_free(batch);
+}
+static int64_t src_batch_size(void *s) { return ((loader_source *)s)->samples_per_gpu; }
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+/* CLASSES as a JSON list, for checkpoint metadata. */
+static char *classes_json(const md_dataset *ds) {
+    size_t cap = 4;
+    for (int i = 0; i < ds->n_classes; i++) cap += strlen(ds->classes[i]) * 2 + 4;
+    char *s = malloc(cap), *p = s;
+    if (!s) return NULL;
+    *p++ = '[';
+    for (int i = 0; i < ds->n_classes; i++) {
+        if (i) *p++ = ',';
+        *p++ = '"';
+        for (const char *c = ds->classes[i]; *c; c++) {
+            if (*c == '"' || *c == '\\') *p++ = '\\';
+            *p++ = *c;
+        }
+        *p++ = '"';
+    }
+    *p++ = ']';
+    *p = 0;
+    return s;
 }
 
 int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
-    (void)err;
-    md_info(ctx, "model: %s", type_of(cfg, "model"));
-    const char *parts[] = { "backbone", "neck", "rpn_head", "roi_head", "bbox_head" };
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "model.%s", parts[i]);
-        if (md_cfg_get(cfg, path)) md_info(ctx, "  %s: %s", parts[i], type_of(cfg, path));
+    int rc = -1;
+    md_module *model = NULL;
+    md_dataset *datasets[4] = { 0 };
+    md_loader *loaders[4] = { 0 };
+    loader_source lsrc[4];
+    md_batch_source sources[4];
+    md_batch_source *src_ptrs[4];
+    const char *modes[4];
+    int counts[4];
+    md_optimizer *opt = NULL;
+    md_runner *runner = NULL;
+    char *config_text = NULL, *classes = NULL, *resume = NULL;
+    md_cfg *val_cfg = NULL;
+
+    uint64_t seed = (uint64_t)md_cfg_int(cfg, "seed", 0);
+    md_ctx_seed(ctx, seed);
+
+    /* model (build_detector with train_cfg/test_cfg as default args) */
+    const md_cfg *model_cfg = md_cfg_get(cfg, "model");
+    if (!model_cfg) {
+        md_failc(err, MD_ERR_CONFIG, "the config has no `model`");
+        goto out;
     }
-    const char *splits[] = { "train", "val", "test" };
-    for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "data.%s", splits[i]);
-        if (md_cfg_get(cfg, path)) md_info(ctx, "data.%s: %s", splits[i], type_of(cfg, path));
+    md_cfg *defaults = md_cfg_new_group();
+    if (!is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
+    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    model = md_build_from_cfg(ctx, "detectors", model_cfg, defaults, err);
+    md_cfg_free(defaults);
+    if (!model) goto out;
+    md_info(ctx, "model %s: %lld parameters (%lld trainable)", model->cls ? model->cls->name : "?",
+            (long long)md_module_num_params(model, false), (long long)md_module_num_params(model, true));
+
+    /* workflow and datasets: a val phase uses data.val with the training
+     * pipeline, as mmdet's train.py does */
+    const md_cfg *wf = md_cfg_get(cfg, "workflow");
+    int n_phases = wf ? md_cfg_len(wf) : 0;
+    if (n_phases < 1 || n_phases > 4) {
+        md_failc(err, MD_ERR_CONFIG, "workflow must list 1 to 4 phases, e.g. ((\"train\", 1))");
+        goto out;
     }
-    if (md_cfg_get(cfg, "optimizer")) md_info(ctx, "optimizer: %s", type_of(cfg, "optimizer"));
-    const md_cfg *runner = md_cfg_get(cfg, "runner");
-    if (runner) {
-        long long max_epochs = md_cfg_int(runner, "max_epochs", -1), max_iters = md_cfg_int(runner, "max_iters", -1);
-        md_info(ctx, "runner: %s%s%lld", type_of(cfg, "runner"),
-                max_epochs >= 0 ? ", max_epochs " : max_iters >= 0 ? ", max_iters " : "",
-                max_epochs >= 0 ? max_epochs : max_iters >= 0 ? max_iters : 0);
+    const md_cfg *data = md_cfg_get(cfg, "data");
+    int spg = (int)md_cfg_int(data, "samples_per_gpu", 2), wpg = (int)md_cfg_int(data, "workers_per_gpu", 2);
+    for (int i = 0; i < n_phases; i++) {
+        const md_cfg *ph = md_cfg_at(wf, i);
+        modes[i] = md_cfg_len(ph) == 2 ? md_cfg_as_str(md_cfg_at(ph, 0)) : NULL;
+        counts[i] = md_cfg_len(ph) == 2 ? (int)md_cfg_as_int(md_cfg_at(ph, 1)) : 0;
+        if (!modes[i] || counts[i] < 1) {
+            md_failc(err, MD_ERR_CONFIG, "workflow entry %d must be (\"train\"|\"val\", count)", i);
+            goto out;
+        }
+        bool train = !strcmp(modes[i], "train");
+        const md_cfg *dcfg = md_cfg_get(data, train ? "train" : "val");
+        if (!train && dcfg) {
+            val_cfg = md_cfg_clone(dcfg);
+            const md_cfg *tp = md_cfg_get(data, "train.pipeline");
+            if (tp) md_cfg_set_copy(val_cfg, "pipeline", tp);
+            dcfg = val_cfg;
+        }
+        if (!dcfg) {
+            md_failc(err, MD_ERR_CONFIG, "the workflow has a %s phase but the config has no data.%s", modes[i],
+                     train ? "train" : "val");
+            goto out;
+        }
+        datasets[i] = md_build_dataset(ctx, dcfg, NULL, err);
+        md_cfg_free(val_cfg);
+        val_cfg = NULL;
+        if (!datasets[i]) goto out;
+        md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
+        lc.samples_per_gpu = spg;
+        lc.workers_per_gpu = wpg;
+        lc.seed = seed;
+        loaders[i] = md_loader_new(datasets[i], &lc, err);
+        if (!loaders[i]) goto out;
+        lsrc[i] = (loader_source){ loaders[i], spg };
+        sources[i] = (md_batch_source){ .self = &lsrc[i], .len = src_len, .begin_epoch = src_begin,
+                                        .next = src_next, .release = src_release, .batch_size = src_batch_size };
+        src_ptrs[i] = &sources[i];
     }
-    md_info(ctx, "validate: %s", md_cfg_bool(cfg, "validate", true) ? "yes" : "no");
-    md_info(ctx, "training is not available yet: it arrives with the runner; set-up finished");
-    return 0;
+
+    /* optimizer, with --auto-scale-lr as mmdet's auto_scale_lr */
+    opt = md_optimizer_build(ctx, model, md_cfg_get(cfg, "optimizer"), err);
+    if (!opt) goto out;
+    const md_cfg *asl = md_cfg_get(cfg, "auto_scale_lr");
+    if (asl && md_cfg_bool(asl, "enable", false)) {
+        double base = md_cfg_float(asl, "base_batch_size", 16), gpus = 1;
+        double factor = gpus * spg / base;
+        md_optimizer_scale_lr(opt, factor);
+        md_info(ctx, "LR has been automatically scaled from %g to %g", md_optimizer_base_lr(opt) / factor,
+                md_optimizer_base_lr(opt));
+    }
+
+    /* runner */
+    const md_cfg *rc_cfg = md_cfg_get(cfg, "runner");
+    const char *rtype = rc_cfg ? md_cfg_str(rc_cfg, "type", "EpochBasedRunner") : "EpochBasedRunner";
+    config_text = md_cfg_dump_string(cfg);
+    classes = datasets[0]->n_classes ? classes_json(datasets[0]) : NULL;
+    md_runner_opts ro = {
+        .by_epoch = strcmp(rtype, "IterBasedRunner") != 0,
+        .max_epochs = rc_cfg ? md_cfg_int(rc_cfg, "max_epochs", 12) : 12,
+        .max_iters = rc_cfg ? md_cfg_int(rc_cfg, "max_iters", 0) : 0,
+        .work_dir = md_cfg_str(cfg, "work_dir", "."),
+        .timestamp = md_cfg_str(cfg, "timestamp", NULL),
+        .config_text = config_text, .classes_json = classes, .seed = seed,
+    };
+    if (strcmp(rtype, "EpochBasedRunner") && strcmp(rtype, "IterBasedRunner")) {
+        md_failc(err, MD_ERR_CONFIG, "runner.type '%s' is unknown (EpochBasedRunner, IterBasedRunner)", rtype);
+        goto out;
+    }
+    runner = md_runner_new(ctx, model, opt, &ro, err);
+    if (!runner) goto out;
+    if (md_runner_register_training_hooks(runner, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                          md_cfg_get(cfg, "checkpoint_config"), md_cfg_get(cfg, "log_config"),
+                                          md_cfg_get(cfg, "momentum_config"), md_cfg_get(cfg, "custom_hooks"),
+                                          err) != 0)
+        goto out;
+
+    /* resume_from wins over load_from; --auto-resume finds the latest */
+    const char *resume_from = md_cfg_str(cfg, "resume_from", NULL);
+    if (!resume_from && md_cfg_bool(cfg, "auto_resume", false)) {
+        resume = md_checkpoint_find_latest(ro.work_dir);
+        if (!resume) md_warn(ctx, "no checkpoint found in %s to resume from; training from scratch", ro.work_dir);
+        resume_from = resume;
+    }
+    const char *load_from = md_cfg_str(cfg, "load_from", NULL);
+    if (resume_from) {
+        if (md_runner_resume(runner, resume_from, err) != 0) goto out;
+    } else if (load_from && md_runner_load_checkpoint(runner, load_from, err) != 0) {
+        goto out;
+    }
+
+    running = runner;
+    struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    rc = md_runner_run(runner, src_ptrs, modes, counts, n_phases, err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    running = NULL;
+    if (rc == 0) md_info(ctx, "training finished: %lld epochs, %lld iterations; last checkpoint %s",
+                         (long long)md_runner_epoch(runner), (long long)md_runner_iter(runner),
+                         md_runner_last_checkpoint(runner) ? md_runner_last_checkpoint(runner) : "none");
+out:
+    md_runner_free(runner);
+    md_optimizer_free(opt);
+    for (int i = 0; i < 4; i++) {
+        md_loader_free(loaders[i]);
+        md_dataset_free(datasets[i]);
+    }
+    md_module_free(model);
+    free(config_text);
+    free(classes);
+    free(resume);
+    return rc;
 }

@@ -9,6 +9,7 @@
 #ifndef MMDET_RUNNER_H
 #define MMDET_RUNNER_H
 
+#include "data.h"
 #include "module.h"
 #include "optim.h"
 #include "registry.h"
@@ -32,8 +33,15 @@ md_tensor *md_losses_total(md_ctx *ctx, const md_losses *l);
 
 /* ---- what the runner trains ---- */
 typedef struct md_model_iface {
-    /* forward_train on one batch: fill `losses` (step tensors). */
+    /* forward_train on one batch (an md_batch from the loader): fill
+     * `losses` (step tensors). */
     int (*train_step)(md_ctx *ctx, md_module *model, void *batch, md_losses *losses, md_error *err);
+    /* simple_test on one batch, in eval mode with grad off: results[i] for
+     * image i of the batch, boxes in the original image's pixels (rescaled
+     * by the meta's scale_factor, as mmdet's rescale=True). The arrays may
+     * live in the step arena: valid until the next md_ctx_step_reset, so a
+     * caller keeping them copies. NULL when the model cannot test. */
+    int (*simple_test)(md_ctx *ctx, md_module *model, void *batch, md_det_result *results, md_error *err);
 } md_model_iface;
 
 /* ---- where batches come from ---- */
