@@ -69,5 +69,10 @@ static inline int64_t md__offset_of(const md_tensor *t, int64_t i) {
 /* Allocates a step tensor struct with contiguous strides (no data). */
 md_tensor *md__tensor_header(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *shape);
 void md__set_contiguous_strides(md_tensor *t);
+/* t itself when contiguous, else a contiguous step copy; not recorded on the
+ * tape (op front-ends use it on inputs they already record). */
+md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
+/* False (with the op error set) unless t is NULL or on the CPU. */
+bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
 
 #endif

@@ -9,13 +9,6 @@ typedef struct conv_saved {
 } conv_saved;
 
 /* A contiguous f32 view of t: t itself, or a step copy. */
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
-    return c;
-}
-
 static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     conv_saved *sv = md_node_saved(node);
     const md__conv_shape *s = &sv->s;
@@ -91,7 +84,7 @@ MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
     s.OH = eh / s.sh + 1;
     s.OW = ew / s.sw + 1;
 
-    md_tensor *xc = contig(ctx, x), *wc = contig(ctx, w), *bc = bias ? contig(ctx, bias) : NULL;
+    md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w), *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || !wc || (bias && !bc)) return NULL;
     md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;

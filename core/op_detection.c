@@ -7,24 +7,6 @@
 #include "internal.h"
 #include "backends/cpu/detection.h"
 
-/* A contiguous version of t (t itself when it already is). */
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c) return NULL;
-    size_t es = md_dtype_size(t->dtype);
-    int64_t n = md_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++)
-        memcpy((char *)c->data + i * es, (const char *)t->data + md__offset_of(t, i) * (int64_t)es, es);
-    return c;
-}
-
-static bool on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
-    if (t->device == MD_CPU) return true;
-    md_op_fail(ctx, op, "%s is on CUDA: only the CPU backend implements %s for now", what, op);
-    return false;
-}
-
 static bool is_boxes(const md_tensor *t) {
     return t->dtype == MD_F32 && t->ndim == 2 && t->shape[1] == 4;
 }
@@ -58,7 +40,7 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     static const char *op = "roi_align";
     if (!feat || !rois) return NULL;
     char sf[96], sr[96];
-    if (!on_cpu(ctx, op, feat, "feat") || !on_cpu(ctx, op, rois, "rois")) return NULL;
+    if (!md__on_cpu(ctx, op, feat, "feat") || !md__on_cpu(ctx, op, rois, "rois")) return NULL;
     if (feat->dtype != MD_F32 || feat->ndim != 4)
         return md_op_fail(ctx, op, "feat must be f32 [N, C, H, W], got %s", md_tensor_describe(feat, sf, sizeof sf));
     if (rois->dtype != MD_F32 || rois->ndim != 2 || rois->shape[1] != 5)
@@ -70,7 +52,7 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
         return md_op_fail(ctx, op, "spatial_scale %g must be positive", spatial_scale);
     if (sampling_ratio < 0)
         return md_op_fail(ctx, op, "sampling_ratio %d must be >= 0 (0 = adaptive)", sampling_ratio);
-    md_tensor *f = contig(ctx, feat), *r = contig(ctx, rois);
+    md_tensor *f = md__contig(ctx, feat), *r = md__contig(ctx, rois);
     if (!f || !r) return NULL;
     int64_t K = r->shape[0], N = f->shape[0];
     const float *rp = md_f32(r);
@@ -108,7 +90,7 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
 /* ---- nms and batched_nms ---- */
 static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_tensor *scores) {
     char sb[96], ss[96];
-    if (!on_cpu(ctx, op, boxes, "boxes") || !on_cpu(ctx, op, scores, "scores")) return false;
+    if (!md__on_cpu(ctx, op, boxes, "boxes") || !md__on_cpu(ctx, op, scores, "scores")) return false;
     if (!is_boxes(boxes)) {
         md_op_fail(ctx, op, "boxes must be f32 [N, 4] (x1, y1, x2, y2), got %s",
                    md_tensor_describe(boxes, sb, sizeof sb));
@@ -135,7 +117,7 @@ static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *
 MD_API md_tensor *md_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, double iou_thr, int64_t max_num) {
     if (!boxes || !scores) return NULL;
     if (!check_nms_args(ctx, "nms", boxes, scores)) return NULL;
-    md_tensor *b = contig(ctx, boxes), *s = contig(ctx, scores);
+    md_tensor *b = md__contig(ctx, boxes), *s = md__contig(ctx, scores);
     if (!b || !s) return NULL;
     return run_nms(ctx, "nms", b, s, NULL, 0, iou_thr, max_num);
 }
@@ -146,11 +128,11 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
     if (!boxes || !scores || !idxs) return NULL;
     if (!check_nms_args(ctx, op, boxes, scores)) return NULL;
     char sb[96], si[96];
-    if (!on_cpu(ctx, op, idxs, "idxs")) return NULL;
+    if (!md__on_cpu(ctx, op, idxs, "idxs")) return NULL;
     if (idxs->dtype != MD_I64 || idxs->ndim != 1 || idxs->shape[0] != boxes->shape[0])
         return md_op_fail(ctx, op, "idxs must be i64 [N] matching boxes %s, got %s",
                           md_tensor_describe(boxes, sb, sizeof sb), md_tensor_describe(idxs, si, sizeof si));
-    md_tensor *b = contig(ctx, boxes), *s = contig(ctx, scores), *ix = contig(ctx, idxs);
+    md_tensor *b = md__contig(ctx, boxes), *s = md__contig(ctx, scores), *ix = md__contig(ctx, idxs);
     if (!b || !s || !ix) return NULL;
     int64_t n = b->shape[0];
     if (class_agnostic || n == 0) return run_nms(ctx, op, b, s, NULL, 0, iou_thr, max_num);
@@ -215,7 +197,7 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     static const char *op = "bbox_overlaps";
     if (!a || !b) return NULL;
     char sa[96], sb[96];
-    if (!on_cpu(ctx, op, a, "bboxes1") || !on_cpu(ctx, op, b, "bboxes2")) return NULL;
+    if (!md__on_cpu(ctx, op, a, "bboxes1") || !md__on_cpu(ctx, op, b, "bboxes2")) return NULL;
     if (mode != MD_IOU && mode != MD_IOF && mode != MD_GIOU)
         return md_op_fail(ctx, op, "unsupported mode %d (iou, iof or giou)", (int)mode);
     if (!is_boxes(a) || !is_boxes(b))
@@ -224,7 +206,7 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     if (aligned && a->shape[0] != b->shape[0])
         return md_op_fail(ctx, op, "aligned mode needs as many boxes on both sides, got %s and %s",
                           md_tensor_describe(a, sa, sizeof sa), md_tensor_describe(b, sb, sizeof sb));
-    md_tensor *ac = contig(ctx, a), *bc = contig(ctx, b);
+    md_tensor *ac = md__contig(ctx, a), *bc = md__contig(ctx, b);
     if (!ac || !bc) return NULL;
     int64_t n = a->shape[0], m = b->shape[0];
     md_tensor *out = aligned ? md_tensor_empty(ctx, MD_F32, MD_DIMS(n))

@@ -57,13 +57,6 @@ static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, 
     md__blas_threads_set(prev);
 }
 
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
-    return c;
-}
-
 static int check_f32_cpu(md_ctx *ctx, const char *op, const char *what, const md_tensor *t) {
     if (t->dtype != MD_F32) {
         md_op_fail(ctx, op, "%s is %s; only f32 is supported", what, md_dtype_name(t->dtype));
@@ -116,12 +109,12 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
         return md_op_fail(ctx, "matmul", "inner dimensions of a %s and b %s differ", sa, sb);
     md_tensor *a0 = a, *b0 = b;   /* gradients go to the tensors given */
     mat A, B;
-    if (!mat_of(a, &A) && !(a = contig(ctx, a), a && mat_of(a, &A))) return NULL;
-    if (!mat_of(b, &B) && !(b = contig(ctx, b), b && mat_of(b, &B))) return NULL;
+    if (!mat_of(a, &A) && !(a = md__contig(ctx, a), a && mat_of(a, &A))) return NULL;
+    if (!mat_of(b, &B) && !(b = md__contig(ctx, b), b && mat_of(b, &B))) return NULL;
     int64_t batch = d == 3 ? a->shape[0] : 1;
     if (d == 3 && batch > 1 && (A.bstride == 0 || B.bstride == 0)) {
         /* a broadcast batch stride: materialise */
-        if (!(a = contig(ctx, a)) || !(b = contig(ctx, b))) return NULL;
+        if (!(a = md__contig(ctx, a)) || !(b = md__contig(ctx, b))) return NULL;
         mat_of(a, &A);
         mat_of(b, &B);
     }
@@ -190,7 +183,7 @@ MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
         return md_op_fail(ctx, "linear", "input %s does not match weight %s ([..., in] and [out, in])", sx, sw);
     if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
         return md_op_fail(ctx, "linear", "bias %s does not match weight %s", sb, sw);
-    md_tensor *xc = contig(ctx, x), *wc = contig(ctx, w), *bc = bias ? contig(ctx, bias) : NULL;
+    md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w), *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || !wc || (bias && !bc)) return NULL;
     int64_t in = w->shape[1], out = w->shape[0], R = in ? md_tensor_numel(x) / in : 1;
     if (!in) {

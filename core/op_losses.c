@@ -8,23 +8,6 @@
 #include "internal.h"
 #include "backends/cpu/losses.h"
 
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c) return NULL;
-    size_t es = md_dtype_size(t->dtype);
-    int64_t n = md_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++)
-        memcpy((char *)c->data + i * es, (const char *)t->data + md__offset_of(t, i) * (int64_t)es, es);
-    return c;
-}
-
-static bool on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
-    if (!t || t->device == MD_CPU) return true;
-    md_op_fail(ctx, op, "%s is on CUDA: only the CPU backend implements %s for now", what, op);
-    return false;
-}
-
 /* mmdet's weight_reduce_loss rules on the arguments. */
 static bool check_reduction(md_ctx *ctx, const char *op, md_reduction red, double avg_factor) {
     if (red != MD_REDUCE_MEAN && red != MD_REDUCE_SUM && red != MD_REDUCE_NONE) {
@@ -212,11 +195,11 @@ MD_API md_tensor *md_weight_reduce_loss(md_ctx *ctx, md_tensor *loss, md_tensor 
     static const char *op = "weight_reduce_loss";
     if (!loss) return NULL;
     char sl[96];
-    if (!on_cpu(ctx, op, loss, "loss") || !on_cpu(ctx, op, weight, "weight")) return NULL;
+    if (!md__on_cpu(ctx, op, loss, "loss") || !md__on_cpu(ctx, op, weight, "weight")) return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (loss->dtype != MD_F32)
         return md_op_fail(ctx, op, "loss must be f32, got %s", md_tensor_describe(loss, sl, sizeof sl));
-    md_tensor *L = contig(ctx, loss);
+    md_tensor *L = md__contig(ctx, loss);
     if (!L) return NULL;
     bool ok;
     loss_saved s = { .kind = K_REDUCE, .red = red, .x = L };
@@ -229,7 +212,7 @@ MD_API md_tensor *md_weight_reduce_loss(md_ctx *ctx, md_tensor *loss, md_tensor 
 
 static bool check_labels(md_ctx *ctx, const char *op, md_tensor *labels, int64_t n, const char *need) {
     char sl[96];
-    if (!on_cpu(ctx, op, labels, "labels")) return false;
+    if (!md__on_cpu(ctx, op, labels, "labels")) return false;
     if (labels->dtype != MD_I64 || labels->ndim != 1 || labels->shape[0] != n) {
         md_op_fail(ctx, op, "labels must be i64 [%lld] (%s), got %s", (long long)n, need,
                    md_tensor_describe(labels, sl, sizeof sl));
@@ -244,8 +227,8 @@ MD_API md_tensor *md_loss_cross_entropy(md_ctx *ctx, md_tensor *logits, md_tenso
     static const char *op = "cross_entropy";
     if (!logits || !labels) return NULL;
     char sx[96], sc[96];
-    if (!on_cpu(ctx, op, logits, "logits") || !on_cpu(ctx, op, weight, "weight") ||
-        !on_cpu(ctx, op, class_weight, "class_weight"))
+    if (!md__on_cpu(ctx, op, logits, "logits") || !md__on_cpu(ctx, op, weight, "weight") ||
+        !md__on_cpu(ctx, op, class_weight, "class_weight"))
         return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (logits->dtype != MD_F32 || logits->ndim != 2)
@@ -256,8 +239,8 @@ MD_API md_tensor *md_loss_cross_entropy(md_ctx *ctx, md_tensor *logits, md_tenso
         return md_op_fail(ctx, op, "class_weight must be f32 [%lld] for logits %s, got %s", (long long)c,
                           md_tensor_describe(logits, sx, sizeof sx),
                           md_tensor_describe(class_weight, sc, sizeof sc));
-    md_tensor *x = contig(ctx, logits), *lb = contig(ctx, labels);
-    md_tensor *cw = class_weight ? contig(ctx, class_weight) : NULL;
+    md_tensor *x = md__contig(ctx, logits), *lb = md__contig(ctx, labels);
+    md_tensor *cw = class_weight ? md__contig(ctx, class_weight) : NULL;
     if (!x || !lb || (class_weight && !cw)) return NULL;
     const int64_t *lp = md_i64(lb);
     for (int64_t i = 0; i < n; i++)
@@ -283,13 +266,13 @@ MD_API md_tensor *md_loss_bce_with_logits(md_ctx *ctx, md_tensor *pred, md_tenso
     static const char *op = "binary_cross_entropy";
     if (!pred || !target) return NULL;
     char sp[96], st[96];
-    if (!on_cpu(ctx, op, pred, "pred") || !on_cpu(ctx, op, target, "target") || !on_cpu(ctx, op, weight, "weight"))
+    if (!md__on_cpu(ctx, op, pred, "pred") || !md__on_cpu(ctx, op, target, "target") || !md__on_cpu(ctx, op, weight, "weight"))
         return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (pred->dtype != MD_F32 || target->dtype != MD_F32 || !md_tensor_same_shape(pred, target))
         return md_op_fail(ctx, op, "pred and target must be f32 of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
-    md_tensor *x = contig(ctx, pred), *t = contig(ctx, target);
+    md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
     int64_t E = md_tensor_numel(x);
     bool ok;
@@ -319,13 +302,13 @@ MD_API md_tensor *md_loss_sigmoid_focal(md_ctx *ctx, md_tensor *pred, md_tensor 
     static const char *op = "sigmoid_focal_loss";
     if (!pred || !labels) return NULL;
     char sp[96], sw[96];
-    if (!on_cpu(ctx, op, pred, "pred") || !on_cpu(ctx, op, weight, "weight")) return NULL;
+    if (!md__on_cpu(ctx, op, pred, "pred") || !md__on_cpu(ctx, op, weight, "weight")) return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (pred->dtype != MD_F32 || pred->ndim != 2)
         return md_op_fail(ctx, op, "pred must be f32 [N, C] logits, got %s", md_tensor_describe(pred, sp, sizeof sp));
     int64_t n = pred->shape[0], c = pred->shape[1];
     if (!check_labels(ctx, op, labels, n, "in [0, C], C = background")) return NULL;
-    md_tensor *x = contig(ctx, pred), *lb = contig(ctx, labels);
+    md_tensor *x = md__contig(ctx, pred), *lb = md__contig(ctx, labels);
     if (!x || !lb) return NULL;
     const int64_t *lp = md_i64(lb);
     for (int64_t i = 0; i < n; i++)
@@ -345,7 +328,7 @@ MD_API md_tensor *md_loss_sigmoid_focal(md_ctx *ctx, md_tensor *pred, md_tensor 
             wv.stride[0] = weight->ndim >= 1 ? weight->stride[0] : 1; wv.stride[1] = 1;
             wp = &wv;
         } else if (md_tensor_numel(weight) == n * c) {
-            md_tensor *wc = contig(ctx, weight);
+            md_tensor *wc = md__contig(ctx, weight);
             if (!wc) return NULL;
             wv = *wc;
             wv.ndim = 2;
@@ -373,7 +356,7 @@ static md_tensor *regression_loss(md_ctx *ctx, const char *op, loss_kind kind, m
                                   md_tensor *weight, double beta, md_reduction red, double avg_factor) {
     if (!pred || !target) return NULL;
     char sp[96], st[96];
-    if (!on_cpu(ctx, op, pred, "pred") || !on_cpu(ctx, op, target, "target") || !on_cpu(ctx, op, weight, "weight"))
+    if (!md__on_cpu(ctx, op, pred, "pred") || !md__on_cpu(ctx, op, target, "target") || !md__on_cpu(ctx, op, weight, "weight"))
         return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (kind == K_SL1 && !(beta > 0))
@@ -381,7 +364,7 @@ static md_tensor *regression_loss(md_ctx *ctx, const char *op, loss_kind kind, m
     if (pred->dtype != MD_F32 || target->dtype != MD_F32 || !md_tensor_same_shape(pred, target))
         return md_op_fail(ctx, op, "pred and target must be f32 of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
-    md_tensor *x = contig(ctx, pred), *t = contig(ctx, target);
+    md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
     bool ok;
     const float *w = expand_weight(ctx, op, weight, x->ndim, x->shape, &ok);
@@ -411,7 +394,7 @@ MD_API md_tensor *md_loss_giou(md_ctx *ctx, md_tensor *pred, md_tensor *target, 
     static const char *op = "giou_loss";
     if (!pred || !target) return NULL;
     char sp[96], st[96];
-    if (!on_cpu(ctx, op, pred, "pred") || !on_cpu(ctx, op, target, "target") || !on_cpu(ctx, op, weight, "weight"))
+    if (!md__on_cpu(ctx, op, pred, "pred") || !md__on_cpu(ctx, op, target, "target") || !md__on_cpu(ctx, op, weight, "weight"))
         return NULL;
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (pred->dtype != MD_F32 || pred->ndim != 2 || pred->shape[1] != 4 || !md_tensor_same_shape(pred, target) ||
@@ -419,7 +402,7 @@ MD_API md_tensor *md_loss_giou(md_ctx *ctx, md_tensor *pred, md_tensor *target, 
         return md_op_fail(ctx, op, "pred and target must be f32 [N, 4] boxes of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
     int64_t n = pred->shape[0];
-    md_tensor *x = contig(ctx, pred), *t = contig(ctx, target);
+    md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
     const float *w = NULL;
     if (weight) {
@@ -429,7 +412,7 @@ MD_API md_tensor *md_loss_giou(md_ctx *ctx, md_tensor *pred, md_tensor *target, 
         if (weight->dtype != MD_F32 || (!per_box && !per_coord))
             return md_op_fail(ctx, op, "weight %s must be f32 [N] or [N, 4] for pred %s",
                               md_tensor_describe(weight, sw, sizeof sw), md_tensor_describe(pred, sp, sizeof sp));
-        md_tensor *wc = contig(ctx, weight);
+        md_tensor *wc = md__contig(ctx, weight);
         if (!wc) return NULL;
         const float *wp = md_f32(wc);
         bool any_pos = false;

@@ -11,13 +11,6 @@ typedef struct bn_saved {
     bool batch_stats;
 } bn_saved;
 
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
-    return c;
-}
-
 static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     bn_saved *sv = md_node_saved(node);
     md_tensor *x = sv->x, *w = md_node_input(node, 1);
@@ -26,7 +19,7 @@ static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty(ctx, MD_F32, 4, x->shape))) return -1;
     if (md_node_needs_grad(node, 1) && !(gw = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
     if (md_node_needs_grad(node, 2) && !(gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
-    md_tensor *wc = w ? contig(ctx, w) : NULL;
+    md_tensor *wc = w ? md__contig(ctx, w) : NULL;
     if (w && !wc) return -1;
     md__bn_backward(md_f32(x), md_f32(gy), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
                     sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL,
@@ -67,8 +60,8 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
     if (training && count == 1)   /* as PyTorch: the variance of one value is meaningless */
         return md_op_fail(ctx, "batch_norm2d", "expected more than 1 value per channel when training, got "
                           "input %s", a);
-    md_tensor *xc = contig(ctx, x);
-    md_tensor *wc = weight ? contig(ctx, weight) : NULL, *bc = bias ? contig(ctx, bias) : NULL;
+    md_tensor *xc = md__contig(ctx, x);
+    md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
     md_tensor *y = md_tensor_empty(ctx, MD_F32, 4, x->shape);
     float *mean = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));

@@ -5,13 +5,6 @@
 #include "internal.h"
 #include "backends/cpu/pool.h"
 
-static md_tensor *contig(md_ctx *ctx, md_tensor *t) {
-    if (md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
-    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
-    return c;
-}
-
 static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x) {
     char a[96];
     if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim != 4) {
@@ -57,7 +50,7 @@ MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int strid
     if (OH < 1 || OW < 1)
         return md_op_fail(ctx, "max_pool2d", "input %s too small for kernel %d stride %d pad %d (output %lldx%lld)",
                           a, kernel, stride, pad, (long long)OH, (long long)OW);
-    md_tensor *xc = contig(ctx, x);
+    md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t planes = x->shape[0] * x->shape[1];
     md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
@@ -107,7 +100,7 @@ static void nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
 }
 
 static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
-    md_tensor *xc = contig(ctx, x);
+    md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t H = x->shape[2], W = x->shape[3];
     md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));

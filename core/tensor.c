@@ -345,6 +345,19 @@ MD_API int md_tensor_copy_(md_ctx *ctx, md_tensor *dst, const md_tensor *src) {
     return 0;
 }
 
+md_tensor *md__contig(md_ctx *ctx, md_tensor *t) {
+    if (!t || md_tensor_is_contiguous(t)) return t;
+    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
+    return c;
+}
+
+bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
+    if (!t || t->device == MD_CPU) return true;
+    md_op_fail(ctx, op, "%s is on CUDA: only the CPU backend implements %s for now", what, op);
+    return false;
+}
+
 MD_API md_tensor *md_tensor_detach(md_ctx *ctx, md_tensor *t) {
     if (!t) return NULL;
     md_tensor *v = md__arena_alloc(&ctx->arena, sizeof *v);
