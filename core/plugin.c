@@ -119,15 +119,33 @@ static md__plugin_file *open_file(const char *real, md_error *err) {
         free_record(f);
         return NULL;
     }
+    /* The system loader opens the file first with every symbol bound now,
+     * so a plugin calling a function the core lacks is refused here with
+     * the symbol's name instead of failing when first called (libltdl binds
+     * lazily). libltdl's open then only adds a reference. */
     t_loading = f;
-    lt_dlhandle h = lt_dlopenadvise(real, advise);
+    dlerror();
+    void *bound = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    char why_now[1024] = "";
+    if (!bound) {
+        const char *dl = dlerror();
+        size_t pl = strlen(real);
+        if (dl && !strncmp(dl, real, pl) && !strncmp(dl + pl, ": ", 2)) dl += pl + 2;
+        snprintf(why_now, sizeof why_now, "%s", dl ? dl : "unknown dlopen error");
+    }
+    lt_dlhandle h = bound ? lt_dlopenadvise(real, advise) : NULL;
     t_loading = NULL;
+    if (bound) dlclose(bound);
     lt_dladvise_destroy(&advise);
     if (!h) {
         char why[1024];
-        t_loading = f;   /* a probe that did load must not register built-ins */
-        load_failure(real, why, sizeof why);
-        t_loading = NULL;
+        if (why_now[0]) {
+            snprintf(why, sizeof why, "%s", why_now);
+        } else {
+            t_loading = f;   /* a probe that did load must not register built-ins */
+            load_failure(real, why, sizeof why);
+            t_loading = NULL;
+        }
         md_failc(err, MD_ERR_PLUGIN, "%s: cannot load: %s", real, why);
         free_record(f);
         return NULL;

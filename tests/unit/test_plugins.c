@@ -110,6 +110,11 @@ Test(plugins, abi_minor_newer_refused) {
                    "plugin ABI 1.1 is incompatible with the core's ABI 1.0 (minor version is newer", "AbiMinorThing");
 }
 
+Test(plugins, unresolved_symbol_refused_at_load) {
+    assert_refused("tests/bad_plugins/unresolved", "tests/bad_plugins/unresolved/unresolved.so",
+                   "undefined symbol: md_function_the_core_lacks", "Unresolved");
+}
+
 Test(plugins, not_a_plugin_refused) {
     assert_refused("tests/bad_plugins/not_plugin", "tests/bad_plugins/not_plugin/not_plugin.so",
                    "not a plugin (no md_plugin_descriptor symbol", "NotPluginThing");
