@@ -21,6 +21,10 @@ MD_API int md_checkpoint_save(const char *path, md_module *model, const md_optim
     rc |= md_st_writer_meta(w, "epoch", num, err);
     snprintf(num, sizeof num, "%lld", (long long)meta->iter);
     rc |= md_st_writer_meta(w, "iter", num, err);
+    if (meta->inner_iter) {
+        snprintf(num, sizeof num, "%lld", (long long)meta->inner_iter);
+        rc |= md_st_writer_meta(w, "inner_iter", num, err);
+    }
     rc |= md_st_writer_meta(w, "mmdet_version", MD_VERSION, err);
     if (meta->config) rc |= md_st_writer_meta(w, "config", meta->config, err);
     if (meta->classes) rc |= md_st_writer_meta(w, "CLASSES", meta->classes, err);
@@ -86,6 +90,7 @@ MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, m
     const char *v;
     if ((v = md_st_metadata(st, "epoch"))) info->epoch = strtoll(v, NULL, 10);
     if ((v = md_st_metadata(st, "iter"))) info->iter = strtoll(v, NULL, 10);
+    if ((v = md_st_metadata(st, "inner_iter"))) info->inner_iter = strtoll(v, NULL, 10);
     if ((v = md_st_metadata(st, "CLASSES"))) snprintf(info->classes, sizeof info->classes, "%s", v);
     if ((v = md_st_metadata(st, "hook_msgs"))) snprintf(info->hook_msgs, sizeof info->hook_msgs, "%s", v);
     int rc = md_module_load_state(ctx, model, st, "module.", false, &info->report, err);

@@ -31,6 +31,8 @@ struct md_runner {
     int n_msgs, cap_msgs;
     volatile sig_atomic_t stop;
     bool finishing_iter, finishing_epoch;   /* inside after_train_iter/epoch hooks */
+    int64_t skip_batches;                   /* resuming inside an epoch */
+    bool mid_epoch;                         /* stopped inside an epoch */
 };
 
 /* ------------------------------------------------------------- losses -- */
@@ -293,7 +295,16 @@ static int run_epoch(md_runner *r, md_batch_source *src, bool train, int64_t max
     r->epoch_len = src->len(src->self);
     if (src->begin_epoch && src->begin_epoch(src->self, r->epoch, err) != 0) return -1;
     if (call_hooks(r, train ? P_BEFORE_TRAIN_EPOCH : P_BEFORE_VAL_EPOCH, err) != 0) return -1;
-    for (r->inner_iter = 0; max_batches < 0 || r->inner_iter < max_batches; r->inner_iter++) {
+    r->inner_iter = 0;
+    /* A checkpoint written inside an epoch resumes at the next batch of the
+     * same (seeded) epoch order. */
+    for (; train && r->skip_batches > 0; r->skip_batches--, r->inner_iter++) {
+        void *batch = src->next(src->self, err);
+        if (!batch) return md_error_wrap(err, "skipping to batch %lld of epoch %lld", (long long)r->inner_iter + 1,
+                                         (long long)r->epoch + 1);
+        if (src->release) src->release(src->self, batch);
+    }
+    for (; max_batches < 0 || r->inner_iter < max_batches; r->inner_iter++) {
         md_ctx_step_reset(r->ctx);
         md_error_clear(err);
         void *batch = src->next(src->self, err);
@@ -306,7 +317,11 @@ static int run_epoch(md_runner *r, md_batch_source *src, bool train, int64_t max
             return md_error_wrap(err, "%s iteration %lld (epoch %lld)", r->mode, (long long)r->iter + 1,
                                  (long long)r->epoch + 1);
         if (train) r->iter++;
-        if (r->stop) return md_failc(err, MD_ERR_INTERRUPTED, "stop requested");
+        if (r->stop) {
+            r->mid_epoch = train && r->inner_iter + 1 < r->epoch_len;
+            r->inner_iter++;
+            return md_failc(err, MD_ERR_INTERRUPTED, "stop requested");
+        }
     }
     md_ctx_step_reset(r->ctx);
     if (call_hooks(r, train ? P_AFTER_TRAIN_EPOCH : P_AFTER_VAL_EPOCH, err) != 0) return -1;
@@ -342,12 +357,13 @@ static int run_iters(md_runner *r, md_batch_source *src, bool train, int count, 
     return call_hooks(r, train ? P_AFTER_TRAIN_EPOCH : P_AFTER_VAL_EPOCH, err);
 }
 
+/* After a stop request: the state after the last finished iteration, as
+ * iter_N linked as latest, so --auto-resume continues exactly there. */
 static int save_on_stop(md_runner *r, md_error *err) {
     md_error e2 = { 0 };
     char name[64];
-    snprintf(name, sizeof name, r->o.by_epoch ? "epoch_%lld_interrupted" MD_CKPT_EXT : "iter_%lld" MD_CKPT_EXT,
-             (long long)(r->o.by_epoch ? r->epoch : r->iter));
-    if (md_runner_save_checkpoint(r, r->work_dir, name, true, false, &e2) != 0)
+    snprintf(name, sizeof name, "iter_%lld" MD_CKPT_EXT, (long long)r->iter);
+    if (md_runner_save_checkpoint(r, r->work_dir, name, true, true, &e2) != 0)
         return md_failc(err, MD_ERR_INTERRUPTED, "interrupted at iteration %lld; saving a checkpoint failed: %s",
                         (long long)r->iter, e2.msg);
     return md_failc(err, MD_ERR_INTERRUPTED, "interrupted at iteration %lld (epoch %lld); state saved to %s",
@@ -435,7 +451,8 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
     mkdir(dir, 0755);
     char *msgs = hook_msgs_json(r);
     md_ckpt_meta meta = { .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
-                          .iter = r->iter + r->finishing_iter, .config = r->config_text,
+                          .iter = r->iter + r->finishing_iter,
+                          .inner_iter = r->o.by_epoch && r->mid_epoch ? r->inner_iter : 0, .config = r->config_text,
                           .classes = r->classes_json, .hook_msgs = msgs };
     int rc = md_checkpoint_save(path, r->model, save_optimizer ? r->opt : NULL, &meta, err);
     free(msgs);
@@ -450,6 +467,7 @@ MD_API int md_runner_resume(md_runner *r, const char *path, md_error *err) {
     if (md_checkpoint_load(r->ctx, path, r->model, r->opt, &info, err) != 0) return -1;
     r->epoch = info.epoch;
     r->iter = info.iter;
+    r->skip_batches = r->o.by_epoch ? info.inner_iter : 0;
     parse_hook_msgs(r, info.hook_msgs);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
     md_log_write(r->ctx, MD_LOG_INFO, "resumed epoch %lld, iter %lld from %s", (long long)r->epoch,

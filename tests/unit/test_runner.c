@@ -291,3 +291,106 @@ Test(runner, iteration_based_runner_wraps_epochs) {
     md_module_free(m);
     md_cfg_free(cfg);
 }
+
+/* A hook asking the runner to stop after iteration 5 (what a SIGINT
+ * handler does). */
+static int stop_after_5(md_hook *h, md_runner *r, md_error *err) {
+    (void)h;
+    (void)err;
+    if (md_runner_iter(r) + 1 == 5) md_runner_request_stop(r);
+    return 0;
+}
+static const md_hook_iface stop_iface = { .after_train_iter = stop_after_5, .destroy = rec_destroy };
+
+Test(runner, stop_request_saves_and_reports_where) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse(TRAIN_CFG, "runner_test.cfg", &err);
+    /* the uninterrupted reference first */
+    rec_hook full = { 0 }, rest = { 0 };
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    md_runner *r = make_runner(m, cfg, &opt, &full, 4);
+    toy_src s_full = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s_full, &err), 0, "%s", err.msg);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    m = toy_model();
+    rec_hook rec = { 0 };
+    r = make_runner(m, cfg, &opt, &rec, 4);
+    md_hook stop = { &stop_iface, MD_PRIORITY_LOWEST, "Stopper" };
+    md_runner_register_hook(r, &stop, &err);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), -1);
+    cr_assert_eq(err.code, MD_ERR_INTERRUPTED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "interrupted at iteration 5"), "%s", err.msg);
+    cr_assert_eq(md_runner_iter(r), 5);
+    const char *saved = md_runner_last_checkpoint(r);
+    cr_assert(saved && access(saved, F_OK) == 0, "%s", err.msg);
+    md_module *m2 = toy_model();
+    md_ckpt_info info;
+    cr_assert_eq(md_checkpoint_load(ctx, saved, m2, NULL, &info, &err), 0, "%s", err.msg);
+    cr_assert_eq(info.iter, 5);
+    cr_assert_eq(info.inner_iter, 5);
+    assert_close(md_nn_weight(md_module_child(m2, "fc")), md_nn_weight(md_module_child(m, "fc")), 0, "saved weights");
+    md_module_free(m2);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    /* --auto-resume continues inside the epoch exactly where it stopped */
+    m = toy_model();
+    r = make_runner(m, cfg, &opt, &rest, 4);
+    char *latest = md_checkpoint_find_latest(dir);
+    cr_assert(latest);
+    char target[128] = "";
+    cr_assert_gt(readlink(latest, target, sizeof target - 1), 0);
+    cr_assert_str_eq(target, "iter_5.safetensors");
+    cr_assert_eq(md_runner_resume(r, latest, &err), 0, "%s", err.msg);
+    free(latest);
+    toy_src s_rest = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s_rest, &err), 0, "%s", err.msg);
+    cr_assert_eq(full.n, 32);
+    cr_assert_eq(rest.n, 27);
+    for (int i = 0; i < 27; i++) cr_assert_eq(rest.losses[i], full.losses[5 + i], "iteration %d", 6 + i);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+Test(runner, cumulative_optimizer_hook_steps_on_the_mean_gradient) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("optimizer = { type = \"SGD\"; lr = 0.1; };\n"
+                               "optimizer_config = { type = \"GradientCumulativeOptimizerHook\"; cumulative_iters = 2; };\n",
+                               "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    /* reference: gradients of batches 0 and 1 at the initial weights, averaged */
+    md_module *ref = toy_model();
+    toy_src s = { .nan_at = -1 };
+    md_losses l;
+    for (int b = 0; b < 2; b++) {
+        md_ctx_step_reset(ctx);
+        memset(&l, 0, sizeof l);
+        cr_assert_eq(toy_train_step(ctx, ref, src_next(&s, &err), &l, &err), 0);
+        cr_assert_eq(md_backward(ctx, l.values[0], &err), 0, "%s", err.msg);
+    }
+    md_tensor *rw = md_nn_weight(md_module_child(ref, "fc"));
+    float want[2];
+    for (int i = 0; i < 2; i++) want[i] = md_f32(rw)[i] - 0.1f * md_f32(rw->grad)[i] / 2;
+    /* the runner: two iterations, one step */
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    md_runner_opts o = { .by_epoch = false, .max_iters = 2, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, NULL, md_cfg_get(cfg, "optimizer_config"), NULL, NULL, NULL,
+                                                   NULL, &err), 0, "%s", err.msg);
+    toy_src s2 = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s2, &err), 0, "%s", err.msg);
+    md_tensor *w = md_nn_weight(md_module_child(m, "fc"));
+    for (int i = 0; i < 2; i++) cr_assert_float_eq(md_f32(w)[i], want[i], 1e-6, "weight %d", i);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_module_free(ref);
+    md_cfg_free(cfg);
+}

@@ -15,6 +15,7 @@ extern "C" {
 
 typedef struct md_ckpt_meta {
     int64_t epoch, iter;        /* completed epochs and iterations */
+    int64_t inner_iter;         /* batches done in the unfinished epoch (0 at an epoch's end) */
     const char *config;         /* the merged config text (may be NULL) */
     const char *classes;        /* CLASSES as a JSON list (may be NULL) */
     const char *hook_msgs;      /* JSON object: best score, best checkpoint (may be NULL) */
@@ -31,7 +32,7 @@ int md_checkpoint_link_latest(const char *dir, const char *filename, md_error *e
 char *md_checkpoint_find_latest(const char *dir);
 
 typedef struct md_ckpt_info {
-    int64_t epoch, iter;
+    int64_t epoch, iter, inner_iter;
     char classes[4096];
     char hook_msgs[4096];
     md_load_report report;
