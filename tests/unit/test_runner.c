@@ -394,3 +394,58 @@ Test(runner, cumulative_optimizer_hook_steps_on_the_mean_gradient) {
     md_module_free(ref);
     md_cfg_free(cfg);
 }
+
+/* Records the fc weight after every iteration's optimizer step. */
+typedef struct w_hook { md_hook base; float w[64][2]; float w0[2]; int n; } w_hook;
+static int w_before_run(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    w_hook *k = (w_hook *)h;
+    memcpy(k->w0, md_f32(md_nn_weight(md_module_child(md_runner_model(r), "fc"))), sizeof k->w0);
+    return 0;
+}
+static int w_after_iter(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    w_hook *k = (w_hook *)h;
+    memcpy(k->w[k->n++], md_f32(md_nn_weight(md_module_child(md_runner_model(r), "fc"))), sizeof k->w[0]);
+    return 0;
+}
+static const md_hook_iface w_iface = { .before_run = w_before_run, .after_train_iter = w_after_iter,
+                                       .destroy = rec_destroy };
+
+Test(runner, ema_hook_follows_mmdet_exp_momentum) {
+    md_error err = { 0 };
+    char text[2048];
+    snprintf(text, sizeof text, "%scustom_hooks = ( { type = \"ExpMomentumEMAHook\"; momentum = 0.1; "
+             "total_iter = 10; priority = 49; } );\n", TRAIN_CFG);
+    md_cfg *cfg = md_cfg_parse(text, "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    md_runner_opts o = { .by_epoch = true, .max_epochs = 1, .work_dir = dir, .timestamp = "20260101_000001" };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   NULL, NULL, NULL, md_cfg_get(cfg, "custom_hooks"), &err), 0,
+                 "%s", err.msg);
+    w_hook wh = { .base = { &w_iface, MD_PRIORITY_ABOVE_NORMAL + 1, "WeightRecorder" } };
+    md_runner_register_hook(r, &wh.base, &err);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(wh.n, 8);
+    double ema[2] = { wh.w0[0], wh.w0[1] };
+    for (int k = 0; k < 8; k++) {
+        double mom = (1 - 0.1) * exp(-(1.0 + k) / 10) + 0.1;
+        for (int j = 0; j < 2; j++) ema[j] = (1 - mom) * ema[j] + mom * wh.w[k][j];
+    }
+    /* after the epoch the averaged weights are in the model, the raw ones in the buffer */
+    float *w = md_f32(md_nn_weight(md_module_child(m, "fc")));
+    md_tensor *buf = md_module_find(m, "ema_fc_weight");
+    cr_assert(buf);
+    for (int j = 0; j < 2; j++) {
+        cr_assert_float_eq(w[j], ema[j], 1e-5, "ema weight %d", j);
+        cr_assert_float_eq(md_f32(buf)[j], wh.w[7][j], 0, "raw weight %d", j);
+    }
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
