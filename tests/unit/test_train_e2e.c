@@ -112,3 +112,16 @@ Test(train_e2e, bad_config_is_one_clear_error) {
     fclose(f);
     cr_assert(strstr(text, "num_clases") && strstr(text, "did you mean 'num_classes'"), "%s", text);
 }
+
+Test(train_e2e, auto_scale_lr_scales_by_the_batch_size) {
+    /* mmdet: lr x (gpus x samples_per_gpu) / base_batch_size = 0.01 x 8 / 16 */
+    cr_assert_eq(train("scaled", 1, "--auto-scale-lr"), 0,
+                 "see %s/scaled.out", dir);
+    char path[128], text[1 << 16] = "";
+    snprintf(path, sizeof path, "%s/scaled.out", dir);
+    FILE *f = fopen(path, "r");
+    size_t k = fread(text, 1, sizeof text - 1, f);
+    text[k] = 0;
+    fclose(f);
+    cr_assert(strstr(text, "LR has been automatically scaled from 0.01 to 0.005"), "%s", text);
+}
