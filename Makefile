@@ -71,7 +71,7 @@ CUDA_LIB  := lib/libmmdet-cuda.so
 endif
 endif
 
-.PHONY: all deps test demo bench install clean fuzz
+.PHONY: all deps test demo bench install clean fuzz memcheck
 all: $(LIBMMDET) $(PLUGINS) $(TOOLS) $(CUDA_LIB)
 
 $(DEPS_OK): scripts/deps.sh
@@ -139,6 +139,15 @@ test: build/.test-deps-ok
 
 demo: all
 	scripts/demo.sh
+
+# Leak check of full forward/backward/reset cycles (a ResNet block, training
+# loops with hooks and checkpoints) under valgrind; not part of `make test`
+# because valgrind is slow.
+memcheck: build/.test-deps-ok
+	$(MAKE) all build/tests/test_ops_resblock build/tests/test_runner
+	for t in build/tests/test_ops_resblock build/tests/test_runner; do \
+	  valgrind -q --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes \
+	    --error-exitcode=9 $$t --jobs 1 || exit 1; done
 
 bench: all $(BENCH_BIN)
 	scripts/deps.sh bench || echo "bench: PyTorch peer unavailable; printing ours only"

@@ -5,7 +5,7 @@ set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
 case "${1:-build}" in
-  test) pkgs="$pkgs libcriterion-dev" ;;
+  test) pkgs="$pkgs libcriterion-dev valgrind" ;;
   bench) pkgs="$pkgs python3-torch python3-torchvision python3-numpy" ;;
 esac
 missing=""
