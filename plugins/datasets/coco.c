@@ -12,10 +12,13 @@
  *  - a category id the file does not define is an error naming the
  *    annotation. */
 #include <errno.h>
+#include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
+#include <mmdet/coco.h>
 #include "custom_dataset.h"
 
 static const char *const coco_classes[] = {
@@ -255,18 +258,219 @@ typedef struct coco_ds {
     int64_t *cat_ids;          /* label -> category id */
     int n_cat_ids;
     int64_t *img_ids;          /* per kept image */
+    md_ctx *ctx;               /* for evaluate's log lines (outlives the dataset) */
+    md_coco *gt;               /* evaluation ground truth, built on first use */
 } coco_ds;
 
 static void coco_destroy(md_dataset *ds) {
     coco_ds *d = (coco_ds *)ds;
     free(d->cat_ids);
     free(d->img_ids);
+    md_coco_free(d->gt);
     custom_free(&d->c);
+}
+
+/* ------------------------------------------------------------- evaluation */
+
+typedef struct strbuf { char *s; size_t n, cap; bool oom; } strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->oom = true; return; }
+        if (b->s && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        size_t cap = b->cap ? b->cap * 2 : 1 << 16;
+        while (cap < b->n + (size_t)k + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) { b->oom = true; return; }
+        b->s = p;
+        b->cap = cap;
+    }
+}
+
+static void sb_json_str(strbuf *b, const char *s) {
+    sb_printf(b, "\"");
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
+        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
+        else sb_printf(b, "%c", c);
+    }
+    sb_printf(b, "\"");
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+static bool has_id(const int64_t *sorted, size_t n, int64_t id) {
+    return bsearch(&id, sorted, n, sizeof id, cmp_i64) != NULL;
+}
+
+/* The ground truth mmdet's evaluate sees: the annotation file's records
+ * restricted to this dataset's images and selected categories (pycocotools
+ * with params.imgIds = img_ids, params.catIds = cat_ids). Read again through
+ * the core's COCO loader, which keeps crowd, ignore and area exactly. */
+static md_coco *eval_gt(coco_ds *d, md_error *err) {
+    if (d->gt) return d->gt;
+    md_coco *all = md_coco_load(d->c.ann_file, err);
+    if (!all) return NULL;
+    size_t ni = (size_t)d->c.n, nc = (size_t)d->n_cat_ids;
+    int64_t *imgs = malloc(sizeof *imgs * (ni + 1)), *cats = malloc(sizeof *cats * (nc + 1));
+    strbuf b = { 0 };
+    if (!imgs || !cats) b.oom = true;
+    else {
+        memcpy(imgs, d->img_ids, sizeof *imgs * ni);
+        memcpy(cats, d->cat_ids, sizeof *cats * nc);
+        qsort(imgs, ni, sizeof *imgs, cmp_i64);
+        qsort(cats, nc, sizeof *cats, cmp_i64);
+    }
+    sb_printf(&b, "{\"images\": [");
+    int k = 0;
+    for (size_t i = 0; !b.oom && i < all->n_images; i++) {
+        const md_coco_image *im = &all->images[i];
+        if (!has_id(imgs, ni, im->id)) continue;
+        sb_printf(&b, "%s{\"id\": %lld, \"width\": %d, \"height\": %d, \"file_name\": ", k++ ? ", " : "",
+                  (long long)im->id, (int)im->width, (int)im->height);
+        sb_json_str(&b, im->file_name);
+        sb_printf(&b, "}");
+    }
+    sb_printf(&b, "], \"categories\": [");
+    k = 0;
+    for (size_t i = 0; !b.oom && i < all->n_categories; i++) {
+        const md_coco_category *c = &all->categories[i];
+        if (!has_id(cats, nc, c->id)) continue;
+        sb_printf(&b, "%s{\"id\": %lld, \"name\": ", k++ ? ", " : "", (long long)c->id);
+        sb_json_str(&b, c->name);
+        sb_printf(&b, "}");
+    }
+    sb_printf(&b, "], \"annotations\": [");
+    k = 0;
+    for (size_t i = 0; !b.oom && i < all->n_anns; i++) {
+        const md_coco_ann *a = &all->anns[i];
+        if (!has_id(imgs, ni, a->image_id) || !has_id(cats, nc, a->category_id)) continue;
+        sb_printf(&b,
+                  "%s{\"id\": %lld, \"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.17g, %.17g, %.17g, "
+                  "%.17g], \"area\": %.17g, \"iscrowd\": %d, \"ignore\": %d}",
+                  k++ ? ", " : "", (long long)a->id, (long long)a->image_id, (long long)a->category_id, a->bbox[0],
+                  a->bbox[1], a->bbox[2], a->bbox[3], a->area, (int)a->iscrowd, (int)a->ignore);
+    }
+    sb_printf(&b, "]}");
+    free(imgs);
+    free(cats);
+    md_coco_free(all);
+    if (b.oom) {
+        free(b.s);
+        md_failc(err, MD_ERR_NOMEM, "%s: out of memory building the evaluation ground truth", d->c.ann_file);
+        return NULL;
+    }
+    d->gt = md_coco_parse(b.s, b.n, d->c.ann_file, err);
+    free(b.s);
+    return d->gt;
+}
+
+/* mmdet's _det2json: per image, per class (dataset order), per box;
+ * boxes xyxy -> xywh in f32 as numpy does, category ids mapped back. */
+static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, md_coco_det **out, size_t *n_out,
+                    md_error *err) {
+    if (n != d->c.n)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %lld results for a dataset of %lld images", d->c.ann_file,
+                        (long long)n, (long long)d->c.n);
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        for (int j = 0; j < results[i].n; j++) {
+            int64_t l = results[i].labels[j];
+            if (l < 0 || l >= d->n_cat_ids)
+                return md_failc(err, MD_ERR_CONFIG, "%s: result of image %lld (%s), box %d: label %lld is outside "
+                                "0..%d", d->c.ann_file, (long long)i, d->c.infos[i].filename, j, (long long)l,
+                                d->n_cat_ids - 1);
+        }
+        total += (size_t)(results[i].n > 0 ? results[i].n : 0);
+    }
+    md_coco_det *dets = malloc(sizeof *dets * (total + 1));
+    if (!dets) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const md_det_result *r = &results[i];
+        for (int label = 0; label < d->n_cat_ids; label++)
+            for (int j = 0; j < r->n; j++) {
+                if (r->labels[j] != label) continue;
+                const float *b = r->bboxes + 5 * j;
+                float w = b[2] - b[0], h = b[3] - b[1];
+                dets[k++] = (md_coco_det){ .image_id = d->img_ids[i], .category_id = d->cat_ids[label],
+                                           .bbox = { b[0], b[1], w, h }, .score = b[4] };
+            }
+    }
+    *out = dets;
+    *n_out = k;
+    return 0;
+}
+
+static int coco_format_results(const md_dataset *ds, const md_det_result *results, int64_t n, const char *prefix,
+                               md_error *err) {
+    const coco_ds *d = (const coco_ds *)ds;
+    md_coco_det *dets;
+    size_t nd;
+    if (det2json(d, results, n, &dets, &nd, err) != 0) return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.bbox.json", prefix);
+    int rc = md_coco_write_dets(path, dets, nd, err);
+    free(dets);
+    return rc;
+}
+
+/* mmdet rounds each metric to 3 decimals: float(f'{v:.3f}'). */
+static double round3(double v) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.3f", v);
+    return strtod(buf, NULL);
+}
+
+static int coco_evaluate(const md_dataset *ds, const md_det_result *results, int64_t n, const char *metric,
+                         md_metrics *out, md_error *err) {
+    /* The dataset is otherwise immutable; the cached ground truth is built
+     * on the calling (main) thread only. */
+    coco_ds *d = (coco_ds *)ds;
+    if (!metric || !*metric) metric = "bbox";
+    if (strcmp(metric, "bbox"))
+        return md_failc(err, MD_ERR_CONFIG, "CocoDataset.evaluate: metric '%s' is not supported (supported: bbox)",
+                        metric);
+    md_coco_det *dets;
+    size_t nd;
+    if (det2json(d, results, n, &dets, &nd, err) != 0) return -1;
+    md_coco *gt = eval_gt(d, err);
+    if (!gt) {
+        free(dets);
+        return md_error_wrap(err, "CocoDataset.evaluate");
+    }
+    md_info(d->ctx, "Evaluating bbox...");
+    if (!nd) md_log_error(d->ctx, "The testing results of the whole dataset is empty.");
+    md_coco_eval ev;
+    int rc = md_coco_evaluate(gt, dets, nd, &ev, err);
+    free(dets);
+    if (rc != 0) return md_error_wrap(err, "CocoDataset.evaluate");
+    char line[256];
+    for (int i = 0; i < 12; i++) md_info(d->ctx, "%s", md_coco_stat_line(&ev, i, line, sizeof line));
+    static const char *items[] = { "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l" };
+    out->n = 0;
+    for (int i = 0; i < 6; i++) {
+        snprintf(out->m[out->n].name, sizeof out->m[0].name, "%s_%s", metric, items[i]);
+        out->m[out->n++].value = round3(ev.stats[i]);
+    }
+    md_info(d->ctx, "%s_mAP_copypaste: %.3f %.3f %.3f %.3f %.3f %.3f", metric, ev.stats[0], ev.stats[1],
+            ev.stats[2], ev.stats[3], ev.stats[4], ev.stats[5]);
+    md_coco_eval_free(&ev);
+    return 0;
 }
 
 static const md_dataset_iface coco_iface = {
     .len = custom_len, .get = custom_get, .ann_info = custom_ann_info, .img_info = custom_img_info,
-    .evaluate = NULL, .destroy = coco_destroy,
+    .evaluate = coco_evaluate, .destroy = coco_destroy, .format_results = coco_format_results,
 };
 
 static int build_tables(md_ctx *ctx, coco_ds *d, parse_state *s, const md_cfg *cfg, md_error *err) {
@@ -432,6 +636,7 @@ static void *coco_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     d->c.base.iface = &coco_iface;
+    d->ctx = ctx;
     if (custom_init(ctx, &d->c, cfg, "CocoDataset", coco_classes, N_COCO, err)) {
         coco_destroy(&d->c.base);
         return NULL;

@@ -56,6 +56,10 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
     return 0;
 }
 
+/* mmcv's get_epoch: during training (an EvalHook's metrics) the epoch in
+ * progress, in a val phase the completed count. */
+static int64_t val_epoch(md_runner *r) { return md_runner_epoch(r) + !strcmp(md_runner_mode(r), "train"); }
+
 static void log_line(logger *l, md_runner *r, bool train) {
     md_ctx *ctx = md_runner_ctx(r);
     md_optimizer *o = md_runner_optimizer(r);
@@ -84,14 +88,17 @@ static void log_line(logger *l, md_runner *r, bool train) {
                           md_runner_log_average(r, "data_time"));
         k += snprintf(line + k, sizeof line - (size_t)k, "memory: %.0f", peak_memory_mb());
     } else {
-        k += snprintf(line + k, sizeof line - (size_t)k, "Epoch(val) [%lld][%lld]", (long long)md_runner_epoch(r),
-                      (long long)md_runner_inner_iter(r) + 1);
+        k += snprintf(line + k, sizeof line - (size_t)k, "Epoch(val) [%lld][%lld]", (long long)val_epoch(r),
+                      (long long)(l->by_epoch && !strcmp(md_runner_mode(r), "train") ? md_runner_epoch_len(r)
+                                                                                    : md_runner_inner_iter(r) + 1));
     }
     /* JSON: mode, epoch, iter, lr, memory, then the buffer in order */
     fprintf(l->json, "{\"mode\": \"%s\", \"epoch\": %lld, \"iter\": %lld", train ? "train" : "val",
-            (long long)md_runner_epoch(r) + (train ? 1 : 0),
-            (long long)(l->by_epoch ? md_runner_inner_iter(r) + 1 : md_runner_iter(r) + 1));
-    if (train) fprintf(l->json, ", \"lr\": %.6g, \"memory\": %.0f", lr, peak_memory_mb());
+            (long long)(train ? md_runner_epoch(r) + 1 : val_epoch(r)),
+            (long long)(!train && l->by_epoch && !strcmp(md_runner_mode(r), "train") ? md_runner_epoch_len(r)
+                        : l->by_epoch ? md_runner_inner_iter(r) + 1 : md_runner_iter(r) + 1));
+    fprintf(l->json, ", \"lr\": %.6g", lr);
+    if (train) fprintf(l->json, ", \"memory\": %.0f", peak_memory_mb());
     for (int i = 0; i < md_runner_log_count(r); i++) {
         const char *key = md_runner_log_key(r, i);
         double v = md_runner_log_average(r, key);
@@ -108,19 +115,24 @@ static void log_line(logger *l, md_runner *r, bool train) {
     md_runner_log_clear(r);
 }
 
+/* mmcv's get_mode: values without "time" are validation results (an
+ * EvalHook's metrics), logged as a "val" line. */
+static bool only_metrics(md_runner *r) { return md_runner_log_count(r) && isnan(md_runner_log_average(r, "time")); }
+
 static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
     (void)err;
     logger *l = (logger *)hk;
     int64_t inner = md_runner_inner_iter(r) + 1;
     bool every = l->by_epoch ? inner % l->interval == 0 : (md_runner_iter(r) + 1) % l->interval == 0;
     bool end = l->by_epoch && inner == md_runner_epoch_len(r) && !l->ignore_last;
-    if (every || end) log_line(l, r, true);
+    if (only_metrics(r)) log_line(l, r, false);
+    else if (every || end) log_line(l, r, true);
     return 0;
 }
 
 static int after_train_epoch(md_hook *hk, md_runner *r, md_error *err) {
-    (void)hk;
     (void)err;
+    if (only_metrics(r)) log_line((logger *)hk, r, false);   /* an EvalHook's metrics */
     md_runner_log_clear(r);   /* a partial interval is not carried over */
     return 0;
 }

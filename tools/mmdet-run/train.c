@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/data.h>
+#include <mmdet/evaluation.h>
 #include "mmdet_run.h"
 
 /* The runner to stop on SIGINT/SIGTERM (the command runs one at a time). */
@@ -50,6 +51,44 @@ static char *classes_json(const md_dataset *ds) {
     *p++ = ']';
     *p = 0;
     return s;
+}
+
+/* mmdet's train_detector: unless --no-validate, an EvalHook (the
+ * `evaluation` dict, priority LOW) over data.val built with test_mode;
+ * data.val's samples_per_gpu (default 1) and data.workers_per_gpu go to
+ * the hook's loader. Skipped, with a log line, for a model without
+ * simple_test or a config without data.val. */
+static int register_eval_hook(md_ctx *ctx, const md_cfg *cfg, md_runner *runner, md_module *model, bool by_epoch,
+                              int workers, md_error *err) {
+    if (!md_cfg_bool(cfg, "validate", true)) return 0;
+    const md_cfg *val = md_cfg_get(cfg, "data.val");
+    if (!md_model_test_iface(model)) {
+        md_info(ctx, "model %s has no simple_test: no evaluation during training",
+                model->cls ? model->cls->name : "?");
+        return 0;
+    }
+    if (is_none(val)) {
+        md_info(ctx, "the config has no data.val: no evaluation during training");
+        return 0;
+    }
+    const md_cfg *ev = md_cfg_get(cfg, "evaluation");
+    md_cfg *ec = !is_none(ev) ? md_cfg_clone(ev) : md_cfg_new_group();
+    md_cfg *ds = md_cfg_clone(val);
+    if (!ec || !ds) {
+        md_cfg_free(ec);
+        md_cfg_free(ds);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    if (!md_cfg_has(ec, "type")) md_cfg_set_str(ec, "type", "EvalHook");
+    md_cfg_set_bool(ec, "by_epoch", by_epoch);
+    if (!md_cfg_has(ec, "samples_per_gpu")) md_cfg_set_int(ec, "samples_per_gpu", md_cfg_int(ds, "samples_per_gpu", 1));
+    if (!md_cfg_has(ec, "workers_per_gpu")) md_cfg_set_int(ec, "workers_per_gpu", workers);
+    md_cfg_remove(ds, "samples_per_gpu");
+    md_cfg_set_copy(ec, "dataset", ds);
+    md_cfg_free(ds);
+    int rc = md_runner_register_hook_cfg(runner, ec, MD_PRIORITY_LOW, err);
+    md_cfg_free(ec);
+    return rc;
 }
 
 int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
@@ -168,6 +207,8 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
                                           md_cfg_get(cfg, "momentum_config"), md_cfg_get(cfg, "custom_hooks"),
                                           err) != 0)
         goto out;
+
+    if (register_eval_hook(ctx, cfg, runner, model, ro.by_epoch, wpg, err) != 0) goto out;
 
     /* resume_from wins over load_from; --auto-resume finds the latest */
     const char *resume_from = md_cfg_str(cfg, "resume_from", NULL);

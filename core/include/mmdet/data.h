@@ -179,6 +179,11 @@ typedef struct md_dataset_iface {
     int (*evaluate)(const md_dataset *ds, const md_det_result *results, int64_t n,
                     const char *metric, md_metrics *out, md_error *err);
     void (*destroy)(md_dataset *ds);
+    /* mmdet's format_results(results, jsonfile_prefix): writes the results
+     * in the dataset's results format (COCO: <prefix>.bbox.json). NULL:
+     * the dataset has none. */
+    int (*format_results)(const md_dataset *ds, const md_det_result *results, int64_t n, const char *prefix,
+                          md_error *err);
 } md_dataset_iface;
 
 /* Every built dataset starts with this header; `flag` (length len) is

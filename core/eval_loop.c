@@ -1,0 +1,182 @@
+/* mmdet's single_gpu_test and mmcv's ProgressBar. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+#include "mmdet/evaluation.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int terminal_width(FILE *f) {
+    struct winsize ws;
+    if (f && ioctl(fileno(f), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    return 80;   /* shutil.get_terminal_size's fallback */
+}
+
+MD_API void md_progress_start(md_progress *p, FILE *f, int64_t total) {
+    p->f = f;
+    p->total = total;
+    p->done = 0;
+    p->t0 = now();
+    int w = terminal_width(f);
+    p->bar_width = 50;
+    if (p->bar_width > (int)(w * 0.6)) p->bar_width = (int)(w * 0.6);
+    if (p->bar_width < 2) p->bar_width = 2;
+    if (!f) return;
+    if (total > 0) fprintf(f, "[%*s] 0/%lld, elapsed: 0s, ETA:", p->bar_width, "", (long long)total);
+    else fprintf(f, "completed: 0, elapsed: 0s");
+    fflush(f);
+}
+
+MD_API const char *md_progress_format(const md_progress *p, double elapsed, int width, char *buf, size_t n) {
+    double fps = elapsed > 0 ? (double)p->done / elapsed : INFINITY;
+    if (p->total <= 0) {
+        snprintf(buf, n, "completed: %lld, elapsed: %ds, %.1f tasks/s", (long long)p->done, (int)(elapsed + 0.5), fps);
+        return buf;
+    }
+    double pct = (double)p->done / (double)p->total;
+    int eta = pct > 0 ? (int)(elapsed * (1 - pct) / pct + 0.5) : 0;
+    char msg[256];
+    int len = snprintf(msg, sizeof msg, "%lld/%lld, %.1f task/s, elapsed: %ds, ETA: %5ds", (long long)p->done,
+                       (long long)p->total, fps, (int)(elapsed + 0.5), eta);
+    /* mmcv: min(bar_width, terminal - len(msg) + 2, terminal * 0.6), at least 2;
+     * its msg also counts "[] " around the bar */
+    int bw = p->bar_width;
+    if (bw > width - (len + 3) + 2) bw = width - (len + 3) + 2;
+    if (bw > (int)(width * 0.6)) bw = (int)(width * 0.6);
+    if (bw < 2) bw = 2;
+    int marks = (int)(bw * pct);
+    if (marks > bw) marks = bw;
+    char bar[256];
+    if (bw > (int)sizeof bar - 1) bw = (int)sizeof bar - 1;
+    for (int i = 0; i < bw; i++) bar[i] = i < marks ? '>' : ' ';
+    bar[bw] = 0;
+    snprintf(buf, n, "[%s] %s", bar, msg);
+    return buf;
+}
+
+MD_API void md_progress_update(md_progress *p, int64_t n) {
+    p->done += n;
+    if (!p->f) return;
+    char line[512];
+    fprintf(p->f, "\r%s", md_progress_format(p, now() - p->t0, terminal_width(p->f), line, sizeof line));
+    fflush(p->f);
+}
+
+MD_API void md_progress_finish(md_progress *p) {
+    if (p->f) {
+        fputc('\n', p->f);
+        fflush(p->f);
+    }
+}
+
+MD_API void md_results_free(md_results *res) {
+    if (!res) return;
+    for (int64_t i = 0; res->r && i < res->n; i++) {
+        free((void *)res->r[i].bboxes);
+        free((void *)res->r[i].labels);
+    }
+    free(res->r);
+    free(res->metas);
+    memset(res, 0, sizeof *res);
+}
+
+MD_API const md_model_iface *md_model_test_iface(const md_module *model) {
+    const md_model_iface *it = model && model->cls ? (const md_model_iface *)model->cls->iface : NULL;
+    return it && it->simple_test ? it : NULL;
+}
+
+MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
+                              md_results *out, md_error *err) {
+    memset(out, 0, sizeof *out);
+    const md_model_iface *it = md_model_test_iface(model);
+    if (!it) return md_fail(err, "model %s has no simple_test", model && model->cls ? model->cls->name : "?");
+    int64_t n = md_dataset_len(ds);
+    out->n = n;
+    out->r = calloc((size_t)n + 1, sizeof *out->r);
+    out->metas = calloc((size_t)n + 1, sizeof *out->metas);
+    bool *seen = calloc((size_t)n + 1, 1);
+    if (!out->r || !out->metas || !seen) {
+        free(seen);
+        md_results_free(out);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory for %lld results", (long long)n);
+    }
+    bool was_training = model->training;
+    md_module_train(model, false);
+    bool prev_grad = md_grad_set_enabled(ctx, false);
+    size_t mark = md_ctx_arena_mark(ctx);
+    md_progress bar;
+    md_progress_start(&bar, progress ? stderr : NULL, n);
+    int rc = md_loader_start_epoch(loader, 0, err);
+    md_det_result *res = NULL;
+    int cap = 0;
+    for (int64_t b = 0; rc == 0; b++) {
+        md_error_clear(err);
+        md_batch *batch = md_loader_next(loader, err);
+        if (!batch) {
+            if (err && err->code) rc = md_error_wrap(err, "test batch %lld", (long long)b);
+            break;
+        }
+        if (batch->n > cap) {
+            md_det_result *nr = realloc(res, sizeof *nr * (size_t)batch->n);
+            if (!nr) {
+                md_batch_free(batch);
+                rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+                break;
+            }
+            res = nr;
+            cap = batch->n;
+        }
+        memset(res, 0, sizeof *res * (size_t)batch->n);
+        md_error_clear(err);
+        if (it->simple_test(ctx, model, batch, res, err) != 0) {
+            if (err && !err->code) *err = md_ctx_failed(ctx) ? *md_ctx_error(ctx) : (md_error){ 1, "failed" };
+            rc = md_error_wrap(err, "simple_test on test batch %lld (%s)", (long long)b,
+                               batch->n ? batch->metas[0].filename : "");
+        }
+        for (int i = 0; rc == 0 && i < batch->n; i++) {
+            int64_t idx = batch->indices[i];
+            if (idx < 0 || idx >= n || seen[idx]) {
+                rc = md_fail(err, "test loader yielded index %lld twice or out of 0..%lld", (long long)idx,
+                             (long long)n - 1);
+                break;
+            }
+            seen[idx] = true;
+            out->metas[idx] = batch->metas[i];
+            int k = res[i].n > 0 ? res[i].n : 0;
+            float *bx = malloc(sizeof *bx * (size_t)(5 * k + 1));
+            int64_t *lb = malloc(sizeof *lb * (size_t)(k + 1));
+            if (!bx || !lb) {
+                free(bx);
+                free(lb);
+                rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+                break;
+            }
+            if (k) {
+                memcpy(bx, res[i].bboxes, sizeof *bx * (size_t)(5 * k));
+                memcpy(lb, res[i].labels, sizeof *lb * (size_t)k);
+            }
+            out->r[idx] = (md_det_result){ k, bx, lb };
+        }
+        int bn = batch->n;
+        md_batch_free(batch);
+        md_ctx_arena_release(ctx, mark);
+        if (rc == 0) md_progress_update(&bar, bn);
+    }
+    md_progress_finish(&bar);
+    for (int64_t i = 0; rc == 0 && i < n; i++)
+        if (!seen[i]) rc = md_fail(err, "the test loader did not yield dataset index %lld", (long long)i);
+    free(res);
+    free(seen);
+    md_grad_set_enabled(ctx, prev_grad);
+    md_module_train(model, was_training);
+    if (rc != 0) md_results_free(out);
+    return rc;
+}

@@ -1,0 +1,158 @@
+/* bin/mmdet-test end to end with OracleDetector: a checkpoint after one
+ * epoch answers the first half of the val images exactly (keep[1] = 0.5);
+ * --eval agrees with bin/mmdet-coco-eval on the --format-only file, --out
+ * holds the ground truth of the answered images, --show-dir draws them. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/coco.h>
+#include <mmdet/image.h>
+
+static char dir[64];
+
+static void setup(void) {
+    snprintf(dir, sizeof dir, "/tmp/mmdet_test_XXXXXX");
+    cr_assert(mkdtemp(dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "bin/mmdet-shapes --out %s/data --train 8 --val 4 --seed 3 >/dev/null && "
+             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins tests/configs/eval/oracle_shapes.cfg "
+             "--work-dir %s/w --seed 0 --no-validate --cfg-options data.train.data_root=%s/data/ "
+             "model.ann_file=%s/data/annotations/instances_val.json runner.max_epochs=1 >%s/train.out 2>&1",
+             dir, dir, dir, dir, dir);
+    cr_assert_eq(system(cmd), 0, "training the oracle failed: see %s/train.out", dir);
+}
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+TestSuite(mmdet_test, .init = setup, .fini = teardown, .timeout = 120);
+
+static int run_test(const char *args, const char *log) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "bin/mmdet-test tests/configs/eval/oracle_shapes.cfg %s/w/epoch_1.safetensors --plugin-dir plugins "
+             "--plugin-dir tests/plugins %s --cfg-options data.test.data_root=%s/data/ "
+             "model.ann_file=%s/data/annotations/instances_val.json >%s/%s 2>&1",
+             dir, args, dir, dir, dir, log);
+    return system(cmd);
+}
+
+static char *slurp(const char *name) {
+    static char text[1 << 16];
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = 0;
+    return text;
+}
+
+Test(mmdet_test, eval_matches_coco_eval_on_the_formatted_results) {
+    char args[512];
+    snprintf(args, sizeof args, "--format-only --eval-options jsonfile_prefix=%s/res", dir);
+    cr_assert_eq(run_test(args, "fmt.out"), 0, "%s", slurp("fmt.out"));
+    cr_assert_eq(run_test("--eval bbox", "eval.out"), 0, "%s", slurp("eval.out"));
+    char *text = slurp("eval.out");
+    char *p = strstr(text, "{'bbox_mAP': ");
+    cr_assert(p, "%s", text);
+    double map = atof(p + 13);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "bin/mmdet-coco-eval %s/data/annotations/instances_val.json %s/res.bbox.json --json > %s/cli.out",
+             dir, dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    char *cli = slurp("cli.out");
+    char *s = strchr(cli, '[');
+    cr_assert(s, "%s", cli);
+    double stat0 = atof(s + 1);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.3f", stat0);
+    cr_expect_eq(map, atof(buf), "mmdet-test %g, mmdet-coco-eval %g", map, stat0);
+    cr_expect(map > 0 && map < 1, "half the images answered: %g", map);
+}
+
+/* --out: per image, per class, the boxes; the first half of the images (in
+ * the file's order) carry their ground truth, the rest nothing. */
+Test(mmdet_test, out_holds_the_detections) {
+    char args[512];
+    snprintf(args, sizeof args, "--out %s/r.json", dir);
+    cr_assert_eq(run_test(args, "out.out"), 0, "%s", slurp("out.out"));
+    md_error err = { 0 };
+    char path[256];
+    snprintf(path, sizeof path, "%s/data/annotations/instances_val.json", dir);
+    md_coco *gt = md_coco_load(path, &err);
+    cr_assert(gt, "%s", err.msg);
+    char *text = slurp("r.json");
+    /* count boxes per image: an image is a top-level element "[[...], ...]" */
+    int depth = 0, img = -1, boxes[8] = { 0 };
+    for (char *c = text; *c; c++) {
+        if (*c == '[') {
+            depth++;
+            if (depth == 2) img++;
+            if (depth == 4 && img >= 0 && img < 8) boxes[img]++;
+        } else if (*c == ']') depth--;
+    }
+    cr_assert_eq(img, 3, "%s", text);
+    for (int i = 0; i < 4; i++) {
+        int n = 0;
+        for (size_t a = 0; a < gt->n_anns; a++) n += gt->anns[a].image_index == i;
+        cr_expect_eq(boxes[i], i < 2 ? n : 0, "image %d: %d boxes, ground truth %d", i, boxes[i], n);
+    }
+    /* the first box of image 0, as xyxy */
+    for (size_t a = 0; a < gt->n_anns; a++)
+        if (gt->anns[a].image_index == 0) {
+            char want[128];
+            snprintf(want, sizeof want, "[%.9g, %.9g, %.9g, %.9g, 0.899999976]", gt->anns[a].bbox[0],
+                     gt->anns[a].bbox[1], gt->anns[a].bbox[0] + gt->anns[a].bbox[2],
+                     gt->anns[a].bbox[1] + gt->anns[a].bbox[3]);
+            cr_expect(strstr(text, want), "%s not in %s", want, text);
+            break;
+        }
+    md_coco_free(gt);
+}
+
+Test(mmdet_test, show_dir_draws_boxes) {
+    char args[512];
+    snprintf(args, sizeof args, "--show-dir %s/show --show-score-thr 0.5", dir);
+    cr_assert_eq(run_test(args, "show.out"), 0, "%s", slurp("show.out"));
+    md_error err = { 0 };
+    char path[256];
+    snprintf(path, sizeof path, "%s/data/annotations/instances_val.json", dir);
+    md_coco *gt = md_coco_load(path, &err);
+    cr_assert(gt);
+    for (int i = 0; i < 4; i++) {
+        const char *fn = gt->images[i].file_name;
+        char png[512], orig[512];
+        snprintf(png, sizeof png, "%s/show/%.*s.png", dir, (int)(strrchr(fn, '.') - fn), fn);
+        snprintf(orig, sizeof orig, "%s/data/val/%s", dir, fn);
+        md_image *a = md_image_read(png, &err), *b = md_image_read(orig, &err);
+        cr_assert(a && b, "%s: %s", png, err.msg);
+        cr_assert(a->w == b->w && a->h == b->h);
+        size_t diff = 0;
+        for (size_t k = 0; k < (size_t)a->w * a->h * 3; k++) diff += a->data[k] != b->data[k];
+        if (i < 2) cr_expect_gt(diff, 100, "image %d has boxes drawn", i);
+        else cr_expect_eq(diff, 0, "image %d has no detections: unchanged", i);
+        md_image_free(a);
+        md_image_free(b);
+    }
+    md_coco_free(gt);
+    /* a threshold above every score draws nothing */
+    snprintf(args, sizeof args, "--show-dir %s/show2 --show-score-thr 0.95", dir);
+    cr_assert_eq(run_test(args, "show2.out"), 0);
+}
+
+Test(mmdet_test, arguments_are_checked) {
+    cr_expect_neq(run_test("", "none.out"), 0);
+    cr_expect(strstr(slurp("none.out"), "Please specify at least one operation"), "%s", slurp("none.out"));
+    cr_expect_neq(run_test("--eval bbox --format-only", "both.out"), 0);
+    cr_expect(strstr(slurp("both.out"), "cannot be both specified"));
+    cr_expect_neq(run_test("--out r.pkl", "pkl.out"), 0);
+    cr_expect(strstr(slurp("pkl.out"), ".json"));
+    cr_expect_neq(run_test("--eval segm", "segm.out"), 0);
+    cr_expect(strstr(slurp("segm.out"), "segm"));
+}

@@ -1,0 +1,271 @@
+/* mmdet-test: test a detector checkpoint on data.test, as mmdet's
+ * tools/test.py: build the dataset (test_mode) and the detector, load the
+ * checkpoint, run simple_test over every image with a progress bar, then
+ * evaluate, write the results, format them for the benchmark server, and/or
+ * draw them. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/data.h>
+#include <mmdet/draw.h>
+#include <mmdet/evaluation.h>
+#include <mmdet/image.h>
+
+static void usage(FILE *f) {
+    fputs("usage: mmdet-test CONFIG CHECKPOINT [options]\n"
+          "\n"
+          "Test a detector (mmdet's tools/test.py).\n"
+          "\n"
+          "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
+          "  --eval METRIC...          evaluate: bbox\n"
+          "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
+          "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json)\n"
+          "                            without evaluating; prefix from --eval-options jsonfile_prefix=P\n"
+          "                            (default: ./results)\n"
+          "  --eval-options K=V ...    jsonfile_prefix=P\n"
+          "  --show-dir DIR            draw the detections on the original images into DIR (PNG)\n"
+          "  --show-score-thr T        score threshold for drawing (default 0.3)\n"
+          "  --work-dir DIR            write the metrics to DIR/eval_<timestamp>.json\n"
+          "  --cfg-options K=V ...     override config settings\n"
+          "  -h, --help                this message\n",
+          f);
+}
+
+static int die(const char *msg, const char *what) {
+    fprintf(stderr, "mmdet-test: error: ");
+    fprintf(stderr, msg, what);
+    fprintf(stderr, "\n");
+    return 1;
+}
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+static int mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* mmdet's result layout as JSON: [image][class][box] = [x1, y1, x2, y2, score]. */
+static int write_out(const char *path, const md_results *res, int n_classes, md_error *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return md_failc(err, MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    fputc('[', f);
+    for (int64_t i = 0; i < res->n; i++) {
+        const md_det_result *r = &res->r[i];
+        fprintf(f, "%s[", i ? ",\n " : "");
+        for (int c = 0; c < n_classes; c++) {
+            fprintf(f, "%s[", c ? ", " : "");
+            int k = 0;
+            for (int j = 0; j < r->n; j++) {
+                if (r->labels[j] != c) continue;
+                const float *b = r->bboxes + 5 * j;
+                fprintf(f, "%s[%.9g, %.9g, %.9g, %.9g, %.9g]", k++ ? ", " : "", b[0], b[1], b[2], b[3], b[4]);
+            }
+            fputc(']', f);
+        }
+        fputc(']', f);
+    }
+    fputs("]\n", f);
+    if (fclose(f) != 0) return md_failc(err, MD_ERR_IO, "error writing %s", path);
+    return 0;
+}
+
+static int show(const char *dir, const md_results *res, const md_dataset *ds, float thr, md_error *err) {
+    for (int64_t i = 0; i < res->n; i++) {
+        const md_img_meta *m = &res->metas[i];
+        md_image *img = md_image_read_as(m->filename, MD_IMAGE_RGB, err);
+        if (!img) return -1;
+        md_draw_detections(img, &res->r[i], ds->classes, ds->n_classes, thr, 2);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, m->ori_filename[0] ? m->ori_filename : m->filename);
+        char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+        if (dot && (!slash || dot > slash)) *dot = 0;
+        strncat(path, ".png", sizeof path - strlen(path) - 1);
+        slash = strrchr(path, '/');
+        if (slash) {
+            *slash = 0;
+            mkdirs(path);
+            *slash = '/';
+        }
+        int rc = md_image_write_png(img, path, err);
+        md_image_free(img);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL, *checkpoint = NULL, *out = NULL, *show_dir = NULL, *work_dir = NULL;
+    const char *prefix = "results";
+    const char **evals = calloc((size_t)argc + 1, sizeof *evals), **opts = calloc((size_t)argc + 1, sizeof *opts);
+    const char **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
+    int n_evals = 0, n_opts = 0, n_pdirs = 0;
+    bool format_only = false;
+    float thr = 0.3f;
+    if (!evals || !opts || !pdirs) return die("%s", "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
+        else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(a, "--show-dir") && i + 1 < argc) show_dir = argv[++i];
+        else if (!strcmp(a, "--work-dir") && i + 1 < argc) work_dir = argv[++i];
+        else if (!strcmp(a, "--show-score-thr") && i + 1 < argc) thr = strtof(argv[++i], NULL);
+        else if (!strcmp(a, "--format-only")) format_only = true;
+        else if (!strcmp(a, "--eval") || !strcmp(a, "--cfg-options") || !strcmp(a, "--eval-options")) {
+            int start = n_evals + n_opts;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) {
+                const char *v = argv[++i];
+                if (!strcmp(a, "--eval")) evals[n_evals++] = v;
+                else if (!strcmp(a, "--cfg-options")) opts[n_opts++] = v;
+                else if (!strncmp(v, "jsonfile_prefix=", 16)) prefix = v + 16;
+                else return die("--eval-options: unknown option %s (jsonfile_prefix=P)", v);
+            }
+            if (n_evals + n_opts == start && strcmp(a, "--eval-options")) return die("%s needs values", a);
+        } else if (a[0] == '-' && a[1]) {
+            usage(stderr);
+            return die("unknown option or missing value: %s", a);
+        } else if (!config) config = a;
+        else if (!checkpoint) checkpoint = a;
+        else return die("unexpected argument %s", a);
+    }
+    if (!config || !checkpoint) {
+        usage(stderr);
+        return 2;
+    }
+    if (!out && !n_evals && !format_only && !show_dir)
+        return die("%s", "Please specify at least one operation (save/eval/format/show the results) with the "
+                         "argument \"--out\", \"--eval\", \"--format-only\" or \"--show-dir\"");
+    if (n_evals && format_only) return die("%s", "--eval and --format-only cannot be both specified");
+    if (out && (strlen(out) < 5 || strcmp(out + strlen(out) - 5, ".json")))
+        return die("the output file must be a .json file: %s", out);
+
+    md_error err = { 0 };
+    int rc = 1;
+    md_ctx *ctx = md_ctx_new(&err);
+    md_cfg *cfg = NULL, *defaults = NULL, *tcfg = NULL;
+    md_module *model = NULL;
+    md_dataset *ds = NULL;
+    md_loader *loader = NULL;
+    md_results res = { 0 };
+    if (!ctx) return die("%s", err.msg);
+    for (int i = 0; i < n_pdirs; i++)
+        if (md_plugin_load_dir(ctx, pdirs[i], &err) != 0) goto fail;
+    if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
+    const char *level = md_cfg_str(cfg, "log_level", "INFO");
+    if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
+
+    /* data.test in test mode; its samples_per_gpu (default 1) is the batch */
+    const md_cfg *test = md_cfg_get(cfg, "data.test");
+    if (is_none(test)) {
+        md_failc(&err, MD_ERR_CONFIG, "%s: the config has no data.test", config);
+        goto fail;
+    }
+    tcfg = md_cfg_clone(test);
+    int spg = (int)md_cfg_int(tcfg, "samples_per_gpu", 1);
+    md_cfg_remove(tcfg, "samples_per_gpu");
+    md_cfg_set_bool(tcfg, "test_mode", true);
+    if (!(ds = md_build_dataset(ctx, tcfg, NULL, &err))) goto fail;
+    md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
+    lc.samples_per_gpu = spg;
+    lc.workers_per_gpu = (int)md_cfg_int(cfg, "data.workers_per_gpu", 2);
+    lc.shuffle = false;
+    if (!(loader = md_loader_new(ds, &lc, &err))) goto fail;
+
+    /* build_detector(cfg.model, test_cfg=cfg.get('test_cfg')); train_cfg dropped */
+    const md_cfg *mc = md_cfg_get(cfg, "model");
+    if (!mc) {
+        md_failc(&err, MD_ERR_CONFIG, "%s: the config has no `model`", config);
+        goto fail;
+    }
+    defaults = md_cfg_new_group();
+    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    if (!(model = md_build_from_cfg(ctx, "detectors", mc, defaults, &err))) goto fail;
+    md_ckpt_info info;
+    if (md_checkpoint_load(ctx, checkpoint, model, NULL, &info, &err) != 0) goto fail;
+    md_info(ctx, "load checkpoint from %s", checkpoint);
+    if (info.report.missing || info.report.unexpected) md_warn(ctx, "%s", info.report.text);
+
+    if (md_single_gpu_test(ctx, model, loader, ds, true, &res, &err) != 0) goto fail;
+
+    if (out) {
+        if (write_out(out, &res, ds->n_classes, &err) != 0) goto fail;
+        printf("\nwriting results to %s\n", out);
+    }
+    if (format_only) {
+        if (!ds->iface->format_results) {
+            md_failc(&err, MD_ERR_CONFIG, "dataset %s has no results format", ds->type);
+            goto fail;
+        }
+        if (ds->iface->format_results(ds, res.r, res.n, prefix, &err) != 0) goto fail;
+        printf("results written to %s.bbox.json\n", prefix);
+    }
+    if (n_evals) {
+        if (!ds->iface->evaluate) {
+            md_failc(&err, MD_ERR_CONFIG, "dataset %s cannot evaluate", ds->type);
+            goto fail;
+        }
+        md_metrics all = { 0 };
+        for (int e = 0; e < n_evals; e++) {
+            md_metrics m = { 0 };
+            if (ds->iface->evaluate(ds, res.r, res.n, evals[e], &m, &err) != 0) goto fail;
+            for (int k = 0; k < m.n && all.n < MD_MAX_METRICS; k++) all.m[all.n++] = m.m[k];
+        }
+        printf("{");
+        for (int k = 0; k < all.n; k++) printf("%s'%s': %.3f", k ? ", " : "", all.m[k].name, all.m[k].value);
+        printf("}\n");
+        if (work_dir) {
+            char path[4096], ts[32];
+            time_t now = time(NULL);
+            struct tm tm;
+            localtime_r(&now, &tm);
+            strftime(ts, sizeof ts, "%Y%m%d_%H%M%S", &tm);
+            mkdirs(work_dir);
+            snprintf(path, sizeof path, "%s/eval_%s.json", work_dir, ts);
+            FILE *f = fopen(path, "w");
+            if (!f) {
+                md_failc(&err, MD_ERR_IO, "cannot write %s", path);
+                goto fail;
+            }
+            fprintf(f, "{\"config\": \"%s\", \"metric\": {", config);
+            for (int k = 0; k < all.n; k++) fprintf(f, "%s\"%s\": %.17g", k ? ", " : "", all.m[k].name, all.m[k].value);
+            fprintf(f, "}}\n");
+            fclose(f);
+        }
+    }
+    if (show_dir) {
+        if (mkdirs(show_dir) != 0) {
+            md_failc(&err, MD_ERR_IO, "cannot create %s: %s", show_dir, strerror(errno));
+            goto fail;
+        }
+        if (show(show_dir, &res, ds, thr, &err) != 0) goto fail;
+    }
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "mmdet-test: error: %s\n", err.msg);
+    md_results_free(&res);
+    md_loader_free(loader);
+    md_dataset_free(ds);
+    md_module_free(model);
+    md_cfg_free(defaults);
+    md_cfg_free(tcfg);
+    md_cfg_free(cfg);
+    md_ctx_free(ctx);
+    free(evals);
+    free(opts);
+    free(pdirs);
+    return rc;
+}
