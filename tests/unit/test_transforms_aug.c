@@ -340,3 +340,48 @@ Test(aug, multi_image_mix_dataset) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {}
 }
+
+/* bin/mmdet-browse-dataset writes one PNG per sample, with the boxes drawn
+ * in the class color (label 0: (220, 20, 60)) on the box's top-left corner. */
+Test(aug, browse_dataset_tool) {
+    char dir[64] = "/tmp/md_browse_XXXXXX", cmd[1024];
+    cr_assert(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/VOC2007 --train 2 --val 1 --classes 1 --seed 5 --format voc"
+                              " > /dev/null", dir);
+    cr_assert_eq(system(cmd), 0);
+    char cfgp[128];
+    snprintf(cfgp, sizeof cfgp, "%s/b.cfg", dir);
+    FILE *f = fopen(cfgp, "w");
+    fprintf(f, "data = { train = { type = \"VOCDataset\"; classes = [\"rectangle\"];"
+               " ann_file = \"%s/VOC2007/ImageSets/Main/train.txt\"; img_prefix = \"%s/VOC2007\";"
+               " pipeline = ({ type = \"LoadImageFromFile\"; }, { type = \"LoadAnnotations\"; },"
+               " { type = \"Normalize\"; mean = [0, 0, 0]; std = [1, 1, 1]; }, { type = \"Collect\"; keys = [\"img\"]; }); }; };\n",
+            dir, dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "bin/mmdet-browse-dataset %s --out %s/out --plugin-dir plugins --not-show --max 1"
+                              " > /dev/null", cfgp, dir);
+    cr_assert_eq(system(cmd), 0);
+    md_error err = { 0 };
+    char p[256];
+    snprintf(p, sizeof p, "%s/out/000000_000001.png", dir);
+    md_image *img = md_image_read(p, &err);
+    cr_assert(img, "%s", err.msg);
+    md_cfg *c = md_cfg_load(cfgp, &err);
+    md_dataset *ds = md_build_dataset(ctx, md_cfg_get(c, "data.train"), NULL, &err);
+    cr_assert(ds, "%s", err.msg);
+    md_ann_info a;
+    ds->iface->ann_info(ds, 0, &a);
+    md_img_info info;
+    ds->iface->img_info(ds, 0, &info);
+    cr_assert_eq(img->w, info.width);
+    cr_assert_eq(img->h, info.height);
+    cr_assert(a.n > 0);
+    int x = (int)a.bboxes[0], y = (int)a.bboxes[1];
+    const uint8_t *px = img->data + 3 * ((size_t)y * img->w + x);
+    cr_assert(px[0] == 220 && px[1] == 20 && px[2] == 60, "(%d %d %d)", px[0], px[1], px[2]);
+    md_dataset_free(ds);
+    md_cfg_free(c);
+    md_image_free(img);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+}
