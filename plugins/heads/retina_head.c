@@ -299,8 +299,10 @@ static void head_destroy(md_module *m) {
     MD_BBOX_DESTROY(h->sampler);
 }
 
+static int head_num_classes(const md_module *m) { return ((const retina *)m)->num_classes; }
+
 static const md_dense_head_class head_cls = {
-    .model = { .module = { .name = "RetinaHead", .destroy = head_destroy } },
+    .model = { .module = { .name = "RetinaHead", .destroy = head_destroy, .num_classes = head_num_classes } },
     .forward = head_forward,
     .loss = head_loss,
     .get_bboxes = head_get_bboxes,

@@ -36,6 +36,9 @@ typedef struct md_module_class {
     /* The component's registry interface: md_model_iface for a model the
      * runner trains, md_backbone_iface for a backbone, ... (may be NULL). */
     const void *iface;
+    /* Object classes the component predicts (heads), read by
+     * NumClassCheckHook; NULL when not applicable. */
+    int (*num_classes)(const md_module *m);
 } md_module_class;
 
 typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;

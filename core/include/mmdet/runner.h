@@ -146,6 +146,8 @@ const md_losses *md_runner_losses(const md_runner *r); /* of the current iterati
 md_tensor *md_runner_loss(const md_runner *r);         /* their total (NULL if none) */
 const char *md_runner_last_checkpoint(const md_runner *r);
 uint64_t md_runner_seed(const md_runner *r);
+/* The training dataset's CLASSES as a JSON list of strings (NULL if unknown). */
+const char *md_runner_classes(const md_runner *r);
 
 /* mmcv's log_buffer: values averaged (count-weighted) until cleared. */
 void md_runner_log_value(md_runner *r, const char *key, double value, double count);
