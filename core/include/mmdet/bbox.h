@@ -1,0 +1,129 @@
+/* Box machinery of the dense and RoI heads: the interfaces of the
+ * "prior_generators", "bbox_coders", "bbox_assigners" and "bbox_samplers"
+ * registries (mmdet/core/anchor and mmdet/core/bbox).
+ *
+ * A head builds its parts by type name, like mmdet's build_assigner(cfg):
+ *
+ *     md_bbox_assigner *a = md_build_from_cfg(ctx, "bbox_assigners",
+ *                                             md_cfg_get(train_cfg, "assigner"), NULL, err);
+ *     md_assign_result ar;
+ *     if (md_bbox_assign(ctx, a, anchors, gt, gt_ignore, gt_labels, &ar, err)) ...
+ *     a->iface->destroy(a);
+ *
+ * Every built object starts with a header holding its iface, so the head
+ * never links against the plugin. Results are step tensors (valid until
+ * md_ctx_step_reset). Boxes are f32 [N, 4] xyxy, contiguous; indices i64.
+ */
+#ifndef MMDET_BBOX_H
+#define MMDET_BBOX_H
+
+#include "ops.h"
+#include "registry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- "prior_generators": AnchorGenerator ---- */
+typedef struct md_prior_generator md_prior_generator;
+typedef struct md_prior_generator_iface {
+    int (*num_levels)(const md_prior_generator *g);
+    /* Priors per location of `level` (mmdet's num_base_priors). */
+    int (*num_base_priors)(const md_prior_generator *g, int level);
+    /* Stride of `level` in pixels, (w, h). */
+    void (*stride)(const md_prior_generator *g, int level, int *stride_w, int *stride_h);
+    /* mmdet's single_level_grid_priors: [feat_h * feat_w * A, 4] f32, ordered
+     * (y, x, base prior) with x fastest after the prior. */
+    md_tensor *(*grid_priors)(md_ctx *ctx, const md_prior_generator *g, int level, int64_t feat_h,
+                              int64_t feat_w);
+    /* mmdet's single_level_valid_flags: u8 [feat_h * feat_w * A], 1 where the
+     * location lies inside valid_h x valid_w (clamped to the feature map). */
+    md_tensor *(*valid_flags)(md_ctx *ctx, const md_prior_generator *g, int level, int64_t feat_h,
+                              int64_t feat_w, int64_t valid_h, int64_t valid_w);
+    void (*destroy)(md_prior_generator *g);
+} md_prior_generator_iface;
+struct md_prior_generator { const md_prior_generator_iface *iface; const char *type; };
+
+/* ---- "bbox_coders": DeltaXYWHBBoxCoder ---- */
+typedef struct md_bbox_coder md_bbox_coder;
+typedef struct md_bbox_coder_iface {
+    /* bboxes [N, 4] (anchors / proposals), gt [N, 4] -> targets [N, 4]
+     * (not differentiable). */
+    md_tensor *(*encode)(md_ctx *ctx, const md_bbox_coder *c, md_tensor *bboxes, md_tensor *gt);
+    /* bboxes [N, 4], pred [N, 4 * k] -> boxes [N, 4 * k], clipped to max_shape
+     * (h, w) when not NULL and the coder clips; differentiable in pred. */
+    md_tensor *(*decode)(md_ctx *ctx, const md_bbox_coder *c, md_tensor *bboxes, md_tensor *pred,
+                         const int *max_shape);
+    void (*destroy)(md_bbox_coder *c);
+} md_bbox_coder_iface;
+struct md_bbox_coder { const md_bbox_coder_iface *iface; const char *type; };
+
+/* ---- "bbox_assigners": MaxIoUAssigner ---- */
+/* mmdet's AssignResult. gt_inds [N] i64: 0 negative, -1 ignored, k + 1
+ * assigned to gt k; max_overlaps [N] f32; labels [N] i64 (-1 where not
+ * positive), NULL when no gt_labels were given. */
+typedef struct md_assign_result {
+    int64_t num_gts;
+    md_tensor *gt_inds, *max_overlaps, *labels;
+} md_assign_result;
+
+typedef struct md_bbox_assigner md_bbox_assigner;
+typedef struct md_bbox_assigner_iface {
+    /* bboxes [N, 4], gt_bboxes [K, 4] (K may be 0), gt_bboxes_ignore [M, 4]
+     * or NULL, gt_labels i64 [K] or NULL. Returns 0 or -1 with err set. */
+    int (*assign)(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes, md_tensor *gt_bboxes,
+                  md_tensor *gt_bboxes_ignore, md_tensor *gt_labels, md_assign_result *out, md_error *err);
+    void (*destroy)(md_bbox_assigner *a);
+} md_bbox_assigner_iface;
+struct md_bbox_assigner { const md_bbox_assigner_iface *iface; const char *type; };
+
+/* ---- "bbox_samplers": PseudoSampler, RandomSampler ---- */
+/* mmdet's SamplingResult. Indices ascending (i64); pos_assigned_gt_inds
+ * 0-based; pos_gt_labels NULL when the assign result had no labels. */
+typedef struct md_sampling_result {
+    md_tensor *pos_inds, *neg_inds;
+    md_tensor *pos_bboxes, *neg_bboxes, *pos_gt_bboxes;   /* [P|Q, 4] */
+    md_tensor *pos_assigned_gt_inds, *pos_gt_labels;
+    md_tensor *pos_is_gt;                                 /* u8 [P] */
+    int64_t num_gts;
+} md_sampling_result;
+
+typedef struct md_bbox_sampler md_bbox_sampler;
+typedef struct md_bbox_sampler_iface {
+    /* bboxes are the boxes assigned (anchors, proposals); samplers that add
+     * gts as proposals put them first (gt_flags). rng drives random ones. */
+    int (*sample)(md_ctx *ctx, const md_bbox_sampler *s, const md_assign_result *ar, md_tensor *bboxes,
+                  md_tensor *gt_bboxes, md_tensor *gt_labels, md_rng *rng, md_sampling_result *out,
+                  md_error *err);
+    void (*destroy)(md_bbox_sampler *s);
+} md_bbox_sampler_iface;
+struct md_bbox_sampler { const md_bbox_sampler_iface *iface; const char *type; };
+
+/* ---- calls through the interfaces ---- */
+static inline md_tensor *md_grid_priors(md_ctx *ctx, const md_prior_generator *g, int level, int64_t h,
+                                        int64_t w) {
+    return g->iface->grid_priors(ctx, g, level, h, w);
+}
+static inline md_tensor *md_bbox_encode(md_ctx *ctx, const md_bbox_coder *c, md_tensor *b, md_tensor *gt) {
+    return c->iface->encode(ctx, c, b, gt);
+}
+static inline md_tensor *md_bbox_decode(md_ctx *ctx, const md_bbox_coder *c, md_tensor *b, md_tensor *pred,
+                                        const int *max_shape) {
+    return c->iface->decode(ctx, c, b, pred, max_shape);
+}
+static inline int md_bbox_assign(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes, md_tensor *gt,
+                            md_tensor *gt_ignore, md_tensor *gt_labels, md_assign_result *out, md_error *err) {
+    return a->iface->assign(ctx, a, bboxes, gt, gt_ignore, gt_labels, out, err);
+}
+static inline int md_bbox_sample(md_ctx *ctx, const md_bbox_sampler *s, const md_assign_result *ar,
+                            md_tensor *bboxes, md_tensor *gt, md_tensor *gt_labels, md_rng *rng,
+                            md_sampling_result *out, md_error *err) {
+    return s->iface->sample(ctx, s, ar, bboxes, gt, gt_labels, rng, out, err);
+}
+/* destroy through the header; NULL is fine. */
+#define MD_BBOX_DESTROY(obj) do { if (obj) (obj)->iface->destroy(obj); } while (0)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
