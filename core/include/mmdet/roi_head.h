@@ -16,6 +16,7 @@
 #ifndef MMDET_ROI_HEAD_H
 #define MMDET_ROI_HEAD_H
 
+#include "bbox.h"
 #include "data.h"
 #include "models.h"
 #include "runner.h"
@@ -39,15 +40,6 @@ static inline const md_roi_extractor_class *md_roi_extractor_class_of(const md_m
 }
 
 /* ---- bbox heads ("heads") ---- */
-/* One image's sampled RoIs (mmdet's SamplingResult, the parts a bbox head
- * reads): positives first, then negatives, in the order of the RoIs. */
-typedef struct md_roi_samples {
-    md_tensor *pos_bboxes;        /* [P, 4] f32 */
-    md_tensor *neg_bboxes;        /* [Q, 4] f32 */
-    md_tensor *pos_gt_bboxes;     /* [P, 4] f32, the gt each positive is assigned */
-    md_tensor *pos_gt_labels;     /* [P] i64 */
-} md_roi_samples;
-
 /* mmdet's BBoxHead.get_targets result, concatenated over images. */
 typedef struct md_bbox_targets {
     md_tensor *labels;            /* [N] i64, num_classes = background */
@@ -67,8 +59,9 @@ typedef struct md_bbox_head_class {
     /* roi feats [K, C, S, S] -> cls_score [K, num_classes + 1] and
      * bbox_pred [K, 4] (class agnostic) or [K, 4 * num_classes]. 0 or -1. */
     int (*forward)(md_ctx *ctx, md_module *m, md_tensor *x, md_tensor **cls_score, md_tensor **bbox_pred);
-    /* get_targets(concat=True) over n images; pos_weight <= 0 means 1. */
-    int (*get_targets)(md_ctx *ctx, md_module *m, const md_roi_samples *samples, int n, double pos_weight,
+    /* get_targets(concat=True) over n images' sampling results (RoIs are
+     * each image's positives then negatives); pos_weight <= 0 means 1. */
+    int (*get_targets)(md_ctx *ctx, md_module *m, const md_sampling_result *samples, int n, double pos_weight,
                        md_bbox_targets *out);
     /* loss: adds loss_cls, acc and loss_bbox. */
     int (*loss)(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor *bbox_pred,
