@@ -80,6 +80,26 @@ static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m
     return (const md_bbox_head_class *)m->cls;
 }
 
+/* ---- the RPN ("heads"), RPNHead ----
+ * Built with train_cfg = the detector's train_cfg.rpn, test_cfg = its
+ * test_cfg.rpn and proposal_cfg = train_cfg.rpn_proposal (mmdet's
+ * TwoStageDetector wiring); proposals are detached, [P, 5] (x1 y1 x2 y2 score)
+ * in the input image's pixels. */
+typedef struct md_rpn_head_class {
+    md_model_class model;         /* must be first */
+    /* Losses loss_rpn_cls and loss_rpn_bbox (summed over levels) and, with
+     * proposal_cfg, proposals[i] for each image of the batch. */
+    int (*forward_train)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                         md_rng *rng, md_losses *losses, md_tensor **proposals, md_error *err);
+    /* simple_test_rpn: proposals with test_cfg. */
+    int (*simple_test)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                       md_tensor **proposals, md_error *err);
+} md_rpn_head_class;
+
+static inline const md_rpn_head_class *md_rpn_head_class_of(const md_module *m) {
+    return (const md_rpn_head_class *)m->cls;
+}
+
 /* ---- RoI heads ("heads"), StandardRoIHead ---- */
 typedef struct md_roi_head_class {
     md_model_class model;         /* must be first */
