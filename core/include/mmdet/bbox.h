@@ -17,8 +17,11 @@
 #ifndef MMDET_BBOX_H
 #define MMDET_BBOX_H
 
+#include "data.h"
+#include "models.h"
 #include "ops.h"
 #include "registry.h"
+#include "runner.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -98,6 +101,30 @@ typedef struct md_bbox_sampler_iface {
     void (*destroy)(md_bbox_sampler *s);
 } md_bbox_sampler_iface;
 struct md_bbox_sampler { const md_bbox_sampler_iface *iface; const char *type; };
+
+/* ---- "heads": dense heads (AnchorHead, RetinaHead, RPNHead, ...) ----
+ * Built by md_build_from_cfg("heads", ...) as an md_module whose class
+ * starts with md_dense_head_class (like md_backbone_class). The detector
+ * passes train_cfg / test_cfg as default args, as mmdet's build_head. */
+typedef struct md_dense_head_class {
+    md_model_class model;         /* must be first */
+    /* feats[0 .. n) -> per level cls_scores [N, A*C, H, W] and bbox_preds
+     * [N, A*4, H, W]; returns 0 or -1 (ctx error). */
+    int (*forward)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls_scores,
+                   md_tensor **bbox_preds);
+    /* mmdet's loss(): named losses from the forward outputs and the batch's
+     * ground truth (gt_bboxes, labels, gt_bboxes_ignore, metas). */
+    int (*loss)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds, int n,
+                const md_batch *batch, md_losses *losses, md_error *err);
+    /* mmdet's get_bboxes(): results[i] for image i (arrays in the step
+     * arena); rescale divides by the meta's scale_factor. */
+    int (*get_bboxes)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
+                      int n, const md_batch *batch, bool rescale, md_det_result *results, md_error *err);
+} md_dense_head_class;
+
+static inline const md_dense_head_class *md_dense_head_class_of(const md_module *m) {
+    return (const md_dense_head_class *)m->cls;
+}
 
 /* ---- calls through the interfaces ---- */
 static inline md_tensor *md_grid_priors(md_ctx *ctx, const md_prior_generator *g, int level, int64_t h,

@@ -1,0 +1,146 @@
+/* mmdet's SingleStageDetector and RetinaNet (mmdet/models/detectors/
+ * single_stage.py, retinanet.py): backbone -> neck -> dense head, the head
+ * built with train_cfg / test_cfg as mmdet's build_head(bbox_head) after
+ * bbox_head.update(train_cfg=..., test_cfg=...). Implements the runner's
+ * md_model_iface: train_step = extract_feat + head loss, simple_test =
+ * head get_bboxes with rescale. State dict: backbone.*, neck.*, bbox_head.*. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/bbox.h>
+#include <mmdet/mmdet.h>
+
+static const md_key keys[] = {
+    { "backbone", MD_KEY_GROUP, NULL, "backbone config", true },
+    { "neck", MD_KEY_ANY, "None", "neck config (None: no neck)", false },
+    { "bbox_head", MD_KEY_GROUP, NULL, "dense head config", true },
+    { "train_cfg", MD_KEY_ANY, "None", "passed to the head", false },
+    { "test_cfg", MD_KEY_ANY, "None", "passed to the head", false },
+    { "pretrained", MD_KEY_ANY, "None", "deprecated: use backbone.init_cfg", false },
+    { "init_cfg", MD_KEY_ANY, "None", "only None", false },
+    { 0 } };
+
+typedef struct detector {
+    md_module base;
+    md_module *backbone, *neck, *head;
+} detector;
+
+static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **feats) {
+    md_scope_push(ctx, "backbone");
+    int n = md_backbone_forward(ctx, d->backbone, img, feats, MD_MAX_LEVELS);
+    md_scope_pop(ctx);
+    if (n > 0 && d->neck) {
+        md_scope_push(ctx, "neck");
+        n = md_neck_forward(ctx, d->neck, feats, n, feats, MD_MAX_LEVELS);
+        md_scope_pop(ctx);
+    }
+    return n;
+}
+
+static int head_outputs(md_ctx *ctx, detector *d, md_batch *b, md_tensor **cls, md_tensor **reg, md_error *err) {
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, b->img, feats);
+    if (n <= 0) return md_failc(err, MD_ERR_SHAPE, "%s", md_ctx_error(ctx)->msg);
+    if (md_dense_head_class_of(d->head)->forward(ctx, d->head, feats, n, cls, reg) != 0)
+        return md_failc(err, MD_ERR_SHAPE, "%s", md_ctx_error(ctx)->msg);
+    return n;
+}
+
+static int train_step(md_ctx *ctx, md_module *m, void *batch, md_losses *losses, md_error *err) {
+    detector *d = (detector *)m;
+    md_batch *b = batch;
+    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = head_outputs(ctx, d, b, cls, reg, err);
+    if (n < 0) return -1;
+    return md_dense_head_class_of(d->head)->loss(ctx, d->head, cls, reg, n, b, losses, err);
+}
+
+static int simple_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *results, md_error *err) {
+    detector *d = (detector *)m;
+    md_batch *b = batch;
+    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = head_outputs(ctx, d, b, cls, reg, err);
+    if (n < 0) return -1;
+    return md_dense_head_class_of(d->head)->get_bboxes(ctx, d->head, cls, reg, n, b, true, results, err);
+}
+
+static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test };
+
+static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    detector *d = (detector *)m;
+    if (md_model_init_weights(ctx, d->backbone, err)) return md_error_wrap(err, "backbone");
+    if (d->neck && md_model_init_weights(ctx, d->neck, err)) return md_error_wrap(err, "neck");
+    return 0;
+}
+
+static const md_model_class single_stage_cls = {
+    .module = { .name = "SingleStageDetector", .iface = &iface }, .init_weights = init_weights };
+static const md_model_class retinanet_cls = {
+    .module = { .name = "RetinaNet", .iface = &iface }, .init_weights = init_weights };
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *klass, md_error *err) {
+    detector *d = md_module_new(sizeof *d, &klass->module);
+    if (!d) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &d->base;
+    if (!is_none(md_cfg_get(cfg, "init_cfg"))) {
+        md_failc(err, MD_ERR_CONFIG, "init_cfg: only None is supported for the detector (use backbone.init_cfg)");
+        goto fail;
+    }
+    d->backbone = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), err);
+    if (!d->backbone || md_module_add_child(m, "backbone", d->backbone, err)) {
+        md_module_free(d->backbone);
+        md_error_wrap(err, "backbone");
+        goto fail;
+    }
+    if (!is_none(md_cfg_get(cfg, "neck"))) {
+        d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
+        if (!d->neck || md_module_add_child(m, "neck", d->neck, err)) {
+            md_module_free(d->neck);
+            md_error_wrap(err, "neck");
+            goto fail;
+        }
+    }
+    md_cfg *defaults = md_cfg_new_group();
+    if (!is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
+    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    const md_cfg *hc = md_cfg_get(cfg, "bbox_head");
+    const md_class *hk = md_registry_find(ctx, "heads", md_cfg_str(hc, "type", ""), err);
+    d->head = hk ? md_build_from_cfg(ctx, "heads", hc, defaults, err) : NULL;
+    md_cfg_free(defaults);
+    if (d->head && hk->iface != (const void *)d->head->cls) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: the built module's class is not its registered interface", hk->name);
+        md_module_free(d->head);
+        d->head = NULL;
+    }
+    if (!d->head || md_module_add_child(m, "bbox_head", d->head, err)) {
+        md_module_free(d->head);
+        md_error_wrap(err, "bbox_head");
+        goto fail;
+    }
+    if (init_weights(ctx, m, err)) goto fail;
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+static void *build_single(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return build_with(ctx, cfg, &single_stage_cls, err);
+}
+static void *build_retina(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return build_with(ctx, cfg, &retinanet_cls, err);
+}
+
+static const md_class single_class = { .name = "SingleStageDetector", .keys = keys, .build = build_single,
+                                       .iface = &iface, .doc = "backbone + neck + dense head" };
+static const md_class retina_class = { .name = "RetinaNet", .keys = keys, .build = build_retina, .iface = &iface,
+                                       .doc = "RetinaNet (a SingleStageDetector)" };
+MD_PLUGIN("single_stage", "1.0", "Apache-2.0");
+MD_REGISTER("detectors", single_class)
+MD_REGISTER("detectors", retina_class)
