@@ -1,0 +1,220 @@
+/* mmdet's TwoStageDetector and FasterRCNN (mmdet/models/detectors/
+ * two_stage.py): backbone, optional neck, rpn_head built with train_cfg.rpn /
+ * test_cfg.rpn (proposals during training from train_cfg.rpn_proposal),
+ * roi_head with train_cfg.rcnn / test_cfg.rcnn. forward_train returns the
+ * RPN losses (loss_rpn_cls, loss_rpn_bbox) and the RoI head's (loss_cls,
+ * acc, loss_bbox); simple_test returns detections rescaled to the original
+ * image. The samplers draw from the context's rng (seeded by --seed).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/roi_head.h>
+
+static const md_key keys[] = {
+    { "backbone", MD_KEY_GROUP, NULL, "backbone (backbones registry)", true },
+    { "neck", MD_KEY_ANY, "None", "neck (necks registry) or None", false },
+    { "rpn_head", MD_KEY_ANY, "None", "RPN head (heads registry)", false },
+    { "roi_head", MD_KEY_ANY, "None", "RoI head (heads registry)", false },
+    { "train_cfg", MD_KEY_ANY, "None", "rpn, rpn_proposal, rcnn", false },
+    { "test_cfg", MD_KEY_ANY, "None", "rpn, rcnn", false },
+    { "pretrained", MD_KEY_ANY, "None", "deprecated; use the backbone's init_cfg", false },
+    { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false },
+    { 0 } };
+
+typedef struct two_stage {
+    md_module base;
+    md_module *backbone, *neck, *rpn, *roi;
+    md_cfg *init_cfg;
+} two_stage;
+
+static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
+
+static int extract_feat(md_ctx *ctx, two_stage *d, md_tensor *img, md_tensor **feats) {
+    md_scope_push(ctx, "backbone");
+    int n = md_backbone_forward(ctx, d->backbone, img, feats, MD_MAX_LEVELS);
+    md_scope_pop(ctx);
+    if (n > 0 && d->neck) {
+        md_scope_push(ctx, "neck");
+        n = md_neck_forward(ctx, d->neck, feats, n, feats, MD_MAX_LEVELS);
+        md_scope_pop(ctx);
+    }
+    return n;
+}
+
+static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *losses, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    md_batch *b = batch_ptr;
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, b->img, feats);
+    if (n < 0) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    md_tensor **props = md_ctx_alloc(ctx, sizeof *props * (size_t)b->n);
+    if (!props) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: training needs rpn_head and roi_head");
+    md_rng *rng = md_ctx_rng(ctx);
+    md_scope_push(ctx, "rpn_head");
+    int rc = md_rpn_head_class_of(d->rpn)->forward_train(ctx, d->rpn, feats, n, b, rng, losses, props, err);
+    md_scope_pop(ctx);
+    if (rc) return md_error_wrap(err, "rpn_head");
+    md_scope_push(ctx, "roi_head");
+    rc = md_roi_head_class_of(d->roi)->forward_train(ctx, d->roi, feats, n, b, props, rng, losses, err);
+    md_scope_pop(ctx);
+    return rc ? md_error_wrap(err, "roi_head") : 0;
+}
+
+static int ts_simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result *results, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    md_batch *b = batch_ptr;
+    if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: testing needs rpn_head and roi_head");
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, b->img, feats);
+    md_tensor **props = md_ctx_alloc(ctx, sizeof *props * (size_t)b->n);
+    md_tensor **dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n), **labels = md_ctx_alloc(ctx, sizeof *labels * (size_t)b->n);
+    int rc = -1;
+    if (n < 0 || !props || !dets || !labels) {
+        md_fail(err, "%s", md_ctx_error(ctx)->msg);
+        goto out;
+    }
+    md_scope_push(ctx, "rpn_head");
+    rc = md_rpn_head_class_of(d->rpn)->simple_test(ctx, d->rpn, feats, n, b, props, err);
+    md_scope_pop(ctx);
+    if (rc) {
+        md_error_wrap(err, "rpn_head");
+        goto out;
+    }
+    md_scope_push(ctx, "roi_head");
+    rc = md_roi_head_class_of(d->roi)->simple_test(ctx, d->roi, feats, n, b, props, true, dets, labels, err);
+    md_scope_pop(ctx);
+    if (rc) {
+        md_error_wrap(err, "roi_head");
+        goto out;
+    }
+    for (int i = 0; i < b->n; i++) {
+        results[i].n = (int)dets[i]->shape[0];
+        results[i].bboxes = md_f32(dets[i]);
+        results[i].labels = md_i64(labels[i]);
+    }
+out:
+    md_grad_set_enabled(ctx, was);
+    return rc;
+}
+
+static const md_model_iface ts_iface = { .train_step = ts_train_step, .simple_test = ts_simple_test };
+
+static int ts_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    md_module *parts[4] = { d->backbone, d->neck, d->rpn, d->roi };
+    for (int i = 0; i < 4; i++)
+        if (parts[i] && md_model_init_weights(ctx, parts[i], err)) return -1;
+    return md_init_cfg_pretrained(ctx, m, d->init_cfg, "TwoStageDetector", err) < 0 ? -1 : 0;
+}
+
+static void ts_destroy(md_module *m) { md_cfg_free(((two_stage *)m)->init_cfg); }
+
+static const md_model_class ts_cls = {
+    .module = { .name = "TwoStageDetector", .destroy = ts_destroy, .iface = &ts_iface },
+    .init_weights = ts_init_weights,
+};
+static const md_model_class frcnn_cls = {
+    .module = { .name = "FasterRCNN", .destroy = ts_destroy, .iface = &ts_iface },
+    .init_weights = ts_init_weights,
+};
+
+/* A copy of `head` with train_cfg / test_cfg (and proposal_cfg) set from the
+ * detector's sections, as TwoStageDetector.__init__ does. */
+static md_cfg *head_cfg(const md_cfg *head, const md_cfg *train, const char *train_key, const md_cfg *test,
+                        const char *test_key, bool rpn) {
+    md_cfg *c = md_cfg_clone(head);
+    if (!c) return NULL;
+    const md_cfg *tr = is_none(train) ? NULL : md_cfg_get(train, train_key);
+    const md_cfg *te = is_none(test) ? NULL : md_cfg_get(test, test_key);
+    if (tr) md_cfg_set_copy(c, "train_cfg", tr);
+    if (te) md_cfg_set_copy(c, "test_cfg", te);
+    if (rpn) {
+        const md_cfg *pc = is_none(train) ? NULL : md_cfg_get(train, "rpn_proposal");
+        if (!pc) pc = te;
+        if (pc) md_cfg_set_copy(c, "proposal_cfg", pc);
+    }
+    return c;
+}
+
+static int add_part(md_module *m, const char *name, md_module *part, md_error *err) {
+    if (md_module_add_child(m, name, part, err)) {
+        md_module_free(part);
+        return -1;
+    }
+    return 0;
+}
+
+static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const md_model_class *cls) {
+    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
+    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
+    two_stage *d = md_module_new(sizeof *d, &cls->module);
+    if (!d) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &d->base;
+    const md_cfg *train = md_cfg_get(cfg, "train_cfg"), *test = md_cfg_get(cfg, "test_cfg");
+    if (!is_none(init) && !(d->init_cfg = md_cfg_clone(init))) goto nomem;
+    d->backbone = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), err);
+    if (!d->backbone) {
+        md_error_wrap(err, "backbone");
+        goto fail;
+    }
+    if (add_part(m, "backbone", d->backbone, err)) goto fail;
+    if (!is_none(md_cfg_get(cfg, "neck"))) {
+        d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
+        if (!d->neck) {
+            md_error_wrap(err, "neck");
+            goto fail;
+        }
+        if (add_part(m, "neck", d->neck, err)) goto fail;
+    }
+    if (!is_none(md_cfg_get(cfg, "rpn_head"))) {
+        md_cfg *hc = head_cfg(md_cfg_get(cfg, "rpn_head"), train, "rpn", test, "rpn", true);
+        if (!hc) goto nomem;
+        d->rpn = md_build_from_cfg(ctx, "heads", hc, NULL, err);
+        md_cfg_free(hc);
+        if (!d->rpn) {
+            md_error_wrap(err, "rpn_head");
+            goto fail;
+        }
+        if (add_part(m, "rpn_head", d->rpn, err)) goto fail;
+    }
+    if (!is_none(md_cfg_get(cfg, "roi_head"))) {
+        md_cfg *hc = head_cfg(md_cfg_get(cfg, "roi_head"), train, "rcnn", test, "rcnn", false);
+        if (!hc) goto nomem;
+        d->roi = md_build_from_cfg(ctx, "heads", hc, NULL, err);
+        md_cfg_free(hc);
+        if (!d->roi) {
+            md_error_wrap(err, "roi_head");
+            goto fail;
+        }
+        if (add_part(m, "roi_head", d->roi, err)) goto fail;
+    }
+    if (md_model_init_weights(ctx, d->backbone, err) || (d->neck && md_model_init_weights(ctx, d->neck, err)))
+        goto fail;
+    md_module_train(m, true);
+    return m;
+nomem:
+    md_failc(err, MD_ERR_NOMEM, "out of memory");
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+static void *ts_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build_common(ctx, cfg, err, &ts_cls); }
+static void *frcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return build_common(ctx, cfg, err, &frcnn_cls);
+}
+
+static const md_class ts_class = { .name = "TwoStageDetector", .keys = keys, .build = ts_build, .iface = &ts_iface,
+                                   .doc = "backbone, neck, RPN and RoI head (mmdet 2.x)" };
+static const md_class frcnn_class = { .name = "FasterRCNN", .keys = keys, .build = frcnn_build, .iface = &ts_iface,
+                                      .doc = "Faster R-CNN: a TwoStageDetector (mmdet 2.x)" };
+
+MD_PLUGIN("two_stage", "1.0", "Apache-2.0");
+MD_REGISTER("detectors", ts_class)
+MD_REGISTER("detectors", frcnn_class)
