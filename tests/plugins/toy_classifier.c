@@ -42,7 +42,9 @@ static int train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *los
 }
 
 static const md_model_iface iface = { .train_step = train_step };
-static const md_module_class toy_class = { .name = "ToyShapesClassifier", .iface = &iface };
+static int toy_num_classes(const md_module *m) { return ((const toy *)m)->num_classes; }
+static const md_module_class toy_class = { .name = "ToyShapesClassifier", .iface = &iface,
+                                           .num_classes = toy_num_classes };
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     toy *t = md_module_new(sizeof *t, &toy_class);

@@ -125,3 +125,15 @@ Test(train_e2e, auto_scale_lr_scales_by_the_batch_size) {
     fclose(f);
     cr_assert(strstr(text, "LR has been automatically scaled from 0.01 to 0.005"), "%s", text);
 }
+
+Test(train_e2e, num_classes_must_match_the_dataset) {
+    cr_assert_neq(train("wrong", 1, "--cfg-options model.num_classes=4"), 0);
+    char path[128], text[1 << 16] = "";
+    snprintf(path, sizeof path, "%s/wrong.out", dir);
+    FILE *f = fopen(path, "r");
+    size_t k = fread(text, 1, sizeof text - 1, f);
+    text[k] = 0;
+    fclose(f);
+    cr_assert(strstr(text, "has num_classes = 4 but the dataset has 5 classes (rectangle, ellipse, triangle, ...)"),
+              "%s", text);
+}
