@@ -642,6 +642,38 @@ static void *pad_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 static const md_class pad_class = { .name = "Pad", .keys = pad_keys, .build = pad_build, .iface = &pad_iface,
     .doc = "pad right and bottom to a size or a multiple" };
 
+/* ------------------------------------------------------------ ImageToTensor */
+/* mmdet's ImageToTensor(keys=['img']): HWC -> CHW as a float tensor, values
+ * unchanged; an image Normalize already made f32 CHW passes through. */
+static int to_tensor_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
+    (void)tt;
+    (void)rng;
+    return s->img_u8 ? to_f32_chw(s, NULL, NULL, false, err) : 0;
+}
+
+static const md_transform_iface to_tensor_iface = { to_tensor_apply, plain_destroy };
+static const md_key to_tensor_keys[] = { { "keys", MD_KEY_LIST, "[\"img\"]", "only img", false }, { 0 } };
+
+static void *to_tensor_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    (void)ctx;
+    const md_cfg *keys = md_cfg_get(cfg, "keys");
+    for (int i = 0; keys && i < md_cfg_len(keys); i++) {
+        const char *k = md_cfg_as_str(md_cfg_at(keys, i));
+        if (!k || strcmp(k, "img")) {
+            md_failc(err, MD_ERR_CONFIG, "ImageToTensor: only the key \"img\" is supported, got %s", k ? k : "?");
+            return NULL;
+        }
+    }
+    md_transform *t = calloc(1, sizeof *t);
+    if (!t) return oom(err);
+    t->iface = &to_tensor_iface;
+    t->type = "ImageToTensor";
+    return t;
+}
+
+static const md_class to_tensor_class = { .name = "ImageToTensor", .keys = to_tensor_keys,
+    .build = to_tensor_build, .iface = &to_tensor_iface, .doc = "image as an f32 CHW tensor (values unchanged)" };
+
 /* ----------------------------------------------------- DefaultFormatBundle */
 
 static int bundle_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
@@ -863,5 +895,6 @@ MD_REGISTER("pipelines", flip_class)
 MD_REGISTER("pipelines", norm_class)
 MD_REGISTER("pipelines", pad_class)
 MD_REGISTER("pipelines", bundle_class)
+MD_REGISTER("pipelines", to_tensor_class)
 MD_REGISTER("pipelines", collect_class)
 MD_REGISTER("pipelines", msfa_class)

@@ -275,6 +275,25 @@ Test(transforms, normalize_swaps_to_rgb_and_goes_chw) {
     t->iface->destroy(t);
 }
 
+Test(transforms, image_to_tensor_goes_chw_with_values_unchanged) {
+    md_transform *t = tf("t = { type = \"ImageToTensor\"; keys = [\"img\"]; };");
+    md_sample s;
+    make_sample(&s, 1, 2, 3, (const uint8_t[]){ 10, 20, 30, 40, 50, 60 });
+    apply(t, &s, NULL);
+    cr_assert_null(s.img_u8);
+    const float want[6] = { 10, 40, 20, 50, 30, 60 };   /* channel planes, BGR order kept */
+    for (int i = 0; i < 6; i++) cr_expect_float_eq(s.img_f32[i], want[i], 0, "element %d", i);
+    apply(t, &s, NULL);   /* already a tensor: unchanged */
+    for (int i = 0; i < 6; i++) cr_expect_float_eq(s.img_f32[i], want[i], 0, "element %d", i);
+    md_sample_clear(&s);
+    t->iface->destroy(t);
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse("t = { type = \"ImageToTensor\"; keys = [\"gt_bboxes\"]; };", "t.cfg", &err);
+    cr_assert_null(md_build_from_cfg(ctx, "pipelines", md_cfg_get(c, "t"), NULL, &err));
+    cr_assert(strstr(err.msg, "only the key"), "%s", err.msg);
+    md_cfg_free(c);
+}
+
 Test(transforms, pad_to_divisor_and_to_size) {
     md_transform *t = tf("t = { type = \"Pad\"; size_divisor = 32; };");
     md_sample s;
