@@ -236,11 +236,11 @@ TestSuite(retina_e2e, .init = e2e_setup, .fini = e2e_teardown, .timeout = 240);
 Test(retina_e2e, loss_falls) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "bin/mmdet-run --plugin-dir plugins tests/configs/retinanet_tiny.cfg --work-dir %s/work --seed 0 "
+             "bin/mmdet-run --plugin-dir plugins tests/configs/retinanet_tiny.cfg --work-dir %s/train --seed 0 "
              "--cfg-options data.train.data_root=%s/data/ runner.max_epochs=4 >%s/out.txt 2>&1", dir, dir, dir);
     cr_assert_eq(system(cmd), 0, "mmdet-run failed (see %s/out.txt)", dir);
     char pattern[256];
-    snprintf(pattern, sizeof pattern, "%s/work/*.log.json", dir);
+    snprintf(pattern, sizeof pattern, "%s/train/*.log.json", dir);
     glob_t g;
     cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "no JSON log");
     FILE *fp = fopen(g.gl_pathv[0], "r");
