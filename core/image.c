@@ -3,6 +3,7 @@
  * its own jump buffer so that no library error escapes as an abort. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,5 +469,55 @@ MD_API int md_image_write_png(const md_image *img, const char *path, md_error *e
     if (md_image_encode_png(img, &buf, &n, err)) return md_error_wrap(err, "%s", path);
     int rc = write_file(path, buf, n, err);
     free(buf);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- resize */
+
+/* OpenCV's resizeGeneric for u8: both passes in exact integers. */
+MD_API int md_image_resize_bilinear(const uint8_t *src, int sh, int sw, int c, uint8_t *dst, int dh, int dw) {
+    double scale_x = 1.0 / ((double)dw / sw), scale_y = 1.0 / ((double)dh / sh);
+    int *xofs = malloc(sizeof(int) * (size_t)dw * 2);
+    short *ax = malloc(sizeof(short) * (size_t)dw * 2);
+    int *rowbuf = malloc(sizeof(int) * (size_t)dw * c * 2);
+    int rc = -1;
+    if (!xofs || !ax || !rowbuf) goto done;
+    for (int dx = 0; dx < dw; dx++) {
+        float fx = (float)((dx + 0.5) * scale_x - 0.5);
+        int sx = (int)floorf(fx);
+        fx -= sx;
+        if (sx < 0) fx = 0, sx = 0;
+        if (sx >= sw - 1) fx = 0, sx = sw - 1;
+        xofs[dx] = sx;
+        ax[2 * dx] = (short)lrintf((1.f - fx) * 2048);
+        ax[2 * dx + 1] = (short)lrintf(fx * 2048);
+    }
+    int *r0 = rowbuf, *r1 = rowbuf + (size_t)dw * c;
+    for (int dy = 0; dy < dh; dy++) {
+        float fy = (float)((dy + 0.5) * scale_y - 0.5);
+        int sy = (int)floorf(fy);
+        fy -= sy;
+        short b0 = (short)lrintf((1.f - fy) * 2048), b1 = (short)lrintf(fy * 2048);
+        int y0 = sy < 0 ? 0 : sy >= sh ? sh - 1 : sy, y1 = sy + 1 < 0 ? 0 : sy + 1 >= sh ? sh - 1 : sy + 1;
+        for (int k = 0; k < 2; k++) {
+            const uint8_t *S = src + (size_t)(k ? y1 : y0) * sw * c;
+            int *D = k ? r1 : r0;
+            for (int dx = 0; dx < dw; dx++) {
+                int sx = xofs[dx], sx1 = sx + 1 < sw ? sx + 1 : sx;
+                for (int ch = 0; ch < c; ch++)
+                    D[dx * c + ch] = S[sx * c + ch] * ax[2 * dx] + S[sx1 * c + ch] * ax[2 * dx + 1];
+            }
+        }
+        uint8_t *out = dst + (size_t)dy * dw * c;
+        for (int i = 0; i < dw * c; i++) {
+            int64_t v = ((int64_t)r0[i] * b0 + (int64_t)r1[i] * b1 + (1 << 21)) >> 22;
+            out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+    rc = 0;
+done:
+    free(xofs);
+    free(ax);
+    free(rowbuf);
     return rc;
 }

@@ -139,58 +139,6 @@ static const md_class load_ann_class = { .name = "LoadAnnotations", .keys = load
 
 /* ------------------------------------------------------------------ Resize */
 
-/* OpenCV's INTER_LINEAR for u8 (resizeGeneric's fixed point: 11-bit
- * coefficients, both passes exact integers, one rounding at the end). */
-static void resize_bilinear_u8(const uint8_t *src, int sh, int sw, int c, uint8_t *dst, int dh, int dw) {
-    double scale_x = 1.0 / ((double)dw / sw), scale_y = 1.0 / ((double)dh / sh);
-    int *xofs = malloc(sizeof(int) * (size_t)dw * 2);
-    short *ax = malloc(sizeof(short) * (size_t)dw * 2);
-    int *rowbuf = malloc(sizeof(int) * (size_t)dw * c * 2);
-    if (!xofs || !ax || !rowbuf) goto done;
-    for (int dx = 0; dx < dw; dx++) {
-        float fx = (float)((dx + 0.5) * scale_x - 0.5);
-        int sx = (int)floorf(fx);
-        fx -= sx;
-        if (sx < 0) fx = 0, sx = 0;
-        if (sx >= sw - 1) fx = 0, sx = sw - 1;
-        xofs[dx] = sx;
-        ax[2 * dx] = (short)lrintf((1.f - fx) * 2048);
-        ax[2 * dx + 1] = (short)lrintf(fx * 2048);
-    }
-    int *r0 = rowbuf, *r1 = rowbuf + (size_t)dw * c;
-    for (int dy = 0; dy < dh; dy++) {
-        float fy = (float)((dy + 0.5) * scale_y - 0.5);
-        int sy = (int)floorf(fy);
-        fy -= sy;
-        short b0 = (short)lrintf((1.f - fy) * 2048), b1 = (short)lrintf(fy * 2048);
-        int y0 = sy < 0 ? 0 : sy >= sh ? sh - 1 : sy, y1 = sy + 1 < 0 ? 0 : sy + 1 >= sh ? sh - 1 : sy + 1;
-        for (int k = 0; k < 2; k++) {
-            const uint8_t *S = src + (size_t)(k ? y1 : y0) * sw * c;
-            int *D = k ? r1 : r0;
-            for (int dx = 0; dx < dw; dx++) {
-                int sx = xofs[dx], sx1 = sx + 1 < sw ? sx + 1 : sx;
-                for (int ch = 0; ch < c; ch++)
-                    D[dx * c + ch] = S[sx * c + ch] * ax[2 * dx] + S[sx1 * c + ch] * ax[2 * dx + 1];
-            }
-        }
-        uint8_t *out = dst + (size_t)dy * dw * c;
-        for (int i = 0; i < dw * c; i++) {
-            int64_t v = ((int64_t)r0[i] * b0 + (int64_t)r1[i] * b1 + (1 << 21)) >> 22;
-            out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
-    }
-done:
-    free(xofs);
-    free(ax);
-    free(rowbuf);
-}
-
-/* Exported for the tests and tools through the plugin (see docs/pipeline.md). */
-__attribute__((visibility("default"))) void md_resize_bilinear_u8(const uint8_t *src, int sh, int sw, int c,
-                                                                  uint8_t *dst, int dh, int dw) {
-    resize_bilinear_u8(src, sh, sw, c, dst, dh, dw);
-}
-
 #define MAX_SCALES 32
 typedef struct {
     md_transform base;
@@ -263,7 +211,10 @@ static int resize_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_er
     if (nw != s->w || nh != s->h) {
         uint8_t *dst = malloc((size_t)nw * nh * s->c);
         if (!dst) return md_failc(err, MD_ERR_NOMEM, "out of memory resizing to %dx%d", nw, nh);
-        resize_bilinear_u8(s->img_u8, s->h, s->w, s->c, dst, nh, nw);
+        if (md_image_resize_bilinear(s->img_u8, s->h, s->w, s->c, dst, nh, nw) != 0) {
+            free(dst);
+            return md_failc(err, MD_ERR_NOMEM, "out of memory resizing to %dx%d", nw, nh);
+        }
         md_sample_set_u8(s, dst, nh, nw, s->c);
     }
     int shape[3] = { nh, nw, s->c };

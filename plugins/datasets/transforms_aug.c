@@ -51,51 +51,6 @@ static void set_shape(md_sample *s) {
     s->meta.keys |= MD_META_IMG_SHAPE;
 }
 
-/* OpenCV's INTER_LINEAR for u8 (the same fixed point as Resize's). */
-static void resize_u8(const uint8_t *src, int sh, int sw, int c, uint8_t *dst, int dh, int dw) {
-    double scale_x = (double)sw / dw, scale_y = (double)sh / dh;
-    int *xofs = malloc(sizeof(int) * (size_t)dw);
-    short *ax = malloc(sizeof(short) * (size_t)dw * 2);
-    int *rows = malloc(sizeof(int) * (size_t)dw * c * 2);
-    if (!xofs || !ax || !rows) goto done;
-    for (int dx = 0; dx < dw; dx++) {
-        float fx = (float)((dx + 0.5) * scale_x - 0.5);
-        int sx = (int)floorf(fx);
-        fx -= sx;
-        if (sx < 0) fx = 0, sx = 0;
-        if (sx >= sw - 1) fx = 0, sx = sw - 1;
-        xofs[dx] = sx;
-        ax[2 * dx] = (short)lrintf((1.f - fx) * 2048);
-        ax[2 * dx + 1] = (short)lrintf(fx * 2048);
-    }
-    int *r0 = rows, *r1 = rows + (size_t)dw * c;
-    for (int dy = 0; dy < dh; dy++) {
-        float fy = (float)((dy + 0.5) * scale_y - 0.5);
-        int sy = (int)floorf(fy);
-        fy -= sy;
-        short b0 = (short)lrintf((1.f - fy) * 2048), b1 = (short)lrintf(fy * 2048);
-        int y0 = sy < 0 ? 0 : sy >= sh ? sh - 1 : sy, y1 = sy + 1 < 0 ? 0 : sy + 1 >= sh ? sh - 1 : sy + 1;
-        for (int k = 0; k < 2; k++) {
-            const uint8_t *S = src + (size_t)(k ? y1 : y0) * sw * c;
-            int *D = k ? r1 : r0;
-            for (int dx = 0; dx < dw; dx++) {
-                int sx = xofs[dx], sx1 = sx + 1 < sw ? sx + 1 : sx;
-                for (int ch = 0; ch < c; ch++)
-                    D[dx * c + ch] = S[sx * c + ch] * ax[2 * dx] + S[sx1 * c + ch] * ax[2 * dx + 1];
-            }
-        }
-        uint8_t *out = dst + (size_t)dy * dw * c;
-        for (int i = 0; i < dw * c; i++) {
-            int64_t v = ((int64_t)r0[i] * b0 + (int64_t)r1[i] * b1 + (1 << 21)) >> 22;
-            out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
-    }
-done:
-    free(xofs);
-    free(ax);
-    free(rows);
-}
-
 /* -------------------------------------------------- PhotoMetricDistortion */
 
 typedef struct {
@@ -570,7 +525,10 @@ static uint8_t *resized(const md_sample *s, double ratio, int *nw, int *nh) {
     if (*nw < 1) *nw = 1;
     if (*nh < 1) *nh = 1;
     uint8_t *d = malloc((size_t)*nw * *nh * s->c + 1);
-    if (d) resize_u8(s->img_u8, s->h, s->w, s->c, d, *nh, *nw);
+    if (d && md_image_resize_bilinear(s->img_u8, s->h, s->w, s->c, d, *nh, *nw) != 0) {
+        free(d);
+        return NULL;
+    }
     return d;
 }
 
@@ -739,8 +697,12 @@ static int mixup_mix(const md_transform *tt, md_sample *s, md_sample *mix, int n
         free(canvas);
         return md_failc(err, MD_ERR_NOMEM, "out of memory");
     }
-    resize_u8(canvas, SH, SW, c, out, oh, ow);
+    int rc = md_image_resize_bilinear(canvas, SH, SW, c, out, oh, ow);
     free(canvas);
+    if (rc != 0) {
+        free(out);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
     if (flip)
         for (int y = 0; y < oh; y++)
             for (int a = 0, b = ow - 1; a < b; a++, b--)
