@@ -330,3 +330,9 @@ MD_API void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *
     }
     return obj;
 }
+
+MD_API void *md_build_part(md_ctx *ctx, const char *registry, const md_cfg *parent, const char *path, md_error *err) {
+    void *obj = md_build_from_cfg(ctx, registry, md_cfg_get(parent, path), NULL, err);
+    if (!obj) md_error_wrap(err, "%s", path);
+    return obj;
+}

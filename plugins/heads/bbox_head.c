@@ -310,11 +310,7 @@ static void *head_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    h->coder = md_build_from_cfg(ctx, "bbox_coders", md_cfg_get(cfg, "bbox_coder"), NULL, err);
-    if (!h->coder) {
-        md_error_wrap(err, "bbox_coder");
-        goto fail;
-    }
+    if (!(h->coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err))) goto fail;
     md_module *list = md_module_new(sizeof(md_module), &list_class);
     if (!list) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");

@@ -380,25 +380,13 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     /* mmdet: no sampling for FocalLoss */
     h->sampling = false;
     /* parts */
-    h->prior = md_build_from_cfg(ctx, "prior_generators", md_cfg_get(cfg, "anchor_generator"), NULL, err);
-    if (!h->prior) {
-        md_error_wrap(err, "anchor_generator");
-        goto fail;
-    }
+    if (!(h->prior = md_build_part(ctx, "prior_generators", cfg, "anchor_generator", err))) goto fail;
     h->num_anchors = h->prior->iface->num_base_priors(h->prior, 0);
-    h->coder = md_build_from_cfg(ctx, "bbox_coders", md_cfg_get(cfg, "bbox_coder"), NULL, err);
-    if (!h->coder) {
-        md_error_wrap(err, "bbox_coder");
-        goto fail;
-    }
+    if (!(h->coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err))) goto fail;
     const md_cfg *tr = md_cfg_get(cfg, "train_cfg");
     if (!is_none(tr)) {
         h->has_train_cfg = true;
-        h->assigner = md_build_from_cfg(ctx, "bbox_assigners", md_cfg_get(tr, "assigner"), NULL, err);
-        if (!h->assigner) {
-            md_error_wrap(err, "train_cfg.assigner");
-            goto fail;
-        }
+        if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
         md_cfg *pseudo = md_cfg_new_group();
         md_cfg_set_str(pseudo, "type", "PseudoSampler");
         const md_cfg *sc = h->sampling && md_cfg_get(tr, "sampler") ? md_cfg_get(tr, "sampler") : pseudo;

@@ -396,29 +396,13 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    h->anchors = md_build_from_cfg(ctx, "prior_generators", md_cfg_get(cfg, "anchor_generator"), NULL, err);
-    if (!h->anchors) {
-        md_error_wrap(err, "anchor_generator");
-        goto fail;
-    }
+    if (!(h->anchors = md_build_part(ctx, "prior_generators", cfg, "anchor_generator", err))) goto fail;
     h->num_anchors = h->anchors->iface->num_base_priors(h->anchors, 0);
-    h->coder = md_build_from_cfg(ctx, "bbox_coders", md_cfg_get(cfg, "bbox_coder"), NULL, err);
-    if (!h->coder) {
-        md_error_wrap(err, "bbox_coder");
-        goto fail;
-    }
+    if (!(h->coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err))) goto fail;
     const md_cfg *tc = md_cfg_get(cfg, "train_cfg");
     if (!is_none(tc)) {
-        h->assigner = md_build_from_cfg(ctx, "bbox_assigners", md_cfg_get(tc, "assigner"), NULL, err);
-        if (!h->assigner) {
-            md_error_wrap(err, "train_cfg.assigner");
-            goto fail;
-        }
-        h->sampler = md_build_from_cfg(ctx, "bbox_samplers", md_cfg_get(tc, "sampler"), NULL, err);
-        if (!h->sampler) {
-            md_error_wrap(err, "train_cfg.sampler");
-            goto fail;
-        }
+        if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
+        if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
         h->allowed_border = (int)md_cfg_int(tc, "allowed_border", -1);
         h->pos_weight = md_cfg_float(tc, "pos_weight", -1);
     }

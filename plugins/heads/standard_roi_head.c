@@ -202,16 +202,8 @@ static void *rh_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     const md_cfg *tc = md_cfg_get(cfg, "train_cfg");
     if (!is_none(tc)) {
-        h->assigner = md_build_from_cfg(ctx, "bbox_assigners", md_cfg_get(tc, "assigner"), NULL, err);
-        if (!h->assigner) {
-            md_error_wrap(err, "train_cfg.assigner");
-            goto fail;
-        }
-        h->sampler = md_build_from_cfg(ctx, "bbox_samplers", md_cfg_get(tc, "sampler"), NULL, err);
-        if (!h->sampler) {
-            md_error_wrap(err, "train_cfg.sampler");
-            goto fail;
-        }
+        if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
+        if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
         h->pos_weight = md_cfg_float(tc, "pos_weight", -1);
     }
     const md_cfg *te = md_cfg_get(cfg, "test_cfg");

@@ -134,9 +134,33 @@ static void col2im_tile(const md__conv_shape *s, const float *col, int64_t r0, i
     }
 }
 
+/* Work item `it` of the forward and weight-gradient kernels is (image,
+ * group, column tile); its input operand [Kg, len] is the input itself for a
+ * pointwise convolution, else the im2col tile written into `col`. */
+typedef struct col_tile { int64_t n, g, j0, len, ldb; const float *b; } col_tile;
+
+static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, int64_t ntiles, int64_t T, int pw,
+                           float *col) {
+    const int64_t G = s->G, Cg = s->C / G, HW = s->H * s->W, OHW = s->OH * s->OW;
+    int64_t tile = it % ntiles, ng = it / ntiles;
+    col_tile t = { .n = ng / G, .g = ng % G, .j0 = tile * T };
+    int64_t j1 = t.j0 + T < OHW ? t.j0 + T : OHW;
+    t.len = j1 - t.j0;
+    const float *xg = x + (t.n * s->C + t.g * Cg) * HW;
+    if (pw) {
+        t.b = xg + t.j0;
+        t.ldb = HW;
+    } else {
+        im2col_tile(s, xg, 0, kg_of(s), t.j0, j1, col);
+        t.b = col;
+        t.ldb = t.len;
+    }
+    return t;
+}
+
 void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
                         float *y, float *work, int nthreads) {
-    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t G = s->G, Og = s->O / G, Kg = kg_of(s);
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles;
     const int pw = is_pointwise(s);
@@ -148,19 +172,9 @@ void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w,
         float *col = pw ? NULL : work + (size_t)omp_get_thread_num() * (size_t)(Kg * T);
         #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
-            int64_t tile = it % ntiles, ng = it / ntiles, n = ng / G, g = ng % G;
-            int64_t j0 = tile * T, j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
-            const float *xg = x + (n * s->C + g * Cg) * HW;
-            const float *b;
-            int64_t ldb;
-            if (pw) {
-                b = xg + j0;
-                ldb = HW;
-            } else {
-                im2col_tile(s, xg, 0, Kg, j0, j1, col);
-                b = col;
-                ldb = len;
-            }
+            col_tile t = input_tile(s, x, it, ntiles, T, pw, col);
+            int64_t n = t.n, g = t.g, j0 = t.j0, len = t.len, ldb = t.ldb;
+            const float *b = t.b;
             float *yt = y + (n * s->O + g * Og) * OHW + j0;
             md__sgemm(false, false, Og, len, Kg, 1.0f, w + g * Og * Kg, Kg, b, ldb, 0.0f, yt, OHW);
             if (bias)
@@ -218,7 +232,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
 
 void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const float *gy, float *gw,
                                 float *work, int nthreads) {
-    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t G = s->G, Og = s->O / G, Kg = kg_of(s);
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles, wn = s->O * Kg;
     const int pw = is_pointwise(s);
@@ -236,19 +250,9 @@ void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const f
         if (tid) memset(acc, 0, sizeof(float) * (size_t)wn);
         #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
-            int64_t tile = it % ntiles, ng = it / ntiles, n = ng / G, g = ng % G;
-            int64_t j0 = tile * T, j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
-            const float *xg = x + (n * s->C + g * Cg) * HW;
-            const float *b;
-            int64_t ldb;
-            if (pw) {
-                b = xg + j0;
-                ldb = HW;
-            } else {
-                im2col_tile(s, xg, 0, Kg, j0, j1, col);
-                b = col;
-                ldb = len;
-            }
+            col_tile t = input_tile(s, x, it, ntiles, T, pw, col);
+            int64_t n = t.n, g = t.g, j0 = t.j0, len = t.len, ldb = t.ldb;
+            const float *b = t.b;
             /* gw_g[Og, Kg] += gy_tile[Og, len] col[Kg, len]^T */
             md__sgemm(false, true, Og, Kg, len, 1.0f, gy + (n * s->O + g * Og) * OHW + j0, OHW, b, ldb,
                       1.0f, acc + g * Og * Kg, Kg);

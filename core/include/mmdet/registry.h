@@ -59,6 +59,11 @@ void md_register_module(const char *registry, const md_class *cls);
 void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *cfg,
                         const md_cfg *default_args, md_error *err);
 
+/* Builds the component configured at `path` under `parent` (a dotted key
+ * such as "bbox_coder" or "train_cfg.assigner") with md_build_from_cfg; a
+ * failure's message is prefixed with the path. For a component's parts. */
+void *md_build_part(md_ctx *ctx, const char *registry, const md_cfg *parent, const char *path, md_error *err);
+
 /* The class registered as `name`; NULL with the unknown-type error (the
  * registry's entries, a suggestion and the plugin directories searched). */
 const md_class *md_registry_find(md_ctx *ctx, const char *registry, const char *name, md_error *err);
