@@ -10,11 +10,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    md_error err = { 0 };
-    ctx = md_ctx_new(NULL);
-    md_log_set_quiet(ctx, true);
-    md_ctx_seed(ctx, 11);
-    cr_assert_eq(md_plugin_load_file(ctx, "plugins/necks/fpn.so", &err), 0, "%s", err.msg);
+    ctx = test_ctx(11, (const char *const[]){ "plugins/necks/fpn.so", NULL });
     gold = golden_open("backbones_fpn");
 }
 static void teardown(void) {

@@ -11,11 +11,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    md_error err = { 0 };
-    ctx = md_ctx_new(NULL);
-    md_log_set_quiet(ctx, true);
-    md_ctx_seed(ctx, 7);
-    cr_assert_eq(md_plugin_load_file(ctx, "plugins/backbones/resnet.so", &err), 0, "%s", err.msg);
+    ctx = test_ctx(7, (const char *const[]){ "plugins/backbones/resnet.so", NULL });
     gold = golden_open("backbones_resnet");
 }
 static void teardown(void) {

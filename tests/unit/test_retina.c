@@ -15,12 +15,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    md_error err = { 0 };
-    ctx = md_ctx_new(NULL);
-    md_log_set_quiet(ctx, true);
-    md_ctx_seed(ctx, 5);
-    cr_assert_eq(md_plugin_load_dir(ctx, "plugins/bbox", &err), 0, "%s", err.msg);
-    cr_assert_eq(md_plugin_load_dir(ctx, "plugins/heads", &err), 0, "%s", err.msg);
+    ctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL });
     gold = golden_open("retina");
 }
 static void teardown(void) {

@@ -10,10 +10,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    md_error err = { 0 };
-    ctx = md_ctx_new(NULL);
-    md_log_set_quiet(ctx, true);
-    cr_assert_eq(md_plugin_load_file(ctx, "plugins/heads/roi_extractor.so", &err), 0, "%s", err.msg);
+    ctx = test_ctx(0, (const char *const[]){ "plugins/heads/roi_extractor.so", NULL });
     gold = golden_open("twostage_extractor");
 }
 static void teardown(void) {

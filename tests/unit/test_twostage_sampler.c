@@ -10,10 +10,7 @@
 
 static md_ctx *ctx;
 static void setup(void) {
-    md_error err = { 0 };
-    ctx = md_ctx_new(NULL);
-    md_log_set_quiet(ctx, true);
-    cr_assert_eq(md_plugin_load_file(ctx, "plugins/bbox/random_sampler.so", &err), 0, "%s", err.msg);
+    ctx = test_ctx(0, (const char *const[]){ "plugins/bbox/random_sampler.so", NULL });
 }
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(random_sampler, .init = setup, .fini = teardown);

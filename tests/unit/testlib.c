@@ -3,7 +3,23 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "testlib.h"
+
+md_ctx *test_ctx(uint64_t seed, const char *const *plugins) {
+    md_error err = { 0 };
+    md_ctx *ctx = md_ctx_new(&err);
+    cr_assert(ctx, "%s", err.msg);
+    md_log_set_quiet(ctx, true);
+    md_ctx_seed(ctx, seed);
+    for (int i = 0; plugins && plugins[i]; i++) {
+        size_t n = strlen(plugins[i]);
+        int rc = n > 3 && !strcmp(plugins[i] + n - 3, ".so") ? md_plugin_load_file(ctx, plugins[i], &err)
+                                                            : md_plugin_load_dir(ctx, plugins[i], &err);
+        cr_assert_eq(rc, 0, "%s", err.msg);
+    }
+    return ctx;
+}
 
 md_st *golden_open(const char *name) {
     char path[512];

@@ -4,6 +4,11 @@
 
 #include <mmdet/mmdet.h>
 
+/* A quiet context with its init RNG seeded, and the plugins of `plugins`
+ * (NULL-terminated; a path ending in .so is one file, else a folder)
+ * loaded; fails the test with the loader's message otherwise. */
+md_ctx *test_ctx(uint64_t seed, const char *const *plugins);
+
 /* Opens tests/fixtures/<name>.safetensors (written by a tests/golden script);
  * fails the test with the reason when it cannot. */
 md_st *golden_open(const char *name);
