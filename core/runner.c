@@ -201,8 +201,14 @@ MD_API int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_conf
         if (register_typed(r, lr_config, type, MD_PRIORITY_VERY_HIGH, err) != 0) return -1;
     }
     if (momentum_config && md_cfg_kind(momentum_config) == MD_CFG_GROUP) {
+        /* as for lr_config: "cyclic" -> CyclicMomentumUpdaterHook */
         char type[96];
-        snprintf(type, sizeof type, "%sMomentumUpdaterHook", md_cfg_str(momentum_config, "policy", "Fixed"));
+        snprintf(type, sizeof type, "%s", md_cfg_str(momentum_config, "policy", "Fixed"));
+        bool lower = true;
+        for (char *p = type; *p; p++)
+            if (*p >= 'A' && *p <= 'Z') lower = false;
+        if (lower && type[0]) type[0] = (char)(type[0] - 'a' + 'A');
+        strncat(type, "MomentumUpdaterHook", sizeof type - strlen(type) - 1);
         if (register_typed(r, momentum_config, type, MD_PRIORITY_HIGH, err) != 0) return -1;
     }
     if (optimizer_config && md_cfg_kind(optimizer_config) == MD_CFG_GROUP) {

@@ -25,7 +25,22 @@ static int before_train_iter(md_hook *h, md_runner *r, md_error *err) {
     return 0;
 }
 
+/* Cyclic and OneCycle need the run's length, known once the runner starts. */
+static int before_run(md_hook *h, md_runner *r, md_error *err) {
+    const md_lr_schedule *s = &((lr_hook *)h)->s;
+    int64_t max_iters = md_runner_max_iters(r);
+    if (s->policy == MD_LR_CYCLIC && max_iters < s->cyclic_times)
+        return md_failc(err, MD_ERR_CONFIG, "CyclicLrUpdaterHook: %lld iterations cannot hold cyclic_times = %lld cycles",
+                        (long long)max_iters, (long long)s->cyclic_times);
+    if (s->policy == MD_LR_ONECYCLE && s->total_steps > 0 && s->total_steps < max_iters)
+        return md_failc(err, MD_ERR_CONFIG,
+                        "OneCycleLrUpdaterHook: total_steps (%lld) must be at least the runner's max iterations (%lld)",
+                        (long long)s->total_steps, (long long)max_iters);
+    return 0;
+}
+
 static const md_hook_iface lr_iface = {
+    .before_run = before_run,
     .before_train_epoch = before_train_epoch,
     .before_train_iter = before_train_iter,
     .default_priority = MD_PRIORITY_VERY_HIGH,
@@ -57,3 +72,5 @@ LR_HOOK(exp_cls, "ExpLrUpdaterHook")
 LR_HOOK(poly_cls, "PolyLrUpdaterHook")
 LR_HOOK(inv_cls, "InvLrUpdaterHook")
 LR_HOOK(cos_cls, "CosineAnnealingLrUpdaterHook")
+LR_HOOK(cyclic_cls, "CyclicLrUpdaterHook")
+LR_HOOK(onecycle_cls, "OneCycleLrUpdaterHook")

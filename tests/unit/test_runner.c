@@ -449,3 +449,79 @@ Test(runner, ema_hook_follows_mmdet_exp_momentum) {
     md_module_free(m);
     md_cfg_free(cfg);
 }
+
+/* ---- momentum_config with lr_config, iteration by iteration ---- */
+typedef struct mom_rec { md_hook base; double mom[16], lr[16]; int n; } mom_rec;
+static int mom_before_iter(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    mom_rec *k = (mom_rec *)h;
+    if (k->n < 16) {
+        k->mom[k->n] = md_optimizer_momentum(md_runner_optimizer(r));
+        k->lr[k->n++] = md_optimizer_group_lr(md_runner_optimizer(r), 0);
+    }
+    return 0;
+}
+static const md_hook_iface mom_rec_iface = { .before_train_iter = mom_before_iter, .destroy = rec_destroy };
+
+Test(runner, onecycle_momentum_and_lr_move_the_optimizer) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("optimizer = { type = \"SGD\"; lr = 0.05; momentum = 0.9; };\n"
+                               "optimizer_config = { grad_clip = \"None\"; };\n"
+                               "lr_config = { policy = \"OneCycle\"; max_lr = 0.1; anneal_strategy = \"linear\"; };\n"
+                               "momentum_config = { policy = \"OneCycle\"; anneal_strategy = \"linear\"; };\n",
+                               "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    md_runner_opts o = { .by_epoch = false, .max_iters = 10, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   NULL, NULL, md_cfg_get(cfg, "momentum_config"), NULL, &err), 0,
+                 "%s", err.msg);
+    mom_rec rec = { .base = { &mom_rec_iface, MD_PRIORITY_HIGH + 5, "MomentumRecorder" } };
+    cr_assert_eq(md_runner_register_hook(r, &rec.base, &err), 0);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec.n, 10);
+    /* phases end at steps 2 (0.3 * 10 - 1) and 9: momentum 0.95 -> 0.85 -> 0.95,
+     * lr 0.004 -> 0.1 -> 4e-7, linearly */
+    for (int i = 0; i < 10; i++) {
+        double f = i <= 2 ? i / 2.0 : (i - 2) / 7.0;
+        double mom = i <= 2 ? 0.95 - 0.1 * f : 0.85 + 0.1 * f;
+        double lr = i <= 2 ? 0.004 + (0.1 - 0.004) * f : 0.1 + (4e-7 - 0.1) * f;
+        cr_assert_float_eq(rec.mom[i], mom, 1e-12, "momentum at iter %d: %g", i, rec.mom[i]);
+        cr_assert_float_eq(rec.lr[i], lr, 1e-12, "lr at iter %d: %g", i, rec.lr[i]);
+    }
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+Test(runner, step_momentum_from_lowercase_policy) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("optimizer = { type = \"Adam\"; lr = 0.01; betas = [0.8, 0.999]; };\n"
+                               "optimizer_config = { grad_clip = \"None\"; };\n"
+                               "lr_config = { policy = \"fixed\"; };\n"
+                               "momentum_config = { policy = \"step\"; step = [1]; gamma = 0.5; };\n", "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    cr_assert(opt, "%s", err.msg);
+    md_runner_opts o = { .by_epoch = true, .max_epochs = 2, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   NULL, NULL, md_cfg_get(cfg, "momentum_config"), NULL, &err), 0,
+                 "%s", err.msg);
+    mom_rec rec = { .base = { &mom_rec_iface, MD_PRIORITY_HIGH + 5, "MomentumRecorder" } };
+    cr_assert_eq(md_runner_register_hook(r, &rec.base, &err), 0);
+    toy_src s = { .nan_at = -1 };
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec.n, 16);
+    cr_assert_float_eq(rec.mom[7], 0.8, 1e-12);    /* beta1, epoch 0 */
+    cr_assert_float_eq(rec.mom[8], 0.4, 1e-12);    /* epoch 1: after the milestone */
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
