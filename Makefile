@@ -35,6 +35,7 @@ LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl
 LIBS_plugins_datasets_voc := $(shell pkg-config --libs libxml-2.0 2>/dev/null)
+LIBS_tool_mmdet-analyze-logs := -lyajl
 
 # Objects depend on the flags they were built with: changing SANITIZE or OPT
 # rebuilds everything (plugins live next to their sources, not per-flavour).

@@ -1,4 +1,5 @@
 /* Rectangles, a 5x7 bitmap font and detection overlays. */
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include "internal.h"
@@ -71,6 +72,26 @@ MD_API void md_draw_rect(md_image *img, int x1, int y1, int x2, int y2, const ui
         for (int y = y1 + t; y <= y2 - t; y++) {
             put(img, x1 + t, y, color);
             put(img, x2 - t, y, color);
+        }
+    }
+}
+
+MD_API void md_draw_line(md_image *img, int x1, int y1, int x2, int y2, const uint8_t color[3], int thickness) {
+    if (thickness < 1) thickness = 1;
+    int lo = -(thickness - 1) / 2, hi = thickness / 2;
+    int dx = abs(x2 - x1), dy = -abs(y2 - y1), sx = x1 < x2 ? 1 : -1, sy = y1 < y2 ? 1 : -1, e = dx + dy;
+    for (;;) {
+        for (int oy = lo; oy <= hi; oy++)
+            for (int ox = lo; ox <= hi; ox++) put(img, x1 + ox, y1 + oy, color);
+        if (x1 == x2 && y1 == y2) break;
+        int e2 = 2 * e;
+        if (e2 >= dy) {
+            e += dy;
+            x1 += sx;
+        }
+        if (e2 <= dx) {
+            e += dx;
+            y1 += sy;
         }
     }
 }

@@ -71,3 +71,34 @@ Test(draw, detections_respect_the_score_threshold) {
     cr_expect(is(img, 10, 20 - MD_FONT_H - 2, c1), "the label strip above the box");
     md_image_free(img);
 }
+
+Test(draw, line_ends_slope_thickness_and_clipping) {
+    md_error err = { 0 };
+    md_image *img = md_image_new(20, 30, 3, &err);
+    md_draw_line(img, 2, 2, 12, 2, red, 1);            /* horizontal: 11 pixels, ends included */
+    cr_expect_eq(count(img, red), 11);
+    cr_expect(is(img, 2, 2, red) && is(img, 12, 2, red) && !is(img, 13, 2, red));
+    memset(img->data, 0, 20 * 30 * 3);
+    md_draw_line(img, 10, 10, 4, 4, red, 1);           /* diagonal, drawn backwards: 7 pixels on y = x */
+    cr_expect_eq(count(img, red), 7);
+    for (int k = 4; k <= 10; k++) cr_expect(is(img, k, k, red), "(%d, %d)", k, k);
+    memset(img->data, 0, 20 * 30 * 3);
+    md_draw_line(img, 0, 5, 6, 8, red, 1);             /* shallow: one pixel per column, y rounded */
+    cr_expect_eq(count(img, red), 7);
+    for (int x = 0; x <= 6; x++) {                     /* exactly one pixel within half a pixel of y = 5 + x / 2 */
+        int n = 0, y_at = -1;
+        for (int y = 0; y < 20; y++)
+            if (is(img, x, y, red)) n++, y_at = y;
+        cr_expect_eq(n, 1, "column %d", x);
+        cr_expect(y_at >= 5 + x / 2.0 - 0.5 && y_at <= 5 + x / 2.0 + 0.5, "column %d: y %d", x, y_at);
+    }
+    memset(img->data, 0, 20 * 30 * 3);
+    md_draw_line(img, 5, 5, 5, 9, red, 3);             /* vertical, 3 x 3 squares: 3 wide, 5 + 2 tall */
+    cr_expect_eq(count(img, red), 21);
+    cr_expect(is(img, 4, 5, red) && is(img, 6, 9, red) && is(img, 5, 10, red) && !is(img, 7, 7, red));
+    cr_expect(!is(img, 5, 11, red) && !is(img, 5, 3, red));
+    memset(img->data, 0, 20 * 30 * 3);
+    md_draw_line(img, -10, 3, 40, 3, red, 1);          /* clipped to the 30 columns */
+    cr_expect_eq(count(img, red), 30);
+    md_image_free(img);
+}

@@ -1,4 +1,4 @@
-/* Drawing on images: rectangles, a built-in 5x7 bitmap font, and mmdet's
+/* Drawing on images: rectangles, lines, a built-in 5x7 bitmap font, and mmdet's
  * show_result (boxes with "class|score" labels), for mmdet-test --show-dir,
  * mmdet-infer and mmdet-browse-dataset. Colors are given in the image's
  * channel order (3 bytes; a 1-channel image uses the first). Everything is
@@ -21,6 +21,10 @@ extern "C" {
  * pixels drawn inwards. */
 void md_draw_rect(md_image *img, int x1, int y1, int x2, int y2, const uint8_t color[3], int thickness);
 void md_draw_fill_rect(md_image *img, int x1, int y1, int x2, int y2, const uint8_t color[3]);
+/* A straight segment from (x1, y1) to (x2, y2), both ends included
+ * (Bresenham), each point a thickness x thickness square centred on the
+ * line (for even thickness the extra row/column is below/right). */
+void md_draw_line(md_image *img, int x1, int y1, int x2, int y2, const uint8_t color[3], int thickness);
 /* Text with its top-left corner at (x, y), each font pixel a scale x scale
  * block, one blank column between characters. Letters are drawn in capitals;
  * characters without a glyph as '?'. */

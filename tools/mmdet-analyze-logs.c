@@ -1,0 +1,514 @@
+/* mmdet-analyze-logs: mmdet's tools/analysis_tools/analyze_logs.py for the
+ * JSON logs the TextLoggerHook writes (<timestamp>.log.json, one object per
+ * line; lines without "epoch", such as the first env line, are skipped).
+ *
+ *   plot_curve LOG.json [LOG2.json ...] --keys loss [bbox_mAP ...]
+ *              [--legend L ...] [--title T] --out curve.png
+ *   cal_train_time LOG.json [...] [--include-outliers]
+ *
+ * plot_curve: a key logged on training lines is drawn against the iteration
+ * counted across epochs (iter + (epoch - 1) x iterations of the first
+ * epoch); a key found only on val lines (the metrics) against the epoch,
+ * with a marker at each point. All curves share one pair of axes, as in
+ * mmdet. The axes, ticks, tick labels, a legend and the title are drawn with
+ * the core's bitmap font into a PNG.
+ *
+ * cal_train_time: per epoch the mean of the training lines' "time" (the
+ * first of each epoch left out unless --include-outliers), then mmdet's
+ * slowest/fastest epoch, std over epochs (population) and average iter time
+ * (the mean of every kept value). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_tree.h>
+#include <mmdet/mmdet.h>
+#include <mmdet/draw.h>
+
+/* ---- the log ---- */
+
+typedef struct kv { char *key; double v; } kv;   /* v is NaN for NaN, Infinity, null */
+typedef enum { MODE_OTHER = 0, MODE_TRAIN, MODE_VAL } line_mode;
+typedef struct rec { int64_t epoch, iter; line_mode mode; kv *kv; int n; } rec;
+typedef struct jlog { const char *path; rec *r; int n, cap; } jlog;
+
+static void log_free(jlog *l) {
+    for (int i = 0; i < l->n; i++) {
+        for (int k = 0; k < l->r[i].n; k++) free(l->r[i].kv[k].key);
+        free(l->r[i].kv);
+    }
+    free(l->r);
+}
+
+/* Python's json writes NaN, Infinity and -Infinity, which yajl refuses:
+ * outside strings they become null. */
+static char *sanitize(const char *s) {
+    size_t n = strlen(s);
+    char *out = malloc(2 * n + 1), *o = out;   /* "NaN" -> "null" grows */
+    if (!out) return NULL;
+    bool in = false;
+    for (const char *p = s; *p;) {
+        if (in) {
+            if (*p == '\\' && p[1]) {
+                *o++ = *p++;
+            } else if (*p == '"') in = false;
+            *o++ = *p++;
+            continue;
+        }
+        if (*p == '"') in = true;
+        const char *tok[3] = { "-Infinity", "Infinity", "NaN" };
+        bool hit = false;
+        for (int t = 0; t < 3 && !hit; t++) {
+            size_t k = strlen(tok[t]);
+            if (!strncmp(p, tok[t], k)) {
+                memcpy(o, "null", 4);
+                o += 4;
+                p += k;
+                hit = true;
+            }
+        }
+        if (!hit) *o++ = *p++;
+    }
+    *o = 0;
+    return out;
+}
+
+static int log_load(jlog *l, const char *path) {
+    memset(l, 0, sizeof *l);
+    l->path = path;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "mmdet-analyze-logs: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL, ebuf[512];
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        bool blank = true;
+        for (ssize_t i = 0; i < len; i++)
+            if (!isspace((unsigned char)line[i])) blank = false;
+        if (blank) continue;
+        char *s = sanitize(line);
+        if (!s) {
+            fprintf(stderr, "mmdet-analyze-logs: out of memory\n");
+            rc = -1;
+            break;
+        }
+        ebuf[0] = 0;
+        yajl_val v = yajl_tree_parse(s, ebuf, sizeof ebuf);
+        free(s);
+        if (!v || !YAJL_IS_OBJECT(v)) {
+            char *nl = strchr(ebuf, '\n');
+            if (nl) *nl = 0;
+            fprintf(stderr, "mmdet-analyze-logs: %s:%d: not a JSON object%s%s\n", path, lineno, ebuf[0] ? ": " : "",
+                    ebuf);
+            yajl_tree_free(v);
+            rc = -1;
+            break;
+        }
+        const char *ep[] = { "epoch", NULL }, *it[] = { "iter", NULL }, *mo[] = { "mode", NULL };
+        yajl_val e = yajl_tree_get(v, ep, yajl_t_number);
+        if (!e) {   /* mmdet skips lines without an epoch */
+            yajl_tree_free(v);
+            continue;
+        }
+        if (l->n == l->cap) {
+            int nc = l->cap ? 2 * l->cap : 64;
+            rec *nr = realloc(l->r, (size_t)nc * sizeof *nr);
+            if (!nr) {
+                yajl_tree_free(v);
+                fprintf(stderr, "mmdet-analyze-logs: out of memory\n");
+                rc = -1;
+                break;
+            }
+            l->r = nr;
+            l->cap = nc;
+        }
+        rec *r = &l->r[l->n++];
+        memset(r, 0, sizeof *r);
+        r->epoch = (int64_t)YAJL_GET_DOUBLE(e);
+        yajl_val iv = yajl_tree_get(v, it, yajl_t_number);
+        r->iter = iv ? (int64_t)YAJL_GET_DOUBLE(iv) : 0;
+        yajl_val mv = yajl_tree_get(v, mo, yajl_t_string);
+        const char *mode = mv ? YAJL_GET_STRING(mv) : "";
+        r->mode = !strcmp(mode, "train") ? MODE_TRAIN : !strcmp(mode, "val") ? MODE_VAL : MODE_OTHER;
+        size_t nk = v->u.object.len;
+        r->kv = calloc(nk ? nk : 1, sizeof *r->kv);
+        for (size_t k = 0; r->kv && k < nk; k++) {
+            const char *key = v->u.object.keys[k];
+            yajl_val x = v->u.object.values[k];
+            if (!strcmp(key, "epoch") || !strcmp(key, "iter") || !strcmp(key, "mode")) continue;
+            if (!YAJL_IS_NUMBER(x) && !YAJL_IS_NULL(x)) continue;
+            r->kv[r->n].key = strdup(key);
+            r->kv[r->n++].v = YAJL_IS_NUMBER(x) ? YAJL_GET_DOUBLE(x) : NAN;
+        }
+        yajl_tree_free(v);
+        if (!r->kv) {
+            fprintf(stderr, "mmdet-analyze-logs: out of memory\n");
+            rc = -1;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (rc == 0 && l->n == 0) {
+        fprintf(stderr, "mmdet-analyze-logs: %s has no log lines with an \"epoch\"\n", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+static const kv *rec_get(const rec *r, const char *key) {
+    for (int k = 0; k < r->n; k++)
+        if (!strcmp(r->kv[k].key, key)) return &r->kv[k];
+    return NULL;
+}
+
+/* Every numeric key in the log, comma separated, for error messages. */
+static void list_keys(const jlog *l, char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < l->n; i++)
+        for (int k = 0; k < l->r[i].n; k++) {
+            const char *key = l->r[i].kv[k].key;
+            bool seen = false;
+            for (int j = 0; j <= i && !seen; j++)
+                for (int q = 0; q < (j < i ? l->r[j].n : k) && !seen; q++)
+                    if (!strcmp(l->r[j].kv[q].key, key)) seen = true;
+            if (!seen && len < n) len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? ", " : "", key);
+        }
+}
+
+/* ---- cal_train_time ---- */
+
+static int cal_train_time(jlog *logs, int n_logs, bool include_outliers) {
+    for (int i = 0; i < n_logs; i++) {
+        const jlog *l = &logs[i];
+        printf("-----Analyze train time of %s-----\n", l->path);
+        /* epochs in order of first appearance, as a Python dict keeps them */
+        int64_t *epochs = malloc((size_t)l->n * sizeof *epochs);
+        double *sum = calloc((size_t)l->n, sizeof *sum);
+        int *cnt = calloc((size_t)l->n, sizeof *cnt), *seen = calloc((size_t)l->n, sizeof *seen);
+        if (!epochs || !sum || !cnt || !seen) {
+            fprintf(stderr, "mmdet-analyze-logs: out of memory\n");
+            return 1;
+        }
+        int ne = 0;
+        double total = 0;
+        long total_n = 0;
+        for (int j = 0; j < l->n; j++) {
+            const rec *r = &l->r[j];
+            int e = 0;
+            while (e < ne && epochs[e] != r->epoch) e++;
+            if (e == ne) epochs[ne++] = r->epoch;
+            const kv *t = rec_get(r, "time");
+            if (!t) continue;
+            if (seen[e]++ == 0 && !include_outliers) continue;   /* the first is the outlier */
+            sum[e] += t->v;
+            cnt[e]++;
+            total += t->v;
+            total_n++;
+        }
+        int slow = -1, fast = -1;
+        double mean_of_means = 0;
+        for (int e = 0; e < ne; e++) {
+            if (!cnt[e]) {
+                fprintf(stderr, "mmdet-analyze-logs: %s: epoch %lld has no \"time\" to average%s; reduce the log "
+                        "interval in the config so that it is less than the iterations of one epoch\n", l->path,
+                        (long long)epochs[e], include_outliers ? "" : " once its first is left out");
+                free(epochs), free(sum), free(cnt), free(seen);
+                return 1;
+            }
+            double m = sum[e] / cnt[e];
+            if (slow < 0 || m > sum[slow] / cnt[slow]) slow = e;
+            if (fast < 0 || m < sum[fast] / cnt[fast]) fast = e;
+            mean_of_means += m / ne;
+        }
+        double var = 0;
+        for (int e = 0; e < ne; e++) var += pow(sum[e] / cnt[e] - mean_of_means, 2) / ne;
+        printf("slowest epoch %d, average time is %.4f\n", slow + 1, sum[slow] / cnt[slow]);
+        printf("fastest epoch %d, average time is %.4f\n", fast + 1, sum[fast] / cnt[fast]);
+        printf("time std over epochs is %.4f\n", sqrt(var));
+        printf("average iter time: %.4f s/iter\n\n", total / (double)total_n);
+        free(epochs), free(sum), free(cnt), free(seen);
+    }
+    return 0;
+}
+
+/* ---- plot_curve ---- */
+
+typedef struct series { double *x, *y; int n; bool val; const char *label; } series;
+
+/* Plot area and canvas; the legend sits right of the plot area. */
+enum { PL = 80, PT = 44, PR = 640, PB = 440, CANVAS_H = 500, TICK = 5 };
+
+/* tab10 without its gray */
+static const uint8_t colors[][3] = { { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 }, { 214, 39, 40 },
+                                     { 148, 103, 189 }, { 140, 86, 75 }, { 227, 119, 194 }, { 188, 189, 34 },
+                                     { 23, 190, 207 } };
+static const uint8_t black[3] = { 0, 0, 0 }, grid[3] = { 230, 230, 230 };
+
+/* A 1-2-5 step giving about `target` intervals, and the range widened to
+ * whole steps. */
+static void nice_range(double lo, double hi, int target, double *out_lo, double *out_hi, double *out_step) {
+    if (!(hi > lo)) {
+        double pad = fabs(lo) > 0 ? fabs(lo) * 0.1 : 1;
+        lo -= pad;
+        hi += pad;
+    }
+    double raw = (hi - lo) / target, mag = pow(10, floor(log10(raw))), f = raw / mag;
+    double step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+    *out_lo = floor(lo / step + 1e-9) * step;
+    *out_hi = ceil(hi / step - 1e-9) * step;
+    *out_step = step;
+}
+
+static void tick_label(double v, double step, char *buf, size_t n) {
+    if (fabs(v) < step * 1e-6) v = 0;   /* no "-0" or 1e-17 */
+    snprintf(buf, n, "%.6g", v);
+}
+
+static int build_series(const jlog *l, const char *key, const char *label, series *s) {
+    memset(s, 0, sizeof *s);
+    s->label = label;
+    bool on_train = false, anywhere = false;
+    for (int i = 0; i < l->n; i++)
+        if (rec_get(&l->r[i], key)) {
+            anywhere = true;
+            if (l->r[i].mode == MODE_TRAIN) on_train = true;
+        }
+    if (!anywhere) {
+        char keys[1024];
+        list_keys(l, keys, sizeof keys);
+        fprintf(stderr, "mmdet-analyze-logs: %s does not contain metric '%s' (its keys: %s)%s\n", l->path, key, keys,
+                strstr(key, "mAP") ? "; check whether --no-validate was given when the model was trained"
+                                   : "; if it is a training key, reduce the log interval below one epoch");
+        return -1;
+    }
+    s->val = !on_train;
+    /* mmdet: the iterations of the first epoch (its last training line) */
+    int64_t per_epoch = 0, first_epoch = l->r[0].epoch;
+    for (int i = 0; i < l->n; i++)
+        if (l->r[i].epoch == first_epoch && l->r[i].mode == MODE_TRAIN) per_epoch = l->r[i].iter;
+    s->x = malloc((size_t)l->n * sizeof *s->x);
+    s->y = malloc((size_t)l->n * sizeof *s->y);
+    if (!s->x || !s->y) return -1;
+    for (int i = 0; i < l->n; i++) {
+        const rec *r = &l->r[i];
+        const kv *v = rec_get(r, key);
+        if (!v || !isfinite(v->v) || (on_train && r->mode != MODE_TRAIN)) continue;
+        s->x[s->n] = on_train ? (double)(r->iter + (r->epoch - 1) * per_epoch) : (double)r->epoch;
+        s->y[s->n++] = v->v;
+    }
+    return 0;
+}
+
+static void marker(md_image *img, int x, int y, const uint8_t c[3]) { md_draw_fill_rect(img, x - 3, y - 3, x + 3, y + 3, c); }
+
+static int plot_curve(jlog *logs, int n_logs, char **keys, int n_keys, char **legend, int n_legend,
+                      const char *title, const char *out) {
+    int ns = n_logs * n_keys;
+    if (n_legend && n_legend != ns) {
+        fprintf(stderr, "mmdet-analyze-logs: --legend needs %d labels (logs x keys), got %d\n", ns, n_legend);
+        return 1;
+    }
+    series *s = calloc((size_t)ns, sizeof *s);
+    char **own = calloc((size_t)ns, sizeof *own);
+    int rc = 1;
+    md_image *img = NULL;
+    if (!s || !own) goto done;
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    bool any_train = false, any_val = false;
+    for (int i = 0; i < n_logs; i++)
+        for (int j = 0; j < n_keys; j++) {
+            int k = i * n_keys + j;
+            const char *label = n_legend ? legend[k] : NULL;
+            if (!label) {
+                size_t n = strlen(logs[i].path) + strlen(keys[j]) + 2;
+                if (!(own[k] = malloc(n))) goto done;
+                snprintf(own[k], n, "%s_%s", logs[i].path, keys[j]);
+                label = own[k];
+            }
+            printf("plot curve of %s, metric is %s\n", logs[i].path, keys[j]);
+            if (build_series(&logs[i], keys[j], label, &s[k]) != 0) goto done;
+            if (s[k].val) any_val = true;
+            else any_train = true;
+            for (int p = 0; p < s[k].n; p++) {
+                xmin = fmin(xmin, s[k].x[p]);
+                xmax = fmax(xmax, s[k].x[p]);
+                ymin = fmin(ymin, s[k].y[p]);
+                ymax = fmax(ymax, s[k].y[p]);
+            }
+        }
+    if (!(xmin <= xmax)) {
+        fprintf(stderr, "mmdet-analyze-logs: no finite values to plot\n");
+        goto done;
+    }
+    double x0, x1, xs, y0, y1, ys;
+    nice_range(xmin, xmax, 8, &x0, &x1, &xs);
+    nice_range(ymin, ymax, 6, &y0, &y1, &ys);
+    const char *xlabel = any_train && any_val ? "ITER (TRAIN KEYS), EPOCH (VAL KEYS)" : any_val ? "EPOCH" : "ITER";
+    printf("axes: x [%.10g, %.10g] step %.10g (%s), y [%.10g, %.10g] step %.10g; plot area (%d, %d)-(%d, %d)\n", x0,
+           x1, xs, any_val && !any_train ? "epoch" : "iter", y0, y1, ys, PL, PT, PR, PB);
+
+    int legend_w = 0;
+    for (int k = 0; k < ns; k++) legend_w = legend_w > md_draw_text_width(s[k].label, 1)
+                                                ? legend_w : md_draw_text_width(s[k].label, 1);
+    int canvas_w = PR + 20 + 30 + legend_w + 20;
+    if (canvas_w < 860) canvas_w = 860;
+    md_error err = { 0 };
+    img = md_image_new(CANVAS_H, canvas_w, 3, &err);
+    if (!img) {
+        fprintf(stderr, "mmdet-analyze-logs: %s\n", err.msg);
+        goto done;
+    }
+    memset(img->data, 255, (size_t)img->h * img->w * 3);
+
+#define PX(x) ((int)lround(PL + ((x) - x0) / (x1 - x0) * (PR - PL)))
+#define PY(y) ((int)lround(PB - ((y) - y0) / (y1 - y0) * (PB - PT)))
+    char buf[64];
+    /* grid, ticks and tick labels */
+    for (int t = 0; x0 + t * xs <= x1 + xs * 1e-9; t++) {
+        double v = x0 + t * xs;
+        int x = PX(v);
+        md_draw_line(img, x, PT, x, PB, grid, 1);
+        md_draw_line(img, x, PB, x, PB + TICK, black, 1);
+        tick_label(v, xs, buf, sizeof buf);
+        md_draw_text(img, x - md_draw_text_width(buf, 1) / 2, PB + TICK + 4, buf, black, 1);
+    }
+    for (int t = 0; y0 + t * ys <= y1 + ys * 1e-9; t++) {
+        double v = y0 + t * ys;
+        int y = PY(v);
+        md_draw_line(img, PL, y, PR, y, grid, 1);
+        md_draw_line(img, PL - TICK, y, PL, y, black, 1);
+        tick_label(v, ys, buf, sizeof buf);
+        md_draw_text(img, PL - TICK - 4 - md_draw_text_width(buf, 1), y - MD_FONT_H / 2, buf, black, 1);
+    }
+    md_draw_rect(img, PL, PT, PR, PB, black, 1);
+    md_draw_text(img, (PL + PR - md_draw_text_width(xlabel, 2)) / 2, PB + TICK + 20, xlabel, black, 2);
+    if (title) md_draw_text(img, (PL + PR - md_draw_text_width(title, 2)) / 2, (PT - 2 * MD_FONT_H) / 2, title,
+                            black, 2);
+
+    /* curves, then the legend beside the plot */
+    for (int k = 0; k < ns; k++) {
+        const uint8_t *c = colors[k % (int)(sizeof colors / sizeof colors[0])];
+        for (int p = 0; p + 1 < s[k].n; p++)
+            md_draw_line(img, PX(s[k].x[p]), PY(s[k].y[p]), PX(s[k].x[p + 1]), PY(s[k].y[p + 1]), c, 2);
+        if (s[k].n == 1 || s[k].val)
+            for (int p = 0; p < s[k].n; p++) marker(img, PX(s[k].x[p]), PY(s[k].y[p]), c);
+    }
+    int lx = PR + 20, ly = PT;
+    md_draw_rect(img, lx - 6, ly - 6, lx + 30 + legend_w + 6, ly + ns * 16 - 2, black, 1);
+    for (int k = 0; k < ns; k++) {
+        const uint8_t *c = colors[k % (int)(sizeof colors / sizeof colors[0])];
+        int y = ly + k * 16 + 3;
+        md_draw_line(img, lx, y, lx + 22, y, c, 2);
+        if (s[k].val) marker(img, lx + 11, y, c);
+        md_draw_text(img, lx + 30, y - MD_FONT_H / 2, s[k].label, black, 1);
+    }
+#undef PX
+#undef PY
+    if (md_image_write_png(img, out, &err) != 0) {
+        fprintf(stderr, "mmdet-analyze-logs: %s\n", err.msg);
+        goto done;
+    }
+    printf("save curve to: %s\n", out);
+    rc = 0;
+done:
+    for (int k = 0; s && k < ns; k++) {
+        free(s[k].x);
+        free(s[k].y);
+    }
+    for (int k = 0; own && k < ns; k++) free(own[k]);
+    free(s);
+    free(own);
+    md_image_free(img);
+    return rc;
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f) {
+    fputs("usage: mmdet-analyze-logs plot_curve LOG.json [LOG.json ...] [--keys K ...] [--legend L ...]\n"
+          "                          [--title T] --out OUT.png\n"
+          "       mmdet-analyze-logs cal_train_time LOG.json [LOG.json ...] [--include-outliers]\n"
+          "  --keys K ...        keys to plot (default bbox_mAP)\n"
+          "  --legend L ...      one label per log and key (default LOG_KEY)\n"
+          "  --title T           the plot's title\n"
+          "  --out OUT.png       where the PNG goes (there is no display)\n"
+          "  --include-outliers  keep the first iteration of every epoch when timing\n"
+          "  --backend, --style, --eval-interval are accepted for mmdet's command line and ignored\n", f);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    bool plot = !strcmp(cmd, "plot_curve"), timing = !strcmp(cmd, "cal_train_time");
+    if (!plot && !timing) {
+        fprintf(stderr, "mmdet-analyze-logs: unknown task '%s' (plot_curve or cal_train_time)\n", cmd);
+        return 2;
+    }
+    char **paths = calloc((size_t)argc, sizeof *paths), **keys = calloc((size_t)argc, sizeof *keys);
+    char **legend = calloc((size_t)argc, sizeof *legend);
+    int n_paths = 0, n_keys = 0, n_legend = 0;
+    const char *title = NULL, *out = NULL;
+    bool outliers = false;
+    if (!paths || !keys || !legend) return 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--keys") || !strcmp(a, "--legend")) {
+            bool k = !strcmp(a, "--keys");
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) {
+                if (k) keys[n_keys++] = argv[++i];
+                else legend[n_legend++] = argv[++i];
+            }
+        } else if (!strcmp(a, "--title") || !strcmp(a, "--out") || !strcmp(a, "--backend") ||
+                   !strcmp(a, "--style") || !strcmp(a, "--eval-interval")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mmdet-analyze-logs: %s needs a value\n", a);
+                return 2;
+            }
+            if (!strcmp(a, "--title")) title = argv[i + 1];
+            else if (!strcmp(a, "--out")) out = argv[i + 1];
+            i++;
+        } else if (!strcmp(a, "--include-outliers")) {
+            outliers = true;
+        } else if (!strncmp(a, "--", 2)) {
+            fprintf(stderr, "mmdet-analyze-logs: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            paths[n_paths++] = argv[i];
+        }
+    }
+    if (!n_paths) {
+        fprintf(stderr, "mmdet-analyze-logs: no JSON log given\n");
+        return 2;
+    }
+    if (plot && !out) {
+        fprintf(stderr, "mmdet-analyze-logs: plot_curve needs --out OUT.png (there is no display)\n");
+        return 2;
+    }
+    static char *default_key[] = { "bbox_mAP" };
+    jlog *logs = calloc((size_t)n_paths, sizeof *logs);
+    int rc = logs ? 0 : 1, loaded = 0;
+    for (int i = 0; rc == 0 && i < n_paths; i++, loaded++)
+        if (log_load(&logs[i], paths[i]) != 0) rc = 1;
+    if (rc == 0)
+        rc = plot ? plot_curve(logs, n_paths, n_keys ? keys : default_key, n_keys ? n_keys : 1, legend, n_legend,
+                               title, out)
+                  : cal_train_time(logs, n_paths, outliers);
+    for (int i = 0; i < loaded; i++) log_free(&logs[i]);
+    free(logs);
+    free(paths);
+    free(keys);
+    free(legend);
+    return rc;
+}
