@@ -115,8 +115,60 @@ static void cmyk_to_rgb(const uint8_t *src, uint8_t *dst, int w, int inverted) {
     }
 }
 
+/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" segment; 1 when
+ * absent or unreadable. Every offset is checked against the segment. */
+static int exif_orientation(const uint8_t *d, size_t n) {
+    if (n < 14 || memcmp(d, "Exif\0\0", 6) != 0) return 1;
+    const uint8_t *t = d + 6;
+    size_t tn = n - 6;
+    int le;
+    if (t[0] == 'I' && t[1] == 'I') le = 1;
+    else if (t[0] == 'M' && t[1] == 'M') le = 0;
+    else return 1;
+#define U16(p) (le ? (unsigned)((p)[0] | (p)[1] << 8) : (unsigned)((p)[0] << 8 | (p)[1]))
+#define U32(p) (le ? ((uint32_t)(p)[0] | (uint32_t)(p)[1] << 8 | (uint32_t)(p)[2] << 16 | (uint32_t)(p)[3] << 24) \
+                   : ((uint32_t)(p)[0] << 24 | (uint32_t)(p)[1] << 16 | (uint32_t)(p)[2] << 8 | (uint32_t)(p)[3]))
+    if (U16(t + 2) != 42) return 1;
+    uint32_t ifd = U32(t + 4);
+    if (ifd > tn || tn - ifd < 2) return 1;
+    unsigned count = U16(t + ifd);
+    for (unsigned i = 0; i < count; i++) {
+        size_t e = (size_t)ifd + 2 + 12 * (size_t)i;
+        if (e + 12 > tn) return 1;
+        if (U16(t + e) != 0x0112) continue;
+        if (U16(t + e + 2) != 3 || U32(t + e + 4) < 1) return 1;   /* SHORT, count >= 1 */
+        unsigned v = U16(t + e + 8);
+        return v >= 1 && v <= 8 ? (int)v : 1;
+    }
+    return 1;
+#undef U16
+#undef U32
+}
+
+/* OpenCV's ApplyExifOrientation: 2 mirror, 3 rotate 180, 4 flip, 5
+ * transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90
+ * counter-clockwise. Returns the new image (the old one freed), or NULL. */
+static md_image *orient(md_image *img, int o, md_error *err) {
+    if (o <= 1 || o > 8) return img;
+    bool tr = o >= 5, fh = o == 2 || o == 3 || o == 6 || o == 7, fv = o == 3 || o == 4 || o == 7 || o == 8;
+    int oh = tr ? img->w : img->h, ow = tr ? img->h : img->w, c = img->c;
+    md_image *out = md_image_new(oh, ow, c, err);
+    if (!out) {
+        md_image_free(img);
+        return NULL;
+    }
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            int ty = fv ? oh - 1 - y : y, tx = fh ? ow - 1 - x : x;
+            int sy = tr ? tx : ty, sx = tr ? ty : tx;
+            memcpy(out->data + ((size_t)y * ow + x) * c, img->data + ((size_t)sy * img->w + sx) * c, (size_t)c);
+        }
+    md_image_free(img);
+    return out;
+}
+
 static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags, const char *name,
-                             int header_only, int *ow, int *oh, md_error *err) {
+                             int header_only, int *ow, int *oh, int *orientation, md_error *err) {
     struct jpeg_decompress_struct cinfo;
     jerr_mgr jerr;
     md_image *volatile img = NULL;
@@ -136,7 +188,13 @@ static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags,
     jpeg_create_decompress(&cinfo);
     if (n > ULONG_MAX) n = ULONG_MAX;
     jpeg_mem_src(&cinfo, (unsigned char *)buf, (unsigned long)n);
+    if (!header_only && orientation) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
+    if (!header_only && orientation) {
+        *orientation = 1;
+        for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+            if (m->marker == JPEG_APP0 + 1 && (*orientation = exif_orientation(m->data, m->data_length)) != 1) break;
+    }
     if (header_only) {
         *ow = (int)cinfo.image_width; *oh = (int)cinfo.image_height;
         jpeg_destroy_decompress(&cinfo);
@@ -302,13 +360,19 @@ static md_image *png_decode(const uint8_t *buf, size_t n, md_image_flags flags, 
 
 MD_API md_image *md_image_decode(const void *buf, size_t n, md_image_flags flags, const char *name, md_error *err) {
     if (!name) name = "<memory>";
-    if ((unsigned)flags > MD_IMAGE_UNCHANGED) {
+    md_image_flags base = (md_image_flags)(flags & ~MD_IMAGE_IGNORE_ORIENTATION);
+    bool apply = !(flags & MD_IMAGE_IGNORE_ORIENTATION) && base != MD_IMAGE_UNCHANGED;
+    if ((unsigned)base > MD_IMAGE_UNCHANGED) {
         md_failc(err, MD_ERR_CONFIG, "%s: bad image read flags %d", name, (int)flags);
         return NULL;
     }
     switch (md_image_sniff(buf, n)) {
-    case MD_IMAGE_JPEG: return jpeg_decode(buf, n, flags, name, 0, NULL, NULL, err);
-    case MD_IMAGE_PNG: return png_decode(buf, n, flags, name, 0, NULL, NULL, err);
+    case MD_IMAGE_JPEG: {
+        int o = 1;
+        md_image *img = jpeg_decode(buf, n, base, name, 0, NULL, NULL, apply ? &o : NULL, err);
+        return img && o != 1 ? orient(img, o, err) : img;
+    }
+    case MD_IMAGE_PNG: return png_decode(buf, n, base, name, 0, NULL, NULL, err);
     default:
         md_failc(err, MD_ERR_PARSE, "%s: not a JPEG or PNG image (%zu bytes, unknown magic bytes)", name, n);
         return NULL;
@@ -336,7 +400,7 @@ MD_API int md_image_read_size(const char *path, int *w, int *h, md_error *err) {
     md_error e = {0};
     *w = *h = 0;
     switch (md_image_sniff(buf, n)) {
-    case MD_IMAGE_JPEG: jpeg_decode(buf, n, MD_IMAGE_RGB, path, 1, w, h, &e); ok = !e.code; break;
+    case MD_IMAGE_JPEG: jpeg_decode(buf, n, MD_IMAGE_RGB, path, 1, w, h, NULL, &e); ok = !e.code; break;
     case MD_IMAGE_PNG: png_decode(buf, n, MD_IMAGE_RGB, path, 1, w, h, &e); ok = !e.code; break;
     default: md_failc(&e, MD_ERR_PARSE, "%s: not a JPEG or PNG image (%zu bytes, unknown magic bytes)", path, n);
     }

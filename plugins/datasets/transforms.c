@@ -54,7 +54,8 @@ static const md_transform_iface load_img_iface = { load_img_apply, plain_destroy
 
 static const md_key load_img_keys[] = {
     { "to_float32", MD_KEY_BOOL, "false", "only false: images stay u8 until Normalize", false },
-    { "color_type", MD_KEY_STRING, "\"color\"", "color, grayscale or unchanged", false },
+    { "color_type", MD_KEY_STRING, "\"color\"",
+      "color, grayscale, unchanged, color_ignore_orientation or grayscale_ignore_orientation", false },
     { "channel_order", MD_KEY_STRING, "\"bgr\"", "bgr (mmcv's default) or rgb", false },
     { "file_client_args", MD_KEY_GROUP, NULL, "accepted; local files only", false },
     { 0 } };
@@ -67,6 +68,21 @@ static void *load_img_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     md_image_flags f;
+    /* mmcv's "*_ignore_orientation" types: OpenCV's IMREAD_IGNORE_ORIENTATION */
+    int ignore = 0;
+    char base_ct[32];
+    snprintf(base_ct, sizeof base_ct, "%s", ct);
+    size_t bl = strlen(base_ct), sl = strlen("_ignore_orientation");
+    if (bl > sl && !strcmp(base_ct + bl - sl, "_ignore_orientation")) {
+        base_ct[bl - sl] = 0;
+        ignore = MD_IMAGE_IGNORE_ORIENTATION;
+        ct = base_ct;
+        if (strcmp(ct, "color") && strcmp(ct, "grayscale")) {
+            md_failc(err, MD_ERR_CONFIG, "color_type '%s_ignore_orientation' is not one of color_ignore_orientation, "
+                     "grayscale_ignore_orientation", ct);
+            return NULL;
+        }
+    }
     if (!strcmp(ct, "color")) {
         if (!strcmp(co, "bgr")) f = MD_IMAGE_BGR;
         else if (!strcmp(co, "rgb")) f = MD_IMAGE_RGB;
@@ -77,11 +93,12 @@ static void *load_img_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     } else if (!strcmp(ct, "grayscale")) f = MD_IMAGE_GRAY;
     else if (!strcmp(ct, "unchanged")) f = MD_IMAGE_UNCHANGED;
     else {
-        md_failc(err, MD_ERR_CONFIG, "color_type must be color, grayscale or unchanged, got '%s'", ct);
+        md_failc(err, MD_ERR_CONFIG, "color_type must be color, grayscale, unchanged, color_ignore_orientation or "
+                 "grayscale_ignore_orientation, got '%s'", ct);
         return NULL;
     }
     NEW_T(load_img_t, load_img_iface, "LoadImageFromFile");
-    t->flags = f;
+    t->flags = (md_image_flags)(f | ignore);
     return t;
 }
 

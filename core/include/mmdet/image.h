@@ -28,6 +28,11 @@ typedef enum md_image_flags {
     MD_IMAGE_BGR = 1,        /* 3 channels, BGR (mmcv/OpenCV order) */
     MD_IMAGE_GRAY = 2,       /* 1 channel (JPEG: luma; PNG: libpng's rgb_to_gray) */
     MD_IMAGE_UNCHANGED = 3,  /* the file's channels: 1, 3 or 4 (PNG alpha kept) */
+    /* OR-ed with RGB, BGR or GRAY: keep the stored pixel layout of a JPEG
+     * whose EXIF Orientation tag says it is rotated or mirrored (OpenCV's
+     * IMREAD_IGNORE_ORIENTATION). Without it RGB, BGR and GRAY reads apply
+     * the tag (values 2..8) as OpenCV's imdecode does; UNCHANGED never does. */
+    MD_IMAGE_IGNORE_ORIENTATION = 16,
 } md_image_flags;
 
 typedef enum md_image_format { MD_IMAGE_UNKNOWN = 0, MD_IMAGE_JPEG, MD_IMAGE_PNG } md_image_format;
@@ -44,7 +49,8 @@ md_image *md_image_read(const char *path, md_error *err);
 md_image *md_image_read_as(const char *path, md_image_flags flags, md_error *err);
 /* Decodes from memory; `name` is used in messages (may be NULL). */
 md_image *md_image_decode(const void *buf, size_t n, md_image_flags flags, const char *name, md_error *err);
-/* Width and height without decoding pixels (reads the header only). */
+/* Width and height without decoding pixels (reads the header only): the
+ * stored size, before any EXIF orientation. */
 int md_image_read_size(const char *path, int *w, int *h, md_error *err);
 
 /* Encoders take c = 1 (gray) or 3 (RGB; BGR is not swapped); PNG also c = 4.
