@@ -4,6 +4,8 @@
 #ifndef MMDET_PLUGINS_CUSTOM_DATASET_H
 #define MMDET_PLUGINS_CUSTOM_DATASET_H
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
@@ -18,6 +20,13 @@ typedef struct custom_ds {
     int64_t *off, *ign_off;    /* n + 1 offsets into gt and ignore boxes */
     md_boxes gt, ign;          /* all images' boxes, gt with labels */
     int64_t dropped;           /* boxes of non-positive size */
+    /* skip_bad_images: unreadable images replaced (training), counted; the
+     * loader's workers call get concurrently, hence the atomics */
+    md_ctx *ctx;
+    bool skip_bad;
+    atomic_llong n_skipped;    /* samples replaced */
+    atomic_uchar *bad;         /* per image: seen unreadable */
+    char first_bad[768];       /* the first failure's message (file: reason) */
 } custom_ds;
 
 /* The keys every CustomDataset accepts (mmdet's constructor arguments). */
@@ -32,10 +41,19 @@ typedef struct custom_ds {
     { "test_mode", MD_KEY_BOOL, "false", "no filtering; samples come without annotations", false }, \
     { "filter_empty_gt", MD_KEY_BOOL, "true", "drop images without ground truth in training", false }, \
     { "min_size", MD_KEY_INT, "32", "drop images whose shorter side is smaller (training)", false }, \
-    { "file_client_args", MD_KEY_GROUP, NULL, "accepted for mmdet configs; local files only", false }
+    { "file_client_args", MD_KEY_GROUP, NULL, "accepted for mmdet configs; local files only", false }, \
+    { "skip_bad_images", MD_KEY_BOOL, "false", "training: replace a missing or corrupt image by another, counted", false }
 
 static inline void custom_free(custom_ds *d) {
     if (!d) return;
+    long long skipped = atomic_load(&d->n_skipped);
+    if (skipped && d->ctx) {
+        int64_t images = 0;
+        for (int64_t i = 0; d->bad && i < d->n; i++) images += atomic_load(&d->bad[i]) != 0;
+        md_warn(d->ctx, "%s: skipped %lld unreadable images (%lld samples replaced): first %s", d->base.type,
+                (long long)images, skipped, d->first_bad);
+    }
+    free(d->bad);
     free(d->ann_file);
     free(d->img_prefix);
     md_pipeline_free(d->pipeline);
@@ -94,13 +112,27 @@ static inline int custom_get(const md_dataset *ds, int64_t idx, md_rng *rng, md_
         int rc = md_pipeline_apply(d->pipeline, out, rng, err);
         if (rc == 0) return 0;
         md_sample_clear(out);
+        if (rc < 0 && d->skip_bad && !ds->test_mode && err && (err->code == MD_ERR_IO || err->code == MD_ERR_PARSE)) {
+            /* mmdet's __getitem__ retries with another index; the image is counted once */
+            custom_ds *m = (custom_ds *)d;
+            if (atomic_fetch_add(&m->n_skipped, 1) == 0) {
+                snprintf(m->first_bad, sizeof m->first_bad, "%s", err->msg);
+                md_warn(d->ctx, "%s: skipping unreadable image: %s (skip_bad_images; later ones are counted)",
+                        ds->type, err->msg);
+            }
+            if (m->bad) atomic_store(&m->bad[idx], 1);
+            md_error_clear(err);
+            idx = custom_rand_another(d, idx, rng);
+            continue;
+        }
         if (rc < 0) return -1;
         if (ds->test_mode)
             return md_failc(err, MD_ERR_GENERIC, "%s: the test pipeline dropped sample %lld (%s)", ds->type,
                             (long long)idx, d->infos[idx].filename);
         idx = custom_rand_another(d, idx, rng);
     }
-    return md_failc(err, MD_ERR_GENERIC, "%s: the pipeline dropped 1000 samples in a row", ds->type);
+    return md_failc(err, MD_ERR_GENERIC, "%s: the pipeline dropped 1000 samples in a row%s%s", ds->type,
+                    d->first_bad[0] ? "; first unreadable image: " : "", d->first_bad);
 }
 
 /* Reads the common options; paths joined with data_root as mmdet does. */
@@ -108,6 +140,9 @@ static inline int custom_init(md_ctx *ctx, custom_ds *d, const md_cfg *cfg, cons
                               const char *const *dflt_classes, int n_dflt, md_error *err) {
     d->base.type = type;
     d->base.test_mode = md_cfg_bool(cfg, "test_mode", false);
+    d->ctx = ctx;
+    d->skip_bad = md_cfg_bool(cfg, "skip_bad_images", false);
+    atomic_init(&d->n_skipped, 0);
     const char *root = md_cfg_str(cfg, "data_root", NULL);
     const char *ann = md_cfg_str(cfg, "ann_file", NULL);
     if (!ann) return md_failc(err, MD_ERR_CONFIG, "ann_file must be a string");
@@ -130,6 +165,8 @@ static inline int custom_set_flags(custom_ds *d, md_error *err) {
     if (!d->base.flag) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < d->n; i++)
         d->base.flag[i] = d->infos[i].height > 0 && (double)d->infos[i].width / d->infos[i].height > 1.0;
+    if (d->skip_bad && !(d->bad = calloc((size_t)(d->n ? d->n : 1), sizeof *d->bad)))
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
     return 0;
 }
 
