@@ -114,9 +114,11 @@ static bool key_eq(const pv *a, const pv *b) {
     return a == b;
 }
 
-/* dict[key] = value, replacing an equal key as Python does. */
+/* dict[key] = value, replacing an equal key as Python does. torch.save
+ * never repeats a key, so past 2^15 entries keys are appended unchecked:
+ * a crafted file cannot make loading quadratic. */
 static int dict_set(up *u, pv *d, pv *key, pv *val) {
-    for (int j = 0; j < d->n; j += 2)
+    for (int j = 0; j < d->n && d->n < (1 << 16); j += 2)
         if (key_eq(d->items[j], key)) {
             d->items[j + 1] = val;
             return 0;
