@@ -75,4 +75,15 @@ md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
 /* False (with the op error set) unless t is NULL or on the CPU. */
 bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
 
+/* An md_st held in memory, for weights converted from other formats
+ * (PyTorch .pth): entries keep the order they are added in. add_owned takes
+ * `data` (malloc'ed, contiguous, numel * dtype size bytes; freed on error). */
+md_st *md__st_new_mem(const char *path, md_error *err);
+int md__st_add_owned(md_st *st, const char *name, md_dtype dt, int ndim, const int64_t *shape, void *data,
+                     md_error *err);
+int md__st_add_meta(md_st *st, const char *key, const char *value, md_error *err);
+const char *md__st_path(const md_st *st);
+/* mmcv: missing num_batches_tracked buffers are not reported (checkpoint.c). */
+void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *strip, md_load_report *r);
+
 #endif

@@ -80,19 +80,14 @@ MD_API int md_init_cfg_check(const md_cfg *init_cfg, const char *where, md_error
     return check_one(init_cfg, where, err);
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
-
 static int load_pretrained(md_ctx *ctx, md_module *m, const md_cfg *c, const char *where, md_error *err) {
     const char *path = md_cfg_str(c, "checkpoint", NULL);
     const char *prefix = md_cfg_str(c, "prefix", NULL);
-    if (strstr(path, "://") || ends_with(path, ".pth") || ends_with(path, ".pt"))
+    if (strstr(path, "://"))
         return md_failc(err, MD_ERR_CONFIG,
-                        "%s: init_cfg Pretrained checkpoint %s: only safetensors checkpoints can be read "
-                        "(PyTorch .pth files and model-zoo URLs are not supported here)", where, path);
-    md_st *st = md_st_open(path, err);
+                        "%s: init_cfg Pretrained checkpoint %s: model-zoo URLs are not fetched; download the "
+                        "file and give its path (PyTorch .pth and safetensors files are read)", where, path);
+    md_st *st = md_pth_open_weights(path, err);   /* by content: torch.save zip/legacy, else safetensors */
     if (!st) return md_error_wrap(err, "%s: init_cfg Pretrained", where);
     if (prefix && *prefix) {
         /* mmcv's _load_checkpoint_with_prefix refuses a prefix that matches nothing. */
@@ -107,6 +102,7 @@ static int load_pretrained(md_ctx *ctx, md_module *m, const md_cfg *c, const cha
     }
     md_load_report rep;
     int rc = md_module_load_state(ctx, m, st, prefix, false, &rep, err);
+    if (rc == 0) md__report_ignore_bn_counters(m, st, prefix, &rep);
     md_st_close(st);
     if (rc != 0) return md_error_wrap(err, "%s: init_cfg Pretrained %s", where, path);
     md_info(ctx, "%s: loaded %d tensors from %s", where, rep.loaded, path);

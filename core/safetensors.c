@@ -16,6 +16,7 @@ typedef struct st_entry {
     int ndim;
     int64_t shape[MD_MAX_DIMS];
     uint64_t begin, end;
+    void *own;                    /* in-memory entries (md__st_add_owned) */
 } st_entry;
 
 struct md_st {
@@ -27,6 +28,7 @@ struct md_st {
     int n;
     char **meta_keys, **meta_vals;
     int n_meta;
+    int cap, cap_meta;            /* in-memory sets (md__st_new_mem) */
 };
 
 static const struct { const char *name; md_dtype dt; } st_dtypes[] = {
@@ -167,7 +169,10 @@ fail:
 MD_API void md_st_close(md_st *st) {
     if (!st) return;
     if (st->map) munmap(st->map, st->size);
-    for (int i = 0; i < st->n; i++) free(st->entries[i].name);
+    for (int i = 0; i < st->n; i++) {
+        free(st->entries[i].name);
+        free(st->entries[i].own);
+    }
     for (int i = 0; i < st->n_meta; i++) {
         free(st->meta_keys[i]);
         free(st->meta_vals[i]);
@@ -182,7 +187,9 @@ MD_API void md_st_close(md_st *st) {
 MD_API int md_st_count(const md_st *st) { return st->n; }
 MD_API const char *md_st_name(const md_st *st, int i) { return st->entries[i].name; }
 MD_API md_dtype md_st_dtype(const md_st *st, int i) { return st->entries[i].dtype; }
-MD_API const void *md_st_data(const md_st *st, int i) { return st->data + st->entries[i].begin; }
+MD_API const void *md_st_data(const md_st *st, int i) {
+    return st->entries[i].own ? st->entries[i].own : st->data + st->entries[i].begin;
+}
 
 MD_API int md_st_find(const md_st *st, const char *name) {
     for (int i = 0; i < st->n; i++)
@@ -210,6 +217,79 @@ MD_API md_tensor *md_st_tensor(md_ctx *ctx, const md_st *st, const char *name) {
     const st_entry *e = &st->entries[i];
     return md_tensor_from(ctx, e->dtype, e->ndim, e->shape, md_st_data(st, i));
 }
+
+/* ------------------------------------------------------------ in memory -- */
+
+md_st *md__st_new_mem(const char *path, md_error *err) {
+    md_st *st = calloc(1, sizeof *st);
+    if (st) st->path = strdup(path);
+    if (!st || !st->path) {
+        free(st);
+        md_failc(err, MD_ERR_NOMEM, "out of memory reading %s", path);
+        return NULL;
+    }
+    return st;
+}
+
+int md__st_add_owned(md_st *st, const char *name, md_dtype dt, int ndim, const int64_t *shape, void *data,
+                     md_error *err) {
+    if (ndim < 0 || ndim > MD_MAX_DIMS) {
+        free(data);
+        return md_failc(err, MD_ERR_SHAPE, "%s: tensor '%s' has %d dimensions (at most %d)", st->path, name, ndim,
+                        MD_MAX_DIMS);
+    }
+    if (st->n == st->cap) {
+        int cap = st->cap ? 2 * st->cap : 64;
+        st_entry *e = realloc(st->entries, sizeof *e * (size_t)cap);
+        if (!e) {
+            free(data);
+            return md_failc(err, MD_ERR_NOMEM, "out of memory reading %s", st->path);
+        }
+        st->entries = e;
+        st->cap = cap;
+    }
+    st_entry *e = &st->entries[st->n];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    if (!e->name) {
+        free(data);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory reading %s", st->path);
+    }
+    e->dtype = dt;
+    e->ndim = ndim;
+    uint64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        e->shape[d] = shape[d];
+        numel *= (uint64_t)shape[d];
+    }
+    e->end = numel * md_dtype_size(dt);
+    e->own = data ? data : malloc(1);   /* never NULL: md_st_data tells in-memory entries by it */
+    st->n++;
+    return 0;
+}
+
+int md__st_add_meta(md_st *st, const char *key, const char *value, md_error *err) {
+    if (st->n_meta == st->cap_meta) {
+        int cap = st->cap_meta ? 2 * st->cap_meta : 16;
+        char **k = realloc(st->meta_keys, sizeof *k * (size_t)cap);
+        if (k) st->meta_keys = k;
+        char **v = k ? realloc(st->meta_vals, sizeof *v * (size_t)cap) : NULL;
+        if (v) st->meta_vals = v;
+        if (!k || !v) return md_failc(err, MD_ERR_NOMEM, "out of memory reading %s", st->path);
+        st->cap_meta = cap;
+    }
+    char *k = strdup(key), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory reading %s", st->path);
+    }
+    st->meta_keys[st->n_meta] = k;
+    st->meta_vals[st->n_meta++] = v;
+    return 0;
+}
+
+const char *md__st_path(const md_st *st) { return st->path; }
 
 /* --------------------------------------------------------------- writer -- */
 

@@ -12,6 +12,7 @@
 #include "optim.h"
 #include "nn.h"
 #include "checkpoint.h"
+#include "pth.h"
 #include "runner.h"
 #include "models.h"
 #endif
