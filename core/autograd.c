@@ -107,6 +107,16 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
         if (!g) return -1;
     }
     int64_t n = md_tensor_numel(t);
+    if (!t->grad && !t->persistent && ctx->in_backward && g->data) {
+        /* a fresh whole pool block made by the running node: adopt it */
+        md_pool_block *b = md__pool_find(&ctx->arena, g->data);
+        if (b && !b->owned && b->serial > ctx->adopt_after && md_tensor_same_shape(g, t) &&
+            md_tensor_is_contiguous(g)) {
+            b->owned = true;
+            t->grad = g;
+            return 0;
+        }
+    }
     if (!t->grad) {
         if (t->persistent) {
             md_error err = { 0 };
@@ -115,9 +125,14 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
                 md_op_fail(ctx, node->op, "%s", err.msg);
                 return -1;
             }
-        } else {
-            t->grad = md_tensor_zeros(ctx, MD_F32, t->ndim, t->shape);
+        } else {   /* the first gradient is copied, not added to zeros */
+            t->grad = md_tensor_empty(ctx, MD_F32, t->ndim, t->shape);
             if (!t->grad) return -1;
+            float *dst = md_f32(t->grad);
+            const float *src = md_f32(g);
+            #pragma omp parallel for if (n > 262144) schedule(static)
+            for (int64_t k = 0; k < n; k++) dst[k] = src[k];
+            return 0;
         }
     }
     float *dst = md_f32(t->grad);
@@ -147,15 +162,24 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
 
     bool prev = md_grad_set_enabled(ctx, false);
     int rc = 0;
+    ctx->in_backward = true;
     for (int k = ctx->tape_len - 1; k >= 0 && rc == 0; k--) {
         md_node *n = ctx->tape[k];
         md_tensor *g = n->output->grad;
         if (!g) continue;
         md_scope_push(ctx, n->op);
+        ctx->adopt_after = ctx->arena.serial;
         rc = n->backward(ctx, n, g);
         md_scope_pop(ctx);
         if (rc == 0 && md_ctx_failed(ctx)) rc = -1;
+        /* As in PyTorch, a non-leaf's gradient is gone once its node has
+         * run: its storage goes back to the pool for the next nodes. */
+        if (n->output != out) {
+            md__tensor_release(ctx, g);
+            n->output->grad = NULL;
+        }
     }
+    ctx->in_backward = false;
     md_grad_set_enabled(ctx, prev);
     if (rc != 0) goto fail;
     return 0;

@@ -7,13 +7,30 @@
 
 #define MD_API __attribute__((visibility("default")))
 
-/* Step arena: a list of chunks with bump allocation. */
+/* Step arena: a list of chunks with bump allocation, plus a pool of large
+ * blocks (tensor data of at least MD_POOL_MIN bytes) that can be handed back
+ * before the step ends (gradients consumed by backward) and are cached across
+ * steps, so a steady loop neither grows nor faults in fresh pages. */
 typedef struct md_arena_chunk { char *base; size_t size, used; } md_arena_chunk;
+typedef struct md_pool_block {
+    char *base;
+    size_t size;
+    uint64_t serial;          /* allocation order within the step */
+    size_t bump;              /* the bump offset when it was allocated */
+    bool in_use, touched;     /* touched: used during the current step */
+    bool owned;               /* adopted as some tensor's gradient */
+} md_pool_block;
+#define MD_POOL_MIN ((size_t)256 << 10)
 typedef struct md_arena {
     md_arena_chunk *chunks;
     int n_chunks, cap_chunks;
     size_t used, peak;       /* bytes over all chunks */
     size_t default_chunk;
+    md_pool_block *blocks;
+    int n_blocks, cap_blocks;
+    size_t pool_used;        /* bytes of in-use pool blocks */
+    size_t peak_total;       /* peak of used + pool_used */
+    uint64_t serial;
 } md_arena;
 
 struct md_node {
@@ -40,6 +57,10 @@ struct md_ctx {
     md_node **tape;
     int tape_len, tape_cap;
     bool grad_enabled;
+    /* during backward: pool blocks allocated after this serial are fresh
+     * results of the running node, which md_node_accumulate may adopt */
+    uint64_t adopt_after;
+    bool in_backward;
     md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;
     char scope[1024];
@@ -54,6 +75,12 @@ void md__arena_init(md_arena *a);
 void md__arena_free(md_arena *a);
 void *md__arena_alloc(md_arena *a, size_t bytes);
 void md__arena_reset(md_arena *a);
+/* A pool block of at least `bytes`; NULL when out of memory. */
+void *md__pool_alloc(md_arena *a, size_t bytes);
+/* The pool block starting at p, or NULL (p from the bump chunks or a view). */
+md_pool_block *md__pool_find(md_arena *a, const void *p);
+/* Hands t's storage back when it is a whole pool block; t->data becomes NULL. */
+void md__tensor_release(md_ctx *ctx, md_tensor *t);
 
 /* Logical offset (in elements) of flat row-major index i in a strided tensor. */
 static inline int64_t md__offset_of(const md_tensor *t, int64_t i) {

@@ -18,7 +18,72 @@ void md__arena_init(md_arena *a) {
 void md__arena_free(md_arena *a) {
     for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i].base);
     free(a->chunks);
+    for (int i = 0; i < a->n_blocks; i++) free(a->blocks[i].base);
+    free(a->blocks);
     memset(a, 0, sizeof *a);
+}
+
+static void note_peak(md_arena *a) {
+    if (a->used > a->peak) a->peak = a->used;
+    if (a->used + a->pool_used > a->peak_total) a->peak_total = a->used + a->pool_used;
+}
+
+/* Best fit among the free blocks (at most 1/8 larger than asked, so that a
+ * small request does not pin a big block), else a fresh block. */
+void *md__pool_alloc(md_arena *a, size_t bytes) {
+    bytes = (bytes + 4095) / 4096 * 4096;
+    int best = -1;
+    for (int i = 0; i < a->n_blocks; i++) {
+        md_pool_block *b = &a->blocks[i];
+        if (!b->in_use && b->size >= bytes && b->size - bytes <= bytes / 8 &&
+            (best < 0 || b->size < a->blocks[best].size))
+            best = i;
+    }
+    if (best < 0) {
+        if (a->n_blocks == a->cap_blocks) {
+            int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
+            md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
+            if (!nb) return NULL;
+            a->blocks = nb;
+            a->cap_blocks = cap;
+        }
+        char *base = aligned_alloc(ARENA_ALIGN, bytes);
+        if (!base) return NULL;
+        best = a->n_blocks++;
+        a->blocks[best] = (md_pool_block){ .base = base, .size = bytes };
+    }
+    md_pool_block *b = &a->blocks[best];
+    b->in_use = b->touched = true;
+    b->owned = false;
+    b->serial = ++a->serial;
+    b->bump = a->used;
+    a->pool_used += b->size;
+    note_peak(a);
+    return b->base;
+}
+
+md_pool_block *md__pool_find(md_arena *a, const void *p) {
+    if (!p) return NULL;
+    for (int i = a->n_blocks - 1; i >= 0; i--)
+        if (a->blocks[i].base == p) return a->blocks[i].in_use ? &a->blocks[i] : NULL;
+    return NULL;
+}
+
+static void pool_put(md_arena *a, md_pool_block *b) {
+    b->in_use = b->owned = false;
+    a->pool_used -= b->size;
+}
+
+MD_API void md_tensor_release(md_ctx *ctx, md_tensor *t) {
+    if (ctx && !ctx->grad_enabled && t && !t->requires_grad && !t->grad_fn) md__tensor_release(ctx, t);
+}
+
+void md__tensor_release(md_ctx *ctx, md_tensor *t) {
+    if (!t || t->persistent) return;
+    md_pool_block *b = md__pool_find(&ctx->arena, t->data);
+    if (!b) return;
+    pool_put(&ctx->arena, b);
+    t->data = NULL;
 }
 
 static int arena_add_chunk(md_arena *a, size_t min_size) {
@@ -49,7 +114,7 @@ void *md__arena_alloc(md_arena *a, size_t bytes) {
     void *p = c->base + c->used;
     c->used += bytes;
     a->used += bytes;
-    if (a->used > a->peak) a->peak = a->used;
+    note_peak(a);
     return p;
 }
 
@@ -66,6 +131,21 @@ void md__arena_reset(md_arena *a) {
     for (int i = 0; i < a->n_chunks; i++) a->chunks[i].used = 0;
     a->used = 0;
     a->peak = 0;
+    /* pool: every block is free again; blocks this step never used go */
+    int k = 0;
+    for (int i = 0; i < a->n_blocks; i++) {
+        md_pool_block b = a->blocks[i];
+        if (!b.touched) {
+            free(b.base);
+            continue;
+        }
+        b.in_use = b.touched = b.owned = false;
+        a->blocks[k++] = b;
+    }
+    a->n_blocks = k;
+    a->pool_used = 0;
+    a->peak_total = 0;
+    a->serial = 0;
 }
 
 MD_API void *md_ctx_alloc(md_ctx *ctx, size_t bytes) {
@@ -74,13 +154,18 @@ MD_API void *md_ctx_alloc(md_ctx *ctx, size_t bytes) {
     return p;
 }
 
-MD_API size_t md_ctx_arena_used(const md_ctx *ctx) { return ctx->arena.used; }
-MD_API size_t md_ctx_arena_peak(const md_ctx *ctx) { return ctx->arena.peak; }
+MD_API size_t md_ctx_arena_used(const md_ctx *ctx) { return ctx->arena.used + ctx->arena.pool_used; }
+MD_API size_t md_ctx_arena_peak(const md_ctx *ctx) { return ctx->arena.peak_total; }
 
 MD_API size_t md_ctx_arena_mark(md_ctx *ctx) { return ctx->arena.used; }
 
+/* Pool blocks allocated after the mark go too: every pool tensor's header is
+ * bump-allocated just before its data, so a block whose bump offset at
+ * allocation exceeds the mark was allocated after it. */
 MD_API void md_ctx_arena_release(md_ctx *ctx, size_t mark) {
     md_arena *a = &ctx->arena;
+    for (int i = 0; i < a->n_blocks; i++)
+        if (a->blocks[i].in_use && a->blocks[i].bump > mark) pool_put(a, &a->blocks[i]);
     while (a->n_chunks && a->used > mark) {
         md_arena_chunk *c = &a->chunks[a->n_chunks - 1];
         size_t below = a->used - c->used;   /* bytes in earlier chunks */
@@ -163,7 +248,8 @@ md_tensor *md__tensor_header(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *
 MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *shape) {
     md_tensor *t = md__tensor_header(ctx, dt, ndim, shape);
     if (!t) return NULL;
-    t->data = md__arena_alloc(&ctx->arena, (size_t)md_tensor_numel(t) * md_dtype_size(dt));
+    size_t bytes = (size_t)md_tensor_numel(t) * md_dtype_size(dt);
+    t->data = bytes >= MD_POOL_MIN ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
     if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));
     return t;

@@ -47,22 +47,49 @@ typedef struct resnet {
 
 /* ------------------------------------------------------------ containers -- */
 
-/* nn.Sequential: children "0", "1", ... run in order. */
+static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t);
+
+/* nn.Sequential: children "0", "1", ... run in order; what one child made and
+ * the next consumed is released (a no-op with grad mode on). */
 static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
-    for (int i = 0; i < m->n_children && x; i++) x = md_module_call(ctx, m, m->children[i].name, x);
+    for (int i = 0; i < m->n_children && x; i++) {
+        md_tensor *in = x;
+        x = md_module_call(ctx, m, m->children[i].name, x);
+        if (i > 0) then_release(ctx, x, in);
+    }
     return x;
 }
 static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq_forward };
 
 typedef struct block { md_module base; bool bottleneck, down; } block;
 
+/* y = f(t), then t's storage goes back when grad mode is off (inference keeps
+ * only the live activations); never when y shares it. */
+static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t) {
+    if (t && (!y || y->data != t->data)) md_tensor_release(ctx, t);
+    return y;
+}
+
+static md_tensor *call_release(md_ctx *ctx, md_module *m, const char *child, md_tensor *t) {
+    return then_release(ctx, md_module_call(ctx, m, child, t), t);
+}
+
 static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     block *b = (block *)m;
     md_tensor *id = b->down ? md_module_call(ctx, m, "downsample", x) : x;
-    md_tensor *y = md_relu(ctx, md_module_call(ctx, m, "bn1", md_module_call(ctx, m, "conv1", x)));
-    y = md_module_call(ctx, m, "bn2", md_module_call(ctx, m, "conv2", y));
-    if (b->bottleneck) y = md_module_call(ctx, m, "bn3", md_module_call(ctx, m, "conv3", md_relu(ctx, y)));
-    return md_relu(ctx, md_add(ctx, y, id));
+    md_tensor *y = md_module_call(ctx, m, "conv1", x);   /* x: the caller's */
+    y = call_release(ctx, m, "bn1", y);
+    y = then_release(ctx, md_relu(ctx, y), y);
+    y = call_release(ctx, m, "conv2", y);
+    y = call_release(ctx, m, "bn2", y);
+    if (b->bottleneck) {
+        y = then_release(ctx, md_relu(ctx, y), y);
+        y = call_release(ctx, m, "conv3", y);
+        y = call_release(ctx, m, "bn3", y);
+    }
+    md_tensor *s = then_release(ctx, md_add(ctx, y, id), y);
+    if (b->down) then_release(ctx, s, id);
+    return then_release(ctx, md_relu(ctx, s), s);
 }
 static const md_module_class basic_class = { .name = "BasicBlock", .forward1 = block_forward };
 static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward1 = block_forward };
@@ -180,13 +207,17 @@ static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor *
         md_op_fail(ctx, "ResNet", "room for %d outputs, %d needed", max_outs, r->n_outs);
         return -1;
     }
-    md_tensor *x = md_relu(ctx, md_module_call(ctx, m, "bn1", md_module_call(ctx, m, "conv1", img)));
-    x = md_max_pool2d(ctx, x, 3, 2, 1, false);
+    md_tensor *x = md_module_call(ctx, m, "conv1", img);
+    x = call_release(ctx, m, "bn1", x);
+    x = then_release(ctx, md_relu(ctx, x), x);
+    x = then_release(ctx, md_max_pool2d(ctx, x, 3, 2, 1, false), x);
     int n = 0;
     char name[16];
     for (int i = 0; i < r->num_stages && x; i++) {
         snprintf(name, sizeof name, "layer%d", i + 1);
+        md_tensor *in = x;
         x = md_module_call(ctx, m, name, x);
+        if (i == 0 || !r->out_mask[i - 1]) then_release(ctx, x, in);   /* not returned to the caller */
         if (r->out_mask[i]) outs[n++] = x;
     }
     return x && !md_ctx_failed(ctx) ? n : -1;

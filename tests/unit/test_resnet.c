@@ -315,3 +315,25 @@ Test(resnet, forward_reports_shape_errors_with_the_module_path) {
     cr_assert(strstr(md_ctx_error(ctx)->msg, "conv1"), "%s", md_ctx_error(ctx)->msg);
     md_module_free(m);
 }
+
+/* Inference (grad mode off) hands back activations as soon as they are
+ * consumed; the outputs must be exactly those of the same forward with grad
+ * mode on, where nothing is released. Large enough that the activations are
+ * pooled tensors. */
+Test(resnet, inference_release_keeps_outputs_exact) {
+    md_module *m = build_ok("backbone = { type = \"ResNet\"; depth = 50; base_channels = 4; out_indices = [1, 3]; };");
+    md_module_train(m, false);
+    md_tensor *img = randn_param(ctx, MD_DIMS(1, 3, 480, 448), 5);
+    img->requires_grad = false;
+    md_tensor *ref[MD_MAX_LEVELS], *outs[MD_MAX_LEVELS];
+    cr_assert_eq(md_backbone_forward(ctx, m, img, ref, MD_MAX_LEVELS), 2, "%s", md_ctx_error(ctx)->msg);
+    bool prev = md_grad_set_enabled(ctx, false);
+    size_t before = md_ctx_arena_used(ctx);
+    cr_assert_eq(md_backbone_forward(ctx, m, img, outs, MD_MAX_LEVELS), 2, "%s", md_ctx_error(ctx)->msg);
+    size_t grew = md_ctx_arena_used(ctx) - before;
+    md_grad_set_enabled(ctx, prev);
+    cr_assert_lt(grew, before / 2, "no-grad forward kept %zu bytes, the recorded one %zu", grew, before);
+    for (int i = 0; i < 2; i++) assert_equal(outs[i], ref[i], "output");
+    md_tensor_free(img);
+    md_module_free(m);
+}

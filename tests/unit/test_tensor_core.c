@@ -141,3 +141,70 @@ Test(tensor_core, gradcheck_agrees_with_custom_backward) {
     cr_assert_lt(e, 1e-3, "relative error %g", e);
     md_tensor_free(x);
 }
+
+/* Large step tensors come from a pool: a released block is reused by the next
+ * request of its size, a mark's release hands back the blocks allocated after
+ * it (and only those), and the counters follow. */
+Test(tensor_core, pool_release_and_mark) {
+    const int64_t n = 1 << 20;   /* 4 MiB */
+    md_tensor *a = md_tensor_zeros(ctx, MD_F32, MD_DIMS(n));
+    cr_assert(a);
+    void *pa = a->data;
+    size_t used = md_ctx_arena_used(ctx);
+    cr_assert_geq(used, (size_t)n * 4);
+    md_grad_set_enabled(ctx, false);
+    md_tensor_release(ctx, a);
+    cr_assert_null(a->data);
+    cr_assert_lt(md_ctx_arena_used(ctx), used - (size_t)n * 3);
+    md_tensor *b = md_tensor_empty(ctx, MD_F32, MD_DIMS(n));
+    cr_assert_eq(b->data, pa, "the freed block is reused");
+    size_t mark = md_ctx_arena_mark(ctx);
+    md_tensor *c = md_tensor_full(ctx, MD_F32, MD_DIMS(n), 2.0);
+    cr_assert(c && c->data != b->data);
+    md_ctx_arena_release(ctx, mark);
+    cr_assert_eq(md_ctx_arena_used(ctx), mark + (size_t)n * 4, "only the block after the mark went back");
+    md_f32(b)[n - 1] = 3.0f;
+    md_tensor *d = md_tensor_full(ctx, MD_F32, MD_DIMS(n), 1.0);
+    cr_assert_eq(md_f32(b)[n - 1], 3.0f, "a live block is never handed out again");
+    cr_assert_eq(md_f32(d)[0], 1.0f);
+    /* a view inside a tensor and a small tensor are left alone */
+    md_tensor *v = md_reshape(ctx, d, MD_DIMS(2, n / 2));
+    md_tensor_release(ctx, md_slice(ctx, v, 0, 1, 2, 1));
+    cr_assert_eq(md_f32(d)[n - 1], 1.0f);
+    md_tensor *s = md_tensor_full(ctx, MD_F32, MD_DIMS(16), 5.0);
+    md_tensor_release(ctx, s);
+    cr_assert_eq(md_f32(s)[15], 5.0f);
+    md_grad_set_enabled(ctx, true);
+}
+
+/* With grad mode on nothing is released: ops may have saved the tensor. */
+Test(tensor_core, release_is_a_no_op_with_grad_on) {
+    md_tensor *a = md_tensor_full(ctx, MD_F32, MD_DIMS(1 << 20), 1.0);
+    md_tensor_release(ctx, a);
+    cr_assert_not_null(a->data);
+    cr_assert_eq(md_f32(a)[5], 1.0f);
+}
+
+/* Large intermediate gradients are pooled, adopted and handed back during
+ * backward; the leaf gradient must be what the chain rule gives whatever the
+ * reuse: d/dx sum(c2 * (c1 * x^2)^2) = 4 c1^2 c2 x^3. */
+Test(tensor_core, backward_through_pooled_gradients) {
+    const int64_t n = 1 << 18;
+    md_tensor *x = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(n), NULL);
+    for (int64_t i = 0; i < n; i++) md_f32(x)[i] = (float)((i % 7) - 3) * 0.5f;
+    x->requires_grad = true;
+    for (int step = 0; step < 2; step++) {
+        md_tensor_zero_grad(x);
+        md_tensor *y = square_scale(ctx, square_scale(ctx, x, 1.5f), 0.5f);
+        md_tensor *z = md_add(ctx, y, md_mul_scalar(ctx, y, 1.0));   /* 2 y: y's grad gets two terms */
+        md_error err = { 0 };
+        cr_assert_eq(md_backward(ctx, md_sum(ctx, z, MD_DIM_ALL, false), &err), 0, "%s", err.msg);
+        for (int64_t i = 0; i < n; i += 997) {
+            double xv = md_f32(x)[i], want = 2.0 * 4.0 * 1.5 * 1.5 * 0.5 * xv * xv * xv;
+            cr_assert_float_eq(md_f32(x->grad)[i], want, 1e-5 * (1 + fabs(want)), "step %d element %lld", step,
+                               (long long)i);
+        }
+        md_ctx_step_reset(ctx);
+    }
+    md_tensor_free(x);
+}

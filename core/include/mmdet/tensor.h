@@ -72,6 +72,12 @@ md_tensor *md_tensor_from(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *sha
 md_tensor *md_tensor_scalar(md_ctx *ctx, float v);             /* f32, ndim 0 */
 md_tensor *md_tensor_arange(md_ctx *ctx, md_dtype dt, int64_t n); /* 0..n-1 */
 md_tensor *md_tensor_empty_like(md_ctx *ctx, const md_tensor *t);
+/* With grad mode off, hands a large step tensor's storage back before the
+ * step ends (inference frees what it no longer reads); the caller promises
+ * that neither t nor any view of it is read again (a view that starts where
+ * its base does stands for the base). A no-op with grad mode on (ops may have
+ * saved t for backward), for views inside a tensor and for small tensors. */
+void md_tensor_release(md_ctx *ctx, md_tensor *t);
 md_tensor *md_tensor_zeros_like(md_ctx *ctx, const md_tensor *t);
 
 /* ---- persistent tensors ---- */

@@ -1,0 +1,130 @@
+/* ResNet-50 (the ResNet backbone plugin, built through the registry; all four
+ * stage outputs, no fc head) against bench/peer_resnet.py:
+ *   resnet50_train_step  forward + backward of sum(all outputs) on 2x3x512x512,
+ *                        BN in training mode, then one SGD step (momentum 0.9,
+ *                        weight decay 1e-4)
+ *   resnet50_infer       forward on 1x3x800x1216, eval mode, no grad
+ * Each benchmark runs in its own child process so that its peak resident
+ * memory (ru_maxrss) is its own. Prints
+ *   bench <name> ours_ms=<median> ours_mb=<peak RSS> gflops=<achieved>
+ * Repetitions: $MMDET_BENCH_REPS (default 3, after one warm-up); threads:
+ * $MMDET_NUM_THREADS. Run from the repository root (loads plugins/backbones). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <mmdet/mmdet.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double peak_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;   /* KiB on Linux */
+}
+
+static const char *CFG =
+    "backbone = { type = \"ResNet\"; depth = 50; num_stages = 4; out_indices = [0, 1, 2, 3];\n"
+    "             frozen_stages = -1; norm_eval = false; style = \"pytorch\"; };\n"
+    "optimizer = { type = \"SGD\"; lr = 0.001; momentum = 0.9; weight_decay = 0.0001; };\n";
+
+static int fail(const char *what, const char *msg) {
+    fprintf(stderr, "bench_resnet: %s: %s\n", what, msg);
+    return 1;
+}
+
+/* ResNet-50 forward multiply-adds per pixel of input at 224x224 is 4.09 G
+ * (conv + fc); without the fc it is 4.09 G - 2 M. Scaled by pixel count. */
+static double fwd_flops(int64_t n, int64_t h, int64_t w) { return 2.0 * 4.087e9 * n * (double)(h * w) / (224.0 * 224.0); }
+
+static int run(bool train, int reps) {
+    md_error err = { 0 };
+    md_ctx *ctx = md_ctx_new(&err);
+    if (!ctx) return fail("context", err.msg);
+    md_log_set_quiet(ctx, true);
+    md_ctx_seed(ctx, 1);
+    if (md_plugin_load_file(ctx, "plugins/backbones/resnet.so", &err) != 0) return fail("plugin", err.msg);
+    md_cfg *cfg = md_cfg_parse(CFG, "bench_resnet.cfg", &err);
+    if (!cfg) return fail("config", err.msg);
+    md_module *m = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), &err);
+    if (!m) return fail("build", err.msg);
+    md_optimizer *opt = NULL;
+    if (train) {
+        opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+        if (!opt) return fail("optimizer", err.msg);
+    }
+    md_module_train(m, train);
+    const int64_t N = train ? 2 : 1, H = train ? 512 : 800, W = train ? 512 : 1216;
+    md_tensor *img = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(N, 3, H, W), &err);
+    if (!img) return fail("input", err.msg);
+    md_rng r;
+    md_rng_seed(&r, 1);
+    md_tensor_normal_(img, &r, 0, 1);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    md_grad_set_enabled(ctx, train);
+    for (int i = -1; i < reps; i++) {   /* one warm-up */
+        md_ctx_step_reset(ctx);
+        double t0 = now_ms();
+        md_tensor *outs[MD_MAX_LEVELS];
+        int n = md_backbone_forward(ctx, m, img, outs, MD_MAX_LEVELS);
+        if (n <= 0) return fail("forward", md_ctx_error(ctx)->msg);
+        if (train) {
+            md_optimizer_zero_grad(opt);
+            md_tensor *loss = NULL;
+            for (int k = 0; k < n; k++) {
+                md_tensor *s = md_sum(ctx, outs[k], MD_DIM_ALL, false);
+                loss = loss ? md_add(ctx, loss, s) : s;
+            }
+            if (!loss || md_backward(ctx, loss, &err) != 0) return fail("backward", err.msg);
+            if (md_optimizer_step(opt, &err) != 0) return fail("step", err.msg);
+        }
+        if (i >= 0) t[i] = now_ms() - t0;
+        if (getenv("MMDET_BENCH_VERBOSE")) fprintf(stderr, "rep %d: %.1f ms\n", i, now_ms() - t0);
+    }
+    double ms = median(t, reps), fl = fwd_flops(N, H, W) * (train ? 3.0 : 1.0);
+    printf("bench resnet50_%s ours_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld threads=%d\n",
+           train ? "train_step" : "infer", ms, peak_mb(), fl / ms / 1e6, (long long)N, (long long)H,
+           (long long)W, md_ctx_threads(ctx));
+    fflush(stdout);
+    free(t);
+    md_tensor_free(img);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+    md_ctx_free(ctx);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int reps = getenv("MMDET_BENCH_REPS") ? atoi(getenv("MMDET_BENCH_REPS")) : 3;
+    if (reps < 1) reps = 1;
+    const char *only = argc > 1 ? argv[1] : NULL;   /* "train" or "infer": one benchmark, in-process */
+    if (only) return run(!strcmp(only, "train"), reps);
+    int rc = 0;
+    for (int b = 0; b < 2; b++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) return fail("fork", "failed");
+        if (pid == 0) _exit(run(b == 0, reps));
+        int st = 0;
+        if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) rc = 1;
+    }
+    return rc;
+}

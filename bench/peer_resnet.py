@@ -1,0 +1,61 @@
+"""PyTorch peer of bench/bench_resnet.c: torchvision's resnet50 without the
+avgpool/fc head, returning the four stage outputs; 2 threads.
+  resnet50_train_step  forward + backward of sum(all outputs), 2x3x512x512,
+                       train mode BN, one SGD step (momentum 0.9, wd 1e-4)
+  resnet50_infer       forward, 1x3x800x1216, eval mode, no grad
+Each benchmark runs in its own process (peak RSS is its own). Prints
+`peer <name> peer_ms=<median> peer_mb=<ru_maxrss>`."""
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPS = max(1, int(os.environ.get("MMDET_BENCH_REPS", "3")))
+
+
+def run(train):
+    import torch
+    import torchvision
+
+    torch.set_num_threads(int(os.environ.get("MMDET_NUM_THREADS", "2")))
+    torch.manual_seed(1)
+    net = torchvision.models.resnet50(weights=None)
+
+    def forward(x):
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        outs = []
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+    params = [p for n, p in net.named_parameters() if not n.startswith("fc.")]
+    opt = torch.optim.SGD(params, lr=0.001, momentum=0.9, weight_decay=1e-4)
+    net.train(train)
+    shape = (2, 3, 512, 512) if train else (1, 3, 800, 1216)
+    x = torch.randn(*shape)
+    times = []
+    with torch.set_grad_enabled(train):
+        for i in range(REPS + 1):
+            t0 = time.perf_counter()
+            outs = forward(x)
+            if train:
+                opt.zero_grad(set_to_none=False)
+                sum(o.sum() for o in outs).backward()
+                opt.step()
+            if i:
+                times.append((time.perf_counter() - t0) * 1e3)
+            del outs
+    name = "resnet50_train_step" if train else "resnet50_infer"
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"peer {name} peer_ms={statistics.median(times):.1f} peer_mb={mb:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        run(sys.argv[1] == "train")
+    else:
+        for which in ("train", "infer"):
+            subprocess.run([sys.executable, __file__, which], check=False)
