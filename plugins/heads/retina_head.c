@@ -431,7 +431,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             goto fail;
         }
         if (!h->reg_decoded_bbox) {
-            md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true", lbt);
+            md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or SmoothL1Loss regress the deltas)", lbt);
             goto fail;
         }
     } else {

@@ -410,7 +410,7 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     if (box_loss >= BOX_GIOU && !decoded) {
-        md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true", bt);
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or SmoothL1Loss regress the deltas)", bt);
         return NULL;
     }
     const md_cfg *init = md_cfg_get(cfg, "init_cfg");
