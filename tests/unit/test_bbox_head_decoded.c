@@ -82,3 +82,28 @@ Test(bbox_head_decoded, per_class_giou) {
 Test(bbox_head_decoded, class_agnostic_iou_square) {
     check_case("iou", "reg_class_agnostic = true; loss_bbox = { type = \"IoULoss\"; mode = \"square\"; };");
 }
+
+/* configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg (mmdet's) builds. */
+Test(bbox_head_decoded, giou_faster_rcnn_config_builds) {
+    md_error err = { 0 };
+    static const char *const dirs[] = { "plugins/bbox", "plugins/backbones", "plugins/necks", "plugins/heads",
+                                        "plugins/detectors" };
+    for (int i = 0; i < 5; i++) cr_assert_eq(md_plugin_load_dir(ctx, dirs[i], &err), 0, "%s", err.msg);
+    md_cfg *cfg = md_cfg_load("configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg", &err);
+    cr_assert_not_null(cfg, "%s", err.msg);
+    cr_assert_str_eq(md_cfg_str(cfg, "model.roi_head.bbox_head.loss_bbox.type", ""), "GIoULoss");
+    cr_assert(md_cfg_bool(cfg, "model.roi_head.bbox_head.reg_decoded_bbox", false));
+    /* smaller widths: only the build matters here */
+    static const char *const opts[] = { "model.backbone.init_cfg=None", "model.backbone.depth=18",
+                                        "model.neck.in_channels=[64,128,256,512]", "model.neck.out_channels=32",
+                                        "model.rpn_head.in_channels=32", "model.rpn_head.feat_channels=32",
+                                        "model.roi_head.bbox_roi_extractor.out_channels=32",
+                                        "model.roi_head.bbox_head.in_channels=32",
+                                        "model.roi_head.bbox_head.fc_out_channels=64" };
+    cr_assert_eq(md_cfg_apply_options(cfg, opts, 9, &err), 0, "%s", err.msg);
+    md_module *m = md_build_from_cfg(ctx, "detectors", md_cfg_get(cfg, "model"), NULL, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    cr_assert_not_null(md_module_find(m, "roi_head.bbox_head.fc_reg.weight"));
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
