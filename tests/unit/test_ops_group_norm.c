@@ -142,6 +142,16 @@ Test(group_norm, errors_and_null) {
     cr_assert_null(md_group_norm(ctx, md_tensor_zeros(ctx, MD_F32, MD_DIMS(6)), 3, NULL, NULL, 1e-5));
     cr_assert(strstr(md_ctx_error(ctx)->msg, "[N, C, *]"), "%s", md_ctx_error(ctx)->msg);
     md_ctx_clear_error(ctx);
+    /* no positions: an empty output, zero weight and bias gradients */
+    md_tensor *e = randn_param(ctx, MD_DIMS(2, 6, 0, 4), 9), *ew = randn_param(ctx, MD_DIMS(6), 10);
+    md_tensor *ey = md_group_norm(ctx, e, 3, ew, NULL, 1e-5);
+    cr_assert(ey && ey->ndim == 4 && ey->shape[2] == 0 && md_tensor_numel(ey) == 0, "%s", md_ctx_error(ctx)->msg);
+    md_error err = { 0 };
+    cr_assert_eq(md_backward(ctx, md_sum(ctx, ey, MD_DIM_ALL, false), &err), 0, "%s", err.msg);
+    cr_assert(ew->grad);
+    for (int i = 0; i < 6; i++) cr_assert(md_f32(ew->grad)[i] == 0.0f);
+    md_tensor_free(e);
+    md_tensor_free(ew);
     /* a constant input normalises to the bias (zero variance, eps keeps it finite) */
     md_tensor *c = md_tensor_full(ctx, MD_F32, MD_DIMS(1, 4, 2, 2), 3.0);
     md_tensor *b = md_tensor_full(ctx, MD_F32, MD_DIMS(4), 0.25);
