@@ -151,6 +151,40 @@ MD_API md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momen
     return &n->base;
 }
 
+typedef struct gn_layer { md_module base; md_tensor *w, *b; int groups; double eps; } gn_layer;
+
+static md_tensor *gn_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    gn_layer *n = (gn_layer *)m;
+    return md_group_norm(ctx, x, n->groups, n->w, n->b, n->eps);
+}
+static const md_module_class gn_class = { .name = "GroupNorm", .forward1 = gn_forward };
+
+MD_API md_module *md_nn_groupnorm(md_ctx *ctx, int num_groups, int c, double eps, bool requires_grad,
+                                  md_error *err) {
+    if (num_groups < 1 || c < 1 || c % num_groups) {
+        md_failc(err, MD_ERR_CONFIG, "GroupNorm(num_groups=%d, num_channels=%d): num_groups must be positive and "
+                 "divide the channels", num_groups, c);
+        return NULL;
+    }
+    gn_layer *n = md_module_new(sizeof *n, &gn_class);
+    if (!n) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    n->base.flags |= MD_MODULE_NORM;
+    n->groups = num_groups;
+    n->eps = eps;
+    n->w = md_module_add_param(ctx, &n->base, "weight", MD_DIMS(c), err);
+    n->b = n->w ? md_module_add_param(ctx, &n->base, "bias", MD_DIMS(c), err) : NULL;
+    if (!n->b) {
+        md_module_free(&n->base);
+        return NULL;
+    }
+    md_tensor_fill_(n->w, 1.0);
+    n->w->requires_grad = n->b->requires_grad = requires_grad;
+    return &n->base;
+}
+
 typedef struct linear_layer { md_module base; md_tensor *w, *b; } linear_layer;
 
 static md_tensor *linear_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
@@ -211,6 +245,7 @@ MD_API md_tensor *md_nn_weight(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->w;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->w;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->w;
+    if (layer->cls == &gn_class) return ((gn_layer *)layer)->w;
     return NULL;
 }
 
@@ -218,17 +253,18 @@ MD_API md_tensor *md_nn_bias(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->b;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->b;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->b;
+    if (layer->cls == &gn_class) return ((gn_layer *)layer)->b;
     return NULL;
 }
 
 /* ---------------------------------------------------------- ConvModule -- */
 
-typedef struct conv_module { md_module base; bool norm, act; } conv_module;
+typedef struct conv_module { md_module base; const char *norm; bool act; } conv_module;
 
 static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     conv_module *c = (conv_module *)m;
     x = md_module_call(ctx, m, "conv", x);
-    if (c->norm) x = md_module_call(ctx, m, "bn", x);
+    if (c->norm) x = md_module_call(ctx, m, c->norm, x);
     if (c->act) x = md_relu(ctx, x);
     return x;
 }
@@ -240,7 +276,8 @@ MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, m
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    c->norm = o->norm;
+    /* mmcv build_norm_layer's abbreviations: BatchNorm -> "bn", GroupNorm -> "gn" */
+    c->norm = !o->norm ? NULL : o->norm_groups > 0 ? "gn" : "bn";
     c->act = o->act;
     bool bias = o->bias < 0 ? !o->norm : o->bias > 0;
     md_conv2d_params p = { o->stride ? o->stride : 1, o->stride ? o->stride : 1, o->padding, o->padding,
@@ -255,12 +292,79 @@ MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, m
     md_init_kaiming(md_nn_weight(conv), &ctx->init_rng, 0, true, "relu", false);
     if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
     if (o->norm) {
-        md_module *bn = md_nn_batchnorm2d(ctx, o->out, 1e-5, 0.1, o->norm_requires_grad, err);
-        if (!bn || md_module_add_child(&c->base, "bn", bn, err) != 0) {
-            md_module_free(bn);
+        double eps = o->norm_eps > 0 ? o->norm_eps : 1e-5;
+        md_module *nm = o->norm_groups > 0
+                            ? md_nn_groupnorm(ctx, o->norm_groups, o->out, eps, o->norm_requires_grad, err)
+                            : md_nn_batchnorm2d(ctx, o->out, eps, o->norm_momentum > 0 ? o->norm_momentum : 0.1,
+                                                o->norm_requires_grad, err);
+        if (!nm || md_module_add_child(&c->base, c->norm, nm, err) != 0) {
+            md_module_free(nm);
             md_module_free(&c->base);
             return NULL;
         }
     }
     return &c->base;
+}
+
+/* True when `type` is one of the comma-separated names in `list`. */
+static bool in_list(const char *type, const char *list) {
+    size_t n = strlen(type);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, type, n)) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}
+
+MD_API int md_norm_cfg_read(const md_cfg *nc, const char *what, const char *allow, md_conv_module_opts *o,
+                            md_error *err) {
+    o->norm = false;
+    o->norm_requires_grad = true;
+    o->norm_groups = 0;
+    o->norm_eps = 0;
+    o->norm_momentum = 0;
+    if (!nc || md_cfg_kind(nc) == MD_CFG_NONE) return 0;
+    if (!allow) allow = "BN,SyncBN,GN";
+    if (md_cfg_kind(nc) != MD_CFG_GROUP)
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s must be None or a group { type = ...; }", md_cfg_file(nc),
+                        md_cfg_line(nc), what);
+    const char *type = md_cfg_str(nc, "type", "");
+    if (!in_list(type, allow))
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.type '%s' is not supported (%s)", md_cfg_file(nc),
+                        md_cfg_line(nc), what, type, allow);
+    bool gn = !strcmp(type, "GN");
+    static const md_key bn_keys[] = {
+        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
+        { "eps", MD_KEY_FLOAT, "1e-5", "added to the variance", false },
+        { "momentum", MD_KEY_FLOAT, "0.1", "running statistics momentum", false },
+        { 0 } };
+    static const md_key gn_keys[] = {
+        { "num_groups", MD_KEY_INT, NULL, "groups of channels", true },
+        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
+        { "eps", MD_KEY_FLOAT, "1e-5", "added to the variance", false },
+        { 0 } };
+    if (md_cfg_check_keys(nc, gn ? gn_keys : bn_keys, what, err) != 0) return -1;
+    o->norm = true;
+    o->norm_requires_grad = md_cfg_bool(nc, "requires_grad", true);
+    o->norm_eps = md_cfg_float(nc, "eps", 1e-5);
+    if (!(o->norm_eps > 0))
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.eps %g must be positive", md_cfg_file(nc), md_cfg_line(nc),
+                        what, o->norm_eps);
+    if (gn) {
+        int64_t g = md_cfg_int(nc, "num_groups", 0);
+        if (g < 1 || g > INT32_MAX)
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.num_groups %lld must be positive", md_cfg_file(nc),
+                            md_cfg_line(nc), what, (long long)g);
+        o->norm_groups = (int)g;
+    } else {
+        o->norm_momentum = md_cfg_float(nc, "momentum", 0.1);
+        if (!(o->norm_momentum > 0 && o->norm_momentum <= 1))
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.momentum %g must be in (0, 1] (a cumulative average, "
+                            "momentum None, is not supported)", md_cfg_file(nc), md_cfg_line(nc), what,
+                            o->norm_momentum);
+    }
+    return 0;
 }

@@ -1,5 +1,5 @@
-/* batch_norm2d: checks, running-stat update, autograd; kernels in
- * backends/cpu/norm.c. */
+/* batch_norm2d (checks, running-stat update, autograd) and group_norm;
+ * kernels in backends/cpu/norm.c. */
 #include <math.h>
 #include <string.h>
 #include "internal.h"
@@ -101,6 +101,85 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
         bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = batch_stats };
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------ group_norm -- */
+
+typedef struct gn_saved {
+    md_tensor *x;            /* contiguous input */
+    double *mean, *rstd;     /* [N * G] */
+    int64_t groups;
+} gn_saved;
+
+/* N, C and the product of the remaining dims of x [N, C, *]. */
+static void gn_dims(const md_tensor *x, int64_t *N, int64_t *C, int64_t *HW) {
+    *N = x->shape[0];
+    *C = x->shape[1];
+    *HW = 1;
+    for (int d = 2; d < x->ndim; d++) *HW *= x->shape[d];
+}
+
+static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    gn_saved *sv = md_node_saved(node);
+    md_tensor *x = sv->x, *w = md_node_input(node, 1);
+    int64_t N, C, HW;
+    gn_dims(x, &N, &C, &HW);
+    md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+    if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape))) return -1;
+    if (md_node_needs_grad(node, 1) && !(gw = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C)))) return -1;
+    if (md_node_needs_grad(node, 2) && !(gb = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C)))) return -1;
+    if (N * C * HW > 0) {
+        md_tensor *wc = w ? md__contig(ctx, w) : NULL, *gyc = md__contig(ctx, gy);
+        double *scratch = md_ctx_alloc(ctx, sizeof(double) * (size_t)(2 * N * C));
+        if ((w && !wc) || !gyc || !scratch) return -1;
+        md__gn_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->groups, sv->mean, sv->rstd, wc ? md_f32(wc) : NULL,
+                        gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL, scratch,
+                        md_ctx_threads(ctx));
+    }
+    if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+    if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+    if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+    return 0;
+}
+
+MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                                double eps) {
+    static const char *op = "group_norm";
+    if (!x) return NULL;
+    char a[96], b[96];
+    md_tensor_describe(x, a, sizeof a);
+    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim < 2)
+        return md_op_fail(ctx, op, "input %s must be an f32 CPU tensor [N, C, *]", a);
+    int64_t N, C, HW;
+    gn_dims(x, &N, &C, &HW);
+    if (num_groups < 1 || C % num_groups)
+        return md_op_fail(ctx, op, "num_groups %d must be positive and divide the %lld channels of input %s",
+                          num_groups, (long long)C, a);
+    const md_tensor *vec[2] = { weight, bias };
+    static const char *const vname[2] = { "weight", "bias" };
+    for (int i = 0; i < 2; i++)
+        if (vec[i] && (vec[i]->dtype != MD_F32 || vec[i]->device != MD_CPU || vec[i]->ndim != 1 ||
+                       vec[i]->shape[0] != C))
+            return md_op_fail(ctx, op, "%s %s must be an f32 CPU vector of the %lld channels of input %s", vname[i],
+                              md_tensor_describe(vec[i], b, sizeof b), (long long)C, a);
+    md_tensor *xc = md__contig(ctx, x);
+    md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
+    if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape);
+    size_t ng = N > 0 ? (size_t)(N * num_groups) : 1;
+    double *mean = md_ctx_alloc(ctx, sizeof(double) * ng), *rstd = md_ctx_alloc(ctx, sizeof(double) * ng);
+    if (!y || !mean || !rstd) return NULL;
+    if (N * C * HW > 0)
+        md__gn_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL, eps,
+                       md_f32(y), mean, rstd, md_ctx_threads(ctx));
+    md_tensor *ins[3] = { x, weight, bias };
+    md_node *node = md_autograd_record(ctx, y, ins, 3, gn_backward, op);
+    if (node) {
+        gn_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (gn_saved){ .x = xc, .mean = mean, .rstd = rstd, .groups = num_groups };
     }
     return y;
 }

@@ -23,11 +23,11 @@ static const md_key keys[] = {
       "{ type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [0.1, 0.1, 0.2, 0.2]; }",
       "box coder (bbox_coders registry)", false },
     { "reg_class_agnostic", MD_KEY_BOOL, "false", "one box per RoI instead of one per class", false },
-    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "only false (regress encoded deltas)", false },
+    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "apply loss_bbox to boxes decoded against the RoIs", false },
     { "loss_cls", MD_KEY_GROUP, "{ type = \"CrossEntropyLoss\"; use_sigmoid = false; loss_weight = 1.0; }",
       "CrossEntropyLoss (softmax)", false },
     { "loss_bbox", MD_KEY_GROUP, "{ type = \"SmoothL1Loss\"; beta = 1.0; loss_weight = 1.0; }",
-      "L1Loss or SmoothL1Loss", false },
+      "L1Loss, SmoothL1Loss, or with reg_decoded_bbox GIoULoss / IoULoss", false },
     { "conv_out_channels", MD_KEY_INT, "256", "unused (no convs)", false },
     { "init_cfg", MD_KEY_ANY, "None", "init config (default: mmdet's); Pretrained loads a checkpoint", false },
     { 0 } };
@@ -35,11 +35,15 @@ static const md_key keys[] = {
 typedef struct bbox_head {
     md_module base;
     int in_channels, fc_out, roi_size, num_classes;
-    bool agnostic, smooth_l1;
-    double cls_weight, bbox_weight, beta;
+    bool agnostic, smooth_l1, reg_decoded_bbox;
+    int box_loss, iou_mode;   /* BOX_* below; IoULoss mode */
+    double cls_weight, bbox_weight, beta, bbox_eps;
     md_bbox_coder *coder;
     md_cfg *init_cfg;
 } bbox_head;
+
+enum { BOX_L1 = 0, BOX_SMOOTH_L1, BOX_GIOU, BOX_IOU };
+enum { IOU_LOG = 0, IOU_LINEAR, IOU_SQUARE };   /* mmdet IoULoss modes */
 
 static const md_module_class list_class = { .name = "ModuleList" };
 
@@ -67,7 +71,8 @@ static int head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result 
     out->label_weights = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total));
     out->bbox_targets = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
     out->bbox_weights = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
-    if (!out->labels || !out->label_weights || !out->bbox_targets || !out->bbox_weights) return -1;
+    out->rois = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
+    if (!out->labels || !out->label_weights || !out->bbox_targets || !out->bbox_weights || !out->rois) return -1;
     float pw = pos_weight <= 0 ? 1.0f : (float)pos_weight;
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -77,7 +82,9 @@ static int head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result 
                 return md_op_fail(ctx, "Shared2FCBBoxHead.get_targets", "image %d: sampling result without labels", i),
                        -1;
             md_tensor *lab = md_contiguous(ctx, sr[i].pos_gt_labels);
-            md_tensor *t = md_bbox_encode(ctx, h->coder, sr[i].pos_bboxes, sr[i].pos_gt_bboxes);
+            /* reg_decoded_bbox: the targets are the gt boxes themselves */
+            md_tensor *t = h->reg_decoded_bbox ? sr[i].pos_gt_bboxes
+                                               : md_bbox_encode(ctx, h->coder, sr[i].pos_bboxes, sr[i].pos_gt_bboxes);
             if (!lab || !t) return -1;
             t = md_contiguous(ctx, t);
             for (int64_t k = 0; k < np; k++) {
@@ -90,6 +97,10 @@ static int head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result 
             }
         }
         for (int64_t k = 0; k < nn; k++) md_f32(out->label_weights)[off + np + k] = 1.0f;
+        md_tensor *pb = np ? md_contiguous(ctx, sr[i].pos_bboxes) : NULL, *nb = nn ? md_contiguous(ctx, sr[i].neg_bboxes) : NULL;
+        if ((np && !pb) || (nn && !nb)) return -1;
+        if (np) memcpy(md_f32(out->rois) + off * 4, md_f32(pb), sizeof(float) * (size_t)(np * 4));
+        if (nn) memcpy(md_f32(out->rois) + (off + np) * 4, md_f32(nb), sizeof(float) * (size_t)(nn * 4));
         off += np + nn;
     }
     return 0;
@@ -138,8 +149,23 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor 
         pred = md_index_select(ctx, pred, 0, sel);
         md_tensor *tg = md_index_select(ctx, t->bbox_targets, 0, pos);
         md_tensor *wt = md_index_select(ctx, t->bbox_weights, 0, pos);
-        lb = h->smooth_l1 ? md_loss_smooth_l1(ctx, pred, tg, wt, h->beta, MD_REDUCE_MEAN, (double)K)
-                          : md_loss_l1(ctx, pred, tg, wt, MD_REDUCE_MEAN, (double)K);
+        if (h->reg_decoded_bbox) {   /* mmdet: decode against rois[:, 1:] before selecting */
+            if (!t->rois || t->rois->shape[0] != K)
+                return md_failc(err, MD_ERR_SHAPE, "Shared2FCBBoxHead.loss: reg_decoded_bbox needs the targets' rois");
+            pred = md_bbox_decode(ctx, h->coder, md_index_select(ctx, t->rois, 0, pos), pred, NULL);
+        }
+        if (h->box_loss == BOX_GIOU) {
+            lb = md_loss_giou(ctx, pred, tg, wt, h->bbox_eps, MD_REDUCE_MEAN, (double)K);
+        } else if (h->box_loss == BOX_IOU) {   /* weight [P, 4] -> mean(-1); iou clamped at eps */
+            md_tensor *iou = md_clamp(ctx, md_bbox_overlaps(ctx, pred, tg, MD_IOU, true, 1e-6), h->bbox_eps, INFINITY);
+            md_tensor *l = h->iou_mode == IOU_LOG      ? md_neg(ctx, md_log(ctx, iou))
+                           : h->iou_mode == IOU_LINEAR ? md_add_scalar(ctx, md_neg(ctx, iou), 1.0)
+                                                       : md_add_scalar(ctx, md_neg(ctx, md_mul(ctx, iou, iou)), 1.0);
+            lb = md_weight_reduce_loss(ctx, l, md_mean(ctx, wt, 1, false), MD_REDUCE_MEAN, (double)K);
+        } else {
+            lb = h->smooth_l1 ? md_loss_smooth_l1(ctx, pred, tg, wt, h->beta, MD_REDUCE_MEAN, (double)K)
+                              : md_loss_l1(ctx, pred, tg, wt, MD_REDUCE_MEAN, (double)K);
+        }
         lb = md_mul_scalar(ctx, lb, h->bbox_weight);
     } else {
         /* mmdet: bbox_pred[pos_inds].sum(), a zero still on the graph */
@@ -258,6 +284,9 @@ static int read_losses(bbox_head *h, const md_cfg *cfg, md_error *err) {
     static const md_key box_keys[] = {
         { "type", MD_KEY_STRING, NULL, NULL, false },
         { "beta", MD_KEY_FLOAT, "1.0", "SmoothL1Loss beta", false },
+        { "eps", MD_KEY_FLOAT, "1e-6", "GIoULoss / IoULoss eps", false },
+        { "mode", MD_KEY_STRING, "\"log\"", "IoULoss mode: linear, square or log", false },
+        { "linear", MD_KEY_BOOL, "false", "IoULoss: mode linear", false },
         { "reduction", MD_KEY_STRING, "\"mean\"", "only mean", false },
         { "loss_weight", MD_KEY_FLOAT, "1.0", NULL, false },
         { 0 } };
@@ -270,10 +299,22 @@ static int read_losses(bbox_head *h, const md_cfg *cfg, md_error *err) {
         return md_failc(err, MD_ERR_CONFIG, "loss_cls: only CrossEntropyLoss (softmax, mean, no class_weight) is "
                         "supported, got type \"%s\"", md_cfg_str(lc, "type", ""));
     const char *bt = md_cfg_str(lb, "type", "");
-    if ((strcmp(bt, "L1Loss") && strcmp(bt, "SmoothL1Loss")) || strcmp(md_cfg_str(lb, "reduction", "mean"), "mean"))
-        return md_failc(err, MD_ERR_CONFIG, "loss_bbox: only L1Loss and SmoothL1Loss (mean) are supported, got \"%s\"",
-                        bt);
-    h->smooth_l1 = !strcmp(bt, "SmoothL1Loss");
+    h->box_loss = !strcmp(bt, "L1Loss") ? BOX_L1 : !strcmp(bt, "SmoothL1Loss") ? BOX_SMOOTH_L1
+                  : !strcmp(bt, "GIoULoss") ? BOX_GIOU : !strcmp(bt, "IoULoss") ? BOX_IOU : -1;
+    if (h->box_loss < 0 || strcmp(md_cfg_str(lb, "reduction", "mean"), "mean"))
+        return md_failc(err, MD_ERR_CONFIG, "loss_bbox: only L1Loss, SmoothL1Loss, GIoULoss and IoULoss (mean) are "
+                        "supported, got \"%s\"", bt);
+    if (h->box_loss >= BOX_GIOU && !h->reg_decoded_bbox)
+        return md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or SmoothL1Loss regress the deltas)", bt);
+    /* mmdet: GIoULoss(eps=1e-6), IoULoss(linear=False, eps=1e-6, mode='log') */
+    const char *mode = md_cfg_str(lb, "mode", "log");
+    h->iou_mode = md_cfg_bool(lb, "linear", false) ? IOU_LINEAR
+                  : !strcmp(mode, "log") ? IOU_LOG : !strcmp(mode, "linear") ? IOU_LINEAR
+                  : !strcmp(mode, "square") ? IOU_SQUARE : -1;
+    if (h->iou_mode < 0)
+        return md_failc(err, MD_ERR_CONFIG, "loss_bbox.mode \"%s\": IoULoss modes are linear, square and log", mode);
+    h->bbox_eps = md_cfg_float(lb, "eps", 1e-6);
+    h->smooth_l1 = h->box_loss == BOX_SMOOTH_L1;
     h->beta = md_cfg_float(lb, "beta", 1.0);
     h->cls_weight = md_cfg_float(lc, "loss_weight", 1.0);
     h->bbox_weight = md_cfg_float(lb, "loss_weight", 1.0);
@@ -286,10 +327,6 @@ static void *head_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     if (in < 1 || fc < 1 || rs < 1 || nc < 1) {
         md_failc(err, MD_ERR_CONFIG, "in_channels (%d), fc_out_channels (%d), roi_feat_size (%d) and num_classes "
                  "(%d) must be positive", in, fc, rs, nc);
-        return NULL;
-    }
-    if (md_cfg_bool(cfg, "reg_decoded_bbox", false)) {
-        md_failc(err, MD_ERR_CONFIG, "reg_decoded_bbox = true is not supported");
         return NULL;
     }
     const md_cfg *init = md_cfg_get(cfg, "init_cfg");
@@ -305,6 +342,7 @@ static void *head_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->roi_size = rs;
     h->num_classes = nc;
     h->agnostic = md_cfg_bool(cfg, "reg_class_agnostic", false);
+    h->reg_decoded_bbox = md_cfg_bool(cfg, "reg_decoded_bbox", false);
     if (read_losses(h, cfg, err)) goto fail;
     if (init && md_cfg_kind(init) != MD_CFG_NONE && !(h->init_cfg = md_cfg_clone(init))) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");

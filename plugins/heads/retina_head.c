@@ -4,14 +4,18 @@
  *            (A * C sigmoid logits) and retina_reg (A * 4 deltas);
  *   loss:    anchors -> valid/inside flags -> assigner -> sampler -> targets,
  *            FocalLoss (or another loss_cls) and L1 / SmoothL1 on encoded
- *            deltas, averaged over num_total_pos (num_total_pos + neg with a
- *            real sampler); mmdet's per-level losses summed into one value
- *            each (what mmdet logs as loss_cls / loss_bbox);
+ *            deltas, or with reg_decoded_bbox GIoU / IoU / L1 on the decoded
+ *            boxes against the gt boxes, averaged over num_total_pos
+ *            (num_total_pos + neg with a real sampler); mmdet's per-level
+ *            losses summed into one value each (what mmdet logs as
+ *            loss_cls / loss_bbox);
  *   test:    per level top nms_pre of the sigmoid scores above score_thr,
  *            decode, rescale, class-wise batched NMS, max_per_img.
  * Parts (anchor generator, coder, assigner, sampler) are built by type
- * through their registries. State dict: cls_convs.N.conv.*, reg_convs.N.conv.*,
- * retina_cls.*, retina_reg.*. */
+ * through their registries. State dict: cls_convs.N.conv.*, reg_convs.N.conv.*
+ * (plus cls_convs.N.gn.* or .bn.* with a norm_cfg, the conv then without
+ * bias), retina_cls.*, retina_reg.*. With BN, one BN per stacked conv is
+ * shared by the levels, each call normalising with its own statistics. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,18 +29,20 @@ static const md_key keys[] = {
     { "stacked_convs", MD_KEY_INT, "4", "3x3 convs per branch", false },
     { "feat_channels", MD_KEY_INT, "256", "channels of the branch convs", false },
     { "conv_cfg", MD_KEY_ANY, "None", "only None", false },
-    { "norm_cfg", MD_KEY_ANY, "None", "only None", false },
+    { "norm_cfg", MD_KEY_ANY, "None", "None, { type = \"GN\"; num_groups = 32; } or { type = \"BN\"; } for the stacked convs", false },
     { "anchor_generator", MD_KEY_GROUP, NULL, "prior generator config", true },
     { "bbox_coder", MD_KEY_GROUP, NULL, "box coder config", true },
-    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "only false (regress encoded deltas)", false },
+    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "apply loss_bbox to decoded boxes against the gt boxes", false },
     { "loss_cls", MD_KEY_GROUP, NULL, "FocalLoss { use_sigmoid, gamma, alpha, loss_weight }", true },
-    { "loss_bbox", MD_KEY_GROUP, NULL, "L1Loss or SmoothL1Loss { beta, loss_weight }", true },
+    { "loss_bbox", MD_KEY_GROUP, NULL,
+      "L1Loss, SmoothL1Loss { beta }, or with reg_decoded_bbox GIoULoss / IoULoss { eps, mode }; loss_weight", true },
     { "train_cfg", MD_KEY_ANY, "None", "assigner, sampler, allowed_border, pos_weight", false },
     { "test_cfg", MD_KEY_ANY, "None", "nms_pre, score_thr, nms.iou_threshold, max_per_img", false },
     { "init_cfg", MD_KEY_ANY, "None", "default: Normal std 0.01, retina_cls bias_prob 0.01", false },
     { 0 } };
 
-enum { LOSS_FOCAL = 0, LOSS_L1, LOSS_SMOOTH_L1 };
+enum { LOSS_FOCAL = 0, LOSS_L1, LOSS_SMOOTH_L1, LOSS_GIOU, LOSS_IOU };
+enum { IOU_LOG = 0, IOU_LINEAR, IOU_SQUARE };   /* mmdet IoULoss modes */
 
 typedef struct retina {
     md_module base;
@@ -46,8 +52,10 @@ typedef struct retina {
     md_bbox_assigner *assigner;
     md_bbox_sampler *sampler;
     bool sampling, has_train_cfg;
-    double gamma, alpha, cls_weight, bbox_weight, beta;
-    int bbox_loss;
+    double gamma, alpha, cls_weight, bbox_weight, beta, bbox_eps;
+    int bbox_loss, iou_mode;
+    bool reg_decoded_bbox;
+    md_conv_module_opts norm;   /* norm_cfg of the stacked convs */
     int allowed_border;
     double pos_weight;
     /* test_cfg */
@@ -109,6 +117,43 @@ static md_tensor *flatten_levels(md_ctx *ctx, md_tensor *const *x, int n, int64_
 
 static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
     return md_tensor_from(ctx, MD_F32, MD_DIMS(b ? b->n : 0, 4), b && b->n ? b->xyxy : NULL);
+}
+
+/* mmdet's loss_single with reg_decoded_bbox: the predicted deltas decoded
+ * against their anchors (no max_shape in training), the loss taken against
+ * the gt boxes in image coordinates. Only rows with a positive bbox weight
+ * are decoded: the others carry weight 0 in mmdet (and GIoULoss/IoULoss
+ * return 0 when no weight is positive), so the sum and the gradients are
+ * the same; bbox_weights are 1 on the 4 coordinates of every positive, so
+ * their mean(-1) is 1. Sums divide by `avg` as weight_reduce_loss does. */
+static md_tensor *decoded_bbox_loss(md_ctx *ctx, retina *h, md_tensor *reg_all, md_tensor *anchors, md_tensor *bt,
+                                    md_tensor *bw, int64_t N, int64_t T, double avg) {
+    int64_t *rows = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(N * T + 1)), *arows, P = 0;
+    arows = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(N * T + 1));
+    if (!rows || !arows) return md_op_fail(ctx, "RetinaHead", "out of memory");
+    for (int64_t r = 0; r < N * T; r++)
+        if (md_f32(bw)[r * 4] > 0) {
+            arows[P] = r % T;
+            rows[P++] = r;
+        }
+    md_tensor *ri = md_tensor_from(ctx, MD_I64, MD_DIMS(P), rows), *ai = md_tensor_from(ctx, MD_I64, MD_DIMS(P), arows);
+    md_tensor *pred = md_index_select(ctx, reg_all, 0, ri);
+    md_tensor *target = md_index_select(ctx, bt, 0, ri), *anc = md_index_select(ctx, anchors, 0, ai);
+    md_tensor *boxes = md_bbox_decode(ctx, h->coder, anc, pred, NULL);
+    if (!boxes || !target) return NULL;
+    switch (h->bbox_loss) {
+    case LOSS_GIOU: return md_loss_giou(ctx, boxes, target, NULL, h->bbox_eps, MD_REDUCE_MEAN, avg);
+    case LOSS_L1: return md_loss_l1(ctx, boxes, target, NULL, MD_REDUCE_MEAN, avg);
+    case LOSS_SMOOTH_L1: return md_loss_smooth_l1(ctx, boxes, target, NULL, h->beta, MD_REDUCE_MEAN, avg);
+    default: break;
+    }
+    /* IoULoss: iou clamped below at eps, then -log, 1 - iou or 1 - iou^2 */
+    if (P == 0) return md_mul_scalar(ctx, md_sum(ctx, pred, MD_DIM_ALL, false), 0.0);
+    md_tensor *iou = md_clamp(ctx, md_bbox_overlaps(ctx, boxes, target, MD_IOU, true, 1e-6), h->bbox_eps, INFINITY);
+    md_tensor *l = h->iou_mode == IOU_LOG      ? md_neg(ctx, md_log(ctx, iou))
+                   : h->iou_mode == IOU_LINEAR ? md_add_scalar(ctx, md_neg(ctx, iou), 1.0)
+                                               : md_add_scalar(ctx, md_neg(ctx, md_mul(ctx, iou, iou)), 1.0);
+    return md_weight_reduce_loss(ctx, l, NULL, MD_REDUCE_MEAN, avg);
 }
 
 static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
@@ -180,7 +225,9 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor
         int64_t *lab = md_i64(labels) + i * T;
         float *lwp = md_f32(lw) + i * T, *btp = md_f32(bt) + i * T * 4, *bwp = md_f32(bw) + i * T * 4;
         if (np > 0) {
-            md_tensor *enc = md_bbox_encode(ctx, h->coder, sr.pos_bboxes, sr.pos_gt_bboxes);
+            /* reg_decoded_bbox: the targets are the gt boxes themselves */
+            md_tensor *enc = h->reg_decoded_bbox ? md_contiguous(ctx, sr.pos_gt_bboxes)
+                                                 : md_bbox_encode(ctx, h->coder, sr.pos_bboxes, sr.pos_gt_bboxes);
             if (!enc) return md_failc(err, MD_ERR_SHAPE, "RetinaHead: %s", md_ctx_error(ctx)->msg);
             for (int64_t p = 0; p < np; p++) {
                 int64_t j = inside_idx[md_i64(sr.pos_inds)[p]];
@@ -199,9 +246,9 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor
     md_tensor *reg_all = flatten_levels(ctx, reg, n, 4);
     md_tensor *lc = md_mul_scalar(ctx, md_loss_sigmoid_focal(ctx, cls_all, labels, lw, h->gamma, h->alpha,
                                                                MD_REDUCE_MEAN, avg), h->cls_weight);
-    md_tensor *lb = h->bbox_loss == LOSS_L1
-                        ? md_loss_l1(ctx, reg_all, bt, bw, MD_REDUCE_MEAN, avg)
-                        : md_loss_smooth_l1(ctx, reg_all, bt, bw, h->beta, MD_REDUCE_MEAN, avg);
+    md_tensor *lb = h->reg_decoded_bbox ? decoded_bbox_loss(ctx, h, reg_all, anchors, bt, bw, N, T, avg)
+                    : h->bbox_loss == LOSS_L1 ? md_loss_l1(ctx, reg_all, bt, bw, MD_REDUCE_MEAN, avg)
+                    : md_loss_smooth_l1(ctx, reg_all, bt, bw, h->beta, MD_REDUCE_MEAN, avg);
     lb = md_mul_scalar(ctx, lb, h->bbox_weight);
     if (!lc || !lb) return md_failc(err, MD_ERR_SHAPE, "RetinaHead: loss: %s", md_ctx_error(ctx)->msg);
     if (md_losses_add(losses, "loss_cls", lc, err) || md_losses_add(losses, "loss_bbox", lb, err)) return -1;
@@ -311,13 +358,14 @@ static const md_dense_head_class head_cls = {
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
 
 /* A conv with mmdet RetinaHead's init: normal(0, 0.01), bias `bias`. */
-static int add_conv(md_ctx *ctx, md_module *parent, const char *name, int in, int out, bool act, double bias,
-                    md_error *err) {
+static int add_conv(md_ctx *ctx, md_module *parent, const char *name, int in, int out,
+                    const md_conv_module_opts *norm, double bias, md_error *err) {
     md_module *c;
     md_module *conv;
-    if (act) {
-        md_conv_module_opts o = { .in = in, .out = out, .kernel = 3, .stride = 1, .padding = 1, .dilation = 1,
-                                  .groups = 1, .norm = false, .act = true, .bias = -1 };
+    if (norm) {   /* a ConvModule with the head's norm_cfg and ReLU */
+        md_conv_module_opts o = *norm;
+        o.in = in, o.out = out, o.kernel = 3, o.stride = 1, o.padding = 1, o.dilation = 1, o.groups = 1;
+        o.act = true, o.bias = -1;
         c = md_nn_conv_module(ctx, &o, err);
         conv = c ? md_module_child(c, "conv") : NULL;
     } else {
@@ -349,14 +397,12 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "num_classes, in_channels, feat_channels must be positive, stacked_convs >= 0");
         goto fail;
     }
-    if (!is_none(md_cfg_get(cfg, "conv_cfg")) || !is_none(md_cfg_get(cfg, "norm_cfg"))) {
-        md_failc(err, MD_ERR_CONFIG, "conv_cfg and norm_cfg: only None is supported");
+    if (!is_none(md_cfg_get(cfg, "conv_cfg"))) {
+        md_failc(err, MD_ERR_CONFIG, "conv_cfg: only None is supported");
         goto fail;
     }
-    if (md_cfg_bool(cfg, "reg_decoded_bbox", false)) {
-        md_failc(err, MD_ERR_CONFIG, "reg_decoded_bbox: only false is supported");
-        goto fail;
-    }
+    if (md_norm_cfg_read(md_cfg_get(cfg, "norm_cfg"), "norm_cfg", "BN,SyncBN,GN", &h->norm, err) != 0) goto fail;
+    h->reg_decoded_bbox = md_cfg_bool(cfg, "reg_decoded_bbox", false);
     /* losses */
     const md_cfg *lc = md_cfg_get(cfg, "loss_cls"), *lb = md_cfg_get(cfg, "loss_bbox");
     const char *lct = md_cfg_str(lc, "type", ""), *lbt = md_cfg_str(lb, "type", "");
@@ -372,8 +418,24 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     } else if (!strcmp(lbt, "SmoothL1Loss")) {
         h->bbox_loss = LOSS_SMOOTH_L1;
         h->beta = md_cfg_float(lb, "beta", 1.0);
+    } else if (!strcmp(lbt, "GIoULoss") || !strcmp(lbt, "IoULoss")) {
+        /* mmdet: GIoULoss(eps=1e-6), IoULoss(linear=False, eps=1e-6, mode='log') */
+        h->bbox_loss = lbt[0] == 'G' ? LOSS_GIOU : LOSS_IOU;
+        h->bbox_eps = md_cfg_float(lb, "eps", 1e-6);
+        const char *mode = md_cfg_str(lb, "mode", "log");
+        h->iou_mode = md_cfg_bool(lb, "linear", false) ? IOU_LINEAR
+                      : !strcmp(mode, "log") ? IOU_LOG : !strcmp(mode, "linear") ? IOU_LINEAR
+                      : !strcmp(mode, "square") ? IOU_SQUARE : -1;
+        if (h->iou_mode < 0) {
+            md_failc(err, MD_ERR_CONFIG, "loss_bbox.mode \"%s\": IoULoss modes are linear, square and log", mode);
+            goto fail;
+        }
+        if (!h->reg_decoded_bbox) {
+            md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or SmoothL1Loss regress the deltas)", lbt);
+            goto fail;
+        }
     } else {
-        md_failc(err, MD_ERR_CONFIG, "loss_bbox: L1Loss or SmoothL1Loss, got \"%s\"", lbt);
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox: L1Loss, SmoothL1Loss, GIoULoss or IoULoss, got \"%s\"", lbt);
         goto fail;
     }
     h->bbox_weight = md_cfg_float(lb, "loss_weight", 1.0);
@@ -423,13 +485,14 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         for (int i = 0; i < h->stacked_convs; i++) {
             char name[16];
             snprintf(name, sizeof name, "%d", i);
-            if (add_conv(ctx, list, name, i == 0 ? h->in_channels : h->feat_channels, h->feat_channels, true, 0.0, err))
+            if (add_conv(ctx, list, name, i == 0 ? h->in_channels : h->feat_channels, h->feat_channels, &h->norm, 0.0,
+                         err))
                 goto fail;
         }
     }
     int fin = h->stacked_convs ? h->feat_channels : h->in_channels;
-    if (add_conv(ctx, m, "retina_cls", fin, h->num_anchors * h->num_classes, false, md_bias_init_with_prob(0.01), err) ||
-        add_conv(ctx, m, "retina_reg", fin, h->num_anchors * 4, false, 0.0, err))
+    if (add_conv(ctx, m, "retina_cls", fin, h->num_anchors * h->num_classes, NULL, md_bias_init_with_prob(0.01), err) ||
+        add_conv(ctx, m, "retina_reg", fin, h->num_anchors * 4, NULL, 0.0, err))
         goto fail;
     md_module_train(m, true);
     return m;

@@ -2,7 +2,9 @@
  * 2.28): rpn_conv (3x3 + ReLU), rpn_cls (sigmoid, one score per anchor) and
  * rpn_reg per level. Training: anchors inside each image's padded shape,
  * the assigner and sampler of train_cfg, sigmoid cross entropy and the
- * box loss with avg_factor = sum over images of max(#pos, 1) + max(#neg, 1).
+ * box loss with avg_factor = sum over images of max(#pos, 1) + max(#neg, 1)
+ * (on the encoded deltas, or with reg_decoded_bbox on the deltas decoded
+ * against the anchors, compared with the gt boxes: GIoU, IoU, L1).
  * Proposals: per level the nms_pre best scores, decode and clip, drop boxes
  * not wider and taller than min_bbox_size, batched NMS with the level as
  * the class, then max_per_img. Init: Normal(0, 0.01) on the convs.
@@ -26,7 +28,7 @@ static const md_key keys[] = {
     { "bbox_coder", MD_KEY_GROUP,
       "{ type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [1.0, 1.0, 1.0, 1.0]; }",
       "box coder (bbox_coders registry)", false },
-    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "only false", false },
+    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "apply loss_bbox to decoded boxes against the gt boxes", false },
     { "loss_cls", MD_KEY_GROUP, "{ type = \"CrossEntropyLoss\"; use_sigmoid = true; loss_weight = 1.0; }",
       "CrossEntropyLoss with use_sigmoid", false },
     { "loss_bbox", MD_KEY_GROUP, "{ type = \"SmoothL1Loss\"; beta = 0.1111111111111111; loss_weight = 1.0; }",
@@ -42,8 +44,9 @@ typedef struct prop_cfg { bool set; int64_t nms_pre, max_per_img; double iou, mi
 typedef struct rpn_head {
     md_module base;
     int in_channels, feat_channels, num_anchors;
-    bool smooth_l1;
-    double beta, cls_weight, bbox_weight, pos_weight;
+    bool smooth_l1, reg_decoded_bbox;
+    int box_loss, iou_mode;   /* BOX_* below; IoULoss mode */
+    double beta, cls_weight, bbox_weight, pos_weight, bbox_eps;
     int allowed_border;
     md_prior_generator *anchors;
     md_bbox_coder *coder;
@@ -52,6 +55,9 @@ typedef struct rpn_head {
     prop_cfg train_prop, test_prop;
     md_cfg *init_cfg;
 } rpn_head;
+
+enum { BOX_L1 = 0, BOX_SMOOTH_L1, BOX_GIOU, BOX_IOU };
+enum { IOU_LOG = 0, IOU_LINEAR, IOU_SQUARE };   /* mmdet IoULoss modes */
 
 #define FAIL_OP(err, what) md_fail((err), "RPNHead.%s: %s", (what), md_ctx_error(ctx)->msg)
 
@@ -264,7 +270,9 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
             md_f32(ctgt)[c] = 0.0f;
             md_f32(cw)[c] = 1.0f;
         }
-        rtgt[i] = md_bbox_encode(ctx, h->coder, sr[i].pos_bboxes, sr[i].pos_gt_bboxes);
+        /* reg_decoded_bbox: the targets are the gt boxes themselves */
+        rtgt[i] = h->reg_decoded_bbox ? sr[i].pos_gt_bboxes
+                                      : md_bbox_encode(ctx, h->coder, sr[i].pos_bboxes, sr[i].pos_gt_bboxes);
     }
     md_tensor *tgt = md_cat(ctx, rtgt, (int)N, 0);
     md_grad_set_enabled(ctx, was);
@@ -274,8 +282,24 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
     md_tensor *lb;
     if (P > 0) {
         md_tensor *rs = md_index_select(ctx, md_reshape(ctx, reg, MD_DIMS(-1, 4)), 0, ridx);
-        lb = h->smooth_l1 ? md_loss_smooth_l1(ctx, rs, tgt, NULL, h->beta, MD_REDUCE_MEAN, avg)
-                          : md_loss_l1(ctx, rs, tgt, NULL, MD_REDUCE_MEAN, avg);
+        if (h->reg_decoded_bbox) {   /* mmdet's loss_single: decode (no max_shape) before the loss */
+            md_tensor *ai = md_tensor_empty(ctx, MD_I64, MD_DIMS(P));
+            if (!ai) return FAIL_OP(err, "loss");
+            for (int64_t k = 0; k < P; k++) md_i64(ai)[k] = md_i64(ridx)[k] % T;
+            rs = md_bbox_decode(ctx, h->coder, md_index_select(ctx, anchors, 0, ai), rs, NULL);
+        }
+        if (h->box_loss == BOX_GIOU) {
+            lb = md_loss_giou(ctx, rs, tgt, NULL, h->bbox_eps, MD_REDUCE_MEAN, avg);
+        } else if (h->box_loss == BOX_IOU) {   /* iou clamped at eps, then -log, 1 - iou or 1 - iou^2 */
+            md_tensor *iou = md_clamp(ctx, md_bbox_overlaps(ctx, rs, tgt, MD_IOU, true, 1e-6), h->bbox_eps, INFINITY);
+            md_tensor *l = h->iou_mode == IOU_LOG      ? md_neg(ctx, md_log(ctx, iou))
+                           : h->iou_mode == IOU_LINEAR ? md_add_scalar(ctx, md_neg(ctx, iou), 1.0)
+                                                       : md_add_scalar(ctx, md_neg(ctx, md_mul(ctx, iou, iou)), 1.0);
+            lb = md_weight_reduce_loss(ctx, l, NULL, MD_REDUCE_MEAN, avg);
+        } else {
+            lb = h->smooth_l1 ? md_loss_smooth_l1(ctx, rs, tgt, NULL, h->beta, MD_REDUCE_MEAN, avg)
+                              : md_loss_l1(ctx, rs, tgt, NULL, MD_REDUCE_MEAN, avg);
+        }
         lb = md_mul_scalar(ctx, lb, h->bbox_weight);
     } else {
         lb = md_mul_scalar(ctx, md_sum(ctx, reg, MD_DIM_ALL, false), 0.0);
@@ -361,20 +385,32 @@ static int add_conv(md_ctx *ctx, md_module *m, const char *name, int in, int out
 
 static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     int in = (int)md_cfg_int(cfg, "in_channels", 0), fc = (int)md_cfg_int(cfg, "feat_channels", 256);
-    if (in < 1 || fc < 1 || md_cfg_int(cfg, "num_classes", 1) != 1 || md_cfg_int(cfg, "num_convs", 1) != 1 ||
-        md_cfg_bool(cfg, "reg_decoded_bbox", false)) {
+    if (in < 1 || fc < 1 || md_cfg_int(cfg, "num_classes", 1) != 1 || md_cfg_int(cfg, "num_convs", 1) != 1) {
         md_failc(err, MD_ERR_CONFIG, "in_channels (%d) and feat_channels (%d) must be positive; num_classes and "
-                 "num_convs must be 1 and reg_decoded_bbox false", in, fc);
+                 "num_convs must be 1", in, fc);
         return NULL;
     }
+    bool decoded = md_cfg_bool(cfg, "reg_decoded_bbox", false);
     const md_cfg *lc = md_cfg_get(cfg, "loss_cls"), *lb = md_cfg_get(cfg, "loss_bbox");
     if (strcmp(md_cfg_str(lc, "type", ""), "CrossEntropyLoss") || !md_cfg_bool(lc, "use_sigmoid", false)) {
         md_failc(err, MD_ERR_CONFIG, "loss_cls: only CrossEntropyLoss with use_sigmoid = true is supported");
         return NULL;
     }
     const char *bt = md_cfg_str(lb, "type", "");
-    if (strcmp(bt, "L1Loss") && strcmp(bt, "SmoothL1Loss")) {
-        md_failc(err, MD_ERR_CONFIG, "loss_bbox: only L1Loss and SmoothL1Loss are supported, got \"%s\"", bt);
+    int box_loss = !strcmp(bt, "L1Loss") ? BOX_L1 : !strcmp(bt, "SmoothL1Loss") ? BOX_SMOOTH_L1
+                   : !strcmp(bt, "GIoULoss") ? BOX_GIOU : !strcmp(bt, "IoULoss") ? BOX_IOU : -1;
+    /* mmdet: GIoULoss(eps=1e-6), IoULoss(linear=False, eps=1e-6, mode='log') */
+    const char *mode = md_cfg_str(lb, "mode", "log");
+    int iou_mode = md_cfg_bool(lb, "linear", false) ? IOU_LINEAR
+                   : !strcmp(mode, "log") ? IOU_LOG : !strcmp(mode, "linear") ? IOU_LINEAR
+                   : !strcmp(mode, "square") ? IOU_SQUARE : -1;
+    if (box_loss < 0 || iou_mode < 0) {
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox: L1Loss, SmoothL1Loss, GIoULoss or IoULoss (mode linear, square or "
+                 "log), got \"%s\" (mode \"%s\")", bt, mode);
+        return NULL;
+    }
+    if (box_loss >= BOX_GIOU && !decoded) {
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or SmoothL1Loss regress the deltas)", bt);
         return NULL;
     }
     const md_cfg *init = md_cfg_get(cfg, "init_cfg");
@@ -387,7 +423,11 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     md_module *m = &h->base;
     h->in_channels = in;
     h->feat_channels = fc;
-    h->smooth_l1 = !strcmp(bt, "SmoothL1Loss");
+    h->smooth_l1 = box_loss == BOX_SMOOTH_L1;
+    h->box_loss = box_loss;
+    h->iou_mode = iou_mode;
+    h->reg_decoded_bbox = decoded;
+    h->bbox_eps = md_cfg_float(lb, "eps", 1e-6);
     h->beta = md_cfg_float(lb, "beta", 1.0 / 9.0);
     h->cls_weight = md_cfg_float(lc, "loss_weight", 1.0);
     h->bbox_weight = md_cfg_float(lb, "loss_weight", 1.0);

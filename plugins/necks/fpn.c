@@ -2,7 +2,7 @@
  * top-down nearest upsampling, 3x3 output ConvModules, extra levels by
  * max_pool2d(1, stride 2) or by stride-2 convs on the input, the lateral or
  * the output. State dict names: lateral_convs.N.conv.weight/bias,
- * fpn_convs.N.conv.weight/bias (and .bn.* with a norm_cfg).
+ * fpn_convs.N.conv.weight/bias (and .bn.* or .gn.* with a norm_cfg).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +23,8 @@ static const md_key keys[] = {
     { "relu_before_extra_convs", MD_KEY_BOOL, "false", "ReLU before the 2nd and later extra convs", false },
     { "no_norm_on_lateral", MD_KEY_BOOL, "false", "no norm in the lateral convs", false },
     { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false },
-    { "norm_cfg", MD_KEY_ANY, "None", "None or { type = \"BN\"; requires_grad = true; }", false },
+    { "norm_cfg", MD_KEY_ANY, "None",
+      "None, { type = \"BN\"; requires_grad = true; } or { type = \"GN\"; num_groups = 32; }", false },
     { "act_cfg", MD_KEY_ANY, "None", "None or { type = \"ReLU\"; }", false },
     { "upsample_cfg", MD_KEY_GROUP, NULL, "{ mode = \"nearest\"; } (scale_factor = 2 to scale instead of resize)", false },
     { "init_cfg", MD_KEY_ANY, "None", "init config (default: Xavier uniform on the convs); Pretrained loads a checkpoint", false },
@@ -211,9 +212,10 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg must be None (plain Conv2d)");
         return NULL;
     }
-    static const char *const norm_types[] = { "BN", "SyncBN" }, *const act_types[] = { "ReLU" };
-    bool norm, norm_rg = true, act;
-    if (read_layer_cfg(cfg, "norm_cfg", norm_types, 2, &norm, &norm_rg, err) ||
+    static const char *const act_types[] = { "ReLU" };
+    md_conv_module_opts nopt = { 0 };   /* the norm fields every ConvModule shares */
+    bool act;
+    if (md_norm_cfg_read(md_cfg_get(cfg, "norm_cfg"), "norm_cfg", "BN,SyncBN,GN", &nopt, err) ||
         read_layer_cfg(cfg, "act_cfg", act_types, 1, &act, NULL, err))
         return NULL;
     int scale = 0;
@@ -273,22 +275,23 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             goto fail;
         }
     }
-    bool lat_norm = norm && !md_cfg_bool(cfg, "no_norm_on_lateral", false);
+    bool lat_norm = nopt.norm && !md_cfg_bool(cfg, "no_norm_on_lateral", false);
     for (int i = start; i < bel; i++) {
-        md_conv_module_opts lo = { .in = (int)in_ch[i], .out = out_ch, .kernel = 1, .stride = 1, .norm = lat_norm,
-                                   .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        md_conv_module_opts lo = nopt;
+        lo.in = (int)in_ch[i], lo.out = out_ch, lo.kernel = 1, lo.stride = 1, lo.norm = lat_norm;
+        lo.act = act, lo.bias = -1;
         if (add_conv_module(ctx, lists[0], i - start, &lo, err)) goto fail;
     }
     for (int i = start; i < bel; i++) {
-        md_conv_module_opts fo = { .in = out_ch, .out = out_ch, .kernel = 3, .stride = 1, .padding = 1,
-                                   .norm = norm, .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        md_conv_module_opts fo = nopt;
+        fo.in = out_ch, fo.out = out_ch, fo.kernel = 3, fo.stride = 1, fo.padding = 1, fo.act = act, fo.bias = -1;
         if (add_conv_module(ctx, lists[1], i - start, &fo, err)) goto fail;
     }
     int extra_levels = num_outs - bel + start;
     for (int i = 0; extra && i < extra_levels; i++) {
         int cin = i == 0 && extra == EXTRA_INPUT ? (int)in_ch[bel - 1] : out_ch;
-        md_conv_module_opts eo = { .in = cin, .out = out_ch, .kernel = 3, .stride = 2, .padding = 1,
-                                   .norm = norm, .norm_requires_grad = norm_rg, .act = act, .bias = -1 };
+        md_conv_module_opts eo = nopt;
+        eo.in = cin, eo.out = out_ch, eo.kernel = 3, eo.stride = 2, eo.padding = 1, eo.act = act, eo.bias = -1;
         if (add_conv_module(ctx, lists[1], bel - start + i, &eo, err)) goto fail;
     }
     md_module_train(m, true);

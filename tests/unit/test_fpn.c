@@ -100,6 +100,15 @@ static void check_case(const char *tag, const char *cfg_body, int n_outs) {
         cr_assert_not_null(p->grad, "%s: no gradient", k);
         assert_close(p->grad, golden_get(ctx, gold, k), 1e-4, k);
     }
+    /* buffers after the forward (BN running statistics), when the fixture has them */
+    size_t al = strlen(tag) + strlen(".after.");
+    for (int i = 0; i < md_st_count(gold); i++) {
+        const char *k = md_st_name(gold, i);
+        if (strncmp(k, tag, strlen(tag)) || strncmp(k + strlen(tag), ".after.", 7)) continue;
+        md_tensor *b = md_module_find(m, k + al);
+        cr_assert_not_null(b, "%s", k);
+        assert_close(b, golden_get(ctx, gold, k), 1e-5, k);
+    }
     md_module_free(m);
     md_ctx_step_reset(ctx);
 }
@@ -122,6 +131,36 @@ Test(fpn, on_lateral) { check_case("lateral", "num_outs = 5; add_extra_convs = \
 
 Test(fpn, scale_factor_upsampling_and_end_level) {
     check_case("scale2", "num_outs = 3; end_level = 2; upsample_cfg = { mode = \"nearest\"; scale_factor = 2; };", 3);
+}
+
+/* norm_cfg (tests/golden/fpn_norm_golden.py): convs without bias, a "gn"
+ * or "bn" child in every ConvModule, BN with per-call batch statistics. */
+Test(fpn, group_norm) {
+    md_st_close(gold);
+    gold = golden_open("fpn_norm");
+    check_case("gn", "num_outs = 5; start_level = 1; add_extra_convs = \"on_input\";"
+               " norm_cfg = { type = \"GN\"; num_groups = 4; requires_grad = true; };", 5);
+}
+
+Test(fpn, batch_norm_training) {
+    md_st_close(gold);
+    gold = golden_open("fpn_norm");
+    check_case("bn", "num_outs = 5; norm_cfg = { type = \"BN\"; requires_grad = true; };", 5);
+}
+
+Test(fpn, norm_cfg_errors) {
+    md_error err = { 0 };
+    cr_assert_null(build("neck = { type = \"FPN\"; in_channels = [8, 16]; out_channels = 8; num_outs = 2;"
+                         " norm_cfg = { type = \"GN\"; num_groups = 3; }; };", &err));
+    cr_assert(strstr(err.msg, "num_groups=3") && strstr(err.msg, "num_channels=8"), "%s", err.msg);
+    md_error_clear(&err);
+    cr_assert_null(build("neck = { type = \"FPN\"; in_channels = [8, 16]; out_channels = 8; num_outs = 2;"
+                         " norm_cfg = { type = \"GN\"; }; };", &err));
+    cr_assert(strstr(err.msg, "num_groups"), "%s", err.msg);
+    md_error_clear(&err);
+    cr_assert_null(build("neck = { type = \"FPN\"; in_channels = [8, 16]; out_channels = 8; num_outs = 2;"
+                         " norm_cfg = { type = \"LN\"; }; };", &err));
+    cr_assert(strstr(err.msg, "'LN' is not supported"), "%s", err.msg);
 }
 
 Test(fpn, xavier_uniform_init) {

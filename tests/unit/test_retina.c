@@ -115,6 +115,75 @@ Test(retina, forward_loss_and_grads) {
     md_module_free(m);
 }
 
+/* A norm_cfg and reg_decoded_bbox (retina_golden.py's norm_variant): the
+ * head's outputs, losses and gradients against mmdet's semantics. */
+static void norm_variant(const char *fixture, const char *norm, const char *loss, double loss_weight,
+                         const char *mode) {
+    md_error err = { 0 };
+    md_cfg *root = md_cfg_parse(head_cfg, "test_retina.cfg", &err);
+    cr_assert_not_null(root, "%s", err.msg);
+    md_cfg *hc_cfg = md_cfg_get_mut(root, "h");
+    md_cfg *nc = md_cfg_set_group(hc_cfg, "norm_cfg");
+    md_cfg_set_str(nc, "type", norm);
+    if (!strcmp(norm, "GN")) md_cfg_set_int(nc, "num_groups", 4);
+    md_cfg_set_bool(nc, "requires_grad", true);
+    md_cfg_set_bool(hc_cfg, "reg_decoded_bbox", true);
+    md_cfg *lb = md_cfg_set_group(hc_cfg, "loss_bbox");
+    md_cfg_set_str(lb, "type", loss);
+    md_cfg_set_float(lb, "loss_weight", loss_weight);
+    if (mode) md_cfg_set_str(lb, "mode", mode);
+    md_module *m = md_build_from_cfg(ctx, "heads", hc_cfg, NULL, &err);
+    md_cfg_free(root);
+    cr_assert_not_null(m, "%s", err.msg);
+    cr_assert_null(md_module_find(m, "cls_convs.0.conv.bias"), "a conv followed by a norm has no bias");
+
+    md_st *g = golden_open(fixture);
+    md_load_report rep;
+    cr_assert_eq(md_module_load_state(ctx, m, g, "w.", false, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.missing, 0, "missing: %s", rep.text);
+    int n_w = 0;
+    for (int i = 0; i < md_st_count(g); i++) n_w += !strncmp(md_st_name(g, i), "w.", 2);
+    cr_assert_eq(rep.loaded, n_w, "%d of %d weights loaded: %s", rep.loaded, n_w, rep.text);
+    md_tensor *feats[2] = { golden_get(ctx, g, "feat0"), golden_get(ctx, g, "feat1") };
+    feats[0]->requires_grad = feats[1]->requires_grad = true;
+    md_tensor *cls[2], *reg[2];
+    const md_dense_head_class *hc = md_dense_head_class_of(m);
+    cr_assert_eq(hc->forward(ctx, m, feats, 2, cls, reg), 0, "%s", md_ctx_error(ctx)->msg);
+    assert_close(cls[0], golden_get(ctx, g, "cls0"), 1e-5, "cls_score level 0");
+    assert_close(cls[1], golden_get(ctx, g, "cls1"), 1e-5, "cls_score level 1");
+    assert_close(reg[0], golden_get(ctx, g, "reg0"), 1e-5, "bbox_pred level 0");
+    assert_close(reg[1], golden_get(ctx, g, "reg1"), 1e-5, "bbox_pred level 1");
+    md_batch b;
+    md_img_meta metas[2];
+    md_boxes gts[2], igns[2];
+    make_batch(&b, metas, gts, igns);
+    md_losses losses = { 0 };
+    cr_assert_eq(hc->loss(ctx, m, cls, reg, 2, &b, &losses, &err), 0, "%s", err.msg);
+    assert_close(losses.values[0], golden_get(ctx, g, "loss_cls"), 1e-5, "loss_cls");
+    assert_close(losses.values[1], golden_get(ctx, g, "loss_bbox"), 1e-5, "loss_bbox");
+    cr_assert_eq(md_backward(ctx, md_losses_total(ctx, &losses), &err), 0, "%s", err.msg);
+    assert_close(feats[0]->grad, golden_get(ctx, g, "grad_feat0"), 1e-4, "d loss / d feat0");
+    assert_close(feats[1]->grad, golden_get(ctx, g, "grad_feat1"), 1e-4, "d loss / d feat1");
+    /* every parameter's gradient */
+    int n = 0;
+    for (int i = 0; i < md_st_count(g); i++) {
+        const char *k = md_st_name(g, i);
+        if (strncmp(k, "grad.", 5)) continue;
+        md_tensor *p = md_module_find(m, k + 5);
+        cr_assert_not_null(p, "%s", k);
+        cr_assert_not_null(p->grad, "%s: no gradient", k);
+        assert_close(p->grad, golden_get(ctx, g, k), 1e-4, k);
+        n++;
+    }
+    cr_assert_eq(n, 16, "%d parameter gradients in %s", n, fixture);
+    md_st_close(g);
+    md_module_free(m);
+}
+
+Test(retina, gn_head_giou_decoded) { norm_variant("retina_gn_giou", "GN", "GIoULoss", 2.0, NULL); }
+
+Test(retina, bn_head_iou_linear_decoded) { norm_variant("retina_bn_iou", "BN", "IoULoss", 1.0, "linear"); }
+
 Test(retina, get_bboxes) {
     md_module *m = build_head();
     md_error err = { 0 };
@@ -155,6 +224,21 @@ Test(retina, config_errors) {
     md_error_clear(&err);
     cr_assert_null(md_build_from_cfg(ctx, "heads", md_cfg_get(root, "h"), NULL, &err));
     cr_assert(strstr(err.msg, "anchor_generator") && strstr(err.msg, "AnchorGenerator"), "%s", err.msg);
+    md_cfg_free(root);
+    /* a box-overlap loss needs decoded boxes; norm_cfg is checked */
+    root = md_cfg_parse(head_cfg, "test_retina.cfg", &err);
+    md_cfg_apply_option(root, "h.loss_bbox.type=GIoULoss", &err);
+    md_error_clear(&err);
+    cr_assert_null(md_build_from_cfg(ctx, "heads", md_cfg_get(root, "h"), NULL, &err));
+    cr_assert(strstr(err.msg, "reg_decoded_bbox"), "%s", err.msg);
+    md_cfg_free(root);
+    root = md_cfg_parse(head_cfg, "test_retina.cfg", &err);
+    md_cfg *nc = md_cfg_set_group(md_cfg_get_mut(root, "h"), "norm_cfg");
+    md_cfg_set_str(nc, "type", "GN");
+    md_cfg_set_int(nc, "num_groups", 3);
+    md_error_clear(&err);
+    cr_assert_null(md_build_from_cfg(ctx, "heads", md_cfg_get(root, "h"), NULL, &err));
+    cr_assert(strstr(err.msg, "num_groups=3"), "%s", err.msg);
     md_cfg_free(root);
 }
 

@@ -8,6 +8,7 @@
 #ifndef MMDET_NN_H
 #define MMDET_NN_H
 
+#include "config.h"
 #include "module.h"
 #include "ops.h"
 
@@ -31,6 +32,9 @@ md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_conv2d_
  * affine parameters (mmdet norm_cfg requires_grad). In eval mode (training
  * false, e.g. norm_eval) it uses the running statistics. */
 md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad, md_error *err);
+/* nn.GroupNorm(num_groups, c, eps): "weight" (1) and "bias" (0) [c];
+ * requires_grad=false freezes them. Same in train and eval mode. */
+md_module *md_nn_groupnorm(md_ctx *ctx, int num_groups, int c, double eps, bool requires_grad, md_error *err);
 /* nn.Linear(in, out, bias): "weight" [out, in], "bias" [out]. */
 md_module *md_nn_linear(md_ctx *ctx, int in, int out, bool bias, md_error *err);
 /* nn.ReLU (no parameters), nn.MaxPool2d. */
@@ -40,18 +44,30 @@ md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err);
 md_tensor *md_nn_weight(md_module *layer);
 md_tensor *md_nn_bias(md_module *layer);
 
-/* mmcv ConvModule: children "conv" and, with a norm, "bn"; activation ReLU
- * when `act` is true. With a norm, the conv has no bias unless bias is
- * forced (mmcv's bias='auto'). Init as mmcv: kaiming (fan_out, relu,
- * normal) for the conv, norm weight 1 and bias 0. */
+/* mmcv ConvModule: children "conv" and, with a norm, "bn" (BatchNorm2d) or
+ * "gn" (GroupNorm), mmcv's build_norm_layer names; activation ReLU when
+ * `act` is true. With a norm, the conv has no bias unless bias is forced
+ * (mmcv's bias='auto'). Init as mmcv: kaiming (fan_out, relu, normal) for
+ * the conv, norm weight 1 and bias 0. */
 typedef struct md_conv_module_opts {
     int in, out, kernel, stride, padding, dilation, groups;
-    bool norm;            /* BN after the conv */
+    bool norm;            /* a norm after the conv: BN, or GN with norm_groups */
     bool norm_requires_grad;
     bool act;             /* ReLU after */
     int bias;             /* -1 auto (no bias with norm), 0 no, 1 yes */
+    int norm_groups;      /* > 0: GroupNorm with this many groups instead of BN */
+    double norm_eps;      /* <= 0: 1e-5 */
+    double norm_momentum; /* BN only; <= 0: 0.1 */
 } md_conv_module_opts;
 md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err);
+
+/* Reads an mmcv norm_cfg into o's norm fields: None (or NULL) for no norm;
+ * { type = "BN" | "SyncBN"; requires_grad; eps; momentum; } or
+ * { type = "GN"; num_groups; requires_grad; eps; } (num_groups required).
+ * `what` names the key in messages; `allow` lists the accepted types
+ * ("BN,SyncBN,GN"; NULL for all). Returns 0, or -1 with err set. */
+int md_norm_cfg_read(const md_cfg *norm_cfg, const char *what, const char *allow, md_conv_module_opts *o,
+                     md_error *err);
 
 /* ---- initialisers (mmcv.cnn.utils.weight_init) ---- */
 /* The context's RNG for weight init; md_ctx_seed sets it (and is what

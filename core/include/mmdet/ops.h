@@ -119,6 +119,14 @@ md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tens
                            md_tensor *running_mean, md_tensor *running_var,
                            bool training, double momentum, double eps);
 
+/* torch.nn.functional.group_norm: x [N, C, *] (any trailing dims), the C
+ * channels split into num_groups groups normalised over their channels and
+ * positions per sample (biased variance, statistics in double), then the
+ * per-channel affine weight/bias [C] (either may be NULL). Differentiable in
+ * x, weight and bias. */
+md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                         double eps);
+
 md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode);
 /* Nearest (PyTorch 'nearest': src = floor(dst * in/out)) to out_h x out_w. */
 md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w);

@@ -46,6 +46,7 @@ typedef struct md_bbox_targets {
     md_tensor *label_weights;     /* [N] f32 */
     md_tensor *bbox_targets;      /* [N, 4] f32 (encoded unless reg_decoded_bbox) */
     md_tensor *bbox_weights;      /* [N, 4] f32 */
+    md_tensor *rois;              /* [N, 4] the sampled boxes (reg_decoded_bbox decodes against them) */
 } md_bbox_targets;
 
 /* test_cfg.rcnn: score_thr, nms.iou_threshold, max_per_img. */
