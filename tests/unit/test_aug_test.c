@@ -422,7 +422,9 @@ static double iou(const float *a, const float *b) {
 }
 
 /* Every ground-truth rectangle has a detection of its class with IoU > 0.5;
- * boxes lie in the original image, scores in (score_thr, 1]. */
+ * every confident detection (score >= 0.5) is centred on a rectangle (a
+ * variant mapped back wrongly lands on background); boxes lie in the
+ * original image, scores in (score_thr, 1]. */
 static void assert_sane(const md_results *res, const char *what) {
     for (int i = 0; i < 2; i++) {
         const md_det_result *r = &res->r[i];
@@ -434,6 +436,15 @@ static void assert_sane(const md_results *res, const char *what) {
             cr_assert(q[0] >= -0.01f && q[1] >= -0.01f && q[2] <= IMG + 0.01f && q[3] <= IMG + 0.01f,
                       "%s: image %d box (%g, %g, %g, %g) outside the %dx%d image", what, i, q[0], q[1], q[2], q[3], IMG,
                       IMG);
+            if (q[4] < 0.5f) continue;
+            float cx = (q[0] + q[2]) / 2, cy = (q[1] + q[3]) / 2;
+            bool on = false;
+            for (int k = 0; k < 3 && rects[i][k][4] >= 0; k++) {
+                const int *g = rects[i][k];
+                on |= cx > g[0] - 1 && cx < g[2] + 1 && cy > g[1] - 1 && cy < g[3] + 1;
+            }
+            cr_assert(on, "%s: image %d: detection (%g, %g, %g, %g) score %g is centred on no rectangle", what, i,
+                      q[0], q[1], q[2], q[3], q[4]);
         }
         for (int k = 0; k < 3 && rects[i][k][4] >= 0; k++) {
             const int *g = rects[i][k];
