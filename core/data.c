@@ -387,6 +387,9 @@ oom:
 
 MD_API void md_batch_free(md_batch *b) {
     if (!b) return;
+    for (int k = 0; b->augs && k < b->n_augs; k++)
+        if (b->augs[k] != b) md_batch_free(b->augs[k]);
+    free(b->augs);
     md_tensor_free(b->img);
     for (int i = 0; i < b->n; i++) {
         if (b->gt_bboxes) md_boxes_free(&b->gt_bboxes[i]);
@@ -399,11 +402,7 @@ MD_API void md_batch_free(md_batch *b) {
     free(b);
 }
 
-MD_API md_batch *md_collate(const md_sample *samples, int n, int size_divisor, md_error *err) {
-    if (n <= 0) {
-        md_failc(err, MD_ERR_GENERIC, "collate: empty batch");
-        return NULL;
-    }
+static md_batch *collate_images(const md_sample *samples, int n, int size_divisor, md_error *err) {
     if (size_divisor < 1) size_divisor = 1;
     int c = samples[0].c, H = 0, W = 0;
     for (int i = 0; i < n; i++) {
@@ -455,4 +454,54 @@ oom:
     md_batch_free(b);
     md_failc(err, MD_ERR_NOMEM, "collate: out of memory for %d images of up to %dx%d", n, H, W);
     return NULL;
+}
+
+/* A sample whose image MultiScaleFlipAug turned into variants. */
+static bool has_variants(const md_sample *s) { return !s->img_f32 && !s->img_u8 && s->n_augs > 0; }
+
+MD_API md_batch *md_collate(const md_sample *samples, int n, int size_divisor, md_error *err) {
+    if (n <= 0) {
+        md_failc(err, MD_ERR_GENERIC, "collate: empty batch");
+        return NULL;
+    }
+    int na = has_variants(&samples[0]) ? samples[0].n_augs : 0;
+    for (int i = 0; i < n; i++) {
+        int ni = has_variants(&samples[i]) ? samples[i].n_augs : 0;
+        if (ni != na) {
+            md_failc(err, MD_ERR_SHAPE,
+                     "collate: sample %lld (%s) has %d MultiScaleFlipAug variants, sample %lld (%s) has %d; "
+                     "every image of a batch needs the same number", (long long)samples[i].index,
+                     samples[i].meta.filename, ni, (long long)samples[0].index, samples[0].meta.filename, na);
+            return NULL;
+        }
+    }
+    if (na == 0) return collate_images(samples, n, size_divisor, err);
+    /* One sub-batch per variant, as mmdet collates each list entry. */
+    md_sample *view = malloc(sizeof *view * (size_t)n);
+    md_batch **subs = calloc((size_t)na, sizeof *subs);
+    if (!view || !subs) {
+        free(view);
+        free(subs);
+        md_failc(err, MD_ERR_NOMEM, "collate: out of memory for %d variants", na);
+        return NULL;
+    }
+    for (int k = 0; k < na; k++) {
+        for (int i = 0; i < n; i++) view[i] = samples[i].augs[k];   /* shallow: collate only reads */
+        if (!(subs[k] = collate_images(view, n, size_divisor, err))) {
+            md_error_wrap(err, "test-time variant %d of %d", k, na);
+            for (int j = 0; j < k; j++) md_batch_free(subs[j]);
+            free(subs);
+            free(view);
+            return NULL;
+        }
+    }
+    free(view);
+    md_batch *b = subs[0];
+    if (na == 1) {
+        free(subs);
+        return b;
+    }
+    b->n_augs = na;
+    b->augs = subs;
+    return b;
 }

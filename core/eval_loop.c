@@ -136,9 +136,18 @@ MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, 
         }
         memset(res, 0, sizeof *res * (size_t)batch->n);
         md_error_clear(err);
-        if (it->simple_test(ctx, model, batch, res, err) != 0) {
+        /* mmdet's BaseDetector.forward_test: one variant -> simple_test,
+         * several (MultiScaleFlipAug) -> aug_test. */
+        bool aug = md_batch_n_augs(batch) > 1;
+        const char *what = aug ? "aug_test" : "simple_test";
+        if (aug && !it->aug_test) {
+            rc = md_failc(err, MD_ERR_CONFIG,
+                          "model %s has no aug_test: test batch %lld (%s) has %d MultiScaleFlipAug variants; "
+                          "use one img_scale and flip = false", model->cls->name, (long long)b,
+                          batch->n ? batch->metas[0].filename : "", batch->n_augs);
+        } else if ((aug ? it->aug_test : it->simple_test)(ctx, model, batch, res, err) != 0) {
             if (err && !err->code) *err = md_ctx_failed(ctx) ? *md_ctx_error(ctx) : (md_error){ 1, "failed" };
-            rc = md_error_wrap(err, "simple_test on test batch %lld (%s)", (long long)b,
+            rc = md_error_wrap(err, "%s on test batch %lld (%s)", what, (long long)b,
                                batch->n ? batch->metas[0].filename : "");
         }
         for (int i = 0; rc == 0 && i < batch->n; i++) {

@@ -156,22 +156,9 @@ static md_batch *load_batch(md_loader *l, int64_t b, md_error *err) {
             md_error_wrap(err, "loading dataset index %lld (epoch %d)", (long long)l->order[pos], l->epoch);
             goto done;
         }
-        /* A test pipeline's MultiScaleFlipAug leaves its variants in augs;
-         * simple_test takes the single one (several need aug_test). */
-        if (!s[got].img_f32 && !s[got].img_u8 && s[got].n_augs > 0) {
-            if (s[got].n_augs > 1) {
-                md_failc(err, MD_ERR_CONFIG, "dataset index %lld: MultiScaleFlipAug made %d variants; testing "
-                         "with several scales or flips (aug_test) is not supported yet: use one scale and "
-                         "flip = false", (long long)l->order[pos], s[got].n_augs);
-                got++;
-                goto done;
-            }
-            md_sample first = s[got].augs[0];
-            md_sample_init(&s[got].augs[0]);
-            md_sample_clear(&s[got]);
-            s[got] = first;
-        }
     }
+    /* A test pipeline's MultiScaleFlipAug leaves its variants in augs:
+     * collate makes one sub-batch per variant. */
     out = md_collate(s, n, l->cfg.size_divisor, err);
 done:
     for (int i = 0; i < got; i++) md_sample_clear(&s[i]);

@@ -64,7 +64,38 @@ static int simple_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *re
     return md_dense_head_class_of(d->head)->get_bboxes(ctx, d->head, cls, reg, n, b, true, results, err);
 }
 
-static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test };
+/* mmdet's SingleStageDetector.aug_test: features of every variant, then
+ * the head's aug_test (BBoxTestMixin.aug_test_bboxes) with rescale. */
+static int aug_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *results, md_error *err) {
+    detector *d = (detector *)m;
+    md_batch *b = batch;
+    const md_dense_head_class *hc = md_dense_head_class_of(d->head);
+    if (!hc->aug_test)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its bbox_head %s has no aug_test (test-time augmentation)",
+                        m->cls->name, d->head->cls->name);
+    int na = md_batch_n_augs(b), n = -1, rc = -1;
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
+    for (int k = 0; feats && k < na; k++) {
+        feats[k] = md_ctx_alloc(ctx, sizeof **feats * MD_MAX_LEVELS);
+        int nk = feats[k] ? extract_feat(ctx, d, md_batch_aug(b, k)->img, feats[k]) : -1;
+        if (nk <= 0 || (n >= 0 && nk != n)) {
+            md_failc(err, MD_ERR_SHAPE, "test-time variant %d: %s", k, md_ctx_error(ctx)->msg);
+            goto out;
+        }
+        n = nk;
+    }
+    if (!feats) {
+        md_failc(err, MD_ERR_NOMEM, "%s", md_ctx_error(ctx)->msg);
+        goto out;
+    }
+    rc = hc->aug_test(ctx, d->head, (md_tensor *const *const *)feats, n, b, results, err);
+out:
+    md_grad_set_enabled(ctx, was);
+    return rc;
+}
+
+static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test };
 
 static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     detector *d = (detector *)m;

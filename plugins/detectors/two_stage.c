@@ -100,7 +100,63 @@ out:
     return rc;
 }
 
-static const md_model_iface ts_iface = { .train_step = ts_train_step, .simple_test = ts_simple_test };
+/* mmdet's TwoStageDetector.aug_test: features of every variant, the RPN's
+ * aug_test_rpn (proposals merged in the original image), then the RoI
+ * head's aug_test with rescale. */
+static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result *results, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    md_batch *b = batch_ptr;
+    if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: testing needs rpn_head and roi_head");
+    const md_rpn_head_class *rc_ = md_rpn_head_class_of(d->rpn);
+    const md_roi_head_class *hc = md_roi_head_class_of(d->roi);
+    if (!rc_->aug_test || !hc->aug_test)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test (test-time augmentation)", m->cls->name,
+                        !rc_->aug_test ? d->rpn->cls->name : d->roi->cls->name);
+    int na = md_batch_n_augs(b), n = -1;
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
+    md_tensor **props = md_ctx_alloc(ctx, sizeof *props * (size_t)b->n);
+    md_tensor **dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n), **labels = md_ctx_alloc(ctx, sizeof *labels * (size_t)b->n);
+    int rc = -1;
+    if (!feats || !props || !dets || !labels) {
+        md_fail(err, "%s", md_ctx_error(ctx)->msg);
+        goto out;
+    }
+    for (int k = 0; k < na; k++) {
+        feats[k] = md_ctx_alloc(ctx, sizeof **feats * MD_MAX_LEVELS);
+        int nk = feats[k] ? extract_feat(ctx, d, md_batch_aug(b, k)->img, feats[k]) : -1;
+        if (nk < 0 || (n >= 0 && nk != n)) {
+            md_fail(err, "test-time variant %d: %s", k, md_ctx_error(ctx)->msg);
+            goto out;
+        }
+        n = nk;
+    }
+    md_scope_push(ctx, "rpn_head");
+    rc = rc_->aug_test(ctx, d->rpn, (md_tensor *const *const *)feats, n, b, props, err);
+    md_scope_pop(ctx);
+    if (rc) {
+        md_error_wrap(err, "rpn_head");
+        goto out;
+    }
+    md_scope_push(ctx, "roi_head");
+    rc = hc->aug_test(ctx, d->roi, (md_tensor *const *const *)feats, n, b, props, true, dets, labels, err);
+    md_scope_pop(ctx);
+    if (rc) {
+        md_error_wrap(err, "roi_head");
+        goto out;
+    }
+    for (int i = 0; i < b->n; i++) {
+        results[i].n = (int)dets[i]->shape[0];
+        results[i].bboxes = md_f32(dets[i]);
+        results[i].labels = md_i64(labels[i]);
+    }
+out:
+    md_grad_set_enabled(ctx, was);
+    return rc;
+}
+
+static const md_model_iface ts_iface = { .train_step = ts_train_step, .simple_test = ts_simple_test,
+                                         .aug_test = ts_aug_test };
 
 static int ts_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     two_stage *d = (two_stage *)m;

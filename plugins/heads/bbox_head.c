@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
 
@@ -175,54 +176,13 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor 
     return md_losses_add(losses, "loss_bbox", lb, err);
 }
 
-/* mmdet's multiclass_nms on boxes [K, C*4] (or [K, 4]) and scores [K, C+1]. */
-static int multiclass_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, int64_t C, const md_rcnn_test_cfg *cfg,
-                          md_tensor **det_bboxes, md_tensor **det_labels) {
-    int64_t K = scores->shape[0];
-    bool per_class = boxes->shape[1] > 4;
-    int64_t nv = 0;
-    const float *sp = md_f32(scores), *bp = md_f32(boxes);
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t c = 0; c < C; c++) nv += sp[k * (C + 1) + c] > cfg->score_thr;
-    md_tensor *vb = md_tensor_empty(ctx, MD_F32, MD_DIMS(nv, 4)), *vs = md_tensor_empty(ctx, MD_F32, MD_DIMS(nv));
-    md_tensor *vl = md_tensor_empty(ctx, MD_I64, MD_DIMS(nv));
-    if (!vb || !vs || !vl) return -1;
-    int64_t j = 0;
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t c = 0; c < C; c++) {
-            float s = sp[k * (C + 1) + c];
-            if (!(s > cfg->score_thr)) continue;
-            const float *b = per_class ? bp + (k * C + c) * 4 : bp + k * 4;
-            memcpy(md_f32(vb) + j * 4, b, 4 * sizeof(float));
-            md_f32(vs)[j] = s;
-            md_i64(vl)[j++] = c;
-        }
-    if (nv == 0) {
-        *det_bboxes = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
-        *det_labels = md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
-        return *det_bboxes && *det_labels ? 0 : -1;
-    }
-    md_tensor *keep = md_batched_nms(ctx, vb, vs, vl, cfg->nms_iou, false, cfg->max_per_img > 0 ? cfg->max_per_img : -1);
-    if (!keep) return -1;
-    int64_t D = keep->shape[0];
-    if (cfg->max_per_img > 0 && D > cfg->max_per_img) D = cfg->max_per_img;
-    *det_bboxes = md_tensor_empty(ctx, MD_F32, MD_DIMS(D, 5));
-    *det_labels = md_tensor_empty(ctx, MD_I64, MD_DIMS(D));
-    if (!*det_bboxes || !*det_labels) return -1;
-    for (int64_t d = 0; d < D; d++) {
-        int64_t i = md_i64(keep)[d];
-        memcpy(md_f32(*det_bboxes) + d * 5, md_f32(vb) + i * 4, 4 * sizeof(float));
-        md_f32(*det_bboxes)[d * 5 + 4] = md_f32(vs)[i];
-        md_i64(*det_labels)[d] = md_i64(vl)[i];
-    }
-    return 0;
-}
-
-static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
-                           const int img_shape[2], const float scale_factor[4], bool rescale,
-                           const md_rcnn_test_cfg *cfg, md_tensor **det_bboxes, md_tensor **det_labels) {
+/* get_bboxes with cfg=None: softmax scores, boxes decoded and clipped to
+ * img_shape, divided by scale_factor when rescale; no NMS. */
+static int head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                               const int img_shape[2], const float scale_factor[4], bool rescale, md_tensor **bboxes,
+                               md_tensor **scores_out) {
     bbox_head *h = (bbox_head *)m;
-    *det_bboxes = *det_labels = NULL;
+    *bboxes = *scores_out = NULL;
     if (!rois || !cls_score || !bbox_pred) return -1;
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor *scores = md_contiguous(ctx, md_softmax(ctx, cls_score, -1));
@@ -235,7 +195,21 @@ static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor
         int64_t n = md_tensor_numel(boxes);
         for (int64_t i = 0; i < n; i++) p[i] /= scale_factor[i % 4];
     }
-    return multiclass_nms(ctx, boxes, scores, h->num_classes, cfg, det_bboxes, det_labels);
+    *bboxes = boxes;
+    *scores_out = scores;
+    return 0;
+}
+
+static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                           const int img_shape[2], const float scale_factor[4], bool rescale,
+                           const md_rcnn_test_cfg *cfg, md_tensor **det_bboxes, md_tensor **det_labels) {
+    bbox_head *h = (bbox_head *)m;
+    *det_bboxes = *det_labels = NULL;
+    md_tensor *boxes, *scores;
+    if (head_get_raw_bboxes(ctx, m, rois, cls_score, bbox_pred, img_shape, scale_factor, rescale, &boxes, &scores))
+        return -1;
+    return md_multiclass_nms(ctx, boxes, scores, h->num_classes, cfg->score_thr, cfg->nms_iou, cfg->max_per_img,
+                             det_bboxes, det_labels);
 }
 
 static int head_num_classes(const md_module *m) { return ((const bbox_head *)m)->num_classes; }
@@ -257,6 +231,7 @@ static const md_bbox_head_class head_cls = {
     .loss = head_loss,
     .get_bboxes = head_get_bboxes,
     .num_classes = head_num_classes,
+    .get_raw_bboxes = head_get_raw_bboxes,
 };
 
 static int add_linear(md_ctx *ctx, md_module *parent, const char *name, int in, int out, md_error *err) {

@@ -262,8 +262,10 @@ static int cand_cmp(const void *a, const void *b) {
     return x->flat < y->flat ? -1 : x->flat > y->flat;
 }
 
-static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
-                           const md_batch *batch, bool rescale, md_det_result *results, md_error *err) {
+/* with_nms false: the candidates before NMS (mmdet's with_nms=False). */
+static int get_bboxes_impl(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
+                           const md_batch *batch, bool rescale, bool with_nms, md_det_result *results,
+                           md_error *err) {
     retina *h = (retina *)m;
     if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
     int64_t C = h->num_classes, Anum = h->num_anchors;
@@ -315,6 +317,16 @@ static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_
         if (rescale)
             for (int64_t j = 0; j < nb; j++)
                 for (int q = 0; q < 4; q++) md_f32(boxes)[j * 4 + q] /= meta->scale_factor[q];
+        if (!with_nms) {
+            float *cb = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nb * 5 + 1));
+            if (!cb) goto op_failed;
+            for (int64_t j = 0; j < nb; j++) {
+                memcpy(cb + j * 5, md_f32(boxes) + j * 4, 4 * sizeof(float));
+                cb[j * 5 + 4] = md_f32(scores)[j];
+            }
+            results[i] = (md_det_result){ (int)nb, cb, md_i64(labels) };
+            continue;
+        }
         md_tensor *keep = nb ? md_batched_nms(ctx, boxes, scores, labels, h->iou_thr, false, -1)
                              : md_tensor_empty(ctx, MD_I64, MD_DIMS(0));
         if (!keep) goto op_failed;
@@ -338,6 +350,40 @@ op_failed:
     return md_failc(err, MD_ERR_SHAPE, "RetinaHead.get_bboxes: %s", md_ctx_error(ctx)->msg);
 }
 
+static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
+                           const md_batch *batch, bool rescale, md_det_result *results, md_error *err) {
+    return get_bboxes_impl(ctx, m, cls, reg, n, batch, rescale, true, results, err);
+}
+
+/* BBoxTestMixin.aug_test_bboxes: each variant's candidates (get_bboxes
+ * with rescale=False, with_nms=False) mapped back to the original image,
+ * concatenated, batched NMS and max_per_img of test_cfg. */
+static int head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                         md_det_result *results, md_error *err) {
+    retina *h = (retina *)m;
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
+    int na = md_batch_n_augs(batch), N = batch->n;
+    md_det_result *cands = md_ctx_alloc(ctx, sizeof *cands * (size_t)(na * N)), *one = md_ctx_alloc(ctx, sizeof *one * (size_t)na);
+    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
+    if (!cands || !one || !metas) return md_failc(err, MD_ERR_NOMEM, "RetinaHead.aug_test: %s", md_ctx_error(ctx)->msg);
+    for (int k = 0; k < na; k++) {
+        md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+        if (head_forward(ctx, m, feats[k], n, cls, reg))
+            return md_failc(err, MD_ERR_SHAPE, "RetinaHead.aug_test: variant %d: %s", k, md_ctx_error(ctx)->msg);
+        if (get_bboxes_impl(ctx, m, cls, reg, n, md_batch_aug(batch, k), false, false, cands + (size_t)k * N, err))
+            return md_error_wrap(err, "test-time variant %d of %d", k, na);
+    }
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < na; k++) {
+            one[k] = cands[(size_t)k * N + i];
+            metas[k] = &md_batch_aug(batch, k)->metas[i];
+        }
+        if (md_merge_aug_dets(ctx, one, metas, na, h->iou_thr, h->max_per_img, &results[i]))
+            return md_failc(err, MD_ERR_SHAPE, "RetinaHead.aug_test: image %d: %s", i, md_ctx_error(ctx)->msg);
+    }
+    return 0;
+}
+
 static void head_destroy(md_module *m) {
     retina *h = (retina *)m;
     MD_BBOX_DESTROY(h->prior);
@@ -353,6 +399,7 @@ static const md_dense_head_class head_cls = {
     .forward = head_forward,
     .loss = head_loss,
     .get_bboxes = head_get_bboxes,
+    .aug_test = head_aug_test,
 };
 
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }

@@ -324,6 +324,29 @@ static int rpn_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, i
     return get_proposals(ctx, h, cls, reg, anchors, level_sizes, n, batch, &h->test_prop, proposals, err);
 }
 
+/* RPNTestMixin.aug_test_rpn: each variant's proposals, then per image
+ * merge_aug_proposals with test_cfg (nms iou, max_per_img). */
+static int rpn_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                        md_tensor **proposals, md_error *err) {
+    rpn_head *h = (rpn_head *)m;
+    int na = md_batch_n_augs(batch), N = batch->n;
+    md_tensor **per = md_ctx_alloc(ctx, sizeof *per * (size_t)(na * N)), **one = md_ctx_alloc(ctx, sizeof *one * (size_t)na);
+    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
+    if (!per || !one || !metas) return FAIL_OP(err, "aug_test");
+    for (int k = 0; k < na; k++)
+        if (rpn_simple_test(ctx, m, feats[k], n, md_batch_aug(batch, k), per + (size_t)k * N, err))
+            return md_error_wrap(err, "test-time variant %d of %d", k, na);
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < na; k++) {
+            one[k] = per[(size_t)k * N + i];
+            metas[k] = &md_batch_aug(batch, k)->metas[i];
+        }
+        proposals[i] = md_merge_aug_proposals(ctx, one, metas, na, h->test_prop.iou, h->test_prop.max_per_img);
+        if (!proposals[i]) return FAIL_OP(err, "merge_aug_proposals");
+    }
+    return 0;
+}
+
 static int rpn_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     return md_init_cfg_pretrained(ctx, m, ((rpn_head *)m)->init_cfg, "RPNHead", err) < 0 ? -1 : 0;
 }
@@ -341,6 +364,7 @@ static const md_rpn_head_class rpn_cls = {
     .model = { .module = { .name = "RPNHead", .destroy = rpn_destroy }, .init_weights = rpn_init_weights },
     .forward_train = rpn_forward_train,
     .simple_test = rpn_simple_test,
+    .aug_test = rpn_aug_test,
 };
 
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }

@@ -148,6 +148,88 @@ static int rh_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, in
     return 0;
 }
 
+/* The first four columns of proposals [P, 4 or 5], as a new tensor. */
+static md_tensor *boxes_copy(md_ctx *ctx, md_tensor *p) {
+    md_tensor *c = md_contiguous(ctx, p);
+    md_tensor *out = c ? md_tensor_empty(ctx, MD_F32, MD_DIMS(c->shape[0], 4)) : NULL;
+    if (!out) return NULL;
+    for (int64_t k = 0; k < c->shape[0]; k++) memcpy(md_f32(out) + 4 * k, md_f32(c) + c->shape[1] * k, 4 * sizeof(float));
+    return out;
+}
+
+/* BBoxTestMixin.aug_test_bboxes and aug_test's rescale: the merged
+ * proposals mapped into every variant (bbox_mapping), boxes and scores
+ * without NMS, mapped back and averaged (merge_aug_bboxes), then
+ * multiclass NMS with test_cfg. */
+static int rh_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                       md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                       md_error *err) {
+    roi_head *h = (roi_head *)m;
+    if (!h->has_test) return md_failc(err, MD_ERR_CONFIG, "StandardRoIHead: aug_test needs test_cfg");
+    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
+    if (!bc->get_raw_bboxes)
+        return md_failc(err, MD_ERR_CONFIG, "StandardRoIHead: bbox_head %s has no test-time augmentation",
+                        h->bbox_head->cls->name);
+    int na = md_batch_n_augs(batch), N = batch->n;
+    md_tensor **ab = md_ctx_alloc(ctx, sizeof *ab * (size_t)(na * N)), **as = md_ctx_alloc(ctx, sizeof *as * (size_t)(na * N));
+    md_tensor **mapped = md_ctx_alloc(ctx, sizeof *mapped * (size_t)N);
+    md_tensor **kb = md_ctx_alloc(ctx, sizeof *kb * (size_t)na), **ks = md_ctx_alloc(ctx, sizeof *ks * (size_t)na);
+    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
+    if (!ab || !as || !mapped || !kb || !ks || !metas) return md_fail(err, "StandardRoIHead: %s", md_ctx_error(ctx)->msg);
+    for (int k = 0; k < na; k++) {
+        const md_batch *bk = md_batch_aug(batch, k);
+        for (int i = 0; i < N; i++) {
+            if (!(mapped[i] = boxes_copy(ctx, proposals[i])))
+                return md_fail(err, "StandardRoIHead.aug_test: %s", md_ctx_error(ctx)->msg);
+            md_bbox_mapping_meta(md_f32(mapped[i]), mapped[i]->shape[0], 4, &bk->metas[i]);
+        }
+        md_tensor *rois = bbox2roi(ctx, mapped, N), *cls = NULL, *reg = NULL;
+        if (rois && rois->shape[0] > 0) bbox_forward(ctx, h, feats[k], n_feats, rois, &cls, &reg);
+        if (!rois || (rois->shape[0] > 0 && (!cls || !reg)))
+            return md_fail(err, "StandardRoIHead.aug_test: variant %d: %s", k, md_ctx_error(ctx)->msg);
+        int64_t off = 0;
+        for (int i = 0; i < N; i++) {
+            int64_t P = mapped[i]->shape[0];
+            ab[k * N + i] = as[k * N + i] = NULL;
+            if (P == 0) continue;
+            const md_img_meta *mt = &bk->metas[i];
+            int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
+            if (bc->get_raw_bboxes(ctx, h->bbox_head, md_slice(ctx, rois, 0, off, off + P, 1),
+                                   md_slice(ctx, cls, 0, off, off + P, 1), md_slice(ctx, reg, 0, off, off + P, 1),
+                                   shape, mt->scale_factor, false, &ab[k * N + i], &as[k * N + i]))
+                return md_fail(err, "StandardRoIHead: bbox_head.get_bboxes (variant %d, image %d): %s", k, i,
+                               md_ctx_error(ctx)->msg);
+            off += P;
+        }
+    }
+    int64_t C = bc->num_classes(h->bbox_head);
+    for (int i = 0; i < N; i++) {
+        if (proposals[i]->shape[0] == 0) {
+            det_bboxes[i] = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
+            det_labels[i] = md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
+            if (!det_bboxes[i] || !det_labels[i]) return md_fail(err, "StandardRoIHead: %s", md_ctx_error(ctx)->msg);
+            continue;
+        }
+        for (int k = 0; k < na; k++) {
+            kb[k] = ab[k * N + i];
+            ks[k] = as[k * N + i];
+            metas[k] = &md_batch_aug(batch, k)->metas[i];
+        }
+        md_tensor *mb, *ms;
+        if (md_merge_aug_bboxes(ctx, kb, ks, metas, na, &mb, &ms) ||
+            md_multiclass_nms(ctx, mb, ms, C, h->test.score_thr, h->test.nms_iou, h->test.max_per_img,
+                              &det_bboxes[i], &det_labels[i]))
+            return md_fail(err, "StandardRoIHead.aug_test: image %d: %s", i, md_ctx_error(ctx)->msg);
+        if (!rescale) {
+            /* mmdet scales by the first variant's scale_factor */
+            float *d = md_f32(det_bboxes[i]);
+            for (int64_t j = 0; j < det_bboxes[i]->shape[0]; j++)
+                for (int q = 0; q < 4; q++) d[5 * j + q] *= batch->metas[i].scale_factor[q];
+        }
+    }
+    return 0;
+}
+
 static int rh_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     roi_head *h = (roi_head *)m;
     if (md_model_init_weights(ctx, h->bbox_head, err)) return -1;
@@ -165,6 +247,7 @@ static const md_roi_head_class rh_cls = {
     .model = { .module = { .name = "StandardRoIHead", .destroy = rh_destroy }, .init_weights = rh_init_weights },
     .forward_train = rh_forward_train,
     .simple_test = rh_simple_test,
+    .aug_test = rh_aug_test,
 };
 
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }

@@ -120,6 +120,13 @@ typedef struct md_dense_head_class {
      * arena); rescale divides by the meta's scale_factor. */
     int (*get_bboxes)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
                       int n, const md_batch *batch, bool rescale, md_det_result *results, md_error *err);
+    /* mmdet's BaseDenseHead.aug_test (BBoxTestMixin.aug_test_bboxes):
+     * feats[k][0 .. n) are the features of variant k (md_batch_aug(batch,
+     * k)); results[i] for image i merged over the variants, in the
+     * original image's pixels (rescale=True). NULL: no test-time
+     * augmentation. */
+    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                    md_det_result *results, md_error *err);
 } md_dense_head_class;
 
 static inline const md_dense_head_class *md_dense_head_class_of(const md_module *m) {
@@ -147,6 +154,59 @@ static inline int md_bbox_sample(md_ctx *ctx, const md_bbox_sampler *s, const md
                             md_sampling_result *out, md_error *err) {
     return s->iface->sample(ctx, s, ar, bboxes, gt, gt_labels, rng, out, err);
 }
+/* ---- test-time augmentation (mmdet/core/bbox/transforms.py and
+ * mmdet/core/post_processing/merge_augs.py) ----
+ * Boxes are n rows of `cols` floats, cols a multiple of 4 (one xyxy box,
+ * or one per class), changed in place. img_shape is (h, w) of the image
+ * the boxes lie in when flipped (the variant's img_shape); scale_factor
+ * (w, h, w, h). A flip with MD_FLIP_NONE as its direction is horizontal
+ * (mmdet's default). */
+/* mmdet's bbox_flip: x -> w - x (horizontal), y -> h - y (vertical), both
+ * (diagonal), swapping the corners. */
+void md_bbox_flip(float *boxes, int64_t n, int cols, const int img_shape[2], md_flip_dir dir);
+/* bbox_mapping: original image -> variant (scale, then flip). */
+void md_bbox_mapping(float *boxes, int64_t n, int cols, const int img_shape[2], const float scale_factor[4],
+                     bool flip, md_flip_dir dir);
+/* bbox_mapping_back: variant -> original image (unflip, then unscale). */
+void md_bbox_mapping_back(float *boxes, int64_t n, int cols, const int img_shape[2], const float scale_factor[4],
+                          bool flip, md_flip_dir dir);
+/* The same with a variant's meta (img_shape, scale_factor, flip, flip_direction). */
+static inline void md_bbox_mapping_meta(float *boxes, int64_t n, int cols, const md_img_meta *m) {
+    md_bbox_mapping(boxes, n, cols, m->img_shape, m->scale_factor, m->flip, m->flip_direction);
+}
+static inline void md_bbox_mapping_back_meta(float *boxes, int64_t n, int cols, const md_img_meta *m) {
+    md_bbox_mapping_back(boxes, n, cols, m->img_shape, m->scale_factor, m->flip, m->flip_direction);
+}
+
+/* The merge of dense heads' BBoxTestMixin.aug_test_bboxes for one image:
+ * cands[k] are variant k's detections before NMS (get_bboxes with
+ * rescale=False, with_nms=False: rows x1 y1 x2 y2 score, labels), mapped
+ * back to the original image with metas[k] and concatenated (the dense
+ * merge_aug_bboxes), then class-wise batched NMS at iou_thr and the first
+ * max_per_img (<= 0: all). *out holds step-arena arrays, boxes in the
+ * original image's pixels. 0, or -1 (ctx error). */
+int md_merge_aug_dets(md_ctx *ctx, const md_det_result *cands, const md_img_meta *const *metas, int n_aug,
+                      double iou_thr, int64_t max_per_img, md_det_result *out);
+/* merge_aug_proposals: each variant's proposals [P_k, 5] (x1 y1 x2 y2
+ * score) mapped back to the original image, concatenated, NMS at iou_thr,
+ * the max_per_img best (<= 0: all) by score. [P, 5] step tensor, NULL on
+ * error (ctx). */
+md_tensor *md_merge_aug_proposals(md_ctx *ctx, md_tensor *const *proposals, const md_img_meta *const *metas,
+                                  int n_aug, double iou_thr, int64_t max_per_img);
+/* merge_aug_bboxes of RoI heads: each variant's boxes [K, cols] mapped
+ * back to the original image, then boxes and (when scores is not NULL)
+ * scores [K, S] averaged over the variants (all of the same shape). Step
+ * tensors; 0, or -1 (ctx error naming the shapes). */
+int md_merge_aug_bboxes(md_ctx *ctx, md_tensor *const *bboxes, md_tensor *const *scores,
+                        const md_img_meta *const *metas, int n_aug, md_tensor **merged_bboxes,
+                        md_tensor **merged_scores);
+/* mmdet's multiclass_nms: boxes [K, 4 * C] (or [K, 4] shared by the
+ * classes), scores [K, C + 1] (background last); per class the scores
+ * above score_thr, class-wise NMS at iou_thr, the max_per_img best (<= 0:
+ * all). det_bboxes [D, 5], det_labels [D] i64 (step tensors). 0 or -1. */
+int md_multiclass_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, int64_t num_classes, double score_thr,
+                      double iou_thr, int64_t max_per_img, md_tensor **det_bboxes, md_tensor **det_labels);
+
 /* destroy through the header; NULL is fine. */
 #define MD_BBOX_DESTROY(obj) do { if (obj) (obj)->iface->destroy(obj); } while (0)
 

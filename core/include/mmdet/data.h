@@ -235,10 +235,29 @@ typedef struct md_batch {
     md_boxes *gt_bboxes;            /* n (labels in .labels) */
     md_boxes *gt_bboxes_ignore;     /* n */
     int64_t *indices;               /* dataset index of each image */
+    /* Test-time augmentation (a test pipeline's MultiScaleFlipAug with
+     * several variants, mmdet's lists of imgs and img_metas): n_augs
+     * sub-batches, augs[k] holding variant k of every image, collated on
+     * its own (img padded for that variant; metas with its scale_factor,
+     * flip, flip_direction, img_shape, pad_shape). augs[0] is the batch
+     * itself, so code that reads only the top level sees variant 0 as an
+     * ordinary batch; augs[1 ..] are owned and freed with it. An ordinary
+     * batch (one variant) has n_augs 0 and augs NULL. */
+    int n_augs;
+    struct md_batch **augs;
 } md_batch;
 
+/* Variants of a batch: 1 for an ordinary batch. */
+static inline int md_batch_n_augs(const md_batch *b) { return b->n_augs > 1 ? b->n_augs : 1; }
+/* Variant k (0 <= k < md_batch_n_augs(b)); the batch itself for k 0. */
+static inline md_batch *md_batch_aug(md_batch *b, int k) { return b->n_augs > 1 ? b->augs[k] : b; }
+
 /* Samples must hold f32 CHW images with equal channel counts. The samples
- * are left untouched. */
+ * are left untouched. Samples whose image went into MultiScaleFlipAug's
+ * variants (augs, n_augs, no image of their own) are collated variant by
+ * variant: one variant gives an ordinary batch of it, several a batch with
+ * n_augs sub-batches; every sample of the batch must have the same number
+ * of variants (mmdet's collate of lists). */
 md_batch *md_collate(const md_sample *samples, int n, int size_divisor, md_error *err);
 void md_batch_free(md_batch *b);
 

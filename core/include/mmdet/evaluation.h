@@ -41,7 +41,9 @@ typedef struct md_results {
 void md_results_free(md_results *res);
 
 /* mmdet's single_gpu_test: the model in eval mode with grad off, its
- * md_model_iface.simple_test on every batch of `loader` (which must yield
+ * md_model_iface.simple_test on every batch of `loader` (aug_test on a
+ * batch of several MultiScaleFlipAug variants, as mmdet's forward_test;
+ * an error naming the model when it has none; the loader must yield
  * each index of `ds` once: shuffle off), results copied out of the step
  * arena (released after each batch, so the caller's step tensors stay
  * valid), a progress bar on stderr when `progress`. The model's training

@@ -75,6 +75,13 @@ typedef struct md_bbox_head_class {
                       const int img_shape[2], const float scale_factor[4], bool rescale,
                       const md_rcnn_test_cfg *cfg, md_tensor **det_bboxes, md_tensor **det_labels);
     int (*num_classes)(const md_module *m);
+    /* mmdet's get_bboxes with cfg=None (test-time augmentation): boxes
+     * [K, 4 * num_classes] (or [K, 4]) decoded and clipped to img_shape,
+     * divided by scale_factor when rescale, and softmax scores
+     * [K, num_classes + 1]; no NMS. NULL: not supported. */
+    int (*get_raw_bboxes)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                          const int img_shape[2], const float scale_factor[4], bool rescale, md_tensor **bboxes,
+                          md_tensor **scores);
 } md_bbox_head_class;
 
 static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m) {
@@ -95,6 +102,12 @@ typedef struct md_rpn_head_class {
     /* simple_test_rpn: proposals with test_cfg. */
     int (*simple_test)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
                        md_tensor **proposals, md_error *err);
+    /* mmdet's RPNTestMixin.aug_test_rpn: feats[k] are the features of
+     * variant k (md_batch_aug(batch, k)); proposals[i] of image i merged
+     * over the variants (merge_aug_proposals with test_cfg), in the
+     * original image's pixels. NULL: not supported. */
+    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                    md_tensor **proposals, md_error *err);
 } md_rpn_head_class;
 
 static inline const md_rpn_head_class *md_rpn_head_class_of(const md_module *m) {
@@ -112,6 +125,16 @@ typedef struct md_roi_head_class {
     int (*simple_test)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
                        md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes,
                        md_tensor **det_labels, md_error *err);
+    /* mmdet's aug_test (BBoxTestMixin.aug_test_bboxes): proposals[i] of
+     * image i in the original image's pixels (from the RPN's aug_test),
+     * mapped into each variant k (feats[k], md_batch_aug(batch, k)), boxes
+     * and scores without NMS mapped back and averaged over the variants,
+     * then multiclass NMS with test_cfg. Detections in the original
+     * image's pixels when rescale, else scaled by variant 0's
+     * scale_factor. NULL: not supported. */
+    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                    md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                    md_error *err);
 } md_roi_head_class;
 
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {

@@ -42,6 +42,12 @@ typedef struct md_model_iface {
      * live in the step arena: valid until the next md_ctx_step_reset, so a
      * caller keeping them copies. NULL when the model cannot test. */
     int (*simple_test)(md_ctx *ctx, md_module *model, void *batch, md_det_result *results, md_error *err);
+    /* mmdet's aug_test on a batch of several test-time variants (an
+     * md_batch with n_augs > 1, variant k in augs[k]): results[i] merged
+     * over the variants of image i, boxes in the original image's pixels.
+     * Same lifetime rules as simple_test. NULL when the model has no
+     * test-time augmentation. */
+    int (*aug_test)(md_ctx *ctx, md_module *model, void *batch, md_det_result *results, md_error *err);
 } md_model_iface;
 
 /* ---- where batches come from ---- */
