@@ -1,10 +1,12 @@
 /* The context and its logger. */
+#include <errno.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -107,5 +109,27 @@ MD_API int md_log_set_file(md_ctx *ctx, const char *path, md_error *err) {
     if (!path) return 0;
     ctx->log_file = fopen(path, "a");
     if (!ctx->log_file) return md_failc(err, MD_ERR_IO, "cannot open log file %s: %m", path);
+    return 0;
+}
+
+/* ---- files ---- */
+
+MD_API int md_fs_mkdirs(const char *path, md_error *err) {
+    char buf[4096];
+    if (!path || !*path) return md_failc(err, MD_ERR_IO, "mkdirs: empty path");
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return md_failc(err, MD_ERR_IO, "mkdirs: path too long: %.64s...", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return md_failc(err, MD_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = c;
+        if (!c) break;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return md_failc(err, MD_ERR_IO, "%s exists and is not a directory", path);
     return 0;
 }

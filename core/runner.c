@@ -390,7 +390,7 @@ MD_API int md_runner_run(md_runner *r, md_batch_source *const *sources, const ch
     }
     if (r->o.by_epoch && train_len >= 0) r->o.max_iters = r->o.max_epochs * train_len;
     if (!r->o.by_epoch && train_len > 0) r->o.max_epochs = (r->o.max_iters + train_len - 1) / train_len;
-    mkdir(r->work_dir, 0755);
+    md_fs_mkdirs(r->work_dir, NULL);
     int rc = call_hooks(r, P_BEFORE_RUN, err);
     if (!r->o.by_epoch && rc == 0)
         for (int i = 0; i < n_phases && rc == 0; i++)
@@ -454,7 +454,7 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
                                      bool link_latest, md_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    mkdir(dir, 0755);
+    md_fs_mkdirs(dir, NULL);
     char *msgs = hook_msgs_json(r);
     md_ckpt_meta meta = { .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
                           .iter = r->iter + r->finishing_iter,

@@ -44,18 +44,6 @@ static void draw_rect(uint8_t *img, int w, int h, const float *b, const uint8_t 
             }
 }
 
-static int mkdir_p(const char *dir) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(p, 0755) && errno != EEXIST) return -1;
-            *s = '/';
-        }
-    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 /* Removes the skipped types from the pipeline of the dataset that owns it. */
 static int strip_pipeline(md_cfg *root, const char *const *skip, int n_skip, md_error *err) {
     md_cfg *ds = md_cfg_get_mut(root, "data.train");
@@ -137,10 +125,7 @@ int main(int argc, char **argv) {
         md_error_wrap(&err, "data.train");
         goto fail;
     }
-    if (mkdir_p(out)) {
-        md_failc(&err, MD_ERR_IO, "cannot create %s: %s", out, strerror(errno));
-        goto fail;
-    }
+    if (md_fs_mkdirs(out, &err)) goto fail;
     int64_t n = md_dataset_len(ds);
     if (max >= 0 && max < n) n = max;
     for (int64_t i = 0; i < n; i++) {

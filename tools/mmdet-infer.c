@@ -44,18 +44,6 @@ static int die(const char *msg, const char *what) {
 
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
 
-static int mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* ------------------------------------------- the images as a dataset -- */
 
 typedef struct images_ds {
@@ -315,10 +303,7 @@ int main(int argc, char **argv) {
     if (!(loader = md_loader_new(&ds->base, &lc, &err))) goto fail;
     if (md_single_gpu_test(ctx, model, loader, &ds->base, n_images > 1, &res, &err) != 0) goto fail;
 
-    if (mkdirs(out_dir) != 0) {
-        md_failc(&err, MD_ERR_IO, "cannot create %s: %s", out_dir, strerror(errno));
-        goto fail;
-    }
+    if (md_fs_mkdirs(out_dir, &err) != 0) goto fail;
     for (int i = 0; i < n_images; i++) {
         char png[4096], json[4096];
         out_path(png, sizeof png, out_dir, images[i], ".png");

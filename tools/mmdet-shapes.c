@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <mmdet/ctx.h>
 #include <mmdet/image.h>
 #include <mmdet/tensor.h>
 
@@ -400,18 +401,6 @@ static char *rle_json(const uint8_t *owner, int w, int h, uint8_t id) {
     return b.oom ? (free(b.s), NULL) : b.s;
 }
 
-static int make_dirs(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static void gen_image(const opts *o, int id, const char *img_dir, const char *mask_dir, image_out *res) {
     md_rng r;
     md_rng_seed(&r, mix64(o->seed * 0x100000001B3ull + (uint64_t)id));
@@ -597,8 +586,10 @@ static int run_split(const opts *o, const char *split, int first_id, int n) {
     if (o->voc) snprintf(img_dir, sizeof img_dir, "%s/JPEGImages", o->out);
     else snprintf(img_dir, sizeof img_dir, "%s/%s", o->out, split);
     snprintf(mask_dir, sizeof mask_dir, o->voc ? "%s/masks" : "%s/masks/%s", o->out, split);
-    if (make_dirs(img_dir) || (o->masks && make_dirs(mask_dir))) {
-        fprintf(stderr, "mmdet-shapes: cannot create %s: %s\n", img_dir, strerror(errno));
+    md_error err;
+    md_error_clear(&err);
+    if (md_fs_mkdirs(img_dir, &err) || (o->masks && md_fs_mkdirs(mask_dir, &err))) {
+        fprintf(stderr, "mmdet-shapes: %s\n", err.msg);
         return -1;
     }
     image_out *imgs = calloc(n ? n : 1, sizeof *imgs);
@@ -723,8 +714,11 @@ int main(int argc, char **argv) {
     }
     char dir[4096];
     snprintf(dir, sizeof dir, o.voc ? "%s/ImageSets/Main" : "%s/annotations", o.out);
-    if (make_dirs(dir) || (o.voc && (snprintf(dir, sizeof dir, "%s/Annotations", o.out), make_dirs(dir)))) {
-        fprintf(stderr, "mmdet-shapes: cannot create %s: %s\n", dir, strerror(errno));
+    md_error err;
+    md_error_clear(&err);
+    if (md_fs_mkdirs(dir, &err) ||
+        (o.voc && (snprintf(dir, sizeof dir, "%s/Annotations", o.out), md_fs_mkdirs(dir, &err)))) {
+        fprintf(stderr, "mmdet-shapes: %s\n", err.msg);
         return 1;
     }
     if (run_split(&o, "train", 1, o.n_train) || run_split(&o, "val", 1 + o.n_train, o.n_val)) return 1;

@@ -44,18 +44,6 @@ static int die(const char *msg, const char *what) {
 
 static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
 
-static int mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* mmdet's result layout as JSON: [image][class][box] = [x1, y1, x2, y2, score]. */
 static int write_out(const char *path, const md_results *res, int n_classes, md_error *err) {
     FILE *f = fopen(path, "w");
@@ -95,7 +83,7 @@ static int show(const char *dir, const md_results *res, const md_dataset *ds, fl
         slash = strrchr(path, '/');
         if (slash) {
             *slash = 0;
-            mkdirs(path);
+            md_fs_mkdirs(path, NULL);
             *slash = '/';
         }
         int rc = md_image_write_png(img, path, err);
@@ -233,7 +221,7 @@ int main(int argc, char **argv) {
             struct tm tm;
             localtime_r(&now, &tm);
             strftime(ts, sizeof ts, "%Y%m%d_%H%M%S", &tm);
-            mkdirs(work_dir);
+            md_fs_mkdirs(work_dir, NULL);
             snprintf(path, sizeof path, "%s/eval_%s.json", work_dir, ts);
             FILE *f = fopen(path, "w");
             if (!f) {
@@ -247,10 +235,7 @@ int main(int argc, char **argv) {
         }
     }
     if (show_dir) {
-        if (mkdirs(show_dir) != 0) {
-            md_failc(&err, MD_ERR_IO, "cannot create %s: %s", show_dir, strerror(errno));
-            goto fail;
-        }
+        if (md_fs_mkdirs(show_dir, &err) != 0) goto fail;
         if (show(show_dir, &res, ds, thr, &err) != 0) goto fail;
     }
     rc = 0;

@@ -133,3 +133,29 @@ Test(checkpoint, corrupt_checkpoint_names_the_file) {
     cr_assert(strstr(err.msg, path), "%s", err.msg);
     md_module_free(m);
 }
+
+Test(fs, mkdirs_makes_parents_and_names_what_fails) {
+    char dir[64], path[256];
+    snprintf(dir, sizeof dir, "/tmp/mmdet_mkdirs_XXXXXX");
+    cr_assert(mkdtemp(dir));
+    md_error err;
+    md_error_clear(&err);
+    snprintf(path, sizeof path, "%s/a/b/c", dir);
+    cr_assert_eq(md_fs_mkdirs(path, &err), 0, "%s", err.msg);
+    struct stat st;
+    cr_assert(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    cr_assert_eq(md_fs_mkdirs(path, &err), 0, "an existing directory is fine");
+    /* A regular file in the way: the error names the component. */
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fclose(f);
+    cr_assert_neq(md_fs_mkdirs(path, &err), 0);
+    cr_assert(strstr(err.msg, "not a directory"), "%s", err.msg);
+    snprintf(path, sizeof path, "%s/file/sub", dir);
+    cr_assert_neq(md_fs_mkdirs(path, &err), 0);
+    cr_assert(strstr(err.msg, path), "%s", err.msg);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -138,26 +138,6 @@ static int parse_args(int argc, char **argv, args *a) {
     return 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path, md_error *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return md_failc(err, MD_ERR_IO, "cannot create work dir %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return md_failc(err, MD_ERR_IO, "work dir %s is not a directory", path);
-    return 0;
-}
-
 static void dir_of(const char *path, char *out, size_t n) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -322,7 +302,7 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
     md_cfg_set_str(cfg, "timestamp", stamp);
     snprintf(cfgname, sizeof cfgname, "%s", a->config);
     snprintf(path, sizeof path, "%s/%s", work_dir, basename(cfgname));
-    if (make_dirs(work_dir, err) != 0 || md_cfg_dump_file(cfg, path, err) != 0) return fail(err);
+    if (md_fs_mkdirs(work_dir, err) != 0 || md_cfg_dump_file(cfg, path, err) != 0) return fail(err);
     snprintf(path, sizeof path, "%s/%s.log", work_dir, stamp);
     if (md_log_set_file(ctx, path, err) != 0) return fail(err);
     char *text = md_cfg_dump_string(cfg);

@@ -46,6 +46,12 @@ int md_log_set_file(md_ctx *ctx, const char *path, md_error *err);
 /* Silence the console (tests); the file still receives lines. */
 void md_log_set_quiet(md_ctx *ctx, bool quiet);
 
+/* ---- files ---- */
+/* mkdir -p: create `path` and its missing parents (mode 0755). An error
+ * names the component that could not be made, or a path that exists but
+ * is not a directory. */
+int md_fs_mkdirs(const char *path, md_error *err);
+
 #ifdef __cplusplus
 }
 #endif
