@@ -81,7 +81,7 @@ def mmcv_batched_nms(boxes, scores, idxs, iou):
     return nms(boxes + offsets[:, None], scores, iou)
 
 
-def check_nms_margins(boxes, scores, idxs, iou, what):
+def check_nms_margins(boxes, scores, idxs, iou, what, score_gap=None):
     """Greedy NMS per class, checking each decision it makes: every IoU it
     compares with the threshold is IOU_GAP away from it, and a box is never
     suppressed by one whose score (nearly) ties with its own. Then the kept
@@ -101,23 +101,26 @@ def check_nms_margins(boxes, scores, idxs, iou, what):
                 assert abs(float(o[i, j]) - iou) > IOU_GAP, \
                     f"{what}: IoU {float(o[i, j]):.6f} within {IOU_GAP} of the NMS threshold {iou}"
                 if o[i, j] > iou:
-                    assert float(s[i] - s[j]) > SCORE_GAP, f"{what}: a box suppressed by a tied score"
+                    assert float(s[i] - s[j]) > (score_gap or SCORE_GAP), f"{what}: a box suppressed by a tied score"
                     gone.add(j)
 
 
-def check_sorted_apart(scores, what):
+def check_sorted_apart(scores, what, score_gap=None):
+    gap = score_gap or SCORE_GAP
     d = scores[:-1] - scores[1:]
-    assert d.numel() == 0 or float(d.min()) > SCORE_GAP, f"{what}: output scores within {SCORE_GAP}"
+    assert d.numel() == 0 or float(d.min()) > gap, f"{what}: output scores within {gap}"
 
 
-def check_cut(sorted_scores, k, what):
+def check_cut(sorted_scores, k, what, score_gap=None):
     if sorted_scores.numel() > k:
         gap = float(sorted_scores[k - 1] - sorted_scores[k])
-        assert gap > SCORE_GAP, f"{what}: scores at the cut {k} differ by {gap}"
+        assert gap > (score_gap or SCORE_GAP), f"{what}: scores at the cut {k} differ by {gap}"
 
 
-def rpn_proposals(cls_list, reg_list, anchors, img_shape, nms_pre, min_bbox_size, iou, max_per_img, what="rpn"):
-    """RPNHead._get_bboxes_single for one image: [P, 5] (x1 y1 x2 y2 score)."""
+def rpn_proposals(cls_list, reg_list, anchors, img_shape, nms_pre, min_bbox_size, iou, max_per_img, what="rpn",
+                  score_gap=None):
+    """RPNHead._get_bboxes_single for one image: [P, 5] (x1 y1 x2 y2 score).
+    score_gap: the margin of the checks (default SCORE_GAP)."""
     scores_l, reg_l, anc_l, ids_l = [], [], [], []
     for lvl, (c, r) in enumerate(zip(cls_list, reg_list)):
         s = c.permute(1, 2, 0).reshape(-1).sigmoid()
@@ -125,7 +128,7 @@ def rpn_proposals(cls_list, reg_list, anchors, img_shape, nms_pre, min_bbox_size
         a = anchors[lvl]
         if 0 < nms_pre < s.shape[0]:
             ranked, rank_inds = s.sort(descending=True)
-            check_cut(ranked, nms_pre, f"{what} level {lvl} nms_pre")
+            check_cut(ranked, nms_pre, f"{what} level {lvl} nms_pre", score_gap)
             topk = rank_inds[:nms_pre]
             s, r, a = ranked[:nms_pre], r[topk], a[topk]
         scores_l.append(s)
@@ -144,11 +147,11 @@ def rpn_proposals(cls_list, reg_list, anchors, img_shape, nms_pre, min_bbox_size
             props, scores, ids = props[valid], scores[valid], ids[valid]
     if props.numel() == 0:
         return props.new_zeros(0, 5)
-    check_nms_margins(props, scores, ids, iou, what)
+    check_nms_margins(props, scores, ids, iou, what, score_gap)
     keep = mmcv_batched_nms(props, scores, ids, iou)
-    check_cut(scores[keep], max_per_img, f"{what} max_per_img")
+    check_cut(scores[keep], max_per_img, f"{what} max_per_img", score_gap)
     keep = keep[:max_per_img]
-    check_sorted_apart(scores[keep], what)
+    check_sorted_apart(scores[keep], what, score_gap)
     return torch.cat([props[keep], scores[keep, None]], 1)
 
 
