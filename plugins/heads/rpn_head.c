@@ -2,9 +2,11 @@
  * 2.28): rpn_conv (3x3 + ReLU), rpn_cls (sigmoid, one score per anchor) and
  * rpn_reg per level. Training: anchors inside each image's padded shape,
  * the assigner and sampler of train_cfg, sigmoid cross entropy and the
- * box loss with avg_factor = sum over images of max(#pos, 1) + max(#neg, 1)
- * (on the encoded deltas, or with reg_decoded_bbox on the deltas decoded
- * against the anchors, compared with the gt boxes: GIoU, IoU, L1).
+ * box loss with avg_factor = sum over images of max(#pos, 1) + max(#neg, 1);
+ * with the PseudoSampler (or no sampler: mmdet 2.28 then builds one) there
+ * is no sampling and avg_factor is the positives' sum alone. The box loss
+ * is on the encoded deltas, or with reg_decoded_bbox on the deltas decoded
+ * against the anchors, compared with the gt boxes (GIoU, IoU, L1).
  * Proposals: per level the nms_pre best scores, decode and clip, drop boxes
  * not wider and taller than min_bbox_size, batched NMS with the level as
  * the class, then max_per_img. Init: Normal(0, 0.01) on the convs.
@@ -44,7 +46,7 @@ typedef struct prop_cfg { bool set; int64_t nms_pre, max_per_img; double iou, mi
 typedef struct rpn_head {
     md_module base;
     int in_channels, feat_channels, num_anchors;
-    bool smooth_l1, reg_decoded_bbox;
+    bool smooth_l1, reg_decoded_bbox, sampling;
     int box_loss, iou_mode;   /* BOX_* below; IoULoss mode */
     double beta, cls_weight, bbox_weight, pos_weight, bbox_eps;
     int allowed_border;
@@ -201,7 +203,7 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
                              md_rng *rng, md_losses *losses, md_tensor **proposals, md_error *err) {
     rpn_head *h = (rpn_head *)m;
     if (!h->assigner || !h->sampler)
-        return md_failc(err, MD_ERR_CONFIG, "RPNHead: training needs train_cfg with an assigner and a sampler");
+        return md_failc(err, MD_ERR_CONFIG, "RPNHead: training needs train_cfg with an assigner");
     if (n != h->anchors->iface->num_levels(h->anchors))
         return md_failc(err, MD_ERR_SHAPE, "RPNHead: %d feature maps, the anchor generator has %d levels", n,
                         h->anchors->iface->num_levels(h->anchors));
@@ -276,7 +278,7 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
     }
     md_tensor *tgt = md_cat(ctx, rtgt, (int)N, 0);
     md_grad_set_enabled(ctx, was);
-    double avg = n_pos + n_neg;
+    double avg = h->sampling ? n_pos + n_neg : n_pos;
     md_tensor *cs = md_index_select(ctx, md_reshape(ctx, cls, MD_DIMS(-1)), 0, cidx);
     md_tensor *lc = md_mul_scalar(ctx, md_loss_bce_with_logits(ctx, cs, ctgt, cw, MD_REDUCE_MEAN, avg), h->cls_weight);
     md_tensor *lb;
@@ -466,7 +468,26 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     const md_cfg *tc = md_cfg_get(cfg, "train_cfg");
     if (!is_none(tc)) {
         if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
-        if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
+        /* mmdet 2.28 AnchorHead: sampling unless the sampler is absent or
+         * a PseudoSampler (which it builds when absent) */
+        const md_cfg *sc = md_cfg_get(tc, "sampler");
+        const char *st = is_none(sc) ? "" : md_cfg_str(sc, "type", ""), *dot = strrchr(st, '.');
+        h->sampling = !is_none(sc) && strcmp(dot ? dot + 1 : st, "PseudoSampler") != 0;
+        if (!is_none(sc)) {
+            if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
+        } else {
+            md_cfg *pseudo = md_cfg_new_group();
+            if (!pseudo || !md_cfg_set_str(pseudo, "type", "PseudoSampler")) {
+                md_cfg_free(pseudo);
+                goto nomem;
+            }
+            h->sampler = md_build_from_cfg(ctx, "bbox_samplers", pseudo, NULL, err);
+            md_cfg_free(pseudo);
+            if (!h->sampler) {
+                md_error_wrap(err, "train_cfg.sampler (PseudoSampler)");
+                goto fail;
+            }
+        }
         h->allowed_border = (int)md_cfg_int(tc, "allowed_border", -1);
         h->pos_weight = md_cfg_float(tc, "pos_weight", -1);
     }
@@ -478,6 +499,8 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     md_module_train(m, true);
     return m;
+nomem:
+    md_failc(err, MD_ERR_NOMEM, "out of memory");
 fail:
     md_module_free(m);
     return NULL;

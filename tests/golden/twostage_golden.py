@@ -26,9 +26,6 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import save  # noqa: E402
 
-torch.manual_seed(0)
-torch.set_default_dtype(torch.float32)
-
 
 # ---------------------------------------------------------------- extractor
 def map_roi_levels(rois, num_levels, finest_scale=56):
@@ -51,32 +48,6 @@ def single_roi_extractor(feats, rois, strides, out_size=7, sampling_ratio=0, ali
     return roi_feats
 
 
-out = {}
-strides = [4, 8, 16, 32]
-H, W, C = 480, 480, 2
-feats = [torch.randn(2, C, H // s, W // s, requires_grad=True) for s in strides]
-# boxes whose sqrt(area) spans the levels, including the exact boundaries
-# 56 * 2^k (log2 of 1, 2, 4, ... plus the 1e-6) and just under them
-sizes = [(10, 12), (55.9, 56), (56, 56), (60, 50), (111.9, 112), (112, 112), (150, 100), (224, 224),
-         (250, 240), (300, 250), (447, 449), (460, 470), (4, 200), (30, 30), (0, 10)]
-rois = []
-g = torch.Generator().manual_seed(1)
-for k, (w, h) in enumerate(sizes):
-    x1 = float(torch.rand(1, generator=g)) * max(W - w, 1)
-    y1 = float(torch.rand(1, generator=g)) * max(H - h, 1)
-    rois.append([k % 2, x1, y1, x1 + w, y1 + h])
-rois = torch.tensor(rois, dtype=torch.float32)
-y = single_roi_extractor(feats, rois, strides)
-gy = torch.randn_like(y)
-y.backward(gy)
-out.update({"ext.rois": rois, "ext.levels": map_roi_levels(rois, 4), "ext.out": y, "ext.gout": gy})
-for i in range(4):
-    out["ext.feat%d" % i] = feats[i]
-    out["ext.gfeat%d" % i] = feats[i].grad
-# one level only (no mapping): the RoIAlign of level 0
-y1 = single_roi_extractor(feats[:1], rois, strides[:1])
-out["ext.out_single"] = y1
-save("twostage_extractor", out)
 
 
 # ---------------------------------------------------------------- bbox head
@@ -186,49 +157,88 @@ def rand_boxes(n, W, H, g):
     return torch.cat([xy, xy + wh], 1)
 
 
-bh = {}
-g = torch.Generator().manual_seed(2)
-IN, S, FC, NC = 4, 3, 16, 3
-# two images' sampling results: image 0 with 3 positives and 5 negatives,
-# image 1 with 2 positives and 4 negatives
-samples = []
-for i, (np_, nn_) in enumerate([(3, 5), (2, 4)]):
-    pos = rand_boxes(np_, 100, 80, g)
-    pos_gt = pos + (torch.rand(np_, 4, generator=g) - 0.5) * 3    # widths stay positive
-    pos_lab = torch.randint(0, NC, (np_,), generator=g)
-    neg = rand_boxes(nn_, 100, 80, g)
-    samples.append((pos, neg, pos_gt, pos_lab))
-    bh.update({"s%d.pos" % i: pos, "s%d.neg" % i: neg, "s%d.pos_gt" % i: pos_gt, "s%d.pos_lab" % i: pos_lab})
-K = sum(p.size(0) + n.size(0) for p, n, _, _ in samples)
-x = torch.randn(K, IN, S, S, generator=g)
-bh["x"] = x
-for tag, agnostic, beta in (("cls", False, None), ("agn", True, 1.0)):
-    torch.manual_seed(3)
-    head = Shared2FC(IN, S, FC, NC, agnostic)
-    for p in head.parameters():                  # larger than mmdet's init: a non-trivial loss
-        torch.nn.init.normal_(p, 0, 0.3)
-    cls_score, bbox_pred = head(x)
-    labels, lw, t, tw = head.get_targets(samples)
-    lc, lb, acc = head.loss(cls_score, bbox_pred, labels, lw, t, tw, beta)
-    (lc + lb).backward()
-    for k, v in head.state_dict().items():
-        bh["%s.w.%s" % (tag, k)] = v
-        bh["%s.g.%s" % (tag, k)] = dict(head.named_parameters())[k].grad
-    bh.update({tag + ".cls_score": cls_score, tag + ".bbox_pred": bbox_pred, tag + ".labels": labels,
-               tag + ".label_weights": lw, tag + ".bbox_targets": t, tag + ".bbox_weights": tw,
-               tag + ".loss_cls": lc, tag + ".loss_bbox": lb, tag + ".acc": acc})
 
-    # get_bboxes for one image: 12 RoIs, sharper scores, rescale by 0.5 / 0.8
-    rois = torch.cat([torch.zeros(12, 1), rand_boxes(12, 100, 80, g)], 1)
-    rois[6:, 1:] = rois[:6, 1:] + torch.rand(6, 4, generator=g) * 4     # overlapping pairs for NMS
-    cs = torch.randn(12, NC + 1, generator=g) * 2
-    bp = torch.randn(12, 4 if agnostic else 4 * NC, generator=g)
-    img_shape = (70, 90)
-    sf = torch.tensor([0.5, 0.8, 0.5, 0.8])
-    scores = F.softmax(cs, dim=-1)
-    boxes = delta2bbox(rois[:, 1:], bp, img_shape)
-    boxes = (boxes.view(12, -1, 4) / sf).view(12, -1)
-    dets, dl = multiclass_nms(boxes, scores, 0.2, 0.5, 6)
-    bh.update({tag + ".gb.rois": rois, tag + ".gb.cls_score": cs, tag + ".gb.bbox_pred": bp,
-               tag + ".gb.dets": dets, tag + ".gb.labels": dl})
-save("twostage_bbox_head", bh)
+
+def make_extractor():
+    out = {}
+    strides = [4, 8, 16, 32]
+    H, W, C = 480, 480, 2
+    feats = [torch.randn(2, C, H // s, W // s, requires_grad=True) for s in strides]
+    # boxes whose sqrt(area) spans the levels, including the exact boundaries
+    # 56 * 2^k (log2 of 1, 2, 4, ... plus the 1e-6) and just under them
+    sizes = [(10, 12), (55.9, 56), (56, 56), (60, 50), (111.9, 112), (112, 112), (150, 100), (224, 224),
+             (250, 240), (300, 250), (447, 449), (460, 470), (4, 200), (30, 30), (0, 10)]
+    rois = []
+    g = torch.Generator().manual_seed(1)
+    for k, (w, h) in enumerate(sizes):
+        x1 = float(torch.rand(1, generator=g)) * max(W - w, 1)
+        y1 = float(torch.rand(1, generator=g)) * max(H - h, 1)
+        rois.append([k % 2, x1, y1, x1 + w, y1 + h])
+    rois = torch.tensor(rois, dtype=torch.float32)
+    y = single_roi_extractor(feats, rois, strides)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    out.update({"ext.rois": rois, "ext.levels": map_roi_levels(rois, 4), "ext.out": y, "ext.gout": gy})
+    for i in range(4):
+        out["ext.feat%d" % i] = feats[i]
+        out["ext.gfeat%d" % i] = feats[i].grad
+    # one level only (no mapping): the RoIAlign of level 0
+    y1 = single_roi_extractor(feats[:1], rois, strides[:1])
+    out["ext.out_single"] = y1
+    save("twostage_extractor", out)
+
+
+def make_bbox_head():
+    bh = {}
+    g = torch.Generator().manual_seed(2)
+    IN, S, FC, NC = 4, 3, 16, 3
+    # two images' sampling results: image 0 with 3 positives and 5 negatives,
+    # image 1 with 2 positives and 4 negatives
+    samples = []
+    for i, (np_, nn_) in enumerate([(3, 5), (2, 4)]):
+        pos = rand_boxes(np_, 100, 80, g)
+        pos_gt = pos + (torch.rand(np_, 4, generator=g) - 0.5) * 3    # widths stay positive
+        pos_lab = torch.randint(0, NC, (np_,), generator=g)
+        neg = rand_boxes(nn_, 100, 80, g)
+        samples.append((pos, neg, pos_gt, pos_lab))
+        bh.update({"s%d.pos" % i: pos, "s%d.neg" % i: neg, "s%d.pos_gt" % i: pos_gt, "s%d.pos_lab" % i: pos_lab})
+    K = sum(p.size(0) + n.size(0) for p, n, _, _ in samples)
+    x = torch.randn(K, IN, S, S, generator=g)
+    bh["x"] = x
+    for tag, agnostic, beta in (("cls", False, None), ("agn", True, 1.0)):
+        torch.manual_seed(3)
+        head = Shared2FC(IN, S, FC, NC, agnostic)
+        for p in head.parameters():                  # larger than mmdet's init: a non-trivial loss
+            torch.nn.init.normal_(p, 0, 0.3)
+        cls_score, bbox_pred = head(x)
+        labels, lw, t, tw = head.get_targets(samples)
+        lc, lb, acc = head.loss(cls_score, bbox_pred, labels, lw, t, tw, beta)
+        (lc + lb).backward()
+        for k, v in head.state_dict().items():
+            bh["%s.w.%s" % (tag, k)] = v
+            bh["%s.g.%s" % (tag, k)] = dict(head.named_parameters())[k].grad
+        bh.update({tag + ".cls_score": cls_score, tag + ".bbox_pred": bbox_pred, tag + ".labels": labels,
+                   tag + ".label_weights": lw, tag + ".bbox_targets": t, tag + ".bbox_weights": tw,
+                   tag + ".loss_cls": lc, tag + ".loss_bbox": lb, tag + ".acc": acc})
+
+        # get_bboxes for one image: 12 RoIs, sharper scores, rescale by 0.5 / 0.8
+        rois = torch.cat([torch.zeros(12, 1), rand_boxes(12, 100, 80, g)], 1)
+        rois[6:, 1:] = rois[:6, 1:] + torch.rand(6, 4, generator=g) * 4     # overlapping pairs for NMS
+        cs = torch.randn(12, NC + 1, generator=g) * 2
+        bp = torch.randn(12, 4 if agnostic else 4 * NC, generator=g)
+        img_shape = (70, 90)
+        sf = torch.tensor([0.5, 0.8, 0.5, 0.8])
+        scores = F.softmax(cs, dim=-1)
+        boxes = delta2bbox(rois[:, 1:], bp, img_shape)
+        boxes = (boxes.view(12, -1, 4) / sf).view(12, -1)
+        dets, dl = multiclass_nms(boxes, scores, 0.2, 0.5, 6)
+        bh.update({tag + ".gb.rois": rois, tag + ".gb.cls_score": cs, tag + ".gb.bbox_pred": bp,
+                   tag + ".gb.dets": dets, tag + ".gb.labels": dl})
+    save("twostage_bbox_head", bh)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float32)
+    make_extractor()
+    make_bbox_head()

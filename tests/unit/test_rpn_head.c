@@ -1,5 +1,5 @@
 /* RPNHead with reg_decoded_bbox and GIoULoss against mmdet's RPNHead loss
- * written in PyTorch (tests/golden/rpn_golden.py): losses and gradients of
+ * written in PyTorch (tests/golden/rpn_decoded_golden.py): losses and gradients of
  * the inputs and every weight; and the box-loss config checks. */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@ static const char *head_cfg =
     "                sampler = { type = \"PseudoSampler\"; }; allowed_border = -1; pos_weight = -1.0; };\n"
     "};";
 
-/* The two images of retina_golden.py / rpn_golden.py. */
+/* The two images of retina_golden.py / rpn_decoded_golden.py. */
 static float gt0[] = { 4, 6, 30, 40, 20, 2, 44, 20, 0, 30, 12, 48 }, gt1[] = { 10, 10, 60, 50, 30, 40, 46, 60 };
 static int64_t lab0[] = { 0, 2, 1 }, lab1[] = { 1, 1 };
 static float ign1[] = { 0, 0, 20, 20 };
