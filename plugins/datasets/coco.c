@@ -52,6 +52,9 @@ enum { F_NONE, F_ID, F_FILE_NAME, F_WIDTH, F_HEIGHT, F_IMAGE_ID, F_CATEGORY_ID, 
 
 typedef struct parse_state {
     int depth, section, field;
+    bool list2;          /* the section's value (depth 2) is an array */
+    bool in_rec;         /* inside a record: an object directly in that array */
+    char msg[160];       /* why the parse was cancelled (bad value) */
     raw_img *imgs; int64_t n_imgs, cap_imgs;
     raw_ann *anns; int64_t n_anns, cap_anns;
     raw_cat *cats; int64_t n_cats, cap_cats;
@@ -69,15 +72,72 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t sz) {
     return 0;
 }
 
-static void set_num(parse_state *s, double v, bool is_int, long long iv) {
-    if (s->section == SEC_ANNS && s->depth == 4 && s->field == F_BBOX) {
+/* Decimal text to double without strtod for the common case: up to 15
+ * significant digits and 22 decimals is one exact integer divided by an
+ * exact power of ten, correctly rounded (Clinger's fast path); *ok = false
+ * for anything else. */
+static double fast_double(const char *p, size_t n, bool *ok) {
+    static const double p10[23] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
+    const char *e = p + n;
+    bool neg = p < e && *p == '-';
+    p += neg;
+    uint64_t m = 0;
+    int digits = 0, frac = 0;
+    for (; p < e && *p >= '0' && *p <= '9'; p++, digits++) m = m * 10 + (uint64_t)(*p - '0');
+    if (p < e && *p == '.')
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++, digits++, frac++) m = m * 10 + (uint64_t)(*p - '0');
+    *ok = p == e && digits > 0 && digits <= 15;
+    double v = (double)m / p10[frac <= 22 ? frac : 0];
+    return neg ? -v : v;
+}
+
+/* Numbers arrive as text (yajl's number callback), so the many numbers
+ * nobody reads (segmentations) are never converted. */
+static int set_num(parse_state *s, const char *txt, size_t len, bool is_bool) {
+    bool bbox = s->in_rec && s->section == SEC_ANNS && s->depth == 4 && s->field == F_BBOX;
+    if (!bbox && !(s->in_rec && s->depth == 3)) return 1;
+    if (!bbox && s->field != F_ID && s->field != F_WIDTH && s->field != F_HEIGHT && s->field != F_IMAGE_ID &&
+        s->field != F_CATEGORY_ID && s->field != F_AREA && s->field != F_ISCROWD && s->field != F_IGNORE)
+        return 1;
+    char buf[64], *end;
+    if (len >= sizeof buf) {
+        snprintf(s->msg, sizeof s->msg, "number too long (%zu characters)", len);
+        return 0;
+    }
+    memcpy(buf, txt, len);
+    buf[len] = 0;
+    bool fast;
+    double v = fast_double(buf, len, &fast);
+    if (!fast) v = strtod(buf, &end);
+    if (bbox) {
         raw_ann *a = &s->anns[s->n_anns - 1];
         if (a->nbbox < 4) a->bbox[a->nbbox] = (float)v;
         a->nbbox++;
-        return;
+        return 1;
     }
-    if (s->depth != 3) return;
-    int64_t i = is_int ? iv : (int64_t)v;
+    int64_t i;
+    if (fast && !memchr(buf, '.', len)) {
+        i = (int64_t)v;   /* an integer of up to 15 digits: exact */
+    } else if (is_bool || (!memchr(buf, '.', len) && !memchr(buf, 'e', len) && !memchr(buf, 'E', len))) {
+        errno = 0;
+        i = strtoll(buf, &end, 10);
+        if (errno == ERANGE) {
+            snprintf(s->msg, sizeof s->msg, "integer %s out of range", buf);
+            return 0;
+        }
+    } else if (v >= -9.2e18 && v <= 9.2e18) {
+        i = (int64_t)v;
+    } else if (s->field == F_AREA || s->field == F_ISCROWD || s->field == F_IGNORE) {
+        i = 0;   /* unused */
+    } else {
+        snprintf(s->msg, sizeof s->msg, "%s is not an integer id or size", buf);
+        return 0;
+    }
+    if ((s->field == F_WIDTH || s->field == F_HEIGHT) && (i < INT32_MIN || i > INT32_MAX)) {
+        snprintf(s->msg, sizeof s->msg, "image size %s out of range", buf);
+        return 0;
+    }
     if (s->section == SEC_IMAGES) {
         raw_img *r = &s->imgs[s->n_imgs - 1];
         if (s->field == F_ID) r->id = i;
@@ -97,25 +157,16 @@ static void set_num(parse_state *s, double v, bool is_int, long long iv) {
     } else if (s->section == SEC_CATS && s->field == F_ID) {
         s->cats[s->n_cats - 1].id = i;
     }
+    return 1;
 }
 
 static int cb_null(void *ctx) { (void)ctx; return 1; }
-static int cb_bool(void *ctx, int b) {
-    set_num(ctx, b, true, b);
-    return 1;
-}
-static int cb_int(void *ctx, long long v) {
-    set_num(ctx, (double)v, true, v);
-    return 1;
-}
-static int cb_double(void *ctx, double v) {
-    set_num(ctx, v, false, 0);
-    return 1;
-}
+static int cb_bool(void *ctx, int b) { return set_num(ctx, b ? "1" : "0", 1, true); }
+static int cb_number(void *ctx, const char *txt, size_t len) { return set_num(ctx, txt, len, false); }
 
 static int cb_string(void *ctx, const unsigned char *str, size_t len) {
     parse_state *s = ctx;
-    if (s->depth != 3) return 1;
+    if (s->depth != 3 || !s->in_rec) return 1;
     char **dst = NULL;
     if (s->section == SEC_IMAGES && s->field == F_FILE_NAME) dst = &s->imgs[s->n_imgs - 1].file_name;
     else if (s->section == SEC_CATS && s->field == F_NAME) dst = &s->cats[s->n_cats - 1].name;
@@ -129,8 +180,10 @@ static int cb_string(void *ctx, const unsigned char *str, size_t len) {
 static int cb_start_map(void *ctx) {
     parse_state *s = ctx;
     s->depth++;
-    if (s->depth == 3) {
+    if (s->depth == 2) s->list2 = false;
+    if (s->depth == 3 && s->list2 && s->section != SEC_NONE) {
         s->field = F_NONE;
+        s->in_rec = true;
         if (s->section == SEC_IMAGES) {
             if (grow((void **)&s->imgs, &s->cap_imgs, s->n_imgs + 1, sizeof *s->imgs)) return s->oom = true, 0;
             memset(&s->imgs[s->n_imgs++], 0, sizeof *s->imgs);
@@ -152,7 +205,7 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len) {
     if (s->depth == 1) {
         s->section = IS("images") ? SEC_IMAGES : IS("annotations") ? SEC_ANNS : IS("categories") ? SEC_CATS
                                                                                                   : SEC_NONE;
-    } else if (s->depth == 3) {
+    } else if (s->depth == 3 && s->in_rec) {
         s->field = IS("id") ? F_ID : IS("file_name") ? F_FILE_NAME : IS("width") ? F_WIDTH
                  : IS("height") ? F_HEIGHT : IS("image_id") ? F_IMAGE_ID : IS("category_id") ? F_CATEGORY_ID
                  : IS("bbox") ? F_BBOX : IS("area") ? F_AREA : IS("iscrowd") ? F_ISCROWD
@@ -164,6 +217,7 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len) {
 
 static int cb_end(void *ctx) {
     parse_state *s = ctx;
+    if (s->depth == 3) s->in_rec = false;
     s->depth--;
     return 1;
 }
@@ -171,12 +225,13 @@ static int cb_end(void *ctx) {
 static int cb_start_array(void *ctx) {
     parse_state *s = ctx;
     s->depth++;
+    if (s->depth == 2) s->list2 = true;
     /* A record's array of something else than bbox (segmentation) is skipped by depth. */
     return 1;
 }
 
 static const yajl_callbacks callbacks = {
-    cb_null, cb_bool, cb_int, cb_double, NULL, cb_string, cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
+    cb_null, cb_bool, NULL, NULL, cb_number, cb_string, cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
 };
 
 static void free_raw(parse_state *s) {
@@ -211,6 +266,9 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
             }
             if (s->oom) {
                 rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+            } else if (s->msg[0]) {
+                rc = md_failc(err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): %s", path, line, col,
+                              off + (long long)used, s->msg);
             } else {
                 unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
                 char *m = (char *)msg, *e;
@@ -222,10 +280,9 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
             break;
         }
         if (!n) break;
-        for (size_t i = 0; i < n; i++) {
-            if (buf[i] == '\n') line++, col = 1;
-            else col++;
-        }
+        const unsigned char *q = buf, *e = buf + n, *last = NULL;
+        while ((q = memchr(q, '\n', (size_t)(e - q)))) line++, last = q++;
+        col = last ? (long long)(e - last) : col + (long long)n;
         off += (long long)n;
     }
     if (!buf) rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
