@@ -87,6 +87,11 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
             yajl_val x = vs->u.array.values[d];
             if (!YAJL_IS_INTEGER(x) || YAJL_GET_INTEGER(x) < 0) goto bad;
             e->shape[d] = YAJL_GET_INTEGER(x);
+            /* A product that wraps could match a short byte range. */
+            if (e->shape[d] && numel > (UINT64_MAX / 8) / (uint64_t)e->shape[d]) {
+                md_failc(err, MD_ERR_PARSE, "%s: tensor '%s' has an impossibly large shape", st->path, key);
+                goto fail;
+            }
             numel *= (uint64_t)e->shape[d];
         }
         yajl_val b = vo->u.array.values[0], en = vo->u.array.values[1];

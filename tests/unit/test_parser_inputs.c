@@ -124,3 +124,50 @@ Test(parser_inputs, coco_numbers_read_as_strtod_reads_them) {
         md_dataset_free(ds);
     }
 }
+
+/* A shape whose element count wraps around 2^64 matched an empty byte range
+ * and was accepted; reading it as a tensor then went far past the file. */
+Test(parser_inputs, safetensors_shape_product_overflow_is_an_error) {
+    const char *hdr = "{\"t\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 0]}}";
+    size_t hl = strlen(hdr);
+    unsigned char buf[256];
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(hl >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    const char *path = write_file("wrap.safetensors", buf, 8 + hl);
+    md_error err = { 0 };
+    md_st *st = md_st_open(path, &err);
+    cr_expect_null(st);
+    md_st_close(st);
+    cr_expect(strstr(err.msg, "wrap.safetensors") && strstr(err.msg, "'t'"), "%s", err.msg);
+}
+
+/* A JPEG header of a few bytes declaring 30000 x 30000 pixels made the
+ * decoder allocate 2.7 GB before it found the data missing. */
+Test(parser_inputs, jpeg_declaring_a_huge_image_is_refused_before_allocating) {
+    md_error err = { 0 };
+    md_image *img = md_image_new(8, 8, 3, &err);
+    cr_assert(img, "%s", err.msg);
+    uint8_t *jpg;
+    size_t n;
+    cr_assert_eq(md_image_encode_jpeg(img, 90, &jpg, &n, &err), 0, "%s", err.msg);
+    md_image_free(img);
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < n && !sof; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC0) sof = i;
+    cr_assert(sof, "no SOF0 marker");
+    jpg[sof + 5] = 30000 >> 8, jpg[sof + 6] = 30000 & 255;   /* height */
+    jpg[sof + 7] = 30000 >> 8, jpg[sof + 8] = 30000 & 255;   /* width */
+    md_image *big = md_image_decode(jpg, n, MD_IMAGE_RGB, "big.jpg", &err);
+    cr_expect_null(big);
+    md_image_free(big);
+    cr_expect(strstr(err.msg, "big.jpg") && strstr(err.msg, "30000x30000"), "%s", err.msg);
+    /* 4000 x 4000 is allowed, but this file ends (no EOI) after 8 x 8 pixels:
+     * truncated, reported as soon as the data runs out. */
+    jpg[sof + 5] = 4000 >> 8, jpg[sof + 6] = 4000 & 255, jpg[sof + 7] = 4000 >> 8, jpg[sof + 8] = 4000 & 255;
+    md_error_clear(&err);
+    big = md_image_decode(jpg, n - 2, MD_IMAGE_RGB, "trunc.jpg", &err);
+    cr_expect_null(big);
+    md_image_free(big);
+    cr_expect(strstr(err.msg, "trunc.jpg") && strstr(err.msg, "truncated"), "%s", err.msg);
+    free(jpg);
+}
