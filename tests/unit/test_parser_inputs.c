@@ -171,3 +171,83 @@ Test(parser_inputs, jpeg_declaring_a_huge_image_is_refused_before_allocating) {
     cr_expect(strstr(err.msg, "trunc.jpg") && strstr(err.msg, "truncated"), "%s", err.msg);
     free(jpg);
 }
+
+/* CocoDataset checks an annotation's segmentation with its own scanner and
+ * hands yajl `null` in its place: every JSON form is still accepted... */
+Test(parser_inputs, coco_segmentations_of_every_json_form_are_accepted) {
+    static const char *const segs[] = {
+        "[[1, 2.5, 3e2, -0.5, 1E-3, 0]]", "[]", "{}", "[[], [1]]",
+        "{\"counts\": \"a\\\"b\\\\c\\u00e9\\n\", \"size\": [2, 3]}",
+        "{\"x\": [true, false, null, -1.5e-3, 0, {\"y\": {}}], \"z\": \"]}\"}",
+        " \n [ 1 , 2 ] ", "null", "5",
+    };
+    for (size_t k = 0; k < sizeof segs / sizeof segs[0]; k++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"images\": [{\"id\": 1, \"file_name\": \"segmentation\", \"width\": 64, \"height\": 48,"
+                 " \"segmentation\": [1, 2]}], \"annotations\": [{\"id\": 3, \"image_id\": 1, \"category_id\": 4,"
+                 " \"segmentation\" :%s, \"bbox\": [1, 2, 10, 10], \"area\": 100}],"
+                 " \"categories\": [{\"id\": 4, \"name\": \"square\"}]}", segs[k]);
+        md_error err = { 0 };
+        md_dataset *ds = coco(json, &err);
+        cr_assert(ds, "segmentation %s: %s", segs[k], err.msg);
+        md_ann_info a;
+        ds->iface->ann_info(ds, 0, &a);
+        cr_expect_eq(a.n, 1, "segmentation %s", segs[k]);
+        md_dataset_free(ds);
+    }
+}
+
+/* ...and every syntax error inside one is still an error naming the file
+ * and the line. */
+Test(parser_inputs, coco_syntax_errors_inside_segmentations_are_reported) {
+    static const char *const segs[] = {
+        "[1,,2]", "[1 2]", "[01]", "[1.]", "[-]", "[1e]", "{\"a\" 1}", "[tru]", "[\"a\\x\"]", "[1}", "[1,]",
+        "{\"a\": 1,}", "{1: 2}", "[\"\\u12g4\"]", "[[1]", "[\"a\tb\"]", "[1]]",
+    };
+    for (size_t k = 0; k < sizeof segs / sizeof segs[0]; k++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 64, \"height\": 48}],\n"
+                 "\"annotations\": [{\"id\": 3, \"image_id\": 1, \"category_id\": 4,\n"
+                 " \"segmentation\": %s, \"bbox\": [1, 2, 10, 10], \"area\": 100}],"
+                 " \"categories\": [{\"id\": 4, \"name\": \"square\"}]}", segs[k]);
+        md_error err = { 0 };
+        md_dataset *ds = coco(json, &err);
+        cr_expect_null(ds, "segmentation %s was accepted", segs[k]);
+        md_dataset_free(ds);
+        cr_expect(strstr(err.msg, "ann.json:3:") && strstr(err.msg, "JSON syntax error"), "segmentation %s: %s",
+                  segs[k], err.msg);
+    }
+}
+
+/* The file is read in 256 KiB pieces: a "segmentation" key, its colon or
+ * its value cut by a piece boundary reads the same. */
+Test(parser_inputs, coco_segmentation_split_across_reads) {
+    enum { PIECE = 1 << 18 };
+    const char *head = "{\"info\": {\"pad\": \"";
+    const char *mid = "\"}, \"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 64, \"height\": 48}],"
+                      " \"annotations\": [{\"id\": 3, \"image_id\": 1, \"category_id\": 4, \"segmentation\" : "
+                      "[[1, 2, 3]], \"bbox\": [1, 2, 10, 10], \"area\": 100}], \"categories\": [{\"id\": 4,"
+                      " \"name\": \"square\"}]}";
+    const char *key = strstr(mid, "\"segmentation\"");
+    size_t key_at = strlen(head) + (size_t)(key - mid);   /* without padding */
+    char *json = malloc(PIECE + 4096);
+    cr_assert(json);
+    for (int shift = -24; shift <= 4; shift++) {
+        size_t pad = PIECE - key_at + (size_t)(shift + 24) - 24;   /* key starts at PIECE + shift */
+        size_t n = 0;
+        n += (size_t)sprintf(json + n, "%s", head);
+        memset(json + n, 'x', pad);
+        n += pad;
+        n += (size_t)sprintf(json + n, "%s", mid);
+        md_error err = { 0 };
+        md_dataset *ds = coco(json, &err);
+        cr_assert(ds, "key at piece boundary %+d: %s", shift, err.msg);
+        md_ann_info a;
+        ds->iface->ann_info(ds, 0, &a);
+        cr_expect_eq(a.n, 1, "key at piece boundary %+d", shift);
+        md_dataset_free(ds);
+    }
+    free(json);
+}
