@@ -98,13 +98,15 @@ static void jerr_exit(j_common_ptr cinfo) {
     longjmp(e->jb, 1);
 }
 
-/* Warnings are silent, except the end-of-data one: a truncated file would
- * otherwise decode "successfully" with gray rows at the bottom. */
+/* Warnings are silent, except those saying the data ran out: a truncated
+ * file would otherwise decode "successfully" with gray rows at the bottom. */
 static void jerr_emit(j_common_ptr cinfo, int level) {
     jerr_mgr *e = (jerr_mgr *)cinfo->err;
     if (level < 0) {
         e->pub.num_warnings++;
-        if (e->pub.msg_code == JWRN_JPEG_EOF) e->truncated = 1;
+        /* End of file, or a marker where entropy-coded data should go on:
+         * either way the rest of the image would be filler. */
+        if (e->pub.msg_code == JWRN_JPEG_EOF || e->pub.msg_code == JWRN_HIT_MARKER) e->truncated = 1;
     }
 }
 
@@ -196,14 +198,15 @@ static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags,
         if (jerr.truncated) break;
     }
     if (jerr.truncated) {
-        snprintf(jerr.msg, sizeof jerr.msg, "truncated data (premature end of file after %zu bytes)", n);
+        snprintf(jerr.msg, sizeof jerr.msg, "truncated data (the image data ends before its last row; %zu bytes)", n);
         longjmp(jerr.jb, 1);
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(row);
     if (jerr.truncated) {
-        md_failc(err, MD_ERR_PARSE, "%s: corrupt JPEG: truncated data (premature end of file after %zu bytes)", name, n);
+        md_failc(err, MD_ERR_PARSE, "%s: corrupt JPEG: truncated data (the image data ends before its last row; %zu bytes)",
+                 name, n);
         md_image_free(img);
         return NULL;
     }

@@ -169,6 +169,14 @@ Test(parser_inputs, jpeg_declaring_a_huge_image_is_refused_before_allocating) {
     cr_expect_null(big);
     md_image_free(big);
     cr_expect(strstr(err.msg, "trunc.jpg") && strstr(err.msg, "truncated"), "%s", err.msg);
+    /* With its end marker in place the data ends just as early (libjpeg's
+     * "premature end of data segment"): refused the same way, not filled
+     * with gray to 4000 x 4000. */
+    md_error_clear(&err);
+    big = md_image_decode(jpg, n, MD_IMAGE_RGB, "short.jpg", &err);
+    cr_expect_null(big);
+    md_image_free(big);
+    cr_expect(strstr(err.msg, "short.jpg") && strstr(err.msg, "truncated"), "%s", err.msg);
     free(jpg);
 }
 
