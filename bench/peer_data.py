@@ -104,7 +104,7 @@ def bench_eval():
             ap = ev.stats[0]
     finally:
         sys.stdout = stdout
-    print(f"peer coco_eval_5k peer_ms={median(ts) * 1e3:.1f} peer_cpu_ms={median(cs) * 1e3:.1f} ap={ap:.4f}",
+    print(f"peer coco_eval_5k peer_ms={median(ts) * 1e3:.1f} peer_cpu_ms={median(cs) * 1e3:.1f} peer_ap={ap:.4f}",
           flush=True)
 
 
