@@ -158,8 +158,9 @@ bench: all $(BENCH_BIN)
 
 # Fuzzing: the core recompiled with clang, libFuzzer, ASan and UBSan into
 # build/fuzz (static, no libmmdet.so), one binary per fuzz/<name>.c, each run
-# FUZZ_SECONDS on a scratch copy of its committed seeds (fuzz/corpus/<name>).
-# A crash leaves its input as build/fuzz/crash-<name>-* and fails the target.
+# FUZZ_SECONDS on its working corpus build/fuzz/corpus/<name>, seeded from the
+# committed fuzz/corpus/<name>. A crash leaves its input as
+# build/fuzz/crash-<name>-* and fails the target (docs/testing.md).
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_SRC     := $(wildcard fuzz/*.c)
