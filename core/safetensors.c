@@ -54,6 +54,10 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
         yajl_val v = root->u.object.values[k];
         if (!strcmp(key, "__metadata__")) {
             if (!YAJL_IS_OBJECT(v)) goto bad;
+            if (st->meta_keys) {   /* the first one's arrays would be overrun */
+                md_failc(err, MD_ERR_PARSE, "%s: the header has two __metadata__ entries", st->path);
+                goto fail;
+            }
             size_t m = v->u.object.len;
             st->meta_keys = calloc(m ? m : 1, sizeof(char *));
             st->meta_vals = calloc(m ? m : 1, sizeof(char *));
@@ -63,6 +67,7 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
                 st->meta_keys[st->n_meta] = strdup(v->u.object.keys[j]);
                 st->meta_vals[st->n_meta] = strdup(v->u.object.values[j]->u.string);
                 st->n_meta++;
+                if (!st->meta_keys[st->n_meta - 1] || !st->meta_vals[st->n_meta - 1]) goto oom;
             }
             continue;
         }
@@ -105,6 +110,11 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
                      (unsigned long long)(numel * md_dtype_size(e->dtype)));
             goto fail;
         }
+        for (int i = 0; i < st->n; i++)
+            if (!strcmp(st->entries[i].name, key)) {
+                md_failc(err, MD_ERR_PARSE, "%s: tensor '%s' appears twice in the header", st->path, key);
+                goto fail;
+            }
         e->name = strdup(key);
         if (!e->name) goto oom;
         st->n++;

@@ -259,3 +259,40 @@ Test(parser_inputs, coco_segmentation_split_across_reads) {
     }
     free(json);
 }
+
+static md_st *st_from_header(const char *name, const char *hdr, size_t data_bytes, md_error *err) {
+    size_t hl = strlen(hdr);
+    unsigned char buf[1024] = { 0 };
+    cr_assert(8 + hl + data_bytes <= sizeof buf);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(hl >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    return md_st_open(write_file(name, buf, 8 + hl + data_bytes), err);
+}
+
+/* A second __metadata__ object was written into the first one's arrays,
+ * sized for the second (heap overflow, found by the safetensors target). */
+Test(parser_inputs, safetensors_repeated_keys_are_errors) {
+    md_error err = { 0 };
+    md_st *st = st_from_header("meta2.safetensors",
+                               "{\"__metadata__\": {\"a\": \"1\", \"b\": \"2\"}, \"__metadata__\": {\"c\": \"3\"}}", 0,
+                               &err);
+    cr_expect_null(st);
+    md_st_close(st);
+    cr_expect(strstr(err.msg, "meta2.safetensors") && strstr(err.msg, "__metadata__"), "%s", err.msg);
+    md_error_clear(&err);
+    st = st_from_header("dup.safetensors",
+                        "{\"w\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [0, 2]},"
+                        " \"w\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 2, &err);
+    cr_expect_null(st);
+    md_st_close(st);
+    cr_expect(strstr(err.msg, "dup.safetensors") && strstr(err.msg, "'w'"), "%s", err.msg);
+    /* One of each reads fine. */
+    md_error_clear(&err);
+    st = st_from_header("ok.safetensors",
+                        "{\"__metadata__\": {\"a\": \"1\"}, \"w\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [0, 2]}}",
+                        2, &err);
+    cr_assert(st, "%s", err.msg);
+    cr_expect_eq(md_st_count(st), 1);
+    cr_expect_str_eq(md_st_metadata(st, "a"), "1");
+    md_st_close(st);
+}
