@@ -27,5 +27,9 @@ for bin in "$@"; do
   else
     grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "build/fuzz/$name.log" | tail -n 2
   fi
+  # A crash exits before the target removes its scratch folder.
+  for d in /dev/shm/mmdet-fuzz-* "${TMPDIR:-/tmp}"/mmdet-fuzz-*; do
+    [ -d "$d" ] && ! kill -0 "${d##*-}" 2>/dev/null && rm -rf "$d"
+  done
 done
 exit $status
