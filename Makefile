@@ -3,6 +3,8 @@
 #   make test       build and run the whole suite (SANITIZE=1 for ASan+UBSan)
 #   make demo       the main job on the embedded synthetic dataset
 #   make bench      benchmarks against the PyTorch peer
+#   make fuzz       libFuzzer targets for every parser of outside input,
+#                   FUZZ_SECONDS (30) each; not part of `make test`
 #   make install    PREFIX=/usr/local
 #
 # Sources are found by convention, so adding a file needs no Makefile edit:
@@ -13,6 +15,7 @@
 #   tools/<name>.c, tools/<name>/*.c   -> bin/<name>
 #   tests/unit/test_<name>.c           -> build/tests/test_<name> (Criterion)
 #   bench/bench_<name>.c               -> build/bench/bench_<name>
+#   fuzz/<name>.c                      -> build/fuzz/<name> (clang, libFuzzer)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -153,6 +156,37 @@ memcheck: build/.test-deps-ok
 bench: all $(BENCH_BIN)
 	scripts/deps.sh bench || echo "bench: PyTorch peer unavailable; printing ours only"
 	scripts/bench.sh $(BENCH_BIN)
+
+# Fuzzing: the core recompiled with clang, libFuzzer, ASan and UBSan into
+# build/fuzz (static, no libmmdet.so), one binary per fuzz/<name>.c, each run
+# FUZZ_SECONDS on its working corpus build/fuzz/corpus/<name>, seeded from the
+# committed fuzz/corpus/<name>. A crash leaves its input as
+# build/fuzz/crash-<name>-* and fails the target (docs/testing.md).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_SRC     := $(wildcard fuzz/*.c)
+FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fopenmp -Wall -Wextra -Wno-unknown-pragmas -fno-omit-frame-pointer \
+  -fsanitize=address,undefined -fno-sanitize-recover=undefined -MMD -MP
+FUZZ_CORE_OBJ := $(CORE_SRC:%.c=build/fuzz/obj/%.o)
+.SECONDARY: $(FUZZ_CORE_OBJ)
+
+build/.fuzz-deps-ok: scripts/deps.sh
+	@mkdir -p build
+	scripts/deps.sh fuzz
+	@touch $@
+
+build/fuzz/obj/%.o: %.c | build/.fuzz-deps-ok
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) $(CPPFLAGS) -D_GNU_SOURCE -Iplugins/datasets $(FUZZ_CFLAGS) -MF build/fuzz/$*.d -fsanitize=fuzzer -o $@ $< \
+	  $(FUZZ_CORE_OBJ) $(CORE_LIBS)
+
+fuzz: build/.fuzz-deps-ok
+	$(MAKE) $(FUZZ_BIN)
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \

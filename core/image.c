@@ -15,6 +15,9 @@
 #include "mmdet/image.h"
 
 #define MD_IMAGE_MAX_SIDE 65500   /* JPEG's own limit; also bounds PNG */
+/* Decoded size bound (OpenCV's CV_IO_MAX_IMAGE_PIXELS is 2^30): a header of
+ * a few bytes must not make the decoder ask for tens of gigabytes. */
+#define MD_IMAGE_MAX_PIXELS ((uint64_t)1 << 28)
 
 MD_API md_image *md_image_new(int h, int w, int c, md_error *err) {
     if (h <= 0 || w <= 0 || h > MD_IMAGE_MAX_SIDE || w > MD_IMAGE_MAX_SIDE || (c != 1 && c != 3 && c != 4)) {
@@ -95,13 +98,15 @@ static void jerr_exit(j_common_ptr cinfo) {
     longjmp(e->jb, 1);
 }
 
-/* Warnings are silent, except the end-of-data one: a truncated file would
- * otherwise decode "successfully" with gray rows at the bottom. */
+/* Warnings are silent, except those saying the data ran out: a truncated
+ * file would otherwise decode "successfully" with gray rows at the bottom. */
 static void jerr_emit(j_common_ptr cinfo, int level) {
     jerr_mgr *e = (jerr_mgr *)cinfo->err;
     if (level < 0) {
         e->pub.num_warnings++;
-        if (e->pub.msg_code == JWRN_JPEG_EOF) e->truncated = 1;
+        /* End of file, or a marker where entropy-coded data should go on:
+         * either way the rest of the image would be filler. */
+        if (e->pub.msg_code == JWRN_JPEG_EOF || e->pub.msg_code == JWRN_HIT_MARKER) e->truncated = 1;
     }
 }
 
@@ -212,6 +217,13 @@ static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags,
         want_c = 3;
         cinfo.out_color_space = cmyk ? JCS_CMYK : (flags == MD_IMAGE_BGR ? JCS_EXT_BGR : JCS_RGB);
     }
+    if ((uint64_t)cinfo.image_width * cinfo.image_height > MD_IMAGE_MAX_PIXELS) {
+        snprintf(jerr.msg, sizeof jerr.msg, "%ux%u pixels is more than this reader accepts (%llu)",
+                 (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (unsigned long long)MD_IMAGE_MAX_PIXELS);
+        longjmp(jerr.jb, 1);
+    }
+    /* Progressive files buffer every coefficient; bound what libjpeg may take. */
+    cinfo.mem->max_memory_to_use = 2048L << 20;
     jpeg_start_decompress(&cinfo);
     int w = (int)cinfo.output_width, h = (int)cinfo.output_height;
     img = md_image_new(h, w, want_c, err);
@@ -228,6 +240,7 @@ static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags,
         if (!cmyk) {
             JSAMPROW rp = dst;
             jpeg_read_scanlines(&cinfo, &rp, 1);
+            if (jerr.truncated) break;   /* the rest would be filler: stop now */
             continue;
         }
         JSAMPROW rp = row;
@@ -243,14 +256,15 @@ static md_image *jpeg_decode(const uint8_t *buf, size_t n, md_image_flags flags,
         if (jerr.truncated) break;
     }
     if (jerr.truncated) {
-        snprintf(jerr.msg, sizeof jerr.msg, "truncated data (premature end of file after %zu bytes)", n);
+        snprintf(jerr.msg, sizeof jerr.msg, "truncated data (the image data ends before its last row; %zu bytes)", n);
         longjmp(jerr.jb, 1);
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(row);
     if (jerr.truncated) {
-        md_failc(err, MD_ERR_PARSE, "%s: corrupt JPEG: truncated data (premature end of file after %zu bytes)", name, n);
+        md_failc(err, MD_ERR_PARSE, "%s: corrupt JPEG: truncated data (the image data ends before its last row; %zu bytes)",
+                 name, n);
         md_image_free(img);
         return NULL;
     }
@@ -307,6 +321,11 @@ static md_image *png_decode(const uint8_t *buf, size_t n, md_image_flags flags, 
     png_uint_32 w, h;
     int depth, ctype;
     png_get_IHDR(png, info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
+    if (!header_only && (uint64_t)w * h > MD_IMAGE_MAX_PIXELS) {
+        snprintf(io.msg, sizeof io.msg, "%ux%u pixels is more than this reader accepts (%llu)", (unsigned)w,
+                 (unsigned)h, (unsigned long long)MD_IMAGE_MAX_PIXELS);
+        png_longjmp(png, 1);
+    }
     if (header_only) {
         *ow = (int)w; *oh = (int)h;
         png_destroy_read_struct(&png, &info, NULL);

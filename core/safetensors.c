@@ -56,6 +56,10 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
         yajl_val v = root->u.object.values[k];
         if (!strcmp(key, "__metadata__")) {
             if (!YAJL_IS_OBJECT(v)) goto bad;
+            if (st->meta_keys) {   /* the first one's arrays would be overrun */
+                md_failc(err, MD_ERR_PARSE, "%s: the header has two __metadata__ entries", st->path);
+                goto fail;
+            }
             size_t m = v->u.object.len;
             st->meta_keys = calloc(m ? m : 1, sizeof(char *));
             st->meta_vals = calloc(m ? m : 1, sizeof(char *));
@@ -65,6 +69,7 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
                 st->meta_keys[st->n_meta] = strdup(v->u.object.keys[j]);
                 st->meta_vals[st->n_meta] = strdup(v->u.object.values[j]->u.string);
                 st->n_meta++;
+                if (!st->meta_keys[st->n_meta - 1] || !st->meta_vals[st->n_meta - 1]) goto oom;
             }
             continue;
         }
@@ -89,6 +94,11 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
             yajl_val x = vs->u.array.values[d];
             if (!YAJL_IS_INTEGER(x) || YAJL_GET_INTEGER(x) < 0) goto bad;
             e->shape[d] = YAJL_GET_INTEGER(x);
+            /* A product that wraps could match a short byte range. */
+            if (e->shape[d] && numel > (UINT64_MAX / 8) / (uint64_t)e->shape[d]) {
+                md_failc(err, MD_ERR_PARSE, "%s: tensor '%s' has an impossibly large shape", st->path, key);
+                goto fail;
+            }
             numel *= (uint64_t)e->shape[d];
         }
         yajl_val b = vo->u.array.values[0], en = vo->u.array.values[1];
@@ -102,6 +112,11 @@ static int parse_header(md_st *st, const char *json, size_t len, md_error *err) 
                      (unsigned long long)(numel * md_dtype_size(e->dtype)));
             goto fail;
         }
+        for (int i = 0; i < st->n; i++)
+            if (!strcmp(st->entries[i].name, key)) {
+                md_failc(err, MD_ERR_PARSE, "%s: tensor '%s' appears twice in the header", st->path, key);
+                goto fail;
+            }
         e->name = strdup(key);
         if (!e->name) goto oom;
         st->n++;

@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages the build and tests need, only where missing.
-# Usage: scripts/deps.sh build|test|demo|bench
+# Usage: scripts/deps.sh build|test|demo|bench|fuzz
 set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;
   bench) pkgs="$pkgs python3-torch python3-torchvision python3-numpy" ;;
+  fuzz) pkgs="$pkgs clang libclang-rt-14-dev libomp-dev" ;;
 esac
 missing=""
 for p in $pkgs; do

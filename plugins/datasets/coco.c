@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem */
+#endif
 /* CocoDataset: COCO-format detection annotations, parsed by a streaming
  * JSON parser (yajl callbacks) that keeps only the fields detection needs,
  * so segmentations never reach memory. mmdet 2.x semantics:
@@ -52,6 +55,10 @@ enum { F_NONE, F_ID, F_FILE_NAME, F_WIDTH, F_HEIGHT, F_IMAGE_ID, F_CATEGORY_ID, 
 
 typedef struct parse_state {
     int depth, section, field;
+    bool list2;          /* the section's value (depth 2) is an array */
+    bool in_rec;         /* inside a record: an object directly in that array */
+    bool seg_key;        /* yajl just read the key "segmentation" of an annotation */
+    char msg[160];       /* why the parse was cancelled (bad value) */
     raw_img *imgs; int64_t n_imgs, cap_imgs;
     raw_ann *anns; int64_t n_anns, cap_anns;
     raw_cat *cats; int64_t n_cats, cap_cats;
@@ -69,15 +76,72 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t sz) {
     return 0;
 }
 
-static void set_num(parse_state *s, double v, bool is_int, long long iv) {
-    if (s->section == SEC_ANNS && s->depth == 4 && s->field == F_BBOX) {
+/* Decimal text to double without strtod for the common case: up to 15
+ * significant digits and 22 decimals is one exact integer divided by an
+ * exact power of ten, correctly rounded (Clinger's fast path); *ok = false
+ * for anything else. */
+static double fast_double(const char *p, size_t n, bool *ok) {
+    static const double p10[23] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
+    const char *e = p + n;
+    bool neg = p < e && *p == '-';
+    p += neg;
+    uint64_t m = 0;
+    int digits = 0, frac = 0;
+    for (; p < e && *p >= '0' && *p <= '9'; p++, digits++) m = m * 10 + (uint64_t)(*p - '0');
+    if (p < e && *p == '.')
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++, digits++, frac++) m = m * 10 + (uint64_t)(*p - '0');
+    *ok = p == e && digits > 0 && digits <= 15;
+    double v = (double)m / p10[frac <= 22 ? frac : 0];
+    return neg ? -v : v;
+}
+
+/* Numbers arrive as text (yajl's number callback), so the many numbers
+ * nobody reads (segmentations) are never converted. */
+static int set_num(parse_state *s, const char *txt, size_t len, bool is_bool) {
+    bool bbox = s->in_rec && s->section == SEC_ANNS && s->depth == 4 && s->field == F_BBOX;
+    if (!bbox && !(s->in_rec && s->depth == 3)) return 1;
+    if (!bbox && s->field != F_ID && s->field != F_WIDTH && s->field != F_HEIGHT && s->field != F_IMAGE_ID &&
+        s->field != F_CATEGORY_ID && s->field != F_AREA && s->field != F_ISCROWD && s->field != F_IGNORE)
+        return 1;
+    char buf[64], *end;
+    if (len >= sizeof buf) {
+        snprintf(s->msg, sizeof s->msg, "number too long (%zu characters)", len);
+        return 0;
+    }
+    memcpy(buf, txt, len);
+    buf[len] = 0;
+    bool fast;
+    double v = fast_double(buf, len, &fast);
+    if (!fast) v = strtod(buf, &end);
+    if (bbox) {
         raw_ann *a = &s->anns[s->n_anns - 1];
         if (a->nbbox < 4) a->bbox[a->nbbox] = (float)v;
         a->nbbox++;
-        return;
+        return 1;
     }
-    if (s->depth != 3) return;
-    int64_t i = is_int ? iv : (int64_t)v;
+    int64_t i;
+    if (fast && !memchr(buf, '.', len)) {
+        i = (int64_t)v;   /* an integer of up to 15 digits: exact */
+    } else if (is_bool || (!memchr(buf, '.', len) && !memchr(buf, 'e', len) && !memchr(buf, 'E', len))) {
+        errno = 0;
+        i = strtoll(buf, &end, 10);
+        if (errno == ERANGE) {
+            snprintf(s->msg, sizeof s->msg, "integer %s out of range", buf);
+            return 0;
+        }
+    } else if (v >= -9.2e18 && v <= 9.2e18) {
+        i = (int64_t)v;
+    } else if (s->field == F_AREA || s->field == F_ISCROWD || s->field == F_IGNORE) {
+        i = 0;   /* unused */
+    } else {
+        snprintf(s->msg, sizeof s->msg, "%s is not an integer id or size", buf);
+        return 0;
+    }
+    if ((s->field == F_WIDTH || s->field == F_HEIGHT) && (i < INT32_MIN || i > INT32_MAX)) {
+        snprintf(s->msg, sizeof s->msg, "image size %s out of range", buf);
+        return 0;
+    }
     if (s->section == SEC_IMAGES) {
         raw_img *r = &s->imgs[s->n_imgs - 1];
         if (s->field == F_ID) r->id = i;
@@ -97,25 +161,16 @@ static void set_num(parse_state *s, double v, bool is_int, long long iv) {
     } else if (s->section == SEC_CATS && s->field == F_ID) {
         s->cats[s->n_cats - 1].id = i;
     }
+    return 1;
 }
 
 static int cb_null(void *ctx) { (void)ctx; return 1; }
-static int cb_bool(void *ctx, int b) {
-    set_num(ctx, b, true, b);
-    return 1;
-}
-static int cb_int(void *ctx, long long v) {
-    set_num(ctx, (double)v, true, v);
-    return 1;
-}
-static int cb_double(void *ctx, double v) {
-    set_num(ctx, v, false, 0);
-    return 1;
-}
+static int cb_bool(void *ctx, int b) { return set_num(ctx, b ? "1" : "0", 1, true); }
+static int cb_number(void *ctx, const char *txt, size_t len) { return set_num(ctx, txt, len, false); }
 
 static int cb_string(void *ctx, const unsigned char *str, size_t len) {
     parse_state *s = ctx;
-    if (s->depth != 3) return 1;
+    if (s->depth != 3 || !s->in_rec) return 1;
     char **dst = NULL;
     if (s->section == SEC_IMAGES && s->field == F_FILE_NAME) dst = &s->imgs[s->n_imgs - 1].file_name;
     else if (s->section == SEC_CATS && s->field == F_NAME) dst = &s->cats[s->n_cats - 1].name;
@@ -129,8 +184,10 @@ static int cb_string(void *ctx, const unsigned char *str, size_t len) {
 static int cb_start_map(void *ctx) {
     parse_state *s = ctx;
     s->depth++;
-    if (s->depth == 3) {
+    if (s->depth == 2) s->list2 = false;
+    if (s->depth == 3 && s->list2 && s->section != SEC_NONE) {
         s->field = F_NONE;
+        s->in_rec = true;
         if (s->section == SEC_IMAGES) {
             if (grow((void **)&s->imgs, &s->cap_imgs, s->n_imgs + 1, sizeof *s->imgs)) return s->oom = true, 0;
             memset(&s->imgs[s->n_imgs++], 0, sizeof *s->imgs);
@@ -152,11 +209,12 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len) {
     if (s->depth == 1) {
         s->section = IS("images") ? SEC_IMAGES : IS("annotations") ? SEC_ANNS : IS("categories") ? SEC_CATS
                                                                                                   : SEC_NONE;
-    } else if (s->depth == 3) {
+    } else if (s->depth == 3 && s->in_rec) {
         s->field = IS("id") ? F_ID : IS("file_name") ? F_FILE_NAME : IS("width") ? F_WIDTH
                  : IS("height") ? F_HEIGHT : IS("image_id") ? F_IMAGE_ID : IS("category_id") ? F_CATEGORY_ID
                  : IS("bbox") ? F_BBOX : IS("area") ? F_AREA : IS("iscrowd") ? F_ISCROWD
                  : IS("ignore") ? F_IGNORE : IS("name") ? F_NAME : F_NONE;
+        if (s->section == SEC_ANNS && IS("segmentation")) s->seg_key = true;
     }
 #undef IS
     return 1;
@@ -164,6 +222,7 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len) {
 
 static int cb_end(void *ctx) {
     parse_state *s = ctx;
+    if (s->depth == 3) s->in_rec = false;
     s->depth--;
     return 1;
 }
@@ -171,12 +230,13 @@ static int cb_end(void *ctx) {
 static int cb_start_array(void *ctx) {
     parse_state *s = ctx;
     s->depth++;
+    if (s->depth == 2) s->list2 = true;
     /* A record's array of something else than bbox (segmentation) is skipped by depth. */
     return 1;
 }
 
 static const yajl_callbacks callbacks = {
-    cb_null, cb_bool, cb_int, cb_double, NULL, cb_string, cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
+    cb_null, cb_bool, NULL, NULL, cb_number, cb_string, cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
 };
 
 static void free_raw(parse_state *s) {
@@ -187,51 +247,262 @@ static void free_raw(parse_state *s) {
     free(s->cats);
 }
 
-/* Line and column of byte `off` given the text seen so far. */
+/* ------------------------------------------------- skipping segmentations
+ *
+ * Segmentations are most of a COCO file (polygons of tens of numbers per
+ * annotation) and the dataset does not read them. Rather than lexing them
+ * token by token through yajl, an annotation's "segmentation" array or
+ * object is checked by the small validating scanner below and yajl is given
+ * `null` in its place: the file is still fully checked for JSON syntax. */
+
+enum { X_VALUE, X_VALUE_OR_CLOSE, X_KEY, X_KEY_OR_CLOSE, X_COLON, X_COMMA_OR_CLOSE };
+
+typedef struct skipper {
+    int depth;             /* open arrays/objects of the skipped value; 0: not skipping */
+    uint64_t objs;         /* bit d: level d + 1 is an object */
+    int expect;            /* X_* */
+    bool in_str, esc, is_key;
+    int hex;               /* \u digits still to come */
+    int num;               /* number state (below), 0: not in a number */
+    const char *lit;       /* literal being matched, and how far */
+    int lit_i;
+} skipper;
+
+/* JSON number: 1 '-', 2 leading 0, 3 integer digits, 4 '.', 5 fraction,
+ * 6 'e', 7 exponent sign, 8 exponent digits; -1: c ends the number. */
+static int num_step(int st, int c) {
+    bool d = c >= '0' && c <= '9';
+    switch (st) {
+    case 0: return c == '-' ? 1 : c == '0' ? 2 : d ? 3 : -1;
+    case 1: return c == '0' ? 2 : d ? 3 : -1;
+    case 2: return c == '.' ? 4 : (c == 'e' || c == 'E') ? 6 : -1;
+    case 3: return d ? 3 : c == '.' ? 4 : (c == 'e' || c == 'E') ? 6 : -1;
+    case 4: return d ? 5 : -1;
+    case 5: return d ? 5 : (c == 'e' || c == 'E') ? 6 : -1;
+    case 6: return (c == '+' || c == '-') ? 7 : d ? 8 : -1;
+    case 7: case 8: return d ? 8 : -1;
+    default: return -1;
+    }
+}
+
+/* Scans p[0..n) of the value being skipped. Returns the bytes consumed: all
+ * n while the value goes on, or up to its closing bracket (k->depth is then
+ * 0); -1 on a syntax error at p[*at] (*why says what). */
+static long skip_run(skipper *k, const unsigned char *p, size_t n, size_t *at, const char **why) {
+    for (size_t i = 0; i < n; i++) {
+        int c = p[i];
+        *at = i;
+        if (k->in_str) {
+            if (k->hex) {
+                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+                    return *why = "bad \\u escape in a string", -1;
+                k->hex--;
+            } else if (k->esc) {
+                k->esc = false;
+                if (c == 'u') k->hex = 4;
+                else if (!strchr("\"\\/bfnrt", c) || !c) return *why = "bad escape in a string", -1;
+            } else if (c == '"') {
+                k->in_str = false;
+                k->expect = k->is_key ? X_COLON : X_COMMA_OR_CLOSE;
+            } else if (c == '\\') {
+                k->esc = true;
+            } else if (c < 0x20) {
+                return *why = "control character in a string", -1;
+            }
+            continue;
+        }
+        if (k->num) {
+            int ns = num_step(k->num, c);
+            if (ns > 0) {
+                k->num = ns;
+                if (ns == 3 || ns == 5 || ns == 8)   /* digit runs, the bulk of a polygon */
+                    while (i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9') i++;
+                continue;
+            }
+            if (k->num != 2 && k->num != 3 && k->num != 5 && k->num != 8) return *why = "malformed number", -1;
+            k->num = 0;
+            k->expect = X_COMMA_OR_CLOSE;
+        }
+        if (k->lit) {
+            if (c != k->lit[k->lit_i]) return *why = "invalid literal", -1;
+            if (!k->lit[++k->lit_i]) k->lit = NULL, k->expect = X_COMMA_OR_CLOSE;
+            continue;
+        }
+        bool value = k->expect == X_VALUE || k->expect == X_VALUE_OR_CLOSE;
+        bool top_obj = k->depth > 0 && (k->objs >> (k->depth - 1) & 1);
+        switch (c) {
+        case ' ': case '\t': case '\n': case '\r': break;
+        case '[': case '{':
+            if (!value) return *why = "unexpected bracket", -1;
+            if (k->depth == 64) return *why = "nested too deeply", -1;
+            k->objs = (k->objs & ~(1ull << k->depth)) | ((uint64_t)(c == '{') << k->depth);
+            k->depth++;
+            k->expect = c == '[' ? X_VALUE_OR_CLOSE : X_KEY_OR_CLOSE;
+            break;
+        case ']': case '}':
+            if ((c == ']') == top_obj || !(k->expect == X_COMMA_OR_CLOSE ||
+                                           k->expect == (c == ']' ? X_VALUE_OR_CLOSE : X_KEY_OR_CLOSE)))
+                return *why = "unexpected closing bracket", -1;
+            k->expect = X_COMMA_OR_CLOSE;
+            if (--k->depth == 0) return (long)i + 1;
+            break;
+        case ',':
+            if (k->expect != X_COMMA_OR_CLOSE) return *why = "unexpected comma", -1;
+            k->expect = top_obj ? X_KEY : X_VALUE;
+            break;
+        case ':':
+            if (k->expect != X_COLON) return *why = "unexpected colon", -1;
+            k->expect = X_VALUE;
+            break;
+        case '"':
+            if (!value && k->expect != X_KEY && k->expect != X_KEY_OR_CLOSE) return *why = "unexpected string", -1;
+            k->in_str = true;
+            k->is_key = !value;
+            break;
+        case 't': case 'f': case 'n':
+            if (!value) return *why = "unexpected literal", -1;
+            k->lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
+            k->lit_i = 1;
+            break;
+        default:
+            if (!value || num_step(0, c) < 0) return *why = "unexpected character", -1;
+            k->num = num_step(0, c);
+            break;
+        }
+    }
+    *at = n;
+    return (long)n;
+}
+
+typedef struct reader {
+    const char *path;
+    parse_state *s;
+    yajl_handle h;
+    long long line, col, off;   /* of the next byte not yet accounted for */
+    md_error *err;
+} reader;
+
+static void advance(reader *r, const unsigned char *p, size_t n) {
+    const unsigned char *q = p, *e = p + n, *last = NULL;
+    while ((q = memchr(q, '\n', (size_t)(e - q)))) r->line++, last = q++;
+    r->col = last ? (long long)(e - last) : r->col + (long long)n;
+    r->off += (long long)n;
+}
+
+/* yajl over p[0..n) (the bytes of the file at r's position), or the end. */
+static int feed(reader *r, const unsigned char *p, size_t n, bool in_file) {
+    yajl_status st = p ? yajl_parse(r->h, p, n) : yajl_complete_parse(r->h);
+    if (st == yajl_status_ok) {
+        if (p && in_file) advance(r, p, n);
+        return 0;
+    }
+    size_t used = p && in_file ? yajl_get_bytes_consumed(r->h) : 0;
+    if (used > n) used = n;
+    if (used) advance(r, p, used);
+    if (r->s->oom) return md_failc(r->err, MD_ERR_NOMEM, "out of memory parsing %s", r->path);
+    if (r->s->msg[0])
+        return md_failc(r->err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): %s", r->path, r->line, r->col, r->off,
+                        r->s->msg);
+    unsigned char *msg = yajl_get_error(r->h, 0, NULL, 0);
+    char *m = msg ? (char *)msg : "syntax error", *e;
+    while ((e = strchr(m, '\n'))) *e = ' ';
+    md_failc(r->err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): JSON syntax error: %s", r->path, r->line, r->col,
+             r->off, m);
+    if (msg) yajl_free_error(r->h, msg);
+    return -1;
+}
+
 static int parse_file(const char *path, parse_state *s, md_error *err) {
+    static const char KEY[] = "\"segmentation\"";
+    enum { CAP = 1 << 18, TAIL = 64 };   /* TAIL: lookahead kept for a key split across reads */
     FILE *f = fopen(path, "rb");
     if (!f) return md_failc(err, MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    yajl_handle h = yajl_alloc(&callbacks, NULL, s);
-    if (!h) {
+    reader r = { .path = path, .s = s, .line = 1, .col = 1, .err = err };
+    r.h = yajl_alloc(&callbacks, NULL, s);
+    unsigned char *buf = malloc(CAP);
+    if (!r.h || !buf) {
+        if (r.h) yajl_free(r.h);
+        free(buf);
         fclose(f);
         return md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
     }
-    enum { CHUNK = 1 << 16 };
-    unsigned char *buf = malloc(CHUNK);
-    long long line = 1, col = 1, off = 0;
+    skipper k = { 0 };
+    size_t have = 0;
     int rc = 0;
-    for (;;) {
-        size_t n = buf ? fread(buf, 1, CHUNK, f) : 0;
-        yajl_status st = n ? yajl_parse(h, buf, n) : yajl_complete_parse(h);
-        if (st != yajl_status_ok) {
-            size_t used = n ? yajl_get_bytes_consumed(h) : 0;
-            for (size_t i = 0; i < used && i < n; i++) {
-                if (buf[i] == '\n') line++, col = 1;
-                else col++;
+    bool eof = false;
+    while (!rc) {
+        size_t got = fread(buf + have, 1, CAP - have, f);
+        if (got == 0) {
+            if (ferror(f)) {
+                rc = md_failc(err, MD_ERR_IO, "error reading %s", path);
+                break;
             }
-            if (s->oom) {
-                rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
-            } else {
-                unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
-                char *m = (char *)msg, *e;
-                while ((e = strchr(m, '\n'))) *e = ' ';
-                rc = md_failc(err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): JSON syntax error: %s", path, line,
-                              col, off + (long long)used, m);
-                yajl_free_error(h, msg);
+            eof = true;
+        }
+        size_t len = have + got, pos = 0;
+        while (!rc && pos < len) {
+            if (k.depth) {   /* inside a skipped value */
+                size_t at;
+                const char *why;
+                long used = skip_run(&k, buf + pos, len - pos, &at, &why);
+                if (used < 0) {
+                    advance(&r, buf + pos, at);
+                    rc = md_failc(err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): JSON syntax error in a segmentation: %s",
+                                  path, r.line, r.col, r.off, why);
+                    break;
+                }
+                advance(&r, buf + pos, (size_t)used);
+                pos += (size_t)used;
+                if (!k.depth) rc = feed(&r, (const unsigned char *)"null", 4, false);
+                continue;
             }
+            size_t limit = eof ? len : len - pos > TAIL ? len - TAIL : pos;
+            if (limit == pos) break;   /* read on */
+            const unsigned char *c = memmem(buf + pos, len - pos, KEY, sizeof KEY - 1);
+            size_t end = c && (size_t)(c - buf) < limit ? (size_t)(c - buf) + sizeof KEY - 1 : limit;
+            if (end != limit) {   /* "segmentation", then ':' and the value? */
+                size_t q = end;
+                while (q < len && (buf[q] == ' ' || buf[q] == '\t' || buf[q] == '\n' || buf[q] == '\r')) q++;
+                if (q < len && buf[q] == ':') {
+                    size_t v = q + 1;
+                    while (v < len && (buf[v] == ' ' || buf[v] == '\t' || buf[v] == '\n' || buf[v] == '\r')) v++;
+                    s->seg_key = false;
+                    if ((rc = feed(&r, buf + pos, q + 1 - pos, true))) break;
+                    pos = q + 1;
+                    /* Skip only where yajl has just read the key of an annotation. */
+                    if (s->seg_key && v < len && (buf[v] == '[' || buf[v] == '{')) {
+                        advance(&r, buf + pos, v - pos);
+                        pos = v;
+                        k = (skipper){ .expect = X_VALUE };
+                        k.depth = 0;
+                        /* The opening bracket starts the skip. */
+                        size_t at;
+                        const char *why;
+                        skip_run(&k, buf + pos, 1, &at, &why);
+                        advance(&r, buf + pos, 1);
+                        pos++;
+                    }
+                    continue;
+                }
+            }
+            if ((rc = feed(&r, buf + pos, end - pos, true))) break;
+            pos = end;
+        }
+        if (rc) break;
+        memmove(buf, buf + pos, len - pos);
+        have = len - pos;
+        if (eof) {
+            if (k.depth)
+                rc = md_failc(err, MD_ERR_PARSE, "%s:%lld:%lld (byte %lld): JSON syntax error: the file ends inside "
+                              "a segmentation", path, r.line, r.col, r.off);
+            else if (have)
+                rc = feed(&r, buf, have, true);
+            if (!rc) rc = feed(&r, NULL, 0, false);
             break;
         }
-        if (!n) break;
-        for (size_t i = 0; i < n; i++) {
-            if (buf[i] == '\n') line++, col = 1;
-            else col++;
-        }
-        off += (long long)n;
     }
-    if (!buf) rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
-    if (!rc && ferror(f)) rc = md_failc(err, MD_ERR_IO, "error reading %s", path);
     free(buf);
-    yajl_free(h);
+    yajl_free(r.h);
     fclose(f);
     return rc;
 }
