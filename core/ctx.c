@@ -112,6 +112,16 @@ MD_API int md_log_set_file(md_ctx *ctx, const char *path, md_error *err) {
     return 0;
 }
 
+/* ---- process ---- */
+
+MD_API void md_process_init(int argc, char **argv) {
+    (void)argc;
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with libgomp's default */
+}
+
 /* ---- files ---- */
 
 MD_API int md_fs_mkdirs(const char *path, md_error *err) {

@@ -10,6 +10,9 @@
 # mem_ratio (ours_mb / peer_mb) when both sides give them.
 set -u
 export MMDET_NUM_THREADS=${MMDET_NUM_THREADS:-2}
+# Both sides run under the wait policy our tools use (md_process_init); the
+# PyTorch peer's OpenMP pool reads the same variable.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ours=$(mktemp); peer=$(mktemp); trap 'rm -f "$ours" "$peer"' EXIT
 for b in "$@"; do
   "$b" | tee -a /dev/stderr | grep '^bench ' >>"$ours" || echo "bench: $b failed" >&2

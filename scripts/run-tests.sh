@@ -2,6 +2,9 @@
 # Runs every Criterion test binary, prints each one's synthesis and a final
 # "N passed, N failed" line; exits non-zero if any binary failed.
 set -u
+# Idle OpenMP workers sleep instead of spinning (see md_process_init): with
+# two test jobs on two cores, spinning threads starve the ones at work.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0; bad=()
 for t in "$@"; do
   log=$(mktemp)

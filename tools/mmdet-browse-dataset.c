@@ -74,6 +74,7 @@ static int strip_pipeline(md_cfg *root, const char *const *skip, int n_skip, md_
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     const char *config = NULL, *out = NULL, *dirs[MAX_DIRS], *opts[MAX_OPTS], *skip[MAX_SKIP];
     int n_dirs = 0, n_opts = 0, n_skip = 0;
     long max = -1;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/coco.h>
+#include <mmdet/ctx.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -15,6 +16,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     const char *paths[2] = {0};
     int np = 0, json = 0, classwise = 0;
     for (int i = 1; i < argc; i++) {

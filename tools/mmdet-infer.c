@@ -209,6 +209,7 @@ static void out_path(char *buf, size_t n, const char *dir, const char *file, con
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out_dir = "infer_out";
     const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     char **images = calloc((size_t)argc + 1, sizeof *images);

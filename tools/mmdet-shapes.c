@@ -659,6 +659,7 @@ static int parse_dbl(const char *name, const char *v, double lo, double hi, doub
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     opts o = {.n_train = 1000, .n_val = 200, .classes = 5, .min_size = 160, .max_size = 320, .min_objs = 1,
               .max_objs = 6, .obj_min = 16, .obj_max = 160, .png_frac = 0.1, .quality = 90, .noise = 12};
     static const struct option lo[] = {

@@ -94,6 +94,7 @@ static int show(const char *dir, const md_results *res, const md_dataset *ds, fl
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out = NULL, *show_dir = NULL, *work_dir = NULL;
     const char *prefix = "results";
     const char **evals = calloc((size_t)argc + 1, sizeof *evals), **opts = calloc((size_t)argc + 1, sizeof *opts);

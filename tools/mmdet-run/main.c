@@ -322,6 +322,7 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
 }
 
 int main(int argc, char **argv) {
+    md_process_init(argc, argv);
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc == 0) {

@@ -46,6 +46,16 @@ int md_log_set_file(md_ctx *ctx, const char *path, md_error *err);
 /* Silence the console (tests); the file still receives lines. */
 void md_log_set_quiet(md_ctx *ctx, bool quiet);
 
+/* ---- process ---- */
+/* Call first thing in a program's main. libgomp reads OMP_WAIT_POLICY once,
+ * when it is loaded; its default lets idle worker threads spin, which on a
+ * machine with few or shared cores takes the CPU from the threads doing the
+ * work (OpenBLAS's included) and made steps several times slower. When the
+ * variable is unset this sets it to "passive" and re-executes the program
+ * (/proc/self/exe, same arguments and environment); a value the user set is
+ * left alone. Returns only when nothing was done or the exec failed. */
+void md_process_init(int argc, char **argv);
+
 /* ---- files ---- */
 /* mkdir -p: create `path` and its missing parents (mode 0755). An error
  * names the component that could not be made, or a path that exists but
