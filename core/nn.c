@@ -229,7 +229,7 @@ static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     conv_module *c = (conv_module *)m;
     x = md_module_call(ctx, m, "conv", x);
     if (c->norm) x = md_module_call(ctx, m, "bn", x);
-    if (c->act) x = md_relu(ctx, x);
+    if (c->act) x = md_relu_(ctx, x);   /* its conv or bn output feeds nothing else */
     return x;
 }
 static const md_module_class conv_module_class = { .name = "ConvModule", .forward1 = conv_module_forward };

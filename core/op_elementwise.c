@@ -213,6 +213,26 @@ MD_API md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s) { return un
 MD_API md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_MUL_SCALAR, a, s, 0); }
 MD_API md_tensor *md_neg(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_NEG, a, 0, 0); }
 MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_RELU, a, 0, 0); }
+
+/* In place: the result aliases a's storage. Its backward reads only the
+ * output (y > 0), so a's own value is never needed again; falls back to
+ * md_relu for leaves, parameters, views and non-f32 tensors. */
+MD_API md_tensor *md_relu_(md_ctx *ctx, md_tensor *a) {
+    if (!a) return NULL;
+    if (a->dtype != MD_F32 || a->device != MD_CPU || a->persistent || !md_tensor_is_contiguous(a) ||
+        (a->requires_grad && !a->grad_fn))
+        return md_relu(ctx, a);
+    md_tensor *out = md_tensor_detach(ctx, a);
+    if (!out) return NULL;
+    md__cpu_unary_f32(MD_UN_RELU, md_tensor_numel(a), md_f32(a), 0, 0, md_f32(out));
+    md_node *n = md_autograd_record(ctx, out, &a, 1, unary_backward, "relu_");
+    if (n) {
+        unary_saved *s = md_node_save(ctx, n, sizeof *s);
+        if (!s) return NULL;
+        *s = (unary_saved){ MD_UN_RELU, 0, 0 };
+    }
+    return out;
+}
 MD_API md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SIGMOID, a, 0, 0); }
 MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_EXP, a, 0, 0); }
 MD_API md_tensor *md_log(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_LOG, a, 0, 0); }
