@@ -87,7 +87,7 @@ static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
         y = call_release(ctx, m, "conv3", y);
         y = call_release(ctx, m, "bn3", y);
     }
-    md_tensor *s = then_release(ctx, md_add(ctx, y, id), y);
+    md_tensor *s = then_release(ctx, md_add_(ctx, y, id), y);   /* y (bn3) feeds nothing else */
     if (b->down) then_release(ctx, s, id);
     return then_release(ctx, md_relu_(ctx, s), s);
 }

@@ -17,6 +17,9 @@ extern "C" {
 
 /* ---- elementwise, broadcasting (elementwise.c) ---- */
 md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b);
+/* a + b written into a's storage (the result aliases a): same rules as
+ * md_relu_ for a; b of a's shape. Otherwise md_add. */
+md_tensor *md_add_(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b);
