@@ -265,7 +265,9 @@ static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     conv_module *c = (conv_module *)m;
     x = md_module_call(ctx, m, "conv", x);
     if (c->norm) x = md_module_call(ctx, m, c->norm, x);
-    if (c->act) x = md_relu(ctx, x);
+    /* in place: the conv / bn / gn output feeds nothing else, and their
+     * backward reads only their inputs */
+    if (c->act) x = md_relu_(ctx, x);
     return x;
 }
 static const md_module_class conv_module_class = { .name = "ConvModule", .forward1 = conv_module_forward };

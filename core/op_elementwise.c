@@ -87,7 +87,7 @@ static int div_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return md__accumulate_reduced(ctx, node, 1, md_neg(ctx, md_mul(ctx, ga, md_node_output(node))));
 }
 
-static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) {
+static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
     if (!a || !b) return NULL;
     const char *name = bin_names[op];
     if (!md__op_cpu(ctx, name, a) || !md__op_cpu(ctx, name, b)) return NULL;
@@ -112,7 +112,7 @@ static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) 
     int ndim;
     int64_t shape[MD_MAX_DIMS], sa[MD_MAX_DIMS], sb[MD_MAX_DIMS];
     if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
-    md_tensor *out = md_tensor_empty(ctx, odt, ndim, shape);
+    md_tensor *out = inplace ? md_tensor_detach(ctx, a) : md_tensor_empty(ctx, odt, ndim, shape);
     if (!out) return NULL;
     md__broadcast_strides(a, ndim, shape, sa);
     md__broadcast_strides(b, ndim, shape, sb);
@@ -129,7 +129,23 @@ static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) 
     return out;
 }
 
+static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) {
+    return binary_(ctx, op, a, b, false);
+}
+
 MD_API md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_ADD, a, b); }
+
+/* In place into a (the result aliases it): add's backward reads neither
+ * input. Only same-shape contiguous f32 operands of which a is a step
+ * tensor made by an op; anything else gets md_add. */
+MD_API md_tensor *md_add_(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    if (!a || !b) return NULL;
+    if (a->dtype != MD_F32 || b->dtype != MD_F32 || a->device != MD_CPU || b->device != MD_CPU || a->persistent ||
+        (a->requires_grad && !a->grad_fn) || !md_tensor_same_shape(a, b) || !md_tensor_is_contiguous(a) ||
+        !md_tensor_is_contiguous(b))
+        return md_add(ctx, a, b);
+    return binary_(ctx, MD_BIN_ADD, a, b, true);
+}
 MD_API md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_SUB, a, b); }
 MD_API md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_MUL, a, b); }
 MD_API md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_DIV, a, b); }
@@ -213,6 +229,26 @@ MD_API md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s) { return un
 MD_API md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_MUL_SCALAR, a, s, 0); }
 MD_API md_tensor *md_neg(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_NEG, a, 0, 0); }
 MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_RELU, a, 0, 0); }
+
+/* In place: the result aliases a's storage. Its backward reads only the
+ * output (y > 0), so a's own value is never needed again; falls back to
+ * md_relu for leaves, parameters, views and non-f32 tensors. */
+MD_API md_tensor *md_relu_(md_ctx *ctx, md_tensor *a) {
+    if (!a) return NULL;
+    if (a->dtype != MD_F32 || a->device != MD_CPU || a->persistent || !md_tensor_is_contiguous(a) ||
+        (a->requires_grad && !a->grad_fn))
+        return md_relu(ctx, a);
+    md_tensor *out = md_tensor_detach(ctx, a);
+    if (!out) return NULL;
+    md__cpu_unary_f32(MD_UN_RELU, md_tensor_numel(a), md_f32(a), 0, 0, md_f32(out));
+    md_node *n = md_autograd_record(ctx, out, &a, 1, unary_backward, "relu_");
+    if (n) {
+        unary_saved *s = md_node_save(ctx, n, sizeof *s);
+        if (!s) return NULL;
+        *s = (unary_saved){ MD_UN_RELU, 0, 0 };
+    }
+    return out;
+}
 MD_API md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SIGMOID, a, 0, 0); }
 MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_EXP, a, 0, 0); }
 MD_API md_tensor *md_log(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_LOG, a, 0, 0); }

@@ -44,8 +44,8 @@ static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, 
     if (batch <= 0 || M <= 0 || N <= 0) return;
     if (batch == 1 || M * N * K >= ((int64_t)1 << 21) || nthreads == 1) {
         for (int64_t b = 0; b < batch; b++)
-            md__sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld,
-                      beta, C + b * M * N, N);
+            md__sgemm_par(nthreads, A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld,
+                          B.p + b * B.bstride, B.ld, beta, C + b * M * N, N);
         return;
     }
     /* many small matrices: one per OpenMP thread, BLAS single-threaded */
@@ -146,13 +146,15 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
         md_tensor *gx = md_tensor_empty(ctx, MD_F32, md_node_input(node, 0)->ndim, md_node_input(node, 0)->shape);
         if (!gx) return -1;
         if (out == 0) memset(md_f32(gx), 0, sizeof(float) * (size_t)(R * in));
-        else md__sgemm(false, false, R, in, out, 1.0f, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in);
+        else md__sgemm_par(md_ctx_threads(ctx), false, false, R, in, out, 1.0f, gp, out, md_f32(sv->w), in, 0.0f,
+                           md_f32(gx), in);
         if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gw[out,in] = g^T x */
         md_tensor *gw = md_tensor_empty(ctx, MD_F32, 2, sv->w->shape);
         if (!gw) return -1;
-        md__sgemm(true, false, out, in, R, 1.0f, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in);
+        md__sgemm_par(md_ctx_threads(ctx), true, false, out, in, R, 1.0f, gp, out, md_f32(sv->x), in, 0.0f,
+                      md_f32(gw), in);
         if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     }
     if (md_node_needs_grad(node, 2)) {
@@ -200,7 +202,8 @@ MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
         if (bc) {   /* y = bias, then y += x w^T */
             for (int64_t r = 0; r < R; r++) memcpy(yp + r * out, md_f32(bc), sizeof(float) * (size_t)out);
         }
-        md__sgemm(false, true, R, out, in, 1.0f, md_f32(xc), in, md_f32(wc), in, bc ? 1.0f : 0.0f, yp, out);
+        md__sgemm_par(md_ctx_threads(ctx), false, true, R, out, in, 1.0f, md_f32(xc), in, md_f32(wc), in,
+                      bc ? 1.0f : 0.0f, yp, out);
     }
     md_tensor *ins[3] = { x, w, bias };
     md_node *node = md_autograd_record(ctx, y, ins, 3, linear_backward, "linear");

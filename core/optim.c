@@ -274,10 +274,15 @@ MD_API double md_optimizer_clip_grad_norm(md_optimizer *o, double max_norm, doub
         const float *gr = md_f32(p->grad);
         int64_t n = md_tensor_numel(p);
         double s = 0;
-        for (int64_t k = 0; k < n; k++) {
-            double a = fabs((double)gr[k]);
-            if (inf) s = a > s ? a : s;
-            else s += pow(a, norm_type);
+        if (norm_type == 2.0) {   /* the usual case: squares, not pow() per element */
+            #pragma omp simd reduction(+ : s)
+            for (int64_t k = 0; k < n; k++) s += (double)gr[k] * gr[k];
+        } else {
+            for (int64_t k = 0; k < n; k++) {
+                double a = fabs((double)gr[k]);
+                if (inf) s = a > s ? a : s;
+                else s += pow(a, norm_type);
+            }
         }
         if (inf) total = s > total ? s : total;
         else total += s;

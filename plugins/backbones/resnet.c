@@ -79,17 +79,17 @@ static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     md_tensor *id = b->down ? md_module_call(ctx, m, "downsample", x) : x;
     md_tensor *y = md_module_call(ctx, m, "conv1", x);   /* x: the caller's */
     y = call_release(ctx, m, "bn1", y);
-    y = then_release(ctx, md_relu(ctx, y), y);
+    y = then_release(ctx, md_relu_(ctx, y), y);
     y = call_release(ctx, m, "conv2", y);
     y = call_release(ctx, m, "bn2", y);
     if (b->bottleneck) {
-        y = then_release(ctx, md_relu(ctx, y), y);
+        y = then_release(ctx, md_relu_(ctx, y), y);
         y = call_release(ctx, m, "conv3", y);
         y = call_release(ctx, m, "bn3", y);
     }
-    md_tensor *s = then_release(ctx, md_add(ctx, y, id), y);
+    md_tensor *s = then_release(ctx, md_add_(ctx, y, id), y);   /* y (bn3) feeds nothing else */
     if (b->down) then_release(ctx, s, id);
-    return then_release(ctx, md_relu(ctx, s), s);
+    return then_release(ctx, md_relu_(ctx, s), s);
 }
 static const md_module_class basic_class = { .name = "BasicBlock", .forward1 = block_forward };
 static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward1 = block_forward };
@@ -209,7 +209,7 @@ static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor *
     }
     md_tensor *x = md_module_call(ctx, m, "conv1", img);
     x = call_release(ctx, m, "bn1", x);
-    x = then_release(ctx, md_relu(ctx, x), x);
+    x = then_release(ctx, md_relu_(ctx, x), x);
     x = then_release(ctx, md_max_pool2d(ctx, x, 3, 2, 1, false), x);
     int n = 0;
     char name[16];

@@ -54,8 +54,8 @@ static int head_forward(md_ctx *ctx, md_module *m, md_tensor *x, md_tensor **cls
     x = md_flatten(ctx, x, 1, -1);
     md_scope_push(ctx, "shared_fcs");
     md_module *fcs = md_module_child(m, "shared_fcs");
-    x = md_relu(ctx, md_module_call(ctx, fcs, "0", x));
-    x = md_relu(ctx, md_module_call(ctx, fcs, "1", x));
+    x = md_relu_(ctx, md_module_call(ctx, fcs, "0", x));
+    x = md_relu_(ctx, md_module_call(ctx, fcs, "1", x));
     md_scope_pop(ctx);
     *cls_score = md_module_call(ctx, m, "fc_cls", x);
     *bbox_pred = md_module_call(ctx, m, "fc_reg", x);

@@ -70,7 +70,7 @@ static int rpn_outputs(md_ctx *ctx, rpn_head *h, md_tensor *const *feats, int n,
     md_tensor *cs[MD_MAX_LEVELS], *rs[MD_MAX_LEVELS];
     md_module *m = &h->base;
     for (int l = 0; l < n; l++) {
-        md_tensor *x = md_relu(ctx, md_module_call(ctx, m, "rpn_conv", feats[l]));
+        md_tensor *x = md_relu_(ctx, md_module_call(ctx, m, "rpn_conv", feats[l]));
         md_tensor *c = md_module_call(ctx, m, "rpn_cls", x), *r = md_module_call(ctx, m, "rpn_reg", x);
         if (!c || !r) return -1;
         int64_t N = c->shape[0];

@@ -147,6 +147,19 @@ Test(ops_conv, matches_direct_loops_across_column_tiles) {
     check_against_reference((ref_case){ 1, 16, 33, 35, 5, 3, 2, 2, 2, 1 });
 }
 
+/* Stride-1 input gradients run as a forward convolution of gy with the
+ * flipped weight (padding d*(K-1)-p); larger paddings fall back to col2im.
+ * Strided im2col gathers clip at both borders. */
+Test(ops_conv, input_gradient_paths_and_strided_gather) {
+    check_against_reference((ref_case){ 2, 6, 9, 11, 5, 3, 1, 0, 1, 1 });    /* padding 2 in the flipped conv */
+    check_against_reference((ref_case){ 1, 8, 10, 7, 6, 3, 1, 2, 2, 2 });    /* dilation and groups */
+    check_against_reference((ref_case){ 1, 4, 8, 9, 3, 5, 1, 3, 1, 1 });    /* 5x5 with pad 3: padding 1 */
+    check_against_reference((ref_case){ 1, 3, 8, 9, 4, 3, 1, 4, 1, 1 });    /* pad past the kernel: col2im */
+    check_against_reference((ref_case){ 2, 3, 23, 21, 8, 7, 2, 3, 1, 1 });   /* stem-like 7x7/2 */
+    check_against_reference((ref_case){ 1, 5, 17, 19, 4, 3, 3, 1, 1, 1 });   /* stride 3 */
+    check_against_reference((ref_case){ 1, 4, 9, 13, 6, 1, 2, 0, 1, 2 });    /* 1x1/2 */
+}
+
 /* ---- finite differences ---- */
 
 typedef struct gc_conf { md_conv2d_params p; } gc_conf;

@@ -222,3 +222,65 @@ Test(ops_elementwise, exp_matches_libm_everywhere) {
     }
     cr_assert_lt(worst, 1e-6, "relative error %g", worst);
 }
+
+/* add_ and relu_ after conv2d + batch_norm2d (a ResNet block's tail): the
+ * result aliases the BN output, and values and every gradient equal those
+ * of md_add + md_relu bit for bit; a leaf that requires grad falls back to
+ * a fresh tensor and is left untouched. */
+static void conv_bn_relu(bool inplace, md_tensor **keep) {
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 4);
+    md_error err = { 0 };
+    md_tensor *x = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(2, 3, 6, 5), &err);
+    md_tensor *w = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(4, 3, 3, 3), &err);
+    cr_assert(x && w, "%s", err.msg);
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 1);
+    md_tensor *id = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(2, 4, 6, 5), &err);
+    cr_assert(id, "%s", err.msg);
+    md_tensor_normal_(id, &r, 0, 1);
+    x->requires_grad = w->requires_grad = id->requires_grad = true;
+    md_tensor *b = md_batch_norm2d(ctx, md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1)), NULL, NULL, NULL, NULL, true,
+                                   0.1, 1e-5);
+    cr_assert(b, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *s = inplace ? md_add_(ctx, b, id) : md_add(ctx, b, id);
+    cr_assert(s, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *y = inplace ? md_relu_(ctx, s) : md_relu(ctx, s);
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    cr_assert_eq(y->data == b->data, inplace);
+    md_tensor *g = md_tensor_empty(ctx, MD_F32, y->ndim, y->shape);
+    md_tensor_normal_(g, &r, 0, 1);
+    cr_assert_eq(md_backward_with(ctx, y, g, &err), 0, "%s", err.msg);
+    md_tensor *src[4] = { y, x->grad, w->grad, id->grad };
+    for (int k = 0; k < 4; k++) {
+        keep[k] = md_tensor_new_persistent(ctx, MD_F32, src[k]->ndim, src[k]->shape, &err);
+        memcpy(md_f32(keep[k]), md_f32(src[k]), sizeof(float) * (size_t)md_tensor_numel(src[k]));
+    }
+    md_tensor_free(x);
+    md_tensor_free(w);
+    md_tensor_free(id);
+}
+
+Test(ops_elementwise, add_relu_inplace_match_out_of_place) {
+    md_tensor *a[4], *b[4];
+    conv_bn_relu(false, a);
+    conv_bn_relu(true, b);
+    for (int k = 0; k < 4; k++) {
+        cr_assert_eq(memcmp(md_f32(a[k]), md_f32(b[k]), sizeof(float) * (size_t)md_tensor_numel(a[k])), 0,
+                     "tensor %d differs", k);
+        md_tensor_free(a[k]);
+        md_tensor_free(b[k]);
+    }
+    md_ctx_step_reset(ctx);
+    md_error err = { 0 };
+    md_tensor *leaf = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(3), &err);
+    md_f32(leaf)[0] = -1, md_f32(leaf)[1] = 2, md_f32(leaf)[2] = -3;
+    leaf->requires_grad = true;
+    md_tensor *y = md_relu_(ctx, leaf);
+    cr_assert(y && y->data != leaf->data);
+    cr_assert_eq(md_f32(leaf)[0], -1.0f);
+    cr_assert_eq(md_f32(y)[0], 0.0f);
+    cr_assert_eq(md_f32(y)[1], 2.0f);
+    md_tensor_free(leaf);
+}

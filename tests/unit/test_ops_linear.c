@@ -1,6 +1,7 @@
 /* matmul and linear against PyTorch goldens, transposed views, finite
  * differences, errors and empty inputs. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
@@ -136,4 +137,67 @@ Test(ops_linear, errors_and_empty) {
     cr_assert(yk && yk->shape[0] == 2 && yk->shape[1] == 3);
     for (int i = 0; i < 6; i++) cr_assert_eq(md_f32(yk)[i], 0.0f);
     md_tensor_free(w);
+}
+
+/* Products large enough to be split over threads (by rows and by columns of
+ * the result): forward and both gradients against a double reference, and
+ * bitwise equal between 1 and 2 threads. */
+static void linear_rows(int R, int in, int out, int threads, md_tensor **res) {
+    md_ctx_set_threads(ctx, threads);
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 21);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(R, in)), *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(out, in));
+    md_tensor *g = md_tensor_empty(ctx, MD_F32, MD_DIMS(R, out));
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 1);
+    md_tensor_normal_(g, &r, 0, 1);
+    x->requires_grad = w->requires_grad = true;
+    md_tensor *y = md_linear(ctx, x, w, NULL);
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    md_error err = { 0 };
+    cr_assert_eq(md_backward_with(ctx, y, g, &err), 0, "%s", err.msg);
+    const float *X = md_f32(x), *W = md_f32(w), *G = md_f32(g);
+    double e = 0;
+    for (int i = 0; i < R; i++)
+        for (int o = 0; o < out; o++) {
+            double acc = 0;
+            for (int k = 0; k < in; k++) acc += (double)X[i * in + k] * W[o * in + k];
+            e = fmax(e, fabs(md_f32(y)[i * out + o] - acc) / (1 + fabs(acc)));
+        }
+    for (int o = 0; o < out; o++)
+        for (int k = 0; k < in; k++) {
+            double acc = 0;
+            for (int i = 0; i < R; i++) acc += (double)G[i * out + o] * X[i * in + k];
+            e = fmax(e, fabs(md_f32(w->grad)[o * in + k] - acc) / (1 + fabs(acc)));
+        }
+    for (int i = 0; i < R; i++)
+        for (int k = 0; k < in; k++) {
+            double acc = 0;
+            for (int o = 0; o < out; o++) acc += (double)G[i * out + o] * W[o * in + k];
+            e = fmax(e, fabs(md_f32(x->grad)[i * in + k] - acc) / (1 + fabs(acc)));
+        }
+    cr_assert_lt(e, 1e-4, "linear %dx%d -> %d, %d threads: error %g", R, in, out, threads, e);
+    md_tensor *src[3] = { y, x->grad, w->grad };
+    for (int k = 0; k < 3; k++) {   /* persistent copies: outlive the step */
+        res[k] = md_tensor_new_persistent(ctx, MD_F32, src[k]->ndim, src[k]->shape, &err);
+        cr_assert(res[k], "%s", err.msg);
+        memcpy(md_f32(res[k]), md_f32(src[k]), sizeof(float) * (size_t)md_tensor_numel(src[k]));
+    }
+}
+
+Test(ops_linear, threaded_products_match_reference_and_one_thread) {
+    static const int shapes[][3] = { { 150, 90, 40 }, { 37, 200, 130 } };
+    for (int s = 0; s < 2; s++) {
+        md_tensor *one[3], *two[3];
+        linear_rows(shapes[s][0], shapes[s][1], shapes[s][2], 1, one);
+        linear_rows(shapes[s][0], shapes[s][1], shapes[s][2], 2, two);
+        for (int k = 0; k < 3; k++) {
+            cr_assert_eq(memcmp(md_f32(one[k]), md_f32(two[k]), sizeof(float) * (size_t)md_tensor_numel(two[k])), 0,
+                         "shape %d output %d differs between 1 and 2 threads", s, k);
+            md_tensor_free(one[k]);
+            md_tensor_free(two[k]);
+        }
+    }
+    md_ctx_set_threads(ctx, 1);
 }

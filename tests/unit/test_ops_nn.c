@@ -41,6 +41,36 @@ static void backward_with(md_tensor *y, md_tensor *gy) {
 
 /* ---------------------------------------------------------- batch norm -- */
 
+/* Batch statistics of a channel whose mean is 1e5 times its spread (one
+ * channel constant): the running variance matches a two-pass double
+ * reference computed here from the same float values. */
+Test(ops_nn, batch_norm_stats_with_large_offset) {
+    const int N = 2, C = 3, HW = 35;
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(N, C, 5, 7));
+    md_rng r;
+    md_rng_seed(&r, 11);
+    md_tensor_normal_(x, &r, 0, 1);
+    float *p = md_f32(x);
+    const double off[3] = { 1000, -3, 7 }, sd[3] = { 0.01, 2, 0 };
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < HW; k++) p[(i * C + c) * HW + k] = (float)(off[c] + sd[c] * p[(i * C + c) * HW + k]);
+    md_tensor *rm = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C)), *rv = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C));
+    cr_assert(md_batch_norm2d(ctx, x, NULL, NULL, rm, rv, true, 1.0, 1e-5));
+    for (int c = 0; c < C; c++) {
+        double m = 0, q = 0, n = N * HW;
+        for (int i = 0; i < N; i++)
+            for (int k = 0; k < HW; k++) m += p[(i * C + c) * HW + k];
+        m /= n;
+        for (int i = 0; i < N; i++)
+            for (int k = 0; k < HW; k++) q += (p[(i * C + c) * HW + k] - m) * (p[(i * C + c) * HW + k] - m);
+        double v = q / (n - 1);
+        cr_assert(fabs(md_f32(rm)[c] - m) <= 1e-6 * fabs(m) + 1e-7, "channel %d mean %.9g want %.9g", c,
+                  md_f32(rm)[c], m);
+        cr_assert(fabs(md_f32(rv)[c] - v) <= 1e-5 * v + 1e-12, "channel %d var %.9g want %.9g", c, md_f32(rv)[c], v);
+    }
+}
+
 Test(ops_nn, batch_norm_golden_training_eval_running_stats) {
     int n = 0;
     for (int i = 0; has("bn", i, "x"); i++, n++) {

@@ -132,6 +132,27 @@ Test(optim, grad_clip_scales_to_max_norm) {
     md_module_free(root);
 }
 
+/* The 2-norm (squares) and other p-norms (pow) over many elements, against
+ * sums computed here. */
+Test(optim, grad_clip_norms_over_many_elements) {
+    md_error err = { 0 };
+    md_module *root = md_module_new(sizeof(md_module), &plain);
+    md_tensor *p = md_module_add_param(ctx, root, "p", MD_DIMS(1001), &err);
+    p->grad = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(1001), NULL);
+    double s1 = 0, s2 = 0, s3 = 0;
+    for (int k = 0; k < 1001; k++) {
+        float v = (float)((k % 13) - 6) * 0.25f;
+        md_f32(p->grad)[k] = v;
+        s1 += fabs(v), s2 += (double)v * v, s3 += fabs((double)v * v * v);
+    }
+    md_optimizer *o = build(root, "optimizer = { type = \"SGD\"; lr = 0.1; };");
+    cr_assert_float_eq(md_optimizer_clip_grad_norm(o, 1e9, 2.0), sqrt(s2), 1e-9 * sqrt(s2));
+    cr_assert_float_eq(md_optimizer_clip_grad_norm(o, 1e9, 1.0), s1, 1e-9 * s1);
+    cr_assert_float_eq(md_optimizer_clip_grad_norm(o, 1e9, 3.0), cbrt(s3), 1e-9 * cbrt(s3));
+    md_optimizer_free(o);
+    md_module_free(root);
+}
+
 Test(optim, state_round_trip_continues_identically) {
     md_st *st = golden_open("optim");
     const char *cfg = "optimizer = { type = \"Adam\"; lr = 0.01; betas = [0.8, 0.99]; eps = 1e-6; "

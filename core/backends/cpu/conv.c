@@ -43,6 +43,20 @@ static int64_t channel_blocks(const md__conv_shape *s, int nthreads) {
     return cb < cg ? cb : (cg > 0 ? cg : 1);
 }
 
+/* A stride-1 convolution's input gradient is itself a stride-1 convolution:
+ * of gy, with the weight flipped in space and its in/out channels swapped,
+ * and padding d*(K-1)-p. That runs through the forward kernel (im2col copies
+ * + GEMM) instead of GEMM + col2im scatter-adds. */
+static int transposed_shape(const md__conv_shape *s, md__conv_shape *t) {
+    if (s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
+    int64_t ph = s->dh * (s->KH - 1) - s->ph, pw = s->dw * (s->KW - 1) - s->pw;
+    if (ph < 0 || pw < 0) return 0;
+    *t = (md__conv_shape){ .N = s->N, .C = s->O, .H = s->OH, .W = s->OW, .O = s->C, .KH = s->KH, .KW = s->KW,
+                           .OH = s->H, .OW = s->W, .sh = 1, .sw = 1, .ph = ph, .pw = pw, .dh = s->dh,
+                           .dw = s->dw, .G = s->G };
+    return 1;
+}
+
 size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) {
     int64_t t = tile_cols(s), kg = kg_of(s);
     switch (which) {
@@ -50,6 +64,9 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
         return is_pointwise(s) ? 0 : (size_t)(nthreads * kg * t);
     case MD_CONV_BWD_INPUT: {
         if (is_pointwise(s)) return 0;
+        md__conv_shape ts;
+        if (transposed_shape(s, &ts))   /* the flipped weight, then the forward's tiles */
+            return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
         return (size_t)(nthreads * rows * t);
@@ -91,8 +108,17 @@ static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int
                     if (hi > lo) memcpy(dst + lo, row + iw + lo, sizeof(float) * (size_t)(hi - lo));
                     if (cnt > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(cnt - hi));
                 } else {
-                    for (int64_t k = 0; k < cnt; k++, iw += s->sw)
-                        dst[k] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
+                    /* strided: zeros, a gather with no bounds checks, zeros */
+                    const int64_t sw = s->sw;
+                    int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0;
+                    if (lo > cnt) lo = cnt;
+                    int64_t hi = iw < W ? (W - iw + sw - 1) / sw : 0;   /* first k with iw + k*sw >= W */
+                    if (hi > cnt) hi = cnt;
+                    if (hi < lo) hi = lo;
+                    for (int64_t k = 0; k < lo; k++) dst[k] = 0.0f;
+                    const float *src = row + iw;
+                    for (int64_t k = lo; k < hi; k++) dst[k] = src[k * sw];
+                    for (int64_t k = hi; k < cnt; k++) dst[k] = 0.0f;
                 }
             }
             dst += cnt;
@@ -197,6 +223,20 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
     if (items <= 0) return;
     if (OHW == 0 || Og == 0) {
         memset(gx, 0, sizeof(float) * (size_t)(s->N * s->C * HW));
+        return;
+    }
+    md__conv_shape ts;
+    if (transposed_shape(s, &ts)) {
+        /* wt[g][c][o][kh][kw] = w[g][o][c][KH-1-kh][KW-1-kw] */
+        float *wt = work;
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t o = 0; o < Og; o++)
+                for (int64_t c = 0; c < Cg; c++) {
+                    const float *src = w + ((g * Og + o) * Cg + c) * KK;
+                    float *dst = wt + ((g * Cg + c) * Og + o) * KK;
+                    for (int64_t k = 0; k < KK; k++) dst[k] = src[KK - 1 - k];
+                }
+        md__conv2d_forward(&ts, gy, wt, NULL, gx, work + s->O * Kg, nthreads);
         return;
     }
     int nt = items < nthreads ? (int)items : nthreads;

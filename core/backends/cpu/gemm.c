@@ -1,5 +1,6 @@
 /* CPU GEMM through OpenBLAS. */
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 #include "backends/cpu/gemm.h"
 
@@ -23,4 +24,33 @@ int md__blas_threads_set(int n) {
     int prev = openblas_get_num_threads();
     if (n != prev) openblas_set_num_threads(n);
     return prev;
+}
+
+void md__sgemm_par(int nthreads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    /* Below ~0.5 MFLOP a fork/join costs more than the second thread saves. */
+    if (nthreads <= 1 || M * N * (K > 0 ? K : 1) < ((int64_t)1 << 18)) {
+        int prev = md__blas_threads_set(1);
+        md__sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        md__blas_threads_set(prev);
+        return;
+    }
+    /* Split the longer side of C in blocks of 16 (one per thread); each block
+     * is an independent single-threaded product over the whole K, so the
+     * result does not depend on the split. */
+    bool by_cols = N >= M;
+    int64_t len = by_cols ? N : M, blk = (len + nthreads - 1) / nthreads;
+    blk = (blk + 15) / 16 * 16;
+    int nt = (int)((len + blk - 1) / blk);
+    int prev = md__blas_threads_set(1);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        int64_t i0 = t * blk, n = len - i0 < blk ? len - i0 : blk;
+        if (by_cols)
+            md__sgemm(ta, tb, M, n, K, alpha, A, lda, tb ? B + i0 * ldb : B + i0, ldb, beta, C + i0, ldc);
+        else
+            md__sgemm(ta, tb, n, N, K, alpha, ta ? A + i0 : A + i0 * lda, lda, B, ldb, beta, C + i0 * ldc, ldc);
+    }
+    md__blas_threads_set(prev);
 }

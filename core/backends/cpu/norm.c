@@ -7,23 +7,23 @@
 void md__bn_stats(const float *x, int64_t N, int64_t C, int64_t HW, double *mean, double *var, int nthreads) {
     #pragma omp parallel for num_threads(nthreads) if (N * C * HW > PAR_MIN) schedule(static)
     for (int64_t c = 0; c < C; c++) {
-        double s = 0, n = (double)(N * HW);
+        /* One pass: sums of (x - k) and (x - k)^2 about the channel's first
+         * value k, in double. The shift keeps E[d^2] - E[d]^2 free of
+         * cancellation unless the spread is ~1e-8 of |mean - k|. */
+        double s = 0, q = 0, n = (double)(N * HW);
+        float k = n > 0 ? x[c * HW] : 0.0f;
         for (int64_t i = 0; i < N; i++) {
             const float *p = x + (i * C + c) * HW;
-            #pragma omp simd reduction(+ : s)
-            for (int64_t k = 0; k < HW; k++) s += p[k];
-        }
-        double m = n > 0 ? s / n : 0, q = 0;
-        for (int64_t i = 0; i < N; i++) {   /* two passes: no cancellation */
-            const float *p = x + (i * C + c) * HW;
-            #pragma omp simd reduction(+ : q)
-            for (int64_t k = 0; k < HW; k++) {
-                double d = p[k] - m;
+            #pragma omp simd reduction(+ : s, q)
+            for (int64_t j = 0; j < HW; j++) {
+                double d = (double)p[j] - k;
+                s += d;
                 q += d * d;
             }
         }
-        mean[c] = m;
-        var[c] = n > 0 ? q / n : 0;
+        double m = n > 0 ? s / n : 0, v = n > 0 ? q / n - m * m : 0;
+        mean[c] = m + k;
+        var[c] = v > 0 ? v : 0;
     }
 }
 

@@ -17,6 +17,9 @@ extern "C" {
 
 /* ---- elementwise, broadcasting (elementwise.c) ---- */
 md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b);
+/* a + b written into a's storage (the result aliases a): same rules as
+ * md_relu_ for a; b of a's shape. Otherwise md_add. */
+md_tensor *md_add_(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b);
 md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b);
@@ -24,6 +27,11 @@ md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s);
 md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s);
 md_tensor *md_neg(md_ctx *ctx, md_tensor *a);
 md_tensor *md_relu(md_ctx *ctx, md_tensor *a);
+/* relu writing into a's storage (the result aliases it). Only for a tensor
+ * used nowhere else whose maker's backward does not read it (the output of
+ * conv2d, linear, batch_norm2d or add, consumed only by this relu).
+ * Parameters, leaves and views get md_relu. */
+md_tensor *md_relu_(md_ctx *ctx, md_tensor *a);
 md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a);
 md_tensor *md_exp(md_ctx *ctx, md_tensor *a);
 md_tensor *md_log(md_ctx *ctx, md_tensor *a);
