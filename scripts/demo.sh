@@ -8,12 +8,18 @@ cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/retinanet/retinanet_r18_fpn_shapes.cfg}
 WORK=${WORK:-work_dirs/$(basename "$CONFIG" .cfg)}
 DATA=data/shapes
-if [ ! -f "$DATA/annotations/instances_train.json" ]; then
+GEN_ARGS="--train 800 --val 100 --classes 5 --seed 0"
+# Regenerate when the dataset there was made with other arguments.
+if [ "$(cat "$DATA/.generated-with" 2>/dev/null)" != "$GEN_ARGS" ]; then
   echo "demo: generating the shapes dataset into $DATA"
-  bin/mmdet-shapes --out "$DATA" --train 400 --val 100 --classes 5 --seed 0
+  rm -rf "$DATA"
+  bin/mmdet-shapes --out "$DATA" $GEN_ARGS
+  echo "$GEN_ARGS" > "$DATA/.generated-with"
 fi
 echo "demo: training $CONFIG into $WORK"
 bin/mmdet-run --plugin-dir plugins "$CONFIG" --work-dir "$WORK" --seed 0 --deterministic
+LOG=$(ls -t "$WORK"/*.log.json | head -n 1)
+bin/mmdet-analyze-logs plot_curve "$LOG" --keys loss_cls loss_bbox --out "$WORK/loss.png"
 CKPT=$(readlink -f "$WORK/latest.safetensors")
 echo "demo: testing $CKPT; detections drawn into $WORK/show"
 bin/mmdet-test --plugin-dir plugins "$CONFIG" "$CKPT" --eval bbox --show-dir "$WORK/show" --work-dir "$WORK"
