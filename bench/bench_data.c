@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "benchlib.h"
 #include <mmdet/coco.h>
 
 static uint64_t rng_state;
@@ -33,26 +34,6 @@ static uint32_t rnd(void) {   /* splitmix64, high bits */
 }
 static double unif(void) { return rnd() / 4294967296.0; }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-/* CPU time of the process (all threads): on a shared machine it says what
- * the work costs when the wall clock also counts waiting for a core. */
-static double cpu_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return v[n / 2];
-}
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;

@@ -8,26 +8,12 @@
 #include <stdlib.h>
 #include <time.h>
 #include <mmdet/mmdet.h>
+#include "benchlib.h"
 
 static uint32_t lcg_state = 12345u;
 static double lcg(void) {   /* [0, 1) */
     lcg_state = lcg_state * 1664525u + 1013904223u;
     return lcg_state / 4294967296.0;
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return v[n / 2];
 }
 
 #define REPS 5

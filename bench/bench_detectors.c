@@ -21,32 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "benchlib.h"
 
 #define IMG_H 800
 #define IMG_W 1216
 #define N_GT 3
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double peak_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;   /* KiB on Linux */
-}
 
 static int fail(const char *name, const char *what, const char *msg) {
     fprintf(stderr, "bench_detectors: %s: %s: %s\n", name, what, msg);

@@ -13,12 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+#include "benchlib.h"
 
 static int is_dir(const char *p) {
     struct stat st;
