@@ -203,6 +203,27 @@ static int add_part(md_module *m, const char *name, md_module *part, md_error *e
     return 0;
 }
 
+/* An optional head (`key` absent or None: *out stays NULL) with the
+ * detector's train_cfg/test_cfg section `sub` passed down, as mmdet's
+ * build_detector does. */
+static int build_head(md_ctx *ctx, md_module *m, const md_cfg *cfg, const char *key, const md_cfg *train,
+                      const md_cfg *test, const char *sub, bool rpn, md_module **out, md_error *err) {
+    if (is_none(md_cfg_get(cfg, key))) return 0;
+    md_cfg *hc = head_cfg(md_cfg_get(cfg, key), train, sub, test, sub, rpn);
+    if (!hc) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    *out = md_build_from_cfg(ctx, "heads", hc, NULL, err);
+    md_cfg_free(hc);
+    if (!*out) {
+        md_error_wrap(err, "%s", key);
+        return -1;
+    }
+    if (add_part(m, key, *out, err)) {
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const md_model_class *cls) {
     const md_cfg *init = md_cfg_get(cfg, "init_cfg");
     if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
@@ -228,28 +249,9 @@ static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const m
         }
         if (add_part(m, "neck", d->neck, err)) goto fail;
     }
-    if (!is_none(md_cfg_get(cfg, "rpn_head"))) {
-        md_cfg *hc = head_cfg(md_cfg_get(cfg, "rpn_head"), train, "rpn", test, "rpn", true);
-        if (!hc) goto nomem;
-        d->rpn = md_build_from_cfg(ctx, "heads", hc, NULL, err);
-        md_cfg_free(hc);
-        if (!d->rpn) {
-            md_error_wrap(err, "rpn_head");
-            goto fail;
-        }
-        if (add_part(m, "rpn_head", d->rpn, err)) goto fail;
-    }
-    if (!is_none(md_cfg_get(cfg, "roi_head"))) {
-        md_cfg *hc = head_cfg(md_cfg_get(cfg, "roi_head"), train, "rcnn", test, "rcnn", false);
-        if (!hc) goto nomem;
-        d->roi = md_build_from_cfg(ctx, "heads", hc, NULL, err);
-        md_cfg_free(hc);
-        if (!d->roi) {
-            md_error_wrap(err, "roi_head");
-            goto fail;
-        }
-        if (add_part(m, "roi_head", d->roi, err)) goto fail;
-    }
+    if (build_head(ctx, m, cfg, "rpn_head", train, test, "rpn", true, &d->rpn, err) ||
+        build_head(ctx, m, cfg, "roi_head", train, test, "rcnn", false, &d->roi, err))
+        goto fail;
     if (md_model_init_weights(ctx, d->backbone, err) || (d->neck && md_model_init_weights(ctx, d->neck, err)))
         goto fail;
     md_module_train(m, true);
