@@ -176,6 +176,7 @@ MD_API bool md_cfg_equal(const md_cfg *a, const md_cfg *b) {
 /* ---- navigation ---- */
 
 MD_API md_cfg_type md_cfg_kind(const md_cfg *c) { return c ? c->type : MD_CFG_NONE; }
+MD_API bool md_cfg_is_none(const md_cfg *c) { return !c || c->type == MD_CFG_NONE; }
 MD_API const char *md_cfg_name(const md_cfg *c) { return c ? c->name : NULL; }
 MD_API int md_cfg_len(const md_cfg *c) {
     return c && (c->type == MD_CFG_GROUP || c->type == MD_CFG_LIST) ? c->n : 0;

@@ -42,8 +42,6 @@ static int die(const char *msg, const char *what) {
     return 1;
 }
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* ------------------------------------------- the images as a dataset -- */
 
 typedef struct images_ds {
@@ -273,7 +271,7 @@ int main(int argc, char **argv) {
         goto fail;
     }
     defaults = md_cfg_new_group();
-    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
     if (!(model = md_build_from_cfg(ctx, "detectors", mc, defaults, &err))) goto fail;
     md_ckpt_info info;
     if (md_checkpoint_load(ctx, checkpoint, model, NULL, &info, &err) != 0) goto fail;
@@ -281,7 +279,7 @@ int main(int argc, char **argv) {
     if (info.report.missing || info.report.unexpected) md_warn(ctx, "%s", info.report.text);
     /* class names: the checkpoint's CLASSES, else data.test.classes, else numbers */
     if (info.classes[0]) n_classes = parse_classes(info.classes, &classes);
-    if (n_classes <= 0 && !is_none(md_cfg_get(cfg, "data.test.classes"))) {
+    if (n_classes <= 0 && !md_cfg_is_none(md_cfg_get(cfg, "data.test.classes"))) {
         n_classes = md_classes_from_cfg(md_cfg_get(cfg, "data.test"), "classes", NULL, 0, &classes, &err);
         if (n_classes < 0) goto fail;
     }
@@ -292,7 +290,7 @@ int main(int argc, char **argv) {
     }
 
     const md_cfg *pipe = md_cfg_get(cfg, "data.test.pipeline");
-    if (is_none(pipe)) {
+    if (md_cfg_is_none(pipe)) {
         md_failc(&err, MD_ERR_CONFIG, "%s: the config has no data.test.pipeline", config);
         goto fail;
     }

@@ -42,8 +42,6 @@ static int die(const char *msg, const char *what) {
     return 1;
 }
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* mmdet's result layout as JSON: [image][class][box] = [x1, y1, x2, y2, score]. */
 static int write_out(const char *path, const md_results *res, int n_classes, md_error *err) {
     FILE *f = fopen(path, "w");
@@ -159,7 +157,7 @@ int main(int argc, char **argv) {
 
     /* data.test in test mode; its samples_per_gpu (default 1) is the batch */
     const md_cfg *test = md_cfg_get(cfg, "data.test");
-    if (is_none(test)) {
+    if (md_cfg_is_none(test)) {
         md_failc(&err, MD_ERR_CONFIG, "%s: the config has no data.test", config);
         goto fail;
     }
@@ -181,7 +179,7 @@ int main(int argc, char **argv) {
         goto fail;
     }
     defaults = md_cfg_new_group();
-    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
     if (!(model = md_build_from_cfg(ctx, "detectors", mc, defaults, &err))) goto fail;
     md_ckpt_info info;
     if (md_checkpoint_load(ctx, checkpoint, model, NULL, &info, &err) != 0) goto fail;

@@ -249,8 +249,6 @@ static const md_backbone_class resnet_cls = {
     .out_stride = resnet_out_stride,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 static int read_list(const md_cfg *cfg, const char *key, int64_t *out, int need, md_error *err) {
     int n = md_cfg_int_array(cfg, key, out, MAX_STAGES, err);
     if (n < 0) return -1;
@@ -264,7 +262,7 @@ static int read_norm(const md_cfg *cfg, norm_opts *n, md_error *err) {
     *n = (norm_opts){ 1e-5, 0.1, true };
     const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
     if (!nc) return 0;   /* mmdet's default: { type = "BN"; requires_grad = true; } */
-    if (is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
+    if (md_cfg_is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
     static const md_key norm_keys[] = {
         { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true },
         { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
@@ -312,8 +310,8 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "deep_stem and avg_down are not supported (ResNetV1d)");
         return NULL;
     }
-    if (!is_none(md_cfg_get(cfg, "conv_cfg")) || !is_none(md_cfg_get(cfg, "dcn")) ||
-        !is_none(md_cfg_get(cfg, "plugins"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "conv_cfg")) || !md_cfg_is_none(md_cfg_get(cfg, "dcn")) ||
+        !md_cfg_is_none(md_cfg_get(cfg, "plugins"))) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
         return NULL;
     }
@@ -321,14 +319,14 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     if (read_norm(cfg, &norm, err) != 0) return NULL;
     int base = (int)md_cfg_int(cfg, "base_channels", 64), in_ch = (int)md_cfg_int(cfg, "in_channels", 3);
     const md_cfg *sc = md_cfg_get(cfg, "stem_channels");
-    int stem = is_none(sc) ? base : (int)md_cfg_as_int(sc);
+    int stem = md_cfg_is_none(sc) ? base : (int)md_cfg_as_int(sc);
     if (base <= 0 || in_ch <= 0 || stem <= 0) {
         md_failc(err, MD_ERR_CONFIG, "in_channels, stem_channels and base_channels must be positive");
         return NULL;
     }
     const md_cfg *init = md_cfg_get(cfg, "init_cfg");
     const char *pretrained = md_cfg_str(cfg, "pretrained", NULL);
-    if (pretrained && !is_none(init)) {
+    if (pretrained && !md_cfg_is_none(init)) {
         md_failc(err, MD_ERR_CONFIG, "init_cfg and pretrained cannot be set at the same time");
         return NULL;
     }
@@ -350,10 +348,10 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             md_cfg_set_str(r->init_cfg, "type", "Pretrained");
             md_cfg_set_str(r->init_cfg, "checkpoint", pretrained);
         }
-    } else if (!is_none(init)) {
+    } else if (!md_cfg_is_none(init)) {
         r->init_cfg = md_cfg_clone(init);
     }
-    if ((pretrained || !is_none(init)) && !r->init_cfg) {
+    if ((pretrained || !md_cfg_is_none(init)) && !r->init_cfg) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }

@@ -86,8 +86,6 @@ static const md_prior_generator_iface iface = {
     .grid_priors = ag_grid, .valid_flags = ag_valid, .destroy = ag_destroy,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
     anchor_gen *a = calloc(1, sizeof *a);
@@ -128,8 +126,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     int n_scales;
-    bool has_scales = !is_none(md_cfg_get(cfg, "scales"));
-    bool has_octave = !is_none(md_cfg_get(cfg, "octave_base_scale")) && !is_none(md_cfg_get(cfg, "scales_per_octave"));
+    bool has_scales = !md_cfg_is_none(md_cfg_get(cfg, "scales"));
+    bool has_octave = !md_cfg_is_none(md_cfg_get(cfg, "octave_base_scale")) && !md_cfg_is_none(md_cfg_get(cfg, "scales_per_octave"));
     if (has_scales == has_octave) {
         md_failc(err, MD_ERR_CONFIG, "give either scales or octave_base_scale with scales_per_octave");
         goto fail;
@@ -155,7 +153,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     a->n_base = n_ratios * n_scales;
-    if (!is_none(md_cfg_get(cfg, "base_sizes"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "base_sizes"))) {
         int nb = md_cfg_float_array(cfg, "base_sizes", base_sizes, MAX_LEVELS, err);
         if (nb < 0) goto fail;
         if (nb != n) {
@@ -165,7 +163,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     } else {
         for (int i = 0; i < n; i++) base_sizes[i] = a->stride_w[i] < a->stride_h[i] ? a->stride_w[i] : a->stride_h[i];
     }
-    if (!is_none(md_cfg_get(cfg, "centers"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "centers"))) {
         md_failc(err, MD_ERR_CONFIG, "centers: only None is supported");
         goto fail;
     }

@@ -109,8 +109,6 @@ static const md_model_class single_stage_cls = {
 static const md_model_class retinanet_cls = {
     .module = { .name = "RetinaNet", .iface = &iface }, .init_weights = init_weights };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *klass, md_error *err) {
     detector *d = md_module_new(sizeof *d, &klass->module);
     if (!d) {
@@ -118,7 +116,7 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
         return NULL;
     }
     md_module *m = &d->base;
-    if (!is_none(md_cfg_get(cfg, "init_cfg"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "init_cfg"))) {
         md_failc(err, MD_ERR_CONFIG, "init_cfg: only None is supported for the detector (use backbone.init_cfg)");
         goto fail;
     }
@@ -128,7 +126,7 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
         md_error_wrap(err, "backbone");
         goto fail;
     }
-    if (!is_none(md_cfg_get(cfg, "neck"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "neck"))) {
         d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
         if (!d->neck || md_module_add_child(m, "neck", d->neck, err)) {
             md_module_free(d->neck);
@@ -137,8 +135,8 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
         }
     }
     md_cfg *defaults = md_cfg_new_group();
-    if (!is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
-    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
     const md_cfg *hc = md_cfg_get(cfg, "bbox_head");
     const md_class *hk = md_registry_find(ctx, "heads", md_cfg_str(hc, "type", ""), err);
     d->head = hk ? md_build_from_cfg(ctx, "heads", hc, defaults, err) : NULL;

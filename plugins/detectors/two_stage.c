@@ -28,8 +28,6 @@ typedef struct two_stage {
     md_cfg *init_cfg;
 } two_stage;
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 static int extract_feat(md_ctx *ctx, two_stage *d, md_tensor *img, md_tensor **feats) {
     md_scope_push(ctx, "backbone");
     int n = md_backbone_forward(ctx, d->backbone, img, feats, MD_MAX_LEVELS);
@@ -183,12 +181,12 @@ static md_cfg *head_cfg(const md_cfg *head, const md_cfg *train, const char *tra
                         const char *test_key, bool rpn) {
     md_cfg *c = md_cfg_clone(head);
     if (!c) return NULL;
-    const md_cfg *tr = is_none(train) ? NULL : md_cfg_get(train, train_key);
-    const md_cfg *te = is_none(test) ? NULL : md_cfg_get(test, test_key);
+    const md_cfg *tr = md_cfg_is_none(train) ? NULL : md_cfg_get(train, train_key);
+    const md_cfg *te = md_cfg_is_none(test) ? NULL : md_cfg_get(test, test_key);
     if (tr) md_cfg_set_copy(c, "train_cfg", tr);
     if (te) md_cfg_set_copy(c, "test_cfg", te);
     if (rpn) {
-        const md_cfg *pc = is_none(train) ? NULL : md_cfg_get(train, "rpn_proposal");
+        const md_cfg *pc = md_cfg_is_none(train) ? NULL : md_cfg_get(train, "rpn_proposal");
         if (!pc) pc = te;
         if (pc) md_cfg_set_copy(c, "proposal_cfg", pc);
     }
@@ -208,7 +206,7 @@ static int add_part(md_module *m, const char *name, md_module *part, md_error *e
  * build_detector does. */
 static int build_head(md_ctx *ctx, md_module *m, const md_cfg *cfg, const char *key, const md_cfg *train,
                       const md_cfg *test, const char *sub, bool rpn, md_module **out, md_error *err) {
-    if (is_none(md_cfg_get(cfg, key))) return 0;
+    if (md_cfg_is_none(md_cfg_get(cfg, key))) return 0;
     md_cfg *hc = head_cfg(md_cfg_get(cfg, key), train, sub, test, sub, rpn);
     if (!hc) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     *out = md_build_from_cfg(ctx, "heads", hc, NULL, err);
@@ -234,14 +232,14 @@ static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const m
     }
     md_module *m = &d->base;
     const md_cfg *train = md_cfg_get(cfg, "train_cfg"), *test = md_cfg_get(cfg, "test_cfg");
-    if (!is_none(init) && !(d->init_cfg = md_cfg_clone(init))) goto nomem;
+    if (!md_cfg_is_none(init) && !(d->init_cfg = md_cfg_clone(init))) goto nomem;
     d->backbone = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), err);
     if (!d->backbone) {
         md_error_wrap(err, "backbone");
         goto fail;
     }
     if (add_part(m, "backbone", d->backbone, err)) goto fail;
-    if (!is_none(md_cfg_get(cfg, "neck"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "neck"))) {
         d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
         if (!d->neck) {
             md_error_wrap(err, "neck");

@@ -402,8 +402,6 @@ static const md_dense_head_class head_cls = {
     .aug_test = head_aug_test,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* A conv with mmdet RetinaHead's init: normal(0, 0.01), bias `bias`. */
 static int add_conv(md_ctx *ctx, md_module *parent, const char *name, int in, int out,
                     const md_conv_module_opts *norm, double bias, md_error *err) {
@@ -444,7 +442,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "num_classes, in_channels, feat_channels must be positive, stacked_convs >= 0");
         goto fail;
     }
-    if (!is_none(md_cfg_get(cfg, "conv_cfg"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "conv_cfg"))) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg: only None is supported");
         goto fail;
     }
@@ -493,7 +491,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->num_anchors = h->prior->iface->num_base_priors(h->prior, 0);
     if (!(h->coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err))) goto fail;
     const md_cfg *tr = md_cfg_get(cfg, "train_cfg");
-    if (!is_none(tr)) {
+    if (!md_cfg_is_none(tr)) {
         h->has_train_cfg = true;
         if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
         md_cfg *pseudo = md_cfg_new_group();
@@ -509,7 +507,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         h->pos_weight = md_cfg_float(tr, "pos_weight", -1);
     }
     const md_cfg *te = md_cfg_get(cfg, "test_cfg");
-    if (!is_none(te)) {
+    if (!md_cfg_is_none(te)) {
         h->has_test_cfg = true;
         h->nms_pre = md_cfg_int(te, "nms_pre", -1);
         h->score_thr = md_cfg_float(te, "score_thr", 0.0);

@@ -369,8 +369,6 @@ static const md_rpn_head_class rpn_cls = {
     .aug_test = rpn_aug_test,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* nms_pre, max_per_img, nms = { type = "nms"; iou_threshold }, min_bbox_size. */
 static int read_prop_cfg(const md_cfg *c, const char *what, prop_cfg *out, md_error *err) {
     static const md_key pkeys[] = {
@@ -380,7 +378,7 @@ static int read_prop_cfg(const md_cfg *c, const char *what, prop_cfg *out, md_er
         { "min_bbox_size", MD_KEY_FLOAT, "0", "boxes must be wider and taller than this", false },
         { 0 } };
     memset(out, 0, sizeof *out);
-    if (is_none(c)) return 0;
+    if (md_cfg_is_none(c)) return 0;
     if (md_cfg_check_keys(c, pkeys, what, err)) return -1;
     const md_cfg *nms = md_cfg_get(c, "nms");
     static const md_key nkeys[] = { { "type", MD_KEY_STRING, "\"nms\"", NULL, false },
@@ -458,7 +456,7 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->cls_weight = md_cfg_float(lc, "loss_weight", 1.0);
     h->bbox_weight = md_cfg_float(lb, "loss_weight", 1.0);
     h->allowed_border = -1;
-    if (!is_none(init) && !(h->init_cfg = md_cfg_clone(init))) {
+    if (!md_cfg_is_none(init) && !(h->init_cfg = md_cfg_clone(init))) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -466,14 +464,14 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->num_anchors = h->anchors->iface->num_base_priors(h->anchors, 0);
     if (!(h->coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err))) goto fail;
     const md_cfg *tc = md_cfg_get(cfg, "train_cfg");
-    if (!is_none(tc)) {
+    if (!md_cfg_is_none(tc)) {
         if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
         /* mmdet 2.28 AnchorHead: sampling unless the sampler is absent or
          * a PseudoSampler (which it builds when absent) */
         const md_cfg *sc = md_cfg_get(tc, "sampler");
-        const char *st = is_none(sc) ? "" : md_cfg_str(sc, "type", ""), *dot = strrchr(st, '.');
-        h->sampling = !is_none(sc) && strcmp(dot ? dot + 1 : st, "PseudoSampler") != 0;
-        if (!is_none(sc)) {
+        const char *st = md_cfg_is_none(sc) ? "" : md_cfg_str(sc, "type", ""), *dot = strrchr(st, '.');
+        h->sampling = !md_cfg_is_none(sc) && strcmp(dot ? dot + 1 : st, "PseudoSampler") != 0;
+        if (!md_cfg_is_none(sc)) {
             if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
         } else {
             md_cfg *pseudo = md_cfg_new_group();

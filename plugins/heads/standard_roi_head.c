@@ -250,12 +250,10 @@ static const md_roi_head_class rh_cls = {
     .aug_test = rh_aug_test,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 static void *rh_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     static const char *const unsupported[] = { "mask_roi_extractor", "mask_head", "shared_head" };
     for (int i = 0; i < 3; i++)
-        if (!is_none(md_cfg_get(cfg, unsupported[i]))) {
+        if (!md_cfg_is_none(md_cfg_get(cfg, unsupported[i]))) {
             md_failc(err, MD_ERR_CONFIG, "%s is not supported (bbox branch only)", unsupported[i]);
             return NULL;
         }
@@ -267,7 +265,7 @@ static void *rh_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     md_module *m = &h->base;
-    if (!is_none(init) && !(h->init_cfg = md_cfg_clone(init))) {
+    if (!md_cfg_is_none(init) && !(h->init_cfg = md_cfg_clone(init))) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -284,13 +282,13 @@ static void *rh_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     const md_cfg *tc = md_cfg_get(cfg, "train_cfg");
-    if (!is_none(tc)) {
+    if (!md_cfg_is_none(tc)) {
         if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err))) goto fail;
         if (!(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err))) goto fail;
         h->pos_weight = md_cfg_float(tc, "pos_weight", -1);
     }
     const md_cfg *te = md_cfg_get(cfg, "test_cfg");
-    if (!is_none(te)) {
+    if (!md_cfg_is_none(te)) {
         h->has_test = true;
         h->test.score_thr = md_cfg_float(te, "score_thr", 0.05);
         h->test.nms_iou = md_cfg_float(md_cfg_get(te, "nms"), "iou_threshold", 0.5);

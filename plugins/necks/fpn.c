@@ -112,14 +112,12 @@ static const md_neck_class fpn_cls = {
     .out_channels = fpn_out_channels,
 };
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* norm_cfg / act_cfg: None or a group of a supported type. */
 static int read_layer_cfg(const md_cfg *cfg, const char *key, const char *const *types, int n_types,
                           bool *on, bool *requires_grad, md_error *err) {
     const md_cfg *c = md_cfg_get(cfg, key);
     *on = false;
-    if (is_none(c)) return 0;
+    if (md_cfg_is_none(c)) return 0;
     if (md_cfg_kind(c) != MD_CFG_GROUP) return md_failc(err, MD_ERR_CONFIG, "%s must be None or a group", key);
     const char *type = md_cfg_str(c, "type", "");
     for (int i = 0; i < n_types; i++)
@@ -204,11 +202,11 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         }
     } else if (ae && md_cfg_kind(ae) == MD_CFG_BOOL) {
         extra = md_cfg_as_bool(ae) ? EXTRA_INPUT : EXTRA_NONE;  /* True means on_input */
-    } else if (!is_none(ae)) {
+    } else if (!md_cfg_is_none(ae)) {
         md_failc(err, MD_ERR_CONFIG, "add_extra_convs must be a bool or a string");
         return NULL;
     }
-    if (!is_none(md_cfg_get(cfg, "conv_cfg"))) {
+    if (!md_cfg_is_none(md_cfg_get(cfg, "conv_cfg"))) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg must be None (plain Conv2d)");
         return NULL;
     }
@@ -220,7 +218,7 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     int scale = 0;
     const md_cfg *up = md_cfg_get(cfg, "upsample_cfg");
-    if (!is_none(up)) {
+    if (!md_cfg_is_none(up)) {
         static const md_key up_keys[] = {
             { "mode", MD_KEY_STRING, "\"nearest\"", "only nearest", false },
             { "scale_factor", MD_KEY_ANY, NULL, "integer scale instead of the lower level's size", false },
@@ -232,7 +230,7 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             return NULL;
         }
         const md_cfg *sf = md_cfg_get(up, "scale_factor");
-        if (!is_none(sf)) {
+        if (!md_cfg_is_none(sf)) {
             double v = md_cfg_as_float(sf);
             scale = (int)v;
             if (scale < 1 || v != scale) {
@@ -259,7 +257,7 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     f->extra = extra;
     f->scale_factor = scale;
     f->relu_before_extra = md_cfg_bool(cfg, "relu_before_extra_convs", false);
-    if (!is_none(init) && !(f->init_cfg = md_cfg_clone(init))) {
+    if (!md_cfg_is_none(init) && !(f->init_cfg = md_cfg_clone(init))) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }

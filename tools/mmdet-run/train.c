@@ -30,8 +30,6 @@ static void src_release(void *s, void *batch) {
 }
 static int64_t src_batch_size(void *s) { return ((loader_source *)s)->samples_per_gpu; }
 
-static bool is_none(const md_cfg *c) { return !c || md_cfg_kind(c) == MD_CFG_NONE; }
-
 /* CLASSES as a JSON list, for checkpoint metadata. */
 static char *classes_json(const md_dataset *ds) {
     size_t cap = 4;
@@ -67,12 +65,12 @@ static int register_eval_hook(md_ctx *ctx, const md_cfg *cfg, md_runner *runner,
                 model->cls ? model->cls->name : "?");
         return 0;
     }
-    if (is_none(val)) {
+    if (md_cfg_is_none(val)) {
         md_info(ctx, "the config has no data.val: no evaluation during training");
         return 0;
     }
     const md_cfg *ev = md_cfg_get(cfg, "evaluation");
-    md_cfg *ec = !is_none(ev) ? md_cfg_clone(ev) : md_cfg_new_group();
+    md_cfg *ec = !md_cfg_is_none(ev) ? md_cfg_clone(ev) : md_cfg_new_group();
     md_cfg *ds = md_cfg_clone(val);
     if (!ec || !ds) {
         md_cfg_free(ec);
@@ -116,8 +114,8 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         goto out;
     }
     md_cfg *defaults = md_cfg_new_group();
-    if (!is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
-    if (!is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
+    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
     model = md_build_from_cfg(ctx, "detectors", model_cfg, defaults, err);
     md_cfg_free(defaults);
     if (!model) goto out;

@@ -67,7 +67,9 @@ char *md_cfg_dump_string(const md_cfg *node);    /* malloc'ed */
 int md_cfg_merge(md_cfg *dst, const md_cfg *src, md_error *err);
 
 /* ---- navigation ---- */
-md_cfg_type md_cfg_kind(const md_cfg *node);
+md_cfg_type md_cfg_kind(const md_cfg *node);   /* MD_CFG_NONE for NULL */
+/* Absent (NULL) or None: mmdet's `if cfg is None` for optional sections. */
+bool md_cfg_is_none(const md_cfg *node);
 const char *md_cfg_name(const md_cfg *node);     /* NULL for list items, roots */
 int md_cfg_len(const md_cfg *node);              /* children of a group/list */
 const md_cfg *md_cfg_at(const md_cfg *node, int i);
