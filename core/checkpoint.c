@@ -159,3 +159,28 @@ MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, m
     if (rc != 0) md_error_wrap(err, "loading %s", path);
     return rc;
 }
+
+MD_API md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *config_name, const char *checkpoint,
+                                   md_ckpt_info *info, md_error *err) {
+    const md_cfg *mc = md_cfg_get(cfg, "model");
+    if (!mc) {
+        md_failc(err, MD_ERR_CONFIG, "%s: the config has no `model`", config_name);
+        return NULL;
+    }
+    md_cfg *defaults = md_cfg_new_group();
+    if (!defaults) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
+    md_module *model = md_build_from_cfg(ctx, "detectors", mc, defaults, err);
+    md_cfg_free(defaults);
+    if (!model) return NULL;
+    if (md_checkpoint_load(ctx, checkpoint, model, NULL, info, err) != 0) {
+        md_module_free(model);
+        return NULL;
+    }
+    md_info(ctx, "load checkpoint from %s", checkpoint);
+    if (info->report.missing || info->report.unexpected) md_warn(ctx, "%s", info->report.text);
+    return model;
+}

@@ -250,7 +250,7 @@ int main(int argc, char **argv) {
     md_error err = { 0 };
     int rc = 1;
     md_ctx *ctx = md_ctx_new(&err);
-    md_cfg *cfg = NULL, *defaults = NULL;
+    md_cfg *cfg = NULL;
     md_module *model = NULL;
     images_ds *ds = NULL;
     md_loader *loader = NULL;
@@ -264,19 +264,8 @@ int main(int argc, char **argv) {
     const char *level = md_cfg_str(cfg, "log_level", "INFO");
     if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
 
-    /* init_detector: build_detector(cfg.model, test_cfg=cfg.get('test_cfg')) */
-    const md_cfg *mc = md_cfg_get(cfg, "model");
-    if (!mc) {
-        md_failc(&err, MD_ERR_CONFIG, "%s: the config has no `model`", config);
-        goto fail;
-    }
-    defaults = md_cfg_new_group();
-    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
-    if (!(model = md_build_from_cfg(ctx, "detectors", mc, defaults, &err))) goto fail;
     md_ckpt_info info;
-    if (md_checkpoint_load(ctx, checkpoint, model, NULL, &info, &err) != 0) goto fail;
-    md_info(ctx, "load checkpoint from %s", checkpoint);
-    if (info.report.missing || info.report.unexpected) md_warn(ctx, "%s", info.report.text);
+    if (!(model = md_detector_init(ctx, cfg, config, checkpoint, &info, &err))) goto fail;
     /* class names: the checkpoint's CLASSES, else data.test.classes, else numbers */
     if (info.classes[0]) n_classes = parse_classes(info.classes, &classes);
     if (n_classes <= 0 && !md_cfg_is_none(md_cfg_get(cfg, "data.test.classes"))) {
@@ -334,7 +323,6 @@ fail:
     if (ds) md_dataset_free(&ds->base);
     md_classes_free(classes, n_classes);
     md_module_free(model);
-    md_cfg_free(defaults);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
     free(opts);

@@ -143,7 +143,7 @@ int main(int argc, char **argv) {
     md_error err = { 0 };
     int rc = 1;
     md_ctx *ctx = md_ctx_new(&err);
-    md_cfg *cfg = NULL, *defaults = NULL, *tcfg = NULL;
+    md_cfg *cfg = NULL, *tcfg = NULL;
     md_module *model = NULL;
     md_dataset *ds = NULL;
     md_loader *loader = NULL;
@@ -172,19 +172,8 @@ int main(int argc, char **argv) {
     lc.shuffle = false;
     if (!(loader = md_loader_new(ds, &lc, &err))) goto fail;
 
-    /* build_detector(cfg.model, test_cfg=cfg.get('test_cfg')); train_cfg dropped */
-    const md_cfg *mc = md_cfg_get(cfg, "model");
-    if (!mc) {
-        md_failc(&err, MD_ERR_CONFIG, "%s: the config has no `model`", config);
-        goto fail;
-    }
-    defaults = md_cfg_new_group();
-    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
-    if (!(model = md_build_from_cfg(ctx, "detectors", mc, defaults, &err))) goto fail;
     md_ckpt_info info;
-    if (md_checkpoint_load(ctx, checkpoint, model, NULL, &info, &err) != 0) goto fail;
-    md_info(ctx, "load checkpoint from %s", checkpoint);
-    if (info.report.missing || info.report.unexpected) md_warn(ctx, "%s", info.report.text);
+    if (!(model = md_detector_init(ctx, cfg, config, checkpoint, &info, &err))) goto fail;
 
     if (md_single_gpu_test(ctx, model, loader, ds, true, &res, &err) != 0) goto fail;
 
@@ -244,7 +233,6 @@ fail:
     md_loader_free(loader);
     md_dataset_free(ds);
     md_module_free(model);
-    md_cfg_free(defaults);
     md_cfg_free(tcfg);
     md_cfg_free(cfg);
     md_ctx_free(ctx);

@@ -42,6 +42,12 @@ typedef struct md_ckpt_info {
  * state (resume). info may be NULL. */
 int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optimizer *opt, md_ckpt_info *info,
                        md_error *err);
+/* mmdet's init_detector: the detector of cfg.model built for testing
+ * (test_cfg from the config's top level passed down, train_cfg left out)
+ * with the weights of `checkpoint` (safetensors or .pth) loaded and the
+ * load logged; missing or unexpected keys are a warning. */
+md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *config_name, const char *checkpoint,
+                            md_ckpt_info *info, md_error *err);
 
 #ifdef __cplusplus
 }
