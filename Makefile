@@ -69,6 +69,12 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 # CUDA is optional: built into lib/libmmdet-cuda.so when nvcc is found.
 NVCC      := $(shell command -v nvcc 2>/dev/null)
 CUDA_SRC  := $(wildcard core/backends/cuda/*.cu)
+CUDA_OBJ  := $(CUDA_SRC:%.cu=build/%.o)
+# SASS for Hopper and Ampere, PTX for the rest (the driver compiles it).
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+             -gencode arch=compute_75,code=compute_75
+NVCCFLAGS := -O2 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wextra,-Werror -Werror all-warnings \
+             -Icore/include -Icore
 ifneq ($(NVCC),)
 ifneq ($(CUDA_SRC),)
 CUDA_LIB  := lib/libmmdet-cuda.so
@@ -93,8 +99,14 @@ $(LIBMMDET): $(CORE_OBJ)
 	$(CC) -shared -Wl,-soname,libmmdet.so.$(ABI_MAJOR) -Wl,--no-undefined $(LDFLAGS) -o $@.$(ABI_MAJOR) $^ $(CORE_LIBS)
 	ln -sf libmmdet.so.$(ABI_MAJOR) $@
 
-$(CUDA_LIB): $(CUDA_SRC) $(LIBMMDET)
-	$(NVCC) -O2 -Xcompiler -fPIC -shared -Icore/include -Icore -o $@ $(CUDA_SRC) -lcublas -lcudnn $(LINK_MMDET)
+# The backend library: static CUDA runtime, shared cuBLAS and cuDNN; it calls
+# nothing in libmmdet (core/backends/backend.h is the whole contract).
+build/core/backends/cuda/%.o: core/backends/cuda/%.cu core/backends/cuda/cuda_internal.h core/backends/backend.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+$(CUDA_LIB): $(CUDA_OBJ)
+	@mkdir -p lib
+	$(NVCC) -shared -cudart static $(CUDA_ARCH) -o $@ $(CUDA_OBJ) -lcublas -lcudnn
 
 # Single-file plugins.
 %.so: %.c $(LIBMMDET) $(FLAGS_STAMP)

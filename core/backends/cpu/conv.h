@@ -6,13 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-typedef struct md__conv_shape {
-    int64_t N, C, H, W;      /* input */
-    int64_t O, KH, KW;       /* weight [O, C/G, KH, KW] */
-    int64_t OH, OW;          /* output */
-    int64_t sh, sw, ph, pw, dh, dw, G;
-} md__conv_shape;
+#include "backends/backend.h"   /* md__conv_shape */
 
 enum { MD_CONV_FWD = 0, MD_CONV_BWD_INPUT, MD_CONV_BWD_WEIGHT };
 

@@ -5,39 +5,19 @@
 
 #include <stdint.h>
 #include "mmdet/tensor.h"
+#include "backends/backend.h"   /* md__loop, md__binop, md__unop */
 
 /* Work below this many elements runs on one thread (OpenMP start-up costs
  * more than the loop). */
 #define MD_CPU_PAR_MIN 32768
 
-/* A strided loop over up to 4 operands (operand 0 is the output): dimensions
- * of size 1 dropped and adjacent dimensions merged where every operand allows,
- * so that the common cases become one long inner loop. */
-typedef struct md__loop {
-    int ndim, nops;
-    int64_t numel;
-    int64_t shape[MD_MAX_DIMS];
-    int64_t st[4][MD_MAX_DIMS];
-} md__loop;
-
 void md__loop_init(md__loop *L, int ndim, const int64_t *shape, int nops, const int64_t *const *strides);
-
-typedef enum md__binop {
-    MD_BIN_ADD, MD_BIN_SUB, MD_BIN_MUL, MD_BIN_DIV,
-    MD_BIN_GT, MD_BIN_GE, MD_BIN_LT, MD_BIN_LE, MD_BIN_EQ, MD_BIN_NE,
-    MD_BIN_AND, MD_BIN_OR,
-} md__binop;
 
 /* out = a op b over the loop; a and b of dtype dt; out of dt for arithmetic,
  * u8 for comparisons and logic. Returns -1 for an unsupported dtype/op pair. */
 int md__cpu_binary(md__binop op, md_dtype dt, const md__loop *L, const void *a, const void *b, void *out);
 /* Comparison with a scalar (or logic with it): contiguous a of n elements. */
 int md__cpu_compare_scalar(md__binop op, md_dtype dt, int64_t n, const void *a, double s, uint8_t *out);
-
-typedef enum md__unop {
-    MD_UN_NEG, MD_UN_RELU, MD_UN_SIGMOID, MD_UN_EXP, MD_UN_LOG, MD_UN_SQRT, MD_UN_ABS,
-    MD_UN_CLAMP, MD_UN_POW, MD_UN_ADD_SCALAR, MD_UN_MUL_SCALAR, MD_UN_NOT,
-} md__unop;
 
 /* Contiguous f32 unary op with parameters p0, p1 (scalar, clamp bounds, power). */
 void md__cpu_unary_f32(md__unop op, int64_t n, const float *x, float p0, float p1, float *y);

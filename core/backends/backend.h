@@ -1,0 +1,163 @@
+/* The interface between libmmdet and a device backend library (today
+ * lib/libmmdet-cuda.so). Private to this source tree, not part of the plugin
+ * API: libmmdet loads the library with libltdl, calls its one exported symbol
+ * `md_backend_cuda` (a function returning the table below) and checks `abi`.
+ *
+ * The backend works on raw device pointers and sizes; libmmdet's op
+ * front-ends do every check (shapes, dtypes, devices), allocate outputs and
+ * record autograd, exactly as for the CPU kernels in backends/cpu/, whose
+ * semantics each entry mirrors (the comment names the CPU kernel).
+ *
+ * Every kernel returns 0, or -1 with a message readable through `error`.
+ * Kernels run asynchronously on the backend's stream in issue order; only
+ * `copy` to the host and `sync` wait. A NULL entry means "not implemented on
+ * this device": the front-end reports it naming the op.
+ *
+ * The CUDA runtime keeps one context per process, so a backend's state
+ * (device, stream, cuBLAS/cuDNN handles, workspace) is process-wide too. */
+#ifndef MMDET_BACKEND_H
+#define MMDET_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MD_BACKEND_ABI 1
+#define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
+
+/* Shape of a 2-D convolution (NCHW input, OIHW weight). */
+typedef struct md__conv_shape {
+    int64_t N, C, H, W;      /* input */
+    int64_t O, KH, KW;       /* weight [O, C/G, KH, KW] */
+    int64_t OH, OW;          /* output */
+    int64_t sh, sw, ph, pw, dh, dw, G;
+} md__conv_shape;
+
+/* A strided loop over up to 4 operands (operand 0 is the output): dimensions
+ * of size 1 dropped and adjacent dimensions merged where every operand allows
+ * (md__loop_init in backends/cpu/elementwise.c builds it). Strides are in
+ * elements of each operand's own dtype. */
+typedef struct md__loop {
+    int ndim, nops;
+    int64_t numel;
+    int64_t shape[MD_BE_MAX_DIMS];
+    int64_t st[4][MD_BE_MAX_DIMS];
+} md__loop;
+
+typedef enum md__binop {
+    MD_BIN_ADD, MD_BIN_SUB, MD_BIN_MUL, MD_BIN_DIV,
+    MD_BIN_GT, MD_BIN_GE, MD_BIN_LT, MD_BIN_LE, MD_BIN_EQ, MD_BIN_NE,
+    MD_BIN_AND, MD_BIN_OR,
+} md__binop;
+
+typedef enum md__unop {
+    MD_UN_NEG, MD_UN_RELU, MD_UN_SIGMOID, MD_UN_EXP, MD_UN_LOG, MD_UN_SQRT, MD_UN_ABS,
+    MD_UN_CLAMP, MD_UN_POW, MD_UN_ADD_SCALAR, MD_UN_MUL_SCALAR, MD_UN_NOT,
+} md__unop;
+
+enum md__copy_kind { MD_COPY_H2D = 0, MD_COPY_D2H = 1, MD_COPY_D2D = 2 };
+
+/* Element types as libmmdet numbers them (md_dtype): 0 f32, 1 i64, 2 i32, 3 u8. */
+
+typedef struct md_backend {
+    int abi;                 /* MD_BACKEND_ABI */
+    const char *name;        /* "cuda" */
+
+    /* ---- device and memory ---- */
+    /* Selects device `index` and creates the stream and library handles; a
+     * second call with the same index is a no-op. Fails with a message when
+     * no such device (or no driver) exists. */
+    int (*init)(int index);
+    /* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" for messages and logs. */
+    const char *(*describe)(void);
+    /* The message of the last failed call (thread-local). */
+    const char *(*error)(void);
+    void *(*alloc)(size_t bytes);        /* NULL when out of memory (error set) */
+    void (*free)(void *p);
+    /* Copies `bytes`; D2H waits for the stream, H2D and D2D are ordered on it. */
+    int (*copy)(void *dst, const void *src, size_t bytes, int kind);
+    int (*sync)(void);                   /* waits for every queued kernel */
+    /* Free and total device memory in bytes. */
+    int (*mem_info)(size_t *free_bytes, size_t *total_bytes);
+
+    /* ---- element-wise (backends/cpu/elementwise.h) ---- */
+    /* dst[i] = v for n elements of `elem` bytes (1, 4 or 8); v's bits are
+     * given as the element's own representation in the low bytes of `bits`. */
+    int (*fill)(void *dst, int64_t n, size_t elem, uint64_t bits);
+    /* dst = src over the loop (operands: dst, src), any element size: md__cpu_copy. */
+    int (*copy_strided)(const md__loop *L, size_t elem, const void *src, void *dst);
+    /* out = a op b over the loop (operands: out, a, b), f32 inputs; f32 out
+     * for arithmetic, u8 (0/1) for comparisons and logic: md__cpu_binary. */
+    int (*binary_f32)(md__binop op, const md__loop *L, const float *a, const float *b, void *out);
+    /* Contiguous unary ops with parameters p0, p1: md__cpu_unary_f32 (not MD_UN_NOT). */
+    int (*unary_f32)(md__unop op, int64_t n, const float *x, float p0, float p1, float *y);
+    /* gx = g * d(op)/dx given x and y = op(x): md__cpu_unary_f32_backward. */
+    int (*unary_f32_backward)(md__unop op, int64_t n, const float *x, const float *y, const float *g, float p0,
+                              float p1, float *gx);
+    /* dst[i] += src[i], contiguous f32 (gradient accumulation, in-place add). */
+    int (*add_inplace_f32)(float *dst, const float *src, int64_t n);
+
+    /* ---- reductions (backends/cpu/reduce.h), x seen as [outer, n, inner] ---- */
+    /* out[o, j] = scale * sum_i x[o, i, j]: md__cpu_sum_f32. */
+    int (*sum_f32)(const float *x, int64_t outer, int64_t n, int64_t inner, float scale, float *out);
+    /* out[o, i, j] = scale * g[o, j]: md__cpu_spread_f32. */
+    int (*spread_f32)(const float *g, int64_t outer, int64_t n, int64_t inner, float scale, float *out);
+
+    /* ---- matrix product (backends/cpu/gemm.h) ---- */
+    /* C[M,N] = alpha op(A) op(B) + beta C, row-major, leading dims in elements. */
+    int (*sgemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+    /* ---- convolution (backends/cpu/conv.h); outputs are overwritten ---- */
+    int (*conv2d_forward)(const md__conv_shape *s, const float *x, const float *w, const float *bias, float *y);
+    int (*conv2d_backward_input)(const md__conv_shape *s, const float *gy, const float *w, float *gx);
+    int (*conv2d_backward_weight)(const md__conv_shape *s, const float *x, const float *gy, float *gw);
+    int (*conv2d_backward_bias)(const md__conv_shape *s, const float *gy, float *gb);
+
+    /* ---- batch norm over x [N, C, HW] (backends/cpu/norm.h) ---- */
+    /* Training: batch mean and biased variance per channel; mean[c] and
+     * invstd[c] = 1/sqrt(var + eps) written (f32, device); running stats,
+     * when not NULL, become (1-m) r + m stat with the unbiased variance
+     * (var * count / (count - 1)); y = (x - mean) invstd w + b (w, b may be
+     * NULL). N * HW >= 2. Statistics accumulate in double. */
+    int (*batch_norm_train)(const float *x, int64_t N, int64_t C, int64_t HW, const float *w, const float *b,
+                            double eps, double momentum, float *running_mean, float *running_var, float *y,
+                            float *mean, float *invstd);
+    /* Eval: mean = running_mean, invstd from running_var (both written out
+     * for backward), then y as above. */
+    int (*batch_norm_eval)(const float *x, int64_t N, int64_t C, int64_t HW, const float *w, const float *b,
+                           double eps, const float *running_mean, const float *running_var, float *y,
+                           float *mean, float *invstd);
+    /* md__bn_backward: any of gx, gw, gb may be NULL. */
+    int (*batch_norm_backward)(const float *x, const float *gy, int64_t N, int64_t C, int64_t HW,
+                               const float *mean, const float *invstd, const float *w, bool batch_stats,
+                               float *gx, float *gw, float *gb);
+
+    /* ---- pooling (backends/cpu/pool.h), planes of H x W ---- */
+    int (*maxpool2d_forward)(const float *x, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, int k,
+                             int stride, int pad, float *y, int32_t *idx);
+    int (*maxpool2d_backward)(const float *gy, const int32_t *idx, int64_t planes, int64_t H, int64_t W,
+                              int64_t OH, int64_t OW, float *gx);
+
+    /* ---- optimizers (core/optim.c), n contiguous f32 elements ---- */
+    /* d = g + wd w; with momentum: buf = first ? d : mom buf + (1 - damp) d,
+     * d = nesterov ? d + mom buf : buf (buf NULL when mom == 0); w -= lr d. */
+    int (*sgd_step)(int64_t n, float *w, const float *g, float *buf, float lr, float wd, float mom, float damp,
+                    bool nesterov, bool first);
+    /* Adam (decoupled false) / AdamW (true), as core/optim.c:
+     * step_size = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t). */
+    int (*adam_step)(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1,
+                     float b2, float eps, float step_size, float sbc2, bool decoupled);
+} md_backend;
+
+/* The symbol a backend library exports. */
+typedef const md_backend *(*md_backend_entry_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

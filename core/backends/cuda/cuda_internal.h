@@ -1,0 +1,74 @@
+/* Private to the CUDA backend (core/backends/cuda/*.cu): the process-wide
+ * state every file shares and the functions each file provides for the
+ * table in device.cu. Entries mirror backends/backend.h one for one. */
+#ifndef MMDET_CUDA_INTERNAL_H
+#define MMDET_CUDA_INTERNAL_H
+
+#include <cuda_runtime.h>
+#include "backends/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The backend's one stream (every kernel is launched on it) and its device. */
+cudaStream_t md__cuda_stream(void);
+int md__cuda_device(void);
+/* Records "what: message" as the error `error` returns; always returns -1. */
+int md__cuda_fail(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* -1 with the error set when a CUDA runtime call failed (err != cudaSuccess)
+ * or, with err == cudaSuccess, when the last launch failed. */
+int md__cuda_check(cudaError_t err, const char *what);
+/* Device scratch of at least `bytes`, owned by the backend and reused by
+ * every call (cuDNN workspaces, partial sums); valid until the next call
+ * that asks for scratch. NULL on failure (error set). */
+void *md__cuda_scratch(size_t bytes);
+
+/* device.cu: device, memory, errors and the table */
+int md__cuda_init(int index);
+const char *md__cuda_describe(void);
+const char *md__cuda_error(void);
+void *md__cuda_alloc(size_t bytes);
+void md__cuda_free(void *p);
+int md__cuda_copy(void *dst, const void *src, size_t bytes, int kind);
+int md__cuda_sync(void);
+int md__cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+
+/* elementwise.cu */
+int md__cuda_fill(void *dst, int64_t n, size_t elem, uint64_t bits);
+int md__cuda_copy_strided(const md__loop *L, size_t elem, const void *src, void *dst);
+int md__cuda_binary_f32(md__binop op, const md__loop *L, const float *a, const float *b, void *out);
+int md__cuda_unary_f32(md__unop op, int64_t n, const float *x, float p0, float p1, float *y);
+int md__cuda_unary_f32_backward(md__unop op, int64_t n, const float *x, const float *y, const float *g, float p0, float p1, float *gx);
+int md__cuda_add_inplace_f32(float *dst, const float *src, int64_t n);
+
+/* reduce.cu */
+int md__cuda_sum_f32(const float *x, int64_t outer, int64_t n, int64_t inner, float scale, float *out);
+int md__cuda_spread_f32(const float *g, int64_t outer, int64_t n, int64_t inner, float scale, float *out);
+
+/* gemm.cu (cuBLAS) */
+int md__cuda_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* conv.cu (cuDNN) */
+int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias, float *y);
+int md__cuda_conv2d_backward_input(const md__conv_shape *s, const float *gy, const float *w, float *gx);
+int md__cuda_conv2d_backward_weight(const md__conv_shape *s, const float *x, const float *gy, float *gw);
+int md__cuda_conv2d_backward_bias(const md__conv_shape *s, const float *gy, float *gb);
+
+/* norm.cu */
+int md__cuda_batch_norm_train(const float *x, int64_t N, int64_t C, int64_t HW, const float *w, const float *b, double eps, double momentum, float *running_mean, float *running_var, float *y, float *mean, float *invstd);
+int md__cuda_batch_norm_eval(const float *x, int64_t N, int64_t C, int64_t HW, const float *w, const float *b, double eps, const float *running_mean, const float *running_var, float *y, float *mean, float *invstd);
+int md__cuda_batch_norm_backward(const float *x, const float *gy, int64_t N, int64_t C, int64_t HW, const float *mean, const float *invstd, const float *w, bool batch_stats, float *gx, float *gw, float *gb);
+
+/* pool.cu */
+int md__cuda_maxpool2d_forward(const float *x, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, int k, int stride, int pad, float *y, int32_t *idx);
+int md__cuda_maxpool2d_backward(const float *gy, const int32_t *idx, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, float *gx);
+
+/* optim.cu */
+int md__cuda_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float wd, float mom, float damp, bool nesterov, bool first);
+int md__cuda_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1, float b2, float eps, float step_size, float sbc2, bool decoupled);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
