@@ -8,7 +8,11 @@
  * memory (ru_maxrss) is its own. Prints
  *   bench <name> ours_ms=<median> ours_mb=<peak RSS> gflops=<achieved>
  * Repetitions: $MMDET_BENCH_REPS (default 3, after one warm-up); threads:
- * $MMDET_NUM_THREADS. Run from the repository root (loads plugins/backbones). */
+ * $MMDET_NUM_THREADS. Run from the repository root (loads plugins/backbones).
+ * With MMDET_BENCH_DEVICE=cuda the model and input live on the GPU, the
+ * names get a _cuda suffix and each step ends with a device synchronisation
+ * (ours_mb is then the device step arena's peak plus the parameters and
+ * optimizer state, to compare with torch.cuda.max_memory_allocated). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +39,10 @@ static double fwd_flops(int64_t n, int64_t h, int64_t w) { return 2.0 * 4.087e9 
 
 static int run(bool train, int reps) {
     md_error err = { 0 };
+    const char *devname = getenv("MMDET_BENCH_DEVICE");
+    md_device dev = MD_DEVICE_CPU;
+    if (devname && *devname && md_device_parse(devname, &dev, &err) != 0) return fail("device", err.msg);
+    bool gpu = dev.type != MD_CPU;
     md_ctx *ctx = md_ctx_new(&err);
     if (!ctx) return fail("context", err.msg);
     md_log_set_quiet(ctx, true);
@@ -44,6 +52,7 @@ static int run(bool train, int reps) {
     if (!cfg) return fail("config", err.msg);
     md_module *m = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), &err);
     if (!m) return fail("build", err.msg);
+    if (gpu && md_module_to(ctx, m, dev, &err) != 0) return fail("device", err.msg);
     md_optimizer *opt = NULL;
     if (train) {
         opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
@@ -56,6 +65,7 @@ static int run(bool train, int reps) {
     md_rng r;
     md_rng_seed(&r, 1);
     md_tensor_normal_(img, &r, 0, 1);
+    if (gpu && md_tensor_move_(ctx, img, dev, &err) != 0) return fail("input", err.msg);
     double *t = malloc(sizeof(double) * (size_t)reps);
     md_grad_set_enabled(ctx, train);
     for (int i = -1; i < reps; i++) {   /* one warm-up */
@@ -74,13 +84,20 @@ static int run(bool train, int reps) {
             if (!loss || md_backward(ctx, loss, &err) != 0) return fail("backward", err.msg);
             if (md_optimizer_step(opt, &err) != 0) return fail("step", err.msg);
         }
+        if (gpu && md_device_synchronize(dev, &err) != 0) return fail("synchronize", err.msg);
         if (i >= 0) t[i] = now_ms() - t0;
         if (getenv("MMDET_BENCH_VERBOSE")) fprintf(stderr, "rep %d: %.1f ms\n", i, now_ms() - t0);
     }
     double ms = median(t, reps), fl = fwd_flops(N, H, W) * (train ? 3.0 : 1.0);
-    printf("bench resnet50_%s ours_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld threads=%d\n",
-           train ? "train_step" : "infer", ms, peak_mb(), fl / ms / 1e6, (long long)N, (long long)H,
-           (long long)W, md_ctx_threads(ctx));
+    double mb = peak_mb();
+    if (gpu) {   /* device memory: step arena peak + parameters, gradients and optimizer state */
+        int64_t params = md_module_num_params(m, false);
+        mb = (double)md_ctx_device_arena_peak(ctx, dev) / 1048576.0 +
+             (double)params * 4.0 * (train ? 3.0 : 1.0) / 1048576.0;
+    }
+    printf("bench resnet50_%s%s ours_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld threads=%d%s%s\n",
+           train ? "train_step" : "infer", gpu ? "_cuda" : "", ms, mb, fl / ms / 1e6, (long long)N, (long long)H,
+           (long long)W, md_ctx_threads(ctx), gpu ? " device=" : "", gpu ? md_device_describe(dev) : "");
     fflush(stdout);
     free(t);
     md_tensor_free(img);

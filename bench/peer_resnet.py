@@ -4,7 +4,11 @@ avgpool/fc head, returning the four stage outputs; 2 threads.
                        train mode BN, one SGD step (momentum 0.9, wd 1e-4)
   resnet50_infer       forward, 1x3x800x1216, eval mode, no grad
 Each benchmark runs in its own process (peak RSS is its own). Prints
-`peer <name> peer_ms=<median> peer_mb=<ru_maxrss>`."""
+`peer <name> peer_ms=<median> peer_mb=<ru_maxrss>`.
+With MMDET_BENCH_DEVICE=cuda: on the GPU, names with a _cuda suffix, a
+synchronisation closing each step, peer_mb = torch.cuda.max_memory_allocated,
+TF32 off unless MMDET_CUDA_TF32=1 (as ours), cudnn.benchmark off (heuristic
+algorithm choice, as ours by default)."""
 import os
 import resource
 import statistics
@@ -21,7 +25,14 @@ def run(train):
 
     torch.set_num_threads(int(os.environ.get("MMDET_NUM_THREADS", "2")))
     torch.manual_seed(1)
-    net = torchvision.models.resnet50(weights=None)
+    gpu = os.environ.get("MMDET_BENCH_DEVICE", "cpu").startswith("cuda")
+    dev = torch.device("cuda" if gpu else "cpu")
+    if gpu:
+        tf32 = os.environ.get("MMDET_CUDA_TF32") == "1"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = os.environ.get("MMDET_CUDA_BENCHMARK") == "1"
+    net = torchvision.models.resnet50(weights=None).to(dev)
 
     def forward(x):
         x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
@@ -35,7 +46,7 @@ def run(train):
     opt = torch.optim.SGD(params, lr=0.001, momentum=0.9, weight_decay=1e-4)
     net.train(train)
     shape = (2, 3, 512, 512) if train else (1, 3, 800, 1216)
-    x = torch.randn(*shape)
+    x = torch.randn(*shape).to(dev)
     times = []
     with torch.set_grad_enabled(train):
         for i in range(REPS + 1):
@@ -45,11 +56,15 @@ def run(train):
                 opt.zero_grad(set_to_none=False)
                 sum(o.sum() for o in outs).backward()
                 opt.step()
+            if gpu:
+                torch.cuda.synchronize()
             if i:
                 times.append((time.perf_counter() - t0) * 1e3)
             del outs
-    name = "resnet50_train_step" if train else "resnet50_infer"
+    name = ("resnet50_train_step" if train else "resnet50_infer") + ("_cuda" if gpu else "")
     mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if gpu:
+        mb = torch.cuda.max_memory_allocated() / 1048576.0
     print(f"peer {name} peer_ms={statistics.median(times):.1f} peer_mb={mb:.0f}", flush=True)
 
 

@@ -83,6 +83,58 @@ static md_tensor *reduce_to_shape(md_ctx *ctx, md_tensor *g, const md_tensor *li
     return r;
 }
 
+/* reduce_to_shape on a device: one sum kernel per reduced dimension. */
+static md_tensor *reduce_to_shape_device(md_ctx *ctx, const md_backend *be, md_tensor *g, const md_tensor *like) {
+    g = md__contig(ctx, g);
+    if (!g) return NULL;
+    int nd = g->ndim, off = g->ndim - like->ndim;
+    int64_t shape[MD_MAX_DIMS];
+    for (int d = 0; d < nd; d++) shape[d] = g->shape[d];
+    for (int d = nd - 1; d >= 0; d--) {
+        int ld = d - off;
+        if (shape[d] == 1 || (ld >= 0 && like->shape[ld] != 1)) continue;
+        int64_t outer = 1, inner = 1;
+        for (int k = 0; k < d; k++) outer *= shape[k];
+        for (int k = d + 1; k < nd; k++) inner *= shape[k];
+        int64_t n = shape[d];
+        shape[d] = 1;
+        md_tensor *r = md__empty_like_on(ctx, g, MD_F32, nd, shape);
+        if (!r) return NULL;
+        if (be->sum_f32(md_f32(g), outer, n, inner, 1.0f, md_f32(r)) != 0) return md__be_failed(ctx, "backward", be);
+        g = r;
+    }
+    md_tensor *out = md__empty_like_on(ctx, g, MD_F32, like->ndim, like->shape);
+    if (!out || be->copy(out->data, g->data, (size_t)md_tensor_numel(out) * 4, MD_COPY_D2D) != 0)
+        return out ? md__be_failed(ctx, "backward", be) : NULL;
+    return out;
+}
+
+/* md_node_accumulate for a tensor on a device (g already has its shape
+ * checked against t's, up to broadcasting). */
+static int accumulate_device(md_ctx *ctx, md_node *node, md_tensor *t, md_tensor *g) {
+    const md_backend *be = md__be(ctx, node->op, t);
+    if (!be) return -1;
+    if (!md__same_device(ctx, node->op, 2, (md_tensor *[]){ t, g })) return -1;
+    if (!be->sum_f32 || !be->add_inplace_f32) return md__no_kernel(ctx, node->op, t), -1;
+    if (!md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g))
+        if (!(g = reduce_to_shape_device(ctx, be, g, t))) return -1;
+    int64_t n = md_tensor_numel(t);
+    if (!t->grad) {
+        if (t->persistent) {
+            md_error err = { 0 };
+            t->grad = md_tensor_new_persistent_on(ctx, md_tensor_device(t), MD_F32, t->ndim, t->shape, &err);
+            if (!t->grad) return md_op_fail(ctx, node->op, "%s", err.msg), -1;
+        } else {
+            t->grad = md__empty_like_on(ctx, t, MD_F32, t->ndim, t->shape);
+            if (!t->grad) return -1;
+        }
+        if (be->copy(t->grad->data, g->data, (size_t)n * 4, MD_COPY_D2D) != 0) return md__be_failed(ctx, node->op, be), -1;
+        return 0;
+    }
+    if (be->add_inplace_f32(md_f32(t->grad), md_f32(g), n) != 0) return md__be_failed(ctx, node->op, be), -1;
+    return 0;
+}
+
 MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
     if (!g) return -1;
     if (!md_node_needs_grad(node, i)) return 0;
@@ -91,6 +143,7 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
         md_op_fail(ctx, node->op, "backward produced a %s gradient", md_dtype_name(g->dtype));
         return -1;
     }
+    if (!md__same_device(ctx, node->op, 2, (md_tensor *[]){ t, g })) return -1;
     if (!md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g)) {
         bool broadcastable = g->ndim >= t->ndim;
         for (int d = 0; broadcastable && d < t->ndim; d++) {
@@ -103,9 +156,11 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
                        md_tensor_describe(g, a, sizeof a), i, md_tensor_describe(t, b, sizeof b));
             return -1;
         }
+        if (t->device != MD_CPU) return accumulate_device(ctx, node, t, g);
         g = reduce_to_shape(ctx, g, t);
         if (!g) return -1;
     }
+    if (t->device != MD_CPU) return accumulate_device(ctx, node, t, g);
     int64_t n = md_tensor_numel(t);
     if (!t->grad && !t->persistent && ctx->in_backward && g->data) {
         /* a fresh whole pool block made by the running node: adopt it */
@@ -149,13 +204,13 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
                             "to a parameter, or grad mode was off)");
     md_tensor *seed = grad_out;
     if (!seed) {
-        seed = md_tensor_full(ctx, MD_F32, out->ndim, out->shape, 1.0);
-        if (!seed) goto fail;
+        seed = md__empty_like_on(ctx, out, MD_F32, out->ndim, out->shape);
+        if (!seed || md_tensor_fill_(seed, 1.0) != 0) goto fail;
     }
     /* Non-leaf gradients of an earlier backward in this step must not leak
      * into this one. */
     for (int k = 0; k < ctx->tape_len; k++) ctx->tape[k]->output->grad = NULL;
-    out->grad = md_tensor_zeros(ctx, MD_F32, out->ndim, out->shape);
+    out->grad = md_tensor_zeros_like(ctx, out);
     if (!out->grad) goto fail;
     md_node self = { .op = "backward", .n_inputs = 1, .inputs = &out, .output = NULL };
     if (md_node_accumulate(ctx, &self, 0, seed) != 0) goto fail;

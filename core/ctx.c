@@ -41,6 +41,7 @@ MD_API void md_ctx_free(md_ctx *ctx) {
     if (!ctx) return;
     md__registry_free(ctx);
     md__arena_free(&ctx->arena);
+    md__dev_arena_free(ctx);
     free(ctx->tape);
     if (ctx->log_file) fclose(ctx->log_file);
     free(ctx);

@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 #include "mmdet/mmdet.h"
+#include "mmdet/device.h"
+#include "backends/backend.h"
 
 #define MD_API __attribute__((visibility("default")))
 
@@ -43,6 +45,7 @@ struct md_node {
 };
 
 struct md_registries;   /* registry.c */
+typedef struct md_dev_arena md_dev_arena;   /* device.c */
 
 struct md_ctx {
     int threads;
@@ -54,6 +57,7 @@ struct md_ctx {
     struct md_registries *reg;
     /* step arena, tape and op errors (tensor.c, autograd.c) */
     md_arena arena;
+    md_dev_arena *dev_arena;   /* device step memory, made on first use */
     md_node **tape;
     int tape_len, tape_cap;
     bool grad_enabled;
@@ -101,6 +105,31 @@ void md__set_contiguous_strides(md_tensor *t);
 md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
 /* False (with the op error set) unless t is NULL or on the CPU. */
 bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
+
+/* ---- devices (device.c) ---- */
+/* The loaded backend of a device type (NULL for the CPU or when not loaded). */
+const md_backend *md__backend_table(md_device_type t);
+/* The backend running t's ops; NULL after md_op_fail when its device was
+ * never initialised. */
+const md_backend *md__be(md_ctx *ctx, const char *op, const md_tensor *t);
+/* md_op_fail for an op with no kernel on t's device, and for a kernel that
+ * failed (the backend's message); both return NULL. */
+md_tensor *md__no_kernel(md_ctx *ctx, const char *op, const md_tensor *t);
+md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be);
+/* False after md_op_fail unless the non-NULL tensors share one device. */
+bool md__same_device(md_ctx *ctx, const char *op, int n, md_tensor *const *ts);
+/* A step tensor on like's device. */
+md_tensor *md__empty_like_on(md_ctx *ctx, const md_tensor *like, md_dtype dt, int ndim, const int64_t *shape);
+/* Device step memory (256-byte aligned), reset with the CPU arena. */
+void *md__dev_alloc(md_ctx *ctx, md_device_type type, size_t bytes);
+void md__dev_arena_reset(md_ctx *ctx);
+void md__dev_arena_free(md_ctx *ctx);
+/* Contiguous device fill; one element read back; persistent storage freed. */
+int md__dev_fill(md_tensor *t, double v);
+double md__dev_get(const md_tensor *t, int64_t off);
+void md__dev_free(md_tensor *t);
+/* dst = src (same dtype and shape), any devices and strides; -1 after md_op_fail. */
+int md__copy_any(md_ctx *ctx, md_tensor *dst, const md_tensor *src);
 
 /* An md_st held in memory, for weights converted from other formats
  * (PyTorch .pth): entries keep the order they are added in. add_owned takes

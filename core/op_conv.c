@@ -8,9 +8,35 @@ typedef struct conv_saved {
     md_tensor *x, *w;   /* contiguous copies used by the forward */
 } conv_saved;
 
-/* A contiguous f32 view of t: t itself, or a step copy. */
+/* conv_backward on a device: the backend's three gradient kernels. */
+static int conv_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    conv_saved *sv = md_node_saved(node);
+    const md__conv_shape *s = &sv->s;
+    const md_backend *be = md__be(ctx, "conv2d", sv->x);
+    if (!be) return -1;
+    md_tensor *g[3] = { NULL, NULL, NULL };
+    if (md_node_needs_grad(node, 0)) {
+        if (!(g[0] = md_tensor_empty_like(ctx, sv->x))) return -1;
+        if (be->conv2d_backward_input(s, md_f32(gy), md_f32(sv->w), md_f32(g[0])) != 0)
+            return md__be_failed(ctx, "conv2d", be), -1;
+    }
+    if (md_node_needs_grad(node, 1)) {
+        if (!(g[1] = md_tensor_empty_like(ctx, sv->w))) return -1;
+        if (be->conv2d_backward_weight(s, md_f32(sv->x), md_f32(gy), md_f32(g[1])) != 0)
+            return md__be_failed(ctx, "conv2d", be), -1;
+    }
+    if (md_node_needs_grad(node, 2)) {
+        if (!(g[2] = md__empty_like_on(ctx, sv->x, MD_F32, MD_DIMS(s->O)))) return -1;
+        if (be->conv2d_backward_bias(s, md_f32(gy), md_f32(g[2])) != 0) return md__be_failed(ctx, "conv2d", be), -1;
+    }
+    for (int i = 0; i < 3; i++)
+        if (g[i] && md_node_accumulate(ctx, node, i, g[i]) != 0) return -1;
+    return 0;
+}
+
 static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     conv_saved *sv = md_node_saved(node);
+    if (sv->x->device != MD_CPU) return conv_backward_device(ctx, node, gy);
     const md__conv_shape *s = &sv->s;
     int nt = md_ctx_threads(ctx);
     const float *g = md_f32(gy);
@@ -54,10 +80,8 @@ MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
         if (ins[i]->dtype != MD_F32)
             return md_op_fail(ctx, "conv2d", "%s is %s; only f32 is supported",
                               i == 0 ? "input" : i == 1 ? "weight" : "bias", md_dtype_name(ins[i]->dtype));
-        if (ins[i]->device != MD_CPU)
-            return md_op_fail(ctx, "conv2d", "%s is not on the CPU (only the CPU backend exists)",
-                              i == 0 ? "input" : i == 1 ? "weight" : "bias");
     }
+    if (!md__same_device(ctx, "conv2d", 3, ins)) return NULL;
     md_tensor_describe(x, a, sizeof a);
     md_tensor_describe(w, b, sizeof b);
     md_tensor_describe(bias, c, sizeof c);
@@ -86,8 +110,18 @@ MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
 
     md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w), *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || !wc || (bias && !bc)) return NULL;
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "conv2d", x);
+        if (!be) return NULL;
+        if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
+            !be->conv2d_backward_bias)
+            return md__no_kernel(ctx, "conv2d", x);
+        if (be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y)) != 0)
+            return md__be_failed(ctx, "conv2d", be);
+        goto record;
+    }
     int nt = md_ctx_threads(ctx);
     size_t mark = md_ctx_arena_mark(ctx);
     size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
@@ -96,6 +130,7 @@ MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
     md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
     md_ctx_arena_release(ctx, mark);
 
+record:;
     md_node *node = md_autograd_record(ctx, y, ins, 3, conv_backward, "conv2d");
     if (node) {
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);

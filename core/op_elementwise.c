@@ -87,10 +87,48 @@ static int div_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return md__accumulate_reduced(ctx, node, 1, md_neg(ctx, md_mul(ctx, ga, md_node_output(node))));
 }
 
+static int record_binary(md_ctx *ctx, md__binop op, md_tensor *out, md_tensor *a, md_tensor *b) {
+    static const md_backward_fn bw[] = { add_backward, sub_backward, mul_backward, div_backward };
+    md_tensor *ins[2] = { a, b };
+    md_autograd_record(ctx, out, ins, 2, bw[op], bin_names[op]);
+    return 0;
+}
+
+/* The loop over out, a and b broadcast to (ndim, shape). */
+static void binary_loop(md__loop *L, const md_tensor *out, const md_tensor *a, const md_tensor *b, int ndim,
+                        const int64_t *shape) {
+    int64_t sa[MD_MAX_DIMS], sb[MD_MAX_DIMS];
+    md__broadcast_strides(a, ndim, shape, sa);
+    md__broadcast_strides(b, ndim, shape, sb);
+    const int64_t *st[3] = { out->stride, sa, sb };
+    md__loop_init(L, ndim, shape, 3, st);
+}
+
+/* binary_ on a device: f32 operands only (no casts there yet). */
+static md_tensor *binary_device(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
+    const char *name = bin_names[op];
+    md_tensor *ins[2] = { a, b };
+    if (!md__same_device(ctx, name, 2, ins)) return NULL;
+    const md_backend *be = md__be(ctx, name, a);
+    if (!be) return NULL;
+    if (!be->binary_f32 || a->dtype != MD_F32 || b->dtype != MD_F32) return md__no_kernel(ctx, name, a);
+    int ndim;
+    int64_t shape[MD_MAX_DIMS];
+    if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
+    md_tensor *out = inplace ? md_tensor_detach(ctx, a)
+                             : md__empty_like_on(ctx, a, op <= MD_BIN_DIV ? MD_F32 : MD_U8, ndim, shape);
+    if (!out) return NULL;
+    md__loop L;
+    binary_loop(&L, out, a, b, ndim, shape);
+    if (be->binary_f32(op, &L, md_f32(a), md_f32(b), out->data) != 0) return md__be_failed(ctx, name, be);
+    if (op <= MD_BIN_DIV) record_binary(ctx, op, out, a, b);
+    return out;
+}
+
 static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
     if (!a || !b) return NULL;
     const char *name = bin_names[op];
-    if (!md__op_cpu(ctx, name, a) || !md__op_cpu(ctx, name, b)) return NULL;
+    if (a->device != MD_CPU || b->device != MD_CPU) return binary_device(ctx, op, a, b, inplace);
     md_dtype dt = md__promote(a->dtype, b->dtype), odt = dt;
     if (op <= MD_BIN_DIV) {
         if (op == MD_BIN_DIV) dt = odt = MD_F32;   /* true division, as PyTorch */
@@ -110,22 +148,15 @@ static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b,
     b = md_cast(ctx, b, dt);
     if (!a || !b) return NULL;
     int ndim;
-    int64_t shape[MD_MAX_DIMS], sa[MD_MAX_DIMS], sb[MD_MAX_DIMS];
+    int64_t shape[MD_MAX_DIMS];
     if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
     md_tensor *out = inplace ? md_tensor_detach(ctx, a) : md_tensor_empty(ctx, odt, ndim, shape);
     if (!out) return NULL;
-    md__broadcast_strides(a, ndim, shape, sa);
-    md__broadcast_strides(b, ndim, shape, sb);
-    const int64_t *st[3] = { out->stride, sa, sb };
     md__loop L;
-    md__loop_init(&L, ndim, shape, 3, st);
+    binary_loop(&L, out, a, b, ndim, shape);
     if (md__cpu_binary(op, dt, &L, a->data, b->data, out->data) != 0)
         return md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(dt));
-    if (dt == MD_F32 && op <= MD_BIN_DIV) {
-        static const md_backward_fn bw[] = { add_backward, sub_backward, mul_backward, div_backward };
-        md_tensor *ins[2] = { a, b };
-        md_autograd_record(ctx, out, ins, 2, bw[op], name);
-    }
+    if (dt == MD_F32 && op <= MD_BIN_DIV) record_binary(ctx, op, out, a, b);
     return out;
 }
 
@@ -140,7 +171,7 @@ MD_API md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binar
  * tensor made by an op; anything else gets md_add. */
 MD_API md_tensor *md_add_(md_ctx *ctx, md_tensor *a, md_tensor *b) {
     if (!a || !b) return NULL;
-    if (a->dtype != MD_F32 || b->dtype != MD_F32 || a->device != MD_CPU || b->device != MD_CPU || a->persistent ||
+    if (a->dtype != MD_F32 || b->dtype != MD_F32 || a->device != b->device || a->persistent ||
         (a->requires_grad && !a->grad_fn) || !md_tensor_same_shape(a, b) || !md_tensor_is_contiguous(a) ||
         !md_tensor_is_contiguous(b))
         return md_add(ctx, a, b);
@@ -192,15 +223,39 @@ static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0), *y = md_node_output(node);
     md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
-    md__cpu_unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
-                               md_f32(gx));
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, un_names[s->op], x);
+        if (!be) return -1;
+        if (!be->unary_f32_backward) return md__no_kernel(ctx, un_names[s->op], x), -1;
+        if (be->unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
+                                   md_f32(gx)) != 0)
+            return md__be_failed(ctx, un_names[s->op], be), -1;
+    } else {
+        md__cpu_unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
+                                   md_f32(gx));
+    }
     return md_node_accumulate(ctx, node, 0, gx);
+}
+
+/* y = op(a) on a's device (a contiguous f32); false after md_op_fail. */
+static bool unary_kernel(md_ctx *ctx, const char *name, md__unop op, const md_tensor *a, float p0, float p1,
+                         md_tensor *y) {
+    if (a->device == MD_CPU) {
+        md__cpu_unary_f32(op, md_tensor_numel(a), md_f32(a), p0, p1, md_f32(y));
+        return true;
+    }
+    const md_backend *be = md__be(ctx, name, a);
+    if (!be) return false;
+    if (!be->unary_f32) return md__no_kernel(ctx, name, a), false;
+    if (be->unary_f32(op, md_tensor_numel(a), md_f32(a), p0, p1, md_f32(y)) != 0)
+        return md__be_failed(ctx, name, be), false;
+    return true;
 }
 
 static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, double p1) {
     if (!a) return NULL;
     const char *name = un_names[op];
-    if (!md__op_cpu(ctx, name, a)) return NULL;
+    if (a->device != MD_CPU && a->dtype != MD_F32) return md__no_kernel(ctx, name, a);
     if (a->dtype != MD_F32) {
         bool keeps_int = op == MD_UN_NEG || op == MD_UN_RELU || op == MD_UN_ABS || op == MD_UN_CLAMP ||
                          op == MD_UN_ADD_SCALAR || op == MD_UN_MUL_SCALAR;
@@ -214,8 +269,7 @@ static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, doubl
     }
     a = md_contiguous(ctx, a);
     md_tensor *out = a ? md_tensor_empty_like(ctx, a) : NULL;
-    if (!out) return NULL;
-    md__cpu_unary_f32(op, md_tensor_numel(a), md_f32(a), (float)p0, (float)p1, md_f32(out));
+    if (!out || !unary_kernel(ctx, name, op, a, (float)p0, (float)p1, out)) return NULL;
     md_node *n = md_autograd_record(ctx, out, &a, 1, unary_backward, name);
     if (n) {
         unary_saved *s = md_node_save(ctx, n, sizeof *s);
@@ -235,12 +289,10 @@ MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_R
  * md_relu for leaves, parameters, views and non-f32 tensors. */
 MD_API md_tensor *md_relu_(md_ctx *ctx, md_tensor *a) {
     if (!a) return NULL;
-    if (a->dtype != MD_F32 || a->device != MD_CPU || a->persistent || !md_tensor_is_contiguous(a) ||
-        (a->requires_grad && !a->grad_fn))
+    if (a->dtype != MD_F32 || a->persistent || !md_tensor_is_contiguous(a) || (a->requires_grad && !a->grad_fn))
         return md_relu(ctx, a);
     md_tensor *out = md_tensor_detach(ctx, a);
-    if (!out) return NULL;
-    md__cpu_unary_f32(MD_UN_RELU, md_tensor_numel(a), md_f32(a), 0, 0, md_f32(out));
+    if (!out || !unary_kernel(ctx, "relu_", MD_UN_RELU, a, 0, 0, out)) return NULL;
     md_node *n = md_autograd_record(ctx, out, &a, 1, unary_backward, "relu_");
     if (n) {
         unary_saved *s = md_node_save(ctx, n, sizeof *s);

@@ -38,6 +38,21 @@ static bool mat_of(const md_tensor *t, mat *m) {
     return false;
 }
 
+/* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N], on a
+ * device through the backend's sgemm; false after md_op_fail. */
+static bool batched_gemm_device(md_ctx *ctx, const md_tensor *like, int64_t batch, mat A, mat B, float beta,
+                                float *C) {
+    int64_t M = A.rows, N = B.cols, K = A.cols;
+    const md_backend *be = md__be(ctx, "matmul", like);
+    if (!be) return false;
+    if (!be->sgemm) return md__no_kernel(ctx, "matmul", like), false;
+    for (int64_t b = 0; b < batch && M > 0 && N > 0; b++)
+        if (be->sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld, beta,
+                      C + b * M * N, N) != 0)
+            return md__be_failed(ctx, "matmul", be), false;
+    return true;
+}
+
 /* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N]. */
 static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, float *C) {
     int64_t M = A.rows, N = B.cols, K = A.cols;
@@ -57,16 +72,25 @@ static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, 
     md__blas_threads_set(prev);
 }
 
-static int check_f32_cpu(md_ctx *ctx, const char *op, const char *what, const md_tensor *t) {
+static int check_f32(md_ctx *ctx, const char *op, const char *what, const md_tensor *t) {
     if (t->dtype != MD_F32) {
         md_op_fail(ctx, op, "%s is %s; only f32 is supported", what, md_dtype_name(t->dtype));
         return -1;
     }
-    if (t->device != MD_CPU) {
-        md_op_fail(ctx, op, "%s is not on the CPU (only the CPU backend exists)", what);
-        return -1;
-    }
     return 0;
+}
+
+/* y = op(A) op(B) (+ beta y) for one matrix on like's device. */
+static bool gemm_on(md_ctx *ctx, const md_tensor *like, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (like->device == MD_CPU) {
+        md__sgemm_par(md_ctx_threads(ctx), ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        return true;
+    }
+    mat a = { .p = A, .trans = ta, .ld = lda, .rows = M, .cols = K };
+    mat b = { .p = B, .trans = tb, .ld = ldb, .rows = K, .cols = N };
+    (void)ldc;   /* C is contiguous [M, N] in every caller */
+    return batched_gemm_device(ctx, like, 1, a, b, beta, C);
 }
 
 /* ------------------------------------------------------------- matmul -- */
@@ -82,15 +106,23 @@ static int matmul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     mat_of(g, &Gm);
     int64_t batch = g->ndim == 3 ? g->shape[0] : 1;
     if (md_node_needs_grad(node, 0)) {   /* gA = g B^T */
-        md_tensor *ga = md_tensor_empty(ctx, MD_F32, sv->a->ndim, sv->a->shape);
+        md_tensor *ga = md_tensor_empty_like(ctx, sv->a);
         if (!ga) return -1;
-        batched_gemm(nt, batch, Gm, mat_flip(B), 0.0f, md_f32(ga));
+        if (g->device != MD_CPU) {
+            if (!batched_gemm_device(ctx, g, batch, Gm, mat_flip(B), 0.0f, md_f32(ga))) return -1;
+        } else {
+            batched_gemm(nt, batch, Gm, mat_flip(B), 0.0f, md_f32(ga));
+        }
         if (md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gB = A^T g */
-        md_tensor *gb = md_tensor_empty(ctx, MD_F32, sv->b->ndim, sv->b->shape);
+        md_tensor *gb = md_tensor_empty_like(ctx, sv->b);
         if (!gb) return -1;
-        batched_gemm(nt, batch, mat_flip(A), Gm, 0.0f, md_f32(gb));
+        if (g->device != MD_CPU) {
+            if (!batched_gemm_device(ctx, g, batch, mat_flip(A), Gm, 0.0f, md_f32(gb))) return -1;
+        } else {
+            batched_gemm(nt, batch, mat_flip(A), Gm, 0.0f, md_f32(gb));
+        }
         if (md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
     }
     return 0;
@@ -98,7 +130,9 @@ static int matmul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 
 MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
     if (!a || !b) return NULL;
-    if (check_f32_cpu(ctx, "matmul", "a", a) || check_f32_cpu(ctx, "matmul", "b", b)) return NULL;
+    if (check_f32(ctx, "matmul", "a", a) || check_f32(ctx, "matmul", "b", b) ||
+        !md__same_device(ctx, "matmul", 2, (md_tensor *[]){ a, b }))
+        return NULL;
     char sa[96], sb[96];
     md_tensor_describe(a, sa, sizeof sa);
     md_tensor_describe(b, sb, sizeof sb);
@@ -119,10 +153,15 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
         mat_of(b, &B);
     }
     int64_t shape[3] = { batch, A.rows, B.cols };
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, d, d == 3 ? shape : shape + 1);
+    md_tensor *y = md__empty_like_on(ctx, a, MD_F32, d, d == 3 ? shape : shape + 1);
     if (!y) return NULL;
-    if (A.cols == 0) memset(md_f32(y), 0, sizeof(float) * (size_t)md_tensor_numel(y));
-    else batched_gemm(md_ctx_threads(ctx), batch, A, B, 0.0f, md_f32(y));
+    if (A.cols == 0) {
+        if (md_tensor_fill_(y, 0.0) != 0) return md_op_fail(ctx, "matmul", "cannot zero the output");
+    } else if (y->device != MD_CPU) {
+        if (!batched_gemm_device(ctx, y, batch, A, B, 0.0f, md_f32(y))) return NULL;
+    } else {
+        batched_gemm(md_ctx_threads(ctx), batch, A, B, 0.0f, md_f32(y));
+    }
     md_tensor *ins[2] = { a0, b0 };
     md_node *node = md_autograd_record(ctx, y, ins, 2, matmul_backward, "matmul");
     if (node) {
@@ -143,21 +182,24 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     int64_t R = sv->rows, in = sv->w->shape[1], out = sv->w->shape[0];
     const float *gp = md_f32(g);
     if (md_node_needs_grad(node, 0)) {   /* gx[R,in] = g[R,out] w[out,in] */
-        md_tensor *gx = md_tensor_empty(ctx, MD_F32, md_node_input(node, 0)->ndim, md_node_input(node, 0)->shape);
+        md_tensor *gx = md_tensor_empty_like(ctx, md_node_input(node, 0));
         if (!gx) return -1;
-        if (out == 0) memset(md_f32(gx), 0, sizeof(float) * (size_t)(R * in));
-        else md__sgemm_par(md_ctx_threads(ctx), false, false, R, in, out, 1.0f, gp, out, md_f32(sv->w), in, 0.0f,
-                           md_f32(gx), in);
+        if (out == 0 ? md_tensor_fill_(gx, 0.0) != 0
+                     : !gemm_on(ctx, g, false, false, R, in, out, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in))
+            return -1;
         if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gw[out,in] = g^T x */
-        md_tensor *gw = md_tensor_empty(ctx, MD_F32, 2, sv->w->shape);
+        md_tensor *gw = md_tensor_empty_like(ctx, sv->w);
         if (!gw) return -1;
-        md__sgemm_par(md_ctx_threads(ctx), true, false, out, in, R, 1.0f, gp, out, md_f32(sv->x), in, 0.0f,
-                      md_f32(gw), in);
+        if (!gemm_on(ctx, g, true, false, out, in, R, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in)) return -1;
         if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     }
     if (md_node_needs_grad(node, 2)) {
+        if (g->device != MD_CPU) {   /* gb = sum of g over rows */
+            md_tensor *gb = md_sum(ctx, md_reshape(ctx, g, MD_DIMS(R, out)), 0, false);
+            return gb ? md_node_accumulate(ctx, node, 2, gb) : -1;
+        }
         md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(out));
         if (!gb) return -1;
         float *b = md_f32(gb);
@@ -174,8 +216,9 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 
 MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
     if (!x || !w) return NULL;
-    if (check_f32_cpu(ctx, "linear", "input", x) || check_f32_cpu(ctx, "linear", "weight", w) ||
-        (bias && check_f32_cpu(ctx, "linear", "bias", bias)))
+    if (check_f32(ctx, "linear", "input", x) || check_f32(ctx, "linear", "weight", w) ||
+        (bias && check_f32(ctx, "linear", "bias", bias)) ||
+        !md__same_device(ctx, "linear", 3, (md_tensor *[]){ x, w, bias }))
         return NULL;
     char sx[96], sw[96], sb[96];
     md_tensor_describe(x, sx, sizeof sx);
@@ -195,10 +238,19 @@ MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
     int64_t shape[MD_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = out;
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, x->ndim, shape);
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, x->ndim, shape);
     if (!y) return NULL;
     float *yp = md_f32(y);
-    if (R > 0 && out > 0) {
+    if (y->device != MD_CPU && R > 0 && out > 0) {   /* y = x w^T, then y += bias (broadcast over rows) */
+        if (!gemm_on(ctx, y, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
+        if (bc) {
+            const md_backend *be = md__be(ctx, "linear", y);
+            if (!be || !be->binary_f32) return be ? md__no_kernel(ctx, "linear", y) : NULL;
+            md__loop L = { .ndim = 2, .nops = 3, .numel = R * out, .shape = { R, out },
+                           .st = { { out, 1 }, { out, 1 }, { 0, 1 } } };
+            if (be->binary_f32(MD_BIN_ADD, &L, yp, md_f32(bc), yp) != 0) return md__be_failed(ctx, "linear", be);
+        }
+    } else if (R > 0 && out > 0) {
         if (bc) {   /* y = bias, then y += x w^T */
             for (int64_t r = 0; r < R; r++) memcpy(yp + r * out, md_f32(bc), sizeof(float) * (size_t)out);
         }

@@ -16,14 +16,26 @@ static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     md_tensor *x = sv->x, *w = md_node_input(node, 1);
     int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty(ctx, MD_F32, 4, x->shape))) return -1;
-    if (md_node_needs_grad(node, 1) && !(gw = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
-    if (md_node_needs_grad(node, 2) && !(gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)))) return -1;
+    if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty_like(ctx, x))) return -1;
+    if (md_node_needs_grad(node, 1) && !(gw = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(C)))) return -1;
+    if (md_node_needs_grad(node, 2) && !(gb = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(C)))) return -1;
     md_tensor *wc = w ? md__contig(ctx, w) : NULL;
     if (w && !wc) return -1;
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "batch_norm2d", x);
+        if (!be) return -1;
+        md_tensor *gyc = md__contig(ctx, gy);
+        if (!gyc) return -1;
+        if (be->batch_norm_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
+                                    sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL,
+                                    gb ? md_f32(gb) : NULL) != 0)
+            return md__be_failed(ctx, "batch_norm2d", be), -1;
+        goto accumulate;
+    }
     md__bn_backward(md_f32(x), md_f32(gy), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
                     sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL,
                     md_ctx_threads(ctx));
+accumulate:
     if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
@@ -33,13 +45,54 @@ static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
 /* A per-channel [C] f32 CPU tensor, or NULL allowed when optional. */
 static int check_vec(md_ctx *ctx, const md_tensor *t, int64_t C, const char *what, bool need_contig) {
     char a[96];
-    if (t->dtype != MD_F32 || t->device != MD_CPU || t->ndim != 1 || t->shape[0] != C ||
-        (need_contig && !md_tensor_is_contiguous(t))) {
-        md_op_fail(ctx, "batch_norm2d", "%s %s must be a%s f32 CPU vector of %lld channels", what,
+    if (t->dtype != MD_F32 || t->ndim != 1 || t->shape[0] != C || (need_contig && !md_tensor_is_contiguous(t))) {
+        md_op_fail(ctx, "batch_norm2d", "%s %s must be a%s f32 vector of %lld channels", what,
                    md_tensor_describe(t, a, sizeof a), need_contig ? " contiguous" : "", (long long)C);
         return -1;
     }
     return 0;
+}
+
+/* batch_norm2d on a device; x, w, b already checked, xc/wc/bc contiguous. */
+static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md_tensor *weight, md_tensor *wc,
+                                    md_tensor *bias, md_tensor *bc, md_tensor *running_mean, md_tensor *running_var, bool training,
+                                    double momentum, double eps) {
+    static const char *op = "batch_norm2d";
+    const md_backend *be = md__be(ctx, op, x);
+    if (!be) return NULL;
+    if (!be->batch_norm_train || !be->batch_norm_eval || !be->batch_norm_backward) return md__no_kernel(ctx, op, x);
+    int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    md_tensor *y = md_tensor_empty_like(ctx, x);
+    float *mean = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(C ? C : 1));
+    float *invstd = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(C ? C : 1));
+    if (!y || !mean || !invstd) return NULL;
+    const float *w = wc ? md_f32(wc) : NULL, *b = bc ? md_f32(bc) : NULL;
+    int rc;
+    if (N * HW == 0) {   /* empty batch: nothing to normalise, running stats kept */
+        md_tensor mt = *y, it = *y;
+        mt.ndim = it.ndim = 1;
+        mt.shape[0] = it.shape[0] = C;
+        mt.stride[0] = it.stride[0] = 1;
+        mt.data = mean;
+        it.data = invstd;
+        rc = md__dev_fill(&mt, 0.0) || md__dev_fill(&it, 1.0);
+    } else if (training) {
+        rc = be->batch_norm_train(md_f32(xc), N, C, HW, w, b, eps, momentum,
+                                  running_mean ? md_f32(running_mean) : NULL, running_var ? md_f32(running_var) : NULL,
+                                  md_f32(y), mean, invstd);
+    } else {
+        rc = be->batch_norm_eval(md_f32(xc), N, C, HW, w, b, eps, md_f32(running_mean), md_f32(running_var),
+                                 md_f32(y), mean, invstd);
+    }
+    if (rc != 0) return md__be_failed(ctx, op, be);
+    md_tensor *ins[3] = { x, weight, bias };
+    md_node *node = md_autograd_record(ctx, y, ins, 3, bn_backward, op);
+    if (node) {
+        bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = training };
+    }
+    return y;
 }
 
 MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
@@ -48,8 +101,10 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
     if (!x) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
-    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim != 4)
-        return md_op_fail(ctx, "batch_norm2d", "input %s must be a 4-D f32 CPU tensor (NCHW)", a);
+    if (x->dtype != MD_F32 || x->ndim != 4)
+        return md_op_fail(ctx, "batch_norm2d", "input %s must be a 4-D f32 tensor (NCHW)", a);
+    if (!md__same_device(ctx, "batch_norm2d", 5, (md_tensor *[]){ x, weight, bias, running_mean, running_var }))
+        return NULL;
     int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3], count = N * HW;
     if ((weight && check_vec(ctx, weight, C, "weight", false)) || (bias && check_vec(ctx, bias, C, "bias", false)) ||
         (running_mean && check_vec(ctx, running_mean, C, "running_mean", true)) ||
@@ -63,12 +118,14 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
     md_tensor *xc = md__contig(ctx, x);
     md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
+    bool batch_stats = training;
+    if (x->device != MD_CPU) return batch_norm_device(ctx, x, xc, weight, wc, bias, bc, running_mean, running_var, training,
+                                                      momentum, eps);
     md_tensor *y = md_tensor_empty(ctx, MD_F32, 4, x->shape);
     float *mean = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
     float *invstd = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
     if (!y || !mean || !invstd) return NULL;
     int nt = md_ctx_threads(ctx);
-    bool batch_stats = training;
     if (training) {
         if (count > 0) {
             size_t mark = md_ctx_arena_mark(ctx);

@@ -5,10 +5,11 @@
 #include "internal.h"
 #include "backends/cpu/pool.h"
 
-static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x) {
+static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x, bool cuda_ok) {
     char a[96];
-    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim != 4) {
-        md_op_fail(ctx, op, "input %s must be a 4-D f32 CPU tensor (NCHW)", md_tensor_describe(x, a, sizeof a));
+    if (x->device != MD_CPU && !cuda_ok) return md__no_kernel(ctx, op, x), -1;
+    if (x->dtype != MD_F32 || x->ndim != 4) {
+        md_op_fail(ctx, op, "input %s must be a 4-D f32 tensor (NCHW)", md_tensor_describe(x, a, sizeof a));
         return -1;
     }
     return 0;
@@ -21,8 +22,16 @@ typedef struct pool_saved { int32_t *idx; } pool_saved;
 static int maxpool_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     pool_saved *sv = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, x->shape);
+    md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "max_pool2d", x);
+        if (!be) return -1;
+        if (be->maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
+                                   gy->shape[2], gy->shape[3], md_f32(gx)) != 0)
+            return md__be_failed(ctx, "max_pool2d", be), -1;
+        return md_node_accumulate(ctx, node, 0, gx);
+    }
     md__maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
                            gy->shape[2], gy->shape[3], md_f32(gx), md_ctx_threads(ctx));
     return md_node_accumulate(ctx, node, 0, gx);
@@ -38,7 +47,7 @@ static int64_t pool_out(int64_t in, int k, int s, int pad, bool ceil_mode) {
 
 MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "max_pool2d", x)) return NULL;
+    if (check_nchw(ctx, "max_pool2d", x, true)) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
     if (stride <= 0) stride = kernel;   /* PyTorch's default stride */
@@ -53,10 +62,28 @@ MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int strid
     md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t planes = x->shape[0] * x->shape[1];
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
     if (!y) return NULL;
     size_t mark = md_ctx_arena_mark(ctx);
-    int32_t *idx = md_ctx_alloc(ctx, sizeof(int32_t) * (size_t)(planes * OH * OW + 1));
+    size_t idx_bytes = sizeof(int32_t) * (size_t)(planes * OH * OW + 1);
+    if (x->device != MD_CPU) {   /* device indices live until the step ends */
+        const md_backend *be = md__be(ctx, "max_pool2d", x);
+        if (!be) return NULL;
+        if (!be->maxpool2d_forward || !be->maxpool2d_backward) return md__no_kernel(ctx, "max_pool2d", x);
+        int32_t *didx = md__dev_alloc(ctx, x->device, idx_bytes);
+        if (!didx) return NULL;
+        if (be->maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad,
+                                  md_f32(y), didx) != 0)
+            return md__be_failed(ctx, "max_pool2d", be);
+        md_node *node = md_autograd_record(ctx, y, &x, 1, maxpool_backward, "max_pool2d");
+        if (node) {
+            pool_saved *sv = md_node_save(ctx, node, sizeof *sv);
+            if (!sv) return NULL;
+            sv->idx = didx;
+        }
+        return y;
+    }
+    int32_t *idx = md_ctx_alloc(ctx, idx_bytes);
     if (!idx) return NULL;
     md__maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad,
                           md_f32(y), idx, md_ctx_threads(ctx));
@@ -121,7 +148,7 @@ static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH,
 
 MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "interpolate_nearest", x)) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest", x, false)) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
     int64_t H = x->shape[2], W = x->shape[3];
@@ -135,7 +162,7 @@ MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_
 
 MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "upsample_nearest", x)) return NULL;
+    if (check_nchw(ctx, "upsample_nearest", x, false)) return NULL;
     if (scale < 1) {
         char a[96];
         return md_op_fail(ctx, "upsample_nearest", "scale %d on %s: must be >= 1", scale,

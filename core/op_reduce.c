@@ -47,15 +47,23 @@ typedef struct sum_saved { int64_t outer, n, inner; float scale; } sum_saved;
 static int sum_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     const sum_saved *s = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
-    md__cpu_spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx));
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, md_node_op(node), x);
+        if (!be) return -1;
+        if (!be->spread_f32) return md__no_kernel(ctx, md_node_op(node), x), -1;
+        if (be->spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx)) != 0)
+            return md__be_failed(ctx, md_node_op(node), be), -1;
+    } else {
+        md__cpu_spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx));
+    }
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
 static md_tensor *sum_mean(md_ctx *ctx, const char *op, md_tensor *a, int dim, bool keepdim, bool mean) {
     if (!a) return NULL;
-    if (!md__op_cpu(ctx, op, a)) return NULL;
+    if (a->device != MD_CPU && a->dtype != MD_F32) return md__no_kernel(ctx, op, a);
     rgeom G;
     if (!reduce_geom(ctx, op, a, dim, keepdim, true, &G)) return NULL;
     a = md_contiguous(ctx, a);
@@ -68,12 +76,20 @@ static md_tensor *sum_mean(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
             return md_op_fail(ctx, op, "dtype %s unsupported", md_dtype_name(a->dtype));
         return out;
     }
-    md_tensor *out = md_tensor_empty(ctx, MD_F32, G.out_ndim, G.out_shape);
+    md_tensor *out = md__empty_like_on(ctx, a, MD_F32, G.out_ndim, G.out_shape);
     if (!out) return NULL;
     /* mean of nothing is NaN, as PyTorch */
     float scale = mean ? (G.n ? (float)(1.0 / (double)G.n) : NAN) : 1.0f;
-    if (G.n == 0) md_tensor_fill_(out, mean ? NAN : 0.0);
-    else md__cpu_sum_f32(md_f32(a), G.outer, G.n, G.inner, scale, md_f32(out));
+    if (G.n == 0) {
+        md_tensor_fill_(out, mean ? NAN : 0.0);
+    } else if (a->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, op, a);
+        if (!be) return NULL;
+        if (!be->sum_f32) return md__no_kernel(ctx, op, a);
+        if (be->sum_f32(md_f32(a), G.outer, G.n, G.inner, scale, md_f32(out)) != 0) return md__be_failed(ctx, op, be);
+    } else {
+        md__cpu_sum_f32(md_f32(a), G.outer, G.n, G.inner, scale, md_f32(out));
+    }
     md_node *n = md_autograd_record(ctx, out, &a, 1, sum_backward, op);
     if (n) {
         sum_saved *s = md_node_save(ctx, n, sizeof *s);

@@ -12,8 +12,10 @@ void md__copy_strided(md_tensor *dst, const md_tensor *src) {
 }
 
 static md_tensor *copy_of(md_ctx *ctx, md_tensor *a) {
-    md_tensor *out = md_tensor_empty(ctx, a->dtype, a->ndim, a->shape);
-    if (out) md__copy_strided(out, a);
+    md_tensor *out = md_tensor_empty_like(ctx, a);
+    if (!out) return NULL;
+    if (a->device != MD_CPU) return md__copy_any(ctx, out, a) == 0 ? out : NULL;
+    md__copy_strided(out, a);
     return out;
 }
 
@@ -26,7 +28,6 @@ static int identity_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 MD_API md_tensor *md_contiguous(md_ctx *ctx, md_tensor *a) {
     if (!a) return NULL;
     if (md_tensor_is_contiguous(a)) return a;
-    if (!md__op_cpu(ctx, "contiguous", a)) return NULL;
     md_tensor *out = copy_of(ctx, a);
     if (out && a->dtype == MD_F32) md_autograd_record(ctx, out, &a, 1, identity_backward, "contiguous");
     return out;
@@ -241,13 +242,17 @@ typedef struct slice_saved { int dim; int64_t start, step; } slice_saved;
 static int slice_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     const slice_saved *s = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_zeros(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
     md_tensor *dst = md__view(ctx, gx, g->ndim, g->shape, gx->stride,
                               md_f32(gx) + s->start * gx->stride[s->dim]);
     if (!dst) return -1;
     dst->stride[s->dim] *= s->step;
-    md__copy_strided(dst, g);
+    if (x->device != MD_CPU) {
+        if (md__copy_any(ctx, dst, g) != 0) return -1;
+    } else {
+        md__copy_strided(dst, g);
+    }
     return md_node_accumulate(ctx, node, 0, gx);
 }
 

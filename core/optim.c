@@ -191,7 +191,34 @@ MD_API void md_optimizer_free(md_optimizer *o) {
 }
 
 static md_tensor *state_like(md_optimizer *o, md_tensor *p, md_error *err) {
-    return md_tensor_new_persistent(o->ctx, MD_F32, p->ndim, p->shape, err);
+    return md_tensor_new_persistent_on(o->ctx, md_tensor_device(p), MD_F32, p->ndim, p->shape, err);
+}
+
+/* One parameter's update on its device (backends/backend.h: sgd_step, adam_step). */
+static int step_device(md_optimizer *o, group *g, md_error *err) {
+    md_tensor *p = g->p;
+    const md_backend *be = md__backend_table(p->device);
+    int64_t n = md_tensor_numel(p);
+    float lr = (float)g->lr, wd = (float)g->wd;
+    if (!be || !be->sgd_step || !be->adam_step) return md_fail(err, "optimizer: no CUDA kernel for %s", g->name);
+    int rc;
+    if (o->kind == OPT_SGD) {
+        bool first = false;
+        if (o->momentum != 0 && !g->buf) {
+            if (!(g->buf = state_like(o, p, err))) return -1;
+            first = true;
+        }
+        rc = be->sgd_step(n, md_f32(p), md_f32(p->grad), g->buf ? md_f32(g->buf) : NULL, lr, wd, (float)o->momentum,
+                          (float)o->dampening, o->nesterov, first);
+    } else {
+        if (!g->exp_avg && (!(g->exp_avg = state_like(o, p, err)) || !(g->exp_avg_sq = state_like(o, p, err))))
+            return -1;
+        double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
+        rc = be->adam_step(n, md_f32(p), md_f32(p->grad), md_f32(g->exp_avg), md_f32(g->exp_avg_sq), lr, wd,
+                           (float)o->momentum, (float)o->beta2, (float)o->eps, (float)(g->lr / bc1), (float)sqrt(bc2),
+                           o->kind == OPT_ADAMW);
+    }
+    return rc ? md_fail(err, "optimizer step of %s: %s", g->name, be->error()) : 0;
 }
 
 MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
@@ -200,6 +227,10 @@ MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
         group *g = &o->g[i];
         md_tensor *p = g->p;
         if (!p->requires_grad || !p->grad) continue;
+        if (p->device != MD_CPU) {
+            if (step_device(o, g, err) != 0) return -1;
+            continue;
+        }
         int64_t n = md_tensor_numel(p);
         float *w = md_f32(p), *gr = md_f32(p->grad);
         float lr = (float)g->lr, wd = (float)g->wd;
@@ -265,12 +296,28 @@ MD_API void md_optimizer_scale_lr(md_optimizer *o, double factor) {
     }
 }
 
+/* Sum of squares of a device gradient (read back to the host); NAN on failure. */
+static double device_sq_sum(md_optimizer *o, md_tensor *g) {
+    const md_backend *be = md__backend_table(g->device);
+    int64_t n = md_tensor_numel(g);
+    float *sq = md__dev_alloc(o->ctx, g->device, sizeof(float) * (size_t)(n + 1)), s = NAN;
+    md__loop L = { .ndim = 1, .nops = 3, .numel = n, .shape = { n }, .st = { { 1 }, { 1 }, { 1 } } };
+    if (!be || !sq || be->binary_f32(MD_BIN_MUL, &L, md_f32(g), md_f32(g), sq) != 0 ||
+        be->sum_f32(sq, 1, n, 1, 1.0f, sq + n) != 0 || be->copy(&s, sq + n, sizeof s, MD_COPY_D2H) != 0)
+        return NAN;
+    return s;
+}
+
 MD_API double md_optimizer_clip_grad_norm(md_optimizer *o, double max_norm, double norm_type) {
     double total = 0;
     bool inf = isinf(norm_type);
     for (int i = 0; i < o->n; i++) {
         md_tensor *p = o->g[i].p;
         if (!p->requires_grad || !p->grad) continue;
+        if (p->device != MD_CPU) {   /* L2 only on devices; other norms give NaN */
+            total += norm_type == 2.0 ? device_sq_sum(o, p->grad) : NAN;
+            continue;
+        }
         const float *gr = md_f32(p->grad);
         int64_t n = md_tensor_numel(p);
         double s = 0;
@@ -294,6 +341,11 @@ MD_API double md_optimizer_clip_grad_norm(md_optimizer *o, double max_norm, doub
             md_tensor *p = o->g[i].p;
             if (!p->requires_grad || !p->grad) continue;
             float *gr = md_f32(p->grad);
+            if (p->device != MD_CPU) {
+                const md_backend *be = md__backend_table(p->device);
+                if (be) be->unary_f32(MD_UN_MUL_SCALAR, md_tensor_numel(p), gr, (float)coef, 0, gr);
+                continue;
+            }
             for (int64_t k = 0; k < md_tensor_numel(p); k++) gr[k] = (float)(gr[k] * coef);
         }
     return total;

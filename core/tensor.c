@@ -187,6 +187,7 @@ MD_API void md_ctx_arena_release(md_ctx *ctx, size_t mark) {
 
 MD_API void md_ctx_step_reset(md_ctx *ctx) {
     md__arena_reset(&ctx->arena);
+    md__dev_arena_reset(ctx);
     ctx->tape_len = 0;
     md_error_clear(&ctx->op_error);
     ctx->scope_depth = 0;
@@ -295,11 +296,11 @@ MD_API md_tensor *md_tensor_arange(md_ctx *ctx, md_dtype dt, int64_t n) {
 }
 
 MD_API md_tensor *md_tensor_empty_like(md_ctx *ctx, const md_tensor *t) {
-    return t ? md_tensor_empty(ctx, t->dtype, t->ndim, t->shape) : NULL;
+    return t ? md__empty_like_on(ctx, t, t->dtype, t->ndim, t->shape) : NULL;
 }
 
 MD_API md_tensor *md_tensor_zeros_like(md_ctx *ctx, const md_tensor *t) {
-    return t ? md_tensor_zeros(ctx, t->dtype, t->ndim, t->shape) : NULL;
+    return t ? md_tensor_zeros_on(ctx, md_tensor_device(t), t->dtype, t->ndim, t->shape) : NULL;
 }
 
 MD_API md_tensor *md_tensor_new_persistent(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *shape,
@@ -331,7 +332,8 @@ oom:
 MD_API void md_tensor_free(md_tensor *t) {
     if (!t || !t->persistent) return;
     if (t->grad && t->grad->persistent) md_tensor_free(t->grad);
-    free(t->owner_);
+    if (t->device != MD_CPU) md__dev_free(t);
+    else free(t->owner_);
     free(t);
 }
 
@@ -391,14 +393,18 @@ static void store_elem(md_tensor *t, int64_t off, double v) {
     }
 }
 
-MD_API double md_tensor_get(const md_tensor *t, int64_t i) { return load_elem(t, md__offset_of(t, i)); }
+MD_API double md_tensor_get(const md_tensor *t, int64_t i) {
+    int64_t off = md__offset_of(t, i);
+    return t->device != MD_CPU ? md__dev_get(t, off) : load_elem(t, off);
+}
 
 MD_API double md_tensor_item(const md_tensor *t) {
     if (!t || md_tensor_numel(t) != 1) return NAN;
-    return load_elem(t, 0);
+    return t->device != MD_CPU ? md__dev_get(t, 0) : load_elem(t, 0);
 }
 
 MD_API int md_tensor_fill_(md_tensor *t, double v) {
+    if (t->device != MD_CPU) return md__dev_fill(t, v);
     int64_t n = md_tensor_numel(t);
     if (t->dtype == MD_F32 && md_tensor_is_contiguous(t)) {
         float *p = md_f32(t), f = (float)v;
@@ -417,6 +423,14 @@ MD_API int md_tensor_copy_(md_ctx *ctx, md_tensor *dst, const md_tensor *src) {
                    md_tensor_describe(dst, a, sizeof a), md_tensor_describe(src, b, sizeof b));
         return -1;
     }
+    if (dst->device != MD_CPU || src->device != MD_CPU) {
+        if (dst->dtype != src->dtype) {
+            md_op_fail(ctx, "copy_", "a copy to or on a CUDA device cannot change the dtype (%s to %s)",
+                       md_dtype_name(src->dtype), md_dtype_name(dst->dtype));
+            return -1;
+        }
+        return md__copy_any(ctx, dst, src);
+    }
     int64_t n = md_tensor_numel(src);
     if (dst->dtype == src->dtype && md_tensor_is_contiguous(dst) && md_tensor_is_contiguous(src)) {
         memmove(dst->data, src->data, (size_t)n * md_dtype_size(src->dtype));
@@ -433,7 +447,7 @@ MD_API int md_tensor_copy_(md_ctx *ctx, md_tensor *dst, const md_tensor *src) {
 
 md_tensor *md__contig(md_ctx *ctx, md_tensor *t) {
     if (!t || md_tensor_is_contiguous(t)) return t;
-    md_tensor *c = md_tensor_empty(ctx, t->dtype, t->ndim, t->shape);
+    md_tensor *c = md_tensor_empty_like(ctx, t);
     if (!c || md_tensor_copy_(ctx, c, t) != 0) return NULL;
     return c;
 }

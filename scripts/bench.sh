@@ -13,12 +13,15 @@ export MMDET_NUM_THREADS=${MMDET_NUM_THREADS:-2}
 # Both sides run under the wait policy our tools use (md_process_init); the
 # PyTorch peer's OpenMP pool reads the same variable.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# The peer's interpreter (a command, may carry arguments): /usr/bin/python3
+# has Debian's torch; a GPU machine may have its own.
+PY=${MMDET_BENCH_PYTHON:-/usr/bin/python3}
 ours=$(mktemp); peer=$(mktemp); trap 'rm -f "$ours" "$peer"' EXIT
 for b in "$@"; do
   "$b" | tee -a /dev/stderr | grep '^bench ' >>"$ours" || echo "bench: $b failed" >&2
   p="bench/peer_${b##*/bench_}.py"
-  if [ -f "$p" ] && { ! grep -q '^import torch' "$p" || /usr/bin/python3 -c 'import torch' 2>/dev/null; }; then
-    /usr/bin/python3 "$p" | grep '^peer ' >>"$peer" || echo "bench: $p failed" >&2
+  if [ -f "$p" ] && { ! grep -q '^import torch' "$p" || $PY -c 'import torch' 2>/dev/null; }; then
+    $PY "$p" | grep '^peer ' >>"$peer" || echo "bench: $p failed" >&2
   fi
 done
 echo "---- summary (threads=$MMDET_NUM_THREADS)"

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "registry.h"
 #include "tensor.h"
+#include "device.h"
 #include "ops.h"
 #include "safetensors.h"
 #include "module.h"

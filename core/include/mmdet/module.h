@@ -17,6 +17,7 @@
 
 #include "safetensors.h"
 #include "tensor.h"
+#include "device.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -79,6 +80,9 @@ void md_module_train(md_module *m, bool training);
 typedef int (*md_module_visit_fn)(const char *name, md_tensor *t, bool is_param, void *user);
 int md_module_visit(md_module *m, const char *prefix, md_module_visit_fn fn, void *user);
 md_tensor *md_module_find(md_module *m, const char *name);
+/* Moves every parameter and buffer (with its gradient) to device d in place,
+ * initialising d first (device.h). */
+int md_module_to(md_ctx *ctx, md_module *m, md_device d, md_error *err);
 int64_t md_module_num_params(md_module *m, bool trainable_only);
 
 /* State dict I/O. Saving adds every param and buffer under `prefix`.
