@@ -90,8 +90,13 @@ static void shape_str(const md__conv_shape *s, char *buf, size_t n) {
              (long long)s->ph, (long long)s->pw, (long long)s->dh, (long long)s->dw, (long long)s->G);
 }
 
+/* `call` is the call's source text: its function name goes into the message. */
 static int dnn_fail(const char *op, const char *call, cudnnStatus_t st, const md__conv_shape *s) {
-    char sh[400], detail[300] = "";
+    char sh[400], detail[300] = "", fn[80];
+    size_t k = 0;
+    while (call[k] && call[k] != '(' && k + 1 < sizeof fn) fn[k] = call[k], k++;
+    fn[k] = 0;
+    call = fn;
     shape_str(s, sh, sizeof sh);
     cudnnGetLastErrorString(detail, sizeof detail);
     return md__cuda_fail(op, "%s failed for %s: %s%s%s", call, sh, cudnnGetErrorString(st), detail[0] ? "; " : "",
