@@ -1,4 +1,4 @@
-/* Private to the CUDA backend (the .cu files of core/backends/cuda): the process-wide
+/* Private to the CUDA backend (the .cu files in core/backends/cuda): the process-wide
  * state every file shares and the functions each file provides for the
  * table in device.cu. Entries mirror backends/backend.h one for one. */
 #ifndef MMDET_CUDA_INTERNAL_H

@@ -1,0 +1,411 @@
+/* 2-D convolution on cuDNN (legacy convolution API): NCHW float tensors,
+ * OIHW filters, cross-correlation, groups by cudnnSetConvolutionGroupCount.
+ *
+ * Math: exact float32 (CUDNN_FMA_MATH) unless MMDET_CUDA_TF32=1 allows
+ * tensor-core TF32 (CUDNN_TENSOR_OP_MATH). Algorithms: the first candidate of
+ * cudnnGet*Algorithm_v7 (heuristics, no run) that succeeds, matches the math
+ * mode and whose workspace fits WS_CAP and can be allocated; with
+ * MMDET_CUDA_BENCHMARK=1 the fastest of cudnnFind*AlgorithmEx (each
+ * algorithm timed on the call's own buffers) instead. With
+ * MMDET_CUDA_DETERMINISTIC=1 only algorithms cuDNN reports deterministic are
+ * taken. The choice is cached per (direction, shape). */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mutex>
+#include "backends/cuda/cuda_libs.h"
+
+#define WS_CAP ((size_t)2 << 30)   /* largest cuDNN workspace we allocate */
+#define CACHE_SIZE 512
+
+enum { DIR_FWD = 0, DIR_BWD_DATA, DIR_BWD_FILTER, DIR_COUNT };
+static const char *const op_name[DIR_COUNT] = { "conv2d_forward", "conv2d_backward_input",
+                                                "conv2d_backward_weight" };
+
+typedef struct plan {
+    int algo;
+    cudnnMathType_t math;
+    size_t ws;
+} plan;
+
+typedef struct cache_entry {
+    bool used;
+    int dir;
+    md__conv_shape s;
+    plan p;
+} cache_entry;
+
+static cache_entry g_cache[CACHE_SIZE];
+static int g_cache_next;   /* round-robin eviction once full */
+static std::mutex g_cache_lock;
+
+static bool env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && strcmp(v, "1") == 0;
+}
+
+static bool benchmark_mode(void) {
+    static const bool on = env_on("MMDET_CUDA_BENCHMARK");
+    return on;
+}
+
+static bool deterministic_mode(void) {
+    static const bool on = env_on("MMDET_CUDA_DETERMINISTIC");
+    return on;
+}
+
+static bool same_shape(const md__conv_shape *a, const md__conv_shape *b) {
+    return a->N == b->N && a->C == b->C && a->H == b->H && a->W == b->W && a->O == b->O && a->KH == b->KH &&
+           a->KW == b->KW && a->OH == b->OH && a->OW == b->OW && a->sh == b->sh && a->sw == b->sw &&
+           a->ph == b->ph && a->pw == b->pw && a->dh == b->dh && a->dw == b->dw && a->G == b->G;
+}
+
+static bool cache_get(int dir, const md__conv_shape *s, plan *p) {
+    std::lock_guard<std::mutex> lock(g_cache_lock);
+    for (int i = 0; i < CACHE_SIZE; i++)
+        if (g_cache[i].used && g_cache[i].dir == dir && same_shape(&g_cache[i].s, s)) {
+            *p = g_cache[i].p;
+            return true;
+        }
+    return false;
+}
+
+static void cache_put(int dir, const md__conv_shape *s, const plan *p) {
+    std::lock_guard<std::mutex> lock(g_cache_lock);
+    cache_entry *e = &g_cache[g_cache_next];
+    g_cache_next = (g_cache_next + 1) % CACHE_SIZE;
+    e->used = true;
+    e->dir = dir;
+    e->s = *s;
+    e->p = *p;
+}
+
+static void shape_str(const md__conv_shape *s, char *buf, size_t n) {
+    snprintf(buf, n, "x [%lld, %lld, %lld, %lld], w [%lld, %lld, %lld, %lld], y [%lld, %lld, %lld, %lld], "
+             "stride %lldx%lld, pad %lldx%lld, dilation %lldx%lld, groups %lld",
+             (long long)s->N, (long long)s->C, (long long)s->H, (long long)s->W, (long long)s->O,
+             (long long)(s->G > 0 ? s->C / s->G : 0), (long long)s->KH, (long long)s->KW, (long long)s->N,
+             (long long)s->O, (long long)s->OH, (long long)s->OW, (long long)s->sh, (long long)s->sw,
+             (long long)s->ph, (long long)s->pw, (long long)s->dh, (long long)s->dw, (long long)s->G);
+}
+
+/* `call` is the call's source text: its function name goes into the message. */
+static int dnn_fail(const char *op, const char *call, cudnnStatus_t st, const md__conv_shape *s) {
+    char sh[400], detail[300] = "", fn[80];
+    size_t k = 0;
+    while (call[k] && call[k] != '(' && k + 1 < sizeof fn) fn[k] = call[k], k++;
+    fn[k] = 0;
+    call = fn;
+    shape_str(s, sh, sizeof sh);
+    cudnnGetLastErrorString(detail, sizeof detail);
+    return md__cuda_fail(op, "%s failed for %s: %s%s%s", call, sh, cudnnGetErrorString(st), detail[0] ? "; " : "",
+                         detail);
+}
+
+#define DNN(call)                                                          \
+    do {                                                                   \
+        cudnnStatus_t st_ = (call);                                        \
+        if (st_ != CUDNN_STATUS_SUCCESS) return dnn_fail(op, #call, st_, s); \
+    } while (0)
+
+/* Every descriptor of one call; destroyed when the call returns. */
+struct descs {
+    cudnnTensorDescriptor_t x = NULL, y = NULL, b = NULL;
+    cudnnFilterDescriptor_t w = NULL;
+    cudnnConvolutionDescriptor_t conv = NULL;
+    descs() = default;
+    descs(const descs &) = delete;
+    descs &operator=(const descs &) = delete;
+    ~descs() {
+        if (x) cudnnDestroyTensorDescriptor(x);
+        if (y) cudnnDestroyTensorDescriptor(y);
+        if (b) cudnnDestroyTensorDescriptor(b);
+        if (w) cudnnDestroyFilterDescriptor(w);
+        if (conv) cudnnDestroyConvolutionDescriptor(conv);
+    }
+};
+
+static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+static int make_descs(const char *op, const md__conv_shape *s, descs *d, bool bias) {
+    const int64_t dims[] = { s->N, s->C, s->H, s->W, s->O, s->KH, s->KW, s->OH, s->OW,
+                             s->sh, s->sw, s->ph, s->pw, s->dh, s->dw, s->G };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (!fits_int(dims[i])) {
+            char sh[400];
+            shape_str(s, sh, sizeof sh);
+            return md__cuda_fail(op, "a size or parameter is outside cuDNN's int range: %s", sh);
+        }
+    if (s->G <= 0 || s->C % s->G || s->O % s->G) {
+        char sh[400];
+        shape_str(s, sh, sizeof sh);
+        return md__cuda_fail(op, "channels not divisible by groups: %s", sh);
+    }
+    DNN(cudnnCreateTensorDescriptor(&d->x));
+    DNN(cudnnCreateTensorDescriptor(&d->y));
+    DNN(cudnnCreateFilterDescriptor(&d->w));
+    DNN(cudnnCreateConvolutionDescriptor(&d->conv));
+    DNN(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->C, (int)s->H,
+                                   (int)s->W));
+    DNN(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->O, (int)s->OH,
+                                   (int)s->OW));
+    DNN(cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)s->O, (int)(s->C / s->G),
+                                   (int)s->KH, (int)s->KW));
+    DNN(cudnnSetConvolution2dDescriptor(d->conv, (int)s->ph, (int)s->pw, (int)s->sh, (int)s->sw, (int)s->dh,
+                                        (int)s->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    DNN(cudnnSetConvolutionGroupCount(d->conv, (int)s->G));
+    DNN(cudnnSetConvolutionMathType(d->conv, md__cuda_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    int n = 0, c = 0, h = 0, w = 0;
+    DNN(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &c, &h, &w));
+    if (n != s->N || c != s->O || h != s->OH || w != s->OW) {
+        char sh[400];
+        shape_str(s, sh, sizeof sh);
+        return md__cuda_fail(op, "cuDNN computes output [%d, %d, %d, %d] for %s", n, c, h, w, sh);
+    }
+    if (bias) {
+        DNN(cudnnCreateTensorDescriptor(&d->b));
+        DNN(cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, (int)s->O, 1, 1));
+    }
+    return 0;
+}
+
+/* Workspace bytes of `algo` under the descriptor's current math type. */
+static cudnnStatus_t ws_size(int dir, cudnnHandle_t h, const descs *d, int algo, size_t *bytes) {
+    switch (dir) {
+    case DIR_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, bytes);
+    case DIR_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d->w, d->y, d->conv, d->x,
+                                                            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d->x, d->y, d->conv, d->w,
+                                                              (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+    }
+}
+
+/* One candidate of a heuristic or timing list, whatever the direction. */
+typedef struct cand {
+    int algo;
+    cudnnStatus_t status;
+    cudnnMathType_t math;
+    cudnnDeterminism_t det;
+    size_t memory;
+} cand;
+
+#define MAX_ALGOS 16
+
+template <typename P> static int to_cands(const P *perf, int n, cand *out) {
+    for (int i = 0; i < n; i++)
+        out[i] = cand{ (int)perf[i].algo, perf[i].status, perf[i].mathType, perf[i].determinism, perf[i].memory };
+    return n;
+}
+
+static int algo_count(int dir) {
+    if (dir == DIR_FWD) return (int)CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    if (dir == DIR_BWD_DATA) return (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    return (int)CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+}
+
+/* Tries candidate algorithm `algo` with math type `math`: the workspace must
+ * be known, within the cap and allocatable. */
+static bool try_plan(int dir, cudnnHandle_t h, descs *d, int algo, cudnnMathType_t math, plan *p) {
+    if (!md__cuda_tf32() && math != CUDNN_FMA_MATH) return false;   /* would allow TF32 */
+    if (cudnnSetConvolutionMathType(d->conv, math) != CUDNN_STATUS_SUCCESS) return false;
+    size_t ws = 0;
+    if (ws_size(dir, h, d, algo, &ws) != CUDNN_STATUS_SUCCESS || ws > WS_CAP) return false;
+    if (ws > 0 && !md__cuda_scratch(ws)) return false;
+    p->algo = algo;
+    p->math = math;
+    p->ws = ws;
+    return true;
+}
+
+/* Picks the algorithm for this call (cache, heuristics or timing). a, b are
+ * the call's inputs and out its output (used only by the timing mode). */
+static int choose(int dir, const md__conv_shape *s, cudnnHandle_t h, descs *d, const void *a, const void *b,
+                  void *out, plan *p) {
+    const char *op = op_name[dir];
+    if (cache_get(dir, s, p)) return 0;
+    cand c[MAX_ALGOS];
+    int n = 0, want = algo_count(dir);
+    bool det = deterministic_mode();
+    if (benchmark_mode()) {
+        /* the workspace the hungriest algorithm wants, within the cap */
+        size_t ws = 0;
+        for (int algo = 0; algo < want; algo++) {
+            size_t w = 0;
+            if (ws_size(dir, h, d, algo, &w) == CUDNN_STATUS_SUCCESS && w <= WS_CAP && w > ws) ws = w;
+        }
+        void *scr = ws ? md__cuda_scratch(ws) : NULL;
+        if (ws && !scr) ws = 0;   /* out of memory: time the algorithms that need none */
+        if (dir == DIR_FWD) {
+            cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnFindConvolutionForwardAlgorithmEx(h, d->x, a, d->w, b, d->conv, d->y, out, want, &n, perf,
+                                                       scr, ws));
+            to_cands(perf, n, c);
+        } else if (dir == DIR_BWD_DATA) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnFindConvolutionBackwardDataAlgorithmEx(h, d->w, a, d->y, b, d->conv, d->x, out, want, &n,
+                                                            perf, scr, ws));
+            to_cands(perf, n, c);
+        } else {
+            cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, d->x, a, d->y, b, d->conv, d->w, out, want, &n,
+                                                              perf, scr, ws));
+            to_cands(perf, n, c);
+        }
+    } else {
+        if (dir == DIR_FWD) {
+            cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y, want, &n, perf));
+            to_cands(perf, n, c);
+        } else if (dir == DIR_BWD_DATA) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->w, d->y, d->conv, d->x, want, &n, perf));
+            to_cands(perf, n, c);
+        } else {
+            cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+            DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d->x, d->y, d->conv, d->w, want, &n, perf));
+            to_cands(perf, n, c);
+        }
+    }
+    if (n > want) n = want;
+    bool found = false;
+    for (int i = 0; i < n && !found; i++)
+        if (c[i].status == CUDNN_STATUS_SUCCESS && (!det || c[i].det == CUDNN_DETERMINISTIC))
+            found = try_plan(dir, h, d, c[i].algo, c[i].math, p);
+    /* No listed candidate fits: any algorithm cuDNN accepts for this shape
+     * under the exact math type (ignoring determinism before failing). */
+    for (int pass = 0; pass < 2 && !found; pass++)
+        for (int algo = 0; algo < want && !found; algo++) {
+            bool listed_det = false;
+            for (int i = 0; i < n; i++)
+                if (c[i].algo == algo && c[i].det == CUDNN_DETERMINISTIC) listed_det = true;
+            if (pass == 0 && det && !listed_det) continue;
+            found = try_plan(dir, h, d, algo, CUDNN_FMA_MATH, p);
+        }
+    if (!found) {
+        char sh[400];
+        shape_str(s, sh, sizeof sh);
+        return md__cuda_fail(op, "no cuDNN algorithm supports %s within a %zu-byte workspace (%d candidates)", sh,
+                             (size_t)WS_CAP, n);
+    }
+    cache_put(dir, s, p);
+    return 0;
+}
+
+/* Descriptors, plan, math type and workspace for one call. */
+static int prepare(int dir, const md__conv_shape *s, descs *d, const void *a, const void *b, void *out,
+                   bool bias, plan *p, void **ws) {
+    const char *op = op_name[dir];
+    cudnnHandle_t h = md__cuda_cudnn();
+    if (!h) return md__cuda_fail(op, "backend not initialised");
+    if (make_descs(op, s, d, bias)) return -1;
+    if (choose(dir, s, h, d, a, b, out, p)) return -1;
+    DNN(cudnnSetConvolutionMathType(d->conv, p->math));
+    *ws = NULL;
+    if (p->ws > 0 && !(*ws = md__cuda_scratch(p->ws))) {
+        char sh[400];
+        shape_str(s, sh, sizeof sh);
+        return md__cuda_fail(op, "no memory for a %zu-byte workspace (%s)", p->ws, sh);
+    }
+    return 0;
+}
+
+static int64_t numel_x(const md__conv_shape *s) { return s->N * s->C * s->H * s->W; }
+static int64_t numel_y(const md__conv_shape *s) { return s->N * s->O * s->OH * s->OW; }
+static int64_t numel_w(const md__conv_shape *s) { return s->G > 0 ? s->O * (s->C / s->G) * s->KH * s->KW : 0; }
+
+/* y[n, o, :] = bias[o] or 0: the output of an empty reduction. */
+__global__ static void fill_bias(float *y, int64_t total, int64_t O, int64_t HW, const float *bias) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = bias ? bias[i / HW % O] : 0.0f;
+}
+
+static int zero(const char *op, float *p, int64_t n) {
+    char what[160];
+    snprintf(what, sizeof what, "%s: cudaMemsetAsync of %lld floats", op, (long long)n);
+    return md__cuda_check(cudaMemsetAsync(p, 0, sizeof(float) * (size_t)n, md__cuda_stream()), what);
+}
+
+static int launch_check(const char *op, const char *kernel, const md__conv_shape *s) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) return 0;
+    char sh[400];
+    shape_str(s, sh, sizeof sh);
+    return md__cuda_fail(op, "%s launch failed for %s: %s", kernel, sh, cudaGetErrorString(e));
+}
+
+static const float k_one = 1.0f, k_zero = 0.0f;
+
+extern "C" int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
+                                       float *y) {
+    const char *op = op_name[DIR_FWD];
+    if (numel_y(s) <= 0) return 0;
+    if (numel_x(s) <= 0 || numel_w(s) <= 0) {   /* nothing to convolve: y = bias */
+        int64_t total = numel_y(s), blocks = (total + 255) / 256;
+        fill_bias<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, md__cuda_stream()>>>(
+            y, total, s->O, s->OH * s->OW, bias);
+        return launch_check(op, "fill_bias", s);
+    }
+    descs d;
+    plan p;
+    void *ws;
+    if (prepare(DIR_FWD, s, &d, x, w, y, bias != NULL, &p, &ws)) return -1;
+    cudnnHandle_t h = md__cuda_cudnn();
+    DNN(cudnnConvolutionForward(h, &k_one, d.x, x, d.w, w, d.conv, (cudnnConvolutionFwdAlgo_t)p.algo, ws, p.ws,
+                                &k_zero, d.y, y));
+    if (bias) DNN(cudnnAddTensor(h, &k_one, d.b, bias, &k_one, d.y, y));
+    return 0;
+}
+
+extern "C" int md__cuda_conv2d_backward_input(const md__conv_shape *s, const float *gy, const float *w,
+                                              float *gx) {
+    const char *op = op_name[DIR_BWD_DATA];
+    if (numel_x(s) <= 0) return 0;
+    if (numel_y(s) <= 0 || numel_w(s) <= 0) return zero(op, gx, numel_x(s));
+    descs d;
+    plan p;
+    void *ws;
+    if (prepare(DIR_BWD_DATA, s, &d, w, gy, gx, false, &p, &ws)) return -1;
+    DNN(cudnnConvolutionBackwardData(md__cuda_cudnn(), &k_one, d.w, w, d.y, gy, d.conv,
+                                     (cudnnConvolutionBwdDataAlgo_t)p.algo, ws, p.ws, &k_zero, d.x, gx));
+    return 0;
+}
+
+extern "C" int md__cuda_conv2d_backward_weight(const md__conv_shape *s, const float *x, const float *gy,
+                                               float *gw) {
+    const char *op = op_name[DIR_BWD_FILTER];
+    if (numel_w(s) <= 0) return 0;
+    if (numel_x(s) <= 0 || numel_y(s) <= 0) return zero(op, gw, numel_w(s));
+    descs d;
+    plan p;
+    void *ws;
+    if (prepare(DIR_BWD_FILTER, s, &d, x, gy, gw, false, &p, &ws)) return -1;
+    DNN(cudnnConvolutionBackwardFilter(md__cuda_cudnn(), &k_one, d.x, x, d.y, gy, d.conv,
+                                       (cudnnConvolutionBwdFilterAlgo_t)p.algo, ws, p.ws, &k_zero, d.w, gw));
+    return 0;
+}
+
+extern "C" int md__cuda_conv2d_backward_bias(const md__conv_shape *s, const float *gy, float *gb) {
+    const char *op = "conv2d_backward_bias";
+    if (s->O <= 0) return 0;
+    if (numel_y(s) <= 0) return zero(op, gb, s->O);
+    cudnnHandle_t h = md__cuda_cudnn();
+    if (!h) return md__cuda_fail(op, "backend not initialised");
+    if (!fits_int(s->N) || !fits_int(s->O) || !fits_int(s->OH) || !fits_int(s->OW)) {
+        char sh[400];
+        shape_str(s, sh, sizeof sh);
+        return md__cuda_fail(op, "a size is outside cuDNN's int range: %s", sh);
+    }
+    descs d;
+    DNN(cudnnCreateTensorDescriptor(&d.y));
+    DNN(cudnnCreateTensorDescriptor(&d.b));
+    DNN(cudnnSetTensor4dDescriptor(d.y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->O, (int)s->OH,
+                                   (int)s->OW));
+    DNN(cudnnSetTensor4dDescriptor(d.b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, (int)s->O, 1, 1));
+    DNN(cudnnConvolutionBackwardBias(h, &k_one, d.y, gy, &k_zero, d.b, gb));
+    return 0;
+}
