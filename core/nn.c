@@ -117,11 +117,25 @@ typedef struct bn_layer {
     md_module base;
     md_tensor *w, *b, *mean, *var, *count;
     double eps, momentum;
+    int64_t count_mirror;   /* the device counter's value, read once (-1: not yet) */
 } bn_layer;
+
+/* num_batches_tracked += 1. On a device the value is mirrored on the host
+ * and written with a fill, so a training step never waits for the GPU. */
+static void bn_count(bn_layer *n) {
+    md_tensor *c = n->count;
+    if (c->device == MD_CPU) {
+        md_i64(c)[0]++;
+        n->count_mirror = -1;
+        return;
+    }
+    if (n->count_mirror < 0) n->count_mirror = (int64_t)md_tensor_item(c);
+    md_tensor_fill_(c, (double)++n->count_mirror);
+}
 
 static md_tensor *bn_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     bn_layer *n = (bn_layer *)m;
-    if (m->training && x) md_i64(n->count)[0]++;
+    if (m->training && x && n->count) bn_count(n);
     return md_batch_norm2d(ctx, x, n->w, n->b, n->mean, n->var, m->training, n->momentum, n->eps);
 }
 static const md_module_class bn_class = { .name = "BatchNorm2d", .forward1 = bn_forward };
@@ -136,6 +150,7 @@ MD_API md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momen
     n->base.flags |= MD_MODULE_NORM;
     n->eps = eps;
     n->momentum = momentum;
+    n->count_mirror = -1;
     n->w = md_module_add_param(ctx, &n->base, "weight", MD_DIMS(c), err);
     n->b = n->w ? md_module_add_param(ctx, &n->base, "bias", MD_DIMS(c), err) : NULL;
     n->mean = n->b ? md_module_add_buffer(ctx, &n->base, "running_mean", MD_F32, MD_DIMS(c), err) : NULL;

@@ -6,12 +6,10 @@
 #include <string.h>
 #include "internal.h"
 
-/* Rejects non-CPU tensors (the CUDA backend comes later). */
+/* Rejects tensors on a device for ops that have no kernel there yet. */
 static inline bool md__op_cpu(md_ctx *ctx, const char *op, const md_tensor *t) {
     if (t->device == MD_CPU) return true;
-    char s[96];
-    md_op_fail(ctx, op, "tensor %s is on a CUDA device; only CPU is implemented",
-               md_tensor_describe(t, s, sizeof s));
+    md__no_kernel(ctx, op, t);
     return false;
 }
 

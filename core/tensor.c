@@ -453,8 +453,9 @@ md_tensor *md__contig(md_ctx *ctx, md_tensor *t) {
 }
 
 bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
+    (void)what;
     if (!t || t->device == MD_CPU) return true;
-    md_op_fail(ctx, op, "%s is on CUDA: only the CPU backend implements %s for now", what, op);
+    md__no_kernel(ctx, op, t);
     return false;
 }
 

@@ -30,7 +30,7 @@ TestSuite(cuda, .init = setup, .fini = teardown);
 
 #define NEED_GPU()                                                                 \
     do {                                                                           \
-        if (!have_gpu) cr_skip_test("no CUDA device: %.300s", why);                \
+        if (!have_gpu) cr_skip_test("%.300s", why);                \
     } while (0)
 
 static md_tensor *to_cpu(md_tensor *t) {
@@ -456,7 +456,10 @@ static void resnet_step(const char *opt) {
         md_tensor *tc = md_module_find(c.m, names[i]), *tg = md_module_find(g.m, names[i]);
         cr_assert(tc && tg, "%s missing", names[i]);
         cr_assert_eq(tg->device, MD_CUDA, "%s not on CUDA", names[i]);
-        assert_close(to_cpu(tg), tc, 2e-4, names[i]);
+        /* AdamW divides by sqrt(v): for weights whose gradients are tiny the
+         * step's size is lr whatever the gradient's rounding, so the two
+         * backends' summation orders show more there than with SGD */
+        assert_close(to_cpu(tg), tc, strcmp(opt, "adamw") ? 2e-4 : 1e-3, names[i]);
     }
     md_optimizer_free(c.opt);
     md_optimizer_free(g.opt);
