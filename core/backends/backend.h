@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MD_BACKEND_ABI 1
+#define MD_BACKEND_ABI 2
 #define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
 
 /* Shape of a 2-D convolution (NCHW input, OIHW weight). */
@@ -152,6 +152,18 @@ typedef struct md_backend {
      * step_size = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t). */
     int (*adam_step)(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1,
                      float b2, float eps, float step_size, float sbc2, bool decoupled);
+
+    /* ---- shape, index, norm and softmax family ---- */
+
+    /* (end of the shape family) */
+
+    /* ---- losses (backends/cpu/losses.h) ---- */
+
+    /* (end of the losses) */
+
+    /* ---- detection and sorting (backends/cpu/detection.h, sort.h) ---- */
+
+    /* (end of detection and sorting) */
 } md_backend;
 
 /* The symbol a backend library exports. */

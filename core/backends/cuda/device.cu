@@ -306,6 +306,11 @@ static md_backend make_table(void) {
     t.maxpool2d_backward = md__cuda_maxpool2d_backward;
     t.sgd_step = md__cuda_sgd_step;
     t.adam_step = md__cuda_adam_step;
+    /* op families whose files fill their own entries (weak: a family not
+     * built leaves its entries NULL, which libmmdet reports per op) */
+    if (md__cuda_table_shape) md__cuda_table_shape(&t);
+    if (md__cuda_table_losses) md__cuda_table_losses(&t);
+    if (md__cuda_table_detection) md__cuda_table_detection(&t);
     return t;
 }
 
