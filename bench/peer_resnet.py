@@ -66,6 +66,17 @@ def run(train):
     if gpu:
         mb = torch.cuda.max_memory_allocated() / 1048576.0
     print(f"peer {name} peer_ms={statistics.median(times):.1f} peer_mb={mb:.0f}", flush=True)
+    if gpu and os.environ.get("MMDET_BENCH_PROFILE") == "1":   # kernel times, to set beside MMDET_CUDA_PROFILE's
+        from torch.profiler import ProfilerActivity, profile
+        with torch.set_grad_enabled(train), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(REPS):
+                outs = forward(x)
+                if train:
+                    opt.zero_grad(set_to_none=False)
+                    sum(o.sum() for o in outs).backward()
+                    opt.step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25), file=sys.stderr)
 
 
 if __name__ == "__main__":

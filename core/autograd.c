@@ -119,6 +119,15 @@ static int accumulate_device(md_ctx *ctx, md_node *node, md_tensor *t, md_tensor
     if (!md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g))
         if (!(g = reduce_to_shape_device(ctx, be, g, t))) return -1;
     int64_t n = md_tensor_numel(t);
+    if (!t->grad && !t->persistent && ctx->in_backward && ctx->dev_arena && md_tensor_is_contiguous(g)) {
+        /* a fresh whole pool block made by the running node: adopt it */
+        md_pool_block *b = md__pool_find(ctx->dev_arena, g->data);
+        if (b && !b->owned && b->serial > ctx->dev_adopt_after) {
+            b->owned = true;
+            t->grad = g;
+            return 0;
+        }
+    }
     if (!t->grad) {
         if (t->persistent) {
             md_error err = { 0 };
@@ -224,6 +233,7 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
         if (!g) continue;
         md_scope_push(ctx, n->op);
         ctx->adopt_after = ctx->arena.serial;
+        if (ctx->dev_arena) ctx->dev_adopt_after = ctx->dev_arena->serial;
         rc = n->backward(ctx, n, g);
         md_scope_pop(ctx);
         if (rc == 0 && md_ctx_failed(ctx)) rc = -1;

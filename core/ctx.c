@@ -28,7 +28,7 @@ MD_API md_ctx *md_ctx_new(md_error *err) {
     ctx->log_level = MD_LOG_INFO;
     ctx->grad_enabled = true;
     md_rng_seed(&ctx->init_rng, 0);
-    md__arena_init(&ctx->arena);
+    md__arena_init(&ctx->arena, NULL);
     if (md__registry_init(ctx, err) != 0) {
         md_ctx_free(ctx);
         return NULL;

@@ -186,98 +186,57 @@ bool md__same_device(md_ctx *ctx, const char *op, int n, md_tensor *const *ts) {
 
 /* ------------------------------------------------------ device arena -- */
 
-#define DEV_ALIGN 256
-#define DEV_DEFAULT_CHUNK ((size_t)256 << 20)
+/* The device arena is a md_arena over the backend's memory: bump chunks for
+ * small data, a pool of large blocks that md__tensor_release hands back
+ * early (gradients consumed by backward, inference activations), both kept
+ * across steps. Kernels still queued read memory the next user gets only
+ * after them (one stream), so handing memory back needs no synchronisation. */
+md_arena *md__dev_arena(md_ctx *ctx) { return ctx->dev_arena; }
 
-struct md_dev_arena {
-    const md_backend *be;
-    char **base;
-    size_t *size, *used;
-    int n, cap;
-    size_t total_used, peak, default_chunk;
-};
-
-static int dev_add_chunk(md_dev_arena *a, size_t min_size) {
-    if (a->n == a->cap) {
-        int cap = a->cap ? a->cap * 2 : 8;
-        char **b = realloc(a->base, (size_t)cap * sizeof *b);
-        if (!b) return -1;
-        a->base = b;
-        size_t *s = realloc(a->size, (size_t)cap * sizeof *s);
-        if (!s) return -1;
-        a->size = s;
-        size_t *u = realloc(a->used, (size_t)cap * sizeof *u);
-        if (!u) return -1;
-        a->used = u;
-        a->cap = cap;
-    }
-    size_t size = a->n ? a->size[a->n - 1] * 2 : a->default_chunk;
-    if (size < min_size) size = min_size;
-    char *p = a->be->alloc(size);
-    if (!p) return -1;
-    a->base[a->n] = p;
-    a->size[a->n] = size;
-    a->used[a->n] = 0;
-    a->n++;
-    return 0;
+static md_arena *dev_arena_get(md_ctx *ctx, md_device_type type) {
+    if (ctx->dev_arena) return ctx->dev_arena;
+    const md_backend *be = md__backend_table(type);
+    if (!be) return md_op_fail(ctx, "alloc", "no backend for device type %d", (int)type), NULL;
+    md_arena *a = calloc(1, sizeof *a);
+    if (!a) return md_op_fail(ctx, "alloc", "out of memory"), NULL;
+    md__arena_init(a, be);
+    ctx->dev_arena = a;
+    return a;
 }
 
 void *md__dev_alloc(md_ctx *ctx, md_device_type type, size_t bytes) {
-    md_dev_arena *a = ctx->dev_arena;
-    if (!a) {
-        const md_backend *be = md__backend_table(type);
-        if (!be) return md_op_fail(ctx, "alloc", "no backend for device type %d", (int)type);
-        if (!(a = calloc(1, sizeof *a))) return md_op_fail(ctx, "alloc", "out of memory");
-        a->be = be;
-        a->default_chunk = DEV_DEFAULT_CHUNK;
-        ctx->dev_arena = a;
-    }
-    bytes = (bytes + DEV_ALIGN - 1) / DEV_ALIGN * DEV_ALIGN;
-    if (!bytes) bytes = DEV_ALIGN;
-    if (!a->n || a->size[a->n - 1] - a->used[a->n - 1] < bytes) {
-        if (dev_add_chunk(a, bytes) != 0)
-            return md_op_fail(ctx, "alloc", "out of device memory allocating %zu bytes (step arena holds %zu): %s",
-                              bytes, a->total_used, a->be->error());
-    }
-    void *p = a->base[a->n - 1] + a->used[a->n - 1];
-    a->used[a->n - 1] += bytes;
-    a->total_used += bytes;
-    if (a->total_used > a->peak) a->peak = a->total_used;
+    md_arena *a = dev_arena_get(ctx, type);
+    if (!a) return NULL;
+    void *p = md__arena_alloc(a, bytes);
+    if (!p) md_op_fail(ctx, "alloc", "out of device memory allocating %zu bytes (step arena holds %zu): %s", bytes,
+                       a->used + a->pool_used, a->dev->error());
     return p;
 }
 
-/* As the CPU arena: one chunk sized to the last step's peak, so a steady
- * loop allocates nothing on the device after its first iteration. Kernels
- * still queued read memory the next step reuses only after them (one
- * stream), so no synchronisation is needed here. */
+void *md__dev_tensor_data(md_ctx *ctx, md_device_type type, size_t bytes) {
+    md_arena *a = dev_arena_get(ctx, type);
+    if (!a) return NULL;
+    if (bytes < MD_POOL_MIN) return md__dev_alloc(ctx, type, bytes);
+    void *p = md__pool_alloc(a, bytes);
+    if (!p) md_op_fail(ctx, "alloc", "out of device memory allocating %zu bytes (step arena holds %zu): %s", bytes,
+                       a->used + a->pool_used, a->dev->error());
+    return p;
+}
+
 void md__dev_arena_reset(md_ctx *ctx) {
-    md_dev_arena *a = ctx->dev_arena;
-    if (!a) return;
-    if (a->n > 1) {
-        size_t want = a->peak + a->peak / 8;
-        for (int i = 0; i < a->n; i++) a->be->free(a->base[i]);
-        a->n = 0;
-        if (want > a->default_chunk) a->default_chunk = want;
-    }
-    for (int i = 0; i < a->n; i++) a->used[i] = 0;
-    a->total_used = 0;
-    a->peak = 0;
+    if (ctx->dev_arena) md__arena_reset(ctx->dev_arena);
 }
 
 void md__dev_arena_free(md_ctx *ctx) {
-    md_dev_arena *a = ctx->dev_arena;
-    if (!a) return;
-    for (int i = 0; i < a->n; i++) a->be->free(a->base[i]);
-    free(a->base);
-    free(a->size);
-    free(a->used);
-    free(a);
+    if (!ctx->dev_arena) return;
+    md__arena_free(ctx->dev_arena);
+    free(ctx->dev_arena);
     ctx->dev_arena = NULL;
 }
 
 MD_API size_t md_ctx_device_arena_peak(const md_ctx *ctx, md_device d) {
     if (d.type == MD_CPU) return md_ctx_arena_peak(ctx);
-    return ctx->dev_arena ? ctx->dev_arena->peak : 0;
+    return ctx->dev_arena ? ctx->dev_arena->peak_total : 0;
 }
 
 /* -------------------------------------------------------- device tensors -- */
@@ -290,7 +249,7 @@ MD_API md_tensor *md_tensor_empty_on(md_ctx *ctx, md_device d, md_dtype dt, int 
     if (!t) return NULL;
     t->device = d.type;
     t->device_index = d.index;
-    t->data = md__dev_alloc(ctx, d.type, (size_t)md_tensor_numel(t) * md_dtype_size(dt));
+    t->data = md__dev_tensor_data(ctx, d.type, (size_t)md_tensor_numel(t) * md_dtype_size(dt));
     return t->data ? t : NULL;
 }
 

@@ -24,6 +24,8 @@ typedef struct md_pool_block {
 } md_pool_block;
 #define MD_POOL_MIN ((size_t)256 << 10)
 typedef struct md_arena {
+    const struct md_backend *dev;   /* memory from this backend; NULL: host memory */
+    size_t align;
     md_arena_chunk *chunks;
     int n_chunks, cap_chunks;
     size_t used, peak;       /* bytes over all chunks */
@@ -45,7 +47,6 @@ struct md_node {
 };
 
 struct md_registries;   /* registry.c */
-typedef struct md_dev_arena md_dev_arena;   /* device.c */
 
 struct md_ctx {
     int threads;
@@ -57,7 +58,8 @@ struct md_ctx {
     struct md_registries *reg;
     /* step arena, tape and op errors (tensor.c, autograd.c) */
     md_arena arena;
-    md_dev_arena *dev_arena;   /* device step memory, made on first use */
+    md_arena *dev_arena;       /* device step memory (same scheme), made on first use */
+    uint64_t dev_adopt_after;  /* adopt_after for dev_arena */
     md_node **tape;
     int tape_len, tape_cap;
     bool grad_enabled;
@@ -75,7 +77,8 @@ struct md_ctx {
 /* Subsystem set-up and tear-down, called by md_ctx_new/md_ctx_free. */
 int md__registry_init(md_ctx *ctx, md_error *err);
 void md__registry_free(md_ctx *ctx);
-void md__arena_init(md_arena *a);
+/* dev NULL: host memory (64-byte aligned); else the backend's memory. */
+void md__arena_init(md_arena *a, const struct md_backend *dev);
 void md__arena_free(md_arena *a);
 void *md__arena_alloc(md_arena *a, size_t bytes);
 void md__arena_reset(md_arena *a);
@@ -120,8 +123,13 @@ md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be);
 bool md__same_device(md_ctx *ctx, const char *op, int n, md_tensor *const *ts);
 /* A step tensor on like's device. */
 md_tensor *md__empty_like_on(md_ctx *ctx, const md_tensor *like, md_dtype dt, int ndim, const int64_t *shape);
-/* Device step memory (256-byte aligned), reset with the CPU arena. */
+/* Device step memory (256-byte aligned; the pool for large blocks), reset
+ * with the CPU arena. md__dev_alloc is bump memory; md__dev_tensor_data
+ * takes large tensors from the pool so that md__tensor_release can hand
+ * them back early. NULL after md_op_fail. */
 void *md__dev_alloc(md_ctx *ctx, md_device_type type, size_t bytes);
+void *md__dev_tensor_data(md_ctx *ctx, md_device_type type, size_t bytes);
+md_arena *md__dev_arena(md_ctx *ctx);   /* NULL before the first device tensor */
 void md__dev_arena_reset(md_ctx *ctx);
 void md__dev_arena_free(md_ctx *ctx);
 /* Contiguous device fill; one element read back; persistent storage freed. */

@@ -10,15 +10,27 @@
 
 /* ---------------------------------------------------------------- arena -- */
 
-void md__arena_init(md_arena *a) {
+void md__arena_init(md_arena *a, const md_backend *dev) {
     memset(a, 0, sizeof *a);
+    a->dev = dev;
+    a->align = dev ? 256 : ARENA_ALIGN;
     a->default_chunk = ARENA_DEFAULT_CHUNK;
 }
 
+/* Host or device memory for chunks and pool blocks (bytes a multiple of align). */
+static char *mem_alloc(md_arena *a, size_t bytes) {
+    return a->dev ? a->dev->alloc(bytes) : aligned_alloc(ARENA_ALIGN, bytes);
+}
+
+static void mem_free(md_arena *a, void *p) {
+    if (a->dev) a->dev->free(p);
+    else free(p);
+}
+
 void md__arena_free(md_arena *a) {
-    for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i].base);
+    for (int i = 0; i < a->n_chunks; i++) mem_free(a, a->chunks[i].base);
     free(a->chunks);
-    for (int i = 0; i < a->n_blocks; i++) free(a->blocks[i].base);
+    for (int i = 0; i < a->n_blocks; i++) mem_free(a, a->blocks[i].base);
     free(a->blocks);
     memset(a, 0, sizeof *a);
 }
@@ -47,7 +59,7 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
             a->blocks = nb;
             a->cap_blocks = cap;
         }
-        char *base = aligned_alloc(ARENA_ALIGN, bytes);
+        char *base = mem_alloc(a, bytes);
         if (!base) return NULL;
         best = a->n_blocks++;
         a->blocks[best] = (md_pool_block){ .base = base, .size = bytes };
@@ -80,9 +92,10 @@ MD_API void md_tensor_release(md_ctx *ctx, md_tensor *t) {
 
 void md__tensor_release(md_ctx *ctx, md_tensor *t) {
     if (!t || t->persistent) return;
-    md_pool_block *b = md__pool_find(&ctx->arena, t->data);
+    md_arena *a = t->device == MD_CPU ? &ctx->arena : md__dev_arena(ctx);
+    md_pool_block *b = a ? md__pool_find(a, t->data) : NULL;
     if (!b) return;
-    pool_put(&ctx->arena, b);
+    pool_put(a, b);
     t->data = NULL;
 }
 
@@ -97,15 +110,16 @@ static int arena_add_chunk(md_arena *a, size_t min_size) {
     size_t size = a->default_chunk;
     if (a->n_chunks) size = a->chunks[a->n_chunks - 1].size * 2;
     if (size < min_size) size = min_size;
-    char *base = aligned_alloc(ARENA_ALIGN, (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+    size = (size + a->align - 1) / a->align * a->align;
+    char *base = mem_alloc(a, size);
     if (!base) return -1;
     a->chunks[a->n_chunks++] = (md_arena_chunk){ base, size, 0 };
     return 0;
 }
 
 void *md__arena_alloc(md_arena *a, size_t bytes) {
-    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (bytes == 0) bytes = ARENA_ALIGN;
+    bytes = (bytes + a->align - 1) / a->align * a->align;
+    if (bytes == 0) bytes = a->align;
     md_arena_chunk *c = a->n_chunks ? &a->chunks[a->n_chunks - 1] : NULL;
     if (!c || c->size - c->used < bytes) {
         if (arena_add_chunk(a, bytes) != 0) return NULL;
@@ -123,7 +137,7 @@ void *md__arena_alloc(md_arena *a, size_t bytes) {
 void md__arena_reset(md_arena *a) {
     if (a->n_chunks > 1) {
         size_t want = a->peak + a->peak / 8;
-        for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i].base);
+        for (int i = 0; i < a->n_chunks; i++) mem_free(a, a->chunks[i].base);
         a->n_chunks = 0;
         if (want < a->default_chunk) want = a->default_chunk;
         a->default_chunk = want;
@@ -136,7 +150,7 @@ void md__arena_reset(md_arena *a) {
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block b = a->blocks[i];
         if (!b.touched) {
-            free(b.base);
+            mem_free(a, b.base);
             continue;
         }
         b.in_use = b.touched = b.owned = false;
@@ -177,7 +191,7 @@ MD_API void md_ctx_arena_release(md_ctx *ctx, size_t mark) {
         a->used = below;
         c->used = 0;
         if (a->n_chunks > 1) {          /* drop the emptied chunk */
-            free(c->base);
+            mem_free(a, c->base);
             a->n_chunks--;
         } else {
             return;

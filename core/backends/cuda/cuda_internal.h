@@ -68,6 +68,10 @@ int md__cuda_maxpool2d_backward(const float *gy, const int32_t *idx, int64_t pla
 int md__cuda_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float wd, float mom, float damp, bool nesterov, bool first);
 int md__cuda_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1, float b2, float eps, float step_size, float sbc2, bool decoupled);
 
+/* profile.cu: with MMDET_CUDA_PROFILE=1, wraps the kernel entries with
+ * event timing and prints per-entry totals at exit. */
+void md__cuda_profile_wrap(md_backend *t);
+
 /* Families that set their own table entries (each in its own files):
  * shape.cu and friends (index, sort-free shape ops, norms, softmax),
  * losses.cu, detection.cu (RoIAlign, NMS, IoU, sorting). */

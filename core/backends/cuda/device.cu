@@ -311,6 +311,7 @@ static md_backend make_table(void) {
     if (md__cuda_table_shape) md__cuda_table_shape(&t);
     if (md__cuda_table_losses) md__cuda_table_losses(&t);
     if (md__cuda_table_detection) md__cuda_table_detection(&t);
+    md__cuda_profile_wrap(&t);
     return t;
 }
 
