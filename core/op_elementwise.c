@@ -32,9 +32,19 @@ int md__accumulate_reduced(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
 MD_API md_tensor *md_cast(md_ctx *ctx, md_tensor *a, md_dtype dt) {
     if (!a) return NULL;
     if (a->dtype == dt) return a;
-    if (!md__op_cpu(ctx, "cast", a)) return NULL;
     if (md_dtype_size(dt) == 0 || (unsigned)dt > MD_U8 || (unsigned)a->dtype > MD_U8)
         return md_op_fail(ctx, "cast", "from %s to %s unsupported", md_dtype_name(a->dtype), md_dtype_name(dt));
+    if (a->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "cast", a);
+        if (!be) return NULL;
+        if (!be->cast) return md__no_kernel(ctx, "cast", a);
+        md_tensor *c = md_contiguous(ctx, a);
+        md_tensor *out = c ? md__empty_like_on(ctx, a, dt, a->ndim, a->shape) : NULL;
+        if (!out) return NULL;
+        if (be->cast((int)a->dtype, (int)dt, md_tensor_numel(a), c->data, out->data) != 0)
+            return md__be_failed(ctx, "cast", be);
+        return out;
+    }
     md_tensor *c = md_contiguous(ctx, a);
     md_tensor *out = md_tensor_empty(ctx, dt, a->ndim, a->shape);
     if (!c || !out) return NULL;
@@ -42,14 +52,12 @@ MD_API md_tensor *md_cast(md_ctx *ctx, md_tensor *a, md_dtype dt) {
     return out;
 }
 
+static md_tensor *compare_scalar(md_ctx *ctx, md__binop op, md_tensor *a, double s);
+
 /* Non-zero as u8 (logic ops take any dtype). */
 static md_tensor *to_bool(md_ctx *ctx, md_tensor *a) {
     if (!a || a->dtype == MD_U8) return a;
-    md_tensor *c = md_contiguous(ctx, a);
-    md_tensor *out = md_tensor_empty(ctx, MD_U8, a->ndim, a->shape);
-    if (!c || !out) return NULL;
-    md__cpu_compare_scalar(MD_BIN_NE, c->dtype, md_tensor_numel(c), c->data, 0.0, md_u8(out));
-    return out;
+    return compare_scalar(ctx, MD_BIN_NE, a, 0.0);
 }
 
 /* -------------------------------------------------------------- binary -- */
@@ -104,31 +112,37 @@ static void binary_loop(md__loop *L, const md_tensor *out, const md_tensor *a, c
     md__loop_init(L, ndim, shape, 3, st);
 }
 
-/* binary_ on a device: f32 operands only (no casts there yet). */
-static md_tensor *binary_device(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
+/* The kernel of binary_ on a's device: f32 through binary_f32, integer
+ * dtypes through binary_int (operands already cast to dt). */
+static bool binary_kernel(md_ctx *ctx, md__binop op, md_dtype dt, const md__loop *L, const md_tensor *a,
+                          const md_tensor *b, md_tensor *out) {
     const char *name = bin_names[op];
-    md_tensor *ins[2] = { a, b };
-    if (!md__same_device(ctx, name, 2, ins)) return NULL;
+    if (a->device == MD_CPU) {
+        if (md__cpu_binary(op, dt, L, a->data, b->data, out->data) == 0) return true;
+        md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(dt));
+        return false;
+    }
     const md_backend *be = md__be(ctx, name, a);
-    if (!be) return NULL;
-    if (!be->binary_f32 || a->dtype != MD_F32 || b->dtype != MD_F32) return md__no_kernel(ctx, name, a);
-    int ndim;
-    int64_t shape[MD_MAX_DIMS];
-    if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
-    md_tensor *out = inplace ? md_tensor_detach(ctx, a)
-                             : md__empty_like_on(ctx, a, op <= MD_BIN_DIV ? MD_F32 : MD_U8, ndim, shape);
-    if (!out) return NULL;
-    md__loop L;
-    binary_loop(&L, out, a, b, ndim, shape);
-    if (be->binary_f32(op, &L, md_f32(a), md_f32(b), out->data) != 0) return md__be_failed(ctx, name, be);
-    if (op <= MD_BIN_DIV) record_binary(ctx, op, out, a, b);
-    return out;
+    if (!be) return false;
+    int rc;
+    if (dt == MD_F32) {
+        if (!be->binary_f32) return md__no_kernel(ctx, name, a), false;
+        rc = be->binary_f32(op, L, md_f32(a), md_f32(b), out->data);
+    } else {
+        if (!be->binary_int) return md__no_kernel(ctx, name, a), false;
+        rc = be->binary_int(op, (int)dt, L, a->data, b->data, out->data);
+    }
+    if (rc != 0) return md__be_failed(ctx, name, be), false;
+    return true;
 }
 
 static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
     if (!a || !b) return NULL;
     const char *name = bin_names[op];
-    if (a->device != MD_CPU || b->device != MD_CPU) return binary_device(ctx, op, a, b, inplace);
+    if (a->device != MD_CPU || b->device != MD_CPU) {
+        md_tensor *ins[2] = { a, b };
+        if (!md__same_device(ctx, name, 2, ins)) return NULL;
+    }
     md_dtype dt = md__promote(a->dtype, b->dtype), odt = dt;
     if (op <= MD_BIN_DIV) {
         if (op == MD_BIN_DIV) dt = odt = MD_F32;   /* true division, as PyTorch */
@@ -150,12 +164,11 @@ static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b,
     int ndim;
     int64_t shape[MD_MAX_DIMS];
     if (!md__broadcast2(ctx, name, a, b, &ndim, shape)) return NULL;
-    md_tensor *out = inplace ? md_tensor_detach(ctx, a) : md_tensor_empty(ctx, odt, ndim, shape);
+    md_tensor *out = inplace ? md_tensor_detach(ctx, a) : md__empty_like_on(ctx, a, odt, ndim, shape);
     if (!out) return NULL;
     md__loop L;
     binary_loop(&L, out, a, b, ndim, shape);
-    if (md__cpu_binary(op, dt, &L, a->data, b->data, out->data) != 0)
-        return md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(dt));
+    if (!binary_kernel(ctx, op, dt, &L, a, b, out)) return NULL;
     if (dt == MD_F32 && op <= MD_BIN_DIV) record_binary(ctx, op, out, a, b);
     return out;
 }
@@ -191,10 +204,17 @@ MD_API md_tensor *md_logical_or(md_ctx *ctx, md_tensor *a, md_tensor *b) { retur
 
 static md_tensor *compare_scalar(md_ctx *ctx, md__binop op, md_tensor *a, double s) {
     if (!a) return NULL;
-    if (!md__op_cpu(ctx, bin_names[op], a)) return NULL;
     md_tensor *c = md_contiguous(ctx, a);
-    md_tensor *out = c ? md_tensor_empty(ctx, MD_U8, a->ndim, a->shape) : NULL;
+    md_tensor *out = c ? md__empty_like_on(ctx, a, MD_U8, a->ndim, a->shape) : NULL;
     if (!out) return NULL;
+    if (a->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, bin_names[op], a);
+        if (!be) return NULL;
+        if (!be->compare_scalar) return md__no_kernel(ctx, bin_names[op], a);
+        if (be->compare_scalar(op, (int)c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
+            return md__be_failed(ctx, bin_names[op], be);
+        return out;
+    }
     if (md__cpu_compare_scalar(op, c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
         return md_op_fail(ctx, bin_names[op], "dtype %s unsupported", md_dtype_name(c->dtype));
     return out;
@@ -255,11 +275,11 @@ static bool unary_kernel(md_ctx *ctx, const char *name, md__unop op, const md_te
 static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, double p1) {
     if (!a) return NULL;
     const char *name = un_names[op];
-    if (a->device != MD_CPU && a->dtype != MD_F32) return md__no_kernel(ctx, name, a);
     if (a->dtype != MD_F32) {
         bool keeps_int = op == MD_UN_NEG || op == MD_UN_RELU || op == MD_UN_ABS || op == MD_UN_CLAMP ||
                          op == MD_UN_ADD_SCALAR || op == MD_UN_MUL_SCALAR;
         if (!keeps_int) return unary(ctx, op, md_cast(ctx, a, MD_F32), p0, p1);
+        if (a->device != MD_CPU) return md__no_kernel(ctx, name, a);   /* no integer unary kernels there */
         md_tensor *c = md_contiguous(ctx, a);
         md_tensor *out = c ? md_tensor_empty_like(ctx, c) : NULL;
         if (!out) return NULL;
@@ -319,6 +339,10 @@ MD_API md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi) {
 static int where_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *cond = *(md_tensor **)md_node_saved(node);
     md_tensor *zero = md_tensor_scalar(ctx, 0.0f);
+    if (zero && g->device != MD_CPU) {   /* a zero on the gradient's device */
+        zero = md__empty_like_on(ctx, g, MD_F32, 0, NULL);
+        if (zero && md_tensor_fill_(zero, 0.0) != 0) return -1;
+    }
     if (md_node_needs_grad(node, 0) &&
         md__accumulate_reduced(ctx, node, 0, md_where(ctx, cond, g, zero))) return -1;
     if (md_node_needs_grad(node, 1) &&
@@ -328,8 +352,13 @@ static int where_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 
 MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor *b) {
     if (!cond || !a || !b) return NULL;
-    if (!md__op_cpu(ctx, "where", cond) || !md__op_cpu(ctx, "where", a) || !md__op_cpu(ctx, "where", b))
-        return NULL;
+    md_tensor *ins3[3] = { cond, a, b };
+    if (!md__same_device(ctx, "where", 3, ins3)) return NULL;
+    const md_backend *be = NULL;
+    if (a->device != MD_CPU) {
+        if (!(be = md__be(ctx, "where", a))) return NULL;
+        if (!be->where) return md__no_kernel(ctx, "where", a);
+    }
     md_dtype dt = md__promote(a->dtype, b->dtype);
     cond = to_bool(ctx, cond);
     a = md_cast(ctx, a, dt);
@@ -341,7 +370,7 @@ MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor
     md_tensor ab = { .ndim = n1, .dtype = dt };   /* shape holder for the second broadcast */
     memcpy(ab.shape, s1, sizeof(int64_t) * (size_t)n1);
     if (!md__broadcast2(ctx, "where", cond, &ab, &ndim, shape)) return NULL;
-    md_tensor *out = md_tensor_empty(ctx, dt, ndim, shape);
+    md_tensor *out = md__empty_like_on(ctx, a, dt, ndim, shape);
     if (!out) return NULL;
     md__broadcast_strides(cond, ndim, shape, sc);
     md__broadcast_strides(a, ndim, shape, sa);
@@ -349,7 +378,12 @@ MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor
     const int64_t *st[4] = { out->stride, sc, sa, sb };
     md__loop L;
     md__loop_init(&L, ndim, shape, 4, st);
-    md__cpu_where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data);
+    if (be) {
+        if (be->where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data) != 0)
+            return md__be_failed(ctx, "where", be);
+    } else {
+        md__cpu_where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data);
+    }
     if (dt == MD_F32) {
         md_tensor *ins[2] = { a, b };
         md_node *n = md_autograd_record(ctx, out, ins, 2, where_backward, "where");

@@ -4,21 +4,47 @@
 #include "op_basic.h"
 #include "backends/cpu/index.h"
 
-/* All of idx[0..n) in [0, size); otherwise md_op_fail naming the culprit. */
-static bool check_range(md_ctx *ctx, const char *op, const md_tensor *a, int dim, const int64_t *idx, int64_t n) {
-    int64_t size = a->ndim ? a->shape[dim] : 1;
+static bool range_fail(md_ctx *ctx, const char *op, const md_tensor *a, int dim, int64_t v, int64_t i) {
+    char s[96];
+    md_op_fail(ctx, op, "index %lld (entry %lld) out of range [0, %lld) for dimension %d of %s", (long long)v,
+               (long long)i, (long long)(a->ndim ? a->shape[dim] : 1), dim, md_tensor_describe(a, s, sizeof s));
+    return false;
+}
+
+/* All of the contiguous i64 idx in [0, size); otherwise md_op_fail naming the
+ * culprit. On a device the check runs there and reads back one entry
+ * (a synchronisation: an index out of range would corrupt memory). */
+static bool check_range(md_ctx *ctx, const char *op, const md_tensor *a, int dim, const md_tensor *index) {
+    int64_t size = a->ndim ? a->shape[dim] : 1, n = md_tensor_numel(index);
+    const int64_t *idx = md_i64(index);
+    if (index->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, op, index);
+        if (!be) return false;
+        if (!be->index_check) return md__no_kernel(ctx, op, index), false;
+        int64_t bad, val;
+        if (be->index_check(idx, n, size, &bad, &val) != 0) return md__be_failed(ctx, op, be), false;
+        return bad < 0 || range_fail(ctx, op, a, dim, val, bad);
+    }
     for (int64_t i = 0; i < n; i++)
-        if (idx[i] < 0 || idx[i] >= size) {
-            char s[96];
-            md_op_fail(ctx, op, "index %lld (entry %lld) out of range [0, %lld) for dimension %d of %s",
-                       (long long)idx[i], (long long)i, (long long)size, dim, md_tensor_describe(a, s, sizeof s));
-            return false;
-        }
+        if (idx[i] < 0 || idx[i] >= size) return range_fail(ctx, op, a, dim, idx[i], i);
     return true;
 }
 
+/* The backend of a device op whose kernels `need` are all present; NULL on
+ * the CPU (*fail false) or after md_op_fail (*fail true). */
+static const md_backend *index_be(md_ctx *ctx, const char *op, const md_tensor *a, bool ok, bool *fail) {
+    *fail = false;
+    if (a->device == MD_CPU) return NULL;
+    const md_backend *be = md__be(ctx, op, a);
+    if (be && !ok) {
+        md__no_kernel(ctx, op, a);
+        be = NULL;
+    }
+    *fail = !be;
+    return be;
+}
+
 static md_tensor *index_tensor(md_ctx *ctx, const char *op, md_tensor *index) {
-    if (!md__op_cpu(ctx, op, index)) return NULL;
     if (index->dtype != MD_I64 && index->dtype != MD_I32) {
         char s[96];
         return md_op_fail(ctx, op, "index %s must be i64", md_tensor_describe(index, s, sizeof s));
@@ -33,15 +59,29 @@ typedef struct isel_saved { int64_t outer, n, inner, k; const int64_t *idx; } is
 static int index_select_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     const isel_saved *s = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_zeros(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "index_select", x);
+        md_tensor *gc = md__contig(ctx, g);
+        if (!be || !gc) return -1;
+        if (be->index_add_f32(md_f32(gc), s->outer, s->n, s->inner, s->idx, s->k, md_f32(gx)) != 0)
+            return md__be_failed(ctx, "index_select", be), -1;
+        return md_node_accumulate(ctx, node, 0, gx);
+    }
     md__cpu_index_add_f32(md_f32(g), s->outer, s->n, s->inner, s->idx, s->k, md_f32(gx));
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
 MD_API md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index) {
     if (!a || !index) return NULL;
-    if (!md__op_cpu(ctx, "index_select", a)) return NULL;
+    md_tensor *ins[2] = { a, index };
+    if (!md__same_device(ctx, "index_select", 2, ins)) return NULL;
+    bool fail;
+    const md_backend *t = md__backend_table(a->device);
+    const md_backend *be = index_be(ctx, "index_select", a, t && t->index_check && t->index_select &&
+                                    t->index_add_f32, &fail);
+    if (fail) return NULL;
     int d = md__op_dim(ctx, "index_select", a, dim, a->ndim);
     if (d < 0) return NULL;
     if (index->ndim > 1) {
@@ -52,15 +92,20 @@ MD_API md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor 
     a = md_contiguous(ctx, a);
     if (!idx || !a) return NULL;
     int64_t k = md_tensor_numel(idx);
-    if (!check_range(ctx, "index_select", a, d, md_i64(idx), k)) return NULL;
+    if (!check_range(ctx, "index_select", a, d, idx)) return NULL;
     int64_t outer = md__prod(a->shape, 0, d), n = a->ndim ? a->shape[d] : 1;
     int64_t inner = a->ndim ? md__prod(a->shape, d + 1, a->ndim) : 1;
     int64_t sh[MD_MAX_DIMS];
     memcpy(sh, a->shape, sizeof sh);
     if (a->ndim) sh[d] = k;
-    md_tensor *out = md_tensor_empty(ctx, a->dtype, a->ndim, sh);
+    md_tensor *out = md__empty_like_on(ctx, a, a->dtype, a->ndim, sh);
     if (!out) return NULL;
-    md__cpu_index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data);
+    if (be) {
+        if (be->index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data) != 0)
+            return md__be_failed(ctx, "index_select", be);
+    } else {
+        md__cpu_index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data);
+    }
     if (a->dtype == MD_F32) {
         md_node *node = md_autograd_record(ctx, out, &a, 1, index_select_backward, "index_select");
         if (node) {
@@ -89,8 +134,17 @@ static int64_t *index_offsets(md_ctx *ctx, const char *op, const md_tensor *a, i
             return NULL;
         }
     int64_t n = md_tensor_numel(idx);
-    if (!check_range(ctx, op, a, d, md_i64(idx), n)) return NULL;
-    int64_t *off = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!check_range(ctx, op, a, d, idx)) return NULL;
+    size_t bytes = sizeof(int64_t) * (size_t)(n ? n : 1);
+    if (a->device != MD_CPU) {   /* device memory that lives until backward */
+        const md_backend *be = md__be(ctx, op, a);
+        int64_t *off = be ? md__dev_alloc(ctx, a->device, bytes) : NULL;
+        if (!off) return NULL;
+        if (be->index_offsets(a->ndim, idx->shape, d, md_i64(idx), a->stride, off) != 0)
+            return md__be_failed(ctx, op, be), NULL;
+        return off;
+    }
+    int64_t *off = md_ctx_alloc(ctx, bytes);
     if (off) md__cpu_index_offsets(a->ndim, idx->shape, d, md_i64(idx), a->stride, off);
     return off;
 }
@@ -100,25 +154,43 @@ typedef struct gather_saved { const int64_t *off; int64_t n; } gather_saved;
 static int gather_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     const gather_saved *s = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_zeros(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "gather", x);
+        md_tensor *gc = md__contig(ctx, g);
+        if (!be || !gc) return -1;
+        if (be->put_add(MD_F32, gx->data, s->off, s->n, md_tensor_numel(gx), gc->data) != 0)
+            return md__be_failed(ctx, "gather", be), -1;
+        return md_node_accumulate(ctx, node, 0, gx);
+    }
     md__cpu_put_add(MD_F32, gx->data, s->off, s->n, g->data);
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
 MD_API md_tensor *md_gather(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index) {
     if (!a || !index) return NULL;
-    if (!md__op_cpu(ctx, "gather", a)) return NULL;
+    md_tensor *ins[2] = { a, index };
+    if (!md__same_device(ctx, "gather", 2, ins)) return NULL;
+    bool fail;
+    const md_backend *t = md__backend_table(a->device);
+    const md_backend *be = index_be(ctx, "gather", a, t && t->index_check && t->index_offsets && t->take && t->put_add,
+                                    &fail);
+    if (fail) return NULL;
     int d = md__op_dim(ctx, "gather", a, dim, a->ndim);
     if (d < 0) return NULL;
     md_tensor *idx = index_tensor(ctx, "gather", index);
     a = md_contiguous(ctx, a);
     if (!idx || !a) return NULL;
     int64_t *off = index_offsets(ctx, "gather", a, d, idx);
-    md_tensor *out = off ? md_tensor_empty(ctx, a->dtype, idx->ndim, idx->shape) : NULL;
+    md_tensor *out = off ? md__empty_like_on(ctx, a, a->dtype, idx->ndim, idx->shape) : NULL;
     if (!out) return NULL;
     int64_t n = md_tensor_numel(idx);
-    md__cpu_take(md_dtype_size(a->dtype), a->data, off, n, out->data);
+    if (be) {
+        if (be->take(md_dtype_size(a->dtype), a->data, off, n, out->data) != 0) return md__be_failed(ctx, "gather", be);
+    } else {
+        md__cpu_take(md_dtype_size(a->dtype), a->data, off, n, out->data);
+    }
     if (a->dtype == MD_F32) {
         md_node *node = md_autograd_record(ctx, out, &a, 1, gather_backward, "gather");
         if (node) {
@@ -139,19 +211,37 @@ static int scatter_add_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     if (md_node_accumulate(ctx, node, 0, g)) return -1;
     if (!md_node_needs_grad(node, 1)) return 0;
     md_tensor *src = md_node_input(node, 1);
-    md_tensor *gs = md_tensor_zeros(ctx, MD_F32, src->ndim, src->shape);
-    md_tensor *part = md_tensor_empty(ctx, MD_F32, s->idx->ndim, s->idx->shape);
+    md_tensor *gs = md_tensor_zeros_like(ctx, src);
+    md_tensor *part = md__empty_like_on(ctx, src, MD_F32, s->idx->ndim, s->idx->shape);
     if (!gs || !part) return -1;
-    md__cpu_take(sizeof(float), g->data, s->off, s->n, part->data);
+    if (src->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "scatter_add", src);
+        md_tensor *gc = md__contig(ctx, g);
+        if (!be || !gc) return -1;
+        if (be->take(sizeof(float), gc->data, s->off, s->n, part->data) != 0)
+            return md__be_failed(ctx, "scatter_add", be), -1;
+    } else {
+        md__cpu_take(sizeof(float), g->data, s->off, s->n, part->data);
+    }
     md_tensor *region = md__view(ctx, gs, part->ndim, part->shape, gs->stride, gs->data);
     if (!region) return -1;
-    md__copy_strided(region, part);
+    if (src->device != MD_CPU) {
+        if (md__copy_any(ctx, region, part) != 0) return -1;
+    } else {
+        md__copy_strided(region, part);
+    }
     return md_node_accumulate(ctx, node, 1, gs);
 }
 
 MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index, md_tensor *src) {
     if (!a || !index || !src) return NULL;
-    if (!md__op_cpu(ctx, "scatter_add", a) || !md__op_cpu(ctx, "scatter_add", src)) return NULL;
+    md_tensor *ins3[3] = { a, index, src };
+    if (!md__same_device(ctx, "scatter_add", 3, ins3)) return NULL;
+    bool fail;
+    const md_backend *tb = md__backend_table(a->device);
+    const md_backend *be = index_be(ctx, "scatter_add", a, tb && tb->index_check && tb->index_offsets && tb->take &&
+                                    tb->put_add, &fail);
+    if (fail) return NULL;
     char s[96], t[96];
     int d = md__op_dim(ctx, "scatter_add", a, dim, a->ndim);
     if (d < 0) return NULL;
@@ -164,19 +254,31 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
         if (idx->shape[k] > src->shape[k])
             return md_op_fail(ctx, "scatter_add", "index %s larger than src %s in dimension %d",
                               md_tensor_describe(idx, t, sizeof t), md_tensor_describe(src, s, sizeof s), k);
-    md_tensor *out = md_tensor_empty(ctx, a->dtype, a->ndim, a->shape);
+    md_tensor *out = md__empty_like_on(ctx, a, a->dtype, a->ndim, a->shape);
     if (!out) return NULL;
-    md__copy_strided(out, a);
+    if (be) {
+        if (md__copy_any(ctx, out, a) != 0) return NULL;
+    } else {
+        md__copy_strided(out, a);
+    }
     int64_t *off = index_offsets(ctx, "scatter_add", out, d, idx);
     if (!off) return NULL;
     /* the part of src the index covers, contiguous */
     md_tensor *region = md__view(ctx, src, idx->ndim, idx->shape, src->stride, src->data);
-    md_tensor *vals = region ? md_tensor_empty(ctx, src->dtype, idx->ndim, idx->shape) : NULL;
+    md_tensor *vals = region ? md__empty_like_on(ctx, src, src->dtype, idx->ndim, idx->shape) : NULL;
     if (!vals) return NULL;
-    md__copy_strided(vals, region);
     int64_t n = md_tensor_numel(idx);
-    if (md__cpu_put_add(a->dtype, out->data, off, n, vals->data) != 0)
-        return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
+    if (be) {
+        if (md__copy_any(ctx, vals, region) != 0) return NULL;
+        if (a->dtype == MD_U8)
+            return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
+        if (be->put_add((int)a->dtype, out->data, off, n, md_tensor_numel(out), vals->data) != 0)
+            return md__be_failed(ctx, "scatter_add", be);
+    } else {
+        md__copy_strided(vals, region);
+        if (md__cpu_put_add(a->dtype, out->data, off, n, vals->data) != 0)
+            return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
+    }
     if (a->dtype == MD_F32) {
         md_tensor *ins[2] = { a, src };
         md_node *node = md_autograd_record(ctx, out, ins, 2, scatter_add_backward, "scatter_add");
@@ -194,9 +296,23 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
 /* ndim 1: positions [M]; otherwise [M, ndim] coordinates as PyTorch. */
 MD_API md_tensor *md_nonzero(md_ctx *ctx, md_tensor *a) {
     if (!a) return NULL;
-    if (!md__op_cpu(ctx, "nonzero", a)) return NULL;
     md_tensor *m = md_contiguous(ctx, a);
     if (!m) return NULL;
+    if (m->device != MD_CPU) {   /* the count is read back: the output's size depends on the data */
+        const md_backend *be = md__be(ctx, "nonzero", m);
+        if (!be) return NULL;
+        if (!be->nonzero) return md__no_kernel(ctx, "nonzero", m);
+        int64_t cnt;
+        if (be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, NULL, &cnt) != 0)
+            return md__be_failed(ctx, "nonzero", be);
+        md_tensor *out = m->ndim == 1 ? md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt))
+                                      : md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt, m->ndim ? m->ndim : 1));
+        if (!out) return NULL;
+        int64_t again;
+        if (cnt > 0 && be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, md_i64(out), &again) != 0)
+            return md__be_failed(ctx, "nonzero", be);
+        return out;
+    }
     int64_t n = md_tensor_numel(m), cnt = 0;
     size_t es = md_dtype_size(m->dtype);
     const char *p = m->data;
@@ -233,7 +349,8 @@ MD_API md_tensor *md_nonzero(md_ctx *ctx, md_tensor *a) {
  * the gradient. */
 MD_API md_tensor *md_masked_select(md_ctx *ctx, md_tensor *a, md_tensor *mask) {
     if (!a || !mask) return NULL;
-    if (!md__op_cpu(ctx, "masked_select", a) || !md__op_cpu(ctx, "masked_select", mask)) return NULL;
+    md_tensor *ins[2] = { a, mask };
+    if (!md__same_device(ctx, "masked_select", 2, ins)) return NULL;
     char s[96], t[96];
     bool rows = mask->ndim >= 1 && mask->ndim < a->ndim;
     for (int d = 0; rows && d < mask->ndim; d++)

@@ -178,9 +178,40 @@ static void gn_dims(const md_tensor *x, int64_t *N, int64_t *C, int64_t *HW) {
     for (int d = 2; d < x->ndim; d++) *HW *= x->shape[d];
 }
 
+/* gn_backward on x's device: gw and gb are zeroed, then written whole. */
+static int gn_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
+    static const char *op = "group_norm";
+    gn_saved *sv = md_node_saved(node);
+    md_tensor *x = sv->x, *w = md_node_input(node, 1);
+    int64_t N, C, HW;
+    gn_dims(x, &N, &C, &HW);
+    const md_backend *be = md__be(ctx, op, x);
+    if (!be) return -1;
+    if (!be->group_norm_backward) return md__no_kernel(ctx, op, x), -1;
+    md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+    if (md_node_needs_grad(node, 0) && !(gx = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape))) return -1;
+    if (md_node_needs_grad(node, 1) && (!(gw = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(C))) ||
+                                        md_tensor_fill_(gw, 0.0) != 0))
+        return -1;
+    if (md_node_needs_grad(node, 2) && (!(gb = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(C))) ||
+                                        md_tensor_fill_(gb, 0.0) != 0))
+        return -1;
+    md_tensor *wc = w ? md__contig(ctx, w) : NULL, *gyc = md__contig(ctx, gy);
+    if ((w && !wc) || !gyc) return -1;
+    if (be->group_norm_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->groups, sv->mean, sv->rstd,
+                                wc ? md_f32(wc) : NULL, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL,
+                                gb ? md_f32(gb) : NULL) != 0)
+        return md__be_failed(ctx, op, be), -1;
+    if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+    if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+    if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+    return 0;
+}
+
 static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     gn_saved *sv = md_node_saved(node);
     md_tensor *x = sv->x, *w = md_node_input(node, 1);
+    if (x->device != MD_CPU) return gn_backward_device(ctx, node, gy);
     int64_t N, C, HW;
     gn_dims(x, &N, &C, &HW);
     md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
@@ -207,8 +238,14 @@ MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_te
     if (!x) return NULL;
     char a[96], b[96];
     md_tensor_describe(x, a, sizeof a);
-    if (x->dtype != MD_F32 || x->device != MD_CPU || x->ndim < 2)
-        return md_op_fail(ctx, op, "input %s must be an f32 CPU tensor [N, C, *]", a);
+    if (x->dtype != MD_F32 || x->ndim < 2) return md_op_fail(ctx, op, "input %s must be an f32 tensor [N, C, *]", a);
+    md_tensor *ins[3] = { x, weight, bias };
+    if (!md__same_device(ctx, op, 3, ins)) return NULL;
+    const md_backend *be = NULL;
+    if (x->device != MD_CPU) {
+        if (!(be = md__be(ctx, op, x))) return NULL;
+        if (!be->group_norm_forward || !be->group_norm_backward) return md__no_kernel(ctx, op, x);
+    }
     int64_t N, C, HW;
     gn_dims(x, &N, &C, &HW);
     if (num_groups < 1 || C % num_groups)
@@ -217,21 +254,30 @@ MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_te
     const md_tensor *vec[2] = { weight, bias };
     static const char *const vname[2] = { "weight", "bias" };
     for (int i = 0; i < 2; i++)
-        if (vec[i] && (vec[i]->dtype != MD_F32 || vec[i]->device != MD_CPU || vec[i]->ndim != 1 ||
-                       vec[i]->shape[0] != C))
-            return md_op_fail(ctx, op, "%s %s must be an f32 CPU vector of the %lld channels of input %s", vname[i],
+        if (vec[i] && (vec[i]->dtype != MD_F32 || vec[i]->ndim != 1 || vec[i]->shape[0] != C))
+            return md_op_fail(ctx, op, "%s %s must be an f32 vector of the %lld channels of input %s", vname[i],
                               md_tensor_describe(vec[i], b, sizeof b), (long long)C, a);
     md_tensor *xc = md__contig(ctx, x);
     md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape);
     size_t ng = N > 0 ? (size_t)(N * num_groups) : 1;
-    double *mean = md_ctx_alloc(ctx, sizeof(double) * ng), *rstd = md_ctx_alloc(ctx, sizeof(double) * ng);
+    double *mean, *rstd;
+    if (be) {   /* statistics stay on the device for backward */
+        mean = md__dev_alloc(ctx, x->device, sizeof(double) * ng);
+        rstd = md__dev_alloc(ctx, x->device, sizeof(double) * ng);
+    } else {
+        mean = md_ctx_alloc(ctx, sizeof(double) * ng);
+        rstd = md_ctx_alloc(ctx, sizeof(double) * ng);
+    }
     if (!y || !mean || !rstd) return NULL;
-    if (N * C * HW > 0)
+    if (be) {
+        if (be->group_norm_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL,
+                                   eps, md_f32(y), mean, rstd) != 0)
+            return md__be_failed(ctx, op, be);
+    } else if (N * C * HW > 0)
         md__gn_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL, eps,
                        md_f32(y), mean, rstd, md_ctx_threads(ctx));
-    md_tensor *ins[3] = { x, weight, bias };
     md_node *node = md_autograd_record(ctx, y, ins, 3, gn_backward, op);
     if (node) {
         gn_saved *sv = md_node_save(ctx, node, sizeof *sv);

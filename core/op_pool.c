@@ -100,13 +100,23 @@ MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int strid
 
 /* ------------------------------------------------------------- nearest -- */
 
-typedef struct nearest_saved { int64_t *ih, *iw; } nearest_saved;
+typedef struct nearest_saved { int64_t *ih, *iw; float sh, sw; } nearest_saved;
 
 static int nearest_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     nearest_saved *sv = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
-    md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, x->shape);
+    md_tensor *gx = md__empty_like_on(ctx, x, MD_F32, 4, x->shape);
     if (!gx) return -1;
+    if (x->device != MD_CPU) {   /* the device kernel maps rows itself */
+        const md_backend *be = md__be(ctx, md_node_op(node), x);
+        md_tensor *gc = md__contig(ctx, gy);
+        if (!be || !gc) return -1;
+        if (!be->nearest_backward) return md__no_kernel(ctx, md_node_op(node), x), -1;
+        if (be->nearest_backward(md_f32(gc), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
+                                 gy->shape[3], sv->sh, sv->sw, md_f32(gx)) != 0)
+            return md__be_failed(ctx, md_node_op(node), be), -1;
+        return md_node_accumulate(ctx, node, 0, gx);
+    }
     md__nearest_backward(md_f32(gy), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
                          gy->shape[3], sv->ih, sv->iw, md_f32(gx), md_ctx_threads(ctx));
     return md_node_accumulate(ctx, node, 0, gx);
@@ -130,6 +140,22 @@ static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH,
     md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t H = x->shape[2], W = x->shape[3];
+    if (x->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, op, x);
+        if (!be) return NULL;
+        if (!be->nearest_forward || !be->nearest_backward) return md__no_kernel(ctx, op, x);
+        md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
+        if (!y) return NULL;
+        if (be->nearest_forward(md_f32(xc), x->shape[0] * x->shape[1], H, W, OH, OW, sh, sw, md_f32(y)) != 0)
+            return md__be_failed(ctx, op, be);
+        md_node *node = md_autograd_record(ctx, y, &x, 1, nearest_backward, op);
+        if (node) {
+            nearest_saved *sv = md_node_save(ctx, node, sizeof *sv);
+            if (!sv) return NULL;
+            *sv = (nearest_saved){ NULL, NULL, sh, sw };
+        }
+        return y;
+    }
     md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
     int64_t *ih = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OH + 1));
     int64_t *iw = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OW + 1));
@@ -141,14 +167,14 @@ static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH,
     if (node) {
         nearest_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (nearest_saved){ ih, iw };
+        *sv = (nearest_saved){ ih, iw, sh, sw };
     }
     return y;
 }
 
 MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "interpolate_nearest", x, false)) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest", x, true)) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
     int64_t H = x->shape[2], W = x->shape[3];
@@ -162,7 +188,7 @@ MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_
 
 MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "upsample_nearest", x, false)) return NULL;
+    if (check_nchw(ctx, "upsample_nearest", x, true)) return NULL;
     if (scale < 1) {
         char a[96];
         return md_op_fail(ctx, "upsample_nearest", "scale %d on %s: must be >= 1", scale,

@@ -348,7 +348,6 @@ MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
     sh[d] = 0;
     for (int i = 0; i < n; i++) {
         const md_tensor *b = ts[i];
-        if (!md__op_cpu(ctx, "cat", b)) return NULL;
         bool ok = b->ndim == a->ndim && b->dtype == a->dtype;
         for (int k = 0; ok && k < a->ndim; k++)
             if (k != d && b->shape[k] != a->shape[k]) ok = false;
@@ -357,7 +356,8 @@ MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
                               md_tensor_describe(b, t, sizeof t), md_tensor_describe(a, s, sizeof s), d);
         sh[d] += b->shape[d];
     }
-    md_tensor *out = md_tensor_empty(ctx, a->dtype, a->ndim, sh);
+    if (!md__same_device(ctx, "cat", n, ts)) return NULL;
+    md_tensor *out = md__empty_like_on(ctx, a, a->dtype, a->ndim, sh);
     if (!out) return NULL;
     size_t es = md_dtype_size(a->dtype);
     int64_t at = 0;
@@ -365,7 +365,11 @@ MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
         md_tensor *dst = md__view(ctx, out, out->ndim, ts[i]->shape, out->stride,
                                   (char *)out->data + (size_t)(at * out->stride[d]) * es);
         if (!dst) return NULL;
-        md__copy_strided(dst, ts[i]);
+        if (out->device != MD_CPU) {   /* a strided device copy */
+            if (md__copy_any(ctx, dst, ts[i]) != 0) return NULL;
+        } else {
+            md__copy_strided(dst, ts[i]);
+        }
         at += ts[i]->shape[d];
     }
     if (a->dtype == MD_F32) {

@@ -154,6 +154,74 @@ typedef struct md_backend {
                      float b2, float eps, float step_size, float sbc2, bool decoupled);
 
     /* ---- shape, index, norm and softmax family ---- */
+    /* Element-wise (backends/cpu/elementwise.c); dtypes as md_dtype numbers them. */
+    /* dst = (to) src for n contiguous elements, C conversions (u8 via i64): md__cpu_cast. */
+    int (*cast)(int from, int to, int64_t n, const void *src, void *dst);
+    /* out = a op b over the loop for i64, i32 or u8 operands of one dtype
+     * (no DIV; ADD/SUB/MUL not for u8; AND/OR only u8): md__cpu_binary. */
+    int (*binary_int)(md__binop op, int dtype, const md__loop *L, const void *a, const void *b, void *out);
+    /* out[i] = x[i] op s (GT..NE), x contiguous of dtype; f32 compares against
+     * (float)s, integers against the double: md__cpu_compare_scalar. */
+    int (*compare_scalar)(md__binop op, int dtype, int64_t n, const void *x, double s, uint8_t *out);
+    /* out = cond ? a : b over the loop (operands: out, cond u8, a, b): md__cpu_where. */
+    int (*where)(const md__loop *L, size_t elem, const uint8_t *cond, const void *a, const void *b, void *out);
+
+    /* Indexing (backends/cpu/index.c); index arrays are i64 on the device. */
+    /* Range check of idx[0..n) against [0, size): *bad is the first entry out
+     * of range (-1 when none) and *val its value. Synchronises (reads back). */
+    int (*index_check)(const int64_t *idx, int64_t n, int64_t size, int64_t *bad, int64_t *val);
+    /* md__cpu_index_select: out[o, j, :] = a[o, idx[j], :]. */
+    int (*index_select)(size_t elem, const void *a, int64_t outer, int64_t n, int64_t inner, const int64_t *idx,
+                        int64_t k, void *out);
+    /* md__cpu_index_add_f32: gx[o, idx[j], :] += g[o, j, :], the additions into
+     * each element in increasing j as the CPU (deterministic, same bits). */
+    int (*index_add_f32)(const float *g, int64_t outer, int64_t n, int64_t inner, const int64_t *idx, int64_t k,
+                         float *gx);
+    /* md__cpu_index_offsets with the index shape and the strides (ndim of
+     * them, host arrays) passed by value. */
+    int (*index_offsets)(int ndim, const int64_t *ishape, int dim, const int64_t *idx, const int64_t *st,
+                         int64_t *off);
+    /* md__cpu_take: out[p] = a[off[p]]. */
+    int (*take)(size_t elem, const void *a, const int64_t *off, int64_t n, void *out);
+    /* md__cpu_put_add: out[off[p]] += src[p] (f32, i64, i32), each element's
+     * additions in increasing p as the CPU's serial loop. off[p] < limit. */
+    int (*put_add)(int dtype, void *out, const int64_t *off, int64_t n, int64_t limit, const void *src);
+    /* Non-zero elements of contiguous x of `ndim` dims `shape` (host array;
+     * f32 -0.0 is zero, NaN counts), in increasing order: *count (reads back,
+     * synchronises); with out given also out [count, ndim] i64 coordinates
+     * (ndim <= 1: out [count] linear positions), as the CPU's md_nonzero. */
+    int (*nonzero)(int dtype, const void *x, int ndim, const int64_t *shape, int64_t *out, int64_t *count);
+
+    /* Reductions over x seen as [outer, n, inner] (backends/cpu/reduce.c). */
+    /* md__cpu_sum_int: i64 sums of i64, i32 or u8. */
+    int (*sum_int)(int dtype, const void *x, int64_t outer, int64_t n, int64_t inner, int64_t *out);
+    /* md__cpu_max: first maximum, NaN wins; vals or idx may be NULL; n >= 1. */
+    int (*max)(int dtype, const void *x, int64_t outer, int64_t n, int64_t inner, void *vals, int64_t *idx);
+    /* max's backward: gx[o, idx[o, j], j] += g[o, j] (gx zeroed by the caller). */
+    int (*max_backward_f32)(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner, float *gx);
+    /* md__cpu_softmax_f32 and md__cpu_softmax_backward_f32. */
+    int (*softmax_f32)(const float *x, int64_t outer, int64_t n, int64_t inner, bool log, float *y);
+    int (*softmax_backward_f32)(const float *y, const float *g, int64_t outer, int64_t n, int64_t inner, bool log,
+                                float *gx);
+
+    /* Group norm over x [N, C, HW] in G groups (backends/cpu/norm.c
+     * md__gn_forward / md__gn_backward; statistics in double): mean and rstd
+     * [N * G] doubles on the device; w, b may be NULL; gx, gw, gb may be NULL. */
+    int (*group_norm_forward)(const float *x, int64_t N, int64_t C, int64_t HW, int64_t G, const float *w,
+                              const float *b, double eps, float *y, double *mean, double *rstd);
+    int (*group_norm_backward)(const float *x, const float *gy, int64_t N, int64_t C, int64_t HW, int64_t G,
+                               const double *mean, const double *rstd, const float *w, float *gx, float *gw,
+                               float *gb);
+
+    /* Nearest resize of planes H x W to OH x OW (backends/cpu/pool.c), the
+     * source row of output row o as core/op_pool.c's nearest_map: o when
+     * OH == H, o / 2 when OH == 2 H, else min(floor(o * sh), H - 1) in float
+     * (columns likewise with sw). Backward overwrites gx; each input element
+     * sums its outputs in the CPU's order (deterministic, same bits). */
+    int (*nearest_forward)(const float *x, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, float sh,
+                           float sw, float *y);
+    int (*nearest_backward)(const float *gy, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, float sh,
+                            float sw, float *gx);
 
     /* (end of the shape family) */
 
