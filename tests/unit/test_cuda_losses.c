@@ -108,10 +108,8 @@ Test(cuda_losses, cross_entropy_bad_label_says_where) {
     md_ctx_step_reset(ctx);
     md_tensor *x = randn_param(ctx, MD_DIMS(6, 4), 5);
     md_tensor *lab = labels_of(6, (const int64_t[]){ 0, 1, -100, 9, 4, 2 });
-    char cpu_msg[512];
     cr_assert_null(md_loss_cross_entropy(ctx, x, lab, NULL, NULL, MD_REDUCE_MEAN, MD_NO_AVG, -100));
-    snprintf(cpu_msg, sizeof cpu_msg, "%s", md_ctx_error(ctx)->msg);
-    cr_assert(strstr(cpu_msg, "label 9 of row 3"), "%s", cpu_msg);
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "label 9 of row 3"), "%s", md_ctx_error(ctx)->msg);
     md_tensor *xg = md_tensor_to(ctx, x, gpu), *lg = md_tensor_to(ctx, lab, gpu);
     cr_assert_null(md_loss_cross_entropy(ctx, xg, lg, NULL, NULL, MD_REDUCE_MEAN, MD_NO_AVG, -100));
     cr_assert(strstr(md_ctx_error(ctx)->msg, "label 9 of row 3"), "%s", md_ctx_error(ctx)->msg);
