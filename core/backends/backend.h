@@ -226,6 +226,55 @@ typedef struct md_backend {
     /* (end of the shape family) */
 
     /* ---- losses (backends/cpu/losses.h) ---- */
+    /* Gradient coefficients (md__loss_coef) come as (g, g_each, scale, w):
+     * coef(e) = (g_each ? g[e] : g[0] * scale) * (w ? w[e] : 1), g and w on
+     * the device, so the upstream scalar is never read on the host.
+     * Checks that need an answer on the host synchronise (said below). */
+    /* Row of the first label outside [lo, hi) and != ignore into bad[0]
+     * (-1 when none) and its label into bad[1]; bad is HOST memory (waits
+     * for the stream): the front-ends' label range loops. */
+    int (*loss_check_labels)(const int64_t *lab, int64_t n, int64_t lo, int64_t hi, int64_t ignore, int64_t *bad);
+    /* *any (HOST, waits) = whether some x[e] > 0: giou_loss's positive weight test. */
+    int (*loss_any_positive)(const float *x, int64_t n, int *any);
+    /* finish() in op_losses.c: wl[e] = w ? l[e] * w[e] : l[e] when wl is
+     * given; *out (device scalar) = (float)(sum_e (w ? l[e] w[e] : l[e]) / div),
+     * the sum in double in an order fixed by n (n > 0), when out is given. */
+    int (*loss_reduce)(const float *l, const float *w, int64_t n, double div, float *wl, float *out);
+    /* out[e] = coef(e) * (mul ? mul[e] : 1): weight_reduce_loss's and
+     * giou_loss's no-positive backward (loss_backward K_REDUCE, K_GIOU_NOPOS). */
+    int (*loss_coef_fill)(int64_t n, const float *g, bool g_each, float scale, const float *w, const float *mul,
+                          float *out);
+    /* md__cpu_ce_forward / md__cpu_ce_backward (class_w may be NULL). */
+    int (*ce_forward)(const float *x, const int64_t *lab, const float *class_w, int64_t n, int64_t c, int64_t ignore,
+                      float *loss);
+    int (*ce_backward)(const float *x, const int64_t *lab, const float *class_w, int64_t n, int64_t c, int64_t ignore,
+                       const float *g, bool g_each, float scale, const float *w, float *gx);
+    /* md__cpu_bce_forward / md__cpu_bce_backward. */
+    int (*bce_forward)(const float *x, const float *t, int64_t n, float *loss);
+    int (*bce_backward)(const float *x, const float *t, int64_t n, const float *g, bool g_each, float scale,
+                        const float *w, float *gx);
+    /* out[e] = (t[e] >= 0 ? 1 : 0) * (w ? w[e] : 1): binary_cross_entropy's
+     * mask of negative (ignored) targets. */
+    int (*bce_mask_weight)(const float *t, const float *w, int64_t n, float *out);
+    /* md__cpu_focal_forward / md__cpu_focal_backward. */
+    int (*focal_forward)(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                         float *loss);
+    int (*focal_backward)(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                          const float *g, bool g_each, float scale, const float *w, float *gx);
+    /* md__cpu_smooth_l1_* and md__cpu_l1_* (gp, gt may be NULL). */
+    int (*smooth_l1_forward)(const float *p, const float *t, int64_t n, float beta, float *loss);
+    int (*smooth_l1_backward)(const float *p, const float *t, int64_t n, float beta, const float *g, bool g_each,
+                              float scale, const float *w, float *gp, float *gt);
+    int (*l1_forward)(const float *p, const float *t, int64_t n, float *loss);
+    int (*l1_backward)(const float *p, const float *t, int64_t n, const float *g, bool g_each, float scale,
+                       const float *w, float *gp, float *gt);
+    /* md__cpu_giou_forward / md__cpu_giou_backward (boxes [n, 4]). */
+    int (*giou_forward)(const float *p, const float *t, int64_t n, float eps, float *loss);
+    int (*giou_backward)(const float *p, const float *t, int64_t n, float eps, const float *g, bool g_each,
+                         float scale, const float *w, float *gp, float *gt);
+    /* out[i] = (w[4i] + w[4i+1] + w[4i+2] + w[4i+3]) / 4 in float: giou_loss's
+     * weight.mean(-1) for [n, 4] weights. */
+    int (*giou_weight_mean)(const float *w, int64_t n, float *out);
 
     /* (end of the losses) */
 
