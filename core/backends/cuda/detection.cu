@@ -307,7 +307,7 @@ extern "C" int md__cuda_roi_align_backward(const float *grad_out, int64_t N, int
         } else if (md__cuda_check(cudaMemsetAsync(grad_feat, 0, sizeof(float) * (size_t)total, st), what)) {
             goto done;
         }
-        if (md__cuda_check(cudaStreamSynchronize(st), what)) goto done;
+        /* no wait: copies from pageable host memory return once staged */
         rc = 0;
     }
 done:
@@ -323,8 +323,8 @@ done:
  * -0 == +0 (the CPU's cmp_scored); a stable sort keeps ties by index. */
 __device__ static inline uint32_t score_key(float v) {
     if (v != v) return 0xffffffffu;
-    if (v == 0.0f) v = 0.0f;
     uint32_t u = __float_as_uint(v);
+    if (u == 0x80000000u) u = 0;   /* -0 ties with +0 */
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

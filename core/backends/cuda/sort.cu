@@ -27,15 +27,14 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 __device__ static inline uint32_t key_of(float v) {
     if (v != v) return 0xffffffffu;
-    if (v == 0.0f) v = 0.0f;
     uint32_t u = __float_as_uint(v);
+    if (u == 0x80000000u) u = 0;   /* -0 ties with +0 */
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 __device__ static inline uint32_t key_of(int32_t v) { return (uint32_t)v ^ 0x80000000u; }
 __device__ static inline uint32_t key_of(uint8_t v) { return v; }
 __device__ static inline uint64_t key_of(int64_t v) {
-    double d = (double)v;
-    if (d == 0.0) d = 0.0;
+    double d = (double)v;   /* the CPU compares doubles: no -0 from an integer */
     uint64_t u = (uint64_t)__double_as_longlong(d);
     return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
 }
