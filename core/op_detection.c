@@ -1,6 +1,9 @@
 /* Detection ops with mmcv 1.7 / mmdet 2.28 semantics: RoIAlign, NMS,
  * batched NMS and bbox overlaps. Argument checks, output allocation and
- * autograd here; the kernels are in backends/cpu/detection.c. */
+ * autograd here; the kernels are in backends/cpu/detection.c and, for
+ * tensors on a device, the backend's detection entries. Ops whose checks
+ * or output size depend on values (RoI batch indices, NMS, batched NMS's
+ * class offsets) read those values back to the host: one synchronisation. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -9,6 +12,25 @@
 
 static bool is_boxes(const md_tensor *t) {
     return t->dtype == MD_F32 && t->ndim == 2 && t->shape[1] == 4;
+}
+
+/* A CPU step copy of a device tensor, not recorded for autograd (t itself
+ * on the CPU). */
+static md_tensor *host_copy(md_ctx *ctx, md_tensor *t) {
+    if (t->device == MD_CPU) return t;
+    bool prev = md_grad_set_enabled(ctx, false);
+    md_tensor *h = md_tensor_to(ctx, t, MD_DEVICE_CPU);
+    md_grad_set_enabled(ctx, prev);
+    return h;
+}
+
+/* t (a CPU step tensor) copied to like's device, not recorded. */
+static md_tensor *to_device_of(md_ctx *ctx, md_tensor *t, const md_tensor *like) {
+    if (!t || like->device == MD_CPU) return t;
+    bool prev = md_grad_set_enabled(ctx, false);
+    md_tensor *d = md_tensor_to(ctx, t, md_tensor_device(like));
+    md_grad_set_enabled(ctx, prev);
+    return d;
 }
 
 /* ---- roi_align ---- */
@@ -23,6 +45,17 @@ static int roi_align_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
     if (!md_node_needs_grad(node, 0)) return 0;
     const roi_align_saved *s = md_node_saved(node);
     md_tensor *feat = md_node_input(node, 0);
+    if (feat->device != MD_CPU) {   /* the kernel overwrites the gradient */
+        const md_backend *be = md__be(ctx, "roi_align", feat);
+        if (!be) return -1;
+        md_tensor *gd = md__empty_like_on(ctx, feat, MD_F32, feat->ndim, feat->shape);
+        if (!gd) return -1;
+        if (be->roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2],
+                                   feat->shape[3], md_f32(s->rois), s->rois->shape[0], s->out_h, s->out_w,
+                                   s->spatial_scale, s->sampling_ratio, s->aligned, md_f32(gd)) != 0)
+            return md__be_failed(ctx, "roi_align", be), -1;
+        return md_node_accumulate(ctx, node, 0, gd);
+    }
     md_tensor *gf = md_tensor_zeros(ctx, MD_F32, feat->ndim, feat->shape);
     if (!gf) return -1;
     if (md__cpu_roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2],
@@ -40,7 +73,14 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     static const char *op = "roi_align";
     if (!feat || !rois) return NULL;
     char sf[96], sr[96];
-    if (!md__on_cpu(ctx, op, feat, "feat") || !md__on_cpu(ctx, op, rois, "rois")) return NULL;
+    md_tensor *both[2] = { feat, rois };
+    if (!md__same_device(ctx, op, 2, both)) return NULL;
+    const md_backend *be = NULL;
+    if (feat->device != MD_CPU) {
+        be = md__be(ctx, op, feat);
+        if (!be) return NULL;
+        if (!be->roi_align_forward || !be->roi_align_backward) return md__no_kernel(ctx, op, feat);
+    }
     if (feat->dtype != MD_F32 || feat->ndim != 4)
         return md_op_fail(ctx, op, "feat must be f32 [N, C, H, W], got %s", md_tensor_describe(feat, sf, sizeof sf));
     if (rois->dtype != MD_F32 || rois->ndim != 2 || rois->shape[1] != 5)
@@ -55,7 +95,9 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     md_tensor *f = md__contig(ctx, feat), *r = md__contig(ctx, rois);
     if (!f || !r) return NULL;
     int64_t K = r->shape[0], N = f->shape[0];
-    const float *rp = md_f32(r);
+    md_tensor *rh = host_copy(ctx, r);   /* the checks below read the RoIs */
+    if (!rh) return NULL;
+    const float *rp = md_f32(rh);
     float scale = (float)spatial_scale;
     for (int64_t k = 0; k < K; k++) {
         const float *q = rp + 5 * k;
@@ -71,9 +113,13 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
             return md_op_fail(ctx, op, "RoI %lld (%g, %g, %g, %g) has negative size (x2 < x1 or y2 < y1)",
                               (long long)k, q[1], q[2], q[3], q[4]);
     }
-    md_tensor *out = md_tensor_empty(ctx, MD_F32, MD_DIMS(K, f->shape[1], out_h, out_w));
+    md_tensor *out = md__empty_like_on(ctx, f, MD_F32, MD_DIMS(K, f->shape[1], out_h, out_w));
     if (!out) return NULL;
-    if (md_tensor_numel(out) > 0 &&
+    if (be) {
+        if (be->roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], md_f32(r), K, out_h,
+                                  out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
+            return md__be_failed(ctx, op, be);
+    } else if (md_tensor_numel(out) > 0 &&
         md__cpu_roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], rp, K, out_h,
                                   out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
         return md_op_fail(ctx, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
@@ -90,7 +136,13 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
 /* ---- nms and batched_nms ---- */
 static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_tensor *scores) {
     char sb[96], ss[96];
-    if (!md__on_cpu(ctx, op, boxes, "boxes") || !md__on_cpu(ctx, op, scores, "scores")) return false;
+    md_tensor *both[2] = { boxes, scores };
+    if (!md__same_device(ctx, op, 2, both)) return false;
+    if (boxes->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, op, boxes);
+        if (!be) return false;
+        if (!be->nms) return md__no_kernel(ctx, op, boxes), false;
+    }
     if (!is_boxes(boxes)) {
         md_op_fail(ctx, op, "boxes must be f32 [N, 4] (x1, y1, x2, y2), got %s",
                    md_tensor_describe(boxes, sb, sizeof sb));
@@ -104,11 +156,28 @@ static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_ten
     return true;
 }
 
+/* On a device: the sort and the suppression mask run there, the greedy pass
+ * on the host; the kept indices come back as a tensor on b's device. */
 static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *s, const int64_t *group,
                           int64_t n_groups, double iou_thr, int64_t max_num) {
     int64_t n = b->shape[0];
     int64_t *keep = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(n ? n : 1));
     if (!keep) return NULL;
+    if (b->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, op, b);
+        if (!be) return NULL;
+        if (!be->nms) return md__no_kernel(ctx, op, b);
+        md_tensor *dg = NULL;
+        if (group) {
+            dg = to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(n), group), b);
+            if (!dg) return NULL;
+        }
+        int64_t cnt = 0;
+        if (n > 0 && be->nms(md_f32(b), md_f32(s), dg ? md_i64(dg) : NULL, n, (float)iou_thr, max_num, keep,
+                             &cnt) != 0)
+            return md__be_failed(ctx, op, be);
+        return to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep), b);
+    }
     int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, keep);
     if (cnt < 0) return md_op_fail(ctx, op, "out of memory for %lld boxes", (long long)n);
     return md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep);
@@ -128,7 +197,8 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
     if (!boxes || !scores || !idxs) return NULL;
     if (!check_nms_args(ctx, op, boxes, scores)) return NULL;
     char sb[96], si[96];
-    if (!md__on_cpu(ctx, op, idxs, "idxs")) return NULL;
+    md_tensor *all[2] = { boxes, idxs };
+    if (!md__same_device(ctx, op, 2, all)) return NULL;
     if (idxs->dtype != MD_I64 || idxs->ndim != 1 || idxs->shape[0] != boxes->shape[0])
         return md_op_fail(ctx, op, "idxs must be i64 [N] matching boxes %s, got %s",
                           md_tensor_describe(boxes, sb, sizeof sb), md_tensor_describe(idxs, si, sizeof si));
@@ -136,9 +206,12 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
     if (!b || !s || !ix) return NULL;
     int64_t n = b->shape[0];
     if (class_agnostic || n == 0) return run_nms(ctx, op, b, s, NULL, 0, iou_thr, max_num);
-    /* mmcv: boxes + idx * (boxes.max() + 1), in f32, then one NMS. */
-    const float *bp = md_f32(b);
-    const int64_t *ip = md_i64(ix);
+    /* mmcv: boxes + idx * (boxes.max() + 1), in f32, then one NMS; the
+     * offsets are computed on the host. */
+    md_tensor *bh = host_copy(ctx, b), *ih = host_copy(ctx, ix);
+    if (!bh || !ih) return NULL;
+    const float *bp = md_f32(bh);
+    const int64_t *ip = md_i64(ih);
     float mx = -INFINITY, mn = INFINITY;
     int64_t imin = INT64_MAX, imax = INT64_MIN;
     for (int64_t i = 0; i < 4 * n; i++) {
@@ -163,6 +236,8 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
      * over the offset boxes reproduces mmcv even where classes interact. */
     double reach = fmax(fabs((double)imin), fabs((double)imax)) * ((double)mx + 1.0) + (double)mx;
     bool separable = mn >= 0 && iou_thr >= 0 && reach < (double)(1 << 22) && imax - imin < n + 1024;
+    ob = to_device_of(ctx, ob, b);
+    if (!ob) return NULL;
     if (!separable) return run_nms(ctx, op, ob, s, NULL, 0, iou_thr, max_num);
     int64_t *grp = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)n);
     if (!grp) return NULL;
@@ -181,12 +256,21 @@ typedef struct overlaps_saved {
 static int bbox_overlaps_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
     const overlaps_saved *s = md_node_saved(node);
     bool ga_on = md_node_needs_grad(node, 0), gb_on = md_node_needs_grad(node, 1);
-    md_tensor *ga = ga_on ? md_tensor_empty(ctx, MD_F32, MD_DIMS(s->a->shape[0], 4)) : NULL;
-    md_tensor *gb = gb_on ? md_tensor_empty(ctx, MD_F32, MD_DIMS(s->b->shape[0], 4)) : NULL;
+    md_tensor *ga = ga_on ? md__empty_like_on(ctx, s->a, MD_F32, MD_DIMS(s->a->shape[0], 4)) : NULL;
+    md_tensor *gb = gb_on ? md__empty_like_on(ctx, s->b, MD_F32, MD_DIMS(s->b->shape[0], 4)) : NULL;
     if ((ga_on && !ga) || (gb_on && !gb)) return -1;
-    md__cpu_bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
+    if (s->a->device != MD_CPU) {
+        const md_backend *be = md__be(ctx, "bbox_overlaps", s->a);
+        if (!be) return -1;
+        if (be->bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
+                                       s->aligned, s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL,
+                                       gb ? md_f32(gb) : NULL) != 0)
+            return md__be_failed(ctx, "bbox_overlaps", be), -1;
+    } else {
+        md__cpu_bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
                                    s->aligned, s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL,
                                    gb ? md_f32(gb) : NULL);
+    }
     if (ga && md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
     if (gb && md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
     return 0;
@@ -197,7 +281,14 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     static const char *op = "bbox_overlaps";
     if (!a || !b) return NULL;
     char sa[96], sb[96];
-    if (!md__on_cpu(ctx, op, a, "bboxes1") || !md__on_cpu(ctx, op, b, "bboxes2")) return NULL;
+    md_tensor *both[2] = { a, b };
+    if (!md__same_device(ctx, op, 2, both)) return NULL;
+    const md_backend *be = NULL;
+    if (a->device != MD_CPU) {
+        be = md__be(ctx, op, a);
+        if (!be) return NULL;
+        if (!be->bbox_overlaps_forward || !be->bbox_overlaps_backward) return md__no_kernel(ctx, op, a);
+    }
     if (mode != MD_IOU && mode != MD_IOF && mode != MD_GIOU)
         return md_op_fail(ctx, op, "unsupported mode %d (iou, iof or giou)", (int)mode);
     if (!is_boxes(a) || !is_boxes(b))
@@ -209,10 +300,17 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     md_tensor *ac = md__contig(ctx, a), *bc = md__contig(ctx, b);
     if (!ac || !bc) return NULL;
     int64_t n = a->shape[0], m = b->shape[0];
-    md_tensor *out = aligned ? md_tensor_empty(ctx, MD_F32, MD_DIMS(n))
-                             : md_tensor_empty(ctx, MD_F32, MD_DIMS(n, m));
+    md_tensor *out = aligned ? md__empty_like_on(ctx, ac, MD_F32, MD_DIMS(n))
+                             : md__empty_like_on(ctx, ac, MD_F32, MD_DIMS(n, m));
     if (!out) return NULL;
-    md__cpu_bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps, md_f32(out));
+    if (be) {
+        if (be->bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps,
+                                      md_f32(out)) != 0)
+            return md__be_failed(ctx, op, be);
+    } else {
+        md__cpu_bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps,
+                                      md_f32(out));
+    }
     md_tensor *ins[2] = { a, b };
     md_node *node = md_autograd_record(ctx, out, ins, 2, bbox_overlaps_backward, op);
     if (node) {

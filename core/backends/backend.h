@@ -279,6 +279,42 @@ typedef struct md_backend {
     /* (end of the losses) */
 
     /* ---- detection and sorting (backends/cpu/detection.h, sort.h) ---- */
+    /* RoIAlign forward: feat [N,C,H,W], rois [K,5] (device; batch indices
+     * already checked by the front-end), out [K,C,oh,ow] overwritten:
+     * md__cpu_roi_align_forward. */
+    int (*roi_align_forward)(const float *feat, int64_t N, int64_t C, int64_t H, int64_t W, const float *rois,
+                             int64_t K, int oh, int ow, float spatial_scale, int sampling_ratio, bool aligned,
+                             float *out);
+    /* RoIAlign backward: grad_feat [N,C,H,W] is OVERWRITTEN with
+     * d(out)/d(feat) * grad_out (the CPU kernel adds into zeros; same sums,
+     * same order): md__cpu_roi_align_backward. Reads the RoIs back to the
+     * host (one synchronisation). */
+    int (*roi_align_backward)(const float *grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
+                              const float *rois, int64_t K, int oh, int ow, float spatial_scale,
+                              int sampling_ratio, bool aligned, float *grad_feat);
+    /* Greedy NMS: boxes [n,4], scores [n], group [n] (i64 in [0, n), NULL:
+     * one group) on the device; keep (HOST memory, n entries) receives the
+     * kept indices in descending score order, *count their number (at most
+     * max_num when max_num > 0): md__cpu_nms. Waits for the device. */
+    int (*nms)(const float *boxes, const float *scores, const int64_t *group, int64_t n, float iou_thr,
+               int64_t max_num, int64_t *keep, int64_t *count);
+    /* mode 0 iou, 1 iof, 2 giou; out [n,m] or [n] (aligned):
+     * md__cpu_bbox_overlaps_forward. */
+    int (*bbox_overlaps_forward)(const float *a, int64_t n, const float *b, int64_t m, int mode, bool aligned,
+                                 float eps, float *out);
+    /* grad_a [n,4], grad_b [m,4] (either NULL) overwritten:
+     * md__cpu_bbox_overlaps_backward. */
+    int (*bbox_overlaps_backward)(const float *a, int64_t n, const float *b, int64_t m, int mode, bool aligned,
+                                  float eps, const float *grad_out, float *grad_a, float *grad_b);
+    /* Stable sort of the lines of x seen as [outer, n, inner] (dtype as
+     * md_dtype: f32, i64, i32, u8): the first k of each line, values (may be
+     * NULL) and i64 indices into [outer, k, inner]: md__cpu_sort_lines (keys
+     * compared as doubles, NaN largest, ties by lower index). */
+    int (*sort_lines)(int dtype, const void *x, int64_t outer, int64_t n, int64_t inner, int64_t k,
+                      bool descending, void *vals, int64_t *idx);
+    /* gx[o, idx[o,t,j], j] += g[o,t,j]: md__cpu_unsort_add_f32. */
+    int (*unsort_add_f32)(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner,
+                          int64_t k, float *gx);
 
     /* (end of detection and sorting) */
 } md_backend;
