@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MD_BACKEND_ABI 2
+#define MD_BACKEND_ABI 3
 #define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
 
 /* Shape of a 2-D convolution (NCHW input, OIHW weight). */
