@@ -27,7 +27,7 @@ MMDET_CUDA_TF32=1 scripts/bench.sh build/bench/bench_resnet 2>>"$out/bench.err" 
 tail -5 "$out/bench.err"
 # where the GPU time goes, ours and PyTorch's (5 steps each)
 for w in train infer; do
-  MMDET_CUDA_PROFILE=1 MMDET_BENCH_REPS=5 build/bench/bench_resnet $w >"$out/profile_$w.txt" 2>&1
+  MMDET_CUDA_PROFILE=2 MMDET_BENCH_REPS=5 build/bench/bench_resnet $w >"$out/profile_$w.txt" 2>&1
   MMDET_BENCH_PROFILE=1 MMDET_BENCH_REPS=5 ${MMDET_BENCH_PYTHON:-python3} bench/peer_resnet.py $w >>"$out/profile_$w.txt" 2>&1
 done
 grep -A12 "cuda profile" "$out/profile_train.txt"

@@ -242,7 +242,7 @@ static md_tensor *f_nonzero(md_tensor **in, void *u) {
     case 3: return md_nonzero(ctx, md_cast(ctx, md_mul_scalar(ctx, in[0], 2.0), MD_I64));
     case 4: return md_masked_select(ctx, in[0], md_gt_scalar(ctx, in[0], 0.0));        /* elements */
     default: {                                                                          /* rows */
-        md_tensor *mask = md_gt_scalar(ctx, md_sum(ctx, in[0], 1, false), 0.0);
+        md_tensor *mask = md_gt_scalar(ctx, md_sum(ctx, in[0], 2, false), 0.0);   /* [9, 4]: a's leading dims */
         return md_masked_select(ctx, in[0], mask);
     }
     }

@@ -1,4 +1,5 @@
-/* MMDET_CUDA_PROFILE=1: every kernel entry of the table is wrapped so that
+/* MMDET_CUDA_PROFILE=1 (or N: skip the first N - 1 synchronisations as
+ * warm-up): every kernel entry of the table is wrapped so that
  * CUDA events time it on the stream; at exit the totals per entry (GPU time,
  * calls, share) are printed to stderr, largest first. For finding where a
  * step's time goes without a profiler; off by default (events cost a little). */
@@ -64,11 +65,27 @@ void report() {
                 total > 0 ? 100.0 * g_ms[id] / total : 0.0);
 }
 
+bool g_registered;
+int g_skip_syncs;   /* syncs still to come before timing counts (warm-up) */
+
+/* The table's sync: spans recorded before the first counted sync are warm-up
+ * (module loading, algorithm choice) and are dropped. */
+int (*g_sync)(void);
+int timed_sync(void) {
+    int rc = g_sync();
+    if (g_skip_syncs > 0 && --g_skip_syncs >= 0) {
+        drain(true);
+        for (int i = 0; i < kMaxEntries; i++) g_ms[i] = 0, g_calls[i] = 0;
+    }
+    return rc;
+}
+
 template <int ID, typename R, typename... A>
 R timed(A... args) {
-    /* registered after the CUDA runtime's own exit handler, so it runs first */
-    static const bool registered = (atexit(report), true);
-    (void)registered;
+    if (!g_registered) {   /* after the CUDA runtime's own exit handler, so it runs first */
+        g_registered = true;
+        atexit(report);
+    }
     cudaEvent_t a = take_event(), b = take_event();
     if (a) cudaEventRecord(a, md__cuda_stream());
     R r = reinterpret_cast<R (*)(A...)>(g_orig[ID])(args...);
@@ -96,6 +113,11 @@ void wrap(R (*&fp)(A...), const char *name) {
 extern "C" void md__cuda_profile_wrap(md_backend *t) {
     const char *env = getenv("MMDET_CUDA_PROFILE");
     if (!env || !*env || !strcmp(env, "0")) return;
+    /* MMDET_CUDA_PROFILE=N with N > 1: the first N - 1 synchronisations end
+     * the warm-up (a benchmark synchronises once per step) */
+    g_skip_syncs = atoi(env) > 1 ? atoi(env) - 1 : 0;
+    g_sync = t->sync;
+    t->sync = timed_sync;
     WRAP(fill);
     WRAP(copy_strided);
     WRAP(binary_f32);
