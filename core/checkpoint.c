@@ -182,5 +182,23 @@ MD_API md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *c
     }
     md_info(ctx, "load checkpoint from %s", checkpoint);
     if (info->report.missing || info->report.unexpected) md_warn(ctx, "%s", info->report.text);
+    if (md_module_to_config_device(ctx, model, cfg, err) != 0) {
+        md_module_free(model);
+        return NULL;
+    }
     return model;
+}
+
+MD_API int md_module_to_config_device(md_ctx *ctx, md_module *model, const md_cfg *cfg, md_error *err) {
+    const md_cfg *dc = md_cfg_get(cfg, "device");
+    const char *name = md_cfg_is_none(dc) ? "cpu" : md_cfg_str(cfg, "device", NULL);
+    if (!name) return md_failc(err, MD_ERR_CONFIG, "device: a string (\"cpu\", \"cuda\" or \"cuda:N\")");
+    md_device d;
+    if (md_device_parse(name, &d, err) != 0) return md_error_wrap(err, "the config's device");
+    if (d.type == MD_CPU) return 0;
+    if (md_device_init(ctx, d, err) != 0 || md_module_to(ctx, model, d, err) != 0)
+        return md_error_wrap(err, "moving the model to %s", name);
+    char buf[32];
+    md_info(ctx, "device %s: %s", md_device_name(d, buf, sizeof buf), md_device_describe(d));
+    return 0;
 }

@@ -437,3 +437,15 @@ MD_API int md_module_to(md_ctx *ctx, md_module *m, md_device d, md_error *err) {
     move_ctx mc = { ctx, d, err };
     return md_module_visit(m, "", move_visit, &mc) ? -1 : 0;
 }
+
+static int first_visit(const char *name, md_tensor *t, bool is_param, void *user) {
+    (void)name, (void)is_param;
+    *(md_device *)user = md_tensor_device(t);
+    return 1;   /* stop at the first tensor */
+}
+
+MD_API md_device md_module_device(md_module *m) {
+    md_device d = MD_DEVICE_CPU;
+    if (m) md_module_visit(m, "", first_visit, &d);
+    return d;
+}

@@ -392,7 +392,15 @@ MD_API int md_optimizer_load_state(md_ctx *ctx, md_optimizer *o, const md_st *st
             if (md_st_dtype(st, j) != MD_F32 || numel != md_tensor_numel(g->p))
                 return md_failc(err, MD_ERR_SHAPE, "optimizer state %s does not match the parameter", name);
             if (!*slots[s] && !(*slots[s] = state_like(o, g->p, err))) return -1;
-            memcpy((*slots[s])->data, md_st_data(st, j), sizeof(float) * (size_t)numel);
+            if ((*slots[s])->device != MD_CPU) {   /* state on the parameter's device */
+                const md_backend *be = md__backend_table((*slots[s])->device);
+                if (!be || (numel && be->copy((*slots[s])->data, md_st_data(st, j), sizeof(float) * (size_t)numel,
+                                              MD_COPY_H2D) != 0))
+                    return md_fail(err, "optimizer state %s: copy to the device failed: %s", name,
+                                   be ? be->error() : "backend not loaded");
+            } else {
+                memcpy((*slots[s])->data, md_st_data(st, j), sizeof(float) * (size_t)numel);
+            }
         }
     }
     return 0;

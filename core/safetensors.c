@@ -358,7 +358,22 @@ MD_API int md_st_writer_add(md_st_writer *w, const char *name, const md_tensor *
         free(e->name);
         return md_failc(err, MD_ERR_NOMEM, "out of memory");
     }
-    if (md_tensor_is_contiguous(t))
+    if (t->device != MD_CPU) {
+        /* a device tensor's values come back through its backend (moved
+         * parameters and optimizer state are contiguous) */
+        const md_backend *be = md__backend_table(t->device);
+        char d[96];
+        int bad = !be ? 1 : !md_tensor_is_contiguous(t) ? 2
+                           : e->size && be->copy(e->bytes, t->data, e->size, MD_COPY_D2H) != 0 ? 3 : 0;
+        if (bad) {
+            free(e->bytes);
+            free(e->name);
+            md_tensor_describe(t, d, sizeof d);
+            return md_fail(err, "saving %s (%s): %s", name, d,
+                           bad == 1 ? "its device's backend is not loaded"
+                           : bad == 2 ? "a strided device tensor (make it contiguous first)" : be->error());
+        }
+    } else if (md_tensor_is_contiguous(t))
         memcpy(e->bytes, t->data, e->size);
     else
         for (int64_t i = 0; i < n; i++)

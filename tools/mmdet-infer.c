@@ -30,6 +30,7 @@ static void usage(FILE *f) {
           "  --out-dir DIR             where to write (default: infer_out)\n"
           "  --score-thr T             keep detections with score >= T (default 0.3)\n"
           "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
+          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --cfg-options K=V ...     override config settings\n"
           "  -h, --help                this message\n",
           f);
@@ -214,12 +215,14 @@ int main(int argc, char **argv) {
     int n_opts = 0, n_pdirs = 0, n_images = 0;
     float thr = 0.3f;
     if (!opts || !pdirs || !images) return die("%s", "out of memory");
+    const char *device = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
+        else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
         else if (!strcmp(a, "--score-thr") && i + 1 < argc) {
             char *end;
@@ -261,6 +264,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_pdirs; i++)
         if (md_plugin_load_dir(ctx, pdirs[i], &err) != 0) goto fail;
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
+    if (device && !md_cfg_set_str(cfg, "device", device)) {
+        md_failc(&err, MD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     const char *level = md_cfg_str(cfg, "log_level", "INFO");
     if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
 

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
           "Test a detector (mmdet's tools/test.py).\n"
           "\n"
           "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
+          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
           "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json)\n"
@@ -101,12 +102,14 @@ int main(int argc, char **argv) {
     bool format_only = false;
     float thr = 0.3f;
     if (!evals || !opts || !pdirs) return die("%s", "out of memory");
+    const char *device = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
+        else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--show-dir") && i + 1 < argc) show_dir = argv[++i];
         else if (!strcmp(a, "--work-dir") && i + 1 < argc) work_dir = argv[++i];
@@ -152,6 +155,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_pdirs; i++)
         if (md_plugin_load_dir(ctx, pdirs[i], &err) != 0) goto fail;
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
+    if (device && !md_cfg_set_str(cfg, "device", device)) {
+        md_failc(&err, MD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     const char *level = md_cfg_str(cfg, "log_level", "INFO");
     if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
 

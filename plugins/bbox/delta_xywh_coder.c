@@ -25,9 +25,22 @@ typedef struct coder {
     double ctr_clamp, wh_ratio_clip;
 } coder;
 
+static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *bboxes, md_tensor *gt);
+
+/* Device inputs: the coder is a small per-box loop, run on the CPU from
+ * copies (md_tensor_to, whose backward carries gradients back), the result
+ * copied to the inputs' device: the same numbers as on the CPU. */
+static md_device coder_device(md_tensor *a, md_tensor *b) {
+    return a && a->device != MD_CPU ? md_tensor_device(a) : b && b->device != MD_CPU ? md_tensor_device(b) : MD_DEVICE_CPU;
+}
+
 static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *bboxes, md_tensor *gt) {
     const coder *c = (const coder *)bc;
     if (!bboxes || !gt) return NULL;
+    md_device dev = coder_device(bboxes, gt);
+    if (dev.type != MD_CPU)
+        return md_tensor_to(ctx, encode(ctx, bc, md_tensor_to(ctx, bboxes, MD_DEVICE_CPU), md_tensor_to(ctx, gt, MD_DEVICE_CPU)),
+                            dev);
     if (bboxes->ndim != 2 || bboxes->shape[1] != 4 || !md_tensor_same_shape(bboxes, gt) ||
         bboxes->dtype != MD_F32 || gt->dtype != MD_F32) {
         char b1[64], b2[64];
@@ -107,6 +120,10 @@ static md_tensor *decode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *rois, 
                          const int *max_shape) {
     const coder *c = (const coder *)bc;
     if (!rois || !pred) return NULL;
+    md_device dev = coder_device(rois, pred);
+    if (dev.type != MD_CPU)
+        return md_tensor_to(ctx, decode(ctx, bc, md_tensor_to(ctx, rois, MD_DEVICE_CPU), md_tensor_to(ctx, pred, MD_DEVICE_CPU),
+                                        max_shape), dev);
     if (rois->ndim != 2 || rois->shape[1] != 4 || pred->ndim != 2 || pred->shape[0] != rois->shape[0] ||
         pred->shape[1] % 4 != 0 || pred->shape[1] == 0 || rois->dtype != MD_F32 || pred->dtype != MD_F32) {
         char b1[64], b2[64];

@@ -33,6 +33,12 @@ static int assign(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bboxes, md
                   md_tensor *gt_labels, md_assign_result *out, md_error *err) {
     const assigner *a = (const assigner *)ba;
     memset(out, 0, sizeof *out);
+    /* assignment is host logic: device inputs are read from CPU copies, the
+     * results are CPU tensors */
+    bboxes = md_tensor_to(ctx, bboxes, MD_DEVICE_CPU);
+    gt = md_tensor_to(ctx, gt, MD_DEVICE_CPU);
+    gt_ignore = md_tensor_to(ctx, gt_ignore, MD_DEVICE_CPU);
+    gt_labels = md_tensor_to(ctx, gt_labels, MD_DEVICE_CPU);
     if (!bboxes || !gt || bboxes->ndim != 2 || bboxes->shape[1] != 4 || gt->ndim != 2 || gt->shape[1] != 4 ||
         (gt_labels && (gt_labels->dtype != MD_I64 || md_tensor_numel(gt_labels) != gt->shape[0]))) {
         char b1[64], b2[64];

@@ -14,6 +14,9 @@ static int sample(md_ctx *ctx, const md_bbox_sampler *s, const md_assign_result 
     (void)rng;
     (void)gt_labels;
     memset(out, 0, sizeof *out);
+    /* sampling is host logic on CPU copies; the results are CPU tensors */
+    bboxes = md_tensor_to(ctx, bboxes, MD_DEVICE_CPU);
+    gt_bboxes = md_tensor_to(ctx, gt_bboxes, MD_DEVICE_CPU);
     if (!ar || !ar->gt_inds || !bboxes || !gt_bboxes || bboxes->ndim != 2 || bboxes->shape[1] != 4 ||
         bboxes->shape[0] != md_tensor_numel(ar->gt_inds))
         return md_failc(err, MD_ERR_SHAPE, "PseudoSampler: bboxes must be [N, 4] with N the assigned count");

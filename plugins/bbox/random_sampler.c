@@ -50,6 +50,10 @@ static int sample(md_ctx *ctx, const md_bbox_sampler *bs, const md_assign_result
                   md_tensor *gt_bboxes, md_tensor *gt_labels, md_rng *rng, md_sampling_result *out, md_error *err) {
     const random_sampler *s = (const random_sampler *)bs;
     memset(out, 0, sizeof *out);
+    /* sampling is host logic on CPU copies; the results are CPU tensors */
+    bboxes = md_tensor_to(ctx, bboxes, MD_DEVICE_CPU);
+    gt_bboxes = md_tensor_to(ctx, gt_bboxes, MD_DEVICE_CPU);
+    gt_labels = md_tensor_to(ctx, gt_labels, MD_DEVICE_CPU);
     if (!ar || !ar->gt_inds || !bboxes || !gt_bboxes || !rng || bboxes->ndim != 2 || bboxes->shape[1] < 4 ||
         bboxes->shape[0] != md_tensor_numel(ar->gt_inds) || gt_bboxes->ndim != 2 || gt_bboxes->shape[1] != 4)
         return md_failc(err, MD_ERR_SHAPE, "RandomSampler: bboxes must be [N, 4 or 5] with N the assigned count, "

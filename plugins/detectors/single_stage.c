@@ -26,6 +26,8 @@ typedef struct detector {
 } detector;
 
 static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **feats) {
+    /* the batch is collated on the host: the images go to the model's device */
+    img = md_tensor_to(ctx, img, md_module_device(&d->base));
     md_scope_push(ctx, "backbone");
     int n = md_backbone_forward(ctx, d->backbone, img, feats, MD_MAX_LEVELS);
     md_scope_pop(ctx);

@@ -122,12 +122,15 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor 
         np += l >= 0 && l < C;
     }
     double avg = nw > 1 ? (double)nw : 1.0;
+    /* the targets are host tensors (get_targets); the losses run where the
+     * predictions are */
+    md_device dev = md_tensor_device(cls_score);
     if (K > 0) {
-        md_tensor *lc = md_loss_cross_entropy(ctx, cls_score, t->labels, t->label_weights, NULL, MD_REDUCE_MEAN, avg,
-                                              -100);
+        md_tensor *lc = md_loss_cross_entropy(ctx, cls_score, md_tensor_to(ctx, t->labels, dev),
+                                              md_tensor_to(ctx, t->label_weights, dev), NULL, MD_REDUCE_MEAN, avg, -100);
         lc = md_mul_scalar(ctx, lc, h->cls_weight);
-        /* accuracy (top-1, percent) */
-        md_tensor *am = md_argmax(ctx, cls_score, 1, false);
+        /* accuracy (top-1, percent), counted on the host */
+        md_tensor *am = md_tensor_to(ctx, md_argmax(ctx, cls_score, 1, false), MD_DEVICE_CPU);
         if (!lc || !am) return md_fail(err, "Shared2FCBBoxHead.loss: %s", md_ctx_error(ctx)->msg);
         int64_t right = 0;
         for (int64_t i = 0; i < K; i++) right += md_i64(am)[i] == md_i64(t->labels)[i];
@@ -147,13 +150,14 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor 
             }
         }
         md_tensor *pred = md_reshape(ctx, bbox_pred, MD_DIMS(-1, 4));
-        pred = md_index_select(ctx, pred, 0, sel);
-        md_tensor *tg = md_index_select(ctx, t->bbox_targets, 0, pos);
-        md_tensor *wt = md_index_select(ctx, t->bbox_weights, 0, pos);
+        pred = md_index_select(ctx, pred, 0, md_tensor_to(ctx, sel, dev));
+        md_tensor *tg = md_tensor_to(ctx, md_index_select(ctx, t->bbox_targets, 0, pos), dev);
+        md_tensor *wt = md_tensor_to(ctx, md_index_select(ctx, t->bbox_weights, 0, pos), dev);
         if (h->reg_decoded_bbox) {   /* mmdet: decode against rois[:, 1:] before selecting */
             if (!t->rois || t->rois->shape[0] != K)
                 return md_failc(err, MD_ERR_SHAPE, "Shared2FCBBoxHead.loss: reg_decoded_bbox needs the targets' rois");
-            pred = md_bbox_decode(ctx, h->coder, md_index_select(ctx, t->rois, 0, pos), pred, NULL);
+            pred = md_bbox_decode(ctx, h->coder, md_tensor_to(ctx, md_index_select(ctx, t->rois, 0, pos), dev), pred,
+                                  NULL);
         }
         if (h->box_loss == BOX_GIOU) {
             lb = md_loss_giou(ctx, pred, tg, wt, h->bbox_eps, MD_REDUCE_MEAN, (double)K);
@@ -185,6 +189,14 @@ static int head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_te
     *bboxes = *scores_out = NULL;
     if (!rois || !cls_score || !bbox_pred) return -1;
     bool was = md_grad_set_enabled(ctx, false);
+    /* post-processing is host logic: CPU copies of the (few) RoI outputs */
+    rois = md_tensor_to(ctx, rois, MD_DEVICE_CPU);
+    cls_score = md_tensor_to(ctx, cls_score, MD_DEVICE_CPU);
+    bbox_pred = md_tensor_to(ctx, bbox_pred, MD_DEVICE_CPU);
+    if (!rois || !cls_score || !bbox_pred) {
+        md_grad_set_enabled(ctx, was);
+        return -1;
+    }
     md_tensor *scores = md_contiguous(ctx, md_softmax(ctx, cls_score, -1));
     md_tensor *b4 = rois->shape[1] == 5 ? md_contiguous(ctx, md_slice(ctx, rois, 1, 1, 5, 1)) : rois;
     md_tensor *boxes = md_contiguous(ctx, md_bbox_decode(ctx, h->coder, b4, bbox_pred, img_shape));

@@ -136,9 +136,13 @@ static md_tensor *decoded_bbox_loss(md_ctx *ctx, retina *h, md_tensor *reg_all, 
             arows[P] = r % T;
             rows[P++] = r;
         }
+    /* rows chosen on the host (bt, bw, anchors are CPU targets), gathered
+     * where the predictions are */
+    md_device dev = md_tensor_device(reg_all);
     md_tensor *ri = md_tensor_from(ctx, MD_I64, MD_DIMS(P), rows), *ai = md_tensor_from(ctx, MD_I64, MD_DIMS(P), arows);
-    md_tensor *pred = md_index_select(ctx, reg_all, 0, ri);
-    md_tensor *target = md_index_select(ctx, bt, 0, ri), *anc = md_index_select(ctx, anchors, 0, ai);
+    md_tensor *pred = md_index_select(ctx, reg_all, 0, md_tensor_to(ctx, ri, dev));
+    md_tensor *target = md_tensor_to(ctx, md_index_select(ctx, bt, 0, ri), dev);
+    md_tensor *anc = md_tensor_to(ctx, md_index_select(ctx, anchors, 0, ai), dev);
     md_tensor *boxes = md_bbox_decode(ctx, h->coder, anc, pred, NULL);
     if (!boxes || !target) return NULL;
     switch (h->bbox_loss) {
@@ -244,11 +248,16 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor
     double avg = h->sampling ? num_pos + num_neg : num_pos;
     md_tensor *cls_all = flatten_levels(ctx, cls, n, C);
     md_tensor *reg_all = flatten_levels(ctx, reg, n, 4);
-    md_tensor *lc = md_mul_scalar(ctx, md_loss_sigmoid_focal(ctx, cls_all, labels, lw, h->gamma, h->alpha,
+    /* the targets were built on the host; the losses run where the outputs are */
+    md_device dev = md_tensor_device(cls[0]);
+    md_tensor *labels_d = md_tensor_to(ctx, labels, dev), *lw_d = md_tensor_to(ctx, lw, dev);
+    md_tensor *lc = md_mul_scalar(ctx, md_loss_sigmoid_focal(ctx, cls_all, labels_d, lw_d, h->gamma, h->alpha,
                                                                MD_REDUCE_MEAN, avg), h->cls_weight);
     md_tensor *lb = h->reg_decoded_bbox ? decoded_bbox_loss(ctx, h, reg_all, anchors, bt, bw, N, T, avg)
-                    : h->bbox_loss == LOSS_L1 ? md_loss_l1(ctx, reg_all, bt, bw, MD_REDUCE_MEAN, avg)
-                    : md_loss_smooth_l1(ctx, reg_all, bt, bw, h->beta, MD_REDUCE_MEAN, avg);
+                    : h->bbox_loss == LOSS_L1
+                        ? md_loss_l1(ctx, reg_all, md_tensor_to(ctx, bt, dev), md_tensor_to(ctx, bw, dev), MD_REDUCE_MEAN, avg)
+                        : md_loss_smooth_l1(ctx, reg_all, md_tensor_to(ctx, bt, dev), md_tensor_to(ctx, bw, dev), h->beta,
+                                            MD_REDUCE_MEAN, avg);
     lb = md_mul_scalar(ctx, lb, h->bbox_weight);
     if (!lc || !lb) return md_failc(err, MD_ERR_SHAPE, "RetinaHead: loss: %s", md_ctx_error(ctx)->msg);
     if (md_losses_add(losses, "loss_cls", lc, err) || md_losses_add(losses, "loss_bbox", lb, err)) return -1;
@@ -270,6 +279,16 @@ static int get_bboxes_impl(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_
     if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
     int64_t C = h->num_classes, Anum = h->num_anchors;
     bool was = md_grad_set_enabled(ctx, false);
+    /* post-processing is host logic (thresholds, sorting, NMS on a few
+     * boxes): one CPU copy of each level's outputs */
+    md_tensor *hcls[MD_MAX_LEVELS], *hreg[MD_MAX_LEVELS];
+    for (int l = 0; l < n; l++) {
+        hcls[l] = md_contiguous(ctx, md_tensor_to(ctx, cls[l], MD_DEVICE_CPU));
+        hreg[l] = md_contiguous(ctx, md_tensor_to(ctx, reg[l], MD_DEVICE_CPU));
+        if (!hcls[l] || !hreg[l]) goto op_failed;
+    }
+    cls = hcls;
+    reg = hreg;
     for (int64_t i = 0; i < batch->n; i++) {
         const md_img_meta *meta = &batch->metas[i];
         md_tensor *lv_boxes[MD_MAX_LEVELS], *lv_scores[MD_MAX_LEVELS], *lv_labels[MD_MAX_LEVELS];

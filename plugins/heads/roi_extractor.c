@@ -51,12 +51,19 @@ static md_tensor *ext_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats
                           (long long)(feats[0]->ndim == 4 ? feats[0]->shape[1] : -1), e->out_channels);
     int S = e->out_size;
     int64_t K = rois->shape[0];
+    /* RoIs come from the host (proposals, sampling); the pooling runs where
+     * the features are, the level choice on a CPU copy */
+    md_device dev = md_tensor_device(feats[0]);
+    md_tensor *rois_h = md_tensor_to(ctx, rois, MD_DEVICE_CPU);
+    rois = md_tensor_to(ctx, rois, dev);
+    if (!rois || !rois_h) return NULL;
     if (e->num_levels == 1)
         return md_roi_align(ctx, feats[0], rois, S, S, 1.0 / e->strides[0], e->sampling_ratio, e->aligned);
-    if (K == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, e->out_channels, S, S));
+    if (K == 0) return md_tensor_zeros_on(ctx, dev, MD_F32, MD_DIMS(0, e->out_channels, S, S));
     md_tensor *rc = md_contiguous(ctx, rois);
-    if (!rc) return NULL;
-    const float *rp = md_f32(rc);
+    md_tensor *rch = md_contiguous(ctx, rois_h);
+    if (!rc || !rch) return NULL;
+    const float *rp = md_f32(rch);
     int64_t *lvl = md_ctx_alloc(ctx, (size_t)K * sizeof *lvl);
     int64_t count[MD_MAX_LEVELS] = { 0 };
     for (int64_t k = 0; k < K; k++) count[lvl[k] = roi_level(rp + 5 * k, e->finest_scale, e->num_levels)]++;
@@ -78,12 +85,12 @@ static md_tensor *ext_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats
                 md_i64(perm)[off] = k;
                 md_i64(inv)[k] = off++;
             }
-        md_tensor *r = md_index_select(ctx, rc, 0, idx);
+        md_tensor *r = md_index_select(ctx, rc, 0, md_tensor_to(ctx, idx, dev));
         parts[n_parts++] = md_roi_align(ctx, feats[l], r, S, S, 1.0 / e->strides[l], e->sampling_ratio, e->aligned);
     }
     if (n_parts == 1) return parts[0];
     md_tensor *all = md_cat(ctx, parts, n_parts, 0);
-    return md_index_select(ctx, all, 0, inv);
+    return md_index_select(ctx, all, 0, md_tensor_to(ctx, inv, dev));
 }
 
 static int ext_num_inputs(const md_module *m) { return ((const extractor *)m)->num_levels; }

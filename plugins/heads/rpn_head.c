@@ -164,6 +164,14 @@ static int get_proposals(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_tensor *re
                          const int64_t *level_sizes, int n, const md_batch *batch, const prop_cfg *pc,
                          md_tensor **proposals, md_error *err) {
     bool was = md_grad_set_enabled(ctx, false);
+    /* proposals are host logic (top-k, decode, NMS): one CPU copy of the
+     * outputs (the model's own device when that is the CPU) */
+    cls = md_tensor_to(ctx, md_tensor_detach(ctx, cls), MD_DEVICE_CPU);
+    reg = md_tensor_to(ctx, md_tensor_detach(ctx, reg), MD_DEVICE_CPU);
+    if (!cls || !reg) {
+        md_grad_set_enabled(ctx, was);
+        return FAIL_OP(err, "get_bboxes");
+    }
     for (int i = 0; i < batch->n; i++) {
         md_tensor *ci = row(ctx, cls, i), *ri = row(ctx, reg, i);
         proposals[i] = proposals_one(ctx, h, md_tensor_detach(ctx, ci), md_tensor_detach(ctx, ri), anchors,
@@ -278,6 +286,14 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
     }
     md_tensor *tgt = md_cat(ctx, rtgt, (int)N, 0);
     md_grad_set_enabled(ctx, was);
+    /* the targets were built on the host; the losses run where the outputs are */
+    md_device dev = md_tensor_device(cls);
+    md_tensor *ridx_h = ridx;
+    cidx = md_tensor_to(ctx, cidx, dev);
+    ctgt = md_tensor_to(ctx, ctgt, dev);
+    cw = md_tensor_to(ctx, cw, dev);
+    ridx = md_tensor_to(ctx, ridx, dev);
+    tgt = md_tensor_to(ctx, tgt, dev);
     double avg = h->sampling ? n_pos + n_neg : n_pos;
     md_tensor *cs = md_index_select(ctx, md_reshape(ctx, cls, MD_DIMS(-1)), 0, cidx);
     md_tensor *lc = md_mul_scalar(ctx, md_loss_bce_with_logits(ctx, cs, ctgt, cw, MD_REDUCE_MEAN, avg), h->cls_weight);
@@ -287,8 +303,8 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
         if (h->reg_decoded_bbox) {   /* mmdet's loss_single: decode (no max_shape) before the loss */
             md_tensor *ai = md_tensor_empty(ctx, MD_I64, MD_DIMS(P));
             if (!ai) return FAIL_OP(err, "loss");
-            for (int64_t k = 0; k < P; k++) md_i64(ai)[k] = md_i64(ridx)[k] % T;
-            rs = md_bbox_decode(ctx, h->coder, md_index_select(ctx, anchors, 0, ai), rs, NULL);
+            for (int64_t k = 0; k < P; k++) md_i64(ai)[k] = md_i64(ridx_h)[k] % T;
+            rs = md_bbox_decode(ctx, h->coder, md_tensor_to(ctx, md_index_select(ctx, anchors, 0, ai), dev), rs, NULL);
         }
         if (h->box_loss == BOX_GIOU) {
             lb = md_loss_giou(ctx, rs, tgt, NULL, h->bbox_eps, MD_REDUCE_MEAN, avg);

@@ -51,6 +51,10 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
     ema_hook *h = (ema_hook *)hk;
     md_ctx *ctx = md_runner_ctx(r);
     md_module *model = md_runner_model(r);
+    /* the averages are kept and swapped with host loops */
+    if (md_module_device(model).type != MD_CPU)
+        return md_failc(err, MD_ERR_CONFIG, "EMA hooks keep their averages on the host: not supported with the model "
+                        "on a CUDA device (device = \"cpu\")");
     if (md_module_visit(model, "", collect, h) != 0) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     const char *resumed = md_runner_last_checkpoint(r);
     md_st *st = resumed ? md_st_open(resumed, err) : NULL;

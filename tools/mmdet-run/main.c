@@ -19,7 +19,7 @@ typedef struct args {
     const char *config;
     const char **plugin_dirs;
     int n_plugin_dirs;
-    const char *work_dir, *resume_from, *launcher;
+    const char *work_dir, *resume_from, *launcher, *device;
     const char **cfg_options;
     int n_cfg_options;
     bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
@@ -42,6 +42,7 @@ static void usage(FILE *out) {
           "  --auto-resume           resume from the latest checkpoint in the work dir\n"
           "  --no-validate           do not evaluate during training (validate = false)\n"
           "  --gpu-id N              the device to use (default 0)\n"
+          "  --device DEV            cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --seed N                random seed (default: a random one)\n"
           "  --diff-seed             different seeds for different ranks\n"
           "  --deterministic         deterministic kernels where it matters\n"
@@ -108,6 +109,8 @@ static int parse_args(int argc, char **argv, args *a) {
             a->plugin_dirs[a->n_plugin_dirs++] = v;
         } else if (is_flag(s, "--work-dir")) {
             if (!(a->work_dir = take_value(argc, argv, &i, "--work-dir"))) return arg_error("%s needs a directory", s);
+        } else if (is_flag(s, "--device")) {
+            if (!(a->device = take_value(argc, argv, &i, "--device"))) return arg_error("%s needs cpu, cuda or cuda:N", s);
         } else if (is_flag(s, "--resume-from")) {
             if (!(a->resume_from = take_value(argc, argv, &i, "--resume-from"))) return arg_error("%s needs a file", s);
         } else if (is_flag(s, "--launcher")) {
@@ -239,6 +242,7 @@ static int store_flags(md_ctx *ctx, md_cfg *cfg, const args *a, md_error *err) {
         }
     }
     if (a->resume_from) md_cfg_set_str(cfg, "resume_from", a->resume_from);
+    if (a->device) md_cfg_set_str(cfg, "device", a->device);
     md_cfg_set_bool(cfg, "auto_resume", a->auto_resume);
     md_cfg *gpus = md_cfg_set_list(cfg, "gpu_ids");
     if (gpus) md_cfg_append_int(gpus, a->gpu_id);

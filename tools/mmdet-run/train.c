@@ -169,6 +169,10 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         src_ptrs[i] = &sources[i];
     }
 
+    /* the config's device: the model moves before the optimizer is built, so
+     * that the optimizer's state is made on the device too */
+    if (md_module_to_config_device(ctx, model, cfg, err) != 0) goto out;
+
     /* optimizer, with --auto-scale-lr as mmdet's auto_scale_lr */
     opt = md_optimizer_build(ctx, model, md_cfg_get(cfg, "optimizer"), err);
     if (!opt) goto out;

@@ -45,9 +45,15 @@ int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optim
 /* mmdet's init_detector: the detector of cfg.model built for testing
  * (test_cfg from the config's top level passed down, train_cfg left out)
  * with the weights of `checkpoint` (safetensors or .pth) loaded and the
- * load logged; missing or unexpected keys are a warning. */
+ * load logged; missing or unexpected keys are a warning. The model is then
+ * on the config's `device` (md_module_to_config_device). */
 md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *config_name, const char *checkpoint,
                             md_ckpt_info *info, md_error *err);
+/* Moves `model` to the device the config's top-level `device` key names
+ * ("cpu", the default, "cuda" or "cuda:N"), initialising it and logging its
+ * description; nothing to do for the CPU. md_detector_init calls it after
+ * loading the weights; training calls it before building the optimizer. */
+int md_module_to_config_device(md_ctx *ctx, md_module *model, const md_cfg *cfg, md_error *err);
 
 #ifdef __cplusplus
 }

@@ -83,6 +83,9 @@ md_tensor *md_module_find(md_module *m, const char *name);
 /* Moves every parameter and buffer (with its gradient) to device d in place,
  * initialising d first (device.h). */
 int md_module_to(md_ctx *ctx, md_module *m, md_device d, md_error *err);
+/* Where a module's tensors live: the device of its first parameter or
+ * buffer (md_module_visit order); the CPU for a module without tensors. */
+md_device md_module_device(md_module *m);
 int64_t md_module_num_params(md_module *m, bool trainable_only);
 
 /* State dict I/O. Saving adds every param and buffer under `prefix`.
