@@ -11,19 +11,11 @@
 #include <limits.h>
 #include <stdint.h>
 #include <cub/cub.cuh>
-#include "backends/cuda/cuda_internal.h"
+#include "backends/cuda/kernel_util.cuh"
 
-#define TPB 256
 
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + TPB - 1) / TPB;
-    return (unsigned)(b < 1 ? 1 : (b > 65536 ? 65536 : b));
-}
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
-static int check(const char *what) { return md__cuda_check(cudaGetLastError(), what) ? -1 : 0; }
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 

@@ -13,24 +13,16 @@
  * use integer atomics only (commutative, so deterministic) and read one
  * answer back to the host. */
 #include <stdint.h>
-#include "backends/cuda/cuda_internal.h"
+#include "backends/cuda/kernel_util.cuh"
 
-#define TPB 256               /* threads per block (a power of two: the trees) */
 #define CHUNK 8192            /* elements per block of loss_reduce... */
 #define MAX_CHUNKS 1024       /* ...grown so that no more blocks than this */
 
 #define MUL(a, b) __fmul_rn((a), (b))
 #define DMUL(a, b) __dmul_rn((a), (b))
 
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + TPB - 1) / TPB;
-    return (unsigned)(b < 1 ? 1 : (b > 65536 ? 65536 : b));
-}
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
-static int check(const char *what) { return md__cuda_check(cudaGetLastError(), what) ? -1 : 0; }
 
 /* md__coef: (g_each ? g[e] : g[0] * scale) * (w ? w[e] : 1). */
 __device__ __forceinline__ float coef(const float *g, bool g_each, float scale, const float *w, int64_t e) {

@@ -3,17 +3,10 @@
  * nvcc would otherwise contract a * b + c into an FMA, which the CPU build
  * does not, and the weights would drift apart bit by bit over a run. */
 #include <stdint.h>
-#include "backends/cuda/cuda_internal.h"
+#include "backends/cuda/kernel_util.cuh"
 
-#define TPB 256
 
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + TPB - 1) / TPB;
-    return (unsigned)(b < 1 ? 1 : (b > 65536 ? 65536 : b));
-}
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* d = g + wd w; with buf: buf = first ? d : mom buf + (1 - damp) d,
  * d = nesterov ? d + mom buf : buf; w -= lr d. */

@@ -10,17 +10,10 @@
  * its position, starting from 0: the CPU's order of additions, so the same
  * bits, and no float atomics. */
 #include <stdint.h>
-#include "backends/cuda/cuda_internal.h"
+#include "backends/cuda/kernel_util.cuh"
 
-#define TPB 256
 
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + TPB - 1) / TPB;
-    return (unsigned)(b < 1 ? 1 : (b > 65536 ? 65536 : b));
-}
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 __global__ void maxpool_fwd_kernel(const float *x, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
                                    int k, int stride, int pad, float *y, int32_t *idx) {

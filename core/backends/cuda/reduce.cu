@@ -11,7 +11,7 @@
  *     when there are few outputs and n is long, i is split into fixed spans
  *     summed by a second pass in span order. */
 #include <stdint.h>
-#include "backends/cuda/cuda_internal.h"
+#include "backends/cuda/kernel_util.cuh"
 
 #define RB 256                /* threads per block (a power of two: the tree) */
 #define ROW_CHUNK 8192        /* elements per block of a split row */
@@ -24,8 +24,6 @@ static unsigned grid_cap(int64_t blocks) {
     return (unsigned)(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
 }
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* Sum of v over the block's RB threads, every thread gets it; fixed tree order. */
 __device__ __forceinline__ double block_sum(double v, double *sh) {
@@ -84,7 +82,6 @@ __global__ void col_finish_kernel(const double *part, int64_t outputs, int64_t n
     }
 }
 
-static int check(const char *what) { return md__cuda_check(cudaGetLastError(), what) ? -1 : 0; }
 
 static int rows_sum(const float *x, int64_t rows, int64_t n, float scale, float *out) {
     cudaStream_t st = md__cuda_stream();
