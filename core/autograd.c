@@ -83,6 +83,18 @@ static md_tensor *reduce_to_shape(md_ctx *ctx, md_tensor *g, const md_tensor *li
     return r;
 }
 
+/* Makes g, when it is a fresh whole pool block of `a` made by the running
+ * node (allocated after serial `after`) with t's shape, t's gradient
+ * without a copy; false when it is not. */
+static bool try_adopt(md_arena *a, uint64_t after, md_tensor *t, md_tensor *g) {
+    md_pool_block *b = md__pool_find(a, g->data);
+    if (!b || b->owned || b->serial <= after || !md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g))
+        return false;
+    b->owned = true;
+    t->grad = g;
+    return true;
+}
+
 /* reduce_to_shape on a device: one sum kernel per reduced dimension. */
 static md_tensor *reduce_to_shape_device(md_ctx *ctx, const md_backend *be, md_tensor *g, const md_tensor *like) {
     g = md__contig(ctx, g);
@@ -119,15 +131,9 @@ static int accumulate_device(md_ctx *ctx, md_node *node, md_tensor *t, md_tensor
     if (!md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g))
         if (!(g = reduce_to_shape_device(ctx, be, g, t))) return -1;
     int64_t n = md_tensor_numel(t);
-    if (!t->grad && !t->persistent && ctx->in_backward && ctx->dev_arena && md_tensor_is_contiguous(g)) {
-        /* a fresh whole pool block made by the running node: adopt it */
-        md_pool_block *b = md__pool_find(ctx->dev_arena, g->data);
-        if (b && !b->owned && b->serial > ctx->dev_adopt_after) {
-            b->owned = true;
-            t->grad = g;
-            return 0;
-        }
-    }
+    if (!t->grad && !t->persistent && ctx->in_backward && ctx->dev_arena &&
+        try_adopt(ctx->dev_arena, ctx->dev_adopt_after, t, g))
+        return 0;
     if (!t->grad) {
         if (t->persistent) {
             md_error err = { 0 };
@@ -171,16 +177,8 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
     }
     if (t->device != MD_CPU) return accumulate_device(ctx, node, t, g);
     int64_t n = md_tensor_numel(t);
-    if (!t->grad && !t->persistent && ctx->in_backward && g->data) {
-        /* a fresh whole pool block made by the running node: adopt it */
-        md_pool_block *b = md__pool_find(&ctx->arena, g->data);
-        if (b && !b->owned && b->serial > ctx->adopt_after && md_tensor_same_shape(g, t) &&
-            md_tensor_is_contiguous(g)) {
-            b->owned = true;
-            t->grad = g;
-            return 0;
-        }
-    }
+    if (!t->grad && !t->persistent && ctx->in_backward && g->data && try_adopt(&ctx->arena, ctx->adopt_after, t, g))
+        return 0;
     if (!t->grad) {
         if (t->persistent) {
             md_error err = { 0 };
