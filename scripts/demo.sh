@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/retinanet/retinanet_r18_fpn_shapes.cfg}
 WORK=${WORK:-work_dirs/$(basename "$CONFIG" .cfg)}
 DATA=data/shapes
-GEN_ARGS="--train 800 --val 100 --classes 5 --seed 0"
+GEN_ARGS="--train 2800 --val 100 --classes 5 --seed 0"
 # Regenerate when the dataset there was made with other arguments.
 if [ "$(cat "$DATA/.generated-with" 2>/dev/null)" != "$GEN_ARGS" ]; then
   echo "demo: generating the shapes dataset into $DATA"

@@ -427,9 +427,12 @@ static void gen_image(const opts *o, int id, const char *img_dir, const char *ma
     double lmin = log(o->obj_min), lmax = log(o->obj_max);
     for (int k = 0; k < want; k++) {
         int cls = (int)md_rng_int(&r, o->classes);
+        /* The size is drawn once per object: a rejected placement moves the
+         * shape, it does not shrink it (redrawing the size made every retry
+         * a chance to come out small, so big objects were under-drawn). */
+        double ext = exp(uni(&r, lmin, lmax));
+        if (ext > 1.2 * (w > h ? w : h)) ext = 1.2 * (w > h ? w : h);
         for (int attempt = 0; attempt < 30; attempt++) {
-            double ext = exp(uni(&r, lmin, lmax));
-            if (ext > 1.2 * (w > h ? w : h)) ext = 1.2 * (w > h ? w : h);
             double cx = uni(&r, 0, w), cy = uni(&r, 0, h);
             make_shape(s, cls, ext, cx, cy, &r);
             paint_ctx pc = {.w = w, .owner = owner, .covered = covered, .x0 = w, .y0 = h, .x1 = 0, .y1 = 0};
