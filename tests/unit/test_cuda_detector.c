@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <mmdet/checkpoint.h>
 #include "cudalib.h"
+#include "detector_tiny.h"
 
 static md_st *batch_st;
 
@@ -51,50 +52,13 @@ static void det_teardown(void) {
 }
 TestSuite(cuda_detector, .init = det_setup, .fini = det_teardown, .timeout = 300);
 
-static const char *retina_cfg =
-    "model = { type = \"RetinaNet\";\n"
-    "  backbone = { type = \"ResNet\"; depth = 18; base_channels = 4; num_stages = 3; strides = [1, 2, 2];\n"
-    "               dilations = [1, 1, 1]; out_indices = [0, 1, 2]; frozen_stages = -1;\n"
-    "               norm_cfg = { type = \"BN\"; requires_grad = true; }; norm_eval = true; style = \"pytorch\"; };\n"
-    "  neck = { type = \"FPN\"; in_channels = [4, 8, 16]; out_channels = 8; start_level = 1;\n"
-    "           add_extra_convs = \"on_input\"; num_outs = 4; };\n"
-    "  bbox_head = { type = \"RetinaHead\"; num_classes = 3; in_channels = 8; stacked_convs = 2; feat_channels = 8;\n"
-    "    anchor_generator = { type = \"AnchorGenerator\"; octave_base_scale = 4; scales_per_octave = 2;\n"
-    "                         ratios = [0.5, 1.0, 2.0]; strides = [8, 16, 32, 64]; };\n"
-    "    bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0];\n"
-    "                   target_stds = [1.0, 1.0, 1.0, 1.0]; };\n"
-    "    loss_cls = { type = \"FocalLoss\"; use_sigmoid = true; gamma = 2.0; alpha = 0.25; loss_weight = 1.0; };\n"
-    "    loss_bbox = { type = \"L1Loss\"; loss_weight = 1.0; }; };\n"
+static const char *retina_cfg = TINY_RETINA_MODEL
     "  train_cfg = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.4; min_pos_iou = 0.0;\n"
     "                             ignore_iof_thr = -1.0; };\n"
     "                allowed_border = -1; pos_weight = -1; debug = false; };\n"
-    "  test_cfg = { nms_pre = 40; min_bbox_size = 0; score_thr = 0.3; nms = { type = \"nms\"; iou_threshold = 0.5; };\n"
-    "               max_per_img = 15; };\n"
-    "};";
+    TINY_RETINA_TEST_CFG;
 
-static const char *faster_cfg =
-    "model = { type = \"FasterRCNN\";\n"
-    "  backbone = { type = \"ResNet\"; depth = 18; base_channels = 4; num_stages = 4; out_indices = [0, 1, 2, 3];\n"
-    "               frozen_stages = -1; norm_cfg = { type = \"BN\"; requires_grad = true; }; norm_eval = true;\n"
-    "               style = \"pytorch\"; };\n"
-    "  neck = { type = \"FPN\"; in_channels = [4, 8, 16, 32]; out_channels = 8; num_outs = 5; };\n"
-    "  rpn_head = { type = \"RPNHead\"; in_channels = 8; feat_channels = 8;\n"
-    "    anchor_generator = { type = \"AnchorGenerator\"; scales = [2]; ratios = [0.5, 1.0, 2.0];\n"
-    "                         strides = [4, 8, 16, 32, 64]; };\n"
-    "    bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0];\n"
-    "                   target_stds = [1.0, 1.0, 1.0, 1.0]; };\n"
-    "    loss_cls = { type = \"CrossEntropyLoss\"; use_sigmoid = true; loss_weight = 1.0; };\n"
-    "    loss_bbox = { type = \"L1Loss\"; loss_weight = 1.0; }; };\n"
-    "  roi_head = { type = \"StandardRoIHead\";\n"
-    "    bbox_roi_extractor = { type = \"SingleRoIExtractor\";\n"
-    "                           roi_layer = { type = \"RoIAlign\"; output_size = 7; sampling_ratio = 0; };\n"
-    "                           out_channels = 8; featmap_strides = [4, 8, 16, 32]; };\n"
-    "    bbox_head = { type = \"Shared2FCBBoxHead\"; in_channels = 8; fc_out_channels = 16; roi_feat_size = 7;\n"
-    "                  num_classes = 3; reg_class_agnostic = false;\n"
-    "                  bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0];\n"
-    "                                 target_stds = [0.1, 0.1, 0.2, 0.2]; };\n"
-    "                  loss_cls = { type = \"CrossEntropyLoss\"; use_sigmoid = false; loss_weight = 1.0; };\n"
-    "                  loss_bbox = { type = \"L1Loss\"; loss_weight = 1.0; }; }; };\n"
+static const char *faster_cfg = TINY_FASTER_MODEL
     "  train_cfg = {\n"
     "    rpn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.7; neg_iou_thr = 0.3; min_pos_iou = 0.3;\n"
     "                         match_low_quality = true; ignore_iof_thr = -1.0; };\n"
@@ -108,10 +72,7 @@ static const char *faster_cfg =
     "             sampler = { type = \"RandomSampler\"; num = 64; pos_fraction = 0.25; neg_pos_ub = -1;\n"
     "                         add_gt_as_proposals = true; };\n"
     "             pos_weight = -1; debug = false; }; };\n"
-    "  test_cfg = {\n"
-    "    rpn = { nms_pre = 50; max_per_img = 30; nms = { type = \"nms\"; iou_threshold = 0.7; }; min_bbox_size = 0; };\n"
-    "    rcnn = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 40; }; };\n"
-    "};";
+    TINY_FASTER_TEST_CFG;
 
 /* The detector from cfg_text (seeded) with the fixture's weights, on the CPU. */
 static md_module *build(const char *cfg_text, const char *name) {
