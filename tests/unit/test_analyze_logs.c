@@ -9,14 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 
 #define LOG "tests/fixtures/analyze_logs/log.json"
 #define TOOL "bin/mmdet-analyze-logs"
 
 static char dir[64];
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_logs_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_logs");
 }
 static void teardown(void) {
     char cmd[128];

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/data.h>
 
 static md_ctx *ctx;
@@ -32,8 +33,7 @@ static void setup(void) {
     cr_assert(ctx, "%s", err.msg);
     md_log_set_quiet(ctx, true);
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
-    snprintf(dir, sizeof dir, "/tmp/md_bad_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_bad");
     snprintf(logpath, sizeof logpath, "%s/run.log", dir);
     cr_assert_eq(md_log_set_file(ctx, logpath, &err), 0, "%s", err.msg);
     md_image *img = md_image_new(48, 64, 3, &err);

@@ -12,8 +12,7 @@ static md_ctx *ctx;
 static char dir[64];
 static void setup(void) {
     ctx = md_ctx_new(NULL);
-    snprintf(dir, sizeof dir, "/tmp/mmdet_ckpt_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_ckpt");
 }
 static void teardown(void) {
     char cmd[128];
@@ -136,8 +135,7 @@ Test(checkpoint, corrupt_checkpoint_names_the_file) {
 
 Test(fs, mkdirs_makes_parents_and_names_what_fails) {
     char dir[64], path[256];
-    snprintf(dir, sizeof dir, "/tmp/mmdet_mkdirs_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_mkdirs");
     md_error err;
     md_error_clear(&err);
     snprintf(path, sizeof path, "%s/a/b/c", dir);

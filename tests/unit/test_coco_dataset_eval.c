@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/data.h>
 
 static md_ctx *ctx;
@@ -63,8 +64,7 @@ static void setup(void) {
     cr_assert(ctx, "%s", err.msg);
     md_log_set_quiet(ctx, true);
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
-    snprintf(dir, sizeof dir, "/tmp/md_cde_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_cde");
     write_file("gt.json", gt_json);
     write_file("gt_circle.json", gt_circle_json);
     write_file("one.json", one_json);

@@ -352,8 +352,7 @@ Test(cuda_detector, device_checkpoints_round_trip) {
     md_error err = { 0 };
     md_ctx_step_reset(ctx);
     char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/mmdet_cudadet_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_cudadet");
     char p0[128], p1[128], p2[128];
     snprintf(p0, sizeof p0, "%s/gpu.safetensors", dir);
     snprintf(p1, sizeof p1, "%s/cpu.safetensors", dir);
@@ -423,13 +422,12 @@ Test(cuda_detector, device_checkpoints_round_trip) {
 Test(cuda_detector, mmdet_run_trains_on_the_device) {
     NEED_GPU();
     char dir[64], cmd[1024];
-    snprintf(dir, sizeof dir, "/tmp/mmdet_cudarun_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_cudarun");
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 12 --val 4 --seed 1 --classes 3 >/dev/null",
              dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");
     snprintf(cmd, sizeof cmd,
-             "bin/mmdet-run --plugin-dir plugins tests/configs/retinanet_tiny.cfg --work-dir %s/work --seed 0 "
+             "bin/mmdet-run --plugin-dir plugins tests/configs/retinanet_tiny.cfg --work-dir %s/run --seed 0 "
              "--no-validate --device cuda --cfg-options data.train.data_root=%s/data/ runner.max_epochs=1 "
              "checkpoint_config.interval=1 >%s/run.out 2>&1",
              dir, dir, dir);
@@ -446,7 +444,7 @@ Test(cuda_detector, mmdet_run_trains_on_the_device) {
     cr_assert(strstr(text, "device cuda:0"), "the log does not name the device:\n%s", text);
 
     char pattern[256];
-    snprintf(pattern, sizeof pattern, "%s/work/*.log.json", dir);
+    snprintf(pattern, sizeof pattern, "%s/run/*.log.json", dir);
     glob_t g;
     cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "no JSON log");
     int losses = 0;
@@ -466,7 +464,7 @@ Test(cuda_detector, mmdet_run_trains_on_the_device) {
     cr_assert_geq(losses, 3, "%d logged losses", losses);
 
     char wd[128];
-    snprintf(wd, sizeof wd, "%s/work", dir);
+    snprintf(wd, sizeof wd, "%s/run", dir);
     char *ck = md_checkpoint_find_latest(wd);
     cr_assert_not_null(ck, "no checkpoint in %s", wd);
     md_error err = { 0 };

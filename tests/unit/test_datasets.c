@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/data.h>
 
 static md_ctx *ctx;
@@ -56,8 +57,7 @@ static void setup(void) {
     cr_assert(ctx, "%s", err.msg);
     md_log_set_quiet(ctx, true);
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
-    snprintf(dir, sizeof dir, "/tmp/md_ds_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_ds");
     for (int i = 0; i < 5; i++) {
         md_image *img = md_image_new(sizes[i][1], sizes[i][0], 3, &err);
         for (int p = 0; p < sizes[i][0] * sizes[i][1] * 3; p++) img->data[p] = (uint8_t)(p * 13 + i);

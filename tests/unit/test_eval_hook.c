@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "testlib.h"
 
 static char dir[64];
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_evalhook_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_evalhook");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 8 --val 4 --seed 3 >/dev/null", dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");

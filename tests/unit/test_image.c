@@ -6,11 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/image.h>
+#include "testlib.h"
 
 static char dir[64];
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/md_test_image_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_test_image");
 }
 static void teardown(void) {
     char cmd[128];

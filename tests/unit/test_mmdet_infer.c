@@ -10,14 +10,14 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/coco.h>
 #include <mmdet/image.h>
 
 static char dir[64];
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_infer_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_infer");
 }
 static void teardown(void) {
     char cmd[128];

@@ -8,14 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/coco.h>
 #include <mmdet/image.h>
 
 static char dir[64];
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_test_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_test");
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "bin/mmdet-shapes --out %s/data --train 8 --val 4 --seed 3 >/dev/null && "

@@ -299,8 +299,7 @@ Test(retina, detector_state_names) {
 /* ---- end to end ---- */
 static char dir[64];
 static void e2e_setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_retina_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_retina");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 8 --val 8 --seed 1 --classes 3 >/dev/null", dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");

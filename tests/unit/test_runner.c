@@ -15,8 +15,7 @@ static void setup(void) {
     md_log_set_quiet(ctx, true);
     md_error err = { 0 };
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/hooks", &err), 0, "%s", err.msg);
-    snprintf(dir, sizeof dir, "/tmp/mmdet_runner_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_runner");
 }
 static void teardown(void) {
     char cmd[128];

@@ -10,13 +10,13 @@
 #include <sys/wait.h>
 #include <mmdet/coco.h>
 #include <mmdet/image.h>
+#include "testlib.h"
 
 #define TOOL "bin/mmdet-shapes"
 
 static char dir[64];
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/md_test_shapes_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_test_shapes");
 }
 static void teardown(void) {
     char cmd[128];

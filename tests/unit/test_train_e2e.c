@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "testlib.h"
 
 static char dir[64];
 
 static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/mmdet_e2e_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "mmdet_e2e");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 64 --val 8 --seed 1 --classes 5 >/dev/null", dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include "testlib.h"
 #include <mmdet/data.h>
 #include "../../plugins/datasets/voc_eval.h"
 
@@ -157,8 +158,7 @@ static void setup(void) {
     cr_assert(ctx, "%s", err.msg);
     md_log_set_quiet(ctx, true);
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
-    snprintf(dir, sizeof dir, "/tmp/md_voc_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    test_tmpdir(dir, sizeof dir, "md_voc");
     char p[128];
     const char *sub[] = { "VOC2007", "VOC2007/Annotations", "VOC2007/JPEGImages", "VOC2007/ImageSets",
                           "VOC2007/ImageSets/Main" };

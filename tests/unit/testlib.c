@@ -6,6 +6,13 @@
 #include <string.h>
 #include "testlib.h"
 
+char *test_tmpdir(char *buf, size_t n, const char *tag) {
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, n, "%s/%s_XXXXXX", base && *base ? base : P_tmpdir, tag);
+    cr_assert_not_null(mkdtemp(buf), "cannot make a temporary directory %s", buf);
+    return buf;
+}
+
 md_ctx *test_ctx(uint64_t seed, const char *const *plugins) {
     md_error err = { 0 };
     md_ctx *ctx = md_ctx_new(&err);

@@ -9,6 +9,10 @@
  * loaded; fails the test with the loader's message otherwise. */
 md_ctx *test_ctx(uint64_t seed, const char *const *plugins);
 
+/* Makes a fresh directory "<$TMPDIR or the system's>/<tag>_XXXXXX" into buf
+ * (fails the test when it cannot) and returns buf. */
+char *test_tmpdir(char *buf, size_t n, const char *tag);
+
 /* Opens tests/fixtures/<name>.safetensors (written by a tests/golden script);
  * fails the test with the reason when it cannot. */
 md_st *golden_open(const char *name);
