@@ -55,4 +55,11 @@
     "    rcnn = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 40; }; };\n" \
     "};"
 
+#include <mmdet/mmdet.h>
+
+/* The batch of detector_golden.py from its fixture: two uint8 images
+ * normalised as mmdet's Normalize (ImageNet mean/std, float32), zero beyond
+ * img_shape, with their metas (b->img persistent: the caller frees it). */
+void tiny_detector_batch(md_ctx *ctx, md_st *batch_st, md_batch *b, md_img_meta *metas);
+
 #endif
