@@ -10,11 +10,26 @@
 
 /* ---------------------------------------------------------------- arena -- */
 
+/* Debug mode: storage handed back before the step ends is overwritten with
+ * 0xff bytes (NaN as f32, -1 as integers), so that a read of a wrongly freed
+ * tensor shows as NaN gradients instead of stale, plausible values. On with
+ * MMDET_POISON_FREED=1 and in sanitizer builds; host memory only. */
+static bool poison_default(void) {
+    const char *env = getenv("MMDET_POISON_FREED");
+    if (env && *env) return atoi(env) != 0;
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#else
+    return false;
+#endif
+}
+
 void md__arena_init(md_arena *a, const md_backend *dev) {
     memset(a, 0, sizeof *a);
     a->dev = dev;
     a->align = dev ? 256 : ARENA_ALIGN;
     a->default_chunk = ARENA_DEFAULT_CHUNK;
+    a->poison = !dev && poison_default();
 }
 
 /* Host or device memory for chunks and pool blocks (bytes a multiple of align). */
@@ -66,7 +81,8 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
     }
     md_pool_block *b = &a->blocks[best];
     b->in_use = b->touched = true;
-    b->owned = false;
+    b->owned = b->released = false;
+    b->tape_refs = 0;
     b->serial = ++a->serial;
     b->bump = a->used;
     a->pool_used += b->size;
@@ -81,21 +97,46 @@ md_pool_block *md__pool_find(md_arena *a, const void *p) {
     return NULL;
 }
 
-static void pool_put(md_arena *a, md_pool_block *b) {
-    b->in_use = b->owned = false;
+/* Blocks are few (one per large tensor of the step) and a tensor is most
+ * often one made recently, so a backwards linear scan is enough. */
+md_pool_block *md__pool_find_in(md_arena *a, const void *p, int *index) {
+    if (!p) return NULL;
+    const char *c = p;
+    for (int i = a->n_blocks - 1; i >= 0; i--) {
+        md_pool_block *b = &a->blocks[i];
+        if (b->in_use && c >= b->base && c < b->base + b->size) {
+            if (index) *index = i;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+void md__pool_put(md_arena *a, md_pool_block *b) {
+    b->in_use = b->owned = b->released = false;
+    b->tape_refs = 0;
     a->pool_used -= b->size;
+    if (a->poison) memset(b->base, 0xff, b->size);
+}
+
+md_arena *md__arena_of(md_ctx *ctx, md_device_type type) {
+    return type == MD_CPU ? &ctx->arena : md__dev_arena(ctx);
 }
 
 MD_API void md_tensor_release(md_ctx *ctx, md_tensor *t) {
-    if (ctx && !ctx->grad_enabled && t && !t->requires_grad && !t->grad_fn) md__tensor_release(ctx, t);
+    if (ctx) md__tensor_release(ctx, t);
 }
 
 void md__tensor_release(md_ctx *ctx, md_tensor *t) {
     if (!t || t->persistent) return;
-    md_arena *a = t->device == MD_CPU ? &ctx->arena : md__dev_arena(ctx);
+    md_arena *a = md__arena_of(ctx, t->device);
     md_pool_block *b = a ? md__pool_find(a, t->data) : NULL;
     if (!b) return;
-    pool_put(a, b);
+    if (b->tape_refs > 0) {   /* a backward still reads it: it goes after the last one */
+        b->released = true;
+        return;
+    }
+    md__pool_put(a, b);
     t->data = NULL;
 }
 
@@ -153,7 +194,8 @@ void md__arena_reset(md_arena *a) {
             mem_free(a, b.base);
             continue;
         }
-        b.in_use = b.touched = b.owned = false;
+        b.in_use = b.touched = b.owned = b.released = false;
+        b.tape_refs = 0;
         a->blocks[k++] = b;
     }
     a->n_blocks = k;
@@ -179,7 +221,7 @@ MD_API size_t md_ctx_arena_mark(md_ctx *ctx) { return ctx->arena.used; }
 MD_API void md_ctx_arena_release(md_ctx *ctx, size_t mark) {
     md_arena *a = &ctx->arena;
     for (int i = 0; i < a->n_blocks; i++)
-        if (a->blocks[i].in_use && a->blocks[i].bump > mark) pool_put(a, &a->blocks[i]);
+        if (a->blocks[i].in_use && a->blocks[i].bump > mark) md__pool_put(a, &a->blocks[i]);
     while (a->n_chunks && a->used > mark) {
         md_arena_chunk *c = &a->chunks[a->n_chunks - 1];
         size_t below = a->used - c->used;   /* bytes in earlier chunks */
