@@ -367,6 +367,6 @@ MD_API void md_tensor_zero_grad(md_tensor *t) {
 int md__hold_copy(md_ctx *ctx, md_node *node, md_tensor *copy, const md_tensor *orig) {
     if (!copy || copy == orig) return 0;
     if (node && md_node_keep(ctx, node, copy) != 0) return -1;
-    md__tensor_release(ctx, copy);   /* nobody else knows it: it goes after the node */
+    md_tensor_release(ctx, copy);   /* nobody else knows it: it goes after the node */
     return 0;
 }

@@ -38,6 +38,7 @@ typedef struct md_arena {
     size_t peak_total;       /* peak of used + pool_used */
     uint64_t serial;
     bool poison;             /* fill blocks with 0xff when handed back (debug) */
+    size_t pool_min;         /* tensor data of at least this many bytes is pooled */
 } md_arena;
 
 /* A tape node's hold on a pool block: the block's index in its arena and
@@ -80,6 +81,7 @@ struct md_ctx {
      * results of the running node, which md_node_accumulate may adopt */
     uint64_t adopt_after;
     bool in_backward;
+    bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
     md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;
     char scope[1024];

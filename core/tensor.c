@@ -30,6 +30,10 @@ void md__arena_init(md_arena *a, const md_backend *dev) {
     a->align = dev ? 256 : ARENA_ALIGN;
     a->default_chunk = ARENA_DEFAULT_CHUNK;
     a->poison = !dev && poison_default();
+    /* $MMDET_ARENA_POOL_MIN lowers the threshold so that tests of tiny
+     * models exercise the pool and early release */
+    const char *env = getenv("MMDET_ARENA_POOL_MIN");
+    a->pool_min = env && atol(env) > 0 ? (size_t)atol(env) : MD_POOL_MIN;
 }
 
 /* Host or device memory for chunks and pool blocks (bytes a multiple of align). */
@@ -124,7 +128,7 @@ md_arena *md__arena_of(md_ctx *ctx, md_device_type type) {
 }
 
 MD_API void md_tensor_release(md_ctx *ctx, md_tensor *t) {
-    if (ctx) md__tensor_release(ctx, t);
+    if (ctx && !ctx->keep_released) md__tensor_release(ctx, t);
 }
 
 void md__tensor_release(md_ctx *ctx, md_tensor *t) {
@@ -306,7 +310,7 @@ MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int6
     md_tensor *t = md__tensor_header(ctx, dt, ndim, shape);
     if (!t) return NULL;
     size_t bytes = (size_t)md_tensor_numel(t) * md_dtype_size(dt);
-    t->data = bytes >= MD_POOL_MIN ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
+    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
     if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));
     return t;
