@@ -59,6 +59,23 @@ static void note_peak(md_arena *a) {
     if (a->used + a->pool_used > a->peak_total) a->peak_total = a->used + a->pool_used;
 }
 
+/* Before a fresh host block: the blocks handed back earlier in this step
+ * that did not fit go back to the C library, so that the process holds what
+ * is live rather than every block the step ever made (activations of the
+ * frozen stages are never asked for again). Their entries stay, empty, so
+ * that tape holds (block indices) keep their meaning until the reset. Not
+ * on a device: freeing device memory would synchronise. */
+static void trim_handed_back(md_arena *a) {
+    if (a->dev) return;
+    for (int i = 0; i < a->n_blocks; i++) {
+        md_pool_block *b = &a->blocks[i];
+        if (b->in_use || !b->touched || !b->base) continue;
+        mem_free(a, b->base);
+        b->base = NULL;
+        b->size = 0;
+    }
+}
+
 /* Best fit among the free blocks (at most 1/8 larger than asked, so that a
  * small request does not pin a big block), else a fresh block. */
 void *md__pool_alloc(md_arena *a, size_t bytes) {
@@ -66,11 +83,12 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
     int best = -1;
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block *b = &a->blocks[i];
-        if (!b->in_use && b->size >= bytes && b->size - bytes <= bytes / 8 &&
+        if (!b->in_use && b->base && b->size >= bytes && b->size - bytes <= bytes / 8 &&
             (best < 0 || b->size < a->blocks[best].size))
             best = i;
     }
     if (best < 0) {
+        trim_handed_back(a);
         if (a->n_blocks == a->cap_blocks) {
             int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
             md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
@@ -194,8 +212,8 @@ void md__arena_reset(md_arena *a) {
     int k = 0;
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block b = a->blocks[i];
-        if (!b.touched) {
-            mem_free(a, b.base);
+        if (!b.touched || !b.base) {   /* unused this step, or trimmed */
+            if (b.base) mem_free(a, b.base);
             continue;
         }
         b.in_use = b.touched = b.owned = b.released = false;
