@@ -11,6 +11,87 @@ MD_API bool md_grad_set_enabled(md_ctx *ctx, bool on) {
     return prev;
 }
 
+/* ---- tape holds on storage ----
+ * A pool block stays while some node's backward may read it: md_tensor_release
+ * of a block with holds only marks it, and the last hold to go (the node is
+ * behind md_backward) hands it back. Holds count on the block, so views of a
+ * tensor hold its storage. Bump memory (small tensors) is never handed back
+ * early and needs no hold. */
+
+static md_ref take_ref(md_ctx *ctx, md_device_type type, const void *p) {
+    md_ref r = { .block = -1 };
+    md_arena *a = p ? md__arena_of(ctx, type) : NULL;
+    int i;
+    md_pool_block *b = a ? md__pool_find_in(a, p, &i) : NULL;
+    if (!b) return r;
+    b->tape_refs++;
+    return (md_ref){ .block = i, .dev = type != MD_CPU, .serial = b->serial };
+}
+
+/* The block r holds when it is still the same allocation; NULL when stale. */
+static md_pool_block *ref_block(md_ctx *ctx, const md_ref *r, md_arena **arena) {
+    if (r->block < 0) return NULL;
+    md_arena *a = r->dev ? ctx->dev_arena : &ctx->arena;
+    if (!a || r->block >= a->n_blocks) return NULL;
+    md_pool_block *b = &a->blocks[r->block];
+    if (!b->in_use || b->serial != r->serial) return NULL;
+    if (arena) *arena = a;
+    return b;
+}
+
+static void drop_ref(md_ctx *ctx, md_ref *r) {
+    md_arena *a;
+    md_pool_block *b = ref_block(ctx, r, &a);
+    r->block = -1;
+    if (!b || b->tape_refs <= 0) return;
+    if (--b->tape_refs == 0 && b->released) md__pool_put(a, b);
+}
+
+static int add_ref(md_ctx *ctx, md_node *n, md_device_type type, const void *p) {
+    if (n->n_refs == n->cap_refs) {
+        int cap = n->cap_refs * 2;
+        md_ref *r = md_ctx_alloc(ctx, sizeof *r * (size_t)cap);
+        if (!r) return -1;
+        memcpy(r, n->refs, sizeof *r * (size_t)n->n_refs);
+        n->refs = r;
+        n->cap_refs = cap;
+    }
+    n->refs[n->n_refs++] = take_ref(ctx, type, p);
+    return 0;
+}
+
+MD_API int md_node_keep(md_ctx *ctx, md_node *node, const md_tensor *t) {
+    if (!node || !t || t->persistent) return 0;
+    return add_ref(ctx, node, t->device, t->data);
+}
+
+int md__node_keep_data(md_ctx *ctx, md_node *node, md_device_type type, const void *p) {
+    return node && p ? add_ref(ctx, node, type, p) : 0;
+}
+
+MD_API void md_node_unsave(md_ctx *ctx, md_node *node, int i) {
+    if (!node || i < -1 || i >= node->n_inputs) return;
+    drop_ref(ctx, &node->refs[i < 0 ? node->n_inputs : i]);
+}
+
+/* After the node's place in a backward walk: its holds go. */
+static void node_drop_refs(md_ctx *ctx, md_node *n) {
+    if (n->refs_dropped) return;
+    for (int i = 0; i < n->n_refs; i++) {
+        md_ref r = n->refs[i];
+        drop_ref(ctx, &r);   /* keeps n->refs for node_refs_stale */
+    }
+    n->refs_dropped = true;
+}
+
+/* A second backward through a node whose storage an earlier one handed back. */
+static bool node_refs_stale(md_ctx *ctx, const md_node *n) {
+    if (!n->refs_dropped) return false;
+    for (int i = 0; i < n->n_refs; i++)
+        if (n->refs[i].block >= 0 && !ref_block(ctx, &n->refs[i], NULL)) return true;
+    return false;
+}
+
 MD_API md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const *inputs, int n_inputs,
                                    md_backward_fn backward, const char *op_name) {
     if (!out || !ctx->grad_enabled) return NULL;
@@ -20,7 +101,9 @@ MD_API md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const
     if (!any) return NULL;
     md_node *n = md_ctx_alloc(ctx, sizeof *n);
     md_tensor **ins = md_ctx_alloc(ctx, sizeof *ins * (size_t)(n_inputs ? n_inputs : 1));
-    if (!n || !ins) return NULL;
+    int cap_refs = n_inputs + 3;
+    md_ref *refs = md_ctx_alloc(ctx, sizeof *refs * (size_t)cap_refs);
+    if (!n || !ins || !refs) return NULL;
     if (ctx->tape_len == ctx->tape_cap) {
         int cap = ctx->tape_cap ? ctx->tape_cap * 2 : 1024;
         md_node **t = realloc(ctx->tape, sizeof *t * (size_t)cap);
@@ -33,7 +116,14 @@ MD_API md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const
     }
     memcpy(ins, inputs, sizeof *ins * (size_t)n_inputs);
     *n = (struct md_node){ .op = op_name, .backward = backward, .n_inputs = n_inputs,
-                           .inputs = ins, .output = out, .saved = NULL };
+                           .inputs = ins, .output = out, .saved = NULL,
+                           .refs = refs, .cap_refs = cap_refs };
+    /* Every input and the output are held until the op says otherwise
+     * (md_node_unsave): wrongly freeing is silent, wrongly keeping is not. */
+    for (int i = 0; i < n_inputs; i++)
+        refs[n->n_refs++] = inputs[i] && !inputs[i]->persistent ? take_ref(ctx, inputs[i]->device, inputs[i]->data)
+                                                                : (md_ref){ .block = -1 };
+    refs[n->n_refs++] = take_ref(ctx, out->device, out->data);
     out->requires_grad = true;
     out->grad_fn = n;
     ctx->tape[ctx->tape_len++] = n;
@@ -228,7 +318,16 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
     for (int k = ctx->tape_len - 1; k >= 0 && rc == 0; k--) {
         md_node *n = ctx->tape[k];
         md_tensor *g = n->output->grad;
-        if (!g) continue;
+        if (!g) {
+            node_drop_refs(ctx, n);
+            continue;
+        }
+        if (node_refs_stale(ctx, n)) {
+            md_op_fail(ctx, n->op, "backward through this op a second time in one step, after an earlier "
+                                   "backward handed back the tensors it needs");
+            rc = -1;
+            break;
+        }
         md_scope_push(ctx, n->op);
         ctx->adopt_after = ctx->arena.serial;
         if (ctx->dev_arena) ctx->dev_adopt_after = ctx->dev_arena->serial;
@@ -241,6 +340,8 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
             md__tensor_release(ctx, g);
             n->output->grad = NULL;
         }
+        /* As in PyTorch, what only this node still read is gone too. */
+        node_drop_refs(ctx, n);
     }
     ctx->in_backward = false;
     md_grad_set_enabled(ctx, prev);
@@ -261,4 +362,11 @@ MD_API int md_backward(md_ctx *ctx, md_tensor *out, md_error *err) {
 
 MD_API void md_tensor_zero_grad(md_tensor *t) {
     if (t && t->grad) md_tensor_fill_(t->grad, 0.0);
+}
+
+int md__hold_copy(md_ctx *ctx, md_node *node, md_tensor *copy, const md_tensor *orig) {
+    if (!copy || copy == orig) return 0;
+    if (node && md_node_keep(ctx, node, copy) != 0) return -1;
+    md_tensor_release(ctx, copy);   /* nobody else knows it: it goes after the node */
+    return 0;
 }

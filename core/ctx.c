@@ -27,6 +27,10 @@ MD_API md_ctx *md_ctx_new(md_error *err) {
     }
     ctx->log_level = MD_LOG_INFO;
     ctx->grad_enabled = true;
+    /* MMDET_EARLY_RELEASE=0 keeps every step tensor to the step's end: the
+     * same results with more memory, to rule early release in or out */
+    const char *rel = getenv("MMDET_EARLY_RELEASE");
+    ctx->keep_released = rel && *rel && atoi(rel) == 0;
     md_rng_seed(&ctx->init_rng, 0);
     md__arena_init(&ctx->arena, NULL);
     if (md__registry_init(ctx, err) != 0) {

@@ -21,6 +21,8 @@ typedef struct md_pool_block {
     size_t bump;              /* the bump offset when it was allocated */
     bool in_use, touched;     /* touched: used during the current step */
     bool owned;               /* adopted as some tensor's gradient */
+    bool released;            /* md_tensor_release'd while the tape still reads it */
+    int32_t tape_refs;        /* tape nodes whose backward reads this block */
 } md_pool_block;
 #define MD_POOL_MIN ((size_t)256 << 10)
 typedef struct md_arena {
@@ -35,7 +37,14 @@ typedef struct md_arena {
     size_t pool_used;        /* bytes of in-use pool blocks */
     size_t peak_total;       /* peak of used + pool_used */
     uint64_t serial;
+    bool poison;             /* fill blocks with 0xff when handed back (debug) */
+    size_t pool_min;         /* tensor data of at least this many bytes is pooled */
 } md_arena;
+
+/* A tape node's hold on a pool block: the block's index in its arena and
+ * its allocation serial, so that a hold on a block handed back (and maybe
+ * reused) in the meantime is recognised as stale. block < 0: no block. */
+typedef struct md_ref { int32_t block; bool dev; uint64_t serial; } md_ref;
 
 struct md_node {
     const char *op;
@@ -44,6 +53,11 @@ struct md_node {
     md_tensor **inputs;
     md_tensor *output;
     void *saved;
+    /* storage the backward reads: refs[i] input i, refs[n_inputs] the
+     * output, then md_node_keep's; dropped once the node is behind backward */
+    md_ref *refs;
+    int n_refs, cap_refs;
+    bool refs_dropped;
 };
 
 struct md_registries;   /* registry.c */
@@ -67,6 +81,7 @@ struct md_ctx {
      * results of the running node, which md_node_accumulate may adopt */
     uint64_t adopt_after;
     bool in_backward;
+    bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
     md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;
     char scope[1024];
@@ -86,8 +101,22 @@ void md__arena_reset(md_arena *a);
 void *md__pool_alloc(md_arena *a, size_t bytes);
 /* The pool block starting at p, or NULL (p from the bump chunks or a view). */
 md_pool_block *md__pool_find(md_arena *a, const void *p);
-/* Hands t's storage back when it is a whole pool block; t->data becomes NULL. */
+/* The in-use pool block that contains p, or NULL; *index gets its index. */
+md_pool_block *md__pool_find_in(md_arena *a, const void *p, int *index);
+/* Hands a pool block back (poisoned in debug mode); its tape holds go. */
+void md__pool_put(md_arena *a, md_pool_block *b);
+/* Hands t's storage back when it is a whole pool block that no tape node
+ * reads (t->data becomes NULL); when some node still reads it, the block
+ * goes once the last such node is behind backward. */
 void md__tensor_release(md_ctx *ctx, md_tensor *t);
+/* The arena that holds step storage of a device type (NULL: none yet). */
+md_arena *md__arena_of(md_ctx *ctx, md_device_type type);
+/* md_node_keep for raw step memory at p (loss weights, labels). */
+int md__node_keep_data(md_ctx *ctx, md_node *node, md_device_type type, const void *p);
+/* For an op that saved `copy`, a contiguous copy of its input `orig` (or
+ * orig itself): holds the copy for node and hands it back once the node is
+ * behind backward (at once when node is NULL). 0, or -1 with the ctx error. */
+int md__hold_copy(md_ctx *ctx, md_node *node, md_tensor *copy, const md_tensor *orig);
 
 /* Logical offset (in elements) of flat row-major index i in a strided tensor. */
 static inline int64_t md__offset_of(const md_tensor *t, int64_t i) {

@@ -136,6 +136,8 @@ record:;
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (conv_saved){ .s = s, .x = xc, .w = wc };
+        md_node_unsave(ctx, node, -1);   /* the backward never reads y */
+        if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
     return y;
 }

@@ -129,6 +129,7 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
         roi_align_saved *s = md_node_save(ctx, node, sizeof *s);
         if (!s) return NULL;
         *s = (roi_align_saved){ r, out_h, out_w, sampling_ratio, scale, aligned };
+        if (md_node_keep(ctx, node, r)) return NULL;
     }
     return out;
 }
@@ -317,6 +318,7 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
         overlaps_saved *s = md_node_save(ctx, node, sizeof *s);
         if (!s) return NULL;
         *s = (overlaps_saved){ ac, bc, (int)mode, aligned, (float)eps };
+        if (md_node_keep(ctx, node, ac) || md_node_keep(ctx, node, bc)) return NULL;
     }
     return out;
 }

@@ -98,7 +98,10 @@ static int div_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 static int record_binary(md_ctx *ctx, md__binop op, md_tensor *out, md_tensor *a, md_tensor *b) {
     static const md_backward_fn bw[] = { add_backward, sub_backward, mul_backward, div_backward };
     md_tensor *ins[2] = { a, b };
-    md_autograd_record(ctx, out, ins, 2, bw[op], bin_names[op]);
+    md_node *n = md_autograd_record(ctx, out, ins, 2, bw[op], bin_names[op]);
+    if (n && (op == MD_BIN_ADD || op == MD_BIN_SUB))   /* the gradient is g itself */
+        for (int i = -1; i < 2; i++) md_node_unsave(ctx, n, i);
+    if (n && op == MD_BIN_MUL) md_node_unsave(ctx, n, -1);
     return 0;
 }
 
@@ -257,6 +260,16 @@ static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
+/* Drops the holds on what op's gradient does not read: x for the ops whose
+ * gradient is a function of y, y for those of x, both for the linear ones
+ * (as the backends' unary_f32_backward kernels). */
+static void unary_unsave(md_ctx *ctx, md_node *n, md__unop op) {
+    bool needx = op == MD_UN_LOG || op == MD_UN_ABS || op == MD_UN_CLAMP || op == MD_UN_POW;
+    bool needy = op == MD_UN_RELU || op == MD_UN_SIGMOID || op == MD_UN_EXP || op == MD_UN_SQRT;
+    if (!needx) md_node_unsave(ctx, n, 0);
+    if (!needy) md_node_unsave(ctx, n, -1);
+}
+
 /* y = op(a) on a's device (a contiguous f32); false after md_op_fail. */
 static bool unary_kernel(md_ctx *ctx, const char *name, md__unop op, const md_tensor *a, float p0, float p1,
                          md_tensor *y) {
@@ -295,6 +308,7 @@ static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, doubl
         unary_saved *s = md_node_save(ctx, n, sizeof *s);
         if (!s) return NULL;
         *s = (unary_saved){ op, (float)p0, (float)p1 };
+        unary_unsave(ctx, n, op);
     }
     return out;
 }
@@ -318,6 +332,7 @@ MD_API md_tensor *md_relu_(md_ctx *ctx, md_tensor *a) {
         unary_saved *s = md_node_save(ctx, n, sizeof *s);
         if (!s) return NULL;
         *s = (unary_saved){ MD_UN_RELU, 0, 0 };
+        unary_unsave(ctx, n, MD_UN_RELU);
     }
     return out;
 }
@@ -391,6 +406,8 @@ MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor
             md_tensor **s = md_node_save(ctx, n, sizeof *s);
             if (!s) return NULL;
             *s = cond;
+            for (int i = -1; i < 2; i++) md_node_unsave(ctx, n, i);
+            if (md_node_keep(ctx, n, cond)) return NULL;
         }
     }
     return out;

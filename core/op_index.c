@@ -112,6 +112,9 @@ MD_API md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor 
             isel_saved *s = md_node_save(ctx, node, sizeof *s);
             if (!s) return NULL;
             *s = (isel_saved){ outer, n, inner, k, md_i64(idx) };
+            md_node_unsave(ctx, node, 0);   /* the gradient reads indices, not values */
+            md_node_unsave(ctx, node, -1);
+            if (md_node_keep(ctx, node, idx)) return NULL;
         }
     }
     return out;
@@ -197,6 +200,9 @@ MD_API md_tensor *md_gather(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index
             gather_saved *s = md_node_save(ctx, node, sizeof *s);
             if (!s) return NULL;
             *s = (gather_saved){ off, n };
+            md_node_unsave(ctx, node, 0);   /* the gradient reads offsets, not values */
+            md_node_unsave(ctx, node, -1);
+            if (md__node_keep_data(ctx, node, a->device, off)) return NULL;
         }
     }
     return out;
@@ -286,6 +292,8 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
             scatter_saved *sv = md_node_save(ctx, node, sizeof *sv);
             if (!sv) return NULL;
             *sv = (scatter_saved){ off, n, idx };
+            for (int i = -1; i < 2; i++) md_node_unsave(ctx, node, i);
+            if (md_node_keep(ctx, node, idx) || md__node_keep_data(ctx, node, out->device, off)) return NULL;
         }
     }
     return out;

@@ -169,6 +169,8 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
         if (!sv) return NULL;
         sv->a = a;
         sv->b = b;
+        md_node_unsave(ctx, node, -1);
+        if (md_node_keep(ctx, node, a) || md_node_keep(ctx, node, b)) return NULL;
     }
     return y;
 }
@@ -263,6 +265,8 @@ MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
         linear_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (linear_saved){ .x = xc, .w = wc, .rows = R };
+        md_node_unsave(ctx, node, -1);
+        if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
     return y;
 }

@@ -248,6 +248,14 @@ static int loss_backward(md_ctx *ctx, md_node *node, md_tensor *gout) {
     return 0;
 }
 
+/* Holds what the backward reads beside the inputs (copies, weights, labels). */
+static int keep_loss_saved(md_ctx *ctx, md_node *node, const loss_saved *s) {
+    md_device_type dev = md_node_input(node, 0) ? md_node_input(node, 0)->device : MD_CPU;
+    return md_node_keep(ctx, node, s->x) || md_node_keep(ctx, node, s->y) ||
+           md__node_keep_data(ctx, node, dev, s->w) || md__node_keep_data(ctx, node, dev, s->aux) ||
+           md__node_keep_data(ctx, node, dev, s->lab);
+}
+
 /* Weights and reduces the element-wise loss L (a step tensor of the
  * element-wise shape that this op owns, unless `s->kind` is K_REDUCE), then
  * records the node. `empty_is_zero`: mmdet's l1/smooth_l1 return 0, not NaN,
@@ -257,7 +265,7 @@ static md_tensor *record(md_ctx *ctx, const char *op, const loss_saved *s, md_te
     md_node *node = md_autograd_record(ctx, out, ins, nin, loss_backward, op);
     if (node) {
         loss_saved *sv = md_node_save(ctx, node, sizeof *sv);
-        if (!sv) return NULL;
+        if (!sv || keep_loss_saved(ctx, node, s)) return NULL;
         *sv = *s;
     }
     return out;
@@ -347,7 +355,7 @@ static md_tensor *finish(md_ctx *ctx, const char *op, loss_saved *s, md_tensor *
     md_node *node = md_autograd_record(ctx, out, ins, nin, loss_backward, op);
     if (node) {
         loss_saved *sv = md_node_save(ctx, node, sizeof *sv);
-        if (!sv) return NULL;
+        if (!sv || keep_loss_saved(ctx, node, s)) return NULL;
         *sv = *s;
     }
     return out;

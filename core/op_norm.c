@@ -91,6 +91,8 @@ static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md
         bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = training };
+        md_node_unsave(ctx, node, -1);
+        if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
 }
@@ -158,6 +160,8 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
         bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = batch_stats };
+        md_node_unsave(ctx, node, -1);
+        if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
 }
@@ -283,6 +287,7 @@ MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_te
         gn_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         *sv = (gn_saved){ .x = xc, .mean = mean, .rstd = rstd, .groups = num_groups };
+        if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
 }

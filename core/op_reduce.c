@@ -230,6 +230,7 @@ static md_tensor *max_impl(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
             max_saved *s = md_node_save(ctx, n, sizeof *s);
             if (!s) return NULL;
             *s = (max_saved){ G.outer, G.n, G.inner, idx };
+            if (md_node_keep(ctx, n, idx)) return NULL;
         }
     }
     return vals;

@@ -42,7 +42,11 @@ static int reshape_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
 }
 
 static md_tensor *record_view(md_ctx *ctx, md_tensor *base, md_tensor *v, md_backward_fn bw, const char *op) {
-    if (v && base->dtype == MD_F32) md_autograd_record(ctx, v, &base, 1, bw, op);
+    md_node *n = v && base->dtype == MD_F32 ? md_autograd_record(ctx, v, &base, 1, bw, op) : NULL;
+    if (n) {   /* the gradient of a view never reads values */
+        md_node_unsave(ctx, n, 0);
+        md_node_unsave(ctx, n, -1);
+    }
     return v;
 }
 

@@ -69,6 +69,7 @@ static md_tensor *sort_impl(md_ctx *ctx, const char *op, md_tensor *a, int64_t k
             sort_saved *s = md_node_save(ctx, node, sizeof *s);
             if (!s) return NULL;
             *s = (sort_saved){ outer, n, inner, k, idx };
+            if (md_node_keep(ctx, node, idx)) return NULL;
         }
     }
     return vals;

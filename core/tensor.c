@@ -10,11 +10,30 @@
 
 /* ---------------------------------------------------------------- arena -- */
 
+/* Debug mode: storage handed back before the step ends is overwritten with
+ * 0xff bytes (NaN as f32, -1 as integers), so that a read of a wrongly freed
+ * tensor shows as NaN gradients instead of stale, plausible values. On with
+ * MMDET_POISON_FREED=1 and in sanitizer builds; host memory only. */
+static bool poison_default(void) {
+    const char *env = getenv("MMDET_POISON_FREED");
+    if (env && *env) return atoi(env) != 0;
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#else
+    return false;
+#endif
+}
+
 void md__arena_init(md_arena *a, const md_backend *dev) {
     memset(a, 0, sizeof *a);
     a->dev = dev;
     a->align = dev ? 256 : ARENA_ALIGN;
     a->default_chunk = ARENA_DEFAULT_CHUNK;
+    a->poison = !dev && poison_default();
+    /* $MMDET_ARENA_POOL_MIN lowers the threshold so that tests of tiny
+     * models exercise the pool and early release */
+    const char *env = getenv("MMDET_ARENA_POOL_MIN");
+    a->pool_min = env && atol(env) > 0 ? (size_t)atol(env) : MD_POOL_MIN;
 }
 
 /* Host or device memory for chunks and pool blocks (bytes a multiple of align). */
@@ -40,6 +59,23 @@ static void note_peak(md_arena *a) {
     if (a->used + a->pool_used > a->peak_total) a->peak_total = a->used + a->pool_used;
 }
 
+/* Before a fresh host block: the blocks handed back earlier in this step
+ * that did not fit go back to the C library, so that the process holds what
+ * is live rather than every block the step ever made (activations of the
+ * frozen stages are never asked for again). Their entries stay, empty, so
+ * that tape holds (block indices) keep their meaning until the reset. Not
+ * on a device: freeing device memory would synchronise. */
+static void trim_handed_back(md_arena *a) {
+    if (a->dev) return;
+    for (int i = 0; i < a->n_blocks; i++) {
+        md_pool_block *b = &a->blocks[i];
+        if (b->in_use || !b->touched || !b->base) continue;
+        mem_free(a, b->base);
+        b->base = NULL;
+        b->size = 0;
+    }
+}
+
 /* Best fit among the free blocks (at most 1/8 larger than asked, so that a
  * small request does not pin a big block), else a fresh block. */
 void *md__pool_alloc(md_arena *a, size_t bytes) {
@@ -47,11 +83,12 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
     int best = -1;
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block *b = &a->blocks[i];
-        if (!b->in_use && b->size >= bytes && b->size - bytes <= bytes / 8 &&
+        if (!b->in_use && b->base && b->size >= bytes && b->size - bytes <= bytes / 8 &&
             (best < 0 || b->size < a->blocks[best].size))
             best = i;
     }
     if (best < 0) {
+        trim_handed_back(a);
         if (a->n_blocks == a->cap_blocks) {
             int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
             md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
@@ -66,7 +103,8 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
     }
     md_pool_block *b = &a->blocks[best];
     b->in_use = b->touched = true;
-    b->owned = false;
+    b->owned = b->released = false;
+    b->tape_refs = 0;
     b->serial = ++a->serial;
     b->bump = a->used;
     a->pool_used += b->size;
@@ -81,21 +119,46 @@ md_pool_block *md__pool_find(md_arena *a, const void *p) {
     return NULL;
 }
 
-static void pool_put(md_arena *a, md_pool_block *b) {
-    b->in_use = b->owned = false;
+/* Blocks are few (one per large tensor of the step) and a tensor is most
+ * often one made recently, so a backwards linear scan is enough. */
+md_pool_block *md__pool_find_in(md_arena *a, const void *p, int *index) {
+    if (!p) return NULL;
+    const char *c = p;
+    for (int i = a->n_blocks - 1; i >= 0; i--) {
+        md_pool_block *b = &a->blocks[i];
+        if (b->in_use && c >= b->base && c < b->base + b->size) {
+            if (index) *index = i;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+void md__pool_put(md_arena *a, md_pool_block *b) {
+    b->in_use = b->owned = b->released = false;
+    b->tape_refs = 0;
     a->pool_used -= b->size;
+    if (a->poison) memset(b->base, 0xff, b->size);
+}
+
+md_arena *md__arena_of(md_ctx *ctx, md_device_type type) {
+    return type == MD_CPU ? &ctx->arena : md__dev_arena(ctx);
 }
 
 MD_API void md_tensor_release(md_ctx *ctx, md_tensor *t) {
-    if (ctx && !ctx->grad_enabled && t && !t->requires_grad && !t->grad_fn) md__tensor_release(ctx, t);
+    if (ctx && !ctx->keep_released) md__tensor_release(ctx, t);
 }
 
 void md__tensor_release(md_ctx *ctx, md_tensor *t) {
     if (!t || t->persistent) return;
-    md_arena *a = t->device == MD_CPU ? &ctx->arena : md__dev_arena(ctx);
+    md_arena *a = md__arena_of(ctx, t->device);
     md_pool_block *b = a ? md__pool_find(a, t->data) : NULL;
     if (!b) return;
-    pool_put(a, b);
+    if (b->tape_refs > 0) {   /* a backward still reads it: it goes after the last one */
+        b->released = true;
+        return;
+    }
+    md__pool_put(a, b);
     t->data = NULL;
 }
 
@@ -149,11 +212,12 @@ void md__arena_reset(md_arena *a) {
     int k = 0;
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block b = a->blocks[i];
-        if (!b.touched) {
-            mem_free(a, b.base);
+        if (!b.touched || !b.base) {   /* unused this step, or trimmed */
+            if (b.base) mem_free(a, b.base);
             continue;
         }
-        b.in_use = b.touched = b.owned = false;
+        b.in_use = b.touched = b.owned = b.released = false;
+        b.tape_refs = 0;
         a->blocks[k++] = b;
     }
     a->n_blocks = k;
@@ -179,7 +243,7 @@ MD_API size_t md_ctx_arena_mark(md_ctx *ctx) { return ctx->arena.used; }
 MD_API void md_ctx_arena_release(md_ctx *ctx, size_t mark) {
     md_arena *a = &ctx->arena;
     for (int i = 0; i < a->n_blocks; i++)
-        if (a->blocks[i].in_use && a->blocks[i].bump > mark) pool_put(a, &a->blocks[i]);
+        if (a->blocks[i].in_use && a->blocks[i].bump > mark) md__pool_put(a, &a->blocks[i]);
     while (a->n_chunks && a->used > mark) {
         md_arena_chunk *c = &a->chunks[a->n_chunks - 1];
         size_t below = a->used - c->used;   /* bytes in earlier chunks */
@@ -264,7 +328,7 @@ MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int6
     md_tensor *t = md__tensor_header(ctx, dt, ndim, shape);
     if (!t) return NULL;
     size_t bytes = (size_t)md_tensor_numel(t) * md_dtype_size(dt);
-    t->data = bytes >= MD_POOL_MIN ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
+    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
     if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));
     return t;

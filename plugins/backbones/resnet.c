@@ -50,7 +50,8 @@ typedef struct resnet {
 static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t);
 
 /* nn.Sequential: children "0", "1", ... run in order; what one child made and
- * the next consumed is released (a no-op with grad mode on). */
+ * the next consumed is released (with grad mode on it stays while a node's
+ * backward reads it: md_tensor_release). */
 static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     for (int i = 0; i < m->n_children && x; i++) {
         md_tensor *in = x;
@@ -63,8 +64,9 @@ static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq
 
 typedef struct block { md_module base; bool bottleneck, down; } block;
 
-/* y = f(t), then t's storage goes back when grad mode is off (inference keeps
- * only the live activations); never when y shares it. */
+/* y = f(t), then t's storage goes back once no backward reads it (at once in
+ * inference and in frozen stages, after the reading node's backward in
+ * training); never when y shares it. */
 static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t) {
     if (t && (!y || y->data != t->data)) md_tensor_release(ctx, t);
     return y;

@@ -70,10 +70,18 @@ static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_i
         if (!lat[i] || !lat[i - 1]) return -1;
         if (f->scale_factor) up = md_upsample_nearest(ctx, lat[i], f->scale_factor);
         else up = md_interpolate_nearest(ctx, lat[i], lat[i - 1]->shape[2], lat[i - 1]->shape[3]);
-        lat[i - 1] = md_add(ctx, lat[i - 1], up);
+        /* mmdet's laterals[i - 1] += up; neither operand is read again */
+        md_tensor *sum = md_add_(ctx, lat[i - 1], up);
+        if (sum && sum->data != lat[i - 1]->data) md_tensor_release(ctx, lat[i - 1]);
+        md_tensor_release(ctx, up);
+        lat[i - 1] = sum;
     }
     md_tensor *res[MAX_INS * 2];
-    for (int i = 0; i < used; i++) res[i] = call_item(ctx, m, "fpn_convs", i, lat[i]);
+    for (int i = 0; i < used; i++) {
+        res[i] = call_item(ctx, m, "fpn_convs", i, lat[i]);
+        /* the conv keeps what its backward needs; the extra levels may read the last lateral */
+        if (!(f->extra == EXTRA_LATERAL && i == used - 1)) md_tensor_release(ctx, lat[i]);
+    }
     int n = used;
     if (f->num_outs > n) {
         if (f->extra == EXTRA_NONE) {
@@ -82,9 +90,11 @@ static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_i
             md_tensor *src = f->extra == EXTRA_INPUT ? ins[f->end_level - 1]
                            : f->extra == EXTRA_LATERAL ? lat[used - 1] : res[used - 1];
             res[n] = call_item(ctx, m, "fpn_convs", n, src);
+            if (f->extra == EXTRA_LATERAL) md_tensor_release(ctx, lat[used - 1]);
             for (n++; n < f->num_outs; n++) {
                 md_tensor *x = f->relu_before_extra ? md_relu(ctx, res[n - 1]) : res[n - 1];
                 res[n] = call_item(ctx, m, "fpn_convs", n, x);
+                if (x != res[n - 1]) md_tensor_release(ctx, x);
             }
         }
     }

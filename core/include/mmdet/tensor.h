@@ -72,11 +72,15 @@ md_tensor *md_tensor_from(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *sha
 md_tensor *md_tensor_scalar(md_ctx *ctx, float v);             /* f32, ndim 0 */
 md_tensor *md_tensor_arange(md_ctx *ctx, md_dtype dt, int64_t n); /* 0..n-1 */
 md_tensor *md_tensor_empty_like(md_ctx *ctx, const md_tensor *t);
-/* With grad mode off, hands a large step tensor's storage back before the
- * step ends (inference frees what it no longer reads); the caller promises
- * that neither t nor any view of it is read again (a view that starts where
- * its base does stands for the base). A no-op with grad mode on (ops may have
- * saved t for backward), for views inside a tensor and for small tensors. */
+/* Hands a large step tensor's storage back before the step ends; the caller
+ * promises that neither t nor any view of it is read again (a view that
+ * starts where its base does stands for the base). Storage that a tape node's
+ * backward reads (md_node_keep) stays until the last such node is behind
+ * md_backward, as PyTorch frees a tensor when its last reference goes; with
+ * none it goes at once and t->data becomes NULL. Works with grad mode on or
+ * off. A no-op for views inside a tensor, persistent and small tensors.
+ * Debug: MMDET_POISON_FREED=1 (and sanitizer builds) fill handed-back host
+ * storage with NaN bytes, so a wrongly freed tensor shows in gradients. */
 void md_tensor_release(md_ctx *ctx, md_tensor *t);
 md_tensor *md_tensor_zeros_like(md_ctx *ctx, const md_tensor *t);
 
@@ -146,6 +150,15 @@ typedef int (*md_backward_fn)(md_ctx *ctx, md_node *node, md_tensor *grad_out);
  * their own differentiable op: compute the forward, then record it. */
 md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const *inputs, int n_inputs,
                             md_backward_fn backward, const char *op_name);
+/* Storage the backward reads. md_autograd_record holds the storage of every
+ * input and of the output until the node is behind md_backward; an op whose
+ * backward does not read input i's values (i = -1: the output's) drops that
+ * hold with md_node_unsave, so md_tensor_release may free it early. A tensor
+ * the backward reads that is none of the inputs and the output (a copy, an
+ * index tensor kept in the saved bytes) must be held with md_node_keep.
+ * md_node_keep returns 0, or -1 with the ctx error set. */
+int md_node_keep(md_ctx *ctx, md_node *node, const md_tensor *t);
+void md_node_unsave(md_ctx *ctx, md_node *node, int i);
 /* Saved state for backward: `bytes` of arena memory tied to the node. */
 void *md_node_save(md_ctx *ctx, md_node *node, size_t bytes);
 void *md_node_saved(const md_node *node);
