@@ -44,10 +44,11 @@ MD_API md_module *md_build_dense_head(md_ctx *ctx, const md_cfg *cfg, const md_c
     md_module *m = k ? md_build_from_cfg(ctx, "heads", cfg, default_args, err) : NULL;
     if (!m) return NULL;
     const md_dense_head_class *c = md_dense_head_class_of(m);
-    if (k->iface != (const void *)m->cls || !c->forward || !c->loss || !c->get_bboxes || !c->test_cfg) {
+    if (k->iface != (const void *)m->cls || c->tag != MD_DENSE_HEAD_TAG || !c->forward || !c->loss ||
+        !c->get_bboxes || !c->test_cfg) {
         md_failc(err, MD_ERR_PLUGIN,
-                 "%s: not a dense head (its class must be its registered md_dense_head_class, with forward, loss, "
-                 "get_bboxes and test_cfg)", k->name);
+                 "%s: not a dense head (its class must be its registered md_dense_head_class, tagged "
+                 "MD_DENSE_HEAD_TAG, with forward, loss, get_bboxes and test_cfg)", k->name);
         md_module_free(m);
         return NULL;
     }

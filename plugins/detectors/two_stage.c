@@ -65,9 +65,15 @@ static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *
     md_rng *rng = md_ctx_rng(ctx);
     md_det_result *dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n);
     if (!dets) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    /* the RPN trains without labels (mmdet passes gt_labels=None) */
+    md_batch rb = *b;
+    md_boxes *gts = md_ctx_alloc(ctx, sizeof *gts * (size_t)b->n);
+    if (!gts) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    for (int i = 0; i < b->n; i++) gts[i] = (md_boxes){ b->gt_bboxes[i].n, b->gt_bboxes[i].cap, b->gt_bboxes[i].xyxy, NULL };
+    rb.gt_bboxes = gts;
     md_losses rpn_losses = { 0 };
     md_scope_push(ctx, "rpn_head");
-    int rc = md_dense_head_forward_train(ctx, d->rpn, feats, n, b, &d->proposal_cfg, &rpn_losses, dets, err);
+    int rc = md_dense_head_forward_train(ctx, d->rpn, feats, n, &rb, &d->proposal_cfg, &rpn_losses, dets, err);
     md_scope_pop(ctx);
     if (rc) return md_error_wrap(err, "rpn_head");
     for (int i = 0; i < rpn_losses.n; i++) {

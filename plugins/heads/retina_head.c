@@ -210,8 +210,10 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor
         md_tensor *idx = md_tensor_from(ctx, MD_I64, MD_DIMS(n_in), inside_idx);
         md_tensor *anc = n_in == T ? anchors : md_index_select(ctx, anchors, 0, idx);
         md_tensor *gt = boxes_tensor(ctx, &batch->gt_bboxes[i]);
-        md_tensor *gl = md_tensor_from(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n),
-                                       batch->gt_bboxes[i].n ? batch->gt_bboxes[i].labels : NULL);
+        /* no labels (the RPN role, mmdet's gt_labels=None): class 0 */
+        const int64_t *glab = batch->gt_bboxes[i].labels;
+        md_tensor *gl = glab ? md_tensor_from(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n), batch->gt_bboxes[i].n ? glab : NULL)
+                             : md_tensor_zeros(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n));
         md_tensor *gi = batch->gt_bboxes_ignore && batch->gt_bboxes_ignore[i].n
                             ? boxes_tensor(ctx, &batch->gt_bboxes_ignore[i]) : NULL;
         if (!anc || !gt || !gl) return md_failc(err, MD_ERR_SHAPE, "RetinaHead: %s", md_ctx_error(ctx)->msg);
@@ -385,6 +387,7 @@ static int head_num_classes(const md_module *m) { return ((const retina *)m)->nu
 
 static const md_dense_head_class head_cls = {
     .model = { .module = { .name = "RetinaHead", .destroy = head_destroy, .num_classes = head_num_classes } },
+    .tag = MD_DENSE_HEAD_TAG,
     .forward = head_forward,
     .loss = head_loss,
     .get_bboxes = head_get_bboxes,

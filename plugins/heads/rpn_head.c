@@ -399,6 +399,7 @@ static int rpn_num_classes(const md_module *m) {
 static const md_dense_head_class rpn_cls = {
     .model = { .module = { .name = "RPNHead", .destroy = rpn_destroy, .num_classes = rpn_num_classes },
                .init_weights = rpn_init_weights },
+    .tag = MD_DENSE_HEAD_TAG,
     .forward = rpn_forward,
     .loss = rpn_loss,
     .get_bboxes = rpn_get_bboxes,

@@ -136,15 +136,21 @@ typedef struct md_dense_test_cfg {
 int md_dense_test_cfg_read(const md_cfg *cfg, const char *what, const md_dense_test_cfg *defaults,
                            md_dense_test_cfg *out, md_error *err);
 
+/* md_dense_head_class.tag: tells a dense head from the other classes of the
+ * "heads" registry (RoI heads, bbox heads), whose structs differ. */
+#define MD_DENSE_HEAD_TAG 0x4d444448u
+
 typedef struct md_dense_head_class {
     md_model_class model;         /* must be first */
+    uint32_t tag;                 /* MD_DENSE_HEAD_TAG */
     /* mmdet's forward: feats[0 .. n) -> per level cls_scores [N, A*C, H, W]
      * and bbox_preds [N, A*4, H, W]; 0 or -1 (ctx error). Required. */
     int (*forward)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls_scores,
                    md_tensor **bbox_preds);
     /* mmdet's loss: named losses from the forward outputs and the batch's
      * ground truth (gt_bboxes, labels, gt_bboxes_ignore, metas); samplers
-     * draw from md_ctx_rng. Required. */
+     * draw from md_ctx_rng. The gt labels may be NULL (the RPN role, mmdet's
+     * gt_labels=None): every positive is then class 0. Required. */
     int (*loss)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds, int n,
                 const md_batch *batch, md_losses *losses, md_error *err);
     /* mmdet's get_bboxes: results[i] for image i with cfg (NULL: the head's
@@ -186,7 +192,8 @@ static inline const md_dense_head_class *md_dense_head_class_of(const md_module 
 }
 
 /* md_build_from_cfg in "heads", then a check that the built module's class
- * is its registered interface and that the required entries are set. */
+ * is its registered interface, carries MD_DENSE_HEAD_TAG and has the
+ * required entries. */
 md_module *md_build_dense_head(md_ctx *ctx, const md_cfg *cfg, const md_cfg *default_args, md_error *err);
 
 /* The calls, each the class's entry when set, else mmdet's base-class
