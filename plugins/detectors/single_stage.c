@@ -1,9 +1,10 @@
 /* mmdet's SingleStageDetector and RetinaNet (mmdet/models/detectors/
  * single_stage.py, retinanet.py): backbone -> neck -> dense head, the head
  * built with train_cfg / test_cfg as mmdet's build_head(bbox_head) after
- * bbox_head.update(train_cfg=..., test_cfg=...). Implements the runner's
- * md_model_iface: train_step = extract_feat + head loss, simple_test =
- * head get_bboxes with rescale. State dict: backbone.*, neck.*, bbox_head.*. */
+ * bbox_head.update(train_cfg=..., test_cfg=...); any dense head (bbox.h),
+ * RPNHead included. Implements the runner's md_model_iface: train_step =
+ * extract_feat + the head's forward_train, simple_test / aug_test = the
+ * head's with rescale. State dict: backbone.*, neck.*, bbox_head.*. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,31 +56,38 @@ static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **fe
     return n;
 }
 
-static int head_outputs(md_ctx *ctx, detector *d, md_batch *b, md_tensor **cls, md_tensor **reg, md_error *err) {
-    md_tensor *feats[MD_MAX_LEVELS];
+/* extract_feat for the batch (or a variant of it); an error carries the
+ * context's message. */
+static int feats_of(md_ctx *ctx, detector *d, md_batch *b, md_tensor **feats, md_error *err) {
     int n = extract_feat(ctx, d, b->img, feats);
     if (n <= 0) return md_failc(err, MD_ERR_SHAPE, "%s", md_ctx_error(ctx)->msg);
-    if (md_dense_head_class_of(d->head)->forward(ctx, d->head, feats, n, cls, reg) != 0)
-        return md_failc(err, MD_ERR_SHAPE, "%s", md_ctx_error(ctx)->msg);
     return n;
 }
 
+/* mmdet's SingleStageDetector.forward_train: extract_feat, then the head's
+ * forward_train (forward + loss unless the head overrides it). */
 static int train_step(md_ctx *ctx, md_module *m, void *batch, md_losses *losses, md_error *err) {
     detector *d = (detector *)m;
     md_batch *b = batch;
-    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
-    int n = head_outputs(ctx, d, b, cls, reg, err);
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = feats_of(ctx, d, b, feats, err);
     if (n < 0) return -1;
-    return md_dense_head_class_of(d->head)->loss(ctx, d->head, cls, reg, n, b, losses, err);
+    md_scope_push(ctx, "bbox_head");
+    int rc = md_dense_head_forward_train(ctx, d->head, feats, n, b, NULL, losses, NULL, err);
+    md_scope_pop(ctx);
+    return rc;
 }
 
 static int simple_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *results, md_error *err) {
     detector *d = (detector *)m;
     md_batch *b = batch;
-    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
-    int n = head_outputs(ctx, d, b, cls, reg, err);
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = feats_of(ctx, d, b, feats, err);
     if (n < 0) return -1;
-    return md_dense_head_class_of(d->head)->get_bboxes(ctx, d->head, cls, reg, n, b, true, results, err);
+    md_scope_push(ctx, "bbox_head");
+    int rc = md_dense_head_simple_test(ctx, d->head, feats, n, b, true, results, err);
+    md_scope_pop(ctx);
+    return rc;
 }
 
 /* mmdet's SingleStageDetector.aug_test: features of every variant, then
@@ -87,10 +95,6 @@ static int simple_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *re
 static int aug_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *results, md_error *err) {
     detector *d = (detector *)m;
     md_batch *b = batch;
-    const md_dense_head_class *hc = md_dense_head_class_of(d->head);
-    if (!hc->aug_test)
-        return md_failc(err, MD_ERR_CONFIG, "%s: its bbox_head %s has no aug_test (test-time augmentation)",
-                        m->cls->name, d->head->cls->name);
     int na = md_batch_n_augs(b), n = -1, rc = -1;
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
@@ -107,7 +111,9 @@ static int aug_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *resul
         md_failc(err, MD_ERR_NOMEM, "%s", md_ctx_error(ctx)->msg);
         goto out;
     }
-    rc = hc->aug_test(ctx, d->head, (md_tensor *const *const *)feats, n, b, results, err);
+    md_scope_push(ctx, "bbox_head");
+    rc = md_dense_head_aug_test(ctx, d->head, (md_tensor *const *const *)feats, n, b, true, results, err);
+    md_scope_pop(ctx);
 out:
     md_grad_set_enabled(ctx, was);
     return rc;
@@ -155,15 +161,8 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
     md_cfg *defaults = md_cfg_new_group();
     if (!md_cfg_is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
     if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
-    const md_cfg *hc = md_cfg_get(cfg, "bbox_head");
-    const md_class *hk = md_registry_find(ctx, "heads", md_cfg_str(hc, "type", ""), err);
-    d->head = hk ? md_build_from_cfg(ctx, "heads", hc, defaults, err) : NULL;
+    d->head = md_build_dense_head(ctx, md_cfg_get(cfg, "bbox_head"), defaults, err);
     md_cfg_free(defaults);
-    if (d->head && hk->iface != (const void *)d->head->cls) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: the built module's class is not its registered interface", hk->name);
-        md_module_free(d->head);
-        d->head = NULL;
-    }
     if (!d->head || md_module_add_child(m, "bbox_head", d->head, err)) {
         md_module_free(d->head);
         md_error_wrap(err, "bbox_head");

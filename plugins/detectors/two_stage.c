@@ -1,13 +1,20 @@
 /* mmdet's TwoStageDetector and FasterRCNN (mmdet/models/detectors/
  * two_stage.py): backbone, optional neck, rpn_head built with train_cfg.rpn /
- * test_cfg.rpn (proposals during training from train_cfg.rpn_proposal),
- * roi_head with train_cfg.rcnn / test_cfg.rcnn. forward_train returns the
- * RPN losses (loss_rpn_cls, loss_rpn_bbox) and the RoI head's (loss_cls,
- * acc, loss_bbox); simple_test returns detections rescaled to the original
- * image. The samplers draw from the context's rng (seeded by --seed).
+ * test_cfg.rpn (proposals during training from train_cfg.rpn_proposal,
+ * else test_cfg.rpn), roi_head with train_cfg.rcnn / test_cfg.rcnn.
+ * forward_train returns the RPN losses (loss_rpn_cls, loss_rpn_bbox) and
+ * the RoI head's (loss_cls, acc, loss_bbox); simple_test returns detections
+ * rescaled to the original image. The samplers draw from the context's rng
+ * (seeded by --seed).
+ * The rpn_head is any dense head (bbox.h), as in mmdet 3.x: a head with a
+ * num_classes key gets num_classes = 1, and its loss names without "rpn"
+ * are prefixed "rpn_" (RetinaHead's loss_cls -> rpn_loss_cls) so they do
+ * not collide with the RoI head's.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
 
@@ -26,6 +33,8 @@ typedef struct two_stage {
     md_module base;
     md_module *backbone, *neck, *rpn, *roi;
     md_cfg *init_cfg;
+    bool has_proposal_cfg;
+    md_dense_test_cfg proposal_cfg;   /* train_cfg.rpn_proposal, else test_cfg.rpn */
 } two_stage;
 
 /* The backbone's outputs once the neck has read them, unless the neck
@@ -67,11 +76,30 @@ static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *
     md_tensor **props = md_ctx_alloc(ctx, sizeof *props * (size_t)b->n);
     if (!props) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
     if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: training needs rpn_head and roi_head");
+    if (!d->has_proposal_cfg)
+        return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: training needs train_cfg.rpn_proposal or test_cfg.rpn");
     md_rng *rng = md_ctx_rng(ctx);
+    md_det_result *dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n);
+    if (!dets) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    /* the RPN trains without labels (mmdet passes gt_labels=None) */
+    md_batch rb = *b;
+    md_boxes *gts = md_ctx_alloc(ctx, sizeof *gts * (size_t)b->n);
+    if (!gts) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    for (int i = 0; i < b->n; i++) gts[i] = (md_boxes){ b->gt_bboxes[i].n, b->gt_bboxes[i].cap, b->gt_bboxes[i].xyxy, NULL };
+    rb.gt_bboxes = gts;
+    md_losses rpn_losses = { 0 };
     md_scope_push(ctx, "rpn_head");
-    int rc = md_rpn_head_class_of(d->rpn)->forward_train(ctx, d->rpn, feats, n, b, rng, losses, props, err);
+    int rc = md_dense_head_forward_train(ctx, d->rpn, feats, n, &rb, &d->proposal_cfg, &rpn_losses, dets, err);
     md_scope_pop(ctx);
     if (rc) return md_error_wrap(err, "rpn_head");
+    for (int i = 0; i < rpn_losses.n; i++) {
+        const char *name = rpn_losses.names[i];
+        char renamed[sizeof rpn_losses.names[0]];
+        snprintf(renamed, sizeof renamed, "%s%s", strstr(name, "loss") && !strstr(name, "rpn") ? "rpn_" : "", name);
+        if (md_losses_add(losses, renamed, rpn_losses.values[i], err)) return md_error_wrap(err, "rpn_head");
+    }
+    for (int i = 0; i < b->n; i++)
+        if (!(props[i] = md_det_result_proposals(ctx, &dets[i]))) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
     md_scope_push(ctx, "roi_head");
     rc = md_roi_head_class_of(d->roi)->forward_train(ctx, d->roi, feats, n, b, props, rng, losses, err);
     md_scope_pop(ctx);
@@ -93,7 +121,7 @@ static int ts_simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_res
         goto out;
     }
     md_scope_push(ctx, "rpn_head");
-    rc = md_rpn_head_class_of(d->rpn)->simple_test(ctx, d->rpn, feats, n, b, props, err);
+    rc = md_dense_head_simple_test_rpn(ctx, d->rpn, feats, n, b, props, err);
     md_scope_pop(ctx);
     if (rc) {
         md_error_wrap(err, "rpn_head");
@@ -123,11 +151,10 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     two_stage *d = (two_stage *)m;
     md_batch *b = batch_ptr;
     if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: testing needs rpn_head and roi_head");
-    const md_rpn_head_class *rc_ = md_rpn_head_class_of(d->rpn);
     const md_roi_head_class *hc = md_roi_head_class_of(d->roi);
-    if (!rc_->aug_test || !hc->aug_test)
+    if (!hc->aug_test)
         return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test (test-time augmentation)", m->cls->name,
-                        !rc_->aug_test ? d->rpn->cls->name : d->roi->cls->name);
+                        d->roi->cls->name);
     int na = md_batch_n_augs(b), n = -1;
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
@@ -148,7 +175,7 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
         n = nk;
     }
     md_scope_push(ctx, "rpn_head");
-    rc = rc_->aug_test(ctx, d->rpn, (md_tensor *const *const *)feats, n, b, props, err);
+    rc = md_dense_head_aug_test_rpn(ctx, d->rpn, (md_tensor *const *const *)feats, n, b, props, err);
     md_scope_pop(ctx);
     if (rc) {
         md_error_wrap(err, "rpn_head");
@@ -193,10 +220,17 @@ static const md_model_class frcnn_cls = {
     .init_weights = ts_init_weights,
 };
 
-/* A copy of `head` with train_cfg / test_cfg (and proposal_cfg) set from the
- * detector's sections, as TwoStageDetector.__init__ does. */
-static md_cfg *head_cfg(const md_cfg *head, const md_cfg *train, const char *train_key, const md_cfg *test,
-                        const char *test_key, bool rpn) {
+static bool has_key(const md_class *k, const char *name) {
+    for (const md_key *p = k && k->keys ? k->keys : NULL; p && p->name; p++)
+        if (!strcmp(p->name, name)) return true;
+    return false;
+}
+
+/* A copy of `head` with train_cfg / test_cfg set from the detector's
+ * sections, as TwoStageDetector.__init__ does; for the rpn_head
+ * num_classes = 1 when its class has that key (mmdet 3.x). */
+static md_cfg *head_cfg(md_ctx *ctx, const md_cfg *head, const md_cfg *train, const char *train_key,
+                        const md_cfg *test, const char *test_key, bool rpn) {
     md_cfg *c = md_cfg_clone(head);
     if (!c) return NULL;
     const md_cfg *tr = md_cfg_is_none(train) ? NULL : md_cfg_get(train, train_key);
@@ -204,9 +238,15 @@ static md_cfg *head_cfg(const md_cfg *head, const md_cfg *train, const char *tra
     if (tr) md_cfg_set_copy(c, "train_cfg", tr);
     if (te) md_cfg_set_copy(c, "test_cfg", te);
     if (rpn) {
-        const md_cfg *pc = md_cfg_is_none(train) ? NULL : md_cfg_get(train, "rpn_proposal");
-        if (!pc) pc = te;
-        if (pc) md_cfg_set_copy(c, "proposal_cfg", pc);
+        md_error e = { 0 };
+        const md_class *k = md_registry_find(ctx, "heads", md_cfg_str(c, "type", ""), &e);
+        if (has_key(k, "num_classes")) {
+            int64_t nc = md_cfg_int(c, "num_classes", 1);
+            if (nc != 1)
+                md_warn(ctx, "rpn_head (%s): num_classes %lld set to 1 (proposals are class-agnostic)", k->name,
+                        (long long)nc);
+            md_cfg_set_int(c, "num_classes", 1);
+        }
     }
     return c;
 }
@@ -225,9 +265,9 @@ static int add_part(md_module *m, const char *name, md_module *part, md_error *e
 static int build_head(md_ctx *ctx, md_module *m, const md_cfg *cfg, const char *key, const md_cfg *train,
                       const md_cfg *test, const char *sub, bool rpn, md_module **out, md_error *err) {
     if (md_cfg_is_none(md_cfg_get(cfg, key))) return 0;
-    md_cfg *hc = head_cfg(md_cfg_get(cfg, key), train, sub, test, sub, rpn);
+    md_cfg *hc = head_cfg(ctx, md_cfg_get(cfg, key), train, sub, test, sub, rpn);
     if (!hc) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-    *out = md_build_from_cfg(ctx, "heads", hc, NULL, err);
+    *out = rpn ? md_build_dense_head(ctx, hc, NULL, err) : md_build_from_cfg(ctx, "heads", hc, NULL, err);
     md_cfg_free(hc);
     if (!*out) {
         md_error_wrap(err, "%s", key);
@@ -268,6 +308,18 @@ static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const m
     if (build_head(ctx, m, cfg, "rpn_head", train, test, "rpn", true, &d->rpn, err) ||
         build_head(ctx, m, cfg, "roi_head", train, test, "rcnn", false, &d->roi, err))
         goto fail;
+    if (d->rpn) {
+        /* TwoStageDetector: proposal_cfg = train_cfg.get('rpn_proposal', test_cfg.rpn) */
+        static const md_dense_test_cfg dflt = { .nms_pre = -1, .score_thr = 0, .min_bbox_size = 0, .nms_iou = -1,
+                                                .max_per_img = 1000 };
+        const md_cfg *pc = md_cfg_is_none(train) ? NULL : md_cfg_get(train, "rpn_proposal");
+        const char *what = "train_cfg.rpn_proposal";
+        if (md_cfg_is_none(pc)) pc = md_cfg_is_none(test) ? NULL : md_cfg_get(test, "rpn"), what = "test_cfg.rpn";
+        if (!md_cfg_is_none(pc)) {
+            if (md_dense_test_cfg_read(pc, what, &dflt, &d->proposal_cfg, err)) goto fail;
+            d->has_proposal_cfg = true;
+        }
+    }
     if (md_model_init_weights(ctx, d->backbone, err) || (d->neck && md_model_init_weights(ctx, d->neck, err)))
         goto fail;
     md_module_train(m, true);

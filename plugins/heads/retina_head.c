@@ -58,10 +58,9 @@ typedef struct retina {
     md_conv_module_opts norm;   /* norm_cfg of the stacked convs */
     int allowed_border;
     double pos_weight;
-    /* test_cfg */
+    /* test_cfg (min_bbox_size is read but unused, as in mmdet 2.28) */
     bool has_test_cfg;
-    int64_t nms_pre, max_per_img;
-    double score_thr, iou_thr;
+    md_dense_test_cfg test;
 } retina;
 
 static const md_module_class list_class = { .name = "ModuleList" };
@@ -78,7 +77,6 @@ static md_tensor *call_item(md_ctx *ctx, md_module *m, const char *list, int i, 
 static int head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,
                         md_tensor **reg) {
     retina *h = (retina *)m;
-    md_scope_push(ctx, "bbox_head");
     for (int l = 0; l < n; l++) {
         md_tensor *c = feats[l], *r = feats[l];
         for (int i = 0; i < h->stacked_convs; i++) c = call_item(ctx, m, "cls_convs", i, c);
@@ -86,7 +84,6 @@ static int head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int 
         cls[l] = md_module_call(ctx, m, "retina_cls", c);
         reg[l] = md_module_call(ctx, m, "retina_reg", r);
     }
-    md_scope_pop(ctx);
     return md_ctx_failed(ctx) ? -1 : 0;
 }
 
@@ -213,8 +210,10 @@ static int head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor
         md_tensor *idx = md_tensor_from(ctx, MD_I64, MD_DIMS(n_in), inside_idx);
         md_tensor *anc = n_in == T ? anchors : md_index_select(ctx, anchors, 0, idx);
         md_tensor *gt = boxes_tensor(ctx, &batch->gt_bboxes[i]);
-        md_tensor *gl = md_tensor_from(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n),
-                                       batch->gt_bboxes[i].n ? batch->gt_bboxes[i].labels : NULL);
+        /* no labels (the RPN role, mmdet's gt_labels=None): class 0 */
+        const int64_t *glab = batch->gt_bboxes[i].labels;
+        md_tensor *gl = glab ? md_tensor_from(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n), batch->gt_bboxes[i].n ? glab : NULL)
+                             : md_tensor_zeros(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n));
         md_tensor *gi = batch->gt_bboxes_ignore && batch->gt_bboxes_ignore[i].n
                             ? boxes_tensor(ctx, &batch->gt_bboxes_ignore[i]) : NULL;
         if (!anc || !gt || !gl) return md_failc(err, MD_ERR_SHAPE, "RetinaHead: %s", md_ctx_error(ctx)->msg);
@@ -271,12 +270,14 @@ static int cand_cmp(const void *a, const void *b) {
     return x->flat < y->flat ? -1 : x->flat > y->flat;
 }
 
-/* with_nms false: the candidates before NMS (mmdet's with_nms=False). */
-static int get_bboxes_impl(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
-                           const md_batch *batch, bool rescale, bool with_nms, md_det_result *results,
-                           md_error *err) {
+/* mmdet's get_bboxes with cfg (NULL: test_cfg); with_nms false: the
+ * candidates before NMS (mmdet's with_nms=False). */
+static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
+                           const md_batch *batch, const md_dense_test_cfg *tc, bool rescale, bool with_nms,
+                           md_det_result *results, md_error *err) {
     retina *h = (retina *)m;
-    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
+    if (!tc && !h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
+    if (!tc) tc = &h->test;
     int64_t C = h->num_classes, Anum = h->num_anchors;
     bool was = md_grad_set_enabled(ctx, false);
     /* post-processing is host logic (thresholds, sorting, NMS on a few
@@ -307,11 +308,11 @@ static int get_bboxes_impl(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_
                     const float *plane = cp + (a * C + c) * HW;
                     for (int64_t p = 0; p < HW; p++) {
                         float s = 1.0f / (1.0f + expf(-plane[p]));
-                        if (s > (float)h->score_thr) cs[nc++] = (cand){ s, (p * Anum + a) * C + c };
+                        if (s > (float)tc->score_thr) cs[nc++] = (cand){ s, (p * Anum + a) * C + c };
                     }
                 }
             qsort(cs, (size_t)nc, sizeof(cand), cand_cmp);
-            int64_t k = h->nms_pre > 0 && h->nms_pre < nc ? h->nms_pre : nc;
+            int64_t k = tc->nms_pre > 0 && tc->nms_pre < nc ? tc->nms_pre : nc;
             md_tensor *sel_pri = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
             md_tensor *sel_reg = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
             lv_scores[l] = md_tensor_empty(ctx, MD_F32, MD_DIMS(k));
@@ -346,11 +347,11 @@ static int get_bboxes_impl(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_
             results[i] = (md_det_result){ (int)nb, cb, md_i64(labels) };
             continue;
         }
-        md_tensor *keep = nb ? md_batched_nms(ctx, boxes, scores, labels, h->iou_thr, false, -1)
+        md_tensor *keep = nb ? md_batched_nms(ctx, boxes, scores, labels, tc->nms_iou, false, -1)
                              : md_tensor_empty(ctx, MD_I64, MD_DIMS(0));
         if (!keep) goto op_failed;
         int64_t nk = md_tensor_numel(keep);
-        if (h->max_per_img > 0 && nk > h->max_per_img) nk = h->max_per_img;
+        if (tc->max_per_img > 0 && nk > tc->max_per_img) nk = tc->max_per_img;
         float *ob = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nk * 5 + 1));
         int64_t *ol = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(nk + 1));
         if (!ob || !ol) goto op_failed;
@@ -369,38 +370,9 @@ op_failed:
     return md_failc(err, MD_ERR_SHAPE, "RetinaHead.get_bboxes: %s", md_ctx_error(ctx)->msg);
 }
 
-static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
-                           const md_batch *batch, bool rescale, md_det_result *results, md_error *err) {
-    return get_bboxes_impl(ctx, m, cls, reg, n, batch, rescale, true, results, err);
-}
-
-/* BBoxTestMixin.aug_test_bboxes: each variant's candidates (get_bboxes
- * with rescale=False, with_nms=False) mapped back to the original image,
- * concatenated, batched NMS and max_per_img of test_cfg. */
-static int head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
-                         md_det_result *results, md_error *err) {
-    retina *h = (retina *)m;
-    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RetinaHead: testing needs a test_cfg");
-    int na = md_batch_n_augs(batch), N = batch->n;
-    md_det_result *cands = md_ctx_alloc(ctx, sizeof *cands * (size_t)(na * N)), *one = md_ctx_alloc(ctx, sizeof *one * (size_t)na);
-    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
-    if (!cands || !one || !metas) return md_failc(err, MD_ERR_NOMEM, "RetinaHead.aug_test: %s", md_ctx_error(ctx)->msg);
-    for (int k = 0; k < na; k++) {
-        md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
-        if (head_forward(ctx, m, feats[k], n, cls, reg))
-            return md_failc(err, MD_ERR_SHAPE, "RetinaHead.aug_test: variant %d: %s", k, md_ctx_error(ctx)->msg);
-        if (get_bboxes_impl(ctx, m, cls, reg, n, md_batch_aug(batch, k), false, false, cands + (size_t)k * N, err))
-            return md_error_wrap(err, "test-time variant %d of %d", k, na);
-    }
-    for (int i = 0; i < N; i++) {
-        for (int k = 0; k < na; k++) {
-            one[k] = cands[(size_t)k * N + i];
-            metas[k] = &md_batch_aug(batch, k)->metas[i];
-        }
-        if (md_merge_aug_dets(ctx, one, metas, na, h->iou_thr, h->max_per_img, &results[i]))
-            return md_failc(err, MD_ERR_SHAPE, "RetinaHead.aug_test: image %d: %s", i, md_ctx_error(ctx)->msg);
-    }
-    return 0;
+static const md_dense_test_cfg *head_test_cfg(const md_module *m) {
+    const retina *h = (const retina *)m;
+    return h->has_test_cfg ? &h->test : NULL;
 }
 
 static void head_destroy(md_module *m) {
@@ -415,10 +387,11 @@ static int head_num_classes(const md_module *m) { return ((const retina *)m)->nu
 
 static const md_dense_head_class head_cls = {
     .model = { .module = { .name = "RetinaHead", .destroy = head_destroy, .num_classes = head_num_classes } },
+    .tag = MD_DENSE_HEAD_TAG,
     .forward = head_forward,
     .loss = head_loss,
     .get_bboxes = head_get_bboxes,
-    .aug_test = head_aug_test,
+    .test_cfg = head_test_cfg,
 };
 
 /* A conv with mmdet RetinaHead's init: normal(0, 0.01), bias `bias`. */
@@ -527,16 +500,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     const md_cfg *te = md_cfg_get(cfg, "test_cfg");
     if (!md_cfg_is_none(te)) {
+        static const md_dense_test_cfg dflt = { .nms_pre = -1, .score_thr = 0.0, .min_bbox_size = -1,
+                                                .nms_iou = 0.5, .max_per_img = 100 };
         h->has_test_cfg = true;
-        h->nms_pre = md_cfg_int(te, "nms_pre", -1);
-        h->score_thr = md_cfg_float(te, "score_thr", 0.0);
-        h->max_per_img = md_cfg_int(te, "max_per_img", 100);
-        h->iou_thr = md_cfg_float(md_cfg_get(te, "nms"), "iou_threshold", 0.5);
-        const char *nt = md_cfg_str(md_cfg_get(te, "nms"), "type", "nms");
-        if (strcmp(nt, "nms") != 0) {
-            md_failc(err, MD_ERR_CONFIG, "test_cfg.nms.type: only \"nms\" is supported, got \"%s\"", nt);
-            goto fail;
-        }
+        if (md_dense_test_cfg_read(te, "test_cfg", &dflt, &h->test, err)) goto fail;
     }
     /* layers: mmdet's init_cfg Normal(std 0.01) on every Conv2d, retina_cls bias_prob 0.01 */
     const char *lists[2] = { "cls_convs", "reg_convs" };

@@ -7,9 +7,13 @@
  * is no sampling and avg_factor is the positives' sum alone. The box loss
  * is on the encoded deltas, or with reg_decoded_bbox on the deltas decoded
  * against the anchors, compared with the gt boxes (GIoU, IoU, L1).
- * Proposals: per level the nms_pre best scores, decode and clip, drop boxes
- * not wider and taller than min_bbox_size, batched NMS with the level as
- * the class, then max_per_img. Init: Normal(0, 0.01) on the convs.
+ * Proposals (get_bboxes): per level the nms_pre best scores, decode and
+ * clip, drop boxes not wider and taller than min_bbox_size, batched NMS with
+ * the level as the class, then max_per_img; labels 0. As in mmdet 2.28,
+ * with_nms is ignored; unlike it (as mmdet 3), rescale divides by the
+ * scale_factor, so the head also serves a single-stage detector. A dense
+ * head (bbox.h): forward_train, simple_test and the test-time
+ * augmentations are the core's defaults. Init: Normal(0, 0.01) on the convs.
  */
 #include <math.h>
 #include <stdio.h>
@@ -37,11 +41,8 @@ static const md_key keys[] = {
       "L1Loss or SmoothL1Loss", false },
     { "train_cfg", MD_KEY_ANY, "None", "assigner, sampler, allowed_border, pos_weight (train_cfg.rpn)", false },
     { "test_cfg", MD_KEY_ANY, "None", "nms_pre, max_per_img, nms, min_bbox_size (test_cfg.rpn)", false },
-    { "proposal_cfg", MD_KEY_ANY, "None", "proposals during training (train_cfg.rpn_proposal)", false },
     { "init_cfg", MD_KEY_ANY, "None", "init config (default Normal std 0.01); Pretrained loads a checkpoint", false },
     { 0 } };
-
-typedef struct prop_cfg { bool set; int64_t nms_pre, max_per_img; double iou, min_bbox_size; } prop_cfg;
 
 typedef struct rpn_head {
     md_module base;
@@ -54,7 +55,8 @@ typedef struct rpn_head {
     md_bbox_coder *coder;
     md_bbox_assigner *assigner;
     md_bbox_sampler *sampler;
-    prop_cfg train_prop, test_prop;
+    bool has_test_cfg;
+    md_dense_test_cfg test_cfg;
     md_cfg *init_cfg;
 } rpn_head;
 
@@ -63,15 +65,27 @@ enum { IOU_LOG = 0, IOU_LINEAR, IOU_SQUARE };   /* mmdet IoULoss modes */
 
 #define FAIL_OP(err, what) md_fail((err), "RPNHead.%s: %s", (what), md_ctx_error(ctx)->msg)
 
-/* Per-level outputs, permuted to mmdet's (y, x, anchor) order and
- * concatenated over levels: cls [N, T], reg [N, T, 4]. */
-static int rpn_outputs(md_ctx *ctx, rpn_head *h, md_tensor *const *feats, int n, md_tensor **cls, md_tensor **reg,
-                       int64_t *level_sizes) {
-    md_tensor *cs[MD_MAX_LEVELS], *rs[MD_MAX_LEVELS];
-    md_module *m = &h->base;
+/* RPNHead.forward_single per level: rpn_conv + ReLU, rpn_cls [N, A, H, W],
+ * rpn_reg [N, 4A, H, W]. */
+static int rpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,
+                       md_tensor **reg) {
     for (int l = 0; l < n; l++) {
         md_tensor *x = md_relu_(ctx, md_module_call(ctx, m, "rpn_conv", feats[l]));
-        md_tensor *c = md_module_call(ctx, m, "rpn_cls", x), *r = md_module_call(ctx, m, "rpn_reg", x);
+        cls[l] = md_module_call(ctx, m, "rpn_cls", x);
+        reg[l] = md_module_call(ctx, m, "rpn_reg", x);
+        if (!cls[l] || !reg[l]) return -1;
+    }
+    return 0;
+}
+
+/* The outputs permuted to mmdet's (y, x, anchor) order and concatenated
+ * over levels: cls [N, T], reg [N, T, 4]; the anchors of each level's size
+ * level_sizes[l]. */
+static int flatten_outputs(md_ctx *ctx, rpn_head *h, md_tensor *const *cls_l, md_tensor *const *reg_l, int n,
+                           md_tensor **cls, md_tensor **reg, int64_t *level_sizes) {
+    md_tensor *cs[MD_MAX_LEVELS], *rs[MD_MAX_LEVELS];
+    for (int l = 0; l < n; l++) {
+        md_tensor *c = cls_l[l], *r = reg_l[l];
         if (!c || !r) return -1;
         int64_t N = c->shape[0];
         level_sizes[l] = c->shape[2] * c->shape[3] * h->num_anchors;
@@ -83,11 +97,18 @@ static int rpn_outputs(md_ctx *ctx, rpn_head *h, md_tensor *const *feats, int n,
     return *cls && *reg ? 0 : -1;
 }
 
-/* Anchors of every level for the feature sizes, [T, 4], and the level of each. */
-static md_tensor *all_anchors(md_ctx *ctx, rpn_head *h, md_tensor *const *feats, int n) {
+/* Anchors of every level for the output sizes, [T, 4]. */
+static md_tensor *all_anchors(md_ctx *ctx, rpn_head *h, md_tensor *const *cls, int n) {
     md_tensor *a[MD_MAX_LEVELS];
-    for (int l = 0; l < n; l++) a[l] = md_grid_priors(ctx, h->anchors, l, feats[l]->shape[2], feats[l]->shape[3]);
+    for (int l = 0; l < n; l++) a[l] = md_grid_priors(ctx, h->anchors, l, cls[l]->shape[2], cls[l]->shape[3]);
     return n == 1 ? a[0] : md_cat(ctx, a, n, 0);
+}
+
+static int check_levels(rpn_head *h, int n, md_error *err) {
+    int nl = h->anchors->iface->num_levels(h->anchors);
+    if (n < 1 || n > nl || n > MD_MAX_LEVELS)
+        return md_failc(err, MD_ERR_SHAPE, "RPNHead: %d feature maps, the anchor generator has %d levels", n, nl);
+    return 0;
 }
 
 /* Row i of a batch-first tensor, without the batch dimension. */
@@ -101,7 +122,7 @@ static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
 /* _get_bboxes_single of one image (grad off). */
 static md_tensor *proposals_one(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_tensor *reg, md_tensor *anchors,
                                 const int64_t *level_sizes, int n_levels, const md_img_meta *meta,
-                                const prop_cfg *pc) {
+                                const md_dense_test_cfg *pc) {
     md_tensor *sc[MD_MAX_LEVELS], *rg[MD_MAX_LEVELS], *an[MD_MAX_LEVELS], *ids[MD_MAX_LEVELS];
     int64_t off = 0;
     for (int l = 0; l < n_levels; l++) {
@@ -146,7 +167,7 @@ static md_tensor *proposals_one(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_ten
     }
     if (!props) return NULL;
     if (props->shape[0] == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
-    md_tensor *keep = md_batched_nms(ctx, props, scores, lv, pc->iou, false, pc->max_per_img);
+    md_tensor *keep = md_batched_nms(ctx, props, scores, lv, pc->nms_iou, false, pc->max_per_img);
     if (!keep) return NULL;
     int64_t K = keep->shape[0];
     if (pc->max_per_img > 0 && K > pc->max_per_img) K = pc->max_per_img;
@@ -160,10 +181,24 @@ static md_tensor *proposals_one(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_ten
     return out;
 }
 
-static int get_proposals(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_tensor *reg, md_tensor *anchors,
-                         const int64_t *level_sizes, int n, const md_batch *batch, const prop_cfg *pc,
-                         md_tensor **proposals, md_error *err) {
+/* get_bboxes: results[i] the proposals of image i, labels 0. */
+static int rpn_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls_l, md_tensor *const *reg_l, int n,
+                          const md_batch *batch, const md_dense_test_cfg *pc, bool rescale, bool with_nms,
+                          md_det_result *results, md_error *err) {
+    rpn_head *h = (rpn_head *)m;
+    (void)with_nms;   /* mmdet 2.28's RPNHead ignores it */
+    if (!pc && !h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "RPNHead: get_bboxes needs test_cfg");
+    if (!pc) pc = &h->test_cfg;
+    if (check_levels(h, n, err)) return -1;
     bool was = md_grad_set_enabled(ctx, false);
+    int64_t level_sizes[MD_MAX_LEVELS];
+    md_tensor *cls = NULL, *reg = NULL;
+    md_tensor *anchors = flatten_outputs(ctx, h, cls_l, reg_l, n, &cls, &reg, level_sizes) ? NULL
+                         : md_contiguous(ctx, all_anchors(ctx, h, cls_l, n));
+    if (!anchors) {
+        md_grad_set_enabled(ctx, was);
+        return FAIL_OP(err, "get_bboxes");
+    }
     /* proposals are host logic (top-k, decode, NMS): one CPU copy of the
      * outputs (the model's own device when that is the CPU) */
     cls = md_tensor_to(ctx, md_tensor_detach(ctx, cls), MD_DEVICE_CPU);
@@ -174,12 +209,20 @@ static int get_proposals(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_tensor *re
     }
     for (int i = 0; i < batch->n; i++) {
         md_tensor *ci = row(ctx, cls, i), *ri = row(ctx, reg, i);
-        proposals[i] = proposals_one(ctx, h, md_tensor_detach(ctx, ci), md_tensor_detach(ctx, ri), anchors,
+        md_tensor *p = proposals_one(ctx, h, md_tensor_detach(ctx, ci), md_tensor_detach(ctx, ri), anchors,
                                      level_sizes, n, &batch->metas[i], pc);
-        if (!proposals[i]) {
+        int64_t *labels = p ? md_ctx_alloc(ctx, sizeof *labels * (size_t)(p->shape[0] + 1)) : NULL;
+        float *b = p && rescale ? md_ctx_alloc(ctx, sizeof *b * (size_t)(5 * p->shape[0] + 1)) : NULL;
+        if (!labels || (rescale && !b)) {
             md_grad_set_enabled(ctx, was);
             return FAIL_OP(err, "get_bboxes");
         }
+        memset(labels, 0, sizeof *labels * (size_t)p->shape[0]);
+        if (rescale) {
+            for (int64_t j = 0; j < 5 * p->shape[0]; j++)
+                b[j] = j % 5 == 4 ? md_f32(p)[j] : md_f32(p)[j] / batch->metas[i].scale_factor[j % 5];
+        }
+        results[i] = (md_det_result){ (int)p->shape[0], rescale ? b : md_f32(p), labels };
     }
     md_grad_set_enabled(ctx, was);
     return 0;
@@ -207,9 +250,12 @@ static md_tensor *inside_flags(md_ctx *ctx, rpn_head *h, md_tensor *const *feats
     return v;
 }
 
-static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
-                             md_rng *rng, md_losses *losses, md_tensor **proposals, md_error *err) {
+/* AnchorHead.loss with RPN's labels: loss_rpn_cls and loss_rpn_bbox. */
+static int rpn_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls_l, md_tensor *const *reg_l, int n,
+                    const md_batch *batch, md_losses *losses, md_error *err) {
     rpn_head *h = (rpn_head *)m;
+    md_rng *rng = md_ctx_rng(ctx);
+    md_tensor *const *feats = cls_l;   /* only their sizes are read */
     if (!h->assigner || !h->sampler)
         return md_failc(err, MD_ERR_CONFIG, "RPNHead: training needs train_cfg with an assigner");
     if (n != h->anchors->iface->num_levels(h->anchors))
@@ -217,8 +263,8 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
                         h->anchors->iface->num_levels(h->anchors));
     int64_t level_sizes[MD_MAX_LEVELS];
     md_tensor *cls, *reg;
-    if (rpn_outputs(ctx, h, feats, n, &cls, &reg, level_sizes)) return FAIL_OP(err, "forward");
-    md_tensor *anchors = md_contiguous(ctx, all_anchors(ctx, h, feats, n));
+    if (flatten_outputs(ctx, h, cls_l, reg_l, n, &cls, &reg, level_sizes)) return FAIL_OP(err, "forward");
+    md_tensor *anchors = md_contiguous(ctx, all_anchors(ctx, h, cls_l, n));
     if (!anchors) return FAIL_OP(err, "anchors");
     int64_t T = anchors->shape[0], N = batch->n;
     if (cls->shape[1] != T) return md_failc(err, MD_ERR_SHAPE, "RPNHead: %lld scores for %lld anchors",
@@ -324,45 +370,12 @@ static int rpn_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats,
     }
     if (!lc || !lb) return FAIL_OP(err, "loss");
     if (md_losses_add(losses, "loss_rpn_cls", lc, err) || md_losses_add(losses, "loss_rpn_bbox", lb, err)) return -1;
-    if (!proposals) return 0;
-    const prop_cfg *pc = h->train_prop.set ? &h->train_prop : &h->test_prop;
-    if (!pc->set) return md_failc(err, MD_ERR_CONFIG, "RPNHead: proposals need proposal_cfg or test_cfg");
-    return get_proposals(ctx, h, cls, reg, anchors, level_sizes, n, batch, pc, proposals, err);
-}
-
-static int rpn_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
-                           md_tensor **proposals, md_error *err) {
-    rpn_head *h = (rpn_head *)m;
-    if (!h->test_prop.set) return md_failc(err, MD_ERR_CONFIG, "RPNHead: simple_test needs test_cfg");
-    int64_t level_sizes[MD_MAX_LEVELS];
-    md_tensor *cls, *reg;
-    if (rpn_outputs(ctx, h, feats, n, &cls, &reg, level_sizes)) return FAIL_OP(err, "forward");
-    md_tensor *anchors = md_contiguous(ctx, all_anchors(ctx, h, feats, n));
-    if (!anchors) return FAIL_OP(err, "anchors");
-    return get_proposals(ctx, h, cls, reg, anchors, level_sizes, n, batch, &h->test_prop, proposals, err);
-}
-
-/* RPNTestMixin.aug_test_rpn: each variant's proposals, then per image
- * merge_aug_proposals with test_cfg (nms iou, max_per_img). */
-static int rpn_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
-                        md_tensor **proposals, md_error *err) {
-    rpn_head *h = (rpn_head *)m;
-    int na = md_batch_n_augs(batch), N = batch->n;
-    md_tensor **per = md_ctx_alloc(ctx, sizeof *per * (size_t)(na * N)), **one = md_ctx_alloc(ctx, sizeof *one * (size_t)na);
-    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
-    if (!per || !one || !metas) return FAIL_OP(err, "aug_test");
-    for (int k = 0; k < na; k++)
-        if (rpn_simple_test(ctx, m, feats[k], n, md_batch_aug(batch, k), per + (size_t)k * N, err))
-            return md_error_wrap(err, "test-time variant %d of %d", k, na);
-    for (int i = 0; i < N; i++) {
-        for (int k = 0; k < na; k++) {
-            one[k] = per[(size_t)k * N + i];
-            metas[k] = &md_batch_aug(batch, k)->metas[i];
-        }
-        proposals[i] = md_merge_aug_proposals(ctx, one, metas, na, h->test_prop.iou, h->test_prop.max_per_img);
-        if (!proposals[i]) return FAIL_OP(err, "merge_aug_proposals");
-    }
     return 0;
+}
+
+static const md_dense_test_cfg *rpn_test_cfg(const md_module *m) {
+    const rpn_head *h = (const rpn_head *)m;
+    return h->has_test_cfg ? &h->test_cfg : NULL;
 }
 
 static int rpn_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
@@ -378,38 +391,20 @@ static void rpn_destroy(md_module *m) {
     md_cfg_free(h->init_cfg);
 }
 
-static const md_rpn_head_class rpn_cls = {
-    .model = { .module = { .name = "RPNHead", .destroy = rpn_destroy }, .init_weights = rpn_init_weights },
-    .forward_train = rpn_forward_train,
-    .simple_test = rpn_simple_test,
-    .aug_test = rpn_aug_test,
-};
-
-/* nms_pre, max_per_img, nms = { type = "nms"; iou_threshold }, min_bbox_size. */
-static int read_prop_cfg(const md_cfg *c, const char *what, prop_cfg *out, md_error *err) {
-    static const md_key pkeys[] = {
-        { "nms_pre", MD_KEY_INT, "-1", "best scores kept per level before NMS", false },
-        { "max_per_img", MD_KEY_INT, "1000", "proposals kept after NMS", false },
-        { "nms", MD_KEY_GROUP, NULL, "{ type = \"nms\"; iou_threshold = 0.7; }", true },
-        { "min_bbox_size", MD_KEY_FLOAT, "0", "boxes must be wider and taller than this", false },
-        { 0 } };
-    memset(out, 0, sizeof *out);
-    if (md_cfg_is_none(c)) return 0;
-    if (md_cfg_check_keys(c, pkeys, what, err)) return -1;
-    const md_cfg *nms = md_cfg_get(c, "nms");
-    static const md_key nkeys[] = { { "type", MD_KEY_STRING, "\"nms\"", NULL, false },
-                                    { "iou_threshold", MD_KEY_FLOAT, NULL, NULL, true }, { 0 } };
-    if (md_cfg_check_keys(nms, nkeys, "nms", err)) return md_error_wrap(err, "%s", what);
-    if (strcmp(md_cfg_str(nms, "type", "nms"), "nms"))
-        return md_failc(err, MD_ERR_CONFIG, "%s.nms.type \"%s\" is not supported (nms)", what,
-                        md_cfg_str(nms, "type", ""));
-    out->set = true;
-    out->nms_pre = md_cfg_int(c, "nms_pre", -1);
-    out->max_per_img = md_cfg_int(c, "max_per_img", 1000);
-    out->iou = md_cfg_float(nms, "iou_threshold", 0.7);
-    out->min_bbox_size = md_cfg_float(c, "min_bbox_size", 0);
-    return 0;
+static int rpn_num_classes(const md_module *m) {
+    (void)m;
+    return 1;
 }
+
+static const md_dense_head_class rpn_cls = {
+    .model = { .module = { .name = "RPNHead", .destroy = rpn_destroy, .num_classes = rpn_num_classes },
+               .init_weights = rpn_init_weights },
+    .tag = MD_DENSE_HEAD_TAG,
+    .forward = rpn_forward,
+    .loss = rpn_loss,
+    .get_bboxes = rpn_get_bboxes,
+    .test_cfg = rpn_test_cfg,
+};
 
 static int add_conv(md_ctx *ctx, md_module *m, const char *name, int in, int out, int k, md_error *err) {
     md_module *c = md_nn_conv2d(ctx, in, out, k, k, MD_CONV2D(1, k / 2), true, err);
@@ -505,9 +500,14 @@ static void *rpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         h->allowed_border = (int)md_cfg_int(tc, "allowed_border", -1);
         h->pos_weight = md_cfg_float(tc, "pos_weight", -1);
     }
-    if (read_prop_cfg(md_cfg_get(cfg, "test_cfg"), "test_cfg", &h->test_prop, err) ||
-        read_prop_cfg(md_cfg_get(cfg, "proposal_cfg"), "proposal_cfg", &h->train_prop, err))
-        goto fail;
+    const md_cfg *te = md_cfg_get(cfg, "test_cfg");
+    if (!md_cfg_is_none(te)) {
+        /* nms required; the rest as mmdet's rpn test_cfg reads */
+        static const md_dense_test_cfg dflt = { .nms_pre = -1, .score_thr = 0, .min_bbox_size = 0, .nms_iou = -1,
+                                                .max_per_img = 1000 };
+        h->has_test_cfg = true;
+        if (md_dense_test_cfg_read(te, "test_cfg", &dflt, &h->test_cfg, err)) goto fail;
+    }
     if (add_conv(ctx, m, "rpn_conv", in, fc, 3, err) || add_conv(ctx, m, "rpn_cls", fc, h->num_anchors, 1, err) ||
         add_conv(ctx, m, "rpn_reg", fc, h->num_anchors * 4, 1, err))
         goto fail;

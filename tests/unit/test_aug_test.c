@@ -2,7 +2,10 @@
  * bbox_flip / bbox_mapping / bbox_mapping_back against hand-worked boxes
  * and round trips; the merges of merge_augs.py on hand-worked cases;
  * RetinaHead's aug_test against mmdet's aug_test_bboxes written in PyTorch
- * (tests/golden/aug_test_golden.py); the loader's collate of variants; and
+ * (tests/golden/aug_test_golden.py); Faster R-CNN's (the RPN's
+ * aug_test_rpn and the RoI head's aug_test) against mmdet's
+ * TwoStageDetector.aug_test (tests/golden/aug_test_twostage_golden.py);
+ * the loader's collate of variants; and
  * end to end, tiny RetinaNet and Faster R-CNN models trained in process on
  * generated rectangles, tested through md_single_gpu_test (the path of
  * bin/mmdet-test and EvalHook) with 2 scales x flip, and with flip only on
@@ -16,6 +19,7 @@
 #include <mmdet/bbox.h>
 #include <mmdet/evaluation.h>
 #include <mmdet/image.h>
+#include <mmdet/roi_head.h>
 #include "testlib.h"
 
 /* ------------------------------------------------------------- mapping */
@@ -228,9 +232,10 @@ Test(retina_aug, aug_test_matches_mmdet) {
     v[0].augs = augs;
     cr_assert_eq(md_batch_n_augs(&v[0]), 2);
     const md_dense_head_class *hc = md_dense_head_class_of(m);
-    cr_assert_not_null(hc->aug_test);
+    /* RetinaHead leaves aug_test to the core's BBoxTestMixin default */
+    cr_assert_null(hc->aug_test);
     md_det_result res[2];
-    cr_assert_eq(hc->aug_test(hctx, m, feats, 2, &v[0], res, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_dense_head_aug_test(hctx, m, feats, 2, &v[0], true, res, &err), 0, "%s", err.msg);
     for (int i = 0; i < 2; i++) {
         char key[32];
         snprintf(key, sizeof key, "det%d.from_flipped", i);
@@ -249,6 +254,169 @@ Test(retina_aug, aug_test_matches_mmdet) {
         assert_equal(md_tensor_from(hctx, MD_I64, MD_DIMS(res[i].n), res[i].labels), golden_get(hctx, gold, key), key);
     }
     md_module_free(m);
+}
+
+/* ------------------------------------------------- Faster R-CNN golden */
+
+static md_ctx *tctx;
+static md_st *tgold;
+static void twostage_setup(void) {
+    tctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL });
+    tgold = golden_open("aug_test_twostage");
+}
+static void twostage_teardown(void) {
+    md_st_close(tgold);
+    md_ctx_free(tctx);
+}
+TestSuite(twostage_aug, .init = twostage_setup, .fini = twostage_teardown);
+
+static const char *rpn_cfg =
+    "h = { type = \"RPNHead\"; in_channels = 4; feat_channels = 8;\n"
+    "  anchor_generator = { type = \"AnchorGenerator\"; scales = [4]; ratios = [0.5, 1.0, 2.0]; strides = [8, 16]; };\n"
+    "  test_cfg = { nms_pre = 30; max_per_img = 20; nms = { type = \"nms\"; iou_threshold = 0.7; }; min_bbox_size = 0; };\n"
+    "};";
+static const char *roi_cfg =
+    "h = { type = \"StandardRoIHead\";\n"
+    "  bbox_roi_extractor = { type = \"SingleRoIExtractor\";\n"
+    "    roi_layer = { type = \"RoIAlign\"; output_size = 7; sampling_ratio = 0; aligned = true; };\n"
+    "    out_channels = 4; featmap_strides = [8, 16]; };\n"
+    "  bbox_head = { type = \"Shared2FCBBoxHead\"; in_channels = 4; fc_out_channels = 16; roi_feat_size = 7;\n"
+    "    num_classes = 3; reg_class_agnostic = false;\n"
+    "    bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0];\n"
+    "                   target_stds = [0.1, 0.1, 0.2, 0.2]; }; };\n"
+    "  test_cfg = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 25; };\n"
+    "};";
+
+/* A head of `text` with the fixture's weights under `prefix`, in eval mode. */
+static md_module *golden_head(const char *text, const char *prefix) {
+    md_error err = { 0 };
+    md_cfg *root = md_cfg_parse(text, "test_aug_test.cfg", &err);
+    cr_assert_not_null(root, "%s", err.msg);
+    md_module *m = md_build_from_cfg(tctx, "heads", md_cfg_get(root, "h"), NULL, &err);
+    md_cfg_free(root);
+    cr_assert_not_null(m, "%s", err.msg);
+    md_load_report rep;
+    cr_assert_eq(md_module_load_state(tctx, m, tgold, prefix, false, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.missing, 0, "%s: missing %s", prefix, rep.text);
+    cr_assert_gt(rep.loaded, 0, "%s: nothing loaded", prefix);
+    md_module_train(m, false);
+    return m;
+}
+
+/* The golden's two variants (scale 0.5; scale 0.8 flipped) of two images
+ * (100 x 120 and 90 x 110), as MultiScaleFlipAug and collate make them:
+ * v[0] is the batch, its augs the variants. */
+typedef struct golden_variants {
+    md_batch v[2];
+    md_batch *augs[2];
+    md_img_meta metas[2][2];
+    md_tensor *f[2][2];
+    md_tensor *const *feats[2];
+} golden_variants;
+
+static void golden_variants_init(golden_variants *g, md_ctx *c, md_st *st) {
+    static const int shapes[2][2][2] = { { { 50, 60 }, { 45, 55 } }, { { 80, 96 }, { 72, 88 } } };
+    static const int pad[2] = { 64, 96 };
+    static const float scales[2] = { 0.5f, 0.8f };
+    memset(g, 0, sizeof *g);
+    for (int k = 0; k < 2; k++) {
+        g->v[k].n = 2;
+        g->v[k].metas = g->metas[k];
+        g->augs[k] = &g->v[k];
+        g->feats[k] = g->f[k];
+        for (int i = 0; i < 2; i++) {
+            md_img_meta *mt = &g->metas[k][i];
+            *mt = meta_of(shapes[k][i][0], shapes[k][i][1], scales[k], k == 1);
+            mt->ori_shape[0] = i ? 90 : 100, mt->ori_shape[1] = i ? 110 : 120, mt->ori_shape[2] = 3;
+            mt->pad_shape[0] = mt->pad_shape[1] = pad[k], mt->pad_shape[2] = 3;
+        }
+        for (int l = 0; l < 2; l++) {
+            char key[32];
+            snprintf(key, sizeof key, "v%d.feat%d", k, l);
+            g->f[k][l] = golden_get(c, st, key);
+        }
+    }
+    g->v[0].n_augs = 2;
+    g->v[0].augs = g->augs;
+}
+
+/* Proposals [P, 5] against the fixture's entry `key`, rows in order. */
+static void assert_proposals(md_tensor *got, const char *key) {
+    md_tensor *ref = golden_get(tctx, tgold, key);
+    cr_assert_not_null(got, "%s: no proposals", key);
+    cr_assert(got->ndim == 2 && got->shape[1] == 5, "%s: proposals of %d dims", key, got->ndim);
+    cr_assert_eq(got->shape[0], ref->shape[0], "%s: %lld proposals, mmdet %lld", key, (long long)got->shape[0],
+                 (long long)ref->shape[0]);
+    assert_close(md_contiguous(tctx, got), ref, 1e-5, key);
+}
+
+/* mmdet's TwoStageDetector.aug_test on fixed features: the RPN's
+ * aug_test_rpn (each variant's proposals, then merge_aug_proposals) and
+ * StandardRoIHead.aug_test (aug_test_bboxes + multiclass_nms), chained as
+ * the detector chains them. */
+Test(twostage_aug, aug_test_matches_mmdet) {
+    md_error err = { 0 };
+    md_module *rpn = golden_head(rpn_cfg, "w.rpn_head."), *roi = golden_head(roi_cfg, "w.roi_head.");
+    md_grad_set_enabled(tctx, false);
+    golden_variants g;
+    golden_variants_init(&g, tctx, tgold);
+    cr_assert_eq(md_batch_n_augs(&g.v[0]), 2);
+
+    /* each variant's proposals alone (simple_test_rpn) */
+    for (int k = 0; k < 2; k++) {
+        md_tensor *p[2];
+        cr_assert_eq(md_dense_head_simple_test_rpn(tctx, rpn, g.feats[k], 2, &g.v[k], p, &err), 0, "%s", err.msg);
+        for (int i = 0; i < 2; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "v%d.props%d", k, i);
+            assert_proposals(p[i], key);
+        }
+    }
+    /* merged in the original images */
+    md_tensor *props[2];
+    cr_assert_eq(md_dense_head_aug_test_rpn(tctx, rpn, g.feats, 2, &g.v[0], props, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "props%d.from_flipped", i);
+        md_tensor *ff = golden_get(tctx, tgold, key);
+        int nf = 0;
+        for (int64_t j = 0; j < ff->shape[0]; j++) nf += md_u8(ff)[j];
+        /* the fixture exercises both variants */
+        cr_assert(nf > 0 && nf < ff->shape[0], "image %d: %d of %lld proposals from the flipped variant", i, nf,
+                  (long long)ff->shape[0]);
+        snprintf(key, sizeof key, "props%d", i);
+        assert_proposals(props[i], key);
+    }
+
+    /* the RoI head on the merged proposals, detections in the original images */
+    const md_roi_head_class *hc = md_roi_head_class_of(roi);
+    cr_assert_not_null(hc->aug_test);
+    md_tensor *dets[2], *labels[2];
+    cr_assert_eq(hc->aug_test(tctx, roi, g.feats, 2, &g.v[0], props, true, dets, labels, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "det%d.bboxes", i);
+        md_tensor *ref = golden_get(tctx, tgold, key);
+        cr_assert_eq(dets[i]->shape[0], ref->shape[0], "image %d: %lld detections, mmdet %lld", i,
+                     (long long)dets[i]->shape[0], (long long)ref->shape[0]);
+        assert_close(dets[i], ref, 1e-5, key);
+        snprintf(key, sizeof key, "det%d.labels", i);
+        assert_equal(labels[i], golden_get(tctx, tgold, key), key);
+    }
+    /* rescale=False: mmdet scales the merged detections by the first
+     * variant's scale_factor */
+    md_tensor *dn[2], *ln[2];
+    cr_assert_eq(hc->aug_test(tctx, roi, g.feats, 2, &g.v[0], props, false, dn, ln, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(dn[i]->shape[0], dets[i]->shape[0]);
+        for (int64_t j = 0; j < dn[i]->shape[0] * 5; j++) {
+            float want = md_f32(dets[i])[j] * (j % 5 == 4 ? 1.0f : 0.5f);
+            cr_assert(fabsf(md_f32(dn[i])[j] - want) <= 1e-5f * (1 + fabsf(want)), "image %d value %lld: %g, want %g",
+                      i, (long long)j, md_f32(dn[i])[j], want);
+        }
+    }
+    md_module_free(rpn);
+    md_module_free(roi);
 }
 
 /* ------------------------------------------------------------ end to end */

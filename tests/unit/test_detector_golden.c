@@ -80,7 +80,7 @@ static void run(const char *cfg_text, const char *name) {
         int n = md_backbone_forward(ctx, md_module_child(m, "backbone"), b.img, feats, MD_MAX_LEVELS);
         n = md_neck_forward(ctx, md_module_child(m, "neck"), feats, n, feats, MD_MAX_LEVELS);
         cr_assert_eq(n, 5, "%s", md_ctx_error(ctx)->msg);
-        cr_assert_eq(md_rpn_head_class_of(rpn)->simple_test(ctx, rpn, feats, n, &b, props, &err), 0, "%s", err.msg);
+        cr_assert_eq(md_dense_head_simple_test_rpn(ctx, rpn, feats, n, &b, props, &err), 0, "%s", err.msg);
         for (int i = 0; i < 2; i++) {
             char key[16];
             snprintf(key, sizeof key, "props%d", i);

@@ -198,7 +198,7 @@ Test(retina, get_bboxes) {
     md_boxes gts[2], igns[2];
     make_batch(&b, metas, gts, igns);
     md_det_result res[2];
-    cr_assert_eq(hc->get_bboxes(ctx, m, cls, reg, 2, &b, true, res, &err), 0, "%s", err.msg);
+    cr_assert_eq(hc->get_bboxes(ctx, m, cls, reg, 2, &b, NULL, true, true, res, &err), 0, "%s", err.msg);
     for (int i = 0; i < 2; i++) {
         char key[32];
         snprintf(key, sizeof key, "det%d.bboxes", i);

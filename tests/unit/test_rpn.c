@@ -104,8 +104,7 @@ static void losses_of(md_module *m, md_tensor **f, md_losses *losses) {
     make_batch(&b, metas, gts);
     md_error err = { 0 };
     memset(losses, 0, sizeof *losses);
-    cr_assert_eq(md_rpn_head_class_of(m)->forward_train(ctx, m, f, 2, &b, md_ctx_rng(ctx), losses, NULL, &err), 0,
-                 "%s", err.msg);
+    cr_assert_eq(md_dense_head_forward_train(ctx, m, f, 2, &b, NULL, losses, NULL, &err), 0, "%s", err.msg);
     cr_assert_eq(losses->n, 2);
     cr_assert_str_eq(losses->names[0], "loss_rpn_cls");
     cr_assert_str_eq(losses->names[1], "loss_rpn_bbox");
@@ -184,7 +183,7 @@ Test(rpn, proposals) {
     make_batch(&b, metas, gts);
     md_tensor *props[2];
     md_error err = { 0 };
-    cr_assert_eq(md_rpn_head_class_of(m)->simple_test(ctx, m, f, 2, &b, props, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_dense_head_simple_test_rpn(ctx, m, f, 2, &b, props, &err), 0, "%s", err.msg);
     check_proposals(props[0], "props0");
     check_proposals(props[1], "props1");
     md_module_free(m);
@@ -192,16 +191,22 @@ Test(rpn, proposals) {
     /* every anchor a candidate (no nms_pre), min_bbox_size 0 */
     m = build(HEAD "test_cfg = { nms_pre = -1; max_per_img = 1000; nms = { type = \"nms\"; iou_threshold = 0.4; };\n"
                    "             min_bbox_size = 0; }; };");
-    cr_assert_eq(md_rpn_head_class_of(m)->simple_test(ctx, m, f, 2, &b, props, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_dense_head_simple_test_rpn(ctx, m, f, 2, &b, props, &err), 0, "%s", err.msg);
     check_proposals(props[0], "props_all0");
     md_module_free(m);
 }
 
-/* Proposals during training come from proposal_cfg (train_cfg.rpn_proposal). */
+/* Proposals during training come from the proposal_cfg given to
+ * forward_train (the detector's train_cfg.rpn_proposal). */
 Test(rpn, train_proposals) {
-    md_module *m = build(HEAD "train_cfg = { " ASSIGNER RANDOM " allowed_border = -1; };\n"
-                              "proposal_cfg = { nms_pre = 20; max_per_img = 12; nms = { type = \"nms\"; iou_threshold = 0.7; };\n"
-                              "                 min_bbox_size = 2.0; }; };");
+    md_module *m = build(HEAD "train_cfg = { " ASSIGNER RANDOM " allowed_border = -1; }; };");
+    md_error err = { 0 };
+    md_cfg *pcfg = md_cfg_parse("p = { nms_pre = 20; max_per_img = 12; nms = { type = \"nms\"; iou_threshold = 0.7; };\n"
+                                "      min_bbox_size = 2.0; };", "rpn_proposal.cfg", &err);
+    cr_assert_not_null(pcfg, "%s", err.msg);
+    md_dense_test_cfg pc, dflt = { .nms_pre = -1, .min_bbox_size = 0, .nms_iou = -1, .max_per_img = 1000 };
+    cr_assert_eq(md_dense_test_cfg_read(md_cfg_get(pcfg, "p"), "rpn_proposal", &dflt, &pc, &err), 0, "%s", err.msg);
+    md_cfg_free(pcfg);
     md_tensor *f[2];
     feats(f, true);
     md_batch b;
@@ -209,12 +214,15 @@ Test(rpn, train_proposals) {
     md_boxes gts[2];
     make_batch(&b, metas, gts);
     md_losses losses = { 0 };
-    md_tensor *props[2];
-    md_error err = { 0 };
-    cr_assert_eq(md_rpn_head_class_of(m)->forward_train(ctx, m, f, 2, &b, md_ctx_rng(ctx), &losses, props, &err), 0,
-                 "%s", err.msg);
+    md_det_result res[2];
+    cr_assert_eq(md_dense_head_forward_train(ctx, m, f, 2, &b, &pc, &losses, res, &err), 0, "%s", err.msg);
+    cr_assert_eq(losses.n, 2);
+    md_tensor *props[2] = { md_det_result_proposals(ctx, &res[0]), md_det_result_proposals(ctx, &res[1]) };
     check_proposals(props[0], "props0");
     check_proposals(props[1], "props1");
     cr_assert(!props[0]->requires_grad, "proposals are detached");
+    /* without a proposal_cfg, proposals are an error naming it */
+    cr_assert_neq(md_dense_head_forward_train(ctx, m, f, 2, &b, NULL, &losses, res, &err), 0);
+    cr_assert(strstr(err.msg, "proposal_cfg"), "%s", err.msg);
     md_module_free(m);
 }

@@ -102,36 +102,117 @@ typedef struct md_bbox_sampler_iface {
 } md_bbox_sampler_iface;
 struct md_bbox_sampler { const md_bbox_sampler_iface *iface; const char *type; };
 
-/* ---- "heads": dense heads (AnchorHead, RetinaHead, RPNHead, ...) ----
- * Built by md_build_from_cfg("heads", ...) as an md_module whose class
- * starts with md_dense_head_class (like md_backbone_class). The detector
- * passes train_cfg / test_cfg as default args, as mmdet's build_head. */
+/* ---- "heads": dense heads (mmdet's BaseDenseHead: AnchorHead, RetinaHead,
+ * RPNHead, ...) ----
+ * One interface serves a single-stage detector's bbox_head and a two-stage
+ * detector's rpn_head, as in mmdet, where RPNHead is an AnchorHead like
+ * RetinaHead. Built by md_build_from_cfg("heads", ...) as an md_module whose
+ * class starts with md_dense_head_class (the md_class's iface points at it,
+ * as for backbones). The detector passes train_cfg / test_cfg into the
+ * head's config, as mmdet's build_head; the proposal settings of training
+ * (train_cfg.rpn_proposal) are passed to forward_train, as in mmdet.
+ *
+ * A plugin fills forward, loss, get_bboxes and test_cfg; the rest are
+ * optional (NULL: the core's default, mmdet's base-class method), and
+ * callers go through the md_dense_head_* functions below, which apply the
+ * defaults. Results are md_det_result arrays in the step arena: boxes
+ * x1 y1 x2 y2 score, labels 0-based (an RPN's are all 0). */
+
+/* Post-processing settings of get_bboxes: mmdet's test_cfg of a dense head
+ * (the detector's test_cfg.rpn for an RPN) or train_cfg.rpn_proposal.
+ * A head reads what it uses (RPNHead: nms_pre, min_bbox_size, nms,
+ * max_per_img; RetinaHead: nms_pre, score_thr, nms, max_per_img). */
+typedef struct md_dense_test_cfg {
+    int64_t nms_pre;         /* best scores kept per level before NMS (<= 0: all) */
+    double score_thr;        /* candidates must score above it */
+    double min_bbox_size;    /* boxes must be wider and taller (< 0: no filter) */
+    double nms_iou;          /* nms.iou_threshold */
+    int64_t max_per_img;     /* kept after NMS (<= 0: all) */
+} md_dense_test_cfg;
+
+/* Reads cfg (keys nms_pre, score_thr, min_bbox_size, nms = { type = "nms";
+ * iou_threshold }, max_per_img; unknown keys are errors naming `what`) over
+ * `defaults`; defaults->nms_iou < 0 makes `nms` required. 0 or -1. */
+int md_dense_test_cfg_read(const md_cfg *cfg, const char *what, const md_dense_test_cfg *defaults,
+                           md_dense_test_cfg *out, md_error *err);
+
+/* md_dense_head_class.tag: tells a dense head from the other classes of the
+ * "heads" registry (RoI heads, bbox heads), whose structs differ. */
+#define MD_DENSE_HEAD_TAG 0x4d444448u
+
 typedef struct md_dense_head_class {
     md_model_class model;         /* must be first */
-    /* feats[0 .. n) -> per level cls_scores [N, A*C, H, W] and bbox_preds
-     * [N, A*4, H, W]; returns 0 or -1 (ctx error). */
+    uint32_t tag;                 /* MD_DENSE_HEAD_TAG */
+    /* mmdet's forward: feats[0 .. n) -> per level cls_scores [N, A*C, H, W]
+     * and bbox_preds [N, A*4, H, W]; 0 or -1 (ctx error). Required. */
     int (*forward)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls_scores,
                    md_tensor **bbox_preds);
-    /* mmdet's loss(): named losses from the forward outputs and the batch's
-     * ground truth (gt_bboxes, labels, gt_bboxes_ignore, metas). */
+    /* mmdet's loss: named losses from the forward outputs and the batch's
+     * ground truth (gt_bboxes, labels, gt_bboxes_ignore, metas); samplers
+     * draw from md_ctx_rng. The gt labels may be NULL (the RPN role, mmdet's
+     * gt_labels=None): every positive is then class 0. Required. */
     int (*loss)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds, int n,
                 const md_batch *batch, md_losses *losses, md_error *err);
-    /* mmdet's get_bboxes(): results[i] for image i (arrays in the step
-     * arena); rescale divides by the meta's scale_factor. */
+    /* mmdet's get_bboxes: results[i] for image i with cfg (NULL: the head's
+     * test_cfg); rescale divides by the meta's scale_factor; with_nms false
+     * gives the candidates before NMS (test-time augmentation). Required. */
     int (*get_bboxes)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
-                      int n, const md_batch *batch, bool rescale, md_det_result *results, md_error *err);
-    /* mmdet's BaseDenseHead.aug_test (BBoxTestMixin.aug_test_bboxes):
-     * feats[k][0 .. n) are the features of variant k (md_batch_aug(batch,
-     * k)); results[i] for image i merged over the variants, in the
-     * original image's pixels (rescale=True). NULL: no test-time
-     * augmentation. */
-    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                      int n, const md_batch *batch, const md_dense_test_cfg *cfg, bool rescale, bool with_nms,
+                      md_det_result *results, md_error *err);
+    /* The test_cfg read at build; NULL when the head has none. Required. */
+    const md_dense_test_cfg *(*test_cfg)(const md_module *m);
+
+    /* Optional (NULL: the default named). */
+    /* forward_train: forward, loss and, when proposals is not NULL,
+     * get_bboxes(proposal_cfg, rescale=False) (default:
+     * md_dense_head_forward_train). */
+    int (*forward_train)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
+                         const md_dense_test_cfg *proposal_cfg, md_losses *losses, md_det_result *proposals,
+                         md_error *err);
+    /* simple_test (simple_test_bboxes): forward then get_bboxes with the
+     * test_cfg. */
+    int (*simple_test)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
+                       bool rescale, md_det_result *results, md_error *err);
+    /* aug_test (BBoxTestMixin.aug_test_bboxes): feats[k][0 .. n) are the
+     * features of variant k (md_batch_aug(batch, k)); results[i] merged over
+     * the variants (md_merge_aug_dets with the test_cfg's nms and
+     * max_per_img), in the original image's pixels when rescale, else scaled
+     * by variant 0's scale_factor. */
+    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch, bool rescale,
                     md_det_result *results, md_error *err);
+    /* aug_test_rpn (RPNTestMixin): each variant's simple_test without
+     * rescale, then per image md_merge_aug_proposals with the test_cfg's nms
+     * and max_per_img; proposals[i] [P, 5] in the original image's pixels. */
+    int (*aug_test_rpn)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                        md_tensor **proposals, md_error *err);
 } md_dense_head_class;
 
 static inline const md_dense_head_class *md_dense_head_class_of(const md_module *m) {
     return (const md_dense_head_class *)m->cls;
 }
+
+/* md_build_from_cfg in "heads", then a check that the built module's class
+ * is its registered interface, carries MD_DENSE_HEAD_TAG and has the
+ * required entries. */
+md_module *md_build_dense_head(md_ctx *ctx, const md_cfg *cfg, const md_cfg *default_args, md_error *err);
+
+/* The calls, each the class's entry when set, else mmdet's base-class
+ * behaviour written with forward / loss / get_bboxes. 0 or -1 (err set). */
+int md_dense_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
+                                const md_dense_test_cfg *proposal_cfg, md_losses *losses, md_det_result *proposals,
+                                md_error *err);
+int md_dense_head_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const md_batch *batch,
+                              bool rescale, md_det_result *results, md_error *err);
+int md_dense_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                           bool rescale, md_det_result *results, md_error *err);
+/* simple_test_rpn: simple_test without rescale, as proposals[i] [P, 5]
+ * (step tensors, detached). */
+int md_dense_head_simple_test_rpn(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n,
+                                  const md_batch *batch, md_tensor **proposals, md_error *err);
+int md_dense_head_aug_test_rpn(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
+                               md_tensor **proposals, md_error *err);
+/* Detections as proposals: [n, 5] step tensor (NULL, ctx error, on failure). */
+md_tensor *md_det_result_proposals(md_ctx *ctx, const md_det_result *r);
 
 /* ---- calls through the interfaces ---- */
 static inline md_tensor *md_grid_priors(md_ctx *ctx, const md_prior_generator *g, int level, int64_t h,

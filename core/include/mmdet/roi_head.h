@@ -1,6 +1,7 @@
 /* Two-stage parts: the interfaces of RoI extractors ("roi_extractors"),
  * bbox heads and RoI heads ("heads"), as mmdet 2.x's SingleRoIExtractor,
- * BBoxHead and StandardRoIHead use each other.
+ * BBoxHead and StandardRoIHead use each other. (The RPN is a dense head,
+ * bbox.h.)
  *
  * Like backbones (models.h), a plugin's md_class `iface` points at its class
  * struct, which starts with md_model_class, and `build` returns an md_module*
@@ -88,31 +89,9 @@ static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m
     return (const md_bbox_head_class *)m->cls;
 }
 
-/* ---- the RPN ("heads"), RPNHead ----
- * Built with train_cfg = the detector's train_cfg.rpn, test_cfg = its
- * test_cfg.rpn and proposal_cfg = train_cfg.rpn_proposal (mmdet's
- * TwoStageDetector wiring); proposals are detached, [P, 5] (x1 y1 x2 y2 score)
- * in the input image's pixels. */
-typedef struct md_rpn_head_class {
-    md_model_class model;         /* must be first */
-    /* Losses loss_rpn_cls and loss_rpn_bbox (summed over levels) and, with
-     * proposal_cfg, proposals[i] for each image of the batch. */
-    int (*forward_train)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
-                         md_rng *rng, md_losses *losses, md_tensor **proposals, md_error *err);
-    /* simple_test_rpn: proposals with test_cfg. */
-    int (*simple_test)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
-                       md_tensor **proposals, md_error *err);
-    /* mmdet's RPNTestMixin.aug_test_rpn: feats[k] are the features of
-     * variant k (md_batch_aug(batch, k)); proposals[i] of image i merged
-     * over the variants (merge_aug_proposals with test_cfg), in the
-     * original image's pixels. NULL: not supported. */
-    int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
-                    md_tensor **proposals, md_error *err);
-} md_rpn_head_class;
-
-static inline const md_rpn_head_class *md_rpn_head_class_of(const md_module *m) {
-    return (const md_rpn_head_class *)m->cls;
-}
+/* The RPN of a two-stage detector is a dense head (md_dense_head_class,
+ * bbox.h): proposals from md_dense_head_forward_train /
+ * md_dense_head_simple_test_rpn / md_dense_head_aug_test_rpn. */
 
 /* ---- RoI heads ("heads"), StandardRoIHead ---- */
 typedef struct md_roi_head_class {
