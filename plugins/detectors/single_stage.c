@@ -75,6 +75,8 @@ static int train_step(md_ctx *ctx, md_module *m, void *batch, md_losses *losses,
     md_scope_push(ctx, "bbox_head");
     int rc = md_dense_head_forward_train(ctx, d->head, feats, n, b, NULL, losses, NULL, err);
     md_scope_pop(ctx);
+    /* the features go once the head's backward has read them */
+    for (int i = 0; i < n; i++) md_tensor_release(ctx, feats[i]);
     return rc;
 }
 

@@ -103,6 +103,8 @@ static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *
     md_scope_push(ctx, "roi_head");
     rc = md_roi_head_class_of(d->roi)->forward_train(ctx, d->roi, feats, n, b, props, rng, losses, err);
     md_scope_pop(ctx);
+    /* the features go once both heads' backward have read them */
+    for (int i = 0; i < n; i++) md_tensor_release(ctx, feats[i]);
     return rc ? md_error_wrap(err, "roi_head") : 0;
 }
 

@@ -74,15 +74,23 @@ static md_tensor *call_item(md_ctx *ctx, md_module *m, const char *list, int i, 
     return x;
 }
 
+/* Returns y, after handing back x (the input of the layer that made y)
+ * unless x is the level's feature map, which belongs to the caller. */
+static md_tensor *release_after(md_ctx *ctx, md_tensor *x, md_tensor *feat, md_tensor *y) {
+    if (y && x != feat) md_tensor_release(ctx, x);
+    return y;
+}
+
 static int head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,
                         md_tensor **reg) {
     retina *h = (retina *)m;
     for (int l = 0; l < n; l++) {
         md_tensor *c = feats[l], *r = feats[l];
-        for (int i = 0; i < h->stacked_convs; i++) c = call_item(ctx, m, "cls_convs", i, c);
-        for (int i = 0; i < h->stacked_convs; i++) r = call_item(ctx, m, "reg_convs", i, r);
-        cls[l] = md_module_call(ctx, m, "retina_cls", c);
-        reg[l] = md_module_call(ctx, m, "retina_reg", r);
+        /* each intermediate goes once read (the convs' backward keep theirs) */
+        for (int i = 0; i < h->stacked_convs; i++) c = release_after(ctx, c, feats[l], call_item(ctx, m, "cls_convs", i, c));
+        for (int i = 0; i < h->stacked_convs; i++) r = release_after(ctx, r, feats[l], call_item(ctx, m, "reg_convs", i, r));
+        cls[l] = release_after(ctx, c, feats[l], md_module_call(ctx, m, "retina_cls", c));
+        reg[l] = release_after(ctx, r, feats[l], md_module_call(ctx, m, "retina_reg", r));
     }
     return md_ctx_failed(ctx) ? -1 : 0;
 }

@@ -74,6 +74,7 @@ static int rpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n
         cls[l] = md_module_call(ctx, m, "rpn_cls", x);
         reg[l] = md_module_call(ctx, m, "rpn_reg", x);
         if (!cls[l] || !reg[l]) return -1;
+        md_tensor_release(ctx, x);   /* the two convs' backward keep what they read */
     }
     return 0;
 }
