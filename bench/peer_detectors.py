@@ -4,10 +4,12 @@ FasterRCNN with a ResNet-50 FPN backbone, no pretrained weights; 2 threads.
                     wd 1e-4) on 2 images 800x1216, three gt boxes each
   <det>_infer       1 image 800x1216, eval mode, no grad
 Made to match mmdet's r50-fpn 1x configs where torchvision allows:
-  - BN frozen (FrozenBatchNorm2d: running statistics) and the stem and
-    layer1 frozen (trainable_layers=3), as frozen_stages=1, norm_eval=True
-    (mmdet still trains the BN affine parameters; torchvision's frozen BN
-    has none to train);
+  - BN as mmdet's norm_cfg=dict(type='BN', requires_grad=True),
+    norm_eval=True: running statistics, affine weight and bias trained
+    (BatchNorm2d held in eval mode), and the stem and layer1 frozen
+    (trainable_layers=3), as frozen_stages=1. MMDET_BENCH_PEER_BN=frozen
+    uses torchvision's own FrozenBatchNorm2d instead, which has no affine
+    parameters to train and so keeps less for backward;
   - min_size=800, max_size=1216: the transform keeps 800x1216 (no resize,
     no padding: both divide by 32);
   - RetinaNet: 80 sigmoid classes, P6/P7 from C5 (mmdet's add_extra_convs
@@ -29,14 +31,28 @@ BOXES = [[100, 120, 420, 500], [600, 80, 900, 300], [300, 450, 1100, 780]]
 LABELS = [[0, 17, 56], [2, 41, 79]]   # 0-based, as ours
 
 
+def _eval_bn_class():
+    import torch
+
+    class EvalBatchNorm2d(torch.nn.BatchNorm2d):
+        """mmdet's norm_eval: running statistics whatever the model's mode."""
+
+        def train(self, mode=True):
+            return super().train(False)
+
+    return EvalBatchNorm2d
+
+
 def build(retina):
+    EvalBatchNorm2d = _eval_bn_class()
     from torchvision.models import resnet50
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops import misc as misc_nn_ops
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    net = resnet50(weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+    frozen = os.environ.get("MMDET_BENCH_PEER_BN", "mmdet") == "frozen"
+    net = resnet50(weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d if frozen else EvalBatchNorm2d)
     if retina:
         bb = _resnet_fpn_extractor(net, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(2048, 256))
         return RetinaNet(bb, num_classes=80, min_size=800, max_size=1216)
