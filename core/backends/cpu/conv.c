@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <string.h>
 #include "backends/cpu/conv.h"
+#include "backends/cpu/conv_gemm.h"
 #include "backends/cpu/gemm.h"
 
 /* Column-tile budget: Kg*T floats per thread (~1 MB, an L2's worth). */
@@ -47,8 +48,8 @@ static int64_t channel_blocks(const md__conv_shape *s, int nthreads) {
  * of gy, with the weight flipped in space and its in/out channels swapped,
  * and padding d*(K-1)-p. That runs through the forward kernel (im2col copies
  * + GEMM) instead of GEMM + col2im scatter-adds. */
-static int transposed_shape(const md__conv_shape *s, md__conv_shape *t) {
-    if (s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
+static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int packed) {
+    if (s->sh != 1 || s->sw != 1 || (is_pointwise(s) && !packed)) return 0;
     int64_t ph = s->dh * (s->KH - 1) - s->ph, pw = s->dw * (s->KW - 1) - s->pw;
     if (ph < 0 || pw < 0) return 0;
     *t = (md__conv_shape){ .N = s->N, .C = s->O, .H = s->OH, .W = s->OW, .O = s->C, .KH = s->KH, .KW = s->KW,
@@ -57,24 +58,144 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t) {
     return 1;
 }
 
+/* ---- the packed-GEMM path (conv_gemm.h) ----
+ * Forward: the weight of every group packed once per call into A panels
+ * shared by all threads; each work item (image, group, column tile[, block
+ * of output channels]) writes its im2col tile straight into B panels and
+ * runs the blocked GEMM into y. Weight gradient: work units are (group,
+ * block of Kg columns of gw); each unit runs over every image and pixel
+ * chunk with gy as A and col^T as B, accumulating into its own block of gw,
+ * so every element of gw is summed in one fixed order whatever the thread
+ * count. */
+#define PTILE_FLOATS ((int64_t)128 * 1024)   /* Kg x T of a B tile */
+#define PTILE_MIN 64
+#define PTILE_MAX 1024
+#define WG_CHUNK 256                         /* pixels per weight-gradient GEMM */
+#define WG_BLOCK_FLOATS ((int64_t)96 * 1024) /* Og x NC block of gw */
+
+typedef struct fwd_plan { int64_t T, ntiles, mp, mb, mpb, items; size_t asz, bsz; } fwd_plan;
+
+static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    const int64_t Og = s->O / s->G, Kg = kg_of(s), OHW = s->OH * s->OW, nr = kn->nr;
+    fwd_plan p = { 0 };
+    int64_t t = Kg > 0 ? PTILE_FLOATS / Kg : PTILE_MAX;
+    if (t < PTILE_MIN) t = PTILE_MIN;
+    if (t > PTILE_MAX) t = PTILE_MAX;
+    t = (t + nr - 1) / nr * nr;
+    if (t > OHW) t = OHW;
+    p.T = t > 0 ? t : 1;
+    p.ntiles = (OHW + p.T - 1) / p.T;
+    p.mp = (Og + kn->mr - 1) / kn->mr;
+    p.asz = md__pack_a_floats(kn, Og, Kg);
+    p.bsz = md__pack_b_floats(kn, p.T, Kg);
+    /* fewer (image, tile) items than threads: split output channels too */
+    int64_t items = s->N * s->G * p.ntiles;
+    p.mb = 1;
+    if (items > 0 && items < nthreads) {
+        p.mb = (nthreads + items - 1) / items;
+        if (p.mb > p.mp) p.mb = p.mp > 0 ? p.mp : 1;
+    }
+    p.mpb = (p.mp + p.mb - 1) / p.mb;
+    p.items = items * p.mb;
+    return p;
+}
+
+static size_t packed_forward_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    fwd_plan p = plan_forward(kn, s, nthreads);
+    int nt = p.items < nthreads ? (int)(p.items > 0 ? p.items : 1) : nthreads;
+    return (size_t)s->G * p.asz + (size_t)nt * p.bsz;
+}
+
+typedef struct wg_plan { int64_t nc, nblk, units, mp; size_t per_thread; } wg_plan;
+
+static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    const int64_t Og = s->O / s->G, Kg = kg_of(s), nr = kn->nr;
+    wg_plan p = { 0 };
+    int64_t ncmax = WG_BLOCK_FLOATS / (Og > 0 ? Og : 1) / nr * nr;
+    if (ncmax < nr) ncmax = nr;
+    p.nblk = (Kg + ncmax - 1) / ncmax;
+    if (s->G * p.nblk < nthreads) {   /* enough units for every thread */
+        int64_t want = (nthreads + s->G - 1) / s->G, most = (Kg + nr - 1) / nr;
+        p.nblk = want < most ? want : most;
+    }
+    if (p.nblk < 1) p.nblk = 1;
+    int64_t nc = (Kg + p.nblk - 1) / p.nblk;
+    p.nc = (nc + nr - 1) / nr * nr;
+    if (p.nc < nr) p.nc = nr;
+    p.nblk = (Kg + p.nc - 1) / p.nc;
+    p.units = s->G * p.nblk;
+    p.mp = (Og + kn->mr - 1) / kn->mr;
+    /* packed gy chunk, packed col^T chunk, and a row-major im2col chunk */
+    p.per_thread = md__pack_a_floats(kn, Og, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
+                   (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK));
+    return p;
+}
+
+static size_t packed_weight_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    wg_plan p = plan_weight(kn, s, nthreads);
+    int64_t nt = p.units < nthreads ? p.units : nthreads;
+    return (size_t)(nt > 0 ? nt : 1) * p.per_thread;
+}
+
 size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) {
+    const md__gemm_kernel *kn = md__convk();
     int64_t t = tile_cols(s), kg = kg_of(s);
     switch (which) {
     case MD_CONV_FWD:
+        if (kn) return packed_forward_floats(kn, s, nthreads);
         return is_pointwise(s) ? 0 : (size_t)(nthreads * kg * t);
     case MD_CONV_BWD_INPUT: {
-        if (is_pointwise(s)) return 0;
         md__conv_shape ts;
-        if (transposed_shape(s, &ts))   /* the flipped weight, then the forward's tiles */
+        if (!kn && is_pointwise(s)) return 0;
+        if (transposed_shape(s, &ts, kn != NULL))   /* the flipped weight, then the forward's tiles */
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
         return (size_t)(nthreads * rows * t);
     }
-    default: {   /* weight: col tiles plus per-thread partial gradients (thread 0 uses gw) */
+    default: {
+        if (kn) return packed_weight_floats(kn, s, nthreads);
+        /* weight: col tiles plus per-thread partial gradients (thread 0 uses gw) */
         size_t col = is_pointwise(s) ? 0 : (size_t)(kg * t);
         return (size_t)nthreads * col + (size_t)(nthreads - 1) * (size_t)(s->O * kg);
     }
+    }
+}
+
+/* Pixels [j, j + cnt) of one output row (oh, starting at column ow) for
+ * kernel tap (ki, kj) of channel plane xc, written contiguously to dst. */
+static void im2col_run(const md__conv_shape *s, const float *xc, int64_t ki, int64_t kj, int64_t oh, int64_t ow,
+                       int64_t cnt, float *dst) {
+    const int64_t H = s->H, W = s->W;
+    int64_t ih = oh * s->sh - s->ph + ki * s->dh;
+    if (ih < 0 || ih >= H) {
+        memset(dst, 0, sizeof(float) * (size_t)cnt);
+        return;
+    }
+    const float *row = xc + ih * W;
+    int64_t iw = ow * s->sw - s->pw + kj * s->dw;
+    if (s->sw == 1) {
+        /* contiguous run: zeros, a copy, zeros */
+        int64_t lo = iw < 0 ? -iw : 0;
+        if (lo > cnt) lo = cnt;
+        int64_t hi = W - iw;   /* first k with iw + k >= W */
+        if (hi > cnt) hi = cnt;
+        if (hi < lo) hi = lo;
+        if (lo) memset(dst, 0, sizeof(float) * (size_t)lo);
+        if (hi > lo) memcpy(dst + lo, row + iw + lo, sizeof(float) * (size_t)(hi - lo));
+        if (cnt > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(cnt - hi));
+    } else {
+        /* strided: zeros, a gather with no bounds checks, zeros */
+        const int64_t sw = s->sw;
+        int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0;
+        if (lo > cnt) lo = cnt;
+        int64_t hi = iw < W ? (W - iw + sw - 1) / sw : 0;   /* first k with iw + k*sw >= W */
+        if (hi > cnt) hi = cnt;
+        if (hi < lo) hi = lo;
+        for (int64_t k = 0; k < lo; k++) dst[k] = 0.0f;
+        const float *src = row + iw;
+        for (int64_t k = lo; k < hi; k++) dst[k] = src[k * sw];
+        for (int64_t k = hi; k < cnt; k++) dst[k] = 0.0f;
     }
 }
 
@@ -82,48 +203,50 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
  * pixels j in [j0, j1); x points at the group's first input channel. */
 static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
                         int64_t j1, float *col) {
-    const int64_t H = s->H, W = s->W, OW = s->OW, KH = s->KH, KW = s->KW, len = j1 - j0;
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, HW = s->H * s->W;
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
-        const float *xc = x + c * H * W;
-        float *dst = col + (r - r0) * len;
-        int64_t j = j0;
-        while (j < j1) {
-            int64_t oh = j / OW, ow0 = j % OW, cnt = OW - ow0;
-            if (cnt > j1 - j) cnt = j1 - j;
-            int64_t ih = oh * s->sh - s->ph + ki * s->dh;
-            if (ih < 0 || ih >= H) {
-                memset(dst, 0, sizeof(float) * (size_t)cnt);
-            } else {
-                const float *row = xc + ih * W;
-                int64_t iw = ow0 * s->sw - s->pw + kj * s->dw;
-                if (s->sw == 1) {
-                    /* contiguous run: zeros, a copy, zeros */
-                    int64_t lo = iw < 0 ? -iw : 0;
-                    if (lo > cnt) lo = cnt;
-                    int64_t hi = W - iw;   /* first k with iw + k >= W */
-                    if (hi > cnt) hi = cnt;
-                    if (hi < lo) hi = lo;
-                    if (lo) memset(dst, 0, sizeof(float) * (size_t)lo);
-                    if (hi > lo) memcpy(dst + lo, row + iw + lo, sizeof(float) * (size_t)(hi - lo));
-                    if (cnt > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(cnt - hi));
-                } else {
-                    /* strided: zeros, a gather with no bounds checks, zeros */
-                    const int64_t sw = s->sw;
-                    int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0;
-                    if (lo > cnt) lo = cnt;
-                    int64_t hi = iw < W ? (W - iw + sw - 1) / sw : 0;   /* first k with iw + k*sw >= W */
-                    if (hi > cnt) hi = cnt;
-                    if (hi < lo) hi = lo;
-                    for (int64_t k = 0; k < lo; k++) dst[k] = 0.0f;
-                    const float *src = row + iw;
-                    for (int64_t k = lo; k < hi; k++) dst[k] = src[k * sw];
-                    for (int64_t k = hi; k < cnt; k++) dst[k] = 0.0f;
-                }
-            }
+        float *dst = col + (r - r0) * (j1 - j0);
+        int64_t oh = j0 / OW, ow = j0 % OW;
+        for (int64_t j = j0; j < j1;) {
+            int64_t cnt = OW - ow < j1 - j ? OW - ow : j1 - j;
+            im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, dst);
             dst += cnt;
             j += cnt;
+            oh++;
+            ow = 0;
         }
+    }
+}
+
+/* The same columns written as the packed GEMM's B panels: panel p holds
+ * pixels [j0 + p*nr, j0 + (p+1)*nr) as [r1 - r0][nr], the last one padded
+ * with zero columns. One copy from the input into the layout the
+ * micro-kernel reads. */
+static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
+                          int64_t j1, int64_t nr, float *pb) {
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, HW = s->H * s->W, K = r1 - r0, len = j1 - j0;
+    const int64_t pstride = nr * K;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
+        float *rowp = pb + (r - r0) * nr;
+        int64_t oh = j0 / OW, ow = j0 % OW, p = 0, q = 0;
+        for (int64_t off = 0; off < len;) {
+            int64_t cnt = nr - q;
+            if (cnt > OW - ow) cnt = OW - ow;
+            if (cnt > len - off) cnt = len - off;
+            im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, rowp + p * pstride + q);
+            off += cnt;
+            if ((ow += cnt) == OW) {
+                ow = 0;
+                oh++;
+            }
+            if ((q += cnt) == nr) {
+                q = 0;
+                p++;
+            }
+        }
+        if (len % nr) memset(rowp + len / nr * pstride + len % nr, 0, sizeof(float) * (size_t)(nr - len % nr));
     }
 }
 
@@ -184,12 +307,95 @@ static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, 
     return t;
 }
 
+static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
+                           const float *bias, float *y, float *work, int nthreads) {
+    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t OHW = s->OH * s->OW, mr = kn->mr;
+    const fwd_plan p = plan_forward(kn, s, nthreads);
+    if (p.items <= 0) return;
+    int nt = p.items < nthreads ? (int)p.items : nthreads;
+    float *pa = work, *bufs = work + (size_t)G * p.asz;
+    #pragma omp parallel num_threads(nt)
+    {
+        /* A: every group's weight, packed once, shared read-only */
+        #pragma omp for schedule(static)
+        for (int64_t q = 0; q < G * p.mp; q++) {
+            int64_t g = q / p.mp, i = q % p.mp;
+            md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
+        }
+        float *pb = bufs + (size_t)omp_get_thread_num() * p.bsz;
+        #pragma omp for schedule(static)
+        for (int64_t it = 0; it < p.items; it++) {
+            int64_t mb = it % p.mb, rest = it / p.mb, tile = rest % p.ntiles, ng = rest / p.ntiles;
+            int64_t n = ng / G, g = ng % G, j0 = tile * p.T, j1 = j0 + p.T < OHW ? j0 + p.T : OHW;
+            int64_t p0 = mb * p.mpb, p1 = p0 + p.mpb < p.mp ? p0 + p.mpb : p.mp;
+            if (p0 >= p1) continue;
+            int64_t m0 = p0 * mr, m1 = p1 * mr < Og ? p1 * mr : Og;
+            im2col_panels(s, x + (n * s->C + g * Cg) * HW, 0, Kg, j0, j1, kn->nr, pb);
+            float *yt = y + (n * s->O + g * Og + m0) * OHW + j0;
+            md__gemm_packed(kn, m1 - m0, j1 - j0, Kg, pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg), pb, yt,
+                            OHW, 0);
+            if (bias)
+                for (int64_t o = m0; o < m1; o++) {
+                    float bv = bias[g * Og + o], *row = yt + (o - m0) * OHW;
+                    for (int64_t k = 0; k < j1 - j0; k++) row[k] += bv;
+                }
+        }
+    }
+}
+
+static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                   const float *gy, float *gw, float *work, int nthreads) {
+    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t OHW = s->OH * s->OW, wn = s->O * Kg;
+    const int pw = is_pointwise(s);
+    const wg_plan p = plan_weight(kn, s, nthreads);
+    if (wn == 0) return;
+    if (s->N * OHW == 0 || Og == 0) {
+        memset(gw, 0, sizeof(float) * (size_t)wn);
+        return;
+    }
+    int nt = p.units < nthreads ? (int)p.units : nthreads;
+    const size_t asz = md__pack_a_floats(kn, Og, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
+    #pragma omp parallel num_threads(nt)
+    {
+        float *pa = work + (size_t)omp_get_thread_num() * p.per_thread, *pb = pa + asz, *col = pb + bsz;
+        #pragma omp for schedule(static)
+        for (int64_t u = 0; u < p.units; u++) {
+            int64_t g = u / p.nblk, r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;
+            float *c = gw + g * Og * Kg + r0;
+            int acc = 0;
+            for (int64_t n = 0; n < s->N; n++) {
+                const float *xg = x + (n * s->C + g * Cg) * HW, *gyg = gy + (n * s->O + g * Og) * OHW;
+                for (int64_t j0 = 0; j0 < OHW; j0 += WG_CHUNK) {
+                    int64_t kp = OHW - j0 < WG_CHUNK ? OHW - j0 : WG_CHUNK;
+                    /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r, j0 + k] */
+                    md__pack_a(kn, gyg + j0, OHW, 1, Og, kp, 0, p.mp, pa);
+                    if (pw) {
+                        md__pack_b(kn, xg + r0 * HW + j0, 1, HW, kp, r1 - r0, pb);
+                    } else {
+                        im2col_tile(s, xg, r0, r1, j0, j0 + kp, col);
+                        md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
+                    }
+                    md__gemm_packed(kn, Og, r1 - r0, kp, pa, pb, c, Kg, acc);
+                    acc = 1;
+                }
+            }
+        }
+    }
+}
+
 void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
                         float *y, float *work, int nthreads) {
     const int64_t G = s->G, Og = s->O / G, Kg = kg_of(s);
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles;
     const int pw = is_pointwise(s);
+    const md__gemm_kernel *kn = md__convk();
+    if (kn) {
+        forward_packed(kn, s, x, w, bias, y, work, nthreads);
+        return;
+    }
     if (items <= 0) return;
     int nt = items < nthreads ? (int)items : nthreads;
     int prev = md__blas_threads_set(1);
@@ -226,7 +432,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
         return;
     }
     md__conv_shape ts;
-    if (transposed_shape(s, &ts)) {
+    if (transposed_shape(s, &ts, md__convk() != NULL)) {
         /* wt[g][c][o][kh][kw] = w[g][o][c][KH-1-kh][KW-1-kw] */
         float *wt = work;
         for (int64_t g = 0; g < G; g++)
@@ -276,6 +482,11 @@ void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const f
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles, wn = s->O * Kg;
     const int pw = is_pointwise(s);
+    const md__gemm_kernel *kn = md__convk();
+    if (kn) {
+        backward_weight_packed(kn, s, x, gy, gw, work, nthreads);
+        return;
+    }
     memset(gw, 0, sizeof(float) * (size_t)wn);
     if (items <= 0 || wn == 0) return;
     int nt = items < nthreads ? (int)items : nthreads;
