@@ -73,6 +73,11 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int pack
 #define WG_CHUNK 256                         /* pixels per weight-gradient GEMM */
 #define WG_BLOCK_FLOATS ((int64_t)96 * 1024) /* Og x NC block of gw */
 
+/* Panels start on a cache line (split-line stores cost double); each
+ * buffer is given 16 floats of slack for it. */
+#define ALIGN_SLACK 16
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
 typedef struct fwd_plan { int64_t T, ntiles, mp, mb, mpb, items; size_t asz, bsz; } fwd_plan;
 
 static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
@@ -103,7 +108,7 @@ static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s,
 static size_t packed_forward_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
     fwd_plan p = plan_forward(kn, s, nthreads);
     int nt = p.items < nthreads ? (int)(p.items > 0 ? p.items : 1) : nthreads;
-    return (size_t)s->G * p.asz + (size_t)nt * p.bsz;
+    return (size_t)s->G * p.asz + (size_t)nt * (p.bsz + ALIGN_SLACK) + ALIGN_SLACK;
 }
 
 typedef struct wg_plan { int64_t nc, nblk, units, mp; size_t per_thread; } wg_plan;
@@ -127,7 +132,7 @@ static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, i
     p.mp = (Og + kn->mr - 1) / kn->mr;
     /* packed gy chunk, packed col^T chunk, and a row-major im2col chunk */
     p.per_thread = md__pack_a_floats(kn, Og, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
-                   (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK));
+                   (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK)) + 3 * ALIGN_SLACK;
     return p;
 }
 
@@ -222,28 +227,43 @@ static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int
 /* The same columns written as the packed GEMM's B panels: panel p holds
  * pixels [j0 + p*nr, j0 + (p+1)*nr) as [r1 - r0][nr], the last one padded
  * with zero columns. One copy from the input into the layout the
- * micro-kernel reads. */
+ * micro-kernel reads; stride-1 rows go through md__pack_row_run (one call
+ * per output row, padding included), strided ones through im2col_run. */
 static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
-                          int64_t j1, int64_t nr, float *pb) {
-    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, HW = s->H * s->W, K = r1 - r0, len = j1 - j0;
-    const int64_t pstride = nr * K;
+                          int64_t j1, const md__gemm_kernel *kn, float *pb) {
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, K = r1 - r0;
+    const int64_t len = j1 - j0, nr = kn->nr, pstride = md__pb_stride(kn, K);
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
+        const float *xc = x + c * HW;
         float *rowp = pb + (r - r0) * nr;
-        int64_t oh = j0 / OW, ow = j0 % OW, p = 0, q = 0;
-        for (int64_t off = 0; off < len;) {
-            int64_t cnt = nr - q;
-            if (cnt > OW - ow) cnt = OW - ow;
-            if (cnt > len - off) cnt = len - off;
-            im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, rowp + p * pstride + q);
-            off += cnt;
-            if ((ow += cnt) == OW) {
+        int64_t oh = j0 / OW, ow = j0 % OW;
+        if (s->sw == 1) {
+            for (int64_t off = 0; off < len;) {
+                int64_t cnt = OW - ow < len - off ? OW - ow : len - off;
+                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow - s->pw + kj * s->dw;
+                if (ih < 0 || ih >= H) md__pack_row_run(kn, rowp, pstride, off, NULL, cnt, 0, 0);
+                else md__pack_row_run(kn, rowp, pstride, off, xc + ih * W + iw, cnt, -iw, W - iw);
+                off += cnt;
                 ow = 0;
                 oh++;
             }
-            if ((q += cnt) == nr) {
-                q = 0;
-                p++;
+        } else {
+            int64_t p = 0, q = 0;
+            for (int64_t off = 0; off < len;) {
+                int64_t cnt = nr - q;
+                if (cnt > OW - ow) cnt = OW - ow;
+                if (cnt > len - off) cnt = len - off;
+                im2col_run(s, xc, ki, kj, oh, ow, cnt, rowp + p * pstride + q);
+                off += cnt;
+                if ((ow += cnt) == OW) {
+                    ow = 0;
+                    oh++;
+                }
+                if ((q += cnt) == nr) {
+                    q = 0;
+                    p++;
+                }
             }
         }
         if (len % nr) memset(rowp + len / nr * pstride + len % nr, 0, sizeof(float) * (size_t)(nr - len % nr));
@@ -314,7 +334,7 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
     const fwd_plan p = plan_forward(kn, s, nthreads);
     if (p.items <= 0) return;
     int nt = p.items < nthreads ? (int)p.items : nthreads;
-    float *pa = work, *bufs = work + (size_t)G * p.asz;
+    float *pa = align64(work), *bufs = pa + (size_t)G * p.asz;
     #pragma omp parallel num_threads(nt)
     {
         /* A: every group's weight, packed once, shared read-only */
@@ -323,7 +343,7 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
             int64_t g = q / p.mp, i = q % p.mp;
             md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
         }
-        float *pb = bufs + (size_t)omp_get_thread_num() * p.bsz;
+        float *pb = align64(bufs + (size_t)omp_get_thread_num() * (p.bsz + ALIGN_SLACK));
         #pragma omp for schedule(static)
         for (int64_t it = 0; it < p.items; it++) {
             int64_t mb = it % p.mb, rest = it / p.mb, tile = rest % p.ntiles, ng = rest / p.ntiles;
@@ -331,7 +351,7 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
             int64_t p0 = mb * p.mpb, p1 = p0 + p.mpb < p.mp ? p0 + p.mpb : p.mp;
             if (p0 >= p1) continue;
             int64_t m0 = p0 * mr, m1 = p1 * mr < Og ? p1 * mr : Og;
-            im2col_panels(s, x + (n * s->C + g * Cg) * HW, 0, Kg, j0, j1, kn->nr, pb);
+            im2col_panels(s, x + (n * s->C + g * Cg) * HW, 0, Kg, j0, j1, kn, pb);
             float *yt = y + (n * s->O + g * Og + m0) * OHW + j0;
             md__gemm_packed(kn, m1 - m0, j1 - j0, Kg, pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg), pb, yt,
                             OHW, 0);
@@ -359,7 +379,8 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
     const size_t asz = md__pack_a_floats(kn, Og, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
     #pragma omp parallel num_threads(nt)
     {
-        float *pa = work + (size_t)omp_get_thread_num() * p.per_thread, *pb = pa + asz, *col = pb + bsz;
+        float *pa = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
+        float *pb = align64(pa + asz), *col = align64(pb + bsz);
         #pragma omp for schedule(static)
         for (int64_t u = 0; u < p.units; u++) {
             int64_t g = u / p.nblk, r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;

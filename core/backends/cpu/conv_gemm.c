@@ -68,6 +68,64 @@ static T512 void ukernel_avx512(int64_t kc, const float *a, const float *b, floa
     }
 }
 
+
+/* 16x16 transpose: rows i < `rows` of src (lds apart, 16 floats each, the
+ * rest read as zeros) become dst[c*ldd + i], c < 16, i < rows. */
+static T512 void tr16_avx512(const float *src, int64_t lds, int rows, float *dst, int64_t ldd) {
+    __m512 r[16], t[16], u[16], v[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   /* u[i + c]: column 4L + c of rows i..i+3, per 128-bit lane L */
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0x88);
+        v[c + 4] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0xDD);
+        v[c + 8] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0x88);
+        v[c + 12] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0xDD);
+    }
+    __mmask16 m = (__mmask16)((1u << rows) - 1);
+    for (int c = 0; c < 8; c++) {
+        _mm512_mask_storeu_ps(dst + c * ldd, m, _mm512_shuffle_f32x4(v[c], v[c + 8], 0x88));
+        _mm512_mask_storeu_ps(dst + (c + 8) * ldd, m, _mm512_shuffle_f32x4(v[c], v[c + 8], 0xDD));
+    }
+}
+
+/* Positions [0, n) of a panel row from position `off` on (see
+ * md__pack_row_run): src[t] for t in [lo, hi), zeros elsewhere, with masked
+ * loads, so src is never read outside [lo, hi). */
+static T512 void row_run_avx512(float *row, int64_t pstride, int64_t off, const float *src, int64_t n, int64_t lo,
+                                int64_t hi) {
+    const int64_t nr = 32;   /* a constant: no divisions per run */
+    int64_t p = off / nr, q = off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        if (cnt == 32 && t >= lo && t + 32 <= hi) {   /* a whole panel row inside the data */
+            _mm512_storeu_ps(d, _mm512_loadu_ps(src + t));
+            _mm512_storeu_ps(d + 16, _mm512_loadu_ps(src + t + 16));
+        } else {
+            for (int64_t v = 0; v < cnt; v += 16) {
+                int64_t m = cnt - v < 16 ? cnt - v : 16, a = lo - (t + v), b = hi - (t + v);
+                if (a < 0) a = 0;
+                if (b > m) b = m;
+                __mmask16 lm = b > a ? (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1)) : 0;
+                __m512 val = _mm512_maskz_loadu_ps(lm, src + t + v);
+                _mm512_mask_storeu_ps(d + v, (__mmask16)((1u << m) - 1), val);
+            }
+        }
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -181,11 +239,44 @@ int md__convk_set(int id) {
     return 0;
 }
 
+void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
+                      int64_t n, int64_t lo, int64_t hi) {
+    if (lo < 0) lo = 0;
+    if (hi > n) hi = n;
+    if (hi < lo) hi = lo;
+#if MD_HAVE_X86
+    if (k->id == MD_CONVK_AVX512) {
+        row_run_avx512(row, pstride, off, src, n, lo, hi);
+        return;
+    }
+#endif
+    const int64_t nr = k->nr;
+    int64_t p = nr == 16 ? off >> 4 : off / nr, q = nr == 16 ? off & 15 : off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        for (int64_t i = 0; i < cnt; i++) d[i] = t + i >= lo && t + i < hi ? src[t + i] : 0.0f;
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
 void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,
                 int64_t p0, int64_t p1, float *pa) {
     const int64_t mr = k->mr;
     for (int64_t p = p0; p < p1; p++) {
         float *dst = pa + p * mr * K;
+#if MD_HAVE_X86
+        int64_t rows = M - p * mr < mr ? M - p * mr : mr;
+        if (k->id == MD_CONVK_AVX512 && cs == 1 && rows == mr && K >= 16) {
+            int64_t kk = 0;
+            for (; kk + 16 <= K; kk += 16) tr16_avx512(src + p * mr * rs + kk, rs, (int)mr, dst + kk * mr, mr);
+            for (; kk < K; kk++)
+                for (int64_t i = 0; i < mr; i++) dst[kk * mr + i] = src[(p * mr + i) * rs + kk];
+            continue;
+        }
+#endif
         for (int64_t i = 0; i < mr; i++) {
             int64_t row = p * mr + i;
             if (row >= M) {
@@ -205,7 +296,7 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
                 float *pb) {
     const int64_t nr = k->nr;
     for (int64_t j0 = 0; j0 < N; j0 += nr) {
-        float *dst = pb + j0 * K;
+        float *dst = pb + j0 / nr * md__pb_stride(k, K);
         int64_t cols = N - j0 < nr ? N - j0 : nr;
         if (cs == 1) {
             for (int64_t kk = 0; kk < K; kk++) {
@@ -213,8 +304,21 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
                 if (cols < nr) memset(dst + kk * nr + cols, 0, sizeof(float) * (size_t)(nr - cols));
             }
         } else {
+            int64_t q0 = 0;
+#if MD_HAVE_X86
+            /* B^T row-major (rs == 1): 16x16 transposes of 16 columns at a time */
+            if (k->id == MD_CONVK_AVX512 && rs == 1 && K >= 16) {
+                for (; q0 + 16 <= cols; q0 += 16) {
+                    const float *s = src + (j0 + q0) * cs;
+                    int64_t kk = 0;
+                    for (; kk + 16 <= K; kk += 16) tr16_avx512(s + kk, cs, 16, dst + kk * nr + q0, nr);
+                    for (; kk < K; kk++)
+                        for (int64_t q = 0; q < 16; q++) dst[kk * nr + q0 + q] = s[q * cs + kk];
+                }
+            }
+#endif
             /* column j of B is contiguous in k when rs == 1: one column at a time */
-            for (int64_t q = 0; q < nr; q++) {
+            for (int64_t q = q0; q < nr; q++) {
                 if (q >= cols) {
                     for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = 0.0f;
                     continue;
@@ -235,6 +339,7 @@ void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, 
         return;
     }
     const int64_t mr = k->mr, nr = k->nr, mp = (M + mr - 1) / mr, np = (N + nr - 1) / nr;
+    const int64_t pbs = md__pb_stride(k, K);
     /* equal K blocks of at most KC */
     const int64_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
     int64_t mcp = MC_FLOATS / (kcb * mr);
@@ -245,7 +350,7 @@ void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, 
         for (int64_t ib = 0; ib < mp; ib += mcp) {
             int64_t ie = ib + mcp < mp ? ib + mcp : mp;
             for (int64_t jp = 0; jp < np; jp++) {
-                const float *bp = pb + jp * nr * K + k0 * nr;
+                const float *bp = pb + jp * pbs + k0 * nr;
                 int cols = (int)(N - jp * nr < nr ? N - jp * nr : nr);
                 for (int64_t ip = ib; ip < ie; ip++) {
                     int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);

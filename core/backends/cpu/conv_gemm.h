@@ -7,7 +7,10 @@
  * Layouts, for a kernel with register block mr x nr:
  *   A [M, K] as ceil(M/mr) panels of [K][mr] floats (rows past M zero);
  *   B [K, N] as ceil(N/nr) panels of [K][nr] floats (columns past N zero).
- * Panel i of A starts at pa + i*mr*K, panel j of B at pb + j*nr*K. */
+ * Panel i of A starts at pa + i*mr*K, panel j of B at pb + j*md__pb_stride(K):
+ * B panels are nr*K floats plus one cache line apart, so that a row written
+ * across all panels (im2col) does not map every store to one L1 set when
+ * nr*K*4 is a multiple of 4 KiB. */
 #ifndef MMDET_CPU_CONV_GEMM_H
 #define MMDET_CPU_CONV_GEMM_H
 
@@ -42,8 +45,9 @@ const char *md__convk_name(int id);
 static inline size_t md__pack_a_floats(const md__gemm_kernel *k, int64_t M, int64_t K) {
     return (size_t)((M + k->mr - 1) / k->mr * k->mr * K);
 }
+static inline int64_t md__pb_stride(const md__gemm_kernel *k, int64_t K) { return k->nr * K + 16; }
 static inline size_t md__pack_b_floats(const md__gemm_kernel *k, int64_t N, int64_t K) {
-    return (size_t)((N + k->nr - 1) / k->nr * k->nr * K);
+    return (size_t)((N + k->nr - 1) / k->nr * md__pb_stride(k, K));
 }
 
 /* Packs A[i][k] = src[i*rs + k*cs] (M x K); panels [p0, p1) only. */
@@ -52,6 +56,13 @@ void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
 /* Packs B[k][j] = src[k*rs + j*cs] (K x N). */
 void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t K, int64_t N,
                 float *pb);
+
+/* One row of B panels written from position `off` on (position j lands at
+ * row[(j / nr)*pstride + j % nr]; pstride = md__pb_stride(K) for panels, nr for
+ * a plain row): n values, src[t] for t in [lo, hi) and zeros elsewhere;
+ * src is only read inside [lo, hi). im2col's runs go through here. */
+void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
+                      int64_t n, int64_t lo, int64_t hi);
 
 /* C[M, N] (=, or += when acc) A . B from packed operands of depth K; A
  * panels start at pa (its panel 0 is C's row 0), B panels at pb. */
