@@ -70,31 +70,52 @@ static T512 void ukernel_avx512(int64_t kc, const float *a, const float *b, floa
 
 
 /* 16x16 transpose: rows i < `rows` of src (lds apart, 16 floats each, the
- * rest read as zeros) become dst[c*ldd + i], c < 16, i < rows. */
-static T512 void tr16_avx512(const float *src, int64_t lds, int rows, float *dst, int64_t ldd) {
+ * rest read as zeros) become dst[c*ldd + i], c < 16, i < rows. Inlined with
+ * a constant row count and fully unrolled, so everything stays in zmm
+ * registers. */
+INLINE T512 void tr16_body(const int rows, const float *src, int64_t lds, float *dst, int64_t ldd) {
     __m512 r[16], t[16], u[16], v[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i += 4) {   /* u[i + c]: column 4L + c of rows i..i+3, per 128-bit lane L */
         u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
         u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
         u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
+#pragma GCC unroll 16
     for (int c = 0; c < 4; c++) {
         v[c] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0x88);
         v[c + 4] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0xDD);
         v[c + 8] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0x88);
         v[c + 12] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0xDD);
     }
-    __mmask16 m = (__mmask16)((1u << rows) - 1);
+    const __mmask16 m = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
     for (int c = 0; c < 8; c++) {
-        _mm512_mask_storeu_ps(dst + c * ldd, m, _mm512_shuffle_f32x4(v[c], v[c + 8], 0x88));
-        _mm512_mask_storeu_ps(dst + (c + 8) * ldd, m, _mm512_shuffle_f32x4(v[c], v[c + 8], 0xDD));
+        __m512 lo = _mm512_shuffle_f32x4(v[c], v[c + 8], 0x88), hi = _mm512_shuffle_f32x4(v[c], v[c + 8], 0xDD);
+        if (rows == 16) {
+            _mm512_storeu_ps(dst + c * ldd, lo);
+            _mm512_storeu_ps(dst + (c + 8) * ldd, hi);
+        } else {
+            _mm512_mask_storeu_ps(dst + c * ldd, m, lo);
+            _mm512_mask_storeu_ps(dst + (c + 8) * ldd, m, hi);
+        }
     }
+}
+
+/* A [kn x 16] block of 16 rows (B^T) or 14 rows (A) transposed, k blocks of 16. */
+static T512 void tr_rows16(const float *src, int64_t lds, int64_t K, float *dst, int64_t ldd) {
+    for (int64_t kk = 0; kk + 16 <= K; kk += 16) tr16_body(16, src + kk, lds, dst + kk * ldd, ldd);
+}
+static T512 void tr_rows14(const float *src, int64_t lds, int64_t K, float *dst, int64_t ldd) {
+    for (int64_t kk = 0; kk + 16 <= K; kk += 16) tr16_body(14, src + kk, lds, dst + kk * ldd, ldd);
 }
 
 /* Positions [0, n) of a panel row from position `off` on (see
@@ -269,10 +290,9 @@ void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
         float *dst = pa + p * mr * K;
 #if MD_HAVE_X86
         int64_t rows = M - p * mr < mr ? M - p * mr : mr;
-        if (k->id == MD_CONVK_AVX512 && cs == 1 && rows == mr && K >= 16) {
-            int64_t kk = 0;
-            for (; kk + 16 <= K; kk += 16) tr16_avx512(src + p * mr * rs + kk, rs, (int)mr, dst + kk * mr, mr);
-            for (; kk < K; kk++)
+        if (k->id == MD_CONVK_AVX512 && mr == 14 && cs == 1 && rows == mr && K >= 16) {
+            tr_rows14(src + p * mr * rs, rs, K, dst, mr);
+            for (int64_t kk = K / 16 * 16; kk < K; kk++)
                 for (int64_t i = 0; i < mr; i++) dst[kk * mr + i] = src[(p * mr + i) * rs + kk];
             continue;
         }
@@ -310,9 +330,8 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
             if (k->id == MD_CONVK_AVX512 && rs == 1 && K >= 16) {
                 for (; q0 + 16 <= cols; q0 += 16) {
                     const float *s = src + (j0 + q0) * cs;
-                    int64_t kk = 0;
-                    for (; kk + 16 <= K; kk += 16) tr16_avx512(s + kk, cs, 16, dst + kk * nr + q0, nr);
-                    for (; kk < K; kk++)
+                    tr_rows16(s, cs, K, dst + q0, nr);
+                    for (int64_t kk = K / 16 * 16; kk < K; kk++)
                         for (int64_t q = 0; q < 16; q++) dst[kk * nr + q0 + q] = s[q * cs + kk];
                 }
             }
