@@ -67,7 +67,7 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int pack
  * chunk with gy as A and col^T as B, accumulating into its own block of gw,
  * so every element of gw is summed in one fixed order whatever the thread
  * count. */
-#define PTILE_FLOATS ((int64_t)128 * 1024)   /* Kg x T of a B tile */
+#define PTILE_FLOATS ((int64_t)64 * 1024)    /* kc x T of a B block (256 KB, in L2) */
 #define PTILE_MIN 64
 #define PTILE_MAX 1024
 #define WG_CHUNK 256                         /* pixels per weight-gradient GEMM */
@@ -78,12 +78,17 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int pack
 #define ALIGN_SLACK 16
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-typedef struct fwd_plan { int64_t T, ntiles, mp, mb, mpb, items; size_t asz, bsz; } fwd_plan;
+typedef struct fwd_plan { int64_t T, ntiles, kc, mp, mb, mpb, items; size_t asz, bsz; } fwd_plan;
 
 static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
     const int64_t Og = s->O / s->G, Kg = kg_of(s), OHW = s->OH * s->OW, nr = kn->nr;
     fwd_plan p = { 0 };
-    int64_t t = Kg > 0 ? PTILE_FLOATS / Kg : PTILE_MAX;
+    /* Goto's loop order: the weight is packed whole once; per column tile,
+     * B is built one K block at a time (kc x T in L2) and every block of A
+     * passes over it, so T can be wide and A is re-read once per T pixels. */
+    int64_t nkb = (Kg + MD_GEMM_KC - 1) / MD_GEMM_KC;
+    p.kc = nkb > 0 ? (Kg + nkb - 1) / nkb : 1;
+    int64_t t = PTILE_FLOATS / p.kc;
     if (t < PTILE_MIN) t = PTILE_MIN;
     if (t > PTILE_MAX) t = PTILE_MAX;
     t = (t + nr - 1) / nr * nr;
@@ -92,7 +97,7 @@ static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s,
     p.ntiles = (OHW + p.T - 1) / p.T;
     p.mp = (Og + kn->mr - 1) / kn->mr;
     p.asz = md__pack_a_floats(kn, Og, Kg);
-    p.bsz = md__pack_b_floats(kn, p.T, Kg);
+    p.bsz = md__pack_b_floats(kn, p.T, p.kc);
     /* fewer (image, tile) items than threads: split output channels too */
     int64_t items = s->N * s->G * p.ntiles;
     p.mb = 1;
@@ -351,10 +356,13 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
             int64_t p0 = mb * p.mpb, p1 = p0 + p.mpb < p.mp ? p0 + p.mpb : p.mp;
             if (p0 >= p1) continue;
             int64_t m0 = p0 * mr, m1 = p1 * mr < Og ? p1 * mr : Og;
-            im2col_panels(s, x + (n * s->C + g * Cg) * HW, 0, Kg, j0, j1, kn, pb);
             float *yt = y + (n * s->O + g * Og + m0) * OHW + j0;
-            md__gemm_packed(kn, m1 - m0, j1 - j0, Kg, pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg), pb, yt,
-                            OHW, 0);
+            const float *pag = pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg);
+            for (int64_t k0 = 0; k0 < Kg; k0 += p.kc) {
+                int64_t k1 = k0 + p.kc < Kg ? k0 + p.kc : Kg;
+                im2col_panels(s, x + (n * s->C + g * Cg) * HW, k0, k1, j0, j1, kn, pb);
+                md__gemm_packed(kn, m1 - m0, j1 - j0, k1 - k0, pag + k0 * mr, Kg, pb, yt, OHW, k0 > 0);
+            }
             if (bias)
                 for (int64_t o = m0; o < m1; o++) {
                     float bv = bias[g * Og + o], *row = yt + (o - m0) * OHW;
@@ -398,7 +406,7 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
                         im2col_tile(s, xg, r0, r1, j0, j0 + kp, col);
                         md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
                     }
-                    md__gemm_packed(kn, Og, r1 - r0, kp, pa, pb, c, Kg, acc);
+                    md__gemm_packed(kn, Og, r1 - r0, kp, pa, kp, pb, c, Kg, acc);
                     acc = 1;
                 }
             }

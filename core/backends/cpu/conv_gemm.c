@@ -16,7 +16,7 @@
 
 /* K block: a B panel (KC x nr, 32 KB for nr = 32) stays in L1 while every A
  * panel of an M block (<= MC_FLOATS, in L2) passes over it. */
-#define KC 256
+#define KC MD_GEMM_KC
 #define MC_FLOATS ((int64_t)96 * 1024)
 
 #if MD_HAVE_X86
@@ -349,7 +349,7 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
     }
 }
 
-void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa,
+void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
                      const float *pb, float *C, int64_t ldc, int acc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -373,7 +373,7 @@ void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, 
                 int cols = (int)(N - jp * nr < nr ? N - jp * nr : nr);
                 for (int64_t ip = ib; ip < ie; ip++) {
                     int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);
-                    k->fn(kc, pa + ip * mr * K + k0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, rows, cols,
+                    k->fn(kc, pa + ip * mr * a_depth + k0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, rows, cols,
                           a_acc);
                 }
             }

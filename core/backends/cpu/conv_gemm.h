@@ -64,9 +64,14 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
 void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
                       int64_t n, int64_t lo, int64_t hi);
 
-/* C[M, N] (=, or += when acc) A . B from packed operands of depth K; A
- * panels start at pa (its panel 0 is C's row 0), B panels at pb. */
-void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa,
+/* K block of the driver (and of the forward convolution's B blocks). */
+#define MD_GEMM_KC 256
+
+/* C[M, N] (=, or += when acc) A . B over depth K from packed operands. A's
+ * panels are a_depth deep (a_depth >= K; pa may point k0*mr into them to
+ * take depths [k0, k0 + K)), its panel 0 is C's row 0; B's panels are K
+ * deep, starting at pb. */
+void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
                      const float *pb, float *C, int64_t ldc, int acc);
 
 #endif
