@@ -157,7 +157,8 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
     case MD_CONV_BWD_INPUT: {
         md__conv_shape ts;
         if (!kn && is_pointwise(s)) return 0;
-        if (transposed_shape(s, &ts, kn != NULL))   /* the flipped weight, then the forward's tiles */
+        if (kn && transposed_shape(s, &ts, 1)) return packed_forward_floats(kn, &ts, nthreads);
+        if (transposed_shape(s, &ts, 0))   /* the flipped weight, then the forward's tiles */
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
@@ -332,8 +333,31 @@ static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, 
     return t;
 }
 
+/* Packs A panel i of group g from the weight w of convolution `f` flipped
+ * for its input gradient: A[c][o*KK + t] = w[g*Og + o][c][KK-1-t]. */
+static void pack_a_flipped(const md__gemm_kernel *kn, const md__conv_shape *f, const float *w, int64_t g,
+                           int64_t i, float *pa) {
+    const int64_t G = f->G, Og = f->O / G, Cg = f->C / G, KK = f->KH * f->KW, mr = kn->mr, K = Og * KK;
+    float *dst = pa + i * mr * K;
+    for (int64_t r = 0; r < mr; r++) {
+        int64_t c = i * mr + r;
+        if (c >= Cg) {
+            for (int64_t k = 0; k < K; k++) dst[k * mr + r] = 0.0f;
+            continue;
+        }
+        for (int64_t o = 0; o < Og; o++) {
+            const float *src = w + ((g * Og + o) * Cg + c) * KK + KK - 1;
+            float *d = dst + o * KK * mr + r;
+            for (int64_t t = 0; t < KK; t++) d[t * mr] = src[-t];
+        }
+    }
+}
+
+/* y = conv(x, w) + bias through the packed GEMM. With `flip` set, s is the
+ * transposed convolution of flip's input gradient and w is flip's weight,
+ * flipped while it is packed. */
 static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
-                           const float *bias, float *y, float *work, int nthreads) {
+                           const md__conv_shape *flip, const float *bias, float *y, float *work, int nthreads) {
     const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
     const int64_t OHW = s->OH * s->OW, mr = kn->mr;
     const fwd_plan p = plan_forward(kn, s, nthreads);
@@ -346,7 +370,8 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
         #pragma omp for schedule(static)
         for (int64_t q = 0; q < G * p.mp; q++) {
             int64_t g = q / p.mp, i = q % p.mp;
-            md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
+            if (flip) pack_a_flipped(kn, flip, w, g, i, pa + (size_t)g * p.asz);
+            else md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
         }
         float *pb = align64(bufs + (size_t)omp_get_thread_num() * (p.bsz + ALIGN_SLACK));
         #pragma omp for schedule(static)
@@ -422,7 +447,7 @@ void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w,
     const int pw = is_pointwise(s);
     const md__gemm_kernel *kn = md__convk();
     if (kn) {
-        forward_packed(kn, s, x, w, bias, y, work, nthreads);
+        forward_packed(kn, s, x, w, NULL, bias, y, work, nthreads);
         return;
     }
     if (items <= 0) return;
@@ -461,7 +486,12 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
         return;
     }
     md__conv_shape ts;
-    if (transposed_shape(s, &ts, md__convk() != NULL)) {
+    const md__gemm_kernel *kn = md__convk();
+    if (kn && transposed_shape(s, &ts, 1)) {   /* the flip happens while packing A */
+        forward_packed(kn, &ts, gy, w, s, NULL, gx, work, nthreads);
+        return;
+    }
+    if (transposed_shape(s, &ts, 0)) {
         /* wt[g][c][o][kh][kw] = w[g][o][c][KH-1-kh][KW-1-kw] */
         float *wt = work;
         for (int64_t g = 0; g < G; g++)
