@@ -224,6 +224,7 @@ static void packed_edge_cases(int id) {
         check_against_reference((ref_case){ 1, 8, 1, 1, 9, 1, 1, 0, 1, 1 });     /* one pixel */
         check_against_reference((ref_case){ 2, 4, 6, 64, 7, 3, 1, 1, 1, 1 });    /* rows of 64: padding at panel ends */
         check_against_reference((ref_case){ 1, 3, 9, 32, 5, 3, 1, 2, 2, 1 });    /* rows of 32, dilation 2 */
+        check_against_reference((ref_case){ 2, 6, 5, 7, 460, 3, 1, 1, 1, 1 });   /* O 460: two row blocks of gw */
     }
 }
 

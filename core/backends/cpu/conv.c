@@ -71,7 +71,8 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int pack
 #define PTILE_MIN 64
 #define PTILE_MAX 1024
 #define WG_CHUNK 256                         /* pixels per weight-gradient GEMM */
-#define WG_BLOCK_FLOATS ((int64_t)96 * 1024) /* Og x NC block of gw */
+#define WG_NC 512                            /* gw block: columns (Kg) */
+#define WG_MC 448                            /* and rows (Og), a multiple of 14 */
 
 /* Panels start on a cache line (split-line stores cost double); each
  * buffer is given 16 floats of slack for it. */
@@ -116,27 +117,35 @@ static size_t packed_forward_floats(const md__gemm_kernel *kn, const md__conv_sh
     return (size_t)s->G * p.asz + (size_t)nt * (p.bsz + ALIGN_SLACK) + ALIGN_SLACK;
 }
 
-typedef struct wg_plan { int64_t nc, nblk, units, mp; size_t per_thread; } wg_plan;
+typedef struct wg_plan { int64_t nc, nblk, mc, mblk, units; size_t per_thread; } wg_plan;
 
+/* Units are (group, block of mc rows, block of nc columns) of gw: a unit
+ * packs its rows of gy (A) once per pixel chunk and its columns of col^T
+ * (B) once per chunk, so blocks are wide (<= WG_NC columns, <= WG_MC rows)
+ * to keep the repacking of either operand low; there are at least as many
+ * units as threads where the shape allows. */
 static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
-    const int64_t Og = s->O / s->G, Kg = kg_of(s), nr = kn->nr;
+    const int64_t Og = s->O / s->G, Kg = kg_of(s), nr = kn->nr, mr = kn->mr;
     wg_plan p = { 0 };
-    int64_t ncmax = WG_BLOCK_FLOATS / (Og > 0 ? Og : 1) / nr * nr;
-    if (ncmax < nr) ncmax = nr;
-    p.nblk = (Kg + ncmax - 1) / ncmax;
-    if (s->G * p.nblk < nthreads) {   /* enough units for every thread */
-        int64_t want = (nthreads + s->G - 1) / s->G, most = (Kg + nr - 1) / nr;
-        p.nblk = want < most ? want : most;
-    }
+    p.nblk = (Kg + WG_NC - 1) / WG_NC;
+    p.mblk = (Og + WG_MC - 1) / WG_MC;
     if (p.nblk < 1) p.nblk = 1;
-    int64_t nc = (Kg + p.nblk - 1) / p.nblk;
+    if (p.mblk < 1) p.mblk = 1;
+    if (s->G * p.nblk * p.mblk < nthreads) {   /* more column blocks for idle threads */
+        int64_t want = (nthreads + s->G * p.mblk - 1) / (s->G * p.mblk), most = (Kg + nr - 1) / nr;
+        p.nblk = want < most ? want : most;
+        if (p.nblk < 1) p.nblk = 1;
+    }
+    int64_t nc = (Kg + p.nblk - 1) / p.nblk, mc = (Og + p.mblk - 1) / p.mblk;
     p.nc = (nc + nr - 1) / nr * nr;
+    p.mc = (mc + mr - 1) / mr * mr;
     if (p.nc < nr) p.nc = nr;
+    if (p.mc < mr) p.mc = mr;
     p.nblk = (Kg + p.nc - 1) / p.nc;
-    p.units = s->G * p.nblk;
-    p.mp = (Og + kn->mr - 1) / kn->mr;
+    p.mblk = (Og + p.mc - 1) / p.mc;
+    p.units = s->G * p.mblk * p.nblk;
     /* packed gy chunk, packed col^T chunk, and a row-major im2col chunk */
-    p.per_thread = md__pack_a_floats(kn, Og, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
+    p.per_thread = md__pack_a_floats(kn, p.mc, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
                    (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK)) + 3 * ALIGN_SLACK;
     return p;
 }
@@ -409,29 +418,31 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
         return;
     }
     int nt = p.units < nthreads ? (int)p.units : nthreads;
-    const size_t asz = md__pack_a_floats(kn, Og, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
+    const size_t asz = md__pack_a_floats(kn, p.mc, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
     #pragma omp parallel num_threads(nt)
     {
         float *pa = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
         float *pb = align64(pa + asz), *col = align64(pb + bsz);
         #pragma omp for schedule(static)
         for (int64_t u = 0; u < p.units; u++) {
-            int64_t g = u / p.nblk, r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;
-            float *c = gw + g * Og * Kg + r0;
+            int64_t g = u / (p.nblk * p.mblk), mb = u / p.nblk % p.mblk;
+            int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;
+            int64_t m0 = mb * p.mc, m1 = m0 + p.mc < Og ? m0 + p.mc : Og, mp = (m1 - m0 + kn->mr - 1) / kn->mr;
+            float *c = gw + (g * Og + m0) * Kg + r0;
             int acc = 0;
             for (int64_t n = 0; n < s->N; n++) {
-                const float *xg = x + (n * s->C + g * Cg) * HW, *gyg = gy + (n * s->O + g * Og) * OHW;
+                const float *xg = x + (n * s->C + g * Cg) * HW, *gyg = gy + (n * s->O + g * Og + m0) * OHW;
                 for (int64_t j0 = 0; j0 < OHW; j0 += WG_CHUNK) {
                     int64_t kp = OHW - j0 < WG_CHUNK ? OHW - j0 : WG_CHUNK;
                     /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r, j0 + k] */
-                    md__pack_a(kn, gyg + j0, OHW, 1, Og, kp, 0, p.mp, pa);
+                    md__pack_a(kn, gyg + j0, OHW, 1, m1 - m0, kp, 0, mp, pa);
                     if (pw) {
                         md__pack_b(kn, xg + r0 * HW + j0, 1, HW, kp, r1 - r0, pb);
                     } else {
                         im2col_tile(s, xg, r0, r1, j0, j0 + kp, col);
                         md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
                     }
-                    md__gemm_packed(kn, Og, r1 - r0, kp, pa, kp, pb, c, Kg, acc);
+                    md__gemm_packed(kn, m1 - m0, r1 - r0, kp, pa, kp, pb, c, Kg, acc);
                     acc = 1;
                 }
             }
