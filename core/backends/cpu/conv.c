@@ -242,8 +242,8 @@ static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int
 /* The same columns written as the packed GEMM's B panels: panel p holds
  * pixels [j0 + p*nr, j0 + (p+1)*nr) as [r1 - r0][nr], the last one padded
  * with zero columns. One copy from the input into the layout the
- * micro-kernel reads; stride-1 rows go through md__pack_row_run (one call
- * per output row, padding included), strided ones through im2col_run. */
+ * micro-kernel reads; stride-1 and -2 rows go through md__pack_row_run (one
+ * call per output row, padding included), larger strides through im2col_run. */
 static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
                           int64_t j1, const md__gemm_kernel *kn, float *pb) {
     const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, K = r1 - r0;
@@ -253,12 +253,15 @@ static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, i
         const float *xc = x + c * HW;
         float *rowp = pb + (r - r0) * nr;
         int64_t oh = j0 / OW, ow = j0 % OW;
-        if (s->sw == 1) {
+        if (s->sw <= 2) {
+            const int64_t sw = s->sw;
             for (int64_t off = 0; off < len;) {
                 int64_t cnt = OW - ow < len - off ? OW - ow : len - off;
-                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow - s->pw + kj * s->dw;
-                if (ih < 0 || ih >= H) md__pack_row_run(kn, rowp, pstride, off, NULL, cnt, 0, 0);
-                else md__pack_row_run(kn, rowp, pstride, off, xc + ih * W + iw, cnt, -iw, W - iw);
+                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow * sw - s->pw + kj * s->dw;
+                /* valid t: 0 <= iw + t*sw < W */
+                int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0, hi = iw < W ? (W - iw + sw - 1) / sw : 0;
+                if (ih < 0 || ih >= H) md__pack_row_run(kn, rowp, pstride, off, NULL, sw, cnt, 0, 0);
+                else md__pack_row_run(kn, rowp, pstride, off, xc + ih * W + iw, sw, cnt, lo, hi);
                 off += cnt;
                 ow = 0;
                 oh++;

@@ -147,6 +147,32 @@ static T512 void row_run_avx512(float *row, int64_t pstride, int64_t off, const 
     }
 }
 
+/* The same for src[2t] (stride-2 convolutions): two loads and one
+ * permute per 16 values inside the data, element by element at its ends. */
+static T512 void row_run2_avx512(float *row, int64_t pstride, int64_t off, const float *src, int64_t n, int64_t lo,
+                                 int64_t hi) {
+    const int64_t nr = 32;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    int64_t p = off / nr, q = off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        for (int64_t v = 0; v < cnt; v += 16) {
+            int64_t m = cnt - v < 16 ? cnt - v : 16, a = t + v;
+            /* the pair of loads reads src[2a .. 2a + 31]: all inside [2lo, 2hi - 1) */
+            if (m == 16 && a >= lo && a + 16 <= hi && 2 * a + 32 <= 2 * hi - 1) {
+                __m512 v0 = _mm512_loadu_ps(src + 2 * a), v1 = _mm512_loadu_ps(src + 2 * a + 16);
+                _mm512_storeu_ps(d + v, _mm512_permutex2var_ps(v0, even, v1));
+            } else {
+                for (int64_t i = 0; i < m; i++) d[v + i] = a + i >= lo && a + i < hi ? src[2 * (a + i)] : 0.0f;
+            }
+        }
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -261,13 +287,17 @@ int md__convk_set(int id) {
 }
 
 void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
-                      int64_t n, int64_t lo, int64_t hi) {
+                      int64_t sw, int64_t n, int64_t lo, int64_t hi) {
     if (lo < 0) lo = 0;
     if (hi > n) hi = n;
     if (hi < lo) hi = lo;
 #if MD_HAVE_X86
-    if (k->id == MD_CONVK_AVX512) {
+    if (k->id == MD_CONVK_AVX512 && sw == 1) {
         row_run_avx512(row, pstride, off, src, n, lo, hi);
+        return;
+    }
+    if (k->id == MD_CONVK_AVX512 && sw == 2) {
+        row_run2_avx512(row, pstride, off, src, n, lo, hi);
         return;
     }
 #endif
@@ -276,7 +306,7 @@ void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int
     for (int64_t t = 0; t < n;) {
         int64_t cnt = nr - q < n - t ? nr - q : n - t;
         float *d = row + p * pstride + q;
-        for (int64_t i = 0; i < cnt; i++) d[i] = t + i >= lo && t + i < hi ? src[t + i] : 0.0f;
+        for (int64_t i = 0; i < cnt; i++) d[i] = t + i >= lo && t + i < hi ? src[(t + i) * sw] : 0.0f;
         t += cnt;
         q = 0;
         p++;

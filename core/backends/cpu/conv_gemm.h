@@ -59,10 +59,10 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
 
 /* One row of B panels written from position `off` on (position j lands at
  * row[(j / nr)*pstride + j % nr]; pstride = md__pb_stride(K) for panels, nr for
- * a plain row): n values, src[t] for t in [lo, hi) and zeros elsewhere;
- * src is only read inside [lo, hi). im2col's runs go through here. */
+ * a plain row): n values, src[t*sw] for t in [lo, hi) and zeros elsewhere;
+ * src is only read at those t. im2col's runs go through here. */
 void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
-                      int64_t n, int64_t lo, int64_t hi);
+                      int64_t sw, int64_t n, int64_t lo, int64_t hi);
 
 /* K block of the driver (and of the forward convolution's B blocks). */
 #define MD_GEMM_KC 256
