@@ -222,15 +222,22 @@ static void im2col_run(const md__conv_shape *s, const float *xc, int64_t ki, int
 /* col[r - r0, j - j0] for rows r in [r0, r1) of the group's Kg rows and output
  * pixels j in [j0, j1); x points at the group's first input channel. */
 static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
-                        int64_t j1, float *col) {
-    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, HW = s->H * s->W;
+                        int64_t j1, const md__gemm_kernel *kn, float *col) {
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, sw = s->sw;
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
         float *dst = col + (r - r0) * (j1 - j0);
         int64_t oh = j0 / OW, ow = j0 % OW;
         for (int64_t j = j0; j < j1;) {
             int64_t cnt = OW - ow < j1 - j ? OW - ow : j1 - j;
-            im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, dst);
+            if (kn && sw == 2) {   /* the packed kernels' vector gather (pstride nr: a plain row) */
+                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow * sw - s->pw + kj * s->dw;
+                int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0, hi = iw < W ? (W - iw + sw - 1) / sw : 0;
+                if (ih < 0 || ih >= H) md__pack_row_run(kn, dst, kn->nr, 0, NULL, sw, cnt, 0, 0);
+                else md__pack_row_run(kn, dst, kn->nr, 0, x + c * HW + ih * W + iw, sw, cnt, lo, hi);
+            } else {
+                im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, dst);
+            }
             dst += cnt;
             j += cnt;
             oh++;
@@ -338,7 +345,7 @@ static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, 
         t.b = xg + t.j0;
         t.ldb = HW;
     } else {
-        im2col_tile(s, xg, 0, kg_of(s), t.j0, j1, col);
+        im2col_tile(s, xg, 0, kg_of(s), t.j0, j1, NULL, col);
         t.b = col;
         t.ldb = t.len;
     }
@@ -442,7 +449,7 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
                     if (pw) {
                         md__pack_b(kn, xg + r0 * HW + j0, 1, HW, kp, r1 - r0, pb);
                     } else {
-                        im2col_tile(s, xg, r0, r1, j0, j0 + kp, col);
+                        im2col_tile(s, xg, r0, r1, j0, j0 + kp, kn, col);
                         md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
                     }
                     md__gemm_packed(kn, m1 - m0, r1 - r0, kp, pa, kp, pb, c, Kg, acc);

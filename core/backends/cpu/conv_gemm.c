@@ -164,7 +164,12 @@ static T512 void row_run2_avx512(float *row, int64_t pstride, int64_t off, const
                 __m512 v0 = _mm512_loadu_ps(src + 2 * a), v1 = _mm512_loadu_ps(src + 2 * a + 16);
                 _mm512_storeu_ps(d + v, _mm512_permutex2var_ps(v0, even, v1));
             } else {
-                for (int64_t i = 0; i < m; i++) d[v + i] = a + i >= lo && a + i < hi ? src[2 * (a + i)] : 0.0f;
+                /* lanes i in [ia, ib) are data; load only their even source positions 2i */
+                int64_t ia = lo - a > 0 ? lo - a : 0, ib = hi - a < m ? hi - a : m;
+                uint64_t lanes = ib > ia ? ((1ull << (2 * ib)) - 1) & ~((1ull << (2 * ia)) - 1) & 0x55555555ull : 0;
+                __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)(lanes & 0xFFFF), src + 2 * a);
+                __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 2 * a + 16);
+                _mm512_mask_storeu_ps(d + v, (__mmask16)((1u << m) - 1), _mm512_permutex2var_ps(v0, even, v1));
             }
         }
         t += cnt;
