@@ -352,22 +352,21 @@ static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, 
     return t;
 }
 
-/* Packs A panel i of group g from the weight w of convolution `f` flipped
- * for its input gradient: A[c][o*KK + t] = w[g*Og + o][c][KK-1-t]. */
+/* Packs the columns o*KK .. o*KK + KK-1 of every A panel of group g from
+ * the weight w of convolution `f`, flipped for its input gradient:
+ * A[c][o*KK + t] = w[g*Og + o][c][KK-1-t]. One o at a time reads w[o]
+ * contiguously (a whole panel at a time would stride through all of w). */
 static void pack_a_flipped(const md__gemm_kernel *kn, const md__conv_shape *f, const float *w, int64_t g,
-                           int64_t i, float *pa) {
+                           int64_t o, float *pa) {
     const int64_t G = f->G, Og = f->O / G, Cg = f->C / G, KK = f->KH * f->KW, mr = kn->mr, K = Og * KK;
-    float *dst = pa + i * mr * K;
-    for (int64_t r = 0; r < mr; r++) {
-        int64_t c = i * mr + r;
-        if (c >= Cg) {
-            for (int64_t k = 0; k < K; k++) dst[k * mr + r] = 0.0f;
-            continue;
-        }
-        for (int64_t o = 0; o < Og; o++) {
-            const float *src = w + ((g * Og + o) * Cg + c) * KK + KK - 1;
-            float *d = dst + o * KK * mr + r;
-            for (int64_t t = 0; t < KK; t++) d[t * mr] = src[-t];
+    const int64_t rows = (Cg + mr - 1) / mr * mr;
+    const float *src = w + (g * Og + o) * Cg * KK + KK - 1;
+    for (int64_t c = 0, i = 0, r = 0; c < rows; c++) {
+        float *d = pa + i * mr * K + o * KK * mr + r;
+        for (int64_t t = 0; t < KK; t++) d[t * mr] = c < Cg ? src[c * KK - t] : 0.0f;
+        if (++r == mr) {
+            r = 0;
+            i++;
         }
     }
 }
@@ -386,11 +385,16 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
     #pragma omp parallel num_threads(nt)
     {
         /* A: every group's weight, packed once, shared read-only */
-        #pragma omp for schedule(static)
-        for (int64_t q = 0; q < G * p.mp; q++) {
-            int64_t g = q / p.mp, i = q % p.mp;
-            if (flip) pack_a_flipped(kn, flip, w, g, i, pa + (size_t)g * p.asz);
-            else md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
+        if (flip) {
+            const int64_t Of = flip->O / G;
+            #pragma omp for schedule(static)
+            for (int64_t q = 0; q < G * Of; q++) pack_a_flipped(kn, flip, w, q / Of, q % Of, pa + (size_t)(q / Of) * p.asz);
+        } else {
+            #pragma omp for schedule(static)
+            for (int64_t q = 0; q < G * p.mp; q++) {
+                int64_t g = q / p.mp, i = q % p.mp;
+                md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
+            }
         }
         float *pb = align64(bufs + (size_t)omp_get_thread_num() * (p.bsz + ALIGN_SLACK));
         #pragma omp for schedule(static)
