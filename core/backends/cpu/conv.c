@@ -136,6 +136,11 @@ static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, i
         p.nblk = want < most ? want : most;
         if (p.nblk < 1) p.nblk = 1;
     }
+    /* few units: make their count a multiple of the threads (3 units on 2
+     * threads leave one idle half the time) */
+    int64_t most = (Kg + nr - 1) / nr;
+    if (nthreads > 1 && s->G * p.mblk * p.nblk < 8 * nthreads)
+        while ((s->G * p.mblk * p.nblk) % nthreads && p.nblk < most) p.nblk++;
     int64_t nc = (Kg + p.nblk - 1) / p.nblk, mc = (Og + p.mblk - 1) / p.mblk;
     p.nc = (nc + nr - 1) / nr * nr;
     p.mc = (mc + mr - 1) / mr * mr;
