@@ -1,13 +1,21 @@
-/* CPU 2-D convolution: im2col + GEMM over column tiles.
+/* CPU 2-D convolution: im2col + GEMM over column tiles, in two flavours.
  *
  * The GEMM of group g of image n is y[Og, OHW] = w_g[Og, Kg] col[Kg, OHW]
- * with Kg = C/G*KH*KW. Instead of materialising the whole col matrix, each
- * work item builds a [Kg, T] column tile (T output pixels) in a per-thread
- * buffer that stays in cache, and calls single-threaded sgemm on it; items
- * are spread over OpenMP threads. 1x1 stride-1 unpadded convolutions use the
- * input itself as the col matrix. Every output element is written by one
- * item, and the weight-gradient partials are summed in thread order, so
- * results are reproducible for a fixed thread count.
+ * with Kg = C/G*KH*KW; the whole col matrix is never materialised.
+ *
+ * Packed path (conv_gemm.h, the default where AVX2 or AVX-512 exists): our
+ * own GotoBLAS-style GEMM; im2col writes straight into the micro-kernel's
+ * B panels and the weight is packed once per call (see "packed-GEMM path"
+ * below). Every output element is summed in an order fixed by the shape,
+ * so results do not depend on the thread count.
+ *
+ * OpenBLAS path (MMDET_CPU_CONV=blas, other CPUs): each work item builds a
+ * [Kg, T] column tile (T output pixels) in a per-thread buffer that stays
+ * in cache, and calls single-threaded sgemm on it; items are spread over
+ * OpenMP threads. 1x1 stride-1 unpadded convolutions use the input itself
+ * as the col matrix. Every output element is written by one item, and the
+ * weight-gradient partials are summed in thread order, so results are
+ * reproducible for a fixed thread count.
  */
 #include <omp.h>
 #include <string.h>
