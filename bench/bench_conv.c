@@ -2,12 +2,23 @@
  * input), and the machine's sgemm rate for reference. Prints
  *   bench conv_<stage> ours_ms=<median> gflops=<achieved>
  *   bench sgemm_peak gflops=<measured>
- * Repetitions: $MMDET_BENCH_REPS (default 5); threads: $MMDET_NUM_THREADS. */
+ * Repetitions: $MMDET_BENCH_REPS (default 5); threads: $MMDET_NUM_THREADS.
+ *
+ * MMDET_BENCH_CONV_PHASE=1 times the three kernels (fwd, input grad,
+ * weight grad) apart instead, for each kernel variant in
+ * $MMDET_BENCH_CONV_KERNELS (comma-separated blas,avx2,avx512; default the
+ * active one), the variants interleaved repetition by repetition:
+ *   bench conv_<stage>_<phase> kernel=<k> ours_ms=<median wall> cpu_ms=<best CPU time> gflops=<at cpu_ms>
+ * CPU time is the process's (all threads): with MMDET_NUM_THREADS=1 it is
+ * the kernel's cost, little disturbed by other jobs on the machine. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <mmdet/mmdet.h>
+#include "backends/cpu/conv.h"
+#include "backends/cpu/conv_gemm.h"
 #include "benchlib.h"
 
 typedef struct stage { const char *name; int C, O, H, K, stride, pad; } stage;
@@ -23,6 +34,79 @@ static const stage STAGES[] = {
     { "res2_1x1", 256, 64, 128, 1, 1, 0 },
 };
 
+
+static const char *const PHASES[3] = { "fwd", "bwd_input", "bwd_weight" };
+
+static float *randv(size_t n, md_rng *r) {
+    float *v = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) v[i] = (float)md_rng_normal(r);
+    return v;
+}
+
+/* Per-phase timing of the raw kernels, variants interleaved. */
+static int bench_phases(int reps, int threads) {
+    int kernels[MD_CONVK_COUNT], nk = 0;
+    const char *list = getenv("MMDET_BENCH_CONV_KERNELS");
+    if (list && *list) {
+        for (int id = 0; id < MD_CONVK_COUNT; id++)
+            if (strstr(list, md__convk_name(id)) && md__convk_supported(id)) kernels[nk++] = id;
+    } else {
+        const md__gemm_kernel *k = md__convk();
+        kernels[nk++] = k ? k->id : MD_CONVK_BLAS;
+    }
+    md_rng r;
+    md_rng_seed(&r, 1);
+    const int N = 2;
+    double *wall = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
+    double *cpu = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
+    for (size_t si = 0; si < sizeof STAGES / sizeof STAGES[0]; si++) {
+        const stage *st = &STAGES[si];
+        int64_t OH = (st->H + 2 * st->pad - st->K) / st->stride + 1;
+        md__conv_shape s = { .N = N, .C = st->C, .H = st->H, .W = st->H, .O = st->O, .KH = st->K, .KW = st->K,
+                             .OH = OH, .OW = OH, .sh = st->stride, .sw = st->stride, .ph = st->pad,
+                             .pw = st->pad, .dh = 1, .dw = 1, .G = 1 };
+        size_t nx = (size_t)(N * st->C * st->H * st->H), nw = (size_t)(st->O * st->C * st->K * st->K);
+        size_t ny = (size_t)(N * st->O * OH * OH);
+        float *x = randv(nx, &r), *w = randv(nw, &r), *gy = randv(ny, &r);
+        float *y = malloc(sizeof(float) * ny), *gx = malloc(sizeof(float) * nx), *gw = malloc(sizeof(float) * nw);
+        double flops = 2.0 * N * st->O * OH * OH * (double)st->C * st->K * st->K;
+        for (int i = -1; i < reps; i++)
+            for (int ki = 0; ki < nk; ki++) {
+                md__convk_set(kernels[ki]);
+                for (int ph = 0; ph < 3; ph++) {
+                    size_t wf = md__conv2d_work_floats(&s, ph, threads);
+                    float *work = malloc(sizeof(float) * (wf ? wf : 1));
+                    memset(work, 0, sizeof(float) * (wf ? wf : 1));   /* fault the pages in outside the timing */
+                    double t0 = now_ms(), c0 = cpu_ms();
+                    if (ph == 0) md__conv2d_forward(&s, x, w, NULL, y, work, threads);
+                    else if (ph == 1) md__conv2d_backward_input(&s, gy, w, gx, work, threads);
+                    else md__conv2d_backward_weight(&s, x, gy, gw, work, threads);
+                    double t1 = now_ms(), c1 = cpu_ms();
+                    free(work);
+                    if (i >= 0) {
+                        size_t at = ((size_t)(ki * 3 + ph)) * (size_t)reps + (size_t)i;
+                        wall[at] = t1 - t0;
+                        cpu[at] = c1 - c0;
+                    }
+                }
+            }
+        for (int ki = 0; ki < nk; ki++)
+            for (int ph = 0; ph < 3; ph++) {
+                double *wv = wall + ((size_t)(ki * 3 + ph)) * (size_t)reps, *cv = cpu + ((size_t)(ki * 3 + ph)) * (size_t)reps;
+                double best = cv[0];
+                for (int i = 1; i < reps; i++) best = cv[i] < best ? cv[i] : best;
+                printf("bench conv_%s_%s kernel=%s ours_ms=%.2f cpu_ms=%.2f gflops=%.1f\n", st->name, PHASES[ph],
+                       md__convk_name(kernels[ki]), median(wv, reps), best, flops / best / 1e6);
+            }
+        fflush(stdout);
+        free(x), free(w), free(gy), free(y), free(gx), free(gw);
+    }
+    md__convk_set(-1);
+    free(wall);
+    free(cpu);
+    return 0;
+}
+
 int main(void) {
     int reps = getenv("MMDET_BENCH_REPS") ? atoi(getenv("MMDET_BENCH_REPS")) : 5;
     if (reps < 1) reps = 1;
@@ -32,11 +116,14 @@ int main(void) {
         fprintf(stderr, "bench_conv: %s\n", err.msg);
         return 1;
     }
+    const char *phase = getenv("MMDET_BENCH_CONV_PHASE");
+    int phases = phase && atoi(phase) == 1;
+    if (phases && bench_phases(reps, md_ctx_threads(ctx)) != 0) return 1;
     md_rng r;
     md_rng_seed(&r, 1);
     double *t = malloc(sizeof(double) * (size_t)reps);
     const int N = 2;
-    for (size_t s = 0; s < sizeof STAGES / sizeof STAGES[0]; s++) {
+    for (size_t s = 0; !phases && s < sizeof STAGES / sizeof STAGES[0]; s++) {
         const stage *st = &STAGES[s];
         md_tensor *x = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(N, st->C, st->H, st->H), &err);
         md_tensor *w = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(st->O, st->C, st->K, st->K), &err);

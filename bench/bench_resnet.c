@@ -66,11 +66,11 @@ static int run(bool train, int reps) {
     md_rng_seed(&r, 1);
     md_tensor_normal_(img, &r, 0, 1);
     if (gpu && md_tensor_move_(ctx, img, dev, &err) != 0) return fail("input", err.msg);
-    double *t = malloc(sizeof(double) * (size_t)reps);
+    double *t = malloc(sizeof(double) * (size_t)reps), *ct = malloc(sizeof(double) * (size_t)reps);
     md_grad_set_enabled(ctx, train);
     for (int i = -1; i < reps; i++) {   /* one warm-up */
         md_ctx_step_reset(ctx);
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         md_tensor *outs[MD_MAX_LEVELS];
         int n = md_backbone_forward(ctx, m, img, outs, MD_MAX_LEVELS);
         if (n <= 0) return fail("forward", md_ctx_error(ctx)->msg);
@@ -85,7 +85,7 @@ static int run(bool train, int reps) {
             if (md_optimizer_step(opt, &err) != 0) return fail("step", err.msg);
         }
         if (gpu && md_device_synchronize(dev, &err) != 0) return fail("synchronize", err.msg);
-        if (i >= 0) t[i] = now_ms() - t0;
+        if (i >= 0) t[i] = now_ms() - t0, ct[i] = cpu_ms() - c0;
         if (getenv("MMDET_BENCH_VERBOSE")) fprintf(stderr, "rep %d: %.1f ms\n", i, now_ms() - t0);
     }
     double ms = median(t, reps), fl = fwd_flops(N, H, W) * (train ? 3.0 : 1.0);
@@ -95,11 +95,16 @@ static int run(bool train, int reps) {
         mb = (double)md_ctx_device_arena_peak(ctx, dev) / 1048576.0 +
              (double)params * 4.0 * (train ? 3.0 : 1.0) / 1048576.0;
     }
-    printf("bench resnet50_%s%s ours_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld threads=%d%s%s\n",
-           train ? "train_step" : "infer", gpu ? "_cuda" : "", ms, mb, fl / ms / 1e6, (long long)N, (long long)H,
+    /* CPU time of all threads per step: what the step costs, less swayed than
+     * the wall clock by other jobs on a shared machine */
+    printf("bench resnet50_%s%s ours_ms=%.1f ours_cpu_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld "
+           "threads=%d%s%s\n",
+           train ? "train_step" : "infer", gpu ? "_cuda" : "", ms, median(ct, reps), mb, fl / ms / 1e6, (long long)N,
+           (long long)H,
            (long long)W, md_ctx_threads(ctx), gpu ? " device=" : "", gpu ? md_device_describe(dev) : "");
     fflush(stdout);
     free(t);
+    free(ct);
     md_tensor_free(img);
     md_optimizer_free(opt);
     md_module_free(m);

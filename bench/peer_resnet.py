@@ -47,10 +47,10 @@ def run(train):
     net.train(train)
     shape = (2, 3, 512, 512) if train else (1, 3, 800, 1216)
     x = torch.randn(*shape).to(dev)
-    times = []
+    times, cpu = [], []
     with torch.set_grad_enabled(train):
         for i in range(REPS + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs = forward(x)
             if train:
                 opt.zero_grad(set_to_none=False)
@@ -60,12 +60,14 @@ def run(train):
                 torch.cuda.synchronize()
             if i:
                 times.append((time.perf_counter() - t0) * 1e3)
+                cpu.append((time.process_time() - c0) * 1e3)
             del outs
     name = ("resnet50_train_step" if train else "resnet50_infer") + ("_cuda" if gpu else "")
     mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if gpu:
         mb = torch.cuda.max_memory_allocated() / 1048576.0
-    print(f"peer {name} peer_ms={statistics.median(times):.1f} peer_mb={mb:.0f}", flush=True)
+    print(f"peer {name} peer_ms={statistics.median(times):.1f} peer_cpu_ms={statistics.median(cpu):.1f} peer_mb={mb:.0f}",
+          flush=True)
     if gpu and os.environ.get("MMDET_BENCH_PROFILE") == "1":   # kernel times, to set beside MMDET_CUDA_PROFILE's
         from torch.profiler import ProfilerActivity, profile
         with torch.set_grad_enabled(train), profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -1,6 +1,8 @@
 /* conv2d: PyTorch goldens (tests/golden/ops_nn_golden.py), a direct-loop
  * reference on shapes that span several GEMM column tiles, finite
- * differences, views, errors and empty inputs. */
+ * differences, views, errors and empty inputs. The goldens and the
+ * direct-loop comparisons run under every kernel variant this CPU supports
+ * (OpenBLAS, and the packed GEMM's AVX2 and AVX-512 micro-kernels). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,14 +10,31 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include "testlib.h"
+#include "backends/cpu/conv_gemm.h"
 
 static md_ctx *ctx;
 static void setup(void) {
     ctx = md_ctx_new(NULL);
     cr_assert(ctx);
 }
-static void teardown(void) { md_ctx_free(ctx); }
-TestSuite(ops_conv, .init = setup, .fini = teardown);
+static void teardown_variant(void) {
+    md__convk_set(-1);
+    md_ctx_free(ctx);
+}
+TestSuite(ops_conv, .init = setup, .fini = teardown_variant);
+
+/* Runs fn under each supported kernel variant; returns how many ran. */
+static int each_variant(void (*fn)(int variant)) {
+    int ran = 0;
+    for (int id = 0; id < MD_CONVK_COUNT; id++) {
+        if (!md__convk_supported(id)) continue;
+        cr_assert_eq(md__convk_set(id), 0, "variant %s", md__convk_name(id));
+        fn(id);
+        ran++;
+    }
+    md__convk_set(-1);
+    return ran;
+}
 
 static md_tensor *get_opt(md_st *st, const char *key) {
     return md_st_find(st, key) >= 0 ? golden_get(ctx, st, key) : NULL;
@@ -38,16 +57,18 @@ static void golden_conv_all(int threads) {
         md_conv2d_params cp = { (int)pv[0], (int)pv[1], (int)pv[2], (int)pv[3], (int)pv[4], (int)pv[5], (int)pv[6] };
         md_tensor *y = md_conv2d(ctx, x, w, b, cp);
         cr_assert(y, "case %d: %s", i, md_ctx_error(ctx)->msg);
-        snprintf(what, sizeof what, "conv case %d threads %d: y", i, threads);
+        const md__gemm_kernel *kn = md__convk();
+        const char *kname = md__convk_name(kn ? kn->id : MD_CONVK_BLAS);
+        snprintf(what, sizeof what, "conv case %d threads %d %s: y", i, threads, kname);
         assert_close(y, golden_get(ctx, st, KEY("y")), 1e-5, what);
         md_error err = { 0 };
         cr_assert_eq(md_backward_with(ctx, y, golden_get(ctx, st, KEY("gy")), &err), 0, "%s", err.msg);
-        snprintf(what, sizeof what, "conv case %d threads %d: gx", i, threads);
+        snprintf(what, sizeof what, "conv case %d threads %d %s: gx", i, threads, kname);
         assert_close(x->grad, golden_get(ctx, st, KEY("gx")), 1e-5, what);
-        snprintf(what, sizeof what, "conv case %d threads %d: gw", i, threads);
+        snprintf(what, sizeof what, "conv case %d threads %d %s: gw", i, threads, kname);
         assert_close(w->grad, golden_get(ctx, st, KEY("gw")), 1e-5, what);
         if (b) {
-            snprintf(what, sizeof what, "conv case %d threads %d: gb", i, threads);
+            snprintf(what, sizeof what, "conv case %d threads %d %s: gb", i, threads, kname);
             assert_close(b->grad, golden_get(ctx, st, KEY("gb")), 1e-5, what);
         }
 #undef KEY
@@ -56,8 +77,13 @@ static void golden_conv_all(int threads) {
     md_st_close(st);
 }
 
-Test(ops_conv, golden_two_threads) { golden_conv_all(2); }
-Test(ops_conv, golden_one_thread) { golden_conv_all(1); }
+static void golden_variant(int id) {
+    (void)id;
+    golden_conv_all(2);
+    golden_conv_all(1);
+}
+
+Test(ops_conv, golden_every_kernel_variant) { cr_assert_geq(each_variant(golden_variant), 1); }
 
 /* ---- direct-loop reference, double accumulation ---- */
 
@@ -130,34 +156,123 @@ static void check_against_reference(ref_case c) {
     double e[4] = { rel_d(md_f32(y), ry, ny), rel_d(md_f32(x->grad), rgx, nx), rel_d(md_f32(w->grad), rgw, nw),
                     rel_d(md_f32(b->grad), rgb, c.O) };
     for (int i = 0; i < 4; i++)
-        cr_assert_lt(e[i], 1e-5, "N%d C%d %dx%d O%d k%d s%d p%d d%d g%d: %s rel err %g", c.N, c.C, c.H, c.W, c.O,
-                     c.K, c.s, c.pad, c.dil, c.G, (const char *[]){ "y", "gx", "gw", "gb" }[i], e[i]);
+        cr_assert_lt(e[i], 1e-5, "N%d C%d %dx%d O%d k%d s%d p%d d%d g%d, %s, %d threads: %s rel err %g", c.N, c.C, c.H,
+                     c.W, c.O, c.K, c.s, c.pad, c.dil, c.G, md__convk_name(md__convk() ? md__convk()->id : 0),
+                     md_ctx_threads(ctx), (const char *[]){ "y", "gx", "gw", "gb" }[i], e[i]);
     free(ry);
     free(rgx);
     free(rgw);
     free(rgb);
 }
 
-/* Column tiles of 448 pixels for Kg = 576: 24x24 outputs end a tile mid-row. */
-Test(ops_conv, matches_direct_loops_across_column_tiles) {
-    check_against_reference((ref_case){ 2, 64, 24, 24, 16, 3, 1, 1, 1, 1 });
-    check_against_reference((ref_case){ 1, 128, 23, 25, 8, 3, 1, 1, 1, 2 });
-    check_against_reference((ref_case){ 1, 256, 13, 12, 6, 3, 1, 1, 1, 1 });
-    check_against_reference((ref_case){ 3, 32, 40, 20, 8, 1, 1, 0, 1, 1 });   /* 1x1, 800 columns */
-    check_against_reference((ref_case){ 1, 16, 33, 35, 5, 3, 2, 2, 2, 1 });
+/* BLAS path: column tiles of 448 pixels for Kg = 576, so 24x24 outputs end
+ * a tile mid-row. Packed path: B blocks of <= 256 rows (Kg 576 -> 3 x 192,
+ * 1152 -> 5 blocks), column tiles ending mid-panel and mid-row. */
+static void column_tile_cases(int id) {
+    (void)id;
+    for (int t = 1; t <= 2; t++) {
+        md_ctx_set_threads(ctx, t);
+        check_against_reference((ref_case){ 2, 64, 24, 24, 16, 3, 1, 1, 1, 1 });
+        check_against_reference((ref_case){ 1, 128, 23, 25, 8, 3, 1, 1, 1, 2 });
+        check_against_reference((ref_case){ 1, 256, 13, 12, 6, 3, 1, 1, 1, 1 });
+        check_against_reference((ref_case){ 3, 32, 40, 20, 8, 1, 1, 0, 1, 1 });   /* 1x1, 800 columns */
+        check_against_reference((ref_case){ 1, 16, 33, 35, 5, 3, 2, 2, 2, 1 });
+    }
 }
+
+Test(ops_conv, matches_direct_loops_across_column_tiles) { cr_assert_geq(each_variant(column_tile_cases), 1); }
 
 /* Stride-1 input gradients run as a forward convolution of gy with the
  * flipped weight (padding d*(K-1)-p); larger paddings fall back to col2im.
  * Strided im2col gathers clip at both borders. */
-Test(ops_conv, input_gradient_paths_and_strided_gather) {
-    check_against_reference((ref_case){ 2, 6, 9, 11, 5, 3, 1, 0, 1, 1 });    /* padding 2 in the flipped conv */
-    check_against_reference((ref_case){ 1, 8, 10, 7, 6, 3, 1, 2, 2, 2 });    /* dilation and groups */
-    check_against_reference((ref_case){ 1, 4, 8, 9, 3, 5, 1, 3, 1, 1 });    /* 5x5 with pad 3: padding 1 */
-    check_against_reference((ref_case){ 1, 3, 8, 9, 4, 3, 1, 4, 1, 1 });    /* pad past the kernel: col2im */
-    check_against_reference((ref_case){ 2, 3, 23, 21, 8, 7, 2, 3, 1, 1 });   /* stem-like 7x7/2 */
-    check_against_reference((ref_case){ 1, 5, 17, 19, 4, 3, 3, 1, 1, 1 });   /* stride 3 */
-    check_against_reference((ref_case){ 1, 4, 9, 13, 6, 1, 2, 0, 1, 2 });    /* 1x1/2 */
+static void input_gradient_cases(int id) {
+    (void)id;
+    for (int t = 1; t <= 2; t++) {
+        md_ctx_set_threads(ctx, t);
+        check_against_reference((ref_case){ 2, 6, 9, 11, 5, 3, 1, 0, 1, 1 });    /* padding 2 in the flipped conv */
+        check_against_reference((ref_case){ 1, 8, 10, 7, 6, 3, 1, 2, 2, 2 });    /* dilation and groups */
+        check_against_reference((ref_case){ 1, 4, 8, 9, 3, 5, 1, 3, 1, 1 });     /* 5x5 with pad 3: padding 1 */
+        check_against_reference((ref_case){ 1, 3, 8, 9, 4, 3, 1, 4, 1, 1 });     /* pad past the kernel: col2im */
+        check_against_reference((ref_case){ 2, 3, 23, 21, 8, 7, 2, 3, 1, 1 });   /* stem-like 7x7/2 */
+        check_against_reference((ref_case){ 1, 5, 17, 19, 4, 3, 3, 1, 1, 1 });   /* stride 3 */
+        check_against_reference((ref_case){ 1, 4, 9, 13, 6, 1, 2, 0, 1, 2 });    /* 1x1/2 */
+    }
+}
+
+Test(ops_conv, input_gradient_paths_and_strided_gather) { cr_assert_geq(each_variant(input_gradient_cases), 1); }
+
+/* The packed GEMM's edges: output channels (M) not a multiple of the 14- or
+ * 6-row register block, pixels (N) not a multiple of the 32- or 16-column
+ * panel, depths (K) not a multiple of 16 (the transposes) nor of the 256
+ * block, partial last panels on both sides, groups, dilation, stride 2,
+ * padding, 1x1, the Cin=3 stem, batch 1 and 2, and a batch-1 map with fewer
+ * column tiles than threads (split over output-channel blocks). */
+static void packed_edge_cases(int id) {
+    (void)id;
+    for (int t = 1; t <= 2; t++) {
+        md_ctx_set_threads(ctx, t);
+        check_against_reference((ref_case){ 1, 5, 7, 9, 15, 3, 1, 1, 1, 1 });    /* M 15, N 63, K 45 */
+        check_against_reference((ref_case){ 2, 3, 21, 19, 29, 7, 2, 3, 1, 1 });  /* stem: K 147, M 29 */
+        check_against_reference((ref_case){ 1, 40, 6, 5, 33, 3, 1, 1, 1, 1 });   /* K 360: two blocks; N 30 */
+        check_against_reference((ref_case){ 2, 30, 20, 20, 17, 3, 1, 1, 1, 1 }); /* 400 pixels: two weight chunks */
+        check_against_reference((ref_case){ 1, 12, 11, 13, 12, 3, 1, 2, 2, 4 }); /* groups 4, dilation 2 */
+        check_against_reference((ref_case){ 2, 17, 13, 11, 19, 1, 1, 0, 1, 1 }); /* 1x1: K 17, M 19 */
+        check_against_reference((ref_case){ 1, 24, 9, 10, 20, 1, 1, 0, 1, 2 });  /* 1x1 with groups */
+        check_against_reference((ref_case){ 2, 16, 15, 14, 30, 3, 2, 1, 1, 1 }); /* 3x3/2 */
+        check_against_reference((ref_case){ 1, 16, 5, 5, 40, 3, 1, 1, 1, 1 });   /* 25 pixels: channel blocks */
+        check_against_reference((ref_case){ 1, 300, 4, 4, 16, 3, 1, 1, 1, 1 });  /* K 2700, 16 pixels */
+        check_against_reference((ref_case){ 1, 8, 1, 1, 9, 1, 1, 0, 1, 1 });     /* one pixel */
+        check_against_reference((ref_case){ 2, 4, 6, 64, 7, 3, 1, 1, 1, 1 });    /* rows of 64: padding at panel ends */
+        check_against_reference((ref_case){ 1, 3, 9, 32, 5, 3, 1, 2, 2, 1 });    /* rows of 32, dilation 2 */
+        check_against_reference((ref_case){ 2, 6, 5, 7, 460, 3, 1, 1, 1, 1 });   /* O 460: two row blocks of gw */
+    }
+}
+
+Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_variant(packed_edge_cases), 1); }
+
+/* The packed kernels sum every output element in an order fixed by the
+ * shape alone (K blocks of the forward, pixel chunks of the weight
+ * gradient), so results do not depend on the thread count at all. */
+static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t nw) {
+    md_ctx_set_threads(ctx, threads);
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 31);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(1, 24, 13, 15));
+    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(20, 24, 3, 3));
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 0.1);
+    x->requires_grad = w->requires_grad = true;
+    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1));
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    cr_assert_eq(md_backward(ctx, y, NULL), 0);
+    memcpy(out, md_f32(y), sizeof(float) * ny);
+    memcpy(out + ny, md_f32(x->grad), sizeof(float) * nx);
+    memcpy(out + ny + nx, md_f32(w->grad), sizeof(float) * nw);
+}
+
+Test(ops_conv, packed_results_do_not_depend_on_thread_count) {
+    const size_t ny = 20 * 13 * 15, nx = 24 * 13 * 15, nw = 20 * 24 * 9, n = ny + nx + nw;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    int ran = 0;
+    for (int id = MD_CONVK_AVX2; id < MD_CONVK_COUNT; id++) {
+        if (md__convk_set(id) != 0) continue;
+        run_conv_grads(1, a, ny, nx, nw);
+        run_conv_grads(2, b, ny, nx, nw);
+        cr_assert_eq(memcmp(a, b, sizeof(float) * n), 0, "%s: 1 and 2 threads differ", md__convk_name(id));
+        ran++;
+    }
+    if (!ran) cr_skip_test("no packed kernel variant on this CPU");
+    free(a);
+    free(b);
+}
+
+Test(ops_conv, kernel_switch_rejects_unknown_variants) {
+    cr_assert_eq(md__convk_set(MD_CONVK_COUNT), -1);
+    cr_assert_eq(md__convk_set(MD_CONVK_BLAS), 0);
+    cr_assert_null(md__convk());
+    cr_assert_eq(md__convk_set(-1), 0);
+    cr_assert_str_eq(md__convk_name(MD_CONVK_AVX512), "avx512");
 }
 
 /* ---- finite differences ---- */
@@ -178,17 +293,22 @@ static void gradcheck_conv(int N, int C, int H, int W, int O, int kh, int kw, md
     for (int i = 0; i < 3; i++) md_tensor_free(in[i]);
 }
 
-Test(ops_conv, gradcheck_stride_pad_bias) {
+static void gc_stride_pad_bias(int id) {
+    (void)id;
     gradcheck_conv(2, 3, 6, 5, 4, 3, 3, MD_CONV2D(2, 1), true);
 }
-
-Test(ops_conv, gradcheck_groups_dilation) {
+static void gc_groups_dilation(int id) {
+    (void)id;
     gradcheck_conv(1, 4, 7, 6, 6, 3, 2, (md_conv2d_params){ 1, 2, 2, 1, 2, 1, 2 }, false);
 }
-
-Test(ops_conv, gradcheck_pointwise) {
+static void gc_pointwise(int id) {
+    (void)id;
     gradcheck_conv(2, 5, 3, 4, 3, 1, 1, MD_CONV2D(1, 0), true);
 }
+
+Test(ops_conv, gradcheck_stride_pad_bias) { cr_assert_geq(each_variant(gc_stride_pad_bias), 1); }
+Test(ops_conv, gradcheck_groups_dilation) { cr_assert_geq(each_variant(gc_groups_dilation), 1); }
+Test(ops_conv, gradcheck_pointwise) { cr_assert_geq(each_variant(gc_pointwise), 1); }
 
 /* ---- layouts, errors, empties, determinism ---- */
 

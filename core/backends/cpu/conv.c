@@ -1,17 +1,26 @@
-/* CPU 2-D convolution: im2col + GEMM over column tiles.
+/* CPU 2-D convolution: im2col + GEMM over column tiles, in two flavours.
  *
  * The GEMM of group g of image n is y[Og, OHW] = w_g[Og, Kg] col[Kg, OHW]
- * with Kg = C/G*KH*KW. Instead of materialising the whole col matrix, each
- * work item builds a [Kg, T] column tile (T output pixels) in a per-thread
- * buffer that stays in cache, and calls single-threaded sgemm on it; items
- * are spread over OpenMP threads. 1x1 stride-1 unpadded convolutions use the
- * input itself as the col matrix. Every output element is written by one
- * item, and the weight-gradient partials are summed in thread order, so
- * results are reproducible for a fixed thread count.
+ * with Kg = C/G*KH*KW; the whole col matrix is never materialised.
+ *
+ * Packed path (conv_gemm.h, the default where AVX2 or AVX-512 exists): our
+ * own GotoBLAS-style GEMM; im2col writes straight into the micro-kernel's
+ * B panels and the weight is packed once per call (see "packed-GEMM path"
+ * below). Every output element is summed in an order fixed by the shape,
+ * so results do not depend on the thread count.
+ *
+ * OpenBLAS path (MMDET_CPU_CONV=blas, other CPUs): each work item builds a
+ * [Kg, T] column tile (T output pixels) in a per-thread buffer that stays
+ * in cache, and calls single-threaded sgemm on it; items are spread over
+ * OpenMP threads. 1x1 stride-1 unpadded convolutions use the input itself
+ * as the col matrix. Every output element is written by one item, and the
+ * weight-gradient partials are summed in thread order, so results are
+ * reproducible for a fixed thread count.
  */
 #include <omp.h>
 #include <string.h>
 #include "backends/cpu/conv.h"
+#include "backends/cpu/conv_gemm.h"
 #include "backends/cpu/gemm.h"
 
 /* Column-tile budget: Kg*T floats per thread (~1 MB, an L2's worth). */
@@ -47,8 +56,8 @@ static int64_t channel_blocks(const md__conv_shape *s, int nthreads) {
  * of gy, with the weight flipped in space and its in/out channels swapped,
  * and padding d*(K-1)-p. That runs through the forward kernel (im2col copies
  * + GEMM) instead of GEMM + col2im scatter-adds. */
-static int transposed_shape(const md__conv_shape *s, md__conv_shape *t) {
-    if (s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
+static int transposed_shape(const md__conv_shape *s, md__conv_shape *t, int packed) {
+    if (s->sh != 1 || s->sw != 1 || (is_pointwise(s) && !packed)) return 0;
     int64_t ph = s->dh * (s->KH - 1) - s->ph, pw = s->dw * (s->KW - 1) - s->pw;
     if (ph < 0 || pw < 0) return 0;
     *t = (md__conv_shape){ .N = s->N, .C = s->O, .H = s->OH, .W = s->OW, .O = s->C, .KH = s->KH, .KW = s->KW,
@@ -57,73 +66,245 @@ static int transposed_shape(const md__conv_shape *s, md__conv_shape *t) {
     return 1;
 }
 
+/* ---- the packed-GEMM path (conv_gemm.h) ----
+ * Forward: the weight of every group packed once per call into A panels
+ * shared by all threads; each work item (image, group, column tile[, block
+ * of output channels]) writes its im2col tile straight into B panels and
+ * runs the blocked GEMM into y. Weight gradient: work units are (group,
+ * block of Kg columns of gw); each unit runs over every image and pixel
+ * chunk with gy as A and col^T as B, accumulating into its own block of gw,
+ * so every element of gw is summed in one fixed order whatever the thread
+ * count. */
+#define PTILE_FLOATS ((int64_t)64 * 1024)    /* kc x T of a B block (256 KB, in L2) */
+#define PTILE_MIN 64
+#define PTILE_MAX 1024
+#define WG_CHUNK 256                         /* pixels per weight-gradient GEMM */
+#define WG_NC 512                            /* gw block: columns (Kg) */
+#define WG_MC 448                            /* and rows (Og), a multiple of 14 */
+
+/* Panels start on a cache line (split-line stores cost double); each
+ * buffer is given 16 floats of slack for it. */
+#define ALIGN_SLACK 16
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+typedef struct fwd_plan { int64_t T, ntiles, kc, mp, mb, mpb, items; size_t asz, bsz; } fwd_plan;
+
+static fwd_plan plan_forward(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    const int64_t Og = s->O / s->G, Kg = kg_of(s), OHW = s->OH * s->OW, nr = kn->nr;
+    fwd_plan p = { 0 };
+    /* Goto's loop order: the weight is packed whole once; per column tile,
+     * B is built one K block at a time (kc x T in L2) and every block of A
+     * passes over it, so T can be wide and A is re-read once per T pixels. */
+    int64_t nkb = (Kg + MD_GEMM_KC - 1) / MD_GEMM_KC;
+    p.kc = nkb > 0 ? (Kg + nkb - 1) / nkb : 1;
+    int64_t t = PTILE_FLOATS / p.kc;
+    if (t < PTILE_MIN) t = PTILE_MIN;
+    if (t > PTILE_MAX) t = PTILE_MAX;
+    t = (t + nr - 1) / nr * nr;
+    if (t > OHW) t = OHW;
+    p.T = t > 0 ? t : 1;
+    p.ntiles = (OHW + p.T - 1) / p.T;
+    p.mp = (Og + kn->mr - 1) / kn->mr;
+    p.asz = md__pack_a_floats(kn, Og, Kg);
+    p.bsz = md__pack_b_floats(kn, p.T, p.kc);
+    /* fewer (image, tile) items than threads: split output channels too */
+    int64_t items = s->N * s->G * p.ntiles;
+    p.mb = 1;
+    if (items > 0 && items < nthreads) {
+        p.mb = (nthreads + items - 1) / items;
+        if (p.mb > p.mp) p.mb = p.mp > 0 ? p.mp : 1;
+    }
+    p.mpb = (p.mp + p.mb - 1) / p.mb;
+    p.items = items * p.mb;
+    return p;
+}
+
+static size_t packed_forward_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    fwd_plan p = plan_forward(kn, s, nthreads);
+    int nt = p.items < nthreads ? (int)(p.items > 0 ? p.items : 1) : nthreads;
+    return (size_t)s->G * p.asz + (size_t)nt * (p.bsz + ALIGN_SLACK) + ALIGN_SLACK;
+}
+
+typedef struct wg_plan { int64_t nc, nblk, mc, mblk, units; size_t per_thread; } wg_plan;
+
+/* Units are (group, block of mc rows, block of nc columns) of gw: a unit
+ * packs its rows of gy (A) once per pixel chunk and its columns of col^T
+ * (B) once per chunk, so blocks are wide (<= WG_NC columns, <= WG_MC rows)
+ * to keep the repacking of either operand low; there are at least as many
+ * units as threads where the shape allows. */
+static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    const int64_t Og = s->O / s->G, Kg = kg_of(s), nr = kn->nr, mr = kn->mr;
+    wg_plan p = { 0 };
+    p.nblk = (Kg + WG_NC - 1) / WG_NC;
+    p.mblk = (Og + WG_MC - 1) / WG_MC;
+    if (p.nblk < 1) p.nblk = 1;
+    if (p.mblk < 1) p.mblk = 1;
+    if (s->G * p.nblk * p.mblk < nthreads) {   /* more column blocks for idle threads */
+        int64_t want = (nthreads + s->G * p.mblk - 1) / (s->G * p.mblk), most = (Kg + nr - 1) / nr;
+        p.nblk = want < most ? want : most;
+        if (p.nblk < 1) p.nblk = 1;
+    }
+    /* few units: make their count a multiple of the threads (3 units on 2
+     * threads leave one idle half the time) */
+    int64_t most = (Kg + nr - 1) / nr;
+    if (nthreads > 1 && s->G * p.mblk * p.nblk < 8 * nthreads)
+        while ((s->G * p.mblk * p.nblk) % nthreads && p.nblk < most) p.nblk++;
+    int64_t nc = (Kg + p.nblk - 1) / p.nblk, mc = (Og + p.mblk - 1) / p.mblk;
+    p.nc = (nc + nr - 1) / nr * nr;
+    p.mc = (mc + mr - 1) / mr * mr;
+    if (p.nc < nr) p.nc = nr;
+    if (p.mc < mr) p.mc = mr;
+    p.nblk = (Kg + p.nc - 1) / p.nc;
+    p.mblk = (Og + p.mc - 1) / p.mc;
+    p.units = s->G * p.mblk * p.nblk;
+    /* packed gy chunk, packed col^T chunk, and a row-major im2col chunk */
+    p.per_thread = md__pack_a_floats(kn, p.mc, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
+                   (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK)) + 3 * ALIGN_SLACK;
+    return p;
+}
+
+static size_t packed_weight_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    wg_plan p = plan_weight(kn, s, nthreads);
+    int64_t nt = p.units < nthreads ? p.units : nthreads;
+    return (size_t)(nt > 0 ? nt : 1) * p.per_thread;
+}
+
 size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) {
+    const md__gemm_kernel *kn = md__convk();
     int64_t t = tile_cols(s), kg = kg_of(s);
     switch (which) {
     case MD_CONV_FWD:
+        if (kn) return packed_forward_floats(kn, s, nthreads);
         return is_pointwise(s) ? 0 : (size_t)(nthreads * kg * t);
     case MD_CONV_BWD_INPUT: {
-        if (is_pointwise(s)) return 0;
         md__conv_shape ts;
-        if (transposed_shape(s, &ts))   /* the flipped weight, then the forward's tiles */
+        if (!kn && is_pointwise(s)) return 0;
+        if (kn && transposed_shape(s, &ts, 1)) return packed_forward_floats(kn, &ts, nthreads);
+        if (transposed_shape(s, &ts, 0))   /* the flipped weight, then the forward's tiles */
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
         return (size_t)(nthreads * rows * t);
     }
-    default: {   /* weight: col tiles plus per-thread partial gradients (thread 0 uses gw) */
+    default: {
+        if (kn) return packed_weight_floats(kn, s, nthreads);
+        /* weight: col tiles plus per-thread partial gradients (thread 0 uses gw) */
         size_t col = is_pointwise(s) ? 0 : (size_t)(kg * t);
         return (size_t)nthreads * col + (size_t)(nthreads - 1) * (size_t)(s->O * kg);
     }
     }
 }
 
+/* Pixels [j, j + cnt) of one output row (oh, starting at column ow) for
+ * kernel tap (ki, kj) of channel plane xc, written contiguously to dst. */
+static void im2col_run(const md__conv_shape *s, const float *xc, int64_t ki, int64_t kj, int64_t oh, int64_t ow,
+                       int64_t cnt, float *dst) {
+    const int64_t H = s->H, W = s->W;
+    int64_t ih = oh * s->sh - s->ph + ki * s->dh;
+    if (ih < 0 || ih >= H) {
+        memset(dst, 0, sizeof(float) * (size_t)cnt);
+        return;
+    }
+    const float *row = xc + ih * W;
+    int64_t iw = ow * s->sw - s->pw + kj * s->dw;
+    if (s->sw == 1) {
+        /* contiguous run: zeros, a copy, zeros */
+        int64_t lo = iw < 0 ? -iw : 0;
+        if (lo > cnt) lo = cnt;
+        int64_t hi = W - iw;   /* first k with iw + k >= W */
+        if (hi > cnt) hi = cnt;
+        if (hi < lo) hi = lo;
+        if (lo) memset(dst, 0, sizeof(float) * (size_t)lo);
+        if (hi > lo) memcpy(dst + lo, row + iw + lo, sizeof(float) * (size_t)(hi - lo));
+        if (cnt > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(cnt - hi));
+    } else {
+        /* strided: zeros, a gather with no bounds checks, zeros */
+        const int64_t sw = s->sw;
+        int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0;
+        if (lo > cnt) lo = cnt;
+        int64_t hi = iw < W ? (W - iw + sw - 1) / sw : 0;   /* first k with iw + k*sw >= W */
+        if (hi > cnt) hi = cnt;
+        if (hi < lo) hi = lo;
+        for (int64_t k = 0; k < lo; k++) dst[k] = 0.0f;
+        const float *src = row + iw;
+        for (int64_t k = lo; k < hi; k++) dst[k] = src[k * sw];
+        for (int64_t k = hi; k < cnt; k++) dst[k] = 0.0f;
+    }
+}
+
 /* col[r - r0, j - j0] for rows r in [r0, r1) of the group's Kg rows and output
  * pixels j in [j0, j1); x points at the group's first input channel. */
 static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
-                        int64_t j1, float *col) {
-    const int64_t H = s->H, W = s->W, OW = s->OW, KH = s->KH, KW = s->KW, len = j1 - j0;
+                        int64_t j1, const md__gemm_kernel *kn, float *col) {
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, sw = s->sw;
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
-        const float *xc = x + c * H * W;
-        float *dst = col + (r - r0) * len;
-        int64_t j = j0;
-        while (j < j1) {
-            int64_t oh = j / OW, ow0 = j % OW, cnt = OW - ow0;
-            if (cnt > j1 - j) cnt = j1 - j;
-            int64_t ih = oh * s->sh - s->ph + ki * s->dh;
-            if (ih < 0 || ih >= H) {
-                memset(dst, 0, sizeof(float) * (size_t)cnt);
+        float *dst = col + (r - r0) * (j1 - j0);
+        int64_t oh = j0 / OW, ow = j0 % OW;
+        for (int64_t j = j0; j < j1;) {
+            int64_t cnt = OW - ow < j1 - j ? OW - ow : j1 - j;
+            if (kn && sw == 2) {   /* the packed kernels' vector gather (pstride nr: a plain row) */
+                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow * sw - s->pw + kj * s->dw;
+                int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0, hi = iw < W ? (W - iw + sw - 1) / sw : 0;
+                if (ih < 0 || ih >= H) md__pack_row_run(kn, dst, kn->nr, 0, NULL, sw, cnt, 0, 0);
+                else md__pack_row_run(kn, dst, kn->nr, 0, x + c * HW + ih * W + iw, sw, cnt, lo, hi);
             } else {
-                const float *row = xc + ih * W;
-                int64_t iw = ow0 * s->sw - s->pw + kj * s->dw;
-                if (s->sw == 1) {
-                    /* contiguous run: zeros, a copy, zeros */
-                    int64_t lo = iw < 0 ? -iw : 0;
-                    if (lo > cnt) lo = cnt;
-                    int64_t hi = W - iw;   /* first k with iw + k >= W */
-                    if (hi > cnt) hi = cnt;
-                    if (hi < lo) hi = lo;
-                    if (lo) memset(dst, 0, sizeof(float) * (size_t)lo);
-                    if (hi > lo) memcpy(dst + lo, row + iw + lo, sizeof(float) * (size_t)(hi - lo));
-                    if (cnt > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(cnt - hi));
-                } else {
-                    /* strided: zeros, a gather with no bounds checks, zeros */
-                    const int64_t sw = s->sw;
-                    int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0;
-                    if (lo > cnt) lo = cnt;
-                    int64_t hi = iw < W ? (W - iw + sw - 1) / sw : 0;   /* first k with iw + k*sw >= W */
-                    if (hi > cnt) hi = cnt;
-                    if (hi < lo) hi = lo;
-                    for (int64_t k = 0; k < lo; k++) dst[k] = 0.0f;
-                    const float *src = row + iw;
-                    for (int64_t k = lo; k < hi; k++) dst[k] = src[k * sw];
-                    for (int64_t k = hi; k < cnt; k++) dst[k] = 0.0f;
-                }
+                im2col_run(s, x + c * HW, ki, kj, oh, ow, cnt, dst);
             }
             dst += cnt;
             j += cnt;
+            oh++;
+            ow = 0;
         }
+    }
+}
+
+/* The same columns written as the packed GEMM's B panels: panel p holds
+ * pixels [j0 + p*nr, j0 + (p+1)*nr) as [r1 - r0][nr], the last one padded
+ * with zero columns. One copy from the input into the layout the
+ * micro-kernel reads; stride-1 and -2 rows go through md__pack_row_run (one
+ * call per output row, padding included), larger strides through im2col_run. */
+static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
+                          int64_t j1, const md__gemm_kernel *kn, float *pb) {
+    const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, K = r1 - r0;
+    const int64_t len = j1 - j0, nr = kn->nr, pstride = md__pb_stride(kn, K);
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
+        const float *xc = x + c * HW;
+        float *rowp = pb + (r - r0) * nr;
+        int64_t oh = j0 / OW, ow = j0 % OW;
+        if (s->sw <= 2) {
+            const int64_t sw = s->sw;
+            for (int64_t off = 0; off < len;) {
+                int64_t cnt = OW - ow < len - off ? OW - ow : len - off;
+                int64_t ih = oh * s->sh - s->ph + ki * s->dh, iw = ow * sw - s->pw + kj * s->dw;
+                /* valid t: 0 <= iw + t*sw < W */
+                int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0, hi = iw < W ? (W - iw + sw - 1) / sw : 0;
+                if (ih < 0 || ih >= H) md__pack_row_run(kn, rowp, pstride, off, NULL, sw, cnt, 0, 0);
+                else md__pack_row_run(kn, rowp, pstride, off, xc + ih * W + iw, sw, cnt, lo, hi);
+                off += cnt;
+                ow = 0;
+                oh++;
+            }
+        } else {
+            int64_t p = 0, q = 0;
+            for (int64_t off = 0; off < len;) {
+                int64_t cnt = nr - q;
+                if (cnt > OW - ow) cnt = OW - ow;
+                if (cnt > len - off) cnt = len - off;
+                im2col_run(s, xc, ki, kj, oh, ow, cnt, rowp + p * pstride + q);
+                off += cnt;
+                if ((ow += cnt) == OW) {
+                    ow = 0;
+                    oh++;
+                }
+                if ((q += cnt) == nr) {
+                    q = 0;
+                    p++;
+                }
+            }
+        }
+        if (len % nr) memset(rowp + len / nr * pstride + len % nr, 0, sizeof(float) * (size_t)(nr - len % nr));
     }
 }
 
@@ -177,11 +358,123 @@ static col_tile input_tile(const md__conv_shape *s, const float *x, int64_t it, 
         t.b = xg + t.j0;
         t.ldb = HW;
     } else {
-        im2col_tile(s, xg, 0, kg_of(s), t.j0, j1, col);
+        im2col_tile(s, xg, 0, kg_of(s), t.j0, j1, NULL, col);
         t.b = col;
         t.ldb = t.len;
     }
     return t;
+}
+
+/* Packs the columns o*KK .. o*KK + KK-1 of every A panel of group g from
+ * the weight w of convolution `f`, flipped for its input gradient:
+ * A[c][o*KK + t] = w[g*Og + o][c][KK-1-t]. One o at a time reads w[o]
+ * contiguously (a whole panel at a time would stride through all of w). */
+static void pack_a_flipped(const md__gemm_kernel *kn, const md__conv_shape *f, const float *w, int64_t g,
+                           int64_t o, float *pa) {
+    const int64_t G = f->G, Og = f->O / G, Cg = f->C / G, KK = f->KH * f->KW, mr = kn->mr, K = Og * KK;
+    const int64_t rows = (Cg + mr - 1) / mr * mr;
+    const float *src = w + (g * Og + o) * Cg * KK + KK - 1;
+    for (int64_t c = 0, i = 0, r = 0; c < rows; c++) {
+        float *d = pa + i * mr * K + o * KK * mr + r;
+        for (int64_t t = 0; t < KK; t++) d[t * mr] = c < Cg ? src[c * KK - t] : 0.0f;
+        if (++r == mr) {
+            r = 0;
+            i++;
+        }
+    }
+}
+
+/* y = conv(x, w) + bias through the packed GEMM. With `flip` set, s is the
+ * transposed convolution of flip's input gradient and w is flip's weight,
+ * flipped while it is packed. */
+static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
+                           const md__conv_shape *flip, const float *bias, float *y, float *work, int nthreads) {
+    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t OHW = s->OH * s->OW, mr = kn->mr;
+    const fwd_plan p = plan_forward(kn, s, nthreads);
+    if (p.items <= 0) return;
+    int nt = p.items < nthreads ? (int)p.items : nthreads;
+    float *pa = align64(work), *bufs = pa + (size_t)G * p.asz;
+    #pragma omp parallel num_threads(nt)
+    {
+        /* A: every group's weight, packed once, shared read-only */
+        if (flip) {
+            const int64_t Of = flip->O / G;
+            #pragma omp for schedule(static)
+            for (int64_t q = 0; q < G * Of; q++) pack_a_flipped(kn, flip, w, q / Of, q % Of, pa + (size_t)(q / Of) * p.asz);
+        } else {
+            #pragma omp for schedule(static)
+            for (int64_t q = 0; q < G * p.mp; q++) {
+                int64_t g = q / p.mp, i = q % p.mp;
+                md__pack_a(kn, w + g * Og * Kg, Kg, 1, Og, Kg, i, i + 1, pa + (size_t)g * p.asz);
+            }
+        }
+        float *pb = align64(bufs + (size_t)omp_get_thread_num() * (p.bsz + ALIGN_SLACK));
+        #pragma omp for schedule(static)
+        for (int64_t it = 0; it < p.items; it++) {
+            int64_t mb = it % p.mb, rest = it / p.mb, tile = rest % p.ntiles, ng = rest / p.ntiles;
+            int64_t n = ng / G, g = ng % G, j0 = tile * p.T, j1 = j0 + p.T < OHW ? j0 + p.T : OHW;
+            int64_t p0 = mb * p.mpb, p1 = p0 + p.mpb < p.mp ? p0 + p.mpb : p.mp;
+            if (p0 >= p1) continue;
+            int64_t m0 = p0 * mr, m1 = p1 * mr < Og ? p1 * mr : Og;
+            float *yt = y + (n * s->O + g * Og + m0) * OHW + j0;
+            const float *pag = pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg);
+            for (int64_t k0 = 0; k0 < Kg; k0 += p.kc) {
+                int64_t k1 = k0 + p.kc < Kg ? k0 + p.kc : Kg;
+                im2col_panels(s, x + (n * s->C + g * Cg) * HW, k0, k1, j0, j1, kn, pb);
+                md__gemm_packed(kn, m1 - m0, j1 - j0, k1 - k0, pag + k0 * mr, Kg, pb, yt, OHW, k0 > 0);
+            }
+            if (bias)
+                for (int64_t o = m0; o < m1; o++) {
+                    float bv = bias[g * Og + o], *row = yt + (o - m0) * OHW;
+                    for (int64_t k = 0; k < j1 - j0; k++) row[k] += bv;
+                }
+        }
+    }
+}
+
+static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                   const float *gy, float *gw, float *work, int nthreads) {
+    const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
+    const int64_t OHW = s->OH * s->OW, wn = s->O * Kg;
+    const int pw = is_pointwise(s);
+    const wg_plan p = plan_weight(kn, s, nthreads);
+    if (wn == 0) return;
+    if (s->N * OHW == 0 || Og == 0) {
+        memset(gw, 0, sizeof(float) * (size_t)wn);
+        return;
+    }
+    int nt = p.units < nthreads ? (int)p.units : nthreads;
+    const size_t asz = md__pack_a_floats(kn, p.mc, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
+    #pragma omp parallel num_threads(nt)
+    {
+        float *pa = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
+        float *pb = align64(pa + asz), *col = align64(pb + bsz);
+        #pragma omp for schedule(static)
+        for (int64_t u = 0; u < p.units; u++) {
+            int64_t g = u / (p.nblk * p.mblk), mb = u / p.nblk % p.mblk;
+            int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;
+            int64_t m0 = mb * p.mc, m1 = m0 + p.mc < Og ? m0 + p.mc : Og, mp = (m1 - m0 + kn->mr - 1) / kn->mr;
+            float *c = gw + (g * Og + m0) * Kg + r0;
+            int acc = 0;
+            for (int64_t n = 0; n < s->N; n++) {
+                const float *xg = x + (n * s->C + g * Cg) * HW, *gyg = gy + (n * s->O + g * Og + m0) * OHW;
+                for (int64_t j0 = 0; j0 < OHW; j0 += WG_CHUNK) {
+                    int64_t kp = OHW - j0 < WG_CHUNK ? OHW - j0 : WG_CHUNK;
+                    /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r, j0 + k] */
+                    md__pack_a(kn, gyg + j0, OHW, 1, m1 - m0, kp, 0, mp, pa);
+                    if (pw) {
+                        md__pack_b(kn, xg + r0 * HW + j0, 1, HW, kp, r1 - r0, pb);
+                    } else {
+                        im2col_tile(s, xg, r0, r1, j0, j0 + kp, kn, col);
+                        md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
+                    }
+                    md__gemm_packed(kn, m1 - m0, r1 - r0, kp, pa, kp, pb, c, Kg, acc);
+                    acc = 1;
+                }
+            }
+        }
+    }
 }
 
 void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
@@ -190,6 +483,11 @@ void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w,
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles;
     const int pw = is_pointwise(s);
+    const md__gemm_kernel *kn = md__convk();
+    if (kn) {
+        forward_packed(kn, s, x, w, NULL, bias, y, work, nthreads);
+        return;
+    }
     if (items <= 0) return;
     int nt = items < nthreads ? (int)items : nthreads;
     int prev = md__blas_threads_set(1);
@@ -226,7 +524,12 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
         return;
     }
     md__conv_shape ts;
-    if (transposed_shape(s, &ts)) {
+    const md__gemm_kernel *kn = md__convk();
+    if (kn && transposed_shape(s, &ts, 1)) {   /* the flip happens while packing A */
+        forward_packed(kn, &ts, gy, w, s, NULL, gx, work, nthreads);
+        return;
+    }
+    if (transposed_shape(s, &ts, 0)) {
         /* wt[g][c][o][kh][kw] = w[g][o][c][KH-1-kh][KW-1-kw] */
         float *wt = work;
         for (int64_t g = 0; g < G; g++)
@@ -276,6 +579,11 @@ void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const f
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles, wn = s->O * Kg;
     const int pw = is_pointwise(s);
+    const md__gemm_kernel *kn = md__convk();
+    if (kn) {
+        backward_weight_packed(kn, s, x, gy, gw, work, nthreads);
+        return;
+    }
     memset(gw, 0, sizeof(float) * (size_t)wn);
     if (items <= 0 || wn == 0) return;
     int nt = items < nthreads ? (int)items : nthreads;

@@ -1,6 +1,9 @@
 /* CPU 2-D convolution kernels (NCHW, f32): im2col + GEMM, tiled over output
- * columns so that each OpenMP thread works on a cache-sized column block
- * with single-threaded OpenBLAS calls (no nested BLAS threading). */
+ * columns so that each OpenMP thread works on a cache-sized column block,
+ * on the packed AVX-512/AVX2 GEMM of conv_gemm.h or with single-threaded
+ * OpenBLAS calls (no nested BLAS threading); md__convk() says which. The
+ * scratch size depends on that choice: take md__conv2d_work_floats and run
+ * the kernel with the same choice in force. */
 #ifndef MMDET_CPU_CONV_H
 #define MMDET_CPU_CONV_H
 

@@ -1,0 +1,417 @@
+/* Packed GEMM for the convolutions: panel packing, the K/M-blocked driver
+ * and the AVX-512 (14x32) and AVX2+FMA (6x16) micro-kernels. The kernels
+ * carry their own target attributes, so the library still builds for and
+ * runs on any x86-64; the variant is picked at run time. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backends/cpu/conv_gemm.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MD_HAVE_X86 1
+#include <immintrin.h>
+#else
+#define MD_HAVE_X86 0
+#endif
+
+/* K block: a B panel (KC x nr, 32 KB for nr = 32) stays in L1 while every A
+ * panel of an M block (<= MC_FLOATS, in L2) passes over it. */
+#define KC MD_GEMM_KC
+#define MC_FLOATS ((int64_t)96 * 1024)
+
+#if MD_HAVE_X86
+#define T512 __attribute__((target("avx512f,avx2,fma")))
+#define T256 __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* 14 rows x 32 columns: 28 zmm accumulators, two B loads and 14 broadcasts
+ * per k. R is a constant in every instantiation, so the accumulator arrays
+ * live in registers. Columns past `cols` are masked off. */
+INLINE T512 void ker512(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                        __mmask16 m0, __mmask16 m1, int acc) {
+    __m512 c0[14], c1[14];
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 14
+        for (int i = 0; i < R; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+        }
+        a += 14;
+        b += 32;
+    }
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+        if (acc) {
+            c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
+            c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        _mm512_mask_storeu_ps(ci, m0, c0[i]);
+        _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
+    }
+}
+
+static T512 void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
+                                int cols, int acc) {
+    __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+    switch (rows) {
+#define R512(n) case n: ker512(n, kc, a, b, c, ldc, m0, m1, acc); break;
+    R512(1) R512(2) R512(3) R512(4) R512(5) R512(6) R512(7)
+    R512(8) R512(9) R512(10) R512(11) R512(12) R512(13) R512(14)
+#undef R512
+    default: break;
+    }
+}
+
+
+/* 16x16 transpose: rows i < `rows` of src (lds apart, 16 floats each, the
+ * rest read as zeros) become dst[c*ldd + i], c < 16, i < rows. Inlined with
+ * a constant row count and fully unrolled, so everything stays in zmm
+ * registers. */
+INLINE T512 void tr16_body(const int rows, const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m512 r[16], t[16], u[16], v[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {   /* u[i + c]: column 4L + c of rows i..i+3, per 128-bit lane L */
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+#pragma GCC unroll 16
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0x88);
+        v[c + 4] = _mm512_shuffle_f32x4(u[c], u[c + 4], 0xDD);
+        v[c + 8] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0x88);
+        v[c + 12] = _mm512_shuffle_f32x4(u[c + 8], u[c + 12], 0xDD);
+    }
+    const __mmask16 m = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int c = 0; c < 8; c++) {
+        __m512 lo = _mm512_shuffle_f32x4(v[c], v[c + 8], 0x88), hi = _mm512_shuffle_f32x4(v[c], v[c + 8], 0xDD);
+        if (rows == 16) {
+            _mm512_storeu_ps(dst + c * ldd, lo);
+            _mm512_storeu_ps(dst + (c + 8) * ldd, hi);
+        } else {
+            _mm512_mask_storeu_ps(dst + c * ldd, m, lo);
+            _mm512_mask_storeu_ps(dst + (c + 8) * ldd, m, hi);
+        }
+    }
+}
+
+/* A [kn x 16] block of 16 rows (B^T) or 14 rows (A) transposed, k blocks of 16. */
+static T512 void tr_rows16(const float *src, int64_t lds, int64_t K, float *dst, int64_t ldd) {
+    for (int64_t kk = 0; kk + 16 <= K; kk += 16) tr16_body(16, src + kk, lds, dst + kk * ldd, ldd);
+}
+static T512 void tr_rows14(const float *src, int64_t lds, int64_t K, float *dst, int64_t ldd) {
+    for (int64_t kk = 0; kk + 16 <= K; kk += 16) tr16_body(14, src + kk, lds, dst + kk * ldd, ldd);
+}
+
+/* Positions [0, n) of a panel row from position `off` on (see
+ * md__pack_row_run): src[t] for t in [lo, hi), zeros elsewhere, with masked
+ * loads, so src is never read outside [lo, hi). */
+static T512 void row_run_avx512(float *row, int64_t pstride, int64_t off, const float *src, int64_t n, int64_t lo,
+                                int64_t hi) {
+    const int64_t nr = 32;   /* a constant: no divisions per run */
+    int64_t p = off / nr, q = off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        if (cnt == 32 && t >= lo && t + 32 <= hi) {   /* a whole panel row inside the data */
+            _mm512_storeu_ps(d, _mm512_loadu_ps(src + t));
+            _mm512_storeu_ps(d + 16, _mm512_loadu_ps(src + t + 16));
+        } else {
+            for (int64_t v = 0; v < cnt; v += 16) {
+                int64_t m = cnt - v < 16 ? cnt - v : 16, a = lo - (t + v), b = hi - (t + v);
+                if (a < 0) a = 0;
+                if (b > m) b = m;
+                __mmask16 lm = b > a ? (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1)) : 0;
+                __m512 val = _mm512_maskz_loadu_ps(lm, src + t + v);
+                _mm512_mask_storeu_ps(d + v, (__mmask16)((1u << m) - 1), val);
+            }
+        }
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
+/* The same for src[2t] (stride-2 convolutions): two loads and one
+ * permute per 16 values inside the data, element by element at its ends. */
+static T512 void row_run2_avx512(float *row, int64_t pstride, int64_t off, const float *src, int64_t n, int64_t lo,
+                                 int64_t hi) {
+    const int64_t nr = 32;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    int64_t p = off / nr, q = off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        for (int64_t v = 0; v < cnt; v += 16) {
+            int64_t m = cnt - v < 16 ? cnt - v : 16, a = t + v;
+            /* the pair of loads reads src[2a .. 2a + 31]: all inside [2lo, 2hi - 1) */
+            if (m == 16 && a >= lo && a + 16 <= hi && 2 * a + 32 <= 2 * hi - 1) {
+                __m512 v0 = _mm512_loadu_ps(src + 2 * a), v1 = _mm512_loadu_ps(src + 2 * a + 16);
+                _mm512_storeu_ps(d + v, _mm512_permutex2var_ps(v0, even, v1));
+            } else {
+                /* lanes i in [ia, ib) are data; load only their even source positions 2i */
+                int64_t ia = lo - a > 0 ? lo - a : 0, ib = hi - a < m ? hi - a : m;
+                uint64_t lanes = ib > ia ? ((1ull << (2 * ib)) - 1) & ~((1ull << (2 * ia)) - 1) & 0x55555555ull : 0;
+                __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)(lanes & 0xFFFF), src + 2 * a);
+                __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 2 * a + 16);
+                _mm512_mask_storeu_ps(d + v, (__mmask16)((1u << m) - 1), _mm512_permutex2var_ps(v0, even, v1));
+            }
+        }
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
+/* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
+ * through maskload/maskstore. */
+INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                        __m256i m0, __m256i m1, int full, int acc) {
+    __m256 c0[6], c1[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            __m256 av = _mm256_broadcast_ss(a + i);
+            c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+        }
+        a += 6;
+        b += 16;
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+        if (full) {
+            if (acc) {
+                c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(ci));
+                c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(ci + 8));
+            }
+            _mm256_storeu_ps(ci, c0[i]);
+            _mm256_storeu_ps(ci + 8, c1[i]);
+        } else {
+            if (acc) {
+                c0[i] = _mm256_add_ps(c0[i], _mm256_maskload_ps(ci, m0));
+                c1[i] = _mm256_add_ps(c1[i], _mm256_maskload_ps(ci + 8, m1));
+            }
+            _mm256_maskstore_ps(ci, m0, c0[i]);
+            _mm256_maskstore_ps(ci + 8, m1, c1[i]);
+        }
+    }
+}
+
+static T256 void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows, int cols,
+                              int acc) {
+    static const int32_t lanes[24] = { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                       0,  0,  0,  0,  0,  0,  0,  0 };
+    /* lane l of a block starting at column s is on when s + l < cols */
+    int s0 = cols >= 8 ? 8 : cols, s1 = cols >= 16 ? 8 : cols > 8 ? cols - 8 : 0;
+    __m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 16 - s0));
+    __m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 16 - s1));
+    int full = cols >= 16;
+    switch (rows) {
+#define R256(n) case n: ker256(n, kc, a, b, c, ldc, m0, m1, full, acc); break;
+    R256(1) R256(2) R256(3) R256(4) R256(5) R256(6)
+#undef R256
+    default: break;
+    }
+}
+#endif
+
+static const md__gemm_kernel KERNELS[MD_CONVK_COUNT] = {
+    [MD_CONVK_BLAS] = { MD_CONVK_BLAS, 0, 0, NULL },
+#if MD_HAVE_X86
+    [MD_CONVK_AVX2] = { MD_CONVK_AVX2, 6, 16, ukernel_avx2 },
+    [MD_CONVK_AVX512] = { MD_CONVK_AVX512, 14, 32, ukernel_avx512 },
+#endif
+};
+
+static const char *const NAMES[MD_CONVK_COUNT] = { "blas", "avx2", "avx512" };
+
+const char *md__convk_name(int id) { return id >= 0 && id < MD_CONVK_COUNT ? NAMES[id] : "?"; }
+
+int md__convk_supported(int id) {
+    if (id == MD_CONVK_BLAS) return 1;
+#if MD_HAVE_X86
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (id == MD_CONVK_AVX2) return avx2;
+    if (id == MD_CONVK_AVX512) return avx2 && __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static int best_supported(void) {
+    for (int id = MD_CONVK_COUNT - 1; id > 0; id--)
+        if (md__convk_supported(id)) return id;
+    return MD_CONVK_BLAS;
+}
+
+static int g_default = MD_CONVK_BLAS, g_forced = -1;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void choose_default(void) {
+    g_default = best_supported();
+    const char *env = getenv("MMDET_CPU_CONV");
+    if (!env || !*env) return;
+    for (int id = 0; id < MD_CONVK_COUNT; id++)
+        if (!strcmp(env, NAMES[id]) && md__convk_supported(id)) g_default = id;
+}
+
+const md__gemm_kernel *md__convk(void) {
+    pthread_once(&g_once, choose_default);
+    int id = g_forced >= 0 ? g_forced : g_default;
+    return id == MD_CONVK_BLAS ? NULL : &KERNELS[id];
+}
+
+int md__convk_set(int id) {
+    if (id < 0) {
+        g_forced = -1;
+        return 0;
+    }
+    if (id >= MD_CONVK_COUNT || !md__convk_supported(id)) return -1;
+    g_forced = id;
+    return 0;
+}
+
+void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
+                      int64_t sw, int64_t n, int64_t lo, int64_t hi) {
+    if (lo < 0) lo = 0;
+    if (hi > n) hi = n;
+    if (hi < lo) hi = lo;
+#if MD_HAVE_X86
+    if (k->id == MD_CONVK_AVX512 && sw == 1) {
+        row_run_avx512(row, pstride, off, src, n, lo, hi);
+        return;
+    }
+    if (k->id == MD_CONVK_AVX512 && sw == 2) {
+        row_run2_avx512(row, pstride, off, src, n, lo, hi);
+        return;
+    }
+#endif
+    const int64_t nr = k->nr;
+    int64_t p = nr == 16 ? off >> 4 : off / nr, q = nr == 16 ? off & 15 : off % nr;
+    for (int64_t t = 0; t < n;) {
+        int64_t cnt = nr - q < n - t ? nr - q : n - t;
+        float *d = row + p * pstride + q;
+        for (int64_t i = 0; i < cnt; i++) d[i] = t + i >= lo && t + i < hi ? src[(t + i) * sw] : 0.0f;
+        t += cnt;
+        q = 0;
+        p++;
+    }
+}
+
+void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,
+                int64_t p0, int64_t p1, float *pa) {
+    const int64_t mr = k->mr;
+    for (int64_t p = p0; p < p1; p++) {
+        float *dst = pa + p * mr * K;
+#if MD_HAVE_X86
+        int64_t rows = M - p * mr < mr ? M - p * mr : mr;
+        if (k->id == MD_CONVK_AVX512 && mr == 14 && cs == 1 && rows == mr && K >= 16) {
+            tr_rows14(src + p * mr * rs, rs, K, dst, mr);
+            for (int64_t kk = K / 16 * 16; kk < K; kk++)
+                for (int64_t i = 0; i < mr; i++) dst[kk * mr + i] = src[(p * mr + i) * rs + kk];
+            continue;
+        }
+#endif
+        for (int64_t i = 0; i < mr; i++) {
+            int64_t row = p * mr + i;
+            if (row >= M) {
+                for (int64_t kk = 0; kk < K; kk++) dst[kk * mr + i] = 0.0f;
+                continue;
+            }
+            const float *s = src + row * rs;
+            if (cs == 1)
+                for (int64_t kk = 0; kk < K; kk++) dst[kk * mr + i] = s[kk];
+            else
+                for (int64_t kk = 0; kk < K; kk++) dst[kk * mr + i] = s[kk * cs];
+        }
+    }
+}
+
+void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t K, int64_t N,
+                float *pb) {
+    const int64_t nr = k->nr;
+    for (int64_t j0 = 0; j0 < N; j0 += nr) {
+        float *dst = pb + j0 / nr * md__pb_stride(k, K);
+        int64_t cols = N - j0 < nr ? N - j0 : nr;
+        if (cs == 1) {
+            for (int64_t kk = 0; kk < K; kk++) {
+                memcpy(dst + kk * nr, src + kk * rs + j0, sizeof(float) * (size_t)cols);
+                if (cols < nr) memset(dst + kk * nr + cols, 0, sizeof(float) * (size_t)(nr - cols));
+            }
+        } else {
+            int64_t q0 = 0;
+#if MD_HAVE_X86
+            /* B^T row-major (rs == 1): 16x16 transposes of 16 columns at a time */
+            if (k->id == MD_CONVK_AVX512 && rs == 1 && K >= 16) {
+                for (; q0 + 16 <= cols; q0 += 16) {
+                    const float *s = src + (j0 + q0) * cs;
+                    tr_rows16(s, cs, K, dst + q0, nr);
+                    for (int64_t kk = K / 16 * 16; kk < K; kk++)
+                        for (int64_t q = 0; q < 16; q++) dst[kk * nr + q0 + q] = s[q * cs + kk];
+                }
+            }
+#endif
+            /* column j of B is contiguous in k when rs == 1: one column at a time */
+            for (int64_t q = q0; q < nr; q++) {
+                if (q >= cols) {
+                    for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = 0.0f;
+                    continue;
+                }
+                const float *s = src + (j0 + q) * cs;
+                for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = s[kk * rs];
+            }
+        }
+    }
+}
+
+void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
+                     const float *pb, float *C, int64_t ldc, int acc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!acc)
+            for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * (size_t)N);
+        return;
+    }
+    const int64_t mr = k->mr, nr = k->nr, mp = (M + mr - 1) / mr, np = (N + nr - 1) / nr;
+    const int64_t pbs = md__pb_stride(k, K);
+    /* equal K blocks of at most KC */
+    const int64_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+    int64_t mcp = MC_FLOATS / (kcb * mr);
+    if (mcp < 1) mcp = 1;
+    for (int64_t k0 = 0; k0 < K; k0 += kcb) {
+        int64_t kc = K - k0 < kcb ? K - k0 : kcb;
+        int a_acc = acc || k0 > 0;
+        for (int64_t ib = 0; ib < mp; ib += mcp) {
+            int64_t ie = ib + mcp < mp ? ib + mcp : mp;
+            for (int64_t jp = 0; jp < np; jp++) {
+                const float *bp = pb + jp * pbs + k0 * nr;
+                int cols = (int)(N - jp * nr < nr ? N - jp * nr : nr);
+                for (int64_t ip = ib; ip < ie; ip++) {
+                    int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);
+                    k->fn(kc, pa + ip * mr * a_depth + k0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, rows, cols,
+                          a_acc);
+                }
+            }
+        }
+    }
+}

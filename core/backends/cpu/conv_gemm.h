@@ -1,0 +1,77 @@
+/* Packed GEMM for the convolution kernels (GotoBLAS/BLIS style): operands
+ * packed into register-block panels, K blocked, and an AVX-512 or AVX2+FMA
+ * micro-kernel chosen at run time. The convolutions pack their operands
+ * straight into these layouts (weights once per call, im2col tiles as
+ * panels), so nothing is copied twice and nothing re-packed per tile.
+ *
+ * Layouts, for a kernel with register block mr x nr:
+ *   A [M, K] as ceil(M/mr) panels of [K][mr] floats (rows past M zero);
+ *   B [K, N] as ceil(N/nr) panels of [K][nr] floats (columns past N zero).
+ * Panel i of A starts at pa + i*mr*K, panel j of B at pb + j*md__pb_stride(K):
+ * B panels are nr*K floats plus one cache line apart, so that a row written
+ * across all panels (im2col) does not map every store to one L1 set when
+ * nr*K*4 is a multiple of 4 KiB. */
+#ifndef MMDET_CPU_CONV_GEMM_H
+#define MMDET_CPU_CONV_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { MD_CONVK_BLAS = 0, MD_CONVK_AVX2, MD_CONVK_AVX512, MD_CONVK_COUNT };
+
+/* C[0:mr', 0:nr'] (=, or += when acc) A_panel[kc][mr] . B_panel[kc][nr],
+ * rows of C ldc floats apart; mr' <= mr rows and nr' <= nr columns stored. */
+typedef void (*md__ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
+                               int cols, int acc);
+
+typedef struct md__gemm_kernel {
+    int id, mr, nr;
+    md__ukernel_fn fn;
+} md__gemm_kernel;
+
+/* The kernel convolutions use, or NULL for the OpenBLAS im2col path.
+ * Default: the best the CPU supports, or $MMDET_CPU_CONV (blas, avx2,
+ * avx512) read once; a variant the CPU lacks falls back to the best. */
+const md__gemm_kernel *md__convk(void);
+/* Forces variant `id` (MD_CONVK_*), or the default for -1. Returns 0, or -1
+ * when this CPU cannot run it (the choice is left unchanged). Not
+ * thread-safe: for tests and benchmarks, between convolutions. */
+int md__convk_set(int id);
+/* Whether this CPU can run variant `id`. */
+int md__convk_supported(int id);
+const char *md__convk_name(int id);
+
+/* Floats of a packed A (M rows) or B (N columns) of depth K. */
+static inline size_t md__pack_a_floats(const md__gemm_kernel *k, int64_t M, int64_t K) {
+    return (size_t)((M + k->mr - 1) / k->mr * k->mr * K);
+}
+static inline int64_t md__pb_stride(const md__gemm_kernel *k, int64_t K) { return k->nr * K + 16; }
+static inline size_t md__pack_b_floats(const md__gemm_kernel *k, int64_t N, int64_t K) {
+    return (size_t)((N + k->nr - 1) / k->nr * md__pb_stride(k, K));
+}
+
+/* Packs A[i][k] = src[i*rs + k*cs] (M x K); panels [p0, p1) only. */
+void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,
+                int64_t p0, int64_t p1, float *pa);
+/* Packs B[k][j] = src[k*rs + j*cs] (K x N). */
+void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t K, int64_t N,
+                float *pb);
+
+/* One row of B panels written from position `off` on (position j lands at
+ * row[(j / nr)*pstride + j % nr]; pstride = md__pb_stride(K) for panels, nr for
+ * a plain row): n values, src[t*sw] for t in [lo, hi) and zeros elsewhere;
+ * src is only read at those t. im2col's runs go through here. */
+void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
+                      int64_t sw, int64_t n, int64_t lo, int64_t hi);
+
+/* K block of the driver (and of the forward convolution's B blocks). */
+#define MD_GEMM_KC 256
+
+/* C[M, N] (=, or += when acc) A . B over depth K from packed operands. A's
+ * panels are a_depth deep (a_depth >= K; pa may point k0*mr into them to
+ * take depths [k0, k0 + K)), its panel 0 is C's row 0; B's panels are K
+ * deep, starting at pb. */
+void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
+                     const float *pb, float *C, int64_t ldc, int acc);
+
+#endif
