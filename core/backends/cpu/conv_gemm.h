@@ -30,8 +30,8 @@ typedef struct md__gemm_kernel {
 } md__gemm_kernel;
 
 /* The kernel convolutions use, or NULL for the OpenBLAS im2col path.
- * Default: the best the CPU supports, or $MMDET_CPU_CONV (blas, avx2,
- * avx512) read once; a variant the CPU lacks falls back to the best. */
+ * Default: AVX-512 where the CPU has it, else OpenBLAS; $MMDET_CPU_CONV
+ * (blas, avx2, avx512), read once, overrides it when the CPU can run it. */
 const md__gemm_kernel *md__convk(void);
 /* Forces variant `id` (MD_CONVK_*), or the default for -1. Returns 0, or -1
  * when this CPU cannot run it (the choice is left unchanged). Not
