@@ -11,6 +11,7 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
+#include "rect_batch.h"
 #include "testlib.h"
 
 static md_ctx *ctx;
@@ -25,54 +26,6 @@ static void setup(void) {
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(dense_head, .init = setup, .fini = teardown, .timeout = 120);
 
-#define IMG 64
-/* Two images, each with filled rectangles whose colour is the class
- * (original images twice as large: scale_factor 0.5). */
-static md_batch *make_batch(void) {
-    static const int boxes[2][2][5] = { { { 6, 8, 30, 40, 0 }, { 36, 30, 60, 52, 1 } },
-                                        { { 20, 4, 50, 24, 2 }, { 8, 34, 28, 60, 0 } } };
-    static const float colour[3][3] = { { 2, -1, -1 }, { -1, 2, -1 }, { -1, -1, 2 } };
-    md_error err = { 0 };
-    md_batch *b = calloc(1, sizeof *b);
-    b->n = 2;
-    b->img = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(2, 3, IMG, IMG), &err);
-    b->metas = calloc(2, sizeof *b->metas);
-    b->gt_bboxes = calloc(2, sizeof *b->gt_bboxes);
-    b->gt_bboxes_ignore = calloc(2, sizeof *b->gt_bboxes_ignore);
-    float *p = md_f32(b->img);
-    for (int64_t i = 0; i < md_tensor_numel(b->img); i++) p[i] = -0.5f;
-    for (int i = 0; i < 2; i++) {
-        md_img_meta *m = &b->metas[i];
-        m->ori_shape[0] = IMG * 2, m->ori_shape[1] = IMG * 2, m->ori_shape[2] = 3;
-        m->img_shape[0] = m->pad_shape[0] = IMG, m->img_shape[1] = m->pad_shape[1] = IMG;
-        m->img_shape[2] = m->pad_shape[2] = 3;
-        for (int k = 0; k < 4; k++) m->scale_factor[k] = 0.5f;
-        b->gt_bboxes[i].n = 2;
-        b->gt_bboxes[i].xyxy = calloc(8, sizeof(float));
-        b->gt_bboxes[i].labels = calloc(2, sizeof(int64_t));
-        for (int k = 0; k < 2; k++) {
-            const int *r = boxes[i][k];
-            for (int j = 0; j < 4; j++) b->gt_bboxes[i].xyxy[4 * k + j] = (float)r[j];
-            b->gt_bboxes[i].labels[k] = r[4];
-            for (int c = 0; c < 3; c++)
-                for (int y = r[1]; y < r[3]; y++)
-                    for (int x = r[0]; x < r[2]; x++) p[((i * 3 + c) * IMG + y) * IMG + x] = colour[r[4]][c];
-        }
-    }
-    return b;
-}
-
-static void free_batch(md_batch *b) {
-    for (int i = 0; i < 2; i++) {
-        free(b->gt_bboxes[i].xyxy);
-        free(b->gt_bboxes[i].labels);
-    }
-    free(b->gt_bboxes);
-    free(b->gt_bboxes_ignore);
-    free(b->metas);
-    md_tensor_free(b->img);
-    free(b);
-}
 
 /* A RetinaHead for the tiny Faster R-CNN's 16-channel FPN levels. */
 #define RETINA_HEAD                                                                                               \
@@ -145,7 +98,7 @@ Test(dense_head, retina_head_as_rpn_trains_and_detects) {
                               "opt.cfg", &err);
     md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(oc, "optimizer"), &err);
     cr_assert_not_null(opt, "%s", err.msg);
-    md_batch *b = make_batch();
+    md_batch *b = rect_batch_new(ctx);
     const md_model_iface *mi = m->cls->iface;
     double first = 0, last = 0;
     const int iters = 100;
@@ -189,7 +142,7 @@ Test(dense_head, retina_head_as_rpn_trains_and_detects) {
             cr_assert_gt(iou, 0.5, "image %d gt %d: best IoU of its class %.3f", i, k, iou);
         }
     md_ctx_step_reset(ctx);
-    free_batch(b);
+    rect_batch_free(b);
     md_optimizer_free(opt);
     md_cfg_free(oc);
     md_module_free(m);
@@ -243,7 +196,7 @@ Test(dense_head, proposals_are_the_single_stage_detections) {
     md_module_train(one, false);
     md_grad_set_enabled(ctx, false);
 
-    md_batch *b = make_batch();
+    md_batch *b = rect_batch_new(ctx);
     md_tensor *feats[MD_MAX_LEVELS], *props[2];
     int n = features(two, b, feats);
     cr_assert_eq(md_dense_head_simple_test_rpn(ctx, md_module_child(two, "rpn_head"), feats, n, b, props, &err), 0,
@@ -265,7 +218,7 @@ Test(dense_head, proposals_are_the_single_stage_detections) {
         }
     }
     md_ctx_step_reset(ctx);
-    free_batch(b);
+    rect_batch_free(b);
     md_module_free(one);
     md_module_free(two);
     md_cfg_free(one_root);
@@ -293,7 +246,7 @@ Test(dense_head, rpn_head_as_bbox_head) {
     md_module *m = build_detector(root);
     cr_assert_not_null(md_module_find(m, "bbox_head.rpn_conv.weight"));
     md_error err = { 0 };
-    md_batch *b = make_batch();
+    md_batch *b = rect_batch_new(ctx);
     const md_model_iface *mi = m->cls->iface;
     md_losses losses = { 0 };
     cr_assert_eq(mi->train_step(ctx, m, b, &losses, &err), 0, "%s", err.msg);
@@ -322,7 +275,7 @@ Test(dense_head, rpn_head_as_bbox_head) {
         }
     }
     md_ctx_step_reset(ctx);
-    free_batch(b);
+    rect_batch_free(b);
     md_module_free(m);
     md_cfg_free(root);
 }

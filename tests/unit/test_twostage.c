@@ -8,6 +8,7 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
+#include "rect_batch.h"
 #include "testlib.h"
 
 static md_ctx *ctx;
@@ -22,53 +23,7 @@ static void setup(void) {
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(twostage, .init = setup, .fini = teardown, .timeout = 120);
 
-#define IMG 64
-/* Two images, each with filled rectangles whose colour is the class. */
-static md_batch *make_batch(void) {
-    static const int boxes[2][2][5] = { { { 6, 8, 30, 40, 0 }, { 36, 30, 60, 52, 1 } },
-                                        { { 20, 4, 50, 24, 2 }, { 8, 34, 28, 60, 0 } } };
-    static const float colour[3][3] = { { 2, -1, -1 }, { -1, 2, -1 }, { -1, -1, 2 } };
-    md_error err = { 0 };
-    md_batch *b = calloc(1, sizeof *b);
-    b->n = 2;
-    b->img = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(2, 3, IMG, IMG), &err);
-    b->metas = calloc(2, sizeof *b->metas);
-    b->gt_bboxes = calloc(2, sizeof *b->gt_bboxes);
-    b->gt_bboxes_ignore = calloc(2, sizeof *b->gt_bboxes_ignore);
-    float *p = md_f32(b->img);
-    for (int64_t i = 0; i < md_tensor_numel(b->img); i++) p[i] = -0.5f;
-    for (int i = 0; i < 2; i++) {
-        md_img_meta *m = &b->metas[i];
-        m->ori_shape[0] = IMG * 2, m->ori_shape[1] = IMG * 2, m->ori_shape[2] = 3;
-        m->img_shape[0] = m->pad_shape[0] = IMG, m->img_shape[1] = m->pad_shape[1] = IMG;
-        m->img_shape[2] = m->pad_shape[2] = 3;
-        for (int k = 0; k < 4; k++) m->scale_factor[k] = 0.5f;
-        b->gt_bboxes[i].n = 2;
-        b->gt_bboxes[i].xyxy = calloc(8, sizeof(float));
-        b->gt_bboxes[i].labels = calloc(2, sizeof(int64_t));
-        for (int k = 0; k < 2; k++) {
-            const int *r = boxes[i][k];
-            for (int j = 0; j < 4; j++) b->gt_bboxes[i].xyxy[4 * k + j] = (float)r[j];
-            b->gt_bboxes[i].labels[k] = r[4];
-            for (int c = 0; c < 3; c++)
-                for (int y = r[1]; y < r[3]; y++)
-                    for (int x = r[0]; x < r[2]; x++) p[((i * 3 + c) * IMG + y) * IMG + x] = colour[r[4]][c];
-        }
-    }
-    return b;
-}
-
-static void free_batch(md_batch *b) {
-    for (int i = 0; i < 2; i++) {
-        free(b->gt_bboxes[i].xyxy);
-        free(b->gt_bboxes[i].labels);
-    }
-    free(b->gt_bboxes);
-    free(b->gt_bboxes_ignore);
-    free(b->metas);
-    md_tensor_free(b->img);
-    free(b);
-}
+#define IMG RECT_IMG
 
 static md_module *build_model(md_cfg **root) {
     md_error err = { 0 };
@@ -111,7 +66,7 @@ Test(twostage, trains_and_detects) {
                               "opt.cfg", &err);
     md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(oc, "optimizer"), &err);
     cr_assert_not_null(opt, "%s", err.msg);
-    md_batch *b = make_batch();
+    md_batch *b = rect_batch_new(ctx);
     const md_model_iface *mi = m->cls->iface;
     double first = 0, last = 0;
     const int iters = 100;
@@ -164,7 +119,7 @@ Test(twostage, trains_and_detects) {
         }
     }
     md_ctx_step_reset(ctx);
-    free_batch(b);
+    rect_batch_free(b);
     md_optimizer_free(opt);
     md_cfg_free(oc);
     md_module_free(m);
