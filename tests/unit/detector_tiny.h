@@ -1,5 +1,5 @@
 /* The tiny RetinaNet and Faster R-CNN of tests/golden/detector_golden.py,
- * shared by the golden test and the CUDA detector test (which adds a
+ * shared by the golden test and the CUDA detector and memory tests (which add a
  * train_cfg): TINY_<M>_MODEL opens the model block with its components,
  * TINY_<M>_TEST_CFG closes it with the test_cfg. */
 #ifndef MMDET_DETECTOR_TINY_H
@@ -54,6 +54,28 @@
     "    rpn = { nms_pre = 50; max_per_img = 30; nms = { type = \"nms\"; iou_threshold = 0.7; }; min_bbox_size = 0; };\n" \
     "    rcnn = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 40; }; };\n" \
     "};"
+
+/* The train_cfgs the CUDA detector and memory tests add (mmdet 2.x
+ * defaults, smaller RPN proposal counts). */
+#define TINY_RETINA_TRAIN_CFG \
+    "  train_cfg = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.4; min_pos_iou = 0.0;\n" \
+    "                             ignore_iof_thr = -1.0; };\n" \
+    "                allowed_border = -1; pos_weight = -1; debug = false; };\n"
+
+#define TINY_FASTER_TRAIN_CFG \
+    "  train_cfg = {\n" \
+    "    rpn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.7; neg_iou_thr = 0.3; min_pos_iou = 0.3;\n" \
+    "                         match_low_quality = true; ignore_iof_thr = -1.0; };\n" \
+    "            sampler = { type = \"RandomSampler\"; num = 256; pos_fraction = 0.5; neg_pos_ub = -1;\n" \
+    "                        add_gt_as_proposals = false; };\n" \
+    "            allowed_border = -1; pos_weight = -1; debug = false; };\n" \
+    "    rpn_proposal = { nms_pre = 50; max_per_img = 30; nms = { type = \"nms\"; iou_threshold = 0.7; };\n" \
+    "                     min_bbox_size = 0; };\n" \
+    "    rcnn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.5; min_pos_iou = 0.5;\n" \
+    "                          match_low_quality = false; ignore_iof_thr = -1.0; };\n" \
+    "             sampler = { type = \"RandomSampler\"; num = 64; pos_fraction = 0.25; neg_pos_ub = -1;\n" \
+    "                         add_gt_as_proposals = true; };\n" \
+    "             pos_weight = -1; debug = false; }; };\n"
 
 #include <mmdet/mmdet.h>
 

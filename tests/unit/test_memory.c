@@ -288,27 +288,8 @@ Test(memory, resnet50_all_stages_training_bn) {
 
 /* ---- the tiny detectors of the golden test, with train_cfgs ---- */
 
-static const char *retina_cfg = TINY_RETINA_MODEL
-    "  train_cfg = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.4; min_pos_iou = 0.0;\n"
-    "                             ignore_iof_thr = -1.0; };\n"
-    "                allowed_border = -1; pos_weight = -1; debug = false; };\n"
-    TINY_RETINA_TEST_CFG;
-
-static const char *faster_cfg = TINY_FASTER_MODEL
-    "  train_cfg = {\n"
-    "    rpn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.7; neg_iou_thr = 0.3; min_pos_iou = 0.3;\n"
-    "                         match_low_quality = true; ignore_iof_thr = -1.0; };\n"
-    "            sampler = { type = \"RandomSampler\"; num = 256; pos_fraction = 0.5; neg_pos_ub = -1;\n"
-    "                        add_gt_as_proposals = false; };\n"
-    "            allowed_border = -1; pos_weight = -1; debug = false; };\n"
-    "    rpn_proposal = { nms_pre = 50; max_per_img = 30; nms = { type = \"nms\"; iou_threshold = 0.7; };\n"
-    "                     min_bbox_size = 0; };\n"
-    "    rcnn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.5; min_pos_iou = 0.5;\n"
-    "                          match_low_quality = false; ignore_iof_thr = -1.0; };\n"
-    "             sampler = { type = \"RandomSampler\"; num = 64; pos_fraction = 0.25; neg_pos_ub = -1;\n"
-    "                         add_gt_as_proposals = true; };\n"
-    "             pos_weight = -1; debug = false; }; };\n"
-    TINY_FASTER_TEST_CFG;
+static const char *retina_cfg = TINY_RETINA_MODEL TINY_RETINA_TRAIN_CFG TINY_RETINA_TEST_CFG;
+static const char *faster_cfg = TINY_FASTER_MODEL TINY_FASTER_TRAIN_CFG TINY_FASTER_TEST_CFG;
 
 static float gt_xyxy[2][3 * 4];
 static int64_t gt_labels[2][3];
