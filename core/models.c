@@ -39,6 +39,30 @@ MD_API int md_neck_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int
     return md_neck_class_of(m)->forward(ctx, m, ins, n_in, outs, max_outs);
 }
 
+MD_API int md_extract_feat(md_ctx *ctx, md_module *model, md_module *backbone, md_module *neck, md_tensor *img,
+                           md_tensor **feats) {
+    md_tensor *dev_img = md_tensor_to(ctx, img, md_module_device(model));
+    md_scope_push(ctx, "backbone");
+    int n = md_backbone_forward(ctx, backbone, dev_img, feats, MD_MAX_LEVELS);
+    md_scope_pop(ctx);
+    if (dev_img != img) md_tensor_release(ctx, dev_img);   /* our copy; the batch keeps its own */
+    if (n <= 0 || !neck) return n;
+    md_tensor *ins[MD_MAX_LEVELS];
+    memcpy(ins, feats, sizeof *ins * (size_t)n);
+    md_scope_push(ctx, "neck");
+    int n_out = md_neck_forward(ctx, neck, ins, n, feats, MD_MAX_LEVELS);
+    md_scope_pop(ctx);
+    /* the backbone's outputs the neck did not return: its convs keep what
+     * their backward needs */
+    for (int i = 0; i < n; i++) {
+        bool returned = false;
+        for (int j = 0; j < n_out; j++)
+            if (feats[j] && ins[i] && feats[j]->data == ins[i]->data) returned = true;
+        if (!returned) md_tensor_release(ctx, ins[i]);
+    }
+    return n_out;
+}
+
 MD_API int md_model_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     const md_model_class *c = md_model_class_of(m);
     return c->init_weights ? c->init_weights(ctx, m, err) : 0;

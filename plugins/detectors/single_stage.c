@@ -26,34 +26,8 @@ typedef struct detector {
     md_module *backbone, *neck, *head;
 } detector;
 
-/* The backbone's outputs once the neck has read them, unless the neck
- * returned one of them: the neck's convs keep what their backward needs. */
-static void release_unreturned(md_ctx *ctx, md_tensor **ins, int n_in, md_tensor **outs, int n_out) {
-    for (int i = 0; i < n_in; i++) {
-        bool returned = false;
-        for (int j = 0; j < n_out; j++)
-            if (outs[j] && ins[i] && outs[j]->data == ins[i]->data) returned = true;
-        if (!returned) md_tensor_release(ctx, ins[i]);
-    }
-}
-
 static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **feats) {
-    /* the batch is collated on the host: the images go to the model's device */
-    md_tensor *dev_img = md_tensor_to(ctx, img, md_module_device(&d->base));
-    md_scope_push(ctx, "backbone");
-    int n = md_backbone_forward(ctx, d->backbone, dev_img, feats, MD_MAX_LEVELS);
-    md_scope_pop(ctx);
-    if (dev_img != img) md_tensor_release(ctx, dev_img);   /* our copy; the batch keeps its own */
-    if (n > 0 && d->neck) {
-        md_tensor *ins[MD_MAX_LEVELS];
-        int n_in = n;
-        memcpy(ins, feats, sizeof *ins * (size_t)n);
-        md_scope_push(ctx, "neck");
-        n = md_neck_forward(ctx, d->neck, ins, n_in, feats, MD_MAX_LEVELS);
-        md_scope_pop(ctx);
-        release_unreturned(ctx, ins, n_in, feats, n);
-    }
-    return n;
+    return md_extract_feat(ctx, &d->base, d->backbone, d->neck, img, feats);
 }
 
 /* extract_feat for the batch (or a variant of it); an error carries the

@@ -82,6 +82,14 @@ static inline const md_model_class *md_model_class_of(const md_module *m) {
 int md_backbone_forward(md_ctx *ctx, md_module *backbone, md_tensor *img, md_tensor **outs, int max_outs);
 int md_neck_forward(md_ctx *ctx, md_module *neck, md_tensor *const *ins, int n_in, md_tensor **outs,
                     int max_outs);
+/* mmdet's BaseDetector.extract_feat: img (on the host, as collated) copied
+ * to the model's device, the backbone, then the neck when there is one, in
+ * the scopes "backbone" and "neck". Activations are handed back once read
+ * (md_tensor_release): the device copy of img, and the backbone outputs the
+ * neck did not return. feats[0 .. n) with n <= MD_MAX_LEVELS; -1 (ctx
+ * error) on failure. */
+int md_extract_feat(md_ctx *ctx, md_module *model, md_module *backbone, md_module *neck, md_tensor *img,
+                    md_tensor **feats);
 /* Calls the class's init_weights (0 when it has none). Only for modules
  * built through md_build_backbone / md_build_neck (or another model registry). */
 int md_model_init_weights(md_ctx *ctx, md_module *m, md_error *err);
