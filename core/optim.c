@@ -22,6 +22,10 @@ struct md_optimizer {
     int64_t step;
     group *g;
     int n, cap;
+    /* per-step lists for the multi-tensor device entries (o->n long) */
+    md__mt_param *mt;
+    float **zp;
+    int64_t *zn;
 };
 
 static const char *kind_name(opt_kind k) { return k == OPT_SGD ? "SGD" : k == OPT_ADAM ? "Adam" : "AdamW"; }
@@ -187,11 +191,37 @@ MD_API void md_optimizer_free(md_optimizer *o) {
         md_tensor_free(o->g[i].exp_avg_sq);
     }
     free(o->g);
+    free(o->mt);
+    free(o->zp);
+    free(o->zn);
     free(o);
 }
 
 static md_tensor *state_like(md_optimizer *o, md_tensor *p, md_error *err) {
     return md_tensor_new_persistent_on(o->ctx, md_tensor_device(p), MD_F32, p->ndim, p->shape, err);
+}
+
+/* A device parameter's state, made on first use; *first when the SGD
+ * buffer was just made (the update then starts it at d). */
+static int device_state(md_optimizer *o, group *g, bool *first, md_error *err) {
+    *first = false;
+    if (o->kind == OPT_SGD) {
+        if (o->momentum != 0 && !g->buf) {
+            if (!(g->buf = state_like(o, g->p, err))) return -1;
+            *first = true;
+        }
+        return 0;
+    }
+    if (!g->exp_avg && (!(g->exp_avg = state_like(o, g->p, err)) || !(g->exp_avg_sq = state_like(o, g->p, err))))
+        return -1;
+    return 0;
+}
+
+/* Adam's bias corrections of this step: step_size = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t). */
+static void adam_corrections(const md_optimizer *o, double lr, float *step_size, float *sbc2) {
+    double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
+    *step_size = (float)(lr / bc1);
+    *sbc2 = (float)sqrt(bc2);
 }
 
 /* One parameter's update on its device (backends/backend.h: sgd_step, adam_step). */
@@ -201,34 +231,74 @@ static int step_device(md_optimizer *o, group *g, md_error *err) {
     int64_t n = md_tensor_numel(p);
     float lr = (float)g->lr, wd = (float)g->wd;
     if (!be || !be->sgd_step || !be->adam_step) return md_fail(err, "optimizer: no CUDA kernel for %s", g->name);
+    bool first;
+    if (device_state(o, g, &first, err) != 0) return -1;
     int rc;
     if (o->kind == OPT_SGD) {
-        bool first = false;
-        if (o->momentum != 0 && !g->buf) {
-            if (!(g->buf = state_like(o, p, err))) return -1;
-            first = true;
-        }
         rc = be->sgd_step(n, md_f32(p), md_f32(p->grad), g->buf ? md_f32(g->buf) : NULL, lr, wd, (float)o->momentum,
                           (float)o->dampening, o->nesterov, first);
     } else {
-        if (!g->exp_avg && (!(g->exp_avg = state_like(o, p, err)) || !(g->exp_avg_sq = state_like(o, p, err))))
-            return -1;
-        double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
+        float step_size, sbc2;
+        adam_corrections(o, g->lr, &step_size, &sbc2);
         rc = be->adam_step(n, md_f32(p), md_f32(p->grad), md_f32(g->exp_avg), md_f32(g->exp_avg_sq), lr, wd,
-                           (float)o->momentum, (float)o->beta2, (float)o->eps, (float)(g->lr / bc1), (float)sqrt(bc2),
+                           (float)o->momentum, (float)o->beta2, (float)o->eps, step_size, sbc2,
                            o->kind == OPT_ADAMW);
     }
     return rc ? md_fail(err, "optimizer step of %s: %s", g->name, be->error()) : 0;
 }
 
+/* Every device parameter of backend `be` in one multi-tensor call (or a
+ * few launches): the same per-element operations as step_device. Parameters
+ * whose `done` flag is set are skipped; those of this backend get it set. */
+static int step_device_multi(md_optimizer *o, const md_backend *be, bool *done, md_error *err) {
+    if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
+        return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory for the multi-tensor step (%d tensors)", o->n);
+    int count = 0;
+    float sbc2 = 0;
+    for (int i = 0; i < o->n; i++) {
+        group *g = &o->g[i];
+        md_tensor *p = g->p;
+        if (done[i] || md__backend_table(p->device) != be) continue;
+        done[i] = true;
+        bool first;
+        if (device_state(o, g, &first, err) != 0) return -1;
+        md__mt_param *m = &o->mt[count++];
+        *m = (md__mt_param){ .w = md_f32(p), .g = md_f32(p->grad), .n = md_tensor_numel(p), .lr = (float)g->lr,
+                             .wd = (float)g->wd, .first = first };
+        if (o->kind == OPT_SGD) {
+            m->s0 = g->buf ? md_f32(g->buf) : NULL;
+        } else {
+            m->s0 = md_f32(g->exp_avg);
+            m->s1 = md_f32(g->exp_avg_sq);
+            adam_corrections(o, g->lr, &m->step_size, &sbc2);
+        }
+    }
+    int rc = o->kind == OPT_SGD
+                 ? be->sgd_step_multi(count, o->mt, (float)o->momentum, (float)o->dampening, o->nesterov)
+                 : be->adam_step_multi(count, o->mt, (float)o->momentum, (float)o->beta2, (float)o->eps, sbc2,
+                                       o->kind == OPT_ADAMW);
+    return rc ? md_fail(err, "optimizer %s step of %d device tensors: %s", kind_name(o->kind), count, be->error())
+              : 0;
+}
+
 MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
     o->step++;
+    bool *done = NULL;   /* device parameters already updated by a multi-tensor call */
     for (int i = 0; i < o->n; i++) {
         group *g = &o->g[i];
         md_tensor *p = g->p;
         if (!p->requires_grad || !p->grad) continue;
         if (p->device != MD_CPU) {
-            if (step_device(o, g, err) != 0) return -1;
+            const md_backend *be = md__backend_table(p->device);
+            bool multi = be && (o->kind == OPT_SGD ? be->sgd_step_multi != NULL : be->adam_step_multi != NULL);
+            if (multi && !done) {
+                /* the parameters without a gradient count as done: they are not updated */
+                if (!(done = calloc((size_t)o->n, sizeof *done)))
+                    return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory (%d parameters)", o->n);
+                for (int j = 0; j < o->n; j++) done[j] = !o->g[j].p->requires_grad || !o->g[j].p->grad;
+            }
+            if (multi ? !done[i] && step_device_multi(o, be, done, err) != 0 : step_device(o, g, err) != 0)
+                goto fail;
             continue;
         }
         int64_t n = md_tensor_numel(p);
@@ -238,7 +308,7 @@ MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
             float mom = (float)o->momentum, damp = (float)o->dampening;
             bool first = false;
             if (mom != 0 && !g->buf) {
-                if (!(g->buf = state_like(o, p, err))) return -1;
+                if (!(g->buf = state_like(o, p, err))) goto fail;
                 first = true;
             }
             float *b = g->buf ? md_f32(g->buf) : NULL;
@@ -253,7 +323,7 @@ MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
             }
         } else {
             if (!g->exp_avg && (!(g->exp_avg = state_like(o, p, err)) || !(g->exp_avg_sq = state_like(o, p, err))))
-                return -1;
+                goto fail;
             float b1 = (float)o->momentum, b2 = (float)o->beta2, eps = (float)o->eps;
             double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
             float step_size = (float)(g->lr / bc1), sbc2 = (float)sqrt(bc2);
@@ -270,11 +340,49 @@ MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
             }
         }
     }
+    free(done);
     return 0;
+fail:
+    free(done);
+    return -1;
 }
 
+/* Device gradients of one backend zeroed by one multi-tensor call; false
+ * when the backend has no such entry or it failed (the caller then fills
+ * each gradient). */
+static bool zero_grad_multi(md_optimizer *o, const md_backend *be) {
+    if (!be || !be->zero_f32_multi) return false;
+    if (!o->zp && !(o->zp = malloc(sizeof *o->zp * (size_t)o->n))) return false;
+    if (!o->zn && !(o->zn = malloc(sizeof *o->zn * (size_t)o->n))) return false;
+    int count = 0;
+    for (int i = 0; i < o->n; i++) {
+        md_tensor *gr = o->g[i].p->grad;
+        if (!gr || gr->device == MD_CPU || md__backend_table(gr->device) != be || gr->dtype != MD_F32 ||
+            !md_tensor_is_contiguous(gr))
+            continue;
+        o->zp[count] = md_f32(gr);
+        o->zn[count++] = md_tensor_numel(gr);
+    }
+    return be->zero_f32_multi(count, o->zp, o->zn) == 0;
+}
+
+/* As PyTorch 1.13's zero_grad(set_to_none=False), which mmcv calls: every
+ * gradient stays allocated and becomes zeros (a parameter without a
+ * gradient this step still gets weight decay and momentum). Device
+ * gradients are zeroed together in one multi-tensor launch. */
 MD_API void md_optimizer_zero_grad(md_optimizer *o) {
-    for (int i = 0; i < o->n; i++) md_tensor_zero_grad(o->g[i].p);
+    const md_backend *be = NULL;
+    for (int i = 0; i < o->n && !be; i++)
+        if (o->g[i].p->grad && o->g[i].p->grad->device != MD_CPU) be = md__backend_table(o->g[i].p->grad->device);
+    bool dev_done = zero_grad_multi(o, be);
+    for (int i = 0; i < o->n; i++) {
+        md_tensor *gr = o->g[i].p->grad;
+        if (!gr) continue;
+        if (dev_done && gr->device != MD_CPU && md__backend_table(gr->device) == be && gr->dtype == MD_F32 &&
+            md_tensor_is_contiguous(gr))
+            continue;
+        md_tensor_zero_grad(o->g[i].p);
+    }
 }
 
 MD_API const char *md_optimizer_type(const md_optimizer *o) { return kind_name(o->kind); }

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MD_BACKEND_ABI 3
+#define MD_BACKEND_ABI 4
 #define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
 
 /* Shape of a 2-D convolution (NCHW input, OIHW weight). */
@@ -60,6 +60,20 @@ typedef enum md__unop {
 } md__unop;
 
 enum md__copy_kind { MD_COPY_H2D = 0, MD_COPY_D2H = 1, MD_COPY_D2D = 2 };
+
+/* One tensor of a multi-tensor optimizer step (sgd_step_multi,
+ * adam_step_multi): n contiguous f32 elements of weight w and gradient g;
+ * state s0 (SGD momentum buffer, NULL without momentum; Adam's exp_avg) and
+ * s1 (Adam's exp_avg_sq); the tensor's own lr, weight decay and, for Adam,
+ * step size; `first`: the SGD buffer was just made (buf = d). */
+typedef struct md__mt_param {
+    float *w;
+    const float *g;
+    float *s0, *s1;
+    int64_t n;
+    float lr, wd, step_size;
+    bool first;
+} md__mt_param;
 
 /* Element types as libmmdet numbers them (md_dtype): 0 f32, 1 i64, 2 i32, 3 u8. */
 
@@ -317,6 +331,24 @@ typedef struct md_backend {
                           int64_t k, float *gx);
 
     /* (end of detection and sorting) */
+
+    /* ---- multi-tensor optimizer steps, gradient zeroing, EMA ---- */
+    /* sgd_step for each of the `count` tensors, with the same per-element
+     * float operations (so the same bits), in one or a few launches. */
+    int (*sgd_step_multi)(int count, const md__mt_param *p, float mom, float damp, bool nesterov);
+    /* adam_step for each tensor (p[i].step_size its lr / (1 - b1^t); sbc2
+     * shared), same bits as adam_step. */
+    int (*adam_step_multi)(int count, const md__mt_param *p, float b1, float b2, float eps, float sbc2,
+                           bool decoupled);
+    /* dst[i][0..n[i]) = 0.0f for `count` f32 buffers (md_optimizer_zero_grad). */
+    int (*zero_f32_multi)(int count, float *const *dst, const int64_t *n);
+    /* dst[k] = (1 - w) * dst[k] + w * src[k], contiguous f32, the float
+     * expression of the EMA hooks (md_tensor_lerp_). */
+    int (*lerp_f32)(float *dst, const float *src, int64_t n, float w);
+    /* Exchanges n contiguous f32 elements of a and b (md_tensor_swap_). */
+    int (*swap_f32)(float *a, float *b, int64_t n);
+
+    /* (end of multi-tensor steps) */
 } md_backend;
 
 /* The symbol a backend library exports. */

@@ -6,7 +6,10 @@
  * `interval` iterations: ema = (1 - m) * ema + m * value, with mmdet's
  * momentum schedule. Around each epoch the two are swapped, so evaluation
  * and the epoch's checkpoint see the averaged weights (BaseEMAHook). After
- * a resume the averages continue from the checkpoint's ema_ buffers. */
+ * a resume the averages continue from the checkpoint's ema_ buffers.
+ *
+ * The shadows live on the model's device; the update and the swap are
+ * md_tensor_lerp_ and md_tensor_swap_ (one kernel per tensor on a GPU). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,20 +50,52 @@ static int collect(const char *name, md_tensor *t, bool is_param, void *user) {
     return 0;
 }
 
+/* The op error of ctx as the hook's error, naming the tensor. */
+static int op_failed(md_ctx *ctx, const char *what, const char *name, md_error *err) {
+    const md_error *e = md_ctx_error(ctx);
+    int rc = md_fail(err, "%s %s: %s", what, name, e->msg[0] ? e->msg : "failed");
+    md_ctx_clear_error(ctx);
+    return rc;
+}
+
+/* e = the checkpoint's entry k (host memory) when it matches v's size,
+ * else a copy of v; on the model's device either way. */
+static int init_shadow(md_ctx *ctx, md_tensor *e, const md_tensor *v, const md_st *st, int k, const char *name,
+                       md_error *err) {
+    if (k < 0 || md_st_dtype(st, k) != MD_F32) {
+        if (md_tensor_copy_(ctx, e, v) != 0) return op_failed(ctx, "EMA: initialising", name, err);
+        return 0;
+    }
+    int64_t shape[MD_MAX_DIMS];
+    int nd = md_st_shape(st, k, shape);
+    int64_t numel = 1;
+    for (int d = 0; d < nd; d++) numel *= shape[d];
+    if (numel != md_tensor_numel(v))
+        return md_failc(err, MD_ERR_SHAPE, "EMA: checkpoint entry %s has %lld elements, the model's has %lld", name,
+                        (long long)numel, (long long)md_tensor_numel(v));
+    /* the checkpoint's values (host memory, maybe unaligned) seen in the model's shape */
+    md_tensor src = { .dtype = MD_F32, .device = MD_CPU, .ndim = v->ndim, .data = (void *)md_st_data(st, k) };
+    int64_t stride = 1;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        src.shape[d] = v->shape[d];
+        src.stride[d] = stride;
+        stride *= v->shape[d];
+    }
+    if (md_tensor_copy_(ctx, e, &src) != 0) return op_failed(ctx, "EMA: loading", name, err);
+    return 0;
+}
+
 static int before_run(md_hook *hk, md_runner *r, md_error *err) {
     ema_hook *h = (ema_hook *)hk;
     md_ctx *ctx = md_runner_ctx(r);
     md_module *model = md_runner_model(r);
-    /* the averages are kept and swapped with host loops */
-    if (md_module_device(model).type != MD_CPU)
-        return md_failc(err, MD_ERR_CONFIG, "EMA hooks keep their averages on the host: not supported with the model "
-                        "on a CUDA device (device = \"cpu\")");
     if (md_module_visit(model, "", collect, h) != 0) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     const char *resumed = md_runner_last_checkpoint(r);
     md_st *st = resumed ? md_st_open(resumed, err) : NULL;
     if (resumed && !st) return -1;
     char name[1100];
-    for (int i = 0; i < h->n; i++) {
+    int rc = 0;
+    for (int i = 0; i < h->n && rc == 0; i++) {
         md_tensor *v = h->pairs[i].value;
         snprintf(name, sizeof name, "ema_%s", h->pairs[i].name);
         for (char *c = name; *c; c++)
@@ -68,19 +103,22 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
         md_tensor *e = md_module_find(model, name);
         if (!e) e = md_module_add_buffer(ctx, model, name, MD_F32, v->ndim, v->shape, err);
         if (!e) {
-            if (st) md_st_close(st);
-            return -1;
+            rc = -1;
+            break;
         }
-        int k = st ? md_st_find(st, name) : -1;
-        if (k >= 0 && md_st_dtype(st, k) == MD_F32) {
-            memcpy(e->data, md_st_data(st, k), sizeof(float) * (size_t)md_tensor_numel(v));
-        } else {
-            memcpy(e->data, v->data, sizeof(float) * (size_t)md_tensor_numel(v));
+        /* the shadow lives where its value does */
+        if (e->device != v->device || e->device_index != v->device_index) {
+            md_device d = { .type = v->device, .index = v->device_index };
+            if (md_tensor_move_(ctx, e, d, err) != 0) {
+                rc = -1;
+                break;
+            }
         }
+        rc = init_shadow(ctx, e, v, st, st ? md_st_find(st, name) : -1, name, err);
         h->pairs[i].ema = e;
     }
     if (st) md_st_close(st);
-    return 0;
+    return rc;
 }
 
 /* mmdet's momentum_fun of the two hooks. */
@@ -91,35 +129,23 @@ static double momentum_at(const ema_hook *h, int64_t iter) {
 }
 
 static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
-    (void)err;
     ema_hook *h = (ema_hook *)hk;
     if ((md_runner_iter(r) + 1) % h->interval != 0) return 0;
-    float m = (float)momentum_at(h, md_runner_iter(r));
-    for (int i = 0; i < h->n; i++) {
-        float *e = md_f32(h->pairs[i].ema);
-        const float *v = md_f32(h->pairs[i].value);
-        int64_t n = md_tensor_numel(h->pairs[i].value);
-        for (int64_t k = 0; k < n; k++) e[k] = (1 - m) * e[k] + m * v[k];
-    }
+    md_ctx *ctx = md_runner_ctx(r);
+    /* ema = (1 - m) * ema + m * value, m rounded to float once per step */
+    double m = (float)momentum_at(h, md_runner_iter(r));
+    for (int i = 0; i < h->n; i++)
+        if (md_tensor_lerp_(ctx, h->pairs[i].ema, h->pairs[i].value, m) != 0)
+            return op_failed(ctx, "EMA: updating the average of", h->pairs[i].name, err);
     return 0;
 }
 
-static void swap(ema_hook *h) {
-    for (int i = 0; i < h->n; i++) {
-        float *e = md_f32(h->pairs[i].ema), *v = md_f32(h->pairs[i].value);
-        int64_t n = md_tensor_numel(h->pairs[i].value);
-        for (int64_t k = 0; k < n; k++) {
-            float t = e[k];
-            e[k] = v[k];
-            v[k] = t;
-        }
-    }
-}
-
 static int swap_hook(md_hook *hk, md_runner *r, md_error *err) {
-    (void)r;
-    (void)err;
-    swap((ema_hook *)hk);
+    ema_hook *h = (ema_hook *)hk;
+    md_ctx *ctx = md_runner_ctx(r);
+    for (int i = 0; i < h->n; i++)
+        if (md_tensor_swap_(ctx, h->pairs[i].ema, h->pairs[i].value) != 0)
+            return op_failed(ctx, "EMA: swapping", h->pairs[i].name, err);
     return 0;
 }
 

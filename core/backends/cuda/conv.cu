@@ -8,7 +8,16 @@
  * MMDET_CUDA_BENCHMARK=1 the fastest of cudnnFind*AlgorithmEx (each
  * algorithm timed on the call's own buffers) instead. With
  * MMDET_CUDA_DETERMINISTIC=1 only algorithms cuDNN reports deterministic are
- * taken. The choice is cached per (direction, shape). */
+ * taken. The choice is cached per (direction, shape).
+ *
+ * Descriptors are cached with it: one entry per convolution shape (every
+ * field of md__conv_shape) holds the tensor, filter and convolution
+ * descriptors and the three directions' plans, so a repeated shape costs a
+ * hash lookup instead of creating, setting and destroying five descriptors
+ * and asking the heuristics. The cache is process-wide like the backend's
+ * other state, at most CACHE_MAX shapes; when full it is emptied and
+ * refilled. Kernels are meant to be issued from one thread (as for the
+ * scratch buffer). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +26,6 @@
 #include "backends/cuda/cuda_libs.h"
 
 #define WS_CAP ((size_t)2 << 30)   /* largest cuDNN workspace we allocate */
-#define CACHE_SIZE 512
 
 enum { DIR_FWD = 0, DIR_BWD_DATA, DIR_BWD_FILTER, DIR_COUNT };
 static const char *const op_name[DIR_COUNT] = { "conv2d_forward", "conv2d_backward_input",
@@ -29,15 +37,6 @@ typedef struct plan {
     size_t ws;
 } plan;
 
-typedef struct cache_entry {
-    bool used;
-    int dir;
-    md__conv_shape s;
-    plan p;
-} cache_entry;
-
-static cache_entry g_cache[CACHE_SIZE];
-static int g_cache_next;   /* round-robin eviction once full */
 static std::mutex g_cache_lock;
 
 static bool env_on(const char *name) {
@@ -59,26 +58,6 @@ static bool same_shape(const md__conv_shape *a, const md__conv_shape *b) {
     return a->N == b->N && a->C == b->C && a->H == b->H && a->W == b->W && a->O == b->O && a->KH == b->KH &&
            a->KW == b->KW && a->OH == b->OH && a->OW == b->OW && a->sh == b->sh && a->sw == b->sw &&
            a->ph == b->ph && a->pw == b->pw && a->dh == b->dh && a->dw == b->dw && a->G == b->G;
-}
-
-static bool cache_get(int dir, const md__conv_shape *s, plan *p) {
-    std::lock_guard<std::mutex> lock(g_cache_lock);
-    for (int i = 0; i < CACHE_SIZE; i++)
-        if (g_cache[i].used && g_cache[i].dir == dir && same_shape(&g_cache[i].s, s)) {
-            *p = g_cache[i].p;
-            return true;
-        }
-    return false;
-}
-
-static void cache_put(int dir, const md__conv_shape *s, const plan *p) {
-    std::lock_guard<std::mutex> lock(g_cache_lock);
-    cache_entry *e = &g_cache[g_cache_next];
-    g_cache_next = (g_cache_next + 1) % CACHE_SIZE;
-    e->used = true;
-    e->dir = dir;
-    e->s = *s;
-    e->p = *p;
 }
 
 static void shape_str(const md__conv_shape *s, char *buf, size_t n) {
@@ -109,26 +88,35 @@ static int dnn_fail(const char *op, const char *call, cudnnStatus_t st, const md
         if (st_ != CUDNN_STATUS_SUCCESS) return dnn_fail(op, #call, st_, s); \
     } while (0)
 
-/* Every descriptor of one call; destroyed when the call returns. */
+/* The descriptors of one convolution shape. */
 struct descs {
     cudnnTensorDescriptor_t x = NULL, y = NULL, b = NULL;
     cudnnFilterDescriptor_t w = NULL;
     cudnnConvolutionDescriptor_t conv = NULL;
-    descs() = default;
-    descs(const descs &) = delete;
-    descs &operator=(const descs &) = delete;
-    ~descs() {
+    void destroy() {
         if (x) cudnnDestroyTensorDescriptor(x);
         if (y) cudnnDestroyTensorDescriptor(y);
         if (b) cudnnDestroyTensorDescriptor(b);
         if (w) cudnnDestroyFilterDescriptor(w);
         if (conv) cudnnDestroyConvolutionDescriptor(conv);
+        x = y = b = NULL;
+        w = NULL;
+        conv = NULL;
     }
+};
+
+/* Descriptors destroyed with their scope (the bias gradient of a shape
+ * without a cache entry). */
+struct scoped_descs : descs {
+    scoped_descs() = default;
+    scoped_descs(const scoped_descs &) = delete;
+    scoped_descs &operator=(const scoped_descs &) = delete;
+    ~scoped_descs() { destroy(); }
 };
 
 static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-static int make_descs(const char *op, const md__conv_shape *s, descs *d, bool bias) {
+static int make_descs(const char *op, const md__conv_shape *s, descs *d) {
     const int64_t dims[] = { s->N, s->C, s->H, s->W, s->O, s->KH, s->KW, s->OH, s->OW,
                              s->sh, s->sw, s->ph, s->pw, s->dh, s->dw, s->G };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
@@ -163,11 +151,86 @@ static int make_descs(const char *op, const md__conv_shape *s, descs *d, bool bi
         shape_str(s, sh, sizeof sh);
         return md__cuda_fail(op, "cuDNN computes output [%d, %d, %d, %d] for %s", n, c, h, w, sh);
     }
-    if (bias) {
-        DNN(cudnnCreateTensorDescriptor(&d->b));
-        DNN(cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, (int)s->O, 1, 1));
-    }
+    DNN(cudnnCreateTensorDescriptor(&d->b));
+    DNN(cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, (int)s->O, 1, 1));
     return 0;
+}
+
+/* ------------------------------------------------------ shape cache -- */
+
+#define CACHE_SLOTS 1024   /* open addressing, a power of two */
+#define CACHE_MAX 512      /* shapes kept (the table at most half full) */
+
+typedef struct conv_entry {
+    bool used;
+    md__conv_shape s;
+    descs d;
+    bool math_known;               /* d.conv's math type is `math` */
+    cudnnMathType_t math;
+    bool have[DIR_COUNT];          /* a plan was chosen for the direction */
+    plan p[DIR_COUNT];
+} conv_entry;
+
+/* Not destroyed at exit: cuDNN's libraries may be finalised before this
+ * one, and the descriptors are host memory the process gives back anyway. */
+static struct {
+    conv_entry slot[CACHE_SLOTS];
+    int count;
+} g_cache;
+
+static void cache_clear_locked(void) {
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (g_cache.slot[i].used) {
+            g_cache.slot[i].d.destroy();
+            g_cache.slot[i].used = false;
+        }
+    g_cache.count = 0;
+}
+
+/* Every cached shape dropped (device.cu's teardown). */
+extern "C" void md__cuda_conv_cache_clear(void) {
+    std::lock_guard<std::mutex> lock(g_cache_lock);
+    cache_clear_locked();
+}
+
+static uint64_t shape_hash(const md__conv_shape *s) {
+    const int64_t v[] = { s->N, s->C, s->H, s->W, s->O, s->KH, s->KW, s->OH, s->OW,
+                          s->sh, s->sw, s->ph, s->pw, s->dh, s->dw, s->G };
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a over the fields */
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        h ^= (uint64_t)v[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* The cache entry of shape s, made (descriptors set) on first use; NULL
+ * with the error set when cuDNN refuses the shape. */
+static conv_entry *entry_for(const char *op, const md__conv_shape *s) {
+    std::lock_guard<std::mutex> lock(g_cache_lock);
+    uint64_t h = shape_hash(s);
+    for (;;) {
+        for (unsigned k = 0; k < CACHE_SLOTS; k++) {
+            conv_entry *e = &g_cache.slot[(h + k) & (CACHE_SLOTS - 1)];
+            if (e->used && same_shape(&e->s, s)) return e;
+            if (e->used) continue;
+            if (g_cache.count >= CACHE_MAX) break;   /* full: empty it and start over */
+            descs d;
+            if (make_descs(op, s, &d) != 0) {
+                d.destroy();
+                return NULL;
+            }
+            *e = conv_entry{};
+            e->used = true;
+            e->s = *s;
+            e->d = d;
+            e->math_known = true;
+            e->math = md__cuda_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+            g_cache.count++;
+            return e;
+        }
+        cache_clear_locked();
+    }
 }
 
 /* Workspace bytes of `algo` under the descriptor's current math type. */
@@ -227,7 +290,6 @@ static bool try_plan(int dir, cudnnHandle_t h, descs *d, int algo, cudnnMathType
 static int choose(int dir, const md__conv_shape *s, cudnnHandle_t h, descs *d, const void *a, const void *b,
                   void *out, plan *p) {
     const char *op = op_name[dir];
-    if (cache_get(dir, s, p)) return 0;
     cand c[MAX_ALGOS];
     int n = 0, want = algo_count(dir);
     bool det = deterministic_mode();
@@ -292,25 +354,37 @@ static int choose(int dir, const md__conv_shape *s, cudnnHandle_t h, descs *d, c
         return md__cuda_fail(op, "no cuDNN algorithm supports %s within a %zu-byte workspace (%d candidates)", sh,
                              (size_t)WS_CAP, n);
     }
-    cache_put(dir, s, p);
     return 0;
 }
 
-/* Descriptors, plan, math type and workspace for one call. */
-static int prepare(int dir, const md__conv_shape *s, descs *d, const void *a, const void *b, void *out,
-                   bool bias, plan *p, void **ws) {
+/* The shape's cached descriptors and plan for direction dir (chosen on
+ * first use), the math type set, and the workspace. */
+static int prepare(int dir, const md__conv_shape *s, const void *a, const void *b, void *out, conv_entry **ep,
+                   void **ws) {
     const char *op = op_name[dir];
     cudnnHandle_t h = md__cuda_cudnn();
     if (!h) return md__cuda_fail(op, "backend not initialised");
-    if (make_descs(op, s, d, bias)) return -1;
-    if (choose(dir, s, h, d, a, b, out, p)) return -1;
-    DNN(cudnnSetConvolutionMathType(d->conv, p->math));
+    conv_entry *e = entry_for(op, s);
+    if (!e) return -1;
+    if (!e->have[dir]) {
+        int rc = choose(dir, s, h, &e->d, a, b, out, &e->p[dir]);
+        e->math_known = false;   /* choose() tried other math types */
+        if (rc) return -1;
+        e->have[dir] = true;
+    }
+    const plan *p = &e->p[dir];
+    if (!e->math_known || e->math != p->math) {
+        DNN(cudnnSetConvolutionMathType(e->d.conv, p->math));
+        e->math_known = true;
+        e->math = p->math;
+    }
     *ws = NULL;
     if (p->ws > 0 && !(*ws = md__cuda_scratch(p->ws))) {
         char sh[400];
         shape_str(s, sh, sizeof sh);
         return md__cuda_fail(op, "no memory for a %zu-byte workspace (%s)", p->ws, sh);
     }
+    *ep = e;
     return 0;
 }
 
@@ -350,11 +424,12 @@ extern "C" int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, 
             y, total, s->O, s->OH * s->OW, bias);
         return launch_check(op, "fill_bias", s);
     }
-    descs d;
-    plan p;
+    conv_entry *e;
     void *ws;
-    if (prepare(DIR_FWD, s, &d, x, w, y, bias != NULL, &p, &ws)) return -1;
+    if (prepare(DIR_FWD, s, x, w, y, &e, &ws)) return -1;
     cudnnHandle_t h = md__cuda_cudnn();
+    const descs &d = e->d;
+    const plan &p = e->p[DIR_FWD];
     DNN(cudnnConvolutionForward(h, &k_one, d.x, x, d.w, w, d.conv, (cudnnConvolutionFwdAlgo_t)p.algo, ws, p.ws,
                                 &k_zero, d.y, y));
     if (bias) DNN(cudnnAddTensor(h, &k_one, d.b, bias, &k_one, d.y, y));
@@ -366,10 +441,11 @@ extern "C" int md__cuda_conv2d_backward_input(const md__conv_shape *s, const flo
     const char *op = op_name[DIR_BWD_DATA];
     if (numel_x(s) <= 0) return 0;
     if (numel_y(s) <= 0 || numel_w(s) <= 0) return zero(op, gx, numel_x(s));
-    descs d;
-    plan p;
+    conv_entry *e;
     void *ws;
-    if (prepare(DIR_BWD_DATA, s, &d, w, gy, gx, false, &p, &ws)) return -1;
+    if (prepare(DIR_BWD_DATA, s, w, gy, gx, &e, &ws)) return -1;
+    const descs &d = e->d;
+    const plan &p = e->p[DIR_BWD_DATA];
     DNN(cudnnConvolutionBackwardData(md__cuda_cudnn(), &k_one, d.w, w, d.y, gy, d.conv,
                                      (cudnnConvolutionBwdDataAlgo_t)p.algo, ws, p.ws, &k_zero, d.x, gx));
     return 0;
@@ -380,10 +456,11 @@ extern "C" int md__cuda_conv2d_backward_weight(const md__conv_shape *s, const fl
     const char *op = op_name[DIR_BWD_FILTER];
     if (numel_w(s) <= 0) return 0;
     if (numel_x(s) <= 0 || numel_y(s) <= 0) return zero(op, gw, numel_w(s));
-    descs d;
-    plan p;
+    conv_entry *e;
     void *ws;
-    if (prepare(DIR_BWD_FILTER, s, &d, x, gy, gw, false, &p, &ws)) return -1;
+    if (prepare(DIR_BWD_FILTER, s, x, gy, gw, &e, &ws)) return -1;
+    const descs &d = e->d;
+    const plan &p = e->p[DIR_BWD_FILTER];
     DNN(cudnnConvolutionBackwardFilter(md__cuda_cudnn(), &k_one, d.x, x, d.y, gy, d.conv,
                                        (cudnnConvolutionBwdFilterAlgo_t)p.algo, ws, p.ws, &k_zero, d.w, gw));
     return 0;
@@ -400,7 +477,13 @@ extern "C" int md__cuda_conv2d_backward_bias(const md__conv_shape *s, const floa
         shape_str(s, sh, sizeof sh);
         return md__cuda_fail(op, "a size is outside cuDNN's int range: %s", sh);
     }
-    descs d;
+    if (numel_x(s) > 0 && numel_w(s) > 0) {   /* the forward's cached descriptors */
+        conv_entry *e = entry_for(op, s);
+        if (!e) return -1;
+        DNN(cudnnConvolutionBackwardBias(h, &k_one, e->d.y, gy, &k_zero, e->d.b, gb));
+        return 0;
+    }
+    scoped_descs d;
     DNN(cudnnCreateTensorDescriptor(&d.y));
     DNN(cudnnCreateTensorDescriptor(&d.b));
     DNN(cudnnSetTensor4dDescriptor(d.y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->O, (int)s->OH,

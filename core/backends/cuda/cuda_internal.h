@@ -54,6 +54,8 @@ int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, const float
 int md__cuda_conv2d_backward_input(const md__conv_shape *s, const float *gy, const float *w, float *gx);
 int md__cuda_conv2d_backward_weight(const md__conv_shape *s, const float *x, const float *gy, float *gw);
 int md__cuda_conv2d_backward_bias(const md__conv_shape *s, const float *gy, float *gb);
+/* Drops the cached descriptors and algorithm choices of every shape. */
+void md__cuda_conv_cache_clear(void);
 
 /* norm.cu */
 int md__cuda_batch_norm_train(const float *x, int64_t N, int64_t C, int64_t HW, const float *w, const float *b, double eps, double momentum, float *running_mean, float *running_var, float *y, float *mean, float *invstd);
@@ -67,6 +69,11 @@ int md__cuda_maxpool2d_backward(const float *gy, const int32_t *idx, int64_t pla
 /* optim.cu */
 int md__cuda_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float wd, float mom, float damp, bool nesterov, bool first);
 int md__cuda_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1, float b2, float eps, float step_size, float sbc2, bool decoupled);
+int md__cuda_sgd_step_multi(int count, const md__mt_param *p, float mom, float damp, bool nesterov);
+int md__cuda_adam_step_multi(int count, const md__mt_param *p, float b1, float b2, float eps, float sbc2, bool decoupled);
+int md__cuda_zero_f32_multi(int count, float *const *dst, const int64_t *n);
+int md__cuda_lerp_f32(float *dst, const float *src, int64_t n, float w);
+int md__cuda_swap_f32(float *a, float *b, int64_t n);
 
 /* profile.cu: with MMDET_CUDA_PROFILE=1, wraps the kernel entries with
  * event timing and prints per-entry totals at exit. */

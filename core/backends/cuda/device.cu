@@ -84,6 +84,7 @@ const char *md__cuda_describe(void) { return g_desc; }
 
 /* Releases whatever init created (after a failed init). */
 static void teardown(void) {
+    md__cuda_conv_cache_clear();
     if (g_dnn) cudnnDestroy(g_dnn);
     if (g_blas) cublasDestroy(g_blas);
     if (g_stream) cudaStreamDestroy(g_stream);
@@ -306,6 +307,11 @@ static md_backend make_table(void) {
     t.maxpool2d_backward = md__cuda_maxpool2d_backward;
     t.sgd_step = md__cuda_sgd_step;
     t.adam_step = md__cuda_adam_step;
+    t.sgd_step_multi = md__cuda_sgd_step_multi;
+    t.adam_step_multi = md__cuda_adam_step_multi;
+    t.zero_f32_multi = md__cuda_zero_f32_multi;
+    t.lerp_f32 = md__cuda_lerp_f32;
+    t.swap_f32 = md__cuda_swap_f32;
     /* op families whose files fill their own entries (weak: a family not
      * built leaves its entries NULL, which libmmdet reports per op) */
     if (md__cuda_table_shape) md__cuda_table_shape(&t);

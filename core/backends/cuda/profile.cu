@@ -138,4 +138,9 @@ extern "C" void md__cuda_profile_wrap(md_backend *t) {
     WRAP(maxpool2d_backward);
     WRAP(sgd_step);
     WRAP(adam_step);
+    WRAP(sgd_step_multi);
+    WRAP(adam_step_multi);
+    WRAP(zero_f32_multi);
+    WRAP(lerp_f32);
+    WRAP(swap_f32);
 }

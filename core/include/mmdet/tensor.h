@@ -107,6 +107,11 @@ static inline uint8_t *md_u8(const md_tensor *t) { return (uint8_t *)t->data; }
 /* ---- in place, outside autograd (parameters, optimizer state) ---- */
 int md_tensor_fill_(md_tensor *t, double v);
 int md_tensor_copy_(md_ctx *ctx, md_tensor *dst, const md_tensor *src); /* same shape; casts dtype */
+/* dst = (1 - w) * dst + w * src element-wise in float (the EMA update),
+ * and the exchange of a's and b's values: contiguous f32 tensors of one
+ * shape on one device (CPU or CUDA). 0, or -1 with the op error set. */
+int md_tensor_lerp_(md_ctx *ctx, md_tensor *dst, const md_tensor *src, double w);
+int md_tensor_swap_(md_ctx *ctx, md_tensor *a, md_tensor *b);
 /* Detached view sharing data, no grad history (step tensor). */
 md_tensor *md_tensor_detach(md_ctx *ctx, md_tensor *t);
 
