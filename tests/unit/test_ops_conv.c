@@ -233,7 +233,7 @@ Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_varian
 /* The packed kernels sum every output element in an order fixed by the
  * shape alone (K blocks of the forward, pixel chunks of the weight
  * gradient), so results do not depend on the thread count at all. */
-static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t nw) {
+static void run_conv_grads(int threads, int stride, float *out, size_t ny, size_t nx, size_t nw) {
     md_ctx_set_threads(ctx, threads);
     md_ctx_step_reset(ctx);
     md_rng r;
@@ -243,8 +243,8 @@ static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t
     md_tensor_normal_(x, &r, 0, 1);
     md_tensor_normal_(w, &r, 0, 0.1);
     x->requires_grad = w->requires_grad = true;
-    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1));
-    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(stride, 1));
+    cr_assert(y && (size_t)md_tensor_numel(y) == ny, "%s", md_ctx_error(ctx)->msg);
     cr_assert_eq(md_backward(ctx, y, NULL), 0);
     memcpy(out, md_f32(y), sizeof(float) * ny);
     memcpy(out + ny, md_f32(x->grad), sizeof(float) * nx);
@@ -252,14 +252,18 @@ static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t
 }
 
 Test(ops_conv, packed_results_do_not_depend_on_thread_count) {
-    const size_t ny = 20 * 13 * 15, nx = 24 * 13 * 15, nw = 20 * 24 * 9, n = ny + nx + nw;
+    const size_t nx = 24 * 13 * 15, nw = 20 * 24 * 9, n = 20 * 13 * 15 + nx + nw;
     float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
     int ran = 0;
     for (int id = MD_CONVK_AVX2; id < MD_CONVK_COUNT; id++) {
         if (md__convk_set(id) != 0) continue;
-        run_conv_grads(1, a, ny, nx, nw);
-        run_conv_grads(2, b, ny, nx, nw);
-        cr_assert_eq(memcmp(a, b, sizeof(float) * n), 0, "%s: 1 and 2 threads differ", md__convk_name(id));
+        for (int stride = 1; stride <= 2; stride++) {   /* stride 2: the packed col2im input gradient */
+            size_t ny = stride == 1 ? 20 * 13 * 15 : 20 * 7 * 8, m = ny + nx + nw;
+            run_conv_grads(1, stride, a, ny, nx, nw);
+            run_conv_grads(2, stride, b, ny, nx, nw);
+            cr_assert_eq(memcmp(a, b, sizeof(float) * m), 0, "%s stride %d: 1 and 2 threads differ",
+                         md__convk_name(id), stride);
+        }
         ran++;
     }
     if (!ran) cr_skip_test("no packed kernel variant on this CPU");

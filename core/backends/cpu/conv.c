@@ -184,6 +184,9 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
+        if (kn)   /* per thread: the item's packed w^T rows, a packed gy tile, the col tile */
+            return (size_t)nthreads * (md__pack_a_floats(kn, rows, s->O / s->G) +
+                                       md__pack_b_floats(kn, t, s->O / s->G) + (size_t)(rows * t) + 3 * ALIGN_SLACK);
         return (size_t)(nthreads * rows * t);
     }
     default: {
@@ -552,6 +555,39 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
         return;
     }
     int nt = items < nthreads ? (int)items : nthreads;
+    if (kn) {
+        /* strided: col = w_g^T gy through the packed GEMM (w^T rows of the
+         * item's channels packed once per item, gy tiles as B), then
+         * col2im into the item's own channels. Each gx element sums its
+         * taps in an order fixed by the shape: any thread count gives the
+         * same bits. */
+        const int64_t rows = cper * KK;
+        const size_t asz = md__pack_a_floats(kn, rows, Og), bsz = md__pack_b_floats(kn, T, Og);
+        const size_t per = asz + bsz + (size_t)(rows * T) + 3 * ALIGN_SLACK;
+        #pragma omp parallel num_threads(nt)
+        {
+            float *pa = align64(work + (size_t)omp_get_thread_num() * per);
+            float *pb = align64(pa + asz), *col = align64(pb + bsz);
+            #pragma omp for schedule(static)
+            for (int64_t it = 0; it < items; it++) {
+                int64_t cb = it % CB, ng = it / CB, n = ng / G, g = ng % G;
+                int64_t c0 = cb * cper, c1 = c0 + cper < Cg ? c0 + cper : Cg;
+                if (c0 >= c1) continue;
+                int64_t r0 = c0 * KK, r1 = c1 * KK, mp = (r1 - r0 + kn->mr - 1) / kn->mr;
+                float *gxg = gx + (n * s->C + g * Cg) * HW;
+                const float *gyg = gy + (n * s->O + g * Og) * OHW, *wg = w + g * Og * Kg;
+                memset(gxg + c0 * HW, 0, sizeof(float) * (size_t)((c1 - c0) * HW));
+                md__pack_a(kn, wg + r0, 1, Kg, r1 - r0, Og, 0, mp, pa);   /* A[r][o] = w[o][r0 + r] */
+                for (int64_t j0 = 0; j0 < OHW; j0 += T) {
+                    int64_t j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
+                    md__pack_b(kn, gyg + j0, OHW, 1, Og, len, pb);
+                    md__gemm_packed(kn, r1 - r0, len, Og, pa, Og, pb, col, len, 0);
+                    col2im_tile(s, col, r0, r1, j0, j1, gxg);
+                }
+            }
+        }
+        return;
+    }
     int prev = md__blas_threads_set(1);
     #pragma omp parallel num_threads(nt)
     {
