@@ -10,7 +10,9 @@
  * active one), the variants interleaved repetition by repetition:
  *   bench conv_<stage>_<phase> kernel=<k> ours_ms=<median wall> cpu_ms=<best CPU time> gflops=<at cpu_ms>
  * CPU time is the process's (all threads): with MMDET_NUM_THREADS=1 it is
- * the kernel's cost, little disturbed by other jobs on the machine. */
+ * the kernel's cost, little disturbed by other jobs on the machine.
+ * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) limits the phase
+ * timing to those stages. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,10 +59,12 @@ static int bench_phases(int reps, int threads) {
     md_rng r;
     md_rng_seed(&r, 1);
     const int N = 2;
+    const char *stages = getenv("MMDET_BENCH_CONV_STAGES");   /* e.g. "stem,res2_1x1"; default all */
     double *wall = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
     double *cpu = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
     for (size_t si = 0; si < sizeof STAGES / sizeof STAGES[0]; si++) {
         const stage *st = &STAGES[si];
+        if (stages && *stages && !strstr(stages, st->name)) continue;
         int64_t OH = (st->H + 2 * st->pad - st->K) / st->stride + 1;
         md__conv_shape s = { .N = N, .C = st->C, .H = st->H, .W = st->H, .O = st->O, .KH = st->K, .KW = st->K,
                              .OH = OH, .OW = OH, .sh = st->stride, .sw = st->stride, .ph = st->pad,

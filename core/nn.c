@@ -274,12 +274,50 @@ MD_API md_tensor *md_nn_bias(md_module *layer) {
 
 /* ---------------------------------------------------------- ConvModule -- */
 
+/* t's storage goes back once y (made from it) no longer needs it. */
+static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t) {
+    if (t && (!y || y->data != t->data)) md_tensor_release(ctx, t);
+    return y;
+}
+
+static bool wants_grad(const md_tensor *t) { return t && t->requires_grad; }
+
+MD_API md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *conv, const char *bn, bool relu,
+                                    md_tensor *x) {
+    if (!x) return NULL;
+    md_module *cm = md_module_child(parent, conv), *nm = bn ? md_module_child(parent, bn) : NULL;
+    if (!cm || (bn && !nm))
+        return md_op_fail(ctx, "forward", "no child module '%s'", !cm ? conv : bn);
+    conv_layer *c = cm->cls == &conv_class ? (conv_layer *)cm : NULL;
+    bn_layer *n = nm && nm->cls == &bn_class && !nm->training ? (bn_layer *)nm : NULL;
+    bool grad = md_grad_enabled(ctx) && (wants_grad(x) || (c && (wants_grad(c->w) || wants_grad(c->b))) ||
+                                         (n && (wants_grad(n->w) || wants_grad(n->b))));
+    if (c && (!nm || n) && !grad && x->device == MD_CPU && c->w->device == MD_CPU) {
+        md_conv_epilogue e = { NULL, NULL, relu };
+        md_scope_push(ctx, conv);
+        if (n && md_batch_norm_fold(ctx, n->w, n->b, n->mean, n->var, n->eps, &e.scale, &e.shift) != 0) {
+            md_scope_pop(ctx);
+            return NULL;
+        }
+        md_tensor *y = md_conv2d_fused(ctx, x, c->w, c->b, c->p, &e);
+        md_scope_pop(ctx);
+        return y;
+    }
+    md_tensor *y = md_module_call(ctx, parent, conv, x);
+    if (bn) y = then_release(ctx, md_module_call(ctx, parent, bn, y), y);
+    /* in place: the conv / norm output feeds nothing else */
+    if (relu) y = then_release(ctx, md_relu_(ctx, y), y);
+    return y;
+}
+
 typedef struct conv_module { md_module base; const char *norm; bool act; } conv_module;
 
+/* One fused pass in inference (md_nn_conv_bn_act); a GroupNorm runs apart. */
 static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     conv_module *c = (conv_module *)m;
+    if (!c->norm || !strcmp(c->norm, "bn")) return md_nn_conv_bn_act(ctx, m, "conv", c->norm, c->act, x);
     x = md_module_call(ctx, m, "conv", x);
-    if (c->norm) x = md_module_call(ctx, m, c->norm, x);
+    x = md_module_call(ctx, m, c->norm, x);
     /* in place: the conv / bn / gn output feeds nothing else, and their
      * backward reads only their inputs */
     if (c->act) x = md_relu_(ctx, x);

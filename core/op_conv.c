@@ -1,4 +1,5 @@
 /* conv2d: checks, output allocation, autograd; kernels in backends/cpu/conv.c. */
+#include <math.h>
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/conv.h"
@@ -71,42 +72,53 @@ static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return 0;
 }
 
-MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
-    if (!x || !w) return NULL;
+/* The shape of conv(x, w) after the checks every conv entry point shares;
+ * -1 after md_op_fail naming `op`. */
+static int conv_check(md_ctx *ctx, const char *op, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                      md__conv_shape *out) {
     char a[96], b[96], c[96];
     md_tensor *ins[3] = { x, w, bias };
     for (int i = 0; i < 3; i++) {
         if (!ins[i]) continue;
         if (ins[i]->dtype != MD_F32)
-            return md_op_fail(ctx, "conv2d", "%s is %s; only f32 is supported",
-                              i == 0 ? "input" : i == 1 ? "weight" : "bias", md_dtype_name(ins[i]->dtype));
+            return md_op_fail(ctx, op, "%s is %s; only f32 is supported",
+                              i == 0 ? "input" : i == 1 ? "weight" : "bias", md_dtype_name(ins[i]->dtype)), -1;
     }
-    if (!md__same_device(ctx, "conv2d", 3, ins)) return NULL;
+    if (!md__same_device(ctx, op, 3, ins)) return -1;
     md_tensor_describe(x, a, sizeof a);
     md_tensor_describe(w, b, sizeof b);
     md_tensor_describe(bias, c, sizeof c);
     if (x->ndim != 4 || w->ndim != 4)
-        return md_op_fail(ctx, "conv2d", "input %s and weight %s must be 4-D (NCHW, OIHW)", a, b);
+        return md_op_fail(ctx, op, "input %s and weight %s must be 4-D (NCHW, OIHW)", a, b), -1;
     if (p.groups < 1 || p.stride_h < 1 || p.stride_w < 1 || p.dilation_h < 1 || p.dilation_w < 1 ||
         p.pad_h < 0 || p.pad_w < 0)
-        return md_op_fail(ctx, "conv2d", "bad parameters stride %dx%d pad %dx%d dilation %dx%d groups %d",
-                          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups);
+        return md_op_fail(ctx, op, "bad parameters stride %dx%d pad %dx%d dilation %dx%d groups %d",
+                          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups), -1;
     int64_t G = p.groups;
     if (x->shape[1] % G || w->shape[0] % G || w->shape[1] * G != x->shape[1])
-        return md_op_fail(ctx, "conv2d", "input %s, weight %s and groups %d disagree on channels", a, b, p.groups);
+        return md_op_fail(ctx, op, "input %s, weight %s and groups %d disagree on channels", a, b, p.groups), -1;
     if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
-        return md_op_fail(ctx, "conv2d", "bias %s does not match weight %s", c, b);
+        return md_op_fail(ctx, op, "bias %s does not match weight %s", c, b), -1;
     md__conv_shape s = { .N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
                          .O = w->shape[0], .KH = w->shape[2], .KW = w->shape[3],
                          .sh = p.stride_h, .sw = p.stride_w, .ph = p.pad_h, .pw = p.pad_w,
                          .dh = p.dilation_h, .dw = p.dilation_w, .G = G };
     int64_t eh = s.H + 2 * s.ph - s.dh * (s.KH - 1) - 1, ew = s.W + 2 * s.pw - s.dw * (s.KW - 1) - 1;
     if (eh < 0 || ew < 0 || s.KH < 1 || s.KW < 1)
-        return md_op_fail(ctx, "conv2d", "kernel %lldx%lld (dilation %dx%d) larger than the padded input %s "
+        return md_op_fail(ctx, op, "kernel %lldx%lld (dilation %dx%d) larger than the padded input %s "
                           "(pad %dx%d)", (long long)s.KH, (long long)s.KW, p.dilation_h, p.dilation_w, a,
-                          p.pad_h, p.pad_w);
+                          p.pad_h, p.pad_w), -1;
     s.OH = eh / s.sh + 1;
     s.OW = ew / s.sw + 1;
+    *out = s;
+    return 0;
+}
+
+MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
+    if (!x || !w) return NULL;
+    md_tensor *ins[3] = { x, w, bias };
+    md__conv_shape s;
+    if (conv_check(ctx, "conv2d", x, w, bias, p, &s) != 0) return NULL;
 
     md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w), *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || !wc || (bias && !bc)) return NULL;
@@ -140,4 +152,105 @@ record:;
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
     return y;
+}
+
+/* ---------------------------------------------------- fused (inference) -- */
+
+static bool needs_grad(const md_tensor *t) { return t && t->requires_grad; }
+
+/* The same result from the differentiable ops: conv2d, then the per-channel
+ * scale and shift as broadcasting mul/add over [1, O, 1, 1], then relu. */
+static md_tensor *fused_unfused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                                md_tensor *scale, md_tensor *shift, bool relu) {
+    md_tensor *y = md_conv2d(ctx, x, w, bias, p);
+    int64_t O = w->shape[0];
+    bool fresh = true;   /* y made by conv2d or add: relu may overwrite it */
+    if (y && scale) {
+        y = md_mul(ctx, y, md_reshape(ctx, scale, MD_DIMS(1, O, 1, 1)));
+        fresh = false;
+    }
+    if (y && shift) {
+        y = md_add(ctx, y, md_reshape(ctx, shift, MD_DIMS(1, O, 1, 1)));
+        fresh = true;
+    }
+    if (y && relu) y = fresh ? md_relu_(ctx, y) : md_relu(ctx, y);
+    return y;
+}
+
+static int check_channel_vec(md_ctx *ctx, md_tensor *v, const char *what, md_tensor *w) {
+    if (!v) return 0;
+    char a[96], b[96];
+    md_tensor_describe(v, a, sizeof a);
+    md_tensor_describe(w, b, sizeof b);
+    if (v->dtype != MD_F32 || v->ndim != 1 || v->shape[0] != w->shape[0])
+        return md_op_fail(ctx, "conv2d_fused", "%s %s must be f32 [O] for weight %s", what, a, b), -1;
+    return 0;
+}
+
+MD_API md_tensor *md_conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                                  const md_conv_epilogue *e) {
+    if (!x || !w) return NULL;
+    md_tensor *scale = e ? e->scale : NULL, *shift = e ? e->shift : NULL;
+    bool relu = e && e->relu;
+    md__conv_shape s;
+    if (conv_check(ctx, "conv2d_fused", x, w, bias, p, &s) != 0) return NULL;
+    if (check_channel_vec(ctx, scale, "scale", w) || check_channel_vec(ctx, shift, "shift", w)) return NULL;
+    if (!md__same_device(ctx, "conv2d_fused", 5, (md_tensor *[]){ x, w, bias, scale, shift })) return NULL;
+    bool grad = md_grad_enabled(ctx) &&
+                (needs_grad(x) || needs_grad(w) || needs_grad(bias) || needs_grad(scale) || needs_grad(shift));
+    if (grad || x->device != MD_CPU) return fused_unfused(ctx, x, w, bias, p, scale, shift, relu);
+
+    md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w);
+    md_tensor *bc = bias ? md__contig(ctx, bias) : NULL, *sc = scale ? md__contig(ctx, scale) : NULL;
+    md_tensor *hc = shift ? md__contig(ctx, shift) : NULL;
+    if (!xc || !wc || (bias && !bc) || (scale && !sc) || (shift && !hc)) return NULL;
+    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
+    if (!y) return NULL;
+    int nt = md_ctx_threads(ctx);
+    size_t mark = md_ctx_arena_mark(ctx);
+    /* one shift per channel: scale*bias + shift, in double, rounded once */
+    const float *sh = hc ? md_f32(hc) : NULL;
+    if (bc) {
+        float *t = md_ctx_alloc(ctx, sizeof(float) * (size_t)(s.O ? s.O : 1));
+        if (!t) return NULL;
+        for (int64_t o = 0; o < s.O; o++)
+            t[o] = (float)((double)md_f32(bc)[o] * (sc ? md_f32(sc)[o] : 1.0) + (sh ? sh[o] : 0.0));
+        sh = t;
+    }
+    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
+    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+    if (wf && !work) return NULL;
+    md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
+    md_ctx_arena_release(ctx, mark);
+    return y;
+}
+
+MD_API int md_batch_norm_fold(md_ctx *ctx, md_tensor *weight, md_tensor *bias, md_tensor *running_mean,
+                              md_tensor *running_var, double eps, md_tensor **scale, md_tensor **shift) {
+    if (!running_mean || !running_var)
+        return md_op_fail(ctx, "batch_norm_fold", "running_mean and running_var are needed"), -1;
+    md_tensor *ts[4] = { running_mean, running_var, weight, bias };
+    const char *names[4] = { "running_mean", "running_var", "weight", "bias" };
+    int64_t C = running_mean->ndim == 1 ? running_mean->shape[0] : -1;
+    for (int i = 0; i < 4; i++) {
+        if (!ts[i]) continue;
+        char a[96];
+        md_tensor_describe(ts[i], a, sizeof a);
+        if (ts[i]->device != MD_CPU)
+            return md_op_fail(ctx, "batch_norm_fold", "%s %s: CPU tensors only", names[i], a), -1;
+        if (ts[i]->dtype != MD_F32 || ts[i]->ndim != 1 || ts[i]->shape[0] != C)
+            return md_op_fail(ctx, "batch_norm_fold", "%s %s must be f32 [%lld]", names[i], a, (long long)C), -1;
+    }
+    md_tensor *s = md_tensor_empty(ctx, MD_F32, MD_DIMS(C)), *h = md_tensor_empty(ctx, MD_F32, MD_DIMS(C));
+    md_tensor *mc = md__contig(ctx, running_mean), *vc = md__contig(ctx, running_var);
+    md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
+    if (!s || !h || !mc || !vc || (weight && !wc) || (bias && !bc)) return -1;
+    for (int64_t c = 0; c < C; c++) {
+        double sv = (wc ? (double)md_f32(wc)[c] : 1.0) / sqrt((double)md_f32(vc)[c] + eps);
+        md_f32(s)[c] = (float)sv;
+        md_f32(h)[c] = (float)((bc ? (double)md_f32(bc)[c] : 0.0) - (double)md_f32(mc)[c] * sv);
+    }
+    *scale = s;
+    *shift = h;
+    return 0;
 }

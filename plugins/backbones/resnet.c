@@ -72,23 +72,24 @@ static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t) {
     return y;
 }
 
-static md_tensor *call_release(md_ctx *ctx, md_module *m, const char *child, md_tensor *t) {
-    return then_release(ctx, md_module_call(ctx, m, child, t), t);
+/* conv + bn (+ relu): one fused pass in inference with eval-mode BN
+ * (md_nn_conv_bn_act), the layers one by one when a gradient is needed. */
+static md_tensor *conv_bn(md_ctx *ctx, md_module *m, const char *conv, const char *bn, bool relu, md_tensor *x) {
+    return md_nn_conv_bn_act(ctx, m, conv, bn, relu, x);
 }
+
+/* The shortcut's Sequential(conv "0", bn "1"). */
+static md_tensor *downsample_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    return conv_bn(ctx, m, "0", "1", false, x);
+}
+static const md_module_class downsample_class = { .name = "Sequential", .forward1 = downsample_forward };
 
 static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     block *b = (block *)m;
     md_tensor *id = b->down ? md_module_call(ctx, m, "downsample", x) : x;
-    md_tensor *y = md_module_call(ctx, m, "conv1", x);   /* x: the caller's */
-    y = call_release(ctx, m, "bn1", y);
-    y = then_release(ctx, md_relu_(ctx, y), y);
-    y = call_release(ctx, m, "conv2", y);
-    y = call_release(ctx, m, "bn2", y);
-    if (b->bottleneck) {
-        y = then_release(ctx, md_relu_(ctx, y), y);
-        y = call_release(ctx, m, "conv3", y);
-        y = call_release(ctx, m, "bn3", y);
-    }
+    md_tensor *y = conv_bn(ctx, m, "conv1", "bn1", true, x);   /* x: the caller's */
+    y = then_release(ctx, conv_bn(ctx, m, "conv2", "bn2", b->bottleneck, y), y);
+    if (b->bottleneck) y = then_release(ctx, conv_bn(ctx, m, "conv3", "bn3", false, y), y);
     md_tensor *s = then_release(ctx, md_add_(ctx, y, id), y);   /* y (bn3) feeds nothing else */
     if (b->down) then_release(ctx, s, id);
     return then_release(ctx, md_relu_(ctx, s), s);
@@ -154,7 +155,7 @@ static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int pla
     }
     if (!rc && (stride != 1 || inplanes != planes * exp)) {
         b->down = true;
-        md_module *d = md_module_new(sizeof *d, &seq_class);
+        md_module *d = md_module_new(sizeof *d, &downsample_class);
         if (!d) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
         else if (add(m, "downsample", d, err) != 0) rc = -1;
         else rc = add_conv(ctx, d, "0", inplanes, planes * exp, 1, stride, 1, err) ||
@@ -209,9 +210,7 @@ static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor *
         md_op_fail(ctx, "ResNet", "room for %d outputs, %d needed", max_outs, r->n_outs);
         return -1;
     }
-    md_tensor *x = md_module_call(ctx, m, "conv1", img);
-    x = call_release(ctx, m, "bn1", x);
-    x = then_release(ctx, md_relu_(ctx, x), x);
+    md_tensor *x = conv_bn(ctx, m, "conv1", "bn1", true, img);
     x = then_release(ctx, md_max_pool2d(ctx, x, 3, 2, 1, false), x);
     int n = 0;
     char name[16];

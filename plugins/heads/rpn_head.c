@@ -70,7 +70,8 @@ enum { IOU_LOG = 0, IOU_LINEAR, IOU_SQUARE };   /* mmdet IoULoss modes */
 static int rpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,
                        md_tensor **reg) {
     for (int l = 0; l < n; l++) {
-        md_tensor *x = md_relu_(ctx, md_module_call(ctx, m, "rpn_conv", feats[l]));
+        /* conv + ReLU: one fused pass in inference */
+        md_tensor *x = md_nn_conv_bn_act(ctx, m, "rpn_conv", NULL, true, feats[l]);
         cls[l] = md_module_call(ctx, m, "rpn_cls", x);
         reg[l] = md_module_call(ctx, m, "rpn_reg", x);
         if (!cls[l] || !reg[l]) return -1;

@@ -233,7 +233,7 @@ Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_varian
 /* The packed kernels sum every output element in an order fixed by the
  * shape alone (K blocks of the forward, pixel chunks of the weight
  * gradient), so results do not depend on the thread count at all. */
-static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t nw) {
+static void run_conv_grads(int threads, int stride, float *out, size_t ny, size_t nx, size_t nw) {
     md_ctx_set_threads(ctx, threads);
     md_ctx_step_reset(ctx);
     md_rng r;
@@ -243,8 +243,8 @@ static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t
     md_tensor_normal_(x, &r, 0, 1);
     md_tensor_normal_(w, &r, 0, 0.1);
     x->requires_grad = w->requires_grad = true;
-    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(1, 1));
-    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(stride, 1));
+    cr_assert(y && (size_t)md_tensor_numel(y) == ny, "%s", md_ctx_error(ctx)->msg);
     cr_assert_eq(md_backward(ctx, y, NULL), 0);
     memcpy(out, md_f32(y), sizeof(float) * ny);
     memcpy(out + ny, md_f32(x->grad), sizeof(float) * nx);
@@ -252,14 +252,18 @@ static void run_conv_grads(int threads, float *out, size_t ny, size_t nx, size_t
 }
 
 Test(ops_conv, packed_results_do_not_depend_on_thread_count) {
-    const size_t ny = 20 * 13 * 15, nx = 24 * 13 * 15, nw = 20 * 24 * 9, n = ny + nx + nw;
+    const size_t nx = 24 * 13 * 15, nw = 20 * 24 * 9, n = 20 * 13 * 15 + nx + nw;
     float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
     int ran = 0;
     for (int id = MD_CONVK_AVX2; id < MD_CONVK_COUNT; id++) {
         if (md__convk_set(id) != 0) continue;
-        run_conv_grads(1, a, ny, nx, nw);
-        run_conv_grads(2, b, ny, nx, nw);
-        cr_assert_eq(memcmp(a, b, sizeof(float) * n), 0, "%s: 1 and 2 threads differ", md__convk_name(id));
+        for (int stride = 1; stride <= 2; stride++) {   /* stride 2: the packed col2im input gradient */
+            size_t ny = stride == 1 ? 20 * 13 * 15 : 20 * 7 * 8, m = ny + nx + nw;
+            run_conv_grads(1, stride, a, ny, nx, nw);
+            run_conv_grads(2, stride, b, ny, nx, nw);
+            cr_assert_eq(memcmp(a, b, sizeof(float) * m), 0, "%s stride %d: 1 and 2 threads differ",
+                         md__convk_name(id), stride);
+        }
         ran++;
     }
     if (!ran) cr_skip_test("no packed kernel variant on this CPU");
@@ -379,4 +383,198 @@ Test(ops_conv, repeated_runs_are_bitwise_identical) {
         md_ctx_step_reset(ctx);
     }
     md_tensor_free(w);
+}
+
+/* ---- the fused inference convolution (md_conv2d_fused) ----
+ * Tolerance 1e-5 relative (vector norm): the fused path folds BN into one
+ * multiply-add per element (scale = w/sqrt(var+eps), shift = b - mean*scale)
+ * where the unfused ops compute ((y - mean)*invstd)*w + b, so the two round
+ * differently by a few ulps; the double-precision reference bounds both. */
+
+static md_tensor *vec_param(md_rng *r, int64_t n, double mean, double std, bool positive) {
+    md_tensor *t = md_tensor_empty(ctx, MD_F32, MD_DIMS(n));
+    md_tensor_normal_(t, r, mean, std);
+    if (positive)
+        for (int64_t i = 0; i < n; i++) md_f32(t)[i] = fabsf(md_f32(t)[i]) + 0.1f;
+    return t;
+}
+
+/* Every combination of bias, scale, shift and relu on one shape: fused vs
+ * the double direct loop (computed once, the epilogue applied in double),
+ * and, with scale and shift, vs conv2d -> batch_norm2d(eval) -> relu with
+ * the BN folded by md_batch_norm_fold. */
+static void check_fused(ref_case c) {
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 41);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(c.N, c.C, c.H, c.W));
+    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(c.O, c.C / c.G, c.K, c.K));
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 0.1);
+    md_tensor *b = vec_param(&r, c.O, 0, 1, false), *sc = vec_param(&r, c.O, 0, 1, false);
+    md_tensor *sh = vec_param(&r, c.O, 0, 1, false);
+    md_tensor *bw = vec_param(&r, c.O, 1, 0.5, false), *bb = vec_param(&r, c.O, 0, 1, false);
+    md_tensor *mean = vec_param(&r, c.O, 0, 1, false), *var = vec_param(&r, c.O, 1, 0.5, true);
+    md_conv2d_params p = { c.s, c.s, c.pad, c.pad, c.dil, c.dil, c.G };
+    int64_t OH = out_size(c.H, c.K, c.s, c.pad, c.dil), OW = out_size(c.W, c.K, c.s, c.pad, c.dil);
+    int64_t OHW = OH * OW, ny = c.N * c.O * OHW, nx = md_tensor_numel(x), nw = md_tensor_numel(w);
+    double *r0 = malloc(sizeof(double) * (size_t)ny), *ry = malloc(sizeof(double) * (size_t)ny);
+    double *gx = malloc(sizeof(double) * (size_t)nx), *gw = malloc(sizeof(double) * (size_t)nw);
+    double *gb = malloc(sizeof(double) * (size_t)c.O);
+    float *zb = calloc((size_t)c.O, sizeof(float)), *gy = calloc((size_t)ny, sizeof(float));
+    ref_conv(&c, md_f32(x), md_f32(w), zb, gy, r0, gx, gw, gb);
+    const char *kname = md__convk_name(md__convk() ? md__convk()->id : 0);
+    for (int m = 0; m < 16; m++) {
+        bool hb = m & 1, hs = m & 2, hh = m & 4, relu = m & 8;
+        md_conv_epilogue e = { hs ? sc : NULL, hh ? sh : NULL, relu };
+        md_tensor *y = md_conv2d_fused(ctx, x, w, hb ? b : NULL, p, &e);
+        cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+        cr_assert_null(y->grad_fn);
+        for (int64_t i = 0; i < ny; i++) {
+            int64_t o = i / OHW % c.O;
+            double v = (r0[i] + (hb ? md_f32(b)[o] : 0.0)) * (hs ? md_f32(sc)[o] : 1.0) + (hh ? md_f32(sh)[o] : 0.0);
+            ry[i] = relu && v < 0 ? 0 : v;
+        }
+        double e1 = rel_d(md_f32(y), ry, ny);
+        cr_assert_lt(e1, 1e-5, "fused N%d C%d %dx%d O%d k%d s%d p%d d%d g%d bias%d scale%d shift%d relu%d, %s, "
+                     "%d threads: rel err %g", c.N, c.C, c.H, c.W, c.O, c.K, c.s, c.pad, c.dil, c.G, hb, hs, hh, relu,
+                     kname, md_ctx_threads(ctx), e1);
+        if (hs && hh) {   /* the same numbers as an eval-mode BN */
+            md_tensor *s2, *h2;
+            cr_assert_eq(md_batch_norm_fold(ctx, bw, bb, mean, var, 1e-5, &s2, &h2), 0, "%s", md_ctx_error(ctx)->msg);
+            md_conv_epilogue e2 = { s2, h2, relu };
+            md_tensor *yf = md_conv2d_fused(ctx, x, w, hb ? b : NULL, p, &e2);
+            md_tensor *yu = md_batch_norm2d(ctx, md_conv2d(ctx, x, w, hb ? b : NULL, p), bw, bb, mean, var, false, 0.1,
+                                            1e-5);
+            if (relu) yu = md_relu(ctx, yu);
+            cr_assert(yf && yu, "%s", md_ctx_error(ctx)->msg);
+            char what[160];
+            snprintf(what, sizeof what, "fused vs conv+bn%s%s, N%d C%d O%d k%d s%d g%d, %s, %d threads",
+                     hb ? " (bias)" : "", relu ? "+relu" : "", c.N, c.C, c.O, c.K, c.s, c.G, kname, md_ctx_threads(ctx));
+            assert_close(yf, yu, 1e-5, what);
+        }
+    }
+    free(r0);
+    free(ry);
+    free(gx);
+    free(gw);
+    free(gb);
+    free(zb);
+    free(gy);
+}
+
+static void fused_cases(int id) {
+    (void)id;
+    static const ref_case shapes[] = {
+        { 1, 5, 7, 9, 15, 3, 1, 1, 1, 1 },     /* M 15, N 63: partial register blocks */
+        { 2, 3, 21, 19, 29, 7, 2, 3, 1, 1 },   /* the Cin=3 7x7/2 stem */
+        { 1, 40, 6, 5, 33, 3, 1, 1, 1, 1 },    /* K 360: the epilogue only on the last K block */
+        { 2, 17, 13, 11, 19, 1, 1, 0, 1, 1 },  /* 1x1 */
+        { 1, 12, 11, 13, 12, 3, 1, 2, 2, 4 },  /* groups 4, dilation 2 */
+        { 2, 16, 15, 14, 30, 3, 2, 1, 1, 1 },  /* 3x3/2 */
+        { 1, 16, 5, 5, 40, 3, 1, 1, 1, 1 },    /* 25 pixels: output channels split over threads */
+        { 1, 300, 4, 4, 16, 3, 1, 1, 1, 1 },   /* K 2700 */
+        { 2, 24, 9, 10, 20, 1, 1, 0, 1, 2 },   /* 1x1 with groups */
+    };
+    for (int t = 1; t <= 2; t++) {
+        md_ctx_set_threads(ctx, t);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_fused(shapes[i]);
+    }
+}
+
+Test(ops_conv, fused_matches_direct_loops_and_unfused_bn) { cr_assert_geq(each_variant(fused_cases), 1); }
+
+static void run_fused(int threads, float *out, size_t n) {
+    md_ctx_set_threads(ctx, threads);
+    md_ctx_step_reset(ctx);
+    md_rng r;
+    md_rng_seed(&r, 77);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(1, 24, 13, 15));
+    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(20, 24, 3, 3));
+    md_tensor_normal_(x, &r, 0, 1);
+    md_tensor_normal_(w, &r, 0, 0.1);
+    md_conv_epilogue e = { vec_param(&r, 20, 0, 1, false), vec_param(&r, 20, 0, 1, false), true };
+    md_tensor *y = md_conv2d_fused(ctx, x, w, vec_param(&r, 20, 0, 1, false), MD_CONV2D(1, 1), &e);
+    cr_assert(y && (size_t)md_tensor_numel(y) == n, "%s", md_ctx_error(ctx)->msg);
+    memcpy(out, md_f32(y), sizeof(float) * n);
+}
+
+Test(ops_conv, fused_results_do_not_depend_on_thread_count) {
+    const size_t n = 20 * 13 * 15;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    int ran = 0;
+    for (int id = MD_CONVK_AVX2; id < MD_CONVK_COUNT; id++) {
+        if (md__convk_set(id) != 0) continue;
+        run_fused(1, a, n);
+        run_fused(2, b, n);
+        cr_assert_eq(memcmp(a, b, sizeof(float) * n), 0, "%s: 1 and 2 threads differ", md__convk_name(id));
+        ran++;
+    }
+    if (!ran) cr_skip_test("no packed kernel variant on this CPU");
+    free(a);
+    free(b);
+}
+
+/* With a gradient needed the fused op is the unfused ops: finite differences
+ * through conv, scale, shift and relu. */
+static md_tensor *gc_fused(md_ctx *c, md_tensor **in, void *user) {
+    (void)user;
+    md_conv_epilogue e = { in[3], in[4], true };
+    return md_conv2d_fused(c, in[0], in[1], in[2], MD_CONV2D(2, 1), &e);
+}
+
+Test(ops_conv, fused_with_grad_runs_the_differentiable_ops) {
+    md_tensor *in[5] = { randn_param(ctx, MD_DIMS(2, 3, 6, 5), 1), randn_param(ctx, MD_DIMS(4, 3, 3, 3), 2),
+                         randn_param(ctx, MD_DIMS(4), 3), randn_param(ctx, MD_DIMS(4), 4), randn_param(ctx, MD_DIMS(4), 5) };
+    md_tensor *y = gc_fused(ctx, in, NULL);
+    cr_assert(y && y->grad_fn, "%s", md_ctx_error(ctx)->msg);
+    double e = gradcheck(ctx, gc_fused, in, 5, NULL, 1e-2);
+    cr_assert_lt(e, 1e-2, "conv2d_fused gradcheck relative error %g", e);
+    for (int i = 0; i < 5; i++) md_tensor_free(in[i]);
+}
+
+/* ConvModule(conv, BN, ReLU) in eval mode: grad off takes the fused pass,
+ * grad on runs conv, batch_norm2d and relu; the two agree. */
+Test(ops_conv, conv_module_fused_in_inference_matches_layers) {
+    md_error err = { 0 };
+    md_conv_module_opts o = { .in = 6, .out = 10, .kernel = 3, .stride = 1, .padding = 1, .dilation = 1, .groups = 1,
+                              .norm = true, .norm_requires_grad = true, .act = true, .bias = -1 };
+    md_module *m = md_nn_conv_module(ctx, &o, &err);
+    cr_assert(m, "%s", err.msg);
+    md_rng r;
+    md_rng_seed(&r, 12);
+    md_tensor_normal_(md_module_find(m, "bn.running_mean"), &r, 0, 1);
+    md_tensor_normal_(md_module_find(m, "bn.weight"), &r, 1, 0.5);
+    md_tensor_normal_(md_module_find(m, "bn.bias"), &r, 0, 1);
+    md_tensor *var = md_module_find(m, "bn.running_var");
+    for (int i = 0; i < 10; i++) md_f32(var)[i] = 0.5f + (float)i / 10;
+    md_module_train(m, false);
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(2, 6, 9, 7));
+    md_tensor_normal_(x, &r, 0, 1);
+    bool prev = md_grad_set_enabled(ctx, false);
+    md_tensor *yf = md_module_forward(ctx, m, x);
+    md_grad_set_enabled(ctx, true);
+    md_tensor *yu = md_module_forward(ctx, m, x);
+    md_grad_set_enabled(ctx, prev);
+    cr_assert(yf && yu, "%s", md_ctx_error(ctx)->msg);
+    cr_assert_null(yf->grad_fn);
+    cr_assert(yu->grad_fn, "with grad on the layers run one by one, on the tape");
+    assert_close(yf, yu, 1e-5, "ConvModule fused vs layers");
+    md_module_free(m);
+}
+
+Test(ops_conv, fused_errors_name_the_op_and_shapes) {
+    md_tensor *x = md_tensor_zeros(ctx, MD_F32, MD_DIMS(1, 3, 8, 8));
+    md_tensor *w = md_tensor_zeros(ctx, MD_F32, MD_DIMS(4, 3, 3, 3));
+    md_tensor *bad = md_tensor_zeros(ctx, MD_F32, MD_DIMS(5));
+    md_conv_epilogue e = { bad, NULL, false };
+    cr_assert_null(md_conv2d_fused(ctx, x, w, NULL, MD_CONV2D(1, 1), &e));
+    const char *msg = md_ctx_error(ctx)->msg;
+    cr_assert(strstr(msg, "conv2d_fused") && strstr(msg, "scale") && strstr(msg, "[5]") && strstr(msg, "[4, 3, 3, 3]"),
+              "%s", msg);
+    md_ctx_clear_error(ctx);
+    md_tensor *s, *h;
+    cr_assert_eq(md_batch_norm_fold(ctx, NULL, NULL, bad, md_tensor_zeros(ctx, MD_F32, MD_DIMS(4)), 1e-5, &s, &h), -1);
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "running_var"), "%s", md_ctx_error(ctx)->msg);
+    md_ctx_clear_error(ctx);
 }

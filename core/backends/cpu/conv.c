@@ -184,6 +184,9 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
+        if (kn)   /* per thread: the item's packed w^T rows, a packed gy tile, the col tile */
+            return (size_t)nthreads * (md__pack_a_floats(kn, rows, s->O / s->G) +
+                                       md__pack_b_floats(kn, t, s->O / s->G) + (size_t)(rows * t) + 3 * ALIGN_SLACK);
         return (size_t)(nthreads * rows * t);
     }
     default: {
@@ -384,11 +387,13 @@ static void pack_a_flipped(const md__gemm_kernel *kn, const md__conv_shape *f, c
     }
 }
 
-/* y = conv(x, w) + bias through the packed GEMM. With `flip` set, s is the
+/* y = ep(conv(x, w)) through the packed GEMM, ep (per output channel, NULL
+ * for none) applied by the micro-kernel as the last K block is stored. With
+ * `flip` set, s is the
  * transposed convolution of flip's input gradient and w is flip's weight,
  * flipped while it is packed. */
 static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
-                           const md__conv_shape *flip, const float *bias, float *y, float *work, int nthreads) {
+                           const md__conv_shape *flip, const md__epilogue *ep, float *y, float *work, int nthreads) {
     const int64_t G = s->G, Og = s->O / G, Cg = s->C / G, Kg = kg_of(s), HW = s->H * s->W;
     const int64_t OHW = s->OH * s->OW, mr = kn->mr;
     const fwd_plan p = plan_forward(kn, s, nthreads);
@@ -419,16 +424,18 @@ static void forward_packed(const md__gemm_kernel *kn, const md__conv_shape *s, c
             int64_t m0 = p0 * mr, m1 = p1 * mr < Og ? p1 * mr : Og;
             float *yt = y + (n * s->O + g * Og + m0) * OHW + j0;
             const float *pag = pa + (size_t)g * p.asz + (size_t)(p0 * mr * Kg);
+            md__epilogue te, *tep = NULL;
+            if (ep) {   /* this item's channels */
+                int64_t o0 = g * Og + m0;
+                te = (md__epilogue){ ep->scale ? ep->scale + o0 : NULL, ep->shift ? ep->shift + o0 : NULL, ep->relu };
+                tep = &te;
+            }
             for (int64_t k0 = 0; k0 < Kg; k0 += p.kc) {
                 int64_t k1 = k0 + p.kc < Kg ? k0 + p.kc : Kg;
                 im2col_panels(s, x + (n * s->C + g * Cg) * HW, k0, k1, j0, j1, kn, pb);
-                md__gemm_packed(kn, m1 - m0, j1 - j0, k1 - k0, pag + k0 * mr, Kg, pb, yt, OHW, k0 > 0);
+                md__gemm_packed_ep(kn, m1 - m0, j1 - j0, k1 - k0, pag + k0 * mr, Kg, pb, yt, OHW, k0 > 0,
+                                   k1 >= Kg ? tep : NULL);
             }
-            if (bias)
-                for (int64_t o = m0; o < m1; o++) {
-                    float bv = bias[g * Og + o], *row = yt + (o - m0) * OHW;
-                    for (int64_t k = 0; k < j1 - j0; k++) row[k] += bv;
-                }
         }
     }
 }
@@ -479,13 +486,19 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
 
 void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
                         float *y, float *work, int nthreads) {
+    md__conv2d_forward_ep(s, x, w, NULL, bias, 0, y, work, nthreads);
+}
+
+void md__conv2d_forward_ep(const md__conv_shape *s, const float *x, const float *w, const float *scale,
+                           const float *shift, int relu, float *y, float *work, int nthreads) {
     const int64_t G = s->G, Og = s->O / G, Kg = kg_of(s);
     const int64_t OHW = s->OH * s->OW, T = tile_cols(s), ntiles = (OHW + T - 1) / T;
     const int64_t items = s->N * G * ntiles;
     const int pw = is_pointwise(s);
     const md__gemm_kernel *kn = md__convk();
+    const md__epilogue ep = { scale, shift, relu }, *epp = scale || shift || relu ? &ep : NULL;
     if (kn) {
-        forward_packed(kn, s, x, w, NULL, bias, y, work, nthreads);
+        forward_packed(kn, s, x, w, NULL, epp, y, work, nthreads);
         return;
     }
     if (items <= 0) return;
@@ -501,11 +514,10 @@ void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w,
             const float *b = t.b;
             float *yt = y + (n * s->O + g * Og) * OHW + j0;
             md__sgemm(false, false, Og, len, Kg, 1.0f, w + g * Og * Kg, Kg, b, ldb, 0.0f, yt, OHW);
-            if (bias)
-                for (int64_t o = 0; o < Og; o++) {
-                    float bv = bias[g * Og + o], *row = yt + o * OHW;
-                    for (int64_t k = 0; k < len; k++) row[k] += bv;
-                }
+            if (epp) {   /* on the tile while it is in cache */
+                md__epilogue te = { scale ? scale + g * Og : NULL, shift ? shift + g * Og : NULL, relu };
+                md__epilogue_apply(&te, yt, OHW, Og, len);
+            }
         }
     }
     md__blas_threads_set(prev);
@@ -543,6 +555,39 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
         return;
     }
     int nt = items < nthreads ? (int)items : nthreads;
+    if (kn) {
+        /* strided: col = w_g^T gy through the packed GEMM (w^T rows of the
+         * item's channels packed once per item, gy tiles as B), then
+         * col2im into the item's own channels. Each gx element sums its
+         * taps in an order fixed by the shape: any thread count gives the
+         * same bits. */
+        const int64_t rows = cper * KK;
+        const size_t asz = md__pack_a_floats(kn, rows, Og), bsz = md__pack_b_floats(kn, T, Og);
+        const size_t per = asz + bsz + (size_t)(rows * T) + 3 * ALIGN_SLACK;
+        #pragma omp parallel num_threads(nt)
+        {
+            float *pa = align64(work + (size_t)omp_get_thread_num() * per);
+            float *pb = align64(pa + asz), *col = align64(pb + bsz);
+            #pragma omp for schedule(static)
+            for (int64_t it = 0; it < items; it++) {
+                int64_t cb = it % CB, ng = it / CB, n = ng / G, g = ng % G;
+                int64_t c0 = cb * cper, c1 = c0 + cper < Cg ? c0 + cper : Cg;
+                if (c0 >= c1) continue;
+                int64_t r0 = c0 * KK, r1 = c1 * KK, mp = (r1 - r0 + kn->mr - 1) / kn->mr;
+                float *gxg = gx + (n * s->C + g * Cg) * HW;
+                const float *gyg = gy + (n * s->O + g * Og) * OHW, *wg = w + g * Og * Kg;
+                memset(gxg + c0 * HW, 0, sizeof(float) * (size_t)((c1 - c0) * HW));
+                md__pack_a(kn, wg + r0, 1, Kg, r1 - r0, Og, 0, mp, pa);   /* A[r][o] = w[o][r0 + r] */
+                for (int64_t j0 = 0; j0 < OHW; j0 += T) {
+                    int64_t j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
+                    md__pack_b(kn, gyg + j0, OHW, 1, Og, len, pb);
+                    md__gemm_packed(kn, r1 - r0, len, Og, pa, Og, pb, col, len, 0);
+                    col2im_tile(s, col, r0, r1, j0, j1, gxg);
+                }
+            }
+        }
+        return;
+    }
     int prev = md__blas_threads_set(1);
     #pragma omp parallel num_threads(nt)
     {

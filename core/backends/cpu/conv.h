@@ -19,6 +19,12 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads);
 /* y[N,O,OH,OW] = conv(x, w) + bias (bias may be NULL). */
 void md__conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
                         float *y, float *work, int nthreads);
+/* y = relu?(conv(x, w) * scale[o] + shift[o]) per output channel o, applied
+ * as each output tile is stored (scale, shift may be NULL: 1, 0; relu 0 or
+ * 1). The same scratch as the forward. md__conv2d_forward is this with
+ * shift = bias. */
+void md__conv2d_forward_ep(const md__conv_shape *s, const float *x, const float *w, const float *scale,
+                           const float *shift, int relu, float *y, float *work, int nthreads);
 /* gx[N,C,H,W] = d/dx (overwritten). */
 void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const float *w, float *gx,
                                float *work, int nthreads);

@@ -29,7 +29,7 @@
  * per k. R is a constant in every instantiation, so the accumulator arrays
  * live in registers. Columns past `cols` are masked off. */
 INLINE T512 void ker512(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                        __mmask16 m0, __mmask16 m1, int acc) {
+                        __mmask16 m0, __mmask16 m1, int acc, const md__epilogue *ep) {
     __m512 c0[14], c1[14];
 #pragma GCC unroll 14
     for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
@@ -51,17 +51,32 @@ INLINE T512 void ker512(const int R, int64_t kc, const float *a, const float *b,
             c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
             c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
         }
+        if (ep) {
+            if (ep->scale) {
+                __m512 sc = _mm512_set1_ps(ep->scale[i]), sh = _mm512_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
+                c0[i] = _mm512_fmadd_ps(c0[i], sc, sh);
+                c1[i] = _mm512_fmadd_ps(c1[i], sc, sh);
+            } else if (ep->shift) {
+                __m512 sh = _mm512_set1_ps(ep->shift[i]);
+                c0[i] = _mm512_add_ps(c0[i], sh);
+                c1[i] = _mm512_add_ps(c1[i], sh);
+            }
+            if (ep->relu) {
+                c0[i] = _mm512_max_ps(c0[i], _mm512_setzero_ps());
+                c1[i] = _mm512_max_ps(c1[i], _mm512_setzero_ps());
+            }
+        }
         _mm512_mask_storeu_ps(ci, m0, c0[i]);
         _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
     }
 }
 
 static T512 void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
-                                int cols, int acc) {
+                                int cols, int acc, const md__epilogue *ep) {
     __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
     __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
     switch (rows) {
-#define R512(n) case n: ker512(n, kc, a, b, c, ldc, m0, m1, acc); break;
+#define R512(n) case n: ker512(n, kc, a, b, c, ldc, m0, m1, acc, ep); break;
     R512(1) R512(2) R512(3) R512(4) R512(5) R512(6) R512(7)
     R512(8) R512(9) R512(10) R512(11) R512(12) R512(13) R512(14)
 #undef R512
@@ -182,7 +197,7 @@ static T512 void row_run2_avx512(float *row, int64_t pstride, int64_t off, const
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                        __m256i m0, __m256i m1, int full, int acc) {
+                        __m256i m0, __m256i m1, int full, int acc, const md__epilogue *ep) {
     __m256 c0[6], c1[6];
 #pragma GCC unroll 6
     for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm256_setzero_ps();
@@ -200,18 +215,29 @@ INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b,
 #pragma GCC unroll 6
     for (int i = 0; i < R; i++) {
         float *ci = c + i * ldc;
-        if (full) {
-            if (acc) {
-                c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(ci));
-                c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(ci + 8));
+        if (acc) {
+            c0[i] = _mm256_add_ps(c0[i], full ? _mm256_loadu_ps(ci) : _mm256_maskload_ps(ci, m0));
+            c1[i] = _mm256_add_ps(c1[i], full ? _mm256_loadu_ps(ci + 8) : _mm256_maskload_ps(ci + 8, m1));
+        }
+        if (ep) {
+            if (ep->scale) {
+                __m256 sc = _mm256_set1_ps(ep->scale[i]), sh = _mm256_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
+                c0[i] = _mm256_fmadd_ps(c0[i], sc, sh);
+                c1[i] = _mm256_fmadd_ps(c1[i], sc, sh);
+            } else if (ep->shift) {
+                __m256 sh = _mm256_set1_ps(ep->shift[i]);
+                c0[i] = _mm256_add_ps(c0[i], sh);
+                c1[i] = _mm256_add_ps(c1[i], sh);
             }
+            if (ep->relu) {
+                c0[i] = _mm256_max_ps(c0[i], _mm256_setzero_ps());
+                c1[i] = _mm256_max_ps(c1[i], _mm256_setzero_ps());
+            }
+        }
+        if (full) {
             _mm256_storeu_ps(ci, c0[i]);
             _mm256_storeu_ps(ci + 8, c1[i]);
         } else {
-            if (acc) {
-                c0[i] = _mm256_add_ps(c0[i], _mm256_maskload_ps(ci, m0));
-                c1[i] = _mm256_add_ps(c1[i], _mm256_maskload_ps(ci + 8, m1));
-            }
             _mm256_maskstore_ps(ci, m0, c0[i]);
             _mm256_maskstore_ps(ci + 8, m1, c1[i]);
         }
@@ -219,7 +245,7 @@ INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b,
 }
 
 static T256 void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows, int cols,
-                              int acc) {
+                              int acc, const md__epilogue *ep) {
     static const int32_t lanes[24] = { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                        0,  0,  0,  0,  0,  0,  0,  0 };
     /* lane l of a block starting at column s is on when s + l < cols */
@@ -228,7 +254,7 @@ static T256 void ukernel_avx2(int64_t kc, const float *a, const float *b, float 
     __m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 16 - s1));
     int full = cols >= 16;
     switch (rows) {
-#define R256(n) case n: ker256(n, kc, a, b, c, ldc, m0, m1, full, acc); break;
+#define R256(n) case n: ker256(n, kc, a, b, c, ldc, m0, m1, full, acc, ep); break;
     R256(1) R256(2) R256(3) R256(4) R256(5) R256(6)
 #undef R256
     default: break;
@@ -387,12 +413,31 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
     }
 }
 
+void md__epilogue_apply(const md__epilogue *ep, float *C, int64_t ldc, int64_t M, int64_t N) {
+    if (!ep || (!ep->scale && !ep->shift && !ep->relu)) return;
+    for (int64_t i = 0; i < M; i++) {
+        float sc = ep->scale ? ep->scale[i] : 1.0f, sh = ep->shift ? ep->shift[i] : 0.0f, *row = C + i * ldc;
+        if (ep->scale)
+            for (int64_t j = 0; j < N; j++) row[j] = row[j] * sc + sh;
+        else if (ep->shift)
+            for (int64_t j = 0; j < N; j++) row[j] += sh;
+        if (ep->relu)
+            for (int64_t j = 0; j < N; j++) row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+    }
+}
+
 void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
                      const float *pb, float *C, int64_t ldc, int acc) {
+    md__gemm_packed_ep(k, M, N, K, pa, a_depth, pb, C, ldc, acc, NULL);
+}
+
+void md__gemm_packed_ep(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa,
+                        int64_t a_depth, const float *pb, float *C, int64_t ldc, int acc, const md__epilogue *ep) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!acc)
             for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * (size_t)N);
+        md__epilogue_apply(ep, C, ldc, M, N);
         return;
     }
     const int64_t mr = k->mr, nr = k->nr, mp = (M + mr - 1) / mr, np = (N + nr - 1) / nr;
@@ -403,7 +448,7 @@ void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, 
     if (mcp < 1) mcp = 1;
     for (int64_t k0 = 0; k0 < K; k0 += kcb) {
         int64_t kc = K - k0 < kcb ? K - k0 : kcb;
-        int a_acc = acc || k0 > 0;
+        int a_acc = acc || k0 > 0, last = k0 + kc >= K;
         for (int64_t ib = 0; ib < mp; ib += mcp) {
             int64_t ie = ib + mcp < mp ? ib + mcp : mp;
             for (int64_t jp = 0; jp < np; jp++) {
@@ -411,8 +456,14 @@ void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, 
                 int cols = (int)(N - jp * nr < nr ? N - jp * nr : nr);
                 for (int64_t ip = ib; ip < ie; ip++) {
                     int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);
+                    md__epilogue te, *tep = NULL;
+                    if (ep && last) {   /* the tile's rows of the per-row vectors */
+                        te = (md__epilogue){ ep->scale ? ep->scale + ip * mr : NULL,
+                                             ep->shift ? ep->shift + ip * mr : NULL, ep->relu };
+                        tep = &te;
+                    }
                     k->fn(kc, pa + ip * mr * a_depth + k0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, rows, cols,
-                          a_acc);
+                          a_acc, tep);
                 }
             }
         }

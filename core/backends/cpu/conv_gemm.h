@@ -19,10 +19,21 @@
 
 enum { MD_CONVK_BLAS = 0, MD_CONVK_AVX2, MD_CONVK_AVX512, MD_CONVK_COUNT };
 
+/* What the store phase does to a finished tile, per row i of C (an output
+ * channel of a convolution): c = c*scale[i] + shift[i] (scale or shift may
+ * be NULL: 1 or 0), then max(c, 0) when relu. Pointers are indexed by C's
+ * row, so the driver offsets them per tile. Applying it in the store keeps
+ * eval-mode conv + BN + ReLU to one pass over the output. */
+typedef struct md__epilogue {
+    const float *scale, *shift;
+    int relu;
+} md__epilogue;
+
 /* C[0:mr', 0:nr'] (=, or += when acc) A_panel[kc][mr] . B_panel[kc][nr],
- * rows of C ldc floats apart; mr' <= mr rows and nr' <= nr columns stored. */
+ * rows of C ldc floats apart; mr' <= mr rows and nr' <= nr columns stored;
+ * then ep (if not NULL) on the stored values. */
 typedef void (*md__ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
-                               int cols, int acc);
+                               int cols, int acc, const md__epilogue *ep);
 
 typedef struct md__gemm_kernel {
     int id, mr, nr;
@@ -73,5 +84,11 @@ void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int
  * deep, starting at pb. */
 void md__gemm_packed(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa, int64_t a_depth,
                      const float *pb, float *C, int64_t ldc, int acc);
+/* The same, with ep (its pointers indexed by C's rows 0..M-1) applied as
+ * the last K block is stored; NULL for none. */
+void md__gemm_packed_ep(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t K, const float *pa,
+                        int64_t a_depth, const float *pb, float *C, int64_t ldc, int acc, const md__epilogue *ep);
+/* ep on rows [0, M) x columns [0, N) of C (the OpenBLAS path's tiles). */
+void md__epilogue_apply(const md__epilogue *ep, float *C, int64_t ldc, int64_t M, int64_t N);
 
 #endif

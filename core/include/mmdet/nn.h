@@ -61,6 +61,16 @@ typedef struct md_conv_module_opts {
 } md_conv_module_opts;
 md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err);
 
+/* Child `conv` (Conv2d) of parent, then child `bn` (BatchNorm2d; NULL for
+ * none), then ReLU when `relu`, each in the scope of its name. When no
+ * gradient is needed (grad mode off, or nothing involved requires grad),
+ * the BN (if any) is in eval mode and the tensors are on the CPU, this is
+ * one md_conv2d_fused pass with the BN folded (md_batch_norm_fold);
+ * otherwise the layers run one by one, each intermediate released once
+ * consumed (md_tensor_release). ConvModule's forward runs through here. */
+md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *conv, const char *bn, bool relu,
+                             md_tensor *x);
+
 /* Reads an mmcv norm_cfg into o's norm fields: None (or NULL) for no norm;
  * { type = "BN" | "SyncBN"; requires_grad; eps; momentum; } or
  * { type = "GN"; num_groups; requires_grad; eps; } (num_groups required).

@@ -119,6 +119,28 @@ typedef struct md_conv2d_params {
 /* x [N,C,H,W], w [O, C/groups, kh, kw], bias [O] or NULL. */
 md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p);
 
+/* Inference convolution with its per-output-channel epilogue applied as
+ * the output is stored (one pass over y instead of one per layer):
+ *   y[n, o] = act(scale[o] * (conv(x, w)[n, o] + bias[o]) + shift[o])
+ * bias, scale and shift ([O] f32, each may be NULL: 0, 1, 0), act ReLU when
+ * `relu`. Eval-mode BatchNorm folds into scale/shift (md_batch_norm_fold).
+ * When a gradient is needed (grad mode on and an input requires grad) or
+ * x is not on the CPU, it runs the unfused ops (conv2d, mul, add, relu), so
+ * it is differentiable and device-safe. Fused results differ from the
+ * unfused ops' only by rounding (< 1e-5 relative, docs/ops-nn.md). */
+typedef struct md_conv_epilogue {
+    md_tensor *scale, *shift;
+    bool relu;
+} md_conv_epilogue;
+md_tensor *md_conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                           const md_conv_epilogue *e);
+/* Eval-mode BatchNorm as a per-channel affine map, computed in double:
+ * scale = weight / sqrt(running_var + eps), shift = bias - running_mean *
+ * scale (weight/bias NULL: 1/0). New step tensors [C] in *scale, *shift;
+ * CPU tensors only. Returns 0, or -1 after md_op_fail. */
+int md_batch_norm_fold(md_ctx *ctx, md_tensor *weight, md_tensor *bias, md_tensor *running_mean,
+                       md_tensor *running_var, double eps, md_tensor **scale, md_tensor **shift);
+
 /* Training: batch statistics (biased variance to normalise, unbiased into
  * the running variance), running stats updated in place with `momentum`
  * (PyTorch's convention: new = (1-m)*old + m*batch). Eval: running stats.
