@@ -26,7 +26,10 @@
 #define MD_HAVE_X86 0
 #endif
 
-#define V_FLOATS ((int64_t)128 * 1024)   /* the 16 B operands of a tile block (512 KB) */
+/* The 16 B operands of a tile block: 2 MB, so that one plane's share (C x T)
+ * stays in L2 while its GEMM runs and the weights are re-read once per T
+ * tiles; measured best of 0.5, 1, 2, 4 and 8 MB on ResNet and RetinaNet shapes. */
+#define V_FLOATS ((int64_t)512 * 1024)
 #define T_MAX_PANELS 8                   /* tiles per block: at most 8 B panels */
 #define OB_PANELS 4                      /* output channels per GEMM block, in A panels */
 #define MIN_CHANNELS 8                   /* below this the transforms cost more than they save */
@@ -56,6 +59,14 @@ int md__winograd_applies(const md__conv_shape *s) {
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 /* buffer sizes in whole cache lines, so that every buffer after an aligned start is aligned */
 static size_t lines(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* Where transformed inputs go: plane xi, column col (tile), at depth c of
+ * the B panels: at + xi*plane + (col / nr)*ps + col % nr, at = pb + c*nr. */
+typedef struct vdst { float *at; size_t plane; int64_t ps, nr; } vdst;
+
+static inline float *vdst_at(const vdst *d, int xi, int64_t col) {
+    return d->at + xi * d->plane + (col / d->nr) * d->ps + col % d->nr;
+}
 
 typedef struct wplan {
     int64_t tw, tiles, T, tblocks, mp, ob, oblocks, osplit, obper, items;
@@ -88,8 +99,8 @@ static wplan plan(const md__gemm_kernel *kn, const md__conv_shape *s, int nthrea
     p.asz = lines(md__pack_a_floats(kn, s->O, s->C));
     p.vsz = lines(md__pack_b_floats(kn, p.T, s->C));
     p.msz = lines((size_t)(p.ob * kn->mr * p.T));
-    /* 4 padded input rows and 16 transformed rows, or 2 output rows */
-    p.tmp = lines((size_t)(4 * (2 * p.T + 2) + 16 * p.T));
+    /* 4 padded input rows, or 2 output rows */
+    p.tmp = lines((size_t)(4 * (2 * p.T + 2)));
     p.per_thread = 16 * (p.vsz + p.msz) + p.tmp;
     return p;
 }
@@ -138,23 +149,27 @@ static void transform_weight(const md__gemm_kernel *kn, const md__conv_shape *s,
     }
 }
 
-/* Row r of plane xc from column c0 on, n values, zero outside the plane. */
-static void padded_row(const md__conv_shape *s, const float *xc, int64_t r, int64_t c0, int64_t n, float *dst) {
+/* Row r of plane xc from column c0 on, n values, zero outside the plane:
+ * the plane itself where the run lies inside it, else a copy in buf. */
+static const float *padded_row(const md__conv_shape *s, const float *xc, int64_t r, int64_t c0, int64_t n,
+                               float *buf) {
+    if (r >= 0 && r < s->H && c0 >= 0 && c0 + n <= s->W) return xc + r * s->W + c0;
     if (r < 0 || r >= s->H) {
-        memset(dst, 0, sizeof(float) * (size_t)n);
-        return;
+        memset(buf, 0, sizeof(float) * (size_t)n);
+        return buf;
     }
     int64_t lo = c0 < 0 ? -c0 : 0, hi = s->W - c0 < n ? s->W - c0 : n;
     if (hi < lo) hi = lo;
-    if (lo > 0) memset(dst, 0, sizeof(float) * (size_t)lo);
-    if (hi > lo) memcpy(dst + lo, xc + r * s->W + c0 + lo, sizeof(float) * (size_t)(hi - lo));
-    if (n > hi) memset(dst + hi, 0, sizeof(float) * (size_t)(n - hi));
+    if (lo > 0) memset(buf, 0, sizeof(float) * (size_t)lo);
+    if (hi > lo) memcpy(buf + lo, xc + r * s->W + c0 + lo, sizeof(float) * (size_t)(hi - lo));
+    if (n > hi) memset(buf + hi, 0, sizeof(float) * (size_t)(n - hi));
+    return buf;
 }
 
 /* V = B^T d B for tiles [q0, q1) of four padded input rows (tile q reads
- * columns 2q .. 2q + 3): plane xi of tile q goes to vt[xi*len + q]. */
+ * columns 2q .. 2q + 3), tile q into column col0 + q of dst. */
 static void input_tiles(const float *r0, const float *r1, const float *r2, const float *r3, int64_t q0, int64_t q1,
-                        int64_t len, float *vt) {
+                        int64_t col0, const vdst *dst) {
     for (int64_t q = q0; q < q1; q++) {
         float d[4][4], t[4][4];
         for (int j = 0; j < 4; j++) {
@@ -170,10 +185,10 @@ static void input_tiles(const float *r0, const float *r1, const float *r2, const
             t[3][j] = d[1][j] - d[3][j];
         }
         for (int a = 0; a < 4; a++) {
-            vt[(a * 4 + 0) * len + q] = t[a][0] - t[a][2];
-            vt[(a * 4 + 1) * len + q] = t[a][1] + t[a][2];
-            vt[(a * 4 + 2) * len + q] = t[a][2] - t[a][1];
-            vt[(a * 4 + 3) * len + q] = t[a][1] - t[a][3];
+            *vdst_at(dst, a * 4 + 0, col0 + q) = t[a][0] - t[a][2];
+            *vdst_at(dst, a * 4 + 1, col0 + q) = t[a][1] + t[a][2];
+            *vdst_at(dst, a * 4 + 2, col0 + q) = t[a][2] - t[a][1];
+            *vdst_at(dst, a * 4 + 3, col0 + q) = t[a][1] - t[a][3];
         }
     }
 }
@@ -198,8 +213,22 @@ static void output_tiles(const float *m, size_t z, int64_t q0, int64_t q1, float
 #if MD_HAVE_X86
 /* The same, 16 tiles at a time, the same arithmetic in the same order;
  * return how many tiles they did (a multiple of 16). */
+/* 16 columns from col on into one plane of dst (split at a panel's end) */
+T512 static inline void store16(const vdst *dst, int xi, int64_t col, __m512 v) {
+    int64_t off = col % dst->nr, room = dst->nr - off;
+    float *p = vdst_at(dst, xi, col);
+    if (room >= 16) {
+        _mm512_storeu_ps(p, v);
+        return;
+    }
+    __mmask16 first = (__mmask16)((1u << room) - 1);
+    _mm512_mask_storeu_ps(p, first, v);
+    /* lanes room.. land at the next panel's start */
+    _mm512_mask_storeu_ps(p + dst->ps - dst->nr, (__mmask16)~first, v);
+}
+
 T512 static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3,
-                                       int64_t len, float *vt) {
+                                       int64_t len, int64_t col0, const vdst *dst) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const float *rows[4] = { r0, r1, r2, r3 };
@@ -222,10 +251,10 @@ T512 static int64_t input_tiles_avx512(const float *r0, const float *r1, const f
             t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
         }
         for (int a = 0; a < 4; a++) {
-            _mm512_storeu_ps(vt + (a * 4 + 0) * len + q, _mm512_sub_ps(t[a][0], t[a][2]));
-            _mm512_storeu_ps(vt + (a * 4 + 1) * len + q, _mm512_add_ps(t[a][1], t[a][2]));
-            _mm512_storeu_ps(vt + (a * 4 + 2) * len + q, _mm512_sub_ps(t[a][2], t[a][1]));
-            _mm512_storeu_ps(vt + (a * 4 + 3) * len + q, _mm512_sub_ps(t[a][1], t[a][3]));
+            store16(dst, a * 4 + 0, col0 + q, _mm512_sub_ps(t[a][0], t[a][2]));
+            store16(dst, a * 4 + 1, col0 + q, _mm512_add_ps(t[a][1], t[a][2]));
+            store16(dst, a * 4 + 2, col0 + q, _mm512_sub_ps(t[a][2], t[a][1]));
+            store16(dst, a * 4 + 3, col0 + q, _mm512_sub_ps(t[a][1], t[a][3]));
         }
     }
     return q;
@@ -293,8 +322,8 @@ T512 static void weight_panel_avx512(const md__gemm_kernel *kn, const md__conv_s
 }
 #else
 static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
-                                  float *vt) {
-    (void)r0, (void)r1, (void)r2, (void)r3, (void)len, (void)vt;
+                                  int64_t col0, const vdst *dst) {
+    (void)r0, (void)r1, (void)r2, (void)r3, (void)len, (void)col0, (void)dst;
     return 0;
 }
 static int64_t output_tiles_avx512(const float *m, size_t z, int64_t len, float bv, float *y0, float *y1) {
@@ -316,26 +345,15 @@ static void transform_input(const md__gemm_kernel *kn, const md__conv_shape *s, 
     for (int64_t ta = t0; ta < t1;) {
         int64_t ty = ta / p->tw, tx = ta % p->tw;
         int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, rl = 2 * len + 2, col0 = ta - t0;
-        float *r0 = tmp, *r1 = r0 + rl, *r2 = r1 + rl, *r3 = r2 + rl, *vt = r3 + rl;
         for (int64_t c = 0; c < C; c++) {
             const float *xc = xn + c * HW;
             int64_t rb = 2 * ty - s->ph, cb = 2 * tx - s->pw;
-            padded_row(s, xc, rb, cb, rl, r0);
-            padded_row(s, xc, rb + 1, cb, rl, r1);
-            padded_row(s, xc, rb + 2, cb, rl, r2);
-            padded_row(s, xc, rb + 3, cb, rl, r3);
-            int64_t q = avx512 ? input_tiles_avx512(r0, r1, r2, r3, len, vt) : 0;
-            input_tiles(r0, r1, r2, r3, q, len, len, vt);
-            /* each plane's run into its panels: column col lands at panel col / nr, lane col % nr */
-            for (int xi = 0; xi < 16; xi++) {
-                float *dst = pb + (size_t)xi * p->vsz + c * nr;
-                const float *src = vt + xi * len;
-                for (int64_t q = 0; q < len;) {
-                    int64_t col = col0 + q, off = col % nr, n = nr - off < len - q ? nr - off : len - q;
-                    memcpy(dst + (col / nr) * ps + off, src + q, sizeof(float) * (size_t)n);
-                    q += n;
-                }
-            }
+            const float *r0 = padded_row(s, xc, rb, cb, rl, tmp), *r1 = padded_row(s, xc, rb + 1, cb, rl, tmp + rl);
+            const float *r2 = padded_row(s, xc, rb + 2, cb, rl, tmp + 2 * rl);
+            const float *r3 = padded_row(s, xc, rb + 3, cb, rl, tmp + 3 * rl);
+            const vdst dst = { pb + c * nr, p->vsz, ps, nr };
+            int64_t q = avx512 ? input_tiles_avx512(r0, r1, r2, r3, len, col0, &dst) : 0;
+            input_tiles(r0, r1, r2, r3, q, len, col0, &dst);
         }
         ta += len;
     }
@@ -351,14 +369,17 @@ static void transform_output(const md__gemm_kernel *kn, const md__conv_shape *s,
         int64_t ty = ta / p->tw, tx = ta % p->tw;
         int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, col0 = ta - t0;
         int64_t oy = 2 * ty, ox = 2 * tx, ncols = 2 * len < s->OW - ox ? 2 * len : s->OW - ox;
-        float *y0 = tmp, *y1 = tmp + 2 * len;
+        /* whole 2x2 blocks are written in place; a block cut by the map's edge goes through tmp */
+        const int direct = ncols == 2 * len && oy + 1 < s->OH;
         for (int64_t o = m0; o < m1; o++) {
             const float *m = mb + (o - m0) * p->T + col0;
             const size_t z = p->msz;
             const float bv = bias ? bias[o] : 0.0f;
+            float *dst = yn + o * OHW + oy * s->OW + ox;
+            float *y0 = direct ? dst : tmp, *y1 = direct ? dst + s->OW : tmp + 2 * len;
             int64_t q = avx512 ? output_tiles_avx512(m, z, len, bv, y0, y1) : 0;
             output_tiles(m, z, q, len, bv, y0, y1);
-            float *dst = yn + o * OHW + oy * s->OW + ox;
+            if (direct) continue;
             memcpy(dst, y0, sizeof(float) * (size_t)ncols);
             if (oy + 1 < s->OH) memcpy(dst + s->OW, y1, sizeof(float) * (size_t)ncols);
         }
