@@ -9,6 +9,9 @@
  * $MMDET_BENCH_CONV_KERNELS (comma-separated blas,avx2,avx512; default the
  * active one), the variants interleaved repetition by repetition:
  *   bench conv_<stage>_<phase> kernel=<k> ours_ms=<median wall> cpu_ms=<best CPU time> gflops=<at cpu_ms>
+ * MMDET_BENCH_CONV_WINOGRAD=both times each variant with the Winograd path
+ * on and off (winograd=1/0 on the line; GFLOP/s are then the direct
+ * convolution's FLOPs over the time, an effective rate).
  * CPU time is the process's (all threads): with MMDET_NUM_THREADS=1 it is
  * the kernel's cost, little disturbed by other jobs on the machine.
  * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) limits the phase
@@ -21,6 +24,7 @@
 #include <mmdet/mmdet.h>
 #include "backends/cpu/conv.h"
 #include "backends/cpu/conv_gemm.h"
+#include "backends/cpu/winograd.h"
 #include "benchlib.h"
 
 typedef struct stage { const char *name; int C, O, H, K, stride, pad; } stage;
@@ -47,7 +51,7 @@ static float *randv(size_t n, md_rng *r) {
 
 /* Per-phase timing of the raw kernels, variants interleaved. */
 static int bench_phases(int reps, int threads) {
-    int kernels[MD_CONVK_COUNT], nk = 0;
+    int kernels[2 * MD_CONVK_COUNT], wino[2 * MD_CONVK_COUNT], nk = 0;
     const char *list = getenv("MMDET_BENCH_CONV_KERNELS");
     if (list && *list) {
         for (int id = 0; id < MD_CONVK_COUNT; id++)
@@ -56,12 +60,22 @@ static int bench_phases(int reps, int threads) {
         const md__gemm_kernel *k = md__convk();
         kernels[nk++] = k ? k->id : MD_CONVK_BLAS;
     }
+    const char *wmode = getenv("MMDET_BENCH_CONV_WINOGRAD");
+    int both = wmode && !strcmp(wmode, "both"), n1 = nk;
+    for (int ki = 0; ki < n1; ki++) {
+        wino[ki] = -1;
+        if (both) {
+            wino[ki] = 1;
+            kernels[nk] = kernels[ki];
+            wino[nk++] = 0;
+        }
+    }
     md_rng r;
     md_rng_seed(&r, 1);
     const int N = 2;
     const char *stages = getenv("MMDET_BENCH_CONV_STAGES");   /* e.g. "stem,res2_1x1"; default all */
-    double *wall = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
-    double *cpu = malloc(sizeof(double) * (size_t)reps * MD_CONVK_COUNT * 3);
+    double *wall = malloc(sizeof(double) * (size_t)reps * (size_t)nk * 3);
+    double *cpu = malloc(sizeof(double) * (size_t)reps * (size_t)nk * 3);
     for (size_t si = 0; si < sizeof STAGES / sizeof STAGES[0]; si++) {
         const stage *st = &STAGES[si];
         if (stages && *stages && !strstr(stages, st->name)) continue;
@@ -77,6 +91,7 @@ static int bench_phases(int reps, int threads) {
         for (int i = -1; i < reps; i++)
             for (int ki = 0; ki < nk; ki++) {
                 md__convk_set(kernels[ki]);
+                md__winograd_set(wino[ki]);
                 for (int ph = 0; ph < 3; ph++) {
                     size_t wf = md__conv2d_work_floats(&s, ph, threads);
                     float *work = malloc(sizeof(float) * (wf ? wf : 1));
@@ -99,13 +114,15 @@ static int bench_phases(int reps, int threads) {
                 double *wv = wall + ((size_t)(ki * 3 + ph)) * (size_t)reps, *cv = cpu + ((size_t)(ki * 3 + ph)) * (size_t)reps;
                 double best = cv[0];
                 for (int i = 1; i < reps; i++) best = cv[i] < best ? cv[i] : best;
-                printf("bench conv_%s_%s kernel=%s ours_ms=%.2f cpu_ms=%.2f gflops=%.1f\n", st->name, PHASES[ph],
-                       md__convk_name(kernels[ki]), median(wv, reps), best, flops / best / 1e6);
+                printf("bench conv_%s_%s kernel=%s%s ours_ms=%.2f cpu_ms=%.2f gflops=%.1f\n", st->name, PHASES[ph],
+                       md__convk_name(kernels[ki]), wino[ki] < 0 ? "" : wino[ki] ? " winograd=1" : " winograd=0",
+                       median(wv, reps), best, flops / best / 1e6);
             }
         fflush(stdout);
         free(x), free(w), free(gy), free(y), free(gx), free(gw);
     }
     md__convk_set(-1);
+    md__winograd_set(-1);
     free(wall);
     free(cpu);
     return 0;

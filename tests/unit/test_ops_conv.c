@@ -11,6 +11,7 @@
 #include <mmdet/mmdet.h>
 #include "testlib.h"
 #include "backends/cpu/conv_gemm.h"
+#include "backends/cpu/winograd.h"
 
 static md_ctx *ctx;
 static void setup(void) {
@@ -19,6 +20,7 @@ static void setup(void) {
 }
 static void teardown_variant(void) {
     md__convk_set(-1);
+    md__winograd_set(-1);
     md_ctx_free(ctx);
 }
 TestSuite(ops_conv, .init = setup, .fini = teardown_variant);
@@ -229,6 +231,44 @@ static void packed_edge_cases(int id) {
 }
 
 Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_variant(packed_edge_cases), 1); }
+
+/* Winograd F(2x2, 3x3), on the packed kernels: partial tiles at odd output
+ * sizes, paddings 0-2, tile blocks ending mid-row (several blocks per
+ * image), output channels not a multiple of the register or channel
+ * blocks, depths over one K block, maps of one tile and batch 1 with fewer
+ * blocks than threads (output channels shared out). The same cases with
+ * the path turned off go through im2col. Each case asserts that Winograd
+ * takes its forward and its input gradient. */
+static void winograd_cases(int id) {
+    if (id == MD_CONVK_BLAS) return;
+    static const ref_case cases[] = {
+        { 1, 8, 5, 7, 8, 3, 1, 1, 1, 1 },       { 2, 19, 17, 15, 23, 3, 1, 0, 1, 1 },
+        { 1, 9, 12, 9, 57, 3, 1, 2, 1, 1 },     { 1, 300, 6, 7, 70, 3, 1, 1, 1, 1 },
+        { 2, 16, 40, 90, 12, 3, 1, 1, 1, 1 },   { 1, 64, 3, 3, 64, 3, 1, 1, 1, 1 },
+        { 1, 8, 1, 1, 8, 3, 1, 1, 1, 1 },       { 1, 33, 2, 130, 29, 3, 1, 1, 1, 1 },
+    };
+    for (int on = 1; on >= 0; on--) {
+        md__winograd_set(on);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const ref_case *c = &cases[i];
+            int64_t oh = out_size(c->H, 3, 1, c->pad, 1), ow = out_size(c->W, 3, 1, c->pad, 1);
+            md__conv_shape fw = { .N = c->N, .C = c->C, .H = c->H, .W = c->W, .O = c->O, .KH = 3, .KW = 3, .OH = oh,
+                                  .OW = ow, .sh = 1, .sw = 1, .ph = c->pad, .pw = c->pad, .dh = 1, .dw = 1, .G = 1 };
+            md__conv_shape bw = { .N = c->N, .C = c->O, .H = oh, .W = ow, .O = c->C, .KH = 3, .KW = 3, .OH = c->H,
+                                  .OW = c->W, .sh = 1, .sw = 1, .ph = 2 - c->pad, .pw = 2 - c->pad, .dh = 1,
+                                  .dw = 1, .G = 1 };
+            cr_assert_eq(md__winograd_applies(&fw), on, "case %zu forward", i);
+            cr_assert_eq(md__winograd_applies(&bw), on, "case %zu input gradient", i);
+            for (int t = 1; t <= 2; t++) {
+                md_ctx_set_threads(ctx, t);
+                check_against_reference(*c);
+            }
+        }
+    }
+    md__winograd_set(-1);
+}
+
+Test(ops_conv, winograd_matches_direct_loops) { cr_assert_geq(each_variant(winograd_cases), 1); }
 
 /* The packed kernels sum every output element in an order fixed by the
  * shape alone (K blocks of the forward, pixel chunks of the weight

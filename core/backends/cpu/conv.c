@@ -22,6 +22,7 @@
 #include "backends/cpu/conv.h"
 #include "backends/cpu/conv_gemm.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/winograd.h"
 
 /* Column-tile budget: Kg*T floats per thread (~1 MB, an L2's worth). */
 #define TILE_FLOATS ((int64_t)256 * 1024)
@@ -174,12 +175,15 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
     int64_t t = tile_cols(s), kg = kg_of(s);
     switch (which) {
     case MD_CONV_FWD:
+        if (kn && md__winograd_applies(s)) return md__winograd_work_floats(kn, s, nthreads);
         if (kn) return packed_forward_floats(kn, s, nthreads);
         return is_pointwise(s) ? 0 : (size_t)(nthreads * kg * t);
     case MD_CONV_BWD_INPUT: {
         md__conv_shape ts;
         if (!kn && is_pointwise(s)) return 0;
-        if (kn && transposed_shape(s, &ts, 1)) return packed_forward_floats(kn, &ts, nthreads);
+        if (kn && transposed_shape(s, &ts, 1))
+            return md__winograd_applies(&ts) ? md__winograd_work_floats(kn, &ts, nthreads)
+                                             : packed_forward_floats(kn, &ts, nthreads);
         if (transposed_shape(s, &ts, 0))   /* the flipped weight, then the forward's tiles */
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
@@ -498,7 +502,8 @@ void md__conv2d_forward_ep(const md__conv_shape *s, const float *x, const float 
     const md__gemm_kernel *kn = md__convk();
     const md__epilogue ep = { scale, shift, relu }, *epp = scale || shift || relu ? &ep : NULL;
     if (kn) {
-        forward_packed(kn, s, x, w, NULL, epp, y, work, nthreads);
+        if (md__winograd_applies(s)) md__winograd_forward(kn, s, x, w, NULL, epp, y, work, nthreads);
+        else forward_packed(kn, s, x, w, NULL, epp, y, work, nthreads);
         return;
     }
     if (items <= 0) return;
@@ -538,7 +543,8 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
     md__conv_shape ts;
     const md__gemm_kernel *kn = md__convk();
     if (kn && transposed_shape(s, &ts, 1)) {   /* the flip happens while packing A */
-        forward_packed(kn, &ts, gy, w, s, NULL, gx, work, nthreads);
+        if (md__winograd_applies(&ts)) md__winograd_forward(kn, &ts, gy, w, s, NULL, gx, work, nthreads);
+        else forward_packed(kn, &ts, gy, w, s, NULL, gx, work, nthreads);
         return;
     }
     if (transposed_shape(s, &ts, 0)) {

@@ -1,0 +1,441 @@
+/* Winograd F(2x2, 3x3) convolutions (winograd.h).
+ *
+ * With G, B^T and A^T the F(2, 3) matrices
+ *   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  A^T = [1 1 1 0; 0 1 -1 -1],
+ * a 2x2 output block is Y = A^T [sum_c (G g_oc G^T) .* (B^T d_c B)] A for the
+ * 4x4 input block d_c at stride 2. Element xi of the 4x4 products is a GEMM
+ * U_xi [O, C] . V_xi [C, tiles].
+ *
+ * Work items are (image, block of T tiles[, share of the output channels]);
+ * an item transforms its T input tiles of every channel straight into the
+ * 16 GEMMs' B panels, then, per block of output channels, runs the 16 GEMMs
+ * into a small buffer (in L2) and transforms that block back into y. The
+ * weights' transforms are packed once per call as 16 A operands shared by
+ * all threads. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backends/cpu/winograd.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MD_HAVE_X86 1
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f")))
+#else
+#define MD_HAVE_X86 0
+#endif
+
+/* The 16 B operands of a tile block: 2 MB, so that one plane's share (C x T)
+ * stays in L2 while its GEMM runs and the weights are re-read once per T
+ * tiles; measured best of 0.5, 1, 2, 4 and 8 MB on ResNet and RetinaNet shapes. */
+#define V_FLOATS ((int64_t)512 * 1024)
+#define T_MAX_PANELS 8                   /* tiles per block: at most 8 B panels */
+#define OB_PANELS 4                      /* output channels per GEMM block, in A panels */
+#define MIN_CHANNELS 8                   /* below this the transforms cost more than they save */
+#define SLACK 16                         /* floats: the work area's start moved to a cache line */
+
+static int forced = -1, from_env = -1;
+
+void md__winograd_set(int on) { forced = on < 0 ? -1 : !!on; }
+
+static int enabled(void) {
+    if (forced >= 0) return forced;
+    int v = __atomic_load_n(&from_env, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("MMDET_CPU_WINOGRAD");
+        v = !(e && !strcmp(e, "0"));
+        __atomic_store_n(&from_env, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int md__winograd_applies(const md__conv_shape *s) {
+    return enabled() && s->G == 1 && s->KH == 3 && s->KW == 3 && s->sh == 1 && s->sw == 1 && s->dh == 1 &&
+           s->dw == 1 && s->C >= MIN_CHANNELS && s->O >= MIN_CHANNELS && s->OH > 0 && s->OW > 0 && s->ph >= 0 &&
+           s->pw >= 0 && s->ph <= 2 && s->pw <= 2;
+}
+
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+/* buffer sizes in whole cache lines, so that every buffer after an aligned start is aligned */
+static size_t lines(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* Where transformed inputs go: plane xi, column col (tile), at depth c of
+ * the B panels: at + xi*plane + (col / nr)*ps + col % nr, at = pb + c*nr. */
+typedef struct vdst { float *at; size_t plane; int64_t ps, nr; } vdst;
+
+static inline float *vdst_at(const vdst *d, int xi, int64_t col) {
+    return d->at + xi * d->plane + (col / d->nr) * d->ps + col % d->nr;
+}
+
+typedef struct wplan {
+    int64_t tw, tiles, T, tblocks, mp, ob, oblocks, osplit, obper, items;
+    size_t asz, vsz, msz, tmp, per_thread;
+} wplan;
+
+static wplan plan(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    wplan p = { 0 };
+    const int64_t nr = kn->nr;
+    p.tw = (s->OW + 1) / 2;
+    p.tiles = (s->OH + 1) / 2 * p.tw;
+    int64_t t = V_FLOATS / (16 * s->C) / nr * nr;
+    if (t < nr) t = nr;
+    if (t > T_MAX_PANELS * nr) t = T_MAX_PANELS * nr;
+    if (t > p.tiles) t = p.tiles;
+    p.T = t > 0 ? t : 1;
+    p.tblocks = (p.tiles + p.T - 1) / p.T;
+    p.mp = (s->O + kn->mr - 1) / kn->mr;
+    p.ob = OB_PANELS < p.mp ? OB_PANELS : p.mp;
+    p.oblocks = (p.mp + p.ob - 1) / p.ob;
+    /* fewer (image, tile block) items than threads: share out the output channels too */
+    int64_t items = s->N * p.tblocks;
+    p.osplit = 1;
+    if (items > 0 && items < nthreads) {
+        p.osplit = (nthreads + items - 1) / items;
+        if (p.osplit > p.oblocks) p.osplit = p.oblocks;
+    }
+    p.obper = (p.oblocks + p.osplit - 1) / p.osplit;
+    p.items = items * p.osplit;
+    p.asz = lines(md__pack_a_floats(kn, s->O, s->C));
+    p.vsz = lines(md__pack_b_floats(kn, p.T, s->C));
+    p.msz = lines((size_t)(p.ob * kn->mr * p.T));
+    /* 4 padded input rows, or 2 output rows */
+    p.tmp = lines((size_t)(4 * (2 * p.T + 2)));
+    p.per_thread = 16 * (p.vsz + p.msz) + p.tmp;
+    return p;
+}
+
+size_t md__winograd_work_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    wplan p = plan(kn, s, nthreads);
+    int64_t nt = p.items < nthreads ? p.items : nthreads;
+    return 16 * p.asz + (size_t)(nt > 0 ? nt : 1) * p.per_thread + SLACK;
+}
+
+/* U = G g G^T of output channel o (row of A) against input channel c,
+ * written into the 16 packed A operands; rows past O are zero. */
+static void transform_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *w,
+                             const md__conv_shape *flip, int64_t o, float *pa, size_t asz) {
+    const int64_t C = s->C, mr = kn->mr;
+    float *base = pa + (o / mr) * mr * C + o % mr;
+    for (int64_t c = 0; c < C; c++) {
+        float g[3][3];
+        if (o >= s->O) {
+            for (int xi = 0; xi < 16; xi++) base[xi * asz + c * mr] = 0.0f;
+            continue;
+        }
+        if (flip) {   /* w[c][o][2 - i][2 - j] of flip's [flip->O = C][flip->C = O][3][3] */
+            const float *k = w + (c * flip->C + o) * 9;
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) g[i][j] = k[(2 - i) * 3 + (2 - j)];
+        } else {
+            const float *k = w + (o * C + c) * 9;
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) g[i][j] = k[i * 3 + j];
+        }
+        float t[4][3], u[4][4];
+        for (int j = 0; j < 3; j++) {
+            t[0][j] = g[0][j];
+            t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+            t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+            t[3][j] = g[2][j];
+        }
+        for (int a = 0; a < 4; a++) {
+            u[a][0] = t[a][0];
+            u[a][1] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
+            u[a][2] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
+            u[a][3] = t[a][2];
+        }
+        for (int xi = 0; xi < 16; xi++) base[xi * asz + c * mr] = u[xi / 4][xi % 4];
+    }
+}
+
+/* Row r of plane xc from column c0 on, n values, zero outside the plane:
+ * the plane itself where the run lies inside it, else a copy in buf. */
+static const float *padded_row(const md__conv_shape *s, const float *xc, int64_t r, int64_t c0, int64_t n,
+                               float *buf) {
+    if (r >= 0 && r < s->H && c0 >= 0 && c0 + n <= s->W) return xc + r * s->W + c0;
+    if (r < 0 || r >= s->H) {
+        memset(buf, 0, sizeof(float) * (size_t)n);
+        return buf;
+    }
+    int64_t lo = c0 < 0 ? -c0 : 0, hi = s->W - c0 < n ? s->W - c0 : n;
+    if (hi < lo) hi = lo;
+    if (lo > 0) memset(buf, 0, sizeof(float) * (size_t)lo);
+    if (hi > lo) memcpy(buf + lo, xc + r * s->W + c0 + lo, sizeof(float) * (size_t)(hi - lo));
+    if (n > hi) memset(buf + hi, 0, sizeof(float) * (size_t)(n - hi));
+    return buf;
+}
+
+/* V = B^T d B for tiles [q0, q1) of four padded input rows (tile q reads
+ * columns 2q .. 2q + 3), tile q into column col0 + q of dst. */
+static void input_tiles(const float *r0, const float *r1, const float *r2, const float *r3, int64_t q0, int64_t q1,
+                        int64_t col0, const vdst *dst) {
+    for (int64_t q = q0; q < q1; q++) {
+        float d[4][4], t[4][4];
+        for (int j = 0; j < 4; j++) {
+            d[0][j] = r0[2 * q + j];
+            d[1][j] = r1[2 * q + j];
+            d[2][j] = r2[2 * q + j];
+            d[3][j] = r3[2 * q + j];
+        }
+        for (int j = 0; j < 4; j++) {
+            t[0][j] = d[0][j] - d[2][j];
+            t[1][j] = d[1][j] + d[2][j];
+            t[2][j] = d[2][j] - d[1][j];
+            t[3][j] = d[1][j] - d[3][j];
+        }
+        for (int a = 0; a < 4; a++) {
+            *vdst_at(dst, a * 4 + 0, col0 + q) = t[a][0] - t[a][2];
+            *vdst_at(dst, a * 4 + 1, col0 + q) = t[a][1] + t[a][2];
+            *vdst_at(dst, a * 4 + 2, col0 + q) = t[a][2] - t[a][1];
+            *vdst_at(dst, a * 4 + 3, col0 + q) = t[a][1] - t[a][3];
+        }
+    }
+}
+
+/* The epilogue of one output channel: y * sc + sh (mul set), else y + sh,
+ * then ReLU (relu set); as the micro-kernels' store phase. */
+typedef struct chan_ep { float sc, sh; int mul, relu; } chan_ep;
+
+static inline float ep_apply(const chan_ep *e, float y) {
+    y = e->mul ? y * e->sc + e->sh : y + e->sh;
+    return e->relu && !(y > 0.0f) ? 0.0f : y;
+}
+
+/* Y = A^T m A, then the epilogue, for tiles [q0, q1): plane xi of tile q at
+ * m[xi*z + q]; the 2x2 block goes to y0[2q], y0[2q+1], y1[2q], y1[2q+1]. */
+static void output_tiles(const float *m, size_t z, int64_t q0, int64_t q1, const chan_ep *e, float *y0, float *y1) {
+    for (int64_t q = q0; q < q1; q++) {
+        float v[16], r[2][4];
+        for (int xi = 0; xi < 16; xi++) v[xi] = m[xi * z + q];
+        for (int b = 0; b < 4; b++) {
+            r[0][b] = v[b] + v[4 + b] + v[8 + b];
+            r[1][b] = v[4 + b] - v[8 + b] - v[12 + b];
+        }
+        y0[2 * q] = ep_apply(e, r[0][0] + r[0][1] + r[0][2]);
+        y0[2 * q + 1] = ep_apply(e, r[0][1] - r[0][2] - r[0][3]);
+        y1[2 * q] = ep_apply(e, r[1][0] + r[1][1] + r[1][2]);
+        y1[2 * q + 1] = ep_apply(e, r[1][1] - r[1][2] - r[1][3]);
+    }
+}
+
+#if MD_HAVE_X86
+/* The same, 16 tiles at a time, the same arithmetic in the same order;
+ * return how many tiles they did (a multiple of 16). */
+/* 16 columns from col on into one plane of dst (split at a panel's end) */
+T512 static inline void store16(const vdst *dst, int xi, int64_t col, __m512 v) {
+    int64_t off = col % dst->nr, room = dst->nr - off;
+    float *p = vdst_at(dst, xi, col);
+    if (room >= 16) {
+        _mm512_storeu_ps(p, v);
+        return;
+    }
+    __mmask16 first = (__mmask16)((1u << room) - 1);
+    _mm512_mask_storeu_ps(p, first, v);
+    /* lanes room.. land at the next panel's start */
+    _mm512_mask_storeu_ps(p + dst->ps - dst->nr, (__mmask16)~first, v);
+}
+
+T512 static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3,
+                                       int64_t len, int64_t col0, const vdst *dst) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const float *rows[4] = { r0, r1, r2, r3 };
+    int64_t q = 0;
+    for (; q + 16 <= len; q += 16) {
+        __m512 d[4][4], t[4][4];
+        for (int i = 0; i < 4; i++) {
+            const float *r = rows[i] + 2 * q;
+            __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16);
+            __m512 a2 = _mm512_loadu_ps(r + 2), b2 = _mm512_loadu_ps(r + 18);
+            d[i][0] = _mm512_permutex2var_ps(a, even, b);
+            d[i][1] = _mm512_permutex2var_ps(a, odd, b);
+            d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
+            d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
+        }
+        for (int j = 0; j < 4; j++) {
+            t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+            t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+            t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+            t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+        }
+        for (int a = 0; a < 4; a++) {
+            store16(dst, a * 4 + 0, col0 + q, _mm512_sub_ps(t[a][0], t[a][2]));
+            store16(dst, a * 4 + 1, col0 + q, _mm512_add_ps(t[a][1], t[a][2]));
+            store16(dst, a * 4 + 2, col0 + q, _mm512_sub_ps(t[a][2], t[a][1]));
+            store16(dst, a * 4 + 3, col0 + q, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+    return q;
+}
+
+T512 static inline __m512 ep_apply512(const chan_ep *e, __m512 y) {
+    y = e->mul ? _mm512_fmadd_ps(y, _mm512_set1_ps(e->sc), _mm512_set1_ps(e->sh))
+               : _mm512_add_ps(y, _mm512_set1_ps(e->sh));
+    return e->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+}
+
+T512 static int64_t output_tiles_avx512(const float *m, size_t z, int64_t len, const chan_ep *ep, float *y0,
+                                        float *y1) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    int64_t q = 0;
+    for (; q + 16 <= len; q += 16) {
+        __m512 v[16], r[2][4];
+        for (int xi = 0; xi < 16; xi++) v[xi] = _mm512_loadu_ps(m + xi * z + q);
+        for (int k = 0; k < 4; k++) {
+            r[0][k] = _mm512_add_ps(_mm512_add_ps(v[k], v[4 + k]), v[8 + k]);
+            r[1][k] = _mm512_sub_ps(_mm512_sub_ps(v[4 + k], v[8 + k]), v[12 + k]);
+        }
+        for (int i = 0; i < 2; i++) {
+            __m512 e = ep_apply512(ep, _mm512_add_ps(_mm512_add_ps(r[i][0], r[i][1]), r[i][2]));
+            __m512 o = ep_apply512(ep, _mm512_sub_ps(_mm512_sub_ps(r[i][1], r[i][2]), r[i][3]));
+            float *y = i ? y1 : y0;
+            _mm512_storeu_ps(y + 2 * q, _mm512_permutex2var_ps(e, lo, o));
+            _mm512_storeu_ps(y + 2 * q + 16, _mm512_permutex2var_ps(e, hi, o));
+        }
+    }
+    return q;
+}
+
+/* transform_weight for the rows of A panel `panel` (mr <= 16 output
+ * channels, gathered into lanes; lanes past O stay zero), every input
+ * channel. */
+T512 static void weight_panel_avx512(const md__gemm_kernel *kn, const md__conv_shape *s, const float *w,
+                                     const md__conv_shape *flip, int64_t panel, float *pa, size_t asz) {
+    const int64_t C = s->C, mr = kn->mr, o0 = panel * mr;
+    const int rows = (int)(s->O - o0 < mr ? s->O - o0 : mr);
+    const __mmask16 live = (__mmask16)((1u << rows) - 1), lanes = (__mmask16)((1u << mr) - 1);
+    /* lane r reads output channel o0 + r: w[o][c] is 9*C floats after w[o - 1][c], or 9 in flip's layout */
+    const int step = flip ? 9 : (int)(9 * C);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(step));
+    const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+    float *dst = pa + o0 * C;
+    for (int64_t c = 0; c < C; c++) {
+        const float *k = flip ? w + (c * flip->C + o0) * 9 : w + (o0 * C + c) * 9;
+        __m512 g[3][3], t[4][3];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                int tap = flip ? (2 - i) * 3 + (2 - j) : i * 3 + j;
+                g[i][j] = _mm512_mask_i32gather_ps(zero, live, idx, k + tap, 4);
+            }
+        for (int j = 0; j < 3; j++) {
+            t[0][j] = g[0][j];
+            t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][j], g[1][j]), g[2][j]));
+            t[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][j], g[1][j]), g[2][j]));
+            t[3][j] = g[2][j];
+        }
+        for (int a = 0; a < 4; a++) {
+            __m512 u[4] = { t[a][0],
+                            _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[a][0], t[a][1]), t[a][2])),
+                            _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[a][0], t[a][1]), t[a][2])),
+                            t[a][2] };
+            for (int b = 0; b < 4; b++) _mm512_mask_storeu_ps(dst + (a * 4 + b) * asz + c * mr, lanes, u[b]);
+        }
+    }
+}
+#else
+static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                                  int64_t col0, const vdst *dst) {
+    (void)r0, (void)r1, (void)r2, (void)r3, (void)len, (void)col0, (void)dst;
+    return 0;
+}
+static int64_t output_tiles_avx512(const float *m, size_t z, int64_t len, const chan_ep *ep, float *y0,
+                                   float *y1) {
+    (void)m, (void)z, (void)len, (void)ep, (void)y0, (void)y1;
+    return 0;
+}
+static void weight_panel_avx512(const md__gemm_kernel *kn, const md__conv_shape *s, const float *w,
+                                const md__conv_shape *flip, int64_t panel, float *pa, size_t asz) {
+    (void)kn, (void)s, (void)w, (void)flip, (void)panel, (void)pa, (void)asz;
+}
+#endif
+
+/* V = B^T d B of tiles [t0, t1) of image xn, every channel, into the 16 B
+ * operands (column t - t0, depth c). */
+static void transform_input(const md__gemm_kernel *kn, const md__conv_shape *s, const wplan *p, const float *xn,
+                            int64_t t0, int64_t t1, float *pb, float *tmp) {
+    const int64_t C = s->C, HW = s->H * s->W, nr = kn->nr, ps = md__pb_stride(kn, C);
+    const int avx512 = kn->id == MD_CONVK_AVX512;
+    for (int64_t ta = t0; ta < t1;) {
+        int64_t ty = ta / p->tw, tx = ta % p->tw;
+        int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, rl = 2 * len + 2, col0 = ta - t0;
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = xn + c * HW;
+            int64_t rb = 2 * ty - s->ph, cb = 2 * tx - s->pw;
+            const float *r0 = padded_row(s, xc, rb, cb, rl, tmp), *r1 = padded_row(s, xc, rb + 1, cb, rl, tmp + rl);
+            const float *r2 = padded_row(s, xc, rb + 2, cb, rl, tmp + 2 * rl);
+            const float *r3 = padded_row(s, xc, rb + 3, cb, rl, tmp + 3 * rl);
+            const vdst dst = { pb + c * nr, p->vsz, ps, nr };
+            int64_t q = avx512 ? input_tiles_avx512(r0, r1, r2, r3, len, col0, &dst) : 0;
+            input_tiles(r0, r1, r2, r3, q, len, col0, &dst);
+        }
+        ta += len;
+    }
+}
+
+/* y[o] for o in [m0, m1) over tiles [t0, t1) from the 16 GEMM products
+ * (row o - m0 of product xi at mb + xi*msz + (o - m0)*T), plus bias. */
+static void transform_output(const md__gemm_kernel *kn, const md__conv_shape *s, const wplan *p, float *yn, int64_t t0, int64_t t1, int64_t m0,
+                             int64_t m1, const float *mb, const md__epilogue *ep, float *tmp) {
+    const int64_t OHW = s->OH * s->OW;
+    const int avx512 = kn->id == MD_CONVK_AVX512;
+    for (int64_t ta = t0; ta < t1;) {
+        int64_t ty = ta / p->tw, tx = ta % p->tw;
+        int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, col0 = ta - t0;
+        int64_t oy = 2 * ty, ox = 2 * tx, ncols = 2 * len < s->OW - ox ? 2 * len : s->OW - ox;
+        /* whole 2x2 blocks are written in place; a block cut by the map's edge goes through tmp */
+        const int direct = ncols == 2 * len && oy + 1 < s->OH;
+        for (int64_t o = m0; o < m1; o++) {
+            const float *m = mb + (o - m0) * p->T + col0;
+            const size_t z = p->msz;
+            const chan_ep e = { ep && ep->scale ? ep->scale[o] : 1.0f, ep && ep->shift ? ep->shift[o] : 0.0f,
+                                ep && ep->scale, ep && ep->relu };
+            float *dst = yn + o * OHW + oy * s->OW + ox;
+            float *y0 = direct ? dst : tmp, *y1 = direct ? dst + s->OW : tmp + 2 * len;
+            int64_t q = avx512 ? output_tiles_avx512(m, z, len, &e, y0, y1) : 0;
+            output_tiles(m, z, q, len, &e, y0, y1);
+            if (direct) continue;
+            memcpy(dst, y0, sizeof(float) * (size_t)ncols);
+            if (oy + 1 < s->OH) memcpy(dst + s->OW, y1, sizeof(float) * (size_t)ncols);
+        }
+        ta += len;
+    }
+}
+
+void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
+                          const md__conv_shape *flip, const md__epilogue *ep, float *y, float *work, int nthreads) {
+    const wplan p = plan(kn, s, nthreads);
+    if (p.items <= 0) return;
+    const int64_t mr = kn->mr, HW = s->H * s->W, OHW = s->OH * s->OW;
+    int nt = p.items < nthreads ? (int)p.items : nthreads;
+    float *pa = align64(work), *bufs = pa + 16 * p.asz;
+    #pragma omp parallel num_threads(nt)
+    {
+        if (kn->id == MD_CONVK_AVX512 && mr <= 16) {
+            #pragma omp for schedule(static)
+            for (int64_t i = 0; i < p.mp; i++) weight_panel_avx512(kn, s, w, flip, i, pa, p.asz);
+        } else {
+            #pragma omp for schedule(static)
+            for (int64_t o = 0; o < p.mp * mr; o++) transform_weight(kn, s, w, flip, o, pa, p.asz);
+        }
+        float *pb = bufs + (size_t)omp_get_thread_num() * p.per_thread, *mb = pb + 16 * p.vsz;
+        float *tmp = mb + 16 * p.msz;
+        #pragma omp for schedule(static)
+        for (int64_t it = 0; it < p.items; it++) {
+            int64_t os = it % p.osplit, rest = it / p.osplit, tb = rest % p.tblocks, n = rest / p.tblocks;
+            int64_t t0 = tb * p.T, t1 = t0 + p.T < p.tiles ? t0 + p.T : p.tiles;
+            int64_t b0 = os * p.obper, b1 = b0 + p.obper < p.oblocks ? b0 + p.obper : p.oblocks;
+            if (b0 >= b1) continue;
+            transform_input(kn, s, &p, x + n * s->C * HW, t0, t1, pb, tmp);
+            for (int64_t bk = b0; bk < b1; bk++) {
+                int64_t p0 = bk * p.ob, m0 = p0 * mr, m1 = (p0 + p.ob) * mr < s->O ? (p0 + p.ob) * mr : s->O;
+                for (int xi = 0; xi < 16; xi++)
+                    md__gemm_packed(kn, m1 - m0, t1 - t0, s->C, pa + xi * p.asz + p0 * mr * s->C, s->C,
+                                    pb + xi * p.vsz, mb + xi * p.msz, p.T, 0);
+                transform_output(kn, s, &p, y + n * s->O * OHW, t0, t1, m0, m1, mb, ep, tmp);
+            }
+        }
+    }
+}
