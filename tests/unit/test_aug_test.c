@@ -627,8 +627,11 @@ static void assert_sane(const md_results *res, const char *what) {
 
 /* Flip-only TTA on the symmetric image 0: both variants see the same pixels,
  * so per class the best detection is simple_test's best or its mirror image,
- * with the same score. */
-static void assert_flip_matches(const md_results *simple, const md_results *tta, double box_tol) {
+ * with the same score (dense heads: exactly). Faster R-CNN's RoI head
+ * averages each proposal's box with the mirrored box of its mirror
+ * proposal, and the head is not mirror-equivariant, so there the best may
+ * also be the average of simple_test's best and its mirror. */
+static void assert_flip_matches(const md_results *simple, const md_results *tta, double box_tol, bool average) {
     const md_det_result *s = &simple->r[0], *t = &tta->r[0];
     int checked = 0;
     for (int c = 0; c < 3; c++) {
@@ -644,16 +647,19 @@ static void assert_flip_matches(const md_results *simple, const md_results *tta,
         double same = fmax(fmax(fabs(a[0] - b[0]), fabs(a[1] - b[1])), fmax(fabs(a[2] - b[2]), fabs(a[3] - b[3])));
         double mir = fmax(fmax(fabs(mirror[0] - b[0]), fabs(mirror[1] - b[1])),
                           fmax(fabs(mirror[2] - b[2]), fabs(mirror[3] - b[3])));
-        cr_assert(fmin(same, mir) <= box_tol,
-                  "class %d: flip TTA best (%g, %g, %g, %g) is neither simple_test's (%g, %g, %g, %g) nor its mirror",
-                  c, b[0], b[1], b[2], b[3], a[0], a[1], a[2], a[3]);
+        double mid = 0;
+        for (int k = 0; k < 4; k++) mid = fmax(mid, fabs((a[k] + mirror[k]) / 2 - b[k]));
+        if (!average) mid = INFINITY;
+        cr_assert(fmin(fmin(same, mir), mid) <= box_tol,
+                  "class %d: flip TTA best (%g, %g, %g, %g) is neither simple_test's (%g, %g, %g, %g), its mirror%s",
+                  c, b[0], b[1], b[2], b[3], a[0], a[1], a[2], a[3], average ? " nor their average" : "");
         if (box_tol < 0.01) cr_assert(fabsf(a[4] - b[4]) < 1e-5f, "class %d: score %g vs %g", c, b[4], a[4]);
         checked++;
     }
     cr_assert_gt(checked, 0);
 }
 
-static void e2e(const char *config, int iters, double lr, double flip_box_tol) {
+static void e2e(const char *config, int iters, double lr, double flip_box_tol, bool average) {
     md_module *m = trained(config, iters, lr);
     md_dataset *single = test_dataset("[64, 64]", false);
     md_dataset *multi = test_dataset("([64, 64], [96, 96])", true);
@@ -665,7 +671,7 @@ static void e2e(const char *config, int iters, double lr, double flip_box_tol) {
     bool differ = rs.r[1].n != rm.r[1].n;
     for (int d = 0; !differ && d < rs.r[1].n * 5; d++) differ = fabsf(rs.r[1].bboxes[d] - rm.r[1].bboxes[d]) > 1e-4f;
     cr_assert(differ, "2 scales x flip gave exactly simple_test's detections");
-    assert_flip_matches(&rs, &rf, flip_box_tol);
+    assert_flip_matches(&rs, &rf, flip_box_tol, average);
     md_results_free(&rs);
     md_results_free(&rm);
     md_results_free(&rf);
@@ -675,11 +681,15 @@ static void e2e(const char *config, int iters, double lr, double flip_box_tol) {
     md_module_free(m);
 }
 
-Test(aug_e2e, retinanet) { e2e("tests/configs/retinanet_tiny.cfg", 120, 0.01, 1e-3); }
+Test(aug_e2e, retinanet) { e2e("tests/configs/retinanet_tiny.cfg", 120, 0.01, 1e-3, false); }
 
-/* Faster R-CNN averages each box with its mirrored twin's, so the flip
- * check holds to a pixel, not exactly. */
-Test(aug_e2e, faster_rcnn) { e2e("tests/configs/faster_rcnn_tiny.cfg", 80, 0.02, 1.0); }
+/* Faster R-CNN averages each box with its mirrored twin's, two refinements
+ * of the same object by a head that is not mirror-equivariant, so the flip
+ * check holds to two pixels (of 64), not exactly; a box not mapped back
+ * would be off by the width of the image. 120 iterations train the model
+ * far enough that simple_test and the TTA pick the same proposal (at 80
+ * the winner depended on the convolution kernel's rounding). */
+Test(aug_e2e, faster_rcnn) { e2e("tests/configs/faster_rcnn_tiny.cfg", 120, 0.02, 2.0, true); }
 
 Test(aug_e2e, variants_are_collated_per_variant_and_checked) {
     md_dataset *ds = test_dataset("([64, 64], [96, 96])", true);
