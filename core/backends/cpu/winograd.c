@@ -439,3 +439,237 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
         }
     }
 }
+
+/* ---- the weight gradient ----
+ * With U = G g G^T and V = B^T d B the forward's transforms and
+ * M = sum_c U .* V, Y = A^T M A gives dL/dM = A dY A^T (4x4 from the 2x2
+ * block dY of gy), so dL/dU[o][c] = sum over tiles (A dY_o A^T) .* V_c and
+ * gw[o][c] = G^T (dL/dU[o][c]) G. Element xi of the sum over tiles is a
+ * GEMM Uhat_xi [O, C] = Ghat_xi [O, tiles] . V_xi [tiles, C].
+ *
+ * Work units are blocks of gw (output channels x input channels). A unit
+ * runs over chunks of tiles (all images, in order): it transforms its
+ * output channels' gy blocks and its input channels' x tiles of the chunk
+ * into plane-major rows, packs them as the 16 GEMMs' A and B panels
+ * (the packers' AVX-512 transposes), and accumulates the 16 products into
+ * its own [16][mc][nc] buffer; then G^T . G writes its block of gw. Every
+ * element of gw is summed over the same chunks in the same order, and the
+ * chunk length depends on the shape only, so the bits do not depend on
+ * the thread count. */
+#define WG_MC 224             /* gw block: output channels, at most (16 AVX-512 A panels) */
+#define WG_NC 256             /* and input channels */
+#define WG_FLOATS ((int64_t)128 * 1024)   /* packed A + B of one chunk: 512 KB, in L2 */
+#define WG_TMIN 16
+#define WG_TMAX 256
+
+typedef struct gplan {
+    int64_t tw, tpi, tiles, T, nchunks, mc, nc, mblk, nblk, units, ldt;
+    size_t ta, tb, pa, pb, acc, tmp, per_thread;
+} gplan;
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+static gplan plan_weight_grad(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    gplan p = { 0 };
+    const int64_t mr = kn->mr, nr = kn->nr;
+    p.tw = (s->OW + 1) / 2;
+    p.tpi = (s->OH + 1) / 2 * p.tw;
+    p.tiles = s->N * p.tpi;
+    /* the chunk from the shape alone (not from the thread-dependent blocks) */
+    int64_t mcap = s->O < WG_MC ? s->O : WG_MC, ncap = s->C < WG_NC ? s->C : WG_NC;
+    int64_t t = WG_FLOATS / (16 * (round_up(mcap, mr) + round_up(ncap, nr))) / 16 * 16;
+    if (t < WG_TMIN) t = WG_TMIN;
+    if (t > WG_TMAX) t = WG_TMAX;
+    if (t > p.tiles) t = p.tiles;
+    p.T = t > 0 ? t : 1;
+    p.nchunks = (p.tiles + p.T - 1) / p.T;
+    p.mblk = (s->O + WG_MC - 1) / WG_MC;
+    p.nblk = (s->C + WG_NC - 1) / WG_NC;
+    if (p.mblk < 1) p.mblk = 1;
+    if (p.nblk < 1) p.nblk = 1;
+    /* idle threads: split the larger side further */
+    while (p.mblk * p.nblk < nthreads) {
+        int64_t mm = (s->O + mr - 1) / mr, nn = (s->C + nr - 1) / nr;
+        if (p.mblk < mm && (s->O / p.mblk >= s->C / p.nblk || p.nblk >= nn)) p.mblk++;
+        else if (p.nblk < nn) p.nblk++;
+        else break;
+    }
+    p.mc = round_up((s->O + p.mblk - 1) / p.mblk, mr);
+    p.nc = round_up((s->C + p.nblk - 1) / p.nblk, nr);
+    p.mblk = (s->O + p.mc - 1) / p.mc;
+    p.nblk = (s->C + p.nc - 1) / p.nc;
+    p.units = p.mblk * p.nblk;
+    p.ldt = round_up(p.T, 16);
+    p.ta = lines((size_t)(p.mc * p.ldt));                  /* one plane of transformed gy rows */
+    p.tb = lines((size_t)(p.nc * p.ldt));                  /* one plane of transformed x rows */
+    p.pa = lines(md__pack_a_floats(kn, p.mc, p.T));
+    p.pb = lines(md__pack_b_floats(kn, p.nc, p.T));
+    p.acc = lines((size_t)(p.mc * p.nc));
+    p.tmp = lines((size_t)(4 * (2 * p.T + 2)));
+    p.per_thread = 16 * (p.ta + p.tb + p.pa + p.pb + p.acc) + p.tmp + SLACK;
+    return p;
+}
+
+size_t md__winograd_weight_work_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    gplan p = plan_weight_grad(kn, s, nthreads);
+    int64_t nt = p.units < nthreads ? p.units : nthreads;
+    return (size_t)(nt > 0 ? nt : 1) * p.per_thread;
+}
+
+/* W = A dY A^T of tiles [q0, q1) of two gy rows (tile q reads columns 2q,
+ * 2q + 1), tile q into column col0 + q of plane xi of dst (planes `plane`
+ * floats apart). */
+static void grad_tiles(const float *g0, const float *g1, int64_t q0, int64_t q1, int64_t col0, float *dst,
+                       size_t plane) {
+    for (int64_t q = q0; q < q1; q++) {
+        float t[4][2];
+        for (int j = 0; j < 2; j++) {
+            float a = g0[2 * q + j], b = g1[2 * q + j];
+            t[0][j] = a;
+            t[1][j] = a + b;
+            t[2][j] = a - b;
+            t[3][j] = -b;
+        }
+        float *d = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            d[(a * 4 + 0) * plane] = t[a][0];
+            d[(a * 4 + 1) * plane] = t[a][0] + t[a][1];
+            d[(a * 4 + 2) * plane] = t[a][0] - t[a][1];
+            d[(a * 4 + 3) * plane] = -t[a][1];
+        }
+    }
+}
+
+#if MD_HAVE_X86
+/* The same, 16 tiles at a time; returns how many tiles it did. */
+T512 static int64_t grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                                      size_t plane) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t q = 0;
+    for (; q + 16 <= len; q += 16) {
+        __m512 a0 = _mm512_loadu_ps(g0 + 2 * q), a1 = _mm512_loadu_ps(g0 + 2 * q + 16);
+        __m512 b0 = _mm512_loadu_ps(g1 + 2 * q), b1 = _mm512_loadu_ps(g1 + 2 * q + 16);
+        __m512 t[4][2];
+        for (int j = 0; j < 2; j++) {
+            __m512 a = _mm512_permutex2var_ps(a0, j ? odd : even, a1), b = _mm512_permutex2var_ps(b0, j ? odd : even, b1);
+            t[0][j] = a;
+            t[1][j] = _mm512_add_ps(a, b);
+            t[2][j] = _mm512_sub_ps(a, b);
+            t[3][j] = _mm512_sub_ps(zero, b);
+        }
+        float *d = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            _mm512_storeu_ps(d + (a * 4 + 0) * plane, t[a][0]);
+            _mm512_storeu_ps(d + (a * 4 + 1) * plane, _mm512_add_ps(t[a][0], t[a][1]));
+            _mm512_storeu_ps(d + (a * 4 + 2) * plane, _mm512_sub_ps(t[a][0], t[a][1]));
+            _mm512_storeu_ps(d + (a * 4 + 3) * plane, _mm512_sub_ps(zero, t[a][1]));
+        }
+    }
+    return q;
+}
+#else
+static int64_t grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                                 size_t plane) {
+    (void)g0, (void)g1, (void)len, (void)col0, (void)dst, (void)plane;
+    return 0;
+}
+#endif
+
+/* Global tiles [t0, t1) (image-major) of channels [c0, c1) of `src` (x with
+ * the input transform, or gy with A . A^T), channel c's tile t into row
+ * c - c0, column t - t0 of each of the 16 planes of dst (rows ld floats
+ * apart, planes `plane` floats apart). */
+static void chunk_rows(const md__gemm_kernel *kn, const md__conv_shape *s, const gplan *p, int grad,
+                       const float *src, int64_t c0, int64_t c1, int64_t t0, int64_t t1, float *dst, size_t plane,
+                       int64_t ld, float *tmp) {
+    const int avx512 = kn->id == MD_CONVK_AVX512;
+    /* gy's planes as a shape for padded_row */
+    const md__conv_shape gs = { .H = s->OH, .W = s->OW };
+    const int64_t CH = grad ? s->O : s->C, HW = grad ? s->OH * s->OW : s->H * s->W;
+    for (int64_t ta = t0; ta < t1;) {
+        int64_t n = ta / p->tpi, tl = ta % p->tpi, ty = tl / p->tw, tx = tl % p->tw;
+        int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, col0 = ta - t0;
+        const float *sn = src + n * CH * HW;
+        for (int64_t c = c0; c < c1; c++) {
+            const float *pc = sn + c * HW;
+            float *d = dst + (c - c0) * ld;
+            if (grad) {
+                int64_t rl = 2 * len;
+                const float *g0 = padded_row(&gs, pc, 2 * ty, 2 * tx, rl, tmp);
+                const float *g1 = padded_row(&gs, pc, 2 * ty + 1, 2 * tx, rl, tmp + rl);
+                int64_t q = avx512 ? grad_tiles_avx512(g0, g1, len, col0, d, plane) : 0;
+                grad_tiles(g0, g1, q, len, col0, d, plane);
+            } else {
+                int64_t rl = 2 * len + 2, rb = 2 * ty - s->ph, cb = 2 * tx - s->pw;
+                const float *r0 = padded_row(s, pc, rb, cb, rl, tmp), *r1 = padded_row(s, pc, rb + 1, cb, rl, tmp + rl);
+                const float *r2 = padded_row(s, pc, rb + 2, cb, rl, tmp + 2 * rl);
+                const float *r3 = padded_row(s, pc, rb + 3, cb, rl, tmp + 3 * rl);
+                /* one plain row per plane: a single "panel" wider than any chunk */
+                const vdst vd = { d, plane, 0, (int64_t)1 << 40 };
+                int64_t q = avx512 ? input_tiles_avx512(r0, r1, r2, r3, len, col0, &vd) : 0;
+                input_tiles(r0, r1, r2, r3, q, len, col0, &vd);
+            }
+        }
+        ta += len;
+    }
+}
+
+/* gw[o][c] = G^T m G for the unit's block: m[xi] at acc[xi*z + (o - m0)*ld + c - r0]. */
+static void grad_output(const md__conv_shape *s, const float *acc, size_t z, int64_t ld, int64_t m0, int64_t m1,
+                        int64_t r0, int64_t r1, float *gw) {
+    for (int64_t o = m0; o < m1; o++)
+        for (int64_t c = r0; c < r1; c++) {
+            const float *m = acc + (o - m0) * ld + (c - r0);
+            float t[3][4];
+            for (int b = 0; b < 4; b++) {
+                float m0b = m[b * z], m1b = m[(4 + b) * z], m2b = m[(8 + b) * z], m3b = m[(12 + b) * z];
+                t[0][b] = m0b + 0.5f * (m1b + m2b);
+                t[1][b] = 0.5f * (m1b - m2b);
+                t[2][b] = 0.5f * (m1b + m2b) + m3b;
+            }
+            float *g = gw + (o * s->C + c) * 9;
+            for (int i = 0; i < 3; i++) {
+                g[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+                g[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+                g[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+            }
+        }
+}
+
+void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                  const float *gy, float *gw, float *work, int nthreads) {
+    const gplan p = plan_weight_grad(kn, s, nthreads);
+    const int64_t wn = s->O * s->C * 9, mr = kn->mr;
+    if (wn <= 0) return;
+    if (p.tiles <= 0) {
+        memset(gw, 0, sizeof(float) * (size_t)wn);
+        return;
+    }
+    int nt = p.units < nthreads ? (int)p.units : nthreads;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *ta = align64(work + (size_t)omp_get_thread_num() * p.per_thread), *tb = ta + 16 * p.ta;
+        float *pa = tb + 16 * p.tb, *pb = pa + 16 * p.pa, *acc = pb + 16 * p.pb, *tmp = acc + 16 * p.acc;
+        #pragma omp for schedule(static)
+        for (int64_t u = 0; u < p.units; u++) {
+            int64_t m0 = u / p.nblk * p.mc, m1 = m0 + p.mc < s->O ? m0 + p.mc : s->O;
+            int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < s->C ? r0 + p.nc : s->C;
+            int64_t mp = (m1 - m0 + mr - 1) / mr;
+            for (int64_t ch = 0; ch < p.nchunks; ch++) {
+                int64_t t0 = ch * p.T, t1 = t0 + p.T < p.tiles ? t0 + p.T : p.tiles, K = t1 - t0;
+                chunk_rows(kn, s, &p, 1, gy, m0, m1, t0, t1, ta, p.ta, p.ldt, tmp);
+                chunk_rows(kn, s, &p, 0, x, r0, r1, t0, t1, tb, p.tb, p.ldt, tmp);
+                for (int xi = 0; xi < 16; xi++) {
+                    /* A[o][k] = W_xi of gy; B[k][c] = V_xi of x */
+                    md__pack_a(kn, ta + xi * p.ta, p.ldt, 1, m1 - m0, K, 0, mp, pa + xi * p.pa);
+                    md__pack_b(kn, tb + xi * p.tb, 1, p.ldt, K, r1 - r0, pb + xi * p.pb);
+                    md__gemm_packed(kn, m1 - m0, r1 - r0, K, pa + xi * p.pa, K, pb + xi * p.pb, acc + xi * p.acc,
+                                    p.nc, ch > 0);
+                }
+            }
+            grad_output(s, acc, p.acc, p.nc, m0, m1, r0, r1, gw);
+        }
+    }
+}

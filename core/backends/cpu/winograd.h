@@ -40,4 +40,12 @@ size_t md__winograd_work_floats(const md__gemm_kernel *kn, const md__conv_shape 
 void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
                           const md__conv_shape *flip, const md__epilogue *ep, float *y, float *work, int nthreads);
 
+/* Scratch floats md__winograd_backward_weight needs. */
+size_t md__winograd_weight_work_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads);
+
+/* gw = dL/dw of conv(x, w) for a shape that applies, from gy (written, not
+ * accumulated). Bitwise the same for any thread count. */
+void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                  const float *gy, float *gw, float *work, int nthreads);
+
 #endif
