@@ -456,15 +456,23 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
  * element of gw is summed over the same chunks in the same order, and the
  * chunk length depends on the shape only, so the bits do not depend on
  * the thread count. */
-#define WG_MC 224             /* gw block: output channels, at most (16 AVX-512 A panels) */
-#define WG_NC 256             /* and input channels */
-#define WG_FLOATS ((int64_t)128 * 1024)   /* packed A + B of one chunk: 512 KB, in L2 */
-#define WG_TMIN 16
+/* Blocks of gw are wide so that each transform is repeated for few
+ * blocks (x's once per block of output channels, gy's once per block of
+ * input channels); the unit's accumulators are then 16 x mc x nc floats
+ * (up to 14 MB, in L3), so the chunk of tiles -- the GEMMs' depth -- is
+ * long enough (>= 128) to amortise their loads and stores. Measured on the
+ * ResNet 3x3 shapes against 224 x 256 blocks and chunks of 16 to 256 tiles
+ * sized to keep the packed chunk in L2: shorter chunks lost up to 25% at
+ * 512 channels, and 48 tiles won under 10% at 64 channels. */
+#define WG_MC 448             /* gw block: output channels, at most (32 AVX-512 A panels) */
+#define WG_NC 512             /* and input channels */
+#define WG_FLOATS ((int64_t)128 * 1024)   /* packed A + B chunk budget (512 KB) for narrow blocks */
+#define WG_TMIN 128
 #define WG_TMAX 256
 
 typedef struct gplan {
     int64_t tw, tpi, tiles, T, nchunks, mc, nc, mblk, nblk, units, ldt;
-    size_t ta, tb, pa, pb, acc, tmp, per_thread;
+    size_t tr, pa, pb, acc, tmp, per_thread;
 } gplan;
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -500,13 +508,15 @@ static gplan plan_weight_grad(const md__gemm_kernel *kn, const md__conv_shape *s
     p.nblk = (s->C + p.nc - 1) / p.nc;
     p.units = p.mblk * p.nblk;
     p.ldt = round_up(p.T, 16);
-    p.ta = lines((size_t)(p.mc * p.ldt));                  /* one plane of transformed gy rows */
-    p.tb = lines((size_t)(p.nc * p.ldt));                  /* one plane of transformed x rows */
-    p.pa = lines(md__pack_a_floats(kn, p.mc, p.T));
-    p.pb = lines(md__pack_b_floats(kn, p.nc, p.T));
-    p.acc = lines((size_t)(p.mc * p.nc));
+    /* planes one cache line past a whole number of lines: the 16 streams a
+     * transform writes at once do not all map to one L1 set */
+    /* one plane of transformed rows of one A or B panel's channels */
+    p.tr = lines((size_t)((mr > nr ? mr : nr) * p.ldt)) + 16;
+    p.pa = lines(md__pack_a_floats(kn, p.mc, p.T)) + 16;
+    p.pb = lines(md__pack_b_floats(kn, p.nc, p.T)) + 16;
+    p.acc = lines((size_t)(p.mc * p.nc)) + 16;
     p.tmp = lines((size_t)(4 * (2 * p.T + 2)));
-    p.per_thread = 16 * (p.ta + p.tb + p.pa + p.pb + p.acc) + p.tmp + SLACK;
+    p.per_thread = 16 * (p.tr + p.pa + p.pb + p.acc) + p.tmp + SLACK;
     return p;
 }
 
@@ -540,17 +550,33 @@ static void grad_tiles(const float *g0, const float *g1, int64_t q0, int64_t q1,
     }
 }
 
+/* V = B^T d B of tiles [0, len) of four input rows (tile q reads columns
+ * 2q .. 2q + 3) into column col0 + q of plane xi of dst (planes `plane`
+ * floats apart): input_tiles with plain rows. */
+static void xform_tiles(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                        int64_t col0, float *dst, size_t plane) {
+    const vdst vd = { dst, plane, 0, (int64_t)1 << 40 };   /* one "panel" wider than any row */
+    input_tiles(r0, r1, r2, r3, 0, len, col0, &vd);
+}
+
 #if MD_HAVE_X86
-/* The same, 16 tiles at a time; returns how many tiles it did. */
-T512 static int64_t grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
-                                      size_t plane) {
+/* Lanes [0, n) set, n clamped to [0, 16]. */
+static inline __mmask16 lanes_upto(int64_t n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* grad_tiles for tiles [0, len), 16 at a time, the last group masked (the
+ * rows are read at [0, 2 len) only). */
+T512 static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                                   size_t plane) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const __m512 zero = _mm512_setzero_ps();
-    int64_t q = 0;
-    for (; q + 16 <= len; q += 16) {
-        __m512 a0 = _mm512_loadu_ps(g0 + 2 * q), a1 = _mm512_loadu_ps(g0 + 2 * q + 16);
-        __m512 b0 = _mm512_loadu_ps(g1 + 2 * q), b1 = _mm512_loadu_ps(g1 + 2 * q + 16);
+    for (int64_t q = 0; q < len; q += 16) {
+        const int64_t n = 2 * (len - q);   /* readable floats from 2q on */
+        const __mmask16 m0 = lanes_upto(n), m1 = lanes_upto(n - 16), st = lanes_upto(len - q);
+        __m512 a0 = _mm512_maskz_loadu_ps(m0, g0 + 2 * q), a1 = _mm512_maskz_loadu_ps(m1, g0 + 2 * q + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, g1 + 2 * q), b1 = _mm512_maskz_loadu_ps(m1, g1 + 2 * q + 16);
         __m512 t[4][2];
         for (int j = 0; j < 2; j++) {
             __m512 a = _mm512_permutex2var_ps(a0, j ? odd : even, a1), b = _mm512_permutex2var_ps(b0, j ? odd : even, b1);
@@ -561,21 +587,88 @@ T512 static int64_t grad_tiles_avx512(const float *g0, const float *g1, int64_t 
         }
         float *d = dst + col0 + q;
         for (int a = 0; a < 4; a++) {
-            _mm512_storeu_ps(d + (a * 4 + 0) * plane, t[a][0]);
-            _mm512_storeu_ps(d + (a * 4 + 1) * plane, _mm512_add_ps(t[a][0], t[a][1]));
-            _mm512_storeu_ps(d + (a * 4 + 2) * plane, _mm512_sub_ps(t[a][0], t[a][1]));
-            _mm512_storeu_ps(d + (a * 4 + 3) * plane, _mm512_sub_ps(zero, t[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 0) * plane, st, t[a][0]);
+            _mm512_mask_storeu_ps(d + (a * 4 + 1) * plane, st, _mm512_add_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 2) * plane, st, _mm512_sub_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 3) * plane, st, _mm512_sub_ps(zero, t[a][1]));
         }
     }
-    return q;
+}
+
+/* xform_tiles, 16 tiles at a time, the last group masked (rows read at
+ * [0, 2 len + 2) only); the arithmetic of input_tiles in the same order. */
+T512 static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                                    int64_t col0, float *dst, size_t plane) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const float *rows[4] = { r0, r1, r2, r3 };
+    for (int64_t q = 0; q < len; q += 16) {
+        const int64_t n = 2 * (len - q) + 2;
+        const __mmask16 ma = lanes_upto(n), mb = lanes_upto(n - 16), ma2 = lanes_upto(n - 2),
+                        mb2 = lanes_upto(n - 18), st = lanes_upto(len - q);
+        __m512 d[4][4], t[4][4];
+        for (int i = 0; i < 4; i++) {
+            const float *r = rows[i] + 2 * q;
+            __m512 a = _mm512_maskz_loadu_ps(ma, r), b = _mm512_maskz_loadu_ps(mb, r + 16);
+            __m512 a2 = _mm512_maskz_loadu_ps(ma2, r + 2), b2 = _mm512_maskz_loadu_ps(mb2, r + 18);
+            d[i][0] = _mm512_permutex2var_ps(a, even, b);
+            d[i][1] = _mm512_permutex2var_ps(a, odd, b);
+            d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
+            d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
+        }
+        for (int j = 0; j < 4; j++) {
+            t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+            t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+            t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+            t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+        }
+        float *o = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            _mm512_mask_storeu_ps(o + (a * 4 + 0) * plane, st, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 1) * plane, st, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 2) * plane, st, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 3) * plane, st, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
 }
 #else
-static int64_t grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
-                                 size_t plane) {
-    (void)g0, (void)g1, (void)len, (void)col0, (void)dst, (void)plane;
-    return 0;
+static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                              size_t plane) {
+    grad_tiles(g0, g1, 0, len, col0, dst, plane);
+}
+static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                               int64_t col0, float *dst, size_t plane) {
+    xform_tiles(r0, r1, r2, r3, len, col0, dst, plane);
 }
 #endif
+
+/* Input transforms of tiles [q0, q1) of a run whose tile q reads rows
+ * rr[0..3] (NULL: outside the map) from column cb + 2q on. Tiles wholly
+ * inside the rows read the input in place; the few at the map's edges go
+ * through padded copies in buf. */
+static void xform_run(const md__conv_shape *s, const float *xc, const int64_t rr[4], int64_t cb, int64_t len,
+                      int64_t col0, float *dst, size_t plane, int avx512, float *buf) {
+    int inside = 1;
+    for (int i = 0; i < 4; i++) inside &= rr[i] >= 0 && rr[i] < s->H;
+    int64_t qa = len, qb = len;
+    if (inside && s->W >= 4) {   /* tile q is inside when 0 <= cb + 2q and cb + 2q + 3 < W */
+        qa = cb < 0 ? (-cb + 1) / 2 : 0;
+        qb = (s->W - 4 - cb) / 2 + 1;
+        if (qb > len) qb = len;
+        if (qa > qb) qa = qb = len;
+    }
+    /* [qa, qb) in place, [0, qa) and [qb, len) through copies */
+    const int64_t spans[3][2] = { { 0, qa }, { qa, qb }, { qb, len } };
+    for (int k = 0; k < 3; k++) {
+        int64_t a = spans[k][0], n = spans[k][1] - a, rl = 2 * n + 2;
+        if (n <= 0) continue;
+        const float *r[4];
+        for (int i = 0; i < 4; i++)
+            r[i] = k == 1 ? xc + rr[i] * s->W + cb + 2 * a : padded_row(s, xc, rr[i], cb + 2 * a, rl, buf + i * rl);
+        if (avx512) xform_tiles_avx512(r[0], r[1], r[2], r[3], n, col0 + a, dst, plane);
+        else xform_tiles(r[0], r[1], r[2], r[3], n, col0 + a, dst, plane);
+    }
+}
 
 /* Global tiles [t0, t1) (image-major) of channels [c0, c1) of `src` (x with
  * the input transform, or gy with A . A^T), channel c's tile t into row
@@ -599,49 +692,91 @@ static void chunk_rows(const md__gemm_kernel *kn, const md__conv_shape *s, const
                 int64_t rl = 2 * len;
                 const float *g0 = padded_row(&gs, pc, 2 * ty, 2 * tx, rl, tmp);
                 const float *g1 = padded_row(&gs, pc, 2 * ty + 1, 2 * tx, rl, tmp + rl);
-                int64_t q = avx512 ? grad_tiles_avx512(g0, g1, len, col0, d, plane) : 0;
-                grad_tiles(g0, g1, q, len, col0, d, plane);
+                if (avx512) grad_tiles_avx512(g0, g1, len, col0, d, plane);
+                else grad_tiles(g0, g1, 0, len, col0, d, plane);
             } else {
-                int64_t rl = 2 * len + 2, rb = 2 * ty - s->ph, cb = 2 * tx - s->pw;
-                const float *r0 = padded_row(s, pc, rb, cb, rl, tmp), *r1 = padded_row(s, pc, rb + 1, cb, rl, tmp + rl);
-                const float *r2 = padded_row(s, pc, rb + 2, cb, rl, tmp + 2 * rl);
-                const float *r3 = padded_row(s, pc, rb + 3, cb, rl, tmp + 3 * rl);
-                /* one plain row per plane: a single "panel" wider than any chunk */
-                const vdst vd = { d, plane, 0, (int64_t)1 << 40 };
-                int64_t q = avx512 ? input_tiles_avx512(r0, r1, r2, r3, len, col0, &vd) : 0;
-                input_tiles(r0, r1, r2, r3, q, len, col0, &vd);
+                const int64_t rb = 2 * ty - s->ph, rr[4] = { rb, rb + 1, rb + 2, rb + 3 };
+                xform_run(s, pc, rr, 2 * tx - s->pw, len, col0, d, plane, avx512, tmp);
             }
         }
         ta += len;
     }
 }
 
-/* gw[o][c] = G^T m G for the unit's block: m[xi] at acc[xi*z + (o - m0)*ld + c - r0]. */
-static void grad_output(const md__conv_shape *s, const float *acc, size_t z, int64_t ld, int64_t m0, int64_t m1,
-                        int64_t r0, int64_t r1, float *gw) {
-    for (int64_t o = m0; o < m1; o++)
-        for (int64_t c = r0; c < r1; c++) {
-            const float *m = acc + (o - m0) * ld + (c - r0);
-            float t[3][4];
-            for (int b = 0; b < 4; b++) {
-                float m0b = m[b * z], m1b = m[(4 + b) * z], m2b = m[(8 + b) * z], m3b = m[(12 + b) * z];
-                t[0][b] = m0b + 0.5f * (m1b + m2b);
-                t[1][b] = 0.5f * (m1b - m2b);
-                t[2][b] = 0.5f * (m1b + m2b) + m3b;
-            }
-            float *g = gw + (o * s->C + c) * 9;
-            for (int i = 0; i < 3; i++) {
-                g[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
-                g[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
-                g[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
-            }
+/* gw[o][c] = G^T m G for channels [c0, c1) of output channel o: m[xi] at
+ * acc[xi*z + c - c0]. */
+static void grad_output_row(const float *acc, size_t z, int64_t c0, int64_t c1, float *g) {
+    for (int64_t c = c0; c < c1; c++) {
+        const float *m = acc + (c - c0);
+        float t[3][4];
+        for (int b = 0; b < 4; b++) {
+            float m0b = m[b * z], m1b = m[(4 + b) * z], m2b = m[(8 + b) * z], m3b = m[(12 + b) * z];
+            t[0][b] = m0b + 0.5f * (m1b + m2b);
+            t[1][b] = 0.5f * (m1b - m2b);
+            t[2][b] = 0.5f * (m1b + m2b) + m3b;
         }
+        float *gc = g + (c - c0) * 9;
+        for (int i = 0; i < 3; i++) {
+            gc[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+            gc[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+            gc[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+        }
+    }
+}
+
+#if MD_HAVE_X86
+/* The same, 16 input channels at a time (the same arithmetic in the same
+ * order), the 3x3 results scattered 9 floats apart; returns how many
+ * channels it did. */
+T512 static int64_t grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(9));
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const float *m = acc + c;
+        __m512 t[3][4];
+        for (int b = 0; b < 4; b++) {
+            __m512 m0b = _mm512_loadu_ps(m + b * z), m1b = _mm512_loadu_ps(m + (4 + b) * z);
+            __m512 m2b = _mm512_loadu_ps(m + (8 + b) * z), m3b = _mm512_loadu_ps(m + (12 + b) * z);
+            __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(m1b, m2b));
+            t[0][b] = _mm512_add_ps(m0b, sum);
+            t[1][b] = _mm512_mul_ps(half, _mm512_sub_ps(m1b, m2b));
+            t[2][b] = _mm512_add_ps(sum, m3b);
+        }
+        float *gc = g + c * 9;
+        for (int i = 0; i < 3; i++) {
+            __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(t[i][1], t[i][2]));
+            _mm512_i32scatter_ps(gc + i * 3 + 0, idx, _mm512_add_ps(t[i][0], sum), 4);
+            _mm512_i32scatter_ps(gc + i * 3 + 1, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
+            _mm512_i32scatter_ps(gc + i * 3 + 2, idx, _mm512_add_ps(sum, t[i][3]), 4);
+        }
+    }
+    return c;
+}
+#else
+static int64_t grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+    (void)acc, (void)z, (void)n, (void)g;
+    return 0;
+}
+#endif
+
+/* The unit's block of gw: rows o in [m0, m1), channels [r0, r1), m[xi] of
+ * (o, c) at acc[xi*z + (o - m0)*ld + c - r0]. */
+static void grad_output(const md__gemm_kernel *kn, const md__conv_shape *s, const float *acc, size_t z, int64_t ld,
+                        int64_t m0, int64_t m1, int64_t r0, int64_t r1, float *gw) {
+    for (int64_t o = m0; o < m1; o++) {
+        const float *a = acc + (o - m0) * ld;
+        float *g = gw + (o * s->C + r0) * 9;
+        int64_t c = kn->id == MD_CONVK_AVX512 ? grad_output_row_avx512(a, z, r1 - r0, g) : 0;
+        grad_output_row(a + c, z, r0 + c, r1, g + c * 9);
+    }
 }
 
 void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
                                   const float *gy, float *gw, float *work, int nthreads) {
     const gplan p = plan_weight_grad(kn, s, nthreads);
-    const int64_t wn = s->O * s->C * 9, mr = kn->mr;
+    const int64_t wn = s->O * s->C * 9, mr = kn->mr, nr = kn->nr;
     if (wn <= 0) return;
     if (p.tiles <= 0) {
         memset(gw, 0, sizeof(float) * (size_t)wn);
@@ -650,26 +785,33 @@ void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shap
     int nt = p.units < nthreads ? (int)p.units : nthreads;
     #pragma omp parallel num_threads(nt)
     {
-        float *ta = align64(work + (size_t)omp_get_thread_num() * p.per_thread), *tb = ta + 16 * p.ta;
-        float *pa = tb + 16 * p.tb, *pb = pa + 16 * p.pa, *acc = pb + 16 * p.pb, *tmp = acc + 16 * p.acc;
+        float *tr = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
+        float *pa = tr + 16 * p.tr, *pb = pa + 16 * p.pa, *acc = pb + 16 * p.pb, *tmp = acc + 16 * p.acc;
         #pragma omp for schedule(static)
         for (int64_t u = 0; u < p.units; u++) {
             int64_t m0 = u / p.nblk * p.mc, m1 = m0 + p.mc < s->O ? m0 + p.mc : s->O;
             int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < s->C ? r0 + p.nc : s->C;
-            int64_t mp = (m1 - m0 + mr - 1) / mr;
             for (int64_t ch = 0; ch < p.nchunks; ch++) {
                 int64_t t0 = ch * p.T, t1 = t0 + p.T < p.tiles ? t0 + p.T : p.tiles, K = t1 - t0;
-                chunk_rows(kn, s, &p, 1, gy, m0, m1, t0, t1, ta, p.ta, p.ldt, tmp);
-                chunk_rows(kn, s, &p, 0, x, r0, r1, t0, t1, tb, p.tb, p.ldt, tmp);
+                /* one panel's channels at a time: transformed into tr (in L2), then packed */
+                for (int64_t g = m0; g < m1; g += mr) {   /* A[o][k] = W_xi of gy */
+                    int64_t rows = m1 - g < mr ? m1 - g : mr;
+                    chunk_rows(kn, s, &p, 1, gy, g, g + rows, t0, t1, tr, p.tr, p.ldt, tmp);
+                    for (int xi = 0; xi < 16; xi++)
+                        md__pack_a(kn, tr + xi * p.tr, p.ldt, 1, rows, K, 0, 1, pa + xi * p.pa + (g - m0) * K);
+                }
+                for (int64_t g = r0; g < r1; g += nr) {   /* B[k][c] = V_xi of x */
+                    int64_t cols = r1 - g < nr ? r1 - g : nr;
+                    chunk_rows(kn, s, &p, 0, x, g, g + cols, t0, t1, tr, p.tr, p.ldt, tmp);
+                    for (int xi = 0; xi < 16; xi++)
+                        md__pack_b(kn, tr + xi * p.tr, 1, p.ldt, K, cols, pb + xi * p.pb + (g - r0) / nr * md__pb_stride(kn, K));
+                }
                 for (int xi = 0; xi < 16; xi++) {
-                    /* A[o][k] = W_xi of gy; B[k][c] = V_xi of x */
-                    md__pack_a(kn, ta + xi * p.ta, p.ldt, 1, m1 - m0, K, 0, mp, pa + xi * p.pa);
-                    md__pack_b(kn, tb + xi * p.tb, 1, p.ldt, K, r1 - r0, pb + xi * p.pb);
                     md__gemm_packed(kn, m1 - m0, r1 - r0, K, pa + xi * p.pa, K, pb + xi * p.pb, acc + xi * p.acc,
                                     p.nc, ch > 0);
                 }
             }
-            grad_output(s, acc, p.acc, p.nc, m0, m1, r0, r1, gw);
+            grad_output(kn, s, acc, p.acc, p.nc, m0, m1, r0, r1, gw);
         }
     }
 }
