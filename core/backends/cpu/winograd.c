@@ -495,15 +495,18 @@ static gplan plan_weight_grad(const md__gemm_kernel *kn, const md__conv_shape *s
     p.nblk = (s->C + WG_NC - 1) / WG_NC;
     if (p.mblk < 1) p.mblk = 1;
     if (p.nblk < 1) p.nblk = 1;
-    /* idle threads: split the larger side further */
+    /* idle threads: split the side with more register blocks per block further */
+    const int64_t mm = (s->O + mr - 1) / mr, nn = (s->C + nr - 1) / nr;
+    if (p.mblk > mm) p.mblk = mm;
+    if (p.nblk > nn) p.nblk = nn;
     while (p.mblk * p.nblk < nthreads) {
-        int64_t mm = (s->O + mr - 1) / mr, nn = (s->C + nr - 1) / nr;
-        if (p.mblk < mm && (s->O / p.mblk >= s->C / p.nblk || p.nblk >= nn)) p.mblk++;
-        else if (p.nblk < nn) p.nblk++;
+        int64_t pm = (mm + p.mblk - 1) / p.mblk, pn = (nn + p.nblk - 1) / p.nblk;
+        if (pm >= pn && pm > 1) p.mblk++;
+        else if (pn > 1) p.nblk++;
         else break;
     }
-    p.mc = round_up((s->O + p.mblk - 1) / p.mblk, mr);
-    p.nc = round_up((s->C + p.nblk - 1) / p.nblk, nr);
+    p.mc = (mm + p.mblk - 1) / p.mblk * mr;
+    p.nc = (nn + p.nblk - 1) / p.nblk * nr;
     p.mblk = (s->O + p.mc - 1) / p.mc;
     p.nblk = (s->C + p.nc - 1) / p.nc;
     p.units = p.mblk * p.nblk;
@@ -725,20 +728,22 @@ static void grad_output_row(const float *acc, size_t z, int64_t c0, int64_t c1, 
 }
 
 #if MD_HAVE_X86
-/* The same, 16 input channels at a time (the same arithmetic in the same
- * order), the 3x3 results scattered 9 floats apart; returns how many
- * channels it did. */
-T512 static int64_t grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+/* The same, 16 input channels at a time, the last group masked, the 3x3
+ * results scattered 9 floats apart. Every channel takes this path on
+ * AVX-512 whatever the block it falls in, so the bits do not depend on the
+ * blocking (the compiler may fuse its multiply-adds, not the scalar
+ * version's). */
+T512 static void grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
     const __m512 half = _mm512_set1_ps(0.5f);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(9));
-    int64_t c = 0;
-    for (; c + 16 <= n; c += 16) {
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 k = lanes_upto(n - c);
         const float *m = acc + c;
         __m512 t[3][4];
         for (int b = 0; b < 4; b++) {
-            __m512 m0b = _mm512_loadu_ps(m + b * z), m1b = _mm512_loadu_ps(m + (4 + b) * z);
-            __m512 m2b = _mm512_loadu_ps(m + (8 + b) * z), m3b = _mm512_loadu_ps(m + (12 + b) * z);
+            __m512 m0b = _mm512_maskz_loadu_ps(k, m + b * z), m1b = _mm512_maskz_loadu_ps(k, m + (4 + b) * z);
+            __m512 m2b = _mm512_maskz_loadu_ps(k, m + (8 + b) * z), m3b = _mm512_maskz_loadu_ps(k, m + (12 + b) * z);
             __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(m1b, m2b));
             t[0][b] = _mm512_add_ps(m0b, sum);
             t[1][b] = _mm512_mul_ps(half, _mm512_sub_ps(m1b, m2b));
@@ -747,17 +752,15 @@ T512 static int64_t grad_output_row_avx512(const float *acc, size_t z, int64_t n
         float *gc = g + c * 9;
         for (int i = 0; i < 3; i++) {
             __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(t[i][1], t[i][2]));
-            _mm512_i32scatter_ps(gc + i * 3 + 0, idx, _mm512_add_ps(t[i][0], sum), 4);
-            _mm512_i32scatter_ps(gc + i * 3 + 1, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
-            _mm512_i32scatter_ps(gc + i * 3 + 2, idx, _mm512_add_ps(sum, t[i][3]), 4);
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 0, k, idx, _mm512_add_ps(t[i][0], sum), 4);
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 1, k, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 2, k, idx, _mm512_add_ps(sum, t[i][3]), 4);
         }
     }
-    return c;
 }
 #else
-static int64_t grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
-    (void)acc, (void)z, (void)n, (void)g;
-    return 0;
+static void grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+    grad_output_row(acc, z, 0, n, g);
 }
 #endif
 
@@ -768,8 +771,8 @@ static void grad_output(const md__gemm_kernel *kn, const md__conv_shape *s, cons
     for (int64_t o = m0; o < m1; o++) {
         const float *a = acc + (o - m0) * ld;
         float *g = gw + (o * s->C + r0) * 9;
-        int64_t c = kn->id == MD_CONVK_AVX512 ? grad_output_row_avx512(a, z, r1 - r0, g) : 0;
-        grad_output_row(a + c, z, r0 + c, r1, g + c * 9);
+        if (kn->id == MD_CONVK_AVX512) grad_output_row_avx512(a, z, r1 - r0, g);
+        else grad_output_row(a, z, r0, r1, g);
     }
 }
 
