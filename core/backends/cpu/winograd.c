@@ -448,10 +448,11 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
  * GEMM Uhat_xi [O, C] = Ghat_xi [O, tiles] . V_xi [tiles, C].
  *
  * Work units are blocks of gw (output channels x input channels). A unit
- * runs over chunks of tiles (all images, in order): it transforms its
- * output channels' gy blocks and its input channels' x tiles of the chunk
- * into plane-major rows, packs them as the 16 GEMMs' A and B panels
- * (the packers' AVX-512 transposes), and accumulates the 16 products into
+ * runs over chunks of tiles (all images, in order): one A (B) panel's
+ * channels at a time, it transforms their gy blocks (x tiles) of the
+ * chunk into plane-major rows in a small buffer that stays in L2 and packs
+ * them into the 16 GEMMs' A (B) panels with the packers' AVX-512
+ * transposes; then it accumulates the 16 products into
  * its own [16][mc][nc] buffer; then G^T . G writes its block of gw. Every
  * element of gw is summed over the same chunks in the same order, and the
  * chunk length depends on the shape only, so the bits do not depend on
@@ -459,7 +460,7 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
 /* Blocks of gw are wide so that each transform is repeated for few
  * blocks (x's once per block of output channels, gy's once per block of
  * input channels); the unit's accumulators are then 16 x mc x nc floats
- * (up to 14 MB, in L3), so the chunk of tiles -- the GEMMs' depth -- is
+ * (up to 15 MB, in L3), so the chunk of tiles -- the GEMMs' depth -- is
  * long enough (>= 128) to amortise their loads and stores. Measured on the
  * ResNet 3x3 shapes against 224 x 256 blocks and chunks of 16 to 256 tiles
  * sized to keep the packed chunk in L2: shorter chunks lost up to 25% at
@@ -511,9 +512,9 @@ static gplan plan_weight_grad(const md__gemm_kernel *kn, const md__conv_shape *s
     p.nblk = (s->C + p.nc - 1) / p.nc;
     p.units = p.mblk * p.nblk;
     p.ldt = round_up(p.T, 16);
-    /* planes one cache line past a whole number of lines: the 16 streams a
-     * transform writes at once do not all map to one L1 set */
-    /* one plane of transformed rows of one A or B panel's channels */
+    /* planes one cache line past a whole number of lines, so that the 16
+     * streams a transform writes at once do not all map to one L1 set; tr:
+     * one plane of the transformed rows of one A or B panel's channels */
     p.tr = lines((size_t)((mr > nr ? mr : nr) * p.ldt)) + 16;
     p.pa = lines(md__pack_a_floats(kn, p.mc, p.T)) + 16;
     p.pb = lines(md__pack_b_floats(kn, p.nc, p.T)) + 16;

@@ -12,8 +12,10 @@
  *
  * Taken for groups 1, 3x3, stride 1, dilation 1 and enough channels (see
  * md__winograd_applies) when a packed kernel is in force, by the forward
- * pass and by the stride-1 input gradient (itself such a convolution of gy
- * with the flipped, transposed weight). $MMDET_CPU_WINOGRAD=0 turns it off.
+ * pass, by the stride-1 input gradient (itself such a convolution of gy
+ * with the flipped, transposed weight) and by the weight gradient (16
+ * GEMMs over tiles of the transformed gy and x). $MMDET_CPU_WINOGRAD=0
+ * turns it off.
  * Every output element is summed in an order fixed by the shape, so results
  * do not depend on the thread count. */
 #ifndef MMDET_CPU_WINOGRAD_H
