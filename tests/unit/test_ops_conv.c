@@ -238,8 +238,9 @@ Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_varian
  * image), output channels not a multiple of the register or channel
  * blocks, depths over one K block, maps of one tile and batch 1 with fewer
  * blocks than threads (output channels shared out). For the weight
- * gradient: chunks of 128 tiles ending mid-row (900 tiles an image), one
- * chunk spanning both images (56 tiles each), input channels over one gw
+ * gradient: chunks of 128 tiles ending mid-row (900 tiles an image, and
+ * rows of 265 tiles: more than a chunk), one chunk spanning both images
+ * (56 tiles each), input channels over one gw
  * block (530 > 512) and output channels over one (460 > 448). The same
  * cases with the path turned off go through im2col. Each case asserts that
  * Winograd takes its forward, its input gradient and its weight gradient
@@ -252,7 +253,7 @@ static void winograd_cases(int id) {
         { 2, 16, 40, 90, 12, 3, 1, 1, 1, 1 },   { 1, 64, 3, 3, 64, 3, 1, 1, 1, 1 },
         { 1, 8, 1, 1, 8, 3, 1, 1, 1, 1 },       { 1, 33, 2, 130, 29, 3, 1, 1, 1, 1 },
         { 1, 9, 4, 4, 10, 3, 1, 0, 1, 1 },      { 1, 530, 3, 5, 9, 3, 1, 1, 1, 1 },
-        { 1, 8, 5, 3, 460, 3, 1, 2, 1, 1 },
+        { 1, 8, 5, 3, 460, 3, 1, 2, 1, 1 },     { 1, 8, 3, 530, 9, 3, 1, 1, 1, 1 },
     };
     for (int on = 1; on >= 0; on--) {
         md__winograd_set(on);
