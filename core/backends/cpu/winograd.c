@@ -635,10 +635,47 @@ T512 static void xform_tiles_avx512(const float *r0, const float *r1, const floa
         }
     }
 }
+/* A dY A^T of global tiles [t0, t1) for the output channels [o0, o0 + rows)
+ * of one A panel (rows <= mr = 14), written straight into the panel of each
+ * plane: lanes are channels (gathered OH*OW apart), so tile k's 16 values
+ * are 16 rows of mr floats (lanes past `rows` zero, the panel's padding).
+ * The arithmetic of grad_tiles, element for element. */
+T512 static void grad_panel_avx512(const md__conv_shape *s, const gplan *p, const float *gy, int64_t o0, int rows,
+                                   int64_t mr, int64_t t0, int64_t t1, float *pa, size_t plane) {
+    const int64_t OW = s->OW, OH = s->OH, OHW = OH * OW;
+    const __mmask16 live = lanes_upto(rows), st = lanes_upto(mr);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)OHW));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t n = t / p->tpi, tl = t % p->tpi, oy = 2 * (tl / p->tw), ox = 2 * (tl % p->tw);
+        const float *b = gy + (n * s->O + o0) * OHW + oy * OW + ox;
+        const int right = ox + 1 < OW, down = oy + 1 < OH;
+        __m512 g00 = _mm512_mask_i32gather_ps(zero, live, idx, b, 4);
+        __m512 g01 = right ? _mm512_mask_i32gather_ps(zero, live, idx, b + 1, 4) : zero;
+        __m512 g10 = down ? _mm512_mask_i32gather_ps(zero, live, idx, b + OW, 4) : zero;
+        __m512 g11 = right && down ? _mm512_mask_i32gather_ps(zero, live, idx, b + OW + 1, 4) : zero;
+        __m512 tt[4][2] = { { g00, g01 },
+                            { _mm512_add_ps(g00, g10), _mm512_add_ps(g01, g11) },
+                            { _mm512_sub_ps(g00, g10), _mm512_sub_ps(g01, g11) },
+                            { _mm512_sub_ps(zero, g10), _mm512_sub_ps(zero, g11) } };
+        float *d = pa + (t - t0) * mr;
+        for (int a = 0; a < 4; a++) {
+            _mm512_mask_storeu_ps(d + (a * 4 + 0) * plane, st, tt[a][0]);
+            _mm512_mask_storeu_ps(d + (a * 4 + 1) * plane, st, _mm512_add_ps(tt[a][0], tt[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 2) * plane, st, _mm512_sub_ps(tt[a][0], tt[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 3) * plane, st, _mm512_sub_ps(zero, tt[a][1]));
+        }
+    }
+}
 #else
 static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
                               size_t plane) {
     grad_tiles(g0, g1, 0, len, col0, dst, plane);
+}
+static void grad_panel_avx512(const md__conv_shape *s, const gplan *p, const float *gy, int64_t o0, int rows,
+                              int64_t mr, int64_t t0, int64_t t1, float *pa, size_t plane) {
+    (void)s, (void)p, (void)gy, (void)o0, (void)rows, (void)mr, (void)t0, (void)t1, (void)pa, (void)plane;
 }
 static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
                                int64_t col0, float *dst, size_t plane) {
@@ -787,6 +824,8 @@ void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shap
         return;
     }
     int nt = p.units < nthreads ? (int)p.units : nthreads;
+    /* the gathered gy transform: AVX-512 panels of at most 16 rows, offsets in 32 bits */
+    const int gather = kn->id == MD_CONVK_AVX512 && mr <= 16 && s->OH * s->OW * 16 < ((int64_t)1 << 31);
     #pragma omp parallel num_threads(nt)
     {
         float *tr = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
@@ -800,6 +839,10 @@ void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shap
                 /* one panel's channels at a time: transformed into tr (in L2), then packed */
                 for (int64_t g = m0; g < m1; g += mr) {   /* A[o][k] = W_xi of gy */
                     int64_t rows = m1 - g < mr ? m1 - g : mr;
+                    if (gather) {   /* straight into the panels */
+                        grad_panel_avx512(s, &p, gy, g, (int)rows, mr, t0, t1, pa + (g - m0) * K, p.pa);
+                        continue;
+                    }
                     chunk_rows(kn, s, &p, 1, gy, g, g + rows, t0, t1, tr, p.tr, p.ldt, tmp);
                     for (int xi = 0; xi < 16; xi++)
                         md__pack_a(kn, tr + xi * p.tr, p.ldt, 1, rows, K, 0, 1, pa + xi * p.pa + (g - m0) * K);
