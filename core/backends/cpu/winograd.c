@@ -452,7 +452,9 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
  * channels at a time, it transforms their gy blocks (x tiles) of the
  * chunk into plane-major rows in a small buffer that stays in L2 and packs
  * them into the 16 GEMMs' A (B) panels with the packers' AVX-512
- * transposes; then it accumulates the 16 products into
+ * transposes (on AVX-512 the gy blocks are gathered, a panel's channels
+ * in lanes, straight into the A panels); then it accumulates the 16
+ * products into
  * its own [16][mc][nc] buffer; then G^T . G writes its block of gw. Every
  * element of gw is summed over the same chunks in the same order, and the
  * chunk length depends on the shape only, so the bits do not depend on
