@@ -10,6 +10,7 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include "testlib.h"
+#include "backends/cpu/conv.h"
 #include "backends/cpu/conv_gemm.h"
 #include "backends/cpu/winograd.h"
 
@@ -236,9 +237,14 @@ Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_varian
  * sizes, paddings 0-2, tile blocks ending mid-row (several blocks per
  * image), output channels not a multiple of the register or channel
  * blocks, depths over one K block, maps of one tile and batch 1 with fewer
- * blocks than threads (output channels shared out). The same cases with
- * the path turned off go through im2col. Each case asserts that Winograd
- * takes its forward and its input gradient. */
+ * blocks than threads (output channels shared out). For the weight
+ * gradient: chunks of 128 tiles ending mid-row (900 tiles an image, and
+ * rows of 265 tiles: more than a chunk), one chunk spanning both images
+ * (56 tiles each), input channels over one gw
+ * block (530 > 512) and output channels over one (460 > 448). The same
+ * cases with the path turned off go through im2col. Each case asserts that
+ * Winograd takes its forward, its input gradient and its weight gradient
+ * (the forward's shape). */
 static void winograd_cases(int id) {
     if (id == MD_CONVK_BLAS) return;
     static const ref_case cases[] = {
@@ -246,6 +252,8 @@ static void winograd_cases(int id) {
         { 1, 9, 12, 9, 57, 3, 1, 2, 1, 1 },     { 1, 300, 6, 7, 70, 3, 1, 1, 1, 1 },
         { 2, 16, 40, 90, 12, 3, 1, 1, 1, 1 },   { 1, 64, 3, 3, 64, 3, 1, 1, 1, 1 },
         { 1, 8, 1, 1, 8, 3, 1, 1, 1, 1 },       { 1, 33, 2, 130, 29, 3, 1, 1, 1, 1 },
+        { 1, 9, 4, 4, 10, 3, 1, 0, 1, 1 },      { 1, 530, 3, 5, 9, 3, 1, 1, 1, 1 },
+        { 1, 8, 5, 3, 460, 3, 1, 2, 1, 1 },     { 1, 8, 3, 530, 9, 3, 1, 1, 1, 1 },
     };
     for (int on = 1; on >= 0; on--) {
         md__winograd_set(on);
@@ -269,6 +277,56 @@ static void winograd_cases(int id) {
 }
 
 Test(ops_conv, winograd_matches_direct_loops) { cr_assert_geq(each_variant(winograd_cases), 1); }
+
+/* The Winograd weight gradient's blocks of gw depend on the thread count
+ * (1 thread: one block; 2: output channels split; 4: input channels too),
+ * its chunks of tiles do not: gw must be the same bits for 1, 2 and 4
+ * threads. 57 x 70 channels: partial register blocks on both sides. */
+static void wino_grad_threads(int id) {
+    if (id == MD_CONVK_BLAS) return;
+    const md__conv_shape s = { .N = 2, .C = 70, .H = 19, .W = 13, .O = 57, .KH = 3, .KW = 3, .OH = 19, .OW = 13,
+                               .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .G = 1 };
+    md__winograd_set(1);
+    cr_assert(md__winograd_applies(&s));
+    const size_t nx = 2 * 70 * 19 * 13, ny = 2 * 57 * 19 * 13, nw = 57 * 70 * 9;
+    float *x = malloc(sizeof(float) * nx), *gy = malloc(sizeof(float) * ny), *gw[3];
+    md_rng r;
+    md_rng_seed(&r, 7);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)md_rng_normal(&r);
+    for (size_t i = 0; i < ny; i++) gy[i] = (float)md_rng_normal(&r);
+    const int threads[3] = { 1, 2, 4 };
+    for (int k = 0; k < 3; k++) {
+        size_t wf = md__conv2d_work_floats(&s, MD_CONV_BWD_WEIGHT, threads[k]);
+        float *work = malloc(sizeof(float) * (wf ? wf : 1));
+        gw[k] = malloc(sizeof(float) * nw);
+        md__conv2d_backward_weight(&s, x, gy, gw[k], work, threads[k]);
+        free(work);
+    }
+    for (int k = 1; k < 3; k++)
+        cr_assert_eq(memcmp(gw[0], gw[k], sizeof(float) * nw), 0, "%s: 1 and %d threads differ",
+                     md__convk_name(id), threads[k]);
+    /* and the bits are not trivially equal: the path off gives the same values, other rounding */
+    md__winograd_set(0);
+    size_t wf = md__conv2d_work_floats(&s, MD_CONV_BWD_WEIGHT, 1);
+    float *work = malloc(sizeof(float) * (wf ? wf : 1)), *ref = malloc(sizeof(float) * nw);
+    md__conv2d_backward_weight(&s, x, gy, ref, work, 1);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nw; i++) {
+        num += (double)(gw[0][i] - ref[i]) * (gw[0][i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    cr_assert_lt(sqrt(num / den), 1e-5, "%s: Winograd against im2col", md__convk_name(id));
+    md__winograd_set(-1);
+    for (int k = 0; k < 3; k++) free(gw[k]);
+    free(work);
+    free(ref);
+    free(x);
+    free(gy);
+}
+
+Test(ops_conv, winograd_weight_gradient_does_not_depend_on_thread_count) {
+    cr_assert_geq(each_variant(wino_grad_threads), 1);
+}
 
 /* The packed kernels sum every output element in an order fixed by the
  * shape alone (K blocks of the forward, pixel chunks of the weight
@@ -297,6 +355,10 @@ Test(ops_conv, packed_results_do_not_depend_on_thread_count) {
     int ran = 0;
     for (int id = MD_CONVK_AVX2; id < MD_CONVK_COUNT; id++) {
         if (md__convk_set(id) != 0) continue;
+        /* stride 1 runs through Winograd (forward and both gradients) */
+        const md__conv_shape s1 = { .N = 1, .C = 24, .H = 13, .W = 15, .O = 20, .KH = 3, .KW = 3, .OH = 13,
+                                    .OW = 15, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .G = 1 };
+        cr_assert(md__winograd_applies(&s1));
         for (int stride = 1; stride <= 2; stride++) {   /* stride 2: the packed col2im input gradient */
             size_t ny = stride == 1 ? 20 * 13 * 15 : 20 * 7 * 8, m = ny + nx + nw;
             run_conv_grads(1, stride, a, ny, nx, nw);

@@ -194,6 +194,7 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
         return (size_t)(nthreads * rows * t);
     }
     default: {
+        if (kn && md__winograd_applies(s)) return md__winograd_weight_work_floats(kn, s, nthreads);
         if (kn) return packed_weight_floats(kn, s, nthreads);
         /* weight: col tiles plus per-thread partial gradients (thread 0 uses gw) */
         size_t col = is_pointwise(s) ? 0 : (size_t)(kg * t);
@@ -632,7 +633,8 @@ void md__conv2d_backward_weight(const md__conv_shape *s, const float *x, const f
     const int pw = is_pointwise(s);
     const md__gemm_kernel *kn = md__convk();
     if (kn) {
-        backward_weight_packed(kn, s, x, gy, gw, work, nthreads);
+        if (md__winograd_applies(s)) md__winograd_backward_weight(kn, s, x, gy, gw, work, nthreads);
+        else backward_weight_packed(kn, s, x, gy, gw, work, nthreads);
         return;
     }
     memset(gw, 0, sizeof(float) * (size_t)wn);

@@ -439,3 +439,428 @@ void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, co
         }
     }
 }
+
+/* ---- the weight gradient ----
+ * With U = G g G^T and V = B^T d B the forward's transforms and
+ * M = sum_c U .* V, Y = A^T M A gives dL/dM = A dY A^T (4x4 from the 2x2
+ * block dY of gy), so dL/dU[o][c] = sum over tiles (A dY_o A^T) .* V_c and
+ * gw[o][c] = G^T (dL/dU[o][c]) G. Element xi of the sum over tiles is a
+ * GEMM Uhat_xi [O, C] = Ghat_xi [O, tiles] . V_xi [tiles, C].
+ *
+ * Work units are blocks of gw (output channels x input channels). A unit
+ * runs over chunks of tiles (all images, in order): one A (B) panel's
+ * channels at a time, it transforms their gy blocks (x tiles) of the
+ * chunk into plane-major rows in a small buffer that stays in L2 and packs
+ * them into the 16 GEMMs' A (B) panels with the packers' AVX-512
+ * transposes (on AVX-512 the gy blocks are gathered, a panel's channels
+ * in lanes, straight into the A panels); then it accumulates the 16
+ * products into
+ * its own [16][mc][nc] buffer; then G^T . G writes its block of gw. Every
+ * element of gw is summed over the same chunks in the same order, and the
+ * chunk length depends on the shape only, so the bits do not depend on
+ * the thread count. */
+/* Blocks of gw are wide so that each transform is repeated for few
+ * blocks (x's once per block of output channels, gy's once per block of
+ * input channels); the unit's accumulators are then 16 x mc x nc floats
+ * (up to 15 MB, in L3), so the chunk of tiles -- the GEMMs' depth -- is
+ * long enough (>= 128) to amortise their loads and stores. Measured on the
+ * ResNet 3x3 shapes against 224 x 256 blocks and chunks of 16 to 256 tiles
+ * sized to keep the packed chunk in L2: shorter chunks lost up to 25% at
+ * 512 channels, and 48 tiles won under 10% at 64 channels. */
+#define WG_MC 448             /* gw block: output channels, at most (32 AVX-512 A panels) */
+#define WG_NC 512             /* and input channels */
+#define WG_FLOATS ((int64_t)128 * 1024)   /* packed A + B chunk budget (512 KB) for narrow blocks */
+#define WG_TMIN 128
+#define WG_TMAX 256
+
+typedef struct gplan {
+    int64_t tw, tpi, tiles, T, nchunks, mc, nc, mblk, nblk, units, ldt;
+    size_t tr, pa, pb, acc, tmp, per_thread;
+} gplan;
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+static gplan plan_weight_grad(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    gplan p = { 0 };
+    const int64_t mr = kn->mr, nr = kn->nr;
+    p.tw = (s->OW + 1) / 2;
+    p.tpi = (s->OH + 1) / 2 * p.tw;
+    p.tiles = s->N * p.tpi;
+    /* the chunk from the shape alone (not from the thread-dependent blocks) */
+    int64_t mcap = s->O < WG_MC ? s->O : WG_MC, ncap = s->C < WG_NC ? s->C : WG_NC;
+    int64_t t = WG_FLOATS / (16 * (round_up(mcap, mr) + round_up(ncap, nr))) / 16 * 16;
+    if (t < WG_TMIN) t = WG_TMIN;
+    if (t > WG_TMAX) t = WG_TMAX;
+    if (t > p.tiles) t = p.tiles;
+    p.T = t > 0 ? t : 1;
+    p.nchunks = (p.tiles + p.T - 1) / p.T;
+    p.mblk = (s->O + WG_MC - 1) / WG_MC;
+    p.nblk = (s->C + WG_NC - 1) / WG_NC;
+    if (p.mblk < 1) p.mblk = 1;
+    if (p.nblk < 1) p.nblk = 1;
+    /* idle threads: split the side with more register blocks per block further */
+    const int64_t mm = (s->O + mr - 1) / mr, nn = (s->C + nr - 1) / nr;
+    if (p.mblk > mm) p.mblk = mm;
+    if (p.nblk > nn) p.nblk = nn;
+    while (p.mblk * p.nblk < nthreads) {
+        int64_t pm = (mm + p.mblk - 1) / p.mblk, pn = (nn + p.nblk - 1) / p.nblk;
+        if (pm >= pn && pm > 1) p.mblk++;
+        else if (pn > 1) p.nblk++;
+        else break;
+    }
+    p.mc = (mm + p.mblk - 1) / p.mblk * mr;
+    p.nc = (nn + p.nblk - 1) / p.nblk * nr;
+    p.mblk = (s->O + p.mc - 1) / p.mc;
+    p.nblk = (s->C + p.nc - 1) / p.nc;
+    p.units = p.mblk * p.nblk;
+    p.ldt = round_up(p.T, 16);
+    /* planes one cache line past a whole number of lines, so that the 16
+     * streams a transform writes at once do not all map to one L1 set; tr:
+     * one plane of the transformed rows of one A or B panel's channels */
+    p.tr = lines((size_t)((mr > nr ? mr : nr) * p.ldt)) + 16;
+    p.pa = lines(md__pack_a_floats(kn, p.mc, p.T)) + 16;
+    p.pb = lines(md__pack_b_floats(kn, p.nc, p.T)) + 16;
+    p.acc = lines((size_t)(p.mc * p.nc)) + 16;
+    p.tmp = lines((size_t)(4 * (2 * p.T + 2)));
+    p.per_thread = 16 * (p.tr + p.pa + p.pb + p.acc) + p.tmp + SLACK;
+    return p;
+}
+
+size_t md__winograd_weight_work_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
+    gplan p = plan_weight_grad(kn, s, nthreads);
+    int64_t nt = p.units < nthreads ? p.units : nthreads;
+    return (size_t)(nt > 0 ? nt : 1) * p.per_thread;
+}
+
+/* W = A dY A^T of tiles [q0, q1) of two gy rows (tile q reads columns 2q,
+ * 2q + 1), tile q into column col0 + q of plane xi of dst (planes `plane`
+ * floats apart). */
+static void grad_tiles(const float *g0, const float *g1, int64_t q0, int64_t q1, int64_t col0, float *dst,
+                       size_t plane) {
+    for (int64_t q = q0; q < q1; q++) {
+        float t[4][2];
+        for (int j = 0; j < 2; j++) {
+            float a = g0[2 * q + j], b = g1[2 * q + j];
+            t[0][j] = a;
+            t[1][j] = a + b;
+            t[2][j] = a - b;
+            t[3][j] = -b;
+        }
+        float *d = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            d[(a * 4 + 0) * plane] = t[a][0];
+            d[(a * 4 + 1) * plane] = t[a][0] + t[a][1];
+            d[(a * 4 + 2) * plane] = t[a][0] - t[a][1];
+            d[(a * 4 + 3) * plane] = -t[a][1];
+        }
+    }
+}
+
+/* V = B^T d B of tiles [0, len) of four input rows (tile q reads columns
+ * 2q .. 2q + 3) into column col0 + q of plane xi of dst (planes `plane`
+ * floats apart): input_tiles with plain rows. */
+static void xform_tiles(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                        int64_t col0, float *dst, size_t plane) {
+    const vdst vd = { dst, plane, 0, (int64_t)1 << 40 };   /* one "panel" wider than any row */
+    input_tiles(r0, r1, r2, r3, 0, len, col0, &vd);
+}
+
+#if MD_HAVE_X86
+/* Lanes [0, n) set, n clamped to [0, 16]. */
+static inline __mmask16 lanes_upto(int64_t n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* grad_tiles for tiles [0, len), 16 at a time, the last group masked (the
+ * rows are read at [0, 2 len) only). */
+T512 static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                                   size_t plane) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t q = 0; q < len; q += 16) {
+        const int64_t n = 2 * (len - q);   /* readable floats from 2q on */
+        const __mmask16 m0 = lanes_upto(n), m1 = lanes_upto(n - 16), st = lanes_upto(len - q);
+        __m512 a0 = _mm512_maskz_loadu_ps(m0, g0 + 2 * q), a1 = _mm512_maskz_loadu_ps(m1, g0 + 2 * q + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, g1 + 2 * q), b1 = _mm512_maskz_loadu_ps(m1, g1 + 2 * q + 16);
+        __m512 t[4][2];
+        for (int j = 0; j < 2; j++) {
+            __m512 a = _mm512_permutex2var_ps(a0, j ? odd : even, a1), b = _mm512_permutex2var_ps(b0, j ? odd : even, b1);
+            t[0][j] = a;
+            t[1][j] = _mm512_add_ps(a, b);
+            t[2][j] = _mm512_sub_ps(a, b);
+            t[3][j] = _mm512_sub_ps(zero, b);
+        }
+        float *d = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            _mm512_mask_storeu_ps(d + (a * 4 + 0) * plane, st, t[a][0]);
+            _mm512_mask_storeu_ps(d + (a * 4 + 1) * plane, st, _mm512_add_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 2) * plane, st, _mm512_sub_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 3) * plane, st, _mm512_sub_ps(zero, t[a][1]));
+        }
+    }
+}
+
+/* xform_tiles, 16 tiles at a time, the last group masked (rows read at
+ * [0, 2 len + 2) only); the arithmetic of input_tiles in the same order. */
+T512 static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                                    int64_t col0, float *dst, size_t plane) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const float *rows[4] = { r0, r1, r2, r3 };
+    for (int64_t q = 0; q < len; q += 16) {
+        const int64_t n = 2 * (len - q) + 2;
+        const __mmask16 ma = lanes_upto(n), mb = lanes_upto(n - 16), ma2 = lanes_upto(n - 2),
+                        mb2 = lanes_upto(n - 18), st = lanes_upto(len - q);
+        __m512 d[4][4], t[4][4];
+        for (int i = 0; i < 4; i++) {
+            const float *r = rows[i] + 2 * q;
+            __m512 a = _mm512_maskz_loadu_ps(ma, r), b = _mm512_maskz_loadu_ps(mb, r + 16);
+            __m512 a2 = _mm512_maskz_loadu_ps(ma2, r + 2), b2 = _mm512_maskz_loadu_ps(mb2, r + 18);
+            d[i][0] = _mm512_permutex2var_ps(a, even, b);
+            d[i][1] = _mm512_permutex2var_ps(a, odd, b);
+            d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
+            d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
+        }
+        for (int j = 0; j < 4; j++) {
+            t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+            t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+            t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+            t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+        }
+        float *o = dst + col0 + q;
+        for (int a = 0; a < 4; a++) {
+            _mm512_mask_storeu_ps(o + (a * 4 + 0) * plane, st, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 1) * plane, st, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 2) * plane, st, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_mask_storeu_ps(o + (a * 4 + 3) * plane, st, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+}
+/* A dY A^T of global tiles [t0, t1) for the output channels [o0, o0 + rows)
+ * of one A panel (rows <= mr = 14), written straight into the panel of each
+ * plane: lanes are channels (gathered OH*OW apart), so tile k's 16 values
+ * are 16 rows of mr floats (lanes past `rows` zero, the panel's padding).
+ * The arithmetic of grad_tiles, element for element. */
+T512 static void grad_panel_avx512(const md__conv_shape *s, const gplan *p, const float *gy, int64_t o0, int rows,
+                                   int64_t mr, int64_t t0, int64_t t1, float *pa, size_t plane) {
+    const int64_t OW = s->OW, OH = s->OH, OHW = OH * OW;
+    const __mmask16 live = lanes_upto(rows), st = lanes_upto(mr);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)OHW));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t n = t / p->tpi, tl = t % p->tpi, oy = 2 * (tl / p->tw), ox = 2 * (tl % p->tw);
+        const float *b = gy + (n * s->O + o0) * OHW + oy * OW + ox;
+        const int right = ox + 1 < OW, down = oy + 1 < OH;
+        __m512 g00 = _mm512_mask_i32gather_ps(zero, live, idx, b, 4);
+        __m512 g01 = right ? _mm512_mask_i32gather_ps(zero, live, idx, b + 1, 4) : zero;
+        __m512 g10 = down ? _mm512_mask_i32gather_ps(zero, live, idx, b + OW, 4) : zero;
+        __m512 g11 = right && down ? _mm512_mask_i32gather_ps(zero, live, idx, b + OW + 1, 4) : zero;
+        __m512 tt[4][2] = { { g00, g01 },
+                            { _mm512_add_ps(g00, g10), _mm512_add_ps(g01, g11) },
+                            { _mm512_sub_ps(g00, g10), _mm512_sub_ps(g01, g11) },
+                            { _mm512_sub_ps(zero, g10), _mm512_sub_ps(zero, g11) } };
+        float *d = pa + (t - t0) * mr;
+        for (int a = 0; a < 4; a++) {
+            _mm512_mask_storeu_ps(d + (a * 4 + 0) * plane, st, tt[a][0]);
+            _mm512_mask_storeu_ps(d + (a * 4 + 1) * plane, st, _mm512_add_ps(tt[a][0], tt[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 2) * plane, st, _mm512_sub_ps(tt[a][0], tt[a][1]));
+            _mm512_mask_storeu_ps(d + (a * 4 + 3) * plane, st, _mm512_sub_ps(zero, tt[a][1]));
+        }
+    }
+}
+#else
+static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len, int64_t col0, float *dst,
+                              size_t plane) {
+    grad_tiles(g0, g1, 0, len, col0, dst, plane);
+}
+static void grad_panel_avx512(const md__conv_shape *s, const gplan *p, const float *gy, int64_t o0, int rows,
+                              int64_t mr, int64_t t0, int64_t t1, float *pa, size_t plane) {
+    (void)s, (void)p, (void)gy, (void)o0, (void)rows, (void)mr, (void)t0, (void)t1, (void)pa, (void)plane;
+}
+static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
+                               int64_t col0, float *dst, size_t plane) {
+    xform_tiles(r0, r1, r2, r3, len, col0, dst, plane);
+}
+#endif
+
+/* Input transforms of tiles [q0, q1) of a run whose tile q reads rows
+ * rr[0..3] (NULL: outside the map) from column cb + 2q on. Tiles wholly
+ * inside the rows read the input in place; the few at the map's edges go
+ * through padded copies in buf. */
+static void xform_run(const md__conv_shape *s, const float *xc, const int64_t rr[4], int64_t cb, int64_t len,
+                      int64_t col0, float *dst, size_t plane, int avx512, float *buf) {
+    int inside = 1;
+    for (int i = 0; i < 4; i++) inside &= rr[i] >= 0 && rr[i] < s->H;
+    int64_t qa = len, qb = len;
+    if (inside && s->W >= 4) {   /* tile q is inside when 0 <= cb + 2q and cb + 2q + 3 < W */
+        qa = cb < 0 ? (-cb + 1) / 2 : 0;
+        qb = (s->W - 4 - cb) / 2 + 1;
+        if (qb > len) qb = len;
+        if (qa > qb) qa = qb = len;
+    }
+    /* [qa, qb) in place, [0, qa) and [qb, len) through copies */
+    const int64_t spans[3][2] = { { 0, qa }, { qa, qb }, { qb, len } };
+    for (int k = 0; k < 3; k++) {
+        int64_t a = spans[k][0], n = spans[k][1] - a, rl = 2 * n + 2;
+        if (n <= 0) continue;
+        const float *r[4];
+        for (int i = 0; i < 4; i++)
+            r[i] = k == 1 ? xc + rr[i] * s->W + cb + 2 * a : padded_row(s, xc, rr[i], cb + 2 * a, rl, buf + i * rl);
+        if (avx512) xform_tiles_avx512(r[0], r[1], r[2], r[3], n, col0 + a, dst, plane);
+        else xform_tiles(r[0], r[1], r[2], r[3], n, col0 + a, dst, plane);
+    }
+}
+
+/* Global tiles [t0, t1) (image-major) of channels [c0, c1) of `src` (x with
+ * the input transform, or gy with A . A^T), channel c's tile t into row
+ * c - c0, column t - t0 of each of the 16 planes of dst (rows ld floats
+ * apart, planes `plane` floats apart). */
+static void chunk_rows(const md__gemm_kernel *kn, const md__conv_shape *s, const gplan *p, int grad,
+                       const float *src, int64_t c0, int64_t c1, int64_t t0, int64_t t1, float *dst, size_t plane,
+                       int64_t ld, float *tmp) {
+    const int avx512 = kn->id == MD_CONVK_AVX512;
+    /* gy's planes as a shape for padded_row */
+    const md__conv_shape gs = { .H = s->OH, .W = s->OW };
+    const int64_t CH = grad ? s->O : s->C, HW = grad ? s->OH * s->OW : s->H * s->W;
+    for (int64_t ta = t0; ta < t1;) {
+        int64_t n = ta / p->tpi, tl = ta % p->tpi, ty = tl / p->tw, tx = tl % p->tw;
+        int64_t len = p->tw - tx < t1 - ta ? p->tw - tx : t1 - ta, col0 = ta - t0;
+        const float *sn = src + n * CH * HW;
+        for (int64_t c = c0; c < c1; c++) {
+            const float *pc = sn + c * HW;
+            float *d = dst + (c - c0) * ld;
+            if (grad) {
+                int64_t rl = 2 * len;
+                const float *g0 = padded_row(&gs, pc, 2 * ty, 2 * tx, rl, tmp);
+                const float *g1 = padded_row(&gs, pc, 2 * ty + 1, 2 * tx, rl, tmp + rl);
+                if (avx512) grad_tiles_avx512(g0, g1, len, col0, d, plane);
+                else grad_tiles(g0, g1, 0, len, col0, d, plane);
+            } else {
+                const int64_t rb = 2 * ty - s->ph, rr[4] = { rb, rb + 1, rb + 2, rb + 3 };
+                xform_run(s, pc, rr, 2 * tx - s->pw, len, col0, d, plane, avx512, tmp);
+            }
+        }
+        ta += len;
+    }
+}
+
+/* gw[o][c] = G^T m G for channels [c0, c1) of output channel o: m[xi] at
+ * acc[xi*z + c - c0]. */
+static void grad_output_row(const float *acc, size_t z, int64_t c0, int64_t c1, float *g) {
+    for (int64_t c = c0; c < c1; c++) {
+        const float *m = acc + (c - c0);
+        float t[3][4];
+        for (int b = 0; b < 4; b++) {
+            float m0b = m[b * z], m1b = m[(4 + b) * z], m2b = m[(8 + b) * z], m3b = m[(12 + b) * z];
+            t[0][b] = m0b + 0.5f * (m1b + m2b);
+            t[1][b] = 0.5f * (m1b - m2b);
+            t[2][b] = 0.5f * (m1b + m2b) + m3b;
+        }
+        float *gc = g + (c - c0) * 9;
+        for (int i = 0; i < 3; i++) {
+            gc[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+            gc[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+            gc[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+        }
+    }
+}
+
+#if MD_HAVE_X86
+/* The same, 16 input channels at a time, the last group masked, the 3x3
+ * results scattered 9 floats apart. Every channel takes this path on
+ * AVX-512 whatever the block it falls in, so the bits do not depend on the
+ * blocking (the compiler may fuse its multiply-adds, not the scalar
+ * version's). */
+T512 static void grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(9));
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 k = lanes_upto(n - c);
+        const float *m = acc + c;
+        __m512 t[3][4];
+        for (int b = 0; b < 4; b++) {
+            __m512 m0b = _mm512_maskz_loadu_ps(k, m + b * z), m1b = _mm512_maskz_loadu_ps(k, m + (4 + b) * z);
+            __m512 m2b = _mm512_maskz_loadu_ps(k, m + (8 + b) * z), m3b = _mm512_maskz_loadu_ps(k, m + (12 + b) * z);
+            __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(m1b, m2b));
+            t[0][b] = _mm512_add_ps(m0b, sum);
+            t[1][b] = _mm512_mul_ps(half, _mm512_sub_ps(m1b, m2b));
+            t[2][b] = _mm512_add_ps(sum, m3b);
+        }
+        float *gc = g + c * 9;
+        for (int i = 0; i < 3; i++) {
+            __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(t[i][1], t[i][2]));
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 0, k, idx, _mm512_add_ps(t[i][0], sum), 4);
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 1, k, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
+            _mm512_mask_i32scatter_ps(gc + i * 3 + 2, k, idx, _mm512_add_ps(sum, t[i][3]), 4);
+        }
+    }
+}
+#else
+static void grad_output_row_avx512(const float *acc, size_t z, int64_t n, float *g) {
+    grad_output_row(acc, z, 0, n, g);
+}
+#endif
+
+/* The unit's block of gw: rows o in [m0, m1), channels [r0, r1), m[xi] of
+ * (o, c) at acc[xi*z + (o - m0)*ld + c - r0]. */
+static void grad_output(const md__gemm_kernel *kn, const md__conv_shape *s, const float *acc, size_t z, int64_t ld,
+                        int64_t m0, int64_t m1, int64_t r0, int64_t r1, float *gw) {
+    for (int64_t o = m0; o < m1; o++) {
+        const float *a = acc + (o - m0) * ld;
+        float *g = gw + (o * s->C + r0) * 9;
+        if (kn->id == MD_CONVK_AVX512) grad_output_row_avx512(a, z, r1 - r0, g);
+        else grad_output_row(a, z, r0, r1, g);
+    }
+}
+
+void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                  const float *gy, float *gw, float *work, int nthreads) {
+    const gplan p = plan_weight_grad(kn, s, nthreads);
+    const int64_t wn = s->O * s->C * 9, mr = kn->mr, nr = kn->nr;
+    if (wn <= 0) return;
+    if (p.tiles <= 0) {
+        memset(gw, 0, sizeof(float) * (size_t)wn);
+        return;
+    }
+    int nt = p.units < nthreads ? (int)p.units : nthreads;
+    /* the gathered gy transform: AVX-512 panels of at most 16 rows, offsets in 32 bits */
+    const int gather = kn->id == MD_CONVK_AVX512 && mr <= 16 && s->OH * s->OW * 16 < ((int64_t)1 << 31);
+    #pragma omp parallel num_threads(nt)
+    {
+        float *tr = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
+        float *pa = tr + 16 * p.tr, *pb = pa + 16 * p.pa, *acc = pb + 16 * p.pb, *tmp = acc + 16 * p.acc;
+        #pragma omp for schedule(static)
+        for (int64_t u = 0; u < p.units; u++) {
+            int64_t m0 = u / p.nblk * p.mc, m1 = m0 + p.mc < s->O ? m0 + p.mc : s->O;
+            int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < s->C ? r0 + p.nc : s->C;
+            for (int64_t ch = 0; ch < p.nchunks; ch++) {
+                int64_t t0 = ch * p.T, t1 = t0 + p.T < p.tiles ? t0 + p.T : p.tiles, K = t1 - t0;
+                /* one panel's channels at a time: transformed into tr (in L2), then packed */
+                for (int64_t g = m0; g < m1; g += mr) {   /* A[o][k] = W_xi of gy */
+                    int64_t rows = m1 - g < mr ? m1 - g : mr;
+                    if (gather) {   /* straight into the panels */
+                        grad_panel_avx512(s, &p, gy, g, (int)rows, mr, t0, t1, pa + (g - m0) * K, p.pa);
+                        continue;
+                    }
+                    chunk_rows(kn, s, &p, 1, gy, g, g + rows, t0, t1, tr, p.tr, p.ldt, tmp);
+                    for (int xi = 0; xi < 16; xi++)
+                        md__pack_a(kn, tr + xi * p.tr, p.ldt, 1, rows, K, 0, 1, pa + xi * p.pa + (g - m0) * K);
+                }
+                for (int64_t g = r0; g < r1; g += nr) {   /* B[k][c] = V_xi of x */
+                    int64_t cols = r1 - g < nr ? r1 - g : nr;
+                    chunk_rows(kn, s, &p, 0, x, g, g + cols, t0, t1, tr, p.tr, p.ldt, tmp);
+                    for (int xi = 0; xi < 16; xi++)
+                        md__pack_b(kn, tr + xi * p.tr, 1, p.ldt, K, cols, pb + xi * p.pb + (g - r0) / nr * md__pb_stride(kn, K));
+                }
+                for (int xi = 0; xi < 16; xi++) {
+                    md__gemm_packed(kn, m1 - m0, r1 - r0, K, pa + xi * p.pa, K, pb + xi * p.pb, acc + xi * p.acc,
+                                    p.nc, ch > 0);
+                }
+            }
+            grad_output(kn, s, acc, p.acc, p.nc, m0, m1, r0, r1, gw);
+        }
+    }
+}

@@ -12,8 +12,10 @@
  *
  * Taken for groups 1, 3x3, stride 1, dilation 1 and enough channels (see
  * md__winograd_applies) when a packed kernel is in force, by the forward
- * pass and by the stride-1 input gradient (itself such a convolution of gy
- * with the flipped, transposed weight). $MMDET_CPU_WINOGRAD=0 turns it off.
+ * pass, by the stride-1 input gradient (itself such a convolution of gy
+ * with the flipped, transposed weight) and by the weight gradient (16
+ * GEMMs over tiles of the transformed gy and x). $MMDET_CPU_WINOGRAD=0
+ * turns it off.
  * Every output element is summed in an order fixed by the shape, so results
  * do not depend on the thread count. */
 #ifndef MMDET_CPU_WINOGRAD_H
@@ -39,5 +41,13 @@ size_t md__winograd_work_floats(const md__gemm_kernel *kn, const md__conv_shape 
  * space and with its channels swapped. */
 void md__winograd_forward(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x, const float *w,
                           const md__conv_shape *flip, const md__epilogue *ep, float *y, float *work, int nthreads);
+
+/* Scratch floats md__winograd_backward_weight needs. */
+size_t md__winograd_weight_work_floats(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads);
+
+/* gw = dL/dw of conv(x, w) for a shape that applies, from gy (written, not
+ * accumulated). Bitwise the same for any thread count. */
+void md__winograd_backward_weight(const md__gemm_kernel *kn, const md__conv_shape *s, const float *x,
+                                  const float *gy, float *gw, float *work, int nthreads);
 
 #endif
