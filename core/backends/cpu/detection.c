@@ -8,12 +8,13 @@
 /* ---- RoIAlign ----
  * mmcv's sampling grid is separable: sample rows depend on (ph, iy) only and
  * columns on (pw, ix) only, and a bin's average of bilinear samples is
- *   out[ph][pw] = 1/count * sum_r wy[ph][r] * sum_x wx[pw][x] * f[r][x]
+ *   out[ph][pw] = 1/count * sum_x wx[pw][x] * sum_r wy[ph][r] * f[r][x]
  * with wy[ph] (wx[pw]) the bin's bilinear weights folded onto the feature
  * rows (columns) they touch: a short band per bin. Each RoI's bands are
- * built once; each channel then takes one horizontal pass over the rows the
- * RoI touches and one vertical pass over those row sums: about half the
- * multiply-adds of sampling every point, in regular loops. */
+ * built once; per channel, the vertical pass adds whole row segments (the
+ * RoI's column span) scaled by wy (contiguous, vectorised), then the
+ * horizontal pass takes each bin's short dot product with wx: a fraction of
+ * the multiply-adds of sampling every point. */
 typedef struct axis_band {
     int32_t *start, *len, *off;   /* per output cell: first feature index, band length, offset in w */
     float *w;                     /* the folded weights, bands back to back */
@@ -90,14 +91,13 @@ static int build_band(axis_band *a, float start, float bin, int n, int g, int64_
     return 0;
 }
 
-/* One RoI's geometry: its bands, the span of feature rows [r0, r0 + nr)
- * they touch and which of those rows a band reads (need). */
+/* One RoI's geometry: its bands and the span of feature columns
+ * [x0, x0 + nx) they read. */
 typedef struct roi_geom {
     int64_t batch;
     float inv_count;   /* 1 / max(gh * gw, 1) */
     axis_band ys, xs;
-    int32_t r0, nr;
-    unsigned char *need;
+    int32_t x0, nx;
 } roi_geom;
 
 static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int ow, int sr, int64_t H,
@@ -119,20 +119,15 @@ static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int
     g->batch = (int64_t)roi[0];
     g->inv_count = 1.0f / (float)(cnt > 1 ? cnt : 1);
     if (build_band(&g->ys, sh, bh, oh, gh, H) != 0 || build_band(&g->xs, sw, bw, ow, gw, W) != 0) return -1;
-    int32_t r0 = INT32_MAX, r1 = 0;
-    for (int ph = 0; ph < oh; ph++) {
-        if (!g->ys.len[ph]) continue;
-        if (g->ys.start[ph] < r0) r0 = g->ys.start[ph];
-        if (g->ys.start[ph] + g->ys.len[ph] > r1) r1 = g->ys.start[ph] + g->ys.len[ph];
+    int32_t x0 = INT32_MAX, x1 = 0;
+    for (int pw = 0; pw < ow; pw++) {
+        if (!g->xs.len[pw]) continue;
+        if (g->xs.start[pw] < x0) x0 = g->xs.start[pw];
+        if (g->xs.start[pw] + g->xs.len[pw] > x1) x1 = g->xs.start[pw] + g->xs.len[pw];
     }
-    if (r0 >= r1) r0 = r1 = 0;
-    g->r0 = r0;
-    g->nr = r1 - r0;
-    g->need = calloc((size_t)(g->nr ? g->nr : 1), 1);
-    if (!g->need) return -1;
-    for (int ph = 0; ph < oh; ph++)
-        for (int j = 0; j < g->ys.len[ph]; j++)
-            if (g->ys.w[g->ys.off[ph] + j] != 0.0f) g->need[g->ys.start[ph] + j - r0] = 1;
+    if (x0 >= x1) x0 = x1 = 0;
+    g->x0 = x0;
+    g->nx = x1 - x0;
     return 0;
 }
 
@@ -142,29 +137,27 @@ static void geoms_free(roi_geom *gs, int64_t K) {
         free(gs[k].ys.w);
         free(gs[k].xs.start);
         free(gs[k].xs.w);
-        free(gs[k].need);
     }
     free(gs);
 }
 
-/* Every RoI's geometry, and the most rows any of them touches; NULL on out
- * of memory. */
+/* Every RoI's geometry, and the widest column span; NULL on out of memory. */
 static roi_geom *geoms_build(const float *rois, int64_t K, float scale, bool aligned, int oh, int ow, int sr,
-                             int64_t H, int64_t W, int32_t *max_rows) {
+                             int64_t H, int64_t W, int32_t *max_nx) {
     roi_geom *gs = calloc((size_t)(K ? K : 1), sizeof *gs);
     if (!gs) return NULL;
     int failed = 0;
-    int32_t mr = 0;
-    #pragma omp parallel for if (K > 64) schedule(static) reduction(| : failed) reduction(max : mr)
+    int32_t mx = 0;
+    #pragma omp parallel for if (K > 64) schedule(static) reduction(| : failed) reduction(max : mx)
     for (int64_t k = 0; k < K; k++) {
         if (roi_geometry(rois + k * 5, scale, aligned, oh, ow, sr, H, W, &gs[k]) != 0) failed = 1;
-        else if (gs[k].nr > mr) mr = gs[k].nr;
+        else if (gs[k].nx > mx) mx = gs[k].nx;
     }
     if (failed) {
         geoms_free(gs, K);
         return NULL;
     }
-    *max_rows = mr;
+    *max_nx = mx;
     return gs;
 }
 
@@ -175,50 +168,47 @@ int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H
                               const float *rois, int64_t K, int oh, int ow, float spatial_scale,
                               int sampling_ratio, bool aligned, float *out) {
     (void)N;
-    int32_t max_rows = 0;
-    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_rows);
+    int32_t max_nx = 0;
+    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
     if (!gs) return -1;
     int failed = 0;
     #pragma omp parallel if (K * C * oh * ow > 8192)
     {
-        float *hx = malloc(sizeof *hx * (size_t)(max_rows ? max_rows : 1) * (size_t)ow);
-        if (!hx) {
+        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
+        if (!v) {
             #pragma omp atomic write
             failed = 1;
         }
         #pragma omp for schedule(static)
         for (int64_t c = 0; c < C; c++) {
-            if (!hx) continue;
+            if (!v) continue;
             for (int64_t k = 0; k < K; k++) {
                 const roi_geom *g = &gs[k];
-                const float *f = feat + (g->batch * C + c) * H * W;
+                const float *f = feat + (g->batch * C + c) * H * W + g->x0;
                 const axis_band *xs = &g->xs, *ys = &g->ys;
                 float *o = out + (k * C + c) * oh * ow;
-                for (int32_t r = 0; r < g->nr; r++) {   /* horizontal pass */
-                    if (!g->need[r]) continue;
-                    const float *row = f + (int64_t)(g->r0 + r) * W;
-                    float *h = hx + (size_t)r * (size_t)ow;
-                    for (int pw = 0; pw < ow; pw++) {
-                        const float *w = xs->w + xs->off[pw], *x = row + xs->start[pw];
-                        float s = 0.0f;
-                        for (int j = 0; j < xs->len[pw]; j++) s += w[j] * x[j];
-                        h[pw] = s;
-                    }
-                }
-                for (int ph = 0; ph < oh; ph++) {   /* vertical pass */
-                    float *acc = o + ph * ow;
-                    for (int pw = 0; pw < ow; pw++) acc[pw] = 0.0f;
+                const int32_t nx = g->nx;
+                for (int ph = 0; ph < oh; ph++) {
+                    /* vertical: v = sum_r wy[r] * f[r][x0 : x0 + nx] */
+                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
                     const float *w = ys->w + ys->off[ph];
                     for (int j = 0; j < ys->len[ph]; j++) {
                         if (w[j] == 0.0f) continue;
-                        const float *h = hx + (size_t)(ys->start[ph] + j - g->r0) * (size_t)ow;
-                        for (int pw = 0; pw < ow; pw++) acc[pw] += w[j] * h[pw];
+                        const float *row = f + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
+                        #pragma omp simd
+                        for (int32_t x = 0; x < nx; x++) v[x] += wj * row[x];
                     }
-                    for (int pw = 0; pw < ow; pw++) acc[pw] *= g->inv_count;
+                    /* horizontal: each bin's band of v */
+                    for (int pw = 0; pw < ow; pw++) {
+                        const float *wx = xs->w + xs->off[pw], *vx = v + (xs->start[pw] - g->x0);
+                        float sum = 0.0f;
+                        for (int j = 0; j < xs->len[pw]; j++) sum += wx[j] * vx[j];
+                        o[ph * ow + pw] = sum * g->inv_count;
+                    }
                 }
             }
         }
-        free(hx);
+        free(v);
     }
     geoms_free(gs, K);
     return failed ? -1 : 0;
@@ -228,54 +218,48 @@ int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int6
                                const float *rois, int64_t K, int oh, int ow, float spatial_scale,
                                int sampling_ratio, bool aligned, float *grad_feat) {
     (void)N;
-    int32_t max_rows = 0;
-    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_rows);
+    int32_t max_nx = 0;
+    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
     if (!gs) return -1;
     int failed = 0;
     /* each channel has one writer, visiting RoIs in order: the result does
      * not depend on the thread count */
     #pragma omp parallel if (K * C * oh * ow > 8192)
     {
-        float *hx = malloc(sizeof *hx * (size_t)(max_rows ? max_rows : 1) * (size_t)ow);
-        if (!hx) {
+        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
+        if (!v) {
             #pragma omp atomic write
             failed = 1;
         }
         #pragma omp for schedule(static)
         for (int64_t c = 0; c < C; c++) {
-            if (!hx) continue;
+            if (!v) continue;
             for (int64_t k = 0; k < K; k++) {
                 const roi_geom *g = &gs[k];
                 const axis_band *xs = &g->xs, *ys = &g->ys;
-                float *gf = grad_feat + (g->batch * C + c) * H * W;
+                float *gf = grad_feat + (g->batch * C + c) * H * W + g->x0;
                 const float *go = grad_out + (k * C + c) * oh * ow;
-                /* the vertical pass transposed: the row sums' gradient */
-                for (int32_t r = 0; r < g->nr; r++)
-                    if (g->need[r]) memset(hx + (size_t)r * (size_t)ow, 0, sizeof(float) * (size_t)ow);
+                const int32_t nx = g->nx;
                 for (int ph = 0; ph < oh; ph++) {
-                    float gb[ow];
-                    for (int pw = 0; pw < ow; pw++) gb[pw] = go[ph * ow + pw] * g->inv_count;
+                    /* the horizontal pass transposed: the bins' gradient on v */
+                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
+                    for (int pw = 0; pw < ow; pw++) {
+                        const float *wx = xs->w + xs->off[pw];
+                        float *vx = v + (xs->start[pw] - g->x0), gb = go[ph * ow + pw] * g->inv_count;
+                        for (int j = 0; j < xs->len[pw]; j++) vx[j] += wx[j] * gb;
+                    }
+                    /* the vertical pass transposed: into the feature rows */
                     const float *w = ys->w + ys->off[ph];
                     for (int j = 0; j < ys->len[ph]; j++) {
                         if (w[j] == 0.0f) continue;
-                        float *h = hx + (size_t)(ys->start[ph] + j - g->r0) * (size_t)ow;
-                        for (int pw = 0; pw < ow; pw++) h[pw] += w[j] * gb[pw];
-                    }
-                }
-                /* the horizontal pass transposed: into the feature rows */
-                for (int32_t r = 0; r < g->nr; r++) {
-                    if (!g->need[r]) continue;
-                    float *row = gf + (int64_t)(g->r0 + r) * W;
-                    const float *h = hx + (size_t)r * (size_t)ow;
-                    for (int pw = 0; pw < ow; pw++) {
-                        const float *w = xs->w + xs->off[pw];
-                        float *x = row + xs->start[pw], v = h[pw];
-                        for (int j = 0; j < xs->len[pw]; j++) x[j] += w[j] * v;
+                        float *row = gf + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
+                        #pragma omp simd
+                        for (int32_t x = 0; x < nx; x++) row[x] += wj * v[x];
                     }
                 }
             }
         }
-        free(hx);
+        free(v);
     }
     geoms_free(gs, K);
     return failed ? -1 : 0;
