@@ -1,5 +1,6 @@
 /* CPU kernels of the mmdet losses (see losses.h). */
 #include <math.h>
+#include <stddef.h>
 #include "backends/cpu/detection.h"
 #include "backends/cpu/losses.h"
 
@@ -113,13 +114,24 @@ static inline logistic logistic_of(double v) {
  * with -log p = softplus(-x) and -log(1-p) = softplus(x). */
 void md__cpu_focal_forward(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
                            float *loss) {
+    md__cpu_focal_forward_grad(x, lab, n, c, gamma, alpha, loss, NULL);
+}
+
+void md__cpu_focal_forward_grad(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                                float *loss, float *d) {
     #pragma omp parallel for if (n * c > PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) {
             double v = x[i * c + j], l;
             logistic o = logistic_of(v);
-            if (lab[i] == j) l = alpha * pow_gamma(1.0 - o.p, gamma) * o.sn;
-            else l = (1.0 - alpha) * pow_gamma(o.p, gamma) * o.sp;
+            double p = o.p, q = o.q;
+            if (lab[i] == j) {
+                l = alpha * pow_gamma(1.0 - p, gamma) * o.sn;
+                if (d) d[i * c + j] = (float)(alpha * pow_gamma(q, gamma) * (-gamma * p * o.sn - q));
+            } else {
+                l = (1.0 - alpha) * pow_gamma(p, gamma) * o.sp;
+                if (d) d[i * c + j] = (float)((1.0 - alpha) * pow_gamma(p, gamma) * (gamma * q * o.sp + p));
+            }
             loss[i * c + j] = (float)l;
         }
 }
