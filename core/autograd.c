@@ -193,6 +193,10 @@ static bool try_adopt(md_arena *a, uint64_t after, md_tensor *t, md_tensor *g) {
  * g come before that (its other inputs' gradients are copies). */
 static bool take_pass_grad(md_ctx *ctx, md_tensor *t, md_tensor *g) {
     md_tensor *pg = ctx->pass_grad;
+    /* Poison mode (debugging, sanitizer builds) hands every non-leaf
+     * gradient back, poisoned, as soon as its node has run, so that a
+     * wrongly freed read shows as NaN rather than as a live buffer. */
+    if (ctx->arena.poison) return false;
     if (!pg || pg->data != g->data || !md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g) ||
         md_tensor_numel(pg) != md_tensor_numel(g))
         return false;
