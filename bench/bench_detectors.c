@@ -115,7 +115,7 @@ static int run(const det_bench *bn, int reps) {
     md_grad_set_enabled(ctx, bn->train);
     for (int i = -1; i < reps; i++) {   /* one warm-up */
         md_ctx_step_reset(ctx);
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         if (bn->train) {
             md_losses losses = { 0 };
             md_optimizer_zero_grad(opt);
@@ -129,7 +129,8 @@ static int run(const det_bench *bn, int reps) {
             if (mi->simple_test(ctx, m, b, res, &err) != 0) return fail(name, "simple_test", err.msg);
         }
         if (i >= 0) t[i] = now_ms() - t0;
-        if (getenv("MMDET_BENCH_VERBOSE")) fprintf(stderr, "%s rep %d: %.1f ms\n", name, i, now_ms() - t0);
+        if (getenv("MMDET_BENCH_VERBOSE"))   /* CPU time too: steadier than wall time on a shared machine */
+            fprintf(stderr, "%s rep %d: %.1f ms, cpu %.1f ms\n", name, i, now_ms() - t0, cpu_ms() - c0);
     }
     printf("bench %s ours_ms=%.1f ours_mb=%.0f batch=%dx3x%dx%d threads=%d\n", name, median(t, reps), peak_mb(),
            b->n, IMG_H, IMG_W, md_ctx_threads(ctx));

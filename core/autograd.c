@@ -185,6 +185,30 @@ static bool try_adopt(md_arena *a, uint64_t after, md_tensor *t, md_tensor *g) {
     return true;
 }
 
+/* Makes g t's gradient without a copy when g is the running node's output
+ * gradient itself (same storage, whole block, t's shape): a gradient passed
+ * through unchanged (add, sub, reshape, contiguous), whose storage the
+ * backward loop would hand back right after the node. The loop then keeps
+ * it. A later gradient for t adds into it in place; the node's own reads of
+ * g come before that (its other inputs' gradients are copies). */
+static bool take_pass_grad(md_ctx *ctx, md_tensor *t, md_tensor *g) {
+    md_tensor *pg = ctx->pass_grad;
+    /* Poison mode (debugging, sanitizer builds) hands every non-leaf
+     * gradient back, poisoned, as soon as its node has run, so that a
+     * wrongly freed read shows as NaN rather than as a live buffer. */
+    if (ctx->arena.poison) return false;
+    if (!pg || pg->data != g->data || !md_tensor_same_shape(g, t) || !md_tensor_is_contiguous(g) ||
+        md_tensor_numel(pg) != md_tensor_numel(g))
+        return false;
+    /* the block is pg's (owned when pg was itself adopted): it moves to t */
+    md_pool_block *b = md__pool_find(&ctx->arena, g->data);
+    if (!b || b->tape_refs > 0) return false;
+    b->owned = true;
+    t->grad = g;
+    ctx->pass_grad = NULL;
+    return true;
+}
+
 /* reduce_to_shape on a device: one sum kernel per reduced dimension. */
 static md_tensor *reduce_to_shape_device(md_ctx *ctx, const md_backend *be, md_tensor *g, const md_tensor *like) {
     g = md__contig(ctx, g);
@@ -269,6 +293,7 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
     int64_t n = md_tensor_numel(t);
     if (!t->grad && !t->persistent && ctx->in_backward && g->data && try_adopt(&ctx->arena, ctx->adopt_after, t, g))
         return 0;
+    if (!t->grad && !t->persistent && ctx->in_backward && take_pass_grad(ctx, t, g)) return 0;
     if (!t->grad) {
         if (t->persistent) {
             md_error err = { 0 };
@@ -331,13 +356,17 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
         md_scope_push(ctx, n->op);
         ctx->adopt_after = ctx->arena.serial;
         if (ctx->dev_arena) ctx->dev_adopt_after = ctx->dev_arena->serial;
+        ctx->pass_grad = n->output != out && g->device == MD_CPU ? g : NULL;
         rc = n->backward(ctx, n, g);
+        bool taken = ctx->pass_grad == NULL && n->output != out && g->device == MD_CPU;
+        ctx->pass_grad = NULL;
         md_scope_pop(ctx);
         if (rc == 0 && md_ctx_failed(ctx)) rc = -1;
         /* As in PyTorch, a non-leaf's gradient is gone once its node has
-         * run: its storage goes back to the pool for the next nodes. */
+         * run: its storage goes back to the pool for the next nodes (unless
+         * an input took it as its own gradient). */
         if (n->output != out) {
-            md__tensor_release(ctx, g);
+            if (!taken) md__tensor_release(ctx, g);
             n->output->grad = NULL;
         }
         /* As in PyTorch, what only this node still read is gone too. */

@@ -81,6 +81,11 @@ struct md_ctx {
      * results of the running node, which md_node_accumulate may adopt */
     uint64_t adopt_after;
     bool in_backward;
+    /* during backward: the running node's output gradient, handed back
+     * after the node; an input with no gradient yet may take its storage
+     * (a gradient passed through unchanged) instead of a copy. NULL once
+     * taken, or when it is the root's (kept for the caller). */
+    md_tensor *pass_grad;
     bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
     md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;

@@ -228,7 +228,13 @@ static int loss_backward(md_ctx *ctx, md_node *node, md_tensor *gout) {
         if (ga) md__cpu_bce_backward(md_f32(s->x), md_f32(s->y), s->E, &k, ga);
         break;
     case K_FOCAL:
-        if (ga) md__cpu_focal_backward(md_f32(s->x), s->lab, s->n, s->c, s->p1, s->p2, &k, ga);
+        if (ga && s->aux) {   /* derivatives from the forward */
+            const float *d = s->aux;
+            #pragma omp parallel for if (s->E > 65536) schedule(static)
+            for (int64_t e = 0; e < s->E; e++) ga[e] = (float)(md__coef(&k, e) * (double)d[e]);
+        } else if (ga) {
+            md__cpu_focal_backward(md_f32(s->x), s->lab, s->n, s->c, s->p1, s->p2, &k, ga);
+        }
         break;
     case K_SL1:
         md__cpu_smooth_l1_backward(md_f32(s->x), md_f32(s->y), s->E, s->p1, &k, ga, gb);
@@ -566,11 +572,17 @@ MD_API md_tensor *md_loss_sigmoid_focal(md_ctx *ctx, md_tensor *pred, md_tensor 
     if (!ok) return NULL;
     md_tensor *L = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n, c));
     if (!L) return NULL;
-    if (!be) md__cpu_focal_forward(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L));
+    /* On the CPU, a forward that backward will follow also writes each
+     * element's derivative (the same exp and log1p serve both); backward
+     * then only scales it. */
+    md_tensor *D = NULL;
+    if (!be && md_grad_enabled(ctx) && pred->requires_grad && !(D = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, c))))
+        return NULL;
+    if (!be) md__cpu_focal_forward_grad(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L), D ? md_f32(D) : NULL);
     else if (be->focal_forward(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L)) != 0)
         return md__be_failed(ctx, op, be);
     loss_saved s = { .kind = K_FOCAL, .be = be, .red = red, .x = x, .w = w, .lab = lp, .n = n, .c = c,
-                     .p1 = (float)gamma, .p2 = (float)alpha };
+                     .p1 = (float)gamma, .p2 = (float)alpha, .aux = D ? md_f32(D) : NULL };
     md_tensor *ins[1] = { pred };
     return finish(ctx, op, &s, L, avg_factor, false, ins, 1);
 }

@@ -278,6 +278,32 @@ static int cand_cmp(const void *a, const void *b) {
     return x->flat < y->flat ? -1 : x->flat > y->flat;
 }
 
+static inline void cand_swap(cand *a, cand *b) {
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Moves the k first candidates in cand_cmp order into v[0..k), unordered
+ * (quickselect, median-of-three pivots). */
+static void select_top(cand *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (cand_cmp(&v[mid], &v[lo]) < 0) cand_swap(&v[mid], &v[lo]);
+        if (cand_cmp(&v[hi], &v[lo]) < 0) cand_swap(&v[hi], &v[lo]);
+        if (cand_cmp(&v[mid], &v[hi]) < 0) cand_swap(&v[mid], &v[hi]);
+        cand piv = v[hi];
+        int64_t at = lo;
+        for (int64_t i = lo; i < hi; i++)
+            if (cand_cmp(&v[i], &piv) < 0) cand_swap(&v[i], &v[at++]);
+        cand_swap(&v[at], &v[hi]);
+        if (at == want) return;
+        if (at > want) hi = at - 1;
+        else lo = at + 1;
+    }
+}
+
 /* mmdet's get_bboxes with cfg (NULL: test_cfg); with_nms false: the
  * candidates before NMS (mmdet's with_nms=False). */
 static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
@@ -309,18 +335,24 @@ static int head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_
             if (!cl || !rg || !pri || !cs) goto op_failed;
             const float *cp = md_f32(cl) + i * Ta * C, *rp = md_f32(rg) + i * Ta * 4;
             int64_t nc = 0;
+            /* A logit this far below logit(score_thr) has a sigmoid below the
+             * threshold whatever the rounding: most scores skip expf. */
+            double st = tc->score_thr;
+            float lo = st <= 0 ? -INFINITY : st >= 1 ? INFINITY : (float)(log(st / (1 - st)) - 0.01);
             /* flat index (anchor * C + class), anchor = (y * W + x) * A + a, as
              * permute(1, 2, 0).reshape(-1, C) in mmdet */
             for (int64_t a = 0; a < Anum; a++)
                 for (int64_t c = 0; c < C; c++) {
                     const float *plane = cp + (a * C + c) * HW;
                     for (int64_t p = 0; p < HW; p++) {
+                        if (plane[p] < lo) continue;
                         float s = 1.0f / (1.0f + expf(-plane[p]));
                         if (s > (float)tc->score_thr) cs[nc++] = (cand){ s, (p * Anum + a) * C + c };
                     }
                 }
-            qsort(cs, (size_t)nc, sizeof(cand), cand_cmp);
             int64_t k = tc->nms_pre > 0 && tc->nms_pre < nc ? tc->nms_pre : nc;
+            if (k < nc) select_top(cs, nc, k);   /* the nms_pre first, then only they are sorted */
+            qsort(cs, (size_t)k, sizeof(cand), cand_cmp);
             md_tensor *sel_pri = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
             md_tensor *sel_reg = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
             lv_scores[l] = md_tensor_empty(ctx, MD_F32, MD_DIMS(k));

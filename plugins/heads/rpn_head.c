@@ -133,10 +133,11 @@ static md_tensor *proposals_one(md_ctx *ctx, rpn_head *h, md_tensor *cls, md_ten
         md_tensor *r = md_slice(ctx, reg, 0, off, off + T, 1), *a = md_slice(ctx, anchors, 0, off, off + T, 1);
         off += T;
         if (pc->nms_pre > 0 && pc->nms_pre < T) {
+            /* mmdet sorts the level and keeps the first nms_pre: the same
+             * items in the same order (ties by index) as a top-k, which
+             * sorts only the winners */
             md_tensor *idx = NULL;
-            s = md_sort(ctx, s, 0, true, &idx);
-            s = md_slice(ctx, s, 0, 0, pc->nms_pre, 1);
-            idx = md_slice(ctx, idx, 0, 0, pc->nms_pre, 1);
+            s = md_topk(ctx, s, pc->nms_pre, 0, true, &idx);
             r = md_index_select(ctx, r, 0, idx);
             a = md_index_select(ctx, a, 0, idx);
         }

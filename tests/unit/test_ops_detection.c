@@ -129,6 +129,111 @@ Test(ops_detection, roi_align_non_contiguous_feat) {
     assert_close(y, G("roi_a", "out"), 1e-5, "view forward");
 }
 
+/* mmcv's RoIAlign written sample by sample (roi_align_forward_cpu with its
+ * bilinear_interpolate, and the transposed scatter of its backward), the
+ * reference for the kernels' folded per-axis bands. */
+static void ref_tap(float v, int64_t size, int *lo, int *hi, float *wl, float *wh) {
+    *lo = *hi = -1;
+    *wl = *wh = 0.0f;
+    if (v < -1.0f || v > (float)size) return;
+    if (v <= 0) v = 0;
+    *lo = (int)v;
+    if (*lo >= size - 1) {
+        *lo = *hi = (int)size - 1;
+        v = (float)*lo;
+    } else {
+        *hi = *lo + 1;
+    }
+    *wh = v - (float)*lo;
+    *wl = 1.0f - *wh;
+}
+
+static void ref_roi_align(const float *f, int64_t C, int64_t H, int64_t W, const float *rois, int64_t K, int oh,
+                          int ow, float scale, int sr, bool aligned, const float *go, float *out, float *gf) {
+    for (int64_t k = 0; k < K; k++) {
+        const float *q = rois + 5 * k;
+        float off = aligned ? 0.5f : 0.0f;
+        float sw = q[1] * scale - off, sh = q[2] * scale - off;
+        float rw = q[3] * scale - off - sw, rh = q[4] * scale - off - sh;
+        if (!aligned) {
+            rw = rw > 1 ? rw : 1;
+            rh = rh > 1 ? rh : 1;
+        }
+        float bh = rh / (float)oh, bw = rw / (float)ow;
+        int gh = sr > 0 ? sr : (int)ceilf(rh / (float)oh), gw = sr > 0 ? sr : (int)ceilf(rw / (float)ow);
+        float cnt = (float)(gh * gw > 1 ? gh * gw : 1);
+        for (int64_t c = 0; c < C; c++) {
+            const float *p = f + ((int64_t)q[0] * C + c) * H * W;
+            float *gp = gf + ((int64_t)q[0] * C + c) * H * W;
+            for (int ph = 0; ph < oh; ph++)
+                for (int pw = 0; pw < ow; pw++) {
+                    double sum = 0;
+                    float g = go[((k * C + c) * oh + ph) * ow + pw] / cnt;
+                    for (int iy = 0; iy < gh; iy++)
+                        for (int ix = 0; ix < gw; ix++) {
+                            int y0, y1, x0, x1;
+                            float wy0, wy1, wx0, wx1;
+                            ref_tap(sh + (float)ph * bh + (float)(iy + .5f) * bh / (float)gh, H, &y0, &y1, &wy0, &wy1);
+                            ref_tap(sw + (float)pw * bw + (float)(ix + .5f) * bw / (float)gw, W, &x0, &x1, &wx0, &wx1);
+                            if (y0 < 0 || x0 < 0) continue;
+                            sum += (double)wy0 * wx0 * p[y0 * W + x0] + (double)wy0 * wx1 * p[y0 * W + x1] +
+                                   (double)wy1 * wx0 * p[y1 * W + x0] + (double)wy1 * wx1 * p[y1 * W + x1];
+                            gp[y0 * W + x0] += g * wy0 * wx0;
+                            gp[y0 * W + x1] += g * wy0 * wx1;
+                            gp[y1 * W + x0] += g * wy1 * wx0;
+                            gp[y1 * W + x1] += g * wy1 * wx1;
+                        }
+                    out[((k * C + c) * oh + ph) * ow + pw] = (float)(sum / cnt);
+                }
+        }
+    }
+}
+
+/* Random RoIs of many sizes, some partly or wholly outside the map, some
+ * degenerate, both sampling modes and both alignments, threaded: forward
+ * and d/dfeat against the sample-by-sample definition. */
+Test(ops_detection, roi_align_matches_sample_by_sample_definition) {
+    const int64_t N = 2, C = 24, H = 23, W = 31, K = 40;
+    md_rng r;
+    md_rng_seed(&r, 17);
+    static const struct { int oh, ow, sr; bool aligned; float scale; } cases[] = {
+        { 7, 7, 0, true, 0.25f }, { 7, 7, 2, true, 0.125f }, { 3, 5, 0, false, 0.5f }, { 2, 4, 3, false, 0.25f },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        md_ctx_step_reset(ctx);
+        md_tensor *feat = md_tensor_empty(ctx, MD_F32, MD_DIMS(N, C, H, W));
+        md_tensor_normal_(feat, &r, 0, 1);
+        feat->requires_grad = true;
+        md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(K, 5));
+        float *q = md_f32(rois), s = cases[t].scale;
+        for (int64_t k = 0; k < K; k++) {
+            float x = (float)(md_rng_uniform(&r) * 1.4 - 0.2) * (float)W / s;
+            float y = (float)(md_rng_uniform(&r) * 1.4 - 0.2) * (float)H / s;
+            float w = (float)md_rng_uniform(&r) * (float)W / s * (k % 5 == 0 ? 0.05f : 0.8f);
+            float h = (float)md_rng_uniform(&r) * (float)H / s * (k % 7 == 0 ? 0.0f : 0.8f);
+            q[5 * k] = (float)(k % N);
+            q[5 * k + 1] = x;
+            q[5 * k + 2] = y;
+            q[5 * k + 3] = x + w;
+            q[5 * k + 4] = y + h;
+        }
+        const int oh = cases[t].oh, ow = cases[t].ow;
+        md_tensor *y = md_roi_align(ctx, feat, rois, oh, ow, s, cases[t].sr, cases[t].aligned);
+        cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+        md_tensor *g = md_tensor_empty_like(ctx, y);
+        md_tensor_normal_(g, &r, 0, 1);
+        cr_assert_eq(md_backward_with(ctx, y, g, NULL), 0);
+        md_tensor *ry = md_tensor_empty_like(ctx, y), *rg = md_tensor_zeros_like(ctx, feat);
+        ref_roi_align(md_f32(feat), C, H, W, q, K, oh, ow, s, cases[t].sr, cases[t].aligned, md_f32(g), md_f32(ry),
+                      md_f32(rg));
+        char what[64];
+        snprintf(what, sizeof what, "case %zu forward", t);
+        assert_close(y, ry, 1e-5, what);
+        snprintf(what, sizeof what, "case %zu d/dfeat", t);
+        assert_close(feat->grad, rg, 1e-5, what);
+    }
+}
+
 Test(ops_detection, roi_align_errors) {
     md_tensor *feat = md_tensor_zeros(ctx, MD_F32, MD_DIMS(2, 1, 4, 4));
     float bad_batch[5] = { 2, 0, 0, 1, 1 };

@@ -269,6 +269,45 @@ Test(ops_losses, focal_background_only_rows_are_all_negative) {
     cr_assert_float_eq(md_tensor_item(out), ref, 1e-6);
 }
 
+/* The focal kernels take sigmoid and softplus from one exp(-|x|): the same
+ * bits as the textbook forms with separate calls, over logits from -40 to
+ * 40 (both signs of zero included), positives and background rows. */
+static double ref_sigmoid(double v) { return v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)); }
+static double ref_softplus(double v) { return v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)); }
+
+Test(ops_losses, focal_kernel_equals_separate_sigmoid_softplus) {
+    enum { R = 64, C = 5 };
+    float x[R * C];
+    int64_t lab[R];
+    for (int i = 0; i < R * C; i++) x[i] = (float)(-40.0 + 80.0 * i / (R * C - 1)) * (i % 3 == 0 ? 0.05f : 1.0f);
+    x[7] = 0.0f;
+    x[8] = -0.0f;
+    for (int i = 0; i < R; i++) lab[i] = i % (C + 1);
+    md_tensor *xt = md_tensor_from(ctx, MD_F32, MD_DIMS(R, C), x);
+    xt->requires_grad = true;
+    md_tensor *out = md_loss_sigmoid_focal(ctx, xt, md_tensor_from(ctx, MD_I64, MD_DIMS(R), lab), NULL, 2.0, 0.25,
+                                           N, NA);
+    cr_assert(out, "%s", md_ctx_error(ctx)->msg);
+    md_tensor *g = md_tensor_empty_like(ctx, out);
+    for (int i = 0; i < R * C; i++) md_f32(g)[i] = 1.0f;
+    cr_assert_eq(md_backward_with(ctx, out, g, NULL), 0);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double v = x[i * C + j], p = ref_sigmoid(v), q = ref_sigmoid(-v), l, d;
+            if (lab[i] == j) {
+                l = 0.25 * (1.0 - p) * (1.0 - p) * ref_softplus(-v);
+                d = 0.25 * q * q * (-2.0 * p * ref_softplus(-v) - q);
+            } else {
+                l = 0.75 * p * p * ref_softplus(v);
+                d = 0.75 * p * p * (2.0 * q * ref_softplus(v) + p);
+            }
+            cr_assert_eq(md_f32(out)[i * C + j], (float)l, "loss [%d, %d] x=%g: %.9g vs %.9g", i, j, v,
+                         md_f32(out)[i * C + j], l);
+            cr_assert_eq(md_f32(xt->grad)[i * C + j], (float)d, "grad [%d, %d] x=%g: %.9g vs %.9g", i, j, v,
+                         md_f32(xt->grad)[i * C + j], d);
+        }
+}
+
 Test(ops_losses, errors_name_the_problem) {
     md_tensor *p = md_tensor_zeros(ctx, MD_F32, MD_DIMS(3, 4));
     expect_error(md_loss_l1(ctx, p, p, NULL, S, 2.0), "avg_factor (2) can not be used with reduction=\"sum\"");

@@ -151,6 +151,44 @@ Test(ops_shape, views_share_storage) {
     cr_assert_eq(md_contiguous(ctx, r), r);
 }
 
+/* Permutes made contiguous take a tiled transpose where the source's unit
+ * stride is not the last dimension: every element against its index
+ * arithmetic, for sizes off the tile (16), f32 and i64, the stride-1
+ * dimension at either end or in the middle, large enough to run threaded. */
+Test(ops_shape, permute_copies_match_index_arithmetic) {
+    static const struct { int64_t shape[4]; int perm[4]; } cases[] = {
+        { { 2, 37, 50, 41 }, { 0, 2, 3, 1 } },   /* NCHW -> NHWC */
+        { { 2, 50, 41, 37 }, { 0, 3, 1, 2 } },   /* NHWC -> NCHW */
+        { { 3, 17, 200, 19 }, { 3, 1, 0, 2 } },
+        { { 1, 16, 16, 1 }, { 0, 2, 1, 3 } },
+        { { 5, 15, 33, 2 }, { 1, 3, 0, 2 } },    /* a side below the tile */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int dt = 0; dt < 2; dt++) {
+            md_ctx_step_reset(ctx);
+            const int64_t *sh = cases[c].shape;
+            const int *pm = cases[c].perm;
+            int64_t n = sh[0] * sh[1] * sh[2] * sh[3];
+            md_tensor *x = md_tensor_arange(ctx, dt ? MD_I64 : MD_F32, n);
+            x = md_reshape(ctx, x, 4, sh);
+            md_tensor *y = md_contiguous(ctx, md_permute(ctx, x, pm));
+            cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+            int64_t ysh[4], xst[4] = { sh[1] * sh[2] * sh[3], sh[2] * sh[3], sh[3], 1 };
+            for (int d = 0; d < 4; d++) ysh[d] = sh[pm[d]];
+            int64_t e = 0;
+            for (int64_t a = 0; a < ysh[0]; a++)
+                for (int64_t b = 0; b < ysh[1]; b++)
+                    for (int64_t k = 0; k < ysh[2]; k++)
+                        for (int64_t l = 0; l < ysh[3]; l++, e++) {
+                            int64_t src = a * xst[pm[0]] + b * xst[pm[1]] + k * xst[pm[2]] + l * xst[pm[3]];
+                            double got = dt ? (double)md_i64(y)[e] : (double)md_f32(y)[e];
+                            if (got != (double)src)
+                                cr_assert_fail("case %zu dtype %d element %lld: %g, expected %lld", c, dt,
+                                               (long long)e, got, (long long)src);
+                        }
+        }
+}
+
 Test(ops_shape, squeeze_variants_and_flatten_all) {
     md_tensor *x = md_tensor_zeros(ctx, MD_F32, MD_DIMS(1, 3, 1, 2));
     md_tensor *a = md_squeeze(ctx, x, MD_DIM_ALL);

@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <mmdet/mmdet.h>
+#include "internal.h"
 #include "testlib.h"
 
 static md_ctx *ctx;
@@ -209,4 +210,41 @@ Test(tensor_core, backward_through_pooled_gradients) {
         md_ctx_step_reset(ctx);
     }
     md_tensor_free(x);
+}
+
+/* A gradient passed through unchanged (add, sub, reshape, contiguous) is
+ * taken by the first input without a gradient instead of copied; the
+ * other inputs get copies, so gradients added into the taker later do not
+ * leak into them, and a tensor that is both inputs gets the sum. Large
+ * (pooled) tensors, hand-derived values. */
+Test(tensor_core, passed_through_gradients_stay_separate) {
+    const int64_t n = 1 << 17;
+    ctx->arena.poison = false;   /* sanitizer builds turn it on; it disables the pass-through */
+    md_tensor *p = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(n), NULL);
+    for (int64_t i = 0; i < n; i++) md_f32(p)[i] = (float)(i % 5) - 2.0f;
+    p->requires_grad = true;
+    for (int step = 0; step < 2; step++) {
+        md_tensor_zero_grad(p);
+        md_tensor *a = md_mul_scalar(ctx, p, 2.0), *b = md_mul_scalar(ctx, p, -1.0);   /* non-leaves */
+        /* recorded before s, so their backward runs after s's */
+        md_tensor *t = md_mul_scalar(ctx, a, 3.0);        /* a's gradient grows by 3 in place */
+        md_tensor *d = md_sub(ctx, b, b);                 /* the same tensor twice: 1 - 1 */
+        md_tensor *x2 = md_add(ctx, a, a);                /* and 1 + 1 */
+        md_tensor *s = md_add(ctx, a, b);                 /* a takes s's gradient, b copies it */
+        md_tensor *r = md_reshape(ctx, md_contiguous(ctx, md_permute(ctx, md_reshape(ctx, s, MD_DIMS(256, 512)),
+                                                                    (const int[]){ 1, 0 })), MD_DIMS(-1));
+        /* loss = sum(r) + sum(t) + 5 sum(d) + sum(x2 * 0.5): d/da = 1 + 3 + 1, d/db = 1 + 0 */
+        md_tensor *loss = md_add(ctx, md_add(ctx, md_sum(ctx, r, MD_DIM_ALL, false), md_sum(ctx, t, MD_DIM_ALL, false)),
+                                 md_add(ctx, md_mul_scalar(ctx, md_sum(ctx, d, MD_DIM_ALL, false), 5.0),
+                                        md_sum(ctx, md_mul_scalar(ctx, x2, 0.5), MD_DIM_ALL, false)));
+        md_error err = { 0 };
+        cr_assert_eq(md_backward(ctx, loss, &err), 0, "%s", err.msg);
+        /* dp = 2 * 5 - 1 * 1 = 9 everywhere */
+        for (int64_t i = 0; i < n; i += 101)
+            cr_assert_float_eq(md_f32(p->grad)[i], 9.0f, 1e-6, "step %d element %lld: %g", step, (long long)i,
+                               md_f32(p->grad)[i]);
+        cr_assert_float_eq(md_f32(loss->grad)[0], 1.0f, 0, "the root keeps its gradient");
+        md_ctx_step_reset(ctx);
+    }
+    md_tensor_free(p);
 }

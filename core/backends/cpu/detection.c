@@ -7,52 +7,101 @@
 
 /* ---- RoIAlign ----
  * mmcv's sampling grid is separable: sample rows depend on (ph, iy) only and
- * columns on (pw, ix) only, so the bilinear taps of one RoI are two short
- * arrays instead of mmcv's per-sample pre_calc table. */
-typedef struct axis_tap { int32_t lo, hi; float wl, wh; } axis_tap;  /* lo < 0: sample outside */
-
-typedef struct roi_geom {
-    int64_t batch;
-    int gh, gw;           /* samples per bin along y and x */
-    float inv_count;      /* 1 / max(gh * gw, 1) */
-    axis_tap *ys, *xs;    /* [oh * gh], [ow * gw] */
-} roi_geom;
+ * columns on (pw, ix) only, and a bin's average of bilinear samples is
+ *   out[ph][pw] = 1/count * sum_x wx[pw][x] * sum_r wy[ph][r] * f[r][x]
+ * with wy[ph] (wx[pw]) the bin's bilinear weights folded onto the feature
+ * rows (columns) they touch: a short band per bin. Each RoI's bands are
+ * built once; per channel, the vertical pass adds whole row segments (the
+ * RoI's column span) scaled by wy (contiguous, vectorised), then the
+ * horizontal pass takes each bin's short dot product with wx: a fraction of
+ * the multiply-adds of sampling every point. */
+typedef struct axis_band {
+    int32_t *start, *len, *off;   /* per output cell: first feature index, band length, offset in w */
+    float *w;                     /* the folded weights, bands back to back */
+    size_t ncap, wcap;
+} axis_band;
 
 /* mmcv's bilinear_interpolate boundary rules along one axis: a coordinate
- * below -1 or beyond size contributes 0; otherwise it is clamped to the edge. */
-static axis_tap make_tap(float v, int64_t size) {
-    axis_tap t = { -1, -1, 0.0f, 0.0f };
-    if (v < -1.0f || v > (float)size) return t;
+ * below -1 or beyond size contributes 0 (*lo = -1); otherwise it is clamped
+ * to the edge. */
+static void make_tap(float v, int64_t size, int32_t *lo, int32_t *hi, float *wl, float *wh) {
+    *lo = *hi = -1;
+    *wl = *wh = 0.0f;
+    if (v < -1.0f || v > (float)size) return;
     if (v <= 0) v = 0;
-    int32_t lo = (int32_t)v, hi;
-    if (lo >= size - 1) {
-        hi = lo = (int32_t)(size - 1);
-        v = (float)lo;
+    int32_t l = (int32_t)v, h;
+    if (l >= size - 1) {
+        h = l = (int32_t)(size - 1);
+        v = (float)l;
     } else {
-        hi = lo + 1;
+        h = l + 1;
     }
-    float l = v - (float)lo;
-    t.lo = lo;
-    t.hi = hi;
-    t.wl = 1.0f - l;   /* weight of lo */
-    t.wh = l;          /* weight of hi */
-    return t;
+    float d = v - (float)l;
+    *lo = l;
+    *hi = h;
+    *wl = 1.0f - d;   /* weight of lo */
+    *wh = d;          /* weight of hi */
 }
 
-typedef struct tap_buf { axis_tap *p; size_t cap; } tap_buf;
-
-static axis_tap *tap_reserve(tap_buf *b, size_t n) {
-    if (n > b->cap) {
-        axis_tap *p = realloc(b->p, sizeof *p * n);
-        if (!p) return NULL;
-        b->p = p;
-        b->cap = n;
+/* The bands of n cells of width bin from start, g samples each (mmcv's
+ * sample positions, computed as mmcv does), over an axis of size. */
+static int build_band(axis_band *a, float start, float bin, int n, int g, int64_t size) {
+    if ((size_t)n > a->ncap) {
+        int32_t *p = realloc(a->start, sizeof *p * 3 * (size_t)n);
+        if (!p) return -1;
+        a->start = p;
+        a->len = p + n;
+        a->off = p + 2 * n;
+        a->ncap = (size_t)n;
     }
-    return b->p;
+    size_t total = 0;
+    for (int c = 0; c < n; c++) {
+        int32_t mn = INT32_MAX, mx = -1;
+        for (int i = 0; i < g; i++) {
+            int32_t lo, hi;
+            float wl, wh;
+            make_tap(start + (float)c * bin + (float)(i + .5f) * bin / (float)g, size, &lo, &hi, &wl, &wh);
+            if (lo < 0) continue;
+            if (lo < mn) mn = lo;
+            if (hi > mx) mx = hi;
+        }
+        a->start[c] = mx < 0 ? 0 : mn;
+        a->len[c] = mx < 0 ? 0 : mx - mn + 1;
+        a->off[c] = (int32_t)total;
+        total += (size_t)a->len[c];
+    }
+    if (total > a->wcap) {
+        float *w = realloc(a->w, sizeof *w * total);
+        if (!w) return -1;
+        a->w = w;
+        a->wcap = total;
+    }
+    if (total) memset(a->w, 0, sizeof(float) * total);
+    for (int c = 0; c < n; c++) {
+        float *w = a->w + a->off[c];
+        for (int i = 0; i < g; i++) {
+            int32_t lo, hi;
+            float wl, wh;
+            make_tap(start + (float)c * bin + (float)(i + .5f) * bin / (float)g, size, &lo, &hi, &wl, &wh);
+            if (lo < 0) continue;
+            w[lo - a->start[c]] += wl;
+            w[hi - a->start[c]] += wh;
+        }
+    }
+    return 0;
 }
 
-static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int ow, int sr,
-                        int64_t H, int64_t W, tap_buf *ybuf, tap_buf *xbuf, roi_geom *g) {
+/* One RoI's geometry: its bands and the span of feature columns
+ * [x0, x0 + nx) they read. */
+typedef struct roi_geom {
+    int64_t batch;
+    float inv_count;   /* 1 / max(gh * gw, 1) */
+    axis_band ys, xs;
+    int32_t x0, nx;
+} roi_geom;
+
+static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int ow, int sr, int64_t H,
+                        int64_t W, roi_geom *g) {
     float off = aligned ? 0.5f : 0.0f;
     float sw = roi[1] * scale - off, sh = roi[2] * scale - off;
     float ew = roi[3] * scale - off, eh = roi[4] * scale - off;
@@ -68,70 +117,100 @@ static int roi_geometry(const float *roi, float scale, bool aligned, int oh, int
     if (gw < 0) gw = 0;
     int cnt = gh * gw;
     g->batch = (int64_t)roi[0];
-    g->gh = gh;
-    g->gw = gw;
     g->inv_count = 1.0f / (float)(cnt > 1 ? cnt : 1);
-    g->ys = tap_reserve(ybuf, (size_t)oh * (size_t)(gh ? gh : 1));
-    g->xs = tap_reserve(xbuf, (size_t)ow * (size_t)(gw ? gw : 1));
-    if (!g->ys || !g->xs) return -1;
-    for (int ph = 0; ph < oh; ph++)
-        for (int iy = 0; iy < gh; iy++)
-            g->ys[ph * gh + iy] = make_tap(sh + (float)ph * bh + (float)(iy + .5f) * bh / (float)gh, H);
-    for (int pw = 0; pw < ow; pw++)
-        for (int ix = 0; ix < gw; ix++)
-            g->xs[pw * gw + ix] = make_tap(sw + (float)pw * bw + (float)(ix + .5f) * bw / (float)gw, W);
+    if (build_band(&g->ys, sh, bh, oh, gh, H) != 0 || build_band(&g->xs, sw, bw, ow, gw, W) != 0) return -1;
+    int32_t x0 = INT32_MAX, x1 = 0;
+    for (int pw = 0; pw < ow; pw++) {
+        if (!g->xs.len[pw]) continue;
+        if (g->xs.start[pw] < x0) x0 = g->xs.start[pw];
+        if (g->xs.start[pw] + g->xs.len[pw] > x1) x1 = g->xs.start[pw] + g->xs.len[pw];
+    }
+    if (x0 >= x1) x0 = x1 = 0;
+    g->x0 = x0;
+    g->nx = x1 - x0;
     return 0;
 }
 
+static void geoms_free(roi_geom *gs, int64_t K) {
+    for (int64_t k = 0; gs && k < K; k++) {
+        free(gs[k].ys.start);
+        free(gs[k].ys.w);
+        free(gs[k].xs.start);
+        free(gs[k].xs.w);
+    }
+    free(gs);
+}
+
+/* Every RoI's geometry, and the widest column span; NULL on out of memory. */
+static roi_geom *geoms_build(const float *rois, int64_t K, float scale, bool aligned, int oh, int ow, int sr,
+                             int64_t H, int64_t W, int32_t *max_nx) {
+    roi_geom *gs = calloc((size_t)(K ? K : 1), sizeof *gs);
+    if (!gs) return NULL;
+    int failed = 0;
+    int32_t mx = 0;
+    #pragma omp parallel for if (K > 64) schedule(static) reduction(| : failed) reduction(max : mx)
+    for (int64_t k = 0; k < K; k++) {
+        if (roi_geometry(rois + k * 5, scale, aligned, oh, ow, sr, H, W, &gs[k]) != 0) failed = 1;
+        else if (gs[k].nx > mx) mx = gs[k].nx;
+    }
+    if (failed) {
+        geoms_free(gs, K);
+        return NULL;
+    }
+    *max_nx = mx;
+    return gs;
+}
+
+/* Channel by channel, all RoIs: a channel plane is visited by every RoI
+ * while it is still in cache (RoIs overlap), where RoI by RoI would fetch
+ * each RoI's patch of every plane from memory, planes H*W floats apart. */
 int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H, int64_t W,
                               const float *rois, int64_t K, int oh, int ow, float spatial_scale,
                               int sampling_ratio, bool aligned, float *out) {
     (void)N;
+    int32_t max_nx = 0;
+    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
+    if (!gs) return -1;
     int failed = 0;
-    int64_t total = K * C;
-    #pragma omp parallel if (total * oh * ow > 8192)
+    #pragma omp parallel if (K * C * oh * ow > 8192)
     {
-        tap_buf yb = { 0 }, xb = { 0 };
-        roi_geom g = { 0 };
-        int64_t cur = -1;
+        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
+        if (!v) {
+            #pragma omp atomic write
+            failed = 1;
+        }
         #pragma omp for schedule(static)
-        for (int64_t kc = 0; kc < total; kc++) {
-            int64_t k = kc / C, c = kc % C;
-            float *o = out + kc * oh * ow;
-            if (k != cur) {
-                if (roi_geometry(rois + k * 5, spatial_scale, aligned, oh, ow, sampling_ratio, H, W,
-                                 &yb, &xb, &g) != 0) {
-                    failed = 1;
-                    cur = -1;
-                    memset(o, 0, sizeof(float) * (size_t)(oh * ow));
-                    continue;
-                }
-                cur = k;
-            }
-            const float *f = feat + (g.batch * C + c) * H * W;
-            for (int ph = 0; ph < oh; ph++) {
-                const axis_tap *ys = g.ys + ph * g.gh;
-                for (int pw = 0; pw < ow; pw++) {
-                    const axis_tap *xs = g.xs + pw * g.gw;
-                    float sum = 0.0f;
-                    for (int iy = 0; iy < g.gh; iy++) {
-                        axis_tap y = ys[iy];
-                        if (y.lo < 0) continue;
-                        const float *rl = f + (int64_t)y.lo * W, *rh = f + (int64_t)y.hi * W;
-                        for (int ix = 0; ix < g.gw; ix++) {
-                            axis_tap x = xs[ix];
-                            if (x.lo < 0) continue;
-                            sum += y.wl * x.wl * rl[x.lo] + y.wl * x.wh * rl[x.hi] +
-                                   y.wh * x.wl * rh[x.lo] + y.wh * x.wh * rh[x.hi];
-                        }
+        for (int64_t c = 0; c < C; c++) {
+            if (!v) continue;
+            for (int64_t k = 0; k < K; k++) {
+                const roi_geom *g = &gs[k];
+                const float *f = feat + (g->batch * C + c) * H * W + g->x0;
+                const axis_band *xs = &g->xs, *ys = &g->ys;
+                float *o = out + (k * C + c) * oh * ow;
+                const int32_t nx = g->nx;
+                for (int ph = 0; ph < oh; ph++) {
+                    /* vertical: v = sum_r wy[r] * f[r][x0 : x0 + nx] */
+                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
+                    const float *w = ys->w + ys->off[ph];
+                    for (int j = 0; j < ys->len[ph]; j++) {
+                        if (w[j] == 0.0f) continue;
+                        const float *row = f + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
+                        #pragma omp simd
+                        for (int32_t x = 0; x < nx; x++) v[x] += wj * row[x];
                     }
-                    o[ph * ow + pw] = sum * g.inv_count;
+                    /* horizontal: each bin's band of v */
+                    for (int pw = 0; pw < ow; pw++) {
+                        const float *wx = xs->w + xs->off[pw], *vx = v + (xs->start[pw] - g->x0);
+                        float sum = 0.0f;
+                        for (int j = 0; j < xs->len[pw]; j++) sum += wx[j] * vx[j];
+                        o[ph * ow + pw] = sum * g->inv_count;
+                    }
                 }
             }
         }
-        free(yb.p);
-        free(xb.p);
+        free(v);
     }
+    geoms_free(gs, K);
     return failed ? -1 : 0;
 }
 
@@ -139,48 +218,50 @@ int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int6
                                const float *rois, int64_t K, int oh, int ow, float spatial_scale,
                                int sampling_ratio, bool aligned, float *grad_feat) {
     (void)N;
+    int32_t max_nx = 0;
+    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
+    if (!gs) return -1;
     int failed = 0;
+    /* each channel has one writer, visiting RoIs in order: the result does
+     * not depend on the thread count */
     #pragma omp parallel if (K * C * oh * ow > 8192)
     {
-        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        int64_t c0 = C * tid / nt, c1 = C * (tid + 1) / nt;
-        tap_buf yb = { 0 }, xb = { 0 };
-        roi_geom g = { 0 };
-        for (int64_t k = 0; k < K && c0 < c1; k++) {
-            if (roi_geometry(rois + k * 5, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &yb,
-                             &xb, &g) != 0) {
-                failed = 1;
-                break;
-            }
-            for (int64_t c = c0; c < c1; c++) {
-                float *gf = grad_feat + (g.batch * C + c) * H * W;
+        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
+        if (!v) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t c = 0; c < C; c++) {
+            if (!v) continue;
+            for (int64_t k = 0; k < K; k++) {
+                const roi_geom *g = &gs[k];
+                const axis_band *xs = &g->xs, *ys = &g->ys;
+                float *gf = grad_feat + (g->batch * C + c) * H * W + g->x0;
                 const float *go = grad_out + (k * C + c) * oh * ow;
+                const int32_t nx = g->nx;
                 for (int ph = 0; ph < oh; ph++) {
-                    const axis_tap *ys = g.ys + ph * g.gh;
+                    /* the horizontal pass transposed: the bins' gradient on v */
+                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
                     for (int pw = 0; pw < ow; pw++) {
-                        const axis_tap *xs = g.xs + pw * g.gw;
-                        float gb = go[ph * ow + pw] * g.inv_count;
-                        for (int iy = 0; iy < g.gh; iy++) {
-                            axis_tap y = ys[iy];
-                            if (y.lo < 0) continue;
-                            float *rl = gf + (int64_t)y.lo * W, *rh = gf + (int64_t)y.hi * W;
-                            float gl = gb * y.wl, gh = gb * y.wh;
-                            for (int ix = 0; ix < g.gw; ix++) {
-                                axis_tap x = xs[ix];
-                                if (x.lo < 0) continue;
-                                rl[x.lo] += gl * x.wl;
-                                rl[x.hi] += gl * x.wh;
-                                rh[x.lo] += gh * x.wl;
-                                rh[x.hi] += gh * x.wh;
-                            }
-                        }
+                        const float *wx = xs->w + xs->off[pw];
+                        float *vx = v + (xs->start[pw] - g->x0), gb = go[ph * ow + pw] * g->inv_count;
+                        for (int j = 0; j < xs->len[pw]; j++) vx[j] += wx[j] * gb;
+                    }
+                    /* the vertical pass transposed: into the feature rows */
+                    const float *w = ys->w + ys->off[ph];
+                    for (int j = 0; j < ys->len[ph]; j++) {
+                        if (w[j] == 0.0f) continue;
+                        float *row = gf + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
+                        #pragma omp simd
+                        for (int32_t x = 0; x < nx; x++) row[x] += wj * v[x];
                     }
                 }
             }
         }
-        free(yb.p);
-        free(xb.p);
+        free(v);
     }
+    geoms_free(gs, K);
     return failed ? -1 : 0;
 }
 

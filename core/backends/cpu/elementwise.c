@@ -292,8 +292,54 @@ void md__cpu_where(const md__loop *L, size_t elem, const uint8_t *cond, const vo
         }                                                                                       \
     } while (0)
 
+/* A copy whose destination runs along the last dimension while the
+ * source runs along another one, d0 (a permute made contiguous: NCHW to
+ * NHWC and back): element by element, every read of one of the two lands on
+ * a new cache line (and often a new page). Tiles of TT x TT keep both sides'
+ * lines in cache. */
+#define TT 16
+#define TRANSPOSE_T(T)                                                                          \
+    do {                                                                                        \
+        const T *S0 = (const T *)src;                                                           \
+        T *D0 = (T *)dst;                                                                       \
+        _Pragma("omp parallel for if (L->numel > MD_CPU_PAR_MIN && tasks > 1) schedule(static)") \
+        for (int64_t t = 0; t < tasks; t++) {                                                   \
+            int64_t o = t / ti, i0 = (t % ti) * TT, od = 0, os = 0, rem = o;                    \
+            for (int d = last - 1; d >= 0; d--) {                                               \
+                if (d == d0) continue;                                                          \
+                int64_t k = rem % L->shape[d];                                                  \
+                rem /= L->shape[d];                                                             \
+                od += k * L->st[0][d];                                                          \
+                os += k * L->st[1][d];                                                          \
+            }                                                                                   \
+            int64_t i1 = i0 + TT < ni ? i0 + TT : ni;                                           \
+            for (int64_t j0 = 0; j0 < nj; j0 += TT) {                                           \
+                int64_t j1 = j0 + TT < nj ? j0 + TT : nj;                                       \
+                for (int64_t i = i0; i < i1; i++) {                                             \
+                    T *D = D0 + od + i * di;                                                    \
+                    const T *S = S0 + os + i;                                                   \
+                    for (int64_t j = j0; j < j1; j++) D[j] = S[j * sj];                         \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
+static bool copy_transposed(const md__loop *L, size_t elem, const void *src, void *dst) {
+    int last = L->ndim - 1, d0 = -1;
+    if (last < 1 || L->st[0][last] != 1 || L->st[1][last] == 1 || (elem != 4 && elem != 8)) return false;
+    for (int d = 0; d < last; d++)
+        if (L->st[1][d] == 1 && L->shape[d] >= TT) d0 = d;
+    if (d0 < 0 || L->shape[last] < TT) return false;
+    int64_t ni = L->shape[d0], nj = L->shape[last], di = L->st[0][d0], sj = L->st[1][last];
+    int64_t ti = (ni + TT - 1) / TT, tasks = L->numel / (ni * nj) * ti;
+    if (elem == 4) TRANSPOSE_T(uint32_t);
+    else TRANSPOSE_T(uint64_t);
+    return true;
+}
+
 void md__cpu_copy(const md__loop *L, size_t elem, const void *src, void *dst) {
     LOOP_SETUP(L)
+    if (copy_transposed(L, elem, src, dst)) return;
     switch (elem) {
     case 1: COPY_T(uint8_t); break;
     case 2: COPY_T(uint16_t); break;

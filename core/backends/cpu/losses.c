@@ -1,5 +1,6 @@
 /* CPU kernels of the mmdet losses (see losses.h). */
 #include <math.h>
+#include <stddef.h>
 #include "backends/cpu/detection.h"
 #include "backends/cpu/losses.h"
 
@@ -87,16 +88,50 @@ static inline double pow_gamma(double b, double g) {
     return g == 2.0 ? b * b : g == 1.0 ? b : pow(b, g);
 }
 
+/* The logistic pieces of v from one exp: e = exp(-|v|), p = sigmoid(v),
+ * q = sigmoid(-v) = 1 - p, sp = softplus(v) = -log(1-p), sn = softplus(-v)
+ * = -log p. The same values, bit for bit, as sigmoid() and softplus() above
+ * (which take exp of -|v| too), at a quarter of their exp calls. */
+typedef struct logistic { double p, q, sp, sn; } logistic;
+static inline logistic logistic_of(double v) {
+    double e = exp(-fabs(v)), l = log1p(e), r = 1.0 / (1.0 + e), s = e / (1.0 + e);
+    logistic o;
+    if (v >= 0) {
+        o.p = r;
+        o.sp = v + l;
+        o.sn = l;
+    } else {
+        o.p = s;
+        o.sp = l;
+        o.sn = -v + l;
+    }
+    /* sigmoid(-v): 1/(1+exp(v)) for v <= 0, exp(-v)/(1+exp(-v)) for v > 0 */
+    o.q = v > 0 ? s : r;
+    return o;
+}
+
 /* Positive: alpha (1-p)^gamma * -log p; negative: (1-alpha) p^gamma * -log(1-p),
  * with -log p = softplus(-x) and -log(1-p) = softplus(x). */
 void md__cpu_focal_forward(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
                            float *loss) {
+    md__cpu_focal_forward_grad(x, lab, n, c, gamma, alpha, loss, NULL);
+}
+
+void md__cpu_focal_forward_grad(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                                float *loss, float *d) {
     #pragma omp parallel for if (n * c > PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) {
-            double v = x[i * c + j], p = sigmoid(v), l;
-            if (lab[i] == j) l = alpha * pow_gamma(1.0 - p, gamma) * softplus(-v);
-            else l = (1.0 - alpha) * pow_gamma(p, gamma) * softplus(v);
+            double v = x[i * c + j], l;
+            logistic o = logistic_of(v);
+            double p = o.p, q = o.q;
+            if (lab[i] == j) {
+                l = alpha * pow_gamma(1.0 - p, gamma) * o.sn;
+                if (d) d[i * c + j] = (float)(alpha * pow_gamma(q, gamma) * (-gamma * p * o.sn - q));
+            } else {
+                l = (1.0 - alpha) * pow_gamma(p, gamma) * o.sp;
+                if (d) d[i * c + j] = (float)((1.0 - alpha) * pow_gamma(p, gamma) * (gamma * q * o.sp + p));
+            }
             loss[i * c + j] = (float)l;
         }
 }
@@ -107,9 +142,10 @@ void md__cpu_focal_backward(const float *x, const int64_t *lab, int64_t n, int64
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) {
             int64_t e = i * c + j;
-            double v = x[e], p = sigmoid(v), q = sigmoid(-v), d;
-            if (lab[i] == j) d = alpha * pow_gamma(q, gamma) * (-gamma * p * softplus(-v) - q);
-            else d = (1.0 - alpha) * pow_gamma(p, gamma) * (gamma * q * softplus(v) + p);
+            logistic o = logistic_of(x[e]);
+            double p = o.p, q = o.q, d;
+            if (lab[i] == j) d = alpha * pow_gamma(q, gamma) * (-gamma * p * o.sn - q);
+            else d = (1.0 - alpha) * pow_gamma(p, gamma) * (gamma * q * o.sp + p);
             gx[e] = (float)(md__coef(k, e) * d);
         }
 }

@@ -32,6 +32,11 @@ void md__cpu_bce_backward(const float *x, const float *t, int64_t n, const md__l
 /* Sigmoid focal loss of logits [n,c], labels [n] in [0, c] (c: background). */
 void md__cpu_focal_forward(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
                            float *loss);
+/* The forward with, in d, each element's derivative before the upstream
+ * coefficient (what md__cpu_focal_backward multiplies by md__coef): one
+ * pass of exp/log1p for both. NULL d: md__cpu_focal_forward. */
+void md__cpu_focal_forward_grad(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                                float *loss, float *d);
 void md__cpu_focal_backward(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
                             const md__loss_coef *k, float *gx);
 

@@ -1,5 +1,6 @@
 /* CPU batch-norm kernels. */
 #include <math.h>
+#include <stdbool.h>
 #include "backends/cpu/norm.h"
 
 #define PAR_MIN 32768   /* elements below which threads cost more than they save */
@@ -47,21 +48,36 @@ void md__bn_backward(const float *x, const float *gy, int64_t N, int64_t C, int6
     for (int64_t c = 0; c < C; c++) {
         double sg = 0, sgx = 0;   /* sum(gy), sum(gy * (x - mean)) */
         float m = mean[c];
+        float is = invstd[c], wc = w ? w[c] : 1.0f;
+        /* With running statistics gx needs no sums: it is written in the
+         * same pass that reads x and gy for them (the same expression as
+         * below with mg = k2 = 0), one pass over memory instead of two. */
+        bool fused = gx && !batch_stats;
         for (int64_t i = 0; i < N; i++) {
             const float *p = x + (i * C + c) * HW, *g = gy + (i * C + c) * HW;
             float a = 0, bb = 0;   /* per-plane partials in float, planes summed in double */
-            #pragma omp simd reduction(+ : a, bb)
-            for (int64_t k = 0; k < HW; k++) {
-                a += g[k];
-                bb += g[k] * (p[k] - m);
+            if (fused) {
+                float *q = gx + (i * C + c) * HW, k1 = is * wc, z = 0.0f;
+                #pragma omp simd reduction(+ : a, bb)
+                for (int64_t k = 0; k < HW; k++) {
+                    float d = p[k] - m;
+                    a += g[k];
+                    bb += g[k] * d;
+                    q[k] = (g[k] - z - d * z) * k1;
+                }
+            } else {
+                #pragma omp simd reduction(+ : a, bb)
+                for (int64_t k = 0; k < HW; k++) {
+                    a += g[k];
+                    bb += g[k] * (p[k] - m);
+                }
             }
             sg += a;
             sgx += bb;
         }
-        float is = invstd[c], wc = w ? w[c] : 1.0f;
         if (gw) gw[c] = (float)(sgx * is);
         if (gb) gb[c] = (float)sg;
-        if (!gx) continue;
+        if (!gx || fused) continue;
         double n = (double)(N * HW);
         float k1 = is * wc;
         float mg = batch_stats && n > 0 ? (float)(sg / n) : 0.0f;
