@@ -236,8 +236,9 @@ Test(ops_conv, packed_gemm_edges_match_direct_loops) { cr_assert_geq(each_varian
 /* Winograd F(2x2, 3x3), on the packed kernels: partial tiles at odd output
  * sizes, paddings 0-2, tile blocks ending mid-row (several blocks per
  * image), output channels not a multiple of the register or channel
- * blocks, depths over one K block, maps of one tile and batch 1 with fewer
- * blocks than threads (output channels shared out). For the weight
+ * blocks, depths over one K block, the smallest maps taken (4x4: four
+ * tiles) and batch 1 with fewer blocks than threads (output channels
+ * shared out); smaller maps stay on im2col. For the weight
  * gradient: chunks of 128 tiles ending mid-row (900 tiles an image, and
  * rows of 265 tiles: more than a chunk), one chunk spanning both images
  * (56 tiles each), input channels over one gw
@@ -250,10 +251,10 @@ static void winograd_cases(int id) {
     static const ref_case cases[] = {
         { 1, 8, 5, 7, 8, 3, 1, 1, 1, 1 },       { 2, 19, 17, 15, 23, 3, 1, 0, 1, 1 },
         { 1, 9, 12, 9, 57, 3, 1, 2, 1, 1 },     { 1, 300, 6, 7, 70, 3, 1, 1, 1, 1 },
-        { 2, 16, 40, 90, 12, 3, 1, 1, 1, 1 },   { 1, 64, 3, 3, 64, 3, 1, 1, 1, 1 },
-        { 1, 8, 1, 1, 8, 3, 1, 1, 1, 1 },       { 1, 33, 2, 130, 29, 3, 1, 1, 1, 1 },
-        { 1, 9, 4, 4, 10, 3, 1, 0, 1, 1 },      { 1, 530, 3, 5, 9, 3, 1, 1, 1, 1 },
-        { 1, 8, 5, 3, 460, 3, 1, 2, 1, 1 },     { 1, 8, 3, 530, 9, 3, 1, 1, 1, 1 },
+        { 2, 16, 40, 90, 12, 3, 1, 1, 1, 1 },   { 1, 64, 4, 5, 64, 3, 1, 1, 1, 1 },
+        { 1, 33, 4, 130, 29, 3, 1, 1, 1, 1 },   { 1, 9, 4, 4, 10, 3, 1, 1, 1, 1 },
+        { 1, 530, 4, 5, 9, 3, 1, 1, 1, 1 },     { 1, 8, 5, 4, 460, 3, 1, 2, 1, 1 },
+        { 1, 8, 4, 530, 9, 3, 1, 1, 1, 1 },
     };
     for (int on = 1; on >= 0; on--) {
         md__winograd_set(on);
@@ -273,6 +274,14 @@ static void winograd_cases(int id) {
             }
         }
     }
+    /* maps under 4x4 (here 3 rows; its input gradient's output is 3 rows
+     * too) stay on im2col */
+    md__winograd_set(1);
+    const ref_case tiny = { 1, 16, 3, 9, 16, 3, 1, 1, 1, 1 };
+    md__conv_shape ts = { .N = 1, .C = 16, .H = 3, .W = 9, .O = 16, .KH = 3, .KW = 3, .OH = 3, .OW = 9, .sh = 1,
+                          .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .G = 1 };
+    cr_assert(!md__winograd_applies(&ts), "a 3-row map takes Winograd");
+    check_against_reference(tiny);
     md__winograd_set(-1);
 }
 

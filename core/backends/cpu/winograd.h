@@ -10,7 +10,8 @@
  * direct sum of a few more terms (the tests bound it at the golden
  * tolerances).
  *
- * Taken for groups 1, 3x3, stride 1, dilation 1 and enough channels (see
+ * Taken for groups 1, 3x3, stride 1, dilation 1, enough channels and maps of
+ * at least 4x4 (see
  * md__winograd_applies) when a packed kernel is in force, by the forward
  * pass, by the stride-1 input gradient (itself such a convolution of gy
  * with the flipped, transposed weight) and by the weight gradient (16
