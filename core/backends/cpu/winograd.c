@@ -242,35 +242,47 @@ T512 static inline void store16(const vdst *dst, int xi, int64_t col, __m512 v) 
     _mm512_mask_storeu_ps(p + dst->ps - dst->nr, (__mmask16)~first, v);
 }
 
-T512 static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3,
-                                       int64_t len, int64_t col0, const vdst *dst) {
+/* V = B^T d B of the 16 tiles from q on (tile q + l reads columns
+ * 2(q + l) .. 2(q + l) + 3 of the four rows; the loads masked by ma, mb at
+ * 2q, 2q + 16 and ma2, mb2 at 2q + 2, 2q + 18): plane xi into v[xi]. The
+ * arithmetic of input_tiles in the same order. */
+T512 static inline void bdb16(const float *const rows[4], int64_t q, __mmask16 ma, __mmask16 mb, __mmask16 ma2,
+                              __mmask16 mb2, __m512 v[16]) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const float *rows[4] = { r0, r1, r2, r3 };
+    __m512 d[4][4], t[4][4];
+    for (int i = 0; i < 4; i++) {
+        const float *r = rows[i] + 2 * q;
+        __m512 a = _mm512_maskz_loadu_ps(ma, r), b = _mm512_maskz_loadu_ps(mb, r + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(ma2, r + 2), b2 = _mm512_maskz_loadu_ps(mb2, r + 18);
+        d[i][0] = _mm512_permutex2var_ps(a, even, b);
+        d[i][1] = _mm512_permutex2var_ps(a, odd, b);
+        d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
+        d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
+    }
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+        t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+        t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+        t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+    }
+    for (int a = 0; a < 4; a++) {
+        v[a * 4 + 0] = _mm512_sub_ps(t[a][0], t[a][2]);
+        v[a * 4 + 1] = _mm512_add_ps(t[a][1], t[a][2]);
+        v[a * 4 + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
+        v[a * 4 + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
+    }
+}
+
+/* input_tiles for whole groups of 16 tiles; returns how many it did. */
+T512 static int64_t input_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3,
+                                       int64_t len, int64_t col0, const vdst *dst) {
+    const float *const rows[4] = { r0, r1, r2, r3 };
     int64_t q = 0;
     for (; q + 16 <= len; q += 16) {
-        __m512 d[4][4], t[4][4];
-        for (int i = 0; i < 4; i++) {
-            const float *r = rows[i] + 2 * q;
-            __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16);
-            __m512 a2 = _mm512_loadu_ps(r + 2), b2 = _mm512_loadu_ps(r + 18);
-            d[i][0] = _mm512_permutex2var_ps(a, even, b);
-            d[i][1] = _mm512_permutex2var_ps(a, odd, b);
-            d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
-            d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
-        }
-        for (int j = 0; j < 4; j++) {
-            t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-            t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-            t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-            t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-        }
-        for (int a = 0; a < 4; a++) {
-            store16(dst, a * 4 + 0, col0 + q, _mm512_sub_ps(t[a][0], t[a][2]));
-            store16(dst, a * 4 + 1, col0 + q, _mm512_add_ps(t[a][1], t[a][2]));
-            store16(dst, a * 4 + 2, col0 + q, _mm512_sub_ps(t[a][2], t[a][1]));
-            store16(dst, a * 4 + 3, col0 + q, _mm512_sub_ps(t[a][1], t[a][3]));
-        }
+        __m512 v[16];
+        bdb16(rows, q, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, v);
+        for (int xi = 0; xi < 16; xi++) store16(dst, xi, col0 + q, v[xi]);
     }
     return q;
 }
@@ -611,36 +623,13 @@ T512 static void grad_tiles_avx512(const float *g0, const float *g1, int64_t len
  * [0, 2 len + 2) only); the arithmetic of input_tiles in the same order. */
 T512 static void xform_tiles_avx512(const float *r0, const float *r1, const float *r2, const float *r3, int64_t len,
                                     int64_t col0, float *dst, size_t plane) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const float *rows[4] = { r0, r1, r2, r3 };
+    const float *const rows[4] = { r0, r1, r2, r3 };
     for (int64_t q = 0; q < len; q += 16) {
         const int64_t n = 2 * (len - q) + 2;
-        const __mmask16 ma = lanes_upto(n), mb = lanes_upto(n - 16), ma2 = lanes_upto(n - 2),
-                        mb2 = lanes_upto(n - 18), st = lanes_upto(len - q);
-        __m512 d[4][4], t[4][4];
-        for (int i = 0; i < 4; i++) {
-            const float *r = rows[i] + 2 * q;
-            __m512 a = _mm512_maskz_loadu_ps(ma, r), b = _mm512_maskz_loadu_ps(mb, r + 16);
-            __m512 a2 = _mm512_maskz_loadu_ps(ma2, r + 2), b2 = _mm512_maskz_loadu_ps(mb2, r + 18);
-            d[i][0] = _mm512_permutex2var_ps(a, even, b);
-            d[i][1] = _mm512_permutex2var_ps(a, odd, b);
-            d[i][2] = _mm512_permutex2var_ps(a2, even, b2);
-            d[i][3] = _mm512_permutex2var_ps(a2, odd, b2);
-        }
-        for (int j = 0; j < 4; j++) {
-            t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-            t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-            t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-            t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-        }
-        float *o = dst + col0 + q;
-        for (int a = 0; a < 4; a++) {
-            _mm512_mask_storeu_ps(o + (a * 4 + 0) * plane, st, _mm512_sub_ps(t[a][0], t[a][2]));
-            _mm512_mask_storeu_ps(o + (a * 4 + 1) * plane, st, _mm512_add_ps(t[a][1], t[a][2]));
-            _mm512_mask_storeu_ps(o + (a * 4 + 2) * plane, st, _mm512_sub_ps(t[a][2], t[a][1]));
-            _mm512_mask_storeu_ps(o + (a * 4 + 3) * plane, st, _mm512_sub_ps(t[a][1], t[a][3]));
-        }
+        const __mmask16 st = lanes_upto(len - q);
+        __m512 v[16];
+        bdb16(rows, q, lanes_upto(n), lanes_upto(n - 16), lanes_upto(n - 2), lanes_upto(n - 18), v);
+        for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(dst + col0 + q + xi * plane, st, v[xi]);
     }
 }
 /* A dY A^T of global tiles [t0, t1) for the output channels [o0, o0 + rows)
