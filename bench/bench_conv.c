@@ -14,8 +14,9 @@
  * convolution's FLOPs over the time, an effective rate).
  * CPU time is the process's (all threads): with MMDET_NUM_THREADS=1 it is
  * the kernel's cost, little disturbed by other jobs on the machine.
- * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) limits the phase
- * timing to those stages. */
+ * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) and
+ * $MMDET_BENCH_CONV_PASSES (fwd, bwd_input, bwd_weight) limit the phase
+ * timing to those stages and passes (for profiling one of them). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,8 @@
 typedef struct stage { const char *name; int C, O, H, K, stride, pad; } stage;
 
 /* The 3x3 convs of each ResNet-50 stage at a 512x512 input, the 7x7 stem,
- * and a bottleneck's 1x1 reduction in the first stage. */
+ * and the other kinds a bottleneck has: 1x1 reductions and expansions, the
+ * strided 3x3 opening a stage and its strided 1x1 shortcut. */
 static const stage STAGES[] = {
     { "stem", 3, 64, 512, 7, 2, 3 },
     { "res2_3x3", 64, 64, 128, 3, 1, 1 },
@@ -38,6 +40,11 @@ static const stage STAGES[] = {
     { "res4_3x3", 256, 256, 32, 3, 1, 1 },
     { "res5_3x3", 512, 512, 16, 3, 1, 1 },
     { "res2_1x1", 256, 64, 128, 1, 1, 0 },
+    { "res2_1x1_up", 64, 256, 128, 1, 1, 0 },
+    { "res3_3x3_s2", 128, 128, 128, 3, 2, 1 },
+    { "res3_down", 256, 512, 128, 1, 2, 0 },
+    { "res4_1x1", 1024, 256, 32, 1, 1, 0 },
+    { "res5_1x1_up", 512, 2048, 16, 1, 1, 0 },
 };
 
 
@@ -74,6 +81,7 @@ static int bench_phases(int reps, int threads) {
     md_rng_seed(&r, 1);
     const int N = 2;
     const char *stages = getenv("MMDET_BENCH_CONV_STAGES");   /* e.g. "stem,res2_1x1"; default all */
+    const char *passes = getenv("MMDET_BENCH_CONV_PASSES");
     double *wall = malloc(sizeof(double) * (size_t)reps * (size_t)nk * 3);
     double *cpu = malloc(sizeof(double) * (size_t)reps * (size_t)nk * 3);
     for (size_t si = 0; si < sizeof STAGES / sizeof STAGES[0]; si++) {
@@ -93,6 +101,7 @@ static int bench_phases(int reps, int threads) {
                 md__convk_set(kernels[ki]);
                 md__winograd_set(wino[ki]);
                 for (int ph = 0; ph < 3; ph++) {
+                    if (passes && *passes && !strstr(passes, PHASES[ph])) continue;
                     size_t wf = md__conv2d_work_floats(&s, ph, threads);
                     float *work = malloc(sizeof(float) * (wf ? wf : 1));
                     memset(work, 0, sizeof(float) * (wf ? wf : 1));   /* fault the pages in outside the timing */
@@ -111,6 +120,7 @@ static int bench_phases(int reps, int threads) {
             }
         for (int ki = 0; ki < nk; ki++)
             for (int ph = 0; ph < 3; ph++) {
+                if (passes && *passes && !strstr(passes, PHASES[ph])) continue;
                 double *wv = wall + ((size_t)(ki * 3 + ph)) * (size_t)reps, *cv = cpu + ((size_t)(ki * 3 + ph)) * (size_t)reps;
                 double best = cv[0];
                 for (int i = 1; i < reps; i++) best = cv[i] < best ? cv[i] : best;

@@ -199,6 +199,7 @@ static void input_gradient_cases(int id) {
         check_against_reference((ref_case){ 2, 3, 23, 21, 8, 7, 2, 3, 1, 1 });   /* stem-like 7x7/2 */
         check_against_reference((ref_case){ 1, 5, 17, 19, 4, 3, 3, 1, 1, 1 });   /* stride 3 */
         check_against_reference((ref_case){ 1, 4, 9, 13, 6, 1, 2, 0, 1, 2 });    /* 1x1/2 */
+        check_against_reference((ref_case){ 1, 64, 30, 26, 40, 3, 2, 1, 1, 1 }); /* 3x3/2: 128-pixel tiles, mid-row */
     }
 }
 
@@ -227,7 +228,12 @@ static void packed_edge_cases(int id) {
         check_against_reference((ref_case){ 1, 8, 1, 1, 9, 1, 1, 0, 1, 1 });     /* one pixel */
         check_against_reference((ref_case){ 2, 4, 6, 64, 7, 3, 1, 1, 1, 1 });    /* rows of 64: padding at panel ends */
         check_against_reference((ref_case){ 1, 3, 9, 32, 5, 3, 1, 2, 2, 1 });    /* rows of 32, dilation 2 */
-        check_against_reference((ref_case){ 2, 6, 5, 7, 460, 3, 1, 1, 1, 1 });   /* O 460: two row blocks of gw */
+        check_against_reference((ref_case){ 2, 6, 5, 7, 460, 3, 1, 1, 1, 1 });   /* gw^T: O 460 on the GEMM's N */
+        /* the weight gradient's two layouts with two blocks each: gw (O 462
+         * fills 14-row panels) and gw^T (Kg 500 in 14-row panels, O 544 on N) */
+        check_against_reference((ref_case){ 1, 64, 5, 7, 462, 1, 1, 0, 1, 1 });
+        check_against_reference((ref_case){ 1, 20, 9, 10, 64, 5, 1, 2, 1, 1 });
+        check_against_reference((ref_case){ 1, 2, 5, 5, 544, 3, 1, 1, 1, 1 });
     }
 }
 

@@ -28,6 +28,7 @@
 #define TILE_FLOATS ((int64_t)256 * 1024)
 #define TILE_MIN 128
 #define TILE_MAX 4096
+#define STILE_FLOATS ((int64_t)96 * 1024)   /* strided input gradient: B block + col tile */
 
 static int64_t kg_of(const md__conv_shape *s) { return s->C / s->G * s->KH * s->KW; }
 
@@ -41,6 +42,17 @@ static int64_t tile_cols(const md__conv_shape *s) {
     t = t / 16 * 16;
     if (t < TILE_MIN) t = TILE_MIN;
     if (t > TILE_MAX) t = TILE_MAX;
+    if (t > ohw) t = ohw;
+    return t > 0 ? t : 1;
+}
+
+/* Column tile of the packed strided input gradient: its B block (the
+ * GEMM's K block of gy rows) and the col tile it writes stay in L2
+ * together, col2im reading the tile back from there. */
+static int64_t strided_cols(const md__conv_shape *s, int64_t rows) {
+    int64_t og = s->O / s->G, kc = og < MD_GEMM_KC ? og : MD_GEMM_KC, ohw = s->OH * s->OW;
+    int64_t t = STILE_FLOATS / (kc + rows) / 32 * 32;
+    if (t < 64) t = 64;
     if (t > ohw) t = ohw;
     return t > 0 ? t : 1;
 }
@@ -126,41 +138,56 @@ static size_t packed_forward_floats(const md__gemm_kernel *kn, const md__conv_sh
     return (size_t)s->G * p.asz + (size_t)nt * (p.bsz + ALIGN_SLACK) + ALIGN_SLACK;
 }
 
-typedef struct wg_plan { int64_t nc, nblk, mc, mblk, units; size_t per_thread; } wg_plan;
+typedef struct wg_plan { int64_t nc, nblk, mc, mblk, units, tr; size_t per_thread; } wg_plan;
 
-/* Units are (group, block of mc rows, block of nc columns) of gw: a unit
- * packs its rows of gy (A) once per pixel chunk and its columns of col^T
- * (B) once per chunk, so blocks are wide (<= WG_NC columns, <= WG_MC rows)
- * to keep the repacking of either operand low; there are at least as many
- * units as threads where the shape allows. */
+/* Share of a GEMM's micro-tiles that is real work (M rows in panels of mr,
+ * N columns in panels of nr), in units of 1/1024. */
+static int64_t tile_use(int64_t M, int64_t N, int64_t mr, int64_t nr) {
+    int64_t mp = (M + mr - 1) / mr * mr, np = (N + nr - 1) / nr * nr;
+    return mp > 0 && np > 0 ? 1024 * M / mp * N / np : 0;
+}
+
+/* Units are (group, block of mc rows of gw (output channels), block of nc
+ * of its columns (Kg)): a unit packs its gy rows and its col^T columns once
+ * per pixel chunk, so blocks are wide (<= WG_NC along the GEMM's N, <= WG_MC
+ * along its M) to keep the repacking low; there are at least as many units
+ * as threads where the shape allows. The GEMM computes the block (gy as A,
+ * col^T as B), or its transpose (col as A, gy^T as B; `tr`) where that
+ * wastes fewer micro-tile lanes: a 7x7 stem's 147 columns fill 14-row
+ * panels better than 32-column ones. */
 static wg_plan plan_weight(const md__gemm_kernel *kn, const md__conv_shape *s, int nthreads) {
     const int64_t Og = s->O / s->G, Kg = kg_of(s), nr = kn->nr, mr = kn->mr;
     wg_plan p = { 0 };
-    p.nblk = (Kg + WG_NC - 1) / WG_NC;
-    p.mblk = (Og + WG_MC - 1) / WG_MC;
+    p.tr = tile_use(Kg, Og, mr, nr) > tile_use(Og, Kg, mr, nr);
+    /* o blocks align to the GEMM dimension they are (M: mr, N: nr), r blocks to the other */
+    const int64_t ao = p.tr ? nr : mr, ar = p.tr ? mr : nr;
+    const int64_t lo = p.tr ? WG_NC : WG_MC, lr = p.tr ? WG_MC : WG_NC;
+    p.nblk = (Kg + lr - 1) / lr;
+    p.mblk = (Og + lo - 1) / lo;
     if (p.nblk < 1) p.nblk = 1;
     if (p.mblk < 1) p.mblk = 1;
+    int64_t most = (Kg + ar - 1) / ar;
     if (s->G * p.nblk * p.mblk < nthreads) {   /* more column blocks for idle threads */
-        int64_t want = (nthreads + s->G * p.mblk - 1) / (s->G * p.mblk), most = (Kg + nr - 1) / nr;
+        int64_t want = (nthreads + s->G * p.mblk - 1) / (s->G * p.mblk);
         p.nblk = want < most ? want : most;
         if (p.nblk < 1) p.nblk = 1;
     }
     /* few units: make their count a multiple of the threads (3 units on 2
      * threads leave one idle half the time) */
-    int64_t most = (Kg + nr - 1) / nr;
     if (nthreads > 1 && s->G * p.mblk * p.nblk < 8 * nthreads)
         while ((s->G * p.mblk * p.nblk) % nthreads && p.nblk < most) p.nblk++;
     int64_t nc = (Kg + p.nblk - 1) / p.nblk, mc = (Og + p.mblk - 1) / p.mblk;
-    p.nc = (nc + nr - 1) / nr * nr;
-    p.mc = (mc + mr - 1) / mr * mr;
-    if (p.nc < nr) p.nc = nr;
-    if (p.mc < mr) p.mc = mr;
+    p.nc = (nc + ar - 1) / ar * ar;
+    p.mc = (mc + ao - 1) / ao * ao;
     p.nblk = (Kg + p.nc - 1) / p.nc;
     p.mblk = (Og + p.mc - 1) / p.mc;
     p.units = s->G * p.mblk * p.nblk;
-    /* packed gy chunk, packed col^T chunk, and a row-major im2col chunk */
-    p.per_thread = md__pack_a_floats(kn, p.mc, WG_CHUNK) + md__pack_b_floats(kn, p.nc, WG_CHUNK) +
-                   (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK)) + 3 * ALIGN_SLACK;
+    /* packed gy chunk, packed col^T chunk, a row-major im2col chunk, and
+     * for `tr` the transposed block */
+    size_t gyp = p.tr ? md__pack_b_floats(kn, p.mc, WG_CHUNK) : md__pack_a_floats(kn, p.mc, WG_CHUNK);
+    size_t colp = p.tr ? md__pack_a_floats(kn, p.nc, WG_CHUNK) : md__pack_b_floats(kn, p.nc, WG_CHUNK);
+    p.per_thread = gyp + colp + (is_pointwise(s) ? 0 : (size_t)(p.nc * WG_CHUNK)) +
+                   (p.tr ? (size_t)(p.nc * p.mc) : 0) + 4 * ALIGN_SLACK;
     return p;
 }
 
@@ -188,9 +215,11 @@ size_t md__conv2d_work_floats(const md__conv_shape *s, int which, int nthreads) 
             return (size_t)(s->O * kg_of(s)) + md__conv2d_work_floats(&ts, MD_CONV_FWD, nthreads);
         int64_t cg = s->C / s->G, cb = channel_blocks(s, nthreads);
         int64_t rows = (cg + cb - 1) / cb * s->KH * s->KW;
-        if (kn)   /* per thread: the item's packed w^T rows, a packed gy tile, the col tile */
+        if (kn) {   /* per thread: the item's packed w^T rows, a packed gy tile, the col tile */
+            int64_t ts = strided_cols(s, rows);
             return (size_t)nthreads * (md__pack_a_floats(kn, rows, s->O / s->G) +
-                                       md__pack_b_floats(kn, t, s->O / s->G) + (size_t)(rows * t) + 3 * ALIGN_SLACK);
+                                       md__pack_b_floats(kn, ts, s->O / s->G) + (size_t)(rows * ts) + 3 * ALIGN_SLACK);
+        }
         return (size_t)(nthreads * rows * t);
     }
     default: {
@@ -272,14 +301,22 @@ static void im2col_tile(const md__conv_shape *s, const float *x, int64_t r0, int
  * with zero columns. One copy from the input into the layout the
  * micro-kernel reads; stride-1 and -2 rows go through md__pack_row_run (one
  * call per output row, padding included), larger strides through im2col_run. */
+#define PF_ROWS 8   /* pointwise rows prefetched ahead (im2col_panels) */
 static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
                           int64_t j1, const md__gemm_kernel *kn, float *pb) {
     const int64_t OW = s->OW, KH = s->KH, KW = s->KW, H = s->H, W = s->W, HW = H * W, K = r1 - r0;
     const int64_t len = j1 - j0, nr = kn->nr, pstride = md__pb_stride(kn, K);
+    /* a pointwise B block is len-float runs of rows HW apart, straight from
+     * memory (a 1x1 conv's input is seldom in cache): row r + PF_ROWS is
+     * prefetched while row r is copied, so several rows' misses overlap
+     * (15 % on a 256-channel 1x1 forward) */
+    const int pf = is_pointwise(s);
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
         const float *xc = x + c * HW;
         float *rowp = pb + (r - r0) * nr;
+        if (pf && r + PF_ROWS < r1)
+            for (int64_t t = 0; t < len; t += 16) __builtin_prefetch(x + (r + PF_ROWS) * HW + j0 + t, 0, 3);
         int64_t oh = j0 / OW, ow = j0 % OW;
         if (s->sw <= 2) {
             const int64_t sw = s->sw;
@@ -317,8 +354,8 @@ static void im2col_panels(const md__conv_shape *s, const float *x, int64_t r0, i
 }
 
 /* The transpose of im2col_tile: gx[c, ih, iw] += col[r - r0, j - j0]. */
-static void col2im_tile(const md__conv_shape *s, const float *col, int64_t r0, int64_t r1, int64_t j0,
-                        int64_t j1, float *gx) {
+static void col2im_tile(const md__gemm_kernel *kn, const md__conv_shape *s, const float *col, int64_t r0,
+                        int64_t r1, int64_t j0, int64_t j1, float *gx) {
     const int64_t H = s->H, W = s->W, OW = s->OW, KH = s->KH, KW = s->KW, len = j1 - j0;
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (KH * KW), ki = r / KW % KH, kj = r % KW;
@@ -331,17 +368,11 @@ static void col2im_tile(const md__conv_shape *s, const float *col, int64_t r0, i
             int64_t ih = oh * s->sh - s->ph + ki * s->dh;
             if (ih >= 0 && ih < H) {
                 float *row = gc + ih * W;
-                int64_t iw = ow0 * s->sw - s->pw + kj * s->dw;
-                if (s->sw == 1) {
-                    int64_t lo = iw < 0 ? -iw : 0;
-                    if (lo > cnt) lo = cnt;
-                    int64_t hi = W - iw;
-                    if (hi > cnt) hi = cnt;
-                    for (int64_t k = lo; k < hi; k++) row[iw + k] += src[k];
-                } else {
-                    for (int64_t k = 0; k < cnt; k++, iw += s->sw)
-                        if (iw >= 0 && iw < W) row[iw] += src[k];
-                }
+                /* the run's k with 0 <= iw + k*sw < W */
+                int64_t iw = ow0 * s->sw - s->pw + kj * s->dw, sw = s->sw;
+                int64_t lo = iw < 0 ? (-iw + sw - 1) / sw : 0, hi = iw < W ? (W - iw + sw - 1) / sw : 0;
+                if (hi > cnt) hi = cnt;
+                if (lo < hi) md__add_run(kn, row + iw + lo * sw, sw, src + lo, hi - lo);
             }
             src += cnt;
             j += cnt;
@@ -457,34 +488,48 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
         return;
     }
     int nt = p.units < nthreads ? (int)p.units : nthreads;
-    const size_t asz = md__pack_a_floats(kn, p.mc, WG_CHUNK), bsz = md__pack_b_floats(kn, p.nc, WG_CHUNK);
+    const size_t gysz = p.tr ? md__pack_b_floats(kn, p.mc, WG_CHUNK) : md__pack_a_floats(kn, p.mc, WG_CHUNK);
+    const size_t colsz = p.tr ? md__pack_a_floats(kn, p.nc, WG_CHUNK) : md__pack_b_floats(kn, p.nc, WG_CHUNK);
     #pragma omp parallel num_threads(nt)
     {
-        float *pa = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
-        float *pb = align64(pa + asz), *col = align64(pb + bsz);
+        float *pgy = align64(work + (size_t)omp_get_thread_num() * p.per_thread);
+        float *pcol = align64(pgy + gysz), *col = align64(pcol + colsz);
+        float *ct = align64(col + (pw ? 0 : p.nc * WG_CHUNK));   /* tr: the block's transpose, [r][o] */
         #pragma omp for schedule(static)
         for (int64_t u = 0; u < p.units; u++) {
             int64_t g = u / (p.nblk * p.mblk), mb = u / p.nblk % p.mblk;
             int64_t r0 = u % p.nblk * p.nc, r1 = r0 + p.nc < Kg ? r0 + p.nc : Kg;
-            int64_t m0 = mb * p.mc, m1 = m0 + p.mc < Og ? m0 + p.mc : Og, mp = (m1 - m0 + kn->mr - 1) / kn->mr;
+            int64_t m0 = mb * p.mc, m1 = m0 + p.mc < Og ? m0 + p.mc : Og;
+            int64_t mo = m1 - m0, mrr = r1 - r0;
             float *c = gw + (g * Og + m0) * Kg + r0;
             int acc = 0;
             for (int64_t n = 0; n < s->N; n++) {
                 const float *xg = x + (n * s->C + g * Cg) * HW, *gyg = gy + (n * s->O + g * Og + m0) * OHW;
                 for (int64_t j0 = 0; j0 < OHW; j0 += WG_CHUNK) {
                     int64_t kp = OHW - j0 < WG_CHUNK ? OHW - j0 : WG_CHUNK;
-                    /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r, j0 + k] */
-                    md__pack_a(kn, gyg + j0, OHW, 1, m1 - m0, kp, 0, mp, pa);
-                    if (pw) {
-                        md__pack_b(kn, xg + r0 * HW + j0, 1, HW, kp, r1 - r0, pb);
-                    } else {
+                    /* col[r][k] = x's im2col at pixel j0 + k, rows r0.. (x itself when pointwise) */
+                    const float *cs = xg + r0 * HW + j0;
+                    int64_t ldcol = HW;
+                    if (!pw) {
                         im2col_tile(s, xg, r0, r1, j0, j0 + kp, kn, col);
-                        md__pack_b(kn, col, 1, kp, kp, r1 - r0, pb);
+                        cs = col;
+                        ldcol = kp;
                     }
-                    md__gemm_packed(kn, m1 - m0, r1 - r0, kp, pa, kp, pb, c, Kg, acc);
+                    if (p.tr) {   /* A[r][k] = col[r][k]; B[k][o] = gy[o, j0 + k] */
+                        md__pack_a(kn, cs, ldcol, 1, mrr, kp, 0, (mrr + kn->mr - 1) / kn->mr, pcol);
+                        md__pack_b(kn, gyg + j0, 1, OHW, kp, mo, pgy);
+                        md__gemm_packed(kn, mrr, mo, kp, pcol, kp, pgy, ct, p.mc, acc);
+                    } else {      /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r][k] */
+                        md__pack_a(kn, gyg + j0, OHW, 1, mo, kp, 0, (mo + kn->mr - 1) / kn->mr, pgy);
+                        md__pack_b(kn, cs, 1, ldcol, kp, mrr, pcol);
+                        md__gemm_packed(kn, mo, mrr, kp, pgy, kp, pcol, c, Kg, acc);
+                    }
                     acc = 1;
                 }
             }
+            if (p.tr)
+                for (int64_t o = 0; o < mo; o++)
+                    for (int64_t r = 0; r < mrr; r++) c[o * Kg + r] = ct[r * p.mc + o];
         }
     }
 }
@@ -568,7 +613,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
          * col2im into the item's own channels. Each gx element sums its
          * taps in an order fixed by the shape: any thread count gives the
          * same bits. */
-        const int64_t rows = cper * KK;
+        const int64_t rows = cper * KK, T = strided_cols(s, rows);
         const size_t asz = md__pack_a_floats(kn, rows, Og), bsz = md__pack_b_floats(kn, T, Og);
         const size_t per = asz + bsz + (size_t)(rows * T) + 3 * ALIGN_SLACK;
         #pragma omp parallel num_threads(nt)
@@ -589,7 +634,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
                     int64_t j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
                     md__pack_b(kn, gyg + j0, OHW, 1, Og, len, pb);
                     md__gemm_packed(kn, r1 - r0, len, Og, pa, Og, pb, col, len, 0);
-                    col2im_tile(s, col, r0, r1, j0, j1, gxg);
+                    col2im_tile(kn, s, col, r0, r1, j0, j1, gxg);
                 }
             }
         }
@@ -617,7 +662,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
                     int64_t r0 = c0 * KK, r1 = c1 * KK;
                     md__sgemm(true, false, r1 - r0, len, Og, 1.0f, wg + r0, Kg, gyg + j0, OHW, 0.0f, col,
                               len);
-                    col2im_tile(s, col, r0, r1, j0, j1, gxg);
+                    col2im_tile(kn, s, col, r0, r1, j0, j1, gxg);
                 }
             }
         }

@@ -15,10 +15,8 @@
 #define MD_HAVE_X86 0
 #endif
 
-/* K block: a B panel (KC x nr, 32 KB for nr = 32) stays in L1 while every A
- * panel of an M block (<= MC_FLOATS, in L2) passes over it. */
+/* K block: callers keep a B block (KC x N) within L2. */
 #define KC MD_GEMM_KC
-#define MC_FLOATS ((int64_t)96 * 1024)
 
 #if MD_HAVE_X86
 #define T512 __attribute__((target("avx512f,avx2,fma")))
@@ -194,6 +192,23 @@ static T512 void row_run2_avx512(float *row, int64_t pstride, int64_t off, const
     }
 }
 
+/* dst[2t] += src[t], t < n: one load, two permutes and two even-lane
+ * masked read-modify-writes per 16 values. */
+static T512 void add_run2_avx512(float *dst, const float *src, int64_t n) {
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __mmask16 even = 0x5555;
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        __m512 v = _mm512_loadu_ps(src + t);
+        float *d = dst + 2 * t;
+        __m512 d0 = _mm512_maskz_loadu_ps(even, d), d1 = _mm512_maskz_loadu_ps(even, d + 16);
+        _mm512_mask_storeu_ps(d, even, _mm512_add_ps(d0, _mm512_permutexvar_ps(lo, v)));
+        _mm512_mask_storeu_ps(d + 16, even, _mm512_add_ps(d1, _mm512_permutexvar_ps(hi, v)));
+    }
+    for (; t < n; t++) dst[2 * t] += src[t];
+}
+
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -347,6 +362,19 @@ void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int
     }
 }
 
+void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t n) {
+#if MD_HAVE_X86
+    if (k && k->id == MD_CONVK_AVX512 && sw == 2) {
+        add_run2_avx512(dst, src, n);
+        return;
+    }
+#endif
+    if (sw == 1)
+        for (int64_t t = 0; t < n; t++) dst[t] += src[t];
+    else
+        for (int64_t t = 0; t < n; t++) dst[t * sw] += src[t];
+}
+
 void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,
                 int64_t p0, int64_t p1, float *pa) {
     const int64_t mr = k->mr;
@@ -444,27 +472,28 @@ void md__gemm_packed_ep(const md__gemm_kernel *k, int64_t M, int64_t N, int64_t 
     const int64_t pbs = md__pb_stride(k, K);
     /* equal K blocks of at most KC */
     const int64_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
-    int64_t mcp = MC_FLOATS / (kcb * mr);
-    if (mcp < 1) mcp = 1;
     for (int64_t k0 = 0; k0 < K; k0 += kcb) {
         int64_t kc = K - k0 < kcb ? K - k0 : kcb;
         int a_acc = acc || k0 > 0, last = k0 + kc >= K;
-        for (int64_t ib = 0; ib < mp; ib += mcp) {
-            int64_t ie = ib + mcp < mp ? ib + mcp : mp;
+        /* row panel by row panel: the A panel (mr x kc) stays in L1 while
+         * the B block passes under it, and C is written along its rows.
+         * Column panel outermost wrote mr-row strips down all of C: with a
+         * power-of-two ldc (a 128x128 map) every row of the strip fell in
+         * the same cache set, and a 64-deep 1x1 input gradient ran at half
+         * the rate. */
+        for (int64_t ip = 0; ip < mp; ip++) {
+            int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);
+            md__epilogue te, *tep = NULL;
+            if (ep && last) {   /* the tile's rows of the per-row vectors */
+                te = (md__epilogue){ ep->scale ? ep->scale + ip * mr : NULL,
+                                     ep->shift ? ep->shift + ip * mr : NULL, ep->relu };
+                tep = &te;
+            }
+            const float *ap = pa + ip * mr * a_depth + k0 * mr;
+            float *crow = C + ip * mr * ldc;
             for (int64_t jp = 0; jp < np; jp++) {
-                const float *bp = pb + jp * pbs + k0 * nr;
                 int cols = (int)(N - jp * nr < nr ? N - jp * nr : nr);
-                for (int64_t ip = ib; ip < ie; ip++) {
-                    int rows = (int)(M - ip * mr < mr ? M - ip * mr : mr);
-                    md__epilogue te, *tep = NULL;
-                    if (ep && last) {   /* the tile's rows of the per-row vectors */
-                        te = (md__epilogue){ ep->scale ? ep->scale + ip * mr : NULL,
-                                             ep->shift ? ep->shift + ip * mr : NULL, ep->relu };
-                        tep = &te;
-                    }
-                    k->fn(kc, pa + ip * mr * a_depth + k0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, rows, cols,
-                          a_acc, tep);
-                }
+                k->fn(kc, ap, pb + jp * pbs + k0 * nr, crow + jp * nr, ldc, rows, cols, a_acc, tep);
             }
         }
     }

@@ -75,6 +75,10 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
 void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int64_t off, const float *src,
                       int64_t sw, int64_t n, int64_t lo, int64_t hi);
 
+/* The transpose of a run, col2im's: dst[t*sw] += src[t] for t < n (k may
+ * be NULL: plain loops). */
+void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t n);
+
 /* K block of the driver (and of the forward convolution's B blocks). */
 #define MD_GEMM_KC 256
 
