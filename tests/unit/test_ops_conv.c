@@ -200,6 +200,7 @@ static void input_gradient_cases(int id) {
         check_against_reference((ref_case){ 1, 5, 17, 19, 4, 3, 3, 1, 1, 1 });   /* stride 3 */
         check_against_reference((ref_case){ 1, 4, 9, 13, 6, 1, 2, 0, 1, 2 });    /* 1x1/2 */
         check_against_reference((ref_case){ 1, 64, 30, 26, 40, 3, 2, 1, 1, 1 }); /* 3x3/2: 128-pixel tiles, mid-row */
+        check_against_reference((ref_case){ 1, 2048, 40, 38, 16, 1, 2, 0, 1, 1 }); /* 1x1/2: written, not added */
     }
 }
 

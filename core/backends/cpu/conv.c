@@ -380,6 +380,32 @@ static void col2im_tile(const md__gemm_kernel *kn, const md__conv_shape *s, cons
     }
 }
 
+/* col2im of a 1x1 convolution without padding (stride sh, sw): input pixel
+ * (ih, iw) takes at most one value, at ih % sh == iw % sw == 0, so the
+ * tile's output rows are written whole (values and zeros) over the span
+ * they own, and gx needs no clearing first. Spans of consecutive tiles
+ * meet where the rows do: every gx element is written once. */
+static void col2im_assign(const md__gemm_kernel *kn, const md__conv_shape *s, const float *col, int64_t c0,
+                          int64_t c1, int64_t j0, int64_t j1, float *gx) {
+    const int64_t H = s->H, W = s->W, OW = s->OW, len = j1 - j0, sh = s->sh, sw = s->sw;
+    for (int64_t c = c0; c < c1; c++) {
+        float *gc = gx + c * H * W;
+        const float *src = col + (c - c0) * len;
+        for (int64_t j = j0; j < j1;) {
+            int64_t oh = j / OW, ow0 = j % OW, cnt = OW - ow0;
+            if (cnt > j1 - j) cnt = j1 - j;
+            /* columns [ow0*sw, end): to W when the run closes the row */
+            int64_t b = ow0 * sw, e = ow0 + cnt == OW ? W : (ow0 + cnt) * sw;
+            float *row = gc + oh * sh * W;
+            md__put_run(kn, row + b, sw, src, e - b);
+            for (int64_t ih = oh * sh + 1; ih < (oh + 1) * sh && ih < H; ih++)
+                memset(gc + ih * W + b, 0, sizeof(float) * (size_t)(e - b));
+            src += cnt;
+            j += cnt;
+        }
+    }
+}
+
 /* Work item `it` of the forward and weight-gradient kernels is (image,
  * group, column tile); its input operand [Kg, len] is the input itself for a
  * pointwise convolution, else the im2col tile written into `col`. */
@@ -614,6 +640,7 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
          * taps in an order fixed by the shape: any thread count gives the
          * same bits. */
         const int64_t rows = cper * KK, T = strided_cols(s, rows);
+        const int assign = KK == 1 && s->ph == 0 && s->pw == 0;
         const size_t asz = md__pack_a_floats(kn, rows, Og), bsz = md__pack_b_floats(kn, T, Og);
         const size_t per = asz + bsz + (size_t)(rows * T) + 3 * ALIGN_SLACK;
         #pragma omp parallel num_threads(nt)
@@ -628,13 +655,14 @@ void md__conv2d_backward_input(const md__conv_shape *s, const float *gy, const f
                 int64_t r0 = c0 * KK, r1 = c1 * KK, mp = (r1 - r0 + kn->mr - 1) / kn->mr;
                 float *gxg = gx + (n * s->C + g * Cg) * HW;
                 const float *gyg = gy + (n * s->O + g * Og) * OHW, *wg = w + g * Og * Kg;
-                memset(gxg + c0 * HW, 0, sizeof(float) * (size_t)((c1 - c0) * HW));
+                if (!assign) memset(gxg + c0 * HW, 0, sizeof(float) * (size_t)((c1 - c0) * HW));
                 md__pack_a(kn, wg + r0, 1, Kg, r1 - r0, Og, 0, mp, pa);   /* A[r][o] = w[o][r0 + r] */
                 for (int64_t j0 = 0; j0 < OHW; j0 += T) {
                     int64_t j1 = j0 + T < OHW ? j0 + T : OHW, len = j1 - j0;
                     md__pack_b(kn, gyg + j0, OHW, 1, Og, len, pb);
                     md__gemm_packed(kn, r1 - r0, len, Og, pa, Og, pb, col, len, 0);
-                    col2im_tile(kn, s, col, r0, r1, j0, j1, gxg);
+                    if (assign) col2im_assign(kn, s, col, c0, c1, j0, j1, gxg);
+                    else col2im_tile(kn, s, col, r0, r1, j0, j1, gxg);
                 }
             }
         }

@@ -209,6 +209,21 @@ static T512 void add_run2_avx512(float *dst, const float *src, int64_t n) {
     for (; t < n; t++) dst[2 * t] += src[t];
 }
 
+/* dst[j] = src[j / 2] at even j, 0 at odd j, for j < span: whole lines
+ * written once, nothing read back. */
+static T512 void put_run2_avx512(float *dst, const float *src, int64_t span) {
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __mmask16 even = 0x5555;
+    int64_t j = 0;
+    for (; j + 32 <= span; j += 32) {
+        __m512 v = _mm512_loadu_ps(src + j / 2);
+        _mm512_storeu_ps(dst + j, _mm512_maskz_permutexvar_ps(even, lo, v));
+        _mm512_storeu_ps(dst + j + 16, _mm512_maskz_permutexvar_ps(even, hi, v));
+    }
+    for (; j < span; j++) dst[j] = j % 2 ? 0.0f : src[j / 2];
+}
+
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -373,6 +388,16 @@ void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *
         for (int64_t t = 0; t < n; t++) dst[t] += src[t];
     else
         for (int64_t t = 0; t < n; t++) dst[t * sw] += src[t];
+}
+
+void md__put_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t span) {
+#if MD_HAVE_X86
+    if (k && k->id == MD_CONVK_AVX512 && sw == 2) {
+        put_run2_avx512(dst, src, span);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < span; j++) dst[j] = j % sw ? 0.0f : src[j / sw];
 }
 
 void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,

@@ -79,6 +79,10 @@ void md__pack_row_run(const md__gemm_kernel *k, float *row, int64_t pstride, int
  * be NULL: plain loops). */
 void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t n);
 
+/* dst[j] = src[j / sw] where sw divides j, else 0, for j < span (a
+ * strided 1x1 convolution's input gradient: every position written once). */
+void md__put_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t span);
+
 /* K block of the driver (and of the forward convolution's B blocks). */
 #define MD_GEMM_KC 256
 
