@@ -11,7 +11,10 @@ torch.set_num_threads(int(os.environ.get("MMDET_NUM_THREADS", "2")))
 REPS = max(1, int(os.environ.get("MMDET_BENCH_REPS", "5")))
 STAGES = [("stem", 3, 64, 512, 7, 2, 3), ("res2_3x3", 64, 64, 128, 3, 1, 1),
           ("res3_3x3", 128, 128, 64, 3, 1, 1), ("res4_3x3", 256, 256, 32, 3, 1, 1),
-          ("res5_3x3", 512, 512, 16, 3, 1, 1), ("res2_1x1", 256, 64, 128, 1, 1, 0)]
+          ("res5_3x3", 512, 512, 16, 3, 1, 1), ("res2_1x1", 256, 64, 128, 1, 1, 0),
+          ("res2_1x1_up", 64, 256, 128, 1, 1, 0), ("res3_3x3_s2", 128, 128, 128, 3, 2, 1),
+          ("res3_down", 256, 512, 128, 1, 2, 0), ("res4_1x1", 1024, 256, 32, 1, 1, 0),
+          ("res5_1x1_up", 512, 2048, 16, 1, 1, 0)]
 
 torch.manual_seed(1)
 for name, c, o, h, k, s, p in STAGES:

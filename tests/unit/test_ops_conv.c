@@ -218,6 +218,7 @@ static void packed_edge_cases(int id) {
         md_ctx_set_threads(ctx, t);
         check_against_reference((ref_case){ 1, 5, 7, 9, 15, 3, 1, 1, 1, 1 });    /* M 15, N 63, K 45 */
         check_against_reference((ref_case){ 2, 3, 21, 19, 29, 7, 2, 3, 1, 1 });  /* stem: K 147, M 29 */
+        check_against_reference((ref_case){ 1, 3, 20, 80, 32, 7, 2, 3, 1, 1 });  /* stem: 16-pixel blocks, rows across chunks */
         check_against_reference((ref_case){ 1, 40, 6, 5, 33, 3, 1, 1, 1, 1 });   /* K 360: two blocks; N 30 */
         check_against_reference((ref_case){ 2, 30, 20, 20, 17, 3, 1, 1, 1, 1 }); /* 400 pixels: two weight chunks */
         check_against_reference((ref_case){ 1, 12, 11, 13, 12, 3, 1, 2, 2, 4 }); /* groups 4, dilation 2 */

@@ -514,6 +514,8 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
         return;
     }
     int nt = p.units < nthreads ? (int)p.units : nthreads;
+    /* gw^T of a 7x7/2 stem: its A panels straight from x, no col tile */
+    const int k7s2 = p.tr && md__pack_a_k7s2_applies(kn, s);
     const size_t gysz = p.tr ? md__pack_b_floats(kn, p.mc, WG_CHUNK) : md__pack_a_floats(kn, p.mc, WG_CHUNK);
     const size_t colsz = p.tr ? md__pack_a_floats(kn, p.nc, WG_CHUNK) : md__pack_b_floats(kn, p.nc, WG_CHUNK);
     #pragma omp parallel num_threads(nt)
@@ -536,13 +538,14 @@ static void backward_weight_packed(const md__gemm_kernel *kn, const md__conv_sha
                     /* col[r][k] = x's im2col at pixel j0 + k, rows r0.. (x itself when pointwise) */
                     const float *cs = xg + r0 * HW + j0;
                     int64_t ldcol = HW;
-                    if (!pw) {
+                    if (!pw && !k7s2) {
                         im2col_tile(s, xg, r0, r1, j0, j0 + kp, kn, col);
                         cs = col;
                         ldcol = kp;
                     }
                     if (p.tr) {   /* A[r][k] = col[r][k]; B[k][o] = gy[o, j0 + k] */
-                        md__pack_a(kn, cs, ldcol, 1, mrr, kp, 0, (mrr + kn->mr - 1) / kn->mr, pcol);
+                        if (k7s2) md__pack_a_k7s2(kn, s, xg, r0, r1, j0, kp, pcol);
+                        else md__pack_a(kn, cs, ldcol, 1, mrr, kp, 0, (mrr + kn->mr - 1) / kn->mr, pcol);
                         md__pack_b(kn, gyg + j0, 1, OHW, kp, mo, pgy);
                         md__gemm_packed(kn, mrr, mo, kp, pcol, kp, pgy, ct, p.mc, acc);
                     } else {      /* A[o][k] = gy[o, j0 + k]; B[k][r] = col[r][k] */

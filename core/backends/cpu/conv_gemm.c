@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "backends/cpu/conv_gemm.h"
+#include "backends/backend.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define MD_HAVE_X86 1
@@ -224,6 +225,84 @@ static T512 void put_run2_avx512(float *dst, const float *src, int64_t span) {
     for (; j < span; j++) dst[j] = j % 2 ? 0.0f : src[j / 2];
 }
 
+/* A panels of a 7-wide, column-stride-2 im2col (md__pack_a_k7s2): a panel
+ * row (one pixel) is two 7-tap runs, x1[2t .. 2t+6] and x2[2t .. 2t+6], so
+ * 16 pixels' rows, 224 floats, are 14 vectors, each one permute of a
+ * 9-float window of x1 and one of x2. The pattern repeats every 16 pixels;
+ * IDX/BASE hold it: lane l of vector m is element e = 16m + l, pixel
+ * t = e / 14 (BASE[m] = the first of them), tap i = e % 14. */
+static T512 void k7s2_tables(__m512i idx[14], int base[14]) {
+    for (int m = 0; m < 14; m++) {
+        int v[16];
+        base[m] = 16 * m / 14;
+        for (int l = 0; l < 16; l++) {
+            int e = 16 * m + l, t = e / 14, i = e % 14, off = 2 * (t - base[m]);
+            v[l] = i < 7 ? off + i : 16 + off + i - 7;
+        }
+        idx[m] = _mm512_loadu_si512(v);
+    }
+}
+
+/* Panel row t of pixel (oh, ow) for runs (x1, x2), element by element with
+ * bounds (the image's edges); a NULL run is a row outside the image. */
+static void k7s2_row(const float *x1, const float *x2, int64_t iw0, int64_t W, float *d) {
+    for (int h = 0; h < 2; h++) {
+        const float *xr = h ? x2 : x1;
+        for (int i = 0; i < 7; i++) d[7 * h + i] = xr && iw0 + i >= 0 && iw0 + i < W ? xr[iw0 + i] : 0.0f;
+    }
+}
+
+static T512 void k7s2_avx512(const md__conv_shape *s, const float *x, int64_t r0, int64_t r1, int64_t j0,
+                             int64_t kp, float *pa) {
+    const int64_t H = s->H, W = s->W, HW = H * W, OW = s->OW, KK = s->KH * 7, np = (r1 - r0 + 13) / 14;
+    __m512i idx[14];
+    int base[14];
+    k7s2_tables(idx, base);
+    const __mmask16 win = 0x1FF;   /* the 9 floats a window uses */
+    for (int64_t t = 0; t < kp;) {
+        /* the pixels [t, te) of one output row */
+        int64_t j = j0 + t, oh = j / OW, ow0 = j % OW, te = t + (OW - ow0);
+        if (te > kp) te = kp;
+        /* pixels whose 7 columns 2*ow - pw .. + 6 are all inside the image */
+        int64_t fa = (s->pw + 1) / 2, fb = (W - 7 + s->pw) / 2 + 1;   /* ow in [fa, fb) */
+        for (int64_t p = 0; p < np; p++) {
+            const float *xr[2] = { NULL, NULL };
+            for (int h = 0; h < 2; h++) {
+                int64_t r = r0 + 14 * p + 7 * h;
+                if (r >= r1) continue;
+                int64_t c = r / KK, ki = r / 7 % s->KH, ih = oh * s->sh - s->ph + ki * s->dh;
+                if (ih >= 0 && ih < H) xr[h] = x + c * HW + ih * W;
+            }
+            float *dp = pa + p * 14 * kp;
+            for (int64_t u = t; u < te;) {
+                int64_t ow = ow0 + (u - t);
+                /* a last block short of 16 pixels starts earlier, rewriting some */
+                if (ow >= fa && ow < fb && te - t >= 16 && (ow + 16 > fb || u + 16 > te)) {
+                    int64_t back = ow + 16 - fb > u + 16 - te ? ow + 16 - fb : u + 16 - te;
+                    if (ow - back >= fa && u - back >= t) {
+                        u -= back;
+                        ow -= back;
+                    }
+                }
+                if (ow >= fa && ow + 16 <= fb && u + 16 <= te) {
+                    const int64_t iw = 2 * ow - s->pw;
+                    float *d = dp + u * 14;
+                    for (int m = 0; m < 14; m++) {
+                        __m512 a = xr[0] ? _mm512_maskz_loadu_ps(win, xr[0] + iw + 2 * base[m]) : _mm512_setzero_ps();
+                        __m512 b = xr[1] ? _mm512_maskz_loadu_ps(win, xr[1] + iw + 2 * base[m]) : _mm512_setzero_ps();
+                        _mm512_storeu_ps(d + 16 * m, _mm512_permutex2var_ps(a, idx[m], b));
+                    }
+                    u += 16;
+                } else {
+                    k7s2_row(xr[0], xr[1], 2 * ow - s->pw, W, dp + u * 14);
+                    u++;
+                }
+            }
+        }
+        t = te;
+    }
+}
+
 /* 6 rows x 16 columns: 12 ymm accumulators. Partial column blocks go
  * through maskload/maskstore. */
 INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -398,6 +477,20 @@ void md__put_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *
     }
 #endif
     for (int64_t j = 0; j < span; j++) dst[j] = j % sw ? 0.0f : src[j / sw];
+}
+
+int md__pack_a_k7s2_applies(const md__gemm_kernel *k, const md__conv_shape *s) {
+    return MD_HAVE_X86 && k->id == MD_CONVK_AVX512 && k->mr == 14 && s->KW == 7 && s->sw == 2 && s->dw == 1;
+}
+
+void md__pack_a_k7s2(const md__gemm_kernel *k, const md__conv_shape *s, const float *x, int64_t r0, int64_t r1,
+                     int64_t j0, int64_t kp, float *pa) {
+    (void)k;
+#if MD_HAVE_X86
+    k7s2_avx512(s, x, r0, r1, j0, kp, pa);
+#else
+    (void)s, (void)x, (void)r0, (void)r1, (void)j0, (void)kp, (void)pa;
+#endif
 }
 
 void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t M, int64_t K,

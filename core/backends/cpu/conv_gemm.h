@@ -83,6 +83,16 @@ void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *
  * strided 1x1 convolution's input gradient: every position written once). */
 void md__put_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t span);
 
+struct md__conv_shape;
+/* The weight gradient's col as A panels of depth kp straight from the
+ * input x (at the group's first channel) of a convolution with 7-wide
+ * kernel rows and column stride 2 (the 7x7/2 stem): A[r - r0][t] =
+ * im2col(x)[r][j0 + t] for rows r in [r0, r1), r0 a multiple of 14. For
+ * the AVX-512 kernel only: md__pack_a_k7s2_applies says when. */
+int md__pack_a_k7s2_applies(const md__gemm_kernel *k, const struct md__conv_shape *s);
+void md__pack_a_k7s2(const md__gemm_kernel *k, const struct md__conv_shape *s, const float *x, int64_t r0,
+                     int64_t r1, int64_t j0, int64_t kp, float *pa);
+
 /* K block of the driver (and of the forward convolution's B blocks). */
 #define MD_GEMM_KC 256
 
