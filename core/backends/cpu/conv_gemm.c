@@ -525,15 +525,23 @@ void md__pack_a(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
 void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t cs, int64_t K, int64_t N,
                 float *pb) {
     const int64_t nr = k->nr;
+    if (cs == 1) {
+        /* row by row across the panels; rows rs apart (often a whole map)
+         * come from memory, so the one 8 ahead is prefetched */
+        const int64_t pstride = md__pb_stride(k, K);
+        for (int64_t kk = 0; kk < K; kk++) {
+            if (kk + 8 < K)
+                for (int64_t j = 0; j < N; j += 16) __builtin_prefetch(src + (kk + 8) * rs + j, 0, 3);
+            float *rowp = pb + kk * nr;
+            md__pack_row_run(k, rowp, pstride, 0, src + kk * rs, 1, N, 0, N);
+            if (N % nr) memset(rowp + N / nr * pstride + N % nr, 0, sizeof(float) * (size_t)(nr - N % nr));
+        }
+        return;
+    }
     for (int64_t j0 = 0; j0 < N; j0 += nr) {
         float *dst = pb + j0 / nr * md__pb_stride(k, K);
         int64_t cols = N - j0 < nr ? N - j0 : nr;
-        if (cs == 1) {
-            for (int64_t kk = 0; kk < K; kk++) {
-                memcpy(dst + kk * nr, src + kk * rs + j0, sizeof(float) * (size_t)cols);
-                if (cols < nr) memset(dst + kk * nr + cols, 0, sizeof(float) * (size_t)(nr - cols));
-            }
-        } else {
+        {
             int64_t q0 = 0;
 #if MD_HAVE_X86
             /* B^T row-major (rs == 1): 16x16 transposes of 16 columns at a time */
