@@ -14,9 +14,9 @@
  * convolution's FLOPs over the time, an effective rate).
  * CPU time is the process's (all threads): with MMDET_NUM_THREADS=1 it is
  * the kernel's cost, little disturbed by other jobs on the machine.
- * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) and
- * $MMDET_BENCH_CONV_PASSES (fwd, bwd_input, bwd_weight) limit the phase
- * timing to those stages and passes (for profiling one of them). */
+ * $MMDET_BENCH_CONV_STAGES (comma-separated stage names) limits either
+ * timing to those stages, $MMDET_BENCH_CONV_PASSES (fwd, bwd_input,
+ * bwd_weight) the phase timing to those passes (for profiling one). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,8 +154,10 @@ int main(void) {
     md_rng_seed(&r, 1);
     double *t = malloc(sizeof(double) * (size_t)reps);
     const int N = 2;
+    const char *only = getenv("MMDET_BENCH_CONV_STAGES");
     for (size_t s = 0; !phases && s < sizeof STAGES / sizeof STAGES[0]; s++) {
         const stage *st = &STAGES[s];
+        if (only && *only && !strstr(only, st->name)) continue;
         md_tensor *x = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(N, st->C, st->H, st->H), &err);
         md_tensor *w = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(st->O, st->C, st->K, st->K), &err);
         if (!x || !w) {
