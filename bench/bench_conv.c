@@ -50,6 +50,20 @@ static const stage STAGES[] = {
 
 static const char *const PHASES[3] = { "fwd", "bwd_input", "bwd_weight" };
 
+/* Whether `name` is one of the comma-separated entries of `list` (an
+ * empty or missing list takes everything). */
+static int listed(const char *list, const char *name) {
+    if (!list || !*list) return 1;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        p += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
 static float *randv(size_t n, md_rng *r) {
     float *v = malloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) v[i] = (float)md_rng_normal(r);
@@ -62,7 +76,7 @@ static int bench_phases(int reps, int threads) {
     const char *list = getenv("MMDET_BENCH_CONV_KERNELS");
     if (list && *list) {
         for (int id = 0; id < MD_CONVK_COUNT; id++)
-            if (strstr(list, md__convk_name(id)) && md__convk_supported(id)) kernels[nk++] = id;
+            if (listed(list, md__convk_name(id)) && md__convk_supported(id)) kernels[nk++] = id;
     } else {
         const md__gemm_kernel *k = md__convk();
         kernels[nk++] = k ? k->id : MD_CONVK_BLAS;
@@ -86,7 +100,7 @@ static int bench_phases(int reps, int threads) {
     double *cpu = malloc(sizeof(double) * (size_t)reps * (size_t)nk * 3);
     for (size_t si = 0; si < sizeof STAGES / sizeof STAGES[0]; si++) {
         const stage *st = &STAGES[si];
-        if (stages && *stages && !strstr(stages, st->name)) continue;
+        if (!listed(stages, st->name)) continue;
         int64_t OH = (st->H + 2 * st->pad - st->K) / st->stride + 1;
         md__conv_shape s = { .N = N, .C = st->C, .H = st->H, .W = st->H, .O = st->O, .KH = st->K, .KW = st->K,
                              .OH = OH, .OW = OH, .sh = st->stride, .sw = st->stride, .ph = st->pad,
@@ -101,7 +115,7 @@ static int bench_phases(int reps, int threads) {
                 md__convk_set(kernels[ki]);
                 md__winograd_set(wino[ki]);
                 for (int ph = 0; ph < 3; ph++) {
-                    if (passes && *passes && !strstr(passes, PHASES[ph])) continue;
+                    if (!listed(passes, PHASES[ph])) continue;
                     size_t wf = md__conv2d_work_floats(&s, ph, threads);
                     float *work = malloc(sizeof(float) * (wf ? wf : 1));
                     memset(work, 0, sizeof(float) * (wf ? wf : 1));   /* fault the pages in outside the timing */
@@ -120,7 +134,7 @@ static int bench_phases(int reps, int threads) {
             }
         for (int ki = 0; ki < nk; ki++)
             for (int ph = 0; ph < 3; ph++) {
-                if (passes && *passes && !strstr(passes, PHASES[ph])) continue;
+                if (!listed(passes, PHASES[ph])) continue;
                 double *wv = wall + ((size_t)(ki * 3 + ph)) * (size_t)reps, *cv = cpu + ((size_t)(ki * 3 + ph)) * (size_t)reps;
                 double best = cv[0];
                 for (int i = 1; i < reps; i++) best = cv[i] < best ? cv[i] : best;
@@ -157,7 +171,7 @@ int main(void) {
     const char *only = getenv("MMDET_BENCH_CONV_STAGES");
     for (size_t s = 0; !phases && s < sizeof STAGES / sizeof STAGES[0]; s++) {
         const stage *st = &STAGES[s];
-        if (only && *only && !strstr(only, st->name)) continue;
+        if (!listed(only, st->name)) continue;
         md_tensor *x = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(N, st->C, st->H, st->H), &err);
         md_tensor *w = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(st->O, st->C, st->K, st->K), &err);
         if (!x || !w) {

@@ -229,8 +229,8 @@ static T512 void put_run2_avx512(float *dst, const float *src, int64_t span) {
  * row (one pixel) is two 7-tap runs, x1[2t .. 2t+6] and x2[2t .. 2t+6], so
  * 16 pixels' rows, 224 floats, are 14 vectors, each one permute of a
  * 9-float window of x1 and one of x2. The pattern repeats every 16 pixels;
- * IDX/BASE hold it: lane l of vector m is element e = 16m + l, pixel
- * t = e / 14 (BASE[m] = the first of them), tap i = e % 14. */
+ * k7s2_tables builds it: lane l of vector m is element e = 16m + l, pixel
+ * t = e / 14 (base[m] = the first of them), tap i = e % 14. */
 static T512 void k7s2_tables(__m512i idx[14], int base[14]) {
     for (int m = 0; m < 14; m++) {
         int v[16];
@@ -264,7 +264,7 @@ static T512 void k7s2_avx512(const md__conv_shape *s, const float *x, int64_t r0
         int64_t j = j0 + t, oh = j / OW, ow0 = j % OW, te = t + (OW - ow0);
         if (te > kp) te = kp;
         /* pixels whose 7 columns 2*ow - pw .. + 6 are all inside the image */
-        int64_t fa = (s->pw + 1) / 2, fb = (W - 7 + s->pw) / 2 + 1;   /* ow in [fa, fb) */
+        int64_t fa = (s->pw + 1) / 2, fb = W - 7 + s->pw >= 0 ? (W - 7 + s->pw) / 2 + 1 : 0;   /* ow in [fa, fb) */
         for (int64_t p = 0; p < np; p++) {
             const float *xr[2] = { NULL, NULL };
             for (int h = 0; h < 2; h++) {
@@ -463,10 +463,7 @@ void md__add_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *
         return;
     }
 #endif
-    if (sw == 1)
-        for (int64_t t = 0; t < n; t++) dst[t] += src[t];
-    else
-        for (int64_t t = 0; t < n; t++) dst[t * sw] += src[t];
+    for (int64_t t = 0; t < n; t++) dst[t * sw] += src[t];
 }
 
 void md__put_run(const md__gemm_kernel *k, float *dst, int64_t sw, const float *src, int64_t span) {
@@ -541,28 +538,26 @@ void md__pack_b(const md__gemm_kernel *k, const float *src, int64_t rs, int64_t 
     for (int64_t j0 = 0; j0 < N; j0 += nr) {
         float *dst = pb + j0 / nr * md__pb_stride(k, K);
         int64_t cols = N - j0 < nr ? N - j0 : nr;
-        {
-            int64_t q0 = 0;
+        int64_t q0 = 0;
 #if MD_HAVE_X86
-            /* B^T row-major (rs == 1): 16x16 transposes of 16 columns at a time */
-            if (k->id == MD_CONVK_AVX512 && rs == 1 && K >= 16) {
-                for (; q0 + 16 <= cols; q0 += 16) {
-                    const float *s = src + (j0 + q0) * cs;
-                    tr_rows16(s, cs, K, dst + q0, nr);
-                    for (int64_t kk = K / 16 * 16; kk < K; kk++)
-                        for (int64_t q = 0; q < 16; q++) dst[kk * nr + q0 + q] = s[q * cs + kk];
-                }
+        /* B^T row-major (rs == 1): 16x16 transposes of 16 columns at a time */
+        if (k->id == MD_CONVK_AVX512 && rs == 1 && K >= 16) {
+            for (; q0 + 16 <= cols; q0 += 16) {
+                const float *s = src + (j0 + q0) * cs;
+                tr_rows16(s, cs, K, dst + q0, nr);
+                for (int64_t kk = K / 16 * 16; kk < K; kk++)
+                    for (int64_t q = 0; q < 16; q++) dst[kk * nr + q0 + q] = s[q * cs + kk];
             }
+        }
 #endif
-            /* column j of B is contiguous in k when rs == 1: one column at a time */
-            for (int64_t q = q0; q < nr; q++) {
-                if (q >= cols) {
-                    for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = 0.0f;
-                    continue;
-                }
-                const float *s = src + (j0 + q) * cs;
-                for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = s[kk * rs];
+        /* column j of B is contiguous in k when rs == 1: one column at a time */
+        for (int64_t q = q0; q < nr; q++) {
+            if (q >= cols) {
+                for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = 0.0f;
+                continue;
             }
+            const float *s = src + (j0 + q) * cs;
+            for (int64_t kk = 0; kk < K; kk++) dst[kk * nr + q] = s[kk * rs];
         }
     }
 }
