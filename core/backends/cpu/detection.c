@@ -161,52 +161,93 @@ static roi_geom *geoms_build(const float *rois, int64_t K, float scale, bool ali
     return gs;
 }
 
+/* What one (channel, RoI) pass reads and writes: the forward reads feat
+ * and writes out; the backward reads grad_out and adds into grad_feat. */
+typedef struct roi_io {
+    const float *in;
+    float *out;
+    int64_t C, H, W;
+    int oh, ow;
+} roi_io;
+
+/* The forward for channel c of RoI g (k): bin by bin, v = the RoI's rows
+ * summed with their vertical weights, then each bin's band of v. */
+static void roi_fwd_channel(const roi_io *io, const roi_geom *g, int64_t c, int64_t k, float *v) {
+    const int oh = io->oh, ow = io->ow;
+    const float *f = io->in + (g->batch * io->C + c) * io->H * io->W + g->x0;
+    const axis_band *xs = &g->xs, *ys = &g->ys;
+    float *o = io->out + (k * io->C + c) * oh * ow;
+    const int32_t nx = g->nx;
+    for (int ph = 0; ph < oh; ph++) {
+        /* vertical: v = sum_r wy[r] * f[r][x0 : x0 + nx] */
+        for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
+        const float *w = ys->w + ys->off[ph];
+        for (int j = 0; j < ys->len[ph]; j++) {
+            if (w[j] == 0.0f) continue;
+            const float *row = f + (int64_t)(ys->start[ph] + j) * io->W, wj = w[j];
+            #pragma omp simd
+            for (int32_t x = 0; x < nx; x++) v[x] += wj * row[x];
+        }
+        /* horizontal: each bin's band of v */
+        for (int pw = 0; pw < ow; pw++) {
+            const float *wx = xs->w + xs->off[pw], *vx = v + (xs->start[pw] - g->x0);
+            float sum = 0.0f;
+            for (int j = 0; j < xs->len[pw]; j++) sum += wx[j] * vx[j];
+            o[ph * ow + pw] = sum * g->inv_count;
+        }
+    }
+}
+
+/* Its transpose: the bins' gradient spread on v, then v into the rows. */
+static void roi_bwd_channel(const roi_io *io, const roi_geom *g, int64_t c, int64_t k, float *v) {
+    const int oh = io->oh, ow = io->ow;
+    const axis_band *xs = &g->xs, *ys = &g->ys;
+    float *gf = io->out + (g->batch * io->C + c) * io->H * io->W + g->x0;
+    const float *go = io->in + (k * io->C + c) * oh * ow;
+    const int32_t nx = g->nx;
+    for (int ph = 0; ph < oh; ph++) {
+        /* the horizontal pass transposed: the bins' gradient on v */
+        for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
+        for (int pw = 0; pw < ow; pw++) {
+            const float *wx = xs->w + xs->off[pw];
+            float *vx = v + (xs->start[pw] - g->x0), gb = go[ph * ow + pw] * g->inv_count;
+            for (int j = 0; j < xs->len[pw]; j++) vx[j] += wx[j] * gb;
+        }
+        /* the vertical pass transposed: into the feature rows */
+        const float *w = ys->w + ys->off[ph];
+        for (int j = 0; j < ys->len[ph]; j++) {
+            if (w[j] == 0.0f) continue;
+            float *row = gf + (int64_t)(ys->start[ph] + j) * io->W, wj = w[j];
+            #pragma omp simd
+            for (int32_t x = 0; x < nx; x++) row[x] += wj * v[x];
+        }
+    }
+}
+
 /* Channel by channel, all RoIs: a channel plane is visited by every RoI
  * while it is still in cache (RoIs overlap), where RoI by RoI would fetch
- * each RoI's patch of every plane from memory, planes H*W floats apart. */
-int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H, int64_t W,
-                              const float *rois, int64_t K, int oh, int ow, float spatial_scale,
-                              int sampling_ratio, bool aligned, float *out) {
-    (void)N;
+ * each RoI's patch of every plane from memory, planes H*W floats apart.
+ * Each channel has one writer, visiting RoIs in order: the backward's sums
+ * do not depend on the thread count. */
+static int roi_align_run(const roi_io *io, const float *rois, int64_t K, float spatial_scale, int sampling_ratio,
+                         bool aligned,
+                         void (*channel)(const roi_io *, const roi_geom *, int64_t, int64_t, float *)) {
     int32_t max_nx = 0;
-    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
+    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, io->oh, io->ow, sampling_ratio, io->H, io->W,
+                               &max_nx);
     if (!gs) return -1;
     int failed = 0;
-    #pragma omp parallel if (K * C * oh * ow > 8192)
+    #pragma omp parallel if (K * io->C * io->oh * io->ow > 8192)
     {
-        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
+        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));   /* one RoI row's worth */
         if (!v) {
             #pragma omp atomic write
             failed = 1;
         }
         #pragma omp for schedule(static)
-        for (int64_t c = 0; c < C; c++) {
+        for (int64_t c = 0; c < io->C; c++) {
             if (!v) continue;
-            for (int64_t k = 0; k < K; k++) {
-                const roi_geom *g = &gs[k];
-                const float *f = feat + (g->batch * C + c) * H * W + g->x0;
-                const axis_band *xs = &g->xs, *ys = &g->ys;
-                float *o = out + (k * C + c) * oh * ow;
-                const int32_t nx = g->nx;
-                for (int ph = 0; ph < oh; ph++) {
-                    /* vertical: v = sum_r wy[r] * f[r][x0 : x0 + nx] */
-                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
-                    const float *w = ys->w + ys->off[ph];
-                    for (int j = 0; j < ys->len[ph]; j++) {
-                        if (w[j] == 0.0f) continue;
-                        const float *row = f + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
-                        #pragma omp simd
-                        for (int32_t x = 0; x < nx; x++) v[x] += wj * row[x];
-                    }
-                    /* horizontal: each bin's band of v */
-                    for (int pw = 0; pw < ow; pw++) {
-                        const float *wx = xs->w + xs->off[pw], *vx = v + (xs->start[pw] - g->x0);
-                        float sum = 0.0f;
-                        for (int j = 0; j < xs->len[pw]; j++) sum += wx[j] * vx[j];
-                        o[ph * ow + pw] = sum * g->inv_count;
-                    }
-                }
-            }
+            for (int64_t k = 0; k < K; k++) channel(io, &gs[k], c, k, v);
         }
         free(v);
     }
@@ -214,55 +255,20 @@ int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H
     return failed ? -1 : 0;
 }
 
+int md__cpu_roi_align_forward(const float *feat, int64_t N, int64_t C, int64_t H, int64_t W,
+                              const float *rois, int64_t K, int oh, int ow, float spatial_scale,
+                              int sampling_ratio, bool aligned, float *out) {
+    (void)N;
+    const roi_io io = { feat, out, C, H, W, oh, ow };
+    return roi_align_run(&io, rois, K, spatial_scale, sampling_ratio, aligned, roi_fwd_channel);
+}
+
 int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
                                const float *rois, int64_t K, int oh, int ow, float spatial_scale,
                                int sampling_ratio, bool aligned, float *grad_feat) {
     (void)N;
-    int32_t max_nx = 0;
-    roi_geom *gs = geoms_build(rois, K, spatial_scale, aligned, oh, ow, sampling_ratio, H, W, &max_nx);
-    if (!gs) return -1;
-    int failed = 0;
-    /* each channel has one writer, visiting RoIs in order: the result does
-     * not depend on the thread count */
-    #pragma omp parallel if (K * C * oh * ow > 8192)
-    {
-        float *v = malloc(sizeof *v * (size_t)(max_nx ? max_nx : 1));
-        if (!v) {
-            #pragma omp atomic write
-            failed = 1;
-        }
-        #pragma omp for schedule(static)
-        for (int64_t c = 0; c < C; c++) {
-            if (!v) continue;
-            for (int64_t k = 0; k < K; k++) {
-                const roi_geom *g = &gs[k];
-                const axis_band *xs = &g->xs, *ys = &g->ys;
-                float *gf = grad_feat + (g->batch * C + c) * H * W + g->x0;
-                const float *go = grad_out + (k * C + c) * oh * ow;
-                const int32_t nx = g->nx;
-                for (int ph = 0; ph < oh; ph++) {
-                    /* the horizontal pass transposed: the bins' gradient on v */
-                    for (int32_t x = 0; x < nx; x++) v[x] = 0.0f;
-                    for (int pw = 0; pw < ow; pw++) {
-                        const float *wx = xs->w + xs->off[pw];
-                        float *vx = v + (xs->start[pw] - g->x0), gb = go[ph * ow + pw] * g->inv_count;
-                        for (int j = 0; j < xs->len[pw]; j++) vx[j] += wx[j] * gb;
-                    }
-                    /* the vertical pass transposed: into the feature rows */
-                    const float *w = ys->w + ys->off[ph];
-                    for (int j = 0; j < ys->len[ph]; j++) {
-                        if (w[j] == 0.0f) continue;
-                        float *row = gf + (int64_t)(ys->start[ph] + j) * W, wj = w[j];
-                        #pragma omp simd
-                        for (int32_t x = 0; x < nx; x++) row[x] += wj * v[x];
-                    }
-                }
-            }
-        }
-        free(v);
-    }
-    geoms_free(gs, K);
-    return failed ? -1 : 0;
+    const roi_io io = { grad_out, grad_feat, C, H, W, oh, ow };
+    return roi_align_run(&io, rois, K, spatial_scale, sampling_ratio, aligned, roi_bwd_channel);
 }
 
 /* ---- NMS ---- */
