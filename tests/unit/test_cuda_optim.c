@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "cudalib.h"
+#include "toy_regression.h"
 #include "internal.h"
 
 TestSuite(cuda_optim, .init = cuda_setup, .fini = cuda_teardown);
@@ -420,46 +421,6 @@ Test(cuda_optim, lerp_and_swap_give_cpu_bits) {
 /* ExpMomentumEMAHook in a runner: the same training on the CPU and on the
  * GPU; after the epoch (the swap) both models hold the averaged weights and
  * their ema_ buffers the raw ones. */
-typedef struct toy_batch { md_tensor *x, *y; } toy_batch;
-typedef struct toy_src { int64_t epoch, i; toy_batch b; float xs[16 * 2], ys[16]; } toy_src;
-static int64_t src_len(void *s) { (void)s; return 6; }
-static int64_t src_bs(void *s) { (void)s; return 16; }
-static int src_begin(void *s, int64_t epoch, md_error *err) {
-    (void)err;
-    ((toy_src *)s)->epoch = epoch;
-    ((toy_src *)s)->i = 0;
-    return 0;
-}
-static void *src_next(void *self, md_error *err) {
-    (void)err;
-    toy_src *s = self;
-    if (s->i == 6) return NULL;
-    md_rng r;
-    md_rng_seed(&r, (uint64_t)(s->epoch * 100 + s->i));
-    for (int k = 0; k < 16; k++) {
-        float a = (float)md_rng_normal(&r), b = (float)md_rng_normal(&r);
-        s->xs[2 * k] = a;
-        s->xs[2 * k + 1] = b;
-        s->ys[k] = 2 * a - 3 * b + 0.5f;
-    }
-    s->i++;
-    s->b.x = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 2), s->xs);
-    s->b.y = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 1), s->ys);
-    return &s->b;
-}
-static int toy_train_step(md_ctx *c, md_module *m, void *batch, md_losses *losses, md_error *err) {
-    toy_batch *b = batch;
-    md_module *fc = md_module_child(m, "fc");
-    md_device dev = md_module_device(m);
-    md_tensor *x = md_tensor_to(c, b->x, dev), *y = md_tensor_to(c, b->y, dev);
-    md_tensor *pred = md_linear(c, x, md_nn_weight(fc), md_nn_bias(fc));
-    md_tensor *d = md_sub(c, pred, y);
-    md_tensor *loss = md_mean(c, md_mul(c, d, d), MD_DIM_ALL, false);
-    if (!loss) return md_fail(err, "%s", md_ctx_error(c)->msg);
-    return md_losses_add(losses, "loss_mse", loss, err);
-}
-static const md_model_iface toy_iface = { .train_step = toy_train_step };
-static const md_module_class toy_class = { .name = "ToyRegressor", .iface = &toy_iface };
 
 Test(cuda_optim, ema_hook_on_gpu_follows_cpu) {
     NEED_GPU();
@@ -476,9 +437,8 @@ Test(cuda_optim, ema_hook_on_gpu_follows_cpu) {
     test_tmpdir(dir, sizeof dir, "mmdet_cuda_ema");
     md_module *m[2];
     for (int d = 0; d < 2; d++) {
-        m[d] = md_module_new(sizeof(md_module), &toy_class);
-        md_ctx_seed(ctx, 5);
-        cr_assert_eq(md_module_add_child(m[d], "fc", md_nn_linear(ctx, 2, 1, true, &err), &err), 0, "%s", err.msg);
+        m[d] = toy_regressor(ctx, 5, &err);
+        cr_assert_not_null(m[d], "%s", err.msg);
         if (d) cr_assert_eq(md_module_to(ctx, m[d], gpu, &err), 0, "%s", err.msg);
         md_optimizer *opt = md_optimizer_build(ctx, m[d], md_cfg_get(cfg, "optimizer"), &err);
         cr_assert_not_null(opt, "%s", err.msg);
@@ -488,9 +448,8 @@ Test(cuda_optim, ema_hook_on_gpu_follows_cpu) {
         cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"),
                                                        md_cfg_get(cfg, "optimizer_config"), NULL, NULL, NULL,
                                                        md_cfg_get(cfg, "custom_hooks"), &err), 0, "%s", err.msg);
-        toy_src s = { 0 };
-        md_batch_source src = { .self = &s, .len = src_len, .begin_epoch = src_begin, .next = src_next,
-                                .batch_size = src_bs };
+        toy_src s = toy_src_make(ctx, 6, -1);
+        md_batch_source src = toy_source(&s);
         md_batch_source *srcs[1] = { &src };
         const char *modes[1] = { "train" };
         int counts[1] = { 1 };

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "testlib.h"
+#include "toy_regression.h"
 
 static md_ctx *ctx;
 static char dir[64];
@@ -25,56 +26,11 @@ static void teardown(void) {
 }
 TestSuite(runner, .init = setup, .fini = teardown);
 
-/* ---- a batch source: 8 batches of 16 samples per epoch, seeded by epoch ---- */
-typedef struct toy_batch { md_tensor *x, *y; } toy_batch;
-typedef struct toy_src { int64_t epoch, i, nan_at; toy_batch b; float xs[16 * 2], ys[16]; } toy_src;
-
-static int64_t src_len(void *s) { (void)s; return 8; }
-static int64_t src_bs(void *s) { (void)s; return 16; }
-static int src_begin(void *s, int64_t epoch, md_error *err) {
-    (void)err;
-    ((toy_src *)s)->epoch = epoch;
-    ((toy_src *)s)->i = 0;
-    return 0;
-}
-static void *src_next(void *self, md_error *err) {
-    (void)err;
-    toy_src *s = self;
-    if (s->i == 8) return NULL;
-    md_rng r;
-    md_rng_seed(&r, (uint64_t)(s->epoch * 100 + s->i));
-    for (int k = 0; k < 16; k++) {
-        float a = (float)md_rng_normal(&r), b = (float)md_rng_normal(&r);
-        s->xs[2 * k] = a;
-        s->xs[2 * k + 1] = b;
-        s->ys[k] = 2 * a - 3 * b + 0.5f;
-    }
-    int64_t global = s->epoch * 8 + s->i;
-    if (global == s->nan_at) s->ys[0] = NAN;
-    s->i++;
-    s->b.x = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 2), s->xs);
-    s->b.y = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 1), s->ys);
-    return &s->b;
-}
-
-/* ---- the model ---- */
-static int toy_train_step(md_ctx *c, md_module *m, void *batch, md_losses *losses, md_error *err) {
-    toy_batch *b = batch;
-    md_module *fc = md_module_child(m, "fc");
-    md_tensor *pred = md_linear(c, b->x, md_nn_weight(fc), md_nn_bias(fc));
-    md_tensor *d = md_sub(c, pred, b->y);
-    md_tensor *loss = md_mean(c, md_mul(c, d, d), MD_DIM_ALL, false);
-    if (!loss) return md_fail(err, "%s", md_ctx_error(c)->msg);
-    return md_losses_add(losses, "loss_mse", loss, err);
-}
-static const md_model_iface toy_iface = { .train_step = toy_train_step };
-static const md_module_class toy_class = { .name = "ToyRegressor", .iface = &toy_iface };
-
+/* ---- the toy regression (toy_regression.h): 8 batches of 16 per epoch ---- */
 static md_module *toy_model(void) {
     md_error err = { 0 };
-    md_module *m = md_module_new(sizeof(md_module), &toy_class);
-    md_ctx_seed(ctx, 5);
-    cr_assert_eq(md_module_add_child(m, "fc", md_nn_linear(ctx, 2, 1, true, &err), &err), 0, "%s", err.msg);
+    md_module *m = toy_regressor(ctx, 5, &err);
+    cr_assert_not_null(m, "%s", err.msg);
     return m;
 }
 
@@ -114,8 +70,7 @@ static md_runner *make_runner(md_module *m, md_cfg *cfg, md_optimizer **opt, rec
 }
 
 static int run(md_runner *r, toy_src *s, md_error *err) {
-    md_batch_source src = { .self = s, .len = src_len, .begin_epoch = src_begin, .next = src_next,
-                            .batch_size = src_bs };
+    md_batch_source src = toy_source(s);
     md_batch_source *srcs[1] = { &src };
     const char *modes[1] = { "train" };
     int counts[1] = { 1 };
@@ -135,7 +90,7 @@ Test(runner, trains_logs_and_checkpoints) {
                            "Recorder" };
     cr_assert_eq(md_runner_hook_count(r), 6);
     for (int i = 0; i < 6; i++) cr_assert_str_eq(md_runner_hook(r, i)->type, want[i]);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(rec.n, 32);
     cr_assert_lt(rec.losses[31], 0.05 * rec.losses[0], "loss %g -> %g", rec.losses[0], rec.losses[31]);
@@ -182,7 +137,7 @@ Test(runner, resume_reproduces_the_same_losses) {
     md_optimizer *opt;
     rec_hook full = { 0 };
     md_runner *r = make_runner(m, cfg, &opt, &full, 4);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     md_runner_free(r);
     md_optimizer_free(opt);
@@ -194,7 +149,7 @@ Test(runner, resume_reproduces_the_same_losses) {
     m = toy_model();
     rec_hook first = { 0 }, second = { 0 };
     r = make_runner(m, cfg, &opt, &first, 2);
-    toy_src s2 = { .nan_at = -1 };
+    toy_src s2 = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s2, &err), 0, "%s", err.msg);
     md_runner_free(r);
     md_optimizer_free(opt);
@@ -206,7 +161,7 @@ Test(runner, resume_reproduces_the_same_losses) {
     free(latest);
     cr_assert_eq(md_runner_epoch(r), 2);
     cr_assert_eq(md_runner_iter(r), 16);
-    toy_src s3 = { .nan_at = -1 };
+    toy_src s3 = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s3, &err), 0, "%s", err.msg);
     cr_assert_eq(first.n, 16);
     cr_assert_eq(second.n, 16);
@@ -227,7 +182,7 @@ Test(runner, nan_loss_stops_with_weights_intact) {
     md_optimizer *opt;
     rec_hook rec = { 0 };
     md_runner *r = make_runner(m, cfg, &opt, &rec, 4);
-    toy_src s = { .nan_at = 11 };   /* the 12th iteration, in epoch 2 */
+    toy_src s = toy_src_make(ctx, 8, 11);   /* the 12th iteration, in epoch 2 */
     cr_assert_eq(run(r, &s, &err), -1);
     cr_assert_eq(err.code, MD_ERR_NUMERIC, "%s", err.msg);
     cr_assert(strstr(err.msg, "at iteration 12"), "%s", err.msg);
@@ -276,7 +231,7 @@ Test(runner, iteration_based_runner_wraps_epochs) {
     cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
                                                    md_cfg_get(cfg, "checkpoint_config"), NULL, NULL, NULL, &err), 0,
                  "%s", err.msg);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(md_runner_iter(r), 20);
     cr_assert_eq(md_runner_epoch(r), 2);   /* 8 batches per epoch: wrapped twice */
@@ -309,7 +264,7 @@ Test(runner, stop_request_saves_and_reports_where) {
     md_module *m = toy_model();
     md_optimizer *opt;
     md_runner *r = make_runner(m, cfg, &opt, &full, 4);
-    toy_src s_full = { .nan_at = -1 };
+    toy_src s_full = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s_full, &err), 0, "%s", err.msg);
     md_runner_free(r);
     md_optimizer_free(opt);
@@ -319,7 +274,7 @@ Test(runner, stop_request_saves_and_reports_where) {
     r = make_runner(m, cfg, &opt, &rec, 4);
     md_hook stop = { &stop_iface, MD_PRIORITY_LOWEST, "Stopper" };
     md_runner_register_hook(r, &stop, &err);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), -1);
     cr_assert_eq(err.code, MD_ERR_INTERRUPTED, "%s", err.msg);
     cr_assert(strstr(err.msg, "interrupted at iteration 5"), "%s", err.msg);
@@ -346,7 +301,7 @@ Test(runner, stop_request_saves_and_reports_where) {
     cr_assert_str_eq(target, "iter_5.safetensors");
     cr_assert_eq(md_runner_resume(r, latest, &err), 0, "%s", err.msg);
     free(latest);
-    toy_src s_rest = { .nan_at = -1 };
+    toy_src s_rest = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s_rest, &err), 0, "%s", err.msg);
     cr_assert_eq(full.n, 32);
     cr_assert_eq(rest.n, 27);
@@ -365,12 +320,12 @@ Test(runner, cumulative_optimizer_hook_steps_on_the_mean_gradient) {
     cr_assert(cfg, "%s", err.msg);
     /* reference: gradients of batches 0 and 1 at the initial weights, averaged */
     md_module *ref = toy_model();
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     md_losses l;
     for (int b = 0; b < 2; b++) {
         md_ctx_step_reset(ctx);
         memset(&l, 0, sizeof l);
-        cr_assert_eq(toy_train_step(ctx, ref, src_next(&s, &err), &l, &err), 0);
+        cr_assert_eq(toy_train_step(ctx, ref, toy_src_next(&s, &err), &l, &err), 0);
         cr_assert_eq(md_backward(ctx, l.values[0], &err), 0, "%s", err.msg);
     }
     md_tensor *rw = md_nn_weight(md_module_child(ref, "fc"));
@@ -383,7 +338,7 @@ Test(runner, cumulative_optimizer_hook_steps_on_the_mean_gradient) {
     md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
     cr_assert_eq(md_runner_register_training_hooks(r, NULL, md_cfg_get(cfg, "optimizer_config"), NULL, NULL, NULL,
                                                    NULL, &err), 0, "%s", err.msg);
-    toy_src s2 = { .nan_at = -1 };
+    toy_src s2 = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s2, &err), 0, "%s", err.msg);
     md_tensor *w = md_nn_weight(md_module_child(m, "fc"));
     for (int i = 0; i < 2; i++) cr_assert_float_eq(md_f32(w)[i], want[i], 1e-6, "weight %d", i);
@@ -427,7 +382,7 @@ Test(runner, ema_hook_follows_mmdet_exp_momentum) {
                  "%s", err.msg);
     w_hook wh = { .base = { &w_iface, MD_PRIORITY_ABOVE_NORMAL + 1, "WeightRecorder" } };
     md_runner_register_hook(r, &wh.base, &err);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(wh.n, 8);
     double ema[2] = { wh.w0[0], wh.w0[1] };
@@ -479,7 +434,7 @@ Test(runner, onecycle_momentum_and_lr_move_the_optimizer) {
                  "%s", err.msg);
     mom_rec rec = { .base = { &mom_rec_iface, MD_PRIORITY_HIGH + 5, "MomentumRecorder" } };
     cr_assert_eq(md_runner_register_hook(r, &rec.base, &err), 0);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(rec.n, 10);
     /* phases end at steps 2 (0.3 * 10 - 1) and 9: momentum 0.95 -> 0.85 -> 0.95,
@@ -514,7 +469,7 @@ Test(runner, step_momentum_from_lowercase_policy) {
                  "%s", err.msg);
     mom_rec rec = { .base = { &mom_rec_iface, MD_PRIORITY_HIGH + 5, "MomentumRecorder" } };
     cr_assert_eq(md_runner_register_hook(r, &rec.base, &err), 0);
-    toy_src s = { .nan_at = -1 };
+    toy_src s = toy_src_make(ctx, 8, -1);
     cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(rec.n, 16);
     cr_assert_float_eq(rec.mom[7], 0.8, 1e-12);    /* beta1, epoch 0 */
