@@ -103,7 +103,7 @@ void md__arena_free(md_arena *a);
 void *md__arena_alloc(md_arena *a, size_t bytes);
 void md__arena_reset(md_arena *a);
 /* A pool block of at least `bytes`; NULL when out of memory. */
-void *md__pool_alloc(md_arena *a, size_t bytes);
+void *md__pool_alloc(md_arena *a, size_t bytes, bool trim);
 /* The pool block starting at p, or NULL (p from the bump chunks or a view). */
 md_pool_block *md__pool_find(md_arena *a, const void *p);
 /* The in-use pool block that contains p, or NULL; *index gets its index. */

@@ -77,8 +77,9 @@ static void trim_handed_back(md_arena *a) {
 }
 
 /* Best fit among the free blocks (at most 1/8 larger than asked, so that a
- * small request does not pin a big block), else a fresh block. */
-void *md__pool_alloc(md_arena *a, size_t bytes) {
+ * small request does not pin a big block), else a fresh block, the
+ * handed-back blocks trimmed first when `trim` is set. */
+void *md__pool_alloc(md_arena *a, size_t bytes, bool trim) {
     bytes = (bytes + 4095) / 4096 * 4096;
     int best = -1;
     for (int i = 0; i < a->n_blocks; i++) {
@@ -88,7 +89,7 @@ void *md__pool_alloc(md_arena *a, size_t bytes) {
             best = i;
     }
     if (best < 0) {
-        trim_handed_back(a);
+        if (trim) trim_handed_back(a);
         if (a->n_blocks == a->cap_blocks) {
             int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
             md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
@@ -328,7 +329,12 @@ MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int6
     md_tensor *t = md__tensor_header(ctx, dt, ndim, shape);
     if (!t) return NULL;
     size_t bytes = (size_t)md_tensor_numel(t) * md_dtype_size(dt);
-    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes) : md__arena_alloc(&ctx->arena, bytes);
+    /* until the step records its first differentiable op (all through
+     * inference) the blocks it hands back are kept for its later requests:
+     * fresh blocks cost a page fault and a cleared page per 4 KiB. Once
+     * there is a tape, trimming keeps a training step's peak where it was. */
+    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes, ctx->tape_len > 0)
+                                                    : md__arena_alloc(&ctx->arena, bytes);
     if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));
     return t;

@@ -76,6 +76,38 @@ Test(memory, release_of_unsaved_tensors_with_grad_on) {
     md_tensor_free(x);
 }
 
+/* A handed-back pool block that fits no later request stays allocated
+ * while the step has no tape (inference: a later request of its size
+ * reuses it instead of fresh pages), and goes back to the C library at
+ * such a miss once the step has recorded a differentiable op. */
+static int block_of(const md_tensor *t) {
+    int i = -1;
+    cr_assert_not_null(md__pool_find_in(&ctx->arena, t->data, &i), "not a pool block");
+    return i;
+}
+
+Test(memory, handed_back_blocks_kept_until_the_tape_starts) {
+    md_ctx_step_reset(ctx);
+    cr_assert_eq(ctx->tape_len, 0);
+    md_tensor *a = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
+    int ia = block_of(a);
+    md_tensor_release(ctx, a);
+    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(4 * N)), "%s", md_ctx_error(ctx)->msg);   /* a miss */
+    cr_assert_not_null(ctx->arena.blocks[ia].base, "no tape: the handed-back block was given back");
+    md_tensor *a2 = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
+    cr_assert_eq(block_of(a2), ia, "a request of its size takes the kept block");
+
+    md_tensor *x = param_full(N, 1.0f);
+    cr_assert_not_null(md_mul(ctx, x, x));
+    cr_assert_gt(ctx->tape_len, 0);
+    md_tensor *c = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
+    int ic = block_of(c);
+    md_tensor_release(ctx, c);
+    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(8 * N)), "%s", md_ctx_error(ctx)->msg);   /* a miss */
+    cr_assert_null(ctx->arena.blocks[ic].base, "with a tape: the handed-back block is given back at a miss");
+    md_tensor_free(x);
+}
+
 /* mul's backward reads both operands: a released operand stays (unpoisoned)
  * until that node has run, then goes. d/dx sum(x * c) = c. */
 Test(memory, saved_tensor_stays_until_its_backward) {
