@@ -86,13 +86,20 @@ static int block_of(const md_tensor *t) {
     return i;
 }
 
+/* Hands back a block of N floats, then asks for `miss` floats, which it
+ * cannot serve; returns the handed-back block's index. */
+static int hand_back_then_miss(int64_t miss) {
+    md_tensor *t = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
+    int i = block_of(t);
+    md_tensor_release(ctx, t);
+    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(miss)), "%s", md_ctx_error(ctx)->msg);
+    return i;
+}
+
 Test(memory, handed_back_blocks_kept_until_the_tape_starts) {
     md_ctx_step_reset(ctx);
     cr_assert_eq(ctx->tape_len, 0);
-    md_tensor *a = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
-    int ia = block_of(a);
-    md_tensor_release(ctx, a);
-    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(4 * N)), "%s", md_ctx_error(ctx)->msg);   /* a miss */
+    int ia = hand_back_then_miss(4 * N);
     cr_assert_not_null(ctx->arena.blocks[ia].base, "no tape: the handed-back block was given back");
     md_tensor *a2 = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
     cr_assert_eq(block_of(a2), ia, "a request of its size takes the kept block");
@@ -100,10 +107,7 @@ Test(memory, handed_back_blocks_kept_until_the_tape_starts) {
     md_tensor *x = param_full(N, 1.0f);
     cr_assert_not_null(md_mul(ctx, x, x));
     cr_assert_gt(ctx->tape_len, 0);
-    md_tensor *c = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
-    int ic = block_of(c);
-    md_tensor_release(ctx, c);
-    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(8 * N)), "%s", md_ctx_error(ctx)->msg);   /* a miss */
+    int ic = hand_back_then_miss(8 * N);
     cr_assert_null(ctx->arena.blocks[ic].base, "with a tape: the handed-back block is given back at a miss");
     md_tensor_free(x);
 }

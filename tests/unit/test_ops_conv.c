@@ -348,15 +348,22 @@ Test(ops_conv, winograd_weight_gradient_does_not_depend_on_thread_count) {
 /* The packed kernels sum every output element in an order fixed by the
  * shape alone (K blocks of the forward, pixel chunks of the weight
  * gradient), so results do not depend on the thread count at all. */
-static void run_conv_grads(int threads, int stride, float *out, size_t ny, size_t nx, size_t nw) {
+/* The thread-count cases' input [1, 24, 13, 15] and weight [20, 24, 3, 3],
+ * drawn from r seeded with `seed`, in a fresh step run on `threads`. */
+static void thread_case_inputs(int threads, uint64_t seed, md_rng *r, md_tensor **x, md_tensor **w) {
     md_ctx_set_threads(ctx, threads);
     md_ctx_step_reset(ctx);
+    md_rng_seed(r, seed);
+    *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(1, 24, 13, 15));
+    *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(20, 24, 3, 3));
+    md_tensor_normal_(*x, r, 0, 1);
+    md_tensor_normal_(*w, r, 0, 0.1);
+}
+
+static void run_conv_grads(int threads, int stride, float *out, size_t ny, size_t nx, size_t nw) {
     md_rng r;
-    md_rng_seed(&r, 31);
-    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(1, 24, 13, 15));
-    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(20, 24, 3, 3));
-    md_tensor_normal_(x, &r, 0, 1);
-    md_tensor_normal_(w, &r, 0, 0.1);
+    md_tensor *x, *w;
+    thread_case_inputs(threads, 31, &r, &x, &w);
     x->requires_grad = w->requires_grad = true;
     md_tensor *y = md_conv2d(ctx, x, w, NULL, MD_CONV2D(stride, 1));
     cr_assert(y && (size_t)md_tensor_numel(y) == ny, "%s", md_ctx_error(ctx)->msg);
@@ -604,14 +611,9 @@ static void fused_cases(int id) {
 Test(ops_conv, fused_matches_direct_loops_and_unfused_bn) { cr_assert_geq(each_variant(fused_cases), 1); }
 
 static void run_fused(int threads, float *out, size_t n) {
-    md_ctx_set_threads(ctx, threads);
-    md_ctx_step_reset(ctx);
     md_rng r;
-    md_rng_seed(&r, 77);
-    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(1, 24, 13, 15));
-    md_tensor *w = md_tensor_empty(ctx, MD_F32, MD_DIMS(20, 24, 3, 3));
-    md_tensor_normal_(x, &r, 0, 1);
-    md_tensor_normal_(w, &r, 0, 0.1);
+    md_tensor *x, *w;
+    thread_case_inputs(threads, 77, &r, &x, &w);
     md_conv_epilogue e = { vec_param(&r, 20, 0, 1, false), vec_param(&r, 20, 0, 1, false), true };
     md_tensor *y = md_conv2d_fused(ctx, x, w, vec_param(&r, 20, 0, 1, false), MD_CONV2D(1, 1), &e);
     cr_assert(y && (size_t)md_tensor_numel(y) == n, "%s", md_ctx_error(ctx)->msg);
