@@ -217,7 +217,7 @@ void *md__dev_tensor_data(md_ctx *ctx, md_device_type type, size_t bytes) {
     md_arena *a = dev_arena_get(ctx, type);
     if (!a) return NULL;
     if (bytes < a->pool_min || !bytes) return md__dev_alloc(ctx, type, bytes);
-    void *p = md__pool_alloc(a, bytes, true);
+    void *p = md__pool_alloc(a, bytes);
     if (!p) md_op_fail(ctx, "alloc", "out of device memory allocating %zu bytes (step arena holds %zu): %s", bytes,
                        a->used + a->pool_used, a->dev->error());
     return p;

@@ -11,15 +11,42 @@
 
 /* Step arena: a list of chunks with bump allocation, plus a pool of large
  * blocks (tensor data of at least MD_POOL_MIN bytes) that can be handed back
- * before the step ends (gradients consumed by backward) and are cached across
- * steps, so a steady loop neither grows nor faults in fresh pages. */
+ * before the step ends (gradients consumed by backward). On the host the
+ * blocks are ranges of one reserved heap (core/heap.c), split and merged as
+ * the step goes; on a device they are separate allocations, reused whole
+ * (best fit). Both keep their memory across steps, so a steady loop neither
+ * grows nor faults in fresh pages. */
+typedef struct md_heap_range { size_t off, size; } md_heap_range;
+typedef struct md_heap {
+    char *base;                /* reserved address space, NULL until first used */
+    size_t reserved, committed;   /* [0, committed) is writable */
+    size_t top;                /* everything at and above is free */
+    size_t high;               /* the top's high water this step */
+    size_t touched;            /* pages below may be resident */
+    md_heap_range *free;       /* free ranges below the top, by offset */
+    int n_free, cap_free;
+} md_heap;
+/* Address-sanitizer builds keep a poisoned page after every range, so that
+ * an overrun into the next tensor shows. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MD_HEAP_GUARD ((size_t)4096)
+#else
+#define MD_HEAP_GUARD ((size_t)0)
+#endif
+/* `bytes` a multiple of 4096; page-aligned; NULL when out of memory. */
+void *md__heap_alloc(md_heap *h, size_t bytes);
+int md__heap_put(md_heap *h, void *p, size_t bytes);
+void md__heap_reset(md_heap *h);
+void md__heap_free(md_heap *h);
+
 typedef struct md_arena_chunk { char *base; size_t size, used; } md_arena_chunk;
 typedef struct md_pool_block {
     char *base;
     size_t size;
     uint64_t serial;          /* allocation order within the step */
     size_t bump;              /* the bump offset when it was allocated */
-    bool in_use, touched;     /* touched: used during the current step */
+    bool in_use;
+    bool touched;             /* device blocks: used during the current step */
     bool owned;               /* adopted as some tensor's gradient */
     bool released;            /* md_tensor_release'd while the tape still reads it */
     int32_t tape_refs;        /* tape nodes whose backward reads this block */
@@ -39,6 +66,8 @@ typedef struct md_arena {
     uint64_t serial;
     bool poison;             /* fill blocks with 0xff when handed back (debug) */
     size_t pool_min;         /* tensor data of at least this many bytes is pooled */
+    md_heap heap;            /* host pool blocks: ranges of this heap */
+    int free_block;          /* host: a vacant entry of blocks (-1: none known) */
 } md_arena;
 
 /* A tape node's hold on a pool block: the block's index in its arena and
@@ -103,7 +132,7 @@ void md__arena_free(md_arena *a);
 void *md__arena_alloc(md_arena *a, size_t bytes);
 void md__arena_reset(md_arena *a);
 /* A pool block of at least `bytes`; NULL when out of memory. */
-void *md__pool_alloc(md_arena *a, size_t bytes, bool trim);
+void *md__pool_alloc(md_arena *a, size_t bytes);
 /* The pool block starting at p, or NULL (p from the bump chunks or a view). */
 md_pool_block *md__pool_find(md_arena *a, const void *p);
 /* The in-use pool block that contains p, or NULL; *index gets its index. */

@@ -34,6 +34,7 @@ void md__arena_init(md_arena *a, const md_backend *dev) {
      * models exercise the pool and early release */
     const char *env = getenv("MMDET_ARENA_POOL_MIN");
     a->pool_min = env && atol(env) > 0 ? (size_t)atol(env) : MD_POOL_MIN;
+    a->free_block = -1;
 }
 
 /* Host or device memory for chunks and pool blocks (bytes a multiple of align). */
@@ -49,8 +50,10 @@ static void mem_free(md_arena *a, void *p) {
 void md__arena_free(md_arena *a) {
     for (int i = 0; i < a->n_chunks; i++) mem_free(a, a->chunks[i].base);
     free(a->chunks);
-    for (int i = 0; i < a->n_blocks; i++) mem_free(a, a->blocks[i].base);
+    if (a->dev)
+        for (int i = 0; i < a->n_blocks; i++) mem_free(a, a->blocks[i].base);
     free(a->blocks);
+    md__heap_free(&a->heap);
     memset(a, 0, sizeof *a);
 }
 
@@ -59,50 +62,63 @@ static void note_peak(md_arena *a) {
     if (a->used + a->pool_used > a->peak_total) a->peak_total = a->used + a->pool_used;
 }
 
-/* Before a fresh host block: the blocks handed back earlier in this step
- * that did not fit go back to the C library, so that the process holds what
- * is live rather than every block the step ever made (activations of the
- * frozen stages are never asked for again). Their entries stay, empty, so
- * that tape holds (block indices) keep their meaning until the reset. Not
- * on a device: freeing device memory would synchronise. */
-static void trim_handed_back(md_arena *a) {
-    if (a->dev) return;
-    for (int i = 0; i < a->n_blocks; i++) {
-        md_pool_block *b = &a->blocks[i];
-        if (b->in_use || !b->touched || !b->base) continue;
-        mem_free(a, b->base);
-        b->base = NULL;
-        b->size = 0;
+/* An entry of a->blocks for a new block: a vacant one (host entries are
+ * vacated when their range goes back to the heap), else one more. */
+static md_pool_block *block_entry(md_arena *a) {
+    for (int i = a->free_block < 0 ? a->n_blocks : a->free_block; i < a->n_blocks; i++)
+        if (!a->blocks[i].in_use && !a->blocks[i].base) {
+            a->free_block = i + 1;
+            return &a->blocks[i];
+        }
+    a->free_block = -1;
+    if (a->n_blocks == a->cap_blocks) {
+        int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
+        md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
+        if (!nb) return NULL;
+        a->blocks = nb;
+        a->cap_blocks = cap;
     }
+    md_pool_block *b = &a->blocks[a->n_blocks++];
+    *b = (md_pool_block){ 0 };
+    return b;
 }
 
-/* Best fit among the free blocks (at most 1/8 larger than asked, so that a
- * small request does not pin a big block), else a fresh block, the
- * handed-back blocks trimmed first when `trim` is set. */
-void *md__pool_alloc(md_arena *a, size_t bytes, bool trim) {
-    bytes = (bytes + 4095) / 4096 * 4096;
-    int best = -1;
+/* Device: the best fit among the free blocks (at most 1/8 larger than
+ * asked, so that a small request does not pin a big block), else a fresh
+ * block. */
+static md_pool_block *device_block(md_arena *a, size_t bytes) {
+    md_pool_block *best = NULL;
     for (int i = 0; i < a->n_blocks; i++) {
         md_pool_block *b = &a->blocks[i];
         if (!b->in_use && b->base && b->size >= bytes && b->size - bytes <= bytes / 8 &&
-            (best < 0 || b->size < a->blocks[best].size))
-            best = i;
+            (!best || b->size < best->size))
+            best = b;
     }
-    if (best < 0) {
-        if (trim) trim_handed_back(a);
-        if (a->n_blocks == a->cap_blocks) {
-            int cap = a->cap_blocks ? a->cap_blocks * 2 : 64;
-            md_pool_block *nb = realloc(a->blocks, (size_t)cap * sizeof *nb);
-            if (!nb) return NULL;
-            a->blocks = nb;
-            a->cap_blocks = cap;
-        }
-        char *base = mem_alloc(a, bytes);
-        if (!base) return NULL;
-        best = a->n_blocks++;
-        a->blocks[best] = (md_pool_block){ .base = base, .size = bytes };
+    if (best) return best;
+    char *base = mem_alloc(a, bytes);
+    if (!base) return NULL;
+    if (!(best = block_entry(a))) {
+        mem_free(a, base);
+        return NULL;
     }
-    md_pool_block *b = &a->blocks[best];
+    *best = (md_pool_block){ .base = base, .size = bytes };
+    return best;
+}
+
+/* Host: a range of the heap, in an entry of its own. */
+static md_pool_block *host_block(md_arena *a, size_t bytes) {
+    md_pool_block *b = block_entry(a);
+    if (!b) return NULL;
+    char *base = md__heap_alloc(&a->heap, bytes);
+    if (!base) return NULL;
+    *b = (md_pool_block){ .base = base, .size = bytes };
+    return b;
+}
+
+void *md__pool_alloc(md_arena *a, size_t bytes) {
+    bytes = (bytes + 4095) / 4096 * 4096;
+    md_pool_block *b = a->dev ? device_block(a, bytes) : host_block(a, bytes);
+    if (!b) return NULL;
     b->in_use = b->touched = true;
     b->owned = b->released = false;
     b->tape_refs = 0;
@@ -116,7 +132,7 @@ void *md__pool_alloc(md_arena *a, size_t bytes, bool trim) {
 md_pool_block *md__pool_find(md_arena *a, const void *p) {
     if (!p) return NULL;
     for (int i = a->n_blocks - 1; i >= 0; i--)
-        if (a->blocks[i].base == p) return a->blocks[i].in_use ? &a->blocks[i] : NULL;
+        if (a->blocks[i].in_use && a->blocks[i].base == p) return &a->blocks[i];
     return NULL;
 }
 
@@ -140,6 +156,12 @@ void md__pool_put(md_arena *a, md_pool_block *b) {
     b->tape_refs = 0;
     a->pool_used -= b->size;
     if (a->poison) memset(b->base, 0xff, b->size);
+    if (a->dev) return;
+    /* host: the range goes back to the heap and the entry is vacant */
+    int i = (int)(b - a->blocks);
+    md__heap_put(&a->heap, b->base, b->size);
+    b->base = NULL;
+    if (a->free_block < 0 || i < a->free_block) a->free_block = i;
 }
 
 md_arena *md__arena_of(md_ctx *ctx, md_device_type type) {
@@ -209,12 +231,13 @@ void md__arena_reset(md_arena *a) {
     for (int i = 0; i < a->n_chunks; i++) a->chunks[i].used = 0;
     a->used = 0;
     a->peak = 0;
-    /* pool: every block is free again; blocks this step never used go */
+    /* pool: every block is free again; device blocks this step never used
+     * go, the host heap keeps what this step used */
     int k = 0;
-    for (int i = 0; i < a->n_blocks; i++) {
+    for (int i = 0; a->dev && i < a->n_blocks; i++) {
         md_pool_block b = a->blocks[i];
-        if (!b.touched || !b.base) {   /* unused this step, or trimmed */
-            if (b.base) mem_free(a, b.base);
+        if (!b.touched) {
+            mem_free(a, b.base);
             continue;
         }
         b.in_use = b.touched = b.owned = b.released = false;
@@ -222,6 +245,8 @@ void md__arena_reset(md_arena *a) {
         a->blocks[k++] = b;
     }
     a->n_blocks = k;
+    a->free_block = -1;
+    if (!a->dev) md__heap_reset(&a->heap);
     a->pool_used = 0;
     a->peak_total = 0;
     a->serial = 0;
@@ -333,7 +358,7 @@ MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int6
      * inference) the blocks it hands back are kept for its later requests:
      * fresh blocks cost a page fault and a cleared page per 4 KiB. Once
      * there is a tape, trimming keeps a training step's peak where it was. */
-    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes, ctx->tape_len > 0)
+    t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes)
                                                     : md__arena_alloc(&ctx->arena, bytes);
     if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));

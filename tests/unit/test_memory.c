@@ -76,40 +76,112 @@ Test(memory, release_of_unsaved_tensors_with_grad_on) {
     md_tensor_free(x);
 }
 
-/* A handed-back pool block that fits no later request stays allocated
- * while the step has no tape (inference: a later request of its size
- * reuses it instead of fresh pages), and goes back to the C library at
- * such a miss once the step has recorded a differentiable op. */
-static int block_of(const md_tensor *t) {
-    int i = -1;
-    cr_assert_not_null(md__pool_find_in(&ctx->arena, t->data, &i), "not a pool block");
-    return i;
+/* The host heap on a hand-worked sequence (offsets in pages, one guard
+ * page per range in sanitizer builds): best fit splits a free range, a
+ * range handed back merges with free neighbours, and one that reaches the
+ * top lowers it. */
+#define PG ((size_t)4096)
+#define RANGE(pages) ((pages) * PG + MD_HEAP_GUARD)
+static size_t heap_off(const md_heap *h, const void *p) { return (size_t)((const char *)p - h->base); }
+
+Test(memory, heap_best_fit_splits_and_merges) {
+    md_heap h = { 0 };
+    char *a = md__heap_alloc(&h, 4 * PG), *b = md__heap_alloc(&h, 2 * PG), *c = md__heap_alloc(&h, 8 * PG);
+    char *d = md__heap_alloc(&h, 1 * PG);
+    cr_assert(a && b && c && d);
+    cr_assert_eq(heap_off(&h, b), RANGE(4));
+    cr_assert_eq(heap_off(&h, d), RANGE(4) + RANGE(2) + RANGE(8));
+    cr_assert_eq(h.top, RANGE(4) + RANGE(2) + RANGE(8) + RANGE(1));
+    memset(a, 1, 4 * PG);   /* writable */
+    md__heap_put(&h, a, 4 * PG);
+    md__heap_put(&h, c, 8 * PG);
+    cr_assert_eq(h.n_free, 2);
+    /* 3 pages: the 4-page range fits best, not the 8-page one; it is split */
+    char *e = md__heap_alloc(&h, 3 * PG);
+    cr_assert_eq(e, a, "best fit: the smaller free range");
+    cr_assert_eq(h.free[0].off, RANGE(3));
+    cr_assert_eq(h.free[0].size, RANGE(4) - RANGE(3));
+    /* b goes: it merges with the rest of a's range and c's range */
+    md__heap_put(&h, b, 2 * PG);
+    cr_assert_eq(h.n_free, 1, "b merged with both neighbours");
+    cr_assert_eq(h.free[0].off, RANGE(3));
+    cr_assert_eq(h.free[0].size, RANGE(4) - RANGE(3) + RANGE(2) + RANGE(8));
+    /* a request larger than every free range goes on top */
+    char *f = md__heap_alloc(&h, 16 * PG);
+    cr_assert_eq(heap_off(&h, f), RANGE(4) + RANGE(2) + RANGE(8) + RANGE(1));
+    /* d and f go: the free range below them merges into the top */
+    md__heap_put(&h, f, 16 * PG);
+    md__heap_put(&h, d, 1 * PG);
+    cr_assert_eq(h.n_free, 0);
+    cr_assert_eq(h.top, RANGE(3), "only e is left below the top");
+    cr_assert_eq(h.high, RANGE(4) + RANGE(2) + RANGE(8) + RANGE(1) + RANGE(16));
+    md__heap_free(&h);
 }
 
-/* Hands back a block of N floats, then asks for `miss` floats, which it
- * cannot serve; returns the handed-back block's index. */
-static int hand_back_then_miss(int64_t miss) {
-    md_tensor *t = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
-    int i = block_of(t);
-    md_tensor_release(ctx, t);
-    cr_assert_not_null(md_tensor_empty(ctx, MD_F32, MD_DIMS(miss)), "%s", md_ctx_error(ctx)->msg);
-    return i;
-}
-
-Test(memory, handed_back_blocks_kept_until_the_tape_starts) {
+/* A tensor handed back serves later requests of other sizes: a large one
+ * is split for two smaller ones that follow it (activations going,
+ * gradients coming), whether or not the step records a tape. */
+Test(memory, handed_back_storage_is_split_for_smaller_requests) {
     md_ctx_step_reset(ctx);
-    cr_assert_eq(ctx->tape_len, 0);
-    int ia = hand_back_then_miss(4 * N);
-    cr_assert_not_null(ctx->arena.blocks[ia].base, "no tape: the handed-back block was given back");
-    md_tensor *a2 = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
-    cr_assert_eq(block_of(a2), ia, "a request of its size takes the kept block");
-
     md_tensor *x = param_full(N, 1.0f);
-    cr_assert_not_null(md_mul(ctx, x, x));
-    cr_assert_gt(ctx->tape_len, 0);
-    int ic = hand_back_then_miss(8 * N);
-    cr_assert_null(ctx->arena.blocks[ic].base, "with a tape: the handed-back block is given back at a miss");
+    for (int tape = 0; tape < 2; tape++) {
+        if (tape) cr_assert_not_null(md_mul(ctx, x, x));
+        cr_assert_eq(ctx->tape_len > 0, tape);
+        md_tensor *t = md_tensor_empty(ctx, MD_F32, MD_DIMS(4 * N));
+        char *base = t->data;
+        md_tensor_release(ctx, t);
+        md_tensor *u = md_tensor_empty(ctx, MD_F32, MD_DIMS(N));
+        md_tensor *v = md_tensor_empty(ctx, MD_F32, MD_DIMS(2 * N));
+        cr_assert(u && v, "%s", md_ctx_error(ctx)->msg);
+        cr_assert_eq((char *)u->data, base);
+        cr_assert_eq((char *)v->data, base + N * 4 + MD_HEAP_GUARD);
+        md_tensor_release(ctx, u);
+        md_tensor_release(ctx, v);
+    }
     md_tensor_free(x);
+}
+
+/* Steps that make the same requests in the same order get the same
+ * addresses, so a steady loop touches no fresh page after its first step;
+ * a step that needs less gives the pages above its high water back. */
+static void *step_pattern(int64_t scale, size_t *high) {
+    md_ctx_step_reset(ctx);
+    md_tensor *a = md_tensor_empty(ctx, MD_F32, MD_DIMS(3 * N * scale));
+    md_tensor *b = md_tensor_empty(ctx, MD_F32, MD_DIMS(N * scale));
+    md_tensor_release(ctx, a);
+    md_tensor *c = md_tensor_empty(ctx, MD_F32, MD_DIMS(2 * N * scale));
+    md_tensor *d = md_tensor_empty(ctx, MD_F32, MD_DIMS(5 * N * scale));
+    cr_assert(b && c && d);
+    *high = ctx->arena.heap.high;
+    return d->data;
+}
+
+Test(memory, steady_steps_reuse_the_same_pages) {
+    size_t high1, high2, high3;
+    void *d1 = step_pattern(2, &high1);
+    void *d2 = step_pattern(2, &high2);
+    cr_assert_eq(d1, d2, "the same request order gives the same layout");
+    cr_assert_eq(high1, high2);
+    md_ctx_step_reset(ctx);
+    cr_assert_geq(ctx->arena.heap.touched, high1, "the pages the step used stay");
+    step_pattern(1, &high3);
+    cr_assert_lt(high3, high1);
+    md_ctx_step_reset(ctx);
+    cr_assert_leq(ctx->arena.heap.touched, high3 + PG, "a smaller step gives the pages above its use back");
+}
+
+/* The allocation serial of the pool block at p, which is in use. */
+static uint64_t serial_at(const void *p) {
+    md_pool_block *b = md__pool_find(&ctx->arena, p);
+    cr_assert_not_null(b, "no pool block in use at %p", p);
+    return b->serial;
+}
+
+/* Whether the block that had `serial` at p was handed back (a later block
+ * may start at p since: the heap reuses what was handed back). */
+static bool gone(const void *p, uint64_t serial) {
+    md_pool_block *b = md__pool_find(&ctx->arena, p);
+    return !b || b->serial != serial;
 }
 
 /* mul's backward reads both operands: a released operand stays (unpoisoned)
@@ -124,9 +196,10 @@ Test(memory, saved_tensor_stays_until_its_backward) {
     cr_assert_eq(md_ctx_arena_used(ctx), used, "mul's backward reads c: it stays");
     cr_assert_eq(md_f32(c)[N - 1], 3.0f, "kept storage is not poisoned");
     void *cdata = c->data;
+    uint64_t cserial = serial_at(cdata);
     backward(sum_all(y));
     assert_all(x->grad, 3.0f, "dx");
-    cr_assert_null(md__pool_find(&ctx->arena, cdata), "c's block went once mul's backward ran");
+    cr_assert(gone(cdata, cserial), "c's block went once mul's backward ran");
     cr_assert(isnan(((float *)cdata)[0]), "and was poisoned");
     md_tensor_free(x);
 }
@@ -144,6 +217,7 @@ Test(memory, views_hold_their_base) {
     md_tensor *y2 = md_mul(ctx, x, md_reshape(ctx, inner, MD_DIMS(2, N / 2)));
     size_t used = md_ctx_arena_used(ctx);
     void *cdata = c->data, *c2data = c2->data;
+    uint64_t cserial = serial_at(cdata), c2serial = serial_at(c2data);
     md_tensor_release(ctx, c);
     md_tensor_release(ctx, c2);
     md_tensor_release(ctx, inner);   /* a view inside: never releases anything */
@@ -151,8 +225,8 @@ Test(memory, views_hold_their_base) {
     backward(md_add(ctx, sum_all(y1), sum_all(y2)));
     for (int64_t i = 0; i < N; i += 4099)
         cr_assert_eq(md_f32(x->grad)[i], (float)i + 7.0f, "dx[%lld] = %g", (long long)i, md_f32(x->grad)[i]);
-    cr_assert_null(md__pool_find(&ctx->arena, cdata), "c went after backward");
-    cr_assert_null(md__pool_find(&ctx->arena, c2data), "c2 went after backward");
+    cr_assert(gone(cdata, cserial), "c went after backward");
+    cr_assert(gone(c2data, c2serial), "c2 went after backward");
     md_tensor_free(x);
 }
 
