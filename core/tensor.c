@@ -107,10 +107,13 @@ static md_pool_block *device_block(md_arena *a, size_t bytes) {
 
 /* Host: a range of the heap, in an entry of its own. */
 static md_pool_block *host_block(md_arena *a, size_t bytes) {
-    md_pool_block *b = block_entry(a);
-    if (!b) return NULL;
     char *base = md__heap_alloc(&a->heap, bytes);
     if (!base) return NULL;
+    md_pool_block *b = block_entry(a);
+    if (!b) {
+        md__heap_put(&a->heap, base, bytes);
+        return NULL;
+    }
     *b = (md_pool_block){ .base = base, .size = bytes };
     return b;
 }
