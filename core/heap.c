@@ -158,13 +158,19 @@ int md__heap_put(md_heap *h, void *p, size_t bytes) {
     return range_insert(h, i, off, size);
 }
 
-/* Everything free again. The pages above this step's high water go back to
- * the kernel (a step of smaller tensors keeps what it used, not what an
- * earlier one did); the rest stay mapped for the next step. */
+/* Everything free again. The pages above the high water of the last
+ * MD_HEAP_WINDOW steps go back to the kernel, so that a run that turns to
+ * smaller steps (training to evaluation) holds what it uses, while a step
+ * that uses little between two large ones (the runner resets before each
+ * iteration and after each phase) costs the next one no page faults. */
 void md__heap_reset(md_heap *h) {
     h->n_free = 0;
     h->top = 0;
-    size_t keep = (h->high + HEAP_PAGE - 1) / HEAP_PAGE * HEAP_PAGE;
+    h->recent[h->n_steps++ % MD_HEAP_WINDOW] = h->high;
+    size_t keep = 0;
+    for (int i = 0; i < MD_HEAP_WINDOW; i++)
+        if (h->recent[i] > keep) keep = h->recent[i];
+    keep = (keep + HEAP_PAGE - 1) / HEAP_PAGE * HEAP_PAGE;
     if (h->touched > keep) {
         madvise(h->base + keep, h->touched - keep, MADV_DONTNEED);
         h->touched = keep;

@@ -25,6 +25,9 @@ typedef struct md_heap {
     size_t touched;            /* pages below may be resident */
     md_heap_range *free;       /* free ranges below the top, by offset */
     int n_free, cap_free;
+#define MD_HEAP_WINDOW 4
+    size_t recent[MD_HEAP_WINDOW];   /* the high water of the last steps */
+    unsigned n_steps;
 } md_heap;
 /* Address-sanitizer builds keep a poisoned page after every range, so that
  * an overrun into the next tensor shows. */
