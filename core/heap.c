@@ -55,7 +55,7 @@ void md__heap_free(md_heap *h) {
 }
 
 /* Transparent huge pages above the first commit step: a training step's
- * gigabytes of tensors then take a fifth of the TLB misses (ResNet-50 and
+ * gigabytes of tensors then miss the TLB far less often (ResNet-50 and
  * Faster R-CNN steps 3-10 % faster), while a small model's heap stays in
  * 4 KiB pages and does not clear 2 MiB for every quarter-megabyte tensor.
  * $MMDET_HEAP_THP=0 turns them off. */
