@@ -26,7 +26,7 @@ ABI_MAJOR := 1
 
 DEPS_OK := build/.deps-ok
 CPPFLAGS := -Icore/include -Icore -DMD_VERSION=\"$(VERSION)\"
-CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fopenmp -Wall -Wextra -Werror -Wno-format-truncation -MMD -MP
+CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fopenmp -Wall -Wextra -Werror -Wno-format-truncation -Wno-missing-field-initializers -MMD -MP
 LDFLAGS  := -fopenmp
 ifeq ($(SANITIZE),1)
   CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer

@@ -166,3 +166,103 @@ MD_API int md_cfg_fill_defaults(md_cfg *group, const md_key *keys, md_error *err
     }
     return 0;
 }
+
+/* ---- the schema fills the struct ---- */
+
+MD_API const md_key *md_key_find(const md_key *keys, const char *name) {
+    for (int k = 0; keys && name && keys[k].name; k++)
+        if (!strcmp(keys[k].name, name)) return &keys[k];
+    return NULL;
+}
+
+/* A bound in libconfig syntax ("1", "0.5", "-1") as a double. */
+static double bound(const char *s) { return strtod(s, NULL); }
+
+/* The position of `v` in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *v) {
+    int i = 0;
+    for (const char *p = choices;; i++) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (strlen(v) == n && !strncmp(p, v, n)) return i;
+        if (!bar) return -1;
+        p = bar + 1;
+    }
+}
+
+static int store(const md_cfg *v, const md_key *k, void *obj, const char *what, md_error *err) {
+    char w[1024];
+    char *at = (char *)obj + k->offset;
+    bool is_num = v->type == MD_CFG_INT || v->type == MD_CFG_FLOAT;
+    double num = v->type == MD_CFG_INT ? (double)v->v.i : v->type == MD_CFG_FLOAT ? v->v.f : 0;
+    if (is_num && k->min && num < bound(k->min))
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at least %s", md__cfg_where(v, w, sizeof w),
+                        k->name, what, num, k->min);
+    if (is_num && k->max && num > bound(k->max))
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at most %s", md__cfg_where(v, w, sizeof w),
+                        k->name, what, num, k->max);
+    if (k->choices && v->type == MD_CFG_STRING && choice_index(k->choices, v->v.s) < 0)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is \"%s\"; accepted: %s", md__cfg_where(v, w, sizeof w),
+                        k->name, what, v->v.s, k->choices);
+    bool ok = true;
+    if (!obj) return 0;   /* bounds and choices only */
+    switch (k->field) {
+    case MD_FIELD_NONE: break;
+    case MD_FIELD_INT:
+        if ((ok = v->type == MD_CFG_INT)) *(int *)at = (int)v->v.i;
+        break;
+    case MD_FIELD_I64:
+        if ((ok = v->type == MD_CFG_INT)) *(int64_t *)at = v->v.i;
+        break;
+    case MD_FIELD_DOUBLE:
+        if ((ok = is_num)) *(double *)at = num;
+        break;
+    case MD_FIELD_BOOL:
+        if ((ok = v->type == MD_CFG_BOOL)) *(bool *)at = v->v.b;
+        break;
+    case MD_FIELD_STR:
+        if ((ok = v->type == MD_CFG_STRING || v->type == MD_CFG_NONE))
+            *(const char **)at = v->type == MD_CFG_STRING ? v->v.s : NULL;
+        break;
+    case MD_FIELD_CFG: *(const md_cfg **)at = v->type == MD_CFG_NONE ? NULL : v; break;
+    case MD_FIELD_CHOICE:
+        if ((ok = v->type == MD_CFG_STRING && k->choices)) *(int *)at = choice_index(k->choices, v->v.s);
+        break;
+    }
+    if (!ok)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s: expected %s, got %s", md__cfg_where(v, w, sizeof w), k->name,
+                        what, key_type_name(k->type), md_cfg_type_name(v->type));
+    return 0;
+}
+
+MD_API int md_cfg_read_struct(const md_cfg *group, const md_key *keys, void *obj, const char *what, md_error *err) {
+    if (!what) what = "the config";
+    for (int k = 0; keys && keys[k].name; k++) {
+        if (keys[k].field == MD_FIELD_NONE && !keys[k].min && !keys[k].max && !keys[k].choices) continue;
+        int i = group && group->type == MD_CFG_GROUP ? md__cfg_find(group, keys[k].name) : -1;
+        if (i >= 0) {
+            if (store(group->kids[i], &keys[k], obj, what, err)) return -1;
+            continue;
+        }
+        /* absent: the default, parsed; strings and groups need the value to
+         * live on (md_cfg_fill_defaults puts it in the config), so they are
+         * left NULL here */
+        if (!keys[k].dflt || keys[k].field == MD_FIELD_STR || keys[k].field == MD_FIELD_CFG) {
+            if (obj && keys[k].field == MD_FIELD_STR) *(const char **)((char *)obj + keys[k].offset) = NULL;
+            if (obj && keys[k].field == MD_FIELD_CFG) *(const md_cfg **)((char *)obj + keys[k].offset) = NULL;
+            continue;
+        }
+        md_cfg *tmp = NULL;
+        if (strcmp(keys[k].dflt, "None") != 0) {
+            char *text;
+            if (asprintf(&text, "v = %s;", keys[k].dflt) < 0) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+            tmp = md__cfg_from_text(text, "<default>", err);
+            free(text);
+            if (!tmp) return md_error_wrap(err, "default of key '%s'", keys[k].name);
+            int rc = store(tmp->kids[0], &keys[k], obj, what, err);
+            md__cfg_destroy(tmp);
+            if (rc) return -1;
+        }
+    }
+    return 0;
+}

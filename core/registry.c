@@ -1,17 +1,112 @@
 /* Registries: per-context tables of classes by name, and build_from_cfg. */
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include "registry_private.h"
+#include <mmdet/bbox.h>
+#include <mmdet/losses.h>
+#include <mmdet/roi_head.h>
 
-/* Declared up front so an unknown type in an empty registry says "empty"
- * instead of "no such registry" (mmdet's registries, plus "models"). */
-static const char *const standard_registries[] = {
-    "backbones", "necks", "heads", "roi_extractors", "shared_heads", "losses",
-    "detectors", "datasets", "pipelines", "hooks", "optimizers", "lr_policies",
-    "bbox_assigners", "bbox_samplers", "bbox_coders", "prior_generators",
-    "iou_calculators", "runners", "models",
+/* The standard registries (mmdet's), each with the interfaces its members
+ * implement: a class registered with another interface, or without an
+ * entry its interface requires, is refused when its plugin loads. "models"
+ * (generic small modules) accepts any class. */
+#define NEED(cls_, iface_t_, field_)                                                  \
+    if (!((const iface_t_ *)(cls_)->iface)->field_)                                   \
+        return snprintf(why, n, "its %s has no %s", #iface_t_, #field_), -1
+
+static int check_backbone(const md_class *c, char *why, size_t n) {
+    NEED(c, md_backbone_class, forward); NEED(c, md_backbone_class, num_outs);
+    NEED(c, md_backbone_class, out_channels); NEED(c, md_backbone_class, out_stride);
+    return 0;
+}
+static int check_neck(const md_class *c, char *why, size_t n) {
+    NEED(c, md_neck_class, forward); NEED(c, md_neck_class, num_outs); NEED(c, md_neck_class, out_channels);
+    return 0;
+}
+static int check_dense_head(const md_class *c, char *why, size_t n) {
+    NEED(c, md_dense_head_class, forward); NEED(c, md_dense_head_class, loss);
+    NEED(c, md_dense_head_class, get_bboxes); NEED(c, md_dense_head_class, test_cfg);
+    if (((const md_dense_head_class *)c->iface)->tag != MD_DENSE_HEAD_TAG)
+        return snprintf(why, n, "its md_dense_head_class has no MD_DENSE_HEAD_TAG"), -1;
+    return 0;
+}
+static int check_roi_head(const md_class *c, char *why, size_t n) {
+    NEED(c, md_roi_head_class, forward_train); NEED(c, md_roi_head_class, simple_test);
+    return 0;
+}
+static int check_bbox_head(const md_class *c, char *why, size_t n) {
+    NEED(c, md_bbox_head_class, forward); NEED(c, md_bbox_head_class, get_targets);
+    NEED(c, md_bbox_head_class, loss); NEED(c, md_bbox_head_class, get_bboxes);
+    NEED(c, md_bbox_head_class, num_classes);
+    return 0;
+}
+static int check_roi_extractor(const md_class *c, char *why, size_t n) {
+    NEED(c, md_roi_extractor_class, forward); NEED(c, md_roi_extractor_class, num_inputs);
+    NEED(c, md_roi_extractor_class, out_size);
+    return 0;
+}
+static int check_loss(const md_class *c, char *why, size_t n) {
+    NEED(c, md_loss_iface, forward);
+    return 0;
+}
+static int check_model(const md_class *c, char *why, size_t n) {
+    NEED(c, md_model_iface, train_step);
+    return 0;
+}
+static int check_dataset(const md_class *c, char *why, size_t n) {
+    NEED(c, md_dataset_iface, len); NEED(c, md_dataset_iface, get);
+    return 0;
+}
+static int check_transform(const md_class *c, char *why, size_t n) {
+    NEED(c, md_transform_iface, apply);
+    return 0;
+}
+static int check_prior_generator(const md_class *c, char *why, size_t n) {
+    NEED(c, md_prior_generator_iface, num_levels); NEED(c, md_prior_generator_iface, num_base_priors);
+    NEED(c, md_prior_generator_iface, stride); NEED(c, md_prior_generator_iface, grid_priors);
+    NEED(c, md_prior_generator_iface, valid_flags); NEED(c, md_prior_generator_iface, destroy);
+    return 0;
+}
+static int check_coder(const md_class *c, char *why, size_t n) {
+    NEED(c, md_bbox_coder_iface, encode); NEED(c, md_bbox_coder_iface, decode);
+    NEED(c, md_bbox_coder_iface, destroy);
+    return 0;
+}
+static int check_assigner(const md_class *c, char *why, size_t n) {
+    NEED(c, md_bbox_assigner_iface, assign); NEED(c, md_bbox_assigner_iface, destroy);
+    return 0;
+}
+static int check_sampler(const md_class *c, char *why, size_t n) {
+    NEED(c, md_bbox_sampler_iface, sample); NEED(c, md_bbox_sampler_iface, destroy);
+    return 0;
+}
+#undef NEED
+
+#define SPEC(code_, type_, check_) { (code_), #type_, (uint32_t)sizeof(type_), (check_) }
+#define MAX_IFACES 3
+static const struct standard {
+    const char *name;
+    md_iface_spec ifaces[MAX_IFACES];   /* { 0 }-terminated when shorter */
+} standard[] = {
+    { "backbones", { SPEC(MD_IFACE_BACKBONE, md_backbone_class, check_backbone) } },
+    { "necks", { SPEC(MD_IFACE_NECK, md_neck_class, check_neck) } },
+    { "heads", { SPEC(MD_IFACE_DENSE_HEAD, md_dense_head_class, check_dense_head),
+                 SPEC(MD_IFACE_ROI_HEAD, md_roi_head_class, check_roi_head),
+                 SPEC(MD_IFACE_BBOX_HEAD, md_bbox_head_class, check_bbox_head) } },
+    { "roi_extractors", { SPEC(MD_IFACE_ROI_EXTRACTOR, md_roi_extractor_class, check_roi_extractor) } },
+    { "losses", { SPEC(MD_IFACE_LOSS, md_loss_iface, check_loss) } },
+    { "detectors", { SPEC(MD_IFACE_MODEL, md_model_iface, check_model) } },
+    { "datasets", { SPEC(MD_IFACE_DATASET, md_dataset_iface, check_dataset) } },
+    { "pipelines", { SPEC(MD_IFACE_TRANSFORM, md_transform_iface, check_transform) } },
+    { "hooks", { SPEC(MD_IFACE_HOOK, md_hook_iface, NULL) } },
+    { "bbox_assigners", { SPEC(MD_IFACE_BBOX_ASSIGNER, md_bbox_assigner_iface, check_assigner) } },
+    { "bbox_samplers", { SPEC(MD_IFACE_BBOX_SAMPLER, md_bbox_sampler_iface, check_sampler) } },
+    { "bbox_coders", { SPEC(MD_IFACE_BBOX_CODER, md_bbox_coder_iface, check_coder) } },
+    { "prior_generators", { SPEC(MD_IFACE_PRIOR_GENERATOR, md_prior_generator_iface, check_prior_generator) } },
+    { "models", { { 0 } } },
 };
-#define N_STANDARD ((int)(sizeof standard_registries / sizeof standard_registries[0]))
+#define N_STANDARD ((int)(sizeof standard / sizeof standard[0]))
 
 int md__grow(void **arr, int *cap, int need, size_t size) {
     if (need <= *cap) return 0;
@@ -53,7 +148,7 @@ int md__registry_init(md_ctx *ctx, md_error *err) {
     if (!r) return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
     ctx->reg = r;
     for (int i = 0; i < N_STANDARD; i++)
-        if (!get_reg(r, standard_registries[i]))
+        if (!get_reg(r, standard[i].name))
             return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
     return md__plugin_commit_builtins(ctx, err);
 }
@@ -78,6 +173,48 @@ void md__registry_free(md_ctx *ctx) {
     ctx->reg = NULL;
 }
 
+static const struct standard *find_standard(const char *name) {
+    for (int i = 0; i < N_STANDARD; i++)
+        if (!strcmp(standard[i].name, name)) return &standard[i];
+    return NULL;
+}
+
+/* A class fits its registry: a standard registry, one of the interfaces it
+ * accepts, of the size the core knows, with the required entries. */
+static int check_iface(const char *origin, const char *rn, const md_class *cls, md_error *err) {
+    const struct standard *st = find_standard(rn);
+    if (!st) {
+        const char *names[N_STANDARD];
+        for (int i = 0; i < N_STANDARD; i++) names[i] = standard[i].name;
+        const char *s = md_suggest(rn, names, N_STANDARD);
+        return md_failc(err, MD_ERR_PLUGIN, "%s: class '%s' registers into '%s', which is not a registry%s%s%s", origin,
+                        cls->name, rn, s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+    }
+    if (!st->ifaces[0].type) return 0;   /* untyped ("models") */
+    char accepted[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < MAX_IFACES && st->ifaces[i].type; i++) {
+        const md_iface_spec *sp = &st->ifaces[i];
+        len += (size_t)snprintf(accepted + len, len < sizeof accepted ? sizeof accepted - len : 0, "%s%s",
+                                i ? " or " : "", sp->name);
+        if (cls->iface_type != sp->type) continue;
+        if (!cls->iface)
+            return md_failc(err, MD_ERR_PLUGIN, "%s: class '%s' in registry '%s' has no interface (%s)", origin,
+                            cls->name, rn, sp->name);
+        if (cls->iface_size != sp->size)
+            return md_failc(err, MD_ERR_PLUGIN,
+                            "%s: class '%s' in registry '%s': its %s is %u bytes, this core's is %u (built against "
+                            "other headers?)", origin, cls->name, rn, sp->name, cls->iface_size, sp->size);
+        char why[256];
+        if (sp->check && sp->check(cls, why, sizeof why))
+            return md_failc(err, MD_ERR_PLUGIN, "%s: class '%s' in registry '%s': %s", origin, cls->name, rn, why);
+        return 0;
+    }
+    return md_failc(err, MD_ERR_PLUGIN,
+                    "%s: class '%s' in registry '%s' does not declare the registry's interface (%s); set it with "
+                    "MD_IFACE(&iface, <its MD_IFACE_ code>)", origin, cls->name, rn, accepted);
+}
+
 int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *items, int n, md_error *err) {
     struct md_registries *r = ctx->reg;
     /* Check everything first so a refused file leaves no trace. */
@@ -89,6 +226,7 @@ int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *ite
         if (!cls->build)
             return md_failc(err, MD_ERR_REGISTRY, "%s: class '%s' in registry '%s' has no build function",
                             origin, cls->name, rn);
+        if (check_iface(origin, rn, cls, err)) return -1;
         const md__entry *e = find_entry(find_reg(r, rn), cls->name);
         const char *other = e ? e->origin : NULL;
         for (int j = 0; !other && j < i; j++)
@@ -312,7 +450,8 @@ MD_API void *md_build_from_cfg(md_ctx *ctx, const char *registry, const md_cfg *
     }
     /* Schema messages name the type and file:line already: add the path. */
     if (cls->keys && (md_cfg_check_keys(args, cls->keys, type, err) != 0 ||
-                      md_cfg_fill_defaults(args, cls->keys, err) != 0)) {
+                      md_cfg_fill_defaults(args, cls->keys, err) != 0 ||
+                      md_cfg_read_struct(args, cls->keys, NULL, type, err) != 0)) {
         if (*path) md_error_wrap(err, "%s", path);
         drop_owned(r, args);
         return NULL;

@@ -414,7 +414,7 @@ fail:
 }
 
 static const md_class resnet_class = {
-    .name = "ResNet", .keys = keys, .build = resnet_build, .iface = &resnet_cls,
+    .name = "ResNet", .keys = keys, .build = resnet_build, MD_IFACE(&resnet_cls, MD_IFACE_BACKBONE),
     .doc = "ResNet backbone (mmdet 2.x): depth 18/34/50/101/152, BasicBlock/Bottleneck",
 };
 

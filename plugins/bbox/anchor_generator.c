@@ -192,7 +192,7 @@ fail:
     return NULL;
 }
 
-static const md_class cls = { .name = "AnchorGenerator", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "AnchorGenerator", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_PRIOR_GENERATOR),
                               .doc = "mmdet's anchor generator (strides, ratios, scales or octave scales)" };
 MD_PLUGIN("anchor_generator", "1.0", "Apache-2.0");
 MD_REGISTER("prior_generators", cls)

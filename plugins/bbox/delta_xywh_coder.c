@@ -225,7 +225,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return c;
 }
 
-static const md_class cls = { .name = "DeltaXYWHBBoxCoder", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "DeltaXYWHBBoxCoder", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_BBOX_CODER),
                               .doc = "mmdet's (dx, dy, dw, dh) box coder" };
 MD_PLUGIN("delta_xywh_coder", "1.0", "Apache-2.0");
 MD_REGISTER("bbox_coders", cls)

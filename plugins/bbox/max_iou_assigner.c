@@ -180,7 +180,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return a;
 }
 
-static const md_class cls = { .name = "MaxIoUAssigner", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "MaxIoUAssigner", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_BBOX_ASSIGNER),
                               .doc = "mmdet's max-IoU assigner" };
 MD_PLUGIN("max_iou_assigner", "1.0", "Apache-2.0");
 MD_REGISTER("bbox_assigners", cls)

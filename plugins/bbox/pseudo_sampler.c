@@ -75,7 +75,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return s;
 }
 
-static const md_class cls = { .name = "PseudoSampler", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "PseudoSampler", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_BBOX_SAMPLER),
                               .doc = "takes every positive and negative of the assignment" };
 MD_PLUGIN("pseudo_sampler", "1.0", "Apache-2.0");
 MD_REGISTER("bbox_samplers", cls)

@@ -150,7 +150,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return &s->base;
 }
 
-static const md_class cls = { .name = "RandomSampler", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "RandomSampler", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_BBOX_SAMPLER),
                               .doc = "random positives (up to num * pos_fraction) and negatives (mmdet 2.x)" };
 MD_PLUGIN("random_sampler", "1.0", "Apache-2.0");
 MD_REGISTER("bbox_samplers", cls)

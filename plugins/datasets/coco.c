@@ -925,7 +925,7 @@ static void *coco_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class coco_class = {
-    .name = "CocoDataset", .keys = coco_keys, .build = coco_build, .iface = &coco_iface,
+    .name = "CocoDataset", .keys = coco_keys, .build = coco_build, MD_IFACE(&coco_iface, MD_IFACE_DATASET),
     .doc = "COCO-format detection dataset (mmdet's CocoDataset)",
 };
 

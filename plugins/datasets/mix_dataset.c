@@ -173,7 +173,7 @@ fail:
 }
 
 static const md_class mix_class = { .name = "MultiImageMixDataset", .keys = mix_keys, .build = mix_build,
-    .iface = &mix_iface_ds, .doc = "a dataset wrapper for Mosaic / MixUp pipelines" };
+    MD_IFACE(&mix_iface_ds, MD_IFACE_DATASET), .doc = "a dataset wrapper for Mosaic / MixUp pipelines" };
 
 MD_PLUGIN("mix_dataset", "1.0", "Apache-2.0");
 MD_REGISTER("datasets", mix_class)

@@ -103,7 +103,7 @@ static void *load_img_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class load_img_class = { .name = "LoadImageFromFile", .keys = load_img_keys,
-    .build = load_img_build, .iface = &load_img_iface, .doc = "read the image (JPEG/PNG), u8 HWC" };
+    .build = load_img_build, MD_IFACE(&load_img_iface, MD_IFACE_TRANSFORM), .doc = "read the image (JPEG/PNG), u8 HWC" };
 
 /* --------------------------------------------------------- LoadAnnotations */
 
@@ -152,7 +152,7 @@ static void *load_ann_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class load_ann_class = { .name = "LoadAnnotations", .keys = load_ann_keys,
-    .build = load_ann_build, .iface = &load_ann_iface, .doc = "copy the dataset's boxes and labels" };
+    .build = load_ann_build, MD_IFACE(&load_ann_iface, MD_IFACE_TRANSFORM), .doc = "copy the dataset's boxes and labels" };
 
 /* ------------------------------------------------------------------ Resize */
 
@@ -317,7 +317,7 @@ static void *resize_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class resize_class = { .name = "Resize", .keys = resize_keys, .build = resize_build,
-    .iface = &resize_iface, .doc = "resize image and boxes (mmdet's Resize)" };
+    MD_IFACE(&resize_iface, MD_IFACE_TRANSFORM), .doc = "resize image and boxes (mmdet's Resize)" };
 
 /* -------------------------------------------------------------- RandomFlip */
 
@@ -450,7 +450,7 @@ bad_dir:
 }
 
 static const md_class flip_class = { .name = "RandomFlip", .keys = flip_keys, .build = flip_build,
-    .iface = &flip_iface, .doc = "flip image and boxes with a probability" };
+    MD_IFACE(&flip_iface, MD_IFACE_TRANSFORM), .doc = "flip image and boxes with a probability" };
 
 /* --------------------------------------------------------------- Normalize */
 
@@ -516,7 +516,7 @@ static void *norm_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class norm_class = { .name = "Normalize", .keys = norm_keys, .build = norm_build,
-    .iface = &norm_iface, .doc = "(img - mean) / std, u8 HWC -> f32 CHW" };
+    MD_IFACE(&norm_iface, MD_IFACE_TRANSFORM), .doc = "(img - mean) / std, u8 HWC -> f32 CHW" };
 
 /* --------------------------------------------------------------------- Pad */
 
@@ -607,7 +607,7 @@ static void *pad_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return t;
 }
 
-static const md_class pad_class = { .name = "Pad", .keys = pad_keys, .build = pad_build, .iface = &pad_iface,
+static const md_class pad_class = { .name = "Pad", .keys = pad_keys, .build = pad_build, MD_IFACE(&pad_iface, MD_IFACE_TRANSFORM),
     .doc = "pad right and bottom to a size or a multiple" };
 
 /* ------------------------------------------------------------ ImageToTensor */
@@ -640,7 +640,7 @@ static void *to_tensor_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class to_tensor_class = { .name = "ImageToTensor", .keys = to_tensor_keys,
-    .build = to_tensor_build, .iface = &to_tensor_iface, .doc = "image as an f32 CHW tensor (values unchanged)" };
+    .build = to_tensor_build, MD_IFACE(&to_tensor_iface, MD_IFACE_TRANSFORM), .doc = "image as an f32 CHW tensor (values unchanged)" };
 
 /* ----------------------------------------------------- DefaultFormatBundle */
 
@@ -678,7 +678,7 @@ static void *bundle_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class bundle_class = { .name = "DefaultFormatBundle", .keys = bundle_keys,
-    .build = bundle_build, .iface = &bundle_iface, .doc = "f32 CHW image and default metas" };
+    .build = bundle_build, MD_IFACE(&bundle_iface, MD_IFACE_TRANSFORM), .doc = "f32 CHW image and default metas" };
 
 /* ----------------------------------------------------------------- Collect */
 
@@ -753,7 +753,7 @@ static void *collect_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class collect_class = { .name = "Collect", .keys = collect_keys, .build = collect_build,
-    .iface = &collect_iface, .doc = "keep the listed keys and image metas" };
+    MD_IFACE(&collect_iface, MD_IFACE_TRANSFORM), .doc = "keep the listed keys and image metas" };
 
 /* ------------------------------------------------------- MultiScaleFlipAug */
 
@@ -853,7 +853,7 @@ static void *msfa_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class msfa_class = { .name = "MultiScaleFlipAug", .keys = msfa_keys, .build = msfa_build,
-    .iface = &msfa_iface, .doc = "test-time augmentation: scales x flips into sample.augs" };
+    MD_IFACE(&msfa_iface, MD_IFACE_TRANSFORM), .doc = "test-time augmentation: scales x flips into sample.augs" };
 
 MD_PLUGIN("transforms", "1.0", "Apache-2.0");
 MD_REGISTER("pipelines", load_img_class)

@@ -163,7 +163,7 @@ static void *pmd_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class pmd_class = { .name = "PhotoMetricDistortion", .keys = pmd_keys, .build = pmd_build,
-    .iface = &pmd_iface, .doc = "random brightness, contrast, saturation, hue, channel swap" };
+    MD_IFACE(&pmd_iface, MD_IFACE_TRANSFORM), .doc = "random brightness, contrast, saturation, hue, channel swap" };
 
 /* ------------------------------------------------------------- RandomCrop */
 
@@ -274,7 +274,7 @@ static void *crop_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class crop_class = { .name = "RandomCrop", .keys = crop_keys, .build = crop_build,
-    .iface = &crop_iface, .doc = "random crop; boxes shifted, clipped, emptied ones dropped" };
+    MD_IFACE(&crop_iface, MD_IFACE_TRANSFORM), .doc = "random crop; boxes shifted, clipped, emptied ones dropped" };
 
 /* ------------------------------------------------------ FilterAnnotations */
 
@@ -328,7 +328,7 @@ static void *filt_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class filt_class = { .name = "FilterAnnotations", .keys = filt_keys, .build = filt_build,
-    .iface = &filt_iface, .doc = "drop GT boxes not larger than min_gt_bbox_wh" };
+    MD_IFACE(&filt_iface, MD_IFACE_TRANSFORM), .doc = "drop GT boxes not larger than min_gt_bbox_wh" };
 
 /* ----------------------------------------------------------- RandomAffine */
 
@@ -493,7 +493,7 @@ static void *affine_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class affine_class = { .name = "RandomAffine", .keys = affine_keys, .build = affine_build,
-    .iface = &affine_iface, .doc = "random rotation, scale, shear and translation (YOLOX)" };
+    MD_IFACE(&affine_iface, MD_IFACE_TRANSFORM), .doc = "random rotation, scale, shear and translation (YOLOX)" };
 
 /* ----------------------------------------------------------------- Mosaic */
 
@@ -642,7 +642,7 @@ static void *mosaic_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class mosaic_class = { .name = "Mosaic", .keys = mosaic_keys, .build = mosaic_build,
-    .iface = &mosaic_iface, .doc = "4-image mosaic (MultiImageMixDataset)" };
+    MD_IFACE(&mosaic_iface, MD_IFACE_TRANSFORM), .doc = "4-image mosaic (MultiImageMixDataset)" };
 
 /* ------------------------------------------------------------------ MixUp */
 
@@ -797,7 +797,7 @@ static void *mixup_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class mixup_class = { .name = "MixUp", .keys = mixup_keys, .build = mixup_build,
-    .iface = &mixup_iface, .doc = "blend with another image (MultiImageMixDataset)" };
+    MD_IFACE(&mixup_iface, MD_IFACE_TRANSFORM), .doc = "blend with another image (MultiImageMixDataset)" };
 
 MD_PLUGIN("transforms_aug", "1.0", "Apache-2.0");
 MD_REGISTER("pipelines", pmd_class)

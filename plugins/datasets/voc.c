@@ -480,11 +480,11 @@ static void *voc_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return b
 static void *xml_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build(ctx, cfg, err, false); }
 
 static const md_class voc_class = {
-    .name = "VOCDataset", .keys = voc_keys, .build = voc_build, .iface = &voc_iface,
+    .name = "VOCDataset", .keys = voc_keys, .build = voc_build, MD_IFACE(&voc_iface, MD_IFACE_DATASET),
     .doc = "Pascal VOC dataset (mmdet's VOCDataset): XML annotations, VOC mAP",
 };
 static const md_class xml_class = {
-    .name = "XMLDataset", .keys = voc_keys, .build = xml_build, .iface = &voc_iface,
+    .name = "XMLDataset", .keys = voc_keys, .build = xml_build, MD_IFACE(&voc_iface, MD_IFACE_DATASET),
     .doc = "VOC-layout dataset with your own classes (mmdet's XMLDataset)",
 };
 

@@ -164,7 +164,7 @@ fail:
 }
 
 static const md_class concat_class = { .name = "ConcatDataset", .keys = concat_keys, .build = concat_build,
-    .iface = &wrap_iface, .doc = "datasets one after another" };
+    MD_IFACE(&wrap_iface, MD_IFACE_DATASET), .doc = "datasets one after another" };
 
 /* ------------------------------------------------------------------ Repeat */
 
@@ -206,7 +206,7 @@ static void *repeat_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class repeat_class = { .name = "RepeatDataset", .keys = repeat_keys, .build = repeat_build,
-    .iface = &wrap_iface, .doc = "a dataset repeated `times` times" };
+    MD_IFACE(&wrap_iface, MD_IFACE_DATASET), .doc = "a dataset repeated `times` times" };
 
 /* ----------------------------------------------------------- ClassBalanced */
 
@@ -282,7 +282,7 @@ fail:
 }
 
 static const md_class cb_class = { .name = "ClassBalancedDataset", .keys = cb_keys, .build = cb_build,
-    .iface = &wrap_iface, .doc = "repeat images of rare classes (LVIS-style repeat factors)" };
+    MD_IFACE(&wrap_iface, MD_IFACE_DATASET), .doc = "repeat images of rare classes (LVIS-style repeat factors)" };
 
 MD_PLUGIN("dataset_wrappers", "1.0", "Apache-2.0");
 MD_REGISTER("datasets", concat_class)

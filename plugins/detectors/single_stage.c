@@ -160,8 +160,8 @@ static void *build_retina(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class single_class = { .name = "SingleStageDetector", .keys = keys, .build = build_single,
-                                       .iface = &iface, .doc = "backbone + neck + dense head" };
-static const md_class retina_class = { .name = "RetinaNet", .keys = keys, .build = build_retina, .iface = &iface,
+                                       MD_IFACE(&iface, MD_IFACE_MODEL), .doc = "backbone + neck + dense head" };
+static const md_class retina_class = { .name = "RetinaNet", .keys = keys, .build = build_retina, MD_IFACE(&iface, MD_IFACE_MODEL),
                                        .doc = "RetinaNet (a SingleStageDetector)" };
 MD_PLUGIN("single_stage", "1.0", "Apache-2.0");
 MD_REGISTER("detectors", single_class)

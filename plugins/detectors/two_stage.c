@@ -312,9 +312,9 @@ static void *frcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return build_common(ctx, cfg, err, &frcnn_cls);
 }
 
-static const md_class ts_class = { .name = "TwoStageDetector", .keys = keys, .build = ts_build, .iface = &ts_iface,
+static const md_class ts_class = { .name = "TwoStageDetector", .keys = keys, .build = ts_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                    .doc = "backbone, neck, RPN and RoI head (mmdet 2.x)" };
-static const md_class frcnn_class = { .name = "FasterRCNN", .keys = keys, .build = frcnn_build, .iface = &ts_iface,
+static const md_class frcnn_class = { .name = "FasterRCNN", .keys = keys, .build = frcnn_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                       .doc = "Faster R-CNN: a TwoStageDetector (mmdet 2.x)" };
 
 MD_PLUGIN("two_stage", "1.0", "Apache-2.0");

@@ -366,7 +366,7 @@ fail:
 }
 
 static const md_class head_class = {
-    .name = "Shared2FCBBoxHead", .keys = keys, .build = head_build, .iface = &head_cls,
+    .name = "Shared2FCBBoxHead", .keys = keys, .build = head_build, MD_IFACE(&head_cls, MD_IFACE_BBOX_HEAD),
     .doc = "two shared fcs, then classification and box regression (mmdet 2.x)",
 };
 

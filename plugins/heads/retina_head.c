@@ -572,7 +572,7 @@ fail:
     return NULL;
 }
 
-static const md_class cls = { .name = "RetinaHead", .keys = keys, .build = build, .iface = &head_cls,
+static const md_class cls = { .name = "RetinaHead", .keys = keys, .build = build, MD_IFACE(&head_cls, MD_IFACE_DENSE_HEAD),
                               .doc = "mmdet's RetinaNet head (focal loss, anchors, delta coder)" };
 MD_PLUGIN("retina_head", "1.0", "Apache-2.0");
 MD_REGISTER("heads", cls)

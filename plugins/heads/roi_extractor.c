@@ -168,7 +168,7 @@ static void *ext_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class ext_class = {
-    .name = "SingleRoIExtractor", .keys = keys, .build = ext_build, .iface = &ext_cls,
+    .name = "SingleRoIExtractor", .keys = keys, .build = ext_build, MD_IFACE(&ext_cls, MD_IFACE_ROI_EXTRACTOR),
     .doc = "RoIAlign from one FPN level per RoI (mmdet's map_roi_levels)",
 };
 

@@ -524,7 +524,7 @@ fail:
 }
 
 static const md_class rpn_class = {
-    .name = "RPNHead", .keys = keys, .build = rpn_build, .iface = &rpn_cls,
+    .name = "RPNHead", .keys = keys, .build = rpn_build, MD_IFACE(&rpn_cls, MD_IFACE_DENSE_HEAD),
     .doc = "region proposal network head (mmdet 2.x)",
 };
 

@@ -302,7 +302,7 @@ fail:
 }
 
 static const md_class rh_class = {
-    .name = "StandardRoIHead", .keys = keys, .build = rh_build, .iface = &rh_cls,
+    .name = "StandardRoIHead", .keys = keys, .build = rh_build, MD_IFACE(&rh_cls, MD_IFACE_ROI_HEAD),
     .doc = "RoI head with a bbox branch (mmdet 2.x)",
 };
 

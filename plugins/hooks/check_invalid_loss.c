@@ -37,6 +37,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("check_invalid_loss", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "CheckInvalidLossHook", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "CheckInvalidLossHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "stop on a NaN or infinite loss" };
 MD_REGISTER("hooks", cls)

@@ -81,6 +81,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("checkpoint_hook", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "CheckpointHook", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "CheckpointHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "save checkpoints every interval" };
 MD_REGISTER("hooks", cls)

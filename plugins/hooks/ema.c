@@ -194,9 +194,9 @@ static void *build_linear(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("ema", "1.0", "Apache-2.0");
-static const md_class exp_cls = { .name = "ExpMomentumEMAHook", .keys = keys, .build = build_exp, .iface = &iface,
+static const md_class exp_cls = { .name = "ExpMomentumEMAHook", .keys = keys, .build = build_exp, MD_IFACE(&iface, MD_IFACE_HOOK),
                                   .doc = "exponential moving average of the weights (YOLOX schedule)" };
 MD_REGISTER("hooks", exp_cls)
 static const md_class lin_cls = { .name = "LinearMomentumEMAHook", .keys = keys, .build = build_linear,
-                                  .iface = &iface, .doc = "moving average of the weights, linear warm-up" };
+                                  MD_IFACE(&iface, MD_IFACE_HOOK), .doc = "moving average of the weights, linear warm-up" };
 MD_REGISTER("hooks", lin_cls)

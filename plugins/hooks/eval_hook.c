@@ -306,6 +306,6 @@ fail:
 }
 
 MD_PLUGIN("eval_hook", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "EvalHook", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "EvalHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "evaluate on the val set every interval; keep the best checkpoint" };
 MD_REGISTER("hooks", cls)

@@ -50,6 +50,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("iter_timer", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "IterTimerHook", .build = build, .iface = &iface,
+static const md_class cls = { .name = "IterTimerHook", .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "time and data_time per iteration" };
 MD_REGISTER("hooks", cls)

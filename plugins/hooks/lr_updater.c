@@ -63,7 +63,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 
 MD_PLUGIN("lr_updater", "1.0", "Apache-2.0");
 #define LR_HOOK(var, type_name)                                                                   \
-    static const md_class var = { .name = type_name, .build = build, .iface = &lr_iface,        \
+    static const md_class var = { .name = type_name, .build = build, MD_IFACE(&lr_iface, MD_IFACE_HOOK),        \
                                   .doc = "mmcv " type_name " (lr_config)" };                    \
     MD_REGISTER("hooks", var)
 LR_HOOK(fixed_cls, "FixedLrUpdaterHook")

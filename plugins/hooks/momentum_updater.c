@@ -65,7 +65,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 
 MD_PLUGIN("momentum_updater", "1.0", "Apache-2.0");
 #define MOM_HOOK(var, type_name)                                                                  \
-    static const md_class var = { .name = type_name, .build = build, .iface = &mom_iface,       \
+    static const md_class var = { .name = type_name, .build = build, MD_IFACE(&mom_iface, MD_IFACE_HOOK),       \
                                   .doc = "mmcv " type_name " (momentum_config)" };              \
     MD_REGISTER("hooks", var)
 MOM_HOOK(step_cls, "StepMomentumUpdaterHook")

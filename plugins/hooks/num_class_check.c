@@ -68,6 +68,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("num_class_check", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "NumClassCheckHook", .build = build, .iface = &iface,
+static const md_class cls = { .name = "NumClassCheckHook", .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "heads' num_classes must match the dataset's CLASSES" };
 MD_REGISTER("hooks", cls)

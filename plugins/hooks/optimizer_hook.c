@@ -76,9 +76,9 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("optimizer_hook", "1.0", "Apache-2.0");
-static const md_class opt_cls = { .name = "OptimizerHook", .keys = keys, .build = build, .iface = &iface,
+static const md_class opt_cls = { .name = "OptimizerHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                                   .doc = "backward, grad_clip, optimizer step" };
 MD_REGISTER("hooks", opt_cls)
 static const md_class cum_cls = { .name = "GradientCumulativeOptimizerHook", .keys = keys, .build = build,
-                                  .iface = &iface, .doc = "OptimizerHook stepping every cumulative_iters" };
+                                  MD_IFACE(&iface, MD_IFACE_HOOK), .doc = "OptimizerHook stepping every cumulative_iters" };
 MD_REGISTER("hooks", cum_cls)

@@ -174,6 +174,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("text_logger", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "TextLoggerHook", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "TextLoggerHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "console, <ts>.log and <ts>.log.json lines" };
 MD_REGISTER("hooks", cls)

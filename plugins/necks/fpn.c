@@ -310,7 +310,7 @@ fail:
 }
 
 static const md_class fpn_class = {
-    .name = "FPN", .keys = keys, .build = fpn_build, .iface = &fpn_cls,
+    .name = "FPN", .keys = keys, .build = fpn_build, MD_IFACE(&fpn_cls, MD_IFACE_NECK),
     .doc = "Feature Pyramid Network (mmdet 2.x), extra levels by max pool or convs",
 };
 

@@ -55,6 +55,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class recorder_class = { .name = "LossRecorderHook", .keys = keys, .build = build,
-                                         .iface = &iface, .doc = "writes exact losses per iteration (tests)" };
+                                         MD_IFACE(&iface, MD_IFACE_HOOK), .doc = "writes exact losses per iteration (tests)" };
 MD_PLUGIN("loss_recorder", "1.0", "Apache-2.0");
 MD_REGISTER("hooks", recorder_class)

@@ -127,6 +127,6 @@ fail:
 }
 
 MD_PLUGIN("oracle_detector", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "OracleDetector", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "OracleDetector", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_MODEL),
                               .doc = "test model: returns the ground truth of a COCO file, scripted by stage" };
 MD_REGISTER("detectors", cls)

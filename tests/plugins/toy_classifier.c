@@ -81,6 +81,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 MD_PLUGIN("toy_classifier", "1.0", "Apache-2.0");
-static const md_class cls = { .name = "ToyShapesClassifier", .keys = keys, .build = build, .iface = &iface,
+static const md_class cls = { .name = "ToyShapesClassifier", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_MODEL),
                               .doc = "test model: which shapes appear in the image" };
 MD_REGISTER("detectors", cls)

@@ -27,6 +27,14 @@
 extern "C" {
 #endif
 
+/* Interface codes (registry.h's MD_IFACE) of the box registries and of
+ * dense heads. */
+#define MD_IFACE_PRIOR_GENERATOR MD_IFACE_CODE('P', 'R', 'G', 1)  /* md_prior_generator_iface */
+#define MD_IFACE_BBOX_CODER MD_IFACE_CODE('C', 'O', 'D', 1)       /* md_bbox_coder_iface */
+#define MD_IFACE_BBOX_ASSIGNER MD_IFACE_CODE('A', 'S', 'G', 1)    /* md_bbox_assigner_iface */
+#define MD_IFACE_BBOX_SAMPLER MD_IFACE_CODE('S', 'M', 'P', 1)     /* md_bbox_sampler_iface */
+#define MD_IFACE_DENSE_HEAD MD_IFACE_CODE('D', 'H', 'D', 1)       /* md_dense_head_class */
+
 /* ---- "prior_generators": AnchorGenerator ---- */
 typedef struct md_prior_generator md_prior_generator;
 typedef struct md_prior_generator_iface {

@@ -16,6 +16,7 @@
 #define MMDET_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include "error.h"
@@ -134,13 +135,44 @@ typedef enum md_key_type {
     MD_KEY_STRING, MD_KEY_GROUP, MD_KEY_LIST /* a single scalar accepted too */,
 } md_key_type;
 
+/* The C type of the struct field a key is stored into (md_cfg_read_struct). */
+typedef enum md_field {
+    MD_FIELD_NONE = 0,    /* not stored: the builder reads the key itself */
+    MD_FIELD_INT,         /* int */
+    MD_FIELD_I64,         /* int64_t */
+    MD_FIELD_DOUBLE,      /* double */
+    MD_FIELD_BOOL,        /* bool */
+    MD_FIELD_STR,         /* const char *, borrowed from the config (lives as long as the built object's config) */
+    MD_FIELD_CFG,         /* const md_cfg *, borrowed; NULL when the value is None */
+    MD_FIELD_CHOICE,      /* int: the index of the string value in `choices` */
+} md_field;
+
 typedef struct md_key {
     const char *name;
     md_key_type type;
     const char *dflt;     /* default in libconfig syntax ("0.5", "[1, 2]", "\"x\""), or NULL */
     const char *doc;
     bool required;
+    /* Optional, for md_cfg_read_struct: where the value goes (MD_AT), the
+     * inclusive bounds of a number in libconfig syntax ("1", "0.0"; NULL:
+     * unbounded), and for a string the accepted values ("log|linear|square";
+     * a CHOICE field stores the index). */
+    md_field field;
+    size_t offset;
+    const char *min, *max;
+    const char *choices;
 } md_key;
+
+/* The field of a key: `MD_AT(struct retina, feat_channels)` in a key's
+ * initializer stores the value there, its C type read from the member. */
+#define MD_FIELD_OF(type_, member_)                                                               \
+    _Generic(((type_ *)0)->member_, int: MD_FIELD_INT, long: MD_FIELD_I64, long long: MD_FIELD_I64, \
+             double: MD_FIELD_DOUBLE, bool: MD_FIELD_BOOL, const char *: MD_FIELD_STR,            \
+             const md_cfg *: MD_FIELD_CFG)
+#define MD_AT(type_, member_) .field = MD_FIELD_OF(type_, member_), .offset = offsetof(type_, member_)
+/* A string key stored as the index of its value in `choices_` (an int member). */
+#define MD_CHOICE_AT(type_, member_, choices_) \
+    .field = MD_FIELD_CHOICE, .offset = offsetof(type_, member_), .choices = (choices_)
 
 /* Checks every key of `group` against `keys` (terminated by {0}): an unknown
  * key is an error with a "did you mean" and file:line; a wrong type or a
@@ -148,6 +180,17 @@ typedef struct md_key {
 int md_cfg_check_keys(const md_cfg *group, const md_key *keys, const char *what, md_error *err);
 /* Adds each schema default that `group` lacks. */
 int md_cfg_fill_defaults(md_cfg *group, const md_key *keys, md_error *err);
+/* The schema fills the struct: every key with a field (MD_AT) is stored
+ * into `obj` at its offset, from `group` or, when absent there, from the
+ * key's default (a key with neither leaves the field as it is). Values are
+ * checked against the key's bounds and choices; an error names the file,
+ * line, key and `what`. Keys are not checked for unknown names here
+ * (md_cfg_check_keys, which md_build_from_cfg runs first). With obj NULL
+ * only the bounds and choices are checked (md_build_from_cfg does that for
+ * every class). 0 or -1. */
+int md_cfg_read_struct(const md_cfg *group, const md_key *keys, void *obj, const char *what, md_error *err);
+/* The schema's entry for `name`, or NULL. */
+const md_key *md_key_find(const md_key *keys, const char *name);
 
 /* Levenshtein-closest of `cands` to `word`, or NULL when none is close. */
 const char *md_suggest(const char *word, const char *const *cands, int n);

@@ -124,6 +124,10 @@ void md_boxes_free(md_boxes *b);
 
 /* -------------------------------------------------------------- transforms */
 
+/* Interface codes (registry.h's MD_IFACE) of "pipelines" and "datasets". */
+#define MD_IFACE_TRANSFORM MD_IFACE_CODE('T', 'R', 'F', 1)   /* md_transform_iface */
+#define MD_IFACE_DATASET MD_IFACE_CODE('D', 'S', 'T', 1)     /* md_dataset_iface */
+
 typedef struct md_transform md_transform;
 
 /* The "pipelines" registry's interface. apply returns 0, 1 when the sample

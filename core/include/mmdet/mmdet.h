@@ -16,4 +16,5 @@
 #include "pth.h"
 #include "runner.h"
 #include "models.h"
+#include "losses.h"
 #endif

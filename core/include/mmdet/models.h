@@ -32,6 +32,12 @@ extern "C" {
 
 #define MD_MAX_LEVELS 8    /* most feature maps a backbone or neck returns */
 
+/* Interface codes (registry.h's MD_IFACE) of the "backbones" and "necks"
+ * registries, and of a plain module class ("models"). */
+#define MD_IFACE_BACKBONE MD_IFACE_CODE('B', 'B', 'N', 1)   /* md_backbone_class */
+#define MD_IFACE_NECK MD_IFACE_CODE('N', 'C', 'K', 1)       /* md_neck_class */
+#define MD_IFACE_MODULE MD_IFACE_CODE('M', 'O', 'D', 1)     /* md_module_class */
+
 /* Common head of every model component's class (backbones, necks, and the
  * heads and detectors that follow this pattern). */
 typedef struct md_model_class {

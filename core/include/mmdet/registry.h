@@ -9,11 +9,13 @@
  * files.
  *
  * Registry names follow mmdet: "backbones", "necks", "heads", "roi_extractors",
- * "shared_heads", "losses", "detectors", "datasets", "pipelines", "hooks",
- * "optimizers", "lr_policies", "bbox_assigners", "bbox_samplers",
- * "bbox_coders", "prior_generators", "iou_calculators", "runners", "models"
- * (generic small modules, tests). A registry exists once something registers
- * into it or the core declares it.
+ * "losses", "detectors", "datasets", "pipelines", "hooks", "optimizers",
+ * "lr_policies", "bbox_assigners", "bbox_samplers", "bbox_coders",
+ * "prior_generators", "iou_calculators", "runners", and "models" (generic
+ * small modules). The core declares each with the interfaces its members
+ * implement (md_iface_spec); a registration into any other name, or with an
+ * interface the registry does not accept, refuses the plugin, naming the
+ * file and the class.
  */
 #ifndef MMDET_REGISTRY_H
 #define MMDET_REGISTRY_H
@@ -41,7 +43,31 @@ typedef struct md_class {
     void *(*build)(md_ctx *ctx, const md_cfg *cfg, md_error *err);
     const void *iface;
     const char *doc;               /* one line for --list-modules */
+    /* What `iface` is (MD_IFACE sets both): one of the MD_IFACE_* codes of
+     * the registry's interfaces, and sizeof the struct the plugin was
+     * compiled with. A registry refuses a class whose interface is not one
+     * it declares, or of another size, when the plugin loads. */
+    uint32_t iface_type, iface_size;
 } md_class;
+
+/* In a class's initializer: `MD_IFACE(&my_iface, MD_IFACE_LOSS)`. */
+#define MD_IFACE(ptr_, type_) .iface = (ptr_), .iface_type = (type_), .iface_size = (uint32_t)sizeof *(ptr_)
+
+/* Interface codes: three letters and a version, bumped when the struct
+ * changes incompatibly. Each is declared by the header of its interface. */
+#define MD_IFACE_CODE(a_, b_, c_, version_) \
+    (((uint32_t)(a_) << 24) | ((uint32_t)(b_) << 16) | ((uint32_t)(c_) << 8) | (uint32_t)(version_))
+
+/* What a registry's members implement: the interfaces it accepts and, for
+ * each, a check of the required entries (NULL: none); `why` gets the reason
+ * a class is refused ("has no forward"). The core declares the standard
+ * registries (the list above) with theirs. */
+typedef struct md_iface_spec {
+    uint32_t type;
+    const char *name;              /* the C struct, for messages */
+    uint32_t size;
+    int (*check)(const md_class *cls, char *why, size_t n);
+} md_iface_spec;
 
 typedef struct md_plugin_desc {
     uint32_t abi_major, abi_minor;

@@ -26,6 +26,11 @@
 extern "C" {
 #endif
 
+/* Interface codes (registry.h's MD_IFACE). */
+#define MD_IFACE_ROI_EXTRACTOR MD_IFACE_CODE('R', 'O', 'E', 1)  /* md_roi_extractor_class */
+#define MD_IFACE_BBOX_HEAD MD_IFACE_CODE('B', 'H', 'D', 1)      /* md_bbox_head_class */
+#define MD_IFACE_ROI_HEAD MD_IFACE_CODE('R', 'H', 'D', 1)       /* md_roi_head_class */
+
 /* ---- RoI extractors ("roi_extractors") ---- */
 typedef struct md_roi_extractor_class {
     md_model_class model;         /* must be first */

@@ -31,6 +31,11 @@ int md_losses_add(md_losses *l, const char *name, md_tensor *value, md_error *er
  * one differentiable scalar; NULL (ctx error) when there is none. */
 md_tensor *md_losses_total(md_ctx *ctx, const md_losses *l);
 
+/* Interface codes (registry.h's MD_IFACE) of "detectors" (a trainable
+ * model's md_model_iface) and "hooks". */
+#define MD_IFACE_MODEL MD_IFACE_CODE('M', 'D', 'L', 1)   /* md_model_iface */
+#define MD_IFACE_HOOK MD_IFACE_CODE('H', 'O', 'K', 1)    /* md_hook_iface */
+
 /* ---- what the runner trains ---- */
 typedef struct md_model_iface {
     /* forward_train on one batch (an md_batch from the loader): fill
