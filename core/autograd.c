@@ -108,7 +108,7 @@ MD_API md_node *md_autograd_record(md_ctx *ctx, md_tensor *out, md_tensor *const
         int cap = ctx->tape_cap ? ctx->tape_cap * 2 : 1024;
         md_node **t = realloc(ctx->tape, sizeof *t * (size_t)cap);
         if (!t) {
-            md_op_fail(ctx, op_name, "out of memory growing the autograd tape");
+            md_op_failc(ctx, MD_ERR_NOMEM, op_name, "out of memory growing the autograd tape");
             return NULL;
         }
         ctx->tape = t;

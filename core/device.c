@@ -198,7 +198,7 @@ static md_arena *dev_arena_get(md_ctx *ctx, md_device_type type) {
     const md_backend *be = md__backend_table(type);
     if (!be) return md_op_fail(ctx, "alloc", "no backend for device type %d", (int)type), NULL;
     md_arena *a = calloc(1, sizeof *a);
-    if (!a) return md_op_fail(ctx, "alloc", "out of memory"), NULL;
+    if (!a) return md_op_failc(ctx, MD_ERR_NOMEM, "alloc", "out of memory"), NULL;
     md__arena_init(a, be);
     ctx->dev_arena = a;
     return a;

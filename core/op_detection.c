@@ -62,7 +62,7 @@ static int roi_align_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
                                    feat->shape[3], md_f32(s->rois), s->rois->shape[0], s->out_h,
                                    s->out_w, s->spatial_scale, s->sampling_ratio, s->aligned,
                                    md_f32(gf)) != 0) {
-        md_op_fail(ctx, "roi_align", "out of memory in backward");
+        md_op_failc(ctx, MD_ERR_NOMEM, "roi_align", "out of memory in backward");
         return -1;
     }
     return md_node_accumulate(ctx, node, 0, gf);
@@ -122,7 +122,7 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     } else if (md_tensor_numel(out) > 0 &&
         md__cpu_roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], rp, K, out_h,
                                   out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
-        return md_op_fail(ctx, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
+        return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
     md_tensor *ins[1] = { feat };   /* rois get no gradient, as in mmcv */
     md_node *node = md_autograd_record(ctx, out, ins, 1, roi_align_backward, op);
     if (node) {
@@ -180,7 +180,7 @@ static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *
         return to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep), b);
     }
     int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, keep);
-    if (cnt < 0) return md_op_fail(ctx, op, "out of memory for %lld boxes", (long long)n);
+    if (cnt < 0) return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory for %lld boxes", (long long)n);
     return md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep);
 }
 

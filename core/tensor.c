@@ -257,7 +257,7 @@ void md__arena_reset(md_arena *a) {
 
 MD_API void *md_ctx_alloc(md_ctx *ctx, size_t bytes) {
     void *p = md__arena_alloc(&ctx->arena, bytes);
-    if (!p) md_op_fail(ctx, "alloc", "out of memory allocating %zu bytes in the step arena", bytes);
+    if (!p) md_op_failc(ctx, MD_ERR_NOMEM, "alloc", "out of memory allocating %zu bytes in the step arena", bytes);
     return p;
 }
 
@@ -344,7 +344,7 @@ static int check_shape(md_ctx *ctx, int ndim, const int64_t *shape) {
 md_tensor *md__tensor_header(md_ctx *ctx, md_dtype dt, int ndim, const int64_t *shape) {
     if (check_shape(ctx, ndim, shape) != 0) return NULL;
     md_tensor *t = md__arena_alloc(&ctx->arena, sizeof *t);
-    if (!t) return md_op_fail(ctx, "tensor", "out of memory");
+    if (!t) return md_op_failc(ctx, MD_ERR_NOMEM, "tensor", "out of memory");
     memset(t, 0, sizeof *t);
     t->dtype = dt;
     t->ndim = ndim;
@@ -363,7 +363,7 @@ MD_API md_tensor *md_tensor_empty(md_ctx *ctx, md_dtype dt, int ndim, const int6
      * there is a tape, trimming keeps a training step's peak where it was. */
     t->data = bytes && bytes >= ctx->arena.pool_min ? md__pool_alloc(&ctx->arena, bytes)
                                                     : md__arena_alloc(&ctx->arena, bytes);
-    if (!t->data) return md_op_fail(ctx, "tensor", "out of memory for %lld elements",
+    if (!t->data) return md_op_failc(ctx, MD_ERR_NOMEM, "tensor", "out of memory for %lld elements",
                                     (long long)md_tensor_numel(t));
     return t;
 }
@@ -574,7 +574,7 @@ bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *wha
 MD_API md_tensor *md_tensor_detach(md_ctx *ctx, md_tensor *t) {
     if (!t) return NULL;
     md_tensor *v = md__arena_alloc(&ctx->arena, sizeof *v);
-    if (!v) return md_op_fail(ctx, "detach", "out of memory");
+    if (!v) return md_op_failc(ctx, MD_ERR_NOMEM, "detach", "out of memory");
     *v = *t;
     v->requires_grad = false;
     v->grad = NULL;
@@ -609,18 +609,42 @@ MD_API void md_scope_pop(md_ctx *ctx) {
 
 MD_API const char *md_scope_path(md_ctx *ctx) { return ctx->scope; }
 
-MD_API md_tensor *md_op_fail(md_ctx *ctx, const char *op, const char *fmt, ...) {
+static md_tensor *op_failv(md_ctx *ctx, int code, const char *op, const char *fmt, va_list ap) {
     if (ctx->op_error.code) return NULL;    /* the first error is the cause */
     char msg[MD_ERROR_MSG_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (ctx->scope[0])
+        md_failc(&ctx->op_error, code, "%s at %s: %s", op, ctx->scope, msg);
+    else
+        md_failc(&ctx->op_error, code, "%s: %s", op, msg);
+    return NULL;
+}
+
+MD_API md_tensor *md_op_fail(md_ctx *ctx, const char *op, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    op_failv(ctx, MD_ERR_SHAPE, op, fmt, ap);
     va_end(ap);
-    if (ctx->scope[0])
-        md_failc(&ctx->op_error, MD_ERR_SHAPE, "%s at %s: %s", op, ctx->scope, msg);
-    else
-        md_failc(&ctx->op_error, MD_ERR_SHAPE, "%s: %s", op, msg);
     return NULL;
+}
+
+MD_API md_tensor *md_op_failc(md_ctx *ctx, int code, const char *op, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    op_failv(ctx, code, op, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+MD_API int md_error_from_ctx(md_ctx *ctx, md_error *err, const char *fmt, ...) {
+    char where[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(where, sizeof where, fmt, ap);
+    va_end(ap);
+    const md_error *e = &ctx->op_error;
+    if (!e->code) return md_failc(err, MD_ERR_GENERIC, "%s: failed without an op error", where);
+    return md_failc(err, e->code, "%s: %s", where, e->msg);
 }
 
 /* --------------------------------------------------------------- random -- */

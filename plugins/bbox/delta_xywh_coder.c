@@ -138,7 +138,7 @@ static md_tensor *decode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *rois, 
     bool clip = c->clip_border && max_shape;
     bool grad = md_grad_enabled(ctx) && pred->requires_grad;
     float *mask = grad ? md_ctx_alloc(ctx, sizeof(float) * (size_t)(n * k4)) : NULL;
-    if (grad && !mask) return md_op_fail(ctx, "DeltaXYWHBBoxCoder.decode", "out of memory");
+    if (grad && !mask) return md_op_failc(ctx, MD_ERR_NOMEM, "DeltaXYWHBBoxCoder.decode", "out of memory");
     const float *r = md_f32(rois), *d = md_f32(predc);
     float *o = md_f32(out);
     double max_ratio = fabs(log(c->wh_ratio_clip));
@@ -181,7 +181,7 @@ static md_tensor *decode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *rois, 
         md_node *node = md_autograd_record(ctx, out, ins, 2, decode_backward, "bbox_decode");
         if (node) {
             char *s = md_node_save(ctx, node, sizeof(dec_saved) + sizeof(float) * (size_t)(n * k4));
-            if (!s) return md_op_fail(ctx, "DeltaXYWHBBoxCoder.decode", "out of memory");
+            if (!s) return md_op_failc(ctx, MD_ERR_NOMEM, "DeltaXYWHBBoxCoder.decode", "out of memory");
             ((dec_saved *)s)->c = c;
             memcpy(s + sizeof(dec_saved), mask, sizeof(float) * (size_t)(n * k4));
         }

@@ -137,8 +137,16 @@ void md_ctx_clear_error(md_ctx *ctx);
 void md_scope_push(md_ctx *ctx, const char *name);
 void md_scope_pop(md_ctx *ctx);
 const char *md_scope_path(md_ctx *ctx);   /* "backbone.layer1.0" */
-/* For op implementers: records "op at <scope>: <message>" and returns NULL. */
+/* For op implementers: records "op at <scope>: <message>" (code
+ * MD_ERR_SHAPE) and returns NULL. */
 md_tensor *md_op_fail(md_ctx *ctx, const char *op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same with another code (MD_ERR_NOMEM for a failed allocation). */
+md_tensor *md_op_failc(md_ctx *ctx, int code, const char *op, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The context's op error as `err`: its code (out of memory stays
+ * MD_ERR_NOMEM) and message, prefixed with the printf-style context
+ * ("RetinaHead.loss"); returns -1. For a component turning a failed
+ * forward into its own error. */
+int md_error_from_ctx(md_ctx *ctx, md_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- autograd ---- */
 bool md_grad_enabled(const md_ctx *ctx);
