@@ -8,7 +8,7 @@
 #   make install    PREFIX=/usr/local
 #
 # Sources are found by convention, so adding a file needs no Makefile edit:
-#   core/*.c core/backends/cpu/*.c     -> lib/libmmdet.so
+#   core/*.c core/models/*.c core/backends/cpu/*.c -> lib/libmmdet.so
 #   plugins/<cat>/<name>.c             -> plugins/<cat>/<name>.so
 #   plugins/<cat>/<name>/*.c           -> plugins/<cat>/<name>.so
 #   tests/plugins/<name>.c             -> tests/plugins/<name>.so
@@ -46,7 +46,7 @@ FLAGS_STAMP := build/flags
 $(shell mkdir -p build; echo '$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' > build/flags.new; \
   cmp -s build/flags.new build/flags || mv build/flags.new build/flags; rm -f build/flags.new)
 
-CORE_SRC  := $(wildcard core/*.c core/backends/cpu/*.c)
+CORE_SRC  := $(wildcard core/*.c core/models/*.c core/backends/cpu/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=build/%.o)
 LIBMMDET  := lib/libmmdet.so
 

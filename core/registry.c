@@ -201,10 +201,11 @@ static int check_iface(const char *origin, const char *rn, const md_class *cls, 
         if (!cls->iface)
             return md_failc(err, MD_ERR_PLUGIN, "%s: class '%s' in registry '%s' has no interface (%s)", origin,
                             cls->name, rn, sp->name);
-        if (cls->iface_size != sp->size)
+        /* a derived class struct (AnchorHead's) extends the interface */
+        if (cls->iface_size < sp->size)
             return md_failc(err, MD_ERR_PLUGIN,
                             "%s: class '%s' in registry '%s': its %s is %u bytes, this core's is %u (built against "
-                            "other headers?)", origin, cls->name, rn, sp->name, cls->iface_size, sp->size);
+                            "older headers?)", origin, cls->name, rn, sp->name, cls->iface_size, sp->size);
         char why[256];
         if (sp->check && sp->check(cls, why, sizeof why))
             return md_failc(err, MD_ERR_PLUGIN, "%s: class '%s' in registry '%s': %s", origin, cls->name, rn, why);

@@ -45,8 +45,10 @@ typedef struct md_class {
     const char *doc;               /* one line for --list-modules */
     /* What `iface` is (MD_IFACE sets both): one of the MD_IFACE_* codes of
      * the registry's interfaces, and sizeof the struct the plugin was
-     * compiled with. A registry refuses a class whose interface is not one
-     * it declares, or of another size, when the plugin loads. */
+     * compiled with (at least the core's: a derived class struct, such as
+     * an AnchorHead's, extends it). A registry refuses a class whose
+     * interface is not one it declares, is smaller, or lacks a required
+     * entry, when the plugin loads. */
     uint32_t iface_type, iface_size;
 } md_class;
 

@@ -1,0 +1,488 @@
+/* mmdet 2.x's AnchorHead (anchor_head.py, base_dense_head.py) as the base
+ * of anchor-based dense heads (anchor_head.h): build and parts, forward
+ * over levels, targets and the loss over all levels, get_bboxes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include <mmdet/anchor_head.h>
+
+/* ------------------------------------------------------------------ build */
+
+/* mmdet: focal-family classification losses train on every anchor, so the
+ * head does not sample (AnchorHead.sampling). */
+static bool samples_for(const md_loss *loss_cls) {
+    static const char *const no_sampling[] = { "FocalLoss", "GHMC", "QualityFocalLoss" };
+    for (size_t i = 0; i < sizeof no_sampling / sizeof *no_sampling; i++)
+        if (!strcmp(loss_cls->type, no_sampling[i])) return false;
+    return true;
+}
+
+/* The sampler of train_cfg, or a PseudoSampler (mmdet builds one when the
+ * head does not sample or the config has none). */
+static int build_sampler(md_ctx *ctx, md_anchor_head *h, const md_cfg *cfg, md_error *err) {
+    const md_cfg *sc = md_cfg_get(h->train_cfg, "sampler");
+    if (samples_for(h->loss_cls) && sc && !md_cfg_is_none(sc)) {
+        const char *st = md_cfg_str(sc, "type", ""), *dot = strrchr(st, '.');
+        h->sampling = strcmp(dot ? dot + 1 : st, "PseudoSampler") != 0;
+        h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err);
+        return h->sampler ? 0 : -1;
+    }
+    md_cfg *pseudo = md_cfg_new_group();
+    if (!pseudo || !md_cfg_set_str(pseudo, "type", "PseudoSampler")) {
+        md_cfg_free(pseudo);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    h->sampler = md_build_from_cfg(ctx, "bbox_samplers", pseudo, NULL, err);
+    md_cfg_free(pseudo);
+    return h->sampler ? 0 : md_error_wrap(err, "train_cfg.sampler (PseudoSampler)");
+}
+
+MD_API md_module *md_anchor_head_build(md_ctx *ctx, const md_cfg *cfg, const md_anchor_head_class *cls,
+                                       md_error *err) {
+    const char *name = cls->dense.model.module.name;
+    if (cls->size < sizeof(md_anchor_head) || !cls->init_layers || !cls->forward_single) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: an AnchorHead class needs size >= sizeof(md_anchor_head), init_layers "
+                 "and forward_single", name);
+        return NULL;
+    }
+    md_anchor_head *h = md_module_new(cls->size, &cls->dense.model.module);
+    if (!h) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &h->base;
+    h->cls = cls;
+    h->allowed_border = -1;
+    h->pos_weight = -1;
+    if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err))
+        goto fail;
+    if (!(h->prior_generator = md_build_part(ctx, "prior_generators", cfg, "anchor_generator", err)) ||
+        !(h->bbox_coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err)) ||
+        !(h->loss_cls = md_build_part(ctx, "losses", cfg, "loss_cls", err)) ||
+        !(h->loss_bbox = md_build_part(ctx, "losses", cfg, "loss_bbox", err)))
+        goto fail;
+    h->num_base_priors = h->prior_generator->iface->num_base_priors(h->prior_generator, 0);
+    h->use_sigmoid_cls = h->loss_cls->flags & MD_LOSS_SIGMOID;
+    h->cls_out_channels = h->use_sigmoid_cls ? h->num_classes : h->num_classes + 1;
+    if ((h->loss_bbox->flags & MD_LOSS_BOXES) && !h->reg_decoded_bbox) {
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or "
+                 "SmoothL1Loss regress the deltas)", h->loss_bbox->type);
+        goto fail;
+    }
+    if (h->train_cfg) {
+        if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err)) ||
+            build_sampler(ctx, h, cfg, err))
+            goto fail;
+        h->allowed_border = (int)md_cfg_int(h->train_cfg, "allowed_border", -1);
+        h->pos_weight = md_cfg_float(h->train_cfg, "pos_weight", -1);
+    }
+    if (h->test_cfg_cfg) {
+        static const md_dense_test_cfg dflt = { .nms_pre = -1, .score_thr = 0.0, .min_bbox_size = -1,
+                                                .nms_iou = 0.5, .max_per_img = 100 };
+        h->has_test_cfg = true;
+        if (md_dense_test_cfg_read(h->test_cfg_cfg, "test_cfg", cls->test_defaults ? cls->test_defaults : &dflt,
+                                   &h->test_cfg, err))
+            goto fail;
+    }
+    if (cls->init_layers(ctx, h, err)) goto fail;
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+MD_API void md_anchor_head_destroy(md_module *m) {
+    md_anchor_head *h = md_anchor_head_of(m);
+    MD_BBOX_DESTROY(h->prior_generator);
+    MD_BBOX_DESTROY(h->bbox_coder);
+    MD_BBOX_DESTROY(h->assigner);
+    MD_BBOX_DESTROY(h->sampler);
+    md_loss_free(h->loss_cls);
+    md_loss_free(h->loss_bbox);
+}
+
+MD_API int md_anchor_head_num_classes(const md_module *m) { return ((const md_anchor_head *)m)->num_classes; }
+
+MD_API const md_dense_test_cfg *md_anchor_head_test_cfg(const md_module *m) {
+    const md_anchor_head *h = (const md_anchor_head *)m;
+    return h->has_test_cfg ? &h->test_cfg : NULL;
+}
+
+MD_API int md_anchor_head_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    return md_init_cfg_pretrained(ctx, m, md_anchor_head_of(m)->init_cfg, m->cls->name, err) < 0 ? -1 : 0;
+}
+
+MD_API int md_anchor_head_add_conv(md_ctx *ctx, md_module *parent, const char *name, int in, int out, int k,
+                                   double std, double bias, md_error *err) {
+    md_module *c = md_nn_conv2d(ctx, in, out, k, k, MD_CONV2D(1, k / 2), true, err);
+    if (!c) return -1;
+    if (md_module_add_child(parent, name, c, err)) {
+        md_module_free(c);
+        return -1;
+    }
+    md_init_normal(md_nn_weight(c), md_ctx_rng(ctx), 0.0, std);
+    md_init_constant(md_nn_bias(c), bias);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+MD_API int md_anchor_head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,
+                                  md_tensor **reg) {
+    md_anchor_head *h = md_anchor_head_of(m);
+    for (int l = 0; l < n; l++)
+        if (h->cls->forward_single(ctx, h, feats[l], l, &cls[l], &reg[l])) return -1;
+    return md_ctx_failed(ctx) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------- loss */
+
+MD_API md_tensor *md_anchor_head_anchors(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, int n,
+                                         int64_t *counts) {
+    md_tensor *lv[MD_MAX_LEVELS];
+    int nl = h->prior_generator->iface->num_levels(h->prior_generator);
+    if (n > nl || n > MD_MAX_LEVELS)
+        return md_op_fail(ctx, h->base.cls->name, "%d feature levels, the anchor generator has %d", n, nl);
+    for (int l = 0; l < n; l++) {
+        lv[l] = md_grid_priors(ctx, h->prior_generator, l, cls[l]->shape[2], cls[l]->shape[3]);
+        if (!lv[l]) return NULL;
+        if (counts) counts[l] = lv[l]->shape[0];
+    }
+    return md_cat(ctx, lv, n, 0);
+}
+
+/* [N, A*K, H, W] per level -> [N * T, K] in (image, level, y, x, anchor) order. */
+static md_tensor *flatten_levels(md_ctx *ctx, md_tensor *const *x, int n, int64_t k) {
+    md_tensor *parts[MD_MAX_LEVELS];
+    static const int perm[4] = { 0, 2, 3, 1 };
+    for (int l = 0; l < n; l++)
+        parts[l] = md_reshape(ctx, md_permute(ctx, x[l], perm), MD_DIMS(x[l] ? x[l]->shape[0] : 0, -1, k));
+    md_tensor *c = md_cat(ctx, parts, n, 1);
+    return md_reshape(ctx, c, MD_DIMS(-1, k));
+}
+
+static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
+    return md_tensor_from(ctx, MD_F32, MD_DIMS(b ? b->n : 0, 4), b && b->n ? b->xyxy : NULL);
+}
+
+/* The targets of the batch over every anchor (mmdet's get_targets, with
+ * the images concatenated): labels (num_classes: background), label and
+ * box weights, box targets; num_total_samples. */
+typedef struct targets {
+    md_tensor *labels, *lw, *bt, *bw;
+    double avg;
+} targets;
+
+/* Which anchors of one image may train: valid (inside the padded shape)
+ * and, with allowed_border >= 0, inside the image plus the border.
+ * Writes the flags and the inside indices; returns their count. */
+static int64_t inside_anchors(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, int n, const int64_t *counts,
+                              const float *A, int64_t T, const md_img_meta *meta, uint8_t *inside,
+                              int64_t *inside_idx) {
+    int64_t off = 0, n_in = 0;
+    for (int l = 0; l < n; l++) {
+        int sw, sh;
+        h->prior_generator->iface->stride(h->prior_generator, l, &sw, &sh);
+        int64_t fh = cls[l]->shape[2], fw = cls[l]->shape[3];
+        int64_t vh = (int64_t)ceil((double)meta->pad_shape[0] / sh), vw = (int64_t)ceil((double)meta->pad_shape[1] / sw);
+        md_tensor *v = h->prior_generator->iface->valid_flags(ctx, h->prior_generator, l, fh, fw, vh < fh ? vh : fh,
+                                                              vw < fw ? vw : fw);
+        if (!v) return -1;
+        memcpy(inside + off, md_u8(v), (size_t)counts[l]);
+        off += counts[l];
+    }
+    for (int64_t j = 0; j < T; j++) {
+        if (inside[j] && h->allowed_border >= 0) {
+            float b = (float)h->allowed_border;
+            const float *a = A + j * 4;
+            inside[j] = a[0] >= -b && a[1] >= -b && a[2] < (float)meta->img_shape[1] + b &&
+                        a[3] < (float)meta->img_shape[0] + b;
+        }
+        if (inside[j]) inside_idx[n_in++] = j;
+    }
+    return n_in;
+}
+
+static int get_targets(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, int n, const int64_t *counts,
+                       md_tensor *anchors, const md_batch *batch, targets *t, md_error *err) {
+    const char *name = h->base.cls->name;
+    int64_t T = anchors->shape[0], N = batch->n;
+    t->labels = md_tensor_full(ctx, MD_I64, MD_DIMS(N * T), (double)h->num_classes);
+    t->lw = md_tensor_zeros(ctx, MD_F32, MD_DIMS(N * T));
+    t->bt = md_tensor_zeros(ctx, MD_F32, MD_DIMS(N * T, 4));
+    t->bw = md_tensor_zeros(ctx, MD_F32, MD_DIMS(N * T, 4));
+    uint8_t *inside = md_ctx_alloc(ctx, (size_t)T);
+    int64_t *inside_idx = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)T);
+    if (!t->labels || !t->lw || !t->bt || !t->bw || !inside || !inside_idx) return md_error_from_ctx(ctx, err, "%s", name);
+    double num_pos = 0, num_neg = 0;
+    for (int64_t i = 0; i < N; i++) {
+        int64_t n_in = inside_anchors(ctx, h, cls, n, counts, md_f32(anchors), T, &batch->metas[i], inside, inside_idx);
+        if (n_in < 0) return md_error_from_ctx(ctx, err, "%s: inside flags", name);
+        if (n_in == 0) {
+            num_pos += 1;
+            num_neg += 1;
+            continue;
+        }
+        md_tensor *idx = md_tensor_from(ctx, MD_I64, MD_DIMS(n_in), inside_idx);
+        md_tensor *anc = n_in == T ? anchors : md_index_select(ctx, anchors, 0, idx);
+        md_tensor *gt = boxes_tensor(ctx, &batch->gt_bboxes[i]);
+        /* no labels (the RPN role, mmdet's gt_labels=None): class 0 */
+        const int64_t *glab = h->cls->ignore_gt_labels ? NULL : batch->gt_bboxes[i].labels;
+        int64_t ng = batch->gt_bboxes[i].n;
+        md_tensor *gl = glab ? md_tensor_from(ctx, MD_I64, MD_DIMS(ng), ng ? glab : NULL)
+                             : md_tensor_zeros(ctx, MD_I64, MD_DIMS(ng));
+        md_tensor *gi = batch->gt_bboxes_ignore && batch->gt_bboxes_ignore[i].n
+                            ? boxes_tensor(ctx, &batch->gt_bboxes_ignore[i]) : NULL;
+        if (!anc || !gt || !gl) return md_error_from_ctx(ctx, err, "%s: targets", name);
+        md_assign_result ar;
+        md_sampling_result sr;
+        if (md_bbox_assign(ctx, h->assigner, anc, gt, gi, h->sampling || !glab ? NULL : gl, &ar, err) ||
+            md_bbox_sample(ctx, h->sampler, &ar, anc, gt, gl, md_ctx_rng(ctx), &sr, err))
+            return md_error_wrap(err, "%s: image %lld", name, (long long)i);
+        int64_t np = md_tensor_numel(sr.pos_inds), nn = md_tensor_numel(sr.neg_inds);
+        num_pos += np > 1 ? np : 1;
+        num_neg += nn > 1 ? nn : 1;
+        int64_t *lab = md_i64(t->labels) + i * T;
+        float *lwp = md_f32(t->lw) + i * T, *btp = md_f32(t->bt) + i * T * 4, *bwp = md_f32(t->bw) + i * T * 4;
+        if (np > 0) {
+            /* reg_decoded_bbox: the targets are the gt boxes themselves */
+            md_tensor *enc = h->reg_decoded_bbox ? md_contiguous(ctx, sr.pos_gt_bboxes)
+                                                 : md_bbox_encode(ctx, h->bbox_coder, sr.pos_bboxes, sr.pos_gt_bboxes);
+            if (!enc) return md_error_from_ctx(ctx, err, "%s: targets", name);
+            for (int64_t p = 0; p < np; p++) {
+                int64_t j = inside_idx[md_i64(sr.pos_inds)[p]];
+                for (int k = 0; k < 4; k++) {
+                    btp[j * 4 + k] = md_f32(enc)[p * 4 + k];
+                    bwp[j * 4 + k] = 1.0f;
+                }
+                lab[j] = md_i64(gl)[md_i64(sr.pos_assigned_gt_inds)[p]];
+                lwp[j] = h->pos_weight <= 0 ? 1.0f : (float)h->pos_weight;
+            }
+        }
+        for (int64_t q = 0; q < nn; q++) lwp[inside_idx[md_i64(sr.neg_inds)[q]]] = 1.0f;
+    }
+    t->avg = h->sampling ? num_pos + num_neg : num_pos;
+    return 0;
+}
+
+/* mmdet's loss_single with reg_decoded_bbox: the predicted deltas decoded
+ * against their anchors (no max_shape in training), the loss taken against
+ * the gt boxes. Only rows with a positive box weight are decoded: the
+ * others weigh 0 in mmdet (and the IoU losses give 0 when no weight is
+ * positive), so the sum and the gradients are the same. */
+static md_tensor *decoded_bbox_loss(md_ctx *ctx, md_anchor_head *h, md_tensor *reg_all, md_tensor *anchors,
+                                    const targets *t, int64_t rows_n, double avg) {
+    int64_t T = anchors->shape[0], P = 0;
+    int64_t *rows = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(rows_n + 1));
+    int64_t *arows = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(rows_n + 1));
+    if (!rows || !arows) return NULL;
+    for (int64_t r = 0; r < rows_n; r++)
+        if (md_f32(t->bw)[r * 4] > 0) {
+            arows[P] = r % T;
+            rows[P++] = r;
+        }
+    /* rows chosen on the host (targets and anchors are CPU tensors),
+     * gathered where the predictions are */
+    md_device dev = md_tensor_device(reg_all);
+    md_tensor *ri = md_tensor_from(ctx, MD_I64, MD_DIMS(P), rows), *ai = md_tensor_from(ctx, MD_I64, MD_DIMS(P), arows);
+    md_tensor *pred = md_index_select(ctx, reg_all, 0, md_tensor_to(ctx, ri, dev));
+    md_tensor *target = md_tensor_to(ctx, md_index_select(ctx, t->bt, 0, ri), dev);
+    md_tensor *anc = md_tensor_to(ctx, md_index_select(ctx, anchors, 0, ai), dev);
+    md_tensor *boxes = pred && anc ? md_bbox_decode(ctx, h->bbox_coder, anc, pred, NULL) : NULL;
+    if (!boxes || !target) return NULL;
+    return md_loss_forward(ctx, h->loss_bbox, boxes, target, NULL, avg, MD_REDUCE_DEFAULT);
+}
+
+MD_API int md_anchor_head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
+                               const md_batch *batch, md_losses *losses, md_error *err) {
+    md_anchor_head *h = md_anchor_head_of(m);
+    const char *name = m->cls->name;
+    if (!h->assigner) return md_failc(err, MD_ERR_CONFIG, "%s: loss needs a train_cfg with an assigner", name);
+    int64_t counts[MD_MAX_LEVELS];
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *anchors = md_contiguous(ctx, md_anchor_head_anchors(ctx, h, cls, n, counts));
+    targets t = { 0 };
+    int rc = anchors ? get_targets(ctx, h, cls, n, counts, anchors, batch, &t, err)
+                     : md_error_from_ctx(ctx, err, "%s: anchors", name);
+    md_grad_set_enabled(ctx, was);
+    if (rc) return -1;
+    int64_t rows = batch->n * anchors->shape[0];
+    md_tensor *cls_all = flatten_levels(ctx, cls, n, h->cls_out_channels);
+    md_tensor *reg_all = flatten_levels(ctx, reg, n, 4);
+    /* the targets were built on the host; the losses run where the outputs are */
+    md_device dev = md_tensor_device(cls[0]);
+    md_tensor *lc = md_loss_forward(ctx, h->loss_cls, cls_all, md_tensor_to(ctx, t.labels, dev),
+                                    md_tensor_to(ctx, t.lw, dev), t.avg, MD_REDUCE_DEFAULT);
+    md_tensor *lb = h->reg_decoded_bbox
+                        ? decoded_bbox_loss(ctx, h, reg_all, anchors, &t, rows, t.avg)
+                        : md_loss_forward(ctx, h->loss_bbox, reg_all, md_tensor_to(ctx, t.bt, dev),
+                                          md_tensor_to(ctx, t.bw, dev), t.avg, MD_REDUCE_DEFAULT);
+    if (!lc || !lb) return md_error_from_ctx(ctx, err, "%s: loss", name);
+    if (md_losses_add(losses, h->cls->loss_cls_name ? h->cls->loss_cls_name : "loss_cls", lc, err) ||
+        md_losses_add(losses, h->cls->loss_bbox_name ? h->cls->loss_bbox_name : "loss_bbox", lb, err))
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------- get_bboxes */
+
+typedef struct cand { float score; int64_t flat; } cand;
+static int cand_cmp(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return x->flat < y->flat ? -1 : x->flat > y->flat;
+}
+
+static inline void cand_swap(cand *a, cand *b) {
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Moves the k first candidates in cand_cmp order into v[0..k), unordered
+ * (quickselect, median-of-three pivots). */
+static void select_top(cand *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (cand_cmp(&v[mid], &v[lo]) < 0) cand_swap(&v[mid], &v[lo]);
+        if (cand_cmp(&v[hi], &v[lo]) < 0) cand_swap(&v[hi], &v[lo]);
+        if (cand_cmp(&v[mid], &v[hi]) < 0) cand_swap(&v[mid], &v[hi]);
+        cand piv = v[hi];
+        int64_t at = lo;
+        for (int64_t i = lo; i < hi; i++)
+            if (cand_cmp(&v[i], &piv) < 0) cand_swap(&v[i], &v[at++]);
+        cand_swap(&v[at], &v[hi]);
+        if (at == want) return;
+        if (at > want) hi = at - 1;
+        else lo = at + 1;
+    }
+}
+
+/* The (anchor, class) candidates of one level's scores cp [A * C', HW]
+ * (planes of the output) above score_thr: flat index anchor * C + class,
+ * anchor = (y * W + x) * A + a, as mmdet's permute(1, 2, 0).reshape(-1, C). */
+static int64_t level_candidates(const md_anchor_head *h, const float *cp, int64_t HW, double score_thr, cand *cs) {
+    int64_t A = h->num_base_priors, C = h->num_classes, Co = h->cls_out_channels, nc = 0;
+    if (h->use_sigmoid_cls) {
+        /* A logit this far below logit(score_thr) has a sigmoid below the
+         * threshold whatever the rounding: most scores skip expf. */
+        float lo = score_thr <= 0 ? -INFINITY : score_thr >= 1 ? INFINITY : (float)(log(score_thr / (1 - score_thr)) - 0.01);
+        for (int64_t a = 0; a < A; a++)
+            for (int64_t c = 0; c < C; c++) {
+                const float *plane = cp + (a * Co + c) * HW;
+                for (int64_t p = 0; p < HW; p++) {
+                    if (plane[p] < lo) continue;
+                    float s = 1.0f / (1.0f + expf(-plane[p]));
+                    if (s > (float)score_thr) cs[nc++] = (cand){ s, (p * A + a) * C + c };
+                }
+            }
+        return nc;
+    }
+    /* softmax over the C + 1 channels of each anchor; the last is background */
+    for (int64_t a = 0; a < A; a++)
+        for (int64_t p = 0; p < HW; p++) {
+            float mx = -INFINITY, sum = 0;
+            for (int64_t c = 0; c < Co; c++) mx = fmaxf(mx, cp[(a * Co + c) * HW + p]);
+            for (int64_t c = 0; c < Co; c++) sum += expf(cp[(a * Co + c) * HW + p] - mx);
+            for (int64_t c = 0; c < C; c++) {
+                float s = expf(cp[(a * Co + c) * HW + p] - mx) / sum;
+                if (s > (float)score_thr) cs[nc++] = (cand){ s, (p * A + a) * C + c };
+            }
+        }
+    return nc;
+}
+
+/* One image's detections from the levels' host outputs. */
+static int image_bboxes(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, md_tensor *const *reg, int n,
+                        int64_t i, const md_img_meta *meta, const md_dense_test_cfg *tc, bool rescale,
+                        bool with_nms, md_det_result *out) {
+    int64_t C = h->num_classes, A = h->num_base_priors;
+    md_tensor *lv_boxes[MD_MAX_LEVELS], *lv_scores[MD_MAX_LEVELS], *lv_labels[MD_MAX_LEVELS];
+    for (int l = 0; l < n; l++) {
+        int64_t H = cls[l]->shape[2], W = cls[l]->shape[3], HW = H * W, Ta = HW * A;
+        md_tensor *pri = md_grid_priors(ctx, h->prior_generator, l, H, W);
+        cand *cs = md_ctx_alloc(ctx, sizeof(cand) * (size_t)(Ta * C + 1));
+        if (!pri || !cs) return -1;
+        const float *cp = md_f32(cls[l]) + i * Ta * h->cls_out_channels, *rp = md_f32(reg[l]) + i * Ta * 4;
+        int64_t nc = level_candidates(h, cp, HW, tc->score_thr, cs);
+        int64_t k = tc->nms_pre > 0 && tc->nms_pre < nc ? tc->nms_pre : nc;
+        if (k < nc) select_top(cs, nc, k);   /* the nms_pre first, then only they are sorted */
+        qsort(cs, (size_t)k, sizeof(cand), cand_cmp);
+        md_tensor *sel_pri = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
+        md_tensor *sel_reg = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
+        lv_scores[l] = md_tensor_empty(ctx, MD_F32, MD_DIMS(k));
+        lv_labels[l] = md_tensor_empty(ctx, MD_I64, MD_DIMS(k));
+        if (!sel_pri || !sel_reg || !lv_scores[l] || !lv_labels[l]) return -1;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t anchor = cs[j].flat / C, c = cs[j].flat % C;
+            int64_t p = anchor / A, a = anchor % A;
+            memcpy(md_f32(sel_pri) + j * 4, md_f32(pri) + anchor * 4, 4 * sizeof(float));
+            for (int q = 0; q < 4; q++) md_f32(sel_reg)[j * 4 + q] = rp[(a * 4 + q) * HW + p];
+            md_f32(lv_scores[l])[j] = cs[j].score;
+            md_i64(lv_labels[l])[j] = c;
+        }
+        int max_shape[2] = { meta->img_shape[0], meta->img_shape[1] };
+        lv_boxes[l] = k ? md_bbox_decode(ctx, h->bbox_coder, sel_pri, sel_reg, max_shape) : sel_pri;
+        if (!lv_boxes[l]) return -1;
+    }
+    md_tensor *boxes = md_contiguous(ctx, md_cat(ctx, lv_boxes, n, 0));
+    md_tensor *scores = md_cat(ctx, lv_scores, n, 0), *labels = md_cat(ctx, lv_labels, n, 0);
+    if (!boxes || !scores || !labels) return -1;
+    int64_t nb = boxes->shape[0];
+    if (rescale)
+        for (int64_t j = 0; j < nb; j++)
+            for (int q = 0; q < 4; q++) md_f32(boxes)[j * 4 + q] /= meta->scale_factor[q];
+    if (!with_nms) {
+        float *cb = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nb * 5 + 1));
+        if (!cb) return -1;
+        for (int64_t j = 0; j < nb; j++) {
+            memcpy(cb + j * 5, md_f32(boxes) + j * 4, 4 * sizeof(float));
+            cb[j * 5 + 4] = md_f32(scores)[j];
+        }
+        *out = (md_det_result){ (int)nb, cb, md_i64(labels) };
+        return 0;
+    }
+    md_tensor *keep = nb ? md_batched_nms(ctx, boxes, scores, labels, tc->nms_iou, false, -1)
+                         : md_tensor_empty(ctx, MD_I64, MD_DIMS(0));
+    if (!keep) return -1;
+    int64_t nk = md_tensor_numel(keep);
+    if (tc->max_per_img > 0 && nk > tc->max_per_img) nk = tc->max_per_img;
+    float *ob = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nk * 5 + 1));
+    int64_t *ol = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(nk + 1));
+    if (!ob || !ol) return -1;
+    for (int64_t j = 0; j < nk; j++) {
+        int64_t s = md_i64(keep)[j];
+        memcpy(ob + j * 5, md_f32(boxes) + s * 4, 4 * sizeof(float));
+        ob[j * 5 + 4] = md_f32(scores)[s];
+        ol[j] = md_i64(labels)[s];
+    }
+    *out = (md_det_result){ (int)nk, ob, ol };
+    return 0;
+}
+
+MD_API int md_anchor_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
+                                     const md_batch *batch, const md_dense_test_cfg *tc, bool rescale, bool with_nms,
+                                     md_det_result *results, md_error *err) {
+    md_anchor_head *h = md_anchor_head_of(m);
+    if (!tc && !h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: testing needs a test_cfg", m->cls->name);
+    if (!tc) tc = &h->test_cfg;
+    if (n > MD_MAX_LEVELS) return md_failc(err, MD_ERR_SHAPE, "%s: %d levels (at most %d)", m->cls->name, n, MD_MAX_LEVELS);
+    bool was = md_grad_set_enabled(ctx, false);
+    /* post-processing is host logic (thresholds, sorting, NMS on a few
+     * boxes): one CPU copy of each level's outputs */
+    md_tensor *hcls[MD_MAX_LEVELS], *hreg[MD_MAX_LEVELS];
+    int rc = 0;
+    for (int l = 0; l < n && !rc; l++) {
+        hcls[l] = md_contiguous(ctx, md_tensor_to(ctx, cls[l], MD_DEVICE_CPU));
+        hreg[l] = md_contiguous(ctx, md_tensor_to(ctx, reg[l], MD_DEVICE_CPU));
+        rc = !hcls[l] || !hreg[l];
+    }
+    for (int64_t i = 0; i < batch->n && !rc; i++)
+        rc = image_bboxes(ctx, h, hcls, hreg, n, i, &batch->metas[i], tc, rescale, with_nms, &results[i]);
+    md_grad_set_enabled(ctx, was);
+    return rc ? md_error_from_ctx(ctx, err, "%s.get_bboxes", m->cls->name) : 0;
+}
