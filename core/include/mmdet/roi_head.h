@@ -18,6 +18,7 @@
 #define MMDET_ROI_HEAD_H
 
 #include "bbox.h"
+#include "losses.h"
 #include "data.h"
 #include "models.h"
 #include "runner.h"
@@ -44,6 +45,56 @@ typedef struct md_roi_extractor_class {
 static inline const md_roi_extractor_class *md_roi_extractor_class_of(const md_module *m) {
     return (const md_roi_extractor_class *)m->cls;
 }
+
+/* ---- BaseRoIExtractor: the base of RoI extractors (mmdet's
+ * base_roi_extractor.py): roi_layer (RoIAlign output_size, sampling_ratio,
+ * aligned), out_channels, featmap_strides; num_inputs and out_size. A
+ * derived extractor supplies forward (SingleRoIExtractor: one level per
+ * RoI) and its own keys. */
+typedef struct md_roi_extractor_base {
+    md_module base;
+    const md_cfg *roi_layer, *featmap_strides_cfg, *init_cfg;
+    int out_channels, out_size, sampling_ratio, num_levels;
+    bool aligned;
+    double strides[MD_MAX_LEVELS];
+} md_roi_extractor_base;
+
+typedef struct md_roi_extractor_base_class {
+    md_roi_extractor_class ext;   /* first: MD_ROI_EXTRACTOR_BASE fills it */
+    size_t size;                  /* sizeof the derived struct (md_roi_extractor_base first) */
+    const md_key *keys;
+} md_roi_extractor_base_class;
+
+#define MD_ROI_EXTRACTOR_KEYS                                                                                     \
+    { "roi_layer", MD_KEY_GROUP, NULL, "{ type = \"RoIAlign\"; output_size = 7; sampling_ratio = 0; aligned = true; }", \
+      true, MD_AT(md_roi_extractor_base, roi_layer) },                                                            \
+    { "out_channels", MD_KEY_INT, NULL, "channels of the feature maps", true,                                     \
+      MD_AT(md_roi_extractor_base, out_channels), .min = "1" },                                                   \
+    { "featmap_strides", MD_KEY_LIST, NULL, "stride of each level used, finest first", true,                      \
+      MD_AT(md_roi_extractor_base, featmap_strides_cfg) },                                                        \
+    { "init_cfg", MD_KEY_ANY, "None", "unused (no parameters)", false, MD_AT(md_roi_extractor_base, init_cfg) }
+
+#define MD_ROI_EXTRACTOR_BASE(name_, forward_)                                                       \
+    { .model = { .module = { .name = (name_) } }, .forward = (forward_),                           \
+      .num_inputs = md_roi_extractor_num_inputs, .out_size = md_roi_extractor_out_size }
+
+/* Allocates cls->size bytes, fills the struct from cfg with cls->keys and
+ * reads roi_layer and featmap_strides. NULL with err set. */
+md_module *md_roi_extractor_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_extractor_base_class *cls,
+                                  md_error *err);
+#define MD_ROI_EXTRACTOR_REGISTER(cls_, name_, keys_, doc_)                                                  \
+    static void *cls_##_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {                               \
+        return md_roi_extractor_build(ctx, cfg, &(cls_), err);                                                \
+    }                                                                                                         \
+    static const md_class cls_##_class = { .name = (name_), .keys = (keys_), .build = cls_##_build,           \
+                                           MD_IFACE(&(cls_), MD_IFACE_ROI_EXTRACTOR), .doc = (doc_) };        \
+    MD_REGISTER("roi_extractors", cls_##_class)
+
+int md_roi_extractor_num_inputs(const md_module *m);
+int md_roi_extractor_out_size(const md_module *m);
+/* RoIAlign of rois [K, 5] from level l's feature map with the roi_layer's
+ * settings (spatial scale 1 / stride). */
+md_tensor *md_roi_extractor_align(md_ctx *ctx, const md_roi_extractor_base *e, md_tensor *feat, md_tensor *rois, int l);
 
 /* ---- bbox heads ("heads") ---- */
 /* mmdet's BBoxHead.get_targets result, concatenated over images. */
@@ -94,6 +145,91 @@ static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m
     return (const md_bbox_head_class *)m->cls;
 }
 
+/* ---- BBoxHead: the base of bbox heads (mmdet's bbox_head.py) ----
+ * The base owns the parts built by type (bbox_coder, loss_cls, loss_bbox),
+ * get_targets, the loss (loss_cls over the sampled RoIs averaged over
+ * those with a positive label weight, acc, loss_bbox over the positives
+ * averaged over all RoIs), get_bboxes and get_raw_bboxes (softmax,
+ * decode, clip, rescale, multiclass NMS). A derived head (ConvFCBBoxHead's
+ * Shared2FCBBoxHead) supplies its layers and its forward, ending in
+ * children fc_cls (num_classes + 1 outputs, background last) and fc_reg
+ * (4, or 4 per class). */
+typedef struct md_bbox_head_base md_bbox_head_base;
+typedef struct md_bbox_head_base_class {
+    md_bbox_head_class head;      /* first: MD_BBOX_HEAD_BASE fills it */
+    size_t size;                  /* sizeof the derived struct (md_bbox_head_base first) */
+    const md_key *keys;           /* the derived head's whole schema */
+    /* Adds and initialises the layers (the schema filled the struct and
+     * the parts are built). Required. */
+    int (*init_layers)(md_ctx *ctx, md_bbox_head_base *h, md_error *err);
+} md_bbox_head_base_class;
+
+struct md_bbox_head_base {
+    md_module base;
+    const md_bbox_head_base_class *cls;
+    int in_channels, roi_feat_size, num_classes;
+    bool reg_class_agnostic, reg_decoded_bbox;
+    const md_cfg *bbox_coder_cfg, *loss_cls_cfg, *loss_bbox_cfg, *init_cfg;
+    md_bbox_coder *bbox_coder;
+    md_loss *loss_cls, *loss_bbox;
+};
+
+/* mmdet BBoxHead.__init__'s keys and defaults, stored into md_bbox_head_base. */
+#define MD_BBOX_HEAD_KEYS                                                                                          \
+    { "in_channels", MD_KEY_INT, "256", "channels of the RoI features", false, MD_AT(md_bbox_head_base, in_channels), \
+      .min = "1" },                                                                                                \
+    { "roi_feat_size", MD_KEY_INT, "7", "side of the RoI features", false, MD_AT(md_bbox_head_base, roi_feat_size), \
+      .min = "1" },                                                                                                \
+    { "num_classes", MD_KEY_INT, "80", "object classes (background excluded)", false,                             \
+      MD_AT(md_bbox_head_base, num_classes), .min = "1" },                                                         \
+    { "bbox_coder", MD_KEY_GROUP,                                                                                  \
+      "{ type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [0.1, 0.1, 0.2, 0.2]; }", \
+      "box coder (bbox_coders registry)", false, MD_AT(md_bbox_head_base, bbox_coder_cfg) },                       \
+    { "reg_class_agnostic", MD_KEY_BOOL, "false", "one box per RoI instead of one per class", false,               \
+      MD_AT(md_bbox_head_base, reg_class_agnostic) },                                                              \
+    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "apply loss_bbox to boxes decoded against the RoIs", false,       \
+      MD_AT(md_bbox_head_base, reg_decoded_bbox) },                                                                \
+    { "loss_cls", MD_KEY_GROUP, "{ type = \"CrossEntropyLoss\"; use_sigmoid = false; loss_weight = 1.0; }",     \
+      "classification loss (losses registry)", false, MD_AT(md_bbox_head_base, loss_cls_cfg) },                    \
+    { "loss_bbox", MD_KEY_GROUP, "{ type = \"SmoothL1Loss\"; beta = 1.0; loss_weight = 1.0; }",                 \
+      "box loss (losses registry)", false, MD_AT(md_bbox_head_base, loss_bbox_cfg) },                              \
+    { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint; mmdet's init otherwise", false,             \
+      MD_AT(md_bbox_head_base, init_cfg) }
+
+/* The md_bbox_head_class of a derived head: its forward, the base's rest. */
+#define MD_BBOX_HEAD_BASE(name_, forward_)                                                                       \
+    { .model = { .module = { .name = (name_), .destroy = md_bbox_head_destroy },                                \
+                 .init_weights = md_bbox_head_init_weights },                                                    \
+      .forward = (forward_), .get_targets = md_bbox_head_get_targets, .loss = md_bbox_head_loss,                \
+      .get_bboxes = md_bbox_head_get_bboxes, .num_classes = md_bbox_head_num_classes,                           \
+      .get_raw_bboxes = md_bbox_head_get_raw_bboxes }
+
+/* Allocates cls->size bytes, fills the struct from cfg with cls->keys,
+ * builds the parts, then init_layers. NULL with err set. */
+md_module *md_bbox_head_build(md_ctx *ctx, const md_cfg *cfg, const md_bbox_head_base_class *cls, md_error *err);
+
+#define MD_BBOX_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                      \
+    static void *cls_##_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {                               \
+        return md_bbox_head_build(ctx, cfg, &(cls_), err);                                                    \
+    }                                                                                                         \
+    static const md_class cls_##_class = { .name = (name_), .keys = (keys_), .build = cls_##_build,           \
+                                           MD_IFACE(&(cls_), MD_IFACE_BBOX_HEAD), .doc = (doc_) };            \
+    MD_REGISTER("heads", cls_##_class)
+
+int md_bbox_head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result *samples, int n, double pos_weight,
+                             md_bbox_targets *out);
+int md_bbox_head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor *bbox_pred, const md_bbox_targets *t,
+                      md_losses *losses, md_error *err);
+int md_bbox_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                            const int img_shape[2], const float scale_factor[4], bool rescale,
+                            const md_rcnn_test_cfg *cfg, md_tensor **det_bboxes, md_tensor **det_labels);
+int md_bbox_head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score,
+                                md_tensor *bbox_pred, const int img_shape[2], const float scale_factor[4],
+                                bool rescale, md_tensor **bboxes, md_tensor **scores);
+int md_bbox_head_num_classes(const md_module *m);
+int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
+void md_bbox_head_destroy(md_module *m);
+
 /* The RPN of a two-stage detector is a dense head (md_dense_head_class,
  * bbox.h): proposals from md_dense_head_forward_train /
  * md_dense_head_simple_test_rpn / md_dense_head_aug_test_rpn. */
@@ -124,6 +260,81 @@ typedef struct md_roi_head_class {
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {
     return (const md_roi_head_class *)m->cls;
 }
+
+/* ---- StandardRoIHead's parts (mmdet's base_roi_head.py,
+ * standard_roi_head.py, test_mixins.py) ----
+ * The base builds bbox_roi_extractor and bbox_head by type (children, so
+ * state dict names are roi_head.bbox_head.*), the train_cfg's assigner and
+ * sampler, and test_cfg; its methods are the bbox branch of mmdet's
+ * StandardRoIHead, each also callable by a derived head (a cascade runs
+ * md_roi_head_bbox_forward per stage). */
+typedef struct md_roi_head_base md_roi_head_base;
+typedef struct md_roi_head_base_class {
+    md_roi_head_class head;       /* first: MD_ROI_HEAD_BASE fills it */
+    size_t size;                  /* sizeof the derived struct (md_roi_head_base first) */
+    const md_key *keys;
+    /* Optional: runs after the base built its parts (extra branches, checks). */
+    int (*init_layers)(md_ctx *ctx, md_roi_head_base *h, md_error *err);
+} md_roi_head_base_class;
+
+struct md_roi_head_base {
+    md_module base;
+    const md_roi_head_base_class *cls;
+    const md_cfg *bbox_roi_extractor_cfg, *bbox_head_cfg, *train_cfg, *test_cfg_cfg, *init_cfg;
+    md_module *bbox_roi_extractor, *bbox_head;
+    md_bbox_assigner *assigner;   /* NULL without a train_cfg */
+    md_bbox_sampler *sampler;
+    double pos_weight;            /* train_cfg.pos_weight (<= 0: 1) */
+    bool has_test_cfg;
+    md_rcnn_test_cfg test_cfg;
+};
+
+#define MD_ROI_HEAD_KEYS                                                                                         \
+    { "bbox_roi_extractor", MD_KEY_GROUP, NULL, "RoI extractor (roi_extractors registry)", true,                \
+      MD_AT(md_roi_head_base, bbox_roi_extractor_cfg) },                                                         \
+    { "bbox_head", MD_KEY_GROUP, NULL, "bbox head (heads registry)", true, MD_AT(md_roi_head_base, bbox_head_cfg) }, \
+    { "train_cfg", MD_KEY_ANY, "None", "assigner, sampler, pos_weight (train_cfg.rcnn)", false,                  \
+      MD_AT(md_roi_head_base, train_cfg) },                                                                      \
+    { "test_cfg", MD_KEY_ANY, "None", "score_thr, nms, max_per_img (test_cfg.rcnn)", false,                     \
+      MD_AT(md_roi_head_base, test_cfg_cfg) },                                                                   \
+    { "pretrained", MD_KEY_ANY, "None", "unused", false },                                                       \
+    { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false, MD_AT(md_roi_head_base, init_cfg) }
+
+#define MD_ROI_HEAD_BASE(name_)                                                                           \
+    { .model = { .module = { .name = (name_), .destroy = md_roi_head_destroy },                          \
+                 .init_weights = md_roi_head_init_weights },                                              \
+      .forward_train = md_roi_head_forward_train, .simple_test = md_roi_head_simple_test,               \
+      .aug_test = md_roi_head_aug_test }
+
+md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls, md_error *err);
+#define MD_ROI_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                       \
+    static void *cls_##_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {                               \
+        return md_roi_head_build(ctx, cfg, &(cls_), err);                                                     \
+    }                                                                                                         \
+    static const md_class cls_##_class = { .name = (name_), .keys = (keys_), .build = cls_##_build,           \
+                                           MD_IFACE(&(cls_), MD_IFACE_ROI_HEAD), .doc = (doc_) };             \
+    MD_REGISTER("heads", cls_##_class)
+
+/* bbox2roi: boxes[i] [K_i, >= 4] -> [sum K_i, 5] with the image index first. */
+md_tensor *md_bbox2roi(md_ctx *ctx, md_tensor *const *boxes, int n);
+/* _bbox_forward: pool rois with `extractor`, run `bbox_head`; *cls, *reg
+ * NULL on failure (context error). */
+int md_roi_head_bbox_forward(md_ctx *ctx, md_module *extractor, md_module *bbox_head, md_tensor *const *feats,
+                             int n_feats, md_tensor *rois, md_tensor **cls, md_tensor **reg);
+/* Assigns and samples each image's proposals (the first four columns)
+ * against its gt with `assigner` and `sampler` (grad off); sr[i] per image. */
+int md_roi_head_assign_sample(md_ctx *ctx, md_bbox_assigner *assigner, md_bbox_sampler *sampler, const md_batch *batch,
+                              md_tensor *const *proposals, md_rng *rng, md_sampling_result *sr, md_error *err);
+int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                              md_tensor *const *proposals, md_rng *rng, md_losses *losses, md_error *err);
+int md_roi_head_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                            md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                            md_error *err);
+int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                         md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                         md_error *err);
+int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
+void md_roi_head_destroy(md_module *m);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,203 @@
+/* mmdet 2.x's BBoxHead (mmdet/models/roi_heads/bbox_heads/bbox_head.py) as
+ * the base of bbox heads (roi_head.h): build and parts, get_targets, the
+ * losses, get_bboxes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include <mmdet/roi_head.h>
+
+MD_API md_module *md_bbox_head_build(md_ctx *ctx, const md_cfg *cfg, const md_bbox_head_base_class *cls,
+                                     md_error *err) {
+    const char *name = cls->head.model.module.name;
+    if (cls->size < sizeof(md_bbox_head_base) || !cls->init_layers) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: a BBoxHead class needs size >= sizeof(md_bbox_head_base) and init_layers",
+                 name);
+        return NULL;
+    }
+    md_bbox_head_base *h = md_module_new(cls->size, &cls->head.model.module);
+    if (!h) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &h->base;
+    h->cls = cls;
+    if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err) ||
+        !(h->bbox_coder = md_build_part(ctx, "bbox_coders", cfg, "bbox_coder", err)) ||
+        !(h->loss_cls = md_build_part(ctx, "losses", cfg, "loss_cls", err)) ||
+        !(h->loss_bbox = md_build_part(ctx, "losses", cfg, "loss_bbox", err)))
+        goto fail;
+    if ((h->loss_bbox->flags & MD_LOSS_BOXES) && !h->reg_decoded_bbox) {
+        md_failc(err, MD_ERR_CONFIG, "loss_bbox %s compares boxes: it needs reg_decoded_bbox = true (L1Loss or "
+                 "SmoothL1Loss regress the deltas)", h->loss_bbox->type);
+        goto fail;
+    }
+    if (cls->init_layers(ctx, h, err)) goto fail;
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+MD_API void md_bbox_head_destroy(md_module *m) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    MD_BBOX_DESTROY(h->bbox_coder);
+    md_loss_free(h->loss_cls);
+    md_loss_free(h->loss_bbox);
+}
+
+MD_API int md_bbox_head_num_classes(const md_module *m) { return ((const md_bbox_head_base *)m)->num_classes; }
+
+MD_API int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    return md_init_cfg_pretrained(ctx, m, ((md_bbox_head_base *)m)->init_cfg, m->cls->name, err) < 0 ? -1 : 0;
+}
+
+MD_API int md_bbox_head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result *sr, int n, double pos_weight,
+                            md_bbox_targets *out) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    memset(out, 0, sizeof *out);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += sr[i].pos_bboxes->shape[0] + sr[i].neg_bboxes->shape[0];
+    out->labels = md_tensor_full(ctx, MD_I64, MD_DIMS(total), h->num_classes);
+    out->label_weights = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total));
+    out->bbox_targets = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
+    out->bbox_weights = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
+    out->rois = md_tensor_zeros(ctx, MD_F32, MD_DIMS(total, 4));
+    if (!out->labels || !out->label_weights || !out->bbox_targets || !out->bbox_weights || !out->rois) return -1;
+    float pw = pos_weight <= 0 ? 1.0f : (float)pos_weight;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t np = sr[i].pos_bboxes->shape[0], nn = sr[i].neg_bboxes->shape[0];
+        if (np > 0) {
+            if (!sr[i].pos_gt_labels)
+                return md_op_fail(ctx, "BBoxHead.get_targets", "image %d: sampling result without labels", i),
+                       -1;
+            md_tensor *lab = md_contiguous(ctx, sr[i].pos_gt_labels);
+            /* reg_decoded_bbox: the targets are the gt boxes themselves */
+            md_tensor *t = h->reg_decoded_bbox ? sr[i].pos_gt_bboxes
+                                               : md_bbox_encode(ctx, h->bbox_coder, sr[i].pos_bboxes, sr[i].pos_gt_bboxes);
+            if (!lab || !t) return -1;
+            t = md_contiguous(ctx, t);
+            for (int64_t k = 0; k < np; k++) {
+                md_i64(out->labels)[off + k] = md_i64(lab)[k];
+                md_f32(out->label_weights)[off + k] = pw;
+                for (int j = 0; j < 4; j++) {
+                    md_f32(out->bbox_targets)[(off + k) * 4 + j] = md_f32(t)[k * 4 + j];
+                    md_f32(out->bbox_weights)[(off + k) * 4 + j] = 1.0f;
+                }
+            }
+        }
+        for (int64_t k = 0; k < nn; k++) md_f32(out->label_weights)[off + np + k] = 1.0f;
+        md_tensor *pb = np ? md_contiguous(ctx, sr[i].pos_bboxes) : NULL, *nb = nn ? md_contiguous(ctx, sr[i].neg_bboxes) : NULL;
+        if ((np && !pb) || (nn && !nb)) return -1;
+        if (np) memcpy(md_f32(out->rois) + off * 4, md_f32(pb), sizeof(float) * (size_t)(np * 4));
+        if (nn) memcpy(md_f32(out->rois) + (off + np) * 4, md_f32(nb), sizeof(float) * (size_t)(nn * 4));
+        off += np + nn;
+    }
+    return 0;
+}
+
+MD_API int md_bbox_head_loss(md_ctx *ctx, md_module *m, md_tensor *cls_score, md_tensor *bbox_pred, const md_bbox_targets *t,
+                     md_losses *losses, md_error *err) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    if (!cls_score || !bbox_pred || !t->labels) return md_error_from_ctx(ctx, err, "%s.loss", m->cls->name);
+    int64_t K = t->labels->shape[0], C = h->num_classes;
+    if (cls_score->shape[0] != K || bbox_pred->shape[0] != K)
+        return md_failc(err, MD_ERR_SHAPE, "%s.loss: %lld targets for %lld/%lld predictions",
+                        m->cls->name, (long long)K, (long long)cls_score->shape[0], (long long)bbox_pred->shape[0]);
+    int64_t nw = 0, np = 0;
+    for (int64_t i = 0; i < K; i++) {
+        nw += md_f32(t->label_weights)[i] > 0;
+        int64_t l = md_i64(t->labels)[i];
+        np += l >= 0 && l < C;
+    }
+    double avg = nw > 1 ? (double)nw : 1.0;
+    /* the targets are host tensors (get_targets); the losses run where the
+     * predictions are */
+    md_device dev = md_tensor_device(cls_score);
+    if (K > 0) {
+        md_tensor *lc = md_loss_forward(ctx, h->loss_cls, cls_score, md_tensor_to(ctx, t->labels, dev),
+                                        md_tensor_to(ctx, t->label_weights, dev), avg, MD_REDUCE_DEFAULT);
+        /* accuracy (top-1, percent), counted on the host */
+        md_tensor *am = md_tensor_to(ctx, md_argmax(ctx, cls_score, 1, false), MD_DEVICE_CPU);
+        if (!lc || !am) return md_error_from_ctx(ctx, err, "%s.loss", m->cls->name);
+        int64_t right = 0;
+        for (int64_t i = 0; i < K; i++) right += md_i64(am)[i] == md_i64(t->labels)[i];
+        if (md_losses_add(losses, "loss_cls", lc, err) ||
+            md_losses_add(losses, "acc", md_tensor_scalar(ctx, (float)(100.0 * (double)right / (double)K)), err))
+            return -1;
+    }
+    md_tensor *lb;
+    if (np > 0) {
+        md_tensor *sel = md_tensor_empty(ctx, MD_I64, MD_DIMS(np)), *pos = md_tensor_empty(ctx, MD_I64, MD_DIMS(np));
+        if (!sel || !pos) return md_error_from_ctx(ctx, err, "%s.loss", m->cls->name);
+        for (int64_t i = 0, j = 0; i < K; i++) {
+            int64_t l = md_i64(t->labels)[i];
+            if (l >= 0 && l < C) {
+                md_i64(pos)[j] = i;
+                md_i64(sel)[j++] = h->reg_class_agnostic ? i : i * C + l;
+            }
+        }
+        md_tensor *pred = md_reshape(ctx, bbox_pred, MD_DIMS(-1, 4));
+        pred = md_index_select(ctx, pred, 0, md_tensor_to(ctx, sel, dev));
+        md_tensor *tg = md_tensor_to(ctx, md_index_select(ctx, t->bbox_targets, 0, pos), dev);
+        md_tensor *wt = md_tensor_to(ctx, md_index_select(ctx, t->bbox_weights, 0, pos), dev);
+        if (h->reg_decoded_bbox) {   /* mmdet: decode against rois[:, 1:] before selecting */
+            if (!t->rois || t->rois->shape[0] != K)
+                return md_failc(err, MD_ERR_SHAPE, "%s.loss: reg_decoded_bbox needs the targets' rois", m->cls->name);
+            pred = md_bbox_decode(ctx, h->bbox_coder, md_tensor_to(ctx, md_index_select(ctx, t->rois, 0, pos), dev), pred,
+                                  NULL);
+        }
+        lb = md_loss_forward(ctx, h->loss_bbox, pred, tg, wt, (double)K, MD_REDUCE_DEFAULT);
+    } else {
+        /* mmdet: bbox_pred[pos_inds].sum(), a zero still on the graph */
+        lb = md_mul_scalar(ctx, md_sum(ctx, bbox_pred, MD_DIM_ALL, false), 0.0);
+    }
+    if (!lb) return md_error_from_ctx(ctx, err, "%s.loss", m->cls->name);
+    return md_losses_add(losses, "loss_bbox", lb, err);
+}
+
+/* get_bboxes with cfg=None: softmax scores, boxes decoded and clipped to
+ * img_shape, divided by scale_factor when rescale; no NMS. */
+MD_API int md_bbox_head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                               const int img_shape[2], const float scale_factor[4], bool rescale, md_tensor **bboxes,
+                               md_tensor **scores_out) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    *bboxes = *scores_out = NULL;
+    if (!rois || !cls_score || !bbox_pred) return -1;
+    bool was = md_grad_set_enabled(ctx, false);
+    /* post-processing is host logic: CPU copies of the (few) RoI outputs */
+    rois = md_tensor_to(ctx, rois, MD_DEVICE_CPU);
+    cls_score = md_tensor_to(ctx, cls_score, MD_DEVICE_CPU);
+    bbox_pred = md_tensor_to(ctx, bbox_pred, MD_DEVICE_CPU);
+    if (!rois || !cls_score || !bbox_pred) {
+        md_grad_set_enabled(ctx, was);
+        return -1;
+    }
+    md_tensor *scores = md_contiguous(ctx, md_softmax(ctx, cls_score, -1));
+    md_tensor *b4 = rois->shape[1] == 5 ? md_contiguous(ctx, md_slice(ctx, rois, 1, 1, 5, 1)) : rois;
+    md_tensor *boxes = md_contiguous(ctx, md_bbox_decode(ctx, h->bbox_coder, b4, bbox_pred, img_shape));
+    md_grad_set_enabled(ctx, was);
+    if (!scores || !boxes) return -1;
+    if (rescale && boxes->shape[0] > 0) {
+        float *p = md_f32(boxes);
+        int64_t n = md_tensor_numel(boxes);
+        for (int64_t i = 0; i < n; i++) p[i] /= scale_factor[i % 4];
+    }
+    *bboxes = boxes;
+    *scores_out = scores;
+    return 0;
+}
+
+MD_API int md_bbox_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
+                           const int img_shape[2], const float scale_factor[4], bool rescale,
+                           const md_rcnn_test_cfg *cfg, md_tensor **det_bboxes, md_tensor **det_labels) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    *det_bboxes = *det_labels = NULL;
+    md_tensor *boxes, *scores;
+    if (md_bbox_head_get_raw_bboxes(ctx, m, rois, cls_score, bbox_pred, img_shape, scale_factor, rescale, &boxes, &scores))
+        return -1;
+    return md_multiclass_nms(ctx, boxes, scores, h->num_classes, cfg->score_thr, cfg->nms_iou, cfg->max_per_img,
+                             det_bboxes, det_labels);
+}

@@ -1,0 +1,274 @@
+/* mmdet 2.x's StandardRoIHead bbox branch (base_roi_head.py,
+ * standard_roi_head.py, test_mixins.py) as the base of RoI heads
+ * (roi_head.h): building the extractor, bbox head, assigner and sampler;
+ * assign + sample per image, pooling, the bbox head's targets and losses;
+ * simple and augmented tests. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include <mmdet/roi_head.h>
+
+/* A part built by type and added as child `name` (a failure names it). */
+static md_module *add_part(md_ctx *ctx, md_module *m, const char *registry, const md_cfg *cfg, const char *name,
+                           md_error *err) {
+    md_module *p = md_build_from_cfg(ctx, registry, cfg, NULL, err);
+    if (!p || md_module_add_child(m, name, p, err)) {
+        if (p) md_module_free(p);
+        md_error_wrap(err, "%s", name);
+        return NULL;
+    }
+    return p;
+}
+
+MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls,
+                                    md_error *err) {
+    const char *name = cls->head.model.module.name;
+    if (cls->size < sizeof(md_roi_head_base)) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: a RoI head class needs size >= sizeof(md_roi_head_base)", name);
+        return NULL;
+    }
+    md_roi_head_base *h = md_module_new(cls->size, &cls->head.model.module);
+    if (!h) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &h->base;
+    h->cls = cls;
+    h->pos_weight = -1;
+    if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err) ||
+        !(h->bbox_roi_extractor = add_part(ctx, m, "roi_extractors", h->bbox_roi_extractor_cfg, "bbox_roi_extractor", err)) ||
+        !(h->bbox_head = add_part(ctx, m, "heads", h->bbox_head_cfg, "bbox_head", err)))
+        goto fail;
+    if (h->train_cfg) {
+        if (!(h->assigner = md_build_part(ctx, "bbox_assigners", cfg, "train_cfg.assigner", err)) ||
+            !(h->sampler = md_build_part(ctx, "bbox_samplers", cfg, "train_cfg.sampler", err)))
+            goto fail;
+        h->pos_weight = md_cfg_float(h->train_cfg, "pos_weight", -1);
+    }
+    if (h->test_cfg_cfg) {
+        h->has_test_cfg = true;
+        h->test_cfg.score_thr = md_cfg_float(h->test_cfg_cfg, "score_thr", 0.05);
+        h->test_cfg.nms_iou = md_cfg_float(md_cfg_get(h->test_cfg_cfg, "nms"), "iou_threshold", 0.5);
+        h->test_cfg.max_per_img = md_cfg_int(h->test_cfg_cfg, "max_per_img", 100);
+    }
+    if (cls->init_layers && cls->init_layers(ctx, h, err)) goto fail;
+    md_module_train(m, true);
+    return m;
+fail:
+    md_module_free(m);
+    return NULL;
+}
+
+static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
+    if (!b || b->n == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 4));
+    return md_tensor_from(ctx, MD_F32, MD_DIMS(b->n, 4), b->xyxy);
+}
+
+/* bbox2roi: [sum K_i, 5] with the image index first. */
+MD_API md_tensor *md_bbox2roi(md_ctx *ctx, md_tensor *const *boxes, int n) {
+    int64_t K = 0;
+    for (int i = 0; i < n; i++) K += boxes[i]->shape[0];
+    md_tensor *r = md_tensor_empty(ctx, MD_F32, MD_DIMS(K, 5));
+    if (!r) return NULL;
+    int64_t o = 0;
+    for (int i = 0; i < n; i++) {
+        md_tensor *b = md_contiguous(ctx, boxes[i]);
+        if (!b) return NULL;
+        int64_t w = b->shape[1];
+        for (int64_t k = 0; k < b->shape[0]; k++, o++) {
+            md_f32(r)[5 * o] = (float)i;
+            memcpy(md_f32(r) + 5 * o + 1, md_f32(b) + w * k, 4 * sizeof(float));
+        }
+    }
+    return r;
+}
+
+MD_API int md_roi_head_bbox_forward(md_ctx *ctx, md_module *extractor, md_module *bbox_head, md_tensor *const *feats,
+                                    int n_feats, md_tensor *rois, md_tensor **cls, md_tensor **reg) {
+    const md_roi_extractor_class *ec = md_roi_extractor_class_of(extractor);
+    int ni = ec->num_inputs(extractor);
+    *cls = *reg = NULL;
+    md_scope_push(ctx, "bbox_roi_extractor");
+    md_tensor *x = ec->forward(ctx, extractor, feats, ni < n_feats ? ni : n_feats, rois);
+    md_scope_pop(ctx);
+    md_scope_push(ctx, "bbox_head");
+    md_bbox_head_class_of(bbox_head)->forward(ctx, bbox_head, x, cls, reg);
+    md_scope_pop(ctx);
+    return *cls && *reg ? 0 : -1;
+}
+
+MD_API int md_roi_head_assign_sample(md_ctx *ctx, md_bbox_assigner *assigner, md_bbox_sampler *sampler,
+                                     const md_batch *batch, md_tensor *const *proposals, md_rng *rng,
+                                     md_sampling_result *sr, md_error *err) {
+    bool was = md_grad_set_enabled(ctx, false);
+    int rc = 0;
+    for (int i = 0; i < batch->n && !rc; i++) {
+        md_tensor *gt = boxes_tensor(ctx, &batch->gt_bboxes[i]);
+        md_tensor *labels = batch->gt_bboxes[i].n
+                                ? md_tensor_from(ctx, MD_I64, MD_DIMS(batch->gt_bboxes[i].n), batch->gt_bboxes[i].labels)
+                                : md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
+        md_tensor *ign = batch->gt_bboxes_ignore && batch->gt_bboxes_ignore[i].n
+                             ? boxes_tensor(ctx, &batch->gt_bboxes_ignore[i]) : NULL;
+        md_tensor *props = proposals[i] ? md_contiguous(ctx, md_slice(ctx, proposals[i], 1, 0, 4, 1)) : NULL;
+        md_assign_result ar;
+        if (!gt || !labels || !props) rc = md_error_from_ctx(ctx, err, "image %d", i);
+        else if (md_bbox_assign(ctx, assigner, props, gt, ign, labels, &ar, err) ||
+                 md_bbox_sample(ctx, sampler, &ar, props, gt, labels, rng, &sr[i], err))
+            rc = md_error_wrap(err, "image %d", i);
+    }
+    md_grad_set_enabled(ctx, was);
+    return rc;
+}
+
+MD_API int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                     const md_batch *batch, md_tensor *const *proposals, md_rng *rng, md_losses *losses,
+                                     md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    if (!h->assigner || !h->sampler)
+        return md_failc(err, MD_ERR_CONFIG, "%s: training needs train_cfg with an assigner and a sampler", m->cls->name);
+    int N = batch->n;
+    md_sampling_result *sr = md_ctx_alloc(ctx, sizeof *sr * (size_t)N);
+    md_tensor **sampled = md_ctx_alloc(ctx, sizeof *sampled * (size_t)N);
+    if (!sr || !sampled) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    if (md_roi_head_assign_sample(ctx, h->assigner, h->sampler, batch, proposals, rng, sr, err))
+        return md_error_wrap(err, "%s", m->cls->name);
+    bool was = md_grad_set_enabled(ctx, false);
+    for (int i = 0; i < N; i++) sampled[i] = md_cat(ctx, (md_tensor *[]){ sr[i].pos_bboxes, sr[i].neg_bboxes }, 2, 0);
+    md_tensor *rois = md_bbox2roi(ctx, sampled, N);
+    md_grad_set_enabled(ctx, was);
+    if (!rois) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    md_tensor *cls = NULL, *reg = NULL;
+    if (md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats, n_feats, rois, &cls, &reg))
+        return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
+    md_bbox_targets t;
+    if (bc->get_targets(ctx, h->bbox_head, sr, N, h->pos_weight, &t))
+        return md_error_from_ctx(ctx, err, "%s: bbox_head.get_targets", m->cls->name);
+    return bc->loss(ctx, h->bbox_head, cls, reg, &t, losses, err);
+}
+
+MD_API int md_roi_head_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                          md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                          md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: simple_test needs test_cfg", m->cls->name);
+    int N = batch->n;
+    md_tensor *rois = md_bbox2roi(ctx, proposals, N);
+    if (!rois) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    md_tensor *cls = NULL, *reg = NULL;
+    if (rois->shape[0] > 0) {
+        md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats, n_feats, rois, &cls, &reg);
+        if (!cls || !reg) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    }
+    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
+    int64_t off = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t k = proposals[i]->shape[0];
+        if (k == 0) {
+            det_bboxes[i] = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
+            det_labels[i] = md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
+            continue;
+        }
+        const md_img_meta *mt = &batch->metas[i];
+        int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
+        if (bc->get_bboxes(ctx, h->bbox_head, md_slice(ctx, rois, 0, off, off + k, 1),
+                           md_slice(ctx, cls, 0, off, off + k, 1), md_slice(ctx, reg, 0, off, off + k, 1), shape,
+                           mt->scale_factor, rescale, &h->test_cfg, &det_bboxes[i], &det_labels[i]))
+            return md_error_from_ctx(ctx, err, "%s: bbox_head.get_bboxes", m->cls->name);
+        off += k;
+    }
+    return 0;
+}
+
+/* The first four columns of proposals [P, 4 or 5], as a new tensor. */
+static md_tensor *boxes_copy(md_ctx *ctx, md_tensor *p) {
+    md_tensor *c = md_contiguous(ctx, p);
+    md_tensor *out = c ? md_tensor_empty(ctx, MD_F32, MD_DIMS(c->shape[0], 4)) : NULL;
+    if (!out) return NULL;
+    for (int64_t k = 0; k < c->shape[0]; k++) memcpy(md_f32(out) + 4 * k, md_f32(c) + c->shape[1] * k, 4 * sizeof(float));
+    return out;
+}
+
+/* BBoxTestMixin.aug_test_bboxes and aug_test's rescale: the merged
+ * proposals mapped into every variant (bbox_mapping), boxes and scores
+ * without NMS, mapped back and averaged (merge_aug_bboxes), then
+ * multiclass NMS with test_cfg. */
+MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                       md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                       md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: aug_test needs test_cfg", m->cls->name);
+    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
+    if (!bc->get_raw_bboxes)
+        return md_failc(err, MD_ERR_CONFIG, "%s: bbox_head %s has no test-time augmentation",
+                        m->cls->name, h->bbox_head->cls->name);
+    int na = md_batch_n_augs(batch), N = batch->n;
+    md_tensor **ab = md_ctx_alloc(ctx, sizeof *ab * (size_t)(na * N)), **as = md_ctx_alloc(ctx, sizeof *as * (size_t)(na * N));
+    md_tensor **mapped = md_ctx_alloc(ctx, sizeof *mapped * (size_t)N);
+    md_tensor **kb = md_ctx_alloc(ctx, sizeof *kb * (size_t)na), **ks = md_ctx_alloc(ctx, sizeof *ks * (size_t)na);
+    const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
+    if (!ab || !as || !mapped || !kb || !ks || !metas) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    for (int k = 0; k < na; k++) {
+        const md_batch *bk = md_batch_aug(batch, k);
+        for (int i = 0; i < N; i++) {
+            if (!(mapped[i] = boxes_copy(ctx, proposals[i])))
+                return md_error_from_ctx(ctx, err, "%s.aug_test", m->cls->name);
+            md_bbox_mapping_meta(md_f32(mapped[i]), mapped[i]->shape[0], 4, &bk->metas[i]);
+        }
+        md_tensor *rois = md_bbox2roi(ctx, mapped, N), *cls = NULL, *reg = NULL;
+        if (rois && rois->shape[0] > 0) md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats[k], n_feats, rois, &cls, &reg);
+        if (!rois || (rois->shape[0] > 0 && (!cls || !reg)))
+            return md_error_from_ctx(ctx, err, "%s.aug_test: variant %d", m->cls->name, k);
+        int64_t off = 0;
+        for (int i = 0; i < N; i++) {
+            int64_t P = mapped[i]->shape[0];
+            ab[k * N + i] = as[k * N + i] = NULL;
+            if (P == 0) continue;
+            const md_img_meta *mt = &bk->metas[i];
+            int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
+            if (bc->get_raw_bboxes(ctx, h->bbox_head, md_slice(ctx, rois, 0, off, off + P, 1),
+                                   md_slice(ctx, cls, 0, off, off + P, 1), md_slice(ctx, reg, 0, off, off + P, 1),
+                                   shape, mt->scale_factor, false, &ab[k * N + i], &as[k * N + i]))
+                return md_error_from_ctx(ctx, err, "%s: bbox_head.get_bboxes (variant %d, image %d)", m->cls->name, k, i);
+            off += P;
+        }
+    }
+    int64_t C = bc->num_classes(h->bbox_head);
+    for (int i = 0; i < N; i++) {
+        if (proposals[i]->shape[0] == 0) {
+            det_bboxes[i] = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
+            det_labels[i] = md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
+            if (!det_bboxes[i] || !det_labels[i]) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+            continue;
+        }
+        for (int k = 0; k < na; k++) {
+            kb[k] = ab[k * N + i];
+            ks[k] = as[k * N + i];
+            metas[k] = &md_batch_aug(batch, k)->metas[i];
+        }
+        md_tensor *mb, *ms;
+        if (md_merge_aug_bboxes(ctx, kb, ks, metas, na, &mb, &ms) ||
+            md_multiclass_nms(ctx, mb, ms, C, h->test_cfg.score_thr, h->test_cfg.nms_iou, h->test_cfg.max_per_img,
+                              &det_bboxes[i], &det_labels[i]))
+            return md_error_from_ctx(ctx, err, "%s.aug_test: image %d", m->cls->name, i);
+        if (!rescale) {
+            /* mmdet scales by the first variant's scale_factor */
+            float *d = md_f32(det_bboxes[i]);
+            for (int64_t j = 0; j < det_bboxes[i]->shape[0]; j++)
+                for (int q = 0; q < 4; q++) d[5 * j + q] *= batch->metas[i].scale_factor[q];
+        }
+    }
+    return 0;
+}
+
+MD_API int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    if (md_model_init_weights(ctx, h->bbox_head, err)) return -1;
+    return md_init_cfg_pretrained(ctx, m, h->init_cfg, m->cls->name, err) < 0 ? -1 : 0;
+}
+
+MD_API void md_roi_head_destroy(md_module *m) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    MD_BBOX_DESTROY(h->assigner);
+    MD_BBOX_DESTROY(h->sampler);
+}
