@@ -273,10 +273,10 @@ static int unknown_type(md_ctx *ctx, const char *registry, const char *name, md_
             cat(msg, sizeof msg, &len, s);
             cat(msg, sizeof msg, &len, "' registry?");
         }
-        cat(msg, sizeof msg, &len, ")");
+        cat(msg, sizeof msg, &len, ").");
         free(names);
     } else if (reg->n == 0) {
-        cat(msg, sizeof msg, &len, "; the registry is empty");
+        cat(msg, sizeof msg, &len, "; the registry is empty.");
     } else {
         const char **names = malloc(sizeof *names * (size_t)reg->n);
         for (int i = 0; names && i < reg->n; i++) names[i] = reg->entries[i].cls->name;

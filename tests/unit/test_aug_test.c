@@ -174,7 +174,7 @@ Test(merge_augs, dense_candidates_are_concatenated_then_nms) {
 static md_ctx *hctx;
 static md_st *gold;
 static void head_setup(void) {
-    hctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL });
+    hctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", "plugins/losses", NULL });
     gold = golden_open("aug_test");
 }
 static void head_teardown(void) {
@@ -261,7 +261,7 @@ Test(retina_aug, aug_test_matches_mmdet) {
 static md_ctx *tctx;
 static md_st *tgold;
 static void twostage_setup(void) {
-    tctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL });
+    tctx = test_ctx(5, (const char *const[]){ "plugins/bbox", "plugins/heads", "plugins/losses", NULL });
     tgold = golden_open("aug_test_twostage");
 }
 static void twostage_teardown(void) {

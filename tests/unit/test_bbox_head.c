@@ -13,7 +13,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    ctx = test_ctx(5, (const char *const[]){ "plugins/bbox/delta_xywh_coder.so", "plugins/heads/bbox_head.so", NULL });
+    ctx = test_ctx(5, (const char *const[]){ "plugins/bbox/delta_xywh_coder.so", "plugins/heads/bbox_head.so", "plugins/losses", NULL });
     gold = golden_open("twostage_bbox_head");
 }
 static void teardown(void) {
@@ -174,10 +174,11 @@ Test(bbox_head, init_names_and_errors) {
     cr_assert_float_eq(md_tensor_get(md_module_find(m, "fc_cls.bias"), 3), 0.0, 0);
     md_module_free(m);
 
-    cr_assert_null(build("loss_cls = { type = \"FocalLoss\"; };", &err));
-    cr_assert(strstr(err.msg, "CrossEntropyLoss"), "%s", err.msg);
-    cr_assert_null(build("loss_bbox = { type = \"IoULoss\"; };", &err));
-    cr_assert(strstr(err.msg, "L1Loss"), "%s", err.msg);
+    /* losses come from the registry, by type */
+    cr_assert_null(build("loss_cls = { type = \"CrossEntropyLos\"; };", &err));
+    cr_assert(strstr(err.msg, "loss_cls") && strstr(err.msg, "did you mean 'CrossEntropyLoss'"), "%s", err.msg);
+    cr_assert_null(build("loss_bbox = { type = \"GIoULoss\"; };", &err));
+    cr_assert(strstr(err.msg, "reg_decoded_bbox"), "%s", err.msg);
     cr_assert_null(build("num_clases = 3;", &err));
     cr_assert(strstr(err.msg, "num_classes"), "%s", err.msg);
     cr_assert_null(build("bbox_coder = { type = \"NoSuchCoder\"; };", &err));

@@ -11,7 +11,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    ctx = test_ctx(5, (const char *const[]){ "plugins/bbox/delta_xywh_coder.so", "plugins/heads/bbox_head.so", NULL });
+    ctx = test_ctx(5, (const char *const[]){ "plugins/bbox/delta_xywh_coder.so", "plugins/heads/bbox_head.so", "plugins/losses", NULL });
     gold = golden_open("bbox_head_decoded");
 }
 static void teardown(void) {
@@ -86,7 +86,7 @@ Test(bbox_head_decoded, class_agnostic_iou_square) {
 /* configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg (mmdet's) builds. */
 Test(bbox_head_decoded, giou_faster_rcnn_config_builds) {
     md_error err = { 0 };
-    static const char *const dirs[] = { "plugins/bbox", "plugins/backbones", "plugins/necks", "plugins/heads",
+    static const char *const dirs[] = { "plugins/bbox", "plugins/backbones", "plugins/necks", "plugins/heads", "plugins/losses",
                                         "plugins/detectors" };
     for (int i = 0; i < 5; i++) cr_assert_eq(md_plugin_load_dir(ctx, dirs[i], &err), 0, "%s", err.msg);
     md_cfg *cfg = md_cfg_load("configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg", &err);

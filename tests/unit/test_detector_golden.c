@@ -30,7 +30,7 @@
 static md_ctx *ctx;
 static md_st *batch_st;
 static void setup(void) {
-    ctx = test_ctx(1, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads",
+    ctx = test_ctx(1, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads", "plugins/losses",
                                              "plugins/detectors", NULL });
     md_ctx_set_threads(ctx, 1);
     batch_st = golden_open("detector_batch");

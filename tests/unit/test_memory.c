@@ -23,7 +23,7 @@
 
 static md_ctx *ctx;
 static void setup(void) {
-    ctx = test_ctx(1, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads",
+    ctx = test_ctx(1, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads", "plugins/losses",
                                              "plugins/detectors", NULL });
     md_ctx_set_threads(ctx, 1);
     ctx->arena.poison = true;   /* a read of a wrongly freed f32 gives NaN */

@@ -120,6 +120,32 @@ Test(plugins, not_a_plugin_refused) {
                    "not a plugin (no md_plugin_descriptor symbol", "NotPluginThing");
 }
 
+/* Typed registries: a class whose interface does not fit its registry is
+ * refused when its plugin loads, naming the file, the class and why. */
+Test(plugins, wrong_interface_refused) {
+    assert_refused("tests/bad_plugins/wrong_iface", "tests/bad_plugins/wrong_iface/wrong_iface.so",
+                   "class 'LossAsHead' in registry 'heads' does not declare the registry's interface "
+                   "(md_dense_head_class or md_roi_head_class or md_bbox_head_class)", "WrongIfaceThing");
+}
+
+Test(plugins, missing_required_entry_refused) {
+    assert_refused("tests/bad_plugins/missing_entry", "tests/bad_plugins/missing_entry/missing_entry.so",
+                   "class 'ForwardlessLoss' in registry 'losses': its md_loss_iface has no forward",
+                   "MissingEntryThing");
+}
+
+Test(plugins, misspelled_registry_refused) {
+    assert_refused("tests/bad_plugins/bad_registry", "tests/bad_plugins/bad_registry/bad_registry.so",
+                   "class 'MisfiledHook' registers into 'hook', which is not a registry (did you mean 'hooks'?)",
+                   "BadRegistryThing");
+}
+
+Test(plugins, undeclared_interface_refused) {
+    assert_refused("tests/bad_plugins/no_iface", "tests/bad_plugins/no_iface/no_iface.so",
+                   "class 'UntypedHook' in registry 'hooks' does not declare the registry's interface "
+                   "(md_hook_iface)", "NoIfaceThing");
+}
+
 Test(plugins, unloadable_file_gives_the_linkers_reason) {
     char *d = scratch();
     char p[PATH_MAX];
@@ -186,7 +212,8 @@ Test(mmdet_run, list_modules) {
     cr_assert(strstr(r.out, "plugin directories:\n  tests/plugins\n"), "%s", r.out);
     cr_assert(strstr(r.out, "models (2):\n  ToyLinear     tests/plugins/toy_models.so  # "), "%s", r.out);
     cr_assert(strstr(r.out, "  ToyContainer  tests/plugins/toy_models.so  # "), "%s", r.out);
-    cr_assert(strstr(r.out, "hooks (1):\n  ToyHook  tests/plugins/toy_hook.so"), "%s", r.out);
+    cr_assert(strstr(r.out, "hooks (2):\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "  ToyHook           tests/plugins/toy_hook.so"), "%s", r.out);
     result_free(r);
     /* Without a plugin dir only the (empty) built-in registries remain. */
     r = run(d, "bin/mmdet-run --list-modules");

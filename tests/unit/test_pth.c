@@ -14,7 +14,7 @@
 
 static md_ctx *ctx;
 static void setup(void) {
-    ctx = test_ctx(3, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads",
+    ctx = test_ctx(3, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads", "plugins/losses",
                                              "plugins/detectors", NULL });
 }
 static void teardown(void) { md_ctx_free(ctx); }

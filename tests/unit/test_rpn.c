@@ -14,7 +14,7 @@
 static md_ctx *ctx;
 static md_st *gold;
 static void setup(void) {
-    ctx = test_ctx(7, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL });
+    ctx = test_ctx(7, (const char *const[]){ "plugins/bbox", "plugins/heads", "plugins/losses", NULL });
     md_ctx_set_threads(ctx, 1);
     gold = golden_open("rpn");
 }

@@ -9,7 +9,7 @@
 #include "testlib.h"
 
 static md_ctx *ctx;
-static void setup(void) { ctx = test_ctx(3, (const char *const[]){ "plugins/bbox", "plugins/heads", NULL }); }
+static void setup(void) { ctx = test_ctx(3, (const char *const[]){ "plugins/bbox", "plugins/heads", "plugins/losses", NULL }); }
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(rpn_head, .init = setup, .fini = teardown);
 
