@@ -699,3 +699,71 @@ Test(config, suggest) {
     cr_assert_null(md_suggest("x", keys, 5));   /* a one-letter word is not "close" to "lr" */
     cr_assert_null(md_suggest("abc", keys, 0));
 }
+
+/* ---- the schema fills the struct (md_cfg_read_struct) ---- */
+
+typedef struct schema_obj {
+    int n;
+    int64_t big;
+    double x;
+    bool flag;
+    const char *name;
+    const md_cfg *group;
+    int mode;
+} schema_obj;
+
+static const md_key schema_keys[] = {
+    { "n", MD_KEY_INT, "3", "a count", false, MD_AT(schema_obj, n), .min = "1", .max = "8" },
+    { "big", MD_KEY_INT, "-7", NULL, false, MD_AT(schema_obj, big) },
+    { "x", MD_KEY_FLOAT, "0.5", NULL, false, MD_AT(schema_obj, x), .min = "0.0" },
+    { "flag", MD_KEY_BOOL, "true", NULL, false, MD_AT(schema_obj, flag) },
+    { "name", MD_KEY_STRING, NULL, NULL, false, MD_AT(schema_obj, name) },
+    { "group", MD_KEY_ANY, "None", NULL, false, MD_AT(schema_obj, group) },
+    { "mode", MD_KEY_STRING, "\"linear\"", NULL, false, MD_CHOICE_AT(schema_obj, mode, "log|linear|square") },
+    { 0 } };
+
+Test(config, schema_fills_the_struct) {
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse("a = { n = 8; x = 2; name = \"hi\"; group = { k = 1; }; mode = \"square\"; };\n"
+                             "b = { };\n", "schema.cfg", &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    schema_obj o = { .name = "untouched" };
+    cr_assert_eq(md_cfg_read_struct(md_cfg_get(c, "a"), schema_keys, &o, "Thing", &err), 0, "%s", err.msg);
+    cr_assert_eq(o.n, 8);
+    cr_assert_eq(o.big, -7);              /* absent: the default */
+    cr_assert_float_eq(o.x, 2.0, 0);       /* an int where a float goes */
+    cr_assert(o.flag);
+    cr_assert_str_eq(o.name, "hi");
+    cr_assert_eq(md_cfg_int(o.group, "k", 0), 1);
+    cr_assert_eq(o.mode, 2);
+    /* every default; a string without one is NULL, None is a NULL group */
+    schema_obj d = { .name = "untouched", .group = (const md_cfg *)&d };
+    cr_assert_eq(md_cfg_read_struct(md_cfg_get(c, "b"), schema_keys, &d, "Thing", &err), 0, "%s", err.msg);
+    cr_assert_eq(d.n, 3);
+    cr_assert_float_eq(d.x, 0.5, 0);
+    cr_assert_eq(d.mode, 1);
+    cr_assert_null(d.name);
+    cr_assert_null(d.group);
+    md_cfg_free(c);
+}
+
+Test(config, schema_bounds_and_choices_name_the_line) {
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse("a = { n = 9; };\nb = { x = -1.5; };\nc = { mode = \"cubic\"; };\nd = { n = 2.5; };\n",
+                             "schema.cfg", &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    schema_obj o;
+    cr_assert_neq(md_cfg_read_struct(md_cfg_get(c, "a"), schema_keys, &o, "Thing", &err), 0);
+    cr_assert_str_eq(err.msg, "schema.cfg:1: n in Thing is 9; it must be at most 8");
+    cr_assert_eq(err.code, MD_ERR_CONFIG);
+    cr_assert_neq(md_cfg_read_struct(md_cfg_get(c, "b"), schema_keys, &o, "Thing", &err), 0);
+    cr_assert_str_eq(err.msg, "schema.cfg:2: x in Thing is -1.5; it must be at least 0.0");
+    cr_assert_neq(md_cfg_read_struct(md_cfg_get(c, "c"), schema_keys, &o, "Thing", &err), 0);
+    cr_assert_str_eq(err.msg, "schema.cfg:3: mode in Thing is \"cubic\"; accepted: log|linear|square");
+    cr_assert_neq(md_cfg_read_struct(md_cfg_get(c, "d"), schema_keys, &o, "Thing", &err), 0);
+    cr_assert(strstr(err.msg, "schema.cfg:4: n in Thing: expected an int"), "%s", err.msg);
+    /* bounds and choices only (what md_build_from_cfg checks for every class) */
+    cr_assert_neq(md_cfg_read_struct(md_cfg_get(c, "a"), schema_keys, NULL, "Thing", &err), 0);
+    cr_assert_eq(md_cfg_read_struct(md_cfg_get(c, "d"), schema_keys, NULL, "Thing", &err), 0, "%s", err.msg);
+    md_cfg_free(c);
+}
