@@ -238,7 +238,7 @@ static const char *un_names[] = {
     [MD_UN_NEG] = "neg", [MD_UN_RELU] = "relu", [MD_UN_SIGMOID] = "sigmoid", [MD_UN_EXP] = "exp",
     [MD_UN_LOG] = "log", [MD_UN_SQRT] = "sqrt", [MD_UN_ABS] = "abs", [MD_UN_CLAMP] = "clamp",
     [MD_UN_POW] = "pow", [MD_UN_ADD_SCALAR] = "add_scalar", [MD_UN_MUL_SCALAR] = "mul_scalar",
-    [MD_UN_NOT] = "logical_not",
+    [MD_UN_NOT] = "logical_not", [MD_UN_ATAN] = "atan",
 };
 
 static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
@@ -264,7 +264,7 @@ static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
  * gradient is a function of y, y for those of x, both for the linear ones
  * (as the backends' unary_f32_backward kernels). */
 static void unary_unsave(md_ctx *ctx, md_node *n, md__unop op) {
-    bool needx = op == MD_UN_LOG || op == MD_UN_ABS || op == MD_UN_CLAMP || op == MD_UN_POW;
+    bool needx = op == MD_UN_LOG || op == MD_UN_ABS || op == MD_UN_CLAMP || op == MD_UN_POW || op == MD_UN_ATAN;
     bool needy = op == MD_UN_RELU || op == MD_UN_SIGMOID || op == MD_UN_EXP || op == MD_UN_SQRT;
     if (!needx) md_node_unsave(ctx, n, 0);
     if (!needy) md_node_unsave(ctx, n, -1);
@@ -341,6 +341,7 @@ MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_EX
 MD_API md_tensor *md_log(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_LOG, a, 0, 0); }
 MD_API md_tensor *md_sqrt(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SQRT, a, 0, 0); }
 MD_API md_tensor *md_abs(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_ABS, a, 0, 0); }
+MD_API md_tensor *md_atan(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_ATAN, a, 0, 0); }
 MD_API md_tensor *md_pow_scalar(md_ctx *ctx, md_tensor *a, double p) { return unary(ctx, MD_UN_POW, a, p, 0); }
 
 MD_API md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi) {

@@ -57,6 +57,7 @@ typedef enum md__binop {
 typedef enum md__unop {
     MD_UN_NEG, MD_UN_RELU, MD_UN_SIGMOID, MD_UN_EXP, MD_UN_LOG, MD_UN_SQRT, MD_UN_ABS,
     MD_UN_CLAMP, MD_UN_POW, MD_UN_ADD_SCALAR, MD_UN_MUL_SCALAR, MD_UN_NOT,
+    MD_UN_ATAN,   /* appended: the codes above keep their values */
 } md__unop;
 
 enum md__copy_kind { MD_COPY_H2D = 0, MD_COPY_D2H = 1, MD_COPY_D2D = 2 };

@@ -139,7 +139,8 @@ Test(cuda, unary_ops) {
         if (md_rng_uniform(&r) < 0.5) md_f32(x)[i] = -md_f32(x)[i];
     md_tensor *pos = uniform_param(MD_DIMS(3, 1001), 7, 0.1, 3.0);
     unary_case any[] = { { "neg", md_neg }, { "relu", md_relu }, { "sigmoid", md_sigmoid }, { "exp", md_exp },
-                         { "abs", md_abs }, { "clamp", clamp_ }, { "add_scalar", adds_ }, { "mul_scalar", muls_ } };
+                         { "abs", md_abs }, { "clamp", clamp_ }, { "add_scalar", adds_ }, { "mul_scalar", muls_ },
+                         { "atan", md_atan } };
     unary_case positive[] = { { "log", md_log }, { "sqrt", md_sqrt }, { "pow", pow_ } };
     for (size_t i = 0; i < sizeof any / sizeof *any; i++) check_case(any[i].name, f_unary, 1, &x, &any[i], 1e-6);
     for (size_t i = 0; i < sizeof positive / sizeof *positive; i++)

@@ -223,6 +223,38 @@ Test(ops_elementwise, exp_matches_libm_everywhere) {
     cr_assert_lt(worst, 1e-6, "relative error %g", worst);
 }
 
+/* atan (CIoULoss's aspect-ratio term): libm's atanf bit for bit over a
+ * range with infinities, NaN and -0, integers cast to f32, and the gradient
+ * 1 / (1 + x^2) against finite differences. */
+static md_tensor *gc_atan(md_ctx *c, md_tensor **in, void *u) {
+    (void)u;
+    return md_atan(c, in[0]);
+}
+
+Test(ops_elementwise, atan_is_libm_and_differentiable) {
+    int64_t n = 2001;
+    md_tensor *x = md_tensor_empty(ctx, MD_F32, MD_DIMS(n + 4));
+    for (int64_t i = 0; i < n; i++) md_f32(x)[i] = -50.0f + 100.0f * (float)i / (float)(n - 1);
+    const float special[4] = { INFINITY, -INFINITY, NAN, -0.0f };
+    for (int i = 0; i < 4; i++) md_f32(x)[n + i] = special[i];
+    md_tensor *y = md_atan(ctx, x);
+    cr_assert(y, "%s", md_ctx_error(ctx)->msg);
+    for (int64_t i = 0; i < n + 4; i++) {
+        float v = md_f32(x)[i], got = md_f32(y)[i], want = atanf(v);
+        if (isnan(want)) cr_assert(isnan(got), "atan(%g) = %g", v, got);
+        else cr_assert(!memcmp(&got, &want, sizeof got), "atan(%g) = %.9g, libm %.9g", v, got, want);
+    }
+    int64_t iv[3] = { -2, 0, 7 };
+    md_tensor *yi = md_atan(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(3), iv));
+    cr_assert(yi && yi->dtype == MD_F32);
+    cr_assert_eq(md_f32(yi)[2], atanf(7.0f));
+    md_tensor *p = randn_param(ctx, MD_DIMS(4, 5), 11);
+    for (int i = 0; i < 20; i++) md_f32(p)[i] *= 3.0f;
+    double e = gradcheck(ctx, gc_atan, &p, 1, NULL, 1e-3);
+    cr_assert_lt(e, 1e-3, "relative error %g", e);
+    md_tensor_free(p);
+}
+
 /* add_ and relu_ after conv2d + batch_norm2d (a ResNet block's tail): the
  * result aliases the BN output, and values and every gradient equal those
  * of md_add + md_relu bit for bit; a leaf that requires grad falls back to

@@ -188,6 +188,7 @@ void md__cpu_unary_f32(md__unop op, int64_t n, const float *x, float p0, float p
     case MD_UN_ADD_SCALAR: UNARY_LOOP(v + p0)
     case MD_UN_MUL_SCALAR: UNARY_LOOP(v * p0)
     case MD_UN_NOT: UNARY_LOOP(v == 0.0f)
+    case MD_UN_ATAN: UNARY_LOOP(atanf(v))
     }
 }
 
@@ -247,6 +248,7 @@ void md__cpu_unary_f32_backward(md__unop op, int64_t n, const float *x, const fl
     case MD_UN_ADD_SCALAR: BW_LOOP(gi)
     case MD_UN_MUL_SCALAR: BW_LOOP(gi * p0)
     case MD_UN_NOT: BW_LOOP(0.0f)
+    case MD_UN_ATAN: BW_LOOP(gi / (1.0f + x[i] * x[i]))
     }
     (void)p1;
 }

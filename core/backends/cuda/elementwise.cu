@@ -172,6 +172,7 @@ __device__ __forceinline__ float un_apply(float v, float p0, float p1) {
     else if constexpr (OP == MD_UN_POW) return p0 == 2.0f ? v * v : (p0 == 0.5f ? sqrtf(v) : powf(v, p0));
     else if constexpr (OP == MD_UN_ADD_SCALAR) return v + p0;
     else if constexpr (OP == MD_UN_MUL_SCALAR) return v * p0;
+    else if constexpr (OP == MD_UN_ATAN) return atanf(v);
     else return v == 0.0f ? 1.0f : 0.0f;   /* MD_UN_NOT */
 }
 
@@ -215,6 +216,7 @@ extern "C" int md__cuda_unary_f32(md__unop op, int64_t n, const float *x, float 
     case MD_UN_ADD_SCALAR: return unary_t<MD_UN_ADD_SCALAR>(n, x, p0, p1, y);
     case MD_UN_MUL_SCALAR: return unary_t<MD_UN_MUL_SCALAR>(n, x, p0, p1, y);
     case MD_UN_NOT: return unary_t<MD_UN_NOT>(n, x, p0, p1, y);
+    case MD_UN_ATAN: return unary_t<MD_UN_ATAN>(n, x, p0, p1, y);
     default: return md__cuda_fail("unary_f32", "unknown unary op %d", (int)op);
     }
 }
@@ -235,6 +237,7 @@ __device__ __forceinline__ float un_grad(float gi, float x, float y, float p0, f
         return p0 == 0.0f ? 0.0f : (p0 == 2.0f ? 2.0f * gi * x : gi * p0 * powf(x, p0 - 1.0f));
     else if constexpr (OP == MD_UN_ADD_SCALAR) return gi;
     else if constexpr (OP == MD_UN_MUL_SCALAR) return gi * p0;
+    else if constexpr (OP == MD_UN_ATAN) return gi / (1.0f + x * x);
     else return 0.0f;   /* MD_UN_NOT */
 }
 
@@ -243,7 +246,8 @@ template <md__unop OP>
 __global__ void unary_bw_kernel(int64_t n, const float *x, const float *y, const float *g, float p0, float p1,
                                 float *gx) {
     GRID_STRIDE(i, n) {
-        constexpr bool needx = OP == MD_UN_LOG || OP == MD_UN_ABS || OP == MD_UN_CLAMP || OP == MD_UN_POW;
+        constexpr bool needx = OP == MD_UN_LOG || OP == MD_UN_ABS || OP == MD_UN_CLAMP || OP == MD_UN_POW ||
+                               OP == MD_UN_ATAN;
         constexpr bool needy = OP == MD_UN_RELU || OP == MD_UN_SIGMOID || OP == MD_UN_EXP || OP == MD_UN_SQRT;
         float xi = needx ? x[i] : 0.0f, yi = needy ? y[i] : 0.0f;
         gx[i] = un_grad<OP>(g[i], xi, yi, p0, p1);
@@ -272,6 +276,7 @@ extern "C" int md__cuda_unary_f32_backward(md__unop op, int64_t n, const float *
     case MD_UN_ADD_SCALAR: return unary_bw_t<MD_UN_ADD_SCALAR>(n, x, y, g, p0, p1, gx);
     case MD_UN_MUL_SCALAR: return unary_bw_t<MD_UN_MUL_SCALAR>(n, x, y, g, p0, p1, gx);
     case MD_UN_NOT: return unary_bw_t<MD_UN_NOT>(n, x, y, g, p0, p1, gx);
+    case MD_UN_ATAN: return unary_bw_t<MD_UN_ATAN>(n, x, y, g, p0, p1, gx);
     default: return md__cuda_fail("unary_f32_backward", "unknown unary op %d", (int)op);
     }
 }

@@ -107,6 +107,39 @@ static inline md_tensor *md_loss_scale(md_ctx *ctx, const md_loss *l, md_tensor 
     return md_mul_scalar(ctx, x, l->loss_weight);
 }
 
+/* ---- rules several losses share ---- */
+/* A key the schema bounds at >= 0 that must not be 0 either (mmdet divides
+ * by it or asserts it): the error names the file and line, like the
+ * schema's own bound errors. 0 or -1. */
+int md_loss_need_positive(const md_cfg *cfg, const char *key, double v, const char *type,
+                          md_error *err);
+/* pred and target: f32 [N, 4] boxes (x1, y1, x2, y2) of one shape. */
+bool md_loss_boxes_ok(md_ctx *ctx, const char *op, const md_tensor *pred, const md_tensor *target);
+/* mmdet's IoU-family weight rules (IoULoss, GIoULoss, DIoULoss, CIoULoss
+ * forward): a weight is [N] or [N, 4], the latter averaged over the last
+ * dim; and when a weight is given and no value of it is positive (no rows
+ * included), the loss is (pred * weight).sum(), a zero for zero weights that
+ * keeps pred on the graph, whatever the reduction and not times loss_weight.
+ * `nopos_rule` false skips that rule (IoULoss with reduction "none").
+ * Returns true when the rule decided the loss: *out (NULL after an op
+ * error). Otherwise *w is the per-box weight [N] or NULL. The positivity
+ * test reads the weight on the host (a device weight is copied). */
+bool md_loss_box_weight(md_ctx *ctx, const char *op, md_tensor *pred, md_tensor *weight,
+                        bool nopos_rule, md_tensor **w, md_tensor **out);
+/* max(a, b) and min(a, b) element-wise (torch.max / torch.min of two
+ * tensors) as where(a >= b, a, b): the values exactly; at a tie the
+ * gradient goes to a (PyTorch splits it in halves). */
+md_tensor *md_loss_maximum(md_ctx *ctx, md_tensor *a, md_tensor *b);
+md_tensor *md_loss_minimum(md_ctx *ctx, md_tensor *a, md_tensor *b);
+/* Column k of boxes [N, 4], as [N]. */
+md_tensor *md_loss_col(md_ctx *ctx, md_tensor *boxes, int k);
+/* The terms of mmdet's diou_loss and ciou_loss, in its order of operations:
+ * ious = overlap / (area_p + area_t - overlap + eps), the squared distance
+ * of the centres rho2 and the squared diagonal of the enclosing box
+ * c2 (+ eps), each [N]. False after an op error. */
+bool md_loss_diou_terms(md_ctx *ctx, md_tensor *pred, md_tensor *target, double eps, md_tensor **ious,
+                        md_tensor **rho2, md_tensor **c2);
+
 #ifdef __cplusplus
 }
 #endif

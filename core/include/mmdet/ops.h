@@ -37,6 +37,7 @@ md_tensor *md_exp(md_ctx *ctx, md_tensor *a);
 md_tensor *md_log(md_ctx *ctx, md_tensor *a);
 md_tensor *md_sqrt(md_ctx *ctx, md_tensor *a);
 md_tensor *md_abs(md_ctx *ctx, md_tensor *a);
+md_tensor *md_atan(md_ctx *ctx, md_tensor *a);   /* gradient 1 / (1 + x^2) */
 /* lo/hi may be -INFINITY/INFINITY for no bound; gradient 0 outside. */
 md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi);
 md_tensor *md_pow_scalar(md_ctx *ctx, md_tensor *a, double p);
