@@ -86,9 +86,10 @@ Test(bbox_head_decoded, class_agnostic_iou_square) {
 /* configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg (mmdet's) builds. */
 Test(bbox_head_decoded, giou_faster_rcnn_config_builds) {
     md_error err = { 0 };
-    static const char *const dirs[] = { "plugins/bbox", "plugins/backbones", "plugins/necks", "plugins/heads", "plugins/losses",
-                                        "plugins/detectors" };
-    for (int i = 0; i < 5; i++) cr_assert_eq(md_plugin_load_dir(ctx, dirs[i], &err), 0, "%s", err.msg);
+    static const char *const dirs[] = { "plugins/bbox", "plugins/backbones", "plugins/necks", "plugins/heads",
+                                        "plugins/losses", "plugins/detectors" };
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
+        cr_assert_eq(md_plugin_load_dir(ctx, dirs[i], &err), 0, "%s", err.msg);
     md_cfg *cfg = md_cfg_load("configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg", &err);
     cr_assert_not_null(cfg, "%s", err.msg);
     cr_assert_str_eq(md_cfg_str(cfg, "model.roi_head.bbox_head.loss_bbox.type", ""), "GIoULoss");
