@@ -365,9 +365,14 @@ Test(mmdet_run, print_config_and_errors) {
     rm_tree(d);
 }
 
-/* ---- a third-party plugin against an installed core ---- */
+/* ---- third-party plugins against an installed core ---- */
 
-Test(out_of_tree, install_compile_load_build, .timeout = 120) {
+/* tests/out_of_tree/<name>.c, the files docs/plugins.md shows, and
+ * parameters of theirs a checkpoint of my_exp.cfg must hold. */
+#define OUT_OF_TREE_PLUGINS { "my_head", "my_loss" }
+#define OUT_OF_TREE_PARAMS { "bbox_head.cls_reduce.weight", "bbox_head.conv_cls.bias", "bbox_head.conv_reg.weight" }
+
+Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     char *d = scratch();
     /* Same flavour as this build (SANITIZE/OPT come through MAKEFLAGS under
      * make; a sanitized binary run by hand asks for it), so nothing rebuilds. */
@@ -388,13 +393,17 @@ Test(out_of_tree, install_compile_load_build, .timeout = 120) {
         cr_assert_eq(stat(p, &st), 0, "%s not installed", installed[i]);
     }
 
-    /* The command of docs/plugins.md. */
-    r = run(d, "mkdir -p '%s/my_plugins' && cd '%s' && PKG_CONFIG_PATH='%s/prefix/lib/pkgconfig' "
-               "cc -shared -fPIC -o '%s/my_plugins/my_head.so' tests/out_of_tree/my_head.c "
-               "$(PKG_CONFIG_PATH='%s/prefix/lib/pkgconfig' pkg-config --cflags --libs mmdet)",
-            d, getcwd((char[PATH_MAX]){ 0 }, PATH_MAX), d, d, d);
-    cr_assert_eq(r.rc, 0, "compile: %s%s", r.out, r.err);
-    result_free(r);
+    /* The commands of docs/plugins.md: each out-of-tree file compiled
+     * against the installed core with pkg-config alone (no core sources). */
+    const char *mine[] = OUT_OF_TREE_PLUGINS;
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) {
+        r = run(d, "mkdir -p '%s/my_plugins' && PKG_CONFIG_PATH='%s/prefix/lib/pkgconfig' "
+                   "cc -shared -fPIC -Wall -Wextra -Werror -o '%s/my_plugins/%s.so' tests/out_of_tree/%s.c "
+                   "$(PKG_CONFIG_PATH='%s/prefix/lib/pkgconfig' pkg-config --cflags --libs mmdet)",
+                d, d, d, mine[i], mine[i], d);
+        cr_assert_eq(r.rc, 0, "compile %s: %s%s", mine[i], r.out, r.err);
+        result_free(r);
+    }
 
     /* The installed command, a second --plugin-dir beside the toy plugins. */
     r = run(d, "'%s/prefix/bin/mmdet-run' --plugin-dir tests/plugins --plugin-dir '%s/my_plugins' --list-modules", d, d);
@@ -402,31 +411,47 @@ Test(out_of_tree, install_compile_load_build, .timeout = 120) {
     char line[PATH_MAX + 64];
     /* Under "heads", beside the installed heads (RetinaHead, ...). */
     snprintf(line, sizeof line, "%s/my_plugins/my_head.so  # an out-of-tree head", d);
-    const char *heads = strstr(r.out, "heads ("), *mine = heads ? strstr(heads, "  MyHead  ") : NULL;
-    cr_assert(mine && strstr(mine, line) && !memchr(mine, ':', (size_t)(strstr(mine, line) - mine)), "%s", r.out);
+    const char *heads = strstr(r.out, "heads ("), *mh = heads ? strstr(heads, "  MyHead  ") : NULL;
+    cr_assert(mh && strstr(mh, line) && !memchr(mh, ':', (size_t)(strstr(mh, line) - mh)), "%s", r.out);
+    cr_assert(strstr(r.out, "  RetinaHead "), "%s", r.out);
+    snprintf(line, sizeof line, "%s/my_plugins/my_loss.so  # squared error", d);
+    cr_assert(strstr(r.out, "  MyMSELoss ") && strstr(r.out, line), "%s", r.out);
     cr_assert(strstr(r.out, "ToyLinear"), "%s", r.out);
     /* The prefix's own plugin directory is searched by default. */
     snprintf(line, sizeof line, "%s/prefix/lib/mmdet/plugins", d);
     cr_assert(strstr(r.out, line), "%s", r.out);
     result_free(r);
 
-    /* Registered and built, in this process too. */
-    md_ctx *ctx = new_ctx();
+    /* An experiment with them trains (tests/out_of_tree/my_exp.cfg), and the
+     * head's own layers are in its checkpoint. */
+    r = run(d, "bin/mmdet-shapes --out '%s/data' --train 8 --val 2 --seed 1 --classes 3", d);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    result_free(r);
+    r = run(d, "'%s/prefix/bin/mmdet-run' --plugin-dir '%s/my_plugins' tests/out_of_tree/my_exp.cfg --work-dir '%s/work' "
+               "--seed 0 --cfg-options data.train.data_root='%s/data/'", d, d, d, d);
+    cr_assert_eq(r.rc, 0, "training: %s%s", r.out, r.err);
+    result_free(r);
+    char ckpt[PATH_MAX];
+    snprintf(ckpt, sizeof ckpt, "%s/work/epoch_1.safetensors", d);
     md_error err = { 0 };
+    md_st *st = md_st_open(ckpt, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    const char *params[] = OUT_OF_TREE_PARAMS;
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        cr_assert_geq(md_st_find(st, params[i]), 0, "%s not in %s", params[i], ckpt);
+    md_st_close(st);
+
+    /* Built in this process too, its schema's errors naming the key. */
+    md_ctx *ctx = new_ctx();
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/my_plugins", d);
+    cr_assert_eq(md_plugin_load_dir(ctx, "plugins", &err), 0, "%s", err.msg);
     cr_assert_eq(md_plugin_load_dir(ctx, dir, &err), 0, "%s", err.msg);
-    md_cfg *cfg = md_cfg_parse("model = { bbox_head = { type = \"MyHead\"; num_classes = 3; }; };\n"
-                               "bad = { bbox_head = { type = \"MyHead\"; num_classes = 0; }; };", "my.cfg", &err);
+    md_cfg *cfg = md_cfg_parse("h = { type = \"MyHead\"; num_classes = 3; in_channels = 8; reduce_channels = 0; };",
+                               "my.cfg", &err);
     cr_assert_not_null(cfg, "%s", err.msg);
-    struct { int64_t num_classes; double score_thr; } *h =
-        md_build_from_cfg(ctx, "heads", md_cfg_get(cfg, "model.bbox_head"), NULL, &err);
-    cr_assert_not_null(h, "%s", err.msg);
-    cr_assert_eq(h->num_classes, 3);
-    cr_assert_float_eq(h->score_thr, 0.05, 1e-12);
-    free(h);
-    cr_assert_null(md_build_from_cfg(ctx, "heads", md_cfg_get(cfg, "bad.bbox_head"), NULL, &err));
-    cr_assert_str_eq(err.msg, "bad.bbox_head: MyHead: num_classes must be positive, got 0");
+    cr_assert_null(md_build_from_cfg(ctx, "heads", md_cfg_get(cfg, "h"), NULL, &err));
+    cr_assert(strstr(err.msg, "my.cfg:1: reduce_channels in MyHead is 0; it must be at least 1"), "%s", err.msg);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
     rm_tree(d);
