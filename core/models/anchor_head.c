@@ -3,10 +3,10 @@
  * over levels, targets and the loss over all levels, get_bboxes. */
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include <mmdet/anchor_head.h>
+#include "dense_bboxes.h"
 
 /* ------------------------------------------------------------------ build */
 
@@ -329,160 +329,14 @@ MD_API int md_anchor_head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls,
 
 /* ------------------------------------------------------------- get_bboxes */
 
-typedef struct cand { float score; int64_t flat; } cand;
-static int cand_cmp(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if (x->score != y->score) return x->score < y->score ? 1 : -1;
-    return x->flat < y->flat ? -1 : x->flat > y->flat;
-}
-
-static inline void cand_swap(cand *a, cand *b) {
-    cand t = *a;
-    *a = *b;
-    *b = t;
-}
-
-/* Moves the k first candidates in cand_cmp order into v[0..k), unordered
- * (quickselect, median-of-three pivots). */
-static void select_top(cand *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (cand_cmp(&v[mid], &v[lo]) < 0) cand_swap(&v[mid], &v[lo]);
-        if (cand_cmp(&v[hi], &v[lo]) < 0) cand_swap(&v[hi], &v[lo]);
-        if (cand_cmp(&v[mid], &v[hi]) < 0) cand_swap(&v[mid], &v[hi]);
-        cand piv = v[hi];
-        int64_t at = lo;
-        for (int64_t i = lo; i < hi; i++)
-            if (cand_cmp(&v[i], &piv) < 0) cand_swap(&v[i], &v[at++]);
-        cand_swap(&v[at], &v[hi]);
-        if (at == want) return;
-        if (at > want) hi = at - 1;
-        else lo = at + 1;
-    }
-}
-
-/* The (anchor, class) candidates of one level's scores cp [A * C', HW]
- * (planes of the output) above score_thr: flat index anchor * C + class,
- * anchor = (y * W + x) * A + a, as mmdet's permute(1, 2, 0).reshape(-1, C). */
-static int64_t level_candidates(const md_anchor_head *h, const float *cp, int64_t HW, double score_thr, cand *cs) {
-    int64_t A = h->num_base_priors, C = h->num_classes, Co = h->cls_out_channels, nc = 0;
-    if (h->use_sigmoid_cls) {
-        /* A logit this far below logit(score_thr) has a sigmoid below the
-         * threshold whatever the rounding: most scores skip expf. */
-        float lo = score_thr <= 0 ? -INFINITY : score_thr >= 1 ? INFINITY : (float)(log(score_thr / (1 - score_thr)) - 0.01);
-        for (int64_t a = 0; a < A; a++)
-            for (int64_t c = 0; c < C; c++) {
-                const float *plane = cp + (a * Co + c) * HW;
-                for (int64_t p = 0; p < HW; p++) {
-                    if (plane[p] < lo) continue;
-                    float s = 1.0f / (1.0f + expf(-plane[p]));
-                    if (s > (float)score_thr) cs[nc++] = (cand){ s, (p * A + a) * C + c };
-                }
-            }
-        return nc;
-    }
-    /* softmax over the C + 1 channels of each anchor; the last is background */
-    for (int64_t a = 0; a < A; a++)
-        for (int64_t p = 0; p < HW; p++) {
-            float mx = -INFINITY, sum = 0;
-            for (int64_t c = 0; c < Co; c++) mx = fmaxf(mx, cp[(a * Co + c) * HW + p]);
-            for (int64_t c = 0; c < Co; c++) sum += expf(cp[(a * Co + c) * HW + p] - mx);
-            for (int64_t c = 0; c < C; c++) {
-                float s = expf(cp[(a * Co + c) * HW + p] - mx) / sum;
-                if (s > (float)score_thr) cs[nc++] = (cand){ s, (p * A + a) * C + c };
-            }
-        }
-    return nc;
-}
-
-/* One image's detections from the levels' host outputs. */
-static int image_bboxes(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, md_tensor *const *reg, int n,
-                        int64_t i, const md_img_meta *meta, const md_dense_test_cfg *tc, bool rescale,
-                        bool with_nms, md_det_result *out) {
-    int64_t C = h->num_classes, A = h->num_base_priors;
-    md_tensor *lv_boxes[MD_MAX_LEVELS], *lv_scores[MD_MAX_LEVELS], *lv_labels[MD_MAX_LEVELS];
-    for (int l = 0; l < n; l++) {
-        int64_t H = cls[l]->shape[2], W = cls[l]->shape[3], HW = H * W, Ta = HW * A;
-        md_tensor *pri = md_grid_priors(ctx, h->prior_generator, l, H, W);
-        cand *cs = md_ctx_alloc(ctx, sizeof(cand) * (size_t)(Ta * C + 1));
-        if (!pri || !cs) return -1;
-        const float *cp = md_f32(cls[l]) + i * Ta * h->cls_out_channels, *rp = md_f32(reg[l]) + i * Ta * 4;
-        int64_t nc = level_candidates(h, cp, HW, tc->score_thr, cs);
-        int64_t k = tc->nms_pre > 0 && tc->nms_pre < nc ? tc->nms_pre : nc;
-        if (k < nc) select_top(cs, nc, k);   /* the nms_pre first, then only they are sorted */
-        qsort(cs, (size_t)k, sizeof(cand), cand_cmp);
-        md_tensor *sel_pri = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
-        md_tensor *sel_reg = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
-        lv_scores[l] = md_tensor_empty(ctx, MD_F32, MD_DIMS(k));
-        lv_labels[l] = md_tensor_empty(ctx, MD_I64, MD_DIMS(k));
-        if (!sel_pri || !sel_reg || !lv_scores[l] || !lv_labels[l]) return -1;
-        for (int64_t j = 0; j < k; j++) {
-            int64_t anchor = cs[j].flat / C, c = cs[j].flat % C;
-            int64_t p = anchor / A, a = anchor % A;
-            memcpy(md_f32(sel_pri) + j * 4, md_f32(pri) + anchor * 4, 4 * sizeof(float));
-            for (int q = 0; q < 4; q++) md_f32(sel_reg)[j * 4 + q] = rp[(a * 4 + q) * HW + p];
-            md_f32(lv_scores[l])[j] = cs[j].score;
-            md_i64(lv_labels[l])[j] = c;
-        }
-        int max_shape[2] = { meta->img_shape[0], meta->img_shape[1] };
-        lv_boxes[l] = k ? md_bbox_decode(ctx, h->bbox_coder, sel_pri, sel_reg, max_shape) : sel_pri;
-        if (!lv_boxes[l]) return -1;
-    }
-    md_tensor *boxes = md_contiguous(ctx, md_cat(ctx, lv_boxes, n, 0));
-    md_tensor *scores = md_cat(ctx, lv_scores, n, 0), *labels = md_cat(ctx, lv_labels, n, 0);
-    if (!boxes || !scores || !labels) return -1;
-    int64_t nb = boxes->shape[0];
-    if (rescale)
-        for (int64_t j = 0; j < nb; j++)
-            for (int q = 0; q < 4; q++) md_f32(boxes)[j * 4 + q] /= meta->scale_factor[q];
-    if (!with_nms) {
-        float *cb = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nb * 5 + 1));
-        if (!cb) return -1;
-        for (int64_t j = 0; j < nb; j++) {
-            memcpy(cb + j * 5, md_f32(boxes) + j * 4, 4 * sizeof(float));
-            cb[j * 5 + 4] = md_f32(scores)[j];
-        }
-        *out = (md_det_result){ (int)nb, cb, md_i64(labels) };
-        return 0;
-    }
-    md_tensor *keep = nb ? md_batched_nms(ctx, boxes, scores, labels, tc->nms_iou, false, -1)
-                         : md_tensor_empty(ctx, MD_I64, MD_DIMS(0));
-    if (!keep) return -1;
-    int64_t nk = md_tensor_numel(keep);
-    if (tc->max_per_img > 0 && nk > tc->max_per_img) nk = tc->max_per_img;
-    float *ob = md_ctx_alloc(ctx, sizeof(float) * (size_t)(nk * 5 + 1));
-    int64_t *ol = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(nk + 1));
-    if (!ob || !ol) return -1;
-    for (int64_t j = 0; j < nk; j++) {
-        int64_t s = md_i64(keep)[j];
-        memcpy(ob + j * 5, md_f32(boxes) + s * 4, 4 * sizeof(float));
-        ob[j * 5 + 4] = md_f32(scores)[s];
-        ol[j] = md_i64(labels)[s];
-    }
-    *out = (md_det_result){ (int)nk, ob, ol };
-    return 0;
-}
-
 MD_API int md_anchor_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
                                      const md_batch *batch, const md_dense_test_cfg *tc, bool rescale, bool with_nms,
                                      md_det_result *results, md_error *err) {
     md_anchor_head *h = md_anchor_head_of(m);
-    if (!tc && !h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: testing needs a test_cfg", m->cls->name);
-    if (!tc) tc = &h->test_cfg;
-    if (n > MD_MAX_LEVELS) return md_failc(err, MD_ERR_SHAPE, "%s: %d levels (at most %d)", m->cls->name, n, MD_MAX_LEVELS);
-    bool was = md_grad_set_enabled(ctx, false);
-    /* post-processing is host logic (thresholds, sorting, NMS on a few
-     * boxes): one CPU copy of each level's outputs */
-    md_tensor *hcls[MD_MAX_LEVELS], *hreg[MD_MAX_LEVELS];
-    int rc = 0;
-    for (int l = 0; l < n && !rc; l++) {
-        hcls[l] = md_contiguous(ctx, md_tensor_to(ctx, cls[l], MD_DEVICE_CPU));
-        hreg[l] = md_contiguous(ctx, md_tensor_to(ctx, reg[l], MD_DEVICE_CPU));
-        rc = !hcls[l] || !hreg[l];
-    }
-    for (int64_t i = 0; i < batch->n && !rc; i++)
-        rc = image_bboxes(ctx, h, hcls, hreg, n, i, &batch->metas[i], tc, rescale, with_nms, &results[i]);
-    md_grad_set_enabled(ctx, was);
-    return rc ? md_error_from_ctx(ctx, err, "%s.get_bboxes", m->cls->name) : 0;
+    const md__dense_post p = { .prior_generator = h->prior_generator, .bbox_coder = h->bbox_coder,
+                               .num_classes = h->num_classes, .cls_out_channels = h->cls_out_channels,
+                               .num_base_priors = h->num_base_priors, .use_sigmoid = h->use_sigmoid_cls,
+                               .reg_channels = 4, .score_factor_channel = -1 };
+    return md__dense_get_bboxes(ctx, m->cls->name, &p, cls, reg, n, batch, tc, h->has_test_cfg ? &h->test_cfg : NULL,
+                                rescale, with_nms, results, err);
 }
