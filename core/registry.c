@@ -81,6 +81,10 @@ static int check_sampler(const md_class *c, char *why, size_t n) {
     NEED(c, md_bbox_sampler_iface, sample); NEED(c, md_bbox_sampler_iface, destroy);
     return 0;
 }
+static int check_iou_calculator(const md_class *c, char *why, size_t n) {
+    NEED(c, md_iou_calculator_iface, overlaps); NEED(c, md_iou_calculator_iface, destroy);
+    return 0;
+}
 #undef NEED
 
 #define SPEC(code_, type_, check_) { (code_), #type_, (uint32_t)sizeof(type_), (check_) }
@@ -104,6 +108,7 @@ static const struct standard {
     { "bbox_samplers", { SPEC(MD_IFACE_BBOX_SAMPLER, md_bbox_sampler_iface, check_sampler) } },
     { "bbox_coders", { SPEC(MD_IFACE_BBOX_CODER, md_bbox_coder_iface, check_coder) } },
     { "prior_generators", { SPEC(MD_IFACE_PRIOR_GENERATOR, md_prior_generator_iface, check_prior_generator) } },
+    { "iou_calculators", { SPEC(MD_IFACE_IOU_CALCULATOR, md_iou_calculator_iface, check_iou_calculator) } },
     { "models", { { 0 } } },
 };
 #define N_STANDARD ((int)(sizeof standard / sizeof standard[0]))
