@@ -8,7 +8,8 @@
  * memory (ru_maxrss) is its own. Prints
  *   bench <name> ours_ms=<median> ours_mb=<peak RSS> gflops=<achieved>
  * Repetitions: $MMDET_BENCH_REPS (default 3, after one warm-up); threads:
- * $MMDET_NUM_THREADS. Run from the repository root (loads plugins/backbones).
+ * $MMDET_NUM_THREADS. Run from the repository root (loads plugins/backbones and
+ * plugins/optimizers).
  * With MMDET_BENCH_DEVICE=cuda the model and input live on the GPU, the
  * names get a _cuda suffix and each step ends with a device synchronisation
  * (ours_mb is then the device step arena's peak plus the parameters and
@@ -47,7 +48,9 @@ static int run(bool train, int reps) {
     if (!ctx) return fail("context", err.msg);
     md_log_set_quiet(ctx, true);
     md_ctx_seed(ctx, 1);
-    if (md_plugin_load_file(ctx, "plugins/backbones/resnet.so", &err) != 0) return fail("plugin", err.msg);
+    if (md_plugin_load_file(ctx, "plugins/backbones/resnet.so", &err) != 0 ||
+        md_plugin_load_dir(ctx, "plugins/optimizers", &err) != 0)
+        return fail("plugin", err.msg);
     md_cfg *cfg = md_cfg_parse(CFG, "bench_resnet.cfg", &err);
     if (!cfg) return fail("config", err.msg);
     md_module *m = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), &err);

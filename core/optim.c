@@ -1,34 +1,34 @@
-/* Optimizers: SGD, Adam, AdamW (PyTorch 1.13 update rules) with mmcv's
- * DefaultOptimizerConstructor paramwise_cfg; gradient-norm clipping. */
+/* Optimizers: what every class of the "optimizers" registry shares (param
+ * groups with mmcv's DefaultOptimizerConstructor paramwise_cfg, state,
+ * zeroing, gradient-norm clipping), and the PyTorch 1.13 update rules of
+ * SGD, Adam and AdamW that their plugins call. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
-typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
-
 typedef struct group {
     char *name;
     md_tensor *p;
     double initial_lr, lr, wd;
-    md_tensor *buf, *exp_avg, *exp_avg_sq;   /* state, created lazily */
+    md_tensor *state[MD_OPTIMIZER_MAX_STATE];   /* made lazily by the class's update */
 } group;
 
 struct md_optimizer {
     md_ctx *ctx;
-    opt_kind kind;
-    double base_lr, base_wd, momentum, dampening, beta2, eps;
-    bool nesterov;
+    md_optimizer_hparams *hp;     /* the class's (md_build_from_cfg in "optimizers") */
+    double base_lr;
     int64_t step;
     group *g;
     int n, cap;
-    /* per-step lists for the multi-tensor device entries (o->n long) */
+    /* per-step lists (o->n long): the parameters handed to one update, the
+     * multi-tensor device entries, the gradients zeroed in one launch */
+    md_optimizer_param *batch;
+    bool *done;
     md__mt_param *mt;
     float **zp;
     int64_t *zn;
 };
-
-static const char *kind_name(opt_kind k) { return k == OPT_SGD ? "SGD" : k == OPT_ADAM ? "Adam" : "AdamW"; }
 
 /* paramwise_cfg multipliers as mmcv applies them. */
 typedef struct paramwise {
@@ -45,7 +45,7 @@ static int add_group(md_optimizer *o, const char *full, const char *leaf, md_ten
         o->g = g;
         o->cap = cap;
     }
-    double lr = o->base_lr, wd = o->base_wd;
+    double lr = o->base_lr, wd = o->hp->weight_decay;
     bool custom = false;
     if (pw->custom_keys) {
         /* the longest key contained in the name wins (ties: alphabetical) */
@@ -101,63 +101,75 @@ static int collect(md_optimizer *o, const md_module *m, char *name, size_t len, 
     return 0;
 }
 
+/* ---- the class side ---- */
+
+MD_API md_optimizer_hparams *md_optimizer_hparams_new(size_t size, const md_optimizer_iface *iface,
+                                                      const md_cfg *cfg, const md_key *keys, md_error *err) {
+    const char *type = md_cfg_str(cfg, "type", "optimizer");
+    if (size < sizeof(md_optimizer_hparams)) {
+        md_failc(err, MD_ERR_REGISTRY, "%s: the hyper-parameter struct is smaller than md_optimizer_hparams", type);
+        return NULL;
+    }
+    md_optimizer_hparams *hp = calloc(1, size);
+    if (!hp) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    hp->iface = iface;
+    hp->type = type;
+    if (md_cfg_read_struct(cfg, keys, hp, type, err)) {
+        free(hp);
+        return NULL;
+    }
+    return hp;
+}
+
+MD_API int md_optimizer_read_betas(const md_cfg *cfg, double betas[2], md_error *err) {
+    betas[0] = 0.9;
+    betas[1] = 0.999;
+    const md_cfg *b = md_cfg_get(cfg, "betas");
+    if (md_cfg_is_none(b)) return 0;
+    const char *file = md_cfg_file(b) ? md_cfg_file(b) : "<config>";
+    double v[3];
+    int n = md_cfg_float_array(cfg, "betas", v, 3, err);
+    if (n < 0) return -1;
+    if (n != 2) return md_failc(err, MD_ERR_CONFIG, "%s:%d: betas must be two numbers", file, md_cfg_line(b));
+    for (int i = 0; i < 2; i++) {
+        if (!(v[i] >= 0 && v[i] < 1))
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: betas[%d] is %g; it must be in [0, 1)", file, md_cfg_line(b),
+                            i, v[i]);
+        betas[i] = v[i];
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_optimizer_state(md_optimizer *o, md_optimizer_param *p, int slot, bool *made, md_error *err) {
+    if (made) *made = false;
+    if (slot < 0 || slot >= MD_OPTIMIZER_MAX_STATE || !o->hp->iface->state_names[slot]) {
+        md_failc(err, MD_ERR_REGISTRY, "%s: state slot %d has no name in its md_optimizer_iface", o->hp->type, slot);
+        return NULL;
+    }
+    if (p->state[slot]) return p->state[slot];
+    md_tensor *t = md_tensor_new_persistent_on(o->ctx, md_tensor_device(p->p), MD_F32, p->p->ndim, p->p->shape, err);
+    if (!t) return NULL;
+    p->state[slot] = t;
+    if (made) *made = true;
+    return t;
+}
+
+MD_API int64_t md_optimizer_step_count(const md_optimizer *o) { return o->step; }
+
+/* ---- building ---- */
+
 MD_API md_optimizer *md_optimizer_build(md_ctx *ctx, md_module *model, const md_cfg *cfg, md_error *err) {
-    const char *type = md_cfg_str(cfg, "type", NULL);
     md_optimizer *o = calloc(1, sizeof *o);
     if (!o) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
     o->ctx = ctx;
-    if (!type) {
-        md_failc(err, MD_ERR_CONFIG, "optimizer: `type` is required (SGD, Adam or AdamW)");
-        goto fail;
-    }
-    if (!strcmp(type, "SGD")) o->kind = OPT_SGD;
-    else if (!strcmp(type, "Adam")) o->kind = OPT_ADAM;
-    else if (!strcmp(type, "AdamW")) o->kind = OPT_ADAMW;
-    else {
-        const char *known[] = { "SGD", "Adam", "AdamW" };
-        const char *s = md_suggest(type, known, 3);
-        md_failc(err, MD_ERR_REGISTRY, "optimizer type '%s' is unknown (SGD, Adam, AdamW)%s%s%s", type,
-                 s ? "; did you mean '" : "", s ? s : "", s ? "'?" : "");
-        goto fail;
-    }
-    static const md_key sgd_keys[] = {
-        { "lr", MD_KEY_FLOAT, NULL, "learning rate", true }, { "momentum", MD_KEY_FLOAT, "0", NULL, false },
-        { "dampening", MD_KEY_FLOAT, "0", NULL, false }, { "weight_decay", MD_KEY_FLOAT, "0", NULL, false },
-        { "nesterov", MD_KEY_BOOL, "false", NULL, false }, { "paramwise_cfg", MD_KEY_GROUP, NULL, NULL, false },
-        { "grad_clip", MD_KEY_ANY, NULL, NULL, false }, { 0 } };
-    static const md_key adam_keys[] = {
-        { "lr", MD_KEY_FLOAT, NULL, "learning rate", true }, { "betas", MD_KEY_LIST, NULL, NULL, false },
-        { "eps", MD_KEY_FLOAT, "1e-8", NULL, false }, { "weight_decay", MD_KEY_FLOAT, "0", NULL, false },
-        { "amsgrad", MD_KEY_BOOL, "false", NULL, false }, { "paramwise_cfg", MD_KEY_GROUP, NULL, NULL, false },
-        { "grad_clip", MD_KEY_ANY, NULL, NULL, false }, { 0 } };
-    if (md_cfg_check_keys(cfg, o->kind == OPT_SGD ? sgd_keys : adam_keys, "optimizer", err) != 0) goto fail;
-    o->base_lr = md_cfg_float(cfg, "lr", 0.01);
-    o->base_wd = md_cfg_float(cfg, "weight_decay", o->kind == OPT_ADAMW ? 0.01 : 0.0);
-    if (o->kind == OPT_SGD) {
-        o->momentum = md_cfg_float(cfg, "momentum", 0.0);
-        o->dampening = md_cfg_float(cfg, "dampening", 0.0);
-        o->nesterov = md_cfg_bool(cfg, "nesterov", false);
-        if (o->nesterov && (o->momentum <= 0 || o->dampening != 0)) {
-            md_failc(err, MD_ERR_CONFIG, "optimizer: nesterov needs momentum > 0 and dampening 0");
-            goto fail;
-        }
-    } else {
-        double betas[2] = { 0.9, 0.999 };
-        if (md_cfg_has(cfg, "betas") && md_cfg_float_array(cfg, "betas", betas, 2, err) != 2) {
-            md_failc(err, MD_ERR_CONFIG, "optimizer: betas must be two numbers");
-            goto fail;
-        }
-        o->momentum = betas[0];
-        o->beta2 = betas[1];
-        o->eps = md_cfg_float(cfg, "eps", 1e-8);
-        if (md_cfg_bool(cfg, "amsgrad", false)) {
-            md_failc(err, MD_ERR_CONFIG, "optimizer: amsgrad is not supported");
-            goto fail;
-        }
-    }
+    if (!(o->hp = md_build_from_cfg(ctx, "optimizers", cfg, NULL, err))) goto fail;
+    o->base_lr = o->hp->lr;
     paramwise pw = { NULL, 1.0, 1.0, 1.0, 1.0 };
     const md_cfg *pc = md_cfg_get(cfg, "paramwise_cfg");
     if (pc) {
@@ -186,165 +198,192 @@ MD_API void md_optimizer_free(md_optimizer *o) {
     if (!o) return;
     for (int i = 0; i < o->n; i++) {
         free(o->g[i].name);
-        md_tensor_free(o->g[i].buf);
-        md_tensor_free(o->g[i].exp_avg);
-        md_tensor_free(o->g[i].exp_avg_sq);
+        for (int s = 0; s < MD_OPTIMIZER_MAX_STATE; s++) md_tensor_free(o->g[i].state[s]);
     }
+    if (o->hp && o->hp->iface->destroy) o->hp->iface->destroy(o->hp);
+    free(o->hp);
     free(o->g);
+    free(o->batch);
+    free(o->done);
     free(o->mt);
     free(o->zp);
     free(o->zn);
     free(o);
 }
 
-static md_tensor *state_like(md_optimizer *o, md_tensor *p, md_error *err) {
-    return md_tensor_new_persistent_on(o->ctx, md_tensor_device(p), MD_F32, p->ndim, p->shape, err);
-}
-
-/* A device parameter's state, made on first use; *first when the SGD
- * buffer was just made (the update then starts it at d). */
-static int device_state(md_optimizer *o, group *g, bool *first, md_error *err) {
-    *first = false;
-    if (o->kind == OPT_SGD) {
-        if (o->momentum != 0 && !g->buf) {
-            if (!(g->buf = state_like(o, g->p, err))) return -1;
-            *first = true;
-        }
-        return 0;
-    }
-    if (!g->exp_avg && (!(g->exp_avg = state_like(o, g->p, err)) || !(g->exp_avg_sq = state_like(o, g->p, err))))
-        return -1;
-    return 0;
-}
+/* ---- the update rules ---- */
 
 /* Adam's bias corrections of this step: step_size = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t). */
-static void adam_corrections(const md_optimizer *o, double lr, float *step_size, float *sbc2) {
-    double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
+static void adam_corrections(const md_optimizer *o, double b1, double b2, double lr, float *step_size, float *sbc2) {
+    double bc1 = 1 - pow(b1, (double)o->step), bc2 = 1 - pow(b2, (double)o->step);
     *step_size = (float)(lr / bc1);
     *sbc2 = (float)sqrt(bc2);
 }
 
-/* One parameter's update on its device (backends/backend.h: sgd_step, adam_step). */
-static int step_device(md_optimizer *o, group *g, md_error *err) {
-    md_tensor *p = g->p;
-    const md_backend *be = md__backend_table(p->device);
-    int64_t n = md_tensor_numel(p);
-    float lr = (float)g->lr, wd = (float)g->wd;
-    if (!be || !be->sgd_step || !be->adam_step) return md_fail(err, "optimizer: no CUDA kernel for %s", g->name);
-    bool first;
-    if (device_state(o, g, &first, err) != 0) return -1;
-    int rc;
-    if (o->kind == OPT_SGD) {
-        rc = be->sgd_step(n, md_f32(p), md_f32(p->grad), g->buf ? md_f32(g->buf) : NULL, lr, wd, (float)o->momentum,
-                          (float)o->dampening, o->nesterov, first);
-    } else {
-        float step_size, sbc2;
-        adam_corrections(o, g->lr, &step_size, &sbc2);
-        rc = be->adam_step(n, md_f32(p), md_f32(p->grad), md_f32(g->exp_avg), md_f32(g->exp_avg_sq), lr, wd,
-                           (float)o->momentum, (float)o->beta2, (float)o->eps, step_size, sbc2,
-                           o->kind == OPT_ADAMW);
-    }
-    return rc ? md_fail(err, "optimizer step of %s: %s", g->name, be->error()) : 0;
+/* The SGD momentum buffer of p: the existing one (used even at momentum 0,
+ * as PyTorch does once it has one), else a new one when momentum is set;
+ * *first when it was just made (the update then starts it at d). */
+static int sgd_buffer(md_optimizer *o, md_optimizer_param *p, float mom, md_tensor **buf, bool *first,
+                      md_error *err) {
+    *first = false;
+    *buf = p->state[0];
+    if (mom != 0 && !*buf && !(*buf = md_optimizer_state(o, p, 0, first, err))) return -1;
+    return 0;
 }
 
-/* Every device parameter of backend `be` in one multi-tensor call (or a
- * few launches): the same per-element operations as step_device. Parameters
- * whose `done` flag is set are skipped; those of this backend get it set. */
-static int step_device_multi(md_optimizer *o, const md_backend *be, bool *done, md_error *err) {
-    if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
-        return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory for the multi-tensor step (%d tensors)", o->n);
-    int count = 0;
-    float sbc2 = 0;
-    for (int i = 0; i < o->n; i++) {
-        group *g = &o->g[i];
-        md_tensor *p = g->p;
-        if (done[i] || md__backend_table(p->device) != be) continue;
-        done[i] = true;
+static int adam_moments(md_optimizer *o, md_optimizer_param *p, md_error *err) {
+    if (!md_optimizer_state(o, p, 0, NULL, err) || !md_optimizer_state(o, p, 1, NULL, err)) return -1;
+    return 0;
+}
+
+/* The backend of device parameters ps (one kind, as the update's contract
+ * says), or NULL with err set. */
+static const md_backend *device_backend(md_optimizer_param *ps, md_error *err) {
+    const md_backend *be = md__backend_table(ps[0].p->device);
+    if (!be) md_fail(err, "optimizer: no backend for the device of %s", ps[0].name);
+    return be;
+}
+
+static int sgd_device(md_optimizer *o, md_optimizer_param *ps, int n, float mom, float damp, bool nesterov,
+                      md_error *err) {
+    const md_backend *be = device_backend(ps, err);
+    if (!be) return -1;
+    if (be->sgd_step_multi) {
+        if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
+            return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory for the multi-tensor step (%d tensors)", o->n);
+        for (int i = 0; i < n; i++) {
+            md_tensor *buf;
+            bool first;
+            if (sgd_buffer(o, &ps[i], mom, &buf, &first, err) != 0) return -1;
+            o->mt[i] = (md__mt_param){ .w = md_f32(ps[i].p), .g = md_f32(ps[i].p->grad), .s0 = buf ? md_f32(buf) : NULL,
+                                       .n = md_tensor_numel(ps[i].p), .lr = (float)ps[i].lr,
+                                       .wd = (float)ps[i].weight_decay, .first = first };
+        }
+        if (be->sgd_step_multi(n, o->mt, mom, damp, nesterov))
+            return md_fail(err, "optimizer SGD step of %d device tensors: %s", n, be->error());
+        return 0;
+    }
+    if (!be->sgd_step) return md_fail(err, "optimizer: no CUDA kernel for SGD (%s)", ps[0].name);
+    for (int i = 0; i < n; i++) {
+        md_tensor *buf;
         bool first;
-        if (device_state(o, g, &first, err) != 0) return -1;
-        md__mt_param *m = &o->mt[count++];
-        *m = (md__mt_param){ .w = md_f32(p), .g = md_f32(p->grad), .n = md_tensor_numel(p), .lr = (float)g->lr,
-                             .wd = (float)g->wd, .first = first };
-        if (o->kind == OPT_SGD) {
-            m->s0 = g->buf ? md_f32(g->buf) : NULL;
-        } else {
-            m->s0 = md_f32(g->exp_avg);
-            m->s1 = md_f32(g->exp_avg_sq);
-            adam_corrections(o, g->lr, &m->step_size, &sbc2);
+        if (sgd_buffer(o, &ps[i], mom, &buf, &first, err) != 0) return -1;
+        if (be->sgd_step(md_tensor_numel(ps[i].p), md_f32(ps[i].p), md_f32(ps[i].p->grad), buf ? md_f32(buf) : NULL,
+                         (float)ps[i].lr, (float)ps[i].weight_decay, mom, damp, nesterov, first))
+            return md_fail(err, "optimizer step of %s: %s", ps[i].name, be->error());
+    }
+    return 0;
+}
+
+MD_API int md_optimizer_sgd_update(md_optimizer *o, md_optimizer_param *ps, int n, double momentum, double dampening,
+                                   bool nesterov, md_error *err) {
+    float mom = (float)momentum, damp = (float)dampening;
+    if (n > 0 && ps[0].p->device != MD_CPU) return sgd_device(o, ps, n, mom, damp, nesterov, err);
+    for (int i = 0; i < n; i++) {
+        md_tensor *p = ps[i].p, *buf;
+        bool first;
+        if (sgd_buffer(o, &ps[i], mom, &buf, &first, err) != 0) return -1;
+        int64_t cnt = md_tensor_numel(p);
+        float *w = md_f32(p), *gr = md_f32(p->grad), *b = buf ? md_f32(buf) : NULL;
+        float lr = (float)ps[i].lr, wd = (float)ps[i].weight_decay;
+        #pragma omp parallel for if (cnt > 65536) schedule(static)
+        for (int64_t k = 0; k < cnt; k++) {
+            float d = gr[k] + wd * w[k];
+            if (b) {
+                b[k] = first ? d : mom * b[k] + (1 - damp) * d;
+                d = nesterov ? d + mom * b[k] : b[k];
+            }
+            w[k] -= lr * d;
         }
     }
-    int rc = o->kind == OPT_SGD
-                 ? be->sgd_step_multi(count, o->mt, (float)o->momentum, (float)o->dampening, o->nesterov)
-                 : be->adam_step_multi(count, o->mt, (float)o->momentum, (float)o->beta2, (float)o->eps, sbc2,
-                                       o->kind == OPT_ADAMW);
-    return rc ? md_fail(err, "optimizer %s step of %d device tensors: %s", kind_name(o->kind), count, be->error())
-              : 0;
+    return 0;
 }
 
+static int adam_device(md_optimizer *o, md_optimizer_param *ps, int n, double beta1, double beta2, float eps,
+                       bool decoupled, md_error *err) {
+    const md_backend *be = device_backend(ps, err);
+    if (!be) return -1;
+    float b1 = (float)beta1, b2 = (float)beta2;
+    if (be->adam_step_multi) {
+        if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
+            return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory for the multi-tensor step (%d tensors)", o->n);
+        float sbc2 = 0;
+        for (int i = 0; i < n; i++) {
+            if (adam_moments(o, &ps[i], err) != 0) return -1;
+            o->mt[i] = (md__mt_param){ .w = md_f32(ps[i].p), .g = md_f32(ps[i].p->grad), .s0 = md_f32(ps[i].state[0]),
+                                       .s1 = md_f32(ps[i].state[1]), .n = md_tensor_numel(ps[i].p),
+                                       .lr = (float)ps[i].lr, .wd = (float)ps[i].weight_decay };
+            adam_corrections(o, beta1, beta2, ps[i].lr, &o->mt[i].step_size, &sbc2);
+        }
+        if (be->adam_step_multi(n, o->mt, b1, b2, eps, sbc2, decoupled))
+            return md_fail(err, "optimizer %s step of %d device tensors: %s", decoupled ? "AdamW" : "Adam", n,
+                           be->error());
+        return 0;
+    }
+    if (!be->adam_step) return md_fail(err, "optimizer: no CUDA kernel for Adam (%s)", ps[0].name);
+    for (int i = 0; i < n; i++) {
+        if (adam_moments(o, &ps[i], err) != 0) return -1;
+        float step_size, sbc2;
+        adam_corrections(o, beta1, beta2, ps[i].lr, &step_size, &sbc2);
+        if (be->adam_step(md_tensor_numel(ps[i].p), md_f32(ps[i].p), md_f32(ps[i].p->grad), md_f32(ps[i].state[0]),
+                          md_f32(ps[i].state[1]), (float)ps[i].lr, (float)ps[i].weight_decay, b1, b2, eps, step_size,
+                          sbc2, decoupled))
+            return md_fail(err, "optimizer step of %s: %s", ps[i].name, be->error());
+    }
+    return 0;
+}
+
+MD_API int md_optimizer_adam_update(md_optimizer *o, md_optimizer_param *ps, int n, double beta1, double beta2,
+                                    double eps, bool decoupled, md_error *err) {
+    if (n > 0 && ps[0].p->device != MD_CPU) return adam_device(o, ps, n, beta1, beta2, (float)eps, decoupled, err);
+    float b1 = (float)beta1, b2 = (float)beta2, e = (float)eps;
+    for (int i = 0; i < n; i++) {
+        if (adam_moments(o, &ps[i], err) != 0) return -1;
+        md_tensor *p = ps[i].p;
+        int64_t cnt = md_tensor_numel(p);
+        float *w = md_f32(p), *gr = md_f32(p->grad), *m = md_f32(ps[i].state[0]), *v = md_f32(ps[i].state[1]);
+        float lr = (float)ps[i].lr, wd = (float)ps[i].weight_decay, step_size, sbc2;
+        adam_corrections(o, beta1, beta2, ps[i].lr, &step_size, &sbc2);
+        #pragma omp parallel for if (cnt > 65536) schedule(static)
+        for (int64_t k = 0; k < cnt; k++) {
+            float d = gr[k];
+            if (decoupled) w[k] *= 1 - lr * wd;
+            else d += wd * w[k];
+            m[k] = b1 * m[k] + (1 - b1) * d;
+            v[k] = b2 * v[k] + (1 - b2) * d * d;
+            w[k] -= step_size * m[k] / (sqrtf(v[k]) / sbc2 + e);
+        }
+    }
+    return 0;
+}
+
+/* ---- the shared step ---- */
+
+static md_optimizer_param param_of(group *g) {
+    return (md_optimizer_param){ .name = g->name, .p = g->p, .lr = g->lr, .weight_decay = g->wd, .state = g->state };
+}
+
+/* Every parameter with a gradient, in one update call per device kind (the
+ * CPU, each device backend), in the order each kind first appears. */
 MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
     o->step++;
-    bool *done = NULL;   /* device parameters already updated by a multi-tensor call */
+    if (o->n == 0) return 0;
+    if ((!o->batch && !(o->batch = malloc(sizeof *o->batch * (size_t)o->n))) ||
+        (!o->done && !(o->done = malloc(sizeof *o->done * (size_t)o->n))))
+        return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory (%d parameters)", o->n);
+    for (int i = 0; i < o->n; i++) o->done[i] = !o->g[i].p->requires_grad || !o->g[i].p->grad;
     for (int i = 0; i < o->n; i++) {
-        group *g = &o->g[i];
-        md_tensor *p = g->p;
-        if (!p->requires_grad || !p->grad) continue;
-        if (p->device != MD_CPU) {
-            const md_backend *be = md__backend_table(p->device);
-            bool multi = be && (o->kind == OPT_SGD ? be->sgd_step_multi != NULL : be->adam_step_multi != NULL);
-            if (multi && !done) {
-                /* the parameters without a gradient count as done: they are not updated */
-                if (!(done = calloc((size_t)o->n, sizeof *done)))
-                    return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory (%d parameters)", o->n);
-                for (int j = 0; j < o->n; j++) done[j] = !o->g[j].p->requires_grad || !o->g[j].p->grad;
+        if (o->done[i]) continue;
+        md_device_type kind = o->g[i].p->device;
+        int count = 0;
+        for (int j = i; j < o->n; j++)
+            if (!o->done[j] && o->g[j].p->device == kind) {
+                o->done[j] = true;
+                o->batch[count++] = param_of(&o->g[j]);
             }
-            if (multi ? !done[i] && step_device_multi(o, be, done, err) != 0 : step_device(o, g, err) != 0)
-                goto fail;
-            continue;
-        }
-        int64_t n = md_tensor_numel(p);
-        float *w = md_f32(p), *gr = md_f32(p->grad);
-        float lr = (float)g->lr, wd = (float)g->wd;
-        if (o->kind == OPT_SGD) {
-            float mom = (float)o->momentum, damp = (float)o->dampening;
-            bool first = false;
-            if (mom != 0 && !g->buf) {
-                if (!(g->buf = state_like(o, p, err))) goto fail;
-                first = true;
-            }
-            float *b = g->buf ? md_f32(g->buf) : NULL;
-            #pragma omp parallel for if (n > 65536) schedule(static)
-            for (int64_t k = 0; k < n; k++) {
-                float d = gr[k] + wd * w[k];
-                if (b) {
-                    b[k] = first ? d : mom * b[k] + (1 - damp) * d;
-                    d = o->nesterov ? d + mom * b[k] : b[k];
-                }
-                w[k] -= lr * d;
-            }
-        } else {
-            if (!g->exp_avg && (!(g->exp_avg = state_like(o, p, err)) || !(g->exp_avg_sq = state_like(o, p, err))))
-                goto fail;
-            float b1 = (float)o->momentum, b2 = (float)o->beta2, eps = (float)o->eps;
-            double bc1 = 1 - pow(o->momentum, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
-            float step_size = (float)(g->lr / bc1), sbc2 = (float)sqrt(bc2);
-            float *m = md_f32(g->exp_avg), *v = md_f32(g->exp_avg_sq);
-            bool decoupled = o->kind == OPT_ADAMW;
-            #pragma omp parallel for if (n > 65536) schedule(static)
-            for (int64_t k = 0; k < n; k++) {
-                float d = gr[k];
-                if (decoupled) w[k] *= 1 - lr * wd;
-                else d += wd * w[k];
-                m[k] = b1 * m[k] + (1 - b1) * d;
-                v[k] = b2 * v[k] + (1 - b2) * d * d;
-                w[k] -= step_size * m[k] / (sqrtf(v[k]) / sbc2 + eps);
-            }
-        }
+        if (o->hp->iface->update(o, o->hp, o->batch, count, err) != 0) return -1;
     }
-    free(done);
     return 0;
-fail:
-    free(done);
-    return -1;
 }
 
 /* Device gradients of one backend zeroed by one multi-tensor call; false
@@ -385,7 +424,7 @@ MD_API void md_optimizer_zero_grad(md_optimizer *o) {
     }
 }
 
-MD_API const char *md_optimizer_type(const md_optimizer *o) { return kind_name(o->kind); }
+MD_API const char *md_optimizer_type(const md_optimizer *o) { return o->hp->type; }
 MD_API double md_optimizer_base_lr(const md_optimizer *o) { return o->base_lr; }
 MD_API int md_optimizer_group_count(const md_optimizer *o) { return o->n; }
 MD_API const char *md_optimizer_group_name(const md_optimizer *o, int i) { return o->g[i].name; }
@@ -393,8 +432,8 @@ MD_API double md_optimizer_group_initial_lr(const md_optimizer *o, int i) { retu
 MD_API double md_optimizer_group_lr(const md_optimizer *o, int i) { return o->g[i].lr; }
 MD_API double md_optimizer_group_weight_decay(const md_optimizer *o, int i) { return o->g[i].wd; }
 MD_API void md_optimizer_set_group_lr(md_optimizer *o, int i, double lr) { o->g[i].lr = lr; }
-MD_API void md_optimizer_set_momentum(md_optimizer *o, double m) { o->momentum = m; }
-MD_API double md_optimizer_momentum(const md_optimizer *o) { return o->momentum; }
+MD_API void md_optimizer_set_momentum(md_optimizer *o, double m) { o->hp->momentum = m; }
+MD_API double md_optimizer_momentum(const md_optimizer *o) { return o->hp->momentum; }
 
 MD_API void md_optimizer_scale_lr(md_optimizer *o, double factor) {
     o->base_lr *= factor;
@@ -466,30 +505,28 @@ MD_API int md_optimizer_save_state(const md_optimizer *o, md_st_writer *w, md_er
     int64_t step = o->step;
     md_tensor st = { .dtype = MD_I64, .ndim = 0, .data = &step };
     if (md_st_writer_add(w, "optimizer.step", &st, err) != 0) return -1;
-    for (int i = 0; i < o->n; i++) {
-        const group *g = &o->g[i];
-        const md_tensor *slots[3] = { g->buf, g->exp_avg, g->exp_avg_sq };
-        const char *names[3] = { "momentum_buffer", "exp_avg", "exp_avg_sq" };
-        for (int s = 0; s < 3; s++) {
-            if (!slots[s]) continue;
-            snprintf(name, sizeof name, "optimizer.%s.%s", g->name, names[s]);
-            if (md_st_writer_add(w, name, slots[s], err) != 0) return -1;
+    const char *const *names = o->hp->iface->state_names;
+    for (int i = 0; i < o->n; i++)
+        for (int s = 0; s < MD_OPTIMIZER_MAX_STATE && names[s]; s++) {
+            if (!o->g[i].state[s]) continue;
+            snprintf(name, sizeof name, "optimizer.%s.%s", o->g[i].name, names[s]);
+            if (md_st_writer_add(w, name, o->g[i].state[s], err) != 0) return -1;
         }
-    }
     return 0;
 }
 
+/* The class's state slots that the checkpoint has; others stay as they are. */
 MD_API int md_optimizer_load_state(md_ctx *ctx, md_optimizer *o, const md_st *st, md_error *err) {
     (void)ctx;
     int k = md_st_find(st, "optimizer.step");
     if (k < 0) return md_failc(err, MD_ERR_CONFIG, "the checkpoint has no optimizer state");
     memcpy(&o->step, md_st_data(st, k), sizeof o->step);   /* entries need not be aligned */
+    const char *const *names = o->hp->iface->state_names;
     char name[1200];
     for (int i = 0; i < o->n; i++) {
         group *g = &o->g[i];
-        md_tensor **slots[3] = { &g->buf, &g->exp_avg, &g->exp_avg_sq };
-        const char *names[3] = { "momentum_buffer", "exp_avg", "exp_avg_sq" };
-        for (int s = 0; s < 3; s++) {
+        md_optimizer_param p = param_of(g);
+        for (int s = 0; s < MD_OPTIMIZER_MAX_STATE && names[s]; s++) {
             snprintf(name, sizeof name, "optimizer.%s.%s", g->name, names[s]);
             int j = md_st_find(st, name);
             if (j < 0) continue;
@@ -499,15 +536,16 @@ MD_API int md_optimizer_load_state(md_ctx *ctx, md_optimizer *o, const md_st *st
             for (int d = 0; d < nd; d++) numel *= shape[d];
             if (md_st_dtype(st, j) != MD_F32 || numel != md_tensor_numel(g->p))
                 return md_failc(err, MD_ERR_SHAPE, "optimizer state %s does not match the parameter", name);
-            if (!*slots[s] && !(*slots[s] = state_like(o, g->p, err))) return -1;
-            if ((*slots[s])->device != MD_CPU) {   /* state on the parameter's device */
-                const md_backend *be = md__backend_table((*slots[s])->device);
-                if (!be || (numel && be->copy((*slots[s])->data, md_st_data(st, j), sizeof(float) * (size_t)numel,
+            md_tensor *t = md_optimizer_state(o, &p, s, NULL, err);
+            if (!t) return -1;
+            if (t->device != MD_CPU) {   /* state on the parameter's device */
+                const md_backend *be = md__backend_table(t->device);
+                if (!be || (numel && be->copy(t->data, md_st_data(st, j), sizeof(float) * (size_t)numel,
                                               MD_COPY_H2D) != 0))
                     return md_fail(err, "optimizer state %s: copy to the device failed: %s", name,
                                    be ? be->error() : "backend not loaded");
             } else {
-                memcpy((*slots[s])->data, md_st_data(st, j), sizeof(float) * (size_t)numel);
+                memcpy(t->data, md_st_data(st, j), sizeof(float) * (size_t)numel);
             }
         }
     }

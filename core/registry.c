@@ -81,6 +81,22 @@ static int check_sampler(const md_class *c, char *why, size_t n) {
     NEED(c, md_bbox_sampler_iface, sample); NEED(c, md_bbox_sampler_iface, destroy);
     return 0;
 }
+static int check_iou_calculator(const md_class *c, char *why, size_t n) {
+    NEED(c, md_iou_calculator_iface, overlaps); NEED(c, md_iou_calculator_iface, destroy);
+    return 0;
+}
+static int check_optimizer(const md_class *c, char *why, size_t n) {
+    NEED(c, md_optimizer_iface, update);
+    return 0;
+}
+static int check_lr_policy(const md_class *c, char *why, size_t n) {
+    NEED(c, md_lr_policy_iface, get_lr);
+    return 0;
+}
+static int check_runner(const md_class *c, char *why, size_t n) {
+    NEED(c, md_runner_iface, run_phase);
+    return 0;
+}
 #undef NEED
 
 #define SPEC(code_, type_, check_) { (code_), #type_, (uint32_t)sizeof(type_), (check_) }
@@ -104,6 +120,10 @@ static const struct standard {
     { "bbox_samplers", { SPEC(MD_IFACE_BBOX_SAMPLER, md_bbox_sampler_iface, check_sampler) } },
     { "bbox_coders", { SPEC(MD_IFACE_BBOX_CODER, md_bbox_coder_iface, check_coder) } },
     { "prior_generators", { SPEC(MD_IFACE_PRIOR_GENERATOR, md_prior_generator_iface, check_prior_generator) } },
+    { "iou_calculators", { SPEC(MD_IFACE_IOU_CALCULATOR, md_iou_calculator_iface, check_iou_calculator) } },
+    { "optimizers", { SPEC(MD_IFACE_OPTIMIZER, md_optimizer_iface, check_optimizer) } },
+    { "lr_policies", { SPEC(MD_IFACE_LR_POLICY, md_lr_policy_iface, check_lr_policy) } },
+    { "runners", { SPEC(MD_IFACE_RUNNER, md_runner_iface, check_runner) } },
     { "models", { { 0 } } },
 };
 #define N_STANDARD ((int)(sizeof standard / sizeof standard[0]))

@@ -1,4 +1,5 @@
-/* mmcv's EpochBasedRunner / IterBasedRunner: phases, hooks, checkpoints. */
+/* mmcv's BaseRunner (hooks, iterations, checkpoints, logging) and the
+ * "runners" classes EpochBasedRunner and IterBasedRunner, built in. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ struct md_runner {
     const md_model_iface *model_iface;
     md_optimizer *opt;
     md_runner_opts o;
+    const md_runner_iface *iface;           /* the runner class's */
     char *work_dir, *timestamp, *config_text, *classes_json;
     md_hook **hooks;
     int n_hooks, cap_hooks;
@@ -61,6 +63,63 @@ MD_API md_tensor *md_losses_total(md_ctx *ctx, const md_losses *l) {
     return total;
 }
 
+/* ------------------------------------------------ "runners": built in -- */
+
+/* mmcv's EpochBasedRunner: each phase runs whole epochs. */
+static int epoch_phase(md_runner *r, md_batch_source *src, bool train, int count, md_error *err) {
+    for (int k = 0; k < count; k++)
+        if (md_runner_run_epoch(r, src, train, err) != 0) return -1;
+    return 0;
+}
+
+/* mmcv's IterBasedRunner: each phase runs its count of iterations. */
+static int iter_phase(md_runner *r, md_batch_source *src, bool train, int count, md_error *err) {
+    return md_runner_run_iters(r, src, train, count, err);
+}
+
+static const md_runner_iface epoch_iface = { .by_epoch = true, .run_phase = epoch_phase };
+static const md_runner_iface iter_iface = { .by_epoch = false, .run_phase = iter_phase };
+
+static const md_key epoch_keys[] = {
+    { "max_epochs", MD_KEY_INT, "12", "epochs to train", false, MD_AT(md_runner_spec, max_epochs), .min = "1" },
+    { 0 } };
+static const md_key iter_keys[] = {
+    { "max_iters", MD_KEY_INT, NULL, "iterations to train", true, MD_AT(md_runner_spec, max_iters), .min = "1" },
+    { 0 } };
+
+MD_API md_runner_spec *md_runner_spec_new(const md_runner_iface *iface, const md_cfg *cfg, const md_key *keys,
+                                          md_error *err) {
+    md_runner_spec *s = calloc(1, sizeof *s);
+    if (!s) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->iface = iface;
+    if (md_cfg_read_struct(cfg, keys, s, md_cfg_str(cfg, "type", "runner"), err)) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void *epoch_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    (void)ctx;
+    return md_runner_spec_new(&epoch_iface, cfg, epoch_keys, err);
+}
+static void *iter_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    (void)ctx;
+    return md_runner_spec_new(&iter_iface, cfg, iter_keys, err);
+}
+
+static const md_class epoch_cls = { .name = "EpochBasedRunner", .keys = epoch_keys, .build = epoch_build,
+                                    MD_IFACE(&epoch_iface, MD_IFACE_RUNNER),
+                                    .doc = "mmcv's: the workflow in epochs, max_epochs" };
+static const md_class iter_cls = { .name = "IterBasedRunner", .keys = iter_keys, .build = iter_build,
+                                   MD_IFACE(&iter_iface, MD_IFACE_RUNNER),
+                                   .doc = "mmcv's: the workflow in iterations, max_iters" };
+MD_REGISTER("runners", epoch_cls)
+MD_REGISTER("runners", iter_cls)
+
 /* ------------------------------------------------------------ creation -- */
 
 MD_API md_runner *md_runner_new(md_ctx *ctx, md_module *model, md_optimizer *opt, const md_runner_opts *o,
@@ -74,6 +133,8 @@ MD_API md_runner *md_runner_new(md_ctx *ctx, md_module *model, md_optimizer *opt
     r->model = model;
     r->opt = opt;
     r->o = *o;
+    r->iface = o->iface ? o->iface : o->by_epoch ? &epoch_iface : &iter_iface;
+    r->o.by_epoch = r->iface->by_epoch;
     r->work_dir = strdup(o->work_dir ? o->work_dir : ".");
     char ts[32];
     if (!o->timestamp) {
@@ -91,12 +152,34 @@ MD_API md_runner *md_runner_new(md_ctx *ctx, md_module *model, md_optimizer *opt
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    if (o->by_epoch ? o->max_epochs <= 0 : o->max_iters <= 0) {
+    if (r->o.by_epoch ? o->max_epochs <= 0 : o->max_iters <= 0) {
+        bool by_epoch = r->o.by_epoch;
         md_runner_free(r);
-        md_failc(err, MD_ERR_CONFIG, "runner: %s must be positive", o->by_epoch ? "max_epochs" : "max_iters");
+        md_failc(err, MD_ERR_CONFIG, "runner: %s must be positive", by_epoch ? "max_epochs" : "max_iters");
         return NULL;
     }
     return r;
+}
+
+MD_API md_runner *md_runner_build(md_ctx *ctx, const md_cfg *cfg, md_module *model, md_optimizer *opt,
+                                  const md_runner_opts *o, md_error *err) {
+    /* mmdet: no runner, or one without a type, is an EpochBasedRunner */
+    md_cfg *dflt = md_cfg_new_group(), *empty = md_cfg_is_none(cfg) ? md_cfg_new_group() : NULL;
+    md_runner_spec *spec = NULL;
+    if (!dflt || !md_cfg_set_str(dflt, "type", "EpochBasedRunner") || (md_cfg_is_none(cfg) && !empty))
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+    else
+        spec = md_build_from_cfg(ctx, "runners", empty ? empty : cfg, dflt, err);
+    md_cfg_free(dflt);
+    md_cfg_free(empty);
+    if (!spec) return NULL;
+    md_runner_opts ro = *o;
+    ro.iface = spec->iface;
+    ro.by_epoch = spec->iface->by_epoch;
+    ro.max_epochs = spec->max_epochs;
+    ro.max_iters = spec->max_iters;
+    free(spec);
+    return md_runner_new(ctx, model, opt, &ro, err);
 }
 
 MD_API void md_runner_free(md_runner *r) {
@@ -165,7 +248,8 @@ MD_API int md_runner_register_hook_cfg(md_runner *r, const md_cfg *cfg, int defa
     md_hook *h = md_build_from_cfg(r->ctx, "hooks", c, NULL, err);
     const char *type = md_cfg_str(c, "type", "?");
     if (h) {
-        snprintf(h->type, sizeof h->type, "%s", type);
+        /* a hook may name itself more precisely (LrUpdaterHook: StepLrUpdaterHook) */
+        if (!h->type[0]) snprintf(h->type, sizeof h->type, "%s", type);
         if (priority < 0) priority = h->iface && h->iface->default_priority ? h->iface->default_priority
                                                                            : MD_PRIORITY_NORMAL;
         h->priority = priority;
@@ -188,18 +272,11 @@ MD_API int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_conf
                                              const md_cfg *checkpoint_config, const md_cfg *log_config,
                                              const md_cfg *momentum_config, const md_cfg *custom_hooks,
                                              md_error *err) {
-    if (lr_config && md_cfg_kind(lr_config) == MD_CFG_GROUP) {
-        /* mmcv: policy "step" -> StepLrUpdaterHook; CamelCase kept */
-        char type[96];
-        const char *policy = md_cfg_str(lr_config, "policy", "fixed");
-        snprintf(type, sizeof type, "%s", policy);
-        bool lower = true;
-        for (char *p = type; *p; p++)
-            if (*p >= 'A' && *p <= 'Z') lower = false;
-        if (lower && type[0]) type[0] = (char)(type[0] - 'a' + 'A');
-        strncat(type, "LrUpdaterHook", sizeof type - strlen(type) - 1);
-        if (register_typed(r, lr_config, type, MD_PRIORITY_VERY_HIGH, err) != 0) return -1;
-    }
+    /* mmcv's register_lr_hook: the policy, resolved in "lr_policies", drives
+     * one LrUpdaterHook (named after it: policy "step" -> StepLrUpdaterHook) */
+    if (lr_config && md_cfg_kind(lr_config) == MD_CFG_GROUP &&
+        register_typed(r, lr_config, "LrUpdaterHook", MD_PRIORITY_VERY_HIGH, err) != 0)
+        return -1;
     if (momentum_config && md_cfg_kind(momentum_config) == MD_CFG_GROUP) {
         /* as for lr_config: "cyclic" -> CyclicMomentumUpdaterHook */
         char type[96];
@@ -295,7 +372,7 @@ static int run_iter(md_runner *r, md_batch_source *src, void *batch, bool train,
     return rc;
 }
 
-static int run_epoch(md_runner *r, md_batch_source *src, bool train, int64_t max_batches, md_error *err) {
+MD_API int md_runner_run_epoch(md_runner *r, md_batch_source *src, bool train, md_error *err) {
     r->mode = train ? "train" : "val";
     md_module_train(r->model, train);
     r->epoch_len = src->len(src->self);
@@ -310,7 +387,7 @@ static int run_epoch(md_runner *r, md_batch_source *src, bool train, int64_t max
                                          (long long)r->epoch + 1);
         if (src->release) src->release(src->self, batch);
     }
-    for (; max_batches < 0 || r->inner_iter < max_batches; r->inner_iter++) {
+    for (;; r->inner_iter++) {
         md_ctx_step_reset(r->ctx);
         md_error_clear(err);
         void *batch = src->next(src->self, err);
@@ -337,7 +414,7 @@ static int run_epoch(md_runner *r, md_batch_source *src, bool train, int64_t max
 
 /* Iteration-based: one phase runs `count` iterations, restarting its
  * source (a new epoch) whenever it runs dry, as mmcv's IterLoader. */
-static int run_iters(md_runner *r, md_batch_source *src, bool train, int count, md_error *err) {
+MD_API int md_runner_run_iters(md_runner *r, md_batch_source *src, bool train, int count, md_error *err) {
     r->mode = train ? "train" : "val";
     md_module_train(r->model, train);
     r->epoch_len = src->len(src->self);
@@ -399,10 +476,7 @@ MD_API int md_runner_run(md_runner *r, md_batch_source *const *sources, const ch
         for (int i = 0; i < n_phases && rc == 0; i++) {
             bool train = !strcmp(modes[i], "train");
             if (train && (r->o.by_epoch ? r->epoch >= r->o.max_epochs : r->iter >= r->o.max_iters)) break;
-            if (r->o.by_epoch)
-                for (int k = 0; k < counts[i] && rc == 0; k++) rc = run_epoch(r, sources[i], train, -1, err);
-            else
-                rc = run_iters(r, sources[i], train, counts[i], err);
+            rc = r->iface->run_phase(r, sources[i], train, counts[i], err);
         }
     }
     if (rc != 0 && err && err->code == MD_ERR_INTERRUPTED) return save_on_stop(r, err);

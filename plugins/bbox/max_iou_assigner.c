@@ -4,7 +4,8 @@
  * otherwise ignored (-1); with match_low_quality each gt also takes the
  * boxes of its highest IoU (all of them with gt_max_assign_all) when that
  * IoU reaches min_pos_iou. Boxes overlapping ignored gts by more than
- * ignore_iof_thr (IoF) are ignored. IoU is mmdet's bbox_overlaps. */
+ * ignore_iof_thr (IoF) are ignored. Overlaps come from the iou_calculator
+ * it builds through the "iou_calculators" registry (BboxOverlaps2D). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,13 @@ static const md_key keys[] = {
     { "ignore_wrt_candidates", MD_KEY_BOOL, "true", "IoF relative to the boxes (else to the ignored gts)", false },
     { "match_low_quality", MD_KEY_BOOL, "true", "allow low-quality matches", false },
     { "gpu_assign_thr", MD_KEY_INT, "-1", "accepted for compatibility (no effect)", false },
-    { "iou_calculator", MD_KEY_GROUP, NULL, "{ type = \"BboxOverlaps2D\"; } (the only one)", false },
+    { "iou_calculator", MD_KEY_GROUP, "{ type = \"BboxOverlaps2D\"; }", "what measures overlaps (iou_calculators)",
+      false },
     { 0 } };
 
 typedef struct assigner {
     md_bbox_assigner base;
+    md_iou_calculator *iou;
     double pos_iou_thr, neg_lo, neg_hi, min_pos_iou, ignore_iof_thr;
     bool neg_pair, gt_max_assign_all, ignore_wrt_candidates, match_low_quality;
 } assigner;
@@ -60,14 +63,15 @@ static int assign(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bboxes, md
         return 0;
     }
     bool was = md_grad_set_enabled(ctx, false);
-    md_tensor *ov = md_contiguous(ctx, md_bbox_overlaps(ctx, gt, bboxes, MD_IOU, false, 1e-6));   /* [K, N] */
+    md_tensor *ov = md_contiguous(ctx, md_iou_calculator_overlaps(ctx, a->iou, gt, bboxes, MD_IOU, false)); /* [K, N] */
     md_tensor *ign = NULL;
     bool use_ignore = a->ignore_iof_thr > 0 && gt_ignore && md_tensor_numel(gt_ignore) > 0;
     if (use_ignore) {
-        if (a->ignore_wrt_candidates)
-            ign = md_contiguous(ctx, md_max(ctx, md_bbox_overlaps(ctx, bboxes, gt_ignore, MD_IOF, false, 1e-6), 1, false, NULL));
-        else
-            ign = md_contiguous(ctx, md_max(ctx, md_bbox_overlaps(ctx, gt_ignore, bboxes, MD_IOF, false, 1e-6), 0, false, NULL));
+        /* IoF of each box with the ignored gts, relative to the boxes or to the gts */
+        bool wrt = a->ignore_wrt_candidates;
+        md_tensor *iof = md_iou_calculator_overlaps(ctx, a->iou, wrt ? bboxes : gt_ignore, wrt ? gt_ignore : bboxes,
+                                                    MD_IOF, false);
+        ign = md_contiguous(ctx, md_max(ctx, iof, wrt ? 1 : 0, false, NULL));
     }
     md_grad_set_enabled(ctx, was);
     if (!ov || (use_ignore && !ign)) goto op_failed;
@@ -132,11 +136,14 @@ op_failed:
     return md_failc(err, MD_ERR_SHAPE, "MaxIoUAssigner: %s", md_ctx_error(ctx)->msg);
 }
 
-static void destroy(md_bbox_assigner *a) { free(a); }
+static void destroy(md_bbox_assigner *ba) {
+    assigner *a = (assigner *)ba;
+    if (a->iou) a->iou->iface->destroy(a->iou);
+    free(a);
+}
 static const md_bbox_assigner_iface iface = { .assign = assign, .destroy = destroy };
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    (void)ctx;
     assigner *a = calloc(1, sizeof *a);
     if (!a) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
@@ -168,14 +175,9 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     a->ignore_iof_thr = md_cfg_float(cfg, "ignore_iof_thr", -1.0);
     a->ignore_wrt_candidates = md_cfg_bool(cfg, "ignore_wrt_candidates", true);
     a->match_low_quality = md_cfg_bool(cfg, "match_low_quality", true);
-    const md_cfg *ic = md_cfg_get(cfg, "iou_calculator");
-    if (ic) {
-        const char *t = md_cfg_str(ic, "type", "");
-        if (strcmp(t, "BboxOverlaps2D") != 0) {
-            md_failc(err, MD_ERR_CONFIG, "iou_calculator: only BboxOverlaps2D is supported, got \"%s\"", t);
-            free(a);
-            return NULL;
-        }
+    if (!(a->iou = md_build_part(ctx, "iou_calculators", cfg, "iou_calculator", err))) {
+        free(a);
+        return NULL;
     }
     return a;
 }

@@ -9,7 +9,7 @@ bool have_gpu;
 char why[1024];
 
 void cuda_setup(void) {
-    ctx = test_ctx(11, (const char *const[]){ "plugins/backbones/resnet.so", NULL });
+    ctx = test_ctx(11, (const char *const[]){ "plugins/backbones/resnet.so", "plugins/optimizers", NULL });
     md_error err = { 0 };
     cr_assert_eq(md_device_parse("cuda:0", &gpu, &err), 0, "%s", err.msg);
     have_gpu = md_device_init(ctx, gpu, &err) == 0;

@@ -210,3 +210,33 @@ Test(bbox, assign_bad_neg_thr) {
     cr_assert(strstr(err.msg, "neg_iou_thr"), "%s", err.msg);
     md_cfg_free(root);
 }
+
+/* ---- "iou_calculators": BboxOverlaps2D is md_bbox_overlaps, scores dropped ---- */
+Test(bbox, iou_calculator_bbox_overlaps_2d) {
+    md_iou_calculator *c = build("iou_calculators", "c = { type = \"BboxOverlaps2D\"; scale = 1.0; };");
+    cr_assert_str_eq(c->type, "BboxOverlaps2D");
+    static const float a5[] = { 0, 0, 10, 10, 0.9f, 5, 5, 15, 20, 0.1f, 2, 3, 4, 8, 0.5f };
+    static const float a4[] = { 0, 0, 10, 10, 5, 5, 15, 20, 2, 3, 4, 8 };
+    static const float b4[] = { 1, 1, 9, 12, 4, 6, 16, 18, 0, 0, 3, 3 };
+    md_tensor *scored = md_tensor_from(ctx, MD_F32, MD_DIMS(3, 5), a5), *a = md_tensor_from(ctx, MD_F32, MD_DIMS(3, 4), a4);
+    md_tensor *b = md_tensor_from(ctx, MD_F32, MD_DIMS(3, 4), b4);
+    const md_iou_mode modes[] = { MD_IOU, MD_IOF, MD_GIOU };
+    for (int i = 0; i < 3; i++)
+        for (int aligned = 0; aligned < 2; aligned++) {
+            md_tensor *got = md_iou_calculator_overlaps(ctx, c, scored, b, modes[i], aligned);
+            md_tensor *want = md_bbox_overlaps(ctx, a, b, modes[i], aligned, 1e-6);
+            cr_assert(got && want, "%s", md_ctx_error(ctx)->msg);
+            assert_equal(got, want, aligned ? "aligned overlaps" : "pairwise overlaps");
+        }
+    c->iface->destroy(c);
+    md_error err = { 0 };
+    md_cfg *root = md_cfg_parse("c = { type = \"BboxOverlaps2D\"; dtype = \"fp16\"; };\n"
+                                "d = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.4;\n"
+                                "      iou_calculator = { type = \"BboxOverlap2D\"; }; };", "iou.cfg", &err);
+    cr_assert_null(md_build_from_cfg(ctx, "iou_calculators", md_cfg_get(root, "c"), NULL, &err));
+    cr_assert(strstr(err.msg, "fp16"), "%s", err.msg);
+    cr_assert_null(md_build_from_cfg(ctx, "bbox_assigners", md_cfg_get(root, "d"), NULL, &err));
+    cr_assert(strstr(err.msg, "d.iou_calculator") && strstr(err.msg, "iou.cfg:3") &&
+              strstr(err.msg, "did you mean 'BboxOverlaps2D'"), "%s", err.msg);
+    md_cfg_free(root);
+}

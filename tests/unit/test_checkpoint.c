@@ -11,7 +11,7 @@
 static md_ctx *ctx;
 static char dir[64];
 static void setup(void) {
-    ctx = md_ctx_new(NULL);
+    ctx = test_ctx(0, (const char *const[]){ "plugins/optimizers", NULL });
     test_tmpdir(dir, sizeof dir, "mmdet_ckpt");
 }
 static void teardown(void) {

@@ -38,8 +38,8 @@
 static md_st *batch_st;
 
 static void det_setup(void) {
-    ctx = test_ctx(11, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads", "plugins/losses",
-                                              "plugins/detectors", NULL });
+    ctx = test_ctx(11, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads",
+                                              "plugins/losses", "plugins/detectors", "plugins/optimizers", NULL });
     md_error err = { 0 };
     cr_assert_eq(md_device_parse("cuda:0", &gpu, &err), 0, "%s", err.msg);
     have_gpu = md_device_init(ctx, gpu, &err) == 0;

@@ -7,7 +7,7 @@
 #include "testlib.h"
 
 static md_ctx *ctx;
-static void setup(void) { ctx = md_ctx_new(NULL); }
+static void setup(void) { ctx = test_ctx(0, (const char *const[]){ "plugins/optimizers", NULL }); }
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(optim, .init = setup, .fini = teardown);
 

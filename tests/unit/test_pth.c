@@ -14,8 +14,8 @@
 
 static md_ctx *ctx;
 static void setup(void) {
-    ctx = test_ctx(3, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads", "plugins/losses",
-                                             "plugins/detectors", NULL });
+    ctx = test_ctx(3, (const char *const[]){ "plugins/backbones", "plugins/necks", "plugins/bbox", "plugins/heads",
+                                             "plugins/losses", "plugins/detectors", "plugins/optimizers", NULL });
 }
 static void teardown(void) { md_ctx_free(ctx); }
 TestSuite(pth, .init = setup, .fini = teardown, .timeout = 60);

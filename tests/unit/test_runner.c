@@ -16,6 +16,7 @@ static void setup(void) {
     md_log_set_quiet(ctx, true);
     md_error err = { 0 };
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/hooks", &err), 0, "%s", err.msg);
+    cr_assert_eq(md_plugin_load_dir(ctx, "plugins/optimizers", &err), 0, "%s", err.msg);
     test_tmpdir(dir, sizeof dir, "mmdet_runner");
 }
 static void teardown(void) {
@@ -477,5 +478,207 @@ Test(runner, step_momentum_from_lowercase_policy) {
     md_runner_free(r);
     md_optimizer_free(opt);
     md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+/* ---- a third-party optimizer (tests/plugins/sign_sgd.c) trains the toy
+ * regression; each update is checked against the rule worked by hand ---- */
+typedef struct sign_check {
+    md_hook base;
+    float before[3], m[3];   /* fc.weight (2), fc.bias, as the groups order them */
+    int steps, wrong;
+    char why[256];
+} sign_check;
+
+static float *toy_param(md_runner *r, int i) {
+    md_module *fc = md_module_child(md_runner_model(r), "fc");
+    return md_f32(i == 0 ? md_nn_weight(fc) : md_nn_bias(fc));
+}
+
+static int sign_before(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    sign_check *k = (sign_check *)h;
+    memcpy(k->before, toy_param(r, 0), 2 * sizeof(float));
+    k->before[2] = toy_param(r, 1)[0];
+    return 0;
+}
+
+/* After the OptimizerHook: m = 0.5 m + 0.5 g, w -= lr (sign(m) + wd w),
+ * with each group's lr (this iteration's schedule) and weight decay. */
+static int sign_after(md_hook *h, md_runner *r, md_error *err) {
+    (void)err;
+    sign_check *k = (sign_check *)h;
+    md_optimizer *o = md_runner_optimizer(r);
+    md_module *fc = md_module_child(md_runner_model(r), "fc");
+    const float *g[2] = { md_f32(md_nn_weight(fc)->grad), md_f32(md_nn_bias(fc)->grad) };
+    for (int e = 0; e < 3; e++) {
+        int grp = e < 2 ? 0 : 1;
+        float beta = 0.5f, lr = (float)md_optimizer_group_lr(o, grp);
+        float wd = (float)md_optimizer_group_weight_decay(o, grp), w = k->before[e];
+        k->m[e] = beta * k->m[e] + (1 - beta) * g[grp][e < 2 ? e : 0];
+        float s = (float)((k->m[e] > 0) - (k->m[e] < 0));
+        w -= lr * (s + wd * w);
+        float got = toy_param(r, grp)[e < 2 ? e : 0];
+        if (got != w && !k->wrong++)
+            snprintf(k->why, sizeof k->why, "step %d, element %d: %a, by hand %a", k->steps, e, got, w);
+    }
+    k->steps++;
+    return 0;
+}
+static const md_hook_iface sign_iface = { .before_train_iter = sign_before, .after_train_iter = sign_after,
+                                          .destroy = rec_destroy };
+
+Test(runner, third_party_optimizer_trains_the_toy_regression) {
+    md_error err = { 0 };
+    cr_assert_eq(md_plugin_load_file(ctx, "tests/plugins/sign_sgd.so", &err), 0, "%s", err.msg);
+    md_cfg *cfg = md_cfg_parse(
+        "optimizer = { type = \"SignSGD\"; lr = 0.2; momentum = 0.5; weight_decay = 0.1;\n"
+        "              paramwise_cfg = { bias_lr_mult = 2.0; bias_decay_mult = 0.0; }; };\n"
+        "optimizer_config = { grad_clip = \"None\"; };\n"
+        "lr_config = { policy = \"step\"; step = [1]; gamma = 0.5; warmup = \"linear\"; warmup_iters = 3;\n"
+        "              warmup_ratio = 0.5; };\n",
+        "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    rec_hook rec = { 0 };
+    md_runner *r = make_runner(m, cfg, &opt, &rec, 2);
+    cr_assert_str_eq(md_optimizer_type(opt), "SignSGD");
+    cr_assert_float_eq(md_optimizer_momentum(opt), 0.5, 0);
+    cr_assert_float_eq(md_optimizer_group_initial_lr(opt, 1), 0.4, 1e-15);   /* bias_lr_mult */
+    cr_assert_float_eq(md_optimizer_group_weight_decay(opt, 1), 0.0, 0);    /* bias_decay_mult */
+    sign_check chk = { .base = { &sign_iface, MD_PRIORITY_LOWEST, "SignCheck" } };
+    cr_assert_eq(md_runner_register_hook(r, &chk.base, &err), 0);
+    toy_src s = toy_src_make(ctx, 8, -1);
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(chk.steps, 16);
+    cr_assert_eq(chk.wrong, 0, "%d updates differ from the rule; first: %s", chk.wrong, chk.why);
+    cr_assert_lt(rec.losses[15], rec.losses[0], "loss %g -> %g", rec.losses[0], rec.losses[15]);
+    /* its state is saved under the name it declares */
+    cr_assert_eq(md_runner_save_checkpoint(r, dir, "sign.safetensors", true, false, &err), 0, "%s", err.msg);
+    char path[128];
+    snprintf(path, sizeof path, "%s/sign.safetensors", dir);
+    md_st *st = md_st_open(path, &err);
+    cr_assert(st, "%s", err.msg);
+    int j = md_st_find(st, "optimizer.fc.weight.sign_momentum");
+    cr_assert_geq(j, 0);
+    float saved[2];
+    memcpy(saved, md_st_data(st, j), sizeof saved);
+    cr_assert(saved[0] == chk.m[0] && saved[1] == chk.m[1]);
+    md_st_close(st);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+/* ---- a third-party LR policy (tests/plugins/linear_lr.c) with the core's
+ * warmup and progress ---- */
+Test(runner, third_party_lr_policy_with_shared_warmup) {
+    md_error err = { 0 };
+    cr_assert_eq(md_plugin_load_file(ctx, "tests/plugins/linear_lr.so", &err), 0, "%s", err.msg);
+    md_cfg *cfg = md_cfg_parse("optimizer = { type = \"SGD\"; lr = 0.1; };\n"
+                               "optimizer_config = { grad_clip = \"None\"; };\n"
+                               "lr_config = { policy = \"linear\"; by_epoch = false; end_ratio = 0.2;\n"
+                               "              warmup = \"constant\"; warmup_iters = 3; warmup_ratio = 0.5; };\n"
+                               "typo = { policy = \"linaer\"; };\n"
+                               "bad_key = { policy = \"linear\"; end_ration = 0.2; };\n", "t.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(cfg, "optimizer"), &err);
+    cr_assert(opt, "%s", err.msg);
+    md_runner_opts o = { .by_epoch = false, .max_iters = 10, .work_dir = dir };
+    md_runner *r = md_runner_new(ctx, m, opt, &o, &err);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "typo"), NULL, NULL, NULL, NULL, NULL, &err), -1);
+    cr_assert(strstr(err.msg, "t.cfg:5") && strstr(err.msg, "did you mean 'Linear'"), "%s", err.msg);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "bad_key"), NULL, NULL, NULL, NULL, NULL, &err),
+                 -1);
+    cr_assert(strstr(err.msg, "did you mean 'end_ratio'"), "%s", err.msg);
+    cr_assert_eq(md_runner_register_training_hooks(r, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+                                                   NULL, NULL, NULL, NULL, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(md_runner_hook(r, 0)->type, "LinearLrUpdaterHook");
+    mom_rec rec = { .base = { &mom_rec_iface, MD_PRIORITY_HIGH, "LrRecorder" } };
+    cr_assert_eq(md_runner_register_hook(r, &rec.base, &err), 0);
+    toy_src s = toy_src_make(ctx, 8, -1);
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec.n, 10);
+    for (int i = 0; i < 10; i++) {
+        double f = i / 10.0, lr = 0.1 * (1 - f + f * 0.2) * (i < 3 ? 0.5 : 1);
+        cr_assert_float_eq(rec.lr[i], lr, 1e-15, "lr at iter %d: %g, want %g", i, rec.lr[i], lr);
+    }
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
+/* ---- "runners": mmcv's build_runner, and a class registered by this
+ * binary (built in to every context) that counts its phases ---- */
+static int counted_phases;
+static int counting_phase(md_runner *r, md_batch_source *src, bool train, int count, md_error *err) {
+    counted_phases++;
+    for (int k = 0; k < count; k++)
+        if (md_runner_run_epoch(r, src, train, err) != 0) return -1;
+    return 0;
+}
+static const md_runner_iface counting_iface = { .by_epoch = true, .run_phase = counting_phase };
+static const md_key counting_keys[] = {
+    { "max_epochs", MD_KEY_INT, NULL, "epochs", true, MD_AT(md_runner_spec, max_epochs), .min = "1" }, { 0 } };
+static void *counting_build(md_ctx *c, const md_cfg *cfg, md_error *err) {
+    (void)c;
+    return md_runner_spec_new(&counting_iface, cfg, counting_keys, err);
+}
+static const md_class counting_cls = { .name = "CountingRunner", .keys = counting_keys, .build = counting_build,
+                                       MD_IFACE(&counting_iface, MD_IFACE_RUNNER) };
+MD_REGISTER("runners", counting_cls)
+
+Test(runner, runners_are_built_by_type) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("iter = { type = \"IterBasedRunner\"; max_iters = 7; };\n"
+                               "typo = { type = \"EpochBasedRuner\"; max_epochs = 2; };\n"
+                               "key = { type = \"IterBasedRunner\"; max_epochs = 2; };\n"
+                               "mine = { type = \"CountingRunner\"; max_epochs = 3; };\n"
+                               "untyped = { max_epochs = 2; };\n", "runner_cfg.cfg", &err);
+    cr_assert(cfg, "%s", err.msg);
+    md_module *m = toy_model();
+    md_runner_opts o = { .work_dir = dir };
+    md_runner *r = md_runner_build(ctx, md_cfg_get(cfg, "iter"), m, NULL, &o, &err);
+    cr_assert(r, "%s", err.msg);
+    cr_assert_not(md_runner_by_epoch(r));
+    cr_assert_eq(md_runner_max_iters(r), 7);
+    md_runner_free(r);
+    cr_assert_null(md_runner_build(ctx, md_cfg_get(cfg, "typo"), m, NULL, &o, &err));
+    cr_assert(strstr(err.msg, "runner_cfg.cfg:2") && strstr(err.msg, "did you mean 'EpochBasedRunner'") &&
+              strstr(err.msg, "IterBasedRunner"), "%s", err.msg);
+    cr_assert_null(md_runner_build(ctx, md_cfg_get(cfg, "key"), m, NULL, &o, &err));
+    cr_assert(strstr(err.msg, "max_epochs") && strstr(err.msg, "runner_cfg.cfg:3"), "%s", err.msg);
+    r = md_runner_build(ctx, md_cfg_get(cfg, "untyped"), m, NULL, &o, &err);   /* mmdet's default */
+    cr_assert(r, "%s", err.msg);
+    cr_assert(md_runner_by_epoch(r));
+    cr_assert_eq(md_runner_max_epochs(r), 2);
+    md_runner_free(r);
+    r = md_runner_build(ctx, NULL, m, NULL, &o, &err);
+    cr_assert(r, "%s", err.msg);
+    cr_assert_eq(md_runner_max_epochs(r), 12);
+    md_runner_free(r);
+    /* the workflow goes through the class's run_phase */
+    md_cfg *tc = md_cfg_parse("optimizer = { type = \"SGD\"; lr = 0.05; };\n"
+                              "optimizer_config = { grad_clip = \"None\"; };\n", "t.cfg", &err);
+    md_optimizer *opt = md_optimizer_build(ctx, m, md_cfg_get(tc, "optimizer"), &err);
+    cr_assert(opt, "%s", err.msg);
+    r = md_runner_build(ctx, md_cfg_get(cfg, "mine"), m, opt, &o, &err);
+    cr_assert(r, "%s", err.msg);
+    cr_assert_eq(md_runner_register_training_hooks(r, NULL, md_cfg_get(tc, "optimizer_config"), NULL, NULL, NULL, NULL,
+                                                   &err), 0, "%s", err.msg);
+    counted_phases = 0;
+    toy_src s = toy_src_make(ctx, 8, -1);
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(counted_phases, 3);
+    cr_assert_eq(md_runner_epoch(r), 3);
+    cr_assert_eq(md_runner_iter(r), 24);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(tc);
     md_cfg_free(cfg);
 }

@@ -185,24 +185,15 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
                 md_optimizer_base_lr(opt));
     }
 
-    /* runner */
-    const md_cfg *rc_cfg = md_cfg_get(cfg, "runner");
-    const char *rtype = rc_cfg ? md_cfg_str(rc_cfg, "type", "EpochBasedRunner") : "EpochBasedRunner";
+    /* runner: mmcv's build_runner through the "runners" registry */
     config_text = md_cfg_dump_string(cfg);
     classes = datasets[0]->n_classes ? classes_json(datasets[0]) : NULL;
     md_runner_opts ro = {
-        .by_epoch = strcmp(rtype, "IterBasedRunner") != 0,
-        .max_epochs = rc_cfg ? md_cfg_int(rc_cfg, "max_epochs", 12) : 12,
-        .max_iters = rc_cfg ? md_cfg_int(rc_cfg, "max_iters", 0) : 0,
         .work_dir = md_cfg_str(cfg, "work_dir", "."),
         .timestamp = md_cfg_str(cfg, "timestamp", NULL),
         .config_text = config_text, .classes_json = classes, .seed = seed,
     };
-    if (strcmp(rtype, "EpochBasedRunner") && strcmp(rtype, "IterBasedRunner")) {
-        md_failc(err, MD_ERR_CONFIG, "runner.type '%s' is unknown (EpochBasedRunner, IterBasedRunner)", rtype);
-        goto out;
-    }
-    runner = md_runner_new(ctx, model, opt, &ro, err);
+    runner = md_runner_build(ctx, md_cfg_get(cfg, "runner"), model, opt, &ro, err);
     if (!runner) goto out;
     if (md_runner_register_training_hooks(runner, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
                                           md_cfg_get(cfg, "checkpoint_config"), md_cfg_get(cfg, "log_config"),
@@ -210,7 +201,7 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
                                           err) != 0)
         goto out;
 
-    if (register_eval_hook(ctx, cfg, runner, model, ro.by_epoch, wpg, err) != 0) goto out;
+    if (register_eval_hook(ctx, cfg, runner, model, md_runner_by_epoch(runner), wpg, err) != 0) goto out;
 
     /* resume_from wins over load_from; --auto-resume finds the latest */
     const char *resume_from = md_cfg_str(cfg, "resume_from", NULL);

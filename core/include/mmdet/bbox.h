@@ -1,6 +1,6 @@
 /* Box machinery of the dense and RoI heads: the interfaces of the
- * "prior_generators", "bbox_coders", "bbox_assigners" and "bbox_samplers"
- * registries (mmdet/core/anchor and mmdet/core/bbox).
+ * "prior_generators", "bbox_coders", "bbox_assigners", "bbox_samplers" and
+ * "iou_calculators" registries (mmdet/core/anchor and mmdet/core/bbox).
  *
  * A head builds its parts by type name, like mmdet's build_assigner(cfg):
  *
@@ -33,6 +33,7 @@ extern "C" {
 #define MD_IFACE_BBOX_CODER MD_IFACE_CODE('C', 'O', 'D', 1)       /* md_bbox_coder_iface */
 #define MD_IFACE_BBOX_ASSIGNER MD_IFACE_CODE('A', 'S', 'G', 1)    /* md_bbox_assigner_iface */
 #define MD_IFACE_BBOX_SAMPLER MD_IFACE_CODE('S', 'M', 'P', 1)     /* md_bbox_sampler_iface */
+#define MD_IFACE_IOU_CALCULATOR MD_IFACE_CODE('I', 'O', 'U', 1)   /* md_iou_calculator_iface */
 #define MD_IFACE_DENSE_HEAD MD_IFACE_CODE('D', 'H', 'D', 1)       /* md_dense_head_class */
 
 /* ---- "prior_generators": AnchorGenerator ---- */
@@ -68,6 +69,26 @@ typedef struct md_bbox_coder_iface {
     void (*destroy)(md_bbox_coder *c);
 } md_bbox_coder_iface;
 struct md_bbox_coder { const md_bbox_coder_iface *iface; const char *type; };
+
+/* ---- "iou_calculators": BboxOverlaps2D ----
+ * What an assigner measures boxes with (its `iou_calculator` key), as
+ * mmdet's build_iou_calculator. */
+typedef struct md_iou_calculator md_iou_calculator;
+typedef struct md_iou_calculator_iface {
+    /* mmdet's __call__(bboxes1, bboxes2, mode, is_aligned): overlaps of
+     * boxes [N, 4] and [M, 4] (a fifth column, a score, is ignored) as f32
+     * [N, M], or [N] when aligned (N == M). A step tensor; NULL with the
+     * context's error. */
+    md_tensor *(*overlaps)(md_ctx *ctx, const md_iou_calculator *c, md_tensor *bboxes1, md_tensor *bboxes2,
+                           md_iou_mode mode, bool is_aligned);
+    void (*destroy)(md_iou_calculator *c);
+} md_iou_calculator_iface;
+struct md_iou_calculator { const md_iou_calculator_iface *iface; const char *type; };
+
+static inline md_tensor *md_iou_calculator_overlaps(md_ctx *ctx, const md_iou_calculator *c, md_tensor *bboxes1,
+                                                    md_tensor *bboxes2, md_iou_mode mode, bool is_aligned) {
+    return c->iface->overlaps(ctx, c, bboxes1, bboxes2, mode, is_aligned);
+}
 
 /* ---- "bbox_assigners": MaxIoUAssigner ---- */
 /* mmdet's AssignResult. gt_inds [N] i64: 0 negative, -1 ignored, k + 1

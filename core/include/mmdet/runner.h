@@ -1,10 +1,15 @@
-/* The runner: mmcv's EpochBasedRunner and IterBasedRunner with hooks.
+/* The runner: mmcv's BaseRunner with hooks, and the "runners" registry
+ * (mmcv's RUNNERS) of the classes that run the workflow: EpochBasedRunner
+ * and IterBasedRunner, registered by the core.
  *
  * The runner drives a model (an md_module whose class implements
  * md_model_iface) over batch sources (md_batch_source: a data loader, or
  * anything that yields batches), calling hooks at mmcv's points in priority
  * order. Hooks are plugins in the "hooks" registry: the built object is an
- * md_hook whose iface says which points it serves.
+ * md_hook whose iface says which points it serves. A runner class says how
+ * one phase of the workflow runs (md_runner_iface), from the core's blocks
+ * (md_runner_run_epoch, md_runner_run_iters); the core keeps the rest:
+ * hooks, the iterations, checkpoints, resume, logging.
  */
 #ifndef MMDET_RUNNER_H
 #define MMDET_RUNNER_H
@@ -35,6 +40,7 @@ md_tensor *md_losses_total(md_ctx *ctx, const md_losses *l);
  * model's md_model_iface) and "hooks". */
 #define MD_IFACE_MODEL MD_IFACE_CODE('M', 'D', 'L', 1)   /* md_model_iface */
 #define MD_IFACE_HOOK MD_IFACE_CODE('H', 'O', 'K', 1)    /* md_hook_iface */
+#define MD_IFACE_RUNNER MD_IFACE_CODE('R', 'U', 'N', 1)  /* md_runner_iface */
 
 /* ---- what the runner trains ---- */
 typedef struct md_model_iface {
@@ -94,18 +100,57 @@ struct md_hook {
     char type[64];                     /* registered name, for messages */
 };
 
+/* ---- "runners": how the workflow runs ---- */
+typedef struct md_runner_iface {
+    /* Training counted in epochs (max_epochs given, max_iters = max_epochs x
+     * the train source's length) or in iterations (max_iters given; every
+     * source's first epoch is begun before the first phase, as mmcv's
+     * IterLoader does); hooks read it (md_runner_by_epoch). */
+    bool by_epoch;
+    /* One phase of the workflow (mmcv's train / val): `count` epochs of
+     * src, or iterations for an iteration-based runner, training when
+     * `train`. The core calls it for each phase in turn until training
+     * ends. 0, or -1 with err set. Required. */
+    int (*run_phase)(md_runner *r, md_batch_source *src, bool train, int count, md_error *err);
+} md_runner_iface;
+
+/* What a "runners" class builds: its interface and the run's length, which
+ * its schema fills (MD_AT(md_runner_spec, max_epochs)); malloc'ed. */
+typedef struct md_runner_spec {
+    const md_runner_iface *iface;
+    int64_t max_epochs, max_iters;
+} md_runner_spec;
+/* A spec of `iface` filled from cfg with `keys`; NULL with err set. For a
+ * runner class's build. */
+md_runner_spec *md_runner_spec_new(const md_runner_iface *iface, const md_cfg *cfg, const md_key *keys, md_error *err);
+
+/* The blocks of a run_phase: one epoch of src (mmcv's EpochBasedRunner
+ * train / val: before_*_epoch hooks, every batch, after_*_epoch), and
+ * `count` iterations, a source that runs dry starting its next epoch
+ * (mmcv's IterBasedRunner with its IterLoader; training stops at
+ * max_iters). 0, or -1 with err set. */
+int md_runner_run_epoch(md_runner *r, md_batch_source *src, bool train, md_error *err);
+int md_runner_run_iters(md_runner *r, md_batch_source *src, bool train, int count, md_error *err);
+
 /* ---- the runner ---- */
 typedef struct md_runner_opts {
-    bool by_epoch;                     /* EpochBasedRunner (true) or IterBasedRunner */
+    bool by_epoch;                     /* EpochBasedRunner (true) or IterBasedRunner (when iface is NULL) */
     int64_t max_epochs, max_iters;     /* the one that applies; the other is derived */
     const char *work_dir;
     const char *timestamp;             /* "YYYYmmdd_HHMMSS" for log names */
     const char *config_text;           /* stored in checkpoints */
     const char *classes_json;          /* CLASSES, stored in checkpoints */
     uint64_t seed;
+    const md_runner_iface *iface;      /* a runner class's; NULL: the built-in one by by_epoch */
 } md_runner_opts;
 
 md_runner *md_runner_new(md_ctx *ctx, md_module *model, md_optimizer *opt, const md_runner_opts *o, md_error *err);
+/* mmcv's build_runner: the class named by cfg's `type` (mmdet's `runner`
+ * dict; NULL, None or no type: EpochBasedRunner) from the "runners"
+ * registry, which gives the interface and the run's length; the other
+ * options come from `o`. */
+md_runner *md_runner_build(md_ctx *ctx, const md_cfg *cfg, md_module *model, md_optimizer *opt,
+                           const md_runner_opts *o, md_error *err);
 void md_runner_free(md_runner *r);     /* frees hooks; not the model or optimizer */
 
 /* Adds a hook (the runner owns it) at its priority; equal priorities keep
