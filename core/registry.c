@@ -167,8 +167,10 @@ int md__registry_init(md_ctx *ctx, md_error *err) {
     struct md_registries *r = calloc(1, sizeof *r);
     if (!r) return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
     ctx->reg = r;
+    /* "models" (untyped, for small generic modules) appears once a class
+     * registers into it: no registry is listed empty for want of members */
     for (int i = 0; i < N_STANDARD; i++)
-        if (!get_reg(r, standard[i].name))
+        if (standard[i].ifaces[0].type && !get_reg(r, standard[i].name))
             return md_failc(err, MD_ERR_NOMEM, "out of memory creating the registries");
     return md__plugin_commit_builtins(ctx, err);
 }
