@@ -369,8 +369,10 @@ Test(mmdet_run, print_config_and_errors) {
 
 /* tests/out_of_tree/<name>.c, the files docs/plugins.md shows, and
  * parameters of theirs a checkpoint of my_exp.cfg must hold. */
-#define OUT_OF_TREE_PLUGINS { "my_head", "my_loss" }
-#define OUT_OF_TREE_PARAMS { "bbox_head.cls_reduce.weight", "bbox_head.conv_cls.bias", "bbox_head.conv_reg.weight" }
+#define OUT_OF_TREE_PLUGINS { "my_head", "my_loss", "my_optimizer" }
+#define OUT_OF_TREE_PARAMS                                                                                \
+    { "bbox_head.cls_reduce.weight", "bbox_head.conv_cls.bias", "bbox_head.conv_reg.weight",                \
+      "optimizer.bbox_head.cls_reduce.weight.exp_avg", "optimizer.backbone.conv1.weight.exp_avg" }
 
 Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     char *d = scratch();
@@ -416,14 +418,16 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     cr_assert(strstr(r.out, "  RetinaHead "), "%s", r.out);
     snprintf(line, sizeof line, "%s/my_plugins/my_loss.so  # squared error", d);
     cr_assert(strstr(r.out, "  MyMSELoss ") && strstr(r.out, line), "%s", r.out);
+    snprintf(line, sizeof line, "%s/my_plugins/my_optimizer.so  # the Lion optimizer", d);
+    cr_assert(strstr(r.out, "  MyLion ") && strstr(r.out, line), "%s", r.out);
     cr_assert(strstr(r.out, "ToyLinear"), "%s", r.out);
     /* The prefix's own plugin directory is searched by default. */
     snprintf(line, sizeof line, "%s/prefix/lib/mmdet/plugins", d);
     cr_assert(strstr(r.out, line), "%s", r.out);
     result_free(r);
 
-    /* An experiment with them trains (tests/out_of_tree/my_exp.cfg), and the
-     * head's own layers are in its checkpoint. */
+    /* An experiment with them trains (tests/out_of_tree/my_exp.cfg): the
+     * head's own layers and the optimizer's state are in its checkpoint. */
     r = run(d, "bin/mmdet-shapes --out '%s/data' --train 8 --val 2 --seed 1 --classes 3", d);
     cr_assert_eq(r.rc, 0, "%s", r.err);
     result_free(r);

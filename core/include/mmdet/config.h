@@ -164,7 +164,10 @@ typedef struct md_key {
 } md_key;
 
 /* The field of a key: `MD_AT(struct retina, feat_channels)` in a key's
- * initializer stores the value there, its C type read from the member. */
+ * initializer stores the value there, its C type read from the member.
+ * (An entry written with positional initializers only leaves the new
+ * fields to -Wmissing-field-initializers, part of -Wextra: end it with a
+ * designator, as MD_AT does, or `.field = MD_FIELD_NONE`.) */
 #define MD_FIELD_OF(type_, member_)                                                               \
     _Generic(((type_ *)0)->member_, int: MD_FIELD_INT, long: MD_FIELD_I64, long long: MD_FIELD_I64, \
              double: MD_FIELD_DOUBLE, bool: MD_FIELD_BOOL, const char *: MD_FIELD_STR,            \

@@ -94,8 +94,9 @@ struct md_optimizer_hparams {
     { "lr", MD_KEY_FLOAT, NULL, "learning rate", true, MD_AT(md_optimizer_hparams, lr), .min = "0" },        \
     { "weight_decay", MD_KEY_FLOAT, weight_decay_, "weight decay", false,                                \
       MD_AT(md_optimizer_hparams, weight_decay), .min = "0" },                                           \
-    { "paramwise_cfg", MD_KEY_GROUP, NULL, "per-parameter lr and decay multipliers (mmcv)", false },     \
-    { "grad_clip", MD_KEY_ANY, NULL, "accepted; optimizer_config.grad_clip clips", false }
+    { "paramwise_cfg", MD_KEY_GROUP, NULL, "per-parameter lr and decay multipliers (mmcv)", false,               \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "grad_clip", MD_KEY_ANY, NULL, "accepted; optimizer_config.grad_clip clips", false, .field = MD_FIELD_NONE }
 
 /* Allocates a zeroed object of `size` (md_optimizer_hparams first), fills it
  * from cfg with `keys` (md_cfg_read_struct) and sets its iface and type.
@@ -231,12 +232,17 @@ struct md_lr_policy {
 /* The keys every policy shares, in each policy's schema; the core reads
  * them from lr_config (none is stored into the policy). */
 #define MD_LR_POLICY_KEYS                                                                               \
-    { "policy", MD_KEY_STRING, NULL, "the lr_policies class (\"step\" -> Step)", true },                 \
-    { "by_epoch", MD_KEY_BOOL, NULL, "progress in epochs (default true; false for iteration policies)", false }, \
-    { "warmup", MD_KEY_ANY, NULL, "constant, linear, exp or None", false },                             \
-    { "warmup_iters", MD_KEY_INT, "0", "warmup length in iterations (epochs with warmup_by_epoch)", false }, \
-    { "warmup_ratio", MD_KEY_FLOAT, "0.1", "the first warmup lr over the regular lr", false },           \
-    { "warmup_by_epoch", MD_KEY_BOOL, "false", "warmup_iters counts epochs", false }
+    { "policy", MD_KEY_STRING, NULL, "the lr_policies class (\"step\" -> Step)", true,                           \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "by_epoch", MD_KEY_BOOL, NULL, "progress in epochs (default true; false for iteration policies)", false,   \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "warmup", MD_KEY_ANY, NULL, "constant, linear, exp or None", false,                                        \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "warmup_iters", MD_KEY_INT, "0", "warmup length in iterations (epochs with warmup_by_epoch)", false,       \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "warmup_ratio", MD_KEY_FLOAT, "0.1", "the first warmup lr over the regular lr", false,                     \
+      .field = MD_FIELD_NONE },                                                                                  \
+    { "warmup_by_epoch", MD_KEY_BOOL, "false", "warmup_iters counts epochs", false, .field = MD_FIELD_NONE }
 
 /* Allocates a zeroed object of `size` (md_lr_policy first), fills it from
  * cfg with `keys` (md_cfg_read_struct) and sets its iface and type. NULL

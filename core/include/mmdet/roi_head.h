@@ -297,7 +297,8 @@ struct md_roi_head_base {
       MD_AT(md_roi_head_base, train_cfg) },                                                                      \
     { "test_cfg", MD_KEY_ANY, "None", "score_thr, nms, max_per_img (test_cfg.rcnn)", false,                     \
       MD_AT(md_roi_head_base, test_cfg_cfg) },                                                                   \
-    { "pretrained", MD_KEY_ANY, "None", "unused", false },                                                       \
+    { "pretrained", MD_KEY_ANY, "None", "unused", false,                                                         \
+      .field = MD_FIELD_NONE },                                                                                  \
     { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false, MD_AT(md_roi_head_base, init_cfg) }
 
 #define MD_ROI_HEAD_BASE(name_)                                                                           \
