@@ -374,6 +374,23 @@ Test(mmdet_run, print_config_and_errors) {
     { "bbox_head.cls_reduce.weight", "bbox_head.conv_cls.bias", "bbox_head.conv_reg.weight",                \
       "optimizer.bbox_head.cls_reduce.weight.exp_avg", "optimizer.backbone.conv1.weight.exp_avg" }
 
+/* docs/plugins.md shows the out-of-tree files as they are. */
+Test(out_of_tree, guide_shows_the_files) {
+    char *guide = read_all("docs/plugins.md");
+    cr_assert_not_null(guide);
+    const char *mine[] = OUT_OF_TREE_PLUGINS;
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0] + 1; i++) {
+        char path[128];
+        if (i < sizeof mine / sizeof mine[0]) snprintf(path, sizeof path, "tests/out_of_tree/%s.c", mine[i]);
+        else snprintf(path, sizeof path, "tests/out_of_tree/my_exp.cfg");
+        char *text = read_all(path);
+        cr_assert(text && *text, "%s", path);
+        cr_assert(strstr(guide, text), "docs/plugins.md does not show %s as it is", path);
+        free(text);
+    }
+    free(guide);
+}
+
 Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     char *d = scratch();
     /* Same flavour as this build (SANITIZE/OPT come through MAKEFLAGS under
