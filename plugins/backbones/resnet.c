@@ -12,38 +12,55 @@
 
 #define MAX_STAGES 4
 
+typedef struct resnet {
+    md_module base;
+    /* from the schema */
+    int depth, in_channels, base_channels, num_stages, style, frozen_stages;
+    const md_cfg *stem_channels;   /* None: base_channels */
+    bool deep_stem, avg_down, norm_eval, zero_init_residual;
+    const md_cfg *conv_cfg, *dcn, *plugins, *init;
+    const char *pretrained;
+    /* derived at build */
+    bool out_mask[MAX_STAGES];
+    int n_outs, out_ch[MAX_STAGES], out_stride[MAX_STAGES];
+    md_cfg *init_cfg;          /* owned: init, or made from pretrained; NULL for none */
+} resnet;
+
+enum { STYLE_PYTORCH, STYLE_CAFFE };
+
 static const md_key keys[] = {
-    { "depth", MD_KEY_INT, NULL, "18, 34, 50, 101 or 152", true },
-    { "in_channels", MD_KEY_INT, "3", "input image channels", false },
-    { "stem_channels", MD_KEY_INT, "None", "stem width (None: base_channels)", false },
-    { "base_channels", MD_KEY_INT, "64", "width of the first stage", false },
-    { "num_stages", MD_KEY_INT, "4", "residual stages, 1 to 4", false },
+    { "depth", MD_KEY_INT, NULL, "18, 34, 50, 101 or 152", true, MD_AT(resnet, depth) },
+    { "in_channels", MD_KEY_INT, "3", "input image channels", false, MD_AT(resnet, in_channels), .min = "1" },
+    { "stem_channels", MD_KEY_INT, "None", "stem width (None: base_channels)", false, MD_AT(resnet, stem_channels),
+      .min = "1" },
+    { "base_channels", MD_KEY_INT, "64", "width of the first stage", false, MD_AT(resnet, base_channels), .min = "1" },
+    { "num_stages", MD_KEY_INT, "4", "residual stages, 1 to 4", false, MD_AT(resnet, num_stages), .min = "1",
+      .max = "4" },
     { "strides", MD_KEY_LIST, "[1, 2, 2, 2]", "stride of the first block of each stage", false },
     { "dilations", MD_KEY_LIST, "[1, 1, 1, 1]", "dilation of each stage", false },
     { "out_indices", MD_KEY_LIST, "[0, 1, 2, 3]", "stages whose outputs are returned", false },
-    { "style", MD_KEY_STRING, "\"pytorch\"", "pytorch: stride on the 3x3 conv; caffe: on the first 1x1", false },
-    { "deep_stem", MD_KEY_BOOL, "false", "three 3x3 stem convs (only false is supported)", false },
-    { "avg_down", MD_KEY_BOOL, "false", "avg-pool in the shortcut (only false is supported)", false },
-    { "frozen_stages", MD_KEY_INT, "-1", "stages frozen (eval, no grad): -1 none, 0 the stem, k stem and layer1..k", false },
-    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false },
+    { "style", MD_KEY_STRING, "\"pytorch\"", "pytorch: stride on the 3x3 conv; caffe: on the first 1x1", false,
+      MD_CHOICE_AT(resnet, style, "pytorch|caffe") },
+    { "deep_stem", MD_KEY_BOOL, "false", "three 3x3 stem convs (only false is supported)", false,
+      MD_AT(resnet, deep_stem) },
+    { "avg_down", MD_KEY_BOOL, "false", "avg-pool in the shortcut (only false is supported)", false,
+      MD_AT(resnet, avg_down) },
+    { "frozen_stages", MD_KEY_INT, "-1", "stages frozen (eval, no grad): -1 none, 0 the stem, k stem and layer1..k", false,
+      MD_AT(resnet, frozen_stages) },
+    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false, MD_AT(resnet, conv_cfg) },
     { "norm_cfg", MD_KEY_GROUP, NULL, "{ type = \"BN\"; requires_grad = true; } (eps, momentum)", false },
-    { "norm_eval", MD_KEY_BOOL, "true", "keep BN layers in eval mode while training", false },
-    { "dcn", MD_KEY_ANY, "None", "only None is supported", false },
+    { "norm_eval", MD_KEY_BOOL, "true", "keep BN layers in eval mode while training", false, MD_AT(resnet, norm_eval) },
+    { "dcn", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(resnet, dcn) },
     { "stage_with_dcn", MD_KEY_LIST, NULL, "ignored without dcn", false },
-    { "plugins", MD_KEY_ANY, "None", "only None is supported", false },
+    { "plugins", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(resnet, plugins) },
     { "with_cp", MD_KEY_BOOL, "false", "gradient checkpointing (memory only; accepted, no effect)", false },
-    { "zero_init_residual", MD_KEY_BOOL, "true", "zero the last BN weight of each block", false },
-    { "pretrained", MD_KEY_STRING, "None", "deprecated: same as init_cfg = { type = \"Pretrained\"; checkpoint = ...; }", false },
-    { "init_cfg", MD_KEY_ANY, "None", "init config; Pretrained loads a checkpoint in init_weights", false },
+    { "zero_init_residual", MD_KEY_BOOL, "true", "zero the last BN weight of each block", false,
+      MD_AT(resnet, zero_init_residual) },
+    { "pretrained", MD_KEY_STRING, "None", "deprecated: same as init_cfg = { type = \"Pretrained\"; checkpoint = ...; }",
+      false, MD_AT(resnet, pretrained) },
+    { "init_cfg", MD_KEY_ANY, "None", "init config; Pretrained loads a checkpoint in init_weights", false,
+      MD_AT(resnet, init) },
     { 0 } };
-
-typedef struct resnet {
-    md_module base;
-    int num_stages, frozen_stages;
-    bool out_mask[MAX_STAGES], norm_eval;
-    int n_outs, out_ch[MAX_STAGES], out_stride[MAX_STAGES];
-    md_cfg *init_cfg;          /* owned clone: group/list, or NULL */
-} resnet;
 
 /* ------------------------------------------------------------ containers -- */
 
@@ -99,7 +116,7 @@ static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward
 
 /* ------------------------------------------------------------- building -- */
 
-typedef struct norm_opts { double eps, momentum; bool requires_grad; } norm_opts;
+typedef struct norm_opts { double eps, momentum; bool requires_grad; int type; } norm_opts;
 
 static int add(md_module *m, const char *name, md_module *child, md_error *err) {
     if (!child) return -1;
@@ -260,88 +277,63 @@ static int read_list(const md_cfg *cfg, const char *key, int64_t *out, int need,
 }
 
 static int read_norm(const md_cfg *cfg, norm_opts *n, md_error *err) {
-    *n = (norm_opts){ 1e-5, 0.1, true };
-    const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
-    if (!nc) return 0;   /* mmdet's default: { type = "BN"; requires_grad = true; } */
-    if (md_cfg_is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
     static const md_key norm_keys[] = {
-        { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true },
-        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
-        { "eps", MD_KEY_FLOAT, "1e-5", "BatchNorm eps", false },
-        { "momentum", MD_KEY_FLOAT, "0.1", "BatchNorm momentum", false },
+        /* SyncBN on one process is BN */
+        { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true, MD_CHOICE_AT(norm_opts, type, "BN|SyncBN|BN2d") },
+        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false,
+          MD_AT(norm_opts, requires_grad) },
+        { "eps", MD_KEY_FLOAT, "1e-5", "BatchNorm eps", false, MD_AT(norm_opts, eps) },
+        { "momentum", MD_KEY_FLOAT, "0.1", "BatchNorm momentum", false, MD_AT(norm_opts, momentum) },
         { 0 } };
+    const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
+    /* absent: mmdet's default { type = "BN"; requires_grad = true; } */
+    if (!nc) return md_cfg_read_struct(NULL, norm_keys, n, "norm_cfg", err);
+    if (md_cfg_is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
     if (md_cfg_check_keys(nc, norm_keys, "norm_cfg", err) != 0) return -1;
-    const char *type = md_cfg_str(nc, "type", "");
-    /* SyncBN on one process is BN. */
-    if (strcmp(type, "BN") && strcmp(type, "SyncBN") && strcmp(type, "BN2d"))
-        return md_failc(err, MD_ERR_CONFIG, "norm_cfg.type '%s' is not supported (BN, SyncBN)", type);
-    n->requires_grad = md_cfg_bool(nc, "requires_grad", true);
-    n->eps = md_cfg_float(nc, "eps", 1e-5);
-    n->momentum = md_cfg_float(nc, "momentum", 0.1);
-    return 0;
+    return md_cfg_read_struct(nc, norm_keys, n, "norm_cfg", err);
 }
 
 static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    int depth = (int)md_cfg_int(cfg, "depth", 0);
-    int blocks18[] = { 2, 2, 2, 2 }, blocks34[] = { 3, 4, 6, 3 }, blocks101[] = { 3, 4, 23, 3 },
-        blocks152[] = { 3, 8, 36, 3 };
-    const int *blocks = depth == 18 ? blocks18 : depth == 34 || depth == 50 ? blocks34 : depth == 101 ? blocks101
-                        : depth == 152 ? blocks152 : NULL;
-    if (!blocks) {
-        md_failc(err, MD_ERR_CONFIG, "invalid depth %d for resnet (18, 34, 50, 101, 152)", depth);
-        return NULL;
-    }
-    bool bottleneck = depth >= 50;
-    int num_stages = (int)md_cfg_int(cfg, "num_stages", 4);
-    if (num_stages < 1 || num_stages > 4) {
-        md_failc(err, MD_ERR_CONFIG, "num_stages must be 1 to 4, got %d", num_stages);
-        return NULL;
-    }
-    int64_t strides[MAX_STAGES], dils[MAX_STAGES], outi[MAX_STAGES];
-    if (read_list(cfg, "strides", strides, num_stages, err) || read_list(cfg, "dilations", dils, num_stages, err))
-        return NULL;
-    int n_outi = md_cfg_int_array(cfg, "out_indices", outi, MAX_STAGES, err);
-    if (n_outi < 0) return NULL;
-    const char *style = md_cfg_str(cfg, "style", "pytorch");
-    if (strcmp(style, "pytorch") && strcmp(style, "caffe")) {
-        md_failc(err, MD_ERR_CONFIG, "style must be \"pytorch\" or \"caffe\", got \"%s\"", style);
-        return NULL;
-    }
-    if (md_cfg_bool(cfg, "deep_stem", false) || md_cfg_bool(cfg, "avg_down", false)) {
-        md_failc(err, MD_ERR_CONFIG, "deep_stem and avg_down are not supported (ResNetV1d)");
-        return NULL;
-    }
-    if (!md_cfg_is_none(md_cfg_get(cfg, "conv_cfg")) || !md_cfg_is_none(md_cfg_get(cfg, "dcn")) ||
-        !md_cfg_is_none(md_cfg_get(cfg, "plugins"))) {
-        md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
-        return NULL;
-    }
-    norm_opts norm;
-    if (read_norm(cfg, &norm, err) != 0) return NULL;
-    int base = (int)md_cfg_int(cfg, "base_channels", 64), in_ch = (int)md_cfg_int(cfg, "in_channels", 3);
-    const md_cfg *sc = md_cfg_get(cfg, "stem_channels");
-    int stem = md_cfg_is_none(sc) ? base : (int)md_cfg_as_int(sc);
-    if (base <= 0 || in_ch <= 0 || stem <= 0) {
-        md_failc(err, MD_ERR_CONFIG, "in_channels, stem_channels and base_channels must be positive");
-        return NULL;
-    }
-    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
-    const char *pretrained = md_cfg_str(cfg, "pretrained", NULL);
-    if (pretrained && !md_cfg_is_none(init)) {
-        md_failc(err, MD_ERR_CONFIG, "init_cfg and pretrained cannot be set at the same time");
-        return NULL;
-    }
-    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
-
     resnet *r = md_module_new(sizeof *r, &resnet_cls.model.module);
     if (!r) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
     md_module *m = &r->base;
-    r->num_stages = num_stages;
-    r->frozen_stages = (int)md_cfg_int(cfg, "frozen_stages", -1);
-    r->norm_eval = md_cfg_bool(cfg, "norm_eval", true);
+    if (md_cfg_read_struct(cfg, keys, r, "ResNet", err)) goto fail;
+    int depth = r->depth, num_stages = r->num_stages;
+    int blocks18[] = { 2, 2, 2, 2 }, blocks34[] = { 3, 4, 6, 3 }, blocks101[] = { 3, 4, 23, 3 },
+        blocks152[] = { 3, 8, 36, 3 };
+    const int *blocks = depth == 18 ? blocks18 : depth == 34 || depth == 50 ? blocks34 : depth == 101 ? blocks101
+                        : depth == 152 ? blocks152 : NULL;
+    if (!blocks) {
+        md_failc(err, MD_ERR_CONFIG, "invalid depth %d for resnet (18, 34, 50, 101, 152)", depth);
+        goto fail;
+    }
+    bool bottleneck = depth >= 50;
+    int64_t strides[MAX_STAGES], dils[MAX_STAGES], outi[MAX_STAGES];
+    if (read_list(cfg, "strides", strides, num_stages, err) || read_list(cfg, "dilations", dils, num_stages, err))
+        goto fail;
+    int n_outi = md_cfg_int_array(cfg, "out_indices", outi, MAX_STAGES, err);
+    if (n_outi < 0) goto fail;
+    if (r->deep_stem || r->avg_down) {
+        md_failc(err, MD_ERR_CONFIG, "deep_stem and avg_down are not supported (ResNetV1d)");
+        goto fail;
+    }
+    if (r->conv_cfg || r->dcn || r->plugins) {
+        md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
+        goto fail;
+    }
+    norm_opts norm = { 0 };
+    if (read_norm(cfg, &norm, err) != 0) goto fail;
+    int base = r->base_channels, in_ch = r->in_channels;
+    int stem = r->stem_channels ? (int)md_cfg_as_int(r->stem_channels) : base;
+    const char *pretrained = r->pretrained;
+    if (pretrained && r->init) {
+        md_failc(err, MD_ERR_CONFIG, "init_cfg and pretrained cannot be set at the same time");
+        goto fail;
+    }
+    if (md_init_cfg_check(r->init, "init_cfg", err) != 0) goto fail;
     if (pretrained) {
         md_warn(ctx, "ResNet: `pretrained` is deprecated, use init_cfg = { type = \"Pretrained\"; ... }");
         r->init_cfg = md_cfg_new_group();
@@ -349,10 +341,10 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             md_cfg_set_str(r->init_cfg, "type", "Pretrained");
             md_cfg_set_str(r->init_cfg, "checkpoint", pretrained);
         }
-    } else if (!md_cfg_is_none(init)) {
-        r->init_cfg = md_cfg_clone(init);
+    } else if (r->init) {
+        r->init_cfg = md_cfg_clone(r->init);
     }
-    if ((pretrained || !md_cfg_is_none(init)) && !r->init_cfg) {
+    if ((pretrained || r->init) && !r->init_cfg) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -364,7 +356,6 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         }
         r->out_mask[outi[k]] = true;
     }
-    bool zero_init = md_cfg_bool(cfg, "zero_init_residual", true);
 
     if (add_conv(ctx, m, "conv1", in_ch, stem, 7, 2, 1, err) || add_bn(ctx, m, "bn1", stem, &norm, 1, err))
         goto fail;
@@ -384,8 +375,8 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         }
         if (add(m, name, layer, err) != 0) goto fail;
         for (int j = 0; j < blocks[i]; j++) {
-            md_module *b = make_block(ctx, bottleneck, inplanes, planes, j ? 1 : s, d, !strcmp(style, "caffe"),
-                                      zero_init, &norm, err);
+            md_module *b = make_block(ctx, bottleneck, inplanes, planes, j ? 1 : s, d, r->style == STYLE_CAFFE,
+                                      r->zero_init_residual, &norm, err);
             snprintf(name, sizeof name, "%d", j);
             if (add(layer, name, b, err) != 0) goto fail;
             inplanes = planes * exp;

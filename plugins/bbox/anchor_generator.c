@@ -11,24 +11,39 @@
 #define MAX_LEVELS 16
 #define MAX_BASE 64
 
-static const md_key keys[] = {
-    { "strides", MD_KEY_LIST, NULL, "stride of each level (int or [w, h])", true },
-    { "ratios", MD_KEY_LIST, NULL, "h/w ratios of the anchors", true },
-    { "scales", MD_KEY_ANY, "None", "anchor scales (or octave_base_scale + scales_per_octave)", false },
-    { "base_sizes", MD_KEY_ANY, "None", "base size per level (default: the strides)", false },
-    { "scale_major", MD_KEY_BOOL, "true", "order the base anchors scale-major (ratio outer loop)", false },
-    { "octave_base_scale", MD_KEY_ANY, "None", "base scale of the octave scales", false },
-    { "scales_per_octave", MD_KEY_ANY, "None", "scales per octave: base * 2^(i / n)", false },
-    { "centers", MD_KEY_ANY, "None", "only None is supported", false },
-    { "center_offset", MD_KEY_FLOAT, "0.0", "anchor centre offset, as a fraction of the base size", false },
-    { 0 } };
-
 typedef struct anchor_gen {
     md_prior_generator base;
+    /* from the schema */
+    const md_cfg *scales, *base_sizes, *octave_base_scale, *scales_per_octave, *centers;
+    double center_offset;
+    bool scale_major;
+    /* derived at build */
     int n_levels, n_base;
     int stride_w[MAX_LEVELS], stride_h[MAX_LEVELS];
     float base_anchors[MAX_LEVELS][MAX_BASE][4];
 } anchor_gen;
+
+/* A bound in the schema is text: MAX_BASE spelled out. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static const md_key keys[] = {
+    { "strides", MD_KEY_LIST, NULL, "stride of each level (int or [w, h])", true },
+    { "ratios", MD_KEY_LIST, NULL, "h/w ratios of the anchors", true },
+    { "scales", MD_KEY_ANY, "None", "anchor scales (or octave_base_scale + scales_per_octave)", false,
+      MD_AT(anchor_gen, scales) },
+    { "base_sizes", MD_KEY_ANY, "None", "base size per level (default: the strides)", false,
+      MD_AT(anchor_gen, base_sizes) },
+    { "scale_major", MD_KEY_BOOL, "true", "order the base anchors scale-major (ratio outer loop)", false,
+      MD_AT(anchor_gen, scale_major) },
+    { "octave_base_scale", MD_KEY_FLOAT, "None", "base scale of the octave scales", false,
+      MD_AT(anchor_gen, octave_base_scale) },
+    { "scales_per_octave", MD_KEY_INT, "None", "scales per octave: base * 2^(i / n)", false,
+      MD_AT(anchor_gen, scales_per_octave), .min = "1", .max = STR(MAX_BASE) },
+    { "centers", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(anchor_gen, centers) },
+    { "center_offset", MD_KEY_FLOAT, "0.0", "anchor centre offset, as a fraction of the base size", false,
+      MD_AT(anchor_gen, center_offset) },
+    { 0 } };
 
 static int ag_num_levels(const md_prior_generator *g) { return ((const anchor_gen *)g)->n_levels; }
 static int ag_num_base(const md_prior_generator *g, int level) {
@@ -95,6 +110,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     a->base.iface = &iface;
     a->base.type = "AnchorGenerator";
+    if (md_cfg_read_struct(cfg, keys, a, "AnchorGenerator", err)) goto fail;
     /* strides: ints or [w, h] pairs */
     const md_cfg *st = md_cfg_get(cfg, "strides");
     int n = md_cfg_kind(st) == MD_CFG_LIST ? md_cfg_len(st) : 1;
@@ -126,8 +142,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     int n_scales;
-    bool has_scales = !md_cfg_is_none(md_cfg_get(cfg, "scales"));
-    bool has_octave = !md_cfg_is_none(md_cfg_get(cfg, "octave_base_scale")) && !md_cfg_is_none(md_cfg_get(cfg, "scales_per_octave"));
+    bool has_scales = a->scales != NULL, has_octave = a->octave_base_scale && a->scales_per_octave;
     if (has_scales == has_octave) {
         md_failc(err, MD_ERR_CONFIG, "give either scales or octave_base_scale with scales_per_octave");
         goto fail;
@@ -139,12 +154,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             goto fail;
         }
     } else {
-        double obs = md_cfg_float(cfg, "octave_base_scale", 0);
-        n_scales = (int)md_cfg_int(cfg, "scales_per_octave", 0);
-        if (n_scales < 1 || n_scales > MAX_BASE) {
-            md_failc(err, MD_ERR_CONFIG, "scales_per_octave: %d (1 to %d)", n_scales, MAX_BASE);
-            goto fail;
-        }
+        double obs = md_cfg_as_float(a->octave_base_scale);
+        n_scales = (int)md_cfg_as_int(a->scales_per_octave);   /* 1 to MAX_BASE (the schema's bounds) */
         /* numpy float64: 2 ** (i / n) * octave_base_scale, then float32 */
         for (int i = 0; i < n_scales; i++) scales[i] = pow(2.0, (double)i / n_scales) * obs;
     }
@@ -153,7 +164,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     a->n_base = n_ratios * n_scales;
-    if (!md_cfg_is_none(md_cfg_get(cfg, "base_sizes"))) {
+    if (a->base_sizes) {
         int nb = md_cfg_float_array(cfg, "base_sizes", base_sizes, MAX_LEVELS, err);
         if (nb < 0) goto fail;
         if (nb != n) {
@@ -163,12 +174,12 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     } else {
         for (int i = 0; i < n; i++) base_sizes[i] = a->stride_w[i] < a->stride_h[i] ? a->stride_w[i] : a->stride_h[i];
     }
-    if (!md_cfg_is_none(md_cfg_get(cfg, "centers"))) {
+    if (a->centers) {
         md_failc(err, MD_ERR_CONFIG, "centers: only None is supported");
         goto fail;
     }
-    double off = md_cfg_float(cfg, "center_offset", 0.0);
-    bool scale_major = md_cfg_bool(cfg, "scale_major", true);
+    double off = a->center_offset;
+    bool scale_major = a->scale_major;
     for (int l = 0; l < n; l++) {
         float w = (float)base_sizes[l], h = w;
         float xc = (float)(off * base_sizes[l]), yc = xc;

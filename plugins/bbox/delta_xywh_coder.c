@@ -9,21 +9,23 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "target_means", MD_KEY_LIST, "[0.0, 0.0, 0.0, 0.0]", "means of the deltas", false },
-    { "target_stds", MD_KEY_LIST, "[1.0, 1.0, 1.0, 1.0]", "standard deviations of the deltas", false },
-    { "clip_border", MD_KEY_BOOL, "true", "clip decoded boxes to the image", false },
-    { "add_ctr_clamp", MD_KEY_BOOL, "false", "clamp the centre shift to ctr_clamp pixels", false },
-    { "ctr_clamp", MD_KEY_INT, "32", "centre shift clamp (with add_ctr_clamp)", false },
-    { "wh_ratio_clip", MD_KEY_FLOAT, "0.016", "smallest width/height ratio", false },
-    { 0 } };
-
 typedef struct coder {
     md_bbox_coder base;
     float means[4], stds[4];
     bool clip_border, add_ctr_clamp;
     double ctr_clamp, wh_ratio_clip;
 } coder;
+
+static const md_key keys[] = {
+    { "target_means", MD_KEY_LIST, "[0.0, 0.0, 0.0, 0.0]", "means of the deltas", false },
+    { "target_stds", MD_KEY_LIST, "[1.0, 1.0, 1.0, 1.0]", "standard deviations of the deltas", false },
+    { "clip_border", MD_KEY_BOOL, "true", "clip decoded boxes to the image", false, MD_AT(coder, clip_border) },
+    { "add_ctr_clamp", MD_KEY_BOOL, "false", "clamp the centre shift to ctr_clamp pixels", false,
+      MD_AT(coder, add_ctr_clamp) },
+    { "ctr_clamp", MD_KEY_INT, "32", "centre shift clamp (with add_ctr_clamp)", false, MD_AT(coder, ctr_clamp) },
+    { "wh_ratio_clip", MD_KEY_FLOAT, "0.016", "smallest width/height ratio (positive)", false,
+      MD_AT(coder, wh_ratio_clip) },
+    { 0 } };
 
 static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *bboxes, md_tensor *gt);
 
@@ -201,6 +203,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     c->base.iface = &iface;
     c->base.type = "DeltaXYWHBBoxCoder";
+    if (md_cfg_read_struct(cfg, keys, c, "DeltaXYWHBBoxCoder", err)) {
+        free(c);
+        return NULL;
+    }
     double m[4], s[4];
     int nm = md_cfg_float_array(cfg, "target_means", m, 4, err);
     int ns = nm == 4 ? md_cfg_float_array(cfg, "target_stds", s, 4, err) : -1;
@@ -213,11 +219,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         c->means[i] = (float)m[i];
         c->stds[i] = (float)s[i];
     }
-    c->clip_border = md_cfg_bool(cfg, "clip_border", true);
-    c->add_ctr_clamp = md_cfg_bool(cfg, "add_ctr_clamp", false);
-    c->ctr_clamp = (double)md_cfg_int(cfg, "ctr_clamp", 32);
-    c->wh_ratio_clip = md_cfg_float(cfg, "wh_ratio_clip", 16.0 / 1000.0);
-    if (c->wh_ratio_clip <= 0) {
+    if (c->wh_ratio_clip <= 0) {   /* strictly positive: an inclusive .min cannot say it */
         md_failc(err, MD_ERR_CONFIG, "wh_ratio_clip must be positive, got %g", c->wh_ratio_clip);
         free(c);
         return NULL;

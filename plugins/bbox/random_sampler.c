@@ -11,19 +11,22 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "num", MD_KEY_INT, NULL, "boxes sampled per image", true },
-    { "pos_fraction", MD_KEY_FLOAT, NULL, "largest fraction of positives", true },
-    { "neg_pos_ub", MD_KEY_INT, "-1", "most negatives per positive (-1: no bound)", false },
-    { "add_gt_as_proposals", MD_KEY_BOOL, "true", "add the gt boxes as proposals first", false },
-    { 0 } };
-
 typedef struct random_sampler {
     md_bbox_sampler base;
     int64_t num, neg_pos_ub;
     double pos_fraction;
     bool add_gt;
 } random_sampler;
+
+static const md_key keys[] = {
+    { "num", MD_KEY_INT, NULL, "boxes sampled per image", true, MD_AT(random_sampler, num), .min = "1" },
+    { "pos_fraction", MD_KEY_FLOAT, NULL, "largest fraction of positives", true, MD_AT(random_sampler, pos_fraction),
+      .min = "0", .max = "1" },
+    { "neg_pos_ub", MD_KEY_INT, "-1", "most negatives per positive (-1: no bound)", false,
+      MD_AT(random_sampler, neg_pos_ub) },
+    { "add_gt_as_proposals", MD_KEY_BOOL, "true", "add the gt boxes as proposals first", false,
+      MD_AT(random_sampler, add_gt) },
+    { 0 } };
 
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -130,12 +133,6 @@ static const md_bbox_sampler_iface iface = { .sample = sample, .destroy = destro
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    int64_t num = md_cfg_int(cfg, "num", 0);
-    double pf = md_cfg_float(cfg, "pos_fraction", 0);
-    if (num < 1 || !(pf >= 0 && pf <= 1)) {
-        md_failc(err, MD_ERR_CONFIG, "num (%lld) must be positive and pos_fraction (%g) in [0, 1]", (long long)num, pf);
-        return NULL;
-    }
     random_sampler *s = calloc(1, sizeof *s);
     if (!s) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
@@ -143,10 +140,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     s->base.iface = &iface;
     s->base.type = "RandomSampler";
-    s->num = num;
-    s->pos_fraction = pf;
-    s->neg_pos_ub = md_cfg_int(cfg, "neg_pos_ub", -1);
-    s->add_gt = md_cfg_bool(cfg, "add_gt_as_proposals", true);
+    if (md_cfg_read_struct(cfg, keys, s, "RandomSampler", err)) {
+        free(s);
+        return NULL;
+    }
     return &s->base;
 }
 

@@ -14,18 +14,38 @@ static void *oom(md_error *err) {
     return NULL;
 }
 
-/* A transform struct with the header plus config values. */
-#define NEW_T(T, iface_, name_)                                \
-    T *t = calloc(1, sizeof *t);                               \
-    if (!t) return oom(err);                                   \
-    t->base.iface = &(iface_);                                 \
-    t->base.type = (name_)
+/* A transform struct (md_transform first) of `size` bytes, its config
+ * fields filled from the schema `keys`; NULL with err set. */
+static void *new_transform(size_t size, const md_transform_iface *iface, const char *name, const md_key *keys,
+                           const md_cfg *cfg, md_error *err) {
+    md_transform *t = calloc(1, size);
+    if (!t) return oom(err);
+    t->iface = iface;
+    t->type = name;
+    if (md_cfg_read_struct(cfg, keys, t, name, err)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Frees a transform that failed its build checks. */
+static void *drop(void *t) {
+    free(t);
+    return NULL;
+}
 
 static void plain_destroy(md_transform *t) { free(t); }
 
 /* ------------------------------------------------------- LoadImageFromFile */
 
-typedef struct { md_transform base; md_image_flags flags; } load_img_t;
+enum { COLOR, GRAYSCALE, UNCHANGED, COLOR_IGNORE_ORIENTATION, GRAYSCALE_IGNORE_ORIENTATION };
+typedef struct {
+    md_transform base;
+    md_image_flags flags;
+    bool to_float32;
+    int color_type, channel_order;   /* indices into the schema's choices */
+} load_img_t;
 
 static int load_img_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
@@ -53,52 +73,37 @@ static int load_img_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_
 static const md_transform_iface load_img_iface = { load_img_apply, plain_destroy };
 
 static const md_key load_img_keys[] = {
-    { "to_float32", MD_KEY_BOOL, "false", "only false: images stay u8 until Normalize", false },
+    { "to_float32", MD_KEY_BOOL, "false", "only false: images stay u8 until Normalize", false,
+      MD_AT(load_img_t, to_float32) },
     { "color_type", MD_KEY_STRING, "\"color\"",
-      "color, grayscale, unchanged, color_ignore_orientation or grayscale_ignore_orientation", false },
-    { "channel_order", MD_KEY_STRING, "\"bgr\"", "bgr (mmcv's default) or rgb", false },
+      "color, grayscale, unchanged, color_ignore_orientation or grayscale_ignore_orientation", false,
+      MD_CHOICE_AT(load_img_t, color_type,
+                   "color|grayscale|unchanged|color_ignore_orientation|grayscale_ignore_orientation") },
+    { "channel_order", MD_KEY_STRING, "\"bgr\"", "bgr (mmcv's default) or rgb", false,
+      MD_CHOICE_AT(load_img_t, channel_order, "bgr|rgb") },
     { "file_client_args", MD_KEY_GROUP, NULL, "accepted; local files only", false },
     { 0 } };
 
 static void *load_img_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    const char *ct = md_cfg_str(cfg, "color_type", "color"), *co = md_cfg_str(cfg, "channel_order", "bgr");
-    if (md_cfg_bool(cfg, "to_float32", false)) {
+    load_img_t *t = new_transform(sizeof *t, &load_img_iface, "LoadImageFromFile", load_img_keys, cfg, err);
+    if (!t) return NULL;
+    if (t->to_float32) {
         md_failc(err, MD_ERR_CONFIG, "to_float32=true is not supported: Normalize makes the float image");
-        return NULL;
+        return drop(t);
     }
-    md_image_flags f;
+    /* channel_order only matters for colour images */
+    static const md_image_flags colour[] = { MD_IMAGE_BGR, MD_IMAGE_RGB };
+    md_image_flags f = colour[t->channel_order];
+    switch (t->color_type) {
+    case GRAYSCALE: f = MD_IMAGE_GRAY; break;
+    case UNCHANGED: f = MD_IMAGE_UNCHANGED; break;
     /* mmcv's "*_ignore_orientation" types: OpenCV's IMREAD_IGNORE_ORIENTATION */
-    int ignore = 0;
-    char base_ct[32];
-    snprintf(base_ct, sizeof base_ct, "%s", ct);
-    size_t bl = strlen(base_ct), sl = strlen("_ignore_orientation");
-    if (bl > sl && !strcmp(base_ct + bl - sl, "_ignore_orientation")) {
-        base_ct[bl - sl] = 0;
-        ignore = MD_IMAGE_IGNORE_ORIENTATION;
-        ct = base_ct;
-        if (strcmp(ct, "color") && strcmp(ct, "grayscale")) {
-            md_failc(err, MD_ERR_CONFIG, "color_type '%s_ignore_orientation' is not one of color_ignore_orientation, "
-                     "grayscale_ignore_orientation", ct);
-            return NULL;
-        }
+    case COLOR_IGNORE_ORIENTATION: f = (md_image_flags)(f | MD_IMAGE_IGNORE_ORIENTATION); break;
+    case GRAYSCALE_IGNORE_ORIENTATION: f = (md_image_flags)(MD_IMAGE_GRAY | MD_IMAGE_IGNORE_ORIENTATION); break;
+    default: break;
     }
-    if (!strcmp(ct, "color")) {
-        if (!strcmp(co, "bgr")) f = MD_IMAGE_BGR;
-        else if (!strcmp(co, "rgb")) f = MD_IMAGE_RGB;
-        else {
-            md_failc(err, MD_ERR_CONFIG, "channel_order must be 'bgr' or 'rgb', got '%s'", co);
-            return NULL;
-        }
-    } else if (!strcmp(ct, "grayscale")) f = MD_IMAGE_GRAY;
-    else if (!strcmp(ct, "unchanged")) f = MD_IMAGE_UNCHANGED;
-    else {
-        md_failc(err, MD_ERR_CONFIG, "color_type must be color, grayscale, unchanged, color_ignore_orientation or "
-                 "grayscale_ignore_orientation, got '%s'", ct);
-        return NULL;
-    }
-    NEW_T(load_img_t, load_img_iface, "LoadImageFromFile");
-    t->flags = (md_image_flags)(f | ignore);
+    t->flags = f;
     return t;
 }
 
@@ -107,7 +112,7 @@ static const md_class load_img_class = { .name = "LoadImageFromFile", .keys = lo
 
 /* --------------------------------------------------------- LoadAnnotations */
 
-typedef struct { md_transform base; bool with_bbox, with_label; } load_ann_t;
+typedef struct { md_transform base; bool with_bbox, with_label, with_mask, with_seg, denorm_bbox; } load_ann_t;
 
 static int load_ann_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
@@ -129,25 +134,22 @@ static int load_ann_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_
 static const md_transform_iface load_ann_iface = { load_ann_apply, plain_destroy };
 
 static const md_key load_ann_keys[] = {
-    { "with_bbox", MD_KEY_BOOL, "true", "load gt_bboxes and gt_bboxes_ignore", false },
-    { "with_label", MD_KEY_BOOL, "true", "load gt_labels", false },
-    { "with_mask", MD_KEY_BOOL, "false", "masks: not supported", false },
-    { "with_seg", MD_KEY_BOOL, "false", "semantic maps: not supported", false },
+    { "with_bbox", MD_KEY_BOOL, "true", "load gt_bboxes and gt_bboxes_ignore", false, MD_AT(load_ann_t, with_bbox) },
+    { "with_label", MD_KEY_BOOL, "true", "load gt_labels", false, MD_AT(load_ann_t, with_label) },
+    { "with_mask", MD_KEY_BOOL, "false", "masks: not supported", false, MD_AT(load_ann_t, with_mask) },
+    { "with_seg", MD_KEY_BOOL, "false", "semantic maps: not supported", false, MD_AT(load_ann_t, with_seg) },
     { "poly2mask", MD_KEY_BOOL, "true", "with masks only", false },
-    { "denorm_bbox", MD_KEY_BOOL, "false", "boxes are in pixels already", false },
+    { "denorm_bbox", MD_KEY_BOOL, "false", "boxes are in pixels already", false, MD_AT(load_ann_t, denorm_bbox) },
     { "file_client_args", MD_KEY_GROUP, NULL, "accepted; local files only", false },
     { 0 } };
 
 static void *load_ann_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    if (md_cfg_bool(cfg, "with_mask", false) || md_cfg_bool(cfg, "with_seg", false) ||
-        md_cfg_bool(cfg, "denorm_bbox", false)) {
+    load_ann_t *t = new_transform(sizeof *t, &load_ann_iface, "LoadAnnotations", load_ann_keys, cfg, err);
+    if (t && (t->with_mask || t->with_seg || t->denorm_bbox)) {
         md_failc(err, MD_ERR_CONFIG, "with_mask, with_seg and denorm_bbox are not supported (boxes only)");
-        return NULL;
+        return drop(t);
     }
-    NEW_T(load_ann_t, load_ann_iface, "LoadAnnotations");
-    t->with_bbox = md_cfg_bool(cfg, "with_bbox", true);
-    t->with_label = md_cfg_bool(cfg, "with_label", true);
     return t;
 }
 
@@ -161,9 +163,12 @@ typedef struct {
     md_transform base;
     int n_scales;
     int scales[MAX_SCALES][2];   /* (w, h) as written in the config */
-    bool range_mode, keep_ratio, clip, has_ratio;
+    int multiscale_mode;         /* MODE_RANGE or MODE_VALUE */
+    bool keep_ratio, clip, has_ratio;
     double ratio[2];
 } resize_t;
+
+enum { MODE_RANGE, MODE_VALUE };
 
 /* mmcv.rescale_size: the largest factor that fits the long edge into
  * max(scale) and the short edge into min(scale); sizes rounded half up. */
@@ -199,7 +204,7 @@ static int resize_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_er
         } else if (t->n_scales == 1) {
             s->scale[0] = t->scales[0][0];
             s->scale[1] = t->scales[0][1];
-        } else if (t->range_mode) {
+        } else if (t->multiscale_mode == MODE_RANGE) {
             int lmin = 1 << 30, lmax = 0, smin = 1 << 30, smax = 0;
             for (int i = 0; i < t->n_scales; i++) {
                 int l = t->scales[i][0] > t->scales[i][1] ? t->scales[i][0] : t->scales[i][1];
@@ -249,12 +254,14 @@ static const md_transform_iface resize_iface = { resize_apply, plain_destroy };
 
 static const md_key resize_keys[] = {
     { "img_scale", MD_KEY_ANY, NULL, "(w, h) or a list of them", false },
-    { "multiscale_mode", MD_KEY_STRING, "\"range\"", "range or value", false },
+    { "multiscale_mode", MD_KEY_STRING, "\"range\"", "range or value", false,
+      MD_CHOICE_AT(resize_t, multiscale_mode, "range|value") },
     { "ratio_range", MD_KEY_ANY, NULL, "(min, max) ratio applied to the single img_scale", false },
-    { "keep_ratio", MD_KEY_BOOL, "true", "mmcv.imrescale (fit inside the scale) or exact size", false },
-    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the image", false },
+    { "keep_ratio", MD_KEY_BOOL, "true", "mmcv.imrescale (fit inside the scale) or exact size", false,
+      MD_AT(resize_t, keep_ratio) },
+    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the image", false, MD_AT(resize_t, clip) },
     { "backend", MD_KEY_STRING, "\"cv2\"", "cv2 (OpenCV-compatible bilinear)", false },
-    { "interpolation", MD_KEY_STRING, "\"bilinear\"", "bilinear only", false },
+    { "interpolation", MD_KEY_STRING, "\"bilinear\"", "bilinear only", false, .choices = "bilinear" },
     { "override", MD_KEY_BOOL, "false", "accepted", false },
     { 0 } };
 
@@ -284,32 +291,16 @@ bad:
 
 static void *resize_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    int scales[MAX_SCALES][2];
-    int n = read_scales(md_cfg_get(cfg, "img_scale"), scales, MAX_SCALES, "img_scale", err);
-    if (n < 0) return NULL;
-    const char *mode = md_cfg_str(cfg, "multiscale_mode", "range");
-    if (strcmp(mode, "range") && strcmp(mode, "value")) {
-        md_failc(err, MD_ERR_CONFIG, "multiscale_mode must be 'range' or 'value', got '%s'", mode);
-        return NULL;
-    }
-    const char *interp = md_cfg_str(cfg, "interpolation", "bilinear");
-    if (strcmp(interp, "bilinear")) {
-        md_failc(err, MD_ERR_CONFIG, "interpolation '%s' is not supported (bilinear only)", interp);
-        return NULL;
-    }
-    NEW_T(resize_t, resize_iface, "Resize");
-    t->n_scales = n;
-    memcpy(t->scales, scales, sizeof scales);
-    t->range_mode = !strcmp(mode, "range");
-    t->keep_ratio = md_cfg_bool(cfg, "keep_ratio", true);
-    t->clip = md_cfg_bool(cfg, "bbox_clip_border", true);
+    resize_t *t = new_transform(sizeof *t, &resize_iface, "Resize", resize_keys, cfg, err);
+    if (!t) return NULL;
+    int n = t->n_scales = read_scales(md_cfg_get(cfg, "img_scale"), t->scales, MAX_SCALES, "img_scale", err);
+    if (n < 0) return drop(t);
     const md_cfg *rr = md_cfg_get(cfg, "ratio_range");
     if (rr && md_cfg_kind(rr) != MD_CFG_NONE) {
         if (md_cfg_float_array(cfg, "ratio_range", t->ratio, 2, err) != 2 || n != 1) {
             if (!md_error_is_set(err))
                 md_failc(err, MD_ERR_CONFIG, "ratio_range needs two numbers and exactly one img_scale");
-            free(t);
-            return NULL;
+            return drop(t);
         }
         t->has_ratio = true;
     }
@@ -326,6 +317,7 @@ typedef struct {
     int n;                         /* directions */
     md_flip_dir dirs[3];
     double p[4];                   /* probability of each direction, then of no flip */
+    const md_cfg *flip_ratio, *direction;   /* NULL: None */
 } flip_t;
 
 static md_flip_dir parse_dir(const char *s) {
@@ -405,23 +397,23 @@ static int flip_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_erro
 static const md_transform_iface flip_iface = { flip_apply, plain_destroy };
 
 static const md_key flip_keys[] = {
-    { "flip_ratio", MD_KEY_ANY, NULL, "probability (or one per direction); None: only as preset", false },
-    { "direction", MD_KEY_ANY, "\"horizontal\"", "horizontal, vertical, diagonal or a list", false },
+    { "flip_ratio", MD_KEY_ANY, NULL, "probability (or one per direction); None: only as preset", false,
+      MD_AT(flip_t, flip_ratio) },
+    { "direction", MD_KEY_ANY, "\"horizontal\"", "horizontal, vertical, diagonal or a list", false,
+      MD_AT(flip_t, direction) },
     { 0 } };
 
 static void *flip_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    NEW_T(flip_t, flip_iface, "RandomFlip");
-    const md_cfg *dn = md_cfg_get(cfg, "direction");
-    bool dir_list = dn && md_cfg_kind(dn) == MD_CFG_LIST;
+    flip_t *t = new_transform(sizeof *t, &flip_iface, "RandomFlip", flip_keys, cfg, err);
+    if (!t) return NULL;
+    const md_cfg *dn = t->direction;   /* None (NULL) is no direction */
+    bool dir_list = md_cfg_kind(dn) == MD_CFG_LIST;
     t->n = dir_list ? md_cfg_len(dn) : 1;
     if (t->n < 1 || t->n > 3) goto bad_dir;
-    for (int i = 0; i < t->n; i++) {
-        const char *s = md_cfg_as_str(dir_list ? md_cfg_at(dn, i) : dn);
-        if (!s && !dn) s = "horizontal";
-        if ((t->dirs[i] = parse_dir(s)) == MD_FLIP_NONE) goto bad_dir;
-    }
-    const md_cfg *fr = md_cfg_get(cfg, "flip_ratio");
+    for (int i = 0; i < t->n; i++)
+        if ((t->dirs[i] = parse_dir(md_cfg_as_str(dir_list ? md_cfg_at(dn, i) : dn))) == MD_FLIP_NONE) goto bad_dir;
+    const md_cfg *fr = t->flip_ratio;
     double sum = 0;
     if (fr && md_cfg_kind(fr) == MD_CFG_LIST) {
         if (md_cfg_len(fr) != t->n) {
@@ -493,25 +485,22 @@ static const md_transform_iface norm_iface = { norm_apply, plain_destroy };
 static const md_key norm_keys[] = {
     { "mean", MD_KEY_LIST, NULL, "per-channel mean (after to_rgb)", true },
     { "std", MD_KEY_LIST, NULL, "per-channel std", true },
-    { "to_rgb", MD_KEY_BOOL, "true", "swap BGR to RGB first", false },
+    { "to_rgb", MD_KEY_BOOL, "true", "swap BGR to RGB first", false, MD_AT(norm_t, to_rgb) },
     { 0 } };
 
 static void *norm_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    double mean[3], std[3];
-    if (md_cfg_float_array(cfg, "mean", mean, 3, err) != 3 || md_cfg_float_array(cfg, "std", std, 3, err) != 3) {
+    norm_t *t = new_transform(sizeof *t, &norm_iface, "Normalize", norm_keys, cfg, err);
+    if (!t) return NULL;
+    if (md_cfg_float_array(cfg, "mean", t->mean, 3, err) != 3 || md_cfg_float_array(cfg, "std", t->std, 3, err) != 3) {
         if (!md_error_is_set(err)) md_failc(err, MD_ERR_CONFIG, "mean and std need 3 values each");
-        return NULL;
+        return drop(t);
     }
     for (int i = 0; i < 3; i++)
-        if (std[i] == 0) {
+        if (t->std[i] == 0) {
             md_failc(err, MD_ERR_CONFIG, "std[%d] is 0", i);
-            return NULL;
+            return drop(t);
         }
-    NEW_T(norm_t, norm_iface, "Normalize");
-    memcpy(t->mean, mean, sizeof mean);
-    memcpy(t->std, std, sizeof std);
-    t->to_rgb = md_cfg_bool(cfg, "to_rgb", true);
     return t;
 }
 
@@ -520,7 +509,14 @@ static const md_class norm_class = { .name = "Normalize", .keys = norm_keys, .bu
 
 /* --------------------------------------------------------------------- Pad */
 
-typedef struct { md_transform base; int size[2]; int divisor; bool square; double val; } pad_t;
+typedef struct {
+    md_transform base;
+    int size[2];
+    int divisor;
+    bool square;
+    double val;
+    const md_cfg *size_cfg, *divisor_cfg, *pad_val;   /* NULL: None */
+} pad_t;
 
 static int pad_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
@@ -573,36 +569,35 @@ static int pad_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error
 static const md_transform_iface pad_iface = { pad_apply, plain_destroy };
 
 static const md_key pad_keys[] = {
-    { "size", MD_KEY_ANY, NULL, "(h, w) to pad to", false },
-    { "size_divisor", MD_KEY_ANY, NULL, "pad h and w up to multiples of this", false },
-    { "pad_to_square", MD_KEY_BOOL, "false", "pad to max(h, w) squared", false },
-    { "pad_val", MD_KEY_ANY, "{ img = 0; masks = 0; seg = 255; }", "a number or {img, masks, seg}", false },
+    { "size", MD_KEY_ANY, NULL, "(h, w) to pad to", false, MD_AT(pad_t, size_cfg) },
+    { "size_divisor", MD_KEY_ANY, NULL, "pad h and w up to multiples of this", false, MD_AT(pad_t, divisor_cfg) },
+    { "pad_to_square", MD_KEY_BOOL, "false", "pad to max(h, w) squared", false, MD_AT(pad_t, square) },
+    { "pad_val", MD_KEY_ANY, "{ img = 0; masks = 0; seg = 255; }", "a number or {img, masks, seg}", false,
+      MD_AT(pad_t, pad_val) },
     { 0 } };
 
 static void *pad_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
+    pad_t *t = new_transform(sizeof *t, &pad_iface, "Pad", pad_keys, cfg, err);
+    if (!t) return NULL;
     int64_t size[2] = { 0, 0 };
-    const md_cfg *sz = md_cfg_get(cfg, "size"), *dv = md_cfg_get(cfg, "size_divisor");
-    bool has_size = sz && md_cfg_kind(sz) != MD_CFG_NONE, has_div = dv && md_cfg_kind(dv) != MD_CFG_NONE;
-    bool square = md_cfg_bool(cfg, "pad_to_square", false);
+    bool has_size = t->size_cfg != NULL, has_div = t->divisor_cfg != NULL;
     if (has_size && md_cfg_int_array(cfg, "size", size, 2, err) != 2) {
         if (!md_error_is_set(err)) md_failc(err, MD_ERR_CONFIG, "size must be (h, w)");
-        return NULL;
+        return drop(t);
     }
     if (has_size && has_div) {
         md_failc(err, MD_ERR_CONFIG, "give size or size_divisor, not both");
-        return NULL;
+        return drop(t);
     }
-    if (!has_size && !has_div && !square) {
+    if (!has_size && !has_div && !t->square) {
         md_failc(err, MD_ERR_CONFIG, "give size or size_divisor (or pad_to_square)");
-        return NULL;
+        return drop(t);
     }
-    NEW_T(pad_t, pad_iface, "Pad");
     t->size[0] = (int)size[0];
     t->size[1] = (int)size[1];
-    t->divisor = has_div ? (int)md_cfg_as_int(dv) : 0;
-    t->square = square;
-    const md_cfg *pv = md_cfg_get(cfg, "pad_val");
+    t->divisor = has_div ? (int)md_cfg_as_int(t->divisor_cfg) : 0;
+    const md_cfg *pv = t->pad_val;
     t->val = !pv ? 0 : md_cfg_kind(pv) == MD_CFG_GROUP ? md_cfg_float(pv, "img", 0) : md_cfg_as_float(pv);
     return t;
 }
@@ -659,21 +654,19 @@ static int bundle_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_er
 }
 
 static const md_transform_iface bundle_iface = { bundle_apply, plain_destroy };
+typedef struct { md_transform base; bool img_to_float; } bundle_t;
 static const md_key bundle_keys[] = {
-    { "img_to_float", MD_KEY_BOOL, "true", "images become f32 CHW", false },
+    { "img_to_float", MD_KEY_BOOL, "true", "images become f32 CHW", false, MD_AT(bundle_t, img_to_float) },
     { "pad_val", MD_KEY_ANY, NULL, "used by collate (0)", false },
     { 0 } };
 
 static void *bundle_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    if (!md_cfg_bool(cfg, "img_to_float", true)) {
+    bundle_t *t = new_transform(sizeof *t, &bundle_iface, "DefaultFormatBundle", bundle_keys, cfg, err);
+    if (t && !t->img_to_float) {
         md_failc(err, MD_ERR_CONFIG, "img_to_float=false is not supported: batches are f32");
-        return NULL;
+        return drop(t);
     }
-    md_transform *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->iface = &bundle_iface;
-    t->type = "DefaultFormatBundle";
     return t;
 }
 
@@ -742,13 +735,10 @@ static int name_bits(const md_cfg *list, const char *what, bool metas, unsigned 
 
 static void *collect_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    unsigned keys, meta;
-    if (name_bits(md_cfg_get(cfg, "keys"), "keys", false, &keys, err) ||
-        name_bits(md_cfg_get(cfg, "meta_keys"), "meta_keys", true, &meta, err))
-        return NULL;
-    NEW_T(collect_t, collect_iface, "Collect");
-    t->keys = keys;
-    t->meta = meta;
+    collect_t *t = new_transform(sizeof *t, &collect_iface, "Collect", collect_keys, cfg, err);
+    if (t && (name_bits(md_cfg_get(cfg, "keys"), "keys", false, &t->keys, err) ||
+              name_bits(md_cfg_get(cfg, "meta_keys"), "meta_keys", true, &t->meta, err)))
+        return drop(t);
     return t;
 }
 
@@ -765,6 +755,7 @@ typedef struct {
     bool flip;
     int n_dirs;
     md_flip_dir dirs[3];
+    const md_cfg *scale_factor, *flip_direction;   /* NULL: None */
 } msfa_t;
 
 static int msfa_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
@@ -812,43 +803,35 @@ static const md_transform_iface msfa_iface = { msfa_apply, msfa_destroy };
 static const md_key msfa_keys[] = {
     { "transforms", MD_KEY_LIST, NULL, "the pipeline applied to each augmentation", true },
     { "img_scale", MD_KEY_ANY, NULL, "(w, h) or a list of them", false },
-    { "scale_factor", MD_KEY_ANY, NULL, "not supported", false },
-    { "flip", MD_KEY_BOOL, "false", "add flipped copies", false },
-    { "flip_direction", MD_KEY_ANY, "\"horizontal\"", "a direction or a list", false },
+    { "scale_factor", MD_KEY_ANY, NULL, "not supported", false, MD_AT(msfa_t, scale_factor) },
+    { "flip", MD_KEY_BOOL, "false", "add flipped copies", false, MD_AT(msfa_t, flip) },
+    { "flip_direction", MD_KEY_ANY, "\"horizontal\"", "a direction or a list", false, MD_AT(msfa_t, flip_direction) },
     { 0 } };
 
 static void *msfa_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    const md_cfg *sf = md_cfg_get(cfg, "scale_factor");
-    if (sf && md_cfg_kind(sf) != MD_CFG_NONE) {
+    msfa_t *t = new_transform(sizeof *t, &msfa_iface, "MultiScaleFlipAug", msfa_keys, cfg, err);
+    if (!t) return NULL;
+    if (t->scale_factor) {
         md_failc(err, MD_ERR_CONFIG, "scale_factor is not supported; give img_scale");
-        return NULL;
+        return drop(t);
     }
-    int scales[MAX_SCALES][2];
-    int n = read_scales(md_cfg_get(cfg, "img_scale"), scales, MAX_SCALES, "img_scale", err);
-    if (n < 0) return NULL;
+    int n = t->n_scales = read_scales(md_cfg_get(cfg, "img_scale"), t->scales, MAX_SCALES, "img_scale", err);
+    if (n < 0) return drop(t);
     if (n == 0) {
         md_failc(err, MD_ERR_CONFIG, "img_scale is required");
-        return NULL;
+        return drop(t);
     }
-    NEW_T(msfa_t, msfa_iface, "MultiScaleFlipAug");
-    t->n_scales = n;
-    memcpy(t->scales, scales, sizeof scales);
-    t->flip = md_cfg_bool(cfg, "flip", false);
-    const md_cfg *dn = md_cfg_get(cfg, "flip_direction");
-    bool list = dn && md_cfg_kind(dn) == MD_CFG_LIST;
+    const md_cfg *dn = t->flip_direction;   /* None (NULL) is no direction */
+    bool list = md_cfg_kind(dn) == MD_CFG_LIST;
     t->n_dirs = list ? md_cfg_len(dn) : 1;
     for (int i = 0; i < t->n_dirs && i < 3; i++)
-        if ((t->dirs[i] = parse_dir(dn ? md_cfg_as_str(list ? md_cfg_at(dn, i) : dn) : "horizontal")) == MD_FLIP_NONE) {
+        if ((t->dirs[i] = parse_dir(md_cfg_as_str(list ? md_cfg_at(dn, i) : dn))) == MD_FLIP_NONE) {
             md_failc(err, MD_ERR_CONFIG, "flip_direction must be horizontal, vertical, diagonal or a list");
-            free(t);
-            return NULL;
+            return drop(t);
         }
     if (t->n_dirs > 3) t->n_dirs = 3;
     t->inner = md_pipeline_build(ctx, md_cfg_get(cfg, "transforms"), err);
-    if (!t->inner) {
-        free(t);
-        return NULL;
-    }
+    if (!t->inner) return drop(t);
     return t;
 }
 

@@ -18,6 +18,21 @@ static void *oom(md_error *err) {
     return NULL;
 }
 
+/* A transform struct (md_transform first) of `size` bytes, its config
+ * fields filled from the schema `keys`; NULL with err set. */
+static void *new_transform(size_t size, const md_transform_iface *iface, const char *name, const md_key *keys,
+                           const md_cfg *cfg, md_error *err) {
+    md_transform *t = calloc(1, size);
+    if (!t) return oom(err);
+    t->iface = iface;
+    t->type = name;
+    if (md_cfg_read_struct(cfg, keys, t, name, err)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
 static void plain_destroy(md_transform *t) { free(t); }
 
 static double uniform(md_rng *r, double a, double b) { return a + (b - a) * md_rng_uniform(r); }
@@ -140,19 +155,17 @@ static int pmd_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error
 
 static const md_transform_iface pmd_iface = { pmd_apply, plain_destroy };
 static const md_key pmd_keys[] = {
-    { "brightness_delta", MD_KEY_FLOAT, "32", "brightness shift drawn from [-delta, delta]", false },
+    { "brightness_delta", MD_KEY_FLOAT, "32", "brightness shift drawn from [-delta, delta]", false,
+      MD_AT(pmd_t, brightness) },
     { "contrast_range", MD_KEY_LIST, "[0.5, 1.5]", "contrast factor range", false },
     { "saturation_range", MD_KEY_LIST, "[0.5, 1.5]", "saturation factor range", false },
-    { "hue_delta", MD_KEY_FLOAT, "18", "hue shift (degrees) from [-delta, delta]", false },
+    { "hue_delta", MD_KEY_FLOAT, "18", "hue shift (degrees) from [-delta, delta]", false, MD_AT(pmd_t, hue) },
     { 0 } };
 
 static void *pmd_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    pmd_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.iface = &pmd_iface, t->base.type = "PhotoMetricDistortion";
-    t->brightness = md_cfg_float(cfg, "brightness_delta", 32);
-    t->hue = md_cfg_float(cfg, "hue_delta", 18);
+    pmd_t *t = new_transform(sizeof *t, &pmd_iface, "PhotoMetricDistortion", pmd_keys, cfg, err);
+    if (!t) return NULL;
     if (md_cfg_float_array(cfg, "contrast_range", t->contrast, 2, err) != 2 ||
         md_cfg_float_array(cfg, "saturation_range", t->saturation, 2, err) != 2) {
         if (!md_error_is_set(err)) md_failc(err, MD_ERR_CONFIG, "contrast_range and saturation_range take 2 numbers");
@@ -172,7 +185,7 @@ typedef struct {
     md_transform base;
     int type;
     double size[2];              /* (h, w) */
-    bool allow_negative, clip;
+    bool allow_negative, clip, recompute_bbox;
 } crop_t;
 
 /* Crops the u8 image to rows [y0, y0 + h) and columns [x0, x0 + w). */
@@ -239,34 +252,30 @@ static int crop_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_erro
 static const md_transform_iface crop_iface = { crop_apply, plain_destroy };
 static const md_key crop_keys[] = {
     { "crop_size", MD_KEY_LIST, NULL, "(h, w): pixels or ratios per crop_type", true },
-    { "crop_type", MD_KEY_STRING, "\"absolute\"", "absolute, absolute_range, relative or relative_range", false },
-    { "allow_negative_crop", MD_KEY_BOOL, "false", "keep crops without any GT box", false },
-    { "recompute_bbox", MD_KEY_BOOL, "false", "masks only (unsupported when true)", false },
-    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the crop", false },
+    { "crop_type", MD_KEY_STRING, "\"absolute\"", "absolute, absolute_range, relative or relative_range", false,
+      MD_CHOICE_AT(crop_t, type, "absolute|absolute_range|relative|relative_range") },   /* CROP_* order */
+    { "allow_negative_crop", MD_KEY_BOOL, "false", "keep crops without any GT box", false,
+      MD_AT(crop_t, allow_negative) },
+    { "recompute_bbox", MD_KEY_BOOL, "false", "masks only (unsupported when true)", false,
+      MD_AT(crop_t, recompute_bbox) },
+    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the crop", false, MD_AT(crop_t, clip) },
     { 0 } };
 
 static void *crop_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    crop_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.iface = &crop_iface, t->base.type = "RandomCrop";
-    const char *ty = md_cfg_str(cfg, "crop_type", "absolute");
-    t->type = !strcmp(ty, "absolute") ? CROP_ABS : !strcmp(ty, "absolute_range") ? CROP_ABS_RANGE
-            : !strcmp(ty, "relative") ? CROP_REL : !strcmp(ty, "relative_range") ? CROP_REL_RANGE : -1;
-    t->allow_negative = md_cfg_bool(cfg, "allow_negative_crop", false);
-    t->clip = md_cfg_bool(cfg, "bbox_clip_border", true);
+    crop_t *t = new_transform(sizeof *t, &crop_iface, "RandomCrop", crop_keys, cfg, err);
+    if (!t) return NULL;
     const char *bad = NULL;
-    if (t->type < 0) bad = "crop_type must be absolute, absolute_range, relative or relative_range";
-    else if (md_cfg_float_array(cfg, "crop_size", t->size, 2, err) != 2) bad = "crop_size takes 2 numbers (h, w)";
+    if (md_cfg_float_array(cfg, "crop_size", t->size, 2, err) != 2) bad = "crop_size takes 2 numbers (h, w)";
     else if (t->type >= CROP_REL && !(t->size[0] > 0 && t->size[0] <= 1 && t->size[1] > 0 && t->size[1] <= 1))
         bad = "relative crop sizes must be in (0, 1]";
     else if (t->type < CROP_REL && !(t->size[0] > 0 && t->size[1] > 0 && t->size[0] == floor(t->size[0]) &&
                                      t->size[1] == floor(t->size[1])))
         bad = "absolute crop sizes must be positive integers";
     else if (t->type == CROP_ABS_RANGE && t->size[0] > t->size[1]) bad = "absolute_range needs crop_size[0] <= [1]";
-    else if (md_cfg_bool(cfg, "recompute_bbox", false)) bad = "recompute_bbox needs masks (unsupported)";
+    else if (t->recompute_bbox) bad = "recompute_bbox needs masks (unsupported)";
     if (bad) {
-        if (!md_error_is_set(err) || t->type >= 0) md_failc(err, MD_ERR_CONFIG, "%s", bad);
+        md_failc(err, MD_ERR_CONFIG, "%s", bad);
         free(t);
         return NULL;
     }
@@ -278,7 +287,7 @@ static const md_class crop_class = { .name = "RandomCrop", .keys = crop_keys, .b
 
 /* ------------------------------------------------------ FilterAnnotations */
 
-typedef struct { md_transform base; double min_wh[2]; bool keep_empty; } filt_t;
+typedef struct { md_transform base; double min_wh[2]; bool keep_empty, by_box, by_mask; } filt_t;
 
 static int filt_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
@@ -303,22 +312,22 @@ static int filt_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_erro
 static const md_transform_iface filt_iface = { filt_apply, plain_destroy };
 static const md_key filt_keys[] = {
     { "min_gt_bbox_wh", MD_KEY_LIST, "[1.0, 1.0]", "boxes need width and height above these", false },
-    { "keep_empty", MD_KEY_BOOL, "true", "true: drop the sample when no box is left (mmdet's naming)", false },
-    { "by_box", MD_KEY_BOOL, "true", "filter by box size (the only mode)", false },
-    { "by_mask", MD_KEY_BOOL, "false", "masks: unsupported", false },
+    { "keep_empty", MD_KEY_BOOL, "true", "true: drop the sample when no box is left (mmdet's naming)", false,
+      MD_AT(filt_t, keep_empty) },
+    { "by_box", MD_KEY_BOOL, "true", "filter by box size (the only mode)", false, MD_AT(filt_t, by_box) },
+    { "by_mask", MD_KEY_BOOL, "false", "masks: unsupported", false, MD_AT(filt_t, by_mask) },
     { "min_gt_mask_area", MD_KEY_INT, "1", "masks: unused", false },
     { 0 } };
 
 static void *filt_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    if (md_cfg_bool(cfg, "by_mask", false) || !md_cfg_bool(cfg, "by_box", true)) {
+    filt_t *t = new_transform(sizeof *t, &filt_iface, "FilterAnnotations", filt_keys, cfg, err);
+    if (!t) return NULL;
+    if (t->by_mask || !t->by_box) {
         md_failc(err, MD_ERR_CONFIG, "FilterAnnotations filters by box only (by_box=true, by_mask=false)");
+        free(t);
         return NULL;
     }
-    filt_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.iface = &filt_iface, t->base.type = "FilterAnnotations";
-    t->keep_empty = md_cfg_bool(cfg, "keep_empty", true);
     if (md_cfg_float_array(cfg, "min_gt_bbox_wh", t->min_wh, 2, err) != 2) {
         if (!md_error_is_set(err)) md_failc(err, MD_ERR_CONFIG, "min_gt_bbox_wh takes 2 numbers (w, h)");
         free(t);
@@ -449,41 +458,35 @@ static int affine_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_er
 
 static const md_transform_iface affine_iface = { affine_apply, plain_destroy };
 static const md_key affine_keys[] = {
-    { "max_rotate_degree", MD_KEY_FLOAT, "10.0", "rotation from [-d, d] degrees", false },
-    { "max_translate_ratio", MD_KEY_FLOAT, "0.1", "translation from [-r, r] of the output size", false },
+    { "max_rotate_degree", MD_KEY_FLOAT, "10.0", "rotation from [-d, d] degrees", false, MD_AT(affine_t, max_rot) },
+    { "max_translate_ratio", MD_KEY_FLOAT, "0.1", "translation from [-r, r] of the output size", false,
+      MD_AT(affine_t, max_trans), .min = "0", .max = "1" },
     { "scaling_ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "scale factor range", false },
-    { "max_shear_degree", MD_KEY_FLOAT, "2.0", "shear from [-d, d] degrees, x and y", false },
+    { "max_shear_degree", MD_KEY_FLOAT, "2.0", "shear from [-d, d] degrees, x and y", false,
+      MD_AT(affine_t, max_shear) },
     { "border", MD_KEY_LIST, "[0, 0]", "(h, w) added on each side of the output (negative after Mosaic)", false },
     { "border_val", MD_KEY_LIST, "[114, 114, 114]", "fill value", false },
-    { "min_bbox_size", MD_KEY_FLOAT, "2", "filter: minimum warped side", false },
-    { "min_area_ratio", MD_KEY_FLOAT, "0.2", "filter: warped / scaled original area", false },
-    { "max_aspect_ratio", MD_KEY_FLOAT, "20", "filter: maximum aspect ratio", false },
-    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the output", false },
-    { "skip_filter", MD_KEY_BOOL, "true", "skip the three filters above", false },
+    { "min_bbox_size", MD_KEY_FLOAT, "2", "filter: minimum warped side", false, MD_AT(affine_t, min_bbox) },
+    { "min_area_ratio", MD_KEY_FLOAT, "0.2", "filter: warped / scaled original area", false,
+      MD_AT(affine_t, min_area_ratio) },
+    { "max_aspect_ratio", MD_KEY_FLOAT, "20", "filter: maximum aspect ratio", false, MD_AT(affine_t, max_aspect) },
+    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the output", false, MD_AT(affine_t, clip) },
+    { "skip_filter", MD_KEY_BOOL, "true", "skip the three filters above", false, MD_AT(affine_t, skip_filter) },
     { 0 } };
 
 static void *affine_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    affine_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.iface = &affine_iface, t->base.type = "RandomAffine";
-    t->max_rot = md_cfg_float(cfg, "max_rotate_degree", 10);
-    t->max_trans = md_cfg_float(cfg, "max_translate_ratio", 0.1);
-    t->max_shear = md_cfg_float(cfg, "max_shear_degree", 2);
-    t->min_bbox = md_cfg_float(cfg, "min_bbox_size", 2);
-    t->min_area_ratio = md_cfg_float(cfg, "min_area_ratio", 0.2);
-    t->max_aspect = md_cfg_float(cfg, "max_aspect_ratio", 20);
-    t->clip = md_cfg_bool(cfg, "bbox_clip_border", true);
-    t->skip_filter = md_cfg_bool(cfg, "skip_filter", true);
+    affine_t *t = new_transform(sizeof *t, &affine_iface, "RandomAffine", affine_keys, cfg, err);
+    if (!t) return NULL;
     int64_t border[2], bv[4] = { 114, 114, 114, 114 };
     int nbv;
     if (md_cfg_float_array(cfg, "scaling_ratio_range", t->scale, 2, err) != 2 ||
         md_cfg_int_array(cfg, "border", border, 2, err) != 2 ||
-        (nbv = md_cfg_int_array(cfg, "border_val", bv, 4, err)) < 1 || !(t->max_trans >= 0 && t->max_trans <= 1) ||
+        (nbv = md_cfg_int_array(cfg, "border_val", bv, 4, err)) < 1 ||
         !(t->scale[0] > 0 && t->scale[0] <= t->scale[1])) {
         if (!md_error_is_set(err))
-            md_failc(err, MD_ERR_CONFIG, "RandomAffine: scaling_ratio_range (0 < lo <= hi), border (h, w), "
-                     "border_val and max_translate_ratio in [0, 1] are required as mmdet's");
+            md_failc(err, MD_ERR_CONFIG, "RandomAffine: scaling_ratio_range (0 < lo <= hi), border (h, w) and "
+                     "border_val are required as mmdet's");
         free(t);
         return NULL;
     }
@@ -502,7 +505,7 @@ typedef struct {
     int scale[2];                /* (h, w) */
     double center[2], prob;
     double min_bbox;
-    uint8_t pad;
+    int pad;                     /* memset's fill: its low byte */
     bool clip, skip_filter;
 } mosaic_t;
 
@@ -612,28 +615,25 @@ static const mix_iface mosaic_mix_iface = { MIX_MAGIC, mosaic_indexes, mosaic_mi
 static const md_key mosaic_keys[] = {
     { "img_scale", MD_KEY_LIST, "[640, 640]", "(h, w) of one image; the mosaic is twice as large", false },
     { "center_ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "mosaic centre, as a ratio of img_scale", false },
-    { "min_bbox_size", MD_KEY_FLOAT, "0", "filter (skip_filter false): minimum side", false },
-    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the mosaic", false },
-    { "skip_filter", MD_KEY_BOOL, "true", "skip the min_bbox_size filter", false },
-    { "pad_val", MD_KEY_INT, "114", "canvas fill", false },
-    { "prob", MD_KEY_FLOAT, "1.0", "probability of applying", false },
+    { "min_bbox_size", MD_KEY_FLOAT, "0", "filter (skip_filter false): minimum side", false,
+      MD_AT(mosaic_t, min_bbox) },
+    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the mosaic", false, MD_AT(mosaic_t, clip) },
+    { "skip_filter", MD_KEY_BOOL, "true", "skip the min_bbox_size filter", false, MD_AT(mosaic_t, skip_filter) },
+    { "pad_val", MD_KEY_INT, "114", "canvas fill", false, MD_AT(mosaic_t, pad) },
+    { "prob", MD_KEY_FLOAT, "1.0", "probability of applying", false, MD_AT(mosaic_t, prob), .min = "0", .max = "1" },
     { 0 } };
 
 static void *mosaic_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    mosaic_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.base.iface = &mosaic_iface, t->base.base.type = "Mosaic", t->base.mix = &mosaic_mix_iface;
+    mosaic_t *t = new_transform(sizeof *t, &mosaic_iface, "Mosaic", mosaic_keys, cfg, err);
+    if (!t) return NULL;
+    t->base.mix = &mosaic_mix_iface;
     int64_t sc[2];
-    t->prob = md_cfg_float(cfg, "prob", 1.0);
-    t->min_bbox = md_cfg_float(cfg, "min_bbox_size", 0);
-    t->pad = (uint8_t)md_cfg_int(cfg, "pad_val", 114);
-    t->clip = md_cfg_bool(cfg, "bbox_clip_border", true);
-    t->skip_filter = md_cfg_bool(cfg, "skip_filter", true);
     if (md_cfg_int_array(cfg, "img_scale", sc, 2, err) != 2 || sc[0] <= 0 || sc[1] <= 0 ||
-        md_cfg_float_array(cfg, "center_ratio_range", t->center, 2, err) != 2 || !(t->prob >= 0 && t->prob <= 1)) {
+        md_cfg_float_array(cfg, "center_ratio_range", t->center, 2, err) != 2) {
         if (!md_error_is_set(err))
-            md_failc(err, MD_ERR_CONFIG, "Mosaic: img_scale (h, w) > 0, center_ratio_range (2 numbers), prob in [0, 1]");
+            md_failc(err, MD_ERR_CONFIG,
+                     "Mosaic: img_scale (h, w) > 0 and center_ratio_range (2 numbers) are required");
         free(t);
         return NULL;
     }
@@ -651,7 +651,7 @@ typedef struct {
     int scale[2];                /* (h, w) */
     double ratio[2], flip_ratio, min_bbox, min_area_ratio, max_aspect;
     int max_iters;
-    uint8_t pad;
+    int pad;                     /* memset's fill: its low byte */
     bool clip, skip_filter;
 } mixup_t;
 
@@ -761,34 +761,29 @@ static const mix_iface mixup_mix_iface = { MIX_MAGIC, mixup_indexes, mixup_mix }
 static const md_key mixup_keys[] = {
     { "img_scale", MD_KEY_LIST, "[640, 640]", "(h, w) the other image is fitted into", false },
     { "ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "scale jitter", false },
-    { "flip_ratio", MD_KEY_FLOAT, "0.5", "the other image flips when a draw exceeds this", false },
-    { "pad_val", MD_KEY_INT, "114", "fill", false },
-    { "max_iters", MD_KEY_INT, "15", "tries to find an image with boxes", false },
-    { "min_bbox_size", MD_KEY_FLOAT, "5", "filter: minimum side", false },
-    { "min_area_ratio", MD_KEY_FLOAT, "0.2", "filter: area ratio", false },
-    { "max_aspect_ratio", MD_KEY_FLOAT, "20", "filter: aspect ratio", false },
-    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes", false },
-    { "skip_filter", MD_KEY_BOOL, "true", "skip the filters", false },
+    { "flip_ratio", MD_KEY_FLOAT, "0.5", "the other image flips when a draw exceeds this", false,
+      MD_AT(mixup_t, flip_ratio) },
+    { "pad_val", MD_KEY_INT, "114", "fill", false, MD_AT(mixup_t, pad) },
+    { "max_iters", MD_KEY_INT, "15", "tries to find an image with boxes", false, MD_AT(mixup_t, max_iters),
+      .min = "1" },
+    { "min_bbox_size", MD_KEY_FLOAT, "5", "filter: minimum side", false, MD_AT(mixup_t, min_bbox) },
+    { "min_area_ratio", MD_KEY_FLOAT, "0.2", "filter: area ratio", false, MD_AT(mixup_t, min_area_ratio) },
+    { "max_aspect_ratio", MD_KEY_FLOAT, "20", "filter: aspect ratio", false, MD_AT(mixup_t, max_aspect) },
+    { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes", false, MD_AT(mixup_t, clip) },
+    { "skip_filter", MD_KEY_BOOL, "true", "skip the filters", false, MD_AT(mixup_t, skip_filter) },
     { 0 } };
 
 static void *mixup_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    mixup_t *t = calloc(1, sizeof *t);
-    if (!t) return oom(err);
-    t->base.base.iface = &mixup_iface, t->base.base.type = "MixUp", t->base.mix = &mixup_mix_iface;
+    mixup_t *t = new_transform(sizeof *t, &mixup_iface, "MixUp", mixup_keys, cfg, err);
+    if (!t) return NULL;
+    t->base.mix = &mixup_mix_iface;
     int64_t sc[2];
-    t->flip_ratio = md_cfg_float(cfg, "flip_ratio", 0.5);
-    t->pad = (uint8_t)md_cfg_int(cfg, "pad_val", 114);
-    t->max_iters = (int)md_cfg_int(cfg, "max_iters", 15);
-    t->min_bbox = md_cfg_float(cfg, "min_bbox_size", 5);
-    t->min_area_ratio = md_cfg_float(cfg, "min_area_ratio", 0.2);
-    t->max_aspect = md_cfg_float(cfg, "max_aspect_ratio", 20);
-    t->clip = md_cfg_bool(cfg, "bbox_clip_border", true);
-    t->skip_filter = md_cfg_bool(cfg, "skip_filter", true);
     if (md_cfg_int_array(cfg, "img_scale", sc, 2, err) != 2 || sc[0] <= 0 || sc[1] <= 0 ||
-        md_cfg_float_array(cfg, "ratio_range", t->ratio, 2, err) != 2 || t->max_iters < 1 || t->ratio[0] <= 0) {
+        md_cfg_float_array(cfg, "ratio_range", t->ratio, 2, err) != 2 || t->ratio[0] <= 0) {
         if (!md_error_is_set(err))
-            md_failc(err, MD_ERR_CONFIG, "MixUp: img_scale (h, w) > 0, ratio_range (2 positive numbers), max_iters >= 1");
+            md_failc(err, MD_ERR_CONFIG,
+                     "MixUp: img_scale (h, w) > 0 and ratio_range (2 positive numbers) are required");
         free(t);
         return NULL;
     }

@@ -11,20 +11,22 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "backbone", MD_KEY_GROUP, NULL, "backbone config", true },
-    { "neck", MD_KEY_ANY, "None", "neck config (None: no neck)", false },
-    { "bbox_head", MD_KEY_GROUP, NULL, "dense head config", true },
-    { "train_cfg", MD_KEY_ANY, "None", "passed to the head", false },
-    { "test_cfg", MD_KEY_ANY, "None", "passed to the head", false },
-    { "pretrained", MD_KEY_ANY, "None", "deprecated: use backbone.init_cfg", false },
-    { "init_cfg", MD_KEY_ANY, "None", "only None", false },
-    { 0 } };
-
 typedef struct detector {
     md_module base;
     md_module *backbone, *neck, *head;
+    /* the parts' configs, borrowed (NULL: None) */
+    const md_cfg *backbone_cfg, *neck_cfg, *head_cfg, *train_cfg, *test_cfg, *init_cfg;
 } detector;
+
+static const md_key keys[] = {
+    { "backbone", MD_KEY_GROUP, NULL, "backbone config", true, MD_AT(detector, backbone_cfg) },
+    { "neck", MD_KEY_ANY, "None", "neck config (None: no neck)", false, MD_AT(detector, neck_cfg) },
+    { "bbox_head", MD_KEY_GROUP, NULL, "dense head config", true, MD_AT(detector, head_cfg) },
+    { "train_cfg", MD_KEY_ANY, "None", "passed to the head", false, MD_AT(detector, train_cfg) },
+    { "test_cfg", MD_KEY_ANY, "None", "passed to the head", false, MD_AT(detector, test_cfg) },
+    { "pretrained", MD_KEY_ANY, "None", "deprecated: use backbone.init_cfg", false },
+    { "init_cfg", MD_KEY_ANY, "None", "only None", false, MD_AT(detector, init_cfg) },
+    { 0 } };
 
 static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **feats) {
     return md_extract_feat(ctx, &d->base, d->backbone, d->neck, img, feats);
@@ -116,18 +118,19 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
         return NULL;
     }
     md_module *m = &d->base;
-    if (!md_cfg_is_none(md_cfg_get(cfg, "init_cfg"))) {
+    if (md_cfg_read_struct(cfg, keys, d, klass->module.name, err)) goto fail;
+    if (d->init_cfg) {
         md_failc(err, MD_ERR_CONFIG, "init_cfg: only None is supported for the detector (use backbone.init_cfg)");
         goto fail;
     }
-    d->backbone = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), err);
+    d->backbone = md_build_backbone(ctx, d->backbone_cfg, err);
     if (!d->backbone || md_module_add_child(m, "backbone", d->backbone, err)) {
         md_module_free(d->backbone);
         md_error_wrap(err, "backbone");
         goto fail;
     }
-    if (!md_cfg_is_none(md_cfg_get(cfg, "neck"))) {
-        d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
+    if (d->neck_cfg) {
+        d->neck = md_build_neck(ctx, d->neck_cfg, err);
         if (!d->neck || md_module_add_child(m, "neck", d->neck, err)) {
             md_module_free(d->neck);
             md_error_wrap(err, "neck");
@@ -135,9 +138,9 @@ static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *kl
         }
     }
     md_cfg *defaults = md_cfg_new_group();
-    if (!md_cfg_is_none(md_cfg_get(cfg, "train_cfg"))) md_cfg_set_copy(defaults, "train_cfg", md_cfg_get(cfg, "train_cfg"));
-    if (!md_cfg_is_none(md_cfg_get(cfg, "test_cfg"))) md_cfg_set_copy(defaults, "test_cfg", md_cfg_get(cfg, "test_cfg"));
-    d->head = md_build_dense_head(ctx, md_cfg_get(cfg, "bbox_head"), defaults, err);
+    if (d->train_cfg) md_cfg_set_copy(defaults, "train_cfg", d->train_cfg);
+    if (d->test_cfg) md_cfg_set_copy(defaults, "test_cfg", d->test_cfg);
+    d->head = md_build_dense_head(ctx, d->head_cfg, defaults, err);
     md_cfg_free(defaults);
     if (!d->head || md_module_add_child(m, "bbox_head", d->head, err)) {
         md_module_free(d->head);

@@ -18,24 +18,26 @@
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
 
-static const md_key keys[] = {
-    { "backbone", MD_KEY_GROUP, NULL, "backbone (backbones registry)", true },
-    { "neck", MD_KEY_ANY, "None", "neck (necks registry) or None", false },
-    { "rpn_head", MD_KEY_ANY, "None", "RPN head (heads registry)", false },
-    { "roi_head", MD_KEY_ANY, "None", "RoI head (heads registry)", false },
-    { "train_cfg", MD_KEY_ANY, "None", "rpn, rpn_proposal, rcnn", false },
-    { "test_cfg", MD_KEY_ANY, "None", "rpn, rcnn", false },
-    { "pretrained", MD_KEY_ANY, "None", "deprecated; use the backbone's init_cfg", false },
-    { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false },
-    { 0 } };
-
 typedef struct two_stage {
     md_module base;
     md_module *backbone, *neck, *rpn, *roi;
-    md_cfg *init_cfg;
+    /* the parts' configs, borrowed (NULL: None) */
+    const md_cfg *backbone_cfg, *neck_cfg, *rpn_head_cfg, *roi_head_cfg, *train_cfg, *test_cfg, *init;
+    md_cfg *init_cfg;                 /* owned clone of init */
     bool has_proposal_cfg;
     md_dense_test_cfg proposal_cfg;   /* train_cfg.rpn_proposal, else test_cfg.rpn */
 } two_stage;
+
+static const md_key keys[] = {
+    { "backbone", MD_KEY_GROUP, NULL, "backbone (backbones registry)", true, MD_AT(two_stage, backbone_cfg) },
+    { "neck", MD_KEY_ANY, "None", "neck (necks registry) or None", false, MD_AT(two_stage, neck_cfg) },
+    { "rpn_head", MD_KEY_ANY, "None", "RPN head (heads registry)", false, MD_AT(two_stage, rpn_head_cfg) },
+    { "roi_head", MD_KEY_ANY, "None", "RoI head (heads registry)", false, MD_AT(two_stage, roi_head_cfg) },
+    { "train_cfg", MD_KEY_ANY, "None", "rpn, rpn_proposal, rcnn", false, MD_AT(two_stage, train_cfg) },
+    { "test_cfg", MD_KEY_ANY, "None", "rpn, rcnn", false, MD_AT(two_stage, test_cfg) },
+    { "pretrained", MD_KEY_ANY, "None", "deprecated; use the backbone's init_cfg", false },
+    { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false, MD_AT(two_stage, init) },
+    { 0 } };
 
 static int extract_feat(md_ctx *ctx, two_stage *d, md_tensor *img, md_tensor **feats) {
     return md_extract_feat(ctx, &d->base, d->backbone, d->neck, img, feats);
@@ -235,13 +237,13 @@ static int add_part(md_module *m, const char *name, md_module *part, md_error *e
     return 0;
 }
 
-/* An optional head (`key` absent or None: *out stays NULL) with the
- * detector's train_cfg/test_cfg section `sub` passed down, as mmdet's
- * build_detector does. */
-static int build_head(md_ctx *ctx, md_module *m, const md_cfg *cfg, const char *key, const md_cfg *train,
+/* An optional head (`head` NULL: *out stays NULL) with the detector's
+ * train_cfg/test_cfg section `sub` passed down, as mmdet's build_detector
+ * does. */
+static int build_head(md_ctx *ctx, md_module *m, const md_cfg *head, const char *key, const md_cfg *train,
                       const md_cfg *test, const char *sub, bool rpn, md_module **out, md_error *err) {
-    if (md_cfg_is_none(md_cfg_get(cfg, key))) return 0;
-    md_cfg *hc = head_cfg(ctx, md_cfg_get(cfg, key), train, sub, test, sub, rpn);
+    if (!head) return 0;
+    md_cfg *hc = head_cfg(ctx, head, train, sub, test, sub, rpn);
     if (!hc) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     *out = rpn ? md_build_dense_head(ctx, hc, NULL, err) : md_build_from_cfg(ctx, "heads", hc, NULL, err);
     md_cfg_free(hc);
@@ -257,32 +259,32 @@ static int build_head(md_ctx *ctx, md_module *m, const md_cfg *cfg, const char *
 }
 
 static void *build_common(md_ctx *ctx, const md_cfg *cfg, md_error *err, const md_model_class *cls) {
-    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
-    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
     two_stage *d = md_module_new(sizeof *d, &cls->module);
     if (!d) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
     md_module *m = &d->base;
-    const md_cfg *train = md_cfg_get(cfg, "train_cfg"), *test = md_cfg_get(cfg, "test_cfg");
-    if (!md_cfg_is_none(init) && !(d->init_cfg = md_cfg_clone(init))) goto nomem;
-    d->backbone = md_build_backbone(ctx, md_cfg_get(cfg, "backbone"), err);
+    if (md_cfg_read_struct(cfg, keys, d, cls->module.name, err) || md_init_cfg_check(d->init, "init_cfg", err) != 0)
+        goto fail;
+    const md_cfg *train = d->train_cfg, *test = d->test_cfg;
+    if (d->init && !(d->init_cfg = md_cfg_clone(d->init))) goto nomem;
+    d->backbone = md_build_backbone(ctx, d->backbone_cfg, err);
     if (!d->backbone) {
         md_error_wrap(err, "backbone");
         goto fail;
     }
     if (add_part(m, "backbone", d->backbone, err)) goto fail;
-    if (!md_cfg_is_none(md_cfg_get(cfg, "neck"))) {
-        d->neck = md_build_neck(ctx, md_cfg_get(cfg, "neck"), err);
+    if (d->neck_cfg) {
+        d->neck = md_build_neck(ctx, d->neck_cfg, err);
         if (!d->neck) {
             md_error_wrap(err, "neck");
             goto fail;
         }
         if (add_part(m, "neck", d->neck, err)) goto fail;
     }
-    if (build_head(ctx, m, cfg, "rpn_head", train, test, "rpn", true, &d->rpn, err) ||
-        build_head(ctx, m, cfg, "roi_head", train, test, "rcnn", false, &d->roi, err))
+    if (build_head(ctx, m, d->rpn_head_cfg, "rpn_head", train, test, "rpn", true, &d->rpn, err) ||
+        build_head(ctx, m, d->roi_head_cfg, "roi_head", train, test, "rcnn", false, &d->roi, err))
         goto fail;
     if (d->rpn) {
         /* TwoStageDetector: proposal_cfg = train_cfg.get('rpn_proposal', test_cfg.rpn) */

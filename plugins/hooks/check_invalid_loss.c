@@ -3,9 +3,11 @@
 #include <stdlib.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = { { "interval", MD_KEY_INT, "50", "check every N iterations", false }, { 0 } };
-
 typedef struct check_hook { md_hook base; int64_t interval; } check_hook;
+
+static const md_key keys[] = {
+    { "interval", MD_KEY_INT, "50", "check every N iterations", false, MD_AT(check_hook, interval), .min = "1" },
+    { 0 } };
 
 static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
     check_hook *h = (check_hook *)hk;
@@ -27,10 +29,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     h->base.iface = &iface;
-    h->interval = md_cfg_int(cfg, "interval", 50);
-    if (h->interval < 1) {
+    if (md_cfg_read_struct(cfg, keys, h, "CheckInvalidLossHook", err)) {
         free(h);
-        md_failc(err, MD_ERR_CONFIG, "interval must be >= 1");
         return NULL;
     }
     return h;

@@ -6,24 +6,26 @@
 #include <unistd.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "interval", MD_KEY_INT, "-1", "save every N epochs (or iterations); -1: only the last", false },
-    { "by_epoch", MD_KEY_BOOL, "true", NULL, false },
-    { "save_optimizer", MD_KEY_BOOL, "true", NULL, false },
-    { "out_dir", MD_KEY_ANY, NULL, "folder for checkpoints (default: the work dir)", false },
-    { "max_keep_ckpts", MD_KEY_INT, "-1", "keep only the newest N; -1 keeps all", false },
-    { "save_last", MD_KEY_BOOL, "true", NULL, false },
-    { 0 } };
-
 typedef struct ckpt_hook {
     md_hook base;
     int64_t interval, max_keep;
     bool by_epoch, save_optimizer, save_last;
-    char out_dir[2048];
+    const char *out_dir;   /* NULL: the work dir */
 } ckpt_hook;
 
+static const md_key keys[] = {
+    { "interval", MD_KEY_INT, "-1", "save every N epochs (or iterations); -1: only the last", false,
+      MD_AT(ckpt_hook, interval) },
+    { "by_epoch", MD_KEY_BOOL, "true", NULL, false, MD_AT(ckpt_hook, by_epoch) },
+    { "save_optimizer", MD_KEY_BOOL, "true", NULL, false, MD_AT(ckpt_hook, save_optimizer) },
+    { "out_dir", MD_KEY_STRING, NULL, "folder for checkpoints (default: the work dir)", false,
+      MD_AT(ckpt_hook, out_dir) },
+    { "max_keep_ckpts", MD_KEY_INT, "-1", "keep only the newest N; -1 keeps all", false, MD_AT(ckpt_hook, max_keep) },
+    { "save_last", MD_KEY_BOOL, "true", NULL, false, MD_AT(ckpt_hook, save_last) },
+    { 0 } };
+
 static int save(ckpt_hook *h, md_runner *r, int64_t n, md_error *err) {
-    const char *dir = h->out_dir[0] ? h->out_dir : md_runner_work_dir(r);
+    const char *dir = h->out_dir && h->out_dir[0] ? h->out_dir : md_runner_work_dir(r);
     char name[64];
     snprintf(name, sizeof name, "%s_%lld" MD_CKPT_EXT, h->by_epoch ? "epoch" : "iter", (long long)n);
     if (md_runner_save_checkpoint(r, dir, name, h->save_optimizer, true, err) != 0) return -1;
@@ -70,13 +72,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     h->base.iface = &iface;
-    h->interval = md_cfg_int(cfg, "interval", -1);
-    h->by_epoch = md_cfg_bool(cfg, "by_epoch", true);
-    h->save_optimizer = md_cfg_bool(cfg, "save_optimizer", true);
-    h->save_last = md_cfg_bool(cfg, "save_last", true);
-    h->max_keep = md_cfg_int(cfg, "max_keep_ckpts", -1);
-    const char *out = md_cfg_str(cfg, "out_dir", NULL);
-    if (out) snprintf(h->out_dir, sizeof h->out_dir, "%s", out);
+    if (md_cfg_read_struct(cfg, keys, h, "CheckpointHook", err)) {
+        free(h);
+        return NULL;
+    }
     return h;
 }
 

@@ -15,14 +15,6 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "momentum", MD_KEY_FLOAT, "0.0002", NULL, false },
-    { "interval", MD_KEY_INT, "1", NULL, false },
-    { "skip_buffers", MD_KEY_BOOL, "false", NULL, false },
-    { "total_iter", MD_KEY_INT, "2000", "ExpMomentumEMAHook", false },
-    { "warm_up", MD_KEY_INT, "100", "LinearMomentumEMAHook", false },
-    { 0 } };
-
 typedef struct pair { char *name; md_tensor *value, *ema; } pair;
 
 typedef struct ema_hook {
@@ -33,6 +25,14 @@ typedef struct ema_hook {
     pair *pairs;
     int n, cap;
 } ema_hook;
+
+static const md_key keys[] = {
+    { "momentum", MD_KEY_FLOAT, "0.0002", "in (0, 1)", false, MD_AT(ema_hook, momentum) },
+    { "interval", MD_KEY_INT, "1", NULL, false, MD_AT(ema_hook, interval), .min = "1" },
+    { "skip_buffers", MD_KEY_BOOL, "false", NULL, false, MD_AT(ema_hook, skip_buffers) },
+    { "total_iter", MD_KEY_INT, "2000", "ExpMomentumEMAHook", false, MD_AT(ema_hook, total_iter), .min = "1" },
+    { "warm_up", MD_KEY_INT, "100", "LinearMomentumEMAHook", false, MD_AT(ema_hook, warm_up), .min = "0" },
+    { 0 } };
 
 static int collect(const char *name, md_tensor *t, bool is_param, void *user) {
     ema_hook *h = user;
@@ -170,14 +170,14 @@ static void *build_common(const md_cfg *cfg, bool linear, md_error *err) {
     }
     h->base.iface = &iface;
     h->linear = linear;
-    h->momentum = md_cfg_float(cfg, "momentum", 0.0002);
-    h->interval = md_cfg_int(cfg, "interval", 1);
-    h->skip_buffers = md_cfg_bool(cfg, "skip_buffers", false);
-    h->total_iter = md_cfg_int(cfg, "total_iter", 2000);
-    h->warm_up = md_cfg_int(cfg, "warm_up", 100);
-    if (!(h->momentum > 0 && h->momentum < 1) || h->interval < 1 || h->total_iter < 1 || h->warm_up < 0) {
+    if (md_cfg_read_struct(cfg, keys, h, linear ? "LinearMomentumEMAHook" : "ExpMomentumEMAHook", err)) {
         free(h);
-        md_failc(err, MD_ERR_CONFIG, "momentum must be in (0, 1); interval, total_iter positive");
+        return NULL;
+    }
+    /* an open interval: the schema's bounds are inclusive */
+    if (!(h->momentum > 0 && h->momentum < 1)) {
+        md_failc(err, MD_ERR_CONFIG, "momentum must be in (0, 1), got %g", h->momentum);
+        free(h);
         return NULL;
     }
     return h;

@@ -19,22 +19,6 @@
 #include <mmdet/data.h>
 #include <mmdet/evaluation.h>
 
-static const md_key keys[] = {
-    { "dataset", MD_KEY_GROUP, NULL, "the val dataset config (test_mode defaults to true)", true },
-    { "interval", MD_KEY_INT, "1", "evaluate every N epochs (or iterations)", false },
-    { "start", MD_KEY_ANY, NULL, "first epoch (iteration) to evaluate at; None: interval rule only", false },
-    { "by_epoch", MD_KEY_BOOL, "true", "epochs (true) or iterations", false },
-    { "save_best", MD_KEY_ANY, NULL, "metric whose best value keeps a checkpoint; 'auto': the first", false },
-    { "rule", MD_KEY_ANY, NULL, "'greater' or 'less'; None: inferred from the metric name", false },
-    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate", false },
-    { "greater_keys", MD_KEY_ANY, NULL, "names whose larger value is better (mmcv's defaults)", false },
-    { "less_keys", MD_KEY_ANY, NULL, "names whose smaller value is better (mmcv's defaults)", false },
-    { "out_dir", MD_KEY_ANY, NULL, "folder for the best checkpoint (default: the work dir)", false },
-    { "samples_per_gpu", MD_KEY_INT, "1", "val batch size (mmdet: 1)", false },
-    { "workers_per_gpu", MD_KEY_INT, "0", "val loader threads", false },
-    { "progress", MD_KEY_BOOL, "true", "progress bar on stderr", false },
-    { 0 } };
-
 enum { RULE_NONE, RULE_GREATER, RULE_LESS };
 #define MAX_KEYS 16
 
@@ -44,6 +28,8 @@ typedef struct eval_hook {
     md_dataset *ds;
     md_loader *loader;
     int64_t interval, start;       /* start -1: None */
+    const md_cfg *start_cfg;
+    int samples_per_gpu, workers_per_gpu;
     bool by_epoch, initial, progress;
     char save_best[64], key[64], metric[64], out_dir[2048];
     int rule;
@@ -51,6 +37,24 @@ typedef struct eval_hook {
     int n_greater, n_less;
     char best_path[4096];
 } eval_hook;
+
+static const md_key keys[] = {
+    { "dataset", MD_KEY_GROUP, NULL, "the val dataset config (test_mode defaults to true)", true },
+    { "interval", MD_KEY_INT, "1", "evaluate every N epochs (or iterations)", false,
+      MD_AT(eval_hook, interval), .min = "1" },
+    { "start", MD_KEY_ANY, NULL, "first epoch (iteration) to evaluate at; None: interval rule only", false,
+      MD_AT(eval_hook, start_cfg) },
+    { "by_epoch", MD_KEY_BOOL, "true", "epochs (true) or iterations", false, MD_AT(eval_hook, by_epoch) },
+    { "save_best", MD_KEY_ANY, NULL, "metric whose best value keeps a checkpoint; 'auto': the first", false },
+    { "rule", MD_KEY_ANY, NULL, "'greater' or 'less'; None: inferred from the metric name", false },
+    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate", false },
+    { "greater_keys", MD_KEY_ANY, NULL, "names whose larger value is better (mmcv's defaults)", false },
+    { "less_keys", MD_KEY_ANY, NULL, "names whose smaller value is better (mmcv's defaults)", false },
+    { "out_dir", MD_KEY_ANY, NULL, "folder for the best checkpoint (default: the work dir)", false },
+    { "samples_per_gpu", MD_KEY_INT, "1", "val batch size (mmdet: 1)", false, MD_AT(eval_hook, samples_per_gpu) },
+    { "workers_per_gpu", MD_KEY_INT, "0", "val loader threads", false, MD_AT(eval_hook, workers_per_gpu) },
+    { "progress", MD_KEY_BOOL, "true", "progress bar on stderr", false, MD_AT(eval_hook, progress) },
+    { 0 } };
 
 static bool has_sub(const char *hay, const char *needle) {
     size_t n = strlen(needle);
@@ -243,16 +247,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->base.iface = &iface;
     h->ctx = ctx;
     h->initial = true;
-    h->interval = md_cfg_int(cfg, "interval", 1);
-    h->by_epoch = md_cfg_bool(cfg, "by_epoch", true);
-    h->progress = md_cfg_bool(cfg, "progress", true);
     h->start = -1;
     char rule[32];
-    const md_cfg *st = md_cfg_get(cfg, "start");
-    if (h->interval < 1) {
-        md_failc(err, MD_ERR_CONFIG, "EvalHook: interval must be positive, but got %lld", (long long)h->interval);
-        goto fail;
-    }
+    if (md_cfg_read_struct(cfg, keys, h, "EvalHook", err)) goto fail;
+    const md_cfg *st = h->start_cfg;
     if (st && md_cfg_kind(st) == MD_CFG_INT) {
         h->start = md_cfg_as_int(st);
         if (h->start < 0) {
@@ -294,8 +292,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
-    lc.samples_per_gpu = (int)md_cfg_int(cfg, "samples_per_gpu", 1);
-    lc.workers_per_gpu = (int)md_cfg_int(cfg, "workers_per_gpu", 0);
+    lc.samples_per_gpu = h->samples_per_gpu;
+    lc.workers_per_gpu = h->workers_per_gpu;
     lc.shuffle = false;
     h->loader = md_loader_new(h->ds, &lc, err);
     if (!h->loader) goto fail;

@@ -5,17 +5,19 @@
 #include <stdlib.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "grad_clip", MD_KEY_ANY, NULL, "None, or {max_norm, norm_type}", false },
-    { "cumulative_iters", MD_KEY_INT, "1", "GradientCumulativeOptimizerHook: iterations per step", false },
-    { "detect_anomalous_params", MD_KEY_BOOL, "false", "accepted for mmcv compatibility", false },
-    { 0 } };
-
 typedef struct opt_hook {
     md_hook base;
+    const md_cfg *grad_clip;
     double max_norm, norm_type;   /* max_norm <= 0: no clipping */
     int64_t cumulative;
 } opt_hook;
+
+static const md_key keys[] = {
+    { "grad_clip", MD_KEY_ANY, NULL, "None, or {max_norm, norm_type}", false, MD_AT(opt_hook, grad_clip) },
+    { "cumulative_iters", MD_KEY_INT, "1", "GradientCumulativeOptimizerHook: iterations per step", false,
+      MD_AT(opt_hook, cumulative), .min = "1" },
+    { "detect_anomalous_params", MD_KEY_BOOL, "false", "accepted for mmcv compatibility", false },
+    { 0 } };
 
 static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
     opt_hook *h = (opt_hook *)hk;
@@ -56,9 +58,12 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     h->base.iface = &iface;
-    h->cumulative = md_cfg_int(cfg, "cumulative_iters", 1);
-    const md_cfg *gc = md_cfg_get(cfg, "grad_clip");
-    if (gc && md_cfg_kind(gc) == MD_CFG_GROUP) {
+    if (md_cfg_read_struct(cfg, keys, h, "OptimizerHook", err)) {
+        free(h);
+        return NULL;
+    }
+    const md_cfg *gc = h->grad_clip;
+    if (md_cfg_kind(gc) == MD_CFG_GROUP) {
         h->max_norm = md_cfg_float(gc, "max_norm", 0);
         h->norm_type = md_cfg_float(gc, "norm_type", 2.0);
         if (h->max_norm <= 0 || h->norm_type <= 0) {
@@ -66,11 +71,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             md_failc(err, MD_ERR_CONFIG, "grad_clip: max_norm and norm_type must be positive");
             return NULL;
         }
-    }
-    if (h->cumulative < 1) {
-        free(h);
-        md_failc(err, MD_ERR_CONFIG, "cumulative_iters must be >= 1");
-        return NULL;
     }
     return h;
 }

@@ -8,14 +8,6 @@
 #include <sys/resource.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "interval", MD_KEY_INT, "10", "log every N iterations", false },
-    { "ignore_last", MD_KEY_BOOL, "true", "skip the partial interval at an epoch's end", false },
-    { "reset_flag", MD_KEY_BOOL, "false", NULL, false },
-    { "by_epoch", MD_KEY_BOOL, "true", NULL, false },
-    { "interval_exp_name", MD_KEY_INT, "1000", NULL, false },
-    { 0 } };
-
 typedef struct logger {
     md_hook base;
     int64_t interval;
@@ -24,6 +16,15 @@ typedef struct logger {
     double time_sum;
     int64_t time_n, start_iter;
 } logger;
+
+static const md_key keys[] = {
+    { "interval", MD_KEY_INT, "10", "log every N iterations", false, MD_AT(logger, interval), .min = "1" },
+    { "ignore_last", MD_KEY_BOOL, "true", "skip the partial interval at an epoch's end", false,
+      MD_AT(logger, ignore_last) },
+    { "reset_flag", MD_KEY_BOOL, "false", NULL, false },
+    { "by_epoch", MD_KEY_BOOL, "true", NULL, false, MD_AT(logger, by_epoch) },
+    { "interval_exp_name", MD_KEY_INT, "1000", NULL, false },
+    { 0 } };
 
 static void json_string(FILE *f, const char *s) {
     fputc('"', f);
@@ -162,12 +163,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         return NULL;
     }
     l->base.iface = &iface;
-    l->interval = md_cfg_int(cfg, "interval", 10);
-    l->ignore_last = md_cfg_bool(cfg, "ignore_last", true);
-    l->by_epoch = md_cfg_bool(cfg, "by_epoch", true);
-    if (l->interval < 1) {
+    if (md_cfg_read_struct(cfg, keys, l, "TextLoggerHook", err)) {
         free(l);
-        md_failc(err, MD_ERR_CONFIG, "interval must be >= 1");
         return NULL;
     }
     return l;

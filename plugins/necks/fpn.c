@@ -12,32 +12,54 @@
 
 #define MAX_INS MD_MAX_LEVELS
 
-static const md_key keys[] = {
-    { "in_channels", MD_KEY_LIST, NULL, "channels of each input level", true },
-    { "out_channels", MD_KEY_INT, NULL, "channels of every output", true },
-    { "num_outs", MD_KEY_INT, NULL, "number of outputs (extra levels beyond the inputs)", true },
-    { "start_level", MD_KEY_INT, "0", "first input level used", false },
-    { "end_level", MD_KEY_INT, "-1", "last input level used (-1: the last)", false },
-    { "add_extra_convs", MD_KEY_ANY, "false",
-      "false (max pool), true or \"on_input\", \"on_lateral\", \"on_output\"", false },
-    { "relu_before_extra_convs", MD_KEY_BOOL, "false", "ReLU before the 2nd and later extra convs", false },
-    { "no_norm_on_lateral", MD_KEY_BOOL, "false", "no norm in the lateral convs", false },
-    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false },
-    { "norm_cfg", MD_KEY_ANY, "None",
-      "None, { type = \"BN\"; requires_grad = true; } or { type = \"GN\"; num_groups = 32; }", false },
-    { "act_cfg", MD_KEY_ANY, "None", "None or { type = \"ReLU\"; }", false },
-    { "upsample_cfg", MD_KEY_GROUP, NULL, "{ mode = \"nearest\"; } (scale_factor = 2 to scale instead of resize)", false },
-    { "init_cfg", MD_KEY_ANY, "None", "init config (default: Xavier uniform on the convs); Pretrained loads a checkpoint", false },
-    { 0 } };
-
 enum { EXTRA_NONE = 0, EXTRA_INPUT, EXTRA_LATERAL, EXTRA_OUTPUT };
 
 typedef struct fpn {
     md_module base;
-    int num_ins, num_outs, start_level, end_level, out_channels, extra, scale_factor;
-    bool relu_before_extra;
-    md_cfg *init_cfg;
+    /* from the schema */
+    int out_channels, num_outs, start_level, end_level;
+    bool relu_before_extra, no_norm_on_lateral;
+    const md_cfg *add_extra_convs, *conv_cfg, *norm_cfg, *act_cfg, *upsample_cfg, *init;
+    /* derived at build */
+    int num_ins, bel, extra, scale_factor;   /* bel: backbone_end_level (exclusive) */
+    md_cfg *init_cfg;                        /* owned clone of init */
 } fpn;
+
+/* A bound in the schema is text: MAX_INS spelled out. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static const md_key keys[] = {
+    { "in_channels", MD_KEY_LIST, NULL, "channels of each input level", true },
+    { "out_channels", MD_KEY_INT, NULL, "channels of every output", true, MD_AT(fpn, out_channels), .min = "1" },
+    { "num_outs", MD_KEY_INT, NULL, "number of outputs (extra levels beyond the inputs)", true, MD_AT(fpn, num_outs),
+      .min = "1", .max = STR(MAX_INS) },
+    { "start_level", MD_KEY_INT, "0", "first input level used", false, MD_AT(fpn, start_level) },
+    { "end_level", MD_KEY_INT, "-1", "last input level used (-1: the last)", false, MD_AT(fpn, end_level) },
+    { "add_extra_convs", MD_KEY_ANY, "false",
+      "false (max pool), true or \"on_input\", \"on_lateral\", \"on_output\"", false, MD_AT(fpn, add_extra_convs) },
+    { "relu_before_extra_convs", MD_KEY_BOOL, "false", "ReLU before the 2nd and later extra convs", false,
+      MD_AT(fpn, relu_before_extra) },
+    { "no_norm_on_lateral", MD_KEY_BOOL, "false", "no norm in the lateral convs", false,
+      MD_AT(fpn, no_norm_on_lateral) },
+    { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false, MD_AT(fpn, conv_cfg) },
+    { "norm_cfg", MD_KEY_ANY, "None",
+      "None, { type = \"BN\"; requires_grad = true; } or { type = \"GN\"; num_groups = 32; }", false,
+      MD_AT(fpn, norm_cfg) },
+    { "act_cfg", MD_KEY_ANY, "None", "None or { type = \"ReLU\"; }", false, MD_AT(fpn, act_cfg) },
+    { "upsample_cfg", MD_KEY_GROUP, NULL, "{ mode = \"nearest\"; } (scale_factor = 2 to scale instead of resize)", false,
+      MD_AT(fpn, upsample_cfg) },
+    { "init_cfg", MD_KEY_ANY, "None", "init config (default: Xavier uniform on the convs); Pretrained loads a checkpoint",
+      false, MD_AT(fpn, init) },
+    { 0 } };
+
+/* upsample_cfg's keys */
+typedef struct upsample { int mode; const md_cfg *scale_factor; } upsample;
+static const md_key up_keys[] = {
+    { "mode", MD_KEY_STRING, "\"nearest\"", "only nearest", false, MD_CHOICE_AT(upsample, mode, "nearest") },
+    { "scale_factor", MD_KEY_ANY, NULL, "integer scale instead of the lower level's size", false,
+      MD_AT(upsample, scale_factor) },
+    { 0 } };
 
 static const md_module_class list_class = { .name = "ModuleList" };
 
@@ -63,7 +85,7 @@ static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_i
         return -1;
     }
     md_tensor *lat[MAX_INS];
-    int used = f->end_level - f->start_level;      /* backbone_end_level - start_level */
+    int used = f->bel - f->start_level;
     for (int i = 0; i < used; i++) lat[i] = call_item(ctx, m, "lateral_convs", i, ins[i + f->start_level]);
     for (int i = used - 1; i > 0; i--) {
         md_tensor *up = NULL;
@@ -87,7 +109,7 @@ static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_i
         if (f->extra == EXTRA_NONE) {
             for (; n < f->num_outs; n++) res[n] = md_max_pool2d(ctx, res[n - 1], 1, 2, 0, false);
         } else {
-            md_tensor *src = f->extra == EXTRA_INPUT ? ins[f->end_level - 1]
+            md_tensor *src = f->extra == EXTRA_INPUT ? ins[f->bel - 1]
                            : f->extra == EXTRA_LATERAL ? lat[used - 1] : res[used - 1];
             res[n] = call_item(ctx, m, "fpn_convs", n, src);
             if (f->extra == EXTRA_LATERAL) md_tensor_release(ctx, lat[used - 1]);
@@ -122,10 +144,9 @@ static const md_neck_class fpn_cls = {
     .out_channels = fpn_out_channels,
 };
 
-/* norm_cfg / act_cfg: None or a group of a supported type. */
-static int read_layer_cfg(const md_cfg *cfg, const char *key, const char *const *types, int n_types,
-                          bool *on, bool *requires_grad, md_error *err) {
-    const md_cfg *c = md_cfg_get(cfg, key);
+/* act_cfg: None or a group of a supported type. */
+static int read_layer_cfg(const md_cfg *c, const char *key, const char *const *types, int n_types, bool *on,
+                          md_error *err) {
     *on = false;
     if (md_cfg_is_none(c)) return 0;
     if (md_cfg_kind(c) != MD_CFG_GROUP) return md_failc(err, MD_ERR_CONFIG, "%s must be None or a group", key);
@@ -133,7 +154,6 @@ static int read_layer_cfg(const md_cfg *cfg, const char *key, const char *const 
     for (int i = 0; i < n_types; i++)
         if (!strcmp(type, types[i])) {
             *on = true;
-            if (requires_grad) *requires_grad = md_cfg_bool(c, "requires_grad", true);
             return 0;
         }
     return md_failc(err, MD_ERR_CONFIG, "%s.type '%s' is not supported (%s%s%s)", key, type, types[0],
@@ -157,49 +177,54 @@ static int add_conv_module(md_ctx *ctx, md_module *list, int idx, md_conv_module
 }
 
 static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    fpn *f = md_module_new(sizeof *f, &fpn_cls.model.module);
+    md_module *lists[2] = { NULL, NULL };
+    if (!f) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    md_module *m = &f->base;
+    if (md_cfg_read_struct(cfg, keys, f, "FPN", err)) goto fail;
     int64_t in_ch[MAX_INS];
     int num_ins = md_cfg_int_array(cfg, "in_channels", in_ch, MAX_INS, err);
-    if (num_ins < 0) return NULL;
-    int out_ch = (int)md_cfg_int(cfg, "out_channels", 0), num_outs = (int)md_cfg_int(cfg, "num_outs", 0);
-    int start = (int)md_cfg_int(cfg, "start_level", 0), end_level = (int)md_cfg_int(cfg, "end_level", -1);
-    if (num_ins < 1 || out_ch <= 0 || num_outs < 1 || num_outs > MAX_INS) {
-        md_failc(err, MD_ERR_CONFIG,
-                 "in_channels needs 1 to %d levels (got %d), out_channels must be positive (got %d), num_outs 1 to %d "
-                 "(got %d)", MAX_INS, num_ins, out_ch, MAX_INS, num_outs);
-        return NULL;
+    if (num_ins < 0) goto fail;
+    int out_ch = f->out_channels, num_outs = f->num_outs, start = f->start_level, end_level = f->end_level;
+    if (num_ins < 1) {
+        md_failc(err, MD_ERR_CONFIG, "in_channels needs 1 to %d levels (got %d)", MAX_INS, num_ins);
+        goto fail;
     }
     for (int i = 0; i < num_ins; i++)
         if (in_ch[i] <= 0) {
             md_failc(err, MD_ERR_CONFIG, "in_channels[%d] = %lld must be positive", i, (long long)in_ch[i]);
-            return NULL;
+            goto fail;
         }
     int bel; /* backbone_end_level */
     if (start < 0 || start >= num_ins) {
         md_failc(err, MD_ERR_CONFIG, "start_level %d is outside the %d inputs", start, num_ins);
-        return NULL;
+        goto fail;
     }
     if (end_level == -1 || end_level == num_ins - 1) {
         bel = num_ins;
         if (num_outs < num_ins - start) {
             md_failc(err, MD_ERR_CONFIG, "num_outs %d must be at least the %d levels used (in_channels from start_level %d)",
                      num_outs, num_ins - start, start);
-            return NULL;
+            goto fail;
         }
     } else {
         bel = end_level + 1;
         if (end_level < start || end_level >= num_ins) {
             md_failc(err, MD_ERR_CONFIG, "end_level %d must be in [start_level %d, %d)", end_level, start, num_ins);
-            return NULL;
+            goto fail;
         }
         if (num_outs != end_level - start + 1) {
             md_failc(err, MD_ERR_CONFIG, "num_outs %d must equal end_level - start_level + 1 = %d (no extra levels "
                      "when end_level is not the last input)", num_outs, end_level - start + 1);
-            return NULL;
+            goto fail;
         }
     }
     int extra = EXTRA_NONE;
-    const md_cfg *ae = md_cfg_get(cfg, "add_extra_convs");
-    if (ae && md_cfg_kind(ae) == MD_CFG_STRING) {
+    const md_cfg *ae = f->add_extra_convs;
+    if (md_cfg_kind(ae) == MD_CFG_STRING) {
         const char *s = md_cfg_as_str(ae);
         static const char *const modes[] = { "on_input", "on_lateral", "on_output" };
         for (int i = 0; i < 3; i++)
@@ -208,66 +233,46 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             const char *sug = md_suggest(s, modes, 3);
             md_failc(err, MD_ERR_CONFIG, "add_extra_convs \"%s\" must be one of on_input, on_lateral, on_output%s%s%s",
                      s, sug ? " (did you mean \"" : "", sug ? sug : "", sug ? "\"?)" : "");
-            return NULL;
+            goto fail;
         }
-    } else if (ae && md_cfg_kind(ae) == MD_CFG_BOOL) {
+    } else if (md_cfg_kind(ae) == MD_CFG_BOOL) {
         extra = md_cfg_as_bool(ae) ? EXTRA_INPUT : EXTRA_NONE;  /* True means on_input */
-    } else if (!md_cfg_is_none(ae)) {
+    } else if (ae) {
         md_failc(err, MD_ERR_CONFIG, "add_extra_convs must be a bool or a string");
-        return NULL;
+        goto fail;
     }
-    if (!md_cfg_is_none(md_cfg_get(cfg, "conv_cfg"))) {
+    if (f->conv_cfg) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg must be None (plain Conv2d)");
-        return NULL;
+        goto fail;
     }
     static const char *const act_types[] = { "ReLU" };
     md_conv_module_opts nopt = { 0 };   /* the norm fields every ConvModule shares */
     bool act;
-    if (md_norm_cfg_read(md_cfg_get(cfg, "norm_cfg"), "norm_cfg", "BN,SyncBN,GN", &nopt, err) ||
-        read_layer_cfg(cfg, "act_cfg", act_types, 1, &act, NULL, err))
-        return NULL;
+    if (md_norm_cfg_read(f->norm_cfg, "norm_cfg", "BN,SyncBN,GN", &nopt, err) ||
+        read_layer_cfg(f->act_cfg, "act_cfg", act_types, 1, &act, err))
+        goto fail;
     int scale = 0;
-    const md_cfg *up = md_cfg_get(cfg, "upsample_cfg");
-    if (!md_cfg_is_none(up)) {
-        static const md_key up_keys[] = {
-            { "mode", MD_KEY_STRING, "\"nearest\"", "only nearest", false },
-            { "scale_factor", MD_KEY_ANY, NULL, "integer scale instead of the lower level's size", false },
-            { 0 } };
-        if (md_cfg_check_keys(up, up_keys, "upsample_cfg", err) != 0) return NULL;
-        if (strcmp(md_cfg_str(up, "mode", "nearest"), "nearest")) {
-            md_failc(err, MD_ERR_CONFIG, "upsample_cfg.mode \"%s\" is not supported (nearest)",
-                     md_cfg_str(up, "mode", ""));
-            return NULL;
-        }
-        const md_cfg *sf = md_cfg_get(up, "scale_factor");
-        if (!md_cfg_is_none(sf)) {
-            double v = md_cfg_as_float(sf);
+    if (f->upsample_cfg) {
+        upsample up;
+        if (md_cfg_check_keys(f->upsample_cfg, up_keys, "upsample_cfg", err) != 0 ||
+            md_cfg_read_struct(f->upsample_cfg, up_keys, &up, "upsample_cfg", err) != 0)
+            goto fail;
+        if (up.scale_factor) {
+            double v = md_cfg_as_float(up.scale_factor);
             scale = (int)v;
             if (scale < 1 || v != scale) {
                 md_failc(err, MD_ERR_CONFIG, "upsample_cfg.scale_factor %g must be a positive integer", v);
-                return NULL;
+                goto fail;
             }
         }
     }
-    const md_cfg *init = md_cfg_get(cfg, "init_cfg");
-    if (md_init_cfg_check(init, "init_cfg", err) != 0) return NULL;
+    if (md_init_cfg_check(f->init, "init_cfg", err) != 0) goto fail;
 
-    fpn *f = md_module_new(sizeof *f, &fpn_cls.model.module);
-    md_module *lists[2] = { NULL, NULL };
-    if (!f) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    md_module *m = &f->base;
     f->num_ins = num_ins;
-    f->num_outs = num_outs;
-    f->start_level = start;
-    f->end_level = bel;
-    f->out_channels = out_ch;
+    f->bel = bel;
     f->extra = extra;
     f->scale_factor = scale;
-    f->relu_before_extra = md_cfg_bool(cfg, "relu_before_extra_convs", false);
-    if (!md_cfg_is_none(init) && !(f->init_cfg = md_cfg_clone(init))) {
+    if (f->init && !(f->init_cfg = md_cfg_clone(f->init))) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -283,7 +288,7 @@ static void *fpn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
             goto fail;
         }
     }
-    bool lat_norm = nopt.norm && !md_cfg_bool(cfg, "no_norm_on_lateral", false);
+    bool lat_norm = nopt.norm && !f->no_norm_on_lateral;
     for (int i = start; i < bel; i++) {
         md_conv_module_opts lo = nopt;
         lo.in = (int)in_ch[i], lo.out = out_ch, lo.kernel = 1, lo.stride = 1, lo.norm = lat_norm;
