@@ -12,25 +12,28 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "pos_iou_thr", MD_KEY_FLOAT, NULL, "IoU for a positive", true },
-    { "neg_iou_thr", MD_KEY_ANY, NULL, "IoU below which a box is negative, or [lo, hi)", true },
-    { "min_pos_iou", MD_KEY_FLOAT, "0.0", "least IoU for a low-quality match", false },
-    { "gt_max_assign_all", MD_KEY_BOOL, "true", "a gt takes every box of its highest IoU", false },
-    { "ignore_iof_thr", MD_KEY_FLOAT, "-1.0", "IoF with an ignored gt above which a box is ignored", false },
-    { "ignore_wrt_candidates", MD_KEY_BOOL, "true", "IoF relative to the boxes (else to the ignored gts)", false },
-    { "match_low_quality", MD_KEY_BOOL, "true", "allow low-quality matches", false },
-    { "gpu_assign_thr", MD_KEY_INT, "-1", "accepted for compatibility (no effect)", false },
-    { "iou_calculator", MD_KEY_GROUP, "{ type = \"BboxOverlaps2D\"; }", "what measures overlaps (iou_calculators)",
-      false },
-    { 0 } };
-
 typedef struct assigner {
     md_bbox_assigner base;
     md_iou_calculator *iou;
     double pos_iou_thr, neg_lo, neg_hi, min_pos_iou, ignore_iof_thr;
     bool neg_pair, gt_max_assign_all, ignore_wrt_candidates, match_low_quality;
 } assigner;
+
+static const md_key keys[] = {
+    { "pos_iou_thr", MD_KEY_FLOAT, NULL, "IoU for a positive", true, MD_AT(assigner, pos_iou_thr) },
+    { "neg_iou_thr", MD_KEY_ANY, NULL, "IoU below which a box is negative, or [lo, hi)", true, .field = MD_FIELD_NONE },
+    { "min_pos_iou", MD_KEY_FLOAT, "0.0", "least IoU for a low-quality match", false, MD_AT(assigner, min_pos_iou) },
+    { "gt_max_assign_all", MD_KEY_BOOL, "true", "a gt takes every box of its highest IoU", false,
+      MD_AT(assigner, gt_max_assign_all) },
+    { "ignore_iof_thr", MD_KEY_FLOAT, "-1.0", "IoF with an ignored gt above which a box is ignored", false,
+      MD_AT(assigner, ignore_iof_thr) },
+    { "ignore_wrt_candidates", MD_KEY_BOOL, "true", "IoF relative to the boxes (else to the ignored gts)", false,
+      MD_AT(assigner, ignore_wrt_candidates) },
+    { "match_low_quality", MD_KEY_BOOL, "true", "allow low-quality matches", false, MD_AT(assigner, match_low_quality) },
+    { "gpu_assign_thr", MD_KEY_INT, "-1", "accepted for compatibility (no effect)", false },
+    { "iou_calculator", MD_KEY_GROUP, "{ type = \"BboxOverlaps2D\"; }", "what measures overlaps (iou_calculators)",
+      false },
+    { 0 } };
 
 static int assign(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bboxes, md_tensor *gt, md_tensor *gt_ignore,
                   md_tensor *gt_labels, md_assign_result *out, md_error *err) {
@@ -151,7 +154,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     a->base.iface = &iface;
     a->base.type = "MaxIoUAssigner";
-    a->pos_iou_thr = md_cfg_float(cfg, "pos_iou_thr", 0.5);
+    if (md_cfg_read_struct(cfg, keys, a, "MaxIoUAssigner", err)) {
+        free(a);
+        return NULL;
+    }
     const md_cfg *neg = md_cfg_get(cfg, "neg_iou_thr");
     if (md_cfg_kind(neg) == MD_CFG_LIST) {
         double v[2];
@@ -170,11 +176,6 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         free(a);
         return NULL;
     }
-    a->min_pos_iou = md_cfg_float(cfg, "min_pos_iou", 0.0);
-    a->gt_max_assign_all = md_cfg_bool(cfg, "gt_max_assign_all", true);
-    a->ignore_iof_thr = md_cfg_float(cfg, "ignore_iof_thr", -1.0);
-    a->ignore_wrt_candidates = md_cfg_bool(cfg, "ignore_wrt_candidates", true);
-    a->match_low_quality = md_cfg_bool(cfg, "match_low_quality", true);
     if (!(a->iou = md_build_part(ctx, "iou_calculators", cfg, "iou_calculator", err))) {
         free(a);
         return NULL;
