@@ -24,7 +24,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include "custom_dataset.h"
-#include "voc_eval.h"
+#include <mmdet/evaluation.h>
 
 static const char *const voc_classes[] = {
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -233,7 +233,7 @@ static int voc_evaluate(const md_dataset *ds, const md_det_result *results, int6
     if (!metric) metric = "mAP";
     if (strcmp(metric, "mAP") && strcmp(metric, "recall"))
         return md_failc(err, MD_ERR_CONFIG, "%s: metric %s is not supported (mAP, recall)", ds->type, metric);
-    voc_gt *gts = calloc((size_t)(n ? n : 1), sizeof *gts);
+    md_voc_gt *gts = calloc((size_t)(n ? n : 1), sizeof *gts);
     if (!gts) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < n; i++) {
         gts[i].n = (int)(c->off[i + 1] - c->off[i]);
@@ -247,7 +247,7 @@ static int voc_evaluate(const md_dataset *ds, const md_det_result *results, int6
     out->n = 0;
     if (!strcmp(metric, "mAP")) {
         double map = 0;
-        rc = voc_eval_map(results, gts, n, ds->n_classes, 0.5, d->year == 2007, d->legacy_eval, &map, NULL, NULL, err);
+        rc = md_voc_eval_map(results, gts, n, ds->n_classes, 0.5, d->year == 2007, d->legacy_eval, &map, NULL, NULL, err);
         if (!rc) {
             /* VOCDataset moves mAP first; CustomDataset lists AP50 first. */
             md_metric ap50 = { "AP50", round(map * 1000) / 1000 }, m = { "mAP", map };
@@ -257,7 +257,7 @@ static int voc_evaluate(const md_dataset *ds, const md_det_result *results, int6
     } else {
         static const int nums[] = { 100, 300, 1000 };
         double rec[3];
-        rc = voc_eval_recalls(results, gts, n, nums, 3, 0.5, d->legacy_eval, rec, err);
+        rc = md_voc_eval_recalls(results, gts, n, nums, 3, 0.5, d->legacy_eval, rec, err);
         for (int k = 0; !rc && k < 3; k++) {
             snprintf(out->m[out->n].name, sizeof out->m[0].name, "recall@%d@0.5", nums[k]);
             out->m[out->n++].value = rec[k];
