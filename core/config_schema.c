@@ -192,7 +192,6 @@ static int choice_index(const char *choices, const char *v) {
 
 static int store(const md_cfg *v, const md_key *k, void *obj, const char *what, md_error *err) {
     char w[1024];
-    char *at = (char *)obj + k->offset;
     bool is_num = v->type == MD_CFG_INT || v->type == MD_CFG_FLOAT;
     double num = v->type == MD_CFG_INT ? (double)v->v.i : v->type == MD_CFG_FLOAT ? v->v.f : 0;
     if (is_num && k->min && num < bound(k->min))
@@ -205,7 +204,8 @@ static int store(const md_cfg *v, const md_key *k, void *obj, const char *what, 
         return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is \"%s\"; accepted: %s", md__cfg_where(v, w, sizeof w),
                         k->name, what, v->v.s, k->choices);
     bool ok = true;
-    if (!obj) return 0;   /* bounds and choices only */
+    if (!obj) return 0;   /* bounds and choices only (no field address: NULL + offset is undefined) */
+    char *at = (char *)obj + k->offset;
     switch (k->field) {
     case MD_FIELD_NONE: break;
     case MD_FIELD_INT:

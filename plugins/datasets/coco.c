@@ -22,7 +22,7 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 #include <mmdet/coco.h>
-#include "custom_dataset.h"
+#include <mmdet/custom_dataset.h>
 
 static const char *const coco_classes[] = {
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -524,21 +524,31 @@ static int64_t find_id(const id_idx *t, int64_t n, int64_t id) {
     return lo < n && t[lo].id == id ? t[lo].idx : -1;
 }
 
+/* The images' ids are the infos' (md_img_info.id). */
 typedef struct coco_ds {
-    custom_ds c;
+    md_custom_dataset c;
     int64_t *cat_ids;          /* label -> category id */
     int n_cat_ids;
-    int64_t *img_ids;          /* per kept image */
-    md_ctx *ctx;               /* for evaluate's log lines (outlives the dataset) */
     md_coco *gt;               /* evaluation ground truth, built on first use */
 } coco_ds;
 
-static void coco_destroy(md_dataset *ds) {
-    coco_ds *d = (coco_ds *)ds;
+static void coco_destroy(md_custom_dataset *c) {
+    coco_ds *d = (coco_ds *)c;
     free(d->cat_ids);
-    free(d->img_ids);
     md_coco_free(d->gt);
-    custom_free(&d->c);
+}
+
+/* mmdet's CocoDataset.get_cat_ids: the category ids of the image's loaded
+ * boxes, crowd ones included. */
+static int coco_get_cat_ids(const md_custom_dataset *c, int64_t idx, int64_t *ids, int cap) {
+    const coco_ds *d = (const coco_ds *)c;
+    if (idx < 0 || idx >= c->n) return -1;
+    int k = 0;
+    for (int64_t j = c->off[idx]; j < c->off[idx + 1]; j++, k++)
+        if (k < cap) ids[k] = d->cat_ids[c->gt.labels[j]];
+    for (int64_t j = c->ign_off[idx]; j < c->ign_off[idx + 1]; j++, k++)
+        if (k < cap) ids[k] = d->cat_ids[c->ign.labels[j]];
+    return k;
 }
 
 /* ------------------------------------------------------------- evaluation */
@@ -596,7 +606,7 @@ static md_coco *eval_gt(coco_ds *d, md_error *err) {
     strbuf b = { 0 };
     if (!imgs || !cats) b.oom = true;
     else {
-        memcpy(imgs, d->img_ids, sizeof *imgs * ni);
+        for (size_t i = 0; i < ni; i++) imgs[i] = d->c.infos[i].id;
         memcpy(cats, d->cat_ids, sizeof *cats * nc);
         qsort(imgs, ni, sizeof *imgs, cmp_i64);
         qsort(cats, nc, sizeof *cats, cmp_i64);
@@ -673,7 +683,7 @@ static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, m
                 if (r->labels[j] != label) continue;
                 const float *b = r->bboxes + 5 * j;
                 float w = b[2] - b[0], h = b[3] - b[1];
-                dets[k++] = (md_coco_det){ .image_id = d->img_ids[i], .category_id = d->cat_ids[label],
+                dets[k++] = (md_coco_det){ .image_id = d->c.infos[i].id, .category_id = d->cat_ids[label],
                                            .bbox = { b[0], b[1], w, h }, .score = b[4] };
             }
     }
@@ -682,9 +692,9 @@ static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, m
     return 0;
 }
 
-static int coco_format_results(const md_dataset *ds, const md_det_result *results, int64_t n, const char *prefix,
-                               md_error *err) {
-    const coco_ds *d = (const coco_ds *)ds;
+static int coco_format_results(const md_custom_dataset *c, const md_det_result *results, int64_t n,
+                               const char *prefix, md_error *err) {
+    const coco_ds *d = (const coco_ds *)c;
     md_coco_det *dets;
     size_t nd;
     if (det2json(d, results, n, &dets, &nd, err) != 0) return -1;
@@ -702,11 +712,11 @@ static double round3(double v) {
     return strtod(buf, NULL);
 }
 
-static int coco_evaluate(const md_dataset *ds, const md_det_result *results, int64_t n, const char *metric,
+static int coco_evaluate(const md_custom_dataset *c, const md_det_result *results, int64_t n, const char *metric,
                          md_metrics *out, md_error *err) {
     /* The dataset is otherwise immutable; the cached ground truth is built
      * on the calling (main) thread only. */
-    coco_ds *d = (coco_ds *)ds;
+    coco_ds *d = (coco_ds *)c;
     if (!metric || !*metric) metric = "bbox";
     if (strcmp(metric, "bbox"))
         return md_failc(err, MD_ERR_CONFIG, "CocoDataset.evaluate: metric '%s' is not supported (supported: bbox)",
@@ -719,33 +729,43 @@ static int coco_evaluate(const md_dataset *ds, const md_det_result *results, int
         free(dets);
         return md_error_wrap(err, "CocoDataset.evaluate");
     }
-    md_info(d->ctx, "Evaluating bbox...");
-    if (!nd) md_log_error(d->ctx, "The testing results of the whole dataset is empty.");
+    md_info(d->c.ctx, "Evaluating bbox...");
+    if (!nd) md_log_error(d->c.ctx, "The testing results of the whole dataset is empty.");
     md_coco_eval ev;
     int rc = md_coco_evaluate(gt, dets, nd, &ev, err);
     free(dets);
     if (rc != 0) return md_error_wrap(err, "CocoDataset.evaluate");
     char line[256];
-    for (int i = 0; i < 12; i++) md_info(d->ctx, "%s", md_coco_stat_line(&ev, i, line, sizeof line));
+    for (int i = 0; i < 12; i++) md_info(d->c.ctx, "%s", md_coco_stat_line(&ev, i, line, sizeof line));
     static const char *items[] = { "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l" };
     out->n = 0;
     for (int i = 0; i < 6; i++) {
         snprintf(out->m[out->n].name, sizeof out->m[0].name, "%s_%s", metric, items[i]);
         out->m[out->n++].value = round3(ev.stats[i]);
     }
-    md_info(d->ctx, "%s_mAP_copypaste: %.3f %.3f %.3f %.3f %.3f %.3f", metric, ev.stats[0], ev.stats[1],
+    md_info(d->c.ctx, "%s_mAP_copypaste: %.3f %.3f %.3f %.3f %.3f %.3f", metric, ev.stats[0], ev.stats[1],
             ev.stats[2], ev.stats[3], ev.stats[4], ev.stats[5]);
     md_coco_eval_free(&ev);
     return 0;
 }
 
-static const md_dataset_iface coco_iface = {
-    .len = custom_len, .get = custom_get, .ann_info = custom_ann_info, .img_info = custom_img_info,
-    .evaluate = coco_evaluate, .destroy = coco_destroy, .format_results = coco_format_results,
-};
+/* mmdet's box checks: true when the box (x, y, w, h) inside an image of
+ * iw x ih is usable. */
+static bool box_ok(double x, double y, double w, double h, double area, int iw, int ih) {
+    double iw_ = (x + w < iw ? x + w : iw) - (x > 0 ? x : 0);
+    double ih_ = (y + h < ih ? y + h : ih) - (y > 0 ? y : 0);
+    if (iw_ < 0) iw_ = 0;
+    if (ih_ < 0) ih_ = 0;
+    if (iw_ * ih_ == 0) return false;
+    if (area <= 0 || w < 1 || h < 1) return false;
+    return true;
+}
 
-static int build_tables(md_ctx *ctx, coco_ds *d, parse_state *s, const md_cfg *cfg, md_error *err) {
-    custom_ds *c = &d->c;
+/* The tables from the parsed records: labels, the images training keeps
+ * (_filter_imgs: an annotation of a selected class, crowd and ignore
+ * included as catToImgs counts them) and their boxes (_parse_ann_info). */
+static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
+    md_custom_dataset *c = &d->c;
     const char *path = c->ann_file;
     /* Categories: ids unique; labels in JSON order among CLASSES. */
     id_idx *cats = malloc(sizeof *cats * (size_t)(s->n_cats + 1));
@@ -755,9 +775,9 @@ static int build_tables(md_ctx *ctx, coco_ds *d, parse_state *s, const md_cfg *c
     int64_t *count = calloc((size_t)s->n_imgs + 1, sizeof *count);
     int64_t *order = malloc(sizeof *order * (size_t)(s->n_anns + 1));
     int64_t *ann_img = malloc(sizeof *ann_img * (size_t)(s->n_anns + 1));
-    uint8_t *keep = calloc((size_t)s->n_imgs + 1, 1);
+    int64_t *start = calloc((size_t)s->n_imgs + 1, sizeof *start);
     int rc = -1;
-    if (!cats || !d->cat_ids || !cat_label || !imgs || !count || !order || !ann_img || !keep) {
+    if (!cats || !d->cat_ids || !cat_label || !imgs || !count || !order || !ann_img || !start) {
         md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
@@ -799,94 +819,50 @@ static int build_tables(md_ctx *ctx, coco_ds *d, parse_state *s, const md_cfg *c
         if (ann_img[a] < 0) orphans++;
         else count[ann_img[a]]++;
     }
-    if (orphans) md_warn(ctx, "%s: %lld annotations refer to images the file does not list; ignored", path,
+    if (orphans) md_warn(c->ctx, "%s: %lld annotations refer to images the file does not list; ignored", path,
                          (long long)orphans);
-    int64_t *start = calloc((size_t)s->n_imgs + 1, sizeof *start);
-    if (!start) {
-        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
     for (int64_t i = 0; i < s->n_imgs; i++) start[i + 1] = start[i] + count[i];
     memset(count, 0, sizeof *count * (size_t)s->n_imgs);
     for (int64_t a = 0; a < s->n_anns; a++)
         if (ann_img[a] >= 0) order[start[ann_img[a]] + count[ann_img[a]]++] = a;
-    /* _filter_imgs: in training, images with an annotation of a selected
-     * class (crowd and ignore included, as catToImgs counts them) whose
-     * shorter side is at least min_size. */
-    bool filter = !c->base.test_mode;
-    bool filter_empty = md_cfg_bool(cfg, "filter_empty_gt", true);
-    int64_t min_size = md_cfg_int(cfg, "min_size", 32);
-    int64_t n_keep = 0;
+    int64_t dropped = 0;   /* boxes of non-positive size in the kept images */
     for (int64_t i = 0; i < s->n_imgs; i++) {
-        bool ok = true;
-        if (filter) {
-            if (filter_empty) {
-                bool has = false;
-                for (int64_t k = start[i]; k < start[i + 1] && !has; k++)
-                    has = cat_label[find_id(cats, s->n_cats, s->anns[order[k]].category_id)] >= 0;
-                ok = has;
-            }
-            int mn = s->imgs[i].width < s->imgs[i].height ? s->imgs[i].width : s->imgs[i].height;
-            if (mn < min_size) ok = false;
-        }
-        keep[i] = ok;
-        n_keep += ok;
-    }
-    c->n = n_keep;
-    c->infos = calloc((size_t)(n_keep + 1), sizeof *c->infos);
-    d->img_ids = calloc((size_t)(n_keep + 1), sizeof *d->img_ids);
-    c->off = calloc((size_t)(n_keep + 2), sizeof *c->off);
-    c->ign_off = calloc((size_t)(n_keep + 2), sizeof *c->ign_off);
-    if (!c->infos || !d->img_ids || !c->off || !c->ign_off || md_boxes_reserve(&c->gt, 16, true) ||
-        md_boxes_reserve(&c->ign, 16, false)) {
-        free(start);
-        md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    int64_t j = 0;
-    for (int64_t i = 0; i < s->n_imgs; i++) {
-        if (!keep[i]) continue;
         raw_img *im = &s->imgs[i];
+        bool has = false;
+        for (int64_t k = start[i]; k < start[i + 1] && !has; k++)
+            has = cat_label[find_id(cats, s->n_cats, s->anns[order[k]].category_id)] >= 0;
+        md_img_info info = { im->file_name, im->width, im->height, im->id };
+        if (!md_custom_dataset_keep_img(c, &info, has)) continue;
         if (!im->file_name) {
-            free(start);
             md_failc(err, MD_ERR_PARSE, "%s: image %lld has no file_name", path, (long long)im->id);
             goto done;
         }
-        c->infos[j] = (md_img_info){ im->file_name, im->width, im->height, im->id };
+        char *file_name = im->file_name;
         im->file_name = NULL;   /* moved */
-        d->img_ids[j] = im->id;
+        if (md_custom_dataset_add_img(c, file_name, im->width, im->height, im->id, err)) goto done;
         for (int64_t k = start[i]; k < start[i + 1]; k++) {
             raw_ann *a = &s->anns[order[k]];
             if (a->ignore) continue;
             if (a->nbbox != 4) {
-                free(start);
                 md_failc(err, MD_ERR_PARSE, "%s: annotation %lld: bbox has %d numbers, expected 4", path,
                          (long long)a->id, a->nbbox);
                 goto done;
             }
             double area = a->has_area ? a->area : (double)a->bbox[2] * a->bbox[3];
-            if (!custom_box_ok(a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], area, im->width, im->height)) {
-                c->dropped++;
+            if (!box_ok(a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], area, im->width, im->height)) {
+                dropped++;
                 continue;
             }
             int64_t label = cat_label[find_id(cats, s->n_cats, a->category_id)];
             if (label < 0) continue;
             float xyxy[4] = { a->bbox[0], a->bbox[1], a->bbox[0] + a->bbox[2], a->bbox[1] + a->bbox[3] };
-            if (md_boxes_push(a->iscrowd ? &c->ign : &c->gt, xyxy, label)) {
-                free(start);
-                md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
+            if (md_custom_dataset_add_box(c, xyxy, label, a->iscrowd, err)) goto done;
         }
-        c->off[j + 1] = c->gt.n;
-        c->ign_off[j + 1] = c->ign.n;
-        j++;
     }
-    free(start);
-    if (c->dropped)
-        md_warn(ctx, "%s: %lld boxes with non-positive size (or outside their image) dropped", path,
-                (long long)c->dropped);
-    rc = custom_set_flags(c, err);
+    if (dropped)
+        md_warn(c->ctx, "%s: %lld boxes with non-positive size (or outside their image) dropped", path,
+                (long long)dropped);
+    rc = 0;
 done:
     free(cats);
     free(cat_label);
@@ -894,38 +870,39 @@ done:
     free(count);
     free(order);
     free(ann_img);
-    free(keep);
+    free(start);
     return rc;
 }
 
-static const md_key coco_keys[] = { CUSTOM_DATASET_KEYS, { 0 } };
-
-static void *coco_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    coco_ds *d = calloc(1, sizeof *d);
-    if (!d) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    d->c.base.iface = &coco_iface;
-    d->ctx = ctx;
-    if (custom_init(ctx, &d->c, cfg, "CocoDataset", coco_classes, N_COCO, err)) {
-        coco_destroy(&d->c.base);
-        return NULL;
-    }
+/* mmdet's CocoDataset.load_annotations. */
+static int coco_load(md_custom_dataset *c, md_error *err) {
     parse_state s;
     memset(&s, 0, sizeof s);
-    int rc = parse_file(d->c.ann_file, &s, err);
-    if (!rc) rc = build_tables(ctx, d, &s, cfg, err);
+    int rc = parse_file(c->ann_file, &s, err);
+    if (!rc) rc = build_tables((coco_ds *)c, &s, err);
     free_raw(&s);
-    if (rc) {
-        coco_destroy(&d->c.base);
-        return NULL;
-    }
-    return d;
+    return rc;
+}
+
+static const md_key coco_keys[] = {
+    MD_CUSTOM_DATASET_KEYS,
+    { "min_size", MD_KEY_INT, "32", "drop images whose shorter side is smaller (training)", false,
+      MD_AT(coco_ds, c.min_size) },
+    { 0 } };
+
+static const md_custom_dataset_class coco_cls = {
+    .name = "CocoDataset", .size = sizeof(coco_ds), .keys = coco_keys, .classes = coco_classes,
+    .n_classes = N_COCO, .load_annotations = coco_load, .get_cat_ids = coco_get_cat_ids,
+    .evaluate = coco_evaluate, .format_results = coco_format_results, .destroy = coco_destroy,
+};
+
+static void *coco_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return md_custom_dataset_build(ctx, &coco_cls, cfg, err);
 }
 
 static const md_class coco_class = {
-    .name = "CocoDataset", .keys = coco_keys, .build = coco_build, MD_IFACE(&coco_iface, MD_IFACE_DATASET),
+    .name = "CocoDataset", .keys = coco_keys, .build = coco_build,
+    MD_IFACE(&md_custom_dataset_iface, MD_IFACE_DATASET),
     .doc = "COCO-format detection dataset (mmdet's CocoDataset)",
 };
 

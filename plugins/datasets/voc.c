@@ -23,8 +23,7 @@
 #include <string.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include "custom_dataset.h"
-#include "voc_eval.h"
+#include <mmdet/custom_dataset.h>
 
 static const char *const voc_classes[] = {
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -210,80 +209,11 @@ static int voc_parse_file(const char *path, char *const *classes, int n_classes,
 /* ------------------------------------------------------------- the dataset */
 
 typedef struct voc_ds {
-    custom_ds c;
-    int year;                    /* 2007, 2012; 0: XMLDataset */
-    bool legacy_eval;
-    int64_t *ign_labels;         /* labels of c.ign boxes */
-    int64_t ign_cap;
+    md_custom_dataset c;
+    const char *img_subdir, *ann_subdir;
+    const md_cfg *min_size;      /* boxes with a smaller side are ignored; NULL: None */
+    int year;                    /* VOCDataset: 2007, 2012; 0: XMLDataset */
 } voc_ds;
-
-static void voc_destroy(md_dataset *ds) {
-    voc_ds *d = (voc_ds *)ds;
-    free(d->ign_labels);
-    custom_free(&d->c);
-}
-
-static int voc_evaluate(const md_dataset *ds, const md_det_result *results, int64_t n, const char *metric,
-                        md_metrics *out, md_error *err) {
-    const voc_ds *d = (const voc_ds *)ds;
-    const custom_ds *c = &d->c;
-    if (n != c->n)
-        return md_failc(err, MD_ERR_GENERIC, "%s: %lld results for %lld images", ds->type, (long long)n,
-                        (long long)c->n);
-    if (!metric) metric = "mAP";
-    if (strcmp(metric, "mAP") && strcmp(metric, "recall"))
-        return md_failc(err, MD_ERR_CONFIG, "%s: metric %s is not supported (mAP, recall)", ds->type, metric);
-    voc_gt *gts = calloc((size_t)(n ? n : 1), sizeof *gts);
-    if (!gts) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-    for (int64_t i = 0; i < n; i++) {
-        gts[i].n = (int)(c->off[i + 1] - c->off[i]);
-        gts[i].bboxes = c->gt.xyxy + 4 * c->off[i];
-        gts[i].labels = c->gt.labels + c->off[i];
-        gts[i].n_ignore = (int)(c->ign_off[i + 1] - c->ign_off[i]);
-        gts[i].bboxes_ignore = c->ign.xyxy + 4 * c->ign_off[i];
-        gts[i].labels_ignore = d->ign_labels + c->ign_off[i];
-    }
-    int rc;
-    out->n = 0;
-    if (!strcmp(metric, "mAP")) {
-        double map = 0;
-        rc = voc_eval_map(results, gts, n, ds->n_classes, 0.5, d->year == 2007, d->legacy_eval, &map, NULL, NULL, err);
-        if (!rc) {
-            /* VOCDataset moves mAP first; CustomDataset lists AP50 first. */
-            md_metric ap50 = { "AP50", round(map * 1000) / 1000 }, m = { "mAP", map };
-            out->m[out->n++] = d->year ? m : ap50;
-            out->m[out->n++] = d->year ? ap50 : m;
-        }
-    } else {
-        static const int nums[] = { 100, 300, 1000 };
-        double rec[3];
-        rc = voc_eval_recalls(results, gts, n, nums, 3, 0.5, d->legacy_eval, rec, err);
-        for (int k = 0; !rc && k < 3; k++) {
-            snprintf(out->m[out->n].name, sizeof out->m[0].name, "recall@%d@0.5", nums[k]);
-            out->m[out->n++].value = rec[k];
-        }
-    }
-    free(gts);
-    if (rc) md_error_wrap(err, "%s", ds->type);
-    return rc;
-}
-
-static const md_dataset_iface voc_iface = {
-    .len = custom_len, .get = custom_get, .ann_info = custom_ann_info, .img_info = custom_img_info,
-    .evaluate = voc_evaluate, .destroy = voc_destroy,
-};
-
-static int push_ign_label(voc_ds *d, int64_t label) {
-    if (d->c.ign.n > d->ign_cap) {
-        int64_t nc = d->ign_cap ? 2 * d->ign_cap : 64;
-        while (nc < d->c.ign.n) nc *= 2;
-        int64_t *p = realloc(d->ign_labels, sizeof *p * (size_t)nc);
-        if (!p) return -1;
-        d->ign_labels = p, d->ign_cap = nc;
-    }
-    d->ign_labels[d->c.ign.n - 1] = label;
-    return 0;
-}
 
 /* Reads the id list (mmcv.list_from_file; blank lines skipped). */
 static int read_ids(const char *path, char ***ids, int64_t *n, md_error *err) {
@@ -319,27 +249,21 @@ static int read_ids(const char *path, char ***ids, int64_t *n, md_error *err) {
     return 0;
 }
 
-static int load(md_ctx *ctx, voc_ds *d, const md_cfg *cfg, md_error *err) {
-    custom_ds *c = &d->c;
-    const char *img_sub = md_cfg_str(cfg, "img_subdir", "JPEGImages");
-    const char *ann_sub = md_cfg_str(cfg, "ann_subdir", "Annotations");
-    int64_t min_size = md_cfg_int(cfg, "min_size", 0);
-    bool filter = !c->base.test_mode, filter_empty = md_cfg_bool(cfg, "filter_empty_gt", true);
+/* XMLDataset.load_annotations, with _filter_imgs on each image as it is
+ * read (its XML says whether it has an object of CLASSES). */
+static int xml_load(md_custom_dataset *c, md_error *err) {
+    voc_ds *d = (voc_ds *)c;
+    xmlInitParser();
+    int64_t min_size = d->min_size ? md_cfg_as_int(d->min_size) : 0;
     if (min_size > 0 && c->base.test_mode)
         return md_failc(err, MD_ERR_CONFIG, "min_size (boxes) cannot be used with test_mode");
     char **ids = NULL;
-    int64_t n_ids = 0, j = 0;
+    int64_t n_ids = 0, dropped = 0;
     if (read_ids(c->ann_file, &ids, &n_ids, err)) return -1;
     int rc = -1;
-    c->infos = calloc((size_t)(n_ids + 1), sizeof *c->infos);
-    c->off = calloc((size_t)(n_ids + 2), sizeof *c->off);
-    c->ign_off = calloc((size_t)(n_ids + 2), sizeof *c->ign_off);
-    if (!c->infos || !c->off || !c->ign_off || md_boxes_reserve(&c->gt, 16, true) ||
-        md_boxes_reserve(&c->ign, 16, false)) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        goto done;
-    }
     const char *prefix = c->img_prefix ? c->img_prefix : "";
+    const char *img_sub = d->img_subdir ? d->img_subdir : "JPEGImages";
+    const char *ann_sub = d->ann_subdir ? d->ann_subdir : "Annotations";
     for (int64_t i = 0; i < n_ids; i++) {
         size_t l = strlen(prefix) + strlen(ann_sub) + strlen(img_sub) + strlen(ids[i]) + 16;
         char *fname = malloc(l), *ann_rel = malloc(l), *ann_path = NULL;
@@ -371,120 +295,94 @@ static int load(md_ctx *ctx, voc_ds *d, const md_cfg *cfg, md_error *err) {
                 goto done;
             }
         }
-        bool keep = true;
-        if (filter) {
-            if ((x.width < x.height ? x.width : x.height) < 32) keep = false;
-            else if (filter_empty && !x.any_class) keep = false;
-        }
-        if (!keep) {
-            free(fname), free(ann_path), voc_xml_free(&x);
+        free(ann_path);
+        md_img_info info = { fname, x.width, x.height, i };
+        if (!md_custom_dataset_keep_img(c, &info, x.any_class)) {
+            free(fname), voc_xml_free(&x);
             continue;
         }
-        c->infos[j] = (md_img_info){ fname, x.width, x.height, i };
+        if (md_custom_dataset_add_img(c, fname, x.width, x.height, i, err)) {
+            voc_xml_free(&x);
+            goto done;
+        }
         for (int k = 0; k < x.n; k++) {
             const voc_obj *o = &x.objs[k];
             if (o->bbox[2] < o->bbox[0] || o->bbox[3] < o->bbox[1]) {
-                c->dropped++;
+                dropped++;
                 continue;
             }
-            bool ignore = min_size > 0 && (o->bbox[2] - o->bbox[0] < min_size || o->bbox[3] - o->bbox[1] < min_size);
+            bool small = min_size > 0 && (o->bbox[2] - o->bbox[0] < min_size || o->bbox[3] - o->bbox[1] < min_size);
             float b[4] = { (float)(o->bbox[0] - 1), (float)(o->bbox[1] - 1), (float)(o->bbox[2] - 1),
                            (float)(o->bbox[3] - 1) };
-            int bad = (o->difficult || ignore) ? md_boxes_push(&c->ign, b, 0) || push_ign_label(d, o->label)
-                                               : md_boxes_push(&c->gt, b, o->label);
-            if (bad) {
-                free(ann_path), voc_xml_free(&x);
-                md_failc(err, MD_ERR_NOMEM, "out of memory");
-                j++;   /* fname is owned by infos now */
+            if (md_custom_dataset_add_box(c, b, o->label, o->difficult || small, err)) {
+                voc_xml_free(&x);
                 goto done;
             }
         }
-        free(ann_path);
         voc_xml_free(&x);
-        j++;
-        c->off[j] = c->gt.n;
-        c->ign_off[j] = c->ign.n;
     }
-    c->n = j;
-    if (!d->ign_labels && !(d->ign_labels = calloc(1, sizeof *d->ign_labels))) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if (c->dropped)
-        md_warn(ctx, "%s: %lld boxes with xmax < xmin or ymax < ymin dropped", c->ann_file, (long long)c->dropped);
-    rc = custom_set_flags(c, err);
+    if (dropped)
+        md_warn(c->ctx, "%s: %lld boxes with xmax < xmin or ymax < ymin dropped", c->ann_file, (long long)dropped);
+    rc = 0;
 done:
-    if (rc) c->n = j;   /* custom_free frees the filenames infos[0..j) own */
     for (int64_t i = 0; i < n_ids; i++) free(ids[i]);
     free(ids);
     return rc;
 }
 
-static const md_key voc_keys[] = {
-    { "ann_file", MD_KEY_ANY, NULL, "image id list, e.g. VOC2007/ImageSets/Main/trainval.txt", true },
-    { "pipeline", MD_KEY_LIST, "[]", "transforms applied to each sample", false },
-    { "classes", MD_KEY_ANY, NULL, "class names (list), a file of names, or None: the VOC classes", false },
-    { "data_root", MD_KEY_ANY, NULL, "joined before ann_file and img_prefix", false },
-    { "img_prefix", MD_KEY_ANY, "\"\"", "the VOC year directory (holds Annotations/ and JPEGImages/)", false },
-    { "seg_prefix", MD_KEY_ANY, NULL, "segmentation map directory (unused)", false },
-    { "proposal_file", MD_KEY_ANY, NULL, "precomputed proposals (unsupported)", false },
-    { "test_mode", MD_KEY_BOOL, "false", "no filtering; samples come without annotations", false },
-    { "filter_empty_gt", MD_KEY_BOOL, "true", "drop images without an object of CLASSES in training", false },
-    { "min_size", MD_KEY_ANY, NULL, "boxes with a side under this become ignored (training)", false },
-    { "img_subdir", MD_KEY_STRING, "\"JPEGImages\"", "image directory under img_prefix", false },
-    { "ann_subdir", MD_KEY_STRING, "\"Annotations\"", "XML directory under img_prefix", false },
-    { "file_client_args", MD_KEY_GROUP, NULL, "accepted for mmdet configs; local files only", false },
-    { 0 } };
-
-static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err, bool voc) {
-    xmlInitParser();
-    voc_ds *d = calloc(1, sizeof *d);
-    if (!d) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    d->c.base.iface = &voc_iface;
-    const md_cfg *ms = md_cfg_get(cfg, "min_size");
-    if (ms && md_cfg_kind(ms) != MD_CFG_NONE && md_cfg_kind(ms) != MD_CFG_INT && md_cfg_kind(ms) != MD_CFG_FLOAT) {
-        md_failc(err, MD_ERR_CONFIG, "min_size (%s:%d): expected a number or None, got %s",
-                 md_cfg_file(ms) ? md_cfg_file(ms) : "?", md_cfg_line(ms), md_cfg_type_name(md_cfg_kind(ms)));
-        free(d);
-        return NULL;
-    }
-    if (custom_init(ctx, &d->c, cfg, voc ? "VOCDataset" : "XMLDataset", voc ? voc_classes : NULL, voc ? N_VOC : 0,
-                    err))
-        goto fail;
-    if (!voc && d->c.base.n_classes == 0) {
-        md_failc(err, MD_ERR_CONFIG, "XMLDataset needs `classes` (it has no default class names)");
-        goto fail;
-    }
-    if (voc) {
-        const char *p = d->c.img_prefix ? d->c.img_prefix : "";
-        if (strstr(p, "VOC2007")) d->year = 2007;
-        else if (strstr(p, "VOC2012")) d->year = 2012;
-        else {
-            md_failc(err, MD_ERR_CONFIG, "Cannot infer dataset year from img_prefix '%s' (it must contain VOC2007 "
-                     "or VOC2012; use XMLDataset otherwise)", p);
-            goto fail;
-        }
-        d->legacy_eval = true;
-    }
-    if (load(ctx, d, cfg, err)) goto fail;
-    return d;
-fail:
-    voc_destroy(&d->c.base);
-    return NULL;
+/* VOCDataset: the year from img_prefix, then XMLDataset's loading. */
+static int voc_load(md_custom_dataset *c, md_error *err) {
+    voc_ds *d = (voc_ds *)c;
+    const char *p = c->img_prefix ? c->img_prefix : "";
+    if (strstr(p, "VOC2007")) d->year = 2007;
+    else if (strstr(p, "VOC2012")) d->year = 2012;
+    else
+        return md_failc(err, MD_ERR_CONFIG, "Cannot infer dataset year from img_prefix '%s' (it must contain VOC2007 "
+                        "or VOC2012; use XMLDataset otherwise)", p);
+    return xml_load(c, err);
 }
 
-static void *voc_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build(ctx, cfg, err, true); }
-static void *xml_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build(ctx, cfg, err, false); }
+/* VOCDataset.evaluate: eval_map on legacy (+1) coordinates, 11-point AP for
+ * VOC2007, mAP listed first; XMLDataset keeps CustomDataset's. */
+static int voc_evaluate(const md_custom_dataset *c, const md_det_result *results, int64_t n, const char *metric,
+                        md_metrics *out, md_error *err) {
+    const voc_ds *d = (const voc_ds *)c;
+    md_map_eval_opts opts = { .iou_thr = 0.5, .eleven_points = d->year == 2007, .legacy_coordinates = true,
+                              .map_first = true };
+    return md_custom_dataset_evaluate_map(c, results, n, metric, &opts, out, err);
+}
+
+static const md_key voc_keys[] = {
+    MD_CUSTOM_DATASET_KEYS,
+    { "min_size", MD_KEY_FLOAT, NULL, "boxes with a side under this become ignored (training)", false,
+      MD_AT(voc_ds, min_size) },
+    { "img_subdir", MD_KEY_STRING, "\"JPEGImages\"", "image directory under img_prefix", false,
+      MD_AT(voc_ds, img_subdir) },
+    { "ann_subdir", MD_KEY_STRING, "\"Annotations\"", "XML directory under img_prefix", false,
+      MD_AT(voc_ds, ann_subdir) },
+    { 0 } };
+
+static const md_custom_dataset_class xml_cls = {
+    .name = "XMLDataset", .size = sizeof(voc_ds), .keys = voc_keys, .load_annotations = xml_load,
+};
+static const md_custom_dataset_class voc_cls = {
+    .name = "VOCDataset", .size = sizeof(voc_ds), .keys = voc_keys, .classes = voc_classes, .n_classes = N_VOC,
+    .load_annotations = voc_load, .evaluate = voc_evaluate,
+};
+
+static void *xml_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return md_custom_dataset_build(ctx, &xml_cls, cfg, err);
+}
+static void *voc_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return md_custom_dataset_build(ctx, &voc_cls, cfg, err);
+}
 
 static const md_class voc_class = {
-    .name = "VOCDataset", .keys = voc_keys, .build = voc_build, MD_IFACE(&voc_iface, MD_IFACE_DATASET),
+    .name = "VOCDataset", .keys = voc_keys, .build = voc_build, MD_IFACE(&md_custom_dataset_iface, MD_IFACE_DATASET),
     .doc = "Pascal VOC dataset (mmdet's VOCDataset): XML annotations, VOC mAP",
 };
 static const md_class xml_class = {
-    .name = "XMLDataset", .keys = voc_keys, .build = xml_build, MD_IFACE(&voc_iface, MD_IFACE_DATASET),
+    .name = "XMLDataset", .keys = voc_keys, .build = xml_build, MD_IFACE(&md_custom_dataset_iface, MD_IFACE_DATASET),
     .doc = "VOC-layout dataset with your own classes (mmdet's XMLDataset)",
 };
 

@@ -11,7 +11,7 @@
 #include <mmdet/mmdet.h>
 #include "testlib.h"
 #include <mmdet/data.h>
-#include "../../plugins/datasets/voc_eval.h"
+#include <mmdet/evaluation.h>
 
 /* ------------------------------------------------- eval_map, hand-worked */
 
@@ -24,7 +24,7 @@ static md_det_result det(int n, const float *b, const int64_t *l) { return (md_d
 Test(voc_eval, two_images_area_and_11points) {
     float g0[] = { 0, 0, 10, 10, 20, 20, 30, 30 }, g1[] = { 0, 0, 10, 10 };
     int64_t gl0[] = { 0, 0 }, gl1[] = { 0 };
-    voc_gt gts[2] = { { 2, g0, gl0, 0, NULL, NULL }, { 1, g1, gl1, 0, NULL, NULL } };
+    md_voc_gt gts[2] = { { 2, g0, gl0, 0, NULL, NULL }, { 1, g1, gl1, 0, NULL, NULL } };
     float d0[] = { 0, 0, 10, 10, 0.9f, 0, 0, 10, 10, 0.7f, 40, 40, 45, 45, 0.5f };
     float d1[] = { 50, 50, 60, 60, 0.8f, 0, 0, 10, 10, 0.6f };
     int64_t l0[] = { 0, 0, 0 }, l1[] = { 0, 0 };
@@ -32,10 +32,10 @@ Test(voc_eval, two_images_area_and_11points) {
     double map, ap[1];
     int64_t ngt[1];
     md_error err = { 0 };
-    cr_assert_eq(voc_eval_map(r, gts, 2, 1, 0.5, false, false, &map, ap, ngt, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 1, 0.5, false, false, &map, ap, ngt, &err), 0, "%s", err.msg);
     cr_assert_eq(ngt[0], 3);
     cr_assert_float_eq(map, 0.5, 1e-6);
-    cr_assert_eq(voc_eval_map(r, gts, 2, 1, 0.5, true, false, &map, ap, ngt, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 1, 0.5, true, false, &map, ap, ngt, &err), 0, "%s", err.msg);
     cr_assert_float_eq(map, 0.5, 1e-6);
     /* The 20..30 GT is never found: drop the duplicate to see the area
      * curve change: tp 1,1,2,2 fp 0,1,1,2: precisions 1, 1/2, 2/3, 1/2:
@@ -43,10 +43,10 @@ Test(voc_eval, two_images_area_and_11points) {
     r[0].n = 1;
     float d0b[] = { 0, 0, 10, 10, 0.9f, 40, 40, 45, 45, 0.5f };
     r[0] = det(2, d0b, l0);
-    cr_assert_eq(voc_eval_map(r, gts, 2, 1, 0.5, false, false, &map, ap, ngt, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 1, 0.5, false, false, &map, ap, ngt, &err), 0, "%s", err.msg);
     cr_assert_float_eq(map, 5.0 / 9.0, 1e-6);
     /* 11 points: t = 0 .. 0.3: 1; t = 0.4 .. 0.6: 2/3 -> (4 + 2) / 11 */
-    cr_assert_eq(voc_eval_map(r, gts, 2, 1, 0.5, true, false, &map, ap, ngt, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 1, 0.5, true, false, &map, ap, ngt, &err), 0, "%s", err.msg);
     cr_assert_float_eq(map, 6.0 / 11.0, 1e-6);
 }
 
@@ -63,13 +63,13 @@ Test(voc_eval, eleven_points_uses_arange_thresholds) {
         float b[5] = { 20.0f * i, 0, 20.0f * i + 10, 10, 0.9f - 0.1f * i };
         memcpy(d + 5 * i, b, sizeof b);
     }
-    voc_gt gt = { 10, g, gl, 0, NULL, NULL };
+    md_voc_gt gt = { 10, g, gl, 0, NULL, NULL };
     md_det_result r = det(3, d, dl);
     double map;
     md_error err = { 0 };
-    cr_assert_eq(voc_eval_map(&r, &gt, 1, 1, 0.5, true, false, &map, NULL, NULL, &err), 0);
+    cr_assert_eq(md_voc_eval_map(&r, &gt, 1, 1, 0.5, true, false, &map, NULL, NULL, &err), 0);
     cr_assert_float_eq(map, 3.0 / 11.0, 1e-6);
-    cr_assert_eq(voc_eval_map(&r, &gt, 1, 1, 0.5, false, false, &map, NULL, NULL, &err), 0);
+    cr_assert_eq(md_voc_eval_map(&r, &gt, 1, 1, 0.5, false, false, &map, NULL, NULL, &err), 0);
     cr_assert_float_eq(map, 0.3, 1e-6);
 }
 
@@ -78,12 +78,12 @@ Test(voc_eval, eleven_points_uses_arange_thresholds) {
 Test(voc_eval, legacy_coordinates) {
     float g[] = { 0, 0, 4, 9 }, d[] = { 0, 0, 9, 9, 0.5f };
     int64_t gl[] = { 0 }, dl[] = { 0 };
-    voc_gt gt = { 1, g, gl, 0, NULL, NULL };
+    md_voc_gt gt = { 1, g, gl, 0, NULL, NULL };
     md_det_result r = det(1, d, dl);
     double map;
-    cr_assert_eq(voc_eval_map(&r, &gt, 1, 1, 0.5, false, false, &map, NULL, NULL, NULL), 0);
+    cr_assert_eq(md_voc_eval_map(&r, &gt, 1, 1, 0.5, false, false, &map, NULL, NULL, NULL), 0);
     cr_assert_float_eq(map, 0.0, 1e-9);
-    cr_assert_eq(voc_eval_map(&r, &gt, 1, 1, 0.5, false, true, &map, NULL, NULL, NULL), 0);
+    cr_assert_eq(md_voc_eval_map(&r, &gt, 1, 1, 0.5, false, true, &map, NULL, NULL, NULL), 0);
     cr_assert_float_eq(map, 1.0, 1e-9);
 }
 
@@ -95,7 +95,7 @@ Test(voc_eval, legacy_coordinates) {
 Test(voc_eval, ignored_gt_and_classes_without_gt) {
     float g[] = { 0, 0, 10, 10, 50, 50, 70, 70 }, gi[] = { 20, 20, 30, 30 };
     int64_t gl[] = { 0, 2 }, gil[] = { 0 };
-    voc_gt gts[2] = { { 2, g, gl, 1, gi, gil }, { 0, NULL, NULL, 0, NULL, NULL } };
+    md_voc_gt gts[2] = { { 2, g, gl, 1, gi, gil }, { 0, NULL, NULL, 0, NULL, NULL } };
     float d0[] = { 20, 20, 30, 30, 0.9f, 0, 0, 10, 10, 0.8f, 0, 0, 5, 5, 0.3f };
     int64_t l0[] = { 0, 0, 1 };
     float d1[] = { 50, 50, 70, 70, 0.9f };
@@ -103,7 +103,7 @@ Test(voc_eval, ignored_gt_and_classes_without_gt) {
     md_det_result r[2] = { det(3, d0, l0), det(1, d1, l1) };
     double map, ap[3];
     int64_t ngt[3];
-    cr_assert_eq(voc_eval_map(r, gts, 2, 3, 0.5, false, true, &map, ap, ngt, NULL), 0);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 3, 0.5, false, true, &map, ap, ngt, NULL), 0);
     cr_assert_eq(ngt[0], 1);
     cr_assert_eq(ngt[1], 0);
     cr_assert_eq(ngt[2], 1);
@@ -113,7 +113,7 @@ Test(voc_eval, ignored_gt_and_classes_without_gt) {
     int64_t bad[] = { 3 };
     r[1] = det(1, d1, bad);
     md_error err = { 0 };
-    cr_assert_eq(voc_eval_map(r, gts, 2, 3, 0.5, false, true, &map, NULL, NULL, &err), -1);
+    cr_assert_eq(md_voc_eval_map(r, gts, 2, 3, 0.5, false, true, &map, NULL, NULL, &err), -1);
     cr_assert(strstr(err.msg, "results[1]"), "%s", err.msg);
 }
 
@@ -122,13 +122,13 @@ Test(voc_eval, ignored_gt_and_classes_without_gt) {
 Test(voc_eval, recalls) {
     float g0[] = { 0, 0, 10, 10, 20, 20, 30, 30 }, g1[] = { 5, 5, 9, 9 };
     int64_t gl[] = { 0, 0 };
-    voc_gt gts[2] = { { 2, g0, gl, 0, NULL, NULL }, { 1, g1, gl, 0, NULL, NULL } };
+    md_voc_gt gts[2] = { { 2, g0, gl, 0, NULL, NULL }, { 1, g1, gl, 0, NULL, NULL } };
     float p0[] = { 20, 20, 30, 30, 0.1f, 0, 0, 10, 10, 0.5f };
     int64_t l[] = { 0, 0 };
     md_det_result r[2] = { det(2, p0, l), det(0, NULL, NULL) };
     int nums[] = { 1, 2 };
     double rec[2];
-    cr_assert_eq(voc_eval_recalls(r, gts, 2, nums, 2, 0.5, true, rec, NULL), 0);
+    cr_assert_eq(md_voc_eval_recalls(r, gts, 2, nums, 2, 0.5, true, rec, NULL), 0);
     cr_assert_float_eq(rec[0], 1.0 / 3.0, 1e-12);
     cr_assert_float_eq(rec[1], 2.0 / 3.0, 1e-12);
 }

@@ -54,6 +54,52 @@ int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const m
 /* The model's simple_test, or NULL when its class has none. */
 const md_model_iface *md_model_test_iface(const md_module *model);
 
+/* ---- VOC-style evaluation: mmdet.core.evaluation's eval_map and eval_recalls ----
+ *
+ * md_voc_eval_map is eval_map with scale_ranges=None and tpfp_default:
+ *  - per class and image, detections are matched in descending score order
+ *    to the GT of highest IoU (ignored GT stacked after the others, first
+ *    maximum wins); IoU >= iou_thr with a free GT: TP; with a GT already
+ *    covered: FP; with an ignored GT: neither; below: FP; an image without
+ *    GT of the class: every detection FP;
+ *  - all images' detections of a class sorted by score (ties keep image,
+ *    then detection order), cumulated, recall = tp / max(num_gts, eps),
+ *    precision = tp / max(tp + fp, eps) in float32 as numpy does;
+ *  - AP by '11points' (VOC2007: mean over recall thresholds 0, 0.1, ... 1.0
+ *    of the highest precision at recall >= t, thresholds as numpy's arange)
+ *    or 'area' (the precision envelope integrated over recall steps);
+ *  - mAP: the mean AP (float32) of the classes that have GT (ignored GT not
+ *    counted);
+ *  - legacy (use_legacy_coordinate) adds 1 to widths and heights.
+ * md_voc_eval_recalls is eval_recalls: per image the proposals sorted by
+ * score (numpy's argsort reversed, so ties come last-first), the top N
+ * matched greedily to GT by highest IoU, recall = share of GT with IoU >=
+ * iou_thr. */
+
+/* One image's ground truth: boxes (x1, y1, x2, y2) with 0-based labels, and
+ * ignored ones (VOC's difficult) with labels too. */
+typedef struct md_voc_gt {
+    int n;
+    const float *bboxes;
+    const int64_t *labels;
+    int n_ignore;
+    const float *bboxes_ignore;
+    const int64_t *labels_ignore;
+} md_voc_gt;
+
+/* eval_map over n_imgs images (res[i] the detections of gts[i]): the mean
+ * AP into *mean_ap; per-class AP and GT counts into cls_ap[n_classes] /
+ * cls_ngt[n_classes] when not NULL. A label outside [0, n_classes) is an
+ * error naming the image. 0 or -1. */
+int md_voc_eval_map(const md_det_result *res, const md_voc_gt *gts, int64_t n_imgs, int n_classes,
+                    double iou_thr, bool eleven_points, bool legacy, double *mean_ap, double *cls_ap,
+                    int64_t *cls_ngt, md_error *err);
+/* eval_recalls over proposals (every box of a result; labels unused) for
+ * the proposal counts nums[n_nums] at one IoU threshold: out[n_nums] (NaN
+ * without GT). 0 or -1. */
+int md_voc_eval_recalls(const md_det_result *res, const md_voc_gt *gts, int64_t n_imgs, const int *nums,
+                        int n_nums, double iou_thr, bool legacy, double *out, md_error *err);
+
 #ifdef __cplusplus
 }
 #endif

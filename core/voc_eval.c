@@ -1,47 +1,14 @@
-/* mmdet's VOC-style evaluation (mmdet.core.evaluation.mean_ap and recall),
- * header only so the VOC plugin and the tests share it (plugins never link
- * against each other).
- *
- * voc_eval_map is eval_map with scale_ranges=None and tpfp_default:
- *  - per class and image, detections are matched in descending score order
- *    to the GT of highest IoU (ignored GT stacked after the others, first
- *    maximum wins); IoU >= thr with a free GT: TP; with a GT already
- *    covered: FP; with an ignored GT: neither; below thr: FP; an image
- *    without GT: every detection FP;
- *  - all images' detections of a class sorted by score (ties keep image,
- *    then detection order), cumulated, recall = tp / max(num_gts, eps),
- *    precision = tp / max(tp + fp, eps) in float32 as numpy does;
- *  - AP by '11points' (VOC2007: mean over recall thresholds 0, 0.1, ... 1.0
- *    of the highest precision at recall >= t, thresholds as numpy's arange)
- *    or 'area' (the precision envelope integrated over recall steps);
- *  - mAP: the mean AP of the classes that have GT (ignored GT not counted);
- *  - use_legacy_coordinate adds 1 to widths and heights (VOC's devkit).
- * voc_eval_recalls is eval_recalls: per image the proposals sorted by score
- * (numpy's argsort reversed, so ties come last-first), the top N matched
- * greedily to GT by highest IoU, recall = share of GT with IoU >= thr. */
-#ifndef MMDET_PLUGINS_VOC_EVAL_H
-#define MMDET_PLUGINS_VOC_EVAL_H
-
+/* mmdet's VOC-style evaluation (mmdet.core.evaluation.mean_ap and recall);
+ * the rules are in evaluation.h. */
 #include <float.h>
 #include <math.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <mmdet/data.h>
+#include "internal.h"
+#include "mmdet/evaluation.h"
 
-/* One image's ground truth: boxes (xyxy) with labels, and ignored ones
- * (VOC's difficult) with labels too. */
-typedef struct voc_gt {
-    int n;
-    const float *bboxes;
-    const int64_t *labels;
-    int n_ignore;
-    const float *bboxes_ignore;
-    const int64_t *labels_ignore;
-} voc_gt;
-
-static inline double voc_iou(const float *a, const float *b, double extra) {
+/* bbox_overlaps of two boxes; extra is 1 with legacy coordinates. */
+static double voc_iou(const float *a, const float *b, double extra) {
     double a1 = ((double)a[2] - a[0] + extra) * ((double)a[3] - a[1] + extra);
     double a2 = ((double)b[2] - b[0] + extra) * ((double)b[3] - b[1] + extra);
     double x1 = a[0] > b[0] ? a[0] : b[0], y1 = a[1] > b[1] ? a[1] : b[1];
@@ -54,17 +21,19 @@ static inline double voc_iou(const float *a, const float *b, double extra) {
     return ov / uni;
 }
 
-/* A detection of the class being evaluated: where it sits and its result. */
-typedef struct voc_det_ref { double score; int64_t order; float tp, fp; } voc_det_ref;
+/* A detection of the class being evaluated: its score, its place in the
+ * image-then-detection order, and its result. */
+typedef struct det_ref { double score; int64_t order; float tp, fp; } det_ref;
 
-static int voc_cmp_score_desc(const void *a, const void *b) {
-    const voc_det_ref *x = a, *y = b;
+static int cmp_score_desc(const void *a, const void *b) {
+    const det_ref *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* AP from cumulated recall (double) and precision (float32) of n points. */
-static inline float voc_average_precision(const double *rec, const float *prec, int64_t n, bool eleven) {
+/* AP from cumulated recall (double) and precision (float32) of n points;
+ * -1 when out of memory. */
+static float average_precision(const double *rec, const float *prec, int64_t n, bool eleven) {
     if (eleven) {
         float ap = 0;
         for (int k = 0; k <= 10; k++) {
@@ -94,10 +63,11 @@ static inline float voc_average_precision(const double *rec, const float *prec, 
     return (float)ap;
 }
 
-/* tpfp_default for one image and class: dets (indices into res->bboxes),
- * GT boxes then ignored boxes of the class. */
-static inline void voc_tpfp(const md_det_result *res, const int *di, int nd, const float **g, int ng, int ngi,
-                            double thr, double extra, voc_det_ref *out) {
+/* tpfp_default for one image and class: detections di[nd] (indices into
+ * res->bboxes), GT boxes g[0 .. ng) then ignored ones g[ng .. ng + ngi);
+ * order[nd] and covered[ng + ngi] are scratch. */
+static void tpfp(const md_det_result *res, const int *di, int nd, const float **g, int ng, int ngi, double thr,
+                 double extra, int *order, bool *covered, det_ref *out) {
     int nt = ng + ngi;
     for (int k = 0; k < nd; k++) out[k].tp = 0, out[k].fp = 0;
     if (nt == 0) {
@@ -105,7 +75,6 @@ static inline void voc_tpfp(const md_det_result *res, const int *di, int nd, con
         return;
     }
     /* descending score, stable */
-    int order[nd > 0 ? nd : 1];
     for (int k = 0; k < nd; k++) order[k] = k;
     for (int a = 1; a < nd; a++) {
         int v = order[a], b = a;
@@ -115,8 +84,7 @@ static inline void voc_tpfp(const md_det_result *res, const int *di, int nd, con
         }
         order[b] = v;
     }
-    bool covered[nt];
-    memset(covered, 0, sizeof covered);
+    memset(covered, 0, sizeof *covered * (size_t)nt);
     for (int o = 0; o < nd; o++) {
         int k = order[o];
         const float *d = res->bboxes + 5 * di[k];
@@ -137,12 +105,9 @@ static inline void voc_tpfp(const md_det_result *res, const int *di, int nd, con
     }
 }
 
-/* eval_map: mean AP over classes with GT into *mean_ap; per-class AP and GT
- * counts into cls_ap / cls_ngt when not NULL. Labels outside
- * [0, n_classes) are an error naming the image. */
-static inline int voc_eval_map(const md_det_result *res, const voc_gt *gts, int64_t n_imgs, int n_classes,
-                               double thr, bool eleven, bool legacy, double *mean_ap, double *cls_ap,
-                               int64_t *cls_ngt, md_error *err) {
+MD_API int md_voc_eval_map(const md_det_result *res, const md_voc_gt *gts, int64_t n_imgs, int n_classes,
+                           double thr, bool eleven, bool legacy, double *mean_ap, double *cls_ap, int64_t *cls_ngt,
+                           md_error *err) {
     double extra = legacy ? 1.0 : 0.0;
     int64_t total = 0;
     int max_d = 1, max_g = 1;
@@ -155,14 +120,16 @@ static inline int voc_eval_map(const md_det_result *res, const voc_gt *gts, int6
         if (res[i].n > max_d) max_d = res[i].n;
         if (gts[i].n + gts[i].n_ignore > max_g) max_g = gts[i].n + gts[i].n_ignore;
     }
-    voc_det_ref *all = malloc(sizeof *all * (size_t)(total + 1));
-    int *di = malloc(sizeof *di * (size_t)max_d);
+    det_ref *all = malloc(sizeof *all * (size_t)(total + 1));
+    int *di = malloc(sizeof *di * (size_t)max_d), *order = malloc(sizeof *order * (size_t)max_d);
     const float **g = malloc(sizeof *g * (size_t)max_g);
+    bool *covered = malloc(sizeof *covered * (size_t)max_g);
     double *rec = malloc(sizeof *rec * (size_t)(total + 1));
     float *prec = malloc(sizeof *prec * (size_t)(total + 1));
-    if (!all || !di || !g || !rec || !prec) {
-        free(all), free(di), free(g), free(rec), free(prec);
-        return md_failc(err, MD_ERR_NOMEM, "VOC evaluation: out of memory for %lld detections", (long long)total);
+    int rc = 0;
+    if (!all || !di || !order || !g || !covered || !rec || !prec) {
+        rc = md_failc(err, MD_ERR_NOMEM, "VOC evaluation: out of memory for %lld detections", (long long)total);
+        goto done;
     }
     double sum = 0;
     int with_gt = 0;
@@ -177,14 +144,14 @@ static inline int voc_eval_map(const md_det_result *res, const voc_gt *gts, int6
             for (int j = 0; j < gts[i].n_ignore; j++)
                 if (gts[i].labels_ignore[j] == c) g[ng + ngi++] = gts[i].bboxes_ignore + 4 * j;
             ngt += ng;
-            voc_tpfp(&res[i], di, nd, g, ng, ngi, thr, extra, all + nall);
+            tpfp(&res[i], di, nd, g, ng, ngi, thr, extra, order, covered, all + nall);
             for (int k = 0; k < nd; k++) {
                 all[nall + k].score = res[i].bboxes[5 * di[k] + 4];
                 all[nall + k].order = nall + k;
             }
             nall += nd;
         }
-        qsort(all, (size_t)nall, sizeof *all, voc_cmp_score_desc);
+        qsort(all, (size_t)nall, sizeof *all, cmp_score_desc);
         float tp = 0, fp = 0;
         const float eps = FLT_EPSILON;
         for (int64_t k = 0; k < nall; k++) {
@@ -194,10 +161,10 @@ static inline int voc_eval_map(const md_det_result *res, const voc_gt *gts, int6
             float den = tp + fp > eps ? tp + fp : eps;
             prec[k] = tp / den;
         }
-        float ap = voc_average_precision(rec, prec, nall, eleven);
+        float ap = average_precision(rec, prec, nall, eleven);
         if (ap < 0) {
-            free(all), free(di), free(g), free(rec), free(prec);
-            return md_failc(err, MD_ERR_NOMEM, "VOC evaluation: out of memory");
+            rc = md_failc(err, MD_ERR_NOMEM, "VOC evaluation: out of memory");
+            goto done;
         }
         if (cls_ap) cls_ap[c] = ap;
         if (cls_ngt) cls_ngt[c] = ngt;
@@ -205,19 +172,18 @@ static inline int voc_eval_map(const md_det_result *res, const voc_gt *gts, int6
     }
     /* numpy's float32 mean of the per-class APs */
     *mean_ap = with_gt ? (double)(float)(sum / with_gt) : 0.0;
-    free(all), free(di), free(g), free(rec), free(prec);
-    return 0;
+done:
+    free(all), free(di), free(order), free(g), free(covered), free(rec), free(prec);
+    return rc;
 }
 
-static int voc_cmp_double_desc(const void *a, const void *b) {
+static int cmp_double_desc(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x > y ? -1 : x < y;
 }
 
-/* eval_recalls over proposals (every box of a result, labels unused) for
- * proposal counts nums[n_nums] at one IoU threshold; out[n_nums]. */
-static inline int voc_eval_recalls(const md_det_result *res, const voc_gt *gts, int64_t n_imgs, const int *nums,
-                                   int n_nums, double thr, bool legacy, double *out, md_error *err) {
+MD_API int md_voc_eval_recalls(const md_det_result *res, const md_voc_gt *gts, int64_t n_imgs, const int *nums,
+                               int n_nums, double thr, bool legacy, double *out, md_error *err) {
     double extra = legacy ? 1.0 : 0.0;
     int64_t total_gt = 0;
     int max_p = 1;
@@ -283,7 +249,7 @@ static inline int voc_eval_recalls(const md_det_result *res, const voc_gt *gts, 
             }
             free(m);
         }
-        qsort(ious_all, (size_t)total_gt, sizeof *ious_all, voc_cmp_double_desc);
+        qsort(ious_all, (size_t)total_gt, sizeof *ious_all, cmp_double_desc);
         int64_t hit = 0;
         for (int64_t j = 0; j < total_gt; j++) hit += ious_all[j] >= thr;
         out[kk] = total_gt ? (double)hit / (double)total_gt : NAN;
@@ -291,5 +257,3 @@ static inline int voc_eval_recalls(const md_det_result *res, const voc_gt *gts, 
     free(ious_all), free(order);
     return 0;
 }
-
-#endif
