@@ -14,21 +14,6 @@ static void *oom(md_error *err) {
     return NULL;
 }
 
-/* A transform struct (md_transform first) of `size` bytes, its config
- * fields filled from the schema `keys`; NULL with err set. */
-static void *new_transform(size_t size, const md_transform_iface *iface, const char *name, const md_key *keys,
-                           const md_cfg *cfg, md_error *err) {
-    md_transform *t = calloc(1, size);
-    if (!t) return oom(err);
-    t->iface = iface;
-    t->type = name;
-    if (md_cfg_read_struct(cfg, keys, t, name, err)) {
-        free(t);
-        return NULL;
-    }
-    return t;
-}
-
 /* Frees a transform that failed its build checks. */
 static void *drop(void *t) {
     free(t);
@@ -86,7 +71,7 @@ static const md_key load_img_keys[] = {
 
 static void *load_img_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    load_img_t *t = new_transform(sizeof *t, &load_img_iface, "LoadImageFromFile", load_img_keys, cfg, err);
+    load_img_t *t = md_transform_new(sizeof *t, &load_img_iface, "LoadImageFromFile", load_img_keys, cfg, err);
     if (!t) return NULL;
     if (t->to_float32) {
         md_failc(err, MD_ERR_CONFIG, "to_float32=true is not supported: Normalize makes the float image");
@@ -145,7 +130,7 @@ static const md_key load_ann_keys[] = {
 
 static void *load_ann_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    load_ann_t *t = new_transform(sizeof *t, &load_ann_iface, "LoadAnnotations", load_ann_keys, cfg, err);
+    load_ann_t *t = md_transform_new(sizeof *t, &load_ann_iface, "LoadAnnotations", load_ann_keys, cfg, err);
     if (t && (t->with_mask || t->with_seg || t->denorm_bbox)) {
         md_failc(err, MD_ERR_CONFIG, "with_mask, with_seg and denorm_bbox are not supported (boxes only)");
         return drop(t);
@@ -291,7 +276,7 @@ bad:
 
 static void *resize_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    resize_t *t = new_transform(sizeof *t, &resize_iface, "Resize", resize_keys, cfg, err);
+    resize_t *t = md_transform_new(sizeof *t, &resize_iface, "Resize", resize_keys, cfg, err);
     if (!t) return NULL;
     int n = t->n_scales = read_scales(md_cfg_get(cfg, "img_scale"), t->scales, MAX_SCALES, "img_scale", err);
     if (n < 0) return drop(t);
@@ -405,7 +390,7 @@ static const md_key flip_keys[] = {
 
 static void *flip_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    flip_t *t = new_transform(sizeof *t, &flip_iface, "RandomFlip", flip_keys, cfg, err);
+    flip_t *t = md_transform_new(sizeof *t, &flip_iface, "RandomFlip", flip_keys, cfg, err);
     if (!t) return NULL;
     const md_cfg *dn = t->direction;   /* None (NULL) is no direction */
     bool dir_list = md_cfg_kind(dn) == MD_CFG_LIST;
@@ -490,7 +475,7 @@ static const md_key norm_keys[] = {
 
 static void *norm_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    norm_t *t = new_transform(sizeof *t, &norm_iface, "Normalize", norm_keys, cfg, err);
+    norm_t *t = md_transform_new(sizeof *t, &norm_iface, "Normalize", norm_keys, cfg, err);
     if (!t) return NULL;
     if (md_cfg_float_array(cfg, "mean", t->mean, 3, err) != 3 || md_cfg_float_array(cfg, "std", t->std, 3, err) != 3) {
         if (!md_error_is_set(err)) md_failc(err, MD_ERR_CONFIG, "mean and std need 3 values each");
@@ -578,7 +563,7 @@ static const md_key pad_keys[] = {
 
 static void *pad_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    pad_t *t = new_transform(sizeof *t, &pad_iface, "Pad", pad_keys, cfg, err);
+    pad_t *t = md_transform_new(sizeof *t, &pad_iface, "Pad", pad_keys, cfg, err);
     if (!t) return NULL;
     int64_t size[2] = { 0, 0 };
     bool has_size = t->size_cfg != NULL, has_div = t->divisor_cfg != NULL;
@@ -662,7 +647,7 @@ static const md_key bundle_keys[] = {
 
 static void *bundle_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    bundle_t *t = new_transform(sizeof *t, &bundle_iface, "DefaultFormatBundle", bundle_keys, cfg, err);
+    bundle_t *t = md_transform_new(sizeof *t, &bundle_iface, "DefaultFormatBundle", bundle_keys, cfg, err);
     if (t && !t->img_to_float) {
         md_failc(err, MD_ERR_CONFIG, "img_to_float=false is not supported: batches are f32");
         return drop(t);
@@ -735,7 +720,7 @@ static int name_bits(const md_cfg *list, const char *what, bool metas, unsigned 
 
 static void *collect_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    collect_t *t = new_transform(sizeof *t, &collect_iface, "Collect", collect_keys, cfg, err);
+    collect_t *t = md_transform_new(sizeof *t, &collect_iface, "Collect", collect_keys, cfg, err);
     if (t && (name_bits(md_cfg_get(cfg, "keys"), "keys", false, &t->keys, err) ||
               name_bits(md_cfg_get(cfg, "meta_keys"), "meta_keys", true, &t->meta, err)))
         return drop(t);
@@ -809,7 +794,7 @@ static const md_key msfa_keys[] = {
     { 0 } };
 
 static void *msfa_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    msfa_t *t = new_transform(sizeof *t, &msfa_iface, "MultiScaleFlipAug", msfa_keys, cfg, err);
+    msfa_t *t = md_transform_new(sizeof *t, &msfa_iface, "MultiScaleFlipAug", msfa_keys, cfg, err);
     if (!t) return NULL;
     if (t->scale_factor) {
         md_failc(err, MD_ERR_CONFIG, "scale_factor is not supported; give img_scale");

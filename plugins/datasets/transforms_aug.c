@@ -13,26 +13,6 @@
 #include <mmdet/data.h>
 #include "mix_iface.h"
 
-static void *oom(md_error *err) {
-    md_failc(err, MD_ERR_NOMEM, "out of memory");
-    return NULL;
-}
-
-/* A transform struct (md_transform first) of `size` bytes, its config
- * fields filled from the schema `keys`; NULL with err set. */
-static void *new_transform(size_t size, const md_transform_iface *iface, const char *name, const md_key *keys,
-                           const md_cfg *cfg, md_error *err) {
-    md_transform *t = calloc(1, size);
-    if (!t) return oom(err);
-    t->iface = iface;
-    t->type = name;
-    if (md_cfg_read_struct(cfg, keys, t, name, err)) {
-        free(t);
-        return NULL;
-    }
-    return t;
-}
-
 static void plain_destroy(md_transform *t) { free(t); }
 
 static double uniform(md_rng *r, double a, double b) { return a + (b - a) * md_rng_uniform(r); }
@@ -164,7 +144,7 @@ static const md_key pmd_keys[] = {
 
 static void *pmd_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    pmd_t *t = new_transform(sizeof *t, &pmd_iface, "PhotoMetricDistortion", pmd_keys, cfg, err);
+    pmd_t *t = md_transform_new(sizeof *t, &pmd_iface, "PhotoMetricDistortion", pmd_keys, cfg, err);
     if (!t) return NULL;
     if (md_cfg_float_array(cfg, "contrast_range", t->contrast, 2, err) != 2 ||
         md_cfg_float_array(cfg, "saturation_range", t->saturation, 2, err) != 2) {
@@ -263,7 +243,7 @@ static const md_key crop_keys[] = {
 
 static void *crop_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    crop_t *t = new_transform(sizeof *t, &crop_iface, "RandomCrop", crop_keys, cfg, err);
+    crop_t *t = md_transform_new(sizeof *t, &crop_iface, "RandomCrop", crop_keys, cfg, err);
     if (!t) return NULL;
     const char *bad = NULL;
     if (md_cfg_float_array(cfg, "crop_size", t->size, 2, err) != 2) bad = "crop_size takes 2 numbers (h, w)";
@@ -321,7 +301,7 @@ static const md_key filt_keys[] = {
 
 static void *filt_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    filt_t *t = new_transform(sizeof *t, &filt_iface, "FilterAnnotations", filt_keys, cfg, err);
+    filt_t *t = md_transform_new(sizeof *t, &filt_iface, "FilterAnnotations", filt_keys, cfg, err);
     if (!t) return NULL;
     if (t->by_mask || !t->by_box) {
         md_failc(err, MD_ERR_CONFIG, "FilterAnnotations filters by box only (by_box=true, by_mask=false)");
@@ -476,7 +456,7 @@ static const md_key affine_keys[] = {
 
 static void *affine_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    affine_t *t = new_transform(sizeof *t, &affine_iface, "RandomAffine", affine_keys, cfg, err);
+    affine_t *t = md_transform_new(sizeof *t, &affine_iface, "RandomAffine", affine_keys, cfg, err);
     if (!t) return NULL;
     int64_t border[2], bv[4] = { 114, 114, 114, 114 };
     int nbv;
@@ -625,7 +605,7 @@ static const md_key mosaic_keys[] = {
 
 static void *mosaic_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    mosaic_t *t = new_transform(sizeof *t, &mosaic_iface, "Mosaic", mosaic_keys, cfg, err);
+    mosaic_t *t = md_transform_new(sizeof *t, &mosaic_iface, "Mosaic", mosaic_keys, cfg, err);
     if (!t) return NULL;
     t->base.mix = &mosaic_mix_iface;
     int64_t sc[2];
@@ -775,7 +755,7 @@ static const md_key mixup_keys[] = {
 
 static void *mixup_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    mixup_t *t = new_transform(sizeof *t, &mixup_iface, "MixUp", mixup_keys, cfg, err);
+    mixup_t *t = md_transform_new(sizeof *t, &mixup_iface, "MixUp", mixup_keys, cfg, err);
     if (!t) return NULL;
     t->base.mix = &mixup_mix_iface;
     int64_t sc[2];

@@ -18,7 +18,8 @@
 static md_ctx *ctx;
 static void setup(void) {
     ctx = test_ctx(7, (const char *const[]){ "plugins/bbox/point_generator.so", "plugins/bbox/distance_point_coder.so",
-                                             "tests/plugins/afh_test_losses.so", "tests/plugins/tiny_fcos_head.so", NULL });
+                                             "tests/plugins/afh_test_losses.so", "tests/plugins/tiny_fcos_head.so",
+                                             "plugins/optimizers/sgd.so", NULL });
     md_ctx_set_threads(ctx, 1);   /* small tensors: threads only spin on a shared machine */
 }
 static void teardown(void) { md_ctx_free(ctx); }

@@ -143,6 +143,12 @@ struct md_transform {
     const char *type;
 };
 
+/* For a transform's build: a zeroed struct of `size` bytes (md_transform
+ * first) with its iface and type set and its config fields filled from the
+ * schema `keys` (md_cfg_read_struct); NULL with err set. */
+void *md_transform_new(size_t size, const md_transform_iface *iface, const char *type, const md_key *keys,
+                       const md_cfg *cfg, md_error *err);
+
 /* mmdet's Compose: a list of transform configs built in order. */
 typedef struct md_pipeline md_pipeline;
 md_pipeline *md_pipeline_build(md_ctx *ctx, const md_cfg *list, md_error *err);
