@@ -131,40 +131,17 @@ MD_API int md_anchor_free_head_init_weights(md_ctx *ctx, md_module *m, md_error 
 
 static const md_module_class list_class = { .name = "ModuleList" };
 
-/* _init_cls_convs / _init_reg_convs: the ModuleList `list` of
- * stacked_convs ConvModules (3x3, norm_cfg, conv_bias, ReLU). mmdet's
- * init_cfg: Normal(std 0.01) on every Conv2d, norms weight 1, bias 0. */
-static int init_branch(md_ctx *ctx, md_anchor_free_head *h, const char *list_name, md_error *err) {
-    md_module *list = md_module_new(sizeof(md_module), &list_class);
-    if (!list || md_module_add_child(&h->base, list_name, list, err)) {
-        md_module_free(list);
-        return list ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < h->stacked_convs; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "%d", i);
-        md_conv_module_opts o = h->conv_opts;
-        o.in = i == 0 ? h->in_channels : h->feat_channels, o.out = h->feat_channels;
-        o.kernel = 3, o.stride = 1, o.padding = 1, o.dilation = 1, o.groups = 1, o.act = true;
-        md_module *c = md_nn_conv_module(ctx, &o, err);
-        if (!c) return -1;
-        if (md_module_add_child(list, name, c, err)) {
-            md_module_free(c);
-            return -1;
-        }
-        md_module *conv = md_module_child(c, "conv");
-        md_init_normal(md_nn_weight(conv), md_ctx_rng(ctx), 0.0, 0.01);
-        if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0.0);
-    }
-    return 0;
-}
-
 MD_API int md_anchor_free_head_init_layers(md_ctx *ctx, md_anchor_free_head *h, md_error *err) {
     /* _init_predictor: conv_cls (bias from prior probability 0.01, mmdet's
      * override) and conv_reg on the last features (the input without
      * stacked convs) */
     int in = h->stacked_convs ? h->feat_channels : h->in_channels;
-    return init_branch(ctx, h, "cls_convs", err) || init_branch(ctx, h, "reg_convs", err) ||
+    /* _init_cls_convs / _init_reg_convs: stacked_convs ConvModules (3x3,
+     * norm_cfg, conv_bias, ReLU); mmdet's init_cfg: Normal(std 0.01) on
+     * every Conv2d, norms weight 1, bias 0 */
+    int S = h->stacked_convs, f = h->feat_channels;
+    return md_head_add_stacked_convs(ctx, &h->base, "cls_convs", S, h->in_channels, f, &h->conv_opts, 0.01, err) ||
+           md_head_add_stacked_convs(ctx, &h->base, "reg_convs", S, h->in_channels, f, &h->conv_opts, 0.01, err) ||
            md_anchor_head_add_conv(ctx, &h->base, "conv_cls", in, h->cls_out_channels, 3, 0.01,
                                         md_bias_init_with_prob(0.01), err) ||
            md_anchor_head_add_conv(ctx, &h->base, "conv_reg", in, 4, 3, 0.01, 0.0, err)
@@ -197,31 +174,13 @@ MD_API int md_anchor_free_head_add_scales(md_ctx *ctx, md_anchor_free_head *h, m
 
 /* ---------------------------------------------------------------- forward */
 
-/* Runs item i of the ModuleList `list`. */
-static md_tensor *call_item(md_ctx *ctx, md_module *m, const char *list, int i, md_tensor *x) {
-    char name[16];
-    snprintf(name, sizeof name, "%d", i);
-    md_scope_push(ctx, list);
-    x = md_module_call(ctx, md_module_child(m, list), name, x);
-    md_scope_pop(ctx);
-    return x;
-}
-
-/* Returns y, after handing back x (the input of the layer that made y)
- * unless x is the level's feature map, which belongs to the caller. */
-static md_tensor *release_after(md_ctx *ctx, md_tensor *x, md_tensor *feat, md_tensor *y) {
-    if (y && x != feat) md_tensor_release(ctx, x);
-    return y;
-}
-
 MD_API int md_anchor_free_head_forward_single(md_ctx *ctx, md_anchor_free_head *h, md_tensor *x, int level,
                                               md_anchor_free_out *out) {
     md_module *m = &h->base;
     (void)level;
-    md_tensor *c = x, *r = x;
-    for (int i = 0; i < h->stacked_convs; i++) c = release_after(ctx, c, x, call_item(ctx, m, "cls_convs", i, c));
+    md_tensor *c = md_head_stacked_forward(ctx, m, "cls_convs", h->stacked_convs, x);
     out->cls_score = md_module_call(ctx, m, "conv_cls", c);
-    for (int i = 0; i < h->stacked_convs; i++) r = release_after(ctx, r, x, call_item(ctx, m, "reg_convs", i, r));
+    md_tensor *r = md_head_stacked_forward(ctx, m, "reg_convs", h->stacked_convs, x);
     out->bbox_pred = md_module_call(ctx, m, "conv_reg", r);
     out->cls_feat = c;
     out->reg_feat = r;

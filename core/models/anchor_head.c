@@ -128,6 +128,50 @@ MD_API int md_anchor_head_add_conv(md_ctx *ctx, md_module *parent, const char *n
     return 0;
 }
 
+static const md_module_class list_class = { .name = "ModuleList" };
+
+MD_API int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
+                                     const md_conv_module_opts *opts, double std, md_error *err) {
+    md_module *list = md_module_new(sizeof(md_module), &list_class);
+    if (!list || md_module_add_child(parent, name, list, err)) {
+        md_module_free(list);
+        return list ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        char item[16];
+        snprintf(item, sizeof item, "%d", i);
+        md_conv_module_opts o = *opts;
+        o.in = i == 0 ? in : feat, o.out = feat;
+        o.kernel = 3, o.stride = 1, o.padding = 1, o.dilation = 1, o.groups = 1, o.act = true;
+        md_module *c = md_nn_conv_module(ctx, &o, err);
+        if (!c) return -1;
+        if (md_module_add_child(list, item, c, err)) {
+            md_module_free(c);
+            return -1;
+        }
+        md_module *conv = md_module_child(c, "conv");
+        md_init_normal(md_nn_weight(conv), md_ctx_rng(ctx), 0.0, std);
+        if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0.0);
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_head_stacked_forward(md_ctx *ctx, md_module *m, const char *name, int n, md_tensor *x) {
+    md_module *list = md_module_child(m, name);
+    md_tensor *y = x;
+    for (int i = 0; i < n && y; i++) {
+        char item[16];
+        snprintf(item, sizeof item, "%d", i);
+        md_scope_push(ctx, name);
+        md_tensor *next = md_module_call(ctx, list, item, y);
+        md_scope_pop(ctx);
+        /* the convs' backward keep what they read */
+        if (next && y != x) md_tensor_release(ctx, y);
+        y = next;
+    }
+    return y;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 MD_API int md_anchor_head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor **cls,

@@ -8,7 +8,6 @@
  * With BN, one BN per stacked conv is shared by the levels, each call
  * normalising with its own statistics. Init as mmdet's init_cfg: Normal
  * std 0.01 on every conv, retina_cls's bias from prior probability 0.01. */
-#include <stdio.h>
 #include <mmdet/anchor_head.h>
 #include <mmdet/mmdet.h>
 
@@ -16,7 +15,7 @@ typedef struct retina_head {
     md_anchor_head base;
     int stacked_convs;
     const md_cfg *conv_cfg, *norm_cfg;
-    md_conv_module_opts norm;   /* the stacked convs' ConvModule settings */
+    md_conv_module_opts norm;   /* the stacked convs' ConvModule settings (md_head_add_stacked_convs) */
 } retina_head;
 
 static const md_key keys[] = {
@@ -28,16 +27,6 @@ static const md_key keys[] = {
     { "norm_cfg", MD_KEY_ANY, "None", "None, { type = \"GN\"; num_groups = 32; } or { type = \"BN\"; } for the stacked convs",
       false, MD_AT(retina_head, norm_cfg) },
     { 0 } };
-
-/* Runs item i of the ModuleList `list`. */
-static md_tensor *call_item(md_ctx *ctx, md_module *m, const char *list, int i, md_tensor *x) {
-    char name[16];
-    snprintf(name, sizeof name, "%d", i);
-    md_scope_push(ctx, list);
-    x = md_module_call(ctx, md_module_child(m, list), name, x);
-    md_scope_pop(ctx);
-    return x;
-}
 
 /* Returns y, after handing back x (the input of the layer that made y)
  * unless x is the level's feature map, which belongs to the caller. */
@@ -51,34 +40,11 @@ static int forward_single(md_ctx *ctx, md_anchor_head *ah, md_tensor *x, int lev
     retina_head *h = (retina_head *)ah;
     md_module *m = &ah->base;
     (void)level;
-    md_tensor *c = x, *r = x;
-    /* each intermediate goes once read (the convs' backward keep theirs) */
-    for (int i = 0; i < h->stacked_convs; i++) c = release_after(ctx, c, x, call_item(ctx, m, "cls_convs", i, c));
-    for (int i = 0; i < h->stacked_convs; i++) r = release_after(ctx, r, x, call_item(ctx, m, "reg_convs", i, r));
+    md_tensor *c = md_head_stacked_forward(ctx, m, "cls_convs", h->stacked_convs, x);
+    md_tensor *r = md_head_stacked_forward(ctx, m, "reg_convs", h->stacked_convs, x);
     *cls = release_after(ctx, c, x, md_module_call(ctx, m, "retina_cls", c));
     *reg = release_after(ctx, r, x, md_module_call(ctx, m, "retina_reg", r));
     return *cls && *reg ? 0 : -1;
-}
-
-static const md_module_class list_class = { .name = "ModuleList" };
-
-/* A stacked conv: ConvModule(3x3, the head's norm_cfg, ReLU), conv init normal(0, 0.01). */
-static int add_stacked(md_ctx *ctx, retina_head *h, md_module *list, int i, int in, md_error *err) {
-    char name[16];
-    snprintf(name, sizeof name, "%d", i);
-    md_conv_module_opts o = h->norm;
-    o.in = in, o.out = h->base.feat_channels, o.kernel = 3, o.stride = 1, o.padding = 1, o.dilation = 1, o.groups = 1;
-    o.act = true, o.bias = -1;
-    md_module *c = md_nn_conv_module(ctx, &o, err);
-    if (!c) return -1;
-    if (md_module_add_child(list, name, c, err)) {
-        md_module_free(c);
-        return -1;
-    }
-    md_module *conv = md_module_child(c, "conv");
-    md_init_normal(md_nn_weight(conv), md_ctx_rng(ctx), 0.0, 0.01);
-    if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0.0);
-    return 0;
 }
 
 static int init_layers(md_ctx *ctx, md_anchor_head *ah, md_error *err) {
@@ -86,16 +52,11 @@ static int init_layers(md_ctx *ctx, md_anchor_head *ah, md_error *err) {
     md_module *m = &ah->base;
     if (h->conv_cfg) return md_failc(err, MD_ERR_CONFIG, "conv_cfg: only None is supported");
     if (md_norm_cfg_read(h->norm_cfg, "norm_cfg", "BN,SyncBN,GN", &h->norm, err)) return -1;
-    const char *lists[2] = { "cls_convs", "reg_convs" };
-    for (int b = 0; b < 2; b++) {
-        md_module *list = md_module_new(sizeof(md_module), &list_class);
-        if (!list || md_module_add_child(m, lists[b], list, err)) {
-            md_module_free(list);
-            return list ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
-        }
-        for (int i = 0; i < h->stacked_convs; i++)
-            if (add_stacked(ctx, h, list, i, i == 0 ? ah->in_channels : ah->feat_channels, err)) return -1;
-    }
+    h->norm.bias = -1;   /* no bias before a norm */
+    int S = h->stacked_convs, f = ah->feat_channels;
+    if (md_head_add_stacked_convs(ctx, m, "cls_convs", S, ah->in_channels, f, &h->norm, 0.01, err) ||
+        md_head_add_stacked_convs(ctx, m, "reg_convs", S, ah->in_channels, f, &h->norm, 0.01, err))
+        return -1;
     int in = h->stacked_convs ? ah->feat_channels : ah->in_channels, A = ah->num_base_priors;
     return md_anchor_head_add_conv(ctx, m, "retina_cls", in, A * ah->cls_out_channels, 3, 0.01,
                                    md_bias_init_with_prob(0.01), err) ||

@@ -187,6 +187,17 @@ md_tensor *md_anchor_head_anchors(md_ctx *ctx, md_anchor_head *h, md_tensor *con
 int md_anchor_head_add_conv(md_ctx *ctx, md_module *parent, const char *name, int in, int out, int k, double std,
                             double bias, md_error *err);
 
+/* mmdet's stacked branch of dense heads (RetinaHead's and AnchorFreeHead's
+ * cls_convs / reg_convs): the ModuleList `name` of n ConvModules (3x3,
+ * stride 1, padding 1, ReLU; `opts`'s norm and bias), the first from `in`
+ * channels, the rest from `feat`, each conv init normal(0, std), bias 0.
+ * 0 or -1. */
+int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
+                              const md_conv_module_opts *opts, double std, md_error *err);
+/* The branch `name` of m run over x: each intermediate is handed back once
+ * read (x stays the caller's). NULL with the context's error. */
+md_tensor *md_head_stacked_forward(md_ctx *ctx, md_module *m, const char *name, int n, md_tensor *x);
+
 #ifdef __cplusplus
 }
 #endif
