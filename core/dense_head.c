@@ -55,7 +55,7 @@ MD_API md_module *md_build_dense_head(md_ctx *ctx, const md_cfg *cfg, const md_c
     return m;
 }
 
-#define HEAD_FAIL(err, m, what) md_fail((err), "%s.%s: %s", (m)->cls->name, (what), md_ctx_error(ctx)->msg)
+#define HEAD_FAIL(err, m, what) md_error_from_ctx(ctx, err, "%s.%s", (m)->cls->name, (what))
 
 MD_API int md_dense_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n,
                                        const md_batch *batch, const md_dense_test_cfg *proposal_cfg,
@@ -113,7 +113,7 @@ MD_API int md_dense_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *c
         if (n < 1 || n > MD_MAX_LEVELS)
             return md_failc(err, MD_ERR_SHAPE, "%s: %d feature levels (1 to %d)", m->cls->name, n, MD_MAX_LEVELS);
         if (c->forward(ctx, m, feats[k], n, cls, reg))
-            return md_fail(err, "%s.aug_test: variant %d: %s", m->cls->name, k, md_ctx_error(ctx)->msg);
+            return md_error_from_ctx(ctx, err, "%s.aug_test: variant %d", m->cls->name, k);
         if (c->get_bboxes(ctx, m, cls, reg, n, md_batch_aug(batch, k), NULL, false, false, cands + (size_t)k * N,
                           err))
             return md_error_wrap(err, "test-time variant %d of %d", k, na);
@@ -124,7 +124,7 @@ MD_API int md_dense_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *c
             metas[k] = &md_batch_aug(batch, k)->metas[i];
         }
         if (md_merge_aug_dets(ctx, one, metas, na, t->nms_iou, t->max_per_img, &results[i]))
-            return md_fail(err, "%s.aug_test: image %d: %s", m->cls->name, i, md_ctx_error(ctx)->msg);
+            return md_error_from_ctx(ctx, err, "%s.aug_test: image %d", m->cls->name, i);
         if (!rescale && results[i].n > 0) {
             /* mmdet scales the merged boxes by the first variant's scale_factor */
             float *b = md_ctx_alloc(ctx, sizeof *b * (size_t)(5 * results[i].n));

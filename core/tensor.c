@@ -637,14 +637,17 @@ MD_API md_tensor *md_op_failc(md_ctx *ctx, int code, const char *op, const char 
 }
 
 MD_API int md_error_from_ctx(md_ctx *ctx, md_error *err, const char *fmt, ...) {
-    char where[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(where, sizeof where, fmt, ap);
-    va_end(ap);
+    char where[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(where, sizeof where, fmt, ap);
+        va_end(ap);
+    }
     const md_error *e = &ctx->op_error;
-    if (!e->code) return md_failc(err, MD_ERR_GENERIC, "%s: failed without an op error", where);
-    return md_failc(err, e->code, "%s: %s", where, e->msg);
+    const char *sep = where[0] ? ": " : "";
+    if (!e->code) return md_failc(err, MD_ERR_GENERIC, "%s%sfailed without an op error", where, sep);
+    return md_failc(err, e->code, "%s%s%s", where, sep, e->msg);
 }
 
 /* --------------------------------------------------------------- random -- */

@@ -12,14 +12,14 @@
 #include <mmdet/bbox.h>
 #include <mmdet/mmdet.h>
 
-static const md_key keys[] = {
-    { "clip_border", MD_KEY_BOOL, "true", "clip decoded boxes to the image", false },
-    { 0 } };
-
 typedef struct coder {
     md_bbox_coder base;
     bool clip_border;
 } coder;
+
+static const md_key keys[] = {
+    { "clip_border", MD_KEY_BOOL, "true", "clip decoded boxes to the image", false, MD_AT(coder, clip_border) },
+    { 0 } };
 
 /* Device inputs: a small per-box loop, run on the CPU from copies
  * (md_tensor_to carries gradients back), the result copied back. */
@@ -141,7 +141,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     c->base.iface = &iface;
     c->base.type = "DistancePointBBoxCoder";
-    c->clip_border = md_cfg_bool(cfg, "clip_border", true);
+    if (md_cfg_read_struct(cfg, keys, c, "DistancePointBBoxCoder", err)) {
+        free(c);
+        return NULL;
+    }
     return c;
 }
 

@@ -136,7 +136,7 @@ static int assign(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bboxes, md
     }
     return 0;
 op_failed:
-    return md_failc(err, MD_ERR_SHAPE, "MaxIoUAssigner: %s", md_ctx_error(ctx)->msg);
+    return md_error_from_ctx(ctx, err, "MaxIoUAssigner");
 }
 
 static void destroy(md_bbox_assigner *ba) {

@@ -10,17 +10,19 @@
 
 #define MAX_LEVELS 16
 
-static const md_key keys[] = {
-    { "strides", MD_KEY_LIST, NULL, "stride of each level (int or [w, h])", true },
-    { "offset", MD_KEY_FLOAT, "0.5", "point offset within its cell, in strides", false, .min = "0.0", .max = "1.0" },
-    { 0 } };
 
 typedef struct point_gen {
     md_prior_generator base;
     int n_levels;
     int stride_w[MAX_LEVELS], stride_h[MAX_LEVELS];
-    float offset;
+    double offset;
 } point_gen;
+
+static const md_key keys[] = {
+    { "strides", MD_KEY_LIST, NULL, "stride of each level (int or [w, h])", true },
+    { "offset", MD_KEY_FLOAT, "0.5", "point offset within its cell, in strides", false, MD_AT(point_gen, offset),
+      .min = "0.0", .max = "1.0" },
+    { 0 } };
 
 static int pg_num_levels(const md_prior_generator *g) { return ((const point_gen *)g)->n_levels; }
 static int pg_num_base(const md_prior_generator *g, int level) {
@@ -43,9 +45,9 @@ static md_tensor *pg_grid(md_ctx *ctx, const md_prior_generator *g, int level, i
     if (!t) return NULL;
     float *o = md_f32(t), sw = (float)p->stride_w[level], sh = (float)p->stride_h[level];
     for (int64_t y = 0; y < fh; y++) {
-        float py = ((float)y + p->offset) * sh;
+        float py = ((float)y + (float)p->offset) * sh;
         for (int64_t x = 0; x < fw; x++, o += 4) {
-            o[0] = ((float)x + p->offset) * sw;
+            o[0] = ((float)x + (float)p->offset) * sw;
             o[1] = py;
             o[2] = sw;
             o[3] = sh;
@@ -84,7 +86,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     p->base.iface = &iface;
     p->base.type = "MlvlPointGenerator";
-    p->offset = (float)md_cfg_float(cfg, "offset", 0.5);
+    if (md_cfg_read_struct(cfg, keys, p, "MlvlPointGenerator", err)) {
+        free(p);
+        return NULL;
+    }
     /* strides: ints or [w, h] pairs (mmdet's _pair) */
     const md_cfg *st = md_cfg_get(cfg, "strides");
     bool list = md_cfg_kind(st) == MD_CFG_LIST;

@@ -56,7 +56,7 @@ static int sample(md_ctx *ctx, const md_bbox_sampler *s, const md_assign_result 
     if (!out->pos_bboxes || !out->neg_bboxes || !out->pos_gt_bboxes) goto op_failed;
     return 0;
 op_failed:
-    return md_failc(err, MD_ERR_SHAPE, "PseudoSampler: %s", md_ctx_error(ctx)->msg);
+    return md_error_from_ctx(ctx, err, "PseudoSampler");
 }
 
 static void destroy(md_bbox_sampler *s) { free(s); }

@@ -125,7 +125,7 @@ static int sample(md_ctx *ctx, const md_bbox_sampler *bs, const md_assign_result
     return 0;
 op_failed:
     md_grad_set_enabled(ctx, was);
-    return md_failc(err, MD_ERR_SHAPE, "RandomSampler: %s", md_ctx_error(ctx)->msg);
+    return md_error_from_ctx(ctx, err, "RandomSampler");
 }
 
 static void destroy(md_bbox_sampler *s) { free(s); }

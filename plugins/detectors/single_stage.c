@@ -36,7 +36,7 @@ static int extract_feat(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **fe
  * context's message. */
 static int feats_of(md_ctx *ctx, detector *d, md_batch *b, md_tensor **feats, md_error *err) {
     int n = extract_feat(ctx, d, b->img, feats);
-    if (n <= 0) return md_failc(err, MD_ERR_SHAPE, "%s", md_ctx_error(ctx)->msg);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
     return n;
 }
 
@@ -80,13 +80,13 @@ static int aug_test(md_ctx *ctx, md_module *m, void *batch, md_det_result *resul
         feats[k] = md_ctx_alloc(ctx, sizeof **feats * MD_MAX_LEVELS);
         int nk = feats[k] ? extract_feat(ctx, d, md_batch_aug(b, k)->img, feats[k]) : -1;
         if (nk <= 0 || (n >= 0 && nk != n)) {
-            md_failc(err, MD_ERR_SHAPE, "test-time variant %d: %s", k, md_ctx_error(ctx)->msg);
+            md_error_from_ctx(ctx, err, "test-time variant %d", k);
             goto out;
         }
         n = nk;
     }
     if (!feats) {
-        md_failc(err, MD_ERR_NOMEM, "%s", md_ctx_error(ctx)->msg);
+        md_error_from_ctx(ctx, err, NULL);
         goto out;
     }
     md_scope_push(ctx, "bbox_head");

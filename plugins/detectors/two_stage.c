@@ -48,19 +48,19 @@ static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *
     md_batch *b = batch_ptr;
     md_tensor *feats[MD_MAX_LEVELS];
     int n = extract_feat(ctx, d, b->img, feats);
-    if (n < 0) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    if (n < 0) return md_error_from_ctx(ctx, err, NULL);
     md_tensor **props = md_ctx_alloc(ctx, sizeof *props * (size_t)b->n);
-    if (!props) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    if (!props) return md_error_from_ctx(ctx, err, NULL);
     if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: training needs rpn_head and roi_head");
     if (!d->has_proposal_cfg)
         return md_failc(err, MD_ERR_CONFIG, "TwoStageDetector: training needs train_cfg.rpn_proposal or test_cfg.rpn");
     md_rng *rng = md_ctx_rng(ctx);
     md_det_result *dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n);
-    if (!dets) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    if (!dets) return md_error_from_ctx(ctx, err, NULL);
     /* the RPN trains without labels (mmdet passes gt_labels=None) */
     md_batch rb = *b;
     md_boxes *gts = md_ctx_alloc(ctx, sizeof *gts * (size_t)b->n);
-    if (!gts) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+    if (!gts) return md_error_from_ctx(ctx, err, NULL);
     for (int i = 0; i < b->n; i++) gts[i] = (md_boxes){ b->gt_bboxes[i].n, b->gt_bboxes[i].cap, b->gt_bboxes[i].xyxy, NULL };
     rb.gt_bboxes = gts;
     md_losses rpn_losses = { 0 };
@@ -75,7 +75,7 @@ static int ts_train_step(md_ctx *ctx, md_module *m, void *batch_ptr, md_losses *
         if (md_losses_add(losses, renamed, rpn_losses.values[i], err)) return md_error_wrap(err, "rpn_head");
     }
     for (int i = 0; i < b->n; i++)
-        if (!(props[i] = md_det_result_proposals(ctx, &dets[i]))) return md_fail(err, "%s", md_ctx_error(ctx)->msg);
+        if (!(props[i] = md_det_result_proposals(ctx, &dets[i]))) return md_error_from_ctx(ctx, err, NULL);
     md_scope_push(ctx, "roi_head");
     rc = md_roi_head_class_of(d->roi)->forward_train(ctx, d->roi, feats, n, b, props, rng, losses, err);
     md_scope_pop(ctx);
@@ -95,7 +95,7 @@ static int ts_simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_res
     md_tensor **dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n), **labels = md_ctx_alloc(ctx, sizeof *labels * (size_t)b->n);
     int rc = -1;
     if (n < 0 || !props || !dets || !labels) {
-        md_fail(err, "%s", md_ctx_error(ctx)->msg);
+        md_error_from_ctx(ctx, err, NULL);
         goto out;
     }
     md_scope_push(ctx, "rpn_head");
@@ -140,14 +140,14 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     md_tensor **dets = md_ctx_alloc(ctx, sizeof *dets * (size_t)b->n), **labels = md_ctx_alloc(ctx, sizeof *labels * (size_t)b->n);
     int rc = -1;
     if (!feats || !props || !dets || !labels) {
-        md_fail(err, "%s", md_ctx_error(ctx)->msg);
+        md_error_from_ctx(ctx, err, NULL);
         goto out;
     }
     for (int k = 0; k < na; k++) {
         feats[k] = md_ctx_alloc(ctx, sizeof **feats * MD_MAX_LEVELS);
         int nk = feats[k] ? extract_feat(ctx, d, md_batch_aug(b, k)->img, feats[k]) : -1;
         if (nk < 0 || (n >= 0 && nk != n)) {
-            md_fail(err, "test-time variant %d: %s", k, md_ctx_error(ctx)->msg);
+            md_error_from_ctx(ctx, err, "test-time variant %d", k);
             goto out;
         }
         n = nk;

@@ -38,7 +38,7 @@ static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
     if (it % n == 0) md_optimizer_zero_grad(o);
     md_tensor *seed = md_tensor_empty_like(ctx, loss);   /* on the loss's device */
     if (!seed || md_tensor_fill_(seed, 1.0 / (double)divisor) != 0)
-        return md_fail(err, "OptimizerHook: cannot make the loss gradient: %s", md_ctx_error(ctx)->msg);
+        return md_error_from_ctx(ctx, err, "OptimizerHook: cannot make the loss gradient");
     if (md_backward_with(ctx, loss, seed, err) != 0) return -1;
     if ((it + 1) % n != 0 && it + 1 != max_iters) return 0;
     if (h->max_norm > 0) {

@@ -1,6 +1,7 @@
 /* Tensor core: arena lifetimes, views, errors, and tape autograd through a
  * custom op defined the way a plugin would define one. */
 #include <criterion/criterion.h>
+#include <string.h>
 #include <math.h>
 #include <mmdet/mmdet.h>
 #include "internal.h"
@@ -247,4 +248,22 @@ Test(tensor_core, passed_through_gradients_stay_separate) {
         md_ctx_step_reset(ctx);
     }
     md_tensor_free(p);
+}
+
+/* A failed allocation is reported as out of memory, not a shape error, and
+ * md_error_from_ctx keeps that code and prefixes the component. */
+Test(tensor_core, out_of_memory_keeps_its_code) {
+    md_ctx_clear_error(ctx);
+    cr_assert_null(md_tensor_empty(ctx, MD_F32, MD_DIMS((int64_t)1 << 42)));   /* 16 TiB */
+    md_error err = { 0 };
+    cr_assert_eq(md_error_from_ctx(ctx, &err, "MyHead.%s", "loss"), -1);
+    cr_assert_eq(err.code, MD_ERR_NOMEM, "%d: %s", err.code, err.msg);
+    cr_assert(!strncmp(err.msg, "MyHead.loss: ", 13) && strstr(err.msg, "out of memory"), "%s", err.msg);
+    md_ctx_clear_error(ctx);
+    /* a shape error stays one */
+    cr_assert_null(md_add(ctx, md_tensor_zeros(ctx, MD_F32, MD_DIMS(2)), md_tensor_zeros(ctx, MD_F32, MD_DIMS(3))));
+    cr_assert_eq(md_error_from_ctx(ctx, &err, NULL), -1);
+    cr_assert_eq(err.code, MD_ERR_SHAPE, "%s", err.msg);
+    cr_assert(strncmp(err.msg, ": ", 2), "no empty prefix: %s", err.msg);
+    md_ctx_clear_error(ctx);
 }

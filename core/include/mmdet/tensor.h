@@ -144,8 +144,8 @@ md_tensor *md_op_fail(md_ctx *ctx, const char *op, const char *fmt, ...) __attri
 md_tensor *md_op_failc(md_ctx *ctx, int code, const char *op, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* The context's op error as `err`: its code (out of memory stays
  * MD_ERR_NOMEM) and message, prefixed with the printf-style context
- * ("RetinaHead.loss"); returns -1. For a component turning a failed
- * forward into its own error. */
+ * ("RetinaHead.loss"; NULL: none); returns -1. For a component turning a
+ * failed forward into its own error. */
 int md_error_from_ctx(md_ctx *ctx, md_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- autograd ---- */
