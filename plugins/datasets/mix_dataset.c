@@ -8,7 +8,6 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/data.h>
-#include "mix_iface.h"
 
 #define MAX_SKIP 16
 
@@ -42,7 +41,7 @@ static int mix_get(const md_dataset *ds, int64_t idx, md_rng *rng, md_sample *ou
         bool skip = false;
         for (int j = 0; j < d->n_skip; j++) skip |= !strcmp(d->skip[j], t->type);
         if (skip) continue;
-        const mix_iface *m = mix_of(t);
+        const md_transform_iface *m = t->iface->get_indexes && t->iface->apply_mix ? t->iface : NULL;
         md_sample mix[4];
         int n_mix = 0;
         if (m) {

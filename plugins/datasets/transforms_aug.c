@@ -11,7 +11,6 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/data.h>
-#include "mix_iface.h"
 
 static void plain_destroy(md_transform *t) { free(t); }
 
@@ -481,7 +480,7 @@ static const md_class affine_class = { .name = "RandomAffine", .keys = affine_ke
 /* ----------------------------------------------------------------- Mosaic */
 
 typedef struct {
-    mix_transform base;
+    md_transform base;
     int scale[2];                /* (h, w) */
     double center[2], prob;
     double min_bbox;
@@ -590,8 +589,8 @@ static int mosaic_mix(const md_transform *tt, md_sample *s, md_sample *mix, int 
     return 0;
 }
 
-static const md_transform_iface mosaic_iface = { mosaic_apply_plain, plain_destroy };
-static const mix_iface mosaic_mix_iface = { MIX_MAGIC, mosaic_indexes, mosaic_mix };
+static const md_transform_iface mosaic_iface = { .apply = mosaic_apply_plain, .destroy = plain_destroy,
+                                                 .get_indexes = mosaic_indexes, .apply_mix = mosaic_mix };
 static const md_key mosaic_keys[] = {
     { "img_scale", MD_KEY_LIST, "[640, 640]", "(h, w) of one image; the mosaic is twice as large", false },
     { "center_ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "mosaic centre, as a ratio of img_scale", false },
@@ -607,7 +606,6 @@ static void *mosaic_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
     mosaic_t *t = md_transform_new(sizeof *t, &mosaic_iface, "Mosaic", mosaic_keys, cfg, err);
     if (!t) return NULL;
-    t->base.mix = &mosaic_mix_iface;
     int64_t sc[2];
     if (md_cfg_int_array(cfg, "img_scale", sc, 2, err) != 2 || sc[0] <= 0 || sc[1] <= 0 ||
         md_cfg_float_array(cfg, "center_ratio_range", t->center, 2, err) != 2) {
@@ -627,7 +625,7 @@ static const md_class mosaic_class = { .name = "Mosaic", .keys = mosaic_keys, .b
 /* ------------------------------------------------------------------ MixUp */
 
 typedef struct {
-    mix_transform base;
+    md_transform base;
     int scale[2];                /* (h, w) */
     double ratio[2], flip_ratio, min_bbox, min_area_ratio, max_aspect;
     int max_iters;
@@ -736,8 +734,8 @@ static int mixup_mix(const md_transform *tt, md_sample *s, md_sample *mix, int n
     return 0;
 }
 
-static const md_transform_iface mixup_iface = { mosaic_apply_plain, plain_destroy };
-static const mix_iface mixup_mix_iface = { MIX_MAGIC, mixup_indexes, mixup_mix };
+static const md_transform_iface mixup_iface = { .apply = mosaic_apply_plain, .destroy = plain_destroy,
+                                                .get_indexes = mixup_indexes, .apply_mix = mixup_mix };
 static const md_key mixup_keys[] = {
     { "img_scale", MD_KEY_LIST, "[640, 640]", "(h, w) the other image is fitted into", false },
     { "ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "scale jitter", false },
@@ -757,7 +755,6 @@ static void *mixup_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
     mixup_t *t = md_transform_new(sizeof *t, &mixup_iface, "MixUp", mixup_keys, cfg, err);
     if (!t) return NULL;
-    t->base.mix = &mixup_mix_iface;
     int64_t sc[2];
     if (md_cfg_int_array(cfg, "img_scale", sc, 2, err) != 2 || sc[0] <= 0 || sc[1] <= 0 ||
         md_cfg_float_array(cfg, "ratio_range", t->ratio, 2, err) != 2 || t->ratio[0] <= 0) {

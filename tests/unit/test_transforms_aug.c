@@ -7,7 +7,6 @@
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/data.h>
-#include "../../plugins/datasets/mix_iface.h"
 
 static md_ctx *ctx;
 
@@ -229,8 +228,8 @@ Test(aug, random_affine_scaling) {
  * one is 8 x 2, so it is halved to 4 x 1 and pasted at rows 3..4. */
 Test(aug, mosaic) {
     md_transform *t = make("t = { type = \"Mosaic\"; img_scale = [4, 4]; center_ratio_range = [1, 1]; pad_val = 5; };");
-    const mix_iface *m = mix_of(t);
-    cr_assert(m);
+    const md_transform_iface *m = t->iface;
+    cr_assert(m->get_indexes && m->apply_mix, "Mosaic is a multi-image transform");
     float b[] = { 0, 0, 2, 2 }, bw[] = { 0, 0, 4, 2 };
     md_sample s, mix[3];
     sample(&s, 4, 4, 10, b, 1);
@@ -267,7 +266,8 @@ Test(aug, mixup) {
     for (int flip = 0; flip < 2; flip++) {
         md_transform *t = make(flip ? "t = { type = \"MixUp\"; img_scale = [4, 4]; ratio_range = [1, 1]; flip_ratio = 0.0; };"
                                     : "t = { type = \"MixUp\"; img_scale = [4, 4]; ratio_range = [1, 1]; flip_ratio = 1.0; };");
-        const mix_iface *m = mix_of(t);
+        const md_transform_iface *m = t->iface;
+        cr_assert(m->get_indexes && m->apply_mix, "MixUp is a multi-image transform");
         float b0[] = { 1, 1, 3, 3 }, b1[] = { 0, 0, 1, 2 };
         md_sample s, o;
         sample(&s, 4, 4, 100, b0, 1);

@@ -129,12 +129,20 @@ void md_boxes_free(md_boxes *b);
 #define MD_IFACE_DATASET MD_IFACE_CODE('D', 'S', 'T', 1)     /* md_dataset_iface */
 
 typedef struct md_transform md_transform;
+typedef struct md_dataset md_dataset;
 
 /* The "pipelines" registry's interface. apply returns 0, 1 when the sample
  * is dropped (mmdet's transform returning None), or -1 with err set. */
 typedef struct md_transform_iface {
     int (*apply)(const md_transform *t, md_sample *s, md_rng *rng, md_error *err);
     void (*destroy)(md_transform *t);
+    /* Multi-image transforms (mmdet's Mosaic, MixUp), run by
+     * MultiImageMixDataset; NULL for a single-image transform. mmdet's
+     * get_indexes: writes up to 4 indices of `ds` (the wrapped dataset)
+     * into idx, returns their count; apply_mix: the transform with
+     * results['mix_results'], the samples at those indices. */
+    int (*get_indexes)(const md_transform *t, const md_dataset *ds, md_rng *rng, int64_t idx[4]);
+    int (*apply_mix)(const md_transform *t, md_sample *s, md_sample *mix, int n_mix, md_rng *rng, md_error *err);
 } md_transform_iface;
 
 /* Every built transform starts with this header. */
@@ -160,7 +168,6 @@ void md_pipeline_free(md_pipeline *p);
 
 /* ---------------------------------------------------------------- datasets */
 
-typedef struct md_dataset md_dataset;
 
 /* Detections for one image: n boxes (x1, y1, x2, y2, score) and labels. */
 typedef struct md_det_result {
