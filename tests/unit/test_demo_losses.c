@@ -7,9 +7,13 @@
  * registered losses). A refactor that changes any number fails here.
  *
  * The kernels are deterministic and independent of the thread count; the
- * fixture holds the AVX-512 kernels' rounding, so a CPU without AVX-512
- * (other convolution kernels) skips the comparison and says so. */
+ * fixture holds the AVX-512 kernels' rounding in the normal build, so a
+ * CPU without AVX-512 (other convolution kernels) and a sanitizer build
+ * (instrumented kernels round differently: the code the fixture was
+ * recorded with gives another first loss_bbox there) skip the comparison
+ * and say so. */
 #include <criterion/criterion.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,9 @@ static char *slurp(const char *path) {
 
 Test(demo_losses, first_200_iterations_bit_identical) {
     if (!__builtin_cpu_supports("avx512f")) cr_skip_test("the fixture holds the AVX-512 kernels' rounding");
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("the fixture holds the normal build's rounding, not the sanitizer build's");
+#endif
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 2800 --val 100 --classes 5 --seed 0 >/dev/null", dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");
@@ -51,8 +58,12 @@ Test(demo_losses, first_200_iterations_bit_identical) {
     char path[128];
     snprintf(path, sizeof path, "%s/losses.txt", dir);
     char *got = slurp(path), *want = slurp("tests/fixtures/demo_losses_200.txt");
-    cr_assert(want, "tests/fixtures/demo_losses_200.txt is missing");
-    cr_assert(got, "no losses recorded (mmdet-run exit %d); see %s/run.out", rc, dir);
+    if (!got || !want) {
+        free(got);
+        free(want);
+        cr_assert(want, "tests/fixtures/demo_losses_200.txt is missing");
+        cr_assert(got, "no losses recorded (mmdet-run exit %d); see %s/run.out", rc, dir);
+    }
     /* the first differing line, for the message */
     const char *g = got, *w = want;
     int line = 1;
@@ -60,8 +71,10 @@ Test(demo_losses, first_200_iterations_bit_identical) {
         if (*g == '\n') line++;
         g++, w++;
     }
-    cr_assert(*g == 0 && *w == 0, "losses differ from the fixture at line %d: got \"%.40s\", want \"%.40s\"", line,
-              g, w);
+    char msg[160];
+    snprintf(msg, sizeof msg, "got \"%.40s\", want \"%.40s\"", g, w);
+    bool same = *g == 0 && *w == 0;
     free(got);
     free(want);
+    cr_assert(same, "losses differ from the fixture at line %d: %s", line, msg);
 }
