@@ -26,6 +26,8 @@ ABI_MAJOR := 1
 
 DEPS_OK := build/.deps-ok
 CPPFLAGS := -Icore/include -Icore -DMD_VERSION=\"$(VERSION)\"
+# -Wno-missing-field-initializers: key schemas written positionally leave
+# md_key's optional fields (MD_AT, bounds, choices) to their zero defaults.
 CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fopenmp -Wall -Wextra -Werror -Wno-format-truncation -Wno-missing-field-initializers -MMD -MP
 LDFLAGS  := -fopenmp
 ifeq ($(SANITIZE),1)
