@@ -1,5 +1,8 @@
 /* NumClassCheckHook (mmdet): before training or validation starts, every
- * head's num_classes must equal the length of the dataset's CLASSES. */
+ * head's num_classes must equal the length of the dataset's CLASSES. As
+ * mmdet's, the region proposal head is left out: its num_classes is the
+ * objectness channel (mmdet skips RPNHead and GARPNHead by type; here also
+ * whatever head serves as a two-stage detector's rpn_head). */
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
@@ -29,7 +32,17 @@ static int count_names(const char *json, char *first, size_t n) {
     return count;
 }
 
+static bool skipped(const md_module *m, const char *path) {
+    static const char *const types[] = { "RPNHead", "GARPNHead" };
+    const char *leaf = strrchr(path, '.');
+    if (!strcmp(leaf ? leaf + 1 : path, "rpn_head")) return true;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (m->cls && m->cls->name && !strcmp(m->cls->name, types[i])) return true;
+    return false;
+}
+
 static int check(const md_module *m, const char *path, int n_classes, const char *names, md_error *err) {
+    if (skipped(m, path)) return 0;
     if (m->cls && m->cls->num_classes) {
         int k = m->cls->num_classes(m);
         if (k >= 0 && k != n_classes)
