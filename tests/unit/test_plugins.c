@@ -205,6 +205,31 @@ Test(plugins, missing_dir_and_default_dir) {
 
 /* ---- mmdet-run ---- */
 
+/* The stock plugins fill every registry the core declares: the model
+ * layer's parts are all built by type, and no registry is listed empty. */
+Test(mmdet_run, stock_registries_are_filled) {
+    char *d = scratch();
+    result r = run(d, "bin/mmdet-run --plugin-dir plugins --list-modules");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert_null(strstr(r.out, "empty registries"), "%s", r.out);
+    const char *want[][2] = {
+        { "losses (9):", "FocalLoss" }, { "losses (9):", "CrossEntropyLoss" }, { "losses (9):", "BalancedL1Loss" },
+        { "losses (9):", "CIoULoss" }, { "optimizers (3):", "AdamW" }, { "lr_policies (8):", "CosineAnnealing" },
+        { "lr_policies (8):", "OneCycle" }, { "runners (2):", "IterBasedRunner" },
+        { "iou_calculators (1):", "BboxOverlaps2D" }, { "prior_generators (2):", "MlvlPointGenerator" },
+        { "bbox_coders (2):", "DistancePointBBoxCoder" },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *reg = strstr(r.out, want[i][0]);
+        cr_assert(reg, "no '%s' in:\n%s", want[i][0], r.out);
+        const char *next = strstr(reg + strlen(want[i][0]), "):\n");   /* the next registry's heading */
+        const char *entry = strstr(reg, want[i][1]);
+        cr_assert(entry && (!next || entry < next), "%s lacks %s:\n%s", want[i][0], want[i][1], r.out);
+    }
+    result_free(r);
+    rm_tree(d);
+}
+
 Test(mmdet_run, list_modules) {
     char *d = scratch();
     result r = run(d, "bin/mmdet-run --plugin-dir tests/plugins --list-modules");
@@ -448,12 +473,12 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     r = run(d, "bin/mmdet-shapes --out '%s/data' --train 8 --val 2 --seed 1 --classes 3", d);
     cr_assert_eq(r.rc, 0, "%s", r.err);
     result_free(r);
-    r = run(d, "'%s/prefix/bin/mmdet-run' --plugin-dir '%s/my_plugins' tests/out_of_tree/my_exp.cfg --work-dir '%s/work' "
+    r = run(d, "'%s/prefix/bin/mmdet-run' --plugin-dir '%s/my_plugins' tests/out_of_tree/my_exp.cfg --work-dir '%s/run' "
                "--seed 0 --cfg-options data.train.data_root='%s/data/'", d, d, d, d);
     cr_assert_eq(r.rc, 0, "training: %s%s", r.out, r.err);
     result_free(r);
     char ckpt[PATH_MAX];
-    snprintf(ckpt, sizeof ckpt, "%s/work/epoch_1.safetensors", d);
+    snprintf(ckpt, sizeof ckpt, "%s/run/epoch_1.safetensors", d);
     md_error err = { 0 };
     md_st *st = md_st_open(ckpt, &err);
     cr_assert_not_null(st, "%s", err.msg);
