@@ -508,17 +508,5 @@ MD_API md_batch *md_collate(const md_sample *samples, int n, int size_divisor, m
 
 MD_API void *md_transform_new(size_t size, const md_transform_iface *iface, const char *type, const md_key *keys,
                               const md_cfg *cfg, md_error *err) {
-    md_transform *t = size >= sizeof *t ? calloc(1, size) : NULL;
-    if (!t) {
-        md_failc(err, size >= sizeof *t ? MD_ERR_NOMEM : MD_ERR_PLUGIN, "%s: %s", type,
-                 size >= sizeof *t ? "out of memory" : "the struct is smaller than md_transform");
-        return NULL;
-    }
-    t->iface = iface;
-    t->type = type;
-    if (md_cfg_read_struct(cfg, keys, t, type, err)) {
-        free(t);
-        return NULL;
-    }
-    return t;
+    return md_object_new(size, iface, type, cfg, keys, err);
 }

@@ -19,6 +19,10 @@ MD_API int md_dense_test_cfg_read(const md_cfg *c, const char *what, const md_de
         { 0 } };
     static const md_key nkeys[] = { { "type", MD_KEY_STRING, "\"nms\"", NULL, false },
                                     { "iou_threshold", MD_KEY_FLOAT, NULL, NULL, true }, { 0 } };
+    /* mmdet's dense-head defaults: every candidate, NMS at 0.5, 100 kept */
+    static const md_dense_test_cfg dense = { .nms_pre = -1, .score_thr = 0.0, .min_bbox_size = -1, .nms_iou = 0.5,
+                                             .max_per_img = 100 };
+    if (!defaults) defaults = &dense;
     *out = *defaults;
     if (md_cfg_check_keys(c, keys, what, err)) return -1;
     const md_cfg *nms = md_cfg_get(c, "nms");

@@ -105,23 +105,11 @@ static int collect(md_optimizer *o, const md_module *m, char *name, size_t len, 
 
 MD_API md_optimizer_hparams *md_optimizer_hparams_new(size_t size, const md_optimizer_iface *iface,
                                                       const md_cfg *cfg, const md_key *keys, md_error *err) {
-    const char *type = md_cfg_str(cfg, "type", "optimizer");
     if (size < sizeof(md_optimizer_hparams)) {
-        md_failc(err, MD_ERR_REGISTRY, "%s: the hyper-parameter struct is smaller than md_optimizer_hparams", type);
+        md_failc(err, MD_ERR_REGISTRY, "the hyper-parameter struct is smaller than md_optimizer_hparams");
         return NULL;
     }
-    md_optimizer_hparams *hp = calloc(1, size);
-    if (!hp) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    hp->iface = iface;
-    hp->type = type;
-    if (md_cfg_read_struct(cfg, keys, hp, type, err)) {
-        free(hp);
-        return NULL;
-    }
-    return hp;
+    return md_object_new(size, iface, md_cfg_str(cfg, "type", "optimizer"), cfg, keys, err);
 }
 
 MD_API int md_optimizer_read_betas(const md_cfg *cfg, double betas[2], md_error *err) {

@@ -498,3 +498,23 @@ MD_API void *md_build_part(md_ctx *ctx, const char *registry, const md_cfg *pare
     if (!obj) md_error_wrap(err, "%s", path);
     return obj;
 }
+
+MD_API void *md_object_new(size_t size, const void *iface, const char *type, const md_cfg *cfg, const md_key *keys,
+                           md_error *err) {
+    if (size < sizeof(md_object)) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: the object is smaller than md_object", type);
+        return NULL;
+    }
+    md_object *o = calloc(1, size);
+    if (!o) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    o->iface = iface;
+    o->type = type;
+    if (md_cfg_read_struct(cfg, keys, o, type, err)) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}

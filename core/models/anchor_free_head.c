@@ -90,11 +90,8 @@ MD_API md_module *md_anchor_free_head_build(md_ctx *ctx, const md_cfg *cfg, cons
     h->use_sigmoid_cls = h->loss_cls->flags & MD_LOSS_SIGMOID;
     h->cls_out_channels = h->use_sigmoid_cls ? h->num_classes : h->num_classes + 1;
     if (h->test_cfg_cfg) {
-        static const md_dense_test_cfg dflt = { .nms_pre = -1, .score_thr = 0.0, .min_bbox_size = -1,
-                                                .nms_iou = 0.5, .max_per_img = 100 };
         h->has_test_cfg = true;
-        if (md_dense_test_cfg_read(h->test_cfg_cfg, "test_cfg", cls->test_defaults ? cls->test_defaults : &dflt,
-                                   &h->test_cfg, err))
+        if (md_dense_test_cfg_read(h->test_cfg_cfg, "test_cfg", cls->test_defaults, &h->test_cfg, err))
             goto fail;
     }
     if ((cls->init_layers ? cls->init_layers : md_anchor_free_head_init_layers)(ctx, h, err)) goto fail;

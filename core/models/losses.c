@@ -9,19 +9,9 @@ MD_API md_loss *md_loss_new(size_t size, const md_loss_iface *iface, const char 
         md_failc(err, MD_ERR_REGISTRY, "%s: the loss struct is smaller than md_loss", type);
         return NULL;
     }
-    md_loss *l = calloc(1, size);
-    if (!l) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    l->iface = iface;
-    l->type = type;
-    l->loss_weight = 1.0;
-    l->reduction = MD_REDUCE_MEAN;
-    if (md_cfg_read_struct(cfg, keys, l, type, err)) {
-        free(l);
-        return NULL;
-    }
+    md_loss *l = md_object_new(size, iface, type, cfg, keys, err);
+    /* a schema without MD_LOSS_KEYS still weighs 1 (reduction 0 is mean) */
+    if (l && !md_key_find(keys, "loss_weight")) l->loss_weight = 1.0;
     return l;
 }
 

@@ -103,14 +103,8 @@ static const md_prior_generator_iface iface = {
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    anchor_gen *a = calloc(1, sizeof *a);
-    if (!a) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    a->base.iface = &iface;
-    a->base.type = "AnchorGenerator";
-    if (md_cfg_read_struct(cfg, keys, a, "AnchorGenerator", err)) goto fail;
+    anchor_gen *a = md_object_new(sizeof *a, &iface, "AnchorGenerator", cfg, keys, err);
+    if (!a) return NULL;
     /* strides: ints or [w, h] pairs */
     const md_cfg *st = md_cfg_get(cfg, "strides");
     int n = md_cfg_kind(st) == MD_CFG_LIST ? md_cfg_len(st) : 1;

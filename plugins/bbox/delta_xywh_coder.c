@@ -196,17 +196,8 @@ static const md_bbox_coder_iface iface = { .encode = encode, .decode = decode, .
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    coder *c = calloc(1, sizeof *c);
-    if (!c) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    c->base.iface = &iface;
-    c->base.type = "DeltaXYWHBBoxCoder";
-    if (md_cfg_read_struct(cfg, keys, c, "DeltaXYWHBBoxCoder", err)) {
-        free(c);
-        return NULL;
-    }
+    coder *c = md_object_new(sizeof *c, &iface, "DeltaXYWHBBoxCoder", cfg, keys, err);
+    if (!c) return NULL;
     double m[4], s[4];
     int nm = md_cfg_float_array(cfg, "target_means", m, 4, err);
     int ns = nm == 4 ? md_cfg_float_array(cfg, "target_stds", s, 4, err) : -1;

@@ -134,17 +134,8 @@ static const md_bbox_coder_iface iface = { .encode = encode, .decode = decode, .
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    coder *c = calloc(1, sizeof *c);
-    if (!c) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    c->base.iface = &iface;
-    c->base.type = "DistancePointBBoxCoder";
-    if (md_cfg_read_struct(cfg, keys, c, "DistancePointBBoxCoder", err)) {
-        free(c);
-        return NULL;
-    }
+    coder *c = md_object_new(sizeof *c, &iface, "DistancePointBBoxCoder", cfg, keys, err);
+    if (!c) return NULL;
     return c;
 }
 

@@ -36,17 +36,8 @@ static const md_iou_calculator_iface iface = { .overlaps = overlaps, .destroy = 
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    overlaps2d *o = calloc(1, sizeof *o);
-    if (!o) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    o->base.iface = &iface;
-    o->base.type = "BboxOverlaps2D";
-    if (md_cfg_read_struct(cfg, keys, o, "BboxOverlaps2D", err) != 0) {
-        free(o);
-        return NULL;
-    }
+    overlaps2d *o = md_object_new(sizeof *o, &iface, "BboxOverlaps2D", cfg, keys, err);
+    if (!o) return NULL;
     if (o->dtype) {
         md_failc(err, MD_ERR_CONFIG, "dtype \"%s\" is not supported: overlaps are computed in f32 (dtype None)",
                  o->dtype);

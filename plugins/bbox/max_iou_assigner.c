@@ -147,17 +147,8 @@ static void destroy(md_bbox_assigner *ba) {
 static const md_bbox_assigner_iface iface = { .assign = assign, .destroy = destroy };
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    assigner *a = calloc(1, sizeof *a);
-    if (!a) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    a->base.iface = &iface;
-    a->base.type = "MaxIoUAssigner";
-    if (md_cfg_read_struct(cfg, keys, a, "MaxIoUAssigner", err)) {
-        free(a);
-        return NULL;
-    }
+    assigner *a = md_object_new(sizeof *a, &iface, "MaxIoUAssigner", cfg, keys, err);
+    if (!a) return NULL;
     const md_cfg *neg = md_cfg_get(cfg, "neg_iou_thr");
     if (md_cfg_kind(neg) == MD_CFG_LIST) {
         double v[2];

@@ -79,17 +79,8 @@ static const md_prior_generator_iface iface = {
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    point_gen *p = calloc(1, sizeof *p);
-    if (!p) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    p->base.iface = &iface;
-    p->base.type = "MlvlPointGenerator";
-    if (md_cfg_read_struct(cfg, keys, p, "MlvlPointGenerator", err)) {
-        free(p);
-        return NULL;
-    }
+    point_gen *p = md_object_new(sizeof *p, &iface, "MlvlPointGenerator", cfg, keys, err);
+    if (!p) return NULL;
     /* strides: ints or [w, h] pairs (mmdet's _pair) */
     const md_cfg *st = md_cfg_get(cfg, "strides");
     bool list = md_cfg_kind(st) == MD_CFG_LIST;

@@ -133,17 +133,8 @@ static const md_bbox_sampler_iface iface = { .sample = sample, .destroy = destro
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
-    random_sampler *s = calloc(1, sizeof *s);
-    if (!s) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    s->base.iface = &iface;
-    s->base.type = "RandomSampler";
-    if (md_cfg_read_struct(cfg, keys, s, "RandomSampler", err)) {
-        free(s);
-        return NULL;
-    }
+    random_sampler *s = md_object_new(sizeof *s, &iface, "RandomSampler", cfg, keys, err);
+    if (!s) return NULL;
     return &s->base;
 }
 

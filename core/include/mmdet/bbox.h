@@ -161,7 +161,8 @@ typedef struct md_dense_test_cfg {
 
 /* Reads cfg (keys nms_pre, score_thr, min_bbox_size, nms = { type = "nms";
  * iou_threshold }, max_per_img; unknown keys are errors naming `what`) over
- * `defaults`; defaults->nms_iou < 0 makes `nms` required. 0 or -1. */
+ * `defaults` (NULL: every candidate, no size filter, NMS at 0.5, 100
+ * kept); defaults->nms_iou < 0 makes `nms` required. 0 or -1. */
 int md_dense_test_cfg_read(const md_cfg *cfg, const char *what, const md_dense_test_cfg *defaults,
                            md_dense_test_cfg *out, md_error *err);
 

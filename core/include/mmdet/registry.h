@@ -76,6 +76,21 @@ typedef struct md_plugin_desc {
     const char *name, *version, *license;
 } md_plugin_desc;
 
+/* The header every built object of the part registries begins with (box
+ * parts, transforms, losses, optimizers' hyper-parameters, IoU
+ * calculators): its interface and its registered type. */
+typedef struct md_object {
+    const void *iface;
+    const char *type;
+} md_object;
+
+/* For a class's build: a zeroed object of `size` bytes that begins with
+ * md_object, its iface and type set and its fields filled from cfg by the
+ * schema `keys` (md_cfg_read_struct). NULL with err set. Free it with
+ * free(). */
+void *md_object_new(size_t size, const void *iface, const char *type, const md_cfg *cfg, const md_key *keys,
+                    md_error *err);
+
 /* Called from constructors (MD_REGISTER). Outside a plugin load (e.g. a test
  * binary or the core itself) the class is registered as built-in. */
 void md_register_module(const char *registry, const md_class *cls);
