@@ -106,11 +106,6 @@ static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     return 0;
 }
 
-static const md_model_class single_stage_cls = {
-    .module = { .name = "SingleStageDetector", .iface = &iface }, .init_weights = init_weights };
-static const md_model_class retinanet_cls = {
-    .module = { .name = "RetinaNet", .iface = &iface }, .init_weights = init_weights };
-
 static void *build_with(md_ctx *ctx, const md_cfg *cfg, const md_model_class *klass, md_error *err) {
     detector *d = md_module_new(sizeof *d, &klass->module);
     if (!d) {
@@ -155,17 +150,20 @@ fail:
     return NULL;
 }
 
-static void *build_single(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    return build_with(ctx, cfg, &single_stage_cls, err);
-}
-static void *build_retina(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    return build_with(ctx, cfg, &retinanet_cls, err);
-}
+/* mmdet's single-stage detectors differ from SingleStageDetector only by
+ * name: one class each, all built by build_with. */
+#define SINGLE_STAGE(id_, name_, doc_)                                                                       \
+    static const md_model_class id_##_cls = { .module = { .name = (name_), .iface = &iface },            \
+                                              .init_weights = init_weights };                             \
+    static void *id_##_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {                             \
+        return build_with(ctx, cfg, &id_##_cls, err);                                                     \
+    }                                                                                                     \
+    static const md_class id_##_class = { .name = (name_), .keys = keys, .build = id_##_build,            \
+                                          MD_IFACE(&iface, MD_IFACE_MODEL), .doc = (doc_) };              \
+    MD_REGISTER("detectors", id_##_class)
 
-static const md_class single_class = { .name = "SingleStageDetector", .keys = keys, .build = build_single,
-                                       MD_IFACE(&iface, MD_IFACE_MODEL), .doc = "backbone + neck + dense head" };
-static const md_class retina_class = { .name = "RetinaNet", .keys = keys, .build = build_retina, MD_IFACE(&iface, MD_IFACE_MODEL),
-                                       .doc = "RetinaNet (a SingleStageDetector)" };
 MD_PLUGIN("single_stage", "1.0", "Apache-2.0");
-MD_REGISTER("detectors", single_class)
-MD_REGISTER("detectors", retina_class)
+SINGLE_STAGE(single_stage, "SingleStageDetector", "backbone + neck + dense head")
+SINGLE_STAGE(retinanet, "RetinaNet", "RetinaNet (a SingleStageDetector)")
+SINGLE_STAGE(fcos, "FCOS", "FCOS (a SingleStageDetector)")
+SINGLE_STAGE(atss, "ATSS", "ATSS (a SingleStageDetector)")

@@ -28,6 +28,7 @@
 #include "ctx.h"
 #include "error.h"
 #include "image.h"
+#include "masks.h"
 #include "tensor.h"
 
 #ifdef __cplusplus
@@ -43,7 +44,7 @@ const char *md_flip_dir_name(md_flip_dir d);
 /* Collect's keys and meta_keys, as bits. */
 enum {
     MD_FIELD_IMG = 1 << 0, MD_FIELD_GT_BBOXES = 1 << 1, MD_FIELD_GT_LABELS = 1 << 2,
-    MD_FIELD_GT_BBOXES_IGNORE = 1 << 3,
+    MD_FIELD_GT_BBOXES_IGNORE = 1 << 3, MD_FIELD_GT_MASKS = 1 << 4,
 };
 enum {
     MD_META_FILENAME = 1 << 0, MD_META_ORI_FILENAME = 1 << 1, MD_META_ORI_SHAPE = 1 << 2,
@@ -98,6 +99,7 @@ typedef struct md_sample {
     bool scale_set, flip_set, keep_ratio;
     /* ground truth (LoadAnnotations copies it from ann) */
     md_boxes gt_bboxes, gt_bboxes_ignore;   /* gt_bboxes.labels = gt_labels */
+    md_masks gt_masks;              /* one per gt box, with MD_FIELD_GT_MASKS */
     unsigned have;                  /* MD_FIELD_* loaded */
     unsigned collected;             /* MD_FIELD_* kept by Collect (0: no Collect yet) */
     /* Where it came from (set by the dataset's pre_pipeline). */
@@ -174,6 +176,9 @@ typedef struct md_det_result {
     int n;
     const float *bboxes;            /* n x 5 */
     const int64_t *labels;
+    /* Instance masks of a mask head: n RLEs of the original image
+     * (ori_shape h x w), or NULL. */
+    const md_rle *masks;
 } md_det_result;
 
 /* A metric name and value ("bbox_mAP", 0.374). */
@@ -251,6 +256,7 @@ typedef struct md_batch {
     md_img_meta *metas;             /* n */
     md_boxes *gt_bboxes;            /* n (labels in .labels) */
     md_boxes *gt_bboxes_ignore;     /* n */
+    md_masks *gt_masks;             /* n, in the padded image's pixels; NULL when none were collected */
     int64_t *indices;               /* dataset index of each image */
     /* Test-time augmentation (a test pipeline's MultiScaleFlipAug with
      * several variants, mmdet's lists of imgs and img_metas): n_augs

@@ -1,0 +1,90 @@
+/* Instance masks: mmdet 2.x's BitmapMasks and PolygonMasks
+ * (mmdet/core/mask/structures.py) and pycocotools' run-length encoding
+ * (maskApi.c), which the data path, the mask heads and the segm
+ * evaluation share.
+ *
+ * md_masks holds the n masks of one image, in the pixels of the current
+ * image (h x w), in the order of its gt boxes. Either bitmaps or polygons:
+ *
+ *   bitmaps   u8 [n, h, w] row-major, 0 or 1 (BitmapMasks)
+ *   polygons  mask k has poly_count[k] polygons, polys[poly_begin[k] ..];
+ *             polygon j has n_points[j] points xy[2 * n_points[j]] (x, y),
+ *             pixel coordinates as COCO stores them (PolygonMasks)
+ *
+ * Masks are plain malloc'ed memory (they travel with samples through the
+ * worker threads); md_masks_free releases what one owns.
+ *
+ * md_rle is pycocotools' RLE: counts of alternating runs of 0 and 1 in
+ * column-major (Fortran) order over an h x w mask, starting with a run of
+ * 0s (possibly empty).
+ */
+#ifndef MMDET_MASKS_H
+#define MMDET_MASKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "ctx.h"
+#include "error.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum md_masks_kind { MD_MASKS_BITMAP = 0, MD_MASKS_POLYGON } md_masks_kind;
+
+typedef struct md_polygon {
+    int n_points;
+    float *xy;                      /* 2 * n_points: x0 y0 x1 y1 ... */
+} md_polygon;
+
+typedef struct md_masks {
+    md_masks_kind kind;
+    int n, h, w;
+    uint8_t *bitmaps;               /* BITMAP: n * h * w */
+    int *poly_begin, *poly_count;   /* POLYGON: n each */
+    md_polygon *polys;              /* POLYGON: n_polys */
+    int n_polys;
+} md_masks;
+
+/* pycocotools' RLE of one h x w mask. */
+typedef struct md_rle {
+    int h, w;
+    int64_t m;                      /* number of counts */
+    uint32_t *counts;
+} md_rle;
+
+void md_masks_init(md_masks *m);
+void md_masks_free(md_masks *m);
+int md_masks_copy(md_masks *dst, const md_masks *src, md_error *err);
+
+/* Mask k as a u8 bitmap h x w row-major into out (polygons rasterised as
+ * pycocotools' frPyObjects + decode, which mmdet's poly2mask uses). */
+int md_masks_bitmap(const md_masks *m, int k, uint8_t *out, md_error *err);
+
+/* mmdet's crop_and_resize for mask targets: for each of the P boxes
+ * bboxes f32 [P, 4] (xyxy, pixels of the masks' image) the mask inds[p]
+ * (i64 [P]; NULL: p) cropped to the box and resized to out_h x out_w
+ * (bitmaps: RoIAlign with aligned = true, sampling_ratio 0, as
+ * BitmapMasks; polygons: the polygon shifted and scaled into the box and
+ * rasterised, as PolygonMasks), then binarised at 0.5. f32 [P, out_h,
+ * out_w] of 0 and 1, a step tensor on the host; NULL with the context's
+ * error. */
+md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_tensor *bboxes, md_tensor *inds, int out_h,
+                                    int out_w);
+
+/* ---- RLE (pycocotools' maskApi) ---- */
+/* Encodes a u8 h x w row-major mask (nonzero = 1). */
+int md_rle_encode(const uint8_t *mask, int h, int w, md_rle *out, md_error *err);
+/* Decodes into a u8 h x w row-major mask. */
+int md_rle_decode(const md_rle *r, uint8_t *mask, md_error *err);
+void md_rle_free(md_rle *r);
+int md_rle_copy(md_rle *dst, const md_rle *src, md_error *err);
+/* Number of 1 pixels (pycocotools' area). */
+uint64_t md_rle_area(const md_rle *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
