@@ -110,7 +110,7 @@ bool md__cfg_truthy(const md_cfg *c) {
     }
 }
 
-const char *md__cfg_where(const md_cfg *c, char *buf, size_t n) {
+MD_API const char *md_cfg_where(const md_cfg *c, char *buf, size_t n) {
     if (c && c->file && c->line > 0) snprintf(buf, n, "%s:%d", c->file, c->line);
     else if (c && c->file) snprintf(buf, n, "%s", c->file);
     else snprintf(buf, n, "<config>");
@@ -314,7 +314,7 @@ MD_API const char *md_cfg_str(const md_cfg *g, const char *key, const char *dflt
 
 static int type_error(const md_cfg *c, const char *key, const char *want, md_error *err) {
     char w[1024];
-    return md_failc(err, MD_ERR_CONFIG, "%s: %s: expected %s, got %s", md__cfg_where(c, w, sizeof w), key, want,
+    return md_failc(err, MD_ERR_CONFIG, "%s: %s: expected %s, got %s", md_cfg_where(c, w, sizeof w), key, want,
                     md_cfg_type_name(c->type));
 }
 
@@ -329,7 +329,7 @@ static int num_array(const md_cfg *g, const char *key, int64_t *oi, double *of, 
     }
     if (n > max) {
         char w[1024];
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s: %d values, at most %d accepted", md__cfg_where(c, w, sizeof w), key,
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s: %d values, at most %d accepted", md_cfg_where(c, w, sizeof w), key,
                         n, max);
     }
     for (int i = 0; i < n; i++) {

@@ -16,7 +16,6 @@ struct md_cfg {
 };
 
 /* Where a node came from as "file:line", "file" or "<config>", into buf. */
-const char *md__cfg_where(const md_cfg *node, char *buf, size_t n);
 /* A detached node of the given type (name, file may be NULL). */
 md_cfg *md__cfg_node(md_cfg_type t, const char *name, const char *file, int line);
 /* Frees a detached node and its children. */

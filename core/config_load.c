@@ -278,7 +278,7 @@ static const md_cfg *lookup_base(const md_cfg *bases, const md_cfg *at, const va
     snprintf(path, sizeof path, "%.*s", (int)n, p);
     const md_cfg *v = bases ? md_cfg_get(bases, path) : NULL;
     if (!v)
-        md_failc(err, MD_ERR_CONFIG, "%s: {{%.*s}}: '%s' is not defined in the %s", md__cfg_where(at, w, sizeof w),
+        md_failc(err, MD_ERR_CONFIG, "%s: {{%.*s}}: '%s' is not defined in the %s", md_cfg_where(at, w, sizeof w),
                  (int)r->name_len, r->name, path, bases ? "merged bases" : "bases (this file has no base_)");
     return v;
 }
@@ -325,7 +325,7 @@ static int subst_base(md_cfg *c, const md_cfg *bases, md_error *err) {
                 return md_failc(err, MD_ERR_CONFIG,
                                 "%s: {{%.*s}} is a %s and cannot be embedded in a string; use the reference alone as "
                                 "the whole value",
-                                md__cfg_where(k, w, sizeof w), (int)r.name_len, r.name, md_cfg_type_name(v->type));
+                                md_cfg_where(k, w, sizeof w), (int)r.name_len, r.name, md_cfg_type_name(v->type));
             }
             sb_add(&b, p, (size_t)(r.start - p));
             sb_add(&b, txt, strlen(txt));
@@ -375,8 +375,8 @@ static int merge_into(md_cfg *b, const md_cfg *a, md_error *err) {
                     return md_failc(err, MD_ERR_CONFIG,
                                     "%s: '%s' is a group here but %s in the base (%s); add 'delete_ = true;' to the "
                                     "group to replace the base value",
-                                    md__cfg_where(v, w1, sizeof w1), md_cfg_path(bk, p, sizeof p), a_type(bk->type),
-                                    md__cfg_where(bk, w2, sizeof w2));
+                                    md_cfg_where(v, w1, sizeof w1), md_cfg_path(bk, p, sizeof p), a_type(bk->type),
+                                    md_cfg_where(bk, w2, sizeof w2));
                 }
                 if (merge_into(bk, v, err) < 0) return -1;
                 continue;
@@ -436,7 +436,7 @@ static md_cfg *load_bases(const char *path, const md_cfg *node, chain *ch, md_er
         if (items[i]->type != MD_CFG_STRING) n = -1;
     if (n < 0) {
         md_failc(err, MD_ERR_CONFIG, "%s: base_ must be a file name or a list of file names",
-                 md__cfg_where(node, w, sizeof w));
+                 md_cfg_where(node, w, sizeof w));
         return NULL;
     }
     md_cfg *merged = md_cfg_new_group();
@@ -451,7 +451,7 @@ static md_cfg *load_bases(const char *path, const md_cfg *node, chain *ch, md_er
         if (!resolved[i]) goto oom;
         if (access(resolved[i], F_OK) != 0) {
             md_failc(err, MD_ERR_IO, "%s: base file '%s' not found (looked for '%s', referenced from '%s')",
-                     md__cfg_where(item, w, sizeof w), item->v.s, resolved[i], path);
+                     md_cfg_where(item, w, sizeof w), item->v.s, resolved[i], path);
             goto fail;
         }
         md_cfg *b = load_rec(resolved[i], NULL, ch, err);
@@ -459,7 +459,7 @@ static md_cfg *load_bases(const char *path, const md_cfg *node, chain *ch, md_er
             /* Say which file pulled the failing base in, unless it is a cycle
              * (that message already shows the whole chain). */
             if (err && !strstr(err->msg, "inheritance cycle"))
-                md_error_wrap(err, "%s: in base '%s'", md__cfg_where(item, w, sizeof w), item->v.s);
+                md_error_wrap(err, "%s: in base '%s'", md_cfg_where(item, w, sizeof w), item->v.s);
             goto fail;
         }
         const char **o = realloc(owner, (size_t)(n_owner + b->n) * sizeof *owner);
@@ -473,8 +473,8 @@ static md_cfg *load_bases(const char *path, const md_cfg *node, chain *ch, md_er
                 md_failc(err, MD_ERR_CONFIG,
                          "%s: duplicate key '%s' among bases: defined by '%s' (%s) and by '%s' (%s); "
                          "a top-level key may come from one base only",
-                         md__cfg_where(node, w, sizeof w), kid->name, owner[j],
-                         md__cfg_where(merged->kids[j], w1, sizeof w1), item->v.s, md__cfg_where(kid, w2, sizeof w2));
+                         md_cfg_where(node, w, sizeof w), kid->name, owner[j],
+                         md_cfg_where(merged->kids[j], w1, sizeof w1), item->v.s, md_cfg_where(kid, w2, sizeof w2));
                 md__cfg_destroy(b);
                 goto fail;
             }

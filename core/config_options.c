@@ -232,17 +232,17 @@ static int merge_overlay(md_cfg *b, const md_cfg *a, md_error *err) {
         if (b->type == MD_CFG_LIST) {
             if (!all_digits(v->name))
                 return md_failc(err, MD_ERR_CONFIG, "%s: '%s' is a list (%s); index it with a number, not '%s'",
-                                ORIGIN, md_cfg_path(b, p, sizeof p), md__cfg_where(b, w, sizeof w), v->name);
+                                ORIGIN, md_cfg_path(b, p, sizeof p), md_cfg_where(b, w, sizeof w), v->name);
             long idx = strlen(v->name) < 10 ? strtol(v->name, NULL, 10) : -1;
             if (idx < 0 || idx >= b->n)
                 return md_failc(err, MD_ERR_CONFIG, "%s: index %s is out of range for '%s' (a list of %d, %s)", ORIGIN,
-                                v->name, md_cfg_path(b, p, sizeof p), b->n, md__cfg_where(b, w, sizeof w));
+                                v->name, md_cfg_path(b, p, sizeof p), b->n, md_cfg_where(b, w, sizeof w));
             md_cfg *bk = b->kids[idx];
             if (v->type == MD_CFG_GROUP) {
                 if (bk->type != MD_CFG_GROUP && bk->type != MD_CFG_LIST)
                     return md_failc(err, MD_ERR_CONFIG, "%s: '%s' holds a %s (%s), it has no keys to set", ORIGIN,
                                     md_cfg_path(bk, p, sizeof p), md_cfg_type_name(bk->type),
-                                    md__cfg_where(bk, w, sizeof w));
+                                    md_cfg_where(bk, w, sizeof w));
                 if (merge_overlay(bk, v, err) < 0) return -1;
             } else {
                 md_cfg *copy = md__cfg_copy(v, NULL, true);
@@ -254,7 +254,7 @@ static int merge_overlay(md_cfg *b, const md_cfg *a, md_error *err) {
         if (all_digits(v->name))
             return md_failc(err, MD_ERR_CONFIG, "%s: '%s' is a group (%s), not a list; '%s' is not one of its keys",
                             ORIGIN, b->parent ? md_cfg_path(b, p, sizeof p) : "the config root",
-                            md__cfg_where(b, w, sizeof w), v->name);
+                            md_cfg_where(b, w, sizeof w), v->name);
         int j = md__cfg_find(b, v->name);
         if (v->type == MD_CFG_GROUP && j >= 0) {
             int d = md__cfg_find(v, "delete_");
@@ -265,7 +265,7 @@ static int merge_overlay(md_cfg *b, const md_cfg *a, md_error *err) {
                                     "%s: cannot set keys inside '%s': it holds a %s (%s), not a group; set "
                                     "'%s.delete_=true' too to replace it with a group",
                                     ORIGIN, md_cfg_path(bk, p, sizeof p), md_cfg_type_name(bk->type),
-                                    md__cfg_where(bk, w, sizeof w), p);
+                                    md_cfg_where(bk, w, sizeof w), p);
                 if (merge_overlay(bk, v, err) < 0) return -1;
                 continue;
             }

@@ -90,7 +90,7 @@ MD_API int md_cfg_check_keys(const md_cfg *group, const md_key *keys, const char
     char w[1024];
     if (!what) what = "the config";
     if (!group || group->type != MD_CFG_GROUP)
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s: expected a group, got %s", md__cfg_where(group, w, sizeof w), what,
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s: expected a group, got %s", md_cfg_where(group, w, sizeof w), what,
                         group ? md_cfg_type_name(group->type) : "nothing");
     int nk = 0;
     while (keys && keys[nk].name) nk++;
@@ -107,7 +107,7 @@ MD_API int md_cfg_check_keys(const md_cfg *group, const md_key *keys, const char
             const char *s = md_suggest(c->name, names, nk + 1);
             if (s) {
                 md_failc(err, MD_ERR_CONFIG, "%s: unknown key '%s' in %s (did you mean '%s'?)",
-                         md__cfg_where(c, w, sizeof w), c->name, what, s);
+                         md_cfg_where(c, w, sizeof w), c->name, what, s);
             } else {
                 char list[1024];
                 size_t len = 0;
@@ -115,21 +115,21 @@ MD_API int md_cfg_check_keys(const md_cfg *group, const md_key *keys, const char
                 for (int j = 0; j < nk && len < sizeof list; j++)
                     len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", j ? ", " : "", names[j]);
                 md_failc(err, MD_ERR_CONFIG, "%s: unknown key '%s' in %s (accepted keys: %s)",
-                         md__cfg_where(c, w, sizeof w), c->name, what, nk ? list : "none");
+                         md_cfg_where(c, w, sizeof w), c->name, what, nk ? list : "none");
             }
             free(names);
             return -1;
         }
         if (!type_ok(keys[k].type, c))
             return md_failc(err, MD_ERR_CONFIG, "%s: key '%s' in %s: expected %s, got %s",
-                            md__cfg_where(c, w, sizeof w), c->name, what, key_type_name(keys[k].type),
+                            md_cfg_where(c, w, sizeof w), c->name, what, key_type_name(keys[k].type),
                             md_cfg_type_name(c->type));
     }
     for (int k = 0; k < nk; k++) {
         if (!keys[k].required || md__cfg_find(group, keys[k].name) >= 0) continue;
         char doc[512] = "";
         if (keys[k].doc) snprintf(doc, sizeof doc, " (%s)", keys[k].doc);
-        return md_failc(err, MD_ERR_CONFIG, "%s: missing required key '%s' in %s%s", md__cfg_where(group, w, sizeof w),
+        return md_failc(err, MD_ERR_CONFIG, "%s: missing required key '%s' in %s%s", md_cfg_where(group, w, sizeof w),
                         keys[k].name, what, doc);
     }
     return 0;
@@ -195,13 +195,13 @@ static int store(const md_cfg *v, const md_key *k, void *obj, const char *what, 
     bool is_num = v->type == MD_CFG_INT || v->type == MD_CFG_FLOAT;
     double num = v->type == MD_CFG_INT ? (double)v->v.i : v->type == MD_CFG_FLOAT ? v->v.f : 0;
     if (is_num && k->min && num < bound(k->min))
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at least %s", md__cfg_where(v, w, sizeof w),
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at least %s", md_cfg_where(v, w, sizeof w),
                         k->name, what, num, k->min);
     if (is_num && k->max && num > bound(k->max))
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at most %s", md__cfg_where(v, w, sizeof w),
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is %g; it must be at most %s", md_cfg_where(v, w, sizeof w),
                         k->name, what, num, k->max);
     if (k->choices && v->type == MD_CFG_STRING && choice_index(k->choices, v->v.s) < 0)
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is \"%s\"; accepted: %s", md__cfg_where(v, w, sizeof w),
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s is \"%s\"; accepted: %s", md_cfg_where(v, w, sizeof w),
                         k->name, what, v->v.s, k->choices);
     bool ok = true;
     if (!obj) return 0;   /* bounds and choices only (no field address: NULL + offset is undefined) */
@@ -230,7 +230,7 @@ static int store(const md_cfg *v, const md_key *k, void *obj, const char *what, 
         break;
     }
     if (!ok)
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s: expected %s, got %s", md__cfg_where(v, w, sizeof w), k->name,
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s in %s: expected %s, got %s", md_cfg_where(v, w, sizeof w), k->name,
                         what, key_type_name(k->type), md_cfg_type_name(v->type));
     return 0;
 }

@@ -91,6 +91,7 @@ static int save_best(eval_hook *h, md_runner *r, double score, md_error *err) {
         md_warn(ctx, "EvalHook: %s is %g; no best checkpoint", h->key, score);
         return 0;
     }
+    if (score == 0) return 0;   /* mmcv saves the best only for a truthy key score */
     int64_t cur = (h->by_epoch ? md_runner_epoch(r) : md_runner_iter(r)) + 1;
     const char *unit = h->by_epoch ? "epoch" : "iter";
     const char *prev = md_runner_get_msg(r, "best_score");

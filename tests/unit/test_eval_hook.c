@@ -142,3 +142,15 @@ Test(eval_hook, a_key_without_rule_is_an_error) {
     char *out = slurp("badkey", "../badkey.out");
     cr_expect(strstr(out, "cannot infer the rule for key foo"), "%s", out);
 }
+
+/* mmcv saves a best checkpoint only for a truthy key score: a model that
+ * never finds anything (bbox_mAP 0.0 at every evaluation) leaves none. */
+Test(eval_hook, zero_score_is_never_best) {
+    cr_assert_eq(train("zero", 2, "--cfg-options model.keep=[0.0]"), 0, "see %s/zero.out", dir);
+    double map[8];
+    cr_assert_eq(val_maps("zero", map, 8), 2);
+    cr_expect_eq(map[1], 0.0);
+    cr_expect_eq(map[2], 0.0);
+    cr_expect(!exists("zero", "best_bbox_mAP_epoch_1.safetensors"), "a best checkpoint for mAP 0.0");
+    cr_expect(!exists("zero", "best_bbox_mAP_epoch_2.safetensors"), "a best checkpoint for mAP 0.0");
+}

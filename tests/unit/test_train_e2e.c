@@ -137,3 +137,61 @@ Test(train_e2e, num_classes_must_match_the_dataset) {
     cr_assert(strstr(text, "has num_classes = 4 but the dataset has 5 classes (rectangle, ellipse, triangle, ...)"),
               "%s", text);
 }
+
+static void read_out(const char *work, char *text, size_t cap) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.out", dir, work);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no %s", path);
+    size_t k = fread(text, 1, cap - 1, f);
+    text[k] = 0;
+    fclose(f);
+}
+
+/* The groups the training command reads itself are checked like a
+ * component's keys, and mmdet's rules on the runner hold: each case stops
+ * before training with the message mmdet/mmcv would give, and writes no
+ * checkpoint. */
+Test(train_e2e, top_level_groups_and_runner_rules_are_checked) {
+    static const struct { const char *opts, *want; } cases[] = {
+        { "--cfg-options log_config.intervl=1", "unknown key 'intervl' in log_config (did you mean 'interval'?)" },
+        { "--cfg-options data.samples_per_gp=1", "unknown key 'samples_per_gp' in data (did you mean 'samples_per_gpu'?)" },
+        { "--cfg-options auto_scale_lr.base_batch=16", "unknown key 'base_batch' in auto_scale_lr" },
+        { "--cfg-options data.workers_per_gpu=-1", "workers_per_gpu" },
+        { "--cfg-options fp16.loss_scale=512.0", "fp16: mixed-precision training is not available" },
+        { "--cfg-options total_epochs=2", "total_epochs = 2 but runner.max_epochs = 1: they must agree" },
+        { "--cfg-options runner.max_iters=2", "runner: only one of max_epochs and max_iters can be set" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char work[32];
+        snprintf(work, sizeof work, "groups%zu", i);
+        cr_assert_neq(train(work, 1, cases[i].opts), 0, "%s trained", cases[i].opts);
+        static char text[1 << 16];
+        read_out(work, text, sizeof text);
+        cr_assert(strstr(text, cases[i].want), "%s: expected \"%s\" in:\n%s", cases[i].opts, cases[i].want, text);
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s/latest.safetensors", dir, work);
+        cr_assert_neq(access(path, F_OK), 0, "%s wrote a checkpoint", cases[i].opts);
+    }
+}
+
+/* mmdet's train.py: a config without a runner but with total_epochs trains
+ * an EpochBasedRunner of total_epochs epochs (not the default 12), with a
+ * warning. */
+Test(train_e2e, total_epochs_without_runner_sets_max_epochs) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins tests/configs/runner/toy_shapes.cfg "
+             "--work-dir %s/total --seed 0 --cfg-options data.train.data_root=%s/data/ runner=None total_epochs=2 "
+             ">%s/total.out 2>&1", dir, dir, dir);
+    cr_assert_eq(system(cmd), 0, "see %s/total.out", dir);
+    static char text[1 << 16];
+    read_out("total", text, sizeof text);
+    cr_assert(strstr(text, "config is missing the runner: setting runner = { type = \"EpochBasedRunner\"; max_epochs = 2; }"),
+              "%s", text);
+    char path[256];
+    snprintf(path, sizeof path, "%s/total/epoch_2.safetensors", dir);
+    cr_assert_eq(access(path, F_OK), 0, "no epoch_2");
+    snprintf(path, sizeof path, "%s/total/epoch_3.safetensors", dir);
+    cr_assert_neq(access(path, F_OK), 0, "trained past total_epochs");
+}

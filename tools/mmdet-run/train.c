@@ -89,6 +89,77 @@ static int register_eval_hook(md_ctx *ctx, const md_cfg *cfg, md_runner *runner,
     return rc;
 }
 
+/* The groups of the top level that the training command reads itself:
+ * their keys are checked like a component's (a typo names the file, line
+ * and the closest key), since nothing else would notice them. */
+static const md_key data_keys[] = {
+    { "samples_per_gpu", MD_KEY_INT, "2", "images per batch", false, .min = "1", .field = MD_FIELD_NONE },
+    { "workers_per_gpu", MD_KEY_INT, "2", "loader threads", false, .min = "0", .field = MD_FIELD_NONE },
+    { "persistent_workers", MD_KEY_BOOL, "false", "accepted: the loader's threads live as long as it does", false,
+      .field = MD_FIELD_NONE },
+    { "train", MD_KEY_ANY, NULL, "the training dataset", false, .field = MD_FIELD_NONE },
+    { "val", MD_KEY_ANY, NULL, "the validation dataset", false, .field = MD_FIELD_NONE },
+    { "test", MD_KEY_ANY, NULL, "the test dataset", false, .field = MD_FIELD_NONE },
+    { 0 } };
+static const md_key log_config_keys[] = {
+    { "interval", MD_KEY_INT, "50", "the logger hooks' default interval", false, .min = "1", .field = MD_FIELD_NONE },
+    { "hooks", MD_KEY_LIST, NULL, "logger hooks (TextLoggerHook, ...)", false, .field = MD_FIELD_NONE },
+    { 0 } };
+static const md_key auto_scale_lr_keys[] = {
+    { "enable", MD_KEY_BOOL, "false", "scale the LR by the batch size", false, .field = MD_FIELD_NONE },
+    { "base_batch_size", MD_KEY_INT, "16", "the batch size the LR was tuned for", false, .min = "1",
+      .field = MD_FIELD_NONE },
+    { 0 } };
+
+static int check_group(const md_cfg *cfg, const char *key, const md_key *keys, md_error *err) {
+    const md_cfg *g = md_cfg_get(cfg, key);
+    char w[1024];
+    if (md_cfg_is_none(g)) return 0;
+    if (md_cfg_kind(g) != MD_CFG_GROUP)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s must be a group { ... }", md_cfg_where(g, w, sizeof w), key);
+    return md_cfg_check_keys(g, keys, key, err) || md_cfg_read_struct(g, keys, NULL, key, err) ? -1 : 0;
+}
+
+/* mmdet's train.py and mmcv's build_runner on the top level: no `runner`
+ * but a `total_epochs` is an EpochBasedRunner of that many epochs (with a
+ * warning); both must agree; max_epochs and max_iters exclude each other;
+ * `fp16` (mixed precision) is refused rather than trained in float32; the
+ * groups read here have their keys checked. */
+static int check_config(md_ctx *ctx, md_cfg *cfg, md_error *err) {
+    char w[1024];
+    if (check_group(cfg, "data", data_keys, err) || check_group(cfg, "log_config", log_config_keys, err) ||
+        check_group(cfg, "auto_scale_lr", auto_scale_lr_keys, err))
+        return -1;
+    const md_cfg *fp16 = md_cfg_get(cfg, "fp16");
+    if (!md_cfg_is_none(fp16))
+        return md_failc(err, MD_ERR_CONFIG,
+                        "%s: fp16: mixed-precision training is not available; remove `fp16` to train in float32",
+                        md_cfg_where(fp16, w, sizeof w));
+    const md_cfg *runner = md_cfg_get(cfg, "runner"), *total = md_cfg_get(cfg, "total_epochs");
+    if (!md_cfg_is_none(total) && md_cfg_kind(total) != MD_CFG_INT)
+        return md_failc(err, MD_ERR_CONFIG, "%s: total_epochs must be an integer", md_cfg_where(total, w, sizeof w));
+    if (md_cfg_is_none(runner)) {
+        if (md_cfg_is_none(total)) return 0;
+        md_cfg *r = md_cfg_set_group(cfg, "runner");
+        if (!r || !md_cfg_set_str(r, "type", "EpochBasedRunner") ||
+            !md_cfg_set_int(r, "max_epochs", md_cfg_as_int(total)))
+            return md_failc(err, MD_ERR_NOMEM, "out of memory");
+        md_warn(ctx, "config is missing the runner: setting runner = { type = \"EpochBasedRunner\"; "
+                "max_epochs = %lld; } from total_epochs", (long long)md_cfg_as_int(total));
+        return 0;
+    }
+    if (md_cfg_kind(runner) != MD_CFG_GROUP) return 0;   /* the runners registry says what is wrong */
+    const md_cfg *me = md_cfg_get(runner, "max_epochs"), *mi = md_cfg_get(runner, "max_iters");
+    if (!md_cfg_is_none(me) && !md_cfg_is_none(mi))
+        return md_failc(err, MD_ERR_CONFIG, "%s: runner: only one of max_epochs and max_iters can be set",
+                        md_cfg_where(mi, w, sizeof w));
+    if (!md_cfg_is_none(total) && md_cfg_kind(me) == MD_CFG_INT && md_cfg_as_int(me) != md_cfg_as_int(total))
+        return md_failc(err, MD_ERR_CONFIG, "%s: total_epochs = %lld but runner.max_epochs = %lld: they must agree",
+                        md_cfg_where(total, w, sizeof w), (long long)md_cfg_as_int(total),
+                        (long long)md_cfg_as_int(me));
+    return 0;
+}
+
 int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     int rc = -1;
     md_module *model = NULL;
@@ -104,6 +175,7 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     char *config_text = NULL, *classes = NULL, *resume = NULL;
     md_cfg *val_cfg = NULL;
 
+    if (check_config(ctx, cfg, err)) goto out;
     uint64_t seed = (uint64_t)md_cfg_int(cfg, "seed", 0);
     md_ctx_seed(ctx, seed);
 

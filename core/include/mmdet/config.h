@@ -82,6 +82,9 @@ bool md_cfg_has(const md_cfg *node, const char *path);
 /* Where the node came from: file and line (0 if made in memory). */
 const char *md_cfg_file(const md_cfg *node);
 int md_cfg_line(const md_cfg *node);
+/* Where a value was written, for messages: "file:line", "file" (a
+ * --cfg-options value) or "<config>"; returns buf. */
+const char *md_cfg_where(const md_cfg *node, char *buf, size_t n);
 /* The dotted path from the root, e.g. "model.roi_head.bbox_head"; into buf. */
 const char *md_cfg_path(const md_cfg *node, char *buf, size_t n);
 
