@@ -195,3 +195,19 @@ Test(train_e2e, total_epochs_without_runner_sets_max_epochs) {
     snprintf(path, sizeof path, "%s/total/epoch_3.safetensors", dir);
     cr_assert_neq(access(path, F_OK), 0, "trained past total_epochs");
 }
+
+/* mmdet 2.25+'s train.py: the val phase of a workflow uses the training
+ * pipeline, from data.train.dataset when data.train is a wrapper
+ * (tests/configs/runner/toy_shapes_wrapped_val.cfg: data.val's own pipeline
+ * cannot be collated). The val line logs the classifier's loss. */
+Test(train_e2e, val_phase_uses_the_wrapped_training_pipeline) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins tests/configs/runner/toy_shapes_wrapped_val.cfg "
+             "--work-dir %s/wval --seed 0 --cfg-options data.train.dataset.data_root=%s/data/ data.val.data_root=%s/data/ "
+             "runner.max_epochs=1 >%s/wval.out 2>&1", dir, dir, dir, dir);
+    cr_assert_eq(system(cmd), 0, "see %s/wval.out", dir);
+    static char text[1 << 16];
+    read_out("wval", text, sizeof text);
+    cr_assert(strstr(text, "Epoch(val) [1]") && strstr(strstr(text, "Epoch(val) [1]"), "loss_cls: "), "%s", text);
+}

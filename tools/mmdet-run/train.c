@@ -195,7 +195,8 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
             (long long)md_module_num_params(model, false), (long long)md_module_num_params(model, true));
 
     /* workflow and datasets: a val phase uses data.val with the training
-     * pipeline, as mmdet's train.py does */
+     * pipeline (that of the wrapped dataset for a wrapper), as mmdet's
+     * train.py does */
     const md_cfg *wf = md_cfg_get(cfg, "workflow");
     int n_phases = wf ? md_cfg_len(wf) : 0;
     if (n_phases < 1 || n_phases > 4) {
@@ -216,7 +217,10 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         const md_cfg *dcfg = md_cfg_get(data, train ? "train" : "val");
         if (!train && dcfg) {
             val_cfg = md_cfg_clone(dcfg);
+            /* mmdet 2.25+: a wrapped training set (Repeat, ClassBalanced)
+             * keeps its pipeline in train.dataset */
             const md_cfg *tp = md_cfg_get(data, "train.pipeline");
+            if (!tp) tp = md_cfg_get(data, "train.dataset.pipeline");
             if (tp) md_cfg_set_copy(val_cfg, "pipeline", tp);
             dcfg = val_cfg;
         }
