@@ -211,3 +211,21 @@ Test(train_e2e, val_phase_uses_the_wrapped_training_pipeline) {
     read_out("wval", text, sizeof text);
     cr_assert(strstr(text, "Epoch(val) [1]") && strstr(strstr(text, "Epoch(val) [1]"), "loss_cls: "), "%s", text);
 }
+
+/* A training set left empty by its filters stops the run before anything
+ * is written: a work dir with a real checkpoint keeps it and its `latest`. */
+Test(train_e2e, empty_training_set_stops_before_writing) {
+    cr_assert_eq(train("empty", 1, ""), 0, "see %s/empty.out", dir);
+    char latest[256], target[512] = "", after[512] = "";
+    snprintf(latest, sizeof latest, "%s/empty/latest.safetensors", dir);
+    cr_assert_gt(readlink(latest, target, sizeof target - 1), 0);
+    cr_assert_neq(train("empty", 2, "--cfg-options data.train.min_size=100000"), 0);
+    static char text[1 << 16];
+    read_out("empty", text, sizeof text);
+    cr_assert(strstr(text, "data.train (CocoDataset, annotations/instances_train.json): no images to train on"), "%s",
+              text);
+    cr_assert_gt(readlink(latest, after, sizeof after - 1), 0);
+    cr_assert_str_eq(after, target, "latest moved");
+    snprintf(latest, sizeof latest, "%s/empty/epoch_2.safetensors", dir);
+    cr_assert_neq(access(latest, F_OK), 0, "an untrained epoch_2 was written");
+}

@@ -233,6 +233,18 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         md_cfg_free(val_cfg);
         val_cfg = NULL;
         if (!datasets[i]) goto out;
+        if (md_dataset_len(datasets[i]) == 0) {
+            /* stop before the runner writes anything (an untrained epoch_1
+             * would replace a real checkpoint and move `latest`) */
+            const md_cfg *ann = md_cfg_get(dcfg, "ann_file");
+            if (!ann) ann = md_cfg_get(dcfg, "dataset.ann_file");
+            md_failc(err, MD_ERR_CONFIG,
+                     "data.%s (%s%s%s): no images to %s: the annotation file lists none, or every one was "
+                     "filtered out (filter_empty_gt drops images without a box of `classes`, min_size those "
+                     "smaller)", train ? "train" : "val", datasets[i]->type, ann ? ", " : "",
+                     ann ? md_cfg_as_str(ann) : "", train ? "train on" : "validate on");
+            goto out;
+        }
         md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
         lc.samples_per_gpu = spg;
         lc.workers_per_gpu = wpg;
