@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
             max = strtol(argv[i], NULL, 10);
         } else if (!strcmp(s, "--not-show")) {
         } else if (!strcmp(s, "--cfg-options")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && strchr(argv[i + 1], '=') && n_opts < MAX_OPTS)
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_opts < MAX_OPTS)
                 opts[n_opts++] = argv[++i];
         } else if (!strcmp(s, "--skip-type")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_skip < MAX_SKIP) skip[n_skip++] = argv[++i];

@@ -161,6 +161,8 @@ Test(train_e2e, top_level_groups_and_runner_rules_are_checked) {
         { "--cfg-options fp16.loss_scale=512.0", "fp16: mixed-precision training is not available" },
         { "--cfg-options total_epochs=2", "total_epochs = 2 but runner.max_epochs = 1: they must agree" },
         { "--cfg-options runner.max_iters=2", "runner: only one of max_epochs and max_iters can be set" },
+        /* a word that is not KEY=VALUE is named, also next to a valid pair */
+        { "--cfg-options seed=1 foo", "--cfg-options 'foo': expected key=value" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char work[32];

@@ -124,11 +124,13 @@ static int parse_args(int argc, char **argv, args *a) {
             if (parse_int(v, seed ? &a->seed : &a->gpu_id) != 0) return arg_error("expected an integer, got '%s'", v);
             if (seed) a->has_seed = true;
         } else if (is_flag(s, "--cfg-options")) {
-            /* nargs='+': every following word up to the next option. */
+            /* nargs='+': every following word up to the next option; a word
+             * that is not KEY=VALUE is named by md_cfg_apply_options. */
+            int before = a->n_cfg_options;
             if (s[strlen("--cfg-options")] == '=') a->cfg_options[a->n_cfg_options++] = s + strlen("--cfg-options") + 1;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && strchr(argv[i + 1], '='))
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2))
                 a->cfg_options[a->n_cfg_options++] = argv[++i];
-            if (!a->n_cfg_options) return arg_error("%s needs at least one KEY=VALUE", s);
+            if (a->n_cfg_options == before) return arg_error("%s needs at least one KEY=VALUE", s);
         } else if (s[0] == '-' && s[1]) {
             return arg_error("unknown option '%s'", s);
         } else if (!a->config) {
@@ -269,10 +271,8 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
         cfg = *cfgp = md_cfg_load(a->config, err);
         if (!cfg) return fail(err);
         update_data_root(cfg);
-        if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0) {
-            md_error_wrap(err, "--cfg-options");
-            return fail(err);
-        }
+        if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0)
+            return fail(err);   /* the message starts with --cfg-options */
         if (load_config_plugin_dirs(ctx, cfg, err) != 0) return fail(err);
     }
     if (a->list_modules) {
