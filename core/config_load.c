@@ -130,13 +130,106 @@ static md_cfg *convert(const config_setting_t *s, const char *file) {
     return c;
 }
 
+/* libconfig 1.5 reads an integer literal beyond 32 bits without its L
+ * suffix as a silently wrong int (9999999999 -> 1410065407, larger -> -1).
+ * Copies text with an L after every such literal that fits 64 bits, so it
+ * reads as int64; a literal beyond 64 bits is an error naming its line.
+ * Strings and comments are left alone. NULL with err set. */
+static char *widen_int_literals(const char *text, const char *path, md_error *err) {
+    size_t len = strlen(text), cap = len + len / 4 + 16, o = 0;
+    char *out = malloc(cap);
+    if (!out) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        char ch = text[i];
+        size_t j = i + 1;
+        if (ch == '"') {                                            /* a string, escapes included */
+            while (j < len && text[j] != '"') j += text[j] == '\\' && j + 1 < len ? 2 : 1;
+            j = j < len ? j + 1 : len;
+        } else if (ch == '#' || (ch == '/' && text[j] == '/')) {     /* to the end of the line */
+            while (j < len && text[j] != '\n') j++;
+        } else if (ch == '/' && text[j] == '*') {
+            const char *e = strstr(text + j + 1, "*/");
+            j = e ? (size_t)(e - text) + 2 : len;
+        } else if (isdigit((unsigned char)ch) && !(i > 0 && (isalnum((unsigned char)text[i - 1]) ||
+                                                           text[i - 1] == '_' || text[i - 1] == '.'))) {
+            while (j < len && isdigit((unsigned char)text[j])) j++;
+            bool neg = i > 0 && text[i - 1] == '-';
+            char next = j < len ? text[j] : 0;
+            if (next == '.' || (isalpha((unsigned char)next) && next != 'L')) {
+                /* a float (1.5, 1e-3), a hex number or no number: copied whole */
+                while (j < len && (isalnum((unsigned char)text[j]) || text[j] == '.' ||
+                                   ((text[j] == '-' || text[j] == '+') && (text[j - 1] == 'e' || text[j - 1] == 'E'))))
+                    j++;
+            } else {
+                char digits[32];
+                size_t nd = j - i;
+                unsigned long long v = 0;
+                errno = 0;
+                if (nd < sizeof digits) {
+                    memcpy(digits, text + i, nd);
+                    digits[nd] = 0;
+                    v = strtoull(digits, NULL, 10);
+                }
+                unsigned long long max64 = (unsigned long long)INT64_MAX + neg, max32 = (unsigned long long)INT32_MAX + neg;
+                if (nd >= sizeof digits || errno == ERANGE || v > max64) {
+                    free(out);
+                    md_failc(err, MD_ERR_PARSE, "%s:%d: the integer %s%.*s is out of range (64 bits at most)", path,
+                             line, neg ? "-" : "", (int)(nd < 40 ? nd : 40), text + i);
+                    return NULL;
+                }
+                if (next != 'L' && v > max32) {
+                    if (o + nd + 2 > cap) {
+                        char *n2 = realloc(out, cap = 2 * cap + nd + 2);
+                        if (!n2) {
+                            free(out);
+                            md_failc(err, MD_ERR_NOMEM, "out of memory");
+                            return NULL;
+                        }
+                        out = n2;
+                    }
+                    memcpy(out + o, text + i, nd);
+                    o += nd;
+                    out[o++] = 'L';
+                    i = j;
+                    continue;
+                }
+            }
+        }
+        if (o + (j - i) + 1 > cap) {
+            char *n2 = realloc(out, cap = 2 * cap + (j - i) + 1);
+            if (!n2) {
+                free(out);
+                md_failc(err, MD_ERR_NOMEM, "out of memory");
+                return NULL;
+            }
+            out = n2;
+        }
+        for (size_t k = i; k < j; k++) line += text[k] == '\n';
+        memcpy(out + o, text + i, j - i);
+        o += j - i;
+        i = j;
+    }
+    out[o] = 0;
+    return out;
+}
+
 md_cfg *md__cfg_from_text(const char *text, const char *path, md_error *err) {
     config_t lc;
     config_init(&lc);
     char *dir = dir_of(path);
     config_set_include_dir(&lc, dir); /* @include "x.cfg" is relative to the file */
     md_cfg *root = NULL;
-    if (!config_read_string(&lc, text)) {
+    char *wide = widen_int_literals(text, path, err);
+    if (!wide) {
+        config_destroy(&lc);
+        free(dir);
+        return NULL;
+    }
+    if (!config_read_string(&lc, wide)) {
         const char *f = config_error_file(&lc);
         md_failc(err, MD_ERR_PARSE, "%s:%d: %s", f ? f : path, config_error_line(&lc),
                  config_error_text(&lc) ? config_error_text(&lc) : "syntax error");
@@ -146,6 +239,7 @@ md_cfg *md__cfg_from_text(const char *text, const char *path, md_error *err) {
         else root->line = 0;
     }
     config_destroy(&lc);
+    free(wide);
     free(dir);
     return root;
 }

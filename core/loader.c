@@ -153,7 +153,8 @@ static md_batch *load_batch(md_loader *l, int64_t b, md_error *err) {
         /* The rank takes part so ranks augment differently. */
         md_sample_rng(&rng, l->cfg.seed ^ ((uint64_t)l->cfg.rank << 48), l->epoch, pos);
         if (md_dataset_get(l->ds, l->order[pos], &rng, &s[got], err)) {
-            md_error_wrap(err, "loading dataset index %lld (epoch %d)", (long long)l->order[pos], l->epoch);
+            /* the caller names the batch and epoch */
+            md_error_wrap(err, "loading dataset index %lld", (long long)l->order[pos]);
             goto done;
         }
     }

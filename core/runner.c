@@ -393,7 +393,7 @@ MD_API int md_runner_run_epoch(md_runner *r, md_batch_source *src, bool train, m
         void *batch = src->next(src->self, err);
         if (!batch) {
             if (err && err->code) return md_error_wrap(err, "loading batch %lld of epoch %lld",
-                                                       (long long)r->inner_iter, (long long)r->epoch + 1);
+                                                       (long long)r->inner_iter + 1, (long long)r->epoch + 1);
             break;
         }
         if (run_iter(r, src, batch, train, err) != 0)
@@ -549,7 +549,10 @@ MD_API int md_runner_resume(md_runner *r, const char *path, md_error *err) {
     r->iter = info.iter;
     r->skip_batches = r->o.by_epoch ? info.inner_iter : 0;
     parse_hook_msgs(r, info.hook_msgs);
-    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    /* the file itself, not the `latest` link that may point at it (a later
+     * save moves the link) */
+    char real[4096];
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", realpath(path, real) ? real : path);
     md_log_write(r->ctx, MD_LOG_INFO, "resumed epoch %lld, iter %lld from %s", (long long)r->epoch,
                  (long long)r->iter, path);
     return 0;

@@ -767,3 +767,25 @@ Test(config, schema_bounds_and_choices_name_the_line) {
     cr_assert_eq(md_cfg_read_struct(md_cfg_get(c, "d"), schema_keys, NULL, "Thing", &err), 0, "%s", err.msg);
     md_cfg_free(c);
 }
+
+/* Integers beyond 32 bits keep their value (the libconfig reader alone
+ * truncates them silently), whatever strings and comments hold; beyond 64
+ * bits they are an error naming the line. */
+Test(config, wide_integers_keep_their_value) {
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse("a = 9999999999;  # 99999999999999999999 in a comment\n"
+                             "s = \"99999999999999999999\";\n"
+                             "l = (3000000000, -2147483648, -2147483649, 2147483647, 12L, 1.5e10, 0x10);\n",
+                             "wide.cfg", &err);
+    cr_assert(c, "%s", err.msg);
+    cr_assert_eq(md_cfg_int(c, "a", 0), 9999999999LL);
+    cr_assert_str_eq(md_cfg_str(c, "s", ""), "99999999999999999999");
+    const md_cfg *l = md_cfg_get(c, "l");
+    const int64_t want[] = { 3000000000LL, -2147483648LL, -2147483649LL, 2147483647LL, 12 };
+    for (int i = 0; i < 5; i++) cr_assert_eq(md_cfg_as_int(md_cfg_at(l, i)), want[i], "item %d", i);
+    cr_assert_float_eq(md_cfg_as_float(md_cfg_at(l, 5)), 1.5e10, 1);
+    cr_assert_eq(md_cfg_as_int(md_cfg_at(l, 6)), 16);
+    md_cfg_free(c);
+    cr_assert_null(md_cfg_parse("x = 1;\nmax_epochs = 99999999999999999999;\n", "big.cfg", &err));
+    cr_assert_str_eq(err.msg, "big.cfg:2: the integer 99999999999999999999 is out of range (64 bits at most)");
+}
