@@ -1120,5 +1120,17 @@ MD_API bool md_pth_sniff(const char *path) {
 }
 
 MD_API md_st *md_pth_open_weights(const char *path, md_error *err) {
-    return md_pth_sniff(path) ? md_pth_open(path, err) : md_st_open(path, err);
+    if (md_pth_sniff(path)) return md_pth_open(path, err);
+    /* a pickle protocol 2-5 header that is not torch.save's: pickle.dump of a
+     * dict, which holds no tensor storage to read */
+    uint8_t b[2] = { 0 };
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(b, 1, 2, f) : 0;
+    if (f) fclose(f);
+    if (n == 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) {
+        md_failc(err, MD_ERR_PARSE, "%s: a plain Python pickle, not a torch.save checkpoint nor safetensors: "
+                 "save the state dict with torch.save", path);
+        return NULL;
+    }
+    return md_st_open(path, err);
 }

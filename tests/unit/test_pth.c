@@ -320,3 +320,19 @@ Test(pth, missing_bn_counters_are_not_reported) {
     md_module_free(m);
     unlink(path);
 }
+
+/* pickle.dump of a dict (here {} at protocol 2, as Python writes it) is no
+ * torch.save file and no safetensors: refused as what it is, whatever its
+ * name, instead of being read as a safetensors header. */
+Test(pth, plain_pickle_is_named_as_such) {
+    char path[] = "/tmp/plain_pickle_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "\x80\x02}q\x00.", 6), 6);
+    close(fd);
+    md_error err = { 0 };
+    cr_assert_null(md_pth_open_weights(path, &err));
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, "a plain Python pickle, not a torch.save checkpoint"), "%s",
+              err.msg);
+    unlink(path);
+}
