@@ -69,17 +69,18 @@ static void teardown(void) {
 }
 TestSuite(bad_images, .init = setup, .fini = teardown);
 
-static md_dataset *build(const char *extra, md_error *err) {
+static md_dataset *build_with(const char *extra, const char *pipeline, md_error *err) {
     char text[1024];
     snprintf(text, sizeof text,
              "data = { type = \"CocoDataset\"; data_root = \"%s\"; ann_file = \"ann.json\"; classes = [\"box\"]; %s\n"
-             "  pipeline = ( { type = \"LoadImageFromFile\"; } ); };\n", dir, extra);
+             "  pipeline = ( { type = \"LoadImageFromFile\"; }%s ); };\n", dir, extra, pipeline);
     md_cfg *c = md_cfg_parse(text, "inline.cfg", err);
     cr_assert(c, "%s", err->msg);
     md_dataset *ds = md_build_dataset(ctx, md_cfg_get(c, "data"), NULL, err);
     md_cfg_free(c);
     return ds;
 }
+static md_dataset *build(const char *extra, md_error *err) { return build_with(extra, "", err); }
 
 static char *slurp(const char *path) {
     static char buf[8192];
@@ -149,5 +150,32 @@ Test(bad_images, test_mode_still_fails) {
     md_sample s;
     cr_assert_neq(md_dataset_get(ds, 3, &rng, &s, &err), 0);
     cr_assert(strstr(err.msg, "gone.jpg"), "%s", err.msg);
+    md_dataset_free(ds);
+}
+
+/* The loader names the dataset index; the batch and the epoch (numbered
+ * from 1) are the runner's to add, so no 0-based epoch leaks into the
+ * message. */
+Test(bad_images, loader_names_the_index_not_its_epoch) {
+    md_error err = { 0 };
+    md_dataset *ds = build_with("", ", { type = \"DefaultFormatBundle\"; }", &err);
+    cr_assert(ds, "%s", err.msg);
+    md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
+    lc.samples_per_gpu = 1;
+    lc.workers_per_gpu = 0;
+    lc.shuffle = false;
+    md_loader *l = md_loader_new(ds, &lc, &err);
+    cr_assert(l, "%s", err.msg);
+    cr_assert_eq(md_loader_start_epoch(l, 0, &err), 0, "%s", err.msg);
+    md_batch *b;
+    int got = 0;
+    while ((b = md_loader_next(l, &err))) {
+        md_batch_free(b);
+        got++;
+    }
+    cr_assert_eq(got, 2, "indices 0 and 1 load: %d, %s", got, err.msg);
+    cr_assert(strstr(err.msg, "loading dataset index 2: ") && strstr(err.msg, "cut.jpg") && !strstr(err.msg, "epoch"),
+              "%s", err.msg);
+    md_loader_free(l);
     md_dataset_free(ds);
 }

@@ -196,6 +196,38 @@ Test(runner, nan_loss_stops_with_weights_intact) {
     md_cfg_free(cfg);
 }
 
+/* After --auto-resume from the `latest` link, a NaN before the next save
+ * names the checkpoint file the run resumed from, not the link (which a
+ * later save would move). */
+Test(runner, nan_after_resume_names_the_checkpoint_file) {
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse(TRAIN_CFG, "runner_test.cfg", &err);
+    md_module *m = toy_model();
+    md_optimizer *opt;
+    rec_hook rec = { 0 };
+    md_runner *r = make_runner(m, cfg, &opt, &rec, 1);
+    toy_src s = toy_src_make(ctx, 8, -1);
+    cr_assert_eq(run(r, &s, &err), 0, "%s", err.msg);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    m = toy_model();
+    r = make_runner(m, cfg, &opt, &rec, 3);
+    char *latest = md_checkpoint_find_latest(dir);
+    cr_assert(latest && strstr(latest, "latest"), "%s", latest ? latest : "none");
+    cr_assert_eq(md_runner_resume(r, latest, &err), 0, "%s", err.msg);
+    free(latest);
+    toy_src s2 = toy_src_make(ctx, 8, 9);   /* epoch 2, its second iteration */
+    cr_assert_eq(run(r, &s2, &err), -1);
+    cr_assert_eq(err.code, MD_ERR_NUMERIC, "%s", err.msg);
+    cr_assert(strstr(err.msg, "at iteration 10") && strstr(err.msg, "epoch_1.safetensors") &&
+              !strstr(err.msg, "latest"), "%s", err.msg);
+    md_runner_free(r);
+    md_optimizer_free(opt);
+    md_module_free(m);
+    md_cfg_free(cfg);
+}
+
 Test(runner, hook_priorities_and_names) {
     md_error err = { 0 };
     md_module *m = toy_model();
