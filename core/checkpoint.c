@@ -127,6 +127,12 @@ void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *st
     drop_lines(r, "missing: ", "num_batches_tracked");
 }
 
+MD_API void md_checkpoint_warn_report(md_ctx *ctx, const char *path, const md_load_report *r) {
+    md_warn(ctx, "%s: %d tensors loaded; %d missing keys, %d unexpected keys, %d of another shape (left as they "
+            "were):\n%s%s", path, r->loaded, r->missing, r->unexpected, r->mismatched, r->text,
+            r->omitted ? "\n... (more lines omitted)" : "");
+}
+
 MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optimizer *opt, md_ckpt_info *info,
                               md_error *err) {
     md_ckpt_info local;
@@ -144,7 +150,16 @@ MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, m
     if ((v = md_st_metadata(st, "inner_iter"))) info->inner_iter = strtoll(v, NULL, 10);
     if ((v = md_st_metadata(st, "CLASSES"))) snprintf(info->classes, sizeof info->classes, "%s", v);
     if ((v = md_st_metadata(st, "hook_msgs"))) snprintf(info->hook_msgs, sizeof info->hook_msgs, "%s", v);
+    /* resuming continues a run: every tensor must fit (torch's strict
+     * shapes); load_from fine-tunes: what fits loads (mmcv) */
     int rc = md_module_load_state(ctx, model, st, "module.", false, &info->report, err);
+    if (rc == 0 && opt && info->report.mismatched) {
+        char first[512];
+        const char *line = strstr(info->report.text, "size mismatch for ");
+        snprintf(first, sizeof first, "%.*s", line ? (int)strcspn(line, "\n") : 0, line ? line : "");
+        rc = md_failc(err, MD_ERR_SHAPE, "cannot resume: %d tensors of another shape (%s); use load_from to "
+                      "fine-tune", info->report.mismatched, first);
+    }
     if (rc == 0) {
         /* "optimizer.*" entries are expected extras, not unexpected keys */
         int extra = 0;
@@ -181,7 +196,7 @@ MD_API md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *c
         return NULL;
     }
     md_info(ctx, "load checkpoint from %s", checkpoint);
-    if (info->report.missing || info->report.unexpected) md_warn(ctx, "%s", info->report.text);
+    if (md_load_report_any(&info->report)) md_checkpoint_warn_report(ctx, checkpoint, &info->report);
     if (md_module_to_config_device(ctx, model, cfg, err) != 0) {
         md_module_free(model);
         return NULL;

@@ -130,9 +130,9 @@ static int load_pretrained(md_ctx *ctx, md_module *m, const md_cfg *c, const cha
     md_st_close(st);
     if (rc != 0) return md_error_wrap(err, "%s: init_cfg Pretrained %s", where, path);
     md_info(ctx, "%s: loaded %d tensors from %s", where, rep.loaded, path);
-    if (rep.missing || rep.unexpected)
-        md_warn(ctx, "%s: %s: %d missing and %d unexpected keys:\n%s", where, path, rep.missing, rep.unexpected,
-                rep.text);
+    if (md_load_report_any(&rep))
+        md_warn(ctx, "%s: %s: %d missing keys, %d unexpected, %d of another shape (kept):\n%s%s", where, path,
+                rep.missing, rep.unexpected, rep.mismatched, rep.text, rep.omitted ? "\n..." : "");
     return 1;
 }
 

@@ -170,13 +170,17 @@ struct load_ctx {
     const char *strip;
     bool *used;
     md_load_report *rep;
+    bool strict;
     md_error *err;
 };
 
-static void report_add(md_load_report *r, const char *what, const char *name) {
+/* Appends the line "<head><name>" ("missing: x", "size mismatch for x: ..."). */
+static void report_add(md_load_report *r, const char *head, const char *name) {
     size_t k = strlen(r->text);
-    if (k + strlen(name) + 32 < sizeof r->text)
-        snprintf(r->text + k, sizeof r->text - k, "%s%s: %s", k ? "\n" : "", what, name);
+    if (k + strlen(head) + strlen(name) + 2 < sizeof r->text)
+        snprintf(r->text + k, sizeof r->text - k, "%s%s%s", k ? "\n" : "", head, name);
+    else
+        r->omitted++;
 }
 
 static int st_lookup(const md_st *st, const char *strip, const char *name) {
@@ -195,7 +199,7 @@ static int load_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     int i = st_lookup(l->st, l->strip, name);
     if (i < 0) {
         l->rep->missing++;
-        report_add(l->rep, "missing", name);
+        report_add(l->rep, "missing: ", name);
         return 0;
     }
     l->used[i] = true;
@@ -204,19 +208,17 @@ static int load_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     src.ndim = md_st_shape(l->st, i, src.shape);
     md__set_contiguous_strides(&src);
     src.data = (void *)md_st_data(l->st, i);
-    if (md_tensor_numel(&src) != md_tensor_numel(t) || (src.ndim != t->ndim && md_tensor_numel(t) != 1)) {
-        char a[96], b[96];
-        return md_failc(l->err, MD_ERR_SHAPE,
-                        "size mismatch for %s: the checkpoint has %s, the model expects %s", name,
-                        md_tensor_describe(&src, a, sizeof a), md_tensor_describe(t, b, sizeof b));
+    bool same = md_tensor_numel(&src) == md_tensor_numel(t) && (src.ndim == t->ndim || md_tensor_numel(t) == 1);
+    for (int d = 0; same && d < t->ndim && src.ndim == t->ndim; d++) same = src.shape[d] == t->shape[d];
+    if (!same) {
+        char a[96], b[96], line[512];
+        snprintf(line, sizeof line, "%s: the checkpoint has %s, the model expects %s", name,
+                 md_tensor_describe(&src, a, sizeof a), md_tensor_describe(t, b, sizeof b));
+        if (l->strict) return md_failc(l->err, MD_ERR_SHAPE, "size mismatch for %s", line);
+        l->rep->mismatched++;
+        report_add(l->rep, "size mismatch for ", line);
+        return 0;
     }
-    for (int d = 0; d < t->ndim && src.ndim == t->ndim; d++)
-        if (src.shape[d] != t->shape[d]) {
-            char a[96], b[96];
-            return md_failc(l->err, MD_ERR_SHAPE,
-                            "size mismatch for %s: the checkpoint has %s, the model expects %s", name,
-                            md_tensor_describe(&src, a, sizeof a), md_tensor_describe(t, b, sizeof b));
-        }
     /* safetensors entries are packed: copy a misaligned one aside before
      * reading it element by element */
     void *aligned = NULL;
@@ -245,12 +247,12 @@ MD_API int md_module_load_state(md_ctx *ctx, md_module *m, const md_st *st, cons
     int n = md_st_count(st);
     bool *used = calloc((size_t)(n ? n : 1), sizeof *used);
     if (!used) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-    struct load_ctx l = { ctx, st, strip_prefix, used, report, err };
+    struct load_ctx l = { ctx, st, strip_prefix, used, report, strict, err };
     int rc = md_module_visit(m, "", load_cb, &l);
     for (int i = 0; rc == 0 && i < n; i++)
         if (!used[i]) {
             report->unexpected++;
-            report_add(report, "unexpected", md_st_name(st, i));
+            report_add(report, "unexpected: ", md_st_name(st, i));
         }
     free(used);
     if (rc != 0) return -1;

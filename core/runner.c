@@ -562,8 +562,7 @@ MD_API int md_runner_load_checkpoint(md_runner *r, const char *path, md_error *e
     md_ckpt_info info;
     if (md_checkpoint_load(r->ctx, path, r->model, NULL, &info, err) != 0) return -1;
     md_log_write(r->ctx, MD_LOG_INFO, "load checkpoint from %s", path);
-    if (info.report.missing || info.report.unexpected)
-        md_log_write(r->ctx, MD_LOG_WARNING, "%s", info.report.text);
+    if (md_load_report_any(&info.report)) md_checkpoint_warn_report(r->ctx, path, &info.report);
     return 0;
 }
 

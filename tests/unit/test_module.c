@@ -103,15 +103,25 @@ Test(module, save_load_round_trip_and_shape_mismatch) {
     cr_assert_eq(md_module_load_state(ctx, b, st, NULL, true, NULL, &err), 0, "%s", err.msg);
     assert_close(md_module_find(b, "0.weight"), md_module_find(a, "0.weight"), 0, "weight");
     md_st_close(st);
-    /* a model with a different conv shape refuses the file, naming both shapes */
+    /* a model with a different conv shape: strict loading refuses the file,
+     * naming both shapes; non-strict loading (mmcv's load_checkpoint) keeps
+     * that tensor as it is and reports it */
     md_module *c = md_module_new(sizeof(md_module), &plain);
     md_module *conv = md_module_new(sizeof(md_module), &plain);
-    md_module_add_param(ctx, conv, "weight", MD_DIMS(8, 3, 3, 3), &err);
+    md_tensor *cw = md_module_add_param(ctx, conv, "weight", MD_DIMS(8, 3, 3, 3), &err);
     md_module_add_child(c, "0", conv, &err);
+    for (int64_t i = 0; i < md_tensor_numel(cw); i++) md_f32(cw)[i] = (float)i;
     st = md_st_open(path, &err);
-    cr_assert_eq(md_module_load_state(ctx, c, st, NULL, false, NULL, &err), -1);
+    cr_assert_eq(md_module_load_state(ctx, c, st, NULL, true, NULL, &err), -1);
     cr_assert(strstr(err.msg, "size mismatch for 0.weight: the checkpoint has [4, 3, 3, 3] f32, "
                               "the model expects [8, 3, 3, 3] f32"), "%s", err.msg);
+    md_load_report rep;
+    cr_assert_eq(md_module_load_state(ctx, c, st, NULL, false, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.mismatched, 1);
+    cr_assert_eq(rep.unexpected, 6, "0.bias and the five tensors of 1 have no place in c");
+    cr_assert(strstr(rep.text, "size mismatch for 0.weight: the checkpoint has [4, 3, 3, 3] f32, "
+                               "the model expects [8, 3, 3, 3] f32"), "%s", rep.text);
+    for (int64_t i = 0; i < md_tensor_numel(cw); i++) cr_assert_eq(md_f32(cw)[i], (float)i, "element %lld", (long long)i);
     md_st_close(st);
     unlink(path);
     md_module_free(a);

@@ -231,3 +231,22 @@ Test(train_e2e, empty_training_set_stops_before_writing) {
     snprintf(latest, sizeof latest, "%s/empty/epoch_2.safetensors", dir);
     cr_assert_neq(access(latest, F_OK), 0, "an untrained epoch_2 was written");
 }
+
+/* load_from is mmcv's non-strict load: tensors of another shape keep their
+ * initial values and are listed, the rest loads and training goes on (how a
+ * model is fine-tuned with another head); resume_from continues a run and
+ * refuses them. */
+Test(train_e2e, load_from_is_lenient_and_resume_from_strict) {
+    cr_assert_eq(train("ftsrc", 1, ""), 0, "see %s/ftsrc.out", dir);
+    char opts[512];
+    snprintf(opts, sizeof opts, "--cfg-options model.width=8 load_from=%s/ftsrc/epoch_1.safetensors", dir);
+    cr_assert_eq(train("ft", 1, opts), 0, "see %s/ft.out", dir);
+    static char text[1 << 16];
+    read_out("ft", text, sizeof text);
+    cr_assert(strstr(text, "of another shape (left as they were)") && strstr(text, "size mismatch for ") &&
+              strstr(text, "the checkpoint has [16, "), "%s", text);
+    snprintf(opts, sizeof opts, "--cfg-options model.width=8 resume_from=%s/ftsrc/epoch_1.safetensors", dir);
+    cr_assert_neq(train("rs", 2, opts), 0);
+    read_out("rs", text, sizeof text);
+    cr_assert(strstr(text, "cannot resume: ") && strstr(text, "use load_from to fine-tune"), "%s", text);
+}

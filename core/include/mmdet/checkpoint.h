@@ -37,11 +37,15 @@ typedef struct md_ckpt_info {
     char hook_msgs[4096];
     md_load_report report;
 } md_ckpt_info;
-/* Loads model weights (strip "module." prefixes; non-strict, the report
- * lists missing/unexpected keys) and, when opt is not NULL, the optimizer
- * state (resume). info may be NULL. */
+/* Loads model weights (strip "module." prefixes; non-strict as mmcv's
+ * load_checkpoint: the report lists missing and unexpected keys and the
+ * tensors of another shape, which keep their values) and, when opt is not
+ * NULL, the optimizer state (resume, where a tensor of another shape is an
+ * error). info may be NULL. */
 int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, md_optimizer *opt, md_ckpt_info *info,
                        md_error *err);
+/* Logs a load report as a warning: the counts, then every key's line. */
+void md_checkpoint_warn_report(md_ctx *ctx, const char *path, const md_load_report *r);
 /* mmdet's init_detector: the detector of cfg.model built for testing
  * (test_cfg from the config's top level passed down, train_cfg left out)
  * with the weights of `checkpoint` (safetensors or .pth) loaded and the

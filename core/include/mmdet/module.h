@@ -90,11 +90,23 @@ int64_t md_module_num_params(md_module *m, bool trainable_only);
 
 /* State dict I/O. Saving adds every param and buffer under `prefix`.
  * Loading: names are matched after stripping `strip_prefix` (e.g. "module.")
- * from the file's names; shape mismatches are errors explaining both shapes;
- * missing and unexpected keys are reported in `report` (may be NULL) and are
- * errors only when strict. Tensors are converted to the module's dtypes. */
+ * from the file's names. As torch's load_state_dict: strict, a shape
+ * mismatch, a missing or an unexpected key is an error (the first mismatch
+ * explains both shapes); not strict, a mismatched tensor keeps its value and
+ * everything else loads (mmcv's load_checkpoint, how a model with another
+ * num_classes is fine-tuned). Both ways `report` (may be NULL) counts and
+ * lists them, one line each ("missing: name", "unexpected: name",
+ * "size mismatch for name: ..."); lines past the text's size are counted in
+ * `omitted`. Tensors are converted to the module's dtypes. */
 int md_module_save_state(md_module *m, md_st_writer *w, const char *prefix, md_error *err);
-typedef struct md_load_report { int loaded, missing, unexpected; char text[4096]; } md_load_report;
+typedef struct md_load_report {
+    int loaded, missing, unexpected, mismatched, omitted;
+    char text[16384];
+} md_load_report;
+/* Whether the report has anything to say (missing, unexpected, mismatched). */
+static inline bool md_load_report_any(const md_load_report *r) {
+    return r->missing || r->unexpected || r->mismatched;
+}
 int md_module_load_state(md_ctx *ctx, md_module *m, const md_st *st, const char *strip_prefix,
                          bool strict, md_load_report *report, md_error *err);
 
