@@ -325,14 +325,30 @@ static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
 }
 static const md_module_class conv_module_class = { .name = "ConvModule", .forward1 = conv_module_forward };
 
+/* mmcv build_norm_layer's abbreviations: BatchNorm -> "bn", GroupNorm -> "gn" */
+MD_API const char *md_norm_abbr(const md_conv_module_opts *o) {
+    return !o->norm ? NULL : o->norm_groups > 0 ? "gn" : "bn";
+}
+
+MD_API md_module *md_nn_norm_layer(md_ctx *ctx, const md_conv_module_opts *o, int channels, md_error *err) {
+    if (!o->norm) {
+        md_failc(err, MD_ERR_CONFIG, "no norm layer configured");
+        return NULL;
+    }
+    double eps = o->norm_eps > 0 ? o->norm_eps : 1e-5;
+    return o->norm_groups > 0
+               ? md_nn_groupnorm(ctx, o->norm_groups, channels, eps, o->norm_requires_grad, err)
+               : md_nn_batchnorm2d(ctx, channels, eps, o->norm_momentum > 0 ? o->norm_momentum : 0.1,
+                                   o->norm_requires_grad, err);
+}
+
 MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err) {
     conv_module *c = md_module_new(sizeof *c, &conv_module_class);
     if (!c) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    /* mmcv build_norm_layer's abbreviations: BatchNorm -> "bn", GroupNorm -> "gn" */
-    c->norm = !o->norm ? NULL : o->norm_groups > 0 ? "gn" : "bn";
+    c->norm = md_norm_abbr(o);
     c->act = o->act;
     bool bias = o->bias < 0 ? !o->norm : o->bias > 0;
     md_conv2d_params p = { o->stride ? o->stride : 1, o->stride ? o->stride : 1, o->padding, o->padding,
@@ -347,11 +363,7 @@ MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, m
     md_init_kaiming(md_nn_weight(conv), &ctx->init_rng, 0, true, "relu", false);
     if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
     if (o->norm) {
-        double eps = o->norm_eps > 0 ? o->norm_eps : 1e-5;
-        md_module *nm = o->norm_groups > 0
-                            ? md_nn_groupnorm(ctx, o->norm_groups, o->out, eps, o->norm_requires_grad, err)
-                            : md_nn_batchnorm2d(ctx, o->out, eps, o->norm_momentum > 0 ? o->norm_momentum : 0.1,
-                                                o->norm_requires_grad, err);
+        md_module *nm = md_nn_norm_layer(ctx, o, o->out, err);
         if (!nm || md_module_add_child(&c->base, c->norm, nm, err) != 0) {
             md_module_free(nm);
             md_module_free(&c->base);

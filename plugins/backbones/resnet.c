@@ -20,7 +20,10 @@ typedef struct resnet {
     bool deep_stem, avg_down, norm_eval, zero_init_residual;
     const md_cfg *conv_cfg, *dcn, *plugins, *init;
     const char *pretrained;
+    const md_cfg *norm_cfg;
     /* derived at build */
+    md_conv_module_opts norm;  /* the norm_cfg's layer */
+    char stem_norm[8];         /* its name after the stem's conv1: bn1 or gn1 */
     bool out_mask[MAX_STAGES];
     int n_outs, out_ch[MAX_STAGES], out_stride[MAX_STAGES];
     md_cfg *init_cfg;          /* owned: init, or made from pretrained; NULL for none */
@@ -48,7 +51,8 @@ static const md_key keys[] = {
     { "frozen_stages", MD_KEY_INT, "-1", "stages frozen (eval, no grad): -1 none, 0 the stem, k stem and layer1..k", false,
       MD_AT(resnet, frozen_stages) },
     { "conv_cfg", MD_KEY_ANY, "None", "only None (plain Conv2d) is supported", false, MD_AT(resnet, conv_cfg) },
-    { "norm_cfg", MD_KEY_GROUP, NULL, "{ type = \"BN\"; requires_grad = true; } (eps, momentum)", false },
+    { "norm_cfg", MD_KEY_GROUP, "{ type = \"BN\"; requires_grad = true; }",
+      "BN / SyncBN (eps, momentum) or GN (num_groups, eps), requires_grad", false, MD_AT(resnet, norm_cfg) },
     { "norm_eval", MD_KEY_BOOL, "true", "keep BN layers in eval mode while training", false, MD_AT(resnet, norm_eval) },
     { "dcn", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(resnet, dcn) },
     { "stage_with_dcn", MD_KEY_LIST, NULL, "ignored without dcn", false },
@@ -79,7 +83,7 @@ static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
 }
 static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq_forward };
 
-typedef struct block { md_module base; bool bottleneck, down; } block;
+typedef struct block { md_module base; bool bottleneck, down; char norm[3][8]; } block;
 
 /* y = f(t), then t's storage goes back once no backward reads it (at once in
  * inference and in frozen stages, after the reading node's backward in
@@ -104,9 +108,9 @@ static const md_module_class downsample_class = { .name = "Sequential", .forward
 static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     block *b = (block *)m;
     md_tensor *id = b->down ? md_module_call(ctx, m, "downsample", x) : x;
-    md_tensor *y = conv_bn(ctx, m, "conv1", "bn1", true, x);   /* x: the caller's */
-    y = then_release(ctx, conv_bn(ctx, m, "conv2", "bn2", b->bottleneck, y), y);
-    if (b->bottleneck) y = then_release(ctx, conv_bn(ctx, m, "conv3", "bn3", false, y), y);
+    md_tensor *y = conv_bn(ctx, m, "conv1", b->norm[0], true, x);   /* x: the caller's */
+    y = then_release(ctx, conv_bn(ctx, m, "conv2", b->norm[1], b->bottleneck, y), y);
+    if (b->bottleneck) y = then_release(ctx, conv_bn(ctx, m, "conv3", b->norm[2], false, y), y);
     md_tensor *s = then_release(ctx, md_add_(ctx, y, id), y);   /* y (bn3) feeds nothing else */
     if (b->down) then_release(ctx, s, id);
     return then_release(ctx, md_relu_(ctx, s), s);
@@ -116,7 +120,6 @@ static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward
 
 /* ------------------------------------------------------------- building -- */
 
-typedef struct norm_opts { double eps, momentum; bool requires_grad; int type; } norm_opts;
 
 static int add(md_module *m, const char *name, md_module *child, md_error *err) {
     if (!child) return -1;
@@ -138,37 +141,44 @@ static int add_conv(md_ctx *ctx, md_module *m, const char *name, int in, int out
     return 0;
 }
 
-/* BN with weight 1 and bias 0 (mmdet's Constant init), or 0 and 0 (zero_init_residual). */
-static int add_bn(md_ctx *ctx, md_module *m, const char *name, int c, const norm_opts *n, double w, md_error *err) {
-    md_module *bn = md_nn_batchnorm2d(ctx, c, n->eps, n->momentum, n->requires_grad, err);
-    if (add(m, name, bn, err) != 0) return -1;
-    md_init_constant(md_nn_weight(bn), w);
-    md_init_constant(md_nn_bias(bn), 0);
+/* The norm_cfg's layer "<bn|gn><postfix>" (build_norm_layer's name; postfix
+ * 0: the bare index of a Sequential) with weight 1 and bias 0 (mmdet's
+ * Constant init), or 0 and 0 (zero_init_residual). */
+static int add_norm(md_ctx *ctx, md_module *m, int postfix, int c, const md_conv_module_opts *n, double w,
+                    md_error *err) {
+    char name[16];
+    if (postfix) snprintf(name, sizeof name, "%s%d", md_norm_abbr(n), postfix);
+    else snprintf(name, sizeof name, "1");
+    md_module *nm = md_nn_norm_layer(ctx, n, c, err);
+    if (add(m, name, nm, err) != 0) return -1;
+    md_init_constant(md_nn_weight(nm), w);
+    md_init_constant(md_nn_bias(nm), 0);
     return 0;
 }
 
 static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int planes, int stride, int dil,
-                             bool caffe, bool zero_init, const norm_opts *n, md_error *err) {
+                             bool caffe, bool zero_init, const md_conv_module_opts *n, md_error *err) {
     block *b = md_module_new(sizeof *b, bottleneck ? &bottleneck_class : &basic_class);
     if (!b) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
     b->bottleneck = bottleneck;
+    for (int k = 0; k < 3; k++) snprintf(b->norm[k], sizeof b->norm[k], "%s%d", md_norm_abbr(n), k + 1);
     int exp = bottleneck ? 4 : 1, rc;
     double last_w = zero_init ? 0 : 1;
     md_module *m = &b->base;
     if (bottleneck) {
         int s1 = caffe ? stride : 1, s2 = caffe ? 1 : stride;
-        rc = add_conv(ctx, m, "conv1", inplanes, planes, 1, s1, 1, err) || add_bn(ctx, m, "bn1", planes, n, 1, err) ||
-             add_conv(ctx, m, "conv2", planes, planes, 3, s2, dil, err) || add_bn(ctx, m, "bn2", planes, n, 1, err) ||
+        rc = add_conv(ctx, m, "conv1", inplanes, planes, 1, s1, 1, err) || add_norm(ctx, m, 1, planes, n, 1, err) ||
+             add_conv(ctx, m, "conv2", planes, planes, 3, s2, dil, err) || add_norm(ctx, m, 2, planes, n, 1, err) ||
              add_conv(ctx, m, "conv3", planes, planes * 4, 1, 1, 1, err) ||
-             add_bn(ctx, m, "bn3", planes * 4, n, last_w, err);
+             add_norm(ctx, m, 3, planes * 4, n, last_w, err);
     } else {
         /* mmdet's BasicBlock: dilation on conv1 only; conv2 is a plain 3x3. */
         rc = add_conv(ctx, m, "conv1", inplanes, planes, 3, stride, dil, err) ||
-             add_bn(ctx, m, "bn1", planes, n, 1, err) || add_conv(ctx, m, "conv2", planes, planes, 3, 1, 1, err) ||
-             add_bn(ctx, m, "bn2", planes, n, last_w, err);
+             add_norm(ctx, m, 1, planes, n, 1, err) || add_conv(ctx, m, "conv2", planes, planes, 3, 1, 1, err) ||
+             add_norm(ctx, m, 2, planes, n, last_w, err);
     }
     if (!rc && (stride != 1 || inplanes != planes * exp)) {
         b->down = true;
@@ -176,7 +186,7 @@ static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int pla
         if (!d) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
         else if (add(m, "downsample", d, err) != 0) rc = -1;
         else rc = add_conv(ctx, d, "0", inplanes, planes * exp, 1, stride, 1, err) ||
-                  add_bn(ctx, d, "1", planes * exp, n, 1, err);
+                  add_norm(ctx, d, 0, planes * exp, n, 1, err);
     }
     if (rc) {
         md_module_free(m);
@@ -209,7 +219,7 @@ static void resnet_on_train(md_module *m, bool training) {
     if (!training) return;
     if (r->frozen_stages >= 0) {
         set_eval(md_module_child(m, "conv1"));
-        set_eval(md_module_child(m, "bn1"));
+        set_eval(md_module_child(m, r->stem_norm));
     }
     char name[16];
     for (int i = 1; i <= r->frozen_stages && i <= r->num_stages; i++) {
@@ -227,7 +237,7 @@ static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor *
         md_op_fail(ctx, "ResNet", "room for %d outputs, %d needed", max_outs, r->n_outs);
         return -1;
     }
-    md_tensor *x = conv_bn(ctx, m, "conv1", "bn1", true, img);
+    md_tensor *x = conv_bn(ctx, m, "conv1", r->stem_norm, true, img);
     x = then_release(ctx, md_max_pool2d(ctx, x, 3, 2, 1, false), x);
     int n = 0;
     char name[16];
@@ -276,22 +286,6 @@ static int read_list(const md_cfg *cfg, const char *key, int64_t *out, int need,
     return 0;
 }
 
-static int read_norm(const md_cfg *cfg, norm_opts *n, md_error *err) {
-    static const md_key norm_keys[] = {
-        /* SyncBN on one process is BN */
-        { "type", MD_KEY_STRING, NULL, "BN or SyncBN", true, MD_CHOICE_AT(norm_opts, type, "BN|SyncBN|BN2d") },
-        { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false,
-          MD_AT(norm_opts, requires_grad) },
-        { "eps", MD_KEY_FLOAT, "1e-5", "BatchNorm eps", false, MD_AT(norm_opts, eps) },
-        { "momentum", MD_KEY_FLOAT, "0.1", "BatchNorm momentum", false, MD_AT(norm_opts, momentum) },
-        { 0 } };
-    const md_cfg *nc = md_cfg_get(cfg, "norm_cfg");
-    /* absent: mmdet's default { type = "BN"; requires_grad = true; } */
-    if (!nc) return md_cfg_read_struct(NULL, norm_keys, n, "norm_cfg", err);
-    if (md_cfg_is_none(nc)) return md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs BN)");
-    if (md_cfg_check_keys(nc, norm_keys, "norm_cfg", err) != 0) return -1;
-    return md_cfg_read_struct(nc, norm_keys, n, "norm_cfg", err);
-}
 
 static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     resnet *r = md_module_new(sizeof *r, &resnet_cls.model.module);
@@ -324,8 +318,15 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
         goto fail;
     }
-    norm_opts norm = { 0 };
-    if (read_norm(cfg, &norm, err) != 0) goto fail;
+    if (md_cfg_is_none(r->norm_cfg)) {
+        md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs a norm layer)");
+        goto fail;
+    }
+    if (md_norm_cfg_read(r->norm_cfg, "norm_cfg", "BN,BN2d,SyncBN,GN", &r->norm, err) != 0) goto fail;
+    if (!strcmp(md_cfg_str(r->norm_cfg, "type", ""), "SyncBN"))
+        md_warn(ctx, "ResNet: norm_cfg SyncBN in a single process is BatchNorm (statistics of this process only)");
+    snprintf(r->stem_norm, sizeof r->stem_norm, "%s1", md_norm_abbr(&r->norm));
+    const md_conv_module_opts *norm = &r->norm;
     int base = r->base_channels, in_ch = r->in_channels;
     int stem = r->stem_channels ? (int)md_cfg_as_int(r->stem_channels) : base;
     const char *pretrained = r->pretrained;
@@ -357,7 +358,7 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         r->out_mask[outi[k]] = true;
     }
 
-    if (add_conv(ctx, m, "conv1", in_ch, stem, 7, 2, 1, err) || add_bn(ctx, m, "bn1", stem, &norm, 1, err))
+    if (add_conv(ctx, m, "conv1", in_ch, stem, 7, 2, 1, err) || add_norm(ctx, m, 1, stem, norm, 1, err))
         goto fail;
     int inplanes = stem, stride = 4, exp = bottleneck ? 4 : 1;
     for (int i = 0; i < num_stages; i++) {
@@ -376,7 +377,7 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         if (add(m, name, layer, err) != 0) goto fail;
         for (int j = 0; j < blocks[i]; j++) {
             md_module *b = make_block(ctx, bottleneck, inplanes, planes, j ? 1 : s, d, r->style == STYLE_CAFFE,
-                                      r->zero_init_residual, &norm, err);
+                                      r->zero_init_residual, norm, err);
             snprintf(name, sizeof name, "%d", j);
             if (add(layer, name, b, err) != 0) goto fail;
             inplanes = planes * exp;
@@ -390,7 +391,7 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     /* mmdet _freeze_stages at construction: frozen parameters get no grad. */
     if (r->frozen_stages >= 0) {
         freeze(md_module_child(m, "conv1"));
-        freeze(md_module_child(m, "bn1"));
+        freeze(md_module_child(m, r->stem_norm));
     }
     for (int i = 1; i <= r->frozen_stages && i <= num_stages; i++) {
         char name[16];

@@ -298,7 +298,10 @@ Test(resnet, config_errors_are_reported) {
     expect_error("backbone = { type = \"ResNet\"; depth = 19; };", "depth 19", "ResNet");
     expect_error("backbone = { type = \"ResNet\"; depth = 18; out_indices = [0, 4]; };", "out_indices", "4");
     expect_error("backbone = { type = \"ResNet\"; depth = 18; style = \"tf\"; };", "style", "tf");
-    expect_error("backbone = { type = \"ResNet\"; depth = 18; norm_cfg = { type = \"GN\"; }; };", "GN", NULL);
+    expect_error("backbone = { type = \"ResNet\"; depth = 18; norm_cfg = { type = \"GN\"; }; };", "num_groups", NULL);
+    expect_error("backbone = { type = \"ResNet\"; depth = 18; norm_cfg = { type = \"LN\"; }; };", "'LN'", "GN");
+    expect_error("backbone = { type = \"ResNet\"; depth = 18; norm_cfg = { type = \"GN\"; num_groups = 3; }; };",
+                 "num_groups must be positive and divide the channels", NULL);
     expect_error("backbone = { type = \"ResNet\"; depth = 18; norm_cfg = { type = \"BN\"; requires_gard = true; }; };",
                  "requires_gard", "requires_grad");
     expect_error("backbone = { type = \"ResNet\"; depth = 18; init_cfg = { type = \"Pretrain\"; }; };", "Pretrain",

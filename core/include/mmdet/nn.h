@@ -78,6 +78,13 @@ md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *conv, c
  * ("BN,SyncBN,GN"; NULL for all). Returns 0, or -1 with err set. */
 int md_norm_cfg_read(const md_cfg *norm_cfg, const char *what, const char *allow, md_conv_module_opts *o,
                      md_error *err);
+/* The norm layer o's norm fields describe (mmcv's build_norm_layer) over
+ * `channels`: BatchNorm2d, or GroupNorm with o->norm_groups; weight 1,
+ * bias 0. NULL with err set (or when o has no norm). */
+md_module *md_nn_norm_layer(md_ctx *ctx, const md_conv_module_opts *o, int channels, md_error *err);
+/* build_norm_layer's name abbreviation of that layer: "bn" or "gn" (NULL
+ * without a norm); a layer's state-dict name is it plus a postfix. */
+const char *md_norm_abbr(const md_conv_module_opts *o);
 
 /* ---- initialisers (mmcv.cnn.utils.weight_init) ---- */
 /* The context's RNG for weight init; md_ctx_seed sets it (and is what
