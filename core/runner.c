@@ -259,10 +259,18 @@ MD_API int md_runner_register_hook_cfg(md_runner *r, const md_cfg *cfg, int defa
     return md_runner_register_hook(r, h, err);
 }
 
-static int register_typed(md_runner *r, const md_cfg *cfg, const char *type, int priority, md_error *err) {
+/* mmcv's IterBasedRunner.register_training_hooks: the lr, checkpoint and
+ * logger hooks count iterations unless their config says by_epoch. */
+static void iter_default(const md_runner *r, md_cfg *c) {
+    if (!r->o.by_epoch && !md_cfg_has(c, "by_epoch")) md_cfg_set_bool(c, "by_epoch", false);
+}
+
+static int register_typed(md_runner *r, const md_cfg *cfg, const char *type, bool by_iter, int priority,
+                          md_error *err) {
     md_cfg *c = cfg ? md_cfg_clone(cfg) : md_cfg_new_group();
     if (!c) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     if (type) md_cfg_set_str(c, "type", type);
+    if (by_iter) iter_default(r, c);
     int rc = md_runner_register_hook_cfg(r, c, priority, err);
     md_cfg_free(c);
     return rc;
@@ -275,7 +283,7 @@ MD_API int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_conf
     /* mmcv's register_lr_hook: the policy, resolved in "lr_policies", drives
      * one LrUpdaterHook (named after it: policy "step" -> StepLrUpdaterHook) */
     if (lr_config && md_cfg_kind(lr_config) == MD_CFG_GROUP &&
-        register_typed(r, lr_config, "LrUpdaterHook", MD_PRIORITY_VERY_HIGH, err) != 0)
+        register_typed(r, lr_config, "LrUpdaterHook", true, MD_PRIORITY_VERY_HIGH, err) != 0)
         return -1;
     if (momentum_config && md_cfg_kind(momentum_config) == MD_CFG_GROUP) {
         /* as for lr_config: "cyclic" -> CyclicMomentumUpdaterHook */
@@ -286,21 +294,22 @@ MD_API int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_conf
             if (*p >= 'A' && *p <= 'Z') lower = false;
         if (lower && type[0]) type[0] = (char)(type[0] - 'a' + 'A');
         strncat(type, "MomentumUpdaterHook", sizeof type - strlen(type) - 1);
-        if (register_typed(r, momentum_config, type, MD_PRIORITY_HIGH, err) != 0) return -1;
+        if (register_typed(r, momentum_config, type, false, MD_PRIORITY_HIGH, err) != 0) return -1;
     }
     if (optimizer_config && md_cfg_kind(optimizer_config) == MD_CFG_GROUP) {
         const char *t = md_cfg_str(optimizer_config, "type", "OptimizerHook");
-        if (register_typed(r, optimizer_config, t, MD_PRIORITY_ABOVE_NORMAL, err) != 0) return -1;
+        if (register_typed(r, optimizer_config, t, false, MD_PRIORITY_ABOVE_NORMAL, err) != 0) return -1;
     }
     if (checkpoint_config && md_cfg_kind(checkpoint_config) == MD_CFG_GROUP) {
         const char *t = md_cfg_str(checkpoint_config, "type", "CheckpointHook");
-        if (register_typed(r, checkpoint_config, t, MD_PRIORITY_NORMAL, err) != 0) return -1;
+        if (register_typed(r, checkpoint_config, t, true, MD_PRIORITY_NORMAL, err) != 0) return -1;
     }
-    if (register_typed(r, NULL, "IterTimerHook", MD_PRIORITY_LOW, err) != 0) return -1;
+    if (register_typed(r, NULL, "IterTimerHook", false, MD_PRIORITY_LOW, err) != 0) return -1;
     const md_cfg *loggers = log_config ? md_cfg_get(log_config, "hooks") : NULL;
     for (int i = 0; loggers && i < md_cfg_len(loggers); i++) {
         md_cfg *c = md_cfg_clone(md_cfg_at(loggers, i));
         if (!md_cfg_has(c, "interval")) md_cfg_set_int(c, "interval", md_cfg_int(log_config, "interval", 50));
+        iter_default(r, c);
         int rc = md_runner_register_hook_cfg(r, c, MD_PRIORITY_VERY_LOW, err);
         md_cfg_free(c);
         if (rc != 0) return -1;

@@ -89,9 +89,15 @@ static void log_line(logger *l, md_runner *r, bool train) {
                           md_runner_log_average(r, "data_time"));
         k += snprintf(line + k, sizeof line - (size_t)k, "memory: %.0f", peak_memory_mb());
     } else {
-        k += snprintf(line + k, sizeof line - (size_t)k, "Epoch(val) [%lld][%lld]", (long long)val_epoch(r),
-                      (long long)(l->by_epoch && !strcmp(md_runner_mode(r), "train") ? md_runner_epoch_len(r)
-                                                                                    : md_runner_inner_iter(r) + 1));
+        /* mmcv's get_iter(inner_iter=True): an EvalHook's metrics after a
+         * training epoch carry the training loader's last iteration, a val
+         * phase its own; by iterations, the runner's count */
+        if (l->by_epoch)
+            k += snprintf(line + k, sizeof line - (size_t)k, "Epoch(val) [%lld][%lld]", (long long)val_epoch(r),
+                          (long long)(!strcmp(md_runner_mode(r), "train") ? md_runner_epoch_len(r)
+                                                                          : md_runner_inner_iter(r) + 1));
+        else
+            k += snprintf(line + k, sizeof line - (size_t)k, "Iter(val) [%lld]", (long long)md_runner_iter(r) + 1);
     }
     /* JSON: mode, epoch, iter, lr, memory, then the buffer in order */
     fprintf(l->json, "{\"mode\": \"%s\", \"epoch\": %lld, \"iter\": %lld", train ? "train" : "val",

@@ -154,3 +154,18 @@ Test(eval_hook, zero_score_is_never_best) {
     cr_expect(!exists("zero", "best_bbox_mAP_epoch_1.safetensors"), "a best checkpoint for mAP 0.0");
     cr_expect(!exists("zero", "best_bbox_mAP_epoch_2.safetensors"), "a best checkpoint for mAP 0.0");
 }
+
+Test(eval_hook, iter_based_runner_logs_and_saves_by_iteration) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins tests/configs/eval/oracle_shapes_iter.cfg "
+             "--work-dir %s/iter --seed 0 --cfg-options data.train.data_root=%s/data/ data.val.data_root=%s/data/ "
+             "model.ann_file=%s/data/annotations/instances_val.json >%s/iter.out 2>&1", dir, dir, dir, dir, dir);
+    cr_assert_eq(system(cmd), 0, "see %s/iter.out", dir);
+    char *log = slurp("iter", "*.log");
+    cr_expect(strstr(log, "Iter [1/4]") && strstr(log, "Iter [4/4]"), "%s", log);
+    cr_expect(strstr(log, "Iter(val) [2]") && strstr(log, "Iter(val) [4]"), "%s", log);
+    cr_expect(!strstr(log, "Epoch ["), "%s", log);
+    cr_expect(exists("iter", "iter_2.safetensors") && exists("iter", "iter_4.safetensors"));
+    cr_expect(!exists("iter", "epoch_1.safetensors"));
+}
