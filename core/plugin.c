@@ -292,6 +292,14 @@ MD_API const char *md_plugin_default_dir(md_ctx *ctx) {
 
 MD_API int md_plugin_dir_count(md_ctx *ctx) { return ctx->reg->n_dirs; }
 
+MD_API int md_plugin_count(md_ctx *ctx) { return ctx->reg->n_files; }
+
+MD_API const md_plugin_desc *md_plugin_get(md_ctx *ctx, int i, const char **path) {
+    if (i < 0 || i >= ctx->reg->n_files) return NULL;
+    if (path) *path = ctx->reg->files[i]->path;
+    return ctx->reg->files[i]->desc;
+}
+
 MD_API const char *md_plugin_dir(md_ctx *ctx, int i) {
     return i >= 0 && i < ctx->reg->n_dirs ? ctx->reg->dirs[i] : NULL;
 }

@@ -594,6 +594,7 @@ MD_API const md_losses *md_runner_losses(const md_runner *r) { return &r->losses
 MD_API md_tensor *md_runner_loss(const md_runner *r) { return r->loss; }
 MD_API const char *md_runner_last_checkpoint(const md_runner *r) { return r->last_ckpt[0] ? r->last_ckpt : NULL; }
 MD_API uint64_t md_runner_seed(const md_runner *r) { return r->o.seed; }
+MD_API const char *md_runner_config_text(const md_runner *r) { return r->config_text; }
 MD_API const char *md_runner_classes(const md_runner *r) { return r->classes_json; }
 
 MD_API void md_runner_log_value(md_runner *r, const char *key, double value, double count) {

@@ -50,8 +50,15 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
     snprintf(path, sizeof path, "%s/%s.log.json", md_runner_work_dir(r), md_runner_timestamp(r));
     l->json = fopen(path, "a");
     if (!l->json) return md_failc(err, MD_ERR_IO, "cannot open %s", path);
-    fprintf(l->json, "{\"mmdet_version\": \"%s\", \"seed\": %llu}\n", MD_VERSION,
+    /* mmcv dumps the runner's meta first: env_info, config, seed */
+    char *env = md_env_info(md_runner_ctx(r));
+    fprintf(l->json, "{\"env_info\": ");
+    json_string(l->json, env ? env : "");
+    fprintf(l->json, ", \"config\": ");
+    json_string(l->json, md_runner_config_text(r) ? md_runner_config_text(r) : "");
+    fprintf(l->json, ", \"mmdet_version\": \"%s\", \"seed\": %llu}\n", MD_VERSION,
             (unsigned long long)md_runner_seed(r));
+    free(env);
     fflush(l->json);
     l->start_iter = md_runner_iter(r);
     return 0;

@@ -196,6 +196,22 @@ Test(train_e2e, total_epochs_without_runner_sets_max_epochs) {
     cr_assert_eq(access(path, F_OK), 0, "no epoch_2");
     snprintf(path, sizeof path, "%s/total/epoch_3.safetensors", dir);
     cr_assert_neq(access(path, F_OK), 0, "trained past total_epochs");
+    /* mmdet's environment block in the log, and the runner's meta (env_info,
+     * config, seed) as the JSON log's first line */
+    cr_assert(strstr(text, "Environment info:\n-----") && strstr(text, "\nlibmmdet: ") &&
+              strstr(text, "toy_classifier 1.0 (Apache-2.0) "), "%s", text);
+    char pattern[256];
+    snprintf(pattern, sizeof pattern, "%s/total/*.log.json", dir);
+    glob_t g;
+    cr_assert_eq(glob(pattern, 0, NULL, &g), 0);
+    FILE *f = fopen(g.gl_pathv[0], "r");
+    static char first[1 << 16];
+    cr_assert(f && fgets(first, sizeof first, f));
+    fclose(f);
+    globfree(&g);
+    static const char head[] = "{\"env_info\": \"sys.platform: ";
+    cr_assert(!strncmp(first, head, sizeof head - 1) && strstr(first, "\"config\": \"") &&
+              strstr(first, "total_epochs = 2") && strstr(first, "\"seed\": 0}"), "%.300s", first);
 }
 
 /* mmdet 2.25+'s train.py: the val phase of a workflow uses the training

@@ -309,6 +309,10 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
     if (md_fs_mkdirs(work_dir, err) != 0 || md_cfg_dump_file(cfg, path, err) != 0) return fail(err);
     snprintf(path, sizeof path, "%s/%s.log", work_dir, stamp);
     if (md_log_set_file(ctx, path, err) != 0) return fail(err);
+    char *env = md_env_info(ctx);
+    md_info(ctx, "Environment info:\n------------------------------------------------------------\n%s\n"
+            "------------------------------------------------------------", env ? env : "(out of memory)");
+    free(env);
     char *text = md_cfg_dump_string(cfg);
     md_info(ctx, "Distributed training: %s", strcmp(a->launcher, "none") ? "True" : "False");
     md_info(ctx, "Config:\n%s", text ? text : "(could not print)");

@@ -56,6 +56,12 @@ void md_log_set_quiet(md_ctx *ctx, bool quiet);
  * left alone. Returns only when nothing was done or the exec failed. */
 void md_process_init(int argc, char **argv);
 
+/* mmdet's collect_env, as "key: value" lines: the platform, CPU and its
+ * vector features, OpenMP threads, OpenBLAS's build, the compiler, libmmdet
+ * and every plugin loaded into ctx (name, version, license, file).
+ * malloc'ed (the caller frees it), NULL when out of memory. */
+char *md_env_info(md_ctx *ctx);
+
 /* ---- files ---- */
 /* mkdir -p: create `path` and its missing parents (mode 0755). An error
  * names the component that could not be made, or a path that exists but

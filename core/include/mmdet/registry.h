@@ -129,6 +129,10 @@ const char *md_plugin_default_dir(md_ctx *ctx);
 /* Directories searched so far, for error messages. */
 int md_plugin_dir_count(md_ctx *ctx);
 const char *md_plugin_dir(md_ctx *ctx, int i);
+/* The plugins loaded into ctx, in load order: their descriptor
+ * (MD_PLUGIN's name, version, license) and file. NULL past the end. */
+int md_plugin_count(md_ctx *ctx);
+const md_plugin_desc *md_plugin_get(md_ctx *ctx, int i, const char **path);
 
 /* ---- the macros a plugin uses ---- */
 #define MD_PLUGIN(name_, version_, license_)                                 \

@@ -202,6 +202,8 @@ const md_losses *md_runner_losses(const md_runner *r); /* of the current iterati
 md_tensor *md_runner_loss(const md_runner *r);         /* their total (NULL if none) */
 const char *md_runner_last_checkpoint(const md_runner *r);
 uint64_t md_runner_seed(const md_runner *r);
+/* The config as text (md_runner_opts.config_text), or NULL. */
+const char *md_runner_config_text(const md_runner *r);
 /* The training dataset's CLASSES as a JSON list of strings (NULL if unknown). */
 const char *md_runner_classes(const md_runner *r);
 
