@@ -484,7 +484,7 @@ typedef struct {
     int scale[2];                /* (h, w) */
     double center[2], prob;
     double min_bbox;
-    int pad;                     /* memset's fill: its low byte */
+    double pad;                  /* the canvas fill, 0..255 (mmdet's configs write 114.0) */
     bool clip, skip_filter;
 } mosaic_t;
 
@@ -531,7 +531,7 @@ static int mosaic_mix(const md_transform *tt, md_sample *s, md_sample *mix, int 
         free(canvas);
         return md_failc(err, MD_ERR_NOMEM, "out of memory");
     }
-    memset(canvas, t->pad, (size_t)H * W * c);
+    memset(canvas, (int)t->pad, (size_t)H * W * c);   /* np.full(..., pad_val, uint8): truncated */
     int cx = (int)(uniform(rng, t->center[0], t->center[1]) * t->scale[1]);
     int cy = (int)(uniform(rng, t->center[0], t->center[1]) * t->scale[0]);
     for (int i = 0; i < 4; i++) {
@@ -598,7 +598,7 @@ static const md_key mosaic_keys[] = {
       MD_AT(mosaic_t, min_bbox) },
     { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the mosaic", false, MD_AT(mosaic_t, clip) },
     { "skip_filter", MD_KEY_BOOL, "true", "skip the min_bbox_size filter", false, MD_AT(mosaic_t, skip_filter) },
-    { "pad_val", MD_KEY_INT, "114", "canvas fill", false, MD_AT(mosaic_t, pad) },
+    { "pad_val", MD_KEY_FLOAT, "114.0", "canvas fill", false, MD_AT(mosaic_t, pad), .min = "0.0", .max = "255.0" },
     { "prob", MD_KEY_FLOAT, "1.0", "probability of applying", false, MD_AT(mosaic_t, prob), .min = "0", .max = "1" },
     { 0 } };
 
@@ -629,7 +629,7 @@ typedef struct {
     int scale[2];                /* (h, w) */
     double ratio[2], flip_ratio, min_bbox, min_area_ratio, max_aspect;
     int max_iters;
-    int pad;                     /* memset's fill: its low byte */
+    double pad;                  /* the canvas fill, 0..255 */
     bool clip, skip_filter;
 } mixup_t;
 
@@ -662,7 +662,7 @@ static int mixup_mix(const md_transform *tt, md_sample *s, md_sample *mix, int n
         free(ri), free(canvas);
         return md_failc(err, MD_ERR_NOMEM, "out of memory");
     }
-    memset(canvas, t->pad, (size_t)SH * SW * c);
+    memset(canvas, (int)t->pad, (size_t)SH * SW * c);
     for (int y = 0; y < rh && y < SH; y++)
         memcpy(canvas + (size_t)y * SW * c, ri + (size_t)y * rw * c, (size_t)(rw < SW ? rw : SW) * c);
     free(ri);
@@ -741,7 +741,7 @@ static const md_key mixup_keys[] = {
     { "ratio_range", MD_KEY_LIST, "[0.5, 1.5]", "scale jitter", false },
     { "flip_ratio", MD_KEY_FLOAT, "0.5", "the other image flips when a draw exceeds this", false,
       MD_AT(mixup_t, flip_ratio) },
-    { "pad_val", MD_KEY_INT, "114", "fill", false, MD_AT(mixup_t, pad) },
+    { "pad_val", MD_KEY_FLOAT, "114.0", "fill", false, MD_AT(mixup_t, pad), .min = "0.0", .max = "255.0" },
     { "max_iters", MD_KEY_INT, "15", "tries to find an image with boxes", false, MD_AT(mixup_t, max_iters),
       .min = "1" },
     { "min_bbox_size", MD_KEY_FLOAT, "5", "filter: minimum side", false, MD_AT(mixup_t, min_bbox) },

@@ -227,7 +227,7 @@ Test(aug, random_affine_scaling) {
 /* Four 4 x 4 images around centre (4, 4) of an 8 x 8 canvas; the top-right
  * one is 8 x 2, so it is halved to 4 x 1 and pasted at rows 3..4. */
 Test(aug, mosaic) {
-    md_transform *t = make("t = { type = \"Mosaic\"; img_scale = [4, 4]; center_ratio_range = [1, 1]; pad_val = 5; };");
+    md_transform *t = make("t = { type = \"Mosaic\"; img_scale = [4, 4]; center_ratio_range = [1, 1]; pad_val = 5.0; };");
     const md_transform_iface *m = t->iface;
     cr_assert(m->get_indexes && m->apply_mix, "Mosaic is a multi-image transform");
     float b[] = { 0, 0, 2, 2 }, bw[] = { 0, 0, 4, 2 };
