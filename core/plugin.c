@@ -12,8 +12,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <libgen.h>
 #include <ltdl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -265,6 +267,47 @@ MD_API int md_plugin_load_dir(md_ctx *ctx, const char *dir, md_error *err) {
         r->dirs[r->n_dirs++] = copy;
     }
     return load_tree(ctx, dir, 0, err);
+}
+
+/* plugin_dirs = [...]: each relative to the file that set it. */
+static int load_config_dirs(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    const md_cfg *dirs = md_cfg_get(cfg, "plugin_dirs");
+    if (md_cfg_is_none(dirs)) return 0;
+    int n = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_len(dirs) : 1;
+    for (int i = 0; i < n; i++) {
+        const md_cfg *d = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_at(dirs, i) : dirs;
+        const char *s = md_cfg_kind(d) == MD_CFG_STRING ? md_cfg_as_str(d) : NULL;
+        char where[1024], path[PATH_MAX + 8];
+        if (!s)
+            return md_failc(err, MD_ERR_CONFIG, "%s: plugin_dirs: expected a list of directory names",
+                            md_cfg_where(d, where, sizeof where));
+        const char *f = md_cfg_file(d);
+        if (s[0] != '/' && f && *f && strcmp(f, "--cfg-options")) {
+            char base[PATH_MAX];
+            snprintf(base, sizeof base, "%s", f);
+            snprintf(path, sizeof path, "%s/%s", dirname(base), s);
+        } else {
+            snprintf(path, sizeof path, "%s", s);
+        }
+        if (md_plugin_load_dir(ctx, path, err) != 0)
+            return md_error_wrap(err, "%s: plugin_dirs", md_cfg_where(d, where, sizeof where));
+    }
+    return 0;
+}
+
+MD_API int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, md_error *err) {
+    const md_cfg *dp = cfg ? md_cfg_get(cfg, "default_plugins") : NULL;
+    char where[1024];
+    if (dp && md_cfg_kind(dp) != MD_CFG_BOOL)
+        return md_failc(err, MD_ERR_CONFIG, "%s: default_plugins: expected true or false",
+                        md_cfg_where(dp, where, sizeof where));
+    bool with_default = !(o && o->no_default) && !(dp && !md_cfg_as_bool(dp));
+    const char *def = with_default ? md_plugin_default_dir(ctx) : NULL;
+    if (def && md_plugin_load_dir(ctx, def, err) != 0) return -1;
+    if (cfg && load_config_dirs(ctx, cfg, err) != 0) return -1;
+    for (int i = 0; o && i < o->n_dirs; i++)
+        if (md_plugin_load_dir(ctx, o->dirs[i], err) != 0) return -1;
+    return 0;
 }
 
 MD_API const char *md_plugin_default_dir(md_ctx *ctx) {

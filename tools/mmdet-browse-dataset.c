@@ -21,7 +21,9 @@ static void usage(FILE *f) {
     fputs("usage: mmdet-browse-dataset CONFIG --out DIR [--plugin-dir DIR]... [--cfg-options K=V ...]\n"
           "                            [--skip-type T ...] [--max N] [--not-show]\n"
           "  --out DIR             where the PNGs go (created)\n"
-          "  --plugin-dir DIR      load every plugin under DIR (repeatable)\n"
+          "  --plugin-dir DIR      load every plugin under DIR (repeatable), after the install\n"
+          "                        prefix's plugins and the config's plugin_dirs\n"
+          "  --no-default-plugins  leave the install prefix's plugin directory out\n"
           "  --cfg-options K=V     override settings, as mmdet-run\n"
           "  --skip-type T ...     pipeline types removed (default DefaultFormatBundle Normalize Collect)\n"
           "  --max N               stop after N samples (default: the whole dataset)\n"
@@ -77,6 +79,7 @@ int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *out = NULL, *dirs[MAX_DIRS], *opts[MAX_OPTS], *skip[MAX_SKIP];
     int n_dirs = 0, n_opts = 0, n_skip = 0;
+    bool no_default_plugins = false;
     long max = -1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -92,6 +95,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(s, "--max")) {
             if (++i >= argc) goto bad;
             max = strtol(argv[i], NULL, 10);
+        } else if (!strcmp(s, "--no-default-plugins")) {
+            no_default_plugins = true;
         } else if (!strcmp(s, "--not-show")) {
         } else if (!strcmp(s, "--cfg-options")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_opts < MAX_OPTS)
@@ -115,12 +120,10 @@ int main(int argc, char **argv) {
     md_dataset *ds = NULL;
     int rc = 1;
     if (!ctx) goto fail;
-    const char *def = md_plugin_default_dir(ctx);
-    if (def && md_plugin_load_dir(ctx, def, &err)) goto fail;
-    for (int i = 0; i < n_dirs; i++)
-        if (md_plugin_load_dir(ctx, dirs[i], &err)) goto fail;
     if (!(cfg = md_cfg_load(config, &err))) goto fail;
     if (n_opts && md_cfg_apply_options(cfg, opts, n_opts, &err)) goto fail;
+    md_plugin_set_opts po = { (const char *const *)dirs, n_dirs, no_default_plugins };
+    if (md_plugin_set_load(ctx, cfg, &po, &err)) goto fail;
     if (strip_pipeline(cfg, skip, n_skip, &err)) goto fail;
     if (!(ds = md_build_dataset(ctx, md_cfg_get(cfg, "data.train"), NULL, &err))) {
         md_error_wrap(&err, "data.train");

@@ -29,7 +29,9 @@ static void usage(FILE *f) {
           "\n"
           "  --out-dir DIR             where to write (default: infer_out)\n"
           "  --score-thr T             keep detections with score >= T (default 0.3)\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
+          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
+          "                            install prefix's plugins and the config's plugin_dirs\n"
+          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --cfg-options K=V ...     override config settings\n"
           "  -h, --help                this message\n",
@@ -213,6 +215,7 @@ int main(int argc, char **argv) {
     const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     char **images = calloc((size_t)argc + 1, sizeof *images);
     int n_opts = 0, n_pdirs = 0, n_images = 0;
+    bool no_default_plugins = false;
     float thr = 0.3f;
     if (!opts || !pdirs || !images) return die("%s", "out of memory");
     const char *device = NULL;
@@ -222,6 +225,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
+        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
         else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
         else if (!strcmp(a, "--score-thr") && i + 1 < argc) {
@@ -261,9 +265,9 @@ int main(int argc, char **argv) {
     char **classes = NULL;
     int n_classes = 0;
     if (!ctx) return die("%s", err.msg);
-    for (int i = 0; i < n_pdirs; i++)
-        if (md_plugin_load_dir(ctx, pdirs[i], &err) != 0) goto fail;
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
+    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins };
+    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
     if (device && !md_cfg_set_str(cfg, "device", device)) {
         md_failc(&err, MD_ERR_NOMEM, "out of memory");
         goto fail;

@@ -20,7 +20,9 @@ static void usage(FILE *f) {
           "\n"
           "Test a detector (mmdet's tools/test.py).\n"
           "\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
+          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
+          "                            install prefix's plugins and the config's plugin_dirs\n"
+          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
@@ -99,6 +101,7 @@ int main(int argc, char **argv) {
     const char **evals = calloc((size_t)argc + 1, sizeof *evals), **opts = calloc((size_t)argc + 1, sizeof *opts);
     const char **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     int n_evals = 0, n_opts = 0, n_pdirs = 0;
+    bool no_default_plugins = false;
     bool format_only = false;
     float thr = 0.3f;
     if (!evals || !opts || !pdirs) return die("%s", "out of memory");
@@ -109,6 +112,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
+        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
         else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--show-dir") && i + 1 < argc) show_dir = argv[++i];
@@ -152,9 +156,9 @@ int main(int argc, char **argv) {
     md_loader *loader = NULL;
     md_results res = { 0 };
     if (!ctx) return die("%s", err.msg);
-    for (int i = 0; i < n_pdirs; i++)
-        if (md_plugin_load_dir(ctx, pdirs[i], &err) != 0) goto fail;
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
+    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins };
+    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
     if (device && !md_cfg_set_str(cfg, "device", device)) {
         md_failc(&err, MD_ERR_NOMEM, "out of memory");
         goto fail;

@@ -487,6 +487,39 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
         cr_assert_geq(md_st_find(st, params[i]), 0, "%s not in %s", params[i], ckpt);
     md_st_close(st);
 
+    /* The plugin set (md_plugin_set_load, the same in every tool): without
+     * the prefix's directory only the given one is listed ... */
+    r = run(d, "'%s/prefix/bin/mmdet-run' --no-default-plugins --plugin-dir '%s/my_plugins' --list-modules", d, d);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "  MyHead ") && !strstr(r.out, "RetinaHead") && !strstr(r.out, "/prefix/lib/mmdet"),
+              "%s", r.out);
+    result_free(r);
+    /* ... and mmdet-infer, given no --plugin-dir, loads the prefix's plugins
+     * and the config's plugin_dirs, relative to the config file, which MyHead
+     * comes from */
+    char setcfg[PATH_MAX];
+    snprintf(setcfg, sizeof setcfg, "%s/set.cfg", d);
+    FILE *f = fopen(setcfg, "w");
+    cr_assert(f);
+    char *exp = abspath("tests/out_of_tree/my_exp.cfg");
+    fprintf(f, "base_ = \"%s\";\nplugin_dirs = [\"my_plugins\"];\n"
+               "data = { test = { pipeline = ( { type = \"LoadImageFromFile\"; },\n"
+               "  { type = \"Resize\"; img_scale = [128, 128]; keep_ratio = true; },\n"
+               "  { type = \"Normalize\"; mean = [123.675, 116.28, 103.53]; std = [58.395, 57.12, 57.375]; to_rgb = true; },\n"
+               "  { type = \"Pad\"; size_divisor = 32; }, { type = \"DefaultFormatBundle\"; },\n"
+               "  { type = \"Collect\"; keys = [\"img\"]; } ); }; };\n", exp);
+    fclose(f);
+    free(exp);
+    r = run(d, "'%s/prefix/bin/mmdet-infer' '%s' '%s/run/epoch_1.safetensors' \"$(ls '%s'/data/val/* | head -n 1)\" "
+               "--out-dir '%s/drawn'", d, setcfg, d, d, d);
+    cr_assert_eq(r.rc, 0, "mmdet-infer: %s%s", r.out, r.err);
+    result_free(r);
+    r = run(d, "'%s/prefix/bin/mmdet-infer' --no-default-plugins '%s' '%s/run/epoch_1.safetensors' "
+               "\"$(ls '%s'/data/val/* | head -n 1)\" --out-dir '%s/drawn'", d, setcfg, d, d, d);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "'RetinaNet' is not in the detectors registry"), "%s", r.err);
+    result_free(r);
+
     /* Built in this process too, its schema's errors naming the key. */
     md_ctx *ctx = new_ctx();
     char dir[PATH_MAX];

@@ -23,7 +23,7 @@ typedef struct args {
     const char **cfg_options;
     int n_cfg_options;
     bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
-    bool list_modules, print_config, has_seed, dry_run;
+    bool list_modules, print_config, has_seed, dry_run, no_default_plugins;
     long long seed, gpu_id;
 } args;
 
@@ -34,8 +34,10 @@ static void usage(FILE *out) {
           "\n"
           "  CONFIG                  the config file (libconfig syntax)\n"
           "  --plugin-dir DIR        load every plugin (*.so) under DIR, recursively;\n"
-          "                          repeatable. Also loaded: the install prefix's plugin\n"
-          "                          directory and the config's plugin_dirs list\n"
+          "                          repeatable. Loaded before them: the install prefix's\n"
+          "                          plugin directory, then the config's plugin_dirs list\n"
+          "  --no-default-plugins    leave the install prefix's plugin directory out\n"
+          "                          (as default_plugins = false in the config)\n"
           "  --work-dir DIR          where logs and checkpoints go (default: the config's\n"
           "                          work_dir, else ./work_dirs/<config name>)\n"
           "  --resume-from FILE      the checkpoint to resume from\n"
@@ -102,6 +104,7 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(s, "--deterministic")) a->deterministic = true;
         else if (!strcmp(s, "--diff-seed")) a->diff_seed = true;
         else if (!strcmp(s, "--list-modules")) a->list_modules = true;
+        else if (!strcmp(s, "--no-default-plugins")) a->no_default_plugins = true;
         else if (!strcmp(s, "--print-config")) a->print_config = true;
         else if (!strcmp(s, "--dry-run")) a->dry_run = true;
         else if (is_flag(s, "--plugin-dir")) {
@@ -140,40 +143,6 @@ static int parse_args(int argc, char **argv, args *a) {
         }
     }
     if (!a->config && !a->list_modules) return arg_error("%s", "the CONFIG argument is required");
-    return 0;
-}
-
-static void dir_of(const char *path, char *out, size_t n) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    snprintf(out, n, "%s", dirname(tmp));
-}
-
-/* plugin_dirs = [...]: each relative to the file that set it (a command-line
- * override: the working directory, like any path typed there). */
-static int load_config_plugin_dirs(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
-    const md_cfg *dirs = md_cfg_get(cfg, "plugin_dirs");
-    if (!dirs || md_cfg_kind(dirs) == MD_CFG_NONE) return 0;
-    int n = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_len(dirs) : 1;
-    for (int i = 0; i < n; i++) {
-        const md_cfg *d = md_cfg_kind(dirs) == MD_CFG_LIST ? md_cfg_at(dirs, i) : dirs;
-        const char *s = md_cfg_as_str(d);
-        if (!s) {
-            const char *f = md_cfg_file(d);
-            return md_failc(err, MD_ERR_CONFIG, "%s:%d: plugin_dirs: expected a list of directory names",
-                            f ? f : "<config>", md_cfg_line(d));
-        }
-        char path[4096];
-        const char *f = md_cfg_file(d);
-        if (s[0] != '/' && f && *f) {
-            char base[4096];
-            dir_of(f, base, sizeof base);
-            snprintf(path, sizeof path, "%s/%s", base, s);
-        } else {
-            snprintf(path, sizeof path, "%s", s);
-        }
-        if (md_plugin_load_dir(ctx, path, err) != 0) return -1;
-    }
     return 0;
 }
 
@@ -262,10 +231,6 @@ static int fail(const md_error *err) {
 
 /* Set-up up to training; returns the exit code. */
 static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
-    const char *def = md_plugin_default_dir(ctx);
-    if (def && md_plugin_load_dir(ctx, def, err) != 0) return fail(err);
-    for (int i = 0; i < a->n_plugin_dirs; i++)
-        if (md_plugin_load_dir(ctx, a->plugin_dirs[i], err) != 0) return fail(err);
     md_cfg *cfg = NULL;
     if (a->config) {
         cfg = *cfgp = md_cfg_load(a->config, err);
@@ -273,8 +238,9 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
         update_data_root(cfg);
         if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0)
             return fail(err);   /* the message starts with --cfg-options */
-        if (load_config_plugin_dirs(ctx, cfg, err) != 0) return fail(err);
     }
+    md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins };
+    if (md_plugin_set_load(ctx, cfg, &po, err) != 0) return fail(err);
     if (a->list_modules) {
         list_modules(ctx, stdout);
         return 0;

@@ -37,8 +37,10 @@ void md__sgemm_par(int nthreads, bool ta, bool tb, int64_t M, int64_t N, int64_t
         return;
     }
     /* Split the longer side of C in blocks of 16 (one per thread); each block
-     * is an independent single-threaded product over the whole K, so the
-     * result does not depend on the split. */
+     * is an independent single-threaded product over the whole K. A run
+     * gives the same bits every time; another thread count may differ in
+     * the last bits, where OpenBLAS takes another kernel for the smaller
+     * block (its small-matrix path on some CPUs). */
     bool by_cols = N >= M;
     int64_t len = by_cols ? N : M, blk = (len + nthreads - 1) / nthreads;
     blk = (blk + 15) / 16 * 16;

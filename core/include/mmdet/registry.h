@@ -129,6 +129,19 @@ const char *md_plugin_default_dir(md_ctx *ctx);
 /* Directories searched so far, for error messages. */
 int md_plugin_dir_count(md_ctx *ctx);
 const char *md_plugin_dir(md_ctx *ctx, int i);
+/* The plugin set of a run, assembled the same way by every tool and the
+ * library API: the install prefix's plugin directory (left out with
+ * no_default, or the config's `default_plugins = false`), then the
+ * config's `plugin_dirs` (each relative to the file that set it; a
+ * --cfg-options value to the working directory), then `dirs` (the
+ * --plugin-dir flags) in order. cfg may be NULL (no config yet). */
+typedef struct md_plugin_set_opts {
+    const char *const *dirs;
+    int n_dirs;
+    bool no_default;
+} md_plugin_set_opts;
+int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, md_error *err);
+
 /* The plugins loaded into ctx, in load order: their descriptor
  * (MD_PLUGIN's name, version, license) and file. NULL past the end. */
 int md_plugin_count(md_ctx *ctx);
