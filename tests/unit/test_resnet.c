@@ -340,3 +340,51 @@ Test(resnet, inference_release_keeps_outputs_exact) {
     md_tensor_free(img);
     md_module_free(m);
 }
+
+/* norm_cfg GroupNorm, against mmdet 2.28's own ResNet
+ * (tests/golden/resnet_gn_golden.py): the state dict names build_norm_layer
+ * gives (gn1, layer1.0.gn2, downsample.1) load strictly, and the outputs
+ * and gradients in training mode match. */
+Test(resnet, group_norm_matches_mmdet) {
+    md_st *gn = golden_open("resnet_gn");
+    md_module *m = build_ok("backbone = { type = \"ResNet\"; depth = 18; base_channels = 4; num_stages = 3;\n"
+                            "  strides = [1, 2, 2]; dilations = [1, 1, 1]; out_indices = [0, 1, 2];\n"
+                            "  frozen_stages = -1; norm_eval = false;\n"
+                            "  norm_cfg = { type = \"GN\"; num_groups = 2; requires_grad = true; }; };");
+    md_load_report rep;
+    md_error err = { 0 };
+    cr_assert_eq(md_module_load_state(ctx, m, gn, "w.", false, &rep, &err), 0, "%s", err.msg);
+    int n_module = 0;
+    md_module_visit(m, "", count_cb, &n_module);
+    cr_assert_eq(rep.missing, 0, "%s", rep.text);
+    cr_assert_eq(rep.loaded, n_module, "%s", rep.text);
+    md_module_train(m, true);
+    md_tensor *img = golden_get(ctx, gn, "input");
+    img->requires_grad = true;
+    md_tensor *outs[MD_MAX_LEVELS];
+    int n = md_backbone_forward(ctx, m, img, outs, MD_MAX_LEVELS);
+    cr_assert_eq(n, 3, "forward: %s", md_ctx_error(ctx)->msg);
+    md_tensor *loss = NULL;
+    for (int i = 0; i < n; i++) {
+        char k[16], what[32];
+        snprintf(k, sizeof k, "out%d", i);
+        snprintf(what, sizeof what, "GN output %d", i);
+        assert_close(outs[i], golden_get(ctx, gn, k), 1e-4, what);
+        snprintf(k, sizeof k, "gout%d", i);
+        md_tensor *s = md_sum(ctx, md_mul(ctx, outs[i], golden_get(ctx, gn, k)), MD_DIM_ALL, false);
+        loss = loss ? md_add(ctx, loss, s) : s;
+    }
+    cr_assert_eq(md_backward(ctx, loss, &err), 0, "%s", err.msg);
+    const char *grads[] = { "conv1.weight", "gn1.weight", "layer1.0.gn2.bias", "layer2.0.downsample.1.weight",
+                            "layer3.1.conv2.weight" };
+    for (int i = 0; i < 5; i++) {
+        md_tensor *p = md_module_find(m, grads[i]);
+        cr_assert(p && p->grad, "%s: no gradient", grads[i]);
+        char key[96];
+        snprintf(key, sizeof key, "grad.%s", grads[i]);
+        assert_close(p->grad, golden_get(ctx, gn, key), 1e-4, grads[i]);
+    }
+    assert_close(img->grad, golden_get(ctx, gn, "grad.input"), 1e-4, "input grad");
+    md_module_free(m);
+    md_st_close(gn);
+}
