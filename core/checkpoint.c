@@ -29,6 +29,7 @@ MD_API int md_checkpoint_save(const char *path, md_module *model, const md_optim
     if (meta->config) rc |= md_st_writer_meta(w, "config", meta->config, err);
     if (meta->classes) rc |= md_st_writer_meta(w, "CLASSES", meta->classes, err);
     if (meta->hook_msgs) rc |= md_st_writer_meta(w, "hook_msgs", meta->hook_msgs, err);
+    if (meta->plugins) rc |= md_st_writer_meta(w, "plugins", meta->plugins, err);
     if (!rc) rc = md_module_save_state(model, w, "", err);
     if (!rc && opt) rc = md_optimizer_save_state(opt, w, err);
     if (!rc) rc = md_st_writer_save(w, path, err);
@@ -150,6 +151,7 @@ MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, m
     if ((v = md_st_metadata(st, "inner_iter"))) info->inner_iter = strtoll(v, NULL, 10);
     if ((v = md_st_metadata(st, "CLASSES"))) snprintf(info->classes, sizeof info->classes, "%s", v);
     if ((v = md_st_metadata(st, "hook_msgs"))) snprintf(info->hook_msgs, sizeof info->hook_msgs, "%s", v);
+    if ((v = md_st_metadata(st, "plugins"))) snprintf(info->plugins, sizeof info->plugins, "%s", v);
     /* resuming continues a run: every tensor must fit (torch's strict
      * shapes); load_from fine-tunes: what fits loads (mmcv) */
     int rc = md_module_load_state(ctx, model, st, "module.", false, &info->report, err);
@@ -197,6 +199,9 @@ MD_API md_module *md_detector_init(md_ctx *ctx, const md_cfg *cfg, const char *c
     }
     md_info(ctx, "load checkpoint from %s", checkpoint);
     if (md_load_report_any(&info->report)) md_checkpoint_warn_report(ctx, checkpoint, &info->report);
+    char differ[1024];
+    if (info->plugins[0] && md_plugin_set_compare(ctx, info->plugins, differ, sizeof differ) > 0)
+        md_warn(ctx, "%s was trained with other versions of plugins loaded now: %s", checkpoint, differ);
     if (md_module_to_config_device(ctx, model, cfg, err) != 0) {
         md_module_free(model);
         return NULL;

@@ -49,14 +49,14 @@ MD_API char *md_env_info(md_ctx *ctx) {
     fprintf(f, "Compiler: GCC %s\n", __VERSION__);
 #endif
     fprintf(f, "libmmdet: %s (plugin ABI %d.%d)\n", MD_VERSION, MD_ABI_MAJOR, MD_ABI_MINOR);
-    int n = ctx ? md_plugin_count(ctx) : 0;
-    fprintf(f, "Plugins: %d loaded", n);
-    for (int i = 0; i < n; i++) {
-        const char *path = NULL;
-        const md_plugin_desc *d = md_plugin_get(ctx, i, &path);
-        fprintf(f, "\n  %s %s (%s) %s", d && d->name ? d->name : "?", d && d->version ? d->version : "?",
-                d && d->license ? d->license : "?", path ? path : "?");
+    char *set = ctx ? md_plugin_set_text(ctx) : NULL;
+    fprintf(f, "Plugins: %d loaded", ctx ? md_plugin_count(ctx) : 0);
+    for (const char *p = set; p && *p;) {   /* one indented line each */
+        size_t k = strcspn(p, "\n");
+        fprintf(f, "\n  %.*s", (int)k, p);
+        p += k + (p[k] == '\n');
     }
+    free(set);
     fclose(f);
     return text;
 }

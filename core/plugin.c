@@ -337,6 +337,47 @@ MD_API int md_plugin_dir_count(md_ctx *ctx) { return ctx->reg->n_dirs; }
 
 MD_API int md_plugin_count(md_ctx *ctx) { return ctx->reg->n_files; }
 
+MD_API char *md_plugin_set_text(md_ctx *ctx) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    for (int i = 0; i < ctx->reg->n_files; i++) {
+        const md__plugin_file *p = ctx->reg->files[i];
+        const md_plugin_desc *d = p->desc;
+        fprintf(f, "%s%s %s %s %s", i ? "\n" : "", d && d->name ? d->name : "?", d && d->version ? d->version : "?",
+                d && d->license ? d->license : "?", p->path);
+    }
+    fclose(f);
+    return text;
+}
+
+MD_API int md_plugin_set_compare(md_ctx *ctx, const char *recorded, char *msg, size_t n) {
+    int differ = 0;
+    size_t used = 0;
+    if (n) msg[0] = 0;
+    for (const char *line = recorded; line && *line;) {
+        const char *end = strchr(line, '\n');
+        char name[128] = "", version[64] = "";
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        char buf[512];
+        snprintf(buf, sizeof buf, "%.*s", len < 511 ? len : 511, line);
+        if (sscanf(buf, "%127s %63s", name, version) == 2)
+            for (int i = 0; i < ctx->reg->n_files; i++) {
+                const md_plugin_desc *d = ctx->reg->files[i]->desc;
+                if (!d || !d->name || strcmp(d->name, name) || !d->version || !strcmp(d->version, version)) continue;
+                differ++;
+                if (used < n) {
+                    int k = snprintf(msg + used, n - used, "%s%s %s -> %s", used ? ", " : "", name, version,
+                                     d->version);
+                    used += k > 0 ? (size_t)k : 0;
+                }
+            }
+        line = end ? end + 1 : NULL;
+    }
+    return differ;
+}
+
 MD_API const md_plugin_desc *md_plugin_get(md_ctx *ctx, int i, const char **path) {
     if (i < 0 || i >= ctx->reg->n_files) return NULL;
     if (path) *path = ctx->reg->files[i]->path;

@@ -538,13 +538,14 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     md_fs_mkdirs(dir, NULL);
-    char *msgs = hook_msgs_json(r);
-    md_ckpt_meta meta = { .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
+    char *msgs = hook_msgs_json(r), *plugins = md_plugin_set_text(r->ctx);
+    md_ckpt_meta meta = { .plugins = plugins, .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
                           .iter = r->iter + r->finishing_iter,
                           .inner_iter = r->o.by_epoch && r->mid_epoch ? r->inner_iter : 0, .config = r->config_text,
                           .classes = r->classes_json, .hook_msgs = msgs };
     int rc = md_checkpoint_save(path, r->model, save_optimizer ? r->opt : NULL, &meta, err);
     free(msgs);
+    free(plugins);
     if (rc != 0) return -1;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
     if (link_latest && md_checkpoint_link_latest(dir, name, err) != 0) return -1;

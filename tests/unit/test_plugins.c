@@ -485,6 +485,10 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     const char *params[] = OUT_OF_TREE_PARAMS;
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         cr_assert_geq(md_st_find(st, params[i]), 0, "%s not in %s", params[i], ckpt);
+    /* its metadata records the plugin set, one "name version license file" line each */
+    const char *set = md_st_metadata(st, "plugins");
+    snprintf(line, sizeof line, "my_head 1.0 MIT %s/my_plugins/my_head.so", d);
+    cr_assert(set && strstr(set, line) && strstr(set, "resnet 1.0 Apache-2.0 "), "%s", set ? set : "(none)");
     md_st_close(st);
 
     /* The plugin set (md_plugin_set_load, the same in every tool): without
@@ -513,6 +517,19 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     r = run(d, "'%s/prefix/bin/mmdet-infer' '%s' '%s/run/epoch_1.safetensors' \"$(ls '%s'/data/val/* | head -n 1)\" "
                "--out-dir '%s/drawn'", d, setcfg, d, d, d);
     cr_assert_eq(r.rc, 0, "mmdet-infer: %s%s", r.out, r.err);
+    result_free(r);
+    /* a newer version of a plugin than the checkpoint was trained with is named */
+    r = run(d, "mkdir -p '%s/v2' && sed 's/MD_PLUGIN(\"my_head\", \"1.0\"/MD_PLUGIN(\"my_head\", \"2.0\"/' "
+               "tests/out_of_tree/my_head.c > '%s/v2/my_head.c' && cp '%s'/my_plugins/my_loss.so '%s'/my_plugins/my_optimizer.so "
+               "'%s/v2/' && cc -shared -fPIC -o '%s/v2/my_head.so' '%s/v2/my_head.c' "
+               "$(PKG_CONFIG_PATH='%s/prefix/lib/pkgconfig' pkg-config --cflags --libs mmdet) && "
+               "sed 's/my_plugins/v2/' '%s' > '%s/set2.cfg' && '%s/prefix/bin/mmdet-infer' '%s/set2.cfg' "
+               "'%s/run/epoch_1.safetensors' \"$(ls '%s'/data/val/* | head -n 1)\" --out-dir '%s/drawn'",
+            d, d, d, d, d, d, d, d, setcfg, d, d, d, d, d, d);
+    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "was trained with other versions of plugins loaded now: my_head 1.0 -> 2.0") ||
+              strstr(r.err, "was trained with other versions of plugins loaded now: my_head 1.0 -> 2.0"), "%s%s", r.out,
+              r.err);
     result_free(r);
     r = run(d, "'%s/prefix/bin/mmdet-infer' --no-default-plugins '%s' '%s/run/epoch_1.safetensors' "
                "\"$(ls '%s'/data/val/* | head -n 1)\" --out-dir '%s/drawn'", d, setcfg, d, d, d);

@@ -199,7 +199,7 @@ Test(train_e2e, total_epochs_without_runner_sets_max_epochs) {
     /* mmdet's environment block in the log, and the runner's meta (env_info,
      * config, seed) as the JSON log's first line */
     cr_assert(strstr(text, "Environment info:\n-----") && strstr(text, "\nlibmmdet: ") &&
-              strstr(text, "toy_classifier 1.0 (Apache-2.0) "), "%s", text);
+              strstr(text, "toy_classifier 1.0 Apache-2.0 "), "%s", text);
     char pattern[256];
     snprintf(pattern, sizeof pattern, "%s/total/*.log.json", dir);
     glob_t g;

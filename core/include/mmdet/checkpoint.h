@@ -19,6 +19,7 @@ typedef struct md_ckpt_meta {
     const char *config;         /* the merged config text (may be NULL) */
     const char *classes;        /* CLASSES as a JSON list (may be NULL) */
     const char *hook_msgs;      /* JSON object: best score, best checkpoint (may be NULL) */
+    const char *plugins;        /* the plugin set, md_plugin_set_text's form (may be NULL) */
 } md_ckpt_meta;
 
 /* Writes path atomically (temporary file, fsync, rename). opt may be NULL
@@ -35,6 +36,7 @@ typedef struct md_ckpt_info {
     int64_t epoch, iter, inner_iter;
     char classes[4096];
     char hook_msgs[4096];
+    char plugins[16384];        /* the plugin set it was trained with ("" when not recorded) */
     md_load_report report;
 } md_ckpt_info;
 /* Loads model weights (strip "module." prefixes; non-strict as mmcv's

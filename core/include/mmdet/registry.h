@@ -146,6 +146,14 @@ int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts 
  * (MD_PLUGIN's name, version, license) and file. NULL past the end. */
 int md_plugin_count(md_ctx *ctx);
 const md_plugin_desc *md_plugin_get(md_ctx *ctx, int i, const char **path);
+/* The loaded set as text, one plugin a line: "name version license file"
+ * (what a checkpoint's `plugins` metadata and the log record). malloc'ed;
+ * NULL when out of memory. */
+char *md_plugin_set_text(md_ctx *ctx);
+/* Compares a recorded set (md_plugin_set_text's form) with the loaded one:
+ * the number of plugins loaded under a recorded name but with another
+ * version, listed in msg as "name recorded -> loaded" (may be cut). */
+int md_plugin_set_compare(md_ctx *ctx, const char *recorded, char *msg, size_t n);
 
 /* ---- the macros a plugin uses ---- */
 #define MD_PLUGIN(name_, version_, license_)                                 \
