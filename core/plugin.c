@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "registry_private.h"
 
 typedef struct md__plugin_file {
@@ -240,6 +241,17 @@ static int load_tree(md_ctx *ctx, const char *dir, int depth, md_error *err) {
             if (stat(p, &st) == 0) {
                 if (S_ISDIR(st.st_mode)) rc = load_tree(ctx, p, depth + 1, err);
                 else if (S_ISREG(st.st_mode) && has_so_suffix(name)) rc = md_plugin_load_file(ctx, p, err);
+            } else if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode) && has_so_suffix(name)) {
+                char to[PATH_MAX] = "";
+                ssize_t k = readlink(p, to, sizeof to - 1);
+                to[k > 0 ? k : 0] = 0;
+                rc = md_failc(err, MD_ERR_PLUGIN, "%s: a dangling link (to %s)", p, to);
+            }
+            if (rc != 0 && ctx->reg->skip_bad && err && err->code != MD_ERR_NOMEM) {
+                /* --skip-bad-plugins: name it and go on with the others */
+                md_warn(ctx, "skipping a bad plugin: %s", err->msg);
+                md_error_clear(err);
+                rc = 0;
             }
         }
         free(list[i]);
@@ -302,6 +314,7 @@ MD_API int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_se
         return md_failc(err, MD_ERR_CONFIG, "%s: default_plugins: expected true or false",
                         md_cfg_where(dp, where, sizeof where));
     bool with_default = !(o && o->no_default) && !(dp && !md_cfg_as_bool(dp));
+    ctx->reg->skip_bad = o && o->skip_bad;
     const char *def = with_default ? md_plugin_default_dir(ctx) : NULL;
     if (def && md_plugin_load_dir(ctx, def, err) != 0) return -1;
     if (cfg && load_config_dirs(ctx, cfg, err) != 0) return -1;

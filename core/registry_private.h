@@ -38,6 +38,7 @@ struct md_registries {
     int n_regs, cap_regs;
     char **dirs;                 /* plugin directories searched, in order */
     int n_dirs, cap_dirs;
+    bool skip_bad;               /* md_plugin_set_opts.skip_bad: a bad file is a warning */
     const struct md__plugin_file **files;   /* files committed into this context */
     int n_files, cap_files;
     md__owned_cfg *owned;

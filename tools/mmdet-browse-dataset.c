@@ -24,6 +24,7 @@ static void usage(FILE *f) {
           "  --plugin-dir DIR      load every plugin under DIR (repeatable), after the install\n"
           "                        prefix's plugins and the config's plugin_dirs\n"
           "  --no-default-plugins  leave the install prefix's plugin directory out\n"
+          "  --skip-bad-plugins    warn about a file that is no usable plugin, load the rest\n"
           "  --cfg-options K=V     override settings, as mmdet-run\n"
           "  --skip-type T ...     pipeline types removed (default DefaultFormatBundle Normalize Collect)\n"
           "  --max N               stop after N samples (default: the whole dataset)\n"
@@ -79,7 +80,7 @@ int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *out = NULL, *dirs[MAX_DIRS], *opts[MAX_OPTS], *skip[MAX_SKIP];
     int n_dirs = 0, n_opts = 0, n_skip = 0;
-    bool no_default_plugins = false;
+    bool no_default_plugins = false, skip_bad_plugins = false;
     long max = -1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -97,6 +98,8 @@ int main(int argc, char **argv) {
             max = strtol(argv[i], NULL, 10);
         } else if (!strcmp(s, "--no-default-plugins")) {
             no_default_plugins = true;
+        } else if (!strcmp(s, "--skip-bad-plugins")) {
+            skip_bad_plugins = true;
         } else if (!strcmp(s, "--not-show")) {
         } else if (!strcmp(s, "--cfg-options")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_opts < MAX_OPTS)
@@ -122,7 +125,7 @@ int main(int argc, char **argv) {
     if (!ctx) goto fail;
     if (!(cfg = md_cfg_load(config, &err))) goto fail;
     if (n_opts && md_cfg_apply_options(cfg, opts, n_opts, &err)) goto fail;
-    md_plugin_set_opts po = { (const char *const *)dirs, n_dirs, no_default_plugins };
+    md_plugin_set_opts po = { (const char *const *)dirs, n_dirs, no_default_plugins, skip_bad_plugins };
     if (md_plugin_set_load(ctx, cfg, &po, &err)) goto fail;
     if (strip_pipeline(cfg, skip, n_skip, &err)) goto fail;
     if (!(ds = md_build_dataset(ctx, md_cfg_get(cfg, "data.train"), NULL, &err))) {

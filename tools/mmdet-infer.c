@@ -32,6 +32,7 @@ static void usage(FILE *f) {
           "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
           "                            install prefix's plugins and the config's plugin_dirs\n"
           "  --no-default-plugins      leave the install prefix's plugin directory out\n"
+          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --cfg-options K=V ...     override config settings\n"
           "  -h, --help                this message\n",
@@ -215,7 +216,7 @@ int main(int argc, char **argv) {
     const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     char **images = calloc((size_t)argc + 1, sizeof *images);
     int n_opts = 0, n_pdirs = 0, n_images = 0;
-    bool no_default_plugins = false;
+    bool no_default_plugins = false, skip_bad_plugins = false;
     float thr = 0.3f;
     if (!opts || !pdirs || !images) return die("%s", "out of memory");
     const char *device = NULL;
@@ -226,6 +227,7 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
         else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
+        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
         else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
         else if (!strcmp(a, "--score-thr") && i + 1 < argc) {
@@ -266,7 +268,7 @@ int main(int argc, char **argv) {
     int n_classes = 0;
     if (!ctx) return die("%s", err.msg);
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins };
+    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
     if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
     if (device && !md_cfg_set_str(cfg, "device", device)) {
         md_failc(&err, MD_ERR_NOMEM, "out of memory");

@@ -23,6 +23,7 @@ static void usage(FILE *f) {
           "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
           "                            install prefix's plugins and the config's plugin_dirs\n"
           "  --no-default-plugins      leave the install prefix's plugin directory out\n"
+          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
@@ -101,7 +102,7 @@ int main(int argc, char **argv) {
     const char **evals = calloc((size_t)argc + 1, sizeof *evals), **opts = calloc((size_t)argc + 1, sizeof *opts);
     const char **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     int n_evals = 0, n_opts = 0, n_pdirs = 0;
-    bool no_default_plugins = false;
+    bool no_default_plugins = false, skip_bad_plugins = false;
     bool format_only = false;
     float thr = 0.3f;
     if (!evals || !opts || !pdirs) return die("%s", "out of memory");
@@ -113,6 +114,7 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
         else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
+        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
         else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--show-dir") && i + 1 < argc) show_dir = argv[++i];
@@ -157,7 +159,7 @@ int main(int argc, char **argv) {
     md_results res = { 0 };
     if (!ctx) return die("%s", err.msg);
     if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins };
+    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
     if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
     if (device && !md_cfg_set_str(cfg, "device", device)) {
         md_failc(&err, MD_ERR_NOMEM, "out of memory");

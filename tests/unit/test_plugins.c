@@ -249,6 +249,32 @@ Test(mmdet_run, list_modules) {
     rm_tree(d);
 }
 
+/* A bad file in a plugin directory is one error naming it (the run stops
+ * before anything else); --skip-bad-plugins makes it a warning and loads
+ * the rest. A dangling link is reported as such. */
+Test(mmdet_run, bad_files_stop_or_are_skipped) {
+    char *d = scratch();
+    result r = run(d, "mkdir -p '%s/set' && cp tests/plugins/toy_hook.so '%s/set/' && "
+                      "cp tests/bad_plugins/not_plugin/*.so '%s/set/not_plugin.so'", d, d, d);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    result_free(r);
+    r = run(d, "bin/mmdet-run --plugin-dir '%s/set' --list-modules", d);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "/set/not_plugin.so: not a plugin"), "%s", r.err);
+    result_free(r);
+    r = run(d, "bin/mmdet-run --skip-bad-plugins --plugin-dir '%s/set' --list-modules", d);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "  ToyHook ") && (strstr(r.err, "skipping a bad plugin: ") || strstr(r.out, "skipping a bad plugin: ")),
+              "%s%s", r.out, r.err);
+    result_free(r);
+    r = run(d, "rm '%s/set/not_plugin.so' && ln -s gone.so '%s/set/link.so' && "
+               "bin/mmdet-run --plugin-dir '%s/set' --list-modules", d, d, d);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "/set/link.so: a dangling link (to gone.so)"), "%s", r.err);
+    result_free(r);
+    rm_tree(d);
+}
+
 Test(mmdet_run, config_plugin_dirs_relative_to_the_config) {
     char *d = scratch();
     result r = run(d, "cd '%s' && '%s' '%s' --list-modules", d, abspath("bin/mmdet-run"),

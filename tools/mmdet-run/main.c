@@ -23,7 +23,7 @@ typedef struct args {
     const char **cfg_options;
     int n_cfg_options;
     bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
-    bool list_modules, print_config, has_seed, dry_run, no_default_plugins;
+    bool list_modules, print_config, has_seed, dry_run, no_default_plugins, skip_bad_plugins;
     long long seed, gpu_id;
 } args;
 
@@ -38,6 +38,8 @@ static void usage(FILE *out) {
           "                          plugin directory, then the config's plugin_dirs list\n"
           "  --no-default-plugins    leave the install prefix's plugin directory out\n"
           "                          (as default_plugins = false in the config)\n"
+          "  --skip-bad-plugins      warn about a file that is no usable plugin and load\n"
+          "                          the others (default: one error naming the file)\n"
           "  --work-dir DIR          where logs and checkpoints go (default: the config's\n"
           "                          work_dir, else ./work_dirs/<config name>)\n"
           "  --resume-from FILE      the checkpoint to resume from\n"
@@ -105,6 +107,7 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(s, "--diff-seed")) a->diff_seed = true;
         else if (!strcmp(s, "--list-modules")) a->list_modules = true;
         else if (!strcmp(s, "--no-default-plugins")) a->no_default_plugins = true;
+        else if (!strcmp(s, "--skip-bad-plugins")) a->skip_bad_plugins = true;
         else if (!strcmp(s, "--print-config")) a->print_config = true;
         else if (!strcmp(s, "--dry-run")) a->dry_run = true;
         else if (is_flag(s, "--plugin-dir")) {
@@ -239,7 +242,7 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
         if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0)
             return fail(err);   /* the message starts with --cfg-options */
     }
-    md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins };
+    md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins, a->skip_bad_plugins };
     if (md_plugin_set_load(ctx, cfg, &po, err) != 0) return fail(err);
     if (a->list_modules) {
         list_modules(ctx, stdout);

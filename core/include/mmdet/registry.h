@@ -139,6 +139,11 @@ typedef struct md_plugin_set_opts {
     const char *const *dirs;
     int n_dirs;
     bool no_default;
+    /* A file under a directory that is not a usable plugin (not a plugin,
+     * another ABI, unresolved symbols, a duplicate name, a dangling link)
+     * stops loading with one message naming it; with skip_bad it is a
+     * warning and the others load. */
+    bool skip_bad;
 } md_plugin_set_opts;
 int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, md_error *err);
 
