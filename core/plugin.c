@@ -213,6 +213,15 @@ MD_API int md_plugin_load_file(md_ctx *ctx, const char *path, md_error *err) {
         rc = md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
         goto out;
     }
+    /* the descriptor of a plugin built for ABI minor 0 ends before init */
+    if (f->desc->abi_minor >= 1 && f->desc->init) {
+        md_error why = { 0 };
+        if (f->desc->init(ctx, &why) != 0) {
+            rc = md_failc(err, MD_ERR_PLUGIN, "%s: plugin %s refused to load: %s", f->path,
+                          f->desc->name ? f->desc->name : "?", why.msg[0] ? why.msg : "its init failed");
+            goto out;
+        }
+    }
     rc = md__registry_commit(ctx, f->path, f->items, f->n_items, err);
     if (rc == 0) r->files[r->n_files++] = f;
 out:

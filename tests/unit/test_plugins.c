@@ -98,16 +98,27 @@ Test(plugins, abi_major_mismatch_refused) {
     md_ctx *ctx = new_ctx();
     md_error err = { 0 };
     cr_assert_neq(md_plugin_load_file(ctx, "tests/bad_plugins/abi_major/abi_major.so", &err), 0);
-    cr_assert(strstr(err.msg, "/tests/bad_plugins/abi_major/abi_major.so: plugin ABI 2.0 is incompatible "
-                              "with the core's ABI 1.0 (major versions differ)"), "%s", err.msg);
+    char want[256];
+    snprintf(want, sizeof want, "/tests/bad_plugins/abi_major/abi_major.so: plugin ABI %d.%d is incompatible "
+             "with the core's ABI %d.%d (major versions differ)", MD_ABI_MAJOR + 1, 0, MD_ABI_MAJOR, MD_ABI_MINOR);
+    cr_assert(strstr(err.msg, want), "%s", err.msg);
     cr_assert_null(md_registry_find(ctx, "models", "AbiMajorThing", NULL));
     md_ctx_free(ctx);
-    assert_refused("tests/bad_plugins/abi_major", "tests/bad_plugins/abi_major/abi_major.so", "ABI 2.0", "AbiMajorThing");
+    assert_refused("tests/bad_plugins/abi_major", "tests/bad_plugins/abi_major/abi_major.so", "major versions differ",
+                   "AbiMajorThing");
 }
 
 Test(plugins, abi_minor_newer_refused) {
-    assert_refused("tests/bad_plugins/abi_minor", "tests/bad_plugins/abi_minor/abi_minor.so",
-                   "plugin ABI 1.1 is incompatible with the core's ABI 1.0 (minor version is newer", "AbiMinorThing");
+    char want[256];
+    snprintf(want, sizeof want, "plugin ABI %d.%d is incompatible with the core's ABI %d.%d (minor version is newer",
+             MD_ABI_MAJOR, MD_ABI_MINOR + 1, MD_ABI_MAJOR, MD_ABI_MINOR);
+    assert_refused("tests/bad_plugins/abi_minor", "tests/bad_plugins/abi_minor/abi_minor.so", want, "AbiMinorThing");
+}
+
+/* md_plugin_desc.init (MD_PLUGIN_INIT) may refuse its plugin with a reason. */
+Test(plugins, init_refuses_with_its_reason) {
+    assert_refused("tests/bad_plugins/init_refuses", "tests/bad_plugins/init_refuses/init_refuses.so",
+                   "plugin init_refuses refused to load: the FPGA it drives is not present", "InitRefusedThing");
 }
 
 Test(plugins, unresolved_symbol_refused_at_load) {

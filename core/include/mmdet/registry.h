@@ -30,7 +30,7 @@ extern "C" {
 #endif
 
 #define MD_ABI_MAJOR 1
-#define MD_ABI_MINOR 0
+#define MD_ABI_MINOR 1   /* 1: md_plugin_desc.init */
 
 /* What a registry entry is. `iface` points at the registry's own interface
  * struct (md_hook_iface, md_dataset_iface, ...); the registry defines what
@@ -74,6 +74,11 @@ typedef struct md_iface_spec {
 typedef struct md_plugin_desc {
     uint32_t abi_major, abi_minor;
     const char *name, *version, *license;
+    /* ABI minor 1: run when the plugin joins a context, before its classes
+     * are registered there; non-zero with err set refuses the plugin (a
+     * missing device, licence file or library), named with its file.
+     * NULL: nothing to check. MD_PLUGIN_INIT sets it. */
+    int (*init)(md_ctx *ctx, md_error *err);
 } md_plugin_desc;
 
 /* The header every built object of the part registries begins with (box
@@ -163,7 +168,11 @@ int md_plugin_set_compare(md_ctx *ctx, const char *recorded, char *msg, size_t n
 /* ---- the macros a plugin uses ---- */
 #define MD_PLUGIN(name_, version_, license_)                                 \
     __attribute__((visibility("default"))) const md_plugin_desc md_plugin_descriptor = { \
-        MD_ABI_MAJOR, MD_ABI_MINOR, (name_), (version_), (license_) }
+        MD_ABI_MAJOR, MD_ABI_MINOR, (name_), (version_), (license_), NULL }
+/* MD_PLUGIN with an init function that may refuse the plugin. */
+#define MD_PLUGIN_INIT(name_, version_, license_, init_)                     \
+    __attribute__((visibility("default"))) const md_plugin_desc md_plugin_descriptor = { \
+        MD_ABI_MAJOR, MD_ABI_MINOR, (name_), (version_), (license_), (init_) }
 
 #define MD_REGISTER(registry_, cls_)                                         \
     static void __attribute__((constructor)) md__register_##cls_(void) {     \
