@@ -29,6 +29,12 @@
 extern "C" {
 #endif
 
+/* The ABI these headers describe; a plugin records it through MD_PLUGIN. It
+ * is not the plugin's to choose: build against the headers of the core it
+ * will run with. */
+#if defined(MD_ABI_MAJOR) || defined(MD_ABI_MINOR)
+#error "MD_ABI_MAJOR and MD_ABI_MINOR come from the installed headers; do not define them"
+#endif
 #define MD_ABI_MAJOR 1
 #define MD_ABI_MINOR 1   /* 1: md_plugin_desc.init */
 
