@@ -83,6 +83,56 @@ void md_rle_free(md_rle *r);
 int md_rle_copy(md_rle *dst, const md_rle *src, md_error *err);
 /* Number of 1 pixels (pycocotools' area). */
 uint64_t md_rle_area(const md_rle *r);
+/* The compressed string form of the counts (rleToString: 6 bits a
+ * character, ASCII 48-111, deltas from the count two back), as COCO JSON
+ * stores "counts"; malloc'ed, NULL when out of memory. */
+char *md_rle_to_string(const md_rle *r);
+/* rleFrString: counts from the string form, of an h x w mask. 0, or -1
+ * with err set (a character outside 48-111, a value past 32 bits, counts
+ * that do not add up to h * w). */
+int md_rle_from_string(const char *s, int h, int w, md_rle *out, md_error *err);
+/* rleFrPoly: the polygon of k points xy[2k] (x, y) rasterised into an
+ * h x w mask (pycocotools' frPoly: 5x upsampling, column boundaries). */
+int md_rle_from_poly(const double *xy, int k, int h, int w, md_rle *out, md_error *err);
+/* rleFrBbox: the box (x, y, w, h) as the polygon of its corners. */
+int md_rle_from_bbox(const double bb[4], int h, int w, md_rle *out, md_error *err);
+/* rleMerge: union (or intersection) of n RLEs of one size; n 0 gives an
+ * empty 0 x 0 RLE, sizes that differ a 0 x 0 one, as pycocotools. */
+int md_rle_merge(const md_rle *rs, int n, bool intersect, md_rle *out, md_error *err);
+/* rleToBbox: the tight box (x, y, w, h). */
+void md_rle_to_bbox(const md_rle *r, double bb[4]);
+/* rleIou: iou[d * n + g] of m detections and n ground truths (pycocotools
+ * returns the same [m, n]); a crowd ground truth (iscrowd[g] nonzero;
+ * iscrowd may be NULL) divides by the detection's area; -1 where the sizes
+ * differ. */
+void md_rle_iou(const md_rle *dt, int m, const md_rle *gt, int n, const uint8_t *iscrowd, double *iou);
+
+/* ---- a COCO "segmentation" (mmdet's gt_masks_ann entry) ---- */
+typedef enum md_mask_ann_kind { MD_MASK_ANN_NONE = 0, MD_MASK_ANN_POLYGONS, MD_MASK_ANN_RLE } md_mask_ann_kind;
+
+/* As the JSON gives it: a list of polygons ([[x0, y0, x1, y1, ...], ...],
+ * numbers as doubles), or an RLE {counts, size} whose counts were a list
+ * (uncompressed) or a string (decoded here). id names the annotation in
+ * messages. */
+typedef struct md_mask_ann {
+    md_mask_ann_kind kind;
+    int64_t id;
+    int n_polys;
+    int *poly_len;                  /* numbers in each polygon */
+    double *coords;                 /* all polygons' numbers, in order */
+    md_rle rle;                     /* RLE: its own size as the JSON gives it */
+} md_mask_ann;
+
+void md_mask_ann_free(md_mask_ann *a);
+int md_mask_ann_copy(md_mask_ann *dst, const md_mask_ann *src, md_error *err);
+/* pycocotools' annToRLE (mmdet's _poly2mask) for an h x w image: polygons
+ * through frPyObjects and merge (a first polygon of fewer than 6 numbers is
+ * an error, as it is there), an RLE as it is. Errors name the annotation. */
+int md_mask_ann_to_rle(const md_mask_ann *a, int h, int w, md_rle *out, md_error *err);
+/* Parses a segmentation's JSON text (the value of "segmentation"). 0, or
+ * -1 with err saying what is wrong in it (the caller names the file and
+ * the annotation). */
+int md_mask_ann_parse(const char *json, size_t n, md_mask_ann *out, md_error *err);
 
 #ifdef __cplusplus
 }
