@@ -2,8 +2,9 @@
 #define _GNU_SOURCE   /* memmem */
 #endif
 /* CocoDataset: COCO-format detection annotations, parsed by a streaming
- * JSON parser (yajl callbacks) that keeps only the fields detection needs,
- * so segmentations never reach memory. mmdet 2.x semantics:
+ * JSON parser (yajl callbacks) that keeps only the fields detection needs
+ * and the segmentations (polygons, RLE with counts as a list or a string)
+ * as md_mask_ann. mmdet 2.x semantics:
  *  - labels follow the JSON `categories` order, restricted to the names in
  *    CLASSES (pycocotools' getCatIds(catNms=CLASSES));
  *  - images keep the JSON order; training drops images without an
@@ -12,6 +13,9 @@
  *  - `ignore` annotations are skipped, boxes without area inside the image,
  *    with area <= 0 or a side < 1 are dropped (and counted), iscrowd boxes
  *    become gt_bboxes_ignore, categories not in CLASSES are skipped;
+ *  - the kept (non-crowd) boxes carry their segmentations, in order
+ *    (gt_masks_ann); a malformed segmentation is an error naming the
+ *    file and the annotation when LoadAnnotations needs its mask;
  *  - a category id the file does not define is an error naming the
  *    annotation. */
 #include <errno.h>
@@ -46,6 +50,8 @@ typedef struct {
     float area;
     int nbbox;
     bool iscrowd, ignore, has_area;
+    md_mask_ann seg;           /* its "segmentation" (kind NONE when absent) */
+    char *seg_err;             /* why that segmentation is malformed */
 } raw_ann;
 typedef struct { int64_t id; char *name; } raw_cat;
 
@@ -63,6 +69,7 @@ typedef struct parse_state {
     raw_ann *anns; int64_t n_anns, cap_anns;
     raw_cat *cats; int64_t n_cats, cap_cats;
     bool oom;
+    char *seg; size_t n_seg, cap_seg;   /* the text of the segmentation being read */
 } parse_state;
 
 static int grow(void **p, int64_t *cap, int64_t need, size_t sz) {
@@ -242,18 +249,24 @@ static const yajl_callbacks callbacks = {
 static void free_raw(parse_state *s) {
     for (int64_t i = 0; i < s->n_imgs; i++) free(s->imgs[i].file_name);
     for (int64_t i = 0; i < s->n_cats; i++) free(s->cats[i].name);
+    for (int64_t i = 0; i < s->n_anns; i++) {
+        md_mask_ann_free(&s->anns[i].seg);
+        free(s->anns[i].seg_err);
+    }
+    free(s->seg);
     free(s->imgs);
     free(s->anns);
     free(s->cats);
 }
 
-/* ------------------------------------------------- skipping segmentations
+/* ------------------------------------------------------- segmentations
  *
  * Segmentations are most of a COCO file (polygons of tens of numbers per
- * annotation) and the dataset does not read them. Rather than lexing them
- * token by token through yajl, an annotation's "segmentation" array or
- * object is checked by the small validating scanner below and yajl is given
- * `null` in its place: the file is still fully checked for JSON syntax. */
+ * annotation). Rather than lexing them token by token through the file's
+ * state machine, an annotation's "segmentation" array or object is
+ * delimited by the small validating scanner below, its text collected and
+ * parsed on its own (md_mask_ann_parse), and yajl is given `null` in its
+ * place: the file is still fully checked for JSON syntax. */
 
 enum { X_VALUE, X_VALUE_OR_CLOSE, X_KEY, X_KEY_OR_CLOSE, X_COLON, X_COMMA_OR_CLOSE };
 
@@ -374,6 +387,38 @@ static long skip_run(skipper *k, const unsigned char *p, size_t n, size_t *at, c
     return (long)n;
 }
 
+/* Appends skipped bytes to the segmentation's text. */
+static int seg_append(parse_state *s, const unsigned char *p, size_t n) {
+    if (s->n_seg + n + 1 > s->cap_seg) {
+        size_t cap = s->cap_seg ? s->cap_seg : 4096;
+        while (cap < s->n_seg + n + 1) cap *= 2;
+        char *q = realloc(s->seg, cap);
+        if (!q) return -1;
+        s->seg = q;
+        s->cap_seg = cap;
+    }
+    memcpy(s->seg + s->n_seg, p, n);
+    s->n_seg += n;
+    return 0;
+}
+
+/* The segmentation's text is complete: parsed into the current
+ * annotation; a malformed one is remembered and reported with the
+ * annotation's id once it is known. */
+static int seg_finish(parse_state *s) {
+    raw_ann *a = &s->anns[s->n_anns - 1];
+    md_error e = { 0 };
+    md_mask_ann_free(&a->seg);
+    free(a->seg_err);
+    a->seg_err = NULL;
+    if (md_mask_ann_parse(s->seg, s->n_seg, &a->seg, &e)) {
+        if (e.code == MD_ERR_NOMEM) return -1;
+        if (!(a->seg_err = strdup(e.msg))) return -1;
+    }
+    s->n_seg = 0;
+    return 0;
+}
+
 typedef struct reader {
     const char *path;
     parse_state *s;
@@ -451,9 +496,19 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                                   path, r.line, r.col, r.off, why);
                     break;
                 }
+                if (seg_append(s, buf + pos, (size_t)used)) {
+                    rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+                    break;
+                }
                 advance(&r, buf + pos, (size_t)used);
                 pos += (size_t)used;
-                if (!k.depth) rc = feed(&r, (const unsigned char *)"null", 4, false);
+                if (!k.depth) {
+                    if (seg_finish(s)) {
+                        rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+                        break;
+                    }
+                    rc = feed(&r, (const unsigned char *)"null", 4, false);
+                }
                 continue;
             }
             size_t limit = eof ? len : len - pos > TAIL ? len - TAIL : pos;
@@ -479,6 +534,11 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                         size_t at;
                         const char *why;
                         skip_run(&k, buf + pos, 1, &at, &why);
+                        s->n_seg = 0;
+                        if (seg_append(s, buf + pos, 1)) {
+                            rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
+                            break;
+                        }
                         advance(&r, buf + pos, 1);
                         pos++;
                     }
@@ -803,6 +863,19 @@ static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
     int64_t orphans = 0;
     for (int64_t a = 0; a < s->n_anns; a++) {
         raw_ann *r = &s->anns[a];
+        if (r->seg_err) {
+            /* as mmdet, an error only where the mask is used (with_mask) */
+            md_mask_ann_free(&r->seg);
+            r->seg.kind = MD_MASK_ANN_INVALID;
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s: annotation %lld (#%lld in the file): %s", path, (long long)r->id,
+                     (long long)a, r->seg_err);
+            if (!(r->seg.invalid = strdup(msg))) {
+                md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+        }
+        r->seg.id = r->id;
         if (r->category_id == INT64_MIN) {
             md_failc(err, MD_ERR_PARSE, "%s: annotation %lld (#%lld in the file) has no category_id", path,
                      (long long)r->id, (long long)a);
@@ -857,6 +930,9 @@ static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
             if (label < 0) continue;
             float xyxy[4] = { a->bbox[0], a->bbox[1], a->bbox[0] + a->bbox[2], a->bbox[1] + a->bbox[3] };
             if (md_custom_dataset_add_box(c, xyxy, label, a->iscrowd, err)) goto done;
+            /* _parse_ann_info: the masks of the kept boxes, in order */
+            if (!a->iscrowd && a->seg.kind != MD_MASK_ANN_NONE && md_custom_dataset_add_mask(c, &a->seg, err))
+                goto done;
         }
     }
     if (dropped)

@@ -77,6 +77,10 @@ typedef struct md_boxes {
 typedef struct md_ann_info {
     int n;  const float *bboxes;  const int64_t *labels;
     int n_ignore;  const float *bboxes_ignore;
+    /* mmdet's gt_masks_ann: the segmentation of each of the n boxes (kind
+     * MD_MASK_ANN_NONE where the annotation has none); NULL when the
+     * dataset has no segmentations. */
+    const md_mask_ann *masks;
 } md_ann_info;
 
 /* What a dataset knows about one image before loading it. */
