@@ -1155,13 +1155,17 @@ void md_segm_builder_free(md_segm_builder *b) {
     sb_free((sbuilder *)b);
     free(b);
 }
-int md_segm_on_start_array(md_segm_builder *b) { return sb_value_start((sbuilder *)b, 1, 0); }
-int md_segm_on_start_map(md_segm_builder *b) { return sb_value_start((sbuilder *)b, 0, 1); }
-int md_segm_on_end(md_segm_builder *b) { return sb_end((sbuilder *)b); }
-int md_segm_on_key(md_segm_builder *b, const unsigned char *k, size_t n) { return sb_key((sbuilder *)b, k, n); }
-int md_segm_on_number(md_segm_builder *b, const char *s, size_t n) { return sb_number((sbuilder *)b, s, n); }
-int md_segm_on_string(md_segm_builder *b, const unsigned char *s, size_t n) { return sb_string((sbuilder *)b, s, n); }
-int md_segm_on_scalar(md_segm_builder *b, bool is_null) { return sb_other_scalar((sbuilder *)b, is_null); }
+/* After a failure the rest of the value is ignored. */
+#define SB_LIVE(b) (!((sbuilder *)(b))->why[0])
+int md_segm_on_start_array(md_segm_builder *b) { return SB_LIVE(b) && sb_value_start((sbuilder *)b, 1, 0); }
+int md_segm_on_start_map(md_segm_builder *b) { return SB_LIVE(b) && sb_value_start((sbuilder *)b, 0, 1); }
+int md_segm_on_end(md_segm_builder *b) { return SB_LIVE(b) && sb_end((sbuilder *)b); }
+int md_segm_on_key(md_segm_builder *b, const unsigned char *k, size_t n) { return SB_LIVE(b) && sb_key((sbuilder *)b, k, n); }
+int md_segm_on_number(md_segm_builder *b, const char *s, size_t n) { return SB_LIVE(b) && sb_number((sbuilder *)b, s, n); }
+int md_segm_on_string(md_segm_builder *b, const unsigned char *s, size_t n) {
+    return SB_LIVE(b) && sb_string((sbuilder *)b, s, n);
+}
+int md_segm_on_scalar(md_segm_builder *b, bool is_null) { return SB_LIVE(b) && sb_other_scalar((sbuilder *)b, is_null); }
 bool md_segm_done(const md_segm_builder *b) {
     const sbuilder *sb = (const sbuilder *)b;
     return sb->why[0] || (sb->depth == 0 && !sb->skip && (sb->top || sb->null_value));
