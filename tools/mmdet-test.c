@@ -22,9 +22,10 @@ static void usage(FILE *f) {
           "\n"
           "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  --eval METRIC...          evaluate: bbox\n"
+          "  --eval METRIC...          evaluate: bbox, segm (masks of a mask detector)\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
-          "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json)\n"
+          "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json,\n"
+          "                            and <prefix>.segm.json with masks)\n"
           "                            without evaluating; prefix from --eval-options jsonfile_prefix=P\n"
           "                            (default: ./results)\n"
           "  --eval-options K=V ...    jsonfile_prefix=P\n"
@@ -194,7 +195,10 @@ int main(int argc, char **argv) {
             goto fail;
         }
         if (ds->iface->format_results(ds, res.r, res.n, prefix, &err) != 0) goto fail;
-        printf("results written to %s.bbox.json\n", prefix);
+        bool masks = false;
+        for (int64_t i = 0; i < res.n; i++) masks |= res.r[i].masks != NULL;
+        printf("results written to %s.bbox.json%s%s%s\n", prefix, masks ? " and " : "", masks ? prefix : "",
+               masks ? ".segm.json" : "");
     }
     if (n_evals) {
         if (!ds->iface->evaluate) {
