@@ -78,17 +78,19 @@ oom:
     return md_failc(err, MD_ERR_NOMEM, "out of memory copying %d masks of %dx%d", src->n, src->w, src->h);
 }
 
-/* The polygons of mask k as pycocotools sees them (doubles), rasterised and
- * merged into one RLE: frPyObjects + merge, as PolygonMasks.to_ndarray. */
-static int polys_to_rle(const md_masks *m, int k, md_rle *out, md_error *err) {
+/* The polygons of mask k, moved by (-x0, -y0) and scaled by (sx, sy) in
+ * double as mmdet's float64 arrays, rasterised at h x w and merged into
+ * one RLE: frPyObjects + merge, as PolygonMasks.to_ndarray. */
+static int polys_to_rle_at(const md_masks *m, int k, int h, int w, double x0, double y0, double sx, double sy,
+                           md_rle *out, md_error *err) {
     int b = m->poly_begin[k], c = m->poly_count[k];
     memset(out, 0, sizeof *out);
     if (c <= 0) {   /* no valid polygon: an empty mask */
-        out->h = m->h;
-        out->w = m->w;
+        out->h = h;
+        out->w = w;
         out->m = 1;
         if (!(out->counts = malloc(sizeof *out->counts))) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-        out->counts[0] = (uint32_t)((uint64_t)m->h * (uint64_t)m->w);
+        out->counts[0] = (uint32_t)((uint64_t)h * (uint64_t)w);
         return 0;
     }
     md_rle *rs = calloc((size_t)c, sizeof *rs);
@@ -99,8 +101,11 @@ static int polys_to_rle(const md_masks *m, int k, md_rle *out, md_error *err) {
         const md_polygon *p = &m->polys[b + j];
         free(xy);
         if (!(xy = malloc(sizeof *xy * (size_t)(2 * p->n_points + 8)))) goto oom;
-        for (int i = 0; i < 2 * p->n_points; i++) xy[i] = p->xy[i];
-        if (md_rle_from_poly(xy, p->n_points, m->h, m->w, &rs[j], err)) goto done;
+        for (int i = 0; i < p->n_points; i++) {
+            xy[2 * i] = ((double)p->xy[2 * i] - x0) * sx;
+            xy[2 * i + 1] = ((double)p->xy[2 * i + 1] - y0) * sy;
+        }
+        if (md_rle_from_poly(xy, p->n_points, h, w, &rs[j], err)) goto done;
     }
     rc = md_rle_merge(rs, c, false, out, err);
     goto done;
@@ -121,7 +126,7 @@ MD_API int md_masks_bitmap(const md_masks *m, int k, uint8_t *out, md_error *err
         return 0;
     }
     md_rle r;
-    if (polys_to_rle(m, k, &r, err)) return -1;
+    if (polys_to_rle_at(m, k, m->h, m->w, 0, 0, 1, 1, &r, err)) return -1;
     int rc = md_rle_decode(&r, out, err);
     md_rle_free(&r);
     return rc;
@@ -173,41 +178,24 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
         return out;
     }
     /* PolygonMasks: each polygon moved to the box's corner and scaled by
-     * out / max(side, 0.1) (side at least 1), then rasterised at out_h x
-     * out_w and binarised (polygon_to_bitmap). */
-    md_masks one = { .kind = MD_MASKS_POLYGON, .n = 1, .h = out_h, .w = out_w };
+     * out / max(side, 0.1) (side at least 1, the difference in f32 as
+     * numpy's), then rasterised at out_h x out_w (polygon_to_bitmap). */
     uint8_t *tmp = malloc(plane);
     if (!tmp) return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory");
     for (int64_t p = 0; p < P; p++) {
         int64_t k = inds ? md_i64(inds)[p] : p;
         const float *b = bb + 4 * p;
-        float w = b[2] - b[0] > 1.0f ? b[2] - b[0] : 1.0f, h = b[3] - b[1] > 1.0f ? b[3] - b[1] : 1.0f;
-        double w_scale = out_w / ((double)w > 0.1 ? (double)w : 0.1);
-        double h_scale = out_h / ((double)h > 0.1 ? (double)h : 0.1);
-        int begin = m->poly_begin[k], count = m->poly_count[k];
-        md_polygon *polys = calloc((size_t)(count > 0 ? count : 1), sizeof *polys);
-        int ok = polys != NULL;
-        for (int j = 0; ok && j < count; j++) {
-            const md_polygon *src = &m->polys[begin + j];
-            polys[j].n_points = src->n_points;
-            if (!(polys[j].xy = malloc(sizeof(float) * (size_t)(2 * src->n_points + 1)))) ok = 0;
-            for (int i = 0; ok && i < src->n_points; i++) {
-                polys[j].xy[2 * i] = (float)(((double)src->xy[2 * i] - b[0]) * w_scale);
-                polys[j].xy[2 * i + 1] = (float)(((double)src->xy[2 * i + 1] - b[1]) * h_scale);
-            }
-        }
-        int begin0 = 0;
-        one.poly_begin = &begin0;
-        one.poly_count = &count;
-        one.polys = polys;
-        one.n_polys = count;
+        float dw = b[2] - b[0], dh = b[3] - b[1];
+        double w = dw > 1.0f ? dw : 1.0, h = dh > 1.0f ? dh : 1.0;
+        md_rle r;
         md_error e = { 0 };
-        if (ok && md_masks_bitmap(&one, 0, tmp, &e)) ok = 0;
-        for (int j = 0; polys && j < count; j++) free(polys[j].xy);
-        free(polys);
-        if (!ok) {
+        int rc = polys_to_rle_at(m, (int)k, out_h, out_w, b[0], b[1], out_w / (w > 0.1 ? w : 0.1),
+                                 out_h / (h > 0.1 ? h : 0.1), &r, &e);
+        if (!rc) rc = md_rle_decode(&r, tmp, &e);
+        md_rle_free(&r);
+        if (rc) {
             free(tmp);
-            return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory rasterising mask %lld", (long long)k);
+            return md_op_failc(ctx, e.code ? e.code : MD_ERR_NOMEM, op, "mask %lld: %s", (long long)k, e.msg);
         }
         for (size_t i = 0; i < plane; i++) o[(size_t)p * plane + i] = tmp[i] ? 1.0f : 0.0f;
     }
@@ -425,16 +413,17 @@ MD_API void md_masks_get_bboxes(const md_masks *m, float *out) {
             }
             continue;
         }
-        bool any = false;
+        /* PolygonMasks.get_bboxes: min from (2w, 2h), max from (0, 0) */
+        o[0] = (float)(2 * m->w);
+        o[1] = (float)(2 * m->h);
         for (int j = 0; j < m->poly_count[k]; j++) {
             const md_polygon *p = &m->polys[m->poly_begin[k] + j];
             for (int i = 0; i < p->n_points; i++) {
                 float x = p->xy[2 * i], y = p->xy[2 * i + 1];
-                if (!any || x < o[0]) o[0] = x;
-                if (!any || y < o[1]) o[1] = y;
-                if (!any || x > o[2]) o[2] = x;
-                if (!any || y > o[3]) o[3] = y;
-                any = true;
+                o[0] = fminf(o[0], x);
+                o[1] = fminf(o[1], y);
+                o[2] = fmaxf(o[2], x);
+                o[3] = fmaxf(o[3], y);
             }
         }
     }
