@@ -142,3 +142,15 @@ Test(eval_hook, a_key_without_rule_is_an_error) {
     char *out = slurp("badkey", "../badkey.out");
     cr_expect(strstr(out, "cannot infer the rule for key foo"), "%s", out);
 }
+
+/* metric as a list (mmdet's metric=['bbox', 'segm']) reaches the dataset's
+ * evaluate metric by metric: ['bbox'] gives the bbox metrics; 'segm' of a
+ * model without masks is the dataset's error naming segm. */
+Test(eval_hook, metric_list) {
+    cr_assert_eq(train("mlist", 1, "--cfg-options 'evaluation.metric=[bbox]'"), 0, "see %s/mlist.out", dir);
+    double map[4];
+    cr_assert_eq(val_maps("mlist", map, 4), 1);
+    cr_assert_neq(train("mlist2", 1, "--cfg-options 'evaluation.metric=[bbox,segm]'"), 0);
+    char *out = slurp("mlist2", "../mlist2.out");
+    cr_expect(strstr(out, "segm needs mask results"), "%s", out);
+}
