@@ -432,6 +432,17 @@ MD_API void md_masks_get_bboxes(const md_masks *m, float *out) {
 MD_API int md_masks_from_anns(md_masks *out, const md_mask_ann *anns, int n, int h, int w, bool poly2mask,
                               md_error *err) {
     md_masks_init(out);
+    for (int k = 0; anns && k < n; k++)
+        if (anns[k].kind == MD_MASK_ANN_FILE) {   /* read them, then build from the copies */
+            md_mask_ann *read = calloc((size_t)n, sizeof *read);
+            if (!read) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+            int rc = 0;
+            for (int j = 0; j < n && !rc; j++) rc = md_mask_ann_read(&anns[j], &read[j], err);
+            if (!rc) rc = md_masks_from_anns(out, read, n, h, w, poly2mask, err);
+            for (int j = 0; j < n; j++) md_mask_ann_free(&read[j]);
+            free(read);
+            return rc;
+        }
     out->n = n;
     out->h = h;
     out->w = w;
@@ -908,8 +919,38 @@ oom:
                     (long long)src->id);
 }
 
+MD_API int md_mask_ann_read(const md_mask_ann *a, md_mask_ann *out, md_error *err) {
+    if (a->kind != MD_MASK_ANN_FILE) return md_mask_ann_copy(out, a, err);
+    memset(out, 0, sizeof *out);
+    if (a->length <= 0 || a->length > ((int64_t)1 << 31))
+        return md_failc(err, MD_ERR_PARSE, "%s: annotation %lld: bad segmentation extent", a->file, (long long)a->id);
+    char *buf = malloc((size_t)a->length + 1);
+    if (!buf) return md_failc(err, MD_ERR_NOMEM, "out of memory reading a segmentation");
+    FILE *f = fopen(a->file, "rb");
+    size_t got = 0;
+    if (f && fseeko(f, (off_t)a->offset, SEEK_SET) == 0) got = fread(buf, 1, (size_t)a->length, f);
+    if (f) fclose(f);
+    int rc;
+    if (got != (size_t)a->length || (buf[0] != '[' && buf[0] != '{'))
+        rc = md_failc(err, MD_ERR_IO, "%s: annotation %lld: cannot read its segmentation again (bytes %lld..%lld; "
+                      "did the file change?)", a->file, (long long)a->id, (long long)a->offset,
+                      (long long)(a->offset + a->length));
+    else if ((rc = md_mask_ann_parse(buf, (size_t)a->length, out, err)) != 0)
+        md_error_wrap(err, "%s: annotation %lld", a->file, (long long)a->id);
+    free(buf);
+    out->id = a->id;
+    return rc;
+}
+
 MD_API int md_mask_ann_to_rle(const md_mask_ann *a, int h, int w, md_rle *out, md_error *err) {
     memset(out, 0, sizeof *out);
+    if (a->kind == MD_MASK_ANN_FILE) {
+        md_mask_ann r;
+        if (md_mask_ann_read(a, &r, err)) return -1;
+        int rc = md_mask_ann_to_rle(&r, h, w, out, err);
+        md_mask_ann_free(&r);
+        return rc;
+    }
     if (a->kind == MD_MASK_ANN_RLE) return md_rle_copy(out, &a->rle, err);
     if (a->kind == MD_MASK_ANN_INVALID)
         return md_failc(err, MD_ERR_PARSE, "%s", a->invalid ? a->invalid : "malformed segmentation");

@@ -3,8 +3,8 @@
 #endif
 /* CocoDataset: COCO-format detection annotations, parsed by a streaming
  * JSON parser (yajl callbacks) that keeps only the fields detection needs
- * and the segmentations (polygons, RLE with counts as a list or a string)
- * as md_mask_ann. mmdet 2.x semantics:
+ * and where each segmentation lies in the file, read when a mask is
+ * needed. mmdet 2.x semantics:
  *  - labels follow the JSON `categories` order, restricted to the names in
  *    CLASSES (pycocotools' getCatIds(catNms=CLASSES));
  *  - images keep the JSON order; training drops images without an
@@ -50,8 +50,7 @@ typedef struct {
     float area;
     int nbbox;
     bool iscrowd, ignore, has_area;
-    md_mask_ann seg;           /* its "segmentation" (kind NONE when absent) */
-    char *seg_err;             /* why that segmentation is malformed */
+    int64_t seg_off, seg_len;  /* its "segmentation" array or object: bytes of the file (len 0: none) */
 } raw_ann;
 typedef struct { int64_t id; char *name; } raw_cat;
 
@@ -69,7 +68,6 @@ typedef struct parse_state {
     raw_ann *anns; int64_t n_anns, cap_anns;
     raw_cat *cats; int64_t n_cats, cap_cats;
     bool oom;
-    char *seg; size_t n_seg, cap_seg;   /* the text of the segmentation being read */
 } parse_state;
 
 static int grow(void **p, int64_t *cap, int64_t need, size_t sz) {
@@ -249,11 +247,6 @@ static const yajl_callbacks callbacks = {
 static void free_raw(parse_state *s) {
     for (int64_t i = 0; i < s->n_imgs; i++) free(s->imgs[i].file_name);
     for (int64_t i = 0; i < s->n_cats; i++) free(s->cats[i].name);
-    for (int64_t i = 0; i < s->n_anns; i++) {
-        md_mask_ann_free(&s->anns[i].seg);
-        free(s->anns[i].seg_err);
-    }
-    free(s->seg);
     free(s->imgs);
     free(s->anns);
     free(s->cats);
@@ -262,11 +255,13 @@ static void free_raw(parse_state *s) {
 /* ------------------------------------------------------- segmentations
  *
  * Segmentations are most of a COCO file (polygons of tens of numbers per
- * annotation). Rather than lexing them token by token through the file's
- * state machine, an annotation's "segmentation" array or object is
- * delimited by the small validating scanner below, its text collected and
- * parsed on its own (md_mask_ann_parse), and yajl is given `null` in its
- * place: the file is still fully checked for JSON syntax. */
+ * annotation) and only instance-mask training reads them. Rather than
+ * lexing them token by token through yajl, an annotation's "segmentation"
+ * array or object is checked by the small validating scanner below and
+ * yajl is given `null` in its place: the file is still fully checked for
+ * JSON syntax. The dataset keeps where the value lies in the file
+ * (MD_MASK_ANN_FILE); LoadAnnotations(with_mask) reads and parses the
+ * segmentations of an image when it loads it. */
 
 enum { X_VALUE, X_VALUE_OR_CLOSE, X_KEY, X_KEY_OR_CLOSE, X_COLON, X_COMMA_OR_CLOSE };
 
@@ -387,38 +382,6 @@ static long skip_run(skipper *k, const unsigned char *p, size_t n, size_t *at, c
     return (long)n;
 }
 
-/* Appends skipped bytes to the segmentation's text. */
-static int seg_append(parse_state *s, const unsigned char *p, size_t n) {
-    if (s->n_seg + n + 1 > s->cap_seg) {
-        size_t cap = s->cap_seg ? s->cap_seg : 4096;
-        while (cap < s->n_seg + n + 1) cap *= 2;
-        char *q = realloc(s->seg, cap);
-        if (!q) return -1;
-        s->seg = q;
-        s->cap_seg = cap;
-    }
-    memcpy(s->seg + s->n_seg, p, n);
-    s->n_seg += n;
-    return 0;
-}
-
-/* The segmentation's text is complete: parsed into the current
- * annotation; a malformed one is remembered and reported with the
- * annotation's id once it is known. */
-static int seg_finish(parse_state *s) {
-    raw_ann *a = &s->anns[s->n_anns - 1];
-    md_error e = { 0 };
-    md_mask_ann_free(&a->seg);
-    free(a->seg_err);
-    a->seg_err = NULL;
-    if (md_mask_ann_parse(s->seg, s->n_seg, &a->seg, &e)) {
-        if (e.code == MD_ERR_NOMEM) return -1;
-        if (!(a->seg_err = strdup(e.msg))) return -1;
-    }
-    s->n_seg = 0;
-    return 0;
-}
-
 typedef struct reader {
     const char *path;
     parse_state *s;
@@ -496,17 +459,11 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                                   path, r.line, r.col, r.off, why);
                     break;
                 }
-                if (seg_append(s, buf + pos, (size_t)used)) {
-                    rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
-                    break;
-                }
                 advance(&r, buf + pos, (size_t)used);
                 pos += (size_t)used;
                 if (!k.depth) {
-                    if (seg_finish(s)) {
-                        rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
-                        break;
-                    }
+                    raw_ann *a = &s->anns[s->n_anns - 1];
+                    a->seg_len = r.off - a->seg_off;
                     rc = feed(&r, (const unsigned char *)"null", 4, false);
                 }
                 continue;
@@ -534,11 +491,8 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                         size_t at;
                         const char *why;
                         skip_run(&k, buf + pos, 1, &at, &why);
-                        s->n_seg = 0;
-                        if (seg_append(s, buf + pos, 1)) {
-                            rc = md_failc(err, MD_ERR_NOMEM, "out of memory parsing %s", path);
-                            break;
-                        }
+                        s->anns[s->n_anns - 1].seg_off = r.off;
+                        s->anns[s->n_anns - 1].seg_len = 0;
                         advance(&r, buf + pos, 1);
                         pos++;
                     }
@@ -931,19 +885,6 @@ static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
     int64_t orphans = 0;
     for (int64_t a = 0; a < s->n_anns; a++) {
         raw_ann *r = &s->anns[a];
-        if (r->seg_err) {
-            /* as mmdet, an error only where the mask is used (with_mask) */
-            md_mask_ann_free(&r->seg);
-            r->seg.kind = MD_MASK_ANN_INVALID;
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s: annotation %lld (#%lld in the file): %s", path, (long long)r->id,
-                     (long long)a, r->seg_err);
-            if (!(r->seg.invalid = strdup(msg))) {
-                md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
-        }
-        r->seg.id = r->id;
         if (r->category_id == INT64_MIN) {
             md_failc(err, MD_ERR_PARSE, "%s: annotation %lld (#%lld in the file) has no category_id", path,
                      (long long)r->id, (long long)a);
@@ -999,8 +940,11 @@ static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
             float xyxy[4] = { a->bbox[0], a->bbox[1], a->bbox[0] + a->bbox[2], a->bbox[1] + a->bbox[3] };
             if (md_custom_dataset_add_box(c, xyxy, label, a->iscrowd, err)) goto done;
             /* _parse_ann_info: the masks of the kept boxes, in order */
-            if (!a->iscrowd && a->seg.kind != MD_MASK_ANN_NONE && md_custom_dataset_add_mask(c, &a->seg, err))
-                goto done;
+            if (!a->iscrowd && a->seg_len > 0) {
+                md_mask_ann m = { .kind = MD_MASK_ANN_FILE, .id = a->id, .file = c->ann_file,
+                                  .offset = a->seg_off, .length = a->seg_len };
+                if (md_custom_dataset_add_mask(c, &m, err)) goto done;
+            }
         }
     }
     if (dropped)

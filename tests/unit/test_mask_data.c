@@ -112,10 +112,19 @@ Test(mask_data, coco_segmentations_become_bitmap_masks_of_kept_boxes) {
     cr_assert_eq(a.n, 3, "crowd annotation 3 is an ignored box");
     cr_assert_eq(a.n_ignore, 1);
     cr_assert(a.masks);
-    cr_assert_eq(a.masks[0].kind, MD_MASK_ANN_POLYGONS);
-    cr_assert_eq(a.masks[0].id, 1);
-    cr_assert_eq(a.masks[1].kind, MD_MASK_ANN_RLE);
-    cr_assert_eq(a.masks[2].kind, MD_MASK_ANN_RLE);
+    /* where each segmentation lies in the file, read when needed */
+    const int64_t ids[3] = { 1, 2, 4 };
+    const md_mask_ann_kind kinds[3] = { MD_MASK_ANN_POLYGONS, MD_MASK_ANN_RLE, MD_MASK_ANN_RLE };
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(a.masks[k].kind, MD_MASK_ANN_FILE);
+        cr_assert_eq(a.masks[k].id, ids[k]);
+        md_mask_ann r;
+        md_error e = { 0 };
+        cr_assert_eq(md_mask_ann_read(&a.masks[k], &r, &e), 0, "%s", e.msg);
+        cr_assert_eq(r.kind, kinds[k]);
+        cr_assert_eq(r.id, ids[k]);
+        md_mask_ann_free(&r);
+    }
     md_sample s = get(ds, 0);
     cr_assert(s.have & MD_FIELD_GT_MASKS);
     const md_masks *m = &s.gt_masks;

@@ -133,7 +133,8 @@ void md_rle_iou(const md_rle *dt, int m, const md_rle *gt, int n, const uint8_t 
 /* ---- a COCO "segmentation" (mmdet's gt_masks_ann entry) ---- */
 typedef enum md_mask_ann_kind {
     MD_MASK_ANN_NONE = 0, MD_MASK_ANN_POLYGONS, MD_MASK_ANN_RLE,
-    MD_MASK_ANN_INVALID             /* malformed: `invalid` says why, reported when the mask is used */
+    MD_MASK_ANN_INVALID,            /* malformed: `invalid` says why, reported when the mask is used */
+    MD_MASK_ANN_FILE                /* not read yet: bytes [offset, offset + length) of `file` hold its JSON */
 } md_mask_ann_kind;
 
 /* As the JSON gives it: a list of polygons ([[x0, y0, x1, y1, ...], ...],
@@ -148,11 +149,17 @@ typedef struct md_mask_ann {
     double *coords;                 /* all polygons' numbers, in order */
     md_rle rle;                     /* RLE: its own size as the JSON gives it */
     char *invalid;                  /* INVALID: the message (file, annotation, what is wrong) */
+    const char *file;               /* FILE: the annotation file (borrowed: its owner outlives this) */
+    int64_t offset, length;
 } md_mask_ann;
 
 void md_mask_ann_free(md_mask_ann *a);
+/* A FILE segmentation read and parsed into out (other kinds copied);
+ * errors name the file and the annotation. Safe from several threads. */
+int md_mask_ann_read(const md_mask_ann *a, md_mask_ann *out, md_error *err);
 int md_mask_ann_copy(md_mask_ann *dst, const md_mask_ann *src, md_error *err);
-/* pycocotools' annToRLE (mmdet's _poly2mask) for an h x w image: polygons
+/* pycocotools' annToRLE (mmdet's _poly2mask) for an h x w image (a FILE
+ * segmentation read first): polygons
  * through frPyObjects and merge (a first polygon of fewer than 6 numbers is
  * an error, as it is there), an RLE as it is. Errors name the annotation. */
 int md_mask_ann_to_rle(const md_mask_ann *a, int h, int w, md_rle *out, md_error *err);
