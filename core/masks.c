@@ -158,7 +158,6 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
         /* BitmapMasks: RoIAlign (aligned, adaptive sampling) of the selected
          * mask over each box, >= 0.5. The masks are the feature map, one
          * image each; each RoI names its mask as its batch index. */
-        size_t mark = md_ctx_arena_mark(ctx);
         md_tensor *feat = md_tensor_empty(ctx, MD_F32, MD_DIMS(m->n, 1, m->h, m->w));
         md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(P, 5));
         if (!feat || !rois) return NULL;
@@ -171,10 +170,11 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
             memcpy(r + 5 * p + 1, bb + 4 * p, 4 * sizeof(float));
         }
         md_tensor *t = md_roi_align(ctx, feat, rois, out_h, out_w, 1.0, 0, true);
+        md_tensor_release(ctx, feat);   /* the masks as floats can be large: handed back at once */
         if (!t) return NULL;
         const float *tv = md_f32(t);
         for (size_t i = 0; i < (size_t)P * plane; i++) o[i] = tv[i] >= 0.5f ? 1.0f : 0.0f;
-        (void)mark;   /* out was made before the scratch: the scratch stays until the step resets */
+        md_tensor_release(ctx, t);
         return out;
     }
     /* PolygonMasks: each polygon moved to the box's corner and scaled by
