@@ -616,7 +616,7 @@ MD_API int md_rle_from_string(const char *s, int h, int w, md_rle *out, md_error
                 return md_failc(err, MD_ERR_PARSE, "RLE string ends inside a count");
             }
             int c = (unsigned char)s[p] - 48;
-            if (c < 0 || c > 63 || k > 12) {
+            if (c < 0 || c > 63 || k >= 8) {   /* a 32-bit count takes at most 7 characters */
                 md_rle_free(out);
                 return md_failc(err, MD_ERR_PARSE, "RLE string: bad character '%c' at %zu", s[p], p);
             }
@@ -651,6 +651,9 @@ MD_API int md_rle_from_poly(const double *xy, int k, int h, int w, md_rle *out, 
     int *x = NULL, *y = NULL, *u = NULL, *v = NULL;
     uint32_t *a = NULL, *b = NULL;
     int rc = -1;
+    for (int j = 0; j < 2 * k; j++)   /* (int)(5 * x + .5) must fit, and the walk stay finite */
+        if (!(fabs(xy[j]) <= 1e6))
+            return md_failc(err, MD_ERR_CONFIG, "polygon coordinate %g is out of range (at most 1e6 in size)", xy[j]);
     if (k < 1) {   /* no boundary: every pixel 0 */
         if (rle_alloc(out, h, w, 1, err)) return -1;
         out->counts[0] = (uint32_t)((uint64_t)h * (uint64_t)w);
@@ -722,7 +725,7 @@ MD_API int md_rle_from_poly(const double *xy, int k, int h, int w, md_rle *out, 
     kk = m;
     a = malloc(sizeof *a * (kk + 1));
     if (!a) goto oom;
-    for (size_t j = 0; j < kk; j++) a[j] = (uint32_t)(x[j] * (int)h + y[j]);
+    for (size_t j = 0; j < kk; j++) a[j] = (uint32_t)((int64_t)x[j] * h + y[j]);
     a[kk++] = (uint32_t)((unsigned)h * (unsigned)w);
     qsort(a, kk, sizeof *a, cmp_u32);
     uint32_t prev = 0;
