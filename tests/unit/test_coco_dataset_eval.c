@@ -363,6 +363,21 @@ Test(coco_dataset_eval, segm_matches_pycocotools) {
     md_coco_eval_free(&ev);
     md_coco_free(gt);
     md_coco_dets_free(back, nb);
+    /* the same through the tool */
+    char cmd[512], out[160], line[4096] = "";
+    snprintf(out, sizeof out, "%s/cli_segm.json", dir);
+    snprintf(cmd, sizeof cmd, "bin/mmdet-coco-eval tests/fixtures/coco_eval/segm_a_gt.json %s.segm.json "
+             "--iou-type segm --json > %s", prefix, out);
+    cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+    f = fopen(out, "r");
+    cr_assert(f && fgets(line, sizeof line, f));
+    fclose(f);
+    char *q = strchr(line, '[');
+    cr_assert(q, "%s", line);
+    for (int i = 0; i < 12; i++) {
+        double v = strtod(q + 1, &q);
+        cr_expect(fabs(v - want[i]) < 1e-6, "mmdet-coco-eval --iou-type segm stat %d: %.17g vs %.17g", i, v, want[i]);
+    }
     snprintf(path, sizeof path, "%s.bbox.json", prefix);
     cr_assert_eq(access(path, R_OK), 0, "bbox results written too");
     free(r);
