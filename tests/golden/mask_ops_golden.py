@@ -61,11 +61,11 @@ def polys(rng, n, h, w):
 def main():
     rng = np.random.default_rng(4)
     t = {}
-    h, w, n = 37, 53, 4
+    h, w, n = 29, 41, 4
     pm = PolygonMasks(polys(rng, n, h, w), h, w)
     bm = BitmapMasks(pm.to_ndarray().astype(np.uint8), h, w)
-    scale, out_shape, pad_shape = (80, 60), (29, 71), (48, 64)
-    crop_box = np.array([7, 5, 40, 30])
+    scale, out_shape, pad_shape = (62, 45), (23, 53), (32, 48)
+    crop_box = np.array([7, 5, 33, 24])
     t["bm_src"] = bm.masks
     t["bm_rescale"] = bm.rescale(scale).masks
     t["bm_resize"] = bm.resize(out_shape).masks

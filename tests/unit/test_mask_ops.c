@@ -1,0 +1,221 @@
+/* mmdet's BitmapMasks / PolygonMasks methods and LoadAnnotations' masks
+ * against mmdet 2.28 itself (tests/golden/mask_ops_golden.py): rescale,
+ * resize (nearest as cv2), flip, pad, crop, areas, get_bboxes,
+ * crop_and_resize (RoIAlign for bitmaps, rasterised polygons), poly2mask. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mmdet/mmdet.h>
+#include "testlib.h"
+
+static md_st *st;
+static void setup(void) { st = golden_open("mask_ops"); }
+static void teardown(void) { md_st_close(st); }
+TestSuite(mask_ops, .init = setup, .fini = teardown);
+
+static const void *entry(const char *name, int64_t shape[3]) {
+    int i = md_st_find(st, name);
+    cr_assert(i >= 0, "fixture entry %s missing", name);
+    int64_t sh[8] = { 0 };
+    int nd = md_st_shape(st, i, sh);
+    for (int k = 0; k < 3; k++) shape[k] = k < nd ? sh[k] : 1;
+    return md_st_data(st, i);
+}
+
+static void ints(const char *meta, int *out, int n) {
+    const char *s = md_st_metadata(st, meta);
+    cr_assert(s, "meta %s", meta);
+    for (int i = 0; i < n; i++) {
+        while (*s && (*s < '0' || *s > '9') && *s != '-') s++;
+        out[i] = (int)strtol(s, (char **)&s, 10);
+    }
+}
+
+static md_masks bitmaps(void) {
+    int64_t sh[3];
+    const uint8_t *b = entry("bm_src", sh);
+    md_masks m = { .kind = MD_MASKS_BITMAP, .n = (int)sh[0], .h = (int)sh[1], .w = (int)sh[2] };
+    m.bitmaps = malloc((size_t)(sh[0] * sh[1] * sh[2]));
+    memcpy(m.bitmaps, b, (size_t)(sh[0] * sh[1] * sh[2]));
+    return m;
+}
+
+static md_masks polygons(void) {
+    int64_t sx[3], sl[3], so[3], sb[3];
+    const float *xy = entry("pm_xy", sx);
+    const int64_t *len = entry("pm_len", sl), *obj = entry("pm_obj", so);
+    entry("bm_src", sb);
+    int np = (int)sl[0], n = (int)sb[0];
+    md_masks m = { .kind = MD_MASKS_POLYGON, .n = n, .h = (int)sb[1], .w = (int)sb[2], .n_polys = np };
+    m.poly_begin = calloc((size_t)n, sizeof(int));
+    m.poly_count = calloc((size_t)n, sizeof(int));
+    m.polys = calloc((size_t)np, sizeof *m.polys);
+    for (int j = 0, off = 0; j < np; off += (int)len[j], j++) {
+        if (m.poly_count[obj[j]]++ == 0) m.poly_begin[obj[j]] = j;
+        m.polys[j].n_points = (int)len[j] / 2;
+        m.polys[j].xy = malloc(sizeof(float) * (size_t)len[j]);
+        memcpy(m.polys[j].xy, xy + off, sizeof(float) * (size_t)len[j]);
+    }
+    return m;
+}
+
+/* Every mask of m (rasterised when polygons) equals the fixture's. */
+static void expect_masks(const md_masks *m, const char *name) {
+    int64_t sh[3];
+    const uint8_t *want = entry(name, sh);
+    cr_assert(m->n == sh[0] && m->h == sh[1] && m->w == sh[2], "%s: %d masks of %dx%d, mmdet %lld of %lldx%lld", name,
+              m->n, m->w, m->h, (long long)sh[0], (long long)sh[2], (long long)sh[1]);
+    size_t plane = (size_t)m->h * m->w;
+    uint8_t *got = malloc(plane + 1);
+    md_error err = { 0 };
+    for (int k = 0; k < m->n; k++) {
+        cr_assert_eq(md_masks_bitmap(m, k, got, &err), 0, "%s", err.msg);
+        for (size_t i = 0; i < plane; i++)
+            cr_assert_eq(got[i] != 0, want[k * plane + i] != 0, "%s: mask %d pixel (%zu, %zu)", name, k, i % m->w,
+                         i / m->w);
+    }
+    free(got);
+}
+
+Test(mask_ops, bitmap_methods_match_mmdet) {
+    md_error err = { 0 };
+    int64_t sh[3];
+    md_masks m = bitmaps();
+    entry("bm_rescale", sh);
+    cr_assert_eq(md_masks_resize(&m, (int)sh[1], (int)sh[2], &err), 0);
+    expect_masks(&m, "bm_rescale");
+    md_masks_free(&m);
+    int out[2], pad[2], box[4];
+    ints("out_shape", out, 2);
+    ints("pad_shape", pad, 2);
+    ints("crop_box", box, 4);
+    m = bitmaps();
+    cr_assert_eq(md_masks_resize(&m, out[0], out[1], &err), 0);
+    expect_masks(&m, "bm_resize");
+    md_masks_free(&m);
+    const char *dirs[3] = { "horizontal", "vertical", "diagonal" };
+    for (int d = 0; d < 3; d++) {
+        m = bitmaps();
+        md_masks_flip(&m, d != 1, d != 0);
+        char name[64];
+        snprintf(name, sizeof name, "bm_flip_%s", dirs[d]);
+        expect_masks(&m, name);
+        md_masks_free(&m);
+    }
+    m = bitmaps();
+    cr_assert_eq(md_masks_pad(&m, pad[0], pad[1], 0, &err), 0);
+    expect_masks(&m, "bm_pad");
+    md_masks_free(&m);
+    m = bitmaps();
+    cr_assert_eq(md_masks_crop(&m, box, &err), 0);
+    expect_masks(&m, "bm_crop");
+    md_masks_free(&m);
+    m = bitmaps();
+    double areas[16];
+    float boxes[64];
+    md_masks_areas(&m, areas);
+    md_masks_get_bboxes(&m, boxes);
+    const int64_t *wa = entry("bm_areas", sh);
+    const float *wb = entry("bm_bboxes", sh);
+    for (int k = 0; k < m.n; k++) {
+        cr_expect_eq(areas[k], (double)wa[k]);
+        for (int q = 0; q < 4; q++) cr_expect_eq(boxes[4 * k + q], wb[4 * k + q]);
+    }
+    md_masks_free(&m);
+}
+
+Test(mask_ops, polygon_methods_match_mmdet) {
+    md_error err = { 0 };
+    int64_t sh[3];
+    md_masks m = polygons();
+    expect_masks(&m, "pm_bitmap");
+    md_masks_free(&m);
+    m = polygons();
+    entry("pm_rescale_bitmap", sh);
+    cr_assert_eq(md_masks_resize(&m, (int)sh[1], (int)sh[2], &err), 0);
+    expect_masks(&m, "pm_rescale_bitmap");
+    md_masks_free(&m);
+    int out[2], box[4];
+    ints("out_shape", out, 2);
+    ints("crop_box", box, 4);
+    m = polygons();
+    cr_assert_eq(md_masks_resize(&m, out[0], out[1], &err), 0);
+    expect_masks(&m, "pm_resize_bitmap");
+    md_masks_free(&m);
+    const char *dirs[3] = { "horizontal", "vertical", "diagonal" };
+    for (int d = 0; d < 3; d++) {
+        m = polygons();
+        md_masks_flip(&m, d != 1, d != 0);
+        char name[64];
+        snprintf(name, sizeof name, "pm_flip_%s_bitmap", dirs[d]);
+        expect_masks(&m, name);
+        md_masks_free(&m);
+    }
+    m = polygons();
+    cr_assert_eq(md_masks_crop(&m, box, &err), 0);
+    expect_masks(&m, "pm_crop_bitmap");
+    double areas[16];
+    float boxes[64];
+    md_masks_free(&m);
+    m = polygons();
+    md_masks_areas(&m, areas);
+    md_masks_get_bboxes(&m, boxes);
+    const float *wa = entry("pm_areas", sh), *wb = entry("pm_bboxes", sh);
+    for (int k = 0; k < m.n; k++) {
+        cr_expect_eq((float)areas[k], wa[k], "area %d: %g vs %g", k, areas[k], wa[k]);
+        for (int q = 0; q < 4; q++) cr_expect_eq(boxes[4 * k + q], wb[4 * k + q]);
+    }
+    md_masks_free(&m);
+}
+
+static void check_crop_and_resize(md_masks *m, const char *name) {
+    md_ctx *ctx = test_ctx(0, NULL);
+    int64_t sb[3], si[3], sw[3];
+    const float *boxes = entry("cr_boxes", sb);
+    const int64_t *inds = entry("cr_inds", si);
+    const uint8_t *want = entry(name, sw);
+    md_tensor *b = md_tensor_from(ctx, MD_F32, MD_DIMS(sb[0], 4), boxes);
+    md_tensor *ix = md_tensor_from(ctx, MD_I64, MD_DIMS(si[0]), inds);
+    md_tensor *t = md_masks_crop_and_resize(ctx, m, b, ix, (int)sw[1], (int)sw[2]);
+    cr_assert(t, "%s", md_ctx_error(ctx)->msg);
+    int64_t n = sw[0] * sw[1] * sw[2];
+    for (int64_t i = 0; i < n; i++)
+        cr_assert_eq(md_f32(t)[i], (float)want[i], "%s: box %lld pixel %lld", name, (long long)(i / (sw[1] * sw[2])),
+                     (long long)(i % (sw[1] * sw[2])));
+    md_ctx_free(ctx);
+}
+
+Test(mask_ops, crop_and_resize_matches_mmdet) {
+    md_masks m = bitmaps();
+    check_crop_and_resize(&m, "bm_cr");
+    md_masks_free(&m);
+    m = polygons();
+    check_crop_and_resize(&m, "pm_cr");
+    md_masks_free(&m);
+}
+
+Test(mask_ops, load_annotations_masks_match_mmdet) {
+    int hw[2];
+    ints("la_hw", hw, 2);
+    md_mask_ann anns[3];
+    md_error err = { 0 };
+    for (int i = 0; i < 3; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "la_ann%d", i);
+        const char *js = md_st_metadata(st, key);
+        cr_assert(js);
+        cr_assert_eq(md_mask_ann_parse(js, strlen(js), &anns[i], &err), 0, "%s", err.msg);
+    }
+    md_masks m;
+    cr_assert_eq(md_masks_from_anns(&m, anns, 3, hw[0], hw[1], true, &err), 0, "%s", err.msg);
+    expect_masks(&m, "la_bitmap");
+    md_masks_free(&m);
+    cr_assert_eq(md_masks_from_anns(&m, anns, 1, hw[0], hw[1], false, &err), 0, "%s", err.msg);
+    int64_t sh[3];
+    const int64_t *len = entry("la_poly_len", sh);
+    cr_assert_eq(m.poly_count[0], (int)sh[0]);
+    for (int j = 0; j < m.poly_count[0]; j++) cr_expect_eq(2 * m.polys[j].n_points, (int)len[j]);
+    md_masks_free(&m);
+    for (int i = 0; i < 3; i++) md_mask_ann_free(&anns[i]);
+}
