@@ -23,7 +23,6 @@ static int need_u8(const md_sample *s, const char *who, md_error *err) {
     return 0;
 }
 
-/* Keeps boxes i with keep[i] (labels follow). */
 /* A transform that moves boxes but not masks refuses a sample with masks
  * rather than let them fall out of step. */
 static int no_masks(const md_sample *s, const char *who, md_error *err) {
@@ -33,6 +32,7 @@ static int no_masks(const md_sample *s, const char *who, md_error *err) {
     return 0;
 }
 
+/* Keeps boxes i with keep[i] (labels follow). */
 static void keep_boxes(md_boxes *b, const bool *keep) {
     int j = 0;
     for (int i = 0; i < b->n; i++) {
