@@ -10,6 +10,11 @@ Writes tests/fixtures/mask_pipeline/ (ann.json and the images) and
 tests/fixtures/mask_pipeline.safetensors: for pipeline p (0, 1) and image i
 p{p}_i{i}_masks u8 [n, H, W] (polygons rasterised), _bboxes f32 [n, 4],
 _labels i64 [n], _shape i64 [4] (img_shape h, w, pad_shape h, w).
+
+RandomCrop (crop_size (30, 38), recompute_bbox) on image 0 for every crop
+offset: metadata crop_<oy>_<ox> = {"bboxes", "labels", "masks": compressed
+RLE strings}. Image 0 is a gradient (blue = 5 x, green = 5 y), so a test
+can tell the offset its own random draw chose from the cropped pixels.
 """
 import json
 import os
@@ -48,7 +53,11 @@ def main():
     aid = 1
     for i, (w, h) in enumerate(sizes):
         name = "%d.png" % i
-        mmcv.imwrite(np.full((h, w, 3), 40 * i, np.uint8), os.path.join(DIR, name))
+        img = np.full((h, w, 3), 40 * i, np.uint8)
+        if i == 0:
+            img[:, :, 0] = 5 * np.arange(w)[None, :]
+            img[:, :, 1] = 5 * np.arange(h)[:, None]
+        mmcv.imwrite(img, os.path.join(DIR, name))
         images.append({"id": 10 + i, "file_name": name, "width": w, "height": h})
         for k in range(4):
             cx, cy = rng.uniform(5, w - 5), rng.uniform(5, h - 5)
@@ -92,7 +101,27 @@ def main():
             t["p%d_i%d_bboxes" % (p, i)] = r["gt_bboxes"].astype(np.float32)
             t["p%d_i%d_labels" % (p, i)] = r["gt_labels"].astype(np.int64)
             t["p%d_i%d_shape" % (p, i)] = np.array(list(r["img_shape"][:2]) + list(r["pad_shape"][:2]), np.int64)
-    save("mask_pipeline", t)
+    meta = {}
+    ds = CocoDataset(os.path.join(DIR, "ann.json"),
+                     [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+                      dict(type="RandomCrop", crop_size=(30, 38), allow_negative_crop=True, recompute_bbox=True)],
+                     img_prefix=DIR + "/", classes=("a", "b"), filter_empty_gt=False)
+    real = np.random.randint
+    w, h = sizes[0]
+    for oy in range(h - 30 + 1):
+        for ox in range(w - 38 + 1):
+            draws = iter([oy, ox])
+            np.random.randint = lambda lo, hi=None, *a, **k: next(draws)
+            try:
+                r = ds.prepare_train_img(0)
+            finally:
+                np.random.randint = real
+            m = r["gt_masks"].masks
+            rles = [mu.encode(np.asfortranarray(m[k]))["counts"].decode() for k in range(len(m))]
+            meta["crop_%d_%d" % (oy, ox)] = json.dumps({
+                "bboxes": [[float(v) for v in b] for b in r["gt_bboxes"]], "labels": [int(v) for v in r["gt_labels"]],
+                "masks": rles, "size": list(m.shape[1:])})
+    save("mask_pipeline", t, meta)
 
 
 if __name__ == "__main__":

@@ -302,3 +302,93 @@ Test(mask_ops, coco_pipeline_matches_mmdet) {
     md_ctx_free(ctx);
     md_st_close(ps);
 }
+
+/* Numbers of the JSON list after `key` in text, up to the list's end. */
+static int json_numbers(const char *text, const char *key, double *out, int max) {
+    const char *p = strstr(text, key);
+    cr_assert(p, "%s not in %s", key, text);
+    p = strchr(p, '[');
+    int depth = 0, n = 0;
+    for (; *p; p++) {
+        if (*p == '[') depth++;
+        else if (*p == ']') {
+            if (--depth == 0) break;
+        } else if ((*p >= '0' && *p <= '9') || *p == '-') {
+            char *end;
+            double v = strtod(p, &end);
+            cr_assert(n < max);
+            out[n++] = v;
+            p = end - 1;
+        }
+    }
+    return n;
+}
+
+/* RandomCrop keeps the masks of the boxes it keeps, cropped, and
+ * recompute_bbox takes the boxes from them, as mmdet's for the same crop
+ * offset (read from the gradient image the crop leaves). */
+Test(mask_ops, random_crop_matches_mmdet) {
+    md_st *ps = golden_open("mask_pipeline");
+    md_ctx *ctx = test_ctx(0, (const char *const[]){ "plugins/datasets", NULL });
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse(
+        "data = { type = \"CocoDataset\"; data_root = \"tests/fixtures/mask_pipeline/\"; ann_file = \"ann.json\";"
+        " img_prefix = \"\"; classes = [\"a\", \"b\"]; filter_empty_gt = false; pipeline = ("
+        " { type = \"LoadImageFromFile\"; }, { type = \"LoadAnnotations\"; with_bbox = true; with_mask = true; },"
+        " { type = \"RandomCrop\"; crop_size = [30, 38]; allow_negative_crop = true; recompute_bbox = true; } ); };",
+        "inline.cfg", &err);
+    cr_assert(c, "%s", err.msg);
+    md_dataset *ds = md_build_dataset(ctx, md_cfg_get(c, "data"), NULL, &err);
+    md_cfg_free(c);
+    cr_assert(ds, "%s", err.msg);
+    int offsets_seen = 0, seen[64] = { 0 };
+    for (uint64_t seed = 0; seed < 24; seed++) {
+        md_rng rng;
+        md_sample_rng(&rng, seed, 0, 0);
+        md_sample s;
+        cr_assert_eq(md_dataset_get(ds, 0, &rng, &s, &err), 0, "%s", err.msg);
+        int ox = s.img_u8[0] / 5, oy = s.img_u8[1] / 5;
+        offsets_seen += !seen[(oy * 8 + ox) & 63]++;
+        char key[32];
+        snprintf(key, sizeof key, "crop_%d_%d", oy, ox);
+        const char *want = md_st_metadata(ps, key);
+        cr_assert(want, "no golden for offset (%d, %d)", ox, oy);
+        double boxes[64], labels[16];
+        int nb = json_numbers(want, "\"bboxes\"", boxes, 64), nl = json_numbers(want, "\"labels\"", labels, 16);
+        cr_assert_eq(nl, s.gt_bboxes.n, "offset (%d, %d): %d boxes, mmdet %d", ox, oy, s.gt_bboxes.n, nl);
+        cr_assert_eq(nb, 4 * nl);
+        cr_assert_eq(s.gt_masks.n, nl);
+        for (int k = 0; k < nl; k++) {
+            cr_expect_eq(s.gt_bboxes.labels[k], (int64_t)labels[k]);
+            for (int q = 0; q < 4; q++) cr_expect_eq(s.gt_bboxes.xyxy[4 * k + q], (float)boxes[4 * k + q]);
+        }
+        /* masks: pycocotools' strings of mmdet's masks vs ours */
+        const char *p = strstr(want, "\"masks\"");
+        p = strchr(p, '[');
+        size_t plane = (size_t)s.gt_masks.h * s.gt_masks.w;
+        uint8_t *got = malloc(plane), *ref = malloc(plane);
+        for (int k = 0; k < nl; k++) {
+            p = strchr(p + 1, '"');
+            char str[512];
+            size_t n = 0;
+            for (p++; *p != '"'; p++) {
+                if (*p == '\\') p++;
+                str[n++] = *p;
+            }
+            str[n] = 0;
+            md_rle r;
+            cr_assert_eq(md_rle_from_string(str, s.gt_masks.h, s.gt_masks.w, &r, &err), 0, "%s", err.msg);
+            cr_assert_eq(md_rle_decode(&r, ref, &err), 0, "mask %d of offset (%d, %d): %s", k, ox, oy, err.msg);
+            md_rle_free(&r);
+            cr_assert_eq(md_masks_bitmap(&s.gt_masks, k, got, &err), 0);
+            cr_assert(!memcmp(got, ref, plane), "offset (%d, %d) mask %d differs from mmdet's", ox, oy, k);
+        }
+        free(got);
+        free(ref);
+        md_sample_clear(&s);
+    }
+    cr_assert_geq(offsets_seen, 8, "the draws should visit several offsets");
+    md_dataset_free(ds);
+    md_ctx_free(ctx);
+    md_st_close(ps);
+}
