@@ -1,5 +1,7 @@
-/* COCO bbox evaluation, a line-for-line port of pycocotools' COCOeval
- * (evaluate -> evaluateImg -> accumulate -> summarize) for iouType 'bbox'.
+/* COCO bbox and segm evaluation, a line-for-line port of pycocotools'
+ * COCOeval (evaluate -> evaluateImg -> accumulate -> summarize) for iouType
+ * 'bbox' and 'segm' (masks as RLEs: GT through annToRLE at its image's
+ * size, IoU by rleIou, a detection's area its mask's).
  *
  * Where pycocotools' choices look arbitrary they are kept on purpose:
  * stable (mergesort) score ordering, the 'ignore' flag overridden by
@@ -93,6 +95,10 @@ typedef struct eval_ctx {
     size_t K, I;
     double thr[T], rec[R];
     double *precision, *recall;
+    /* segm: the GT annotations' and the detections' RLEs, and the
+     * detections' mask areas; NULL for bbox */
+    const md_rle *gt_rle, *dt_rle;
+    const double *dt_area;
 } eval_ctx;
 
 /* maskUtils.iou for boxes (pycocotools' bbIou). */
@@ -153,11 +159,29 @@ static int eval_category(const eval_ctx *c, size_t k) {
             gtm = malloc((size_t)T * G);
             if (!gorder || !gig || !gtm) { free(gorder); free(gig); free(gtm); goto done; }
         }
-        for (size_t d = 0; d < D; d++) {
-            const double *db = c->dets[ds[d].idx].bbox;
+        if (c->gt_rle && D && G) {
+            /* maskUtils.iou(dt, gt, iscrowd): [D, G] */
+            md_rle *dr = malloc(sizeof *dr * D), *gr = malloc(sizeof *gr * G);
+            uint8_t *crowd = malloc(G);
+            if (!dr || !gr || !crowd) {
+                free(dr); free(gr); free(crowd);
+                free(gorder); free(gig); free(gtm);
+                goto done;
+            }
+            for (size_t d = 0; d < D; d++) dr[d] = c->dt_rle[ds[d].idx];
             for (size_t g = 0; g < G; g++) {
-                const md_coco_ann *ga = &c->gt->anns[gs[g].idx];
-                ious[d * G + g] = box_iou(db, ga->bbox, ga->iscrowd);
+                gr[g] = c->gt_rle[gs[g].idx];
+                crowd[g] = (uint8_t)(c->gt->anns[gs[g].idx].iscrowd != 0);
+            }
+            md_rle_iou(dr, (int)D, gr, (int)G, crowd, ious);
+            free(dr); free(gr); free(crowd);
+        } else {
+            for (size_t d = 0; d < D; d++) {
+                const double *db = c->dets[ds[d].idx].bbox;
+                for (size_t g = 0; g < G; g++) {
+                    const md_coco_ann *ga = &c->gt->anns[gs[g].idx];
+                    ious[d * G + g] = box_iou(db, ga->bbox, ga->iscrowd);
+                }
             }
         }
         for (int a = 0; a < A; a++) {
@@ -177,7 +201,7 @@ static int eval_category(const eval_ctx *c, size_t k) {
             if (G) memset(gtm, 0, (size_t)T * G);
             for (size_t d = 0; d < D; d++) {
                 const md_coco_det *dt = &c->dets[ds[d].idx];
-                double darea = dt->bbox[2] * dt->bbox[3];
+                double darea = c->dt_area ? c->dt_area[ds[d].idx] : dt->bbox[2] * dt->bbox[3];
                 int out_of_range = darea < lo || darea > hi;
                 uint16_t tp = 0, fp = 0;
                 for (int t = 0; t < T; t++) {
@@ -297,10 +321,58 @@ MD_API void md_coco_eval_free(md_coco_eval *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* _prepare's _toMask for segm: every GT annotation and detection as an RLE
+ * (annToRLE at its image's size) and the detections' areas (loadRes). */
+static int segm_prepare(const md_coco *gt, const md_coco_det *dets, size_t n, md_rle **gt_rle, md_rle **dt_rle,
+                        double **dt_area, md_error *err) {
+    *gt_rle = calloc(gt->n_anns ? gt->n_anns : 1, sizeof **gt_rle);
+    *dt_rle = calloc(n ? n : 1, sizeof **dt_rle);
+    *dt_area = calloc(n ? n : 1, sizeof **dt_area);
+    if (!*gt_rle || !*dt_rle || !*dt_area) return md_failc(err, MD_ERR_NOMEM, "coco eval: out of memory");
+    for (size_t i = 0; i < gt->n_anns; i++) {
+        const md_coco_ann *a = &gt->anns[i];
+        const md_coco_image *im = &gt->images[a->image_index];
+        if (a->segmentation.kind == MD_MASK_ANN_NONE)
+            return md_failc(err, MD_ERR_CONFIG, "coco eval (segm): annotation %lld has no segmentation", (long long)a->id);
+        if (md_mask_ann_to_rle(&a->segmentation, im->height, im->width, &(*gt_rle)[i], err))
+            return md_error_wrap(err, "coco eval (segm): annotation %lld", (long long)a->id);
+    }
+    for (size_t i = 0; i < n; i++) {
+        long ii = md_coco_image_index(gt, dets[i].image_id);
+        if (ii < 0) continue;   /* reported by the evaluation */
+        if (dets[i].segmentation.kind == MD_MASK_ANN_NONE)
+            return md_failc(err, MD_ERR_CONFIG, "coco eval (segm): detection %zu (image %lld) has no segmentation", i,
+                            (long long)dets[i].image_id);
+        const md_coco_image *im = &gt->images[ii];
+        if (md_mask_ann_to_rle(&dets[i].segmentation, im->height, im->width, &(*dt_rle)[i], err))
+            return md_error_wrap(err, "coco eval (segm): detection %zu", i);
+        (*dt_area)[i] = (double)md_rle_area(&(*dt_rle)[i]);
+    }
+    return 0;
+}
+
+static void rles_free(md_rle *r, size_t n) {
+    for (size_t i = 0; r && i < n; i++) md_rle_free(&r[i]);
+    free(r);
+}
+
 MD_API int md_coco_evaluate(const md_coco *gt, const md_coco_det *dets, size_t n, md_coco_eval *out, md_error *err) {
+    return md_coco_evaluate_as(gt, dets, n, MD_COCO_IOU_BBOX, out, err);
+}
+
+MD_API int md_coco_evaluate_as(const md_coco *gt, const md_coco_det *dets, size_t n, md_coco_iou_type type,
+                               md_coco_eval *out, md_error *err) {
     memset(out, 0, sizeof *out);
+    md_rle *gt_rle = NULL, *dt_rle = NULL;
+    double *dt_area = NULL;
+    if (type == MD_COCO_IOU_SEGM && segm_prepare(gt, dets, n, &gt_rle, &dt_rle, &dt_area, err)) {
+        rles_free(gt_rle, gt->n_anns);
+        rles_free(dt_rle, n);
+        free(dt_area);
+        return -1;
+    }
     size_t K = gt->n_categories, I = gt->n_images;
-    eval_ctx c = {.gt = gt, .dets = dets, .K = K, .I = I};
+    eval_ctx c = {.gt = gt, .dets = dets, .K = K, .I = I, .gt_rle = gt_rle, .dt_rle = dt_rle, .dt_area = dt_area};
     for (int t = 0; t < T; t++) c.thr[t] = md_coco_iou_threshold(t);
     for (int r = 0; r < R; r++) c.rec[r] = md_coco_recall_point(r);
     size_t *cat_rank = malloc(sizeof(size_t) * (K ? K : 1)), *img_rank = malloc(sizeof(size_t) * (I ? I : 1));
@@ -382,6 +454,9 @@ MD_API int md_coco_evaluate(const md_coco *gt, const md_coco_det *dets, size_t n
     rc = 0;
 done:
     free(cat_rank); free(img_rank); free(gi); free(di); free(c.g_start); free(c.d_start); free(buf);
+    rles_free(gt_rle, gt->n_anns);
+    rles_free(dt_rle, n);
+    free(dt_area);
     if (rc) md_coco_eval_free(out);
     return rc;
 }

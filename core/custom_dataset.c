@@ -44,6 +44,8 @@ static void custom_free(md_custom_dataset *d) {
     free(d->ign_off);
     md_boxes_free(&d->gt);
     md_boxes_free(&d->ign);
+    for (int64_t j = 0; d->masks && j < d->n_masks; j++) md_mask_ann_free(&d->masks[j]);
+    free(d->masks);
     md_classes_free(d->base.classes, d->base.n_classes);
     free(d->base.flag);
     free(d);
@@ -162,6 +164,21 @@ MD_API int md_custom_dataset_add_img(md_custom_dataset *d, char *filename, int w
     return 0;
 }
 
+/* The mask table grown to one entry per gt box (empty entries for boxes
+ * without a segmentation). */
+static int masks_fill(md_custom_dataset *d, md_error *err) {
+    if (d->gt.n > d->cap_masks) {
+        int64_t cap = d->cap_masks ? d->cap_masks : 64;
+        while (cap < d->gt.n) cap *= 2;
+        md_mask_ann *p = realloc(d->masks, sizeof *p * (size_t)cap);
+        if (!p) return md_failc(err, MD_ERR_NOMEM, "%s: out of memory", d->ann_file);
+        d->masks = p;
+        d->cap_masks = cap;
+    }
+    for (; d->n_masks < d->gt.n; d->n_masks++) memset(&d->masks[d->n_masks], 0, sizeof *d->masks);
+    return 0;
+}
+
 MD_API int md_custom_dataset_add_box(md_custom_dataset *d, const float xyxy[4], int64_t label, bool ignore,
                                      md_error *err) {
     if (d->n == 0) return md_failc(err, MD_ERR_GENERIC, "%s: a box before any image", d->base.type);
@@ -169,6 +186,22 @@ MD_API int md_custom_dataset_add_box(md_custom_dataset *d, const float xyxy[4], 
     if (md_boxes_push(b, xyxy, label)) return md_failc(err, MD_ERR_NOMEM, "%s: out of memory", d->ann_file);
     d->off[d->n] = d->gt.n;
     d->ign_off[d->n] = d->ign.n;
+    if (d->masks && !ignore && masks_fill(d, err)) return -1;
+    return 0;
+}
+
+MD_API int md_custom_dataset_add_mask(md_custom_dataset *d, md_mask_ann *m, md_error *err) {
+    if (d->gt.n == 0) {
+        md_mask_ann_free(m);
+        return md_failc(err, MD_ERR_GENERIC, "%s: a mask before any box", d->base.type);
+    }
+    if (masks_fill(d, err)) {
+        md_mask_ann_free(m);
+        return -1;
+    }
+    md_mask_ann_free(&d->masks[d->gt.n - 1]);
+    d->masks[d->gt.n - 1] = *m;
+    memset(m, 0, sizeof *m);
     return 0;
 }
 
@@ -181,6 +214,7 @@ static int default_ann_info(const md_custom_dataset *d, int64_t i, md_ann_info *
     out->labels = d->gt.labels ? d->gt.labels + d->off[i] : NULL;
     out->n_ignore = (int)(d->ign_off[i + 1] - d->ign_off[i]);
     out->bboxes_ignore = d->ign.xyxy ? d->ign.xyxy + 4 * d->ign_off[i] : NULL;
+    out->masks = d->masks ? d->masks + d->off[i] : NULL;
     return 0;
 }
 

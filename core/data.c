@@ -72,6 +72,7 @@ MD_API void md_sample_clear(md_sample *s) {
     free(s->img_f32);
     md_boxes_free(&s->gt_bboxes);
     md_boxes_free(&s->gt_bboxes_ignore);
+    md_masks_free(&s->gt_masks);
     for (int i = 0; i < s->n_augs; i++) md_sample_clear(&s->augs[i]);
     free(s->augs);
     md_sample_init(s);
@@ -85,6 +86,7 @@ MD_API int md_sample_copy(md_sample *dst, const md_sample *src, md_error *err) {
     dst->n_augs = 0;
     memset(&dst->gt_bboxes, 0, sizeof dst->gt_bboxes);
     memset(&dst->gt_bboxes_ignore, 0, sizeof dst->gt_bboxes_ignore);
+    md_masks_init(&dst->gt_masks);
     size_t px = (size_t)src->h * src->w * src->c;
     if (src->img_u8 && !(dst->img_u8 = malloc(px ? px : 1))) goto oom;
     if (src->img_u8) memcpy(dst->img_u8, src->img_u8, px);
@@ -92,6 +94,7 @@ MD_API int md_sample_copy(md_sample *dst, const md_sample *src, md_error *err) {
     if (src->img_f32) memcpy(dst->img_f32, src->img_f32, px * sizeof(float));
     if (boxes_copy(&dst->gt_bboxes, &src->gt_bboxes) || boxes_copy(&dst->gt_bboxes_ignore, &src->gt_bboxes_ignore))
         goto oom;
+    if (md_masks_copy(&dst->gt_masks, &src->gt_masks, err)) goto oom;
     if (src->n_augs) {
         dst->augs = calloc((size_t)src->n_augs, sizeof *dst->augs);
         if (!dst->augs) goto oom;
@@ -394,12 +397,20 @@ MD_API void md_batch_free(md_batch *b) {
     for (int i = 0; i < b->n; i++) {
         if (b->gt_bboxes) md_boxes_free(&b->gt_bboxes[i]);
         if (b->gt_bboxes_ignore) md_boxes_free(&b->gt_bboxes_ignore[i]);
+        if (b->gt_masks) md_masks_free(&b->gt_masks[i]);
     }
+    free(b->gt_masks);
     free(b->gt_bboxes);
     free(b->gt_bboxes_ignore);
     free(b->metas);
     free(b->indices);
     free(b);
+}
+
+/* The sample's masks go into the batch: Collect kept them, or there was no
+ * Collect and they were loaded. */
+static bool sample_masks(const md_sample *s) {
+    return ((s->collected ? s->collected : s->have) & MD_FIELD_GT_MASKS) != 0;
 }
 
 static md_batch *collate_images(const md_sample *samples, int n, int size_divisor, md_error *err) {
@@ -430,6 +441,12 @@ static md_batch *collate_images(const md_sample *samples, int n, int size_diviso
     b->gt_bboxes_ignore = calloc((size_t)n, sizeof *b->gt_bboxes_ignore);
     b->indices = calloc((size_t)n, sizeof *b->indices);
     if (!b->metas || !b->gt_bboxes || !b->gt_bboxes_ignore || !b->indices) goto oom;
+    /* Masks travel as they are (mmdet's cpu_only DataContainer): each
+     * image's at its own size, Pad's pad_shape, in the pixels the padded
+     * batch image shares (padding is right and bottom). */
+    bool masks = false;
+    for (int i = 0; i < n; i++) masks |= sample_masks(&samples[i]);
+    if (masks && !(b->gt_masks = calloc((size_t)n, sizeof *b->gt_masks))) goto oom;
     /* Persistent tensors do not touch the context, so workers may collate. */
     b->img = md_tensor_new_persistent(NULL, MD_F32, 4, (const int64_t[]){ n, c, H, W }, err);
     if (!b->img) {
@@ -447,6 +464,8 @@ static md_batch *collate_images(const md_sample *samples, int n, int size_diviso
         b->metas[i] = s->meta;
         b->indices[i] = s->index;
         if (boxes_copy(&b->gt_bboxes[i], &s->gt_bboxes) || boxes_copy(&b->gt_bboxes_ignore[i], &s->gt_bboxes_ignore))
+            goto oom;
+        if (b->gt_masks && sample_masks(s) && md_masks_copy(&b->gt_masks[i], &s->gt_masks, err))
             goto oom;
     }
     return b;

@@ -82,6 +82,9 @@ MD_API void md_results_free(md_results *res) {
     for (int64_t i = 0; res->r && i < res->n; i++) {
         free((void *)res->r[i].bboxes);
         free((void *)res->r[i].labels);
+        md_rle *m = (md_rle *)res->r[i].masks;
+        for (int j = 0; m && j < res->r[i].n; j++) md_rle_free(&m[j]);
+        free(m);
     }
     free(res->r);
     free(res->metas);
@@ -172,7 +175,17 @@ MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, 
                 memcpy(bx, res[i].bboxes, sizeof *bx * (size_t)(5 * k));
                 memcpy(lb, res[i].labels, sizeof *lb * (size_t)k);
             }
-            out->r[idx] = (md_det_result){ k, bx, lb };
+            out->r[idx] = (md_det_result){ k, bx, lb, NULL };
+            if (res[i].masks) {   /* a mask head's RLEs, copied out of the model's memory */
+                md_rle *m = calloc((size_t)(k + 1), sizeof *m);
+                if (!m) {
+                    rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                out->r[idx].masks = m;
+                for (int j = 0; j < k && rc == 0; j++) rc = md_rle_copy(&m[j], &res[i].masks[j], err);
+                if (rc) break;
+            }
         }
         int bn = batch->n;
         md_batch_free(batch);

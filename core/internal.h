@@ -216,4 +216,23 @@ const char *md__st_path(const md_st *st);
 /* mmcv: missing num_batches_tracked buffers are not reported (checkpoint.c). */
 void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *strip, md_load_report *r);
 
+/* ---- COCO segmentations (masks.c): the builder the COCO file parsers
+ * feed with yajl's events of one "segmentation" value. Each event returns
+ * 1, or 0 with md_segm_why saying what is wrong; md_segm_done: the value is
+ * complete (or failed); md_segm_finish moves it into out (0 or -1) and
+ * readies the builder for the next value. */
+typedef struct md_segm_builder md_segm_builder;
+md_segm_builder *md_segm_builder_new(void);
+void md_segm_builder_free(md_segm_builder *b);
+int md_segm_on_start_array(md_segm_builder *b);
+int md_segm_on_start_map(md_segm_builder *b);
+int md_segm_on_end(md_segm_builder *b);
+int md_segm_on_key(md_segm_builder *b, const unsigned char *k, size_t n);
+int md_segm_on_number(md_segm_builder *b, const char *s, size_t n);
+int md_segm_on_string(md_segm_builder *b, const unsigned char *s, size_t n);
+int md_segm_on_scalar(md_segm_builder *b, bool is_null);
+bool md_segm_done(const md_segm_builder *b);
+const char *md_segm_why(const md_segm_builder *b);
+int md_segm_finish(md_segm_builder *b, md_mask_ann *out, md_error *err);
+
 #endif

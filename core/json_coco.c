@@ -1,8 +1,9 @@
 /* COCO annotation and results files through yajl's callback parser.
  *
  * A small state machine keeps only the fields evaluation and datasets need
- * and skips everything else (segmentations, info, licenses) without building
- * a tree. Numbers arrive as text and go through strtod/strtoll, so values are
+ * and skips everything else (info, licenses) without building a tree; the
+ * events of an annotation's or a result's "segmentation" go to the
+ * segmentation builder (masks.c). Numbers arrive as text and go through strtod/strtoll, so values are
  * the same doubles Python's json module produces. */
 #define _GNU_SOURCE   /* qsort_r */
 #include <errno.h>
@@ -16,11 +17,12 @@
 
 enum { SEC_NONE, SEC_IMAGES, SEC_ANNS, SEC_CATS, SEC_DETS };
 enum { K_OTHER, K_ID, K_FILE_NAME, K_WIDTH, K_HEIGHT, K_IMAGE_ID, K_CATEGORY_ID, K_BBOX, K_AREA,
-       K_ISCROWD, K_IGNORE, K_NAME, K_SUPERCATEGORY, K_SCORE };
+       K_ISCROWD, K_IGNORE, K_NAME, K_SUPERCATEGORY, K_SCORE, K_SEGMENTATION };
 
 static const char *const SEC_NAME[] = {"", "images", "annotations", "categories", "results"};
 static const char *const KEY_NAME[] = {"", "id", "file_name", "width", "height", "image_id", "category_id",
-                                       "bbox", "area", "iscrowd", "ignore", "name", "supercategory", "score"};
+                                       "bbox", "area", "iscrowd", "ignore", "name", "supercategory", "score",
+                                       "segmentation"};
 
 /* What the current element has read so far. */
 typedef struct rec {
@@ -29,6 +31,7 @@ typedef struct rec {
     double bbox[4], area, score;
     int nb;
     size_t file_name, name, supercategory;   /* offsets into the pool */
+    md_mask_ann seg;
 } rec;
 
 typedef struct growbuf { void *p; size_t n, cap; } growbuf;
@@ -44,6 +47,9 @@ typedef struct pstate {
     growbuf images, anns, cats, dets, pool;
     md_error *err;
     int failed;
+    /* the segmentation value being read: events go to the builder */
+    md_segm_builder *sb;
+    int in_seg, seg_depth;
     /* position reporting */
     yajl_handle h;
     const unsigned char *chunk;
@@ -107,7 +113,7 @@ static int oom(pstate *ps) {
 }
 
 static int key_id(const unsigned char *k, size_t n) {
-    for (int i = 1; i <= K_SCORE; i++)
+    for (int i = 1; i <= K_SEGMENTATION; i++)
         if (strlen(KEY_NAME[i]) == n && !memcmp(KEY_NAME[i], k, n)) return i;
     return K_OTHER;
 }
@@ -133,8 +139,27 @@ static int is_int_key(int key) {
 /* Is this scalar a direct element of a section array (not an object)? */
 static int stray_element(pstate *ps) { return ps->in_arr && !ps->in_rec && ps->depth == ps->elem_depth - 1; }
 
+/* One event of the segmentation value: forwarded (the builder records what
+ * is wrong and ignores the rest), the value's end moves it into the record
+ * (a malformed one as MD_MASK_ANN_INVALID). Returns 0 only when out of memory. */
+enum { EV_SCALAR, EV_OPEN, EV_CLOSE };
+static int seg_event(pstate *ps, int kind) {
+    ps->seg_depth += kind == EV_OPEN ? 1 : kind == EV_CLOSE ? -1 : 0;
+    if (ps->seg_depth > 0) return 1;
+    ps->in_seg = 0;
+    md_error e = { 0 };
+    md_mask_ann_free(&ps->r.seg);
+    if (md_segm_finish(ps->sb, &ps->r.seg, &e)) {
+        if (e.code == MD_ERR_NOMEM) return oom(ps);
+        ps->r.seg.kind = MD_MASK_ANN_INVALID;
+        if (!(ps->r.seg.invalid = strdup(e.msg))) return oom(ps);
+    }
+    return 1;
+}
+
 static int cb_number(void *ctx, const char *s, size_t n) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_number(ps->sb, s, n), seg_event(ps, EV_SCALAR);
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a number", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     int in_field = ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key);
     int in_bbox = ps->in_bbox && ps->depth == ps->elem_depth + 1;
@@ -185,6 +210,7 @@ static int cb_number(void *ctx, const char *s, size_t n) {
 
 static int cb_bool(void *ctx, int b) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_scalar(ps->sb, false), seg_event(ps, EV_SCALAR);
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a boolean", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     if (!(ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key))) return 1;
@@ -197,6 +223,7 @@ static int cb_bool(void *ctx, int b) {
 
 static int cb_null(void *ctx) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_scalar(ps->sb, true), seg_event(ps, EV_SCALAR);
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got null", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     return 1;   /* a null field counts as absent */
@@ -204,6 +231,7 @@ static int cb_null(void *ctx) {
 
 static int cb_string(void *ctx, const unsigned char *s, size_t n) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_string(ps->sb, s, n), seg_event(ps, EV_SCALAR);
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a string", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     if (!(ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key))) return 1;
@@ -227,6 +255,7 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n) {
 
 static int cb_map_key(void *ctx, const unsigned char *k, size_t n) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_key(ps->sb, k, n), 1;
     if (!ps->dets_mode && ps->depth == 1) {
         ps->section = SEC_NONE;
         if (n == 6 && !memcmp(k, "images", 6)) ps->section = SEC_IMAGES;
@@ -234,18 +263,25 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n) {
         else if (n == 10 && !memcmp(k, "categories", 10)) ps->section = SEC_CATS;
     } else if (ps->in_rec && ps->depth == ps->elem_depth) {
         ps->key = key_id(k, n);
+        if (ps->key == K_SEGMENTATION && (ps->section == SEC_ANNS || ps->section == SEC_DETS)) {
+            if (!ps->sb && !(ps->sb = md_segm_builder_new())) return oom(ps);
+            ps->in_seg = 1;
+            ps->seg_depth = 0;
+        }
     }
     return 1;
 }
 
 static int cb_start_map(void *ctx) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_start_map(ps->sb), seg_event(ps, EV_OPEN);
     ps->depth++;
     if (ps->depth == 1 && ps->dets_mode) return fail_at(ps, "a results file must be a JSON array of detections");
     if (ps->depth == 1) ps->saw_top = 1;
     if (ps->depth == 2 && !ps->dets_mode && ps->section != SEC_NONE)
         return fail_at(ps, "'%s' must be an array", SEC_NAME[ps->section]);
     if (ps->depth == ps->elem_depth && ps->in_arr) {
+        md_mask_ann_free(&ps->r.seg);
         memset(&ps->r, 0, sizeof ps->r);
         ps->in_rec = 1;
         ps->key = K_OTHER;
@@ -257,6 +293,7 @@ static int finish_record(pstate *ps);
 
 static int cb_end_map(void *ctx) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_end(ps->sb), seg_event(ps, EV_CLOSE);
     if (ps->depth == ps->elem_depth && ps->in_rec) {
         if (!finish_record(ps)) return 0;
         ps->in_rec = 0;
@@ -268,6 +305,7 @@ static int cb_end_map(void *ctx) {
 
 static int cb_start_array(void *ctx) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_start_array(ps->sb), seg_event(ps, EV_OPEN);
     ps->depth++;
     if (ps->depth == 1 && !ps->dets_mode) return fail_at(ps, "a COCO annotation file must be a JSON object");
     if (ps->depth == 1) ps->saw_top = 1;
@@ -286,6 +324,7 @@ static int cb_start_array(void *ctx) {
 
 static int cb_end_array(void *ctx) {
     pstate *ps = ctx;
+    if (ps->in_seg) return md_segm_on_end(ps->sb), seg_event(ps, EV_CLOSE);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) {
         ps->in_bbox = 0;
         ps->r.have |= 1u << K_BBOX;
@@ -333,7 +372,9 @@ static int finish_record(pstate *ps) {
         if (!a) return oom(ps);
         *a = (md_coco_ann){.id = r->id, .image_id = r->image_id, .category_id = r->category_id,
                            .area = (r->have & B(K_AREA)) ? r->area : r->bbox[2] * r->bbox[3],
-                           .iscrowd = r->iscrowd != 0, .ignore = r->ignore != 0};
+                           .iscrowd = r->iscrowd != 0, .ignore = r->ignore != 0, .segmentation = r->seg};
+        memset(&r->seg, 0, sizeof r->seg);
+        a->segmentation.id = r->id;
         memcpy(a->bbox, r->bbox, sizeof a->bbox);
         return 1;
     }
@@ -346,11 +387,17 @@ static int finish_record(pstate *ps) {
         return 1;
     }
     case SEC_DETS: {
-        if (!need(ps, B(K_IMAGE_ID) | B(K_CATEGORY_ID) | B(K_BBOX) | B(K_SCORE))) return 0;
+        /* segm results may leave the box out (loadRes: toBbox of the mask) */
+        bool rle = r->seg.kind == MD_MASK_ANN_RLE;
+        if (!need(ps, B(K_IMAGE_ID) | B(K_CATEGORY_ID) | (rle ? 0 : B(K_BBOX)) | B(K_SCORE))) return 0;
         md_coco_det *d = grow(&ps->dets, sizeof *d);
         if (!d) return oom(ps);
-        *d = (md_coco_det){.image_id = r->image_id, .category_id = r->category_id, .score = r->score};
-        memcpy(d->bbox, r->bbox, sizeof d->bbox);
+        *d = (md_coco_det){.image_id = r->image_id, .category_id = r->category_id, .score = r->score,
+                           .segmentation = r->seg};
+        memset(&r->seg, 0, sizeof r->seg);
+        if (d->segmentation.kind != MD_MASK_ANN_NONE) d->segmentation.id = (int64_t)(ps->dets.n - 1);
+        if (r->have & B(K_BBOX)) memcpy(d->bbox, r->bbox, sizeof d->bbox);
+        else md_rle_to_bbox(&d->segmentation.rle, d->bbox);
         return 1;
     }
     default: return 1;
@@ -426,6 +473,12 @@ static int run_parser(pstate *ps, FILE *f, const char *buf, size_t len) {
 }
 
 static void free_state(pstate *ps) {
+    md_coco_ann *anns = ps->anns.p;
+    for (size_t i = 0; anns && i < ps->anns.n; i++) md_mask_ann_free(&anns[i].segmentation);
+    md_coco_det *dets = ps->dets.p;
+    for (size_t i = 0; dets && i < ps->dets.n; i++) md_mask_ann_free(&dets[i].segmentation);
+    md_mask_ann_free(&ps->r.seg);
+    md_segm_builder_free(ps->sb);
     free(ps->images.p); free(ps->anns.p); free(ps->cats.p); free(ps->dets.p); free(ps->pool.p);
 }
 
@@ -470,6 +523,7 @@ MD_API long md_coco_category_index(const md_coco *c, int64_t id) {
 
 MD_API void md_coco_free(md_coco *c) {
     if (!c) return;
+    for (size_t i = 0; c->anns && i < c->n_anns; i++) md_mask_ann_free(&c->anns[i].segmentation);
     free(c->images); free(c->categories); free(c->anns); free(c->strings_);
     free(c->image_by_id_); free(c->category_by_id_);
     free(c);
@@ -503,6 +557,7 @@ static md_coco *build_coco(pstate *ps, md_error *err) {
     c->anns = ps->anns.p;
     ps->anns.p = NULL;
     c->n_anns = ps->anns.n;
+    ps->anns.n = 0;
     c->image_by_id_ = sorted_by_id(c->images, c->n_images, sizeof *c->images);
     c->category_by_id_ = sorted_by_id(c->categories, c->n_categories, sizeof *c->categories);
     if (!c->image_by_id_ || !c->category_by_id_) goto nomem;
@@ -588,6 +643,7 @@ static int dets_from(FILE *f, const char *buf, size_t n, const char *name, md_co
     *dets = ps.dets.p ? ps.dets.p : malloc(sizeof(md_coco_det));
     *nd = ps.dets.n;
     ps.dets.p = NULL;
+    ps.dets.n = 0;
     free_state(&ps);
     if (!*dets) return md_failc(err, MD_ERR_NOMEM, "%s: out of memory", name);
     return 0;
@@ -605,15 +661,36 @@ MD_API int md_coco_load_dets(const char *path, md_coco_det **dets, size_t *n, md
     return rc;
 }
 
+MD_API void md_coco_dets_free(md_coco_det *dets, size_t n) {
+    for (size_t i = 0; dets && i < n; i++) md_mask_ann_free(&dets[i].segmentation);
+    free(dets);
+}
+
 MD_API int md_coco_write_dets(const char *path, const md_coco_det *dets, size_t n, md_error *err) {
     FILE *f = fopen(path, "wb");
     if (!f) return md_failc(err, MD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     fputc('[', f);
     for (size_t i = 0; i < n; i++) {
         const md_coco_det *d = &dets[i];
-        fprintf(f, "%s{\"image_id\":%lld,\"category_id\":%lld,\"bbox\":[%.17g,%.17g,%.17g,%.17g],\"score\":%.17g}",
+        fprintf(f, "%s{\"image_id\":%lld,\"category_id\":%lld,\"bbox\":[%.17g,%.17g,%.17g,%.17g],\"score\":%.17g",
                 i ? ",\n" : "\n", (long long)d->image_id, (long long)d->category_id, d->bbox[0], d->bbox[1],
                 d->bbox[2], d->bbox[3], d->score);
+        if (d->segmentation.kind == MD_MASK_ANN_RLE) {
+            char *c = md_rle_to_string(&d->segmentation.rle);   /* 48..111: no JSON escapes except \\ */
+            if (!c) {
+                fclose(f);
+                return md_failc(err, MD_ERR_NOMEM, "%s: out of memory", path);
+            }
+            fprintf(f, ",\"segmentation\":{\"size\":[%d,%d],\"counts\":\"", d->segmentation.rle.h,
+                    d->segmentation.rle.w);
+            for (const char *p = c; *p; p++) {
+                if (*p == '\\') fputc('\\', f);
+                fputc(*p, f);
+            }
+            fputs("\"}", f);
+            free(c);
+        }
+        fputc('}', f);
     }
     fputs("\n]\n", f);
     if (ferror(f) | (fclose(f) != 0)) return md_failc(err, MD_ERR_IO, "%s: write error", path);

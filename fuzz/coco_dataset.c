@@ -1,6 +1,7 @@
 /* CocoDataset's own streaming loader and index (the dataset plugin compiled
  * in): the input is the annotation file; the dataset is built in training
- * mode (filtering on) and its per-image tables are read back. */
+ * mode (filtering on) and its per-image tables are read back, with the
+ * masks of each image's segmentations (bitmaps and polygons). */
 #include "../plugins/datasets/coco.c"
 #include "fuzz_util.h"
 
@@ -38,6 +39,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
             for (int k = 0; k < ai.n; k++)
                 if (ai.labels[k] < 0 || ai.labels[k] >= ds->n_classes) abort();
             if (!ii.filename) abort();
+            /* the masks LoadAnnotations(with_mask) would build, read back from the file */
+            if (ai.masks && ii.width > 0 && ii.height > 0 && (int64_t)ii.width * ii.height <= (1 << 16)) {
+                md_masks m;
+                for (int p2m = 0; p2m < 2; p2m++) {
+                    md_error_clear(&err);
+                    if (md_masks_from_anns(&m, ai.masks, ai.n, ii.height, ii.width, p2m, &err) == 0) {
+                        if (m.n != ai.n) abort();
+                        md_masks_free(&m);
+                    } else {
+                        fuzz_check_error(&err);
+                    }
+                }
+            }
         }
         md_dataset_free(ds);
     }

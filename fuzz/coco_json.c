@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     md_error_clear(&err);
     md_coco_det *d = NULL;
     size_t nd = 0;
-    if (md_coco_parse_dets((const char *)data, n, "fuzz-dets.json", &d, &nd, &err) == 0) free(d);
+    if (md_coco_parse_dets((const char *)data, n, "fuzz-dets.json", &d, &nd, &err) == 0) md_coco_dets_free(d, nd);
     else fuzz_check_error(&err);
     return 0;
 }

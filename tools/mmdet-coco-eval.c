@@ -1,5 +1,5 @@
-/* mmdet-coco-eval: COCO bbox evaluation of a results file against a ground
- * truth file, printing pycocotools' summary lines (or one JSON object). */
+/* mmdet-coco-eval: COCO bbox or segm evaluation of a results file against a
+ * ground truth file, printing pycocotools' summary lines (or one JSON object). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +8,11 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: mmdet-coco-eval GT.json DT.json [--json] [--classwise]\n"
+            "usage: mmdet-coco-eval GT.json DT.json [--iou-type bbox|segm] [--json] [--classwise]\n"
             "  GT.json      COCO annotation file\n"
             "  DT.json      COCO results file: [{image_id, category_id, bbox, score}, ...]\n"
+            "               (segm: with \"segmentation\": {\"size\": [h, w], \"counts\": RLE})\n"
+            "  --iou-type   bbox (default) or segm: IoU of boxes or of masks (pycocotools' iouType)\n"
             "  --json       print {\"stats\": [12 numbers]} instead of the summary lines\n"
             "  --classwise  also print AP@[.5:.95] per category (with --json: a \"classwise\" list)\n");
 }
@@ -19,8 +21,18 @@ int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *paths[2] = {0};
     int np = 0, json = 0, classwise = 0;
+    md_coco_iou_type type = MD_COCO_IOU_BBOX;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--iou-type")) {
+            const char *v = i + 1 < argc ? argv[++i] : "";
+            if (!strcmp(v, "bbox")) type = MD_COCO_IOU_BBOX;
+            else if (!strcmp(v, "segm")) type = MD_COCO_IOU_SEGM;
+            else {
+                fprintf(stderr, "mmdet-coco-eval: --iou-type must be bbox or segm, got '%s'\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--classwise")) classwise = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         else if (argv[i][0] == '-' && argv[i][1]) {
@@ -52,9 +64,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     md_coco_eval ev;
-    if (md_coco_evaluate(gt, dets, n, &ev, &err)) {
+    if (md_coco_evaluate_as(gt, dets, n, type, &ev, &err)) {
         fprintf(stderr, "mmdet-coco-eval: %s: %s\n", paths[1], err.msg);
-        free(dets);
+        md_coco_dets_free(dets, n);
         md_coco_free(gt);
         return 1;
     }
@@ -91,7 +103,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mmdet-coco-eval: %zu detections of categories not in %s were ignored\n",
                 ev.n_dets_unmatched_category, paths[0]);
     md_coco_eval_free(&ev);
-    free(dets);
+    md_coco_dets_free(dets, n);
     md_coco_free(gt);
     return 0;
 }

@@ -489,8 +489,17 @@ static void gen_image(const opts *o, int id, const char *img_dir, const char *ma
             if (y < ob->y0) ob->y0 = y;
             if (y + 1 > ob->y1) ob->y1 = y + 1;
         }
-    for (int j = 0; j < n; j++)
-        if (res->obj[j].crowd) res->obj[j].segm = rle_json(owner, w, h, (uint8_t)(j + 1));
+    /* Crowd regions, and with --masks every object whose outline is not
+     * what the image shows (partly hidden by a later object, or a ring,
+     * whose hole a COCO polygon cannot leave out), get the RLE of the
+     * pixels they show; the others keep their outline polygon. */
+    for (int j = 0; j < n; j++) {
+        object *ob = &res->obj[j];
+        if (ob->crowd || (mask_dir && (ob->area < ob->drawn || ob->cls == 4))) {
+            free(ob->segm);
+            ob->segm = rle_json(owner, w, h, (uint8_t)(j + 1));
+        }
+    }
     res->n_obj = n;
     add_noise(img, o->noise * md_rng_uniform(&r), md_rng_u64(&r));
 
@@ -636,7 +645,9 @@ static void usage(FILE *f) {
             "  --crowd-frac F     fraction of objects marked iscrowd (default 0)\n"
             "  --quality Q        JPEG quality (default 90)\n"
             "  --noise A          largest per-pixel noise amplitude (default 12; 0 for none)\n"
-            "  --masks            also write instance masks (PNG, pixel = object index in the image)\n",
+            "  --masks            also write instance masks (PNG, pixel = object index in the image), and\n"
+            "                     make each segmentation the pixels its object shows: the outline polygon,\n"
+            "                     or the RLE of the visible pixels for a partly hidden object or a ring\n",
             MAX_CLASSES, MAX_CLASSES, MAX_OBJS);
 }
 

@@ -25,9 +25,10 @@ static void usage(FILE *f) {
           "  --no-default-plugins      leave the install prefix's plugin directory out\n"
           "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  --eval METRIC...          evaluate: bbox\n"
+          "  --eval METRIC...          evaluate: bbox, segm (masks of a mask detector)\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
-          "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json)\n"
+          "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json,\n"
+          "                            and <prefix>.segm.json with masks)\n"
           "                            without evaluating; prefix from --eval-options jsonfile_prefix=P\n"
           "                            (default: ./results)\n"
           "  --eval-options K=V ...    jsonfile_prefix=P\n"
@@ -200,7 +201,10 @@ int main(int argc, char **argv) {
             goto fail;
         }
         if (ds->iface->format_results(ds, res.r, res.n, prefix, &err) != 0) goto fail;
-        printf("results written to %s.bbox.json\n", prefix);
+        bool masks = false;
+        for (int64_t i = 0; i < res.n; i++) masks |= res.r[i].masks != NULL;
+        printf("results written to %s.bbox.json%s%s%s\n", prefix, masks ? " and " : "", masks ? prefix : "",
+               masks ? ".segm.json" : "");
     }
     if (n_evals) {
         if (!ds->iface->evaluate) {

@@ -2,8 +2,9 @@
 #define _GNU_SOURCE   /* memmem */
 #endif
 /* CocoDataset: COCO-format detection annotations, parsed by a streaming
- * JSON parser (yajl callbacks) that keeps only the fields detection needs,
- * so segmentations never reach memory. mmdet 2.x semantics:
+ * JSON parser (yajl callbacks) that keeps only the fields detection needs
+ * and where each segmentation lies in the file, read when a mask is
+ * needed. mmdet 2.x semantics:
  *  - labels follow the JSON `categories` order, restricted to the names in
  *    CLASSES (pycocotools' getCatIds(catNms=CLASSES));
  *  - images keep the JSON order; training drops images without an
@@ -12,6 +13,9 @@
  *  - `ignore` annotations are skipped, boxes without area inside the image,
  *    with area <= 0 or a side < 1 are dropped (and counted), iscrowd boxes
  *    become gt_bboxes_ignore, categories not in CLASSES are skipped;
+ *  - the kept (non-crowd) boxes carry their segmentations, in order
+ *    (gt_masks_ann); a malformed segmentation is an error naming the
+ *    file and the annotation when LoadAnnotations needs its mask;
  *  - a category id the file does not define is an error naming the
  *    annotation. */
 #include <errno.h>
@@ -46,6 +50,7 @@ typedef struct {
     float area;
     int nbbox;
     bool iscrowd, ignore, has_area;
+    int64_t seg_off, seg_len;  /* its "segmentation" array or object: bytes of the file (len 0: none) */
 } raw_ann;
 typedef struct { int64_t id; char *name; } raw_cat;
 
@@ -247,13 +252,16 @@ static void free_raw(parse_state *s) {
     free(s->cats);
 }
 
-/* ------------------------------------------------- skipping segmentations
+/* ------------------------------------------------------- segmentations
  *
  * Segmentations are most of a COCO file (polygons of tens of numbers per
- * annotation) and the dataset does not read them. Rather than lexing them
- * token by token through yajl, an annotation's "segmentation" array or
- * object is checked by the small validating scanner below and yajl is given
- * `null` in its place: the file is still fully checked for JSON syntax. */
+ * annotation) and only instance-mask training reads them. Rather than
+ * lexing them token by token through yajl, an annotation's "segmentation"
+ * array or object is checked by the small validating scanner below and
+ * yajl is given `null` in its place: the file is still fully checked for
+ * JSON syntax. The dataset keeps where the value lies in the file
+ * (MD_MASK_ANN_FILE); LoadAnnotations(with_mask) reads and parses the
+ * segmentations of an image when it loads it. */
 
 enum { X_VALUE, X_VALUE_OR_CLOSE, X_KEY, X_KEY_OR_CLOSE, X_COLON, X_COMMA_OR_CLOSE };
 
@@ -453,7 +461,11 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                 }
                 advance(&r, buf + pos, (size_t)used);
                 pos += (size_t)used;
-                if (!k.depth) rc = feed(&r, (const unsigned char *)"null", 4, false);
+                if (!k.depth) {
+                    raw_ann *a = &s->anns[s->n_anns - 1];
+                    a->seg_len = r.off - a->seg_off;
+                    rc = feed(&r, (const unsigned char *)"null", 4, false);
+                }
                 continue;
             }
             size_t limit = eof ? len : len - pos > TAIL ? len - TAIL : pos;
@@ -479,6 +491,8 @@ static int parse_file(const char *path, parse_state *s, md_error *err) {
                         size_t at;
                         const char *why;
                         skip_run(&k, buf + pos, 1, &at, &why);
+                        s->anns[s->n_anns - 1].seg_off = r.off;
+                        s->anns[s->n_anns - 1].seg_len = 0;
                         advance(&r, buf + pos, 1);
                         pos++;
                     }
@@ -585,6 +599,29 @@ static void sb_json_str(strbuf *b, const char *s) {
     sb_printf(b, "\"");
 }
 
+/* A segmentation back to JSON, as the file gave it (a malformed one as a
+ * string, which reads back as malformed). */
+static void sb_segm(strbuf *b, const md_mask_ann *m) {
+    if (m->kind == MD_MASK_ANN_POLYGONS) {
+        sb_printf(b, "[");
+        const double *xy = m->coords;
+        for (int j = 0; j < m->n_polys; xy += m->poly_len[j], j++) {
+            sb_printf(b, "%s[", j ? ", " : "");
+            for (int i = 0; i < m->poly_len[j]; i++) sb_printf(b, "%s%.17g", i ? ", " : "", xy[i]);
+            sb_printf(b, "]");
+        }
+        sb_printf(b, "]");
+    } else if (m->kind == MD_MASK_ANN_RLE) {
+        sb_printf(b, "{\"size\": [%d, %d], \"counts\": [", m->rle.h, m->rle.w);
+        for (int64_t i = 0; i < m->rle.m; i++) sb_printf(b, "%s%u", i ? ", " : "", m->rle.counts[i]);
+        sb_printf(b, "]}");
+    } else if (m->kind == MD_MASK_ANN_INVALID) {
+        sb_printf(b, "\"malformed\"");
+    } else {
+        sb_printf(b, "null");
+    }
+}
+
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
@@ -637,9 +674,11 @@ static md_coco *eval_gt(coco_ds *d, md_error *err) {
         if (!has_id(imgs, ni, a->image_id) || !has_id(cats, nc, a->category_id)) continue;
         sb_printf(&b,
                   "%s{\"id\": %lld, \"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.17g, %.17g, %.17g, "
-                  "%.17g], \"area\": %.17g, \"iscrowd\": %d, \"ignore\": %d}",
+                  "%.17g], \"area\": %.17g, \"iscrowd\": %d, \"ignore\": %d, \"segmentation\": ",
                   k++ ? ", " : "", (long long)a->id, (long long)a->image_id, (long long)a->category_id, a->bbox[0],
                   a->bbox[1], a->bbox[2], a->bbox[3], a->area, (int)a->iscrowd, (int)a->ignore);
+        sb_segm(&b, &a->segmentation);
+        sb_printf(&b, "}");
     }
     sb_printf(&b, "]}");
     free(imgs);
@@ -655,10 +694,12 @@ static md_coco *eval_gt(coco_ds *d, md_error *err) {
     return d->gt;
 }
 
-/* mmdet's _det2json: per image, per class (dataset order), per box;
- * boxes xyxy -> xywh in f32 as numpy does, category ids mapped back. */
-static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, md_coco_det **out, size_t *n_out,
-                    md_error *err) {
+/* mmdet's _det2json (and _segm2json with `segm`): per image, per class
+ * (dataset order), per box; boxes xyxy -> xywh in f32 as numpy does,
+ * category ids mapped back; with segm each detection's mask, a shallow
+ * view of the result's RLE (free the array with free). */
+static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, bool segm, md_coco_det **out,
+                    size_t *n_out, md_error *err) {
     if (n != d->c.n)
         return md_failc(err, MD_ERR_CONFIG, "%s: %lld results for a dataset of %lld images", d->c.ann_file,
                         (long long)n, (long long)d->c.n);
@@ -672,6 +713,9 @@ static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, m
                                 d->n_cat_ids - 1);
         }
         total += (size_t)(results[i].n > 0 ? results[i].n : 0);
+        if (segm && results[i].n > 0 && !results[i].masks)
+            return md_failc(err, MD_ERR_CONFIG, "%s: segm needs mask results, image %lld (%s) has none (is the model "
+                            "a mask detector?)", d->c.ann_file, (long long)i, d->c.infos[i].filename);
     }
     md_coco_det *dets = malloc(sizeof *dets * (total + 1));
     if (!dets) return md_failc(err, MD_ERR_NOMEM, "out of memory");
@@ -683,8 +727,13 @@ static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, m
                 if (r->labels[j] != label) continue;
                 const float *b = r->bboxes + 5 * j;
                 float w = b[2] - b[0], h = b[3] - b[1];
-                dets[k++] = (md_coco_det){ .image_id = d->c.infos[i].id, .category_id = d->cat_ids[label],
-                                           .bbox = { b[0], b[1], w, h }, .score = b[4] };
+                dets[k] = (md_coco_det){ .image_id = d->c.infos[i].id, .category_id = d->cat_ids[label],
+                                         .bbox = { b[0], b[1], w, h }, .score = b[4] };
+                if (segm) {
+                    dets[k].segmentation.kind = MD_MASK_ANN_RLE;
+                    dets[k].segmentation.rle = r->masks[j];
+                }
+                k++;
             }
     }
     *out = dets;
@@ -692,15 +741,24 @@ static int det2json(const coco_ds *d, const md_det_result *results, int64_t n, m
     return 0;
 }
 
+/* mmdet's results2json: <prefix>.bbox.json, and <prefix>.segm.json when
+ * the results have masks. */
 static int coco_format_results(const md_custom_dataset *c, const md_det_result *results, int64_t n,
                                const char *prefix, md_error *err) {
     const coco_ds *d = (const coco_ds *)c;
+    bool masks = false;
+    for (int64_t i = 0; i < n; i++) masks |= results[i].masks != NULL;
     md_coco_det *dets;
     size_t nd;
-    if (det2json(d, results, n, &dets, &nd, err) != 0) return -1;
+    if (det2json(d, results, n, false, &dets, &nd, err) != 0) return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s.bbox.json", prefix);
     int rc = md_coco_write_dets(path, dets, nd, err);
+    free(dets);
+    if (rc || !masks) return rc;
+    if (det2json(d, results, n, true, &dets, &nd, err) != 0) return -1;
+    snprintf(path, sizeof path, "%s.segm.json", prefix);
+    rc = md_coco_write_dets(path, dets, nd, err);
     free(dets);
     return rc;
 }
@@ -712,40 +770,64 @@ static double round3(double v) {
     return strtod(buf, NULL);
 }
 
-static int coco_evaluate(const md_custom_dataset *c, const md_det_result *results, int64_t n, const char *metric,
-                         md_metrics *out, md_error *err) {
-    /* The dataset is otherwise immutable; the cached ground truth is built
-     * on the calling (main) thread only. */
-    coco_ds *d = (coco_ds *)c;
-    if (!metric || !*metric) metric = "bbox";
-    if (strcmp(metric, "bbox"))
-        return md_failc(err, MD_ERR_CONFIG, "CocoDataset.evaluate: metric '%s' is not supported (supported: bbox)",
-                        metric);
+/* One metric of evaluate: bbox or segm. */
+static int coco_evaluate_one(coco_ds *d, const md_det_result *results, int64_t n, const char *metric, bool segm,
+                             md_metrics *out, md_error *err) {
     md_coco_det *dets;
     size_t nd;
-    if (det2json(d, results, n, &dets, &nd, err) != 0) return -1;
+    if (det2json(d, results, n, segm, &dets, &nd, err) != 0) return -1;
     md_coco *gt = eval_gt(d, err);
     if (!gt) {
         free(dets);
         return md_error_wrap(err, "CocoDataset.evaluate");
     }
-    md_info(d->c.ctx, "Evaluating bbox...");
+    md_info(d->c.ctx, "Evaluating %s...", metric);
     if (!nd) md_log_error(d->c.ctx, "The testing results of the whole dataset is empty.");
     md_coco_eval ev;
-    int rc = md_coco_evaluate(gt, dets, nd, &ev, err);
-    free(dets);
+    int rc = md_coco_evaluate_as(gt, dets, nd, segm ? MD_COCO_IOU_SEGM : MD_COCO_IOU_BBOX, &ev, err);
+    free(dets);   /* the masks are views of the results */
     if (rc != 0) return md_error_wrap(err, "CocoDataset.evaluate");
     char line[256];
     for (int i = 0; i < 12; i++) md_info(d->c.ctx, "%s", md_coco_stat_line(&ev, i, line, sizeof line));
     static const char *items[] = { "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l" };
-    out->n = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 6 && out->n < MD_MAX_METRICS; i++) {
         snprintf(out->m[out->n].name, sizeof out->m[0].name, "%s_%s", metric, items[i]);
         out->m[out->n++].value = round3(ev.stats[i]);
     }
     md_info(d->c.ctx, "%s_mAP_copypaste: %.3f %.3f %.3f %.3f %.3f %.3f", metric, ev.stats[0], ev.stats[1],
             ev.stats[2], ev.stats[3], ev.stats[4], ev.stats[5]);
     md_coco_eval_free(&ev);
+    return 0;
+}
+
+/* mmdet's evaluate: metric "bbox", "segm" or several of them separated by
+ * commas or spaces (mmdet's list), evaluated in order. */
+static int coco_evaluate(const md_custom_dataset *c, const md_det_result *results, int64_t n, const char *metric,
+                         md_metrics *out, md_error *err) {
+    /* The dataset is otherwise immutable; the cached ground truth is built
+     * on the calling (main) thread only. */
+    coco_ds *d = (coco_ds *)c;
+    if (!metric || !*metric) metric = "bbox";
+    out->n = 0;
+    const char *p = metric;
+    char names[8][16];
+    int k = 0;
+    while (*p) {
+        size_t l = strcspn(p, ", ");
+        if (l) {
+            char m[64];
+            snprintf(m, sizeof m, "%.*s", (int)(l < 63 ? l : 63), p);
+            if (strcmp(m, "bbox") && strcmp(m, "segm"))
+                return md_failc(err, MD_ERR_CONFIG,
+                                "CocoDataset.evaluate: metric '%s' is not supported (supported: bbox, segm)", m);
+            if (k == 8) return md_failc(err, MD_ERR_CONFIG, "CocoDataset.evaluate: too many metrics in '%s'", metric);
+            snprintf(names[k++], sizeof names[0], "%s", m);
+        }
+        p += l;
+        p += strspn(p, ", ");
+    }
+    for (int i = 0; i < k; i++)
+        if (coco_evaluate_one(d, results, n, names[i], !strcmp(names[i], "segm"), out, err)) return -1;
     return 0;
 }
 
@@ -857,6 +939,12 @@ static int build_tables(coco_ds *d, parse_state *s, md_error *err) {
             if (label < 0) continue;
             float xyxy[4] = { a->bbox[0], a->bbox[1], a->bbox[0] + a->bbox[2], a->bbox[1] + a->bbox[3] };
             if (md_custom_dataset_add_box(c, xyxy, label, a->iscrowd, err)) goto done;
+            /* _parse_ann_info: the masks of the kept boxes, in order */
+            if (!a->iscrowd && a->seg_len > 0) {
+                md_mask_ann m = { .kind = MD_MASK_ANN_FILE, .id = a->id, .file = c->ann_file,
+                                  .offset = a->seg_off, .length = a->seg_len };
+                if (md_custom_dataset_add_mask(c, &m, err)) goto done;
+            }
         }
     }
     if (dropped)

@@ -97,12 +97,28 @@ static const md_class load_img_class = { .name = "LoadImageFromFile", .keys = lo
 
 /* --------------------------------------------------------- LoadAnnotations */
 
-typedef struct { md_transform base; bool with_bbox, with_label, with_mask, with_seg, denorm_bbox; } load_ann_t;
+typedef struct { md_transform base; bool with_bbox, with_label, with_mask, with_seg, poly2mask, denorm_bbox; } load_ann_t;
+
+/* _load_masks: the dataset's segmentations for an image of img_info's
+ * height and width, as BitmapMasks (poly2mask) or PolygonMasks. */
+static int load_masks(const load_ann_t *t, md_sample *s, md_error *err) {
+    const md_ann_info *a = &s->ann;
+    if (a->n > 0 && !a->masks)
+        return md_failc(err, MD_ERR_CONFIG, "with_mask: the dataset has no segmentations for this image's %d boxes",
+                        a->n);
+    int h = s->img_info.height, w = s->img_info.width;
+    if (h <= 0 || w <= 0) h = s->h, w = s->w;
+    md_masks_free(&s->gt_masks);
+    if (md_masks_from_anns(&s->gt_masks, a->masks, a->n, h, w, t->poly2mask, err)) return -1;
+    s->have |= MD_FIELD_GT_MASKS;
+    return 0;
+}
 
 static int load_ann_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
     const load_ann_t *t = (const load_ann_t *)tt;
     const md_ann_info *a = &s->ann;
+    if (t->with_mask && load_masks(t, s, err)) return -1;
     if (!t->with_bbox && !t->with_label) return 0;
     md_boxes_free(&s->gt_bboxes);
     md_boxes_free(&s->gt_bboxes_ignore);
@@ -121,9 +137,10 @@ static const md_transform_iface load_ann_iface = { load_ann_apply, plain_destroy
 static const md_key load_ann_keys[] = {
     { "with_bbox", MD_KEY_BOOL, "true", "load gt_bboxes and gt_bboxes_ignore", false, MD_AT(load_ann_t, with_bbox) },
     { "with_label", MD_KEY_BOOL, "true", "load gt_labels", false, MD_AT(load_ann_t, with_label) },
-    { "with_mask", MD_KEY_BOOL, "false", "masks: not supported", false, MD_AT(load_ann_t, with_mask) },
+    { "with_mask", MD_KEY_BOOL, "false", "load gt_masks (instance segmentations)", false,
+      MD_AT(load_ann_t, with_mask) },
     { "with_seg", MD_KEY_BOOL, "false", "semantic maps: not supported", false, MD_AT(load_ann_t, with_seg) },
-    { "poly2mask", MD_KEY_BOOL, "true", "with masks only", false },
+    { "poly2mask", MD_KEY_BOOL, "true", "masks as bitmaps (true) or polygons", false, MD_AT(load_ann_t, poly2mask) },
     { "denorm_bbox", MD_KEY_BOOL, "false", "boxes are in pixels already", false, MD_AT(load_ann_t, denorm_bbox) },
     { "file_client_args", MD_KEY_GROUP, NULL, "accepted; local files only", false },
     { 0 } };
@@ -131,15 +148,15 @@ static const md_key load_ann_keys[] = {
 static void *load_ann_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
     load_ann_t *t = md_transform_new(sizeof *t, &load_ann_iface, "LoadAnnotations", load_ann_keys, cfg, err);
-    if (t && (t->with_mask || t->with_seg || t->denorm_bbox)) {
-        md_failc(err, MD_ERR_CONFIG, "with_mask, with_seg and denorm_bbox are not supported (boxes only)");
+    if (t && (t->with_seg || t->denorm_bbox)) {
+        md_failc(err, MD_ERR_CONFIG, "with_seg and denorm_bbox are not supported");
         return drop(t);
     }
     return t;
 }
 
 static const md_class load_ann_class = { .name = "LoadAnnotations", .keys = load_ann_keys,
-    .build = load_ann_build, MD_IFACE(&load_ann_iface, MD_IFACE_TRANSFORM), .doc = "copy the dataset's boxes and labels" };
+    .build = load_ann_build, MD_IFACE(&load_ann_iface, MD_IFACE_TRANSFORM), .doc = "copy the dataset's boxes, labels and masks" };
 
 /* ------------------------------------------------------------------ Resize */
 
@@ -232,6 +249,14 @@ static int resize_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_er
     s->meta.keys |= MD_META_IMG_SHAPE | MD_META_PAD_SHAPE | MD_META_SCALE_FACTOR;
     scale_boxes(&s->gt_bboxes, sf, nw, nh, t->clip);
     scale_boxes(&s->gt_bboxes_ignore, sf, nw, nh, t->clip);
+    /* _resize_masks: rescale(scale) from the masks' own size, or resize to
+     * img_shape */
+    if (s->have & MD_FIELD_GT_MASKS) {
+        md_masks *m = &s->gt_masks;
+        int mw = nw, mh = nh;
+        if (t->keep_ratio) rescale_size(m->w, m->h, s->scale, &mw, &mh);
+        if (md_masks_resize(m, mh, mw, err)) return -1;
+    }
     return 0;
 }
 
@@ -376,6 +401,9 @@ static int flip_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_erro
     else if (s->img_f32) flip_image(s->img_f32, s->c, s->h, s->w, 1, sizeof(float), d);
     flip_boxes(&s->gt_bboxes, d, s->meta.img_shape[1], s->meta.img_shape[0]);
     flip_boxes(&s->gt_bboxes_ignore, d, s->meta.img_shape[1], s->meta.img_shape[0]);
+    if (s->have & MD_FIELD_GT_MASKS)
+        md_masks_flip(&s->gt_masks, d == MD_FLIP_HORIZONTAL || d == MD_FLIP_DIAGONAL,
+                      d == MD_FLIP_VERTICAL || d == MD_FLIP_DIAGONAL);
     return 0;
 }
 
@@ -427,7 +455,7 @@ bad_dir:
 }
 
 static const md_class flip_class = { .name = "RandomFlip", .keys = flip_keys, .build = flip_build,
-    MD_IFACE(&flip_iface, MD_IFACE_TRANSFORM), .doc = "flip image and boxes with a probability" };
+    MD_IFACE(&flip_iface, MD_IFACE_TRANSFORM), .doc = "flip image, boxes and masks with a probability" };
 
 /* --------------------------------------------------------------- Normalize */
 
@@ -499,7 +527,7 @@ typedef struct {
     int size[2];
     int divisor;
     bool square;
-    double val;
+    double val, mask_val;
     const md_cfg *size_cfg, *divisor_cfg, *pad_val;   /* NULL: None */
 } pad_t;
 
@@ -548,6 +576,9 @@ static int pad_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error
     s->meta.pad_shape[1] = pw;
     s->meta.pad_shape[2] = s->c;
     s->meta.keys |= MD_META_PAD_SHAPE;
+    /* _pad_masks: to pad_shape with pad_val['masks'] */
+    if ((s->have & MD_FIELD_GT_MASKS) && md_masks_pad(&s->gt_masks, ph, pw, (uint8_t)t->mask_val, err))
+        return md_error_wrap(err, "Pad");
     return 0;
 }
 
@@ -584,11 +615,13 @@ static void *pad_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     t->divisor = has_div ? (int)md_cfg_as_int(t->divisor_cfg) : 0;
     const md_cfg *pv = t->pad_val;
     t->val = !pv ? 0 : md_cfg_kind(pv) == MD_CFG_GROUP ? md_cfg_float(pv, "img", 0) : md_cfg_as_float(pv);
+    /* a number pads the image only: masks keep 0 (mmdet's dict(img=v, masks=0, seg=255)) */
+    t->mask_val = pv && md_cfg_kind(pv) == MD_CFG_GROUP ? md_cfg_float(pv, "masks", 0) : 0;
     return t;
 }
 
 static const md_class pad_class = { .name = "Pad", .keys = pad_keys, .build = pad_build, MD_IFACE(&pad_iface, MD_IFACE_TRANSFORM),
-    .doc = "pad right and bottom to a size or a multiple" };
+    .doc = "pad image and masks right and bottom to a size or a multiple" };
 
 /* ------------------------------------------------------------ ImageToTensor */
 /* mmdet's ImageToTensor(keys=['img']): HWC -> CHW as a float tensor, values
@@ -670,7 +703,7 @@ static const struct { const char *name; unsigned bit; } meta_names[] = {
 };
 static const struct { const char *name; unsigned bit; } key_names[] = {
     { "img", MD_FIELD_IMG }, { "gt_bboxes", MD_FIELD_GT_BBOXES }, { "gt_labels", MD_FIELD_GT_LABELS },
-    { "gt_bboxes_ignore", MD_FIELD_GT_BBOXES_IGNORE },
+    { "gt_bboxes_ignore", MD_FIELD_GT_BBOXES_IGNORE }, { "gt_masks", MD_FIELD_GT_MASKS },
 };
 
 static int collect_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
@@ -689,12 +722,13 @@ static int collect_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_e
         s->gt_bboxes.labels = NULL;
     }
     if (!(t->keys & MD_FIELD_GT_BBOXES)) md_boxes_free(&s->gt_bboxes);
+    if (!(t->keys & MD_FIELD_GT_MASKS)) md_masks_free(&s->gt_masks);
     return 0;
 }
 
 static const md_transform_iface collect_iface = { collect_apply, plain_destroy };
 static const md_key collect_keys[] = {
-    { "keys", MD_KEY_LIST, NULL, "img, gt_bboxes, gt_labels, gt_bboxes_ignore", true },
+    { "keys", MD_KEY_LIST, NULL, "img, gt_bboxes, gt_labels, gt_bboxes_ignore, gt_masks", true },
     { "meta_keys", MD_KEY_LIST,
       "[\"filename\", \"ori_filename\", \"ori_shape\", \"img_shape\", \"pad_shape\", \"scale_factor\", \"flip\", "
       "\"flip_direction\", \"img_norm_cfg\"]", "image metas kept", false },

@@ -23,6 +23,15 @@ static int need_u8(const md_sample *s, const char *who, md_error *err) {
     return 0;
 }
 
+/* A transform that moves boxes but not masks refuses a sample with masks
+ * rather than let them fall out of step. */
+static int no_masks(const md_sample *s, const char *who, md_error *err) {
+    if (s->have & MD_FIELD_GT_MASKS)
+        return md_failc(err, MD_ERR_CONFIG, "%s does not transform gt_masks (as mmdet's); remove with_mask from "
+                        "LoadAnnotations or the transform from the pipeline", who);
+    return 0;
+}
+
 /* Keeps boxes i with keep[i] (labels follow). */
 static void keep_boxes(md_boxes *b, const bool *keep) {
     int j = 0;
@@ -223,7 +232,16 @@ static int crop_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_erro
             any |= keep[i];
         }
         if (f == 0 && !any && !t->allow_negative) return 1;
+        int n0 = b->n;
         keep_boxes(b, keep);
+        /* bbox2mask: the masks of the kept gt boxes, cropped */
+        if (f == 0 && (s->have & MD_FIELD_GT_MASKS)) {
+            if (s->gt_masks.n != n0)
+                return md_failc(err, MD_ERR_GENERIC, "RandomCrop: %d gt_masks for %d gt_bboxes", s->gt_masks.n, n0);
+            int crop_box[4] = { ox, oy, ox + cw, oy + ch };
+            if (md_masks_select(&s->gt_masks, keep, err) || md_masks_crop(&s->gt_masks, crop_box, err)) return -1;
+            if (t->recompute_bbox) md_masks_get_bboxes(&s->gt_masks, b->xyxy);
+        }
     }
     return crop_image(s, ox, oy, nw, nh, err);
 }
@@ -235,7 +253,7 @@ static const md_key crop_keys[] = {
       MD_CHOICE_AT(crop_t, type, "absolute|absolute_range|relative|relative_range") },   /* CROP_* order */
     { "allow_negative_crop", MD_KEY_BOOL, "false", "keep crops without any GT box", false,
       MD_AT(crop_t, allow_negative) },
-    { "recompute_bbox", MD_KEY_BOOL, "false", "masks only (unsupported when true)", false,
+    { "recompute_bbox", MD_KEY_BOOL, "false", "gt_bboxes from the cropped masks (when there are masks)", false,
       MD_AT(crop_t, recompute_bbox) },
     { "bbox_clip_border", MD_KEY_BOOL, "true", "clip boxes to the crop", false, MD_AT(crop_t, clip) },
     { 0 } };
@@ -252,7 +270,6 @@ static void *crop_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
                                      t->size[1] == floor(t->size[1])))
         bad = "absolute crop sizes must be positive integers";
     else if (t->type == CROP_ABS_RANGE && t->size[0] > t->size[1]) bad = "absolute_range needs crop_size[0] <= [1]";
-    else if (t->recompute_bbox) bad = "recompute_bbox needs masks (unsupported)";
     if (bad) {
         md_failc(err, MD_ERR_CONFIG, "%s", bad);
         free(t);
@@ -262,28 +279,41 @@ static void *crop_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
 }
 
 static const md_class crop_class = { .name = "RandomCrop", .keys = crop_keys, .build = crop_build,
-    MD_IFACE(&crop_iface, MD_IFACE_TRANSFORM), .doc = "random crop; boxes shifted, clipped, emptied ones dropped" };
+    MD_IFACE(&crop_iface, MD_IFACE_TRANSFORM), .doc = "random crop; boxes shifted, clipped, emptied ones dropped with their masks" };
 
 /* ------------------------------------------------------ FilterAnnotations */
 
-typedef struct { md_transform base; double min_wh[2]; bool keep_empty, by_box, by_mask; } filt_t;
+typedef struct { md_transform base; double min_wh[2]; bool keep_empty, by_box, by_mask; int64_t min_area; } filt_t;
 
 static int filt_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     (void)rng;
     const filt_t *t = (const filt_t *)tt;
-    if (!(s->have & MD_FIELD_GT_BBOXES))
+    if (t->by_box && !(s->have & MD_FIELD_GT_BBOXES))
         return md_failc(err, MD_ERR_GENERIC, "FilterAnnotations: the sample has no gt_bboxes (LoadAnnotations first)");
+    if (t->by_mask && !(s->have & MD_FIELD_GT_MASKS))
+        return md_failc(err, MD_ERR_GENERIC, "FilterAnnotations: by_mask needs gt_masks (LoadAnnotations with_mask)");
     md_boxes *b = &s->gt_bboxes;
-    if (b->n == 0) return 0;
-    bool keep[b->n];
-    memset(keep, 0, sizeof keep);
+    md_masks *m = &s->gt_masks;
+    bool boxes = (s->have & MD_FIELD_GT_BBOXES) != 0, masks = (s->have & MD_FIELD_GT_MASKS) != 0;
+    int n = t->by_mask ? m->n : b->n;
+    if (n == 0) return 0;
+    if ((boxes && b->n != n) || (masks && m->n != n))
+        return md_failc(err, MD_ERR_GENERIC, "FilterAnnotations: %d gt_bboxes and %d gt_masks", b->n, m->n);
+    bool keep[n];
+    double areas[n];
+    if (t->by_mask) md_masks_areas(m, areas);
     int k = 0;
-    for (int i = 0; i < b->n; i++) {
-        const float *x = b->xyxy + 4 * i;
-        keep[i] = x[2] - x[0] > t->min_wh[0] && x[3] - x[1] > t->min_wh[1];
+    for (int i = 0; i < n; i++) {
+        keep[i] = true;
+        if (t->by_box) {
+            const float *x = b->xyxy + 4 * i;
+            keep[i] = x[2] - x[0] > t->min_wh[0] && x[3] - x[1] > t->min_wh[1];
+        }
+        if (t->by_mask) keep[i] = keep[i] && areas[i] >= (double)t->min_area;
         k += keep[i];
     }
-    keep_boxes(b, keep);
+    if (boxes) keep_boxes(b, keep);
+    if (masks && md_masks_select(m, keep, err)) return -1;
     /* mmdet: keep_empty=True returns None when nothing is left */
     return k == 0 && t->keep_empty ? 1 : 0;
 }
@@ -293,17 +323,18 @@ static const md_key filt_keys[] = {
     { "min_gt_bbox_wh", MD_KEY_LIST, "[1.0, 1.0]", "boxes need width and height above these", false },
     { "keep_empty", MD_KEY_BOOL, "true", "true: drop the sample when no box is left (mmdet's naming)", false,
       MD_AT(filt_t, keep_empty) },
-    { "by_box", MD_KEY_BOOL, "true", "filter by box size (the only mode)", false, MD_AT(filt_t, by_box) },
-    { "by_mask", MD_KEY_BOOL, "false", "masks: unsupported", false, MD_AT(filt_t, by_mask) },
-    { "min_gt_mask_area", MD_KEY_INT, "1", "masks: unused", false },
+    { "by_box", MD_KEY_BOOL, "true", "filter by box size", false, MD_AT(filt_t, by_box) },
+    { "by_mask", MD_KEY_BOOL, "false", "filter by mask area", false, MD_AT(filt_t, by_mask) },
+    { "min_gt_mask_area", MD_KEY_INT, "1", "masks need at least this area (by_mask)", false,
+      MD_AT(filt_t, min_area) },
     { 0 } };
 
 static void *filt_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;
     filt_t *t = md_transform_new(sizeof *t, &filt_iface, "FilterAnnotations", filt_keys, cfg, err);
     if (!t) return NULL;
-    if (t->by_mask || !t->by_box) {
-        md_failc(err, MD_ERR_CONFIG, "FilterAnnotations filters by box only (by_box=true, by_mask=false)");
+    if (!t->by_mask && !t->by_box) {
+        md_failc(err, MD_ERR_CONFIG, "FilterAnnotations: by_box or by_mask must be true");
         free(t);
         return NULL;
     }
@@ -381,7 +412,7 @@ static int warp(md_sample *s, const double *M, int oh, int ow, const uint8_t *bv
 
 static int affine_apply(const md_transform *tt, md_sample *s, md_rng *rng, md_error *err) {
     const affine_t *t = (const affine_t *)tt;
-    if (need_u8(s, "RandomAffine", err)) return -1;
+    if (need_u8(s, "RandomAffine", err) || no_masks(s, "RandomAffine", err)) return -1;
     int height = s->h + 2 * t->border[0], width = s->w + 2 * t->border[1];
     if (height <= 0 || width <= 0)
         return md_failc(err, MD_ERR_GENERIC, "RandomAffine: border (%d, %d) leaves no image of %dx%d", t->border[0],
@@ -520,7 +551,7 @@ static int mosaic_mix(const md_transform *tt, md_sample *s, md_sample *mix, int 
     if (md_rng_uniform(rng) > t->prob) return 0;
     const md_sample *parts[4] = { s, &mix[0], &mix[1], &mix[2] };
     for (int i = 0; i < 4; i++) {
-        if (need_u8(parts[i], "Mosaic", err)) return -1;
+        if (need_u8(parts[i], "Mosaic", err) || no_masks(parts[i], "Mosaic", err)) return -1;
         if (parts[i]->c != s->c) return md_failc(err, MD_ERR_GENERIC, "Mosaic: images with %d and %d channels",
                                                  s->c, parts[i]->c);
     }
@@ -648,6 +679,7 @@ static int mixup_mix(const md_transform *tt, md_sample *s, md_sample *mix, int n
     const mixup_t *t = (const mixup_t *)tt;
     if (n_mix != 1) return md_failc(err, MD_ERR_GENERIC, "MixUp: needs 1 other image, got %d", n_mix);
     md_sample *o = &mix[0];
+    if (no_masks(s, "MixUp", err) || no_masks(o, "MixUp", err)) return -1;
     if (o->gt_bboxes.n == 0) return 0;
     if (need_u8(s, "MixUp", err) || need_u8(o, "MixUp", err)) return -1;
     if (o->c != s->c) return md_failc(err, MD_ERR_GENERIC, "MixUp: images with %d and %d channels", s->c, o->c);

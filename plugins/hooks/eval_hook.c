@@ -47,7 +47,7 @@ static const md_key keys[] = {
     { "by_epoch", MD_KEY_BOOL, "true", "epochs (true) or iterations", false, MD_AT(eval_hook, by_epoch) },
     { "save_best", MD_KEY_ANY, NULL, "metric whose best value keeps a checkpoint; 'auto': the first", false },
     { "rule", MD_KEY_ANY, NULL, "'greater' or 'less'; None: inferred from the metric name", false },
-    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate", false },
+    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate (a name or a list)", false },
     { "greater_keys", MD_KEY_ANY, NULL, "names whose larger value is better (mmcv's defaults)", false },
     { "less_keys", MD_KEY_ANY, NULL, "names whose smaller value is better (mmcv's defaults)", false },
     { "out_dir", MD_KEY_ANY, NULL, "folder for the best checkpoint (default: the work dir)", false },
@@ -216,6 +216,23 @@ static int opt_str(const md_cfg *cfg, const char *key, char *out, size_t n, md_e
                     md_cfg_file(v) ? md_cfg_file(v) : "<config>", md_cfg_line(v), key);
 }
 
+/* metric: a name or a list of names (mmdet's ['bbox', 'segm']), passed to
+ * the dataset's evaluate joined with commas. */
+static int opt_metric(const md_cfg *cfg, char *out, size_t n, md_error *err) {
+    const md_cfg *v = md_cfg_get(cfg, "metric");
+    if (!v || md_cfg_kind(v) != MD_CFG_LIST) return opt_str(cfg, "metric", out, n, err);
+    out[0] = 0;
+    for (int i = 0; i < md_cfg_len(v); i++) {
+        const char *m = md_cfg_as_str(md_cfg_at(v, i));
+        size_t l = strlen(out);
+        if (!m || l + strlen(m) + 2 > n)
+            return md_failc(err, MD_ERR_CONFIG, "%s:%d: EvalHook: metric must be a string or a list of strings",
+                            md_cfg_file(v) ? md_cfg_file(v) : "<config>", md_cfg_line(v));
+        snprintf(out + l, n - l, "%s%s", l ? "," : "", m);
+    }
+    return 0;
+}
+
 static int opt_keys(const md_cfg *cfg, const char *key, char out[][32], int *n, const char *const *dflt,
                     int n_dflt, md_error *err) {
     const md_cfg *v = md_cfg_get(cfg, key);
@@ -264,7 +281,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     if (opt_str(cfg, "save_best", h->save_best, sizeof h->save_best, err) ||
-        opt_str(cfg, "metric", h->metric, sizeof h->metric, err) || opt_str(cfg, "rule", rule, sizeof rule, err) ||
+        opt_metric(cfg, h->metric, sizeof h->metric, err) || opt_str(cfg, "rule", rule, sizeof rule, err) ||
         opt_str(cfg, "out_dir", h->out_dir, sizeof h->out_dir, err) ||
         opt_keys(cfg, "greater_keys", h->greater, &h->n_greater, greater, 10, err) ||
         opt_keys(cfg, "less_keys", h->less, &h->n_less, less, 1, err))

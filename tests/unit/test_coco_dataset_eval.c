@@ -11,6 +11,7 @@
 #include <mmdet/mmdet.h>
 #include "testlib.h"
 #include <mmdet/data.h>
+#include <mmdet/coco.h>
 
 static md_ctx *ctx;
 static char dir[64];
@@ -281,5 +282,108 @@ Test(coco_dataset_eval, format_results_writes_coco_results) {
     cr_expect(strstr(text, "\"image_id\":12"), "%s", text);
     cr_expect(strstr(text, "[1.5,2,10,20]"), "%s", text);
     cr_expect(strstr(text, "[3,4,2,2]"), "%s", text);
+    md_dataset_free(ds);
+}
+
+/* segm: the results of tests/golden/coco_segm_golden.py's case segm_a given
+ * to the dataset as mask results (RLEs) give pycocotools' segm stats
+ * (rounded as mmdet's), the bbox ones alongside with metric "bbox, segm";
+ * format_results writes <prefix>.segm.json, which evaluates the same. */
+Test(coco_dataset_eval, segm_matches_pycocotools) {
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "data = { type = \"CocoDataset\"; ann_file = \"tests/fixtures/coco_eval/segm_a_gt.json\"; "
+             "test_mode = true; classes = [\"class_1\", \"class_2\", \"class_4\"]; };");
+    md_error err = { 0 };
+    md_cfg *c = md_cfg_parse(buf, "inline.cfg", &err);
+    md_dataset *ds = md_build_dataset(ctx, md_cfg_get(c, "data"), NULL, &err);
+    md_cfg_free(c);
+    cr_assert(ds, "%s", err.msg);
+    md_coco_det *dets;
+    size_t nd;
+    cr_assert_eq(md_coco_load_dets("tests/fixtures/coco_eval/segm_a_dt.json", &dets, &nd, &err), 0, "%s", err.msg);
+    int64_t n = md_dataset_len(ds);
+    md_det_result *r = calloc((size_t)n, sizeof *r);
+    float *boxes = calloc(nd * 5 + 1, sizeof *boxes);
+    int64_t *labels = calloc(nd + 1, sizeof *labels);
+    md_rle *masks = calloc(nd + 1, sizeof *masks);
+    const int64_t cat_ids[3] = { 1, 2, 4 };
+    size_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        md_img_info info;
+        ds->iface->img_info(ds, i, &info);
+        r[i] = (md_det_result){ 0, boxes + 5 * k, labels + k, masks + k };
+        for (size_t j = 0; j < nd; j++) {   /* file order within the image */
+            if (dets[j].image_id != info.id) continue;
+            const double *b = dets[j].bbox;
+            float *o = boxes + 5 * k;
+            o[0] = (float)b[0], o[1] = (float)b[1], o[2] = (float)(b[0] + b[2]), o[3] = (float)(b[1] + b[3]);
+            o[4] = (float)dets[j].score;
+            for (int q = 0; q < 3; q++)
+                if (cat_ids[q] == dets[j].category_id) labels[k] = q;
+            masks[k] = dets[j].segmentation.rle;
+            k++;
+            r[i].n++;
+        }
+    }
+    cr_assert_eq(k, nd);
+    md_metrics m = { 0 };
+    cr_assert_eq(ds->iface->evaluate(ds, r, n, "bbox, segm", &m, &err), 0, "%s", err.msg);
+    cr_assert_eq(m.n, 12);
+    FILE *f = fopen("tests/fixtures/coco_eval/segm_a_expected.txt", "r");
+    cr_assert(f);
+    double want[12];
+    for (int i = 0; i < 12; i++) cr_assert_eq(fscanf(f, "%lf", &want[i]), 1);
+    fclose(f);
+    static const char *segm_names[] = { "segm_mAP", "segm_mAP_50", "segm_mAP_75", "segm_mAP_s", "segm_mAP_m",
+                                        "segm_mAP_l" };
+    for (int i = 0; i < 6; i++) {
+        char s[32];
+        snprintf(s, sizeof s, "%.3f", want[i]);
+        cr_expect_eq(metric(&m, segm_names[i]), strtod(s, NULL), "%s: %g vs pycocotools %s", segm_names[i],
+                     metric(&m, segm_names[i]), s);
+        cr_expect(!strcmp(m.m[i].name, names[i]), "bbox metrics first: %s", m.m[i].name);
+    }
+    /* results2json: <prefix>.segm.json evaluates to the same stats */
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s/res", dir);
+    cr_assert_eq(ds->iface->format_results(ds, r, n, prefix, &err), 0, "%s", err.msg);
+    char path[160];
+    snprintf(path, sizeof path, "%s.segm.json", prefix);
+    md_coco_det *back;
+    size_t nb;
+    cr_assert_eq(md_coco_load_dets(path, &back, &nb, &err), 0, "%s", err.msg);
+    cr_assert_eq(nb, nd);
+    md_coco *gt = md_coco_load("tests/fixtures/coco_eval/segm_a_gt.json", &err);
+    cr_assert(gt, "%s", err.msg);
+    md_coco_eval ev;
+    cr_assert_eq(md_coco_evaluate_as(gt, back, nb, MD_COCO_IOU_SEGM, &ev, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 12; i++)
+        cr_expect(fabs(ev.stats[i] - want[i]) < 1e-6, "stat %d: %.17g vs %.17g", i, ev.stats[i], want[i]);
+    md_coco_eval_free(&ev);
+    md_coco_free(gt);
+    md_coco_dets_free(back, nb);
+    /* the same through the tool */
+    char cmd[512], out[160], line[4096] = "";
+    snprintf(out, sizeof out, "%s/cli_segm.json", dir);
+    snprintf(cmd, sizeof cmd, "bin/mmdet-coco-eval tests/fixtures/coco_eval/segm_a_gt.json %s.segm.json "
+             "--iou-type segm --json > %s", prefix, out);
+    cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+    f = fopen(out, "r");
+    cr_assert(f && fgets(line, sizeof line, f));
+    fclose(f);
+    char *q = strchr(line, '[');
+    cr_assert(q, "%s", line);
+    for (int i = 0; i < 12; i++) {
+        double v = strtod(q + 1, &q);
+        cr_expect(fabs(v - want[i]) < 1e-6, "mmdet-coco-eval --iou-type segm stat %d: %.17g vs %.17g", i, v, want[i]);
+    }
+    snprintf(path, sizeof path, "%s.bbox.json", prefix);
+    cr_assert_eq(access(path, R_OK), 0, "bbox results written too");
+    free(r);
+    free(boxes);
+    free(labels);
+    free(masks);
+    md_coco_dets_free(dets, nd);
     md_dataset_free(ds);
 }

@@ -169,3 +169,15 @@ Test(eval_hook, iter_based_runner_logs_and_saves_by_iteration) {
     cr_expect(exists("iter", "iter_2.safetensors") && exists("iter", "iter_4.safetensors"));
     cr_expect(!exists("iter", "epoch_1.safetensors"));
 }
+
+/* metric as a list (mmdet's metric=['bbox', 'segm']) reaches the dataset's
+ * evaluate metric by metric: ['bbox'] gives the bbox metrics; 'segm' of a
+ * model without masks is the dataset's error naming segm. */
+Test(eval_hook, metric_list) {
+    cr_assert_eq(train("mlist", 1, "--cfg-options 'evaluation.metric=[bbox]'"), 0, "see %s/mlist.out", dir);
+    double map[4];
+    cr_assert_eq(val_maps("mlist", map, 4), 1);
+    cr_assert_neq(train("mlist2", 1, "--cfg-options 'evaluation.metric=[bbox,segm]'"), 0);
+    char *out = slurp("mlist2", "../mlist2.out");
+    cr_expect(strstr(out, "segm needs mask results"), "%s", out);
+}

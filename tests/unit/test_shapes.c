@@ -194,3 +194,67 @@ Test(shapes, object_size_does_not_depend_on_drawing_order) {
     double ratio = exp(late / n_late - early / n_early);
     cr_assert_gt(ratio, 0.95, "objects drawn late are %.0f %% smaller than early ones", 100 * (1 - ratio));
 }
+
+/* --masks: each segmentation is the pixels its object shows. Hidden parts,
+ * rings and crowd regions come as the RLE of the visible pixels (exact);
+ * whole objects as their outline polygon, which pycocotools' rasterisation
+ * (5x upsampled boundaries) turns into nearly the pixels drawn at pixel
+ * centres: only boundary pixels may differ. */
+Test(shapes, segmentations_are_the_visible_pixels) {
+    cr_assert_eq(run(TOOL " --out %s/d --train 30 --val 0 --classes 10 --seed 3 --min-size 100 --max-size 160"
+                     " --max-objs 8 --full-range --crowd-frac 0.1 --noise 0 --masks >/dev/null", dir), 0);
+    char p[512];
+    snprintf(p, sizeof p, "%s/d/annotations/instances_train.json", dir);
+    md_error err = {0};
+    md_coco *c = md_coco_load(p, &err);
+    cr_assert(c, "%s", err.msg);
+    size_t ai = 0;
+    int n_poly = 0, n_rle = 0;
+    double worst = 1;
+    for (size_t i = 0; i < c->n_images; i++) {
+        const md_coco_image *im = &c->images[i];
+        snprintf(p, sizeof p, "%s/d/masks/train/%06lld.png", dir, (long long)im->id);
+        md_image *m = md_image_read_as(p, MD_IMAGE_UNCHANGED, &err);
+        cr_assert(m, "%s", err.msg);
+        uint8_t *dec = malloc((size_t)m->w * m->h);
+        for (int k = 1; ai < c->n_anns && c->anns[ai].image_id == im->id; ai++, k++) {
+            const md_coco_ann *a = &c->anns[ai];
+            md_rle r;
+            cr_assert_eq(md_mask_ann_to_rle(&a->segmentation, im->height, im->width, &r, &err), 0, "%s", err.msg);
+            cr_assert_eq(md_rle_decode(&r, dec, &err), 0, "%s", err.msg);
+            md_rle_free(&r);
+            long inter = 0, uni = 0, boundary_miss = 0;
+            for (int y = 0; y < m->h; y++)
+                for (int x = 0; x < m->w; x++) {
+                    int want = m->data[y * m->w + x] == k, got = dec[y * m->w + x];
+                    inter += want && got;
+                    uni += want || got;
+                    if (want != got) {   /* a differing pixel must touch the object's edge */
+                        int edge = 0;
+                        for (int dy = -1; dy <= 1; dy++)
+                            for (int dx = -1; dx <= 1; dx++) {
+                                int xx = x + dx, yy = y + dy;
+                                if (xx < 0 || yy < 0 || xx >= m->w || yy >= m->h) continue;
+                                edge |= (m->data[yy * m->w + xx] == k) != want;
+                            }
+                        boundary_miss += !edge;
+                    }
+                }
+            if (a->segmentation.kind == MD_MASK_ANN_RLE) {
+                n_rle++;
+                cr_assert_eq(inter, uni, "image %lld object %d: the RLE is not the visible pixels", (long long)im->id, k);
+            } else {
+                n_poly++;
+                cr_assert_eq(boundary_miss, 0, "image %lld object %d: a polygon pixel off the edge", (long long)im->id, k);
+                double iou = (double)inter / (double)uni;
+                if (iou < worst) worst = iou;
+            }
+        }
+        free(dec);
+        md_image_free(m);
+    }
+    cr_assert_gt(n_rle, 5);
+    cr_assert_gt(n_poly, 20);
+    cr_expect_gt(worst, 0.85, "worst polygon IoU %g", worst);
+    md_coco_free(c);
+}

@@ -368,14 +368,14 @@ Test(transforms, format_bundle_and_collect) {
 
 Test(transforms, bad_configs_are_reported) {
     md_error err = { 0 };
-    md_cfg *c = md_cfg_parse("a = { type = \"Collect\"; keys = [\"img\", \"gt_masks\"]; };\n"
+    md_cfg *c = md_cfg_parse("a = { type = \"Collect\"; keys = [\"img\", \"gt_semantic_seg\"]; };\n"
                              "b = { type = \"Resize\"; img_scale = [1333, 800]; multiscale_mode = \"ranges\"; };\n"
                              "d = { type = \"Pad\"; };\n"
                              "e = { type = \"RandomFlip\"; flip_ratio = 1.5; };\n",
                              "bad.cfg", &err);
     cr_assert(c, "%s", err.msg);
     const char *keys[] = { "a", "b", "d", "e" };
-    const char *want[] = { "gt_masks", "multiscale_mode", "size_divisor", "flip_ratio" };
+    const char *want[] = { "gt_semantic_seg", "multiscale_mode", "size_divisor", "flip_ratio" };
     for (int i = 0; i < 4; i++) {
         md_error_clear(&err);
         cr_assert_null(md_build_from_cfg(ctx, "pipelines", md_cfg_get(c, keys[i]), NULL, &err));

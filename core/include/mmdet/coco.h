@@ -2,16 +2,21 @@
  *
  * Loading streams the JSON through yajl's callback parser into compact
  * arrays (no document tree), so a file the size of instances_train2017.json
- * stays small in memory. Segmentations are skipped.
+ * stays small in memory. Segmentations are kept as md_mask_ann (polygons,
+ * or RLE with the counts as a list or a string); a malformed one is kept
+ * as MD_MASK_ANN_INVALID and only an error for segm evaluation.
  *
- * Evaluation follows pycocotools' COCOeval (iouType 'bbox') exactly:
+ * Evaluation follows pycocotools' COCOeval (iouType 'bbox' or 'segm') exactly:
  * IoU thresholds .50:.05:.95, 101 recall points, area ranges all / small /
  * medium / large on the GT 'area' field and on w*h for detections, maxDets
  * 1/10/100, crowd GT (IoU = intersection / detection area, matched any
  * number of times, never counted), per image and category greedy matching in
  * descending score order with stable ties, interpolated precision, and -1
  * where a category has no GT. As in pycocotools, a GT's 'ignore' field is
- * overridden by 'iscrowd'.
+ * overridden by 'iscrowd'. For 'segm' the IoU is of the RLEs (rleIou; GT
+ * polygons rasterised at their image's size, annToRLE), crowd GT dividing
+ * by the detection's mask area, a GT's area range tested on its 'area'
+ * field and a detection's on its mask area (loadRes).
  */
 #ifndef MMDET_COCO_H
 #define MMDET_COCO_H
@@ -20,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "error.h"
+#include "masks.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +51,7 @@ typedef struct md_coco_ann {
     int32_t ignore;              /* the 'ignore' field, 0 when absent */
     int32_t image_index;         /* index into images[] */
     int32_t category_index;      /* index into categories[] */
+    md_mask_ann segmentation;    /* kind NONE when absent */
 } md_coco_ann;
 
 /* Arrays in file order. */
@@ -77,13 +84,18 @@ typedef struct md_coco_det {
     int64_t image_id, category_id;
     double bbox[4];              /* x, y, w, h */
     double score;
+    md_mask_ann segmentation;    /* segm results: an RLE; kind NONE when absent */
 } md_coco_det;
 
-/* Loads a results file: a JSON array of {image_id, category_id, bbox, score}.
- * *dets is malloc'ed (free it); *n may be 0. */
+/* Loads a results file: a JSON array of {image_id, category_id, bbox,
+ * score} (segm results: and segmentation, an RLE; bbox may then be
+ * absent). *dets is malloc'ed (free it with md_coco_dets_free); *n may be 0. */
 int md_coco_load_dets(const char *path, md_coco_det **dets, size_t *n, md_error *err);
 int md_coco_parse_dets(const char *buf, size_t len, const char *name, md_coco_det **dets, size_t *n, md_error *err);
-/* Writes detections in the results format (deterministic, %.17g numbers). */
+void md_coco_dets_free(md_coco_det *dets, size_t n);
+/* Writes detections in the results format (deterministic, %.17g numbers);
+ * a detection with an RLE segmentation gets "segmentation": {"size": [h,
+ * w], "counts": "<compressed string>"}, as mmdet's results2json. */
 int md_coco_write_dets(const char *path, const md_coco_det *dets, size_t n, md_error *err);
 
 #define MD_COCO_T 10   /* IoU thresholds */
@@ -106,6 +118,12 @@ typedef struct md_coco_eval {
  * and counted. Runs categories in parallel (OpenMP); results do not depend on
  * the thread count. Free `out` with md_coco_eval_free. */
 int md_coco_evaluate(const md_coco *gt, const md_coco_det *dets, size_t n, md_coco_eval *out, md_error *err);
+typedef enum md_coco_iou_type { MD_COCO_IOU_BBOX = 0, MD_COCO_IOU_SEGM } md_coco_iou_type;
+/* The same with COCOeval's iouType: segm needs every GT annotation's and
+ * every detection's segmentation (an error names the one that has none or
+ * a malformed one). */
+int md_coco_evaluate_as(const md_coco *gt, const md_coco_det *dets, size_t n, md_coco_iou_type type,
+                        md_coco_eval *out, md_error *err);
 void md_coco_eval_free(md_coco_eval *e);
 /* Prints pycocotools' 12 summary lines. */
 void md_coco_eval_print(const md_coco_eval *e, FILE *f);

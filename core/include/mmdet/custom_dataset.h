@@ -13,7 +13,8 @@
  *     default names; a class without defaults requires it), the pipeline
  *     built, proposal_file refused (unsupported);
  *   - load_annotations appends images and their boxes with
- *     md_custom_dataset_add_img / _add_box, asking md_custom_dataset_keep_img
+ *     md_custom_dataset_add_img / _add_box (and _add_mask for a box's
+ *     segmentation), asking md_custom_dataset_keep_img
  *     first (mmdet's _filter_imgs: in training an image needs a shorter side
  *     of at least min_size and, with filter_empty_gt, an object of CLASSES);
  *   - aspect-ratio group flags for the group sampler (_set_group_flag);
@@ -129,6 +130,10 @@ struct md_custom_dataset {
     md_img_info *infos;
     int64_t *off, *ign_off;
     md_boxes gt, ign;
+    /* Segmentations of the gt boxes (masks[j] for gt box j; NULL until the
+     * first md_custom_dataset_add_mask), n_masks == gt.n once there. */
+    md_mask_ann *masks;
+    int64_t n_masks, cap_masks;
     md_custom_skip *skip;
 };
 
@@ -184,6 +189,10 @@ int md_custom_dataset_add_img(md_custom_dataset *d, char *filename, int width, i
  * image: to gt_bboxes, or to gt_bboxes_ignore when `ignore`. 0 or -1. */
 int md_custom_dataset_add_box(md_custom_dataset *d, const float xyxy[4], int64_t label, bool ignore,
                               md_error *err);
+
+/* Gives the last box appended to gt_bboxes (not an ignored one) its
+ * segmentation; *m is taken over (also on failure) and zeroed. 0 or -1. */
+int md_custom_dataset_add_mask(md_custom_dataset *d, md_mask_ann *m, md_error *err);
 
 /* ---- the methods, with the class's overrides applied ---- */
 int md_custom_dataset_get_ann_info(const md_custom_dataset *d, int64_t idx, md_ann_info *out);

@@ -77,6 +77,10 @@ typedef struct md_boxes {
 typedef struct md_ann_info {
     int n;  const float *bboxes;  const int64_t *labels;
     int n_ignore;  const float *bboxes_ignore;
+    /* mmdet's gt_masks_ann: the segmentation of each of the n boxes (kind
+     * MD_MASK_ANN_NONE where the annotation has none); NULL when the
+     * dataset has no segmentations. */
+    const md_mask_ann *masks;
 } md_ann_info;
 
 /* What a dataset knows about one image before loading it. */
@@ -256,7 +260,9 @@ typedef struct md_batch {
     md_img_meta *metas;             /* n */
     md_boxes *gt_bboxes;            /* n (labels in .labels) */
     md_boxes *gt_bboxes_ignore;     /* n */
-    md_masks *gt_masks;             /* n, in the padded image's pixels; NULL when none were collected */
+    md_masks *gt_masks;             /* n, in the padded image's pixels; NULL when none were collected.
+                                     * Each at its sample's own size (Pad's pad_shape), not padded to
+                                     * the batch's H x W (mmdet's cpu_only DataContainer). */
     int64_t *indices;               /* dataset index of each image */
     /* Test-time augmentation (a test pipeline's MultiScaleFlipAug with
      * several variants, mmdet's lists of imgs and img_metas): n_augs

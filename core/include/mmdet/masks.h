@@ -74,6 +74,29 @@ int md_masks_bitmap(const md_masks *m, int k, uint8_t *out, md_error *err);
 md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_tensor *bboxes, md_tensor *inds, int out_h,
                                     int out_w);
 
+/* ---- BitmapMasks / PolygonMasks methods (mmdet/core/mask/structures.py);
+ * in place, 0 or -1 with err set (out of memory) ---- */
+/* resize(out_shape): bitmaps by nearest neighbour (cv2 INTER_NEAREST:
+ * source index floor(dst * (1 / (out / in))), clamped), polygons scaled by
+ * out_w / w and out_h / h. rescale(scale) is resize to mmcv's
+ * rescale_size of (w, h). */
+int md_masks_resize(md_masks *m, int out_h, int out_w, md_error *err);
+/* flip: horizontal (x -> w - x for polygons), vertical, or both (diagonal). */
+void md_masks_flip(md_masks *m, bool horizontal, bool vertical);
+/* pad(out_shape, pad_val): bitmaps padded right and bottom with val;
+ * polygons only change their h and w. out_h >= h, out_w >= w. */
+int md_masks_pad(md_masks *m, int out_h, int out_w, uint8_t val, md_error *err);
+/* crop(bbox): bbox (x1, y1, x2, y2) integers clipped to the masks, size
+ * max(x2 - x1, 1) x max(y2 - y1, 1); polygons moved by (-x1, -y1). */
+int md_masks_crop(md_masks *m, const int bbox[4], md_error *err);
+/* masks[keep]: keeps mask k where keep[k], in order. */
+int md_masks_select(md_masks *m, const bool *keep, md_error *err);
+/* areas: pixels of each bitmap; the polygons' shoelace areas summed. */
+void md_masks_areas(const md_masks *m, double *out);
+/* get_bboxes: the tight box (x1, y1, x2 + 1, y2 + 1) of each bitmap (0s
+ * when empty); of polygons the min and max of their points. out f32 [n, 4]. */
+void md_masks_get_bboxes(const md_masks *m, float *out);
+
 /* ---- RLE (pycocotools' maskApi) ---- */
 /* Encodes a u8 h x w row-major mask (nonzero = 1). */
 int md_rle_encode(const uint8_t *mask, int h, int w, md_rle *out, md_error *err);
@@ -83,6 +106,73 @@ void md_rle_free(md_rle *r);
 int md_rle_copy(md_rle *dst, const md_rle *src, md_error *err);
 /* Number of 1 pixels (pycocotools' area). */
 uint64_t md_rle_area(const md_rle *r);
+/* The compressed string form of the counts (rleToString: 6 bits a
+ * character, ASCII 48-111, deltas from the count two back), as COCO JSON
+ * stores "counts"; malloc'ed, NULL when out of memory. */
+char *md_rle_to_string(const md_rle *r);
+/* rleFrString: counts from the string form, of an h x w mask. 0, or -1
+ * with err set (a character outside 48-111, a count outside 32 bits).
+ * Counts that do not add up to h * w are refused by md_rle_decode. */
+int md_rle_from_string(const char *s, int h, int w, md_rle *out, md_error *err);
+/* rleFrPoly: the polygon of k points xy[2k] (x, y) rasterised into an
+ * h x w mask (pycocotools' frPoly: 5x upsampling, column boundaries). */
+int md_rle_from_poly(const double *xy, int k, int h, int w, md_rle *out, md_error *err);
+/* rleFrBbox: the box (x, y, w, h) as the polygon of its corners. */
+int md_rle_from_bbox(const double bb[4], int h, int w, md_rle *out, md_error *err);
+/* rleMerge: union (or intersection) of n RLEs of one size; n 0 gives an
+ * empty 0 x 0 RLE, sizes that differ a 0 x 0 one, as pycocotools. */
+int md_rle_merge(const md_rle *rs, int n, bool intersect, md_rle *out, md_error *err);
+/* rleToBbox: the tight box (x, y, w, h). */
+void md_rle_to_bbox(const md_rle *r, double bb[4]);
+/* rleIou: iou[d * n + g] of m detections and n ground truths (pycocotools
+ * returns the same [m, n]); a crowd ground truth (iscrowd[g] nonzero;
+ * iscrowd may be NULL) divides by the detection's area; -1 where the sizes
+ * differ. */
+void md_rle_iou(const md_rle *dt, int m, const md_rle *gt, int n, const uint8_t *iscrowd, double *iou);
+
+/* ---- a COCO "segmentation" (mmdet's gt_masks_ann entry) ---- */
+typedef enum md_mask_ann_kind {
+    MD_MASK_ANN_NONE = 0, MD_MASK_ANN_POLYGONS, MD_MASK_ANN_RLE,
+    MD_MASK_ANN_INVALID,            /* malformed: `invalid` says why, reported when the mask is used */
+    MD_MASK_ANN_FILE                /* not read yet: bytes [offset, offset + length) of `file` hold its JSON */
+} md_mask_ann_kind;
+
+/* As the JSON gives it: a list of polygons ([[x0, y0, x1, y1, ...], ...],
+ * numbers as doubles), or an RLE {counts, size} whose counts were a list
+ * (uncompressed) or a string (decoded here). id names the annotation in
+ * messages. */
+typedef struct md_mask_ann {
+    md_mask_ann_kind kind;
+    int64_t id;
+    int n_polys;
+    int *poly_len;                  /* numbers in each polygon */
+    double *coords;                 /* all polygons' numbers, in order */
+    md_rle rle;                     /* RLE: its own size as the JSON gives it */
+    char *invalid;                  /* INVALID: the message (file, annotation, what is wrong) */
+    const char *file;               /* FILE: the annotation file (borrowed: its owner outlives this) */
+    int64_t offset, length;
+} md_mask_ann;
+
+void md_mask_ann_free(md_mask_ann *a);
+/* A FILE segmentation read and parsed into out (other kinds copied);
+ * errors name the file and the annotation. Safe from several threads. */
+int md_mask_ann_read(const md_mask_ann *a, md_mask_ann *out, md_error *err);
+int md_mask_ann_copy(md_mask_ann *dst, const md_mask_ann *src, md_error *err);
+/* pycocotools' annToRLE (mmdet's _poly2mask) for an h x w image (a FILE
+ * segmentation read first): polygons
+ * through frPyObjects and merge (a first polygon of fewer than 6 numbers is
+ * an error, as it is there), an RLE as it is. Errors name the annotation. */
+int md_mask_ann_to_rle(const md_mask_ann *a, int h, int w, md_rle *out, md_error *err);
+/* LoadAnnotations' masks of n annotations for an h x w image: poly2mask
+ * gives BitmapMasks (md_mask_ann_to_rle, decoded; an RLE must be h x w),
+ * otherwise PolygonMasks of the polygons with an even count of at least 6
+ * numbers (process_polygons; an RLE is an error). An annotation without a
+ * segmentation is an error naming its position. out is initialised here. */
+int md_masks_from_anns(md_masks *out, const md_mask_ann *anns, int n, int h, int w, bool poly2mask, md_error *err);
+/* Parses a segmentation's JSON text (the value of "segmentation"). 0, or
+ * -1 with err saying what is wrong in it (the caller names the file and
+ * the annotation). */
+int md_mask_ann_parse(const char *json, size_t n, md_mask_ann *out, md_error *err);
 
 #ifdef __cplusplus
 }
