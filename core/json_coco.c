@@ -42,6 +42,7 @@ typedef struct pstate {
     int elem_depth;          /* depth of element objects */
     int depth, section, key, in_arr, in_rec, in_bbox;
     int saw_top;             /* the top-level value had the right type */
+    unsigned saw_sections;   /* 1 << SEC_*: the top-level arrays present */
     size_t elem_index[5];
     rec r;
     growbuf images, anns, cats, dets, pool;
@@ -139,6 +140,13 @@ static int is_int_key(int key) {
 /* Is this scalar a direct element of a section array (not an object)? */
 static int stray_element(pstate *ps) { return ps->in_arr && !ps->in_rec && ps->depth == ps->elem_depth - 1; }
 
+/* A scalar where the top level of an annotation file wants a section's
+ * array ("images": 3). */
+static int section_scalar(pstate *ps, const char *got) {
+    if (ps->dets_mode || ps->depth != 1 || ps->section == SEC_NONE) return 1;
+    return fail_at(ps, "'%s' must be an array, got %s", SEC_NAME[ps->section], got);
+}
+
 /* One event of the segmentation value: forwarded (the builder records what
  * is wrong and ignores the rest), the value's end moves it into the record
  * (a malformed one as MD_MASK_ANN_INVALID). Returns 0 only when out of memory. */
@@ -160,6 +168,7 @@ static int seg_event(pstate *ps, int kind) {
 static int cb_number(void *ctx, const char *s, size_t n) {
     pstate *ps = ctx;
     if (ps->in_seg) return md_segm_on_number(ps->sb, s, n), seg_event(ps, EV_SCALAR);
+    if (!section_scalar(ps, "a number")) return 0;
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a number", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     int in_field = ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key);
     int in_bbox = ps->in_bbox && ps->depth == ps->elem_depth + 1;
@@ -211,6 +220,7 @@ static int cb_number(void *ctx, const char *s, size_t n) {
 static int cb_bool(void *ctx, int b) {
     pstate *ps = ctx;
     if (ps->in_seg) return md_segm_on_scalar(ps->sb, false), seg_event(ps, EV_SCALAR);
+    if (!section_scalar(ps, "a boolean")) return 0;
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a boolean", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     if (!(ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key))) return 1;
@@ -224,6 +234,7 @@ static int cb_bool(void *ctx, int b) {
 static int cb_null(void *ctx) {
     pstate *ps = ctx;
     if (ps->in_seg) return md_segm_on_scalar(ps->sb, true), seg_event(ps, EV_SCALAR);
+    if (!section_scalar(ps, "null")) return 0;
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got null", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     return 1;   /* a null field counts as absent */
@@ -232,6 +243,7 @@ static int cb_null(void *ctx) {
 static int cb_string(void *ctx, const unsigned char *s, size_t n) {
     pstate *ps = ctx;
     if (ps->in_seg) return md_segm_on_string(ps->sb, s, n), seg_event(ps, EV_SCALAR);
+    if (!section_scalar(ps, "a string")) return 0;
     if (stray_element(ps)) return fail_at(ps, "%s[%zu]: expected an object, got a string", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     if (ps->in_bbox && ps->depth == ps->elem_depth + 1) return fail_rec(ps, "'bbox' must hold numbers");
     if (!(ps->in_rec && ps->depth == ps->elem_depth && wanted(ps->section, ps->key))) return 1;
@@ -312,6 +324,7 @@ static int cb_start_array(void *ctx) {
     if (ps->depth == ps->elem_depth - 1 && (ps->dets_mode || ps->section != SEC_NONE)) {
         ps->in_arr = 1;
         if (ps->dets_mode) ps->section = SEC_DETS;
+        ps->saw_sections |= 1u << ps->section;
     } else if (ps->depth == ps->elem_depth && ps->in_arr) {
         return fail_at(ps, "%s[%zu]: expected an object, got an array", SEC_NAME[ps->section], ps->elem_index[ps->section]);
     } else if (ps->depth == ps->elem_depth + 1 && ps->in_rec && ps->key == K_BBOX && wanted(ps->section, K_BBOX)) {
@@ -607,8 +620,14 @@ static md_coco *coco_from(FILE *f, const char *buf, size_t n, const char *name, 
     pstate ps = {.name = name, .elem_depth = 3, .err = err};
     md_coco *c = NULL;
     if (run_parser(&ps, f, buf, n) == 0) {
+        /* pycocotools reads images (loadRes) and categories (getCatIds);
+         * annotations may be absent (test-dev image lists) */
         if (!ps.saw_top)
             md_failc(err, MD_ERR_PARSE, "%s: a COCO annotation file must be a JSON object", name);
+        else if (!(ps.saw_sections & (1u << SEC_IMAGES)) || !(ps.saw_sections & (1u << SEC_CATS)))
+            md_failc(err, MD_ERR_PARSE, "%s: not a COCO annotation file: no '%s' array (it needs 'images' and "
+                     "'categories', and 'annotations' for ground truth)", name,
+                     !(ps.saw_sections & (1u << SEC_IMAGES)) ? "images" : "categories");
         else
             c = build_coco(&ps, err);
     }

@@ -445,7 +445,7 @@ Test(coco_load, bad_records_name_the_element) {
                          " \"annotations\": [{\"id\": 5, \"image_id\": 1, \"category_id\": 8, \"bbox\": [1, 2, 3, 4]}]}", &err));
     cr_assert(strstr(err.msg, "annotations[0] (id 5): unknown category_id 8"), "%s", err.msg);
     md_error_clear(&err);
-    cr_assert_null(parse("{\"images\": [{\"id\": 1}, {\"id\": 1}]}", &err));
+    cr_assert_null(parse("{\"images\": [{\"id\": 1}, {\"id\": 1}], \"categories\": []}", &err));
     cr_assert(strstr(err.msg, "duplicate image id 1"), "%s", err.msg);
     md_error_clear(&err);
     cr_assert_null(parse("{\"images\": [{\"id\": \"one\"}]}", &err));
@@ -486,4 +486,29 @@ Test(coco_load, results_errors) {
     cr_assert_null(md_coco_load("no/such/file.json", &err));
     cr_assert_eq(err.code, MD_ERR_IO);
     cr_assert(strstr(err.msg, "no/such/file.json"), "%s", err.msg);
+}
+
+/* A ground truth that is a JSON object but not COCO is refused before any
+ * evaluation, naming the file and the field (pycocotools would fail on the
+ * missing images, or print -1 for every stat without categories). */
+Test(coco_eval, ground_truth_structure_is_checked) {
+    static const struct { const char *json, *want; } cases[] = {
+        { "{\"foo\": [1]}", "gt.json: not a COCO annotation file: no 'images' array" },
+        { "{\"images\": [], \"annotations\": []}", "gt.json: not a COCO annotation file: no 'categories' array" },
+        { "{\"images\": 3, \"annotations\": \"x\", \"categories\": null}", "gt.json: 'images' must be an array, got a number" },
+        { "{\"images\": [], \"annotations\": \"x\", \"categories\": []}", "gt.json: 'annotations' must be an array, got a string" },
+        { "{\"images\": [], \"categories\": null}", "gt.json: 'categories' must be an array, got null" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        md_error err = { 0 };
+        md_coco *c = md_coco_parse(cases[i].json, strlen(cases[i].json), "gt.json", &err);
+        cr_assert_null(c, "%s parsed", cases[i].json);
+        cr_assert(strstr(err.msg, cases[i].want), "%s: %s", cases[i].json, err.msg);
+    }
+    /* an image list without annotations (COCO test-dev) is a valid ground truth */
+    md_error err = { 0 };
+    const char *ok = "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\", \"width\": 4, \"height\": 4}], \"categories\": []}";
+    md_coco *c = md_coco_parse(ok, strlen(ok), "gt.json", &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    md_coco_free(c);
 }
