@@ -16,8 +16,8 @@ writes into tests/fixtures/:
       plain, with an ignored gt (ignore_iof_thr), without gts
   fcos_tiny_mmdet.pth, atss_tiny_mmdet.pth   torch.save(model.state_dict())
       of tiny FCOS and ATSS detectors (mmdet's ResNet, FPN and head), and
-  fcos_tiny_mmdet, atss_tiny_mmdet   their simple_test(rescale=True)
-      detections on the batch of detector_batch.safetensors
+  fcos_tiny_mmdet, atss_tiny_mmdet   their detections (simple_test with
+      rescale, before bbox2result) on the batch of detector_batch.safetensors
 
 The inputs are chosen so that no decision sits on a margin: every top-k
 distance cut of the assigner is 1e-3 apart, every IoU 1e-5 away from its
@@ -73,6 +73,21 @@ def check_scores(dets, thr, what):
         assert not near.any(), f'{what} image {i}: a score within 1e-4 of score_thr'
 
 
+def check_topk_cut(levels, gts, topk, what):
+    """ATSS's candidates: on every level the topk-th and the next nearest
+    anchor centres to each gt centre 1e-3 apart (torch.topk breaks ties in
+    no documented order)."""
+    for i, gt in enumerate(gts):
+        gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+        for lv in levels:
+            if lv.shape[0] <= topk:
+                continue
+            cx, cy = (lv[:, 0] + lv[:, 2]) / 2, (lv[:, 1] + lv[:, 3]) / 2
+            d = ((cx[:, None] - gcx[None]) ** 2 + (cy[:, None] - gcy[None]) ** 2).sqrt()
+            s = d.sort(0)[0]
+            assert ((s[topk] - s[topk - 1]).abs() > 1e-3).all(), f'{what}: image {i}: a top-k distance tie'
+
+
 def head_case(name, cfg, gains, biases, seed, grads):
     g = torch.Generator().manual_seed(seed)
     head = build_head(cfg)
@@ -83,6 +98,9 @@ def head_case(name, cfg, gains, biases, seed, grads):
         out[f'feat{lvl}'] = f.detach().clone()
     head.train()
     cls_scores, bbox_preds, centernesses = head(feats)
+    if cfg['type'] == 'ATSSHead':
+        levels = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], device='cpu')
+        check_topk_cut(levels, GT, cfg['train_cfg'].assigner.topk, name)
     for lvl in range(len(feats)):
         out[f'cls{lvl}'] = cls_scores[lvl].detach().clone()
         out[f'reg{lvl}'] = bbox_preds[lvl].detach().clone()
@@ -140,7 +158,8 @@ def atss_case():
                loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
                loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
                loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-               train_cfg=mmcv.ConfigDict(assigner=dict(type='ATSSAssigner', topk=9), allowed_border=-1,
+               # topk even: the two anchors of a location share their centre
+               train_cfg=mmcv.ConfigDict(assigner=dict(type='ATSSAssigner', topk=8), allowed_border=-1,
                                          pos_weight=-1, debug=False),
                test_cfg=mmcv.ConfigDict(dict(TEST_CFG, nms=dict(type='nms', iou_threshold=0.6))))
     head_case('atss_mmdet_head', cfg, {'atss_cls': 0.3, 'atss_reg': 0.3}, {'atss_cls': -1.5}, 21,
@@ -154,21 +173,12 @@ def assign_case():
     levels = gen.grid_priors(sizes, device='cpu')
     anchors = torch.cat(levels)
     counts = [lv.shape[0] for lv in levels]
-    gt = torch.tensor([[3.3, 5.1, 20.7, 17.9], [9.6, 8.2, 24.9, 30.1], [17.4, 2.6, 31.2, 13.7],
+    gt = torch.tensor([[3.3, 5.1, 21.9, 17.9], [9.6, 8.2, 24.9, 30.1], [17.4, 2.6, 31.2, 13.7],
                        [1.2, 20.3, 8.8, 29.4]])
     labels = torch.tensor([2, 0, 1, 1])
     ignore = torch.tensor([[0.0, 0.0, 10.0, 8.0]])
     topk = 5
-    # margins: the topk cut of every level and gt, and the centre-in-gt test
-    cx, cy = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
-    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
-    d = ((cx[:, None] - gcx[None]) ** 2 + (cy[:, None] - gcy[None]) ** 2).sqrt()
-    start = 0
-    for n in counts:
-        if n > topk:
-            s = d[start:start + n].sort(0)[0]
-            assert ((s[topk] - s[topk - 1]).abs() > 1e-3).all(), 'a top-k distance tie'
-        start += n
+    check_topk_cut(levels, [gt], topk, 'assign')
     out = {'anchors': anchors, 'counts': torch.tensor(counts), 'gt': gt, 'gt_labels': labels, 'gt_ignore': ignore}
     for tag, a_cfg, ign, g, lab in (
             ('plain', dict(type='ATSSAssigner', topk=topk), None, gt, labels),
@@ -244,11 +254,12 @@ def detector_case(name, head, gains, biases, seed):
     randomize_detector(model, g, gains, biases)
     model.eval()
     with torch.no_grad():
-        res = model.simple_test(img, metas, rescale=True)
+        # SingleStageDetector.simple_test without its final bbox2result (which
+        # regroups the detections by class): extract_feat, then the head's
+        # simple_test, the detections best first
+        res = model.bbox_head.simple_test(model.extract_feat(img), metas, rescale=True)
     out = {}
-    for i, r in enumerate(res):
-        boxes = torch.from_numpy(np.concatenate(r, 0))
-        labels = torch.cat([torch.full((len(b),), c, dtype=torch.int64) for c, b in enumerate(r)])
+    for i, (boxes, labels) in enumerate(res):
         assert ((boxes[:, 4] - TINY_TEST['score_thr']).abs() > 1e-4).all(), f'{name}: a score near score_thr'
         assert boxes.shape[0] > 1, f'{name}: image {i}: {boxes.shape[0]} detections'
         out[f'det{i}.bboxes'] = boxes
