@@ -126,7 +126,6 @@ MD_API int md_anchor_free_head_init_weights(md_ctx *ctx, md_module *m, md_error 
 
 /* ----------------------------------------------------------------- layers */
 
-static const md_module_class list_class = { .name = "ModuleList" };
 
 MD_API int md_anchor_free_head_init_layers(md_ctx *ctx, md_anchor_free_head *h, md_error *err) {
     /* _init_predictor: conv_cls (bias from prior probability 0.01, mmdet's
@@ -146,27 +145,8 @@ MD_API int md_anchor_free_head_init_layers(md_ctx *ctx, md_anchor_free_head *h, 
                : 0;
 }
 
-static const md_module_class scale_class = { .name = "Scale" };
-
 MD_API int md_anchor_free_head_add_scales(md_ctx *ctx, md_anchor_free_head *h, md_tensor **scales, md_error *err) {
-    md_module *list = md_module_new(sizeof(md_module), &list_class);
-    if (!list || md_module_add_child(&h->base, "scales", list, err)) {
-        md_module_free(list);
-        return list ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
-    }
-    for (int l = 0; l < h->num_levels; l++) {
-        char name[16];
-        snprintf(name, sizeof name, "%d", l);
-        md_module *s = md_module_new(sizeof(md_module), &scale_class);
-        if (!s || md_module_add_child(list, name, s, err)) {
-            md_module_free(s);
-            return s ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
-        }
-        /* a 0-d parameter, as mmcv's nn.Parameter(torch.tensor(1.0)) */
-        if (!(scales[l] = md_module_add_param(ctx, s, "scale", 0, NULL, err))) return -1;
-        md_init_constant(scales[l], 1.0);
-    }
-    return 0;
+    return md_head_add_scales(ctx, &h->base, h->num_levels, scales, err);
 }
 
 /* ---------------------------------------------------------------- forward */

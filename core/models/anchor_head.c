@@ -63,6 +63,9 @@ MD_API md_module *md_anchor_head_build(md_ctx *ctx, const md_cfg *cfg, const md_
         !(h->loss_cls = md_build_part(ctx, "losses", cfg, "loss_cls", err)) ||
         !(h->loss_bbox = md_build_part(ctx, "losses", cfg, "loss_bbox", err)))
         goto fail;
+    if (cls->loss_score_factor_key &&
+        !(h->loss_score_factor = md_build_part(ctx, "losses", cfg, cls->loss_score_factor_key, err)))
+        goto fail;
     h->num_base_priors = h->prior_generator->iface->num_base_priors(h->prior_generator, 0);
     h->use_sigmoid_cls = h->loss_cls->flags & MD_LOSS_SIGMOID;
     h->cls_out_channels = h->use_sigmoid_cls ? h->num_classes : h->num_classes + 1;
@@ -99,6 +102,7 @@ MD_API void md_anchor_head_destroy(md_module *m) {
     MD_BBOX_DESTROY(h->sampler);
     md_loss_free(h->loss_cls);
     md_loss_free(h->loss_bbox);
+    md_loss_free(h->loss_score_factor);
 }
 
 MD_API int md_anchor_head_num_classes(const md_module *m) { return ((const md_anchor_head *)m)->num_classes; }
@@ -165,6 +169,50 @@ MD_API md_tensor *md_head_stacked_forward(md_ctx *ctx, md_module *m, const char 
         /* the convs' backward keep what they read */
         if (next && y != x) md_tensor_release(ctx, y);
         y = next;
+    }
+    return y;
+}
+
+static const md_module_class scale_class = { .name = "Scale" };
+
+MD_API int md_head_add_scales(md_ctx *ctx, md_module *parent, int n, md_tensor **scales, md_error *err) {
+    md_module *list = md_module_new(sizeof(md_module), &list_class);
+    if (!list || md_module_add_child(parent, "scales", list, err)) {
+        md_module_free(list);
+        return list ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    for (int l = 0; l < n; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", l);
+        md_module *s = md_module_new(sizeof(md_module), &scale_class);
+        if (!s || md_module_add_child(list, name, s, err)) {
+            md_module_free(s);
+            return s ? -1 : md_failc(err, MD_ERR_NOMEM, "out of memory");
+        }
+        /* a 0-d parameter, as mmcv's nn.Parameter(torch.tensor(1.0)) */
+        if (!(scales[l] = md_module_add_param(ctx, s, "scale", 0, NULL, err))) return -1;
+        md_init_constant(scales[l], 1.0);
+    }
+    return 0;
+}
+
+MD_API md_tensor *md_anchor_head_add_score_factor(md_ctx *ctx, md_tensor *bbox_pred, md_tensor *score_factor) {
+    if (!bbox_pred || !score_factor) return NULL;
+    int64_t N = bbox_pred->shape[0], H = bbox_pred->shape[2], W = bbox_pred->shape[3];
+    int64_t A = score_factor->shape[1];
+    if (bbox_pred->ndim != 4 || score_factor->ndim != 4 || bbox_pred->shape[1] != A * 4 ||
+        score_factor->shape[0] != N || score_factor->shape[2] != H || score_factor->shape[3] != W) {
+        char b1[64], b2[64];
+        return md_op_fail(ctx, "md_anchor_head_add_score_factor", "bbox_pred %s and score_factor %s: want "
+                          "[N, A * 4, H, W] and [N, A, H, W]", md_tensor_describe(bbox_pred, b1, sizeof b1),
+                          md_tensor_describe(score_factor, b2, sizeof b2));
+    }
+    md_tensor *parts[2] = { md_reshape(ctx, bbox_pred, MD_DIMS(N, A, 4, H * W)),
+                            md_reshape(ctx, score_factor, MD_DIMS(N, A, 1, H * W)) };
+    md_tensor *y = md_reshape(ctx, md_cat(ctx, parts, 2, 2), MD_DIMS(N, A * 5, H, W));
+    if (y) {
+        md_tensor_release(ctx, bbox_pred);
+        md_tensor_release(ctx, score_factor);
     }
     return y;
 }
@@ -278,9 +326,17 @@ static int get_targets(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, in
         md_tensor *gi = batch->gt_bboxes_ignore && batch->gt_bboxes_ignore[i].n
                             ? boxes_tensor(ctx, &batch->gt_bboxes_ignore[i]) : NULL;
         if (!anc || !gt || !gl) return md_error_from_ctx(ctx, err, "%s: targets", name);
+        /* the inside anchors of each level (mmdet's num_level_anchors_inside) */
+        int64_t level_in[MD_MAX_LEVELS], off = 0;
+        for (int l = 0; l < n; l++) {
+            level_in[l] = 0;
+            for (int64_t j = off; j < off + counts[l]; j++) level_in[l] += inside[j] != 0;
+            off += counts[l];
+        }
+        md_assign_levels levels = { n, level_in };
         md_assign_result ar;
         md_sampling_result sr;
-        if (md_bbox_assign(ctx, h->assigner, anc, gt, gi, h->sampling || !glab ? NULL : gl, &ar, err) ||
+        if (md_bbox_assign_levels(ctx, h->assigner, anc, &levels, gt, gi, h->sampling || !glab ? NULL : gl, &ar, err) ||
             md_bbox_sample(ctx, h->sampler, &ar, anc, gt, gl, md_ctx_rng(ctx), &sr, err))
             return md_error_wrap(err, "%s: image %lld", name, (long long)i);
         int64_t np = md_tensor_numel(sr.pos_inds), nn = md_tensor_numel(sr.neg_inds);
@@ -337,28 +393,54 @@ static md_tensor *decoded_bbox_loss(md_ctx *ctx, md_anchor_head *h, md_tensor *r
     return md_loss_forward(ctx, h->loss_bbox, boxes, target, NULL, avg, MD_REDUCE_DEFAULT);
 }
 
+MD_API int md_anchor_head_loss_inputs(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls, md_tensor *const *reg,
+                                      int n, const md_batch *batch, md_anchor_loss_inputs *in, md_error *err) {
+    const char *name = h->base.cls->name;
+    memset(in, 0, sizeof *in);
+    if (!h->assigner) return md_failc(err, MD_ERR_CONFIG, "%s: loss needs a train_cfg with an assigner", name);
+    if (n < 1 || n > MD_MAX_LEVELS)
+        return md_failc(err, MD_ERR_SHAPE, "%s: %d feature levels (1 to %d)", name, n, MD_MAX_LEVELS);
+    int64_t R = h->cls->with_score_factors ? 5 : 4;
+    for (int l = 0; l < n; l++)
+        if (!cls[l] || !reg[l] || reg[l]->ndim != 4 || reg[l]->shape[1] != h->num_base_priors * R) {
+            char b[64];
+            return md_failc(err, MD_ERR_SHAPE, "%s: level %d: bbox_pred %s, want [N, %lld, H, W]", name, l,
+                            md_tensor_describe(reg[l], b, sizeof b), (long long)(h->num_base_priors * R));
+        }
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *anchors = md_contiguous(ctx, md_anchor_head_anchors(ctx, h, cls, n, in->counts));
+    targets t = { 0 };
+    int rc = anchors ? get_targets(ctx, h, cls, n, in->counts, anchors, batch, &t, err)
+                     : md_error_from_ctx(ctx, err, "%s: anchors", name);
+    md_grad_set_enabled(ctx, was);
+    if (rc) return -1;
+    in->n_levels = n;
+    in->anchors = anchors;
+    in->num_imgs = batch->n;
+    in->num_total_samples = t.avg;
+    in->labels = t.labels, in->label_weights = t.lw, in->bbox_targets = t.bt, in->bbox_weights = t.bw;
+    in->cls = flatten_levels(ctx, cls, n, h->cls_out_channels);
+    in->reg = flatten_levels(ctx, reg, n, R);
+    return in->cls && in->reg ? 0 : md_error_from_ctx(ctx, err, "%s: flatten", name);
+}
+
 MD_API int md_anchor_head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls, md_tensor *const *reg, int n,
                                const md_batch *batch, md_losses *losses, md_error *err) {
     md_anchor_head *h = md_anchor_head_of(m);
     const char *name = m->cls->name;
-    if (!h->assigner) return md_failc(err, MD_ERR_CONFIG, "%s: loss needs a train_cfg with an assigner", name);
-    int64_t counts[MD_MAX_LEVELS];
-    bool was = md_grad_set_enabled(ctx, false);
-    md_tensor *anchors = md_contiguous(ctx, md_anchor_head_anchors(ctx, h, cls, n, counts));
-    targets t = { 0 };
-    int rc = anchors ? get_targets(ctx, h, cls, n, counts, anchors, batch, &t, err)
-                     : md_error_from_ctx(ctx, err, "%s: anchors", name);
-    md_grad_set_enabled(ctx, was);
-    if (rc) return -1;
-    int64_t rows = batch->n * anchors->shape[0];
-    md_tensor *cls_all = flatten_levels(ctx, cls, n, h->cls_out_channels);
-    md_tensor *reg_all = flatten_levels(ctx, reg, n, 4);
+    md_anchor_loss_inputs in;
+    if (md_anchor_head_loss_inputs(ctx, h, cls, reg, n, batch, &in, err)) return -1;
+    targets t = { in.labels, in.label_weights, in.bbox_targets, in.bbox_weights, in.num_total_samples };
+    int64_t rows = batch->n * in.anchors->shape[0];
+    md_tensor *cls_all = in.cls;
+    md_tensor *reg_all = h->cls->with_score_factors ? md_contiguous(ctx, md_slice(ctx, in.reg, 1, 0, 4, 1)) : in.reg;
     /* the targets were built on the host; the losses run where the outputs are */
     md_device dev = md_tensor_device(cls[0]);
     md_tensor *lc = md_loss_forward(ctx, h->loss_cls, cls_all, md_tensor_to(ctx, t.labels, dev),
                                     md_tensor_to(ctx, t.lw, dev), t.avg, MD_REDUCE_DEFAULT);
-    md_tensor *lb = h->reg_decoded_bbox
-                        ? decoded_bbox_loss(ctx, h, reg_all, anchors, &t, rows, t.avg)
+    md_tensor *lb = !reg_all ? NULL
+                    : h->reg_decoded_bbox
+                        ? decoded_bbox_loss(ctx, h, reg_all, in.anchors, &t, rows, t.avg)
                         : md_loss_forward(ctx, h->loss_bbox, reg_all, md_tensor_to(ctx, t.bt, dev),
                                           md_tensor_to(ctx, t.bw, dev), t.avg, MD_REDUCE_DEFAULT);
     if (!lc || !lb) return md_error_from_ctx(ctx, err, "%s: loss", name);
@@ -377,7 +459,8 @@ MD_API int md_anchor_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const
     const md__dense_post p = { .prior_generator = h->prior_generator, .bbox_coder = h->bbox_coder,
                                .num_classes = h->num_classes, .cls_out_channels = h->cls_out_channels,
                                .num_base_priors = h->num_base_priors, .use_sigmoid = h->use_sigmoid_cls,
-                               .reg_channels = 4, .score_factor_channel = -1 };
+                               .reg_channels = h->cls->with_score_factors ? 5 : 4,
+                               .score_factor_channel = h->cls->with_score_factors ? 4 : -1 };
     return md__dense_get_bboxes(ctx, m->cls->name, &p, cls, reg, n, batch, tc, h->has_test_cfg ? &h->test_cfg : NULL,
                                 rescale, with_nms, results, err);
 }

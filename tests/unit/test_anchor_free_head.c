@@ -1,6 +1,6 @@
-/* The AnchorFreeHead base (anchor_free_head.h) through a FCOS head that
- * derives from it (tests/plugins/tiny_fcos_head.c), with test-only losses
- * (tests/plugins/afh_test_losses.c): the MlvlPointGenerator's points and the
+/* The AnchorFreeHead base (anchor_free_head.h) through the FCOS head that
+ * derives from it (plugins/heads/fcos_head.c), with the stock losses
+ * (FocalLoss, IoULoss, CrossEntropyLoss): the MlvlPointGenerator's points and the
  * DistancePointBBoxCoder against hand-worked values; the head built through
  * the "heads" registry with mmdet's state-dict names; points, labels,
  * distances and centerness of a hand-worked case (plain, center sampling,
@@ -18,7 +18,8 @@
 static md_ctx *ctx;
 static void setup(void) {
     ctx = test_ctx(7, (const char *const[]){ "plugins/bbox/point_generator.so", "plugins/bbox/distance_point_coder.so",
-                                             "tests/plugins/afh_test_losses.so", "tests/plugins/tiny_fcos_head.so",
+                                             "plugins/losses/focal_loss.so", "plugins/losses/iou_loss.so",
+                                             "plugins/losses/cross_entropy_loss.so", "plugins/heads/fcos_head.so",
                                              "plugins/optimizers/sgd.so", NULL });
     md_ctx_set_threads(ctx, 1);   /* small tensors: threads only spin on a shared machine */
 }
@@ -108,11 +109,11 @@ Test(afh, distance_point_coder) {
 
 /* ---- the head ---- */
 #define HEAD_KEYS                                                                                                 \
-    "type = \"TinyFCOSHead\"; num_classes = 2; in_channels = 4; feat_channels = 8; stacked_convs = 1;\n"         \
+    "type = \"FCOSHead\"; num_classes = 2; in_channels = 4; feat_channels = 8; stacked_convs = 1;\n"         \
     "  strides = [8, 16]; norm_cfg = { type = \"GN\"; num_groups = 4; };\n"                                      \
-    "  loss_cls = { type = \"TestFocalLoss\"; gamma = 2.0; alpha = 0.25; loss_weight = 1.0; };\n"               \
-    "  loss_bbox = { type = \"TestIoULoss\"; loss_weight = 1.0; };\n"                                            \
-    "  loss_centerness = { type = \"TestSigmoidBCELoss\"; loss_weight = 1.0; };\n"                               \
+    "  loss_cls = { type = \"FocalLoss\"; gamma = 2.0; alpha = 0.25; loss_weight = 1.0; };\n"               \
+    "  loss_bbox = { type = \"IoULoss\"; loss_weight = 1.0; };\n"                                            \
+    "  loss_centerness = { type = \"CrossEntropyLoss\"; use_sigmoid = true; loss_weight = 1.0; };\n"          \
     "  test_cfg = { nms_pre = 100; score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 10; };\n"
 
 static md_module *head_with(const char *extra) {
@@ -391,11 +392,11 @@ static double iou(const float *a, const float *b) {
 Test(afh, trains_and_detects) {
     char text[4096];
     snprintf(text, sizeof text,
-             "x = { type = \"TinyFCOSHead\"; num_classes = 3; in_channels = 6; feat_channels = 16; stacked_convs = 2;\n"
+             "x = { type = \"FCOSHead\"; num_classes = 3; in_channels = 6; feat_channels = 16; stacked_convs = 2;\n"
              "  strides = [8, 16]; regress_ranges = ((-1, 24), (24, 1e8)); norm_cfg = { type = \"GN\"; num_groups = 4; };\n"
              "  center_sampling = true; norm_on_bbox = true; centerness_on_reg = true;\n"
-             "  loss_cls = { type = \"TestFocalLoss\"; };\n  loss_bbox = { type = \"TestIoULoss\"; };\n"
-             "  loss_centerness = { type = \"TestSigmoidBCELoss\"; };\n"
+             "  loss_cls = { type = \"FocalLoss\"; };\n  loss_bbox = { type = \"IoULoss\"; };\n"
+             "  loss_centerness = { type = \"CrossEntropyLoss\"; use_sigmoid = true; };\n"
              "  test_cfg = { nms_pre = 1000; score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; }; max_per_img = 20; };\n"
              "};");
     md_cfg *root = parse(text);
@@ -491,7 +492,7 @@ static const char *refusal(const char *type, const char *extra) {
     static char msg[1024];
     char text[1024];
     snprintf(text, sizeof text, "x = { type = \"%s\"; num_classes = 2; in_channels = 4; feat_channels = 8;"
-             " loss_cls = { type = \"TestFocalLoss\"; }; loss_bbox = { type = \"TestIoULoss\"; }; %s };", type, extra);
+             " loss_cls = { type = \"FocalLoss\"; }; loss_bbox = { type = \"IoULoss\"; }; %s };", type, extra);
     md_cfg *root = parse(text);
     md_error err = { 0 };
     md_module *m = md_build_dense_head(ctx, md_cfg_get(root, "x"), NULL, &err);
@@ -515,7 +516,7 @@ Test(afh, incomplete_classes_are_refused) {
     msg = refusal("AfhPlain", "strides = [8, 0];");
     cr_assert(strstr(msg, "strides") && strstr(msg, "positive"), "%s", msg);
     /* and a derived head checks its own keys */
-    msg = refusal("TinyFCOSHead", "strides = [8, 16]; norm_cfg = { type = \"BN\"; }; regress_ranges = ([-1, 64]);"
-                  " loss_centerness = { type = \"TestSigmoidBCELoss\"; };");
+    msg = refusal("FCOSHead", "strides = [8, 16]; norm_cfg = { type = \"BN\"; }; regress_ranges = ([-1, 64]);"
+                  " loss_centerness = { type = \"CrossEntropyLoss\"; use_sigmoid = true; };");
     cr_assert(strstr(msg, "regress_ranges: 1 ranges for 2 strides"), "%s", msg);
 }

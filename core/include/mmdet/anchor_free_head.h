@@ -236,7 +236,7 @@ void md_anchor_free_head_destroy(md_module *m);
 /* mmcv's Scale(1.0) per level, as the ModuleList "scales" (state dict
  * scales.N.scale, 0-d parameters): scales[l] for level l's forward
  * (md_mul(ctx, bbox_pred, scales[l])). For a derived head's init_layers
- * (FCOS, ATSS, GFL). 0 or -1. */
+ * (FCOS); md_head_add_scales (anchor_head.h) for the head's num_levels. 0 or -1. */
 int md_anchor_free_head_add_scales(md_ctx *ctx, md_anchor_free_head *h, md_tensor **scales, md_error *err);
 
 /* ---- helpers: the pieces of the loss, for a head with its own ---- */

@@ -26,6 +26,14 @@
  *
  * The schema fills the struct: md_anchor_head_build reads every key with a
  * field (MD_AT) into the derived struct before init_layers runs.
+ *
+ * A head with a score factor (mmdet's with_score_factors: ATSS's
+ * centerness) sets with_score_factors and carries it in bbox_pred as a
+ * fifth channel per prior ([N, A * 5, H, W], md_anchor_head_add_score_factor);
+ * get_bboxes multiplies the scores by its sigmoid. A head with its own loss
+ * (ATSSHead) names it in MD_ANCHOR_HEAD_DENSE_LOSS and builds it from
+ * md_anchor_head_loss_inputs, the targets over the batch; the assigner is
+ * told the anchors' levels (md_bbox_assign_levels), which ATSSAssigner needs.
  */
 #ifndef MMDET_ANCHOR_HEAD_H
 #define MMDET_ANCHOR_HEAD_H
@@ -63,6 +71,12 @@ typedef struct md_anchor_head_class {
      * score_thr 0, no min_bbox_size, nms iou 0.5, max_per_img 100);
      * nms_iou < 0 makes test_cfg.nms required. */
     const md_dense_test_cfg *test_defaults;
+    /* forward_single's bbox_pred carries a score-factor logit as a fifth
+     * channel per prior (see above). */
+    bool with_score_factors;
+    /* The schema key of the score factor's loss ("loss_centerness"), built
+     * from the "losses" registry into loss_score_factor; NULL: none. */
+    const char *loss_score_factor_key;
 } md_anchor_head_class;
 
 struct md_anchor_head {
@@ -87,6 +101,7 @@ struct md_anchor_head {
     double pos_weight;             /* train_cfg.pos_weight (<= 0: 1) */
     bool has_test_cfg;
     md_dense_test_cfg test_cfg;
+    md_loss *loss_score_factor;    /* the class's loss_score_factor_key, else NULL */
 };
 
 static inline md_anchor_head *md_anchor_head_of(md_module *m) { return (md_anchor_head *)m; }
@@ -95,7 +110,9 @@ static inline md_anchor_head *md_anchor_head_of(md_module *m) { return (md_ancho
  * AnchorHead.__init__ arguments and defaults except the anchor generator's
  * (the argument: a libconfig group literal). num_classes is separate
  * (MD_DENSE_HEAD_NUM_CLASSES_KEY) because an RPN fixes it to 1. */
-#define MD_ANCHOR_HEAD_KEYS(anchor_generator_)                                                                   \
+#define MD_ANCHOR_HEAD_KEYS(anchor_generator_) MD_ANCHOR_HEAD_KEYS_DECODED(anchor_generator_, "false")
+/* The same with reg_decoded_bbox's default (ATSSHead's is true). */
+#define MD_ANCHOR_HEAD_KEYS_DECODED(anchor_generator_, reg_decoded_bbox_)                                        \
     { "in_channels", MD_KEY_INT, NULL, "channels of every input level", true, MD_AT(md_anchor_head, in_channels), \
       .min = "1" },                                                                                              \
     { "feat_channels", MD_KEY_INT, "256", "channels of the hidden convs", false,                                 \
@@ -105,7 +122,7 @@ static inline md_anchor_head *md_anchor_head_of(md_module *m) { return (md_ancho
     { "bbox_coder", MD_KEY_GROUP,                                                                                \
       "{ type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [1.0, 1.0, 1.0, 1.0]; }", \
       "box coder (bbox_coders registry)", false, MD_AT(md_anchor_head, bbox_coder_cfg) },                        \
-    { "reg_decoded_bbox", MD_KEY_BOOL, "false", "apply loss_bbox to decoded boxes against the gt boxes", false,  \
+    { "reg_decoded_bbox", MD_KEY_BOOL, reg_decoded_bbox_, "apply loss_bbox to decoded boxes against the gt boxes", false,  \
       MD_AT(md_anchor_head, reg_decoded_bbox) },                                                                 \
     { "loss_cls", MD_KEY_GROUP, "{ type = \"CrossEntropyLoss\"; use_sigmoid = true; loss_weight = 1.0; }",     \
       "classification loss (losses registry)", false, MD_AT(md_anchor_head, loss_cls_cfg) },                    \
@@ -129,11 +146,13 @@ static inline md_anchor_head *md_anchor_head_of(md_module *m) { return (md_ancho
 /* The dense-head part of a derived class: the base's forward (forward_single
  * over the levels), loss and test_cfg, and `get_bboxes_`
  * (md_anchor_head_get_bboxes or the head's own). */
-#define MD_ANCHOR_HEAD_DENSE(name_, get_bboxes_)                                                              \
+#define MD_ANCHOR_HEAD_DENSE(name_, get_bboxes_) MD_ANCHOR_HEAD_DENSE_LOSS(name_, md_anchor_head_loss, get_bboxes_)
+/* The same with the head's own loss `loss_` (ATSSHead's). */
+#define MD_ANCHOR_HEAD_DENSE_LOSS(name_, loss_, get_bboxes_)                                                  \
     { .model = { .module = { .name = (name_), .destroy = md_anchor_head_destroy,                             \
                              .num_classes = md_anchor_head_num_classes },                                     \
                  .init_weights = md_anchor_head_init_weights },                                               \
-      .tag = MD_DENSE_HEAD_TAG, .forward = md_anchor_head_forward, .loss = md_anchor_head_loss,             \
+      .tag = MD_DENSE_HEAD_TAG, .forward = md_anchor_head_forward, .loss = (loss_),                          \
       .get_bboxes = (get_bboxes_), .test_cfg = md_anchor_head_test_cfg }
 
 /* mmdet's AnchorHead.__init__ for a derived class: allocates cls->size
@@ -160,7 +179,8 @@ int md_anchor_head_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, i
 /* loss: targets over the batch, then loss_cls over every anchor (label
  * weights: positives pos_weight, sampled negatives 1, the rest 0) and
  * loss_bbox over the positives (on decoded boxes with reg_decoded_bbox),
- * each averaged over num_total_samples. */
+ * each averaged over num_total_samples. A score factor is not trained
+ * here (a head with one has its own loss). */
 int md_anchor_head_loss(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
                         int n, const md_batch *batch, md_losses *losses, md_error *err);
 /* get_bboxes: per level the nms_pre best (anchor, class) scores above
@@ -174,6 +194,31 @@ const md_dense_test_cfg *md_anchor_head_test_cfg(const md_module *m);
 int md_anchor_head_num_classes(const md_module *m);
 int md_anchor_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_anchor_head_destroy(md_module *m);
+
+/* Everything a loss over the batch starts from (mmdet's get_targets with
+ * the images concatenated), for a head with its own loss. Rows run image
+ * by image, then level by level, then (y, x, prior): row r is anchor
+ * r % T of image r / T. */
+typedef struct md_anchor_loss_inputs {
+    int n_levels;
+    int64_t counts[MD_MAX_LEVELS];      /* anchors of level l (one image) */
+    md_tensor *anchors;                 /* [T, 4], on the host */
+    int64_t num_imgs;
+    double num_total_samples;           /* mmdet's avg factor: the positives (plus the negatives when sampling) */
+    md_tensor *cls;                     /* [N * T, cls_out_channels], the outputs' device */
+    md_tensor *reg;                     /* [N * T, 4 (+ 1 with a score factor)], the outputs' device */
+    /* targets, on the host */
+    md_tensor *labels;                  /* i64 [N * T]: num_classes for the background */
+    md_tensor *label_weights;           /* [N * T] */
+    md_tensor *bbox_targets;            /* [N * T, 4]: deltas, or the gt boxes with reg_decoded_bbox */
+    md_tensor *bbox_weights;            /* [N * T, 4] */
+} md_anchor_loss_inputs;
+
+/* The anchors, the flattened outputs and the targets of the batch
+ * (assignment with the anchors' levels, sampling). 0, or -1 with err set. */
+int md_anchor_head_loss_inputs(md_ctx *ctx, md_anchor_head *h, md_tensor *const *cls_scores,
+                               md_tensor *const *bbox_preds, int n, const md_batch *batch,
+                               md_anchor_loss_inputs *in, md_error *err);
 
 /* Helpers for a derived head's layers. */
 /* The anchors of levels 0 .. n for the outputs' sizes (cls_scores[l]
@@ -197,6 +242,17 @@ int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char *name, 
 /* The branch `name` of m run over x: each intermediate is handed back once
  * read (x stays the caller's). NULL with the context's error. */
 md_tensor *md_head_stacked_forward(md_ctx *ctx, md_module *m, const char *name, int n, md_tensor *x);
+
+/* mmcv's Scale(1.0) for each of n levels, as the ModuleList "scales" of
+ * parent (state dict scales.N.scale, 0-d parameters): scales[l] for level
+ * l's forward (md_mul(ctx, bbox_pred, scales[l])). 0 or -1. */
+int md_head_add_scales(md_ctx *ctx, md_module *parent, int n, md_tensor **scales, md_error *err);
+
+/* A with_score_factors head's bbox_pred: bbox_pred [N, A * 4, H, W] and
+ * score_factor [N, A, H, W] -> [N, A * 5, H, W], each prior's four channels
+ * then its score factor (differentiable; the inputs are handed back). NULL
+ * with the context's error. */
+md_tensor *md_anchor_head_add_score_factor(md_ctx *ctx, md_tensor *bbox_pred, md_tensor *score_factor);
 
 #ifdef __cplusplus
 }

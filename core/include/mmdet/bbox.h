@@ -90,7 +90,7 @@ static inline md_tensor *md_iou_calculator_overlaps(md_ctx *ctx, const md_iou_ca
     return c->iface->overlaps(ctx, c, bboxes1, bboxes2, mode, is_aligned);
 }
 
-/* ---- "bbox_assigners": MaxIoUAssigner ---- */
+/* ---- "bbox_assigners": MaxIoUAssigner, ATSSAssigner ---- */
 /* mmdet's AssignResult. gt_inds [N] i64: 0 negative, -1 ignored, k + 1
  * assigned to gt k; max_overlaps [N] f32; labels [N] i64 (-1 where not
  * positive), NULL when no gt_labels were given. */
@@ -99,13 +99,28 @@ typedef struct md_assign_result {
     md_tensor *gt_inds, *max_overlaps, *labels;
 } md_assign_result;
 
+/* The boxes' levels, for an assigner that selects per pyramid level
+ * (mmdet's ATSSAssigner.assign(bboxes, num_level_bboxes, ...)): the boxes
+ * lie one level after the other, counts[l] of level l, summing to N. */
+typedef struct md_assign_levels {
+    int n;                              /* levels (<= MD_MAX_LEVELS) */
+    const int64_t *counts;
+} md_assign_levels;
+
 typedef struct md_bbox_assigner md_bbox_assigner;
 typedef struct md_bbox_assigner_iface {
     /* bboxes [N, 4], gt_bboxes [K, 4] (K may be 0), gt_bboxes_ignore [M, 4]
-     * or NULL, gt_labels i64 [K] or NULL. Returns 0 or -1 with err set. */
+     * or NULL, gt_labels i64 [K] or NULL. Returns 0 or -1 with err set.
+     * Required (an assigner that needs levels refuses a call without them). */
     int (*assign)(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes, md_tensor *gt_bboxes,
                   md_tensor *gt_bboxes_ignore, md_tensor *gt_labels, md_assign_result *out, md_error *err);
     void (*destroy)(md_bbox_assigner *a);
+    /* Optional: assign knowing the boxes' levels (ATSSAssigner). Callers go
+     * through md_bbox_assign_levels, which calls assign when this is NULL,
+     * so an assigner that ignores levels (MaxIoUAssigner) leaves it out. */
+    int (*assign_levels)(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes, const md_assign_levels *levels,
+                         md_tensor *gt_bboxes, md_tensor *gt_bboxes_ignore, md_tensor *gt_labels,
+                         md_assign_result *out, md_error *err);
 } md_bbox_assigner_iface;
 struct md_bbox_assigner { const md_bbox_assigner_iface *iface; const char *type; };
 
@@ -258,6 +273,14 @@ static inline md_tensor *md_bbox_decode(md_ctx *ctx, const md_bbox_coder *c, md_
 }
 static inline int md_bbox_assign(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes, md_tensor *gt,
                             md_tensor *gt_ignore, md_tensor *gt_labels, md_assign_result *out, md_error *err) {
+    return a->iface->assign(ctx, a, bboxes, gt, gt_ignore, gt_labels, out, err);
+}
+/* assign with the boxes' levels (levels may be NULL): the assigner's
+ * assign_levels when it has one, else its assign. */
+static inline int md_bbox_assign_levels(md_ctx *ctx, const md_bbox_assigner *a, md_tensor *bboxes,
+                                        const md_assign_levels *levels, md_tensor *gt, md_tensor *gt_ignore,
+                                        md_tensor *gt_labels, md_assign_result *out, md_error *err) {
+    if (a->iface->assign_levels) return a->iface->assign_levels(ctx, a, bboxes, levels, gt, gt_ignore, gt_labels, out, err);
     return a->iface->assign(ctx, a, bboxes, gt, gt_ignore, gt_labels, out, err);
 }
 static inline int md_bbox_sample(md_ctx *ctx, const md_bbox_sampler *s, const md_assign_result *ar,

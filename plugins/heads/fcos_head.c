@@ -1,16 +1,26 @@
-/* A FCOS head (mmdet 2.28's FCOSHead, fcos_head.py) on the library's
- * AnchorFreeHead (anchor_free_head.h), which owns the layers, points,
- * targets over the batch, the loss and get_bboxes. This file is FCOS's
- * difference: conv_centerness and a learnable Scale per level, the
- * per-level forward (scaled distances: exp, or with norm_on_bbox clamped at
- * 0 and times the stride in eval mode; centerness from the cls or reg
- * branch), and the target rule: a point is positive for the smallest gt box
- * it lies in (with center_sampling: within center_sample_radius strides of
- * the box centre) whose largest distance falls in its level's regress
- * range; the targets are its distances (over the stride with norm_on_bbox)
- * and its centerness, which weighs loss_bbox and is the score factor's
- * target (trained by loss_centerness). Registered as "TinyFCOSHead" for the
- * tests (the real FCOSHead belongs in plugins/heads). */
+/* mmdet's FCOSHead (mmdet/models/dense_heads/fcos_head.py) on the
+ * library's AnchorFreeHead (anchor_free_head.h), which owns the layers
+ * (cls_convs, reg_convs, conv_cls, conv_reg), the points, the targets over
+ * the batch, the loss and get_bboxes. This file is FCOS's difference:
+ * - its keys: regress_ranges, center_sampling, center_sample_radius,
+ *   norm_on_bbox, centerness_on_reg, loss_centerness, and mmdet's defaults
+ *   (GN head, FocalLoss, IoULoss, sigmoid CrossEntropyLoss for the
+ *   centerness, strides 4 to 64 as AnchorFreeHead's);
+ * - the layers: conv_centerness and a learnable Scale per level
+ *   (scales.N.scale);
+ * - the per-level forward: the distances scaled, then exp, or with
+ *   norm_on_bbox clamped at 0 and, in eval mode only, times the stride;
+ *   the centerness logit from the cls branch or, with centerness_on_reg,
+ *   from the reg branch (the fifth channel of bbox_pred);
+ * - the target rule (_get_target_single): a point is positive for the
+ *   smallest gt box it lies in (with center_sampling: within
+ *   center_sample_radius strides of the box centre, cut to the box) whose
+ *   largest distance falls in its level's regress range; the targets are
+ *   its distances (over the stride with norm_on_bbox) and its centerness,
+ *   which weighs loss_bbox (averaged over the centerness sum) and is the
+ *   target of loss_centerness (averaged over the positives).
+ * mmdet's train_cfg (an unused MaxIoUAssigner in its configs) is accepted
+ * and not read, as mmdet's FCOSHead. */
 #include <math.h>
 #include <stdio.h>
 #include <mmdet/anchor_free_head.h>
@@ -120,8 +130,8 @@ static int get_targets(md_ctx *ctx, md_anchor_free_head *ah, const md_anchor_fre
     return 0;
 }
 
-static const md_anchor_free_head_class tiny_fcos = {
-    .dense = MD_ANCHOR_FREE_HEAD_DENSE("TinyFCOSHead", md_anchor_free_head_loss, md_anchor_free_head_get_bboxes),
+static const md_anchor_free_head_class fcos_head = {
+    .dense = MD_ANCHOR_FREE_HEAD_DENSE("FCOSHead", md_anchor_free_head_loss, md_anchor_free_head_get_bboxes),
     .size = sizeof(fcos),
     .keys = keys,
     .init_layers = init_layers,
@@ -131,5 +141,5 @@ static const md_anchor_free_head_class tiny_fcos = {
     .loss_score_factor_key = "loss_centerness",
 };
 
-MD_PLUGIN("tiny_fcos_head", "1.0", "Apache-2.0");
-MD_ANCHOR_FREE_HEAD_REGISTER(tiny_fcos, "TinyFCOSHead", keys, "test head: mmdet's FCOSHead on the AnchorFreeHead base")
+MD_PLUGIN("fcos_head", "1.0", "Apache-2.0");
+MD_ANCHOR_FREE_HEAD_REGISTER(fcos_head, "FCOSHead", keys, "mmdet's FCOS head (an AnchorFreeHead: centerness, Scale per level)")
