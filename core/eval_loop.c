@@ -82,6 +82,9 @@ MD_API void md_results_free(md_results *res) {
     for (int64_t i = 0; res->r && i < res->n; i++) {
         free((void *)res->r[i].bboxes);
         free((void *)res->r[i].labels);
+        md_rle *mk = (md_rle *)res->r[i].masks;
+        for (int j = 0; mk && j < res->r[i].n; j++) md_rle_free(&mk[j]);
+        free(mk);
     }
     free(res->r);
     free(res->metas);
@@ -172,7 +175,17 @@ MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, 
                 memcpy(bx, res[i].bboxes, sizeof *bx * (size_t)(5 * k));
                 memcpy(lb, res[i].labels, sizeof *lb * (size_t)k);
             }
-            out->r[idx] = (md_det_result){ k, bx, lb };
+            out->r[idx] = (md_det_result){ k, bx, lb, NULL };
+            /* masks: the RLEs copied out of the step arena */
+            if (k && res[i].masks) {
+                md_rle *mk = calloc((size_t)k, sizeof *mk);
+                if (!mk) {
+                    rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                out->r[idx].masks = mk;
+                for (int j = 0; j < k && rc == 0; j++) rc = md_rle_copy(&mk[j], &res[i].masks[j], err);
+            }
         }
         int bn = batch->n;
         md_batch_free(batch);
