@@ -147,12 +147,18 @@ MD_API int md_roi_head_assign_sample(md_ctx *ctx, md_bbox_assigner *assigner, md
     return rc;
 }
 
+static int no_gt_masks(const md_module *m, md_error *err) {
+    return md_failc(err, MD_ERR_CONFIG, "%s: mask_head needs gt_masks in the batch (LoadAnnotations with_mask = true "
+                    "and gt_masks among Collect's keys)", m->cls->name);
+}
+
 MD_API int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
                                      const md_batch *batch, md_tensor *const *proposals, md_rng *rng, md_losses *losses,
                                      md_error *err) {
     md_roi_head_base *h = (md_roi_head_base *)m;
     if (!h->assigner || !h->sampler)
         return md_failc(err, MD_ERR_CONFIG, "%s: training needs train_cfg with an assigner and a sampler", m->cls->name);
+    if (h->mask_head && !batch->gt_masks) return no_gt_masks(m, err);
     int N = batch->n;
     md_sampling_result *sr = md_ctx_alloc(ctx, sizeof *sr * (size_t)N);
     md_tensor **sampled = md_ctx_alloc(ctx, sizeof *sampled * (size_t)N);
@@ -200,9 +206,7 @@ MD_API int md_roi_head_mask_forward_train(md_ctx *ctx, md_module *m, md_tensor *
     md_roi_head_base *h = (md_roi_head_base *)m;
     const char *name = m->cls->name;
     if (!h->mask_head) return md_failc(err, MD_ERR_CONFIG, "%s: no mask_head", name);
-    if (!batch->gt_masks)
-        return md_failc(err, MD_ERR_CONFIG, "%s: mask_head needs gt_masks in the batch (LoadAnnotations with_mask = "
-                        "true and gt_masks among Collect's keys)", name);
+    if (!batch->gt_masks) return no_gt_masks(m, err);
     int N = batch->n;
     md_tensor **pos = md_ctx_alloc(ctx, sizeof *pos * (size_t)N), **lab = md_ctx_alloc(ctx, sizeof *lab * (size_t)N);
     if (!pos || !lab) return md_error_from_ctx(ctx, err, "%s", name);
