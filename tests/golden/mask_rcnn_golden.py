@@ -20,8 +20,11 @@ mmdet's builders do), for tests/unit/test_mask_head.c:
   proposals: detections and their masks.
 - mask_rcnn_tiny.pth: the state dict of a tiny MaskRCNN (ResNet-18 of
   base width 2, FPN of 8 channels, RPNHead, StandardRoIHead with an
-  FCNMaskHead), saved as mmcv's save_checkpoint does ({"meta",
-  "state_dict"}), loaded by name in C.
+  FCNMaskHead) with random weights, saved as mmcv's save_checkpoint does
+  ({"meta", "state_dict"}), loaded by name in C; mask_rcnn_tiny.safetensors
+  holds the mask head's values, an input batch of one image and what
+  MaskRCNN.simple_test(rescale=True) returns for it in eval mode: the
+  detections (grouped by class, as bbox2result does) and their masks.
 
 Run from the repository root once mmdet imports:
     /usr/bin/python3 tests/golden/mask_rcnn_golden.py
@@ -257,17 +260,36 @@ def mask_rcnn_pth():
                                       target_stds=[1.0, 1.0, 1.0, 1.0]),
                       loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
                       loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
-        roi_head=roi_head_cfg(num_classes=3, out_channels=8))
+        roi_head=roi_head_cfg(num_classes=3, out_channels=8),
+        train_cfg=None,
+        test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=60, nms=dict(type="nms", iou_threshold=0.7),
+                               min_bbox_size=0),
+                      rcnn=RCNN_TEST))
     cfg["roi_head"]["bbox_roi_extractor"]["featmap_strides"] = [4, 8, 16, 32]
     cfg["roi_head"]["mask_roi_extractor"]["featmap_strides"] = [4, 8, 16, 32]
     model = build_detector(ConfigDict(cfg))
     model.init_weights()
     randomize(model, 6, std=0.2)
+    with torch.no_grad():   # biases a little positive, so that a few objects come out
+        model.rpn_head.rpn_cls.bias.add_(1.0)
     sd = model.state_dict()
     torch.save({"meta": {"mmdet_version": "2.28.2", "CLASSES": ("rectangle", "ellipse", "triangle")},
                 "state_dict": sd}, os.path.join(FIXTURES, "mask_rcnn_tiny.pth"))
     # the values, to compare what C loads by name
-    save("mask_rcnn_tiny", {k: v for k, v in sd.items() if k.startswith("roi_head.mask_head.")})
+    out = {k: v for k, v in sd.items() if k.startswith("roi_head.mask_head.")}
+    g = torch.Generator().manual_seed(7)
+    img = torch.zeros(1, 3, 64, 96)
+    img[:, :, :60, :90] = torch.randn(1, 3, 60, 90, generator=g)
+    meta = dict(ori_shape=(120, 180, 3), img_shape=(60, 90, 3), pad_shape=(64, 96, 3), batch_input_shape=(64, 96),
+                scale_factor=np.array([0.5, 0.5, 0.5, 0.5], np.float32), flip=False)
+    model.eval()
+    with torch.no_grad():
+        bbox_res, segm_res = model.simple_test(img, [meta], rescale=True)[0]
+    out["img"] = img
+    out["dets"] = np.concatenate(bbox_res)
+    out["det_labels"] = np.concatenate([np.full(len(b), c) for c, b in enumerate(bbox_res)]).astype(np.int64)
+    out["det_masks"] = np.stack([m for c in segm_res for m in c]).astype(np.uint8)
+    save("mask_rcnn_tiny", out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <mmdet/evaluation.h>
 #include <mmdet/roi_head.h>
 #include "testlib.h"
 
@@ -371,7 +372,10 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
              " bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [1.0, 1.0, 1.0, 1.0]; };"
              " loss_cls = { type = \"CrossEntropyLoss\"; use_sigmoid = true; loss_weight = 1.0; };"
              " loss_bbox = { type = \"L1Loss\"; loss_weight = 1.0; }; };"
-             " roi_head = { type = \"StandardRoIHead\"; %s }; };",
+             " roi_head = { type = \"StandardRoIHead\"; %s };"
+             " test_cfg = { rpn = { nms_pre = 200; max_per_img = 60; nms = { type = \"nms\"; iou_threshold = 0.7; };"
+             " min_bbox_size = 0; }; rcnn = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; };"
+             " max_per_img = 100; mask_thr_binary = 0.5; }; }; };",
              ROI_HEAD_CFG("8", "[4, 8, 16, 32]"));
     md_cfg *root = md_cfg_parse(text, "mask_rcnn_tiny.cfg", &(md_error){ 0 });
     cr_assert_not_null(root);
@@ -385,6 +389,47 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     cr_assert_eq(info.report.unexpected, 0, "%s", info.report.text);
     md_st *want = golden_open("mask_rcnn_tiny");
     cr_assert_eq(md_module_visit(m, "", cmp_cb, want), 0);
+
+    /* simple_test(rescale) of one image in eval mode: detections and masks
+     * in the original image (120 x 180) */
+    md_batch b;
+    md_img_meta meta;
+    memset(&b, 0, sizeof b);
+    memset(&meta, 0, sizeof meta);
+    md_tensor *img = golden_get(ctx, want, "img");
+    b.img = md_tensor_new_persistent(ctx, MD_F32, img->ndim, img->shape, &err);
+    cr_assert_not_null(b.img, "%s", err.msg);
+    memcpy(md_f32(b.img), md_f32(md_contiguous(ctx, img)), sizeof(float) * (size_t)md_tensor_numel(img));
+    meta = (md_img_meta){ .ori_shape = { 120, 180, 3 }, .img_shape = { 60, 90, 3 }, .pad_shape = { 64, 96, 3 },
+                          .scale_factor = { 0.5f, 0.5f, 0.5f, 0.5f } };
+    b.n = 1;
+    b.metas = &meta;
+    md_module_train(m, false);
+    const md_model_iface *it = md_model_test_iface(m);
+    md_det_result res;
+    cr_assert_eq(it->simple_test(ctx, m, &b, &res, &err), 0, "%s", err.msg);
+    md_tensor *ref = golden_get(ctx, want, "dets");
+    cr_assert_gt(ref->shape[0], 1, "the fixture should keep several detections");
+    cr_assert_eq(res.n, ref->shape[0], "%d detections, mmdet %lld", res.n, (long long)ref->shape[0]);
+    cr_assert_not_null(res.masks, "MaskRCNN returned no masks");
+    /* mmdet's bbox2result groups them by class, in score order within one */
+    md_tensor *bx = md_tensor_empty(ctx, MD_F32, MD_DIMS(res.n, 5)), *lb = md_tensor_empty(ctx, MD_I64, MD_DIMS(res.n));
+    md_rle *mk = calloc((size_t)res.n, sizeof *mk);
+    cr_assert_not_null(mk);
+    int k = 0;
+    for (int64_t c = 0; c < 3; c++)
+        for (int i = 0; i < res.n; i++)
+            if (res.labels[i] == c) {
+                memcpy(md_f32(bx) + 5 * k, res.bboxes + 5 * i, 5 * sizeof(float));
+                md_i64(lb)[k] = c;
+                mk[k++] = res.masks[i];
+            }
+    cr_assert_eq(k, res.n);
+    assert_close(bx, ref, 1e-4, "detections");
+    assert_equal(lb, golden_get(ctx, want, "det_labels"), "detection labels");
+    assert_masks(mk, golden_get(ctx, want, "det_masks"), 2, "detection masks");
+    free(mk);
+    md_tensor_free(b.img);
     md_st_close(want);
     md_module_free(m);
 }
