@@ -350,6 +350,59 @@ Test(mask_head, roi_head_needs_gt_masks) {
     md_st_close(st);
 }
 
+/* share_roi_extractor: without a mask_roi_extractor mmdet takes the
+ * positives' rows of the bbox features; the same loss as a head whose
+ * mask_roi_extractor repeats the bbox one, with the same weights. */
+static int copy_cb(const char *name, md_tensor *t, bool is_param, void *user) {
+    (void)is_param;
+    md_tensor *d = md_module_find(user, name);
+    cr_assert(d && md_tensor_numel(d) == md_tensor_numel(t) && t->dtype == MD_F32, "%s", name);
+    memcpy(md_f32(d), md_f32(md_contiguous(ctx, t)), sizeof(float) * (size_t)md_tensor_numel(t));
+    return 0;
+}
+
+Test(mask_head, shared_roi_extractor_is_the_bbox_one) {
+    md_st *st = golden_open("mask_roi_head");
+    static const char train[] =
+        " train_cfg = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.5; min_pos_iou = 0.5; };"
+        " sampler = { type = \"RandomSampler\"; num = 64; pos_fraction = 0.5; }; mask_size = 6; };";
+    static const char parts[] =
+        "bbox_roi_extractor = { type = \"SingleRoIExtractor\"; roi_layer = { type = \"RoIAlign\"; output_size = 3;"
+        " sampling_ratio = 0; }; out_channels = 4; featmap_strides = [4, 8]; };"
+        " bbox_head = { type = \"Shared2FCBBoxHead\"; in_channels = 4; fc_out_channels = 8; roi_feat_size = 3;"
+        " num_classes = 3; };"
+        " mask_head = { type = \"FCNMaskHead\"; num_convs = 1; roi_feat_size = 3; in_channels = 4;"
+        " conv_out_channels = 4; num_classes = 3; };";
+    char a_text[2048], b_text[2048];
+    snprintf(a_text, sizeof a_text, "%s%s", parts, train);
+    snprintf(b_text, sizeof b_text, "%s mask_roi_extractor = { type = \"SingleRoIExtractor\"; roi_layer = {"
+             " type = \"RoIAlign\"; output_size = 3; sampling_ratio = 0; }; out_channels = 4; featmap_strides = [4, 8]; };%s",
+             parts, train);
+    md_error err = { 0 };
+    md_module *a = build("StandardRoIHead", a_text, &err), *b = a ? build("StandardRoIHead", b_text, &err) : NULL;
+    cr_assert(a && b, "%s", err.msg);
+    cr_assert(((md_roi_head_base *)a)->share_roi_extractor && !((md_roi_head_base *)b)->share_roi_extractor);
+    cr_assert_null(md_module_child(a, "mask_roi_extractor"));
+    cr_assert_not_null(md_module_child(b, "mask_roi_extractor"));
+    cr_assert_eq(md_module_visit(a, "", copy_cb, b), 0);
+    md_batch *bt = roi_batch(st);
+    md_tensor *feats[2] = { golden_get(ctx, st, "feat0"), golden_get(ctx, st, "feat1") };
+    md_tensor *props[2] = { golden_get(ctx, st, "proposals0"), golden_get(ctx, st, "proposals1") };
+    md_losses la = { 0 }, lb = { 0 };
+    cr_assert_eq(md_roi_head_class_of(a)->forward_train(ctx, a, feats, 2, bt, props, md_ctx_rng(ctx), &la, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(md_roi_head_class_of(b)->forward_train(ctx, b, feats, 2, bt, props, md_ctx_rng(ctx), &lb, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(la.n, 4);
+    cr_assert_str_eq(la.names[3], "loss_mask");
+    cr_assert_gt(md_f32(la.values[3])[0], 0.0f);
+    for (int i = 0; i < 4; i++) assert_close(la.values[i], lb.values[i], 0, la.names[i]);
+    roi_batch_free(bt);
+    md_module_free(a);
+    md_module_free(b);
+    md_st_close(st);
+}
+
 /* ---- MaskRCNN: a state dict saved by mmdet, loaded by name ---- */
 static int cmp_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     (void)is_param;
