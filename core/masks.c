@@ -43,16 +43,15 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
     if (!bboxes) return NULL;
     int64_t P = bboxes->shape[0], hw = (int64_t)m->h * m->w;
     if (P == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, out_h, out_w));
-    /* each box pools its own mask: the masks stacked as a batch, RoI p on image p */
-    md_tensor *src = md_tensor_empty(ctx, MD_F32, MD_DIMS(P, 1, m->h, m->w));
+    /* the masks as a batch of one-channel images, RoI p on image inds[p] */
+    md_tensor *src = md_tensor_empty(ctx, MD_F32, MD_DIMS(m->n, 1, m->h, m->w));
     md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(P, 5));
     if (!src || !rois) return NULL;
+    for (int64_t q = 0; q < (int64_t)m->n * hw; q++) md_f32(src)[q] = m->bitmaps[q];
     for (int64_t p = 0; p < P; p++) {
         int64_t k = inds ? md_i64(inds)[p] : p;
         if (k < 0 || k >= m->n) return md_op_fail(ctx, "crop_and_resize", "mask index %lld of %d", (long long)k, m->n);
-        const uint8_t *b = m->bitmaps + k * hw;
-        for (int64_t q = 0; q < hw; q++) md_f32(src)[p * hw + q] = b[q];
-        md_f32(rois)[5 * p] = (float)p;
+        md_f32(rois)[5 * p] = (float)k;
         memcpy(md_f32(rois) + 5 * p + 1, md_f32(bboxes) + 4 * p, 4 * sizeof(float));
     }
     md_tensor *t = md_contiguous(ctx, md_roi_align(ctx, src, rois, out_h, out_w, 1.0, 0, true));
