@@ -132,7 +132,7 @@ MD_API void md_mask_paste(const float *mask, int mh, int mw, const float box[4],
     }
 }
 
-MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *det_bboxes,
+MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
                                       md_tensor *det_labels, double thr, const int ori_shape[2],
                                       const float scale_factor[4], bool rescale, md_rle *masks, md_error *err) {
     md_mask_head_base *h = (md_mask_head_base *)m;
@@ -140,7 +140,7 @@ MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask
     if (thr < 0)
         return md_failc(err, MD_ERR_CONFIG, "%s: mask_thr_binary %g < 0 (soft masks) is not supported", name, thr);
     bool was = md_grad_set_enabled(ctx, false);
-    md_tensor *prob = md_contiguous(ctx, md_tensor_to(ctx, md_sigmoid(ctx, mask_pred), MD_DEVICE_CPU));
+    md_tensor *prob = md_contiguous(ctx, md_tensor_to(ctx, probs ? mask_pred : md_sigmoid(ctx, mask_pred), MD_DEVICE_CPU));
     md_tensor *boxes = md_contiguous(ctx, md_tensor_to(ctx, det_bboxes, MD_DEVICE_CPU));
     md_tensor *labels = md_contiguous(ctx, md_tensor_to(ctx, det_labels, MD_DEVICE_CPU));
     md_grad_set_enabled(ctx, was);

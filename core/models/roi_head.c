@@ -265,7 +265,7 @@ MD_API int md_roi_head_simple_test_mask(md_ctx *ctx, md_module *m, md_tensor *co
         const md_img_meta *mt = &batch->metas[i];
         int ori[2] = { mt->ori_shape[0], mt->ori_shape[1] };
         if (!(masks[i] = md_ctx_alloc(ctx, sizeof **masks * (size_t)D))) return md_error_from_ctx(ctx, err, "%s", name);
-        if (mc->get_seg_masks(ctx, h->mask_head, md_slice(ctx, pred, 0, off, off + D, 1), boxes[i], det_labels[i],
+        if (mc->get_seg_masks(ctx, h->mask_head, md_slice(ctx, pred, 0, off, off + D, 1), false, boxes[i], det_labels[i],
                               h->mask_thr_binary, ori, mt->scale_factor, rescale, masks[i], err))
             return md_error_wrap(err, "%s: mask_head.get_seg_masks (image %d)", name, i);
         off += D;
@@ -383,6 +383,75 @@ MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *con
             for (int64_t j = 0; j < det_bboxes[i]->shape[0]; j++)
                 for (int q = 0; q < 4; q++) d[5 * j + q] *= batch->metas[i].scale_factor[q];
         }
+    }
+    return 0;
+}
+
+/* Mask probabilities [D, C, H, W] (host, contiguous) flipped back in place. */
+static void flip_masks_back(float *p, int64_t planes, int64_t H, int64_t W, md_flip_dir dir) {
+    bool hor = dir == MD_FLIP_HORIZONTAL || dir == MD_FLIP_DIAGONAL, ver = dir == MD_FLIP_VERTICAL || dir == MD_FLIP_DIAGONAL;
+    for (int64_t q = 0; q < planes; q++) {
+        float *a = p + q * H * W;
+        for (int64_t y = 0; hor && y < H; y++)
+            for (int64_t x = 0; x < W / 2; x++) {
+                float t = a[y * W + x];
+                a[y * W + x] = a[y * W + W - 1 - x];
+                a[y * W + W - 1 - x] = t;
+            }
+        for (int64_t y = 0; ver && y < H / 2; y++)
+            for (int64_t x = 0; x < W; x++) {
+                float t = a[y * W + x];
+                a[y * W + x] = a[(H - 1 - y) * W + x];
+                a[(H - 1 - y) * W + x] = t;
+            }
+    }
+}
+
+/* MaskTestMixin.aug_test_mask, image by image: each variant's mask
+ * probabilities of the mapped detections, flipped back and averaged, then
+ * get_seg_masks at the original size (rescale false, scale_factor 1). */
+MD_API int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                                     md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
+                                     md_rle **masks, md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    const char *name = m->cls->name;
+    if (!h->mask_head) return md_failc(err, MD_ERR_CONFIG, "%s: no mask_head", name);
+    const md_mask_head_class *mc = md_mask_head_class_of(h->mask_head);
+    int na = md_batch_n_augs(batch), N = batch->n;
+    for (int i = 0; i < N; i++) {
+        masks[i] = NULL;
+        int64_t D = det_bboxes[i]->shape[0];
+        if (D == 0) continue;
+        md_tensor *sum = NULL;
+        for (int k = 0; k < na; k++) {
+            const md_img_meta *mt = &md_batch_aug(batch, k)->metas[i];
+            md_tensor *b = boxes_copy(ctx, det_bboxes[i]);
+            if (!b) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+            md_bbox_mapping_meta(md_f32(b), D, 4, mt);
+            /* RoIs of image i of variant k's batch */
+            md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(D, 5));
+            if (!rois) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+            for (int64_t j = 0; j < D; j++) {
+                md_f32(rois)[5 * j] = (float)i;
+                memcpy(md_f32(rois) + 5 * j + 1, md_f32(b) + 4 * j, 4 * sizeof(float));
+            }
+            md_tensor *pred = md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats[k], n_feats, rois);
+            /* a new host tensor: flipped in place */
+            md_tensor *p = pred ? md_contiguous(ctx, md_tensor_to(ctx, md_sigmoid(ctx, pred), MD_DEVICE_CPU)) : NULL;
+            if (!p) return md_error_from_ctx(ctx, err, "%s.aug_test_mask: variant %d", name, k);
+            if (mt->flip) flip_masks_back(md_f32(p), p->shape[0] * p->shape[1], p->shape[2], p->shape[3], mt->flip_direction);
+            sum = sum ? md_add(ctx, sum, p) : p;
+            if (!sum) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+        }
+        md_tensor *merged = md_contiguous(ctx, md_mul_scalar(ctx, sum, 1.0 / na));
+        const md_img_meta *m0 = &batch->metas[i];
+        int ori[2] = { m0->ori_shape[0], m0->ori_shape[1] };
+        static const float one[4] = { 1, 1, 1, 1 };
+        if (!merged || !(masks[i] = md_ctx_alloc(ctx, sizeof **masks * (size_t)D)))
+            return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+        if (mc->get_seg_masks(ctx, h->mask_head, merged, true, det_bboxes[i], det_labels[i], h->mask_thr_binary, ori,
+                              one, false, masks[i], err))
+            return md_error_wrap(err, "%s: mask_head.get_seg_masks (image %d)", name, i);
     }
     return 0;
 }

@@ -7,8 +7,8 @@
  * the RoI head's (loss_cls, acc, loss_bbox, and loss_mask with a mask
  * head, which reads the batch's gt_masks); simple_test returns detections
  * rescaled to the original image, with their masks when the RoI head has
- * a mask branch (test-time augmentation of masks is refused). The samplers draw from the context's rng
- * (seeded by --seed).
+ * a mask branch (aug_test: merged over the variants by aug_test_mask).
+ * The samplers draw from the context's rng (seeded by --seed).
  * The rpn_head is any dense head (bbox.h), as in mmdet 3.x: a head with a
  * num_classes key gets num_classes = 1, and its loss names without "rpn"
  * are prefixed "rpn_" (RetinaHead's loss_cls -> rpn_loss_cls) so they do
@@ -145,9 +145,10 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     if (!hc->aug_test)
         return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test (test-time augmentation)", m->cls->name,
                         d->roi->cls->name);
-    if (hc->with_mask && hc->with_mask(d->roi))
-        return md_failc(err, MD_ERR_CONFIG, "%s: test-time augmentation of masks (merge_aug_masks) is not supported; "
-                        "use one img_scale and flip = false", m->cls->name);
+    bool with_mask = hc->with_mask && hc->with_mask(d->roi);
+    if (with_mask && !hc->aug_test_mask)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test_mask (test-time augmentation of masks)",
+                        m->cls->name, d->roi->cls->name);
     int na = md_batch_n_augs(b), n = -1;
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
@@ -176,6 +177,12 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     }
     md_scope_push(ctx, "roi_head");
     rc = hc->aug_test(ctx, d->roi, (md_tensor *const *const *)feats, n, b, props, true, dets, labels, err);
+    md_rle **masks = NULL;
+    if (!rc && with_mask) {
+        masks = md_ctx_alloc(ctx, sizeof *masks * (size_t)b->n);
+        rc = masks ? hc->aug_test_mask(ctx, d->roi, (md_tensor *const *const *)feats, n, b, dets, labels, masks, err)
+                   : md_error_from_ctx(ctx, err, NULL);
+    }
     md_scope_pop(ctx);
     if (rc) {
         md_error_wrap(err, "roi_head");
@@ -185,6 +192,7 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
         results[i].n = (int)dets[i]->shape[0];
         results[i].bboxes = md_f32(dets[i]);
         results[i].labels = md_i64(labels[i]);
+        results[i].masks = masks ? masks[i] : NULL;
     }
 out:
     md_grad_set_enabled(ctx, was);

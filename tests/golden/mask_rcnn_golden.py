@@ -17,7 +17,9 @@ mmdet's builders do), for tests/unit/test_mask_head.c:
   batch (features, proposals, gt boxes, labels and BitmapMasks); the
   RandomSampler asks for more RoIs than there are, so it keeps them all
   and no random draw enters; then simple_test with rescale of the same
-  proposals: detections and their masks.
+  proposals: detections and their masks; and aug_test (rescale) of image
+  0 with a horizontally flipped variant: merged detections and
+  merge_aug_masks' masks.
 - mask_rcnn_tiny.pth: the state dict of a tiny MaskRCNN (ResNet-18 of
   base width 2, FPN of 8 channels, RPNHead, StandardRoIHead with an
   FCNMaskHead) with random weights, saved as mmcv's save_checkpoint does
@@ -242,6 +244,21 @@ def roi_head_fixture():
         h, w = metas[i]["ori_shape"][:2]
         masks = np.stack([m for c in segm_res for m in c]) if len(dets) else np.zeros((0, h, w), np.uint8)
         out["dets%d" % i], out["det_labels%d" % i], out["det_masks%d" % i] = dets, labels, masks
+    # test-time augmentation of image 0: itself and a horizontal flip (its
+    # own features), the proposals in the original image
+    feats_flip = [torch.randn(1, 4, 12, 16, generator=g), torch.randn(1, 4, 6, 8, generator=g)]
+    out["aug_feat0"], out["aug_feat1"] = feats_flip
+    meta0 = dict(metas[0], flip_direction=None)
+    meta1 = dict(metas[0], flip=True, flip_direction="horizontal")
+    props = proposals[0].clone()
+    props[:, :4] /= torch.from_numpy(metas[0]["scale_factor"])
+    out["aug_proposals"] = props
+    with torch.no_grad():
+        (bbox_res, segm_res), = head.aug_test([[f[:1] for f in feats], feats_flip], [props], [[meta0], [meta1]],
+                                              rescale=True)
+    out["aug_dets"] = np.concatenate(bbox_res)
+    out["aug_det_labels"] = np.concatenate([np.full(len(b), c) for c, b in enumerate(bbox_res)]).astype(np.int64)
+    out["aug_det_masks"] = np.stack([m for c in segm_res for m in c]).astype(np.uint8)
     save("mask_roi_head", out)
 
 

@@ -86,6 +86,36 @@ static void assert_masks(const md_rle *rle, md_tensor *ref, int slack, const cha
     free(dec);
 }
 
+/* Detections grouped by class as mmdet's bbox2result returns them (score
+ * order within a class), compared with the fixture's `dets`, `labels`
+ * and `masks` entries. */
+static void assert_by_class(md_st *st, const char *pre, int n, const float *bboxes, const int64_t *labels,
+                            const md_rle *masks, int slack) {
+    char k[64];
+    snprintf(k, sizeof k, "%sdets", pre);
+    md_tensor *ref = golden_get(ctx, st, k);
+    cr_assert_gt(ref->shape[0], 1, "%s: the fixture should keep several detections", k);
+    cr_assert_eq(n, ref->shape[0], "%s: %d detections, mmdet %lld", k, n, (long long)ref->shape[0]);
+    md_tensor *bx = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, 5)), *lb = md_tensor_empty(ctx, MD_I64, MD_DIMS(n));
+    md_rle *mk = calloc((size_t)n, sizeof *mk);
+    cr_assert_not_null(mk);
+    int j = 0;
+    for (int64_t c = 0; c < 3; c++)
+        for (int i = 0; i < n; i++)
+            if (labels[i] == c) {
+                memcpy(md_f32(bx) + 5 * j, bboxes + 5 * i, 5 * sizeof(float));
+                md_i64(lb)[j] = c;
+                mk[j++] = masks[i];
+            }
+    cr_assert_eq(j, n);
+    assert_close(bx, ref, 1e-4, k);
+    snprintf(k, sizeof k, "%sdet_labels", pre);
+    assert_equal(lb, golden_get(ctx, st, k), k);
+    snprintf(k, sizeof k, "%sdet_masks", pre);
+    assert_masks(mk, golden_get(ctx, st, k), slack, k);
+    free(mk);
+}
+
 static void check_fcn(const char *tag, const char *body, int n_params) {
     md_error err = { 0 };
     md_module *m = build("FCNMaskHead", body, &err);
@@ -147,9 +177,9 @@ static void check_fcn(const char *tag, const char *body, int n_params) {
         for (int q = 0; q < 4; q++) md_f32(scaled)[4 * i + q] = md_f32(dets)[5 * i + q] * sf[q];
     md_rle rle[8];
     int ori[2] = { 30, 40 };
-    cr_assert_eq(c->get_seg_masks(ctx, m, logits, scaled, labels, 0.5, ori, sf, true, rle, &err), 0, "%s", err.msg);
+    cr_assert_eq(c->get_seg_masks(ctx, m, logits, false, scaled, labels, 0.5, ori, sf, true, rle, &err), 0, "%s", err.msg);
     assert_masks(rle, fx(gold, tag, "seg_rescale"), 0, "rescaled masks");
-    cr_assert_eq(c->get_seg_masks(ctx, m, logits, dets, labels, 0.5, ori, sf, false, rle, &err), 0, "%s", err.msg);
+    cr_assert_eq(c->get_seg_masks(ctx, m, logits, false, dets, labels, 0.5, ori, sf, false, rle, &err), 0, "%s", err.msg);
     assert_masks(rle, fx(gold, tag, "seg_test_scale"), 0, "test-scale masks");
     for (int i = 0; i < 2; i++) md_masks_free(&gm[i]);
     md_module_free(m);
@@ -325,6 +355,28 @@ Test(mask_head, roi_head_forward_train_and_simple_test) {
         snprintf(k, sizeof k, "det_masks%d", i);
         assert_masks(masks[i], golden_get(ctx, st, k), 0, k);
     }
+
+    /* aug_test of image 0 and its horizontal flip (features of its own),
+     * proposals in the original image */
+    md_batch one = *b, flipped = *b;
+    md_img_meta fm = b->metas[0];
+    fm.flip = true;
+    fm.flip_direction = MD_FLIP_HORIZONTAL;
+    one.n = flipped.n = 1;
+    flipped.metas = &fm;
+    md_batch *augs[2] = { &one, &flipped };
+    one.n_augs = 2;
+    one.augs = augs;
+    md_tensor *f0[2] = { md_slice(ctx, feats[0], 0, 0, 1, 1), md_slice(ctx, feats[1], 0, 0, 1, 1) };
+    md_tensor *f1[2] = { golden_get(ctx, st, "aug_feat0"), golden_get(ctx, st, "aug_feat1") };
+    md_tensor *const *af[2] = { f0, f1 };
+    md_tensor *ap[1] = { golden_get(ctx, st, "aug_proposals") };
+    md_grad_set_enabled(ctx, false);
+    cr_assert_eq(c->aug_test(ctx, m, af, 2, &one, ap, true, dets, labels, &err), 0, "%s", err.msg);
+    cr_assert_eq(c->aug_test_mask(ctx, m, af, 2, &one, dets, labels, masks, &err), 0, "%s", err.msg);
+    md_tensor *d0 = md_contiguous(ctx, dets[0]);
+    assert_by_class(st, "aug_", (int)d0->shape[0], md_f32(d0), md_i64(labels[0]), masks[0], 0);
+    md_grad_set_enabled(ctx, was);
     roi_batch_free(b);
     md_module_free(m);
     md_st_close(st);
@@ -461,27 +513,8 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     const md_model_iface *it = md_model_test_iface(m);
     md_det_result res;
     cr_assert_eq(it->simple_test(ctx, m, &b, &res, &err), 0, "%s", err.msg);
-    md_tensor *ref = golden_get(ctx, want, "dets");
-    cr_assert_gt(ref->shape[0], 1, "the fixture should keep several detections");
-    cr_assert_eq(res.n, ref->shape[0], "%d detections, mmdet %lld", res.n, (long long)ref->shape[0]);
     cr_assert_not_null(res.masks, "MaskRCNN returned no masks");
-    /* mmdet's bbox2result groups them by class, in score order within one */
-    md_tensor *bx = md_tensor_empty(ctx, MD_F32, MD_DIMS(res.n, 5)), *lb = md_tensor_empty(ctx, MD_I64, MD_DIMS(res.n));
-    md_rle *mk = calloc((size_t)res.n, sizeof *mk);
-    cr_assert_not_null(mk);
-    int k = 0;
-    for (int64_t c = 0; c < 3; c++)
-        for (int i = 0; i < res.n; i++)
-            if (res.labels[i] == c) {
-                memcpy(md_f32(bx) + 5 * k, res.bboxes + 5 * i, 5 * sizeof(float));
-                md_i64(lb)[k] = c;
-                mk[k++] = res.masks[i];
-            }
-    cr_assert_eq(k, res.n);
-    assert_close(bx, ref, 1e-4, "detections");
-    assert_equal(lb, golden_get(ctx, want, "det_labels"), "detection labels");
-    assert_masks(mk, golden_get(ctx, want, "det_masks"), 2, "detection masks");
-    free(mk);
+    assert_by_class(want, "", res.n, res.bboxes, res.labels, res.masks, 2);
     md_tensor_free(b.img);
     md_st_close(want);
     md_module_free(m);

@@ -251,13 +251,14 @@ typedef struct md_mask_head_class {
     int (*loss)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *targets, md_tensor *labels,
                 md_losses *losses, md_error *err);
     /* get_seg_masks for one image: mask logits [D, C, M, M] of the boxes
-     * det_bboxes [D, >= 4] (the RoIs pooled) with labels [D], sigmoid, the
-     * label's channel pasted into the image (divided by scale_factor and
-     * pasted at ori_shape when rescale, else at ori_shape times
-     * scale_factor, rounded) and binarised at mask_thr_binary (>= 0).
-     * masks[0 .. D) receive the RLEs, their counts in the step arena (not
-     * to be md_rle_free'd). */
-    int (*get_seg_masks)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *det_bboxes,
+     * det_bboxes [D, >= 4] (the RoIs pooled) with labels [D], sigmoid (not
+     * when `probs`: mask_pred holds probabilities already, as after
+     * merge_aug_masks), the label's channel pasted into the image (divided
+     * by scale_factor and pasted at ori_shape when rescale, else at
+     * ori_shape times scale_factor, rounded) and binarised at
+     * mask_thr_binary (>= 0). masks[0 .. D) receive the RLEs, their counts
+     * in the step arena (not to be md_rle_free'd). */
+    int (*get_seg_masks)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
                          md_tensor *det_labels, double mask_thr_binary, const int ori_shape[2],
                          const float scale_factor[4], bool rescale, md_rle *masks, md_error *err);
     int (*num_classes)(const md_module *m);
@@ -324,7 +325,7 @@ md_tensor *md_mask_head_get_targets(md_ctx *ctx, md_module *m, const md_sampling
                                     const md_masks *gt_masks, int mask_size);
 int md_mask_head_loss(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *targets, md_tensor *labels,
                       md_losses *losses, md_error *err);
-int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *det_bboxes,
+int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
                                md_tensor *det_labels, double mask_thr_binary, const int ori_shape[2],
                                const float scale_factor[4], bool rescale, md_rle *masks, md_error *err);
 int md_mask_head_num_classes(const md_module *m);
@@ -373,6 +374,14 @@ typedef struct md_roi_head_class {
     int (*simple_test_mask)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
                             md_tensor *const *det_bboxes, md_tensor *const *det_labels, bool rescale,
                             md_rle **masks, md_error *err);
+    /* mmdet's aug_test_mask: the detections of aug_test (det_bboxes[i] in
+     * the original image's pixels) mapped into every variant k (feats[k],
+     * md_batch_aug(batch, k)), their mask probabilities flipped back and
+     * averaged over the variants (merge_aug_masks), then pasted at the
+     * original image's size; masks[i] as simple_test_mask's. NULL: not
+     * supported. */
+    int (*aug_test_mask)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                         md_tensor *const *det_bboxes, md_tensor *const *det_labels, md_rle **masks, md_error *err);
 } md_roi_head_class;
 
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {
@@ -442,7 +451,7 @@ struct md_roi_head_base {
                  .init_weights = md_roi_head_init_weights },                                              \
       .forward_train = md_roi_head_forward_train, .simple_test = md_roi_head_simple_test,               \
       .aug_test = md_roi_head_aug_test, .with_mask = md_roi_head_with_mask,                              \
-      .simple_test_mask = md_roi_head_simple_test_mask }
+      .simple_test_mask = md_roi_head_simple_test_mask, .aug_test_mask = md_roi_head_aug_test_mask }
 
 md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls, md_error *err);
 #define MD_ROI_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                       \
@@ -484,6 +493,9 @@ int md_roi_head_mask_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *
 int md_roi_head_simple_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
                                  const md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
                                  bool rescale, md_rle **masks, md_error *err);
+int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                              md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
+                              md_rle **masks, md_error *err);
 int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_roi_head_destroy(md_module *m);
 
