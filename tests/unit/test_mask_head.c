@@ -465,6 +465,24 @@ static int cmp_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     return 0;
 }
 
+/* A dataset of one ready image (f32 CHW and its meta), to run the model
+ * through md_single_gpu_test. */
+typedef struct one_image { md_dataset base; const float *chw; int c, h, w; md_img_meta meta; } one_image;
+static int64_t one_len(const md_dataset *ds) { (void)ds; return 1; }
+static int one_get(const md_dataset *ds, int64_t idx, md_rng *rng, md_sample *out, md_error *err) {
+    const one_image *d = (const one_image *)ds;
+    (void)rng;
+    md_sample_init(out);
+    size_t n = (size_t)d->c * (size_t)d->h * (size_t)d->w;
+    if (!(out->img_f32 = malloc(sizeof(float) * n))) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    memcpy(out->img_f32, d->chw, sizeof(float) * n);
+    out->c = d->c, out->h = d->h, out->w = d->w;
+    out->meta = d->meta;
+    out->index = idx;
+    return 0;
+}
+static const md_dataset_iface one_iface = { .len = one_len, .get = one_get };
+
 Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     char text[8192];
     snprintf(text, sizeof text,
@@ -515,6 +533,23 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     cr_assert_eq(it->simple_test(ctx, m, &b, &res, &err), 0, "%s", err.msg);
     cr_assert_not_null(res.masks, "MaskRCNN returned no masks");
     assert_by_class(want, "", res.n, res.bboxes, res.labels, res.masks, 2);
+
+    /* the same through single_gpu_test: the results own copies of the masks */
+    one_image ds = { .base = { .iface = &one_iface, .type = "OneImage" }, .chw = md_f32(b.img), .c = 3, .h = 64,
+                     .w = 96, .meta = meta };
+    md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
+    lc.samples_per_gpu = 1;
+    lc.workers_per_gpu = 0;
+    lc.shuffle = false;
+    md_loader *loader = md_loader_new(&ds.base, &lc, &err);
+    cr_assert_not_null(loader, "%s", err.msg);
+    md_results rs;
+    cr_assert_eq(md_single_gpu_test(ctx, m, loader, &ds.base, false, &rs, &err), 0, "%s", err.msg);
+    cr_assert_eq(rs.n, 1);
+    cr_assert_not_null(rs.r[0].masks);
+    assert_by_class(want, "", rs.r[0].n, rs.r[0].bboxes, rs.r[0].labels, rs.r[0].masks, 2);
+    md_results_free(&rs);
+    md_loader_free(loader);
     md_tensor_free(b.img);
     md_st_close(want);
     md_module_free(m);
