@@ -186,7 +186,7 @@ RCNN_TRAIN = dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_
                   sampler=dict(type="RandomSampler", num=64, pos_fraction=0.5, neg_pos_ub=-1,
                                add_gt_as_proposals=True),
                   mask_size=12, pos_weight=-1, debug=False)
-RCNN_TEST = dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)
+RCNN_TEST = dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=8, mask_thr_binary=0.5)
 
 
 def roi_head_fixture():
@@ -243,7 +243,7 @@ def roi_head_fixture():
         labels = np.concatenate([np.full(len(b), c) for c, b in enumerate(bbox_res)]).astype(np.int64)
         h, w = metas[i]["ori_shape"][:2]
         masks = np.stack([m for c in segm_res for m in c]) if len(dets) else np.zeros((0, h, w), np.uint8)
-        out["dets%d" % i], out["det_labels%d" % i], out["det_masks%d" % i] = dets, labels, masks
+        out["i%d_dets" % i], out["i%d_det_labels" % i], out["i%d_det_masks" % i] = dets, labels, masks
     # test-time augmentation of image 0: itself and a horizontal flip (its
     # own features), the proposals in the original image
     feats_flip = [torch.randn(1, 4, 12, 16, generator=g), torch.randn(1, 4, 6, 8, generator=g)]
@@ -281,7 +281,7 @@ def mask_rcnn_pth():
         train_cfg=None,
         test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=60, nms=dict(type="nms", iou_threshold=0.7),
                                min_bbox_size=0),
-                      rcnn=RCNN_TEST))
+                      rcnn=dict(RCNN_TEST, max_per_img=4)))
     cfg["roi_head"]["bbox_roi_extractor"]["featmap_strides"] = [4, 8, 16, 32]
     cfg["roi_head"]["mask_roi_extractor"]["featmap_strides"] = [4, 8, 16, 32]
     model = build_detector(ConfigDict(cfg))
@@ -297,8 +297,8 @@ def mask_rcnn_pth():
     g = torch.Generator().manual_seed(7)
     img = torch.zeros(1, 3, 64, 96)
     img[:, :, :60, :90] = torch.randn(1, 3, 60, 90, generator=g)
-    meta = dict(ori_shape=(120, 180, 3), img_shape=(60, 90, 3), pad_shape=(64, 96, 3), batch_input_shape=(64, 96),
-                scale_factor=np.array([0.5, 0.5, 0.5, 0.5], np.float32), flip=False)
+    meta = dict(ori_shape=(80, 120, 3), img_shape=(60, 90, 3), pad_shape=(64, 96, 3), batch_input_shape=(64, 96),
+                scale_factor=np.array([0.75, 0.75, 0.75, 0.75], np.float32), flip=False)
     model.eval()
     with torch.no_grad():
         bbox_res, segm_res = model.simple_test(img, [meta], rescale=True)[0]
