@@ -477,7 +477,8 @@ static int one_get(const md_dataset *ds, int64_t idx, md_rng *rng, md_sample *ou
 }
 static const md_dataset_iface one_iface = { .len = one_len, .get = one_get };
 
-Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
+/* The tiny MaskRCNN of the fixture; `train` adds mmdet's train_cfg. */
+static md_module *tiny_mask_rcnn(bool train) {
     char text[8192];
     snprintf(text, sizeof text,
              "model = { type = \"MaskRCNN\";"
@@ -492,14 +493,71 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
              " roi_head = { type = \"StandardRoIHead\"; %s };"
              " test_cfg = { rpn = { nms_pre = 200; max_per_img = 60; nms = { type = \"nms\"; iou_threshold = 0.7; };"
              " min_bbox_size = 0; }; rcnn = { score_thr = 0.05; nms = { type = \"nms\"; iou_threshold = 0.5; };"
-             " max_per_img = 4; mask_thr_binary = 0.5; }; }; };",
-             ROI_HEAD_CFG("8", "[4, 8, 16, 32]"));
+             " max_per_img = 4; mask_thr_binary = 0.5; }; };"
+             "%s };",
+             ROI_HEAD_CFG("8", "[4, 8, 16, 32]"),
+             !train ? "" :
+             " train_cfg = { rpn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.7; neg_iou_thr = 0.3;"
+             " min_pos_iou = 0.3; match_low_quality = true; ignore_iof_thr = -1.0; };"
+             " sampler = { type = \"RandomSampler\"; num = 256; pos_fraction = 0.5; neg_pos_ub = -1;"
+             " add_gt_as_proposals = false; }; allowed_border = -1; pos_weight = -1; debug = false; };"
+             " rpn_proposal = { nms_pre = 200; max_per_img = 60; nms = { type = \"nms\"; iou_threshold = 0.7; };"
+             " min_bbox_size = 0; };"
+             " rcnn = { assigner = { type = \"MaxIoUAssigner\"; pos_iou_thr = 0.5; neg_iou_thr = 0.5; min_pos_iou = 0.5;"
+             " match_low_quality = true; ignore_iof_thr = -1.0; };"
+             " sampler = { type = \"RandomSampler\"; num = 64; pos_fraction = 0.25; neg_pos_ub = -1;"
+             " add_gt_as_proposals = true; }; mask_size = 12; pos_weight = -1; debug = false; }; };");
     md_cfg *root = md_cfg_parse(text, "mask_rcnn_tiny.cfg", &(md_error){ 0 });
     cr_assert_not_null(root);
     md_error err = { 0 };
     md_module *m = md_build_from_cfg(ctx, "detectors", md_cfg_get(root, "model"), NULL, &err);
     md_cfg_free(root);
     cr_assert_not_null(m, "%s", err.msg);
+    return m;
+}
+
+/* MaskRCNN's train_step hands the batch's gt_masks to the RoI head: a
+ * loss_mask whose gradient reaches the mask head; a batch without masks is
+ * refused naming them. */
+Test(mask_head, mask_rcnn_train_step_uses_the_gt_masks) {
+    md_module *m = tiny_mask_rcnn(true);
+    md_st *st = golden_open("mask_roi_head");
+    md_batch *b = roi_batch(st);
+    md_error err = { 0 };
+    b->img = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(2, 3, 48, 64), &err);
+    cr_assert_not_null(b->img, "%s", err.msg);
+    md_rng r;
+    md_rng_seed(&r, 3);
+    for (int64_t i = 0; i < md_tensor_numel(b->img); i++) md_f32(b->img)[i] = (float)md_rng_normal(&r);
+    const md_model_iface *it = (const md_model_iface *)m->cls->iface;
+    md_losses losses = { 0 };
+    cr_assert_eq(it->train_step(ctx, m, b, &losses, &err), 0, "%s", err.msg);
+    int k = -1;
+    for (int i = 0; i < losses.n; i++)
+        if (!strcmp(losses.names[i], "loss_mask")) k = i;
+    cr_assert_geq(k, 0, "no loss_mask among %d losses", losses.n);
+    cr_assert(isfinite(md_f32(losses.values[k])[0]) && md_f32(losses.values[k])[0] > 0);
+    cr_assert_eq(md_backward(ctx, md_losses_total(ctx, &losses), &err), 0, "%s", err.msg);
+    md_tensor *w = md_module_find(m, "roi_head.mask_head.conv_logits.weight");
+    cr_assert(w && w->grad, "no gradient on the mask head");
+    double g = 0;
+    for (int64_t i = 0; i < md_tensor_numel(w); i++) g += fabs(md_f32(w->grad)[i]);
+    cr_assert_gt(g, 0);
+    md_masks *gm = b->gt_masks;
+    b->gt_masks = NULL;
+    md_losses l2 = { 0 };
+    cr_assert_eq(it->train_step(ctx, m, b, &l2, &err), -1);
+    cr_assert(strstr(err.msg, "roi_head") && strstr(err.msg, "gt_masks"), "%s", err.msg);
+    b->gt_masks = gm;
+    md_tensor_free(b->img);
+    roi_batch_free(b);
+    md_st_close(st);
+    md_module_free(m);
+}
+
+Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
+    md_module *m = tiny_mask_rcnn(false);
+    md_error err = { 0 };
     md_ckpt_info info;
     cr_assert_eq(md_checkpoint_load(ctx, "tests/fixtures/mask_rcnn_tiny.pth", m, NULL, &info, &err), 0, "%s", err.msg);
     cr_assert_eq(info.report.missing, 0, "%s", info.report.text);
