@@ -69,8 +69,17 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
     if (h->mask_head_cfg && build_mask_branch(ctx, h, err)) goto fail;
     h->mask_size = (int)(h->train_cfg ? md_cfg_int(h->train_cfg, "mask_size", 28) : 28);
     h->mask_thr_binary = 0.5;
+    if (h->mask_head && h->mask_size < 1) {
+        md_failc(err, MD_ERR_CONFIG, "%s: train_cfg.mask_size is %d; it must be positive", name, h->mask_size);
+        goto fail;
+    }
     if (h->test_cfg_cfg) {
         h->mask_thr_binary = md_cfg_float(h->test_cfg_cfg, "mask_thr_binary", 0.5);
+        if (h->mask_head && h->mask_thr_binary < 0) {
+            md_failc(err, MD_ERR_CONFIG, "%s: test_cfg.mask_thr_binary is %g; soft masks (< 0) are not supported", name,
+                     h->mask_thr_binary);
+            goto fail;
+        }
         h->has_test_cfg = true;
         h->test_cfg.score_thr = md_cfg_float(h->test_cfg_cfg, "score_thr", 0.05);
         h->test_cfg.nms_iou = md_cfg_float(md_cfg_get(h->test_cfg_cfg, "nms"), "iou_threshold", 0.5);
@@ -226,6 +235,10 @@ MD_API int md_roi_head_mask_forward_train(md_ctx *ctx, md_module *m, md_tensor *
     if (!rois || !labels) return md_error_from_ctx(ctx, err, "%s", name);
     md_tensor *pred = md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats, n_feats, rois);
     if (!pred) return md_error_from_ctx(ctx, err, "%s", name);
+    if (pred->ndim != 4 || pred->shape[2] != h->mask_size || pred->shape[3] != h->mask_size)
+        return md_failc(err, MD_ERR_CONFIG, "%s: train_cfg.mask_size is %d but mask_head predicts %lld x %lld masks",
+                        name, h->mask_size, (long long)(pred->ndim == 4 ? pred->shape[2] : -1),
+                        (long long)(pred->ndim == 4 ? pred->shape[3] : -1));
     const md_mask_head_class *mc = md_mask_head_class_of(h->mask_head);
     md_tensor *targets = mc->get_targets(ctx, h->mask_head, sr, N, batch->gt_masks, h->mask_size);
     if (!targets) return md_error_from_ctx(ctx, err, "%s: mask_head.get_targets", name);

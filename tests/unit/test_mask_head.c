@@ -449,6 +449,42 @@ Test(mask_head, shared_roi_extractor_is_the_bbox_one) {
     md_st_close(st);
 }
 
+/* Mask settings that cannot work are refused, naming the key. */
+Test(mask_head, roi_head_bad_mask_settings_name_the_key) {
+    md_st *st = golden_open("mask_roi_head");
+    char text[4096];
+    md_error err = { 0 };
+    snprintf(text, sizeof text, "%s", roi_head_text);
+    char *p = strstr(text, "mask_size = 12;");
+    cr_assert_not_null(p);
+    memcpy(p, "mask_size = 14;", 15);
+    md_module *m = build("StandardRoIHead", text, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    md_batch *b = roi_batch(st);
+    md_tensor *feats[2] = { golden_get(ctx, st, "feat0"), golden_get(ctx, st, "feat1") };
+    md_tensor *props[2] = { golden_get(ctx, st, "proposals0"), golden_get(ctx, st, "proposals1") };
+    md_losses losses = { 0 };
+    cr_assert_eq(md_roi_head_class_of(m)->forward_train(ctx, m, feats, 2, b, props, md_ctx_rng(ctx), &losses, &err),
+                 -1);
+    cr_assert(strstr(err.msg, "train_cfg.mask_size is 14") && strstr(err.msg, "12 x 12"), "%s", err.msg);
+    roi_batch_free(b);
+    md_module_free(m);
+    snprintf(text, sizeof text, "%s", roi_head_text);
+    p = strstr(text, "mask_thr_binary = 0.5;");
+    cr_assert_not_null(p);
+    memcpy(p, "mask_thr_binary =-1.0;", 22);
+    err = (md_error){ 0 };
+    cr_assert_null(build("StandardRoIHead", text, &err));
+    cr_assert(strstr(err.msg, "test_cfg.mask_thr_binary"), "%s", err.msg);
+    err = (md_error){ 0 };
+    cr_assert_null(build("StandardRoIHead", "bbox_roi_extractor = { type = \"SingleRoIExtractor\"; roi_layer = {"
+                         " type = \"RoIAlign\"; output_size = 3; }; out_channels = 4; featmap_strides = [4]; };"
+                         " bbox_head = { type = \"Shared2FCBBoxHead\"; in_channels = 4; roi_feat_size = 3; };"
+                         " mask_head = { type = \"Shared2FCBBoxHead\"; };", &err));
+    cr_assert(strstr(err.msg, "mask_head") && strstr(err.msg, "not a mask head"), "%s", err.msg);
+    md_st_close(st);
+}
+
 /* ---- MaskRCNN: a state dict saved by mmdet, loaded by name ---- */
 static int cmp_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     (void)is_param;
