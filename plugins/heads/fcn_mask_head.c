@@ -3,8 +3,8 @@
  * mask_target, the loss and get_seg_masks (the paste into the image).
  * This file is the difference: num_convs ConvModules (convs.N.conv, with
  * convs.N.bn / .gn under a norm_cfg), the upsampling (upsample: a
- * ConvTranspose2d of kernel and stride scale_factor followed by a ReLU,
- * or nearest upsampling, or none) and conv_logits (1x1, num_classes
+ * ConvTranspose2d of kernel and stride scale_factor followed by a ReLU;
+ * nearest or bilinear (align_corners false) upsampling; or none) and conv_logits (1x1, num_classes
  * channels or one when class agnostic). Init as mmdet: ConvModule's
  * kaiming (fan_out, normal) on the convs, kaiming normal fan_out relu on
  * upsample and conv_logits, their biases 0.
@@ -14,7 +14,7 @@
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
 
-typedef enum { UP_NONE = 0, UP_DECONV, UP_NEAREST } upsample_kind;
+typedef enum { UP_NONE = 0, UP_DECONV, UP_NEAREST, UP_BILINEAR } upsample_kind;
 
 typedef struct fcn_mask_head {
     md_mask_head_base base;
@@ -36,7 +36,7 @@ static const md_key keys[] = {
     { "conv_out_channels", MD_KEY_INT, "256", "channels of the convs and the deconv", false,
       MD_AT(fcn_mask_head, conv_out_channels), .min = "1" },
     { "upsample_cfg", MD_KEY_GROUP, "{ type = \"deconv\"; scale_factor = 2; }",
-      "type deconv, nearest or None, and an integer scale_factor", false, MD_AT(fcn_mask_head, upsample_cfg) },
+      "type deconv, nearest, bilinear or None, and an integer scale_factor", false, MD_AT(fcn_mask_head, upsample_cfg) },
     { "conv_cfg", MD_KEY_ANY, "None", "None or { type = \"Conv\"; }", false, MD_AT(fcn_mask_head, conv_cfg) },
     { "norm_cfg", MD_KEY_ANY, "None", "None, { type = \"BN\"; } or { type = \"GN\"; num_groups = 32; } for the convs",
       false, MD_AT(fcn_mask_head, norm_cfg) },
@@ -57,6 +57,7 @@ static md_tensor *forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     md_scope_pop(ctx);
     if (h->upsample == UP_DECONV) x = md_relu(ctx, md_module_call(ctx, m, "upsample", x));
     else if (h->upsample == UP_NEAREST && x) x = md_upsample_nearest(ctx, x, h->scale_factor);
+    else if (h->upsample == UP_BILINEAR && x) x = md_upsample_bilinear(ctx, x, h->scale_factor);
     return md_module_call(ctx, m, "conv_logits", x);
 }
 
@@ -68,9 +69,10 @@ static int read_upsample(fcn_mask_head *h, md_error *err) {
     if (!type) h->upsample = UP_NONE;
     else if (!strcmp(type, "deconv")) h->upsample = UP_DECONV;
     else if (!strcmp(type, "nearest")) h->upsample = UP_NEAREST;
+    else if (!strcmp(type, "bilinear")) h->upsample = UP_BILINEAR;
     else
-        return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.type '%s' is not supported (deconv, nearest or None; "
-                        "mmdet also has bilinear and carafe)", md_cfg_file(u), md_cfg_line(u), type);
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.type '%s' is not supported (deconv, nearest, bilinear "
+                        "or None; mmdet also has carafe)", md_cfg_file(u), md_cfg_line(u), type);
     if (h->upsample != UP_NONE && h->scale_factor < 1)
         return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.scale_factor must be a positive integer",
                         md_cfg_file(u), md_cfg_line(u));

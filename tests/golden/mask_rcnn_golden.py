@@ -5,7 +5,8 @@ mmdet's builders do), for tests/unit/test_mask_head.c:
 - mask_head.safetensors: two FCNMaskHeads with deterministic random
   weights under mmdet's state dict names ("<case>.w.<name>"):
     "cls": num_convs 2, deconv upsampling, 3 classes;
-    "agn": num_convs 1, GroupNorm, nearest upsampling, class agnostic.
+    "agn": num_convs 1, GroupNorm, nearest upsampling, class agnostic;
+    "bil": num_convs 1, bilinear upsampling, 3 classes.
   For each: forward of RoI features x, get_targets of two images'
   positives (stand-ins for SamplingResult: pos_bboxes, some outside the
   image, and pos_assigned_gt_inds) against BitmapMasks, loss (loss_mask)
@@ -96,6 +97,8 @@ MASK_CASES = {
                 num_classes=3, class_agnostic=True, norm_cfg=dict(type="GN", num_groups=2),
                 upsample_cfg=dict(type="nearest", scale_factor=2),
                 loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=2.0)),
+    "bil": dict(type="FCNMaskHead", num_convs=1, roi_feat_size=6, in_channels=4, conv_out_channels=3,
+                num_classes=3, upsample_cfg=dict(type="bilinear", scale_factor=2)),
 }
 GRAD_PARAMS = ["convs.0.conv.weight", "conv_logits.weight", "conv_logits.bias"]
 
@@ -127,7 +130,7 @@ def mask_head_fixture():
     for tag, cfg in MASK_CASES.items():
         head = build_head(ConfigDict(cfg))
         head.init_weights()
-        randomize(head, 2 if tag == "cls" else 3)
+        randomize(head, {"cls": 2, "agn": 3, "bil": 8}[tag])
         for k, v in head.state_dict().items():
             out["%s.w.%s" % (tag, k)] = v
         head.train()

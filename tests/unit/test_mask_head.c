@@ -197,6 +197,22 @@ Test(mask_head, fcn_class_agnostic_gn_nearest) {
               5);
 }
 
+Test(mask_head, fcn_bilinear) {
+    check_fcn("bil", "num_convs = 1; roi_feat_size = 6; in_channels = 4; conv_out_channels = 3; num_classes = 3;"
+                     " upsample_cfg = { type = \"bilinear\"; scale_factor = 2; };",
+              4);
+}
+
+/* md_upsample_bilinear's gradient by finite differences, scales 2 and 3. */
+static md_tensor *up2(md_ctx *c, md_tensor **in, void *u) { (void)u; return md_upsample_bilinear(c, in[0], 2); }
+static md_tensor *up3(md_ctx *c, md_tensor **in, void *u) { (void)u; return md_upsample_bilinear(c, in[0], 3); }
+Test(mask_head, upsample_bilinear_gradient) {
+    md_tensor *x = randn_param(ctx, MD_DIMS(2, 3, 4, 5), 11);
+    cr_assert_lt(gradcheck(ctx, up2, &x, 1, NULL, 1e-2), 1e-2);
+    cr_assert_lt(gradcheck(ctx, up3, &x, 1, NULL, 1e-2), 1e-2);
+    md_tensor_free(x);
+}
+
 Test(mask_head, init_is_mmdets) {
     md_error err = { 0 };
     md_module *m = build("FCNMaskHead", "num_convs = 1; in_channels = 16; conv_out_channels = 32; num_classes = 4;",
