@@ -4,8 +4,8 @@
  * This file is the difference: num_convs ConvModules (convs.N.conv, with
  * convs.N.bn / .gn under a norm_cfg), the upsampling (upsample: a
  * ConvTranspose2d of kernel and stride scale_factor followed by a ReLU;
- * nearest or bilinear (align_corners false) upsampling; or none) and conv_logits (1x1, num_classes
- * channels or one when class agnostic). Init as mmdet: ConvModule's
+ * nearest or bilinear (align_corners false) upsampling; or none) and
+ * conv_logits (1x1, num_classes channels or one when class agnostic). Init as mmdet: ConvModule's
  * kaiming (fan_out, normal) on the convs, kaiming normal fan_out relu on
  * upsample and conv_logits, their biases 0.
  */
