@@ -22,7 +22,7 @@ mmdet's builders do), for tests/unit/test_mask_head.c:
   0 with a horizontally flipped variant: merged detections and
   merge_aug_masks' masks.
 - mask_rcnn_tiny.pth: the state dict of a tiny MaskRCNN (ResNet-18 of
-  base width 2, FPN of 8 channels, RPNHead, StandardRoIHead with an
+  base width 1, FPN of 8 channels, RPNHead, StandardRoIHead with an
   FCNMaskHead) with random weights, saved as mmcv's save_checkpoint does
   ({"meta", "state_dict"}), loaded by name in C; mask_rcnn_tiny.safetensors
   holds the mask head's values, an input batch of one image and what
@@ -269,10 +269,10 @@ def roi_head_fixture():
 def mask_rcnn_pth():
     cfg = dict(
         type="MaskRCNN",
-        backbone=dict(type="ResNet", depth=18, base_channels=2, num_stages=4, out_indices=(0, 1, 2, 3),
+        backbone=dict(type="ResNet", depth=18, base_channels=1, num_stages=4, out_indices=(0, 1, 2, 3),
                       frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True,
                       style="pytorch"),
-        neck=dict(type="FPN", in_channels=[2, 4, 8, 16], out_channels=8, num_outs=5),
+        neck=dict(type="FPN", in_channels=[1, 2, 4, 8], out_channels=8, num_outs=5),
         rpn_head=dict(type="RPNHead", in_channels=8, feat_channels=8,
                       anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0],
                                             strides=[4, 8, 16, 32, 64]),
@@ -292,15 +292,16 @@ def mask_rcnn_pth():
     randomize(model, 6, std=0.2)
     with torch.no_grad():   # biases a little positive, so that a few objects come out
         model.rpn_head.rpn_cls.bias.add_(1.0)
+        model.roi_head.mask_head.conv_logits.bias.add_(1.0)
     sd = model.state_dict()
     torch.save({"meta": {"mmdet_version": "2.28.2", "CLASSES": ("rectangle", "ellipse", "triangle")},
                 "state_dict": sd}, os.path.join(FIXTURES, "mask_rcnn_tiny.pth"))
     # the values, to compare what C loads by name
     out = {k: v for k, v in sd.items() if k.startswith("roi_head.mask_head.")}
     g = torch.Generator().manual_seed(7)
-    img = torch.zeros(1, 3, 64, 96)
-    img[:, :, :60, :90] = torch.randn(1, 3, 60, 90, generator=g)
-    meta = dict(ori_shape=(80, 120, 3), img_shape=(60, 90, 3), pad_shape=(64, 96, 3), batch_input_shape=(64, 96),
+    img = torch.zeros(1, 3, 48, 64)
+    img[:, :, :45, :60] = torch.randn(1, 3, 45, 60, generator=g)
+    meta = dict(ori_shape=(60, 80, 3), img_shape=(45, 60, 3), pad_shape=(48, 64, 3), batch_input_shape=(48, 64),
                 scale_factor=np.array([0.75, 0.75, 0.75, 0.75], np.float32), flip=False)
     model.eval()
     with torch.no_grad():

@@ -534,9 +534,9 @@ static md_module *tiny_mask_rcnn(bool train) {
     char text[8192];
     snprintf(text, sizeof text,
              "model = { type = \"MaskRCNN\";"
-             " backbone = { type = \"ResNet\"; depth = 18; base_channels = 2; num_stages = 4; out_indices = [0, 1, 2, 3];"
+             " backbone = { type = \"ResNet\"; depth = 18; base_channels = 1; num_stages = 4; out_indices = [0, 1, 2, 3];"
              " frozen_stages = 1; norm_cfg = { type = \"BN\"; requires_grad = true; }; norm_eval = true; style = \"pytorch\"; };"
-             " neck = { type = \"FPN\"; in_channels = [2, 4, 8, 16]; out_channels = 8; num_outs = 5; };"
+             " neck = { type = \"FPN\"; in_channels = [1, 2, 4, 8]; out_channels = 8; num_outs = 5; };"
              " rpn_head = { type = \"RPNHead\"; in_channels = 8; feat_channels = 8;"
              " anchor_generator = { type = \"AnchorGenerator\"; scales = [8]; ratios = [0.5, 1.0, 2.0]; strides = [4, 8, 16, 32, 64]; };"
              " bbox_coder = { type = \"DeltaXYWHBBoxCoder\"; target_means = [0.0, 0.0, 0.0, 0.0]; target_stds = [1.0, 1.0, 1.0, 1.0]; };"
@@ -618,7 +618,7 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     cr_assert_eq(md_module_visit(m, "", cmp_cb, want), 0);
 
     /* simple_test(rescale) of one image in eval mode: detections and masks
-     * in the original image (80 x 120) */
+     * in the original image (60 x 80) */
     md_batch b;
     md_img_meta meta;
     memset(&b, 0, sizeof b);
@@ -627,7 +627,7 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     b.img = md_tensor_new_persistent(ctx, MD_F32, img->ndim, img->shape, &err);
     cr_assert_not_null(b.img, "%s", err.msg);
     memcpy(md_f32(b.img), md_f32(md_contiguous(ctx, img)), sizeof(float) * (size_t)md_tensor_numel(img));
-    meta = (md_img_meta){ .ori_shape = { 80, 120, 3 }, .img_shape = { 60, 90, 3 }, .pad_shape = { 64, 96, 3 },
+    meta = (md_img_meta){ .ori_shape = { 60, 80, 3 }, .img_shape = { 45, 60, 3 }, .pad_shape = { 48, 64, 3 },
                           .scale_factor = { 0.75f, 0.75f, 0.75f, 0.75f } };
     b.n = 1;
     b.metas = &meta;
@@ -639,8 +639,8 @@ Test(mask_head, mask_rcnn_loads_mmdets_state_dict) {
     assert_by_class(want, "", res.n, res.bboxes, res.labels, res.masks);
 
     /* the same through single_gpu_test: the results own copies of the masks */
-    one_image ds = { .base = { .iface = &one_iface, .type = "OneImage" }, .chw = md_f32(b.img), .c = 3, .h = 64,
-                     .w = 96, .meta = meta };
+    one_image ds = { .base = { .iface = &one_iface, .type = "OneImage" }, .chw = md_f32(b.img), .c = 3, .h = 48,
+                     .w = 64, .meta = meta };
     md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
     lc.samples_per_gpu = 1;
     lc.workers_per_gpu = 0;
