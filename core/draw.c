@@ -125,9 +125,32 @@ MD_API void md_draw_palette(int64_t label, uint8_t color[3]) {
     for (int k = 0; k < 3; k++) color[k] = (uint8_t)(64 + ((h >> (8 * k + 16)) & 0xff) % 192);
 }
 
+/* An RLE mask of the image's size blended with color (mmdet's draw_masks:
+ * img * (1 - alpha) + color * alpha under the mask, truncated to u8). */
+static void blend_mask(md_image *img, const md_rle *r, const uint8_t color[3], float alpha) {
+    if (r->h != img->h || r->w != img->w || img->c < 1) return;
+    int64_t pos = 0, n = (int64_t)r->h * r->w;
+    for (int64_t j = 0; j < r->m && pos < n; j++) {
+        int64_t end = pos + r->counts[j] < n ? pos + r->counts[j] : n;
+        if (j % 2)
+            for (int64_t p = pos; p < end; p++) {
+                uint8_t *px = img->data + ((size_t)(p % r->h) * (size_t)r->w + (size_t)(p / r->h)) * (size_t)img->c;
+                for (int k = 0; k < img->c && k < 3; k++)
+                    px[k] = (uint8_t)((float)px[k] * (1.0f - alpha) + (float)color[k] * alpha);
+            }
+        pos = end;
+    }
+}
+
 MD_API void md_draw_detections(md_image *img, const md_det_result *det, char *const *classes, int n_classes,
                                float score_thr, int thickness) {
     static const uint8_t white[3] = { 255, 255, 255 };
+    for (int i = 0; det->masks && i < det->n; i++) {
+        if (det->bboxes[5 * i + 4] < score_thr) continue;
+        uint8_t color[3];
+        md_draw_palette(det->labels[i], color);
+        blend_mask(img, &det->masks[i], color, 0.5f);
+    }
     for (int i = 0; i < det->n; i++) {
         const float *b = det->bboxes + 5 * i;
         if (b[4] < score_thr) continue;

@@ -113,6 +113,52 @@ MD_API md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_
     return &c->base;
 }
 
+/* ConvTranspose2d with kernel == stride and no padding: the kernels do
+ * not overlap, so it is one GEMM of every input pixel with the weight
+ * [in, out * k * k], its k x k blocks laid side by side. */
+typedef struct deconv_layer { md_module base; md_tensor *w, *b; int k; } deconv_layer;
+
+static md_tensor *deconv_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    deconv_layer *d = (deconv_layer *)m;
+    if (!x) return NULL;
+    char sx[96];
+    int64_t C = d->w->shape[0], O = d->w->shape[1], k = d->k;
+    if (x->ndim != 4 || x->shape[1] != C)
+        return md_op_fail(ctx, "ConvTranspose2d", "input %s must be [N, %lld, H, W]", md_tensor_describe(x, sx, sizeof sx),
+                          (long long)C);
+    int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3];
+    md_tensor *y = md_reshape(ctx, md_permute(ctx, x, (const int[]){ 0, 2, 3, 1 }), MD_DIMS(N * H * W, C));
+    y = md_matmul(ctx, y, md_reshape(ctx, d->w, MD_DIMS(C, O * k * k)));
+    y = md_reshape(ctx, y, MD_DIMS(N, H, W, O, k, k));
+    y = md_reshape(ctx, md_permute(ctx, y, (const int[]){ 0, 3, 1, 4, 2, 5 }), MD_DIMS(N, O, H * k, W * k));
+    if (d->b) y = md_add(ctx, y, md_reshape(ctx, d->b, MD_DIMS(1, O, 1, 1)));
+    return y;
+}
+static const md_module_class deconv_class = { .name = "ConvTranspose2d", .forward1 = deconv_forward };
+
+MD_API md_module *md_nn_conv_transpose2d(md_ctx *ctx, int in, int out, int kernel, int stride, int padding, bool bias,
+                                         md_error *err) {
+    if (in <= 0 || out <= 0 || kernel < 1 || kernel != stride || padding != 0) {
+        md_failc(err, MD_ERR_CONFIG, "ConvTranspose2d(%d, %d, kernel_size=%d, stride=%d, padding=%d): only positive "
+                 "channels, kernel_size == stride and padding 0 are supported", in, out, kernel, stride, padding);
+        return NULL;
+    }
+    deconv_layer *d = md_module_new(sizeof *d, &deconv_class);
+    if (!d) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    d->k = kernel;
+    d->w = md_module_add_param(ctx, &d->base, "weight", MD_DIMS(in, out, kernel, kernel), err);
+    if (d->w && bias) d->b = md_module_add_param(ctx, &d->base, "bias", MD_DIMS(out), err);
+    if (!d->w || (bias && !d->b)) {
+        md_module_free(&d->base);
+        return NULL;
+    }
+    torch_default_init(ctx, d->w, d->b);
+    return &d->base;
+}
+
 typedef struct bn_layer {
     md_module base;
     md_tensor *w, *b, *mean, *var, *count;
@@ -259,6 +305,7 @@ MD_API md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err
 MD_API md_tensor *md_nn_weight(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->w;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->w;
+    if (layer->cls == &deconv_class) return ((deconv_layer *)layer)->w;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->w;
     if (layer->cls == &gn_class) return ((gn_layer *)layer)->w;
     return NULL;
@@ -267,6 +314,7 @@ MD_API md_tensor *md_nn_weight(md_module *layer) {
 MD_API md_tensor *md_nn_bias(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->b;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->b;
+    if (layer->cls == &deconv_class) return ((deconv_layer *)layer)->b;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->b;
     if (layer->cls == &gn_class) return ((gn_layer *)layer)->b;
     return NULL;

@@ -197,3 +197,40 @@ MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
     float s = (float)(1.0 / scale);   /* PyTorch: 1 / scale_factor, as float */
     return nearest(ctx, "upsample_nearest", x, x->shape[2] * scale, x->shape[3] * scale, s, s);
 }
+
+/* One axis of md_upsample_bilinear: the edge rows repeated on both sides,
+ * then for each phase p of the scale the two source rows weighted, the
+ * phases interleaved. */
+static md_tensor *bilinear_axis(md_ctx *ctx, md_tensor *x, int dim, int s) {
+    if (!x) return NULL;
+    int64_t n = x->shape[dim];
+    md_tensor *xp = md_cat(ctx, (md_tensor *[]){ md_slice(ctx, x, dim, 0, 1, 1), x, md_slice(ctx, x, dim, n - 1, n, 1) },
+                           3, dim);
+    md_tensor **ph = md_ctx_alloc(ctx, sizeof *ph * (size_t)s);
+    if (!xp || !ph) return NULL;
+    float scale = (float)(1.0 / s);
+    for (int p = 0; p < s; p++) {
+        /* source of row i * s + p: i + d, as PyTorch computes it in float */
+        float d = scale * ((float)p + 0.5f) - 0.5f;
+        int off = d < 0 ? 0 : 1;                /* xp row of floor(source) for i */
+        float lam = d < 0 ? 1.0f + d : d;
+        md_tensor *a = md_slice(ctx, xp, dim, off, off + n, 1), *b = md_slice(ctx, xp, dim, off + 1, off + 1 + n, 1);
+        ph[p] = md_add(ctx, md_mul_scalar(ctx, a, 1.0 - lam), md_mul_scalar(ctx, b, lam));
+    }
+    md_tensor *y = md_stack(ctx, ph, s, dim + 1);
+    if (!y) return NULL;
+    int64_t shape[4] = { x->shape[0], x->shape[1], x->shape[2], x->shape[3] };
+    shape[dim] *= s;
+    return md_reshape(ctx, y, 4, shape);
+}
+
+MD_API md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale) {
+    if (!x) return NULL;
+    if (check_nchw(ctx, "upsample_bilinear", x, true)) return NULL;
+    char a[96];
+    if (scale < 1 || x->shape[2] == 0 || x->shape[3] == 0)
+        return md_op_fail(ctx, "upsample_bilinear", "scale %d on %s: must be >= 1, of a non-empty map", scale,
+                          md_tensor_describe(x, a, sizeof a));
+    if (scale == 1) return x;
+    return bilinear_axis(ctx, bilinear_axis(ctx, x, 2, scale), 3, scale);
+}

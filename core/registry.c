@@ -41,6 +41,12 @@ static int check_bbox_head(const md_class *c, char *why, size_t n) {
     NEED(c, md_bbox_head_class, num_classes);
     return 0;
 }
+static int check_mask_head(const md_class *c, char *why, size_t n) {
+    NEED(c, md_mask_head_class, forward); NEED(c, md_mask_head_class, get_targets);
+    NEED(c, md_mask_head_class, loss); NEED(c, md_mask_head_class, get_seg_masks);
+    NEED(c, md_mask_head_class, num_classes);
+    return 0;
+}
 static int check_roi_extractor(const md_class *c, char *why, size_t n) {
     NEED(c, md_roi_extractor_class, forward); NEED(c, md_roi_extractor_class, num_inputs);
     NEED(c, md_roi_extractor_class, out_size);
@@ -100,7 +106,7 @@ static int check_runner(const md_class *c, char *why, size_t n) {
 #undef NEED
 
 #define SPEC(code_, type_, check_) { (code_), #type_, (uint32_t)sizeof(type_), (check_) }
-#define MAX_IFACES 3
+#define MAX_IFACES 4
 static const struct standard {
     const char *name;
     md_iface_spec ifaces[MAX_IFACES];   /* { 0 }-terminated when shorter */
@@ -109,7 +115,8 @@ static const struct standard {
     { "necks", { SPEC(MD_IFACE_NECK, md_neck_class, check_neck) } },
     { "heads", { SPEC(MD_IFACE_DENSE_HEAD, md_dense_head_class, check_dense_head),
                  SPEC(MD_IFACE_ROI_HEAD, md_roi_head_class, check_roi_head),
-                 SPEC(MD_IFACE_BBOX_HEAD, md_bbox_head_class, check_bbox_head) } },
+                 SPEC(MD_IFACE_BBOX_HEAD, md_bbox_head_class, check_bbox_head),
+                 SPEC(MD_IFACE_MASK_HEAD, md_mask_head_class, check_mask_head) } },
     { "roi_extractors", { SPEC(MD_IFACE_ROI_EXTRACTOR, md_roi_extractor_class, check_roi_extractor) } },
     { "losses", { SPEC(MD_IFACE_LOSS, md_loss_iface, check_loss) } },
     { "detectors", { SPEC(MD_IFACE_MODEL, md_model_iface, check_model) } },

@@ -1,8 +1,9 @@
-/* mmdet 2.x's StandardRoIHead bbox branch (base_roi_head.py,
- * standard_roi_head.py, test_mixins.py) as the base of RoI heads
- * (roi_head.h): building the extractor, bbox head, assigner and sampler;
- * assign + sample per image, pooling, the bbox head's targets and losses;
- * simple and augmented tests. */
+/* mmdet 2.x's StandardRoIHead (base_roi_head.py, standard_roi_head.py,
+ * test_mixins.py) as the base of RoI heads (roi_head.h): building the
+ * extractors, bbox head, mask head, assigner and sampler; assign + sample
+ * per image, pooling, the bbox head's targets and losses, the mask head's
+ * on the positives; simple and augmented tests, masks of the
+ * detections. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -18,6 +19,26 @@ static md_module *add_part(md_ctx *ctx, md_module *m, const char *registry, cons
         return NULL;
     }
     return p;
+}
+
+/* init_mask_head: mask_roi_extractor (None: share the bbox one) and
+ * mask_head, which must be a mask head. */
+static int build_mask_branch(md_ctx *ctx, md_roi_head_base *h, md_error *err) {
+    md_module *m = &h->base;
+    const md_class *k = md_registry_find(ctx, "heads", md_cfg_str(h->mask_head_cfg, "type", ""), err);
+    if (!k) return md_error_wrap(err, "mask_head");
+    if (k->iface_type != MD_IFACE_MASK_HEAD)
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: mask_head: %s is not a mask head", md_cfg_file(h->mask_head_cfg),
+                        md_cfg_line(h->mask_head_cfg), k->name);
+    if (h->mask_roi_extractor_cfg) {
+        if (!(h->mask_roi_extractor = add_part(ctx, m, "roi_extractors", h->mask_roi_extractor_cfg,
+                                               "mask_roi_extractor", err)))
+            return -1;
+    } else {
+        h->share_roi_extractor = true;
+        h->mask_roi_extractor = h->bbox_roi_extractor;
+    }
+    return (h->mask_head = add_part(ctx, m, "heads", h->mask_head_cfg, "mask_head", err)) ? 0 : -1;
 }
 
 MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls,
@@ -45,7 +66,20 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
             goto fail;
         h->pos_weight = md_cfg_float(h->train_cfg, "pos_weight", -1);
     }
+    if (h->mask_head_cfg && build_mask_branch(ctx, h, err)) goto fail;
+    h->mask_size = (int)(h->train_cfg ? md_cfg_int(h->train_cfg, "mask_size", 28) : 28);
+    h->mask_thr_binary = 0.5;
+    if (h->mask_head && h->mask_size < 1) {
+        md_failc(err, MD_ERR_CONFIG, "%s: train_cfg.mask_size is %d; it must be positive", name, h->mask_size);
+        goto fail;
+    }
     if (h->test_cfg_cfg) {
+        h->mask_thr_binary = md_cfg_float(h->test_cfg_cfg, "mask_thr_binary", 0.5);
+        if (h->mask_head && h->mask_thr_binary < 0) {
+            md_failc(err, MD_ERR_CONFIG, "%s: test_cfg.mask_thr_binary is %g; soft masks (< 0) are not supported", name,
+                     h->mask_thr_binary);
+            goto fail;
+        }
         h->has_test_cfg = true;
         h->test_cfg.score_thr = md_cfg_float(h->test_cfg_cfg, "score_thr", 0.05);
         h->test_cfg.nms_iou = md_cfg_float(md_cfg_get(h->test_cfg_cfg, "nms"), "iou_threshold", 0.5);
@@ -58,6 +92,8 @@ fail:
     md_module_free(m);
     return NULL;
 }
+
+static md_tensor *boxes_copy(md_ctx *ctx, md_tensor *p);
 
 static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
     if (!b || b->n == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 4));
@@ -120,12 +156,18 @@ MD_API int md_roi_head_assign_sample(md_ctx *ctx, md_bbox_assigner *assigner, md
     return rc;
 }
 
+static int no_gt_masks(const md_module *m, md_error *err) {
+    return md_failc(err, MD_ERR_CONFIG, "%s: mask_head needs gt_masks in the batch (LoadAnnotations with_mask = true "
+                    "and gt_masks among Collect's keys)", m->cls->name);
+}
+
 MD_API int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
                                      const md_batch *batch, md_tensor *const *proposals, md_rng *rng, md_losses *losses,
                                      md_error *err) {
     md_roi_head_base *h = (md_roi_head_base *)m;
     if (!h->assigner || !h->sampler)
         return md_failc(err, MD_ERR_CONFIG, "%s: training needs train_cfg with an assigner and a sampler", m->cls->name);
+    if (h->mask_head && !batch->gt_masks) return no_gt_masks(m, err);
     int N = batch->n;
     md_sampling_result *sr = md_ctx_alloc(ctx, sizeof *sr * (size_t)N);
     md_tensor **sampled = md_ctx_alloc(ctx, sizeof *sampled * (size_t)N);
@@ -144,7 +186,104 @@ MD_API int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const
     md_bbox_targets t;
     if (bc->get_targets(ctx, h->bbox_head, sr, N, h->pos_weight, &t))
         return md_error_from_ctx(ctx, err, "%s: bbox_head.get_targets", m->cls->name);
-    return bc->loss(ctx, h->bbox_head, cls, reg, &t, losses, err);
+    if (bc->loss(ctx, h->bbox_head, cls, reg, &t, losses, err)) return -1;
+    return h->mask_head ? md_roi_head_mask_forward_train(ctx, m, feats, n_feats, batch, sr, losses, err) : 0;
+}
+
+MD_API bool md_roi_head_with_mask(const md_module *m) { return ((const md_roi_head_base *)m)->mask_head != NULL; }
+
+MD_API md_tensor *md_roi_head_mask_forward(md_ctx *ctx, md_module *extractor, md_module *mask_head,
+                                           md_tensor *const *feats, int n_feats, md_tensor *rois) {
+    const md_roi_extractor_class *ec = md_roi_extractor_class_of(extractor);
+    int ni = ec->num_inputs(extractor);
+    md_scope_push(ctx, "mask_roi_extractor");
+    md_tensor *x = ec->forward(ctx, extractor, feats, ni < n_feats ? ni : n_feats, rois);
+    md_scope_pop(ctx);
+    if (!x) return NULL;
+    md_scope_push(ctx, "mask_head");
+    md_tensor *y = md_mask_head_class_of(mask_head)->forward(ctx, mask_head, x);
+    md_scope_pop(ctx);
+    return y;
+}
+
+/* _mask_forward_train. With a shared extractor mmdet picks the positives'
+ * rows of the bbox features; pooling the positives again gives the same
+ * rows. */
+MD_API int md_roi_head_mask_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                          const md_batch *batch, const md_sampling_result *sr, md_losses *losses,
+                                          md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    const char *name = m->cls->name;
+    if (!h->mask_head) return md_failc(err, MD_ERR_CONFIG, "%s: no mask_head", name);
+    if (!batch->gt_masks) return no_gt_masks(m, err);
+    int N = batch->n;
+    md_tensor **pos = md_ctx_alloc(ctx, sizeof *pos * (size_t)N), **lab = md_ctx_alloc(ctx, sizeof *lab * (size_t)N);
+    if (!pos || !lab) return md_error_from_ctx(ctx, err, "%s", name);
+    int64_t K = 0;
+    for (int i = 0; i < N; i++) {
+        pos[i] = sr[i].pos_bboxes;
+        lab[i] = sr[i].pos_gt_labels ? sr[i].pos_gt_labels : md_tensor_zeros(ctx, MD_I64, MD_DIMS(0));
+        K += pos[i]->shape[0];
+    }
+    if (K == 0) {
+        /* mmdet: the empty prediction's sum */
+        return md_losses_add(losses, "loss_mask", md_tensor_scalar(ctx, 0.0f), err);
+    }
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *rois = md_bbox2roi(ctx, pos, N), *labels = md_cat(ctx, lab, N, 0);
+    md_grad_set_enabled(ctx, was);
+    if (!rois || !labels) return md_error_from_ctx(ctx, err, "%s", name);
+    md_tensor *pred = md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats, n_feats, rois);
+    if (!pred) return md_error_from_ctx(ctx, err, "%s", name);
+    if (pred->ndim != 4 || pred->shape[2] != h->mask_size || pred->shape[3] != h->mask_size)
+        return md_failc(err, MD_ERR_CONFIG, "%s: train_cfg.mask_size is %d but mask_head predicts %lld x %lld masks",
+                        name, h->mask_size, (long long)(pred->ndim == 4 ? pred->shape[2] : -1),
+                        (long long)(pred->ndim == 4 ? pred->shape[3] : -1));
+    const md_mask_head_class *mc = md_mask_head_class_of(h->mask_head);
+    md_tensor *targets = mc->get_targets(ctx, h->mask_head, sr, N, batch->gt_masks, h->mask_size);
+    if (!targets) return md_error_from_ctx(ctx, err, "%s: mask_head.get_targets", name);
+    return mc->loss(ctx, h->mask_head, pred, targets, labels, losses, err);
+}
+
+/* MaskTestMixin.simple_test_mask. */
+MD_API int md_roi_head_simple_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                        const md_batch *batch, md_tensor *const *det_bboxes,
+                                        md_tensor *const *det_labels, bool rescale, md_rle **masks, md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    const char *name = m->cls->name;
+    if (!h->mask_head) return md_failc(err, MD_ERR_CONFIG, "%s: no mask_head", name);
+    int N = batch->n;
+    md_tensor **boxes = md_ctx_alloc(ctx, sizeof *boxes * (size_t)N);
+    if (!boxes) return md_error_from_ctx(ctx, err, "%s", name);
+    int64_t total = 0;
+    for (int i = 0; i < N; i++) {
+        masks[i] = NULL;
+        /* detections rescaled to the original image go back to the test scale */
+        if (!(boxes[i] = boxes_copy(ctx, det_bboxes[i]))) return md_error_from_ctx(ctx, err, "%s", name);
+        int64_t D = boxes[i]->shape[0];
+        total += D;
+        if (rescale)
+            for (int64_t j = 0; j < 4 * D; j++) md_f32(boxes[i])[j] *= batch->metas[i].scale_factor[j % 4];
+    }
+    if (total == 0) return 0;
+    md_tensor *rois = md_bbox2roi(ctx, boxes, N);
+    md_tensor *pred = rois ? md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats, n_feats, rois)
+                           : NULL;
+    if (!pred) return md_error_from_ctx(ctx, err, "%s", name);
+    const md_mask_head_class *mc = md_mask_head_class_of(h->mask_head);
+    int64_t off = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t D = boxes[i]->shape[0];
+        if (D == 0) continue;
+        const md_img_meta *mt = &batch->metas[i];
+        int ori[2] = { mt->ori_shape[0], mt->ori_shape[1] };
+        if (!(masks[i] = md_ctx_alloc(ctx, sizeof **masks * (size_t)D))) return md_error_from_ctx(ctx, err, "%s", name);
+        if (mc->get_seg_masks(ctx, h->mask_head, md_slice(ctx, pred, 0, off, off + D, 1), false, boxes[i], det_labels[i],
+                              h->mask_thr_binary, ori, mt->scale_factor, rescale, masks[i], err))
+            return md_error_wrap(err, "%s: mask_head.get_seg_masks (image %d)", name, i);
+        off += D;
+    }
+    return 0;
 }
 
 MD_API int md_roi_head_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
@@ -261,9 +400,79 @@ MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *con
     return 0;
 }
 
+/* Mask probabilities [D, C, H, W] (host, contiguous) flipped back in place. */
+static void flip_masks_back(float *p, int64_t planes, int64_t H, int64_t W, md_flip_dir dir) {
+    bool hor = dir == MD_FLIP_HORIZONTAL || dir == MD_FLIP_DIAGONAL, ver = dir == MD_FLIP_VERTICAL || dir == MD_FLIP_DIAGONAL;
+    for (int64_t q = 0; q < planes; q++) {
+        float *a = p + q * H * W;
+        for (int64_t y = 0; hor && y < H; y++)
+            for (int64_t x = 0; x < W / 2; x++) {
+                float t = a[y * W + x];
+                a[y * W + x] = a[y * W + W - 1 - x];
+                a[y * W + W - 1 - x] = t;
+            }
+        for (int64_t y = 0; ver && y < H / 2; y++)
+            for (int64_t x = 0; x < W; x++) {
+                float t = a[y * W + x];
+                a[y * W + x] = a[(H - 1 - y) * W + x];
+                a[(H - 1 - y) * W + x] = t;
+            }
+    }
+}
+
+/* MaskTestMixin.aug_test_mask, image by image: each variant's mask
+ * probabilities of the mapped detections, flipped back and averaged, then
+ * get_seg_masks at the original size (rescale false, scale_factor 1). */
+MD_API int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                                     md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
+                                     md_rle **masks, md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    const char *name = m->cls->name;
+    if (!h->mask_head) return md_failc(err, MD_ERR_CONFIG, "%s: no mask_head", name);
+    const md_mask_head_class *mc = md_mask_head_class_of(h->mask_head);
+    int na = md_batch_n_augs(batch), N = batch->n;
+    for (int i = 0; i < N; i++) {
+        masks[i] = NULL;
+        int64_t D = det_bboxes[i]->shape[0];
+        if (D == 0) continue;
+        md_tensor *sum = NULL;
+        for (int k = 0; k < na; k++) {
+            const md_img_meta *mt = &md_batch_aug(batch, k)->metas[i];
+            md_tensor *b = boxes_copy(ctx, det_bboxes[i]);
+            if (!b) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+            md_bbox_mapping_meta(md_f32(b), D, 4, mt);
+            /* RoIs of image i of variant k's batch */
+            md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(D, 5));
+            if (!rois) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+            for (int64_t j = 0; j < D; j++) {
+                md_f32(rois)[5 * j] = (float)i;
+                memcpy(md_f32(rois) + 5 * j + 1, md_f32(b) + 4 * j, 4 * sizeof(float));
+            }
+            md_tensor *pred = md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats[k], n_feats, rois);
+            /* a new host tensor: flipped in place */
+            md_tensor *p = pred ? md_contiguous(ctx, md_tensor_to(ctx, md_sigmoid(ctx, pred), MD_DEVICE_CPU)) : NULL;
+            if (!p) return md_error_from_ctx(ctx, err, "%s.aug_test_mask: variant %d", name, k);
+            if (mt->flip) flip_masks_back(md_f32(p), p->shape[0] * p->shape[1], p->shape[2], p->shape[3], mt->flip_direction);
+            sum = sum ? md_add(ctx, sum, p) : p;
+            if (!sum) return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+        }
+        md_tensor *merged = md_contiguous(ctx, md_mul_scalar(ctx, sum, 1.0 / na));
+        const md_img_meta *m0 = &batch->metas[i];
+        int ori[2] = { m0->ori_shape[0], m0->ori_shape[1] };
+        static const float one[4] = { 1, 1, 1, 1 };
+        if (!merged || !(masks[i] = md_ctx_alloc(ctx, sizeof **masks * (size_t)D)))
+            return md_error_from_ctx(ctx, err, "%s.aug_test_mask", name);
+        if (mc->get_seg_masks(ctx, h->mask_head, merged, true, det_bboxes[i], det_labels[i], h->mask_thr_binary, ori,
+                              one, false, masks[i], err))
+            return md_error_wrap(err, "%s: mask_head.get_seg_masks (image %d)", name, i);
+    }
+    return 0;
+}
+
 MD_API int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     md_roi_head_base *h = (md_roi_head_base *)m;
     if (md_model_init_weights(ctx, h->bbox_head, err)) return -1;
+    if (h->mask_head && md_model_init_weights(ctx, h->mask_head, err)) return -1;
     return md_init_cfg_pretrained(ctx, m, h->init_cfg, m->cls->name, err) < 0 ? -1 : 0;
 }
 

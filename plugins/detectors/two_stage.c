@@ -1,11 +1,14 @@
-/* mmdet's TwoStageDetector and FasterRCNN (mmdet/models/detectors/
- * two_stage.py): backbone, optional neck, rpn_head built with train_cfg.rpn /
- * test_cfg.rpn (proposals during training from train_cfg.rpn_proposal,
- * else test_cfg.rpn), roi_head with train_cfg.rcnn / test_cfg.rcnn.
+/* mmdet's TwoStageDetector, FasterRCNN and MaskRCNN (mmdet/models/
+ * detectors/two_stage.py, faster_rcnn.py, mask_rcnn.py): backbone,
+ * optional neck, rpn_head built with train_cfg.rpn / test_cfg.rpn
+ * (proposals during training from train_cfg.rpn_proposal, else
+ * test_cfg.rpn), roi_head with train_cfg.rcnn / test_cfg.rcnn.
  * forward_train returns the RPN losses (loss_rpn_cls, loss_rpn_bbox) and
- * the RoI head's (loss_cls, acc, loss_bbox); simple_test returns detections
- * rescaled to the original image. The samplers draw from the context's rng
- * (seeded by --seed).
+ * the RoI head's (loss_cls, acc, loss_bbox, and loss_mask with a mask
+ * head, which reads the batch's gt_masks); simple_test returns detections
+ * rescaled to the original image, with their masks when the RoI head has
+ * a mask branch (aug_test: merged over the variants by aug_test_mask).
+ * The samplers draw from the context's rng (seeded by --seed).
  * The rpn_head is any dense head (bbox.h), as in mmdet 3.x: a head with a
  * num_classes key gets num_classes = 1, and its loss names without "rpn"
  * are prefixed "rpn_" (RetinaHead's loss_cls -> rpn_loss_cls) so they do
@@ -106,7 +109,15 @@ static int ts_simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_res
         goto out;
     }
     md_scope_push(ctx, "roi_head");
-    rc = md_roi_head_class_of(d->roi)->simple_test(ctx, d->roi, feats, n, b, props, true, dets, labels, err);
+    const md_roi_head_class *hc = md_roi_head_class_of(d->roi);
+    rc = hc->simple_test(ctx, d->roi, feats, n, b, props, true, dets, labels, err);
+    /* mmdet's StandardRoIHead.simple_test: the masks of the detections */
+    md_rle **masks = NULL;
+    if (!rc && hc->with_mask && hc->with_mask(d->roi)) {
+        masks = md_ctx_alloc(ctx, sizeof *masks * (size_t)b->n);
+        rc = masks ? hc->simple_test_mask(ctx, d->roi, feats, n, b, dets, labels, true, masks, err)
+                   : md_error_from_ctx(ctx, err, NULL);
+    }
     md_scope_pop(ctx);
     if (rc) {
         md_error_wrap(err, "roi_head");
@@ -116,6 +127,7 @@ static int ts_simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_res
         results[i].n = (int)dets[i]->shape[0];
         results[i].bboxes = md_f32(dets[i]);
         results[i].labels = md_i64(labels[i]);
+        results[i].masks = masks ? masks[i] : NULL;
     }
 out:
     md_grad_set_enabled(ctx, was);
@@ -133,6 +145,10 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     if (!hc->aug_test)
         return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test (test-time augmentation)", m->cls->name,
                         d->roi->cls->name);
+    bool with_mask = hc->with_mask && hc->with_mask(d->roi);
+    if (with_mask && !hc->aug_test_mask)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no aug_test_mask (test-time augmentation of masks)",
+                        m->cls->name, d->roi->cls->name);
     int na = md_batch_n_augs(b), n = -1;
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor ***feats = md_ctx_alloc(ctx, sizeof *feats * (size_t)na);
@@ -161,6 +177,12 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
     }
     md_scope_push(ctx, "roi_head");
     rc = hc->aug_test(ctx, d->roi, (md_tensor *const *const *)feats, n, b, props, true, dets, labels, err);
+    md_rle **masks = NULL;
+    if (!rc && with_mask) {
+        masks = md_ctx_alloc(ctx, sizeof *masks * (size_t)b->n);
+        rc = masks ? hc->aug_test_mask(ctx, d->roi, (md_tensor *const *const *)feats, n, b, dets, labels, masks, err)
+                   : md_error_from_ctx(ctx, err, NULL);
+    }
     md_scope_pop(ctx);
     if (rc) {
         md_error_wrap(err, "roi_head");
@@ -170,6 +192,7 @@ static int ts_aug_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
         results[i].n = (int)dets[i]->shape[0];
         results[i].bboxes = md_f32(dets[i]);
         results[i].labels = md_i64(labels[i]);
+        results[i].masks = masks ? masks[i] : NULL;
     }
 out:
     md_grad_set_enabled(ctx, was);
@@ -195,6 +218,10 @@ static const md_model_class ts_cls = {
 };
 static const md_model_class frcnn_cls = {
     .module = { .name = "FasterRCNN", .destroy = ts_destroy, .iface = &ts_iface },
+    .init_weights = ts_init_weights,
+};
+static const md_model_class mrcnn_cls = {
+    .module = { .name = "MaskRCNN", .destroy = ts_destroy, .iface = &ts_iface },
     .init_weights = ts_init_weights,
 };
 
@@ -314,11 +341,19 @@ static void *frcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return build_common(ctx, cfg, err, &frcnn_cls);
 }
 
+static void *mrcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return build_common(ctx, cfg, err, &mrcnn_cls);
+}
+
 static const md_class ts_class = { .name = "TwoStageDetector", .keys = keys, .build = ts_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                    .doc = "backbone, neck, RPN and RoI head (mmdet 2.x)" };
 static const md_class frcnn_class = { .name = "FasterRCNN", .keys = keys, .build = frcnn_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                       .doc = "Faster R-CNN: a TwoStageDetector (mmdet 2.x)" };
 
+static const md_class mrcnn_class = { .name = "MaskRCNN", .keys = keys, .build = mrcnn_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
+                                      .doc = "Mask R-CNN: a TwoStageDetector whose RoI head has a mask branch (mmdet 2.x)" };
+
 MD_PLUGIN("two_stage", "1.0", "Apache-2.0");
 MD_REGISTER("detectors", ts_class)
 MD_REGISTER("detectors", frcnn_class)
+MD_REGISTER("detectors", mrcnn_class)

@@ -12,7 +12,11 @@
  * A float target of pred's shape is taken as is (elements below 0 or equal
  * to ignore_index weigh 0). class_weight is BCE's pos_weight there.
  *
- * use_mask (mask_cross_entropy) is not supported. */
+ * Mask (use_mask = true): mmdet's mask_cross_entropy. pred [N, C, H, W]
+ * logits, target f32 [N, H, W] and, in the weight's place (where mmdet's
+ * mask heads pass them), the labels i64 [N]: the BCE with logits of
+ * channel labels[i] of each RoI against its target, averaged over every
+ * element (reduction mean, no avg_factor, as mmdet asserts). */
 #include <math.h>
 #include <stdlib.h>
 #include <mmdet/mmdet.h>
@@ -29,7 +33,7 @@ typedef struct ce_loss {
 static const md_key keys[] = {
     { "use_sigmoid", MD_KEY_BOOL, "false", "binary cross-entropy per class instead of a softmax", false,
       MD_AT(ce_loss, use_sigmoid) },
-    { "use_mask", MD_KEY_BOOL, "false", "mask cross-entropy (not supported)", false, MD_AT(ce_loss, use_mask) },
+    { "use_mask", MD_KEY_BOOL, "false", "mask cross-entropy: the BCE of each RoI's label channel (mask heads)", false, MD_AT(ce_loss, use_mask) },
     MD_LOSS_KEYS("1.0"),
     { "class_weight", MD_KEY_LIST, "None", "weight of each class (sigmoid: BCE's pos_weight)", false,
       MD_AT(ce_loss, class_weight_cfg) },
@@ -130,11 +134,40 @@ static md_tensor *sigmoid_ce(md_ctx *ctx, const ce_loss *c, md_tensor *pred, md_
     return loss;
 }
 
+static md_tensor *mask_ce(md_ctx *ctx, md_tensor *pred, md_tensor *target, md_tensor *labels, md_reduction red,
+                          double avg) {
+    char sp[96], st[96], sl[96];
+    if (!labels || labels->dtype != MD_I64 || labels->ndim != 1 || pred->ndim != 4 || target->ndim != 3 ||
+        labels->shape[0] != pred->shape[0] || target->shape[0] != pred->shape[0] ||
+        target->shape[1] != pred->shape[2] || target->shape[2] != pred->shape[3])
+        return md_op_fail(ctx, "CrossEntropyLoss(use_mask)", "pred %s, target %s and labels %s must be [N, C, H, W], "
+                          "[N, H, W] and i64 [N]", md_tensor_describe(pred, sp, sizeof sp),
+                          md_tensor_describe(target, st, sizeof st),
+                          labels ? md_tensor_describe(labels, sl, sizeof sl) : "None");
+    if (red != MD_REDUCE_MEAN || avg >= 0)
+        return md_op_fail(ctx, "CrossEntropyLoss(use_mask)", "only reduction mean without avg_factor (mmdet asserts it)");
+    int64_t n = pred->shape[0], nc = pred->shape[1];
+    /* pred[i, labels[i]] as rows of pred viewed [N * C, H, W] */
+    md_tensor *lab = host(ctx, labels), *sel = md_tensor_empty(ctx, MD_I64, MD_DIMS(n));
+    if (!lab || !sel) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t l = md_i64(lab)[i];
+        if (l < 0 || l >= nc)
+            return md_op_fail(ctx, "CrossEntropyLoss(use_mask)", "label %lld of RoI %lld outside [0, %lld)",
+                              (long long)l, (long long)i, (long long)nc);
+        md_i64(sel)[i] = i * nc + l;
+    }
+    md_tensor *x = md_reshape(ctx, pred, MD_DIMS(n * nc, pred->shape[2], pred->shape[3]));
+    x = md_index_select(ctx, x, 0, md_tensor_to(ctx, sel, md_tensor_device(pred)));
+    return x ? md_loss_bce_with_logits(ctx, x, target, NULL, MD_REDUCE_MEAN, MD_NO_AVG) : NULL;
+}
+
 static md_tensor *forward(md_ctx *ctx, const md_loss *l, md_tensor *pred, md_tensor *target, md_tensor *weight,
                           double avg, int reduction) {
     const ce_loss *c = (const ce_loss *)l;
     if (!pred || !target) return NULL;
     md_reduction red = md_loss_reduction(l, reduction);
+    if (c->use_mask) return md_loss_scale(ctx, l, mask_ce(ctx, pred, target, weight, red, avg));
     md_tensor *cw = NULL;
     if (c->class_weight) {
         cw = md_tensor_to(ctx, md_tensor_from(ctx, MD_F32, MD_DIMS(c->n_class_weight), c->class_weight),
@@ -153,8 +186,8 @@ static const md_loss_iface iface = { .forward = forward, .destroy = destroy };
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     ce_loss *c = (ce_loss *)md_loss_new(sizeof *c, &iface, "CrossEntropyLoss", cfg, keys, err);
     if (!c) return NULL;
-    if (c->use_mask) {
-        md_failc(err, MD_ERR_CONFIG, "use_mask = true (mask cross-entropy) is not supported");
+    if (c->use_mask && (c->use_sigmoid || c->class_weight_cfg)) {
+        md_failc(err, MD_ERR_CONFIG, "use_mask = true goes with use_sigmoid = false and class_weight = None");
         goto fail;
     }
     c->ignore_index = c->ignore_cfg ? md_cfg_as_int(c->ignore_cfg) : -100;
@@ -182,6 +215,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_warn(ctx, "CrossEntropyLoss: with ignore_index and avg_non_ignore = false a mean counts the ignored "
                      "labels too; set avg_non_ignore = true to average over the others (as PyTorch)");
     if (c->use_sigmoid) c->base.flags = MD_LOSS_SIGMOID;
+    if (c->use_mask) c->base.flags = MD_LOSS_MASK;
     return c;
 fail:
     md_loss_free(&c->base);
@@ -190,6 +224,6 @@ fail:
 
 static const md_class cls = { .name = "CrossEntropyLoss", .keys = keys, .build = build,
                               MD_IFACE(&iface, MD_IFACE_LOSS),
-                              .doc = "softmax cross-entropy, or binary cross-entropy per class (use_sigmoid)" };
+                              .doc = "softmax cross-entropy, binary cross-entropy per class (use_sigmoid) or per mask (use_mask)" };
 MD_PLUGIN("cross_entropy_loss", "1.0", "Apache-2.0");
 MD_REGISTER("losses", cls)

@@ -1,5 +1,5 @@
 /* Drawing helpers: rectangle outlines and fills (clipped), glyph pixels of
- * the built-in font, and show_result's score threshold and colors. */
+ * the built-in font, and show_result's score threshold, colors and masks. */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
@@ -69,6 +69,32 @@ Test(draw, detections_respect_the_score_threshold) {
     cr_expect(is(img, 40, 50, c1), "the box corner in class 1's color");
     cr_expect_eq(count(img, c0), 0, "the 0.2 detection is under the threshold");
     cr_expect(is(img, 10, 20 - MD_FONT_H - 2, c1), "the label strip above the box");
+    md_image_free(img);
+}
+
+/* Masks as show_result blends them: img * 0.5 + color * 0.5 (truncated)
+ * under each mask of a detection over the threshold; an RLE (column-major
+ * runs from a run of 0s) worked by hand. */
+Test(draw, masks_are_blended_with_the_class_color) {
+    md_error err = { 0 };
+    md_image *img = md_image_new(20, 30, 3, &err);
+    memset(img->data, 101, 20 * 30 * 3);
+    /* mask 0: 3 zeros, 2 ones, the rest zeros -> (x 0, y 3) and (x 0, y 4) */
+    uint32_t c0[] = { 3, 2, 595 }, c1[] = { 0, 600 };
+    md_rle masks[2] = { { 20, 30, 3, c0 }, { 20, 30, 2, c1 } };
+    float boxes[10] = { 10, 12, 14, 16, 0.9f, 0, 0, 29, 19, 0.1f };
+    int64_t labels[2] = { 2, 1 };
+    md_det_result det = { 2, boxes, labels, masks };
+    uint8_t col[3];
+    md_draw_palette(2, col);
+    md_draw_detections(img, &det, NULL, 0, 0.3f, 1);
+    uint8_t want[3];
+    for (int k = 0; k < 3; k++) want[k] = (uint8_t)(101 * 0.5 + col[k] * 0.5);
+    cr_expect(is(img, 0, 3, want) && is(img, 0, 4, want), "the two mask pixels blended");
+    static const uint8_t grey[3] = { 101, 101, 101 };
+    cr_expect(is(img, 0, 5, grey) && is(img, 1, 3, grey), "pixels next to the mask stay");
+    cr_expect(is(img, 29, 19, grey), "the 0.1 detection's mask (every pixel) is not drawn");
+    cr_expect(is(img, 14, 16, col), "the box is drawn over its mask's color");
     md_image_free(img);
 }
 

@@ -403,6 +403,34 @@ Test(losses_registry, sigmoid_cross_entropy_label_forms_agree) {
 
 /* ---- bad configs ---- */
 
+/* use_mask (mmdet's mask_cross_entropy), worked by hand: the labels (in
+ * the weight's place) pick channel 0 of RoI 0 (logit 0, target 1: ln 2)
+ * and channel 1 of RoI 1 (logit -1, target 0: ln(1 + e^-1)); the mean of
+ * the two, times loss_weight 2. The gradient reaches only those channels. */
+Test(losses_registry, mask_cross_entropy_by_hand) {
+    md_loss *l = build("type = \"CrossEntropyLoss\"; use_mask = true; loss_weight = 2.0;");
+    cr_assert(l->flags & MD_LOSS_MASK);
+    md_tensor *pred = randn_param(ctx, MD_DIMS(2, 2, 1, 1), 1);
+    const float v[4] = { 0.0f, 5.0f, 3.0f, -1.0f };
+    memcpy(md_f32(pred), v, sizeof v);
+    md_tensor *target = md_tensor_from(ctx, MD_F32, MD_DIMS(2, 1, 1), (const float[]){ 1.0f, 0.0f });
+    md_tensor *labels = md_tensor_from(ctx, MD_I64, MD_DIMS(2), (const int64_t[]){ 0, 1 });
+    md_tensor *out = md_loss_forward(ctx, l, pred, target, labels, MD_NO_AVG, MD_REDUCE_DEFAULT);
+    cr_assert_not_null(out, "%s", md_ctx_error(ctx)->msg);
+    double want = 2.0 * (log(2.0) + log1p(exp(-1.0))) / 2.0;
+    cr_assert_float_eq(md_f32(out)[0], want, 1e-6, "%g vs %g", md_f32(out)[0], want);
+    md_error err = { 0 };
+    cr_assert_eq(md_backward(ctx, out, &err), 0, "%s", err.msg);
+    /* d/dx of w * mean BCE: w * (sigmoid(x) - t) / 2 */
+    cr_assert_float_eq(md_f32(pred->grad)[0], 2.0 * (0.5 - 1.0) / 2.0, 1e-6);
+    cr_assert_float_eq(md_f32(pred->grad)[1], 0.0, 0);
+    cr_assert_float_eq(md_f32(pred->grad)[2], 0.0, 0);
+    cr_assert_float_eq(md_f32(pred->grad)[3], 2.0 * (1.0 / (1.0 + exp(1.0))) / 2.0, 1e-6);
+    cr_assert_null(md_loss_forward(ctx, l, pred, target, labels, MD_NO_AVG, MD_REDUCE_SUM), "sum is refused");
+    md_tensor_free(pred);
+    md_loss_free(l);
+}
+
 Test(losses_registry, bad_configs_say_what_is_wrong) {
     expect_config_error("type = \"FocalLoss\"; use_sigmoid = false;", "only the sigmoid focal loss is supported");
     expect_config_error("type = \"FocalLoss\"; activated = true;", "activated = true");
@@ -415,7 +443,8 @@ Test(losses_registry, bad_configs_say_what_is_wrong) {
     expect_config_error("type = \"SmoothL1Loss\"; beta = 0.0;", "beta in SmoothL1Loss is 0; it must be > 0");
     expect_config_error("type = \"BalancedL1Loss\"; beta = -1.0;", "beta in BalancedL1Loss is -1; it must be at least 0");
     expect_config_error("type = \"BalancedL1Loss\"; alpha = 0.0;", "alpha in BalancedL1Loss is 0; it must be > 0");
-    expect_config_error("type = \"CrossEntropyLoss\"; use_mask = true;", "use_mask = true (mask cross-entropy) is not supported");
+    expect_config_error("type = \"CrossEntropyLoss\"; use_mask = true; use_sigmoid = true;",
+                        "use_mask = true goes with use_sigmoid = false");
     expect_config_error("type = \"CrossEntropyLoss\"; class_weight = [];", "class_weight is an empty list");
     expect_config_error("type = \"CrossEntropyLoss\"; class_weight = (1.0, \"a\");", "class_weight: expected numbers");
     expect_config_error("type = \"L1Loss\"; reduction = \"avg\";", "reduction in L1Loss is \"avg\"; accepted: mean|sum|none");

@@ -136,7 +136,8 @@ Test(plugins, not_a_plugin_refused) {
 Test(plugins, wrong_interface_refused) {
     assert_refused("tests/bad_plugins/wrong_iface", "tests/bad_plugins/wrong_iface/wrong_iface.so",
                    "class 'LossAsHead' in registry 'heads' does not declare the registry's interface "
-                   "(md_dense_head_class or md_roi_head_class or md_bbox_head_class)", "WrongIfaceThing");
+                   "(md_dense_head_class or md_roi_head_class or md_bbox_head_class or md_mask_head_class)",
+                   "WrongIfaceThing");
 }
 
 Test(plugins, missing_required_entry_refused) {

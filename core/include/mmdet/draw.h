@@ -35,7 +35,9 @@ int md_draw_text_width(const char *text, int scale);
 void md_draw_palette(int64_t label, uint8_t color[3]);
 /* mmdet's show_result: every detection with score >= score_thr as a box
  * in its class's color, labelled "name|0.93" on a filled strip above it
- * (below when there is no room). classes may be NULL (labels as numbers). */
+ * (below when there is no room), its mask (det->masks, RLEs of the
+ * image's size) first blended with that color at alpha 0.5. classes may
+ * be NULL (labels as numbers). */
 void md_draw_detections(md_image *img, const md_det_result *det, char *const *classes, int n_classes,
                         float score_thr, int thickness);
 

@@ -35,7 +35,7 @@ const char *md_progress_format(const md_progress *p, double elapsed, int termina
 /* Detections for every image of a dataset, in dataset order, owned. */
 typedef struct md_results {
     int64_t n;
-    md_det_result *r;          /* r[i].bboxes / labels malloc'ed */
+    md_det_result *r;          /* r[i].bboxes / labels malloc'ed; r[i].masks (and their counts) too, or NULL */
     md_img_meta *metas;        /* the meta each image was tested with (filename, ori_shape, ...) */
 } md_results;
 void md_results_free(md_results *res);

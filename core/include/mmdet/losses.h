@@ -58,6 +58,8 @@ typedef struct md_loss_iface {
 enum {
     MD_LOSS_SIGMOID = 1u << 0,   /* classification over sigmoids: no background channel (use_sigmoid) */
     MD_LOSS_BOXES = 1u << 1,     /* compares boxes, not deltas: the head decodes first (reg_decoded_bbox) */
+    MD_LOSS_MASK = 1u << 2,      /* mask logits [N, C, H, W] against targets [N, H, W], the labels i64 [N]
+                                    in the weight's place (CrossEntropyLoss use_mask) */
 };
 
 struct md_loss {

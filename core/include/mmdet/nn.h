@@ -27,6 +27,12 @@ md_tensor *md_module_forward(md_ctx *ctx, md_module *m, md_tensor *x);
  * default init (kaiming_uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))). */
 md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_conv2d_params p, bool bias,
                         md_error *err);
+/* nn.ConvTranspose2d(in, out, kernel, stride, padding, bias) for
+ * kernel == stride and padding 0 (mmcv's deconv upsampling): params
+ * "weight" [in, out, k, k] and "bias" [out]; PyTorch's default init.
+ * Other settings are refused. */
+md_module *md_nn_conv_transpose2d(md_ctx *ctx, int in, int out, int kernel, int stride, int padding, bool bias,
+                                  md_error *err);
 /* nn.BatchNorm2d(c, eps, momentum): "weight", "bias", buffers "running_mean",
  * "running_var", "num_batches_tracked". requires_grad=false freezes the
  * affine parameters (mmdet norm_cfg requires_grad). In eval mode (training

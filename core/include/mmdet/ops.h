@@ -163,6 +163,11 @@ md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int 
 md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w);
 /* Same with an integer scale factor (FPN's scale_factor=2). */
 md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale);
+/* Bilinear upsampling by an integer scale (PyTorch's upsample with
+ * align_corners false, scale_factor `scale`: source (dst + 0.5) / scale -
+ * 0.5, clamped to the edges). Composed of slices, scalings and sums (so
+ * differentiable, on any device); equal to PyTorch's up to float rounding. */
+md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale);
 
 /* ---- detection ops, mmcv semantics (detection.c) ---- */
 /* feat [N,C,H,W], rois [K,5] (batch index, x1, y1, x2, y2) in image pixels.

@@ -1,6 +1,7 @@
 /* Two-stage parts: the interfaces of RoI extractors ("roi_extractors"),
- * bbox heads and RoI heads ("heads"), as mmdet 2.x's SingleRoIExtractor,
- * BBoxHead and StandardRoIHead use each other. (The RPN is a dense head,
+ * bbox heads, mask heads and RoI heads ("heads"), as mmdet 2.x's
+ * SingleRoIExtractor, BBoxHead, FCNMaskHead and StandardRoIHead use each
+ * other. (The RPN is a dense head,
  * bbox.h.)
  *
  * Like backbones (models.h), a plugin's md_class `iface` points at its class
@@ -20,6 +21,7 @@
 #include "bbox.h"
 #include "losses.h"
 #include "data.h"
+#include "masks.h"
 #include "models.h"
 #include "runner.h"
 
@@ -31,6 +33,7 @@ extern "C" {
 #define MD_IFACE_ROI_EXTRACTOR MD_IFACE_CODE('R', 'O', 'E', 1)  /* md_roi_extractor_class */
 #define MD_IFACE_BBOX_HEAD MD_IFACE_CODE('B', 'H', 'D', 1)      /* md_bbox_head_class */
 #define MD_IFACE_ROI_HEAD MD_IFACE_CODE('R', 'H', 'D', 1)       /* md_roi_head_class */
+#define MD_IFACE_MASK_HEAD MD_IFACE_CODE('M', 'H', 'D', 1)      /* md_mask_head_class */
 
 /* ---- RoI extractors ("roi_extractors") ---- */
 typedef struct md_roi_extractor_class {
@@ -230,6 +233,111 @@ int md_bbox_head_num_classes(const md_module *m);
 int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_bbox_head_destroy(md_module *m);
 
+/* ---- mask heads ("heads") ---- */
+typedef struct md_mask_head_class {
+    md_model_class model;         /* must be first */
+    /* roi feats [K, C, S, S] -> mask logits [K, num_classes, M, M] (one
+     * channel when class agnostic); NULL with the context's error. */
+    md_tensor *(*forward)(md_ctx *ctx, md_module *m, md_tensor *x);
+    /* mmdet's mask_target over n images: each positive's box
+     * (sr[i].pos_bboxes, clipped to the mask's image) crops its gt mask
+     * gt_masks[i] (pos_assigned_gt_inds), resized to mask_size x
+     * mask_size and binarised. f32 [sum P_i, mask_size, mask_size] on the
+     * host; NULL with the context's error. */
+    md_tensor *(*get_targets)(md_ctx *ctx, md_module *m, const md_sampling_result *sr, int n,
+                              const md_masks *gt_masks, int mask_size);
+    /* loss: adds loss_mask of mask_pred [K, C, M, M] against targets
+     * [K, M, M] at the positives' labels (i64 [K]). */
+    int (*loss)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *targets, md_tensor *labels,
+                md_losses *losses, md_error *err);
+    /* get_seg_masks for one image: mask logits [D, C, M, M] of the boxes
+     * det_bboxes [D, >= 4] (the RoIs pooled) with labels [D], sigmoid (not
+     * when `probs`: mask_pred holds probabilities already, as after
+     * merge_aug_masks), the label's channel pasted into the image (divided
+     * by scale_factor and pasted at ori_shape when rescale, else at
+     * ori_shape times scale_factor, rounded) and binarised at
+     * mask_thr_binary (>= 0). masks[0 .. D) receive the RLEs, their counts
+     * in the step arena (not to be md_rle_free'd). */
+    int (*get_seg_masks)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
+                         md_tensor *det_labels, double mask_thr_binary, const int ori_shape[2],
+                         const float scale_factor[4], bool rescale, md_rle *masks, md_error *err);
+    int (*num_classes)(const md_module *m);
+} md_mask_head_class;
+
+static inline const md_mask_head_class *md_mask_head_class_of(const md_module *m) {
+    return (const md_mask_head_class *)m->cls;
+}
+
+/* ---- the base of mask heads: FCNMaskHead's targets, loss and paste ----
+ * (mmdet's fcn_mask_head.py, mask_target.py.) The base owns num_classes,
+ * class_agnostic and loss_mask (built by type: CrossEntropyLoss with
+ * use_mask), get_targets (md_masks_crop_and_resize), the loss (labels 0
+ * when class agnostic; no positives: a zero on the graph) and
+ * get_seg_masks (mmdet 2.28's _do_paste_mask one box at a time, as on
+ * the CPU: grid_sample with align_corners false over the box's pixels and
+ * one more on each side, zero elsewhere). A derived head (FCNMaskHead)
+ * supplies its layers and forward. */
+typedef struct md_mask_head_base md_mask_head_base;
+typedef struct md_mask_head_base_class {
+    md_mask_head_class head;      /* first: MD_MASK_HEAD_BASE fills it */
+    size_t size;                  /* sizeof the derived struct (md_mask_head_base first) */
+    const md_key *keys;           /* the derived head's whole schema */
+    /* Adds and initialises the layers. Required. */
+    int (*init_layers)(md_ctx *ctx, md_mask_head_base *h, md_error *err);
+} md_mask_head_base_class;
+
+struct md_mask_head_base {
+    md_module base;
+    const md_mask_head_base_class *cls;
+    int num_classes;
+    bool class_agnostic;
+    const md_cfg *loss_mask_cfg, *init_cfg;
+    md_loss *loss_mask;
+};
+
+#define MD_MASK_HEAD_KEYS                                                                                         \
+    { "num_classes", MD_KEY_INT, "80", "object classes (background excluded)", false,                            \
+      MD_AT(md_mask_head_base, num_classes), .min = "1" },                                                        \
+    { "class_agnostic", MD_KEY_BOOL, "false", "one mask per RoI instead of one per class", false,                \
+      MD_AT(md_mask_head_base, class_agnostic) },                                                                 \
+    { "loss_mask", MD_KEY_GROUP, "{ type = \"CrossEntropyLoss\"; use_mask = true; loss_weight = 1.0; }",       \
+      "mask loss (losses registry)", false, MD_AT(md_mask_head_base, loss_mask_cfg) },                            \
+    { "init_cfg", MD_KEY_ANY, "None", "only None (mmdet refuses it)", false, MD_AT(md_mask_head_base, init_cfg) }
+
+#define MD_MASK_HEAD_BASE(name_, forward_)                                                                      \
+    { .model = { .module = { .name = (name_), .destroy = md_mask_head_destroy } },                             \
+      .forward = (forward_), .get_targets = md_mask_head_get_targets, .loss = md_mask_head_loss,               \
+      .get_seg_masks = md_mask_head_get_seg_masks, .num_classes = md_mask_head_num_classes }
+
+/* Allocates cls->size bytes, fills the struct from cfg with cls->keys,
+ * builds loss_mask, then init_layers. NULL with err set. */
+md_module *md_mask_head_build(md_ctx *ctx, const md_cfg *cfg, const md_mask_head_base_class *cls, md_error *err);
+
+#define MD_MASK_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                      \
+    static void *cls_##_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {                               \
+        return md_mask_head_build(ctx, cfg, &(cls_), err);                                                    \
+    }                                                                                                         \
+    static const md_class cls_##_class = { .name = (name_), .keys = (keys_), .build = cls_##_build,           \
+                                           MD_IFACE(&(cls_), MD_IFACE_MASK_HEAD), .doc = (doc_) };            \
+    MD_REGISTER("heads", cls_##_class)
+
+md_tensor *md_mask_head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result *sr, int n,
+                                    const md_masks *gt_masks, int mask_size);
+int md_mask_head_loss(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md_tensor *targets, md_tensor *labels,
+                      md_losses *losses, md_error *err);
+int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
+                               md_tensor *det_labels, double mask_thr_binary, const int ori_shape[2],
+                               const float scale_factor[4], bool rescale, md_rle *masks, md_error *err);
+int md_mask_head_num_classes(const md_module *m);
+void md_mask_head_destroy(md_module *m);
+/* mmdet's _do_paste_mask for one mask: probabilities mask [M_h, M_w]
+ * (row-major) of the box (x0, y0, x1, y1) sampled (bilinear, zeros
+ * outside, align_corners false) at the centres of the pixels from
+ * floor(x0) - 1 to ceil(x1) + 1 (likewise in y, clipped to the image),
+ * and 0 elsewhere; out [img_h, img_w] receives value >= thr. */
+void md_mask_paste(const float *mask, int mh, int mw, const float box[4], int img_h, int img_w, float thr,
+                   uint8_t *out);
+
 /* The RPN of a two-stage detector is a dense head (md_dense_head_class,
  * bbox.h): proposals from md_dense_head_forward_train /
  * md_dense_head_simple_test_rpn / md_dense_head_aug_test_rpn. */
@@ -255,6 +363,25 @@ typedef struct md_roi_head_class {
     int (*aug_test)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
                     md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
                     md_error *err);
+    /* mmdet's with_mask: true when the head has a mask branch (then
+     * forward_train needs the batch's gt_masks and simple_test_mask
+     * gives masks). NULL: no mask branch. */
+    bool (*with_mask)(const md_module *m);
+    /* mmdet's simple_test_mask: for the detections det_bboxes[i] [D_i, 5]
+     * (simple_test's, with the same rescale) and det_labels[i], masks[i]
+     * receives D_i RLEs (an array in the step arena, NULL when D_i is 0)
+     * of the original image (rescale) or of ori_shape times scale_factor. */
+    int (*simple_test_mask)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *batch,
+                            md_tensor *const *det_bboxes, md_tensor *const *det_labels, bool rescale,
+                            md_rle **masks, md_error *err);
+    /* mmdet's aug_test_mask: the detections of aug_test (det_bboxes[i] in
+     * the original image's pixels) mapped into every variant k (feats[k],
+     * md_batch_aug(batch, k)), their mask probabilities flipped back and
+     * averaged over the variants (merge_aug_masks), then pasted at the
+     * original image's size; masks[i] as simple_test_mask's. NULL: not
+     * supported. */
+    int (*aug_test_mask)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                         md_tensor *const *det_bboxes, md_tensor *const *det_labels, md_rle **masks, md_error *err);
 } md_roi_head_class;
 
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {
@@ -267,7 +394,12 @@ static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) 
  * state dict names are roi_head.bbox_head.*), the train_cfg's assigner and
  * sampler, and test_cfg; its methods are the bbox branch of mmdet's
  * StandardRoIHead, each also callable by a derived head (a cascade runs
- * md_roi_head_bbox_forward per stage). */
+ * md_roi_head_bbox_forward per stage). A head whose schema adds
+ * MD_ROI_HEAD_MASK_KEYS gets the mask branch: mask_roi_extractor (None:
+ * the bbox one, share_roi_extractor) and mask_head built as children,
+ * trained on the positive RoIs after the bbox branch
+ * (train_cfg.mask_size, default 28) and tested on the detections
+ * (test_cfg.mask_thr_binary, default 0.5). */
 typedef struct md_roi_head_base md_roi_head_base;
 typedef struct md_roi_head_base_class {
     md_roi_head_class head;       /* first: MD_ROI_HEAD_BASE fills it */
@@ -287,6 +419,12 @@ struct md_roi_head_base {
     double pos_weight;            /* train_cfg.pos_weight (<= 0: 1) */
     bool has_test_cfg;
     md_rcnn_test_cfg test_cfg;
+    /* the mask branch (MD_ROI_HEAD_MASK_KEYS; mask_head NULL: none) */
+    const md_cfg *mask_roi_extractor_cfg, *mask_head_cfg;
+    md_module *mask_roi_extractor, *mask_head;
+    bool share_roi_extractor;     /* mask_roi_extractor is bbox_roi_extractor */
+    int mask_size;                /* train_cfg.mask_size */
+    double mask_thr_binary;       /* test_cfg.mask_thr_binary */
 };
 
 #define MD_ROI_HEAD_KEYS                                                                                         \
@@ -301,11 +439,19 @@ struct md_roi_head_base {
       .field = MD_FIELD_NONE },                                                                                  \
     { "init_cfg", MD_KEY_ANY, "None", "Pretrained loads a checkpoint", false, MD_AT(md_roi_head_base, init_cfg) }
 
+/* BaseRoIHead's mask keys, for a head with a mask branch. */
+#define MD_ROI_HEAD_MASK_KEYS                                                                                    \
+    { "mask_roi_extractor", MD_KEY_ANY, "None", "RoI extractor of the mask branch (None: the bbox one)", false,  \
+      MD_AT(md_roi_head_base, mask_roi_extractor_cfg) },                                                         \
+    { "mask_head", MD_KEY_ANY, "None", "mask head (heads registry) or None", false,                              \
+      MD_AT(md_roi_head_base, mask_head_cfg) }
+
 #define MD_ROI_HEAD_BASE(name_)                                                                           \
     { .model = { .module = { .name = (name_), .destroy = md_roi_head_destroy },                          \
                  .init_weights = md_roi_head_init_weights },                                              \
       .forward_train = md_roi_head_forward_train, .simple_test = md_roi_head_simple_test,               \
-      .aug_test = md_roi_head_aug_test }
+      .aug_test = md_roi_head_aug_test, .with_mask = md_roi_head_with_mask,                              \
+      .simple_test_mask = md_roi_head_simple_test_mask, .aug_test_mask = md_roi_head_aug_test_mask }
 
 md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls, md_error *err);
 #define MD_ROI_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                       \
@@ -334,6 +480,22 @@ int md_roi_head_simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, 
 int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
                          md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
                          md_error *err);
+bool md_roi_head_with_mask(const md_module *m);
+/* _mask_forward: pool rois with `extractor`, run `mask_head`; NULL with
+ * the context's error. */
+md_tensor *md_roi_head_mask_forward(md_ctx *ctx, md_module *extractor, md_module *mask_head, md_tensor *const *feats,
+                                    int n_feats, md_tensor *rois);
+/* _mask_forward_train: the positives of sr[0 .. batch->n) pooled, their
+ * targets from the batch's gt_masks, adds loss_mask. */
+int md_roi_head_mask_forward_train(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                   const md_batch *batch, const md_sampling_result *sr, md_losses *losses,
+                                   md_error *err);
+int md_roi_head_simple_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                 const md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
+                                 bool rescale, md_rle **masks, md_error *err);
+int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                              md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
+                              md_rle **masks, md_error *err);
 int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_roi_head_destroy(md_module *m);
 
