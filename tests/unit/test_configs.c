@@ -17,7 +17,7 @@ static char dir[64];
 static void setup(void) {
     test_tmpdir(dir, sizeof dir, "mmdet_configs");
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 4 --val 2 --seed 3 --classes 5 >/dev/null", dir);
+    snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 4 --val 2 --seed 3 --classes 5 --masks >/dev/null", dir);
     cr_assert_eq(system(cmd), 0, "mmdet-shapes failed");
 }
 static void teardown(void) {
@@ -40,6 +40,8 @@ static const struct { const char *config, *options; } extra[] = {
     { "configs/faster_rcnn/faster_rcnn_r50_fpn_giou_1x_coco.cfg", COCO_SMALL "model.roi_head.bbox_head.num_classes=5" },
     { "configs/fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.cfg", COCO_SMALL "model.bbox_head.num_classes=5" },
     { "configs/atss/atss_r50_fpn_1x_coco.cfg", COCO_SMALL "model.bbox_head.num_classes=5" },
+    { "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.cfg",
+      COCO_SMALL "model.roi_head.bbox_head.num_classes=5 model.roi_head.mask_head.num_classes=5" },
 };
 
 static const char *options_of(const char *config) {
@@ -58,9 +60,10 @@ static int run_config(const char *config, const char *tag) {
              dir, dir, dir, dir, dir, dir, options_of(config));
     snprintf(cmd, sizeof cmd,
              "bin/mmdet-run --plugin-dir plugins %s --work-dir %s/%s --seed 0 --cfg-options %s >%s/%s.train 2>&1 && "
-             "bin/mmdet-test --plugin-dir plugins %s %s/%s/epoch_1.safetensors --eval bbox --cfg-options %s "
+             "bin/mmdet-test --plugin-dir plugins %s %s/%s/epoch_1.safetensors --eval %s --cfg-options %s "
              ">%s/%s.test 2>&1",
-             config, dir, tag, opts, dir, tag, config, dir, tag, opts, dir, tag);
+             config, dir, tag, opts, dir, tag, config, dir, tag, strstr(config, "mask_rcnn") ? "bbox segm" : "bbox",
+             opts, dir, tag);
     return system(cmd);
 }
 
