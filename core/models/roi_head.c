@@ -47,9 +47,7 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
     }
     if (h->test_cfg_cfg) {
         h->has_test_cfg = true;
-        h->test_cfg.score_thr = md_cfg_float(h->test_cfg_cfg, "score_thr", 0.05);
-        h->test_cfg.nms_iou = md_cfg_float(md_cfg_get(h->test_cfg_cfg, "nms"), "iou_threshold", 0.5);
-        h->test_cfg.max_per_img = md_cfg_int(h->test_cfg_cfg, "max_per_img", 100);
+        md_rcnn_test_cfg_read(h->test_cfg_cfg, &h->test_cfg);
     }
     if (cls->init_layers && cls->init_layers(ctx, h, err)) goto fail;
     md_module_train(m, true);
@@ -57,6 +55,12 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
 fail:
     md_module_free(m);
     return NULL;
+}
+
+MD_API void md_rcnn_test_cfg_read(const md_cfg *cfg, md_rcnn_test_cfg *out) {
+    out->score_thr = md_cfg_float(cfg, "score_thr", 0.05);
+    out->nms_iou = md_cfg_float(md_cfg_get(cfg, "nms"), "iou_threshold", 0.5);
+    out->max_per_img = md_cfg_int(cfg, "max_per_img", 100);
 }
 
 static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {

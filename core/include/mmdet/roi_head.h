@@ -111,6 +111,8 @@ typedef struct md_rcnn_test_cfg {
     double score_thr, nms_iou;
     int64_t max_per_img;
 } md_rcnn_test_cfg;
+/* Reads test_cfg.rcnn (mmdet's defaults: score_thr 0.05, NMS at 0.5, 100 kept). */
+void md_rcnn_test_cfg_read(const md_cfg *cfg, md_rcnn_test_cfg *out);
 
 typedef struct md_bbox_head_class {
     md_model_class model;         /* must be first */
@@ -139,6 +141,13 @@ typedef struct md_bbox_head_class {
     int (*get_raw_bboxes)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
                           const int img_shape[2], const float scale_factor[4], bool rescale, md_tensor **bboxes,
                           md_tensor **scores);
+    /* mmdet's regress_by_class: rois [K, 4] or [K, 5] (image index
+     * first) moved by bbox_pred's deltas of class labels[k] (i64 [K];
+     * every class's column when class agnostic), decoded and clipped to
+     * img_shape (h, w); a host step tensor shaped like rois, grad off.
+     * NULL: the head cannot refine boxes (no cascade stage). */
+    md_tensor *(*regress_by_class)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                   md_tensor *bbox_pred, const int img_shape[2]);
 } md_bbox_head_class;
 
 static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m) {
@@ -202,7 +211,7 @@ struct md_bbox_head_base {
                  .init_weights = md_bbox_head_init_weights },                                                    \
       .forward = (forward_), .get_targets = md_bbox_head_get_targets, .loss = md_bbox_head_loss,                \
       .get_bboxes = md_bbox_head_get_bboxes, .num_classes = md_bbox_head_num_classes,                           \
-      .get_raw_bboxes = md_bbox_head_get_raw_bboxes }
+      .get_raw_bboxes = md_bbox_head_get_raw_bboxes, .regress_by_class = md_bbox_head_regress_by_class }
 
 /* Allocates cls->size bytes, fills the struct from cfg with cls->keys,
  * builds the parts, then init_layers. NULL with err set. */
@@ -226,6 +235,17 @@ int md_bbox_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tenso
 int md_bbox_head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score,
                                 md_tensor *bbox_pred, const int img_shape[2], const float scale_factor[4],
                                 bool rescale, md_tensor **bboxes, md_tensor **scores);
+md_tensor *md_bbox_head_regress_by_class(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                         md_tensor *bbox_pred, const int img_shape[2]);
+/* mmdet's BBoxHead.refine_bboxes (a cascade's training between stages):
+ * the sampled rois [K, 5] of n images (each image's positives, then its
+ * negatives, as sr[i]) moved by the head's regress_by_class with labels
+ * [K] (i64) and clipped to each image's metas[i].img_shape; the gts the
+ * sampler added as proposals (sr[i].pos_is_gt) are dropped. proposals[i]
+ * [P_i, 4] host step tensors. 0, or -1 with the context's error. */
+int md_bbox_head_refine_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels, md_tensor *bbox_pred,
+                               const md_sampling_result *sr, int n, const md_img_meta *metas,
+                               md_tensor **proposals);
 int md_bbox_head_num_classes(const md_module *m);
 int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_bbox_head_destroy(md_module *m);
