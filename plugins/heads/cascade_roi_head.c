@@ -15,8 +15,10 @@
  * Testing: every stage scores the RoIs, which each stage but the last
  * regresses by its best object class; the stages' raw cls_score outputs
  * are averaged and the last stage's get_bboxes decodes the last stage's
- * deltas from the RoIs it was given. Test-time augmentation merges, per
- * variant, the boxes and scores of that cascade (BBoxTestMixin's merge).
+ * deltas from the RoIs it was given. Test-time augmentation runs that
+ * cascade on the proposals mapped into each variant, and the base's
+ * merge (md_roi_head_aug_test_bboxes) averages the last head's boxes and
+ * scores over the variants.
  */
 #include <stdio.h>
 #include <string.h>
@@ -321,10 +323,36 @@ static int simple_test(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n
     return 0;
 }
 
+/* A test-time variant: the cascade on that variant's RoIs, boxes and
+ * scores without NMS from the last head. */
+static int aug_variant(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *bk,
+                       md_tensor *rois, const int64_t *counts, md_tensor **boxes, md_tensor **scores) {
+    cascade *h = (cascade *)m;
+    md_tensor *cls, *reg;
+    if (cascade_test(ctx, h, feats, n_feats, rois, counts, bk->n, bk->metas, &rois, &cls, &reg)) return -1;
+    return md_bbox_head_raw_bboxes_per_image(ctx, h->head[h->num_stages - 1], rois, cls, reg, counts, bk, boxes,
+                                             scores);
+}
+
+static int aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                    md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                    md_error *err) {
+    cascade *h = (cascade *)m;
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "CascadeRoIHead: aug_test needs test_cfg");
+    md_module *last = h->head[h->num_stages - 1];
+    const md_bbox_head_class *bc = md_bbox_head_class_of(last);
+    if (!bc->get_raw_bboxes)
+        return md_failc(err, MD_ERR_CONFIG, "CascadeRoIHead: bbox_head.%d (%s) has no test-time augmentation",
+                        h->num_stages - 1, last->cls->name);
+    return md_roi_head_aug_test_bboxes(ctx, m, feats, n_feats, batch, proposals, rescale, bc->num_classes(last),
+                                       &h->test_cfg, aug_variant, det_bboxes, det_labels, err);
+}
+
 static const md_roi_head_class cascade_cls = {
     .model = { .module = { .name = "CascadeRoIHead", .destroy = destroy }, .init_weights = init_weights },
     .forward_train = forward_train,
     .simple_test = simple_test,
+    .aug_test = aug_test,
 };
 
 static const md_class cascade_class = { .name = "CascadeRoIHead", .keys = keys, .build = build,

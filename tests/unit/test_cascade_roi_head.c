@@ -292,3 +292,45 @@ Test(cascade, trains_and_detects) {
     md_module_free(m);
     md_cfg_free(root);
 }
+
+/* aug_test with one variant is simple_test in the original image's pixels:
+ * proposals given there are mapped into the variant (times scale_factor),
+ * run through the stages, and the merge of one variant maps the boxes
+ * back (divided by it) without averaging anything. */
+Test(cascade, aug_test_of_one_variant_is_simple_test) {
+    md_cfg *root = load();
+    md_error err = { 0 };
+    md_module *m = build(root, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    md_batch *b = rect_batch_new(ctx);
+    md_module_train(m, false);
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *feats[MD_MAX_LEVELS], *props[2], *orig[2];
+    int n = md_extract_feat(ctx, m, md_module_child(m, "backbone"), md_module_child(m, "neck"), b->img, feats);
+    cr_assert_gt(n, 0);
+    cr_assert_eq(md_dense_head_simple_test_rpn(ctx, md_module_child(m, "rpn_head"), feats, n, b, props, &err), 0, "%s",
+                 err.msg);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_gt(props[i]->shape[0], 0);
+        orig[i] = md_contiguous(ctx, md_mul_scalar(ctx, props[i], 1.0 / b->metas[i].scale_factor[0]));
+    }
+    md_module *roi = md_module_child(m, "roi_head");
+    const md_roi_head_class *hc = md_roi_head_class_of(roi);
+    cr_assert_not_null(hc->aug_test);
+    md_tensor *db[2], *dl[2], *ab[2], *al[2];
+    cr_assert_eq(hc->simple_test(ctx, roi, feats, n, b, props, true, db, dl, &err), 0, "%s", err.msg);
+    md_tensor *const *vf[1] = { feats };
+    cr_assert_eq(hc->aug_test(ctx, roi, vf, n, b, orig, true, ab, al, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_gt(db[i]->shape[0], 0, "image %d: no detections", i);
+        cr_assert_eq(ab[i]->shape[0], db[i]->shape[0], "image %d: %lld against %lld", i, (long long)ab[i]->shape[0],
+                     (long long)db[i]->shape[0]);
+        assert_equal(al[i], dl[i], "labels");
+        assert_close(ab[i], db[i], 1e-5, "detections");
+    }
+    md_grad_set_enabled(ctx, was);
+    md_ctx_step_reset(ctx);
+    rect_batch_free(b);
+    md_module_free(m);
+    md_cfg_free(root);
+}

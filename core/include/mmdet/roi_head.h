@@ -357,6 +357,31 @@ int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *fea
 int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_roi_head_destroy(md_module *m);
 
+/* Test-time augmentation around a RoI head's bbox branch (BBoxTestMixin.
+ * aug_test_bboxes): for every variant k the proposals (original image's
+ * pixels) are mapped into it (bbox_mapping) and `variant` runs the branch
+ * on rois [K, 5] (counts[i] rows of image i) with variant k's features and
+ * batch (its metas), writing per image boxes[i] [P_i, 4 * C or 4] and
+ * softmax scores[i] [P_i, C + 1] without NMS in the variant's pixels
+ * (get_bboxes with cfg None, rescale False; NULL where P_i is 0); these
+ * are mapped back and averaged (merge_aug_bboxes), then multiclass NMS
+ * with cfg. rescale false scales the detections by variant 0's
+ * scale_factor. md_roi_head_aug_test is this with StandardRoIHead's
+ * branch; a cascade passes its stages. */
+typedef int (*md_roi_head_aug_variant_fn)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                          const md_batch *variant, md_tensor *rois, const int64_t *counts,
+                                          md_tensor **boxes, md_tensor **scores);
+int md_roi_head_aug_test_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                                md_batch *batch, md_tensor *const *proposals, bool rescale, int64_t num_classes,
+                                const md_rcnn_test_cfg *cfg, md_roi_head_aug_variant_fn variant,
+                                md_tensor **det_bboxes, md_tensor **det_labels, md_error *err);
+/* The bbox head's get_raw_bboxes of each image of batch `bk` (counts[i]
+ * rows of rois, cls and reg; NULLs where counts[i] is 0), in its metas'
+ * img_shape, not rescaled: a variant's boxes and scores. 0 or -1. */
+int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
+                                      md_tensor *reg, const int64_t *counts, const md_batch *bk, md_tensor **boxes,
+                                      md_tensor **scores);
+
 #ifdef __cplusplus
 }
 #endif
