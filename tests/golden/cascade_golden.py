@@ -113,6 +113,7 @@ def wrap_checks(head):
     orig_forward = head._bbox_forward
 
     def forward(stage, x, rois, _o=orig_forward):
+        check_grid(head, rois.detach(), f'stage {stage}')
         r = _o(stage, x, rois)
         check_argmax(r['cls_score'].detach(), f'stage {stage}')
         return r
@@ -125,6 +126,22 @@ def wrap_checks(head):
                 assert ((ious - IOUS[_s + 1]).abs() > 1e-3).all(), f'stage {_s + 1}: a refined IoU near its threshold'
             return out
         bh.refine_bboxes = refine
+
+
+def check_grid(head, rois, what):
+    """Each RoI's FPN level (map_roi_levels) and RoIAlign's adaptive
+    sampling grid (ceil of its size on that level / 7) clear of their
+    boundaries, so boxes a float rounding apart pool the same points."""
+    ext = head.bbox_roi_extractor[0]
+    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+    lv = torch.log2(scale / ext.finest_scale + 1e-6)
+    near = ((lv - lv.round()).abs() < 1e-4) & (lv > -0.5)   # floor(lv) >= 0 flips there
+    assert not near.any() or len(ext.featmap_strides) == 1, f'{what}: a RoI on a level boundary'
+    lvl = lv.floor().clamp(0, len(ext.featmap_strides) - 1)
+    stride = torch.tensor(ext.featmap_strides, dtype=torch.float32)[lvl.long()]
+    for side in (rois[:, 3] - rois[:, 1], rois[:, 4] - rois[:, 2]):
+        g = side / stride / 7
+        assert ((g - g.round()).abs() > 1e-4).all(), f'{what}: a RoI on a sampling-grid boundary'
 
 
 def check_argmax(scores, what):
@@ -142,6 +159,7 @@ def check_dets(head, x, rois_list, metas):
     rois = bbox2roi(rois_list)
     ms = []
     for i in range(head.num_stages):
+        check_grid(head, rois, f'test stage {i}')
         r = head._bbox_forward(i, x, rois)
         ms.append(r['cls_score'])
         if i < head.num_stages - 1:
