@@ -344,7 +344,10 @@ static int aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, i
     if (!bc->get_raw_bboxes)
         return md_failc(err, MD_ERR_CONFIG, "CascadeRoIHead: bbox_head.%d (%s) has no test-time augmentation",
                         h->num_stages - 1, last->cls->name);
-    return md_roi_head_aug_test_bboxes(ctx, m, feats, n_feats, batch, proposals, rescale, bc->num_classes(last),
+    /* mmdet's cascade aug_test returns the merged boxes in the original
+     * image's pixels whatever rescale says */
+    (void)rescale;
+    return md_roi_head_aug_test_bboxes(ctx, m, feats, n_feats, batch, proposals, true, bc->num_classes(last),
                                        &h->test_cfg, aug_variant, det_bboxes, det_labels, err);
 }
 

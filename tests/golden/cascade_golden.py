@@ -16,6 +16,8 @@
    - simple_test(x, proposals, img_metas, rescale=True): per image and
      class the detections (mmdet's bbox2result grouping), after the
      stages' cls scores are averaged and the rois refined by argmax class.
+   - aug_test of image 0 with two variants (its features; other features
+     as a horizontal flip), proposals in the original image's pixels.
    Weights under the head's state dict names (bbox_head.N.*).
 2. cascade_rcnn_tiny.pth: torch.save of {"meta", "state_dict"} of a tiny
    CascadeRCNN built by build_detector (ResNet-18 at base_channels 4 with
@@ -236,6 +238,27 @@ def run_head(head, metas, x, gts, labels, props):
     return losses, res
 
 
+def aug_case(head, x, props, metas):
+    """CascadeRoIHead.aug_test (one image, as mmdet runs it): variant 0 the
+    image's features and meta, variant 1 other features of the same size
+    as a horizontal flip; the proposals in the original image's pixels."""
+    gen = torch.Generator().manual_seed(77)
+    f0 = [lvl[0:1] for lvl in x]
+    f1 = [torch.randn(lvl[0:1].shape, generator=gen) for lvl in x]
+    m0 = dict(metas[0], flip=False, flip_direction=None)
+    m1 = dict(metas[0], flip=True, flip_direction='horizontal')
+    prop = props[0].clone()
+    prop[:, :4] /= torch.from_numpy(metas[0]['scale_factor'])
+    head.eval()
+    with torch.no_grad():
+        for f, m in ((f0, m0), (f1, m1)):
+            from mmdet.core import bbox_mapping
+            check_dets(head, f, [bbox_mapping(prop[:, :4], m['img_shape'], m['scale_factor'], m['flip'],
+                                              m['flip_direction'])], [m])
+        res = head.aug_test([f0, f1], [prop], [[m0], [m1]], rescale=True)
+    return f1, prop, res
+
+
 def head_case():
     for seed in range(40):
         case = make_head_case(seed)
@@ -249,8 +272,13 @@ def head_case():
         if ndet < 4:
             print(f'head seed {seed}: only {ndet} detections')
             continue
-        print(f'head seed {seed}: {ndet} detections')
-        return seed, case, losses, res
+        try:
+            aug = aug_case(case[0], case[2], case[5], case[1])
+        except AssertionError as e:
+            print(f'head seed {seed}, aug_test: {e}')
+            continue
+        print(f'head seed {seed}: {ndet} detections, {sum(len(r) for r in aug[2][0])} with test-time augmentation')
+        return seed, case, losses, res, aug
     raise SystemExit('no seed without a near decision')
 
 
@@ -347,7 +375,7 @@ def dets(res):
 
 
 def main():
-    seed, (head, metas, x, gts, labels, props), losses, res = head_case()
+    seed, (head, metas, x, gts, labels, props), losses, res, (f1, prop, aug) = head_case()
     t = {}
     for k, v in head.state_dict().items():
         t['weights.' + k] = v
@@ -362,6 +390,10 @@ def main():
     for k, v in losses.items():
         t['loss.' + k] = v.detach().reshape(())
     t.update(dets(res))
+    for lvl, f in enumerate(f1):
+        t[f'aug.feat{lvl}'] = f
+    t['aug.proposals'] = prop
+    t.update({'aug.' + k: v for k, v in dets(aug).items()})
     save('cascade_roi_head', t, metadata={'seed': seed, 'losses': ','.join(losses.keys())})
 
     batch = load_batch()

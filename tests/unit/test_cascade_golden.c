@@ -7,7 +7,8 @@
  *   deterministic; stages 1 and 2 train on the boxes refine_bboxes moved)
  *   and its simple_test detections (stages' scores averaged, RoIs refined
  *   by argmax class), on the fixture's features, proposals and gts, with
- *   mmdet's weights loaded by their state dict names;
+ *   mmdet's weights loaded by their state dict names; and its aug_test of
+ *   one image with two variants (the second a horizontal flip);
  * - a tiny CascadeRCNN's .pth checkpoint saved by torch.save from mmdet,
  *   loaded by name (nothing missing, nothing unexpected), and its
  *   simple_test detections on the batch of test_detector_golden.c.
@@ -80,26 +81,33 @@ static const char *detector_cfg =
 
 /* Detections of image i against det<i>.bboxes / det<i>.labels, which
  * mmdet's bbox2result grouped by class (each class in mmdet's order). */
-static void compare_dets(md_st *gold, int i, const float *boxes, const int64_t *labels, int n) {
-    char key[32];
-    snprintf(key, sizeof key, "det%d.bboxes", i);
+static void compare_dets_key(md_st *gold, const char *prefix, const float *boxes, const int64_t *labels, int n) {
+    char key[48];
+    snprintf(key, sizeof key, "%s.bboxes", prefix);
     md_tensor *gb = golden_get(ctx, gold, key);
-    snprintf(key, sizeof key, "det%d.labels", i);
+    snprintf(key, sizeof key, "%s.labels", prefix);
     md_tensor *gl = golden_get(ctx, gold, key);
-    cr_assert_eq(n, gl->shape[0], "image %d: %d detections, mmdet %lld", i, n, (long long)gl->shape[0]);
+    const char *i = prefix;
+    cr_assert_eq(n, gl->shape[0], "%s: %d detections, mmdet %lld", i, n, (long long)gl->shape[0]);
     int64_t g = 0;
     double worst_box = 0, worst_score = 0;
     for (int64_t c = 0; c < 3; c++)
         for (int d = 0; d < n; d++) {
             if (labels[d] != c) continue;
-            cr_assert_eq(md_i64(gl)[g], c, "image %d: class %lld has more detections than mmdet's", i, (long long)c);
+            cr_assert_eq(md_i64(gl)[g], c, "%s: class %lld has more detections than mmdet's", i, (long long)c);
             for (int j = 0; j < 4; j++) worst_box = fmax(worst_box, fabs(boxes[5 * d + j] - md_f32(gb)[5 * g + j]));
             worst_score = fmax(worst_score, fabs(boxes[5 * d + 4] - md_f32(gb)[5 * g + 4]));
             g++;
         }
     cr_assert_eq(g, n);
-    cr_assert_lt(worst_box, 1e-3, "image %d: a box %g px from mmdet's", i, worst_box);
-    cr_assert_lt(worst_score, 1e-5, "image %d: a score %g from mmdet's", i, worst_score);
+    cr_assert_lt(worst_box, 1e-3, "%s: a box %g px from mmdet's", i, worst_box);
+    cr_assert_lt(worst_score, 1e-5, "%s: a score %g from mmdet's", i, worst_score);
+}
+
+static void compare_dets(md_st *gold, int i, const float *boxes, const int64_t *labels, int n) {
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "det%d", i);
+    compare_dets_key(gold, prefix, boxes, labels, n);
 }
 
 static md_tensor *shape_of(md_st *gold, const char *fmt, int i, int64_t *out) {
@@ -167,6 +175,20 @@ Test(cascade_golden, roi_head_losses_and_detections) {
     md_tensor *db[2], *dl[2];
     cr_assert_eq(hc->simple_test(ctx, head, feats, 2, &b, props, true, db, dl, &err), 0, "%s", err.msg);
     for (int i = 0; i < 2; i++) compare_dets(gold, i, md_f32(db[i]), md_i64(dl[i]), (int)db[i]->shape[0]);
+
+    /* aug_test of image 0: its features, then other features as a
+     * horizontal flip; proposals in the original image's pixels */
+    md_img_meta am[2] = { metas[0], metas[0] };
+    am[1].flip = true;
+    am[1].flip_direction = MD_FLIP_HORIZONTAL;
+    md_batch v1 = { .n = 1, .metas = &am[1] }, *variants[2];
+    md_batch ab = { .n = 1, .metas = &am[0], .n_augs = 2, .augs = variants };
+    variants[0] = &ab, variants[1] = &v1;
+    md_tensor *f0[2] = { md_slice(ctx, feats[0], 0, 0, 1, 1), md_slice(ctx, feats[1], 0, 0, 1, 1) };
+    md_tensor *f1[2] = { golden_get(ctx, gold, "aug.feat0"), golden_get(ctx, gold, "aug.feat1") };
+    md_tensor *const *vf[2] = { f0, f1 }, *aprop = golden_get(ctx, gold, "aug.proposals");
+    cr_assert_eq(hc->aug_test(ctx, head, vf, 2, &ab, &aprop, true, db, dl, &err), 0, "%s", err.msg);
+    compare_dets_key(gold, "aug.det0", md_f32(db[0]), md_i64(dl[0]), (int)db[0]->shape[0]);
     md_grad_set_enabled(ctx, was);
     md_ctx_step_reset(ctx);
     md_module_free(head);
