@@ -271,3 +271,24 @@ MD_API int md_bbox_head_refine_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois
     }
     return 0;
 }
+
+/* get_raw_bboxes of each image of a test-time variant (its img_shape,
+ * not rescaled). */
+MD_API int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
+                                             md_tensor *reg, const int64_t *counts, const md_batch *bk,
+                                             md_tensor **boxes, md_tensor **scores) {
+    const md_bbox_head_class *bc = md_bbox_head_class_of(bbox_head);
+    int64_t off = 0;
+    for (int i = 0; i < bk->n; off += counts[i], i++) {
+        boxes[i] = scores[i] = NULL;
+        if (counts[i] == 0) continue;
+        const md_img_meta *mt = &bk->metas[i];
+        int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
+        int64_t e = off + counts[i];
+        if (bc->get_raw_bboxes(ctx, bbox_head, md_slice(ctx, rois, 0, off, e, 1), md_slice(ctx, cls, 0, off, e, 1),
+                               md_slice(ctx, reg, 0, off, e, 1), shape, mt->scale_factor, false, &boxes[i],
+                               &scores[i]))
+            return -1;
+    }
+    return 0;
+}

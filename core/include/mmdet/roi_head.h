@@ -246,6 +246,12 @@ md_tensor *md_bbox_head_regress_by_class(md_ctx *ctx, md_module *m, md_tensor *r
 int md_bbox_head_refine_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels, md_tensor *bbox_pred,
                                const md_sampling_result *sr, int n, const md_img_meta *metas,
                                md_tensor **proposals);
+/* The bbox head's get_raw_bboxes of each image of batch `bk` (counts[i]
+ * rows of rois, cls and reg; NULLs where counts[i] is 0), in its metas'
+ * img_shape, not rescaled: a variant's boxes and scores. 0 or -1. */
+int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
+                                      md_tensor *reg, const int64_t *counts, const md_batch *bk, md_tensor **boxes,
+                                      md_tensor **scores);
 int md_bbox_head_num_classes(const md_module *m);
 int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_bbox_head_destroy(md_module *m);
@@ -375,12 +381,6 @@ int md_roi_head_aug_test_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *con
                                 md_batch *batch, md_tensor *const *proposals, bool rescale, int64_t num_classes,
                                 const md_rcnn_test_cfg *cfg, md_roi_head_aug_variant_fn variant,
                                 md_tensor **det_bboxes, md_tensor **det_labels, md_error *err);
-/* The bbox head's get_raw_bboxes of each image of batch `bk` (counts[i]
- * rows of rois, cls and reg; NULLs where counts[i] is 0), in its metas'
- * img_shape, not rescaled: a variant's boxes and scores. 0 or -1. */
-int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
-                                      md_tensor *reg, const int64_t *counts, const md_batch *bk, md_tensor **boxes,
-                                      md_tensor **scores);
 
 #ifdef __cplusplus
 }
