@@ -201,3 +201,94 @@ MD_API int md_bbox_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, m
     return md_multiclass_nms(ctx, boxes, scores, h->num_classes, cfg->score_thr, cfg->nms_iou, cfg->max_per_img,
                              det_bboxes, det_labels);
 }
+
+/* regress_by_class: the labels' deltas (every row's own when class
+ * agnostic) decoded against the rois, clipped to img_shape. */
+MD_API md_tensor *md_bbox_head_regress_by_class(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                                md_tensor *bbox_pred, const int img_shape[2]) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    if (!rois || !labels || !bbox_pred) return NULL;
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *out = NULL;
+    rois = md_contiguous(ctx, md_tensor_to(ctx, rois, MD_DEVICE_CPU));
+    labels = md_contiguous(ctx, md_tensor_to(ctx, labels, MD_DEVICE_CPU));
+    bbox_pred = md_contiguous(ctx, md_tensor_to(ctx, bbox_pred, MD_DEVICE_CPU));
+    if (!rois || !labels || !bbox_pred) goto done;
+    int64_t K = rois->shape[0], w = rois->shape[1], P = bbox_pred->shape[1];
+    if ((w != 4 && w != 5) || bbox_pred->shape[0] != K || labels->shape[0] != K ||
+        P != (h->reg_class_agnostic ? 4 : 4 * (int64_t)h->num_classes)) {
+        md_op_fail(ctx, "BBoxHead.regress_by_class", "rois [%lld, %lld], labels [%lld], bbox_pred [%lld, %lld]",
+                   (long long)K, (long long)w, (long long)labels->shape[0], (long long)bbox_pred->shape[0], (long long)P);
+        goto done;
+    }
+    md_tensor *deltas = md_tensor_empty(ctx, MD_F32, MD_DIMS(K, 4));
+    if (!deltas) goto done;
+    for (int64_t k = 0; k < K; k++) {
+        int64_t l = h->reg_class_agnostic ? 0 : md_i64(labels)[k];
+        if (l < 0 || 4 * l >= P) {
+            md_op_fail(ctx, "BBoxHead.regress_by_class", "label %lld of RoI %lld outside [0, %d)", (long long)l,
+                       (long long)k, h->num_classes);
+            goto done;
+        }
+        memcpy(md_f32(deltas) + 4 * k, md_f32(bbox_pred) + P * k + 4 * l, 4 * sizeof(float));
+    }
+    md_tensor *boxes = md_bbox_decode(ctx, h->bbox_coder, w == 5 ? md_slice(ctx, rois, 1, 1, 5, 1) : rois, deltas,
+                                      img_shape);
+    out = w == 5 && boxes ? md_cat(ctx, (md_tensor *[]){ md_slice(ctx, rois, 1, 0, 1, 1), boxes }, 2, 1) : boxes;
+    out = md_contiguous(ctx, out);
+done:
+    md_grad_set_enabled(ctx, was);
+    return out;
+}
+
+/* refine_bboxes: per image its rows of rois regressed by class, less the
+ * positives that were gts added as proposals. */
+MD_API int md_bbox_head_refine_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                      md_tensor *bbox_pred, const md_sampling_result *sr, int n,
+                                      const md_img_meta *metas, md_tensor **proposals) {
+    const md_bbox_head_class *bc = md_bbox_head_class_of(m);
+    if (!bc->regress_by_class)
+        return md_op_fail(ctx, "refine_bboxes", "%s has no regress_by_class", m->cls->name), -1;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t np = sr[i].pos_bboxes->shape[0], k = np + sr[i].neg_bboxes->shape[0];
+        if (off + k > rois->shape[0])
+            return md_op_fail(ctx, "refine_bboxes", "%lld RoIs for the sampling results", (long long)rois->shape[0]), -1;
+        const int shape[2] = { metas[i].img_shape[0], metas[i].img_shape[1] };
+        md_tensor *b = bc->regress_by_class(ctx, m, md_slice(ctx, rois, 0, off, off + k, 1),
+                                            md_slice(ctx, labels, 0, off, off + k, 1),
+                                            md_slice(ctx, bbox_pred, 0, off, off + k, 1), shape);
+        md_tensor *gt = np ? md_contiguous(ctx, md_tensor_to(ctx, sr[i].pos_is_gt, MD_DEVICE_CPU)) : NULL;
+        if (!b || (np && !gt)) return -1;
+        int64_t kept = 0;
+        for (int64_t j = 0; j < k; j++) kept += !(j < np && md_u8(gt)[j]);
+        md_tensor *p = md_tensor_empty(ctx, MD_F32, MD_DIMS(kept, 4));
+        if (!p) return -1;
+        for (int64_t j = 0, o = 0; j < k; j++)
+            if (!(j < np && md_u8(gt)[j])) memcpy(md_f32(p) + 4 * o++, md_f32(b) + b->shape[1] * j + (b->shape[1] - 4), 4 * sizeof(float));
+        proposals[i] = p;
+        off += k;
+    }
+    return 0;
+}
+
+/* get_raw_bboxes of each image of a test-time variant (its img_shape,
+ * not rescaled). */
+MD_API int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
+                                             md_tensor *reg, const int64_t *counts, const md_batch *bk,
+                                             md_tensor **boxes, md_tensor **scores) {
+    const md_bbox_head_class *bc = md_bbox_head_class_of(bbox_head);
+    int64_t off = 0;
+    for (int i = 0; i < bk->n; off += counts[i], i++) {
+        boxes[i] = scores[i] = NULL;
+        if (counts[i] == 0) continue;
+        const md_img_meta *mt = &bk->metas[i];
+        int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
+        int64_t e = off + counts[i];
+        if (bc->get_raw_bboxes(ctx, bbox_head, md_slice(ctx, rois, 0, off, e, 1), md_slice(ctx, cls, 0, off, e, 1),
+                               md_slice(ctx, reg, 0, off, e, 1), shape, mt->scale_factor, false, &boxes[i],
+                               &scores[i]))
+            return -1;
+    }
+    return 0;
+}

@@ -81,9 +81,7 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
             goto fail;
         }
         h->has_test_cfg = true;
-        h->test_cfg.score_thr = md_cfg_float(h->test_cfg_cfg, "score_thr", 0.05);
-        h->test_cfg.nms_iou = md_cfg_float(md_cfg_get(h->test_cfg_cfg, "nms"), "iou_threshold", 0.5);
-        h->test_cfg.max_per_img = md_cfg_int(h->test_cfg_cfg, "max_per_img", 100);
+        md_rcnn_test_cfg_read(h->test_cfg_cfg, &h->test_cfg);
     }
     if (cls->init_layers && cls->init_layers(ctx, h, err)) goto fail;
     md_module_train(m, true);
@@ -94,6 +92,12 @@ fail:
 }
 
 static md_tensor *boxes_copy(md_ctx *ctx, md_tensor *p);
+
+MD_API void md_rcnn_test_cfg_read(const md_cfg *cfg, md_rcnn_test_cfg *out) {
+    out->score_thr = md_cfg_float(cfg, "score_thr", 0.05);
+    out->nms_iou = md_cfg_float(md_cfg_get(cfg, "nms"), "iou_threshold", 0.5);
+    out->max_per_img = md_cfg_int(cfg, "max_per_img", 100);
+}
 
 static md_tensor *boxes_tensor(md_ctx *ctx, const md_boxes *b) {
     if (!b || b->n == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 4));
@@ -329,50 +333,33 @@ static md_tensor *boxes_copy(md_ctx *ctx, md_tensor *p) {
 }
 
 /* BBoxTestMixin.aug_test_bboxes and aug_test's rescale: the merged
- * proposals mapped into every variant (bbox_mapping), boxes and scores
- * without NMS, mapped back and averaged (merge_aug_bboxes), then
- * multiclass NMS with test_cfg. */
-MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
-                       md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
-                       md_error *err) {
-    md_roi_head_base *h = (md_roi_head_base *)m;
-    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: aug_test needs test_cfg", m->cls->name);
-    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
-    if (!bc->get_raw_bboxes)
-        return md_failc(err, MD_ERR_CONFIG, "%s: bbox_head %s has no test-time augmentation",
-                        m->cls->name, h->bbox_head->cls->name);
+ * proposals mapped into every variant (bbox_mapping), the variant's
+ * branch gives boxes and scores without NMS, mapped back and averaged
+ * (merge_aug_bboxes), then multiclass NMS with cfg. */
+MD_API int md_roi_head_aug_test_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                                       md_batch *batch, md_tensor *const *proposals, bool rescale, int64_t num_classes,
+                                       const md_rcnn_test_cfg *cfg, md_roi_head_aug_variant_fn variant,
+                                       md_tensor **det_bboxes, md_tensor **det_labels, md_error *err) {
     int na = md_batch_n_augs(batch), N = batch->n;
     md_tensor **ab = md_ctx_alloc(ctx, sizeof *ab * (size_t)(na * N)), **as = md_ctx_alloc(ctx, sizeof *as * (size_t)(na * N));
     md_tensor **mapped = md_ctx_alloc(ctx, sizeof *mapped * (size_t)N);
     md_tensor **kb = md_ctx_alloc(ctx, sizeof *kb * (size_t)na), **ks = md_ctx_alloc(ctx, sizeof *ks * (size_t)na);
     const md_img_meta **metas = md_ctx_alloc(ctx, sizeof *metas * (size_t)na);
-    if (!ab || !as || !mapped || !kb || !ks || !metas) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    int64_t *counts = md_ctx_alloc(ctx, sizeof *counts * (size_t)N);
+    if (!ab || !as || !mapped || !kb || !ks || !metas || !counts) return md_error_from_ctx(ctx, err, "%s", m->cls->name);
     for (int k = 0; k < na; k++) {
         const md_batch *bk = md_batch_aug(batch, k);
         for (int i = 0; i < N; i++) {
             if (!(mapped[i] = boxes_copy(ctx, proposals[i])))
                 return md_error_from_ctx(ctx, err, "%s.aug_test", m->cls->name);
             md_bbox_mapping_meta(md_f32(mapped[i]), mapped[i]->shape[0], 4, &bk->metas[i]);
-        }
-        md_tensor *rois = md_bbox2roi(ctx, mapped, N), *cls = NULL, *reg = NULL;
-        if (rois && rois->shape[0] > 0) md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats[k], n_feats, rois, &cls, &reg);
-        if (!rois || (rois->shape[0] > 0 && (!cls || !reg)))
-            return md_error_from_ctx(ctx, err, "%s.aug_test: variant %d", m->cls->name, k);
-        int64_t off = 0;
-        for (int i = 0; i < N; i++) {
-            int64_t P = mapped[i]->shape[0];
+            counts[i] = mapped[i]->shape[0];
             ab[k * N + i] = as[k * N + i] = NULL;
-            if (P == 0) continue;
-            const md_img_meta *mt = &bk->metas[i];
-            int shape[2] = { mt->img_shape[0], mt->img_shape[1] };
-            if (bc->get_raw_bboxes(ctx, h->bbox_head, md_slice(ctx, rois, 0, off, off + P, 1),
-                                   md_slice(ctx, cls, 0, off, off + P, 1), md_slice(ctx, reg, 0, off, off + P, 1),
-                                   shape, mt->scale_factor, false, &ab[k * N + i], &as[k * N + i]))
-                return md_error_from_ctx(ctx, err, "%s: bbox_head.get_bboxes (variant %d, image %d)", m->cls->name, k, i);
-            off += P;
         }
+        md_tensor *rois = md_bbox2roi(ctx, mapped, N);
+        if (!rois || (rois->shape[0] > 0 && variant(ctx, m, feats[k], n_feats, bk, rois, counts, ab + k * N, as + k * N)))
+            return md_error_from_ctx(ctx, err, "%s.aug_test: variant %d", m->cls->name, k);
     }
-    int64_t C = bc->num_classes(h->bbox_head);
     for (int i = 0; i < N; i++) {
         if (proposals[i]->shape[0] == 0) {
             det_bboxes[i] = md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, 5));
@@ -387,7 +374,7 @@ MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *con
         }
         md_tensor *mb, *ms;
         if (md_merge_aug_bboxes(ctx, kb, ks, metas, na, &mb, &ms) ||
-            md_multiclass_nms(ctx, mb, ms, C, h->test_cfg.score_thr, h->test_cfg.nms_iou, h->test_cfg.max_per_img,
+            md_multiclass_nms(ctx, mb, ms, num_classes, cfg->score_thr, cfg->nms_iou, cfg->max_per_img,
                               &det_bboxes[i], &det_labels[i]))
             return md_error_from_ctx(ctx, err, "%s.aug_test: image %d", m->cls->name, i);
         if (!rescale) {
@@ -467,6 +454,30 @@ MD_API int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const
             return md_error_wrap(err, "%s: mask_head.get_seg_masks (image %d)", name, i);
     }
     return 0;
+}
+
+/* StandardRoIHead's branch of one variant: pool, bbox head, per image
+ * get_bboxes with cfg None in the variant's pixels. */
+static int standard_variant(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, const md_batch *bk,
+                            md_tensor *rois, const int64_t *counts, md_tensor **boxes, md_tensor **scores) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    md_tensor *cls = NULL, *reg = NULL;
+    if (md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats, n_feats, rois, &cls, &reg))
+        return -1;
+    return md_bbox_head_raw_bboxes_per_image(ctx, h->bbox_head, rois, cls, reg, counts, bk, boxes, scores);
+}
+
+MD_API int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
+                       md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
+                       md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: aug_test needs test_cfg", m->cls->name);
+    const md_bbox_head_class *bc = md_bbox_head_class_of(h->bbox_head);
+    if (!bc->get_raw_bboxes)
+        return md_failc(err, MD_ERR_CONFIG, "%s: bbox_head %s has no test-time augmentation",
+                        m->cls->name, h->bbox_head->cls->name);
+    return md_roi_head_aug_test_bboxes(ctx, m, feats, n_feats, batch, proposals, rescale, bc->num_classes(h->bbox_head),
+                                       &h->test_cfg, standard_variant, det_bboxes, det_labels, err);
 }
 
 MD_API int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err) {

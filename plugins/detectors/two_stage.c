@@ -225,6 +225,11 @@ static const md_model_class mrcnn_cls = {
     .init_weights = ts_init_weights,
 };
 
+static const md_model_class cascade_cls = {
+    .module = { .name = "CascadeRCNN", .destroy = ts_destroy, .iface = &ts_iface },
+    .init_weights = ts_init_weights,
+};
+
 static bool has_key(const md_class *k, const char *name) {
     for (const md_key *p = k && k->keys ? k->keys : NULL; p && p->name; p++)
         if (!strcmp(p->name, name)) return true;
@@ -340,6 +345,9 @@ static void *ts_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return bu
 static void *frcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return build_common(ctx, cfg, err, &frcnn_cls);
 }
+static void *cascade_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+    return build_common(ctx, cfg, err, &cascade_cls);
+}
 
 static void *mrcnn_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return build_common(ctx, cfg, err, &mrcnn_cls);
@@ -349,6 +357,9 @@ static const md_class ts_class = { .name = "TwoStageDetector", .keys = keys, .bu
                                    .doc = "backbone, neck, RPN and RoI head (mmdet 2.x)" };
 static const md_class frcnn_class = { .name = "FasterRCNN", .keys = keys, .build = frcnn_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                       .doc = "Faster R-CNN: a TwoStageDetector (mmdet 2.x)" };
+static const md_class cascade_class = { .name = "CascadeRCNN", .keys = keys, .build = cascade_build,
+                                        MD_IFACE(&ts_iface, MD_IFACE_MODEL),
+                                        .doc = "Cascade R-CNN: a TwoStageDetector with a CascadeRoIHead (mmdet 2.x)" };
 
 static const md_class mrcnn_class = { .name = "MaskRCNN", .keys = keys, .build = mrcnn_build, MD_IFACE(&ts_iface, MD_IFACE_MODEL),
                                       .doc = "Mask R-CNN: a TwoStageDetector whose RoI head has a mask branch (mmdet 2.x)" };
@@ -357,3 +368,4 @@ MD_PLUGIN("two_stage", "1.0", "Apache-2.0");
 MD_REGISTER("detectors", ts_class)
 MD_REGISTER("detectors", frcnn_class)
 MD_REGISTER("detectors", mrcnn_class)
+MD_REGISTER("detectors", cascade_class)

@@ -42,6 +42,9 @@ static const struct { const char *config, *options; } extra[] = {
     { "configs/atss/atss_r50_fpn_1x_coco.cfg", COCO_SMALL "model.bbox_head.num_classes=5" },
     { "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.cfg",
       COCO_SMALL "model.roi_head.bbox_head.num_classes=5 model.roi_head.mask_head.num_classes=5" },
+    { "configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.cfg",
+      COCO_SMALL "model.roi_head.bbox_head.0.num_classes=5 model.roi_head.bbox_head.1.num_classes=5 "
+                 "model.roi_head.bbox_head.2.num_classes=5" },
 };
 
 static const char *options_of(const char *config) {

@@ -114,6 +114,8 @@ typedef struct md_rcnn_test_cfg {
     double score_thr, nms_iou;
     int64_t max_per_img;
 } md_rcnn_test_cfg;
+/* Reads test_cfg.rcnn (mmdet's defaults: score_thr 0.05, NMS at 0.5, 100 kept). */
+void md_rcnn_test_cfg_read(const md_cfg *cfg, md_rcnn_test_cfg *out);
 
 typedef struct md_bbox_head_class {
     md_model_class model;         /* must be first */
@@ -142,6 +144,13 @@ typedef struct md_bbox_head_class {
     int (*get_raw_bboxes)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score, md_tensor *bbox_pred,
                           const int img_shape[2], const float scale_factor[4], bool rescale, md_tensor **bboxes,
                           md_tensor **scores);
+    /* mmdet's regress_by_class: rois [K, 4] or [K, 5] (image index
+     * first) moved by bbox_pred's deltas of class labels[k] (i64 [K];
+     * every class's column when class agnostic), decoded and clipped to
+     * img_shape (h, w); a host step tensor shaped like rois, grad off.
+     * NULL: the head cannot refine boxes (no cascade stage). */
+    md_tensor *(*regress_by_class)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                   md_tensor *bbox_pred, const int img_shape[2]);
 } md_bbox_head_class;
 
 static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m) {
@@ -205,7 +214,7 @@ struct md_bbox_head_base {
                  .init_weights = md_bbox_head_init_weights },                                                    \
       .forward = (forward_), .get_targets = md_bbox_head_get_targets, .loss = md_bbox_head_loss,                \
       .get_bboxes = md_bbox_head_get_bboxes, .num_classes = md_bbox_head_num_classes,                           \
-      .get_raw_bboxes = md_bbox_head_get_raw_bboxes }
+      .get_raw_bboxes = md_bbox_head_get_raw_bboxes, .regress_by_class = md_bbox_head_regress_by_class }
 
 /* Allocates cls->size bytes, fills the struct from cfg with cls->keys,
  * builds the parts, then init_layers. NULL with err set. */
@@ -229,6 +238,23 @@ int md_bbox_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tenso
 int md_bbox_head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *cls_score,
                                 md_tensor *bbox_pred, const int img_shape[2], const float scale_factor[4],
                                 bool rescale, md_tensor **bboxes, md_tensor **scores);
+md_tensor *md_bbox_head_regress_by_class(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
+                                         md_tensor *bbox_pred, const int img_shape[2]);
+/* mmdet's BBoxHead.refine_bboxes (a cascade's training between stages):
+ * the sampled rois [K, 5] of n images (each image's positives, then its
+ * negatives, as sr[i]) moved by the head's regress_by_class with labels
+ * [K] (i64) and clipped to each image's metas[i].img_shape; the gts the
+ * sampler added as proposals (sr[i].pos_is_gt) are dropped. proposals[i]
+ * [P_i, 4] host step tensors. 0, or -1 with the context's error. */
+int md_bbox_head_refine_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels, md_tensor *bbox_pred,
+                               const md_sampling_result *sr, int n, const md_img_meta *metas,
+                               md_tensor **proposals);
+/* The bbox head's get_raw_bboxes of each image of batch `bk` (counts[i]
+ * rows of rois, cls and reg; NULLs where counts[i] is 0), in its metas'
+ * img_shape, not rescaled: a variant's boxes and scores. 0 or -1. */
+int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, md_tensor *rois, md_tensor *cls,
+                                      md_tensor *reg, const int64_t *counts, const md_batch *bk, md_tensor **boxes,
+                                      md_tensor **scores);
 int md_bbox_head_num_classes(const md_module *m);
 int md_bbox_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_bbox_head_destroy(md_module *m);
@@ -498,6 +524,25 @@ int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const
                               md_rle **masks, md_error *err);
 int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_roi_head_destroy(md_module *m);
+
+/* Test-time augmentation around a RoI head's bbox branch (BBoxTestMixin.
+ * aug_test_bboxes): for every variant k the proposals (original image's
+ * pixels) are mapped into it (bbox_mapping) and `variant` runs the branch
+ * on rois [K, 5] (counts[i] rows of image i) with variant k's features and
+ * batch (its metas), writing per image boxes[i] [P_i, 4 * C or 4] and
+ * softmax scores[i] [P_i, C + 1] without NMS in the variant's pixels
+ * (get_bboxes with cfg None, rescale False; NULL where P_i is 0); these
+ * are mapped back and averaged (merge_aug_bboxes), then multiclass NMS
+ * with cfg. rescale false scales the detections by variant 0's
+ * scale_factor. md_roi_head_aug_test is this with StandardRoIHead's
+ * branch; a cascade passes its stages. */
+typedef int (*md_roi_head_aug_variant_fn)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                          const md_batch *variant, md_tensor *rois, const int64_t *counts,
+                                          md_tensor **boxes, md_tensor **scores);
+int md_roi_head_aug_test_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
+                                md_batch *batch, md_tensor *const *proposals, bool rescale, int64_t num_classes,
+                                const md_rcnn_test_cfg *cfg, md_roi_head_aug_variant_fn variant,
+                                md_tensor **det_bboxes, md_tensor **det_labels, md_error *err);
 
 #ifdef __cplusplus
 }
