@@ -251,6 +251,9 @@ Test(mmdet_run, list_modules) {
     cr_assert(strstr(r.out, "  ToyContainer  tests/plugins/toy_models.so  # "), "%s", r.out);
     cr_assert(strstr(r.out, "hooks (2):\n"), "%s", r.out);
     cr_assert(strstr(r.out, "  ToyHook           tests/plugins/toy_hook.so"), "%s", r.out);
+    /* each plugin's name, version, license and file, as gst-inspect lists them */
+    cr_assert(strstr(r.out, "\nplugins (") && strstr(r.out, "  toy_hook ") && strstr(r.out, " tests/plugins/toy_hook.so\n"),
+              "%s", r.out);
     result_free(r);
     /* Without a plugin dir only the (empty) built-in registries remain. */
     r = run(d, "bin/mmdet-run --list-modules");

@@ -16,6 +16,15 @@ void list_modules(md_ctx *ctx, FILE *out) {
     int nd = md_plugin_dir_count(ctx);
     fprintf(out, "plugin directories:%s\n", nd ? "" : " (none)");
     for (int i = 0; i < nd; i++) fprintf(out, "  %s\n", md_plugin_dir(ctx, i));
+    /* like gst-inspect: each plugin's name, version, license and file */
+    int np = md_plugin_count(ctx);
+    fprintf(out, "plugins (%d):\n", np);
+    for (int i = 0; i < np; i++) {
+        const char *path = NULL;
+        const md_plugin_desc *d = md_plugin_get(ctx, i, &path);
+        fprintf(out, "  %-24s %-8s %-12s %s\n", d && d->name ? d->name : "?", d && d->version ? d->version : "?",
+                d && d->license ? d->license : "?", path ? shown(path, cwd) : "?");
+    }
     int empty = 0;
     for (int r = 0; r < md_registry_count(ctx); r++) {
         const char *reg = md_registry_name(ctx, r);
