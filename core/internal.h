@@ -38,6 +38,12 @@ typedef struct md_heap {
 #endif
 /* `bytes` a multiple of 4096; page-aligned; NULL when out of memory. */
 void *md__heap_alloc(md_heap *h, size_t bytes);
+/* The start of every model-layer base's build (core/models/): refuses a
+ * derived class whose struct is smaller than the base's (size < base_size)
+ * or that lacks what the base needs (complete false), naming the class
+ * and `needs`; then allocates the module. NULL with err set. */
+void *md__base_module_new(const md_module_class *mc, size_t size, size_t base_size, bool complete, const char *needs,
+                          md_error *err);
 int md__heap_put(md_heap *h, void *p, size_t bytes);
 void md__heap_reset(md_heap *h);
 void md__heap_free(md_heap *h);

@@ -13,6 +13,17 @@ MD_API void *md_module_new(size_t size, const md_module_class *cls) {
     return m;
 }
 
+void *md__base_module_new(const md_module_class *mc, size_t size, size_t base_size, bool complete, const char *needs,
+                          md_error *err) {
+    if (size < base_size || !complete) {
+        md_failc(err, MD_ERR_PLUGIN, "%s: %s", mc->name, needs);
+        return NULL;
+    }
+    void *m = md_module_new(size, mc);
+    if (!m) md_failc(err, MD_ERR_NOMEM, "out of memory");
+    return m;
+}
+
 MD_API void md_module_free(md_module *m) {
     if (!m) return;
     if (m->cls && m->cls->destroy) m->cls->destroy(m);

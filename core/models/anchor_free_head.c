@@ -44,21 +44,16 @@ static md_prior_generator *build_points(md_ctx *ctx, const md_cfg *strides, md_e
 MD_API md_module *md_anchor_free_head_build(md_ctx *ctx, const md_cfg *cfg, const md_anchor_free_head_class *cls,
                                             md_error *err) {
     const char *name = cls->dense.model.module.name;
-    if (cls->size < sizeof(md_anchor_free_head) || !cls->get_targets) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: an AnchorFreeHead class needs size >= sizeof(md_anchor_free_head) and "
-                 "get_targets (the head's target rule, mmdet's _get_target_single)", name);
-        return NULL;
-    }
     if (cls->with_score_factors && !cls->forward_single) {
         md_failc(err, MD_ERR_PLUGIN, "%s: an AnchorFreeHead class with_score_factors needs a forward_single that "
                  "gives the score factor (the default forward_single gives none)", name);
         return NULL;
     }
-    md_anchor_free_head *h = md_module_new(cls->size, &cls->dense.model.module);
-    if (!h) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
+    md_anchor_free_head *h =
+        md__base_module_new(&cls->dense.model.module, cls->size, sizeof(md_anchor_free_head), cls->get_targets != NULL,
+                            "an AnchorFreeHead class needs size >= sizeof(md_anchor_free_head) and get_targets (the "
+                            "head's target rule, mmdet's _get_target_single)", err);
+    if (!h) return NULL;
     md_module *m = &h->base;
     h->cls = cls;
     if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err))

@@ -42,16 +42,11 @@ static int build_sampler(md_ctx *ctx, md_anchor_head *h, const md_cfg *cfg, md_e
 MD_API md_module *md_anchor_head_build(md_ctx *ctx, const md_cfg *cfg, const md_anchor_head_class *cls,
                                        md_error *err) {
     const char *name = cls->dense.model.module.name;
-    if (cls->size < sizeof(md_anchor_head) || !cls->init_layers || !cls->forward_single) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: an AnchorHead class needs size >= sizeof(md_anchor_head), init_layers "
-                 "and forward_single", name);
-        return NULL;
-    }
-    md_anchor_head *h = md_module_new(cls->size, &cls->dense.model.module);
-    if (!h) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
+    md_anchor_head *h = md__base_module_new(&cls->dense.model.module, cls->size, sizeof(md_anchor_head),
+                                            cls->init_layers && cls->forward_single,
+                                            "an AnchorHead class needs size >= sizeof(md_anchor_head), init_layers "
+                                            "and forward_single", err);
+    if (!h) return NULL;
     md_module *m = &h->base;
     h->cls = cls;
     h->allowed_border = -1;

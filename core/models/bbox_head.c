@@ -10,16 +10,11 @@
 MD_API md_module *md_bbox_head_build(md_ctx *ctx, const md_cfg *cfg, const md_bbox_head_base_class *cls,
                                      md_error *err) {
     const char *name = cls->head.model.module.name;
-    if (cls->size < sizeof(md_bbox_head_base) || !cls->init_layers) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: a BBoxHead class needs size >= sizeof(md_bbox_head_base) and init_layers",
-                 name);
-        return NULL;
-    }
-    md_bbox_head_base *h = md_module_new(cls->size, &cls->head.model.module);
-    if (!h) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
+    md_bbox_head_base *h = md__base_module_new(&cls->head.model.module, cls->size, sizeof(md_bbox_head_base),
+                                               cls->init_layers != NULL,
+                                               "a BBoxHead class needs size >= sizeof(md_bbox_head_base) and "
+                                               "init_layers", err);
+    if (!h) return NULL;
     md_module *m = &h->base;
     h->cls = cls;
     if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err) ||

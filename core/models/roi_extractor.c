@@ -18,15 +18,10 @@ MD_API md_module *md_roi_extractor_build(md_ctx *ctx, const md_cfg *cfg, const m
                                          md_error *err) {
     (void)ctx;
     const char *name = cls->ext.model.module.name;
-    if (cls->size < sizeof(md_roi_extractor_base)) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: a RoI extractor class needs size >= sizeof(md_roi_extractor_base)", name);
-        return NULL;
-    }
-    md_roi_extractor_base *e = md_module_new(cls->size, &cls->ext.model.module);
-    if (!e) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
+    md_roi_extractor_base *e = md__base_module_new(&cls->ext.model.module, cls->size, sizeof(md_roi_extractor_base),
+                                                   true, "a RoI extractor class needs size >= "
+                                                   "sizeof(md_roi_extractor_base)", err);
+    if (!e) return NULL;
     int64_t os[2];
     int n_os;
     if (md_cfg_read_struct(cfg, cls->keys, e, name, err) ||

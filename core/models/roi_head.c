@@ -44,15 +44,9 @@ static int build_mask_branch(md_ctx *ctx, md_roi_head_base *h, md_error *err) {
 MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls,
                                     md_error *err) {
     const char *name = cls->head.model.module.name;
-    if (cls->size < sizeof(md_roi_head_base)) {
-        md_failc(err, MD_ERR_PLUGIN, "%s: a RoI head class needs size >= sizeof(md_roi_head_base)", name);
-        return NULL;
-    }
-    md_roi_head_base *h = md_module_new(cls->size, &cls->head.model.module);
-    if (!h) {
-        md_failc(err, MD_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
+    md_roi_head_base *h = md__base_module_new(&cls->head.model.module, cls->size, sizeof(md_roi_head_base), true,
+                                              "a RoI head class needs size >= sizeof(md_roi_head_base)", err);
+    if (!h) return NULL;
     md_module *m = &h->base;
     h->cls = cls;
     h->pos_weight = -1;
