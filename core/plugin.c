@@ -187,6 +187,38 @@ static bool ctx_has_file(const struct md_registries *r, const md__plugin_file *f
     return false;
 }
 
+/* Whether the `plugins` list names f: by its MD_PLUGIN name, its file name
+ * ("resnet.so") or its path. */
+static bool allowed_one(const char *s, const md__plugin_file *f) {
+    const char *base = strrchr(f->path, '/');
+    base = base ? base + 1 : f->path;
+    if ((f->desc && f->desc->name && !strcmp(s, f->desc->name)) || !strcmp(s, base)) return true;
+    char real[PATH_MAX];
+    return strchr(s, '/') && realpath(s, real) && !strcmp(real, f->path);
+}
+static bool allowed(const md_cfg *allow, const md__plugin_file *f) {
+    for (int i = 0; i < md_cfg_len(allow); i++) {
+        const char *s = md_cfg_as_str(md_cfg_at(allow, i));
+        if (s && allowed_one(s, f)) return true;
+    }
+    return false;
+}
+
+int md__plugin_left_out_provider(md_ctx *ctx, const char *registry, const char *name, const char **plugin,
+                                 const char **path) {
+    const struct md_registries *r = ctx->reg;
+    for (int i = 0; i < r->n_left_out; i++) {
+        const md__plugin_file *f = r->left_out[i];
+        for (int k = 0; k < f->n_items; k++)
+            if (!strcmp(f->items[k].registry, registry) && !strcmp(f->items[k].cls->name, name)) {
+                *plugin = f->desc && f->desc->name ? f->desc->name : "?";
+                *path = f->path;
+                return 0;
+            }
+    }
+    return -1;
+}
+
 MD_API int md_plugin_load_file(md_ctx *ctx, const char *path, md_error *err) {
     char real[PATH_MAX];
     if (!realpath(path, real))
@@ -209,6 +241,14 @@ MD_API int md_plugin_load_file(md_ctx *ctx, const char *path, md_error *err) {
         goto out;
     }
     if (ctx_has_file(r, f)) goto out;
+    if (r->allow && !allowed(r->allow, f)) {   /* remembered, to name it if a type it has is asked for */
+        if (md__grow((void **)&r->left_out, &r->cap_left_out, r->n_left_out + 1, sizeof *r->left_out)) {
+            rc = md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
+            goto out;
+        }
+        r->left_out[r->n_left_out++] = f;
+        goto out;
+    }
     if (md__grow((void **)&r->files, &r->cap_files, r->n_files + 1, sizeof *r->files)) {
         rc = md_failc(err, MD_ERR_NOMEM, "%s: out of memory", real);
         goto out;
@@ -316,6 +356,28 @@ static int load_config_dirs(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     return 0;
 }
 
+/* The directories in order; the `plugins` filter, if any, is set. */
+static int load_set_dirs(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, bool with_default,
+                         md_error *err) {
+    const char *def = with_default ? md_plugin_default_dir(ctx) : NULL;
+    if (def && md_plugin_load_dir(ctx, def, err) != 0) return -1;
+    if (cfg && load_config_dirs(ctx, cfg, err) != 0) return -1;
+    for (int i = 0; o && i < o->n_dirs; i++)
+        if (md_plugin_load_dir(ctx, o->dirs[i], err) != 0) return -1;
+    /* every name in the list must have been found */
+    const md_cfg *allow = ctx->reg->allow;
+    char where[1024];
+    for (int i = 0; allow && i < md_cfg_len(allow); i++) {
+        const char *want = md_cfg_as_str(md_cfg_at(allow, i));
+        bool found = false;
+        for (int k = 0; k < ctx->reg->n_files && !found; k++) found = allowed_one(want, ctx->reg->files[k]);
+        if (!found)
+            return md_failc(err, MD_ERR_CONFIG, "%s: plugins: no plugin '%s' in the directories searched",
+                            md_cfg_where(md_cfg_at(allow, i), where, sizeof where), want);
+    }
+    return 0;
+}
+
 MD_API int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, md_error *err) {
     const md_cfg *dp = cfg ? md_cfg_get(cfg, "default_plugins") : NULL;
     char where[1024];
@@ -324,12 +386,21 @@ MD_API int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_se
                         md_cfg_where(dp, where, sizeof where));
     bool with_default = !(o && o->no_default) && !(dp && !md_cfg_as_bool(dp));
     ctx->reg->skip_bad = o && o->skip_bad;
-    const char *def = with_default ? md_plugin_default_dir(ctx) : NULL;
-    if (def && md_plugin_load_dir(ctx, def, err) != 0) return -1;
-    if (cfg && load_config_dirs(ctx, cfg, err) != 0) return -1;
-    for (int i = 0; o && i < o->n_dirs; i++)
-        if (md_plugin_load_dir(ctx, o->dirs[i], err) != 0) return -1;
-    return 0;
+    /* plugins = ["resnet", "fpn.so", ...]: only these of the searched files join */
+    const md_cfg *allow = cfg ? md_cfg_get(cfg, "plugins") : NULL;
+    if (!md_cfg_is_none(allow)) {
+        if (md_cfg_kind(allow) != MD_CFG_LIST)
+            return md_failc(err, MD_ERR_CONFIG, "%s: plugins: expected a list of plugin names or files",
+                            md_cfg_where(allow, where, sizeof where));
+        for (int i = 0; i < md_cfg_len(allow); i++)
+            if (md_cfg_kind(md_cfg_at(allow, i)) != MD_CFG_STRING)
+                return md_failc(err, MD_ERR_CONFIG, "%s: plugins[%d]: expected a plugin name or file",
+                                md_cfg_where(md_cfg_at(allow, i), where, sizeof where), i);
+        ctx->reg->allow = allow;
+    }
+    int rc = load_set_dirs(ctx, cfg, o, with_default, err);
+    ctx->reg->allow = NULL;   /* the config is the caller's: later loads are not filtered */
+    return rc;
 }
 
 MD_API const char *md_plugin_default_dir(md_ctx *ctx) {

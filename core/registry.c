@@ -193,6 +193,7 @@ void md__registry_free(md_ctx *ctx) {
     for (int i = 0; i < r->n_dirs; i++) free(r->dirs[i]);
     free(r->dirs);
     free(r->files);
+    free(r->left_out);
     for (int i = 0; i < r->n_owned; i++) {
         md_cfg_free(r->owned[i].root);
         free(r->owned[i].prefix);
@@ -322,6 +323,14 @@ static int unknown_type(md_ctx *ctx, const char *registry, const char *name, md_
         }
         cat(msg, sizeof msg, &len, ".");
         free(names);
+    }
+    const char *plugin, *path;
+    if (md__plugin_left_out_provider(ctx, registry, name, &plugin, &path) == 0) {
+        cat(msg, sizeof msg, &len, " The plugin ");
+        cat(msg, sizeof msg, &len, plugin);
+        cat(msg, sizeof msg, &len, " (");
+        cat(msg, sizeof msg, &len, path);
+        cat(msg, sizeof msg, &len, ") provides it, but the config's `plugins` list leaves it out.");
     }
     if (r->n_dirs == 0) {
         cat(msg, sizeof msg, &len, " No plugin directories were searched (use --plugin-dir DIR).");

@@ -39,6 +39,9 @@ struct md_registries {
     char **dirs;                 /* plugin directories searched, in order */
     int n_dirs, cap_dirs;
     bool skip_bad;               /* md_plugin_set_opts.skip_bad: a bad file is a warning */
+    const md_cfg *allow;         /* the config's `plugins` list (names or files), or NULL: every plugin */
+    const struct md__plugin_file **left_out;   /* found but not in `allow`: named when a type is missing */
+    int n_left_out, cap_left_out;
     const struct md__plugin_file **files;   /* files committed into this context */
     int n_files, cap_files;
     md__owned_cfg *owned;
@@ -48,6 +51,10 @@ struct md_registries {
 /* Commits `items` from `origin` into ctx's registries: all or none. A name
  * already present (or repeated in items) is an error naming both origins. */
 int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *items, int n, md_error *err);
+/* A plugin of the searched directories that the `plugins` list left out
+ * and that registers `name` into `registry`: its name and file (0), or -1. */
+int md__plugin_left_out_provider(md_ctx *ctx, const char *registry, const char *name, const char **plugin,
+                                 const char **path);
 /* Commits every built-in registration made so far (plugin.c). */
 int md__plugin_commit_builtins(md_ctx *ctx, md_error *err);
 

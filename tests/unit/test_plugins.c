@@ -593,3 +593,31 @@ Test(out_of_tree, install_compile_load_train, .timeout = 300) {
     md_ctx_free(ctx);
     rm_tree(d);
 }
+
+/* plugins = [...] in a config loads only the plugins it names (by MD_PLUGIN
+ * name or file) from the searched directories; a type asked for that a
+ * left-out plugin provides names that plugin; a name found nowhere is an
+ * error. */
+Test(plugins, allow_list_loads_only_the_named_plugins) {
+    md_ctx *ctx = new_ctx();
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("plugins = [\"toy_models\", \"sign_sgd.so\"];", "set.cfg", &err);
+    cr_assert_not_null(cfg, "%s", err.msg);
+    const char *dirs[] = { "tests/plugins" };
+    md_plugin_set_opts o = { dirs, 1, true, false };
+    cr_assert_eq(md_plugin_set_load(ctx, cfg, &o, &err), 0, "%s", err.msg);
+    cr_assert_eq(md_plugin_count(ctx), 2);
+    cr_assert_not_null(md_registry_find(ctx, "models", "ToyLinear", &err), "%s", err.msg);
+    cr_assert_null(md_registry_find(ctx, "hooks", "ToyHook", &err));
+    cr_assert(strstr(err.msg, "'ToyHook' is not in the hooks registry") && strstr(err.msg, "The plugin toy_hook (") &&
+              strstr(err.msg, "/tests/plugins/toy_hook.so) provides it, but the config's `plugins` list leaves it out"),
+              "%s", err.msg);
+    md_cfg_free(cfg);
+    md_ctx_free(ctx);
+    ctx = new_ctx();
+    cfg = md_cfg_parse("plugins = [\"toy_models\", \"no_such_plugin\"];", "set.cfg", &err);
+    cr_assert_neq(md_plugin_set_load(ctx, cfg, &o, &err), 0);
+    cr_assert(strstr(err.msg, "set.cfg:1: plugins: no plugin 'no_such_plugin' in the directories searched"), "%s", err.msg);
+    md_cfg_free(cfg);
+    md_ctx_free(ctx);
+}
