@@ -398,8 +398,18 @@ MD_API int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_se
                                 md_cfg_where(md_cfg_at(allow, i), where, sizeof where), i);
         ctx->reg->allow = allow;
     }
+    const md_cfg *ov = cfg ? md_cfg_get(cfg, "override_classes") : NULL;
+    if (!md_cfg_is_none(ov) && md_cfg_kind(ov) != MD_CFG_LIST)
+        return md_failc(err, MD_ERR_CONFIG, "%s: override_classes: expected a list of class names",
+                        md_cfg_where(ov, where, sizeof where));
+    ctx->reg->override_cfg = md_cfg_is_none(ov) ? NULL : ov;
+    ctx->reg->override_names = o ? o->overrides : NULL;
+    ctx->reg->n_override_names = o ? o->n_overrides : 0;
     int rc = load_set_dirs(ctx, cfg, o, with_default, err);
-    ctx->reg->allow = NULL;   /* the config is the caller's: later loads are not filtered */
+    /* the config and names are the caller's: later loads neither filter nor override */
+    ctx->reg->allow = ctx->reg->override_cfg = NULL;
+    ctx->reg->override_names = NULL;
+    ctx->reg->n_override_names = 0;
     return rc;
 }
 

@@ -246,6 +246,17 @@ static int check_iface(const char *origin, const char *rn, const md_class *cls, 
                     "MD_IFACE(&iface, <its MD_IFACE_ code>)", origin, cls->name, rn, accepted);
 }
 
+/* Whether the plugin set being loaded lets a later plugin replace `name`. */
+static bool may_override(const struct md_registries *r, const char *name) {
+    for (int i = 0; i < r->n_override_names; i++)
+        if (!strcmp(r->override_names[i], name)) return true;
+    for (int i = 0; r->override_cfg && i < md_cfg_len(r->override_cfg); i++) {
+        const char *s = md_cfg_as_str(md_cfg_at(r->override_cfg, i));
+        if (s && !strcmp(s, name)) return true;
+    }
+    return false;
+}
+
 int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *items, int n, md_error *err) {
     struct md_registries *r = ctx->reg;
     /* Check everything first so a refused file leaves no trace. */
@@ -259,7 +270,7 @@ int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *ite
                             origin, cls->name, rn);
         if (check_iface(origin, rn, cls, err)) return -1;
         const md__entry *e = find_entry(find_reg(r, rn), cls->name);
-        const char *other = e ? e->origin : NULL;
+        const char *other = e && !may_override(r, cls->name) ? e->origin : NULL;
         for (int j = 0; !other && j < i; j++)
             if (!strcmp(items[j].registry, rn) && !strcmp(items[j].cls->name, cls->name)) other = origin;
         if (other)
@@ -269,6 +280,13 @@ int md__registry_commit(md_ctx *ctx, const char *origin, const md__reg_item *ite
     }
     for (int i = 0; i < n; i++) {
         md__registry *reg = get_reg(r, items[i].registry);
+        md__entry *e = reg ? (md__entry *)find_entry(reg, items[i].cls->name) : NULL;
+        if (e) {   /* a deliberate override (checked above) */
+            md_info(ctx, "%s: %s of %s replaced by the one of %s (override)", items[i].registry, items[i].cls->name,
+                    e->origin, origin);
+            *e = (md__entry){ items[i].cls, origin };
+            continue;
+        }
         if (!reg || md__grow((void **)&reg->entries, &reg->cap, reg->n + 1, sizeof *reg->entries))
             return md_failc(err, MD_ERR_NOMEM, "out of memory registering %s", items[i].cls->name);
         reg->entries[reg->n++] = (md__entry){ items[i].cls, origin };

@@ -40,6 +40,11 @@ struct md_registries {
     int n_dirs, cap_dirs;
     bool skip_bad;               /* md_plugin_set_opts.skip_bad: a bad file is a warning */
     const md_cfg *allow;         /* the config's `plugins` list (names or files), or NULL: every plugin */
+    /* While a plugin set loads: class names a later plugin may replace
+     * (the config's override_classes, --override-class; mmdet's force=True). */
+    const md_cfg *override_cfg;
+    const char *const *override_names;
+    int n_override_names;
     const struct md__plugin_file **left_out;   /* found but not in `allow`: named when a type is missing */
     int n_left_out, cap_left_out;
     const struct md__plugin_file **files;   /* files committed into this context */

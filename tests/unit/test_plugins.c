@@ -621,3 +621,31 @@ Test(plugins, allow_list_loads_only_the_named_plugins) {
     md_cfg_free(cfg);
     md_ctx_free(ctx);
 }
+
+/* A class may replace one already registered only when the config
+ * (override_classes) or the caller (--override-class) says so, as mmdet's
+ * force=True; the later file's class is then the one built. */
+Test(plugins, deliberate_override_replaces_a_class) {
+    md_ctx *ctx = new_ctx();
+    md_error err = { 0 };
+    md_cfg *cfg = md_cfg_parse("override_classes = [\"ToyLinear\"];", "set.cfg", &err);
+    cr_assert_not_null(cfg, "%s", err.msg);
+    const char *dirs[] = { "tests/plugins", "tests/bad_plugins/duplicate" };
+    md_plugin_set_opts o = { dirs, 2, true, false };
+    cr_assert_eq(md_plugin_set_load(ctx, cfg, &o, &err), 0, "%s", err.msg);
+    cr_assert(strstr(md_registry_origin(ctx, "models", "ToyLinear"), "dup_toy.so"));
+    cr_assert_not_null(md_registry_find(ctx, "models", "DupOnlyHere", NULL));
+    md_cfg_free(cfg);
+    md_ctx_free(ctx);
+    /* by name from the caller, and without either the clash stays an error */
+    ctx = new_ctx();
+    const char *names[] = { "ToyLinear" };
+    md_plugin_set_opts by_flag = { dirs, 2, true, false, names, 1 };
+    cr_assert_eq(md_plugin_set_load(ctx, NULL, &by_flag, &err), 0, "%s", err.msg);
+    cr_assert(strstr(md_registry_origin(ctx, "models", "ToyLinear"), "dup_toy.so"));
+    md_ctx_free(ctx);
+    ctx = new_ctx();
+    cr_assert_neq(md_plugin_set_load(ctx, NULL, &o, &err), 0);
+    cr_assert(strstr(err.msg, "'ToyLinear' is already registered in the models registry"), "%s", err.msg);
+    md_ctx_free(ctx);
+}

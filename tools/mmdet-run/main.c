@@ -19,6 +19,8 @@ typedef struct args {
     const char *config;
     const char **plugin_dirs;
     int n_plugin_dirs;
+    const char **overrides;           /* --override-class NAME */
+    int n_overrides;
     const char *work_dir, *resume_from, *launcher, *device;
     const char **cfg_options;
     int n_cfg_options;
@@ -38,6 +40,8 @@ static void usage(FILE *out) {
           "                          plugin directory, then the config's plugin_dirs list\n"
           "  --no-default-plugins    leave the install prefix's plugin directory out\n"
           "                          (as default_plugins = false in the config)\n"
+          "  --override-class NAME   a later plugin may replace the class NAME (as\n"
+          "                          override_classes in the config; mmdet's force=True)\n"
           "  --skip-bad-plugins      warn about a file that is no usable plugin and load\n"
           "                          the others (default: one error naming the file)\n"
           "  --work-dir DIR          where logs and checkpoints go (default: the config's\n"
@@ -95,8 +99,9 @@ static int parse_args(int argc, char **argv, args *a) {
     memset(a, 0, sizeof *a);
     a->launcher = "none";
     a->plugin_dirs = calloc((size_t)argc, sizeof *a->plugin_dirs);
+    a->overrides = calloc((size_t)argc, sizeof *a->overrides);
     a->cfg_options = calloc((size_t)argc, sizeof *a->cfg_options);
-    if (!a->plugin_dirs || !a->cfg_options) return arg_error("%s", "out of memory");
+    if (!a->plugin_dirs || !a->cfg_options || !a->overrides) return arg_error("%s", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v;
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) return -1;
@@ -108,6 +113,10 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(s, "--list-modules")) a->list_modules = true;
         else if (!strcmp(s, "--no-default-plugins")) a->no_default_plugins = true;
         else if (!strcmp(s, "--skip-bad-plugins")) a->skip_bad_plugins = true;
+        else if (is_flag(s, "--override-class")) {
+            if (!(v = take_value(argc, argv, &i, "--override-class"))) return arg_error("%s needs a class name", s);
+            a->overrides[a->n_overrides++] = v;
+        }
         else if (!strcmp(s, "--print-config")) a->print_config = true;
         else if (!strcmp(s, "--dry-run")) a->dry_run = true;
         else if (is_flag(s, "--plugin-dir")) {
@@ -242,7 +251,8 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
         if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0)
             return fail(err);   /* the message starts with --cfg-options */
     }
-    md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins, a->skip_bad_plugins };
+    md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins, a->skip_bad_plugins,
+                              a->overrides, a->n_overrides };
     if (md_plugin_set_load(ctx, cfg, &po, err) != 0) return fail(err);
     if (a->list_modules) {
         list_modules(ctx, stdout);
@@ -315,6 +325,7 @@ int main(int argc, char **argv) {
         rc = 0;
     }
     free(a.plugin_dirs);
+    free(a.overrides);
     free(a.cfg_options);
     return rc;
 }

@@ -155,6 +155,11 @@ typedef struct md_plugin_set_opts {
      * stops loading with one message naming it; with skip_bad it is a
      * warning and the others load. */
     bool skip_bad;
+    /* Class names a later plugin may replace (as mmdet's force=True), besides
+     * the config's `override_classes`; the log names both files. Any other
+     * name registered twice is an error naming both. */
+    const char *const *overrides;
+    int n_overrides;
 } md_plugin_set_opts;
 int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts *o, md_error *err);
 
