@@ -86,11 +86,15 @@ endif
 .PHONY: all deps test demo bench install clean fuzz memcheck
 all: $(LIBMMDET) $(PLUGINS) $(TOOLS) $(CUDA_LIB)
 
+# Plain `make` only checks the Debian packages and names what is missing;
+# `make deps`, `make test` and `make demo` install them.
 $(DEPS_OK): scripts/deps.sh
 	@mkdir -p build
-	scripts/deps.sh build
+	scripts/deps.sh build --check
 	@touch $@
-deps: $(DEPS_OK)
+deps:
+	scripts/deps.sh build
+	@mkdir -p build && touch $(DEPS_OK)
 
 build/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
@@ -156,8 +160,14 @@ test: build/.test-deps-ok
 	scripts/run-tests.sh $(TEST_BIN)
 
 # The demo trains on the CPU: it needs no CUDA library (minutes of nvcc).
-demo: $(LIBMMDET) $(PLUGINS) $(TOOLS)
+demo: build/.demo-deps-ok
+	$(MAKE) $(LIBMMDET) $(PLUGINS) $(TOOLS)
 	scripts/demo.sh
+
+build/.demo-deps-ok: scripts/deps.sh
+	@mkdir -p build
+	scripts/deps.sh demo
+	@touch $@ $(DEPS_OK)
 
 # Leak check of full forward/backward/reset cycles (a ResNet block, training
 # loops with hooks and checkpoints) under valgrind; not part of `make test`

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the build and tests need, only where missing.
-# Usage: scripts/deps.sh build|test|demo|bench|fuzz
+# Usage: scripts/deps.sh build|test|demo|bench|fuzz [--check]
+# --check installs nothing: it names what is missing and fails (plain `make`).
 set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
@@ -14,6 +15,11 @@ for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
+if [ "${2:-}" = --check ]; then
+  echo "deps: missing packages:$missing" >&2
+  echo "deps: install them with apt-get install$missing, or run make deps as root (make test and make demo install what they need)" >&2
+  exit 1
+fi
 echo "deps: installing$missing"
 if [ "$(id -u)" != 0 ]; then
   echo "deps: missing packages:$missing; run as root or install them with apt-get" >&2
