@@ -178,7 +178,9 @@ memcheck: build/.test-deps-ok
 	  valgrind -q --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes \
 	    --error-exitcode=9 $$t --jobs 1 || exit 1; done
 
-bench: all $(BENCH_BIN)
+bench:
+	scripts/deps.sh build
+	$(MAKE) all $(BENCH_BIN)
 	scripts/deps.sh bench || echo "bench: PyTorch peer unavailable; printing ours only"
 	scripts/bench.sh $(BENCH_BIN)
 
