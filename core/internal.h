@@ -38,6 +38,9 @@ typedef struct md_heap {
 #endif
 /* `bytes` a multiple of 4096; page-aligned; NULL when out of memory. */
 void *md__heap_alloc(md_heap *h, size_t bytes);
+/* SHA-256 of a file's bytes as 64 hex digits (core/sha256.c). 0, or -1 when
+ * it cannot be read. */
+int md__sha256_file(const char *path, char hex[65]);
 /* The start of every model-layer base's build (core/models/): refuses a
  * derived class whose struct is smaller than the base's (size < base_size)
  * or that lacks what the base needs (complete false), naming the class

@@ -29,6 +29,7 @@ typedef struct md__plugin_file {
     md__reg_item *items;
     int n_items, cap_items;
     char *refused;               /* why the file is not a usable plugin, or NULL */
+    char sha256[65];             /* of the file as loaded ("" if it could not be read) */
 } md__plugin_file;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -176,6 +177,7 @@ static md__plugin_file *open_file(const char *real, md_error *err) {
     }
     f->handle = h;
     f->desc = d;
+    if (md__sha256_file(f->path, f->sha256) != 0) f->sha256[0] = 0;
     return f;
 }
 
@@ -448,8 +450,9 @@ MD_API char *md_plugin_set_text(md_ctx *ctx) {
     for (int i = 0; i < ctx->reg->n_files; i++) {
         const md__plugin_file *p = ctx->reg->files[i];
         const md_plugin_desc *d = p->desc;
-        fprintf(f, "%s%s %s %s %s", i ? "\n" : "", d && d->name ? d->name : "?", d && d->version ? d->version : "?",
-                d && d->license ? d->license : "?", p->path);
+        fprintf(f, "%s%s %s %s %s sha256:%s", i ? "\n" : "", d && d->name ? d->name : "?",
+                d && d->version ? d->version : "?", d && d->license ? d->license : "?", p->path,
+                p->sha256[0] ? p->sha256 : "?");
     }
     fclose(f);
     return text;

@@ -649,3 +649,21 @@ Test(plugins, deliberate_override_replaces_a_class) {
     cr_assert(strstr(err.msg, "'ToyLinear' is already registered in the models registry"), "%s", err.msg);
     md_ctx_free(ctx);
 }
+
+/* The recorded set names each file's SHA-256, the digest coreutils'
+ * sha256sum gives for the same bytes. */
+Test(plugins, set_text_records_each_files_sha256) {
+    md_ctx *ctx = new_ctx();
+    md_error err = { 0 };
+    cr_assert_eq(md_plugin_load_file(ctx, "tests/plugins/toy_hook.so", &err), 0, "%s", err.msg);
+    char *text = md_plugin_set_text(ctx);
+    cr_assert_not_null(text);
+    FILE *p = popen("sha256sum tests/plugins/toy_hook.so", "r");
+    cr_assert(p);
+    char want[80] = "sha256:";
+    cr_assert(fgets(want + 7, 65, p));
+    pclose(p);
+    cr_assert(strstr(text, "toy_hook 1.0 Apache-2.0 ") && strstr(text, want), "%s\nwant %s", text, want);
+    free(text);
+    md_ctx_free(ctx);
+}

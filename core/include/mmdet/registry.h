@@ -167,7 +167,8 @@ int md_plugin_set_load(md_ctx *ctx, const md_cfg *cfg, const md_plugin_set_opts 
  * (MD_PLUGIN's name, version, license) and file. NULL past the end. */
 int md_plugin_count(md_ctx *ctx);
 const md_plugin_desc *md_plugin_get(md_ctx *ctx, int i, const char **path);
-/* The loaded set as text, one plugin a line: "name version license file"
+/* The loaded set as text, one plugin a line: "name version license file
+ * sha256:<64 hex digits of the file>"
  * (what a checkpoint's `plugins` metadata and the log record). malloc'ed;
  * NULL when out of memory. */
 char *md_plugin_set_text(md_ctx *ctx);
