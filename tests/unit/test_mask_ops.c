@@ -21,7 +21,7 @@ static const void *entry(const char *name, int64_t shape[3]) {
     int64_t sh[8] = { 0 };
     int nd = md_st_shape(st, i, sh);
     for (int k = 0; k < 3; k++) shape[k] = k < nd ? sh[k] : 1;
-    return md_st_data(st, i);
+    return golden_data(st, i);
 }
 
 static void ints(const char *meta, int *out, int n) {
@@ -264,13 +264,13 @@ Test(mask_ops, coco_pipeline_matches_mmdet) {
             cr_assert_eq(md_dataset_get(ds, i, &rng, &s, &err), 0, "%s", err.msg);
             int64_t sh[8];
             md_st_shape(ps, e, sh);
-            const uint8_t *want = md_st_data(ps, e);
+            const uint8_t *want = golden_data(ps, e);
             snprintf(key, sizeof key, "p%d_i%lld_bboxes", p, (long long)i);
-            const float *wb = md_st_data(ps, md_st_find(ps, key));
+            const float *wb = golden_data(ps, md_st_find(ps, key));
             snprintf(key, sizeof key, "p%d_i%lld_labels", p, (long long)i);
-            const int64_t *wl = md_st_data(ps, md_st_find(ps, key));
+            const int64_t *wl = golden_data(ps, md_st_find(ps, key));
             snprintf(key, sizeof key, "p%d_i%lld_shape", p, (long long)i);
-            const int64_t *ws = md_st_data(ps, md_st_find(ps, key));
+            const int64_t *ws = golden_data(ps, md_st_find(ps, key));
             const md_masks *m = &s.gt_masks;
             cr_assert(m->n == sh[0] && m->h == sh[1] && m->w == sh[2], "pipeline %d image %lld: %d masks %dx%d, mmdet "
                       "%lld %lldx%lld", p, (long long)i, m->n, m->w, m->h, (long long)sh[0], (long long)sh[2],

@@ -22,7 +22,7 @@ static const void *entry(const char *name, int64_t *numel, int64_t shape[4]) {
     for (int k = 0; k < nd; k++) n *= sh[k];
     if (numel) *numel = n;
     if (shape) memcpy(shape, sh, sizeof(int64_t) * (size_t)(nd < 4 ? nd : 4));
-    return md_st_data(st, i);
+    return golden_data(st, i);
 }
 
 static int n_of(const char *key) { return atoi(md_st_metadata(st, key)); }

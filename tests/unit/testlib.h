@@ -18,6 +18,10 @@ char *test_tmpdir(char *buf, size_t n, const char *tag);
 md_st *golden_open(const char *name);
 /* A step tensor copy of fixture entry `key` (fails the test if absent). */
 md_tensor *golden_get(md_ctx *ctx, md_st *st, const char *key);
+/* Entry i's bytes copied to memory aligned for its dtype (safetensors
+ * entries are packed, so md_st_data may be misaligned for 4- and 8-byte
+ * types); the copy lives until the process ends. */
+const void *golden_data(const md_st *st, int i);
 /* ||a - ref|| / ||ref|| (plain ||a - ref|| when ref is all zeros); both are
  * read as double whatever their dtype and strides. Shapes must match in
  * element count; returns INFINITY otherwise. */
