@@ -48,9 +48,19 @@ const void *golden_data(const md_st *st, int i) {
     int nd = md_st_shape(st, i, sh);
     size_t n = md_dtype_size(md_st_dtype(st, i));
     for (int k = 0; k < nd; k++) n *= (size_t)sh[k];
-    void *copy = malloc(n ? n : 1);   /* malloc's alignment suits every dtype; kept for the test's life */
+    /* malloc's alignment suits every dtype; the copies stay reachable from
+     * `kept` for the process's life (not leaks) */
+    static void **kept;
+    static size_t n_kept, cap_kept;
+    if (n_kept == cap_kept) {
+        void **k = realloc(kept, sizeof *k * (cap_kept = cap_kept ? 2 * cap_kept : 64));
+        cr_assert(k, "out of memory");
+        kept = k;
+    }
+    void *copy = malloc(n ? n : 1);
     cr_assert(copy, "out of memory");
     memcpy(copy, md_st_data(st, i), n);
+    kept[n_kept++] = copy;
     return copy;
 }
 
