@@ -85,8 +85,15 @@ MD_API void md_log_writev(md_ctx *ctx, md_log_level level, const char *fmt, va_l
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-    char line[8192];
-    vsnprintf(line, sizeof line, fmt, ap);
+    /* most lines fit the stack buffer; a long one (the config, the
+     * environment block) gets the heap rather than being cut */
+    char buf[8192], *line = buf;
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    if (n >= (int)sizeof buf && (line = malloc((size_t)n + 1)) != NULL) vsnprintf(line, (size_t)n + 1, fmt, again);
+    else if (!line) line = buf;   /* out of memory: the cut line */
+    va_end(again);
     if (!ctx || !ctx->log_quiet) {
         FILE *out = level >= MD_LOG_WARNING ? stderr : stdout;
         fprintf(out, "%s - mmdet - %s - %s\n", stamp, level_name(level), line);
@@ -96,6 +103,7 @@ MD_API void md_log_writev(md_ctx *ctx, md_log_level level, const char *fmt, va_l
         fprintf(ctx->log_file, "%s - mmdet - %s - %s\n", stamp, level_name(level), line);
         fflush(ctx->log_file);
     }
+    if (line != buf) free(line);
 }
 
 MD_API void md_log_write(md_ctx *ctx, md_log_level level, const char *fmt, ...) {

@@ -104,7 +104,8 @@ Test(train_e2e, bad_config_is_one_clear_error) {
              "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins tests/configs/runner/toy_shapes.cfg "
              "--work-dir %s/bad --cfg-options model.num_clases=5 >%s/bad.out 2>&1", dir, dir);
     cr_assert_neq(system(cmd), 0);
-    char path[128], text[8192] = "";
+    static char text[1 << 16];
+    char path[128];
     snprintf(path, sizeof path, "%s/bad.out", dir);
     FILE *f = fopen(path, "r");
     size_t k = fread(text, 1, sizeof text - 1, f);
