@@ -50,15 +50,6 @@ static const char *one_json =
     " \"annotations\": [{\"id\": 1, \"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 100, 100], \"area\": 10000}],\n"
     " \"categories\": [{\"id\": 1, \"name\": \"box\"}]}\n";
 
-static void write_file(const char *name, const char *text) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void setup(void) {
     md_error err = { 0 };
     ctx = md_ctx_new(&err);
@@ -66,9 +57,9 @@ static void setup(void) {
     md_log_set_quiet(ctx, true);
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
     test_tmpdir(dir, sizeof dir, "md_cde");
-    write_file("gt.json", gt_json);
-    write_file("gt_circle.json", gt_circle_json);
-    write_file("one.json", one_json);
+    test_write_file(dir, "gt.json", gt_json);
+    test_write_file(dir, "gt_circle.json", gt_circle_json);
+    test_write_file(dir, "one.json", one_json);
 }
 
 static void teardown(void) {

@@ -20,15 +20,6 @@ static const char *ann_txt =
     "#\nb.png\n20 100\n1\n1 1 6 6 0\n"
     "#\nc.png\n50 40\n0\n";
 
-static void write_file(const char *name, const char *text) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "%s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void setup(void) {
     md_error err = { 0 };
     ctx = md_ctx_new(&err);
@@ -37,7 +28,7 @@ static void setup(void) {
     cr_assert_eq(md_plugin_load_dir(ctx, "plugins/datasets", &err), 0, "%s", err.msg);
     cr_assert_eq(md_plugin_load_file(ctx, "tests/plugins/my_dataset.so", &err), 0, "%s", err.msg);
     test_tmpdir(dir, sizeof dir, "md_custom");
-    write_file("ann.txt", ann_txt);
+    test_write_file(dir, "ann.txt", ann_txt);
     md_image *img = md_image_new(48, 64, 3, &err);
     cr_assert(img, "%s", err.msg);
     char path[128];
@@ -149,7 +140,7 @@ Test(custom_dataset, schema_and_load_errors) {
     cr_assert(strstr(err.msg, "did you mean 'img_prefix'"), "%s", err.msg);
     cr_assert_null(build("proposal_file = \"p.pkl\";", &err));
     cr_assert(strstr(err.msg, "proposal_file is not supported"), "%s", err.msg);
-    write_file("bad.txt", "#\na.png\n64 48\n1\n4 4 24 x 1\n");
+    test_write_file(dir, "bad.txt", "#\na.png\n64 48\n1\n4 4 24 x 1\n");
     cr_assert_null(build_ann("bad.txt", "", &err));
     cr_assert(strstr(err.msg, "bad.txt:5: expected 'x1 y1 x2 y2 label'"), "%s", err.msg);
     /* label_base 1: the file's label 0 (line 11) is out of range */
@@ -160,7 +151,7 @@ Test(custom_dataset, schema_and_load_errors) {
 /* The shipped datasets are CustomDatasets too; CocoDataset's get_cat_ids
  * gives category ids, crowd boxes included. */
 Test(custom_dataset, coco_is_one) {
-    write_file("coco.json",
+    test_write_file(dir, "coco.json",
                "{\"images\": [{\"id\": 7, \"file_name\": \"a.png\", \"width\": 64, \"height\": 48}],\n"
                " \"annotations\": [{\"id\": 1, \"image_id\": 7, \"category_id\": 5, \"bbox\": [4, 4, 20, 10],"
                " \"area\": 200, \"iscrowd\": 0},\n"

@@ -42,15 +42,6 @@ static const char *coco_json =
     " \"categories\": [{\"id\": 2, \"name\": \"circle\"}, {\"id\": 1, \"name\": \"square\"},\n"
     "                {\"id\": 3, \"name\": \"triangle\"}]}\n";
 
-static void write_file(const char *name, const char *text) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void setup(void) {
     md_error err = { 0 };
     ctx = md_ctx_new(&err);
@@ -66,7 +57,7 @@ static void setup(void) {
         cr_assert_eq(md_image_write_png(img, path, &err), 0, "%s", err.msg);
         md_image_free(img);
     }
-    write_file("ann.json", coco_json);
+    test_write_file(dir, "ann.json", coco_json);
 }
 
 static void teardown(void) {
@@ -161,7 +152,7 @@ Test(datasets, coco_default_classes_are_coco_80) {
 }
 
 Test(datasets, coco_unknown_category_names_the_annotation) {
-    write_file("bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 64, \"height\": 48}],\n"
+    test_write_file(dir, "bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 64, \"height\": 48}],\n"
                            " \"annotations\": [{\"id\": 77, \"image_id\": 1, \"category_id\": 99, \"bbox\": [1, 1, 5, 5],"
                            " \"area\": 25}], \"categories\": [{\"id\": 1, \"name\": \"square\"}]}");
     md_error err = { 0 };
@@ -171,7 +162,7 @@ Test(datasets, coco_unknown_category_names_the_annotation) {
 }
 
 Test(datasets, coco_syntax_error_names_file_and_line) {
-    write_file("broken.json", "{\"images\": [\n  {\"id\": 1,, \"file_name\": \"a.png\"}]}");
+    test_write_file(dir, "broken.json", "{\"images\": [\n  {\"id\": 1,, \"file_name\": \"a.png\"}]}");
     md_error err = { 0 };
     md_dataset *ds = build("data = { type = \"CocoDataset\"; data_root = \"{DIR}\"; ann_file = \"broken.json\"; };", NULL, &err);
     cr_assert_null(ds);

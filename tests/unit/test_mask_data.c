@@ -33,15 +33,6 @@ static const char *coco_json =
     "  {\"id\": 5, \"image_id\": 2, \"category_id\": 1, \"bbox\": [1, 1, 4, 4], \"area\": 16, \"iscrowd\": 0}],\n"
     " \"categories\": [{\"id\": 1, \"name\": \"thing\"}]}\n";
 
-static void write_text(const char *name, const char *text) {
-    char path[160];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void setup(void) {
     ctx = test_ctx(0, (const char *const[]){ "plugins/datasets", NULL });
     test_tmpdir(dir, sizeof dir, "md_maskdata");
@@ -66,7 +57,7 @@ static void setup(void) {
     snprintf(json, sizeof json, coco_json, s);
     free(s);
     md_rle_free(&r);
-    write_text("ann.json", json);
+    test_write_file(dir, "ann.json", json);
 }
 
 static void teardown(void) {
@@ -295,7 +286,7 @@ Test(mask_data, transforms_without_masks_refuse_them) {
 }
 
 Test(mask_data, malformed_segmentation_names_the_annotation) {
-    write_text("bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 16, \"height\": 12}],\n"
+    test_write_file(dir, "bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.png\", \"width\": 16, \"height\": 12}],\n"
                            " \"annotations\": [{\"segmentation\": [[1, \"x\", 3]], \"id\": 77, \"image_id\": 1,\n"
                            "   \"category_id\": 1, \"bbox\": [0, 0, 2, 2], \"area\": 4}],\n"
                            " \"categories\": [{\"id\": 1, \"name\": \"thing\"}]}\n");

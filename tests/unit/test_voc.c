@@ -138,15 +138,6 @@ Test(voc_eval, recalls) {
 static md_ctx *ctx;
 static char dir[64];
 
-static void write_file(const char *name, const char *text) {
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "%s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
 #define OBJ(name, dif, x1, y1, x2, y2)                                                                       \
     "  <object><name>" name "</name><difficult>" #dif "</difficult>\n"                                  \
     "    <bndbox><xmin>" #x1 "</xmin><ymin>" #y1 "</ymin><xmax>" #x2 "</xmax><ymax>" #y2 "</ymax></bndbox>\n" \
@@ -169,18 +160,18 @@ static void setup(void) {
     /* a: two cats (one difficult), a dog, a bird (not in classes);
      * b: only a bird -> filtered when training; c: 20 px high -> filtered;
      * d: no <size>: read from the image (48 x 40). */
-    write_file("VOC2007/Annotations/a.xml",
+    test_write_file(dir, "VOC2007/Annotations/a.xml",
                "<annotation>\n <size><width>100</width><height>80</height><depth>3</depth></size>\n"
                OBJ("cat", 0, 11, 21, 40, 50) OBJ("cat", 1, 1, 1, 5, 5) OBJ("dog", 0, 50.7, 10, 90, 70)
                OBJ("bird", 0, 2, 2, 8, 8) "</annotation>\n");
-    write_file("VOC2007/Annotations/b.xml",
+    test_write_file(dir, "VOC2007/Annotations/b.xml",
                "<annotation>\n <size><width>100</width><height>80</height></size>\n" OBJ("bird", 0, 2, 2, 8, 8)
                "</annotation>\n");
-    write_file("VOC2007/Annotations/c.xml",
+    test_write_file(dir, "VOC2007/Annotations/c.xml",
                "<annotation>\n <size><width>100</width><height>20</height></size>\n" OBJ("dog", 0, 2, 2, 8, 8)
                "</annotation>\n");
-    write_file("VOC2007/Annotations/d.xml", "<annotation>\n" OBJ("dog", 0, 3, 4, 30, 35) "</annotation>\n");
-    write_file("VOC2007/ImageSets/Main/all.txt", "a\nb\nc\r\nd\n");
+    test_write_file(dir, "VOC2007/Annotations/d.xml", "<annotation>\n" OBJ("dog", 0, 3, 4, 30, 35) "</annotation>\n");
+    test_write_file(dir, "VOC2007/ImageSets/Main/all.txt", "a\nb\nc\r\nd\n");
     md_image *img = md_image_new(40, 48, 3, &err);
     snprintf(p, sizeof p, "%s/VOC2007/JPEGImages/d.jpg", dir);
     cr_assert_eq(md_image_write_jpeg(img, p, 90, &err), 0, "%s", err.msg);
@@ -300,16 +291,16 @@ Test(voc, evaluate_gt_as_detections) {
 
 Test(voc, xml_errors_name_file_and_line) {
     md_error err = { 0 };
-    write_file("VOC2007/Annotations/e.xml", "<annotation>\n <size><width>100</width>\n</annotation>\n");
-    write_file("VOC2007/Annotations/f.xml",
+    test_write_file(dir, "VOC2007/Annotations/e.xml", "<annotation>\n <size><width>100</width>\n</annotation>\n");
+    test_write_file(dir, "VOC2007/Annotations/f.xml",
                "<annotation>\n <size><width>100</width><height>80</height></size>\n"
                " <object><name>dog</name>\n </object>\n</annotation>\n");
-    write_file("VOC2007/Annotations/g.xml",
+    test_write_file(dir, "VOC2007/Annotations/g.xml",
                "<annotation>\n <size><width>1x0</width><height>80</height></size>\n</annotation>\n");
-    write_file("VOC2007/ImageSets/Main/e.txt", "a\ne\n");
-    write_file("VOC2007/ImageSets/Main/f.txt", "f\n");
-    write_file("VOC2007/ImageSets/Main/g.txt", "g\n");
-    write_file("VOC2007/ImageSets/Main/h.txt", "nothere\n");
+    test_write_file(dir, "VOC2007/ImageSets/Main/e.txt", "a\ne\n");
+    test_write_file(dir, "VOC2007/ImageSets/Main/f.txt", "f\n");
+    test_write_file(dir, "VOC2007/ImageSets/Main/g.txt", "g\n");
+    test_write_file(dir, "VOC2007/ImageSets/Main/h.txt", "nothere\n");
     const char *fmt = "data = { type = \"VOCDataset\"; classes = [\"dog\"];"
                       " ann_file = \"%%s/VOC2007/ImageSets/Main/%s.txt\"; img_prefix = \"%%s/VOC2007\"; };";
     char cfg[512];

@@ -13,6 +13,15 @@ char *test_tmpdir(char *buf, size_t n, const char *tag) {
     return buf;
 }
 
+void test_write_file(const char *dir, const char *name, const char *text) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
 md_ctx *test_ctx(uint64_t seed, const char *const *plugins) {
     md_error err = { 0 };
     md_ctx *ctx = md_ctx_new(&err);

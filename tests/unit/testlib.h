@@ -12,6 +12,8 @@ md_ctx *test_ctx(uint64_t seed, const char *const *plugins);
 /* Makes a fresh directory "<$TMPDIR or the system's>/<tag>_XXXXXX" into buf
  * (fails the test when it cannot) and returns buf. */
 char *test_tmpdir(char *buf, size_t n, const char *tag);
+/* Writes `text` to <dir>/<name> (fails the test when it cannot). */
+void test_write_file(const char *dir, const char *name, const char *text);
 
 /* Opens tests/fixtures/<name>.safetensors (written by a tests/golden script);
  * fails the test with the reason when it cannot. */
