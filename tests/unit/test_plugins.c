@@ -667,3 +667,15 @@ Test(plugins, set_text_records_each_files_sha256) {
     free(text);
     md_ctx_free(ctx);
 }
+
+/* A plugin cannot choose its ABI: defining MD_ABI_MAJOR before the headers
+ * stops the compile with the headers' reason, not a redefinition warning. */
+Test(plugins, defining_the_abi_is_a_compile_error) {
+    char *d = scratch();
+    result r = run(d, "printf '#include <mmdet/mmdet.h>\\n' > '%s/p.c' && cc -Icore/include -DMD_ABI_MAJOR=2 "
+                      "-fsyntax-only '%s/p.c'", d, d);
+    cr_assert_neq(r.rc, 0, "compiled");
+    cr_assert(strstr(r.err, "MD_ABI_MAJOR and MD_ABI_MINOR come from the installed headers"), "%s", r.err);
+    result_free(r);
+    rm_tree(d);
+}
