@@ -22,6 +22,7 @@ PREFIX  ?= /usr/local
 OPT     ?= -O2
 SANITIZE ?=
 VERSION := 0.1.0
+comma := ,
 ABI_MAJOR := 1
 
 DEPS_OK := build/.deps-ok
@@ -36,6 +37,13 @@ ifeq ($(SANITIZE),1)
 endif
 CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config --libs libxml-2.0 2>/dev/null) -lpthread -lm
 CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
+# MPI (distributed training, core/dist_mpi.c): Debian's OpenMPI; without it
+# the library builds and --launcher mpi|slurm says how to get it.
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
+ifneq ($(MPI_LIBS),)
+CPPFLAGS  += -DMD_HAVE_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
+CORE_LIBS += $(MPI_LIBS)
+endif
 LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl
@@ -82,9 +90,17 @@ ifneq ($(CUDA_SRC),)
 CUDA_LIB  := lib/libmmdet-cuda.so
 endif
 endif
+# The NCCL transport (lib/libmmdet-nccl.so) with CUDA, when the toolkit (or
+# the system) has nccl.h; plain C against the CUDA runtime and NCCL.
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(realpath $(NVCC))))
+NCCL_H    := $(if $(NVCC),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))
+ifneq ($(NCCL_H),)
+NCCL_LIB  := lib/libmmdet-nccl.so
+NCCL_DIR  := $(firstword $(wildcard $(CUDA_HOME)/lib64/libnccl.so $(CUDA_HOME)/lib/libnccl.so))
+endif
 
 .PHONY: all deps test demo bench install clean fuzz memcheck
-all: $(LIBMMDET) $(PLUGINS) $(TOOLS) $(CUDA_LIB)
+all: $(LIBMMDET) $(PLUGINS) $(TOOLS) $(CUDA_LIB) $(NCCL_LIB)
 
 # Plain `make` only checks the Debian packages and names what is missing;
 # `make deps`, `make test` and `make demo` install them.
@@ -113,6 +129,12 @@ build/core/backends/cuda/%.o: core/backends/cuda/%.cu core/backends/cuda/cuda_in
 $(CUDA_LIB): $(CUDA_OBJ)
 	@mkdir -p lib
 	$(NVCC) -shared -cudart static $(CUDA_ARCH) -o $@ $(CUDA_OBJ) -lcublas -lcudnn
+
+$(NCCL_LIB): core/backends/nccl/nccl.c core/include/mmdet/dist.h $(FLAGS_STAMP)
+	@mkdir -p lib build
+	$(CC) $(CPPFLAGS) -I$(dir $(NCCL_H)) -I$(CUDA_HOME)/include $(CFLAGS) -MF build/nccl.d -shared -o $@ $< \
+	  $(if $(NCCL_DIR),-L$(dir $(NCCL_DIR)) -Wl$(comma)-rpath$(comma)$(dir $(NCCL_DIR))) -lnccl \
+	  -L$(CUDA_HOME)/lib64 -l:libcudart_static.a -ldl -lrt -lpthread
 
 # Single-file plugins.
 %.so: %.c $(LIBMMDET) $(FLAGS_STAMP)
@@ -222,6 +244,7 @@ install: all
 	install -m 755 lib/libmmdet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libmmdet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/libmmdet.so
 	$(if $(CUDA_LIB),install -m 755 $(CUDA_LIB) $(DESTDIR)$(PREFIX)/lib/)
+	$(if $(NCCL_LIB),install -m 755 $(NCCL_LIB) $(DESTDIR)$(PREFIX)/lib/)
 	cp -r core/include/mmdet/. $(DESTDIR)$(PREFIX)/include/mmdet/
 	for p in $(filter plugins/%,$(PLUGINS)); do \
 	  d=$(DESTDIR)$(PREFIX)/lib/mmdet/$$(dirname $$p); install -d $$d; install -m 755 $$p $$d/; done

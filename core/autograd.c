@@ -319,6 +319,49 @@ MD_API int md_node_accumulate(md_ctx *ctx, md_node *node, int i, md_tensor *g) {
     return 0;
 }
 
+/* For the grad hook: each leaf parameter's last node in backward order
+ * (its first in the tape), in an open-addressing table in the arena. */
+typedef struct leaf_slot { md_tensor *t; int k; } leaf_slot;
+typedef struct leaf_map { leaf_slot *slots; size_t cap; } leaf_map;
+
+static bool is_leaf_param(const md_tensor *t) { return t && t->persistent && t->requires_grad && !t->grad_fn; }
+
+static leaf_slot *leaf_find(leaf_map *m, const md_tensor *t) {
+    size_t h = ((uintptr_t)t >> 4) * 0x9e3779b97f4a7c15ULL;
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i].t == t || !m->slots[i].t) return &m->slots[i];
+}
+
+static int leaf_map_build(md_ctx *ctx, leaf_map *m) {
+    size_t n = 0;
+    for (int k = 0; k < ctx->tape_len; k++) n += (size_t)ctx->tape[k]->n_inputs;
+    for (m->cap = 16; m->cap < 2 * n; m->cap *= 2) {}
+    m->slots = md_ctx_alloc(ctx, sizeof *m->slots * m->cap);
+    if (!m->slots) return -1;
+    memset(m->slots, 0, sizeof *m->slots * m->cap);
+    for (int k = 0; k < ctx->tape_len; k++)
+        for (int i = 0; i < ctx->tape[k]->n_inputs; i++) {
+            md_tensor *t = ctx->tape[k]->inputs[i];
+            if (!is_leaf_param(t)) continue;
+            leaf_slot *s = leaf_find(m, t);
+            if (!s->t) *s = (leaf_slot){ t, k };
+        }
+    return 0;
+}
+
+/* After node k ran: the leaves it was the last user of are final. */
+static int leaves_ready(md_ctx *ctx, leaf_map *m, md_node *n, int k) {
+    for (int i = 0; i < n->n_inputs; i++) {
+        md_tensor *t = n->inputs[i];
+        if (!is_leaf_param(t)) continue;
+        leaf_slot *s = leaf_find(m, t);
+        if (s->t != t || s->k != k) continue;
+        s->k = -1;   /* an input twice in one node is told once */
+        if (ctx->grad_hook->ready(ctx, t, ctx->grad_hook->user) != 0) return -1;
+    }
+    return 0;
+}
+
 MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md_error *err) {
     if (!out) return md_fail(err, "backward: no output tensor (an earlier op failed?)");
     if (!out->requires_grad || !out->grad_fn)
@@ -339,6 +382,8 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
 
     bool prev = md_grad_set_enabled(ctx, false);
     int rc = 0;
+    leaf_map lm = { 0 };
+    if (ctx->grad_hook && leaf_map_build(ctx, &lm) != 0) goto fail_enabled;
     ctx->in_backward = true;
     for (int k = ctx->tape_len - 1; k >= 0 && rc == 0; k--) {
         md_node *n = ctx->tape[k];
@@ -371,11 +416,17 @@ MD_API int md_backward_with(md_ctx *ctx, md_tensor *out, md_tensor *grad_out, md
         }
         /* As in PyTorch, what only this node still read is gone too. */
         node_drop_refs(ctx, n);
+        if (rc == 0 && lm.cap) rc = leaves_ready(ctx, &lm, n, k);
     }
     ctx->in_backward = false;
+    /* the hook finishes (waits for its all-reduces) even after a failure,
+     * so that no collective is left in flight */
+    if (ctx->grad_hook && ctx->grad_hook->done(ctx, ctx->grad_hook->user) != 0) rc = -1;
     md_grad_set_enabled(ctx, prev);
     if (rc != 0) goto fail;
     return 0;
+fail_enabled:
+    md_grad_set_enabled(ctx, prev);
 fail:
     if (err) {
         *err = ctx->op_error;

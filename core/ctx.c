@@ -43,6 +43,7 @@ MD_API md_ctx *md_ctx_new(md_error *err) {
 
 MD_API void md_ctx_free(md_ctx *ctx) {
     if (!ctx) return;
+    md__dist_free(ctx);
     md__registry_free(ctx);
     md__arena_free(&ctx->arena);
     md__dev_arena_free(ctx);

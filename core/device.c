@@ -24,7 +24,7 @@ const md_backend *md__backend_table(md_device_type t) {
 }
 
 /* Directory of libmmdet.so itself: the backend library is installed next to it. */
-static bool self_dir(char *out, size_t n) {
+bool md__self_dir(char *out, size_t n) {
     Dl_info info;
     char real[PATH_MAX];
     if (!dladdr((void *)&md_device_init, &info) || !info.dli_fname || !realpath(info.dli_fname, real)) return false;
@@ -43,7 +43,7 @@ static int load_backend(md_device_type type, md_error *err) {
     int nd = 0;
     const char *env = getenv("MMDET_BACKEND_PATH");
     if (env && *env) snprintf(dirs[nd++], PATH_MAX, "%s", env);
-    if (self_dir(dirs[nd], PATH_MAX)) nd++;
+    if (md__self_dir(dirs[nd], PATH_MAX)) nd++;
     char tried[2048] = "";
     size_t k = 0;
     lt_dlhandle h = NULL;

@@ -129,11 +129,29 @@ struct md_ctx {
     md_tensor *pass_grad;
     bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
     md_rng init_rng;   /* weight init (nn.c) */
+    /* distributed (dist.c): the host communicator (MPI) and the device one
+     * (NCCL), NULL when not distributed; the data-parallel wrapper's hook
+     * on backward (ddp.c) */
+    struct md_comm *comm, *dev_comm;
+    struct md__grad_hook *grad_hook;
     md_error op_error;
     char scope[1024];
     int scope_marks[64];
     int scope_depth;
 };
+
+/* Told by md_backward when a leaf's gradient is final (after the last
+ * node, in backward order, that has it as an input) and when the walk is
+ * over; either returns -1 with the ctx error set to fail the backward. */
+typedef struct md__grad_hook {
+    int (*ready)(md_ctx *ctx, md_tensor *leaf, void *user);
+    int (*done)(md_ctx *ctx, void *user);
+    void *user;
+} md__grad_hook;
+void md__dist_free(md_ctx *ctx);
+/* The directory of libmmdet.so itself, where the backend and transport
+ * libraries are installed (device.c). */
+bool md__self_dir(char *out, size_t n);   /* the communicators, at md_ctx_free */
 
 /* Subsystem set-up and tear-down, called by md_ctx_new/md_ctx_free. */
 int md__registry_init(md_ctx *ctx, md_error *err);

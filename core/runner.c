@@ -368,11 +368,26 @@ static int run_iter(md_runner *r, md_batch_source *src, void *batch, bool train,
             *err = *md_ctx_error(r->ctx);
         }
         if (rc == 0) {
-            /* log the named values (mmdet's log_vars) */
+            /* log the named values (mmdet's log_vars), averaged over the
+             * ranks as mmdet's _parse_losses; the count goes along so that
+             * a rank with other names fails here instead of hanging */
             int64_t bs = src->batch_size ? src->batch_size(src->self) : 1;
-            for (int i = 0; i < r->losses.n; i++)
-                md_runner_log_value(r, r->losses.names[i], md_tensor_item(r->losses.values[i]), (double)bs);
-            md_runner_log_value(r, "loss", md_tensor_item(r->loss), (double)bs);
+            double v[MD_MAX_LOSSES + 2];
+            for (int i = 0; i < r->losses.n; i++) v[i] = md_tensor_item(r->losses.values[i]);
+            v[r->losses.n] = md_tensor_item(r->loss);
+            v[r->losses.n + 1] = r->losses.n;
+            int W = md_dist_world_size(r->ctx);
+            if (W > 1) {
+                double n_mine = r->losses.n;
+                if (md_dist_all_reduce_f64(r->ctx, v, r->losses.n + 2, MD_DIST_MEAN, err) != 0)
+                    rc = md_error_wrap(err, "averaging the losses over the ranks");
+                else if (v[r->losses.n + 1] != n_mine)
+                    rc = md_failc(err, MD_ERR_DIST, "rank %d: loss log variables differ in number between ranks "
+                                  "(%g here, %g on average)", md_dist_rank(r->ctx), n_mine, v[r->losses.n + 1]);
+            }
+            for (int i = 0; rc == 0 && i < r->losses.n; i++)
+                md_runner_log_value(r, r->losses.names[i], v[i], (double)bs);
+            if (rc == 0) md_runner_log_value(r, "loss", v[r->losses.n], (double)bs);
         }
     }
     md_grad_set_enabled(r->ctx, prev);
@@ -537,6 +552,10 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
                                      bool link_latest, md_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (md_dist_rank(r->ctx) != 0) {   /* mmcv's master_only: one writer */
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+        return 0;
+    }
     md_fs_mkdirs(dir, NULL);
     char *msgs = hook_msgs_json(r), *plugins = md_plugin_set_text(r->ctx);
     md_ckpt_meta meta = { .plugins = plugins, .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),

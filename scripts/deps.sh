@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh build|test|demo|bench|fuzz [--check]
 # --check installs nothing: it names what is missing and fails (plain `make`).
 set -eu
-pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
+pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev libopenmpi-dev openmpi-bin \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;

@@ -25,6 +25,7 @@ static const md_key keys[] = {
     { 0 } };
 
 static int save(ckpt_hook *h, md_runner *r, int64_t n, md_error *err) {
+    if (md_dist_rank(md_runner_ctx(r)) != 0) return 0;   /* mmcv's master_only */
     const char *dir = h->out_dir && h->out_dir[0] ? h->out_dir : md_runner_work_dir(r);
     char name[64];
     snprintf(name, sizeof name, "%s_%lld" MD_CKPT_EXT, h->by_epoch ? "epoch" : "iter", (long long)n);

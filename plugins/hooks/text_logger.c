@@ -2,6 +2,7 @@
  * JSON line in <work_dir>/<timestamp>.log.json (mmdet's format, readable by
  * its analyze_logs.py); val epochs log their metrics. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ static double peak_memory_mb(void) {
 
 static int before_run(md_hook *hk, md_runner *r, md_error *err) {
     logger *l = (logger *)hk;
+    l->start_iter = md_runner_iter(r);
+    if (md_dist_rank(md_runner_ctx(r)) != 0) return 0;   /* mmcv: the JSON log is rank 0's */
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.log.json", md_runner_work_dir(r), md_runner_timestamp(r));
     l->json = fopen(path, "a");
@@ -67,6 +70,16 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
 /* mmcv's get_epoch: during training (an EvalHook's metrics) the epoch in
  * progress, in a val phase the completed count. */
 static int64_t val_epoch(md_runner *r) { return md_runner_epoch(r) + !strcmp(md_runner_mode(r), "train"); }
+
+/* A JSON log write; only rank 0 has the file. */
+static void jprintf(logger *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jprintf(logger *l, const char *fmt, ...) {
+    if (!l->json) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(l->json, fmt, ap);
+    va_end(ap);
+}
 
 static void log_line(logger *l, md_runner *r, bool train) {
     md_ctx *ctx = md_runner_ctx(r);
@@ -106,25 +119,25 @@ static void log_line(logger *l, md_runner *r, bool train) {
         else
             k += snprintf(line + k, sizeof line - (size_t)k, "Iter(val) [%lld]", (long long)md_runner_iter(r) + 1);
     }
-    /* JSON: mode, epoch, iter, lr, memory, then the buffer in order */
-    fprintf(l->json, "{\"mode\": \"%s\", \"epoch\": %lld, \"iter\": %lld", train ? "train" : "val",
+    /* JSON: mode, epoch, iter, lr, memory, then the buffer in order (rank 0) */
+    jprintf(l, "{\"mode\": \"%s\", \"epoch\": %lld, \"iter\": %lld", train ? "train" : "val",
             (long long)(train ? md_runner_epoch(r) + 1 : val_epoch(r)),
             (long long)(!train && l->by_epoch && !strcmp(md_runner_mode(r), "train") ? md_runner_epoch_len(r)
                         : l->by_epoch ? md_runner_inner_iter(r) + 1 : md_runner_iter(r) + 1));
-    fprintf(l->json, ", \"lr\": %.6g", lr);
-    if (train) fprintf(l->json, ", \"memory\": %.0f", peak_memory_mb());
+    jprintf(l, ", \"lr\": %.6g", lr);
+    if (train) jprintf(l, ", \"memory\": %.0f", peak_memory_mb());
     for (int i = 0; i < md_runner_log_count(r); i++) {
         const char *key = md_runner_log_key(r, i);
         double v = md_runner_log_average(r, key);
-        fprintf(l->json, ", ");
-        json_string(l->json, key);
-        if (isfinite(v)) fprintf(l->json, ": %.6g", v);
-        else fprintf(l->json, ": %s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+        jprintf(l, ", ");
+        if (l->json) json_string(l->json, key);
+        if (isfinite(v)) jprintf(l, ": %.6g", v);
+        else jprintf(l, ": %s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
         if (!strcmp(key, "time") || !strcmp(key, "data_time")) continue;
         k += snprintf(line + k, sizeof line - (size_t)k, ", %s: %.4f", key, v);
     }
-    fprintf(l->json, "}\n");
-    fflush(l->json);
+    jprintf(l, "}\n");
+    if (l->json) fflush(l->json);
     md_log_write(ctx, MD_LOG_INFO, "%s", line);
     md_runner_log_clear(r);
 }

@@ -26,7 +26,10 @@ typedef struct args {
     int n_cfg_options;
     bool auto_resume, no_validate, auto_scale_lr, deterministic, diff_seed;
     bool list_modules, print_config, has_seed, dry_run, no_default_plugins, skip_bad_plugins;
-    long long seed, gpu_id;
+    long long seed, gpu_id, gpus;
+    long long *gpu_ids;
+    int n_gpu_ids;
+    bool has_gpu_id;
 } args;
 
 static void usage(FILE *out) {
@@ -49,14 +52,21 @@ static void usage(FILE *out) {
           "  --resume-from FILE      the checkpoint to resume from\n"
           "  --auto-resume           resume from the latest checkpoint in the work dir\n"
           "  --no-validate           do not evaluate during training (validate = false)\n"
-          "  --gpu-id N              the device to use (default 0)\n"
+          "  --gpu-id N              the device to use (default 0; not distributed)\n"
+          "  --gpus N                deprecated (mmdet): one process trains on one device;\n"
+          "                          N is taken as 1. Use mpirun/srun for more (--launcher)\n"
+          "  --gpu-ids N ...         deprecated (mmdet): the first id is used as --gpu-id\n"
           "  --device DEV            cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --seed N                random seed (default: a random one)\n"
-          "  --diff-seed             different seeds for different ranks\n"
+          "  --diff-seed             different seeds for different ranks (seed + rank)\n"
           "  --deterministic         deterministic kernels where it matters\n"
           "  --cfg-options K=V ...   override settings: data.samples_per_gpu=4,\n"
           "                          model.backbone.depth=50, a.b=[1,2] (see docs/config.md)\n"
-          "  --launcher L            none (default), pytorch, slurm or mpi\n"
+          "  --launcher L            none (default), mpi (under mpirun) or slurm (under srun):\n"
+          "                          one process per device, data parallel (docs/distributed.md);\n"
+          "                          pytorch is refused (no torchrun rendezvous; use mpi)\n"
+          "  --local_rank N          accepted for mmdet's command lines (the rank comes from\n"
+          "                          the launcher)\n"
           "  --auto-scale-lr         scale the lr by the batch size (auto_scale_lr in the config)\n"
           "  --list-modules          list every registry, its entries and their files, and exit\n"
           "  --print-config          print the merged config and exit\n"
@@ -101,7 +111,9 @@ static int parse_args(int argc, char **argv, args *a) {
     a->plugin_dirs = calloc((size_t)argc, sizeof *a->plugin_dirs);
     a->overrides = calloc((size_t)argc, sizeof *a->overrides);
     a->cfg_options = calloc((size_t)argc, sizeof *a->cfg_options);
-    if (!a->plugin_dirs || !a->cfg_options || !a->overrides) return arg_error("%s", "out of memory");
+    a->gpu_ids = calloc((size_t)argc, sizeof *a->gpu_ids);
+    if (!a->plugin_dirs || !a->cfg_options || !a->overrides || !a->gpu_ids) return arg_error("%s", "out of memory");
+    int n_gpu_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v;
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) return -1;
@@ -133,11 +145,33 @@ static int parse_args(int argc, char **argv, args *a) {
             if (strcmp(v, "none") && strcmp(v, "pytorch") && strcmp(v, "slurm") && strcmp(v, "mpi"))
                 return arg_error("--launcher: invalid choice '%s' (choose from none, pytorch, slurm, mpi)", v);
             a->launcher = v;
-        } else if (is_flag(s, "--seed") || is_flag(s, "--gpu-id")) {
-            bool seed = is_flag(s, "--seed");
-            if (!(v = take_value(argc, argv, &i, seed ? "--seed" : "--gpu-id"))) return arg_error("%s needs an integer", s);
-            if (parse_int(v, seed ? &a->seed : &a->gpu_id) != 0) return arg_error("expected an integer, got '%s'", v);
-            if (seed) a->has_seed = true;
+        } else if (is_flag(s, "--seed") || is_flag(s, "--gpu-id") || is_flag(s, "--gpus") ||
+                   is_flag(s, "--local_rank") || is_flag(s, "--local-rank")) {
+            const char *flag = is_flag(s, "--seed") ? "--seed" : is_flag(s, "--gpu-id") ? "--gpu-id"
+                             : is_flag(s, "--gpus") ? "--gpus" : is_flag(s, "--local_rank") ? "--local_rank"
+                             : "--local-rank";
+            long long ignored;
+            long long *dst = !strcmp(flag, "--seed") ? &a->seed : !strcmp(flag, "--gpu-id") ? &a->gpu_id
+                           : !strcmp(flag, "--gpus") ? &a->gpus : &ignored;
+            if (!(v = take_value(argc, argv, &i, flag))) return arg_error("%s needs an integer", s);
+            if (parse_int(v, dst) != 0) return arg_error("expected an integer, got '%s'", v);
+            if (dst == &a->seed) a->has_seed = true;
+            if (dst == &a->gpu_id) a->has_gpu_id = true;
+            if (dst == &a->gpu_id || dst == &a->gpus) n_gpu_flags++;
+        } else if (is_flag(s, "--gpu-ids")) {
+            /* nargs='+' */
+            if (s[strlen("--gpu-ids")] == '=') {
+                if (parse_int(s + strlen("--gpu-ids") + 1, &a->gpu_ids[a->n_gpu_ids]) != 0)
+                    return arg_error("--gpu-ids: expected integers, got '%s'", s + strlen("--gpu-ids") + 1);
+                a->n_gpu_ids++;
+            }
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) {
+                if (parse_int(argv[i + 1], &a->gpu_ids[a->n_gpu_ids]) != 0) break;   /* the CONFIG, say */
+                a->n_gpu_ids++;
+                i++;
+            }
+            if (!a->n_gpu_ids) return arg_error("%s needs at least one integer", s);
+            n_gpu_flags++;
         } else if (is_flag(s, "--cfg-options")) {
             /* nargs='+': every following word up to the next option; a word
              * that is not KEY=VALUE is named by md_cfg_apply_options. */
@@ -155,6 +189,8 @@ static int parse_args(int argc, char **argv, args *a) {
         }
     }
     if (!a->config && !a->list_modules) return arg_error("%s", "the CONFIG argument is required");
+    /* mmdet: a mutually exclusive group */
+    if (n_gpu_flags > 1) return arg_error("%s", "--gpus, --gpu-ids and --gpu-id exclude each other");
     return 0;
 }
 
@@ -227,8 +263,28 @@ static int store_flags(md_ctx *ctx, md_cfg *cfg, const args *a, md_error *err) {
     if (a->resume_from) md_cfg_set_str(cfg, "resume_from", a->resume_from);
     if (a->device) md_cfg_set_str(cfg, "device", a->device);
     md_cfg_set_bool(cfg, "auto_resume", a->auto_resume);
+    /* train.py: --gpus and --gpu-ids are deprecated to one device; a
+     * distributed run has gpu_ids = range(world_size), one per process */
+    long long first = a->gpu_id;
+    if (a->gpus) {
+        md_warn(ctx, "`--gpus` is deprecated because we only support single GPU mode in non-distributed training. "
+                     "Use `gpus=1` now.");
+        first = 0;
+    } else if (a->n_gpu_ids) {
+        md_warn(ctx, "`--gpu-ids` is deprecated, please use `--gpu-id`. Because we only support single GPU mode in "
+                     "non-distributed training. Use the first GPU in `gpu_ids` now.");
+        first = a->gpu_ids[0];
+    }
+    int W = md_dist_world_size(ctx);
     md_cfg *gpus = md_cfg_set_list(cfg, "gpu_ids");
-    if (gpus) md_cfg_append_int(gpus, a->gpu_id);
+    for (int r = 0; gpus && r < (W > 1 ? W : 1); r++) md_cfg_append_int(gpus, W > 1 ? r : first);
+    /* the device a plain "cuda" means: this process's (local rank), else --gpu-id */
+    const char *dev = md_cfg_str(cfg, "device", NULL);
+    if (dev && !strcmp(dev, "cuda")) {
+        char d[32];
+        snprintf(d, sizeof d, "cuda:%lld", W > 1 ? (long long)md_dist_local_rank(ctx) : first);
+        md_cfg_set_str(cfg, "device", d);
+    }
     /* train.py passes these as arguments; the runner reads them here. */
     md_cfg_set_bool(cfg, "validate", !a->no_validate);
     md_cfg_set_bool(cfg, "deterministic", a->deterministic);
@@ -236,7 +292,20 @@ static int store_flags(md_ctx *ctx, md_cfg *cfg, const args *a, md_error *err) {
     return 0;
 }
 
-static int fail(const md_error *err) {
+/* In a distributed run the message names the rank, and the failing rank
+ * ends the job (md_dist_abort) so that no other rank waits for it. */
+static int fail(md_ctx *ctx, const md_error *err) {
+    int W = ctx ? md_dist_world_size(ctx) : 1;
+    if (W > 1) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "rank %d: ", md_dist_rank(ctx));
+        bool named = !strncmp(err->msg, prefix, strlen(prefix));
+        fprintf(stderr, "mmdet-run: error: %s%s\n", named ? "" : prefix, err->msg[0] ? err->msg : "unknown error");
+        fprintf(stderr, "mmdet-run: rank %d of %d failed; ending the job\n", md_dist_rank(ctx), W);
+        fflush(stderr);
+        md_dist_abort(ctx, 1);
+        return 1;
+    }
     fprintf(stderr, "mmdet-run: error: %s\n", err->msg[0] ? err->msg : "unknown error");
     return 1;
 }
@@ -246,23 +315,25 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
     md_cfg *cfg = NULL;
     if (a->config) {
         cfg = *cfgp = md_cfg_load(a->config, err);
-        if (!cfg) return fail(err);
+        if (!cfg) return fail(ctx, err);
         update_data_root(cfg);
         if (a->n_cfg_options && md_cfg_apply_options(cfg, a->cfg_options, a->n_cfg_options, err) != 0)
-            return fail(err);   /* the message starts with --cfg-options */
+            return fail(ctx, err);   /* the message starts with --cfg-options */
+        /* mmcv's init_dist, before anything is written */
+        if (!a->list_modules && !a->print_config && md_dist_init(ctx, a->launcher, err) != 0) return fail(ctx, err);
     }
     md_plugin_set_opts po = { a->plugin_dirs, a->n_plugin_dirs, a->no_default_plugins, a->skip_bad_plugins,
                               a->overrides, a->n_overrides };
-    if (md_plugin_set_load(ctx, cfg, &po, err) != 0) return fail(err);
+    if (md_plugin_set_load(ctx, cfg, &po, err) != 0) return fail(ctx, err);
     if (a->list_modules) {
         list_modules(ctx, stdout);
         return 0;
     }
-    if (store_flags(ctx, cfg, a, err) != 0) return fail(err);
+    if (store_flags(ctx, cfg, a, err) != 0) return fail(ctx, err);
     if (a->print_config) {
         if (md_cfg_dump(cfg, stdout) != 0) {
             md_failc(err, MD_ERR_IO, "cannot print the config");
-            return fail(err);
+            return fail(ctx, err);
         }
         return 0;
     }
@@ -273,9 +344,11 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "%s:%d: log_level: unknown level '%s' (DEBUG, INFO, WARNING, ERROR)",
                  md_cfg_file(ll) ? md_cfg_file(ll) : "<config>", md_cfg_line(ll),
                  md_cfg_as_str(ll) ? md_cfg_as_str(ll) : "?");
-        return fail(err);
+        return fail(ctx, err);
     }
-    md_log_set_level(ctx, (md_log_level)level);
+    /* mmcv's get_logger: ranks other than 0 log errors only, to no file */
+    int rank = md_dist_rank(ctx);
+    md_log_set_level(ctx, rank ? MD_LOG_ERROR : (md_log_level)level);
     const char *work_dir = md_cfg_str(cfg, "work_dir", "./work_dirs");
     char path[8192], stamp[32], cfgname[4096];
     time_t now = time(NULL);
@@ -285,26 +358,35 @@ static int run(const args *a, md_ctx *ctx, md_cfg **cfgp, md_error *err) {
     md_cfg_set_str(cfg, "timestamp", stamp);
     snprintf(cfgname, sizeof cfgname, "%s", a->config);
     snprintf(path, sizeof path, "%s/%s", work_dir, basename(cfgname));
-    if (md_fs_mkdirs(work_dir, err) != 0 || md_cfg_dump_file(cfg, path, err) != 0) return fail(err);
+    /* every rank names its files after rank 0's time stamp */
+    if (md_dist_broadcast_buf(ctx, stamp, sizeof stamp, 0, err) != 0) return fail(ctx, err);
+    md_cfg_set_str(cfg, "timestamp", stamp);
+    if (md_fs_mkdirs(work_dir, err) != 0 || (!rank && md_cfg_dump_file(cfg, path, err) != 0)) return fail(ctx, err);
     snprintf(path, sizeof path, "%s/%s.log", work_dir, stamp);
-    if (md_log_set_file(ctx, path, err) != 0) return fail(err);
+    if (!rank && md_log_set_file(ctx, path, err) != 0) return fail(ctx, err);
     char *env = md_env_info(ctx);
     md_info(ctx, "Environment info:\n------------------------------------------------------------\n%s\n"
             "------------------------------------------------------------", env ? env : "(out of memory)");
     free(env);
     char *text = md_cfg_dump_string(cfg);
     md_info(ctx, "Distributed training: %s", strcmp(a->launcher, "none") ? "True" : "False");
+    if (md_dist_world_size(ctx) > 1)
+        md_info(ctx, "launcher %s: %d processes (%s), this is rank 0", a->launcher, md_dist_world_size(ctx),
+                md_ctx_comm(ctx)->iface->name);
     md_info(ctx, "Config:\n%s", text ? text : "(could not print)");
     free(text);
-    /* --diff-seed adds the rank; a single process is rank 0. */
+    /* mmdet's init_random_seed: rank 0 draws, the others take it; then
+     * --diff-seed adds the rank */
     long long seed = a->has_seed ? a->seed : random_seed();
+    if (md_dist_broadcast_buf(ctx, &seed, sizeof seed, 0, err) != 0) return fail(ctx, err);
+    if (a->diff_seed) seed += rank;
     md_info(ctx, "Set random seed to %lld, deterministic: %s", seed, a->deterministic ? "True" : "False");
     md_cfg_set_int(cfg, "seed", seed);
     if (a->dry_run) {
         md_info(ctx, "--dry-run: set-up finished, not training");
         return 0;
     }
-    if (run_training(ctx, cfg, err) != 0) return fail(err);
+    if (run_training(ctx, cfg, err) != 0) return fail(ctx, err);
     return 0;
 }
 
@@ -317,7 +399,7 @@ int main(int argc, char **argv) {
         md_error_clear(&err);
         md_cfg *cfg = NULL;
         md_ctx *ctx = md_ctx_new(&err);
-        rc = ctx ? run(&a, ctx, &cfg, &err) : fail(&err);
+        rc = ctx ? run(&a, ctx, &cfg, &err) : fail(NULL, &err);
         md_cfg_free(cfg);
         md_ctx_free(ctx);
     } else if (rc < 0) {
@@ -327,5 +409,6 @@ int main(int argc, char **argv) {
     free(a.plugin_dirs);
     free(a.overrides);
     free(a.cfg_options);
+    free(a.gpu_ids);
     return rc;
 }

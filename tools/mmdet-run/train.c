@@ -174,10 +174,16 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     md_runner *runner = NULL;
     char *config_text = NULL, *classes = NULL, *resume = NULL;
     md_cfg *val_cfg = NULL;
+    md_ddp *ddp = NULL;
+    int rank = md_dist_rank(ctx), world = md_dist_world_size(ctx);
 
     if (check_config(ctx, cfg, err)) goto out;
     uint64_t seed = (uint64_t)md_cfg_int(cfg, "seed", 0);
     md_ctx_seed(ctx, seed);
+    /* mmdet's sync_random_seed: the samplers shuffle with rank 0's seed
+     * (--diff-seed changes only the others) */
+    uint64_t sampler_seed = seed;
+    if (md_dist_broadcast_buf(ctx, &sampler_seed, sizeof sampler_seed, 0, err) != 0) goto out;
 
     /* model (build_detector with train_cfg/test_cfg as default args) */
     const md_cfg *model_cfg = md_cfg_get(cfg, "model");
@@ -248,7 +254,9 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         md_loader_cfg lc = MD_LOADER_CFG_DEFAULT;
         lc.samples_per_gpu = spg;
         lc.workers_per_gpu = wpg;
-        lc.seed = seed;
+        lc.seed = sampler_seed;
+        lc.rank = rank;          /* DistributedGroupSampler when world > 1 */
+        lc.world_size = world;
         loaders[i] = md_loader_new(datasets[i], &lc, err);
         if (!loaders[i]) goto out;
         lsrc[i] = (loader_source){ loaders[i], spg };
@@ -261,12 +269,25 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
      * that the optimizer's state is made on the device too */
     if (md_module_to_config_device(ctx, model, cfg, err) != 0) goto out;
 
+    /* MMDistributedDataParallel: rank 0's weights everywhere, gradients
+     * averaged in buckets during backward; device tensors over NCCL */
+    if (world > 1) {
+        md_device dev = md_module_device(model);
+        if (dev.type != MD_CPU && md_dist_init_device(ctx, dev.index, err) != 0) goto out;
+        /* PyTorch's bucket_cap_mb, 25; MMDET_DDP_BUCKET_MB overrides it */
+        const char *bm = getenv("MMDET_DDP_BUCKET_MB");
+        double bucket_mb = bm && atof(bm) > 0 ? atof(bm) : 25;
+        ddp = md_ddp_new(ctx, model, bucket_mb, err);
+        if (!ddp) goto out;
+        md_info(ctx, "data parallel over %d ranks: %d gradient buckets", world, md_ddp_bucket_count(ddp));
+    }
+
     /* optimizer, with --auto-scale-lr as mmdet's auto_scale_lr */
     opt = md_optimizer_build(ctx, model, md_cfg_get(cfg, "optimizer"), err);
     if (!opt) goto out;
     const md_cfg *asl = md_cfg_get(cfg, "auto_scale_lr");
     if (asl && md_cfg_bool(asl, "enable", false)) {
-        double base = md_cfg_float(asl, "base_batch_size", 16), gpus = 1;
+        double base = md_cfg_float(asl, "base_batch_size", 16), gpus = world;
         double factor = gpus * spg / base;
         md_optimizer_scale_lr(opt, factor);
         md_info(ctx, "LR has been automatically scaled from %g to %g", md_optimizer_base_lr(opt) / factor,
@@ -318,6 +339,7 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
                          md_runner_last_checkpoint(runner) ? md_runner_last_checkpoint(runner) : "none");
 out:
     md_runner_free(runner);
+    md_ddp_free(ddp);
     md_optimizer_free(opt);
     for (int i = 0; i < 4; i++) {
         md_loader_free(loaders[i]);

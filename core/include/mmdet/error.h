@@ -32,6 +32,7 @@ typedef enum md_errcode {
     MD_ERR_NOMEM,
     MD_ERR_NUMERIC,     /* NaN or infinite value where one must not be */
     MD_ERR_INTERRUPTED, /* SIGINT/SIGTERM */
+    MD_ERR_DIST,        /* a collective failed or timed out (another rank failed) */
 } md_errcode;
 
 /* Sets the message (printf-style) and code MD_ERR_GENERIC; returns -1. */
