@@ -164,6 +164,7 @@ typedef struct bn_layer {
     md_tensor *w, *b, *mean, *var, *count;
     double eps, momentum;
     int64_t count_mirror;   /* the device counter's value, read once (-1: not yet) */
+    bool sync;              /* SyncBN */
 } bn_layer;
 
 /* num_batches_tracked += 1. On a device the value is mirrored on the host
@@ -182,6 +183,7 @@ static void bn_count(bn_layer *n) {
 static md_tensor *bn_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     bn_layer *n = (bn_layer *)m;
     if (m->training && x && n->count) bn_count(n);
+    if (n->sync) return md_sync_batch_norm2d(ctx, x, n->w, n->b, n->mean, n->var, m->training, n->momentum, n->eps);
     return md_batch_norm2d(ctx, x, n->w, n->b, n->mean, n->var, m->training, n->momentum, n->eps);
 }
 static const md_module_class bn_class = { .name = "BatchNorm2d", .forward1 = bn_forward };
@@ -210,6 +212,13 @@ MD_API md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momen
     md_tensor_fill_(n->var, 1.0);
     n->w->requires_grad = n->b->requires_grad = requires_grad;
     return &n->base;
+}
+
+MD_API md_module *md_nn_sync_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad,
+                                         md_error *err) {
+    md_module *m = md_nn_batchnorm2d(ctx, c, eps, momentum, requires_grad, err);
+    if (m) ((bn_layer *)m)->sync = true;
+    return m;
 }
 
 typedef struct gn_layer { md_module base; md_tensor *w, *b; int groups; double eps; } gn_layer;
@@ -386,8 +395,8 @@ MD_API md_module *md_nn_norm_layer(md_ctx *ctx, const md_conv_module_opts *o, in
     double eps = o->norm_eps > 0 ? o->norm_eps : 1e-5;
     return o->norm_groups > 0
                ? md_nn_groupnorm(ctx, o->norm_groups, channels, eps, o->norm_requires_grad, err)
-               : md_nn_batchnorm2d(ctx, channels, eps, o->norm_momentum > 0 ? o->norm_momentum : 0.1,
-                                   o->norm_requires_grad, err);
+               : (o->norm_sync ? md_nn_sync_batchnorm2d : md_nn_batchnorm2d)(
+                     ctx, channels, eps, o->norm_momentum > 0 ? o->norm_momentum : 0.1, o->norm_requires_grad, err);
 }
 
 MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err) {
@@ -441,6 +450,7 @@ MD_API int md_norm_cfg_read(const md_cfg *nc, const char *what, const char *allo
     o->norm_groups = 0;
     o->norm_eps = 0;
     o->norm_momentum = 0;
+    o->norm_sync = false;
     if (!nc || md_cfg_kind(nc) == MD_CFG_NONE) return 0;
     if (!allow) allow = "BN,SyncBN,GN";
     if (md_cfg_kind(nc) != MD_CFG_GROUP)
@@ -451,6 +461,7 @@ MD_API int md_norm_cfg_read(const md_cfg *nc, const char *what, const char *allo
         return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.type '%s' is not supported (%s)", md_cfg_file(nc),
                         md_cfg_line(nc), what, type, allow);
     bool gn = !strcmp(type, "GN");
+    o->norm_sync = !strcmp(type, "SyncBN");
     static const md_key bn_keys[] = {
         { "requires_grad", MD_KEY_BOOL, "true", "train the affine parameters", false },
         { "eps", MD_KEY_FLOAT, "1e-5", "added to the variance", false },

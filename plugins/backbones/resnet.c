@@ -323,7 +323,7 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         goto fail;
     }
     if (md_norm_cfg_read(r->norm_cfg, "norm_cfg", "BN,BN2d,SyncBN,GN", &r->norm, err) != 0) goto fail;
-    if (!strcmp(md_cfg_str(r->norm_cfg, "type", ""), "SyncBN"))
+    if (!strcmp(md_cfg_str(r->norm_cfg, "type", ""), "SyncBN") && md_dist_world_size(ctx) == 1)
         md_warn(ctx, "ResNet: norm_cfg SyncBN in a single process is BatchNorm (statistics of this process only)");
     snprintf(r->stem_norm, sizeof r->stem_norm, "%s1", md_norm_abbr(&r->norm));
     const md_conv_module_opts *norm = &r->norm;

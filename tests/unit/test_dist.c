@@ -152,3 +152,60 @@ Test(dist, launcher_pytorch_is_a_clear_error) {
     const char *out = slurp(path);
     cr_assert(out && strstr(out, "--launcher pytorch") && strstr(out, "--launcher mpi"), "%s", out);
 }
+
+/* Largest |a - b| / (|b| + 1e-3) over the entries of two checkpoints whose
+ * names end with `suffix`; *n gets how many were compared. */
+static double ckpt_diff(const char *a_path, const char *b_path, const char *suffix, int *n) {
+    md_error err = { 0 };
+    md_st *a = md_st_open(a_path, &err), *b = a ? md_st_open(b_path, &err) : NULL;
+    cr_assert(a && b, "%s", err.msg);
+    double worst = 0;
+    *n = 0;
+    for (int i = 0; i < md_st_count(b); i++) {
+        const char *name = md_st_name(b, i);
+        size_t l = strlen(name), ls = strlen(suffix);
+        if (l < ls || strcmp(name + l - ls, suffix) || md_st_dtype(b, i) != MD_F32) continue;
+        int j = md_st_find(a, name);
+        cr_assert_geq(j, 0, "%s has no %s", a_path, name);
+        int64_t shape[8];
+        int nd = md_st_shape(b, i, shape);
+        int64_t cnt = 1;
+        for (int d = 0; d < nd; d++) cnt *= shape[d];
+        const float *x = golden_data(a, j), *y = golden_data(b, i);
+        for (int64_t k = 0; k < cnt; k++) {
+            double d = fabs((double)x[k] - y[k]) / (fabs(y[k]) + 1e-3);
+            if (d > worst) worst = d;
+        }
+        (*n)++;
+    }
+    md_st_close(a);
+    md_st_close(b);
+    return worst;
+}
+
+Test(dist, syncbn_two_ranks_of_2_equal_one_bn_process_of_4) {
+    need_mpirun();
+    const char *bn_run = "bin/mmdet-run --plugin-dir plugins tests/configs/dist/retinanet_dist_bn.cfg --seed 0 ";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "MMDET_NUM_THREADS=1 %s --work-dir %s/bn --no-validate --cfg-options "
+             "data.train.data_root=%s/data/ model.backbone.norm_cfg.type=BN >%s/bn.out 2>&1", bn_run, dir, dir, dir);
+    cr_assert_eq(system(cmd), 0, "%s", output("bn"));
+    snprintf(cmd, sizeof cmd, "MMDET_NUM_THREADS=1 " MPIRUN "%s --work-dir %s/sync --no-validate --launcher mpi "
+             "--cfg-options data.train.data_root=%s/data/ data.samples_per_gpu=2 >%s/sync.out 2>&1", bn_run, dir, dir,
+             dir);
+    cr_assert_eq(system(cmd), 0, "%s", output("sync"));
+    losses bn, sync;
+    read_losses("bn", &bn);
+    read_losses("sync", &sync);
+    assert_same_losses(&sync, &bn, "SyncBN, 2 ranks x 2 images vs BN, 1 x 4");
+    /* the running statistics too (SyncBN's unbiased variance over 4 images) */
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/sync/epoch_20.safetensors", dir);
+    snprintf(b, sizeof b, "%s/bn/epoch_20.safetensors", dir);
+    int n_mean, n_var;
+    double dm = ckpt_diff(a, b, "running_mean", &n_mean), dv = ckpt_diff(a, b, "running_var", &n_var);
+    cr_assert_gt(n_mean, 10);
+    cr_assert_eq(n_var, n_mean);
+    cr_assert_lt(dm, 1e-4, "running_mean differs by %g", dm);
+    cr_assert_lt(dv, 1e-4, "running_var differs by %g", dv);
+}

@@ -107,6 +107,16 @@ int md_dist_wait(md_ctx *ctx, const md_tensor *t, md_comm_work *work, md_error *
 int md_dist_all_gather_bytes(md_ctx *ctx, const void *buf, size_t bytes, void **out, size_t **sizes, md_error *err);
 int md_dist_barrier(md_ctx *ctx, md_error *err);
 
+/* ---- SyncBN ---- */
+/* md_batch_norm2d with the batch statistics of every rank's batch (mmcv's
+ * SyncBatchNorm): in training with a world of more than 1 process the
+ * per-channel sums go through an all-reduce, forward and backward (so every
+ * rank calls it for the same layers in the same order); otherwise it is
+ * md_batch_norm2d. */
+md_tensor *md_sync_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                                md_tensor *running_mean, md_tensor *running_var, bool training, double momentum,
+                                double eps);
+
 /* ---- data parallelism (MMDistributedDataParallel) ---- */
 typedef struct md_ddp md_ddp;
 struct md_module;

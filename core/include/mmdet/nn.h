@@ -38,6 +38,10 @@ md_module *md_nn_conv_transpose2d(md_ctx *ctx, int in, int out, int kernel, int 
  * affine parameters (mmdet norm_cfg requires_grad). In eval mode (training
  * false, e.g. norm_eval) it uses the running statistics. */
 md_module *md_nn_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad, md_error *err);
+/* The same layer as SyncBN (mmcv's SyncBatchNorm, same state dict): in
+ * training the statistics are those of every rank's batch. */
+md_module *md_nn_sync_batchnorm2d(md_ctx *ctx, int c, double eps, double momentum, bool requires_grad,
+                                  md_error *err);
 /* nn.GroupNorm(num_groups, c, eps): "weight" (1) and "bias" (0) [c];
  * requires_grad=false freezes them. Same in train and eval mode. */
 md_module *md_nn_groupnorm(md_ctx *ctx, int num_groups, int c, double eps, bool requires_grad, md_error *err);
@@ -64,6 +68,7 @@ typedef struct md_conv_module_opts {
     int norm_groups;      /* > 0: GroupNorm with this many groups instead of BN */
     double norm_eps;      /* <= 0: 1e-5 */
     double norm_momentum; /* BN only; <= 0: 0.1 */
+    bool norm_sync;       /* BN: SyncBN, statistics over every rank (md_sync_batch_norm2d) */
 } md_conv_module_opts;
 md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err);
 
