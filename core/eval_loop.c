@@ -96,8 +96,10 @@ MD_API const md_model_iface *md_model_test_iface(const md_module *model) {
     return it && it->simple_test ? it : NULL;
 }
 
-MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
-                              md_results *out, md_error *err) {
+/* The test loop; `shard`: the loader yields this rank's part of ds only
+ * (then *seen_out gets which indices it had). */
+static int test_loop(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress, bool shard,
+                     md_results *out, bool **seen_out, md_error *err) {
     memset(out, 0, sizeof *out);
     const md_model_iface *it = md_model_test_iface(model);
     if (!it) return md_fail(err, "model %s has no simple_test", model && model->cls ? model->cls->name : "?");
@@ -116,7 +118,7 @@ MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, 
     bool prev_grad = md_grad_set_enabled(ctx, false);
     size_t mark = md_ctx_arena_mark(ctx);
     md_progress bar;
-    md_progress_start(&bar, progress ? stderr : NULL, n);
+    md_progress_start(&bar, progress ? stderr : NULL, shard ? md_loader_len(loader) : n);
     int rc = md_loader_start_epoch(loader, 0, err);
     md_det_result *res = NULL;
     int cap = 0;
@@ -190,15 +192,159 @@ MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, 
         int bn = batch->n;
         md_batch_free(batch);
         md_ctx_arena_release(ctx, mark);
-        if (rc == 0) md_progress_update(&bar, bn);
+        if (rc == 0) md_progress_update(&bar, shard ? 1 : bn);
     }
     md_progress_finish(&bar);
-    for (int64_t i = 0; rc == 0 && i < n; i++)
+    for (int64_t i = 0; rc == 0 && !shard && i < n; i++)
         if (!seen[i]) rc = md_fail(err, "the test loader did not yield dataset index %lld", (long long)i);
     free(res);
-    free(seen);
+    if (seen_out && rc == 0) *seen_out = seen;
+    else free(seen);
     md_grad_set_enabled(ctx, prev_grad);
     md_module_train(model, was_training);
+    if (rc != 0) md_results_free(out);
+    return rc;
+}
+
+MD_API int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
+                              md_results *out, md_error *err) {
+    return test_loop(ctx, model, loader, ds, progress, false, out, NULL, err);
+}
+
+/* ---- multi_gpu_test: each rank's shard, gathered (collect_results) ----
+ * One record per image a rank tested: index, box count, boxes, labels, and
+ * the RLEs when the model gives masks (h, w, count, counts). */
+
+typedef struct buf { char *p; size_t n, cap; } buf;
+
+static int put(buf *b, const void *src, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+    return 0;
+}
+
+static int pack(const md_results *res, const bool *seen, buf *b) {
+    for (int64_t i = 0; i < res->n; i++) {
+        if (!seen[i]) continue;
+        const md_det_result *r = &res->r[i];
+        int32_t k = r->n, has_masks = r->masks != NULL;
+        if (put(b, &i, sizeof i) || put(b, &k, sizeof k) || put(b, &has_masks, sizeof has_masks) ||
+            put(b, r->bboxes, sizeof(float) * 5 * (size_t)k) || put(b, r->labels, sizeof(int64_t) * (size_t)k))
+            return -1;
+        for (int j = 0; has_masks && j < k; j++) {
+            const md_rle *m = &r->masks[j];
+            int32_t hw[2] = { m->h, m->w };
+            if (put(b, hw, sizeof hw) || put(b, &m->m, sizeof m->m) ||
+                put(b, m->counts, sizeof *m->counts * (size_t)m->m))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Reads from *p (at most end); false when the data run short. */
+static bool take(const char **p, const char *end, void *dst, size_t n) {
+    if ((size_t)(end - *p) < n) return false;
+    memcpy(dst, *p, n);
+    *p += n;
+    return true;
+}
+
+/* The first result for an index wins: the samplers' padding repeats some. */
+static int unpack(md_results *out, const char *p, const char *end, md_error *err) {
+    while (p < end) {
+        int64_t idx;
+        int32_t k, has_masks;
+        if (!take(&p, end, &idx, sizeof idx) || !take(&p, end, &k, sizeof k) ||
+            !take(&p, end, &has_masks, sizeof has_masks) || idx < 0 || idx >= out->n || k < 0)
+            return md_failc(err, MD_ERR_DIST, "collect_results: a rank sent a malformed result");
+        bool keep = out->r[idx].bboxes == NULL;
+        float *bx = malloc(sizeof *bx * (size_t)(5 * k + 1));
+        int64_t *lb = malloc(sizeof *lb * (size_t)(k + 1));
+        md_rle *m = has_masks ? calloc((size_t)k + 1, sizeof *m) : NULL;
+        bool ok = bx && lb && (!has_masks || m) && take(&p, end, bx, sizeof *bx * 5 * (size_t)k) &&
+                  take(&p, end, lb, sizeof *lb * (size_t)k);
+        for (int j = 0; ok && has_masks && j < k; j++) {
+            int32_t hw[2];
+            ok = take(&p, end, hw, sizeof hw) && take(&p, end, &m[j].m, sizeof m[j].m) && m[j].m >= 0 &&
+                 (m[j].counts = malloc(sizeof *m[j].counts * (size_t)(m[j].m + 1))) &&
+                 take(&p, end, m[j].counts, sizeof *m[j].counts * (size_t)m[j].m);
+            m[j].h = hw[0];
+            m[j].w = hw[1];
+        }
+        if (ok && keep) {
+            out->r[idx] = (md_det_result){ k, bx, lb, m };
+            continue;
+        }
+        for (int j = 0; m && j < k; j++) md_rle_free(&m[j]);
+        free(m);
+        free(bx);
+        free(lb);
+        if (!ok) return md_failc(err, MD_ERR_DIST, "collect_results: a rank sent a malformed result (or out of memory)");
+    }
+    return 0;
+}
+
+MD_API int md_multi_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
+                             md_results *out, md_error *err) {
+    if (md_dist_world_size(ctx) == 1) return md_single_gpu_test(ctx, model, loader, ds, progress, out, err);
+    md_results mine;
+    bool *seen = NULL;
+    /* every rank goes on to the gather, so that a failing one is named by
+     * itself instead of leaving the others waiting */
+    int rc = test_loop(ctx, model, loader, ds, progress && md_dist_rank(ctx) == 0, true, &mine, &seen, err);
+    buf b = { 0 };
+    int32_t failed = rc != 0;
+    if (!failed && pack(&mine, seen, &b) != 0) failed = md_failc(err, MD_ERR_NOMEM, "out of memory packing results") != 0;
+    if (seen) md_results_free(&mine);   /* (a failed loop freed it) */
+    free(seen);
+    /* a leading flag says whether this rank's part is there */
+    buf msg = { 0 };
+    if (put(&msg, &failed, sizeof failed) || (b.n && put(&msg, b.p, b.n))) {
+        free(b.p);
+        free(msg.p);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    free(b.p);
+    void *all = NULL;
+    size_t *sizes = NULL;
+    md_error gerr = { 0 };
+    int grc = md_dist_all_gather_bytes(ctx, msg.p, msg.n, &all, &sizes, &gerr);
+    free(msg.p);
+    if (failed) {
+        free(all);
+        free(sizes);
+        return -1;
+    }
+    if (grc != 0) {
+        *err = gerr;
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->n = md_dataset_len(ds);
+    out->r = calloc((size_t)out->n + 1, sizeof *out->r);
+    out->metas = calloc((size_t)out->n + 1, sizeof *out->metas);
+    if (!out->r || !out->metas) rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+    const char *p = all;
+    for (int r = 0; rc == 0 && r < md_dist_world_size(ctx); r++) {
+        int32_t peer_failed = 1;
+        if (sizes[r] >= sizeof peer_failed) memcpy(&peer_failed, p, sizeof peer_failed);
+        if (peer_failed) rc = md_failc(err, MD_ERR_DIST, "rank %d failed its part of the evaluation", r);
+        else rc = unpack(out, p + sizeof peer_failed, p + sizes[r], err);
+        p += sizes[r];
+    }
+    for (int64_t i = 0; rc == 0 && i < out->n; i++)
+        if (!out->r[i].bboxes) rc = md_fail(err, "collect_results: no rank tested dataset index %lld", (long long)i);
+    free(all);
+    free(sizes);
     if (rc != 0) md_results_free(out);
     return rc;
 }

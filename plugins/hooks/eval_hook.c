@@ -1,4 +1,9 @@
-/* EvalHook: mmdet's EvalHook (mmcv's rules). Every `interval` epochs (or
+/* EvalHook and DistEvalHook: mmdet's (mmcv's rules). DistEvalHook tests
+ * each rank's shard of the val set and gathers the results on rank 0
+ * (md_multi_gpu_test), which evaluates, logs and keeps the best; before
+ * testing rank 0's BN running statistics go to every rank.
+ *
+ * EvalHook: Every `interval` epochs (or
  * iterations), from `start`, the model's simple_test runs over its own val
  * loader (samples_per_gpu 1, no shuffle) with a progress bar on stderr; the
  * dataset's evaluate gives the metrics, which go into the runner's log
@@ -36,24 +41,34 @@ typedef struct eval_hook {
     char greater[MAX_KEYS][32], less[MAX_KEYS][32];
     int n_greater, n_less;
     char best_path[4096];
+    bool dist, broadcast_bn;       /* DistEvalHook */
 } eval_hook;
 
-static const md_key keys[] = {
-    { "dataset", MD_KEY_GROUP, NULL, "the val dataset config (test_mode defaults to true)", true },
-    { "interval", MD_KEY_INT, "1", "evaluate every N epochs (or iterations)", false,
-      MD_AT(eval_hook, interval), .min = "1" },
-    { "start", MD_KEY_ANY, NULL, "first epoch (iteration) to evaluate at; None: interval rule only", false,
-      MD_AT(eval_hook, start_cfg) },
-    { "by_epoch", MD_KEY_BOOL, "true", "epochs (true) or iterations", false, MD_AT(eval_hook, by_epoch) },
-    { "save_best", MD_KEY_ANY, NULL, "metric whose best value keeps a checkpoint; 'auto': the first", false },
-    { "rule", MD_KEY_ANY, NULL, "'greater' or 'less'; None: inferred from the metric name", false },
-    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate (a name or a list)", false },
-    { "greater_keys", MD_KEY_ANY, NULL, "names whose larger value is better (mmcv's defaults)", false },
-    { "less_keys", MD_KEY_ANY, NULL, "names whose smaller value is better (mmcv's defaults)", false },
-    { "out_dir", MD_KEY_ANY, NULL, "folder for the best checkpoint (default: the work dir)", false },
-    { "samples_per_gpu", MD_KEY_INT, "1", "val batch size (mmdet: 1)", false, MD_AT(eval_hook, samples_per_gpu) },
-    { "workers_per_gpu", MD_KEY_INT, "0", "val loader threads", false, MD_AT(eval_hook, workers_per_gpu) },
+#define EVAL_KEYS \
+    { "dataset", MD_KEY_GROUP, NULL, "the val dataset config (test_mode defaults to true)", true }, \
+    { "interval", MD_KEY_INT, "1", "evaluate every N epochs (or iterations)", false, \
+      MD_AT(eval_hook, interval), .min = "1" }, \
+    { "start", MD_KEY_ANY, NULL, "first epoch (iteration) to evaluate at; None: interval rule only", false, \
+      MD_AT(eval_hook, start_cfg) }, \
+    { "by_epoch", MD_KEY_BOOL, "true", "epochs (true) or iterations", false, MD_AT(eval_hook, by_epoch) }, \
+    { "save_best", MD_KEY_ANY, NULL, "metric whose best value keeps a checkpoint; 'auto': the first", false }, \
+    { "rule", MD_KEY_ANY, NULL, "'greater' or 'less'; None: inferred from the metric name", false }, \
+    { "metric", MD_KEY_ANY, "\"bbox\"", "passed to the dataset's evaluate (a name or a list)", false }, \
+    { "greater_keys", MD_KEY_ANY, NULL, "names whose larger value is better (mmcv's defaults)", false }, \
+    { "less_keys", MD_KEY_ANY, NULL, "names whose smaller value is better (mmcv's defaults)", false }, \
+    { "out_dir", MD_KEY_ANY, NULL, "folder for the best checkpoint (default: the work dir)", false }, \
+    { "samples_per_gpu", MD_KEY_INT, "1", "val batch size (mmdet: 1)", false, MD_AT(eval_hook, samples_per_gpu) }, \
+    { "workers_per_gpu", MD_KEY_INT, "0", "val loader threads", false, MD_AT(eval_hook, workers_per_gpu) }, \
     { "progress", MD_KEY_BOOL, "true", "progress bar on stderr", false, MD_AT(eval_hook, progress) },
+static const md_key keys[] = { EVAL_KEYS { 0 } };
+/* DistEvalHook's: gpu_collect and tmpdir choose how mmcv gathers results;
+ * here they always go through the communicator. */
+static const md_key dist_keys[] = {
+    EVAL_KEYS
+    { "gpu_collect", MD_KEY_BOOL, "false", "accepted: results are gathered through the communicator", false },
+    { "tmpdir", MD_KEY_ANY, NULL, "accepted: results are gathered through the communicator", false },
+    { "broadcast_bn_buffer", MD_KEY_BOOL, "true", "rank 0's BN running statistics everywhere before testing", false,
+      MD_AT(eval_hook, broadcast_bn) },
     { 0 } };
 
 static bool has_sub(const char *hay, const char *needle) {
@@ -115,10 +130,36 @@ static int save_best(eval_hook *h, md_runner *r, double score, md_error *err) {
     return 0;
 }
 
+/* mmdet's DistEvalHook: BN statistics of ranks that trained apart differ;
+ * rank 0's go everywhere (module buffers named running_mean/var). */
+static int broadcast_bn(const char *name, md_tensor *t, bool is_param, void *user) {
+    md_runner *r = user;
+    size_t n = strlen(name);
+    if (is_param || !((n >= 12 && !strcmp(name + n - 12, "running_mean")) ||
+                      (n >= 11 && !strcmp(name + n - 11, "running_var"))))
+        return 0;
+    md_error e = { 0 };
+    if (md_dist_broadcast(md_runner_ctx(r), t, 0, &e) != 0) {
+        md_op_failc(md_runner_ctx(r), e.code, "DistEvalHook", "%s: %s", name, e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int do_evaluate(eval_hook *h, md_runner *r, md_error *err) {
     md_ctx *ctx = md_runner_ctx(r);
     md_results res;
-    if (md_single_gpu_test(ctx, md_runner_model(r), h->loader, h->ds, h->progress, &res, err) != 0) return -1;
+    if (h->dist) {
+        if (h->broadcast_bn && md_module_visit(md_runner_model(r), "", broadcast_bn, r) != 0)
+            return md_error_from_ctx(ctx, err, "DistEvalHook");
+        if (md_multi_gpu_test(ctx, md_runner_model(r), h->loader, h->ds, h->progress, &res, err) != 0) return -1;
+        if (md_dist_rank(ctx) != 0) {   /* rank 0 evaluates, logs and keeps the best */
+            md_results_free(&res);
+            return 0;
+        }
+    } else if (md_single_gpu_test(ctx, md_runner_model(r), h->loader, h->ds, h->progress, &res, err) != 0) {
+        return -1;
+    }
     md_metrics m = { 0 };
     int rc = h->ds->iface->evaluate(h->ds, res.r, res.n, h->metric, &m, err);
     md_results_free(&res);
@@ -253,7 +294,7 @@ static int opt_keys(const md_cfg *cfg, const char *key, char out[][32], int *n, 
     return 0;
 }
 
-static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
+static void *build_hook(md_ctx *ctx, const md_cfg *cfg, bool dist, md_error *err) {
     static const char *const greater[] = { "acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU",
                                            "mAcc", "aAcc" };
     static const char *const less[] = { "loss" };
@@ -266,8 +307,9 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     h->ctx = ctx;
     h->initial = true;
     h->start = -1;
+    h->dist = dist;
     char rule[32];
-    if (md_cfg_read_struct(cfg, keys, h, "EvalHook", err)) goto fail;
+    if (md_cfg_read_struct(cfg, dist ? dist_keys : keys, h, dist ? "DistEvalHook" : "EvalHook", err)) goto fail;
     const md_cfg *st = h->start_cfg;
     if (st && md_cfg_kind(st) == MD_CFG_INT) {
         h->start = md_cfg_as_int(st);
@@ -313,6 +355,10 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     lc.samples_per_gpu = h->samples_per_gpu;
     lc.workers_per_gpu = h->workers_per_gpu;
     lc.shuffle = false;
+    if (dist) {   /* DistributedSampler(shuffle=False): this rank's shard */
+        lc.rank = md_dist_rank(ctx);
+        lc.world_size = md_dist_world_size(ctx);
+    }
     h->loader = md_loader_new(h->ds, &lc, err);
     if (!h->loader) goto fail;
     return h;
@@ -321,7 +367,14 @@ fail:
     return NULL;
 }
 
+static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build_hook(ctx, cfg, false, err); }
+static void *build_dist(md_ctx *ctx, const md_cfg *cfg, md_error *err) { return build_hook(ctx, cfg, true, err); }
+
 MD_PLUGIN("eval_hook", "1.0", "Apache-2.0");
 static const md_class cls = { .name = "EvalHook", .keys = keys, .build = build, MD_IFACE(&iface, MD_IFACE_HOOK),
                               .doc = "evaluate on the val set every interval; keep the best checkpoint" };
 MD_REGISTER("hooks", cls)
+static const md_class dist_cls = { .name = "DistEvalHook", .keys = dist_keys, .build = build_dist,
+                                   MD_IFACE(&iface, MD_IFACE_HOOK),
+                                   .doc = "EvalHook over every rank's shard, results gathered on rank 0" };
+MD_REGISTER("hooks", dist_cls)

@@ -12,7 +12,12 @@
  * installs openmpi-bin for `make test`). */
 #include <criterion/criterion.h>
 #include <glob.h>
+#include <errno.h>
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,18 +120,25 @@ static void read_losses(const char *work, losses *out) {
     globfree(&g);
 }
 
-/* Loss by loss to 1e-5 relative; the JSON log prints 6 significant
- * digits, so half a unit of the last one on each side is added. */
+/* Loss by loss to 1e-5 relative, n iterations of a from a_off against b
+ * from b_off; the JSON log prints 6 significant digits, so half a unit of
+ * the last one on each side is added. */
+static void assert_same_range(const losses *a, int a_off, const losses *b, int b_off, int n, const char *what) {
+    cr_assert_geq(a->n, a_off + n, "%s: %d logged iterations, expected %d", what, a->n, a_off + n);
+    cr_assert_geq(b->n, b_off + n, "%s: %d logged iterations in the reference, expected %d", what, b->n, b_off + n);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) {
+            double x = a->v[k][a_off + i], y = b->v[k][b_off + i];
+            double tol = 1e-5 * fabs(y) + 1e-5 * pow(10, floor(log10(fabs(y) + 1e-30)));
+            cr_assert(fabs(x - y) <= tol, "%s: iteration %d, %.*s %.6g against %.6g", what, b_off + i + 1,
+                      (int)strlen(KEYS[k]) - 2, KEYS[k], x, y);
+        }
+}
+
 static void assert_same_losses(const losses *a, const losses *b, const char *what) {
     cr_assert_eq(a->n, 20, "%s: %d logged iterations, expected 20", what, a->n);
     cr_assert_eq(b->n, a->n, "%s: %d against %d logged iterations", what, b->n, a->n);
-    for (int i = 0; i < a->n; i++)
-        for (int k = 0; k < 3; k++) {
-            double x = a->v[k][i], y = b->v[k][i];
-            double tol = 1e-5 * fabs(y) + 1e-5 * pow(10, floor(log10(fabs(y) + 1e-30)));
-            cr_assert(fabs(x - y) <= tol, "%s: iteration %d, %.*s %.6g against %.6g", what, i + 1,
-                      (int)strlen(KEYS[k]) - 2, KEYS[k], x, y);
-        }
+    assert_same_range(a, 0, b, 0, 20, what);
 }
 
 Test(dist, gn_two_ranks_of_2_equal_one_process_of_4) {
@@ -208,4 +220,188 @@ Test(dist, syncbn_two_ranks_of_2_equal_one_bn_process_of_4) {
     cr_assert_eq(n_var, n_mean);
     cr_assert_lt(dm, 1e-4, "running_mean differs by %g", dm);
     cr_assert_lt(dv, 1e-4, "running_var differs by %g", dv);
+}
+
+Test(dist, checkpoint_of_2_ranks_resumes_on_1_and_on_2) {
+    need_mpirun();
+    cr_assert_eq(train("", "one", "--no-validate", ""), 0, "%s", output("one"));
+    cr_assert_eq(train(MPIRUN, "half", "--no-validate --launcher mpi", "data.samples_per_gpu=2 runner.max_epochs=10"),
+                 0, "%s", output("half"));
+    char path[256], flags[512];
+    snprintf(path, sizeof path, "%s/half/epoch_10.safetensors", dir);
+    cr_assert_eq(access(path, F_OK), 0, "rank 0 wrote no %s", path);
+    snprintf(flags, sizeof flags, "--no-validate --launcher mpi --resume-from %s", path);
+    cr_assert_eq(train(MPIRUN, "on2", flags, "data.samples_per_gpu=2"), 0, "%s", output("on2"));
+    snprintf(flags, sizeof flags, "--no-validate --resume-from %s", path);
+    cr_assert_eq(train("", "on1", flags, ""), 0, "%s", output("on1"));
+    losses one, on1, on2;
+    read_losses("one", &one);
+    read_losses("on1", &on1);
+    read_losses("on2", &on2);
+    cr_assert_eq(on1.n, 10);
+    cr_assert_eq(on2.n, 10);
+    assert_same_range(&on2, 0, &one, 10, 10, "resumed on 2 ranks vs 1 process from the start");
+    assert_same_range(&on1, 0, &one, 10, 10, "resumed on 1 process vs 1 process from the start");
+}
+
+/* The val lines' bbox_mAP* values of <work>'s JSON log, in order. */
+static int read_map(const char *work, double *v, int max) {
+    char pattern[256];
+    snprintf(pattern, sizeof pattern, "%s/%s/*.log.json", dir, work);
+    glob_t g;
+    cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "no JSON log in %s/%s", dir, work);
+    int n = 0;
+    FILE *fp = fopen(g.gl_pathv[0], "r");
+    char line[8192];
+    while (fp && fgets(line, sizeof line, fp)) {
+        if (!strstr(line, "\"mode\": \"val\"")) continue;
+        for (const char *p = line; n < max && (p = strstr(p, "\"bbox_mAP")); p++) {
+            const char *c = strchr(p, ':');
+            if (c) v[n++] = atof(c + 1);
+        }
+    }
+    if (fp) fclose(fp);
+    globfree(&g);
+    return n;
+}
+
+Test(dist, dist_eval_gives_the_single_process_coco_stats) {
+    need_mpirun();
+    /* OracleDetector (tests/plugins) answers with the ground truth of a
+     * scripted part of the val images: the stats change per epoch. 5 val
+     * images over 2 ranks: the sampler pads rank 1's shard with image 0. */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/eval && bin/mmdet-shapes --out %s/eval --train 8 --val 5 --seed 3 "
+             ">/dev/null", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    const char *fmt = "MMDET_NUM_THREADS=1 %sbin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins "
+                      "tests/configs/eval/oracle_shapes.cfg --seed 0 --work-dir %s/%s %s --cfg-options "
+                      "data.train.data_root=%s/eval/ data.val.data_root=%s/eval/ "
+                      "model.ann_file=%s/eval/annotations/instances_val.json %s >%s/%s.out 2>&1";
+    snprintf(cmd, sizeof cmd, fmt, "", dir, "ev1", "", dir, dir, dir, "", dir, "ev1");
+    cr_assert_eq(system(cmd), 0, "%s", output("ev1"));
+    snprintf(cmd, sizeof cmd, fmt, MPIRUN, dir, "ev2", "--launcher mpi", dir, dir, dir, "data.samples_per_gpu=2", dir,
+             "ev2");
+    cr_assert_eq(system(cmd), 0, "%s", output("ev2"));
+    double a[64], b[64];
+    int na = read_map("ev1", a, 64), nb = read_map("ev2", b, 64);
+    cr_assert_eq(na, 4 * 6, "%d bbox_mAP values in the single-process log", na);
+    cr_assert_eq(nb, na, "%d bbox_mAP values distributed, %d in one process", nb, na);
+    bool between = false;
+    for (int i = 0; i < na; i++) {
+        cr_assert_eq(b[i], a[i], "stat %d of epoch %d: %g distributed, %g in one process", i % 6, i / 6 + 1, b[i],
+                     a[i]);
+        if (a[i] > 0.05 && a[i] < 0.95) between = true;
+    }
+    cr_assert(between, "the scripted stats should not all be 0, 1 or -1");
+}
+
+/* The pid of the process of MPI rank `rank` whose parent is `parent`. */
+static pid_t find_rank(pid_t parent, int rank) {
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t found = -1;
+    char want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    while (d && found < 0 && (e = readdir(d))) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0) continue;
+        char path[64], buf[1 << 16];
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "r");
+        int ppid = -1;
+        if (f) {
+            if (fscanf(f, "%*d (%*[^)]) %*c %d", &ppid) != 1) ppid = -1;
+            fclose(f);
+        }
+        if (ppid != parent) continue;
+        snprintf(path, sizeof path, "/proc/%d/environ", pid);
+        f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        for (size_t k = 0; k < n; k += strlen(buf + k) + 1) {
+            buf[n] = 0;
+            if (!strcmp(buf + k, want)) found = pid;
+        }
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Starts a long distributed run, waits until it trains, does `sig` to rank
+ * 1, and returns the seconds until mpirun ended (its status in *status). */
+static double fail_rank_1(const char *work, int sig, const char *env, int *status) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec env MMDET_NUM_THREADS=1 %s " MPIRUN RUN "--work-dir %s/%s --no-validate "
+             "--launcher mpi --cfg-options data.train.data_root=%s/data/ data.samples_per_gpu=2 "
+             "runner.max_epochs=100000 >%s/%s.out 2>&1", env, dir, work, dir, dir, work);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    /* training has started when rank 0 logged a few iterations */
+    char pattern[256];
+    snprintf(pattern, sizeof pattern, "%s/%s/*.log.json", dir, work);
+    pid_t r1 = -1;
+    for (double t0 = now_s(); now_s() - t0 < 120;) {
+        glob_t g;
+        int lines = 0;
+        if (glob(pattern, 0, NULL, &g) == 0) {
+            FILE *f = fopen(g.gl_pathv[0], "r");
+            char line[8192];
+            while (f && fgets(line, sizeof line, f)) lines += strstr(line, "\"mode\": \"train\"") != NULL;
+            if (f) fclose(f);
+            globfree(&g);
+        }
+        if (lines >= 3 && (r1 = find_rank(pid, 1)) > 0) break;
+        usleep(100000);
+    }
+    if (r1 <= 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, status, 0);
+        cr_assert_fail("the distributed run did not start training, or rank 1 was not found: %s", output(work));
+    }
+    cr_assert_eq(kill(r1, sig), 0);
+    double t0 = now_s();
+    while (waitpid(pid, status, WNOHANG) == 0) {
+        if (now_s() - t0 > 120) {
+            kill(pid, SIGKILL);
+            waitpid(pid, status, 0);
+            kill(r1, SIGKILL);
+            cr_assert_fail("mpirun still running 120 s after rank 1 got signal %d: %s", sig, output(work));
+        }
+        usleep(50000);
+    }
+    kill(r1, SIGKILL);   /* a stopped rank the job did not take down */
+    return now_s() - t0;
+}
+
+Test(dist, killed_rank_ends_the_job_with_a_message) {
+    need_mpirun();
+    int status;
+    double t = fail_rank_1("killed", SIGKILL, "", &status);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the job reported success");
+    cr_assert_lt(t, 60, "the job took %.0f s to end", t);
+    const char *out = output("killed");
+    cr_assert(strstr(out, "rank 1"), "no message names rank 1: %s", out);
+}
+
+Test(dist, hung_rank_times_out_with_a_message) {
+    need_mpirun();
+    /* rank 1 stopped: rank 0's next collective waits MMDET_DIST_TIMEOUT s,
+     * then fails naming itself and the operation, and ends the job */
+    int status;
+    double t = fail_rank_1("hung", SIGSTOP, "MMDET_DIST_TIMEOUT=3", &status);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the job reported success");
+    cr_assert_lt(t, 60, "the job took %.0f s to end", t);
+    const char *out = output("hung");
+    cr_assert(strstr(out, "rank 0: ") && strstr(out, "did not complete within 3 s"), "%s", out);
 }

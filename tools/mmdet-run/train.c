@@ -77,7 +77,8 @@ static int register_eval_hook(md_ctx *ctx, const md_cfg *cfg, md_runner *runner,
         md_cfg_free(ds);
         return md_failc(err, MD_ERR_NOMEM, "out of memory");
     }
-    if (!md_cfg_has(ec, "type")) md_cfg_set_str(ec, "type", "EvalHook");
+    /* mmdet: DistEvalHook in a distributed run */
+    if (!md_cfg_has(ec, "type")) md_cfg_set_str(ec, "type", md_dist_world_size(ctx) > 1 ? "DistEvalHook" : "EvalHook");
     md_cfg_set_bool(ec, "by_epoch", by_epoch);
     if (!md_cfg_has(ec, "samples_per_gpu")) md_cfg_set_int(ec, "samples_per_gpu", md_cfg_int(ds, "samples_per_gpu", 1));
     if (!md_cfg_has(ec, "workers_per_gpu")) md_cfg_set_int(ec, "workers_per_gpu", workers);

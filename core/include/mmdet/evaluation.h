@@ -50,6 +50,14 @@ void md_results_free(md_results *res);
  * mode is restored. Errors name the batch and the image files. */
 int md_single_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
                        md_results *out, md_error *err);
+/* mmdet's multi_gpu_test with collect_results: `loader` yields this rank's
+ * shard (a DistributedSampler's: rank r has r, r + W, ..., padded by
+ * repeating the head); each rank tests its shard, the results of every
+ * rank are gathered and put back in dataset order, the padding's repeats
+ * dropped, so *out is what md_single_gpu_test gives over the whole set.
+ * Every rank calls it; in a world of 1 it is md_single_gpu_test. */
+int md_multi_gpu_test(md_ctx *ctx, md_module *model, md_loader *loader, const md_dataset *ds, bool progress,
+                      md_results *out, md_error *err);
 
 /* The model's simple_test, or NULL when its class has none. */
 const md_model_iface *md_model_test_iface(const md_module *model);
