@@ -405,3 +405,14 @@ Test(dist, hung_rank_times_out_with_a_message) {
     const char *out = output("hung");
     cr_assert(strstr(out, "rank 0: ") && strstr(out, "did not complete within 3 s"), "%s", out);
 }
+
+Test(dist, slurm_ranks_must_match_mpi) {
+    need_mpirun();
+    /* Slurm's variables say rank 1 of 2, MPI (a singleton here) 0 of 1 */
+    cr_assert_neq(train("SLURM_PROCID=1 SLURM_NTASKS=2 SLURM_LOCALID=1 ", "slurm", "--no-validate --launcher slurm",
+                        "runner.max_epochs=1"), 0);
+    const char *out = output("slurm");
+    cr_assert(strstr(out, "Slurm says rank 1 of 2, MPI says rank 0 of 1") && strstr(out, "--mpi=pmix"), "%s", out);
+    cr_assert_eq(train("SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 ", "slurm1", "--no-validate --launcher slurm",
+                       "runner.max_epochs=1"), 0, "%s", output("slurm1"));
+}

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <mmdet/data.h>
 #include <mmdet/evaluation.h>
 #include "mmdet_run.h"
@@ -311,6 +312,15 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
                                           err) != 0)
         goto out;
 
+    /* mmdet: DistSamplerSeedHook in a distributed epoch-based run */
+    if (world > 1 && md_runner_by_epoch(runner)) {
+        md_cfg *hc = md_cfg_new_group();
+        int hrc = hc && md_cfg_set_str(hc, "type", "DistSamplerSeedHook")
+                      ? md_runner_register_hook_cfg(runner, hc, MD_PRIORITY_NORMAL, err)
+                      : md_failc(err, MD_ERR_NOMEM, "out of memory");
+        md_cfg_free(hc);
+        if (hrc != 0) goto out;
+    }
     if (register_eval_hook(ctx, cfg, runner, model, md_runner_by_epoch(runner), wpg, err) != 0) goto out;
 
     /* resume_from wins over load_from; --auto-resume finds the latest */
@@ -331,7 +341,20 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    int64_t iter0 = md_runner_iter(runner);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = md_runner_run(runner, src_ptrs, modes, counts, n_phases, err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (ddp && rc == 0 && md_runner_iter(runner) > iter0) {
+        /* what communication cost: the wait after backward's own work */
+        double bytes, wait = md_ddp_take_wait_seconds(ddp, &bytes);
+        double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        int64_t steps = md_runner_iter(runner) - iter0;
+        md_info(ctx, "data parallel: %lld steps, %.2f MB all-reduced per step, %.3f s waiting for all-reduces "
+                "after backward (%.1f%% of %.2f s)", (long long)steps, bytes / (double)steps / 1e6, wait,
+                100.0 * wait / wall, wall);
+    }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     running = NULL;
