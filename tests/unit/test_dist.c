@@ -416,3 +416,20 @@ Test(dist, slurm_ranks_must_match_mpi) {
     cr_assert_eq(train("SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 ", "slurm1", "--no-validate --launcher slurm",
                        "runner.max_epochs=1"), 0, "%s", output("slurm1"));
 }
+
+Test(dist, parameters_without_gradient_do_not_hang) {
+    need_mpirun();
+    /* the backbone's last stage computes an output nothing reads: its
+     * parameters get no gradient on any rank (and keep none, as in one
+     * process); tiny buckets put them in buckets of their own */
+    const char *opts = "model.backbone.out_indices=[0,1,2] model.neck.in_channels=[8,16,32]";
+    char o2[512];
+    snprintf(o2, sizeof o2, "%s data.samples_per_gpu=2", opts);
+    cr_assert_eq(train("", "u1", "--no-validate", opts), 0, "%s", output("u1"));
+    cr_assert_eq(train("MMDET_DDP_BUCKET_MB=0.005 " MPIRUN, "u2", "--no-validate --launcher mpi", o2), 0, "%s",
+                 output("u2"));
+    losses a, b;
+    read_losses("u1", &a);
+    read_losses("u2", &b);
+    assert_same_losses(&b, &a, "an unused backbone stage, 2 ranks x 2 images vs 1 x 4");
+}
