@@ -36,6 +36,9 @@ ifeq ($(SANITIZE),1)
 endif
 CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config --libs libxml-2.0 2>/dev/null) -lpthread -lm
 CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
+# Drawing (core/draw.c) goes through cairo and pango; only it sees their headers.
+CORE_LIBS += $(shell pkg-config --libs pangocairo cairo 2>/dev/null)
+build/core/draw.o: CPPFLAGS += $(shell pkg-config --cflags pangocairo cairo 2>/dev/null)
 LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl

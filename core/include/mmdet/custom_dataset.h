@@ -72,6 +72,8 @@ typedef struct md_custom_dataset_class {
     /* CLASSES when the config's `classes` is None; NULL: `classes` is required. */
     const char *const *classes;
     int n_classes;
+    /* PALETTE by md_palette_table's name ("coco", "voc"); NULL: None. */
+    const char *palette;
     /* mmdet's load_annotations: reads d->ann_file and appends the images
      * training keeps (md_custom_dataset_keep_img) with their boxes. The
      * schema has filled the class's fields; CLASSES and the pipeline are
