@@ -507,7 +507,7 @@ static int plot_curve(jlog *logs, int n_logs, char **keys, int n_keys, char **le
         if (s[k].n == 1 || s[k].val) md_draw_circle(cv, hx + FS, y, 3 * PTS, c);
         md_draw_text(cv, hx + 2.8 * FS, y, s[k].label, FS, black, 0, 0.5);
     }
-    printf("legend: (%.2f, %.2f) %.2f x %.2f, labels %.2f wide\n", lb.x, lb.y, lb.w, lb.h, lb.text_w);
+    printf("legend: (%.6f, %.6f) %.6f x %.6f, labels %.6f wide\n", lb.x, lb.y, lb.w, lb.h, lb.text_w);
 #undef PX
 #undef PY
     rc = md_canvas_finish(cv, &err);
