@@ -38,7 +38,8 @@ CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config -
 CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
 # Drawing (core/draw.c) goes through cairo and pango; only it sees their headers.
 CORE_LIBS += $(shell pkg-config --libs pangocairo cairo 2>/dev/null)
-build/core/draw.o: CPPFLAGS += $(shell pkg-config --cflags pangocairo cairo 2>/dev/null)
+DRAW_CPPFLAGS := $(shell pkg-config --cflags pangocairo cairo 2>/dev/null)
+build/core/draw.o build/fuzz/obj/core/draw.o: CPPFLAGS += $(DRAW_CPPFLAGS)
 LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl
