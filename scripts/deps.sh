@@ -5,6 +5,8 @@
 set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
+# protoc-c generates the protocol buffer code of proto/ (TensorBoard events)
+pkgs="$pkgs libprotobuf-c-dev protobuf-c-compiler"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;
   bench) pkgs="$pkgs python3-torch python3-torchvision python3-numpy" ;;

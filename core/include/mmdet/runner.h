@@ -168,6 +168,11 @@ int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_config, con
                                       const md_cfg *momentum_config, const md_cfg *custom_hooks, md_error *err);
 int md_runner_hook_count(const md_runner *r);
 md_hook *md_runner_hook(const md_runner *r, int i);
+/* The last registered logger hook (type containing "LoggerHook"), or NULL:
+ * the one that clears the log buffer after logging, as mmcv's
+ * LoggerHook.before_run sets its reset_flag, so loggers before it read the
+ * same values. */
+md_hook *md_runner_last_logger(const md_runner *r);
 
 /* workflow: modes[i] is "train" or "val", counts[i] epochs (or iterations
  * for the iteration-based runner); sources[i] feeds phase i. */
