@@ -42,21 +42,19 @@ static const md_key keys[] = {
 
 /* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord
  * framing needs; exported so the tests check it against RFC 3720's vectors. */
+static uint32_t crc_table[256];
+__attribute__((constructor)) static void crc_init(void) {   /* at load, before any thread uses it */
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+}
 uint32_t tensorboard_crc32c(const void *data, size_t n);
 uint32_t tensorboard_crc32c(const void *data, size_t n) {
-    static uint32_t table[256];
-    static bool ready;
-    if (!ready) {   /* idempotent, so a race between threads is harmless */
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-            table[i] = c;
-        }
-        ready = true;
-    }
     const unsigned char *p = data;
     uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
     return c ^ 0xFFFFFFFFu;
 }
 

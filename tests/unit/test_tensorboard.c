@@ -245,13 +245,16 @@ static double json_get(const json_line *j, const char *key) {
  * e * epoch_len + 1. The values the JSON log prints with 6 digits. */
 static void expect_same(const events *ev, const json_line *lines, int n, int64_t epoch_len, double momentum,
                         double t0, double t1) {
+    /* epoch_len 0: by iterations, where the JSON's "iter" is the step */
     static const char *not_buffer[] = { "epoch", "iter", "lr", "memory", "time", "data_time" };
     int k = 0;
     for (int l = 0; l < n; l++) {
         const json_line *j = &lines[l];
         bool train = !strcmp(j->mode, "train");
         int64_t epoch = (int64_t)json_get(j, "epoch");
-        int64_t step = train ? (epoch - 1) * epoch_len + (int64_t)json_get(j, "iter") : epoch * epoch_len + 1;
+        int64_t step = !epoch_len ? (int64_t)json_get(j, "iter")
+                       : train    ? (epoch - 1) * epoch_len + (int64_t)json_get(j, "iter")
+                                  : epoch * epoch_len + 1;
         char tag[96];
         for (int i = 0; i <= j->n + 1; i++) {
             double want;
@@ -299,9 +302,11 @@ static void rm_dir(void) {
 /* ----------------------------------- a training run through mmdet-run -- */
 
 /* OracleDetector (tests/plugins/oracle_detector.c) on generated shapes,
- * with an EvalHook each epoch: train/loss_oracle, train/loss and the
- * val/bbox_mAP* of both epochs, as mmdet's own runs log them. */
-Test(tensorboard, training_run_matches_the_json_log, .timeout = 120) {
+ * trained by bin/mmdet-run from `config` (tests/configs/eval/) with both
+ * loggers at interval 1 and an EvalHook: train/loss_oracle, train/loss and
+ * val/bbox_mAP*, as mmdet's own runs log them. by_iter: an IterBasedRunner,
+ * whose JSON lines carry the step as "iter". */
+static void oracle_run(const char *config, const char *options, bool by_iter, int want_val) {
     test_tmpdir(dir, sizeof dir, "mmdet_tensorboard");
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 8 --val 4 --seed 3 >/dev/null", dir);
@@ -310,17 +315,17 @@ Test(tensorboard, training_run_matches_the_json_log, .timeout = 120) {
     cr_assert(getcwd(cwd, sizeof cwd));
     char cfg[1400];
     snprintf(cfg, sizeof cfg,
-             "base_ = [\"%s/tests/configs/eval/oracle_shapes.cfg\"];\n"
+             "base_ = [\"%s/tests/configs/eval/%s\"];\n"
              "log_config = { interval = 1; hooks = ( { type = \"TextLoggerHook\"; },\n"
              "                                       { type = \"TensorboardLoggerHook\"; } ); };\n",
-             cwd);
+             cwd, config);
     test_write_file(dir, "tb.cfg", cfg);
     double t0 = now();
     snprintf(cmd, sizeof cmd,
              "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins %s/tb.cfg --work-dir %s/work --seed 0 "
              "--cfg-options data.train.data_root=%s/data/ data.val.data_root=%s/data/ "
-             "model.ann_file=%s/data/annotations/instances_val.json runner.max_epochs=2 >%s/out.txt 2>&1",
-             dir, dir, dir, dir, dir, dir);
+             "model.ann_file=%s/data/annotations/instances_val.json %s >%s/out.txt 2>&1",
+             dir, dir, dir, dir, dir, options, dir);
     cr_assert_eq(system(cmd), 0, "mmdet-run failed: see %s/out.txt", dir);
     double t1 = now();
 
@@ -347,21 +352,20 @@ Test(tensorboard, training_run_matches_the_json_log, .timeout = 120) {
         if (strstr(de->d_name, ".log.json")) snprintf(json, sizeof json, "%s/work/%s", dir, de->d_name);
     closedir(d);
     int n = read_json_log(json, lines, 64);
-    /* 2 epochs of training lines, a val line after each */
     int n_val = 0;
-    int64_t epoch_len = 0;
+    int64_t epoch_len = 0;   /* by epoch: the first epoch's last iteration (interval 1) */
     for (int i = 0; i < n; i++) {
         n_val += !strcmp(lines[i].mode, "val");
         if (!strcmp(lines[i].mode, "train") && json_get(&lines[i], "epoch") == 1)
             epoch_len = (int64_t)json_get(&lines[i], "iter");
     }
-    cr_assert_eq(n_val, 2);
+    cr_assert_eq(n_val, want_val);
     cr_assert_gt(epoch_len, 1);
-    expect_same(ev, lines, n, epoch_len, 0.9, t0, t1);
+    expect_same(ev, lines, n, by_iter ? 0 : epoch_len, 0.9, t0, t1);
     /* spot checks of mmcv's tags */
     bool map = false, loss = false, lr = false;
     for (int i = 0; i < ev->n; i++) {
-        map |= !strcmp(ev->s[i].tag, "val/bbox_mAP") && ev->s[i].step == epoch_len + 1;
+        map |= !strcmp(ev->s[i].tag, "val/bbox_mAP") && ev->s[i].step == (by_iter ? 2 : epoch_len + 1);
         loss |= !strcmp(ev->s[i].tag, "train/loss_oracle") && ev->s[i].step == 1 && ev->s[i].value == 1.0f;
         lr |= !strcmp(ev->s[i].tag, "learning_rate") && fabsf(ev->s[i].value - 0.01f) < 1e-9f;
     }
@@ -369,6 +373,17 @@ Test(tensorboard, training_run_matches_the_json_log, .timeout = 120) {
     free(lines);
     free(ev);
     rm_dir();
+}
+
+/* two epochs, an evaluation after each */
+Test(tensorboard, training_run_matches_the_json_log, .timeout = 120) {
+    oracle_run("oracle_shapes.cfg", "runner.max_epochs=2", false, 2);
+}
+
+/* 4 iterations, an evaluation every 2: the EvalHook has the loggers write
+ * the training values first, then its metrics at the same step */
+Test(tensorboard, iter_based_run_matches_the_json_log, .timeout = 120) {
+    oracle_run("oracle_shapes_iter.cfg", "", true, 2);
 }
 
 /* ------------------------------ the toy regression, runner in-process -- */
