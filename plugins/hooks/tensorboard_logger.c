@@ -88,7 +88,7 @@ static int write_event(tb_logger *l, const Tensorflow__Event *ev, md_error *err)
     bool ok = fwrite(head, 1, sizeof head, l->f) == sizeof head && fwrite(buf, 1, n, l->f) == n &&
               fwrite(tail, 1, sizeof tail, l->f) == sizeof tail && fflush(l->f) == 0;
     if (buf != stack) free(buf);
-    if (!ok) return md_failc(err, MD_ERR_IO, "TensorboardLoggerHook: writing %s: %s", l->path, strerror(errno));
+    if (!ok) return md_failc(err, MD_ERR_IO, "writing %s: %s", l->path, strerror(errno));
     return 0;
 }
 
@@ -117,7 +117,7 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
         snprintf(l->dir, n, "%s/tf_logs", md_runner_work_dir(r));
     }
     if (md_fs_mkdirs(l->dir, err) != 0)
-        return md_error_wrap(err, "TensorboardLoggerHook: cannot create log_dir %s", l->dir);
+        return md_error_wrap(err, "cannot create log_dir %s", l->dir);
     /* named as TensorBoard's EventFileWriter names its files; the counter
      * keeps two writers of one process apart */
     static int serial;
@@ -128,7 +128,7 @@ static int before_run(md_hook *hk, md_runner *r, md_error *err) {
              (int)getpid(), __atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED));
     l->f = fopen(l->path, "wbx");
     if (!l->f)
-        return md_failc(err, MD_ERR_IO, "TensorboardLoggerHook: cannot create %s: %s", l->path, strerror(errno));
+        return md_failc(err, MD_ERR_IO, "cannot create %s: %s", l->path, strerror(errno));
     Tensorflow__Event ev = TENSORFLOW__EVENT__INIT;
     ev.wall_time = now();
     ev.what_case = TENSORFLOW__EVENT__WHAT_FILE_VERSION;
@@ -191,7 +191,7 @@ static int after_run(md_hook *hk, md_runner *r, md_error *err) {
     tb_logger *l = (tb_logger *)hk;
     if (l->f && fclose(l->f) != 0) {
         l->f = NULL;
-        return md_failc(err, MD_ERR_IO, "TensorboardLoggerHook: closing %s: %s", l->path, strerror(errno));
+        return md_failc(err, MD_ERR_IO, "closing %s: %s", l->path, strerror(errno));
     }
     l->f = NULL;
     return 0;
