@@ -41,6 +41,7 @@ LINK_MMDET := -Llib -lmmdet -lm
 LIBS_plugins_datasets_coco := -lyajl
 LIBS_plugins_datasets_voc := $(shell pkg-config --libs libxml-2.0 2>/dev/null)
 LIBS_tool_mmdet-analyze-logs := -lyajl
+PROTO_tool_mmdet-export-onnx := onnx
 
 # Objects depend on the flags they were built with: changing SANITIZE or OPT
 # rebuilds everything (plugins live next to their sources, not per-flavour).
@@ -135,6 +136,20 @@ bin/$(1): $(wildcard tools/$(1)/*.c) $(wildcard tools/$(1)/*.h) $(LIBMMDET) $(FL
 	$(CC) $(CPPFLAGS) -Itools/$(1) $(CFLAGS) -MF build/tool_$(1).d $(LDFLAGS) -o $$@ $(wildcard tools/$(1)/*.c) -Wl,-rpath,'$$$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$(1))
 endef
 $(foreach t,$(TOOL_DIRS),$(eval $(call multi_tool,$(t))))
+
+# Protocol buffers (protobuf-c): proto/<name>.proto -> build/proto/<name>.pb-c.{c,h,o};
+# a tool that writes one names it, PROTO_tool_<tool> := <name>, and links
+# its object and -lprotobuf-c.
+PROTO_SRC := $(wildcard proto/*.proto)
+.SECONDARY: $(PROTO_SRC:proto/%.proto=build/proto/%.pb-c.c) $(PROTO_SRC:proto/%.proto=build/proto/%.pb-c.h)
+build/proto/%.pb-c.c build/proto/%.pb-c.h: proto/%.proto | $(DEPS_OK)
+	@mkdir -p build/proto
+	protoc-c --proto_path=proto --c_out=build/proto $<
+build/proto/%.pb-c.o: build/proto/%.pb-c.c build/proto/%.pb-c.h $(FLAGS_STAMP)
+	$(CC) $(CPPFLAGS) -Ibuild/proto $(CFLAGS) -c $< -o $@
+PROTO_TOOLS := $(patsubst PROTO_tool_%,%,$(filter PROTO_tool_%,$(.VARIABLES)))
+$(foreach t,$(PROTO_TOOLS),$(eval bin/$(t): $(PROTO_tool_$(t):%=build/proto/%.pb-c.o)))
+$(foreach t,$(PROTO_TOOLS),$(eval LIBS_tool_$(t) += -Ibuild/proto $(PROTO_tool_$(t):%=build/proto/%.pb-c.o) -lprotobuf-c))
 
 build/tests/%: tests/unit/%.c $(TEST_HELPERS) $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p build/tests

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/norm.h"
+#include "onnx_trace.h"
 
 typedef struct bn_saved {
     md_tensor *x;            /* contiguous input */
@@ -97,9 +98,9 @@ static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md
     return y;
 }
 
-MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
-                                  md_tensor *running_mean, md_tensor *running_var, bool training,
-                                  double momentum, double eps) {
+static md_tensor *batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                               md_tensor *running_mean, md_tensor *running_var, bool training,
+                               double momentum, double eps) {
     if (!x) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
@@ -164,6 +165,14 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
         if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
+}
+
+MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                                  md_tensor *running_mean, md_tensor *running_var, bool training,
+                                  double momentum, double eps) {
+    md_tensor *y = batch_norm2d(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps);
+    return MD__TRACING(ctx, y) ? md__onnx_batch_norm(ctx, y, x, weight, bias, running_mean, running_var, training, eps)
+                               : y;
 }
 
 /* ------------------------------------------------------------ group_norm -- */

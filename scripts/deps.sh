@@ -4,7 +4,7 @@
 # --check installs nothing: it names what is missing and fails (plain `make`).
 set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
-libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
+libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev libprotobuf-c-dev protobuf-c-compiler"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;
   bench) pkgs="$pkgs python3-torch python3-torchvision python3-numpy" ;;
