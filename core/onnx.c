@@ -431,6 +431,40 @@ md_tensor *md__onnx_batch_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tenso
     return emit(ctx, y, "BatchNormalization", ins, 5, at, 1);
 }
 
+/* GroupNorm as PyTorch exports it (ONNX has GroupNormalization only from
+ * opset 18): InstanceNormalization over [N, G, C/G * rest], back to x's
+ * shape, then the per-channel affine map. */
+md_tensor *md__onnx_group_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, int groups, md_tensor *w, md_tensor *b,
+                               double eps) {
+    int64_t G = groups, shape3[3] = { x->shape[0], G, -1 }, cshape[MD_MAX_DIMS];
+    float *ones = malloc(sizeof(float) * (size_t)G), *zeros = calloc((size_t)G, sizeof(float));
+    if (!ones || !zeros) {
+        free(ones);
+        free(zeros);
+        return oom(ctx);
+    }
+    for (int64_t i = 0; i < G; i++) ones[i] = 1.0f;
+    const char *sc = md_onnx_const_f32(ctx, "gn_scale", 1, &G, ones), *bi = md_onnx_const_f32(ctx, "gn_bias", 1, &G, zeros);
+    free(ones);
+    free(zeros);
+    const char *v = md_onnx_node1(ctx, "Reshape", (const char *[]){ md_onnx_value(ctx, x), shape_const(ctx, 3, shape3) },
+                                  2, NULL, 0);
+    md_onnx_attr at = MD_ONNX_FLOAT("epsilon", eps);
+    v = md_onnx_node1(ctx, "InstanceNormalization", (const char *[]){ v, sc, bi }, 3, &at, 1);
+    v = md_onnx_node1(ctx, "Reshape", (const char *[]){ v, shape_const(ctx, x->ndim, x->shape) }, 2, NULL, 0);
+    /* weight and bias [C] as [C, 1, ...] against [N, C, ...] */
+    cshape[0] = x->shape[1];
+    for (int d = 1; d < x->ndim - 1; d++) cshape[d] = 1;
+    if (w) v = md_onnx_node1(ctx, "Mul", (const char *[]){ v, md_onnx_node1(ctx, "Reshape",
+                             (const char *[]){ md_onnx_value(ctx, w), shape_const(ctx, x->ndim - 1, cshape) }, 2,
+                             NULL, 0) }, 2, NULL, 0);
+    if (b) v = md_onnx_node1(ctx, "Add", (const char *[]){ v, md_onnx_node1(ctx, "Reshape",
+                             (const char *[]){ md_onnx_value(ctx, b), shape_const(ctx, x->ndim - 1, cshape) }, 2,
+                             NULL, 0) }, 2, NULL, 0);
+    if (!v || md_onnx_bind(ctx, y, v)) return NULL;
+    return y;
+}
+
 md_tensor *md__onnx_unary(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a) {
     const char *v = md_onnx_value(ctx, a);
     return emit(ctx, y, op, &v, 1, NULL, 0);

@@ -15,6 +15,8 @@ md_tensor *md__onnx_conv(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *w, 
                          md_tensor *scale, md_tensor *shift, bool relu);
 md_tensor *md__onnx_batch_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *w, md_tensor *b, md_tensor *mean,
                                md_tensor *var, bool training, double eps);
+md_tensor *md__onnx_group_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, int groups, md_tensor *w, md_tensor *b,
+                               double eps);
 md_tensor *md__onnx_unary(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a);
 md_tensor *md__onnx_binary(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a, md_tensor *b);
 md_tensor *md__onnx_scalar(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a, double s);

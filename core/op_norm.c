@@ -245,8 +245,8 @@ static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return 0;
 }
 
-MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
-                                double eps) {
+static md_tensor *group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                             double eps) {
     static const char *op = "group_norm";
     if (!x) return NULL;
     char a[96], b[96];
@@ -299,4 +299,10 @@ MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_te
         if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
+}
+
+MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                                double eps) {
+    md_tensor *y = group_norm(ctx, x, num_groups, weight, bias, eps);
+    return MD__TRACING(ctx, y) ? md__onnx_group_norm(ctx, y, x, num_groups, weight, bias, eps) : y;
 }

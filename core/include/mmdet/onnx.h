@@ -19,10 +19,11 @@
  * Parts with their own ONNX form (post-processing, a box coder, NMS) build
  * nodes directly with md_onnx_node on value names, like a symbolic
  * function in PyTorch. Traced ops: conv2d, conv2d_fused, batch_norm2d
- * (eval), relu, relu_, sigmoid, exp, add, add_, sub, mul, div, add_scalar,
+ * (eval), group_norm (InstanceNormalization over the groups, as PyTorch
+ * writes it), relu, relu_, sigmoid, exp, add, add_, sub, mul, div, add_scalar,
  * mul_scalar, clamp, max_pool2d, interpolate_nearest, upsample_nearest,
- * reshape, flatten, permute, transpose, cat, contiguous. Ops that read
- * ONNX opsets 11 to 17 (md_onnx_opset to choose a form). */
+ * reshape, flatten, permute, transpose, cat, contiguous. The forms are
+ * valid for ONNX opsets 11 to 17 (md_onnx_opset tells a symbolic part which). */
 #ifndef MMDET_ONNX_H
 #define MMDET_ONNX_H
 
