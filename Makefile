@@ -49,6 +49,7 @@ LIBS_tool_mmdet-analyze-logs := -lyajl
 # tool_<name>, test_<name>) and gets them linked with -lprotobuf-c.
 PROTO_plugins_hooks_tensorboard_logger := tensorboard_event
 PROTO_test_tensorboard := tensorboard_event
+PROTO_tool_mmdet-export-onnx := onnx
 
 # Objects depend on the flags they were built with: changing SANITIZE or OPT
 # rebuilds everything (plugins live next to their sources, not per-flavour).

@@ -5,7 +5,7 @@
 set -eu
 pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev \
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
-# protoc-c generates the protocol buffer code of proto/ (TensorBoard events)
+# protoc-c generates the protocol buffer code of proto/ (TensorBoard events, ONNX models)
 pkgs="$pkgs libprotobuf-c-dev protobuf-c-compiler"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;

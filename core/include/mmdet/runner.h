@@ -59,6 +59,12 @@ typedef struct md_model_iface {
      * Same lifetime rules as simple_test. NULL when the model has no
      * test-time augmentation. */
     int (*aug_test)(md_ctx *ctx, md_module *model, void *batch, md_det_result *results, md_error *err);
+    /* mmdet's onnx_export while an ONNX trace is on (onnx.h), in eval mode
+     * with grad off: the forward on img [N, 3, H, W] (already the graph
+     * input "input"), then the graph outputs: with postprocess "dets"
+     * [N, K, 5] and "labels" [N, K], else the heads' raw outputs. NULL
+     * when the model cannot be exported. */
+    int (*onnx_export)(md_ctx *ctx, md_module *model, md_tensor *img, bool postprocess, md_error *err);
 } md_model_iface;
 
 /* ---- where batches come from ---- */
