@@ -133,6 +133,7 @@ struct md_ctx {
     char scope[1024];
     int scope_marks[64];
     int scope_depth;
+    struct md_onnx_graph *onnx;   /* the ONNX trace the ops report to (onnx.c); NULL: off */
 };
 
 /* Subsystem set-up and tear-down, called by md_ctx_new/md_ctx_free. */

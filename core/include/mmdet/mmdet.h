@@ -17,4 +17,5 @@
 #include "runner.h"
 #include "models.h"
 #include "losses.h"
+#include "onnx.h"
 #endif
