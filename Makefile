@@ -16,6 +16,8 @@
 #   tests/unit/test_<name>.c           -> build/tests/test_<name> (Criterion)
 #   bench/bench_<name>.c               -> build/bench/bench_<name>
 #   fuzz/<name>.c                      -> build/fuzz/<name> (clang, libFuzzer)
+#   proto/<name>.proto                 -> build/proto/<name>.pb-c.o (protoc-c),
+#                                         linked into targets that list it in PROTO_<key>
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -44,11 +46,22 @@ ifneq ($(MPI_LIBS),)
 CPPFLAGS  += -DMD_HAVE_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
 CORE_LIBS += $(MPI_LIBS)
 endif
+# Drawing (core/draw.c) goes through cairo and pango; only it sees their headers.
+CORE_LIBS += $(shell pkg-config --libs pangocairo cairo 2>/dev/null)
+DRAW_CPPFLAGS := $(shell pkg-config --cflags pangocairo cairo 2>/dev/null)
+build/core/draw.o build/fuzz/obj/core/draw.o: CPPFLAGS += $(DRAW_CPPFLAGS)
 LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl
 LIBS_plugins_datasets_voc := $(shell pkg-config --libs libxml-2.0 2>/dev/null)
 LIBS_tool_mmdet-analyze-logs := -lyajl
+# Protocol buffers: proto/<name>.proto is compiled by protoc-c into
+# build/proto/<name>.pb-c.{c,h,o}; a target names the messages it uses as
+# PROTO_<key> := <name> ... (key as for LIBS_: plugins_<cat>_<name>,
+# tool_<name>, test_<name>) and gets them linked with -lprotobuf-c.
+PROTO_plugins_hooks_tensorboard_logger := tensorboard_event
+PROTO_test_tensorboard := tensorboard_event
+PROTO_tool_mmdet-export-onnx := onnx
 
 # Objects depend on the flags they were built with: changing SANITIZE or OPT
 # rebuilds everything (plugins live next to their sources, not per-flavour).
@@ -135,36 +148,52 @@ $(NCCL_LIB): core/backends/nccl/nccl.c core/include/mmdet/dist.h $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) -I$(dir $(NCCL_H)) -I$(CUDA_HOME)/include $(CFLAGS) -MF build/nccl.d -shared -o $@ $< \
 	  $(if $(NCCL_DIR),-L$(dir $(NCCL_DIR)) -Wl$(comma)-rpath$(comma)$(dir $(NCCL_DIR))) -lnccl \
 	  -L$(CUDA_HOME)/lib64 -l:libcudart_static.a -ldl -lrt -lpthread
+# Generated protocol buffer code (protoc-c), kept for the headers targets include.
+PROTOC_C ?= protoc-c
+.PRECIOUS: build/proto/%.pb-c.c build/proto/%.pb-c.h
+build/proto/%.pb-c.c build/proto/%.pb-c.h: proto/%.proto | $(DEPS_OK)
+	@mkdir -p build/proto
+	$(PROTOC_C) --proto_path=proto --c_out=build/proto $<
+build/proto/%.pb-c.o: build/proto/%.pb-c.c $(FLAGS_STAMP)
+	$(CC) $(CPPFLAGS) -Ibuild/proto $(CFLAGS) -c $< -o $@
+# The objects of a key's PROTO_ list, and the flags a target using them adds.
+proto_objs = $(patsubst %,build/proto/%.pb-c.o,$(PROTO_$(1)))
+proto_flags = $(if $(PROTO_$(1)),-Ibuild/proto $(call proto_objs,$(1)) -lprotobuf-c)
 
 # Single-file plugins.
 %.so: %.c $(LIBMMDET) $(FLAGS_STAMP)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/$(subst /,_,$*).d -shared $(LDFLAGS) -o $@ $< $(LINK_MMDET) $(LIBS_$(subst /,_,$*))
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/$(subst /,_,$*).d -shared $(LDFLAGS) -o $@ $< $(LINK_MMDET) $(LIBS_$(subst /,_,$*)) $(call proto_flags,$(subst /,_,$*))
 
 # Multi-file plugins: every .c of the folder.
 define multi_plugin
 $(1).so: $(wildcard $(1)/*.c) $(wildcard $(1)/*.h) $(LIBMMDET) $(FLAGS_STAMP)
-	$(CC) $(CPPFLAGS) -I$(1) $(CFLAGS) -MF build/$(subst /,_,$(1)).d -shared $(LDFLAGS) -o $$@ $(wildcard $(1)/*.c) $(LINK_MMDET) $(LIBS_$(subst /,_,$(1)))
+	$(CC) $(CPPFLAGS) -I$(1) $(CFLAGS) -MF build/$(subst /,_,$(1)).d -shared $(LDFLAGS) -o $$@ $(wildcard $(1)/*.c) $(LINK_MMDET) $(LIBS_$(subst /,_,$(1))) $(call proto_flags,$(subst /,_,$(1)))
 endef
 $(foreach d,$(PLUGIN_DIRS),$(eval $(call multi_plugin,$(d))))
 
 bin/%: tools/%.c $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p bin
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/tool_$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$*)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/tool_$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$*) $(call proto_flags,tool_$*)
 
 define multi_tool
 bin/$(1): $(wildcard tools/$(1)/*.c) $(wildcard tools/$(1)/*.h) $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p bin
-	$(CC) $(CPPFLAGS) -Itools/$(1) $(CFLAGS) -MF build/tool_$(1).d $(LDFLAGS) -o $$@ $(wildcard tools/$(1)/*.c) -Wl,-rpath,'$$$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$(1))
+	$(CC) $(CPPFLAGS) -Itools/$(1) $(CFLAGS) -MF build/tool_$(1).d $(LDFLAGS) -o $$@ $(wildcard tools/$(1)/*.c) -Wl,-rpath,'$$$$ORIGIN/../lib' $(LINK_MMDET) $(LIBS_tool_$(1)) $(call proto_flags,tool_$(1))
 endef
 $(foreach t,$(TOOL_DIRS),$(eval $(call multi_tool,$(t))))
 
 build/tests/%: tests/unit/%.c $(TEST_HELPERS) $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p build/tests
-	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -MF build/tests/$*.d $(LDFLAGS) -o $@ $< $(TEST_HELPERS) -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) -lcriterion $(CORE_LIBS)
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -MF build/tests/$*.d $(LDFLAGS) -o $@ $< $(TEST_HELPERS) -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) -lcriterion $(CORE_LIBS) $(call proto_flags,$*)
 
 build/bench/%: bench/%.c $(LIBMMDET) $(FLAGS_STAMP)
 	@mkdir -p build/bench
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MF build/bench/$*.d $(LDFLAGS) -o $@ $< -Wl,-rpath,'$$ORIGIN/../../lib' $(LINK_MMDET) $(CORE_LIBS)
+
+# Targets wait for the protocol buffer objects they name.
+$(foreach t,$(PLUGINS),$(eval $(t): $(call proto_objs,$(subst /,_,$(t:.so=)))))
+$(foreach t,$(TOOLS),$(eval $(t): $(call proto_objs,tool_$(notdir $(t)))))
+$(foreach t,$(TEST_BIN),$(eval $(t): $(call proto_objs,$(notdir $(t)))))
 
 # Deliberately broken plugins for the loader's tests, one folder per case so
 # no normal plugin directory ever holds them.

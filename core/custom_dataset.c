@@ -8,6 +8,7 @@
 #include <string.h>
 #include "internal.h"
 #include "mmdet/custom_dataset.h"
+#include "mmdet/draw.h"
 #include "mmdet/evaluation.h"
 
 /* skip_bad_images: the loader's workers call get concurrently, hence the
@@ -65,6 +66,7 @@ static int custom_init(md_ctx *ctx, md_custom_dataset *d, md_error *err) {
                                  d->cls->n_classes, &d->base.classes, err);
     if (nc < 0) return -1;
     d->base.n_classes = nc;
+    d->base.palette = md_palette_table(d->cls->palette, &d->base.n_palette);
     if (d->args.proposal_file) return md_failc(err, MD_ERR_CONFIG, "proposal_file is not supported");
     d->pipeline = md_pipeline_build(ctx, d->args.pipeline, err);
     if (!d->pipeline) return -1;

@@ -29,7 +29,10 @@ MD_API void md_progress_start(md_progress *p, FILE *f, int64_t total) {
     p->bar_width = 50;
     if (p->bar_width > (int)(w * 0.6)) p->bar_width = (int)(w * 0.6);
     if (p->bar_width < 2) p->bar_width = 2;
-    if (!f) return;
+    p->tty = f && isatty(fileno(f));
+    p->printed = 0;
+    p->printed_t = p->t0;
+    if (!f || !p->tty) return;
     if (total > 0) fprintf(f, "[%*s] 0/%lld, elapsed: 0s, ETA:", p->bar_width, "", (long long)total);
     else fprintf(f, "completed: 0, elapsed: 0s");
     fflush(f);
@@ -62,19 +65,37 @@ MD_API const char *md_progress_format(const md_progress *p, double elapsed, int 
     return buf;
 }
 
+/* Whether a non-terminal stream gets a line now: a new tenth, the end, or
+ * 30 s since the last line. */
+static bool line_due(const md_progress *p, double t) {
+    if (p->total > 0 && (p->done >= p->total || p->done * 10 / p->total > p->printed * 10 / p->total)) return true;
+    return t - p->printed_t >= 30;
+}
+
 MD_API void md_progress_update(md_progress *p, int64_t n) {
     p->done += n;
     if (!p->f) return;
     char line[512];
-    fprintf(p->f, "\r%s", md_progress_format(p, now() - p->t0, terminal_width(p->f), line, sizeof line));
+    double t = now();
+    if (p->tty) {
+        fprintf(p->f, "\r%s", md_progress_format(p, t - p->t0, terminal_width(p->f), line, sizeof line));
+    } else if (line_due(p, t)) {
+        fprintf(p->f, "%s\n", md_progress_format(p, t - p->t0, 80, line, sizeof line));
+        p->printed = p->done;
+        p->printed_t = t;
+    }
     fflush(p->f);
 }
 
 MD_API void md_progress_finish(md_progress *p) {
-    if (p->f) {
+    if (!p->f) return;
+    if (p->tty) {
         fputc('\n', p->f);
-        fflush(p->f);
+    } else if (p->printed != p->done || p->done == 0) {
+        char line[512];
+        fprintf(p->f, "%s\n", md_progress_format(p, now() - p->t0, 80, line, sizeof line));
     }
+    fflush(p->f);
 }
 
 MD_API void md_results_free(md_results *res) {

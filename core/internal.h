@@ -138,6 +138,7 @@ struct md_ctx {
     char scope[1024];
     int scope_marks[64];
     int scope_depth;
+    struct md_onnx_graph *onnx;   /* the ONNX trace the ops report to (onnx.c); NULL: off */
 };
 
 /* Told by md_backward when a leaf's gradient is final (after the last

@@ -3,6 +3,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/conv.h"
+#include "onnx_trace.h"
 
 typedef struct conv_saved {
     md__conv_shape s;
@@ -114,7 +115,7 @@ static int conv_check(md_ctx *ctx, const char *op, md_tensor *x, md_tensor *w, m
     return 0;
 }
 
-MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
+static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
     if (!x || !w) return NULL;
     md_tensor *ins[3] = { x, w, bias };
     md__conv_shape s;
@@ -154,6 +155,11 @@ record:;
     return y;
 }
 
+MD_API md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p) {
+    md_tensor *y = conv2d(ctx, x, w, bias, p);
+    return MD__TRACING(ctx, y) ? md__onnx_conv(ctx, y, x, w, bias, p, NULL, NULL, false) : y;
+}
+
 /* ---------------------------------------------------- fused (inference) -- */
 
 static bool needs_grad(const md_tensor *t) { return t && t->requires_grad; }
@@ -187,8 +193,8 @@ static int check_channel_vec(md_ctx *ctx, md_tensor *v, const char *what, md_ten
     return 0;
 }
 
-MD_API md_tensor *md_conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
-                                  const md_conv_epilogue *e) {
+static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                               const md_conv_epilogue *e) {
     if (!x || !w) return NULL;
     md_tensor *scale = e ? e->scale : NULL, *shift = e ? e->shift : NULL;
     bool relu = e && e->relu;
@@ -223,6 +229,17 @@ MD_API md_tensor *md_conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_te
     md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
     md_ctx_arena_release(ctx, mark);
     return y;
+}
+
+/* Traced as one Conv (the epilogue folded into its weights) and a Relu;
+ * the unfused path's own ops are not recorded. */
+MD_API md_tensor *md_conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                                  const md_conv_epilogue *e) {
+    if (!ctx->onnx) return conv2d_fused(ctx, x, w, bias, p, e);
+    md_onnx_graph *g = md__onnx_pause(ctx);
+    md_tensor *y = conv2d_fused(ctx, x, w, bias, p, e);
+    md__onnx_resume(ctx, g);
+    return y ? md__onnx_conv(ctx, y, x, w, bias, p, e ? e->scale : NULL, e ? e->shift : NULL, e && e->relu) : NULL;
 }
 
 MD_API int md_batch_norm_fold(md_ctx *ctx, md_tensor *weight, md_tensor *bias, md_tensor *running_mean,

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "op_basic.h"
 #include "backends/cpu/elementwise.h"
+#include "onnx_trace.h"
 
 /* ------------------------------------------------- gradient reduction -- */
 
@@ -180,7 +181,9 @@ static md_tensor *binary(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b) 
     return binary_(ctx, op, a, b, false);
 }
 
-MD_API md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_ADD, a, b); }
+MD_API md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    return md__trace_binary(ctx, binary(ctx, MD_BIN_ADD, a, b), "Add", a, b);
+}
 
 /* In place into a (the result aliases it): add's backward reads neither
  * input. Only same-shape contiguous f32 operands of which a is a step
@@ -191,11 +194,17 @@ MD_API md_tensor *md_add_(md_ctx *ctx, md_tensor *a, md_tensor *b) {
         (a->requires_grad && !a->grad_fn) || !md_tensor_same_shape(a, b) || !md_tensor_is_contiguous(a) ||
         !md_tensor_is_contiguous(b))
         return md_add(ctx, a, b);
-    return binary_(ctx, MD_BIN_ADD, a, b, true);
+    return md__trace_binary(ctx, binary_(ctx, MD_BIN_ADD, a, b, true), "Add", a, b);
 }
-MD_API md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_SUB, a, b); }
-MD_API md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_MUL, a, b); }
-MD_API md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_DIV, a, b); }
+MD_API md_tensor *md_sub(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    return md__trace_binary(ctx, binary(ctx, MD_BIN_SUB, a, b), "Sub", a, b);
+}
+MD_API md_tensor *md_mul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    return md__trace_binary(ctx, binary(ctx, MD_BIN_MUL, a, b), "Mul", a, b);
+}
+MD_API md_tensor *md_div(md_ctx *ctx, md_tensor *a, md_tensor *b) {
+    return md__trace_binary(ctx, binary(ctx, MD_BIN_DIV, a, b), "Div", a, b);
+}
 MD_API md_tensor *md_gt(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_GT, a, b); }
 MD_API md_tensor *md_ge(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_GE, a, b); }
 MD_API md_tensor *md_lt(md_ctx *ctx, md_tensor *a, md_tensor *b) { return binary(ctx, MD_BIN_LT, a, b); }
@@ -313,10 +322,14 @@ static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, doubl
     return out;
 }
 
-MD_API md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_ADD_SCALAR, a, s, 0); }
-MD_API md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s) { return unary(ctx, MD_UN_MUL_SCALAR, a, s, 0); }
+MD_API md_tensor *md_add_scalar(md_ctx *ctx, md_tensor *a, double s) {
+    return md__trace_scalar(ctx, unary(ctx, MD_UN_ADD_SCALAR, a, s, 0), "Add", a, s);
+}
+MD_API md_tensor *md_mul_scalar(md_ctx *ctx, md_tensor *a, double s) {
+    return md__trace_scalar(ctx, unary(ctx, MD_UN_MUL_SCALAR, a, s, 0), "Mul", a, s);
+}
 MD_API md_tensor *md_neg(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_NEG, a, 0, 0); }
-MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_RELU, a, 0, 0); }
+MD_API md_tensor *md_relu(md_ctx *ctx, md_tensor *a) { return md__trace_unary(ctx, unary(ctx, MD_UN_RELU, a, 0, 0), "Relu", a); }
 
 /* In place: the result aliases a's storage. Its backward reads only the
  * output (y > 0), so a's own value is never needed again; falls back to
@@ -334,10 +347,12 @@ MD_API md_tensor *md_relu_(md_ctx *ctx, md_tensor *a) {
         *s = (unary_saved){ MD_UN_RELU, 0, 0 };
         unary_unsave(ctx, n, MD_UN_RELU);
     }
-    return out;
+    return md__trace_unary(ctx, out, "Relu", a);
 }
-MD_API md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SIGMOID, a, 0, 0); }
-MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_EXP, a, 0, 0); }
+MD_API md_tensor *md_sigmoid(md_ctx *ctx, md_tensor *a) {
+    return md__trace_unary(ctx, unary(ctx, MD_UN_SIGMOID, a, 0, 0), "Sigmoid", a);
+}
+MD_API md_tensor *md_exp(md_ctx *ctx, md_tensor *a) { return md__trace_unary(ctx, unary(ctx, MD_UN_EXP, a, 0, 0), "Exp", a); }
 MD_API md_tensor *md_log(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_LOG, a, 0, 0); }
 MD_API md_tensor *md_sqrt(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_SQRT, a, 0, 0); }
 MD_API md_tensor *md_abs(md_ctx *ctx, md_tensor *a) { return unary(ctx, MD_UN_ABS, a, 0, 0); }
@@ -347,7 +362,8 @@ MD_API md_tensor *md_pow_scalar(md_ctx *ctx, md_tensor *a, double p) { return un
 MD_API md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi) {
     if (a && lo > hi)
         return md_op_fail(ctx, "clamp", "lower bound %g above upper bound %g", lo, hi);
-    return unary(ctx, MD_UN_CLAMP, a, lo, hi);
+    md_tensor *y = unary(ctx, MD_UN_CLAMP, a, lo, hi);
+    return MD__TRACING(ctx, y) ? md__onnx_clamp(ctx, y, a, lo, hi) : y;
 }
 
 /* --------------------------------------------------------------- where -- */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/norm.h"
+#include "onnx_trace.h"
 
 typedef struct bn_saved {
     md_tensor *x;            /* contiguous input */
@@ -97,9 +98,9 @@ static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md
     return y;
 }
 
-MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
-                                  md_tensor *running_mean, md_tensor *running_var, bool training,
-                                  double momentum, double eps) {
+static md_tensor *batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                               md_tensor *running_mean, md_tensor *running_var, bool training,
+                               double momentum, double eps) {
     if (!x) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
@@ -164,6 +165,14 @@ MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, 
         if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
+}
+
+MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
+                                  md_tensor *running_mean, md_tensor *running_var, bool training,
+                                  double momentum, double eps) {
+    md_tensor *y = batch_norm2d(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps);
+    return MD__TRACING(ctx, y) ? md__onnx_batch_norm(ctx, y, x, weight, bias, running_mean, running_var, training, eps)
+                               : y;
 }
 
 /* ------------------------------------------------------------ group_norm -- */
@@ -236,8 +245,8 @@ static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return 0;
 }
 
-MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
-                                double eps) {
+static md_tensor *group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                             double eps) {
     static const char *op = "group_norm";
     if (!x) return NULL;
     char a[96], b[96];
@@ -290,4 +299,10 @@ MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_te
         if (md__hold_copy(ctx, node, xc, x)) return NULL;
     }
     return y;
+}
+
+MD_API md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
+                                double eps) {
+    md_tensor *y = group_norm(ctx, x, num_groups, weight, bias, eps);
+    return MD__TRACING(ctx, y) ? md__onnx_group_norm(ctx, y, x, num_groups, weight, bias, eps) : y;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/pool.h"
+#include "onnx_trace.h"
 
 static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x, bool cuda_ok) {
     char a[96];
@@ -45,7 +46,7 @@ static int64_t pool_out(int64_t in, int k, int s, int pad, bool ceil_mode) {
     return o;
 }
 
-MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
+static md_tensor *max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
     if (!x) return NULL;
     if (check_nchw(ctx, "max_pool2d", x, true)) return NULL;
     char a[96];
@@ -122,6 +123,11 @@ static int nearest_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
+MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
+    md_tensor *y = max_pool2d(ctx, x, kernel, stride, pad, ceil_mode);
+    return MD__TRACING(ctx, y) ? md__onnx_max_pool(ctx, y, x, kernel, stride > 0 ? stride : kernel, pad, ceil_mode) : y;
+}
+
 /* PyTorch's nearest_idx: exact for equal and doubled sizes, otherwise
  * floor(dst * scale) in float with scale = in/out (or 1/scale_factor). */
 static void nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
@@ -136,7 +142,7 @@ static void nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
     }
 }
 
-static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
+static md_tensor *nearest_impl(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
     md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t H = x->shape[2], W = x->shape[3];
@@ -170,6 +176,11 @@ static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH,
         *sv = (nearest_saved){ ih, iw, sh, sw };
     }
     return y;
+}
+
+static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
+    md_tensor *y = nearest_impl(ctx, op, x, OH, OW, sh, sw);
+    return MD__TRACING(ctx, y) ? md__onnx_resize_nearest(ctx, y, x) : y;
 }
 
 MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {

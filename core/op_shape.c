@@ -3,6 +3,7 @@
 #include <string.h>
 #include "op_basic.h"
 #include "backends/cpu/elementwise.h"
+#include "onnx_trace.h"
 
 void md__copy_strided(md_tensor *dst, const md_tensor *src) {
     const int64_t *st[2] = { dst->stride, src->stride };
@@ -30,7 +31,7 @@ MD_API md_tensor *md_contiguous(md_ctx *ctx, md_tensor *a) {
     if (md_tensor_is_contiguous(a)) return a;
     md_tensor *out = copy_of(ctx, a);
     if (out && a->dtype == MD_F32) md_autograd_record(ctx, out, &a, 1, identity_backward, "contiguous");
-    return out;
+    return md__trace_alias(ctx, out, a);
 }
 
 /* ------------------------------------------------------------- reshape -- */
@@ -50,7 +51,7 @@ static md_tensor *record_view(md_ctx *ctx, md_tensor *base, md_tensor *v, md_bac
     return v;
 }
 
-MD_API md_tensor *md_reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t *shape) {
+static md_tensor *reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t *shape) {
     if (!a) return NULL;
     char s[96];
     if (ndim < 0 || ndim > MD_MAX_DIMS)
@@ -95,6 +96,14 @@ MD_API md_tensor *md_reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t 
         acc *= sh[d];
     }
     return record_view(ctx, a, md__view(ctx, a, ndim, sh, st, a->data), reshape_backward, "reshape");
+}
+
+MD_API md_tensor *md_reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t *shape) {
+    if (!ctx->onnx) return reshape(ctx, a, ndim, shape);
+    md_onnx_graph *g = md__onnx_pause(ctx);
+    md_tensor *y = reshape(ctx, a, ndim, shape);
+    md__onnx_resume(ctx, g);
+    return md__trace_reshape(ctx, y, a);
 }
 
 MD_API md_tensor *md_flatten(md_ctx *ctx, md_tensor *a, int start_dim, int end_dim) {
@@ -163,7 +172,7 @@ static int permute_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return md_node_accumulate(ctx, node, 0, md_contiguous(ctx, md_permute(ctx, g, inv)));
 }
 
-MD_API md_tensor *md_permute(md_ctx *ctx, md_tensor *a, const int *perm) {
+static md_tensor *permute(md_ctx *ctx, md_tensor *a, const int *perm) {
     if (!a) return NULL;
     int p[MD_MAX_DIMS];
     bool seen[MD_MAX_DIMS] = { false };
@@ -188,6 +197,11 @@ MD_API md_tensor *md_permute(md_ctx *ctx, md_tensor *a, const int *perm) {
         memcpy(saved, p, sizeof p);
     }
     return v;
+}
+
+MD_API md_tensor *md_permute(md_ctx *ctx, md_tensor *a, const int *perm) {
+    md_tensor *y = permute(ctx, a, perm);
+    return MD__TRACING(ctx, y) ? md__onnx_permute(ctx, y, a, perm) : y;
 }
 
 MD_API md_tensor *md_transpose(md_ctx *ctx, md_tensor *a, int d0, int d1) {
@@ -338,7 +352,7 @@ static int cat_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return 0;
 }
 
-MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
+static md_tensor *cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
     if (n <= 0) return md_op_fail(ctx, "cat", "no tensors to concatenate");
     for (int i = 0; i < n; i++)
         if (!ts[i]) return NULL;
@@ -385,6 +399,11 @@ MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
         }
     }
     return out;
+}
+
+MD_API md_tensor *md_cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
+    md_tensor *y = cat(ctx, ts, n, dim);
+    return MD__TRACING(ctx, y) ? md__onnx_cat(ctx, y, ts, n, dim) : y;
 }
 
 MD_API md_tensor *md_stack(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {

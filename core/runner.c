@@ -321,6 +321,11 @@ MD_API int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_conf
 
 MD_API int md_runner_hook_count(const md_runner *r) { return r->n_hooks; }
 MD_API md_hook *md_runner_hook(const md_runner *r, int i) { return r->hooks[i]; }
+MD_API md_hook *md_runner_last_logger(const md_runner *r) {
+    for (int i = r->n_hooks - 1; i >= 0; i--)
+        if (strstr(r->hooks[i]->type, "LoggerHook")) return r->hooks[i];
+    return NULL;
+}
 
 enum { P_BEFORE_RUN, P_AFTER_RUN, P_BEFORE_TRAIN_EPOCH, P_AFTER_TRAIN_EPOCH, P_BEFORE_VAL_EPOCH,
        P_AFTER_VAL_EPOCH, P_BEFORE_TRAIN_ITER, P_AFTER_TRAIN_ITER, P_BEFORE_VAL_ITER, P_AFTER_VAL_ITER };

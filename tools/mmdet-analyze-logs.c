@@ -10,8 +10,14 @@
  * counted across epochs (iter + (epoch - 1) x iterations of the first
  * epoch); a key found only on val lines (the metrics) against the epoch,
  * with a marker at each point. All curves share one pair of axes, as in
- * mmdet. The axes, ticks, tick labels, a legend and the title are drawn with
- * the core's bitmap font into a PNG.
+ * mmdet, drawn with cairo (mmdet/draw.h) as matplotlib lays a figure out:
+ * axes with ticks and tick labels, the x label `iter` or `epoch` (the last
+ * key's, as mmdet sets it per key), the title, and a legend inside the
+ * axes where it covers the fewest points. Legend labels: --legend if
+ * given, else the key for one log ("loss_cls"), else a short name of the
+ * log (its file name without .log.json, with parent folders only as far as
+ * needed to tell the logs apart) and the key. --out's extension picks
+ * PNG (640 x 480 pixels), PDF or SVG.
  *
  * cal_train_time: per epoch the mean of the training lines' "time" (the
  * first of each epoch left out unless --include-outliers), then mmdet's
@@ -243,33 +249,49 @@ static int cal_train_time(jlog *logs, int n_logs, bool include_outliers) {
 
 typedef struct series { double *x, *y; int n; bool val; const char *label; } series;
 
-/* Plot area and canvas; the legend sits right of the plot area. */
-enum { PL = 80, PT = 44, PR = 640, PB = 440, CANVAS_H = 500, TICK = 5 };
+/* matplotlib's defaults at 100 dpi: a 640 x 480 figure, the axes at
+ * [0.125, 0.9] x [0.11, 0.88] of it, 10 pt text, a 12 pt title, 1.5 pt
+ * lines, 6 pt markers, 3.5 pt ticks. PDF and SVG use the same numbers as
+ * points. */
+#define PTS (100.0 / 72.0)
+static const double FIG_W = 640, FIG_H = 480, PL = 80, PR = 576, PT = 57.6, PB = 427.2;
+#define FS (10 * PTS)
+/* tab10, matplotlib's colour cycle */
+static const md_color colors[] = { { 31, 119, 180, 255 }, { 255, 127, 14, 255 }, { 44, 160, 44, 255 },
+                                   { 214, 39, 40, 255 },  { 148, 103, 189, 255 }, { 140, 86, 75, 255 },
+                                   { 227, 119, 194, 255 }, { 127, 127, 127, 255 }, { 188, 189, 34, 255 },
+                                   { 23, 190, 207, 255 } };
+#define N_COLORS ((int)(sizeof colors / sizeof colors[0]))
+static const md_color black = { 0, 0, 0, 255 }, grid = { 224, 224, 224, 255 };
 
-/* tab10 without its gray */
-static const uint8_t colors[][3] = { { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 }, { 214, 39, 40 },
-                                     { 148, 103, 189 }, { 140, 86, 75 }, { 227, 119, 194 }, { 188, 189, 34 },
-                                     { 23, 190, 207 } };
-static const uint8_t black[3] = { 0, 0, 0 }, grid[3] = { 230, 230, 230 };
-
-/* A 1-2-5 step giving about `target` intervals, and the range widened to
- * whole steps. */
-static void nice_range(double lo, double hi, int target, double *out_lo, double *out_hi, double *out_step) {
-    if (!(hi > lo)) {
-        double pad = fabs(lo) > 0 ? fabs(lo) * 0.1 : 1;
-        lo -= pad;
-        hi += pad;
-    }
-    double raw = (hi - lo) / target, mag = pow(10, floor(log10(raw))), f = raw / mag;
-    double step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
-    *out_lo = floor(lo / step + 1e-9) * step;
-    *out_hi = ceil(hi / step - 1e-9) * step;
-    *out_step = step;
+/* A 1-2-2.5-5 step giving at most `most` intervals over [lo, hi]. */
+static double nice_step(double lo, double hi, int most) {
+    double raw = (hi - lo) / most, mag = pow(10, floor(log10(raw)));
+    static const double steps[] = { 1, 2, 2.5, 5, 10 };
+    for (int i = 0; i < 5; i++)
+        if (steps[i] * mag >= raw * (1 - 1e-9)) return steps[i] * mag;
+    return 10 * mag;
 }
 
+/* The view: the data range plus 5 % on each side (matplotlib's margins). */
+static void view_range(double lo, double hi, double *out_lo, double *out_hi) {
+    if (!(hi > lo)) {
+        double pad = fabs(lo) > 0 ? fabs(lo) * 0.05 : 0.05;
+        *out_lo = lo - pad;
+        *out_hi = hi + pad;
+        return;
+    }
+    *out_lo = lo - 0.05 * (hi - lo);
+    *out_hi = hi + 0.05 * (hi - lo);
+}
+
+/* Every tick label of an axis with the same number of decimals, as
+ * matplotlib's ScalarFormatter. */
 static void tick_label(double v, double step, char *buf, size_t n) {
-    if (fabs(v) < step * 1e-6) v = 0;   /* no "-0" or 1e-17 */
-    snprintf(buf, n, "%.6g", v);
+    if (fabs(v) < step * 1e-6) v = 0;   /* no "-0" */
+    int dec = 0;
+    while (dec < 10 && fabs(step * pow(10, dec) - round(step * pow(10, dec))) > 1e-6 * step * pow(10, dec)) dec++;
+    snprintf(buf, n, "%.*f", dec, v);
 }
 
 static int build_series(const jlog *l, const char *key, const char *label, series *s) {
@@ -307,7 +329,52 @@ static int build_series(const jlog *l, const char *key, const char *label, serie
     return 0;
 }
 
-static void marker(md_image *img, int x, int y, const uint8_t c[3]) { md_draw_fill_rect(img, x - 3, y - 3, x + 3, y + 3, c); }
+/* The last `depth` components of path without .log.json / .json: start
+ * and length; *whole when that is the entire path. */
+static const char *path_tail(const char *path, int depth, size_t *len, bool *whole) {
+    const char *start = path + strlen(path);
+    int seen = 0;
+    while (start > path && !(start[-1] == '/' && ++seen == depth)) start--;
+    *whole = start == path;
+    size_t n = strlen(start);
+    if (n > 9 && !strcmp(start + n - 9, ".log.json")) n -= 9;
+    else if (n > 5 && !strcmp(start + n - 5, ".json")) n -= 5;
+    *len = n;
+    return start;
+}
+
+/* The name of log i in a legend: its file name without .log.json, with as
+ * many parent folders as it takes to tell the logs apart. */
+static char *short_name(const jlog *logs, int n_logs, int i) {
+    for (int depth = 1;; depth++) {
+        size_t len, other_len;
+        bool whole, other_whole;
+        const char *mine = path_tail(logs[i].path, depth, &len, &whole);
+        bool unique = true;
+        for (int j = 0; j < n_logs && unique; j++) {
+            const char *other = path_tail(logs[j].path, depth, &other_len, &other_whole);
+            if (j != i && other_len == len && !strncmp(mine, other, len)) unique = false;
+        }
+        if (unique || whole) return strndup(mine, len);
+    }
+}
+
+/* Legend boxes in font-size units, as matplotlib's: border pad 0.4,
+ * handle 2.0, handle-text pad 0.8, label spacing 0.5, 0.5 from the axes. */
+typedef struct legend_box { double x, y, w, h, text_w, line_h; } legend_box;
+
+static legend_box legend_size(const series *s, int ns) {
+    legend_box b = { 0 };
+    for (int k = 0; k < ns; k++) {
+        double w, h;
+        md_draw_text_size(s[k].label, FS, &w, &h);
+        b.text_w = fmax(b.text_w, w);
+        b.line_h = fmax(b.line_h, h);
+    }
+    b.w = (0.4 + 2.0 + 0.8 + 0.4) * FS + b.text_w;
+    b.h = 2 * 0.4 * FS + ns * b.line_h + (ns - 1) * 0.5 * FS;
+    return b;
+}
 
 static int plot_curve(jlog *logs, int n_logs, char **keys, int n_keys, char **legend, int n_legend,
                       const char *title, const char *out) {
@@ -319,24 +386,28 @@ static int plot_curve(jlog *logs, int n_logs, char **keys, int n_keys, char **le
     series *s = calloc((size_t)ns, sizeof *s);
     char **own = calloc((size_t)ns, sizeof *own);
     int rc = 1;
-    md_image *img = NULL;
+    md_canvas *cv = NULL;
+    md_error err = { 0 };
     if (!s || !own) goto done;
     double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-    bool any_train = false, any_val = false;
     for (int i = 0; i < n_logs; i++)
         for (int j = 0; j < n_keys; j++) {
             int k = i * n_keys + j;
             const char *label = n_legend ? legend[k] : NULL;
+            if (!label && n_logs == 1) label = keys[j];   /* one log: the key, as "loss_cls" */
             if (!label) {
-                size_t n = strlen(logs[i].path) + strlen(keys[j]) + 2;
-                if (!(own[k] = malloc(n))) goto done;
-                snprintf(own[k], n, "%s_%s", logs[i].path, keys[j]);
+                char *name = short_name(logs, n_logs, i);
+                size_t n = (name ? strlen(name) : 0) + strlen(keys[j]) + 2;
+                if (!name || !(own[k] = malloc(n))) {
+                    free(name);
+                    goto done;
+                }
+                snprintf(own[k], n, "%s %s", name, keys[j]);
+                free(name);
                 label = own[k];
             }
             printf("plot curve of %s, metric is %s\n", logs[i].path, keys[j]);
             if (build_series(&logs[i], keys[j], label, &s[k]) != 0) goto done;
-            if (s[k].val) any_val = true;
-            else any_train = true;
             for (int p = 0; p < s[k].n; p++) {
                 xmin = fmin(xmin, s[k].x[p]);
                 xmax = fmax(xmax, s[k].x[p]);
@@ -348,77 +419,107 @@ static int plot_curve(jlog *logs, int n_logs, char **keys, int n_keys, char **le
         fprintf(stderr, "mmdet-analyze-logs: no finite values to plot\n");
         goto done;
     }
-    double x0, x1, xs, y0, y1, ys;
-    nice_range(xmin, xmax, 8, &x0, &x1, &xs);
-    nice_range(ymin, ymax, 6, &y0, &y1, &ys);
-    const char *xlabel = any_train && any_val ? "ITER (TRAIN KEYS), EPOCH (VAL KEYS)" : any_val ? "EPOCH" : "ITER";
-    printf("axes: x [%.10g, %.10g] step %.10g (%s), y [%.10g, %.10g] step %.10g; plot area (%d, %d)-(%d, %d)\n", x0,
-           x1, xs, any_val && !any_train ? "epoch" : "iter", y0, y1, ys, PL, PT, PR, PB);
-
-    int legend_w = 0;
-    for (int k = 0; k < ns; k++) legend_w = legend_w > md_draw_text_width(s[k].label, 1)
-                                                ? legend_w : md_draw_text_width(s[k].label, 1);
-    int canvas_w = PR + 20 + 30 + legend_w + 20;
-    if (canvas_w < 860) canvas_w = 860;
-    md_error err = { 0 };
-    img = md_image_new(CANVAS_H, canvas_w, 3, &err);
-    if (!img) {
+    double x0, x1, y0, y1;
+    view_range(xmin, xmax, &x0, &x1);
+    view_range(ymin, ymax, &y0, &y1);
+    double xs = nice_step(x0, x1, 8), ys = nice_step(y0, y1, 8);
+    /* mmdet sets the x label for each key: the last one's wins */
+    const char *xlabel = s[ns - 1].val ? "epoch" : "iter";
+    printf("axes: x [%.10g, %.10g] step %.10g (%s), y [%.10g, %.10g] step %.10g; plot area (%g, %g)-(%g, %g)\n", x0,
+           x1, xs, xlabel, y0, y1, ys, PL, PT, PR, PB);
+    if (!(cv = md_canvas_new_file(out, FIG_W, FIG_H, &err))) {
         fprintf(stderr, "mmdet-analyze-logs: %s\n", err.msg);
         goto done;
     }
-    memset(img->data, 255, (size_t)img->h * img->w * 3);
 
-#define PX(x) ((int)lround(PL + ((x) - x0) / (x1 - x0) * (PR - PL)))
-#define PY(y) ((int)lround(PB - ((y) - y0) / (y1 - y0) * (PB - PT)))
+#define PX(x) (PL + ((x) - x0) / (x1 - x0) * (PR - PL))
+#define PY(y) (PB - ((y) - y0) / (y1 - y0) * (PB - PT))
     char buf[64];
+    double tick = 3.5 * PTS, tick_h = 0;
+    md_draw_text_size("0", FS, NULL, &tick_h);
     /* grid, ticks and tick labels */
-    for (int t = 0; x0 + t * xs <= x1 + xs * 1e-9; t++) {
-        double v = x0 + t * xs;
-        int x = PX(v);
-        md_draw_line(img, x, PT, x, PB, grid, 1);
-        md_draw_line(img, x, PB, x, PB + TICK, black, 1);
-        tick_label(v, xs, buf, sizeof buf);
-        md_draw_text(img, x - md_draw_text_width(buf, 1) / 2, PB + TICK + 4, buf, black, 1);
+    for (double t = ceil(x0 / xs - 1e-9); t * xs <= x1 + xs * 1e-9; t++) {
+        double x = PX(t * xs);
+        md_draw_line(cv, x, PT, x, PB, grid, 0.8 * PTS);
+        md_draw_line(cv, x, PB, x, PB + tick, black, 0.8 * PTS);
+        tick_label(t * xs, xs, buf, sizeof buf);
+        md_draw_text(cv, x, PB + tick + 3.5 * PTS, buf, FS, black, 0.5, 0);
     }
-    for (int t = 0; y0 + t * ys <= y1 + ys * 1e-9; t++) {
-        double v = y0 + t * ys;
-        int y = PY(v);
-        md_draw_line(img, PL, y, PR, y, grid, 1);
-        md_draw_line(img, PL - TICK, y, PL, y, black, 1);
-        tick_label(v, ys, buf, sizeof buf);
-        md_draw_text(img, PL - TICK - 4 - md_draw_text_width(buf, 1), y - MD_FONT_H / 2, buf, black, 1);
+    for (double t = ceil(y0 / ys - 1e-9); t * ys <= y1 + ys * 1e-9; t++) {
+        double y = PY(t * ys);
+        md_draw_line(cv, PL, y, PR, y, grid, 0.8 * PTS);
+        md_draw_line(cv, PL - tick, y, PL, y, black, 0.8 * PTS);
+        tick_label(t * ys, ys, buf, sizeof buf);
+        md_draw_text(cv, PL - tick - 3.5 * PTS, y, buf, FS, black, 1, 0.5);
     }
-    md_draw_rect(img, PL, PT, PR, PB, black, 1);
-    md_draw_text(img, (PL + PR - md_draw_text_width(xlabel, 2)) / 2, PB + TICK + 20, xlabel, black, 2);
-    if (title) md_draw_text(img, (PL + PR - md_draw_text_width(title, 2)) / 2, (PT - 2 * MD_FONT_H) / 2, title,
-                            black, 2);
+    md_draw_text(cv, (PL + PR) / 2, PB + tick + 3.5 * PTS + tick_h + 4 * PTS, xlabel, FS, black, 0.5, 0);
+    if (title) md_draw_text(cv, (PL + PR) / 2, PT - 6 * PTS, title, 12 * PTS, black, 0.5, 1);
 
-    /* curves, then the legend beside the plot */
+    /* the curves, clipped to the axes by staying inside the view */
     for (int k = 0; k < ns; k++) {
-        const uint8_t *c = colors[k % (int)(sizeof colors / sizeof colors[0])];
-        for (int p = 0; p + 1 < s[k].n; p++)
-            md_draw_line(img, PX(s[k].x[p]), PY(s[k].y[p]), PX(s[k].x[p + 1]), PY(s[k].y[p + 1]), c, 2);
-        if (s[k].n == 1 || s[k].val)
-            for (int p = 0; p < s[k].n; p++) marker(img, PX(s[k].x[p]), PY(s[k].y[p]), c);
+        md_color c = colors[k % N_COLORS];
+        double *xy = malloc(2 * sizeof *xy * (size_t)(s[k].n ? s[k].n : 1));
+        if (!xy) goto done;
+        for (int p = 0; p < s[k].n; p++) {
+            xy[2 * p] = PX(s[k].x[p]);
+            xy[2 * p + 1] = PY(s[k].y[p]);
+        }
+        md_draw_polyline(cv, xy, s[k].n, c, 1.5 * PTS);
+        if (s[k].n == 1 || s[k].val)   /* mmdet's marker='o' for the metrics */
+            for (int p = 0; p < s[k].n; p++) md_draw_circle(cv, xy[2 * p], xy[2 * p + 1], 3 * PTS, c);
+        free(xy);
     }
-    int lx = PR + 20, ly = PT;
-    md_draw_rect(img, lx - 6, ly - 6, lx + 30 + legend_w + 6, ly + ns * 16 - 2, black, 1);
+    md_draw_rect(cv, PL, PT, PR, PB, black, 0.8 * PTS);
+
+    /* matplotlib's loc='best': the first of its places covering the fewest
+     * data points */
+    legend_box lb = legend_size(s, ns);
+    double pad = 0.5 * FS;
+    const double places[9][2] = { { 1, 0 }, { 0, 0 }, { 0, 1 }, { 1, 1 }, { 0, 0.5 },
+                                  { 1, 0.5 }, { 0.5, 1 }, { 0.5, 0 }, { 0.5, 0.5 } };
+    long best = -1;
+    for (int q = 0; q < 9; q++) {
+        double lx = PL + pad + places[q][0] * (PR - PL - 2 * pad - lb.w);
+        double ly = PT + pad + places[q][1] * (PB - PT - 2 * pad - lb.h);
+        long inside = 0;
+        for (int k = 0; k < ns; k++)
+            for (int p = 0; p < s[k].n; p++) {
+                double px = PX(s[k].x[p]), py = PY(s[k].y[p]);
+                inside += px >= lx && px <= lx + lb.w && py >= ly && py <= ly + lb.h;
+                if (p + 1 < s[k].n)   /* the segment's midpoint too */
+                    for (int m = 1; m < 4; m++) {
+                        double mx = px + (PX(s[k].x[p + 1]) - px) * m / 4, my = py + (PY(s[k].y[p + 1]) - py) * m / 4;
+                        inside += mx >= lx && mx <= lx + lb.w && my >= ly && my <= ly + lb.h;
+                    }
+            }
+        if (best < 0 || inside < best) {
+            best = inside;
+            lb.x = lx;
+            lb.y = ly;
+        }
+    }
+    md_draw_fill_rect(cv, lb.x, lb.y, lb.x + lb.w, lb.y + lb.h, (md_color){ 255, 255, 255, 204 });
+    md_draw_rect(cv, lb.x, lb.y, lb.x + lb.w, lb.y + lb.h, (md_color){ 204, 204, 204, 255 }, 0.8 * PTS);
     for (int k = 0; k < ns; k++) {
-        const uint8_t *c = colors[k % (int)(sizeof colors / sizeof colors[0])];
-        int y = ly + k * 16 + 3;
-        md_draw_line(img, lx, y, lx + 22, y, c, 2);
-        if (s[k].val) marker(img, lx + 11, y, c);
-        md_draw_text(img, lx + 30, y - MD_FONT_H / 2, s[k].label, black, 1);
+        md_color c = colors[k % N_COLORS];
+        double y = lb.y + 0.4 * FS + k * (lb.line_h + 0.5 * FS) + lb.line_h / 2, hx = lb.x + 0.4 * FS;
+        md_draw_line(cv, hx, y, hx + 2 * FS, y, c, 1.5 * PTS);
+        if (s[k].n == 1 || s[k].val) md_draw_circle(cv, hx + FS, y, 3 * PTS, c);
+        md_draw_text(cv, hx + 2.8 * FS, y, s[k].label, FS, black, 0, 0.5);
     }
+    printf("legend: (%.6f, %.6f) %.6f x %.6f, labels %.6f wide\n", lb.x, lb.y, lb.w, lb.h, lb.text_w);
 #undef PX
 #undef PY
-    if (md_image_write_png(img, out, &err) != 0) {
+    rc = md_canvas_finish(cv, &err);
+    cv = NULL;
+    if (rc != 0) {
         fprintf(stderr, "mmdet-analyze-logs: %s\n", err.msg);
+        rc = 1;
         goto done;
     }
     printf("save curve to: %s\n", out);
-    rc = 0;
 done:
+    md_canvas_free(cv);
     for (int k = 0; s && k < ns; k++) {
         free(s[k].x);
         free(s[k].y);
@@ -426,7 +527,6 @@ done:
     for (int k = 0; own && k < ns; k++) free(own[k]);
     free(s);
     free(own);
-    md_image_free(img);
     return rc;
 }
 
@@ -434,12 +534,13 @@ done:
 
 static void usage(FILE *f) {
     fputs("usage: mmdet-analyze-logs plot_curve LOG.json [LOG.json ...] [--keys K ...] [--legend L ...]\n"
-          "                          [--title T] --out OUT.png\n"
+          "                          [--title T] --out OUT.png|OUT.pdf|OUT.svg\n"
           "       mmdet-analyze-logs cal_train_time LOG.json [LOG.json ...] [--include-outliers]\n"
           "  --keys K ...        keys to plot (default bbox_mAP)\n"
-          "  --legend L ...      one label per log and key (default LOG_KEY)\n"
+          "  --legend L ...      one label per log and key (default: the key for one log,\n"
+          "                      the log's short name and the key for several)\n"
           "  --title T           the plot's title\n"
-          "  --out OUT.png       where the PNG goes (there is no display)\n"
+          "  --out FILE          where the plot goes: .png, .pdf or .svg (there is no display)\n"
           "  --include-outliers  keep the first iteration of every epoch when timing\n"
           "  --backend, --style, --eval-interval are accepted for mmdet's command line and ignored\n", f);
 }
@@ -494,7 +595,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (plot && !out) {
-        fprintf(stderr, "mmdet-analyze-logs: plot_curve needs --out OUT.png (there is no display)\n");
+        fprintf(stderr, "mmdet-analyze-logs: plot_curve needs --out FILE (.png, .pdf or .svg; there is no display)\n");
         return 2;
     }
     static char *default_key[] = { "bbox_mAP" };

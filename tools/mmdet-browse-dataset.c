@@ -3,8 +3,8 @@
  * unwrapped down to the dataset that owns the pipeline (stopping at a
  * MultiImageMixDataset), the --skip-type transforms (default
  * DefaultFormatBundle, Normalize, Collect) are removed from that pipeline,
- * and each sample goes to OUT/<image name>.png with GT boxes in class
- * colors and ignored boxes in gray. */
+ * and each sample goes to OUT/<image name>.png with its GT boxes, class
+ * names and masks drawn as mmdet does, and ignored boxes in gray. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/data.h>
+#include <mmdet/draw.h>
+#include <mmdet/evaluation.h>
+#include <mmdet/masks.h>
 
 #define MAX_DIRS 32
 #define MAX_OPTS 256
@@ -31,20 +34,58 @@ static void usage(FILE *f) {
           "  --not-show            accepted for mmdet's command line; nothing is shown on screen\n", f);
 }
 
-static const uint8_t palette[][3] = { { 220, 20, 60 }, { 0, 130, 200 }, { 60, 180, 75 }, { 255, 225, 25 },
-                                      { 145, 30, 180 }, { 245, 130, 48 }, { 70, 240, 240 }, { 240, 50, 230 },
-                                      { 210, 245, 60 }, { 0, 128, 128 } };
-
-/* A 2-pixel rectangle outline, clipped to the image (RGB, HWC). */
-static void draw_rect(uint8_t *img, int w, int h, const float *b, const uint8_t *rgb) {
-    int x1 = (int)b[0], y1 = (int)b[1], x2 = (int)b[2], y2 = (int)b[3];
-    for (int t = 0; t < 2; t++)
-        for (int y = y1 - t; y <= y2 + t; y++)
-            for (int x = x1 - t; x <= x2 + t; x++) {
-                bool edge = y == y1 - t || y == y2 + t || x == x1 - t || x == x2 + t;
-                if (!edge || x < 0 || y < 0 || x >= w || y >= h) continue;
-                memcpy(img + 3 * ((size_t)y * w + x), rgb, 3);
-            }
+/* mmdet's browse_dataset: imshow_det_bboxes with the GT boxes, labels and
+ * masks, boxes and masks in the dataset's PALETTE, names in (200, 200, 200),
+ * font size 8; ignored boxes (which mmdet leaves out) as thin gray outlines
+ * under them. */
+static int draw_sample(md_image *img, const md_sample *s, const md_dataset *ds, md_error *err) {
+    md_canvas *cv = md_canvas_on_image(img, err);
+    if (!cv) return -1;
+    for (int k = 0; k < s->gt_bboxes_ignore.n; k++) {
+        const float *b = s->gt_bboxes_ignore.xyxy + 4 * k;
+        md_draw_rect(cv, (int)b[0] + 0.5, (int)b[1] + 0.5, (int)b[2] + 0.5, (int)b[3] + 0.5, MD_RGB(128, 128, 128), 1);
+    }
+    if (md_canvas_finish(cv, err)) return -1;
+    int n = s->gt_bboxes.n, rc = 0;
+    float *bb = malloc(5 * sizeof *bb * (size_t)(n ? n : 1));
+    int64_t *labels = calloc((size_t)(n ? n : 1), sizeof *labels);
+    md_rle *masks = NULL;
+    uint8_t *bitmap = NULL;
+    if (!bb || !labels) {
+        rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int k = 0; k < n; k++) {
+        memcpy(bb + 5 * k, s->gt_bboxes.xyxy + 4 * k, 4 * sizeof *bb);
+        bb[5 * k + 4] = 1;
+        labels[k] = s->gt_bboxes.labels ? s->gt_bboxes.labels[k] : 0;
+    }
+    if (s->gt_masks.n == n && n > 0 && s->gt_masks.h == s->h && s->gt_masks.w == s->w) {
+        masks = calloc((size_t)n, sizeof *masks);
+        bitmap = malloc((size_t)s->h * (size_t)s->w);
+        if (!masks || !bitmap) {
+            rc = md_failc(err, MD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int k = 0; k < n && rc == 0; k++)
+            if ((rc = md_masks_bitmap(&s->gt_masks, k, bitmap, err)) == 0)
+                rc = md_rle_encode(bitmap, s->h, s->w, &masks[k], err);
+    }
+    static const uint8_t gray[3] = { 200, 200, 200 };
+    md_det_style st = MD_DET_STYLE(ds->palette, ds->n_palette);
+    st.text_color = gray;
+    st.score_thr = 0;
+    st.font_size = 8;
+    st.with_scores = false;
+    md_det_result det = { .n = n, .bboxes = bb, .labels = labels, .masks = masks };
+    if (rc == 0) rc = md_draw_detections(img, &det, ds->classes, ds->n_classes, &st, err);
+done:
+    for (int k = 0; masks && k < n; k++) md_rle_free(&masks[k]);
+    free(masks);
+    free(bitmap);
+    free(bb);
+    free(labels);
+    return rc;
 }
 
 /* Removes the skipped types from the pipeline of the dataset that owns it. */
@@ -135,6 +176,8 @@ int main(int argc, char **argv) {
     if (md_fs_mkdirs(out, &err)) goto fail;
     int64_t n = md_dataset_len(ds);
     if (max >= 0 && max < n) n = max;
+    md_progress bar;   /* mmdet's browse_dataset has mmcv's ProgressBar */
+    md_progress_start(&bar, stderr, n);
     for (int64_t i = 0; i < n; i++) {
         md_sample s;
         md_rng r;
@@ -156,11 +199,11 @@ int main(int argc, char **argv) {
         }
         for (size_t p = 0; p < (size_t)s.h * s.w; p++)   /* BGR (mmcv's order) to RGB */
             for (int k = 0; k < 3; k++) img->data[3 * p + k] = s.img_u8[3 * p + 2 - k];
-        for (int k = 0; k < s.gt_bboxes_ignore.n; k++)
-            draw_rect(img->data, s.w, s.h, s.gt_bboxes_ignore.xyxy + 4 * k, (const uint8_t[]){ 128, 128, 128 });
-        for (int k = 0; k < s.gt_bboxes.n; k++) {
-            int64_t l = s.gt_bboxes.labels ? s.gt_bboxes.labels[k] : 0;
-            draw_rect(img->data, s.w, s.h, s.gt_bboxes.xyxy + 4 * k, palette[(l < 0 ? 0 : l) % 10]);
+        if (draw_sample(img, &s, ds, &err) != 0) {
+            md_error_wrap(&err, "sample %lld", (long long)i);
+            md_image_free(img);
+            md_sample_clear(&s);
+            goto fail;
         }
         const char *name = s.meta.ori_filename[0] ? s.meta.ori_filename : "sample";
         const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
@@ -171,7 +214,9 @@ int main(int argc, char **argv) {
         printf("%s: %d boxes, %d ignored, %dx%d\n", path, s.gt_bboxes.n, s.gt_bboxes_ignore.n, s.w, s.h);
         md_sample_clear(&s);
         if (wr) goto fail;
+        md_progress_update(&bar, 1);
     }
+    md_progress_finish(&bar);
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "mmdet-browse-dataset: %s\n", err.msg);

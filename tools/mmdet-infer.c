@@ -28,7 +28,10 @@ static void usage(FILE *f) {
           "PyTorch .pth (torch.save; read without executing anything).\n"
           "\n"
           "  --out-dir DIR             where to write (default: infer_out)\n"
-          "  --score-thr T             keep detections with score >= T (default 0.3)\n"
+          "  --score-thr T             keep detections with score >= T (default 0.3; the drawing\n"
+          "                            shows those above T, as mmdet)\n"
+          "  --palette P               box and mask colours: coco (default), voc, citys, random,\n"
+          "                            or one colour (red, green, ...), as mmdet's image_demo\n"
           "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
           "                            install prefix's plugins and the config's plugin_dirs\n"
           "  --no-default-plugins      leave the install prefix's plugin directory out\n"
@@ -218,6 +221,7 @@ int main(int argc, char **argv) {
     int n_opts = 0, n_pdirs = 0, n_images = 0;
     bool no_default_plugins = false, skip_bad_plugins = false;
     float thr = 0.3f;
+    const char *palette = "coco";
     if (!opts || !pdirs || !images) return die("%s", "out of memory");
     const char *device = NULL;
     for (int i = 1; i < argc; i++) {
@@ -230,6 +234,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
         else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
+        else if (!strcmp(a, "--palette") && i + 1 < argc) palette = argv[++i];
         else if (!strcmp(a, "--score-thr") && i + 1 < argc) {
             char *end;
             thr = strtof(argv[++i], &end);
@@ -249,6 +254,9 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    uint8_t probe[3];
+    md_error perr = { 0 };
+    if (md_palette_get(palette, 1, probe, &perr) != 0) return die("--palette: %s", perr.msg);
     /* every image up front, so a typo fails before the model is built */
     for (int i = 0; i < n_images; i++) {
         int w, h;
@@ -264,6 +272,7 @@ int main(int argc, char **argv) {
     images_ds *ds = NULL;
     md_loader *loader = NULL;
     md_results res = { 0 };
+    uint8_t *colors = NULL;
     char **classes = NULL;
     int n_classes = 0;
     if (!ctx) return die("%s", err.msg);
@@ -304,6 +313,25 @@ int main(int argc, char **argv) {
     if (!(loader = md_loader_new(&ds->base, &lc, &err))) goto fail;
     if (md_single_gpu_test(ctx, model, loader, &ds->base, n_images > 1, &res, &err) != 0) goto fail;
 
+    /* mmdet's show_result_pyplot: boxes and masks in the palette, text in (200, 200, 200) */
+    int n_colors = n_classes > 0 ? n_classes : 1;
+    for (int i = 0; i < n_images; i++)
+        for (int j = 0; j < res.r[i].n; j++)
+            if (res.r[i].labels[j] >= n_colors) n_colors = (int)res.r[i].labels[j] + 1;
+    if (strcmp(palette, "random")) {
+        if (!(colors = malloc(3 * (size_t)n_colors))) {
+            md_failc(&err, MD_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (md_palette_get(palette, n_colors, colors, &err) != 0) {
+            md_error_wrap(&err, "--palette");
+            goto fail;
+        }
+    }
+    static const uint8_t text_gray[3] = { 200, 200, 200 };
+    md_det_style style = MD_DET_STYLE(colors, n_colors);
+    style.score_thr = thr;
+    style.text_color = text_gray;
     if (md_fs_mkdirs(out_dir, &err) != 0) goto fail;
     for (int i = 0; i < n_images; i++) {
         char png[4096], json[4096];
@@ -320,8 +348,9 @@ int main(int argc, char **argv) {
         }
         md_image *img = md_image_read_as(images[i], MD_IMAGE_RGB, &err);
         if (!img) goto fail;
-        md_draw_detections(img, &res.r[i], classes, n_classes, thr, 2);
-        int wrc = md_image_write_png(img, png, &err);
+        int wrc = md_draw_detections(img, &res.r[i], classes, n_classes, &style, &err);
+        if (wrc != 0) md_error_wrap(&err, "drawing %s", images[i]);
+        else wrc = md_image_write_png(img, png, &err);
         md_image_free(img);
         if (wrc != 0 || write_json(json, &res.r[i], classes, n_classes, thr, &err) != 0) goto fail;
         int kept = 0;
@@ -332,6 +361,7 @@ int main(int argc, char **argv) {
 fail:
     if (rc) fprintf(stderr, "mmdet-infer: error: %s\n", err.msg);
     md_results_free(&res);
+    free(colors);
     md_loader_free(loader);
     if (ds) md_dataset_free(&ds->base);
     md_classes_free(classes, n_classes);

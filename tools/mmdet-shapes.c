@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <mmdet/ctx.h>
+#include <mmdet/evaluation.h>
 #include <mmdet/image.h>
 #include <mmdet/tensor.h>
 
@@ -606,8 +607,16 @@ static int run_split(const opts *o, const char *split, int first_id, int n) {
     }
     image_out *imgs = calloc(n ? n : 1, sizeof *imgs);
     if (!imgs) { fprintf(stderr, "mmdet-shapes: out of memory for %d images\n", n); return -1; }
+    /* mmcv's progress bar on stderr, one per split */
+    md_progress bar;
+    md_progress_start(&bar, n > 0 ? stderr : NULL, n);
 #pragma omp parallel for schedule(dynamic, 4)
-    for (int i = 0; i < n; i++) gen_image(o, first_id + i, img_dir, o->masks ? mask_dir : NULL, &imgs[i]);
+    for (int i = 0; i < n; i++) {
+        gen_image(o, first_id + i, img_dir, o->masks ? mask_dir : NULL, &imgs[i]);
+#pragma omp critical(shapes_progress)
+        md_progress_update(&bar, 1);
+    }
+    md_progress_finish(&bar);
     int rc = 0;
     for (int i = 0; i < n && !rc; i++)
         if (imgs[i].failed) {

@@ -77,7 +77,14 @@ static int show(const char *dir, const md_results *res, const md_dataset *ds, fl
         const md_img_meta *m = &res->metas[i];
         md_image *img = md_image_read_as(m->filename, MD_IMAGE_RGB, err);
         if (!img) return -1;
-        md_draw_detections(img, &res->r[i], ds->classes, ds->n_classes, thr, 2);
+        /* mmdet's single_gpu_test: boxes, masks and labels in the dataset's PALETTE */
+        md_det_style st = MD_DET_STYLE(ds->palette, ds->n_palette);
+        st.score_thr = thr;
+        if (md_draw_detections(img, &res->r[i], ds->classes, ds->n_classes, &st, err) != 0) {
+            md_error_wrap(err, "drawing %s", m->filename);
+            md_image_free(img);
+            return -1;
+        }
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, m->ori_filename[0] ? m->ori_filename : m->filename);
         char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');

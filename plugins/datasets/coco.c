@@ -980,7 +980,7 @@ static const md_key coco_keys[] = {
 
 static const md_custom_dataset_class coco_cls = {
     .name = "CocoDataset", .size = sizeof(coco_ds), .keys = coco_keys, .classes = coco_classes,
-    .n_classes = N_COCO, .load_annotations = coco_load, .get_cat_ids = coco_get_cat_ids,
+    .n_classes = N_COCO, .palette = "coco", .load_annotations = coco_load, .get_cat_ids = coco_get_cat_ids,
     .evaluate = coco_evaluate, .format_results = coco_format_results, .destroy = coco_destroy,
 };
 

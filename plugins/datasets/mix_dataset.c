@@ -152,6 +152,8 @@ static void *mix_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     }
     d->base.n_classes = d->inner->n_classes;
     d->base.test_mode = d->inner->test_mode;
+    d->base.palette = d->inner->palette;
+    d->base.n_palette = d->inner->n_palette;
     d->base.classes = calloc((size_t)(d->base.n_classes + 1), sizeof *d->base.classes);
     int64_t n = md_dataset_len(d->inner);
     d->base.flag = calloc((size_t)(n + 1), 1);

@@ -367,7 +367,7 @@ static const md_custom_dataset_class xml_cls = {
 };
 static const md_custom_dataset_class voc_cls = {
     .name = "VOCDataset", .size = sizeof(voc_ds), .keys = voc_keys, .classes = voc_classes, .n_classes = N_VOC,
-    .load_annotations = voc_load, .evaluate = voc_evaluate,
+    .palette = "voc", .load_annotations = voc_load, .evaluate = voc_evaluate,
 };
 
 static void *xml_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {

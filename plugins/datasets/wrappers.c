@@ -89,6 +89,8 @@ static wrap_ds *wrap_new(const char *type, md_error *err) {
 static int copy_classes(wrap_ds *w, const md_dataset *c, md_error *err) {
     w->base.n_classes = c->n_classes;
     w->base.test_mode = c->test_mode;
+    w->base.palette = c->palette;   /* mmdet's wrappers take the (first) child's PALETTE */
+    w->base.n_palette = c->n_palette;
     w->base.classes = calloc((size_t)(c->n_classes ? c->n_classes : 1), sizeof *w->base.classes);
     if (!w->base.classes) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     for (int i = 0; i < c->n_classes; i++)

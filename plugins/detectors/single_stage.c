@@ -97,7 +97,40 @@ out:
     return rc;
 }
 
-static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test };
+/* mmdet's SingleStageDetector.onnx_export: extract_feat, the head's
+ * forward, then its onnx_export (dets, labels) or, without
+ * post-processing, the raw outputs cls_score_<l> and bbox_pred_<l>. */
+static int onnx_export(md_ctx *ctx, md_module *m, md_tensor *img, bool postprocess, md_error *err) {
+    detector *d = (detector *)m;
+    md_tensor *feats[MD_MAX_LEVELS], *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, img, feats);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    const md_dense_head_class *hc = md_dense_head_class_of(d->head);
+    md_scope_push(ctx, "bbox_head");
+    int rc = hc->forward(ctx, d->head, feats, n, cls, reg);
+    if (rc) {
+        md_scope_pop(ctx);
+        return md_error_from_ctx(ctx, err, "bbox_head");
+    }
+    if (postprocess) {
+        rc = hc->onnx_export ? hc->onnx_export(ctx, d->head, cls, reg, n, img->shape[2], img->shape[3], err)
+                             : md_failc(err, MD_ERR_CONFIG, "%s: the head has no ONNX export with post-processing; "
+                                        "export with --no-postprocess", d->head->cls->name);
+    } else {
+        for (int l = 0; l < n && !rc; l++) {
+            char a[32], b[32];
+            snprintf(a, sizeof a, "cls_score_%d", l);
+            snprintf(b, sizeof b, "bbox_pred_%d", l);
+            if (md_onnx_output(ctx, cls[l], a) || md_onnx_output(ctx, reg[l], b))
+                rc = md_error_from_ctx(ctx, err, "bbox_head output %d", l);
+        }
+    }
+    md_scope_pop(ctx);
+    return rc;
+}
+
+static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test,
+                                      .onnx_export = onnx_export };
 
 static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     detector *d = (detector *)m;

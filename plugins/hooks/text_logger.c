@@ -12,7 +12,7 @@
 typedef struct logger {
     md_hook base;
     int64_t interval;
-    bool ignore_last, by_epoch;
+    bool ignore_last, reset_flag, by_epoch;
     FILE *json;
     double time_sum;
     int64_t time_n, start_iter;
@@ -22,7 +22,8 @@ static const md_key keys[] = {
     { "interval", MD_KEY_INT, "10", "log every N iterations", false, MD_AT(logger, interval), .min = "1" },
     { "ignore_last", MD_KEY_BOOL, "true", "skip the partial interval at an epoch's end", false,
       MD_AT(logger, ignore_last) },
-    { "reset_flag", MD_KEY_BOOL, "false", NULL, false },
+    { "reset_flag", MD_KEY_BOOL, "false", "clear the log buffer after logging (the last logger always does)", false,
+      MD_AT(logger, reset_flag) },
     { "by_epoch", MD_KEY_BOOL, "true", NULL, false, MD_AT(logger, by_epoch) },
     { "interval_exp_name", MD_KEY_INT, "1000", NULL, false },
     { 0 } };
@@ -79,6 +80,12 @@ static void jprintf(logger *l, const char *fmt, ...) {
     va_start(ap, fmt);
     vfprintf(l->json, fmt, ap);
     va_end(ap);
+}
+
+/* mmcv's reset_flag: the last logger clears the buffer, so the loggers
+ * before it (TensorboardLoggerHook, ...) log the same values. */
+static void reset(logger *l, md_runner *r) {
+    if (l->reset_flag || md_runner_last_logger(r) == &l->base) md_runner_log_clear(r);
 }
 
 static void log_line(logger *l, md_runner *r, bool train) {
@@ -139,7 +146,7 @@ static void log_line(logger *l, md_runner *r, bool train) {
     jprintf(l, "}\n");
     if (l->json) fflush(l->json);
     md_log_write(ctx, MD_LOG_INFO, "%s", line);
-    md_runner_log_clear(r);
+    reset(l, r);
 }
 
 /* mmcv's get_mode: values without "time" are validation results (an
@@ -160,7 +167,7 @@ static int after_train_iter(md_hook *hk, md_runner *r, md_error *err) {
 static int after_train_epoch(md_hook *hk, md_runner *r, md_error *err) {
     (void)err;
     if (only_metrics(r)) log_line((logger *)hk, r, false);   /* an EvalHook's metrics */
-    md_runner_log_clear(r);   /* a partial interval is not carried over */
+    reset((logger *)hk, r);   /* a partial interval is not carried over */
     return 0;
 }
 

@@ -1,7 +1,10 @@
 /* bin/mmdet-analyze-logs on a hand-written JSON log
  * (tests/fixtures/analyze_logs/log.json): cal_train_time against numbers
- * worked out by hand, and plot_curve's PNG decoded back, with the curves'
- * colors looked up where the data points must land. */
+ * worked out by hand, and plot_curve's PNG decoded back: the curves'
+ * colours where the data points must land, tick labels, title, and a
+ * legend whose text is as wide as md_draw measures the key; PDF and SVG
+ * outputs are whole files. */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include <mmdet/draw.h>
 #include "testlib.h"
 
 #define LOG "tests/fixtures/analyze_logs/log.json"
@@ -55,14 +59,59 @@ Test(analyze_logs, cal_train_time_by_hand) {
     cr_assert(strstr(out, "average iter time: 0.5333 s/iter\n"), "%s", out);
 }
 
-/* Plot area (80, 44)-(640, 440) as documented in the tool. */
-static int px(double x, double x0, double x1) { return (int)lround(80 + (x - x0) / (x1 - x0) * 560); }
-static int py(double y, double y0, double y1) { return (int)lround(440 - (y - y0) / (y1 - y0) * 396); }
-static bool is(const md_image *img, int x, int y, const uint8_t c[3]) {
-    const uint8_t *p = img->data + ((size_t)y * img->w + x) * 3;
-    return p[0] == c[0] && p[1] == c[1] && p[2] == c[2];
+/* The view and plot area the tool reports: data to pixels. */
+typedef struct axes { double x0, x1, y0, y1, l, t, r, b; char xlabel[16]; } axes;
+static axes parse_axes(const char *out) {
+    axes a;
+    const char *p = strstr(out, "axes: x [");
+    cr_assert(p, "%s", out);
+    double step;
+    cr_assert_eq(sscanf(p, "axes: x [%lf, %lf] step %lf (%15[a-z]), y [%lf, %lf] step %lf; plot area (%lf, %lf)-(%lf, %lf)",
+                        &a.x0, &a.x1, &step, a.xlabel, &a.y0, &a.y1, &step, &a.l, &a.t, &a.r, &a.b), 11, "%s", p);
+    return a;
 }
-static const uint8_t blue[3] = { 31, 119, 180 }, orange[3] = { 255, 127, 14 }, black[3] = { 0, 0, 0 };
+static double px(const axes *a, double x) { return a->l + (x - a->x0) / (a->x1 - a->x0) * (a->r - a->l); }
+static double py(const axes *a, double y) { return a->b - (y - a->y0) / (a->y1 - a->y0) * (a->b - a->t); }
+
+/* Whether a pixel within 1 of (x, y) has colour c (to 40 per channel: the
+ * curves are anti-aliased). */
+static bool near(const md_image *img, double x, double y, const uint8_t c[3]) {
+    for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+            int xi = (int)x + dx, yi = (int)y + dy;
+            if (xi < 0 || yi < 0 || xi >= img->w || yi >= img->h) continue;
+            const uint8_t *p = img->data + ((size_t)yi * img->w + xi) * 3;
+            if (abs(p[0] - c[0]) <= 40 && abs(p[1] - c[1]) <= 40 && abs(p[2] - c[2]) <= 40) return true;
+        }
+    return false;
+}
+static bool dark(const md_image *img, int x, int y) {
+    const uint8_t *p = img->data + ((size_t)y * img->w + x) * 3;
+    return p[0] < 128 && p[1] < 128 && p[2] < 128;
+}
+static const uint8_t blue[3] = { 31, 119, 180 }, orange[3] = { 255, 127, 14 };
+#define FS (10 * 100.0 / 72.0)   /* matplotlib's 10 pt at 100 dpi */
+
+/* The tool's legend line: the box and the widest label's measured width. */
+typedef struct legend { double x, y, w, h, text_w; } legend;
+static legend parse_legend(const char *out) {
+    legend l;
+    const char *p = strstr(out, "legend: (");
+    cr_assert(p, "%s", out);
+    cr_assert_eq(sscanf(p, "legend: (%lf, %lf) %lf x %lf, labels %lf wide", &l.x, &l.y, &l.w, &l.h, &l.text_w), 5,
+                 "%s", p);
+    return l;
+}
+/* The dark text inside the legend box: leftmost and rightmost column. */
+static void legend_ink(const md_image *img, const legend *l, int *x1, int *x2) {
+    *x1 = img->w, *x2 = -1;
+    for (int y = (int)l->y + 2; y < (int)(l->y + l->h) - 1; y++)
+        for (int x = (int)(l->x + 3.2 * FS); x < (int)(l->x + l->w) - 1; x++)
+            if (dark(img, x, y)) {
+                if (x < *x1) *x1 = x;
+                if (x > *x2) *x2 = x;
+            }
+}
 
 Test(analyze_logs, plot_curve_puts_the_points_where_the_data_says) {
     char cmd[512], out[4096], png[128];
@@ -70,24 +119,86 @@ Test(analyze_logs, plot_curve_puts_the_points_where_the_data_says) {
     snprintf(png, sizeof png, "%s/loss.png", dir);
     snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss --out %s", png);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
-    /* loss from 2.0 at iteration 10 to 0.5 at 30 + 2 x 30 = 90: x ticks of 10
-     * over [10, 90], y ticks of 0.5 over [0.5, 2] */
-    cr_assert(strstr(out, "axes: x [10, 90] step 10 (iter), y [0.5, 2] step 0.5"), "%s", out);
+    /* loss from 2.0 at iteration 10 to 0.5 at 30 + 2 x 30 = 90, plus 5 %
+     * margins as matplotlib: x [6, 94], y [0.425, 2.075] */
+    axes a = parse_axes(out);
+    cr_expect(fabs(a.x0 - 6) < 1e-9 && fabs(a.x1 - 94) < 1e-9, "%s", out);
+    cr_expect(fabs(a.y0 - 0.425) < 1e-9 && fabs(a.y1 - 2.075) < 1e-9, "%s", out);
+    cr_expect_str_eq(a.xlabel, "iter");
     md_image *img = md_image_read(png, &err);
     cr_assert(img, "%s", err.msg);
+    cr_expect(img->w == 640 && img->h == 480, "matplotlib's 6.4 x 4.8 in at 100 dpi");
     double xs[9] = { 10, 20, 30, 40, 50, 60, 70, 80, 90 }, ys[9] = { 2.0, 1.6, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5 };
     for (int i = 0; i < 9; i++)
-        cr_expect(is(img, px(xs[i], 10, 90), py(ys[i], 0.5, 2), blue), "point %d at (%d, %d)", i,
-                  px(xs[i], 10, 90), py(ys[i], 0.5, 2));
-    /* the frame and a tick label under the x axis */
-    cr_expect(is(img, 360, 440, black) || is(img, 360, 440, blue));
-    int ink = 0;
-    for (int y = 449; y < 457; y++)
-        for (int x = 70; x < 650; x++) ink += is(img, x, y, black);
-    cr_expect_gt(ink, 20, "tick labels");
+        cr_expect(near(img, px(&a, xs[i]), py(&a, ys[i]), blue), "point %d at (%.1f, %.1f)", i, px(&a, xs[i]),
+                  py(&a, ys[i]));
+    /* tick labels under the x axis, and the axis label below them */
+    int ink = 0, label = 0;
+    for (int y = (int)a.b + 6; y < (int)a.b + 24; y++)
+        for (int x = (int)a.l; x < (int)a.r; x++) ink += dark(img, x, y);
+    for (int y = (int)a.b + 26; y < 480; y++)
+        for (int x = 300; x < 360; x++) label += dark(img, x, y);
+    cr_expect_gt(ink, 40, "tick labels");
+    cr_expect_gt(label, 10, "the x label");
     /* nothing blue far from the curve: below its lowest point */
-    for (int y = py(0.5, 0.5, 2) + 3; y < 440; y++) cr_expect_not(is(img, 200, y, blue), "y %d", y);
+    for (int y = (int)py(&a, 0.5) + 4; y < (int)a.b; y++) cr_expect(!near(img, 330, y, blue), "y %d", y);
+    /* one log: the legend says the key, its width that of md_draw's "loss" */
+    legend l = parse_legend(out);
+    double w;
+    md_draw_text_size("loss", FS, &w, NULL);
+    cr_expect_float_eq(l.text_w, w, 1e-4, "legend label %g wide, \"loss\" measures %g", l.text_w, w);
+    int x1, x2;
+    legend_ink(img, &l, &x1, &x2);
+    cr_expect(x2 - x1 + 1 >= w - 3 && x2 - x1 + 1 <= w + 1, "legend text ink %d..%d for a %g-wide label", x1, x2, w);
     md_image_free(img);
+}
+
+/* The legend of one log names each key: its drawn text is as wide as
+ * md_draw measures "loss_cls", not the log's path. */
+Test(analyze_logs, legend_is_the_key_or_short_log_names) {
+    char cmd[1024], out[4096], png[128];
+    md_error err = { 0 };
+    snprintf(png, sizeof png, "%s/cls.png", dir);
+    snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss_cls --out %s", png);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    legend l = parse_legend(out);
+    double w, wpath;
+    md_draw_text_size("loss_cls", FS, &w, NULL);
+    md_draw_text_size(LOG "_loss_cls", FS, &wpath, NULL);
+    cr_expect_float_eq(l.text_w, w, 1e-4);
+    cr_expect_float_eq(l.w, (0.4 + 2.0 + 0.8 + 0.4) * FS + w, 1e-4, "matplotlib's paddings around the label");
+    md_image *img = md_image_read(png, &err);
+    cr_assert(img, "%s", err.msg);
+    int x1, x2;
+    legend_ink(img, &l, &x1, &x2);
+    cr_expect(x2 - x1 + 1 >= w - 3 && x2 - x1 + 1 <= w + 1, "ink %d..%d, \"loss_cls\" is %g, the path %g", x1, x2, w,
+              wpath);
+    md_image_free(img);
+
+    /* two logs of the same name in different folders: folder/stem and key */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/run_a %s/run_b && cp " LOG " %s/run_a/20261207_151744.log.json && cp " LOG
+             " %s/run_b/20261207_151744.log.json && " TOOL " plot_curve %s/run_a/20261207_151744.log.json "
+             "%s/run_b/20261207_151744.log.json --keys loss_cls --out %s/two.png", dir, dir, dir, dir, dir, dir, dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    l = parse_legend(out);
+    double wa, wb;
+    md_draw_text_size("run_a/20261207_151744 loss_cls", FS, &wa, NULL);
+    md_draw_text_size("run_b/20261207_151744 loss_cls", FS, &wb, NULL);
+    cr_expect_float_eq(l.text_w, fmax(wa, wb), 1e-4, "%s", out);
+    /* distinct file names: the stems alone */
+    snprintf(cmd, sizeof cmd, "cp " LOG " %s/run_a/second.log.json && " TOOL " plot_curve "
+             "%s/run_a/20261207_151744.log.json %s/run_a/second.log.json --keys loss --out %s/stems.png", dir, dir,
+             dir, dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    l = parse_legend(out);
+    md_draw_text_size("20261207_151744 loss", FS, &wa, NULL);
+    cr_expect_float_eq(l.text_w, wa, 1e-4, "%s", out);
+    /* --legend wins */
+    snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss_cls --legend 'RetinaNet cls' --out %s/l.png", dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    l = parse_legend(out);
+    md_draw_text_size("RetinaNet cls", FS, &w, NULL);
+    cr_expect_float_eq(l.text_w, w, 1e-4, "%s", out);
 }
 
 Test(analyze_logs, plot_curve_train_keys_by_iteration_val_keys_by_epoch) {
@@ -97,19 +208,65 @@ Test(analyze_logs, plot_curve_train_keys_by_iteration_val_keys_by_epoch) {
     snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss bbox_mAP --legend loss mAP --title TOY --out %s",
              png);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
-    /* x from epoch 1 to iteration 90: steps of 20 over [0, 100]; y 0.2..2: [0, 2] by 0.5 */
-    cr_assert(strstr(out, "axes: x [0, 100] step 20"), "%s", out);
-    cr_assert(strstr(out, "y [0, 2] step 0.5"), "%s", out);
+    /* x from epoch 1 to iteration 90, y 0.2..2, with 5 % margins; mmdet
+     * labels the x axis by the last key: epoch */
+    axes a = parse_axes(out);
+    cr_expect(fabs(a.x0 - (1 - 4.45)) < 1e-9 && fabs(a.x1 - (90 + 4.45)) < 1e-9, "%s", out);
+    cr_expect(fabs(a.y0 - 0.11) < 1e-9 && fabs(a.y1 - 2.09) < 1e-9, "%s", out);
+    cr_expect_str_eq(a.xlabel, "epoch");
     md_image *img = md_image_read(png, &err);
     cr_assert(img, "%s", err.msg);
-    cr_expect(is(img, px(10, 0, 100), py(2.0, 0, 2), blue));     /* first loss point */
-    cr_expect(is(img, px(90, 0, 100), py(0.5, 0, 2), blue));     /* last */
-    cr_expect(is(img, px(1, 0, 100), py(0.2, 0, 2), orange));    /* bbox_mAP at epoch 1 */
-    cr_expect(is(img, px(3, 0, 100), py(0.35, 0, 2), orange));   /* epoch 3 */
-    /* the legend right of the plot: a line sample in each color */
-    cr_expect(is(img, 671, 47, blue));
-    cr_expect(is(img, 665, 63, orange));
+    cr_expect(near(img, px(&a, 10), py(&a, 2.0), blue));     /* first loss point */
+    cr_expect(near(img, px(&a, 90), py(&a, 0.5), blue));     /* last */
+    cr_expect(near(img, px(&a, 1), py(&a, 0.2), orange));    /* bbox_mAP at epoch 1, a marker */
+    cr_expect(near(img, px(&a, 3), py(&a, 0.35), orange));   /* epoch 3 */
+    /* the title: ink above the plot area, centred */
+    int t1 = img->w, t2 = -1;
+    for (int y = 0; y < (int)a.t - 2; y++)
+        for (int x = 0; x < img->w; x++)
+            if (dark(img, x, y)) {
+                if (x < t1) t1 = x;
+                if (x > t2) t2 = x;
+            }
+    double tw;
+    md_draw_text_size("TOY", 12 * 100.0 / 72.0, &tw, NULL);
+    cr_expect(t2 > t1 && fabs((t1 + t2 + 1) / 2.0 - (a.l + a.r) / 2) < 2 && t2 - t1 + 1 <= tw + 1 &&
+              t2 - t1 + 1 >= tw - 4, "title ink %d..%d, %g wide", t1, t2, tw);
+    /* the legend: a line sample in each colour at the left of its rows */
+    legend l = parse_legend(out);
+    cr_expect(near(img, l.x + 0.4 * FS + FS, l.y + 0.4 * FS + (l.h - 0.8 * FS - 0.5 * FS) / 4, blue));
+    cr_expect(near(img, l.x + 0.4 * FS + FS, l.y + l.h - 0.4 * FS - (l.h - 0.8 * FS - 0.5 * FS) / 4, orange));
     md_image_free(img);
+}
+
+/* --out's extension picks the format: PDF and SVG through cairo's
+ * surfaces, whole files with their headers and trailers. */
+Test(analyze_logs, pdf_and_svg_outputs) {
+    char cmd[512], out[4096], path[128];
+    const char *ext[] = { "pdf", "svg" };
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/curve.%s", dir, ext[k]);
+        snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss bbox_mAP --title T --out %s", path);
+        cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+        FILE *f = fopen(path, "rb");
+        cr_assert(f, "%s", path);
+        static char text[1 << 20];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = 0;
+        if (k == 0) {
+            cr_expect(!strncmp(text, "%PDF-1.", 7), "%.8s", text);
+            cr_expect(n > 8 && memmem(text + n - 8, 8, "%%EOF", 5), "the PDF is complete");
+            cr_expect(memmem(text, n, "/MediaBox [ 0 0 640 480 ]", 25), "a 640 x 480 page");
+        } else {
+            cr_expect(!strncmp(text, "<?xml", 5), "%.8s", text);
+            cr_expect(strstr(text, "<svg") && strstr(text, "width=\"640pt\"") && strstr(text, "</svg>"), "%.200s",
+                      text);
+        }
+    }
+    snprintf(cmd, sizeof cmd, TOOL " plot_curve " LOG " --keys loss --out %s/curve.gif", dir);
+    cr_assert_neq(run(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "curve.gif") && strstr(out, ".pdf"), "%s", out);
 }
 
 Test(analyze_logs, a_missing_key_names_the_key_and_the_file) {

@@ -2,8 +2,8 @@
  * the ground truth of each image (hand-checkable: boxes from the COCO file,
  * score 0.9, class names); with the tiny RetinaNet of an mmdet .pth
  * checkpoint it agrees box for box with bin/mmdet-test --out on the same
- * images; drawings have the images' sizes; a missing image is an error
- * naming it. */
+ * images; drawings have the images' sizes; the progress bar goes to a
+ * non-terminal stderr as lines; a missing image is an error naming it. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +94,10 @@ Test(mmdet_infer, oracle_json_is_the_ground_truth) {
              "model.ann_file=%s/data/annotations/instances_val.json model.keep=[1.0] >%s/infer.out 2>&1",
              dir, images, dir, dir, dir);
     cr_assert_eq(system(cmd), 0, "%s", slurp("infer.out"));
+    /* stderr is a file: mmcv's progress text as whole lines, no redraws */
+    const char *log = slurp("infer.out");
+    cr_expect(strstr(log, "] 1/3, ") && strstr(log, "] 2/3, ") && strstr(log, "] 3/3, "), "%s", log);
+    cr_expect(strstr(log, "task/s, elapsed: ") && !strchr(log, '\r'), "%s", log);
     int total = 0;
     for (size_t i = 0; i < gt->n_images; i++) {
         char stem[128], name[160];

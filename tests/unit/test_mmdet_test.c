@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mmdet/mmdet.h>
+#include <mmdet/draw.h>
 #include "testlib.h"
 #include <mmdet/coco.h>
 #include <mmdet/image.h>
@@ -137,6 +138,19 @@ Test(mmdet_test, show_dir_draws_boxes) {
         for (size_t k = 0; k < (size_t)a->w * a->h * 3; k++) diff += a->data[k] != b->data[k];
         if (i < 2) cr_expect_gt(diff, 100, "image %d has boxes drawn", i);
         else cr_expect_eq(diff, 0, "image %d has no detections: unchanged", i);
+        /* image 0's first box: its left edge, half way down, in CocoDataset's
+         * PALETTE colour of its class at mmdet's alpha 0.8 */
+        for (size_t k = 0; i == 0 && k < gt->n_anns; k++) {
+            const md_coco_ann *an = &gt->anns[k];
+            if (an->image_index != 0) continue;
+            int n = 0, x = (int)an->bbox[0], y = (int)(an->bbox[1] + an->bbox[3] * 0.75);
+            const uint8_t *pal = md_palette_table("coco", &n), *c = pal + 3 * an->category_index;
+            const uint8_t *pa = a->data + 3 * ((size_t)y * a->w + x), *pb = b->data + 3 * ((size_t)y * b->w + x);
+            for (int ch = 0; ch < 3; ch++)
+                cr_expect(abs(pa[ch] - (int)(0.2 * pb[ch] + 0.8 * c[ch] + 0.5)) <= 1,
+                          "(%d, %d) channel %d: %d over %d, class %d", x, y, ch, pa[ch], pb[ch], an->category_index);
+            break;
+        }
         md_image_free(a);
         md_image_free(b);
     }

@@ -342,7 +342,9 @@ Test(aug, multi_image_mix_dataset) {
 }
 
 /* bin/mmdet-browse-dataset writes one PNG per sample, with the boxes drawn
- * in the class color (label 0: (220, 20, 60)) on the box's top-left corner. */
+ * as mmdet's imshow_det_bboxes: in VOCDataset's PALETTE colour of the
+ * class (label 0: (106, 0, 228)) at alpha 0.8 through the pixel of the
+ * box's integer top-left corner. */
 Test(aug, browse_dataset_tool) {
     char dir[64] = "/tmp/md_browse_XXXXXX", cmd[1024];
     cr_assert(mkdtemp(dir));
@@ -376,9 +378,17 @@ Test(aug, browse_dataset_tool) {
     cr_assert_eq(img->w, info.width);
     cr_assert_eq(img->h, info.height);
     cr_assert(a.n > 0);
-    int x = (int)a.bboxes[0], y = (int)a.bboxes[1];
-    const uint8_t *px = img->data + 3 * ((size_t)y * img->w + x);
-    cr_assert(px[0] == 220 && px[1] == 20 && px[2] == 60, "(%d %d %d)", px[0], px[1], px[2]);
+    int x = (int)a.bboxes[0], y = (int)a.bboxes[1] + 4;   /* below the corner, clear of the label */
+    char src[256];
+    snprintf(src, sizeof src, "%s/VOC2007/%s", dir, info.filename);
+    md_image *orig = md_image_read(src, &err);
+    cr_assert(orig, "%s", err.msg);
+    const uint8_t *px = img->data + 3 * ((size_t)y * img->w + x), *bg = orig->data + 3 * ((size_t)y * img->w + x);
+    const uint8_t want[3] = { 106, 0, 228 };
+    for (int k = 0; k < 3; k++)
+        cr_expect(abs(px[k] - (int)(0.2 * bg[k] + 0.8 * want[k] + 0.5)) <= 1, "channel %d: %d over %d", k, px[k],
+                  bg[k]);
+    md_image_free(orig);
     md_dataset_free(ds);
     md_cfg_free(c);
     md_image_free(img);

@@ -67,6 +67,11 @@ typedef struct md_bbox_coder_iface {
     md_tensor *(*decode)(md_ctx *ctx, const md_bbox_coder *c, md_tensor *bboxes, md_tensor *pred,
                          const int *max_shape);
     void (*destroy)(md_bbox_coder *c);
+    /* Optional: decode's ONNX form while tracing (onnx.h): value names of
+     * bboxes [N, K, 4] and pred [N, K, 4] -> the boxes' value [N, K, 4],
+     * clipped to max_h x max_w when the coder clips. NULL: not exportable. */
+    const char *(*onnx_decode)(md_ctx *ctx, const md_bbox_coder *c, const char *bboxes, const char *pred,
+                               int64_t max_h, int64_t max_w);
 } md_bbox_coder_iface;
 struct md_bbox_coder { const md_bbox_coder_iface *iface; const char *type; };
 
@@ -230,6 +235,11 @@ typedef struct md_dense_head_class {
      * and max_per_img; proposals[i] [P, 5] in the original image's pixels. */
     int (*aug_test_rpn)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
                         md_tensor **proposals, md_error *err);
+    /* mmdet's onnx_export while tracing (onnx.h): from the forward's
+     * outputs (traced values) for a batch of img_h x img_w inputs, the graph
+     * outputs "dets" [N, K, 5] and "labels" [N, K]. NULL: not exportable. */
+    int (*onnx_export)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
+                       int n, int64_t img_h, int64_t img_w, md_error *err);
 } md_dense_head_class;
 
 static inline const md_dense_head_class *md_dense_head_class_of(const md_module *m) {

@@ -100,6 +100,9 @@ typedef struct md_custom_dataset_class {
     /* Frees what the derived struct owns (also after a failed build, on a
      * zeroed or partly loaded struct); the library frees the rest. */
     void (*destroy)(md_custom_dataset *d);
+    /* PALETTE by md_palette_table's name ("coco", "voc"); NULL: mmdet's
+     * None (drawings use the random palette). */
+    const char *palette;
 } md_custom_dataset_class;
 
 /* The base; a derived struct starts with it. Fields are read-only to the

@@ -221,6 +221,10 @@ struct md_dataset {
     char **classes;                 /* CLASSES, owned by the dataset */
     uint8_t *flag;
     bool test_mode;
+    /* PALETTE: an RGB triple per class (static, not owned), n_palette of
+     * them; NULL is mmdet's None (drawings use the random palette). */
+    const uint8_t *palette;
+    int n_palette;
 };
 
 static inline int64_t md_dataset_len(const md_dataset *ds) { return ds->iface->len(ds); }

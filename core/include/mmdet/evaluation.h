@@ -18,12 +18,18 @@ extern "C" {
 #endif
 
 /* mmcv's ProgressBar on a stream (stderr):
- *   [>>>>>>>>>>            ] 12/50, 3.1 task/s, elapsed: 4s, ETA:    12s */
+ *   [>>>>>>>>>>            ] 12/50, 3.1 task/s, elapsed: 4s, ETA:    12s
+ * redrawn in place on a terminal. On anything else (a log file, a pipe)
+ * the same text goes out as whole lines, one each time another tenth of
+ * the total is done (and at least every 30 s), the last at the end. */
 typedef struct md_progress {
     FILE *f;
     int64_t total, done;
     int bar_width;
     double t0;
+    bool tty;
+    int64_t printed;      /* done at the last line (not a terminal) */
+    double printed_t;
 } md_progress;
 void md_progress_start(md_progress *p, FILE *f, int64_t total);
 void md_progress_update(md_progress *p, int64_t n);

@@ -17,5 +17,6 @@
 #include "runner.h"
 #include "models.h"
 #include "losses.h"
+#include "onnx.h"
 #include "dist.h"
 #endif

@@ -59,6 +59,12 @@ typedef struct md_model_iface {
      * Same lifetime rules as simple_test. NULL when the model has no
      * test-time augmentation. */
     int (*aug_test)(md_ctx *ctx, md_module *model, void *batch, md_det_result *results, md_error *err);
+    /* mmdet's onnx_export while an ONNX trace is on (onnx.h), in eval mode
+     * with grad off: the forward on img [N, 3, H, W] (already the graph
+     * input "input"), then the graph outputs: with postprocess "dets"
+     * [N, K, 5] and "labels" [N, K], else the heads' raw outputs. NULL
+     * when the model cannot be exported. */
+    int (*onnx_export)(md_ctx *ctx, md_module *model, md_tensor *img, bool postprocess, md_error *err);
 } md_model_iface;
 
 /* ---- where batches come from ---- */
@@ -168,6 +174,11 @@ int md_runner_register_training_hooks(md_runner *r, const md_cfg *lr_config, con
                                       const md_cfg *momentum_config, const md_cfg *custom_hooks, md_error *err);
 int md_runner_hook_count(const md_runner *r);
 md_hook *md_runner_hook(const md_runner *r, int i);
+/* The last registered logger hook (type containing "LoggerHook"), or NULL:
+ * the one that clears the log buffer after logging, as mmcv's
+ * LoggerHook.before_run sets its reset_flag, so loggers before it read the
+ * same values. */
+md_hook *md_runner_last_logger(const md_runner *r);
 
 /* workflow: modes[i] is "train" or "val", counts[i] epochs (or iterations
  * for the iteration-based runner); sources[i] feeds phase i. */
