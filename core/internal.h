@@ -130,6 +130,7 @@ struct md_ctx {
     bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
     md_rng init_rng;   /* weight init (nn.c) */
     md_error op_error;
+    struct md_flops *flops;   /* FLOPs counting (flops.h); NULL: off */
     char scope[1024];
     int scope_marks[64];
     int scope_depth;

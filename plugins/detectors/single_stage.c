@@ -97,7 +97,20 @@ out:
     return rc;
 }
 
-static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test };
+/* mmdet's SingleStageDetector.forward_dummy: extract_feat, the head's forward. */
+static int forward_dummy(md_ctx *ctx, md_module *m, md_tensor *img, md_error *err) {
+    detector *d = (detector *)m;
+    md_tensor *feats[MD_MAX_LEVELS], *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, img, feats);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    md_scope_push(ctx, "bbox_head");
+    int rc = md_dense_head_class_of(d->head)->forward(ctx, d->head, feats, n, cls, reg);
+    md_scope_pop(ctx);
+    return rc ? md_error_from_ctx(ctx, err, "bbox_head") : 0;
+}
+
+static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test,
+                                      .forward_dummy = forward_dummy };
 
 static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     detector *d = (detector *)m;
