@@ -81,7 +81,7 @@ static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     }
     return x;
 }
-static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq_forward };
+static const md_module_class seq_class = { .name = "ResLayer", .forward1 = seq_forward };   /* mmdet's ResLayer, an nn.Sequential */
 
 typedef struct block { md_module base; bool bottleneck, down; char norm[3][8]; } block;
 
