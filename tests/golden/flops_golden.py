@@ -1,11 +1,12 @@
 """Golden FLOPs and parameter counts (tests/unit/test_get_flops.c): what
 mmdet 2.28's tools/analysis_tools/get_flops.py reports, i.e. mmcv 1.7.2's
 get_model_complexity_info over the detector's forward_dummy, for the
-models of configs/retinanet/retinanet_r18_fpn_shapes.cfg and
-configs/faster_rcnn/faster_rcnn_r18_fpn_shapes.cfg.
+models of configs/retinanet/retinanet_r18_fpn_shapes.cfg,
+configs/faster_rcnn/faster_rcnn_r18_fpn_shapes.cfg and
+configs/mask_rcnn/mask_rcnn_r18_fpn_shapes.cfg.
 
 The models are built with mmdet's own build_detector from mmdet's base
-configs (configs/_base_/models/{retinanet,faster_rcnn}_r50_fpn.py as
+configs (configs/_base_/models/{retinanet,faster_rcnn,mask_rcnn}_r50_fpn.py as
 installed with mmdet) with the overrides our shapes configs apply (ResNet-18,
 narrower FPN and heads, GroupNorm in the RetinaNet's FPN and head, 5
 classes), at the input shape get_flops makes of `--shape 100 130`
@@ -61,10 +62,16 @@ FASTER = {
     "model.roi_head.bbox_head.in_channels": 64, "model.roi_head.bbox_head.fc_out_channels": 256,
     "model.roi_head.bbox_head.num_classes": 5,
 }
+MASK = dict(FASTER, **{
+    "model.roi_head.mask_roi_extractor.out_channels": 64, "model.roi_head.mask_head.num_convs": 2,
+    "model.roi_head.mask_head.in_channels": 64, "model.roi_head.mask_head.conv_out_channels": 64,
+    "model.roi_head.mask_head.num_classes": 5,
+})
 CASES = [
     ("retinanet", "retinanet_r50_fpn.py", RETINA),
     ("faster_rcnn", "faster_rcnn_r50_fpn.py", FASTER),
     ("faster_rcnn_frozen1", "faster_rcnn_r50_fpn.py", dict(FASTER, **{"model.backbone.frozen_stages": 1})),
+    ("mask_rcnn", "mask_rcnn_r50_fpn.py", MASK),
 ]
 
 

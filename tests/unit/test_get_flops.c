@@ -1,7 +1,8 @@
 /* FLOPs counting (flops.h) and bin/mmdet-get-flops against mmcv's
  * get_model_complexity_info: tests/golden/flops_golden.py ran mmdet 2.28's
- * get_flops path on the models of the shapes RetinaNet and Faster R-CNN
- * configs (and the Faster R-CNN with stage 1 frozen) at --shape 100 130;
+ * get_flops path on the models of the shapes RetinaNet, Faster R-CNN and
+ * Mask R-CNN configs (and the Faster R-CNN with stage 1 frozen) at
+ * --shape 100 130;
  * the tool must give every module mmcv counts the same FLOPs and
  * parameters, as integers. The layer counts are also checked by hand. */
 #include <criterion/criterion.h>
@@ -214,6 +215,12 @@ Test(get_flops, retinanet_matches_mmcv) {
 
 Test(get_flops, faster_rcnn_matches_mmcv) {
     check_case("faster_rcnn", "configs/faster_rcnn/faster_rcnn_r18_fpn_shapes.cfg", "");
+}
+
+/* The mask branch: FCNMaskHead's convs, deconv and its `relu` on the first
+ * 100 of the 1000 proposals. */
+Test(get_flops, mask_rcnn_matches_mmcv) {
+    check_case("mask_rcnn", "configs/mask_rcnn/mask_rcnn_r18_fpn_shapes.cfg", "");
 }
 
 /* Frozen parameters are not counted, per module and in all. */
