@@ -10,7 +10,7 @@
  *   BatchNorm2d, GroupNorm   input elements, twice with affine parameters
  *   Linear           input elements x out_features
  *   ReLU             output elements;  MaxPool2d, AvgPool2d: input elements
- *   Upsample         output elements
+ *   Upsample         output elements of the batch's first image
  * Functional calls (F.relu, F.interpolate, F.max_pool2d, additions) are not
  * layers there and count nothing. Here the layers of nn.h count themselves
  * when called through md_module_call / md_module_forward (and inside
