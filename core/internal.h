@@ -135,6 +135,7 @@ struct md_ctx {
     struct md_comm *comm, *dev_comm;
     struct md__grad_hook *grad_hook;
     md_error op_error;
+    struct md_flops *flops;   /* FLOPs counting (flops.h); NULL: off */
     char scope[1024];
     int scope_marks[64];
     int scope_depth;

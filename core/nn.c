@@ -13,7 +13,9 @@ MD_API md_tensor *md_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     if (!m || !m->cls || !m->cls->forward1)
         return md_op_fail(ctx, "forward", "module %s has no single-tensor forward",
                           m && m->cls ? m->cls->name : "(null)");
-    return m->cls->forward1(ctx, m, x);
+    md_tensor *y = m->cls->forward1(ctx, m, x);
+    if (ctx->flops) md_flops_layer(ctx, NULL, m, x, y);
+    return y;
 }
 
 MD_API md_tensor *md_module_call(md_ctx *ctx, md_module *parent, const char *name, md_tensor *x) {
@@ -311,6 +313,148 @@ MD_API md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err
     return &p->base;
 }
 
+/* nn.Identity: what md_nn_fuse_conv_bn leaves where a BatchNorm2d was. */
+static md_tensor *identity_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    (void)ctx;
+    (void)m;
+    return x;
+}
+static const md_module_class identity_class = { .name = "Identity", .forward1 = identity_forward };
+
+/* ---------------------------------------------------------------- FLOPs -- */
+
+MD_API void md_flops_layer(md_ctx *ctx, const char *name, const md_module *m, const md_tensor *x,
+                           const md_tensor *y) {
+    if (!ctx->flops || !m || !x || !y) return;
+    const md_module_class *c = m->cls;
+    int64_t f;
+    if (c == &conv_class && y->ndim == 4) {
+        const conv_layer *l = (const conv_layer *)m;
+        /* mmcv: output positions x kh x kw x in_channels x out / groups;
+         * in_channels x out / groups is the weight's C/groups x out */
+        int64_t pos = y->shape[0] * y->shape[2] * y->shape[3], out = l->w->shape[0];
+        f = pos * l->w->shape[1] * l->w->shape[2] * l->w->shape[3] * out + (l->b ? pos * out : 0);
+    } else if (c == &deconv_class && x->ndim == 4 && y->ndim == 4) {
+        const deconv_layer *l = (const deconv_layer *)m;
+        int64_t in = l->w->shape[0], out = l->w->shape[1];
+        f = x->shape[0] * x->shape[2] * x->shape[3] * (int64_t)l->k * l->k * in * out +
+            (l->b ? out * y->shape[0] * y->shape[2] * y->shape[3] : 0);
+    } else if (c == &bn_class || c == &gn_class) {
+        f = md_tensor_numel(x) * 2;   /* affine: both have weight and bias */
+    } else if (c == &linear_class && y->ndim >= 1) {
+        f = md_tensor_numel(x) * y->shape[y->ndim - 1];
+    } else if (c == &relu_class) {
+        f = md_tensor_numel(y);
+    } else if (c == &pool_class) {
+        f = md_tensor_numel(x);
+    } else {
+        return;
+    }
+    md_flops_add(ctx, name, c->name, f);
+}
+
+/* Python's repr of a float such as eps and momentum ("1e-05", "0.1"). */
+static void float_repr(double v, char *buf, size_t n) {
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".en")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+MD_API bool md_nn_describe(const md_module *m, char *buf, size_t n) {
+    const md_module_class *c = m ? m->cls : NULL;
+    char a[32], b[32];
+    if (n) buf[0] = 0;
+    if (c == &conv_class) {
+        const conv_layer *l = (const conv_layer *)m;
+        const md_conv2d_params *p = &l->p;
+        int len = snprintf(buf, n, "%lld, %lld, kernel_size=(%lld, %lld), stride=(%d, %d)",
+                           (long long)(l->w->shape[1] * p->groups), (long long)l->w->shape[0],
+                           (long long)l->w->shape[2], (long long)l->w->shape[3], p->stride_h, p->stride_w);
+        if ((p->pad_h || p->pad_w) && len < (int)n)
+            len += snprintf(buf + len, n - (size_t)len, ", padding=(%d, %d)", p->pad_h, p->pad_w);
+        if ((p->dilation_h != 1 || p->dilation_w != 1) && len < (int)n)
+            len += snprintf(buf + len, n - (size_t)len, ", dilation=(%d, %d)", p->dilation_h, p->dilation_w);
+        if (p->groups != 1 && len < (int)n) len += snprintf(buf + len, n - (size_t)len, ", groups=%d", p->groups);
+        if (!l->b && len < (int)n) snprintf(buf + len, n - (size_t)len, ", bias=False");
+    } else if (c == &deconv_class) {
+        const deconv_layer *l = (const deconv_layer *)m;
+        snprintf(buf, n, "%lld, %lld, kernel_size=(%d, %d), stride=(%d, %d)%s", (long long)l->w->shape[0],
+                 (long long)l->w->shape[1], l->k, l->k, l->k, l->k, l->b ? "" : ", bias=False");
+    } else if (c == &bn_class) {
+        const bn_layer *l = (const bn_layer *)m;
+        float_repr(l->eps, a, sizeof a);
+        float_repr(l->momentum, b, sizeof b);
+        snprintf(buf, n, "%lld, eps=%s, momentum=%s, affine=True, track_running_stats=True",
+                 (long long)l->w->shape[0], a, b);
+    } else if (c == &gn_class) {
+        const gn_layer *l = (const gn_layer *)m;
+        float_repr(l->eps, a, sizeof a);
+        snprintf(buf, n, "%d, %lld, eps=%s, affine=True", l->groups, (long long)l->w->shape[0], a);
+    } else if (c == &linear_class) {
+        const linear_layer *l = (const linear_layer *)m;
+        snprintf(buf, n, "in_features=%lld, out_features=%lld, bias=%s", (long long)l->w->shape[1],
+                 (long long)l->w->shape[0], l->b ? "True" : "False");
+    } else if (c == &pool_class) {
+        const pool_layer *l = (const pool_layer *)m;
+        snprintf(buf, n, "kernel_size=%d, stride=%d, padding=%d, dilation=1, ceil_mode=False", l->k, l->s, l->p);
+    } else if (c != &relu_class) {
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------- fuse conv + bn -- */
+
+/* mmcv's _fuse_conv_bn in float: w' = w * f, b' = (b - mean) * f + beta,
+ * f = gamma / sqrt(var + eps). */
+static int fold(md_ctx *ctx, conv_layer *c, const bn_layer *n, md_error *err) {
+    const md_tensor *ts[] = { c->w, c->b, n->w, n->b, n->mean, n->var };
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        if (ts[i] && ts[i]->device != MD_CPU)
+            return md_failc(err, MD_ERR_CONFIG, "fuse_conv_bn: the model must be on the CPU (fuse before moving it)");
+    int64_t O = c->w->shape[0], per = md_tensor_numel(c->w) / (O ? O : 1);
+    if (n->w->shape[0] != O)
+        return md_failc(err, MD_ERR_SHAPE, "fuse_conv_bn: a conv of %lld channels followed by a BatchNorm2d of %lld",
+                        (long long)O, (long long)n->w->shape[0]);
+    if (!c->b && !(c->b = md_module_add_param(ctx, &c->base, "bias", MD_DIMS(O), err))) return -1;
+    float *w = md_f32(c->w), *b = md_f32(c->b);
+    const float *g = md_f32(n->w), *beta = md_f32(n->b), *mean = md_f32(n->mean), *var = md_f32(n->var);
+    for (int64_t o = 0; o < O; o++) {
+        float f = g[o] / sqrtf(var[o] + (float)n->eps);
+        for (int64_t k = 0; k < per; k++) w[o * per + k] *= f;
+        b[o] = (b[o] - mean[o]) * f + beta[o];
+    }
+    return 0;
+}
+
+MD_API int md_nn_fuse_conv_bn(md_ctx *ctx, md_module *m, int *n_fused, md_error *err) {
+    md_module_link *conv = NULL;
+    for (int i = 0; i < m->n_children; i++) {
+        md_module_link *ch = &m->children[i];
+        if (ch->m->cls == &bn_class) {
+            if (!conv) continue;
+            md_module *id = md_module_new(sizeof *id, &identity_class);
+            if (!id) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+            if (fold(ctx, (conv_layer *)conv->m, (bn_layer *)ch->m, err) != 0) {
+                md_module_free(id);
+                return md_error_wrap(err, "%s and %s", conv->name, ch->name);
+            }
+            id->training = ch->m->training;
+            md_module_free(ch->m);
+            ch->m = id;
+            conv = NULL;
+            if (n_fused) (*n_fused)++;
+        } else if (ch->m->cls == &conv_class) {
+            conv = ch;
+        } else if (md_nn_fuse_conv_bn(ctx, ch->m, n_fused, err) != 0) {
+            return md_error_wrap(err, "%s", ch->name);
+        }
+    }
+    return 0;
+}
+
 MD_API md_tensor *md_nn_weight(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->w;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->w;
@@ -345,6 +489,7 @@ MD_API md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *
     md_module *cm = md_module_child(parent, conv), *nm = bn ? md_module_child(parent, bn) : NULL;
     if (!cm || (bn && !nm))
         return md_op_fail(ctx, "forward", "no child module '%s'", !cm ? conv : bn);
+    if (nm && nm->cls == &identity_class) nm = NULL, bn = NULL;   /* folded by md_nn_fuse_conv_bn */
     conv_layer *c = cm->cls == &conv_class ? (conv_layer *)cm : NULL;
     bn_layer *n = nm && nm->cls == &bn_class && !nm->training ? (bn_layer *)nm : NULL;
     bool grad = md_grad_enabled(ctx) && (wants_grad(x) || (c && (wants_grad(c->w) || wants_grad(c->b))) ||
@@ -358,6 +503,10 @@ MD_API md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *
         }
         md_tensor *y = md_conv2d_fused(ctx, x, c->w, c->b, c->p, &e);
         md_scope_pop(ctx);
+        if (ctx->flops) {   /* the fused pass skipped the layers' own counts */
+            md_flops_layer(ctx, conv, cm, x, y);
+            if (n) md_flops_layer(ctx, bn, nm, y, y);
+        }
         return y;
     }
     md_tensor *y = md_module_call(ctx, parent, conv, x);
@@ -372,12 +521,16 @@ typedef struct conv_module { md_module base; const char *norm; bool act; } conv_
 /* One fused pass in inference (md_nn_conv_bn_act); a GroupNorm runs apart. */
 static md_tensor *conv_module_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     conv_module *c = (conv_module *)m;
-    if (!c->norm || !strcmp(c->norm, "bn")) return md_nn_conv_bn_act(ctx, m, "conv", c->norm, c->act, x);
-    x = md_module_call(ctx, m, "conv", x);
-    x = md_module_call(ctx, m, c->norm, x);
-    /* in place: the conv / bn / gn output feeds nothing else, and their
-     * backward reads only their inputs */
-    if (c->act) x = md_relu_(ctx, x);
+    if (!c->norm || !strcmp(c->norm, "bn")) x = md_nn_conv_bn_act(ctx, m, "conv", c->norm, c->act, x);
+    else {
+        x = md_module_call(ctx, m, "conv", x);
+        x = md_module_call(ctx, m, c->norm, x);
+        /* in place: the conv / bn / gn output feeds nothing else, and their
+         * backward reads only their inputs */
+        if (c->act) x = md_relu_(ctx, x);
+    }
+    /* mmcv's ConvModule runs its activation as the layer `activate` */
+    if (c->act) md_flops_relu(ctx, "activate", x);
     return x;
 }
 static const md_module_class conv_module_class = { .name = "ConvModule", .forward1 = conv_module_forward };

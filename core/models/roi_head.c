@@ -188,6 +188,23 @@ MD_API int md_roi_head_forward_train(md_ctx *ctx, md_module *m, md_tensor *const
     return h->mask_head ? md_roi_head_mask_forward_train(ctx, m, feats, n_feats, batch, sr, losses, err) : 0;
 }
 
+/* StandardRoIHead.forward_dummy: bbox2roi of the proposals, the bbox
+ * branch on all of them, the mask branch on the first 100. */
+MD_API int md_roi_head_forward_dummy(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                     md_tensor *proposals, md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    md_tensor *rois = md_bbox2roi(ctx, &proposals, 1), *cls = NULL, *reg = NULL;
+    if (!rois || md_roi_head_bbox_forward(ctx, h->bbox_roi_extractor, h->bbox_head, feats, n_feats, rois, &cls, &reg))
+        return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    if (h->mask_head) {
+        int64_t k = rois->shape[0] < 100 ? rois->shape[0] : 100;
+        md_tensor *mask_rois = md_contiguous(ctx, md_slice(ctx, rois, 0, 0, k, 1));
+        if (!md_roi_head_mask_forward(ctx, h->mask_roi_extractor, h->mask_head, feats, n_feats, mask_rois))
+            return md_error_from_ctx(ctx, err, "%s", m->cls->name);
+    }
+    return 0;
+}
+
 MD_API bool md_roi_head_with_mask(const md_module *m) { return ((const md_roi_head_base *)m)->mask_head != NULL; }
 
 MD_API md_tensor *md_roi_head_mask_forward(md_ctx *ctx, md_module *extractor, md_module *mask_head,

@@ -81,7 +81,7 @@ static md_tensor *seq_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     }
     return x;
 }
-static const md_module_class seq_class = { .name = "Sequential", .forward1 = seq_forward };
+static const md_module_class seq_class = { .name = "ResLayer", .forward1 = seq_forward };   /* mmdet's ResLayer, an nn.Sequential */
 
 typedef struct block { md_module base; bool bottleneck, down; char norm[3][8]; } block;
 
@@ -96,7 +96,9 @@ static md_tensor *then_release(md_ctx *ctx, md_tensor *y, md_tensor *t) {
 /* conv + bn (+ relu): one fused pass in inference with eval-mode BN
  * (md_nn_conv_bn_act), the layers one by one when a gradient is needed. */
 static md_tensor *conv_bn(md_ctx *ctx, md_module *m, const char *conv, const char *bn, bool relu, md_tensor *x) {
-    return md_nn_conv_bn_act(ctx, m, conv, bn, relu, x);
+    md_tensor *y = md_nn_conv_bn_act(ctx, m, conv, bn, relu, x);
+    if (relu) md_flops_relu(ctx, "relu", y);   /* mmdet's nn.ReLU `relu` of the block or the stem */
+    return y;
 }
 
 /* The shortcut's Sequential(conv "0", bn "1"). */
@@ -113,7 +115,9 @@ static md_tensor *block_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     if (b->bottleneck) y = then_release(ctx, conv_bn(ctx, m, "conv3", b->norm[2], false, y), y);
     md_tensor *s = then_release(ctx, md_add_(ctx, y, id), y);   /* y (bn3) feeds nothing else */
     if (b->down) then_release(ctx, s, id);
-    return then_release(ctx, md_relu_(ctx, s), s);
+    md_tensor *out = md_relu_(ctx, s);
+    md_flops_relu(ctx, "relu", out);
+    return then_release(ctx, out, s);
 }
 static const md_module_class basic_class = { .name = "BasicBlock", .forward1 = block_forward };
 static const md_module_class bottleneck_class = { .name = "Bottleneck", .forward1 = block_forward };
@@ -238,6 +242,7 @@ static int resnet_forward(md_ctx *ctx, md_module *m, md_tensor *img, md_tensor *
         return -1;
     }
     md_tensor *x = conv_bn(ctx, m, "conv1", r->stem_norm, true, img);
+    md_flops_pool(ctx, "maxpool", "MaxPool2d", x);
     x = then_release(ctx, md_max_pool2d(ctx, x, 3, 2, 1, false), x);
     int n = 0;
     char name[16];

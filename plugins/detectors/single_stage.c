@@ -97,21 +97,37 @@ out:
     return rc;
 }
 
+/* extract_feat and the head's forward, in the head's scope (pushed on
+ * success: the caller pops it); the part forward_dummy and onnx_export share. */
+static int head_forward(md_ctx *ctx, detector *d, md_tensor *img, md_tensor **cls, md_tensor **reg, md_error *err) {
+    md_tensor *feats[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, img, feats);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    md_scope_push(ctx, "bbox_head");
+    if (md_dense_head_class_of(d->head)->forward(ctx, d->head, feats, n, cls, reg)) {
+        md_scope_pop(ctx);
+        return md_error_from_ctx(ctx, err, "bbox_head");
+    }
+    return n;
+}
+
+/* mmdet's SingleStageDetector.forward_dummy: extract_feat, the head's forward. */
+static int forward_dummy(md_ctx *ctx, md_module *m, md_tensor *img, md_error *err) {
+    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    if (head_forward(ctx, (detector *)m, img, cls, reg, err) < 0) return -1;
+    md_scope_pop(ctx);
+    return 0;
+}
+
 /* mmdet's SingleStageDetector.onnx_export: extract_feat, the head's
  * forward, then its onnx_export (dets, labels) or, without
  * post-processing, the raw outputs cls_score_<l> and bbox_pred_<l>. */
 static int onnx_export(md_ctx *ctx, md_module *m, md_tensor *img, bool postprocess, md_error *err) {
     detector *d = (detector *)m;
-    md_tensor *feats[MD_MAX_LEVELS], *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
-    int n = extract_feat(ctx, d, img, feats);
-    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    md_tensor *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = head_forward(ctx, d, img, cls, reg, err), rc = 0;
+    if (n < 0) return -1;
     const md_dense_head_class *hc = md_dense_head_class_of(d->head);
-    md_scope_push(ctx, "bbox_head");
-    int rc = hc->forward(ctx, d->head, feats, n, cls, reg);
-    if (rc) {
-        md_scope_pop(ctx);
-        return md_error_from_ctx(ctx, err, "bbox_head");
-    }
     if (postprocess) {
         rc = hc->onnx_export ? hc->onnx_export(ctx, d->head, cls, reg, n, img->shape[2], img->shape[3], err)
                              : md_failc(err, MD_ERR_CONFIG, "%s: the head has no ONNX export with post-processing; "
@@ -130,7 +146,7 @@ static int onnx_export(md_ctx *ctx, md_module *m, md_tensor *img, bool postproce
 }
 
 static const md_model_iface iface = { .train_step = train_step, .simple_test = simple_test, .aug_test = aug_test,
-                                      .onnx_export = onnx_export };
+                                      .onnx_export = onnx_export, .forward_dummy = forward_dummy };
 
 static int init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     detector *d = (detector *)m;

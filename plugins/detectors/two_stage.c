@@ -199,8 +199,45 @@ out:
     return rc;
 }
 
+/* mmdet's TwoStageDetector.forward_dummy: extract_feat, the RPN's forward,
+ * then the RoI head's forward_dummy on 1000 proposals (mmdet draws them
+ * with randn; here random boxes inside the image, from a fixed seed, so
+ * the run leaves the context's generator alone). */
+static int ts_forward_dummy(md_ctx *ctx, md_module *m, md_tensor *img, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    if (!d->roi) return md_failc(err, MD_ERR_CONFIG, "%s: forward_dummy needs a roi_head", m->cls->name);
+    const md_roi_head_class *hc = md_roi_head_class_of(d->roi);
+    if (!hc->forward_dummy)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its %s has no forward_dummy", m->cls->name, d->roi->cls->name);
+    md_tensor *feats[MD_MAX_LEVELS], *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, img, feats);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    if (d->rpn) {
+        md_scope_push(ctx, "rpn_head");
+        int rc = md_dense_head_class_of(d->rpn)->forward(ctx, d->rpn, feats, n, cls, reg);
+        md_scope_pop(ctx);
+        if (rc) return md_error_from_ctx(ctx, err, "rpn_head");
+    }
+    md_tensor *props = md_tensor_empty(ctx, MD_F32, MD_DIMS(1000, 4));
+    if (!props) return md_error_from_ctx(ctx, err, NULL);
+    md_rng r;
+    md_rng_seed(&r, 0);
+    double w = (double)img->shape[3], h = (double)img->shape[2];
+    for (int k = 0; k < 1000; k++) {
+        float *b = md_f32(props) + 4 * k;
+        b[0] = (float)(md_rng_uniform(&r) * w * 0.75);
+        b[1] = (float)(md_rng_uniform(&r) * h * 0.75);
+        b[2] = b[0] + 1 + (float)(md_rng_uniform(&r) * (w - b[0] - 1));
+        b[3] = b[1] + 1 + (float)(md_rng_uniform(&r) * (h - b[1] - 1));
+    }
+    md_scope_push(ctx, "roi_head");
+    int rc = hc->forward_dummy(ctx, d->roi, feats, n, props, err);
+    md_scope_pop(ctx);
+    return rc ? md_error_wrap(err, "roi_head") : 0;
+}
+
 static const md_model_iface ts_iface = { .train_step = ts_train_step, .simple_test = ts_simple_test,
-                                         .aug_test = ts_aug_test };
+                                         .aug_test = ts_aug_test, .forward_dummy = ts_forward_dummy };
 
 static int ts_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     two_stage *d = (two_stage *)m;

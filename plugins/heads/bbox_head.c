@@ -22,11 +22,13 @@ static int forward(md_ctx *ctx, md_module *m, md_tensor *x, md_tensor **cls_scor
     *cls_score = *bbox_pred = NULL;
     if (!x) return -1;
     x = md_flatten(ctx, x, 1, -1);
-    md_scope_push(ctx, "shared_fcs");
     md_module *fcs = md_module_child(m, "shared_fcs");
-    x = md_relu_(ctx, md_module_call(ctx, fcs, "0", x));
-    x = md_relu_(ctx, md_module_call(ctx, fcs, "1", x));
-    md_scope_pop(ctx);
+    for (int i = 0; i < 2; i++) {
+        md_scope_push(ctx, "shared_fcs");
+        x = md_relu_(ctx, md_module_call(ctx, fcs, i ? "1" : "0", x));
+        md_scope_pop(ctx);
+        md_flops_relu(ctx, "relu", x);   /* mmdet's nn.ReLU `relu`, run after each fc */
+    }
     *cls_score = md_module_call(ctx, m, "fc_cls", x);
     *bbox_pred = md_module_call(ctx, m, "fc_reg", x);
     return *cls_score && *bbox_pred ? 0 : -1;

@@ -351,11 +351,23 @@ static int aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, i
                                        &h->test_cfg, aug_variant, det_bboxes, det_labels, err);
 }
 
+/* mmdet's CascadeRoIHead.forward_dummy: every stage's bbox branch on the
+ * same rois. */
+static int forward_dummy(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, md_tensor *proposals,
+                         md_error *err) {
+    cascade *h = (cascade *)m;
+    md_tensor *rois = md_bbox2roi(ctx, &proposals, 1), *cls, *reg;
+    for (int s = 0; rois && s < h->num_stages; s++)
+        if (stage_forward(ctx, h, s, feats, n_feats, rois, &cls, &reg)) return md_error_from_ctx(ctx, err, "stage %d", s);
+    return rois ? 0 : md_error_from_ctx(ctx, err, NULL);
+}
+
 static const md_roi_head_class cascade_cls = {
     .model = { .module = { .name = "CascadeRoIHead", .destroy = destroy }, .init_weights = init_weights },
     .forward_train = forward_train,
     .simple_test = simple_test,
     .aug_test = aug_test,
+    .forward_dummy = forward_dummy,
 };
 
 static const md_class cascade_class = { .name = "CascadeRoIHead", .keys = keys, .build = build,

@@ -55,9 +55,17 @@ static md_tensor *forward(md_ctx *ctx, md_module *m, md_tensor *x) {
         x = md_module_call(ctx, convs, name, x);
     }
     md_scope_pop(ctx);
-    if (h->upsample == UP_DECONV) x = md_relu(ctx, md_module_call(ctx, m, "upsample", x));
-    else if (h->upsample == UP_NEAREST && x) x = md_upsample_nearest(ctx, x, h->scale_factor);
-    else if (h->upsample == UP_BILINEAR && x) x = md_upsample_bilinear(ctx, x, h->scale_factor);
+    if (h->upsample == UP_DECONV) {
+        x = md_relu(ctx, md_module_call(ctx, m, "upsample", x));
+        md_flops_relu(ctx, "relu", x);   /* mmdet's nn.ReLU `relu` after the deconv */
+    } else if (h->upsample != UP_NONE && x) {
+        x = h->upsample == UP_NEAREST ? md_upsample_nearest(ctx, x, h->scale_factor)
+                                      : md_upsample_bilinear(ctx, x, h->scale_factor);
+        /* mmdet's nn.Upsample `upsample`; mmcv counts the elements of the
+         * batch's first output */
+        if (x && x->shape[0] && md_flops_on(ctx))
+            md_flops_add(ctx, "upsample", "Upsample", md_tensor_numel(x) / x->shape[0]);
+    }
     return md_module_call(ctx, m, "conv_logits", x);
 }
 

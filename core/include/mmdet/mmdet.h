@@ -12,6 +12,7 @@
 #include "module.h"
 #include "optim.h"
 #include "nn.h"
+#include "flops.h"
 #include "checkpoint.h"
 #include "pth.h"
 #include "runner.h"

@@ -54,6 +54,20 @@ md_module *md_nn_maxpool2d(int kernel, int stride, int pad, md_error *err);
 md_tensor *md_nn_weight(md_module *layer);
 md_tensor *md_nn_bias(md_module *layer);
 
+/* Whether m is one of the layers above (the layers mmcv's FLOPs counter
+ * knows); buf receives PyTorch's extra_repr of it ("3, 64,
+ * kernel_size=(7, 7), stride=(2, 2), padding=(3, 3), bias=False"), ""
+ * for anything else. */
+bool md_nn_describe(const md_module *m, char *buf, size_t n);
+/* mmcv's fuse_conv_bn: in every module, a BatchNorm2d child that follows
+ * a Conv2d child (children in order, other children searched
+ * recursively) is folded into that conv (its weight scaled, a bias added
+ * or updated with the running statistics) and replaced by an Identity, so
+ * inference does the same arithmetic in one layer. Host tensors only: fuse
+ * before moving the model to a device. *n_fused (may be NULL) counts the
+ * pairs. 0, or -1 with err naming the pair. */
+int md_nn_fuse_conv_bn(md_ctx *ctx, md_module *m, int *n_fused, md_error *err);
+
 /* mmcv ConvModule: children "conv" and, with a norm, "bn" (BatchNorm2d) or
  * "gn" (GroupNorm), mmcv's build_norm_layer names; activation ReLU when
  * `act` is true. With a norm, the conv has no bias unless bias is forced

@@ -408,6 +408,11 @@ typedef struct md_roi_head_class {
      * supported. */
     int (*aug_test_mask)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats, md_batch *batch,
                          md_tensor *const *det_bboxes, md_tensor *const *det_labels, md_rle **masks, md_error *err);
+    /* mmdet's forward_dummy: the branches' raw outputs for proposals
+     * [P, 4] of image 0 (the bbox branch on all, the mask branch on the
+     * first 100), dropped; for counting FLOPs. NULL: not supported. */
+    int (*forward_dummy)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, md_tensor *proposals,
+                         md_error *err);
 } md_roi_head_class;
 
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {
@@ -477,7 +482,8 @@ struct md_roi_head_base {
                  .init_weights = md_roi_head_init_weights },                                              \
       .forward_train = md_roi_head_forward_train, .simple_test = md_roi_head_simple_test,               \
       .aug_test = md_roi_head_aug_test, .with_mask = md_roi_head_with_mask,                              \
-      .simple_test_mask = md_roi_head_simple_test_mask, .aug_test_mask = md_roi_head_aug_test_mask }
+      .simple_test_mask = md_roi_head_simple_test_mask, .aug_test_mask = md_roi_head_aug_test_mask,       \
+      .forward_dummy = md_roi_head_forward_dummy }
 
 md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls, md_error *err);
 #define MD_ROI_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                       \
@@ -522,6 +528,8 @@ int md_roi_head_simple_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *fe
 int md_roi_head_aug_test_mask(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n_feats,
                               md_batch *batch, md_tensor *const *det_bboxes, md_tensor *const *det_labels,
                               md_rle **masks, md_error *err);
+int md_roi_head_forward_dummy(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, md_tensor *proposals,
+                              md_error *err);
 int md_roi_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);
 void md_roi_head_destroy(md_module *m);
 

@@ -65,6 +65,13 @@ typedef struct md_model_iface {
      * [N, K, 5] and "labels" [N, K], else the heads' raw outputs. NULL
      * when the model cannot be exported. */
     int (*onnx_export)(md_ctx *ctx, md_module *model, md_tensor *img, bool postprocess, md_error *err);
+    /* mmdet's forward_dummy (what its get_flops.py runs): the network
+     * without post-processing on img [N, 3, H, W] in host memory: backbone,
+     * neck and the heads' raw outputs (a two-stage detector's RoI head on
+     * 1000 proposals), each part in the scope of its module name, outputs
+     * dropped. The caller sets eval mode and grad off. NULL: not
+     * supported. */
+    int (*forward_dummy)(md_ctx *ctx, md_module *model, md_tensor *img, md_error *err);
 } md_model_iface;
 
 /* ---- where batches come from ---- */
