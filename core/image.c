@@ -557,7 +557,12 @@ MD_API int md_image_write_png(const md_image *img, const char *path, md_error *e
 
 /* ---------------------------------------------------------------- resize */
 
-/* OpenCV's resizeGeneric for u8: both passes in exact integers. */
+/* OpenCV's resizeGeneric for u8 (4.x, what mmcv.imresize calls): the
+ * horizontal pass in exact integers, the vertical one as OpenCV's u8
+ * VResizeLinear (its SIMD lanes and scalar tail alike) computes it, each row
+ * sum shifted right by 4 and each product by 16 before the final rounding
+ * shift by 2. That truncation moves about one value in ten by 1 from the
+ * exactly rounded result; it is what the reference pipeline sees. */
 MD_API int md_image_resize_bilinear(const uint8_t *src, int sh, int sw, int c, uint8_t *dst, int dh, int dw) {
     double scale_x = 1.0 / ((double)dw / sw), scale_y = 1.0 / ((double)dh / sh);
     int *xofs = malloc(sizeof(int) * (size_t)dw * 2);
@@ -593,7 +598,7 @@ MD_API int md_image_resize_bilinear(const uint8_t *src, int sh, int sw, int c, u
         }
         uint8_t *out = dst + (size_t)dy * dw * c;
         for (int i = 0; i < dw * c; i++) {
-            int64_t v = ((int64_t)r0[i] * b0 + (int64_t)r1[i] * b1 + (1 << 21)) >> 22;
+            int v = ((((r0[i] >> 4) * b0) >> 16) + (((r1[i] >> 4) * b1) >> 16) + 2) >> 2;
             out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
         }
     }

@@ -6,6 +6,7 @@
  * class offsets) read those values back to the host: one synchronisation. */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/detection.h"
@@ -135,6 +136,12 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
 }
 
 /* ---- nms and batched_nms ---- */
+#define MD_NMS_SPLIT_THR 10000   /* mmcv batched_nms's split_thr */
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
 static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_tensor *scores) {
     char sb[96], ss[96];
     md_tensor *both[2] = { boxes, scores };
@@ -160,7 +167,7 @@ static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_ten
 /* On a device: the sort and the suppression mask run there, the greedy pass
  * on the host; the kept indices come back as a tensor on b's device. */
 static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *s, const int64_t *group,
-                          int64_t n_groups, double iou_thr, int64_t max_num) {
+                          int64_t n_groups, double iou_thr, int64_t max_num, bool split) {
     int64_t n = b->shape[0];
     int64_t *keep = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(n ? n : 1));
     if (!keep) return NULL;
@@ -179,7 +186,7 @@ static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *
             return md__be_failed(ctx, op, be);
         return to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep), b);
     }
-    int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, keep);
+    int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, split, keep);
     if (cnt < 0) return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory for %lld boxes", (long long)n);
     return md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep);
 }
@@ -189,7 +196,7 @@ MD_API md_tensor *md_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, doubl
     if (!check_nms_args(ctx, "nms", boxes, scores)) return NULL;
     md_tensor *b = md__contig(ctx, boxes), *s = md__contig(ctx, scores);
     if (!b || !s) return NULL;
-    return run_nms(ctx, "nms", b, s, NULL, 0, iou_thr, max_num);
+    return run_nms(ctx, "nms", b, s, NULL, 0, iou_thr, max_num, false);
 }
 
 MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, md_tensor *idxs,
@@ -206,7 +213,7 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
     md_tensor *b = md__contig(ctx, boxes), *s = md__contig(ctx, scores), *ix = md__contig(ctx, idxs);
     if (!b || !s || !ix) return NULL;
     int64_t n = b->shape[0];
-    if (class_agnostic || n == 0) return run_nms(ctx, op, b, s, NULL, 0, iou_thr, max_num);
+    if (class_agnostic || n == 0) return run_nms(ctx, op, b, s, NULL, 0, iou_thr, max_num, false);
     /* mmcv: boxes + idx * (boxes.max() + 1), in f32, then one NMS; the
      * offsets are computed on the host. */
     md_tensor *bh = host_copy(ctx, b), *ih = host_copy(ctx, ix);
@@ -234,16 +241,32 @@ MD_API md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *score
      * are at least 1 px apart, so they can never overlap: NMS then runs per
      * class, the same result with less work. Otherwise (negative coordinates,
      * a negative threshold, offsets beyond f32's exact range) one global NMS
-     * over the offset boxes reproduces mmcv even where classes interact. */
+     * over the offset boxes reproduces mmcv even where classes interact.
+     * From split_thr (10000) boxes on, mmcv runs one NMS per class instead
+     * (on the offset boxes too), which orders tied scores differently. */
+    bool split = n >= MD_NMS_SPLIT_THR;
     double reach = fmax(fabs((double)imin), fabs((double)imax)) * ((double)mx + 1.0) + (double)mx;
-    bool separable = mn >= 0 && iou_thr >= 0 && reach < (double)(1 << 22) && imax - imin < n + 1024;
+    bool separable = split || (mn >= 0 && iou_thr >= 0 && reach < (double)(1 << 22) && imax - imin < n + 1024);
     ob = to_device_of(ctx, ob, b);
     if (!ob) return NULL;
-    if (!separable) return run_nms(ctx, op, ob, s, NULL, 0, iou_thr, max_num);
+    if (!separable) return run_nms(ctx, op, ob, s, NULL, 0, iou_thr, max_num, false);
     int64_t *grp = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)n);
     if (!grp) return NULL;
-    for (int64_t i = 0; i < n; i++) grp[i] = ip[i] - imin;
-    return run_nms(ctx, op, ob, s, grp, imax - imin + 1, iou_thr, max_num);
+    int64_t n_groups = imax - imin + 1;
+    if (imax - imin < n + 1024) {
+        for (int64_t i = 0; i < n; i++) grp[i] = ip[i] - imin;
+    } else {   /* sparse class ids (split path only): their ranks */
+        int64_t *u = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)n);
+        if (!u) return NULL;
+        memcpy(u, ip, sizeof(int64_t) * (size_t)n);
+        qsort(u, (size_t)n, sizeof *u, cmp_i64);
+        n_groups = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (!i || u[i] != u[i - 1]) u[n_groups++] = u[i];
+        for (int64_t i = 0; i < n; i++)
+            grp[i] = (int64_t *)bsearch(&ip[i], u, (size_t)n_groups, sizeof *u, cmp_i64) - u;
+    }
+    return run_nms(ctx, op, ob, s, grp, n_groups, iou_thr, max_num, split);
 }
 
 /* ---- bbox_overlaps ---- */

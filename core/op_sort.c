@@ -87,3 +87,5 @@ MD_API md_tensor *md_topk(md_ctx *ctx, md_tensor *a, int64_t k, int dim, bool la
     if (a && k < 0) return md_op_fail(ctx, "topk", "negative k = %lld", (long long)k);
     return sort_impl(ctx, "topk", a, k, dim, largest, true, indices);
 }
+
+MD_API int md_sort_order_torch(const float *v, int64_t n, int64_t *idx) { return md__cpu_torch_sort_desc(v, n, idx); }

@@ -8,36 +8,30 @@
 #include "dense_bboxes.h"
 
 typedef struct cand { float score; int64_t flat; } cand;
-static int cand_cmp(const void *a, const void *b) {
+static int flat_cmp(const void *a, const void *b) {
     const cand *x = a, *y = b;
-    if (x->score != y->score) return x->score < y->score ? 1 : -1;
-    return x->flat < y->flat ? -1 : x->flat > y->flat;
+    return (x->flat > y->flat) - (x->flat < y->flat);
 }
 
-static inline void cand_swap(cand *a, cand *b) {
-    cand t = *a;
-    *a = *b;
-    *b = t;
-}
-
-/* Moves the k first candidates in cand_cmp order into v[0..k), unordered
- * (quickselect, median-of-three pivots). */
-static void select_top(cand *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (cand_cmp(&v[mid], &v[lo]) < 0) cand_swap(&v[mid], &v[lo]);
-        if (cand_cmp(&v[hi], &v[lo]) < 0) cand_swap(&v[hi], &v[lo]);
-        if (cand_cmp(&v[mid], &v[hi]) < 0) cand_swap(&v[mid], &v[hi]);
-        cand piv = v[hi];
-        int64_t at = lo;
-        for (int64_t i = lo; i < hi; i++)
-            if (cand_cmp(&v[i], &piv) < 0) cand_swap(&v[i], &v[at++]);
-        cand_swap(&v[at], &v[hi]);
-        if (at == want) return;
-        if (at > want) hi = at - 1;
-        else lo = at + 1;
+/* filter_scores_and_topk's cut: mmdet sorts the candidates (taken in flat
+ * order, as nonzero yields them) with torch.sort and keeps the first k, so
+ * tied scores fall in that unstable sort's order (md_sort_order_torch).
+ * Moves those k, in that order, to cs[0..k). */
+static int top_candidates(md_ctx *ctx, cand *cs, int64_t nc, int64_t k) {
+    if (nc == 0) return 0;
+    qsort(cs, (size_t)nc, sizeof(cand), flat_cmp);
+    float *sc = md_ctx_alloc(ctx, sizeof(float) * (size_t)nc);
+    int64_t *ord = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)nc);
+    cand *tmp = md_ctx_alloc(ctx, sizeof(cand) * (size_t)k + 1);
+    if (!sc || !ord || !tmp) return -1;
+    for (int64_t j = 0; j < nc; j++) sc[j] = cs[j].score;
+    if (md_sort_order_torch(sc, nc, ord)) {
+        md_op_failc(ctx, MD_ERR_NOMEM, "get_bboxes", "out of memory sorting %lld scores", (long long)nc);
+        return -1;
     }
+    for (int64_t j = 0; j < k; j++) tmp[j] = cs[ord[j]];
+    memcpy(cs, tmp, sizeof(cand) * (size_t)k);
+    return 0;
 }
 
 /* The (prior, class) candidates of one level's scores cp [A * C', HW]
@@ -88,8 +82,7 @@ static int image_bboxes(md_ctx *ctx, const md__dense_post *h, md_tensor *const *
         const float *cp = md_f32(cls[l]) + i * Ta * h->cls_out_channels, *rp = md_f32(reg[l]) + i * Ta * R;
         int64_t nc = level_candidates(h, cp, HW, tc->score_thr, cs);
         int64_t k = tc->nms_pre > 0 && tc->nms_pre < nc ? tc->nms_pre : nc;
-        if (k < nc) select_top(cs, nc, k);   /* the nms_pre first, then only they are sorted */
-        qsort(cs, (size_t)k, sizeof(cand), cand_cmp);
+        if (top_candidates(ctx, cs, nc, k)) return -1;
         md_tensor *sel_pri = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
         md_tensor *sel_reg = md_tensor_empty(ctx, MD_F32, MD_DIMS(k, 4));
         lv_scores[l] = md_tensor_empty(ctx, MD_F32, MD_DIMS(k));

@@ -3,7 +3,8 @@
  * and the loss (loss_rpn_cls, loss_rpn_bbox; every positive is class 0, as
  * mmdet's gt_labels=None). This file is the difference: rpn_conv (3x3 +
  * ReLU), rpn_cls (one sigmoid score per anchor) and rpn_reg per level, and
- * the proposals (get_bboxes): per level the nms_pre best scores, decode and
+ * the proposals (get_bboxes): per level the nms_pre best scores (ties in
+ * torch.sort's order, md_sort_order_torch), decode and
  * clip, drop boxes not wider and taller than min_bbox_size, batched NMS
  * with the level as the class, then max_per_img; labels 0. As in mmdet
  * 2.28, with_nms is ignored; unlike it (as mmdet 3), rescale divides by the
@@ -87,11 +88,17 @@ static md_tensor *proposals_one(md_ctx *ctx, md_anchor_head *h, md_tensor *cls, 
         md_tensor *r = md_slice(ctx, reg, 0, off, off + T, 1), *a = md_slice(ctx, anchors, 0, off, off + T, 1);
         off += T;
         if (pc->nms_pre > 0 && pc->nms_pre < T) {
-            /* mmdet sorts the level and keeps the first nms_pre: the same
-             * items in the same order (ties by index) as a top-k, which
-             * sorts only the winners */
-            md_tensor *idx = NULL;
-            s = md_topk(ctx, s, pc->nms_pre, 0, true, &idx);
+            /* mmdet sorts the level with torch.sort and keeps the first
+             * nms_pre: tied scores (many, once the model is trained) fall
+             * in that unstable sort's order, which NMS then inherits */
+            s = md_contiguous(ctx, s);
+            md_tensor *idx = s ? md_tensor_empty(ctx, MD_I64, MD_DIMS(T)) : NULL;
+            if (!idx) return NULL;
+            if (md_sort_order_torch(md_f32(s), T, md_i64(idx)))
+                return md_op_failc(ctx, MD_ERR_NOMEM, "RPNHead.get_bboxes", "out of memory sorting %lld scores",
+                                   (long long)T);
+            idx = md_slice(ctx, idx, 0, 0, pc->nms_pre, 1);
+            s = md_index_select(ctx, s, 0, idx);
             r = md_index_select(ctx, r, 0, idx);
             a = md_index_select(ctx, a, 0, idx);
         }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backends/cpu/detection.h"
+#include "backends/cpu/sort.h"
 
 /* ---- RoIAlign ----
  * mmcv's sampling grid is separable: sample rows depend on (ph, iy) only and
@@ -272,83 +273,110 @@ int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int6
 }
 
 /* ---- NMS ---- */
-typedef struct scored { float s; int64_t i; } scored;
-
-/* Descending score, NaN first (as torch's descending sort), ties by index. */
-static int cmp_scored(const void *pa, const void *pb) {
-    const scored *a = pa, *b = pb;
-    bool na = isnan(a->s), nb = isnan(b->s);
-    if (na != nb) return na ? -1 : 1;
-    if (!na && a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
 #define NMS_BLOCK 64
 
+/* Greedy suppression over seq[lo..hi) (one group, in its score order):
+ * flag[i] = 1 for each kept box; at most max_num kept when max_num > 0. */
+static void nms_run(const float *boxes, const int64_t *seq, int64_t lo, int64_t hi, float thr, int64_t max_num,
+                    float *kb, int64_t n, unsigned char *flag) {
+    float *kx1 = kb, *ky1 = kb + n, *kx2 = kb + 2 * n, *ky2 = kb + 3 * n, *ka = kb + 4 * n;
+    int64_t nk = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *b = boxes + seq[r] * 4;
+        float x1 = b[0], y1 = b[1], x2 = b[2], y2 = b[3];
+        float area = (x2 - x1) * (y2 - y1);
+        int sup = 0;
+        /* mmcv: ovr = inter / (area_kept + area_cand - inter) > thr, in
+         * float; blocks of kept boxes compared without branches. */
+        for (int64_t j0 = 0; j0 < nk && !sup; j0 += NMS_BLOCK) {
+            int64_t j1 = j0 + NMS_BLOCK < nk ? j0 + NMS_BLOCK : nk;
+            #pragma omp simd reduction(| : sup)
+            for (int64_t j = j0; j < j1; j++) {
+                float xx1 = kx1[j] > x1 ? kx1[j] : x1, yy1 = ky1[j] > y1 ? ky1[j] : y1;
+                float xx2 = kx2[j] < x2 ? kx2[j] : x2, yy2 = ky2[j] < y2 ? ky2[j] : y2;
+                float w = xx2 - xx1, h = yy2 - yy1;
+                w = w > 0.0f ? w : 0.0f;
+                h = h > 0.0f ? h : 0.0f;
+                float inter = w * h;
+                float ovr = inter / (ka[j] + area - inter);
+                sup |= ovr > thr;
+            }
+        }
+        if (sup) continue;
+        kx1[nk] = x1; ky1[nk] = y1; kx2[nk] = x2; ky2[nk] = y2; ka[nk] = area;
+        nk++;
+        flag[seq[r]] = 1;
+        if (max_num > 0 && nk >= max_num) break;
+    }
+}
+
 int64_t md__cpu_nms(const float *boxes, const float *scores, const int64_t *group, int64_t n_groups,
-                    int64_t n, float thr, int64_t max_num, int64_t *keep) {
+                    int64_t n, float thr, int64_t max_num, bool split, int64_t *keep) {
     if (n == 0) return 0;
-    scored *ord = malloc(sizeof *ord * (size_t)n);
-    int64_t *seq = malloc(sizeof *seq * (size_t)n);
+    if (!group) split = false;
+    int64_t *ord = malloc(sizeof *ord * (size_t)n), *seq = malloc(sizeof *seq * (size_t)n);
     float *kb = malloc(sizeof *kb * 5 * (size_t)n);   /* kept boxes, SoA x1 y1 x2 y2 area */
+    float *sub = split ? malloc(sizeof *sub * (size_t)n) : NULL;
     unsigned char *flag = calloc((size_t)n, 1);
     int64_t *starts = group ? calloc((size_t)n_groups + 1, sizeof *starts) : NULL;
     int64_t count = -1;
-    if (!ord || !seq || !kb || !flag || (group && !starts)) goto done;
-    for (int64_t i = 0; i < n; i++) ord[i] = (scored){ scores[i], i };
-    qsort(ord, (size_t)n, sizeof *ord, cmp_scored);
-    int64_t n_seg = 1;
-    if (group) {   /* stable counting sort by group: each group's boxes in score order */
+    if (!ord || !seq || !kb || !flag || (group && !starts) || (split && !sub)) goto done;
+    if (group) {   /* each group's members, by index */
         for (int64_t i = 0; i < n; i++) starts[group[i] + 1]++;
         for (int64_t g = 0; g < n_groups; g++) starts[g + 1] += starts[g];
+    }
+    if (!split) {
+        /* mmcv's nms sorts all scores with torch.sort: ties in its order */
+        if (md__cpu_torch_sort_desc(scores, n, ord)) goto done;
+        if (group) {   /* each group's boxes in that order (stable counting sort) */
+            int64_t *pos = malloc(sizeof *pos * (size_t)n_groups);
+            if (!pos) goto done;
+            memcpy(pos, starts, sizeof *pos * (size_t)n_groups);
+            for (int64_t r = 0; r < n; r++) seq[pos[group[ord[r]]]++] = ord[r];
+            free(pos);
+        } else {
+            memcpy(seq, ord, sizeof *seq * (size_t)n);
+        }
+        for (int64_t g = 0; g < (group ? n_groups : 1); g++)
+            nms_run(boxes, seq, group ? starts[g] : 0, group ? starts[g + 1] : n, thr, group ? -1 : max_num, kb, n,
+                    flag);
+        count = 0;
+        for (int64_t r = 0; r < n && (max_num <= 0 || count < max_num); r++)
+            if (flag[ord[r]]) keep[count++] = ord[r];
+        goto done;
+    }
+    /* mmcv's batched_nms from split_thr boxes on: one nms per group over its
+     * members in index order (its own torch.sort), then the kept boxes, in
+     * index order, sorted by score once more */
+    {
         int64_t *pos = malloc(sizeof *pos * (size_t)n_groups);
         if (!pos) goto done;
         memcpy(pos, starts, sizeof *pos * (size_t)n_groups);
-        for (int64_t r = 0; r < n; r++) seq[pos[group[ord[r].i]]++] = ord[r].i;
+        for (int64_t i = 0; i < n; i++) ord[pos[group[i]]++] = i;
         free(pos);
-        n_seg = n_groups;
-    } else {
-        for (int64_t r = 0; r < n; r++) seq[r] = ord[r].i;
     }
-    float *kx1 = kb, *ky1 = kb + n, *kx2 = kb + 2 * n, *ky2 = kb + 3 * n, *ka = kb + 4 * n;
-    for (int64_t sgm = 0; sgm < n_seg; sgm++) {
-        int64_t lo = group ? starts[sgm] : 0, hi = group ? starts[sgm + 1] : n;
-        int64_t nk = 0;
-        for (int64_t r = lo; r < hi; r++) {
-            const float *b = boxes + seq[r] * 4;
-            float x1 = b[0], y1 = b[1], x2 = b[2], y2 = b[3];
-            float area = (x2 - x1) * (y2 - y1);
-            int sup = 0;
-            /* mmcv: ovr = inter / (area_kept + area_cand - inter) > thr, in
-             * float; blocks of kept boxes compared without branches. */
-            for (int64_t j0 = 0; j0 < nk && !sup; j0 += NMS_BLOCK) {
-                int64_t j1 = j0 + NMS_BLOCK < nk ? j0 + NMS_BLOCK : nk;
-                #pragma omp simd reduction(| : sup)
-                for (int64_t j = j0; j < j1; j++) {
-                    float xx1 = kx1[j] > x1 ? kx1[j] : x1, yy1 = ky1[j] > y1 ? ky1[j] : y1;
-                    float xx2 = kx2[j] < x2 ? kx2[j] : x2, yy2 = ky2[j] < y2 ? ky2[j] : y2;
-                    float w = xx2 - xx1, h = yy2 - yy1;
-                    w = w > 0.0f ? w : 0.0f;
-                    h = h > 0.0f ? h : 0.0f;
-                    float inter = w * h;
-                    float ovr = inter / (ka[j] + area - inter);
-                    sup |= ovr > thr;
-                }
-            }
-            if (sup) continue;
-            kx1[nk] = x1; ky1[nk] = y1; kx2[nk] = x2; ky2[nk] = y2; ka[nk] = area;
-            nk++;
-            flag[seq[r]] = 1;
-            if (!group && max_num > 0 && nk >= max_num) break;
+    for (int64_t g = 0; g < n_groups; g++) {
+        int64_t lo = starts[g], m = starts[g + 1] - lo;
+        if (!m) continue;
+        for (int64_t r = 0; r < m; r++) sub[r] = scores[ord[lo + r]];
+        if (md__cpu_torch_sort_desc(sub, m, seq + lo)) goto done;
+        for (int64_t r = 0; r < m; r++) seq[lo + r] = ord[lo + seq[lo + r]];
+        nms_run(boxes, seq, lo, lo + m, thr, -1, kb, n, flag);
+    }
+    int64_t nk = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (flag[i]) {
+            ord[nk] = i;
+            sub[nk++] = scores[i];
         }
-    }
-    count = 0;
-    for (int64_t r = 0; r < n && (max_num <= 0 || count < max_num); r++)
-        if (flag[ord[r].i]) keep[count++] = ord[r].i;
+    if (md__cpu_torch_sort_desc(sub, nk, seq)) goto done;
+    count = max_num > 0 && nk > max_num ? max_num : nk;
+    for (int64_t r = 0; r < count; r++) keep[r] = ord[seq[r]];
 done:
     free(ord);
     free(seq);
     free(kb);
+    free(sub);
     free(flag);
     free(starts);
     return count;

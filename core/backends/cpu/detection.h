@@ -19,12 +19,16 @@ int md__cpu_roi_align_backward(const float *grad_out, int64_t N, int64_t C, int6
                                int sampling_ratio, bool aligned, float *grad_feat);
 
 /* Greedy NMS over boxes [n,4] (already offset per class by the caller when
- * needed). group[i] in [0, n_groups) restricts suppression to boxes of the
- * same group (NULL: one group). keep receives the kept indices in
- * descending score order (ties: lower index first), at most max_num when
- * max_num > 0. Returns the count, or -1 on out of memory. */
+ * needed), as mmcv's nms: candidates in torch.sort(descending)'s order on
+ * the CPU (ties as that unstable sort leaves them, md__cpu_torch_sort_desc).
+ * group[i] in [0, n_groups) restricts suppression to boxes of the same
+ * group (NULL: one group). keep receives the kept indices in that score
+ * order, at most max_num when max_num > 0. split (with groups): mmcv's
+ * batched_nms at split_thr boxes or more, one nms per group over its
+ * members taken in index order, the kept boxes then sorted by score again.
+ * Returns the count, or -1 on out of memory. */
 int64_t md__cpu_nms(const float *boxes, const float *scores, const int64_t *group, int64_t n_groups,
-                    int64_t n, float iou_thr, int64_t max_num, int64_t *keep);
+                    int64_t n, float iou_thr, int64_t max_num, bool split, int64_t *keep);
 
 /* mmdet bbox_overlaps on one pair of boxes; mode 0 iou, 1 iof, 2 giou. */
 static inline float md__iou_pair(const float *a, const float *b, int mode, float eps) {

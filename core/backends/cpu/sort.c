@@ -108,3 +108,130 @@ void md__cpu_unsort_add_f32(const float *g, const int64_t *idx, int64_t outer, i
                 gx[(o * n + idx[s]) * inner + j] += g[s];
             }
 }
+
+/* ---- torch.sort(descending=True)'s order on the CPU ----
+ * PyTorch 1.13 sorts a CPU line with std::sort when stable=False: GCC's
+ * libstdc++ introsort (median-of-three pivot moved to the front, unguarded
+ * Hoare partition, recursion on the right part, heapsort past depth
+ * 2 * floor(log2 n), then one insertion sort over runs of 16) on (value,
+ * index) pairs compared by value alone, NaN first. Equal values therefore
+ * come out in the order those steps leave them, which is neither stable nor
+ * reversed; the steps are repeated here exactly so that ties fall the same
+ * way. */
+typedef struct tpair { float v; int64_t i; } tpair;
+
+/* KeyValueCompDesc: a goes before b. */
+static inline bool t_before(float a, float b) { return (isnan(a) && !isnan(b)) || a > b; }
+
+static void t_adjust_heap(tpair *f, int64_t hole, int64_t len, tpair value) {
+    int64_t top = hole, child = hole;
+    while (child < (len - 1) / 2) {
+        child = 2 * (child + 1);
+        if (t_before(f[child].v, f[child - 1].v)) child--;
+        f[hole] = f[child];
+        hole = child;
+    }
+    if ((len & 1) == 0 && child == (len - 2) / 2) {
+        child = 2 * (child + 1);
+        f[hole] = f[child - 1];
+        hole = child - 1;
+    }
+    int64_t parent = (hole - 1) / 2;
+    while (hole > top && t_before(f[parent].v, value.v)) {
+        f[hole] = f[parent];
+        hole = parent;
+        parent = (hole - 1) / 2;
+    }
+    f[hole] = value;
+}
+
+/* std::__partial_sort(first, last, last): make_heap, then sort_heap. */
+static void t_heapsort(tpair *f, int64_t len) {
+    if (len >= 2)
+        for (int64_t parent = (len - 2) / 2;; parent--) {
+            t_adjust_heap(f, parent, len, f[parent]);
+            if (parent == 0) break;
+        }
+    for (int64_t last = len; last > 1;) {
+        last--;
+        tpair value = f[last];
+        f[last] = f[0];
+        t_adjust_heap(f, 0, last, value);
+    }
+}
+
+static inline void t_swap(tpair *a, tpair *b) {
+    tpair t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void t_introsort(tpair *first, tpair *last, int64_t depth) {
+    while (last - first > 16) {
+        if (depth == 0) {
+            t_heapsort(first, last - first);
+            return;
+        }
+        depth--;
+        tpair *a = first + 1, *b = first + (last - first) / 2, *c = last - 1;
+        if (t_before(a->v, b->v)) {
+            if (t_before(b->v, c->v)) t_swap(first, b);
+            else if (t_before(a->v, c->v)) t_swap(first, c);
+            else t_swap(first, a);
+        } else if (t_before(a->v, c->v)) t_swap(first, a);
+        else if (t_before(b->v, c->v)) t_swap(first, c);
+        else t_swap(first, b);
+        tpair *lo = first + 1, *hi = last;
+        for (;;) {
+            while (t_before(lo->v, first->v)) lo++;
+            hi--;
+            while (t_before(first->v, hi->v)) hi--;
+            if (!(lo < hi)) break;
+            t_swap(lo, hi);
+            lo++;
+        }
+        t_introsort(lo, last, depth);
+        last = lo;
+    }
+}
+
+/* std::__unguarded_linear_insert: some element before p is not after it. */
+static inline void t_linear_insert(tpair *p) {
+    tpair val = *p;
+    while (t_before(val.v, p[-1].v)) {
+        *p = p[-1];
+        p--;
+    }
+    *p = val;
+}
+
+static void t_insertion_sort(tpair *first, tpair *last) {
+    if (first == last) return;
+    for (tpair *i = first + 1; i != last; i++) {
+        if (t_before(i->v, first->v)) {
+            tpair val = *i;
+            memmove(first + 1, first, (size_t)(i - first) * sizeof *first);
+            *first = val;
+        } else {
+            t_linear_insert(i);
+        }
+    }
+}
+
+int md__cpu_torch_sort_desc(const float *v, int64_t n, int64_t *idx) {
+    if (n <= 0) return 0;
+    tpair *p = malloc(sizeof *p * (size_t)n);
+    if (!p) return -1;
+    for (int64_t i = 0; i < n; i++) p[i] = (tpair){ v[i], i };
+    int lg = 63 - __builtin_clzll((unsigned long long)n);
+    t_introsort(p, p + n, 2 * (int64_t)lg);
+    if (n > 16) {
+        t_insertion_sort(p, p + 16);
+        for (tpair *i = p + 16; i != p + n; i++) t_linear_insert(i);
+    } else {
+        t_insertion_sort(p, p + n);
+    }
+    for (int64_t i = 0; i < n; i++) idx[i] = p[i].i;
+    free(p);
+    return 0;
+}

@@ -16,5 +16,9 @@ int md__cpu_sort_lines(md_dtype dt, const void *x, int64_t outer, int64_t n, int
 /* gx[o, idx[o, t, j], j] += g[o, t, j] for t < k. */
 void md__cpu_unsort_add_f32(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner,
                             int64_t k, float *gx);
+/* The permutation torch.sort(v, descending=True) gives on the CPU
+ * (PyTorch 1.13: libstdc++'s std::sort, not stable), into idx[0..n).
+ * Returns -1 when out of memory. */
+int md__cpu_torch_sort_desc(const float *v, int64_t n, int64_t *idx);
 
 #endif

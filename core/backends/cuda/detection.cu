@@ -15,15 +15,20 @@
  * corner); then one thread per feature element (n, c, h, w) adds its
  * position's taps in that order from 0, as the CPU's scatter does.
  *
- * NMS: scores sorted on the device (stable radix sort of order-preserving
- * keys: descending, NaN first, ties by lower index), the boxes gathered in
- * that order, the suppression bit mask (box i suppresses a later box j when
+ * NMS: scores sorted on the host as the CPU backend sorts them (torch.sort's
+ * CPU order: std::sort on (score, index) pairs, NaN first, ties as that
+ * unstable sort leaves them, which mmcv's nms inherits), the boxes gathered
+ * on the device in that order, the suppression bit mask (box i suppresses a later box j when
  * their IoU exceeds the threshold, within one group) computed on the device
  * in row chunks, and the greedy pass run on the host over the mask. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
 #include <cub/cub.cuh>
 #include "backends/cuda/kernel_util.cuh"
 
@@ -312,22 +317,6 @@ done:
 
 /* ----------------------------------------------------------------- NMS -- */
 
-/* Order-preserving key of a score for a descending sort with NaN first and
- * -0 == +0 (the CPU's cmp_scored); a stable sort keeps ties by index. */
-__device__ static inline uint32_t score_key(float v) {
-    if (v != v) return 0xffffffffu;
-    uint32_t u = __float_as_uint(v);
-    if (u == 0x80000000u) u = 0;   /* -0 ties with +0 */
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-__global__ void nms_keys_kernel(const float *scores, int64_t n, uint32_t *keys, int32_t *ids) {
-    GRID_STRIDE(i, n) {
-        keys[i] = score_key(scores[i]);
-        ids[i] = (int32_t)i;
-    }
-}
-
 /* Boxes and groups in sorted order, plus each box's area. */
 __global__ void nms_gather_kernel(const float *boxes, const int64_t *group, const int32_t *ord, int64_t n,
                                   float4 *sb, float *area, int64_t *sg) {
@@ -400,31 +389,31 @@ extern "C" int md__cuda_nms(const float *boxes, const float *scores, const int64
     int64_t rows = (int64_t)(NMS_CHUNK_BYTES / (sizeof(unsigned long long) * (size_t)words)) / 64 * 64;
     if (rows < 64) rows = 64;
     if (rows > words * 64) rows = words * 64;
-    size_t cub_bytes = 0;
-    if (md__cuda_check(cub::DeviceRadixSort::SortPairsDescending(NULL, cub_bytes, (const uint32_t *)NULL,
-                                                                 (uint32_t *)NULL, (const int32_t *)NULL,
-                                                                 (int32_t *)NULL, n, 0, 32, st),
-                       what))
-        return -1;
-    size_t sz_k = align256(sizeof(uint32_t) * (size_t)n), sz_b = align256(sizeof(float4) * (size_t)n);
+    size_t sz_k = align256(sizeof(int32_t) * (size_t)n), sz_b = align256(sizeof(float4) * (size_t)n);
     size_t sz_a = align256(sizeof(float) * (size_t)n), sz_g = align256(sizeof(int64_t) * (size_t)n);
     size_t sz_m = align256(sizeof(unsigned long long) * (size_t)(rows * words));
-    char *s = (char *)md__cuda_scratch(4 * sz_k + sz_b + sz_a + sz_g + sz_m + align256(cub_bytes));
+    char *s = (char *)md__cuda_scratch(sz_k + sz_b + sz_a + sz_g + sz_m);
     if (!s) return -1;
-    uint32_t *k0 = (uint32_t *)s; s += sz_k;
-    uint32_t *k1 = (uint32_t *)s; s += sz_k;
-    int32_t *i0 = (int32_t *)s; s += sz_k;
     int32_t *ord = (int32_t *)s; s += sz_k;
     float4 *sb = (float4 *)s; s += sz_b;
     float *area = (float *)s; s += sz_a;
     int64_t *sg = (int64_t *)s; s += sz_g;
-    unsigned long long *dmask = (unsigned long long *)s; s += sz_m;
-    void *tmp = s;
-    nms_keys_kernel<<<grid_for(n), TPB, 0, st>>>(scores, n, k0, i0);
-    if (md__cuda_check(cudaGetLastError(), "nms (keys)")) return -1;
-    if (md__cuda_check(cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, k0, k1, i0, ord, n, 0, 32, st),
-                       "nms (sort)"))
-        return -1;
+    unsigned long long *dmask = (unsigned long long *)s;
+    /* the order of mmcv's CPU nms, as the CPU backend: torch.sort on the
+     * CPU is std::sort on (score, index) pairs compared by score, NaN
+     * first; this host code is compiled against the same libstdc++ */
+    {
+        std::vector<std::pair<float, int32_t>> pr((size_t)n);
+        std::vector<float> hs((size_t)n);
+        std::vector<int32_t> ho((size_t)n);
+        if (md__cuda_copy(hs.data(), scores, sizeof(float) * (size_t)n, MD_COPY_D2H) != 0) return -1;
+        for (int64_t i = 0; i < n; i++) pr[(size_t)i] = std::make_pair(hs[(size_t)i], (int32_t)i);
+        std::sort(pr.begin(), pr.end(), [](const std::pair<float, int32_t> &a, const std::pair<float, int32_t> &b) {
+            return (std::isnan(a.first) && !std::isnan(b.first)) || a.first > b.first;
+        });
+        for (int64_t i = 0; i < n; i++) ho[(size_t)i] = pr[(size_t)i].second;
+        if (md__cuda_copy(ord, ho.data(), sizeof(int32_t) * (size_t)n, MD_COPY_H2D) != 0) return -1;
+    }
     nms_gather_kernel<<<grid_for(n), TPB, 0, st>>>(boxes, group, ord, n, sb, area, sg);
     if (md__cuda_check(cudaGetLastError(), "nms (gather)")) return -1;
 

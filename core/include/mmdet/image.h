@@ -61,9 +61,10 @@ int md_image_write_png(const md_image *img, const char *path, md_error *err);
 int md_image_encode_jpeg(const md_image *img, int quality, uint8_t **out, size_t *n, md_error *err);
 int md_image_encode_png(const md_image *img, uint8_t **out, size_t *n, md_error *err);
 
-/* OpenCV's cv::resize INTER_LINEAR for u8 HWC pixels (its fixed point:
- * 11-bit coefficients, one rounding at the end), src sh x sw -> dst dh x dw
- * with c channels. Returns 0, or -1 when out of memory. */
+/* OpenCV's cv::resize INTER_LINEAR for u8 HWC pixels, bit for bit (its
+ * fixed point: 11-bit coefficients, the vertical pass's truncating shifts),
+ * src sh x sw -> dst dh x dw with c channels. Returns 0, or -1 when out of
+ * memory. */
 int md_image_resize_bilinear(const uint8_t *src, int sh, int sw, int c, uint8_t *dst, int dh, int dw);
 
 #ifdef __cplusplus

@@ -105,6 +105,14 @@ md_tensor *md_sort(md_ctx *ctx, md_tensor *a, int dim, bool descending, md_tenso
 md_tensor *md_argsort(md_ctx *ctx, md_tensor *a, int dim, bool descending);
 /* Values (differentiable) and optional indices of the k largest/smallest. */
 md_tensor *md_topk(md_ctx *ctx, md_tensor *a, int64_t k, int dim, bool largest, md_tensor **indices);
+/* The order torch.sort(v, descending=True) gives on the CPU (PyTorch 1.13,
+ * stable=False: libstdc++'s std::sort, an introsort, NaN first), which is
+ * not stable: equal values come out as that algorithm leaves them. mmdet's
+ * nms_pre cuts (sort, then the first k) and mmcv's nms inherit that order
+ * for tied scores, which a trained model has plenty of (sigmoid and softmax
+ * round to the same float near 1). idx[0..n) receives the indices of v in
+ * that order. Host arrays; returns 0, or -1 when out of memory. */
+int md_sort_order_torch(const float *v, int64_t n, int64_t *idx);
 
 /* ---- linear algebra (linear.c, OpenBLAS) ---- */
 /* [M,K]x[K,N], or batched [B,M,K]x[B,K,N]. */
@@ -176,10 +184,14 @@ md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale);
 md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, int out_h, int out_w,
                         double spatial_scale, int sampling_ratio, bool aligned);
 /* boxes [N,4] xyxy, scores [N]: indices (i64) of kept boxes in descending
- * score order; IoU as mmcv's nms (offset 0). max_num <= 0: no limit. */
+ * score order; IoU as mmcv's nms (offset 0). max_num <= 0: no limit. On the
+ * CPU tied scores are visited and returned in the order torch.sort gives
+ * them there (md_sort_order_torch), as mmcv's CPU nms does. */
 md_tensor *md_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, double iou_thr, int64_t max_num);
 /* mmcv batched_nms: per-class NMS via coordinate offsets (class_agnostic
- * ignores idxs). Returns kept indices sorted by score. */
+ * ignores idxs). Returns kept indices sorted by score. From mmcv's
+ * split_thr (10000) boxes on, as mmcv: one NMS per class, then the kept
+ * boxes sorted again (ties fall differently from one global NMS). */
 md_tensor *md_batched_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, md_tensor *idxs,
                           double iou_thr, bool class_agnostic, int64_t max_num);
 typedef enum md_iou_mode { MD_IOU = 0, MD_IOF, MD_GIOU } md_iou_mode;
