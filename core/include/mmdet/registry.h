@@ -37,7 +37,8 @@ extern "C" {
 #endif
 #define MD_ABI_MAJOR 1
 #define MD_ABI_MINOR 3   /* 1: md_plugin_desc.init; 2: onnx_export/onnx_decode entries (interfaces grew: rebuild);
-                            3: md_dataset.palette, md_custom_dataset_class.palette */
+                            3: md_dataset.palette, md_custom_dataset_class.palette, md_conv_module_opts.norm_sync,
+                            forward_dummy entries */
 
 /* What a registry entry is. `iface` points at the registry's own interface
  * struct (md_hook_iface, md_dataset_iface, ...); the registry defines what
