@@ -13,7 +13,8 @@ pixels past the images are zeros of the normalised input), and each image
 alone at 96x160: outputs at the two sizes and two batch sizes of one model.
 onnx_faster: the Faster R-CNN (dets, labels) exported at opset 11 (RoiAlign
 with mmcv's -0.5 box shift) and at opset 16 (coordinate_transformation_mode
-half_pixel), with both files' SHA-256.
+half_pixel), and with --dynamic-export (opset 16) run as the dynamic
+RetinaNet, with the files' SHA-256.
 
 For the model with post-processing (dets, labels) and the raw one
 (--no-postprocess: cls_score_<l>, bbox_pred_<l>), exported at opset 11:
@@ -145,6 +146,9 @@ def dynamic_retina(tmp, img):
                         ("dynamic", opset, size, k)
     report("dynamic 64x96", tensors["dets_a"], tensors["labels_a"])
     report("dynamic 96x160", tensors["dets_b"], tensors["labels_b"])
+    margin = score_margin(os.path.join(tmp, "dyn_11.onnx"), big, 0.42)
+    print("retina dynamic 96x160: candidate scores at least %g from score_thr" % margin)
+    assert margin > 1e-4
     print("wrote", save("onnx_retina_dynamic", tensors))
 
 
@@ -169,6 +173,21 @@ def faster(tmp, img):
     report("faster opset 11", tensors["dets_11"], tensors["labels_11"])
     report("faster opset 16", tensors["dets_16"], tensors["labels_16"])
     print("opset 11 vs 16: max difference of dets %g" % np.abs(tensors["dets_11"] - tensors["dets_16"]).max())
+    # --dynamic-export: both images as one batch at 64x96 and at 96x160
+    path = os.path.join(tmp, "faster_dyn.onnx")
+    digest = export(path, 16, False, FASTER_CONFIG, FASTER_WEIGHTS, ["--dynamic-export"])
+    big = np.zeros((2, 3, 96, 160), np.float32)
+    big[:, :, :64, :96] = img
+    tensors["sha256_dyn"] = np.frombuffer(digest, np.uint8)
+    for size, x in (("a", img), ("b", big)):
+        got2, got1 = run(path, x, 2), run(path, x, 1)
+        for k, v in got2.items():
+            assert np.allclose(v, got1[k], rtol=0, atol=1e-5), ("faster dynamic batch 2 vs 1", size, k)
+            tensors["%s_dyn_%s" % (k, size)] = v
+        report("faster dynamic " + size, tensors["dets_dyn_" + size], tensors["labels_dyn_" + size])
+        margin = score_margin(path, x, 0.05)
+        print("faster dynamic %s: candidate scores at least %g from score_thr" % (size, margin))
+        assert margin > 1e-3
     print("wrote", save("onnx_faster", tensors))
 
 

@@ -223,8 +223,9 @@ Test(export_onnx, raw_outputs_are_the_head_s) {
 /* The tiny Faster R-CNN: RPN proposals (per-level top-k, decode, NMS across
  * the levels), RoI levels and RoiAlign in the graph, the bbox head traced
  * (Flatten, Gemm, Relu, Softmax), class-wise NMS. ONNX Runtime ran the
- * opset-11 model (RoiAlign-10 on boxes moved by mmcv's -0.5 offset) and
- * the opset-16 one (half_pixel); both must be simple_test's detections. */
+ * opset-11 model (RoiAlign-10 on boxes moved by mmcv's -0.5 offset), the
+ * opset-16 one (half_pixel) and a --dynamic-export one at two sizes with
+ * a batch of 2; each must be simple_test's detections. */
 Test(export_onnx, faster_rcnn_dets_are_simple_test_s) {
     md_st *gold = golden_open("onnx_faster"), *batch_st = golden_open("detector_batch");
     cr_assert_eq(export_with(FASTER_CONFIG, FASTER_WEIGHTS, "f11.onnx", "--opset 11"), 0, "%s", stderr_of("f11.onnx"));
@@ -252,6 +253,21 @@ Test(export_onnx, faster_rcnn_dets_are_simple_test_s) {
         for (int i = 0; i < 2; i++) assert_dets(res, i, dets, labels, what);
     }
     md_tensor_free(b.img);
+    /* --dynamic-export (opset 16): a batch of 2 at 64x96 and at 96x160 */
+    cr_assert_eq(export_with(FASTER_CONFIG, FASTER_WEIGHTS, "fd.onnx", "--opset 16 --dynamic-export"), 0, "%s",
+                 stderr_of("fd.onnx"));
+    assert_sha256("fd.onnx", golden_get(ctx, gold, "sha256_dyn"));
+    const int64_t sizes[2][2] = { { 64, 96 }, { 96, 160 } };
+    const char *keys[2][2] = { { "dets_dyn_a", "labels_dyn_a" }, { "dets_dyn_b", "labels_dyn_b" } };
+    for (int s = 0; s < 2; s++) {
+        batch_sized(batch_st, &b, metas, sizes[s][0], sizes[s][1]);
+        cr_assert_eq(iface->simple_test(ctx, m, &b, res, &err), 0, "%s", err.msg);
+        md_tensor *dets = golden_get(ctx, gold, keys[s][0]), *labels = golden_get(ctx, gold, keys[s][1]);
+        char what[48];
+        snprintf(what, sizeof what, "faster dynamic %lldx%lld", (long long)sizes[s][0], (long long)sizes[s][1]);
+        for (int i = 0; i < 2; i++) assert_dets(res, i, dets, labels, what);
+        md_tensor_free(b.img);
+    }
     md_module_free(m);
     md_st_close(batch_st);
     md_st_close(gold);
