@@ -12,6 +12,7 @@ typedef struct tmap_entry { const md_tensor *t; char *value; } tmap_entry;
 
 struct md_onnx_graph {
     int opset;
+    bool dynamic;
     md_onnx_node_info *nodes;
     int n_nodes, cap_nodes;
     md_onnx_value_info *inits, *inputs, *outputs;
@@ -99,6 +100,74 @@ MD_API md_onnx_graph_view md_onnx_graph_view_of(const md_onnx_graph *g) {
                                  .outputs = g->outputs, .n_outputs = g->n_outputs };
 }
 
+MD_API void md_onnx_graph_set_dynamic(md_onnx_graph *g, bool dynamic) { g->dynamic = dynamic; }
+
+MD_API int md_onnx_graph_dim_param(md_onnx_graph *g, const char *io, int d, const char *param, md_error *err) {
+    md_onnx_value_info *arrs[2] = { g->inputs, g->outputs };
+    int ns[2] = { g->n_inputs, g->n_outputs };
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < ns[k]; i++) {
+            md_onnx_value_info *v = &arrs[k][i];
+            if (strcmp(v->name, io)) continue;
+            if (d < 0 || d >= v->ndim)
+                return md_failc(err, MD_ERR_SHAPE, "ONNX %s has %d dimensions, no dimension %d", io, v->ndim, d);
+            char *p = strdup(param);
+            if (!p || grow((void **)&g->strings, &g->cap_strings, g->n_strings, sizeof *g->strings)) {
+                free(p);
+                return md_failc(err, MD_ERR_NOMEM, "out of memory");
+            }
+            g->strings[g->n_strings++] = p;
+            v->shape[d] = -1;
+            v->dim_param[d] = p;
+            return 0;
+        }
+    return md_failc(err, MD_ERR_CONFIG, "the ONNX graph has no input or output %s", io);
+}
+
+static bool same_attr(const md_onnx_attr *a, const md_onnx_attr *b) {
+    if (strcmp(a->name, b->name) || a->kind != b->kind || a->i != b->i || a->n != b->n) return false;
+    if (a->kind == MD_ONNX_ATTR_FLOAT && memcmp(&a->f, &b->f, sizeof a->f)) return false;
+    if (a->kind == MD_ONNX_ATTR_STRING && strcmp(a->s, b->s)) return false;
+    if (a->kind == MD_ONNX_ATTR_INTS && memcmp(a->ints, b->ints, sizeof *a->ints * (size_t)a->n)) return false;
+    if (a->kind == MD_ONNX_ATTR_FLOATS && memcmp(a->floats, b->floats, sizeof *a->floats * (size_t)a->n)) return false;
+    return true;
+}
+
+MD_API int md_onnx_graph_compare(const md_onnx_graph *a, const md_onnx_graph *b, md_error *err) {
+    int n = a->n_nodes < b->n_nodes ? a->n_nodes : b->n_nodes;
+    for (int i = 0; i < n; i++) {
+        const md_onnx_node_info *x = &a->nodes[i], *y = &b->nodes[i];
+        bool same = !strcmp(x->op_type, y->op_type) && !strcmp(x->name, y->name) && x->n_inputs == y->n_inputs &&
+                    x->n_outputs == y->n_outputs && x->n_attrs == y->n_attrs;
+        for (int k = 0; same && k < x->n_inputs; k++) same = !strcmp(x->inputs[k], y->inputs[k]);
+        for (int k = 0; same && k < x->n_outputs; k++) same = !strcmp(x->outputs[k], y->outputs[k]);
+        for (int k = 0; same && k < x->n_attrs; k++) same = same_attr(&x->attrs[k], &y->attrs[k]);
+        if (!same)
+            return md_failc(err, MD_ERR_SHAPE, "node %d (%s, %s) differs between the two traces: the model does "
+                            "not trace to one graph for every input size", i, x->name, y->name);
+    }
+    if (a->n_nodes != b->n_nodes)
+        return md_failc(err, MD_ERR_SHAPE, "the two traces recorded %d and %d nodes", a->n_nodes, b->n_nodes);
+    for (int i = 0; i < a->n_inits && i < b->n_inits; i++) {
+        const md_onnx_value_info *x = &a->inits[i], *y = &b->inits[i];
+        bool same = !strcmp(x->name, y->name) && x->elem_type == y->elem_type && x->ndim == y->ndim &&
+                    x->bytes == y->bytes && !memcmp(x->shape, y->shape, sizeof(int64_t) * (size_t)x->ndim) &&
+                    (!x->bytes || !memcmp(x->data, y->data, x->bytes));
+        if (!same) {
+            /* name the first node that reads it */
+            const char *user = "no node";
+            for (int k = 0; k < a->n_nodes && !strcmp(user, "no node"); k++)
+                for (int j = 0; j < a->nodes[k].n_inputs; j++)
+                    if (!strcmp(a->nodes[k].inputs[j], x->name)) user = a->nodes[k].name;
+            return md_failc(err, MD_ERR_SHAPE, "the constant %s (read by %s) depends on the input size: the "
+                            "model does not trace to one graph for every input size", x->name, user);
+        }
+    }
+    if (a->n_inits != b->n_inits)
+        return md_failc(err, MD_ERR_SHAPE, "the two traces recorded %d and %d initializers", a->n_inits, b->n_inits);
+    return 0;
+}
+
 MD_API void md_onnx_trace_begin(md_ctx *ctx, md_onnx_graph *g) { ctx->onnx = g; }
 MD_API void md_onnx_trace_end(md_ctx *ctx) { ctx->onnx = NULL; }
 MD_API md_onnx_graph *md_onnx_trace_pause(md_ctx *ctx) {
@@ -108,6 +177,7 @@ MD_API md_onnx_graph *md_onnx_trace_pause(md_ctx *ctx) {
 }
 MD_API bool md_onnx_tracing(const md_ctx *ctx) { return ctx->onnx != NULL; }
 MD_API int md_onnx_opset(const md_ctx *ctx) { return ctx->onnx ? ctx->onnx->opset : 0; }
+MD_API bool md_onnx_dynamic(const md_ctx *ctx) { return ctx->onnx && ctx->onnx->dynamic; }
 
 /* ------------------------------------------------- tensor -> value name -- */
 
@@ -436,7 +506,7 @@ md_tensor *md__onnx_batch_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tenso
  * shape, then the per-channel affine map. */
 md_tensor *md__onnx_group_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, int groups, md_tensor *w, md_tensor *b,
                                double eps) {
-    int64_t G = groups, shape3[3] = { x->shape[0], G, -1 }, cshape[MD_MAX_DIMS];
+    int64_t G = groups, shape3[3] = { ctx->onnx->dynamic ? 0 : x->shape[0], G, -1 }, cshape[MD_MAX_DIMS];
     float *ones = malloc(sizeof(float) * (size_t)G), *zeros = calloc((size_t)G, sizeof(float));
     if (!ones || !zeros) {
         free(ones);
@@ -451,7 +521,8 @@ md_tensor *md__onnx_group_norm(md_ctx *ctx, md_tensor *y, md_tensor *x, int grou
                                   2, NULL, 0);
     md_onnx_attr at = MD_ONNX_FLOAT("epsilon", eps);
     v = md_onnx_node1(ctx, "InstanceNormalization", (const char *[]){ v, sc, bi }, 3, &at, 1);
-    v = md_onnx_node1(ctx, "Reshape", (const char *[]){ v, shape_const(ctx, x->ndim, x->shape) }, 2, NULL, 0);
+    v = md_onnx_node1(ctx, "Reshape", (const char *[]){ v, ctx->onnx->dynamic ? md_onnx_shape(ctx, md_onnx_value(ctx, x), 0, x->ndim)
+                                                                              : shape_const(ctx, x->ndim, x->shape) }, 2, NULL, 0);
     /* weight and bias [C] as [C, 1, ...] against [N, C, ...] */
     cshape[0] = x->shape[1];
     for (int d = 1; d < x->ndim - 1; d++) cshape[d] = 1;
@@ -499,18 +570,86 @@ md_tensor *md__onnx_max_pool(md_ctx *ctx, md_tensor *y, md_tensor *x, int kernel
 
 /* PyTorch's nearest: src = floor(dst * in / out), ONNX Resize's
  * asymmetric coordinates with nearest_mode floor, to y's size. */
-md_tensor *md__onnx_resize_nearest(md_ctx *ctx, md_tensor *y, md_tensor *x) {
+/* ref: the tensor whose size y takes (interpolate_nearest_like), read
+ * with Shape in a dynamic graph; scale > 0: an integer upsampling, written
+ * as scales in a dynamic graph (any size). Otherwise y's size, constant. */
+md_tensor *md__onnx_resize_nearest(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *ref, int scale) {
     const char *roi = md_onnx_const_f32(ctx, "roi", 1, (int64_t[]){ 0 }, NULL);
-    const char *scales = md_onnx_const_f32(ctx, "scales", 1, (int64_t[]){ 0 }, NULL);
-    const char *ins[4] = { md_onnx_value(ctx, x), roi, scales, shape_const(ctx, 4, y->shape) };
+    const char *scales = md_onnx_const_f32(ctx, "scales", 1, (int64_t[]){ 0 }, NULL), *sizes;
+    const char *xv = md_onnx_value(ctx, x);
+    if (ctx->onnx->dynamic && scale > 0) {
+        float s[4] = { 1, 1, (float)scale, (float)scale };
+        scales = md_onnx_const_f32(ctx, "scales", 1, (int64_t[]){ 4 }, s);
+        sizes = NULL;
+    } else if (ctx->onnx->dynamic && ref) {
+        const char *rv = md_onnx_value(ctx, ref);
+        sizes = md_onnx_concat(ctx, (const char *[]){ md_onnx_shape(ctx, xv, 0, 2), md_onnx_shape(ctx, rv, 2, 4) },
+                               2, 0);
+    } else {
+        sizes = shape_const(ctx, 4, y->shape);
+    }
+    const char *ins[4] = { xv, roi, scales, sizes };
     md_onnx_attr at[] = { MD_ONNX_STRING("coordinate_transformation_mode", "asymmetric"),
                           MD_ONNX_STRING("mode", "nearest"), MD_ONNX_STRING("nearest_mode", "floor") };
-    return emit(ctx, y, "Resize", ins, 4, at, 3);
+    return emit(ctx, y, "Resize", ins, sizes ? 4 : 3, at, 3);
 }
 
-md_tensor *md__onnx_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a) {
-    const char *ins[2] = { md_onnx_value(ctx, a), shape_const(ctx, y->ndim, y->shape) };
+/* The shape as given (its -1 kept); in a dynamic graph a first dimension
+ * equal to the input's is copied from it (0), as PyTorch traces
+ * x.reshape(x.size(0), ...). */
+md_tensor *md__onnx_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a, int ndim, const int64_t *shape) {
+    int64_t sh[MD_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) sh[d] = ctx->onnx->dynamic ? shape[d] : y->shape[d];
+    if (ctx->onnx->dynamic && ndim > 0 && a->ndim > 0 && shape[0] == a->shape[0]) sh[0] = 0;
+    const char *ins[2] = { md_onnx_value(ctx, a), shape_const(ctx, ndim, sh) };
     return emit(ctx, y, "Reshape", ins, 2, NULL, 0);
+}
+
+/* flatten(start, end) to two dimensions: ONNX Flatten(axis = start) (the
+ * input's own sizes, so any batch); otherwise a reshape. */
+md_tensor *md__onnx_flatten(md_ctx *ctx, md_tensor *y, md_tensor *a, int start, int end) {
+    if (start == 1 && end == a->ndim - 1) {
+        md_onnx_attr at = MD_ONNX_INT("axis", start);
+        const char *v = md_onnx_value(ctx, a);
+        return emit(ctx, y, "Flatten", &v, 1, &at, 1);
+    }
+    return md__onnx_reshape(ctx, y, a, y->ndim, y->shape);
+}
+
+/* Linear: Gemm (x w^T + b) on a matrix, as PyTorch exports nn.Linear;
+ * MatMul with the transposed weight and Add past two dimensions. */
+md_tensor *md__onnx_linear(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *w, md_tensor *b) {
+    const char *xv = md_onnx_value(ctx, x), *wv = md_onnx_value(ctx, w), *bv = b ? md_onnx_value(ctx, b) : NULL;
+    if (!xv || !wv || (b && !bv)) return NULL;
+    if (x->ndim == 2) {
+        md_onnx_attr at[] = { MD_ONNX_INT("transB", 1) };
+        const char *ins[3] = { xv, wv, bv };
+        return emit(ctx, y, "Gemm", ins, b ? 3 : 2, at, 1);
+    }
+    md_onnx_attr perm = MD_ONNX_INTS("perm", ((int64_t[]){ 1, 0 }), 2);
+    const char *v = md_onnx_op2(ctx, "MatMul", xv, md_onnx_node1(ctx, "Transpose", &wv, 1, &perm, 1));
+    if (b) v = md_onnx_op2(ctx, "Add", v, bv);
+    if (!v || md_onnx_bind(ctx, y, v)) return NULL;
+    return y;
+}
+
+/* Softmax along dim. Before opset 13 ONNX's Softmax normalises the input
+ * coerced to 2D from axis on: the same only for the last axis, so another
+ * axis goes through a transpose to the end and back. */
+md_tensor *md__onnx_softmax(md_ctx *ctx, md_tensor *y, md_tensor *a, int dim) {
+    int d = dim < 0 ? dim + a->ndim : dim;
+    const char *v = md_onnx_value(ctx, a);
+    if (ctx->onnx->opset >= 13 || d == a->ndim - 1) {
+        md_onnx_attr at = MD_ONNX_INT("axis", d);
+        return emit(ctx, y, "Softmax", &v, 1, &at, 1);
+    }
+    int64_t p[MD_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) p[i] = i;
+    p[d] = a->ndim - 1, p[a->ndim - 1] = d;
+    md_onnx_attr perm = MD_ONNX_INTS("perm", p, a->ndim), ax = MD_ONNX_INT("axis", a->ndim - 1);
+    v = md_onnx_node1(ctx, "Transpose", &v, 1, &perm, 1);
+    v = md_onnx_node1(ctx, "Softmax", &v, 1, &ax, 1);
+    return emit(ctx, y, "Transpose", &v, 1, &perm, 1);
 }
 
 md_tensor *md__onnx_permute(md_ctx *ctx, md_tensor *y, md_tensor *a, const int *perm) {

@@ -22,8 +22,11 @@ md_tensor *md__onnx_binary(md_ctx *ctx, md_tensor *y, const char *op, md_tensor 
 md_tensor *md__onnx_scalar(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a, double s);
 md_tensor *md__onnx_clamp(md_ctx *ctx, md_tensor *y, md_tensor *a, double lo, double hi);
 md_tensor *md__onnx_max_pool(md_ctx *ctx, md_tensor *y, md_tensor *x, int kernel, int stride, int pad, bool ceil);
-md_tensor *md__onnx_resize_nearest(md_ctx *ctx, md_tensor *y, md_tensor *x);
-md_tensor *md__onnx_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a);
+md_tensor *md__onnx_resize_nearest(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *ref, int scale);
+md_tensor *md__onnx_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a, int ndim, const int64_t *shape);
+md_tensor *md__onnx_flatten(md_ctx *ctx, md_tensor *y, md_tensor *a, int start, int end);
+md_tensor *md__onnx_linear(md_ctx *ctx, md_tensor *y, md_tensor *x, md_tensor *w, md_tensor *b);
+md_tensor *md__onnx_softmax(md_ctx *ctx, md_tensor *y, md_tensor *a, int dim);
 md_tensor *md__onnx_permute(md_ctx *ctx, md_tensor *y, md_tensor *a, const int *perm);
 md_tensor *md__onnx_cat(md_ctx *ctx, md_tensor *y, md_tensor *const *ts, int n, int dim);
 md_tensor *md__onnx_alias(md_ctx *ctx, md_tensor *y, md_tensor *a);
@@ -47,8 +50,8 @@ static inline md_tensor *md__trace_binary(md_ctx *ctx, md_tensor *y, const char 
 static inline md_tensor *md__trace_scalar(md_ctx *ctx, md_tensor *y, const char *op, md_tensor *a, double s) {
     return MD__TRACING(ctx, y) ? md__onnx_scalar(ctx, y, op, a, s) : y;
 }
-static inline md_tensor *md__trace_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a) {
-    return MD__TRACING(ctx, y) ? md__onnx_reshape(ctx, y, a) : y;
+static inline md_tensor *md__trace_reshape(md_ctx *ctx, md_tensor *y, md_tensor *a, int ndim, const int64_t *shape) {
+    return MD__TRACING(ctx, y) ? md__onnx_reshape(ctx, y, a, ndim, shape) : y;
 }
 static inline md_tensor *md__trace_alias(md_ctx *ctx, md_tensor *y, md_tensor *a) {
     return MD__TRACING(ctx, y) ? md__onnx_alias(ctx, y, a) : y;

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/gemm.h"
+#include "onnx_trace.h"
 
 /* A batch of row-major matrices as BLAS sees them: op(M) is rows x cols. */
 typedef struct mat {
@@ -216,7 +217,7 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     return 0;
 }
 
-MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
     if (!x || !w) return NULL;
     if (check_f32(ctx, "linear", "input", x) || check_f32(ctx, "linear", "weight", w) ||
         (bias && check_f32(ctx, "linear", "bias", bias)) ||
@@ -269,4 +270,12 @@ MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
     return y;
+}
+
+MD_API md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+    if (!ctx->onnx) return linear(ctx, x, w, bias);
+    md_onnx_graph *g = md__onnx_pause(ctx);
+    md_tensor *y = linear(ctx, x, w, bias);
+    md__onnx_resume(ctx, g);
+    return MD__TRACING(ctx, y) ? md__onnx_linear(ctx, y, x, w, bias) : y;
 }

@@ -178,12 +178,14 @@ static md_tensor *nearest_impl(md_ctx *ctx, const char *op, md_tensor *x, int64_
     return y;
 }
 
-static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
+/* ref / scale: what the trace reads the size from (md__onnx_resize_nearest) */
+static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw,
+                          md_tensor *ref, int scale) {
     md_tensor *y = nearest_impl(ctx, op, x, OH, OW, sh, sw);
-    return MD__TRACING(ctx, y) ? md__onnx_resize_nearest(ctx, y, x) : y;
+    return MD__TRACING(ctx, y) ? md__onnx_resize_nearest(ctx, y, x, ref, scale) : y;
 }
 
-MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {
+static md_tensor *interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w, md_tensor *ref) {
     if (!x) return NULL;
     if (check_nchw(ctx, "interpolate_nearest", x, true)) return NULL;
     char a[96];
@@ -194,7 +196,17 @@ MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_
         return md_op_fail(ctx, "interpolate_nearest", "cannot resize %s to %lldx%lld", a, (long long)out_h,
                           (long long)out_w);
     float sh = out_h > 0 ? (float)H / (float)out_h : 0.0f, sw = out_w > 0 ? (float)W / (float)out_w : 0.0f;
-    return nearest(ctx, "interpolate_nearest", x, out_h, out_w, sh, sw);
+    return nearest(ctx, "interpolate_nearest", x, out_h, out_w, sh, sw, ref, 0);
+}
+
+MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w) {
+    return interpolate_nearest(ctx, x, out_h, out_w, NULL);
+}
+
+MD_API md_tensor *md_interpolate_nearest_like(md_ctx *ctx, md_tensor *x, md_tensor *ref) {
+    if (!x || !ref) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest_like", ref, true)) return NULL;
+    return interpolate_nearest(ctx, x, ref->shape[2], ref->shape[3], ref);
 }
 
 MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
@@ -206,7 +218,7 @@ MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
                           md_tensor_describe(x, a, sizeof a));
     }
     float s = (float)(1.0 / scale);   /* PyTorch: 1 / scale_factor, as float */
-    return nearest(ctx, "upsample_nearest", x, x->shape[2] * scale, x->shape[3] * scale, s, s);
+    return nearest(ctx, "upsample_nearest", x, x->shape[2] * scale, x->shape[3] * scale, s, s, NULL, scale);
 }
 
 /* One axis of md_upsample_bilinear: the edge rows repeated on both sides,

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "op_basic.h"
 #include "backends/cpu/reduce.h"
+#include "onnx_trace.h"
 
 /* Geometry of a reduction of `a` over `dim` (MD_DIM_ALL allowed when `all`). */
 typedef struct rgeom {
@@ -162,7 +163,13 @@ static md_tensor *softmax(md_ctx *ctx, const char *op, md_tensor *a, int dim, bo
     return out;
 }
 
-MD_API md_tensor *md_softmax(md_ctx *ctx, md_tensor *a, int dim) { return softmax(ctx, "softmax", a, dim, false); }
+MD_API md_tensor *md_softmax(md_ctx *ctx, md_tensor *a, int dim) {
+    if (!ctx->onnx) return softmax(ctx, "softmax", a, dim, false);
+    md_onnx_graph *g = md__onnx_pause(ctx);
+    md_tensor *y = softmax(ctx, "softmax", a, dim, false);
+    md__onnx_resume(ctx, g);
+    return MD__TRACING(ctx, y) ? md__onnx_softmax(ctx, y, a, dim) : y;
+}
 MD_API md_tensor *md_log_softmax(md_ctx *ctx, md_tensor *a, int dim) {
     return softmax(ctx, "log_softmax", a, dim, true);
 }

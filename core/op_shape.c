@@ -103,7 +103,7 @@ MD_API md_tensor *md_reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t 
     md_onnx_graph *g = md__onnx_pause(ctx);
     md_tensor *y = reshape(ctx, a, ndim, shape);
     md__onnx_resume(ctx, g);
-    return md__trace_reshape(ctx, y, a);
+    return md__trace_reshape(ctx, y, a, ndim, shape);
 }
 
 MD_API md_tensor *md_flatten(md_ctx *ctx, md_tensor *a, int start_dim, int end_dim) {
@@ -117,7 +117,11 @@ MD_API md_tensor *md_flatten(md_ctx *ctx, md_tensor *a, int start_dim, int end_d
     for (int d = 0; d < s; d++) sh[n++] = a->shape[d];
     sh[n++] = md__prod(a->shape, s, e + 1);
     for (int d = e + 1; d < a->ndim; d++) sh[n++] = a->shape[d];
-    return md_reshape(ctx, a, n, sh);
+    if (!ctx->onnx) return md_reshape(ctx, a, n, sh);
+    md_onnx_graph *g = md__onnx_pause(ctx);
+    md_tensor *y = md_reshape(ctx, a, n, sh);
+    md__onnx_resume(ctx, g);
+    return MD__TRACING(ctx, y) ? md__onnx_flatten(ctx, y, a, s, e) : y;
 }
 
 MD_API md_tensor *md_unsqueeze(md_ctx *ctx, md_tensor *a, int dim) {

@@ -17,13 +17,15 @@ static void usage(FILE *f) {
             "Export a detector to ONNX (mmdet's pytorch2onnx). The graph takes \"input\"\n"
             "[1, 3, H, W] (normalised and padded as the test pipeline leaves it) and gives\n"
             "\"dets\" [1, K, 5] (x1, y1, x2, y2, score; zero rows after the detections) and\n"
-            "\"labels\" [1, K], K = test_cfg.max_per_img, boxes in input pixels.\n"
+            "\"labels\" [1, K], K = test_cfg.max_per_img (the RoI head's for a two-stage\n"
+            "detector), boxes in input pixels.\n"
             "\n"
             "  --out FILE                where to write the model (required)\n"
             "  --shape H W               input height and width (default 800 1216)\n"
             "  --opset N                 ONNX opset, %d to %d (default 11)\n"
             "  --no-postprocess          outputs are the head's raw cls_score_<l>, bbox_pred_<l>\n"
-            "  --dynamic-export          dynamic batch and size (not supported yet: refused)\n"
+            "  --dynamic-export          any batch and input size (\"batch\", \"height\", \"width\";\n"
+            "                            \"num_dets\" rows); --shape is the size traced\n"
             "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
             "  --no-default-plugins      leave the install prefix's plugin directory out\n"
             "  --cfg-options K=V ...     override config settings\n"
@@ -84,8 +86,13 @@ static Onnx__ValueInfoProto *value_info(arena *a, const md_onnx_value_info *v) {
     for (int d = 0; d < v->ndim; d++) {
         if (!(dims[d] = take(a, sizeof **dims))) return NULL;
         onnx__tensor_shape_proto__dimension__init(dims[d]);
-        dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-        dims[d]->dim_value = v->shape[d];
+        if (v->shape[d] < 0) {   /* dynamic: named */
+            dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            dims[d]->dim_param = (char *)(v->dim_param[d] ? v->dim_param[d] : "dynamic");
+        } else {
+            dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            dims[d]->dim_value = v->shape[d];
+        }
     }
     sh->n_dim = (size_t)v->ndim;
     sh->dim = dims;
@@ -205,12 +212,56 @@ out:
 
 /* ---------------------------------------------------------------- main -- */
 
+/* The model's onnx_export traced on a zero batch [N, 3, H, W]: the graph,
+ * or NULL with err set. */
+static md_onnx_graph *trace(md_ctx *ctx, md_module *model, int opset, bool dynamic, int64_t N, int64_t H, int64_t W,
+                            bool postprocess, md_error *err) {
+    const md_model_iface *iface = model->cls->iface;
+    md_onnx_graph *g = md_onnx_graph_new(opset, err);
+    if (!g) return NULL;
+    md_onnx_graph_set_dynamic(g, dynamic);
+    md_tensor *img = md_tensor_zeros(ctx, MD_F32, MD_DIMS(N, 3, H, W));
+    md_onnx_trace_begin(ctx, g);
+    int trc = img ? md_onnx_input(ctx, img, "input") : -1;
+    if (trc) md_error_from_ctx(ctx, err, "input");
+    else trc = iface->onnx_export(ctx, model, img, postprocess, err);
+    md_onnx_trace_end(ctx);
+    if (trc) {
+        md_onnx_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* mmdet's dynamic_axes: the input's batch, height and width; the outputs'
+ * batch, the detections' count, a raw map's height and width. */
+static int name_dynamic_dims(md_onnx_graph *g, md_error *err) {
+    md_onnx_graph_view v = md_onnx_graph_view_of(g);
+    static const char *in_names[4] = { "batch", NULL, "height", "width" };
+    for (int d = 0; d < 4; d++)
+        if (in_names[d] && md_onnx_graph_dim_param(g, "input", d, in_names[d], err)) return -1;
+    for (int i = 0; i < v.n_outputs; i++) {
+        const md_onnx_value_info *o = &v.outputs[i];
+        char name[3][300];
+        snprintf(name[0], sizeof name[0], "batch");
+        snprintf(name[1], sizeof name[1], "%s_height", o->name);
+        snprintf(name[2], sizeof name[2], "%s_width", o->name);
+        bool dets = !strcmp(o->name, "dets") || !strcmp(o->name, "labels");
+        if (md_onnx_graph_dim_param(g, o->name, 0, name[0], err) ||
+            (dets && md_onnx_graph_dim_param(g, o->name, 1, "num_dets", err)) ||
+            (!dets && o->ndim == 4 && (md_onnx_graph_dim_param(g, o->name, 2, name[1], err) ||
+                                        md_onnx_graph_dim_param(g, o->name, 3, name[2], err))))
+            return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out = NULL;
     const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
     int n_opts = 0, n_pdirs = 0, H = 800, W = 1216, opset = 11;
-    bool no_default_plugins = false, postprocess = true;
+    bool no_default_plugins = false, postprocess = true, dynamic = false;
     if (!opts || !pdirs) return die("%s", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -229,9 +280,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
         } else if (!strcmp(a, "--no-postprocess")) postprocess = false;
-        else if (!strcmp(a, "--dynamic-export"))
-            return die("%s: not supported yet; the anchors are constants of the --shape given, so export one model "
-                       "per input size", a);
+        else if (!strcmp(a, "--dynamic-export")) dynamic = true;
         else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
         else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
         else if (!strcmp(a, "--cfg-options")) {
@@ -278,16 +327,21 @@ int main(int argc, char **argv) {
     }
     md_module_train(model, false);
     md_grad_set_enabled(ctx, false);
-    if (!(g = md_onnx_graph_new(opset, &err))) goto fail;
-    md_tensor *img = md_tensor_zeros(ctx, MD_F32, MD_DIMS(1, 3, H, W));
-    md_onnx_trace_begin(ctx, g);
-    int trc = img ? md_onnx_input(ctx, img, "input") : -1;
-    if (trc) md_error_from_ctx(ctx, &err, "input");
-    else trc = iface->onnx_export(ctx, model, img, postprocess, &err);
-    md_onnx_trace_end(ctx);
-    if (trc) {
+    if (!(g = trace(ctx, model, opset, dynamic, 1, H, W, postprocess, &err))) {
         md_error_wrap(&err, "%s: export", config);
         goto fail;
+    }
+    if (dynamic) {
+        /* a second trace at another batch and size must record the same
+         * graph: nothing in it depends on the traced size */
+        md_ctx_step_reset(ctx);
+        md_onnx_graph *g2 = trace(ctx, model, opset, dynamic, 2, H + 32, W + 64, postprocess, &err);
+        int same = g2 ? md_onnx_graph_compare(g, g2, &err) : -1;
+        md_onnx_graph_free(g2);
+        if (same || name_dynamic_dims(g, &err)) {
+            md_error_wrap(&err, "%s: --dynamic-export", config);
+            goto fail;
+        }
     }
     md_onnx_graph_view v = md_onnx_graph_view_of(g);
     size_t len = serialize(&v, &buf);
@@ -302,11 +356,16 @@ int main(int argc, char **argv) {
     }
     size_t params = 0;
     for (int i = 0; i < v.n_initializers; i++) params += v.initializers[i].bytes;
-    printf("%s: opset %d, %d nodes, %d initializers (%.1f KiB), input [1, 3, %d, %d], outputs", out, opset,
-           v.n_nodes, v.n_initializers, (double)params / 1024.0, H, W);
-    for (int i = 0; i < v.n_outputs; i++) {
-        printf("%s %s [", i ? "," : "", v.outputs[i].name);
-        for (int d = 0; d < v.outputs[i].ndim; d++) printf("%s%lld", d ? ", " : "", (long long)v.outputs[i].shape[d]);
+    printf("%s: opset %d, %d nodes, %d initializers (%.1f KiB), input", out, opset, v.n_nodes, v.n_initializers,
+           (double)params / 1024.0);
+    for (int i = 0; i < v.n_inputs + v.n_outputs; i++) {
+        const md_onnx_value_info *io = i < v.n_inputs ? &v.inputs[i] : &v.outputs[i - v.n_inputs];
+        printf("%s%s%s[", i == v.n_inputs ? ", outputs " : i ? ", " : " ", i < v.n_inputs ? "" : io->name,
+               i < v.n_inputs ? "" : " ");
+        for (int d = 0; d < io->ndim; d++) {
+            if (io->shape[d] < 0) printf("%s%s", d ? ", " : "", io->dim_param[d]);
+            else printf("%s%lld", d ? ", " : "", (long long)io->shape[d]);
+        }
         printf("]");
     }
     printf("\n");

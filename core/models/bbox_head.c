@@ -287,3 +287,66 @@ MD_API int md_bbox_head_raw_bboxes_per_image(md_ctx *ctx, md_module *bbox_head, 
     }
     return 0;
 }
+
+/* onnx_export: mmdet's BBoxHead.onnx_export (roi_head.h). */
+MD_API int md_bbox_head_onnx_export(md_ctx *ctx, md_module *m, const char *rois, int64_t N, int64_t P,
+                                    md_tensor *cls_score, md_tensor *bbox_pred, const md_onnx_image *img,
+                                    const md_rcnn_test_cfg *cfg, md_onnx_dets *out) {
+    md_bbox_head_base *h = (md_bbox_head_base *)m;
+    int64_t C = h->num_classes;
+    if (!h->bbox_coder->iface->onnx_decode) {
+        md_op_fail(ctx, "onnx", "%s: the box coder %s has no ONNX form", m->cls->name, h->bbox_coder->type);
+        return -1;
+    }
+    /* softmax over the classes and the background, then the classes */
+    const char *sv = md_onnx_slice(ctx, md_onnx_value(ctx, md_softmax(ctx, cls_score, -1)), 1, 0, C);
+    const char *rv = md_onnx_value(ctx, bbox_pred);
+    const char *NP = md_onnx_shape(ctx, rois, 0, 2), *Nv = md_onnx_shape(ctx, rois, 0, 1);
+    const char *boxes4 = md_onnx_slice(ctx, rois, 2, 1, 5);                       /* [N, P, 4] */
+    const char *wh = md_onnx_image_max_wh(ctx, img);
+    const md_bbox_coder_iface *ci = h->bbox_coder->iface;
+    int64_t four = 4, minus1[2] = { -1, 1 }, m4[2] = { -1, 4 };
+    md_onnx_nms_opts o = { .max_per_class = cfg->max_per_img, .iou_thr = cfg->nms_iou, .score_thr = cfg->score_thr,
+                           .max_per_img = cfg->max_per_img };
+    if (h->reg_class_agnostic) {
+        const char *deltas = md_onnx_op2(ctx, "Reshape", rv,
+                                         md_onnx_concat(ctx, (const char *[]){ NP, md_onnx_i64s(ctx, "four", 1, &four) },
+                                                        2, 0));
+        const char *boxes = boxes4 && deltas && wh ? ci->onnx_decode(ctx, h->bbox_coder, boxes4, deltas, wh) : NULL;
+        const char *scores = md_onnx_op2(ctx, "Reshape", sv,
+                                         md_onnx_concat(ctx, (const char *[]){ NP, md_onnx_i64s(ctx, "C", 1, &C) }, 2, 0));
+        if (md_onnx_nms(ctx, boxes, scores, P, C, &o, out)) return -1;
+        out->n = N;
+        return 0;
+    }
+    /* class-specific boxes: every RoI once per class, (roi, class) order */
+    const char *deltas = md_onnx_op2(ctx, "Reshape", rv,
+                                     md_onnx_concat(ctx, (const char *[]){ Nv, md_onnx_i64s(ctx, "shape", 2, m4) }, 2, 0));
+    const char *rep = md_onnx_op2(ctx, "Tile", md_onnx_reshape(ctx, boxes4, 4, (int64_t[]){ 0, 0, 1, 4 }),
+                                  md_onnx_i64s(ctx, "repeats", 4, (int64_t[]){ 1, 1, C, 1 }));
+    rep = md_onnx_reshape(ctx, rep, 3, (int64_t[]){ 0, -1, 4 });
+    const char *boxes = rep && deltas && wh ? ci->onnx_decode(ctx, h->bbox_coder, rep, deltas, wh) : NULL;
+    const char *scores = md_onnx_op2(ctx, "Reshape", sv,
+                                     md_onnx_concat(ctx, (const char *[]){ Nv, md_onnx_i64s(ctx, "shape", 2, minus1) },
+                                                    2, 0));                      /* [N, P * C, 1] */
+    int64_t *lab = malloc(sizeof(int64_t) * (size_t)C);
+    if (!lab) return md_op_fail(ctx, "onnx", "out of memory"), -1;
+    for (int64_t c = 0; c < C; c++) lab[c] = c;
+    const char *labels = md_onnx_const_i64(ctx, "labels", 3, (int64_t[]){ 1, 1, C }, lab);
+    free(lab);
+    labels = md_onnx_op2(ctx, "Expand", labels,
+                         md_onnx_concat(ctx, (const char *[]){ NP, md_onnx_i64s(ctx, "C", 1, &C) }, 2, 0));
+    labels = md_onnx_reshape(ctx, labels, 2, (int64_t[]){ 0, -1 });               /* [N, P * C] */
+    /* mmdet's offsets: label * max(h, w) + 1 */
+    float one = 1.0f;
+    md_onnx_attr keep = MD_ONNX_INT("keepdims", 0);
+    const char *max_size = wh ? md_onnx_node1(ctx, "ReduceMax", &wh, 1, &keep, 1) : NULL;
+    const char *offsets = md_onnx_op2(ctx, "Add", md_onnx_op2(ctx, "Mul", md_onnx_cast(ctx, labels, MD_ONNX_FLOAT), max_size),
+                                      md_onnx_f32s(ctx, "one", 1, &one));
+    const char *nms_boxes = md_onnx_op2(ctx, "Add", boxes, md_onnx_reshape(ctx, offsets, 3, (int64_t[]){ 0, -1, 1 }));
+    o.labels = labels;
+    o.out_boxes = boxes;
+    if (md_onnx_nms(ctx, nms_boxes, scores, P * C, 1, &o, out)) return -1;
+    out->n = N;
+    return 0;
+}

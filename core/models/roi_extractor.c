@@ -60,3 +60,25 @@ MD_API md_tensor *md_roi_extractor_align(md_ctx *ctx, const md_roi_extractor_bas
     return md_roi_align(ctx, feat, rois, e->out_size, e->out_size, 1.0 / e->strides[l], e->sampling_ratio,
                         e->aligned);
 }
+
+MD_API const char *md_roi_extractor_onnx_align(md_ctx *ctx, const md_roi_extractor_base *e, const char *feat,
+                                               const char *rois, int l) {
+    double scale = 1.0 / e->strides[l];
+    const char *bi = md_onnx_cast(ctx, md_onnx_reshape(ctx, md_onnx_slice(ctx, rois, 1, 0, 1), 1, (int64_t[]){ -1 }),
+                                  MD_ONNX_INT64);
+    const char *boxes = md_onnx_slice(ctx, rois, 1, 1, 5);
+    bool half_pixel_attr = md_onnx_opset(ctx) >= 16;
+    if (e->aligned && !half_pixel_attr) {
+        /* mmcv's export for RoiAlign-10: the -0.5 pixel shift on the boxes */
+        float off = (float)(0.5 / scale);
+        boxes = md_onnx_op2(ctx, "Sub", boxes, md_onnx_f32s(ctx, "aligned_offset", 1, &off));
+    }
+    if (!feat || !bi || !boxes) return NULL;
+    md_onnx_attr at[6] = { MD_ONNX_STRING("mode", "avg"), MD_ONNX_INT("output_height", e->out_size),
+                           MD_ONNX_INT("output_width", e->out_size), MD_ONNX_INT("sampling_ratio", e->sampling_ratio),
+                           MD_ONNX_FLOAT("spatial_scale", scale) };
+    int n_at = 5;
+    if (half_pixel_attr)
+        at[n_at++] = MD_ONNX_STRING("coordinate_transformation_mode", e->aligned ? "half_pixel" : "output_half_pixel");
+    return md_onnx_node1(ctx, "RoiAlign", (const char *[]){ feat, boxes, bi }, 3, at, n_at);
+}

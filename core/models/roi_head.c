@@ -503,3 +503,49 @@ MD_API void md_roi_head_destroy(md_module *m) {
     MD_BBOX_DESTROY(h->assigner);
     MD_BBOX_DESTROY(h->sampler);
 }
+
+/* onnx_export: mmdet's StandardRoIHead.bbox_onnx_export (roi_head.h). */
+MD_API int md_roi_head_onnx_export(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                                   const md_onnx_dets *proposals, const md_onnx_image *img, md_onnx_dets *out,
+                                   md_error *err) {
+    md_roi_head_base *h = (md_roi_head_base *)m;
+    const char *name = m->cls->name;
+    if (h->mask_head)
+        return md_failc(err, MD_ERR_CONFIG, "%s: ONNX export of the mask branch is not supported", name);
+    if (!h->has_test_cfg) return md_failc(err, MD_ERR_CONFIG, "%s: ONNX export needs test_cfg", name);
+    md_module *ext = h->bbox_roi_extractor, *bh = h->bbox_head;
+    const md_roi_extractor_class *ec = md_roi_extractor_class_of(ext);
+    const md_bbox_head_class *bc = md_bbox_head_class_of(bh);
+    if (!ec->onnx_forward)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its RoI extractor %s has no ONNX form", name, ext->cls->name);
+    if (!bc->onnx_export)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its bbox head %s has no ONNX export", name, bh->cls->name);
+    /* rois [N, P, 5]: each proposal's image index, then its box */
+    const char *d = proposals->dets;
+    float zero = 0, one = 1;
+    const char *n = md_onnx_cast(ctx, md_onnx_reshape(ctx, md_onnx_shape(ctx, d, 0, 1), 0, NULL), MD_ONNX_FLOAT);
+    const char *bi = n ? md_onnx_node1(ctx, "Range",
+                                       (const char *[]){ md_onnx_const_f32(ctx, "zero", 0, NULL, &zero), n,
+                                                         md_onnx_const_f32(ctx, "one", 0, NULL, &one) },
+                                       3, NULL, 0)
+                       : NULL;
+    const char *col = md_onnx_slice(ctx, d, 2, 0, 1);
+    bi = md_onnx_op2(ctx, "Expand", md_onnx_reshape(ctx, bi, 3, (int64_t[]){ -1, 1, 1 }),
+                     col ? md_onnx_node1(ctx, "Shape", &col, 1, NULL, 0) : NULL);
+    const char *rois3 = md_onnx_concat(ctx, (const char *[]){ bi, md_onnx_slice(ctx, d, 2, 0, 4) }, 2, 2);
+    const char *rois = md_onnx_reshape(ctx, rois3, 2, (int64_t[]){ -1, 5 });
+    int ni = ec->num_inputs(ext);
+    md_scope_push(ctx, "bbox_roi_extractor");
+    const char *fv = rois ? ec->onnx_forward(ctx, ext, feats, ni < n_feats ? ni : n_feats, rois) : NULL;
+    md_scope_pop(ctx);
+    if (!fv) return md_error_from_ctx(ctx, err, "%s.bbox_roi_extractor", name);
+    /* the bbox head's forward, traced on a tensor of the features' shape */
+    int64_t R = proposals->n * proposals->k, S = ec->out_size(ext);
+    md_tensor *x = md_tensor_zeros(ctx, MD_F32, MD_DIMS(R, feats[0]->shape[1], S, S)), *cls = NULL, *reg = NULL;
+    if (!x || md_onnx_bind(ctx, x, fv)) return md_error_from_ctx(ctx, err, "%s", name);
+    md_scope_push(ctx, "bbox_head");
+    int rc = bc->forward(ctx, bh, x, &cls, &reg);
+    if (!rc) rc = bc->onnx_export(ctx, bh, rois3, proposals->n, proposals->k, cls, reg, img, &h->test_cfg, out);
+    md_scope_pop(ctx);
+    return rc ? md_error_from_ctx(ctx, err, "%s.bbox_head", name) : 0;
+}

@@ -193,48 +193,35 @@ static md_tensor *decode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *rois, 
 
 static void destroy(md_bbox_coder *c) { free(c); }
 /* decode's ONNX form: the same arithmetic on [N, K, 4] values, the x/y
- * pairs as slices [..., 0:2] and [..., 2:4]. */
-static const char *slice2(md_ctx *ctx, const char *v, int64_t from) {
-    int64_t st = from, en = from + 2, ax = 2;
-    const char *ins[4] = { v, md_onnx_const_i64(ctx, "starts", 1, (int64_t[]){ 1 }, &st),
-                           md_onnx_const_i64(ctx, "ends", 1, (int64_t[]){ 1 }, &en),
-                           md_onnx_const_i64(ctx, "axes", 1, (int64_t[]){ 1 }, &ax) };
-    return md_onnx_node1(ctx, "Slice", ins, 4, NULL, 0);
-}
-
-static const char *op2(md_ctx *ctx, const char *op, const char *a, const char *b) {
-    return md_onnx_node1(ctx, op, (const char *[]){ a, b }, 2, NULL, 0);
-}
-
-static const char *f32c(md_ctx *ctx, const char *hint, int n, const float *v) {
-    return md_onnx_const_f32(ctx, hint, 1, (int64_t[]){ n }, v);
-}
-
-static const char *onnx_decode(md_ctx *ctx, const md_bbox_coder *bc, const char *rois, const char *pred, int64_t max_h,
-                               int64_t max_w) {
+ * pairs as slices [..., 0:2] and [..., 2:4]; clipped to max_wh (w, h). */
+static const char *onnx_decode(md_ctx *ctx, const md_bbox_coder *bc, const char *rois, const char *pred,
+                               const char *max_wh) {
     const coder *c = (const coder *)bc;
     if (c->add_ctr_clamp) {
         md_op_fail(ctx, "DeltaXYWHBBoxCoder", "ONNX export with add_ctr_clamp is not supported");
         return NULL;
     }
     float half = 0.5f, mr = (float)fabs(log(c->wh_ratio_clip)), lo = -mr;
-    const char *den = op2(ctx, "Add", op2(ctx, "Mul", pred, f32c(ctx, "stds", 4, c->stds)), f32c(ctx, "means", 4, c->means));
-    const char *dxy = slice2(ctx, den, 0), *dwh = slice2(ctx, den, 2);
-    dwh = md_onnx_node1(ctx, "Clip", (const char *[]){ dwh, md_onnx_const_f32(ctx, "min", 0, NULL, &lo),
-                                                       md_onnx_const_f32(ctx, "max", 0, NULL, &mr) }, 3, NULL, 0);
-    const char *p1 = slice2(ctx, rois, 0), *p2 = slice2(ctx, rois, 2), *h = f32c(ctx, "half", 1, &half);
-    const char *pc = op2(ctx, "Mul", op2(ctx, "Add", p1, p2), h), *pwh = op2(ctx, "Sub", p2, p1);
-    const char *gc = op2(ctx, "Add", pc, op2(ctx, "Mul", pwh, dxy));
-    const char *gwh = op2(ctx, "Mul", op2(ctx, "Mul", pwh, md_onnx_node1(ctx, "Exp", &dwh, 1, NULL, 0)), h);
-    const char *b1 = op2(ctx, "Sub", gc, gwh), *b2 = op2(ctx, "Add", gc, gwh);
-    if (c->clip_border) {
-        float zero[2] = { 0.0f, 0.0f }, hi[2] = { (float)max_w, (float)max_h };
-        const char *z = f32c(ctx, "zero", 2, zero), *m = f32c(ctx, "max_shape", 2, hi);
-        b1 = op2(ctx, "Min", op2(ctx, "Max", b1, z), m);
-        b2 = op2(ctx, "Min", op2(ctx, "Max", b2, z), m);
+    const char *den = md_onnx_op2(ctx, "Add", md_onnx_op2(ctx, "Mul", pred, md_onnx_f32s(ctx, "stds", 4, c->stds)),
+                                  md_onnx_f32s(ctx, "means", 4, c->means));
+    const char *dxy = md_onnx_slice(ctx, den, 2, 0, 2), *dwh = md_onnx_slice(ctx, den, 2, 2, 4);
+    dwh = dwh ? md_onnx_node1(ctx, "Clip", (const char *[]){ dwh, md_onnx_const_f32(ctx, "min", 0, NULL, &lo),
+                                                             md_onnx_const_f32(ctx, "max", 0, NULL, &mr) }, 3, NULL, 0)
+              : NULL;
+    const char *p1 = md_onnx_slice(ctx, rois, 2, 0, 2), *p2 = md_onnx_slice(ctx, rois, 2, 2, 4);
+    const char *h = md_onnx_f32s(ctx, "half", 1, &half);
+    const char *pc = md_onnx_op2(ctx, "Mul", md_onnx_op2(ctx, "Add", p1, p2), h), *pwh = md_onnx_op2(ctx, "Sub", p2, p1);
+    const char *gc = md_onnx_op2(ctx, "Add", pc, md_onnx_op2(ctx, "Mul", pwh, dxy));
+    const char *gwh = md_onnx_op2(ctx, "Mul",
+                                  md_onnx_op2(ctx, "Mul", pwh, dwh ? md_onnx_node1(ctx, "Exp", &dwh, 1, NULL, 0) : NULL), h);
+    const char *b1 = md_onnx_op2(ctx, "Sub", gc, gwh), *b2 = md_onnx_op2(ctx, "Add", gc, gwh);
+    if (c->clip_border && max_wh) {
+        float zero[2] = { 0.0f, 0.0f };
+        const char *z = md_onnx_f32s(ctx, "zero", 2, zero);
+        b1 = md_onnx_op2(ctx, "Min", md_onnx_op2(ctx, "Max", b1, z), max_wh);
+        b2 = md_onnx_op2(ctx, "Min", md_onnx_op2(ctx, "Max", b2, z), max_wh);
     }
-    md_onnx_attr ax = MD_ONNX_INT("axis", 2);
-    return md_onnx_node1(ctx, "Concat", (const char *[]){ b1, b2 }, 2, &ax, 1);
+    return md_onnx_concat(ctx, (const char *[]){ b1, b2 }, 2, 2);
 }
 
 static const md_bbox_coder_iface iface = { .encode = encode, .decode = decode, .destroy = destroy,

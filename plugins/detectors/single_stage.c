@@ -129,9 +129,12 @@ static int onnx_export(md_ctx *ctx, md_module *m, md_tensor *img, bool postproce
     if (n < 0) return -1;
     const md_dense_head_class *hc = md_dense_head_class_of(d->head);
     if (postprocess) {
-        rc = hc->onnx_export ? hc->onnx_export(ctx, d->head, cls, reg, n, img->shape[2], img->shape[3], err)
+        md_onnx_image im = { md_onnx_value(ctx, img), img->shape[0], img->shape[2], img->shape[3] };
+        md_onnx_dets dets;
+        rc = hc->onnx_export ? hc->onnx_export(ctx, d->head, cls, reg, n, &im, &dets, err)
                              : md_failc(err, MD_ERR_CONFIG, "%s: the head has no ONNX export with post-processing; "
                                         "export with --no-postprocess", d->head->cls->name);
+        if (!rc && md_onnx_output_dets(ctx, &dets)) rc = md_error_from_ctx(ctx, err, "bbox_head outputs");
     } else {
         for (int l = 0; l < n && !rc; l++) {
             char a[32], b[32];

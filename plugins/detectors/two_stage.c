@@ -236,8 +236,43 @@ static int ts_forward_dummy(md_ctx *ctx, md_module *m, md_tensor *img, md_error 
     return rc ? md_error_wrap(err, "roi_head") : 0;
 }
 
+/* mmdet's TwoStageDetector.onnx_export: extract_feat, the rpn_head's
+ * forward and onnx_export (proposals), then the roi_head's onnx_export;
+ * outputs dets and labels. Only with post-processing: the RoI head needs
+ * the proposals. */
+static int ts_onnx_export(md_ctx *ctx, md_module *m, md_tensor *img, bool postprocess, md_error *err) {
+    two_stage *d = (two_stage *)m;
+    const char *name = m->cls->name;
+    if (!postprocess)
+        return md_failc(err, MD_ERR_CONFIG, "%s: a two-stage detector exports with its post-processing only "
+                        "(the RoI head pools the proposals); drop --no-postprocess", name);
+    if (!d->rpn || !d->roi) return md_failc(err, MD_ERR_CONFIG, "%s: export needs rpn_head and roi_head", name);
+    const md_dense_head_class *rc = md_dense_head_class_of(d->rpn);
+    const md_roi_head_class *hc = md_roi_head_class_of(d->roi);
+    if (!rc->onnx_export)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its rpn_head %s has no ONNX export", name, d->rpn->cls->name);
+    if (!hc->onnx_export)
+        return md_failc(err, MD_ERR_CONFIG, "%s: its roi_head %s has no ONNX export", name, d->roi->cls->name);
+    md_tensor *feats[MD_MAX_LEVELS], *cls[MD_MAX_LEVELS], *reg[MD_MAX_LEVELS];
+    int n = extract_feat(ctx, d, img, feats);
+    if (n <= 0) return md_error_from_ctx(ctx, err, NULL);
+    md_onnx_image im = { md_onnx_value(ctx, img), img->shape[0], img->shape[2], img->shape[3] };
+    md_onnx_dets props, dets;
+    md_scope_push(ctx, "rpn_head");
+    int rc_ = rc->forward(ctx, d->rpn, feats, n, cls, reg) ? md_error_from_ctx(ctx, err, NULL)
+                                                           : rc->onnx_export(ctx, d->rpn, cls, reg, n, &im, &props, err);
+    md_scope_pop(ctx);
+    if (rc_) return md_error_wrap(err, "rpn_head");
+    md_scope_push(ctx, "roi_head");
+    rc_ = hc->onnx_export(ctx, d->roi, feats, n, &props, &im, &dets, err);
+    md_scope_pop(ctx);
+    if (rc_) return md_error_wrap(err, "roi_head");
+    return md_onnx_output_dets(ctx, &dets) ? md_error_from_ctx(ctx, err, "outputs") : 0;
+}
+
 static const md_model_iface ts_iface = { .train_step = ts_train_step, .simple_test = ts_simple_test,
-                                         .aug_test = ts_aug_test, .forward_dummy = ts_forward_dummy };
+                                         .aug_test = ts_aug_test, .onnx_export = ts_onnx_export,
+                                         .forward_dummy = ts_forward_dummy };
 
 static int ts_init_weights(md_ctx *ctx, md_module *m, md_error *err) {
     two_stage *d = (two_stage *)m;

@@ -86,8 +86,52 @@ static md_tensor *ext_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats
     return md_index_select(ctx, all, 0, md_tensor_to(ctx, inv, dev));
 }
 
+/* forward's ONNX form: map_roi_levels in the graph (the same f32
+ * arithmetic, log2 as Log / ln 2 as PyTorch exports it), then per level
+ * the RoIs of that level (NonZero, Gather) pooled by RoiAlign and
+ * scattered back to their rows (ScatterND) of zeros [R, C, S, S]: the
+ * RoIs' order, one RoiAlign per level over its own RoIs. */
+static const char *ext_onnx_forward(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const char *rois) {
+    md_roi_extractor_base *e = (md_roi_extractor_base *)m;
+    float finest = (float)((extractor *)m)->finest_scale;
+    if (n < e->num_levels) {
+        md_op_fail(ctx, "SingleRoIExtractor", "%d feature maps given, featmap_strides has %d", n, e->num_levels);
+        return NULL;
+    }
+    if (e->num_levels == 1) return md_roi_extractor_onnx_align(ctx, e, md_onnx_value(ctx, feats[0]), rois, 0);
+    const char *w = md_onnx_op2(ctx, "Sub", md_onnx_slice(ctx, rois, 1, 3, 4), md_onnx_slice(ctx, rois, 1, 1, 2));
+    const char *h = md_onnx_op2(ctx, "Sub", md_onnx_slice(ctx, rois, 1, 4, 5), md_onnx_slice(ctx, rois, 1, 2, 3));
+    const char *scale = md_onnx_op2(ctx, "Mul", w, h);
+    scale = scale ? md_onnx_node1(ctx, "Sqrt", &scale, 1, NULL, 0) : NULL;
+    float eps = 1e-6f, ln2 = (float)M_LN2, lo = 0, hi = (float)(e->num_levels - 1);
+    const char *lv = md_onnx_op2(ctx, "Add", md_onnx_op2(ctx, "Div", scale, md_onnx_f32s(ctx, "finest_scale", 1, &finest)),
+                                 md_onnx_f32s(ctx, "eps", 1, &eps));
+    lv = lv ? md_onnx_node1(ctx, "Log", &lv, 1, NULL, 0) : NULL;
+    lv = md_onnx_op2(ctx, "Div", lv, md_onnx_f32s(ctx, "ln2", 1, &ln2));
+    lv = lv ? md_onnx_node1(ctx, "Floor", &lv, 1, NULL, 0) : NULL;
+    lv = lv ? md_onnx_node1(ctx, "Clip", (const char *[]){ lv, md_onnx_const_f32(ctx, "min", 0, NULL, &lo),
+                                                           md_onnx_const_f32(ctx, "max", 0, NULL, &hi) }, 3, NULL, 0)
+            : NULL;
+    lv = md_onnx_reshape(ctx, lv, 1, (int64_t[]){ -1 });                               /* [R] */
+    int64_t chw[3] = { feats[0]->shape[1], e->out_size, e->out_size };
+    const char *size = md_onnx_concat(ctx, (const char *[]){ md_onnx_shape(ctx, rois, 0, 1),
+                                                             md_onnx_i64s(ctx, "chw", 3, chw) }, 2, 0);
+    const char *acc = size ? md_onnx_node1(ctx, "ConstantOfShape", &size, 1, NULL, 0) : NULL;
+    md_onnx_attr ax0 = MD_ONNX_INT("axis", 0);
+    for (int l = 0; l < e->num_levels; l++) {
+        float lf = (float)l;
+        const char *eq = md_onnx_op2(ctx, "Equal", lv, md_onnx_f32s(ctx, "level", 1, &lf));
+        const char *idx = eq ? md_onnx_node1(ctx, "NonZero", &eq, 1, NULL, 0) : NULL;   /* [1, k] */
+        const char *i1 = md_onnx_reshape(ctx, idx, 1, (int64_t[]){ -1 }), *i2 = md_onnx_reshape(ctx, idx, 2, (int64_t[]){ -1, 1 });
+        const char *r = i1 ? md_onnx_node1(ctx, "Gather", (const char *[]){ rois, i1 }, 2, &ax0, 1) : NULL;
+        const char *f = r ? md_roi_extractor_onnx_align(ctx, e, md_onnx_value(ctx, feats[l]), r, l) : NULL;
+        acc = acc && i2 && f ? md_onnx_node1(ctx, "ScatterND", (const char *[]){ acc, i2, f }, 3, NULL, 0) : NULL;
+    }
+    return acc;
+}
+
 static const md_roi_extractor_base_class ext_cls = {
-    .ext = MD_ROI_EXTRACTOR_BASE("SingleRoIExtractor", ext_forward),
+    .ext = MD_ROI_EXTRACTOR_BASE_ONNX("SingleRoIExtractor", ext_forward, ext_onnx_forward),
     .size = sizeof(extractor),
     .keys = keys,
 };

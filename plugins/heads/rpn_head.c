@@ -192,12 +192,32 @@ static int rpn_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls_l, md
     return 0;
 }
 
+/* mmdet 2.28's RPNHead.onnx_export: the anchor heads' shared part
+ * (md_anchor_head_onnx_bboxes: per level the nms_pre best, decoded and
+ * clipped), then one NMS across the levels (not per level as get_bboxes),
+ * max_per_img boxes, score threshold nms.score_thr (0); no min_bbox_size
+ * filter. Proposals dets [N, max_per_img, 5] (zero rows past them). */
+static int rpn_onnx_export(md_ctx *ctx, md_module *m, md_tensor *const *cls_l, md_tensor *const *reg_l, int n,
+                           const md_onnx_image *img, md_onnx_dets *out, md_error *err) {
+    md_anchor_head *h = md_anchor_head_of(m);
+    if (check_levels(h, n, err)) return -1;
+    const char *boxes, *scores;
+    int64_t T;
+    if (md_anchor_head_onnx_bboxes(ctx, m, cls_l, reg_l, n, img, &boxes, &scores, &T, err)) return -1;
+    const md_dense_test_cfg *pc = &h->test_cfg;
+    int64_t K = pc->max_per_img > 0 ? pc->max_per_img : T;
+    md_onnx_nms_opts o = { .max_per_class = K, .iou_thr = pc->nms_iou, .score_thr = 0, .max_per_img = K };
+    if (md_onnx_nms(ctx, boxes, scores, T, 1, &o, out)) return FAIL_OP(err, "onnx_export");
+    out->n = cls_l[0]->shape[0];
+    return 0;
+}
+
 /* mmdet's rpn test_cfg: nms required, 1000 proposals. */
 static const md_dense_test_cfg test_defaults = { .nms_pre = -1, .score_thr = 0, .min_bbox_size = 0, .nms_iou = -1,
                                                  .max_per_img = 1000 };
 
 static const md_anchor_head_class rpn = {
-    .dense = MD_ANCHOR_HEAD_DENSE("RPNHead", rpn_get_bboxes),
+    .dense = MD_ANCHOR_HEAD_DENSE_FULL("RPNHead", md_anchor_head_loss, rpn_get_bboxes, rpn_onnx_export),
     .size = sizeof(md_anchor_head),
     .keys = keys,
     .init_layers = init_layers,

@@ -91,7 +91,7 @@ static int fpn_forward(md_ctx *ctx, md_module *m, md_tensor *const *ins, int n_i
         md_tensor *up = NULL;
         if (!lat[i] || !lat[i - 1]) return -1;
         if (f->scale_factor) up = md_upsample_nearest(ctx, lat[i], f->scale_factor);
-        else up = md_interpolate_nearest(ctx, lat[i], lat[i - 1]->shape[2], lat[i - 1]->shape[3]);
+        else up = md_interpolate_nearest_like(ctx, lat[i], lat[i - 1]);
         /* mmdet's laterals[i - 1] += up; neither operand is read again */
         md_tensor *sum = md_add_(ctx, lat[i - 1], up);
         if (sum && sum->data != lat[i - 1]->data) md_tensor_release(ctx, lat[i - 1]);

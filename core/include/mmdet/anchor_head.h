@@ -148,12 +148,15 @@ static inline md_anchor_head *md_anchor_head_of(md_module *m) { return (md_ancho
  * (md_anchor_head_get_bboxes or the head's own). */
 #define MD_ANCHOR_HEAD_DENSE(name_, get_bboxes_) MD_ANCHOR_HEAD_DENSE_LOSS(name_, md_anchor_head_loss, get_bboxes_)
 /* The same with the head's own loss `loss_` (ATSSHead's). */
-#define MD_ANCHOR_HEAD_DENSE_LOSS(name_, loss_, get_bboxes_)                                                  \
+#define MD_ANCHOR_HEAD_DENSE_LOSS(name_, loss_, get_bboxes_) \
+    MD_ANCHOR_HEAD_DENSE_FULL(name_, loss_, get_bboxes_, md_anchor_head_onnx_export)
+/* The same with the head's own ONNX export `onnx_export_` (RPNHead's). */
+#define MD_ANCHOR_HEAD_DENSE_FULL(name_, loss_, get_bboxes_, onnx_export_)                                    \
     { .model = { .module = { .name = (name_), .destroy = md_anchor_head_destroy,                             \
                              .num_classes = md_anchor_head_num_classes },                                     \
                  .init_weights = md_anchor_head_init_weights },                                               \
       .tag = MD_DENSE_HEAD_TAG, .forward = md_anchor_head_forward, .loss = (loss_),                          \
-      .get_bboxes = (get_bboxes_), .test_cfg = md_anchor_head_test_cfg, .onnx_export = md_anchor_head_onnx_export }
+      .get_bboxes = (get_bboxes_), .test_cfg = md_anchor_head_test_cfg, .onnx_export = (onnx_export_) }
 
 /* mmdet's AnchorHead.__init__ for a derived class: allocates cls->size
  * bytes, fills the struct from cfg with cls->keys, builds the parts (the
@@ -190,16 +193,25 @@ int md_anchor_head_get_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls_s
                               md_tensor *const *bbox_preds, int n, const md_batch *batch,
                               const md_dense_test_cfg *cfg, bool rescale, bool with_nms, md_det_result *results,
                               md_error *err);
+/* mmdet's BaseDenseHead.onnx_export with_nms=False, the part every anchor
+ * head's export shares (RPNHead's too): per level the sigmoid scores and
+ * the deltas of the forward's outputs (traced values), the nms_pre
+ * anchors of highest class score (TopK), the anchors (constants of the
+ * traced size, or computed from the feature maps' Shape in a dynamic
+ * graph), decoded by the coder's onnx_decode and clipped to the input.
+ * *boxes [N, T, 4] and *scores [N, T, cls_out_channels] values; *T the
+ * static candidate count (-1 in a dynamic graph). 0 or -1. */
+int md_anchor_head_onnx_bboxes(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
+                               int n, const md_onnx_image *img, const char **boxes, const char **scores,
+                               int64_t *T, md_error *err);
 /* onnx_export (mmdet's BaseDenseHead.onnx_export with mmcv's
- * add_dummy_nms_for_onnx): per level the scores (sigmoid) and deltas, the
- * nms_pre anchors of highest class score (TopK), the anchors as constants
- * for the traced input size, decoded by the coder's onnx_decode and clipped
- * to img_h x img_w; NonMaxSuppression per class (score_thr, nms iou,
- * max_per_img boxes per class), then the max_per_img best as "dets"
- * [N, K, 5] (zero rows past the detections) and "labels" [N, K]. For a
- * sigmoid head with md_anchor_head_get_bboxes; others are refused. */
+ * add_dummy_nms_for_onnx): md_anchor_head_onnx_bboxes, then
+ * NonMaxSuppression per class (score_thr, nms iou, max(200, max_per_img)
+ * boxes per class) and the max_per_img best as dets [N, K, 5] (zero rows
+ * past the detections) and labels [N, K]. For a sigmoid head with
+ * md_anchor_head_get_bboxes; others are refused. */
 int md_anchor_head_onnx_export(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
-                               int n, int64_t img_h, int64_t img_w, md_error *err);
+                               int n, const md_onnx_image *img, md_onnx_dets *out, md_error *err);
 const md_dense_test_cfg *md_anchor_head_test_cfg(const md_module *m);
 int md_anchor_head_num_classes(const md_module *m);
 int md_anchor_head_init_weights(md_ctx *ctx, md_module *m, md_error *err);

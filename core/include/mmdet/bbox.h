@@ -19,6 +19,7 @@
 
 #include "data.h"
 #include "models.h"
+#include "onnx.h"
 #include "ops.h"
 #include "registry.h"
 #include "runner.h"
@@ -69,9 +70,11 @@ typedef struct md_bbox_coder_iface {
     void (*destroy)(md_bbox_coder *c);
     /* Optional: decode's ONNX form while tracing (onnx.h): value names of
      * bboxes [N, K, 4] and pred [N, K, 4] -> the boxes' value [N, K, 4],
-     * clipped to max_h x max_w when the coder clips. NULL: not exportable. */
+     * clipped to max_wh (a value f32 [2]: width, height;
+     * md_onnx_image_max_wh) when not NULL and the coder clips. NULL: not
+     * exportable. */
     const char *(*onnx_decode)(md_ctx *ctx, const md_bbox_coder *c, const char *bboxes, const char *pred,
-                               int64_t max_h, int64_t max_w);
+                               const char *max_wh);
 } md_bbox_coder_iface;
 struct md_bbox_coder { const md_bbox_coder_iface *iface; const char *type; };
 
@@ -236,10 +239,11 @@ typedef struct md_dense_head_class {
     int (*aug_test_rpn)(md_ctx *ctx, md_module *m, md_tensor *const *const *feats, int n, md_batch *batch,
                         md_tensor **proposals, md_error *err);
     /* mmdet's onnx_export while tracing (onnx.h): from the forward's
-     * outputs (traced values) for a batch of img_h x img_w inputs, the graph
-     * outputs "dets" [N, K, 5] and "labels" [N, K]. NULL: not exportable. */
+     * outputs (traced values) for the input img, the detections as values
+     * (dets [N, K, 5], labels [N, K]; an RPN's proposals, labels 0).
+     * NULL: not exportable. */
     int (*onnx_export)(md_ctx *ctx, md_module *m, md_tensor *const *cls_scores, md_tensor *const *bbox_preds,
-                       int n, int64_t img_h, int64_t img_w, md_error *err);
+                       int n, const md_onnx_image *img, md_onnx_dets *out, md_error *err);
 } md_dense_head_class;
 
 static inline const md_dense_head_class *md_dense_head_class_of(const md_module *m) {

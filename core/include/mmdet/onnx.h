@@ -21,9 +21,19 @@
  * function in PyTorch. Traced ops: conv2d, conv2d_fused, batch_norm2d
  * (eval), group_norm (InstanceNormalization over the groups, as PyTorch
  * writes it), relu, relu_, sigmoid, exp, add, add_, sub, mul, div, add_scalar,
- * mul_scalar, clamp, max_pool2d, interpolate_nearest, upsample_nearest,
- * reshape, flatten, permute, transpose, cat, contiguous. The forms are
- * valid for ONNX opsets 11 to 17 (md_onnx_opset tells a symbolic part which). */
+ * mul_scalar, clamp, max_pool2d, interpolate_nearest, interpolate_nearest_like,
+ * upsample_nearest, reshape, flatten (Flatten), linear (Gemm, or MatMul and
+ * Add past two dimensions), softmax, permute, transpose, cat, contiguous.
+ * The forms are valid for ONNX opsets 11 to 17 (md_onnx_opset tells a
+ * symbolic part which).
+ *
+ * A dynamic graph (md_onnx_graph_set_dynamic, mmdet's --dynamic-export)
+ * takes any batch and image size: traced reshapes keep the batch of their
+ * input (0 in the Reshape shape) and the -1 they were given, resizes to
+ * another tensor's size read its Shape, and symbolic parts derive sizes
+ * from Shape instead of constants (md_onnx_dynamic tells them). Two traces
+ * at different sizes must then record the same graph (md_onnx_graph_compare):
+ * a constant that depends on the size is an error naming its node. */
 #ifndef MMDET_ONNX_H
 #define MMDET_ONNX_H
 
@@ -75,9 +85,10 @@ typedef struct md_onnx_value_info {
     const char *name;
     int elem_type;              /* MD_ONNX_FLOAT, ... */
     int ndim;
-    int64_t shape[MD_MAX_DIMS];
+    int64_t shape[MD_MAX_DIMS]; /* < 0: a dynamic dimension, named dim_param[d] */
     const void *data;           /* little-endian, row-major */
     size_t bytes;
+    const char *dim_param[MD_MAX_DIMS];
 } md_onnx_value_info;
 
 typedef struct md_onnx_graph md_onnx_graph;
@@ -97,6 +108,15 @@ typedef struct md_onnx_graph_view {
 md_onnx_graph *md_onnx_graph_new(int opset, md_error *err);
 void md_onnx_graph_free(md_onnx_graph *g);
 md_onnx_graph_view md_onnx_graph_view_of(const md_onnx_graph *g);
+/* Makes g a dynamic graph (see above) before the trace. */
+void md_onnx_graph_set_dynamic(md_onnx_graph *g, bool dynamic);
+/* Dimension d of the graph input or output `io` is dynamic, named `param`
+ * ("batch", "height", ...). 0, or -1 with err set (no such input/output). */
+int md_onnx_graph_dim_param(md_onnx_graph *g, const char *io, int d, const char *param, md_error *err);
+/* 0 when a and b hold the same nodes (op, inputs, outputs, attributes) and
+ * initializers (name, type, shape, bytes); else -1 with err naming the first
+ * difference (the inputs' and outputs' declared shapes are not compared). */
+int md_onnx_graph_compare(const md_onnx_graph *a, const md_onnx_graph *b, md_error *err);
 
 /* Attaches g to the context: the ops report to it until md_onnx_trace_end.
  * Trace in eval mode with grad off. */
@@ -108,6 +128,8 @@ md_onnx_graph *md_onnx_trace_pause(md_ctx *ctx);
 /* Whether a graph is attached, and its opset (0 when none). */
 bool md_onnx_tracing(const md_ctx *ctx);
 int md_onnx_opset(const md_ctx *ctx);
+/* Whether the attached graph is dynamic (false when none). */
+bool md_onnx_dynamic(const md_ctx *ctx);
 
 /* t is the graph input `name` (its shape and f32 type as is). 0, or -1
  * (ctx error). */
@@ -139,6 +161,58 @@ const char *md_onnx_node1(md_ctx *ctx, const char *op_type, const char *const *i
 /* t's value is `value` (a symbolic op's result for a tensor the op also
  * computed). 0 or -1. */
 int md_onnx_bind(md_ctx *ctx, md_tensor *t, const char *value);
+
+/* ---- symbolic helpers (onnx_ops.c) for the parts that build nodes ----
+ * Each takes and returns value names; a NULL input gives NULL (the first
+ * failure's error stays in the context), so calls nest. */
+const char *md_onnx_op2(md_ctx *ctx, const char *op, const char *a, const char *b);
+const char *md_onnx_i64s(md_ctx *ctx, const char *hint, int n, const int64_t *v);   /* [n] */
+const char *md_onnx_f32s(md_ctx *ctx, const char *hint, int n, const float *v);     /* [n] */
+/* Reshape to a constant shape (0 copies the input's dimension, -1 infers). */
+const char *md_onnx_reshape(md_ctx *ctx, const char *v, int ndim, const int64_t *shape);
+/* v[start:end] along axis. */
+const char *md_onnx_slice(md_ctx *ctx, const char *v, int64_t axis, int64_t start, int64_t end);
+/* Shape(v)[start:end], i64 [end - start]. */
+const char *md_onnx_shape(md_ctx *ctx, const char *v, int64_t start, int64_t end);
+const char *md_onnx_concat(md_ctx *ctx, const char *const *vs, int n, int64_t axis);
+const char *md_onnx_cast(md_ctx *ctx, const char *v, int elem_type);
+/* rows inds [N, k] (i64) of x [N, K, d] (d constant) -> [N, k, d] */
+const char *md_onnx_gather_rows(md_ctx *ctx, const char *x, const char *inds, int64_t d);
+/* TopK along axis 1 of x [N, K] (largest, sorted): k is min(k, K), taken
+ * from Shape(x) in a dynamic graph or when K_static (the traced K) is < 0,
+ * a constant otherwise. 0 or -1. */
+int md_onnx_topk(md_ctx *ctx, const char *x, int64_t k, int64_t K_static, const char **vals, const char **inds);
+
+/* Detections of a batch as values: dets [N, K, 5] (x1, y1, x2, y2, score;
+ * zero rows after the detections) and labels [N, K] i64; n and k their
+ * sizes in this trace (which a dynamic graph does not fix). */
+typedef struct md_onnx_dets { const char *dets, *labels; int64_t n, k; } md_onnx_dets;
+
+/* The traced input image: its value, and its static batch and size. */
+typedef struct md_onnx_image { const char *input; int64_t n, h, w; } md_onnx_image;
+/* f32 [2] (w, h) of the input: boxes are clipped to it (mmdet's
+ * img_shape_for_onnx): Shape(input) in a dynamic graph, else a constant. */
+const char *md_onnx_image_max_wh(md_ctx *ctx, const md_onnx_image *img);
+
+/* mmcv's add_dummy_nms_for_onnx: NonMaxSuppression of boxes [N, T, 4] per
+ * class of scores [N, T, C] (max_per_class boxes per class above score_thr,
+ * overlaps above iou_thr suppressed), the selected (image, class, box) rows
+ * as a 0/1 mask over every candidate, then the max_per_img best (TopK) as
+ * dets/labels; rows past the detections are zero. */
+typedef struct md_onnx_nms_opts {
+    int64_t max_per_class;
+    double iou_thr, score_thr;
+    int64_t max_per_img;        /* <= 0: every candidate */
+    const char *labels;         /* [N, T] i64 label of each candidate (C == 1); NULL: the class index */
+    const char *out_boxes;      /* [N, T, 4] written to dets in place of boxes (NULL: boxes) */
+} md_onnx_nms_opts;
+/* T: the number of candidates in this trace (< 0: unknown). out->n is
+ * the caller's to set. 0 or -1. */
+int md_onnx_nms(md_ctx *ctx, const char *boxes, const char *scores, int64_t T, int64_t C, const md_onnx_nms_opts *o,
+                md_onnx_dets *out);
+/* The graph outputs "dets" and "labels" from d (their batch and count
+ * dimensions dynamic in a dynamic graph). 0 or -1. */
+int md_onnx_output_dets(md_ctx *ctx, const md_onnx_dets *d);
 
 #ifdef __cplusplus
 }

@@ -169,6 +169,9 @@ md_tensor *md_group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *w
 md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode);
 /* Nearest (PyTorch 'nearest': src = floor(dst * in/out)) to out_h x out_w. */
 md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w);
+/* Nearest to ref's height and width (F.interpolate(x, size=ref.shape[2:]));
+ * an ONNX trace reads the size from ref, so the graph takes any size. */
+md_tensor *md_interpolate_nearest_like(md_ctx *ctx, md_tensor *x, md_tensor *ref);
 /* Same with an integer scale factor (FPN's scale_factor=2). */
 md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale);
 /* Bilinear upsampling by an integer scale (PyTorch's upsample with

@@ -43,6 +43,11 @@ typedef struct md_roi_extractor_class {
     md_tensor *(*forward)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, md_tensor *rois);
     int (*num_inputs)(const md_module *m);   /* len(featmap_strides) */
     int (*out_size)(const md_module *m);     /* roi_layer output_size */
+    /* Optional: forward's ONNX form while tracing (onnx.h): feats (traced
+     * tensors, as forward's), rois the value of [R, 5] -> the value of the
+     * RoI features [R, out_channels, S, S] in the RoIs' order; NULL with
+     * the context's error. NULL: not exportable. */
+    const char *(*onnx_forward)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n, const char *rois);
 } md_roi_extractor_class;
 
 static inline const md_roi_extractor_class *md_roi_extractor_class_of(const md_module *m) {
@@ -77,9 +82,12 @@ typedef struct md_roi_extractor_base_class {
       MD_AT(md_roi_extractor_base, featmap_strides_cfg) },                                                        \
     { "init_cfg", MD_KEY_ANY, "None", "unused (no parameters)", false, MD_AT(md_roi_extractor_base, init_cfg) }
 
-#define MD_ROI_EXTRACTOR_BASE(name_, forward_)                                                       \
+#define MD_ROI_EXTRACTOR_BASE(name_, forward_) MD_ROI_EXTRACTOR_BASE_ONNX(name_, forward_, NULL)
+/* The same with forward's ONNX form. */
+#define MD_ROI_EXTRACTOR_BASE_ONNX(name_, forward_, onnx_forward_)                                   \
     { .model = { .module = { .name = (name_) } }, .forward = (forward_),                           \
-      .num_inputs = md_roi_extractor_num_inputs, .out_size = md_roi_extractor_out_size }
+      .num_inputs = md_roi_extractor_num_inputs, .out_size = md_roi_extractor_out_size,            \
+      .onnx_forward = (onnx_forward_) }
 
 /* Allocates cls->size bytes, fills the struct from cfg with cls->keys and
  * reads roi_layer and featmap_strides. NULL with err set. */
@@ -98,6 +106,14 @@ int md_roi_extractor_out_size(const md_module *m);
 /* RoIAlign of rois [K, 5] from level l's feature map with the roi_layer's
  * settings (spatial scale 1 / stride). */
 md_tensor *md_roi_extractor_align(md_ctx *ctx, const md_roi_extractor_base *e, md_tensor *feat, md_tensor *rois, int l);
+/* Its ONNX form: values feat [N, C, H, W] and rois [K, 5] -> RoiAlign
+ * [K, C, S, S] (avg, sampling_ratio; 0 is adaptive, ceil(roi / S) samples
+ * per bin, in ONNX as in mmcv). aligned: from opset 16
+ * coordinate_transformation_mode half_pixel; before it, mmcv's export: the
+ * boxes moved by -0.5 / spatial_scale for RoiAlign-10, which also makes
+ * every RoI at least one feature cell wide and high (mmcv does not). */
+const char *md_roi_extractor_onnx_align(md_ctx *ctx, const md_roi_extractor_base *e, const char *feat,
+                                        const char *rois, int l);
 
 /* ---- bbox heads ("heads") ---- */
 /* mmdet's BBoxHead.get_targets result, concatenated over images. */
@@ -151,6 +167,14 @@ typedef struct md_bbox_head_class {
      * NULL: the head cannot refine boxes (no cascade stage). */
     md_tensor *(*regress_by_class)(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
                                    md_tensor *bbox_pred, const int img_shape[2]);
+    /* mmdet's BBoxHead.onnx_export while tracing (onnx.h): rois the value of
+     * [N, P, 5] (image index first), cls_score [N * P, num_classes + 1] and
+     * bbox_pred (forward's traced outputs) -> the detections with cfg's
+     * score_thr, NMS and max_per_img, boxes clipped to the input. 0, or -1
+     * with the context's error. NULL: not exportable. */
+    int (*onnx_export)(md_ctx *ctx, md_module *m, const char *rois, int64_t N, int64_t P, md_tensor *cls_score,
+                       md_tensor *bbox_pred, const md_onnx_image *img, const md_rcnn_test_cfg *cfg,
+                       md_onnx_dets *out);
 } md_bbox_head_class;
 
 static inline const md_bbox_head_class *md_bbox_head_class_of(const md_module *m) {
@@ -214,7 +238,8 @@ struct md_bbox_head_base {
                  .init_weights = md_bbox_head_init_weights },                                                    \
       .forward = (forward_), .get_targets = md_bbox_head_get_targets, .loss = md_bbox_head_loss,                \
       .get_bboxes = md_bbox_head_get_bboxes, .num_classes = md_bbox_head_num_classes,                           \
-      .get_raw_bboxes = md_bbox_head_get_raw_bboxes, .regress_by_class = md_bbox_head_regress_by_class }
+      .get_raw_bboxes = md_bbox_head_get_raw_bboxes, .regress_by_class = md_bbox_head_regress_by_class,     \
+      .onnx_export = md_bbox_head_onnx_export }
 
 /* Allocates cls->size bytes, fills the struct from cfg with cls->keys,
  * builds the parts, then init_layers. NULL with err set. */
@@ -240,6 +265,16 @@ int md_bbox_head_get_raw_bboxes(md_ctx *ctx, md_module *m, md_tensor *rois, md_t
                                 bool rescale, md_tensor **bboxes, md_tensor **scores);
 md_tensor *md_bbox_head_regress_by_class(md_ctx *ctx, md_module *m, md_tensor *rois, md_tensor *labels,
                                          md_tensor *bbox_pred, const int img_shape[2]);
+/* onnx_export: softmax scores without the background; boxes decoded by the
+ * coder's onnx_decode per class (each RoI's deltas of every class) and
+ * clipped to the input; NMS as md_onnx_nms, per class through mmdet's
+ * offsets (each class's boxes moved by label * max(h, w) + 1, so classes
+ * never overlap) at most max_per_img per class, then the max_per_img
+ * best. The rows keep the boxes before the offsets (mmdet subtracts them
+ * again, which also moves its padding rows off zero). */
+int md_bbox_head_onnx_export(md_ctx *ctx, md_module *m, const char *rois, int64_t N, int64_t P, md_tensor *cls_score,
+                             md_tensor *bbox_pred, const md_onnx_image *img, const md_rcnn_test_cfg *cfg,
+                             md_onnx_dets *out);
 /* mmdet's BBoxHead.refine_bboxes (a cascade's training between stages):
  * the sampled rois [K, 5] of n images (each image's positives, then its
  * negatives, as sr[i]) moved by the head's regress_by_class with labels
@@ -413,6 +448,11 @@ typedef struct md_roi_head_class {
      * first 100), dropped; for counting FLOPs. NULL: not supported. */
     int (*forward_dummy)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats, md_tensor *proposals,
                          md_error *err);
+    /* mmdet's onnx_export while tracing (onnx.h): feats (traced tensors),
+     * the RPN's proposals (values, [N, P, 5]) of the input img -> the
+     * detections. NULL: not exportable. */
+    int (*onnx_export)(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                       const md_onnx_dets *proposals, const md_onnx_image *img, md_onnx_dets *out, md_error *err);
 } md_roi_head_class;
 
 static inline const md_roi_head_class *md_roi_head_class_of(const md_module *m) {
@@ -483,7 +523,7 @@ struct md_roi_head_base {
       .forward_train = md_roi_head_forward_train, .simple_test = md_roi_head_simple_test,               \
       .aug_test = md_roi_head_aug_test, .with_mask = md_roi_head_with_mask,                              \
       .simple_test_mask = md_roi_head_simple_test_mask, .aug_test_mask = md_roi_head_aug_test_mask,       \
-      .forward_dummy = md_roi_head_forward_dummy }
+      .forward_dummy = md_roi_head_forward_dummy, .onnx_export = md_roi_head_onnx_export }
 
 md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi_head_base_class *cls, md_error *err);
 #define MD_ROI_HEAD_REGISTER(cls_, name_, keys_, doc_)                                                       \
@@ -513,6 +553,12 @@ int md_roi_head_aug_test(md_ctx *ctx, md_module *m, md_tensor *const *const *fea
                          md_tensor *const *proposals, bool rescale, md_tensor **det_bboxes, md_tensor **det_labels,
                          md_error *err);
 bool md_roi_head_with_mask(const md_module *m);
+/* onnx_export (mmdet's StandardRoIHead.bbox_onnx_export): the proposals
+ * as rois with their image index, pooled by the bbox_roi_extractor's
+ * onnx_forward, bbox_head's forward traced on them, then bbox_head's
+ * onnx_export. A mask branch is refused. */
+int md_roi_head_onnx_export(md_ctx *ctx, md_module *m, md_tensor *const *feats, int n_feats,
+                            const md_onnx_dets *proposals, const md_onnx_image *img, md_onnx_dets *out, md_error *err);
 /* _mask_forward: pool rois with `extractor`, run `mask_head`; NULL with
  * the context's error. */
 md_tensor *md_roi_head_mask_forward(md_ctx *ctx, md_module *extractor, md_module *mask_head, md_tensor *const *feats,
