@@ -8,7 +8,8 @@
 #   make install    PREFIX=/usr/local
 #
 # Sources are found by convention, so adding a file needs no Makefile edit:
-#   core/*.c core/models/*.c core/backends/cpu/*.c -> lib/libmmdet.so
+#   core/<layer>/*.c core/backends/cpu/*.c -> lib/libmmdet.so
+#                                      (docs/ARCHITECTURE.md maps the layers)
 #   plugins/<cat>/<name>.c             -> plugins/<cat>/<name>.so
 #   plugins/<cat>/<name>/*.c           -> plugins/<cat>/<name>.so
 #   tests/plugins/<name>.c             -> tests/plugins/<name>.so
@@ -39,17 +40,17 @@ ifeq ($(SANITIZE),1)
 endif
 CORE_LIBS := -lltdl -lconfig -lopenblas -ljpeg -lpng -lyajl $(shell pkg-config --libs libxml-2.0 2>/dev/null) -lpthread -lm
 CPPFLAGS += $(shell pkg-config --cflags libxml-2.0 2>/dev/null)
-# MPI (distributed training, core/dist_mpi.c): Debian's OpenMPI; without it
+# MPI (distributed training, core/dist/dist_mpi.c): Debian's OpenMPI; without it
 # the library builds and --launcher mpi|slurm says how to get it.
 MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
 ifneq ($(MPI_LIBS),)
 CPPFLAGS  += -DMD_HAVE_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
 CORE_LIBS += $(MPI_LIBS)
 endif
-# Drawing (core/draw.c) goes through cairo and pango; only it sees their headers.
+# Drawing (core/visualization/draw.c) goes through cairo and pango; only it sees their headers.
 CORE_LIBS += $(shell pkg-config --libs pangocairo cairo 2>/dev/null)
 DRAW_CPPFLAGS := $(shell pkg-config --cflags pangocairo cairo 2>/dev/null)
-build/core/draw.o build/fuzz/obj/core/draw.o: CPPFLAGS += $(DRAW_CPPFLAGS)
+build/core/visualization/draw.o build/fuzz/obj/core/visualization/draw.o: CPPFLAGS += $(DRAW_CPPFLAGS)
 LINK_MMDET := -Llib -lmmdet -lm
 # Plugins that call a library libmmdet links name it too.
 LIBS_plugins_datasets_coco := -lyajl
@@ -69,7 +70,7 @@ FLAGS_STAMP := build/flags
 $(shell mkdir -p build; echo '$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' > build/flags.new; \
   cmp -s build/flags.new build/flags || mv build/flags.new build/flags; rm -f build/flags.new)
 
-CORE_SRC  := $(wildcard core/*.c core/models/*.c core/backends/cpu/*.c)
+CORE_SRC  := $(wildcard core/*.c core/*/*.c core/backends/cpu/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=build/%.o)
 LIBMMDET  := lib/libmmdet.so
 
