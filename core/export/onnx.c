@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
-#include "onnx_trace.h"
+#include "ops/onnx_trace.h"
 
 typedef struct tmap_entry { const md_tensor *t; char *value; } tmap_entry;
 
