@@ -12,7 +12,7 @@
 /* Step arena: a list of chunks with bump allocation, plus a pool of large
  * blocks (tensor data of at least MD_POOL_MIN bytes) that can be handed back
  * before the step ends (gradients consumed by backward). On the host the
- * blocks are ranges of one reserved heap (core/heap.c), split and merged as
+ * blocks are ranges of one reserved heap (tensor/heap.c), split and merged as
  * the step goes; on a device they are separate allocations, reused whole
  * (best fit). Both keep their memory across steps, so a steady loop neither
  * grows nor faults in fresh pages. */
@@ -38,7 +38,7 @@ typedef struct md_heap {
 #endif
 /* `bytes` a multiple of 4096; page-aligned; NULL when out of memory. */
 void *md__heap_alloc(md_heap *h, size_t bytes);
-/* SHA-256 of a file's bytes as 64 hex digits (core/sha256.c). 0, or -1 when
+/* SHA-256 of a file's bytes as 64 hex digits (framework/sha256.c). 0, or -1 when
  * it cannot be read. */
 int md__sha256_file(const char *path, char hex[65]);
 /* The start of every model-layer base's build (core/models/): refuses a
@@ -101,17 +101,17 @@ struct md_node {
     bool refs_dropped;
 };
 
-struct md_registries;   /* registry.c */
+struct md_registries;   /* framework/registry.c */
 
 struct md_ctx {
     int threads;
-    /* logging (log.c) */
+    /* logging (base/ctx.c) */
     int log_level;
     FILE *log_file;
     bool log_quiet;
-    /* registries and plugin directories (registry.c, plugin.c) */
+    /* registries and plugin directories (framework/registry.c, plugin.c) */
     struct md_registries *reg;
-    /* step arena, tape and op errors (tensor.c, autograd.c) */
+    /* step arena, tape and op errors (tensor/tensor.c, autograd.c) */
     md_arena arena;
     md_arena *dev_arena;       /* device step memory (same scheme), made on first use */
     uint64_t dev_adopt_after;  /* adopt_after for dev_arena */
@@ -128,10 +128,10 @@ struct md_ctx {
      * taken, or when it is the root's (kept for the caller). */
     md_tensor *pass_grad;
     bool keep_released;  /* $MMDET_EARLY_RELEASE=0: md_tensor_release does nothing */
-    md_rng init_rng;   /* weight init (nn.c) */
-    /* distributed (dist.c): the host communicator (MPI) and the device one
+    md_rng init_rng;   /* weight init (nn/nn.c) */
+    /* distributed (dist/dist.c): the host communicator (MPI) and the device one
      * (NCCL), NULL when not distributed; the data-parallel wrapper's hook
-     * on backward (ddp.c) */
+     * on backward (nn/ddp.c) */
     struct md_comm *comm, *dev_comm;
     struct md__grad_hook *grad_hook;
     md_error op_error;
@@ -139,7 +139,7 @@ struct md_ctx {
     char scope[1024];
     int scope_marks[64];
     int scope_depth;
-    struct md_onnx_graph *onnx;   /* the ONNX trace the ops report to (onnx.c); NULL: off */
+    struct md_onnx_graph *onnx;   /* the ONNX trace the ops report to (export/onnx.c); NULL: off */
 };
 
 /* Told by md_backward when a leaf's gradient is final (after the last
@@ -152,7 +152,7 @@ typedef struct md__grad_hook {
 } md__grad_hook;
 void md__dist_free(md_ctx *ctx);
 /* The directory of libmmdet.so itself, where the backend and transport
- * libraries are installed (device.c). */
+ * libraries are installed (tensor/device.c). */
 bool md__self_dir(char *out, size_t n);   /* the communicators, at md_ctx_free */
 
 /* Subsystem set-up and tear-down, called by md_ctx_new/md_ctx_free. */
@@ -204,7 +204,7 @@ md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
 /* False (with the op error set) unless t is NULL or on the CPU. */
 bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
 
-/* ---- devices (device.c) ---- */
+/* ---- devices (tensor/device.c) ---- */
 /* The loaded backend of a device type (NULL for the CPU or when not loaded). */
 const md_backend *md__backend_table(md_device_type t);
 /* The backend running t's ops; NULL after md_op_fail when its device was
@@ -242,10 +242,10 @@ int md__st_add_owned(md_st *st, const char *name, md_dtype dt, int ndim, const i
                      md_error *err);
 int md__st_add_meta(md_st *st, const char *key, const char *value, md_error *err);
 const char *md__st_path(const md_st *st);
-/* mmcv: missing num_batches_tracked buffers are not reported (checkpoint.c). */
+/* mmcv: missing num_batches_tracked buffers are not reported (runner/checkpoint.c). */
 void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *strip, md_load_report *r);
 
-/* ---- COCO segmentations (masks.c): the builder the COCO file parsers
+/* ---- COCO segmentations (formats/masks.c): the builder the COCO file parsers
  * feed with yajl's events of one "segmentation" value. Each event returns
  * 1, or 0 with md_segm_why saying what is wrong; md_segm_done: the value is
  * complete (or failed); md_segm_finish moves it into out (0 or -1) and

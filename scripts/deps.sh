@@ -7,7 +7,7 @@ pkgs="build-essential pkg-config libltdl-dev libconfig-dev libopenblas-dev libop
 libjpeg62-turbo-dev libpng-dev libyajl-dev libxml2-dev"
 # protoc-c generates the protocol buffer code of proto/ (TensorBoard events, ONNX models)
 pkgs="$pkgs libprotobuf-c-dev protobuf-c-compiler"
-# drawing (core/draw.c): cairo, pango and the font it names
+# drawing (core/visualization/draw.c): cairo, pango and the font it names
 pkgs="$pkgs libcairo2-dev libpango1.0-dev fonts-dejavu-core"
 case "${1:-build}" in
   test) pkgs="$pkgs libcriterion-dev valgrind" ;;

@@ -1,4 +1,4 @@
-"""Fixtures for the PyTorch .pth reader (core/pth.c), written by torch.save
+"""Fixtures for the PyTorch .pth reader (core/formats/pth.c), written by torch.save
 itself, and the values they must give, written as safetensors (common.save).
 
     cd tests/golden && /usr/bin/python3 pth_golden.py

@@ -1,4 +1,4 @@
-/* PyTorch .pth reader (core/pth.c) against files written by torch.save
+/* PyTorch .pth reader (core/formats/pth.c) against files written by torch.save
  * (tests/golden/pth_golden.py): values of every storage type, views with
  * offsets and strides, the legacy and protocol-4 formats, a torchvision
  * ResNet through init_cfg Pretrained (outputs against torch's), an mmdet

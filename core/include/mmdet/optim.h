@@ -176,7 +176,7 @@ int md_optimizer_load_state(md_ctx *ctx, md_optimizer *opt, const md_st *st, md_
  * shares (mmcv's LrUpdaterHook: by_epoch, warmup, warmup_iters,
  * warmup_ratio, warmup_by_epoch) are read and applied once, by the core
  * (md_lr_updater); a policy gives the regular lr at a point of the run
- * (mmcv's get_lr). The core registers mmcv's eight (core/schedule.c):
+ * (mmcv's get_lr). The core registers mmcv's eight (core/runner/schedule.c):
  * Fixed, Step, Exp, Poly, Inv, CosineAnnealing, Cyclic, OneCycle. A plugin
  * adds one:
  *
