@@ -158,12 +158,12 @@ typedef struct md_backend {
     int (*maxpool2d_backward)(const float *gy, const int32_t *idx, int64_t planes, int64_t H, int64_t W,
                               int64_t OH, int64_t OW, float *gx);
 
-    /* ---- optimizers (core/optim.c), n contiguous f32 elements ---- */
+    /* ---- optimizers (core/runner/optim.c), n contiguous f32 elements ---- */
     /* d = g + wd w; with momentum: buf = first ? d : mom buf + (1 - damp) d,
      * d = nesterov ? d + mom buf : buf (buf NULL when mom == 0); w -= lr d. */
     int (*sgd_step)(int64_t n, float *w, const float *g, float *buf, float lr, float wd, float mom, float damp,
                     bool nesterov, bool first);
-    /* Adam (decoupled false) / AdamW (true), as core/optim.c:
+    /* Adam (decoupled false) / AdamW (true), as core/runner/optim.c:
      * step_size = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t). */
     int (*adam_step)(int64_t n, float *w, const float *g, float *m, float *v, float lr, float wd, float b1,
                      float b2, float eps, float step_size, float sbc2, bool decoupled);
@@ -229,7 +229,7 @@ typedef struct md_backend {
                                float *gb);
 
     /* Nearest resize of planes H x W to OH x OW (backends/cpu/pool.c), the
-     * source row of output row o as core/op_pool.c's nearest_map: o when
+     * source row of output row o as core/ops/op_pool.c's nearest_map: o when
      * OH == H, o / 2 when OH == 2 H, else min(floor(o * sh), H - 1) in float
      * (columns likewise with sw). Backward overwrites gx; each input element
      * sums its outputs in the CPU's order (deterministic, same bits). */

@@ -1,4 +1,4 @@
-/* CUDA indexing kernels (backends/cpu/index.c and core/op_index.c's
+/* CUDA indexing kernels (backends/cpu/index.c and core/ops/op_index.c's
  * nonzero): range checks, index_select and its backward (index_add), gather
  * and scatter through element offsets (take, put_add), nonzero.
  *

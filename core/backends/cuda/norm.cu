@@ -1,5 +1,5 @@
 /* Batch norm over x [N, C, HW] with own kernels, mirroring
- * backends/cpu/norm.c and the statistics step of core/op_norm.c.
+ * backends/cpu/norm.c and the statistics step of core/ops/op_norm.c.
  *
  * Per-channel sums run in two fixed-order steps, so results are
  * reproducible run to run (no atomics): `partial_sums` gives each block one
@@ -86,7 +86,7 @@ __global__ static void partial_sums(const float *a, const float *x, const float 
     }
 }
 
-/* Training statistics per channel (core/op_norm.c): mean, invstd and the
+/* Training statistics per channel (core/ops/op_norm.c): mean, invstd and the
  * running statistics with the unbiased variance. */
 __global__ static void finish_train(const double *part, const float *x, int64_t C, int64_t HW, int64_t M,
                                     int64_t chunks, double eps, double mom, float *rm, float *rv, float *mean,

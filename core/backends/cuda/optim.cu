@@ -1,4 +1,4 @@
-/* CUDA optimizer steps; mirror md_optimizer_step's loops (core/optim.c).
+/* CUDA optimizer steps; mirror md_optimizer_step's loops (core/runner/optim.c).
  * The _rn intrinsics spell out the CPU's expressions operation by operation:
  * nvcc would otherwise contract a * b + c into an FMA, which the CPU build
  * does not, and the weights would drift apart bit by bit over a run.

@@ -555,7 +555,7 @@ extern "C" int md__cuda_group_norm_backward(const float *x, const float *gy, int
 
 /* --------------------------------------------------------------- nearest -- */
 
-/* core/op_pool.c's nearest_map for output o (non-decreasing in o). */
+/* core/ops/op_pool.c's nearest_map for output o (non-decreasing in o). */
 __device__ __forceinline__ int64_t nearest_src(int64_t o, int64_t in, int64_t out, float scale) {
     if (out == in) return o;
     if (out == 2 * in) return o >> 1;
