@@ -147,6 +147,7 @@ static void accumulate(node *n) {
 /* Children in the order of the model's modules, each layer that is no
  * module placed before the first module counted after it. */
 static void order_kids(node *n) {
+    if (!n->n_kids) return;   /* a leaf (kids may be NULL) */
     node **out = malloc(sizeof *out * (size_t)(n->n_kids + 1));
     if (!out) return;
     int k = 0;
