@@ -6,7 +6,7 @@
 # rank, and two over NCCL when there are two GPUs) against the same run on
 # the CPU, and the ResNet-50 benchmarks on the GPU against PyTorch on the
 # same GPU.
-#   make all build/tests/test_cuda* build/bench/bench_resnet   # with nvcc (and nccl.h)
+#   make all build/tests/test_cuda* build/tests/test_benchmark build/bench/bench_resnet   # with nvcc (and nccl.h)
 #   scripts/cuda-check.sh [OUTDIR]
 # MMDET_BENCH_PYTHON names the peer's interpreter (a python3 with CUDA torch).
 set -u
@@ -16,7 +16,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 [ -f lib/libmmdet-cuda.so ] || { echo "cuda-check: lib/libmmdet-cuda.so is missing (build with nvcc)"; exit 1; }
 if ldd lib/libmmdet-cuda.so | grep 'not found'; then echo "cuda-check: the backend's libraries are missing"; exit 1; fi
 rc=0
-for t in build/tests/test_cuda build/tests/test_cuda_*; do
+# test_benchmark runs mmdet-benchmark --device cuda when the GPU opens
+for t in build/tests/test_cuda build/tests/test_cuda_* build/tests/test_benchmark; do
   [ -x "$t" ] || continue
   n=$(basename "$t")
   "$t" --verbose -j1 >"$out/$n.log" 2>&1 || rc=1

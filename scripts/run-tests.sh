@@ -5,6 +5,9 @@ set -u
 # Idle OpenMP workers sleep instead of spinning (see md_process_init): with
 # two test jobs on two cores, spinning threads starve the ones at work.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# Under SANITIZE=1: leaks that lie inside system libraries' caches are not
+# ours (scripts/lsan.supp); tools the tests start inherit this too.
+export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0; failed=0; bad=()
 for t in "$@"; do
   log=$(mktemp)

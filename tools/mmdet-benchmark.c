@@ -29,11 +29,9 @@ static void usage(FILE *f) {
           "  --fuse-conv-bn            fold each BatchNorm into the conv before it (mmcv's\n"
           "                            fuse_conv_bn)\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
-          "                            install prefix's plugins and the config's plugin_dirs\n"
-          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
-          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
-          "  --cfg-options K=V ...     override config settings\n"
+          , f);
+    fputs(md_tool_opts_usage(), f);
+    fputs(
           "  -h, --help                this message\n",
           f);
 }
@@ -223,12 +221,14 @@ static bool parse_count(const char *s, long *out) {
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
     opts o = { .repeat = 1, .max_iter = 2000, .log_interval = 50 };
-    const char **cfg_opts = calloc((size_t)argc + 1, sizeof *cfg_opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
-    int n_opts = 0, n_pdirs = 0;
-    bool no_default_plugins = false, skip_bad_plugins = false;
-    if (!cfg_opts || !pdirs) return die("%s", "out of memory");
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) return die("%s", terr.msg);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) return die("%s", terr.msg);
+        if (shared) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -240,15 +240,7 @@ int main(int argc, char **argv) {
             if (!parse_count(argv[++i], &o.log_interval))
                 return die("--log-interval: %s is not a positive integer", argv[i]);
         } else if (!strcmp(a, "--fuse-conv-bn")) o.fuse = true;
-        else if (!strcmp(a, "--device") && i + 1 < argc) o.device = argv[++i];
-        else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
-        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
-        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
-        else if (!strcmp(a, "--cfg-options")) {
-            int start = n_opts;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) cfg_opts[n_opts++] = argv[++i];
-            if (n_opts == start) return die("%s", "--cfg-options needs values");
-        } else if (a[0] == '-' && a[1]) {
+        else if (a[0] == '-' && a[1]) {
             usage(stderr);
             return die("unknown option or missing value: %s", a);
         } else if (!o.config) o.config = a;
@@ -266,15 +258,7 @@ int main(int argc, char **argv) {
     md_cfg *cfg = NULL;
     double *fps = calloc((size_t)o.repeat, sizeof *fps);
     if (!ctx || !fps) return die("%s", ctx ? "out of memory" : err.msg);
-    if (!(cfg = md_cfg_load(o.config, &err)) || md_cfg_apply_options(cfg, cfg_opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
-    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
-    if (o.device && !md_cfg_set_str(cfg, "device", o.device)) {
-        md_failc(&err, MD_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    const char *level = md_cfg_str(cfg, "log_level", "INFO");
-    if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
+    if (!(cfg = md_tool_setup(ctx, o.config, &to, &err))) goto fail;
     /* the checkpoint gives the weights: a Pretrained backbone is not read
      * (mmdet's cfg.model.pretrained = None, and no init_weights) */
     if (md_cfg_get(cfg, "model.backbone.init_cfg") &&
@@ -308,7 +292,6 @@ fail:
     md_cfg_free(cfg);
     md_ctx_free(ctx);
     free(fps);
-    free(cfg_opts);
-    free(pdirs);
+    md_tool_opts_free(&to);
     return rc;
 }

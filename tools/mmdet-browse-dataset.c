@@ -16,22 +16,18 @@
 #include <mmdet/evaluation.h>
 #include <mmdet/masks.h>
 
-#define MAX_DIRS 32
-#define MAX_OPTS 256
 #define MAX_SKIP 32
 
 static void usage(FILE *f) {
     fputs("usage: mmdet-browse-dataset CONFIG --out DIR [--plugin-dir DIR]... [--cfg-options K=V ...]\n"
           "                            [--skip-type T ...] [--max N] [--not-show]\n"
-          "  --out DIR             where the PNGs go (created)\n"
-          "  --plugin-dir DIR      load every plugin under DIR (repeatable), after the install\n"
-          "                        prefix's plugins and the config's plugin_dirs\n"
-          "  --no-default-plugins  leave the install prefix's plugin directory out\n"
-          "  --skip-bad-plugins    warn about a file that is no usable plugin, load the rest\n"
-          "  --cfg-options K=V     override settings, as mmdet-run\n"
-          "  --skip-type T ...     pipeline types removed (default DefaultFormatBundle Normalize Collect)\n"
-          "  --max N               stop after N samples (default: the whole dataset)\n"
-          "  --not-show            accepted for mmdet's command line; nothing is shown on screen\n", f);
+          "  --out DIR                 where the PNGs go (created)\n"
+          "  --skip-type T ...         pipeline types removed (default DefaultFormatBundle\n"
+          "                            Normalize Collect)\n"
+          "  --max N                   stop after N samples (default: the whole dataset)\n"
+          "  --not-show                accepted for mmdet's command line; nothing is shown\n",
+          f);
+    fputs(md_tool_opts_usage(), f);
 }
 
 /* mmdet's browse_dataset: imshow_det_bboxes with the GT boxes, labels and
@@ -119,32 +115,33 @@ static int strip_pipeline(md_cfg *root, const char *const *skip, int n_skip, md_
 
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
-    const char *config = NULL, *out = NULL, *dirs[MAX_DIRS], *opts[MAX_OPTS], *skip[MAX_SKIP];
-    int n_dirs = 0, n_opts = 0, n_skip = 0;
-    bool no_default_plugins = false, skip_bad_plugins = false;
+    const char *config = NULL, *out = NULL, *skip[MAX_SKIP];
+    int n_skip = 0;
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) {
+        fprintf(stderr, "mmdet-browse-dataset: %s\n", terr.msg);
+        return 1;
+    }
     long max = -1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) {
+            fprintf(stderr, "mmdet-browse-dataset: %s\n", terr.msg);
+            goto bad;
+        }
+        if (shared) continue;
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(s, "--out") || !strcmp(s, "--output-dir")) {
             if (++i >= argc) goto bad;
             out = argv[i];
-        } else if (!strcmp(s, "--plugin-dir")) {
-            if (++i >= argc || n_dirs == MAX_DIRS) goto bad;
-            dirs[n_dirs++] = argv[i];
         } else if (!strcmp(s, "--max")) {
             if (++i >= argc) goto bad;
             max = strtol(argv[i], NULL, 10);
-        } else if (!strcmp(s, "--no-default-plugins")) {
-            no_default_plugins = true;
-        } else if (!strcmp(s, "--skip-bad-plugins")) {
-            skip_bad_plugins = true;
         } else if (!strcmp(s, "--not-show")) {
-        } else if (!strcmp(s, "--cfg-options")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_opts < MAX_OPTS)
-                opts[n_opts++] = argv[++i];
         } else if (!strcmp(s, "--skip-type")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) && n_skip < MAX_SKIP) skip[n_skip++] = argv[++i];
         } else if (s[0] == '-') {
@@ -164,10 +161,7 @@ int main(int argc, char **argv) {
     md_dataset *ds = NULL;
     int rc = 1;
     if (!ctx) goto fail;
-    if (!(cfg = md_cfg_load(config, &err))) goto fail;
-    if (n_opts && md_cfg_apply_options(cfg, opts, n_opts, &err)) goto fail;
-    md_plugin_set_opts po = { (const char *const *)dirs, n_dirs, no_default_plugins, skip_bad_plugins };
-    if (md_plugin_set_load(ctx, cfg, &po, &err)) goto fail;
+    if (!(cfg = md_tool_setup(ctx, config, &to, &err))) goto fail;
     if (strip_pipeline(cfg, skip, n_skip, &err)) goto fail;
     if (!(ds = md_build_dataset(ctx, md_cfg_get(cfg, "data.train"), NULL, &err))) {
         md_error_wrap(&err, "data.train");
@@ -223,8 +217,10 @@ fail:
     md_dataset_free(ds);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
+    md_tool_opts_free(&to);
     return rc;
 bad:
     usage(stderr);
+    md_tool_opts_free(&to);
     return 2;
 }

@@ -26,11 +26,9 @@ static void usage(FILE *f) {
             "  --no-postprocess          outputs are the head's raw cls_score_<l>, bbox_pred_<l>\n"
             "  --dynamic-export          any batch and input size (\"batch\", \"height\", \"width\";\n"
             "                            \"num_dets\" rows); --shape is the size traced\n"
-            "  --plugin-dir DIR          load every plugin under DIR (repeatable)\n"
-            "  --no-default-plugins      leave the install prefix's plugin directory out\n"
-            "  --cfg-options K=V ...     override config settings\n"
             "  -h, --help                this message\n",
             MD_ONNX_OPSET_MIN, MD_ONNX_OPSET_MAX);
+    fputs(md_tool_opts_usage(), f);
 }
 
 static int die(const char *fmt, const char *what) {
@@ -259,12 +257,16 @@ static int name_dynamic_dims(md_onnx_graph *g, md_error *err) {
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out = NULL;
-    const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
-    int n_opts = 0, n_pdirs = 0, H = 800, W = 1216, opset = 11;
-    bool no_default_plugins = false, postprocess = true, dynamic = false;
-    if (!opts || !pdirs) return die("%s", "out of memory");
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) return die("%s", terr.msg);
+    int H = 800, W = 1216, opset = 11;
+    bool postprocess = true, dynamic = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) return die("%s", terr.msg);
+        if (shared) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -281,13 +283,7 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--no-postprocess")) postprocess = false;
         else if (!strcmp(a, "--dynamic-export")) dynamic = true;
-        else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
-        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
-        else if (!strcmp(a, "--cfg-options")) {
-            int start = n_opts;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) opts[n_opts++] = argv[++i];
-            if (n_opts == start) return die("%s needs values", a);
-        } else if (a[0] == '-' && a[1]) {
+        else if (a[0] == '-' && a[1]) {
             usage(stderr);
             return die("unknown option or missing value: %s", a);
         } else if (!config) config = a;
@@ -310,9 +306,11 @@ int main(int argc, char **argv) {
     md_onnx_graph *g = NULL;
     uint8_t *buf = NULL;
     if (!ctx) return die("%s", err.msg);
-    if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, false };
-    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
+    if (!(cfg = md_tool_setup(ctx, config, &to, &err))) goto fail;
+    if (to.device) {
+        md_failc(&err, MD_ERR_CONFIG, "--device %s: the export traces on the CPU; leave --device out", to.device);
+        goto fail;
+    }
     /* the trace reads weights and constants on the host */
     if (!md_cfg_set_str(cfg, "device", "cpu")) {
         md_failc(&err, MD_ERR_NOMEM, "out of memory");
@@ -377,7 +375,6 @@ fail:
     md_module_free(model);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
-    free(opts);
-    free(pdirs);
+    md_tool_opts_free(&to);
     return rc;
 }

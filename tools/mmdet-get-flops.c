@@ -22,11 +22,9 @@ static void usage(FILE *f) {
           "  --exact                   also list every module's FLOPs and parameters as exact\n"
           "                            integers, one \"path flops params\" line each\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
-          "                            install prefix's plugins and the config's plugin_dirs\n"
-          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
-          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
-          "  --cfg-options K=V ...     override config settings\n"
+          , f);
+    fputs(md_tool_opts_usage(), f);
+    fputs(
           "  -h, --help                this message\n",
           f);
 }
@@ -149,6 +147,7 @@ static void accumulate(node *n) {
 /* Children in the order of the model's modules, each layer that is no
  * module placed before the first module counted after it. */
 static void order_kids(node *n) {
+    if (!n->n_kids) return;   /* a leaf (kids may be NULL) */
     node **out = malloc(sizeof *out * (size_t)(n->n_kids + 1));
     if (!out) return;
     int k = 0;
@@ -253,14 +252,18 @@ static bool parse_int(const char *s, long *out) {
 
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
-    const char *config = NULL, *device = NULL;
-    const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
-    int n_opts = 0, n_pdirs = 0, n_shape = 0;
+    const char *config = NULL;
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) return die("%s", terr.msg);
+    int n_shape = 0;
     long shape[2] = { 1280, 800 }, divisor = 32;
-    bool no_default_plugins = false, skip_bad_plugins = false, exact = false;
-    if (!opts || !pdirs) return die("%s", "out of memory");
+    bool exact = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) return die("%s", terr.msg);
+        if (shared) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -278,15 +281,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--size-divisor") && i + 1 < argc) {
             if (!parse_int(argv[++i], &divisor)) return die("--size-divisor: %s is not an integer", argv[i]);
         } else if (!strcmp(a, "--exact")) exact = true;
-        else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
-        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
-        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
-        else if (!strcmp(a, "--cfg-options")) {
-            int start = n_opts;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) opts[n_opts++] = argv[++i];
-            if (n_opts == start) return die("%s", "--cfg-options needs values");
-        } else if (a[0] == '-' && a[1]) {
+        else if (a[0] == '-' && a[1]) {
             usage(stderr);
             return die("unknown option or missing value: %s", a);
         } else if (!config) config = a;
@@ -310,15 +305,7 @@ int main(int argc, char **argv) {
     md_flops *flops = NULL;
     node *root = NULL;
     if (!ctx) return die("%s", err.msg);
-    if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
-    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
-    if (device && !md_cfg_set_str(cfg, "device", device)) {
-        md_failc(&err, MD_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    const char *level = md_cfg_str(cfg, "log_level", "INFO");
-    if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
+    if (!(cfg = md_tool_setup(ctx, config, &to, &err))) goto fail;
 
     /* build_detector(cfg.model, train_cfg, test_cfg); mmdet does not
      * initialise the weights here, so a Pretrained backbone is not read */
@@ -396,7 +383,6 @@ fail:
     md_module_free(model);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
-    free(opts);
-    free(pdirs);
+    md_tool_opts_free(&to);
     return rc;
 }

@@ -32,12 +32,10 @@ static void usage(FILE *f) {
           "                            shows those above T, as mmdet)\n"
           "  --palette P               box and mask colours: coco (default), voc, citys, random,\n"
           "                            or one colour (red, green, ...), as mmdet's image_demo\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
-          "                            install prefix's plugins and the config's plugin_dirs\n"
-          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
-          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
+          , f);
+    fputs(md_tool_opts_usage(), f);
+    fputs(
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  --cfg-options K=V ...     override config settings\n"
           "  -h, --help                this message\n",
           f);
 }
@@ -216,33 +214,28 @@ static void out_path(char *buf, size_t n, const char *dir, const char *file, con
 int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out_dir = "infer_out";
-    const char **opts = calloc((size_t)argc + 1, sizeof *opts), **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) return die("%s", terr.msg);
     char **images = calloc((size_t)argc + 1, sizeof *images);
-    int n_opts = 0, n_pdirs = 0, n_images = 0;
-    bool no_default_plugins = false, skip_bad_plugins = false;
+    int n_images = 0;
     float thr = 0.3f;
     const char *palette = "coco";
-    if (!opts || !pdirs || !images) return die("%s", "out of memory");
-    const char *device = NULL;
+    if (!images) return die("%s", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) return die("%s", terr.msg);
+        if (shared) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
-        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
-        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
-        else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
+        } else if (!strcmp(a, "--out-dir") && i + 1 < argc) out_dir = argv[++i];
         else if (!strcmp(a, "--palette") && i + 1 < argc) palette = argv[++i];
         else if (!strcmp(a, "--score-thr") && i + 1 < argc) {
             char *end;
             thr = strtof(argv[++i], &end);
             if (*end || end == argv[i]) return die("--score-thr: not a number: %s", argv[i]);
-        } else if (!strcmp(a, "--cfg-options")) {
-            int start = n_opts;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) opts[n_opts++] = argv[++i];
-            if (n_opts == start) return die("%s needs values", a);
         } else if (a[0] == '-' && a[1]) {
             usage(stderr);
             return die("unknown option or missing value: %s", a);
@@ -276,15 +269,7 @@ int main(int argc, char **argv) {
     char **classes = NULL;
     int n_classes = 0;
     if (!ctx) return die("%s", err.msg);
-    if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
-    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
-    if (device && !md_cfg_set_str(cfg, "device", device)) {
-        md_failc(&err, MD_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    const char *level = md_cfg_str(cfg, "log_level", "INFO");
-    if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
+    if (!(cfg = md_tool_setup(ctx, config, &to, &err))) goto fail;
 
     md_ckpt_info info;
     if (!(model = md_detector_init(ctx, cfg, config, checkpoint, &info, &err))) goto fail;
@@ -368,8 +353,7 @@ fail:
     md_module_free(model);
     md_cfg_free(cfg);
     md_ctx_free(ctx);
-    free(opts);
-    free(pdirs);
+    md_tool_opts_free(&to);
     free(images);
     return rc;
 }

@@ -20,10 +20,9 @@ static void usage(FILE *f) {
           "\n"
           "Test a detector (mmdet's tools/test.py).\n"
           "\n"
-          "  --plugin-dir DIR          load every plugin under DIR (repeatable), after the\n"
-          "                            install prefix's plugins and the config's plugin_dirs\n"
-          "  --no-default-plugins      leave the install prefix's plugin directory out\n"
-          "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
+          , f);
+    fputs(md_tool_opts_usage(), f);
+    fputs(
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox, segm (masks of a mask detector)\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
@@ -35,7 +34,6 @@ static void usage(FILE *f) {
           "  --show-dir DIR            draw the detections on the original images into DIR (PNG)\n"
           "  --show-score-thr T        score threshold for drawing (default 0.3)\n"
           "  --work-dir DIR            write the metrics to DIR/eval_<timestamp>.json\n"
-          "  --cfg-options K=V ...     override config settings\n"
           "  -h, --help                this message\n",
           f);
 }
@@ -107,38 +105,36 @@ int main(int argc, char **argv) {
     md_process_init(argc, argv);
     const char *config = NULL, *checkpoint = NULL, *out = NULL, *show_dir = NULL, *work_dir = NULL;
     const char *prefix = "results";
-    const char **evals = calloc((size_t)argc + 1, sizeof *evals), **opts = calloc((size_t)argc + 1, sizeof *opts);
-    const char **pdirs = calloc((size_t)argc + 1, sizeof *pdirs);
-    int n_evals = 0, n_opts = 0, n_pdirs = 0;
-    bool no_default_plugins = false, skip_bad_plugins = false;
+    md_tool_opts to;
+    md_error terr = { 0 };
+    if (md_tool_opts_init(&to, argc, &terr) != 0) return die("%s", terr.msg);
+    const char **evals = calloc((size_t)argc + 1, sizeof *evals);
+    int n_evals = 0;
     bool format_only = false;
     float thr = 0.3f;
-    if (!evals || !opts || !pdirs) return die("%s", "out of memory");
-    const char *device = NULL;
+    if (!evals) return die("%s", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int shared = md_tool_opts_parse(&to, argc, argv, &i, &terr);
+        if (shared < 0) return die("%s", terr.msg);
+        if (shared) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--plugin-dir") && i + 1 < argc) pdirs[n_pdirs++] = argv[++i];
-        else if (!strcmp(a, "--no-default-plugins")) no_default_plugins = true;
-        else if (!strcmp(a, "--skip-bad-plugins")) skip_bad_plugins = true;
-        else if (!strcmp(a, "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
+        } else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--show-dir") && i + 1 < argc) show_dir = argv[++i];
         else if (!strcmp(a, "--work-dir") && i + 1 < argc) work_dir = argv[++i];
         else if (!strcmp(a, "--show-score-thr") && i + 1 < argc) thr = strtof(argv[++i], NULL);
         else if (!strcmp(a, "--format-only")) format_only = true;
-        else if (!strcmp(a, "--eval") || !strcmp(a, "--cfg-options") || !strcmp(a, "--eval-options")) {
-            int start = n_evals + n_opts;
+        else if (!strcmp(a, "--eval") || !strcmp(a, "--eval-options")) {
+            int start = n_evals;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) {
                 const char *v = argv[++i];
                 if (!strcmp(a, "--eval")) evals[n_evals++] = v;
-                else if (!strcmp(a, "--cfg-options")) opts[n_opts++] = v;
                 else if (!strncmp(v, "jsonfile_prefix=", 16)) prefix = v + 16;
                 else return die("--eval-options: unknown option %s (jsonfile_prefix=P)", v);
             }
-            if (n_evals + n_opts == start && strcmp(a, "--eval-options")) return die("%s needs values", a);
+            if (n_evals == start && !strcmp(a, "--eval")) return die("%s needs values", a);
         } else if (a[0] == '-' && a[1]) {
             usage(stderr);
             return die("unknown option or missing value: %s", a);
@@ -166,15 +162,7 @@ int main(int argc, char **argv) {
     md_loader *loader = NULL;
     md_results res = { 0 };
     if (!ctx) return die("%s", err.msg);
-    if (!(cfg = md_cfg_load(config, &err)) || md_cfg_apply_options(cfg, opts, n_opts, &err) != 0) goto fail;
-    md_plugin_set_opts po = { (const char *const *)pdirs, n_pdirs, no_default_plugins, skip_bad_plugins };
-    if (md_plugin_set_load(ctx, cfg, &po, &err) != 0) goto fail;
-    if (device && !md_cfg_set_str(cfg, "device", device)) {
-        md_failc(&err, MD_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    const char *level = md_cfg_str(cfg, "log_level", "INFO");
-    if (md_log_level_parse(level) > 0) md_log_set_level(ctx, (md_log_level)md_log_level_parse(level));
+    if (!(cfg = md_tool_setup(ctx, config, &to, &err))) goto fail;
 
     /* data.test in test mode; its samples_per_gpu (default 1) is the batch */
     const md_cfg *test = md_cfg_get(cfg, "data.test");
@@ -261,7 +249,6 @@ fail:
     md_cfg_free(cfg);
     md_ctx_free(ctx);
     free(evals);
-    free(opts);
-    free(pdirs);
+    md_tool_opts_free(&to);
     return rc;
 }

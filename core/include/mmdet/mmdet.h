@@ -20,4 +20,5 @@
 #include "losses.h"
 #include "onnx.h"
 #include "dist.h"
+#include "tool.h"
 #endif
