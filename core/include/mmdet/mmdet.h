@@ -20,4 +20,5 @@
 #include "losses.h"
 #include "onnx.h"
 #include "dist.h"
+#include "amp.h"
 #endif
