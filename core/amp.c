@@ -88,7 +88,7 @@ MD_API int md_loss_scaler_init(md_loss_scaler *s, const md_cfg *ls, const char *
             return md_failc(err, MD_ERR_CONFIG, "%s: %s must be positive, got %g", md_cfg_where(ls, w, sizeof w),
                             where, a.init_scale);
         s->dynamic = false;
-        s->static_scale = a.init_scale;
+        s->static_scale = (float)a.init_scale;
         break;
     case MD_CFG_STRING:
         if (strcmp(md_cfg_as_str(ls), "dynamic"))
@@ -108,7 +108,7 @@ MD_API int md_loss_scaler_init(md_loss_scaler *s, const md_cfg *ls, const char *
                         "arguments", md_cfg_where(ls, w, sizeof w), where);
     }
     s->enabled = a.enabled;
-    s->scale = a.enabled ? a.init_scale : 1.0;
+    s->scale = a.enabled ? (float)a.init_scale : 1.0;   /* a float32 tensor in PyTorch */
     s->growth_factor = a.growth_factor;
     s->backoff_factor = a.backoff_factor;
     s->growth_interval = a.growth_interval;
