@@ -140,6 +140,7 @@ struct md_ctx {
     int scope_marks[64];
     int scope_depth;
     struct md_onnx_graph *onnx;   /* the ONNX trace the ops report to (export/onnx.c); NULL: off */
+    md_dtype autocast;            /* conv/linear input precision (amp.h); MD_F32: off */
 };
 
 /* Told by md_backward when a leaf's gradient is final (after the last

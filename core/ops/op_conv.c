@@ -3,11 +3,13 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/conv.h"
+#include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
 typedef struct conv_saved {
     md__conv_shape s;
     md_tensor *x, *w;   /* contiguous copies used by the forward */
+    bool bf16;          /* mixed precision (amp.h): the backward in bf16 too */
 } conv_saved;
 
 /* conv_backward on a device: the backend's three gradient kernels. */
@@ -42,35 +44,40 @@ static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     const md__conv_shape *s = &sv->s;
     int nt = md_ctx_threads(ctx);
     const float *g = md_f32(gy);
+    int rc = -1, prev = md__cpu_bf16;
+    md__cpu_bf16 = sv->bf16;
     if (md_node_needs_grad(node, 0)) {
         md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, sv->x->shape);
-        if (!gx) return -1;
+        if (!gx) goto out;
         size_t mark = md_ctx_arena_mark(ctx);
         size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_INPUT, nt);
         float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) return -1;
+        if (wf && !work) goto out;
         md__conv2d_backward_input(s, g, md_f32(sv->w), md_f32(gx), work, nt);
         md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
+        if (md_node_accumulate(ctx, node, 0, gx) != 0) goto out;
     }
     if (md_node_needs_grad(node, 1)) {
         md_tensor *gw = md_tensor_empty(ctx, MD_F32, 4, sv->w->shape);
-        if (!gw) return -1;
+        if (!gw) goto out;
         size_t mark = md_ctx_arena_mark(ctx);
         size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_WEIGHT, nt);
         float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) return -1;
+        if (wf && !work) goto out;
         md__conv2d_backward_weight(s, md_f32(sv->x), g, md_f32(gw), work, nt);
         md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
+        if (md_node_accumulate(ctx, node, 1, gw) != 0) goto out;
     }
     if (md_node_needs_grad(node, 2)) {
         md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(s->O));
-        if (!gb) return -1;
+        if (!gb) goto out;
         md__conv2d_backward_bias(s, g, md_f32(gb), nt);
-        if (md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+        if (md_node_accumulate(ctx, node, 2, gb) != 0) goto out;
     }
-    return 0;
+    rc = 0;
+out:
+    md__cpu_bf16 = prev;
+    return rc;
 }
 
 /* The shape of conv(x, w) after the checks every conv entry point shares;
@@ -135,12 +142,14 @@ static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
             return md__be_failed(ctx, "conv2d", be);
         goto record;
     }
-    int nt = md_ctx_threads(ctx);
+    int nt = md_ctx_threads(ctx), prev = md__cpu_bf16;
+    md__cpu_bf16 = ctx->autocast == MD_BF16;   /* the kernel and its scratch size */
     size_t mark = md_ctx_arena_mark(ctx);
     size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
     float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+    if (work || !wf) md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
+    md__cpu_bf16 = prev;
     if (wf && !work) return NULL;
-    md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
     md_ctx_arena_release(ctx, mark);
 
 record:;
@@ -148,7 +157,7 @@ record:;
     if (node) {
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (conv_saved){ .s = s, .x = xc, .w = wc };
+        *sv = (conv_saved){ .s = s, .x = xc, .w = wc, .bf16 = ctx->autocast == MD_BF16 };
         md_node_unsave(ctx, node, -1);   /* the backward never reads y */
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
@@ -223,10 +232,14 @@ static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tenso
             t[o] = (float)((double)md_f32(bc)[o] * (sc ? md_f32(sc)[o] : 1.0) + (sh ? sh[o] : 0.0));
         sh = t;
     }
+    int prev = md__cpu_bf16;
+    md__cpu_bf16 = ctx->autocast == MD_BF16;
     size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
     float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+    if (work || !wf)
+        md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
+    md__cpu_bf16 = prev;
     if (wf && !work) return NULL;
-    md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
     md_ctx_arena_release(ctx, mark);
     return y;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
 /* A batch of row-major matrices as BLAS sees them: op(M) is rows x cols. */
@@ -81,9 +82,19 @@ static int check_f32(md_ctx *ctx, const char *op, const char *what, const md_ten
     return 0;
 }
 
-/* y = op(A) op(B) (+ beta y) for one matrix on like's device. */
-static bool gemm_on(md_ctx *ctx, const md_tensor *like, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+/* y = op(A) op(B) (+ beta y, beta 0 or 1) for one matrix on like's device;
+ * on the CPU in bf16 (mixed precision, amp.h) when bf16 is set. */
+static bool gemm_on(md_ctx *ctx, const md_tensor *like, bool bf16, bool ta, bool tb, int64_t M, int64_t N,
+                    int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc) {
+    if (like->device == MD_CPU && bf16) {
+        size_t mark = md_ctx_arena_mark(ctx), wf = md__gemm_bf16_work_floats(M, N, K);
+        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
+        if (wf && !work) return false;
+        md__gemm_bf16(md_ctx_threads(ctx), ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, work);
+        md_ctx_arena_release(ctx, mark);
+        return true;
+    }
     if (like->device == MD_CPU) {
         md__sgemm_par(md_ctx_threads(ctx), ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         return true;
@@ -178,7 +189,11 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
 
 /* ------------------------------------------------------------- linear -- */
 
-typedef struct linear_saved { md_tensor *x, *w; int64_t rows; } linear_saved;
+typedef struct linear_saved {
+    md_tensor *x, *w;
+    int64_t rows;
+    bool bf16;   /* mixed precision: the backward in bf16 too */
+} linear_saved;
 
 static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     linear_saved *sv = md_node_saved(node);
@@ -188,14 +203,14 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
         md_tensor *gx = md_tensor_empty_like(ctx, md_node_input(node, 0));
         if (!gx) return -1;
         if (out == 0 ? md_tensor_fill_(gx, 0.0) != 0
-                     : !gemm_on(ctx, g, false, false, R, in, out, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in))
+                     : !gemm_on(ctx, g, sv->bf16, false, false, R, in, out, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in))
             return -1;
         if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gw[out,in] = g^T x */
         md_tensor *gw = md_tensor_empty_like(ctx, sv->w);
         if (!gw) return -1;
-        if (!gemm_on(ctx, g, true, false, out, in, R, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in)) return -1;
+        if (!gemm_on(ctx, g, sv->bf16, true, false, out, in, R, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in)) return -1;
         if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     }
     if (md_node_needs_grad(node, 2)) {
@@ -245,7 +260,7 @@ static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     if (!y) return NULL;
     float *yp = md_f32(y);
     if (y->device != MD_CPU && R > 0 && out > 0) {   /* y = x w^T, then y += bias (broadcast over rows) */
-        if (!gemm_on(ctx, y, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
+        if (!gemm_on(ctx, y, false, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
         if (bc) {
             const md_backend *be = md__be(ctx, "linear", y);
             if (!be || !be->binary_f32) return be ? md__no_kernel(ctx, "linear", y) : NULL;
@@ -257,15 +272,16 @@ static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
         if (bc) {   /* y = bias, then y += x w^T */
             for (int64_t r = 0; r < R; r++) memcpy(yp + r * out, md_f32(bc), sizeof(float) * (size_t)out);
         }
-        md__sgemm_par(md_ctx_threads(ctx), false, true, R, out, in, 1.0f, md_f32(xc), in, md_f32(wc), in,
-                      bc ? 1.0f : 0.0f, yp, out);
+        if (!gemm_on(ctx, y, ctx->autocast == MD_BF16, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in,
+                     bc ? 1.0f : 0.0f, yp, out))
+            return NULL;
     }
     md_tensor *ins[3] = { x, w, bias };
     md_node *node = md_autograd_record(ctx, y, ins, 3, linear_backward, "linear");
     if (node) {
         linear_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (linear_saved){ .x = xc, .w = wc, .rows = R };
+        *sv = (linear_saved){ .x = xc, .w = wc, .rows = R, .bf16 = ctx->autocast == MD_BF16 };
         md_node_unsave(ctx, node, -1);
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }

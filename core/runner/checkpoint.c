@@ -30,6 +30,7 @@ MD_API int md_checkpoint_save(const char *path, md_module *model, const md_optim
     if (meta->classes) rc |= md_st_writer_meta(w, "CLASSES", meta->classes, err);
     if (meta->hook_msgs) rc |= md_st_writer_meta(w, "hook_msgs", meta->hook_msgs, err);
     if (meta->plugins) rc |= md_st_writer_meta(w, "plugins", meta->plugins, err);
+    if (meta->fp16) rc |= md_st_writer_meta(w, "fp16", meta->fp16, err);
     if (!rc) rc = md_module_save_state(model, w, "", err);
     if (!rc && opt) rc = md_optimizer_save_state(opt, w, err);
     if (!rc) rc = md_st_writer_save(w, path, err);
@@ -152,6 +153,7 @@ MD_API int md_checkpoint_load(md_ctx *ctx, const char *path, md_module *model, m
     if ((v = md_st_metadata(st, "CLASSES"))) snprintf(info->classes, sizeof info->classes, "%s", v);
     if ((v = md_st_metadata(st, "hook_msgs"))) snprintf(info->hook_msgs, sizeof info->hook_msgs, "%s", v);
     if ((v = md_st_metadata(st, "plugins"))) snprintf(info->plugins, sizeof info->plugins, "%s", v);
+    if ((v = md_st_metadata(st, "fp16"))) snprintf(info->fp16, sizeof info->fp16, "%s", v);
     /* resuming continues a run: every tensor must fit (torch's strict
      * shapes); load_from fine-tunes: what fits loads (mmcv) */
     int rc = md_module_load_state(ctx, model, st, "module.", false, &info->report, err);

@@ -35,6 +35,7 @@ struct md_runner {
     bool finishing_iter, finishing_epoch;   /* inside after_train_iter/epoch hooks */
     int64_t skip_batches;                   /* resuming inside an epoch */
     bool mid_epoch;                         /* stopped inside an epoch */
+    char *fp16_meta;                        /* mmcv's meta['fp16'] (Fp16OptimizerHook), JSON */
 };
 
 /* ------------------------------------------------------------- losses -- */
@@ -197,6 +198,7 @@ MD_API void md_runner_free(md_runner *r) {
     free(r->timestamp);
     free(r->config_text);
     free(r->classes_json);
+    free(r->fp16_meta);
     free(r);
 }
 
@@ -566,7 +568,7 @@ MD_API int md_runner_save_checkpoint(md_runner *r, const char *dir, const char *
     md_ckpt_meta meta = { .plugins = plugins, .epoch = r->epoch + (r->finishing_epoch && r->o.by_epoch),
                           .iter = r->iter + r->finishing_iter,
                           .inner_iter = r->o.by_epoch && r->mid_epoch ? r->inner_iter : 0, .config = r->config_text,
-                          .classes = r->classes_json, .hook_msgs = msgs };
+                          .classes = r->classes_json, .hook_msgs = msgs, .fp16 = r->fp16_meta };
     int rc = md_checkpoint_save(path, r->model, save_optimizer ? r->opt : NULL, &meta, err);
     free(msgs);
     free(plugins);
@@ -583,6 +585,7 @@ MD_API int md_runner_resume(md_runner *r, const char *path, md_error *err) {
     r->iter = info.iter;
     r->skip_batches = r->o.by_epoch ? info.inner_iter : 0;
     parse_hook_msgs(r, info.hook_msgs);
+    if (info.fp16[0] && md_runner_set_meta_fp16(r, info.fp16) != 0) return md_failc(err, MD_ERR_NOMEM, "out of memory");
     /* the file itself, not the `latest` link that may point at it (a later
      * save moves the link) */
     char real[4096];
@@ -676,6 +679,16 @@ MD_API int md_runner_set_msg(md_runner *r, const char *key, const char *value) {
     r->n_msgs++;
     return 0;
 }
+
+MD_API int md_runner_set_meta_fp16(md_runner *r, const char *json) {
+    char *v = json ? strdup(json) : NULL;
+    if (json && !v) return -1;
+    free(r->fp16_meta);
+    r->fp16_meta = v;
+    return 0;
+}
+
+MD_API const char *md_runner_meta_fp16(const md_runner *r) { return r->fp16_meta; }
 
 MD_API const char *md_runner_get_msg(const md_runner *r, const char *key) {
     for (int i = 0; i < r->n_msgs; i++)

@@ -249,7 +249,7 @@ Test(mmdet_run, list_modules) {
     cr_assert(strstr(r.out, "plugin directories:\n  tests/plugins\n"), "%s", r.out);
     cr_assert(strstr(r.out, "models (2):\n  ToyLinear     tests/plugins/toy_models.so  # "), "%s", r.out);
     cr_assert(strstr(r.out, "  ToyContainer  tests/plugins/toy_models.so  # "), "%s", r.out);
-    cr_assert(strstr(r.out, "hooks (2):\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "hooks (3):\n"), "%s", r.out);
     cr_assert(strstr(r.out, "  ToyHook           tests/plugins/toy_hook.so"), "%s", r.out);
     /* each plugin's name, version, license and file, as gst-inspect lists them */
     cr_assert(strstr(r.out, "\nplugins (") && strstr(r.out, "  toy_hook ") && strstr(r.out, " tests/plugins/toy_hook.so\n"),

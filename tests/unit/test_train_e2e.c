@@ -159,7 +159,7 @@ Test(train_e2e, top_level_groups_and_runner_rules_are_checked) {
         { "--cfg-options data.samples_per_gp=1", "unknown key 'samples_per_gp' in data (did you mean 'samples_per_gpu'?)" },
         { "--cfg-options auto_scale_lr.base_batch=16", "unknown key 'base_batch' in auto_scale_lr" },
         { "--cfg-options data.workers_per_gpu=-1", "workers_per_gpu" },
-        { "--cfg-options fp16.loss_scale=512.0", "fp16: mixed-precision training is not available" },
+        { "--cfg-options fp16=512.0", "fp16 must be a group such as { loss_scale = 512.0; }" },
         { "--cfg-options total_epochs=2", "total_epochs = 2 but runner.max_epochs = 1: they must agree" },
         { "--cfg-options runner.max_iters=2", "runner: only one of max_epochs and max_iters can be set" },
         /* a word that is not KEY=VALUE is named, also next to a valid pair */

@@ -113,6 +113,11 @@ static const md_key auto_scale_lr_keys[] = {
       .field = MD_FIELD_NONE },
     { 0 } };
 
+static const md_key mixed_precision_keys[] = {
+    { "dtype", MD_KEY_STRING, NULL, "\"bf16\" (CPU) or \"fp16\" (GPU): conv and linear inputs", true,
+      .field = MD_FIELD_NONE, .choices = "bf16|fp16" },
+    { 0 } };
+
 static int check_group(const md_cfg *cfg, const char *key, const md_key *keys, md_error *err) {
     const md_cfg *g = md_cfg_get(cfg, key);
     char w[1024];
@@ -125,17 +130,17 @@ static int check_group(const md_cfg *cfg, const char *key, const md_key *keys, m
 /* mmdet's train.py and mmcv's build_runner on the top level: no `runner`
  * but a `total_epochs` is an EpochBasedRunner of that many epochs (with a
  * warning); both must agree; max_epochs and max_iters exclude each other;
- * `fp16` (mixed precision) is refused rather than trained in float32; the
- * groups read here have their keys checked. */
+ * `fp16` is a group (Fp16OptimizerHook's arguments); the groups read here
+ * have their keys checked. */
 static int check_config(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     char w[1024];
     if (check_group(cfg, "data", data_keys, err) || check_group(cfg, "log_config", log_config_keys, err) ||
-        check_group(cfg, "auto_scale_lr", auto_scale_lr_keys, err))
+        check_group(cfg, "auto_scale_lr", auto_scale_lr_keys, err) ||
+        check_group(cfg, "mixed_precision", mixed_precision_keys, err))
         return -1;
     const md_cfg *fp16 = md_cfg_get(cfg, "fp16");
-    if (!md_cfg_is_none(fp16))
-        return md_failc(err, MD_ERR_CONFIG,
-                        "%s: fp16: mixed-precision training is not available; remove `fp16` to train in float32",
+    if (!md_cfg_is_none(fp16) && md_cfg_kind(fp16) != MD_CFG_GROUP)
+        return md_failc(err, MD_ERR_CONFIG, "%s: fp16 must be a group such as { loss_scale = 512.0; }",
                         md_cfg_where(fp16, w, sizeof w));
     const md_cfg *runner = md_cfg_get(cfg, "runner"), *total = md_cfg_get(cfg, "total_epochs");
     if (!md_cfg_is_none(total) && md_cfg_kind(total) != MD_CFG_INT)
@@ -162,6 +167,52 @@ static int check_config(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     return 0;
 }
 
+/* Mixed precision, after the model is on its device: mixed_precision.dtype
+ * when given, else "fp16" for mmdet's `fp16` key (bf16 on the CPU). */
+static int enable_mixed_precision(md_ctx *ctx, const md_cfg *cfg, md_module *model, md_error *err) {
+    const md_cfg *mp = md_cfg_get(cfg, "mixed_precision");
+    bool fp16 = !md_cfg_is_none(md_cfg_get(cfg, "fp16")), explicit = !md_cfg_is_none(mp);
+    if (!fp16 && !explicit) return 0;
+    const char *dtype = explicit ? md_cfg_str(mp, "dtype", NULL) : "fp16";
+    return md_amp_enable(ctx, dtype, !explicit, md_module_device(model), explicit ? "mixed_precision" : "fp16", err);
+}
+
+/* mmdet's train_detector: with `fp16`, the optimizer hook is
+ * Fp16OptimizerHook(**optimizer_config, **fp16) (a key in both, or a
+ * `type` in optimizer_config, is an error as in Python); else
+ * optimizer_config as it is. *out is NULL or a new group. */
+static int fp16_optimizer_config(const md_cfg *cfg, md_cfg **out, md_error *err) {
+    const md_cfg *fp16 = md_cfg_get(cfg, "fp16"), *oc = md_cfg_get(cfg, "optimizer_config");
+    char w[1024];
+    *out = NULL;
+    if (md_cfg_is_none(fp16)) return 0;
+    if (md_cfg_kind(oc) == MD_CFG_GROUP && md_cfg_has(oc, "type"))
+        return md_failc(err, MD_ERR_CONFIG, "%s: optimizer_config.type = \"%s\" with fp16: mmdet builds "
+                        "Fp16OptimizerHook(**optimizer_config, **fp16), which takes no type; remove one of them",
+                        md_cfg_where(md_cfg_get(oc, "type"), w, sizeof w), md_cfg_str(oc, "type", "?"));
+    md_cfg *c = md_cfg_kind(oc) == MD_CFG_GROUP ? md_cfg_clone(oc) : md_cfg_new_group();
+    if (!c) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < md_cfg_len(fp16); i++) {
+        const md_cfg *v = md_cfg_at(fp16, i);
+        const char *k = md_cfg_name(v);
+        if (md_cfg_has(c, k)) {
+            md_cfg_free(c);
+            return md_failc(err, MD_ERR_CONFIG, "%s: fp16.%s is also in optimizer_config: Fp16OptimizerHook got two "
+                            "values for it", md_cfg_where(v, w, sizeof w), k);
+        }
+        if (!md_cfg_set_copy(c, k, v)) {
+            md_cfg_free(c);
+            return md_failc(err, MD_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (!md_cfg_set_str(c, "type", "Fp16OptimizerHook")) {
+        md_cfg_free(c);
+        return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    }
+    *out = c;
+    return 0;
+}
+
 int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     int rc = -1;
     md_module *model = NULL;
@@ -175,7 +226,7 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     md_optimizer *opt = NULL;
     md_runner *runner = NULL;
     char *config_text = NULL, *classes = NULL, *resume = NULL;
-    md_cfg *val_cfg = NULL;
+    md_cfg *val_cfg = NULL, *fp16_oc = NULL;
     md_ddp *ddp = NULL;
     int rank = md_dist_rank(ctx), world = md_dist_world_size(ctx);
 
@@ -270,6 +321,7 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     /* the config's device: the model moves before the optimizer is built, so
      * that the optimizer's state is made on the device too */
     if (md_module_to_config_device(ctx, model, cfg, err) != 0) goto out;
+    if (enable_mixed_precision(ctx, cfg, model, err) != 0 || fp16_optimizer_config(cfg, &fp16_oc, err) != 0) goto out;
 
     /* MMDistributedDataParallel: rank 0's weights everywhere, gradients
      * averaged in buckets during backward; device tensors over NCCL */
@@ -306,7 +358,8 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     };
     runner = md_runner_build(ctx, md_cfg_get(cfg, "runner"), model, opt, &ro, err);
     if (!runner) goto out;
-    if (md_runner_register_training_hooks(runner, md_cfg_get(cfg, "lr_config"), md_cfg_get(cfg, "optimizer_config"),
+    if (md_runner_register_training_hooks(runner, md_cfg_get(cfg, "lr_config"),
+                                          fp16_oc ? fp16_oc : md_cfg_get(cfg, "optimizer_config"),
                                           md_cfg_get(cfg, "checkpoint_config"), md_cfg_get(cfg, "log_config"),
                                           md_cfg_get(cfg, "momentum_config"), md_cfg_get(cfg, "custom_hooks"),
                                           err) != 0)
@@ -370,6 +423,7 @@ out:
         md_dataset_free(datasets[i]);
     }
     md_module_free(model);
+    md_cfg_free(fp16_oc);
     free(config_text);
     free(classes);
     free(resume);

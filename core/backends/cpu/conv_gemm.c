@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "backends/cpu/conv_gemm.h"
+#include "backends/cpu/gemm_bf16.h"
 #include "backends/backend.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -414,6 +415,7 @@ static void choose_default(void) {
 }
 
 const md__gemm_kernel *md__convk(void) {
+    if (md__cpu_bf16) return md__convk_bf16();   /* mixed precision: gemm_bf16.h */
     pthread_once(&g_once, choose_default);
     int id = g_forced >= 0 ? g_forced : g_default;
     return id == MD_CONVK_BLAS ? NULL : &KERNELS[id];

@@ -42,7 +42,8 @@ typedef struct md__gemm_kernel {
 
 /* The kernel convolutions use, or NULL for the OpenBLAS im2col path.
  * Default: AVX-512 where the CPU has it, else OpenBLAS; $MMDET_CPU_CONV
- * (blas, avx2, avx512), read once, overrides it when the CPU can run it. */
+ * (blas, avx2, avx512), read once, overrides it when the CPU can run it.
+ * While the thread's md__cpu_bf16 is set: the bf16 kernel (gemm_bf16.h). */
 const md__gemm_kernel *md__convk(void);
 /* Forces variant `id` (MD_CONVK_*), or the default for -1. Returns 0, or -1
  * when this CPU cannot run it (the choice is left unchanged). Not

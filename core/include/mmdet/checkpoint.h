@@ -20,6 +20,7 @@ typedef struct md_ckpt_meta {
     const char *classes;        /* CLASSES as a JSON list (may be NULL) */
     const char *hook_msgs;      /* JSON object: best score, best checkpoint (may be NULL) */
     const char *plugins;        /* the plugin set, md_plugin_set_text's form (may be NULL) */
+    const char *fp16;           /* mmcv's meta['fp16']: {"loss_scaler": GradScaler state} (may be NULL) */
 } md_ckpt_meta;
 
 /* Writes path atomically (temporary file, fsync, rename). opt may be NULL
@@ -38,6 +39,7 @@ typedef struct md_ckpt_info {
     char hook_msgs[4096];
     char plugins[16384];        /* the plugin set it was trained with ("" when not recorded) */
     md_load_report report;
+    char fp16[1024];            /* meta['fp16'] of a mixed-precision run ("" when none) */
 } md_ckpt_info;
 /* Loads model weights (strip "module." prefixes; non-strict as mmcv's
  * load_checkpoint: the report lists missing and unexpected keys and the

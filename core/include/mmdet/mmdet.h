@@ -21,4 +21,5 @@
 #include "onnx.h"
 #include "dist.h"
 #include "tool.h"
+#include "amp.h"
 #endif

@@ -36,9 +36,10 @@ extern "C" {
 #error "MD_ABI_MAJOR and MD_ABI_MINOR come from the installed headers; do not define them"
 #endif
 #define MD_ABI_MAJOR 1
-#define MD_ABI_MINOR 3   /* 1: md_plugin_desc.init; 2: onnx_export/onnx_decode entries; 3: md_dataset.palette,
+#define MD_ABI_MINOR 4   /* 1: md_plugin_desc.init; 2: onnx_export/onnx_decode entries; 3: md_dataset.palette,
                             md_custom_dataset_class.palette, md_conv_module_opts.norm_sync, forward_dummy entries, the
-                            ONNX entries of RoI heads, bbox heads and extractors (interfaces grew: rebuild) */
+                            ONNX entries of RoI heads, bbox heads and extractors (interfaces grew: rebuild); 4: mixed
+                            precision (amp.h), md_ckpt_meta.fp16 and md_ckpt_info.fp16 (structs grew: rebuild) */
 
 /* What a registry entry is. `iface` points at the registry's own interface
  * struct (md_hook_iface, md_dataset_iface, ...); the registry defines what

@@ -235,6 +235,11 @@ void md_runner_log_clear(md_runner *r);
 /* hook_msgs: small named values kept in checkpoints (best score, ...). */
 int md_runner_set_msg(md_runner *r, const char *key, const char *value);
 const char *md_runner_get_msg(const md_runner *r, const char *key);
+/* mmcv's runner.meta['fp16'] (a JSON object; the Fp16OptimizerHook keeps
+ * its loss scaler's state there): saved in checkpoints, restored on
+ * resume; NULL when not set. */
+int md_runner_set_meta_fp16(md_runner *r, const char *json);
+const char *md_runner_meta_fp16(const md_runner *r);
 
 #ifdef __cplusplus
 }
