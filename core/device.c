@@ -311,7 +311,7 @@ int md__copy_any(md_ctx *ctx, md_tensor *dst, const md_tensor *src) {
     int64_t n = md_tensor_numel(src);
     if (!n) return 0;
     bool dc = md_tensor_is_contiguous(dst), sc = md_tensor_is_contiguous(src);
-    if (dst->device != MD_CPU && src->device != MD_CPU && dst->device_index == src->device_index) {
+    if (md_device_equal(md_tensor_device(dst), md_tensor_device(src))) {   /* within one device: its backend */
         const md_backend *be = md__be(ctx, op, dst);
         if (!be) return -1;
         int rc;

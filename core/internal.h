@@ -201,8 +201,6 @@ void md__set_contiguous_strides(md_tensor *t);
 /* t itself when contiguous, else a contiguous step copy; not recorded on the
  * tape (op front-ends use it on inputs they already record). */
 md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
-/* False (with the op error set) unless t is NULL or on the CPU. */
-bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
 
 /* ---- devices (device.c) ---- */
 /* The backend table of a device type: the CPU's (backends/cpu/table.c)

@@ -556,7 +556,7 @@ static int cpu_bbox_overlaps_backward(const float *a, int64_t n, const float *b,
 static int cpu_sort_lines(int dt, const void *x, int64_t outer, int64_t n, int64_t inner, int64_t k,
                           bool descending, void *vals, int64_t *idx) {
     return md__cpu_sort_lines((md_dtype)dt, x, outer, n, inner, k, descending, vals, idx) == 0
-               ? 0 : md__cpu_fail("dtype %s unsupported", dtype_name(dt));
+               ? 0 : md__cpu_fail("dtype %s unsupported (or out of memory)", dtype_name(dt));
 }
 static int cpu_unsort_add_f32(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner, int64_t k,
                               float *gx) {
