@@ -1,8 +1,8 @@
-/* conv2d: checks, output allocation, autograd; kernels in backends/cpu/conv.c. */
+/* conv2d: checks, output allocation, autograd; the kernels are the
+ * backend's (on the CPU backends/cpu/conv.c). */
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/conv.h"
 #include "onnx_trace.h"
 
 typedef struct conv_saved {
@@ -10,8 +10,8 @@ typedef struct conv_saved {
     md_tensor *x, *w;   /* contiguous copies used by the forward */
 } conv_saved;
 
-/* conv_backward on a device: the backend's three gradient kernels. */
-static int conv_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
+/* The backend's three gradient kernels. */
+static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     conv_saved *sv = md_node_saved(node);
     const md__conv_shape *s = &sv->s;
     const md_backend *be = md__be(ctx, "conv2d", sv->x);
@@ -21,54 +21,18 @@ static int conv_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
         if (!(g[0] = md_tensor_empty_like(ctx, sv->x))) return -1;
         if (be->conv2d_backward_input(s, md_f32(gy), md_f32(sv->w), md_f32(g[0])) != 0)
             return md__be_failed(ctx, "conv2d", be), -1;
+        if (md_node_accumulate(ctx, node, 0, g[0]) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {
         if (!(g[1] = md_tensor_empty_like(ctx, sv->w))) return -1;
         if (be->conv2d_backward_weight(s, md_f32(sv->x), md_f32(gy), md_f32(g[1])) != 0)
             return md__be_failed(ctx, "conv2d", be), -1;
+        if (md_node_accumulate(ctx, node, 1, g[1]) != 0) return -1;
     }
     if (md_node_needs_grad(node, 2)) {
         if (!(g[2] = md__empty_like_on(ctx, sv->x, MD_F32, MD_DIMS(s->O)))) return -1;
         if (be->conv2d_backward_bias(s, md_f32(gy), md_f32(g[2])) != 0) return md__be_failed(ctx, "conv2d", be), -1;
-    }
-    for (int i = 0; i < 3; i++)
-        if (g[i] && md_node_accumulate(ctx, node, i, g[i]) != 0) return -1;
-    return 0;
-}
-
-static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
-    conv_saved *sv = md_node_saved(node);
-    if (sv->x->device != MD_CPU) return conv_backward_device(ctx, node, gy);
-    const md__conv_shape *s = &sv->s;
-    int nt = md_ctx_threads(ctx);
-    const float *g = md_f32(gy);
-    if (md_node_needs_grad(node, 0)) {
-        md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, sv->x->shape);
-        if (!gx) return -1;
-        size_t mark = md_ctx_arena_mark(ctx);
-        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_INPUT, nt);
-        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) return -1;
-        md__conv2d_backward_input(s, g, md_f32(sv->w), md_f32(gx), work, nt);
-        md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
-    }
-    if (md_node_needs_grad(node, 1)) {
-        md_tensor *gw = md_tensor_empty(ctx, MD_F32, 4, sv->w->shape);
-        if (!gw) return -1;
-        size_t mark = md_ctx_arena_mark(ctx);
-        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_WEIGHT, nt);
-        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) return -1;
-        md__conv2d_backward_weight(s, md_f32(sv->x), g, md_f32(gw), work, nt);
-        md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
-    }
-    if (md_node_needs_grad(node, 2)) {
-        md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(s->O));
-        if (!gb) return -1;
-        md__conv2d_backward_bias(s, g, md_f32(gb), nt);
-        if (md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
+        if (md_node_accumulate(ctx, node, 2, g[2]) != 0) return -1;
     }
     return 0;
 }
@@ -125,25 +89,13 @@ static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     if (!xc || !wc || (bias && !bc)) return NULL;
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "conv2d", x);
-        if (!be) return NULL;
-        if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
-            !be->conv2d_backward_bias)
-            return md__no_kernel(ctx, "conv2d", x);
-        if (be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y)) != 0)
-            return md__be_failed(ctx, "conv2d", be);
-        goto record;
-    }
-    int nt = md_ctx_threads(ctx);
-    size_t mark = md_ctx_arena_mark(ctx);
-    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
-    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-    if (wf && !work) return NULL;
-    md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
-    md_ctx_arena_release(ctx, mark);
-
-record:;
+    const md_backend *be = md__be(ctx, "conv2d", x);
+    if (!be) return NULL;
+    if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
+        !be->conv2d_backward_bias)
+        return md__no_kernel(ctx, "conv2d", x);
+    if (be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y)) != 0)
+        return md__be_failed(ctx, "conv2d", be);
     md_node *node = md_autograd_record(ctx, y, ins, 3, conv_backward, "conv2d");
     if (node) {
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
@@ -204,30 +156,19 @@ static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tenso
     if (!md__same_device(ctx, "conv2d_fused", 5, (md_tensor *[]){ x, w, bias, scale, shift })) return NULL;
     bool grad = md_grad_enabled(ctx) &&
                 (needs_grad(x) || needs_grad(w) || needs_grad(bias) || needs_grad(scale) || needs_grad(shift));
-    if (grad || x->device != MD_CPU) return fused_unfused(ctx, x, w, bias, p, scale, shift, relu);
+    const md_backend *be = md__be(ctx, "conv2d_fused", x);
+    if (!be) return NULL;
+    if (grad || !be->conv2d_forward_ep) return fused_unfused(ctx, x, w, bias, p, scale, shift, relu);
 
     md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w);
     md_tensor *bc = bias ? md__contig(ctx, bias) : NULL, *sc = scale ? md__contig(ctx, scale) : NULL;
     md_tensor *hc = shift ? md__contig(ctx, shift) : NULL;
     if (!xc || !wc || (bias && !bc) || (scale && !sc) || (shift && !hc)) return NULL;
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
-    int nt = md_ctx_threads(ctx);
-    size_t mark = md_ctx_arena_mark(ctx);
-    /* one shift per channel: scale*bias + shift, in double, rounded once */
-    const float *sh = hc ? md_f32(hc) : NULL;
-    if (bc) {
-        float *t = md_ctx_alloc(ctx, sizeof(float) * (size_t)(s.O ? s.O : 1));
-        if (!t) return NULL;
-        for (int64_t o = 0; o < s.O; o++)
-            t[o] = (float)((double)md_f32(bc)[o] * (sc ? md_f32(sc)[o] : 1.0) + (sh ? sh[o] : 0.0));
-        sh = t;
-    }
-    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
-    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-    if (wf && !work) return NULL;
-    md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
-    md_ctx_arena_release(ctx, mark);
+    if (be->conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, sc ? md_f32(sc) : NULL,
+                              hc ? md_f32(hc) : NULL, relu, md_f32(y)) != 0)
+        return md__be_failed(ctx, "conv2d_fused", be);
     return y;
 }
 
