@@ -105,7 +105,7 @@ struct md_registries;   /* registry.c */
 
 struct md_ctx {
     int threads;
-    /* logging (log.c) */
+    /* logging (ctx.c) */
     int log_level;
     FILE *log_file;
     bool log_quiet;
