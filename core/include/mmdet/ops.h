@@ -15,7 +15,7 @@ extern "C" {
 
 #define MD_DIM_ALL (-1000)   /* reduce over every dimension */
 
-/* ---- elementwise, broadcasting (elementwise.c) ---- */
+/* ---- elementwise, broadcasting (op_elementwise.c) ---- */
 md_tensor *md_add(md_ctx *ctx, md_tensor *a, md_tensor *b);
 /* a + b written into a's storage (the result aliases a): same rules as
  * md_relu_ for a; b of a's shape. Otherwise md_add. */
@@ -61,7 +61,7 @@ md_tensor *md_logical_not(md_ctx *ctx, md_tensor *a);
 /* where(cond, a, b), broadcasting; differentiable in a and b. */
 md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor *b);
 
-/* ---- softmax and reductions (reduce.c) ---- */
+/* ---- softmax and reductions (op_reduce.c) ---- */
 md_tensor *md_softmax(md_ctx *ctx, md_tensor *a, int dim);
 md_tensor *md_log_softmax(md_ctx *ctx, md_tensor *a, int dim);
 /* dim may be negative, or MD_DIM_ALL (then keepdim is ignored: a scalar). */
@@ -72,7 +72,7 @@ md_tensor *md_mean(md_ctx *ctx, md_tensor *a, int dim, bool keepdim);
 md_tensor *md_max(md_ctx *ctx, md_tensor *a, int dim, bool keepdim, md_tensor **indices);
 md_tensor *md_argmax(md_ctx *ctx, md_tensor *a, int dim, bool keepdim);
 
-/* ---- shapes and views (shape.c); views share data where PyTorch's do ---- */
+/* ---- shapes and views (op_shape.c); views share data where PyTorch's do ---- */
 /* One entry of shape may be -1. A non-contiguous input is copied. */
 md_tensor *md_reshape(md_ctx *ctx, md_tensor *a, int ndim, const int64_t *shape);
 md_tensor *md_permute(md_ctx *ctx, md_tensor *a, const int *perm);
@@ -89,7 +89,7 @@ int md_split(md_ctx *ctx, md_tensor *a, const int64_t *sizes, int n, int dim, md
 /* a[..., start:end:step, ...] along dim (negative and clamped like Python). */
 md_tensor *md_slice(md_ctx *ctx, md_tensor *a, int dim, int64_t start, int64_t end, int64_t step);
 
-/* ---- indexing (index.c) ---- */
+/* ---- indexing (op_index.c) ---- */
 md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index);
 md_tensor *md_gather(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index);
 /* Returns a copy of `a` with src scatter-added at index along dim. */
@@ -100,7 +100,7 @@ md_tensor *md_masked_select(md_ctx *ctx, md_tensor *a, md_tensor *mask);
 /* Indices (i64 [M]) of the non-zero elements of a 1-D tensor. */
 md_tensor *md_nonzero(md_ctx *ctx, md_tensor *a);
 
-/* ---- sorting (sort.c); ties keep the lower index first (stable) ---- */
+/* ---- sorting (op_sort.c); ties keep the lower index first (stable) ---- */
 md_tensor *md_sort(md_ctx *ctx, md_tensor *a, int dim, bool descending, md_tensor **indices);
 md_tensor *md_argsort(md_ctx *ctx, md_tensor *a, int dim, bool descending);
 /* Values (differentiable) and optional indices of the k largest/smallest. */
@@ -114,13 +114,13 @@ md_tensor *md_topk(md_ctx *ctx, md_tensor *a, int64_t k, int dim, bool largest, 
  * that order. Host arrays; returns 0, or -1 when out of memory. */
 int md_sort_order_torch(const float *v, int64_t n, int64_t *idx);
 
-/* ---- linear algebra (linear.c, OpenBLAS) ---- */
+/* ---- linear algebra (op_linear.c; OpenBLAS on the CPU) ---- */
 /* [M,K]x[K,N], or batched [B,M,K]x[B,K,N]. */
 md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b);
 /* x [N, in] (or [..., in]), w [out, in], bias [out] or NULL. */
 md_tensor *md_linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias);
 
-/* ---- convolution, normalisation, pooling, resampling (nn.c, conv.c) ---- */
+/* ---- convolution, normalisation, pooling, resampling (op_conv.c, op_norm.c, op_pool.c) ---- */
 typedef struct md_conv2d_params {
     int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups;
 } md_conv2d_params;
@@ -134,8 +134,8 @@ md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, m
  * bias, scale and shift ([O] f32, each may be NULL: 0, 1, 0), act ReLU when
  * `relu`. Eval-mode BatchNorm folds into scale/shift (md_batch_norm_fold).
  * When a gradient is needed (grad mode on and an input requires grad) or
- * x is not on the CPU, it runs the unfused ops (conv2d, mul, add, relu), so
- * it is differentiable and device-safe. Fused results differ from the
+ * x's backend has no fused kernel (CUDA today), it runs the unfused ops
+ * (conv2d, mul, add, relu), so it is differentiable and device-safe. Fused results differ from the
  * unfused ops' only by rounding (< 1e-5 relative, docs/ops-nn.md). */
 typedef struct md_conv_epilogue {
     md_tensor *scale, *shift;
@@ -180,7 +180,7 @@ md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale);
  * differentiable, on any device); equal to PyTorch's up to float rounding. */
 md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale);
 
-/* ---- detection ops, mmcv semantics (detection.c) ---- */
+/* ---- detection ops, mmcv semantics (op_detection.c) ---- */
 /* feat [N,C,H,W], rois [K,5] (batch index, x1, y1, x2, y2) in image pixels.
  * aligned=true shifts by -0.5 px; sampling_ratio 0 = adaptive ceil(roi/out).
  * Returns [K, C, out_h, out_w]; differentiable in feat. */
@@ -202,7 +202,7 @@ typedef enum md_iou_mode { MD_IOU = 0, MD_IOF, MD_GIOU } md_iou_mode;
  * (N == M). eps 1e-6 as mmdet. Differentiable (GIoU loss needs it). */
 md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_iou_mode mode, bool aligned, double eps);
 
-/* ---- losses, mmdet semantics (losses.c) ----
+/* ---- losses, mmdet semantics (op_losses.c) ----
  * Element-wise loss, times `weight` when given (broadcast), then reduced:
  * NONE keeps elements; SUM sums; MEAN averages, or, when avg_factor >= 0,
  * sums and divides by (avg_factor + FLT_EPSILON) as mmdet's weight_reduce_loss.
