@@ -202,19 +202,23 @@ void md__set_contiguous_strides(md_tensor *t);
 /* t itself when contiguous, else a contiguous step copy; not recorded on the
  * tape (op front-ends use it on inputs they already record). */
 md_tensor *md__contig(md_ctx *ctx, md_tensor *t);
-/* False (with the op error set) unless t is NULL or on the CPU. */
-bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what);
 
 /* ---- devices (tensor/device.c) ---- */
-/* The loaded backend of a device type (NULL for the CPU or when not loaded). */
+/* The backend table of a device type: the CPU's (backends/cpu/table.c)
+ * always, a device's once loaded (NULL before). */
 const md_backend *md__backend_table(md_device_type t);
-/* The backend running t's ops; NULL after md_op_fail when its device was
- * never initialised. */
+/* The backend running t's ops, bound to ctx (its `bind`); NULL after
+ * md_op_fail when t's device was never initialised. Op front-ends reach
+ * every kernel through it. */
 const md_backend *md__be(md_ctx *ctx, const char *op, const md_tensor *t);
-/* md_op_fail for an op with no kernel on t's device, and for a kernel that
- * failed (the backend's message); both return NULL. */
+/* md_op_fail for an op whose entry is NULL in t's backend ("op X is not
+ * implemented on cuda"), and for a kernel that failed (the backend's
+ * message); both return NULL. */
 md_tensor *md__no_kernel(md_ctx *ctx, const char *op, const md_tensor *t);
 md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be);
+/* Step memory (no tensor) on like's device: the CPU step arena or the
+ * device arena; NULL after md_op_fail. */
+void *md__alloc_like(md_ctx *ctx, const md_tensor *like, size_t bytes);
 /* False after md_op_fail unless the non-NULL tensors share one device. */
 bool md__same_device(md_ctx *ctx, const char *op, int n, md_tensor *const *ts);
 /* A step tensor on like's device. */

@@ -1,20 +1,30 @@
-/* The interface between libmmdet and a device backend library (today
- * lib/libmmdet-cuda.so). Private to this source tree, not part of the plugin
- * API: libmmdet loads the library with libltdl, calls its one exported symbol
- * `md_backend_cuda` (a function returning the table below) and checks `abi`.
+/* The interface between libmmdet's op front-ends and a device backend. Private
+ * to this source tree, not part of the plugin API. Two backends fill it:
  *
- * The backend works on raw device pointers and sizes; libmmdet's op
- * front-ends do every check (shapes, dtypes, devices), allocate outputs and
- * record autograd, exactly as for the CPU kernels in backends/cpu/, whose
- * semantics each entry mirrors (the comment names the CPU kernel).
+ *   - the CPU backend (backends/cpu/table.c), a static table inside
+ *     libmmdet, always present;
+ *   - the CUDA backend, lib/libmmdet-cuda.so, which libmmdet loads with
+ *     libltdl on md_device_init: it calls the library's one exported symbol
+ *     `md_backend_cuda` (a function returning the table) and checks `abi`.
+ *
+ * Each tensor's device selects its table (md__be in device.c). The
+ * front-ends (core/op_*.c, optim.c) do every check (shapes, dtypes,
+ * devices), allocate outputs, record autograd and trace ONNX/FLOPs once,
+ * then call the table: they never branch on the device for compute. The
+ * backend works on raw pointers and sizes; the CPU kernel each entry names
+ * (backends/cpu/) defines its semantics, which the CUDA kernels mirror.
  *
  * Every kernel returns 0, or -1 with a message readable through `error`.
- * Kernels run asynchronously on the backend's stream in issue order; only
- * `copy` to the host and `sync` wait. A NULL entry means "not implemented on
- * this device": the front-end reports it naming the op.
+ * Device kernels run asynchronously on the backend's stream in issue order;
+ * only `copy` to the host and `sync` wait. A NULL entry means "not
+ * implemented on this device": the front-end reports it naming the op and
+ * the device (md__no_kernel), except for the optional entries at the end,
+ * which the front-end composes from the other entries when NULL.
  *
- * The CUDA runtime keeps one context per process, so a backend's state
- * (device, stream, cuBLAS/cuDNN handles, workspace) is process-wide too. */
+ * The CUDA runtime keeps one context per process, so the CUDA backend's
+ * state (device, stream, cuBLAS/cuDNN handles, workspace) is process-wide
+ * too. The CPU backend's kernels need a thread count and scratch memory from
+ * the md_ctx whose op runs: `bind` hands it over (md__be calls it). */
 #ifndef MMDET_BACKEND_H
 #define MMDET_BACKEND_H
 
@@ -26,7 +36,9 @@
 extern "C" {
 #endif
 
-#define MD_BACKEND_ABI 4
+struct md_ctx;   /* libmmdet's context, opaque here */
+
+#define MD_BACKEND_ABI 5
 #define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
 
 /* Shape of a 2-D convolution (NCHW input, OIHW weight). */
@@ -80,7 +92,7 @@ typedef struct md__mt_param {
 
 typedef struct md_backend {
     int abi;                 /* MD_BACKEND_ABI */
-    const char *name;        /* "cuda" */
+    const char *name;        /* "cpu", "cuda": error messages name the device by it */
 
     /* ---- device and memory ---- */
     /* Selects device `index` and creates the stream and library handles; a
@@ -350,6 +362,64 @@ typedef struct md_backend {
     int (*swap_f32)(float *a, float *b, int64_t n);
 
     /* (end of multi-tensor steps) */
+
+    /* ---- ABI 5: context binding, CPU-first kernels ---- */
+    /* Called by md__be before the front-end's kernels with the md_ctx whose
+     * op runs next on the calling thread; NULL when the backend keeps no
+     * per-context state (CUDA). The CPU backend takes its thread count
+     * (md_ctx_threads) and kernel scratch (the step arena) from it. */
+    void (*bind)(struct md_ctx *ctx);
+    /* y = op(x) for n contiguous i64, i32 or u8 elements of `dtype`, the
+     * result of the same dtype (NEG, RELU, ABS, CLAMP, ADD_SCALAR,
+     * MUL_SCALAR): md__cpu_unary_int. */
+    int (*unary_int)(md__unop op, int dtype, int64_t n, const void *x, double p0, double p1, void *y);
+    /* RoIAlign, NMS: see the detection section. nms with the CPU's
+     * batched_nms modes: groups [0, n_groups), and `split` (mmcv's
+     * split_thr path: one NMS per group, the kept boxes merged by score):
+     * md__cpu_nms. */
+    int (*nms_split)(const float *boxes, const float *scores, const int64_t *group, int64_t n_groups, int64_t n,
+                     float iou_thr, int64_t max_num, bool split, int64_t *keep, int64_t *count);
+
+    /* ---- optional entries: NULL means the front-end composes the op from
+     * the entries above (the composition named with each) ---- */
+    /* Inference convolution with a per-channel epilogue, y = relu?((conv +
+     * bias) * scale + shift) (bias, scale, shift may be NULL), the bias
+     * folded into the shift in double and rounded once: md__conv2d_forward_ep.
+     * NULL: conv2d_forward, then binary_f32 mul, add and unary_f32 relu. */
+    int (*conv2d_forward_ep)(const md__conv_shape *s, const float *x, const float *w, const float *bias,
+                             const float *scale, const float *shift, bool relu, float *y);
+    /* C[b] = op(A[b]) op(B[b]) + beta C[b] for b < batch, A[b] = A + b * sa
+     * (B likewise), C contiguous [batch, M, N]. NULL: sgemm per matrix. */
+    int (*sgemm_batched)(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const float *A,
+                         int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C);
+    /* y[R, out] = x[R, in] w[out, in]^T + bias (bias may be NULL; rows
+     * start from the bias, then the product is added). NULL: sgemm, then
+     * binary_f32 add of the bias broadcast over rows. */
+    int (*linear_forward)(int64_t R, int64_t in, int64_t out, const float *x, const float *w, const float *bias,
+                          float *y);
+    /* gb[o] = (float)(sum over r of g[r, o]), summed in double, rows in
+     * order. NULL: sum_f32 over [1, R, out]. */
+    int (*sum_rows_f32)(const float *g, int64_t R, int64_t out, float *gb);
+    /* *out (HOST, waits) = sum of |x|^p in double (p = 2: squares; p =
+     * infinity: the maximum of |x|). NULL: p = 2 through binary_f32 mul,
+     * sum_f32 and a copy back; other p give NaN. */
+    int (*pow_sum_f64)(const float *x, int64_t n, double p, double *out);
+    /* x[k] = (float)((double)x[k] * s). NULL: unary_f32 MUL_SCALAR by (float)s. */
+    int (*scale_f64)(float *x, int64_t n, double s);
+    /* *any (HOST, waits) = whether some x[e] < 0: binary_cross_entropy masks
+     * the weight only then. NULL: the mask is always applied (bce_mask_weight
+     * gives the same values when no target is negative). */
+    int (*loss_any_negative)(const float *x, int64_t n, int *any);
+    /* focal_forward that also writes d[e] = d(loss[e])/dx[e] (the same exp
+     * and log1p serve both), and the backward from it: gx[e] = (float)(coef(e)
+     * * (double)d[e]): md__cpu_focal_forward_grad. NULL: focal_forward, and
+     * focal_backward recomputes. */
+    int (*focal_forward_grad)(const float *x, const int64_t *lab, int64_t n, int64_t c, float gamma, float alpha,
+                              float *loss, float *d);
+    int (*focal_backward_saved)(const float *d, int64_t E, const float *g, bool g_each, float scale, const float *w,
+                                float *gx);
+
+    /* (end of ABI 5) */
 } md_backend;
 
 /* The symbol a backend library exports. */

@@ -494,7 +494,10 @@ MD_API md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *
     bn_layer *n = nm && nm->cls == &bn_class && !nm->training ? (bn_layer *)nm : NULL;
     bool grad = md_grad_enabled(ctx) && (wants_grad(x) || (c && (wants_grad(c->w) || wants_grad(c->b))) ||
                                          (n && (wants_grad(n->w) || wants_grad(n->b))));
-    if (c && (!nm || n) && !grad && x->device == MD_CPU && c->w->device == MD_CPU) {
+    /* the fused pass where x's backend has the fused kernel (the CPU's) */
+    const md_backend *be = md__backend_table(x->device);
+    if (c && (!nm || n) && !grad && be && be->conv2d_forward_ep &&
+        md_device_equal(md_tensor_device(x), md_tensor_device(c->w))) {
         md_conv_epilogue e = { NULL, NULL, relu };
         md_scope_push(ctx, conv);
         if (n && md_batch_norm_fold(ctx, n->w, n->b, n->mean, n->var, n->eps, &e.scale, &e.shift) != 0) {

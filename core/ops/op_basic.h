@@ -6,13 +6,6 @@
 #include <string.h>
 #include "internal.h"
 
-/* Rejects tensors on a device for ops that have no kernel there yet. */
-static inline bool md__op_cpu(md_ctx *ctx, const char *op, const md_tensor *t) {
-    if (t->device == MD_CPU) return true;
-    md__no_kernel(ctx, op, t);
-    return false;
-}
-
 /* Normalises a possibly negative dim against ndim (ndim 0 accepts 0 and -1
  * like PyTorch); -1 after md_op_fail when out of range. */
 static inline int md__op_dim(md_ctx *ctx, const char *op, const md_tensor *t, int dim, int ndim) {
@@ -81,9 +74,6 @@ static inline md_tensor *md__view(md_ctx *ctx, const md_tensor *base, int ndim, 
 /* Adds g (the output-shaped gradient of a broadcasting op) into input i,
  * summing over the broadcast dimensions with the fast reduction kernels. */
 int md__accumulate_reduced(md_ctx *ctx, md_node *node, int i, md_tensor *g);
-
-/* dst (any strides) = src (same shape and dtype, any strides). */
-void md__copy_strided(md_tensor *dst, const md_tensor *src);
 
 /* Common dtype of a binary op: f32 > i64 > i32 > u8. */
 static inline md_dtype md__promote(md_dtype a, md_dtype b) {

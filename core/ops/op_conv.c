@@ -1,8 +1,8 @@
-/* conv2d: checks, output allocation, autograd; kernels in backends/cpu/conv.c. */
+/* conv2d: checks, output allocation, autograd; the kernels are the
+ * backend's (on the CPU backends/cpu/conv.c). */
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/conv.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
@@ -12,8 +12,8 @@ typedef struct conv_saved {
     bool bf16;          /* mixed precision (amp.h): the backward in bf16 too */
 } conv_saved;
 
-/* conv_backward on a device: the backend's three gradient kernels. */
-static int conv_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
+/* The backend's three gradient kernels. */
+static int conv_backward_kernels(md_ctx *ctx, md_node *node, md_tensor *gy) {
     conv_saved *sv = md_node_saved(node);
     const md__conv_shape *s = &sv->s;
     const md_backend *be = md__be(ctx, "conv2d", sv->x);
@@ -23,59 +23,28 @@ static int conv_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
         if (!(g[0] = md_tensor_empty_like(ctx, sv->x))) return -1;
         if (be->conv2d_backward_input(s, md_f32(gy), md_f32(sv->w), md_f32(g[0])) != 0)
             return md__be_failed(ctx, "conv2d", be), -1;
+        if (md_node_accumulate(ctx, node, 0, g[0]) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {
         if (!(g[1] = md_tensor_empty_like(ctx, sv->w))) return -1;
         if (be->conv2d_backward_weight(s, md_f32(sv->x), md_f32(gy), md_f32(g[1])) != 0)
             return md__be_failed(ctx, "conv2d", be), -1;
+        if (md_node_accumulate(ctx, node, 1, g[1]) != 0) return -1;
     }
     if (md_node_needs_grad(node, 2)) {
         if (!(g[2] = md__empty_like_on(ctx, sv->x, MD_F32, MD_DIMS(s->O)))) return -1;
         if (be->conv2d_backward_bias(s, md_f32(gy), md_f32(g[2])) != 0) return md__be_failed(ctx, "conv2d", be), -1;
+        if (md_node_accumulate(ctx, node, 2, g[2]) != 0) return -1;
     }
-    for (int i = 0; i < 3; i++)
-        if (g[i] && md_node_accumulate(ctx, node, i, g[i]) != 0) return -1;
     return 0;
 }
 
+/* Mixed precision: the CPU kernels run in bf16 while the thread's switch is
+ * set (gemm_bf16.h); the backward in the precision of its forward. */
 static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
-    conv_saved *sv = md_node_saved(node);
-    if (sv->x->device != MD_CPU) return conv_backward_device(ctx, node, gy);
-    const md__conv_shape *s = &sv->s;
-    int nt = md_ctx_threads(ctx);
-    const float *g = md_f32(gy);
-    int rc = -1, prev = md__cpu_bf16;
-    md__cpu_bf16 = sv->bf16;
-    if (md_node_needs_grad(node, 0)) {
-        md_tensor *gx = md_tensor_empty(ctx, MD_F32, 4, sv->x->shape);
-        if (!gx) goto out;
-        size_t mark = md_ctx_arena_mark(ctx);
-        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_INPUT, nt);
-        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) goto out;
-        md__conv2d_backward_input(s, g, md_f32(sv->w), md_f32(gx), work, nt);
-        md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 0, gx) != 0) goto out;
-    }
-    if (md_node_needs_grad(node, 1)) {
-        md_tensor *gw = md_tensor_empty(ctx, MD_F32, 4, sv->w->shape);
-        if (!gw) goto out;
-        size_t mark = md_ctx_arena_mark(ctx);
-        size_t wf = md__conv2d_work_floats(s, MD_CONV_BWD_WEIGHT, nt);
-        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) goto out;
-        md__conv2d_backward_weight(s, md_f32(sv->x), g, md_f32(gw), work, nt);
-        md_ctx_arena_release(ctx, mark);
-        if (md_node_accumulate(ctx, node, 1, gw) != 0) goto out;
-    }
-    if (md_node_needs_grad(node, 2)) {
-        md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(s->O));
-        if (!gb) goto out;
-        md__conv2d_backward_bias(s, g, md_f32(gb), nt);
-        if (md_node_accumulate(ctx, node, 2, gb) != 0) goto out;
-    }
-    rc = 0;
-out:
+    int prev = md__cpu_bf16;
+    md__cpu_bf16 = ((conv_saved *)md_node_saved(node))->bf16;
+    int rc = conv_backward_kernels(ctx, node, gy);
     md__cpu_bf16 = prev;
     return rc;
 }
@@ -132,27 +101,16 @@ static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     if (!xc || !wc || (bias && !bc)) return NULL;
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "conv2d", x);
-        if (!be) return NULL;
-        if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
-            !be->conv2d_backward_bias)
-            return md__no_kernel(ctx, "conv2d", x);
-        if (be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y)) != 0)
-            return md__be_failed(ctx, "conv2d", be);
-        goto record;
-    }
-    int nt = md_ctx_threads(ctx), prev = md__cpu_bf16;
-    md__cpu_bf16 = ctx->autocast == MD_BF16;   /* the kernel and its scratch size */
-    size_t mark = md_ctx_arena_mark(ctx);
-    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
-    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-    if (work || !wf) md__conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y), work, nt);
+    const md_backend *be = md__be(ctx, "conv2d", x);
+    if (!be) return NULL;
+    if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
+        !be->conv2d_backward_bias)
+        return md__no_kernel(ctx, "conv2d", x);
+    int prev = md__cpu_bf16;
+    md__cpu_bf16 = ctx->autocast == MD_BF16;
+    int frc = be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y));
     md__cpu_bf16 = prev;
-    if (wf && !work) return NULL;
-    md_ctx_arena_release(ctx, mark);
-
-record:;
+    if (frc != 0) return md__be_failed(ctx, "conv2d", be);
     md_node *node = md_autograd_record(ctx, y, ins, 3, conv_backward, "conv2d");
     if (node) {
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
@@ -213,34 +171,22 @@ static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tenso
     if (!md__same_device(ctx, "conv2d_fused", 5, (md_tensor *[]){ x, w, bias, scale, shift })) return NULL;
     bool grad = md_grad_enabled(ctx) &&
                 (needs_grad(x) || needs_grad(w) || needs_grad(bias) || needs_grad(scale) || needs_grad(shift));
-    if (grad || x->device != MD_CPU) return fused_unfused(ctx, x, w, bias, p, scale, shift, relu);
+    const md_backend *be = md__be(ctx, "conv2d_fused", x);
+    if (!be) return NULL;
+    if (grad || !be->conv2d_forward_ep) return fused_unfused(ctx, x, w, bias, p, scale, shift, relu);
 
     md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w);
     md_tensor *bc = bias ? md__contig(ctx, bias) : NULL, *sc = scale ? md__contig(ctx, scale) : NULL;
     md_tensor *hc = shift ? md__contig(ctx, shift) : NULL;
     if (!xc || !wc || (bias && !bc) || (scale && !sc) || (shift && !hc)) return NULL;
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
-    int nt = md_ctx_threads(ctx);
-    size_t mark = md_ctx_arena_mark(ctx);
-    /* one shift per channel: scale*bias + shift, in double, rounded once */
-    const float *sh = hc ? md_f32(hc) : NULL;
-    if (bc) {
-        float *t = md_ctx_alloc(ctx, sizeof(float) * (size_t)(s.O ? s.O : 1));
-        if (!t) return NULL;
-        for (int64_t o = 0; o < s.O; o++)
-            t[o] = (float)((double)md_f32(bc)[o] * (sc ? md_f32(sc)[o] : 1.0) + (sh ? sh[o] : 0.0));
-        sh = t;
-    }
     int prev = md__cpu_bf16;
     md__cpu_bf16 = ctx->autocast == MD_BF16;
-    size_t wf = md__conv2d_work_floats(&s, MD_CONV_FWD, nt);
-    float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-    if (work || !wf)
-        md__conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), sc ? md_f32(sc) : NULL, sh, relu, md_f32(y), work, nt);
+    int frc = be->conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, sc ? md_f32(sc) : NULL,
+                                    hc ? md_f32(hc) : NULL, relu, md_f32(y));
     md__cpu_bf16 = prev;
-    if (wf && !work) return NULL;
-    md_ctx_arena_release(ctx, mark);
+    if (frc != 0) return md__be_failed(ctx, "conv2d_fused", be);
     return y;
 }
 

@@ -1,7 +1,7 @@
 /* Detection ops with mmcv 1.7 / mmdet 2.28 semantics: RoIAlign, NMS,
  * batched NMS and bbox overlaps. Argument checks, output allocation and
- * autograd here; the kernels are in backends/cpu/detection.c and, for
- * tensors on a device, the backend's detection entries. Ops whose checks
+ * autograd here; the kernels are the backend's detection entries (on the
+ * CPU backends/cpu/detection.c). Ops whose checks
  * or output size depend on values (RoI batch indices, NMS, batched NMS's
  * class offsets) read those values back to the host: one synchronisation. */
 #include <float.h>
@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/detection.h"
 
 static bool is_boxes(const md_tensor *t) {
     return t->dtype == MD_F32 && t->ndim == 2 && t->shape[1] == 4;
@@ -18,16 +17,16 @@ static bool is_boxes(const md_tensor *t) {
 /* A CPU step copy of a device tensor, not recorded for autograd (t itself
  * on the CPU). */
 static md_tensor *host_copy(md_ctx *ctx, md_tensor *t) {
-    if (t->device == MD_CPU) return t;
     bool prev = md_grad_set_enabled(ctx, false);
     md_tensor *h = md_tensor_to(ctx, t, MD_DEVICE_CPU);
     md_grad_set_enabled(ctx, prev);
     return h;
 }
 
-/* t (a CPU step tensor) copied to like's device, not recorded. */
+/* t (a CPU step tensor) copied to like's device, not recorded (t itself
+ * when like is on the CPU). */
 static md_tensor *to_device_of(md_ctx *ctx, md_tensor *t, const md_tensor *like) {
-    if (!t || like->device == MD_CPU) return t;
+    if (!t) return t;
     bool prev = md_grad_set_enabled(ctx, false);
     md_tensor *d = md_tensor_to(ctx, t, md_tensor_device(like));
     md_grad_set_enabled(ctx, prev);
@@ -46,27 +45,15 @@ static int roi_align_backward(md_ctx *ctx, md_node *node, md_tensor *grad_out) {
     if (!md_node_needs_grad(node, 0)) return 0;
     const roi_align_saved *s = md_node_saved(node);
     md_tensor *feat = md_node_input(node, 0);
-    if (feat->device != MD_CPU) {   /* the kernel overwrites the gradient */
-        const md_backend *be = md__be(ctx, "roi_align", feat);
-        if (!be) return -1;
-        md_tensor *gd = md__empty_like_on(ctx, feat, MD_F32, feat->ndim, feat->shape);
-        if (!gd) return -1;
-        if (be->roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2],
-                                   feat->shape[3], md_f32(s->rois), s->rois->shape[0], s->out_h, s->out_w,
-                                   s->spatial_scale, s->sampling_ratio, s->aligned, md_f32(gd)) != 0)
-            return md__be_failed(ctx, "roi_align", be), -1;
-        return md_node_accumulate(ctx, node, 0, gd);
-    }
-    md_tensor *gf = md_tensor_zeros(ctx, MD_F32, feat->ndim, feat->shape);
-    if (!gf) return -1;
-    if (md__cpu_roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2],
-                                   feat->shape[3], md_f32(s->rois), s->rois->shape[0], s->out_h,
-                                   s->out_w, s->spatial_scale, s->sampling_ratio, s->aligned,
-                                   md_f32(gf)) != 0) {
-        md_op_failc(ctx, MD_ERR_NOMEM, "roi_align", "out of memory in backward");
-        return -1;
-    }
-    return md_node_accumulate(ctx, node, 0, gf);
+    const md_backend *be = md__be(ctx, "roi_align", feat);
+    if (!be) return -1;
+    md_tensor *gd = md__empty_like_on(ctx, feat, MD_F32, feat->ndim, feat->shape);   /* the kernel overwrites it */
+    if (!gd) return -1;
+    if (be->roi_align_backward(md_f32(grad_out), feat->shape[0], feat->shape[1], feat->shape[2], feat->shape[3],
+                               md_f32(s->rois), s->rois->shape[0], s->out_h, s->out_w, s->spatial_scale,
+                               s->sampling_ratio, s->aligned, md_f32(gd)) != 0)
+        return md__be_failed(ctx, "roi_align", be), -1;
+    return md_node_accumulate(ctx, node, 0, gd);
 }
 
 MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, int out_h, int out_w,
@@ -76,12 +63,9 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     char sf[96], sr[96];
     md_tensor *both[2] = { feat, rois };
     if (!md__same_device(ctx, op, 2, both)) return NULL;
-    const md_backend *be = NULL;
-    if (feat->device != MD_CPU) {
-        be = md__be(ctx, op, feat);
-        if (!be) return NULL;
-        if (!be->roi_align_forward || !be->roi_align_backward) return md__no_kernel(ctx, op, feat);
-    }
+    const md_backend *be = md__be(ctx, op, feat);
+    if (!be) return NULL;
+    if (!be->roi_align_forward || !be->roi_align_backward) return md__no_kernel(ctx, op, feat);
     if (feat->dtype != MD_F32 || feat->ndim != 4)
         return md_op_fail(ctx, op, "feat must be f32 [N, C, H, W], got %s", md_tensor_describe(feat, sf, sizeof sf));
     if (rois->dtype != MD_F32 || rois->ndim != 2 || rois->shape[1] != 5)
@@ -116,14 +100,9 @@ MD_API md_tensor *md_roi_align(md_ctx *ctx, md_tensor *feat, md_tensor *rois, in
     }
     md_tensor *out = md__empty_like_on(ctx, f, MD_F32, MD_DIMS(K, f->shape[1], out_h, out_w));
     if (!out) return NULL;
-    if (be) {
-        if (be->roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], md_f32(r), K, out_h,
-                                  out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
-            return md__be_failed(ctx, op, be);
-    } else if (md_tensor_numel(out) > 0 &&
-        md__cpu_roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], rp, K, out_h,
-                                  out_w, scale, sampling_ratio, aligned, md_f32(out)) != 0)
-        return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory for the sampling grid of %lld RoIs", (long long)K);
+    if (be->roi_align_forward(md_f32(f), N, f->shape[1], f->shape[2], f->shape[3], md_f32(r), K, out_h, out_w, scale,
+                              sampling_ratio, aligned, md_f32(out)) != 0)
+        return md__be_failed(ctx, op, be);
     md_tensor *ins[1] = { feat };   /* rois get no gradient, as in mmcv */
     md_node *node = md_autograd_record(ctx, out, ins, 1, roi_align_backward, op);
     if (node) {
@@ -146,11 +125,9 @@ static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_ten
     char sb[96], ss[96];
     md_tensor *both[2] = { boxes, scores };
     if (!md__same_device(ctx, op, 2, both)) return false;
-    if (boxes->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, op, boxes);
-        if (!be) return false;
-        if (!be->nms) return md__no_kernel(ctx, op, boxes), false;
-    }
+    const md_backend *be = md__be(ctx, op, boxes);
+    if (!be) return false;
+    if (!be->nms && !be->nms_split) return md__no_kernel(ctx, op, boxes), false;
     if (!is_boxes(boxes)) {
         md_op_fail(ctx, op, "boxes must be f32 [N, 4] (x1, y1, x2, y2), got %s",
                    md_tensor_describe(boxes, sb, sizeof sb));
@@ -164,31 +141,31 @@ static bool check_nms_args(md_ctx *ctx, const char *op, md_tensor *boxes, md_ten
     return true;
 }
 
-/* On a device: the sort and the suppression mask run there, the greedy pass
- * on the host; the kept indices come back as a tensor on b's device. */
+/* The backend's NMS (on a device the sort and the suppression mask run
+ * there, the greedy pass on the host); the kept indices come back as a
+ * tensor on b's device. nms_split keeps the CPU's batched_nms modes
+ * (`split`); a backend with only nms runs one pass over the groups. */
 static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *s, const int64_t *group,
                           int64_t n_groups, double iou_thr, int64_t max_num, bool split) {
     int64_t n = b->shape[0];
     int64_t *keep = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(n ? n : 1));
     if (!keep) return NULL;
-    if (b->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, op, b);
-        if (!be) return NULL;
-        if (!be->nms) return md__no_kernel(ctx, op, b);
-        md_tensor *dg = NULL;
-        if (group) {
-            dg = to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(n), group), b);
-            if (!dg) return NULL;
-        }
-        int64_t cnt = 0;
-        if (n > 0 && be->nms(md_f32(b), md_f32(s), dg ? md_i64(dg) : NULL, n, (float)iou_thr, max_num, keep,
-                             &cnt) != 0)
-            return md__be_failed(ctx, op, be);
-        return to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep), b);
+    const md_backend *be = md__be(ctx, op, b);
+    if (!be) return NULL;
+    md_tensor *dg = NULL;
+    if (group) {   /* the host groups, on b's device */
+        md_tensor hg = { .dtype = MD_I64, .device = MD_CPU, .ndim = 1, .shape = { n }, .stride = { 1 }, .data = (void *)group };
+        if (!(dg = to_device_of(ctx, &hg, b))) return NULL;
     }
-    int64_t cnt = md__cpu_nms(md_f32(b), md_f32(s), group, n_groups, n, (float)iou_thr, max_num, split, keep);
-    if (cnt < 0) return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory for %lld boxes", (long long)n);
-    return md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep);
+    int64_t cnt = 0;
+    int rc = 0;
+    if (n > 0)
+        rc = be->nms_split ? be->nms_split(md_f32(b), md_f32(s), dg ? md_i64(dg) : NULL, n_groups, n, (float)iou_thr,
+                                           max_num, split, keep, &cnt)
+                           : be->nms(md_f32(b), md_f32(s), dg ? md_i64(dg) : NULL, n, (float)iou_thr, max_num, keep,
+                                     &cnt);
+    if (rc != 0) return md__be_failed(ctx, op, be);
+    return to_device_of(ctx, md_tensor_from(ctx, MD_I64, MD_DIMS(cnt), keep), b);
 }
 
 MD_API md_tensor *md_nms(md_ctx *ctx, md_tensor *boxes, md_tensor *scores, double iou_thr, int64_t max_num) {
@@ -283,18 +260,11 @@ static int bbox_overlaps_backward(md_ctx *ctx, md_node *node, md_tensor *grad_ou
     md_tensor *ga = ga_on ? md__empty_like_on(ctx, s->a, MD_F32, MD_DIMS(s->a->shape[0], 4)) : NULL;
     md_tensor *gb = gb_on ? md__empty_like_on(ctx, s->b, MD_F32, MD_DIMS(s->b->shape[0], 4)) : NULL;
     if ((ga_on && !ga) || (gb_on && !gb)) return -1;
-    if (s->a->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "bbox_overlaps", s->a);
-        if (!be) return -1;
-        if (be->bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
-                                       s->aligned, s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL,
-                                       gb ? md_f32(gb) : NULL) != 0)
-            return md__be_failed(ctx, "bbox_overlaps", be), -1;
-    } else {
-        md__cpu_bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode,
-                                   s->aligned, s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL,
-                                   gb ? md_f32(gb) : NULL);
-    }
+    const md_backend *be = md__be(ctx, "bbox_overlaps", s->a);
+    if (!be) return -1;
+    if (be->bbox_overlaps_backward(md_f32(s->a), s->a->shape[0], md_f32(s->b), s->b->shape[0], s->mode, s->aligned,
+                                   s->eps, md_f32(grad_out), ga ? md_f32(ga) : NULL, gb ? md_f32(gb) : NULL) != 0)
+        return md__be_failed(ctx, "bbox_overlaps", be), -1;
     if (ga && md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
     if (gb && md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
     return 0;
@@ -307,12 +277,9 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     char sa[96], sb[96];
     md_tensor *both[2] = { a, b };
     if (!md__same_device(ctx, op, 2, both)) return NULL;
-    const md_backend *be = NULL;
-    if (a->device != MD_CPU) {
-        be = md__be(ctx, op, a);
-        if (!be) return NULL;
-        if (!be->bbox_overlaps_forward || !be->bbox_overlaps_backward) return md__no_kernel(ctx, op, a);
-    }
+    const md_backend *be = md__be(ctx, op, a);
+    if (!be) return NULL;
+    if (!be->bbox_overlaps_forward || !be->bbox_overlaps_backward) return md__no_kernel(ctx, op, a);
     if (mode != MD_IOU && mode != MD_IOF && mode != MD_GIOU)
         return md_op_fail(ctx, op, "unsupported mode %d (iou, iof or giou)", (int)mode);
     if (!is_boxes(a) || !is_boxes(b))
@@ -327,14 +294,8 @@ MD_API md_tensor *md_bbox_overlaps(md_ctx *ctx, md_tensor *a, md_tensor *b, md_i
     md_tensor *out = aligned ? md__empty_like_on(ctx, ac, MD_F32, MD_DIMS(n))
                              : md__empty_like_on(ctx, ac, MD_F32, MD_DIMS(n, m));
     if (!out) return NULL;
-    if (be) {
-        if (be->bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps,
-                                      md_f32(out)) != 0)
-            return md__be_failed(ctx, op, be);
-    } else {
-        md__cpu_bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps,
-                                      md_f32(out));
-    }
+    if (be->bbox_overlaps_forward(md_f32(ac), n, md_f32(bc), m, (int)mode, aligned, (float)eps, md_f32(out)) != 0)
+        return md__be_failed(ctx, op, be);
     md_tensor *ins[2] = { a, b };
     md_node *node = md_autograd_record(ctx, out, ins, 2, bbox_overlaps_backward, op);
     if (node) {

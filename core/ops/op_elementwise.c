@@ -1,5 +1,6 @@
 /* Element-wise ops with NumPy broadcasting: argument checks, output
- * allocation, autograd; the loops are in backends/cpu/elementwise.c. */
+ * allocation, autograd; the kernels are the backend's (on the CPU
+ * backends/cpu/elementwise.c). */
 #include <math.h>
 #include <string.h>
 #include "op_basic.h"
@@ -35,21 +36,14 @@ MD_API md_tensor *md_cast(md_ctx *ctx, md_tensor *a, md_dtype dt) {
     if (a->dtype == dt) return a;
     if (md_dtype_size(dt) == 0 || (unsigned)dt > MD_U8 || (unsigned)a->dtype > MD_U8)
         return md_op_fail(ctx, "cast", "from %s to %s unsupported", md_dtype_name(a->dtype), md_dtype_name(dt));
-    if (a->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "cast", a);
-        if (!be) return NULL;
-        if (!be->cast) return md__no_kernel(ctx, "cast", a);
-        md_tensor *c = md_contiguous(ctx, a);
-        md_tensor *out = c ? md__empty_like_on(ctx, a, dt, a->ndim, a->shape) : NULL;
-        if (!out) return NULL;
-        if (be->cast((int)a->dtype, (int)dt, md_tensor_numel(a), c->data, out->data) != 0)
-            return md__be_failed(ctx, "cast", be);
-        return out;
-    }
+    const md_backend *be = md__be(ctx, "cast", a);
+    if (!be) return NULL;
+    if (!be->cast) return md__no_kernel(ctx, "cast", a);
     md_tensor *c = md_contiguous(ctx, a);
-    md_tensor *out = md_tensor_empty(ctx, dt, a->ndim, a->shape);
-    if (!c || !out) return NULL;
-    md__cpu_cast(a->dtype, dt, md_tensor_numel(a), c->data, out->data);
+    md_tensor *out = c ? md__empty_like_on(ctx, a, dt, a->ndim, a->shape) : NULL;
+    if (!out) return NULL;
+    if (be->cast((int)a->dtype, (int)dt, md_tensor_numel(a), c->data, out->data) != 0)
+        return md__be_failed(ctx, "cast", be);
     return out;
 }
 
@@ -121,11 +115,6 @@ static void binary_loop(md__loop *L, const md_tensor *out, const md_tensor *a, c
 static bool binary_kernel(md_ctx *ctx, md__binop op, md_dtype dt, const md__loop *L, const md_tensor *a,
                           const md_tensor *b, md_tensor *out) {
     const char *name = bin_names[op];
-    if (a->device == MD_CPU) {
-        if (md__cpu_binary(op, dt, L, a->data, b->data, out->data) == 0) return true;
-        md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(dt));
-        return false;
-    }
     const md_backend *be = md__be(ctx, name, a);
     if (!be) return false;
     int rc;
@@ -143,10 +132,8 @@ static bool binary_kernel(md_ctx *ctx, md__binop op, md_dtype dt, const md__loop
 static md_tensor *binary_(md_ctx *ctx, md__binop op, md_tensor *a, md_tensor *b, bool inplace) {
     if (!a || !b) return NULL;
     const char *name = bin_names[op];
-    if (a->device != MD_CPU || b->device != MD_CPU) {
-        md_tensor *ins[2] = { a, b };
-        if (!md__same_device(ctx, name, 2, ins)) return NULL;
-    }
+    md_tensor *ins[2] = { a, b };
+    if (!md__same_device(ctx, name, 2, ins)) return NULL;
     md_dtype dt = md__promote(a->dtype, b->dtype), odt = dt;
     if (op <= MD_BIN_DIV) {
         if (op == MD_BIN_DIV) dt = odt = MD_F32;   /* true division, as PyTorch */
@@ -219,16 +206,11 @@ static md_tensor *compare_scalar(md_ctx *ctx, md__binop op, md_tensor *a, double
     md_tensor *c = md_contiguous(ctx, a);
     md_tensor *out = c ? md__empty_like_on(ctx, a, MD_U8, a->ndim, a->shape) : NULL;
     if (!out) return NULL;
-    if (a->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, bin_names[op], a);
-        if (!be) return NULL;
-        if (!be->compare_scalar) return md__no_kernel(ctx, bin_names[op], a);
-        if (be->compare_scalar(op, (int)c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
-            return md__be_failed(ctx, bin_names[op], be);
-        return out;
-    }
-    if (md__cpu_compare_scalar(op, c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
-        return md_op_fail(ctx, bin_names[op], "dtype %s unsupported", md_dtype_name(c->dtype));
+    const md_backend *be = md__be(ctx, bin_names[op], a);
+    if (!be) return NULL;
+    if (!be->compare_scalar) return md__no_kernel(ctx, bin_names[op], a);
+    if (be->compare_scalar(op, (int)c->dtype, md_tensor_numel(c), c->data, s, md_u8(out)) != 0)
+        return md__be_failed(ctx, bin_names[op], be);
     return out;
 }
 
@@ -255,17 +237,12 @@ static int unary_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0), *y = md_node_output(node);
     md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, un_names[s->op], x);
-        if (!be) return -1;
-        if (!be->unary_f32_backward) return md__no_kernel(ctx, un_names[s->op], x), -1;
-        if (be->unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
-                                   md_f32(gx)) != 0)
-            return md__be_failed(ctx, un_names[s->op], be), -1;
-    } else {
-        md__cpu_unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
-                                   md_f32(gx));
-    }
+    const md_backend *be = md__be(ctx, un_names[s->op], x);
+    if (!be) return -1;
+    if (!be->unary_f32_backward) return md__no_kernel(ctx, un_names[s->op], x), -1;
+    if (be->unary_f32_backward(s->op, md_tensor_numel(x), md_f32(x), md_f32(y), md_f32(g), s->p0, s->p1,
+                               md_f32(gx)) != 0)
+        return md__be_failed(ctx, un_names[s->op], be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -282,10 +259,6 @@ static void unary_unsave(md_ctx *ctx, md_node *n, md__unop op) {
 /* y = op(a) on a's device (a contiguous f32); false after md_op_fail. */
 static bool unary_kernel(md_ctx *ctx, const char *name, md__unop op, const md_tensor *a, float p0, float p1,
                          md_tensor *y) {
-    if (a->device == MD_CPU) {
-        md__cpu_unary_f32(op, md_tensor_numel(a), md_f32(a), p0, p1, md_f32(y));
-        return true;
-    }
     const md_backend *be = md__be(ctx, name, a);
     if (!be) return false;
     if (!be->unary_f32) return md__no_kernel(ctx, name, a), false;
@@ -301,12 +274,14 @@ static md_tensor *unary(md_ctx *ctx, md__unop op, md_tensor *a, double p0, doubl
         bool keeps_int = op == MD_UN_NEG || op == MD_UN_RELU || op == MD_UN_ABS || op == MD_UN_CLAMP ||
                          op == MD_UN_ADD_SCALAR || op == MD_UN_MUL_SCALAR;
         if (!keeps_int) return unary(ctx, op, md_cast(ctx, a, MD_F32), p0, p1);
-        if (a->device != MD_CPU) return md__no_kernel(ctx, name, a);   /* no integer unary kernels there */
+        const md_backend *be = md__be(ctx, name, a);
+        if (!be) return NULL;
+        if (!be->unary_int) return md__no_kernel(ctx, name, a);
         md_tensor *c = md_contiguous(ctx, a);
         md_tensor *out = c ? md_tensor_empty_like(ctx, c) : NULL;
         if (!out) return NULL;
-        if (md__cpu_unary_int(op, c->dtype, md_tensor_numel(c), c->data, p0, p1, out->data) != 0)
-            return md_op_fail(ctx, name, "dtype %s unsupported", md_dtype_name(c->dtype));
+        if (be->unary_int(op, (int)c->dtype, md_tensor_numel(c), c->data, p0, p1, out->data) != 0)
+            return md__be_failed(ctx, name, be);
         return out;
     }
     a = md_contiguous(ctx, a);
@@ -370,11 +345,8 @@ MD_API md_tensor *md_clamp(md_ctx *ctx, md_tensor *a, double lo, double hi) {
 
 static int where_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *cond = *(md_tensor **)md_node_saved(node);
-    md_tensor *zero = md_tensor_scalar(ctx, 0.0f);
-    if (zero && g->device != MD_CPU) {   /* a zero on the gradient's device */
-        zero = md__empty_like_on(ctx, g, MD_F32, 0, NULL);
-        if (zero && md_tensor_fill_(zero, 0.0) != 0) return -1;
-    }
+    md_tensor *zero = md__empty_like_on(ctx, g, MD_F32, 0, NULL);   /* a zero on the gradient's device */
+    if (!zero || md_tensor_fill_(zero, 0.0) != 0) return -1;
     if (md_node_needs_grad(node, 0) &&
         md__accumulate_reduced(ctx, node, 0, md_where(ctx, cond, g, zero))) return -1;
     if (md_node_needs_grad(node, 1) &&
@@ -386,11 +358,9 @@ MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor
     if (!cond || !a || !b) return NULL;
     md_tensor *ins3[3] = { cond, a, b };
     if (!md__same_device(ctx, "where", 3, ins3)) return NULL;
-    const md_backend *be = NULL;
-    if (a->device != MD_CPU) {
-        if (!(be = md__be(ctx, "where", a))) return NULL;
-        if (!be->where) return md__no_kernel(ctx, "where", a);
-    }
+    const md_backend *be = md__be(ctx, "where", a);
+    if (!be) return NULL;
+    if (!be->where) return md__no_kernel(ctx, "where", a);
     md_dtype dt = md__promote(a->dtype, b->dtype);
     cond = to_bool(ctx, cond);
     a = md_cast(ctx, a, dt);
@@ -410,12 +380,8 @@ MD_API md_tensor *md_where(md_ctx *ctx, md_tensor *cond, md_tensor *a, md_tensor
     const int64_t *st[4] = { out->stride, sc, sa, sb };
     md__loop L;
     md__loop_init(&L, ndim, shape, 4, st);
-    if (be) {
-        if (be->where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data) != 0)
-            return md__be_failed(ctx, "where", be);
-    } else {
-        md__cpu_where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data);
-    }
+    if (be->where(&L, md_dtype_size(dt), md_u8(cond), a->data, b->data, out->data) != 0)
+        return md__be_failed(ctx, "where", be);
     if (dt == MD_F32) {
         md_tensor *ins[2] = { a, b };
         md_node *n = md_autograd_record(ctx, out, ins, 2, where_backward, "where");

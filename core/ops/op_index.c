@@ -2,7 +2,6 @@
  * Index tensors are i64; values are checked against the indexed size. */
 #include <string.h>
 #include "op_basic.h"
-#include "backends/cpu/index.h"
 
 static bool range_fail(md_ctx *ctx, const char *op, const md_tensor *a, int dim, int64_t v, int64_t i) {
     char s[96];
@@ -16,31 +15,21 @@ static bool range_fail(md_ctx *ctx, const char *op, const md_tensor *a, int dim,
  * (a synchronisation: an index out of range would corrupt memory). */
 static bool check_range(md_ctx *ctx, const char *op, const md_tensor *a, int dim, const md_tensor *index) {
     int64_t size = a->ndim ? a->shape[dim] : 1, n = md_tensor_numel(index);
-    const int64_t *idx = md_i64(index);
-    if (index->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, op, index);
-        if (!be) return false;
-        if (!be->index_check) return md__no_kernel(ctx, op, index), false;
-        int64_t bad, val;
-        if (be->index_check(idx, n, size, &bad, &val) != 0) return md__be_failed(ctx, op, be), false;
-        return bad < 0 || range_fail(ctx, op, a, dim, val, bad);
-    }
-    for (int64_t i = 0; i < n; i++)
-        if (idx[i] < 0 || idx[i] >= size) return range_fail(ctx, op, a, dim, idx[i], i);
-    return true;
+    const md_backend *be = md__be(ctx, op, index);
+    if (!be) return false;
+    int64_t bad, val;
+    if (be->index_check(md_i64(index), n, size, &bad, &val) != 0) return md__be_failed(ctx, op, be), false;
+    return bad < 0 || range_fail(ctx, op, a, dim, val, bad);
 }
 
-/* The backend of a device op whose kernels `need` are all present; NULL on
- * the CPU (*fail false) or after md_op_fail (*fail true). */
-static const md_backend *index_be(md_ctx *ctx, const char *op, const md_tensor *a, bool ok, bool *fail) {
-    *fail = false;
-    if (a->device == MD_CPU) return NULL;
+/* The backend of a's op when it has the kernels the op needs (`ok`, read
+ * from md__backend_table); NULL after md_op_fail. */
+static const md_backend *index_be(md_ctx *ctx, const char *op, const md_tensor *a, bool ok) {
     const md_backend *be = md__be(ctx, op, a);
     if (be && !ok) {
         md__no_kernel(ctx, op, a);
         be = NULL;
     }
-    *fail = !be;
     return be;
 }
 
@@ -61,15 +50,11 @@ static int index_select_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "index_select", x);
-        md_tensor *gc = md__contig(ctx, g);
-        if (!be || !gc) return -1;
-        if (be->index_add_f32(md_f32(gc), s->outer, s->n, s->inner, s->idx, s->k, md_f32(gx)) != 0)
-            return md__be_failed(ctx, "index_select", be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__cpu_index_add_f32(md_f32(g), s->outer, s->n, s->inner, s->idx, s->k, md_f32(gx));
+    const md_backend *be = md__be(ctx, "index_select", x);
+    md_tensor *gc = md__contig(ctx, g);
+    if (!be || !gc) return -1;
+    if (be->index_add_f32(md_f32(gc), s->outer, s->n, s->inner, s->idx, s->k, md_f32(gx)) != 0)
+        return md__be_failed(ctx, "index_select", be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -77,11 +62,10 @@ MD_API md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor 
     if (!a || !index) return NULL;
     md_tensor *ins[2] = { a, index };
     if (!md__same_device(ctx, "index_select", 2, ins)) return NULL;
-    bool fail;
     const md_backend *t = md__backend_table(a->device);
     const md_backend *be = index_be(ctx, "index_select", a, t && t->index_check && t->index_select &&
-                                    t->index_add_f32, &fail);
-    if (fail) return NULL;
+                                    t->index_add_f32);
+    if (!be) return NULL;
     int d = md__op_dim(ctx, "index_select", a, dim, a->ndim);
     if (d < 0) return NULL;
     if (index->ndim > 1) {
@@ -100,12 +84,8 @@ MD_API md_tensor *md_index_select(md_ctx *ctx, md_tensor *a, int dim, md_tensor 
     if (a->ndim) sh[d] = k;
     md_tensor *out = md__empty_like_on(ctx, a, a->dtype, a->ndim, sh);
     if (!out) return NULL;
-    if (be) {
-        if (be->index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data) != 0)
-            return md__be_failed(ctx, "index_select", be);
-    } else {
-        md__cpu_index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data);
-    }
+    if (be->index_select(md_dtype_size(a->dtype), a->data, outer, n, inner, md_i64(idx), k, out->data) != 0)
+        return md__be_failed(ctx, "index_select", be);
     if (a->dtype == MD_F32) {
         md_node *node = md_autograd_record(ctx, out, &a, 1, index_select_backward, "index_select");
         if (node) {
@@ -139,16 +119,11 @@ static int64_t *index_offsets(md_ctx *ctx, const char *op, const md_tensor *a, i
     int64_t n = md_tensor_numel(idx);
     if (!check_range(ctx, op, a, d, idx)) return NULL;
     size_t bytes = sizeof(int64_t) * (size_t)(n ? n : 1);
-    if (a->device != MD_CPU) {   /* device memory that lives until backward */
-        const md_backend *be = md__be(ctx, op, a);
-        int64_t *off = be ? md__dev_alloc(ctx, a->device, bytes) : NULL;
-        if (!off) return NULL;
-        if (be->index_offsets(a->ndim, idx->shape, d, md_i64(idx), a->stride, off) != 0)
-            return md__be_failed(ctx, op, be), NULL;
-        return off;
-    }
-    int64_t *off = md_ctx_alloc(ctx, bytes);
-    if (off) md__cpu_index_offsets(a->ndim, idx->shape, d, md_i64(idx), a->stride, off);
+    const md_backend *be = md__be(ctx, op, a);
+    int64_t *off = be ? md__alloc_like(ctx, a, bytes) : NULL;   /* step memory that lives until backward */
+    if (!off) return NULL;
+    if (be->index_offsets(a->ndim, idx->shape, d, md_i64(idx), a->stride, off) != 0)
+        return md__be_failed(ctx, op, be), NULL;
     return off;
 }
 
@@ -159,15 +134,11 @@ static int gather_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "gather", x);
-        md_tensor *gc = md__contig(ctx, g);
-        if (!be || !gc) return -1;
-        if (be->put_add(MD_F32, gx->data, s->off, s->n, md_tensor_numel(gx), gc->data) != 0)
-            return md__be_failed(ctx, "gather", be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__cpu_put_add(MD_F32, gx->data, s->off, s->n, g->data);
+    const md_backend *be = md__be(ctx, "gather", x);
+    md_tensor *gc = md__contig(ctx, g);
+    if (!be || !gc) return -1;
+    if (be->put_add(MD_F32, gx->data, s->off, s->n, md_tensor_numel(gx), gc->data) != 0)
+        return md__be_failed(ctx, "gather", be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -175,11 +146,9 @@ MD_API md_tensor *md_gather(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index
     if (!a || !index) return NULL;
     md_tensor *ins[2] = { a, index };
     if (!md__same_device(ctx, "gather", 2, ins)) return NULL;
-    bool fail;
     const md_backend *t = md__backend_table(a->device);
-    const md_backend *be = index_be(ctx, "gather", a, t && t->index_check && t->index_offsets && t->take && t->put_add,
-                                    &fail);
-    if (fail) return NULL;
+    const md_backend *be = index_be(ctx, "gather", a, t && t->index_check && t->index_offsets && t->take && t->put_add);
+    if (!be) return NULL;
     int d = md__op_dim(ctx, "gather", a, dim, a->ndim);
     if (d < 0) return NULL;
     md_tensor *idx = index_tensor(ctx, "gather", index);
@@ -189,11 +158,7 @@ MD_API md_tensor *md_gather(md_ctx *ctx, md_tensor *a, int dim, md_tensor *index
     md_tensor *out = off ? md__empty_like_on(ctx, a, a->dtype, idx->ndim, idx->shape) : NULL;
     if (!out) return NULL;
     int64_t n = md_tensor_numel(idx);
-    if (be) {
-        if (be->take(md_dtype_size(a->dtype), a->data, off, n, out->data) != 0) return md__be_failed(ctx, "gather", be);
-    } else {
-        md__cpu_take(md_dtype_size(a->dtype), a->data, off, n, out->data);
-    }
+    if (be->take(md_dtype_size(a->dtype), a->data, off, n, out->data) != 0) return md__be_failed(ctx, "gather", be);
     if (a->dtype == MD_F32) {
         md_node *node = md_autograd_record(ctx, out, &a, 1, gather_backward, "gather");
         if (node) {
@@ -220,22 +185,13 @@ static int scatter_add_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *gs = md_tensor_zeros_like(ctx, src);
     md_tensor *part = md__empty_like_on(ctx, src, MD_F32, s->idx->ndim, s->idx->shape);
     if (!gs || !part) return -1;
-    if (src->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "scatter_add", src);
-        md_tensor *gc = md__contig(ctx, g);
-        if (!be || !gc) return -1;
-        if (be->take(sizeof(float), gc->data, s->off, s->n, part->data) != 0)
-            return md__be_failed(ctx, "scatter_add", be), -1;
-    } else {
-        md__cpu_take(sizeof(float), g->data, s->off, s->n, part->data);
-    }
+    const md_backend *be = md__be(ctx, "scatter_add", src);
+    md_tensor *gc = md__contig(ctx, g);
+    if (!be || !gc) return -1;
+    if (be->take(sizeof(float), gc->data, s->off, s->n, part->data) != 0)
+        return md__be_failed(ctx, "scatter_add", be), -1;
     md_tensor *region = md__view(ctx, gs, part->ndim, part->shape, gs->stride, gs->data);
-    if (!region) return -1;
-    if (src->device != MD_CPU) {
-        if (md__copy_any(ctx, region, part) != 0) return -1;
-    } else {
-        md__copy_strided(region, part);
-    }
+    if (!region || md__copy_any(ctx, region, part) != 0) return -1;
     return md_node_accumulate(ctx, node, 1, gs);
 }
 
@@ -243,11 +199,10 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
     if (!a || !index || !src) return NULL;
     md_tensor *ins3[3] = { a, index, src };
     if (!md__same_device(ctx, "scatter_add", 3, ins3)) return NULL;
-    bool fail;
     const md_backend *tb = md__backend_table(a->device);
     const md_backend *be = index_be(ctx, "scatter_add", a, tb && tb->index_check && tb->index_offsets && tb->take &&
-                                    tb->put_add, &fail);
-    if (fail) return NULL;
+                                    tb->put_add);
+    if (!be) return NULL;
     char s[96], t[96];
     int d = md__op_dim(ctx, "scatter_add", a, dim, a->ndim);
     if (d < 0) return NULL;
@@ -262,11 +217,7 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
                               md_tensor_describe(idx, t, sizeof t), md_tensor_describe(src, s, sizeof s), k);
     md_tensor *out = md__empty_like_on(ctx, a, a->dtype, a->ndim, a->shape);
     if (!out) return NULL;
-    if (be) {
-        if (md__copy_any(ctx, out, a) != 0) return NULL;
-    } else {
-        md__copy_strided(out, a);
-    }
+    if (md__copy_any(ctx, out, a) != 0) return NULL;
     int64_t *off = index_offsets(ctx, "scatter_add", out, d, idx);
     if (!off) return NULL;
     /* the part of src the index covers, contiguous */
@@ -274,17 +225,10 @@ MD_API md_tensor *md_scatter_add(md_ctx *ctx, md_tensor *a, int dim, md_tensor *
     md_tensor *vals = region ? md__empty_like_on(ctx, src, src->dtype, idx->ndim, idx->shape) : NULL;
     if (!vals) return NULL;
     int64_t n = md_tensor_numel(idx);
-    if (be) {
-        if (md__copy_any(ctx, vals, region) != 0) return NULL;
-        if (a->dtype == MD_U8)
-            return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
-        if (be->put_add((int)a->dtype, out->data, off, n, md_tensor_numel(out), vals->data) != 0)
-            return md__be_failed(ctx, "scatter_add", be);
-    } else {
-        md__copy_strided(vals, region);
-        if (md__cpu_put_add(a->dtype, out->data, off, n, vals->data) != 0)
-            return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
-    }
+    if (md__copy_any(ctx, vals, region) != 0) return NULL;
+    if (a->dtype == MD_U8) return md_op_fail(ctx, "scatter_add", "dtype %s unsupported", md_dtype_name(a->dtype));
+    if (be->put_add((int)a->dtype, out->data, off, n, md_tensor_numel(out), vals->data) != 0)
+        return md__be_failed(ctx, "scatter_add", be);
     if (a->dtype == MD_F32) {
         md_tensor *ins[2] = { a, src };
         md_node *node = md_autograd_record(ctx, out, ins, 2, scatter_add_backward, "scatter_add");
@@ -306,48 +250,19 @@ MD_API md_tensor *md_nonzero(md_ctx *ctx, md_tensor *a) {
     if (!a) return NULL;
     md_tensor *m = md_contiguous(ctx, a);
     if (!m) return NULL;
-    if (m->device != MD_CPU) {   /* the count is read back: the output's size depends on the data */
-        const md_backend *be = md__be(ctx, "nonzero", m);
-        if (!be) return NULL;
-        if (!be->nonzero) return md__no_kernel(ctx, "nonzero", m);
-        int64_t cnt;
-        if (be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, NULL, &cnt) != 0)
-            return md__be_failed(ctx, "nonzero", be);
-        md_tensor *out = m->ndim == 1 ? md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt))
-                                      : md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt, m->ndim ? m->ndim : 1));
-        if (!out) return NULL;
-        int64_t again;
-        if (cnt > 0 && be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, md_i64(out), &again) != 0)
-            return md__be_failed(ctx, "nonzero", be);
-        return out;
-    }
-    int64_t n = md_tensor_numel(m), cnt = 0;
-    size_t es = md_dtype_size(m->dtype);
-    const char *p = m->data;
-    static const char zero[8] = { 0 };
-    /* -0.0f is zero too: compare floats as floats */
-    #define NZ(i) (m->dtype == MD_F32 ? md_f32(m)[i] != 0.0f : memcmp(p + (size_t)(i) * es, zero, es) != 0)
-    for (int64_t i = 0; i < n; i++) cnt += NZ(i);
-    int nd = m->ndim ? m->ndim : 1;
-    md_tensor *out = m->ndim == 1 ? md_tensor_empty(ctx, MD_I64, MD_DIMS(cnt))
-                                  : md_tensor_empty(ctx, MD_I64, MD_DIMS(cnt, nd));
+    /* the count is read back: the output's size depends on the data */
+    const md_backend *be = md__be(ctx, "nonzero", m);
+    if (!be) return NULL;
+    if (!be->nonzero) return md__no_kernel(ctx, "nonzero", m);
+    int64_t cnt;
+    if (be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, NULL, &cnt) != 0)
+        return md__be_failed(ctx, "nonzero", be);
+    md_tensor *out = m->ndim == 1 ? md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt))
+                                  : md__empty_like_on(ctx, m, MD_I64, MD_DIMS(cnt, m->ndim ? m->ndim : 1));
     if (!out) return NULL;
-    int64_t *o = md_i64(out), k = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!NZ(i)) continue;
-        if (m->ndim == 1) {
-            o[k++] = i;
-            continue;
-        }
-        int64_t rem = i;
-        for (int d = nd - 1; d >= 0; d--) {
-            int64_t s = m->ndim ? m->shape[d] : 1;
-            o[k * nd + d] = rem % s;
-            rem /= s;
-        }
-        k++;
-    }
-    #undef NZ
+    int64_t again;
+    if (cnt > 0 && be->nonzero((int)m->dtype, m->data, m->ndim, m->shape, md_i64(out), &again) != 0)
+        return md__be_failed(ctx, "nonzero", be);
     return out;
 }
 

@@ -1,5 +1,6 @@
 /* In-place moving-average update and swap of whole f32 tensors (the EMA
- * hooks' shadow weights), on the CPU or a device. */
+ * hooks' shadow weights): checks here, kernels the backend's (on the CPU
+ * backends/cpu/optim.c). */
 #include "internal.h"
 
 /* 0 when a and b are contiguous f32 tensors of one shape on one device;
@@ -23,36 +24,19 @@ static int check_pair(md_ctx *ctx, const char *op, const md_tensor *a, const md_
 MD_API int md_tensor_lerp_(md_ctx *ctx, md_tensor *dst, const md_tensor *src, double w) {
     if (check_pair(ctx, "lerp_", dst, src) != 0) return -1;
     int64_t n = md_tensor_numel(dst);
-    float m = (float)w;
-    if (dst->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "lerp_", dst);
-        if (!be) return -1;
-        if (!be->lerp_f32) return md__no_kernel(ctx, "lerp_", dst), -1;
-        if (be->lerp_f32(md_f32(dst), md_f32(src), n, m) != 0) return md__be_failed(ctx, "lerp_", be), -1;
-        return 0;
-    }
-    float *e = md_f32(dst);
-    const float *v = md_f32(src);
-    /* the expression mmdet's EMA hooks evaluate (the CUDA kernel's too) */
-    for (int64_t k = 0; k < n; k++) e[k] = (1 - m) * e[k] + m * v[k];
+    const md_backend *be = md__be(ctx, "lerp_", dst);
+    if (!be) return -1;
+    if (!be->lerp_f32) return md__no_kernel(ctx, "lerp_", dst), -1;
+    if (be->lerp_f32(md_f32(dst), md_f32(src), n, (float)w) != 0) return md__be_failed(ctx, "lerp_", be), -1;
     return 0;
 }
 
 MD_API int md_tensor_swap_(md_ctx *ctx, md_tensor *a, md_tensor *b) {
     if (check_pair(ctx, "swap_", a, b) != 0) return -1;
     int64_t n = md_tensor_numel(a);
-    if (a->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "swap_", a);
-        if (!be) return -1;
-        if (!be->swap_f32) return md__no_kernel(ctx, "swap_", a), -1;
-        if (be->swap_f32(md_f32(a), md_f32(b), n) != 0) return md__be_failed(ctx, "swap_", be), -1;
-        return 0;
-    }
-    float *x = md_f32(a), *y = md_f32(b);
-    for (int64_t k = 0; k < n; k++) {
-        float t = x[k];
-        x[k] = y[k];
-        y[k] = t;
-    }
+    const md_backend *be = md__be(ctx, "swap_", a);
+    if (!be) return -1;
+    if (!be->swap_f32) return md__no_kernel(ctx, "swap_", a), -1;
+    if (be->swap_f32(md_f32(a), md_f32(b), n) != 0) return md__be_failed(ctx, "swap_", be), -1;
     return 0;
 }

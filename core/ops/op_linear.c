@@ -1,9 +1,8 @@
-/* matmul and linear through OpenBLAS sgemm. Transposed views go to BLAS as
- * transposed operands (no copy); other layouts are copied once. */
-#include <omp.h>
+/* matmul and linear through the backend's sgemm (on the CPU OpenBLAS,
+ * backends/cpu/gemm.c). Transposed views go to it as transposed operands
+ * (no copy); other layouts are copied once. */
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/gemm.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
@@ -40,38 +39,25 @@ static bool mat_of(const md_tensor *t, mat *m) {
     return false;
 }
 
-/* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N], on a
- * device through the backend's sgemm; false after md_op_fail. */
-static bool batched_gemm_device(md_ctx *ctx, const md_tensor *like, int64_t batch, mat A, mat B, float beta,
-                                float *C) {
+/* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N], on
+ * like's device: the backend's batched product, or one sgemm per matrix
+ * where it has none; false after md_op_fail. */
+static bool batched_gemm(md_ctx *ctx, const md_tensor *like, int64_t batch, mat A, mat B, float beta, float *C) {
     int64_t M = A.rows, N = B.cols, K = A.cols;
     const md_backend *be = md__be(ctx, "matmul", like);
     if (!be) return false;
+    if (be->sgemm_batched) {
+        if (be->sgemm_batched(A.trans, B.trans, batch, M, N, K, A.p, A.ld, A.bstride, B.p, B.ld, B.bstride, beta,
+                              C) != 0)
+            return md__be_failed(ctx, "matmul", be), false;
+        return true;
+    }
     if (!be->sgemm) return md__no_kernel(ctx, "matmul", like), false;
     for (int64_t b = 0; b < batch && M > 0 && N > 0; b++)
         if (be->sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld, beta,
                       C + b * M * N, N) != 0)
             return md__be_failed(ctx, "matmul", be), false;
     return true;
-}
-
-/* C[b] = op(A[b]) op(B[b]) (+ beta C), C contiguous [batch, M, N]. */
-static void batched_gemm(int nthreads, int64_t batch, mat A, mat B, float beta, float *C) {
-    int64_t M = A.rows, N = B.cols, K = A.cols;
-    if (batch <= 0 || M <= 0 || N <= 0) return;
-    if (batch == 1 || M * N * K >= ((int64_t)1 << 21) || nthreads == 1) {
-        for (int64_t b = 0; b < batch; b++)
-            md__sgemm_par(nthreads, A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld,
-                          B.p + b * B.bstride, B.ld, beta, C + b * M * N, N);
-        return;
-    }
-    /* many small matrices: one per OpenMP thread, BLAS single-threaded */
-    int prev = md__blas_threads_set(1);
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t b = 0; b < batch; b++)
-        md__sgemm(A.trans, B.trans, M, N, K, 1.0f, A.p + b * A.bstride, A.ld, B.p + b * B.bstride, B.ld, beta,
-                  C + b * M * N, N);
-    md__blas_threads_set(prev);
 }
 
 static int check_f32(md_ctx *ctx, const char *op, const char *what, const md_tensor *t) {
@@ -82,27 +68,15 @@ static int check_f32(md_ctx *ctx, const char *op, const char *what, const md_ten
     return 0;
 }
 
-/* y = op(A) op(B) (+ beta y, beta 0 or 1) for one matrix on like's device;
- * on the CPU in bf16 (mixed precision, amp.h) when bf16 is set. */
-static bool gemm_on(md_ctx *ctx, const md_tensor *like, bool bf16, bool ta, bool tb, int64_t M, int64_t N,
-                    int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                    int64_t ldc) {
-    if (like->device == MD_CPU && bf16) {
-        size_t mark = md_ctx_arena_mark(ctx), wf = md__gemm_bf16_work_floats(M, N, K);
-        float *work = wf ? md_ctx_alloc(ctx, wf * sizeof(float)) : NULL;
-        if (wf && !work) return false;
-        md__gemm_bf16(md_ctx_threads(ctx), ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, work);
-        md_ctx_arena_release(ctx, mark);
-        return true;
-    }
-    if (like->device == MD_CPU) {
-        md__sgemm_par(md_ctx_threads(ctx), ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        return true;
-    }
-    mat a = { .p = A, .trans = ta, .ld = lda, .rows = M, .cols = K };
-    mat b = { .p = B, .trans = tb, .ld = ldb, .rows = K, .cols = N };
-    (void)ldc;   /* C is contiguous [M, N] in every caller */
-    return batched_gemm_device(ctx, like, 1, a, b, beta, C);
+/* y = op(A) op(B) (+ beta y) for one matrix on like's device. */
+static bool gemm_on(md_ctx *ctx, const md_tensor *like, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    const md_backend *be = md__be(ctx, "matmul", like);
+    if (!be) return false;
+    if (!be->sgemm) return md__no_kernel(ctx, "matmul", like), false;
+    if (M > 0 && N > 0 && be->sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) != 0)
+        return md__be_failed(ctx, "matmul", be), false;
+    return true;
 }
 
 /* ------------------------------------------------------------- matmul -- */
@@ -111,7 +85,6 @@ typedef struct matmul_saved { md_tensor *a, *b; } matmul_saved;
 
 static int matmul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     matmul_saved *sv = md_node_saved(node);
-    int nt = md_ctx_threads(ctx);
     mat A, B, Gm;
     mat_of(sv->a, &A);
     mat_of(sv->b, &B);
@@ -120,21 +93,13 @@ static int matmul_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     if (md_node_needs_grad(node, 0)) {   /* gA = g B^T */
         md_tensor *ga = md_tensor_empty_like(ctx, sv->a);
         if (!ga) return -1;
-        if (g->device != MD_CPU) {
-            if (!batched_gemm_device(ctx, g, batch, Gm, mat_flip(B), 0.0f, md_f32(ga))) return -1;
-        } else {
-            batched_gemm(nt, batch, Gm, mat_flip(B), 0.0f, md_f32(ga));
-        }
+        if (!batched_gemm(ctx, g, batch, Gm, mat_flip(B), 0.0f, md_f32(ga))) return -1;
         if (md_node_accumulate(ctx, node, 0, ga) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gB = A^T g */
         md_tensor *gb = md_tensor_empty_like(ctx, sv->b);
         if (!gb) return -1;
-        if (g->device != MD_CPU) {
-            if (!batched_gemm_device(ctx, g, batch, mat_flip(A), Gm, 0.0f, md_f32(gb))) return -1;
-        } else {
-            batched_gemm(nt, batch, mat_flip(A), Gm, 0.0f, md_f32(gb));
-        }
+        if (!batched_gemm(ctx, g, batch, mat_flip(A), Gm, 0.0f, md_f32(gb))) return -1;
         if (md_node_accumulate(ctx, node, 1, gb) != 0) return -1;
     }
     return 0;
@@ -169,10 +134,8 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
     if (!y) return NULL;
     if (A.cols == 0) {
         if (md_tensor_fill_(y, 0.0) != 0) return md_op_fail(ctx, "matmul", "cannot zero the output");
-    } else if (y->device != MD_CPU) {
-        if (!batched_gemm_device(ctx, y, batch, A, B, 0.0f, md_f32(y))) return NULL;
-    } else {
-        batched_gemm(md_ctx_threads(ctx), batch, A, B, 0.0f, md_f32(y));
+    } else if (!batched_gemm(ctx, y, batch, A, B, 0.0f, md_f32(y))) {
+        return NULL;
     }
     md_tensor *ins[2] = { a0, b0 };
     md_node *node = md_autograd_record(ctx, y, ins, 2, matmul_backward, "matmul");
@@ -192,10 +155,10 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
 typedef struct linear_saved {
     md_tensor *x, *w;
     int64_t rows;
-    bool bf16;   /* mixed precision: the backward in bf16 too */
+    bool bf16;   /* mixed precision (amp.h): the backward in bf16 too */
 } linear_saved;
 
-static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+static int linear_backward_kernels(md_ctx *ctx, md_node *node, md_tensor *g) {
     linear_saved *sv = md_node_saved(node);
     int64_t R = sv->rows, in = sv->w->shape[1], out = sv->w->shape[0];
     const float *gp = md_f32(g);
@@ -203,36 +166,42 @@ static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
         md_tensor *gx = md_tensor_empty_like(ctx, md_node_input(node, 0));
         if (!gx) return -1;
         if (out == 0 ? md_tensor_fill_(gx, 0.0) != 0
-                     : !gemm_on(ctx, g, sv->bf16, false, false, R, in, out, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in))
+                     : !gemm_on(ctx, g, false, false, R, in, out, gp, out, md_f32(sv->w), in, 0.0f, md_f32(gx), in))
             return -1;
         if (md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     }
     if (md_node_needs_grad(node, 1)) {   /* gw[out,in] = g^T x */
         md_tensor *gw = md_tensor_empty_like(ctx, sv->w);
         if (!gw) return -1;
-        if (!gemm_on(ctx, g, sv->bf16, true, false, out, in, R, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in)) return -1;
+        if (!gemm_on(ctx, g, true, false, out, in, R, gp, out, md_f32(sv->x), in, 0.0f, md_f32(gw), in)) return -1;
         if (md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     }
-    if (md_node_needs_grad(node, 2)) {
-        if (g->device != MD_CPU) {   /* gb = sum of g over rows */
+    if (md_node_needs_grad(node, 2)) {   /* gb = sum of g over rows */
+        const md_backend *be = md__be(ctx, "linear", g);
+        if (!be) return -1;
+        if (!be->sum_rows_f32) {
             md_tensor *gb = md_sum(ctx, md_reshape(ctx, g, MD_DIMS(R, out)), 0, false);
             return gb ? md_node_accumulate(ctx, node, 2, gb) : -1;
         }
-        md_tensor *gb = md_tensor_empty(ctx, MD_F32, MD_DIMS(out));
+        md_tensor *gb = md__empty_like_on(ctx, g, MD_F32, MD_DIMS(out));
         if (!gb) return -1;
-        float *b = md_f32(gb);
-        #pragma omp parallel for if (R * out > 65536) schedule(static)
-        for (int64_t o = 0; o < out; o++) {
-            double acc = 0;
-            for (int64_t r = 0; r < R; r++) acc += gp[r * out + o];
-            b[o] = (float)acc;
-        }
+        if (be->sum_rows_f32(gp, R, out, md_f32(gb)) != 0) return md__be_failed(ctx, "linear", be), -1;
         if (md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
     }
     return 0;
 }
 
-static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+/* Mixed precision: the CPU's matrix products run in bf16 while the
+ * thread's switch is set (gemm_bf16.h); the backward as its forward. */
+static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
+    int prev = md__cpu_bf16;
+    md__cpu_bf16 = ((linear_saved *)md_node_saved(node))->bf16;
+    int rc = linear_backward_kernels(ctx, node, g);
+    md__cpu_bf16 = prev;
+    return rc;
+}
+
+static md_tensor *linear_kernels(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
     if (!x || !w) return NULL;
     if (check_f32(ctx, "linear", "input", x) || check_f32(ctx, "linear", "weight", w) ||
         (bias && check_f32(ctx, "linear", "bias", bias)) ||
@@ -259,22 +228,19 @@ static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, x->ndim, shape);
     if (!y) return NULL;
     float *yp = md_f32(y);
-    if (y->device != MD_CPU && R > 0 && out > 0) {   /* y = x w^T, then y += bias (broadcast over rows) */
-        if (!gemm_on(ctx, y, false, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
+    const md_backend *be = md__be(ctx, "linear", y);
+    if (!be) return NULL;
+    if (be->linear_forward) {   /* y = bias, then y += x w^T */
+        if (be->linear_forward(R, in, out, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, yp) != 0)
+            return md__be_failed(ctx, "linear", be);
+    } else if (R > 0 && out > 0) {   /* y = x w^T, then y += bias (broadcast over rows) */
+        if (!gemm_on(ctx, y, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
         if (bc) {
-            const md_backend *be = md__be(ctx, "linear", y);
-            if (!be || !be->binary_f32) return be ? md__no_kernel(ctx, "linear", y) : NULL;
+            if (!be->binary_f32) return md__no_kernel(ctx, "linear", y);
             md__loop L = { .ndim = 2, .nops = 3, .numel = R * out, .shape = { R, out },
                            .st = { { out, 1 }, { out, 1 }, { 0, 1 } } };
             if (be->binary_f32(MD_BIN_ADD, &L, yp, md_f32(bc), yp) != 0) return md__be_failed(ctx, "linear", be);
         }
-    } else if (R > 0 && out > 0) {
-        if (bc) {   /* y = bias, then y += x w^T */
-            for (int64_t r = 0; r < R; r++) memcpy(yp + r * out, md_f32(bc), sizeof(float) * (size_t)out);
-        }
-        if (!gemm_on(ctx, y, ctx->autocast == MD_BF16, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in,
-                     bc ? 1.0f : 0.0f, yp, out))
-            return NULL;
     }
     md_tensor *ins[3] = { x, w, bias };
     md_node *node = md_autograd_record(ctx, y, ins, 3, linear_backward, "linear");
@@ -285,6 +251,14 @@ static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
         md_node_unsave(ctx, node, -1);
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
+    return y;
+}
+
+static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+    int prev = md__cpu_bf16;
+    md__cpu_bf16 = ctx->autocast == MD_BF16;
+    md_tensor *y = linear_kernels(ctx, x, w, bias);
+    md__cpu_bf16 = prev;
     return y;
 }
 

@@ -1,15 +1,14 @@
 /* Losses with mmdet 2.28 semantics. Each loss is one fused op: element-wise
  * values, mmdet's weight_reduce_loss (weight, reduction, avg_factor), and a
  * backward that folds the upstream gradient, the reduction scale and the
- * weight into one coefficient per element. Kernels: backends/cpu/losses.c,
- * and on a device the backend's loss entries (backends/cuda/losses.cu): the
- * checks, the weight shapes and the reduction rules stay here, only the
- * per-element kernels and the weighted sums run on the device. */
+ * weight into one coefficient per element. The checks, the weight shapes
+ * and the reduction rules stay here; the per-element kernels and the
+ * weighted sums are the backend's loss entries (backends/cpu/losses.c,
+ * backends/cuda/losses.cu). */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/losses.h"
 
 /* mmdet's weight_reduce_loss rules on the arguments. */
 static bool check_reduction(md_ctx *ctx, const char *op, md_reduction red, double avg_factor) {
@@ -66,53 +65,25 @@ static const float *expand_weight(md_ctx *ctx, const char *op, const md_tensor *
     *ok = true;
     if (!w) return NULL;
     *ok = false;
-    int64_t E = 1;
-    for (int d = 0; d < ndim; d++) E *= shape[d];
     if (!weight_fits(ctx, op, w, ndim, shape)) return NULL;
-    if (w->device != MD_CPU) {   /* a device copy of the broadcast view */
-        if (w->ndim == ndim && md_tensor_is_contiguous(w)) {
-            bool same = true;
-            for (int d = 0; d < ndim; d++) same = same && w->shape[d] == shape[d];
-            if (same) { *ok = true; return md_f32(w); }
-        }
-        md_tensor v = broadcast_view(w, ndim, shape);
-        md_tensor *out = md__empty_like_on(ctx, w, MD_F32, ndim, shape);
-        if (!out || md_tensor_copy_(ctx, out, &v) != 0) return NULL;
-        *ok = true;
-        return md_f32(out);
-    }
     if (w->ndim == ndim && md_tensor_is_contiguous(w)) {
         bool same = true;
         for (int d = 0; d < ndim; d++) same = same && w->shape[d] == shape[d];
         if (same) { *ok = true; return md_f32(w); }
     }
-    float *out = md_ctx_alloc(ctx, sizeof(float) * (size_t)(E ? E : 1));
-    if (!out) return NULL;
-    int64_t bstride[MD_MAX_DIMS] = { 0 }, idx[MD_MAX_DIMS] = { 0 };
-    for (int d = 0; d < w->ndim; d++) {
-        int od = ndim - w->ndim + d;
-        bstride[od] = w->shape[d] == 1 ? 0 : w->stride[d];
-    }
-    const float *src = md_f32(w);
-    int64_t off = 0;
-    for (int64_t e = 0; e < E; e++) {
-        out[e] = src[off];
-        for (int d = ndim - 1; d >= 0; d--) {
-            off += bstride[d];
-            if (++idx[d] < shape[d]) break;
-            off -= bstride[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
+    /* a contiguous copy of the broadcast view, on w's device */
+    md_tensor v = broadcast_view(w, ndim, shape);
+    md_tensor *out = md__empty_like_on(ctx, w, MD_F32, ndim, shape);
+    if (!out || md__copy_any(ctx, out, &v) != 0) return NULL;
     *ok = true;
-    return out;
+    return md_f32(out);
 }
 
 typedef enum loss_kind { K_REDUCE, K_CE, K_BCE, K_FOCAL, K_SL1, K_L1, K_GIOU, K_GIOU_NOPOS } loss_kind;
 
 typedef struct loss_saved {
     loss_kind kind;
-    const md_backend *be;  /* the device's kernels; NULL on the CPU */
+    const md_backend *be;  /* the kernels of the inputs' device */
     md_reduction red;
     float scale;           /* d(out)/d(weighted element) for sum/mean */
     int64_t E;             /* elements of the element-wise loss */
@@ -124,13 +95,14 @@ typedef struct loss_saved {
     float p1, p2;          /* beta | gamma, alpha | eps */
 } loss_saved;
 
-/* A missing loss entry of the device backend, reported naming the op. */
+/* A missing loss entry of the backend, reported naming the op. */
 #define NEED(be, entry, ctx, op, t) \
     do { if (!(be)->entry) return md__no_kernel(ctx, op, t); } while (0)
 
-/* loss_backward on a device: the same coefficients, with the upstream
- * gradient left on the device (g[0] * scale is formed by the kernels). */
-static int loss_backward_dev(md_ctx *ctx, md_node *node, md_tensor *gout, const loss_saved *s) {
+/* The coefficients of the forward's reduction, with the upstream gradient
+ * left on its device (g[0] * scale is formed by the kernels). */
+static int loss_backward(md_ctx *ctx, md_node *node, md_tensor *gout) {
+    const loss_saved *s = md_node_saved(node);
     const md_backend *be = s->be;
     const char *op = md_node_op(node);
     bool none = s->red == MD_REDUCE_NONE && s->kind != K_GIOU_NOPOS;
@@ -168,8 +140,13 @@ static int loss_backward_dev(md_ctx *ctx, md_node *node, md_tensor *gout, const 
         if (ga) rc = be->bce_backward(md_f32(s->x), md_f32(s->y), s->E, g, none, scale, s->w, ga);
         break;
     case K_FOCAL:
-        BNEED(focal_backward);
-        if (ga) rc = be->focal_backward(md_f32(s->x), s->lab, s->n, s->c, s->p1, s->p2, g, none, scale, s->w, ga);
+        if (ga && s->aux) {   /* the derivatives focal_forward_grad wrote */
+            BNEED(focal_backward_saved);
+            rc = be->focal_backward_saved(s->aux, s->E, g, none, scale, s->w, ga);
+        } else if (ga) {
+            BNEED(focal_backward);
+            rc = be->focal_backward(md_f32(s->x), s->lab, s->n, s->c, s->p1, s->p2, g, none, scale, s->w, ga);
+        }
         break;
     case K_SL1:
         BNEED(smooth_l1_backward);
@@ -183,72 +160,13 @@ static int loss_backward_dev(md_ctx *ctx, md_node *node, md_tensor *gout, const 
         BNEED(giou_backward);
         rc = be->giou_backward(md_f32(s->x), md_f32(s->y), s->n, s->p2, g, none, scale, s->w, ga, gb);
         break;
-    case K_GIOU_NOPOS:
+    case K_GIOU_NOPOS:   /* out = sum(pred * weight): d/d(pred) = g * weight */
         BNEED(loss_coef_fill);
         if (ga) rc = be->loss_coef_fill(s->E, g, false, s->scale, NULL, s->aux, ga);
         break;
     }
 #undef BNEED
     if (rc != 0) return md__be_failed(ctx, op, be), -1;
-    if (a && md_node_accumulate(ctx, node, 0, a) != 0) return -1;
-    if (b && md_node_accumulate(ctx, node, 1, b) != 0) return -1;
-    return 0;
-}
-
-static int loss_backward(md_ctx *ctx, md_node *node, md_tensor *gout) {
-    const loss_saved *s = md_node_saved(node);
-    if (s->be) return loss_backward_dev(ctx, node, gout, s);
-    bool none = s->red == MD_REDUCE_NONE && s->kind != K_GIOU_NOPOS;
-    md__loss_coef k = { none ? md_f32(gout) : NULL, none ? 0.0f : md_f32(gout)[0] * s->scale, s->w };
-    bool g0 = md_node_needs_grad(node, 0), g1 = md_node_needs_grad(node, 1);
-    md_tensor *a = g0 ? md_tensor_empty(ctx, MD_F32, s->x->ndim, s->x->shape) : NULL;
-    md_tensor *b = NULL;
-    if (g0 && !a) return -1;
-    if (g1 && (s->kind == K_SL1 || s->kind == K_L1 || s->kind == K_GIOU)) {
-        b = md_tensor_empty(ctx, MD_F32, s->y->ndim, s->y->shape);
-        if (!b) return -1;
-    }
-    float *ga = a ? md_f32(a) : NULL, *gb = b ? md_f32(b) : NULL;
-    switch (s->kind) {
-    case K_REDUCE:   /* inputs: loss, weight */
-        if (ga) for (int64_t e = 0; e < s->E; e++) ga[e] = md__coef(&k, e);
-        if (g1) {
-            /* d/d(weight) is per element of the loss; accumulate sums it
-             * over the broadcast dimensions. */
-            md__loss_coef k2 = { k.g, k.scale, NULL };
-            b = md_tensor_empty(ctx, MD_F32, s->x->ndim, s->x->shape);
-            if (!b) return -1;
-            for (int64_t e = 0; e < s->E; e++) md_f32(b)[e] = md__coef(&k2, e) * s->aux[e];
-        }
-        break;
-    case K_CE:
-        if (ga) md__cpu_ce_backward(md_f32(s->x), s->lab, s->aux, s->n, s->c, s->ignore, &k, ga);
-        break;
-    case K_BCE:
-        if (ga) md__cpu_bce_backward(md_f32(s->x), md_f32(s->y), s->E, &k, ga);
-        break;
-    case K_FOCAL:
-        if (ga && s->aux) {   /* derivatives from the forward */
-            const float *d = s->aux;
-            #pragma omp parallel for if (s->E > 65536) schedule(static)
-            for (int64_t e = 0; e < s->E; e++) ga[e] = (float)(md__coef(&k, e) * (double)d[e]);
-        } else if (ga) {
-            md__cpu_focal_backward(md_f32(s->x), s->lab, s->n, s->c, s->p1, s->p2, &k, ga);
-        }
-        break;
-    case K_SL1:
-        md__cpu_smooth_l1_backward(md_f32(s->x), md_f32(s->y), s->E, s->p1, &k, ga, gb);
-        break;
-    case K_L1:
-        md__cpu_l1_backward(md_f32(s->x), md_f32(s->y), s->E, &k, ga, gb);
-        break;
-    case K_GIOU:
-        md__cpu_giou_backward(md_f32(s->x), md_f32(s->y), s->n, s->p2, &k, ga, gb);
-        break;
-    case K_GIOU_NOPOS:   /* out = sum(pred * weight): d/d(pred) = g * weight */
-        if (ga) for (int64_t e = 0; e < s->E; e++) ga[e] = k.scale * s->aux[e];
-        break;
-    }
     if (a && md_node_accumulate(ctx, node, 0, a) != 0) return -1;
     if (b && md_node_accumulate(ctx, node, 1, b) != 0) return -1;
     return 0;
@@ -277,10 +195,10 @@ static md_tensor *record(md_ctx *ctx, const char *op, const loss_saved *s, md_te
     return out;
 }
 
-/* finish() on a device: the same scale and value rules; the weighted
- * element-wise loss is only formed when it is the output. */
-static md_tensor *finish_dev(md_ctx *ctx, const char *op, loss_saved *s, md_tensor *L, double avg_factor,
-                             bool empty_is_zero, md_tensor *const *ins, int nin) {
+/* Weights and reduces L by mmdet's rules; the weighted element-wise loss is
+ * only formed when it is the output. */
+static md_tensor *finish(md_ctx *ctx, const char *op, loss_saved *s, md_tensor *L, double avg_factor,
+                         bool empty_is_zero, md_tensor *const *ins, int nin) {
     const md_backend *be = s->be;
     NEED(be, loss_reduce, ctx, op, L);
     int64_t E = md_tensor_numel(L);
@@ -289,12 +207,12 @@ static md_tensor *finish_dev(md_ctx *ctx, const char *op, loss_saved *s, md_tens
     md_tensor *out;
     if (s->red == MD_REDUCE_NONE) {
         out = L;
-        if (s->w || s->kind == K_REDUCE) {   /* never hand back (or scale) the input itself */
+        if (s->kind == K_REDUCE) {   /* never hand back (or scale) the input itself */
             out = md__empty_like_on(ctx, L, MD_F32, L->ndim, L->shape);
             if (!out) return NULL;
-            if (E > 0 && be->loss_reduce(md_f32(L), s->w, E, 1.0, md_f32(out), NULL) != 0)
-                return md__be_failed(ctx, op, be);
         }
+        if ((s->w || out != L) && E > 0 && be->loss_reduce(md_f32(L), s->w, E, 1.0, md_f32(out), NULL) != 0)
+            return md__be_failed(ctx, op, be);
         return record(ctx, op, s, out, ins, nin);
     }
     double div, empty;
@@ -316,65 +234,11 @@ static md_tensor *finish_dev(md_ctx *ctx, const char *op, loss_saved *s, md_tens
     out = md__empty_like_on(ctx, L, MD_F32, 0, &one);
     if (!out) return NULL;
     if (E == 0) {
-        if (md__dev_fill(out, empty) != 0) return md__be_failed(ctx, op, be);
+        if (md_tensor_fill_(out, empty) != 0) return md__be_failed(ctx, op, be);
     } else if (be->loss_reduce(md_f32(L), s->w, E, div, NULL, md_f32(out)) != 0) {
         return md__be_failed(ctx, op, be);
     }
     return record(ctx, op, s, out, ins, nin);
-}
-
-static md_tensor *finish(md_ctx *ctx, const char *op, loss_saved *s, md_tensor *L, double avg_factor,
-                         bool empty_is_zero, md_tensor *const *ins, int nin) {
-    if (s->be) return finish_dev(ctx, op, s, L, avg_factor, empty_is_zero, ins, nin);
-    int64_t E = md_tensor_numel(L);
-    s->E = E;
-    md_tensor *wl = L;
-    if (s->kind == K_REDUCE) {   /* never hand back (or scale) the input itself */
-        s->aux = md_f32(L);
-        wl = md_tensor_empty(ctx, MD_F32, L->ndim, L->shape);
-        if (!wl) return NULL;
-        if (!s->w) memcpy(md_f32(wl), md_f32(L), sizeof(float) * (size_t)E);
-    }
-    if (s->w) {
-        float *d = md_f32(wl);
-        const float *l = md_f32(L), *w = s->w;
-        #pragma omp parallel for if (E > 65536) schedule(static)
-        for (int64_t e = 0; e < E; e++) d[e] = l[e] * w[e];
-    }
-    md_tensor *out = wl;
-    if (s->red != MD_REDUCE_NONE) {
-        double sum = md__cpu_sum(md_f32(wl), E), v;
-        if (s->red == MD_REDUCE_SUM) {
-            s->scale = 1.0f;
-            v = sum;
-        } else if (avg_factor >= 0) {
-            s->scale = (float)(1.0 / (avg_factor + FLT_EPSILON));
-            v = sum / (avg_factor + FLT_EPSILON);
-        } else {
-            s->scale = E ? (float)(1.0 / (double)E) : NAN;
-            v = E ? sum / (double)E : NAN;
-        }
-        if (E == 0 && empty_is_zero) v = 0.0;
-        out = md_tensor_scalar(ctx, (float)v);
-        if (!out) return NULL;
-    }
-    md_node *node = md_autograd_record(ctx, out, ins, nin, loss_backward, op);
-    if (node) {
-        loss_saved *sv = md_node_save(ctx, node, sizeof *sv);
-        if (!sv || keep_loss_saved(ctx, node, s)) return NULL;
-        *sv = *s;
-    }
-    return out;
-}
-
-/* The backend running x's loss on a device (NULL on the CPU, with *ok);
- * *ok false after the error when the device has no backend. */
-static const md_backend *loss_be(md_ctx *ctx, const char *op, const md_tensor *x, bool *ok) {
-    *ok = true;
-    if (x->device == MD_CPU) return NULL;
-    const md_backend *be = md__be(ctx, op, x);
-    *ok = be != NULL;
-    return be;
 }
 
 MD_API md_tensor *md_weight_reduce_loss(md_ctx *ctx, md_tensor *loss, md_tensor *weight, md_reduction red,
@@ -386,9 +250,9 @@ MD_API md_tensor *md_weight_reduce_loss(md_ctx *ctx, md_tensor *loss, md_tensor 
     if (!check_reduction(ctx, op, red, avg_factor)) return NULL;
     if (loss->dtype != MD_F32)
         return md_op_fail(ctx, op, "loss must be f32, got %s", md_tensor_describe(loss, sl, sizeof sl));
+    const md_backend *be = md__be(ctx, op, loss);
+    if (!be) return NULL;
     bool ok;
-    const md_backend *be = loss_be(ctx, op, loss, &ok);
-    if (!ok) return NULL;
     md_tensor *L = md__contig(ctx, loss);
     if (!L) return NULL;
     loss_saved s = { .kind = K_REDUCE, .be = be, .red = red, .x = L };
@@ -425,24 +289,17 @@ MD_API md_tensor *md_loss_cross_entropy(md_ctx *ctx, md_tensor *logits, md_tenso
         return md_op_fail(ctx, op, "class_weight must be f32 [%lld] for logits %s, got %s", (long long)c,
                           md_tensor_describe(logits, sx, sizeof sx),
                           md_tensor_describe(class_weight, sc, sizeof sc));
+    const md_backend *be = md__be(ctx, op, logits);
+    if (!be) return NULL;
+    NEED(be, loss_check_labels, ctx, op, logits);
+    NEED(be, ce_forward, ctx, op, logits);
     bool ok;
-    const md_backend *be = loss_be(ctx, op, logits, &ok);
-    if (!ok) return NULL;
-    if (be) {
-        NEED(be, loss_check_labels, ctx, op, logits);
-        NEED(be, ce_forward, ctx, op, logits);
-    }
     md_tensor *x = md__contig(ctx, logits), *lb = md__contig(ctx, labels);
     md_tensor *cw = class_weight ? md__contig(ctx, class_weight) : NULL;
     if (!x || !lb || (class_weight && !cw)) return NULL;
     const int64_t *lp = md_i64(lb);
     int64_t bad[2] = { -1, 0 };   /* row, label */
-    if (be) {
-        if (be->loss_check_labels(lp, n, 0, c, ignore_index, bad) != 0) return md__be_failed(ctx, op, be);
-    } else {
-        for (int64_t i = 0; i < n && bad[0] < 0; i++)
-            if (lp[i] != ignore_index && (lp[i] < 0 || lp[i] >= c)) bad[0] = i, bad[1] = lp[i];
-    }
+    if (be->loss_check_labels(lp, n, 0, c, ignore_index, bad) != 0) return md__be_failed(ctx, op, be);
     if (bad[0] >= 0)
         return md_op_fail(ctx, op, "label %lld of row %lld is out of range [0, %lld) for logits %s "
                           "(ignore_index %lld)", (long long)bad[1], (long long)bad[0], (long long)c,
@@ -450,8 +307,7 @@ MD_API md_tensor *md_loss_cross_entropy(md_ctx *ctx, md_tensor *logits, md_tenso
     md_tensor *L = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n));
     if (!L) return NULL;
     const float *cwp = cw ? md_f32(cw) : NULL;
-    if (!be) md__cpu_ce_forward(md_f32(x), lp, cwp, n, c, ignore_index, md_f32(L));
-    else if (be->ce_forward(md_f32(x), lp, cwp, n, c, ignore_index, md_f32(L)) != 0) return md__be_failed(ctx, op, be);
+    if (be->ce_forward(md_f32(x), lp, cwp, n, c, ignore_index, md_f32(L)) != 0) return md__be_failed(ctx, op, be);
     loss_saved s = { .kind = K_CE, .be = be, .red = red, .x = x, .aux = cwp, .lab = lp, .n = n, .c = c,
                      .ignore = ignore_index };
     s.w = expand_weight(ctx, op, weight, 1, &n, &ok);
@@ -470,43 +326,32 @@ MD_API md_tensor *md_loss_bce_with_logits(md_ctx *ctx, md_tensor *pred, md_tenso
     if (pred->dtype != MD_F32 || target->dtype != MD_F32 || !md_tensor_same_shape(pred, target))
         return md_op_fail(ctx, op, "pred and target must be f32 of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
+    const md_backend *be = md__be(ctx, op, pred);
+    if (!be) return NULL;
+    NEED(be, bce_mask_weight, ctx, op, pred);
+    NEED(be, bce_forward, ctx, op, pred);
     bool ok;
-    const md_backend *be = loss_be(ctx, op, pred, &ok);
-    if (!ok) return NULL;
     md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
     int64_t E = md_tensor_numel(x);
     const float *w = expand_weight(ctx, op, weight, x->ndim, x->shape, &ok);
     if (!ok) return NULL;
-    if (be) {
-        /* The mask below, always applied: (t >= 0) * w is w itself (and 1
-         * for no weight) when no target is negative, the same values. */
-        NEED(be, bce_mask_weight, ctx, op, pred);
-        NEED(be, bce_forward, ctx, op, pred);
-        float *m = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(E ? E : 1));
-        md_tensor *L = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape);
-        if (!m || !L) return NULL;
-        if (be->bce_mask_weight(md_f32(t), w, E, m) != 0 || be->bce_forward(md_f32(x), md_f32(t), E, md_f32(L)) != 0)
-            return md__be_failed(ctx, op, be);
-        loss_saved s = { .kind = K_BCE, .be = be, .red = red, .x = x, .y = t, .w = m };
-        md_tensor *ins[1] = { pred };
-        return finish(ctx, op, &s, L, avg_factor, false, ins, 1);
-    }
     /* mmdet masks out elements whose label is negative (ignore_index -100):
-     * weight = weight * (label >= 0). */
-    const float *tp = md_f32(t);
-    bool any_neg = false;
-    for (int64_t e = 0; e < E && !any_neg; e++) any_neg = tp[e] < 0;
+     * weight = weight * (label >= 0). Without loss_any_negative the mask is
+     * always applied: (t >= 0) * w is w itself (and 1 for no weight) when no
+     * target is negative, the same values. */
+    int any_neg = 1;
+    if (be->loss_any_negative && be->loss_any_negative(md_f32(t), E, &any_neg) != 0) return md__be_failed(ctx, op, be);
     if (any_neg) {
-        float *m = md_ctx_alloc(ctx, sizeof(float) * (size_t)E);
+        float *m = md__alloc_like(ctx, x, sizeof(float) * (size_t)(E ? E : 1));
         if (!m) return NULL;
-        for (int64_t e = 0; e < E; e++) m[e] = (tp[e] >= 0 ? 1.0f : 0.0f) * (w ? w[e] : 1.0f);
+        if (be->bce_mask_weight(md_f32(t), w, E, m) != 0) return md__be_failed(ctx, op, be);
         w = m;
     }
-    md_tensor *L = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape);
+    md_tensor *L = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape);
     if (!L) return NULL;
-    md__cpu_bce_forward(md_f32(x), tp, E, md_f32(L));
-    loss_saved s = { .kind = K_BCE, .red = red, .x = x, .y = t, .w = w };
+    if (be->bce_forward(md_f32(x), md_f32(t), E, md_f32(L)) != 0) return md__be_failed(ctx, op, be);
+    loss_saved s = { .kind = K_BCE, .be = be, .red = red, .x = x, .y = t, .w = w };
     md_tensor *ins[1] = { pred };
     return finish(ctx, op, &s, L, avg_factor, false, ins, 1);
 }
@@ -522,24 +367,17 @@ MD_API md_tensor *md_loss_sigmoid_focal(md_ctx *ctx, md_tensor *pred, md_tensor 
         return md_op_fail(ctx, op, "pred must be f32 [N, C] logits, got %s", md_tensor_describe(pred, sp, sizeof sp));
     int64_t n = pred->shape[0], c = pred->shape[1];
     if (!check_labels(ctx, op, labels, n, "in [0, C], C = background")) return NULL;
+    const md_backend *be = md__be(ctx, op, pred);
+    if (!be) return NULL;
+    NEED(be, loss_check_labels, ctx, op, pred);
+    NEED(be, focal_forward, ctx, op, pred);
     bool ok;
-    const md_backend *be = loss_be(ctx, op, pred, &ok);
-    if (!ok) return NULL;
-    if (be) {
-        NEED(be, loss_check_labels, ctx, op, pred);
-        NEED(be, focal_forward, ctx, op, pred);
-    }
     md_tensor *x = md__contig(ctx, pred), *lb = md__contig(ctx, labels);
     if (!x || !lb) return NULL;
     const int64_t *lp = md_i64(lb);
     int64_t bad[2] = { -1, 0 };   /* row, label */
-    if (be) {
-        /* nothing is ignored: an ignore value inside the range changes nothing */
-        if (be->loss_check_labels(lp, n, 0, c + 1, 0, bad) != 0) return md__be_failed(ctx, op, be);
-    } else {
-        for (int64_t i = 0; i < n && bad[0] < 0; i++)
-            if (lp[i] < 0 || lp[i] > c) bad[0] = i, bad[1] = lp[i];
-    }
+    /* nothing is ignored: an ignore value inside the range changes nothing */
+    if (be->loss_check_labels(lp, n, 0, c + 1, 0, bad) != 0) return md__be_failed(ctx, op, be);
     if (bad[0] >= 0)
         return md_op_fail(ctx, op, "label %lld of row %lld is out of range [0, %lld] for pred %s "
                           "(%lld = background)", (long long)bad[1], (long long)bad[0], (long long)c,
@@ -572,15 +410,16 @@ MD_API md_tensor *md_loss_sigmoid_focal(md_ctx *ctx, md_tensor *pred, md_tensor 
     if (!ok) return NULL;
     md_tensor *L = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n, c));
     if (!L) return NULL;
-    /* On the CPU, a forward that backward will follow also writes each
-     * element's derivative (the same exp and log1p serve both); backward
-     * then only scales it. */
+    /* Where the backend can (the CPU), a forward that backward will follow
+     * also writes each element's derivative (the same exp and log1p serve
+     * both); backward then only scales it. */
     md_tensor *D = NULL;
-    if (!be && md_grad_enabled(ctx) && pred->requires_grad && !(D = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, c))))
+    if (be->focal_forward_grad && be->focal_backward_saved && md_grad_enabled(ctx) && pred->requires_grad &&
+        !(D = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n, c))))
         return NULL;
-    if (!be) md__cpu_focal_forward_grad(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L), D ? md_f32(D) : NULL);
-    else if (be->focal_forward(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L)) != 0)
-        return md__be_failed(ctx, op, be);
+    int rc = D ? be->focal_forward_grad(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L), md_f32(D))
+               : be->focal_forward(md_f32(x), lp, n, c, (float)gamma, (float)alpha, md_f32(L));
+    if (rc != 0) return md__be_failed(ctx, op, be);
     loss_saved s = { .kind = K_FOCAL, .be = be, .red = red, .x = x, .w = w, .lab = lp, .n = n, .c = c,
                      .p1 = (float)gamma, .p2 = (float)alpha, .aux = D ? md_f32(D) : NULL };
     md_tensor *ins[1] = { pred };
@@ -598,11 +437,11 @@ static md_tensor *regression_loss(md_ctx *ctx, const char *op, loss_kind kind, m
     if (pred->dtype != MD_F32 || target->dtype != MD_F32 || !md_tensor_same_shape(pred, target))
         return md_op_fail(ctx, op, "pred and target must be f32 of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
+    const md_backend *be = md__be(ctx, op, pred);
+    if (!be) return NULL;
+    if (kind == K_SL1) NEED(be, smooth_l1_forward, ctx, op, pred);
+    if (kind == K_L1) NEED(be, l1_forward, ctx, op, pred);
     bool ok;
-    const md_backend *be = loss_be(ctx, op, pred, &ok);
-    if (!ok) return NULL;
-    if (be && kind == K_SL1) NEED(be, smooth_l1_forward, ctx, op, pred);
-    if (be && kind == K_L1) NEED(be, l1_forward, ctx, op, pred);
     md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
     const float *w = expand_weight(ctx, op, weight, x->ndim, x->shape, &ok);
@@ -610,15 +449,9 @@ static md_tensor *regression_loss(md_ctx *ctx, const char *op, loss_kind kind, m
     md_tensor *L = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape);
     if (!L) return NULL;
     int64_t E = md_tensor_numel(x);
-    if (be) {
-        int rc = kind == K_SL1 ? be->smooth_l1_forward(md_f32(x), md_f32(t), E, (float)beta, md_f32(L))
-                               : be->l1_forward(md_f32(x), md_f32(t), E, md_f32(L));
-        if (rc != 0) return md__be_failed(ctx, op, be);
-    } else if (kind == K_SL1) {
-        md__cpu_smooth_l1_forward(md_f32(x), md_f32(t), E, (float)beta, md_f32(L));
-    } else {
-        md__cpu_l1_forward(md_f32(x), md_f32(t), E, md_f32(L));
-    }
+    int rc = kind == K_SL1 ? be->smooth_l1_forward(md_f32(x), md_f32(t), E, (float)beta, md_f32(L))
+                           : be->l1_forward(md_f32(x), md_f32(t), E, md_f32(L));
+    if (rc != 0) return md__be_failed(ctx, op, be);
     loss_saved s = { .kind = kind, .be = be, .red = red, .x = x, .y = t, .w = w, .p1 = (float)beta };
     md_tensor *ins[2] = { pred, target };
     return finish(ctx, op, &s, L, avg_factor, true, ins, 2);
@@ -634,9 +467,9 @@ MD_API md_tensor *md_loss_l1(md_ctx *ctx, md_tensor *pred, md_tensor *target, md
     return regression_loss(ctx, "l1_loss", K_L1, pred, target, weight, 1.0, red, avg_factor);
 }
 
-/* giou_loss on a device, the weight rules of the CPU path below (the
- * positive-weight test reads one flag back: the output's shape hangs on it). */
-static md_tensor *giou_dev(md_ctx *ctx, const char *op, const md_backend *be, md_tensor *pred, md_tensor *target,
+/* giou_loss's weight rules and kernels (on a device the positive-weight
+ * test reads one flag back: the output's shape hangs on it). */
+static md_tensor *giou_run(md_ctx *ctx, const char *op, const md_backend *be, md_tensor *pred, md_tensor *target,
                            md_tensor *x, md_tensor *t, md_tensor *weight, double eps, md_reduction red,
                            double avg_factor) {
     int64_t n = pred->shape[0];
@@ -655,7 +488,10 @@ static md_tensor *giou_dev(md_ctx *ctx, const char *op, const md_backend *be, md
         if (!wc) return NULL;
         int any_pos = 0;
         if (be->loss_any_positive(md_f32(wc), md_tensor_numel(wc), &any_pos) != 0) return md__be_failed(ctx, op, be);
-        if (!any_pos) {   /* mmdet: (pred * weight).sum(), see the CPU path */
+        if (!any_pos) {
+            /* mmdet's GIoULoss: no positive weight returns (pred * weight).sum()
+             * (a scalar whatever the reduction), keeping garbage boxes out of
+             * the graph. */
             md_tensor *wb = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n, 4));
             md_tensor *prod = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(n, 4));
             if (!wb || !prod) return NULL;
@@ -665,7 +501,7 @@ static md_tensor *giou_dev(md_ctx *ctx, const char *op, const md_backend *be, md
                 v.shape[0] = n; v.shape[1] = 4;
                 v.stride[0] = wc->stride[0]; v.stride[1] = 0;
             }
-            if (md_tensor_copy_(ctx, wb, &v) != 0) return NULL;
+            if (md__copy_any(ctx, wb, &v) != 0) return NULL;
             if (n > 0 && be->loss_reduce(md_f32(x), md_f32(wb), 4 * n, 1.0, md_f32(prod), NULL) != 0)
                 return md__be_failed(ctx, op, be);
             loss_saved s = { .kind = K_GIOU_NOPOS, .be = be, .red = MD_REDUCE_SUM, .x = x, .y = t,
@@ -675,7 +511,7 @@ static md_tensor *giou_dev(md_ctx *ctx, const char *op, const md_backend *be, md
         }
         if (per_coord) {   /* mmdet: weight.mean(-1) */
             NEED(be, giou_weight_mean, ctx, op, pred);
-            float *wm = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(n ? n : 1));
+            float *wm = md__alloc_like(ctx, x, sizeof(float) * (size_t)(n ? n : 1));
             if (!wm) return NULL;
             if (be->giou_weight_mean(md_f32(wc), n, wm) != 0) return md__be_failed(ctx, op, be);
             w = wm;
@@ -702,53 +538,9 @@ MD_API md_tensor *md_loss_giou(md_ctx *ctx, md_tensor *pred, md_tensor *target, 
         target->dtype != MD_F32)
         return md_op_fail(ctx, op, "pred and target must be f32 [N, 4] boxes of the same shape, got %s and %s",
                           md_tensor_describe(pred, sp, sizeof sp), md_tensor_describe(target, st, sizeof st));
-    int64_t n = pred->shape[0];
-    bool ok;
-    const md_backend *be = loss_be(ctx, op, pred, &ok);
-    if (!ok) return NULL;
+    const md_backend *be = md__be(ctx, op, pred);
+    if (!be) return NULL;
     md_tensor *x = md__contig(ctx, pred), *t = md__contig(ctx, target);
     if (!x || !t) return NULL;
-    if (be) return giou_dev(ctx, op, be, pred, target, x, t, weight, eps, red, avg_factor);
-    const float *w = NULL;
-    if (weight) {
-        char sw[96];
-        bool per_box = weight->ndim == 1 && weight->shape[0] == n;
-        bool per_coord = md_tensor_same_shape(weight, pred);
-        if (weight->dtype != MD_F32 || (!per_box && !per_coord))
-            return md_op_fail(ctx, op, "weight %s must be f32 [N] or [N, 4] for pred %s",
-                              md_tensor_describe(weight, sw, sizeof sw), md_tensor_describe(pred, sp, sizeof sp));
-        md_tensor *wc = md__contig(ctx, weight);
-        if (!wc) return NULL;
-        const float *wp = md_f32(wc);
-        bool any_pos = false;
-        for (int64_t i = 0; i < md_tensor_numel(wc) && !any_pos; i++) any_pos = wp[i] > 0;
-        if (!any_pos) {
-            /* mmdet's GIoULoss: no positive weight returns (pred * weight).sum()
-             * (a scalar whatever the reduction), keeping garbage boxes out of
-             * the graph. */
-            float *wb = md_ctx_alloc(ctx, sizeof(float) * (size_t)(n ? 4 * n : 1));
-            if (!wb) return NULL;
-            for (int64_t e = 0; e < 4 * n; e++) wb[e] = per_coord ? wp[e] : wp[e / 4];
-            md_tensor *prod = md_tensor_empty(ctx, MD_F32, MD_DIMS(n, 4));
-            if (!prod) return NULL;
-            for (int64_t e = 0; e < 4 * n; e++) md_f32(prod)[e] = md_f32(x)[e] * wb[e];
-            loss_saved s = { .kind = K_GIOU_NOPOS, .red = MD_REDUCE_SUM, .x = x, .y = t, .aux = wb, .n = n };
-            md_tensor *ins[1] = { pred };
-            return finish(ctx, op, &s, prod, MD_NO_AVG, false, ins, 1);
-        }
-        if (per_coord) {   /* mmdet: weight.mean(-1) */
-            float *wm = md_ctx_alloc(ctx, sizeof(float) * (size_t)(n ? n : 1));
-            if (!wm) return NULL;
-            for (int64_t i = 0; i < n; i++)
-                wm[i] = (wp[4 * i] + wp[4 * i + 1] + wp[4 * i + 2] + wp[4 * i + 3]) / 4.0f;
-            wp = wm;
-        }
-        w = wp;
-    }
-    md_tensor *L = md_tensor_empty(ctx, MD_F32, MD_DIMS(n));
-    if (!L) return NULL;
-    md__cpu_giou_forward(md_f32(x), md_f32(t), n, (float)eps, md_f32(L));
-    loss_saved s = { .kind = K_GIOU, .red = red, .x = x, .y = t, .w = w, .n = n, .p2 = (float)eps };
-    md_tensor *ins[2] = { pred, target };
-    return finish(ctx, op, &s, L, avg_factor, false, ins, 2);
+    return giou_run(ctx, op, be, pred, target, x, t, weight, eps, red, avg_factor);
 }

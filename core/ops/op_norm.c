@@ -1,9 +1,9 @@
-/* batch_norm2d (checks, running-stat update, autograd) and group_norm;
- * kernels in backends/cpu/norm.c. */
+/* batch_norm2d and group_norm: checks, outputs, autograd; the kernels
+ * (statistics, running-stat update, normalisation) are the backend's (on
+ * the CPU backends/cpu/norm.c). */
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/norm.h"
 #include "onnx_trace.h"
 
 typedef struct bn_saved {
@@ -22,21 +22,14 @@ static int bn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     if (md_node_needs_grad(node, 2) && !(gb = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(C)))) return -1;
     md_tensor *wc = w ? md__contig(ctx, w) : NULL;
     if (w && !wc) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "batch_norm2d", x);
-        if (!be) return -1;
-        md_tensor *gyc = md__contig(ctx, gy);
-        if (!gyc) return -1;
-        if (be->batch_norm_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
-                                    sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL,
-                                    gb ? md_f32(gb) : NULL) != 0)
-            return md__be_failed(ctx, "batch_norm2d", be), -1;
-        goto accumulate;
-    }
-    md__bn_backward(md_f32(x), md_f32(gy), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
-                    sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL,
-                    md_ctx_threads(ctx));
-accumulate:
+    const md_backend *be = md__be(ctx, "batch_norm2d", x);
+    if (!be) return -1;
+    md_tensor *gyc = md__contig(ctx, gy);
+    if (!gyc) return -1;
+    if (be->batch_norm_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->mean, sv->invstd, wc ? md_f32(wc) : NULL,
+                                sv->batch_stats, gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL,
+                                gb ? md_f32(gb) : NULL) != 0)
+        return md__be_failed(ctx, "batch_norm2d", be), -1;
     if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
     if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
     if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
@@ -54,18 +47,18 @@ static int check_vec(md_ctx *ctx, const md_tensor *t, int64_t C, const char *wha
     return 0;
 }
 
-/* batch_norm2d on a device; x, w, b already checked, xc/wc/bc contiguous. */
-static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md_tensor *weight, md_tensor *wc,
-                                    md_tensor *bias, md_tensor *bc, md_tensor *running_mean, md_tensor *running_var, bool training,
-                                    double momentum, double eps) {
+/* batch_norm2d's kernels; x, w, b already checked, xc/wc/bc contiguous. */
+static md_tensor *batch_norm_run(md_ctx *ctx, md_tensor *x, md_tensor *xc, md_tensor *weight, md_tensor *wc,
+                                 md_tensor *bias, md_tensor *bc, md_tensor *running_mean, md_tensor *running_var,
+                                 bool training, double momentum, double eps) {
     static const char *op = "batch_norm2d";
     const md_backend *be = md__be(ctx, op, x);
     if (!be) return NULL;
     if (!be->batch_norm_train || !be->batch_norm_eval || !be->batch_norm_backward) return md__no_kernel(ctx, op, x);
     int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     md_tensor *y = md_tensor_empty_like(ctx, x);
-    float *mean = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(C ? C : 1));
-    float *invstd = md__dev_alloc(ctx, x->device, sizeof(float) * (size_t)(C ? C : 1));
+    float *mean = md__alloc_like(ctx, x, sizeof(float) * (size_t)(C ? C : 1));
+    float *invstd = md__alloc_like(ctx, x, sizeof(float) * (size_t)(C ? C : 1));
     if (!y || !mean || !invstd) return NULL;
     const float *w = wc ? md_f32(wc) : NULL, *b = bc ? md_f32(bc) : NULL;
     int rc;
@@ -76,7 +69,7 @@ static md_tensor *batch_norm_device(md_ctx *ctx, md_tensor *x, md_tensor *xc, md
         mt.stride[0] = it.stride[0] = 1;
         mt.data = mean;
         it.data = invstd;
-        rc = md__dev_fill(&mt, 0.0) || md__dev_fill(&it, 1.0);
+        rc = md_tensor_fill_(&mt, 0.0) || md_tensor_fill_(&it, 1.0);
     } else if (training) {
         rc = be->batch_norm_train(md_f32(xc), N, C, HW, w, b, eps, momentum,
                                   running_mean ? md_f32(running_mean) : NULL, running_var ? md_f32(running_var) : NULL,
@@ -121,50 +114,7 @@ static md_tensor *batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_
     md_tensor *xc = md__contig(ctx, x);
     md_tensor *wc = weight ? md__contig(ctx, weight) : NULL, *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
-    bool batch_stats = training;
-    if (x->device != MD_CPU) return batch_norm_device(ctx, x, xc, weight, wc, bias, bc, running_mean, running_var, training,
-                                                      momentum, eps);
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, 4, x->shape);
-    float *mean = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
-    float *invstd = md_ctx_alloc(ctx, sizeof(float) * (size_t)(C ? C : 1));
-    if (!y || !mean || !invstd) return NULL;
-    int nt = md_ctx_threads(ctx);
-    if (training) {
-        if (count > 0) {
-            size_t mark = md_ctx_arena_mark(ctx);
-            double *m = md_ctx_alloc(ctx, sizeof(double) * (size_t)C), *v = md_ctx_alloc(ctx, sizeof(double) * (size_t)C);
-            if (!m || !v) return NULL;
-            md__bn_stats(md_f32(xc), N, C, HW, m, v, nt);
-            for (int64_t c = 0; c < C; c++) {
-                mean[c] = (float)m[c];
-                invstd[c] = (float)(1.0 / sqrt(v[c] + eps));
-                if (running_mean)
-                    md_f32(running_mean)[c] = (float)((1 - momentum) * md_f32(running_mean)[c] + momentum * m[c]);
-                if (running_var)
-                    md_f32(running_var)[c] = (float)((1 - momentum) * md_f32(running_var)[c] +
-                                                     momentum * v[c] * (double)count / (double)(count - 1));
-            }
-            md_ctx_arena_release(ctx, mark);
-        } else {   /* empty batch: nothing to normalise, running stats kept */
-            for (int64_t c = 0; c < C; c++) mean[c] = 0, invstd[c] = 1;
-        }
-    } else {
-        for (int64_t c = 0; c < C; c++) {
-            mean[c] = md_f32(running_mean)[c];
-            invstd[c] = (float)(1.0 / sqrt((double)md_f32(running_var)[c] + eps));
-        }
-    }
-    md__bn_apply(md_f32(xc), N, C, HW, mean, invstd, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL, md_f32(y), nt);
-    md_tensor *ins[3] = { x, weight, bias };
-    md_node *node = md_autograd_record(ctx, y, ins, 3, bn_backward, "batch_norm2d");
-    if (node) {
-        bn_saved *sv = md_node_save(ctx, node, sizeof *sv);
-        if (!sv) return NULL;
-        *sv = (bn_saved){ .x = xc, .mean = mean, .invstd = invstd, .batch_stats = batch_stats };
-        md_node_unsave(ctx, node, -1);
-        if (md__hold_copy(ctx, node, xc, x)) return NULL;
-    }
-    return y;
+    return batch_norm_run(ctx, x, xc, weight, wc, bias, bc, running_mean, running_var, training, momentum, eps);
 }
 
 MD_API md_tensor *md_batch_norm2d(md_ctx *ctx, md_tensor *x, md_tensor *weight, md_tensor *bias,
@@ -191,8 +141,8 @@ static void gn_dims(const md_tensor *x, int64_t *N, int64_t *C, int64_t *HW) {
     for (int d = 2; d < x->ndim; d++) *HW *= x->shape[d];
 }
 
-/* gn_backward on x's device: gw and gb are zeroed, then written whole. */
-static int gn_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
+/* gw and gb are zeroed, then the kernel adds into them. */
+static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     static const char *op = "group_norm";
     gn_saved *sv = md_node_saved(node);
     md_tensor *x = sv->x, *w = md_node_input(node, 1);
@@ -221,30 +171,6 @@ static int gn_backward_device(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return 0;
 }
 
-static int gn_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
-    gn_saved *sv = md_node_saved(node);
-    md_tensor *x = sv->x, *w = md_node_input(node, 1);
-    if (x->device != MD_CPU) return gn_backward_device(ctx, node, gy);
-    int64_t N, C, HW;
-    gn_dims(x, &N, &C, &HW);
-    md_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    if (md_node_needs_grad(node, 0) && !(gx = md_tensor_empty(ctx, MD_F32, x->ndim, x->shape))) return -1;
-    if (md_node_needs_grad(node, 1) && !(gw = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C)))) return -1;
-    if (md_node_needs_grad(node, 2) && !(gb = md_tensor_zeros(ctx, MD_F32, MD_DIMS(C)))) return -1;
-    if (N * C * HW > 0) {
-        md_tensor *wc = w ? md__contig(ctx, w) : NULL, *gyc = md__contig(ctx, gy);
-        double *scratch = md_ctx_alloc(ctx, sizeof(double) * (size_t)(2 * N * C));
-        if ((w && !wc) || !gyc || !scratch) return -1;
-        md__gn_backward(md_f32(x), md_f32(gyc), N, C, HW, sv->groups, sv->mean, sv->rstd, wc ? md_f32(wc) : NULL,
-                        gx ? md_f32(gx) : NULL, gw ? md_f32(gw) : NULL, gb ? md_f32(gb) : NULL, scratch,
-                        md_ctx_threads(ctx));
-    }
-    if (gx && md_node_accumulate(ctx, node, 0, gx) != 0) return -1;
-    if (gw && md_node_accumulate(ctx, node, 1, gw) != 0) return -1;
-    if (gb && md_node_accumulate(ctx, node, 2, gb) != 0) return -1;
-    return 0;
-}
-
 static md_tensor *group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tensor *weight, md_tensor *bias,
                              double eps) {
     static const char *op = "group_norm";
@@ -254,11 +180,9 @@ static md_tensor *group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tenso
     if (x->dtype != MD_F32 || x->ndim < 2) return md_op_fail(ctx, op, "input %s must be an f32 tensor [N, C, *]", a);
     md_tensor *ins[3] = { x, weight, bias };
     if (!md__same_device(ctx, op, 3, ins)) return NULL;
-    const md_backend *be = NULL;
-    if (x->device != MD_CPU) {
-        if (!(be = md__be(ctx, op, x))) return NULL;
-        if (!be->group_norm_forward || !be->group_norm_backward) return md__no_kernel(ctx, op, x);
-    }
+    const md_backend *be = md__be(ctx, op, x);
+    if (!be) return NULL;
+    if (!be->group_norm_forward || !be->group_norm_backward) return md__no_kernel(ctx, op, x);
     int64_t N, C, HW;
     gn_dims(x, &N, &C, &HW);
     if (num_groups < 1 || C % num_groups)
@@ -275,22 +199,12 @@ static md_tensor *group_norm(md_ctx *ctx, md_tensor *x, int num_groups, md_tenso
     if (!xc || (weight && !wc) || (bias && !bc)) return NULL;
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, x->ndim, x->shape);
     size_t ng = N > 0 ? (size_t)(N * num_groups) : 1;
-    double *mean, *rstd;
-    if (be) {   /* statistics stay on the device for backward */
-        mean = md__dev_alloc(ctx, x->device, sizeof(double) * ng);
-        rstd = md__dev_alloc(ctx, x->device, sizeof(double) * ng);
-    } else {
-        mean = md_ctx_alloc(ctx, sizeof(double) * ng);
-        rstd = md_ctx_alloc(ctx, sizeof(double) * ng);
-    }
+    /* statistics stay on x's device for backward */
+    double *mean = md__alloc_like(ctx, x, sizeof(double) * ng), *rstd = md__alloc_like(ctx, x, sizeof(double) * ng);
     if (!y || !mean || !rstd) return NULL;
-    if (be) {
-        if (be->group_norm_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL,
-                                   eps, md_f32(y), mean, rstd) != 0)
-            return md__be_failed(ctx, op, be);
-    } else if (N * C * HW > 0)
-        md__gn_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL, eps,
-                       md_f32(y), mean, rstd, md_ctx_threads(ctx));
+    if (be->group_norm_forward(md_f32(xc), N, C, HW, num_groups, wc ? md_f32(wc) : NULL, bc ? md_f32(bc) : NULL,
+                               eps, md_f32(y), mean, rstd) != 0)
+        return md__be_failed(ctx, op, be);
     md_node *node = md_autograd_record(ctx, y, ins, 3, gn_backward, op);
     if (node) {
         gn_saved *sv = md_node_save(ctx, node, sizeof *sv);

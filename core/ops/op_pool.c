@@ -1,14 +1,12 @@
-/* max_pool2d and nearest resampling: checks, autograd; kernels in
- * backends/cpu/pool.c. */
+/* max_pool2d and nearest resampling: checks, autograd; the kernels are
+ * the backend's (on the CPU backends/cpu/pool.c). */
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/pool.h"
 #include "onnx_trace.h"
 
-static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x, bool cuda_ok) {
+static int check_nchw(md_ctx *ctx, const char *op, const md_tensor *x) {
     char a[96];
-    if (x->device != MD_CPU && !cuda_ok) return md__no_kernel(ctx, op, x), -1;
     if (x->dtype != MD_F32 || x->ndim != 4) {
         md_op_fail(ctx, op, "input %s must be a 4-D f32 tensor (NCHW)", md_tensor_describe(x, a, sizeof a));
         return -1;
@@ -25,16 +23,11 @@ static int maxpool_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "max_pool2d", x);
-        if (!be) return -1;
-        if (be->maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
-                                   gy->shape[2], gy->shape[3], md_f32(gx)) != 0)
-            return md__be_failed(ctx, "max_pool2d", be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
-                           gy->shape[2], gy->shape[3], md_f32(gx), md_ctx_threads(ctx));
+    const md_backend *be = md__be(ctx, "max_pool2d", x);
+    if (!be) return -1;
+    if (be->maxpool2d_backward(md_f32(gy), sv->idx, x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
+                               gy->shape[2], gy->shape[3], md_f32(gx)) != 0)
+        return md__be_failed(ctx, "max_pool2d", be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -48,7 +41,7 @@ static int64_t pool_out(int64_t in, int k, int s, int pad, bool ceil_mode) {
 
 static md_tensor *max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, int pad, bool ceil_mode) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "max_pool2d", x, true)) return NULL;
+    if (check_nchw(ctx, "max_pool2d", x)) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
     if (stride <= 0) stride = kernel;   /* PyTorch's default stride */
@@ -67,59 +60,43 @@ static md_tensor *max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int stride, 
     if (!y) return NULL;
     size_t mark = md_ctx_arena_mark(ctx);
     size_t idx_bytes = sizeof(int32_t) * (size_t)(planes * OH * OW + 1);
-    if (x->device != MD_CPU) {   /* device indices live until the step ends */
-        const md_backend *be = md__be(ctx, "max_pool2d", x);
-        if (!be) return NULL;
-        if (!be->maxpool2d_forward || !be->maxpool2d_backward) return md__no_kernel(ctx, "max_pool2d", x);
-        int32_t *didx = md__dev_alloc(ctx, x->device, idx_bytes);
-        if (!didx) return NULL;
-        if (be->maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad,
-                                  md_f32(y), didx) != 0)
-            return md__be_failed(ctx, "max_pool2d", be);
-        md_node *node = md_autograd_record(ctx, y, &x, 1, maxpool_backward, "max_pool2d");
-        if (node) {
-            pool_saved *sv = md_node_save(ctx, node, sizeof *sv);
-            if (!sv) return NULL;
-            sv->idx = didx;
-        }
-        return y;
-    }
-    int32_t *idx = md_ctx_alloc(ctx, idx_bytes);
+    const md_backend *be = md__be(ctx, "max_pool2d", x);
+    if (!be) return NULL;
+    if (!be->maxpool2d_forward || !be->maxpool2d_backward) return md__no_kernel(ctx, "max_pool2d", x);
+    int32_t *idx = md__alloc_like(ctx, x, idx_bytes);   /* on x's device, for backward */
     if (!idx) return NULL;
-    md__maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad,
-                          md_f32(y), idx, md_ctx_threads(ctx));
+    if (be->maxpool2d_forward(md_f32(xc), planes, x->shape[2], x->shape[3], OH, OW, kernel, stride, pad, md_f32(y),
+                              idx) != 0)
+        return md__be_failed(ctx, "max_pool2d", be);
     md_node *node = md_autograd_record(ctx, y, &x, 1, maxpool_backward, "max_pool2d");
     if (node) {
         pool_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
         sv->idx = idx;
     } else {
-        md_ctx_arena_release(ctx, mark);   /* indices only serve backward */
+        md_ctx_arena_release(ctx, mark);   /* indices only serve backward (on the CPU: in the step arena) */
     }
     return y;
 }
 
 /* ------------------------------------------------------------- nearest -- */
 
-typedef struct nearest_saved { int64_t *ih, *iw; float sh, sw; } nearest_saved;
+typedef struct nearest_saved { float sh, sw; } nearest_saved;
 
+/* The kernels map rows and columns themselves (PyTorch's nearest_idx, see
+ * backend.h). */
 static int nearest_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     nearest_saved *sv = md_node_saved(node);
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md__empty_like_on(ctx, x, MD_F32, 4, x->shape);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {   /* the device kernel maps rows itself */
-        const md_backend *be = md__be(ctx, md_node_op(node), x);
-        md_tensor *gc = md__contig(ctx, gy);
-        if (!be || !gc) return -1;
-        if (!be->nearest_backward) return md__no_kernel(ctx, md_node_op(node), x), -1;
-        if (be->nearest_backward(md_f32(gc), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
-                                 gy->shape[3], sv->sh, sv->sw, md_f32(gx)) != 0)
-            return md__be_failed(ctx, md_node_op(node), be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__nearest_backward(md_f32(gy), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
-                         gy->shape[3], sv->ih, sv->iw, md_f32(gx), md_ctx_threads(ctx));
+    const md_backend *be = md__be(ctx, md_node_op(node), x);
+    md_tensor *gc = md__contig(ctx, gy);
+    if (!be || !gc) return -1;
+    if (!be->nearest_backward) return md__no_kernel(ctx, md_node_op(node), x), -1;
+    if (be->nearest_backward(md_f32(gc), x->shape[0] * x->shape[1], x->shape[2], x->shape[3], gy->shape[2],
+                             gy->shape[3], sv->sh, sv->sw, md_f32(gx)) != 0)
+        return md__be_failed(ctx, md_node_op(node), be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -128,52 +105,22 @@ MD_API md_tensor *md_max_pool2d(md_ctx *ctx, md_tensor *x, int kernel, int strid
     return MD__TRACING(ctx, y) ? md__onnx_max_pool(ctx, y, x, kernel, stride > 0 ? stride : kernel, pad, ceil_mode) : y;
 }
 
-/* PyTorch's nearest_idx: exact for equal and doubled sizes, otherwise
- * floor(dst * scale) in float with scale = in/out (or 1/scale_factor). */
-static void nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
-    for (int64_t o = 0; o < out; o++) {
-        if (out == in) map[o] = o;
-        else if (out == 2 * in) map[o] = o >> 1;
-        else {
-            float f = (float)o * scale;
-            int64_t s = (int64_t)floorf(f);
-            map[o] = s < in - 1 ? s : in - 1;
-        }
-    }
-}
-
 static md_tensor *nearest_impl(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH, int64_t OW, float sh, float sw) {
     md_tensor *xc = md__contig(ctx, x);
     if (!xc) return NULL;
     int64_t H = x->shape[2], W = x->shape[3];
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, op, x);
-        if (!be) return NULL;
-        if (!be->nearest_forward || !be->nearest_backward) return md__no_kernel(ctx, op, x);
-        md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
-        if (!y) return NULL;
-        if (be->nearest_forward(md_f32(xc), x->shape[0] * x->shape[1], H, W, OH, OW, sh, sw, md_f32(y)) != 0)
-            return md__be_failed(ctx, op, be);
-        md_node *node = md_autograd_record(ctx, y, &x, 1, nearest_backward, op);
-        if (node) {
-            nearest_saved *sv = md_node_save(ctx, node, sizeof *sv);
-            if (!sv) return NULL;
-            *sv = (nearest_saved){ NULL, NULL, sh, sw };
-        }
-        return y;
-    }
-    md_tensor *y = md_tensor_empty(ctx, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
-    int64_t *ih = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OH + 1));
-    int64_t *iw = md_ctx_alloc(ctx, sizeof(int64_t) * (size_t)(OW + 1));
-    if (!y || !ih || !iw) return NULL;
-    nearest_map(ih, H, OH, sh);
-    nearest_map(iw, W, OW, sw);
-    md__nearest_forward(md_f32(xc), x->shape[0] * x->shape[1], H, W, OH, OW, ih, iw, md_f32(y), md_ctx_threads(ctx));
+    const md_backend *be = md__be(ctx, op, x);
+    if (!be) return NULL;
+    if (!be->nearest_forward || !be->nearest_backward) return md__no_kernel(ctx, op, x);
+    md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(x->shape[0], x->shape[1], OH, OW));
+    if (!y) return NULL;
+    if (be->nearest_forward(md_f32(xc), x->shape[0] * x->shape[1], H, W, OH, OW, sh, sw, md_f32(y)) != 0)
+        return md__be_failed(ctx, op, be);
     md_node *node = md_autograd_record(ctx, y, &x, 1, nearest_backward, op);
     if (node) {
         nearest_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (nearest_saved){ ih, iw, sh, sw };
+        *sv = (nearest_saved){ sh, sw };
     }
     return y;
 }
@@ -187,7 +134,7 @@ static md_tensor *nearest(md_ctx *ctx, const char *op, md_tensor *x, int64_t OH,
 
 static md_tensor *interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_h, int64_t out_w, md_tensor *ref) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "interpolate_nearest", x, true)) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest", x)) return NULL;
     char a[96];
     md_tensor_describe(x, a, sizeof a);
     int64_t H = x->shape[2], W = x->shape[3];
@@ -205,13 +152,13 @@ MD_API md_tensor *md_interpolate_nearest(md_ctx *ctx, md_tensor *x, int64_t out_
 
 MD_API md_tensor *md_interpolate_nearest_like(md_ctx *ctx, md_tensor *x, md_tensor *ref) {
     if (!x || !ref) return NULL;
-    if (check_nchw(ctx, "interpolate_nearest_like", ref, true)) return NULL;
+    if (check_nchw(ctx, "interpolate_nearest_like", ref)) return NULL;
     return interpolate_nearest(ctx, x, ref->shape[2], ref->shape[3], ref);
 }
 
 MD_API md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "upsample_nearest", x, true)) return NULL;
+    if (check_nchw(ctx, "upsample_nearest", x)) return NULL;
     if (scale < 1) {
         char a[96];
         return md_op_fail(ctx, "upsample_nearest", "scale %d on %s: must be >= 1", scale,
@@ -249,7 +196,7 @@ static md_tensor *bilinear_axis(md_ctx *ctx, md_tensor *x, int dim, int s) {
 
 MD_API md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale) {
     if (!x) return NULL;
-    if (check_nchw(ctx, "upsample_bilinear", x, true)) return NULL;
+    if (check_nchw(ctx, "upsample_bilinear", x)) return NULL;
     char a[96];
     if (scale < 1 || x->shape[2] == 0 || x->shape[3] == 0)
         return md_op_fail(ctx, "upsample_bilinear", "scale %d on %s: must be >= 1, of a non-empty map", scale,

@@ -1,9 +1,8 @@
 /* Softmax and reductions over one dimension (or all): checks, outputs,
- * autograd; kernels in backends/cpu/reduce.c. */
+ * autograd; the kernels are the backend's (on the CPU backends/cpu/reduce.c). */
 #include <math.h>
 #include <string.h>
 #include "op_basic.h"
-#include "backends/cpu/reduce.h"
 #include "onnx_trace.h"
 
 /* Geometry of a reduction of `a` over `dim` (MD_DIM_ALL allowed when `all`). */
@@ -50,15 +49,11 @@ static int sum_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_empty_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, md_node_op(node), x);
-        if (!be) return -1;
-        if (!be->spread_f32) return md__no_kernel(ctx, md_node_op(node), x), -1;
-        if (be->spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx)) != 0)
-            return md__be_failed(ctx, md_node_op(node), be), -1;
-    } else {
-        md__cpu_spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx));
-    }
+    const md_backend *be = md__be(ctx, md_node_op(node), x);
+    if (!be) return -1;
+    if (!be->spread_f32) return md__no_kernel(ctx, md_node_op(node), x), -1;
+    if (be->spread_f32(md_f32(g), s->outer, s->n, s->inner, s->scale, md_f32(gx)) != 0)
+        return md__be_failed(ctx, md_node_op(node), be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -72,16 +67,11 @@ static md_tensor *sum_mean(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
         if (mean) return sum_mean(ctx, op, md_cast(ctx, a, MD_F32), dim, keepdim, true);
         md_tensor *out = md__empty_like_on(ctx, a, MD_I64, G.out_ndim, G.out_shape);
         if (!out) return NULL;
-        if (a->device != MD_CPU) {
-            const md_backend *be = md__be(ctx, op, a);
-            if (!be) return NULL;
-            if (!be->sum_int) return md__no_kernel(ctx, op, a);
-            if (be->sum_int((int)a->dtype, a->data, G.outer, G.n, G.inner, md_i64(out)) != 0)
-                return md__be_failed(ctx, op, be);
-            return out;
-        }
-        if (md__cpu_sum_int(a->dtype, a->data, G.outer, G.n, G.inner, md_i64(out)) != 0)
-            return md_op_fail(ctx, op, "dtype %s unsupported", md_dtype_name(a->dtype));
+        const md_backend *be = md__be(ctx, op, a);
+        if (!be) return NULL;
+        if (!be->sum_int) return md__no_kernel(ctx, op, a);
+        if (be->sum_int((int)a->dtype, a->data, G.outer, G.n, G.inner, md_i64(out)) != 0)
+            return md__be_failed(ctx, op, be);
         return out;
     }
     md_tensor *out = md__empty_like_on(ctx, a, MD_F32, G.out_ndim, G.out_shape);
@@ -90,13 +80,11 @@ static md_tensor *sum_mean(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
     float scale = mean ? (G.n ? (float)(1.0 / (double)G.n) : NAN) : 1.0f;
     if (G.n == 0) {
         md_tensor_fill_(out, mean ? NAN : 0.0);
-    } else if (a->device != MD_CPU) {
+    } else {
         const md_backend *be = md__be(ctx, op, a);
         if (!be) return NULL;
         if (!be->sum_f32) return md__no_kernel(ctx, op, a);
         if (be->sum_f32(md_f32(a), G.outer, G.n, G.inner, scale, md_f32(out)) != 0) return md__be_failed(ctx, op, be);
-    } else {
-        md__cpu_sum_f32(md_f32(a), G.outer, G.n, G.inner, scale, md_f32(out));
     }
     md_node *n = md_autograd_record(ctx, out, &a, 1, sum_backward, op);
     if (n) {
@@ -124,36 +112,26 @@ static int softmax_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *y = md_node_output(node);
     md_tensor *gx = md_tensor_empty_like(ctx, y);
     if (!gx) return -1;
-    if (y->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, md_node_op(node), y);
-        md_tensor *gc = md__contig(ctx, g);
-        if (!be || !gc) return -1;
-        if (!be->softmax_backward_f32) return md__no_kernel(ctx, md_node_op(node), y), -1;
-        if (be->softmax_backward_f32(md_f32(y), md_f32(gc), s->outer, s->n, s->inner, s->log, md_f32(gx)) != 0)
-            return md__be_failed(ctx, md_node_op(node), be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__cpu_softmax_backward_f32(md_f32(y), md_f32(g), s->outer, s->n, s->inner, s->log, md_f32(gx));
+    const md_backend *be = md__be(ctx, md_node_op(node), y);
+    md_tensor *gc = md__contig(ctx, g);
+    if (!be || !gc) return -1;
+    if (!be->softmax_backward_f32) return md__no_kernel(ctx, md_node_op(node), y), -1;
+    if (be->softmax_backward_f32(md_f32(y), md_f32(gc), s->outer, s->n, s->inner, s->log, md_f32(gx)) != 0)
+        return md__be_failed(ctx, md_node_op(node), be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
 static md_tensor *softmax(md_ctx *ctx, const char *op, md_tensor *a, int dim, bool log) {
     if (!a) return NULL;
-    const md_backend *be = NULL;
-    if (a->device != MD_CPU) {
-        if (!(be = md__be(ctx, op, a))) return NULL;
-        if (!be->softmax_f32 || !be->softmax_backward_f32) return md__no_kernel(ctx, op, a);
-    }
+    const md_backend *be = md__be(ctx, op, a);
+    if (!be) return NULL;
+    if (!be->softmax_f32 || !be->softmax_backward_f32) return md__no_kernel(ctx, op, a);
     rgeom G;
     if (!reduce_geom(ctx, op, a, dim, true, false, &G)) return NULL;
     a = md_contiguous(ctx, md_cast(ctx, a, MD_F32));
     md_tensor *out = a ? md_tensor_empty_like(ctx, a) : NULL;
     if (!out) return NULL;
-    if (be) {
-        if (be->softmax_f32(md_f32(a), G.outer, G.n, G.inner, log, md_f32(out)) != 0) return md__be_failed(ctx, op, be);
-    } else {
-        md__cpu_softmax_f32(md_f32(a), G.outer, G.n, G.inner, log, md_f32(out));
-    }
+    if (be->softmax_f32(md_f32(a), G.outer, G.n, G.inner, log, md_f32(out)) != 0) return md__be_failed(ctx, op, be);
     md_node *n = md_autograd_record(ctx, out, &a, 1, softmax_backward, op);
     if (n) {
         softmax_saved *s = md_node_save(ctx, n, sizeof *s);
@@ -184,22 +162,12 @@ static int max_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, md_node_op(node), x);
-        md_tensor *gc = md__contig(ctx, g);
-        if (!be || !gc) return -1;
-        if (!be->max_backward_f32) return md__no_kernel(ctx, md_node_op(node), x), -1;
-        if (be->max_backward_f32(md_f32(gc), md_i64(s->idx), s->outer, s->n, s->inner, md_f32(gx)) != 0)
-            return md__be_failed(ctx, md_node_op(node), be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    const int64_t *idx = md_i64(s->idx);
-    const float *gv = md_f32(g);
-    float *dst = md_f32(gx);
-    for (int64_t r = 0; r < s->outer * s->inner; r++) {
-        int64_t o = r / s->inner, j = r % s->inner;
-        dst[(o * s->n + idx[r]) * s->inner + j] += gv[r];
-    }
+    const md_backend *be = md__be(ctx, md_node_op(node), x);
+    md_tensor *gc = md__contig(ctx, g);
+    if (!be || !gc) return -1;
+    if (!be->max_backward_f32) return md__no_kernel(ctx, md_node_op(node), x), -1;
+    if (be->max_backward_f32(md_f32(gc), md_i64(s->idx), s->outer, s->n, s->inner, md_f32(gx)) != 0)
+        return md__be_failed(ctx, md_node_op(node), be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -207,11 +175,9 @@ static md_tensor *max_impl(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
                            md_tensor **indices) {
     if (indices) *indices = NULL;
     if (!a) return NULL;
-    const md_backend *be = NULL;
-    if (a->device != MD_CPU) {
-        if (!(be = md__be(ctx, op, a))) return NULL;
-        if (!be->max || !be->max_backward_f32) return md__no_kernel(ctx, op, a);
-    }
+    const md_backend *be = md__be(ctx, op, a);
+    if (!be) return NULL;
+    if (!be->max || !be->max_backward_f32) return md__no_kernel(ctx, op, a);
     rgeom G;
     if (!reduce_geom(ctx, op, a, dim, keepdim, true, &G)) return NULL;
     if (G.n == 0) {   /* no maximum of nothing (PyTorch raises too) */
@@ -224,11 +190,8 @@ static md_tensor *max_impl(md_ctx *ctx, const char *op, md_tensor *a, int dim, b
     md_tensor *idx = md__empty_like_on(ctx, a, MD_I64, G.out_ndim, G.out_shape);
     md_tensor *vals = want_vals ? md__empty_like_on(ctx, a, a->dtype, G.out_ndim, G.out_shape) : NULL;
     if (!idx || (want_vals && !vals)) return NULL;
-    if (be) {
-        if (be->max((int)a->dtype, a->data, G.outer, G.n, G.inner, vals ? vals->data : NULL, md_i64(idx)) != 0)
-            return md__be_failed(ctx, op, be);
-    } else if (md__cpu_max(a->dtype, a->data, G.outer, G.n, G.inner, vals ? vals->data : NULL, md_i64(idx)) != 0)
-        return md_op_fail(ctx, op, "dtype %s unsupported", md_dtype_name(a->dtype));
+    if (be->max((int)a->dtype, a->data, G.outer, G.n, G.inner, vals ? vals->data : NULL, md_i64(idx)) != 0)
+        return md__be_failed(ctx, op, be);
     if (indices) *indices = idx;
     if (!want_vals) return idx;
     if (a->dtype == MD_F32) {

@@ -2,22 +2,11 @@
  * strides, like PyTorch); its backward routes the gradient to the base. */
 #include <string.h>
 #include "op_basic.h"
-#include "backends/cpu/elementwise.h"
 #include "onnx_trace.h"
-
-void md__copy_strided(md_tensor *dst, const md_tensor *src) {
-    const int64_t *st[2] = { dst->stride, src->stride };
-    md__loop L;
-    md__loop_init(&L, dst->ndim, dst->shape, 2, st);
-    md__cpu_copy(&L, md_dtype_size(dst->dtype), src->data, dst->data);
-}
 
 static md_tensor *copy_of(md_ctx *ctx, md_tensor *a) {
     md_tensor *out = md_tensor_empty_like(ctx, a);
-    if (!out) return NULL;
-    if (a->device != MD_CPU) return md__copy_any(ctx, out, a) == 0 ? out : NULL;
-    md__copy_strided(out, a);
-    return out;
+    return out && md__copy_any(ctx, out, a) == 0 ? out : NULL;
 }
 
 /* ---------------------------------------------------------- contiguous -- */
@@ -270,11 +259,7 @@ static int slice_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
                               md_f32(gx) + s->start * gx->stride[s->dim]);
     if (!dst) return -1;
     dst->stride[s->dim] *= s->step;
-    if (x->device != MD_CPU) {
-        if (md__copy_any(ctx, dst, g) != 0) return -1;
-    } else {
-        md__copy_strided(dst, g);
-    }
+    if (md__copy_any(ctx, dst, g) != 0) return -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -387,11 +372,7 @@ static md_tensor *cat(md_ctx *ctx, md_tensor *const *ts, int n, int dim) {
         md_tensor *dst = md__view(ctx, out, out->ndim, ts[i]->shape, out->stride,
                                   (char *)out->data + (size_t)(at * out->stride[d]) * es);
         if (!dst) return NULL;
-        if (out->device != MD_CPU) {   /* a strided device copy */
-            if (md__copy_any(ctx, dst, ts[i]) != 0) return NULL;
-        } else {
-            md__copy_strided(dst, ts[i]);
-        }
+        if (md__copy_any(ctx, dst, ts[i]) != 0) return NULL;
         at += ts[i]->shape[d];
     }
     if (a->dtype == MD_F32) {

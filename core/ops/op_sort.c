@@ -3,7 +3,7 @@
  * On a device the backend's sort_lines gives the same order. */
 #include <string.h>
 #include "op_basic.h"
-#include "backends/cpu/sort.h"
+#include "backends/cpu/sort.h"   /* md_sort_order_torch: a host-array helper */
 
 typedef struct sort_saved { int64_t outer, n, inner, k; md_tensor *idx; } sort_saved;
 
@@ -13,14 +13,10 @@ static int sort_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
     md_tensor *x = md_node_input(node, 0);
     md_tensor *gx = md_tensor_zeros_like(ctx, x);
     if (!gx) return -1;
-    if (x->device != MD_CPU) {
-        const md_backend *be = md__be(ctx, "sort", x);
-        if (!be) return -1;
-        if (be->unsort_add_f32(md_f32(g), md_i64(s->idx), s->outer, s->n, s->inner, s->k, md_f32(gx)) != 0)
-            return md__be_failed(ctx, "sort", be), -1;
-        return md_node_accumulate(ctx, node, 0, gx);
-    }
-    md__cpu_unsort_add_f32(md_f32(g), md_i64(s->idx), s->outer, s->n, s->inner, s->k, md_f32(gx));
+    const md_backend *be = md__be(ctx, "sort", x);
+    if (!be) return -1;
+    if (be->unsort_add_f32(md_f32(g), md_i64(s->idx), s->outer, s->n, s->inner, s->k, md_f32(gx)) != 0)
+        return md__be_failed(ctx, "sort", be), -1;
     return md_node_accumulate(ctx, node, 0, gx);
 }
 
@@ -28,12 +24,9 @@ static md_tensor *sort_impl(md_ctx *ctx, const char *op, md_tensor *a, int64_t k
                             bool want_vals, md_tensor **indices) {
     if (indices) *indices = NULL;
     if (!a) return NULL;
-    const md_backend *be = NULL;
-    if (a->device != MD_CPU) {
-        be = md__be(ctx, op, a);
-        if (!be) return NULL;
-        if (!be->sort_lines || !be->unsort_add_f32) return md__no_kernel(ctx, op, a);
-    }
+    const md_backend *be = md__be(ctx, op, a);
+    if (!be) return NULL;
+    if (!be->sort_lines || !be->unsort_add_f32) return md__no_kernel(ctx, op, a);
     int d = md__op_dim(ctx, op, a, dim, a->ndim);
     if (d < 0) return NULL;
     a = md_contiguous(ctx, a);
@@ -52,15 +45,11 @@ static md_tensor *sort_impl(md_ctx *ctx, const char *op, md_tensor *a, int64_t k
     md_tensor *idx = md__empty_like_on(ctx, a, MD_I64, a->ndim, sh);
     md_tensor *vals = want_vals ? md__empty_like_on(ctx, a, a->dtype, a->ndim, sh) : NULL;
     if (!idx || (want_vals && !vals)) return NULL;
-    if (be) {
-        if (a->dtype != MD_F32 && a->dtype != MD_I64 && a->dtype != MD_I32 && a->dtype != MD_U8)
-            return md_op_fail(ctx, op, "dtype %s unsupported", md_dtype_name(a->dtype));
-        if (be->sort_lines((int)a->dtype, a->data, outer, n, inner, k, descending, vals ? vals->data : NULL,
-                           md_i64(idx)) != 0)
-            return md__be_failed(ctx, op, be);
-    } else if (md__cpu_sort_lines(a->dtype, a->data, outer, n, inner, k, descending, vals ? vals->data : NULL,
-                           md_i64(idx)) != 0)
-        return md_op_fail(ctx, op, "dtype %s unsupported (or out of memory)", md_dtype_name(a->dtype));
+    if (a->dtype != MD_F32 && a->dtype != MD_I64 && a->dtype != MD_I32 && a->dtype != MD_U8)
+        return md_op_fail(ctx, op, "dtype %s unsupported", md_dtype_name(a->dtype));
+    if (be->sort_lines((int)a->dtype, a->data, outer, n, inner, k, descending, vals ? vals->data : NULL,
+                       md_i64(idx)) != 0)
+        return md__be_failed(ctx, op, be);
     if (indices) *indices = idx;
     if (!want_vals) return idx;
     if (a->dtype == MD_F32) {

@@ -224,17 +224,22 @@ static int adam_moments(md_optimizer *o, md_optimizer_param *p, md_error *err) {
     return 0;
 }
 
-/* The backend of device parameters ps (one kind, as the update's contract
- * says), or NULL with err set. */
-static const md_backend *device_backend(md_optimizer_param *ps, md_error *err) {
+/* The backend of parameters ps (one device kind, as the update's contract
+ * says), bound to the optimizer's context, or NULL with err set. */
+static const md_backend *params_backend(md_optimizer *o, md_optimizer_param *ps, md_error *err) {
     const md_backend *be = md__backend_table(ps[0].p->device);
     if (!be) md_fail(err, "optimizer: no backend for the device of %s", ps[0].name);
+    else if (be->bind) be->bind(o->ctx);
     return be;
 }
 
-static int sgd_device(md_optimizer *o, md_optimizer_param *ps, int n, float mom, float damp, bool nesterov,
-                      md_error *err) {
-    const md_backend *be = device_backend(ps, err);
+/* The multi-tensor step where the backend has one (it saves launches), else
+ * one step per tensor. */
+MD_API int md_optimizer_sgd_update(md_optimizer *o, md_optimizer_param *ps, int n, double momentum, double dampening,
+                                   bool nesterov, md_error *err) {
+    float mom = (float)momentum, damp = (float)dampening;
+    if (n <= 0) return 0;
+    const md_backend *be = params_backend(o, ps, err);
     if (!be) return -1;
     if (be->sgd_step_multi) {
         if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
@@ -251,7 +256,7 @@ static int sgd_device(md_optimizer *o, md_optimizer_param *ps, int n, float mom,
             return md_fail(err, "optimizer SGD step of %d device tensors: %s", n, be->error());
         return 0;
     }
-    if (!be->sgd_step) return md_fail(err, "optimizer: no CUDA kernel for SGD (%s)", ps[0].name);
+    if (!be->sgd_step) return md_fail(err, "optimizer: SGD is not implemented on %s (%s)", be->name, ps[0].name);
     for (int i = 0; i < n; i++) {
         md_tensor *buf;
         bool first;
@@ -263,35 +268,12 @@ static int sgd_device(md_optimizer *o, md_optimizer_param *ps, int n, float mom,
     return 0;
 }
 
-MD_API int md_optimizer_sgd_update(md_optimizer *o, md_optimizer_param *ps, int n, double momentum, double dampening,
-                                   bool nesterov, md_error *err) {
-    float mom = (float)momentum, damp = (float)dampening;
-    if (n > 0 && ps[0].p->device != MD_CPU) return sgd_device(o, ps, n, mom, damp, nesterov, err);
-    for (int i = 0; i < n; i++) {
-        md_tensor *p = ps[i].p, *buf;
-        bool first;
-        if (sgd_buffer(o, &ps[i], mom, &buf, &first, err) != 0) return -1;
-        int64_t cnt = md_tensor_numel(p);
-        float *w = md_f32(p), *gr = md_f32(p->grad), *b = buf ? md_f32(buf) : NULL;
-        float lr = (float)ps[i].lr, wd = (float)ps[i].weight_decay;
-        #pragma omp parallel for if (cnt > 65536) schedule(static)
-        for (int64_t k = 0; k < cnt; k++) {
-            float d = gr[k] + wd * w[k];
-            if (b) {
-                b[k] = first ? d : mom * b[k] + (1 - damp) * d;
-                d = nesterov ? d + mom * b[k] : b[k];
-            }
-            w[k] -= lr * d;
-        }
-    }
-    return 0;
-}
-
-static int adam_device(md_optimizer *o, md_optimizer_param *ps, int n, double beta1, double beta2, float eps,
-                       bool decoupled, md_error *err) {
-    const md_backend *be = device_backend(ps, err);
+MD_API int md_optimizer_adam_update(md_optimizer *o, md_optimizer_param *ps, int n, double beta1, double beta2,
+                                    double eps_, bool decoupled, md_error *err) {
+    float b1 = (float)beta1, b2 = (float)beta2, eps = (float)eps_;
+    if (n <= 0) return 0;
+    const md_backend *be = params_backend(o, ps, err);
     if (!be) return -1;
-    float b1 = (float)beta1, b2 = (float)beta2;
     if (be->adam_step_multi) {
         if (!o->mt && !(o->mt = malloc(sizeof *o->mt * (size_t)o->n)))
             return md_failc(err, MD_ERR_NOMEM, "optimizer: out of memory for the multi-tensor step (%d tensors)", o->n);
@@ -308,7 +290,7 @@ static int adam_device(md_optimizer *o, md_optimizer_param *ps, int n, double be
                            be->error());
         return 0;
     }
-    if (!be->adam_step) return md_fail(err, "optimizer: no CUDA kernel for Adam (%s)", ps[0].name);
+    if (!be->adam_step) return md_fail(err, "optimizer: Adam is not implemented on %s (%s)", be->name, ps[0].name);
     for (int i = 0; i < n; i++) {
         if (adam_moments(o, &ps[i], err) != 0) return -1;
         float step_size, sbc2;
@@ -317,30 +299,6 @@ static int adam_device(md_optimizer *o, md_optimizer_param *ps, int n, double be
                           md_f32(ps[i].state[1]), (float)ps[i].lr, (float)ps[i].weight_decay, b1, b2, eps, step_size,
                           sbc2, decoupled))
             return md_fail(err, "optimizer step of %s: %s", ps[i].name, be->error());
-    }
-    return 0;
-}
-
-MD_API int md_optimizer_adam_update(md_optimizer *o, md_optimizer_param *ps, int n, double beta1, double beta2,
-                                    double eps, bool decoupled, md_error *err) {
-    if (n > 0 && ps[0].p->device != MD_CPU) return adam_device(o, ps, n, beta1, beta2, (float)eps, decoupled, err);
-    float b1 = (float)beta1, b2 = (float)beta2, e = (float)eps;
-    for (int i = 0; i < n; i++) {
-        if (adam_moments(o, &ps[i], err) != 0) return -1;
-        md_tensor *p = ps[i].p;
-        int64_t cnt = md_tensor_numel(p);
-        float *w = md_f32(p), *gr = md_f32(p->grad), *m = md_f32(ps[i].state[0]), *v = md_f32(ps[i].state[1]);
-        float lr = (float)ps[i].lr, wd = (float)ps[i].weight_decay, step_size, sbc2;
-        adam_corrections(o, beta1, beta2, ps[i].lr, &step_size, &sbc2);
-        #pragma omp parallel for if (cnt > 65536) schedule(static)
-        for (int64_t k = 0; k < cnt; k++) {
-            float d = gr[k];
-            if (decoupled) w[k] *= 1 - lr * wd;
-            else d += wd * w[k];
-            m[k] = b1 * m[k] + (1 - b1) * d;
-            v[k] = b2 * v[k] + (1 - b2) * d * d;
-            w[k] -= step_size * m[k] / (sqrtf(v[k]) / sbc2 + e);
-        }
     }
     return 0;
 }
@@ -374,18 +332,17 @@ MD_API int md_optimizer_step(md_optimizer *o, md_error *err) {
     return 0;
 }
 
-/* Device gradients of one backend zeroed by one multi-tensor call; false
- * when the backend has no such entry or it failed (the caller then fills
+/* The gradients of one backend zeroed by one multi-tensor call; false
+ * when there is no such backend or the call failed (the caller then fills
  * each gradient). */
 static bool zero_grad_multi(md_optimizer *o, const md_backend *be) {
-    if (!be || !be->zero_f32_multi) return false;
+    if (!be) return false;
     if (!o->zp && !(o->zp = malloc(sizeof *o->zp * (size_t)o->n))) return false;
     if (!o->zn && !(o->zn = malloc(sizeof *o->zn * (size_t)o->n))) return false;
     int count = 0;
     for (int i = 0; i < o->n; i++) {
         md_tensor *gr = o->g[i].p->grad;
-        if (!gr || gr->device == MD_CPU || md__backend_table(gr->device) != be || gr->dtype != MD_F32 ||
-            !md_tensor_is_contiguous(gr))
+        if (!gr || md__backend_table(gr->device) != be || gr->dtype != MD_F32 || !md_tensor_is_contiguous(gr))
             continue;
         o->zp[count] = md_f32(gr);
         o->zn[count++] = md_tensor_numel(gr);
@@ -395,18 +352,21 @@ static bool zero_grad_multi(md_optimizer *o, const md_backend *be) {
 
 /* As PyTorch 1.13's zero_grad(set_to_none=False), which mmcv calls: every
  * gradient stays allocated and becomes zeros (a parameter without a
- * gradient this step still gets weight decay and momentum). Device
- * gradients are zeroed together in one multi-tensor launch. */
+ * gradient this step still gets weight decay and momentum). The gradients
+ * of a backend with a multi-tensor zeroing entry (a GPU's: it saves
+ * launches) are zeroed together in one call. */
 MD_API void md_optimizer_zero_grad(md_optimizer *o) {
     const md_backend *be = NULL;
-    for (int i = 0; i < o->n && !be; i++)
-        if (o->g[i].p->grad && o->g[i].p->grad->device != MD_CPU) be = md__backend_table(o->g[i].p->grad->device);
-    bool dev_done = zero_grad_multi(o, be);
+    for (int i = 0; i < o->n && !be; i++) {
+        const md_tensor *gr = o->g[i].p->grad;
+        const md_backend *t = gr ? md__backend_table(gr->device) : NULL;
+        if (t && t->zero_f32_multi) be = t;
+    }
+    bool multi_done = zero_grad_multi(o, be);
     for (int i = 0; i < o->n; i++) {
         md_tensor *gr = o->g[i].p->grad;
         if (!gr) continue;
-        if (dev_done && gr->device != MD_CPU && md__backend_table(gr->device) == be && gr->dtype == MD_F32 &&
-            md_tensor_is_contiguous(gr))
+        if (multi_done && md__backend_table(gr->device) == be && gr->dtype == MD_F32 && md_tensor_is_contiguous(gr))
             continue;
         md_tensor_zero_grad(o->g[i].p);
     }
@@ -431,13 +391,21 @@ MD_API void md_optimizer_scale_lr(md_optimizer *o, double factor) {
     }
 }
 
-/* Sum of squares of a device gradient (read back to the host); NAN on failure. */
-static double device_sq_sum(md_optimizer *o, md_tensor *g) {
+/* Sum of |g|^p of a gradient (read back to the host): the backend's
+ * pow_sum_f64, or for p = 2 its square and sum kernels; NAN on failure or
+ * for other norms without pow_sum_f64. */
+static double grad_pow_sum(md_optimizer *o, md_tensor *g, double p) {
     const md_backend *be = md__backend_table(g->device);
     int64_t n = md_tensor_numel(g);
-    float *sq = md__dev_alloc(o->ctx, g->device, sizeof(float) * (size_t)(n + 1)), s = NAN;
+    if (!be) return NAN;
+    if (be->pow_sum_f64) {
+        double s;
+        return be->pow_sum_f64(md_f32(g), n, p, &s) == 0 ? s : NAN;
+    }
+    if (p != 2.0) return NAN;
+    float *sq = md__alloc_like(o->ctx, g, sizeof(float) * (size_t)(n + 1)), s = NAN;
     md__loop L = { .ndim = 1, .nops = 3, .numel = n, .shape = { n }, .st = { { 1 }, { 1 }, { 1 } } };
-    if (!be || !sq || be->binary_f32(MD_BIN_MUL, &L, md_f32(g), md_f32(g), sq) != 0 ||
+    if (!sq || be->binary_f32(MD_BIN_MUL, &L, md_f32(g), md_f32(g), sq) != 0 ||
         be->sum_f32(sq, 1, n, 1, 1.0f, sq + n) != 0 || be->copy(&s, sq + n, sizeof s, MD_COPY_D2H) != 0)
         return NAN;
     return s;
@@ -449,25 +417,9 @@ MD_API double md_optimizer_clip_grad_norm(md_optimizer *o, double max_norm, doub
     for (int i = 0; i < o->n; i++) {
         md_tensor *p = o->g[i].p;
         if (!p->requires_grad || !p->grad) continue;
-        if (p->device != MD_CPU) {   /* L2 only on devices; other norms give NaN */
-            total += norm_type == 2.0 ? device_sq_sum(o, p->grad) : NAN;
-            continue;
-        }
-        const float *gr = md_f32(p->grad);
-        int64_t n = md_tensor_numel(p);
-        double s = 0;
-        if (norm_type == 2.0) {   /* the usual case: squares, not pow() per element */
-            #pragma omp simd reduction(+ : s)
-            for (int64_t k = 0; k < n; k++) s += (double)gr[k] * gr[k];
-        } else {
-            for (int64_t k = 0; k < n; k++) {
-                double a = fabs((double)gr[k]);
-                if (inf) s = a > s ? a : s;
-                else s += pow(a, norm_type);
-            }
-        }
-        if (inf) total = s > total ? s : total;
-        else total += s;
+        double s = grad_pow_sum(o, p->grad, norm_type);
+        if (inf && !isnan(s)) total = s > total ? s : total;
+        else total += s;   /* a NaN (no kernel for this norm on the device) poisons the total */
     }
     if (!inf) total = pow(total, 1.0 / norm_type);
     double coef = max_norm / (total + 1e-6);
@@ -475,13 +427,11 @@ MD_API double md_optimizer_clip_grad_norm(md_optimizer *o, double max_norm, doub
         for (int i = 0; i < o->n; i++) {
             md_tensor *p = o->g[i].p;
             if (!p->requires_grad || !p->grad) continue;
+            const md_backend *be = md__backend_table(p->device);
             float *gr = md_f32(p->grad);
-            if (p->device != MD_CPU) {
-                const md_backend *be = md__backend_table(p->device);
-                if (be) be->unary_f32(MD_UN_MUL_SCALAR, md_tensor_numel(p), gr, (float)coef, 0, gr);
-                continue;
-            }
-            for (int64_t k = 0; k < md_tensor_numel(p); k++) gr[k] = (float)(gr[k] * coef);
+            int64_t n = md_tensor_numel(p);
+            if (be && be->scale_f64) be->scale_f64(gr, n, coef);
+            else if (be) be->unary_f32(MD_UN_MUL_SCALAR, n, gr, (float)coef, 0, gr);
         }
     return total;
 }
@@ -526,15 +476,12 @@ MD_API int md_optimizer_load_state(md_ctx *ctx, md_optimizer *o, const md_st *st
                 return md_failc(err, MD_ERR_SHAPE, "optimizer state %s does not match the parameter", name);
             md_tensor *t = md_optimizer_state(o, &p, s, NULL, err);
             if (!t) return -1;
-            if (t->device != MD_CPU) {   /* state on the parameter's device */
-                const md_backend *be = md__backend_table(t->device);
-                if (!be || (numel && be->copy(t->data, md_st_data(st, j), sizeof(float) * (size_t)numel,
-                                              MD_COPY_H2D) != 0))
-                    return md_fail(err, "optimizer state %s: copy to the device failed: %s", name,
-                                   be ? be->error() : "backend not loaded");
-            } else {
-                memcpy(t->data, md_st_data(st, j), sizeof(float) * (size_t)numel);
-            }
+            /* state on the parameter's device: its backend copies from the host */
+            const md_backend *be = md__backend_table(t->device);
+            if (!be || (numel && be->copy(t->data, md_st_data(st, j), sizeof(float) * (size_t)numel,
+                                          MD_COPY_H2D) != 0))
+                return md_fail(err, "optimizer state %s: copy to the device failed: %s", name,
+                               be ? be->error() : "backend not loaded");
         }
     }
     return 0;

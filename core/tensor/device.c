@@ -10,17 +10,19 @@
 #include <string.h>
 #include "internal.h"
 #include "backends/cpu/elementwise.h"   /* md__loop_init */
+#include "backends/cpu/table.h"
 
 /* ------------------------------------------------------------ backends -- */
 
-/* Backend tables are process-wide: the CUDA runtime keeps one context per
- * process, so one loaded library serves every md_ctx. */
-static const md_backend *g_backend[2];
+/* Backend tables, one per device type, are process-wide: the CPU's is
+ * static, and the CUDA runtime keeps one context per process, so one loaded
+ * library serves every md_ctx. */
+static const md_backend *g_backend[2] = { [MD_CPU] = &md__cpu_table };
 static lt_dlhandle g_handle[2];
-static int g_open_index[2] = { -1, -1 };
+static int g_open_index[2] = { [MD_CPU] = 0, [MD_CUDA] = -1 };
 
 const md_backend *md__backend_table(md_device_type t) {
-    return (t > MD_CPU && t <= MD_CUDA) ? g_backend[t] : NULL;
+    return (t >= MD_CPU && t <= MD_CUDA) ? g_backend[t] : NULL;
 }
 
 /* Directory of libmmdet.so itself: the backend library is installed next to it. */
@@ -152,17 +154,24 @@ const md_backend *md__be(md_ctx *ctx, const char *op, const md_tensor *t) {
                    t->device_index);
         return NULL;
     }
+    if (be->bind) be->bind(ctx);
     return be;
 }
 
 md_tensor *md__no_kernel(md_ctx *ctx, const char *op, const md_tensor *t) {
-    char s[96];
-    return md_op_fail(ctx, op, "no CUDA kernel for %s yet (input %s on cuda:%d); run it on the CPU", op,
-                      md_tensor_describe(t, s, sizeof s), t->device_index);
+    char s[96], d[16];
+    const md_backend *be = md__backend_table(t->device);
+    return md_op_fail(ctx, op, "%s is not implemented on %s (input %s on %s)", op, be ? be->name : "this device",
+                      md_tensor_describe(t, s, sizeof s), md_device_name(md_tensor_device(t), d, sizeof d));
 }
 
 md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be) {
-    return md_op_fail(ctx, op, "%s", be->error());
+    const char *msg = be->error();
+    return md_op_failc(ctx, !strncmp(msg, "out of memory", 13) ? MD_ERR_NOMEM : MD_ERR_SHAPE, op, "%s", msg);
+}
+
+void *md__alloc_like(md_ctx *ctx, const md_tensor *like, size_t bytes) {
+    return like->device == MD_CPU ? md_ctx_alloc(ctx, bytes) : md__dev_alloc(ctx, like->device, bytes);
 }
 
 bool md__same_device(md_ctx *ctx, const char *op, int n, md_tensor *const *ts) {
@@ -302,7 +311,7 @@ int md__copy_any(md_ctx *ctx, md_tensor *dst, const md_tensor *src) {
     int64_t n = md_tensor_numel(src);
     if (!n) return 0;
     bool dc = md_tensor_is_contiguous(dst), sc = md_tensor_is_contiguous(src);
-    if (dst->device != MD_CPU && src->device != MD_CPU && dst->device_index == src->device_index) {
+    if (md_device_equal(md_tensor_device(dst), md_tensor_device(src))) {   /* within one device: its backend */
         const md_backend *be = md__be(ctx, op, dst);
         if (!be) return -1;
         int rc;

@@ -564,13 +564,6 @@ md_tensor *md__contig(md_ctx *ctx, md_tensor *t) {
     return c;
 }
 
-bool md__on_cpu(md_ctx *ctx, const char *op, const md_tensor *t, const char *what) {
-    (void)what;
-    if (!t || t->device == MD_CPU) return true;
-    md__no_kernel(ctx, op, t);
-    return false;
-}
-
 MD_API md_tensor *md_tensor_detach(md_ctx *ctx, md_tensor *t) {
     if (!t) return NULL;
     md_tensor *v = md__arena_alloc(&ctx->arena, sizeof *v);

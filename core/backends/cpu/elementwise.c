@@ -377,3 +377,20 @@ int md__cpu_cast(md_dtype from, md_dtype to, int64_t n, const void *src, void *d
     default: return -1;
     }
 }
+
+void md__cpu_fill(void *dst, int64_t n, size_t elem, uint64_t bits) {
+    if (elem == 4) {
+        uint32_t v = (uint32_t)bits, *p = dst;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
+    } else if (elem == 8) {
+        uint64_t *p = dst;
+        for (int64_t i = 0; i < n; i++) p[i] = bits;
+    } else {
+        memset(dst, (int)(bits & 0xff), (size_t)n);
+    }
+}
+
+void md__cpu_add_inplace_f32(float *dst, const float *src, int64_t n) {
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t k = 0; k < n; k++) dst[k] += src[k];
+}

@@ -35,4 +35,9 @@ void md__cpu_copy(const md__loop *L, size_t elem, const void *src, void *dst);
 /* Contiguous dtype conversion (float to integer truncates toward zero). */
 int md__cpu_cast(md_dtype from, md_dtype to, int64_t n, const void *src, void *dst);
 
+/* dst[i] = the element whose bits are the low `elem` bytes of `bits` (elem 1, 4 or 8). */
+void md__cpu_fill(void *dst, int64_t n, size_t elem, uint64_t bits);
+/* dst[i] += src[i], contiguous f32 (gradient accumulation). */
+void md__cpu_add_inplace_f32(float *dst, const float *src, int64_t n);
+
 #endif

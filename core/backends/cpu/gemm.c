@@ -56,3 +56,37 @@ void md__sgemm_par(int nthreads, bool ta, bool tb, int64_t M, int64_t N, int64_t
     }
     md__blas_threads_set(prev);
 }
+
+void md__cpu_sgemm_batched(int nthreads, bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K,
+                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
+                           float beta, float *C) {
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (batch == 1 || M * N * K >= ((int64_t)1 << 21) || nthreads == 1) {
+        for (int64_t b = 0; b < batch; b++)
+            md__sgemm_par(nthreads, ta, tb, M, N, K, 1.0f, A + b * sa, lda, B + b * sb, ldb, beta, C + b * M * N, N);
+        return;
+    }
+    /* many small matrices: one per OpenMP thread, BLAS single-threaded */
+    int prev = md__blas_threads_set(1);
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        md__sgemm(ta, tb, M, N, K, 1.0f, A + b * sa, lda, B + b * sb, ldb, beta, C + b * M * N, N);
+    md__blas_threads_set(prev);
+}
+
+void md__cpu_linear_forward(int nthreads, int64_t R, int64_t in, int64_t out, const float *x, const float *w,
+                            const float *bias, float *y) {
+    if (R <= 0 || out <= 0) return;
+    if (bias)   /* y = bias, then y += x w^T */
+        for (int64_t r = 0; r < R; r++) memcpy(y + r * out, bias, sizeof(float) * (size_t)out);
+    md__sgemm_par(nthreads, false, true, R, out, in, 1.0f, x, in, w, in, bias ? 1.0f : 0.0f, y, out);
+}
+
+void md__cpu_sum_rows_f32(const float *g, int64_t R, int64_t out, float *gb) {
+    #pragma omp parallel for if (R * out > 65536) schedule(static)
+    for (int64_t o = 0; o < out; o++) {
+        double acc = 0;
+        for (int64_t r = 0; r < R; r++) acc += g[r * out + o];
+        gb[o] = (float)acc;
+    }
+}

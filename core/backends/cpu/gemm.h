@@ -23,4 +23,15 @@ void md__sgemm_par(int nthreads, bool ta, bool tb, int64_t M, int64_t N, int64_t
  * previous count. */
 int md__blas_threads_set(int n);
 
+/* C[b] = op(A + b sa) op(B + b sb) + beta C[b], C contiguous [batch, M, N]:
+ * large products split over threads, many small ones one per thread. */
+void md__cpu_sgemm_batched(int nthreads, bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K,
+                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
+                           float beta, float *C);
+/* y[R, out] = bias (rows) + x[R, in] w[out, in]^T. */
+void md__cpu_linear_forward(int nthreads, int64_t R, int64_t in, int64_t out, const float *x, const float *w,
+                            const float *bias, float *y);
+/* gb[o] = sum over r of g[r, o] in double, rows in order. */
+void md__cpu_sum_rows_f32(const float *g, int64_t R, int64_t out, float *gb);
+
 #endif

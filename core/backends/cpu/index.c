@@ -74,3 +74,47 @@ int md__cpu_put_add(int dtype, void *out, const int64_t *off, int64_t n, const v
     default: return -1;
     }
 }
+
+void md__cpu_index_check(const int64_t *idx, int64_t n, int64_t size, int64_t *bad, int64_t *val) {
+    *bad = -1;
+    *val = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= size) {
+            *bad = i;
+            *val = idx[i];
+            return;
+        }
+}
+
+void md__cpu_nonzero(int dtype, const void *x, int ndim, const int64_t *shape, int64_t *out, int64_t *count) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    size_t es = md_dtype_size((md_dtype)dtype);
+    const char *p = x;
+    static const char zero[8] = { 0 };
+    /* -0.0f is zero too: compare floats as floats */
+    #define NZ(i) (dtype == MD_F32 ? ((const float *)x)[i] != 0.0f : memcmp(p + (size_t)(i) * es, zero, es) != 0)
+    int64_t cnt = 0;
+    if (!out) {
+        for (int64_t i = 0; i < n; i++) cnt += NZ(i);
+        *count = cnt;
+        return;
+    }
+    int nd = ndim ? ndim : 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (!NZ(i)) continue;
+        if (ndim == 1) {
+            out[cnt++] = i;
+            continue;
+        }
+        int64_t rem = i;
+        for (int d = nd - 1; d >= 0; d--) {
+            int64_t s = ndim ? shape[d] : 1;
+            out[cnt * nd + d] = rem % s;
+            rem /= s;
+        }
+        cnt++;
+    }
+    #undef NZ
+    *count = cnt;
+}

@@ -22,4 +22,11 @@ void md__cpu_take(size_t elem, const void *a, const int64_t *off, int64_t n, voi
 /* out[off[p]] += src[p] for f32, i64, i32 (dtype codes of tensor.h); serial. */
 int md__cpu_put_add(int dtype, void *out, const int64_t *off, int64_t n, const void *src);
 
+/* First entry of idx[0..n) outside [0, size) into *bad (-1 when none), its value into *val. */
+void md__cpu_index_check(const int64_t *idx, int64_t n, int64_t size, int64_t *bad, int64_t *val);
+/* Non-zero elements of contiguous x (f32 -0.0 is zero), in increasing
+ * order: *count; with out also [count, ndim] coordinates (ndim <= 1:
+ * [count] positions). */
+void md__cpu_nonzero(int dtype, const void *x, int ndim, const int64_t *shape, int64_t *out, int64_t *count);
+
 #endif

@@ -202,3 +202,45 @@ void md__cpu_giou_backward(const float *p, const float *t, int64_t n, float eps,
         }
     }
 }
+
+void md__cpu_check_labels(const int64_t *lab, int64_t n, int64_t lo, int64_t hi, int64_t ignore, int64_t *bad) {
+    bad[0] = -1;
+    bad[1] = 0;
+    for (int64_t i = 0; i < n && bad[0] < 0; i++)
+        if (lab[i] != ignore && (lab[i] < lo || lab[i] >= hi)) bad[0] = i, bad[1] = lab[i];
+}
+
+bool md__cpu_any_positive(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > 0) return true;
+    return false;
+}
+
+bool md__cpu_any_negative(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] < 0) return true;
+    return false;
+}
+
+void md__cpu_weighted(const float *l, const float *w, int64_t n, float *d) {
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t e = 0; e < n; e++) d[e] = l[e] * w[e];
+}
+
+void md__cpu_coef_fill(int64_t n, const md__loss_coef *k, const float *mul, float *out) {
+    if (mul) for (int64_t e = 0; e < n; e++) out[e] = md__coef(k, e) * mul[e];
+    else for (int64_t e = 0; e < n; e++) out[e] = md__coef(k, e);
+}
+
+void md__cpu_bce_mask_weight(const float *t, const float *w, int64_t n, float *out) {
+    for (int64_t e = 0; e < n; e++) out[e] = (t[e] >= 0 ? 1.0f : 0.0f) * (w ? w[e] : 1.0f);
+}
+
+void md__cpu_giou_weight_mean(const float *w, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = (w[4 * i] + w[4 * i + 1] + w[4 * i + 2] + w[4 * i + 3]) / 4.0f;
+}
+
+void md__cpu_focal_backward_saved(const float *d, int64_t n, const md__loss_coef *k, float *gx) {
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t e = 0; e < n; e++) gx[e] = (float)(md__coef(k, e) * (double)d[e]);
+}

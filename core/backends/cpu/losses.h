@@ -52,4 +52,22 @@ void md__cpu_giou_forward(const float *p, const float *t, int64_t n, float eps, 
 void md__cpu_giou_backward(const float *p, const float *t, int64_t n, float eps, const md__loss_coef *k,
                            float *gp, float *gt);
 
+/* Row of the first label outside [lo, hi) and != ignore into bad[0] (-1
+ * when none), its label into bad[1]. */
+void md__cpu_check_labels(const int64_t *lab, int64_t n, int64_t lo, int64_t hi, int64_t ignore, int64_t *bad);
+/* Whether some x[e] > 0 (positive) or < 0 (negative). */
+bool md__cpu_any_positive(const float *x, int64_t n);
+bool md__cpu_any_negative(const float *x, int64_t n);
+/* d[e] = l[e] * w[e] (d may be l). */
+void md__cpu_weighted(const float *l, const float *w, int64_t n, float *d);
+/* out[e] = coef(e) * (mul ? mul[e] : 1). */
+void md__cpu_coef_fill(int64_t n, const md__loss_coef *k, const float *mul, float *out);
+/* out[e] = (t[e] >= 0 ? 1 : 0) * (w ? w[e] : 1). */
+void md__cpu_bce_mask_weight(const float *t, const float *w, int64_t n, float *out);
+/* out[i] = mean of the 4 weights of box i, in float. */
+void md__cpu_giou_weight_mean(const float *w, int64_t n, float *out);
+/* gx[e] = (float)(coef(e) * (double)d[e]): focal backward from the
+ * derivatives md__cpu_focal_forward_grad wrote. */
+void md__cpu_focal_backward_saved(const float *d, int64_t n, const md__loss_coef *k, float *gx);
+
 #endif

@@ -245,3 +245,23 @@ void md__gn_backward(const float *x, const float *gy, int64_t N, int64_t C, int6
         if (gb) gb[c] = (float)sb;
     }
 }
+
+void md__bn_train_stats(const double *m, const double *v, int64_t C, int64_t count, double eps, double momentum,
+                        float *running_mean, float *running_var, float *mean, float *invstd) {
+    for (int64_t c = 0; c < C; c++) {
+        mean[c] = (float)m[c];
+        invstd[c] = (float)(1.0 / sqrt(v[c] + eps));
+        if (running_mean) running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * m[c]);
+        if (running_var)
+            running_var[c] = (float)((1 - momentum) * running_var[c] +
+                                     momentum * v[c] * (double)count / (double)(count - 1));
+    }
+}
+
+void md__bn_eval_stats(const float *running_mean, const float *running_var, int64_t C, double eps, float *mean,
+                       float *invstd) {
+    for (int64_t c = 0; c < C; c++) {
+        mean[c] = running_mean[c];
+        invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
+    }
+}

@@ -32,4 +32,13 @@ void md__gn_backward(const float *x, const float *gy, int64_t N, int64_t C, int6
                      const double *mean, const double *rstd, const float *w, float *gx, float *gw, float *gb,
                      double *scratch, int nthreads);
 
+/* Training batch norm's per-channel results from the batch statistics m,
+ * v (md__bn_stats): mean, invstd = 1/sqrt(v + eps), and the running stats
+ * (either may be NULL) moved by momentum with the unbiased variance. */
+void md__bn_train_stats(const double *m, const double *v, int64_t C, int64_t count, double eps, double momentum,
+                        float *running_mean, float *running_var, float *mean, float *invstd);
+/* Eval mode: mean = running_mean, invstd from running_var. */
+void md__bn_eval_stats(const float *running_mean, const float *running_var, int64_t C, double eps, float *mean,
+                       float *invstd);
+
 #endif

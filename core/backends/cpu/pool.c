@@ -75,3 +75,15 @@ void md__nearest_backward(const float *gy, int64_t planes, int64_t H, int64_t W,
         }
     }
 }
+
+void md__nearest_map(int64_t *map, int64_t in, int64_t out, float scale) {
+    for (int64_t o = 0; o < out; o++) {
+        if (out == in) map[o] = o;
+        else if (out == 2 * in) map[o] = o >> 1;
+        else {
+            float f = (float)o * scale;
+            int64_t s = (int64_t)floorf(f);
+            map[o] = s < in - 1 ? s : in - 1;
+        }
+    }
+}

@@ -21,4 +21,9 @@ void md__nearest_forward(const float *x, int64_t planes, int64_t H, int64_t W, i
 void md__nearest_backward(const float *gy, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
                           const int64_t *ih, const int64_t *iw, float *gx, int nthreads);
 
+/* PyTorch's nearest_idx: the source row (or column) of each of `out`
+ * outputs, exact for equal and doubled sizes, otherwise floor(o * scale)
+ * in float (scale = in/out or 1/scale_factor). */
+void md__nearest_map(int64_t *map, int64_t in, int64_t out, float scale);
+
 #endif

@@ -199,3 +199,11 @@ void md__cpu_softmax_backward_f32(const float *y, const float *g, int64_t outer,
         }
     }
 }
+
+void md__cpu_max_backward_f32(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner,
+                              float *gx) {
+    for (int64_t r = 0; r < outer * inner; r++) {
+        int64_t o = r / inner, j = r % inner;
+        gx[(o * n + idx[r]) * inner + j] += g[r];
+    }
+}

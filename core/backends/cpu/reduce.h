@@ -24,4 +24,7 @@ void md__cpu_softmax_f32(const float *x, int64_t outer, int64_t n, int64_t inner
 void md__cpu_softmax_backward_f32(const float *y, const float *g, int64_t outer, int64_t n, int64_t inner,
                                   bool log, float *gx);
 
+/* gx[o, idx[o, j], j] += g[o, j] (max's backward; gx zeroed by the caller). */
+void md__cpu_max_backward_f32(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner, float *gx);
+
 #endif

@@ -3,7 +3,7 @@
  * One md_ctx holds the registries, the plugin search path, the logger, the
  * thread count, the step arena with the autograd tape, and the sticky error
  * of tensor ops. It is not thread-safe: one thread drives it; ops use OpenMP
- * inside. Data-loader workers never touch it (data.h).
+ * inside. Data-loader worker threads never touch it (data.h).
  */
 #ifndef MMDET_CTX_H
 #define MMDET_CTX_H

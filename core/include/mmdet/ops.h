@@ -116,7 +116,7 @@ md_tensor *md_topk(md_ctx *ctx, md_tensor *a, int64_t k, int dim, bool largest, 
  * that order. Host arrays; returns 0, or -1 when out of memory. */
 int md_sort_order_torch(const float *v, int64_t n, int64_t *idx);
 
-/* ---- linear algebra (core/ops/op_linear.c, OpenBLAS) ---- */
+/* ---- linear algebra (core/ops/op_linear.c; OpenBLAS on the CPU) ---- */
 /* [M,K]x[K,N], or batched [B,M,K]x[B,K,N]. */
 md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b);
 /* x [N, in] (or [..., in]), w [out, in], bias [out] or NULL. */
@@ -137,8 +137,8 @@ md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, m
  * bias, scale and shift ([O] f32, each may be NULL: 0, 1, 0), act ReLU when
  * `relu`. Eval-mode BatchNorm folds into scale/shift (md_batch_norm_fold).
  * When a gradient is needed (grad mode on and an input requires grad) or
- * x is not on the CPU, it runs the unfused ops (conv2d, mul, add, relu), so
- * it is differentiable and device-safe. Fused results differ from the
+ * x's backend has no fused kernel (CUDA today), it runs the unfused ops
+ * (conv2d, mul, add, relu), so it is differentiable and device-safe. Fused results differ from the
  * unfused ops' only by rounding (< 1e-5 relative, docs/ops-nn.md). */
 typedef struct md_conv_epilogue {
     md_tensor *scale, *shift;
