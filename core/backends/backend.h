@@ -8,7 +8,7 @@
  *     `md_backend_cuda` (a function returning the table) and checks `abi`.
  *
  * Each tensor's device selects its table (md__be in device.c). The
- * front-ends (core/op_*.c, optim.c) do every check (shapes, dtypes,
+ * front-ends (core/ops/op_*.c, core/runner/optim.c) do every check (shapes, dtypes,
  * devices), allocate outputs, record autograd and trace ONNX/FLOPs once,
  * then call the table: they never branch on the device for compute. The
  * backend works on raw pointers and sizes; the CPU kernel each entry names

@@ -1,5 +1,5 @@
 /* CPU kernels of the optimizers and of the EMA hooks' in-place updates
- * (the update rules' front-end is core/optim.c). n contiguous f32 elements;
+ * (the update rules' front-end is core/runner/optim.c). n contiguous f32 elements;
  * the per-element float expressions are the CUDA kernels' too (optim.cu). */
 #ifndef MMDET_CPU_OPTIM_H
 #define MMDET_CPU_OPTIM_H
