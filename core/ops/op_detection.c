@@ -152,11 +152,11 @@ static md_tensor *run_nms(md_ctx *ctx, const char *op, md_tensor *b, md_tensor *
     if (!keep) return NULL;
     const md_backend *be = md__be(ctx, op, b);
     if (!be) return NULL;
+    /* the host groups, on b's device (on the CPU dg is hg itself, so hg
+     * lives as long as the call) */
+    md_tensor hg = { .dtype = MD_I64, .device = MD_CPU, .ndim = 1, .shape = { n }, .stride = { 1 }, .data = (void *)group };
     md_tensor *dg = NULL;
-    if (group) {   /* the host groups, on b's device */
-        md_tensor hg = { .dtype = MD_I64, .device = MD_CPU, .ndim = 1, .shape = { n }, .stride = { 1 }, .data = (void *)group };
-        if (!(dg = to_device_of(ctx, &hg, b))) return NULL;
-    }
+    if (group && !(dg = to_device_of(ctx, &hg, b))) return NULL;
     int64_t cnt = 0;
     int rc = 0;
     if (n > 0)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "backends/cpu/conv_gemm.h"
+#include "backends/cpu/gemm_store.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "backends/backend.h"
 
@@ -322,36 +323,7 @@ INLINE T256 void ker256(const int R, int64_t kc, const float *a, const float *b,
         a += 6;
         b += 16;
     }
-#pragma GCC unroll 6
-    for (int i = 0; i < R; i++) {
-        float *ci = c + i * ldc;
-        if (acc) {
-            c0[i] = _mm256_add_ps(c0[i], full ? _mm256_loadu_ps(ci) : _mm256_maskload_ps(ci, m0));
-            c1[i] = _mm256_add_ps(c1[i], full ? _mm256_loadu_ps(ci + 8) : _mm256_maskload_ps(ci + 8, m1));
-        }
-        if (ep) {
-            if (ep->scale) {
-                __m256 sc = _mm256_set1_ps(ep->scale[i]), sh = _mm256_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
-                c0[i] = _mm256_fmadd_ps(c0[i], sc, sh);
-                c1[i] = _mm256_fmadd_ps(c1[i], sc, sh);
-            } else if (ep->shift) {
-                __m256 sh = _mm256_set1_ps(ep->shift[i]);
-                c0[i] = _mm256_add_ps(c0[i], sh);
-                c1[i] = _mm256_add_ps(c1[i], sh);
-            }
-            if (ep->relu) {
-                c0[i] = _mm256_max_ps(c0[i], _mm256_setzero_ps());
-                c1[i] = _mm256_max_ps(c1[i], _mm256_setzero_ps());
-            }
-        }
-        if (full) {
-            _mm256_storeu_ps(ci, c0[i]);
-            _mm256_storeu_ps(ci + 8, c1[i]);
-        } else {
-            _mm256_maskstore_ps(ci, m0, c0[i]);
-            _mm256_maskstore_ps(ci + 8, m1, c1[i]);
-        }
-    }
+    md__store256(R, c0, c1, c, ldc, m0, m1, full, acc, ep);
 }
 
 static T256 void ukernel_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows, int cols,

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <string.h>
 #include "backends/cpu/gemm_bf16.h"
+#include "backends/cpu/gemm_store.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define MD_HAVE_X86 1
@@ -33,41 +34,6 @@ INLINE T256 __m256 round256(__m256 x) {
     return _mm256_blendv_ps(_mm256_castsi256_ps(r), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-/* The f32 AVX2 kernel's store phase (conv_gemm.c): accumulate, epilogue,
- * masked stores. */
-INLINE T256 void store256(const int R, __m256 *c0, __m256 *c1, float *c, int64_t ldc, __m256i m0, __m256i m1,
-                          int full, int acc, const md__epilogue *ep) {
-#pragma GCC unroll 6
-    for (int i = 0; i < R; i++) {
-        float *ci = c + i * ldc;
-        if (acc) {
-            c0[i] = _mm256_add_ps(c0[i], full ? _mm256_loadu_ps(ci) : _mm256_maskload_ps(ci, m0));
-            c1[i] = _mm256_add_ps(c1[i], full ? _mm256_loadu_ps(ci + 8) : _mm256_maskload_ps(ci + 8, m1));
-        }
-        if (ep) {
-            if (ep->scale) {
-                __m256 sc = _mm256_set1_ps(ep->scale[i]), sh = _mm256_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
-                c0[i] = _mm256_fmadd_ps(c0[i], sc, sh);
-                c1[i] = _mm256_fmadd_ps(c1[i], sc, sh);
-            } else if (ep->shift) {
-                __m256 sh = _mm256_set1_ps(ep->shift[i]);
-                c0[i] = _mm256_add_ps(c0[i], sh);
-                c1[i] = _mm256_add_ps(c1[i], sh);
-            }
-            if (ep->relu) {
-                c0[i] = _mm256_max_ps(c0[i], _mm256_setzero_ps());
-                c1[i] = _mm256_max_ps(c1[i], _mm256_setzero_ps());
-            }
-        }
-        if (full) {
-            _mm256_storeu_ps(ci, c0[i]);
-            _mm256_storeu_ps(ci + 8, c1[i]);
-        } else {
-            _mm256_maskstore_ps(ci, m0, c0[i]);
-            _mm256_maskstore_ps(ci + 8, m1, c1[i]);
-        }
-    }
-}
 
 /* 6x16 as the f32 AVX2 kernel, each A and B value rounded to bf16 as it
  * is loaded: the six A values of a k with one masked load and one
@@ -91,7 +57,7 @@ INLINE T256 void kemu(const int R, int64_t kc, const float *a, const float *b, f
         a += 6;
         b += 16;
     }
-    store256(R, c0, c1, c, ldc, m0, m1, full, acc, ep);
+    md__store256(R, c0, c1, c, ldc, m0, m1, full, acc, ep);
 }
 
 static T256 void ukernel_emulated(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
