@@ -322,7 +322,7 @@ static void oracle_run(const char *config, const char *options, bool by_iter, in
     test_write_file(dir, "tb.cfg", cfg);
     double t0 = now();
     snprintf(cmd, sizeof cmd,
-             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins %s/tb.cfg --work-dir %s/work --seed 0 "
+             "bin/mmdet-run --plugin-dir plugins --plugin-dir tests/plugins %s/tb.cfg --work-dir %s/run --seed 0 "
              "--cfg-options data.train.data_root=%s/data/ data.val.data_root=%s/data/ "
              "model.ann_file=%s/data/annotations/instances_val.json %s >%s/out.txt 2>&1",
              dir, dir, dir, dir, dir, options, dir);
@@ -330,7 +330,7 @@ static void oracle_run(const char *config, const char *options, bool by_iter, in
     double t1 = now();
 
     char tf[256], path[512], name[256], host[256] = "";
-    snprintf(tf, sizeof tf, "%s/work/tf_logs", dir);
+    snprintf(tf, sizeof tf, "%s/run/tf_logs", dir);
     event_file(tf, path, sizeof path, name, sizeof name);
     /* events.out.tfevents.<10-digit seconds>.<host>.<pid>.<n>, as TensorBoard names them */
     gethostname(host, sizeof host - 1);
@@ -344,12 +344,12 @@ static void oracle_run(const char *config, const char *options, bool by_iter, in
     cr_assert_str_eq(ev->version, "brain.Event:2");
     cr_assert_eq(ev->skipped, 0);
     json_line *lines = malloc(sizeof *lines * 64);
-    snprintf(cmd, sizeof cmd, "%s/work", dir);
+    snprintf(cmd, sizeof cmd, "%s/run", dir);
     DIR *d = opendir(cmd);
     char json[512] = "";
     struct dirent *de;
     while ((de = readdir(d)))
-        if (strstr(de->d_name, ".log.json")) snprintf(json, sizeof json, "%s/work/%s", dir, de->d_name);
+        if (strstr(de->d_name, ".log.json")) snprintf(json, sizeof json, "%s/run/%s", dir, de->d_name);
     closedir(d);
     int n = read_json_log(json, lines, 64);
     int n_val = 0;
