@@ -45,31 +45,7 @@ INLINE T512 void ker512(const int R, int64_t kc, const float *a, const float *b,
         a += 14;
         b += 32;
     }
-#pragma GCC unroll 14
-    for (int i = 0; i < R; i++) {
-        float *ci = c + i * ldc;
-        if (acc) {
-            c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
-            c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        if (ep) {
-            if (ep->scale) {
-                __m512 sc = _mm512_set1_ps(ep->scale[i]), sh = _mm512_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
-                c0[i] = _mm512_fmadd_ps(c0[i], sc, sh);
-                c1[i] = _mm512_fmadd_ps(c1[i], sc, sh);
-            } else if (ep->shift) {
-                __m512 sh = _mm512_set1_ps(ep->shift[i]);
-                c0[i] = _mm512_add_ps(c0[i], sh);
-                c1[i] = _mm512_add_ps(c1[i], sh);
-            }
-            if (ep->relu) {
-                c0[i] = _mm512_max_ps(c0[i], _mm512_setzero_ps());
-                c1[i] = _mm512_max_ps(c1[i], _mm512_setzero_ps());
-            }
-        }
-        _mm512_mask_storeu_ps(ci, m0, c0[i]);
-        _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
-    }
+    md__store512(R, c0, c1, c, ldc, m0, m1, acc, ep);
 }
 
 static T512 void ukernel_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,

@@ -86,34 +86,6 @@ INLINE T512 __m512 round512(__m512 x) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_castsi512_ps(r), x);
 }
 
-INLINE T512 void store512(const int R, __m512 *c0, __m512 *c1, float *c, int64_t ldc, __mmask16 m0, __mmask16 m1,
-                          int acc, const md__epilogue *ep) {
-#pragma GCC unroll 14
-    for (int i = 0; i < R; i++) {
-        float *ci = c + i * ldc;
-        if (acc) {
-            c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
-            c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        if (ep) {
-            if (ep->scale) {
-                __m512 sc = _mm512_set1_ps(ep->scale[i]), sh = _mm512_set1_ps(ep->shift ? ep->shift[i] : 0.0f);
-                c0[i] = _mm512_fmadd_ps(c0[i], sc, sh);
-                c1[i] = _mm512_fmadd_ps(c1[i], sc, sh);
-            } else if (ep->shift) {
-                __m512 sh = _mm512_set1_ps(ep->shift[i]);
-                c0[i] = _mm512_add_ps(c0[i], sh);
-                c1[i] = _mm512_add_ps(c1[i], sh);
-            }
-            if (ep->relu) {
-                c0[i] = _mm512_max_ps(c0[i], _mm512_setzero_ps());
-                c1[i] = _mm512_max_ps(c1[i], _mm512_setzero_ps());
-            }
-        }
-        _mm512_mask_storeu_ps(ci, m0, c0[i]);
-        _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
-    }
-}
 
 /* 14x32 as the f32 AVX-512 kernel, values rounded as they are loaded. */
 INLINE T512 void kcvt(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc, __mmask16 m0,
@@ -134,7 +106,7 @@ INLINE T512 void kcvt(const int R, int64_t kc, const float *a, const float *b, f
         a += 14;
         b += 32;
     }
-    store512(R, c0, c1, c, ldc, m0, m1, acc, ep);
+    md__store512(R, c0, c1, c, ldc, m0, m1, acc, ep);
 }
 
 static T512 void ukernel_avx512cvt(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
@@ -182,7 +154,7 @@ INLINE T512BF void knat(const int R, int64_t kc, const float *a, const float *b,
         a += 28;
         b += 64;
     }
-    store512(R, c0, c1, c, ldc, m0, m1, acc, ep);
+    md__store512(R, c0, c1, c, ldc, m0, m1, acc, ep);
 }
 
 static T512BF void ukernel_native(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int rows,
