@@ -28,12 +28,9 @@ static void usage(FILE *f) {
           "  --log-interval N          print the speed every N images (default 50)\n"
           "  --fuse-conv-bn            fold each BatchNorm into the conv before it (mmcv's\n"
           "                            fuse_conv_bn)\n"
-          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          , f);
-    fputs(md_tool_opts_usage(), f);
-    fputs(
-          "  -h, --help                this message\n",
+          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n",
           f);
+    fputs(md_tool_opts_usage(), f);
 }
 
 static int die(const char *msg, const char *what) {

@@ -25,8 +25,7 @@ static void usage(FILE *f) {
             "  --opset N                 ONNX opset, %d to %d (default 11)\n"
             "  --no-postprocess          outputs are the head's raw cls_score_<l>, bbox_pred_<l>\n"
             "  --dynamic-export          any batch and input size (\"batch\", \"height\", \"width\";\n"
-            "                            \"num_dets\" rows); --shape is the size traced\n"
-            "  -h, --help                this message\n",
+            "                            \"num_dets\" rows); --shape is the size traced\n",
             MD_ONNX_OPSET_MIN, MD_ONNX_OPSET_MAX);
     fputs(md_tool_opts_usage(), f);
 }

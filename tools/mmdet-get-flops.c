@@ -21,12 +21,9 @@ static void usage(FILE *f) {
           "  --size-divisor N          pad H and W up to multiples of N (default 32; -1: no padding)\n"
           "  --exact                   also list every module's FLOPs and parameters as exact\n"
           "                            integers, one \"path flops params\" line each\n"
-          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          , f);
-    fputs(md_tool_opts_usage(), f);
-    fputs(
-          "  -h, --help                this message\n",
+          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n",
           f);
+    fputs(md_tool_opts_usage(), f);
 }
 
 static int die(const char *msg, const char *what) {

@@ -32,12 +32,9 @@ static void usage(FILE *f) {
           "                            shows those above T, as mmdet)\n"
           "  --palette P               box and mask colours: coco (default), voc, citys, random,\n"
           "                            or one colour (red, green, ...), as mmdet's image_demo\n"
-          , f);
-    fputs(md_tool_opts_usage(), f);
-    fputs(
-          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
-          "  -h, --help                this message\n",
+          "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n",
           f);
+    fputs(md_tool_opts_usage(), f);
 }
 
 static int die(const char *msg, const char *what) {

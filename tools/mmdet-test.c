@@ -20,9 +20,6 @@ static void usage(FILE *f) {
           "\n"
           "Test a detector (mmdet's tools/test.py).\n"
           "\n"
-          , f);
-    fputs(md_tool_opts_usage(), f);
-    fputs(
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox, segm (masks of a mask detector)\n"
           "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
@@ -33,9 +30,9 @@ static void usage(FILE *f) {
           "  --eval-options K=V ...    jsonfile_prefix=P\n"
           "  --show-dir DIR            draw the detections on the original images into DIR (PNG)\n"
           "  --show-score-thr T        score threshold for drawing (default 0.3)\n"
-          "  --work-dir DIR            write the metrics to DIR/eval_<timestamp>.json\n"
-          "  -h, --help                this message\n",
+          "  --work-dir DIR            write the metrics to DIR/eval_<timestamp>.json\n",
           f);
+    fputs(md_tool_opts_usage(), f);
 }
 
 static int die(const char *msg, const char *what) {

@@ -46,7 +46,8 @@ MD_API const char *md_tool_opts_usage(void) {
            "                            install prefix's plugins and the config's plugin_dirs\n"
            "  --no-default-plugins      leave the install prefix's plugin directory out\n"
            "  --skip-bad-plugins        warn about a file that is no usable plugin, load the rest\n"
-           "  --cfg-options K=V ...     override config settings\n";
+           "  --cfg-options K=V ...     override config settings\n"
+           "  -h, --help                this message\n";
 }
 
 MD_API md_cfg *md_tool_setup(md_ctx *ctx, const char *config, const md_tool_opts *o, md_error *err) {

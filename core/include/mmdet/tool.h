@@ -34,8 +34,8 @@ void md_tool_opts_free(md_tool_opts *o);
  * -1 with err set: the flag lacks its value. */
 int md_tool_opts_parse(md_tool_opts *o, int argc, char **argv, int *i, md_error *err);
 
-/* The shared flags' lines for a usage message (without --device, whose
- * meaning each tool words itself). */
+/* The shared flags' lines that end a usage message, -h included (without
+ * --device, which not every tool takes). */
 const char *md_tool_opts_usage(void);
 
 /* Loads `config`, applies --cfg-options, loads the plugin set, sets
