@@ -216,6 +216,12 @@ const md_backend *md__be(md_ctx *ctx, const char *op, const md_tensor *t);
  * message); both return NULL. */
 md_tensor *md__no_kernel(md_ctx *ctx, const char *op, const md_tensor *t);
 md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be);
+/* Sets be's compute precision (set_compute_dtype: f32, or conv/matrix
+ * operands rounded to dt) for the kernels that follow on this thread; *prev
+ * receives the setting replaced, for md__be_compute_restore. False after
+ * md_op_fail naming op when be cannot compute in dt. */
+bool md__be_compute(md_ctx *ctx, const char *op, const md_backend *be, md_dtype dt, int *prev);
+void md__be_compute_restore(const md_backend *be, int prev);
 /* Step memory (no tensor) on like's device: the CPU step arena or the
  * device arena; NULL after md_op_fail. */
 void *md__alloc_like(md_ctx *ctx, const md_tensor *like, size_t bytes);

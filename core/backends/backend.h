@@ -38,7 +38,7 @@ extern "C" {
 
 struct md_ctx;   /* libmmdet's context, opaque here */
 
-#define MD_BACKEND_ABI 5
+#define MD_BACKEND_ABI 6
 #define MD_BE_MAX_DIMS 6   /* = MD_MAX_DIMS */
 
 /* Shape of a 2-D convolution (NCHW input, OIHW weight). */
@@ -88,7 +88,8 @@ typedef struct md__mt_param {
     bool first;
 } md__mt_param;
 
-/* Element types as libmmdet numbers them (md_dtype): 0 f32, 1 i64, 2 i32, 3 u8. */
+/* Element types as libmmdet numbers them (md_dtype): 0 f32, 1 i64, 2 i32, 3 u8,
+ * 4 f16, 5 bf16 (the last two only as compute precisions: set_compute_dtype). */
 
 typedef struct md_backend {
     int abi;                 /* MD_BACKEND_ABI */
@@ -420,6 +421,28 @@ typedef struct md_backend {
                                 float *gx);
 
     /* (end of ABI 5) */
+
+    /* ---- ABI 6: mixed precision (core/runner/amp.c, include/mmdet/amp.h) ---- */
+    /* Sets the calling thread's compute precision for the entries that
+     * convolve or multiply matrices: conv2d_forward, conv2d_backward_input,
+     * conv2d_backward_weight, conv2d_forward_ep, sgemm and linear_forward
+     * (not sgemm_batched, not the bias gradient). 0 (f32): f32 throughout;
+     * 4 (f16) or 5 (bf16): the operands are rounded to that type
+     * (backends/precision.h: round to nearest even) and the products
+     * accumulated in f32; tensors stay f32 in memory. *prev (may be NULL)
+     * receives the setting replaced. -1 with the error set, the setting
+     * unchanged, when this device cannot compute in `dtype` (the CPU: no
+     * fp16 kernels, bf16 needs AVX2+FMA; CUDA: bf16 needs compute
+     * capability 8.0). The op front-ends set it around their kernel calls
+     * from the context's autocast dtype, and back after. */
+    int (*set_compute_dtype)(int dtype, int *prev);
+    /* GradScaler.unscale_ over `count` f32 buffers: g[i][k] *= inv, each
+     * value checked before the multiply (md__unscale_elem); *found (HOST,
+     * waits: one read-back for all the buffers) = 1 when some value was
+     * inf or NaN, else 0. */
+    int (*unscale_f32_multi)(int count, float *const *g, const int64_t *n, float inv, int *found);
+
+    /* (end of ABI 6) */
 } md_backend;
 
 /* The symbol a backend library exports. */

@@ -3,13 +3,12 @@
 #include <math.h>
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
 typedef struct conv_saved {
     md__conv_shape s;
     md_tensor *x, *w;   /* contiguous copies used by the forward */
-    bool bf16;          /* mixed precision (amp.h): the backward in bf16 too */
+    md_dtype compute;   /* mixed precision (amp.h): the backward in the forward's precision */
 } conv_saved;
 
 /* The backend's three gradient kernels. */
@@ -39,13 +38,15 @@ static int conv_backward_kernels(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return 0;
 }
 
-/* Mixed precision: the CPU kernels run in bf16 while the thread's switch is
- * set (gemm_bf16.h); the backward in the precision of its forward. */
+/* Mixed precision: the backend's kernels run in the compute precision set
+ * around them (set_compute_dtype); the backward in that of its forward. */
 static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
-    int prev = md__cpu_bf16;
-    md__cpu_bf16 = ((conv_saved *)md_node_saved(node))->bf16;
+    conv_saved *sv = md_node_saved(node);
+    const md_backend *be = md__be(ctx, "conv2d", sv->x);
+    int prev;
+    if (!be || !md__be_compute(ctx, "conv2d", be, sv->compute, &prev)) return -1;
     int rc = conv_backward_kernels(ctx, node, gy);
-    md__cpu_bf16 = prev;
+    md__be_compute_restore(be, prev);
     return rc;
 }
 
@@ -106,16 +107,16 @@ static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     if (!be->conv2d_forward || !be->conv2d_backward_input || !be->conv2d_backward_weight ||
         !be->conv2d_backward_bias)
         return md__no_kernel(ctx, "conv2d", x);
-    int prev = md__cpu_bf16;
-    md__cpu_bf16 = ctx->autocast == MD_BF16;
+    int prev;
+    if (!md__be_compute(ctx, "conv2d", be, ctx->autocast, &prev)) return NULL;
     int frc = be->conv2d_forward(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, md_f32(y));
-    md__cpu_bf16 = prev;
+    md__be_compute_restore(be, prev);
     if (frc != 0) return md__be_failed(ctx, "conv2d", be);
     md_node *node = md_autograd_record(ctx, y, ins, 3, conv_backward, "conv2d");
     if (node) {
         conv_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (conv_saved){ .s = s, .x = xc, .w = wc, .bf16 = ctx->autocast == MD_BF16 };
+        *sv = (conv_saved){ .s = s, .x = xc, .w = wc, .compute = ctx->autocast };
         md_node_unsave(ctx, node, -1);   /* the backward never reads y */
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
@@ -181,11 +182,11 @@ static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tenso
     if (!xc || !wc || (bias && !bc) || (scale && !sc) || (shift && !hc)) return NULL;
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, MD_DIMS(s.N, s.O, s.OH, s.OW));
     if (!y) return NULL;
-    int prev = md__cpu_bf16;
-    md__cpu_bf16 = ctx->autocast == MD_BF16;
+    int prev;
+    if (!md__be_compute(ctx, "conv2d_fused", be, ctx->autocast, &prev)) return NULL;
     int frc = be->conv2d_forward_ep(&s, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, sc ? md_f32(sc) : NULL,
                                     hc ? md_f32(hc) : NULL, relu, md_f32(y));
-    md__cpu_bf16 = prev;
+    md__be_compute_restore(be, prev);
     if (frc != 0) return md__be_failed(ctx, "conv2d_fused", be);
     return y;
 }

@@ -3,7 +3,6 @@
  * (no copy); other layouts are copied once. */
 #include <string.h>
 #include "internal.h"
-#include "backends/cpu/gemm_bf16.h"
 #include "onnx_trace.h"
 
 /* A batch of row-major matrices as BLAS sees them: op(M) is rows x cols. */
@@ -155,7 +154,7 @@ MD_API md_tensor *md_matmul(md_ctx *ctx, md_tensor *a, md_tensor *b) {
 typedef struct linear_saved {
     md_tensor *x, *w;
     int64_t rows;
-    bool bf16;   /* mixed precision (amp.h): the backward in bf16 too */
+    md_dtype compute;   /* mixed precision (amp.h): the backward in the forward's precision */
 } linear_saved;
 
 static int linear_backward_kernels(md_ctx *ctx, md_node *node, md_tensor *g) {
@@ -191,17 +190,40 @@ static int linear_backward_kernels(md_ctx *ctx, md_node *node, md_tensor *g) {
     return 0;
 }
 
-/* Mixed precision: the CPU's matrix products run in bf16 while the
- * thread's switch is set (gemm_bf16.h); the backward as its forward. */
+/* Mixed precision: the backend's matrix products run in the compute
+ * precision set around them (set_compute_dtype); the backward as its
+ * forward. */
 static int linear_backward(md_ctx *ctx, md_node *node, md_tensor *g) {
-    int prev = md__cpu_bf16;
-    md__cpu_bf16 = ((linear_saved *)md_node_saved(node))->bf16;
+    const md_backend *be = md__be(ctx, "linear", g);
+    int prev;
+    if (!be || !md__be_compute(ctx, "linear", be, ((linear_saved *)md_node_saved(node))->compute, &prev)) return -1;
     int rc = linear_backward_kernels(ctx, node, g);
-    md__cpu_bf16 = prev;
+    md__be_compute_restore(be, prev);
     return rc;
 }
 
-static md_tensor *linear_kernels(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
+/* y = x w^T + bias on be: its linear entry, or y = x w^T, then y += bias
+ * (broadcast over rows); false after md_op_fail. */
+static bool linear_forward_kernels(md_ctx *ctx, const md_backend *be, md_tensor *y, int64_t R, int64_t in,
+                                   int64_t out, md_tensor *xc, md_tensor *wc, md_tensor *bc) {
+    float *yp = md_f32(y);
+    if (be->linear_forward) {   /* y = bias, then y += x w^T */
+        if (be->linear_forward(R, in, out, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, yp) != 0)
+            return md__be_failed(ctx, "linear", be), false;
+    } else if (R > 0 && out > 0) {
+        if (!gemm_on(ctx, y, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return false;
+        if (bc) {
+            if (!be->binary_f32) return md__no_kernel(ctx, "linear", y), false;
+            md__loop L = { .ndim = 2, .nops = 3, .numel = R * out, .shape = { R, out },
+                           .st = { { out, 1 }, { out, 1 }, { 0, 1 } } };
+            if (be->binary_f32(MD_BIN_ADD, &L, yp, md_f32(bc), yp) != 0)
+                return md__be_failed(ctx, "linear", be), false;
+        }
+    }
+    return true;
+}
+
+static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
     if (!x || !w) return NULL;
     if (check_f32(ctx, "linear", "input", x) || check_f32(ctx, "linear", "weight", w) ||
         (bias && check_f32(ctx, "linear", "bias", bias)) ||
@@ -227,38 +249,21 @@ static md_tensor *linear_kernels(md_ctx *ctx, md_tensor *x, md_tensor *w, md_ten
     shape[x->ndim - 1] = out;
     md_tensor *y = md__empty_like_on(ctx, x, MD_F32, x->ndim, shape);
     if (!y) return NULL;
-    float *yp = md_f32(y);
     const md_backend *be = md__be(ctx, "linear", y);
-    if (!be) return NULL;
-    if (be->linear_forward) {   /* y = bias, then y += x w^T */
-        if (be->linear_forward(R, in, out, md_f32(xc), md_f32(wc), bc ? md_f32(bc) : NULL, yp) != 0)
-            return md__be_failed(ctx, "linear", be);
-    } else if (R > 0 && out > 0) {   /* y = x w^T, then y += bias (broadcast over rows) */
-        if (!gemm_on(ctx, y, false, true, R, out, in, md_f32(xc), in, md_f32(wc), in, 0.0f, yp, out)) return NULL;
-        if (bc) {
-            if (!be->binary_f32) return md__no_kernel(ctx, "linear", y);
-            md__loop L = { .ndim = 2, .nops = 3, .numel = R * out, .shape = { R, out },
-                           .st = { { out, 1 }, { out, 1 }, { 0, 1 } } };
-            if (be->binary_f32(MD_BIN_ADD, &L, yp, md_f32(bc), yp) != 0) return md__be_failed(ctx, "linear", be);
-        }
-    }
+    int prev;
+    if (!be || !md__be_compute(ctx, "linear", be, ctx->autocast, &prev)) return NULL;
+    bool ok = linear_forward_kernels(ctx, be, y, R, in, out, xc, wc, bc);
+    md__be_compute_restore(be, prev);
+    if (!ok) return NULL;
     md_tensor *ins[3] = { x, w, bias };
     md_node *node = md_autograd_record(ctx, y, ins, 3, linear_backward, "linear");
     if (node) {
         linear_saved *sv = md_node_save(ctx, node, sizeof *sv);
         if (!sv) return NULL;
-        *sv = (linear_saved){ .x = xc, .w = wc, .rows = R, .bf16 = ctx->autocast == MD_BF16 };
+        *sv = (linear_saved){ .x = xc, .w = wc, .rows = R, .compute = ctx->autocast };
         md_node_unsave(ctx, node, -1);
         if (md__hold_copy(ctx, node, xc, x) || md__hold_copy(ctx, node, wc, w)) return NULL;
     }
-    return y;
-}
-
-static md_tensor *linear(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias) {
-    int prev = md__cpu_bf16;
-    md__cpu_bf16 = ctx->autocast == MD_BF16;
-    md_tensor *y = linear_kernels(ctx, x, w, bias);
-    md__cpu_bf16 = prev;
     return y;
 }
 

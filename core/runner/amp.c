@@ -1,6 +1,8 @@
 /* Mixed precision: the context's autocast dtype, turning it on for a
- * device, and GradScaler's loss scaling (amp.h). The bf16 kernels are in
- * backends/cpu/gemm_bf16.c. */
+ * device, and GradScaler's loss scaling (amp.h). The kernels are the
+ * backends': the CPU's bf16 kernels in backends/cpu/gemm_bf16.c, the
+ * GPU's fp16 and bf16 paths in backends/cuda/amp.cu; the per-element
+ * rounding and unscale both run are in backends/precision.h. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@ MD_API void md_ctx_set_autocast(md_ctx *ctx, md_dtype dtype) { ctx->autocast = d
 MD_API md_dtype md_ctx_autocast(const md_ctx *ctx) { return ctx->autocast; }
 
 MD_API float md_bf16_round(float x) { return md__bf16_round(x); }
+MD_API float md_f16_round(float x) { return md__f16_round(x); }
 
 MD_API const char *md_amp_cpu_kernel(void) {
     switch (md__bf16k_current()) {
@@ -22,16 +25,40 @@ MD_API const char *md_amp_cpu_kernel(void) {
     }
 }
 
+/* Mixed precision on a GPU: the backend computes conv and matrix products
+ * with fp16 or bf16 operands (cuDNN and cuBLAS Tensor Core math), f32
+ * accumulation; refused where the device cannot (bf16 before compute
+ * capability 8.0). */
+static int amp_enable_device(md_ctx *ctx, const char *dtype, md_device dev, const char *where, md_error *err) {
+    char dn[32];
+    md_device_name(dev, dn, sizeof dn);
+    md_error e = { 0 };
+    if (md_device_init(ctx, dev, &e) != 0)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s mixed precision on %s: %s", where, dtype, dn, e.msg);
+    const md_backend *be = md__backend_table(dev.type);
+    md_dtype dt = strcmp(dtype, "fp16") ? MD_BF16 : MD_F16;
+    int prev;
+    if (!be || !be->set_compute_dtype)
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s mixed precision on %s: this backend has no low-precision "
+                        "kernels (rebuild lib/libmmdet-cuda.so)", where, dtype, dn);
+    if (be->set_compute_dtype((int)dt, &prev) != 0)   /* the device's own check, then set back */
+        return md_failc(err, MD_ERR_CONFIG, "%s: %s mixed precision on %s (%s): %s", where, dtype, dn,
+                        md_device_describe(dev), be->error());
+    be->set_compute_dtype(prev, NULL);
+    ctx->autocast = dt;
+    md_info(ctx, "mixed precision: %s on %s (%s): conv and linear operands rounded to %s, f32 accumulation on "
+            "cuDNN and cuBLAS Tensor Core math; norms, losses, weights and gradients in f32", dtype, dn,
+            md_device_describe(dev), dtype);
+    return 0;
+}
+
 MD_API int md_amp_enable(md_ctx *ctx, const char *dtype, bool from_fp16_key, md_device dev, const char *where,
                          md_error *err) {
     if (!where) where = "mixed_precision";
     if (!dtype || (strcmp(dtype, "bf16") && strcmp(dtype, "fp16")))
         return md_failc(err, MD_ERR_CONFIG, "%s: dtype \"%s\" is neither \"bf16\" nor \"fp16\"", where,
                         dtype ? dtype : "(none)");
-    if (dev.type != MD_CPU)
-        return md_failc(err, MD_ERR_CONFIG, "%s: %s mixed precision is not available on CUDA devices yet (the "
-                        "CUDA backend has f32 kernels only); train in f32 on the GPU or in bf16 on the CPU",
-                        where, dtype);
+    if (dev.type != MD_CPU) return amp_enable_device(ctx, dtype, dev, where, err);
     if (!strcmp(dtype, "fp16")) {
         if (!from_fp16_key)
             return md_failc(err, MD_ERR_CONFIG, "%s: dtype \"fp16\" needs a GPU (CPUs have no fp16 kernels); "
@@ -178,33 +205,71 @@ MD_API int md_loss_scaler_load_json(md_loss_scaler *s, const char *json, md_erro
     return 0;
 }
 
-typedef struct unscale_state { float inv; bool found; const char *bad; md_error *err; } unscale_state;
+/* The parameter gradients of a module, per device type: f32 buffers for
+ * the backend's unscale_f32_multi. */
+typedef struct unscale_list {
+    float **g[2];
+    int64_t *n[2];
+    int count[2], cap;
+    const char *bad;
+    bool nomem;
+} unscale_list;
 
-static int unscale_one(const char *name, md_tensor *t, bool is_param, void *user) {
-    unscale_state *u = user;
+static int collect_grad(const char *name, md_tensor *t, bool is_param, void *user) {
+    unscale_list *u = user;
     if (!is_param || !t->grad) return 0;
-    if (t->grad->device != MD_CPU || t->grad->dtype != MD_F32) {
+    md_tensor *g = t->grad;
+    if (g->dtype != MD_F32 || (g->device != MD_CPU && g->device != MD_CUDA) || !md_tensor_is_contiguous(g)) {
         u->bad = name;
         return -1;
     }
-    float *g = md_f32(t->grad);
-    int64_t n = md_tensor_numel(t->grad);
-    int bad = 0;
-    #pragma omp simd reduction(| : bad)
-    for (int64_t i = 0; i < n; i++) {
-        bad |= !isfinite(g[i]);   /* checked before the multiply, as PyTorch's kernel */
-        g[i] *= u->inv;
+    int d = g->device;
+    if (u->count[d] == u->cap) {
+        int cap = u->cap ? 2 * u->cap : 64;
+        for (int k = 0; k < 2; k++) {
+            float **ng = realloc(u->g[k], sizeof(float *) * (size_t)cap);
+            if (ng) u->g[k] = ng;
+            int64_t *nn = realloc(u->n[k], sizeof(int64_t) * (size_t)cap);
+            if (nn) u->n[k] = nn;
+            if (!ng || !nn) {
+                u->nomem = true;
+                return -1;
+            }
+        }
+        u->cap = cap;
     }
-    if (bad) u->found = true;
+    u->g[d][u->count[d]] = md_f32(g);
+    u->n[d][u->count[d]++] = md_tensor_numel(g);
     return 0;
 }
 
 MD_API int md_module_unscale_grads(md_module *m, double scale, bool *found_inf, md_error *err) {
     /* GradScaler: inv_scale = scale.double().reciprocal().float() */
-    unscale_state u = { .inv = (float)(1.0 / scale), .err = err };
-    if (md_module_visit(m, "", unscale_one, &u) != 0)
-        return md_failc(err, MD_ERR_CONFIG, "loss scaling: gradient of %s is not an f32 CPU tensor",
-                        u.bad ? u.bad : "?");
-    *found_inf = u.found;
-    return 0;
+    float inv = (float)(1.0 / scale);
+    unscale_list u = { 0 };
+    int rc = 0;
+    *found_inf = false;
+    if (md_module_visit(m, "", collect_grad, &u) != 0) {
+        rc = u.nomem ? md_failc(err, MD_ERR_NOMEM, "loss scaling: out of memory")
+                     : md_failc(err, MD_ERR_CONFIG, "loss scaling: gradient of %s is not a contiguous f32 tensor",
+                                u.bad ? u.bad : "?");
+        goto done;
+    }
+    /* one pass per device over all its gradients, one answer read back */
+    for (int d = 0; d < 2 && rc == 0; d++) {
+        if (!u.count[d]) continue;
+        const md_backend *be = md__backend_table((md_device_type)d);
+        int found = 0;
+        if (!be || !be->unscale_f32_multi)
+            rc = md_failc(err, MD_ERR_CONFIG, "loss scaling: no unscale kernel on %s", be ? be->name : "this device");
+        else if (be->unscale_f32_multi(u.count[d], u.g[d], u.n[d], inv, &found) != 0)
+            rc = md_failc(err, MD_ERR_NUMERIC, "loss scaling: %s", be->error());
+        if (found) *found_inf = true;
+    }
+done:
+    for (int k = 0; k < 2; k++) {
+        free(u.g[k]);
+        free(u.n[k]);
+    }
+    return rc;
 }

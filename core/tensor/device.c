@@ -170,6 +170,24 @@ md_tensor *md__be_failed(md_ctx *ctx, const char *op, const md_backend *be) {
     return md_op_failc(ctx, !strncmp(msg, "out of memory", 13) ? MD_ERR_NOMEM : MD_ERR_SHAPE, op, "%s", msg);
 }
 
+bool md__be_compute(md_ctx *ctx, const char *op, const md_backend *be, md_dtype dt, int *prev) {
+    *prev = MD_F32;
+    if (!be->set_compute_dtype) {
+        if (dt == MD_F32) return true;
+        md_op_fail(ctx, op, "mixed precision (%s) is not implemented on %s", md_dtype_name(dt), be->name);
+        return false;
+    }
+    if (be->set_compute_dtype((int)dt, prev) != 0) {
+        md__be_failed(ctx, op, be);
+        return false;
+    }
+    return true;
+}
+
+void md__be_compute_restore(const md_backend *be, int prev) {
+    if (be->set_compute_dtype) be->set_compute_dtype(prev, NULL);
+}
+
 void *md__alloc_like(md_ctx *ctx, const md_tensor *like, size_t bytes) {
     return like->device == MD_CPU ? md_ctx_alloc(ctx, bytes) : md__dev_alloc(ctx, like->device, bytes);
 }

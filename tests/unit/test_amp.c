@@ -10,6 +10,7 @@
 #include "testlib.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "backends/cpu/winograd.h"
+#include "internal.h"
 
 static md_ctx *ctx;
 static void setup(void) {
@@ -25,6 +26,7 @@ static void teardown(void) {
 TestSuite(amp, .init = setup, .fini = teardown);
 
 static const double U = 1.0 / (1 << 23) / 2;   /* f32 unit roundoff, 2^-24 */
+static float *rand_floats(int64_t n, uint64_t seed);
 
 /* Runs fn under each bf16 kernel this CPU supports; the others are named
  * as skipped (they compile everywhere, run only where the CPU has them). */
@@ -58,6 +60,105 @@ Test(amp, bf16_rounding_matches_torch) {
                   md_f32(x)[i], t, r);
     }
     md_st_close(st);
+}
+
+/* fp16: the rounding of the GPU's casts (backends/precision.h), bit for
+ * bit torch's .half() on the CPU, NaNs as NaNs */
+Test(amp, f16_rounding_matches_torch) {
+    md_st *st = golden_open("amp_f16_round");
+    md_tensor *x = golden_get(ctx, st, "x"), *y = golden_get(ctx, st, "y");
+    int64_t n = md_tensor_numel(x), subnormal = 0, inf = 0;
+    cr_assert_gt(n, 8000);
+    for (int64_t i = 0; i < n; i++) {
+        float r = md_f16_round(md_f32(x)[i]), t = md_f32(y)[i];
+        if (isnan(t)) {
+            cr_assert(isnan(r), "x[%lld] = %a: torch NaN, ours %a", (long long)i, md_f32(x)[i], r);
+            continue;
+        }
+        cr_assert(!memcmp(&r, &t, 4), "x[%lld] = %a (%.9g): torch %a, ours %a", (long long)i, md_f32(x)[i],
+                  md_f32(x)[i], t, r);
+        subnormal += t != 0 && fabsf(t) < 0x1p-14f;
+        inf += isinf(t) && !isinf(md_f32(x)[i]);
+        /* the 16-bit encoding goes back to the same value */
+        uint16_t h = md__f32_to_f16(md_f32(x)[i]);
+        cr_assert(!memcmp(&(float){ md__f16_to_f32(h) }, &r, 4));
+    }
+    cr_assert(subnormal > 100 && inf > 100, "the fixture covers subnormals (%lld) and overflows (%lld)",
+              (long long)subnormal, (long long)inf);
+    md_st_close(st);
+}
+
+/* every fp16 encoding converts to f32 and back to itself (NaNs to NaNs) */
+Test(amp, f16_encodings_round_trip) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = md__f16_to_f32((uint16_t)h);
+        if ((h & 0x7C00) == 0x7C00 && (h & 0x3FF)) {
+            cr_assert(isnan(f), "%04x", h);
+            continue;
+        }
+        cr_assert_eq(md__f32_to_f16(f), h, "%04x -> %a -> %04x", h, f, md__f32_to_f16(f));
+        if ((h & 0x7C00) == 0 && (h & 0x3FF))   /* subnormals: fr 2^-24 */
+            cr_assert_eq(fabsf(f), (float)(h & 0x3FF) * 0x1p-24f, "%04x", h);
+    }
+}
+
+/* The CPU table's compute precision switch: f32 and bf16 only. */
+Test(amp, cpu_compute_dtype) {
+    const md_backend *be = md__backend_table(MD_CPU);
+    int prev = -1;
+    cr_assert_neq(be->set_compute_dtype(MD_F16, &prev), 0);
+    cr_assert(strstr(be->error(), "no fp16 kernels"), "%s", be->error());
+    cr_assert_eq(prev, -1);
+    if (!md_amp_cpu_kernel()) return;
+    cr_assert_eq(be->set_compute_dtype(MD_BF16, &prev), 0, "%s", be->error());
+    cr_assert_eq(prev, MD_F32);
+    cr_assert_eq(md__cpu_bf16, 1);
+    cr_assert_eq(be->set_compute_dtype(MD_F32, &prev), 0);
+    cr_assert_eq(prev, MD_BF16);
+    cr_assert_eq(md__cpu_bf16, 0);
+    /* an op whose device cannot compute in the context's precision fails, naming it */
+    md_tensor *x = randn_param(ctx, MD_DIMS(1, 2, 3, 3), 1), *w = randn_param(ctx, MD_DIMS(2, 2, 1, 1), 2);
+    md_ctx_set_autocast(ctx, MD_F16);
+    md_tensor *y = md_conv2d(ctx, x, w, NULL, (md_conv2d_params){ 1, 1, 0, 0, 1, 1, 1 });
+    md_ctx_set_autocast(ctx, MD_F32);
+    cr_assert_null(y);
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "no fp16 kernels"), "%s", md_ctx_error(ctx)->msg);
+    md_tensor_free(x), md_tensor_free(w);
+    md_ctx_step_reset(ctx);
+}
+
+/* GradScaler.unscale_ on the CPU backend (the per-element function the
+ * CUDA kernel runs): values times float(1/scale), inf and NaN found
+ * wherever they are planted, among several buffers of odd sizes. */
+Test(amp, unscale_finds_planted_inf_and_nan) {
+    const md_backend *be = md__backend_table(MD_CPU);
+    enum { T = 5 };
+    static const int64_t sizes[T] = { 1, 7, 0, 1000, 33 };
+    float *g[T], *ref[T];
+    int64_t n[T];
+    const float inv = (float)(1.0 / 65536.0 * 3.0);   /* not a power of two: products round */
+    for (int plant = -1; plant < 6; plant++) {   /* -1: nothing planted */
+        for (int t = 0; t < T; t++) {
+            n[t] = sizes[t];
+            g[t] = rand_floats(n[t], 40 + (uint64_t)t);
+            ref[t] = malloc(sizeof(float) * (size_t)(n[t] ? n[t] : 1));
+            for (int64_t k = 0; k < n[t]; k++) g[t][k] *= 1e4f;
+        }
+        static const int where[6][2] = { { 0, 0 }, { 1, 6 }, { 3, 999 }, { 3, 500 }, { 4, 0 }, { 4, 32 } };
+        static const float what[6] = { INFINITY, -INFINITY, NAN, INFINITY, -NAN, NAN };
+        if (plant >= 0) g[where[plant][0]][where[plant][1]] = what[plant];
+        for (int t = 0; t < T; t++)
+            for (int64_t k = 0; k < n[t]; k++) ref[t][k] = (float)((double)g[t][k] * inv);   /* one rounding */
+        int found = -1;
+        cr_assert_eq(be->unscale_f32_multi(T, g, n, inv, &found), 0);
+        cr_assert_eq(found, plant >= 0, "planted %d: found %d", plant, found);
+        for (int t = 0; t < T; t++) {
+            for (int64_t k = 0; k < n[t]; k++)
+                cr_assert(isnan(ref[t][k]) ? isnan(g[t][k]) : g[t][k] == ref[t][k], "plant %d buffer %d [%lld]",
+                          plant, t, (long long)k);
+            free(g[t]), free(ref[t]);
+        }
+    }
 }
 
 static md_loss_scaler scaler_from(const char *text) {
@@ -154,9 +255,15 @@ Test(amp, enable_refuses_what_cannot_run) {
     cr_assert(strstr(err.msg, "neither \"bf16\" nor \"fp16\""), "%s", err.msg);
     cr_assert_neq(md_amp_enable(ctx, "fp16", false, cpu, "mixed_precision", &err), 0);
     cr_assert(strstr(err.msg, "needs a GPU"), "%s", err.msg);
-    cr_assert_neq(md_amp_enable(ctx, "bf16", false, gpu, "mixed_precision", &err), 0);
-    cr_assert(strstr(err.msg, "not available on CUDA"), "%s", err.msg);
-    cr_assert_eq(md_ctx_autocast(ctx), MD_F32);
+    /* a GPU: bf16 runs where the GPU computes it (compute capability 8.0);
+     * without one (or with an older one) an error naming the device */
+    if (md_amp_enable(ctx, "bf16", false, gpu, "mixed_precision", &err) != 0) {
+        cr_assert(strstr(err.msg, "mixed_precision: bf16 mixed precision on cuda:0"), "%s", err.msg);
+        cr_assert_eq(md_ctx_autocast(ctx), MD_F32);
+    } else {
+        cr_assert_eq(md_ctx_autocast(ctx), MD_BF16);
+        md_ctx_set_autocast(ctx, MD_F32);
+    }
     if (!md_amp_cpu_kernel()) return;
     cr_assert_eq(md_amp_enable(ctx, "fp16", true, cpu, "fp16", &err), 0, "%s", err.msg);   /* mmdet's fp16 key */
     cr_assert_eq(md_ctx_autocast(ctx), MD_BF16);

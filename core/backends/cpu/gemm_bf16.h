@@ -17,9 +17,10 @@
  * additions (native adds the pair first) and in denormals, which the
  * native instructions flush to zero.
  *
- * The precision is a per-thread switch, set by the op front-ends around a
- * kernel call: md__convk() (conv_gemm.h) returns the bf16 kernel while it
- * is on. */
+ * The precision is a per-thread switch, set through the backend table's
+ * set_compute_dtype (backends/backend.h; the op front-ends set it around
+ * their kernel calls): md__convk() (conv_gemm.h) returns the bf16 kernel
+ * while it is on. */
 #ifndef MMDET_CPU_GEMM_BF16_H
 #define MMDET_CPU_GEMM_BF16_H
 
@@ -27,10 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "backends/cpu/conv_gemm.h"
+#include "backends/precision.h"
 
 enum { MD_BF16K_EMULATED = 0, MD_BF16K_AVX512CVT, MD_BF16K_NATIVE, MD_BF16K_COUNT };
 
-/* Nonzero while the calling thread's conv/linear kernels run in bf16. */
+/* Nonzero while the calling thread's conv/linear kernels run in bf16
+ * (set by the CPU table's set_compute_dtype). */
 extern __thread int md__cpu_bf16;
 
 /* The bf16 kernel for this CPU (native, else avx512cvt, else emulated), or
@@ -44,17 +47,9 @@ int md__bf16k_set(int id);
 int md__bf16k_supported(int id);
 const char *md__bf16k_name(int id);
 
-/* float -> bf16 bits, round to nearest even; NaN -> 0x7FC0 (PyTorch's). */
-static inline uint16_t md__f32_to_bf16(float f) {
-    union { float f; uint32_t u; } v = { f };
-    if ((v.u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-    return (uint16_t)((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
-}
-static inline float md__bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
-    return v.f;
-}
-static inline float md__bf16_round(float f) { return md__bf16_to_f32(md__f32_to_bf16(f)); }
+/* md__f32_to_bf16, md__bf16_to_f32 and md__bf16_round (round to nearest
+ * even, as torch's .bfloat16()) are in backends/precision.h, shared with
+ * the CUDA kernels. */
 
 /* Scratch floats md__gemm_bf16 needs. */
 size_t md__gemm_bf16_work_floats(int64_t M, int64_t N, int64_t K);

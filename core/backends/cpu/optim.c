@@ -1,6 +1,8 @@
-/* CPU optimizer steps, EMA updates and gradient-norm sums. */
+/* CPU optimizer steps, EMA updates, gradient-norm sums and the loss
+ * scaler's unscale. */
 #include <math.h>
 #include "backends/cpu/optim.h"
+#include "backends/precision.h"
 
 void md__cpu_sgd_step(int64_t n, float *w, const float *g, float *b, float lr, float wd, float mom, float damp,
                       bool nesterov, bool first) {
@@ -58,4 +60,11 @@ double md__cpu_pow_sum(const float *x, int64_t n, double p) {
 
 void md__cpu_scale_f64(float *x, int64_t n, double s) {
     for (int64_t k = 0; k < n; k++) x[k] = (float)(x[k] * s);
+}
+
+bool md__cpu_unscale_f32(float *g, int64_t n, float inv) {
+    int bad = 0;
+    #pragma omp simd reduction(| : bad)
+    for (int64_t k = 0; k < n; k++) bad |= md__unscale_elem(&g[k], inv);
+    return bad != 0;
 }

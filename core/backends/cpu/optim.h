@@ -22,5 +22,9 @@ void md__cpu_swap_f32(float *a, float *b, int64_t n);
 double md__cpu_pow_sum(const float *x, int64_t n, double p);
 /* x = (float)(x * s) in double (gradient clipping). */
 void md__cpu_scale_f64(float *x, int64_t n, double s);
+/* GradScaler.unscale_ of one buffer: g *= inv, each value checked before
+ * its multiply (md__unscale_elem, backends/precision.h, which the CUDA
+ * kernel runs too); true when some value was inf or NaN. */
+bool md__cpu_unscale_f32(float *g, int64_t n, float inv);
 
 #endif

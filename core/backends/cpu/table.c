@@ -590,6 +590,27 @@ static int cpu_unsort_add_f32(const float *g, const int64_t *idx, int64_t outer,
 /* The multi-tensor entries (sgd_step_multi, adam_step_multi,
  * zero_f32_multi) stay NULL: they save launches, which the CPU has none
  * of; the front-ends then run the per-tensor entries. mem_info too. */
+/* ---------------------------------------------------- mixed precision -- */
+
+/* f32, or bf16 on the CPU's bf16 kernel (gemm_bf16.h: the thread's switch). */
+static int cpu_set_compute_dtype(int dtype, int *prev) {
+    if (dtype == MD_F16)
+        return md__cpu_fail("fp16: CPUs have no fp16 kernels (fp16 computes on a GPU; bf16 on the CPU)");
+    if (dtype == MD_BF16 && !md__convk_bf16())
+        return md__cpu_fail("bf16 needs a CPU with AVX2 and FMA (or AVX-512); this one has neither");
+    if (dtype != MD_F32 && dtype != MD_BF16)
+        return md__cpu_fail("compute dtype %s is not f32, fp16 or bf16", dtype_name(dtype));
+    if (prev) *prev = md__cpu_bf16 ? MD_BF16 : MD_F32;
+    md__cpu_bf16 = dtype == MD_BF16;
+    return 0;
+}
+static int cpu_unscale_f32_multi(int count, float *const *g, const int64_t *n, float inv, int *found) {
+    bool bad = false;
+    for (int i = 0; i < count; i++) bad |= md__cpu_unscale_f32(g[i], n[i], inv);
+    *found = bad;
+    return 0;
+}
+
 const md_backend md__cpu_table = {
     .abi = MD_BACKEND_ABI,
     .name = "cpu",
@@ -679,5 +700,7 @@ const md_backend md__cpu_table = {
     .loss_any_negative = cpu_loss_any_negative,
     .focal_forward_grad = cpu_focal_forward_grad,
     .focal_backward_saved = cpu_focal_backward_saved,
+    .set_compute_dtype = cpu_set_compute_dtype,
+    .unscale_f32_multi = cpu_unscale_f32_multi,
 };
 

@@ -75,16 +75,37 @@ int md__cuda_zero_f32_multi(int count, float *const *dst, const int64_t *n);
 int md__cuda_lerp_f32(float *dst, const float *src, int64_t n, float w);
 int md__cuda_swap_f32(float *a, float *b, int64_t n);
 
+/* amp.cu: mixed precision. The compute precisions as md_dtype numbers them. */
+enum { MD__DT_F32 = 0, MD__DT_F16 = 4, MD__DT_BF16 = 5 };
+/* The calling thread's compute precision for conv and GEMM (MD__DT_*). */
+int md__cuda_compute_dtype(void);
+const char *md__cuda_dtype_name(int dtype);
+int md__cuda_set_compute_dtype(int dtype, int *prev);
+/* dst (n 16-bit values) = src rounded to fp16 or bf16 (backends/precision.h). */
+int md__cuda_to_lowp(int dtype, const float *src, int64_t n, void *dst);
+/* dst = src (n fp16 or bf16 values) widened to f32, plus bias[i / HW % C]
+ * when bias is given. */
+int md__cuda_from_lowp(int dtype, const void *src, int64_t n, const float *bias, int64_t C, int64_t HW, float *dst);
+/* One stream-ordered allocation (*block, for md__cuda_free) cut into
+ * `count` (at most 8) 256-byte aligned buffers of n[i] 16-bit values. */
+int md__cuda_lowp_bufs(const char *op, int count, const int64_t *n, void **out, void **block);
+/* optim.cu: GradScaler.unscale_ over many buffers, one device flag read back. */
+int md__cuda_unscale_f32_multi(int count, float *const *g, const int64_t *n, float inv, int *found);
+/* device.cu: compute capability as 10 major + minor (0 before init). */
+int md__cuda_cc(void);
+
 /* profile.cu: with MMDET_CUDA_PROFILE=1, wraps the kernel entries with
  * event timing and prints per-entry totals at exit. */
 void md__cuda_profile_wrap(md_backend *t);
 
 /* Families that set their own table entries (each in its own files):
  * shape.cu and friends (index, sort-free shape ops, norms, softmax),
- * losses.cu, detection.cu (RoIAlign, NMS, IoU, sorting). */
+ * losses.cu, detection.cu (RoIAlign, NMS, IoU, sorting), amp.cu (mixed
+ * precision: set_compute_dtype, unscale_f32_multi). */
 void md__cuda_table_shape(md_backend *t) __attribute__((weak));
 void md__cuda_table_losses(md_backend *t) __attribute__((weak));
 void md__cuda_table_detection(md_backend *t) __attribute__((weak));
+void md__cuda_table_amp(md_backend *t) __attribute__((weak));
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,7 @@ static cudaStream_t g_stream = NULL;
 static cublasHandle_t g_blas = NULL;
 static cudnnHandle_t g_dnn = NULL;
 static bool g_tf32 = false;
+static int g_cc = 0;              /* compute capability, 10 major + minor */
 static bool g_pool = false;        /* stream-ordered allocation available */
 static cudaMemPool_t g_mempool = NULL;
 static char g_desc[256] = "cuda (not initialised)";
@@ -60,6 +61,8 @@ cudnnHandle_t md__cuda_cudnn(void) {
 }
 
 bool md__cuda_tf32(void) { return g_tf32; }
+
+int md__cuda_cc(void) { return g_ready ? g_cc : 0; }
 
 int md__cuda_fail(const char *what, const char *fmt, ...) {
     int n = snprintf(t_err, sizeof t_err, "%s: ", what ? what : "cuda");
@@ -160,6 +163,7 @@ int md__cuda_init(int index) {
     snprintf(g_desc, sizeof g_desc, "%.200s (sm_%d%d, %llu GiB)", prop.name, prop.major, prop.minor,
              (unsigned long long)(prop.totalGlobalMem >> 30));
     g_dev = index;
+    g_cc = prop.major * 10 + prop.minor;
     t_bound = index;
     g_ready = true;
     return 0;
@@ -317,6 +321,7 @@ static md_backend make_table(void) {
     if (md__cuda_table_shape) md__cuda_table_shape(&t);
     if (md__cuda_table_losses) md__cuda_table_losses(&t);
     if (md__cuda_table_detection) md__cuda_table_detection(&t);
+    if (md__cuda_table_amp) md__cuda_table_amp(&t);
     md__cuda_profile_wrap(&t);
     return t;
 }

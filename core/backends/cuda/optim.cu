@@ -11,9 +11,14 @@
  * a binary search over the tensors' first blocks. The per-element functions
  * are shared with the single-tensor kernels, so both give the same bits.
  *
- * Also the EMA hooks' element-wise update (lerp_f32) and swap (swap_f32). */
+ * Also the EMA hooks' element-wise update (lerp_f32) and swap (swap_f32),
+ * and the loss scaler's unscale (unscale_f32_multi: md__unscale_elem of
+ * backends/precision.h, the CPU's per-element function, over the same
+ * multi-tensor launches, each block raising a device flag when it met an
+ * inf or NaN; one read-back per call). */
 #include <stdint.h>
 #include "backends/cuda/kernel_util.cuh"
+#include "backends/precision.h"
 
 /* d = g + wd w; with buf: buf = first ? d : mom buf + (1 - damp) d,
  * d = nesterov ? d + mom buf : buf; w -= lr d. */
@@ -137,6 +142,23 @@ __global__ void zero_multi_kernel(const mt_args a) {
     for (; k < k1; k += blockDim.x) w[k] = 0.0f;
 }
 
+/* GradScaler.unscale_: g *= inv; *flag = 1 when a value was not finite
+ * (every writer writes 1: no atomics needed). */
+__global__ void unscale_multi_kernel(const mt_args a, float inv, int *flag) {
+    int64_t k, k1;
+    int t = mt_range(a, &k, &k1);
+    float *g = a.w[t];
+    bool bad = false;
+    for (; k < k1; k += blockDim.x) bad |= md__unscale_elem(&g[k], inv);
+    if (bad) *flag = 1;
+}
+
+__global__ void unscale_kernel(float *g, int64_t n, float inv, int *flag) {
+    bool bad = false;
+    GRID_STRIDE(k, n) bad |= md__unscale_elem(&g[k], inv);
+    if (bad) *flag = 1;
+}
+
 /* Packs tensors 0..count-1 into launches of at most MT_MAX tensors and
  * MT_MAX_BLOCKS blocks: size(i) is tensor i's element count (empty ones are
  * skipped), fill(a, t, i) stores its pointers and parameters in slot t,
@@ -222,6 +244,29 @@ extern "C" int md__cuda_zero_f32_multi(int count, float *const *dst, const int64
             return md__cuda_check(cudaMemsetAsync(dst[i], 0, sizeof(float) * (size_t)n[i], st),
                                   "zero_f32_multi: cudaMemsetAsync") ? -1 : 0;
         });
+}
+
+extern "C" int md__cuda_unscale_f32_multi(int count, float *const *g, const int64_t *n, float inv, int *found) {
+    if (count < 0 || (count > 0 && (!g || !n)) || !found)
+        return md__cuda_fail("unscale_f32_multi", "bad tensor list (%d)", count);
+    *found = 0;
+    if (count == 0) return 0;
+    cudaStream_t st = md__cuda_stream();
+    int *flag = (int *)md__cuda_scratch(sizeof(int));
+    if (!flag) return -1;
+    if (md__cuda_check(cudaMemsetAsync(flag, 0, sizeof(int), st), "unscale_f32_multi: cudaMemsetAsync")) return -1;
+    int rc = mt_pack(
+        count, "unscale_f32_multi", [&](int i) { return n[i]; }, [&](mt_args &a, int t, int i) { a.w[t] = g[i]; },
+        [&](const mt_args &a, unsigned blocks) { unscale_multi_kernel<<<blocks, TPB, 0, st>>>(a, inv, flag); },
+        [&](int i) {
+            unscale_kernel<<<grid_for(n[i]), TPB, 0, st>>>(g[i], n[i], inv, flag);
+            return check("unscale_f32_multi");
+        });
+    if (rc != 0) return -1;
+    int h = 0;   /* the step's one read-back */
+    if (md__cuda_copy(&h, flag, sizeof(int), MD_COPY_D2H) != 0) return -1;
+    *found = h != 0;
+    return 0;
 }
 
 /* --------------------------------------------------------------- EMA -- */

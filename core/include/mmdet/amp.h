@@ -2,9 +2,9 @@
  * Fp16OptimizerHook on PyTorch's GradScaler) and `mixed_precision = {
  * dtype = "bf16"; }`.
  *
- * While a context's autocast dtype is bf16, convolutions and linear layers
- * (forward, input and weight gradients) round their inputs to bfloat16 and
- * accumulate in f32; everything else (norms, losses, activations, box
+ * While a context's autocast dtype is bf16 (or fp16, on a GPU), convolutions
+ * and linear layers (forward, input and weight gradients) round their inputs
+ * to bfloat16 (fp16) and accumulate in f32; everything else (norms, losses, activations, box
  * decoding, NMS) and the parameters, gradients and optimizer state stay
  * f32, as mmcv's wrap_fp16_model keeps norms in f32 and its optimizer
  * master weights in f32. Checkpoints hold f32 weights either way.
@@ -28,18 +28,21 @@
 extern "C" {
 #endif
 
-/* The precision of conv and linear inputs: MD_F32 (off) or MD_BF16.
- * md_ctx_set_autocast sets it unchecked (tests); md_amp_enable checks. */
+/* The precision of conv and linear inputs: MD_F32 (off), MD_BF16 or
+ * MD_F16 (a GPU only). md_ctx_set_autocast sets it unchecked (tests; a
+ * device that cannot compute in it fails the op); md_amp_enable checks. */
 void md_ctx_set_autocast(md_ctx *ctx, md_dtype dtype);
 md_dtype md_ctx_autocast(const md_ctx *ctx);
 
 /* Turns mixed precision on for a model on `dev`. `dtype` is "bf16" or
  * "fp16"; `from_fp16_key` says it came from mmdet's `fp16` (loss scaling)
  * rather than mixed_precision.dtype: fp16 on the CPU then computes in
- * bf16, saying so. An error (naming `where`) for an unknown dtype, fp16
- * asked for explicitly on the CPU (no fp16 kernels), a CUDA device (no
- * low-precision kernels there yet) or a CPU without a bf16 kernel (one
- * needs AVX2 and FMA). Logs the dtype and the CPU kernel. */
+ * bf16, saying so. On a CUDA device (opened here if it is not yet) fp16 and
+ * bf16 run on cuDNN and cuBLAS Tensor Core paths. An error (naming `where`)
+ * for an unknown dtype, fp16 asked for explicitly on the CPU (no fp16
+ * kernels), a CPU without a bf16 kernel (one needs AVX2 and FMA), a GPU that
+ * cannot open or cannot compute in dtype (bf16 needs compute capability
+ * 8.0; the message names the GPU). Logs the dtype and the kernel. */
 int md_amp_enable(md_ctx *ctx, const char *dtype, bool from_fp16_key, md_device dev, const char *where,
                   md_error *err);
 /* The CPU's bf16 kernel in words ("native AVX512_BF16 (vdpbf16ps)", ...);
@@ -48,6 +51,10 @@ const char *md_amp_cpu_kernel(void);
 
 /* bf16 rounding (to nearest even; NaN stays NaN), as torch's .bfloat16(). */
 float md_bf16_round(float x);
+/* IEEE fp16 rounding (to nearest even; beyond 65504 by half an ulp inf,
+ * subnormals below 2^-14, NaN stays NaN), as torch's .half(): the rounding
+ * of the GPU's fp16 casts. */
+float md_f16_round(float x);
 
 /* ---- loss scaling: torch.cuda.amp.GradScaler as mmcv 1.7 builds it ---- */
 typedef struct md_loss_scaler {
@@ -74,7 +81,9 @@ int md_loss_scaler_state_json(const md_loss_scaler *s, char *buf, size_t n);
  * replace the config's, as in PyTorch). */
 int md_loss_scaler_load_json(md_loss_scaler *s, const char *json, md_error *err);
 /* GradScaler.unscale_: every parameter gradient of m times float(1/scale);
- * *found_inf when any value was not finite. CPU tensors only. */
+ * *found_inf when any value was not finite. CPU and CUDA gradients: one
+ * pass over a device's gradients (on a GPU one kernel pass that also sets
+ * a device flag) and one read-back. */
 int md_module_unscale_grads(md_module *m, double scale, bool *found_inf, md_error *err);
 
 #ifdef __cplusplus
