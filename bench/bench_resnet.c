@@ -5,7 +5,9 @@
  *                        weight decay 1e-4)
  *   resnet50_infer       forward on 1x3x800x1216, eval mode, no grad
  *   resnet50_train_step_bf16  the train step with conv inputs in bf16 (mixed
- *                        precision, amp.h; `kernel=` names the CPU's bf16 kernel)
+ *                        precision, amp.h; `kernel=` names the CPU's bf16 kernel;
+ *                        on a GPU cuDNN and cuBLAS with bf16 operands)
+ *   resnet50_train_step_fp16  the same in fp16 (a GPU only; skipped on the CPU)
  * Each benchmark runs in its own child process so that its peak resident
  * memory (ru_maxrss) is its own. Prints
  *   bench <name> ours_ms=<median> ours_mb=<peak RSS> gflops=<achieved>
@@ -40,14 +42,16 @@ static int fail(const char *what, const char *msg) {
  * (conv + fc); without the fc it is 4.09 G - 2 M. Scaled by pixel count. */
 static double fwd_flops(int64_t n, int64_t h, int64_t w) { return 2.0 * 4.087e9 * n * (double)(h * w) / (224.0 * 224.0); }
 
-static int run(bool train, bool bf16, int reps) {
+/* amp: NULL (f32), "bf16" or "fp16" (mixed precision, amp.h) */
+static int run(bool train, const char *amp, int reps) {
     md_error err = { 0 };
     const char *devname = getenv("MMDET_BENCH_DEVICE");
     md_device dev = MD_DEVICE_CPU;
     if (devname && *devname && md_device_parse(devname, &dev, &err) != 0) return fail("device", err.msg);
     bool gpu = dev.type != MD_CPU;
-    if (bf16 && (gpu || !md_amp_cpu_kernel())) {   /* mixed precision runs on CPUs with a bf16 kernel only */
-        printf("bench resnet50_train_step_bf16 skipped=%s\n", gpu ? "no CUDA bf16 kernels yet" : "no bf16 kernel on this CPU");
+    if (amp && !gpu && (!strcmp(amp, "fp16") || !md_amp_cpu_kernel())) {   /* CPUs: bf16 with a bf16 kernel only */
+        printf("bench resnet50_train_step_%s skipped=%s\n", amp,
+               !strcmp(amp, "fp16") ? "no fp16 kernels on CPUs" : "no bf16 kernel on this CPU");
         return 0;
     }
     md_ctx *ctx = md_ctx_new(&err);
@@ -68,7 +72,10 @@ static int run(bool train, bool bf16, int reps) {
         if (!opt) return fail("optimizer", err.msg);
     }
     md_module_train(m, train);
-    if (bf16) md_ctx_set_autocast(ctx, MD_BF16);   /* conv inputs in bf16 (amp.h) */
+    if (amp && md_amp_enable(ctx, amp, false, dev, "bench", &err) != 0) {   /* conv inputs in bf16 / fp16 (amp.h) */
+        printf("bench resnet50_train_step_%s%s skipped=\"%s\"\n", amp, gpu ? "_cuda" : "", err.msg);
+        return 0;
+    }
     const int64_t N = train ? 2 : 1, H = train ? 512 : 800, W = train ? 512 : 1216;
     md_tensor *img = md_tensor_new_persistent(ctx, MD_F32, MD_DIMS(N, 3, H, W), &err);
     if (!img) return fail("input", err.msg);
@@ -109,10 +116,10 @@ static int run(bool train, bool bf16, int reps) {
      * the wall clock by other jobs on a shared machine */
     printf("bench resnet50_%s%s%s ours_ms=%.1f ours_cpu_ms=%.1f ours_mb=%.0f gflops=%.1f batch=%lldx3x%lldx%lld "
            "threads=%d%s%s%s\n",
-           train ? "train_step" : "infer", bf16 ? "_bf16" : "", gpu ? "_cuda" : "", ms, median(ct, reps), mb, fl / ms / 1e6, (long long)N,
+           train ? "train_step" : "infer", amp ? (!strcmp(amp, "fp16") ? "_fp16" : "_bf16") : "", gpu ? "_cuda" : "", ms, median(ct, reps), mb, fl / ms / 1e6, (long long)N,
            (long long)H,
            (long long)W, md_ctx_threads(ctx), gpu ? " device=" : "", gpu ? md_device_describe(dev) : "",
-           !bf16 ? "" : strstr(md_amp_cpu_kernel(), "emulated") ? " kernel=emulated"
+           !amp || gpu ? "" : strstr(md_amp_cpu_kernel(), "emulated") ? " kernel=emulated"
                       : strstr(md_amp_cpu_kernel(), "converted") ? " kernel=avx512cvt" : " kernel=native");
     fflush(stdout);
     free(t);
@@ -128,14 +135,19 @@ static int run(bool train, bool bf16, int reps) {
 int main(int argc, char **argv) {
     int reps = getenv("MMDET_BENCH_REPS") ? atoi(getenv("MMDET_BENCH_REPS")) : 3;
     if (reps < 1) reps = 1;
-    const char *only = argc > 1 ? argv[1] : NULL;   /* "train", "infer" or "train_bf16": one benchmark, in-process */
-    if (only) return run(!strncmp(only, "train", 5), !strcmp(only, "train_bf16"), reps);
+    /* "train", "infer", "train_bf16" or "train_fp16": one benchmark, in-process */
+    const char *only = argc > 1 ? argv[1] : NULL;
+    if (only) {
+        const char *amp = !strcmp(only, "train_bf16") ? "bf16" : !strcmp(only, "train_fp16") ? "fp16" : NULL;
+        return run(!strncmp(only, "train", 5), amp, reps);
+    }
     int rc = 0;
-    for (int b = 0; b < 3; b++) {
+    static const char *const amps[4] = { NULL, NULL, "bf16", "fp16" };
+    for (int b = 0; b < 4; b++) {
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) return fail("fork", "failed");
-        if (pid == 0) _exit(run(b != 1, b == 2, reps));
+        if (pid == 0) _exit(run(b != 1, amps[b], reps));
         int st = 0;
         if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) rc = 1;
     }

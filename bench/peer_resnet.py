@@ -8,7 +8,11 @@ Each benchmark runs in its own process (peak RSS is its own). Prints
 With MMDET_BENCH_DEVICE=cuda: on the GPU, names with a _cuda suffix, a
 synchronisation closing each step, peer_mb = torch.cuda.max_memory_allocated,
 TF32 off unless MMDET_CUDA_TF32=1 (as ours), cudnn.benchmark off (heuristic
-algorithm choice, as ours by default)."""
+algorithm choice, as ours by default); there also
+  resnet50_train_step_bf16_cuda, resnet50_train_step_fp16_cuda
+                       the train step's forward under torch.autocast with that
+                       dtype (no loss scaling, as ours)."""
+import contextlib
 import os
 import resource
 import statistics
@@ -19,7 +23,7 @@ import time
 REPS = max(1, int(os.environ.get("MMDET_BENCH_REPS", "3")))
 
 
-def run(train):
+def run(train, amp=None):
     import torch
     import torchvision
 
@@ -48,10 +52,13 @@ def run(train):
     shape = (2, 3, 512, 512) if train else (1, 3, 800, 1216)
     x = torch.randn(*shape).to(dev)
     times, cpu = [], []
+    cast = (torch.autocast(device_type="cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+            if amp else contextlib.nullcontext())
     with torch.set_grad_enabled(train):
         for i in range(REPS + 1):
             t0, c0 = time.perf_counter(), time.process_time()
-            outs = forward(x)
+            with cast:
+                outs = forward(x)
             if train:
                 opt.zero_grad(set_to_none=False)
                 sum(o.sum() for o in outs).backward()
@@ -62,7 +69,7 @@ def run(train):
                 times.append((time.perf_counter() - t0) * 1e3)
                 cpu.append((time.process_time() - c0) * 1e3)
             del outs
-    name = ("resnet50_train_step" if train else "resnet50_infer") + ("_cuda" if gpu else "")
+    name = ("resnet50_train_step" if train else "resnet50_infer") + (f"_{amp}" if amp else "") + ("_cuda" if gpu else "")
     mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if gpu:
         mb = torch.cuda.max_memory_allocated() / 1048576.0
@@ -83,7 +90,9 @@ def run(train):
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        run(sys.argv[1] == "train")
+        which = sys.argv[1]   # train, infer, train_bf16, train_fp16
+        run(which.startswith("train"), which[6:] if which.startswith("train_") else None)
     else:
-        for which in ("train", "infer"):
+        gpu = os.environ.get("MMDET_BENCH_DEVICE", "cpu").startswith("cuda")
+        for which in ("train", "infer") + (("train_bf16", "train_fp16") if gpu else ()):
             subprocess.run([sys.executable, __file__, which], check=False)

@@ -114,7 +114,7 @@ static const md_key auto_scale_lr_keys[] = {
     { 0 } };
 
 static const md_key mixed_precision_keys[] = {
-    { "dtype", MD_KEY_STRING, NULL, "\"bf16\" (CPU) or \"fp16\" (GPU): conv and linear inputs", true,
+    { "dtype", MD_KEY_STRING, NULL, "\"bf16\" (CPU or GPU) or \"fp16\" (GPU): conv and linear inputs", true,
       .field = MD_FIELD_NONE, .choices = "bf16|fp16" },
     { 0 } };
 

@@ -17,7 +17,17 @@
  * and asking the heuristics. The cache is process-wide like the backend's
  * other state, at most CACHE_MAX shapes; when full it is emptied and
  * refilled. Kernels are meant to be issued from one thread (as for the
- * scratch buffer). */
+ * scratch buffer).
+ *
+ * Mixed precision (the thread's compute dtype fp16 or bf16, amp.cu): the f32
+ * operands are rounded into 16-bit copies (backends/precision.h, as the
+ * CPU rounds) and cuDNN convolves them with f32 accumulation: its
+ * PSEUDO_HALF_CONFIG / PSEUDO_BFLOAT16_CONFIG (x, w, y of the 16-bit type,
+ * the convolution's compute type CUDNN_DATA_FLOAT, Tensor Core math
+ * allowed), the only mixed configurations its legacy API takes: an f32
+ * output of 16-bit inputs is not one of them. The 16-bit result is widened
+ * back into the f32 output (the forward adds the bias there, in f32).
+ * Descriptors and plans are cached per (shape, dtype). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,7 +126,19 @@ struct scoped_descs : descs {
 
 static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-static int make_descs(const char *op, const md__conv_shape *s, descs *d) {
+/* The data type of x, w and y for compute dtype dt (the convolution itself
+ * always computes in float). */
+static cudnnDataType_t data_type(int dt) {
+    return dt == MD__DT_F16 ? CUDNN_DATA_HALF : dt == MD__DT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+/* The math type a new descriptor starts with: Tensor Core math for 16-bit
+ * operands, for f32 only with TF32 allowed. */
+static cudnnMathType_t first_math(int dt) {
+    return dt != MD__DT_F32 || md__cuda_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
+static int make_descs(const char *op, const md__conv_shape *s, int dt, descs *d) {
     const int64_t dims[] = { s->N, s->C, s->H, s->W, s->O, s->KH, s->KW, s->OH, s->OW,
                              s->sh, s->sw, s->ph, s->pw, s->dh, s->dw, s->G };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
@@ -134,16 +156,15 @@ static int make_descs(const char *op, const md__conv_shape *s, descs *d) {
     DNN(cudnnCreateTensorDescriptor(&d->y));
     DNN(cudnnCreateFilterDescriptor(&d->w));
     DNN(cudnnCreateConvolutionDescriptor(&d->conv));
-    DNN(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->C, (int)s->H,
-                                   (int)s->W));
-    DNN(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)s->N, (int)s->O, (int)s->OH,
-                                   (int)s->OW));
-    DNN(cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)s->O, (int)(s->C / s->G),
-                                   (int)s->KH, (int)s->KW));
+    cudnnDataType_t ty = data_type(dt);
+    DNN(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, ty, (int)s->N, (int)s->C, (int)s->H, (int)s->W));
+    DNN(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, ty, (int)s->N, (int)s->O, (int)s->OH, (int)s->OW));
+    DNN(cudnnSetFilter4dDescriptor(d->w, ty, CUDNN_TENSOR_NCHW, (int)s->O, (int)(s->C / s->G), (int)s->KH,
+                                   (int)s->KW));
     DNN(cudnnSetConvolution2dDescriptor(d->conv, (int)s->ph, (int)s->pw, (int)s->sh, (int)s->sw, (int)s->dh,
                                         (int)s->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN(cudnnSetConvolutionGroupCount(d->conv, (int)s->G));
-    DNN(cudnnSetConvolutionMathType(d->conv, md__cuda_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    DNN(cudnnSetConvolutionMathType(d->conv, first_math(dt)));
     int n = 0, c = 0, h = 0, w = 0;
     DNN(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &c, &h, &w));
     if (n != s->N || c != s->O || h != s->OH || w != s->OW) {
@@ -164,6 +185,7 @@ static int make_descs(const char *op, const md__conv_shape *s, descs *d) {
 typedef struct conv_entry {
     bool used;
     md__conv_shape s;
+    int dt;                        /* MD__DT_F32, MD__DT_F16, MD__DT_BF16 */
     descs d;
     bool math_known;               /* d.conv's math type is `math` */
     cudnnMathType_t math;
@@ -193,10 +215,10 @@ extern "C" void md__cuda_conv_cache_clear(void) {
     cache_clear_locked();
 }
 
-static uint64_t shape_hash(const md__conv_shape *s) {
+static uint64_t shape_hash(const md__conv_shape *s, int dt) {
     const int64_t v[] = { s->N, s->C, s->H, s->W, s->O, s->KH, s->KW, s->OH, s->OW,
                           s->sh, s->sw, s->ph, s->pw, s->dh, s->dw, s->G };
-    uint64_t h = 1469598103934665603ull;   /* FNV-1a over the fields */
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)dt;   /* FNV-1a over the fields */
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         h ^= (uint64_t)v[i];
         h *= 1099511628211ull;
@@ -204,28 +226,29 @@ static uint64_t shape_hash(const md__conv_shape *s) {
     return h ^ (h >> 29);
 }
 
-/* The cache entry of shape s, made (descriptors set) on first use; NULL
- * with the error set when cuDNN refuses the shape. */
-static conv_entry *entry_for(const char *op, const md__conv_shape *s) {
+/* The cache entry of shape s and compute dtype dt, made (descriptors set)
+ * on first use; NULL with the error set when cuDNN refuses the shape. */
+static conv_entry *entry_for(const char *op, const md__conv_shape *s, int dt) {
     std::lock_guard<std::mutex> lock(g_cache_lock);
-    uint64_t h = shape_hash(s);
+    uint64_t h = shape_hash(s, dt);
     for (;;) {
         for (unsigned k = 0; k < CACHE_SLOTS; k++) {
             conv_entry *e = &g_cache.slot[(h + k) & (CACHE_SLOTS - 1)];
-            if (e->used && same_shape(&e->s, s)) return e;
+            if (e->used && e->dt == dt && same_shape(&e->s, s)) return e;
             if (e->used) continue;
             if (g_cache.count >= CACHE_MAX) break;   /* full: empty it and start over */
             descs d;
-            if (make_descs(op, s, &d) != 0) {
+            if (make_descs(op, s, dt, &d) != 0) {
                 d.destroy();
                 return NULL;
             }
             *e = conv_entry{};
             e->used = true;
             e->s = *s;
+            e->dt = dt;
             e->d = d;
             e->math_known = true;
-            e->math = md__cuda_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+            e->math = first_math(dt);
             g_cache.count++;
             return e;
         }
@@ -272,9 +295,11 @@ static int algo_count(int dir) {
 }
 
 /* Tries candidate algorithm `algo` with math type `math`: the workspace must
- * be known, within the cap and allocatable. */
-static bool try_plan(int dir, cudnnHandle_t h, descs *d, int algo, cudnnMathType_t math, plan *p) {
-    if (!md__cuda_tf32() && math != CUDNN_FMA_MATH) return false;   /* would allow TF32 */
+ * be known, within the cap and allocatable. f32 operands take exact FMA
+ * math unless TF32 is allowed; 16-bit operands any math type (Tensor Core
+ * math on them is exact products, f32 sums). */
+static bool try_plan(int dir, int dt, cudnnHandle_t h, descs *d, int algo, cudnnMathType_t math, plan *p) {
+    if (dt == MD__DT_F32 && !md__cuda_tf32() && math != CUDNN_FMA_MATH) return false;   /* would allow TF32 */
     if (cudnnSetConvolutionMathType(d->conv, math) != CUDNN_STATUS_SUCCESS) return false;
     size_t ws = 0;
     if (ws_size(dir, h, d, algo, &ws) != CUDNN_STATUS_SUCCESS || ws > WS_CAP) return false;
@@ -287,8 +312,8 @@ static bool try_plan(int dir, cudnnHandle_t h, descs *d, int algo, cudnnMathType
 
 /* Picks the algorithm for this call (cache, heuristics or timing). a, b are
  * the call's inputs and out its output (used only by the timing mode). */
-static int choose(int dir, const md__conv_shape *s, cudnnHandle_t h, descs *d, const void *a, const void *b,
-                  void *out, plan *p) {
+static int choose(int dir, int dt, const md__conv_shape *s, cudnnHandle_t h, descs *d, const void *a,
+                  const void *b, void *out, plan *p) {
     const char *op = op_name[dir];
     cand c[MAX_ALGOS];
     int n = 0, want = algo_count(dir);
@@ -337,37 +362,42 @@ static int choose(int dir, const md__conv_shape *s, cudnnHandle_t h, descs *d, c
     bool found = false;
     for (int i = 0; i < n && !found; i++)
         if (c[i].status == CUDNN_STATUS_SUCCESS && (!det || c[i].det == CUDNN_DETERMINISTIC))
-            found = try_plan(dir, h, d, c[i].algo, c[i].math, p);
+            found = try_plan(dir, dt, h, d, c[i].algo, c[i].math, p);
     /* No listed candidate fits: any algorithm cuDNN accepts for this shape
-     * under the exact math type (ignoring determinism before failing). */
+     * under the exact math type (16-bit operands: Tensor Core math, then
+     * the default), ignoring determinism before failing. */
     for (int pass = 0; pass < 2 && !found; pass++)
         for (int algo = 0; algo < want && !found; algo++) {
             bool listed_det = false;
             for (int i = 0; i < n; i++)
                 if (c[i].algo == algo && c[i].det == CUDNN_DETERMINISTIC) listed_det = true;
             if (pass == 0 && det && !listed_det) continue;
-            found = try_plan(dir, h, d, algo, CUDNN_FMA_MATH, p);
+            if (dt == MD__DT_F32) found = try_plan(dir, dt, h, d, algo, CUDNN_FMA_MATH, p);
+            else
+                found = try_plan(dir, dt, h, d, algo, CUDNN_TENSOR_OP_MATH, p) ||
+                        try_plan(dir, dt, h, d, algo, CUDNN_DEFAULT_MATH, p);
         }
     if (!found) {
         char sh[400];
         shape_str(s, sh, sizeof sh);
-        return md__cuda_fail(op, "no cuDNN algorithm supports %s within a %zu-byte workspace (%d candidates)", sh,
-                             (size_t)WS_CAP, n);
+        return md__cuda_fail(op, "no cuDNN algorithm supports %s in %s within a %zu-byte workspace (%d "
+                             "candidates)", sh, md__cuda_dtype_name(dt), (size_t)WS_CAP, n);
     }
     return 0;
 }
 
-/* The shape's cached descriptors and plan for direction dir (chosen on
- * first use), the math type set, and the workspace. */
-static int prepare(int dir, const md__conv_shape *s, const void *a, const void *b, void *out, conv_entry **ep,
-                   void **ws) {
+/* The cached descriptors of the shape in compute dtype dt and the plan for
+ * direction dir (chosen on first use), the math type set, and the
+ * workspace. */
+static int prepare(int dir, int dt, const md__conv_shape *s, const void *a, const void *b, void *out,
+                   conv_entry **ep, void **ws) {
     const char *op = op_name[dir];
     cudnnHandle_t h = md__cuda_cudnn();
     if (!h) return md__cuda_fail(op, "backend not initialised");
-    conv_entry *e = entry_for(op, s);
+    conv_entry *e = entry_for(op, s, dt);
     if (!e) return -1;
     if (!e->have[dir]) {
-        int rc = choose(dir, s, h, &e->d, a, b, out, &e->p[dir]);
+        int rc = choose(dir, dt, s, h, &e->d, a, b, out, &e->p[dir]);
         e->math_known = false;   /* choose() tried other math types */
         if (rc) return -1;
         e->have[dir] = true;
@@ -414,6 +444,50 @@ static int launch_check(const char *op, const char *kernel, const md__conv_shape
 
 static const float k_one = 1.0f, k_zero = 0.0f;
 
+/* Direction dir in the thread's 16-bit compute dtype: the inputs a, b
+ * (forward x, w; backward data w, gy; backward filter x, gy) rounded into
+ * 16-bit copies, cuDNN on them with f32 accumulation into a 16-bit result,
+ * widened into the f32 `out` (plus the bias, forward only). */
+static int conv_lowp(int dir, const md__conv_shape *s, const float *a, const float *b, const float *bias,
+                     float *out) {
+    const char *op = op_name[dir];
+    int dt = md__cuda_compute_dtype();
+    int64_t nx = numel_x(s), nw = numel_w(s), ny = numel_y(s);
+    int64_t n[3] = { dir == DIR_BWD_DATA ? nw : nx, dir == DIR_FWD ? nw : ny,
+                     dir == DIR_FWD ? ny : dir == DIR_BWD_DATA ? nx : nw };
+    void *hb[3], *block;
+    if (md__cuda_lowp_bufs(op, 3, n, hb, &block) != 0) return -1;
+    int rc = -1;
+    conv_entry *e;
+    void *ws;
+    if (md__cuda_to_lowp(dt, a, n[0], hb[0]) == 0 && md__cuda_to_lowp(dt, b, n[1], hb[1]) == 0 &&
+        prepare(dir, dt, s, hb[0], hb[1], hb[2], &e, &ws) == 0) {
+        cudnnHandle_t h = md__cuda_cudnn();
+        const descs &d = e->d;
+        const plan &p = e->p[dir];
+        cudnnStatus_t st;
+        const char *call;
+        if (dir == DIR_FWD) {
+            call = "cudnnConvolutionForward";
+            st = cudnnConvolutionForward(h, &k_one, d.x, hb[0], d.w, hb[1], d.conv, (cudnnConvolutionFwdAlgo_t)p.algo,
+                                         ws, p.ws, &k_zero, d.y, hb[2]);
+        } else if (dir == DIR_BWD_DATA) {
+            call = "cudnnConvolutionBackwardData";
+            st = cudnnConvolutionBackwardData(h, &k_one, d.w, hb[0], d.y, hb[1], d.conv,
+                                              (cudnnConvolutionBwdDataAlgo_t)p.algo, ws, p.ws, &k_zero, d.x, hb[2]);
+        } else {
+            call = "cudnnConvolutionBackwardFilter";
+            st = cudnnConvolutionBackwardFilter(h, &k_one, d.x, hb[0], d.y, hb[1], d.conv,
+                                                (cudnnConvolutionBwdFilterAlgo_t)p.algo, ws, p.ws, &k_zero, d.w,
+                                                hb[2]);
+        }
+        if (st != CUDNN_STATUS_SUCCESS) dnn_fail(op, call, st, s);
+        else rc = md__cuda_from_lowp(dt, hb[2], n[2], bias, s->O, s->OH * s->OW, out);
+    }
+    md__cuda_free(block);   /* stream-ordered: after the kernels queued on it */
+    return rc;
+}
+
 extern "C" int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, const float *w, const float *bias,
                                        float *y) {
     const char *op = op_name[DIR_FWD];
@@ -426,7 +500,8 @@ extern "C" int md__cuda_conv2d_forward(const md__conv_shape *s, const float *x, 
     }
     conv_entry *e;
     void *ws;
-    if (prepare(DIR_FWD, s, x, w, y, &e, &ws)) return -1;
+    if (md__cuda_compute_dtype() != MD__DT_F32) return conv_lowp(DIR_FWD, s, x, w, bias, y);
+    if (prepare(DIR_FWD, MD__DT_F32, s, x, w, y, &e, &ws)) return -1;
     cudnnHandle_t h = md__cuda_cudnn();
     const descs &d = e->d;
     const plan &p = e->p[DIR_FWD];
@@ -443,7 +518,8 @@ extern "C" int md__cuda_conv2d_backward_input(const md__conv_shape *s, const flo
     if (numel_y(s) <= 0 || numel_w(s) <= 0) return zero(op, gx, numel_x(s));
     conv_entry *e;
     void *ws;
-    if (prepare(DIR_BWD_DATA, s, w, gy, gx, &e, &ws)) return -1;
+    if (md__cuda_compute_dtype() != MD__DT_F32) return conv_lowp(DIR_BWD_DATA, s, w, gy, NULL, gx);
+    if (prepare(DIR_BWD_DATA, MD__DT_F32, s, w, gy, gx, &e, &ws)) return -1;
     const descs &d = e->d;
     const plan &p = e->p[DIR_BWD_DATA];
     DNN(cudnnConvolutionBackwardData(md__cuda_cudnn(), &k_one, d.w, w, d.y, gy, d.conv,
@@ -458,7 +534,8 @@ extern "C" int md__cuda_conv2d_backward_weight(const md__conv_shape *s, const fl
     if (numel_x(s) <= 0 || numel_y(s) <= 0) return zero(op, gw, numel_w(s));
     conv_entry *e;
     void *ws;
-    if (prepare(DIR_BWD_FILTER, s, x, gy, gw, &e, &ws)) return -1;
+    if (md__cuda_compute_dtype() != MD__DT_F32) return conv_lowp(DIR_BWD_FILTER, s, x, gy, NULL, gw);
+    if (prepare(DIR_BWD_FILTER, MD__DT_F32, s, x, gy, gw, &e, &ws)) return -1;
     const descs &d = e->d;
     const plan &p = e->p[DIR_BWD_FILTER];
     DNN(cudnnConvolutionBackwardFilter(md__cuda_cudnn(), &k_one, d.x, x, d.y, gy, d.conv,
@@ -478,7 +555,7 @@ extern "C" int md__cuda_conv2d_backward_bias(const md__conv_shape *s, const floa
         return md__cuda_fail(op, "a size is outside cuDNN's int range: %s", sh);
     }
     if (numel_x(s) > 0 && numel_w(s) > 0) {   /* the forward's cached descriptors */
-        conv_entry *e = entry_for(op, s);
+        conv_entry *e = entry_for(op, s, MD__DT_F32);
         if (!e) return -1;
         DNN(cudnnConvolutionBackwardBias(h, &k_one, e->d.y, gy, &k_zero, e->d.b, gb));
         return 0;
