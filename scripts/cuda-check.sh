@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU, in one go (CI has none, so `make test`
 # skips them): the CUDA test suite (every CUDA op against the CPU backend, a
-# ResNet-18 training step on both, the NCCL transport on one rank), a
+# ResNet-18 training step on both, the NCCL transport on one rank, mixed
+# precision: fp16/bf16 convolutions and linear layers against f64
+# references, the fused unscale and overflow flag, and test_cuda_amp's tiny
+# RetinaNet with fp16 dynamic loss scaling against the CPU's f32 run), a
 # distributed RetinaNet training through `--launcher mpi --device cuda` (one
 # rank, and two over NCCL when there are two GPUs) against the same run on
 # the CPU, and the ResNet-50 benchmarks on the GPU against PyTorch on the
-# same GPU.
+# same GPU (f32, and the train step in bf16 and fp16 against torch.autocast).
 #   make all build/tests/test_cuda* build/tests/test_benchmark build/bench/bench_resnet   # with nvcc (and nccl.h)
 #   scripts/cuda-check.sh [OUTDIR]
 # MMDET_BENCH_PYTHON names the peer's interpreter (a python3 with CUDA torch).
