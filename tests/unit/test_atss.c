@@ -283,3 +283,44 @@ Test(atss, loss_by_hand) {
     md_ctx_step_reset(ctx);
     md_module_free(m);
 }
+
+/* ATSSAssigner with alpha against mmdet 2.28.2's (tests/golden/atss_alpha_golden.py):
+ * two levels, five gts with labels, the head's logits and box predictions;
+ * alpha 0.8 (DDOD's), 0.5 with topk 5, and 0.3 with an ignored gt. */
+Test(atss, assigner_alpha_matches_mmdet) {
+    md_st *st = golden_open("atss_alpha");
+    static const struct { const char *tag, *cfg; } cases[] = {
+        { "a08", "x = { type = \"ATSSAssigner\"; topk = 9; alpha = 0.8; };" },
+        { "a05", "x = { type = \"ATSSAssigner\"; topk = 5; alpha = 0.5; };" },
+        { "a03i", "x = { type = \"ATSSAssigner\"; topk = 9; alpha = 0.3; ignore_iof_thr = 0.5; };" },
+    };
+    md_tensor *counts = md_contiguous(ctx, golden_get(ctx, st, "counts"));
+    md_assign_levels levels = { (int)md_tensor_numel(counts), md_i64(counts), golden_get(ctx, st, "cls_scores"),
+                                golden_get(ctx, st, "bbox_preds") };
+    for (int c = 0; c < 3; c++) {
+        md_bbox_assigner *a = build("bbox_assigners", cases[c].cfg);
+        md_assign_result ar;
+        md_error err = { 0 };
+        cr_assert_eq(md_bbox_assign_levels(ctx, a, golden_get(ctx, st, "anchors"), &levels, golden_get(ctx, st, "gt"),
+                                           c == 2 ? golden_get(ctx, st, "ignore") : NULL,
+                                           golden_get(ctx, st, "gt_labels"), &ar, &err), 0, "%s", err.msg);
+        char k[64];
+        snprintf(k, sizeof k, "%s.gt_inds", cases[c].tag);
+        md_tensor *ref = golden_get(ctx, st, k);
+        int64_t pos = 0;
+        for (int64_t j = 0; j < md_tensor_numel(ref); j++) pos += md_i64(md_contiguous(ctx, ref))[j] > 0;
+        cr_assert_gt(pos, 3, "%s: mmdet should assign several positives", k);
+        assert_equal(ar.gt_inds, ref, k);
+        snprintf(k, sizeof k, "%s.labels", cases[c].tag);
+        assert_equal(ar.labels, golden_get(ctx, st, k), k);
+        /* the chosen gt's cost (mmdet's -INF elsewhere), element by element */
+        snprintf(k, sizeof k, "%s.max_overlaps", cases[c].tag);
+        md_tensor *mo = md_contiguous(ctx, golden_get(ctx, st, k));
+        for (int64_t j = 0; j < md_tensor_numel(mo); j++)
+            cr_assert(fabsf(md_f32(ar.max_overlaps)[j] - md_f32(mo)[j]) <= 1e-6f * fmaxf(1.0f, fabsf(md_f32(mo)[j])),
+                      "%s[%lld]: %.9g, mmdet %.9g", k, (long long)j, md_f32(ar.max_overlaps)[j], md_f32(mo)[j]);
+        MD_BBOX_DESTROY(a);
+    }
+    md_st_close(st);
+    md_ctx_step_reset(ctx);
+}
