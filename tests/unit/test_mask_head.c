@@ -705,3 +705,60 @@ Test(mask_head, soft_masks_match_mmdet) {
     md_module_free(m);
     md_st_close(st);
 }
+
+/* The RoI head with mask_thr_binary -1: the same detections, and each
+ * soft mask's RLE (its nonzero pixels: probability * 255 >= 1) contains
+ * the mask mmdet binarises at 0.5 (the fixture's) and reaches further. */
+Test(mask_head, roi_head_soft_masks_contain_the_binary_ones) {
+    md_st *st = golden_open("mask_roi_head");
+    char text[4096];
+    snprintf(text, sizeof text, "%s", roi_head_text);
+    char *p = strstr(text, "mask_thr_binary = 0.5;");
+    cr_assert_not_null(p);
+    memcpy(p, "mask_thr_binary =-1.0;", 22);
+    md_error err = { 0 };
+    md_module *m = build("StandardRoIHead", text, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    md_load_report rep;
+    cr_assert_eq(md_module_load_state(ctx, m, st, "w.", false, &rep, &err), 0, "%s", err.msg);
+    const md_roi_head_class *c = md_roi_head_class_of(m);
+    md_batch *b = roi_batch(st);
+    md_tensor *feats[2] = { golden_get(ctx, st, "feat0"), golden_get(ctx, st, "feat1") };
+    md_tensor *props[2] = { golden_get(ctx, st, "proposals0"), golden_get(ctx, st, "proposals1") };
+    md_module_train(m, false);
+    bool was = md_grad_set_enabled(ctx, false);
+    md_tensor *dets[2], *labels[2];
+    md_rle *masks[2];
+    cr_assert_eq(c->simple_test(ctx, m, feats, 2, b, props, true, dets, labels, &err), 0, "%s", err.msg);
+    cr_assert_eq(c->simple_test_mask(ctx, m, feats, 2, b, dets, labels, true, masks, &err), 0, "%s", err.msg);
+    md_grad_set_enabled(ctx, was);
+    int64_t extra = 0;
+    for (int i = 0; i < 2; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "i%d_det_masks", i);
+        md_tensor *ref = md_contiguous(ctx, golden_get(ctx, st, k));   /* by class, as bbox2result */
+        md_tensor *lab = md_contiguous(ctx, labels[i]);
+        int64_t D = ref->shape[0], H = ref->shape[1], W = ref->shape[2];
+        cr_assert_eq(dets[i]->shape[0], D);
+        uint8_t *dec = malloc((size_t)(H * W));
+        cr_assert_not_null(dec);
+        int64_t j = 0;
+        for (int64_t cl = 0; cl < 3; cl++)
+            for (int64_t d = 0; d < D; d++) {
+                if (md_i64(lab)[d] != cl) continue;
+                cr_assert_eq(md_rle_decode(&masks[i][d], dec, &err), 0, "%s", err.msg);
+                for (int64_t q = 0; q < H * W; q++) {
+                    uint8_t r = md_u8(ref)[j * H * W + q];
+                    cr_assert(!r || dec[q], "image %d detection %lld: pixel %lld in the 0.5 mask, not the soft one", i,
+                              (long long)d, (long long)q);
+                    extra += dec[q] && !r;
+                }
+                j++;
+            }
+        free(dec);
+    }
+    cr_assert_gt(extra, 0, "the soft masks should reach beyond the 0.5 ones");
+    roi_batch_free(b);
+    md_module_free(m);
+    md_st_close(st);
+}
