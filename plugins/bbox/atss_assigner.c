@@ -46,8 +46,8 @@ static const md_key keys[] = {
       false },
     { "ignore_iof_thr", MD_KEY_FLOAT, "-1.0", "IoF with an ignored gt above which a box is ignored", false,
       MD_AT(assigner, ignore_iof_thr) },
-    { "alpha", MD_KEY_ANY, "None", "None, or DDOD's cost exponent in [0, 1]: cls^(1 - alpha) * IoU^alpha of the "
-      "predictions", false, MD_AT(assigner, alpha_cfg) },
+    { "alpha", MD_KEY_ANY, "None", "None, or DDOD's cost exponent (0.8 in its configs): cls^(1 - alpha) * "
+      "IoU^alpha of the predictions", false, MD_AT(assigner, alpha_cfg) },
     { 0 } };
 
 /* Indices of the k smallest of d[0 .. n) (stride `stride`), ascending by
@@ -259,8 +259,8 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     if (a->alpha_cfg) {
         md_cfg_type t = md_cfg_kind(a->alpha_cfg);
         double v = t == MD_CFG_INT || t == MD_CFG_FLOAT ? md_cfg_as_float(a->alpha_cfg) : NAN;
-        if (!(v >= 0 && v <= 1)) {
-            md_failc(err, MD_ERR_CONFIG, "%s:%d: alpha must be None or a number in [0, 1]", md_cfg_file(a->alpha_cfg),
+        if (!isfinite(v)) {
+            md_failc(err, MD_ERR_CONFIG, "%s:%d: alpha must be None or a number", md_cfg_file(a->alpha_cfg),
                      md_cfg_line(a->alpha_cfg));
             free(a);
             return NULL;
