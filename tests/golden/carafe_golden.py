@@ -13,7 +13,10 @@ Gradients are autograd's through that formulation.
 - "head.*": mmdet 2.28.2's FCNMaskHead with upsample_cfg type carafe, built
   by mmdet's build_head (mmcv's CARAFEPack under mmdet's names), with random
   weights, its CARAFE call replaced by the formulation above: forward,
-  loss_mask and the weight gradients.
+  loss_mask and the weight gradients. Where mmdet does not import yet,
+  `Head` below restates that head in PyTorch under mmdet's state-dict
+  names (ConvModule, mmcv's CARAFEPack, conv_logits; loss_mask is
+  mask_cross_entropy); the fixture's metadata says which made it.
 
 Run from the repository root:
     /usr/bin/python3 tests/golden/carafe_golden.py
@@ -22,6 +25,7 @@ import os
 import sys
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,16 +76,69 @@ GRAD_PARAMS = ["convs.0.conv.weight", "upsample.channel_compressor.weight", "ups
                "upsample.content_encoder.bias", "conv_logits.weight"]
 
 
+class CARAFEPackRef(nn.Module):
+    """mmcv 1.7's CARAFEPack, restated."""
+
+    def __init__(self, channels, scale_factor, up_kernel, up_group, encoder_kernel, encoder_dilation,
+                 compressed_channels):
+        super().__init__()
+        self.scale_factor, self.up_kernel, self.up_group = scale_factor, up_kernel, up_group
+        self.channel_compressor = nn.Conv2d(channels, compressed_channels, 1)
+        self.content_encoder = nn.Conv2d(compressed_channels, up_kernel * up_kernel * up_group * scale_factor ** 2,
+                                         encoder_kernel, padding=int((encoder_kernel - 1) * encoder_dilation / 2),
+                                         dilation=encoder_dilation)
+
+    def forward(self, x):
+        mask = F.pixel_shuffle(self.content_encoder(self.channel_compressor(x)), self.scale_factor)
+        n, c, h, w = mask.size()
+        mask = F.softmax(mask.view(n, int(c / float(self.up_kernel ** 2)), -1, h, w), dim=2).view(n, c, h, w)
+        return carafe_ref(x, mask, self.up_kernel, self.up_group, self.scale_factor)
+
+
+class ConvModuleRef(nn.Module):
+    def __init__(self, cin, cout, k):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=(k - 1) // 2)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))
+
+
+class Head(nn.Module):
+    """mmdet 2.28's FCNMaskHead with upsample_cfg carafe (HEAD), restated."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.convs = nn.ModuleList([ConvModuleRef(cfg["in_channels"], cfg["conv_out_channels"], 3)])
+        up = {k: v for k, v in cfg["upsample_cfg"].items() if k != "type"}
+        self.upsample = CARAFEPackRef(cfg["conv_out_channels"], **up)
+        self.conv_logits = nn.Conv2d(cfg["conv_out_channels"], cfg["num_classes"], 1)
+
+    def forward(self, x):
+        for c in self.convs:
+            x = c(x)
+        return self.conv_logits(self.upsample(x))
+
+    def loss(self, pred, targets, labels):
+        sl = pred[torch.arange(pred.size(0)), labels]
+        return {"loss_mask": F.binary_cross_entropy_with_logits(sl, targets, reduction="mean")[None]}
+
+
 def head_fixture(out):
-    from mmcv import ConfigDict
-    from mmcv.ops.carafe import CARAFEPack
+    try:
+        from mmcv import ConfigDict
+        from mmcv.ops.carafe import CARAFEPack
 
-    from mmdet.models import build_head
-
-    CARAFEPack.feature_reassemble = lambda self, x, mask: carafe_ref(x, mask, self.up_kernel, self.up_group,
-                                                                     self.scale_factor)
-    head = build_head(ConfigDict(HEAD))
-    head.init_weights()
+        from mmdet.models import build_head
+        CARAFEPack.feature_reassemble = lambda self, x, mask: carafe_ref(x, mask, self.up_kernel, self.up_group,
+                                                                         self.scale_factor)
+        head = build_head(ConfigDict(HEAD))
+        head.init_weights()
+        source = "mmdet 2.28.2 FCNMaskHead (carafe through the formulation above)"
+    except ImportError:
+        head = Head(HEAD)
+        source = "Head (PyTorch re-statement of mmdet 2.28.2 FCNMaskHead with CARAFEPack)"
+    print("source:", source)
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():
         for name, t in head.state_dict().items():
@@ -101,10 +158,11 @@ def head_fixture(out):
     out["head.mask_pred"], out["head.loss_mask"] = pred, loss.reshape(())
     for p in GRAD_PARAMS:
         out["head.g." + p] = params[p].grad
+    return source
 
 
 if __name__ == "__main__":
     out = {}
     op_fixtures(out)
-    head_fixture(out)
-    save("carafe", out)
+    source = head_fixture(out)
+    save("carafe", out, {"source": source})
