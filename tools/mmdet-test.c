@@ -22,7 +22,10 @@ static void usage(FILE *f) {
           "\n"
           "  --device DEV              cpu, cuda or cuda:N (the config's device; default cpu)\n"
           "  --eval METRIC...          evaluate: bbox, segm (masks of a mask detector)\n"
-          "  --out FILE.json           write the detections: per image, per class, [x1, y1, x2, y2, score]\n"
+          "  --out FILE                write the results as mmdet's list (FILE.pkl, .pickle: a pickle for\n"
+          "                            mmcv.load; FILE.json: the same as JSON): per image, per class, the\n"
+          "                            rows [x1, y1, x2, y2, score]; with masks (bbox_results, segm_results),\n"
+          "                            the segms as RLE dicts {size, counts}\n"
           "  --format-only             write the results in the dataset's format (COCO: <prefix>.bbox.json,\n"
           "                            and <prefix>.segm.json with masks)\n"
           "                            without evaluating; prefix from --eval-options jsonfile_prefix=P\n"
@@ -40,31 +43,6 @@ static int die(const char *msg, const char *what) {
     fprintf(stderr, msg, what);
     fprintf(stderr, "\n");
     return 1;
-}
-
-/* mmdet's result layout as JSON: [image][class][box] = [x1, y1, x2, y2, score]. */
-static int write_out(const char *path, const md_results *res, int n_classes, md_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return md_failc(err, MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    fputc('[', f);
-    for (int64_t i = 0; i < res->n; i++) {
-        const md_det_result *r = &res->r[i];
-        fprintf(f, "%s[", i ? ",\n " : "");
-        for (int c = 0; c < n_classes; c++) {
-            fprintf(f, "%s[", c ? ", " : "");
-            int k = 0;
-            for (int j = 0; j < r->n; j++) {
-                if (r->labels[j] != c) continue;
-                const float *b = r->bboxes + 5 * j;
-                fprintf(f, "%s[%.9g, %.9g, %.9g, %.9g, %.9g]", k++ ? ", " : "", b[0], b[1], b[2], b[3], b[4]);
-            }
-            fputc(']', f);
-        }
-        fputc(']', f);
-    }
-    fputs("]\n", f);
-    if (fclose(f) != 0) return md_failc(err, MD_ERR_IO, "error writing %s", path);
-    return 0;
 }
 
 static int show(const char *dir, const md_results *res, const md_dataset *ds, float thr, md_error *err) {
@@ -147,8 +125,12 @@ int main(int argc, char **argv) {
         return die("%s", "Please specify at least one operation (save/eval/format/show the results) with the "
                          "argument \"--out\", \"--eval\", \"--format-only\" or \"--show-dir\"");
     if (n_evals && format_only) return die("%s", "--eval and --format-only cannot be both specified");
-    if (out && (strlen(out) < 5 || strcmp(out + strlen(out) - 5, ".json")))
-        return die("the output file must be a .json file: %s", out);
+    if (out) {
+        size_t n = strlen(out);
+        bool ok = (n > 4 && !strcmp(out + n - 4, ".pkl")) || (n > 7 && !strcmp(out + n - 7, ".pickle")) ||
+                  (n > 5 && !strcmp(out + n - 5, ".json"));
+        if (!ok) return die("the output file must be a .pkl (or .pickle) or .json file: %s", out);
+    }
 
     md_error err = { 0 };
     int rc = 1;
@@ -184,7 +166,7 @@ int main(int argc, char **argv) {
     if (md_single_gpu_test(ctx, model, loader, ds, true, &res, &err) != 0) goto fail;
 
     if (out) {
-        if (write_out(out, &res, ds->n_classes, &err) != 0) goto fail;
+        if (md_results_dump(&res, ds->n_classes, out, &err) != 0) goto fail;
         printf("\nwriting results to %s\n", out);
     }
     if (format_only) {

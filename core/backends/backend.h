@@ -306,7 +306,7 @@ typedef struct md_backend {
 
     /* (end of the losses) */
 
-    /* ---- detection and sorting (backends/cpu/detection.h, sort.h) ---- */
+    /* ---- detection and sorting (backends/cpu/detection.h, sort.h, carafe.h) ---- */
     /* RoIAlign forward: feat [N,C,H,W], rois [K,5] (device; batch indices
      * already checked by the front-end), out [K,C,oh,ow] overwritten:
      * md__cpu_roi_align_forward. */
@@ -343,6 +343,14 @@ typedef struct md_backend {
     /* gx[o, idx[o,t,j], j] += g[o,t,j]: md__cpu_unsort_add_f32. */
     int (*unsort_add_f32)(const float *g, const int64_t *idx, int64_t outer, int64_t n, int64_t inner,
                           int64_t k, float *gx);
+    /* mmcv's CARAFE: feat [N,C,H,W], masks [N, k*k*G, H*s, W*s], out
+     * [N, C, H*s, W*s] overwritten: md__cpu_carafe_forward. */
+    int (*carafe_forward)(const float *feat, const float *masks, int64_t N, int64_t C, int64_t H, int64_t W, int k,
+                          int G, int s, float *out);
+    /* grad_feat and grad_masks (either NULL) OVERWRITTEN with their
+     * gradients: md__cpu_carafe_backward. */
+    int (*carafe_backward)(const float *grad_out, const float *feat, const float *masks, int64_t N, int64_t C,
+                           int64_t H, int64_t W, int k, int G, int s, float *grad_feat, float *grad_masks);
 
     /* (end of detection and sorting) */
 

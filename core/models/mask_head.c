@@ -115,6 +115,7 @@ static float box_coord(int i, float lo, float hi) {
 
 MD_API void md_mask_paste(const float *mask, int mh, int mw, const float box[4], int img_h, int img_w, float thr,
                           uint8_t *out) {
+    bool soft = thr < 0;   /* mmdet's soft masks: (value * 255).to(uint8), truncated */
     memset(out, 0, (size_t)img_h * (size_t)img_w);
     /* skip_empty: only the box's pixels and one more around it */
     float fx0 = floorf(box[0]) - 1, fy0 = floorf(box[1]) - 1, fx1 = ceilf(box[2]) + 1, fy1 = ceilf(box[3]) + 1;
@@ -122,8 +123,10 @@ MD_API void md_mask_paste(const float *mask, int mh, int mw, const float box[4],
     int x1 = fx1 > (float)img_w ? img_w : (int)fx1, y1 = fy1 > (float)img_h ? img_h : (int)fy1;
     for (int y = y0; y < y1; y++) {
         float gy = box_coord(y, box[1], box[3]);
-        for (int x = x0; x < x1; x++)
-            out[(size_t)y * (size_t)img_w + (size_t)x] = grid_sample1(mask, mh, mw, box_coord(x, box[0], box[2]), gy) >= thr;
+        for (int x = x0; x < x1; x++) {
+            float v = grid_sample1(mask, mh, mw, box_coord(x, box[0], box[2]), gy);
+            out[(size_t)y * (size_t)img_w + (size_t)x] = soft ? (uint8_t)(v * 255.0f) : v >= thr;
+        }
     }
 }
 
@@ -132,8 +135,6 @@ MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask
                                       const float scale_factor[4], bool rescale, md_rle *masks, md_error *err) {
     md_mask_head_base *h = (md_mask_head_base *)m;
     const char *name = m->cls->name;
-    if (thr < 0)
-        return md_failc(err, MD_ERR_CONFIG, "%s: mask_thr_binary %g < 0 (soft masks) is not supported", name, thr);
     bool was = md_grad_set_enabled(ctx, false);
     md_tensor *prob = md_contiguous(ctx, md_tensor_to(ctx, probs ? mask_pred : md_sigmoid(ctx, mask_pred), MD_DEVICE_CPU));
     md_tensor *boxes = md_contiguous(ctx, md_tensor_to(ctx, det_bboxes, MD_DEVICE_CPU));
@@ -168,6 +169,7 @@ MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask
             if (rescale) box[q] /= scale_factor[q];
         }
         md_mask_paste(md_f32(prob) + (i * C + c) * mh * mw, (int)mh, (int)mw, box, img_h, img_w, (float)thr, im);
+        /* a soft mask (thr < 0) is encoded by its nonzero pixels */
         md_rle r;
         if (md_rle_encode(im, img_h, img_w, &r, err)) {
             rc = -1;

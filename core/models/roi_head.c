@@ -69,11 +69,6 @@ MD_API md_module *md_roi_head_build(md_ctx *ctx, const md_cfg *cfg, const md_roi
     }
     if (h->test_cfg_cfg) {
         h->mask_thr_binary = md_cfg_float(h->test_cfg_cfg, "mask_thr_binary", 0.5);
-        if (h->mask_head && h->mask_thr_binary < 0) {
-            md_failc(err, MD_ERR_CONFIG, "%s: test_cfg.mask_thr_binary is %g; soft masks (< 0) are not supported", name,
-                     h->mask_thr_binary);
-            goto fail;
-        }
         h->has_test_cfg = true;
         md_rcnn_test_cfg_read(h->test_cfg_cfg, &h->test_cfg);
     }

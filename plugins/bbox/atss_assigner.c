@@ -10,6 +10,12 @@
  * all, as in mmdet. max_overlaps holds the chosen gt's IoU, and mmdet's
  * -INF (-1e8) where a box is not positive.
  *
+ * With `alpha` (DDOD's dynamic cost), the overlaps that select and rank
+ * the candidates are the cost sigmoid(cls_scores[:, gt_labels])^(1 - alpha)
+ * * IoU(bbox_preds, gt)^alpha, from the head's predictions for the boxes
+ * (md_assign_levels' cls_scores and bbox_preds, required then, as are the
+ * gt labels); the distances stay those of the boxes' centres, as in mmdet.
+ *
  * It needs the boxes' levels (md_bbox_assign_levels; mmdet's
  * num_level_bboxes) and refuses a call without them. Distances, IoUs and
  * the threshold are f32 as in mmdet; among boxes at the same distance the
@@ -28,7 +34,9 @@ typedef struct assigner {
     md_iou_calculator *iou;
     int topk;
     double ignore_iof_thr;
-    const md_cfg *alpha;
+    const md_cfg *alpha_cfg;
+    bool use_alpha;
+    float alpha;
 } assigner;
 
 static const md_key keys[] = {
@@ -38,7 +46,8 @@ static const md_key keys[] = {
       false },
     { "ignore_iof_thr", MD_KEY_FLOAT, "-1.0", "IoF with an ignored gt above which a box is ignored", false,
       MD_AT(assigner, ignore_iof_thr) },
-    { "alpha", MD_KEY_ANY, "None", "only None (DDOD's dynamic cost is not supported)", false, MD_AT(assigner, alpha) },
+    { "alpha", MD_KEY_ANY, "None", "None, or DDOD's cost exponent (0.8 in its configs): cls^(1 - alpha) * "
+      "IoU^alpha of the predictions", false, MD_AT(assigner, alpha_cfg) },
     { 0 } };
 
 /* Indices of the k smallest of d[0 .. n) (stride `stride`), ascending by
@@ -55,6 +64,49 @@ static void k_nearest(const float *d, int64_t n, int64_t stride, int64_t k, int6
         }
         out[p] = i;
     }
+}
+
+/* DDOD's cost [N, K]: sigmoid(cls_scores[:, gt_labels])^(1 - alpha) *
+ * IoU(bbox_preds, gt)^alpha, in f32 as mmdet's. NULL with err set. */
+static md_tensor *dynamic_cost(md_ctx *ctx, const assigner *a, const md_assign_levels *levels, md_tensor *gt,
+                               md_tensor *gt_labels, int64_t n, md_error *err) {
+    md_tensor *cls = levels->cls_scores, *pred = levels->bbox_preds;
+    cls = md_contiguous(ctx, md_tensor_to(ctx, cls, MD_DEVICE_CPU));
+    pred = md_contiguous(ctx, md_tensor_to(ctx, pred, MD_DEVICE_CPU));
+    if (!cls || !pred) {
+        md_error_from_ctx(ctx, err, "ATSSAssigner");
+        return NULL;
+    }
+    int64_t k = gt->shape[0];
+    if (cls->dtype != MD_F32 || cls->ndim != 2 || cls->shape[0] != n || pred->dtype != MD_F32 || pred->ndim != 2 ||
+        pred->shape[0] != n || pred->shape[1] < 4) {
+        char b1[64], b2[64];
+        md_failc(err, MD_ERR_SHAPE, "ATSSAssigner: cls_scores %s and bbox_preds %s must be f32 [%lld, C] and [%lld, 4]",
+                 md_tensor_describe(cls, b1, sizeof b1), md_tensor_describe(pred, b2, sizeof b2), (long long)n,
+                 (long long)n);
+        return NULL;
+    }
+    int64_t C = cls->shape[1];
+    for (int64_t i = 0; i < k; i++)
+        if (md_i64(gt_labels)[i] < 0 || md_i64(gt_labels)[i] >= C) {
+            md_failc(err, MD_ERR_SHAPE, "ATSSAssigner: gt label %lld outside the %lld classes of cls_scores",
+                     (long long)md_i64(gt_labels)[i], (long long)C);
+            return NULL;
+        }
+    if (pred->shape[1] != 4) pred = md_contiguous(ctx, md_slice(ctx, pred, 1, 0, 4, 1));
+    md_tensor *iou = md_contiguous(ctx, md_iou_calculator_overlaps(ctx, a->iou, pred, gt, MD_IOU, false));
+    if (!iou) {
+        md_error_from_ctx(ctx, err, "ATSSAssigner");
+        return NULL;
+    }
+    float e_cls = (float)(1.0 - (double)a->alpha), e_iou = a->alpha;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < k; i++) {
+            float x = md_f32(cls)[j * C + md_i64(gt_labels)[i]], cost = 1.0f / (1.0f + expf(-x));
+            float *o = md_f32(iou) + j * k + i;
+            *o = powf(cost, e_cls) * powf(*o, e_iou);
+        }
+    return iou;
 }
 
 static int assign_levels(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bboxes, const md_assign_levels *levels,
@@ -82,6 +134,11 @@ static int assign_levels(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bbo
     if (total != n)
         return md_failc(err, MD_ERR_SHAPE, "ATSSAssigner: the per-level counts sum to %lld, there are %lld boxes",
                         (long long)total, (long long)n);
+    if (a->use_alpha && (!levels->cls_scores || !levels->bbox_preds || !gt_labels))
+        return md_failc(err, MD_ERR_CONFIG, "ATSSAssigner: alpha %g needs the head's cls_scores and bbox_preds (in "
+                        "md_assign_levels) and the gt labels; got %s, %s and %s", (double)a->alpha,
+                        levels->cls_scores ? "cls_scores" : "no cls_scores",
+                        levels->bbox_preds ? "bbox_preds" : "no bbox_preds", gt_labels ? "labels" : "no labels");
     out->num_gts = k;
     out->gt_inds = md_tensor_zeros(ctx, MD_I64, MD_DIMS(n));
     out->max_overlaps = md_tensor_zeros(ctx, MD_F32, MD_DIMS(n));
@@ -93,7 +150,12 @@ static int assign_levels(md_ctx *ctx, const md_bbox_assigner *ba, md_tensor *bbo
     int64_t *inds = md_i64(out->gt_inds);
     float *maxo = md_f32(out->max_overlaps);
     bool was = md_grad_set_enabled(ctx, false);
-    md_tensor *ov = md_contiguous(ctx, md_iou_calculator_overlaps(ctx, a->iou, bboxes, gt, MD_IOU, false)); /* [N, K] */
+    md_tensor *ov = a->use_alpha ? dynamic_cost(ctx, a, levels, gt, gt_labels, n, err)   /* [N, K] */
+                                 : md_contiguous(ctx, md_iou_calculator_overlaps(ctx, a->iou, bboxes, gt, MD_IOU, false));
+    if (a->use_alpha && !ov) {
+        md_grad_set_enabled(ctx, was);
+        return -1;
+    }
     md_tensor *ign = NULL;
     bool use_ignore = a->ignore_iof_thr > 0 && gt_ignore && md_tensor_numel(gt_ignore) > 0;
     if (use_ignore)
@@ -194,11 +256,17 @@ static const md_bbox_assigner_iface iface = { .assign = assign, .assign_levels =
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     assigner *a = md_object_new(sizeof *a, &iface, "ATSSAssigner", cfg, keys, err);
     if (!a) return NULL;
-    if (a->alpha) {
-        md_failc(err, MD_ERR_CONFIG, "%s:%d: alpha: only None (DDOD's dynamic-cost ATSS is not supported)",
-                 md_cfg_file(a->alpha), md_cfg_line(a->alpha));
-        free(a);
-        return NULL;
+    if (a->alpha_cfg) {
+        md_cfg_type t = md_cfg_kind(a->alpha_cfg);
+        double v = t == MD_CFG_INT || t == MD_CFG_FLOAT ? md_cfg_as_float(a->alpha_cfg) : NAN;
+        if (!isfinite(v)) {
+            md_failc(err, MD_ERR_CONFIG, "%s:%d: alpha must be None or a number", md_cfg_file(a->alpha_cfg),
+                     md_cfg_line(a->alpha_cfg));
+            free(a);
+            return NULL;
+        }
+        a->use_alpha = true;
+        a->alpha = (float)v;
     }
     if (!(a->iou = md_build_part(ctx, "iou_calculators", cfg, "iou_calculator", err))) {
         free(a);

@@ -4,17 +4,19 @@
  * This file is the difference: num_convs ConvModules (convs.N.conv, with
  * convs.N.bn / .gn under a norm_cfg), the upsampling (upsample: a
  * ConvTranspose2d of kernel and stride scale_factor followed by a ReLU;
- * nearest or bilinear (align_corners false) upsampling; or none) and
+ * mmcv's CARAFEPack (md_nn_carafe_pack: upsample.channel_compressor,
+ * upsample.content_encoder); nearest or bilinear (align_corners false)
+ * upsampling; or none) and
  * conv_logits (1x1, num_classes channels or one when class agnostic). Init as mmdet: ConvModule's
  * kaiming (fan_out, normal) on the convs, kaiming normal fan_out relu on
- * upsample and conv_logits, their biases 0.
+ * a deconv upsample and conv_logits, their biases 0; CARAFEPack's own init.
  */
 #include <stdio.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
 #include <mmdet/roi_head.h>
 
-typedef enum { UP_NONE = 0, UP_DECONV, UP_NEAREST, UP_BILINEAR } upsample_kind;
+typedef enum { UP_NONE = 0, UP_DECONV, UP_NEAREST, UP_BILINEAR, UP_CARAFE } upsample_kind;
 
 typedef struct fcn_mask_head {
     md_mask_head_base base;
@@ -22,6 +24,7 @@ typedef struct fcn_mask_head {
     const md_cfg *upsample_cfg, *conv_cfg, *norm_cfg, *predictor_cfg;
     upsample_kind upsample;
     int scale_factor;
+    md_carafe_pack_opts carafe;
 } fcn_mask_head;
 
 static const md_key keys[] = {
@@ -36,7 +39,7 @@ static const md_key keys[] = {
     { "conv_out_channels", MD_KEY_INT, "256", "channels of the convs and the deconv", false,
       MD_AT(fcn_mask_head, conv_out_channels), .min = "1" },
     { "upsample_cfg", MD_KEY_GROUP, "{ type = \"deconv\"; scale_factor = 2; }",
-      "type deconv, nearest, bilinear or None, and an integer scale_factor", false, MD_AT(fcn_mask_head, upsample_cfg) },
+      "type deconv, carafe (with CARAFEPack's keys), nearest, bilinear or None, and an integer scale_factor", false, MD_AT(fcn_mask_head, upsample_cfg) },
     { "conv_cfg", MD_KEY_ANY, "None", "None or { type = \"Conv\"; }", false, MD_AT(fcn_mask_head, conv_cfg) },
     { "norm_cfg", MD_KEY_ANY, "None", "None, { type = \"BN\"; } or { type = \"GN\"; num_groups = 32; } for the convs",
       false, MD_AT(fcn_mask_head, norm_cfg) },
@@ -58,6 +61,8 @@ static md_tensor *forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     if (h->upsample == UP_DECONV) {
         x = md_relu(ctx, md_module_call(ctx, m, "upsample", x));
         md_flops_relu(ctx, "relu", x);   /* mmdet's nn.ReLU `relu` after the deconv */
+    } else if (h->upsample == UP_CARAFE) {
+        x = md_module_call(ctx, m, "upsample", x);   /* no ReLU after CARAFE, as mmdet */
     } else if (h->upsample != UP_NONE && x) {
         x = h->upsample == UP_NEAREST ? md_upsample_nearest(ctx, x, h->scale_factor)
                                       : md_upsample_bilinear(ctx, x, h->scale_factor);
@@ -69,6 +74,21 @@ static md_tensor *forward(md_ctx *ctx, md_module *m, md_tensor *x) {
     return md_module_call(ctx, m, "conv_logits", x);
 }
 
+/* upsample_cfg of type carafe: mmcv's CARAFEPack arguments */
+static const md_key carafe_keys[] = {
+    { "scale_factor", MD_KEY_INT, NULL, "upsampling ratio", true, MD_AT(md_carafe_pack_opts, scale_factor),
+      .min = "1" },
+    { "up_kernel", MD_KEY_INT, "5", "reassembly kernel size (odd)", false, MD_AT(md_carafe_pack_opts, up_kernel),
+      .min = "1" },
+    { "up_group", MD_KEY_INT, "1", "reassembly groups", false, MD_AT(md_carafe_pack_opts, up_group), .min = "1" },
+    { "encoder_kernel", MD_KEY_INT, "3", "content encoder's kernel", false,
+      MD_AT(md_carafe_pack_opts, encoder_kernel), .min = "1" },
+    { "encoder_dilation", MD_KEY_INT, "1", "content encoder's dilation", false,
+      MD_AT(md_carafe_pack_opts, encoder_dilation), .min = "1" },
+    { "compressed_channels", MD_KEY_INT, "64", "channel compressor's output channels", false,
+      MD_AT(md_carafe_pack_opts, compressed_channels), .min = "1" },
+    { 0 } };
+
 /* upsample_cfg: its type and scale_factor, checked. */
 static int read_upsample(fcn_mask_head *h, md_error *err) {
     const md_cfg *u = h->upsample_cfg, *t = md_cfg_get(u, "type");
@@ -78,9 +98,13 @@ static int read_upsample(fcn_mask_head *h, md_error *err) {
     else if (!strcmp(type, "deconv")) h->upsample = UP_DECONV;
     else if (!strcmp(type, "nearest")) h->upsample = UP_NEAREST;
     else if (!strcmp(type, "bilinear")) h->upsample = UP_BILINEAR;
-    else
-        return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.type '%s' is not supported (deconv, nearest, bilinear "
-                        "or None; mmdet also has carafe)", md_cfg_file(u), md_cfg_line(u), type);
+    else if (!strcmp(type, "carafe")) {
+        h->upsample = UP_CARAFE;
+        return md_cfg_check_keys(u, carafe_keys, "upsample_cfg", err) ||
+               md_cfg_read_struct(u, carafe_keys, &h->carafe, "upsample_cfg", err) ? -1 : 0;
+    } else
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.type '%s' is not supported (deconv, carafe, nearest, "
+                        "bilinear or None)", md_cfg_file(u), md_cfg_line(u), type);
     if (h->upsample != UP_NONE && h->scale_factor < 1)
         return md_failc(err, MD_ERR_CONFIG, "%s:%d: upsample_cfg.scale_factor must be a positive integer",
                         md_cfg_file(u), md_cfg_line(u));
@@ -129,6 +153,10 @@ static int init_layers(md_ctx *ctx, md_mask_head_base *b, md_error *err) {
         add_child(m, "upsample", md_nn_conv_transpose2d(ctx, up_in, h->conv_out_channels, h->scale_factor,
                                                         h->scale_factor, 0, true, err), err))
         return -1;
+    if (h->upsample == UP_CARAFE) {
+        h->carafe.channels = up_in;
+        if (add_child(m, "upsample", md_nn_carafe_pack(ctx, &h->carafe, err), err)) return -1;
+    }
     if (add_child(m, "conv_logits", md_nn_conv2d(ctx, logits_in, b->class_agnostic ? 1 : b->num_classes, 1, 1,
                                                  MD_CONV2D(1, 0), true, err), err))
         return -1;

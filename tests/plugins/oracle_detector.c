@@ -4,7 +4,8 @@
  * simple_test reads the ground truth through a side channel (`ann_file`, a
  * COCO file, matched by the meta's ori_filename) and returns the boxes of
  * the first keep * N images of the file (score 0.9, labels by `classes`
- * order), nothing for the others; `keep` is a list indexed by the training
+ * order), with with_mask the ground truth's masks as RLEs of the image
+ * too, nothing for the others; `keep` is a list indexed by the training
  * stage, steps / steps_per_stage (clamped), so the quality changes over
  * training in a scripted way. `steps` is a buffer (saved in checkpoints, so
  * a resumed run continues the script); train_step counts it and returns
@@ -21,6 +22,7 @@ static const md_key keys[] = {
     { "classes", MD_KEY_LIST, NULL, "category names in label order", true },
     { "keep", MD_KEY_LIST, "[1.0]", "fraction of images answered, per stage", false },
     { "steps_per_stage", MD_KEY_INT, "1000000", "training iterations per stage", false },
+    { "with_mask", MD_KEY_BOOL, "false", "also return the ground truth's masks", false },
     { "train_cfg", MD_KEY_ANY, NULL, "ignored", false },
     { "test_cfg", MD_KEY_ANY, NULL, "ignored", false },
     { 0 } };
@@ -32,6 +34,7 @@ typedef struct oracle {
     double keep[16];
     int n_keep;
     int64_t steps_per_stage;
+    bool with_mask;
     md_tensor *w, *steps;
 } oracle;
 
@@ -62,7 +65,9 @@ static int simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
             n += o->gt->anns[a].image_index == img && !o->gt->anns[a].iscrowd;
         float *bx = md_ctx_alloc(ctx, sizeof *bx * (size_t)(5 * n + 1));
         int64_t *lb = md_ctx_alloc(ctx, sizeof *lb * (size_t)(n + 1));
-        if (!bx || !lb) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+        md_rle *mk = o->with_mask ? md_ctx_alloc(ctx, sizeof *mk * (size_t)(n + 1)) : NULL;
+        if (!bx || !lb || (o->with_mask && !mk)) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+        const md_coco_image *im = &o->gt->images[img];
         int k = 0;
         for (size_t a = 0; a < o->gt->n_anns; a++) {
             const md_coco_ann *an = &o->gt->anns[a];
@@ -72,9 +77,18 @@ static int simple_test(md_ctx *ctx, md_module *m, void *batch_ptr, md_det_result
             bx[5 * k + 2] = (float)(an->bbox[0] + an->bbox[2]);
             bx[5 * k + 3] = (float)(an->bbox[1] + an->bbox[3]);
             bx[5 * k + 4] = 0.9f;
+            if (mk) {   /* the RLE's counts move into the step arena, like the boxes */
+                md_rle r;
+                if (md_mask_ann_to_rle(&an->segmentation, im->height, im->width, &r, err)) return -1;
+                mk[k] = r;
+                mk[k].counts = md_ctx_alloc(ctx, sizeof *r.counts * (size_t)(r.m + 1));
+                if (mk[k].counts) memcpy(mk[k].counts, r.counts, sizeof *r.counts * (size_t)r.m);
+                md_rle_free(&r);
+                if (!mk[k].counts) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+            }
             lb[k++] = o->labels[an->category_index];
         }
-        results[i] = (md_det_result){ k, bx, lb };
+        results[i] = (md_det_result){ k, bx, lb, mk };
     }
     return 0;
 }
@@ -114,6 +128,7 @@ static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     for (int k = 0; k < o->n_keep; k++)
         o->keep[k] = md_cfg_kind(kp) == MD_CFG_LIST ? md_cfg_as_float(md_cfg_at(kp, k)) : md_cfg_as_float(kp);
     o->steps_per_stage = md_cfg_int(cfg, "steps_per_stage", 1000000);
+    o->with_mask = md_cfg_bool(cfg, "with_mask", false);
     if (o->steps_per_stage < 1) o->steps_per_stage = 1;
     o->w = md_module_add_param(ctx, &o->base, "w", MD_DIMS(1), err);
     o->steps = md_module_add_buffer(ctx, &o->base, "steps", MD_F32, MD_DIMS(1), err);

@@ -107,10 +107,66 @@ Test(atss, assigner_by_hand) {
     for (int j = 0; j < 16; j++) cr_assert_eq(md_i64(ar.gt_inds)[j], j == A1 ? 1 : (iou(anc + j * 4, hand_gt) < 0.4 ? 0 : -1));
     MD_BBOX_DESTROY(a);
 
-    md_cfg *root = md_cfg_parse("x = { type = \"ATSSAssigner\"; topk = 9; alpha = 0.8; };", "t.cfg", &err);
+    md_cfg *root = md_cfg_parse("x = { type = \"ATSSAssigner\"; topk = 9; alpha = \"high\"; };", "t.cfg", &err);
     cr_assert_null(md_build_from_cfg(ctx, "bbox_assigners", md_cfg_get(root, "x"), NULL, &err));
-    cr_assert(strstr(err.msg, "alpha"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "alpha") && strstr(err.msg, "a number"), "%s", err.msg);
     md_cfg_free(root);
+    md_ctx_step_reset(ctx);
+}
+
+static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
+
+/* DDOD's dynamic cost (alpha 0.5) on the hand case: the candidates are
+ * still the three nearest anchor centres (A1, A2, A3), but they are ranked
+ * by sqrt(sigmoid(cls) * IoU(pred, gt)). With class-4 logits -4, 0 and 4
+ * and A3's predicted box on the gt (IoU 1; the others predict their
+ * anchors) the costs are 0.112, 0.455 and 0.991: mean 0.519, std 0.443,
+ * and only A3 reaches 0.962 (its centre (8, 16) is inside the gt), though
+ * its anchor overlaps the gt least. */
+Test(atss, assigner_alpha_by_hand) {
+    float anc[16 * 4], pred[16 * 4], cls[16 * 5] = { 0 };
+    grid_anchors(anc);
+    memcpy(pred, anc, sizeof pred);
+    memcpy(pred + A3 * 4, hand_gt, sizeof hand_gt);
+    cls[A1 * 5 + 4] = -4, cls[A2 * 5 + 4] = 0, cls[A3 * 5 + 4] = 4;
+    for (int j = 0; j < 16; j++)
+        if (j != A1 && j != A2 && j != A3) cls[j * 5 + 4] = -9;
+    double c[3] = { sqrt(sigmoid(-4) * iou(anc + A1 * 4, hand_gt)), sqrt(sigmoid(0) * iou(anc + A2 * 4, hand_gt)),
+                    sqrt(sigmoid(4) * 1.0) }, m = (c[0] + c[1] + c[2]) / 3, s = 0;
+    for (int i = 0; i < 3; i++) s += (c[i] - m) * (c[i] - m);
+    s = sqrt(s / 2);
+    cr_assert(c[2] >= m + s && c[1] < m + s && c[0] < m + s, "the hand case: %g %g %g against %g", c[0], c[1], c[2],
+              m + s);
+
+    md_bbox_assigner *a = build("bbox_assigners", "x = { type = \"ATSSAssigner\"; topk = 3; alpha = 0.5; };");
+    md_tensor *boxes = md_tensor_from(ctx, MD_F32, MD_DIMS(16, 4), anc);
+    md_tensor *gt = md_tensor_from(ctx, MD_F32, MD_DIMS(1, 4), hand_gt);
+    int64_t lab = 4, one_level = 16;
+    md_tensor *labels = md_tensor_from(ctx, MD_I64, MD_DIMS(1), &lab);
+    md_assign_levels levels = { 1, &one_level, md_tensor_from(ctx, MD_F32, MD_DIMS(16, 5), cls),
+                                md_tensor_from(ctx, MD_F32, MD_DIMS(16, 4), pred) };
+    md_assign_result ar;
+    md_error err = { 0 };
+    cr_assert_eq(md_bbox_assign_levels(ctx, a, boxes, &levels, gt, NULL, labels, &ar, &err), 0, "%s", err.msg);
+    for (int j = 0; j < 16; j++) {
+        cr_assert_eq(md_i64(ar.gt_inds)[j], j == A3 ? 1 : 0, "anchor %d: gt_inds %lld", j,
+                     (long long)md_i64(ar.gt_inds)[j]);
+        cr_assert_eq(md_i64(ar.labels)[j], j == A3 ? 4 : -1);
+        cr_assert_float_eq(md_f32(ar.max_overlaps)[j], j == A3 ? c[2] : -1e8, 1e-6);
+    }
+    /* without the predictions (or the labels) the cost cannot be formed */
+    md_assign_levels bare = { 1, &one_level };
+    cr_assert_neq(md_bbox_assign_levels(ctx, a, boxes, &bare, gt, NULL, labels, &ar, &err), 0);
+    cr_assert(strstr(err.msg, "alpha") && strstr(err.msg, "cls_scores"), "%s", err.msg);
+    cr_assert_neq(md_bbox_assign_levels(ctx, a, boxes, &levels, gt, NULL, NULL, &ar, &err), 0);
+    cr_assert(strstr(err.msg, "no labels"), "%s", err.msg);
+    MD_BBOX_DESTROY(a);
+    /* alpha 1 with the anchors as predictions is plain ATSS (cls^0 * IoU) */
+    a = build("bbox_assigners", "x = { type = \"ATSSAssigner\"; topk = 3; alpha = 1; };");
+    levels.bbox_preds = boxes;
+    cr_assert_eq(md_bbox_assign_levels(ctx, a, boxes, &levels, gt, NULL, labels, &ar, &err), 0, "%s", err.msg);
+    for (int j = 0; j < 16; j++) cr_assert_eq(md_i64(ar.gt_inds)[j], j == A1 ? 1 : 0, "anchor %d", j);
+    MD_BBOX_DESTROY(a);
     md_ctx_step_reset(ctx);
 }
 
@@ -226,4 +282,45 @@ Test(atss, loss_by_hand) {
     cr_assert_float_eq(md_tensor_item(l2.values[0]), 32 * neg, 1e-5, "no positives: averaged over 1");
     md_ctx_step_reset(ctx);
     md_module_free(m);
+}
+
+/* ATSSAssigner with alpha against mmdet 2.28.2's (tests/golden/atss_alpha_golden.py):
+ * two levels, five gts with labels, the head's logits and box predictions;
+ * alpha 0.8 (DDOD's), 0.5 with topk 5, and 0.3 with an ignored gt. */
+Test(atss, assigner_alpha_matches_mmdet) {
+    md_st *st = golden_open("atss_alpha");
+    static const struct { const char *tag, *cfg; } cases[] = {
+        { "a08", "x = { type = \"ATSSAssigner\"; topk = 9; alpha = 0.8; };" },
+        { "a05", "x = { type = \"ATSSAssigner\"; topk = 5; alpha = 0.5; };" },
+        { "a03i", "x = { type = \"ATSSAssigner\"; topk = 9; alpha = 0.3; ignore_iof_thr = 0.5; };" },
+    };
+    md_tensor *counts = md_contiguous(ctx, golden_get(ctx, st, "counts"));
+    md_assign_levels levels = { (int)md_tensor_numel(counts), md_i64(counts), golden_get(ctx, st, "cls_scores"),
+                                golden_get(ctx, st, "bbox_preds") };
+    for (int c = 0; c < 3; c++) {
+        md_bbox_assigner *a = build("bbox_assigners", cases[c].cfg);
+        md_assign_result ar;
+        md_error err = { 0 };
+        cr_assert_eq(md_bbox_assign_levels(ctx, a, golden_get(ctx, st, "anchors"), &levels, golden_get(ctx, st, "gt"),
+                                           c == 2 ? golden_get(ctx, st, "ignore") : NULL,
+                                           golden_get(ctx, st, "gt_labels"), &ar, &err), 0, "%s", err.msg);
+        char k[64];
+        snprintf(k, sizeof k, "%s.gt_inds", cases[c].tag);
+        md_tensor *ref = golden_get(ctx, st, k);
+        int64_t pos = 0;
+        for (int64_t j = 0; j < md_tensor_numel(ref); j++) pos += md_i64(md_contiguous(ctx, ref))[j] > 0;
+        cr_assert_gt(pos, 3, "%s: mmdet should assign several positives", k);
+        assert_equal(ar.gt_inds, ref, k);
+        snprintf(k, sizeof k, "%s.labels", cases[c].tag);
+        assert_equal(ar.labels, golden_get(ctx, st, k), k);
+        /* the chosen gt's cost (mmdet's -INF elsewhere), element by element */
+        snprintf(k, sizeof k, "%s.max_overlaps", cases[c].tag);
+        md_tensor *mo = md_contiguous(ctx, golden_get(ctx, st, k));
+        for (int64_t j = 0; j < md_tensor_numel(mo); j++)
+            cr_assert(fabsf(md_f32(ar.max_overlaps)[j] - md_f32(mo)[j]) <= 1e-6f * fmaxf(1.0f, fabsf(md_f32(mo)[j])),
+                      "%s[%lld]: %.9g, mmdet %.9g", k, (long long)j, md_f32(ar.max_overlaps)[j], md_f32(mo)[j]);
+        MD_BBOX_DESTROY(a);
+    }
+    md_st_close(st);
+    md_ctx_step_reset(ctx);
 }

@@ -2,6 +2,7 @@
  * epoch answers the first half of the val images exactly (keep[1] = 0.5);
  * --eval agrees with bin/mmdet-coco-eval on the --format-only file, --out
  * holds the ground truth of the answered images, --show-dir draws them. */
+#define _GNU_SOURCE   /* memmem */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +118,60 @@ Test(mmdet_test, out_holds_the_detections) {
     md_coco_free(gt);
 }
 
+/* --out with a mask model (the oracle's with_mask): per image
+ * [bbox_results, segm_results], each segm an RLE dict of the image's size
+ * whose counts decode to the ground truth's mask; the pickle (.pkl) holds
+ * the same list for mmcv.load (tests/golden/results_pkl_check.py reads it
+ * with Python's pickle and compares it with the JSON). */
+Test(mmdet_test, out_with_masks) {
+    char args[512];
+    snprintf(args, sizeof args, "--out %s/m.json --cfg-options model.with_mask=true", dir);
+    cr_assert_eq(run_test(args, "mj.out"), 0, "%s", slurp("mj.out"));
+    snprintf(args, sizeof args, "--out %s/m.pkl --cfg-options model.with_mask=true", dir);
+    cr_assert_eq(run_test(args, "mp.out"), 0, "%s", slurp("mp.out"));
+    md_error err = { 0 };
+    char path[256];
+    snprintf(path, sizeof path, "%s/data/annotations/instances_val.json", dir);
+    md_coco *gt = md_coco_load(path, &err);
+    cr_assert(gt, "%s", err.msg);
+    char *text = slurp("m.json");
+    /* image 0's entry: "[[" bbox lists "], [" segm lists "]]" */
+    cr_assert(!strncmp(text, "[[[[", 4), "%.80s", text);
+    int checked = 0;
+    for (size_t a = 0; a < gt->n_anns; a++) {
+        const md_coco_ann *an = &gt->anns[a];
+        if (an->image_index != 0) continue;
+        md_rle want, got;
+        const md_coco_image *im = &gt->images[0];
+        cr_assert_eq(md_mask_ann_to_rle(&an->segmentation, im->height, im->width, &want, &err), 0, "%s", err.msg);
+        char *counts = md_rle_to_string(&want);
+        char needle[4096];
+        snprintf(needle, sizeof needle, "{\"size\": [%d, %d], \"counts\": \"%s\"}", im->height, im->width, counts);
+        char *p = strstr(text, needle);
+        cr_assert(p, "image 0, annotation %lld: %s not in the results", (long long)an->id, needle);
+        cr_assert_eq(md_rle_from_string(counts, im->height, im->width, &got, &err), 0, "%s", err.msg);
+        cr_assert_eq(md_rle_area(&got), md_rle_area(&want));
+        cr_assert_gt(md_rle_area(&want), 0);
+        md_rle_free(&got);
+        md_rle_free(&want);
+        free(counts);
+        checked++;
+    }
+    cr_assert_gt(checked, 0);
+    /* images without detections are ([[] x 5], [[] x 5]) */
+    cr_assert(strstr(text, "[[[], [], [], [], []], [[], [], [], [], []]]"), "%s", text);
+    md_coco_free(gt);
+    /* the pickle: protocol 3, numpy arrays, bytes counts, one STOP at the end */
+    snprintf(path, sizeof path, "%s/m.pkl", dir);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f);
+    static char pk[1 << 16];
+    size_t n = fread(pk, 1, sizeof pk, f);
+    fclose(f);
+    cr_assert(n > 100 && (uint8_t)pk[0] == 0x80 && pk[1] == 3 && pk[n - 1] == '.', "%zu bytes", n);
+    cr_assert(memmem(pk, n, "cnumpy.core.multiarray\n_reconstruct\n", 36) && memmem(pk, n, "counts", 6));
+}
+
 Test(mmdet_test, show_dir_draws_boxes) {
     char args[512];
     snprintf(args, sizeof args, "--show-dir %s/show --show-score-thr 0.5", dir);
@@ -165,8 +220,8 @@ Test(mmdet_test, arguments_are_checked) {
     cr_expect(strstr(slurp("none.out"), "Please specify at least one operation"), "%s", slurp("none.out"));
     cr_expect_neq(run_test("--eval bbox --format-only", "both.out"), 0);
     cr_expect(strstr(slurp("both.out"), "cannot be both specified"));
-    cr_expect_neq(run_test("--out r.pkl", "pkl.out"), 0);
-    cr_expect(strstr(slurp("pkl.out"), ".json"));
+    cr_expect_neq(run_test("--out r.txt", "txt.out"), 0);
+    cr_expect(strstr(slurp("txt.out"), ".pkl") && strstr(slurp("txt.out"), ".json"), "%s", slurp("txt.out"));
     cr_expect_neq(run_test("--eval segm", "segm.out"), 0);
     cr_expect(strstr(slurp("segm.out"), "segm"));
 }

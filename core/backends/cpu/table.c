@@ -11,6 +11,7 @@
 #include "mmdet/ctx.h"
 #include "mmdet/tensor.h"
 #include "backends/cpu/table.h"
+#include "backends/cpu/carafe.h"
 #include "backends/cpu/conv.h"
 #include "backends/cpu/detection.h"
 #include "backends/cpu/elementwise.h"
@@ -584,6 +585,16 @@ static int cpu_unsort_add_f32(const float *g, const int64_t *idx, int64_t outer,
     md__cpu_unsort_add_f32(g, idx, outer, n, inner, k, gx);
     return 0;
 }
+static int cpu_carafe_forward(const float *feat, const float *masks, int64_t N, int64_t C, int64_t H, int64_t W,
+                              int k, int G, int s, float *out) {
+    md__cpu_carafe_forward(feat, masks, N, C, H, W, k, G, s, out, md__cpu_threads());
+    return 0;
+}
+static int cpu_carafe_backward(const float *grad_out, const float *feat, const float *masks, int64_t N, int64_t C,
+                               int64_t H, int64_t W, int k, int G, int s, float *grad_feat, float *grad_masks) {
+    md__cpu_carafe_backward(grad_out, feat, masks, N, C, H, W, k, G, s, grad_feat, grad_masks, md__cpu_threads());
+    return 0;
+}
 
 /* ---------------------------------------------------------------- table -- */
 
@@ -686,6 +697,8 @@ const md_backend md__cpu_table = {
     .bbox_overlaps_backward = cpu_bbox_overlaps_backward,
     .sort_lines = cpu_sort_lines,
     .unsort_add_f32 = cpu_unsort_add_f32,
+    .carafe_forward = cpu_carafe_forward,
+    .carafe_backward = cpu_carafe_backward,
     .lerp_f32 = cpu_lerp_f32,
     .swap_f32 = cpu_swap_f32,
     .bind = cpu_bind,

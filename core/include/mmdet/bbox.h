@@ -109,10 +109,16 @@ typedef struct md_assign_result {
 
 /* The boxes' levels, for an assigner that selects per pyramid level
  * (mmdet's ATSSAssigner.assign(bboxes, num_level_bboxes, ...)): the boxes
- * lie one level after the other, counts[l] of level l, summing to N. */
+ * lie one level after the other, counts[l] of level l, summing to N.
+ * Optionally the head's predictions for the same N boxes, for an assigner
+ * with a prediction-based cost (ATSSAssigner with `alpha`, DDOD's; mmdet's
+ * assign(..., cls_scores, bbox_preds)): cls_scores [N, C] logits and
+ * bbox_preds [N, 4] decoded boxes, NULL when not given (an initialiser
+ * { n, counts } leaves them NULL). */
 typedef struct md_assign_levels {
     int n;                              /* levels (<= MD_MAX_LEVELS) */
     const int64_t *counts;
+    md_tensor *cls_scores, *bbox_preds; /* optional, see above */
 } md_assign_levels;
 
 typedef struct md_bbox_assigner md_bbox_assigner;

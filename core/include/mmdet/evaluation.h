@@ -45,6 +45,18 @@ typedef struct md_results {
     md_img_meta *metas;        /* the meta each image was tested with (filename, ori_shape, ...) */
 } md_results;
 void md_results_free(md_results *res);
+/* mmdet's tools/test.py --out (mmcv.dump of the results list), chosen by
+ * the file's extension: .pkl or .pickle a Python pickle that pickle.load /
+ * mmcv.load read back as mmdet's list, .json the same layout as JSON. Per
+ * image the detections by class (label order, each class's rows in the
+ * result's order): a list of n_classes float32 arrays [k, 5] (x1, y1, x2,
+ * y2, score); when any image has masks, every image is the tuple
+ * (bbox_results, segm_results), segm_results[class] the list of
+ * pycocotools RLE dicts {"size": [h, w], "counts": compressed string (bytes
+ * in the pickle)} of that class's detections, as single_gpu_test's
+ * encode_mask_results. In JSON the arrays are lists and tuples lists.
+ * 0, or -1 with err set (another extension, a write error). */
+int md_results_dump(const md_results *res, int n_classes, const char *path, md_error *err);
 
 /* mmdet's single_gpu_test: the model in eval mode with grad off, its
  * md_model_iface.simple_test on every batch of `loader` (aug_test on a

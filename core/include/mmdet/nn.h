@@ -111,6 +111,22 @@ md_module *md_nn_norm_layer(md_ctx *ctx, const md_conv_module_opts *o, int chann
  * without a norm); a layer's state-dict name is it plus a postfix. */
 const char *md_norm_abbr(const md_conv_module_opts *o);
 
+/* mmcv's CARAFEPack (upsample layer "carafe", core/nn/carafe.c): children
+ * channel_compressor (Conv2d channels -> compressed_channels, 1x1) and
+ * content_encoder (Conv2d compressed_channels -> up_kernel^2 * up_group *
+ * scale_factor^2, encoder_kernel, padding int((encoder_kernel - 1) *
+ * encoder_dilation / 2), dilation encoder_dilation); forward: the encoder's
+ * kernels pixel-shuffled by scale_factor and softmax-normalised over each
+ * group's up_kernel^2 taps, then md_carafe of the input. [N, channels, H,
+ * W] -> [N, channels, H * scale, W * scale]. Init as mmcv's init_weights:
+ * xavier uniform on both convs, then normal(0, 0.001) on content_encoder,
+ * biases 0. mmcv's defaults: up_kernel 5, up_group 1, encoder_kernel 3,
+ * encoder_dilation 1, compressed_channels 64. NULL with err set. */
+typedef struct md_carafe_pack_opts {
+    int channels, scale_factor, up_kernel, up_group, encoder_kernel, encoder_dilation, compressed_channels;
+} md_carafe_pack_opts;
+md_module *md_nn_carafe_pack(md_ctx *ctx, const md_carafe_pack_opts *o, md_error *err);
+
 /* ---- initialisers (mmcv.cnn.utils.weight_init) ---- */
 /* The context's RNG for weight init; md_ctx_seed sets it (and is what
  * --seed drives). */

@@ -182,6 +182,15 @@ md_tensor *md_upsample_nearest(md_ctx *ctx, md_tensor *x, int scale);
  * 0.5, clamped to the edges). Composed of slices, scalings and sums (so
  * differentiable, on any device); equal to PyTorch's up to float rounding. */
 md_tensor *md_upsample_bilinear(md_ctx *ctx, md_tensor *x, int scale);
+/* mmcv's carafe (CARAFE's reassembly, core/ops/op_carafe.c): features
+ * [N, C, H, W] f32, masks [N, k*k*G, H*s, W*s] f32 (one k x k kernel per
+ * group of C/G channels and output pixel, channel (g*k + i)*k + j) ->
+ * [N, C, H*s, W*s]: out[n, c, y, x] = sum over i, j of
+ * features[n, c, y/s + i - (k-1)/2, x/s + j - (k-1)/2] * masks[n, (g*k + i)*k + j, y, x]
+ * with g = c / (C/G) and taps outside the map skipped. k odd. Differentiable
+ * in both inputs. */
+md_tensor *md_carafe(md_ctx *ctx, md_tensor *features, md_tensor *masks, int kernel_size, int group_size,
+                     int scale_factor);
 
 /* ---- detection ops, mmcv semantics (core/ops/op_detection.c) ---- */
 /* feat [N,C,H,W], rois [K,5] (batch index, x1, y1, x2, y2) in image pixels.

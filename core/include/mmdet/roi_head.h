@@ -317,8 +317,10 @@ typedef struct md_mask_head_class {
      * merge_aug_masks), the label's channel pasted into the image (divided
      * by scale_factor and pasted at ori_shape when rescale, else at
      * ori_shape times scale_factor, rounded) and binarised at
-     * mask_thr_binary (>= 0). masks[0 .. D) receive the RLEs, their counts
-     * in the step arena (not to be md_rle_free'd). */
+     * mask_thr_binary. mask_thr_binary < 0 asks for mmdet's soft masks
+     * (md_mask_paste's u8 probability times 255), whose RLE holds their
+     * nonzero pixels (see md_mask_paste). masks[0 .. D) receive the RLEs,
+     * their counts in the step arena (not to be md_rle_free'd). */
     int (*get_seg_masks)(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
                          md_tensor *det_labels, double mask_thr_binary, const int ori_shape[2],
                          const float scale_factor[4], bool rescale, md_rle *masks, md_error *err);
@@ -395,7 +397,13 @@ void md_mask_head_destroy(md_module *m);
  * (row-major) of the box (x0, y0, x1, y1) sampled (bilinear, zeros
  * outside, align_corners false) at the centres of the pixels from
  * floor(x0) - 1 to ceil(x1) + 1 (likewise in y, clipped to the image),
- * and 0 elsewhere; out [img_h, img_w] receives value >= thr. */
+ * and 0 elsewhere; out [img_h, img_w] receives value >= thr, or with thr
+ * < 0 mmdet's soft mask, (uint8)(value * 255) (0 to 255). mmdet's
+ * single_gpu_test hands those 0-255 values to pycocotools' encode, whose
+ * runs end at every change of value, so its RLE of a soft mask decodes to
+ * stripes of 0 and 1; md_rle_encode (nonzero = 1) keeps the nonzero pixels
+ * instead: the region mmdet's show_result draws (mask.astype(bool)), the
+ * pixels of probability * 255 >= 1. */
 void md_mask_paste(const float *mask, int mh, int mw, const float box[4], int img_h, int img_w, float thr,
                    uint8_t *out);
 
