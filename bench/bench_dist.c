@@ -4,8 +4,8 @@
  * once with the gradient all-reduces overlapping backward (as always) and
  * once with overlap switched off (MMDET_DDP_OVERLAP=0: every bucket reduced
  * after backward). The three runs are repeated in turn,
- * $MMDET_BENCH_DIST_REPS rounds (default 3) of $MMDET_BENCH_DIST_EPOCHS
- * epochs (default 3) of 8 images; the step times of every round are pooled
+ * $MMDET_BENCH_DIST_REPS rounds (default 5) of $MMDET_BENCH_DIST_EPOCHS
+ * epochs (default 4) of 8 images; the step times of every round are pooled
  * (the first 2 steps of each run left out) and their median taken. Prints
  *   bench dist_1rank_2threads ours_ms=<T_1>
  *   bench dist_2ranks_1thread ours_ms=<T_overlap> wait_pct=<%> mb_per_step=<MB> vs_1rank=<T_1 / T_overlap>
@@ -100,7 +100,7 @@ int main(void) {
     }
     if (!mkdtemp(dir)) return 1;
     const char *ep = getenv("MMDET_BENCH_DIST_EPOCHS"), *rp = getenv("MMDET_BENCH_DIST_REPS");
-    int epochs = ep && atoi(ep) > 0 ? atoi(ep) : 3, reps = rp && atoi(rp) > 0 ? atoi(rp) : 3;
+    int epochs = ep && atoi(ep) > 0 ? atoi(ep) : 4, reps = rp && atoi(rp) > 0 ? atoi(rp) : 5;
     if (reps > 64) reps = 64;
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "bin/mmdet-shapes --out %s/data --train 8 --val 2 --seed 1 --classes 3 >/dev/null", dir);
