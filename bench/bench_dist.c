@@ -12,7 +12,8 @@
  *   bench dist_2ranks_1thread_serial ours_ms=<T_serial> wait_pct=<%>
  *   bench dist_allreduce ours_ms=<T_comm> step_share_pct=<100 T_comm / T_overlap>
  *         overlap_pct=<clamped> overlap_raw_pct=<100 (T_serial - T_overlap) / T_comm>
- *         wait_overlap_pct=<100 (W_serial - W_overlap) / T_comm> diff_spread_ms=<lo..hi>
+ *         wait_overlap_pct=<100 (W_serial - W_overlap) / T_comm> hidden_bytes_pct=<%>
+ *         diff_spread_ms=<lo..hi>
  * T_comm is one step's bucketed all-reduces on their own (mmdet-run's
  * md_ddp_time_all_reduce after training: the same buckets after a barrier,
  * median of 11; the median over the runs). overlap_pct is the share of
@@ -21,6 +22,9 @@
  * noisy step medians can exceed T_comm or fall below 0. wait_overlap_pct
  * estimates the same from the wait after backward per step (W, in ms),
  * which leaves the computation's noise out but keeps the other rank's lag.
+ * hidden_bytes_pct: the share of the bytes whose all-reduce had finished
+ * when backward's own work ended (md_ddp_take_hidden_bytes), which no
+ * noise of the clock touches: what the bucket layout lets overlap hide.
  * diff_spread_ms: the smallest and largest T_serial - T_overlap over the
  * rounds (per-round medians), a gauge of the noise. wait_pct is the share
  * of the training time a rank waited for its all-reduces after its own
@@ -41,7 +45,7 @@ static const char *const WORK[MODES] = { "one", "two", "serial" };
 typedef struct pool {
     double step[MAX_STEPS];
     int n;
-    double wait_s, wall_s, mb, comm_ms[64];
+    double wait_s, wall_s, mb, comm_ms[64], hidden_pct[64];
     int steps, n_comm;
     double round_ms[64];   /* per-round median step */
 } pool;
@@ -81,7 +85,8 @@ static int add_dist_line(const char *out, pool *p) {
         if (sscanf(s, "data parallel: %d steps, %lf MB all-reduced per step, %lf s waiting for all-reduces after "
                    "backward (%lf%% of %lf s", &steps, &mb, &wait, &pct, &wall) != 5)
             continue;
-        const char *c = strstr(s, "alone take ");
+        const char *c = strstr(s, "alone take "), *h = strstr(s, "overlap on, ");
+        if (h) p->hidden_pct[p->n_comm] = atof(h + 12);
         p->steps += steps;
         p->mb = mb;
         p->wait_s += wait;
@@ -144,6 +149,7 @@ int main(void) {
     for (int m = OVERLAP; m <= SERIAL; m++)
         for (int i = 0; i < pools[m].n_comm; i++) comm[nc++] = pools[m].comm_ms[i];
     double c = nc ? median(comm, nc) : 0;
+    double hid = pools[OVERLAP].n_comm ? median(pools[OVERLAP].hidden_pct, pools[OVERLAP].n_comm) : 0;
     double lo = 1e30, hi = -1e30;
     for (int r = 0; r < reps; r++) {
         double d = pools[SERIAL].round_ms[r] - pools[OVERLAP].round_ms[r];
@@ -159,8 +165,9 @@ int main(void) {
     printf("bench dist_2ranks_1thread_serial ours_ms=%.1f wait_pct=%.1f vs_overlap=%.3f\n", t[SERIAL],
            100 * pools[SERIAL].wait_s / pools[SERIAL].wall_s, t[SERIAL] / t[OVERLAP]);
     printf("bench dist_allreduce ours_ms=%.2f step_share_pct=%.2f overlap_pct=%.0f overlap_raw_pct=%.0f "
-           "wait_overlap_pct=%.0f wait_ms=%.2f serial_wait_ms=%.2f diff_spread_ms=%.1f..%.1f rounds=%d\n", c,
-           100 * c / t[OVERLAP], clamped, raw, by_wait, wait_ms[OVERLAP], wait_ms[SERIAL], lo, hi, reps);
+           "wait_overlap_pct=%.0f hidden_bytes_pct=%.0f wait_ms=%.2f serial_wait_ms=%.2f diff_spread_ms=%.1f..%.1f "
+           "rounds=%d\n", c, 100 * c / t[OVERLAP], clamped, raw, by_wait, hid, wait_ms[OVERLAP], wait_ms[SERIAL], lo, hi,
+           reps);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     return system(cmd) != 0;
 }

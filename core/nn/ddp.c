@@ -32,6 +32,7 @@ typedef struct bucket {
     md_tensor *flags_host;       /* count f32 on the host (device buckets) */
     int pending;
     md_comm_work *work;
+    bool done;                   /* work finished (tested), not yet waited for */
 } bucket;
 
 struct md_ddp {
@@ -49,7 +50,7 @@ struct md_ddp {
     md_tensor **keys;
     int *vals;
     size_t cap;
-    double wait_s, bytes;
+    double wait_s, bytes, hidden_bytes;
 };
 
 static double now_s(void) {
@@ -106,13 +107,13 @@ static int put(md_ddp *d, int i) {
     if (!d->overlap) return 0;
     while (d->next_launch < d->n_buckets && d->b[d->next_launch].pending == 0)
         if (launch(d, &d->b[d->next_launch++]) != 0) return -1;
-    /* MPI moves a non-blocking collective on only inside its calls */
+    /* MPI moves a non-blocking collective on only inside its calls: test
+     * the first bucket in flight (a finished one no longer moves the rest) */
     for (int k = 0; k < d->next_launch; k++) {
-        if (!d->b[k].work) continue;
-        bool done;
+        if (!d->b[k].work || d->b[k].done) continue;
         md_error e = { 0 };
-        if (md_dist_test(ctx, d->b[k].flat, d->b[k].work, &done, &e) != 0) return fail_ctx(ctx, &e);
-        break;
+        if (md_dist_test(ctx, d->b[k].flat, d->b[k].work, &d->b[k].done, &e) != 0) return fail_ctx(ctx, &e);
+        if (!d->b[k].done) break;
     }
     return 0;
 }
@@ -129,6 +130,13 @@ static int on_ready(md_ctx *ctx, md_tensor *leaf, void *user) {
 static int on_done(md_ctx *ctx, void *user) {
     md_ddp *d = user;
     int rc = 0;
+    /* what was reduced under backward: the buckets finished by now */
+    for (int k = 0; k < d->next_launch && rc == 0; k++) {
+        bucket *b = &d->b[k];
+        md_error e = { 0 };
+        if (b->work && !b->done && md_dist_test(ctx, b->flat, b->work, &b->done, &e) != 0) rc = fail_ctx(ctx, &e);
+        if (b->done) d->hidden_bytes += (double)(b->numel + b->count) * 4;
+    }
     for (int i = 0; i < d->n_params && rc == 0; i++)
         if (!d->ready[i]) rc = put(d, i);
     double t0 = now_s();
@@ -139,6 +147,7 @@ static int on_done(md_ctx *ctx, void *user) {
         md_error e = { 0 };
         if (b->work && md_dist_wait(ctx, b->flat, b->work, &e) != 0 && rc == 0) rc = fail_ctx(ctx, &e);
         b->work = NULL;
+        b->done = false;
         if (rc != 0) continue;
         const float *flags = md_f32(b->flat) + b->numel;
         if (b->flat->device != MD_CPU) {
@@ -333,4 +342,10 @@ MD_API double md_ddp_take_wait_seconds(md_ddp *d, double *bytes) {
     if (bytes) *bytes = d->bytes;
     d->wait_s = d->bytes = 0;
     return w;
+}
+
+MD_API double md_ddp_take_hidden_bytes(md_ddp *d) {
+    double h = d->hidden_bytes;
+    d->hidden_bytes = 0;
+    return h;
 }

@@ -409,15 +409,17 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
          * one step's all-reduces on their own (every rank gets here after
          * the same number of steps) */
         double bytes, wait = md_ddp_take_wait_seconds(ddp, &bytes), comm = 0;
+        double hidden = md_ddp_take_hidden_bytes(ddp);
         double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         int64_t steps = md_runner_iter(runner) - iter0;
         md_error cerr = { 0 };
         if (md_ddp_time_all_reduce(ddp, 11, &comm, &cerr) != 0)
             md_warn(ctx, "timing the all-reduces: %s", cerr.msg);
         md_info(ctx, "data parallel: %lld steps, %.2f MB all-reduced per step, %.3f s waiting for all-reduces "
-                "after backward (%.1f%% of %.2f s; overlap %s); the all-reduces alone take %.2f ms per step",
-                (long long)steps, bytes / (double)steps / 1e6, wait, 100.0 * wait / wall, wall,
-                md_ddp_overlap(ddp) ? "on" : "off", comm * 1e3);
+                "after backward (%.1f%% of %.2f s; overlap %s, %.0f%% of the bytes reduced under backward); the "
+                "all-reduces alone take %.2f ms per step", (long long)steps, bytes / (double)steps / 1e6, wait,
+                100.0 * wait / wall, wall, md_ddp_overlap(ddp) ? "on" : "off", bytes > 0 ? 100.0 * hidden / bytes : 0,
+                comm * 1e3);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

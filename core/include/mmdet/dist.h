@@ -144,6 +144,12 @@ bool md_ddp_overlap(const md_ddp *d);
  * lag; without overlap, all of the communication), summed since the last
  * call, and the bytes reduced; for benchmarks. */
 double md_ddp_take_wait_seconds(md_ddp *d, double *bytes);
+/* The bytes whose all-reduce had finished when backward's own work ended
+ * (the buckets done under backward), summed since the last call. On the
+ * host transport the fraction of the bytes reduced this says how much of
+ * the communication overlap hid; on a device the host reaches the end of
+ * backward before the kernels do, so it counts little there. */
+double md_ddp_take_hidden_bytes(md_ddp *d);
 /* One step's gradient all-reduces on their own, outside backward: every
  * bucket (its content cleared) started in order and waited for, after a
  * barrier; *seconds the median of `reps` rounds. A collective: every rank
