@@ -253,7 +253,10 @@ int md__st_add_owned(md_st *st, const char *name, md_dtype dt, int ndim, const i
                      md_error *err);
 int md__st_add_meta(md_st *st, const char *key, const char *value, md_error *err);
 const char *md__st_path(const md_st *st);
-/* mmcv: missing num_batches_tracked buffers are not reported (runner/checkpoint.c). */
+/* A state dict's load report (nn/module.c): drop the lines that start with
+ * `head` (and end with `tail` when not NULL); mmcv's silence on missing
+ * num_batches_tracked buffers, shared by checkpoints and init_cfg Pretrained. */
+void md__load_report_drop(md_load_report *r, const char *head, const char *tail);
 void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *strip, md_load_report *r);
 
 /* ---- COCO segmentations (formats/masks.c): the builder the COCO file parsers

@@ -25,7 +25,7 @@ for b in "$@"; do
   fi
 done
 echo "---- summary (threads=$MMDET_NUM_THREADS)"
-awk 'NR==FNR { x = ""; for (i = 3; i <= NF; i++) { split($i, kv, "="); pv[$2, kv[1]] = kv[2]; if (kv[1] != "peer_ms") x = x " " $i }
+awk 'FILENAME == ARGV[1] { x = ""; for (i = 3; i <= NF; i++) { split($i, kv, "="); pv[$2, kv[1]] = kv[2]; if (kv[1] != "peer_ms") x = x " " $i }
                if (pv[$2, "peer_ms"] != "") p[$2] = pv[$2, "peer_ms"]; extra[$2] = x; next }
      { line = $0; delete ov; for (i = 3; i <= NF; i++) { split($i, kv, "="); ov[kv[1]] = kv[2] }
        o = ov["ours_ms"]

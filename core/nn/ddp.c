@@ -11,7 +11,13 @@
  * met (no gradient on this rank) are put in as zeros, the remaining buckets
  * start, and the results are copied back. Each bucket carries one flag per
  * parameter, 1 where this rank had a gradient, summed with the gradients:
- * a parameter no rank gave a gradient keeps none. */
+ * a parameter no rank gave a gradient keeps none.
+ *
+ * With overlap switched off (md_ddp_set_overlap) the gradients are still
+ * copied in as they become final, but no bucket starts before the end of
+ * backward: all are started then, in the same order, and waited for (the
+ * serial baseline the benchmark compares with; the results are the same
+ * bits, the same collectives reducing the same buffers). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +32,7 @@ typedef struct bucket {
     md_tensor *flags_host;       /* count f32 on the host (device buckets) */
     int pending;
     md_comm_work *work;
+    bool done;                   /* work finished (tested), not yet waited for */
 } bucket;
 
 struct md_ddp {
@@ -37,12 +44,13 @@ struct md_ddp {
     bool *ready;
     bucket *b;
     int n_buckets, next_launch;
+    bool overlap;                /* start buckets during backward */
     md__grad_hook hook;
     /* parameter -> index */
     md_tensor **keys;
     int *vals;
     size_t cap;
-    double wait_s, bytes;
+    double wait_s, bytes, hidden_bytes;
 };
 
 static double now_s(void) {
@@ -96,15 +104,16 @@ static int put(md_ddp *d, int i) {
         return -1;
     }
     b->pending--;
+    if (!d->overlap) return 0;
     while (d->next_launch < d->n_buckets && d->b[d->next_launch].pending == 0)
         if (launch(d, &d->b[d->next_launch++]) != 0) return -1;
-    /* MPI moves a non-blocking collective on only inside its calls */
+    /* MPI moves a non-blocking collective on only inside its calls: test
+     * the first bucket in flight (a finished one no longer moves the rest) */
     for (int k = 0; k < d->next_launch; k++) {
-        if (!d->b[k].work) continue;
-        bool done;
+        if (!d->b[k].work || d->b[k].done) continue;
         md_error e = { 0 };
-        if (md_dist_test(ctx, d->b[k].flat, d->b[k].work, &done, &e) != 0) return fail_ctx(ctx, &e);
-        break;
+        if (md_dist_test(ctx, d->b[k].flat, d->b[k].work, &d->b[k].done, &e) != 0) return fail_ctx(ctx, &e);
+        if (!d->b[k].done) break;
     }
     return 0;
 }
@@ -121,14 +130,24 @@ static int on_ready(md_ctx *ctx, md_tensor *leaf, void *user) {
 static int on_done(md_ctx *ctx, void *user) {
     md_ddp *d = user;
     int rc = 0;
+    /* what was reduced under backward: the buckets finished by now */
+    for (int k = 0; k < d->next_launch && rc == 0; k++) {
+        bucket *b = &d->b[k];
+        md_error e = { 0 };
+        if (b->work && !b->done && md_dist_test(ctx, b->flat, b->work, &b->done, &e) != 0) rc = fail_ctx(ctx, &e);
+        if (b->done) d->hidden_bytes += (double)(b->numel + b->count) * 4;
+    }
     for (int i = 0; i < d->n_params && rc == 0; i++)
         if (!d->ready[i]) rc = put(d, i);
     double t0 = now_s();
+    /* without overlap nothing has started yet (every bucket is complete) */
+    while (rc == 0 && d->next_launch < d->n_buckets) rc = launch(d, &d->b[d->next_launch++]);
     for (int k = 0; k < d->n_buckets; k++) {
         bucket *b = &d->b[k];
         md_error e = { 0 };
         if (b->work && md_dist_wait(ctx, b->flat, b->work, &e) != 0 && rc == 0) rc = fail_ctx(ctx, &e);
         b->work = NULL;
+        b->done = false;
         if (rc != 0) continue;
         const float *flags = md_f32(b->flat) + b->numel;
         if (b->flat->device != MD_CPU) {
@@ -191,6 +210,7 @@ MD_API md_ddp *md_ddp_new(md_ctx *ctx, md_module *model, double bucket_mb, md_er
         return NULL;
     }
     d->ctx = ctx;
+    d->overlap = true;
     if (md_dist_world_size(ctx) == 1) return d;
     collect c = { .ctx = ctx, .err = err };
     if (md_module_visit(model, "", broadcast_state, &c) != 0) goto fail;
@@ -278,9 +298,54 @@ MD_API void md_ddp_free(md_ddp *d) {
 
 MD_API int md_ddp_bucket_count(const md_ddp *d) { return d->n_buckets; }
 
+MD_API void md_ddp_set_overlap(md_ddp *d, bool on) { d->overlap = on; }
+
+MD_API bool md_ddp_overlap(const md_ddp *d) { return d->overlap; }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One step's all-reduces on their own: the buckets (zeroed: their content
+ * between steps is scratch) started in order and waited for, after a
+ * barrier so that no rank's lag is counted; the median of `reps`. */
+MD_API int md_ddp_time_all_reduce(md_ddp *d, int reps, double *seconds, md_error *err) {
+    *seconds = 0;
+    if (!d->n_buckets || reps < 1) return 0;
+    double *t = calloc((size_t)reps, sizeof *t);
+    if (!t) return md_failc(err, MD_ERR_NOMEM, "out of memory");
+    int rc = 0;
+    for (int k = 0; k < d->n_buckets && rc == 0; k++) rc = md_tensor_fill_(d->b[k].flat, 0.0);
+    if (rc != 0) md_failc(err, MD_ERR_DIST, "ddp: cannot clear the gradient buckets");
+    for (int r = 0; r < reps && rc == 0; r++) {
+        if ((rc = md_dist_barrier(d->ctx, err)) != 0) break;
+        double t0 = now_s();
+        for (int k = 0; k < d->n_buckets && rc == 0; k++)
+            rc = md_dist_all_reduce_start(d->ctx, d->b[k].flat, MD_DIST_MEAN, &d->b[k].work, err);
+        for (int k = 0; k < d->n_buckets; k++) {
+            if (d->b[k].work && md_dist_wait(d->ctx, d->b[k].flat, d->b[k].work, err) != 0 && rc == 0) rc = -1;
+            d->b[k].work = NULL;
+        }
+        t[r] = now_s() - t0;
+    }
+    if (rc == 0) {
+        qsort(t, (size_t)reps, sizeof *t, cmp_double);
+        *seconds = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    }
+    free(t);
+    return rc;
+}
+
 MD_API double md_ddp_take_wait_seconds(md_ddp *d, double *bytes) {
     double w = d->wait_s;
     if (bytes) *bytes = d->bytes;
     d->wait_s = d->bytes = 0;
     return w;
+}
+
+MD_API double md_ddp_take_hidden_bytes(md_ddp *d) {
+    double h = d->hidden_bytes;
+    d->hidden_bytes = 0;
+    return h;
 }

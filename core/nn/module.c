@@ -272,3 +272,50 @@ MD_API int md_module_load_state(md_ctx *ctx, md_module *m, const md_st *st, cons
                         report->missing, report->unexpected, report->text);
     return 0;
 }
+
+/* Removes the report lines that start with `head` (and end with `tail`
+ * when not NULL). */
+void md__load_report_drop(md_load_report *r, const char *head, const char *tail) {
+    char *src = r->text, *dst = src;
+    size_t hl = strlen(head), tl = tail ? strlen(tail) : 0;
+    while (*src) {
+        char *nl = strchr(src, '\n');
+        size_t len = nl ? (size_t)(nl - src) + 1 : strlen(src);
+        size_t body = nl ? len - 1 : len;
+        bool drop = !strncmp(src, head, hl) && (!tail || (body >= tl && !strncmp(src + body - tl, tail, tl)));
+        if (!drop) {
+            memmove(dst, src, len);
+            dst += len;
+        }
+        src += len;
+    }
+    *dst = 0;
+    if (dst > r->text && dst[-1] == '\n') dst[-1] = 0;
+}
+
+struct bn_count { const md_st *st; const char *strip; int missing; };
+
+static int bn_cb(const char *name, md_tensor *t, bool is_param, void *user) {
+    (void)t, (void)is_param;
+    struct bn_count *c = user;
+    size_t n = strlen(name), sl = c->strip ? strlen(c->strip) : 0;
+    if (n < 19 || strcmp(name + n - 19, "num_batches_tracked")) return 0;
+    for (int i = 0; i < md_st_count(c->st); i++) {
+        const char *k = md_st_name(c->st, i);
+        if (sl && !strncmp(k, c->strip, sl)) k += sl;
+        if (!strcmp(k, name)) return 0;
+    }
+    c->missing++;
+    return 0;
+}
+
+/* mmcv's load_state_dict does not report missing num_batches_tracked
+ * buffers (checkpoints of torch < 0.4.1, e.g. older torchvision weights,
+ * have none); they keep their value. */
+void md__report_ignore_bn_counters(md_module *m, const md_st *st, const char *strip, md_load_report *r) {
+    struct bn_count c = { st, strip, 0 };
+    md_module_visit(m, "", bn_cb, &c);
+    if (!c.missing) return;
+    r->missing -= c.missing;
+    md__load_report_drop(r, "missing: ", "num_batches_tracked");
+}

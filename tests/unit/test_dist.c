@@ -442,3 +442,58 @@ Test(dist, parameters_without_gradient_do_not_hang) {
     read_losses("u2", &b);
     assert_same_losses(&b, &a, "an unused backbone stage, 2 ranks x 2 images vs 1 x 4");
 }
+
+/* Every f32 entry of two checkpoints bit for bit; how many entries. */
+static int ckpt_same_bits(const char *a_path, const char *b_path) {
+    md_error err = { 0 };
+    md_st *a = md_st_open(a_path, &err), *b = a ? md_st_open(b_path, &err) : NULL;
+    cr_assert(a && b, "%s", err.msg);
+    int n = 0;
+    for (int i = 0; i < md_st_count(b); i++) {
+        if (md_st_dtype(b, i) != MD_F32) continue;
+        const char *name = md_st_name(b, i);
+        int j = md_st_find(a, name);
+        cr_assert_geq(j, 0, "%s has no %s", a_path, name);
+        int64_t shape[8];
+        int nd = md_st_shape(b, i, shape);
+        int64_t cnt = 1;
+        for (int d = 0; d < nd; d++) cnt *= shape[d];
+        const float *x = golden_data(a, j), *y = golden_data(b, i);
+        for (int64_t k = 0; k < cnt; k++)
+            cr_assert(!memcmp(&x[k], &y[k], sizeof *x), "%s[%lld]: %.9g with overlap, %.9g without", name,
+                      (long long)k, x[k], y[k]);
+        n++;
+    }
+    md_st_close(a);
+    md_st_close(b);
+    return n;
+}
+
+Test(dist, overlap_off_gives_the_same_bits) {
+    need_mpirun();
+    /* small buckets: with overlap, many start during backward; without
+     * (MMDET_DDP_OVERLAP=0), all start after it, in the same order */
+    const char *opts = "data.samples_per_gpu=2 runner.max_epochs=5";
+    cr_assert_eq(train("MMDET_DDP_BUCKET_MB=0.01 " MPIRUN, "ov", "--no-validate --launcher mpi", opts), 0, "%s",
+                 output("ov"));
+    cr_assert_eq(train("MMDET_DDP_OVERLAP=0 MMDET_DDP_BUCKET_MB=0.01 " MPIRUN, "serial", "--no-validate --launcher mpi",
+                       opts), 0, "%s", output("serial"));
+    cr_assert(strstr(output("ov"), "all-reduced during backward") && strstr(output("ov"), "overlap on"), "%s",
+              output("ov"));
+    cr_assert(strstr(output("serial"), "all-reduced after backward (no overlap)") &&
+              strstr(output("serial"), "overlap off"), "%s", output("serial"));
+    losses a, b;
+    read_losses("ov", &a);
+    read_losses("serial", &b);
+    cr_assert_eq(a.n, 5);
+    cr_assert_eq(b.n, 5);
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 3; k++)
+            cr_assert_eq(a.v[k][i], b.v[k][i], "iteration %d, %.*s %.9g with overlap, %.9g without", i + 1,
+                         (int)strlen(KEYS[k]) - 2, KEYS[k], a.v[k][i], b.v[k][i]);
+    /* the weights after 5 steps: the same bits */
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/ov/epoch_5.safetensors", dir);
+    snprintf(pb, sizeof pb, "%s/serial/epoch_5.safetensors", dir);
+    cr_assert_gt(ckpt_same_bits(pa, pb), 10);
+}

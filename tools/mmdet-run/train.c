@@ -333,7 +333,12 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         double bucket_mb = bm && atof(bm) > 0 ? atof(bm) : 25;
         ddp = md_ddp_new(ctx, model, bucket_mb, err);
         if (!ddp) goto out;
-        md_info(ctx, "data parallel over %d ranks: %d gradient buckets", world, md_ddp_bucket_count(ddp));
+        /* MMDET_DDP_OVERLAP=0: every bucket reduced after backward (the
+         * baseline of the overlap the benchmark measures) */
+        const char *ov = getenv("MMDET_DDP_OVERLAP");
+        md_ddp_set_overlap(ddp, !(ov && !strcmp(ov, "0")));
+        md_info(ctx, "data parallel over %d ranks: %d gradient buckets, all-reduced %s", world,
+                md_ddp_bucket_count(ddp), md_ddp_overlap(ddp) ? "during backward" : "after backward (no overlap)");
     }
 
     /* optimizer, with --auto-scale-lr as mmdet's auto_scale_lr */
@@ -400,13 +405,21 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
     rc = md_runner_run(runner, src_ptrs, modes, counts, n_phases, err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (ddp && rc == 0 && md_runner_iter(runner) > iter0) {
-        /* what communication cost: the wait after backward's own work */
-        double bytes, wait = md_ddp_take_wait_seconds(ddp, &bytes);
+        /* what communication cost: the wait after backward's own work, and
+         * one step's all-reduces on their own (every rank gets here after
+         * the same number of steps) */
+        double bytes, wait = md_ddp_take_wait_seconds(ddp, &bytes), comm = 0;
+        double hidden = md_ddp_take_hidden_bytes(ddp);
         double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         int64_t steps = md_runner_iter(runner) - iter0;
+        md_error cerr = { 0 };
+        if (md_ddp_time_all_reduce(ddp, 11, &comm, &cerr) != 0)
+            md_warn(ctx, "timing the all-reduces: %s", cerr.msg);
         md_info(ctx, "data parallel: %lld steps, %.2f MB all-reduced per step, %.3f s waiting for all-reduces "
-                "after backward (%.1f%% of %.2f s)", (long long)steps, bytes / (double)steps / 1e6, wait,
-                100.0 * wait / wall, wall);
+                "after backward (%.1f%% of %.2f s; overlap %s, %.0f%% of the bytes reduced under backward); the "
+                "all-reduces alone take %.2f ms per step", (long long)steps, bytes / (double)steps / 1e6, wait,
+                100.0 * wait / wall, wall, md_ddp_overlap(ddp) ? "on" : "off", bytes > 0 ? 100.0 * hidden / bytes : 0,
+                comm * 1e3);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

@@ -132,10 +132,30 @@ struct md_module;
 md_ddp *md_ddp_new(md_ctx *ctx, struct md_module *model, double bucket_mb, md_error *err);
 void md_ddp_free(md_ddp *d);   /* detaches from the context */
 int md_ddp_bucket_count(const md_ddp *d);
+/* Overlap of communication with backward, on by default. Off, no bucket
+ * starts during backward: all are started at its end, in the same order,
+ * and waited for (the same collectives on the same buffers, so the same
+ * results bit for bit); the baseline that shows what overlapping gains.
+ * mmdet-run switches it off with MMDET_DDP_OVERLAP=0. */
+void md_ddp_set_overlap(md_ddp *d, bool on);
+bool md_ddp_overlap(const md_ddp *d);
 /* Seconds this rank spent waiting for all-reduces after backward's own
- * work (the part communication did not overlap), summed since the last
+ * work (the part communication did not overlap, plus the other ranks'
+ * lag; without overlap, all of the communication), summed since the last
  * call, and the bytes reduced; for benchmarks. */
 double md_ddp_take_wait_seconds(md_ddp *d, double *bytes);
+/* The bytes whose all-reduce had finished when backward's own work ended
+ * (the buckets done under backward), summed since the last call. On the
+ * host transport the fraction of the bytes reduced this says how much of
+ * the communication overlap hid; on a device the host reaches the end of
+ * backward before the kernels do, so it counts little there. */
+double md_ddp_take_hidden_bytes(md_ddp *d);
+/* One step's gradient all-reduces on their own, outside backward: every
+ * bucket (its content cleared) started in order and waited for, after a
+ * barrier; *seconds the median of `reps` rounds. A collective: every rank
+ * calls it at the same point. 0 (and *seconds 0 when not distributed), or
+ * -1 with err set. */
+int md_ddp_time_all_reduce(md_ddp *d, int reps, double *seconds, md_error *err);
 
 #ifdef __cplusplus
 }
