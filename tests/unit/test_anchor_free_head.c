@@ -93,6 +93,11 @@ Test(afh, distance_point_coder) {
     md_tensor *d = md_bbox_encode(ctx, c, p, g);
     expect_rows(d, want_d, 2, 4, "encode: (left, top, right, bottom)");
     expect_rows(md_bbox_decode(ctx, c, p, d, NULL), gt, 2, 4, "decode(encode)");
+    /* mmdet's max_dis (GFL's reg_max): distances clamped to [0, max_dis - eps] */
+    static const float gt_out[] = { 4, 6, 30, 40, 30, 2, 40, 30 };   /* the second point right of its box's x1 */
+    static const float want_m[] = { 6, 14, 15.9f, 15.9f, 0, 6, 15.9f, 15.9f };
+    expect_rows(md_bbox_encode_max(ctx, c, p, md_tensor_from(ctx, MD_F32, MD_DIMS(2, 4), gt_out), 16, 0.1), want_m,
+                2, 4, "encode with max_dis 16, eps 0.1");
     /* clipped to max_shape (h, w) = (30, 25); the gradient stops where it clips */
     static const float want_clip[] = { 4, 6, 25, 30, 20, 2, 25, 30 };
     md_tensor *pred = md_tensor_from(ctx, MD_F32, MD_DIMS(2, 4), want_d);
@@ -509,8 +514,17 @@ Test(afh, incomplete_classes_are_refused) {
     cr_assert(strstr(msg, "AfhScoreFactorNoForward") && strstr(msg, "forward_single"), "%s", msg);
     /* a class with only its target rule gets the base's layers and forward */
     cr_assert_str_eq(refusal("AfhPlain", ""), "");
-    msg = refusal("AfhPlain", "dcn_on_last_conv = true;");
-    cr_assert(strstr(msg, "dcn_on_last_conv"), "%s", msg);
+    /* deformable convs: DCNv2 last (with a bias), DCN everywhere only with
+     * a norm (mmcv's DeformConv2d has no bias) */
+    cr_assert_str_eq(refusal("AfhPlain", "dcn_on_last_conv = true;"), "");
+    cr_assert_str_eq(refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; deform_groups = 2; };"
+                                         " norm_cfg = { type = \"GN\"; num_groups = 2; };"), "");
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; };");
+    cr_assert(strstr(msg, "bias"), "%s", msg);
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; fallback_on_stride = true; };");
+    cr_assert(strstr(msg, "fallback_on_stride"), "%s", msg);
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCNv3\"; };");
+    cr_assert(strstr(msg, "conv_cfg") && strstr(msg, "DCNv3"), "%s", msg);
     msg = refusal("AfhPlain", "conv_bias = \"yes\";");
     cr_assert(strstr(msg, "conv_bias"), "%s", msg);
     msg = refusal("AfhPlain", "strides = [8, 0];");
