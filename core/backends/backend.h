@@ -49,6 +49,15 @@ typedef struct md__conv_shape {
     int64_t sh, sw, ph, pw, dh, dw, G;
 } md__conv_shape;
 
+/* Shape of a deformable convolution (mmcv's deform_conv2d and
+ * modulated_deform_conv2d): the convolution's, and DG deform groups, each
+ * with its own offsets ([N, DG*2*KH*KW, OH, OW], (dy, dx) per kernel tap,
+ * taps row-major) and, modulated, its own mask ([N, DG*KH*KW, OH, OW]). */
+typedef struct md__deform_shape {
+    md__conv_shape c;
+    int64_t DG;
+} md__deform_shape;
+
 /* A strided loop over up to 4 operands (operand 0 is the output): dimensions
  * of size 1 dropped and adjacent dimensions merged where every operand allows
  * (md__loop_init in backends/cpu/elementwise.c builds it). Strides are in
@@ -145,6 +154,16 @@ typedef struct md_backend {
     int (*conv2d_backward_input)(const md__conv_shape *s, const float *gy, const float *w, float *gx);
     int (*conv2d_backward_weight)(const md__conv_shape *s, const float *x, const float *gy, float *gw);
     int (*conv2d_backward_bias)(const md__conv_shape *s, const float *gy, float *gb);
+    /* Deformable convolution (backends/cpu/deform_conv.h, sampling as
+     * backends/deform_sample.h): y = conv of the input sampled bilinearly
+     * at the offset taps, times the mask (NULL: DCNv1, mask 1), plus bias
+     * (may be NULL): md__cpu_deform_conv2d_forward. The backward writes
+     * whichever of gx, goff, gmask, gw is not NULL (overwritten); the bias
+     * gradient is conv2d_backward_bias's: md__cpu_deform_conv2d_backward. */
+    int (*deform_conv2d_forward)(const md__deform_shape *s, const float *x, const float *off, const float *mask,
+                                 const float *w, const float *bias, float *y);
+    int (*deform_conv2d_backward)(const md__deform_shape *s, const float *x, const float *off, const float *mask,
+                                  const float *w, const float *gy, float *gx, float *goff, float *gmask, float *gw);
 
     /* ---- batch norm over x [N, C, HW] (backends/cpu/norm.h) ---- */
     /* Training: batch mean and biased variance per channel; mean[c] and

@@ -58,15 +58,8 @@ MD_API md_module *md_anchor_free_head_build(md_ctx *ctx, const md_cfg *cfg, cons
     h->cls = cls;
     if (md_cfg_read_struct(cfg, cls->keys, h, name, err) || md_init_cfg_check(h->init_cfg, "init_cfg", err))
         goto fail;
-    if (h->dcn_on_last_conv) {
-        md_failc(err, MD_ERR_CONFIG, "dcn_on_last_conv: only false is supported (no deformable convolution)");
-        goto fail;
-    }
-    if (h->conv_cfg) {
-        md_failc(err, MD_ERR_CONFIG, "conv_cfg: only None is supported");
-        goto fail;
-    }
-    if (md_norm_cfg_read(h->norm_cfg, "norm_cfg", "BN,SyncBN,GN", &h->conv_opts, err) ||
+    if (md_conv_cfg_read(h->conv_cfg, "conv_cfg", "Conv,DCN,DCNv2", &h->conv_opts, NULL, err) ||
+        md_norm_cfg_read(h->norm_cfg, "norm_cfg", "BN,SyncBN,GN", &h->conv_opts, err) ||
         read_conv_bias(h->conv_bias_cfg, &h->conv_opts.bias, err))
         goto fail;
     if (!(h->prior_generator = build_points(ctx, h->strides_cfg, err)) ||
@@ -119,6 +112,31 @@ MD_API int md_anchor_free_head_init_weights(md_ctx *ctx, md_module *m, md_error 
     return md_init_cfg_pretrained(ctx, m, md_anchor_free_head_of(m)->init_cfg, m->cls->name, err) < 0 ? -1 : 0;
 }
 
+MD_API bool md_anchor_free_head_legacy_name(const md_module *m, const char *prefix, const char *rel,
+                                            const md_st *st, const char *strip, char *buf, size_t n) {
+    (void)m;
+    static const char *const convs[] = { "conv_cls", "conv_reg", "conv_centerness" };
+    static const char *const ends[] = { "cls", "reg", "centerness" };
+    const char *dot = strchr(rel, '.');
+    if (!dot) return false;
+    size_t cl = (size_t)(dot - rel), sl = strip ? strlen(strip) : 0, pl = strlen(prefix);
+    for (int k = 0; k < 3; k++) {
+        if (cl != strlen(convs[k]) || strncmp(rel, convs[k], cl)) continue;
+        /* a checkpoint name prefix + X + dot..., X one component ending in ends[k] */
+        for (int i = 0; i < md_st_count(st); i++) {
+            const char *nm = md_st_name(st, i);
+            if (sl && !strncmp(nm, strip, sl)) nm += sl;
+            if (strncmp(nm, prefix, pl)) continue;
+            const char *x = nm + pl, *xd = strchr(x, '.');
+            size_t xl = xd ? (size_t)(xd - x) : 0, el = strlen(ends[k]);
+            if (!xd || xl < el || strncmp(xd - el, ends[k], el) || strcmp(xd, dot)) continue;
+            if (xl == cl && !strncmp(x, rel, cl)) continue;   /* the new name itself */
+            return snprintf(buf, n, "%s%.*s%s", prefix, (int)xl, x, dot) < (int)n;
+        }
+    }
+    return false;
+}
+
 /* ----------------------------------------------------------------- layers */
 
 
@@ -131,8 +149,13 @@ MD_API int md_anchor_free_head_init_layers(md_ctx *ctx, md_anchor_free_head *h, 
      * norm_cfg, conv_bias, ReLU); mmdet's init_cfg: Normal(std 0.01) on
      * every Conv2d, norms weight 1, bias 0 */
     int S = h->stacked_convs, f = h->feat_channels;
-    return md_head_add_stacked_convs(ctx, &h->base, "cls_convs", S, h->in_channels, f, &h->conv_opts, 0.01, err) ||
-           md_head_add_stacked_convs(ctx, &h->base, "reg_convs", S, h->in_channels, f, &h->conv_opts, 0.01, err) ||
+    /* dcn_on_last_conv: the last of each branch with conv_cfg DCNv2 */
+    md_conv_module_opts last = h->conv_opts;
+    if (h->dcn_on_last_conv) last.conv_type = MD_CONV_DCNV2, last.deform_groups = 1;
+    return md_head_add_stacked_convs_last(ctx, &h->base, "cls_convs", S, h->in_channels, f, &h->conv_opts, &last,
+                                          0.01, err) ||
+           md_head_add_stacked_convs_last(ctx, &h->base, "reg_convs", S, h->in_channels, f, &h->conv_opts, &last,
+                                          0.01, err) ||
            md_anchor_head_add_conv(ctx, &h->base, "conv_cls", in, h->cls_out_channels, 3, 0.01,
                                         md_bias_init_with_prob(0.01), err) ||
            md_anchor_head_add_conv(ctx, &h->base, "conv_reg", in, 4, 3, 0.01, 0.0, err)

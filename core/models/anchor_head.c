@@ -128,6 +128,12 @@ static const md_module_class list_class = { .name = "ModuleList" };
 
 MD_API int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
                                      const md_conv_module_opts *opts, double std, md_error *err) {
+    return md_head_add_stacked_convs_last(ctx, parent, name, n, in, feat, opts, opts, std, err);
+}
+
+MD_API int md_head_add_stacked_convs_last(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
+                                          const md_conv_module_opts *opts, const md_conv_module_opts *last,
+                                          double std, md_error *err) {
     md_module *list = md_module_new(sizeof(md_module), &list_class);
     if (!list || md_module_add_child(parent, name, list, err)) {
         md_module_free(list);
@@ -136,7 +142,7 @@ MD_API int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char 
     for (int i = 0; i < n; i++) {
         char item[16];
         snprintf(item, sizeof item, "%d", i);
-        md_conv_module_opts o = *opts;
+        md_conv_module_opts o = i == n - 1 ? *last : *opts;
         o.in = i == 0 ? in : feat, o.out = feat;
         o.kernel = 3, o.stride = 1, o.padding = 1, o.dilation = 1, o.groups = 1, o.act = true;
         md_module *c = md_nn_conv_module(ctx, &o, err);
@@ -146,6 +152,7 @@ MD_API int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char 
             return -1;
         }
         md_module *conv = md_module_child(c, "conv");
+        if (md_nn_is_dcn(conv)) conv = md_module_child(conv, "conv_offset");   /* an nn.Conv2d; the DCN is not */
         md_init_normal(md_nn_weight(conv), md_ctx_rng(ctx), 0.0, std);
         if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0.0);
     }

@@ -183,6 +183,7 @@ struct load_ctx {
     md_load_report *rep;
     bool strict;
     md_error *err;
+    const md_module *root;   /* the model: legacy_name along a tensor's path */
 };
 
 /* Appends the line "<head><name>" ("missing: x", "size mismatch for x: ..."). */
@@ -204,10 +205,40 @@ static int st_lookup(const md_st *st, const char *strip, const char *name) {
     return -1;
 }
 
+/* The checkpoint entry of `name` under an older name: the classes along
+ * its path from root (outermost first) are asked (legacy_name); -1 when
+ * none knows one the checkpoint has. */
+static int legacy_lookup(const md_module *root, const md_st *st, const char *strip, const char *name) {
+    const md_module *m = root;
+    size_t at = 0;   /* name[0, at) is m's path with its trailing '.' */
+    char prefix[1024], buf[1024];
+    while (m) {
+        if (m->cls && m->cls->legacy_name && at < sizeof prefix) {
+            memcpy(prefix, name, at);
+            prefix[at] = 0;
+            if (m->cls->legacy_name(m, prefix, name + at, st, strip, buf, sizeof buf)) {
+                int i = st_lookup(st, strip, buf);
+                if (i >= 0) return i;
+            }
+        }
+        const char *dot = strchr(name + at, '.');
+        if (!dot) break;
+        size_t len = (size_t)(dot - (name + at));
+        const md_module *next = NULL;
+        for (int c = 0; c < m->n_children && !next; c++)
+            if (strlen(m->children[c].name) == len && !strncmp(m->children[c].name, name + at, len))
+                next = m->children[c].m;
+        m = next;
+        at += len + 1;
+    }
+    return -1;
+}
+
 static int load_cb(const char *name, md_tensor *t, bool is_param, void *user) {
     (void)is_param;
     struct load_ctx *l = user;
     int i = st_lookup(l->st, l->strip, name);
+    if (i < 0) i = legacy_lookup(l->root, l->st, l->strip, name);
     if (i < 0) {
         l->rep->missing++;
         report_add(l->rep, "missing: ", name);
@@ -258,7 +289,7 @@ MD_API int md_module_load_state(md_ctx *ctx, md_module *m, const md_st *st, cons
     int n = md_st_count(st);
     bool *used = calloc((size_t)(n ? n : 1), sizeof *used);
     if (!used) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-    struct load_ctx l = { ctx, st, strip_prefix, used, report, strict, err };
+    struct load_ctx l = { ctx, st, strip_prefix, used, report, strict, err, m };
     int rc = md_module_visit(m, "", load_cb, &l);
     for (int i = 0; rc == 0 && i < n; i++)
         if (!used[i]) {

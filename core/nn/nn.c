@@ -1,4 +1,4 @@
-/* Layers (Conv2d, BatchNorm2d, Linear, ReLU, MaxPool2d), mmcv's ConvModule
+/* Layers (Conv2d, mmcv's DCN and DCNv2, BatchNorm2d, Linear, ReLU, MaxPool2d), mmcv's ConvModule
  * and weight initialisers. */
 #include <math.h>
 #include <stdlib.h>
@@ -114,6 +114,104 @@ MD_API md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_
     torch_default_init(ctx, c->w, c->b);
     return &c->base;
 }
+
+/* mmcv's DeformConv2dPack ("DCN") and ModulatedDeformConv2dPack ("DCNv2"):
+ * the weight (and DCNv2's bias) and a child Conv2d "conv_offset" giving the
+ * offsets (and DCNv2's mask logits) from the input. */
+typedef struct dcn_layer {
+    md_module base;
+    md_tensor *w, *b;
+    md_conv2d_params p;
+    int dg;
+    bool modulated;
+} dcn_layer;
+
+static md_tensor *dcn_forward(md_ctx *ctx, md_module *m, md_tensor *x) {
+    dcn_layer *d = (dcn_layer *)m;
+    md_tensor *o = md_module_call(ctx, m, "conv_offset", x);
+    if (!o) return NULL;
+    if (!d->modulated) return md_deform_conv2d(ctx, x, o, d->w, d->p, d->dg);
+    /* torch.chunk(out, 3, dim=1): o1, o2 are the offsets (cat'ed back in
+     * their order, a slice), the third part the mask logits */
+    int64_t n = o->shape[1] / 3;
+    md_tensor *off = md_slice(ctx, o, 1, 0, 2 * n, 1), *mask = md_sigmoid(ctx, md_slice(ctx, o, 1, 2 * n, 3 * n, 1));
+    return md_modulated_deform_conv2d(ctx, x, off, mask, d->w, d->b, d->p, d->dg);
+}
+/* mmcv's DeformConv2dPack._load_from_state_dict (version < 2, the same in
+ * ModulatedDeformConv2dPack): conv_offset.{weight,bias} of the layer at
+ * "a.conv2." were "a.conv2_offset.{weight,bias}". */
+static bool dcn_legacy_name(const md_module *m, const char *prefix, const char *rel, const md_st *st,
+                            const char *strip, char *buf, size_t n) {
+    (void)m, (void)st, (void)strip;
+    size_t pl = strlen(prefix);
+    if (!pl || (strcmp(rel, "conv_offset.weight") && strcmp(rel, "conv_offset.bias"))) return false;
+    return snprintf(buf, n, "%.*s_offset.%s", (int)(pl - 1), prefix, rel + strlen("conv_offset.")) < (int)n;
+}
+static const md_module_class dcn_class = { .name = "DeformConv2dPack", .forward1 = dcn_forward,
+                                           .legacy_name = dcn_legacy_name };
+static const md_module_class mdcn_class = { .name = "ModulatedDeformConv2dPack", .forward1 = dcn_forward,
+                                            .legacy_name = dcn_legacy_name };
+
+MD_API md_module *md_nn_dcn(md_ctx *ctx, md_conv_type type, int in, int out, int kh, int kw, md_conv2d_params p,
+                            int deform_groups, bool bias, md_error *err) {
+    bool mod = type == MD_CONV_DCNV2;
+    const char *name = mod ? "DCNv2" : "DCN";
+    if (p.groups < 1) p.groups = 1;
+    if (p.dilation_h < 1) p.dilation_h = 1;
+    if (p.dilation_w < 1) p.dilation_w = 1;
+    if (type != MD_CONV_DCN && type != MD_CONV_DCNV2) {
+        md_failc(err, MD_ERR_CONFIG, "md_nn_dcn: type %d is not DCN or DCNv2", (int)type);
+        return NULL;
+    }
+    if (in <= 0 || out <= 0 || in % p.groups || out % p.groups || kh < 1 || kw < 1) {
+        md_failc(err, MD_ERR_CONFIG, "%s(%d, %d, kernel_size=(%d, %d), groups=%d): channels must be positive "
+                 "multiples of groups", name, in, out, kh, kw, p.groups);
+        return NULL;
+    }
+    if (deform_groups < 1 || in % deform_groups) {
+        md_failc(err, MD_ERR_CONFIG, "%s(%d, %d): deform_groups %d must be positive and divide the input channels",
+                 name, in, out, deform_groups);
+        return NULL;
+    }
+    if (bias && !mod) {   /* mmcv's DeformConv2d asserts it */
+        md_failc(err, MD_ERR_CONFIG, "DCN(%d, %d): bias=True is not supported in DeformConv2d (mmcv); use a norm "
+                 "after it (ConvModule's bias \"auto\") or DCNv2", in, out);
+        return NULL;
+    }
+    dcn_layer *d = md_module_new(sizeof *d, mod ? &mdcn_class : &dcn_class);
+    if (!d) {
+        md_failc(err, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    d->p = p;
+    d->dg = deform_groups;
+    d->modulated = mod;
+    d->w = md_module_add_param(ctx, &d->base, "weight", MD_DIMS(out, in / p.groups, kh, kw), err);
+    if (d->w && bias) d->b = md_module_add_param(ctx, &d->base, "bias", MD_DIMS(out), err);
+    md_conv2d_params po = p;
+    po.groups = 1;
+    md_module *co = d->w && (d->b || !bias)
+                        ? md_nn_conv2d(ctx, in, (mod ? 3 : 2) * deform_groups * kh * kw, kh, kw, po, true, err)
+                        : NULL;
+    if (!co || md_module_add_child(&d->base, "conv_offset", co, err) != 0) {
+        md_module_free(co);
+        md_module_free(&d->base);
+        return NULL;
+    }
+    if (mod) {   /* ModulatedDeformConv2d.init_weights: U(-1/sqrt(in*kh*kw), ..), bias 0 */
+        double stdv = 1.0 / sqrt((double)in * kh * kw);
+        md_init_uniform(d->w, &ctx->init_rng, -stdv, stdv);
+        if (d->b) md_init_constant(d->b, 0);
+    } else {     /* DeformConv2d.reset_parameters: kaiming_uniform_(nonlinearity='relu') */
+        md_init_kaiming(d->w, &ctx->init_rng, 0, false, "relu", true);
+    }
+    /* init_offset / init_weights: the offsets start at zero */
+    md_init_constant(md_nn_weight(co), 0);
+    md_init_constant(md_nn_bias(co), 0);
+    return &d->base;
+}
+
+MD_API bool md_nn_is_dcn(const md_module *m) { return m && (m->cls == &dcn_class || m->cls == &mdcn_class); }
 
 /* ConvTranspose2d with kernel == stride and no padding: the kernels do
  * not overlap, so it is one GEMM of every input pixel with the weight
@@ -457,6 +555,7 @@ MD_API int md_nn_fuse_conv_bn(md_ctx *ctx, md_module *m, int *n_fused, md_error 
 
 MD_API md_tensor *md_nn_weight(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->w;
+    if (md_nn_is_dcn(layer)) return ((dcn_layer *)layer)->w;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->w;
     if (layer->cls == &deconv_class) return ((deconv_layer *)layer)->w;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->w;
@@ -466,6 +565,7 @@ MD_API md_tensor *md_nn_weight(md_module *layer) {
 
 MD_API md_tensor *md_nn_bias(md_module *layer) {
     if (layer->cls == &conv_class) return ((conv_layer *)layer)->b;
+    if (md_nn_is_dcn(layer)) return ((dcn_layer *)layer)->b;
     if (layer->cls == &linear_class) return ((linear_layer *)layer)->b;
     if (layer->cls == &deconv_class) return ((deconv_layer *)layer)->b;
     if (layer->cls == &bn_class) return ((bn_layer *)layer)->b;
@@ -566,15 +666,21 @@ MD_API md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, m
     bool bias = o->bias < 0 ? !o->norm : o->bias > 0;
     md_conv2d_params p = { o->stride ? o->stride : 1, o->stride ? o->stride : 1, o->padding, o->padding,
                            o->dilation ? o->dilation : 1, o->dilation ? o->dilation : 1, o->groups ? o->groups : 1 };
-    md_module *conv = md_nn_conv2d(ctx, o->in, o->out, o->kernel, o->kernel, p, bias, err);
+    md_module *conv = o->conv_type == MD_CONV_PLAIN
+                          ? md_nn_conv2d(ctx, o->in, o->out, o->kernel, o->kernel, p, bias, err)
+                          : md_nn_dcn(ctx, o->conv_type, o->in, o->out, o->kernel, o->kernel, p,
+                                      o->deform_groups > 0 ? o->deform_groups : 1, bias, err);
     if (!conv || md_module_add_child(&c->base, "conv", conv, err) != 0) {
         md_module_free(conv);
         md_module_free(&c->base);
         return NULL;
     }
-    /* mmcv ConvModule.init_weights: kaiming normal, fan_out, relu; bias 0 */
-    md_init_kaiming(md_nn_weight(conv), &ctx->init_rng, 0, true, "relu", false);
-    if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
+    /* mmcv ConvModule.init_weights: kaiming normal, fan_out, relu; bias 0,
+     * for a conv without its own init_weights (DCNv2 has one) */
+    if (o->conv_type != MD_CONV_DCNV2) {
+        md_init_kaiming(md_nn_weight(conv), &ctx->init_rng, 0, true, "relu", false);
+        if (md_nn_bias(conv)) md_init_constant(md_nn_bias(conv), 0);
+    }
     if (o->norm) {
         md_module *nm = md_nn_norm_layer(ctx, o, o->out, err);
         if (!nm || md_module_add_child(&c->base, c->norm, nm, err) != 0) {
@@ -648,5 +754,41 @@ MD_API int md_norm_cfg_read(const md_cfg *nc, const char *what, const char *allo
                             "momentum None, is not supported)", md_cfg_file(nc), md_cfg_line(nc), what,
                             o->norm_momentum);
     }
+    return 0;
+}
+
+MD_API int md_conv_cfg_read(const md_cfg *cc, const char *what, const char *allow, md_conv_module_opts *o,
+                            bool *fallback_on_stride, md_error *err) {
+    o->conv_type = MD_CONV_PLAIN;
+    o->deform_groups = 0;
+    if (fallback_on_stride) *fallback_on_stride = false;
+    if (!cc || md_cfg_kind(cc) == MD_CFG_NONE) return 0;
+    if (!allow) allow = "Conv,DCN,DCNv2";
+    if (md_cfg_kind(cc) != MD_CFG_GROUP)
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s must be None or a group { type = ...; }", md_cfg_file(cc),
+                        md_cfg_line(cc), what);
+    const char *type = md_cfg_str(cc, "type", "");
+    if (!in_list(type, allow))
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.type '%s' is not supported (%s)", md_cfg_file(cc),
+                        md_cfg_line(cc), what, type, allow);
+    bool plain = !strcmp(type, "Conv");
+    static const md_key conv_keys[] = { { 0 } };
+    static const md_key dcn_keys[] = {
+        { "deform_groups", MD_KEY_INT, "1", "groups of input channels with their own offsets", false },
+        { 0 } };
+    static const md_key dcn_keys_fb[] = {
+        { "deform_groups", MD_KEY_INT, "1", "groups of input channels with their own offsets", false },
+        { "fallback_on_stride", MD_KEY_BOOL, "false", "a plain conv instead (mmdet's Bottleneck)", false },
+        { 0 } };
+    if (md_cfg_check_keys(cc, plain ? conv_keys : fallback_on_stride ? dcn_keys_fb : dcn_keys, what, err) != 0)
+        return -1;
+    if (plain) return 0;
+    int64_t dg = md_cfg_int(cc, "deform_groups", 1);
+    if (dg < 1 || dg > INT32_MAX)
+        return md_failc(err, MD_ERR_CONFIG, "%s:%d: %s.deform_groups %lld must be positive", md_cfg_file(cc),
+                        md_cfg_line(cc), what, (long long)dg);
+    o->conv_type = !strcmp(type, "DCN") ? MD_CONV_DCN : MD_CONV_DCNV2;
+    o->deform_groups = (int)dg;
+    if (fallback_on_stride) *fallback_on_stride = md_cfg_bool(cc, "fallback_on_stride", false);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "internal.h"
 #include "onnx_trace.h"
+#include "op_conv.h"
 
 typedef struct conv_saved {
     md__conv_shape s;
@@ -50,10 +51,8 @@ static int conv_backward(md_ctx *ctx, md_node *node, md_tensor *gy) {
     return rc;
 }
 
-/* The shape of conv(x, w) after the checks every conv entry point shares;
- * -1 after md_op_fail naming `op`. */
-static int conv_check(md_ctx *ctx, const char *op, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
-                      md__conv_shape *out) {
+int md__conv_check(md_ctx *ctx, const char *op, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p,
+                   md__conv_shape *out) {
     char a[96], b[96], c[96];
     md_tensor *ins[3] = { x, w, bias };
     for (int i = 0; i < 3; i++) {
@@ -96,7 +95,7 @@ static md_tensor *conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bia
     if (!x || !w) return NULL;
     md_tensor *ins[3] = { x, w, bias };
     md__conv_shape s;
-    if (conv_check(ctx, "conv2d", x, w, bias, p, &s) != 0) return NULL;
+    if (md__conv_check(ctx, "conv2d", x, w, bias, p, &s) != 0) return NULL;
 
     md_tensor *xc = md__contig(ctx, x), *wc = md__contig(ctx, w), *bc = bias ? md__contig(ctx, bias) : NULL;
     if (!xc || !wc || (bias && !bc)) return NULL;
@@ -167,7 +166,7 @@ static md_tensor *conv2d_fused(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tenso
     md_tensor *scale = e ? e->scale : NULL, *shift = e ? e->shift : NULL;
     bool relu = e && e->relu;
     md__conv_shape s;
-    if (conv_check(ctx, "conv2d_fused", x, w, bias, p, &s) != 0) return NULL;
+    if (md__conv_check(ctx, "conv2d_fused", x, w, bias, p, &s) != 0) return NULL;
     if (check_channel_vec(ctx, scale, "scale", w) || check_channel_vec(ctx, shift, "shift", w)) return NULL;
     if (!md__same_device(ctx, "conv2d_fused", 5, (md_tensor *[]){ x, w, bias, scale, shift })) return NULL;
     bool grad = md_grad_enabled(ctx) &&

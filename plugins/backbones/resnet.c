@@ -1,6 +1,7 @@
 /* mmdet's ResNet backbone (mmdet/models/backbones/resnet.py): BasicBlock and
  * Bottleneck, styles pytorch/caffe, dilations, frozen_stages, norm_eval,
- * zero_init_residual, init_cfg Pretrained. State dict names are mmdet's,
+ * zero_init_residual, init_cfg Pretrained, dcn with stage_with_dcn (the
+ * Bottleneck's conv2 an mmcv DCN or DCNv2). State dict names are mmdet's,
  * which are torchvision's without fc: conv1.weight, bn1.*, layer1.0.conv1.weight,
  * layer1.0.downsample.0.weight, ...
  */
@@ -23,6 +24,9 @@ typedef struct resnet {
     const md_cfg *norm_cfg;
     /* derived at build */
     md_conv_module_opts norm;  /* the norm_cfg's layer */
+    md_conv_module_opts dcn_opts;   /* dcn: its conv type and deform_groups (none: MD_CONV_PLAIN) */
+    bool fallback_on_stride;   /* dcn's: a plain conv2 after all, in the first dcn block (below) */
+    bool stage_dcn[MAX_STAGES];
     char stem_norm[8];         /* its name after the stem's conv1: bn1 or gn1 */
     bool out_mask[MAX_STAGES];
     int n_outs, out_ch[MAX_STAGES], out_stride[MAX_STAGES];
@@ -54,8 +58,11 @@ static const md_key keys[] = {
     { "norm_cfg", MD_KEY_GROUP, "{ type = \"BN\"; requires_grad = true; }",
       "BN / SyncBN (eps, momentum) or GN (num_groups, eps), requires_grad", false, MD_AT(resnet, norm_cfg) },
     { "norm_eval", MD_KEY_BOOL, "true", "keep BN layers in eval mode while training", false, MD_AT(resnet, norm_eval) },
-    { "dcn", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(resnet, dcn) },
-    { "stage_with_dcn", MD_KEY_LIST, NULL, "ignored without dcn", false },
+    { "dcn", MD_KEY_ANY, "None",
+      "None, or { type = \"DCN\" | \"DCNv2\"; deform_groups = 1; fallback_on_stride = false; }: the Bottleneck's "
+      "conv2 in the stages of stage_with_dcn", false, MD_AT(resnet, dcn) },
+    { "stage_with_dcn", MD_KEY_LIST, "[false, false, false, false]", "per stage: dcn on its blocks (with dcn, "
+      "num_stages entries)", false },
     { "plugins", MD_KEY_ANY, "None", "only None is supported", false, MD_AT(resnet, plugins) },
     { "with_cp", MD_KEY_BOOL, "false", "gradient checkpointing (memory only; accepted, no effect)", false },
     { "zero_init_residual", MD_KEY_BOOL, "true", "zero the last BN weight of each block", false,
@@ -134,6 +141,21 @@ static int add(md_module *m, const char *name, md_module *child, md_error *err) 
     return 0;
 }
 
+/* mmdet's Bottleneck conv2 with a dcn: build_conv_layer(dcn, planes,
+ * planes, 3, stride, padding=dilation, dilation, bias=False). mmdet's
+ * Kaiming init (no init_cfg) takes every nn.Conv2d, so conv_offset too (the
+ * DCN keeps its own init); under init_cfg Pretrained conv_offset stays at
+ * zero where the checkpoint has none. */
+static int add_dcn(md_ctx *ctx, md_module *m, int planes, int stride, int dil, const md_conv_module_opts *dcn,
+                   bool kaiming_offset, md_error *err) {
+    md_conv2d_params p = { stride, stride, dil, dil, dil, dil, 1 };
+    md_module *c = md_nn_dcn(ctx, dcn->conv_type, planes, planes, 3, 3, p, dcn->deform_groups, false, err);
+    if (add(m, "conv2", c, err) != 0) return -1;
+    if (kaiming_offset)
+        md_init_kaiming(md_nn_weight(md_module_child(c, "conv_offset")), md_ctx_rng(ctx), 0, true, "relu", false);
+    return 0;
+}
+
 /* A bias-free conv with mmdet's default init (kaiming normal, fan_out, relu). */
 static int add_conv(md_ctx *ctx, md_module *m, const char *name, int in, int out, int k, int stride, int dil,
                     md_error *err) {
@@ -160,8 +182,10 @@ static int add_norm(md_ctx *ctx, md_module *m, int postfix, int c, const md_conv
     return 0;
 }
 
+/* dcn: the Bottleneck's conv2 (NULL: a plain conv); kaiming_offset as add_dcn. */
 static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int planes, int stride, int dil,
-                             bool caffe, bool zero_init, const md_conv_module_opts *n, md_error *err) {
+                             bool caffe, bool zero_init, const md_conv_module_opts *n, const md_conv_module_opts *dcn,
+                             bool kaiming_offset, md_error *err) {
     block *b = md_module_new(sizeof *b, bottleneck ? &bottleneck_class : &basic_class);
     if (!b) {
         md_failc(err, MD_ERR_NOMEM, "out of memory");
@@ -175,7 +199,9 @@ static md_module *make_block(md_ctx *ctx, bool bottleneck, int inplanes, int pla
     if (bottleneck) {
         int s1 = caffe ? stride : 1, s2 = caffe ? 1 : stride;
         rc = add_conv(ctx, m, "conv1", inplanes, planes, 1, s1, 1, err) || add_norm(ctx, m, 1, planes, n, 1, err) ||
-             add_conv(ctx, m, "conv2", planes, planes, 3, s2, dil, err) || add_norm(ctx, m, 2, planes, n, 1, err) ||
+             (dcn ? add_dcn(ctx, m, planes, s2, dil, dcn, kaiming_offset, err)
+                  : add_conv(ctx, m, "conv2", planes, planes, 3, s2, dil, err)) ||
+             add_norm(ctx, m, 2, planes, n, 1, err) ||
              add_conv(ctx, m, "conv3", planes, planes * 4, 1, 1, 1, err) ||
              add_norm(ctx, m, 3, planes * 4, n, last_w, err);
     } else {
@@ -319,9 +345,34 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         md_failc(err, MD_ERR_CONFIG, "deep_stem and avg_down are not supported (ResNetV1d)");
         goto fail;
     }
-    if (r->conv_cfg || r->dcn || r->plugins) {
-        md_failc(err, MD_ERR_CONFIG, "conv_cfg, dcn and plugins must be None (not supported)");
+    if (r->conv_cfg || r->plugins) {
+        md_failc(err, MD_ERR_CONFIG, "conv_cfg and plugins must be None (not supported)");
         goto fail;
+    }
+    if (md_conv_cfg_read(r->dcn, "dcn", "DCN,DCNv2", &r->dcn_opts, &r->fallback_on_stride, err) != 0) goto fail;
+    if (r->dcn_opts.conv_type != MD_CONV_PLAIN) {
+        /* mmdet: assert len(stage_with_dcn) == num_stages; BasicBlock asserts dcn is None */
+        const md_cfg *swd = md_cfg_get(cfg, "stage_with_dcn");
+        int n = swd ? md_cfg_len(swd) : MAX_STAGES;
+        if (n != num_stages) {
+            md_failc(err, MD_ERR_CONFIG, "stage_with_dcn has %d entries; with dcn it needs num_stages (%d)", n,
+                     num_stages);
+            goto fail;
+        }
+        for (int i = 0; i < n && swd; i++) {
+            const md_cfg *e = md_cfg_at(swd, i);
+            if (md_cfg_kind(e) != MD_CFG_BOOL) {
+                md_failc(err, MD_ERR_CONFIG, "%s:%d: stage_with_dcn entries must be true or false", md_cfg_file(e),
+                         md_cfg_line(e));
+                goto fail;
+            }
+            r->stage_dcn[i] = md_cfg_as_bool(e);
+            if (md_cfg_as_bool(e) && !bottleneck) {
+                md_failc(err, MD_ERR_CONFIG, "dcn: ResNet-%d's BasicBlock does not support dcn (mmdet: \"Not "
+                         "implemented yet\"); stage %d has stage_with_dcn true", depth, i);
+                goto fail;
+            }
+        }
     }
     if (md_cfg_is_none(r->norm_cfg)) {
         md_failc(err, MD_ERR_CONFIG, "norm_cfg None is not supported (ResNet needs a norm layer)");
@@ -366,6 +417,7 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     if (add_conv(ctx, m, "conv1", in_ch, stem, 7, 2, 1, err) || add_norm(ctx, m, 1, stem, norm, 1, err))
         goto fail;
     int inplanes = stem, stride = 4, exp = bottleneck ? 4 : 1;
+    bool fallback = r->fallback_on_stride;
     for (int i = 0; i < num_stages; i++) {
         int planes = base << i, s = (int)strides[i], d = (int)dils[i];
         if (s < 1 || d < 1) {
@@ -381,8 +433,13 @@ static void *resnet_build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
         }
         if (add(m, name, layer, err) != 0) goto fail;
         for (int j = 0; j < blocks[i]; j++) {
+            /* mmdet's Bottleneck pops fallback_on_stride from the dcn dict
+             * all its blocks share: only the first dcn block sees it */
+            bool with_dcn = r->stage_dcn[i] && !fallback;
+            if (r->stage_dcn[i]) fallback = false;
             md_module *b = make_block(ctx, bottleneck, inplanes, planes, j ? 1 : s, d, r->style == STYLE_CAFFE,
-                                      r->zero_init_residual, norm, err);
+                                      r->zero_init_residual, norm, with_dcn ? &r->dcn_opts : NULL, !r->init_cfg,
+                                      err);
             snprintf(name, sizeof name, "%d", j);
             if (add(layer, name, b, err) != 0) goto fail;
             inplanes = planes * exp;

@@ -1,12 +1,14 @@
 /* mmdet's DistancePointBBoxCoder (mmdet/core/bbox/coder/
  * distance_point_bbox_coder.py), the default coder of anchor-free heads:
  * a box is its distances (left, top, right, bottom) from a point.
- * encode is bbox2distance (without max_dis, which mmdet passes per call and
- * no head here uses), decode distance2bbox, clipped to max_shape with
+ * encode is bbox2distance (encode_max with mmdet's per-call max_dis and
+ * eps: the distances clamped to [0, max_dis - eps], what GFL-style heads
+ * ask with reg_max; FCOS never encodes), decode distance2bbox, clipped to max_shape with
  * clip_border. Points are rows of at least two columns (x, y first: the
  * MlvlPointGenerator's (x, y, stride_w, stride_h) rows as they are). Decode
  * is an op with its own backward (gradient in the distances), so a head
  * regressing decoded boxes (IoU losses) trains through it. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/bbox.h>
@@ -29,11 +31,15 @@ static md_device coder_device(md_tensor *a, md_tensor *b) {
 
 static bool points_ok(const md_tensor *p) { return p->ndim == 2 && p->shape[1] >= 2 && p->dtype == MD_F32; }
 
-static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points, md_tensor *gt) {
+/* bbox2distance; with max_dis (not NaN) each distance clamped to
+ * [0, max_dis - eps] as torch's clamp(min=0, max=max_dis - eps). */
+static md_tensor *encode_clamped(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points, md_tensor *gt,
+                                 double max_dis, double eps) {
     if (!points || !gt) return NULL;
     md_device dev = coder_device(points, gt);
     if (dev.type != MD_CPU)
-        return md_tensor_to(ctx, encode(ctx, bc, md_tensor_to(ctx, points, MD_DEVICE_CPU), md_tensor_to(ctx, gt, MD_DEVICE_CPU)),
+        return md_tensor_to(ctx, encode_clamped(ctx, bc, md_tensor_to(ctx, points, MD_DEVICE_CPU),
+                                                md_tensor_to(ctx, gt, MD_DEVICE_CPU), max_dis, eps),
                             dev);
     if (!points_ok(points) || gt->ndim != 2 || gt->shape[1] != 4 || gt->shape[0] != points->shape[0] ||
         gt->dtype != MD_F32) {
@@ -54,8 +60,23 @@ static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points
         o[1] = p[1] - g[1];
         o[2] = g[2] - p[0];
         o[3] = g[3] - p[1];
+        if (!isnan(max_dis)) {
+            float hi = (float)(max_dis - eps);
+            for (int k = 0; k < 4; k++) o[k] = fminf(fmaxf(o[k], 0.0f), hi);
+        }
     }
     return out;
+}
+
+static md_tensor *encode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points, md_tensor *gt) {
+    return encode_clamped(ctx, bc, points, gt, NAN, 0);
+}
+
+static md_tensor *encode_max(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points, md_tensor *gt, double max_dis,
+                             double eps) {
+    if (isnan(max_dis) || isnan(eps))
+        return md_op_fail(ctx, "DistancePointBBoxCoder.encode", "max_dis %g and eps %g must be numbers", max_dis, eps);
+    return encode_clamped(ctx, bc, points, gt, max_dis, eps);
 }
 
 /* d(box)/d(distance) is -1 for x1, y1 and +1 for x2, y2, times the clip
@@ -130,7 +151,8 @@ static md_tensor *decode(md_ctx *ctx, const md_bbox_coder *bc, md_tensor *points
 }
 
 static void destroy(md_bbox_coder *c) { free(c); }
-static const md_bbox_coder_iface iface = { .encode = encode, .decode = decode, .destroy = destroy };
+static const md_bbox_coder_iface iface = { .encode = encode, .decode = decode, .destroy = destroy,
+                                           .encode_max = encode_max };
 
 static void *build(md_ctx *ctx, const md_cfg *cfg, md_error *err) {
     (void)ctx;

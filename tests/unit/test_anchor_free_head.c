@@ -93,6 +93,11 @@ Test(afh, distance_point_coder) {
     md_tensor *d = md_bbox_encode(ctx, c, p, g);
     expect_rows(d, want_d, 2, 4, "encode: (left, top, right, bottom)");
     expect_rows(md_bbox_decode(ctx, c, p, d, NULL), gt, 2, 4, "decode(encode)");
+    /* mmdet's max_dis (GFL's reg_max): distances clamped to [0, max_dis - eps] */
+    static const float gt_out[] = { 4, 6, 30, 40, 30, 2, 40, 30 };   /* the second point right of its box's x1 */
+    static const float want_m[] = { 6, 14, 15.9f, 15.9f, 0, 6, 15.9f, 15.9f };
+    expect_rows(md_bbox_encode_max(ctx, c, p, md_tensor_from(ctx, MD_F32, MD_DIMS(2, 4), gt_out), 16, 0.1), want_m,
+                2, 4, "encode with max_dis 16, eps 0.1");
     /* clipped to max_shape (h, w) = (30, 25); the gradient stops where it clips */
     static const float want_clip[] = { 4, 6, 25, 30, 20, 2, 25, 30 };
     md_tensor *pred = md_tensor_from(ctx, MD_F32, MD_DIMS(2, 4), want_d);
@@ -509,8 +514,17 @@ Test(afh, incomplete_classes_are_refused) {
     cr_assert(strstr(msg, "AfhScoreFactorNoForward") && strstr(msg, "forward_single"), "%s", msg);
     /* a class with only its target rule gets the base's layers and forward */
     cr_assert_str_eq(refusal("AfhPlain", ""), "");
-    msg = refusal("AfhPlain", "dcn_on_last_conv = true;");
-    cr_assert(strstr(msg, "dcn_on_last_conv"), "%s", msg);
+    /* deformable convs: DCNv2 last (with a bias), DCN everywhere only with
+     * a norm (mmcv's DeformConv2d has no bias) */
+    cr_assert_str_eq(refusal("AfhPlain", "dcn_on_last_conv = true;"), "");
+    cr_assert_str_eq(refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; deform_groups = 2; };"
+                                         " norm_cfg = { type = \"GN\"; num_groups = 2; };"), "");
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; };");
+    cr_assert(strstr(msg, "bias"), "%s", msg);
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCN\"; fallback_on_stride = true; };");
+    cr_assert(strstr(msg, "fallback_on_stride"), "%s", msg);
+    msg = refusal("AfhPlain", "conv_cfg = { type = \"DCNv3\"; };");
+    cr_assert(strstr(msg, "conv_cfg") && strstr(msg, "DCNv3"), "%s", msg);
     msg = refusal("AfhPlain", "conv_bias = \"yes\";");
     cr_assert(strstr(msg, "conv_bias"), "%s", msg);
     msg = refusal("AfhPlain", "strides = [8, 0];");
@@ -519,4 +533,62 @@ Test(afh, incomplete_classes_are_refused) {
     msg = refusal("FCOSHead", "strides = [8, 16]; norm_cfg = { type = \"BN\"; }; regress_ranges = ([-1, 64]);"
                   " loss_centerness = { type = \"CrossEntropyLoss\"; use_sigmoid = true; };");
     cr_assert(strstr(msg, "regress_ranges: 1 ranges for 2 strides"), "%s", msg);
+}
+
+/* ---- checkpoints of early mmdet: fcos_cls, fcos_reg, fcos_centerness ---- */
+Test(afh, early_predictor_names_load) {
+    md_module *m = head_with("regress_ranges = ((-1, 16), (16, 1e8));");
+    md_error err = { 0 };
+    md_st *st = md_pth_open_weights("tests/fixtures/fcos_old_names.pth", &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    md_load_report rep;
+    cr_assert_eq(md_module_load_state(ctx, m, st, NULL, true, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.missing + rep.unexpected + rep.mismatched, 0, "%s", rep.text);
+    static const char *const pairs[][2] = { { "conv_cls.weight", "fcos_cls.weight" },
+                                            { "conv_reg.bias", "fcos_reg.bias" },
+                                            { "conv_centerness.weight", "fcos_centerness.weight" } };
+    for (int i = 0; i < 3; i++) {
+        int k = md_st_find(st, pairs[i][1]);
+        cr_assert_geq(k, 0);
+        md_tensor *t = md_module_find(m, pairs[i][0]);
+        cr_assert_not_null(t, "%s", pairs[i][0]);
+        cr_assert_eq(memcmp(md_f32(t), md_st_data(st, k), sizeof(float) * (size_t)md_tensor_numel(t)), 0, "%s",
+                     pairs[i][0]);
+    }
+    md_st_close(st);
+    md_module_free(m);
+}
+
+/* ---- dcn_on_last_conv: mmdet's layers and state-dict names ---- */
+Test(afh, dcn_on_last_conv_layers) {
+    md_module *m = head_with("regress_ranges = ((-1, 16), (16, 1e8)); dcn_on_last_conv = true;");
+    /* the last (here the only) conv of each branch a DCNv2 (GN after it:
+     * no bias), its conv_offset from mmdet's Normal(std 0.01) init */
+    static const char *const names[] = { "cls_convs.0.conv.weight", "cls_convs.0.conv.conv_offset.weight",
+                                         "cls_convs.0.conv.conv_offset.bias", "reg_convs.0.conv.conv_offset.weight",
+                                         "cls_convs.0.gn.weight", NULL };
+    for (int i = 0; names[i]; i++) cr_assert_not_null(md_module_find(m, names[i]), "%s", names[i]);
+    cr_assert_null(md_module_find(m, "cls_convs.0.conv.bias"));
+    md_tensor *off = md_module_find(m, "cls_convs.0.conv.conv_offset.weight");
+    cr_assert_eq(off->shape[0], 27);   /* 3 * deform_groups * 3 * 3 */
+    double ss = 0;
+    for (int64_t i = 0; i < md_tensor_numel(off); i++) ss += md_f32(off)[i] * md_f32(off)[i];
+    double sd = sqrt(ss / (double)md_tensor_numel(off));
+    cr_assert(sd > 0.008 && sd < 0.012, "conv_offset std %g, want about 0.01", sd);
+    /* DCNv2's own init: U(+-1/sqrt(in * 9)) */
+    md_tensor *w = md_module_find(m, "cls_convs.0.conv.weight");
+    double mx = 0;
+    for (int64_t i = 0; i < md_tensor_numel(w); i++) mx = fmax(mx, fabs(md_f32(w)[i]));
+    cr_assert(mx <= 1 / sqrt(36.0) && mx > 0.8 / sqrt(36.0), "max |w| %g", mx);
+    /* the forward runs through the deformable conv and trains */
+    md_tensor *feats[2] = { randn_param(ctx, MD_DIMS(1, 4, 8, 8), 1), randn_param(ctx, MD_DIMS(1, 4, 4, 4), 2) };
+    md_tensor *cls[2], *reg[2];
+    cr_assert_eq(md_dense_head_class_of(m)->forward(ctx, m, feats, 2, cls, reg), 0, "%s", md_ctx_error(ctx)->msg);
+    md_error err = { 0 };
+    md_tensor *loss = md_add(ctx, md_sum(ctx, cls[0], MD_DIM_ALL, false), md_sum(ctx, reg[1], MD_DIM_ALL, false));
+    cr_assert_eq(md_backward(ctx, loss, &err), 0, "%s", err.msg);
+    cr_assert_not_null(md_module_find(m, "cls_convs.0.conv.conv_offset.weight")->grad);
+    cr_assert_not_null(md_module_find(m, "cls_convs.0.conv.weight")->grad);
+    md_ctx_step_reset(ctx);
+    md_module_free(m);
 }

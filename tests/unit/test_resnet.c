@@ -58,6 +58,8 @@ static void load_weights(md_module *m, const char *tag) {
     cr_assert_eq(rep.loaded, n_fixture, "the fixture has %d %s entries, %d loaded", n_fixture, tag, rep.loaded);
 }
 
+static void expect_error(const char *text, const char *needle1, const char *needle2);
+
 static md_tensor *fixture(const char *fmt, const char *tag, const char *what) {
     char key[160];
     snprintf(key, sizeof key, fmt, tag, what);
@@ -169,6 +171,69 @@ Test(resnet, r50_pytorch_style_matches_pytorch) {
                                          "layer4.2.conv3.weight", NULL };
     check_case(m, "r50", 3, grads, true);
     md_module_free(m);
+}
+
+static int zero_offsets_cb(const char *name, md_tensor *t, bool is_param, void *user) {
+    (void)is_param;
+    if (strstr(name, "conv_offset.")) {
+        md_tensor_fill_(t, 0);
+        ++*(int *)user;
+    }
+    return 0;
+}
+
+/* dcn in stages 2-4 (mmdet's dconv_c3-c5): the Bottleneck's conv2 a DCN
+ * with mmdet's names; with its offsets at zero it is the plain conv, so the
+ * plain ResNet-50's outputs and gradients (PyTorch) hold, the input's
+ * through every DCN included. */
+Test(resnet, r50_dcn_zero_offsets_match_the_plain_network) {
+    md_module *m = build_ok("backbone = { type = \"ResNet\"; depth = 50; base_channels = 4; out_indices = [1, 2, 3];"
+                            " dcn = { type = \"DCN\"; deform_groups = 1; fallback_on_stride = false; };"
+                            " stage_with_dcn = [false, true, true, true]; };");
+    cr_assert_null(md_module_find(m, "layer1.0.conv2.conv_offset.weight"));
+    md_tensor *off = md_module_find(m, "layer2.0.conv2.conv_offset.weight");
+    cr_assert_not_null(off);
+    cr_assert(off->shape[0] == 18 && off->shape[1] == 8 && off->shape[2] == 3);
+    /* no init_cfg: mmdet's Kaiming init of every nn.Conv2d reaches conv_offset */
+    double ss = 0;
+    for (int64_t i = 0; i < md_tensor_numel(off); i++) ss += md_f32(off)[i] * md_f32(off)[i];
+    double want = sqrt(2.0 / (18 * 9)), sd = sqrt(ss / (double)md_tensor_numel(off));
+    cr_assert(sd > 0.8 * want && sd < 1.2 * want, "conv_offset std %g, want about %g", sd, want);
+    md_load_report rep;
+    md_error err = { 0 };
+    cr_assert_eq(md_module_load_state(ctx, m, gold, "r50.w.", false, &rep, &err), 0, "%s", err.msg);
+    int n_off = 0;
+    md_module_visit(m, "", zero_offsets_cb, &n_off);
+    cr_assert_eq(rep.missing, n_off, "%s", rep.text);   /* only the offsets are new */
+    cr_assert_eq(n_off, 2 * (4 + 6 + 3));
+    md_module_train(m, false);
+    static const char *const grads[] = { "conv1.weight", "layer1.0.conv2.weight", "layer3.0.downsample.1.weight",
+                                         "layer4.2.conv3.weight", NULL };
+    check_case(m, "r50", 3, grads, true);
+    md_tensor *g = md_module_find(m, "layer3.1.conv2.conv_offset.weight")->grad;
+    cr_assert_not_null(g, "the offsets train");
+    md_module_free(m);
+}
+
+Test(resnet, dcn_options_and_errors) {
+    /* fallback_on_stride: mmdet's Bottleneck pops it from the dcn dict all
+     * blocks share, so only the first dcn block keeps a plain conv2 */
+    md_module *m = build_ok("backbone = { type = \"ResNet\"; depth = 50; base_channels = 4; num_stages = 2;"
+                            " out_indices = [1]; dcn = { type = \"DCNv2\"; fallback_on_stride = true; };"
+                            " stage_with_dcn = [false, true]; };");
+    cr_assert_null(md_module_find(m, "layer2.0.conv2.conv_offset.weight"));
+    cr_assert_eq(md_module_find(m, "layer2.1.conv2.conv_offset.weight")->shape[0], 27);
+    md_module_free(m);
+    /* stage_with_dcn without dcn: ignored */
+    m = build_ok("backbone = { type = \"ResNet\"; depth = 18; base_channels = 4; stage_with_dcn = [true]; };");
+    md_module_free(m);
+    expect_error("backbone = { type = \"ResNet\"; depth = 18; dcn = { type = \"DCN\"; };"
+                 " stage_with_dcn = [false, true, false, false]; };", "BasicBlock", "stage 1");
+    expect_error("backbone = { type = \"ResNet\"; depth = 50; dcn = { type = \"DCN\"; };"
+                 " stage_with_dcn = [false, true]; };", "stage_with_dcn", "num_stages");
+    expect_error("backbone = { type = \"ResNet\"; depth = 50; dcn = { type = \"Conv\"; }; };", "dcn.type", "DCN");
+    expect_error("backbone = { type = \"ResNet\"; depth = 50; dcn = { type = \"DCN\"; groups = 2; }; };",
+                 "groups", NULL);
 }
 
 Test(resnet, r50_caffe_style_with_dilation_matches_pytorch) {

@@ -13,6 +13,7 @@
 #include "backends/cpu/table.h"
 #include "backends/cpu/carafe.h"
 #include "backends/cpu/conv.h"
+#include "backends/cpu/deform_conv.h"
 #include "backends/cpu/detection.h"
 #include "backends/cpu/elementwise.h"
 #include "backends/cpu/gemm.h"
@@ -252,6 +253,30 @@ static int cpu_conv2d_forward_ep(const md__conv_shape *s, const float *x, const 
     float *work = scratch(wf * sizeof(float), &ok);
     if (!ok) return -1;
     md__conv2d_forward_ep(s, x, w, scale, sh, relu, y, work, nt);
+    release(m);
+    return 0;
+}
+
+static int cpu_deform_conv2d_forward(const md__deform_shape *s, const float *x, const float *off, const float *mask,
+                                     const float *w, const float *bias, float *y) {
+    int nt = md__cpu_threads();
+    size_t m = mark();
+    bool ok;
+    float *work = scratch(md__deform_conv2d_work_floats(s, MD_DCN_FWD, nt) * sizeof(float), &ok);
+    if (!ok) return -1;
+    md__cpu_deform_conv2d_forward(s, x, off, mask, w, bias, y, work, nt);
+    release(m);
+    return 0;
+}
+static int cpu_deform_conv2d_backward(const md__deform_shape *s, const float *x, const float *off, const float *mask,
+                                      const float *w, const float *gy, float *gx, float *goff, float *gmask,
+                                      float *gw) {
+    int nt = md__cpu_threads();
+    size_t m = mark();
+    bool ok;
+    float *work = scratch(md__deform_conv2d_work_floats(s, MD_DCN_BWD, nt) * sizeof(float), &ok);
+    if (!ok) return -1;
+    md__cpu_deform_conv2d_backward(s, x, off, mask, w, gy, gx, goff, gmask, gw, work, nt);
     release(m);
     return 0;
 }
@@ -645,6 +670,8 @@ const md_backend md__cpu_table = {
     .conv2d_backward_input = cpu_conv2d_backward_input,
     .conv2d_backward_weight = cpu_conv2d_backward_weight,
     .conv2d_backward_bias = cpu_conv2d_backward_bias,
+    .deform_conv2d_forward = cpu_deform_conv2d_forward,
+    .deform_conv2d_backward = cpu_deform_conv2d_backward,
     .batch_norm_train = cpu_batch_norm_train,
     .batch_norm_eval = cpu_batch_norm_eval,
     .batch_norm_backward = cpu_batch_norm_backward,

@@ -126,7 +126,7 @@ struct md_anchor_free_head {
     int num_levels;
     int cls_out_channels;               /* num_classes with a sigmoid loss_cls, else num_classes + 1 */
     bool use_sigmoid_cls;
-    md_conv_module_opts conv_opts;      /* the stacked convs' ConvModule: norm_cfg and conv_bias */
+    md_conv_module_opts conv_opts;      /* the stacked convs' ConvModule: conv_cfg, norm_cfg, conv_bias */
     md_prior_generator *prior_generator;   /* MlvlPointGenerator(strides) */
     md_bbox_coder *bbox_coder;
     md_loss *loss_cls, *loss_bbox, *loss_score_factor;
@@ -151,11 +151,12 @@ static inline md_anchor_free_head *md_anchor_free_head_of(md_module *m) { return
       MD_AT(md_anchor_free_head, stacked_convs), .min = "0" },                                                    \
     { "strides", MD_KEY_LIST, "[4, 8, 16, 32, 64]", "stride of each level (int or [w, h]): the points", false,  \
       MD_AT(md_anchor_free_head, strides_cfg) },                                                                  \
-    { "dcn_on_last_conv", MD_KEY_BOOL, "false", "only false (no deformable convolution)", false,                 \
+    { "dcn_on_last_conv", MD_KEY_BOOL, "false", "the last stacked conv of each branch a DCNv2", false,          \
       MD_AT(md_anchor_free_head, dcn_on_last_conv) },                                                             \
     { "conv_bias", MD_KEY_ANY, "\"auto\"", "\"auto\" (a bias unless a norm follows), true or false", false,      \
       MD_AT(md_anchor_free_head, conv_bias_cfg) },                                                                \
-    { "conv_cfg", MD_KEY_ANY, "None", "only None", false, MD_AT(md_anchor_free_head, conv_cfg) },                \
+    { "conv_cfg", MD_KEY_ANY, "None", "None, or { type = \"Conv\" | \"DCN\" | \"DCNv2\"; deform_groups; }",  \
+      false, MD_AT(md_anchor_free_head, conv_cfg) },                                                              \
     { "norm_cfg", MD_KEY_ANY, norm_cfg_, "None, { type = \"GN\"; num_groups = 32; } or { type = \"BN\"; }", false, \
       MD_AT(md_anchor_free_head, norm_cfg) },                                                                     \
     { "bbox_coder", MD_KEY_GROUP, "{ type = \"DistancePointBBoxCoder\"; }", "box coder (bbox_coders registry)",  \
@@ -178,10 +179,21 @@ static inline md_anchor_free_head *md_anchor_free_head_of(md_module *m) { return
  * md_anchor_free_head_get_bboxes, or the head's own). */
 #define MD_ANCHOR_FREE_HEAD_DENSE(name_, loss_, get_bboxes_)                                                   \
     { .model = { .module = { .name = (name_), .destroy = md_anchor_free_head_destroy,                         \
-                             .num_classes = md_anchor_free_head_num_classes },                                 \
+                             .num_classes = md_anchor_free_head_num_classes,                                   \
+                             .legacy_name = md_anchor_free_head_legacy_name },                                 \
                  .init_weights = md_anchor_free_head_init_weights },                                           \
       .tag = MD_DENSE_HEAD_TAG, .forward = md_anchor_free_head_forward, .loss = (loss_),                     \
       .get_bboxes = (get_bboxes_), .test_cfg = md_anchor_free_head_test_cfg }
+
+/* mmdet's AnchorFreeHead._load_from_state_dict: checkpoints of early
+ * versions name the predictors after the head ("fcos_cls", "fcos_reg",
+ * "fcos_centerness"): a missing conv_cls.*, conv_reg.* or
+ * conv_centerness.* is looked up under the head's child whose name ends in
+ * "cls", "reg" or "centerness" (mmdet renames only when the checkpoint
+ * carries no version for the head, whose names are then the old ones). The
+ * module class's legacy_name (module.h). */
+bool md_anchor_free_head_legacy_name(const md_module *m, const char *prefix, const char *rel, const md_st *st,
+                                     const char *strip, char *buf, size_t n);
 
 /* mmdet's AnchorFreeHead.__init__ for a derived class: checks the class
  * (get_targets, and forward_single with with_score_factors), allocates

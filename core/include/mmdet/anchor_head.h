@@ -256,11 +256,18 @@ int md_anchor_head_add_conv(md_ctx *ctx, md_module *parent, const char *name, in
 
 /* mmdet's stacked branch of dense heads (RetinaHead's and AnchorFreeHead's
  * cls_convs / reg_convs): the ModuleList `name` of n ConvModules (3x3,
- * stride 1, padding 1, ReLU; `opts`'s norm and bias), the first from `in`
- * channels, the rest from `feat`, each conv init normal(0, std), bias 0.
+ * stride 1, padding 1, ReLU; `opts`'s conv type, norm and bias), the first
+ * from `in` channels, the rest from `feat`. mmdet's Normal(std) init on
+ * every nn.Conv2d: each plain conv normal(0, std), bias 0; of a DCN or
+ * DCNv2 conv its conv_offset (the deformable layer keeps its own init).
  * 0 or -1. */
 int md_head_add_stacked_convs(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
                               const md_conv_module_opts *opts, double std, md_error *err);
+/* The same with the last ConvModule built from `last` instead (mmdet's
+ * dcn_on_last_conv: its conv_cfg DCNv2). */
+int md_head_add_stacked_convs_last(md_ctx *ctx, md_module *parent, const char *name, int n, int in, int feat,
+                                   const md_conv_module_opts *opts, const md_conv_module_opts *last, double std,
+                                   md_error *err);
 /* The branch `name` of m run over x: each intermediate is handed back once
  * read (x stays the caller's). NULL with the context's error. */
 md_tensor *md_head_stacked_forward(md_ctx *ctx, md_module *m, const char *name, int n, md_tensor *x);

@@ -75,6 +75,11 @@ typedef struct md_bbox_coder_iface {
      * exportable. */
     const char *(*onnx_decode)(md_ctx *ctx, const md_bbox_coder *c, const char *bboxes, const char *pred,
                                const char *max_wh);
+    /* Optional: encode with mmdet's per-call max_dis (DistancePointBBoxCoder:
+     * bbox2distance's distances clamped to [0, max_dis - eps], as GFL-style
+     * heads call it with reg_max). NULL: the coder takes no max_dis. */
+    md_tensor *(*encode_max)(md_ctx *ctx, const md_bbox_coder *c, md_tensor *bboxes, md_tensor *gt, double max_dis,
+                             double eps);
 } md_bbox_coder_iface;
 struct md_bbox_coder { const md_bbox_coder_iface *iface; const char *type; };
 
@@ -286,6 +291,13 @@ static inline md_tensor *md_grid_priors(md_ctx *ctx, const md_prior_generator *g
 }
 static inline md_tensor *md_bbox_encode(md_ctx *ctx, const md_bbox_coder *c, md_tensor *b, md_tensor *gt) {
     return c->iface->encode(ctx, c, b, gt);
+}
+/* encode(bboxes, gt, max_dis, eps) through the coder's encode_max; an op
+ * error naming the coder when it has none. */
+static inline md_tensor *md_bbox_encode_max(md_ctx *ctx, const md_bbox_coder *c, md_tensor *b, md_tensor *gt,
+                                            double max_dis, double eps) {
+    if (!c->iface->encode_max) return md_op_fail(ctx, "encode", "the box coder %s takes no max_dis", c->type);
+    return c->iface->encode_max(ctx, c, b, gt, max_dis, eps);
 }
 static inline md_tensor *md_bbox_decode(md_ctx *ctx, const md_bbox_coder *c, md_tensor *b, md_tensor *pred,
                                         const int *max_shape) {

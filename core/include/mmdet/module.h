@@ -40,6 +40,14 @@ typedef struct md_module_class {
     /* Object classes the component predicts (heads), read by
      * NumClassCheckHook; NULL when not applicable. */
     int (*num_classes)(const md_module *m);
+    /* The name an older checkpoint keeps one of m's tensors under (mmcv's
+     * and mmdet's _load_from_state_dict renames; may be NULL): `rel` is the
+     * tensor's name relative to m, `prefix` m's path ("" or ending in
+     * "."); the full checkpoint name (strip prefix not included) goes into
+     * buf. Asked by md_module_load_state only for a tensor the checkpoint
+     * lacks; st and strip let it search the checkpoint's names. */
+    bool (*legacy_name)(const md_module *m, const char *prefix, const char *rel, const md_st *st,
+                        const char *strip, char *buf, size_t n);
 } md_module_class;
 
 typedef struct md_module_entry { char *name; md_tensor *t; } md_module_entry;

@@ -27,6 +27,23 @@ md_tensor *md_module_forward(md_ctx *ctx, md_module *m, md_tensor *x);
  * default init (kaiming_uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))). */
 md_module *md_nn_conv2d(md_ctx *ctx, int in, int out, int kh, int kw, md_conv2d_params p, bool bias,
                         md_error *err);
+/* The convolution layer a conv_cfg names (mmcv's CONV_LAYERS): Conv2d,
+ * DCN (DeformConv2dPack) or DCNv2 (ModulatedDeformConv2dPack). */
+typedef enum md_conv_type { MD_CONV_PLAIN = 0, MD_CONV_DCN, MD_CONV_DCNV2 } md_conv_type;
+/* mmcv's DCN / DCNv2 layer (type MD_CONV_DCN or MD_CONV_DCNV2) with its
+ * state-dict names: param "weight" [out, in/groups, kh, kw], for DCNv2
+ * with `bias` also "bias" [out] (DCN refuses a bias, as mmcv), and child
+ * "conv_offset", a Conv2d(in, dg*2*kh*kw (DCN) or dg*3*kh*kw (DCNv2), same
+ * kernel, stride, padding, dilation, bias) started at zero. The forward
+ * runs conv_offset on x; DCN takes its output as the offsets
+ * (md_deform_conv2d), DCNv2 the first two thirds as the offsets and the
+ * sigmoid of the last third as the mask (md_modulated_deform_conv2d).
+ * Init as mmcv: DCN's weight kaiming_uniform (relu), DCNv2's U(+-1/sqrt(in
+ * kh kw)) and bias 0. */
+md_module *md_nn_dcn(md_ctx *ctx, md_conv_type type, int in, int out, int kh, int kw, md_conv2d_params p,
+                     int deform_groups, bool bias, md_error *err);
+/* Whether m is a DCN or DCNv2 layer. */
+bool md_nn_is_dcn(const md_module *m);
 /* nn.ConvTranspose2d(in, out, kernel, stride, padding, bias) for
  * kernel == stride and padding 0 (mmcv's deconv upsampling): params
  * "weight" [in, out, k, k] and "bias" [out]; PyTorch's default init.
@@ -83,6 +100,8 @@ typedef struct md_conv_module_opts {
     double norm_eps;      /* <= 0: 1e-5 */
     double norm_momentum; /* BN only; <= 0: 0.1 */
     bool norm_sync;       /* BN: SyncBN, statistics over every rank (md_sync_batch_norm2d) */
+    md_conv_type conv_type; /* conv_cfg: Conv2d (0), DCN or DCNv2 (md_nn_dcn; DCNv2 keeps its own init) */
+    int deform_groups;      /* DCN / DCNv2; <= 0: 1 */
 } md_conv_module_opts;
 md_module *md_nn_conv_module(md_ctx *ctx, const md_conv_module_opts *o, md_error *err);
 
@@ -103,6 +122,15 @@ md_tensor *md_nn_conv_bn_act(md_ctx *ctx, md_module *parent, const char *conv, c
  * ("BN,SyncBN,GN"; NULL for all). Returns 0, or -1 with err set. */
 int md_norm_cfg_read(const md_cfg *norm_cfg, const char *what, const char *allow, md_conv_module_opts *o,
                      md_error *err);
+/* Reads an mmcv conv_cfg into o's conv fields: None (or NULL) or
+ * { type = "Conv"; } for Conv2d; { type = "DCN" | "DCNv2"; deform_groups
+ * (1); } for mmcv's deformable layers. `allow` lists the accepted types
+ * ("Conv,DCN,DCNv2"; NULL for all). fallback_on_stride: NULL refuses that
+ * key (mmcv's layers take no such argument); else it receives the key's
+ * value (false when absent), as mmdet's ResNet reads it from its `dcn`.
+ * Returns 0, or -1 with err naming the file, line and key. */
+int md_conv_cfg_read(const md_cfg *conv_cfg, const char *what, const char *allow, md_conv_module_opts *o,
+                     bool *fallback_on_stride, md_error *err);
 /* The norm layer o's norm fields describe (mmcv's build_norm_layer) over
  * `channels`: BatchNorm2d, or GroupNorm with o->norm_groups; weight 1,
  * bias 0. NULL with err set (or when o has no norm). */

@@ -131,6 +131,21 @@ typedef struct md_conv2d_params {
 /* x [N,C,H,W], w [O, C/groups, kh, kw], bias [O] or NULL. */
 md_tensor *md_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *w, md_tensor *bias, md_conv2d_params p);
 
+/* Deformable convolution, mmcv 1.x's deform_conv2d (DCNv1): each kernel
+ * tap samples x bilinearly at its grid position plus its offset, with
+ * mmcv's border rule (zero outside (-1, H) x (-1, W), missing neighbours
+ * zero). x [N, C, H, W]; offset [N, 2 * deform_groups * kh * kw, OH, OW],
+ * (dy, dx) per tap, taps row-major, deform group g taking input channels
+ * [g C/dg, (g+1) C/dg); w [O, C/groups, kh, kw]; no bias (as mmcv's).
+ * Differentiable in x, offset and w. Not exportable to ONNX (an error). */
+md_tensor *md_deform_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *offset, md_tensor *w, md_conv2d_params p,
+                            int deform_groups);
+/* mmcv's modulated_deform_conv2d (DCNv2): the same with each sample times
+ * its mask value (mask [N, deform_groups * kh * kw, OH, OW]) and a bias
+ * [O] (may be NULL). Differentiable in every input. */
+md_tensor *md_modulated_deform_conv2d(md_ctx *ctx, md_tensor *x, md_tensor *offset, md_tensor *mask, md_tensor *w,
+                                      md_tensor *bias, md_conv2d_params p, int deform_groups);
+
 /* Inference convolution with its per-output-channel epilogue applied as
  * the output is stored (one pass over y instead of one per layer):
  *   y[n, o] = act(scale[o] * (conv(x, w)[n, o] + bias[o]) + shift[o])
