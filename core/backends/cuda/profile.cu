@@ -143,4 +143,8 @@ extern "C" void md__cuda_profile_wrap(md_backend *t) {
     WRAP(zero_f32_multi);
     WRAP(lerp_f32);
     WRAP(swap_f32);
+    WRAP(unary_int);
+    WRAP(mask_targets);
+    WRAP(mask_paste);
+    WRAP(rle_encode);
 }
