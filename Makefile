@@ -137,7 +137,10 @@ $(LIBMMDET): $(CORE_OBJ)
 
 # The backend library: static CUDA runtime, shared cuBLAS and cuDNN; it calls
 # nothing in libmmdet (core/backends/backend.h is the whole contract).
-build/core/backends/cuda/%.o: core/backends/cuda/%.cu core/backends/cuda/cuda_internal.h core/backends/cuda/kernel_util.cuh core/backends/backend.h core/backends/precision.h
+# The headers of per-element math shared with the CPU kernels are prerequisites too.
+CUDA_HDRS := core/backends/cuda/cuda_internal.h core/backends/cuda/kernel_util.cuh $(wildcard core/backends/*.h) \
+             core/backends/cpu/elementwise_math.h
+build/core/backends/cuda/%.o: core/backends/cuda/%.cu $(CUDA_HDRS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 $(CUDA_LIB): $(CUDA_OBJ)

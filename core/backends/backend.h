@@ -370,6 +370,25 @@ typedef struct md_backend {
      * gradients: md__cpu_carafe_backward. */
     int (*carafe_backward)(const float *grad_out, const float *feat, const float *masks, int64_t N, int64_t C,
                            int64_t H, int64_t W, int k, int G, int s, float *grad_feat, float *grad_masks);
+    /* Masks (backends/cpu/masks.h; per-pixel math in backends/mask_math.h,
+     * shared by the CPU and CUDA kernels). mask_targets: out [P, oh, ow]
+     * (f32 0/1, overwritten) = mmdet's BitmapMasks.crop_and_resize of mask
+     * inds[p] (NULL: p) of masks u8 [n, h, w] over boxes [P, 4] (RoIAlign
+     * aligned, sampling 0, binarised at 0.5): md__cpu_mask_targets. */
+    int (*mask_targets)(const uint8_t *masks, int64_t n, int64_t h, int64_t w, const float *boxes,
+                        const int64_t *inds, int64_t P, int oh, int ow, float *out);
+    /* mask_paste: out u8 [D, img_h, img_w] (overwritten) = _do_paste_mask of
+     * channel chan[d] of probs f32 [D, C, mh, mw] over boxes [D, 4], >= thr:
+     * md__cpu_mask_paste. */
+    int (*mask_paste)(const float *probs, int64_t D, int64_t C, int mh, int mw, const int64_t *chan,
+                      const float *boxes, int img_h, int img_w, float thr, uint8_t *out);
+    /* rle_encode: pycocotools' RLE of n masks u8 [n, h, w] (nonzero = 1):
+     * m (HOST, n entries) = each mask's number of counts, *total (HOST) their
+     * sum; when *total <= cap, counts (HOST) = every mask's counts back to
+     * back, else counts is left alone (the caller asks again with room).
+     * md__cpu_rle_counts per mask. Waits for the device. */
+    int (*rle_encode)(const uint8_t *masks, int64_t n, int h, int w, int64_t *m, uint32_t *counts, int64_t cap,
+                      int64_t *total);
 
     /* (end of detection and sorting) */
 

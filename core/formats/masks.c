@@ -24,6 +24,7 @@
 #include "internal.h"
 #include "mmdet/masks.h"
 #include "mmdet/ops.h"
+#include "backends/cpu/masks.h"   /* md__cpu_rle_counts: the one RLE walk on the host */
 
 /* ------------------------------------------------------------------ masks */
 
@@ -136,54 +137,42 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
                                            int out_h, int out_w) {
     static const char *op = "masks_crop_and_resize";
     if (!bboxes || md_ctx_failed(ctx)) return NULL;
-    if (bboxes->ndim != 2 || bboxes->shape[1] != 4 || bboxes->dtype != MD_F32 || bboxes->device != MD_CPU ||
-        !md_tensor_is_contiguous(bboxes))
-        return md_op_fail(ctx, op, "bboxes must be contiguous f32 [P, 4] on the host");
+    md_device dev = md_tensor_device(bboxes);
+    if (bboxes->ndim != 2 || bboxes->shape[1] != 4 || bboxes->dtype != MD_F32)
+        return md_op_fail(ctx, op, "bboxes must be f32 [P, 4]");
     int64_t P = bboxes->shape[0];
-    if (inds && (inds->ndim != 1 || inds->shape[0] != P || inds->dtype != MD_I64 || inds->device != MD_CPU ||
-                 !md_tensor_is_contiguous(inds)))
-        return md_op_fail(ctx, op, "inds must be contiguous i64 [%lld] on the host", (long long)P);
+    if (inds && (inds->ndim != 1 || inds->shape[0] != P || inds->dtype != MD_I64 || inds->device != bboxes->device ||
+                 inds->device_index != bboxes->device_index))
+        return md_op_fail(ctx, op, "inds must be i64 [%lld] on the device of bboxes", (long long)P);
     if (out_h < 1 || out_w < 1) return md_op_fail(ctx, op, "output size %dx%d", out_h, out_w);
-    const float *bb = md_f32(bboxes);
+    if (m->kind == MD_MASKS_BITMAP) {
+        /* BitmapMasks: the masks go to the boxes' device as they are (u8),
+         * the RoIAlign of each box over its mask runs there */
+        md_tensor bm = { .dtype = MD_U8, .device = MD_CPU, .ndim = 3, .shape = { m->n, m->h, m->w },
+                         .stride = { (int64_t)m->h * m->w, m->w, 1 }, .data = m->bitmaps };
+        md_tensor *masks = md_tensor_to(ctx, &bm, dev);
+        return masks ? md_mask_targets(ctx, masks, bboxes, inds, out_h, out_w) : NULL;
+    }
+    md_tensor *hb = md_contiguous(ctx, md_tensor_to(ctx, bboxes, MD_DEVICE_CPU));
+    md_tensor *hi = inds ? md_contiguous(ctx, md_tensor_to(ctx, inds, MD_DEVICE_CPU)) : NULL;
+    if (!hb || (inds && !hi)) return NULL;
+    const float *bb = md_f32(hb);
     for (int64_t p = 0; p < P; p++) {
-        int64_t k = inds ? md_i64(inds)[p] : p;
+        int64_t k = hi ? md_i64(hi)[p] : p;
         if (k < 0 || k >= m->n)
             return md_op_fail(ctx, op, "box %lld selects mask %lld of %d", (long long)p, (long long)k, m->n);
     }
     md_tensor *out = md_tensor_zeros(ctx, MD_F32, MD_DIMS(P, out_h, out_w));
-    if (!out || P == 0) return out;
+    if (!out || P == 0) return md_tensor_to(ctx, out, dev);
     float *o = md_f32(out);
     size_t plane = (size_t)out_h * out_w;
-    if (m->kind == MD_MASKS_BITMAP) {
-        /* BitmapMasks: RoIAlign (aligned, adaptive sampling) of the selected
-         * mask over each box, >= 0.5. The masks are the feature map, one
-         * image each; each RoI names its mask as its batch index. */
-        md_tensor *feat = md_tensor_empty(ctx, MD_F32, MD_DIMS(m->n, 1, m->h, m->w));
-        md_tensor *rois = md_tensor_empty(ctx, MD_F32, MD_DIMS(P, 5));
-        if (!feat || !rois) return NULL;
-        size_t total = (size_t)m->n * m->h * m->w;
-        float *f = md_f32(feat);
-        for (size_t i = 0; i < total; i++) f[i] = m->bitmaps[i];
-        float *r = md_f32(rois);
-        for (int64_t p = 0; p < P; p++) {
-            r[5 * p] = (float)(inds ? md_i64(inds)[p] : p);
-            memcpy(r + 5 * p + 1, bb + 4 * p, 4 * sizeof(float));
-        }
-        md_tensor *t = md_roi_align(ctx, feat, rois, out_h, out_w, 1.0, 0, true);
-        md_tensor_release(ctx, feat);   /* the masks as floats can be large: handed back at once */
-        if (!t) return NULL;
-        const float *tv = md_f32(t);
-        for (size_t i = 0; i < (size_t)P * plane; i++) o[i] = tv[i] >= 0.5f ? 1.0f : 0.0f;
-        md_tensor_release(ctx, t);
-        return out;
-    }
     /* PolygonMasks: each polygon moved to the box's corner and scaled by
      * out / max(side, 0.1) (side at least 1, the difference in f32 as
      * numpy's), then rasterised at out_h x out_w (polygon_to_bitmap). */
     uint8_t *tmp = malloc(plane);
     if (!tmp) return md_op_failc(ctx, MD_ERR_NOMEM, op, "out of memory");
     for (int64_t p = 0; p < P; p++) {
-        int64_t k = inds ? md_i64(inds)[p] : p;
+        int64_t k = hi ? md_i64(hi)[p] : p;
         const float *b = bb + 4 * p;
         float dw = b[2] - b[0], dh = b[3] - b[1];
         double w = dw > 1.0f ? dw : 1.0, h = dh > 1.0f ? dh : 1.0;
@@ -200,7 +189,7 @@ MD_API md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_te
         for (size_t i = 0; i < plane; i++) o[(size_t)p * plane + i] = tmp[i] ? 1.0f : 0.0f;
     }
     free(tmp);
-    return out;
+    return md_tensor_to(ctx, out, dev);
 }
 
 /* ------------------------------------------------ BitmapMasks methods */
@@ -536,20 +525,7 @@ MD_API int md_rle_encode(const uint8_t *mask, int h, int w, md_rle *out, md_erro
     size_t a = (size_t)h * w;
     uint32_t *cnts = malloc(sizeof *cnts * (a + 1));
     if (!cnts) return md_failc(err, MD_ERR_NOMEM, "out of memory encoding a %dx%d mask", w, h);
-    int64_t k = 0;
-    uint32_t c = 0;
-    uint8_t p = 0;
-    for (int x = 0; x < w; x++)
-        for (int y = 0; y < h; y++) {
-            uint8_t v = mask[(size_t)y * w + x] != 0;
-            if (v != p) {
-                cnts[k++] = c;
-                c = 0;
-                p = v;
-            }
-            c++;
-        }
-    cnts[k++] = c;
+    int64_t k = md__cpu_rle_counts(mask, h, w, cnts, (int64_t)a + 1);   /* the CPU backend's walk */
     uint32_t *shrunk = realloc(cnts, sizeof *cnts * (size_t)k);
     *out = (md_rle){ h, w, k, shrunk ? shrunk : cnts };
     return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "internal.h"
 #include <mmdet/roi_head.h>
+#include "backends/mask_math.h"
 
 MD_API md_module *md_mask_head_build(md_ctx *ctx, const md_cfg *cfg, const md_mask_head_base_class *cls,
                                      md_error *err) {
@@ -46,7 +47,7 @@ MD_API int md_mask_head_num_classes(const md_module *m) { return ((const md_mask
  * then crop_and_resize of the assigned gt masks. */
 MD_API md_tensor *md_mask_head_get_targets(md_ctx *ctx, md_module *m, const md_sampling_result *sr, int n,
                                            const md_masks *gt_masks, int mask_size) {
-    (void)m;
+    md_device dev = md_module_device(m);   /* the targets are made where the head runs */
     md_tensor **parts = md_ctx_alloc(ctx, sizeof *parts * (size_t)(n + 1));
     if (!parts) return NULL;
     int k = 0;
@@ -65,10 +66,12 @@ MD_API md_tensor *md_mask_head_get_targets(md_ctx *ctx, md_module *m, const md_s
                 float v = md_f32(b)[4 * p + q], hi = (float)(q % 2 ? gm->h : gm->w);
                 md_f32(boxes)[4 * p + q] = v < 0 ? 0 : v > hi ? hi : v;
             }
-        if (!(parts[k++] = md_masks_crop_and_resize(ctx, gm, boxes, sr[i].pos_assigned_gt_inds, mask_size, mask_size)))
+        if (!(parts[k++] = md_masks_crop_and_resize(ctx, gm, md_tensor_to(ctx, boxes, dev),
+                                                    md_tensor_to(ctx, sr[i].pos_assigned_gt_inds, dev), mask_size,
+                                                    mask_size)))
             return NULL;
     }
-    if (k == 0) return md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, mask_size, mask_size));
+    if (k == 0) return md_tensor_to(ctx, md_tensor_zeros(ctx, MD_F32, MD_DIMS(0, mask_size, mask_size)), dev);
     return k == 1 ? parts[0] : md_cat(ctx, parts, k, 0);
 }
 
@@ -91,43 +94,15 @@ MD_API int md_mask_head_loss(md_ctx *ctx, md_module *m, md_tensor *mask_pred, md
     return md_losses_add(losses, "loss_mask", l, err);
 }
 
-/* torch's grid_sample (bilinear, zeros, align_corners false) of one
- * channel at (x, y) in [-1, 1], in the CPU kernel's order of operations. */
-static float grid_sample1(const float *src, int h, int w, float x, float y) {
-    float ix = (x + 1.0f) * ((float)w * 0.5f) - 0.5f, iy = (y + 1.0f) * ((float)h * 0.5f) - 0.5f;
-    float x_w = floorf(ix), y_n = floorf(iy);
-    float we = ix - x_w, e = 1.0f - we, no = iy - y_n, s = 1.0f - no;
-    float wt[4] = { s * e, s * we, no * e, no * we };   /* nw, ne, sw, se */
-    int x0 = (int)x_w, y0 = (int)y_n;
-    float v[4];
-    for (int k = 0; k < 4; k++) {
-        int xx = x0 + (k & 1), yy = y0 + (k >> 1);
-        v[k] = xx >= 0 && xx < w && yy >= 0 && yy < h ? src[(size_t)yy * (size_t)w + (size_t)xx] : 0.0f;
-    }
-    return v[0] * wt[0] + v[1] * wt[1] + v[2] * wt[2] + v[3] * wt[3];
-}
-
-/* -1 to 1 over the box: ((i + 0.5 - lo) / (hi - lo)) * 2 - 1, infinities 0. */
-static float box_coord(int i, float lo, float hi) {
-    float v = ((float)i + 0.5f - lo) / (hi - lo) * 2.0f - 1.0f;
-    return isinf(v) ? 0.0f : v;
-}
-
+/* The per-pixel math is the backends' (backends/mask_math.h), which the
+ * CPU and CUDA paste kernels share. */
 MD_API void md_mask_paste(const float *mask, int mh, int mw, const float box[4], int img_h, int img_w, float thr,
                           uint8_t *out) {
-    bool soft = thr < 0;   /* mmdet's soft masks: (value * 255).to(uint8), truncated */
-    memset(out, 0, (size_t)img_h * (size_t)img_w);
-    /* skip_empty: only the box's pixels and one more around it */
-    float fx0 = floorf(box[0]) - 1, fy0 = floorf(box[1]) - 1, fx1 = ceilf(box[2]) + 1, fy1 = ceilf(box[3]) + 1;
-    int x0 = fx0 < 0 ? 0 : (int)fx0, y0 = fy0 < 0 ? 0 : (int)fy0;
-    int x1 = fx1 > (float)img_w ? img_w : (int)fx1, y1 = fy1 > (float)img_h ? img_h : (int)fy1;
-    for (int y = y0; y < y1; y++) {
-        float gy = box_coord(y, box[1], box[3]);
-        for (int x = x0; x < x1; x++) {
-            float v = grid_sample1(mask, mh, mw, box_coord(x, box[0], box[2]), gy);
-            out[(size_t)y * (size_t)img_w + (size_t)x] = soft ? (uint8_t)(v * 255.0f) : v >= thr;
-        }
-    }
+    int win[4];
+    md__paste_window(box, img_h, img_w, win);
+    for (int y = 0; y < img_h; y++)
+        for (int x = 0; x < img_w; x++)
+            out[(size_t)y * (size_t)img_w + (size_t)x] = md__paste_pixel(mask, mh, mw, box, win, x, y, thr);
 }
 
 MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask_pred, bool probs, md_tensor *det_bboxes,
@@ -136,12 +111,14 @@ MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask
     md_mask_head_base *h = (md_mask_head_base *)m;
     const char *name = m->cls->name;
     bool was = md_grad_set_enabled(ctx, false);
-    md_tensor *prob = md_contiguous(ctx, md_tensor_to(ctx, probs ? mask_pred : md_sigmoid(ctx, mask_pred), MD_DEVICE_CPU));
+    /* the probabilities stay where the head ran: the masks are pasted and
+     * encoded there (md_masks_paste_encode), only their counts come back */
+    md_tensor *prob = probs ? mask_pred : md_sigmoid(ctx, mask_pred);
     md_tensor *boxes = md_contiguous(ctx, md_tensor_to(ctx, det_bboxes, MD_DEVICE_CPU));
     md_tensor *labels = md_contiguous(ctx, md_tensor_to(ctx, det_labels, MD_DEVICE_CPU));
     md_grad_set_enabled(ctx, was);
     if (!prob || !boxes || !labels) return md_error_from_ctx(ctx, err, "%s.get_seg_masks", name);
-    int64_t D = prob->shape[0], C = prob->shape[1], mh = prob->shape[2], mw = prob->shape[3], bw = boxes->shape[1];
+    int64_t D = prob->shape[0], C = prob->shape[1], bw = boxes->shape[1];
     if (boxes->shape[0] != D || labels->shape[0] != D || bw < 4)
         return md_failc(err, MD_ERR_SHAPE, "%s.get_seg_masks: %lld masks for %lld boxes and %lld labels", name,
                         (long long)D, (long long)boxes->shape[0], (long long)labels->shape[0]);
@@ -153,35 +130,22 @@ MD_API int md_mask_head_get_seg_masks(md_ctx *ctx, md_module *m, md_tensor *mask
         img_h = (int)nearbyint((double)ori_shape[0] * (double)scale_factor[1]);
         img_w = (int)nearbyint((double)ori_shape[1] * (double)scale_factor[0]);
     }
-    uint8_t *im = malloc((size_t)img_h * (size_t)img_w + 1);
-    if (!im) return md_failc(err, MD_ERR_NOMEM, "out of memory");
-    int rc = 0;
-    for (int64_t i = 0; i < D && !rc; i++) {
+    md_tensor *pb = md_tensor_empty(ctx, MD_F32, MD_DIMS(D, 4)), *chan = md_tensor_empty(ctx, MD_I64, MD_DIMS(D));
+    if (!pb || !chan) return md_error_from_ctx(ctx, err, "%s.get_seg_masks", name);
+    for (int64_t i = 0; i < D; i++) {
         int64_t l = md_i64(labels)[i], c = h->class_agnostic ? 0 : l;
-        if (c < 0 || c >= C) {
-            rc = md_failc(err, MD_ERR_SHAPE, "%s.get_seg_masks: label %lld of detection %lld outside the %lld mask "
-                          "channels", name, (long long)l, (long long)i, (long long)C);
-            break;
-        }
-        float box[4];
+        if (c < 0 || c >= C)
+            return md_failc(err, MD_ERR_SHAPE, "%s.get_seg_masks: label %lld of detection %lld outside the %lld mask "
+                            "channels", name, (long long)l, (long long)i, (long long)C);
+        md_i64(chan)[i] = c;
         for (int q = 0; q < 4; q++) {
-            box[q] = md_f32(boxes)[bw * i + q];
-            if (rescale) box[q] /= scale_factor[q];
+            float v = md_f32(boxes)[bw * i + q];
+            md_f32(pb)[4 * i + q] = rescale ? v / scale_factor[q] : v;
         }
-        md_mask_paste(md_f32(prob) + (i * C + c) * mh * mw, (int)mh, (int)mw, box, img_h, img_w, (float)thr, im);
-        /* a soft mask (thr < 0) is encoded by its nonzero pixels */
-        md_rle r;
-        if (md_rle_encode(im, img_h, img_w, &r, err)) {
-            rc = -1;
-            break;
-        }
-        /* the counts move into the step arena, like the boxes */
-        masks[i] = r;
-        masks[i].counts = md_ctx_alloc(ctx, sizeof *r.counts * (size_t)(r.m + 1));
-        if (masks[i].counts) memcpy(masks[i].counts, r.counts, sizeof *r.counts * (size_t)r.m);
-        md_rle_free(&r);
-        if (!masks[i].counts) rc = md_error_from_ctx(ctx, err, "%s.get_seg_masks", name);
     }
-    free(im);
-    return rc;
+    md_device dev = md_tensor_device(prob);
+    if (md_masks_paste_encode(ctx, prob, md_tensor_to(ctx, chan, dev), md_tensor_to(ctx, pb, dev), img_h, img_w,
+                              (float)thr, masks))
+        return md_error_from_ctx(ctx, err, "%s.get_seg_masks", name);
+    return 0;
 }

@@ -2,10 +2,12 @@
  * form, frPoly + merge, iou with crowd) against tests/golden/masks_golden.py,
  * mmdet's crop_and_resize on hand-worked cases, and bad input. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
+#include <mmdet/roi_head.h>   /* md_mask_paste */
 #include "testlib.h"
 
 static md_st *st;
@@ -327,4 +329,118 @@ Test(masks, copy_is_deep) {
     cr_assert_eq(c.poly_count[0], 1);
     md_masks_free(&c);
     md_masks_free(&p);
+}
+
+/* Random instance masks u8 [n, h, w]: a filled ellipse and a rectangle
+ * each (a ring for every third), some pixels flipped; mask 0 a
+ * checkerboard (a run per pixel: more counts than md_masks_encode first
+ * makes room for). */
+static uint8_t *random_masks(int n, int h, int w, uint64_t seed) {
+    md_rng r;
+    md_rng_seed(&r, seed);
+    uint8_t *m = calloc((size_t)n * h * w, 1);
+    for (int k = 0; k < n; k++) {
+        uint8_t *p = m + (size_t)k * h * w;
+        double cx = md_rng_uniform(&r) * w, cy = md_rng_uniform(&r) * h;
+        double rx = 2 + md_rng_uniform(&r) * w / 2, ry = 2 + md_rng_uniform(&r) * h / 2;
+        int x0 = (int)(md_rng_uniform(&r) * w), y0 = (int)(md_rng_uniform(&r) * h);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                double e = ((x - cx) / rx) * ((x - cx) / rx) + ((y - cy) / ry) * ((y - cy) / ry);
+                bool on = k % 3 == 2 ? e <= 1 && e >= 0.4 : e <= 1;
+                on |= x >= x0 && x < x0 + w / 4 && y >= y0 && y < y0 + h / 5;
+                if (md_rng_uniform(&r) < 0.02) on = !on;
+                p[y * w + x] = k == 0 ? (uint8_t)((x + y) % 2) : (uint8_t)on;
+            }
+    }
+    return m;
+}
+
+/* The mask kernels of the backend table (md_mask_targets, md_masks_paste,
+ * md_masks_encode) against what they replace: RoIAlign (md_roi_align, which
+ * test_ops_detection checks against mmcv) of the masks as floats, >= 0.5;
+ * md_mask_paste and md_rle_encode one detection at a time; and decoding. */
+Test(masks, mask_kernels_agree_with_roi_align_paste_and_encode) {
+    md_ctx *ctx = test_ctx(2, NULL);
+    enum { N = 6, H = 37, W = 53, P = 40 };
+    uint8_t *bits = random_masks(N, H, W, 5);
+    md_tensor *masks = md_tensor_from(ctx, MD_U8, MD_DIMS(N, H, W), bits);
+    md_tensor *feat = md_tensor_empty(ctx, MD_F32, MD_DIMS(N, 1, H, W));
+    for (int i = 0; i < N * H * W; i++) md_f32(feat)[i] = bits[i];
+    /* boxes: random (fractional), on pixel boundaries, empty, the whole mask */
+    md_rng r;
+    md_rng_seed(&r, 6);
+    float bx[P][4];
+    int64_t ix[P];
+    float rois[P][5];
+    for (int p = 0; p < P; p++) {
+        float x1 = (float)(md_rng_uniform(&r) * W), y1 = (float)(md_rng_uniform(&r) * H);
+        float x2 = x1 + (float)(md_rng_uniform(&r) * (W - x1)), y2 = y1 + (float)(md_rng_uniform(&r) * (H - y1));
+        if (p % 4 == 1) x1 = floorf(x1), y1 = floorf(y1), x2 = ceilf(x2), y2 = ceilf(y2);
+        if (p == 2) x2 = x1, y2 = y1;
+        if (p == 3) x1 = 0, y1 = 0, x2 = W, y2 = H;
+        float b[4] = { x1, y1, x2, y2 };
+        memcpy(bx[p], b, sizeof b);
+        ix[p] = p % N;
+        rois[p][0] = (float)ix[p];
+        memcpy(rois[p] + 1, b, sizeof b);
+    }
+    md_tensor *boxes = md_tensor_from(ctx, MD_F32, MD_DIMS(P, 4), bx), *inds = md_tensor_from(ctx, MD_I64, MD_DIMS(P), ix);
+    static const int sizes[][2] = { { 28, 28 }, { 7, 9 }, { 1, 1 } };
+    for (int s = 0; s < 3; s++) {
+        int oh = sizes[s][0], ow = sizes[s][1];
+        md_tensor *t = md_mask_targets(ctx, masks, boxes, inds, oh, ow);
+        md_tensor *ra = md_roi_align(ctx, feat, md_tensor_from(ctx, MD_F32, MD_DIMS(P, 5), rois), oh, ow, 1.0, 0, true);
+        cr_assert(t && ra, "%s", md_ctx_error(ctx)->msg);
+        int64_t ones = 0;
+        for (int64_t i = 0; i < md_tensor_numel(t); i++) {
+            cr_assert_eq(md_f32(t)[i], md_f32(ra)[i] >= 0.5f ? 1.0f : 0.0f, "%dx%d target %lld: %g, RoIAlign %.9g", oh,
+                         ow, (long long)i, md_f32(t)[i], md_f32(ra)[i]);
+            ones += md_f32(t)[i] != 0;
+        }
+        cr_assert(ones > 0 && ones < md_tensor_numel(t), "%dx%d: %lld ones", oh, ow, (long long)ones);
+    }
+    /* negative size, as RoIAlign, is an error */
+    md_tensor *neg = md_tensor_from(ctx, MD_F32, MD_DIMS(1, 4), (const float[]){ 5, 5, 4, 6 });
+    cr_assert_null(md_mask_targets(ctx, masks, neg, NULL, 2, 2));
+    cr_assert(strstr(md_ctx_error(ctx)->msg, "negative size"), "%s", md_ctx_error(ctx)->msg);
+    md_ctx_clear_error(ctx);
+
+    /* paste-back of D = 7 detections (channels of 3, boxes partly outside
+     * the image, one of zero width) into a 45 x 61 image */
+    enum { D = 7, C = 3, M = 14, IH = 45, IW = 61 };
+    md_tensor *probs = md_tensor_empty(ctx, MD_F32, MD_DIMS(D, C, M, M));
+    for (int64_t i = 0; i < md_tensor_numel(probs); i++) md_f32(probs)[i] = (float)md_rng_uniform(&r);
+    float pb[D][4] = { { 3, 4, 30, 20 }, { -5, -3, 12, 50 }, { 40.5f, 10.25f, 70, 44.75f }, { 10, 10, 10, 30 },
+                       { 0, 0, 61, 45 }, { 20.7f, 5.1f, 21.9f, 6.3f }, { 1, 2, 3, 4 } };
+    int64_t ch[D] = { 0, 2, 1, 1, 0, 2, 2 };
+    md_tensor *bits_img = md_masks_paste(ctx, probs, md_tensor_from(ctx, MD_I64, MD_DIMS(D), ch),
+                                         md_tensor_from(ctx, MD_F32, MD_DIMS(D, 4), pb), IH, IW, 0.5f);
+    cr_assert(bits_img, "%s", md_ctx_error(ctx)->msg);
+    md_rle rle[D];
+    cr_assert_eq(md_masks_paste_encode(ctx, probs, md_tensor_from(ctx, MD_I64, MD_DIMS(D), ch),
+                                       md_tensor_from(ctx, MD_F32, MD_DIMS(D, 4), pb), IH, IW, 0.5f, rle), 0);
+    uint8_t one[IH * IW], dec[IH * IW];
+    md_error err = { 0 };
+    for (int d = 0; d < D; d++) {
+        md_mask_paste(md_f32(probs) + (d * C + ch[d]) * M * M, M, M, pb[d], IH, IW, 0.5f, one);
+        cr_assert_eq(memcmp(one, md_u8(bits_img) + d * IH * IW, IH * IW), 0, "pasted mask %d", d);
+        md_rle ref;
+        cr_assert_eq(md_rle_encode(one, IH, IW, &ref, &err), 0);
+        cr_assert_eq(rle[d].m, ref.m, "mask %d: %lld counts, md_rle_encode %lld", d, (long long)rle[d].m, (long long)ref.m);
+        cr_assert_eq(memcmp(rle[d].counts, ref.counts, sizeof *ref.counts * (size_t)ref.m), 0, "mask %d counts", d);
+        md_rle_free(&ref);
+    }
+    /* encode: the checkerboard needs more room than is first made */
+    md_rle enc[N];
+    cr_assert_eq(md_masks_encode(ctx, masks, enc), 0, "%s", md_ctx_error(ctx)->msg);
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(enc[k].h, H);
+        cr_assert_eq(enc[k].w, W);
+        cr_assert_eq(md_rle_decode(&enc[k], dec, &err), 0, "%s", err.msg);
+        cr_assert_eq(memcmp(dec, bits + k * H * W, H * W), 0, "mask %d decodes to itself", k);
+    }
+    cr_assert_eq(enc[0].m, H * W, "checkerboard (H odd): a run per pixel, %lld counts", (long long)enc[0].m);
+    free(bits);
+    md_ctx_free(ctx);
 }

@@ -196,23 +196,11 @@ void md__cpu_unary_f32(md__unop op, int64_t n, const float *x, float p0, float p
     do {                                                                               \
         const T *xs = (const T *)x;                                                    \
         T *ys = (T *)y;                                                                \
-        for (int64_t i = 0; i < n; i++) {                                              \
-            double v = (double)xs[i], r;                                               \
-            switch (op) {                                                              \
-            case MD_UN_NEG: r = -v; break;                                             \
-            case MD_UN_RELU: r = v > 0 ? v : 0; break;                                 \
-            case MD_UN_ABS: r = fabs(v); break;                                        \
-            case MD_UN_CLAMP: r = v < p0 ? p0 : (v > p1 ? p1 : v); break;              \
-            case MD_UN_ADD_SCALAR: r = v + p0; break;                                  \
-            case MD_UN_MUL_SCALAR: r = v * p0; break;                                  \
-            case MD_UN_NOT: r = v == 0; break;                                         \
-            default: return -1;                                                        \
-            }                                                                          \
-            ys[i] = (T)r;                                                              \
-        }                                                                              \
+        for (int64_t i = 0; i < n; i++) ys[i] = (T)md__unary_int_value(op, (double)xs[i], p0, p1); \
     } while (0)
 
 int md__cpu_unary_int(md__unop op, md_dtype dt, int64_t n, const void *x, double p0, double p1, void *y) {
+    if (!md__unary_int_ok(op)) return -1;
     switch (dt) {
     case MD_I64: INT_UNARY(int64_t); break;
     case MD_I32: INT_UNARY(int32_t); break;

@@ -19,6 +19,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/index.h"
 #include "backends/cpu/losses.h"
+#include "backends/cpu/masks.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "backends/cpu/norm.h"
 #include "backends/cpu/optim.h"
@@ -621,6 +622,31 @@ static int cpu_carafe_backward(const float *grad_out, const float *feat, const f
     return 0;
 }
 
+/* --------------------------------------------------------------- masks -- */
+
+static int cpu_mask_targets(const uint8_t *masks, int64_t n, int64_t h, int64_t w, const float *boxes,
+                            const int64_t *inds, int64_t P, int oh, int ow, float *out) {
+    (void)n;
+    md__cpu_mask_targets(masks, h, w, boxes, inds, P, oh, ow, out);
+    return 0;
+}
+static int cpu_mask_paste(const float *probs, int64_t D, int64_t C, int mh, int mw, const int64_t *chan,
+                          const float *boxes, int img_h, int img_w, float thr, uint8_t *out) {
+    md__cpu_mask_paste(probs, D, C, mh, mw, chan, boxes, img_h, img_w, thr, out);
+    return 0;
+}
+static int cpu_rle_encode(const uint8_t *masks, int64_t n, int h, int w, int64_t *m, uint32_t *counts, int64_t cap,
+                          int64_t *total) {
+    int64_t hw = (int64_t)h * w, sum = 0;
+    for (int64_t i = 0; i < n; i++) {   /* counts written while they fit, then only counted */
+        int64_t room = cap - sum > 0 ? cap - sum : 0;
+        m[i] = md__cpu_rle_counts(masks + i * hw, h, w, room ? counts + sum : NULL, room);
+        sum += m[i];
+    }
+    *total = sum;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- table -- */
 
 /* The multi-tensor entries (sgd_step_multi, adam_step_multi,
@@ -726,6 +752,9 @@ const md_backend md__cpu_table = {
     .unsort_add_f32 = cpu_unsort_add_f32,
     .carafe_forward = cpu_carafe_forward,
     .carafe_backward = cpu_carafe_backward,
+    .mask_targets = cpu_mask_targets,
+    .mask_paste = cpu_mask_paste,
+    .rle_encode = cpu_rle_encode,
     .lerp_f32 = cpu_lerp_f32,
     .swap_f32 = cpu_swap_f32,
     .bind = cpu_bind,

@@ -41,6 +41,7 @@ int md__cuda_binary_f32(md__binop op, const md__loop *L, const float *a, const f
 int md__cuda_unary_f32(md__unop op, int64_t n, const float *x, float p0, float p1, float *y);
 int md__cuda_unary_f32_backward(md__unop op, int64_t n, const float *x, const float *y, const float *g, float p0, float p1, float *gx);
 int md__cuda_add_inplace_f32(float *dst, const float *src, int64_t n);
+int md__cuda_unary_int(md__unop op, int dtype, int64_t n, const void *x, double p0, double p1, void *y);
 
 /* reduce.cu */
 int md__cuda_sum_f32(const float *x, int64_t outer, int64_t n, int64_t inner, float scale, float *out);
@@ -101,11 +102,13 @@ void md__cuda_profile_wrap(md_backend *t);
 /* Families that set their own table entries (each in its own files):
  * shape.cu and friends (index, sort-free shape ops, norms, softmax),
  * losses.cu, detection.cu (RoIAlign, NMS, IoU, sorting), amp.cu (mixed
- * precision: set_compute_dtype, unscale_f32_multi). */
+ * precision: set_compute_dtype, unscale_f32_multi), masks.cu (mask targets,
+ * paste-back, RLE). */
 void md__cuda_table_shape(md_backend *t) __attribute__((weak));
 void md__cuda_table_losses(md_backend *t) __attribute__((weak));
 void md__cuda_table_detection(md_backend *t) __attribute__((weak));
 void md__cuda_table_amp(md_backend *t) __attribute__((weak));
+void md__cuda_table_masks(md_backend *t) __attribute__((weak));
 
 #ifdef __cplusplus
 }

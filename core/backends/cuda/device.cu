@@ -297,6 +297,7 @@ static md_backend make_table(void) {
     t.unary_f32 = md__cuda_unary_f32;
     t.unary_f32_backward = md__cuda_unary_f32_backward;
     t.add_inplace_f32 = md__cuda_add_inplace_f32;
+    t.unary_int = md__cuda_unary_int;
     t.sum_f32 = md__cuda_sum_f32;
     t.spread_f32 = md__cuda_spread_f32;
     t.sgemm = md__cuda_sgemm;
@@ -322,6 +323,7 @@ static md_backend make_table(void) {
     if (md__cuda_table_losses) md__cuda_table_losses(&t);
     if (md__cuda_table_detection) md__cuda_table_detection(&t);
     if (md__cuda_table_amp) md__cuda_table_amp(&t);
+    if (md__cuda_table_masks) md__cuda_table_masks(&t);
     md__cuda_profile_wrap(&t);
     return t;
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <type_traits>
 #include "backends/cuda/kernel_util.cuh"
+#include "backends/cpu/elementwise_math.h"   /* md__unary_int_value, shared with the CPU */
 
 
 /* Blocks for n elements of grid-stride work (at least one; capped, the loop covers the rest). */
@@ -218,6 +219,29 @@ extern "C" int md__cuda_unary_f32(md__unop op, int64_t n, const float *x, float 
     case MD_UN_NOT: return unary_t<MD_UN_NOT>(n, x, p0, p1, y);
     case MD_UN_ATAN: return unary_t<MD_UN_ATAN>(n, x, p0, p1, y);
     default: return md__cuda_fail("unary_f32", "unknown unary op %d", (int)op);
+    }
+}
+
+/* md__cpu_unary_int: the shared md__unary_int_value per element, in double. */
+template <typename T>
+__global__ void unary_int_kernel(md__unop op, int64_t n, const T *x, double p0, double p1, T *y) {
+    GRID_STRIDE(i, n) y[i] = (T)md__unary_int_value(op, (double)x[i], p0, p1);
+}
+
+template <typename T>
+static int unary_int_t(md__unop op, int64_t n, const void *x, double p0, double p1, void *y) {
+    unary_int_kernel<T><<<grid_for(n), TPB, 0, md__cuda_stream()>>>(op, n, (const T *)x, p0, p1, (T *)y);
+    return check("unary_int");
+}
+
+extern "C" int md__cuda_unary_int(md__unop op, int dtype, int64_t n, const void *x, double p0, double p1, void *y) {
+    if (!md__unary_int_ok(op)) return md__cuda_fail("unary_int", "unary op %d has no integer form", (int)op);
+    if (n <= 0) return 0;
+    switch (dtype) {
+    case 1: return unary_int_t<int64_t>(op, n, x, p0, p1, y);
+    case 2: return unary_int_t<int32_t>(op, n, x, p0, p1, y);
+    case 3: return unary_int_t<uint8_t>(op, n, x, p0, p1, y);
+    default: return md__cuda_fail("unary_int", "dtype %d is not i64, i32 or u8", dtype);
     }
 }
 

@@ -144,4 +144,8 @@ extern "C" void md__cuda_profile_wrap(md_backend *t) {
     WRAP(lerp_f32);
     WRAP(swap_f32);
     WRAP(unscale_f32_multi);
+    WRAP(unary_int);
+    WRAP(mask_targets);
+    WRAP(mask_paste);
+    WRAP(rle_encode);
 }

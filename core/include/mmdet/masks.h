@@ -67,12 +67,36 @@ int md_masks_bitmap(const md_masks *m, int k, uint8_t *out, md_error *err);
  * bboxes f32 [P, 4] (xyxy, pixels of the masks' image) the mask inds[p]
  * (i64 [P]; NULL: p) cropped to the box and resized to out_h x out_w
  * (bitmaps: RoIAlign with aligned = true, sampling_ratio 0, as
- * BitmapMasks; polygons: the polygon shifted and scaled into the box and
- * rasterised, as PolygonMasks), then binarised at 0.5. f32 [P, out_h,
- * out_w] of 0 and 1, a step tensor on the host; NULL with the context's
- * error. */
+ * BitmapMasks, through md_mask_targets; polygons: the polygon shifted and
+ * scaled into the box and rasterised, as PolygonMasks), then binarised at
+ * 0.5. f32 [P, out_h, out_w] of 0 and 1, a step tensor on the device of
+ * bboxes (inds on the same device; mmdet's `device` argument): bitmaps go
+ * there and are cropped there, polygons are rasterised on the host and
+ * copied. NULL with the context's error. */
 md_tensor *md_masks_crop_and_resize(md_ctx *ctx, const md_masks *m, md_tensor *bboxes, md_tensor *inds, int out_h,
                                     int out_w);
+
+/* ---- on tensors, on any device (core/ops/op_masks.c): the backend's mask
+ * kernels, so that a model on a GPU makes its targets and pastes its
+ * results there. No autograd; NULL (or -1) with the context's error. ---- */
+/* BitmapMasks.crop_and_resize of bitmaps: masks u8 [n, h, w], boxes f32
+ * [P, 4] (x1, y1, x2, y2, not negative in size) and inds i64 [P] (NULL: p)
+ * on one device; f32 [P, out_h, out_w] of 0 and 1 there: mmcv's RoIAlign
+ * (aligned, sampling_ratio 0) of mask inds[p] over box p, >= 0.5. */
+md_tensor *md_mask_targets(md_ctx *ctx, md_tensor *masks, md_tensor *boxes, md_tensor *inds, int out_h, int out_w);
+/* mmdet's _do_paste_mask (skip_empty, bilinear grid_sample) of channel
+ * chan[d] of probs f32 [D, C, mh, mw] over boxes[d] (f32 [D, 4], image
+ * pixels), >= thr: u8 [D, img_h, img_w] of 0 and 1 on probs' device (chan,
+ * boxes there too). */
+md_tensor *md_masks_paste(md_ctx *ctx, md_tensor *probs, md_tensor *chan, md_tensor *boxes, int img_h, int img_w,
+                          float thr);
+/* md_rle_encode of each of masks u8 [n, h, w] (any device) into out[0 ..
+ * n), their counts in the step arena. 0 or -1. */
+int md_masks_encode(md_ctx *ctx, md_tensor *masks, md_rle *out);
+/* md_masks_paste then md_masks_encode, at most 64 MiB of pasted masks at a
+ * time: a mask head's results as RLEs (counts in the step arena). */
+int md_masks_paste_encode(md_ctx *ctx, md_tensor *probs, md_tensor *chan, md_tensor *boxes, int img_h, int img_w,
+                          float thr, md_rle *out);
 
 /* ---- BitmapMasks / PolygonMasks methods (mmdet/core/mask/structures.py);
  * in place, 0 or -1 with err set (out of memory) ---- */

@@ -304,7 +304,8 @@ typedef struct md_mask_head_class {
      * (sr[i].pos_bboxes, clipped to the mask's image) crops its gt mask
      * gt_masks[i] (pos_assigned_gt_inds), resized to mask_size x
      * mask_size and binarised. f32 [sum P_i, mask_size, mask_size] on the
-     * host; NULL with the context's error. */
+     * head's device (the base makes them there); NULL with the context's
+     * error. */
     md_tensor *(*get_targets)(md_ctx *ctx, md_module *m, const md_sampling_result *sr, int n,
                               const md_masks *gt_masks, int mask_size);
     /* loss: adds loss_mask of mask_pred [K, C, M, M] against targets
