@@ -6,6 +6,10 @@
  *                     step (the config's optimizer) on 2 images 800x1216 with
  *                     three ground-truth boxes each
  *   <det>_infer       simple_test on 1 image 800x1216, eval mode, grad off
+ *   <det>_train_step_bf16  the train step in mixed precision (amp.h:
+ *                     conv and linear inputs in bf16, f32 accumulation), next
+ *                     to the f32 line so the ratio is read from one run;
+ *                     `kernel=` names the CPU's bf16 kernel
  * The configs' backbone settings hold: frozen_stages 1 and norm_eval (BN uses
  * its running statistics). Weights are the build's own init (no Pretrained
  * checkpoint is loaded). Each benchmark runs in its own child process so that
@@ -32,13 +36,15 @@ static int fail(const char *name, const char *what, const char *msg) {
     return 1;
 }
 
-typedef struct det_bench { const char *name, *config; bool train; } det_bench;
+typedef struct det_bench { const char *name, *config; bool train; const char *amp; } det_bench;
 
 static const det_bench BENCHES[] = {
-    { "retinanet_r50_fpn_train_step", "configs/retinanet/retinanet_r50_fpn_1x_coco.cfg", true },
-    { "retinanet_r50_fpn_infer", "configs/retinanet/retinanet_r50_fpn_1x_coco.cfg", false },
-    { "faster_rcnn_r50_fpn_train_step", "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.cfg", true },
-    { "faster_rcnn_r50_fpn_infer", "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.cfg", false },
+    { "retinanet_r50_fpn_train_step", "configs/retinanet/retinanet_r50_fpn_1x_coco.cfg", true, NULL },
+    { "retinanet_r50_fpn_train_step_bf16", "configs/retinanet/retinanet_r50_fpn_1x_coco.cfg", true, "bf16" },
+    { "retinanet_r50_fpn_infer", "configs/retinanet/retinanet_r50_fpn_1x_coco.cfg", false, NULL },
+    { "faster_rcnn_r50_fpn_train_step", "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.cfg", true, NULL },
+    { "faster_rcnn_r50_fpn_train_step_bf16", "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.cfg", true, "bf16" },
+    { "faster_rcnn_r50_fpn_infer", "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.cfg", false, NULL },
 };
 
 /* n normalised-noise images with N_GT boxes each (the same boxes and labels
@@ -90,6 +96,10 @@ static void free_batch(md_batch *b) {
 static int run(const det_bench *bn, int reps) {
     const char *name = bn->name;
     md_error err = { 0 };
+    if (bn->amp && !md_amp_cpu_kernel()) {
+        printf("bench %s skipped=\"no bf16 kernel on this CPU\"\n", name);
+        return 0;
+    }
     md_ctx *ctx = md_ctx_new(&err);
     if (!ctx) return fail(name, "context", err.msg);
     md_log_set_quiet(ctx, true);
@@ -109,6 +119,8 @@ static int run(const det_bench *bn, int reps) {
         if (!opt) return fail(name, "optimizer", err.msg);
     }
     md_module_train(m, bn->train);
+    if (bn->amp && md_amp_enable(ctx, bn->amp, false, MD_DEVICE_CPU, "bench", &err) != 0)
+        return fail(name, "mixed precision", err.msg);
     md_batch *b = make_batch(ctx, bn->train ? 2 : 1, &err);
     if (!b) return fail(name, "input", err.msg[0] ? err.msg : "out of memory");
     double *t = malloc(sizeof(double) * (size_t)reps);
@@ -132,8 +144,10 @@ static int run(const det_bench *bn, int reps) {
         if (getenv("MMDET_BENCH_VERBOSE"))   /* CPU time too: steadier than wall time on a shared machine */
             fprintf(stderr, "%s rep %d: %.1f ms, cpu %.1f ms\n", name, i, now_ms() - t0, cpu_ms() - c0);
     }
-    printf("bench %s ours_ms=%.1f ours_mb=%.0f batch=%dx3x%dx%d threads=%d\n", name, median(t, reps), peak_mb(),
-           b->n, IMG_H, IMG_W, md_ctx_threads(ctx));
+    printf("bench %s ours_ms=%.1f ours_mb=%.0f batch=%dx3x%dx%d threads=%d%s\n", name, median(t, reps), peak_mb(),
+           b->n, IMG_H, IMG_W, md_ctx_threads(ctx),
+           !bn->amp ? "" : strstr(md_amp_cpu_kernel(), "emulated") ? " kernel=emulated"
+                         : strstr(md_amp_cpu_kernel(), "converted") ? " kernel=avx512cvt" : " kernel=native");
     fflush(stdout);
     free(t);
     md_ctx_step_reset(ctx);

@@ -3,6 +3,8 @@ FasterRCNN with a ResNet-50 FPN backbone, no pretrained weights; 2 threads.
   <det>_train_step  losses + backward + one SGD step (lr 0.01, momentum 0.9,
                     wd 1e-4) on 2 images 800x1216, three gt boxes each
   <det>_infer       1 image 800x1216, eval mode, no grad
+  <det>_train_step_bf16  the train step's forward under
+                    torch.autocast("cpu", dtype=torch.bfloat16)
 Made to match mmdet's r50-fpn 1x configs where torchvision allows:
   - BN as mmdet's norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=True: running statistics, affine weight and bias trained
@@ -25,8 +27,8 @@ import sys
 import time
 
 REPS = max(1, int(os.environ.get("MMDET_BENCH_DET_REPS", "1")))
-NAMES = ["retinanet_r50_fpn_train_step", "retinanet_r50_fpn_infer",
-         "faster_rcnn_r50_fpn_train_step", "faster_rcnn_r50_fpn_infer"]
+NAMES = ["retinanet_r50_fpn_train_step", "retinanet_r50_fpn_train_step_bf16", "retinanet_r50_fpn_infer",
+         "faster_rcnn_r50_fpn_train_step", "faster_rcnn_r50_fpn_train_step_bf16", "faster_rcnn_r50_fpn_infer"]
 BOXES = [[100, 120, 420, 500], [600, 80, 900, 300], [300, 450, 1100, 780]]
 LABELS = [[0, 17, 56], [2, 41, 79]]   # 0-based, as ours
 
@@ -66,7 +68,8 @@ def run(name):
     torch.set_num_threads(int(os.environ.get("MMDET_NUM_THREADS", "2")))
     torch.manual_seed(1)
     retina = name.startswith("retinanet")
-    train = name.endswith("train_step")
+    bf16 = name.endswith("_bf16")
+    train = name.endswith("train_step") or bf16
     model = build(retina)
     model.train(train)
     n = 2 if train else 1
@@ -83,7 +86,8 @@ def run(name):
         for i in range(REPS + 1):   # one warm-up
             t0 = time.perf_counter()
             if train:
-                losses = model(imgs, targets)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    losses = model(imgs, targets)
                 opt.zero_grad(set_to_none=False)
                 sum(losses.values()).backward()
                 opt.step()

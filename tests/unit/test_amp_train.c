@@ -58,25 +58,11 @@ static char *out_of(const char *work) {
     return read_all(path);
 }
 
-/* The training lines of <work>'s JSON log: loss and loss_scale by
- * (epoch - 1) * 5 + iter - 1 (5 iterations an epoch); returns the count. */
+/* loss and loss_scale of <work>'s first `max` training iterations (5 an epoch) */
 static int read_log(const char *work, double *loss, double *scale, int max) {
-    char cmd[512], line[4096];
-    snprintf(cmd, sizeof cmd, "cat %s/%s/*.log.json", dir, work);
-    FILE *p = popen(cmd, "r");
-    int n = 0;
-    while (p && fgets(line, sizeof line, p)) {
-        char *e = strstr(line, "\"epoch\": "), *i = strstr(line, "\"iter\": "), *l = strstr(line, "\"loss\": ");
-        char *s = strstr(line, "\"loss_scale\": ");
-        if (!strstr(line, "\"mode\": \"train\"") || !e || !i || !l) continue;
-        int k = (atoi(e + 9) - 1) * 5 + atoi(i + 8) - 1;
-        if (k < 0 || k >= max) continue;
-        loss[k] = !strncmp(l + 8, "NaN", 3) || !strncmp(l + 8, "nan", 3) ? NAN : atof(l + 8);
-        scale[k] = s ? atof(s + 14) : 0;
-        n++;
-    }
-    if (p) pclose(p);
-    return n;
+    char wd[512];
+    snprintf(wd, sizeof wd, "%s/%s", dir, work);
+    return test_read_train_log(wd, 5, loss, scale, max);
 }
 
 Test(amp_train, fp16_dynamic_tracks_f32) {

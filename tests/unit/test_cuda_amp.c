@@ -322,24 +322,11 @@ static int train(const char *work, const char *extra) {
     return system(cmd);
 }
 
-/* loss and loss_scale of the first `max` training iterations (5 an epoch) */
+/* loss and loss_scale of <work>'s first `max` training iterations (5 an epoch) */
 static int read_log(const char *work, double *loss, double *scale, int max) {
-    char cmd[512], line[4096];
-    snprintf(cmd, sizeof cmd, "cat %s/%s/*.log.json", dir, work);
-    FILE *p = popen(cmd, "r");
-    int n = 0;
-    while (p && fgets(line, sizeof line, p)) {
-        char *e = strstr(line, "\"epoch\": "), *i = strstr(line, "\"iter\": "), *l = strstr(line, "\"loss\": ");
-        char *s = strstr(line, "\"loss_scale\": ");
-        if (!strstr(line, "\"mode\": \"train\"") || !e || !i || !l) continue;
-        int k = (atoi(e + 9) - 1) * 5 + atoi(i + 8) - 1;
-        if (k < 0 || k >= max) continue;
-        loss[k] = atof(l + 8);
-        scale[k] = s ? atof(s + 14) : 0;
-        n++;
-    }
-    if (p) pclose(p);
-    return n;
+    char wd[512];
+    snprintf(wd, sizeof wd, "%s/%s", dir, work);
+    return test_read_train_log(wd, 5, loss, scale, max);
 }
 
 static char *slurp(const char *work) {

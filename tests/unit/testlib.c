@@ -22,6 +22,25 @@ void test_write_file(const char *dir, const char *name, const char *text) {
     fclose(f);
 }
 
+int test_read_train_log(const char *work_dir, int iters_per_epoch, double *loss, double *scale, int max) {
+    char cmd[4200], line[4096];
+    snprintf(cmd, sizeof cmd, "cat %s/*.log.json", work_dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    while (p && fgets(line, sizeof line, p)) {
+        char *e = strstr(line, "\"epoch\": "), *i = strstr(line, "\"iter\": "), *l = strstr(line, "\"loss\": ");
+        char *s = strstr(line, "\"loss_scale\": ");
+        if (!strstr(line, "\"mode\": \"train\"") || !e || !i || !l) continue;
+        int k = (atoi(e + 9) - 1) * iters_per_epoch + atoi(i + 8) - 1;
+        if (k < 0 || k >= max) continue;
+        loss[k] = !strncmp(l + 8, "NaN", 3) || !strncmp(l + 8, "nan", 3) ? NAN : atof(l + 8);
+        if (scale) scale[k] = s ? atof(s + 14) : 0;
+        n++;
+    }
+    if (p) pclose(p);
+    return n;
+}
+
 md_ctx *test_ctx(uint64_t seed, const char *const *plugins) {
     md_error err = { 0 };
     md_ctx *ctx = md_ctx_new(&err);

@@ -14,6 +14,10 @@ md_ctx *test_ctx(uint64_t seed, const char *const *plugins);
 char *test_tmpdir(char *buf, size_t n, const char *tag);
 /* Writes `text` to <dir>/<name> (fails the test when it cannot). */
 void test_write_file(const char *dir, const char *name, const char *text);
+/* The training lines of the JSON logs in work_dir (*.log.json): loss and
+ * loss_scale (0 when absent) of iteration k = (epoch - 1) * iters_per_epoch
+ * + iter - 1, for k < max; a NaN loss reads as NAN. Returns the lines read. */
+int test_read_train_log(const char *work_dir, int iters_per_epoch, double *loss, double *scale, int max);
 
 /* Opens tests/fixtures/<name>.safetensors (written by a tests/golden script);
  * fails the test with the reason when it cannot. */
