@@ -18,11 +18,7 @@
 #include <math.h>
 #endif
 
-#ifdef __CUDACC__
-#define MD_DCN_FN static inline __host__ __device__
-#else
-#define MD_DCN_FN static inline
-#endif
+#include "hostdev.h"
 
 /* One tap resolved: the four neighbours' offsets in the plane (0 where a
  * neighbour is missing, its weights then 0), the forward weights (value =
@@ -34,7 +30,7 @@ typedef struct md__dcn_tap {
     float w[4], gh[4], gw[4];
 } md__dcn_tap;
 
-MD_DCN_FN void md__dcn_tap_at(float h, float w, int64_t H, int64_t W, md__dcn_tap *t) {
+MD_HD static inline void md__dcn_tap_at(float h, float w, int64_t H, int64_t W, md__dcn_tap *t) {
     for (int q = 0; q < 4; q++) {
         t->idx[q] = 0;
         t->w[q] = t->gh[q] = t->gw[q] = 0.0f;
@@ -60,13 +56,13 @@ MD_DCN_FN void md__dcn_tap_at(float h, float w, int64_t H, int64_t W, md__dcn_ta
 }
 
 /* The tap's value in plane p. */
-MD_DCN_FN float md__dcn_value(const md__dcn_tap *t, const float *p) {
+MD_HD static inline float md__dcn_value(const md__dcn_tap *t, const float *p) {
     return t->w[0] * p[t->idx[0]] + t->w[1] * p[t->idx[1]] + t->w[2] * p[t->idx[2]] + t->w[3] * p[t->idx[3]];
 }
 
 /* The sampling position of tap (i, j) of output pixel (oh, ow) given its
  * offsets: mmcv adds the integer grid position (as float) and the offset. */
-MD_DCN_FN float md__dcn_pos(int64_t o, int64_t s, int64_t p, int64_t k, int64_t d, float off) {
+MD_HD static inline float md__dcn_pos(int64_t o, int64_t s, int64_t p, int64_t k, int64_t d, float off) {
     return (float)(o * s - p + k * d) + off;
 }
 

@@ -16,13 +16,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__CUDACC__)
-#define MD_HD static __host__ __device__ __forceinline__
-#else
-#define MD_HD static inline
-#endif
+#include "hostdev.h"
 
-MD_HD uint32_t md__f32_bits(float f) {
+MD_HD static inline uint32_t md__f32_bits(float f) {
 #if defined(__CUDA_ARCH__)
     return __float_as_uint(f);
 #else
@@ -32,7 +28,7 @@ MD_HD uint32_t md__f32_bits(float f) {
 #endif
 }
 
-MD_HD float md__bits_f32(uint32_t u) {
+MD_HD static inline float md__bits_f32(uint32_t u) {
 #if defined(__CUDA_ARCH__)
     return __uint_as_float(u);
 #else
@@ -45,13 +41,13 @@ MD_HD float md__bits_f32(uint32_t u) {
 /* ---- bfloat16: f32's upper 16 bits ---- */
 
 /* float -> bf16 bits, round to nearest even; NaN -> 0x7FC0 (PyTorch's). */
-MD_HD uint16_t md__f32_to_bf16(float f) {
+MD_HD static inline uint16_t md__f32_to_bf16(float f) {
     uint32_t u = md__f32_bits(f);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
-MD_HD float md__bf16_to_f32(uint16_t h) { return md__bits_f32((uint32_t)h << 16); }
-MD_HD float md__bf16_round(float f) { return md__bf16_to_f32(md__f32_to_bf16(f)); }
+MD_HD static inline float md__bf16_to_f32(uint16_t h) { return md__bits_f32((uint32_t)h << 16); }
+MD_HD static inline float md__bf16_round(float f) { return md__bf16_to_f32(md__f32_to_bf16(f)); }
 
 /* ---- IEEE binary16 (fp16): 5 exponent bits (bias 15), 10 fraction bits ---- */
 
@@ -59,7 +55,7 @@ MD_HD float md__bf16_round(float f) { return md__bf16_to_f32(md__f32_to_bf16(f))
  * magnitudes from 65520 (the tie above 65504, which rounds to even) up are
  * infinities, subnormals (below 2^-14) round to multiples of 2^-24, and a
  * NaN becomes the quiet NaN 0x7E00 with the sign kept. */
-MD_HD uint16_t md__f32_to_f16(float f) {
+MD_HD static inline uint16_t md__f32_to_f16(float f) {
     uint32_t u = md__f32_bits(f);
     uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
     if (a > 0x7F800000u) return (uint16_t)(sign | 0x7E00u);    /* NaN */
@@ -79,7 +75,7 @@ MD_HD uint16_t md__f32_to_f16(float f) {
     return (uint16_t)(sign | q);
 }
 
-MD_HD float md__f16_to_f32(uint16_t h) {
+MD_HD static inline float md__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, ex = (h >> 10) & 0x1Fu, fr = h & 0x3FFu;
     if (ex == 0x1Fu) return md__bits_f32(sign | 0x7F800000u | (fr << 13));   /* inf, NaN (payload kept) */
     if (ex != 0) return md__bits_f32(sign | ((ex + 112u) << 23) | (fr << 13));
@@ -92,14 +88,14 @@ MD_HD float md__f16_to_f32(uint16_t h) {
     }
     return md__bits_f32(sign | (e << 23) | ((fr & 0x3FFu) << 13));
 }
-MD_HD float md__f16_round(float f) { return md__f16_to_f32(md__f32_to_f16(f)); }
+MD_HD static inline float md__f16_round(float f) { return md__f16_to_f32(md__f32_to_f16(f)); }
 
 /* ---- loss scaling (GradScaler.unscale_) ---- */
 
 /* g = g * inv in f32, after checking g: true when g was not finite (inf or
  * NaN), as PyTorch's _amp_foreach_non_finite_check_and_unscale_ checks
  * each value before multiplying it. */
-MD_HD bool md__unscale_elem(float *g, float inv) {
+MD_HD static inline bool md__unscale_elem(float *g, float inv) {
     float v = *g;
     bool bad = (md__f32_bits(v) & 0x7F800000u) == 0x7F800000u;
 #if defined(__CUDA_ARCH__)

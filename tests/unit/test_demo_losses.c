@@ -3,8 +3,12 @@
  * tests/configs/demo_losses.cfg) trains on the dataset the demo generates,
  * with tests/plugins/loss_recorder.so writing every iteration's losses as
  * exact hex floats; they must equal tests/fixtures/demo_losses_200.txt,
- * recorded before the heads moved onto the model layer (AnchorHead, the
- * registered losses). A refactor that changes any number fails here.
+ * first recorded before the heads moved onto the model layer (AnchorHead,
+ * the registered losses), and re-recorded once, for the one intended
+ * change of numbers since: Resize's OpenCV rounding (the two-stage parity
+ * with mmdet), checked by recording the commit before it (the old fixture,
+ * bit for bit) and the commit itself (the new one, which every later
+ * commit reproduces). A refactor that changes any number fails here.
  *
  * The kernels are deterministic and independent of the thread count; the
  * fixture holds the AVX-512 kernels' rounding in the normal build, so a
