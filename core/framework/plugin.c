@@ -160,10 +160,12 @@ static md__plugin_file *open_file(const char *real, md_error *err) {
         snprintf(why, sizeof why, "%s", f->refused);
     } else if (!d) {
         snprintf(why, sizeof why, "not a plugin (no md_plugin_descriptor symbol; use MD_PLUGIN)");
-    } else if (d->abi_major != MD_ABI_MAJOR || d->abi_minor > MD_ABI_MINOR) {
+    } else if (d->abi_major != MD_ABI_MAJOR || d->abi_minor > MD_ABI_MINOR || d->abi_minor < MD_ABI_MINOR_OLDEST) {
         snprintf(why, sizeof why, "plugin ABI %u.%u is incompatible with the core's ABI %d.%d (%s)",
                  d->abi_major, d->abi_minor, MD_ABI_MAJOR, MD_ABI_MINOR,
-                 d->abi_major != MD_ABI_MAJOR ? "major versions differ" : "minor version is newer; rebuild against this core");
+                 d->abi_major != MD_ABI_MAJOR ? "major versions differ"
+                 : d->abi_minor > MD_ABI_MINOR ? "minor version is newer; rebuild against this core"
+                                               : "built before the plugin structs grew; rebuild against this core");
     }
     if (why[0]) {
         /* Nothing was committed; unloading drops the queued classes too. */

@@ -115,6 +115,15 @@ Test(plugins, abi_minor_newer_refused) {
     assert_refused("tests/bad_plugins/abi_minor", "tests/bad_plugins/abi_minor/abi_minor.so", want, "AbiMinorThing");
 }
 
+/* A minor older than the last growth of the plugin structs would be read
+ * past its classes' end: refused, saying to rebuild. */
+Test(plugins, abi_minor_older_than_the_structs_refused) {
+    char want[256];
+    snprintf(want, sizeof want, "plugin ABI %d.%d is incompatible with the core's ABI %d.%d (built before the plugin "
+             "structs grew; rebuild", MD_ABI_MAJOR, MD_ABI_MINOR_OLDEST - 1, MD_ABI_MAJOR, MD_ABI_MINOR);
+    assert_refused("tests/bad_plugins/abi_old", "tests/bad_plugins/abi_old/abi_old.so", want, "AbiOldThing");
+}
+
 /* md_plugin_desc.init (MD_PLUGIN_INIT) may refuse its plugin with a reason. */
 Test(plugins, init_refuses_with_its_reason) {
     assert_refused("tests/bad_plugins/init_refuses", "tests/bad_plugins/init_refuses/init_refuses.so",

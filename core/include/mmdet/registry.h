@@ -36,10 +36,17 @@ extern "C" {
 #error "MD_ABI_MAJOR and MD_ABI_MINOR come from the installed headers; do not define them"
 #endif
 #define MD_ABI_MAJOR 1
-#define MD_ABI_MINOR 4   /* 1: md_plugin_desc.init; 2: onnx_export/onnx_decode entries; 3: md_dataset.palette,
+#define MD_ABI_MINOR 5   /* 1: md_plugin_desc.init; 2: onnx_export/onnx_decode entries; 3: md_dataset.palette,
                             md_custom_dataset_class.palette, md_conv_module_opts.norm_sync, forward_dummy entries, the
                             ONNX entries of RoI heads, bbox heads and extractors (interfaces grew: rebuild); 4: mixed
-                            precision (amp.h), md_ckpt_meta.fp16 and md_ckpt_info.fp16 (structs grew: rebuild) */
+                            precision (amp.h), md_ckpt_meta.fp16 and md_ckpt_info.fp16 (structs grew: rebuild); 5:
+                            md_module_class.legacy_name, md_bbox_coder_iface.encode_max, md_assign_levels' predictions,
+                            md_conv_module_opts.conv_type and deform_groups (structs grew: rebuild) */
+/* The oldest minor the core still loads: a struct a plugin hands the core
+ * (a class, an interface) must be as long as the core reads it, so a minor
+ * that grows such structs raises this floor and older plugins are refused
+ * with "rebuild" instead of being read past their end. */
+#define MD_ABI_MINOR_OLDEST 5
 
 /* What a registry entry is. `iface` points at the registry's own interface
  * struct (md_hook_iface, md_dataset_iface, ...); the registry defines what
