@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 #include <mmdet/mmdet.h>
+#include "conv_ref.h"
 #include "testlib.h"
 #include "backends/cpu/gemm_bf16.h"
 #include "backends/cpu/winograd.h"
@@ -332,36 +333,6 @@ Test(amp, gemm_bf16_against_f64) {
 
 /* -------------------------------------------------------- convolutions -- */
 
-typedef struct conv_case { int64_t N, C, H, W, O, K; int stride, pad, dil, groups; } conv_case;
-
-/* f64 direct convolution and its two gradients of bf16-rounded operands;
- * S* receive sum|products| per output for the bounds. */
-static void conv_ref(const conv_case *c, int64_t OH, int64_t OW, const float *x, const float *w, const float *gy,
-                     double *y, double *sy, double *gx, double *sgx, double *gw, double *sgw) {
-    int64_t Cg = c->C / c->groups, Og = c->O / c->groups;
-    for (int64_t n = 0; n < c->N; n++)
-        for (int64_t o = 0; o < c->O; o++)
-            for (int64_t oh = 0; oh < OH; oh++)
-                for (int64_t ow = 0; ow < OW; ow++) {
-                    int64_t g = o / Og, yi = ((n * c->O + o) * OH + oh) * OW + ow;
-                    for (int64_t ci = 0; ci < Cg; ci++)
-                        for (int64_t kh = 0; kh < c->K; kh++)
-                            for (int64_t kw = 0; kw < c->K; kw++) {
-                                int64_t ih = oh * c->stride - c->pad + kh * c->dil, iw = ow * c->stride - c->pad + kw * c->dil;
-                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
-                                int64_t xi = ((n * c->C + g * Cg + ci) * c->H + ih) * c->W + iw;
-                                int64_t wi = ((o * Cg + ci) * c->K + kh) * c->K + kw;
-                                double xr = md_bf16_round(x[xi]), wr = md_bf16_round(w[wi]), gr = md_bf16_round(gy[yi]);
-                                y[yi] += xr * wr;
-                                sy[yi] += fabs(xr * wr);
-                                gx[xi] += gr * wr;
-                                sgx[xi] += fabs(gr * wr);
-                                gw[wi] += xr * gr;
-                                sgw[wi] += fabs(xr * gr);
-                            }
-                }
-}
-
 /* Per element |got - ref| <= bound * S (S the sum of |products|): for
  * im2col, bound = (K + 2) u as for the GEMM (the operands are x, w, gy
  * themselves). Winograd multiplies transformed operands, each rounded to
@@ -400,7 +371,7 @@ static void conv_check_case(const conv_case *c) {
     md_ctx_set_autocast(ctx, MD_F32);
     double *r = calloc((size_t)(2 * (ny + nx + nw)), sizeof(double));
     double *ry = r, *sy = r + ny, *rx = sy + ny, *sx = rx + nx, *rw = sx + nx, *sw = rw + nw;
-    conv_ref(c, OH, OW, md_f32(x), md_f32(w), gyv, ry, sy, rx, sx, rw, sw);
+    conv_ref(c, md_bf16_round, OH, OW, md_f32(x), md_f32(w), gyv, ry, sy, rx, sx, rw, sw);
     md__conv_shape s = { .N = c->N, .C = c->C, .H = c->H, .W = c->W, .O = c->O, .KH = c->K, .KW = c->K,
                          .sh = c->stride, .sw = c->stride, .ph = c->pad, .pw = c->pad, .dh = c->dil, .dw = c->dil,
                          .G = c->groups, .OH = OH, .OW = OW };

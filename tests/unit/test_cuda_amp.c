@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "conv_ref.h"
 #include "cudalib.h"
 #include "internal.h"
 
@@ -40,8 +41,6 @@ static const char *name_of(md_dtype dt) { return dt == MD_F16 ? "fp16" : "bf16";
 
 /* ------------------------------------------------------ convolutions -- */
 
-typedef struct conv_case { int64_t N, C, H, W, O, K; int stride, pad, dil, groups; } conv_case;
-
 static const conv_case conv_cases[] = {
     { 2, 16, 12, 12, 8, 3, 1, 1, 1, 1 },
     { 1, 24, 11, 13, 12, 3, 1, 1, 1, 1 },
@@ -51,36 +50,6 @@ static const conv_case conv_cases[] = {
     { 2, 16, 15, 14, 32, 3, 2, 1, 1, 1 },   /* 3x3/2 */
     { 1, 64, 9, 9, 64, 3, 1, 1, 1, 1 },     /* Tensor Core friendly channel counts */
 };
-
-/* f64 convolution and gradients of operands rounded to dt; s* = sum of
- * |products| per output. */
-static void conv_ref(md_dtype dt, const conv_case *c, int64_t OH, int64_t OW, const float *x, const float *w,
-                     const float *gy, double *y, double *sy, double *gx, double *sgx, double *gw, double *sgw) {
-    int64_t Cg = c->C / c->groups, Og = c->O / c->groups;
-    for (int64_t n = 0; n < c->N; n++)
-        for (int64_t o = 0; o < c->O; o++)
-            for (int64_t oh = 0; oh < OH; oh++)
-                for (int64_t ow = 0; ow < OW; ow++) {
-                    int64_t g = o / Og, yi = ((n * c->O + o) * OH + oh) * OW + ow;
-                    for (int64_t ci = 0; ci < Cg; ci++)
-                        for (int64_t kh = 0; kh < c->K; kh++)
-                            for (int64_t kw = 0; kw < c->K; kw++) {
-                                int64_t ih = oh * c->stride - c->pad + kh * c->dil;
-                                int64_t iw = ow * c->stride - c->pad + kw * c->dil;
-                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
-                                int64_t xi = ((n * c->C + g * Cg + ci) * c->H + ih) * c->W + iw;
-                                int64_t wi = ((o * Cg + ci) * c->K + kh) * c->K + kw;
-                                double xr = round_to(dt, x[xi]), wr = round_to(dt, w[wi]);
-                                double gr = round_to(dt, gy[yi]);
-                                y[yi] += xr * wr;
-                                sy[yi] += fabs(xr * wr);
-                                gx[xi] += gr * wr;
-                                sgx[xi] += fabs(gr * wr);
-                                gw[wi] += xr * gr;
-                                sgw[wi] += fabs(xr * gr);
-                            }
-                }
-}
 
 /* |got - (ref + bias)| <= f32 sums' error (4 (K + 2) u S: sums in a few
  * blocks), plus the 16-bit result's rounding (u_lp of the sum, and fp16's
@@ -125,7 +94,8 @@ static void conv_case_run(md_dtype dt, const conv_case *c) {
     cr_assert(x->grad && w->grad && b->grad);
     double *r = calloc((size_t)(2 * (ny + nx + nw)), sizeof(double));
     double *ry = r, *sy = r + ny, *rx = sy + ny, *sx = rx + nx, *rw = sx + nx, *sw = rw + nw;
-    conv_ref(dt, c, OH, OW, md_f32(x), md_f32(w), md_f32(gy), ry, sy, rx, sx, rw, sw);
+    conv_ref(c, dt == MD_F16 ? md_f16_round : md_bf16_round, OH, OW, md_f32(x), md_f32(w), md_f32(gy), ry, sy, rx, sx,
+             rw, sw);
     int64_t Kf = c->C / c->groups * c->K * c->K;
     check(dt, "forward", c, md_f32(yc), ry, sy, md_f32(b), OH * OW, c->O, ny, Kf);
     check(dt, "input gradient", c, md_f32(x->grad), rx, sx, NULL, 1, 1, nx, c->O / c->groups * c->K * c->K);
