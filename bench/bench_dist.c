@@ -119,7 +119,7 @@ int main(void) {
                          "data.train.data_root=%s/data/ data.workers_per_gpu=0 runner.max_epochs=%d >%s/%s.out 2>&1",
                          dir, WORK[m], run, dir, WORK[m], dir, epochs, dir, WORK[m]);
             else
-                snprintf(cmd, sizeof cmd, "rm -rf %s/%s && MMDET_NUM_THREADS=1 MMDET_DDP_OVERLAP=%d mpirun "
+                snprintf(cmd, sizeof cmd, "rm -rf %s/%s && MMDET_NUM_THREADS=1 MMDET_DDP_OVERLAP=%d MMDET_DDP_TIME_ALLREDUCE=11 mpirun "
                          "--allow-run-as-root --oversubscribe -np 2 %s --launcher mpi --work-dir %s/%s --cfg-options "
                          "data.train.data_root=%s/data/ data.samples_per_gpu=2 data.workers_per_gpu=0 "
                          "runner.max_epochs=%d >%s/%s.out 2>&1", dir, WORK[m], m == OVERLAP, run, dir, WORK[m], dir,

@@ -412,14 +412,23 @@ int run_training(md_ctx *ctx, md_cfg *cfg, md_error *err) {
         double hidden = md_ddp_take_hidden_bytes(ddp);
         double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         int64_t steps = md_runner_iter(runner) - iter0;
+        /* MMDET_DDP_TIME_ALLREDUCE=N (the benchmark's): N more rounds of
+         * every bucket's all-reduce, timed alone; off by default, so a
+         * training run pays no extra communication */
+        const char *tr = getenv("MMDET_DDP_TIME_ALLREDUCE");
+        int rounds = tr ? atoi(tr) : 0;
+        char alone[64] = "";
         md_error cerr = { 0 };
-        if (md_ddp_time_all_reduce(ddp, 11, &comm, &cerr) != 0)
-            md_warn(ctx, "timing the all-reduces: %s", cerr.msg);
+        if (rounds > 0) {
+            if (md_ddp_time_all_reduce(ddp, rounds, &comm, &cerr) != 0)
+                md_warn(ctx, "timing the all-reduces: %s", cerr.msg);
+            else
+                snprintf(alone, sizeof alone, "; the all-reduces alone take %.2f ms per step", comm * 1e3);
+        }
         md_info(ctx, "data parallel: %lld steps, %.2f MB all-reduced per step, %.3f s waiting for all-reduces "
-                "after backward (%.1f%% of %.2f s; overlap %s, %.0f%% of the bytes reduced under backward); the "
-                "all-reduces alone take %.2f ms per step", (long long)steps, bytes / (double)steps / 1e6, wait,
-                100.0 * wait / wall, wall, md_ddp_overlap(ddp) ? "on" : "off", bytes > 0 ? 100.0 * hidden / bytes : 0,
-                comm * 1e3);
+                "after backward (%.1f%% of %.2f s; overlap %s, %.0f%% of the bytes reduced under backward)%s",
+                (long long)steps, bytes / (double)steps / 1e6, wait, 100.0 * wait / wall, wall,
+                md_ddp_overlap(ddp) ? "on" : "off", bytes > 0 ? 100.0 * hidden / bytes : 0, alone);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
